@@ -7,4 +7,10 @@
 //! - [`lab`]: a local fleet of real sshd servers on loopback, for tests and `pony lab`.
 //! - [`cli`] / [`app`] / [`commands`]: the command line.
 
+pub mod diag;
+pub mod exit;
+pub mod inventory;
+#[cfg(any())]
 pub mod lab;
+pub mod playbook;
+pub mod plan;

@@ -1,0 +1,429 @@
+//! The inventory model: regions → clusters → hosts with settings and vars inherited
+//! defaults → region → cluster → host, groups (regions, clusters, roles), and its
+//! loading and validation. Host patterns live in [`pattern`], ranges in [`range`].
+
+pub mod pattern;
+pub mod range;
+pub mod raw;
+
+use crate::diag::{Diagnostic, Diagnostics};
+pub use raw::{ConnectionKind, Vars};
+use raw::{RawInventory, RawSsh};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+pub type HostId = usize;
+pub type RegionId = usize;
+pub type ClusterId = usize;
+
+/// A validated inventory. Host ids index `hosts`; every host is in exactly one cluster
+/// and region, and names of hosts and groups are unique across both.
+#[derive(Debug)]
+pub struct Inventory {
+    pub name: String,
+    pub file: PathBuf,
+    pub regions: Vec<Region>,
+    pub clusters: Vec<Cluster>,
+    pub hosts: Vec<Host>,
+    /// Group name → its hosts (regions, clusters, roles), hosts in id order.
+    pub groups: BTreeMap<String, Vec<HostId>>,
+    by_name: HashMap<String, HostId>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Region {
+    pub name: String,
+    pub clusters: Vec<ClusterId>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub region: RegionId,
+    pub hosts: Vec<HostId>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    /// Where to connect; without it the host name is the SSH destination.
+    pub address: Option<String>,
+    pub region: RegionId,
+    pub cluster: ClusterId,
+    pub roles: Vec<String>,
+    pub connection: ConnectionKind,
+    pub ssh: SshSettings,
+    /// Merged vars (defaults < region < cluster < host).
+    pub vars: Vars,
+}
+
+impl Host {
+    /// The SSH destination: the address when given, else the name (ssh_config aliases work).
+    pub fn destination(&self) -> &str {
+        self.address.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// SSH settings after inheritance; unset fields fall back to ssh_config / OpenSSH defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct SshSettings {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<String>,
+    pub jump: Option<String>,
+    pub config_file: Option<String>,
+    pub options: BTreeMap<String, String>,
+}
+
+impl SshSettings {
+    fn overlay(&mut self, layer: &Option<RawSsh>) {
+        let Some(layer) = layer else { return };
+        macro_rules! take {
+            ($($field:ident),*) => { $( if layer.$field.is_some() { self.$field = layer.$field.clone(); } )* };
+        }
+        take!(user, port, identity_file, jump, config_file);
+        self.options.extend(layer.options.clone());
+    }
+}
+
+impl Inventory {
+    pub fn host_id(&self, name: &str) -> Option<HostId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn region_of(&self, host: HostId) -> &Region {
+        &self.regions[self.hosts[host].region]
+    }
+
+    pub fn cluster_of(&self, host: HostId) -> &Cluster {
+        &self.clusters[self.hosts[host].cluster]
+    }
+
+    /// Every name a pattern can refer to: host names then group names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .chain(self.groups.keys().map(String::as_str))
+    }
+}
+
+/// Reads and validates an inventory file; every problem is reported at once.
+pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostic::new(path, format!("cannot read inventory: {e}"))
+            .hint("pass an existing file with -i, e.g. -i inventories/local.yaml")
+    })?;
+    parse(path, &text)
+}
+
+/// Validates inventory text that came from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<Inventory, Diagnostics> {
+    let raw: RawInventory =
+        serde_yaml::from_str(text).map_err(|e| Diagnostic::from_yaml(path, &e))?;
+    build(path, raw)
+}
+
+fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
+    let mut errors = Diagnostics::default();
+    if raw.name.trim().is_empty() {
+        errors.push(
+            Diagnostic::new(path, "inventory `name` is empty")
+                .hint("give it a name like `global`; it names the lock and the run history"),
+        );
+    }
+    if raw.regions.is_empty() {
+        errors.push(
+            Diagnostic::new(path, "inventory has no regions")
+                .hint("add `regions:` with at least one region, cluster and host"),
+        );
+    }
+    let mut inventory = Inventory {
+        name: raw.name.clone(),
+        file: path.to_path_buf(),
+        regions: Vec::new(),
+        clusters: Vec::new(),
+        hosts: Vec::new(),
+        groups: BTreeMap::new(),
+        by_name: HashMap::new(),
+    };
+    let mut base_ssh = SshSettings::default();
+    base_ssh.overlay(&raw.defaults.ssh);
+    let base_connection = raw.defaults.connection.unwrap_or_default();
+
+    for (region_name, region) in &raw.regions {
+        let region_id = inventory.regions.len();
+        inventory.regions.push(Region {
+            name: region_name.clone(),
+            clusters: Vec::new(),
+        });
+        let mut region_ssh = base_ssh.clone();
+        region_ssh.overlay(&region.ssh);
+        let region_connection = region.connection.unwrap_or(base_connection);
+        let region_vars = merged(&raw.defaults.vars, &region.vars);
+        if region.clusters.is_empty() {
+            errors.push(
+                Diagnostic::new(path, format!("region `{region_name}` has no clusters")).hint(
+                    "add `clusters:` with at least one cluster of hosts, or remove the region",
+                ),
+            );
+        }
+        for (cluster_name, cluster) in &region.clusters {
+            let cluster_id = inventory.clusters.len();
+            inventory.regions[region_id].clusters.push(cluster_id);
+            inventory.clusters.push(Cluster {
+                name: cluster_name.clone(),
+                region: region_id,
+                hosts: Vec::new(),
+            });
+            let mut cluster_ssh = region_ssh.clone();
+            cluster_ssh.overlay(&cluster.ssh);
+            let cluster_connection = cluster.connection.unwrap_or(region_connection);
+            let cluster_vars = merged(&region_vars, &cluster.vars);
+            if cluster.hosts.is_empty() {
+                errors.push(
+                    Diagnostic::new(
+                        path,
+                        format!("cluster `{cluster_name}` in region `{region_name}` has no hosts"),
+                    )
+                    .hint(
+                        "add `hosts:` (names or ranges like `mx-[01:10]`), or remove the cluster",
+                    ),
+                );
+            }
+            for (host_key, host) in &cluster.hosts {
+                let empty = raw::RawHost::default();
+                let host = host.as_ref().unwrap_or(&empty);
+                let names = match range::expand(host_key) {
+                    Ok(names) => names,
+                    Err(e) => {
+                        errors.push(
+                            Diagnostic::new(path, format!("cluster `{cluster_name}`: host {e}"))
+                                .hint(
+                                "ranges are `[start:end]` with start <= end, e.g. `mx-gz-[01:40]`",
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                let addresses = match &host.address {
+                    None => None,
+                    Some(address) => match range::expand(address) {
+                        Ok(addresses) if addresses.len() == names.len() => Some(addresses),
+                        Ok(addresses) => {
+                            errors.push(Diagnostic::new(path, format!(
+                                "host `{host_key}`: {} names but address `{address}` expands to {} addresses",
+                                names.len(), addresses.len()
+                            )).hint("give the address range the same length as the name range, e.g. `mx-[01:40]` with `10.0.0.[11:50]`"));
+                            continue;
+                        }
+                        Err(e) => {
+                            errors.push(
+                                Diagnostic::new(path, format!("host `{host_key}`: address {e}"))
+                                    .hint(
+                                        "address ranges are `[start:end]`, e.g. `10.20.1.[11:50]`",
+                                    ),
+                            );
+                            continue;
+                        }
+                    },
+                };
+                let mut ssh = cluster_ssh.clone();
+                ssh.overlay(&host.ssh);
+                let vars = merged(&cluster_vars, &host.vars);
+                let mut roles = cluster.roles.clone();
+                for role in &host.roles {
+                    if !roles.contains(role) {
+                        roles.push(role.clone());
+                    }
+                }
+                for (index, name) in names.into_iter().enumerate() {
+                    let host_id = inventory.hosts.len();
+                    if let Some(&other) = inventory.by_name.get(&name) {
+                        let other = &inventory.clusters[inventory.hosts[other].cluster].name;
+                        errors.push(Diagnostic::new(path, format!("duplicate host `{name}` in cluster `{cluster_name}` (already in cluster `{other}`)")).hint("host names must be unique across the inventory; rename or remove one"));
+                        continue;
+                    }
+                    inventory.by_name.insert(name.clone(), host_id);
+                    inventory.clusters[cluster_id].hosts.push(host_id);
+                    inventory.hosts.push(Host {
+                        name,
+                        address: addresses.as_ref().map(|a| a[index].clone()),
+                        region: region_id,
+                        cluster: cluster_id,
+                        roles: roles.clone(),
+                        connection: host.connection.unwrap_or(cluster_connection),
+                        ssh: ssh.clone(),
+                        vars: vars.clone(),
+                    });
+                }
+            }
+        }
+    }
+    build_groups(&mut inventory, &mut errors);
+    errors.into_result(inventory)
+}
+
+fn merged(base: &Vars, layer: &Vars) -> Vars {
+    let mut vars = base.clone();
+    vars.extend(layer.iter().map(|(k, v)| (k.clone(), v.clone())));
+    vars
+}
+
+/// Groups are regions, clusters and roles; all share one namespace with host names.
+fn build_groups(inventory: &mut Inventory, errors: &mut Diagnostics) {
+    let path = inventory.file.clone();
+    let mut kinds: BTreeMap<String, &'static str> = BTreeMap::new();
+    let mut clash = |name: &str, kind: &'static str, kinds: &mut BTreeMap<String, &'static str>| {
+        if inventory.by_name.contains_key(name) {
+            errors.push(Diagnostic::new(&path, format!("{kind} `{name}` has the same name as a host")).hint("groups (regions, clusters, roles) and hosts share one namespace; rename one of them"));
+        } else if let Some(other) = kinds.get(name) {
+            if *other != kind || kind != "role" {
+                errors.push(
+                    Diagnostic::new(
+                        &path,
+                        format!("{kind} `{name}` has the same name as a {other}"),
+                    )
+                    .hint("regions, clusters and roles share one namespace; rename one of them"),
+                );
+            }
+        }
+        kinds.insert(name.to_string(), kind);
+    };
+    for region in &inventory.regions {
+        clash(&region.name, "region", &mut kinds);
+    }
+    for cluster in &inventory.clusters {
+        clash(&cluster.name, "cluster", &mut kinds);
+    }
+    let mut groups: BTreeMap<String, Vec<HostId>> = BTreeMap::new();
+    for (id, host) in inventory.hosts.iter().enumerate() {
+        groups
+            .entry(inventory.regions[host.region].name.clone())
+            .or_default()
+            .push(id);
+        groups
+            .entry(inventory.clusters[host.cluster].name.clone())
+            .or_default()
+            .push(id);
+        for role in &host.roles {
+            groups.entry(role.clone()).or_default().push(id);
+        }
+    }
+    let roles: std::collections::BTreeSet<&String> =
+        inventory.hosts.iter().flat_map(|h| &h.roles).collect();
+    for role in roles {
+        clash(role, "role", &mut kinds);
+    }
+    for (name, hosts) in &mut groups {
+        if name == "all" {
+            errors.push(
+                Diagnostic::new(
+                    &path,
+                    "`all` is reserved for every host and cannot name a region, cluster or role",
+                )
+                .hint("rename it"),
+            );
+        }
+        hosts.dedup();
+    }
+    inventory.groups = groups;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INV: &str = r#"
+name: t
+defaults:
+  ssh: { user: deploy, port: 22 }
+  vars: { mail_root: /srv/mail, tier: default }
+regions:
+  eu:
+    ssh: { jump: bastion.eu }
+    vars: { tier: region }
+    clusters:
+      eu-mx:
+        roles: [mta]
+        vars: { tier: cluster }
+        hosts:
+          mx-[01:03]: { address: "10.0.0.[11:13]" }
+          mx-99: { roles: [canary], vars: { tier: host }, ssh: { port: 2222 } }
+  us:
+    clusters:
+      us-store:
+        roles: [store]
+        hosts:
+          st-1:
+"#;
+
+    #[test]
+    fn inherits_nearest_wins() {
+        let inv = parse(Path::new("inv.yaml"), INV).unwrap();
+        assert_eq!(inv.hosts.len(), 5);
+        let mx02 = &inv.hosts[inv.host_id("mx-02").unwrap()];
+        assert_eq!(mx02.address.as_deref(), Some("10.0.0.12"));
+        assert_eq!(mx02.vars["tier"], serde_yaml::Value::from("cluster"));
+        assert_eq!(mx02.vars["mail_root"], serde_yaml::Value::from("/srv/mail"));
+        assert_eq!(mx02.ssh.jump.as_deref(), Some("bastion.eu"));
+        assert_eq!(mx02.ssh.user.as_deref(), Some("deploy"));
+        let mx99 = &inv.hosts[inv.host_id("mx-99").unwrap()];
+        assert_eq!(mx99.vars["tier"], serde_yaml::Value::from("host"));
+        assert_eq!(mx99.ssh.port, Some(2222));
+        assert_eq!(mx99.roles, vec!["mta", "canary"]);
+        assert_eq!(mx99.destination(), "mx-99");
+        let st1 = &inv.hosts[inv.host_id("st-1").unwrap()];
+        assert_eq!(st1.vars["tier"], serde_yaml::Value::from("default"));
+        assert_eq!(st1.ssh.jump, None);
+        assert_eq!(inv.groups["mta"].len(), 4);
+        assert_eq!(inv.groups["eu"].len(), 4);
+        assert_eq!(inv.groups["canary"].len(), 1);
+    }
+
+    #[test]
+    fn reports_all_problems_together() {
+        let text = r#"
+name: t
+regions:
+  eu:
+    clusters:
+      mx:
+        hosts:
+          mx: {}
+          a-[1:2]: { address: "10.0.0.[1:3]" }
+          b-[9:1]:
+  us:
+    clusters:
+      us-c:
+        roles: [eu]
+        hosts:
+          mx: {}
+          us-1:
+"#;
+        let errors = parse(Path::new("inv.yaml"), text).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("2 names but address"), "{text}");
+        assert!(text.contains("start 9 is greater than end 1"), "{text}");
+        assert!(text.contains("duplicate host `mx`"), "{text}");
+        assert!(
+            text.contains("cluster `mx` has the same name as a host"),
+            "{text}"
+        );
+        assert!(
+            text.contains("role `eu` has the same name as a region"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_suggests() {
+        let text = "name: t\nregions:\n  eu:\n    clusters:\n      c:\n        rolse: [mta]\n        hosts: { h: }\n";
+        let errors = parse(Path::new("inv.yaml"), text).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("inv.yaml:6:9"), "{text}");
+        assert!(text.contains("unknown key `rolse`"), "{text}");
+        assert!(text.contains("did you mean `roles`?"), "{text}");
+    }
+}

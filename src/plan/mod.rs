@@ -1,0 +1,227 @@
+//! The plan: a sealed task graph (petgraph) of tasks = step × target, with join nodes
+//! for region/run-wide `needs` and gate nodes as wave barriers. It answers what the
+//! executor needs: what is ready at start, who depends on whom, hosts per cluster,
+//! the reverse order for rollback and the critical path for given durations.
+
+mod build;
+pub mod render;
+
+pub use build::{build, PlanOptions};
+
+use crate::inventory::pattern::HostSet;
+use crate::inventory::{ClusterId, HostId, Inventory, RegionId, Vars};
+use crate::playbook::{Per, Playbook, StepId};
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub type NodeId = NodeIndex;
+
+/// A node of the task graph.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// One step on one target.
+    Task(Task),
+    /// The barrier after wave `0`: passes when every task of the wave succeeded and the
+    /// wave's `pause`/`approve` are through.
+    Gate(usize),
+    /// Stands for every task of `step` (in `region`, or everywhere) so that region- and
+    /// run-wide `needs` cost edges linear in the number of tasks.
+    Join { step: StepId, region: Option<RegionId> },
+}
+
+/// One step on one target. `per: region` and `per: run` tasks run on `host`, the
+/// region's (or run's) chosen host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Task {
+    pub step: StepId,
+    pub host: HostId,
+    pub per: Per,
+    pub wave: usize,
+}
+
+/// A wave after `--limit`: its hosts in inventory order and its gate.
+#[derive(Debug)]
+pub struct WavePlan {
+    pub name: String,
+    pub gate: NodeId,
+    pub hosts: Vec<HostId>,
+}
+
+/// A sealed, acyclic plan; only a `Plan` can be executed.
+#[derive(Debug)]
+pub struct Plan {
+    pub inventory: Arc<Inventory>,
+    pub playbook: Arc<Playbook>,
+    pub graph: DiGraph<Node, ()>,
+    pub waves: Vec<WavePlan>,
+    /// The wave of every inventory host (`None` only outside the limit).
+    pub host_wave: Vec<Option<usize>>,
+    /// The hosts `--limit` selected (all hosts without it).
+    pub selected: HostSet,
+    /// `--var` values; they override every other var.
+    pub extra_vars: Vars,
+    host_tasks: Vec<Vec<NodeId>>,
+    topological: Vec<NodeId>,
+    task_count: usize,
+}
+
+/// The longest path through the graph for some node durations.
+#[derive(Debug, Clone)]
+pub struct CriticalPath {
+    pub nodes: Vec<NodeId>,
+    pub tasks: usize,
+    pub duration: Duration,
+}
+
+impl Plan {
+    pub fn task(&self, node: NodeId) -> Option<&Task> {
+        match &self.graph[node] {
+            Node::Task(task) => Some(task),
+            _ => None,
+        }
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.task_count
+    }
+
+    /// Every task node, in graph order.
+    pub fn tasks(&self) -> impl Iterator<Item = (NodeId, &Task)> {
+        self.graph.node_indices().filter_map(|n| self.task(n).map(|t| (n, t)))
+    }
+
+    /// Nodes with no dependencies: what the executor may start at once.
+    pub fn ready_at_start(&self) -> Vec<NodeId> {
+        self.graph.externals(Direction::Incoming).collect()
+    }
+
+    pub fn dependents(&self, node: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.graph.neighbors_directed(node, Direction::Outgoing)
+    }
+
+    pub fn dependencies(&self, node: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.graph.neighbors_directed(node, Direction::Incoming)
+    }
+
+    /// How many dependencies each node waits for, indexed by node.
+    pub fn in_degrees(&self) -> Vec<usize> {
+        self.graph
+            .node_indices()
+            .map(|n| self.graph.neighbors_directed(n, Direction::Incoming).count())
+            .collect()
+    }
+
+    /// The tasks that run on `host`, in topological order.
+    pub fn tasks_of_host(&self, host: HostId) -> &[NodeId] {
+        &self.host_tasks[host]
+    }
+
+    /// Hosts with at least one task, grouped per cluster (for `max_unavailable` and
+    /// the failure budget).
+    pub fn hosts_by_cluster(&self) -> BTreeMap<ClusterId, Vec<HostId>> {
+        let mut out: BTreeMap<ClusterId, Vec<HostId>> = BTreeMap::new();
+        for (host, tasks) in self.host_tasks.iter().enumerate() {
+            if !tasks.is_empty() {
+                out.entry(self.inventory.hosts[host].cluster).or_default().push(host);
+            }
+        }
+        out
+    }
+
+    /// All nodes, dependencies first.
+    pub fn topological_order(&self) -> &[NodeId] {
+        &self.topological
+    }
+
+    /// `tasks` ordered for rollback: every task after all tasks that depended on it.
+    pub fn rollback_order(&self, tasks: &[NodeId]) -> Vec<NodeId> {
+        let mut position = vec![usize::MAX; self.graph.node_count()];
+        for (i, n) in self.topological.iter().enumerate() {
+            position[n.index()] = i;
+        }
+        let mut ordered = tasks.to_vec();
+        ordered.sort_by_key(|n| std::cmp::Reverse(position[n.index()]));
+        ordered
+    }
+
+    /// The longest path when each node takes `duration(node)`; ties go to more tasks.
+    pub fn critical_path(&self, duration: impl Fn(&Node) -> Duration) -> CriticalPath {
+        let count = self.graph.node_count();
+        let mut best: Vec<(Duration, usize)> = vec![(Duration::ZERO, 0); count];
+        let mut previous: Vec<Option<NodeId>> = vec![None; count];
+        for &node in &self.topological {
+            let (mut time, mut tasks) = (Duration::ZERO, 0);
+            for dependency in self.dependencies(node) {
+                if best[dependency.index()] > (time, tasks) {
+                    (time, tasks) = best[dependency.index()];
+                    previous[node.index()] = Some(dependency);
+                }
+            }
+            let is_task = usize::from(matches!(self.graph[node], Node::Task(_)));
+            best[node.index()] = (time + duration(&self.graph[node]), tasks + is_task);
+        }
+        let Some(mut end) = self.graph.node_indices().max_by_key(|n| best[n.index()]) else {
+            return CriticalPath { nodes: Vec::new(), tasks: 0, duration: Duration::ZERO };
+        };
+        let (duration, tasks) = best[end.index()];
+        let mut nodes = vec![end];
+        while let Some(p) = previous[end.index()] {
+            nodes.push(p);
+            end = p;
+        }
+        nodes.reverse();
+        CriticalPath { nodes, tasks, duration }
+    }
+
+    /// The duration `pony plan --estimate` uses for a node: the step's `estimate:`, the
+    /// gate's `pause:`, nothing for joins.
+    pub fn estimated_duration(&self, node: &Node) -> Duration {
+        match node {
+            Node::Task(task) => self.playbook.steps[task.step].estimate.unwrap_or_default(),
+            Node::Gate(wave) => self.playbook.strategy.waves[*wave].pause.unwrap_or_default(),
+            Node::Join { .. } => Duration::ZERO,
+        }
+    }
+
+    /// A short human name: `switch@mx-gz-01`, `gate:canary`, `join:stage@cn-south`.
+    pub fn label(&self, node: NodeId) -> String {
+        match &self.graph[node] {
+            Node::Task(task) => {
+                let step = &self.playbook.steps[task.step].name;
+                let host = &self.inventory.hosts[task.host];
+                match task.per {
+                    Per::Host => format!("{step}@{}", host.name),
+                    Per::Region => format!("{step}@{}", self.inventory.regions[host.region].name),
+                    Per::Run => format!("{step}@run"),
+                }
+            }
+            Node::Gate(wave) => format!("gate:{}", self.waves[*wave].name),
+            Node::Join { step, region } => {
+                let step = &self.playbook.steps[*step].name;
+                match region {
+                    Some(r) => format!("join:{step}@{}", self.inventory.regions[*r].name),
+                    None => format!("join:{step}@run"),
+                }
+            }
+        }
+    }
+
+    /// The vars a host's templates see: playbook < inventory (merged) < `--var`.
+    pub fn vars_for(&self, host: HostId) -> Vars {
+        let mut vars = self.playbook.vars.clone();
+        vars.extend(self.inventory.hosts[host].vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        vars.extend(self.extra_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        vars
+    }
+
+    /// Hosts selected and in the plan's waves.
+    pub fn host_count(&self) -> usize {
+        self.waves.iter().map(|w| w.hosts.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! The playbook file exactly as written (serde shapes); `super::load` validates it.
+
+use crate::inventory::Vars;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlaybook {
+    pub name: String,
+    #[serde(default)]
+    pub vars: Vars,
+    #[serde(default)]
+    pub strategy: RawStrategy,
+    pub steps: Vec<RawStep>,
+}
+
+/// A duration or a limit as written: `30` or `"10m"` / `"25%"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Number(u64),
+    Text(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Number(n) => write!(f, "{n}"),
+            Scalar::Text(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStrategy {
+    #[serde(default)]
+    pub waves: Vec<RawWave>,
+    pub max_unavailable: Option<Scalar>,
+    pub max_failures: Option<Scalar>,
+    pub on_failure: Option<OnFailure>,
+    pub connections: Option<usize>,
+    pub sessions_per_host: Option<usize>,
+    pub handshakes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWave {
+    pub name: String,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    pub hosts: Option<String>,
+    pub pause: Option<Scalar>,
+    #[serde(default)]
+    pub approve: bool,
+    pub window: Option<String>,
+}
+
+/// What happens when a cluster's failures go beyond `max_failures`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Stop starting tasks, let running ones finish, roll nothing back.
+    Halt,
+    /// Stop the region and roll back every host the run touched in it.
+    #[default]
+    RollbackRegion,
+    /// Stop everything and roll back every touched host.
+    RollbackAll,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub name: String,
+    pub hosts: Option<String>,
+    pub run: Option<String>,
+    pub rollback: Option<String>,
+    #[serde(default)]
+    pub needs: Vec<RawNeed>,
+    pub per: Option<Per>,
+    pub creates: Option<String>,
+    pub unless: Option<String>,
+    pub capture: Option<String>,
+    pub until: Option<RawUntil>,
+    pub timeout: Option<Scalar>,
+    pub retries: Option<u32>,
+    pub retry_delay: Option<Scalar>,
+    #[serde(rename = "become", default)]
+    pub become_root: bool,
+    pub upload: Option<RawTransfer>,
+    pub template: Option<RawTransfer>,
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
+    pub probe: Option<Probe>,
+    pub estimate: Option<Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawNeed {
+    Step(String),
+    Scoped(RawScopedNeed),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScopedNeed {
+    pub step: String,
+    #[serde(default)]
+    pub scope: NeedScope,
+}
+
+/// How far `needs` reaches.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NeedScope {
+    /// The same host's task, else the same region's, else the run's (SPEC §3).
+    #[default]
+    Auto,
+    /// Every task of the step, everywhere.
+    Run,
+}
+
+/// What one task of a step targets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    #[default]
+    Host,
+    Region,
+    Run,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUntil {
+    pub retries: u32,
+    pub delay: Option<Scalar>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransfer {
+    pub src: String,
+    pub dest: String,
+    pub mode: Option<String>,
+}
+
+/// A protocol check made through a port forward over the host's SSH connection (SPEC §8).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Probe {
+    Smtp {
+        #[serde(default = "port_25")]
+        port: u16,
+        #[serde(default)]
+        starttls: bool,
+    },
+    Lmtp {
+        #[serde(default = "port_24")]
+        port: u16,
+    },
+    Imap {
+        #[serde(default = "port_143")]
+        port: u16,
+    },
+    Http {
+        #[serde(default = "port_80")]
+        port: u16,
+        #[serde(default = "root_path")]
+        path: String,
+        #[serde(default = "status_200")]
+        status: u16,
+        body: Option<String>,
+    },
+    Tcp {
+        port: u16,
+    },
+}
+
+fn port_25() -> u16 {
+    25
+}
+fn port_24() -> u16 {
+    24
+}
+fn port_143() -> u16 {
+    143
+}
+fn port_80() -> u16 {
+    80
+}
+fn root_path() -> String {
+    "/".into()
+}
+fn status_200() -> u16 {
+    200
+}
