@@ -137,14 +137,19 @@ impl Diagnostics {
         self.0.iter()
     }
 
+    /// The same diagnostics, sorted by file and place, duplicates removed.
+    pub fn sorted(mut self) -> Self {
+        self.0.sort();
+        self.0.dedup();
+        self
+    }
+
     /// `Ok(value)` when nothing was found, the sorted diagnostics otherwise.
-    pub fn into_result<T>(mut self, value: T) -> Result<T, Diagnostics> {
+    pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
         if self.0.is_empty() {
             Ok(value)
         } else {
-            self.0.sort();
-            self.0.dedup();
-            Err(self)
+            Err(self.sorted())
         }
     }
 }

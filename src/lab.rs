@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -537,6 +537,27 @@ impl Fleet {
             .ok_or_else(|| anyhow!("no host named {name:?} in this lab fleet"))
     }
 
+    fn pid_path(&self, i: usize) -> PathBuf {
+        self.dir
+            .join("run")
+            .join(format!("{}.pid", self.hosts[i].name))
+    }
+
+    /// Whether host `i`'s sshd listens. sshd writes its PidFile right after binding and
+    /// listening, so "the pid file holds the pid we started" means a connection now
+    /// succeeds. This is checked instead of a probe connection, which would make sshd fork
+    /// and re-execute itself (as much work as starting it) only to log
+    /// `kex_exchange_identification: Connection closed by remote host` at level ERROR.
+    fn is_listening(&self, i: usize) -> bool {
+        let Some(child) = &self.procs[i] else {
+            return false;
+        };
+        fs::read_to_string(self.pid_path(i)).ok().and_then(|s| {
+            s.strip_suffix('\n')
+                .and_then(|s| s.trim().parse::<u32>().ok())
+        }) == Some(child.id())
+    }
+
     fn log_path(&self, i: usize) -> PathBuf {
         self.dir
             .join("logs")
@@ -552,7 +573,13 @@ impl Fleet {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
-        let pid_file = self.dir.join("run").join(format!("{}.pid", h.name));
+        let pid_file = self.pid_path(i);
+        // A stale pid file would pass for readiness.
+        match fs::remove_file(&pid_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", pid_file.display())),
+        }
         let child = Command::new(&self.sshd)
             .arg("-D")
             .arg("-e")
@@ -583,7 +610,7 @@ impl Fleet {
         Ok(())
     }
 
-    /// Waits until the sshd of every host in `which` accepts TCP connections. With a pool,
+    /// Waits until the sshd of every host in `which` listens. With a pool,
     /// a server that died because its address was taken meanwhile (another test process)
     /// is moved to a fresh address and started again.
     fn wait_ready(&mut self, which: &[usize], mut pool: Option<&mut AddressPool>) -> Result<()> {
@@ -620,8 +647,7 @@ impl Fleet {
                         log.trim_end()
                     );
                 }
-                let addr = self.hosts[i].socket_addr();
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                if !self.is_listening(i) {
                     still.push(i);
                 }
             }

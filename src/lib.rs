@@ -14,3 +14,7 @@ pub mod inventory;
 pub mod lab;
 pub mod playbook;
 pub mod plan;
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod logging;

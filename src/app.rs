@@ -1,0 +1,32 @@
+//! Dispatch from the parsed command line to `commands/`, and the one place where an
+//! outcome or error becomes an exit code.
+
+use crate::cli::{Cli, Command};
+use crate::diag::Diagnostics;
+use crate::exit::Exit;
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> Exit {
+    crate::logging::init(&cli.global);
+    let outcome = match &cli.command {
+        Command::Check(args) => crate::commands::check::run(args),
+        Command::Plan { plan, estimate } => crate::commands::plan::run(plan, *estimate),
+        Command::Graph { plan, format, tasks } => crate::commands::graph::run(plan, *format, *tasks),
+        Command::Inventory { inventory, limit, format } => crate::commands::inventory::run(inventory, limit.as_deref(), *format),
+        Command::Deploy(_) | Command::Lab { .. } => Err(anyhow::anyhow!("not built yet")),
+    };
+    match outcome {
+        Ok(exit) => exit,
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints an error to stderr and picks its exit code: input problems are 2.
+fn report(error: &anyhow::Error) -> Exit {
+    if let Some(diagnostics) = error.downcast_ref::<Diagnostics>() {
+        eprintln!("{diagnostics}");
+        return Exit::Invalid;
+    }
+    eprintln!("error: {error:#}");
+    Exit::Invalid
+}

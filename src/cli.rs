@@ -1,0 +1,160 @@
+//! The command line, as clap derive types only; `app` turns them into work.
+
+use crate::plan::render::GraphFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "pony", version, about = "Roll out a global mail system: playbook + inventory → task graph → parallel rollout over SSH, with rollback", propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalOptions {
+    /// Where runs, journals, logs, locks and local hosts' directories live.
+    #[arg(long, global = true, env = "PONY_STATE_DIR", default_value = ".pony")]
+    pub state_dir: PathBuf,
+    /// human: progress and summary; json: one event per line on stdout.
+    #[arg(long, global = true, env = "PONY_OUTPUT", value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Colour in human output (NO_COLOR is honoured by auto).
+    #[arg(long, global = true, env = "PONY_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// More log lines (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors and the final summary.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Write a JUnit XML report (one suite per region, one case per host).
+    #[arg(long, global = true, env = "PONY_JUNIT")]
+    pub junit: Option<PathBuf>,
+    /// Open SSH connections at once over the whole run (overrides strategy.connections).
+    #[arg(long, global = true, env = "PONY_CONNECTIONS")]
+    pub connections: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// An inventory and a playbook, as most commands take them.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// The inventory file.
+    #[arg(short, long, env = "PONY_INVENTORY", default_value = "inventories/local.yaml")]
+    pub inventory: PathBuf,
+    /// The playbook file.
+    #[arg(env = "PONY_PLAYBOOK")]
+    pub playbook: PathBuf,
+    /// Only hosts matching this pattern (Ansible syntax: `mta:&cn-*:!mx-gz-99`).
+    #[arg(short, long, env = "PONY_LIMIT")]
+    pub limit: Option<String>,
+    /// Set a variable for every host (overrides playbook and inventory vars).
+    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub vars: Vec<(String, String)>,
+    /// Like --var, and the value is shown as *** wherever it would be printed.
+    #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub secret_vars: Vec<(String, String)>,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate an inventory and a playbook; print a one-line summary.
+    Check(PlanArgs),
+    /// Show waves, regions, clusters, task counts and the critical path.
+    Plan {
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Estimate the duration from the steps' `estimate:` values.
+        #[arg(long)]
+        estimate: bool,
+    },
+    /// Draw the graph of steps (or of every task with --tasks).
+    Graph {
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+        /// Draw every task, join and wave gate instead of the steps.
+        #[arg(long)]
+        tasks: bool,
+    },
+    /// Roll a playbook out over an inventory.
+    Deploy(DeployArgs),
+    /// List the hosts of an inventory (after --limit).
+    Inventory {
+        /// The inventory file.
+        #[arg(short, long, env = "PONY_INVENTORY", default_value = "inventories/local.yaml")]
+        inventory: PathBuf,
+        #[arg(short, long, env = "PONY_LIMIT")]
+        limit: Option<String>,
+        #[arg(long, value_enum, default_value_t = InventoryFormat::Table)]
+        format: InventoryFormat,
+    },
+    /// Start or stop a local fleet of real sshd servers on loopback, with an inventory.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Render and print every command per host in graph order; connect to nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(short, long, env = "PONY_YES")]
+    pub yes: bool,
+    /// Pre-approve the `approve:` gate of this wave.
+    #[arg(long, value_name = "WAVE")]
+    pub approve: Vec<String>,
+    /// Accept the host keys of hosts never seen before (still refuse changed keys).
+    #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+    pub accept_new_host_keys: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InventoryFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabAction {
+    /// Start sshd servers on 127.x addresses and write `<state dir>/lab/inventory.yaml`.
+    Up {
+        /// Regions × clusters per region × hosts per cluster.
+        #[arg(long, default_value_t = 3)]
+        regions: usize,
+        #[arg(long, default_value_t = 2)]
+        clusters: usize,
+        #[arg(long, default_value_t = 2)]
+        hosts: usize,
+    },
+    /// Stop the lab's sshd servers.
+    Down,
+}

@@ -1,0 +1,53 @@
+//! One module per subcommand, plus the loading every plan-based command shares.
+
+pub mod check;
+pub mod graph;
+pub mod inventory;
+pub mod plan;
+
+use crate::cli::PlanArgs;
+use crate::diag::Diagnostics;
+use crate::inventory::Vars;
+use crate::plan::{Plan, PlanOptions};
+use std::sync::Arc;
+
+/// Loads and validates both files and builds the plan; problems in the inventory and the
+/// playbook are reported together.
+pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
+    let inventory = crate::inventory::load(&args.inventory);
+    let playbook = crate::playbook::load(&args.playbook);
+    let (inventory, playbook) = match (inventory, playbook) {
+        (Ok(i), Ok(p)) => (i, p),
+        (i, p) => {
+            let mut errors = Diagnostics::default();
+            for e in [i.err(), p.err()].into_iter().flatten() {
+                errors.extend(e);
+            }
+            return Err(errors.sorted());
+        }
+    };
+    let options = PlanOptions { limit: args.limit.clone(), extra_vars: extra_vars(args) };
+    crate::plan::build(Arc::new(inventory), Arc::new(playbook), &options)
+}
+
+/// `--var` and `--secret-var` values as vars.
+pub fn extra_vars(args: &PlanArgs) -> Vars {
+    args.vars
+        .iter()
+        .chain(&args.secret_vars)
+        .map(|(k, v)| (k.clone(), serde_yaml::Value::String(v.clone())))
+        .collect()
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
