@@ -13,7 +13,8 @@ pub fn run(cli: Cli) -> Exit {
         Command::Plan { plan, estimate } => crate::commands::plan::run(plan, *estimate),
         Command::Graph { plan, format, tasks } => crate::commands::graph::run(plan, *format, *tasks),
         Command::Inventory { inventory, limit, format } => crate::commands::inventory::run(inventory, limit.as_deref(), *format),
-        Command::Deploy(_) | Command::Lab { .. } => Err(anyhow::anyhow!("not built yet")),
+        Command::Deploy(args) => crate::commands::deploy::run(&cli.global, args),
+        Command::Lab { .. } => Err(anyhow::anyhow!("not built yet")),
     };
     match outcome {
         Ok(exit) => exit,

@@ -25,6 +25,10 @@
 //! (its root folder) in the environment of the commands it runs. Sessions start in the
 //! login user's home folder, as sshd always does.
 //!
+//! A server counts as ready once its pid file holds its pid: sshd writes it right after
+//! binding and listening. (A probe connection would cost a full sshd re-exec per host and
+//! log `kex_exchange_identification: Connection closed by remote host` at level ERROR.)
+//!
 //! sshd keeps its default `MaxStartups 10:30:100` (unauthenticated connections per host, the
 //! client must open at most 10 at once per host) and `MaxSessions 10` (channels per
 //! connection).
@@ -731,19 +735,18 @@ impl Drop for Fleet {
 
 /// Stops a lab left running by [`Fleet::detach`]: reads `<dir>/lab.json` and kills exactly
 /// those sshd servers (and the processes they started), checking first that each pid still
-/// runs sshd with this lab's config; then removes lab.json.
+/// runs sshd with this lab's config and the host's address; then removes lab.json.
 pub fn down(dir: impl AsRef<Path>) -> Result<DownSummary> {
     let dir = dir.as_ref();
     let state = LabState::load(dir)?;
     let mut summary = DownSummary::default();
     let mut roots = Vec::new();
-    for (name, &pid) in &state.pids {
-        let ours = process::is_alive(pid)
-            && process::cmdline(pid).is_some_and(|c| is_our_sshd(&c, &state.sshd_config));
-        if ours {
-            roots.push(pid);
-            summary.killed.push(name.clone());
-        } else {
+    for (name, pid) in state.running() {
+        roots.push(pid);
+        summary.killed.push(name.to_string());
+    }
+    for name in state.pids.keys() {
+        if !summary.killed.contains(name) {
             summary.already_gone.push(name.clone());
         }
     }
@@ -757,26 +760,43 @@ pub fn down(dir: impl AsRef<Path>) -> Result<DownSummary> {
     Ok(summary)
 }
 
-fn is_our_sshd(cmdline: &str, sshd_config: &Path) -> bool {
-    cmdline.contains("sshd") && cmdline.contains(&*sshd_config.to_string_lossy())
+impl LabState {
+    /// `(host name, pid)` of the hosts whose recorded pid is still the sshd this lab
+    /// started: alive, and its command line (sshd shows it in its process title) names
+    /// this lab's sshd_config and the host's listen address. A recycled pid never matches.
+    fn running(&self) -> Vec<(&str, u32)> {
+        let config = self.sshd_config.to_string_lossy();
+        self.pids
+            .iter()
+            .filter(|(name, &pid)| {
+                let Some(host) = self.hosts.iter().find(|h| &h.name == *name) else {
+                    return false;
+                };
+                let listen = format!("ListenAddress={}:{}", host.address, host.port);
+                process::is_alive(pid)
+                    && process::cmdline(pid).is_some_and(|c| {
+                        c.contains("sshd") && c.contains(&*config) && c.contains(&listen)
+                    })
+            })
+            .map(|(name, &pid)| (name.as_str(), pid))
+            .collect()
+    }
 }
 
-/// Refuses to start over a lab that `pony lab up` left running in `dir`.
+/// Refuses to start over a lab that `pony lab up` left running in `dir`, and clears the
+/// lab.json of one that is gone.
 fn refuse_running_lab(dir: &Path) -> Result<()> {
     let Ok(state) = LabState::load(dir) else {
         return Ok(());
     };
-    let alive = state.pids.values().any(|&pid| {
-        process::is_alive(pid)
-            && process::cmdline(pid).is_some_and(|c| is_our_sshd(&c, &state.sshd_config))
-    });
-    if alive {
+    if !state.running().is_empty() {
         bail!(
             "a lab is already running in {} (see lab.json): stop it with `pony lab down` first",
             dir.display()
         );
     }
-    Ok(())
+    let path = dir.join(STATE_FILE);
+    fs::remove_file(&path).with_context(|| format!("removing stale {}", path.display()))
 }
 
 struct PlannedHost {
@@ -1178,4 +1198,71 @@ fn write_inventory_file(
         hosts.len()
     );
     write_file(path, text.as_bytes(), 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_roll_over_into_the_next_b() {
+        let mut pool = AddressPool {
+            port: DEFAULT_PORT,
+            a: 9,
+            b: 255,
+            c: 249,
+        };
+        pool.advance();
+        assert_eq!((pool.a, pool.b, pool.c), (9, 255, 250));
+        pool.advance();
+        assert_eq!((pool.a, pool.b, pool.c), (10, 0, 1));
+        pool.a = 254;
+        pool.b = 255;
+        pool.c = 250;
+        pool.advance();
+        assert_eq!((pool.a, pool.b, pool.c), (2, 0, 1));
+    }
+
+    #[test]
+    fn addresses_in_use_are_skipped() {
+        let mut pool = AddressPool::new(DEFAULT_PORT);
+        let (a, b, c) = (pool.a, pool.b, pool.c);
+        let first = pool.next().unwrap();
+        let _taken = TcpListener::bind(SocketAddrV4::new(first, DEFAULT_PORT)).unwrap();
+        pool.a = a;
+        pool.b = b;
+        pool.c = c;
+        let second = pool.next().unwrap();
+        assert_ne!(first, second);
+        assert!(second.is_loopback());
+        assert_ne!(second.octets()[1], 0, "127.0.x.x is left alone");
+    }
+
+    #[test]
+    fn layout_expands_to_zero_padded_host_names() {
+        let layout = vec![RegionSpec::new(
+            "eu",
+            vec![
+                ClusterSpec::new("mx", 2, ["mta"]),
+                ClusterSpec::new("st", 101, ["store"]),
+            ],
+        )];
+        let hosts = plan_hosts(&layout).unwrap();
+        assert_eq!(hosts.len(), 103);
+        assert_eq!(hosts[0].name, "mx-01");
+        assert_eq!(hosts[1].name, "mx-02");
+        assert_eq!(hosts[2].name, "st-01");
+        assert_eq!(hosts[102].name, "st-101");
+        assert_eq!(hosts[102].roles, ["store"]);
+        assert!(plan_hosts(&[]).is_err());
+        assert!(plan_hosts(&[RegionSpec::new("a b", vec![])]).is_err());
+    }
+
+    #[test]
+    fn config_values_are_quoted_when_needed() {
+        assert_eq!(quote("/tmp/lab/id_ed25519"), "/tmp/lab/id_ed25519");
+        assert_eq!(quote("/tmp/a b"), "\"/tmp/a b\"");
+        assert_eq!(quote("say \"hi\""), "\"say \\\"hi\\\"\"");
+        assert_eq!(quote_expanding(Path::new("/tmp/100%")), "\"/tmp/100%%\"");
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the loading every plan-based command shares.
 
 pub mod check;
+pub mod deploy;
 pub mod graph;
 pub mod inventory;
 pub mod plan;

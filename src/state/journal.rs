@@ -1,0 +1,150 @@
+//! The journal: an append-only JSON-lines file, fsync'd at every task start and end.
+//! One writer thread batches the records that arrive together into one write and one
+//! fsync (group commit), and acknowledges each record once it is on disk.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    RunStarted { run_id: String, playbook: String, inventory: String, time: String, pid: u32, user: String, host: String },
+    TaskStarted { node: usize, label: String, time: String },
+    TaskFinished { node: usize, label: String, state: TaskState, exit_code: Option<i32>, duration_ms: u64, captures: Vec<(String, String)>, output_tail: String, error: Option<String> },
+    GatePassed { node: usize, wave: String },
+    RollbackStarted { node: usize, label: String },
+    RollbackFinished { node: usize, label: String, ok: bool, exit_code: Option<i32>, error: Option<String> },
+    RunFinished { outcome: String, exit_code: i32, time: String },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Succeeded,
+    Skipped,
+    Failed,
+    Interrupted,
+}
+
+enum Message {
+    Append(String, Option<oneshot::Sender<()>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// A handle to the journal writer; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    sender: mpsc::Sender<Message>,
+    path: PathBuf,
+}
+
+impl Journal {
+    pub fn create(path: &Path) -> std::io::Result<Journal> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let (sender, receiver) = mpsc::channel::<Message>();
+        std::thread::Builder::new().name("pony-journal".into()).spawn(move || writer(file, receiver))?;
+        Ok(Journal { sender, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a record and waits until it is on disk.
+    pub async fn write(&self, record: &Record) {
+        let (ack, done) = oneshot::channel();
+        let line = serde_json::to_string(record).expect("records serialize");
+        if self.sender.send(Message::Append(line, Some(ack))).is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Appends a record without waiting for the fsync.
+    pub fn append(&self, record: &Record) {
+        let line = serde_json::to_string(record).expect("records serialize");
+        let _ = self.sender.send(Message::Append(line, None));
+    }
+
+    /// Flushes everything and stops the writer.
+    pub async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.sender.send(Message::Close(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+fn writer(mut file: std::fs::File, receiver: mpsc::Receiver<Message>) {
+    let mut buffer = String::new();
+    let mut acks = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        let mut closing = None;
+        let mut take = |message: Message, closing: &mut Option<oneshot::Sender<()>>| match message {
+            Message::Append(line, ack) => {
+                buffer.push_str(&line);
+                buffer.push('\n');
+                acks.extend(ack);
+            }
+            Message::Close(ack) => *closing = Some(ack),
+        };
+        take(first, &mut closing);
+        while let Ok(more) = receiver.try_recv() {
+            take(more, &mut closing);
+        }
+        if !buffer.is_empty() {
+            if let Err(e) = file.write_all(buffer.as_bytes()).and_then(|_| file.sync_data()) {
+                tracing::error!("journal write failed: {e}");
+            }
+            buffer.clear();
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+        if let Some(ack) = closing {
+            let _ = ack.send(());
+            return;
+        }
+    }
+}
+
+/// Reads a journal; a torn last line (crash mid-write) is ignored.
+pub fn read(path: &Path) -> std::io::Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut records = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str(line) {
+            Ok(record) => records.push(record),
+            Err(e) if i + 1 == lines.len() => tracing::warn!("ignoring torn last journal line: {e}"),
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: line {}: {e}", path.display(), i + 1))),
+        }
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_and_reads_back_tolerating_a_torn_line() {
+        let dir = std::env::temp_dir().join(format!("pony-journal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let journal = Journal::create(&path).unwrap();
+        journal.write(&Record::TaskStarted { node: 3, label: "a@h".into(), time: "t".into() }).await;
+        journal.append(&Record::GatePassed { node: 1, wave: "w".into() });
+        journal.close().await;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"type\":\"task_fin").unwrap();
+        let records = read(&path).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0], Record::TaskStarted { node: 3, label: "a@h".into(), time: "t".into() });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

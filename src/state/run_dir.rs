@@ -1,0 +1,44 @@
+//! A run's folder: `<state dir>/runs/<run id>/` with the snapshot of the playbook,
+//! inventory and vars it used, `journal.jsonl` and `logs/<host>.log`.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+/// A new run id: UTC time plus a short random suffix, sortable by start time.
+pub fn new_run_id() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let compact: String = now.chars().filter(|c| c.is_ascii_digit()).collect();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    format!("{}-{}-{:04x}", &compact[..8], &compact[8..14], (nanos ^ std::process::id()) & 0xffff)
+}
+
+impl RunDir {
+    /// Creates the folder and writes the snapshot.
+    pub fn create(state_dir: &Path, inventory: &Path, playbook: &Path, vars: &serde_json::Value) -> std::io::Result<RunDir> {
+        let id = new_run_id();
+        let path = state_dir.join("runs").join(&id);
+        std::fs::create_dir_all(path.join("logs"))?;
+        std::fs::copy(inventory, path.join("inventory.yaml"))?;
+        std::fs::copy(playbook, path.join("playbook.yaml"))?;
+        std::fs::write(path.join("vars.json"), serde_json::to_vec_pretty(vars)?)?;
+        let meta = serde_json::json!({
+            "inventory_path": inventory,
+            "playbook_path": playbook,
+        });
+        std::fs::write(path.join("run.json"), serde_json::to_vec_pretty(&meta)?)?;
+        Ok(RunDir { id, path })
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.path.join("journal.jsonl")
+    }
+
+    pub fn log_path(&self, host: &str) -> PathBuf {
+        self.path.join("logs").join(format!("{host}.log"))
+    }
+}

@@ -1,0 +1,61 @@
+//! The local transport: `sh -c` on the controller in `<state dir>/hosts/<host>`, so that
+//! relative paths give each local host its own sandbox.
+
+use super::{BoxFuture, CommandOutput, Connection, TransportError};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+pub struct LocalConnection {
+    root: PathBuf,
+}
+
+impl LocalConnection {
+    /// Opens (creates) the host's working directory.
+    pub fn open(root: PathBuf) -> Result<Self, TransportError> {
+        std::fs::create_dir_all(&root).map_err(|e| TransportError::Connect(format!("cannot create {}: {e}", root.display())))?;
+        Ok(LocalConnection { root })
+    }
+}
+
+impl Connection for LocalConnection {
+    fn run<'a>(&'a self, command: &'a str, timeout: Option<Duration>) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
+        Box::pin(async move {
+            let child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .current_dir(&self.root)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| TransportError::Other(format!("cannot start sh: {e}")))?;
+            let pid = child.id();
+            let output = child.wait_with_output();
+            let output = match timeout {
+                None => output.await,
+                Some(limit) => match tokio::time::timeout(limit, output).await {
+                    Ok(output) => output,
+                    Err(_) => {
+                        if let Some(pid) = pid {
+                            // The whole process group, so children of `sh` die too.
+                            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                        }
+                        return Err(TransportError::Timeout(limit));
+                    }
+                },
+            }
+            .map_err(|e| TransportError::Other(format!("sh failed: {e}")))?;
+            Ok(CommandOutput { exit_code: output.status.code(), stdout: output.stdout, stderr: output.stderr })
+        })
+    }
+
+    fn write_file<'a>(&'a self, path: &'a str, content: &'a [u8]) -> BoxFuture<'a, Result<(), TransportError>> {
+        Box::pin(async move {
+            let path = self.root.join(path);
+            tokio::fs::write(&path, content).await.map_err(|e| TransportError::Other(format!("cannot write {}: {e}", path.display())))
+        })
+    }
+}

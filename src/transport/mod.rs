@@ -1,0 +1,74 @@
+//! Transports: how a host's commands reach it. One small trait, [`Connection`], with two
+//! implementations: [`local`] (`sh -c` on the controller, in the host's own directory) and
+//! [`ssh`] (one multiplexed OpenSSH master per host, commands as channels, SFTP writes).
+
+pub mod local;
+pub mod ssh;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOutput {
+    /// `None` when the command was killed by a signal.
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl CommandOutput {
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+/// Why a transport could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The host could not be reached (refused, unreachable, auth, host key, connect
+    /// timeout). Retried with backoff before the task fails.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The connection broke while a command ran.
+    #[error("connection lost: {0}")]
+    Disconnected(String),
+    /// The command ran longer than its step's `timeout` and was killed.
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TransportError {
+    /// Whether trying again with a fresh connection may help.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(self, TransportError::Connect(_) | TransportError::Disconnected(_))
+    }
+}
+
+/// An open connection to one host. Commands run as `sh -c COMMAND`. Dropping the last
+/// handle closes it (for ssh, the master connection).
+pub trait Connection: Send + Sync {
+    /// Runs `command` with `sh -c`; with a timeout the command is killed when it expires.
+    fn run<'a>(&'a self, command: &'a str, timeout: Option<Duration>) -> BoxFuture<'a, Result<CommandOutput, TransportError>>;
+
+    /// Writes `content` to `path` on the host (callers write a temp name, then rename).
+    fn write_file<'a>(&'a self, path: &'a str, content: &'a [u8]) -> BoxFuture<'a, Result<(), TransportError>>;
+}
+
+/// The remote command that kills `command` when `timeout` expires, even if the
+/// controller loses the connection.
+pub fn with_remote_timeout(command: &str, timeout: Option<Duration>) -> String {
+    match timeout {
+        None => command.to_string(),
+        Some(t) => format!(
+            "exec timeout -k 2 {} sh -c {}",
+            t.as_secs_f64().max(0.001),
+            crate::playbook::template::shell_quote(command)
+        ),
+    }
+}
