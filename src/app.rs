@@ -11,8 +11,16 @@ pub fn run(cli: Cli) -> Exit {
     let outcome = match &cli.command {
         Command::Check(args) => crate::commands::check::run(args),
         Command::Plan { plan, estimate } => crate::commands::plan::run(plan, *estimate),
-        Command::Graph { plan, format, tasks } => crate::commands::graph::run(plan, *format, *tasks),
-        Command::Inventory { inventory, limit, format } => crate::commands::inventory::run(inventory, limit.as_deref(), *format),
+        Command::Graph {
+            plan,
+            format,
+            tasks,
+        } => crate::commands::graph::run(plan, *format, *tasks),
+        Command::Inventory {
+            inventory,
+            limit,
+            format,
+        } => crate::commands::inventory::run(inventory, limit.as_deref(), *format),
         Command::Deploy(args) => crate::commands::deploy::run(&cli.global, args),
         Command::Lab { .. } => Err(anyhow::anyhow!("not built yet")),
     };

@@ -5,7 +5,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "pony", version, about = "Roll out a global mail system: playbook + inventory → task graph → parallel rollout over SSH, with rollback", propagate_version = true)]
+#[command(
+    name = "pony",
+    version,
+    about = "Roll out a global mail system: playbook + inventory → task graph → parallel rollout over SSH, with rollback",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalOptions,
@@ -55,7 +60,12 @@ pub enum ColorChoice {
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {
     /// The inventory file.
-    #[arg(short, long, env = "PONY_INVENTORY", default_value = "inventories/local.yaml")]
+    #[arg(
+        short,
+        long,
+        env = "PONY_INVENTORY",
+        default_value = "inventories/local.yaml"
+    )]
     pub inventory: PathBuf,
     /// The playbook file.
     #[arg(env = "PONY_PLAYBOOK")]
@@ -73,7 +83,9 @@ pub struct PlanArgs {
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.to_string()))
+        }
         _ => Err(format!("`{text}` is not KEY=VALUE")),
     }
 }
@@ -105,7 +117,12 @@ pub enum Command {
     /// List the hosts of an inventory (after --limit).
     Inventory {
         /// The inventory file.
-        #[arg(short, long, env = "PONY_INVENTORY", default_value = "inventories/local.yaml")]
+        #[arg(
+            short,
+            long,
+            env = "PONY_INVENTORY",
+            default_value = "inventories/local.yaml"
+        )]
         inventory: PathBuf,
         #[arg(short, long, env = "PONY_LIMIT")]
         limit: Option<String>,

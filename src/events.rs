@@ -53,21 +53,92 @@ pub struct RegionSummary {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    RunStarted { run_id: String, playbook: String, inventory: String, hosts: usize, tasks: usize, waves: Vec<String> },
-    WaveStarted { wave: String, hosts: usize },
-    GateWaiting { wave: String, reason: String, seconds: u64 },
-    GatePassed { wave: String },
-    TaskStarted { task: TaskRef },
-    TaskFinished { task: TaskRef, changed: bool, exit_code: Option<i32>, duration_ms: u64, attempts: u32 },
-    TaskSkipped { task: TaskRef, reason: String },
-    TaskFailed { task: TaskRef, exit_code: Option<i32>, error: String, stderr_tail: String, duration_ms: u64, attempts: u32 },
-    HostFinished { host: String, region: String, cluster: String, outcome: HostOutcome },
-    BudgetExceeded { cluster: String, region: String, failed_hosts: usize, max_failures: usize, action: String },
-    RollbackStarted { scope: String, hosts: usize },
-    RollbackTask { task: TaskRef, ok: bool, exit_code: Option<i32>, error: Option<String> },
-    RollbackFinished { scope: String, ok: bool },
-    Stopped { reason: String },
-    Summary { run_id: String, outcome: RunOutcome, exit_code: i32, hosts: usize, ok: usize, failed: usize, rolled_back: usize, cancelled: usize, rollback_failed: usize, duration_ms: u64, regions: Vec<RegionSummary>, run_dir: String },
+    RunStarted {
+        run_id: String,
+        playbook: String,
+        inventory: String,
+        hosts: usize,
+        tasks: usize,
+        waves: Vec<String>,
+    },
+    WaveStarted {
+        wave: String,
+        hosts: usize,
+    },
+    GateWaiting {
+        wave: String,
+        reason: String,
+        seconds: u64,
+    },
+    GatePassed {
+        wave: String,
+    },
+    TaskStarted {
+        task: TaskRef,
+    },
+    TaskFinished {
+        task: TaskRef,
+        changed: bool,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        attempts: u32,
+    },
+    TaskSkipped {
+        task: TaskRef,
+        reason: String,
+    },
+    TaskFailed {
+        task: TaskRef,
+        exit_code: Option<i32>,
+        error: String,
+        stderr_tail: String,
+        duration_ms: u64,
+        attempts: u32,
+    },
+    HostFinished {
+        host: String,
+        region: String,
+        cluster: String,
+        outcome: HostOutcome,
+    },
+    BudgetExceeded {
+        cluster: String,
+        region: String,
+        failed_hosts: usize,
+        max_failures: usize,
+        action: String,
+    },
+    RollbackStarted {
+        scope: String,
+        hosts: usize,
+    },
+    RollbackTask {
+        task: TaskRef,
+        ok: bool,
+        exit_code: Option<i32>,
+        error: Option<String>,
+    },
+    RollbackFinished {
+        scope: String,
+        ok: bool,
+    },
+    Stopped {
+        reason: String,
+    },
+    Summary {
+        run_id: String,
+        outcome: RunOutcome,
+        exit_code: i32,
+        hosts: usize,
+        ok: usize,
+        failed: usize,
+        rolled_back: usize,
+        cancelled: usize,
+        rollback_failed: usize,
+        duration_ms: u64,
+        regions: Vec<RegionSummary>,
+        run_dir: String,
+    },
 }
 
 /// One line of `--output json`: the event with its schema version and time.

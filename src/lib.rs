@@ -7,20 +7,19 @@
 //! - [`lab`]: a local fleet of real sshd servers on loopback, for tests and `pony lab`.
 //! - [`cli`] / [`app`] / [`commands`]: the command line.
 
-pub mod diag;
-pub mod exit;
-pub mod inventory;
-#[cfg(any())]
-pub mod lab;
-pub mod playbook;
-pub mod plan;
 pub mod app;
 pub mod cli;
 pub mod commands;
-pub mod logging;
-pub mod transport;
+pub mod diag;
 pub mod events;
+pub mod exec;
+pub mod exit;
+pub mod inventory;
+pub mod lab;
+pub mod logging;
+pub mod plan;
+pub mod playbook;
+pub mod report;
 pub mod secret;
 pub mod state;
-pub mod exec;
-pub mod report;
+pub mod transport;

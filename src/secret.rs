@@ -11,12 +11,17 @@ pub struct Redactor {
 
 /// Whether a var's name marks it as secret.
 pub fn is_secret_name(name: &str) -> bool {
-    ["_secret", "_password", "_token"].iter().any(|suffix| name.ends_with(suffix))
+    ["_secret", "_password", "_token"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
 }
 
 impl Redactor {
     /// Collects secret values from vars maps plus explicitly secret values.
-    pub fn new<'a>(vars: impl IntoIterator<Item = &'a Vars>, explicit: impl IntoIterator<Item = String>) -> Self {
+    pub fn new<'a>(
+        vars: impl IntoIterator<Item = &'a Vars>,
+        explicit: impl IntoIterator<Item = String>,
+    ) -> Self {
         let mut secrets: Vec<String> = explicit.into_iter().collect();
         for map in vars {
             for (name, value) in map {
@@ -58,6 +63,9 @@ mod tests {
         vars.insert("api_token".into(), "tok-123".into());
         vars.insert("version".into(), "2.4.1".into());
         let r = Redactor::new([&vars], ["s3cr3t".to_string()]);
-        assert_eq!(r.redact("login hunter2 tok-123 s3cr3t 2.4.1"), "login *** *** *** 2.4.1");
+        assert_eq!(
+            r.redact("login hunter2 tok-123 s3cr3t 2.4.1"),
+            "login *** *** *** 2.4.1"
+        );
     }
 }

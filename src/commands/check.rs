@@ -6,8 +6,18 @@ use crate::exit::Exit;
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
     let plan = load_plan(args)?;
-    let regions: std::collections::BTreeSet<usize> = plan.waves.iter().flat_map(|w| &w.hosts).map(|&h| plan.inventory.hosts[h].region).collect();
-    let clusters: std::collections::BTreeSet<usize> = plan.waves.iter().flat_map(|w| &w.hosts).map(|&h| plan.inventory.hosts[h].cluster).collect();
+    let regions: std::collections::BTreeSet<usize> = plan
+        .waves
+        .iter()
+        .flat_map(|w| &w.hosts)
+        .map(|&h| plan.inventory.hosts[h].region)
+        .collect();
+    let clusters: std::collections::BTreeSet<usize> = plan
+        .waves
+        .iter()
+        .flat_map(|w| &w.hosts)
+        .map(|&h| plan.inventory.hosts[h].cluster)
+        .collect();
     println!(
         "ok: {} on {}: {} hosts, {} regions, {} clusters, {} steps, {} tasks in {} waves",
         plan.playbook.name,

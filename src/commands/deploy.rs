@@ -29,7 +29,9 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
         eprintln!("nothing deployed");
         return Ok(Exit::Invalid);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(execute(global, args, plan, redactor))
 }
 
@@ -38,7 +40,10 @@ fn check_approvals(plan: &Plan, approvals: &[String]) -> Result<(), Diagnostics>
     let names: Vec<&str> = plan.waves.iter().map(|w| w.name.as_str()).collect();
     for wave in approvals {
         if !names.contains(&wave.as_str()) {
-            let d = Diagnostic::new(Path::new("--approve"), format!("no wave `{wave}` in playbook `{}`", plan.playbook.name));
+            let d = Diagnostic::new(
+                Path::new("--approve"),
+                format!("no wave `{wave}` in playbook `{}`", plan.playbook.name),
+            );
             errors.push(match closest(wave, names.iter().copied()) {
                 Some(best) => d.hint(format!("did you mean `{best}`?")),
                 None => d.hint(format!("waves are: {}", names.join(", "))),
@@ -51,18 +56,31 @@ fn check_approvals(plan: &Plan, approvals: &[String]) -> Result<(), Diagnostics>
 fn redactor(plan: &Plan, args: &DeployArgs) -> Redactor {
     let hosts = plan.inventory.hosts.iter().map(|h| &h.vars);
     let extra = super::extra_vars(&args.plan);
-    Redactor::new(std::iter::once(&plan.playbook.vars).chain(hosts).chain(std::iter::once(&extra)), args.plan.secret_vars.iter().map(|(_, v)| v.clone()))
+    Redactor::new(
+        std::iter::once(&plan.playbook.vars)
+            .chain(hosts)
+            .chain(std::iter::once(&extra)),
+        args.plan.secret_vars.iter().map(|(_, v)| v.clone()),
+    )
 }
 
 /// Without `--yes` a terminal is asked once, with the plan summary; anything else refuses.
 fn confirm(plan: &Plan) -> Result<bool, Diagnostics> {
     if !std::io::stdin().is_terminal() {
-        return Err(Diagnostic::new(&plan.playbook.file, "refusing to deploy without confirmation: stdin is not a terminal")
-            .hint("pass --yes (or set PONY_YES=1) to deploy from CI or scripts")
-            .into());
+        return Err(Diagnostic::new(
+            &plan.playbook.file,
+            "refusing to deploy without confirmation: stdin is not a terminal",
+        )
+        .hint("pass --yes (or set PONY_YES=1) to deploy from CI or scripts")
+        .into());
     }
     eprint!("{}", super::plan::describe(plan, false));
-    eprint!("\nDeploy {} to {} hosts of {}? [y/N] ", plan.playbook.name, plan.host_count(), plan.inventory.name);
+    eprint!(
+        "\nDeploy {} to {} hosts of {}? [y/N] ",
+        plan.playbook.name,
+        plan.host_count(),
+        plan.inventory.name
+    );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
@@ -77,7 +95,14 @@ pub fn dry_run(plan: &Plan, redactor: &Redactor) -> String {
         match &plan.graph[node] {
             Node::Gate(w) => {
                 let spec = &plan.playbook.strategy.waves[*w];
-                out.push_str(&format!("# end of wave {}{}{}\n", spec.name, spec.pause.map(|p| format!(", pause {}", humantime::format_duration(p))).unwrap_or_default(), if spec.approve { ", approve" } else { "" }));
+                out.push_str(&format!(
+                    "# end of wave {}{}{}\n",
+                    spec.name,
+                    spec.pause
+                        .map(|p| format!(", pause {}", humantime::format_duration(p)))
+                        .unwrap_or_default(),
+                    if spec.approve { ", approve" } else { "" }
+                ));
             }
             Node::Join { .. } => {}
             Node::Task(t) => {
@@ -102,38 +127,62 @@ pub fn dry_run(plan: &Plan, redactor: &Redactor) -> String {
                     }
                     Err(e) => format!("!! {e}"),
                 };
-                out.push_str(&format!("{}  {}\n", plan.label(node), redactor.redact(&line).replace('\n', "\n    ")));
+                out.push_str(&format!(
+                    "{}  {}\n",
+                    plan.label(node),
+                    redactor.redact(&line).replace('\n', "\n    ")
+                ));
             }
         }
     }
     out
 }
 
-async fn execute(global: &GlobalOptions, args: &DeployArgs, plan: Plan, redactor: Redactor) -> anyhow::Result<Exit> {
+async fn execute(
+    global: &GlobalOptions,
+    args: &DeployArgs,
+    plan: Plan,
+    redactor: Redactor,
+) -> anyhow::Result<Exit> {
     let plan = Arc::new(plan);
     let vars_snapshot = serde_json::json!({
         "vars": args.plan.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "secret_vars": args.plan.secret_vars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
         "limit": args.plan.limit,
     });
-    let run_dir = RunDir::create(&global.state_dir, &args.plan.inventory, &args.plan.playbook, &vars_snapshot)
-        .map_err(|e| anyhow::anyhow!("cannot create the run folder under {}: {e}", global.state_dir.display()))?;
+    let run_dir = RunDir::create(
+        &global.state_dir,
+        &args.plan.inventory,
+        &args.plan.playbook,
+        &vars_snapshot,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the run folder under {}: {e}",
+            global.state_dir.display()
+        )
+    })?;
     let journal = Journal::create(&run_dir.journal_path())?;
-    journal.write(&Record::RunStarted {
-        run_id: run_dir.id.clone(),
-        playbook: plan.playbook.name.clone(),
-        inventory: plan.inventory.name.clone(),
-        time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        pid: std::process::id(),
-        user: std::env::var("USER").unwrap_or_default(),
-        host: hostname(),
-    }).await;
+    journal
+        .write(&Record::RunStarted {
+            run_id: run_dir.id.clone(),
+            playbook: plan.playbook.name.clone(),
+            inventory: plan.inventory.name.clone(),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            pid: std::process::id(),
+            user: std::env::var("USER").unwrap_or_default(),
+            host: hostname(),
+        })
+        .await;
     let ssh = SshOptions::new(&global.state_dir, args.accept_new_host_keys);
     let pool = HostPool::new(plan.clone(), ssh, global.state_dir.join("hosts")).prepare();
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let reporters: Vec<Box<dyn Reporter>> = match global.output {
         OutputFormat::Json => vec![Box::new(JsonReporter)],
-        OutputFormat::Human => vec![Box::new(PlainReporter::new(Box::new(std::io::stdout()), global.quiet))],
+        OutputFormat::Human => vec![Box::new(PlainReporter::new(
+            Box::new(std::io::stdout()),
+            global.quiet,
+        ))],
     };
     let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
     let _ = sender.send(Event::RunStarted {
@@ -150,7 +199,9 @@ async fn execute(global: &GlobalOptions, args: &DeployArgs, plan: Plan, redactor
         journal: journal.clone(),
         redactor,
         approvals: args.approve.clone(),
-        connections: global.connections.unwrap_or(plan.playbook.strategy.connections),
+        connections: global
+            .connections
+            .unwrap_or(plan.playbook.strategy.connections),
         interrupts,
     };
     let report = exec::run(plan.clone(), pool, options, sender).await;
@@ -163,7 +214,11 @@ async fn execute(global: &GlobalOptions, args: &DeployArgs, plan: Plan, redactor
 fn watch_signals() -> tokio::sync::watch::Receiver<u32> {
     let (sender, receiver) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
         let mut count = 0;
         loop {
             tokio::select! {
@@ -180,5 +235,7 @@ fn watch_signals() -> tokio::sync::watch::Receiver<u32> {
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }

@@ -10,40 +10,66 @@ pub fn run(path: &Path, limit: Option<&str>, format: InventoryFormat) -> anyhow:
     let inventory = crate::inventory::load(path)?;
     let selected = match limit {
         None => HostSet::full(inventory.hosts.len()),
-        Some(limit) => HostPattern::parse(limit).and_then(|p| p.resolve(&inventory)).map_err(|e| {
-            let d = Diagnostic::new(Path::new("--limit"), e.to_string());
-            crate::diag::Diagnostics::from(match e.suggestion {
-                Some(s) => d.hint(format!("did you mean `{s}`?")),
-                None => d,
-            })
-        })?,
+        Some(limit) => HostPattern::parse(limit)
+            .and_then(|p| p.resolve(&inventory))
+            .map_err(|e| {
+                let d = Diagnostic::new(Path::new("--limit"), e.to_string());
+                crate::diag::Diagnostics::from(match e.suggestion {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d,
+                })
+            })?,
     };
-    let hosts: Vec<&crate::inventory::Host> = selected.iter().map(|h| &inventory.hosts[h]).collect();
+    let hosts: Vec<&crate::inventory::Host> =
+        selected.iter().map(|h| &inventory.hosts[h]).collect();
     match format {
         InventoryFormat::Json => {
-            let rows: Vec<serde_json::Value> = hosts.iter().map(|h| serde_json::json!({
-                "name": h.name,
-                "address": h.destination(),
-                "region": inventory.regions[h.region].name,
-                "cluster": inventory.clusters[h.cluster].name,
-                "roles": h.roles,
-                "connection": h.connection,
-                "ssh": h.ssh,
-                "vars": h.vars,
-            })).collect();
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "inventory": inventory.name, "hosts": rows }))?);
+            let rows: Vec<serde_json::Value> = hosts
+                .iter()
+                .map(|h| {
+                    serde_json::json!({
+                        "name": h.name,
+                        "address": h.destination(),
+                        "region": inventory.regions[h.region].name,
+                        "cluster": inventory.clusters[h.cluster].name,
+                        "roles": h.roles,
+                        "connection": h.connection,
+                        "ssh": h.ssh,
+                        "vars": h.vars,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "inventory": inventory.name, "hosts": rows })
+                )?
+            );
         }
         InventoryFormat::Table => {
             let mut out = String::new();
-            let rows: Vec<[String; 6]> = hosts.iter().map(|h| [
-                h.name.clone(),
-                h.destination().to_string(),
-                inventory.regions[h.region].name.clone(),
-                inventory.clusters[h.cluster].name.clone(),
-                h.roles.join(","),
-                format!("{:?}", h.connection).to_lowercase(),
-            ]).collect();
-            let header = ["HOST", "ADDRESS", "REGION", "CLUSTER", "ROLES", "CONNECTION"].map(String::from);
+            let rows: Vec<[String; 6]> = hosts
+                .iter()
+                .map(|h| {
+                    [
+                        h.name.clone(),
+                        h.destination().to_string(),
+                        inventory.regions[h.region].name.clone(),
+                        inventory.clusters[h.cluster].name.clone(),
+                        h.roles.join(","),
+                        format!("{:?}", h.connection).to_lowercase(),
+                    ]
+                })
+                .collect();
+            let header = [
+                "HOST",
+                "ADDRESS",
+                "REGION",
+                "CLUSTER",
+                "ROLES",
+                "CONNECTION",
+            ]
+            .map(String::from);
             let mut widths = header.clone().map(|h| h.len());
             for row in &rows {
                 for (w, cell) in widths.iter_mut().zip(row) {
@@ -51,11 +77,20 @@ pub fn run(path: &Path, limit: Option<&str>, format: InventoryFormat) -> anyhow:
                 }
             }
             for row in std::iter::once(&header).chain(&rows) {
-                let line: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                let line: Vec<String> = row
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
                 out.push_str(line.join("  ").trim_end());
                 out.push('\n');
             }
-            out.push_str(&format!("{} hosts in {} regions, {} clusters\n", super::thousands(hosts.len()), inventory.regions.len(), inventory.clusters.len()));
+            out.push_str(&format!(
+                "{} hosts in {} regions, {} clusters\n",
+                super::thousands(hosts.len()),
+                inventory.regions.len(),
+                inventory.clusters.len()
+            ));
             print!("{out}");
         }
     }

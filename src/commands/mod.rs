@@ -27,7 +27,10 @@ pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
             return Err(errors.sorted());
         }
     };
-    let options = PlanOptions { limit: args.limit.clone(), extra_vars: extra_vars(args) };
+    let options = PlanOptions {
+        limit: args.limit.clone(),
+        extra_vars: extra_vars(args),
+    };
     crate::plan::build(Arc::new(inventory), Arc::new(playbook), &options)
 }
 
@@ -45,7 +48,7 @@ pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -23,9 +23,27 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
     for (_, task) in plan.tasks() {
         tasks_per_host[task.host] += 1;
     }
-    writeln!(out, "plan: {} on {} — {} hosts, {} tasks", plan.playbook.name, inventory.name, thousands(plan.host_count()), thousands(plan.task_count())).unwrap();
-    writeln!(out, "strategy: max_unavailable {} per cluster, max_failures {}, on_failure {}, connections {}",
-        strategy.max_unavailable, strategy.max_failures, serde_json::to_value(strategy.on_failure).unwrap().as_str().unwrap_or(""), strategy.connections).unwrap();
+    writeln!(
+        out,
+        "plan: {} on {} — {} hosts, {} tasks",
+        plan.playbook.name,
+        inventory.name,
+        thousands(plan.host_count()),
+        thousands(plan.task_count())
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "strategy: max_unavailable {} per cluster, max_failures {}, on_failure {}, connections {}",
+        strategy.max_unavailable,
+        strategy.max_failures,
+        serde_json::to_value(strategy.on_failure)
+            .unwrap()
+            .as_str()
+            .unwrap_or(""),
+        strategy.connections
+    )
+    .unwrap();
     for (w, wave) in plan.waves.iter().enumerate() {
         let spec = &strategy.waves[w];
         let mut gate = Vec::new();
@@ -38,24 +56,54 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
         if let Some(window) = &spec.window {
             gate.push(format!("window {}", window.text));
         }
-        let gate = if gate.is_empty() { String::new() } else { format!("  then {}", gate.join(", ")) };
-        writeln!(out, "\nwave {} {}: {} hosts, {} tasks{gate}", w + 1, wave.name, thousands(wave.hosts.len()),
-            thousands(wave.hosts.iter().map(|&h| tasks_per_host[h]).sum())).unwrap();
+        let gate = if gate.is_empty() {
+            String::new()
+        } else {
+            format!("  then {}", gate.join(", "))
+        };
+        writeln!(
+            out,
+            "\nwave {} {}: {} hosts, {} tasks{gate}",
+            w + 1,
+            wave.name,
+            thousands(wave.hosts.len()),
+            thousands(wave.hosts.iter().map(|&h| tasks_per_host[h]).sum())
+        )
+        .unwrap();
         let mut regions: BTreeMap<usize, BTreeMap<usize, (usize, usize)>> = BTreeMap::new();
         for &h in &wave.hosts {
             let host = &inventory.hosts[h];
-            let entry = regions.entry(host.region).or_default().entry(host.cluster).or_default();
+            let entry = regions
+                .entry(host.region)
+                .or_default()
+                .entry(host.cluster)
+                .or_default();
             entry.0 += 1;
             entry.1 += tasks_per_host[h];
         }
         for (region, clusters) in regions {
             let hosts: usize = clusters.values().map(|c| c.0).sum();
             let tasks: usize = clusters.values().map(|c| c.1).sum();
-            writeln!(out, "  {:<16} {:>7} hosts {:>8} tasks", inventory.regions[region].name, thousands(hosts), thousands(tasks)).unwrap();
+            writeln!(
+                out,
+                "  {:<16} {:>7} hosts {:>8} tasks",
+                inventory.regions[region].name,
+                thousands(hosts),
+                thousands(tasks)
+            )
+            .unwrap();
             for (cluster, (hosts, tasks)) in clusters {
                 let total = inventory.clusters[cluster].hosts.len();
                 let window = strategy.max_unavailable.of(total).max(1);
-                writeln!(out, "    {:<14} {:>7} hosts {:>8} tasks   {} at once", inventory.clusters[cluster].name, thousands(hosts), thousands(tasks), window).unwrap();
+                writeln!(
+                    out,
+                    "    {:<14} {:>7} hosts {:>8} tasks   {} at once",
+                    inventory.clusters[cluster].name,
+                    thousands(hosts),
+                    thousands(tasks),
+                    window
+                )
+                .unwrap();
             }
         }
     }
@@ -65,19 +113,62 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
         counts[task.step] += 1;
     }
     for (s, step) in plan.playbook.steps.iter().enumerate() {
-        let needs: Vec<&str> = step.needs.iter().map(|n| plan.playbook.steps[n.step].name.as_str()).collect();
-        let needs = if needs.is_empty() { String::new() } else { format!("  needs {}", needs.join(", ")) };
-        writeln!(out, "  {:<18} {:<8} {:>8} tasks  hosts {}{needs}", step.name, format!("{:?}", step.per).to_lowercase(), thousands(counts[s]), step.hosts.as_str()).unwrap();
+        let needs: Vec<&str> = step
+            .needs
+            .iter()
+            .map(|n| plan.playbook.steps[n.step].name.as_str())
+            .collect();
+        let needs = if needs.is_empty() {
+            String::new()
+        } else {
+            format!("  needs {}", needs.join(", "))
+        };
+        writeln!(
+            out,
+            "  {:<18} {:<8} {:>8} tasks  hosts {}{needs}",
+            step.name,
+            format!("{:?}", step.per).to_lowercase(),
+            thousands(counts[s]),
+            step.hosts.as_str()
+        )
+        .unwrap();
     }
     let path = plan.critical_path(|n| plan.estimated_duration(n));
-    let chain: Vec<String> = path.nodes.iter().filter(|n| !matches!(plan.graph[**n], Node::Join { .. })).map(|n| plan.label(*n)).collect();
-    writeln!(out, "\ncritical path: {} tasks: {}", path.tasks, chain.join(" -> ")).unwrap();
+    let chain: Vec<String> = path
+        .nodes
+        .iter()
+        .filter(|n| !matches!(plan.graph[**n], Node::Join { .. }))
+        .map(|n| plan.label(*n))
+        .collect();
+    writeln!(
+        out,
+        "\ncritical path: {} tasks: {}",
+        path.tasks,
+        chain.join(" -> ")
+    )
+    .unwrap();
     if estimate {
-        let missing: Vec<&str> = plan.playbook.steps.iter().filter(|s| s.estimate.is_none()).map(|s| s.name.as_str()).collect();
-        writeln!(out, "estimate: critical path {} with unlimited parallelism; {} under max_unavailable",
-            humantime::format_duration(round(path.duration)), humantime::format_duration(round(estimate_with_limits(plan)))).unwrap();
+        let missing: Vec<&str> = plan
+            .playbook
+            .steps
+            .iter()
+            .filter(|s| s.estimate.is_none())
+            .map(|s| s.name.as_str())
+            .collect();
+        writeln!(
+            out,
+            "estimate: critical path {} with unlimited parallelism; {} under max_unavailable",
+            humantime::format_duration(round(path.duration)),
+            humantime::format_duration(round(estimate_with_limits(plan)))
+        )
+        .unwrap();
         if !missing.is_empty() {
-            writeln!(out, "  (steps without `estimate:` count as 0s: {})", missing.join(", ")).unwrap();
+            writeln!(
+                out,
+                "  (steps without `estimate:` count as 0s: {})",
+                missing.join(", ")
+            )
+            .unwrap();
         }
     }
     out
@@ -96,15 +187,28 @@ pub fn estimate_with_limits(plan: &Plan) -> Duration {
     for (w, wave) in plan.waves.iter().enumerate() {
         let mut per_cluster: BTreeMap<usize, (usize, Duration)> = BTreeMap::new();
         for &h in &wave.hosts {
-            let host_time: Duration = plan.tasks_of_host(h).iter().map(|n| plan.estimated_duration(&plan.graph[*n])).sum();
-            let entry = per_cluster.entry(plan.inventory.hosts[h].cluster).or_default();
+            let host_time: Duration = plan
+                .tasks_of_host(h)
+                .iter()
+                .map(|n| plan.estimated_duration(&plan.graph[*n]))
+                .sum();
+            let entry = per_cluster
+                .entry(plan.inventory.hosts[h].cluster)
+                .or_default();
             entry.0 += 1;
             entry.1 = entry.1.max(host_time);
         }
-        let wave_time = per_cluster.iter().map(|(cluster, (hosts, host_time))| {
-            let window = strategy.max_unavailable.of(plan.inventory.clusters[*cluster].hosts.len()).max(1);
-            *host_time * hosts.div_ceil(window) as u32
-        }).max().unwrap_or_default();
+        let wave_time = per_cluster
+            .iter()
+            .map(|(cluster, (hosts, host_time))| {
+                let window = strategy
+                    .max_unavailable
+                    .of(plan.inventory.clusters[*cluster].hosts.len())
+                    .max(1);
+                *host_time * hosts.div_ceil(window) as u32
+            })
+            .max()
+            .unwrap_or_default();
         total += wave_time + strategy.waves[w].pause.unwrap_or_default();
     }
     total

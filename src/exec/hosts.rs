@@ -37,15 +37,28 @@ impl HostPool {
     pub fn new(plan: Arc<Plan>, ssh: SshOptions, local_root: PathBuf) -> Self {
         let strategy = &plan.playbook.strategy;
         let slots = (0..plan.inventory.hosts.len())
-            .map(|_| Slot { connection: Mutex::new(None), sessions: Arc::new(Semaphore::new(strategy.sessions_per_host)) })
+            .map(|_| Slot {
+                connection: Mutex::new(None),
+                sessions: Arc::new(Semaphore::new(strategy.sessions_per_host)),
+            })
             .collect();
-        HostPool { handshake_limit: strategy.handshakes, plan, slots, handshakes: HashMap::new(), ssh, local_root }
+        HostPool {
+            handshake_limit: strategy.handshakes,
+            plan,
+            slots,
+            handshakes: HashMap::new(),
+            ssh,
+            local_root,
+        }
     }
 
     fn handshake_gate(&mut self, host: HostId) -> Arc<Semaphore> {
         let jump = self.plan.inventory.hosts[host].ssh.jump.clone();
         let limit = self.handshake_limit;
-        self.handshakes.entry(jump).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+        self.handshakes
+            .entry(jump)
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone()
     }
 
     /// Precomputes the handshake semaphores; call before sharing the pool.
@@ -67,11 +80,18 @@ impl HostPool {
         let mut attempt = 1;
         loop {
             let opened: Result<Arc<dyn Connection>, TransportError> = match spec.connection {
-                ConnectionKind::Local => LocalConnection::open(self.local_root.join(&spec.name)).map(|c| Arc::new(c) as Arc<dyn Connection>),
+                ConnectionKind::Local => LocalConnection::open(self.local_root.join(&spec.name))
+                    .map(|c| Arc::new(c) as Arc<dyn Connection>),
                 ConnectionKind::Ssh => {
-                    let gate = self.handshakes.get(&spec.ssh.jump).cloned().expect("prepared");
+                    let gate = self
+                        .handshakes
+                        .get(&spec.ssh.jump)
+                        .cloned()
+                        .expect("prepared");
                     let _permit = gate.acquire_owned().await.expect("never closed");
-                    SshConnection::open(spec, &self.ssh).await.map(|c| Arc::new(c) as Arc<dyn Connection>)
+                    SshConnection::open(spec, &self.ssh)
+                        .await
+                        .map(|c| Arc::new(c) as Arc<dyn Connection>)
                 }
             };
             match opened {
@@ -97,7 +117,12 @@ impl HostPool {
 
     /// A channel slot on the host's connection (at most `sessions_per_host`).
     pub async fn session(&self, host: HostId) -> OwnedSemaphorePermit {
-        self.slots[host].sessions.clone().acquire_owned().await.expect("never closed")
+        self.slots[host]
+            .sessions
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed")
     }
 
     /// Closes the host's connection; in-flight users keep theirs until they finish.
@@ -109,12 +134,19 @@ impl HostPool {
 
     /// Whether a connection is open now.
     pub fn is_open(&self, host: HostId) -> bool {
-        self.slots[host].connection.try_lock().map(|s| s.is_some()).unwrap_or(true)
+        self.slots[host]
+            .connection
+            .try_lock()
+            .map(|s| s.is_some())
+            .unwrap_or(true)
     }
 }
 
 /// Host-key and authentication failures need a person; everything else may be transient.
 fn retryable(error: &TransportError) -> bool {
     let text = error.to_string();
-    error.is_connection_failure() && !text.contains("Host key verification failed") && !text.contains("Permission denied") && !text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+    error.is_connection_failure()
+        && !text.contains("Host key verification failed")
+        && !text.contains("Permission denied")
+        && !text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
 }

@@ -59,7 +59,10 @@ enum State {
 
 impl State {
     fn is_done(self) -> bool {
-        matches!(self, State::Succeeded | State::Failed | State::Skipped | State::Cancelled)
+        matches!(
+            self,
+            State::Succeeded | State::Failed | State::Skipped | State::Cancelled
+        )
     }
 }
 
@@ -129,11 +132,18 @@ struct Scheduler {
 }
 
 /// Runs the plan to the end and reports how it went.
-pub async fn run(plan: Arc<Plan>, pool: Arc<HostPool>, options: ExecOptions, events: UnboundedSender<Event>) -> RunReport {
+pub async fn run(
+    plan: Arc<Plan>,
+    pool: Arc<HostPool>,
+    options: ExecOptions,
+    events: UnboundedSender<Event>,
+) -> RunReport {
     let inventory = plan.inventory.clone();
     let strategy = &plan.playbook.strategy;
     let node_count = plan.graph.node_count();
-    let mut hosts: Vec<HostRun> = (0..inventory.hosts.len()).map(|_| HostRun::default()).collect();
+    let mut hosts: Vec<HostRun> = (0..inventory.hosts.len())
+        .map(|_| HostRun::default())
+        .collect();
     for (_, task) in plan.tasks() {
         let host = &mut hosts[task.host];
         host.left_tasks += 1;
@@ -145,7 +155,13 @@ pub async fn run(plan: Arc<Plan>, pool: Arc<HostPool>, options: ExecOptions, eve
     let clusters = (0..inventory.clusters.len())
         .map(|c| {
             let total = by_cluster.get(&c).map(Vec::len).unwrap_or(0);
-            ClusterRun { window: strategy.max_unavailable.of(total).max(1), budget: strategy.max_failures.of(total), active: 0, failed_hosts: 0, waiting: VecDeque::new() }
+            ClusterRun {
+                window: strategy.max_unavailable.of(total).max(1),
+                budget: strategy.max_failures.of(total),
+                active: 0,
+                failed_hosts: 0,
+                waiting: VecDeque::new(),
+            }
         })
         .collect();
     let regions = inventory.regions.len();
@@ -200,7 +216,10 @@ impl Scheduler {
 
     async fn main_loop(mut self) -> RunReport {
         if let Some(first) = self.plan.waves.first() {
-            self.emit(Event::WaveStarted { wave: first.name.clone(), hosts: first.hosts.len() });
+            self.emit(Event::WaveStarted {
+                wave: first.name.clone(),
+                hosts: first.hosts.len(),
+            });
         }
         for node in self.plan.ready_at_start() {
             self.ready(node);
@@ -253,7 +272,9 @@ impl Scheduler {
     }
 
     fn stopped_for(&self, host: HostId) -> bool {
-        self.all_stopped || self.region_stopped[self.plan.inventory.hosts[host].region] || self.hosts[host].failed
+        self.all_stopped
+            || self.region_stopped[self.plan.inventory.hosts[host].region]
+            || self.hosts[host].failed
     }
 
     fn admit(&mut self, node: NodeId, task: Task) {
@@ -299,8 +320,12 @@ impl Scheduler {
     /// Starts queued hosts wherever their cluster's window and the connection limit allow.
     fn admit_waiting(&mut self) {
         for cluster in 0..self.clusters.len() {
-            while self.clusters[cluster].active < self.clusters[cluster].window && self.active_hosts < self.options.connections {
-                let Some(host) = self.clusters[cluster].waiting.pop_front() else { break };
+            while self.clusters[cluster].active < self.clusters[cluster].window
+                && self.active_hosts < self.options.connections
+            {
+                let Some(host) = self.clusters[cluster].waiting.pop_front() else {
+                    break;
+                };
                 self.start_queued_host(host);
             }
         }
@@ -349,31 +374,67 @@ impl Scheduler {
         let h = &mut self.hosts[task.host];
         h.running += 1;
         h.touched = true;
-        self.emit(Event::TaskStarted { task: self.task_ref(node) });
-        let rendered: Result<TaskSpec, String> = task::render_task(&self.plan, step, &self.context(&task));
+        self.emit(Event::TaskStarted {
+            task: self.task_ref(node),
+        });
+        let rendered: Result<TaskSpec, String> =
+            task::render_task(&self.plan, step, &self.context(&task));
         let pool = self.pool.clone();
         let journal = self.options.journal.clone();
         let label = self.plan.label(node);
-        let log = self.options.run_dir.log_path(&self.plan.inventory.hosts[task.host].name);
+        let log = self
+            .options
+            .run_dir
+            .log_path(&self.plan.inventory.hosts[task.host].name);
         let redactor = self.options.redactor.clone();
         self.running.spawn(async move {
-            journal.write(&Record::TaskStarted { node: node.index(), label: label.clone(), time: now() }).await;
+            journal
+                .write(&Record::TaskStarted {
+                    node: node.index(),
+                    label: label.clone(),
+                    time: now(),
+                })
+                .await;
             let run = match rendered {
                 Ok(spec) => task::execute(&pool, task.host, &spec).await,
-                Err(error) => TaskRun { ok: false, changed: false, skipped_reason: None, exit_code: None, error: Some(error), stdout: Vec::new(), stderr: Vec::new(), attempts: 0, captured: None, duration: Duration::ZERO, commands: Vec::new() },
+                Err(error) => TaskRun {
+                    ok: false,
+                    changed: false,
+                    skipped_reason: None,
+                    exit_code: None,
+                    error: Some(error),
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    attempts: 0,
+                    captured: None,
+                    duration: Duration::ZERO,
+                    commands: Vec::new(),
+                },
             };
-            let state = if !run.ok { TaskState::Failed } else if run.skipped_reason.is_some() { TaskState::Skipped } else { TaskState::Succeeded };
+            let state = if !run.ok {
+                TaskState::Failed
+            } else if run.skipped_reason.is_some() {
+                TaskState::Skipped
+            } else {
+                TaskState::Succeeded
+            };
             append_log(&log, &label, &run, &redactor).await;
-            journal.write(&Record::TaskFinished {
-                node: node.index(),
-                label,
-                state,
-                exit_code: run.exit_code,
-                duration_ms: run.duration.as_millis() as u64,
-                captures: run.captured.iter().map(|(k, v)| (k.clone(), redactor.redact(v))).collect(),
-                output_tail: redactor.redact(&run.tail(TAIL_LINES)),
-                error: run.error.as_ref().map(|e| redactor.redact(e)),
-            }).await;
+            journal
+                .write(&Record::TaskFinished {
+                    node: node.index(),
+                    label,
+                    state,
+                    exit_code: run.exit_code,
+                    duration_ms: run.duration.as_millis() as u64,
+                    captures: run
+                        .captured
+                        .iter()
+                        .map(|(k, v)| (k.clone(), redactor.redact(v)))
+                        .collect(),
+                    output_tail: redactor.redact(&run.tail(TAIL_LINES)),
+                    error: run.error.as_ref().map(|e| redactor.redact(e)),
+                })
+                .await;
             (node, run)
         });
     }
@@ -399,8 +460,17 @@ impl Scheduler {
                 };
             }
             let event = match &run.skipped_reason {
-                Some(reason) => Event::TaskSkipped { task: task_ref, reason: reason.clone() },
-                None => Event::TaskFinished { task: task_ref, changed: run.changed, exit_code: run.exit_code, duration_ms: run.duration.as_millis() as u64, attempts: run.attempts },
+                Some(reason) => Event::TaskSkipped {
+                    task: task_ref,
+                    reason: reason.clone(),
+                },
+                None => Event::TaskFinished {
+                    task: task_ref,
+                    changed: run.changed,
+                    exit_code: run.exit_code,
+                    duration_ms: run.duration.as_millis() as u64,
+                    attempts: run.attempts,
+                },
             };
             self.emit(event);
             self.task_done(node, task);
@@ -479,7 +549,10 @@ impl Scheduler {
                 } else if self.state[i] == State::Waiting {
                     self.state[i] = State::Skipped;
                     if let Some(task) = self.plan.task(dependent).copied() {
-                        self.emit(Event::TaskSkipped { task: self.task_ref(dependent), reason: "a dependency failed or was cancelled".into() });
+                        self.emit(Event::TaskSkipped {
+                            task: self.task_ref(dependent),
+                            reason: "a dependency failed or was cancelled".into(),
+                        });
                         self.task_done(dependent, task);
                     }
                     stack.push((dependent, false));
@@ -509,7 +582,13 @@ impl Scheduler {
         }
         self.hosts[host].failed = true;
         // Nothing more starts on a failed host.
-        let unstarted: Vec<NodeId> = self.plan.tasks_of_host(host).iter().copied().filter(|n| matches!(self.state[n.index()], State::Waiting | State::Queued)).collect();
+        let unstarted: Vec<NodeId> = self
+            .plan
+            .tasks_of_host(host)
+            .iter()
+            .copied()
+            .filter(|n| matches!(self.state[n.index()], State::Waiting | State::Queued))
+            .collect();
         self.hosts[host].pending.clear();
         for node in unstarted {
             self.cancel(node);
@@ -528,7 +607,10 @@ impl Scheduler {
             region: self.plan.inventory.regions[region].name.clone(),
             failed_hosts: c.failed_hosts,
             max_failures: c.budget,
-            action: serde_json::to_value(policy).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            action: serde_json::to_value(policy)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
         });
         match policy {
             OnFailure::Halt => {
@@ -551,13 +633,28 @@ impl Scheduler {
             return;
         }
         self.region_stopped[region] = true;
-        self.emit(Event::Stopped { reason: format!("region {} stopped", self.plan.inventory.regions[region].name) });
-        let unstarted: Vec<NodeId> = self.plan.tasks().filter(|(n, t)| self.plan.inventory.hosts[t.host].region == region && matches!(self.state[n.index()], State::Waiting | State::Queued)).map(|(n, _)| n).collect();
+        self.emit(Event::Stopped {
+            reason: format!(
+                "region {} stopped",
+                self.plan.inventory.regions[region].name
+            ),
+        });
+        let unstarted: Vec<NodeId> = self
+            .plan
+            .tasks()
+            .filter(|(n, t)| {
+                self.plan.inventory.hosts[t.host].region == region
+                    && matches!(self.state[n.index()], State::Waiting | State::Queued)
+            })
+            .map(|(n, _)| n)
+            .collect();
         for node in unstarted {
             self.cancel(node);
         }
         for cluster in 0..self.clusters.len() {
-            self.clusters[cluster].waiting.retain(|h| self.plan.inventory.hosts[*h].region != region);
+            self.clusters[cluster]
+                .waiting
+                .retain(|h| self.plan.inventory.hosts[*h].region != region);
         }
     }
 
@@ -566,8 +663,15 @@ impl Scheduler {
             return;
         }
         self.all_stopped = true;
-        self.emit(Event::Stopped { reason: reason.to_string() });
-        let unstarted: Vec<NodeId> = self.plan.tasks().filter(|(n, _)| matches!(self.state[n.index()], State::Waiting | State::Queued)).map(|(n, _)| n).collect();
+        self.emit(Event::Stopped {
+            reason: reason.to_string(),
+        });
+        let unstarted: Vec<NodeId> = self
+            .plan
+            .tasks()
+            .filter(|(n, _)| matches!(self.state[n.index()], State::Waiting | State::Queued))
+            .map(|(n, _)| n)
+            .collect();
         for node in unstarted {
             self.cancel(node);
         }
@@ -585,9 +689,16 @@ impl Scheduler {
         }
         let spec = &self.plan.playbook.strategy.waves[wave];
         let name = spec.name.clone();
-        if spec.approve && !self.options.approvals.contains(&name) && wave + 1 < self.plan.waves.len() {
+        if spec.approve
+            && !self.options.approvals.contains(&name)
+            && wave + 1 < self.plan.waves.len()
+        {
             self.state[node.index()] = State::Held;
-            self.emit(Event::GateWaiting { wave: name.clone(), reason: "approve".into(), seconds: 0 });
+            self.emit(Event::GateWaiting {
+                wave: name.clone(),
+                reason: "approve".into(),
+                seconds: 0,
+            });
             self.awaiting_approval = Some(name);
             self.stop_all("waiting for approval");
             return;
@@ -595,7 +706,11 @@ impl Scheduler {
         match spec.pause.filter(|_| wave + 1 < self.plan.waves.len()) {
             Some(pause) => {
                 self.state[node.index()] = State::Held;
-                self.emit(Event::GateWaiting { wave: name, reason: "pause".into(), seconds: pause.as_secs() });
+                self.emit(Event::GateWaiting {
+                    wave: name,
+                    reason: "pause".into(),
+                    seconds: pause.as_secs(),
+                });
                 self.timers.spawn(async move {
                     tokio::time::sleep(pause).await;
                     wave
@@ -612,10 +727,18 @@ impl Scheduler {
             return;
         }
         self.state[node.index()] = State::Succeeded;
-        self.options.journal.append(&Record::GatePassed { node: node.index(), wave: self.plan.waves[wave].name.clone() });
-        self.emit(Event::GatePassed { wave: self.plan.waves[wave].name.clone() });
+        self.options.journal.append(&Record::GatePassed {
+            node: node.index(),
+            wave: self.plan.waves[wave].name.clone(),
+        });
+        self.emit(Event::GatePassed {
+            wave: self.plan.waves[wave].name.clone(),
+        });
         if let Some(next) = self.plan.waves.get(wave + 1) {
-            self.emit(Event::WaveStarted { wave: next.name.clone(), hosts: next.hosts.len() });
+            self.emit(Event::WaveStarted {
+                wave: next.name.clone(),
+                hosts: next.hosts.len(),
+            });
         }
         self.release(node, true);
     }
@@ -624,13 +747,18 @@ impl Scheduler {
 
     /// Starts every rollback whose hosts have nothing running any more.
     fn start_rollbacks(&mut self) {
-        let ready_hosts: Vec<HostId> = (0..self.hosts.len()).filter(|&h| self.hosts[h].rollback_pending && self.hosts[h].running == 0).collect();
+        let ready_hosts: Vec<HostId> = (0..self.hosts.len())
+            .filter(|&h| self.hosts[h].rollback_pending && self.hosts[h].running == 0)
+            .collect();
         for host in ready_hosts {
             self.hosts[host].rollback_pending = false;
             self.spawn_rollback(RollbackScope::Host(host));
         }
         for region in 0..self.region_rollback.len() {
-            if self.region_rollback[region] && self.region_running[region] == 0 && !self.all_rollback {
+            if self.region_rollback[region]
+                && self.region_running[region] == 0
+                && !self.all_rollback
+            {
                 self.region_rollback[region] = false;
                 self.spawn_rollback(RollbackScope::Region(region));
             }
@@ -652,7 +780,10 @@ impl Scheduler {
         // Hosts already rolled back (within budget) or being rolled back are left alone.
         let hosts: Vec<HostId> = (0..self.hosts.len())
             .filter(|&h| in_scope(h) && self.hosts[h].touched && self.hosts[h].outcome.is_none())
-            .filter(|&h| !matches!(scope, RollbackScope::Region(_) | RollbackScope::All) || !self.hosts[h].rollback_pending)
+            .filter(|&h| {
+                !matches!(scope, RollbackScope::Region(_) | RollbackScope::All)
+                    || !self.hosts[h].rollback_pending
+            })
             .collect();
         for &h in &hosts {
             // Mark as in progress so that no other scope takes the host.
@@ -662,8 +793,10 @@ impl Scheduler {
         let mut commands: HashMap<NodeId, (HostId, String, String)> = HashMap::new();
         let mut failed_renders = Vec::new();
         for (node, task) in self.plan.tasks() {
-            let done = matches!(self.state[node.index()], State::Succeeded | State::Failed) && !self.unchanged[node.index()];
-            let covered = hosts.contains(&task.host) && (task.per == Per::Host || scope != RollbackScope::Host(task.host));
+            let done = matches!(self.state[node.index()], State::Succeeded | State::Failed)
+                && !self.unchanged[node.index()];
+            let covered = hosts.contains(&task.host)
+                && (task.per == Per::Host || scope != RollbackScope::Host(task.host));
             if !done || !covered {
                 continue;
             }
@@ -681,11 +814,20 @@ impl Scheduler {
             RollbackScope::Region(r) => format!("region {}", inventory.regions[r].name),
             RollbackScope::All => "all".to_string(),
         };
-        self.emit(Event::RollbackStarted { scope: scope_name.clone(), hosts: hosts.len() });
+        self.emit(Event::RollbackStarted {
+            scope: scope_name.clone(),
+            hosts: hosts.len(),
+        });
         for (_, node, error) in &failed_renders {
-            self.emit(Event::RollbackTask { task: self.task_ref(*node), ok: false, exit_code: None, error: Some(error.clone()) });
+            self.emit(Event::RollbackTask {
+                task: self.task_ref(*node),
+                ok: false,
+                exit_code: None,
+                error: Some(error.clone()),
+            });
         }
-        let refs: HashMap<NodeId, TaskRef> = commands.keys().map(|n| (*n, self.task_ref(*n))).collect();
+        let refs: HashMap<NodeId, TaskRef> =
+            commands.keys().map(|n| (*n, self.task_ref(*n))).collect();
         let job = RollbackJob {
             plan: self.plan.clone(),
             pool: self.pool.clone(),
@@ -704,7 +846,14 @@ impl Scheduler {
     fn rollback_done(&mut self, done: RollbackDone) {
         for (host, ok) in done.hosts {
             self.hosts[host].outcome = None;
-            self.set_host_outcome(host, if ok { HostOutcome::RolledBack } else { HostOutcome::RollbackFailed });
+            self.set_host_outcome(
+                host,
+                if ok {
+                    HostOutcome::RolledBack
+                } else {
+                    HostOutcome::RollbackFailed
+                },
+            );
             self.pool.close(host);
         }
     }
@@ -716,12 +865,29 @@ impl Scheduler {
             return;
         }
         self.interrupted = true;
-        self.stop_all("interrupted: no new tasks start; running tasks finish (interrupt again to kill them)");
+        self.stop_all(
+            "interrupted: no new tasks start; running tasks finish (interrupt again to kill them)",
+        );
         if count >= 2 {
-            let running: Vec<NodeId> = (0..self.state.len()).filter(|&i| self.state[i] == State::Running).map(NodeId::new).collect();
+            let running: Vec<NodeId> = (0..self.state.len())
+                .filter(|&i| self.state[i] == State::Running)
+                .map(NodeId::new)
+                .collect();
             self.running.abort_all();
             for node in running {
-                self.options.journal.write(&Record::TaskFinished { node: node.index(), label: self.plan.label(node), state: TaskState::Interrupted, exit_code: None, duration_ms: 0, captures: Vec::new(), output_tail: String::new(), error: Some("interrupted".into()) }).await;
+                self.options
+                    .journal
+                    .write(&Record::TaskFinished {
+                        node: node.index(),
+                        label: self.plan.label(node),
+                        state: TaskState::Interrupted,
+                        exit_code: None,
+                        duration_ms: 0,
+                        captures: Vec::new(),
+                        output_tail: String::new(),
+                        error: Some("interrupted".into()),
+                    })
+                    .await;
                 self.state[node.index()] = State::Cancelled;
                 let task = *self.plan.task(node).expect("a task");
                 self.region_running[self.plan.inventory.hosts[task.host].region] -= 1;
@@ -734,14 +900,28 @@ impl Scheduler {
     async fn finish(mut self) -> RunReport {
         // Hosts the run never got to, or stopped before they finished.
         for host in 0..self.hosts.len() {
-            if self.hosts[host].outcome.is_none() && (self.plan.tasks_of_host(host).iter().any(|_| true)) {
-                let outcome = if self.hosts[host].failed { HostOutcome::Failed } else if self.hosts[host].touched && self.hosts[host].left_tasks > 0 { HostOutcome::Cancelled } else if self.hosts[host].touched { HostOutcome::Ok } else { HostOutcome::Cancelled };
+            if self.hosts[host].outcome.is_none()
+                && (self.plan.tasks_of_host(host).iter().any(|_| true))
+            {
+                let outcome = if self.hosts[host].failed {
+                    HostOutcome::Failed
+                } else if self.hosts[host].touched && self.hosts[host].left_tasks > 0 {
+                    HostOutcome::Cancelled
+                } else if self.hosts[host].touched {
+                    HostOutcome::Ok
+                } else {
+                    HostOutcome::Cancelled
+                };
                 self.set_host_outcome(host, outcome);
             }
         }
         let outcomes: Vec<Option<HostOutcome>> = self.hosts.iter().map(|h| h.outcome).collect();
         let count = |o: HostOutcome| outcomes.iter().filter(|x| **x == Some(o)).count();
-        let (rollback_failed, failed, rolled_back) = (count(HostOutcome::RollbackFailed), count(HostOutcome::Failed), count(HostOutcome::RolledBack));
+        let (rollback_failed, failed, rolled_back) = (
+            count(HostOutcome::RollbackFailed),
+            count(HostOutcome::Failed),
+            count(HostOutcome::RolledBack),
+        );
         let (outcome, exit) = if self.interrupted {
             (RunOutcome::Interrupted, Exit::Interrupted)
         } else if self.awaiting_approval.is_some() {
@@ -754,20 +934,34 @@ impl Scheduler {
             (RunOutcome::Succeeded, Exit::Success)
         };
         let inventory = &self.plan.inventory;
-        let regions = inventory.regions.iter().enumerate().filter_map(|(r, region)| {
-            let hosts: Vec<HostId> = (0..inventory.hosts.len()).filter(|&h| inventory.hosts[h].region == r && outcomes[h].is_some()).collect();
-            let c = |o: HostOutcome| hosts.iter().filter(|&&h| outcomes[h] == Some(o)).count();
-            (!hosts.is_empty()).then(|| RegionSummary {
-                region: region.name.clone(),
-                hosts: hosts.len(),
-                ok: c(HostOutcome::Ok),
-                failed: c(HostOutcome::Failed) + c(HostOutcome::RollbackFailed),
-                rolled_back: c(HostOutcome::RolledBack),
-                cancelled: c(HostOutcome::Cancelled),
-                duration_ms: self.region_finished[r].as_millis() as u64,
+        let regions = inventory
+            .regions
+            .iter()
+            .enumerate()
+            .filter_map(|(r, region)| {
+                let hosts: Vec<HostId> = (0..inventory.hosts.len())
+                    .filter(|&h| inventory.hosts[h].region == r && outcomes[h].is_some())
+                    .collect();
+                let c = |o: HostOutcome| hosts.iter().filter(|&&h| outcomes[h] == Some(o)).count();
+                (!hosts.is_empty()).then(|| RegionSummary {
+                    region: region.name.clone(),
+                    hosts: hosts.len(),
+                    ok: c(HostOutcome::Ok),
+                    failed: c(HostOutcome::Failed) + c(HostOutcome::RollbackFailed),
+                    rolled_back: c(HostOutcome::RolledBack),
+                    cancelled: c(HostOutcome::Cancelled),
+                    duration_ms: self.region_finished[r].as_millis() as u64,
+                })
             })
-        }).collect();
-        self.options.journal.write(&Record::RunFinished { outcome: format!("{outcome:?}"), exit_code: exit.code(), time: now() }).await;
+            .collect();
+        self.options
+            .journal
+            .write(&Record::RunFinished {
+                outcome: format!("{outcome:?}"),
+                exit_code: exit.code(),
+                time: now(),
+            })
+            .await;
         self.emit(Event::Summary {
             run_id: self.options.run_dir.id.clone(),
             outcome,
@@ -782,7 +976,11 @@ impl Scheduler {
             regions,
             run_dir: self.options.run_dir.path.display().to_string(),
         });
-        RunReport { outcome, exit, hosts: outcomes }
+        RunReport {
+            outcome,
+            exit,
+            hosts: outcomes,
+        }
     }
 }
 
@@ -804,8 +1002,16 @@ struct RollbackJob {
 impl RollbackJob {
     async fn run(self) -> RollbackDone {
         let plan = &self.plan;
-        let mut waiting: Vec<usize> = plan.graph.node_indices().map(|n| plan.dependents(n).count()).collect();
-        let mut ready: Vec<NodeId> = plan.graph.node_indices().filter(|n| waiting[n.index()] == 0).collect();
+        let mut waiting: Vec<usize> = plan
+            .graph
+            .node_indices()
+            .map(|n| plan.dependents(n).count())
+            .collect();
+        let mut ready: Vec<NodeId> = plan
+            .graph
+            .node_indices()
+            .filter(|n| waiting[n.index()] == 0)
+            .collect();
         let mut running: JoinSet<(NodeId, bool)> = JoinSet::new();
         let mut failed_hosts: Vec<HostId> = self.failed.clone();
         loop {
@@ -819,12 +1025,45 @@ impl RollbackJob {
                         let task_ref = self.refs[&node].clone();
                         let redactor = self.redactor.clone();
                         running.spawn(async move {
-                            journal.write(&Record::RollbackStarted { node: node.index(), label: label.clone() }).await;
-                            let spec = TaskSpec { action: task::RenderedAction::Run(command), creates: None, unless: None, capture: None, until: None, timeout: None, retries: 1, retry_delay: Duration::from_secs(1) };
+                            journal
+                                .write(&Record::RollbackStarted {
+                                    node: node.index(),
+                                    label: label.clone(),
+                                })
+                                .await;
+                            let spec = TaskSpec {
+                                action: task::RenderedAction::Run(command),
+                                creates: None,
+                                unless: None,
+                                capture: None,
+                                until: None,
+                                timeout: None,
+                                retries: 1,
+                                retry_delay: Duration::from_secs(1),
+                            };
                             let run = task::execute(&pool, host, &spec).await;
-                            let error = (!run.ok).then(|| redactor.redact(&format!("{}: {}", run.error.clone().unwrap_or_default(), run.tail(TAIL_LINES))));
-                            journal.write(&Record::RollbackFinished { node: node.index(), label, ok: run.ok, exit_code: run.exit_code, error: error.clone() }).await;
-                            let _ = events.send(Event::RollbackTask { task: task_ref, ok: run.ok, exit_code: run.exit_code, error });
+                            let error = (!run.ok).then(|| {
+                                redactor.redact(&format!(
+                                    "{}: {}",
+                                    run.error.clone().unwrap_or_default(),
+                                    run.tail(TAIL_LINES)
+                                ))
+                            });
+                            journal
+                                .write(&Record::RollbackFinished {
+                                    node: node.index(),
+                                    label,
+                                    ok: run.ok,
+                                    exit_code: run.exit_code,
+                                    error: error.clone(),
+                                })
+                                .await;
+                            let _ = events.send(Event::RollbackTask {
+                                task: task_ref,
+                                ok: run.ok,
+                                exit_code: run.exit_code,
+                                error,
+                            });
                             (node, run.ok)
                         });
                     }
@@ -838,7 +1077,9 @@ impl RollbackJob {
                     }
                 }
             }
-            let Some(joined) = running.join_next().await else { break };
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
             let Ok((node, ok)) = joined else { continue };
             if !ok {
                 failed_hosts.push(self.commands[&node].0);
@@ -851,8 +1092,17 @@ impl RollbackJob {
             }
         }
         let ok = failed_hosts.is_empty();
-        let _ = self.events.send(Event::RollbackFinished { scope: self.scope_name.clone(), ok });
-        RollbackDone { hosts: self.hosts.iter().map(|h| (*h, !failed_hosts.contains(h))).collect() }
+        let _ = self.events.send(Event::RollbackFinished {
+            scope: self.scope_name.clone(),
+            ok,
+        });
+        RollbackDone {
+            hosts: self
+                .hosts
+                .iter()
+                .map(|h| (*h, !failed_hosts.contains(h)))
+                .collect(),
+        }
     }
 }
 
@@ -863,7 +1113,12 @@ fn now() -> String {
 /// Appends what a task ran and printed to its host's log.
 async fn append_log(path: &std::path::Path, label: &str, run: &TaskRun, redactor: &Redactor) {
     use tokio::io::AsyncWriteExt;
-    let mut text = format!("== {} {label} ({} attempt(s), {:?})\n", now(), run.attempts, run.duration);
+    let mut text = format!(
+        "== {} {label} ({} attempt(s), {:?})\n",
+        now(),
+        run.attempts,
+        run.duration
+    );
     for command in &run.commands {
         text.push_str(&format!("$ {}\n", redactor.redact(command)));
     }
@@ -872,7 +1127,12 @@ async fn append_log(path: &std::path::Path, label: &str, run: &TaskRun, redactor
     if let Some(error) = &run.error {
         text.push_str(&format!("!! {}\n", redactor.redact(error)));
     }
-    if let Ok(mut file) = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await {
+    if let Ok(mut file) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+    {
         let _ = file.write_all(text.as_bytes()).await;
     }
 }

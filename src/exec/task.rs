@@ -35,7 +35,12 @@ pub enum RenderedAction {
     /// The full `sh -c` command (already wrapped in `sudo -n` for `become`).
     Run(String),
     /// File content to place at `dest` with `mode`.
-    Put { content: Vec<u8>, dest: String, mode: Option<u32>, become_root: bool },
+    Put {
+        content: Vec<u8>,
+        dest: String,
+        mode: Option<u32>,
+        become_root: bool,
+    },
     /// A protocol probe, reported as not yet supported by this build.
     Probe(String),
 }
@@ -45,8 +50,18 @@ impl RenderedAction {
     pub fn describe(&self) -> String {
         match self {
             RenderedAction::Run(command) => command.clone(),
-            RenderedAction::Put { content, dest, mode, .. } => {
-                format!("put {} bytes (sha256 {}) at {dest}{}", content.len(), &sha256(content)[..12], mode.map(|m| format!(" mode {m:o}")).unwrap_or_default())
+            RenderedAction::Put {
+                content,
+                dest,
+                mode,
+                ..
+            } => {
+                format!(
+                    "put {} bytes (sha256 {}) at {dest}{}",
+                    content.len(),
+                    &sha256(content)[..12],
+                    mode.map(|m| format!(" mode {m:o}")).unwrap_or_default()
+                )
             }
             RenderedAction::Probe(probe) => format!("probe {probe}"),
         }
@@ -59,22 +74,46 @@ pub fn context(plan: &Plan, task: &Task, run_id: &str, captures: &Vars) -> minij
     let host = &inventory.hosts[task.host];
     let mut vars = plan.vars_for(task.host);
     vars.extend(captures.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let mut map: serde_json::Map<String, serde_json::Value> = vars.into_iter().map(|(k, v)| (k, serde_json::to_value(v).unwrap_or_default())).collect();
-    map.insert("host".into(), serde_json::json!({
-        "name": host.name,
-        "address": host.destination(),
-        "region": inventory.regions[host.region].name,
-        "cluster": inventory.clusters[host.cluster].name,
-        "roles": host.roles,
-    }));
+    let mut map: serde_json::Map<String, serde_json::Value> = vars
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or_default()))
+        .collect();
+    map.insert(
+        "host".into(),
+        serde_json::json!({
+            "name": host.name,
+            "address": host.destination(),
+            "region": inventory.regions[host.region].name,
+            "cluster": inventory.clusters[host.cluster].name,
+            "roles": host.roles,
+        }),
+    );
     map.insert("run".into(), serde_json::json!({ "id": run_id }));
-    map.insert("playbook".into(), serde_json::json!({ "name": plan.playbook.name }));
-    map.insert("wave".into(), serde_json::json!({ "name": plan.waves[task.wave].name }));
+    map.insert(
+        "playbook".into(),
+        serde_json::json!({ "name": plan.playbook.name }),
+    );
+    map.insert(
+        "wave".into(),
+        serde_json::json!({ "name": plan.waves[task.wave].name }),
+    );
     minijinja::Value::from_serialize(&map)
 }
 
-fn render(env: &minijinja::Environment<'_>, field: &str, source: &str, ctx: &minijinja::Value) -> Result<String, String> {
-    env.render_str(source, ctx).map_err(|e| format!("cannot render `{field}`: {}", e.detail().map(str::to_string).unwrap_or_else(|| e.to_string())))
+fn render(
+    env: &minijinja::Environment<'_>,
+    field: &str,
+    source: &str,
+    ctx: &minijinja::Value,
+) -> Result<String, String> {
+    env.render_str(source, ctx).map_err(|e| {
+        format!(
+            "cannot render `{field}`: {}",
+            e.detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string())
+        )
+    })
 }
 
 fn with_become(command: String, become_root: bool) -> String {
@@ -88,26 +127,47 @@ fn with_become(command: String, become_root: bool) -> String {
 /// Renders a task's action and guards.
 pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<TaskSpec, String> {
     let env = template::environment();
-    let optional = |field: &str, value: &Option<String>| value.as_ref().map(|v| render(&env, field, v, ctx)).transpose();
+    let optional = |field: &str, value: &Option<String>| {
+        value
+            .as_ref()
+            .map(|v| render(&env, field, v, ctx))
+            .transpose()
+    };
     let action = match &step.action {
-        Action::Run(command) => RenderedAction::Run(with_become(render(&env, "run", command, ctx)?, step.become_root)),
+        Action::Run(command) => RenderedAction::Run(with_become(
+            render(&env, "run", command, ctx)?,
+            step.become_root,
+        )),
         Action::Upload(t) | Action::Template(t) => {
             let src = render(&env, "src", &t.src, ctx)?;
             let path = plan.playbook.dir().join(&src);
-            let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let content = if matches!(step.action, Action::Template(_)) {
-                let text = String::from_utf8(bytes).map_err(|_| format!("template {} is not UTF-8", path.display()))?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| format!("template {} is not UTF-8", path.display()))?;
                 render(&env, "template", &text, ctx)?.into_bytes()
             } else {
                 bytes
             };
             let mut dest = render(&env, "dest", &t.dest, ctx)?;
             if dest.ends_with('/') {
-                dest.push_str(path.file_name().and_then(|n| n.to_str()).unwrap_or("upload"));
+                dest.push_str(
+                    path.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("upload"),
+                );
             }
-            RenderedAction::Put { content, dest, mode: t.mode, become_root: step.become_root }
+            RenderedAction::Put {
+                content,
+                dest,
+                mode: t.mode,
+                become_root: step.become_root,
+            }
         }
-        Action::Probe(probe) => RenderedAction::Probe(serde_json::to_string(probe).unwrap_or_default()),
+        Action::Probe(probe) => {
+            RenderedAction::Probe(serde_json::to_string(probe).unwrap_or_default())
+        }
     };
     Ok(TaskSpec {
         action,
@@ -124,7 +184,10 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
 /// Renders a step's rollback command for a target, if it has one.
 pub fn render_rollback(step: &Step, ctx: &minijinja::Value) -> Result<Option<String>, String> {
     let env = template::environment();
-    step.rollback.as_ref().map(|r| render(&env, "rollback", r, ctx).map(|c| with_become(c, step.become_root))).transpose()
+    step.rollback
+        .as_ref()
+        .map(|r| render(&env, "rollback", r, ctx).map(|c| with_become(c, step.become_root)))
+        .transpose()
 }
 
 /// How a task ended.
@@ -147,10 +210,22 @@ pub struct TaskRun {
 
 impl TaskRun {
     fn new() -> Self {
-        TaskRun { ok: false, changed: true, skipped_reason: None, exit_code: None, error: None, stdout: Vec::new(), stderr: Vec::new(), attempts: 0, captured: None, duration: Duration::ZERO, commands: Vec::new() }
+        TaskRun {
+            ok: false,
+            changed: true,
+            skipped_reason: None,
+            exit_code: None,
+            error: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            attempts: 0,
+            captured: None,
+            duration: Duration::ZERO,
+            commands: Vec::new(),
+        }
     }
 
-    fn from_output(mut self, output: CommandOutput) -> Self {
+    fn with_output(mut self, output: CommandOutput) -> Self {
         self.ok = output.success();
         self.exit_code = output.exit_code;
         if !self.ok && self.error.is_none() {
@@ -172,7 +247,11 @@ impl TaskRun {
 
     /// The last `lines` lines of stderr (or stdout when stderr is empty).
     pub fn tail(&self, lines: usize) -> String {
-        let text = if self.stderr.iter().any(|b| !b.is_ascii_whitespace()) { &self.stderr } else { &self.stdout };
+        let text = if self.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
+            &self.stderr
+        } else {
+            &self.stdout
+        };
         tail(&String::from_utf8_lossy(text), lines)
     }
 }
@@ -187,7 +266,13 @@ pub fn sha256(content: &[u8]) -> String {
 }
 
 /// Runs `command`, reconnecting when the connection broke underneath it.
-async fn run_command(pool: &HostPool, host: usize, command: &str, timeout: Option<Duration>, run: &mut TaskRun) -> Result<CommandOutput, TransportError> {
+async fn run_command(
+    pool: &HostPool,
+    host: usize,
+    command: &str,
+    timeout: Option<Duration>,
+    run: &mut TaskRun,
+) -> Result<CommandOutput, TransportError> {
     run.commands.push(command.to_string());
     let mut reconnects = 0;
     loop {
@@ -219,7 +304,15 @@ async fn execute_inner(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun
     }
     let _session = pool.session(host).await;
     if let Some(path) = &spec.creates {
-        match run_command(pool, host, &format!("test -e {}", shell_quote(path)), Some(GUARD_TIMEOUT), &mut run).await {
+        match run_command(
+            pool,
+            host,
+            &format!("test -e {}", shell_quote(path)),
+            Some(GUARD_TIMEOUT),
+            &mut run,
+        )
+        .await
+        {
             Ok(out) if out.success() => return skipped(run, format!("creates: {path} exists")),
             Ok(_) => {}
             Err(e) => return run.failed(&e),
@@ -234,10 +327,17 @@ async fn execute_inner(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun
     }
     match &spec.action {
         RenderedAction::Run(command) => run_with_retries(pool, host, command, spec, run).await,
-        RenderedAction::Put { content, dest, mode, become_root } => put(pool, host, content, dest, *mode, *become_root, run).await,
+        RenderedAction::Put {
+            content,
+            dest,
+            mode,
+            become_root,
+        } => put(pool, host, content, dest, *mode, *become_root, run).await,
         RenderedAction::Probe(probe) => {
             run.attempts = 1;
-            run.error = Some(format!("protocol probes are not supported by this build yet ({probe})"));
+            run.error = Some(format!(
+                "protocol probes are not supported by this build yet ({probe})"
+            ));
             run
         }
     }
@@ -250,7 +350,13 @@ fn skipped(mut run: TaskRun, reason: String) -> TaskRun {
     run
 }
 
-async fn run_with_retries(pool: &HostPool, host: usize, command: &str, spec: &TaskSpec, mut run: TaskRun) -> TaskRun {
+async fn run_with_retries(
+    pool: &HostPool,
+    host: usize,
+    command: &str,
+    spec: &TaskSpec,
+    mut run: TaskRun,
+) -> TaskRun {
     let polls_allowed = spec.until.map(|u| u.retries).unwrap_or(0);
     let (mut polls, mut failures) = (0, 0);
     loop {
@@ -258,13 +364,16 @@ async fn run_with_retries(pool: &HostPool, host: usize, command: &str, spec: &Ta
         let outcome = run_command(pool, host, command, spec.timeout, &mut run).await;
         let failure = match outcome {
             Ok(output) if output.success() => {
-                let mut run = run.from_output(output);
+                let mut run = run.with_output(output);
                 if let Some(name) = &spec.capture {
-                    run.captured = Some((name.clone(), String::from_utf8_lossy(&run.stdout).trim().to_string()));
+                    run.captured = Some((
+                        name.clone(),
+                        String::from_utf8_lossy(&run.stdout).trim().to_string(),
+                    ));
                 }
                 return run;
             }
-            Ok(output) => run.from_output(output),
+            Ok(output) => run.with_output(output),
             Err(e @ TransportError::Timeout(_)) => run.failed(&e),
             Err(e) => return run.failed(&e),
         };
@@ -282,24 +391,59 @@ async fn run_with_retries(pool: &HostPool, host: usize, command: &str, spec: &Ta
     }
 }
 
-async fn put(pool: &HostPool, host: usize, content: &[u8], dest: &str, mode: Option<u32>, become_root: bool, mut run: TaskRun) -> TaskRun {
+async fn put(
+    pool: &HostPool,
+    host: usize,
+    content: &[u8],
+    dest: &str,
+    mode: Option<u32>,
+    become_root: bool,
+    mut run: TaskRun,
+) -> TaskRun {
     run.attempts = 1;
     let want = sha256(content);
     let check = format!("sha256sum {} 2>/dev/null || true", shell_quote(dest));
-    match run_command(pool, host, &with_become(check, become_root), Some(GUARD_TIMEOUT), &mut run).await {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).split_whitespace().next() == Some(want.as_str()) => {
+    match run_command(
+        pool,
+        host,
+        &with_become(check, become_root),
+        Some(GUARD_TIMEOUT),
+        &mut run,
+    )
+    .await
+    {
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                == Some(want.as_str()) =>
+        {
             return skipped(run, "upload: content already in place".into());
         }
         Ok(_) => {}
         Err(e) => return run.failed(&e),
     }
-    let file_name = std::path::Path::new(dest).file_name().and_then(|n| n.to_str()).unwrap_or("upload");
+    let file_name = std::path::Path::new(dest)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("upload");
     let temp = if become_root {
         format!("/tmp/.pony-{}-{}", file_name, &want[..12])
     } else {
-        let dir = std::path::Path::new(dest).parent().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
+        let dir = std::path::Path::new(dest)
+            .parent()
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_default();
         let dir = if dir.is_empty() { ".".to_string() } else { dir };
-        if let Err(e) = run_command(pool, host, &format!("mkdir -p {}", shell_quote(&dir)), Some(GUARD_TIMEOUT), &mut run).await {
+        if let Err(e) = run_command(
+            pool,
+            host,
+            &format!("mkdir -p {}", shell_quote(&dir)),
+            Some(GUARD_TIMEOUT),
+            &mut run,
+        )
+        .await
+        {
             return run.failed(&e);
         }
         format!("{dir}/.{file_name}.pony-tmp")
@@ -308,15 +452,29 @@ async fn put(pool: &HostPool, host: usize, content: &[u8], dest: &str, mode: Opt
         Ok(c) => c,
         Err(e) => return run.failed(&e),
     };
-    run.commands.push(format!("write {} bytes to {temp}", content.len()));
+    run.commands
+        .push(format!("write {} bytes to {temp}", content.len()));
     if let Err(e) = connection.write_file(&temp, content).await {
         return run.failed(&e);
     }
-    let chmod = mode.map(|m| format!("chmod {m:o} {} && ", shell_quote(&temp))).unwrap_or_default();
-    let mkdir = if become_root { format!("mkdir -p \"$(dirname {})\" && ", shell_quote(dest)) } else { String::new() };
-    let install = with_become(format!("{mkdir}{chmod}mv -f {} {}", shell_quote(&temp), shell_quote(dest)), become_root);
+    let chmod = mode
+        .map(|m| format!("chmod {m:o} {} && ", shell_quote(&temp)))
+        .unwrap_or_default();
+    let mkdir = if become_root {
+        format!("mkdir -p \"$(dirname {})\" && ", shell_quote(dest))
+    } else {
+        String::new()
+    };
+    let install = with_become(
+        format!(
+            "{mkdir}{chmod}mv -f {} {}",
+            shell_quote(&temp),
+            shell_quote(dest)
+        ),
+        become_root,
+    );
     match run_command(pool, host, &install, Some(GUARD_TIMEOUT), &mut run).await {
-        Ok(out) => run.from_output(out),
+        Ok(out) => run.with_output(out),
         Err(e) => run.failed(&e),
     }
 }

@@ -23,28 +23,36 @@ pub struct PlanOptions {
 }
 
 /// Validates the playbook against the inventory and builds the sealed plan.
-pub fn build(inventory: Arc<Inventory>, playbook: Arc<Playbook>, options: &PlanOptions) -> Result<Plan, Diagnostics> {
+pub fn build(
+    inventory: Arc<Inventory>,
+    playbook: Arc<Playbook>,
+    options: &PlanOptions,
+) -> Result<Plan, Diagnostics> {
     let file = playbook.file.clone();
     step_cycles(&playbook)?;
     let mut errors = Diagnostics::default();
     let host_wave = assign_waves(&inventory, &playbook, &mut errors);
     let selected = match &options.limit {
         None => HostSet::full(inventory.hosts.len()),
-        Some(limit) => match HostPattern::parse(limit).and_then(|p| p.resolve(&inventory)) {
-            Ok(set) => set,
-            Err(e) => {
-                let d = Diagnostic::new(Path::new("--limit"), e.to_string());
-                let d = match e.suggestion {
+        Some(limit) => {
+            match HostPattern::parse(limit).and_then(|p| p.resolve(&inventory)) {
+                Ok(set) => set,
+                Err(e) => {
+                    let d = Diagnostic::new(Path::new("--limit"), e.to_string());
+                    let d = match e.suggestion {
                     Some(s) => d.hint(format!("did you mean `{s}`?")),
                     None => d.hint("use a host, region, cluster or role name, a glob, or `a:b`, `&a`, `!a`"),
                 };
-                errors.push(d);
-                HostSet::empty(inventory.hosts.len())
+                    errors.push(d);
+                    HostSet::empty(inventory.hosts.len())
+                }
             }
-        },
+        }
     };
     let mut graph: DiGraph<Node, ()> = DiGraph::new();
-    let gates: Vec<NodeIndex> = (0..playbook.strategy.waves.len()).map(|w| graph.add_node(Node::Gate(w))).collect();
+    let gates: Vec<NodeIndex> = (0..playbook.strategy.waves.len())
+        .map(|w| graph.add_node(Node::Gate(w)))
+        .collect();
     for pair in gates.windows(2) {
         graph.add_edge(pair[0], pair[1], ());
     }
@@ -66,7 +74,10 @@ pub fn build(inventory: Arc<Inventory>, playbook: Arc<Playbook>, options: &PlanO
                 continue;
             }
         };
-        let eligible: Vec<HostId> = matched.iter().filter(|&h| selected.contains(h) && host_wave[h].is_some()).collect();
+        let eligible: Vec<HostId> = matched
+            .iter()
+            .filter(|&h| selected.contains(h) && host_wave[h].is_some())
+            .collect();
         let name_of = |h: &HostId| inventory.hosts[*h].name.as_str();
         let targets: Vec<HostId> = match step.per {
             Per::Host => eligible,
@@ -82,14 +93,27 @@ pub fn build(inventory: Arc<Inventory>, playbook: Arc<Playbook>, options: &PlanO
                 hosts.sort_unstable();
                 hosts
             }
-            Per::Run => eligible.into_iter().min_by_key(|h| (host_wave[*h], name_of(h))).into_iter().collect(),
+            Per::Run => eligible
+                .into_iter()
+                .min_by_key(|h| (host_wave[*h], name_of(h)))
+                .into_iter()
+                .collect(),
         };
         for host in targets {
             let wave = host_wave[host].expect("eligible hosts have a wave");
             let step_id = step_tasks.len();
-            let node = graph.add_node(Node::Task(Task { step: step_id, host, per: step.per, wave }));
+            let node = graph.add_node(Node::Task(Task {
+                step: step_id,
+                host,
+                per: step.per,
+                wave,
+            }));
             tasks.all.push(node);
-            tasks.by_region.entry(inventory.hosts[host].region).or_default().push(node);
+            tasks
+                .by_region
+                .entry(inventory.hosts[host].region)
+                .or_default()
+                .push(node);
             if step.per == Per::Host {
                 tasks.by_host.insert(host, node);
             }
@@ -105,20 +129,37 @@ pub fn build(inventory: Arc<Inventory>, playbook: Arc<Playbook>, options: &PlanO
         for need in &step.needs {
             let needed = &playbook.steps[need.step];
             for &node in &step_tasks[step_id].all {
-                let Node::Task(task) = graph[node] else { unreachable!() };
+                let Node::Task(task) = graph[node] else {
+                    unreachable!()
+                };
                 let region = inventory.hosts[task.host].region;
-                let same_host = (task.per == Per::Host && needed.per == Per::Host && need.scope == NeedScope::Auto)
+                let same_host = (task.per == Per::Host
+                    && needed.per == Per::Host
+                    && need.scope == NeedScope::Auto)
                     .then(|| step_tasks[need.step].by_host.get(&task.host).copied())
                     .flatten();
                 let (sources, join_key): (Vec<NodeIndex>, _) = if let Some(source) = same_host {
                     (vec![source], None)
-                } else if need.scope == NeedScope::Run || task.per == Per::Run || needed.per == Per::Run {
+                } else if need.scope == NeedScope::Run
+                    || task.per == Per::Run
+                    || needed.per == Per::Run
+                {
                     (step_tasks[need.step].all.clone(), Some((need.step, None)))
                 } else {
-                    let in_region = step_tasks[need.step].by_region.get(&region).cloned().unwrap_or_default();
+                    let in_region = step_tasks[need.step]
+                        .by_region
+                        .get(&region)
+                        .cloned()
+                        .unwrap_or_default();
                     (in_region, Some((need.step, Some(region))))
                 };
-                let latest_wave = sources.iter().filter_map(|s| match graph[*s] { Node::Task(t) => Some(t.wave), _ => None }).max();
+                let latest_wave = sources
+                    .iter()
+                    .filter_map(|s| match graph[*s] {
+                        Node::Task(t) => Some(t.wave),
+                        _ => None,
+                    })
+                    .max();
                 if latest_wave.is_some_and(|w| w > task.wave) {
                     wave_conflicts.insert((step_id, need.step));
                     continue;
@@ -132,7 +173,10 @@ pub fn build(inventory: Arc<Inventory>, playbook: Arc<Playbook>, options: &PlanO
                     }
                     (_, Some(key)) => {
                         let join = *joins.entry(key).or_insert_with(|| {
-                            let join = graph.add_node(Node::Join { step: key.0, region: key.1 });
+                            let join = graph.add_node(Node::Join {
+                                step: key.0,
+                                region: key.1,
+                            });
                             for &source in &sources {
                                 graph.add_edge(source, join, ());
                             }
@@ -161,18 +205,42 @@ pub fn build(inventory: Arc<Inventory>, playbook: Arc<Playbook>, options: &PlanO
         }
     }
 
-    check_template_variables(&inventory, &playbook, options, &step_tasks, &graph, &mut errors);
+    check_template_variables(
+        &inventory,
+        &playbook,
+        options,
+        &step_tasks,
+        &graph,
+        &mut errors,
+    );
     check_template_files(&playbook, &mut errors);
 
-    let waves = playbook.strategy.waves.iter().enumerate().map(|(w, wave)| WavePlan {
-        name: wave.name.clone(),
-        gate: gates[w],
-        hosts: (0..inventory.hosts.len()).filter(|&h| host_wave[h] == Some(w) && selected.contains(h)).collect(),
-    }).collect();
+    let waves = playbook
+        .strategy
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(w, wave)| WavePlan {
+            name: wave.name.clone(),
+            gate: gates[w],
+            hosts: (0..inventory.hosts.len())
+                .filter(|&h| host_wave[h] == Some(w) && selected.contains(h))
+                .collect(),
+        })
+        .collect();
     let topological = match toposort(&graph, None) {
         Ok(order) => order,
         Err(cycle) => {
-            errors.push(Diagnostic::new(&file, format!("the task graph has a cycle through node {}", cycle.node_id().index())).hint("this is a bug in pony's graph building; please report it with the playbook"));
+            errors.push(
+                Diagnostic::new(
+                    &file,
+                    format!(
+                        "the task graph has a cycle through node {}",
+                        cycle.node_id().index()
+                    ),
+                )
+                .hint("this is a bug in pony's graph building; please report it with the playbook"),
+            );
             Vec::new()
         }
     };
@@ -209,7 +277,9 @@ struct StepTasks {
 /// `a -> b` reads "a needs b".
 fn step_cycles(playbook: &Playbook) -> Result<(), Diagnostics> {
     let mut graph: DiGraph<StepId, ()> = DiGraph::new();
-    let nodes: Vec<NodeIndex> = (0..playbook.steps.len()).map(|s| graph.add_node(s)).collect();
+    let nodes: Vec<NodeIndex> = (0..playbook.steps.len())
+        .map(|s| graph.add_node(s))
+        .collect();
     for (s, step) in playbook.steps.iter().enumerate() {
         for need in &step.needs {
             graph.update_edge(nodes[s], nodes[need.step], ());
@@ -222,22 +292,42 @@ fn step_cycles(playbook: &Playbook) -> Result<(), Diagnostics> {
             continue;
         }
         let members: HashSet<NodeIndex> = component.iter().copied().collect();
-        let start = *component.iter().min_by_key(|n| graph[**n]).expect("non-empty");
+        let start = *component
+            .iter()
+            .min_by_key(|n| graph[**n])
+            .expect("non-empty");
         let path = cycle_path(&graph, start, &members);
-        let names: Vec<&str> = path.iter().map(|n| playbook.steps[graph[*n]].name.as_str()).collect();
+        let names: Vec<&str> = path
+            .iter()
+            .map(|n| playbook.steps[graph[*n]].name.as_str())
+            .collect();
         let (last, first) = (names[names.len() - 2], names[names.len() - 1]);
-        errors.push(Diagnostic::new(&playbook.file, format!("dependency cycle: {}", names.join(" -> ")))
-            .hint(format!("remove `{first}` from the `needs` of step `{last}` (or another link of the cycle)")));
+        errors.push(
+            Diagnostic::new(
+                &playbook.file,
+                format!("dependency cycle: {}", names.join(" -> ")),
+            )
+            .hint(format!(
+                "remove `{first}` from the `needs` of step `{last}` (or another link of the cycle)"
+            )),
+        );
     }
     errors.into_result(())
 }
 
 /// A shortest path from `start` back to itself inside one strongly connected component.
-fn cycle_path(graph: &DiGraph<StepId, ()>, start: NodeIndex, members: &HashSet<NodeIndex>) -> Vec<NodeIndex> {
+fn cycle_path(
+    graph: &DiGraph<StepId, ()>,
+    start: NodeIndex,
+    members: &HashSet<NodeIndex>,
+) -> Vec<NodeIndex> {
     let mut came_from: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
     while let Some(node) = queue.pop_front() {
-        let mut next: Vec<NodeIndex> = graph.neighbors(node).filter(|n| members.contains(n)).collect();
+        let mut next: Vec<NodeIndex> = graph
+            .neighbors(node)
+            .filter(|n| members.contains(n))
+            .collect();
         next.sort_by_key(|n| graph[*n]);
         for n in next {
             if n == start {
@@ -262,16 +352,33 @@ fn cycle_path(graph: &DiGraph<StepId, ()>, start: NodeIndex, members: &HashSet<N
 
 /// Hosts are put into waves in order: a wave takes the hosts of its regions (matching its
 /// `hosts:`) that no earlier wave took. Every host must land in exactly one wave.
-fn assign_waves(inventory: &Inventory, playbook: &Playbook, errors: &mut Diagnostics) -> Vec<Option<usize>> {
+fn assign_waves(
+    inventory: &Inventory,
+    playbook: &Playbook,
+    errors: &mut Diagnostics,
+) -> Vec<Option<usize>> {
     let file = &playbook.file;
     let mut host_wave: Vec<Option<usize>> = vec![None; inventory.hosts.len()];
     for (w, wave) in playbook.strategy.waves.iter().enumerate() {
         let mut regions: HashSet<RegionId> = HashSet::new();
         for glob in &wave.regions {
-            let matched: Vec<RegionId> = (0..inventory.regions.len()).filter(|&r| glob.matches(&inventory.regions[r].name)).collect();
+            let matched: Vec<RegionId> = (0..inventory.regions.len())
+                .filter(|&r| glob.matches(&inventory.regions[r].name))
+                .collect();
             if matched.is_empty() {
-                let d = Diagnostic::new(file, format!("wave `{}`: region `{}` matches no region of inventory `{}`", wave.name, glob.as_str(), inventory.name));
-                errors.push(d.suggest(glob.as_str(), inventory.regions.iter().map(|r| r.name.as_str())));
+                let d = Diagnostic::new(
+                    file,
+                    format!(
+                        "wave `{}`: region `{}` matches no region of inventory `{}`",
+                        wave.name,
+                        glob.as_str(),
+                        inventory.name
+                    ),
+                );
+                errors.push(d.suggest(
+                    glob.as_str(),
+                    inventory.regions.iter().map(|r| r.name.as_str()),
+                ));
             }
             regions.extend(matched);
         }
@@ -291,7 +398,10 @@ fn assign_waves(inventory: &Inventory, playbook: &Playbook, errors: &mut Diagnos
         };
         let mut taken = 0;
         for (h, host) in inventory.hosts.iter().enumerate() {
-            if host_wave[h].is_none() && regions.contains(&host.region) && filter.as_ref().is_none_or(|f| f.contains(h)) {
+            if host_wave[h].is_none()
+                && regions.contains(&host.region)
+                && filter.as_ref().is_none_or(|f| f.contains(h))
+            {
                 host_wave[h] = Some(w);
                 taken += 1;
             }
@@ -303,7 +413,12 @@ fn assign_waves(inventory: &Inventory, playbook: &Playbook, errors: &mut Diagnos
     }
     let mut missing: Vec<(String, usize)> = Vec::new();
     for (r, region) in inventory.regions.iter().enumerate() {
-        let left = inventory.hosts.iter().enumerate().filter(|(h, host)| host.region == r && host_wave[*h].is_none()).count();
+        let left = inventory
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(h, host)| host.region == r && host_wave[*h].is_none())
+            .count();
         if left > 0 {
             missing.push((region.name.clone(), left));
         }
@@ -316,22 +431,43 @@ fn assign_waves(inventory: &Inventory, playbook: &Playbook, errors: &mut Diagnos
 }
 
 /// Every variable a step's templates read must be defined for every host it runs on.
-fn check_template_variables(inventory: &Inventory, playbook: &Playbook, options: &PlanOptions, step_tasks: &[StepTasks], graph: &DiGraph<Node, ()>, errors: &mut Diagnostics) {
+fn check_template_variables(
+    inventory: &Inventory,
+    playbook: &Playbook,
+    options: &PlanOptions,
+    step_tasks: &[StepTasks],
+    graph: &DiGraph<Node, ()>,
+    errors: &mut Diagnostics,
+) {
     let env = template::environment();
-    let everywhere: HashSet<&str> = playbook.vars.keys().chain(options.extra_vars.keys()).map(String::as_str).chain(template::BUILTINS).collect();
+    let everywhere: HashSet<&str> = playbook
+        .vars
+        .keys()
+        .chain(options.extra_vars.keys())
+        .map(String::as_str)
+        .chain(template::BUILTINS)
+        .collect();
     // Which hosts see a capture: the capturing step's hosts; a per-region capture is seen
     // by its region, a per-run capture by every host.
-    let captures: Vec<(&str, StepId)> = playbook.steps.iter().enumerate().filter_map(|(s, step)| step.capture.as_deref().map(|c| (c, s))).collect();
+    let captures: Vec<(&str, StepId)> = playbook
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(s, step)| step.capture.as_deref().map(|c| (c, s)))
+        .collect();
     let defined_for = |var: &str, host: HostId| -> bool {
         if inventory.hosts[host].vars.contains_key(var) {
             return true;
         }
         captures.iter().any(|(name, s)| {
-            *name == var && match playbook.steps[*s].per {
-                Per::Host => step_tasks[*s].by_host.contains_key(&host),
-                Per::Region => step_tasks[*s].by_region.contains_key(&inventory.hosts[host].region),
-                Per::Run => !step_tasks[*s].all.is_empty(),
-            }
+            *name == var
+                && match playbook.steps[*s].per {
+                    Per::Host => step_tasks[*s].by_host.contains_key(&host),
+                    Per::Region => step_tasks[*s]
+                        .by_region
+                        .contains_key(&inventory.hosts[host].region),
+                    Per::Run => !step_tasks[*s].all.is_empty(),
+                }
         })
     };
     for (s, step) in playbook.steps.iter().enumerate() {
@@ -347,15 +483,35 @@ fn check_template_variables(inventory: &Inventory, playbook: &Playbook, options:
             }
         }
         for var in used.iter().filter(|v| !everywhere.contains(v.as_str())) {
-            let missing: Vec<HostId> = step_tasks[s].all.iter().filter_map(|n| match graph[*n] {
-                Node::Task(t) => Some(t.host),
-                _ => None,
-            }).filter(|h| !defined_for(var, *h)).collect();
+            let missing: Vec<HostId> = step_tasks[s]
+                .all
+                .iter()
+                .filter_map(|n| match graph[*n] {
+                    Node::Task(t) => Some(t.host),
+                    _ => None,
+                })
+                .filter(|h| !defined_for(var, *h))
+                .collect();
             if let Some(first) = missing.first() {
                 let others = missing.len() - 1;
-                let more = if others > 0 { format!(" (and {others} more hosts)") } else { String::new() };
-                let known: Vec<&str> = everywhere.iter().copied().chain(inventory.hosts[*first].vars.keys().map(String::as_str)).chain(captures.iter().map(|c| c.0)).collect();
-                let d = Diagnostic::new(&playbook.file, format!("step `{}`: variable `{var}` is not defined for host `{}`{more}", step.name, inventory.hosts[*first].name));
+                let more = if others > 0 {
+                    format!(" (and {others} more hosts)")
+                } else {
+                    String::new()
+                };
+                let known: Vec<&str> = everywhere
+                    .iter()
+                    .copied()
+                    .chain(inventory.hosts[*first].vars.keys().map(String::as_str))
+                    .chain(captures.iter().map(|c| c.0))
+                    .collect();
+                let d = Diagnostic::new(
+                    &playbook.file,
+                    format!(
+                        "step `{}`: variable `{var}` is not defined for host `{}`{more}",
+                        step.name, inventory.hosts[*first].name
+                    ),
+                );
                 errors.push(match closest(var, known) {
                     Some(best) => d.hint(format!("did you mean `{best}`?")),
                     None => d.hint(format!("define `{var}` in the playbook's `vars:`, the inventory's vars, or pass `--var {var}=VALUE`")),
@@ -368,18 +524,38 @@ fn check_template_variables(inventory: &Inventory, playbook: &Playbook, options:
 fn check_template_files(playbook: &Playbook, errors: &mut Diagnostics) {
     let env = template::environment();
     for step in &playbook.steps {
-        let Action::Template(t) = &step.action else { continue };
+        let Action::Template(t) = &step.action else {
+            continue;
+        };
         if t.src.contains("{{") {
             continue;
         }
         let path = playbook.dir().join(&t.src);
         match std::fs::read_to_string(&path) {
-            Err(e) => errors.push(Diagnostic::new(&playbook.file, format!("step `{}`: template `{}` cannot be read: {e}", step.name, path.display()))
-                .hint("template sources are relative to the playbook's directory")),
+            Err(e) => errors.push(
+                Diagnostic::new(
+                    &playbook.file,
+                    format!(
+                        "step `{}`: template `{}` cannot be read: {e}",
+                        step.name,
+                        path.display()
+                    ),
+                )
+                .hint("template sources are relative to the playbook's directory"),
+            ),
             Ok(text) => {
                 if let Err(e) = template::variables(&env, &text) {
-                    errors.push(Diagnostic::new(&path, format!("template of step `{}` is not valid: {}", step.name, e.detail().unwrap_or(&e.to_string())))
-                        .hint("fix the {{ }} / {% %} syntax (minijinja, like Jinja2)"));
+                    errors.push(
+                        Diagnostic::new(
+                            &path,
+                            format!(
+                                "template of step `{}` is not valid: {}",
+                                step.name,
+                                e.detail().unwrap_or(&e.to_string())
+                            ),
+                        )
+                        .hint("fix the {{ }} / {% %} syntax (minijinja, like Jinja2)"),
+                    );
                 }
             }
         }

@@ -29,7 +29,10 @@ pub enum Node {
     Gate(usize),
     /// Stands for every task of `step` (in `region`, or everywhere) so that region- and
     /// run-wide `needs` cost edges linear in the number of tasks.
-    Join { step: StepId, region: Option<RegionId> },
+    Join {
+        step: StepId,
+        region: Option<RegionId>,
+    },
 }
 
 /// One step on one target. `per: region` and `per: run` tasks run on `host`, the
@@ -90,7 +93,9 @@ impl Plan {
 
     /// Every task node, in graph order.
     pub fn tasks(&self) -> impl Iterator<Item = (NodeId, &Task)> {
-        self.graph.node_indices().filter_map(|n| self.task(n).map(|t| (n, t)))
+        self.graph
+            .node_indices()
+            .filter_map(|n| self.task(n).map(|t| (n, t)))
     }
 
     /// Nodes with no dependencies: what the executor may start at once.
@@ -110,7 +115,11 @@ impl Plan {
     pub fn in_degrees(&self) -> Vec<usize> {
         self.graph
             .node_indices()
-            .map(|n| self.graph.neighbors_directed(n, Direction::Incoming).count())
+            .map(|n| {
+                self.graph
+                    .neighbors_directed(n, Direction::Incoming)
+                    .count()
+            })
             .collect()
     }
 
@@ -125,7 +134,9 @@ impl Plan {
         let mut out: BTreeMap<ClusterId, Vec<HostId>> = BTreeMap::new();
         for (host, tasks) in self.host_tasks.iter().enumerate() {
             if !tasks.is_empty() {
-                out.entry(self.inventory.hosts[host].cluster).or_default().push(host);
+                out.entry(self.inventory.hosts[host].cluster)
+                    .or_default()
+                    .push(host);
             }
         }
         out
@@ -164,7 +175,11 @@ impl Plan {
             best[node.index()] = (time + duration(&self.graph[node]), tasks + is_task);
         }
         let Some(mut end) = self.graph.node_indices().max_by_key(|n| best[n.index()]) else {
-            return CriticalPath { nodes: Vec::new(), tasks: 0, duration: Duration::ZERO };
+            return CriticalPath {
+                nodes: Vec::new(),
+                tasks: 0,
+                duration: Duration::ZERO,
+            };
         };
         let (duration, tasks) = best[end.index()];
         let mut nodes = vec![end];
@@ -173,7 +188,11 @@ impl Plan {
             end = p;
         }
         nodes.reverse();
-        CriticalPath { nodes, tasks, duration }
+        CriticalPath {
+            nodes,
+            tasks,
+            duration,
+        }
     }
 
     /// The duration `pony plan --estimate` uses for a node: the step's `estimate:`, the
@@ -181,7 +200,9 @@ impl Plan {
     pub fn estimated_duration(&self, node: &Node) -> Duration {
         match node {
             Node::Task(task) => self.playbook.steps[task.step].estimate.unwrap_or_default(),
-            Node::Gate(wave) => self.playbook.strategy.waves[*wave].pause.unwrap_or_default(),
+            Node::Gate(wave) => self.playbook.strategy.waves[*wave]
+                .pause
+                .unwrap_or_default(),
             Node::Join { .. } => Duration::ZERO,
         }
     }
@@ -212,7 +233,12 @@ impl Plan {
     /// The vars a host's templates see: playbook < inventory (merged) < `--var`.
     pub fn vars_for(&self, host: HostId) -> Vars {
         let mut vars = self.playbook.vars.clone();
-        vars.extend(self.inventory.hosts[host].vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        vars.extend(
+            self.inventory.hosts[host]
+                .vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         vars.extend(self.extra_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         vars
     }

@@ -26,8 +26,12 @@ pub fn render(plan: &Plan, format: GraphFormat, level: Level) -> String {
         (GraphFormat::Dot, Level::Tasks) => dot_tasks(plan),
         (GraphFormat::Mermaid, Level::Steps) => mermaid_steps(plan),
         (GraphFormat::Mermaid, Level::Tasks) => mermaid_tasks(plan),
-        (GraphFormat::Json, Level::Steps) => serde_json::to_string_pretty(&json_steps(plan)).expect("json"),
-        (GraphFormat::Json, Level::Tasks) => serde_json::to_string_pretty(&json_tasks(plan)).expect("json"),
+        (GraphFormat::Json, Level::Steps) => {
+            serde_json::to_string_pretty(&json_steps(plan)).expect("json")
+        }
+        (GraphFormat::Json, Level::Tasks) => {
+            serde_json::to_string_pretty(&json_tasks(plan)).expect("json")
+        }
     }
 }
 
@@ -58,13 +62,35 @@ fn dot_steps(plan: &Plan) -> String {
     writeln!(out, "digraph {} {{", quoted(&plan.playbook.name)).unwrap();
     writeln!(out, "  rankdir=LR;\n  node [shape=box, style=rounded];").unwrap();
     for (s, step) in plan.playbook.steps.iter().enumerate() {
-        let label = format!("{}\\n{} · per {} · {} tasks", step.name, step.hosts.as_str(), per_name(step.per), counts[s]);
-        writeln!(out, "  {} [label=\"{}\"];", quoted(&step.name), label.replace('"', "\\\"")).unwrap();
+        let label = format!(
+            "{}\\n{} · per {} · {} tasks",
+            step.name,
+            step.hosts.as_str(),
+            per_name(step.per),
+            counts[s]
+        );
+        writeln!(
+            out,
+            "  {} [label=\"{}\"];",
+            quoted(&step.name),
+            label.replace('"', "\\\"")
+        )
+        .unwrap();
     }
     for step in &plan.playbook.steps {
         for need in &step.needs {
-            let style = if need.scope == crate::playbook::NeedScope::Run { " [style=dashed, label=\"run\"]" } else { "" };
-            writeln!(out, "  {} -> {}{style};", quoted(&plan.playbook.steps[need.step].name), quoted(&step.name)).unwrap();
+            let style = if need.scope == crate::playbook::NeedScope::Run {
+                " [style=dashed, label=\"run\"]"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "  {} -> {}{style};",
+                quoted(&plan.playbook.steps[need.step].name),
+                quoted(&step.name)
+            )
+            .unwrap();
         }
     }
     out.push_str("}\n");
@@ -74,44 +100,94 @@ fn dot_steps(plan: &Plan) -> String {
 fn dot_tasks(plan: &Plan) -> String {
     let mut out = String::new();
     writeln!(out, "digraph {} {{", quoted(&plan.playbook.name)).unwrap();
-    writeln!(out, "  rankdir=LR;\n  node [shape=box, style=rounded, fontsize=10];").unwrap();
+    writeln!(
+        out,
+        "  rankdir=LR;\n  node [shape=box, style=rounded, fontsize=10];"
+    )
+    .unwrap();
     for (w, wave) in plan.waves.iter().enumerate() {
-        writeln!(out, "  subgraph \"cluster_wave_{w}\" {{\n    label={};", quoted(&format!("wave {}", wave.name))).unwrap();
+        writeln!(
+            out,
+            "  subgraph \"cluster_wave_{w}\" {{\n    label={};",
+            quoted(&format!("wave {}", wave.name))
+        )
+        .unwrap();
         for (node, task) in plan.tasks() {
             if task.wave == w {
-                writeln!(out, "    n{} [label={}];", node.index(), quoted(&plan.label(node))).unwrap();
+                writeln!(
+                    out,
+                    "    n{} [label={}];",
+                    node.index(),
+                    quoted(&plan.label(node))
+                )
+                .unwrap();
             }
         }
         out.push_str("  }\n");
     }
     for node in plan.graph.node_indices() {
         match plan.graph[node] {
-            Node::Gate(_) => writeln!(out, "  n{} [label={}, shape=diamond];", node.index(), quoted(&plan.label(node))).unwrap(),
-            Node::Join { .. } => writeln!(out, "  n{} [label={}, shape=ellipse];", node.index(), quoted(&plan.label(node))).unwrap(),
+            Node::Gate(_) => writeln!(
+                out,
+                "  n{} [label={}, shape=diamond];",
+                node.index(),
+                quoted(&plan.label(node))
+            )
+            .unwrap(),
+            Node::Join { .. } => writeln!(
+                out,
+                "  n{} [label={}, shape=ellipse];",
+                node.index(),
+                quoted(&plan.label(node))
+            )
+            .unwrap(),
             Node::Task(_) => {}
         }
     }
     for edge in plan.graph.raw_edges() {
-        writeln!(out, "  n{} -> n{};", edge.source().index(), edge.target().index()).unwrap();
+        writeln!(
+            out,
+            "  n{} -> n{};",
+            edge.source().index(),
+            edge.target().index()
+        )
+        .unwrap();
     }
     out.push_str("}\n");
     out
 }
 
 fn mermaid_id(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 fn mermaid_steps(plan: &Plan) -> String {
     let counts = task_counts(plan);
     let mut out = String::from("flowchart LR\n");
     for (s, step) in plan.playbook.steps.iter().enumerate() {
-        writeln!(out, "  s{s}_{}[\"{}<br/>per {} · {} tasks\"]", mermaid_id(&step.name), step.name, per_name(step.per), counts[s]).unwrap();
+        writeln!(
+            out,
+            "  s{s}_{}[\"{}<br/>per {} · {} tasks\"]",
+            mermaid_id(&step.name),
+            step.name,
+            per_name(step.per),
+            counts[s]
+        )
+        .unwrap();
     }
     for (s, step) in plan.playbook.steps.iter().enumerate() {
         for need in &step.needs {
             let needed = &plan.playbook.steps[need.step];
-            writeln!(out, "  s{}_{} --> s{s}_{}", need.step, mermaid_id(&needed.name), mermaid_id(&step.name)).unwrap();
+            writeln!(
+                out,
+                "  s{}_{} --> s{s}_{}",
+                need.step,
+                mermaid_id(&needed.name),
+                mermaid_id(&step.name)
+            )
+            .unwrap();
         }
     }
     out
@@ -129,7 +205,13 @@ fn mermaid_tasks(plan: &Plan) -> String {
         writeln!(out, "  {shape}").unwrap();
     }
     for edge in plan.graph.raw_edges() {
-        writeln!(out, "  n{} --> n{}", edge.source().index(), edge.target().index()).unwrap();
+        writeln!(
+            out,
+            "  n{} --> n{}",
+            edge.source().index(),
+            edge.target().index()
+        )
+        .unwrap();
     }
     out
 }
@@ -169,6 +251,11 @@ fn json_tasks(plan: &Plan) -> serde_json::Value {
             Node::Join { step, .. } => json!({ "id": node.index(), "kind": "join", "label": label, "step": plan.playbook.steps[*step].name }),
         }
     }).collect();
-    let edges: Vec<[usize; 2]> = plan.graph.raw_edges().iter().map(|e| [e.source().index(), e.target().index()]).collect();
+    let edges: Vec<[usize; 2]> = plan
+        .graph
+        .raw_edges()
+        .iter()
+        .map(|e| [e.source().index(), e.target().index()])
+        .collect();
     json!({ "playbook": plan.playbook.name, "inventory": plan.inventory.name, "nodes": nodes, "edges": edges })
 }

@@ -18,7 +18,8 @@ regions:
 
 fn plan_with(playbook_text: &str, options: PlanOptions) -> Result<Plan, String> {
     let inventory = crate::inventory::parse(Path::new("inv.yaml"), INVENTORY).unwrap();
-    let playbook = playbook::parse(Path::new("pb.yaml"), playbook_text).map_err(|e| e.to_string())?;
+    let playbook =
+        playbook::parse(Path::new("pb.yaml"), playbook_text).map_err(|e| e.to_string())?;
     build(Arc::new(inventory), Arc::new(playbook), &options).map_err(|e| e.to_string())
 }
 
@@ -27,7 +28,10 @@ fn plan(playbook_text: &str) -> Plan {
 }
 
 fn node(plan: &Plan, label: &str) -> NodeId {
-    plan.graph.node_indices().find(|n| plan.label(*n) == label).unwrap_or_else(|| panic!("no node {label}"))
+    plan.graph
+        .node_indices()
+        .find(|n| plan.label(*n) == label)
+        .unwrap_or_else(|| panic!("no node {label}"))
 }
 
 /// Labels of the tasks `label` waits for, looking through joins.
@@ -64,14 +68,28 @@ fn needs_scoping() {
     // per region waits for every task of the region
     assert_eq!(
         waits_for(&plan, "schema@cn-south"),
-        vec!["switch@mx-gz-1", "switch@mx-gz-2", "switch@mx-gz-3", "switch@mx-gz-9"]
+        vec![
+            "switch@mx-gz-1",
+            "switch@mx-gz-2",
+            "switch@mx-gz-3",
+            "switch@mx-gz-9"
+        ]
     );
     // per-host step whose need does not run on that host: the region's tasks
-    assert_eq!(waits_for(&plan, "index@st-ams-1"), vec!["stage@mx-ams-1", "stage@mx-ams-2"]);
+    assert_eq!(
+        waits_for(&plan, "index@st-ams-1"),
+        vec!["stage@mx-ams-1", "stage@mx-ams-2"]
+    );
     // per run waits for everything
-    assert_eq!(waits_for(&plan, "announce@run"), vec!["schema@cn-south", "schema@eu-west"]);
+    assert_eq!(
+        waits_for(&plan, "announce@run"),
+        vec!["schema@cn-south", "schema@eu-west"]
+    );
     // scope: run
-    assert_eq!(waits_for(&plan, "verify@mx-ams-2"), vec!["schema@cn-south", "schema@eu-west"]);
+    assert_eq!(
+        waits_for(&plan, "verify@mx-ams-2"),
+        vec!["schema@cn-south", "schema@eu-west"]
+    );
     // per region runs on the first host by name
     let schema = plan.task(node(&plan, "schema@cn-south")).unwrap();
     assert_eq!(plan.inventory.hosts[schema.host].name, "st-gz-1");
@@ -81,7 +99,11 @@ fn needs_scoping() {
 #[test]
 fn ready_dependents_and_rollback_order() {
     let plan = plan(FLOW);
-    let ready: Vec<String> = plan.ready_at_start().into_iter().map(|n| plan.label(n)).collect();
+    let ready: Vec<String> = plan
+        .ready_at_start()
+        .into_iter()
+        .map(|n| plan.label(n))
+        .collect();
     assert!(ready.contains(&"stage@mx-gz-1".to_string()));
     assert!(!ready.iter().any(|l| l.starts_with("switch")));
     let stage = node(&plan, "stage@mx-gz-1");
@@ -90,9 +112,19 @@ fn ready_dependents_and_rollback_order() {
     let host = plan.inventory.host_id("mx-gz-1").unwrap();
     let tasks = plan.tasks_of_host(host).to_vec();
     let forward: Vec<String> = tasks.iter().map(|n| plan.label(*n)).collect();
-    assert_eq!(forward, vec!["stage@mx-gz-1", "switch@mx-gz-1", "verify@mx-gz-1"]);
-    let back: Vec<String> = plan.rollback_order(&tasks).iter().map(|n| plan.label(*n)).collect();
-    assert_eq!(back, vec!["verify@mx-gz-1", "switch@mx-gz-1", "stage@mx-gz-1"]);
+    assert_eq!(
+        forward,
+        vec!["stage@mx-gz-1", "switch@mx-gz-1", "verify@mx-gz-1"]
+    );
+    let back: Vec<String> = plan
+        .rollback_order(&tasks)
+        .iter()
+        .map(|n| plan.label(*n))
+        .collect();
+    assert_eq!(
+        back,
+        vec!["verify@mx-gz-1", "switch@mx-gz-1", "stage@mx-gz-1"]
+    );
     let clusters = plan.hosts_by_cluster();
     assert_eq!(clusters.len(), 4);
 }
@@ -121,15 +153,30 @@ fn wave_barriers() {
     let into_gate: Vec<String> = plan.dependencies(gate).map(|n| plan.label(n)).collect();
     assert!(into_gate.contains(&"switch@mx-gz-9".to_string()));
     assert!(into_gate.contains(&"stage@mx-gz-9".to_string()));
-    let ready: Vec<String> = plan.ready_at_start().into_iter().map(|n| plan.label(n)).collect();
+    let ready: Vec<String> = plan
+        .ready_at_start()
+        .into_iter()
+        .map(|n| plan.label(n))
+        .collect();
     assert_eq!(ready, vec!["stage@mx-gz-9"]);
 }
 
 #[test]
 fn limit_keeps_gates_in_order() {
-    let plan = plan_with(WAVES, PlanOptions { limit: Some("eu-west".into()), ..Default::default() }).unwrap();
+    let plan = plan_with(
+        WAVES,
+        PlanOptions {
+            limit: Some("eu-west".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(plan.task_count(), 6);
-    let ready: Vec<String> = plan.ready_at_start().into_iter().map(|n| plan.label(n)).collect();
+    let ready: Vec<String> = plan
+        .ready_at_start()
+        .into_iter()
+        .map(|n| plan.label(n))
+        .collect();
     assert_eq!(ready, vec!["gate:canary"]);
 }
 
@@ -158,9 +205,15 @@ steps:
         PlanOptions::default(),
     )
     .unwrap_err();
-    assert!(err.contains("dependency cycle: stage -> switch -> stage"), "{err}");
+    assert!(
+        err.contains("dependency cycle: stage -> switch -> stage"),
+        "{err}"
+    );
     assert!(err.contains("dependency cycle: solo -> solo"), "{err}");
-    assert!(err.contains("remove `stage` from the `needs` of step `switch`"), "{err}");
+    assert!(
+        err.contains("remove `stage` from the `needs` of step `switch`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -234,5 +287,8 @@ steps:
         PlanOptions::default(),
     )
     .unwrap_err();
-    assert!(err.contains("variable `previous` is not defined for host `st-gz-1`"), "{err}");
+    assert!(
+        err.contains("variable `previous` is not defined for host `st-gz-1`"),
+        "{err}"
+    );
 }

@@ -8,7 +8,11 @@ pub struct JsonReporter;
 
 impl Reporter for JsonReporter {
     fn event(&mut self, event: &Event) {
-        let envelope = Envelope { schema: SCHEMA_VERSION, time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(), event };
+        let envelope = Envelope {
+            schema: SCHEMA_VERSION,
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            event,
+        };
         let mut out = std::io::stdout().lock();
         let _ = serde_json::to_writer(&mut out, &envelope);
         let _ = out.write_all(b"\n");

@@ -12,13 +12,50 @@ use tokio::sync::oneshot;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
-    RunStarted { run_id: String, playbook: String, inventory: String, time: String, pid: u32, user: String, host: String },
-    TaskStarted { node: usize, label: String, time: String },
-    TaskFinished { node: usize, label: String, state: TaskState, exit_code: Option<i32>, duration_ms: u64, captures: Vec<(String, String)>, output_tail: String, error: Option<String> },
-    GatePassed { node: usize, wave: String },
-    RollbackStarted { node: usize, label: String },
-    RollbackFinished { node: usize, label: String, ok: bool, exit_code: Option<i32>, error: Option<String> },
-    RunFinished { outcome: String, exit_code: i32, time: String },
+    RunStarted {
+        run_id: String,
+        playbook: String,
+        inventory: String,
+        time: String,
+        pid: u32,
+        user: String,
+        host: String,
+    },
+    TaskStarted {
+        node: usize,
+        label: String,
+        time: String,
+    },
+    TaskFinished {
+        node: usize,
+        label: String,
+        state: TaskState,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        captures: Vec<(String, String)>,
+        output_tail: String,
+        error: Option<String>,
+    },
+    GatePassed {
+        node: usize,
+        wave: String,
+    },
+    RollbackStarted {
+        node: usize,
+        label: String,
+    },
+    RollbackFinished {
+        node: usize,
+        label: String,
+        ok: bool,
+        exit_code: Option<i32>,
+        error: Option<String>,
+    },
+    RunFinished {
+        outcome: String,
+        exit_code: i32,
+        time: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,10 +81,18 @@ pub struct Journal {
 
 impl Journal {
     pub fn create(path: &Path) -> std::io::Result<Journal> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         let (sender, receiver) = mpsc::channel::<Message>();
-        std::thread::Builder::new().name("pony-journal".into()).spawn(move || writer(file, receiver))?;
-        Ok(Journal { sender, path: path.to_path_buf() })
+        std::thread::Builder::new()
+            .name("pony-journal".into())
+            .spawn(move || writer(file, receiver))?;
+        Ok(Journal {
+            sender,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -96,7 +141,10 @@ fn writer(mut file: std::fs::File, receiver: mpsc::Receiver<Message>) {
             take(more, &mut closing);
         }
         if !buffer.is_empty() {
-            if let Err(e) = file.write_all(buffer.as_bytes()).and_then(|_| file.sync_data()) {
+            if let Err(e) = file
+                .write_all(buffer.as_bytes())
+                .and_then(|_| file.sync_data())
+            {
                 tracing::error!("journal write failed: {e}");
             }
             buffer.clear();
@@ -119,8 +167,15 @@ pub fn read(path: &Path) -> std::io::Result<Vec<Record>> {
     for (i, line) in lines.iter().enumerate() {
         match serde_json::from_str(line) {
             Ok(record) => records.push(record),
-            Err(e) if i + 1 == lines.len() => tracing::warn!("ignoring torn last journal line: {e}"),
-            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: line {}: {e}", path.display(), i + 1))),
+            Err(e) if i + 1 == lines.len() => {
+                tracing::warn!("ignoring torn last journal line: {e}")
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: line {}: {e}", path.display(), i + 1),
+                ))
+            }
         }
     }
     Ok(records)
@@ -137,14 +192,33 @@ mod tests {
         let path = dir.join("journal.jsonl");
         let _ = std::fs::remove_file(&path);
         let journal = Journal::create(&path).unwrap();
-        journal.write(&Record::TaskStarted { node: 3, label: "a@h".into(), time: "t".into() }).await;
-        journal.append(&Record::GatePassed { node: 1, wave: "w".into() });
+        journal
+            .write(&Record::TaskStarted {
+                node: 3,
+                label: "a@h".into(),
+                time: "t".into(),
+            })
+            .await;
+        journal.append(&Record::GatePassed {
+            node: 1,
+            wave: "w".into(),
+        });
         journal.close().await;
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(b"{\"type\":\"task_fin").unwrap();
         let records = read(&path).unwrap();
         assert_eq!(records.len(), 2);
-        assert_eq!(records[0], Record::TaskStarted { node: 3, label: "a@h".into(), time: "t".into() });
+        assert_eq!(
+            records[0],
+            Record::TaskStarted {
+                node: 3,
+                label: "a@h".into(),
+                time: "t".into()
+            }
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

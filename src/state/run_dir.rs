@@ -13,13 +13,26 @@ pub struct RunDir {
 pub fn new_run_id() -> String {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let compact: String = now.chars().filter(|c| c.is_ascii_digit()).collect();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    format!("{}-{}-{:04x}", &compact[..8], &compact[8..14], (nanos ^ std::process::id()) & 0xffff)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "{}-{}-{:04x}",
+        &compact[..8],
+        &compact[8..14],
+        (nanos ^ std::process::id()) & 0xffff
+    )
 }
 
 impl RunDir {
     /// Creates the folder and writes the snapshot.
-    pub fn create(state_dir: &Path, inventory: &Path, playbook: &Path, vars: &serde_json::Value) -> std::io::Result<RunDir> {
+    pub fn create(
+        state_dir: &Path,
+        inventory: &Path,
+        playbook: &Path,
+        vars: &serde_json::Value,
+    ) -> std::io::Result<RunDir> {
         let id = new_run_id();
         let path = state_dir.join("runs").join(&id);
         std::fs::create_dir_all(path.join("logs"))?;

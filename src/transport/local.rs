@@ -13,13 +13,19 @@ pub struct LocalConnection {
 impl LocalConnection {
     /// Opens (creates) the host's working directory.
     pub fn open(root: PathBuf) -> Result<Self, TransportError> {
-        std::fs::create_dir_all(&root).map_err(|e| TransportError::Connect(format!("cannot create {}: {e}", root.display())))?;
+        std::fs::create_dir_all(&root).map_err(|e| {
+            TransportError::Connect(format!("cannot create {}: {e}", root.display()))
+        })?;
         Ok(LocalConnection { root })
     }
 }
 
 impl Connection for LocalConnection {
-    fn run<'a>(&'a self, command: &'a str, timeout: Option<Duration>) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
+    fn run<'a>(
+        &'a self,
+        command: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
         Box::pin(async move {
             let child = tokio::process::Command::new("sh")
                 .arg("-c")
@@ -48,14 +54,24 @@ impl Connection for LocalConnection {
                 },
             }
             .map_err(|e| TransportError::Other(format!("sh failed: {e}")))?;
-            Ok(CommandOutput { exit_code: output.status.code(), stdout: output.stdout, stderr: output.stderr })
+            Ok(CommandOutput {
+                exit_code: output.status.code(),
+                stdout: output.stdout,
+                stderr: output.stderr,
+            })
         })
     }
 
-    fn write_file<'a>(&'a self, path: &'a str, content: &'a [u8]) -> BoxFuture<'a, Result<(), TransportError>> {
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        content: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
             let path = self.root.join(path);
-            tokio::fs::write(&path, content).await.map_err(|e| TransportError::Other(format!("cannot write {}: {e}", path.display())))
+            tokio::fs::write(&path, content)
+                .await
+                .map_err(|e| TransportError::Other(format!("cannot write {}: {e}", path.display())))
         })
     }
 }

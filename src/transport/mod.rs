@@ -46,7 +46,10 @@ pub enum TransportError {
 impl TransportError {
     /// Whether trying again with a fresh connection may help.
     pub fn is_connection_failure(&self) -> bool {
-        matches!(self, TransportError::Connect(_) | TransportError::Disconnected(_))
+        matches!(
+            self,
+            TransportError::Connect(_) | TransportError::Disconnected(_)
+        )
     }
 }
 
@@ -54,10 +57,18 @@ impl TransportError {
 /// handle closes it (for ssh, the master connection).
 pub trait Connection: Send + Sync {
     /// Runs `command` with `sh -c`; with a timeout the command is killed when it expires.
-    fn run<'a>(&'a self, command: &'a str, timeout: Option<Duration>) -> BoxFuture<'a, Result<CommandOutput, TransportError>>;
+    fn run<'a>(
+        &'a self,
+        command: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<CommandOutput, TransportError>>;
 
     /// Writes `content` to `path` on the host (callers write a temp name, then rename).
-    fn write_file<'a>(&'a self, path: &'a str, content: &'a [u8]) -> BoxFuture<'a, Result<(), TransportError>>;
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        content: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), TransportError>>;
 }
 
 /// The remote command that kills `command` when `timeout` expires, even if the

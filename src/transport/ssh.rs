@@ -24,7 +24,8 @@ pub struct SshOptions {
 
 impl SshOptions {
     pub fn new(state_dir: &Path, accept_new_host_keys: bool) -> Self {
-        let control_dir = std::env::temp_dir().join(format!("pony-ssh-{}", unsafe { libc::getuid() }));
+        let control_dir =
+            std::env::temp_dir().join(format!("pony-ssh-{}", unsafe { libc::getuid() }));
         SshOptions {
             accept_new_host_keys,
             connect_timeout: Duration::from_secs(10),
@@ -44,19 +45,38 @@ impl SshConnection {
     /// Opens the host's master connection.
     pub async fn open(host: &Host, options: &SshOptions) -> Result<Self, TransportError> {
         let builder = builder(&host.name, &host.ssh, options)?;
-        let session = builder.connect_mux(host.destination()).await.map_err(|e| TransportError::Connect(describe(&e)))?;
-        Ok(SshConnection { session: Arc::new(session), sftp: tokio::sync::OnceCell::new() })
+        let session = builder
+            .connect_mux(host.destination())
+            .await
+            .map_err(|e| TransportError::Connect(describe(&e)))?;
+        Ok(SshConnection {
+            session: Arc::new(session),
+            sftp: tokio::sync::OnceCell::new(),
+        })
     }
 }
 
 /// The builder for one host's settings.
-pub fn builder(host_name: &str, ssh: &SshSettings, options: &SshOptions) -> Result<SessionBuilder, TransportError> {
+pub fn builder(
+    host_name: &str,
+    ssh: &SshSettings,
+    options: &SshOptions,
+) -> Result<SessionBuilder, TransportError> {
     let mut builder = SessionBuilder::default();
     builder
-        .known_hosts_check(if options.accept_new_host_keys { KnownHosts::Accept } else { KnownHosts::Strict })
+        .known_hosts_check(if options.accept_new_host_keys {
+            KnownHosts::Accept
+        } else {
+            KnownHosts::Strict
+        })
         .connect_timeout(options.connect_timeout)
         .server_alive_interval(options.keepalive);
-    std::fs::create_dir_all(&options.control_dir).map_err(|e| TransportError::Other(format!("cannot create {}: {e}", options.control_dir.display())))?;
+    std::fs::create_dir_all(&options.control_dir).map_err(|e| {
+        TransportError::Other(format!(
+            "cannot create {}: {e}",
+            options.control_dir.display()
+        ))
+    })?;
     builder.control_directory(&options.control_dir);
     if let Some(user) = &ssh.user {
         builder.user(user.clone());
@@ -78,13 +98,17 @@ pub fn builder(host_name: &str, ssh: &SshSettings, options: &SshOptions) -> Resu
         }
         (config, false) => {
             // ssh_config takes the first value it sees: our options, then the user's file.
-            std::fs::create_dir_all(&options.config_dir).map_err(|e| TransportError::Other(e.to_string()))?;
+            std::fs::create_dir_all(&options.config_dir)
+                .map_err(|e| TransportError::Other(e.to_string()))?;
             let path = options.config_dir.join(format!("{host_name}.config"));
             let mut text = String::from("Host *\n");
             for (key, value) in &ssh.options {
                 text.push_str(&format!("  {key} {value}\n"));
             }
-            let include = config.as_deref().map(expand_home).unwrap_or_else(|| expand_home("~/.ssh/config"));
+            let include = config
+                .as_deref()
+                .map(expand_home)
+                .unwrap_or_else(|| expand_home("~/.ssh/config"));
             if include.exists() {
                 text.push_str(&format!("Include {}\n", include.display()));
             }
@@ -118,7 +142,11 @@ pub fn describe(error: &dyn std::error::Error) -> String {
 }
 
 impl Connection for SshConnection {
-    fn run<'a>(&'a self, command: &'a str, timeout: Option<Duration>) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
+    fn run<'a>(
+        &'a self,
+        command: &'a str,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
         Box::pin(async move {
             let remote = with_remote_timeout(command, timeout);
             let mut shell = self.session.shell(&remote);
@@ -127,16 +155,23 @@ impl Connection for SshConnection {
             // The remote `timeout` kills the command; this backstop covers a hung host.
             let output = match timeout {
                 None => output.await,
-                Some(limit) => match tokio::time::timeout(limit + Duration::from_secs(3), output).await {
-                    Ok(output) => output,
-                    Err(_) => return Err(TransportError::Timeout(limit)),
-                },
+                Some(limit) => {
+                    match tokio::time::timeout(limit + Duration::from_secs(3), output).await {
+                        Ok(output) => output,
+                        Err(_) => return Err(TransportError::Timeout(limit)),
+                    }
+                }
             };
             let output = match output {
                 Ok(output) => output,
-                Err(openssh::Error::RemoteProcessTerminated) | Err(openssh::Error::Disconnected) => {
+                Err(openssh::Error::RemoteProcessTerminated)
+                | Err(openssh::Error::Disconnected) => {
                     return match self.session.check().await {
-                        Ok(()) => Ok(CommandOutput { exit_code: None, stdout: Vec::new(), stderr: b"killed by a signal".to_vec() }),
+                        Ok(()) => Ok(CommandOutput {
+                            exit_code: None,
+                            stdout: Vec::new(),
+                            stderr: b"killed by a signal".to_vec(),
+                        }),
                         Err(e) => Err(TransportError::Disconnected(describe(&e))),
                     };
                 }
@@ -146,18 +181,34 @@ impl Connection for SshConnection {
             if timeout.is_some() && matches!(output.status.code(), Some(124) | Some(137)) {
                 return Err(TransportError::Timeout(timeout.unwrap_or_default()));
             }
-            Ok(CommandOutput { exit_code: output.status.code(), stdout: output.stdout, stderr: output.stderr })
+            Ok(CommandOutput {
+                exit_code: output.status.code(),
+                stdout: output.stdout,
+                stderr: output.stderr,
+            })
         })
     }
 
-    fn write_file<'a>(&'a self, path: &'a str, content: &'a [u8]) -> BoxFuture<'a, Result<(), TransportError>> {
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        content: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
             let sftp = self
                 .sftp
-                .get_or_try_init(|| openssh_sftp_client::Sftp::from_clonable_session(self.session.clone(), Default::default()))
+                .get_or_try_init(|| {
+                    openssh_sftp_client::Sftp::from_clonable_session(
+                        self.session.clone(),
+                        Default::default(),
+                    )
+                })
                 .await
                 .map_err(|e| TransportError::Disconnected(format!("sftp: {}", describe(&e))))?;
-            sftp.fs().write(path, content).await.map_err(|e| TransportError::Other(format!("sftp write {path}: {}", describe(&e))))
+            sftp.fs()
+                .write(path, content)
+                .await
+                .map_err(|e| TransportError::Other(format!("sftp write {path}: {}", describe(&e))))
         })
     }
 }

@@ -1,0 +1,402 @@
+//! The read-only commands on the shipped inventories and playbook: `check`, `plan`,
+//! `graph` (dot, mermaid, json) and `inventory`, and usage errors.
+//! `dot` output is fed to Graphviz; a missing `dot` fails the test (never skips).
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+const LOCAL: &str = "inventories/local.yaml";
+const GLOBAL: &str = "inventories/global.yaml";
+const PLAYBOOK: &str = "playbooks/mail-rollout.yaml";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn pony(args: &[&str]) -> Outcome {
+    let state = tempfile::tempdir().expect("temp dir");
+    let mut cmd = Command::cargo_bin("pony").expect("the pony binary is built");
+    for var in [
+        "PONY_INVENTORY",
+        "PONY_PLAYBOOK",
+        "PONY_LIMIT",
+        "PONY_OUTPUT",
+        "PONY_COLOR",
+        "PONY_JUNIT",
+        "PONY_CONNECTIONS",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    let output = cmd
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .env("PONY_STATE_DIR", state.path())
+        .args(args)
+        .output()
+        .expect("pony runs");
+    Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs pony and insists on exit 0; returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = pony(args);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "pony {} failed:\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// The number written just before `word` in `line`: `6,543 hosts` → 6543.
+fn count_before(line: &str, word: &str) -> usize {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.trim_end_matches([',', ';']) == word)
+        .unwrap_or_else(|| panic!("no `{word}` in {line:?}"));
+    assert!(at > 0, "nothing before `{word}` in {line:?}");
+    words[at - 1]
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("no number before `{word}` in {line:?}"))
+}
+
+fn check_summary(inventory: &str, extra: &[&str]) -> (usize, usize, usize, usize) {
+    let mut args = vec!["check", "-i", inventory, PLAYBOOK];
+    args.extend_from_slice(extra);
+    let out = pony(&args);
+    assert_eq!(out.code, Some(0), "pony check failed:\n{}", out.stderr);
+    assert!(
+        out.stderr.is_empty(),
+        "check prints nothing but its summary; stderr:\n{}",
+        out.stderr
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "check prints exactly one line:\n{}",
+        out.stdout
+    );
+    let line = lines[0];
+    assert!(line.starts_with("ok:"), "{line:?}");
+    (
+        count_before(line, "hosts"),
+        count_before(line, "regions"),
+        count_before(line, "clusters"),
+        count_before(line, "tasks"),
+    )
+}
+
+#[test]
+fn check_local_prints_one_ok_line_with_counts() {
+    let (hosts, regions, clusters, tasks) = check_summary(LOCAL, &[]);
+    assert_eq!((hosts, regions, clusters), (12, 3, 6));
+    assert!(tasks >= hosts, "{tasks} tasks for {hosts} hosts");
+}
+
+#[test]
+fn check_global_prints_one_ok_line_with_counts() {
+    let (hosts, regions, clusters, tasks) = check_summary(GLOBAL, &[]);
+    assert_eq!((hosts, regions, clusters), (6543, 7, 14));
+    assert!(tasks >= hosts, "{tasks} tasks for {hosts} hosts");
+}
+
+#[test]
+fn check_with_limit_counts_only_the_selected_hosts() {
+    let (all_hosts, _, _, all_tasks) = check_summary(GLOBAL, &[]);
+    let (hosts, regions, clusters, tasks) = check_summary(GLOBAL, &["--limit", "mta:&cn-*"]);
+    assert!(hosts > 0 && hosts < all_hosts, "{hosts} of {all_hosts}");
+    assert!(tasks < all_tasks, "{tasks} of {all_tasks}");
+    // cn-south, cn-north, cn-east: one MTA cluster each.
+    assert_eq!((regions, clusters), (3, 3));
+}
+
+#[test]
+fn plan_lists_the_waves_in_order_and_the_critical_path() {
+    for inventory in [LOCAL, GLOBAL] {
+        let out = ok(&["plan", "-i", inventory, PLAYBOOK]);
+        let mut last = 0;
+        for wave in ["canary", "china", "world"] {
+            let line = out
+                .lines()
+                .position(|l| l.starts_with("wave ") && l.contains(&format!(" {wave}:")))
+                .unwrap_or_else(|| panic!("no wave `{wave}` in the plan of {inventory}:\n{out}"));
+            assert!(line >= last, "wave `{wave}` out of order:\n{out}");
+            last = line;
+        }
+        for region in ["cn-south", "eu-west", "us-east"] {
+            assert!(out.contains(region), "no region `{region}`:\n{out}");
+        }
+        assert!(out.contains("critical path"), "{out}");
+        assert!(
+            !out.contains("estimate:"),
+            "no estimate without --estimate:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn plan_estimate_prints_an_estimate() {
+    let out = ok(&["plan", "-i", LOCAL, PLAYBOOK, "--estimate"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("estimate:"))
+        .unwrap_or_else(|| panic!("no `estimate:` line:\n{out}"));
+    assert!(
+        line.chars().any(|c| c.is_ascii_digit()) && (line.contains('s') || line.contains('m')),
+        "the estimate has no duration: {line:?}"
+    );
+}
+
+/// Feeds `dot` text to Graphviz and returns the SVG.
+fn graphviz(dot: &str) -> String {
+    let child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            panic!("Graphviz `dot` cannot be run ({e}); install it: apt-get install -y graphviz")
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(dot.as_bytes())
+        .expect("writing to dot");
+    let output = child.wait_with_output().expect("dot runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "dot refused the graph: {stderr}\n{dot}"
+    );
+    assert!(
+        !stderr.contains("syntax error") && !stderr.contains("Error"),
+        "dot complained: {stderr}"
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn graph_dot_steps_is_valid_graphviz() {
+    let dot = ok(&["graph", "-i", LOCAL, PLAYBOOK, "--format", "dot"]);
+    assert!(dot.trim_start().starts_with("digraph"), "{dot}");
+    let svg = graphviz(&dot);
+    assert!(svg.contains("<svg"), "{svg}");
+    for step in ["stage", "switch", "migrate-schema"] {
+        assert!(dot.contains(step), "step `{step}` is not drawn:\n{dot}");
+    }
+    // Graphviz escapes `-` in SVG text: count the drawn nodes instead.
+    assert!(svg.matches("class=\"node\"").count() >= 8, "{svg}");
+}
+
+#[test]
+fn graph_dot_tasks_is_valid_graphviz() {
+    let dot = ok(&["graph", "-i", LOCAL, PLAYBOOK, "--format", "dot", "--tasks"]);
+    assert!(dot.trim_start().starts_with("digraph"), "{dot}");
+    let svg = graphviz(&dot);
+    assert!(svg.contains("<svg"), "{svg}");
+    assert!(
+        dot.contains("stage@mx-gz-01"),
+        "the canary host's tasks are drawn:\n{dot}"
+    );
+    let (_, _, _, tasks) = check_summary(LOCAL, &[]);
+    let drawn = svg.matches("class=\"node\"").count();
+    assert!(drawn >= tasks, "{drawn} nodes drawn for {tasks} tasks");
+}
+
+#[test]
+fn graph_mermaid_starts_with_flowchart() {
+    for tasks in [false, true] {
+        let mut args = vec!["graph", "-i", LOCAL, PLAYBOOK, "--format", "mermaid"];
+        if tasks {
+            args.push("--tasks");
+        }
+        let out = ok(&args);
+        assert!(
+            out.starts_with("flowchart"),
+            "mermaid (tasks: {tasks}) starts with {:?}",
+            out.lines().next()
+        );
+    }
+}
+
+#[test]
+fn graph_json_has_steps_and_nodes() {
+    let steps: Value =
+        serde_json::from_str(&ok(&["graph", "-i", LOCAL, PLAYBOOK, "--format", "json"]))
+            .expect("step graph is JSON");
+    let list = steps["steps"].as_array().expect("`steps` is a list");
+    let names: Vec<&str> = list.iter().filter_map(|s| s["name"].as_str()).collect();
+    for step in ["stage", "previous", "switch", "health", "migrate-schema"] {
+        assert!(names.contains(&step), "no step `{step}` in {names:?}");
+    }
+
+    let tasks: Value = serde_json::from_str(&ok(&[
+        "graph", "-i", LOCAL, PLAYBOOK, "--format", "json", "--tasks",
+    ]))
+    .expect("task graph is JSON");
+    let nodes = tasks["nodes"].as_array().expect("`nodes` is a list");
+    let (_, _, _, task_count) = check_summary(LOCAL, &[]);
+    let task_nodes = nodes.iter().filter(|n| n["kind"] == "task").count();
+    assert_eq!(
+        task_nodes, task_count,
+        "task nodes in the JSON vs tasks in `check`"
+    );
+    assert!(
+        nodes.iter().any(|n| n["kind"] == "gate"),
+        "wave gates are nodes"
+    );
+    assert!(
+        tasks["edges"].as_array().is_some_and(|e| !e.is_empty()),
+        "the task graph has edges"
+    );
+}
+
+fn inventory_json(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["inventory", "-i", GLOBAL, "--format", "json"];
+    args.extend_from_slice(extra);
+    let out: Value = serde_json::from_str(&ok(&args)).expect("inventory is JSON");
+    out["hosts"].as_array().expect("`hosts` is a list").clone()
+}
+
+#[test]
+fn inventory_json_lists_every_global_host() {
+    let hosts = inventory_json(&[]);
+    assert!(hosts.len() >= 6000, "{} hosts", hosts.len());
+    let names: BTreeSet<&str> = hosts.iter().filter_map(|h| h["name"].as_str()).collect();
+    assert_eq!(names.len(), hosts.len(), "host names are unique");
+    for host in &hosts {
+        for field in ["name", "address", "region", "cluster", "roles"] {
+            assert!(!host[field].is_null(), "host without `{field}`: {host}");
+        }
+    }
+}
+
+#[test]
+fn inventory_limit_narrows() {
+    let all = inventory_json(&[]);
+    let hosts = inventory_json(&["--limit", "mta:&cn-*"]);
+    assert!(
+        !hosts.is_empty() && hosts.len() < all.len(),
+        "{} of {}",
+        hosts.len(),
+        all.len()
+    );
+    for host in &hosts {
+        let region = host["region"].as_str().unwrap_or_default();
+        let roles = host["roles"].as_array().expect("roles");
+        assert!(region.starts_with("cn-"), "{host}");
+        assert!(roles.iter().any(|r| r == "mta"), "{host}");
+    }
+    let expected = all
+        .iter()
+        .filter(|h| {
+            h["region"].as_str().unwrap_or_default().starts_with("cn-")
+                && h["roles"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r == "mta"))
+        })
+        .count();
+    assert_eq!(hosts.len(), expected);
+}
+
+#[test]
+fn inventory_table_has_a_header_and_a_summary() {
+    let out = ok(&["inventory", "-i", LOCAL]);
+    let lines: Vec<&str> = out.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    for column in ["HOST", "REGION", "CLUSTER", "ROLES"] {
+        assert!(header.contains(&column), "header {:?}", lines[0]);
+    }
+    assert_eq!(lines.len(), 1 + 12 + 1, "header, 12 hosts, summary:\n{out}");
+    assert!(lines.iter().any(|l| l.starts_with("mx-gz-01 ")), "{out}");
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("12 hosts")),
+        "{out}"
+    );
+
+    let narrowed = ok(&["inventory", "-i", GLOBAL, "--limit", "mta:&cn-*"]);
+    assert!(narrowed
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("HOST")));
+    let rows = narrowed.lines().count() - 2;
+    assert_eq!(rows, inventory_json(&["--limit", "mta:&cn-*"]).len());
+}
+
+/// The summary line under a `--limit` counts the selected hosts' regions and clusters.
+#[test]
+#[ignore = "src/commands/inventory.rs run(): the table summary counts every region and cluster of the inventory, not those of the --limit selection (`1,601 hosts in 7 regions, 14 clusters` for `mta:&cn-*`)"]
+fn inventory_table_summary_counts_the_selection() {
+    let hosts = inventory_json(&["--limit", "mta:&cn-*"]);
+    let regions: BTreeSet<&str> = hosts.iter().filter_map(|h| h["region"].as_str()).collect();
+    let clusters: BTreeSet<&str> = hosts.iter().filter_map(|h| h["cluster"].as_str()).collect();
+    let out = ok(&["inventory", "-i", GLOBAL, "--limit", "mta:&cn-*"]);
+    let summary = out.lines().last().expect("a summary line");
+    assert_eq!(count_before(summary, "regions"), regions.len(), "{summary}");
+    assert_eq!(
+        count_before(summary, "clusters"),
+        clusters.len(),
+        "{summary}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_nothing_on_stdout() {
+    for args in [
+        &["check", "-i", LOCAL, PLAYBOOK, "--no-such-flag"][..],
+        &["no-such-command"][..],
+        &["graph", "-i", LOCAL, PLAYBOOK, "--format", "png"][..],
+        &["check", "-i", LOCAL, PLAYBOOK, "--var", "novalue"][..],
+        &["plan", "-i", LOCAL][..],
+    ] {
+        let out = pony(args);
+        assert_eq!(out.code, Some(2), "pony {}: {}", args.join(" "), out.stderr);
+        assert!(
+            out.stdout.is_empty(),
+            "pony {}: stdout {:?}",
+            args.join(" "),
+            out.stdout
+        );
+        assert!(
+            out.stderr.contains("error") || out.stderr.contains("Usage"),
+            "pony {}: {}",
+            args.join(" "),
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let help = ok(&["--help"]);
+    for command in ["check", "plan", "graph", "inventory"] {
+        assert!(help.contains(command), "{help}");
+    }
+    assert!(ok(&["--version"]).starts_with("pony "));
+}
