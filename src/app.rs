@@ -22,7 +22,7 @@ pub fn run(cli: Cli) -> Exit {
             format,
         } => crate::commands::inventory::run(inventory, limit.as_deref(), *format),
         Command::Deploy(args) => crate::commands::deploy::run(&cli.global, args),
-        Command::Lab { .. } => Err(anyhow::anyhow!("not built yet")),
+        Command::Lab { action } => crate::commands::lab::run(&cli.global.state_dir, action),
     };
     match outcome {
         Ok(exit) => exit,

@@ -4,6 +4,7 @@ pub mod check;
 pub mod deploy;
 pub mod graph;
 pub mod inventory;
+pub mod lab;
 pub mod plan;
 
 use crate::cli::PlanArgs;
