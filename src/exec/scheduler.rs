@@ -97,6 +97,15 @@ enum RollbackScope {
     All,
 }
 
+/// One rollback command, rendered with the captures the forward run saw.
+struct RollbackCommand {
+    host: HostId,
+    command: String,
+    label: String,
+    /// The step's own `timeout`, so that a hung host cannot hang the rollback.
+    timeout: Option<Duration>,
+}
+
 struct RollbackDone {
     hosts: Vec<(HostId, bool)>,
 }
@@ -397,19 +406,7 @@ impl Scheduler {
                 .await;
             let run = match rendered {
                 Ok(spec) => task::execute(&pool, task.host, &spec).await,
-                Err(error) => TaskRun {
-                    ok: false,
-                    changed: false,
-                    skipped_reason: None,
-                    exit_code: None,
-                    error: Some(error),
-                    stdout: Vec::new(),
-                    stderr: Vec::new(),
-                    attempts: 0,
-                    captured: None,
-                    duration: Duration::ZERO,
-                    commands: Vec::new(),
-                },
+                Err(error) => TaskRun::not_started(error),
             };
             let state = if !run.ok {
                 TaskState::Failed
@@ -477,6 +474,7 @@ impl Scheduler {
             self.release(node, true);
         } else {
             self.state[node.index()] = State::Failed;
+            self.unchanged[node.index()] = !run.reached;
             self.emit(Event::TaskFailed {
                 task: task_ref,
                 exit_code: run.exit_code,
@@ -485,9 +483,9 @@ impl Scheduler {
                 duration_ms: run.duration.as_millis() as u64,
                 attempts: run.attempts,
             });
+            self.host_failed(task.host);
             self.task_done(node, task);
             self.release(node, false);
-            self.host_failed(task.host);
         }
     }
 
@@ -777,12 +775,13 @@ impl Scheduler {
             RollbackScope::Region(r) => inventory.hosts[host].region == r,
             RollbackScope::All => true,
         };
-        // Hosts already rolled back (within budget) or being rolled back are left alone.
+        // Every touched host of the scope, finished or not; hosts already rolled back
+        // (or being rolled back) are left alone.
         let hosts: Vec<HostId> = (0..self.hosts.len())
-            .filter(|&h| in_scope(h) && self.hosts[h].touched && self.hosts[h].outcome.is_none())
             .filter(|&h| {
-                !matches!(scope, RollbackScope::Region(_) | RollbackScope::All)
-                    || !self.hosts[h].rollback_pending
+                in_scope(h)
+                    && self.hosts[h].touched
+                    && matches!(self.hosts[h].outcome, None | Some(HostOutcome::Ok))
             })
             .collect();
         for &h in &hosts {
@@ -790,7 +789,7 @@ impl Scheduler {
             self.hosts[h].outcome = Some(HostOutcome::RolledBack);
             self.hosts[h].rollback_pending = false;
         }
-        let mut commands: HashMap<NodeId, (HostId, String, String)> = HashMap::new();
+        let mut commands: HashMap<NodeId, RollbackCommand> = HashMap::new();
         let mut failed_renders = Vec::new();
         for (node, task) in self.plan.tasks() {
             let done = matches!(self.state[node.index()], State::Succeeded | State::Failed)
@@ -803,7 +802,15 @@ impl Scheduler {
             let step = &self.plan.playbook.steps[task.step];
             match task::render_rollback(step, &self.context(task)) {
                 Ok(Some(command)) => {
-                    commands.insert(node, (task.host, command, self.plan.label(node)));
+                    commands.insert(
+                        node,
+                        RollbackCommand {
+                            host: task.host,
+                            command,
+                            label: self.plan.label(node),
+                            timeout: step.timeout,
+                        },
+                    );
                 }
                 Ok(None) => {}
                 Err(e) => failed_renders.push((task.host, node, e)),
@@ -992,7 +999,7 @@ struct RollbackJob {
     journal: Journal,
     events: UnboundedSender<Event>,
     redactor: Redactor,
-    commands: HashMap<NodeId, (HostId, String, String)>,
+    commands: HashMap<NodeId, RollbackCommand>,
     refs: HashMap<NodeId, TaskRef>,
     hosts: Vec<HostId>,
     failed: Vec<HostId>,
@@ -1017,8 +1024,13 @@ impl RollbackJob {
         loop {
             while let Some(node) = ready.pop() {
                 match self.commands.get(&node) {
-                    Some((host, command, label)) => {
-                        let (host, command, label) = (*host, command.clone(), label.clone());
+                    Some(rollback) => {
+                        let (host, command, label, timeout) = (
+                            rollback.host,
+                            rollback.command.clone(),
+                            rollback.label.clone(),
+                            rollback.timeout,
+                        );
                         let pool = self.pool.clone();
                         let journal = self.journal.clone();
                         let events = self.events.clone();
@@ -1037,7 +1049,7 @@ impl RollbackJob {
                                 unless: None,
                                 capture: None,
                                 until: None,
-                                timeout: None,
+                                timeout,
                                 retries: 1,
                                 retry_delay: Duration::from_secs(1),
                             };
@@ -1082,7 +1094,7 @@ impl RollbackJob {
             };
             let Ok((node, ok)) = joined else { continue };
             if !ok {
-                failed_hosts.push(self.commands[&node].0);
+                failed_hosts.push(self.commands[&node].host);
             }
             for dependency in plan.dependencies(node) {
                 waiting[dependency.index()] -= 1;

@@ -206,6 +206,9 @@ pub struct TaskRun {
     pub duration: Duration,
     /// The commands that ran, for the host's log.
     pub commands: Vec<String>,
+    /// Whether the host was reached at all; a task that never reached its host changed
+    /// nothing there and has nothing to roll back.
+    pub reached: bool,
 }
 
 impl TaskRun {
@@ -222,6 +225,16 @@ impl TaskRun {
             captured: None,
             duration: Duration::ZERO,
             commands: Vec::new(),
+            reached: false,
+        }
+    }
+
+    /// A task that could not even start (e.g. a template failed to render).
+    pub fn not_started(error: String) -> Self {
+        TaskRun {
+            changed: false,
+            error: Some(error),
+            ..TaskRun::new()
         }
     }
 
@@ -302,6 +315,7 @@ async fn execute_inner(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun
         run.attempts = 1;
         return run.failed(&e);
     }
+    run.reached = true;
     let _session = pool.session(host).await;
     if let Some(path) = &spec.creates {
         match run_command(

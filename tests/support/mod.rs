@@ -1,0 +1,147 @@
+//! Shared harness for tests against a fleet of real sshd servers on loopback
+//! (`pony::lab`): a fleet with its inventory, a state dir, and running the pony binary.
+//! Every sshd is killed when the `Lab` drops, also when a test panics.
+
+#![allow(dead_code)]
+
+use pony::lab::{Fleet, FleetOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub struct Lab {
+    pub fleet: Fleet,
+    pub dir: tempfile::TempDir,
+    pub inventory: PathBuf,
+    pub state: PathBuf,
+}
+
+/// 3 regions × 2 clusters × 2 hosts (r1-c1-01 … r3-c2-02); the first cluster of each
+/// region has roles mta + store, the second mta. Fails with the install hint when sshd
+/// is missing.
+pub fn lab() -> Lab {
+    lab_with(3, 2, 2)
+}
+
+pub fn lab_with(regions: usize, clusters: usize, hosts: usize) -> Lab {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = Fleet::start(FleetOptions::grid(
+        dir.path().join("lab"),
+        regions,
+        clusters,
+        hosts,
+    ))
+    .unwrap_or_else(|e| panic!("cannot start the sshd test fleet: {e:#}"));
+    let inventory = dir.path().join("inventory.yaml");
+    fleet.write_inventory(&inventory).expect("inventory");
+    let state = dir.path().join("state");
+    Lab {
+        fleet,
+        dir,
+        inventory,
+        state,
+    }
+}
+
+impl Lab {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a playbook into the lab's folder.
+    pub fn playbook(&self, yaml: &str) -> PathBuf {
+        let path = self.path("playbook.yaml");
+        std::fs::write(&path, yaml).expect("playbook");
+        path
+    }
+
+    pub fn root(&self, host: &str) -> PathBuf {
+        self.fleet.host(host).root.clone()
+    }
+
+    pub fn host_names(&self) -> Vec<String> {
+        self.fleet.hosts().iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// `pony --state-dir STATE <args>` with stdin closed.
+    pub fn pony(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pony"));
+        command
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .stdin(Stdio::null())
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    /// `pony deploy -i INVENTORY PLAYBOOK --yes <extra>` to completion.
+    pub fn deploy(&self, playbook: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "deploy",
+            "-i",
+            self.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        self.pony(&args).output().expect("running pony")
+    }
+
+    /// Where `current` points on a host (relative target), if anywhere.
+    pub fn current(&self, host: &str) -> Option<String> {
+        std::fs::read_link(self.root(host).join("srv/mail/current"))
+            .ok()
+            .map(|p| p.to_string_lossy().to_string())
+    }
+
+    /// Puts every host on an "old" release 1.0 before the run.
+    pub fn install_old_release(&self) {
+        for name in self.host_names() {
+            let mail = self.root(&name).join("srv/mail");
+            std::fs::create_dir_all(mail.join("releases/1.0")).unwrap();
+            std::os::unix::fs::symlink("releases/1.0", mail.join("current")).unwrap();
+        }
+    }
+
+    /// Marks a host so that the test playbooks' `fail_marker` check fails there.
+    pub fn make_fail(&self, host: &str, step: &str) {
+        std::fs::write(self.root(host).join(format!("fail-{step}")), "").unwrap();
+    }
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A release playbook over the lab: stage, previous (captured), switch (rolled back to
+/// the captured previous release), verify. A step fails on hosts whose root holds
+/// `fail-<step>`. `strategy` is spliced in as YAML.
+pub fn release_playbook(strategy: &str) -> String {
+    format!(
+        r#"
+name: release
+vars: {{ version: "2.0" }}
+strategy:
+{strategy}
+steps:
+  - name: stage
+    run: mkdir -p {{{{ mail_root }}}}/releases/{{{{ version }}}} && test ! -e {{{{ root }}}}/fail-stage
+    creates: "{{{{ mail_root }}}}/releases/{{{{ version }}}}/.staged"
+    rollback: rm -rf {{{{ mail_root }}}}/releases/{{{{ version }}}}
+  - name: previous
+    run: readlink {{{{ mail_root }}}}/current || true
+    capture: previous
+  - name: switch
+    needs: [stage, previous]
+    run: ln -sfn releases/{{{{ version }}}} {{{{ mail_root }}}}/current.tmp && mv -T {{{{ mail_root }}}}/current.tmp {{{{ mail_root }}}}/current && test ! -e {{{{ root }}}}/fail-switch
+    rollback: if [ -n "{{{{ previous }}}}" ]; then ln -sfn {{{{ previous }}}} {{{{ mail_root }}}}/current.tmp && mv -T {{{{ mail_root }}}}/current.tmp {{{{ mail_root }}}}/current; else rm -f {{{{ mail_root }}}}/current; fi
+  - name: verify
+    needs: [switch]
+    run: test "$(readlink {{{{ mail_root }}}}/current)" = releases/{{{{ version }}}} && test ! -e {{{{ root }}}}/fail-verify
+"#
+    )
+}
