@@ -129,6 +129,79 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = InventoryFormat::Table)]
         format: InventoryFormat,
     },
+    /// Continue a run that stopped (crash, Ctrl-C, halt, approval) from its journal.
+    Resume {
+        /// The run id (see `pony history`).
+        run: String,
+        /// Pre-approve the `approve:` gate of this wave.
+        #[arg(long, value_name = "WAVE")]
+        approve: Vec<String>,
+        /// Values of the run's `--secret-var`s (they are never stored).
+        #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        secret_vars: Vec<(String, String)>,
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        accept_new_host_keys: bool,
+    },
+    /// Roll back a finished or stopped run (every host it touched, or --limit).
+    Rollback {
+        run: String,
+        #[arg(short, long)]
+        limit: Option<String>,
+        /// Values of the run's `--secret-var`s (they are never stored).
+        #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        secret_vars: Vec<(String, String)>,
+        #[arg(short, long, env = "PONY_YES")]
+        yes: bool,
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        accept_new_host_keys: bool,
+    },
+    /// The state of a run (the latest without RUN): per region and wave, failures, waits.
+    Status { run: Option<String> },
+    /// Recent runs: id, playbook, inventory, who, when, duration, outcome.
+    History {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Break the lock of an inventory left by a dead or paused run.
+    Unlock {
+        /// The inventory's `name:` (as printed in the lock message).
+        inventory: String,
+    },
+    /// Open the SSH connection to every selected host in parallel; report reachability.
+    Ping {
+        #[arg(
+            short,
+            long,
+            env = "PONY_INVENTORY",
+            default_value = "inventories/local.yaml"
+        )]
+        inventory: PathBuf,
+        #[arg(short, long, env = "PONY_LIMIT")]
+        limit: Option<String>,
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        accept_new_host_keys: bool,
+    },
+    /// Run an ad-hoc command on many hosts; identical outputs are folded together.
+    Exec {
+        #[arg(
+            short,
+            long,
+            env = "PONY_INVENTORY",
+            default_value = "inventories/local.yaml"
+        )]
+        inventory: PathBuf,
+        #[arg(short, long, env = "PONY_LIMIT")]
+        limit: Option<String>,
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        accept_new_host_keys: bool,
+        /// The command, run with `sh -c` on every host.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Start or stop a local fleet of real sshd servers on loopback, with an inventory.
     Lab {
         #[command(subcommand)]

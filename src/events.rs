@@ -60,6 +60,8 @@ pub enum Event {
         hosts: usize,
         tasks: usize,
         waves: Vec<String>,
+        /// Hosts taking part, per region, in inventory order.
+        regions: Vec<(String, usize)>,
     },
     WaveStarted {
         wave: String,

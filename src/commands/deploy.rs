@@ -1,14 +1,13 @@
 //! `pony deploy`: validate, confirm, then run the plan (or print it with `--dry-run`).
 
 use super::load_plan;
-use crate::cli::{DeployArgs, GlobalOptions, OutputFormat};
+use crate::cli::{DeployArgs, GlobalOptions};
 use crate::diag::{closest, Diagnostic, Diagnostics};
 use crate::events::Event;
 use crate::exec::hosts::HostPool;
 use crate::exec::{self, task, ExecOptions};
 use crate::exit::Exit;
 use crate::plan::{Node, Plan};
-use crate::report::{json::JsonReporter, plain::PlainReporter, Reporter};
 use crate::secret::Redactor;
 use crate::state::journal::{Journal, Record};
 use crate::state::run_dir::RunDir;
@@ -177,13 +176,7 @@ async fn execute(
     let ssh = SshOptions::new(&global.state_dir, args.accept_new_host_keys);
     let pool = HostPool::new(plan.clone(), ssh, global.state_dir.join("hosts")).prepare();
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let reporters: Vec<Box<dyn Reporter>> = match global.output {
-        OutputFormat::Json => vec![Box::new(JsonReporter)],
-        OutputFormat::Human => vec![Box::new(PlainReporter::new(
-            Box::new(std::io::stdout()),
-            global.quiet,
-        ))],
-    };
+    let reporters = crate::report::for_run(global);
     let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
     let _ = sender.send(Event::RunStarted {
         run_id: run_dir.id.clone(),
@@ -192,6 +185,7 @@ async fn execute(
         hosts: plan.host_count(),
         tasks: plan.task_count(),
         waves: plan.waves.iter().map(|w| w.name.clone()).collect(),
+        regions: region_sizes(&plan),
     });
     let interrupts = watch_signals();
     let options = ExecOptions {
@@ -238,4 +232,21 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// Hosts per region taking part in the run, in inventory order.
+pub fn region_sizes(plan: &Plan) -> Vec<(String, usize)> {
+    let mut sizes = vec![0usize; plan.inventory.regions.len()];
+    for wave in &plan.waves {
+        for &host in &wave.hosts {
+            sizes[plan.inventory.hosts[host].region] += 1;
+        }
+    }
+    plan.inventory
+        .regions
+        .iter()
+        .zip(sizes)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.name.clone(), n))
+        .collect()
 }

@@ -1,11 +1,17 @@
 //! One module per subcommand, plus the loading every plan-based command shares.
 
 pub mod check;
+pub mod completions;
 pub mod deploy;
+pub mod exec;
 pub mod graph;
+pub mod history;
 pub mod inventory;
 pub mod lab;
+pub mod ping;
 pub mod plan;
+pub mod resume;
+pub mod status;
 
 use crate::cli::PlanArgs;
 use crate::diag::Diagnostics;

@@ -13,6 +13,18 @@ pub trait Reporter: Send {
     fn finish(&mut self) {}
 }
 
+/// The reporters a run gets for the global options: JSON events on stdout with
+/// `--output json`, otherwise plain lines (CI) on stdout.
+pub fn for_run(global: &crate::cli::GlobalOptions) -> Vec<Box<dyn Reporter>> {
+    match global.output {
+        crate::cli::OutputFormat::Json => vec![Box::new(json::JsonReporter)],
+        crate::cli::OutputFormat::Human => vec![Box::new(plain::PlainReporter::new(
+            Box::new(std::io::stdout()),
+            global.quiet,
+        ))],
+    }
+}
+
 /// Feeds every event to every reporter until the sender is dropped.
 pub async fn drive(mut events: UnboundedReceiver<Event>, mut reporters: Vec<Box<dyn Reporter>>) {
     while let Some(event) = events.recv().await {
