@@ -55,22 +55,26 @@ pub fn run(cli: Cli) -> Exit {
             inventory,
             limit,
             accept_new_host_keys,
+            timeout,
         } => crate::commands::ping::run(
             &cli.global,
             inventory,
             limit.as_deref(),
             *accept_new_host_keys,
+            *timeout,
         ),
         Command::Exec {
             inventory,
             limit,
             accept_new_host_keys,
+            timeout,
             command,
         } => crate::commands::exec::run(
             &cli.global,
             inventory,
             limit.as_deref(),
             *accept_new_host_keys,
+            *timeout,
             command,
         ),
         Command::Completions { shell } => crate::commands::completions::completions(*shell),
@@ -88,6 +92,13 @@ fn report(error: &anyhow::Error) -> Exit {
     if let Some(diagnostics) = error.downcast_ref::<Diagnostics>() {
         eprintln!("{diagnostics}");
         return Exit::Invalid;
+    }
+    if let Some(lock) = error.downcast_ref::<crate::state::lock::LockError>() {
+        eprintln!("error: {lock}");
+        return match lock {
+            crate::state::lock::LockError::Io(..) => Exit::Invalid,
+            _ => Exit::Locked,
+        };
     }
     eprintln!("error: {error:#}");
     Exit::Invalid

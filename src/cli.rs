@@ -180,6 +180,9 @@ pub enum Command {
         limit: Option<String>,
         #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
         accept_new_host_keys: bool,
+        /// Give up on a host that has not answered within this long (e.g. 5s, 1m).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Run an ad-hoc command on many hosts; identical outputs are folded together.
     Exec {
@@ -194,6 +197,9 @@ pub enum Command {
         limit: Option<String>,
         #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
         accept_new_host_keys: bool,
+        /// Kill the command on a host that runs longer than this (e.g. 30s, 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
         /// The command, run with `sh -c` on every host.
         #[arg(last = true, required = true)]
         command: Vec<String>,

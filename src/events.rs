@@ -37,6 +37,8 @@ pub enum RunOutcome {
     NeedsAttention,
     AwaitingApproval,
     Interrupted,
+    /// `pony rollback` finished: every selected host is back on the old release.
+    RolledBack,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 const LOCAL: &str = "inventories/local.yaml";
 const GLOBAL: &str = "inventories/global.yaml";
@@ -34,6 +35,8 @@ fn pony(args: &[&str]) -> Outcome {
         "PONY_COLOR",
         "PONY_JUNIT",
         "PONY_CONNECTIONS",
+        "PONY_YES",
+        "PONY_ACCEPT_NEW_HOST_KEYS",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
@@ -43,6 +46,7 @@ fn pony(args: &[&str]) -> Outcome {
         .env("NO_COLOR", "1")
         .env("PONY_STATE_DIR", state.path())
         .args(args)
+        .timeout(Duration::from_secs(60))
         .output()
         .expect("pony runs");
     Outcome {

@@ -16,7 +16,8 @@
 
 use assert_cmd::Command;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// At least this many active cases must be in the corpus.
 const MINIMUM_CASES: usize = 24;
@@ -132,6 +133,12 @@ struct Outcome {
 
 fn pony(args: &[String]) -> Outcome {
     let state = tempfile::tempdir().expect("temp dir");
+    pony_in(state.path(), args)
+}
+
+/// Runs pony from the crate root with `state` as its state directory, no `PONY_*`
+/// settings from the environment, and a time limit.
+fn pony_in(state: &Path, args: &[String]) -> Outcome {
     let mut cmd = Command::cargo_bin("pony").expect("the pony binary is built");
     for var in [
         "PONY_INVENTORY",
@@ -141,6 +148,8 @@ fn pony(args: &[String]) -> Outcome {
         "PONY_COLOR",
         "PONY_JUNIT",
         "PONY_CONNECTIONS",
+        "PONY_YES",
+        "PONY_ACCEPT_NEW_HOST_KEYS",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
@@ -148,8 +157,9 @@ fn pony(args: &[String]) -> Outcome {
     let output = cmd
         .current_dir(root())
         .env("NO_COLOR", "1")
-        .env("PONY_STATE_DIR", state.path())
+        .env("PONY_STATE_DIR", state)
         .args(args)
+        .timeout(Duration::from_secs(60))
         .output()
         .expect("pony runs");
     Outcome {
@@ -240,9 +250,10 @@ fn every_bad_input_is_refused_with_a_useful_message() {
     );
 }
 
-/// `plan` and `graph` validate exactly like `check`: same exit code, same report, no output.
+/// `plan`, `graph` and `deploy` validate exactly like `check`: same exit code, same
+/// report, nothing on stdout; `deploy` leaves its state directory untouched.
 #[test]
-fn plan_and_graph_refuse_every_bad_input_like_check() {
+fn plan_graph_and_deploy_refuse_every_bad_input_like_check() {
     let corpus = corpus();
     let mut failures = Vec::new();
     for case in active(&corpus) {
@@ -250,9 +261,12 @@ fn plan_and_graph_refuse_every_bad_input_like_check() {
         for sub in [
             &["plan", "--estimate"][..],
             &["graph", "--format", "json", "--tasks"][..],
+            &["deploy", "--yes"][..],
+            &["deploy", "--yes", "--dry-run"][..],
         ] {
             let args = case.args_for(sub);
-            let out = pony(&args);
+            let state = tempfile::tempdir().expect("temp dir");
+            let out = pony_in(state.path(), &args);
             let mut wrong = Vec::new();
             if out.code != Some(2) {
                 wrong.push(format!("exit code {:?}, expected 2", out.code));
@@ -266,6 +280,13 @@ fn plan_and_graph_refuse_every_bad_input_like_check() {
                     indent(&out.stderr),
                     indent(&check.stderr)
                 ));
+            }
+            let left: Vec<String> = std::fs::read_dir(state.path())
+                .expect("state dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            if !left.is_empty() {
+                wrong.push(format!("the state directory is not empty: {left:?}"));
             }
             if !wrong.is_empty() {
                 failures.push(format!(

@@ -11,6 +11,7 @@ pub mod lab;
 pub mod ping;
 pub mod plan;
 pub mod resume;
+pub mod run;
 pub mod status;
 
 use crate::cli::PlanArgs;

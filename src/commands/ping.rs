@@ -1,14 +1,454 @@
-//! `pony ping`: reachability of every selected host, in parallel.
+//! `pony ping`: reachability of every selected host, in parallel. Each host's connection is
+//! opened (ssh: a multiplexed master, as a deploy opens it; local: its directory) and `true`
+//! is run on it; the round trip is the time for both. Unreachable hosts are classified from
+//! ssh's own words: auth, host key, timeout, refused, dns, network or other. Exit 0 only
+//! when every host answered, 1 otherwise.
+//!
+//! The connection helpers here ([`select`], [`Opener`], [`Reason`]) serve `pony exec` too.
 
-use crate::cli::GlobalOptions;
+use crate::cli::{GlobalOptions, OutputFormat};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
-use std::path::Path;
+use crate::inventory::pattern::{HostPattern, HostSet};
+use crate::inventory::{ConnectionKind, Host, HostId, Inventory};
+use crate::report::{color_enabled, short_duration, Palette};
+use crate::transport::local::LocalConnection;
+use crate::transport::ssh::{SshConnection, SshOptions};
+use crate::transport::{Connection, TransportError};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Connections being opened at once per jump host (or direct), as `strategy.handshakes`
+/// defaults to: sshd's MaxStartups never drops us.
+pub const HANDSHAKES: usize = 16;
+/// Connections open at once without `--connections`, as `strategy.connections` defaults to.
+pub const CONNECTIONS: usize = 256;
+
+/// The inventory and the hosts `--limit` selects (all without it), in inventory order.
+pub fn select(path: &Path, limit: Option<&str>) -> anyhow::Result<(Inventory, Vec<HostId>)> {
+    let inventory = crate::inventory::load(path)?;
+    let selected = match limit {
+        None => HostSet::full(inventory.hosts.len()),
+        Some(limit) => HostPattern::parse(limit)
+            .and_then(|p| p.resolve(&inventory))
+            .map_err(|e| {
+                let d = Diagnostic::new(Path::new("--limit"), e.to_string());
+                Diagnostics::from(match e.suggestion {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d,
+                })
+            })?,
+    };
+    let hosts = selected.iter().collect();
+    Ok((inventory, hosts))
+}
+
+/// Why a host could not be reached, from the transport's error text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The server refused our keys or password (`Permission denied`).
+    Auth,
+    /// The host key is unknown or changed (`Host key verification failed`).
+    HostKey,
+    /// No answer in time: no TCP connection or no SSH banner (a hung or firewalled host).
+    Timeout,
+    /// Nothing listens there (`Connection refused`): sshd or the host is down.
+    Refused,
+    /// The name does not resolve.
+    Dns,
+    /// No route to the host or its network.
+    Network,
+    Other,
+}
+
+impl Reason {
+    pub fn classify(error: &str) -> Reason {
+        let e = error.to_ascii_lowercase();
+        if e.contains("host key verification failed")
+            || e.contains("remote host identification has changed")
+            || e.contains("host key for")
+            || e.contains("no matching host key")
+        {
+            Reason::HostKey
+        } else if e.contains("permission denied")
+            || e.contains("too many authentication failures")
+            || e.contains("authentication failed")
+        {
+            Reason::Auth
+        } else if e.contains("timed out") || e.contains("timeout") {
+            Reason::Timeout
+        } else if e.contains("connection refused") {
+            Reason::Refused
+        } else if e.contains("could not resolve hostname")
+            || e.contains("name or service not known")
+            || e.contains("temporary failure in name resolution")
+        {
+            Reason::Dns
+        } else if e.contains("no route to host") || e.contains("network is unreachable") {
+            Reason::Network
+        } else {
+            Reason::Other
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Reason::Auth => "auth",
+            Reason::HostKey => "host key",
+            Reason::Timeout => "timeout",
+            Reason::Refused => "refused",
+            Reason::Dns => "dns",
+            Reason::Network => "network",
+            Reason::Other => "other",
+        }
+    }
+}
+
+/// Opens hosts' connections for ad-hoc commands: ssh masters with the given connect
+/// timeout (at most [`HANDSHAKES`] being opened at once per jump host) or local hosts'
+/// directories under `<state dir>/hosts/`.
+pub struct Opener {
+    ssh: SshOptions,
+    local_root: PathBuf,
+    gates: HashMap<Option<String>, Arc<Semaphore>>,
+}
+
+impl Opener {
+    pub fn new(
+        global: &GlobalOptions,
+        inventory: &Inventory,
+        hosts: &[HostId],
+        accept_new_host_keys: bool,
+        connect_timeout: Duration,
+    ) -> Self {
+        let mut ssh = SshOptions::new(&global.state_dir, accept_new_host_keys);
+        ssh.connect_timeout = connect_timeout;
+        let gates = hosts
+            .iter()
+            .map(|&h| {
+                (
+                    inventory.hosts[h].ssh.jump.clone(),
+                    Arc::new(Semaphore::new(HANDSHAKES)),
+                )
+            })
+            .collect();
+        Opener {
+            ssh,
+            local_root: global.state_dir.join("hosts"),
+            gates,
+        }
+    }
+
+    /// Opens one host's connection (no retries: what is measured is what the host does
+    /// now). A host that has not answered within the connect timeout (+2 s for ssh to
+    /// give up on its own) is a timeout.
+    pub async fn open(&self, host: &Host) -> Result<Arc<dyn Connection>, TransportError> {
+        match host.connection {
+            ConnectionKind::Local => LocalConnection::open(self.local_root.join(&host.name))
+                .map(|c| Arc::new(c) as Arc<dyn Connection>),
+            ConnectionKind::Ssh => {
+                let gate = self.gates.get(&host.ssh.jump).cloned();
+                let _permit = match &gate {
+                    Some(gate) => Some(gate.clone().acquire_owned().await),
+                    None => None,
+                };
+                let limit = self.ssh.connect_timeout;
+                match tokio::time::timeout(
+                    limit + Duration::from_secs(2),
+                    SshConnection::open(host, &self.ssh),
+                )
+                .await
+                {
+                    Ok(opened) => opened.map(|c| Arc::new(c) as Arc<dyn Connection>),
+                    Err(_) => Err(TransportError::Connect(format!(
+                        "no answer within {} (connect timed out)",
+                        humantime::format_duration(limit)
+                    ))),
+                }
+            }
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.ssh.connect_timeout
+    }
+}
+
+/// The most telling part of a transport error, on one line.
+pub fn one_line(error: &str) -> String {
+    let lines: Vec<&str> = error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
+}
+
+/// One host's answer.
+#[derive(Debug, Serialize)]
+struct Pong {
+    host: String,
+    region: String,
+    cluster: String,
+    address: String,
+    reachable: bool,
+    /// Why not, when unreachable.
+    reason: Option<Reason>,
+    error: Option<String>,
+    /// Time to open the connection.
+    connect_ms: u64,
+    /// Time to open the connection and run `true` on it.
+    rtt_ms: u64,
+}
 
 pub fn run(
-    _global: &GlobalOptions,
-    _inventory: &Path,
-    _limit: Option<&str>,
-    _accept_new_host_keys: bool,
+    global: &GlobalOptions,
+    inventory: &Path,
+    limit: Option<&str>,
+    accept_new_host_keys: bool,
+    timeout: Duration,
 ) -> anyhow::Result<Exit> {
-    anyhow::bail!("`pony ping` is not built yet")
+    let (inventory, hosts) = select(inventory, limit)?;
+    let opener = Opener::new(global, &inventory, &hosts, accept_new_host_keys, timeout);
+    let connections = global.connections.unwrap_or(CONNECTIONS).max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    let pongs = runtime.block_on(ping_all(
+        Arc::new(inventory),
+        hosts,
+        Arc::new(opener),
+        connections,
+    ));
+    let wall = started.elapsed();
+    let unreachable = pongs.iter().filter(|p| !p.reachable).count();
+    match global.output {
+        OutputFormat::Json => print_json(&pongs, wall),
+        OutputFormat::Human => {
+            let palette =
+                Palette::new(color_enabled(global.color, std::io::stdout().is_terminal()));
+            print!("{}", table(&pongs, wall, global.quiet, &palette));
+        }
+    }
+    // 1: some host did not answer (the code a failed run gets).
+    Ok(if unreachable == 0 {
+        Exit::Success
+    } else {
+        Exit::FailedRolledBack
+    })
+}
+
+async fn ping_all(
+    inventory: Arc<Inventory>,
+    hosts: Vec<HostId>,
+    opener: Arc<Opener>,
+    connections: usize,
+) -> Vec<Pong> {
+    let limit = Arc::new(Semaphore::new(connections));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, host) in hosts.into_iter().enumerate() {
+        let (inventory, opener, limit) = (inventory.clone(), opener.clone(), limit.clone());
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (i, ping(&inventory, host, &opener).await)
+        });
+    }
+    let mut pongs: Vec<(usize, Pong)> = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        if let Ok(pong) = joined {
+            pongs.push(pong);
+        }
+    }
+    pongs.sort_by_key(|(i, _)| *i);
+    pongs.into_iter().map(|(_, p)| p).collect()
+}
+
+async fn ping(inventory: &Inventory, id: HostId, opener: &Opener) -> Pong {
+    let host = &inventory.hosts[id];
+    let started = Instant::now();
+    let opened = opener.open(host).await;
+    let connect = started.elapsed();
+    let result = match opened {
+        Ok(connection) => match connection.run("true", Some(opener.connect_timeout())).await {
+            Ok(output) if output.success() => Ok(()),
+            Ok(output) => Err(format!(
+                "`true` failed (exit {:?}): {}",
+                output.exit_code,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let rtt = started.elapsed();
+    let (reachable, reason, error) = match result {
+        Ok(()) => (true, None, None),
+        Err(e) => (false, Some(Reason::classify(&e)), Some(one_line(&e))),
+    };
+    Pong {
+        host: host.name.clone(),
+        region: inventory.regions[host.region].name.clone(),
+        cluster: inventory.clusters[host.cluster].name.clone(),
+        address: host.destination().to_string(),
+        reachable,
+        reason,
+        error,
+        connect_ms: connect.as_millis() as u64,
+        rtt_ms: rtt.as_millis() as u64,
+    }
+}
+
+/// One JSON object per line: a `ping` per host, in inventory order, then `ping_summary`.
+fn print_json(pongs: &[Pong], wall: Duration) {
+    use std::io::Write;
+    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let mut out = std::io::stdout().lock();
+    for pong in pongs {
+        let mut value = serde_json::to_value(pong).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            let mut line = serde_json::Map::new();
+            line.insert("schema".into(), SCHEMA_VERSION.into());
+            line.insert("time".into(), time.clone().into());
+            line.insert("event".into(), "ping".into());
+            line.extend(std::mem::take(map));
+            let _ = writeln!(out, "{}", serde_json::Value::Object(line));
+        }
+    }
+    let reachable = pongs.iter().filter(|p| p.reachable).count();
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for p in pongs.iter().filter_map(|p| p.reason) {
+        *reasons.entry(p.word()).or_default() += 1;
+    }
+    let summary = serde_json::json!({
+        "schema": SCHEMA_VERSION,
+        "time": time,
+        "event": "ping_summary",
+        "hosts": pongs.len(),
+        "reachable": reachable,
+        "unreachable": pongs.len() - reachable,
+        "reasons": reasons,
+        "duration_ms": wall.as_millis() as u64,
+    });
+    let _ = writeln!(out, "{summary}");
+    let _ = out.flush();
+}
+
+/// The human table: every host (only unreachable ones with `-q`), then a summary line.
+fn table(pongs: &[Pong], wall: Duration, quiet: bool, palette: &Palette) -> String {
+    let shown: Vec<&Pong> = pongs.iter().filter(|p| !quiet || !p.reachable).collect();
+    let name_w = shown.iter().map(|p| p.host.len()).max().unwrap_or(0).max(4);
+    let region_w = shown
+        .iter()
+        .map(|p| p.region.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut out = String::new();
+    if !shown.is_empty() {
+        out.push_str(&palette.bold(&format!(
+            "{:<name_w$} {:<region_w$} {:<11} {:>8}  {}",
+            "HOST", "REGION", "STATUS", "RTT", "REASON"
+        )));
+        out.push('\n');
+    }
+    for p in &shown {
+        let status = format!(
+            "{:<11}",
+            if p.reachable {
+                "reachable"
+            } else {
+                "UNREACHABLE"
+            }
+        );
+        let status = if p.reachable {
+            palette.green(&status)
+        } else {
+            palette.red(&status)
+        };
+        let reason = match (&p.reason, &p.error) {
+            (Some(r), Some(e)) => format!("{}: {e}", r.word()),
+            _ => String::new(),
+        };
+        let row = format!(
+            "{:<name_w$} {:<region_w$} {status} {:>8}  {reason}",
+            p.host,
+            p.region,
+            short_duration(Duration::from_millis(p.rtt_ms)),
+        );
+        out.push_str(row.trim_end());
+        out.push('\n');
+    }
+    let reachable: Vec<u64> = {
+        let mut v: Vec<u64> = pongs
+            .iter()
+            .filter(|p| p.reachable)
+            .map(|p| p.rtt_ms)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let unreachable = pongs.len() - reachable.len();
+    let mut line = format!(
+        "{} hosts: {} reachable, {} unreachable",
+        pongs.len(),
+        reachable.len(),
+        unreachable
+    );
+    if unreachable > 0 {
+        let mut reasons: std::collections::BTreeMap<Reason, usize> = Default::default();
+        for r in pongs.iter().filter_map(|p| p.reason) {
+            *reasons.entry(r).or_default() += 1;
+        }
+        let parts: Vec<String> = reasons
+            .iter()
+            .map(|(r, n)| format!("{n} {}", r.word()))
+            .collect();
+        line = format!("{line} ({})", parts.join(", "));
+    }
+    if !reachable.is_empty() {
+        let ms = |v: u64| short_duration(Duration::from_millis(v));
+        line.push_str(&format!(
+            "; round trip min {}, median {}, max {}",
+            ms(reachable[0]),
+            ms(reachable[reachable.len() / 2]),
+            ms(reachable[reachable.len() - 1])
+        ));
+    }
+    line.push_str(&format!("; {} in all", short_duration(wall)));
+    out.push_str(&if unreachable > 0 {
+        palette.red(&line)
+    } else {
+        palette.green(&line)
+    });
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn ssh_errors_are_classified() {
+        let cases = [
+            ("cannot connect: ssh: connect to host 127.0.0.5 port 2222: Connection refused", Reason::Refused),
+            ("Connection timed out during banner exchange", Reason::Timeout),
+            ("deploy@127.0.0.2: Permission denied (publickey).", Reason::Auth),
+            ("No ED25519 host key is known for [127.0.0.2]:2222 and you have requested strict checking.\nHost key verification failed.", Reason::HostKey),
+            ("ssh: Could not resolve hostname nowhere: Name or service not known", Reason::Dns),
+            ("ssh: connect to host 10.9.9.9 port 22: No route to host", Reason::Network),
+            ("kex_exchange_identification: Connection closed by remote host", Reason::Other),
+        ];
+        for (text, reason) in cases {
+            assert_eq!(Reason::classify(text), reason, "{text}");
+        }
+    }
 }

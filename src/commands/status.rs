@@ -1,8 +1,458 @@
-//! `pony status [RUN]`: the state of a run from its journal.
+//! `pony status [RUN]`: the state of a run (the latest without RUN) from its journal,
+//! with the plan rebuilt from the run's snapshot to count what is still pending.
+//!
+//! Human output: a header, task counts per wave and per region, failed tasks with their
+//! error and output tail, rollbacks, gates passed and what the run waits for (with the
+//! command that goes on). `--output json` prints the same as one JSON object on one line.
 
-use crate::cli::GlobalOptions;
+use crate::cli::{GlobalOptions, OutputFormat};
 use crate::exit::Exit;
+use crate::plan::Plan;
+use crate::state::runs::{self, Counts, Group, RollbackRecord, RunDetail, RunState, RunSummary};
+use serde::Serialize;
+use std::io::Write;
 
-pub fn run(_global: &GlobalOptions, _run: Option<&str>) -> anyhow::Result<Exit> {
-    anyhow::bail!("`pony status` is not built yet")
+/// How many failures, running tasks, … human output lists before "and N more".
+const LIST_AT_MOST: usize = 20;
+
+pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
+    let state_dir = &global.state_dir;
+    let id = match run {
+        Some(run) => runs::resolve(state_dir, run)
+            .map_err(|e| anyhow::anyhow!("{e}\n  hint: `pony history` lists the runs"))?,
+        None => runs::list(state_dir)?.into_iter().next().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no runs under {}\n  hint: start one with `pony deploy`, or pass --state-dir",
+                runs::runs_dir(state_dir).display()
+            )
+        })?,
+    };
+    let detail = runs::read(state_dir, &id);
+    let plan = runs::snapshot_plan(&detail.summary.path);
+    let report = Report::new(&detail, plan.as_ref().map_err(String::as_str));
+    let mut out = std::io::stdout().lock();
+    match global.output {
+        OutputFormat::Json => {
+            serde_json::to_writer(&mut out, &report)?;
+            out.write_all(b"\n")?;
+        }
+        OutputFormat::Human => out.write_all(report.human().as_bytes())?,
+    }
+    out.flush()?;
+    Ok(Exit::Success)
+}
+
+/// Everything `pony status` shows; serialized as is for `--output json`.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    #[serde(flatten)]
+    pub run: &'a RunSummary,
+    pub tasks: runs::Tally,
+    /// Tasks whose last state is failed.
+    pub failed: Vec<Failed<'a>>,
+    /// Tasks started and not finished (running now, or when the controller stopped).
+    pub running: Vec<&'a str>,
+    /// Tasks journaled as interrupted (killed by a second Ctrl-C).
+    pub interrupted: Vec<&'a str>,
+    pub rollbacks: Rollbacks<'a>,
+    pub gates_passed: &'a [String],
+    /// What the run waits for, if anything.
+    pub waiting: Option<Waiting>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failed<'a> {
+    pub label: &'a str,
+    pub step: &'a str,
+    /// The host, region or `run` the task ran for.
+    pub target: &'a str,
+    pub exit_code: Option<i32>,
+    pub error: Option<&'a str>,
+    pub duration_ms: Option<u64>,
+    pub output_tail: &'a str,
+    /// Whether the task's rollback ran and succeeded (`None`: it did not run or is
+    /// unfinished).
+    pub rolled_back: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rollbacks<'a> {
+    pub ok: usize,
+    pub failed: usize,
+    /// Started and not finished.
+    pub unfinished: usize,
+    /// The failed and unfinished ones.
+    pub problems: Vec<&'a RollbackRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Waiting {
+    /// `approval`, `resume` (stopped or interrupted) or `attention` (failed, halted or
+    /// rollback incomplete).
+    pub reason: String,
+    /// The wave whose `approve:` gate holds the run.
+    pub wave: Option<String>,
+    pub message: String,
+    /// Commands that go on from here.
+    pub next: Vec<String>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(detail: &'a RunDetail, plan: Result<&Plan, &str>) -> Report<'a> {
+        let tasks = runs::tally(detail, plan);
+        let with_state = |state: &str| -> Vec<&'a str> {
+            detail
+                .tasks
+                .iter()
+                .filter(|t| t.state == state)
+                .map(|t| t.label.as_str())
+                .collect()
+        };
+        let rollback_of: std::collections::HashMap<&str, Option<bool>> = detail
+            .rollbacks
+            .iter()
+            .map(|r| (r.label.as_str(), r.ok))
+            .collect();
+        let failed = detail
+            .tasks
+            .iter()
+            .filter(|t| t.state == "failed")
+            .map(|t| {
+                let (step, target) = t.label.rsplit_once('@').unwrap_or((&t.label, ""));
+                Failed {
+                    label: &t.label,
+                    step,
+                    target,
+                    exit_code: t.exit_code,
+                    error: t.error.as_deref(),
+                    duration_ms: t.duration_ms,
+                    output_tail: &t.output_tail,
+                    rolled_back: rollback_of.get(t.label.as_str()).copied().flatten(),
+                }
+            })
+            .collect();
+        let rollbacks = Rollbacks {
+            ok: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.ok == Some(true))
+                .count(),
+            failed: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.ok == Some(false))
+                .count(),
+            unfinished: detail.rollbacks.iter().filter(|r| r.ok.is_none()).count(),
+            problems: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.ok != Some(true))
+                .collect(),
+        };
+        Report {
+            run: &detail.summary,
+            tasks,
+            failed,
+            running: with_state("running"),
+            interrupted: with_state("interrupted"),
+            rollbacks,
+            gates_passed: &detail.gates_passed,
+            waiting: waiting(detail, plan.ok()),
+        }
+    }
+
+    /// The human rendering.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let run = self.run;
+        let unknown = || "?".to_string();
+        out.push_str(&format!(
+            "run {}: {} on {}\n",
+            run.run_id,
+            run.playbook.clone().unwrap_or_else(unknown),
+            run.inventory.clone().unwrap_or_else(unknown)
+        ));
+        if let Some(started) = &run.started {
+            let mut line = format!("started {}", runs::format_time(started));
+            if let Some(who) = run.who.as_deref().filter(|w| !w.is_empty()) {
+                line.push_str(&format!(" by {who}"));
+            }
+            if let Some(pid) = run.pid {
+                line.push_str(&format!(" (pid {pid})"));
+            }
+            if let Some(ms) = run.duration_ms {
+                line.push_str(&format!(", took {}", runs::format_duration(ms)));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str(&format!("state: {}\n", run.result));
+        if let Some(problem) = &run.journal_problem {
+            out.push_str(&format!("note: {problem}\n"));
+        }
+        if let Some(error) = &self.tasks.plan_error {
+            let first = error.lines().next().unwrap_or_default();
+            out.push_str(&format!(
+                "note: the plan could not be rebuilt from the run's snapshot ({first}); counts are from the journal alone and what is pending is unknown\n"
+            ));
+        }
+
+        if !self.tasks.waves.is_empty() {
+            out.push('\n');
+            let gate = |wave: &str| -> String {
+                if self.gates_passed.iter().any(|g| g == wave) {
+                    "passed".into()
+                } else if self
+                    .waiting
+                    .as_ref()
+                    .is_some_and(|w| w.wave.as_deref() == Some(wave))
+                {
+                    "waiting".into()
+                } else {
+                    "-".into()
+                }
+            };
+            out.push_str(&counts_table("WAVE", &self.tasks.waves, Some(&gate)));
+        }
+        if !self.tasks.regions.is_empty() {
+            out.push('\n');
+            let mut rows = self.tasks.regions.clone();
+            rows.push(Group {
+                name: "total".into(),
+                counts: self.tasks.total.clone(),
+            });
+            out.push_str(&counts_table("REGION", &rows, None));
+        }
+
+        if !self.failed.is_empty() {
+            out.push_str(&format!("\nfailed ({}):\n", self.failed.len()));
+            for f in self.failed.iter().take(LIST_AT_MOST) {
+                let mut line = format!("  {} (step {}", f.target, f.step);
+                if let Some(code) = f.exit_code {
+                    line.push_str(&format!(", exit {code}"));
+                }
+                match f.rolled_back {
+                    Some(true) => line.push_str(", rolled back"),
+                    Some(false) => line.push_str(", ROLLBACK FAILED"),
+                    None => {}
+                }
+                line.push(')');
+                if let Some(error) = f.error {
+                    line.push_str(&format!(": {}", error.replace('\n', "\n    ")));
+                }
+                out.push_str(&line);
+                out.push('\n');
+                if !f.output_tail.trim().is_empty() {
+                    out.push_str(&crate::report::plain::indent(f.output_tail));
+                    out.push('\n');
+                }
+            }
+            more(&mut out, self.failed.len());
+        }
+        if !self.running.is_empty() {
+            let title = match run.state {
+                RunState::Running => "running now",
+                _ => "running when the run stopped; resume runs them again",
+            };
+            list(&mut out, title, &self.running);
+        }
+        if !self.interrupted.is_empty() {
+            list(
+                &mut out,
+                "interrupted; resume runs them again",
+                &self.interrupted,
+            );
+        }
+
+        let r = &self.rollbacks;
+        if r.ok + r.failed + r.unfinished > 0 {
+            let mut line = format!("\nrollbacks: {} ok, {} failed", r.ok, r.failed);
+            if r.unfinished > 0 {
+                line.push_str(&format!(", {} unfinished", r.unfinished));
+            }
+            out.push_str(&line);
+            out.push('\n');
+            for p in r.problems.iter().take(LIST_AT_MOST) {
+                let mut line = match p.ok {
+                    Some(_) => format!("  FAILED {}", p.label),
+                    None => format!("  unfinished {}", p.label),
+                };
+                if let Some(code) = p.exit_code {
+                    line.push_str(&format!(" (exit {code})"));
+                }
+                if let Some(error) = &p.error {
+                    line.push_str(&format!(": {error}"));
+                }
+                out.push_str(&line);
+                out.push('\n');
+            }
+            more(&mut out, r.problems.len());
+        }
+
+        out.push('\n');
+        out.push_str(&format!(
+            "gates passed: {}\n",
+            if self.gates_passed.is_empty() {
+                "none".to_string()
+            } else {
+                self.gates_passed.join(", ")
+            }
+        ));
+        match &self.waiting {
+            Some(w) => {
+                out.push_str(&format!("waiting: {}\n", w.message));
+                for command in &w.next {
+                    out.push_str(&format!("  {command}\n"));
+                }
+            }
+            None => out.push_str("waiting: nothing\n"),
+        }
+        out
+    }
+}
+
+/// What the run waits for and the commands that go on.
+fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
+    let run = &detail.summary;
+    let id = &run.run_id;
+    let resume = format!("pony resume {id}");
+    let controller = format!(
+        "pid {} on {}",
+        run.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+        run.host.as_deref().filter(|h| !h.is_empty()).unwrap_or("?")
+    );
+    let waiting = |reason: &str, wave: Option<String>, message: String, next: Vec<String>| {
+        Some(Waiting {
+            reason: reason.into(),
+            wave,
+            message,
+            next,
+        })
+    };
+    match run.state {
+        RunState::Running | RunState::Unknown => None,
+        RunState::Stopped => waiting(
+            "resume",
+            None,
+            format!("stopped: its controller ({controller}) is gone; resume goes on from the journal"),
+            vec![resume],
+        ),
+        RunState::Finished => match run.outcome.as_deref() {
+            Some("AwaitingApproval") => {
+                let wave = plan.and_then(|plan| {
+                    let last = plan.waves.len().saturating_sub(1);
+                    plan.waves
+                        .iter()
+                        .enumerate()
+                        .find(|(w, wave)| {
+                            *w < last
+                                && plan.playbook.strategy.waves[*w].approve
+                                && !detail.gates_passed.contains(&wave.name)
+                        })
+                        .map(|(_, wave)| wave.name.clone())
+                });
+                let shown = wave.clone().unwrap_or_else(|| "WAVE".into());
+                waiting(
+                    "approval",
+                    wave,
+                    format!("approval of wave {shown}"),
+                    vec![format!("{resume} --approve {shown}")],
+                )
+            }
+            Some("Interrupted") => waiting(
+                "resume",
+                None,
+                "interrupted; resume goes on from the journal".into(),
+                vec![resume],
+            ),
+            Some("NeedsAttention") => waiting(
+                "attention",
+                None,
+                "a person must look (failed beyond what was rolled back, halted, or a rollback failed); then resume or roll back".into(),
+                vec![resume, format!("pony rollback {id}")],
+            ),
+            _ => None,
+        },
+    }
+}
+
+fn counts_table(first: &str, groups: &[Group], gate: Option<&dyn Fn(&str) -> String>) -> String {
+    let show = |n: Option<usize>| n.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+    let mut header: Vec<String> = vec![first.into()];
+    if gate.is_some() {
+        header.push("GATE".into());
+    }
+    header.extend(
+        [
+            "TASKS",
+            "SUCCEEDED",
+            "SKIPPED",
+            "FAILED",
+            "INTERRUPTED",
+            "RUNNING",
+            "PENDING",
+            "ROLLED BACK",
+        ]
+        .map(String::from),
+    );
+    let mut rows = vec![header];
+    for g in groups {
+        let c: &Counts = &g.counts;
+        let mut row = vec![g.name.clone()];
+        if let Some(gate) = gate {
+            row.push(gate(&g.name));
+        }
+        row.extend([
+            show(c.total),
+            c.succeeded.to_string(),
+            c.skipped.to_string(),
+            c.failed.to_string(),
+            c.interrupted.to_string(),
+            c.running.to_string(),
+            show(c.pending),
+            c.rolled_back.to_string(),
+        ]);
+        rows.push(row);
+    }
+    let left = if gate.is_some() { 2 } else { 1 };
+    let mut widths = vec![0usize; rows[0].len()];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i < left {
+                    format!("{cell:<width$}", width = widths[i])
+                } else {
+                    format!("{cell:>width$}", width = widths[i])
+                }
+            })
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn list(out: &mut String, title: &str, labels: &[&str]) {
+    out.push_str(&format!("\n{title} ({}):\n", labels.len()));
+    for label in labels.iter().take(LIST_AT_MOST) {
+        out.push_str(&format!("  {label}\n"));
+    }
+    more(out, labels.len());
+}
+
+fn more(out: &mut String, count: usize) {
+    if count > LIST_AT_MOST {
+        out.push_str(&format!(
+            "  … and {} more (all of them with --output json)\n",
+            count - LIST_AT_MOST
+        ));
+    }
 }

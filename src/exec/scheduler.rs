@@ -8,11 +8,12 @@ use super::hosts::HostPool;
 use super::task::{self, TaskRun, TaskSpec};
 use crate::events::{Event, HostOutcome, RegionSummary, RunOutcome, TaskRef};
 use crate::exit::Exit;
+use crate::inventory::pattern::HostSet;
 use crate::inventory::{HostId, Vars};
 use crate::plan::{Node, NodeId, Plan, Task};
 use crate::playbook::{OnFailure, Per};
 use crate::secret::Redactor;
-use crate::state::journal::{Journal, Record, TaskState};
+use crate::state::journal::{Journal, Record, Replay, TaskState};
 use crate::state::run_dir::RunDir;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -35,6 +36,36 @@ pub struct ExecOptions {
     pub connections: usize,
     /// Counts Ctrl-C / SIGTERM: 1 stops starting tasks, 2 kills running ones.
     pub interrupts: watch::Receiver<u32>,
+    /// Asks a person at an `approve:` gate (a terminal); without it the run stops there.
+    pub approver: Option<UnboundedSender<ApprovalRequest>>,
+    /// What an earlier process of this run already did (`pony resume`, `pony rollback`).
+    pub replay: Option<Replay>,
+    /// Run the rollout, or only roll back what the replayed run touched.
+    pub mode: Mode,
+}
+
+/// What the executor does with the plan.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Deploy,
+    /// Roll back every task the replayed run completed (or failed) on these hosts.
+    Rollback(HostSet),
+}
+
+/// A question to the person at the terminal: may the run go past this wave's gate?
+pub struct ApprovalRequest {
+    pub wave: String,
+    pub answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Something the loop waits for besides tasks.
+enum Timer {
+    /// A person answered at a wave's `approve:` gate.
+    Approved(usize, bool),
+    /// A wave's `pause:` elapsed.
+    Paused(usize),
+    /// A wave's change window opened.
+    WindowOpen(usize),
 }
 
 /// How the run ended.
@@ -131,13 +162,17 @@ struct Scheduler {
     run_captures: Vars,
     active_hosts: usize,
     running: JoinSet<(NodeId, TaskRun)>,
-    timers: JoinSet<usize>,
+    timers: JoinSet<Timer>,
+    /// Tasks waiting for their wave's change window, and whether its timer runs.
+    window_held: Vec<(Vec<NodeId>, bool)>,
     rollbacks: JoinSet<RollbackDone>,
     started: Instant,
     region_finished: Vec<Duration>,
     /// Tasks a `creates`/`unless` guard skipped: they changed nothing, so they are not
     /// rolled back.
     unchanged: Vec<bool>,
+    /// `pony rollback`: nothing runs forward.
+    rollback_only: bool,
 }
 
 /// Runs the plan to the end and reports how it went.
@@ -192,10 +227,12 @@ pub async fn run(
         active_hosts: 0,
         running: JoinSet::new(),
         timers: JoinSet::new(),
+        window_held: (0..plan.waves.len()).map(|_| (Vec::new(), false)).collect(),
         rollbacks: JoinSet::new(),
         started: Instant::now(),
         region_finished: vec![Duration::ZERO; regions],
         unchanged: vec![false; node_count],
+        rollback_only: false,
         plan,
         pool,
         events,
@@ -230,8 +267,16 @@ impl Scheduler {
                 hosts: first.hosts.len(),
             });
         }
-        for node in self.plan.ready_at_start() {
-            self.ready(node);
+        match (self.options.mode.clone(), self.options.replay.take()) {
+            (Mode::Deploy, None) => {
+                for node in self.plan.ready_at_start() {
+                    self.ready(node);
+                }
+            }
+            (Mode::Deploy, Some(replay)) => self.resume_from(&replay),
+            (Mode::Rollback(hosts), replay) => {
+                self.rollback_from(&replay.unwrap_or_default(), hosts)
+            }
         }
         let mut interrupts = self.options.interrupts.clone();
         loop {
@@ -247,7 +292,12 @@ impl Scheduler {
                     Ok((node, run)) => self.finished(node, run),
                     Err(e) => tracing::error!("task panicked or was aborted: {e}"),
                 },
-                Some(Ok(wave)) = self.timers.join_next() => self.pass_gate(wave),
+                Some(Ok(timer)) = self.timers.join_next() => match timer {
+                    Timer::Approved(wave, true) => self.pause_or_pass(wave),
+                    Timer::Approved(wave, false) => self.stop_for_approval(wave),
+                    Timer::Paused(wave) => self.pass_gate(wave),
+                    Timer::WindowOpen(wave) => self.window_opened(wave),
+                },
                 Some(joined) = self.rollbacks.join_next() => match joined {
                     Ok(done) => self.rollback_done(done),
                     Err(e) => tracing::error!("rollback panicked: {e}"),
@@ -289,6 +339,10 @@ impl Scheduler {
     fn admit(&mut self, node: NodeId, task: Task) {
         let host = task.host;
         let cluster = self.plan.inventory.hosts[host].cluster;
+        let starts_host = task.per != Per::Host || !self.hosts[host].active;
+        if starts_host && self.hold_for_window(node, task.wave) {
+            return;
+        }
         if task.per != Per::Host || self.hosts[host].active {
             self.spawn(node);
             return;
@@ -305,6 +359,132 @@ impl Scheduler {
         if !h.queued {
             h.queued = true;
             self.clusters[cluster].waiting.push_back(host);
+        }
+    }
+
+    /// A wave's hosts start only inside its change window; returns whether `node` waits.
+    fn hold_for_window(&mut self, node: NodeId, wave: usize) -> bool {
+        let Some(window) = &self.plan.playbook.strategy.waves[wave].window else {
+            return false;
+        };
+        let Some(wait) = window_wait(window) else {
+            return false;
+        };
+        self.state[node.index()] = State::Queued;
+        let (held, timer) = &mut self.window_held[wave];
+        held.push(node);
+        if !*timer {
+            *timer = true;
+            self.emit(Event::GateWaiting {
+                wave: self.plan.waves[wave].name.clone(),
+                reason: format!("window {}", window.text),
+                seconds: wait.as_secs(),
+            });
+            self.timers.spawn(async move {
+                tokio::time::sleep(wait).await;
+                Timer::WindowOpen(wave)
+            });
+        }
+        true
+    }
+
+    fn window_opened(&mut self, wave: usize) {
+        let (held, timer) = &mut self.window_held[wave];
+        *timer = false;
+        for node in std::mem::take(held) {
+            if self.state[node.index()] == State::Queued {
+                self.state[node.index()] = State::Waiting;
+                self.ready(node);
+            }
+        }
+    }
+
+    /// Continues a run: what the journal shows done is not run again, its captures
+    /// come back, passed gates stay passed; everything else (including tasks that were
+    /// running when the controller died) runs.
+    fn resume_from(&mut self, replay: &Replay) {
+        for node in self.plan.topological_order().to_vec() {
+            let i = node.index();
+            let done = match self.plan.graph[node] {
+                Node::Task(task) => match replay.done(&self.plan.label(node)) {
+                    Some(previous) => {
+                        self.unchanged[i] = !previous.changed;
+                        self.restore_captures(&task, &previous.captures);
+                        let host = &mut self.hosts[task.host];
+                        host.touched = true;
+                        host.left_tasks -= 1;
+                        if task.per == Per::Host {
+                            host.left_host_tasks -= 1;
+                        }
+                        true
+                    }
+                    None => false,
+                },
+                Node::Gate(wave) => {
+                    self.remaining[i] == 0
+                        && replay.gates_passed.contains(&self.plan.waves[wave].name)
+                }
+                Node::Join { .. } => self.remaining[i] == 0,
+            };
+            if done {
+                self.state[i] = State::Succeeded;
+                for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
+                    self.remaining[dependent.index()] -= 1;
+                }
+            }
+        }
+        for host in 0..self.hosts.len() {
+            if self.hosts[host].touched && self.hosts[host].left_tasks == 0 {
+                self.set_host_outcome(host, HostOutcome::Ok);
+            }
+        }
+        let ready: Vec<NodeId> = self
+            .plan
+            .graph
+            .node_indices()
+            .filter(|n| self.state[n.index()] == State::Waiting && self.remaining[n.index()] == 0)
+            .collect();
+        for node in ready {
+            if self.state[node.index()] == State::Waiting {
+                self.ready(node);
+            }
+        }
+    }
+
+    /// Rolls back, on `hosts`, every task the journal shows completed or failed and not
+    /// yet rolled back.
+    fn rollback_from(&mut self, replay: &Replay, hosts: HostSet) {
+        self.rollback_only = true;
+        for (node, task) in self.plan.tasks().map(|(n, t)| (n, *t)).collect::<Vec<_>>() {
+            let Some(previous) = replay.tasks.get(&self.plan.label(node)) else {
+                continue;
+            };
+            if previous.rolled_back || previous.state == TaskState::Interrupted {
+                continue;
+            }
+            self.state[node.index()] = if previous.state == TaskState::Failed {
+                State::Failed
+            } else {
+                State::Succeeded
+            };
+            self.unchanged[node.index()] = !previous.changed;
+            self.restore_captures(&task, &previous.captures);
+            if hosts.contains(task.host) {
+                self.hosts[task.host].touched = true;
+            }
+        }
+        self.spawn_rollback(RollbackScope::All);
+    }
+
+    fn restore_captures(&mut self, task: &Task, captures: &[(String, String)]) {
+        let region = self.plan.inventory.hosts[task.host].region;
+        for (name, value) in captures {
+            let value = serde_yaml::Value::String(value.clone());
+            match task.per {
+                Per::Host => self.hosts[task.host].captures.insert(name.clone(), value),
+                Per::Region => self.region_captures[region].insert(name.clone(), value),
+                Per::Run => self.run_captures.insert(name.clone(), value),
+            };
         }
     }
 
@@ -430,6 +610,7 @@ impl Scheduler {
                         .collect(),
                     output_tail: redactor.redact(&run.tail(TAIL_LINES)),
                     error: run.error.as_ref().map(|e| redactor.redact(e)),
+                    changed: run.changed_host(),
                 })
                 .await;
             (node, run)
@@ -447,7 +628,7 @@ impl Scheduler {
         let redact = |text: &str| self.options.redactor.redact(text);
         if run.ok {
             self.state[node.index()] = State::Succeeded;
-            self.unchanged[node.index()] = run.skipped_reason.is_some();
+            self.unchanged[node.index()] = !run.changed_host();
             if let Some((name, value)) = &run.captured {
                 let value = serde_yaml::Value::String(value.clone());
                 match task.per {
@@ -474,7 +655,7 @@ impl Scheduler {
             self.release(node, true);
         } else {
             self.state[node.index()] = State::Failed;
-            self.unchanged[node.index()] = !run.reached;
+            self.unchanged[node.index()] = !run.changed_host();
             self.emit(Event::TaskFailed {
                 task: task_ref,
                 exit_code: run.exit_code,
@@ -687,31 +868,51 @@ impl Scheduler {
         }
         let spec = &self.plan.playbook.strategy.waves[wave];
         let name = spec.name.clone();
-        if spec.approve
-            && !self.options.approvals.contains(&name)
-            && wave + 1 < self.plan.waves.len()
-        {
-            self.state[node.index()] = State::Held;
-            self.emit(Event::GateWaiting {
-                wave: name.clone(),
-                reason: "approve".into(),
-                seconds: 0,
-            });
-            self.awaiting_approval = Some(name);
-            self.stop_all("waiting for approval");
+        let last = wave + 1 == self.plan.waves.len();
+        if !spec.approve || last || self.options.approvals.contains(&name) {
+            self.pause_or_pass(wave);
             return;
         }
+        self.state[node.index()] = State::Held;
+        self.emit(Event::GateWaiting {
+            wave: name.clone(),
+            reason: "approve".into(),
+            seconds: 0,
+        });
+        match &self.options.approver {
+            Some(approver) => {
+                let (answer, question) = tokio::sync::oneshot::channel();
+                let _ = approver.send(ApprovalRequest { wave: name, answer });
+                self.timers
+                    .spawn(async move { Timer::Approved(wave, question.await.unwrap_or(false)) });
+            }
+            None => self.stop_for_approval(wave),
+        }
+    }
+
+    fn stop_for_approval(&mut self, wave: usize) {
+        let name = self.plan.waves[wave].name.clone();
+        self.awaiting_approval = Some(name.clone());
+        self.stop_all(&format!(
+            "waiting for approval of wave {name}: continue with `pony resume {} --approve {name}`",
+            self.options.run_dir.id
+        ));
+    }
+
+    fn pause_or_pass(&mut self, wave: usize) {
+        let node = self.plan.waves[wave].gate;
+        let spec = &self.plan.playbook.strategy.waves[wave];
         match spec.pause.filter(|_| wave + 1 < self.plan.waves.len()) {
             Some(pause) => {
                 self.state[node.index()] = State::Held;
                 self.emit(Event::GateWaiting {
-                    wave: name,
+                    wave: spec.name.clone(),
                     reason: "pause".into(),
                     seconds: pause.as_secs(),
                 });
                 self.timers.spawn(async move {
                     tokio::time::sleep(pause).await;
-                    wave
+                    Timer::Paused(wave)
                 });
             }
             None => self.pass_gate(wave),
@@ -893,6 +1094,7 @@ impl Scheduler {
                         captures: Vec::new(),
                         output_tail: String::new(),
                         error: Some("interrupted".into()),
+                        changed: true,
                     })
                     .await;
                 self.state[node.index()] = State::Cancelled;
@@ -907,7 +1109,8 @@ impl Scheduler {
     async fn finish(mut self) -> RunReport {
         // Hosts the run never got to, or stopped before they finished.
         for host in 0..self.hosts.len() {
-            if self.hosts[host].outcome.is_none()
+            if !self.rollback_only
+                && self.hosts[host].outcome.is_none()
                 && (self.plan.tasks_of_host(host).iter().any(|_| true))
             {
                 let outcome = if self.hosts[host].failed {
@@ -929,7 +1132,13 @@ impl Scheduler {
             count(HostOutcome::Failed),
             count(HostOutcome::RolledBack),
         );
-        let (outcome, exit) = if self.interrupted {
+        let (outcome, exit) = if self.rollback_only {
+            if rollback_failed > 0 {
+                (RunOutcome::NeedsAttention, Exit::NeedsAttention)
+            } else {
+                (RunOutcome::RolledBack, Exit::Success)
+            }
+        } else if self.interrupted {
             (RunOutcome::Interrupted, Exit::Interrupted)
         } else if self.awaiting_approval.is_some() {
             (RunOutcome::AwaitingApproval, Exit::AwaitingApproval)
@@ -1146,5 +1355,77 @@ async fn append_log(path: &std::path::Path, label: &str, run: &TaskRun, redactor
         .await
     {
         let _ = file.write_all(text.as_bytes()).await;
+    }
+}
+
+/// How long until the window opens, or `None` when it is open now.
+fn window_wait(window: &crate::playbook::Window) -> Option<Duration> {
+    use chrono::Timelike;
+    let zone: chrono_tz::Tz = window.time_zone.parse().ok()?;
+    let now = chrono::Utc::now().with_timezone(&zone);
+    let minute = now.hour() * 60 + now.minute();
+    let (start, end) = (window.start_minute, window.end_minute);
+    let open = if start == end {
+        true
+    } else if start < end {
+        (start..end).contains(&minute)
+    } else {
+        minute >= start || minute < end
+    };
+    if open {
+        return None;
+    }
+    let minutes = (start + 24 * 60 - minute) % (24 * 60);
+    Some(Duration::from_secs(
+        (u64::from(minutes) * 60)
+            .saturating_sub(u64::from(now.second()))
+            .max(1),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Timelike;
+
+    fn window(start: u32, end: u32, zone: &str) -> crate::playbook::Window {
+        crate::playbook::Window {
+            start_minute: start,
+            end_minute: end,
+            time_zone: zone.into(),
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn change_windows_in_their_time_zone() {
+        let now = chrono::Utc::now();
+        let minute = now.hour() * 60 + now.minute();
+        // Open: a window around now (also across midnight).
+        assert_eq!(
+            window_wait(&window(
+                (minute + 1440 - 60) % 1440,
+                (minute + 60) % 1440,
+                "UTC"
+            )),
+            None
+        );
+        // Closed: opens in two hours.
+        let wait =
+            window_wait(&window((minute + 120) % 1440, (minute + 180) % 1440, "UTC")).unwrap();
+        assert!(
+            wait > Duration::from_secs(7000) && wait <= Duration::from_secs(7200),
+            "{wait:?}"
+        );
+        // The same window in Shanghai time (UTC+8) is eight hours off.
+        let shanghai = (minute + 8 * 60) % 1440;
+        assert_eq!(
+            window_wait(&window(
+                (shanghai + 1440 - 30) % 1440,
+                (shanghai + 30) % 1440,
+                "Asia/Shanghai"
+            )),
+            None
+        );
     }
 }

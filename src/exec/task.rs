@@ -229,6 +229,15 @@ impl TaskRun {
         }
     }
 
+    /// Whether the task may have changed its host (and so has something to roll back).
+    pub fn changed_host(&self) -> bool {
+        if self.ok {
+            self.skipped_reason.is_none()
+        } else {
+            self.reached
+        }
+    }
+
     /// A task that could not even start (e.g. a template failed to render).
     pub fn not_started(error: String) -> Self {
         TaskRun {

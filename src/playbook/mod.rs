@@ -20,6 +20,9 @@ pub type StepId = usize;
 pub struct Playbook {
     pub name: String,
     pub file: PathBuf,
+    /// Where `template:` and `upload:` sources are found: the playbook's directory (for a
+    /// resumed run, the original playbook's, not the snapshot's).
+    pub files_dir: PathBuf,
     /// Defaults; inventory vars and `--var` override them.
     pub vars: Vars,
     pub strategy: Strategy,
@@ -175,7 +178,7 @@ impl Playbook {
 
     /// The directory relative paths (`template:` and `upload:` sources) resolve against.
     pub fn dir(&self) -> &Path {
-        self.file.parent().unwrap_or(Path::new("."))
+        &self.files_dir
     }
 }
 
@@ -256,6 +259,7 @@ impl Builder<'_> {
         let playbook = Playbook {
             name: raw.name,
             file: self.path.to_path_buf(),
+            files_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             vars: raw.vars,
             strategy,
             steps,
@@ -568,6 +572,9 @@ fn parse_window(text: &str) -> Result<Window, String> {
         }
     };
     let zone = zone.trim();
+    if zone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(format!("unknown time zone `{zone}`"));
+    }
     if zone.is_empty() || zone.contains(' ') {
         return Err("the time zone must be one IANA name like `Asia/Shanghai` or `UTC`".into());
     }

@@ -1,10 +1,24 @@
-//! Reporters: turn the executor's events into what people and CI read. They run on
-//! their own task, fed by an unbounded channel, so rendering never blocks the executor.
+//! Reporters: turn the executor's events into what people and CI read.
+//!
+//! - [`terminal`]: progress bars (indicatif) when stdout is a terminal;
+//! - [`plain`]: one line per host outcome, for CI logs and `-q`;
+//! - [`json`]: one JSON object per event per line (`--output json`, docs/events.md);
+//! - [`junit`]: a JUnit XML file written when the run ends (`--junit FILE`);
+//! - [`summary`]: the end-of-run table the terminal and plain reporters share.
+//!
+//! Reporters run on a thread of their own, fed by an unbounded channel, so rendering
+//! (and a slow terminal or pipe) never blocks the executor.
 
 pub mod json;
+pub mod junit;
 pub mod plain;
+pub mod summary;
+pub mod terminal;
 
-use crate::events::Event;
+use crate::cli::{ColorChoice, GlobalOptions, OutputFormat};
+use crate::events::{Event, HostOutcome};
+use std::io::IsTerminal;
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Something that renders events.
@@ -13,26 +27,305 @@ pub trait Reporter: Send {
     fn finish(&mut self) {}
 }
 
-/// The reporters a run gets for the global options: JSON events on stdout with
-/// `--output json`, otherwise plain lines (CI) on stdout.
-pub fn for_run(global: &crate::cli::GlobalOptions) -> Vec<Box<dyn Reporter>> {
-    match global.output {
-        crate::cli::OutputFormat::Json => vec![Box::new(json::JsonReporter)],
-        crate::cli::OutputFormat::Human => vec![Box::new(plain::PlainReporter::new(
-            Box::new(std::io::stdout()),
-            global.quiet,
-        ))],
+/// Hidden knob for benchmarks and demos: `PONY_PROGRESS=bars` draws the progress bars even
+/// when stdout is not a terminal, `PONY_PROGRESS=plain` never draws them.
+pub const PROGRESS_ENV: &str = "PONY_PROGRESS";
+
+/// How human output is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Progress bars with failures above them, then the summary.
+    Bars,
+    /// Plain lines (CI, pipes, `-q`).
+    Plain,
+    /// JSON events on stdout.
+    Json,
+}
+
+/// The mode the global options and the environment ask for.
+pub fn mode(global: &GlobalOptions) -> Mode {
+    if global.output == OutputFormat::Json {
+        return Mode::Json;
+    }
+    match std::env::var(PROGRESS_ENV).as_deref() {
+        Ok("bars") => return Mode::Bars,
+        Ok("plain") => return Mode::Plain,
+        _ => {}
+    }
+    let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+    if !global.quiet && !dumb && std::io::stdout().is_terminal() {
+        Mode::Bars
+    } else {
+        Mode::Plain
     }
 }
 
-/// Feeds every event to every reporter until the sender is dropped.
-pub async fn drive(mut events: UnboundedReceiver<Event>, mut reporters: Vec<Box<dyn Reporter>>) {
-    while let Some(event) = events.recv().await {
-        for reporter in &mut reporters {
-            reporter.event(&event);
+/// Whether to colour a stream: `never` and `always` say so; `auto` colours a terminal
+/// unless NO_COLOR is set (to anything non-empty, <https://no-color.org>).
+pub fn color_enabled(choice: ColorChoice, is_terminal: bool) -> bool {
+    match choice {
+        ColorChoice::Never => false,
+        ColorChoice::Always => true,
+        ColorChoice::Auto => {
+            is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
     }
-    for reporter in &mut reporters {
-        reporter.finish();
+}
+
+/// The reporters a run gets for the global options: JSON events on stdout with
+/// `--output json`; progress bars when stdout is a terminal; plain lines otherwise; and a
+/// JUnit file with `--junit FILE`.
+pub fn for_run(global: &GlobalOptions) -> Vec<Box<dyn Reporter>> {
+    let mode = mode(global);
+    let color = color_enabled(global.color, std::io::stdout().is_terminal());
+    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+    match mode {
+        Mode::Json => reporters.push(Box::new(json::JsonReporter)),
+        Mode::Bars => reporters.push(Box::new(terminal::TerminalReporter::new(Palette::new(
+            color,
+        )))),
+        Mode::Plain => reporters.push(Box::new(plain::PlainReporter::new(
+            Box::new(std::io::stdout()),
+            global.quiet,
+            Palette::new(color),
+        ))),
+    }
+    if let Some(path) = &global.junit {
+        reporters.push(Box::new(junit::JunitReporter::new(path.clone())));
+    }
+    reporters
+}
+
+/// Feeds every event to every reporter until the sender is dropped. The reporters run on
+/// a thread of their own: a terminal or pipe that is slow to take output never occupies
+/// one of the runtime's workers.
+pub async fn drive(mut events: UnboundedReceiver<Event>, mut reporters: Vec<Box<dyn Reporter>>) {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("pony-report".into())
+        .spawn(move || {
+            while let Some(event) = events.blocking_recv() {
+                for reporter in &mut reporters {
+                    reporter.event(&event);
+                }
+            }
+            for reporter in &mut reporters {
+                reporter.finish();
+            }
+            let _ = done.send(());
+        });
+    if spawned.is_ok() {
+        let _ = finished.await;
+    }
+}
+
+/// Colours for human output; without colour every method returns the text unchanged.
+#[derive(Debug, Clone, Copy)]
+pub struct Palette {
+    pub color: bool,
+}
+
+impl Palette {
+    pub fn new(color: bool) -> Self {
+        Palette { color }
+    }
+
+    fn paint(&self, text: &str, style: console::Style) -> String {
+        if self.color {
+            style.force_styling(true).apply_to(text).to_string()
+        } else {
+            text.to_string()
+        }
+    }
+
+    pub fn red(&self, text: &str) -> String {
+        self.paint(text, console::Style::new().red().bold())
+    }
+
+    pub fn green(&self, text: &str) -> String {
+        self.paint(text, console::Style::new().green())
+    }
+
+    pub fn yellow(&self, text: &str) -> String {
+        self.paint(text, console::Style::new().yellow())
+    }
+
+    pub fn bold(&self, text: &str) -> String {
+        self.paint(text, console::Style::new().bold())
+    }
+
+    pub fn dim(&self, text: &str) -> String {
+        self.paint(text, console::Style::new().dim())
+    }
+
+    /// A host outcome's word, coloured by severity.
+    pub fn outcome(&self, outcome: HostOutcome) -> String {
+        let word = outcome_word(outcome);
+        match outcome {
+            HostOutcome::Ok => self.green(word),
+            HostOutcome::Failed | HostOutcome::RollbackFailed => self.red(word),
+            HostOutcome::RolledBack => self.yellow(word),
+            HostOutcome::Cancelled => self.dim(word),
+        }
+    }
+}
+
+/// A host outcome as the human reporters print it.
+pub fn outcome_word(outcome: HostOutcome) -> &'static str {
+    match outcome {
+        HostOutcome::Ok => "ok",
+        HostOutcome::Failed => "FAILED",
+        HostOutcome::RolledBack => "rolled back",
+        HostOutcome::RollbackFailed => "ROLLBACK FAILED",
+        HostOutcome::Cancelled => "not run",
+    }
+}
+
+/// Output lines indented under the line that introduces them.
+pub fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The last `lines` lines of `text`.
+pub fn last_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A duration for people: `850ms`, `4.2s`, `3m 05s`, `1h 02m`.
+pub fn short_duration(duration: Duration) -> String {
+    let ms = duration.as_millis() as u64;
+    let secs = ms / 1000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if secs < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if secs < 3600 {
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h {:02}m", secs / 3600, secs % 3600 / 60)
+    }
+}
+
+/// The lines both human reporters print for the events that need attention or mark the
+/// run's progress (failures, budgets, rollbacks, gates, waves, stops); `None` for the
+/// others. `tail` bounds the output lines shown under a failure.
+pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<String> {
+    match event {
+        Event::WaveStarted { wave, hosts } => Some(format!(
+            "{} wave {wave} ({hosts} hosts)",
+            palette.bold("==")
+        )),
+        Event::GateWaiting {
+            wave,
+            reason,
+            seconds,
+        } => Some(match reason.as_str() {
+            "pause" => format!(
+                "== gate after wave {wave}: pausing {}",
+                humantime::format_duration(Duration::from_secs(*seconds))
+            ),
+            "approve" => format!(
+                "== gate after wave {wave}: waiting for approval (pony resume RUN --approve {wave})"
+            ),
+            window if window.starts_with("window ") => format!(
+                "== wave {wave} waits for its change {window} (opens in {})",
+                humantime::format_duration(Duration::from_secs(*seconds))
+            ),
+            _ => format!("== gate after wave {wave}: waiting for {reason}"),
+        }),
+        Event::GatePassed { wave } => Some(format!("== gate after wave {wave} passed")),
+        Event::TaskFailed {
+            task,
+            exit_code,
+            error,
+            stderr_tail,
+            attempts,
+            ..
+        } => {
+            let code = exit_code.map(|c| format!("exit {c}, ")).unwrap_or_default();
+            let mut text = format!(
+                "{} {} [{}] step {}: {code}{error} (after {attempts} attempt(s))",
+                palette.red("FAILED"),
+                task.host,
+                task.region,
+                task.step
+            );
+            let shown = last_lines(stderr_tail, tail);
+            if !shown.is_empty() {
+                text.push('\n');
+                text.push_str(&indent(&shown));
+            }
+            Some(text)
+        }
+        Event::BudgetExceeded {
+            cluster,
+            region,
+            failed_hosts,
+            max_failures,
+            action,
+        } => Some(format!(
+            "{} cluster {cluster} ({region}): {failed_hosts} failed hosts > max_failures {max_failures}: {action}",
+            palette.red("!!")
+        )),
+        Event::RollbackStarted { scope, hosts } => Some(format!(
+            "{} of {scope} ({hosts} hosts)",
+            palette.yellow("== rollback")
+        )),
+        Event::RollbackTask {
+            task,
+            ok: false,
+            exit_code,
+            error,
+        } => {
+            let code = exit_code.map(|c| format!("exit {c}: ")).unwrap_or_default();
+            Some(format!(
+                "{} {} step {}: {code}{}",
+                palette.red("!! ROLLBACK FAILED"),
+                task.host,
+                task.step,
+                error.as_deref().unwrap_or("")
+            ))
+        }
+        Event::RollbackFinished { scope, ok } => Some(if *ok {
+            format!("== rollback of {scope} complete")
+        } else {
+            format!(
+                "{} of {scope} INCOMPLETE: a person must look",
+                palette.red("!! rollback")
+            )
+        }),
+        Event::Stopped { reason } => Some(format!("== {reason}")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(short_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(short_duration(Duration::from_millis(4200)), "4.2s");
+        assert_eq!(short_duration(Duration::from_secs(185)), "3m 05s");
+        assert_eq!(short_duration(Duration::from_secs(3720)), "1h 02m");
+    }
+
+    #[test]
+    fn colour_follows_the_choice() {
+        assert!(!color_enabled(ColorChoice::Never, true));
+        assert!(color_enabled(ColorChoice::Always, false));
+        assert!(!color_enabled(ColorChoice::Auto, false));
+    }
+
+    #[test]
+    fn palette_without_colour_is_plain() {
+        let p = Palette::new(false);
+        assert_eq!(p.red("x"), "x");
+        assert!(Palette::new(true).red("x").contains("\u{1b}["));
     }
 }

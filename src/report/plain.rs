@@ -1,57 +1,83 @@
-//! Plain lines for CI logs and simple terminals: one line per host outcome, failures with
-//! their output tail, gates and waves, a progress line at most every 10 s, and the summary.
+//! Plain lines for CI logs and `-q`: one line per host outcome, failures with their output
+//! tail, gates, waves and rollbacks, a progress line at most every 10 s, and the summary
+//! the terminal reporter prints too. No colour unless asked (`--color always`).
 
-use super::Reporter;
-use crate::events::{Event, HostOutcome, RunOutcome};
+use super::summary::{self, Tally};
+use super::{event_line, Palette, Reporter};
+use crate::events::{Event, HostOutcome};
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+pub use super::{indent, outcome_word};
+
+/// At most one progress line this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Output lines shown under a failure (the journal and the host's log keep more).
+const TAIL_LINES: usize = 10;
 
 pub struct PlainReporter {
     out: Box<dyn Write + Send>,
-    total_hosts: usize,
-    done_hosts: usize,
-    last_progress: Instant,
+    palette: Palette,
     quiet: bool,
+    total_hosts: usize,
+    /// The latest outcome of every host that has one (a host may go ok → rolled back).
+    outcomes: HashMap<String, HostOutcome>,
+    failed: usize,
+    running: usize,
+    started: Instant,
+    last_progress: Instant,
+    tally: Tally,
 }
 
 impl PlainReporter {
-    pub fn new(out: Box<dyn Write + Send>, quiet: bool) -> Self {
+    pub fn new(out: Box<dyn Write + Send>, quiet: bool, palette: Palette) -> Self {
         PlainReporter {
             out,
-            total_hosts: 0,
-            done_hosts: 0,
-            last_progress: Instant::now(),
+            palette,
             quiet,
+            total_hosts: 0,
+            outcomes: HashMap::new(),
+            failed: 0,
+            running: 0,
+            started: Instant::now(),
+            last_progress: Instant::now(),
+            tally: Tally::default(),
         }
     }
 
-    fn line(&mut self, text: String) {
+    fn line(&mut self, text: &str) {
         let _ = writeln!(self.out, "{text}");
         let _ = self.out.flush();
     }
-}
 
-pub fn outcome_word(outcome: HostOutcome) -> &'static str {
-    match outcome {
-        HostOutcome::Ok => "ok",
-        HostOutcome::Failed => "FAILED",
-        HostOutcome::RolledBack => "rolled back",
-        HostOutcome::RollbackFailed => "ROLLBACK FAILED",
-        HostOutcome::Cancelled => "not run",
+    fn progress(&mut self) {
+        if self.last_progress.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let done = self.outcomes.len();
+        let elapsed = self.started.elapsed();
+        let eta = if done > 0 && done < self.total_hosts {
+            let left = elapsed.mul_f64((self.total_hosts - done) as f64 / done as f64);
+            format!(", about {} left", super::short_duration(left))
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "progress: {done}/{} hosts done, {} failed, {} tasks running, {} elapsed{eta}",
+            self.total_hosts,
+            self.failed,
+            self.running,
+            super::short_duration(elapsed),
+        );
+        self.line(&text);
     }
-}
-
-pub fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("    | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 impl Reporter for PlainReporter {
     fn event(&mut self, event: &Event) {
+        self.tally.observe(event);
         match event {
             Event::RunStarted {
                 run_id,
@@ -62,137 +88,58 @@ impl Reporter for PlainReporter {
                 ..
             } => {
                 self.total_hosts = *hosts;
-                self.line(format!(
+                self.started = Instant::now();
+                self.last_progress = Instant::now();
+                self.line(&format!(
                     "run {run_id}: {playbook} on {inventory}, {hosts} hosts, {tasks} tasks"
                 ));
             }
-            Event::WaveStarted { wave, hosts } if !self.quiet => {
-                self.line(format!("== wave {wave} ({hosts} hosts)"))
+            Event::TaskStarted { .. } => {
+                self.running += 1;
+                self.progress();
             }
-            Event::GateWaiting {
-                wave,
-                reason,
-                seconds,
-            } => match reason.as_str() {
-                "pause" => self.line(format!(
-                    "== gate after wave {wave}: pausing {}",
-                    humantime::format_duration(Duration::from_secs(*seconds))
-                )),
-                _ => self.line(format!("== gate after wave {wave}: waiting for {reason}")),
-            },
-            Event::TaskFailed {
-                task,
-                exit_code,
-                error,
-                stderr_tail,
-                attempts,
-                ..
-            } => {
-                let code = exit_code.map(|c| format!("exit {c}, ")).unwrap_or_default();
-                let mut text = format!(
-                    "FAILED {} [{}] step {}: {code}{error} (after {attempts} attempt(s))",
-                    task.host, task.region, task.step
-                );
-                if !stderr_tail.is_empty() {
-                    text.push('\n');
-                    text.push_str(&indent(stderr_tail));
+            Event::TaskFinished { .. } => {
+                self.running = self.running.saturating_sub(1);
+                self.progress();
+            }
+            Event::TaskFailed { .. } => {
+                self.running = self.running.saturating_sub(1);
+                self.failed += 1;
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.line(&text);
                 }
-                self.line(text);
             }
+            Event::TaskSkipped { .. } => self.progress(),
             Event::HostFinished {
                 host,
                 region,
                 cluster,
                 outcome,
             } => {
-                self.done_hosts += 1;
+                self.outcomes.insert(host.clone(), *outcome);
                 if !self.quiet || *outcome != HostOutcome::Ok {
-                    self.line(format!(
-                        "{:<15} {host} ({region}/{cluster})",
-                        outcome_word(*outcome)
-                    ));
+                    let word = format!("{:<15}", outcome_word(*outcome));
+                    let word = match outcome {
+                        HostOutcome::Ok => self.palette.green(&word),
+                        HostOutcome::Cancelled => self.palette.dim(&word),
+                        HostOutcome::RolledBack => self.palette.yellow(&word),
+                        _ => self.palette.red(&word),
+                    };
+                    self.line(&format!("{word} {host} ({region}/{cluster})"));
                 }
-                if self.last_progress.elapsed() >= PROGRESS_EVERY {
-                    self.last_progress = Instant::now();
-                    let (done, total) = (self.done_hosts, self.total_hosts);
-                    self.line(format!("progress: {done}/{total} hosts done"));
+                self.progress();
+            }
+            Event::WaveStarted { .. } | Event::GatePassed { .. } if self.quiet => {}
+            Event::Summary { .. } => {
+                for line in summary::render(event, &self.tally, &self.palette) {
+                    self.line(&line);
                 }
             }
-            Event::BudgetExceeded {
-                cluster,
-                region,
-                failed_hosts,
-                max_failures,
-                action,
-            } => {
-                self.line(format!("!! cluster {cluster} ({region}): {failed_hosts} failed hosts > max_failures {max_failures}: {action}"));
-            }
-            Event::RollbackStarted { scope, hosts } => {
-                self.line(format!("== rollback of {scope} ({hosts} hosts)"))
-            }
-            Event::RollbackTask {
-                task,
-                ok: false,
-                exit_code,
-                error,
-            } => {
-                let code = exit_code.map(|c| format!("exit {c}: ")).unwrap_or_default();
-                self.line(format!(
-                    "!! ROLLBACK FAILED {} step {}: {code}{}",
-                    task.host,
-                    task.step,
-                    error.as_deref().unwrap_or("")
-                ));
-            }
-            Event::Stopped { reason } => self.line(format!("== {reason}")),
-            Event::Summary {
-                run_id,
-                outcome,
-                exit_code,
-                hosts,
-                ok,
-                failed,
-                rolled_back,
-                cancelled,
-                duration_ms,
-                regions,
-                run_dir,
-                ..
-            } => {
-                self.line(String::new());
-                self.line(format!(
-                    "{:<16} {:>6} {:>6} {:>7} {:>12} {:>8} {:>10}",
-                    "REGION", "HOSTS", "OK", "FAILED", "ROLLED BACK", "NOT RUN", "DURATION"
-                ));
-                for r in regions {
-                    self.line(format!(
-                        "{:<16} {:>6} {:>6} {:>7} {:>12} {:>8} {:>10}",
-                        r.region,
-                        r.hosts,
-                        r.ok,
-                        r.failed,
-                        r.rolled_back,
-                        r.cancelled,
-                        humantime::format_duration(Duration::from_secs(r.duration_ms / 1000))
-                            .to_string()
-                    ));
+            _ => {
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.line(&text);
                 }
-                let verdict = match outcome {
-                    RunOutcome::Succeeded => "succeeded",
-                    RunOutcome::FailedRolledBack => "failed; rollback complete",
-                    RunOutcome::NeedsAttention => {
-                        "FAILED; a person must look (halted or rollback incomplete)"
-                    }
-                    RunOutcome::AwaitingApproval => "paused awaiting approval",
-                    RunOutcome::Interrupted => "interrupted",
-                };
-                self.line(format!(
-                    "run {run_id} {verdict} in {}: {hosts} hosts, {ok} ok, {failed} failed, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
-                    humantime::format_duration(Duration::from_millis(*duration_ms / 100 * 100))
-                ));
-                self.line(format!("journal and logs: {run_dir}"));
             }
-            _ => {}
         }
     }
 }

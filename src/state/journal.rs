@@ -35,6 +35,18 @@ pub enum Record {
         captures: Vec<(String, String)>,
         output_tail: String,
         error: Option<String>,
+        /// False when the task changed nothing on its host (a guard skipped it, or it
+        /// never reached the host): there is nothing to roll back.
+        #[serde(default = "yes")]
+        changed: bool,
+    },
+    /// A stopped run was continued (`pony resume`) or rolled back (`pony rollback`).
+    RunResumed {
+        command: String,
+        time: String,
+        pid: u32,
+        user: String,
+        host: String,
     },
     GatePassed {
         node: usize,
@@ -56,6 +68,74 @@ pub enum Record {
         exit_code: i32,
         time: String,
     },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a journal says about each task and gate, for resume and rollback.
+#[derive(Debug, Default, Clone)]
+pub struct Replay {
+    /// Per task label, its last forward outcome.
+    pub tasks: std::collections::HashMap<String, TaskReplay>,
+    /// Waves whose gate passed.
+    pub gates_passed: std::collections::HashSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskReplay {
+    pub state: TaskState,
+    pub changed: bool,
+    pub captures: Vec<(String, String)>,
+    /// Its rollback ran and succeeded after it finished.
+    pub rolled_back: bool,
+}
+
+impl Replay {
+    pub fn from_records(records: &[Record]) -> Replay {
+        let mut replay = Replay::default();
+        for record in records {
+            match record {
+                Record::TaskFinished {
+                    label,
+                    state,
+                    captures,
+                    changed,
+                    ..
+                } => {
+                    replay.tasks.insert(
+                        label.clone(),
+                        TaskReplay {
+                            state: *state,
+                            changed: *changed,
+                            captures: captures.clone(),
+                            rolled_back: false,
+                        },
+                    );
+                }
+                Record::RollbackFinished {
+                    label, ok: true, ..
+                } => {
+                    if let Some(task) = replay.tasks.get_mut(label) {
+                        task.rolled_back = true;
+                    }
+                }
+                Record::GatePassed { wave, .. } => {
+                    replay.gates_passed.insert(wave.clone());
+                }
+                _ => {}
+            }
+        }
+        replay
+    }
+
+    /// Whether the task completed forward and still stands (not rolled back).
+    pub fn done(&self, label: &str) -> Option<&TaskReplay> {
+        self.tasks.get(label).filter(|t| {
+            matches!(t.state, TaskState::Succeeded | TaskState::Skipped) && !t.rolled_back
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -28,12 +28,12 @@ pub fn new_run_id() -> String {
 impl RunDir {
     /// Creates the folder and writes the snapshot.
     pub fn create(
+        id: String,
         state_dir: &Path,
         inventory: &Path,
         playbook: &Path,
         vars: &serde_json::Value,
     ) -> std::io::Result<RunDir> {
-        let id = new_run_id();
         let path = state_dir.join("runs").join(&id);
         std::fs::create_dir_all(path.join("logs"))?;
         std::fs::copy(inventory, path.join("inventory.yaml"))?;
@@ -45,6 +45,15 @@ impl RunDir {
         });
         std::fs::write(path.join("run.json"), serde_json::to_vec_pretty(&meta)?)?;
         Ok(RunDir { id, path })
+    }
+
+    /// An existing run's folder.
+    pub fn open(state_dir: &Path, id: &str) -> Option<RunDir> {
+        let path = state_dir.join("runs").join(id);
+        path.join("journal.jsonl").is_file().then(|| RunDir {
+            id: id.to_string(),
+            path,
+        })
     }
 
     pub fn journal_path(&self) -> PathBuf {

@@ -1,0 +1,203 @@
+//! Running a plan, shared by `deploy`, `resume` and `rollback`: the inventory lock, the
+//! journal, reporters, the approval prompt, signals, and what to tell the person after.
+
+use crate::cli::{GlobalOptions, OutputFormat};
+use crate::events::Event;
+use crate::exec::hosts::HostPool;
+use crate::exec::scheduler::{ApprovalRequest, Mode};
+use crate::exec::{self, ExecOptions};
+use crate::exit::Exit;
+use crate::plan::Plan;
+use crate::secret::Redactor;
+use crate::state::journal::{Journal, Record, Replay};
+use crate::state::lock;
+use crate::state::run_dir::RunDir;
+use crate::transport::ssh::SshOptions;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+/// Everything a run needs besides the global options.
+pub struct Launch {
+    pub plan: Plan,
+    pub run: RunFolder,
+    pub redactor: Redactor,
+    pub approvals: Vec<String>,
+    pub accept_new_host_keys: bool,
+    pub replay: Option<Replay>,
+    pub mode: Mode,
+    /// `deploy`, `resume` or `rollback`: a resume or rollback may take over its own
+    /// run's lock.
+    pub command: &'static str,
+}
+
+/// A new run's folder is created only once the lock is held.
+pub enum RunFolder {
+    New {
+        inventory: std::path::PathBuf,
+        playbook: std::path::PathBuf,
+        vars: serde_json::Value,
+    },
+    Existing(RunDir),
+}
+
+pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
+    let inventory = launch.plan.inventory.name.clone();
+    let resuming = launch.command != "deploy";
+    let run_id = match &launch.run {
+        RunFolder::New { .. } => crate::state::run_dir::new_run_id(),
+        RunFolder::Existing(dir) => dir.id.clone(),
+    };
+    let held = lock::acquire(&global.state_dir, &inventory, &run_id, resuming)?;
+    let run_dir = match &launch.run {
+        RunFolder::New {
+            inventory,
+            playbook,
+            vars,
+        } => RunDir::create(run_id.clone(), &global.state_dir, inventory, playbook, vars).map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "cannot create the run folder under {}: {e}",
+                    global.state_dir.display()
+                )
+            },
+        )?,
+        RunFolder::Existing(dir) => dir.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let exit = runtime.block_on(execute(global, launch, run_dir))?;
+    match exit {
+        Exit::AwaitingApproval => {
+            held.keep_for_approval();
+        }
+        Exit::Interrupted => {
+            eprintln!("interrupted; continue with: pony resume {run_id}");
+        }
+        _ => {}
+    }
+    Ok(exit)
+}
+
+async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> anyhow::Result<Exit> {
+    let plan = Arc::new(launch.plan);
+    let journal = Journal::create(&run_dir.journal_path())?;
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let user = std::env::var("USER").unwrap_or_default();
+    let record = if launch.command == "deploy" {
+        Record::RunStarted {
+            run_id: run_dir.id.clone(),
+            playbook: plan.playbook.name.clone(),
+            inventory: plan.inventory.name.clone(),
+            time: now,
+            pid: std::process::id(),
+            user,
+            host: crate::state::hostname(),
+        }
+    } else {
+        Record::RunResumed {
+            command: launch.command.to_string(),
+            time: now,
+            pid: std::process::id(),
+            user,
+            host: crate::state::hostname(),
+        }
+    };
+    journal.write(&record).await;
+    let ssh = SshOptions::new(&global.state_dir, launch.accept_new_host_keys);
+    let pool = HostPool::new(plan.clone(), ssh, global.state_dir.join("hosts")).prepare();
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let reporters = crate::report::for_run(global);
+    let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
+    let _ = sender.send(Event::RunStarted {
+        run_id: run_dir.id.clone(),
+        playbook: plan.playbook.name.clone(),
+        inventory: plan.inventory.name.clone(),
+        hosts: plan.host_count(),
+        tasks: plan.task_count(),
+        waves: plan.waves.iter().map(|w| w.name.clone()).collect(),
+        regions: region_sizes(&plan),
+    });
+    let interactive = std::io::stdin().is_terminal() && global.output == OutputFormat::Human;
+    let options = ExecOptions {
+        run_dir: run_dir.clone(),
+        journal: journal.clone(),
+        redactor: launch.redactor,
+        approvals: launch.approvals,
+        connections: global
+            .connections
+            .unwrap_or(plan.playbook.strategy.connections),
+        interrupts: watch_signals(),
+        approver: interactive.then(prompt_for_approvals),
+        replay: launch.replay,
+        mode: launch.mode,
+    };
+    let report = exec::run(plan.clone(), pool, options, sender).await;
+    journal.close().await;
+    let _ = reporting.await;
+    Ok(report.exit)
+}
+
+/// Hosts per region taking part in the run, in inventory order.
+pub fn region_sizes(plan: &Plan) -> Vec<(String, usize)> {
+    let mut sizes = vec![0usize; plan.inventory.regions.len()];
+    for wave in &plan.waves {
+        for &host in &wave.hosts {
+            sizes[plan.inventory.hosts[host].region] += 1;
+        }
+    }
+    plan.inventory
+        .regions
+        .iter()
+        .zip(sizes)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.name.clone(), n))
+        .collect()
+}
+
+/// Asks at the terminal whenever the run reaches an `approve:` gate.
+fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest> {
+    let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel::<ApprovalRequest>();
+    tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            let wave = request.wave.clone();
+            let approved = tokio::task::spawn_blocking(move || {
+                eprint!(
+                    "\nWave {wave} is done. Approve it and continue with the next wave? [y/N] "
+                );
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                let _ = std::io::stdin().read_line(&mut answer);
+                matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+            })
+            .await
+            .unwrap_or(false);
+            let _ = request.answer.send(approved);
+        }
+    });
+    sender
+}
+
+/// Counts SIGINT/SIGTERM: the executor stops starting tasks at 1 and kills at 2.
+fn watch_signals() -> tokio::sync::watch::Receiver<u32> {
+    let (sender, receiver) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            count += 1;
+            if sender.send(count).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}

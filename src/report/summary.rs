@@ -1,0 +1,339 @@
+//! The end-of-run summary both human reporters print: a table per region (ok, failed,
+//! rolled back, not run, duration), the slowest steps, the verdict with the exit code, and
+//! where the journal and the per-host logs are.
+
+use super::{short_duration, Palette};
+use crate::events::{Event, HostOutcome, RunOutcome};
+use indexmap::IndexMap;
+use std::time::Duration;
+
+/// How many of the slowest steps the summary lists.
+const SLOWEST_STEPS: usize = 5;
+/// How many failed hosts the summary lists (the journal and `pony status` have them all).
+const FAILED_HOSTS: usize = 20;
+
+/// Step durations seen during the run, for the "slowest steps" part of the summary.
+#[derive(Debug, Default)]
+pub struct Tally {
+    steps: IndexMap<String, StepStats>,
+    /// Hosts with a failed task: the first failure of each, in the order they happened.
+    failures: IndexMap<String, FailedHost>,
+}
+
+#[derive(Debug)]
+struct FailedHost {
+    region: String,
+    step: String,
+    exit_code: Option<i32>,
+    /// How the host ended (rolled back, rollback failed, failed).
+    outcome: Option<HostOutcome>,
+}
+
+#[derive(Debug, Default)]
+struct StepStats {
+    durations: Vec<u64>,
+    slowest_ms: u64,
+    slowest_host: String,
+}
+
+impl Tally {
+    /// Takes note of the events the summary needs (finished tasks' durations).
+    pub fn observe(&mut self, event: &Event) {
+        match event {
+            Event::TaskFinished {
+                task, duration_ms, ..
+            } => {
+                let stats = self.steps.entry(task.step.clone()).or_default();
+                stats.durations.push(*duration_ms);
+                if *duration_ms >= stats.slowest_ms {
+                    stats.slowest_ms = *duration_ms;
+                    stats.slowest_host = task.host.clone();
+                }
+            }
+            Event::TaskFailed {
+                task, exit_code, ..
+            } => {
+                self.failures
+                    .entry(task.host.clone())
+                    .or_insert_with(|| FailedHost {
+                        region: task.region.clone(),
+                        step: task.step.clone(),
+                        exit_code: *exit_code,
+                        outcome: None,
+                    });
+            }
+            Event::HostFinished { host, outcome, .. } => {
+                if let Some(failed) = self.failures.get_mut(host) {
+                    failed.outcome = Some(*outcome);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The verdict for an outcome, as the summary's last lines say it.
+pub fn verdict(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::FailedRolledBack => "failed; rollback complete",
+        RunOutcome::NeedsAttention => "FAILED; a person must look (halted or rollback incomplete)",
+        RunOutcome::AwaitingApproval => "paused awaiting approval",
+        RunOutcome::Interrupted => "interrupted",
+        RunOutcome::RolledBack => "rolled back",
+    }
+}
+
+/// The summary lines for a `Summary` event (nothing for any other event).
+pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
+    let Event::Summary {
+        run_id,
+        outcome,
+        exit_code,
+        hosts,
+        ok,
+        failed,
+        rolled_back,
+        cancelled,
+        rollback_failed,
+        duration_ms,
+        regions,
+        run_dir,
+    } = event
+    else {
+        return Vec::new();
+    };
+    let mut lines = vec![String::new()];
+    let width = regions
+        .iter()
+        .map(|r| r.region.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let count = |n: usize, paint: &dyn Fn(&str) -> String, w: usize| {
+        let text = format!("{n:>w$}");
+        if n > 0 {
+            paint(&text)
+        } else {
+            text
+        }
+    };
+    let red = |t: &str| palette.red(t);
+    let yellow = |t: &str| palette.yellow(t);
+    let plain = |t: &str| t.to_string();
+    lines.push(palette.bold(&format!(
+        "{:<width$} {:>6} {:>6} {:>7} {:>12} {:>8} {:>9}",
+        "REGION", "HOSTS", "OK", "FAILED", "ROLLED BACK", "NOT RUN", "DURATION"
+    )));
+    let mut row = |name: &str, h: usize, o: usize, f: usize, rb: usize, c: usize, ms: u64| {
+        lines.push(format!(
+            "{:<width$} {:>6} {:>6} {} {} {} {:>9}",
+            name,
+            h,
+            o,
+            count(f, &red, 7),
+            count(rb, &yellow, 12),
+            count(c, &plain, 8),
+            short_duration(Duration::from_millis(ms)),
+        ));
+    };
+    for r in regions {
+        row(
+            &r.region,
+            r.hosts,
+            r.ok,
+            r.failed,
+            r.rolled_back,
+            r.cancelled,
+            r.duration_ms,
+        );
+    }
+    if regions.len() > 1 {
+        row(
+            "total",
+            *hosts,
+            *ok,
+            *failed,
+            *rolled_back,
+            *cancelled,
+            *duration_ms,
+        );
+    }
+    if !tally.failures.is_empty() {
+        let host_w = tally
+            .failures
+            .keys()
+            .map(|h| h.len())
+            .max()
+            .unwrap_or(0)
+            .max(12);
+        let region_w = tally
+            .failures
+            .values()
+            .map(|f| f.region.len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let step_w = tally
+            .failures
+            .values()
+            .map(|f| f.step.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        lines.push(String::new());
+        lines.push(palette.bold(&format!(
+            "{:<host_w$} {:<region_w$} {:<step_w$} {:>5}  {}",
+            "FAILED HOSTS", "REGION", "STEP", "EXIT", "NOW"
+        )));
+        for (host, f) in tally.failures.iter().take(FAILED_HOSTS) {
+            let now = f.outcome.unwrap_or(HostOutcome::Failed);
+            lines.push(format!(
+                "{:<host_w$} {:<region_w$} {:<step_w$} {:>5}  {}",
+                host,
+                f.region,
+                f.step,
+                f.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                palette.outcome(now),
+            ));
+        }
+        if tally.failures.len() > FAILED_HOSTS {
+            lines.push(format!(
+                "… and {} more failed hosts (pony status {run_id})",
+                tally.failures.len() - FAILED_HOSTS
+            ));
+        }
+    }
+    let mut slowest: Vec<(&String, &StepStats)> = tally.steps.iter().collect();
+    slowest.sort_by_key(|entry| std::cmp::Reverse(entry.1.slowest_ms));
+    slowest.truncate(SLOWEST_STEPS);
+    if !slowest.is_empty() {
+        let step_width = slowest
+            .iter()
+            .map(|(s, _)| s.len())
+            .max()
+            .unwrap_or(0)
+            .max(13);
+        let host_width = slowest
+            .iter()
+            .map(|(_, s)| s.slowest_host.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        lines.push(String::new());
+        lines.push(palette.bold(&format!(
+            "{:<step_width$} {:>9}  {:<host_width$} {:>9} {:>6}",
+            "SLOWEST STEPS", "MAX", "HOST", "MEDIAN", "TASKS"
+        )));
+        for (step, stats) in slowest {
+            let mut sorted = stats.durations.clone();
+            sorted.sort_unstable();
+            let median = sorted[sorted.len() / 2];
+            lines.push(format!(
+                "{:<step_width$} {:>9}  {:<host_width$} {:>9} {:>6}",
+                step,
+                short_duration(Duration::from_millis(stats.slowest_ms)),
+                stats.slowest_host,
+                short_duration(Duration::from_millis(median)),
+                sorted.len()
+            ));
+        }
+    }
+    lines.push(String::new());
+    let verdict_text = verdict(*outcome);
+    let verdict_text = match outcome {
+        RunOutcome::Succeeded => palette.green(verdict_text),
+        RunOutcome::FailedRolledBack | RunOutcome::AwaitingApproval | RunOutcome::RolledBack => {
+            palette.yellow(verdict_text)
+        }
+        RunOutcome::NeedsAttention | RunOutcome::Interrupted => palette.red(verdict_text),
+    };
+    let rollback_failed = if *rollback_failed > 0 {
+        format!(" ({rollback_failed} with a failed rollback)")
+    } else {
+        String::new()
+    };
+    lines.push(format!(
+        "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed} failed{rollback_failed}, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
+        short_duration(Duration::from_millis(*duration_ms))
+    ));
+    lines.push(format!("journal: {run_dir}/journal.jsonl"));
+    lines.push(format!("logs:    {run_dir}/logs/<host>.log"));
+    match outcome {
+        RunOutcome::Interrupted | RunOutcome::AwaitingApproval => {
+            lines.push(format!("resume:  pony resume {run_id}"))
+        }
+        RunOutcome::NeedsAttention => lines.push(format!(
+            "next:    pony status {run_id}; then pony resume {run_id} or pony rollback {run_id}"
+        )),
+        _ => {}
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{RegionSummary, TaskRef};
+
+    fn finished(step: &str, host: &str, ms: u64) -> Event {
+        Event::TaskFinished {
+            task: TaskRef {
+                id: 0,
+                step: step.into(),
+                host: host.into(),
+                region: "r1".into(),
+                cluster: "c1".into(),
+                wave: "w".into(),
+            },
+            changed: true,
+            exit_code: Some(0),
+            duration_ms: ms,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn summary_has_regions_slowest_steps_verdict_and_paths() {
+        let mut tally = Tally::default();
+        for (step, host, ms) in [("stage", "a", 10), ("stage", "b", 30), ("drain", "a", 9000)] {
+            tally.observe(&finished(step, host, ms));
+        }
+        let region = |name: &str, ok, rb| RegionSummary {
+            region: name.into(),
+            hosts: 2,
+            ok,
+            failed: 0,
+            rolled_back: rb,
+            cancelled: 0,
+            duration_ms: 1500,
+        };
+        let summary = Event::Summary {
+            run_id: "RUN".into(),
+            outcome: RunOutcome::FailedRolledBack,
+            exit_code: 1,
+            hosts: 4,
+            ok: 3,
+            failed: 0,
+            rolled_back: 1,
+            cancelled: 0,
+            rollback_failed: 0,
+            duration_ms: 2500,
+            regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],
+            run_dir: "/state/runs/RUN".into(),
+        };
+        let text = render(&summary, &tally, &Palette::new(false)).join("\n");
+        assert!(text.contains("REGION"), "{text}");
+        assert!(text.contains("cn-south"), "{text}");
+        assert!(text.contains("total"), "{text}");
+        let drain = text.lines().find(|l| l.starts_with("drain")).unwrap();
+        assert!(drain.contains("9.0s") && drain.contains(" a "), "{drain}");
+        assert!(
+            text.contains("run RUN failed; rollback complete in 2.5s: 4 hosts, 3 ok"),
+            "{text}"
+        );
+        assert!(text.contains("journal: /state/runs/RUN/journal.jsonl"));
+    }
+}

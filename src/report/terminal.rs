@@ -1,0 +1,397 @@
+//! The terminal reporter (indicatif): one bar per region (hosts done of total, the wave it
+//! is in, tasks running, failures, rollbacks) and an overall bar with elapsed time and ETA.
+//! Failures, budget breaches, rollbacks, gates and waves are printed above the bars as they
+//! happen; tracing's log lines go through the same [`MultiProgress`] (see
+//! [`crate::logging`]) so that nothing garbles the bars. At the end the bars stay on screen
+//! in their final state and the summary (shared with the plain reporter) follows.
+
+use super::summary::{self, Tally};
+use super::{event_line, Palette, Reporter};
+use crate::events::{Event, HostOutcome};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::{HashMap, HashSet};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// Output lines shown under a failure above the bars (the journal and logs keep more).
+const TAIL_LINES: usize = 5;
+/// Redraws per second at most.
+const REFRESH_HZ: u8 = 10;
+/// How often the overall bar redraws on its own, so elapsed time moves during gates.
+const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Default)]
+struct Counts {
+    ok: usize,
+    rolled_back: usize,
+    rollback_failed: usize,
+    /// Hosts with a failed task.
+    failed: usize,
+    running: usize,
+}
+
+impl Counts {
+    fn message(&self, palette: &Palette) -> String {
+        let mut parts = Vec::new();
+        if self.running > 0 {
+            parts.push(format!("{} running", self.running));
+        }
+        if self.failed > 0 {
+            parts.push(palette.red(&format!("{} failed", self.failed)));
+        }
+        if self.rolled_back > 0 {
+            parts.push(palette.yellow(&format!("{} rolled back", self.rolled_back)));
+        }
+        if self.rollback_failed > 0 {
+            parts.push(palette.red(&format!("{} ROLLBACK FAILED", self.rollback_failed)));
+        }
+        parts.join(" · ")
+    }
+
+    fn count(&mut self, outcome: HostOutcome, delta: isize) {
+        let slot = match outcome {
+            HostOutcome::Ok => &mut self.ok,
+            HostOutcome::RolledBack => &mut self.rolled_back,
+            HostOutcome::RollbackFailed => &mut self.rollback_failed,
+            HostOutcome::Failed | HostOutcome::Cancelled => return,
+        };
+        *slot = slot.saturating_add_signed(delta);
+    }
+}
+
+struct RegionBar {
+    bar: ProgressBar,
+    wave: String,
+    counts: Counts,
+    failing: bool,
+}
+
+pub struct TerminalReporter {
+    palette: Palette,
+    multi: MultiProgress,
+    overall: Option<ProgressBar>,
+    overall_counts: Counts,
+    regions: Vec<RegionBar>,
+    region_index: HashMap<String, usize>,
+    /// The latest outcome of every host that has one (a host may go ok → rolled back).
+    outcomes: HashMap<String, HostOutcome>,
+    failed_hosts: HashSet<String>,
+    running: HashSet<usize>,
+    /// What the run waits for at a gate, if it does.
+    gate: Option<String>,
+    name_width: usize,
+    bar_width: usize,
+    /// Digits of the largest host count.
+    digits: usize,
+    tally: Tally,
+    finished: bool,
+}
+
+impl TerminalReporter {
+    /// Draws on stdout (when it is not a terminal, only if forced with `PONY_PROGRESS=bars`).
+    pub fn new(palette: Palette) -> Self {
+        console::set_colors_enabled(palette.color);
+        console::set_colors_enabled_stderr(palette.color);
+        let target = if std::io::stdout().is_terminal() {
+            ProgressDrawTarget::stdout_with_hz(REFRESH_HZ)
+        } else {
+            ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stdout()), REFRESH_HZ)
+        };
+        let multi = MultiProgress::with_draw_target(target);
+        crate::logging::attach_progress(Some(multi.clone()));
+        TerminalReporter {
+            palette,
+            multi,
+            overall: None,
+            overall_counts: Counts::default(),
+            regions: Vec::new(),
+            region_index: HashMap::new(),
+            outcomes: HashMap::new(),
+            failed_hosts: HashSet::new(),
+            running: HashSet::new(),
+            gate: None,
+            name_width: 7,
+            bar_width: 30,
+            digits: 1,
+            tally: Tally::default(),
+            finished: false,
+        }
+    }
+
+    fn style(&self, color: &str, suffix: &str) -> ProgressStyle {
+        let (n, b, d) = (self.name_width, self.bar_width, self.digits);
+        let template = format!(
+            "{{prefix:<{n}.bold}} [{{bar:{b}.{color}}}] {{pos:>{d}}}/{{len:<{d}}}{suffix} {{msg}}"
+        );
+        ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("█▉▊▋▌▍▎▏ ")
+    }
+
+    fn region_style(&self, failing: bool) -> ProgressStyle {
+        self.style(if failing { "red" } else { "cyan" }, "")
+    }
+
+    fn setup(&mut self, regions: &[(String, usize)], hosts: usize) {
+        self.name_width = regions
+            .iter()
+            .map(|(r, _)| r.len())
+            .max()
+            .unwrap_or(0)
+            .max(7);
+        // Room for the name, the counts and a short message on the terminal's width.
+        let columns = console::Term::stdout().size().1 as usize;
+        self.bar_width = columns
+            .saturating_sub(self.name_width + 2 * hosts.to_string().len() + 85)
+            .clamp(10, 40);
+        self.digits = hosts.to_string().len();
+        for (name, size) in regions {
+            self.add_region(name, *size);
+        }
+        let overall = self.multi.add(ProgressBar::new(hosts as u64));
+        overall.set_style(self.style(
+            "green",
+            " hosts · {elapsed_precise} elapsed · ETA {eta_precise}",
+        ));
+        overall.set_prefix("overall");
+        overall.enable_steady_tick(TICK);
+        self.overall = Some(overall);
+    }
+
+    fn add_region(&mut self, name: &str, size: usize) -> usize {
+        let bar = ProgressBar::new(size as u64);
+        let bar = match &self.overall {
+            Some(overall) => self.multi.insert_before(overall, bar),
+            None => self.multi.add(bar),
+        };
+        bar.set_style(self.region_style(false));
+        bar.set_prefix(name.to_string());
+        bar.set_message(self.palette.dim("waiting"));
+        self.regions.push(RegionBar {
+            bar,
+            wave: String::new(),
+            counts: Counts::default(),
+            failing: false,
+        });
+        self.region_index
+            .insert(name.to_string(), self.regions.len() - 1);
+        self.regions.len() - 1
+    }
+
+    fn region(&mut self, name: &str) -> usize {
+        match self.region_index.get(name) {
+            Some(&i) => i,
+            None => self.add_region(name, 0),
+        }
+    }
+
+    fn refresh_region(&mut self, i: usize) {
+        let region = &self.regions[i];
+        let mut message = String::new();
+        let done = region.counts.running == 0
+            && region
+                .bar
+                .length()
+                .is_some_and(|len| region.bar.position() >= len);
+        if done {
+            message.push_str(&self.palette.green("done"));
+        } else if !region.wave.is_empty() {
+            message.push_str(&format!("wave {}", region.wave));
+        }
+        let counts = region.counts.message(&self.palette);
+        if !counts.is_empty() {
+            if !message.is_empty() {
+                message.push_str(" · ");
+            }
+            message.push_str(&counts);
+        }
+        region.bar.set_message(message);
+        if region.counts.failed > 0 && !region.failing {
+            let style = self.region_style(true);
+            let region = &mut self.regions[i];
+            region.failing = true;
+            region.bar.set_style(style);
+        }
+    }
+
+    fn refresh_overall(&self) {
+        let Some(overall) = &self.overall else { return };
+        let mut parts = Vec::new();
+        let counts = self.overall_counts.message(&self.palette);
+        if !counts.is_empty() {
+            parts.push(counts);
+        }
+        if let Some(gate) = &self.gate {
+            parts.push(self.palette.yellow(gate));
+        }
+        let message = parts.iter().map(|p| format!("· {p}")).collect::<Vec<_>>();
+        overall.set_message(message.join(" "));
+    }
+
+    fn println(&self, text: &str) {
+        let _ = self.multi.println(text);
+    }
+
+    fn task_ended(&mut self, id: usize, region: &str) -> bool {
+        if !self.running.remove(&id) {
+            return false;
+        }
+        let i = self.region(region);
+        let counts = &mut self.regions[i].counts;
+        counts.running = counts.running.saturating_sub(1);
+        self.overall_counts.running = self.overall_counts.running.saturating_sub(1);
+        true
+    }
+
+    fn host_finished(&mut self, host: &str, region: &str, cluster: &str, outcome: HostOutcome) {
+        let i = self.region(region);
+        let previous = self.outcomes.insert(host.to_string(), outcome);
+        match previous {
+            Some(previous) => {
+                self.regions[i].counts.count(previous, -1);
+                self.overall_counts.count(previous, -1);
+            }
+            None => {
+                self.regions[i].bar.inc(1);
+                if let Some(overall) = &self.overall {
+                    overall.inc(1);
+                }
+            }
+        }
+        self.regions[i].counts.count(outcome, 1);
+        self.overall_counts.count(outcome, 1);
+        // Failures were printed when they happened; what needs saying here is how the
+        // failed hosts ended, and any rollback that failed.
+        let worth_a_line = match outcome {
+            HostOutcome::RollbackFailed => true,
+            HostOutcome::RolledBack => self.failed_hosts.contains(host),
+            _ => false,
+        };
+        if worth_a_line {
+            let word = self.palette.outcome(outcome);
+            self.println(&format!("{word} {host} ({region}/{cluster})"));
+        }
+        self.refresh_region(i);
+        self.refresh_overall();
+    }
+
+    fn finish_bars(&mut self, summary: Option<&Event>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        // Finished bars that are dropped stay on screen as they last were; what is
+        // printed next comes below them.
+        if let Some(overall) = &self.overall {
+            overall.disable_steady_tick();
+        }
+        for region in self.regions.drain(..) {
+            region.bar.finish();
+        }
+        let drawn = self.overall.is_some();
+        if let Some(overall) = self.overall.take() {
+            overall.finish();
+        }
+        crate::logging::attach_progress(None);
+        if let Some(summary) = summary {
+            use std::io::Write;
+            // The cursor is still on the last bar's line: end it first.
+            let text = summary::render(summary, &self.tally, &self.palette).join("\n");
+            let text = format!("\n{text}");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}").and_then(|_| out.flush());
+        } else if drawn {
+            println!();
+        }
+    }
+}
+
+impl Reporter for TerminalReporter {
+    fn event(&mut self, event: &Event) {
+        self.tally.observe(event);
+        match event {
+            Event::RunStarted {
+                run_id,
+                playbook,
+                inventory,
+                hosts,
+                tasks,
+                regions,
+                ..
+            } => {
+                self.println(&format!(
+                    "run {run_id}: {playbook} on {inventory}, {hosts} hosts, {tasks} tasks"
+                ));
+                self.setup(regions, *hosts);
+            }
+            Event::TaskStarted { task } => {
+                self.running.insert(task.id);
+                let i = self.region(&task.region);
+                let region = &mut self.regions[i];
+                region.counts.running += 1;
+                if region.wave != task.wave {
+                    region.wave = task.wave.clone();
+                }
+                self.overall_counts.running += 1;
+                // Tasks start again: whatever gate or window held the run is behind it.
+                self.gate = None;
+                self.refresh_region(i);
+                self.refresh_overall();
+            }
+            Event::TaskFinished { task, .. } | Event::TaskSkipped { task, .. } => {
+                if self.task_ended(task.id, &task.region) {
+                    let i = self.region(&task.region);
+                    self.refresh_region(i);
+                    self.refresh_overall();
+                }
+            }
+            Event::TaskFailed { task, .. } => {
+                self.task_ended(task.id, &task.region);
+                if self.failed_hosts.insert(task.host.clone()) {
+                    let i = self.region(&task.region);
+                    self.regions[i].counts.failed += 1;
+                    self.overall_counts.failed += 1;
+                    self.refresh_region(i);
+                    self.refresh_overall();
+                }
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.println(&text);
+                }
+            }
+            Event::HostFinished {
+                host,
+                region,
+                cluster,
+                outcome,
+            } => self.host_finished(host, region, cluster, *outcome),
+            Event::GateWaiting { wave, reason, .. } => {
+                self.gate = Some(match reason.as_str() {
+                    "approve" => format!("waiting for approval of {wave}"),
+                    "pause" => format!("pausing after {wave}"),
+                    window if window.starts_with("window ") => {
+                        format!("{wave} waits for its {window}")
+                    }
+                    other => format!("waiting for {other} after {wave}"),
+                });
+                self.refresh_overall();
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.println(&text);
+                }
+            }
+            Event::GatePassed { .. } => {
+                self.gate = None;
+                self.refresh_overall();
+            }
+            Event::Summary { .. } => self.finish_bars(Some(event)),
+            _ => {
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.println(&text);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.finish_bars(None);
+    }
+}

@@ -1,0 +1,465 @@
+//! What people and CI read from a run against a fleet of real sshd servers on loopback:
+//! the progress bars and summary on a terminal (a tmux pane), every line of
+//! `--output json` against the documented schema (docs/events.md), and the JUnit file
+//! parsed with an XML parser.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{lab, text, Lab};
+
+/// Two steps; `switch` fails on r2-c1-01 with a line on stderr and exit 7. With
+/// `max_failures: 0` and `rollback-region`, region r2 is rolled back and r1, r3 succeed.
+const FAILING: &str = r#"
+name: report
+strategy:
+  max_unavailable: 100%
+  max_failures: 0
+  on_failure: rollback-region
+steps:
+  - name: stage
+    run: mkdir -p {{ mail_root }}/releases/2.0
+    rollback: rm -rf {{ mail_root }}/releases/2.0
+  - name: switch
+    needs: [stage]
+    run: |
+      if [ "$PONY_LAB_HOST" = r2-c1-01 ]; then
+        echo "postfix/postconf: fatal: /etc/postfix/main.cf, line 12: missing '=' after attribute name" >&2
+        exit 7
+      fi
+      ln -sfn releases/2.0 {{ mail_root }}/current
+    rollback: rm -f {{ mail_root }}/current
+"#;
+
+fn code(output: &std::process::Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+/// A tmux server of our own (its socket in the lab's folder), killed when dropped.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn new(dir: &Path) -> Tmux {
+        Tmux {
+            socket: dir.join("tmux.sock"),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.arg("-S").arg(&self.socket);
+        command
+    }
+
+    /// Runs `shell` in a detached 200×50 pane, then keeps the pane open.
+    fn start(&self, shell: &str) {
+        let status = self
+            .command()
+            .args(["new-session", "-d", "-x", "200", "-y", "50"])
+            .arg(format!("{shell}; echo PONY-EXIT=$?; sleep 60"))
+            .status()
+            .expect("tmux is needed for this test (scripts/test installs it)");
+        assert!(status.success(), "tmux new-session failed");
+    }
+
+    /// The pane's text, scroll-back included.
+    fn capture(&self) -> String {
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-J", "-S", "-"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The pane's text once `PONY-EXIT=` appears, and the exit code.
+    fn wait_for_exit(&self, limit: Duration) -> (String, i32) {
+        let started = Instant::now();
+        loop {
+            let screen = self.capture();
+            if let Some(code) = screen
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("PONY-EXIT="))
+            {
+                return (screen.clone(), code.trim().parse().unwrap_or(-1));
+            }
+            assert!(
+                started.elapsed() < limit,
+                "pony did not finish within {limit:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").output();
+    }
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[test]
+fn a_terminal_gets_region_bars_failures_above_them_and_the_summary() {
+    let lab = lab();
+    let playbook = lab.playbook(FAILING);
+    let tmux = Tmux::new(lab.dir.path());
+    let command = [
+        env!("CARGO_BIN_EXE_pony"),
+        "--state-dir",
+        lab.state.to_str().unwrap(),
+        "deploy",
+        "-i",
+        lab.inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+        "--yes",
+    ]
+    .iter()
+    .map(|a| shell_quote(a))
+    .collect::<Vec<_>>()
+    .join(" ");
+    tmux.start(&format!("env -u RUST_LOG {command}"));
+    let (screen, exit) = tmux.wait_for_exit(Duration::from_secs(90));
+    // Keep the screen for whoever wants to look at it (the README shows one).
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-terminal-screen.txt"),
+        &screen,
+    );
+    assert_eq!(exit, 1, "failed, rollback complete:\n{screen}");
+
+    // One bar per region, in its final state, and the overall bar.
+    for (region, tail) in [("r1", "done"), ("r2", "rolled back"), ("r3", "done")] {
+        let bar = screen
+            .lines()
+            .find(|l| l.starts_with(&format!("{region} ")) && l.contains('['))
+            .unwrap_or_else(|| panic!("no bar for region {region}:\n{screen}"));
+        assert!(bar.contains(" 4/4"), "{bar}");
+        assert!(bar.contains(tail), "{bar}");
+    }
+    let r2 = screen.lines().find(|l| l.starts_with("r2 ")).unwrap();
+    assert!(r2.contains("1 failed"), "{r2}");
+    let overall = screen
+        .lines()
+        .find(|l| l.starts_with("overall"))
+        .unwrap_or_else(|| panic!("no overall bar:\n{screen}"));
+    assert!(
+        overall.contains("12/12") && overall.contains("elapsed") && overall.contains("ETA"),
+        "{overall}"
+    );
+    // The failure was printed above the bars, with the step, exit code and stderr.
+    let failure = screen
+        .find("FAILED r2-c1-01 [r2] step switch: exit 7")
+        .unwrap_or_else(|| panic!("no failure line:\n{screen}"));
+    assert!(screen[failure..].contains("| postfix/postconf: fatal"));
+    assert!(failure < screen.find("overall").unwrap());
+    // The summary follows the bars.
+    let table = screen
+        .find("REGION")
+        .unwrap_or_else(|| panic!("no summary:\n{screen}"));
+    assert!(table > screen.find("overall").unwrap(), "{screen}");
+    for needle in [
+        "FAILED HOSTS",
+        "SLOWEST STEPS",
+        "failed; rollback complete",
+        "12 hosts, 8 ok, 0 failed, 4 rolled back",
+        "journal: ",
+        "logs: ",
+    ] {
+        assert!(screen.contains(needle), "no {needle:?}:\n{screen}");
+    }
+}
+
+/// The JSON lines of a run with `--output json` (and a JUnit file beside it).
+fn failing_run(lab: &Lab, extra: &[&str]) -> std::process::Output {
+    let playbook = lab.playbook(FAILING);
+    lab.deploy(&playbook, extra)
+}
+
+/// Fields of every event kind, with their JSON types (docs/events.md).
+fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
+    Some(match kind {
+        "run_started" => &[
+            ("run_id", "string"),
+            ("playbook", "string"),
+            ("inventory", "string"),
+            ("hosts", "integer"),
+            ("tasks", "integer"),
+            ("waves", "array"),
+            ("regions", "array"),
+        ],
+        "wave_started" => &[("wave", "string"), ("hosts", "integer")],
+        "gate_waiting" => &[
+            ("wave", "string"),
+            ("reason", "string"),
+            ("seconds", "integer"),
+        ],
+        "gate_passed" => &[("wave", "string")],
+        "task_started" => &[("task", "task")],
+        "task_finished" => &[
+            ("task", "task"),
+            ("changed", "boolean"),
+            ("exit_code", "integer?"),
+            ("duration_ms", "integer"),
+            ("attempts", "integer"),
+        ],
+        "task_skipped" => &[("task", "task"), ("reason", "string")],
+        "task_failed" => &[
+            ("task", "task"),
+            ("exit_code", "integer?"),
+            ("error", "string"),
+            ("stderr_tail", "string"),
+            ("duration_ms", "integer"),
+            ("attempts", "integer"),
+        ],
+        "host_finished" => &[
+            ("host", "string"),
+            ("region", "string"),
+            ("cluster", "string"),
+            ("outcome", "outcome"),
+        ],
+        "budget_exceeded" => &[
+            ("cluster", "string"),
+            ("region", "string"),
+            ("failed_hosts", "integer"),
+            ("max_failures", "integer"),
+            ("action", "string"),
+        ],
+        "rollback_started" => &[("scope", "string"), ("hosts", "integer")],
+        "rollback_task" => &[
+            ("task", "task"),
+            ("ok", "boolean"),
+            ("exit_code", "integer?"),
+            ("error", "string?"),
+        ],
+        "rollback_finished" => &[("scope", "string"), ("ok", "boolean")],
+        "stopped" => &[("reason", "string")],
+        "summary" => &[
+            ("run_id", "string"),
+            ("outcome", "string"),
+            ("exit_code", "integer"),
+            ("hosts", "integer"),
+            ("ok", "integer"),
+            ("failed", "integer"),
+            ("rolled_back", "integer"),
+            ("cancelled", "integer"),
+            ("rollback_failed", "integer"),
+            ("duration_ms", "integer"),
+            ("regions", "array"),
+            ("run_dir", "string"),
+        ],
+        _ => return None,
+    })
+}
+
+fn check_type(value: &serde_json::Value, kind: &str, context: &str) {
+    let ok = match kind {
+        "string" => value.is_string(),
+        "string?" => value.is_string() || value.is_null(),
+        "integer" => value.is_u64() || value.is_i64(),
+        "integer?" => value.is_u64() || value.is_i64() || value.is_null(),
+        "boolean" => value.is_boolean(),
+        "array" => value.is_array(),
+        "outcome" => matches!(
+            value.as_str(),
+            Some("ok" | "failed" | "rolled_back" | "rollback_failed" | "cancelled")
+        ),
+        "task" => {
+            let task = value.as_object().expect("task is an object");
+            assert!(task["id"].is_u64(), "{context}: task.id");
+            for field in ["step", "host", "region", "cluster", "wave"] {
+                assert!(
+                    task[field].as_str().is_some_and(|s| !s.is_empty()),
+                    "{context}: task.{field}"
+                );
+            }
+            assert_eq!(
+                task.len(),
+                6,
+                "{context}: task has exactly the documented fields"
+            );
+            true
+        }
+        _ => unreachable!("{kind}"),
+    };
+    assert!(ok, "{context}: expected {kind}, got {value}");
+}
+
+#[test]
+fn every_json_line_of_a_failed_and_rolled_back_run_follows_the_documented_schema() {
+    let lab = lab();
+    let out = failing_run(&lab, &["--output", "json"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.md"))
+            .expect("docs/events.md");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut kinds = Vec::new();
+    for (n, line) in stdout.lines().enumerate() {
+        let context = format!("line {}: {line}", n + 1);
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{context}: not JSON: {e}"));
+        let object = value
+            .as_object()
+            .unwrap_or_else(|| panic!("{context}: not an object"));
+        assert_eq!(object["schema"], 1, "{context}");
+        let time = object["time"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{context}: time"));
+        humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{context}: time: {e}"));
+        let kind = object["event"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{context}: event"));
+        let fields = schema(kind).unwrap_or_else(|| panic!("{context}: undocumented event"));
+        assert!(
+            docs.contains(&format!("### `{kind}`")),
+            "{kind} is not in docs/events.md"
+        );
+        for (field, ty) in fields {
+            let value = object
+                .get(*field)
+                .unwrap_or_else(|| panic!("{context}: no field {field}"));
+            check_type(value, ty, &format!("{context}: {field}"));
+        }
+        assert_eq!(
+            object.len(),
+            fields.len() + 3,
+            "{context}: exactly the documented fields"
+        );
+        kinds.push(kind.to_string());
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("run_started"));
+    assert_eq!(kinds.last().map(String::as_str), Some("summary"));
+    for needed in [
+        "task_started",
+        "task_finished",
+        "task_failed",
+        "budget_exceeded",
+        "rollback_started",
+        "rollback_task",
+        "rollback_finished",
+        "host_finished",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == needed),
+            "no {needed} in {kinds:?}"
+        );
+    }
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let failed = events.iter().find(|e| e["event"] == "task_failed").unwrap();
+    assert_eq!(failed["task"]["host"], "r2-c1-01");
+    assert_eq!(failed["task"]["step"], "switch");
+    assert_eq!(failed["task"]["region"], "r2");
+    assert_eq!(failed["exit_code"], 7);
+    assert!(failed["stderr_tail"]
+        .as_str()
+        .unwrap()
+        .contains("missing '='"));
+    let summary = events.last().unwrap();
+    assert_eq!(summary["outcome"], "failed_rolled_back");
+    assert_eq!(summary["exit_code"], 1);
+    assert_eq!(summary["rolled_back"], 4);
+    assert_eq!(summary["ok"], 8);
+    for region in summary["regions"].as_array().unwrap() {
+        for field in [
+            "hosts",
+            "ok",
+            "failed",
+            "rolled_back",
+            "cancelled",
+            "duration_ms",
+        ] {
+            assert!(region[field].is_u64(), "regions[].{field}: {region}");
+        }
+    }
+    // The last outcome of every r2 host is rolled_back.
+    for host in ["r2-c1-01", "r2-c1-02", "r2-c2-01", "r2-c2-02"] {
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| e["event"] == "host_finished" && e["host"] == host)
+            .unwrap_or_else(|| panic!("no host_finished for {host}"));
+        assert_eq!(last["outcome"], "rolled_back", "{host}");
+    }
+    // Human text, if any, never goes to stdout with --output json.
+    assert!(!stdout.contains("REGION"), "{stdout}");
+}
+
+#[test]
+fn the_junit_report_has_a_suite_per_region_and_a_failure_for_the_failed_host() {
+    let lab = lab();
+    let junit = lab.path("reports/junit.xml");
+    let out = failing_run(&lab, &["--junit", junit.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let xml = std::fs::read_to_string(&junit).expect("the JUnit file");
+    let doc =
+        roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("invalid XML: {e}\n{xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    assert_eq!(root.attribute("tests"), Some("12"));
+    assert_eq!(root.attribute("failures"), Some("1"));
+    let suites: Vec<roxmltree::Node> = root
+        .children()
+        .filter(|n| n.has_tag_name("testsuite"))
+        .collect();
+    let names: Vec<&str> = suites.iter().filter_map(|s| s.attribute("name")).collect();
+    assert_eq!(names, ["r1", "r2", "r3"]);
+    for suite in &suites {
+        let cases: Vec<roxmltree::Node> = suite
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        assert_eq!(cases.len(), 4, "{xml}");
+        assert_eq!(suite.attribute("tests"), Some("4"));
+        for case in &cases {
+            let host = case.attribute("name").unwrap();
+            let region = suite.attribute("name").unwrap();
+            assert!(host.starts_with(region), "{host} in suite {region}");
+            assert!(case
+                .attribute("classname")
+                .unwrap()
+                .starts_with(&format!("{region}.")));
+            let time: f64 = case.attribute("time").unwrap().parse().unwrap();
+            assert!(time >= 0.0);
+            let failure = case.children().find(|n| n.has_tag_name("failure"));
+            if host == "r2-c1-01" {
+                let failure = failure.unwrap_or_else(|| panic!("no failure for {host}: {xml}"));
+                let message = failure.attribute("message").unwrap();
+                assert!(message.contains("step switch"), "{message}");
+                assert!(message.contains("exit 7"), "{message}");
+                let body = failure.text().unwrap_or_default();
+                assert!(body.contains("missing '=' after attribute name"), "{body}");
+                assert!(body.contains("host outcome: rolled back"), "{body}");
+            } else {
+                assert!(failure.is_none(), "{host} did not fail: {xml}");
+            }
+            let skipped = case.children().any(|n| n.has_tag_name("skipped"));
+            assert_eq!(
+                skipped,
+                region == "r2" && host != "r2-c1-01",
+                "{host}: the rest of r2 was rolled back, not deployed"
+            );
+            let log = case
+                .children()
+                .find(|n| n.has_tag_name("system-out"))
+                .and_then(|n| n.text())
+                .unwrap_or_default();
+            assert!(log.contains(&format!("logs/{host}.log")), "{log}");
+        }
+    }
+    let r2 = suites[1];
+    assert_eq!(r2.attribute("failures"), Some("1"));
+    assert_eq!(r2.attribute("skipped"), Some("3"));
+    // A human reporter ran at the same time on stdout.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED r2-c1-01"), "{stdout}");
+}

@@ -1,0 +1,396 @@
+//! `pony status` and `pony history` on runs made by the real binary (a success of the
+//! flagship playbook on the local inventory, and a small playbook where one host fails),
+//! and on a hand-made run folder whose controller died mid-write (no `run_finished`, a
+//! torn last journal line).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn pony(state: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pony"));
+    for var in [
+        "PONY_INVENTORY",
+        "PONY_PLAYBOOK",
+        "PONY_LIMIT",
+        "PONY_OUTPUT",
+        "PONY_COLOR",
+        "PONY_JUNIT",
+        "PONY_CONNECTIONS",
+        "PONY_YES",
+        "PONY_STATE_DIR",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.current_dir(root())
+        .env("NO_COLOR", "1")
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .expect("pony runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs pony, insists on exit 0, returns stdout.
+fn ok(state: &Path, args: &[&str]) -> String {
+    let output = pony(state, args);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "pony {args:?}\nstdout:\n{}\nstderr:\n{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(&output)
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+const TINY_INVENTORY: &str = "\
+name: tiny
+defaults:
+  connection: local
+regions:
+  r1:
+    clusters:
+      c1:
+        hosts:
+          h1: {}
+          h2: {}
+  r2:
+    clusters:
+      c2:
+        hosts:
+          h3: {}
+          h4: {}
+";
+
+/// h2 fails `check`: region r1 rolls back, r2 goes on.
+const TINY_PLAYBOOK: &str = "\
+name: tiny-check
+strategy:
+  waves:
+    - { name: first, regions: [r1] }
+    - { name: second, regions: [\"*\"] }
+  max_failures: 0
+  on_failure: rollback-region
+steps:
+  - name: prepare
+    run: echo preparing {{ host.name }}
+    rollback: echo undo prepare
+  - name: check
+    needs: [prepare]
+    run: |
+      echo checking {{ host.name }}
+      test {{ host.name }} != h2
+    rollback: echo undo check
+";
+
+fn write_tiny(dir: &Path) -> (PathBuf, PathBuf) {
+    let inventory = dir.join("tiny-inventory.yaml");
+    let playbook = dir.join("tiny-playbook.yaml");
+    std::fs::write(&inventory, TINY_INVENTORY).unwrap();
+    std::fs::write(&playbook, TINY_PLAYBOOK).unwrap();
+    (inventory, playbook)
+}
+
+#[test]
+fn history_and_status_of_a_success_and_a_failure() {
+    let files = tempfile::tempdir().unwrap();
+    let state = files.path().join("state");
+    let (inventory, playbook) = write_tiny(files.path());
+
+    // Nothing yet.
+    assert!(ok(&state, &["history"]).contains("no runs"));
+    assert_eq!(ok(&state, &["history", "--output", "json"]), "");
+    let none = pony(&state, &["status"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no runs"));
+
+    ok(
+        &state,
+        &[
+            "deploy",
+            "-i",
+            "inventories/local.yaml",
+            "playbooks/mail-rollout.yaml",
+            "--yes",
+            "--var",
+            "drain_wait_seconds=3",
+        ],
+    );
+    let failing = pony(
+        &state,
+        &[
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    assert_eq!(failing.status.code(), Some(1), "{}", stdout(&failing));
+
+    // history: newest first, with outcomes.
+    let human = ok(&state, &["history"]);
+    let lines: Vec<&str> = human.lines().collect();
+    assert_eq!(lines.len(), 3, "{human}");
+    for column in [
+        "RUN",
+        "PLAYBOOK",
+        "INVENTORY",
+        "WHO",
+        "WHEN",
+        "DURATION",
+        "OUTCOME",
+    ] {
+        assert!(lines[0].contains(column), "{human}");
+    }
+    assert!(lines[1].contains("tiny-check"), "{human}");
+    assert!(lines[1].contains("failed, rolled back (exit 1)"), "{human}");
+    assert!(lines[2].contains("mail-rollout"), "{human}");
+    assert!(lines[2].contains("local"), "{human}");
+    assert!(lines[2].contains("succeeded (exit 0)"), "{human}");
+
+    let runs = json_lines(&ok(&state, &["--output", "json", "history"]));
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["playbook"], "tiny-check");
+    assert_eq!(runs[0]["inventory"], "tiny");
+    assert_eq!(runs[0]["state"], "finished");
+    assert_eq!(runs[0]["outcome"], "FailedRolledBack");
+    assert_eq!(runs[0]["exit_code"], 1);
+    assert_eq!(runs[1]["playbook"], "mail-rollout");
+    assert_eq!(runs[1]["outcome"], "Succeeded");
+    assert_eq!(runs[1]["exit_code"], 0);
+    for run in &runs {
+        assert!(run["duration_ms"].is_u64(), "{run}");
+        assert!(run["started"].as_str().unwrap().ends_with('Z'), "{run}");
+        assert!(run["who"].is_string(), "{run}");
+    }
+    let failed_id = runs[0]["run_id"].as_str().unwrap().to_string();
+    let success_id = runs[1]["run_id"].as_str().unwrap().to_string();
+    let limited = json_lines(&ok(&state, &["--output", "json", "history", "-n", "1"]));
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0]["run_id"], failed_id.as_str());
+
+    // status without RUN: the latest, the failure.
+    let status = ok(&state, &["status"]);
+    assert!(
+        status.contains(&format!("run {failed_id}: tiny-check on tiny")),
+        "{status}"
+    );
+    assert!(status.contains("failed, rolled back (exit 1)"), "{status}");
+    assert!(status.contains("h2 (step check, exit 1"), "{status}");
+    assert!(status.contains("| checking h2"), "{status}");
+    assert!(status.contains("rollbacks: 4 ok, 0 failed"), "{status}");
+    assert!(status.contains("gates passed: first, second"), "{status}");
+    assert!(status.contains("waiting: nothing"), "{status}");
+    let total = status
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .expect("a total row");
+    let numbers: Vec<&str> = total.split_whitespace().collect();
+    // total: tasks, succeeded, skipped, failed, interrupted, running, pending, rolled back
+    assert_eq!(numbers, ["total", "8", "7", "0", "1", "0", "0", "0", "4"]);
+
+    let report: Value =
+        serde_json::from_str(&ok(&state, &["status", "--output", "json", &failed_id])).unwrap();
+    assert_eq!(report["run_id"], failed_id.as_str());
+    assert_eq!(report["outcome"], "FailedRolledBack");
+    assert_eq!(report["tasks"]["plan_rebuilt"], true);
+    assert_eq!(report["tasks"]["total"]["total"], 8);
+    assert_eq!(report["tasks"]["total"]["failed"], 1);
+    assert_eq!(report["tasks"]["total"]["pending"], 0);
+    let waves: Vec<&str> = report["tasks"]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(waves, ["first", "second"]);
+    let r1 = &report["tasks"]["regions"][0];
+    assert_eq!(
+        (r1["name"].as_str(), r1["failed"].as_u64()),
+        (Some("r1"), Some(1))
+    );
+    assert_eq!(r1["rolled_back"], 4);
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["target"], "h2");
+    assert_eq!(failed[0]["step"], "check");
+    assert_eq!(failed[0]["exit_code"], 1);
+    assert!(failed[0]["error"].is_string());
+    assert_eq!(failed[0]["output_tail"], "checking h2");
+    assert_eq!(failed[0]["rolled_back"], true);
+    assert_eq!(report["rollbacks"]["ok"], 4);
+    assert!(report["waiting"].is_null());
+
+    // The success, by a prefix of its id.
+    let prefix = &success_id[..success_id.len() - 1];
+    let report: Value =
+        serde_json::from_str(&ok(&state, &["--output", "json", "status", prefix])).unwrap();
+    assert_eq!(report["run_id"], success_id.as_str());
+    assert_eq!(report["outcome"], "Succeeded");
+    let total = &report["tasks"]["total"];
+    assert_eq!(total["failed"], 0);
+    assert_eq!(total["pending"], 0);
+    assert_eq!(
+        total["succeeded"].as_u64().unwrap() + total["skipped"].as_u64().unwrap(),
+        total["total"].as_u64().unwrap()
+    );
+    let regions: Vec<&str> = report["tasks"]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, ["cn-south", "eu-west", "us-east"]);
+    assert_eq!(
+        report["gates_passed"],
+        serde_json::json!(["canary", "china", "world"])
+    );
+
+    // An unknown run is a usage error naming where it looked.
+    let missing = pony(&state, &["status", "no-such-run"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no run `no-such-run`"));
+}
+
+/// A pid no live process has: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// A run folder as a controller killed mid-run leaves it.
+fn hand_made_run(state: &Path, id: &str, files: &Path) -> PathBuf {
+    let run = state.join("runs").join(id);
+    std::fs::create_dir_all(run.join("logs")).unwrap();
+    std::fs::write(run.join("inventory.yaml"), TINY_INVENTORY).unwrap();
+    std::fs::write(run.join("playbook.yaml"), TINY_PLAYBOOK).unwrap();
+    std::fs::write(
+        run.join("vars.json"),
+        r#"{"vars": {"unused": "1"}, "secret_vars": ["token"], "limit": null}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        run.join("run.json"),
+        serde_json::json!({
+            "inventory_path": files.join("tiny-inventory.yaml"),
+            "playbook_path": files.join("tiny-playbook.yaml"),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let journal = [
+        serde_json::json!({"type": "run_started", "run_id": id, "playbook": "tiny-check",
+            "inventory": "tiny", "time": "2026-01-02T03:04:05Z", "pid": dead_pid(),
+            "user": "ann", "host": "ctl-1"}),
+        serde_json::json!({"type": "task_started", "node": 3, "label": "prepare@h1",
+            "time": "2026-01-02T03:04:05.100Z"}),
+        serde_json::json!({"type": "task_started", "node": 4, "label": "prepare@h2",
+            "time": "2026-01-02T03:04:05.100Z"}),
+        serde_json::json!({"type": "task_finished", "node": 3, "label": "prepare@h1",
+            "state": "succeeded", "exit_code": 0, "duration_ms": 12, "captures": [],
+            "output_tail": "preparing h1", "error": null}),
+        serde_json::json!({"type": "task_started", "node": 5, "label": "check@h1",
+            "time": "2026-01-02T03:04:05.200Z"}),
+    ];
+    let mut text: String = journal.iter().map(|r| format!("{r}\n")).collect();
+    text.push_str(r#"{"type":"task_finished","node":4,"label":"prep"#);
+    std::fs::write(run.join("journal.jsonl"), text).unwrap();
+    run
+}
+
+#[test]
+fn a_run_whose_controller_died_is_stopped_and_resumable() {
+    let files = tempfile::tempdir().unwrap();
+    let state = files.path().join("state");
+    let id = "20260102-030405-beef";
+    hand_made_run(&state, id, files.path());
+
+    let status = ok(&state, &["status"]);
+    assert!(
+        status.contains(&format!("run {id}: tiny-check on tiny")),
+        "{status}"
+    );
+    assert!(
+        status.contains("started 2026-01-02 03:04:05 UTC by ann@ctl-1"),
+        "{status}"
+    );
+    assert!(status.contains("state: stopped (resumable)"), "{status}");
+    assert!(status.contains(&format!("pony resume {id}")), "{status}");
+    assert!(status.contains("prepare@h2"), "{status}");
+    assert!(status.contains("check@h1"), "{status}");
+
+    let report: Value = serde_json::from_str(&ok(&state, &["--output", "json", "status"])).unwrap();
+    assert_eq!(report["state"], "stopped");
+    assert!(report["outcome"].is_null());
+    assert!(report["duration_ms"].is_null());
+    assert_eq!(report["tasks"]["plan_rebuilt"], true);
+    let total = &report["tasks"]["total"];
+    assert_eq!(total["total"], 8);
+    assert_eq!(total["succeeded"], 1);
+    assert_eq!(total["running"], 2);
+    assert_eq!(total["pending"], 5);
+    let mut running: Vec<&str> = report["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    running.sort();
+    assert_eq!(running, ["check@h1", "prepare@h2"]);
+    assert_eq!(report["waiting"]["reason"], "resume");
+    assert_eq!(
+        report["waiting"]["next"],
+        serde_json::json!([format!("pony resume {id}")])
+    );
+
+    let history = ok(&state, &["history"]);
+    let line = history.lines().nth(1).expect("one run");
+    assert!(line.contains(id), "{history}");
+    assert!(line.contains("ann@ctl-1"), "{history}");
+    assert!(line.contains("stopped"), "{history}");
+    assert!(line.contains("stopped (resumable)"), "{history}");
+    let runs = json_lines(&ok(&state, &["--output", "json", "history"]));
+    assert_eq!(runs[0]["state"], "stopped");
+    assert_eq!(runs[0]["result"], "stopped (resumable)");
+}
+
+#[test]
+fn without_a_usable_snapshot_status_counts_from_the_journal() {
+    let files = tempfile::tempdir().unwrap();
+    let state = files.path().join("state");
+    let id = "20260102-030405-dead";
+    let run = hand_made_run(&state, id, files.path());
+    std::fs::remove_file(run.join("playbook.yaml")).unwrap();
+
+    let status = ok(&state, &["status", id]);
+    assert!(status.contains("could not be rebuilt"), "{status}");
+    assert!(status.contains("state: stopped (resumable)"), "{status}");
+    let report: Value =
+        serde_json::from_str(&ok(&state, &["--output", "json", "status", id])).unwrap();
+    assert_eq!(report["tasks"]["plan_rebuilt"], false);
+    assert!(report["tasks"]["plan_error"].is_string());
+    assert!(report["tasks"]["total"]["pending"].is_null());
+    assert_eq!(report["tasks"]["total"]["succeeded"], 1);
+    assert_eq!(report["tasks"]["total"]["running"], 2);
+    // Regions still come from the snapshot inventory.
+    assert_eq!(report["tasks"]["regions"][0]["name"], "r1");
+}
