@@ -10,7 +10,9 @@ pub fn run(cli: Cli) -> Exit {
     crate::logging::init(&cli.global);
     let outcome = match &cli.command {
         Command::Check(args) => crate::commands::check::run(args),
-        Command::Plan { plan, estimate } => crate::commands::plan::run(plan, *estimate),
+        Command::Plan { plan, estimate } => {
+            crate::commands::plan::run(&cli.global.state_dir, plan, *estimate)
+        }
         Command::Graph {
             plan,
             format,

@@ -7,12 +7,64 @@ use crate::exit::Exit;
 use crate::plan::{Node, Plan};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::Path;
 use std::time::Duration;
 
-pub fn run(args: &PlanArgs, estimate: bool) -> anyhow::Result<Exit> {
-    let plan = load_plan(args)?;
+pub fn run(state_dir: &Path, args: &PlanArgs, estimate: bool) -> anyhow::Result<Exit> {
+    let mut plan = load_plan(args)?;
+    if estimate {
+        plan.learned_durations = learned_durations(state_dir, &plan);
+    }
     print!("{}", describe(&plan, estimate));
     Ok(Exit::Success)
+}
+
+/// Per step, the median task duration in the latest finished runs of the same playbook
+/// (up to five) in the state directory.
+pub fn learned_durations(state_dir: &Path, plan: &Plan) -> Vec<Option<Duration>> {
+    use crate::state::journal::{read, Record, TaskState};
+    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); plan.playbook.steps.len()];
+    let mut runs: Vec<std::path::PathBuf> = std::fs::read_dir(state_dir.join("runs"))
+        .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    runs.sort();
+    let mut used = 0;
+    for run in runs.iter().rev() {
+        let Ok(records) = read(&run.join("journal.jsonl")) else {
+            continue;
+        };
+        let same = records.iter().any(
+            |r| matches!(r, Record::RunStarted { playbook, .. } if *playbook == plan.playbook.name),
+        );
+        if !same {
+            continue;
+        }
+        for record in &records {
+            if let Record::TaskFinished {
+                label,
+                state: TaskState::Succeeded,
+                duration_ms,
+                ..
+            } = record
+            {
+                let step = label.split('@').next().unwrap_or_default();
+                if let Some(id) = plan.playbook.step_id(step) {
+                    samples[id].push(*duration_ms);
+                }
+            }
+        }
+        used += 1;
+        if used == 5 {
+            break;
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut ms| {
+            ms.sort_unstable();
+            ms.get(ms.len() / 2).map(|m| Duration::from_millis(*m))
+        })
+        .collect()
 }
 
 pub fn describe(plan: &Plan, estimate: bool) -> String {
@@ -152,8 +204,25 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
             .playbook
             .steps
             .iter()
-            .filter(|s| s.estimate.is_none())
-            .map(|s| s.name.as_str())
+            .enumerate()
+            .filter(|(i, s)| {
+                s.estimate.is_none() && plan.learned_durations.get(*i).copied().flatten().is_none()
+            })
+            .map(|(_, s)| s.name.as_str())
+            .collect();
+        let learned: Vec<String> = plan
+            .playbook
+            .steps
+            .iter()
+            .zip(&plan.learned_durations)
+            .filter_map(|(s, d)| match (s.estimate, d) {
+                (None, Some(d)) => Some(format!(
+                    "{} {}",
+                    s.name,
+                    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
+                )),
+                _ => None,
+            })
             .collect();
         writeln!(
             out,
@@ -162,6 +231,14 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
             humantime::format_duration(round(estimate_with_limits(plan)))
         )
         .unwrap();
+        if !learned.is_empty() {
+            writeln!(
+                out,
+                "  (from earlier runs' journals: {})",
+                learned.join(", ")
+            )
+            .unwrap();
+        }
         if !missing.is_empty() {
             writeln!(
                 out,
@@ -174,8 +251,13 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
     out
 }
 
+/// Whole seconds, or tenths of a second below a minute.
 fn round(d: Duration) -> Duration {
-    Duration::from_secs(d.as_secs())
+    if d < Duration::from_secs(60) {
+        Duration::from_millis(d.as_millis() as u64 / 100 * 100)
+    } else {
+        Duration::from_secs(d.as_secs())
+    }
 }
 
 /// The duration under `max_unavailable`: per wave, each cluster works through its hosts

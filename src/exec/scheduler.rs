@@ -992,10 +992,12 @@ impl Scheduler {
         }
         let mut commands: HashMap<NodeId, RollbackCommand> = HashMap::new();
         let mut failed_renders = Vec::new();
+        let mut chosen = vec![false; self.hosts.len()];
+        hosts.iter().for_each(|&h| chosen[h] = true);
         for (node, task) in self.plan.tasks() {
             let done = matches!(self.state[node.index()], State::Succeeded | State::Failed)
                 && !self.unchanged[node.index()];
-            let covered = hosts.contains(&task.host)
+            let covered = chosen[task.host]
                 && (task.per == Per::Host || scope != RollbackScope::Host(task.host));
             if !done || !covered {
                 continue;

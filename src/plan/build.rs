@@ -263,6 +263,7 @@ pub fn build(
         host_tasks,
         topological,
         task_count,
+        learned_durations: Vec::new(),
     })
 }
 

@@ -69,6 +69,9 @@ pub struct Plan {
     host_tasks: Vec<Vec<NodeId>>,
     topological: Vec<NodeId>,
     task_count: usize,
+    /// Per step, the typical duration seen in earlier runs' journals; used by
+    /// `--estimate` for steps without `estimate:`.
+    pub learned_durations: Vec<Option<Duration>>,
 }
 
 /// The longest path through the graph for some node durations.
@@ -195,11 +198,14 @@ impl Plan {
         }
     }
 
-    /// The duration `pony plan --estimate` uses for a node: the step's `estimate:`, the
-    /// gate's `pause:`, nothing for joins.
+    /// The duration `pony plan --estimate` uses for a node: the step's `estimate:` (else
+    /// what earlier runs took), the gate's `pause:`, nothing for joins.
     pub fn estimated_duration(&self, node: &Node) -> Duration {
         match node {
-            Node::Task(task) => self.playbook.steps[task.step].estimate.unwrap_or_default(),
+            Node::Task(task) => self.playbook.steps[task.step]
+                .estimate
+                .or(self.learned_durations.get(task.step).copied().flatten())
+                .unwrap_or_default(),
             Node::Gate(wave) => self.playbook.strategy.waves[*wave]
                 .pause
                 .unwrap_or_default(),
