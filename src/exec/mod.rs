@@ -4,6 +4,7 @@
 //! [`crate::events::Event`]s and the journal; it never prints.
 
 pub mod hosts;
+pub mod probe;
 pub mod scheduler;
 pub mod task;
 

@@ -41,8 +41,8 @@ pub enum RenderedAction {
         mode: Option<u32>,
         become_root: bool,
     },
-    /// A protocol probe, reported as not yet supported by this build.
-    Probe(String),
+    /// A protocol probe through a port forward over the host's connection.
+    Probe(crate::playbook::Probe),
 }
 
 impl RenderedAction {
@@ -63,7 +63,9 @@ impl RenderedAction {
                     mode.map(|m| format!(" mode {m:o}")).unwrap_or_default()
                 )
             }
-            RenderedAction::Probe(probe) => format!("probe {probe}"),
+            RenderedAction::Probe(probe) => {
+                format!("probe {}", serde_json::to_string(probe).unwrap_or_default())
+            }
         }
     }
 }
@@ -165,9 +167,7 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
                 become_root: step.become_root,
             }
         }
-        Action::Probe(probe) => {
-            RenderedAction::Probe(serde_json::to_string(probe).unwrap_or_default())
-        }
+        Action::Probe(probe) => RenderedAction::Probe(probe.clone()),
     };
     Ok(TaskSpec {
         action,
@@ -356,13 +356,7 @@ async fn execute_inner(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun
             mode,
             become_root,
         } => put(pool, host, content, dest, *mode, *become_root, run).await,
-        RenderedAction::Probe(probe) => {
-            run.attempts = 1;
-            run.error = Some(format!(
-                "protocol probes are not supported by this build yet ({probe})"
-            ));
-            run
-        }
+        RenderedAction::Probe(probe) => probe_with_retries(pool, host, probe, spec, run).await,
     }
 }
 
@@ -380,8 +374,7 @@ async fn run_with_retries(
     spec: &TaskSpec,
     mut run: TaskRun,
 ) -> TaskRun {
-    let polls_allowed = spec.until.map(|u| u.retries).unwrap_or(0);
-    let (mut polls, mut failures) = (0, 0);
+    let mut retry = Retry::new(spec);
     loop {
         run.attempts += 1;
         let outcome = run_command(pool, host, command, spec.timeout, &mut run).await;
@@ -401,16 +394,81 @@ async fn run_with_retries(
             Err(e) => return run.failed(&e),
         };
         run = failure;
-        if let Some(until) = spec.until.filter(|_| polls < polls_allowed) {
-            polls += 1;
-            tokio::time::sleep(until.delay).await;
-        } else if failures < spec.retries {
-            failures += 1;
-            tokio::time::sleep(spec.retry_delay).await;
-        } else {
-            return run;
+        match retry.next_delay() {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => return run,
         }
         run.error = None;
+    }
+}
+
+/// What is left of a task's `until` polls and `retries`, and how long to wait before
+/// the next attempt; `until` polls come first.
+struct Retry {
+    polls_left: u32,
+    poll_delay: Duration,
+    retries_left: u32,
+    retry_delay: Duration,
+}
+
+impl Retry {
+    fn new(spec: &TaskSpec) -> Self {
+        Retry {
+            polls_left: spec.until.map(|u| u.retries).unwrap_or(0),
+            poll_delay: spec.until.map(|u| u.delay).unwrap_or_default(),
+            retries_left: spec.retries,
+            retry_delay: spec.retry_delay,
+        }
+    }
+
+    fn next_delay(&mut self) -> Option<Duration> {
+        if self.polls_left > 0 {
+            self.polls_left -= 1;
+            Some(self.poll_delay)
+        } else if self.retries_left > 0 {
+            self.retries_left -= 1;
+            Some(self.retry_delay)
+        } else {
+            None
+        }
+    }
+}
+
+async fn probe_with_retries(
+    pool: &HostPool,
+    host: usize,
+    probe: &crate::playbook::Probe,
+    spec: &TaskSpec,
+    mut run: TaskRun,
+) -> TaskRun {
+    let mut retry = Retry::new(spec);
+    let what = format!("probe {}", serde_json::to_string(probe).unwrap_or_default());
+    loop {
+        run.attempts += 1;
+        run.commands.push(what.clone());
+        let connection = match pool.connection(host).await {
+            Ok(connection) => connection,
+            Err(e) => return run.failed(&e),
+        };
+        match super::probe::check(connection.as_ref(), probe, spec.timeout).await {
+            Ok(seen) => {
+                run.ok = true;
+                run.error = None;
+                run.exit_code = Some(0);
+                run.stdout = format!("{seen}\n").into_bytes();
+                return run;
+            }
+            Err(why) => {
+                run.ok = false;
+                run.exit_code = None;
+                run.stderr = format!("{why}\n").into_bytes();
+                run.error = Some(why);
+            }
+        }
+        match retry.next_delay() {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => return run,
+        }
     }
 }
 

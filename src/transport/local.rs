@@ -74,4 +74,18 @@ impl Connection for LocalConnection {
                 .map_err(|e| TransportError::Other(format!("cannot write {}: {e}", path.display())))
         })
     }
+
+    fn connect_port(
+        &self,
+        port: u16,
+    ) -> BoxFuture<'_, Result<Box<dyn super::Stream>, TransportError>> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| {
+                    TransportError::Other(format!("cannot connect to port {port}: {e}"))
+                })?;
+            Ok(Box::new(stream) as Box<dyn super::Stream>)
+        })
+    }
 }

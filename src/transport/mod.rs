@@ -53,6 +53,10 @@ impl TransportError {
     }
 }
 
+/// A byte stream to a port on the host (for protocol probes).
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
 /// An open connection to one host. Commands run as `sh -c COMMAND`. Dropping the last
 /// handle closes it (for ssh, the master connection).
 pub trait Connection: Send + Sync {
@@ -69,6 +73,10 @@ pub trait Connection: Send + Sync {
         path: &'a str,
         content: &'a [u8],
     ) -> BoxFuture<'a, Result<(), TransportError>>;
+
+    /// Connects to `127.0.0.1:port` as the host sees it: a port forward over the SSH
+    /// connection (nothing to install on the host), or a plain connect for local hosts.
+    fn connect_port(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Stream>, TransportError>>;
 }
 
 /// The remote command that kills `command` when `timeout` expires, even if the

@@ -5,7 +5,7 @@
 
 use super::{with_remote_timeout, BoxFuture, CommandOutput, Connection, TransportError};
 use crate::inventory::{Host, SshSettings};
-use openssh::{KnownHosts, Session, SessionBuilder};
+use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,6 +209,56 @@ impl Connection for SshConnection {
                 .write(path, content)
                 .await
                 .map_err(|e| TransportError::Other(format!("sftp write {path}: {}", describe(&e))))
+        })
+    }
+
+    fn connect_port(
+        &self,
+        port: u16,
+    ) -> BoxFuture<'_, Result<Box<dyn super::Stream>, TransportError>> {
+        Box::pin(async move {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = self
+                .session
+                .control_socket()
+                .parent()
+                .unwrap_or(Path::new("/tmp"))
+                .to_path_buf();
+            let path = dir.join(format!("fwd-{n}.sock"));
+            let listen = Socket::UnixSocket {
+                path: path.clone().into(),
+            };
+            let target = Socket::TcpSocket {
+                host: "127.0.0.1".into(),
+                port,
+            };
+            self.session
+                .request_port_forward(ForwardType::Local, listen, target)
+                .await
+                .map_err(|e| {
+                    TransportError::Disconnected(format!(
+                        "port forward to {port}: {}",
+                        describe(&e)
+                    ))
+                })?;
+            let stream = tokio::net::UnixStream::connect(&path).await;
+            // The forward only has to exist while the channel opens.
+            let listen = Socket::UnixSocket {
+                path: path.clone().into(),
+            };
+            let target = Socket::TcpSocket {
+                host: "127.0.0.1".into(),
+                port,
+            };
+            let _ = self
+                .session
+                .close_port_forward(ForwardType::Local, listen, target)
+                .await;
+            let _ = std::fs::remove_file(&path);
+            let stream = stream
+                .map_err(|e| TransportError::Other(format!("port forward to {port}: {e}")))?;
+            Ok(Box::new(stream) as Box<dyn super::Stream>)
         })
     }
 }
