@@ -1,0 +1,132 @@
+//! The flagship playbook on the embedded default inventory (connection: local): the
+//! README's run command, its idempotence, and the mail-safety promise that a queue that
+//! will not drain fails the host and rolls it back without losing a queued mail.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pony(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pony"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const DEPLOY: [&str; 5] = [
+    "deploy",
+    "-i",
+    "inventories/local.yaml",
+    "playbooks/mail-rollout.yaml",
+    "--yes",
+];
+const HOSTS: [&str; 12] = [
+    "mx-gz-01",
+    "web-gz-01",
+    "imap-gz-01",
+    "store-gz-01",
+    "mx-dub-01",
+    "mx-dub-02",
+    "imap-dub-01",
+    "store-dub-01",
+    "mx-iad-01",
+    "web-iad-01",
+    "imap-iad-01",
+    "store-iad-01",
+];
+
+fn current(state: &Path, host: &str) -> Option<String> {
+    std::fs::read_link(state.join("hosts").join(host).join("srv/mail/current"))
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+#[test]
+fn the_readme_rollout_succeeds_and_a_second_run_changes_nothing_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let first = pony(state, &DEPLOY);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    for host in HOSTS {
+        assert_eq!(
+            current(state, host).as_deref(),
+            Some("releases/2.4.1"),
+            "{host}"
+        );
+        let running = std::fs::read_to_string(
+            state
+                .join("hosts")
+                .join(host)
+                .join("srv/mail/state/running"),
+        )
+        .unwrap();
+        assert_eq!(running.trim(), "2.4.1", "{host}");
+    }
+    let mut args = DEPLOY.to_vec();
+    args.extend(["--output", "json"]);
+    let second = pony(state, &args);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let skipped = String::from_utf8_lossy(&second.stdout)
+        .lines()
+        .filter(|l| l.contains("\"event\":\"task_skipped\"") && l.contains("\"step\":\"stage\""))
+        .count();
+    assert_eq!(skipped, 12, "stage is guarded by `creates` on every host");
+}
+
+#[test]
+fn a_queue_that_will_not_drain_fails_the_host_and_keeps_the_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let queue = state.join("hosts/mx-dub-01/srv/mail/queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(
+        queue.join("msg-0001"),
+        "From: a@example.net\n\nqueued mail\n",
+    )
+    .unwrap();
+    let mut args = DEPLOY.to_vec();
+    args.extend(["--var", "drain_wait_seconds=1"]);
+    let out = pony(state, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failed, rollback complete: {}",
+        text(&out)
+    );
+    let all = text(&out);
+    assert!(
+        all.contains("FAILED mx-dub-01") && all.contains("1 mails still queued"),
+        "{all}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(queue.join("msg-0001")).unwrap(),
+        "From: a@example.net\n\nqueued mail\n",
+        "the queued mail is kept"
+    );
+    let mail = state.join("hosts/mx-dub-01/srv/mail");
+    assert!(
+        !mail.join("state/accepting-off").exists(),
+        "the rolled-back MTA accepts mail again"
+    );
+    for host in HOSTS {
+        let expected = if host.contains("dub") {
+            None
+        } else {
+            Some("releases/2.4.1")
+        };
+        assert_eq!(
+            current(state, host).as_deref(),
+            expected,
+            "{host}: eu-west is rolled back, the rest is on the new release"
+        );
+    }
+}
