@@ -177,16 +177,31 @@ impl<'a> Report<'a> {
             if let Some(who) = run.who.as_deref().filter(|w| !w.is_empty()) {
                 line.push_str(&format!(" by {who}"));
             }
-            if let Some(pid) = run.pid {
-                line.push_str(&format!(" (pid {pid})"));
-            }
             if let Some(ms) = run.duration_ms {
                 line.push_str(&format!(", took {}", runs::format_duration(ms)));
             }
             out.push_str(&line);
             out.push('\n');
         }
-        out.push_str(&format!("state: {}\n", run.result));
+        for r in &run.resumes {
+            out.push_str(&format!(
+                "{} {} by {} (pid {})\n",
+                if r.command == "rollback" {
+                    "rolled back"
+                } else {
+                    "resumed"
+                },
+                runs::format_time(&r.time),
+                r.who,
+                r.pid
+            ));
+        }
+        match (run.state, run.pid) {
+            (RunState::Running, Some(pid)) => {
+                out.push_str(&format!("state: {} (pid {pid})\n", run.result))
+            }
+            _ => out.push_str(&format!("state: {}\n", run.result)),
+        }
         if let Some(problem) = &run.journal_problem {
             out.push_str(&format!("note: {problem}\n"));
         }
@@ -243,7 +258,7 @@ impl<'a> Report<'a> {
                 out.push_str(&line);
                 out.push('\n');
                 if !f.output_tail.trim().is_empty() {
-                    out.push_str(&crate::report::plain::indent(f.output_tail));
+                    out.push_str(&indent(f.output_tail));
                     out.push('\n');
                 }
             }
@@ -317,9 +332,8 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
     let id = &run.run_id;
     let resume = format!("pony resume {id}");
     let controller = format!(
-        "pid {} on {}",
+        "pid {}",
         run.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
-        run.host.as_deref().filter(|h| !h.is_empty()).unwrap_or("?")
     );
     let waiting = |reason: &str, wave: Option<String>, message: String, next: Vec<String>| {
         Some(Waiting {
@@ -334,7 +348,7 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
         RunState::Stopped => waiting(
             "resume",
             None,
-            format!("stopped: its controller ({controller}) is gone; resume goes on from the journal"),
+            format!("stopped: its controller ({controller}) is not running on this host; resume goes on from the journal"),
             vec![resume],
         ),
         RunState::Finished => match run.outcome.as_deref() {
@@ -455,4 +469,12 @@ fn more(out: &mut String, count: usize) {
             count - LIST_AT_MOST
         ));
     }
+}
+
+/// Output lines as the deploy report shows them: `    | line`.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

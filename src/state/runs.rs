@@ -40,7 +40,7 @@ pub struct RunSummary {
     pub who: Option<String>,
     pub user: Option<String>,
     pub host: Option<String>,
-    /// The pid of the controller that last started (or resumed) the run.
+    /// The pid of the controller that last started or resumed the run.
     pub pid: Option<u32>,
     /// RFC 3339, from the first `run_started`.
     pub started: Option<String>,
@@ -58,9 +58,29 @@ pub struct RunSummary {
     pub result: String,
     /// The run folder.
     pub path: PathBuf,
+    /// Each `pony resume` / `pony rollback` of the run, oldest first.
+    pub resumes: Vec<Resumed>,
     /// Why the journal could not be read, or which of its lines were skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal_problem: Option<String>,
+}
+
+/// A `run_resumed` record: the run was continued or rolled back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    /// `resume` or `rollback`.
+    pub command: String,
+    pub time: String,
+    pub who: String,
+    pub pid: u32,
+}
+
+fn who(user: &str, host: &str) -> String {
+    if user.is_empty() {
+        host.to_string()
+    } else {
+        format!("{user}@{host}")
+    }
 }
 
 /// The last known state of one task (by label, e.g. `switch@mx-gz-01`).
@@ -211,6 +231,7 @@ fn fold(id: &str, path: PathBuf, records: &[Record], problem: Option<String>) ->
         exit_code: None,
         result: String::new(),
         path,
+        resumes: Vec::new(),
         journal_problem: problem,
     };
     let mut tasks: Vec<TaskRecord> = Vec::new();
@@ -219,6 +240,8 @@ fn fold(id: &str, path: PathBuf, records: &[Record], problem: Option<String>) ->
     let mut rollback_index: BTreeMap<String, usize> = BTreeMap::new();
     let mut gates_passed: Vec<String> = Vec::new();
     let mut started_any = false;
+    // Where the latest controller runs (its pid is only checkable there).
+    let mut controller_host = String::new();
     for record in records {
         match record {
             Record::RunStarted {
@@ -237,23 +260,31 @@ fn fold(id: &str, path: PathBuf, records: &[Record], problem: Option<String>) ->
                     summary.started = Some(time.clone());
                     summary.user = Some(user.clone());
                     summary.host = Some(host.clone());
-                    summary.who = Some(if user.is_empty() {
-                        host.clone()
-                    } else {
-                        format!("{user}@{host}")
-                    });
+                    summary.who = Some(who(user, host));
                 }
                 // A second start (older resumes): the run is going again.
                 summary.pid = Some(*pid);
-                summary.host = Some(host.clone());
+                controller_host = host.clone();
                 summary.finished = None;
                 summary.outcome = None;
                 summary.exit_code = None;
             }
             // A resume or rollback: the run is going again.
-            Record::RunResumed { pid, host, .. } => {
+            Record::RunResumed {
+                command,
+                time,
+                pid,
+                user,
+                host,
+            } => {
+                summary.resumes.push(Resumed {
+                    command: command.clone(),
+                    time: time.clone(),
+                    who: who(user, host),
+                    pid: *pid,
+                });
                 summary.pid = Some(*pid);
-                summary.host = Some(host.clone());
+                controller_host = host.clone();
                 summary.finished = None;
                 summary.outcome = None;
                 summary.exit_code = None;
@@ -332,7 +363,7 @@ fn fold(id: &str, path: PathBuf, records: &[Record], problem: Option<String>) ->
         RunState::Finished
     } else if !started_any {
         RunState::Unknown
-    } else if controller_alive(summary.pid, summary.host.as_deref()) {
+    } else if controller_alive(summary.pid, &controller_host) {
         RunState::Running
     } else {
         RunState::Stopped
@@ -407,9 +438,9 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
 
 /// Whether the controller that wrote `run_started` still runs: same host, and its pid
 /// is alive and (where /proc says) a pony process.
-fn controller_alive(pid: Option<u32>, host: Option<&str>) -> bool {
+fn controller_alive(pid: Option<u32>, host: &str) -> bool {
     let Some(pid) = pid else { return false };
-    if host.is_some_and(|h| !h.is_empty() && h != this_host()) {
+    if !host.is_empty() && host != super::hostname() {
         return false;
     }
     let Ok(raw) = libc::pid_t::try_from(pid) else {
@@ -429,12 +460,6 @@ fn controller_alive(pid: Option<u32>, host: Option<&str>) -> bool {
         }
         Err(_) => true,
     }
-}
-
-fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// Rebuilds the plan a run used from its snapshot (inventory.yaml, playbook.yaml,
