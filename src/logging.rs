@@ -37,6 +37,15 @@ pub fn attach_progress(multi: Option<MultiProgress>) {
     }
 }
 
+/// Runs `f` (a prompt) with the progress bars hidden, so the question stays readable.
+pub fn with_progress_suspended<R>(f: impl FnOnce() -> R) -> R {
+    let multi = PROGRESS.read().ok().and_then(|slot| slot.clone());
+    match multi {
+        Some(multi) => multi.suspend(f),
+        None => f(),
+    }
+}
+
 /// Makes a [`LogLine`] per log event.
 struct LogWriter;
 

@@ -162,13 +162,13 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
         while let Some(request) = requests.recv().await {
             let wave = request.wave.clone();
             let approved = tokio::task::spawn_blocking(move || {
-                eprint!(
-                    "\nWave {wave} is done. Approve it and continue with the next wave? [y/N] "
-                );
-                let _ = std::io::stderr().flush();
-                let mut answer = String::new();
-                let _ = std::io::stdin().read_line(&mut answer);
-                matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+                crate::logging::with_progress_suspended(|| {
+                    eprint!("\nWave {wave} is done. Approve it and continue with the next wave? [y/N] ");
+                    let _ = std::io::stderr().flush();
+                    let mut answer = String::new();
+                    let _ = std::io::stdin().read_line(&mut answer);
+                    matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
+                })
             })
             .await
             .unwrap_or(false);
