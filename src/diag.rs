@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 pub struct Diagnostic {
     /// The file at fault (inventory, playbook, template).
     pub file: PathBuf,
-    /// Line and column (1-based) where the parser knows them.
+    /// Line and column (1-based) where the parser knows them; column 0 when only the
+    /// line is known.
     pub location: Option<(usize, usize)>,
     /// What the problem is, naming the step, host, key or wave.
     pub message: String,
@@ -48,12 +49,8 @@ impl Diagnostic {
     /// A YAML syntax or shape error from serde_yaml, with its location and, for an
     /// unknown key or variant, the closest valid one.
     pub fn from_yaml(file: &Path, error: &serde_yaml::Error) -> Self {
-        let text = error.to_string();
-        let message = match text.rfind(" at line ") {
-            Some(at) => text[..at].to_string(),
-            None => text.clone(),
-        };
-        let mut diagnostic = Diagnostic::new(file, message.replace("unknown field", "unknown key"));
+        let message = yaml_message(&error.to_string());
+        let mut diagnostic = Diagnostic::new(file, message.clone());
         if let Some(location) = error.location() {
             diagnostic = diagnostic.at(location.line(), location.column());
         }
@@ -62,17 +59,76 @@ impl Diagnostic {
         }
         diagnostic
     }
+
+    /// Replaces the start of the message (e.g. a serde path `steps[1]`) with friendlier
+    /// words (`step `switch``).
+    pub fn map_message(mut self, f: impl FnOnce(&str) -> String) -> Self {
+        self.message = f(&self.message);
+        self
+    }
+}
+
+/// serde_yaml's text, in the words of our docs: the location (already shown as
+/// file:line:col) is dropped, the place a construct started is kept, and Rust type
+/// names become what the file should contain.
+fn yaml_message(text: &str) -> String {
+    let strip = |part: &str| -> String {
+        match part.find(" at line ") {
+            Some(at) => part[..at].to_string(),
+            None => part.to_string(),
+        }
+    };
+    let message = match text.split_once(", while ") {
+        Some((head, tail)) => {
+            let (what, started) = match tail.rsplit_once(" at line ") {
+                Some((what, at)) => (what, format!(" (started at line {at})")),
+                None => (tail, String::new()),
+            };
+            format!("{} while {what}{started}", strip(head))
+        }
+        None => strip(text),
+    };
+    message
+        .replace("unknown field", "unknown key")
+        .replace("unknown variant", "unknown value")
+        .replace("missing field", "missing key")
+        .replace("duplicate field", "duplicate key")
+        .replace(
+            "expected struct RawInventory",
+            "expected a mapping with `name` and `regions` at the top level",
+        )
+        .replace(
+            "expected struct RawPlaybook",
+            "expected a mapping with `name` and `steps` at the top level",
+        )
+        .replace("expected u32", "expected a whole number >= 0")
+        .replace("expected u16", "expected a port number")
+        .replace("expected usize", "expected a whole number >= 0")
+        .replace("expected a boolean", "expected true or false")
+        .split("expected struct Raw")
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                part.to_string()
+            } else {
+                format!(
+                    "expected a mapping{}",
+                    part.trim_start_matches(char::is_alphanumeric)
+                )
+            }
+        })
+        .collect()
 }
 
 /// From "unknown field `rolse`, expected one of `vars`, `roles`" takes the word and the list.
 fn unknown_and_expected(message: &str) -> Option<(String, Vec<String>)> {
     let start = message
-        .find("unknown field `")
-        .map(|i| i + "unknown field `".len())
+        .find("unknown key `")
+        .map(|i| i + "unknown key `".len())
         .or_else(|| {
             message
-                .find("unknown variant `")
-                .map(|i| i + "unknown variant `".len())
+                .find("unknown value `")
+                .map(|i| i + "unknown value `".len())
         })?;
     let rest = &message[start..];
     let end = rest.find('`')?;
@@ -92,7 +148,10 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .into_iter()
         .map(|candidate| (strsim::levenshtein(word, candidate), candidate))
         .filter(|(distance, candidate)| {
-            *distance > 0 && (*distance <= 2 || *distance * 3 <= candidate.len().max(word.len()))
+            // Close enough to be a typo, and not a rewrite of a short word.
+            *distance > 0
+                && ((*distance <= 2 && *distance < word.chars().count())
+                    || *distance * 3 <= candidate.len().max(word.len()))
         })
         .min()
         .map(|(_, candidate)| candidate)
@@ -101,8 +160,10 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
-        if let Some((line, column)) = self.location {
-            write!(f, ":{line}:{column}")?;
+        match self.location {
+            Some((line, 0)) if line > 0 => write!(f, ":{line}")?,
+            Some((line, column)) if line > 0 => write!(f, ":{line}:{column}")?,
+            _ => {}
         }
         write!(f, ": {}", self.message)?;
         if let Some(hint) = &self.hint {
@@ -190,7 +251,7 @@ mod tests {
     #[test]
     fn parses_unknown_field_message() {
         let (word, expected) =
-            unknown_and_expected("unknown field `rolse`, expected one of `vars`, `roles`").unwrap();
+            unknown_and_expected("unknown key `rolse`, expected one of `vars`, `roles`").unwrap();
         assert_eq!(word, "rolse");
         assert_eq!(expected, vec!["vars", "roles"]);
     }

@@ -85,11 +85,15 @@ pub fn run(path: &Path, limit: Option<&str>, format: InventoryFormat) -> anyhow:
                 out.push_str(line.join("  ").trim_end());
                 out.push('\n');
             }
+            let regions: std::collections::BTreeSet<usize> =
+                hosts.iter().map(|h| h.region).collect();
+            let clusters: std::collections::BTreeSet<usize> =
+                hosts.iter().map(|h| h.cluster).collect();
             out.push_str(&format!(
                 "{} hosts in {} regions, {} clusters\n",
                 super::thousands(hosts.len()),
-                inventory.regions.len(),
-                inventory.clusters.len()
+                regions.len(),
+                clusters.len()
             ));
             print!("{out}");
         }

@@ -24,12 +24,11 @@ use std::sync::Arc;
 /// playbook are reported together.
 pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
     let inventory = crate::inventory::load(&args.inventory);
-    let playbook = crate::playbook::load(&args.playbook);
+    let (playbook, mut errors) = crate::playbook::load_partial(&args.playbook);
     let (inventory, playbook) = match (inventory, playbook) {
-        (Ok(i), Ok(p)) => (i, p),
-        (i, p) => {
-            let mut errors = Diagnostics::default();
-            for e in [i.err(), p.err()].into_iter().flatten() {
+        (Ok(i), Some(p)) => (i, p),
+        (i, _) => {
+            if let Err(e) = i {
                 errors.extend(e);
             }
             return Err(errors.sorted());
@@ -39,7 +38,14 @@ pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
         limit: args.limit.clone(),
         extra_vars: extra_vars(args),
     };
-    crate::plan::build(Arc::new(inventory), Arc::new(playbook), &options)
+    // Problems in the playbook's values and in the plan are reported together.
+    match crate::plan::build(Arc::new(inventory), Arc::new(playbook), &options) {
+        Ok(plan) => errors.into_result(plan),
+        Err(plan_errors) => {
+            errors.extend(plan_errors);
+            Err(errors.sorted())
+        }
+    }
 }
 
 /// `--var` and `--secret-var` values as vars.

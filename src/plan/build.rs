@@ -29,8 +29,15 @@ pub fn build(
     options: &PlanOptions,
 ) -> Result<Plan, Diagnostics> {
     let file = playbook.file.clone();
-    step_cycles(&playbook)?;
     let mut errors = Diagnostics::default();
+    // A cycle is reported with everything else; the graph is then built without `needs`.
+    let cyclic = match step_cycles(&playbook) {
+        Ok(()) => false,
+        Err(cycles) => {
+            errors.extend(cycles);
+            true
+        }
+    };
     let host_wave = assign_waves(&inventory, &playbook, &mut errors);
     let selected = match &options.limit {
         None => HostSet::full(inventory.hosts.len()),
@@ -125,7 +132,7 @@ pub fn build(
     // `needs` edges with SPEC §3 scoping; region- and run-wide needs go through joins.
     let mut joins: HashMap<(StepId, Option<RegionId>), NodeIndex> = HashMap::new();
     let mut wave_conflicts: BTreeSet<(StepId, StepId)> = BTreeSet::new();
-    for (step_id, step) in playbook.steps.iter().enumerate() {
+    for (step_id, step) in playbook.steps.iter().enumerate().filter(|_| !cyclic) {
         for need in &step.needs {
             let needed = &playbook.steps[need.step];
             for &node in &step_tasks[step_id].all {
@@ -252,7 +259,7 @@ pub fn build(
         tasks.sort_by_key(|n| position[n.index()]);
     }
     let task_count = step_tasks.iter().map(|s| s.all.len()).sum();
-    errors.into_result(Plan {
+    let plan = Plan {
         inventory,
         playbook,
         graph,
@@ -264,7 +271,138 @@ pub fn build(
         topological,
         task_count,
         learned_durations: Vec::new(),
-    })
+    };
+    if errors.is_empty() {
+        check_rendering(&plan, &step_tasks, &mut errors);
+    }
+    errors.into_result(plan)
+}
+
+/// The first `host.x`, `run.x`, `playbook.x` or `wave.x` in a template whose `x` is not
+/// an attribute pony provides.
+fn unknown_builtin(source: &str) -> Option<String> {
+    const KNOWN: [(&str, &[&str]); 4] = [
+        ("host", &["name", "address", "region", "cluster", "roles"]),
+        ("run", &["id"]),
+        ("playbook", &["name"]),
+        ("wave", &["name"]),
+    ];
+    for (object, attributes) in KNOWN {
+        let pattern = format!("{object}.");
+        for (at, _) in source.match_indices(&pattern) {
+            let before = source[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+                continue;
+            }
+            let attribute: String = source[at + pattern.len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !attributes.contains(&attribute.as_str()) {
+                return Some(format!("{object}.{attribute}"));
+            }
+        }
+    }
+    None
+}
+
+/// Renders every template of every step once, for its first target, so that unknown
+/// filters and attributes (`{{ x | qoute }}`, `{{ host.nmae }}`) are found before
+/// anything runs. Captures are stood in for by placeholders.
+fn check_rendering(plan: &Plan, step_tasks: &[StepTasks], errors: &mut Diagnostics) {
+    const FILTERS: [&str; 24] = [
+        "quote",
+        "default",
+        "lower",
+        "upper",
+        "trim",
+        "join",
+        "length",
+        "replace",
+        "first",
+        "last",
+        "sort",
+        "unique",
+        "tojson",
+        "string",
+        "int",
+        "float",
+        "abs",
+        "round",
+        "title",
+        "capitalize",
+        "indent",
+        "items",
+        "list",
+        "map",
+    ];
+    let env = template::environment();
+    let mut placeholders = Vars::new();
+    for step in &plan.playbook.steps {
+        if let Some(name) = &step.capture {
+            placeholders.insert(name.clone(), serde_yaml::Value::String("captured".into()));
+        }
+    }
+    for (s, step) in plan.playbook.steps.iter().enumerate() {
+        let Some(&first) = step_tasks[s].all.first() else {
+            continue;
+        };
+        let Node::Task(task) = plan.graph[first] else {
+            continue;
+        };
+        let ctx = plan.template_context(&task, "check", &placeholders);
+        let mut sources: Vec<(String, String)> = step
+            .templates()
+            .into_iter()
+            .map(|(f, t)| (format!("`{f}`"), t.to_string()))
+            .collect();
+        if let Action::Template(t) = &step.action {
+            if let Ok(src) = env.render_str(&t.src, &ctx) {
+                if let Ok(text) = std::fs::read_to_string(plan.playbook.dir().join(&src)) {
+                    sources.push((format!("template {src}"), text));
+                }
+            }
+        }
+        for (field, source) in sources {
+            let Err(e) = env.render_str(&source, &ctx) else {
+                continue;
+            };
+            let detail = e
+                .detail()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string());
+            let host = &plan.inventory.hosts[task.host].name;
+            let d = Diagnostic::new(
+                &plan.playbook.file,
+                format!(
+                    "step `{}`: {field} cannot be rendered for host `{host}`: {detail}",
+                    step.name
+                ),
+            );
+            let unknown_filter = detail
+                .split_whitespace()
+                .skip_while(|w| *w != "filter")
+                .nth(1)
+                .map(|w| {
+                    w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
+                        .to_string()
+                });
+            let d = match unknown_builtin(&source) {
+                Some(name) if e.kind() == minijinja::ErrorKind::UndefinedError => {
+                    d.map_message(|m| format!("{m}: `{name}` does not exist"))
+                }
+                _ => d,
+            };
+            let d = match (e.kind(), unknown_filter) {
+                (minijinja::ErrorKind::UnknownFilter, Some(name)) => match closest(&name, FILTERS) {
+                    Some(best) => d.hint(format!("unknown filter `{name}`: did you mean `{best}`?")),
+                    None => d.hint(format!("unknown filter `{name}`; pony adds `quote` to minijinja's filters")),
+                },
+                _ => d.hint("built-ins are host.name, host.address, host.region, host.cluster, host.roles, run.id, playbook.name, wave.name"),
+            };
+            errors.push(d);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -484,6 +622,33 @@ fn check_template_variables(
             }
         }
         for var in used.iter().filter(|v| !everywhere.contains(v.as_str())) {
+            // A step without targets (its pattern is wrong, or --limit) is still checked
+            // against the whole inventory, so that its problems show up together.
+            let nowhere = step_tasks[s].all.is_empty()
+                && !captures.iter().any(|(name, _)| name == var)
+                && !inventory
+                    .hosts
+                    .iter()
+                    .any(|h| h.vars.contains_key(var.as_str()));
+            if nowhere {
+                let known: Vec<&str> = everywhere
+                    .iter()
+                    .copied()
+                    .chain(captures.iter().map(|c| c.0))
+                    .collect();
+                let d = Diagnostic::new(
+                    &playbook.file,
+                    format!(
+                        "step `{}`: variable `{var}` is not defined for any host",
+                        step.name
+                    ),
+                );
+                errors.push(match closest(var, known) {
+                    Some(best) => d.hint(format!("did you mean `{best}`?")),
+                    None => d.hint(format!("define `{var}` in the playbook's `vars:`, the inventory's vars, or pass `--var {var}=VALUE`")),
+                });
+                continue;
+            }
             let missing: Vec<HostId> = step_tasks[s]
                 .all
                 .iter()
@@ -546,6 +711,7 @@ fn check_template_files(playbook: &Playbook, errors: &mut Diagnostics) {
             ),
             Ok(text) => {
                 if let Err(e) = template::variables(&env, &text) {
+                    let line = e.line().unwrap_or(0);
                     errors.push(
                         Diagnostic::new(
                             &path,
@@ -555,6 +721,7 @@ fn check_template_files(playbook: &Playbook, errors: &mut Diagnostics) {
                                 e.detail().unwrap_or(&e.to_string())
                             ),
                         )
+                        .at(line, 0)
                         .hint("fix the {{ }} / {% %} syntax (minijinja, like Jinja2)"),
                     );
                 }

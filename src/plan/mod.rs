@@ -236,6 +236,40 @@ impl Plan {
         }
     }
 
+    /// The template context of a task: merged vars, then captures, and the built-ins
+    /// `host`, `run`, `playbook`, `wave`.
+    pub fn template_context(&self, task: &Task, run_id: &str, captures: &Vars) -> minijinja::Value {
+        let plan = self;
+        let inventory = &plan.inventory;
+        let host = &inventory.hosts[task.host];
+        let mut vars = plan.vars_for(task.host);
+        vars.extend(captures.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut map: serde_json::Map<String, serde_json::Value> = vars
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or_default()))
+            .collect();
+        map.insert(
+            "host".into(),
+            serde_json::json!({
+                "name": host.name,
+                "address": host.destination(),
+                "region": inventory.regions[host.region].name,
+                "cluster": inventory.clusters[host.cluster].name,
+                "roles": host.roles,
+            }),
+        );
+        map.insert("run".into(), serde_json::json!({ "id": run_id }));
+        map.insert(
+            "playbook".into(),
+            serde_json::json!({ "name": plan.playbook.name }),
+        );
+        map.insert(
+            "wave".into(),
+            serde_json::json!({ "name": plan.waves[task.wave].name }),
+        );
+        minijinja::Value::from_serialize(&map)
+    }
+
     /// The vars a host's templates see: playbook < inventory (merged) < `--var`.
     pub fn vars_for(&self, host: HostId) -> Vars {
         let mut vars = self.playbook.vars.clone();

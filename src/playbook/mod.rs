@@ -184,21 +184,76 @@ impl Playbook {
 
 /// Reads and validates a playbook file; every problem is reported at once.
 pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostic::new(path, format!("cannot read playbook: {e}"))
-            .hint("pass an existing playbook, e.g. playbooks/mail-rollout.yaml")
-    })?;
-    parse(path, &text)
+    match load_partial(path) {
+        (Some(playbook), errors) => errors.into_result(playbook),
+        (None, errors) => Err(errors.sorted()),
+    }
+}
+
+/// Like [`load`], but also hands back the playbook when only some values were bad, so
+/// that the checks against the inventory run too and every problem is reported at once.
+pub fn load_partial(path: &Path) -> (Option<Playbook>, Diagnostics) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_partial(path, &text),
+        Err(e) => (
+            None,
+            Diagnostic::new(path, format!("cannot read playbook: {e}"))
+                .hint("pass an existing playbook, e.g. playbooks/mail-rollout.yaml")
+                .into(),
+        ),
+    }
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
-    let raw: RawPlaybook =
-        serde_yaml::from_str(text).map_err(|e| Diagnostic::from_yaml(path, &e))?;
-    Builder {
-        path,
-        errors: Diagnostics::default(),
+    match parse_partial(path, text) {
+        (Some(playbook), errors) => errors.into_result(playbook),
+        (None, errors) => Err(errors.sorted()),
     }
-    .build(raw)
+}
+
+/// The playbook (`None` when its shape is wrong or a step had to be dropped) and every
+/// problem found in it.
+pub fn parse_partial(path: &Path, text: &str) -> (Option<Playbook>, Diagnostics) {
+    match serde_yaml::from_str::<RawPlaybook>(text) {
+        Ok(raw) => Builder {
+            path,
+            errors: Diagnostics::default(),
+        }
+        .build(raw),
+        Err(e) => (
+            None,
+            Diagnostic::from_yaml(path, &e)
+                .map_message(|message| name_the_step(text, message))
+                .into(),
+        ),
+    }
+}
+
+/// serde names a step by its index (`steps[1].needs[0]: …`); people know it by name.
+fn name_the_step(text: &str, message: &str) -> String {
+    let Some(rest) = message.strip_prefix("steps[") else {
+        return message.to_string();
+    };
+    let Some((index, rest)) = rest.split_once(']') else {
+        return message.to_string();
+    };
+    let name = index.parse::<usize>().ok().and_then(|i| {
+        let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+        value
+            .get("steps")?
+            .get(i)?
+            .get("name")?
+            .as_str()
+            .map(str::to_string)
+    });
+    match name {
+        Some(name) => format!(
+            "step `{name}`{}{}",
+            if rest.starts_with('.') { ": " } else { "" },
+            rest.trim_start_matches('.')
+        ),
+        None => message.to_string(),
+    }
 }
 
 struct Builder<'a> {
@@ -212,7 +267,7 @@ impl Builder<'_> {
             .push(Diagnostic::new(self.path, message).hint(hint));
     }
 
-    fn build(mut self, raw: RawPlaybook) -> Result<Playbook, Diagnostics> {
+    fn build(mut self, raw: RawPlaybook) -> (Option<Playbook>, Diagnostics) {
         if raw.steps.is_empty() {
             self.error(
                 "playbook has no steps",
@@ -236,6 +291,7 @@ impl Builder<'_> {
         }
         let names: Vec<&str> = raw.steps.iter().map(|s| s.name.as_str()).collect();
         let strategy = self.strategy(raw.strategy);
+        let raw_steps = raw.steps.len();
         let steps: Vec<Step> = raw
             .steps
             .iter()
@@ -264,7 +320,8 @@ impl Builder<'_> {
             strategy,
             steps,
         };
-        self.errors.into_result(playbook)
+        let complete = playbook.steps.len() == raw_steps;
+        (complete.then_some(playbook), self.errors)
     }
 
     fn duration(&mut self, what: &str, value: &Scalar) -> Option<Duration> {
@@ -272,9 +329,9 @@ impl Builder<'_> {
             Scalar::Number(seconds) => Some(Duration::from_secs(*seconds)),
             Scalar::Text(text) => match humantime::parse_duration(text.trim()) {
                 Ok(d) => Some(d),
-                Err(e) => {
+                Err(_) => {
                     self.error(
-                        format!("{what}: bad duration `{text}`: {e}"),
+                        format!("{what}: `{text}` is not a duration"),
                         "write durations like `30s`, `10m` or `1h 30m`",
                     );
                     None
@@ -666,8 +723,8 @@ steps:
         for expected in [
             "strategy.max_unavailable: bad value `125%`",
             "wave `w` lists no regions",
-            "bad duration `10 minutes please`",
-            "step `a` timeout: bad duration `soon`",
+            "`10 minutes please` is not a duration",
+            "step `a` timeout: `soon` is not a duration",
             "step `b` needs unknown step `aa`",
             "did you mean `a`?",
             "step `c` has 0 actions",

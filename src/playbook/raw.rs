@@ -96,11 +96,32 @@ pub struct RawStep {
     pub estimate: Option<Scalar>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `needs:` entries: a step name, or `{ step: X, scope: run }`. Deserialized by hand so
+/// that a bad entry says what is wrong instead of "did not match any variant".
+#[derive(Debug)]
 pub enum RawNeed {
     Step(String),
     Scoped(RawScopedNeed),
+}
+
+impl<'de> Deserialize<'de> for RawNeed {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawNeed;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a step name or `{ step: NAME, scope: auto|run }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<RawNeed, E> {
+                Ok(RawNeed::Step(name.to_string()))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<RawNeed, M::Error> {
+                RawScopedNeed::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawNeed::Scoped)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
