@@ -369,7 +369,7 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
                 waiting(
                     "approval",
                     wave,
-                    format!("approval of wave {shown}"),
+                    format!("approval of wave {shown} (the run keeps the inventory's lock until it is resumed or `pony unlock`ed)"),
                     vec![format!("{resume} --approve {shown}")],
                 )
             }
