@@ -75,7 +75,9 @@ fn main() {
 
 fn env_usize(name: &str, default: usize) -> Result<usize> {
     match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a number")),
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v} is not a number")),
         Err(_) => Ok(default),
     }
 }
@@ -97,12 +99,18 @@ fn real_main() -> Result<()> {
     std::fs::write(&playbook, playbook_yaml())?;
     let tmux = Tmux::start(dir.path())?;
 
-    eprintln!(
-        "bench reporter: {hosts} local hosts × {STEPS} steps, {runs} rounds, pony = {bin}"
-    );
+    eprintln!("bench reporter: {hosts} local hosts × {STEPS} steps, {runs} rounds, pony = {bin}");
     let mut samples: Vec<(Mode, Vec<Sample>)> = Mode::ALL.iter().map(|m| (*m, vec![])).collect();
     // A warm-up run (page cache, first directory creations), not counted.
-    run_one(&tmux, dir.path(), &bin, &inventory, &playbook, Mode::Json, 0)?;
+    run_one(
+        &tmux,
+        dir.path(),
+        &bin,
+        &inventory,
+        &playbook,
+        Mode::Json,
+        0,
+    )?;
     for round in 0..runs {
         for k in 0..Mode::ALL.len() {
             let i = (round + k) % Mode::ALL.len();
@@ -169,7 +177,9 @@ fn run_one(
     round: usize,
 ) -> Result<Sample> {
     let state = dir.join("state");
-    let result = dir.join(format!("result-{round}-{mode:?}"));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let result = dir.join(format!("result-{n}-{round}-{mode:?}"));
     let pony = format!(
         "{} --state-dir {} deploy -i {} {} --yes",
         quote(bin),
@@ -283,7 +293,8 @@ fn inventory_yaml(hosts: usize) -> String {
     let (regions, clusters) = (4, 5);
     let per_cluster = hosts / (regions * clusters);
     let width = per_cluster.to_string().len().max(2);
-    let mut yaml = String::from("name: bench-reporter\ndefaults: { connection: local }\nregions:\n");
+    let mut yaml =
+        String::from("name: bench-reporter\ndefaults: { connection: local }\nregions:\n");
     for r in 1..=regions {
         let _ = writeln!(yaml, "  region-{r}:\n    clusters:");
         for c in 1..=clusters {

@@ -463,3 +463,78 @@ fn the_junit_report_has_a_suite_per_region_and_a_failure_for_the_failed_host() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("FAILED r2-c1-01"), "{stdout}");
 }
+
+#[test]
+fn colour_follows_the_color_option_and_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.yaml");
+    let playbook = dir.path().join("playbook.yaml");
+    std::fs::write(
+        &inventory,
+        "name: tiny\ndefaults: { connection: local }\nregions:\n  r1:\n    clusters:\n      c1: { hosts: { \"h[1:3]\": } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &playbook,
+        "name: tiny\nsteps:\n  - name: s\n    run: \"true\"\n",
+    )
+    .unwrap();
+    let pony = |state: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--state-dir".to_string(),
+            dir.path().join(state).display().to_string(),
+            "deploy".into(),
+            "-i".into(),
+            inventory.display().to_string(),
+            playbook.display().to_string(),
+            "--yes".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_pony"))
+            .args(args)
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap()
+    };
+    // Not a terminal: no colour unless asked.
+    let plain = run(pony("s1", &[]));
+    assert_eq!(code(&plain), 0, "{}", text(&plain));
+    assert!(!plain.stdout.contains(&0x1b), "{}", text(&plain));
+    let forced = run(pony("s2", &["--color", "always"]));
+    assert_eq!(code(&forced), 0, "{}", text(&forced));
+    assert!(
+        String::from_utf8_lossy(&forced.stdout).contains("\u{1b}["),
+        "{}",
+        text(&forced)
+    );
+    // A terminal: colour by default, none with NO_COLOR or --color never.
+    for (state, env, extra, coloured) in [
+        ("t1", "", &[][..], true),
+        ("t2", "NO_COLOR=1 ", &[][..], false),
+        ("t3", "", &["--color", "never"][..], false),
+    ] {
+        let tmux = Tmux::new(&dir.path().join(state));
+        std::fs::create_dir_all(dir.path().join(state)).unwrap();
+        let command = std::iter::once(env!("CARGO_BIN_EXE_pony").to_string())
+            .chain(pony(state, extra))
+            .map(|a| shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        tmux.start(&format!("env -u NO_COLOR {env}{command}"));
+        let (_, exit) = tmux.wait_for_exit(Duration::from_secs(60));
+        assert_eq!(exit, 0);
+        let out = tmux
+            .command()
+            .args(["capture-pane", "-p", "-e", "-S", "-"])
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(screen.contains("overall"), "{screen}");
+        // SGR colour codes: 31-37 (foreground).
+        let has_colour = (31..=37).any(|c| screen.contains(&format!("\u{1b}[{c}m")));
+        assert_eq!(has_colour, coloured, "{env}{extra:?}: {screen:?}");
+    }
+}

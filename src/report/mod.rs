@@ -24,8 +24,14 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// Something that renders events.
 pub trait Reporter: Send {
     fn event(&mut self, event: &Event);
+    /// Called every [`TICK`] whether events come or not (to redraw, or to print a
+    /// progress line during a long quiet stretch).
+    fn tick(&mut self) {}
     fn finish(&mut self) {}
 }
+
+/// How often [`Reporter::tick`] is called.
+pub const TICK: Duration = Duration::from_millis(100);
 
 /// Hidden knob for benchmarks and demos: `PONY_PROGRESS=bars` draws the progress bars even
 /// when stdout is not a terminal, `PONY_PROGRESS=plain` never draws them.
@@ -96,19 +102,50 @@ pub fn for_run(global: &GlobalOptions) -> Vec<Box<dyn Reporter>> {
     reporters
 }
 
-/// Feeds every event to every reporter until the sender is dropped. The reporters run on
-/// a thread of their own: a terminal or pipe that is slow to take output never occupies
-/// one of the runtime's workers.
+/// Feeds every event to every reporter until the sender is dropped, and ticks them every
+/// [`TICK`]. The reporters run on a thread of their own: rendering, or a terminal or pipe
+/// that is slow to take output, never occupies one of the executor's workers.
 pub async fn drive(mut events: UnboundedReceiver<Event>, mut reporters: Vec<Box<dyn Reporter>>) {
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("pony-report".into())
         .spawn(move || {
-            while let Some(event) = events.blocking_recv() {
-                for reporter in &mut reporters {
-                    reporter.event(&event);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build();
+            let Ok(runtime) = runtime else {
+                while let Some(event) = events.blocking_recv() {
+                    for reporter in &mut reporters {
+                        reporter.event(&event);
+                    }
                 }
-            }
+                for reporter in &mut reporters {
+                    reporter.finish();
+                }
+                let _ = done.send(());
+                return;
+            };
+            runtime.block_on(async {
+                let mut ticks = tokio::time::interval(TICK);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        event = events.recv() => match event {
+                            Some(event) => {
+                                for reporter in &mut reporters {
+                                    reporter.event(&event);
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = ticks.tick() => {
+                            for reporter in &mut reporters {
+                                reporter.tick();
+                            }
+                        }
+                    }
+                }
+            });
             for reporter in &mut reporters {
                 reporter.finish();
             }
@@ -228,9 +265,7 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
                 "== gate after wave {wave}: pausing {}",
                 humantime::format_duration(Duration::from_secs(*seconds))
             ),
-            "approve" => format!(
-                "== gate after wave {wave}: waiting for approval (pony resume RUN --approve {wave})"
-            ),
+            "approve" => format!("== gate after wave {wave}: waiting for approval"),
             window if window.starts_with("window ") => format!(
                 "== wave {wave} waits for its change {window} (opens in {})",
                 humantime::format_duration(Duration::from_secs(*seconds))

@@ -143,3 +143,124 @@ impl Reporter for PlainReporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{RegionSummary, RunOutcome, TaskRef};
+    use std::sync::{Arc, Mutex};
+
+    /// A writer whose bytes the test can read afterwards.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn task(host: &str) -> TaskRef {
+        TaskRef {
+            id: 1,
+            step: "switch".into(),
+            host: host.into(),
+            region: "r1".into(),
+            cluster: "c1".into(),
+            wave: "all".into(),
+        }
+    }
+
+    fn host(name: &str, outcome: HostOutcome) -> Event {
+        Event::HostFinished {
+            host: name.into(),
+            region: "r1".into(),
+            cluster: "c1".into(),
+            outcome,
+        }
+    }
+
+    fn run(quiet: bool, palette: Palette) -> String {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(Box::new(out.clone()), quiet, palette);
+        let events = [
+            Event::RunStarted {
+                run_id: "RUN".into(),
+                playbook: "pb".into(),
+                inventory: "inv".into(),
+                hosts: 2,
+                tasks: 2,
+                waves: vec!["all".into()],
+                regions: vec![("r1".into(), 2)],
+            },
+            Event::TaskStarted { task: task("a") },
+            Event::TaskFailed {
+                task: task("a"),
+                exit_code: Some(3),
+                error: "exited with 3".into(),
+                stderr_tail: "bad config".into(),
+                duration_ms: 5,
+                attempts: 1,
+            },
+            host("b", HostOutcome::Ok),
+            host("a", HostOutcome::RolledBack),
+            Event::Summary {
+                run_id: "RUN".into(),
+                outcome: RunOutcome::FailedRolledBack,
+                exit_code: 1,
+                hosts: 2,
+                ok: 1,
+                failed: 0,
+                rolled_back: 1,
+                cancelled: 0,
+                rollback_failed: 0,
+                duration_ms: 10,
+                regions: vec![RegionSummary {
+                    region: "r1".into(),
+                    hosts: 2,
+                    ok: 1,
+                    failed: 0,
+                    rolled_back: 1,
+                    cancelled: 0,
+                    duration_ms: 10,
+                }],
+                run_dir: "/s/runs/RUN".into(),
+            },
+        ];
+        for event in &events {
+            reporter.event(event);
+        }
+        reporter.finish();
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn one_line_per_host_failures_with_their_tail_and_the_summary() {
+        let text = run(false, Palette::new(false));
+        assert!(text.contains("FAILED a [r1] step switch: exit 3, exited with 3"));
+        assert!(text.contains("    | bad config"));
+        assert!(text.contains("ok              b (r1/c1)"), "{text}");
+        assert!(text.contains("rolled back     a (r1/c1)"), "{text}");
+        assert!(text.contains("FAILED HOSTS"), "{text}");
+        assert!(text.contains("run RUN failed; rollback complete"), "{text}");
+        assert!(!text.contains('\u{1b}'), "no colour unless asked: {text}");
+    }
+
+    #[test]
+    fn quiet_keeps_failures_and_the_summary_only() {
+        let text = run(true, Palette::new(false));
+        assert!(!text.contains("ok              b"), "{text}");
+        assert!(text.contains("rolled back     a"), "{text}");
+        assert!(text.contains("REGION"), "{text}");
+    }
+
+    #[test]
+    fn colour_when_asked() {
+        assert!(run(false, Palette::new(true)).contains("\u{1b}["));
+    }
+}

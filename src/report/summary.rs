@@ -18,6 +18,8 @@ pub struct Tally {
     steps: IndexMap<String, StepStats>,
     /// Hosts with a failed task: the first failure of each, in the order they happened.
     failures: IndexMap<String, FailedHost>,
+    /// The wave whose `approve:` gate the run last waited at.
+    approval: Option<String>,
 }
 
 #[derive(Debug)]
@@ -61,6 +63,12 @@ impl Tally {
                         exit_code: *exit_code,
                         outcome: None,
                     });
+            }
+            Event::GateWaiting { wave, reason, .. } if reason == "approve" => {
+                self.approval = Some(wave.clone());
+            }
+            Event::GatePassed { wave } if self.approval.as_ref() == Some(wave) => {
+                self.approval = None;
             }
             Event::HostFinished { host, outcome, .. } => {
                 if let Some(failed) = self.failures.get_mut(host) {
@@ -262,9 +270,11 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
     lines.push(format!("journal: {run_dir}/journal.jsonl"));
     lines.push(format!("logs:    {run_dir}/logs/<host>.log"));
     match outcome {
-        RunOutcome::Interrupted | RunOutcome::AwaitingApproval => {
-            lines.push(format!("resume:  pony resume {run_id}"))
-        }
+        RunOutcome::Interrupted => lines.push(format!("resume:  pony resume {run_id}")),
+        RunOutcome::AwaitingApproval => lines.push(match &tally.approval {
+            Some(wave) => format!("approve: pony resume {run_id} --approve {wave}"),
+            None => format!("resume:  pony resume {run_id} --approve WAVE"),
+        }),
         RunOutcome::NeedsAttention => lines.push(format!(
             "next:    pony status {run_id}; then pony resume {run_id} or pony rollback {run_id}"
         )),

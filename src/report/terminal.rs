@@ -11,7 +11,7 @@ use crate::events::{Event, HostOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Output lines shown under a failure above the bars (the journal and logs keep more).
 const TAIL_LINES: usize = 5;
@@ -19,6 +19,9 @@ const TAIL_LINES: usize = 5;
 const REFRESH_HZ: u8 = 10;
 /// How often the overall bar redraws on its own, so elapsed time moves during gates.
 const TICK: Duration = Duration::from_millis(500);
+/// The bars are brought up to date at most this often: counting an event is cheap, but
+/// each indicatif update renders its bar's line (and asks the terminal for its width).
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -61,9 +64,14 @@ impl Counts {
 
 struct RegionBar {
     bar: ProgressBar,
+    size: u64,
+    /// Hosts with a final outcome.
+    done: u64,
     wave: String,
     counts: Counts,
     failing: bool,
+    /// What the bar shows now (it is only touched when this changes).
+    shown: (u64, String),
 }
 
 pub struct TerminalReporter {
@@ -71,6 +79,11 @@ pub struct TerminalReporter {
     multi: MultiProgress,
     overall: Option<ProgressBar>,
     overall_counts: Counts,
+    overall_done: u64,
+    overall_shown: (u64, String),
+    /// Whether the bars lag behind the counts, and when they were last brought up to date.
+    dirty: bool,
+    last_flush: Instant,
     regions: Vec<RegionBar>,
     region_index: HashMap<String, usize>,
     /// The latest outcome of every host that has one (a host may go ok → rolled back).
@@ -104,6 +117,10 @@ impl TerminalReporter {
             multi,
             overall: None,
             overall_counts: Counts::default(),
+            overall_done: 0,
+            overall_shown: (0, String::new()),
+            dirty: false,
+            last_flush: Instant::now(),
             regions: Vec::new(),
             region_index: HashMap::new(),
             outcomes: HashMap::new(),
@@ -166,12 +183,16 @@ impl TerminalReporter {
         };
         bar.set_style(self.region_style(false));
         bar.set_prefix(name.to_string());
-        bar.set_message(self.palette.dim("waiting"));
+        let waiting = self.palette.dim("waiting");
+        bar.set_message(waiting.clone());
         self.regions.push(RegionBar {
             bar,
+            size: size as u64,
+            done: 0,
             wave: String::new(),
             counts: Counts::default(),
             failing: false,
+            shown: (0, waiting),
         });
         self.region_index
             .insert(name.to_string(), self.regions.len() - 1);
@@ -185,15 +206,9 @@ impl TerminalReporter {
         }
     }
 
-    fn refresh_region(&mut self, i: usize) {
-        let region = &self.regions[i];
+    fn region_message(&self, region: &RegionBar) -> String {
         let mut message = String::new();
-        let done = region.counts.running == 0
-            && region
-                .bar
-                .length()
-                .is_some_and(|len| region.bar.position() >= len);
-        if done {
+        if region.counts.running == 0 && region.done >= region.size {
             message.push_str(&self.palette.green("done"));
         } else if !region.wave.is_empty() {
             message.push_str(&format!("wave {}", region.wave));
@@ -205,17 +220,10 @@ impl TerminalReporter {
             }
             message.push_str(&counts);
         }
-        region.bar.set_message(message);
-        if region.counts.failed > 0 && !region.failing {
-            let style = self.region_style(true);
-            let region = &mut self.regions[i];
-            region.failing = true;
-            region.bar.set_style(style);
-        }
+        message
     }
 
-    fn refresh_overall(&self) {
-        let Some(overall) = &self.overall else { return };
+    fn overall_message(&self) -> String {
         let mut parts = Vec::new();
         let counts = self.overall_counts.message(&self.palette);
         if !counts.is_empty() {
@@ -224,11 +232,58 @@ impl TerminalReporter {
         if let Some(gate) = &self.gate {
             parts.push(self.palette.yellow(gate));
         }
-        let message = parts.iter().map(|p| format!("· {p}")).collect::<Vec<_>>();
-        overall.set_message(message.join(" "));
+        let parts: Vec<String> = parts.iter().map(|p| format!("· {p}")).collect();
+        parts.join(" ")
     }
 
-    fn println(&self, text: &str) {
+    /// Notes that the bars lag behind; brings them up to date if they were not lately.
+    fn changed(&mut self) {
+        self.dirty = true;
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    /// Brings every bar up to date, touching only those whose position or text changed.
+    fn flush(&mut self) {
+        self.dirty = false;
+        self.last_flush = Instant::now();
+        for i in 0..self.regions.len() {
+            let message = self.region_message(&self.regions[i]);
+            let failing_style = (self.regions[i].counts.failed > 0 && !self.regions[i].failing)
+                .then(|| self.region_style(true));
+            let region = &mut self.regions[i];
+            if let Some(style) = failing_style {
+                region.failing = true;
+                region.bar.set_style(style);
+            }
+            if region.shown.0 != region.done {
+                region.shown.0 = region.done;
+                region.bar.set_position(region.done);
+            }
+            if region.shown.1 != message {
+                region.bar.set_message(message.clone());
+                region.shown.1 = message;
+            }
+        }
+        let message = self.overall_message();
+        if let Some(overall) = &self.overall {
+            if self.overall_shown.0 != self.overall_done {
+                self.overall_shown.0 = self.overall_done;
+                overall.set_position(self.overall_done);
+            }
+            if self.overall_shown.1 != message {
+                overall.set_message(message.clone());
+                self.overall_shown.1 = message;
+            }
+        }
+    }
+
+    /// A line above the bars (which are brought up to date first).
+    fn println(&mut self, text: &str) {
+        if self.dirty {
+            self.flush();
+        }
         let _ = self.multi.println(text);
     }
 
@@ -252,10 +307,8 @@ impl TerminalReporter {
                 self.overall_counts.count(previous, -1);
             }
             None => {
-                self.regions[i].bar.inc(1);
-                if let Some(overall) = &self.overall {
-                    overall.inc(1);
-                }
+                self.regions[i].done += 1;
+                self.overall_done += 1;
             }
         }
         self.regions[i].counts.count(outcome, 1);
@@ -267,12 +320,11 @@ impl TerminalReporter {
             HostOutcome::RolledBack => self.failed_hosts.contains(host),
             _ => false,
         };
+        self.changed();
         if worth_a_line {
             let word = self.palette.outcome(outcome);
             self.println(&format!("{word} {host} ({region}/{cluster})"));
         }
-        self.refresh_region(i);
-        self.refresh_overall();
     }
 
     fn finish_bars(&mut self, summary: Option<&Event>) {
@@ -280,6 +332,7 @@ impl TerminalReporter {
             return;
         }
         self.finished = true;
+        self.flush();
         // Finished bars that are dropped stay on screen as they last were; what is
         // printed next comes below them.
         if let Some(overall) = &self.overall {
@@ -335,14 +388,11 @@ impl Reporter for TerminalReporter {
                 self.overall_counts.running += 1;
                 // Tasks start again: whatever gate or window held the run is behind it.
                 self.gate = None;
-                self.refresh_region(i);
-                self.refresh_overall();
+                self.changed();
             }
             Event::TaskFinished { task, .. } | Event::TaskSkipped { task, .. } => {
                 if self.task_ended(task.id, &task.region) {
-                    let i = self.region(&task.region);
-                    self.refresh_region(i);
-                    self.refresh_overall();
+                    self.changed();
                 }
             }
             Event::TaskFailed { task, .. } => {
@@ -351,9 +401,8 @@ impl Reporter for TerminalReporter {
                     let i = self.region(&task.region);
                     self.regions[i].counts.failed += 1;
                     self.overall_counts.failed += 1;
-                    self.refresh_region(i);
-                    self.refresh_overall();
                 }
+                self.changed();
                 if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
                     self.println(&text);
                 }
@@ -373,14 +422,14 @@ impl Reporter for TerminalReporter {
                     }
                     other => format!("waiting for {other} after {wave}"),
                 });
-                self.refresh_overall();
+                self.changed();
                 if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
                     self.println(&text);
                 }
             }
             Event::GatePassed { .. } => {
                 self.gate = None;
-                self.refresh_overall();
+                self.changed();
             }
             Event::Summary { .. } => self.finish_bars(Some(event)),
             _ => {
@@ -388,6 +437,12 @@ impl Reporter for TerminalReporter {
                     self.println(&text);
                 }
             }
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.dirty && !self.finished {
+            self.flush();
         }
     }
 
