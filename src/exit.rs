@@ -20,6 +20,9 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Exit 1 for the commands that change nothing (`ping`, `exec`): some host failed.
+    pub const SOME_HOSTS_FAILED: Exit = Exit::FailedRolledBack;
+
     pub fn code(self) -> i32 {
         self as i32
     }

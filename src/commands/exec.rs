@@ -95,7 +95,7 @@ pub fn run(
     Ok(if failed == 0 {
         Exit::Success
     } else {
-        Exit::FailedRolledBack
+        Exit::SOME_HOSTS_FAILED
     })
 }
 

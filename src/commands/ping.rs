@@ -242,7 +242,7 @@ pub fn run(
     Ok(if unreachable == 0 {
         Exit::Success
     } else {
-        Exit::FailedRolledBack
+        Exit::SOME_HOSTS_FAILED
     })
 }
 
