@@ -92,6 +92,8 @@ pub struct TerminalReporter {
     running: HashSet<usize>,
     /// What the run waits for at a gate, if it does.
     gate: Option<String>,
+    /// When a timed wait (a `pause:` or a change window) ends, for the countdown.
+    gate_until: Option<Instant>,
     name_width: usize,
     bar_width: usize,
     /// Digits of the largest host count.
@@ -127,6 +129,7 @@ impl TerminalReporter {
             failed_hosts: HashSet::new(),
             running: HashSet::new(),
             gate: None,
+            gate_until: None,
             name_width: 7,
             bar_width: 30,
             digits: 1,
@@ -230,7 +233,17 @@ impl TerminalReporter {
             parts.push(counts);
         }
         if let Some(gate) = &self.gate {
-            parts.push(self.palette.yellow(gate));
+            let left = self.gate_until.map(|until| {
+                let secs = until.saturating_duration_since(Instant::now()).as_secs();
+                format!(
+                    ": {} left",
+                    humantime::format_duration(Duration::from_secs(secs))
+                )
+            });
+            parts.push(
+                self.palette
+                    .yellow(&format!("{gate}{}", left.unwrap_or_default())),
+            );
         }
         let parts: Vec<String> = parts.iter().map(|p| format!("· {p}")).collect();
         parts.join(" ")
@@ -388,6 +401,7 @@ impl Reporter for TerminalReporter {
                 self.overall_counts.running += 1;
                 // Tasks start again: whatever gate or window held the run is behind it.
                 self.gate = None;
+                self.gate_until = None;
                 self.changed();
             }
             Event::TaskFinished { task, .. } | Event::TaskSkipped { task, .. } => {
@@ -413,7 +427,13 @@ impl Reporter for TerminalReporter {
                 cluster,
                 outcome,
             } => self.host_finished(host, region, cluster, *outcome),
-            Event::GateWaiting { wave, reason, .. } => {
+            Event::GateWaiting {
+                wave,
+                reason,
+                seconds,
+            } => {
+                self.gate_until =
+                    (*seconds > 0).then(|| Instant::now() + Duration::from_secs(*seconds));
                 self.gate = Some(match reason.as_str() {
                     "approve" => format!("waiting for approval of {wave}"),
                     "pause" => format!("pausing after {wave}"),
@@ -429,6 +449,7 @@ impl Reporter for TerminalReporter {
             }
             Event::GatePassed { .. } => {
                 self.gate = None;
+                self.gate_until = None;
                 self.changed();
             }
             Event::Summary { .. } => self.finish_bars(Some(event)),
@@ -441,6 +462,10 @@ impl Reporter for TerminalReporter {
     }
 
     fn tick(&mut self) {
+        // A countdown moves even when no event comes.
+        if self.gate_until.is_some() && self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.dirty = true;
+        }
         if self.dirty && !self.finished {
             self.flush();
         }
