@@ -163,7 +163,9 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
             let wave = request.wave.clone();
             let approved = tokio::task::spawn_blocking(move || {
                 crate::logging::with_progress_suspended(|| {
-                    eprint!("\nWave {wave} is done. Approve it and continue with the next wave? [y/N] ");
+                    eprint!(
+                        "\nWave {wave} is done. Approve it and continue with the next wave? [y/N] "
+                    );
                     let _ = std::io::stderr().flush();
                     let mut answer = String::new();
                     let _ = std::io::stdin().read_line(&mut answer);

@@ -199,8 +199,11 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
                     Ok(names) => names,
                     Err(e) => {
                         errors.push(
-                            Diagnostic::new(path, format!("cluster `{cluster_name}`: host {e}"))
-                                .hint(
+                            Diagnostic::new(
+                                path,
+                                format!("{e} in the hosts of cluster `{cluster_name}`"),
+                            )
+                            .hint(
                                 "ranges are `[start:end]` with start <= end, e.g. `mx-gz-[01:40]`",
                             ),
                         );
@@ -242,7 +245,12 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
                     let host_id = inventory.hosts.len();
                     if let Some(&other) = inventory.by_name.get(&name) {
                         let other = &inventory.clusters[inventory.hosts[other].cluster].name;
-                        errors.push(Diagnostic::new(path, format!("duplicate host `{name}` in cluster `{cluster_name}` (already in cluster `{other}`)")).hint("host names must be unique across the inventory; rename or remove one"));
+                        let place = if *other == *cluster_name {
+                            format!("defined twice in cluster `{other}`")
+                        } else {
+                            format!("in cluster `{cluster_name}` and in cluster `{other}`")
+                        };
+                        errors.push(Diagnostic::new(path, format!("duplicate host `{name}` ({place})")).hint("host names must be unique across the inventory; rename or remove one"));
                         continue;
                     }
                     inventory.by_name.insert(name.clone(), host_id);

@@ -497,15 +497,11 @@ impl Builder<'_> {
         if actions.len() != 1 {
             let found: Vec<&str> = actions.iter().map(Action::kind).collect();
             self.error(
-                format!(
-                    "{what} has {} actions ({})",
-                    actions.len(),
-                    if found.is_empty() {
-                        "none".to_string()
-                    } else {
-                        found.join(", ")
-                    }
-                ),
+                if found.is_empty() {
+                    format!("{what} has no action")
+                } else {
+                    format!("{what} has {} actions ({})", found.len(), found.join(", "))
+                },
                 "give each step exactly one of `run`, `upload`, `template` or `probe`",
             );
             return None;
@@ -727,7 +723,7 @@ steps:
             "step `a` timeout: `soon` is not a duration",
             "step `b` needs unknown step `aa`",
             "did you mean `a`?",
-            "step `c` has 0 actions",
+            "step `c` has no action",
             "step `b` is defined twice",
             "is not a valid template",
         ] {
