@@ -201,7 +201,10 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
                         errors.push(
                             Diagnostic::new(
                                 path,
-                                format!("{e} in the hosts of cluster `{cluster_name}`"),
+                                format!(
+                                    "bad host range `{}` in cluster `{cluster_name}`: {}",
+                                    e.text, e.reason
+                                ),
                             )
                             .hint(
                                 "ranges are `[start:end]` with start <= end, e.g. `mx-gz-[01:40]`",
