@@ -64,10 +64,14 @@ pub fn build(
         graph.add_edge(pair[0], pair[1], ());
     }
 
-    // Targets of every step, in inventory order.
-    let mut step_tasks: Vec<StepTasks> = Vec::with_capacity(playbook.steps.len());
+    // Targets of every step, in inventory order; needed steps first, so that a `per: run`
+    // step can go where the tasks it waits for are.
+    let mut step_tasks: Vec<StepTasks> = (0..playbook.steps.len())
+        .map(|_| StepTasks::default())
+        .collect();
     let mut host_tasks: Vec<Vec<NodeIndex>> = vec![Vec::new(); inventory.hosts.len()];
-    for step in &playbook.steps {
+    for step_id in needs_first(&playbook, cyclic) {
+        let step = &playbook.steps[step_id];
         let mut tasks = StepTasks::default();
         let matched = match step.hosts.resolve(&inventory) {
             Ok(set) => set,
@@ -77,7 +81,6 @@ pub fn build(
                     Some(s) => d.hint(format!("did you mean `{s}`?")),
                     None => d.hint("check the step's `hosts:` against the inventory's hosts, regions, clusters and roles"),
                 });
-                step_tasks.push(tasks);
                 continue;
             }
         };
@@ -100,15 +103,35 @@ pub fn build(
                 hosts.sort_unstable();
                 hosts
             }
-            Per::Run => eligible
+            Per::Run => {
+                // The earliest wave in which everything it needs has run (the first wave
+                // when it needs nothing), then the first host by name.
+                let needed_wave = step
+                    .needs
+                    .iter()
+                    .flat_map(|n| &step_tasks[n.step].all)
+                    .filter_map(|node| match graph[*node] {
+                        Node::Task(t) => Some(t.wave),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let first = |hosts: &mut dyn Iterator<Item = HostId>| {
+                    hosts.min_by_key(|h| (host_wave[*h], name_of(h)))
+                };
+                first(
+                    &mut eligible
+                        .iter()
+                        .copied()
+                        .filter(|h| host_wave[*h] >= Some(needed_wave)),
+                )
+                .or_else(|| first(&mut eligible.iter().copied()))
                 .into_iter()
-                .min_by_key(|h| (host_wave[*h], name_of(h)))
-                .into_iter()
-                .collect(),
+                .collect()
+            }
         };
         for host in targets {
             let wave = host_wave[host].expect("eligible hosts have a wave");
-            let step_id = step_tasks.len();
             let node = graph.add_node(Node::Task(Task {
                 step: step_id,
                 host,
@@ -126,7 +149,7 @@ pub fn build(
             }
             host_tasks[host].push(node);
         }
-        step_tasks.push(tasks);
+        step_tasks[step_id] = tasks;
     }
 
     // `needs` edges with SPEC §3 scoping; region- and run-wide needs go through joins.
@@ -410,6 +433,31 @@ struct StepTasks {
     all: Vec<NodeIndex>,
     by_host: HashMap<HostId, NodeIndex>,
     by_region: HashMap<RegionId, Vec<NodeIndex>>,
+}
+
+/// Step ids with every step after the steps it needs (file order when `needs` has a
+/// cycle, which is reported separately).
+fn needs_first(playbook: &Playbook, cyclic: bool) -> Vec<StepId> {
+    let count = playbook.steps.len();
+    if cyclic {
+        return (0..count).collect();
+    }
+    let mut order = Vec::with_capacity(count);
+    let mut placed = vec![false; count];
+    fn visit(step: StepId, playbook: &Playbook, placed: &mut Vec<bool>, order: &mut Vec<StepId>) {
+        if placed[step] {
+            return;
+        }
+        placed[step] = true;
+        for need in &playbook.steps[step].needs {
+            visit(need.step, playbook, placed, order);
+        }
+        order.push(step);
+    }
+    for step in 0..count {
+        visit(step, playbook, &mut placed, &mut order);
+    }
+    order
 }
 
 /// A cycle in `needs` is reported as the circle of step names, `a -> b -> a`, where

@@ -292,3 +292,30 @@ steps:
         "{err}"
     );
 }
+
+#[test]
+fn a_per_run_step_goes_to_the_wave_of_what_it_needs() {
+    let plan = plan(
+        r#"
+name: announce
+strategy:
+  waves:
+    - { name: canary, regions: [cn-south], hosts: canary }
+    - { name: world, regions: ["*"] }
+steps:
+  - { name: health, run: "true" }
+  - { name: announce, per: run, needs: [{ step: health, scope: run }], run: "echo done" }
+  - { name: prepare, per: run, run: "echo first" }
+"#,
+    );
+    let announce = plan.task(node(&plan, "announce@run")).unwrap();
+    assert_eq!(plan.waves[announce.wave].name, "world");
+    let health = waits_for(&plan, "announce@run")
+        .into_iter()
+        .filter(|l| l.starts_with("health@"))
+        .count();
+    assert_eq!(health, 9, "every health task");
+    let prepare = plan.task(node(&plan, "prepare@run")).unwrap();
+    assert_eq!(plan.waves[prepare.wave].name, "canary");
+    assert_eq!(plan.inventory.hosts[prepare.host].name, "mx-gz-9");
+}
