@@ -3,6 +3,7 @@
 //! [`ssh`] (one multiplexed OpenSSH master per host, commands as channels, SFTP writes).
 
 pub mod local;
+pub mod shell;
 pub mod ssh;
 
 use std::future::Future;
@@ -85,7 +86,7 @@ pub fn with_remote_timeout(command: &str, timeout: Option<Duration>) -> String {
     match timeout {
         None => command.to_string(),
         Some(t) => format!(
-            "exec timeout -k 2 {} sh -c {}",
+            "timeout -k 2 {} sh -c {}",
             t.as_secs_f64().max(0.001),
             crate::playbook::template::shell_quote(command)
         ),

@@ -3,6 +3,7 @@
 //! host is done; every command is a channel on it, file writes go over SFTP on it.
 //! Host keys are checked strictly unless new keys are explicitly accepted.
 
+use super::shell::RemoteShell;
 use super::{with_remote_timeout, BoxFuture, CommandOutput, Connection, TransportError};
 use crate::inventory::{Host, SshSettings};
 use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket};
@@ -39,6 +40,8 @@ impl SshOptions {
 pub struct SshConnection {
     session: Arc<Session>,
     sftp: tokio::sync::OnceCell<openssh_sftp_client::Sftp>,
+    /// Idle persistent shells; a task takes one (or opens one) and gives it back.
+    shells: std::sync::Mutex<Vec<RemoteShell>>,
 }
 
 impl SshConnection {
@@ -52,6 +55,7 @@ impl SshConnection {
         Ok(SshConnection {
             session: Arc::new(session),
             sftp: tokio::sync::OnceCell::new(),
+            shells: std::sync::Mutex::new(Vec::new()),
         })
     }
 }
@@ -149,43 +153,33 @@ impl Connection for SshConnection {
     ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
         Box::pin(async move {
             let remote = with_remote_timeout(command, timeout);
-            let mut shell = self.session.shell(&remote);
-            shell.stdin(openssh::Stdio::null());
-            let output = shell.output();
-            // The remote `timeout` kills the command; this backstop covers a hung host.
-            let output = match timeout {
-                None => output.await,
+            let idle = self.shells.lock().expect("not poisoned").pop();
+            let session = self.session.clone();
+            let work = async move {
+                let mut shell = match idle {
+                    Some(shell) => shell,
+                    None => RemoteShell::open(session).await?,
+                };
+                let output = shell.run(&remote).await?;
+                Ok::<_, TransportError>((shell, output))
+            };
+            // The remote `timeout` kills the command; this backstop covers a hung host
+            // (the shell is then dropped, closing its channel).
+            let (shell, output) = match timeout {
+                None => work.await?,
                 Some(limit) => {
-                    match tokio::time::timeout(limit + Duration::from_secs(3), output).await {
-                        Ok(output) => output,
+                    match tokio::time::timeout(limit + Duration::from_secs(3), work).await {
+                        Ok(result) => result?,
                         Err(_) => return Err(TransportError::Timeout(limit)),
                     }
                 }
             };
-            let output = match output {
-                Ok(output) => output,
-                Err(openssh::Error::RemoteProcessTerminated)
-                | Err(openssh::Error::Disconnected) => {
-                    return match self.session.check().await {
-                        Ok(()) => Ok(CommandOutput {
-                            exit_code: None,
-                            stdout: Vec::new(),
-                            stderr: b"killed by a signal".to_vec(),
-                        }),
-                        Err(e) => Err(TransportError::Disconnected(describe(&e))),
-                    };
-                }
-                Err(e) => return Err(TransportError::Disconnected(describe(&e))),
-            };
+            self.shells.lock().expect("not poisoned").push(shell);
             // `timeout` exits 124 (or 137 after -k) when it had to kill the command.
-            if timeout.is_some() && matches!(output.status.code(), Some(124) | Some(137)) {
+            if timeout.is_some() && matches!(output.exit_code, Some(124) | Some(137)) {
                 return Err(TransportError::Timeout(timeout.unwrap_or_default()));
             }
-            Ok(CommandOutput {
-                exit_code: output.status.code(),
-                stdout: output.stdout,
-                stderr: output.stderr,
-            })
+            Ok(output)
         })
     }
 

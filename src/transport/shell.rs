@@ -1,0 +1,112 @@
+//! A persistent remote shell: one `sh` per channel on the host's SSH master, fed one
+//! command at a time on stdin, with the end of each command's stdout and stderr marked
+//! by a line only pony can write. Opening a session costs sshd a fork, the user's login
+//! shell and its rc files; paying that once per channel instead of once per task is what
+//! makes a task cost about one round trip.
+
+use super::{CommandOutput, TransportError};
+use openssh::{ChildStderr, ChildStdin, ChildStdout, Session};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// One `sh` reading commands from its stdin.
+pub struct RemoteShell {
+    // Keeps the channel open; dropping it closes the channel and ends the shell.
+    _child: openssh::Child<Arc<Session>>,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    stderr: BufReader<ChildStderr>,
+}
+
+impl RemoteShell {
+    pub async fn open(session: Arc<Session>) -> Result<Self, TransportError> {
+        let mut command = Session::to_command(session, "sh");
+        command
+            .stdin(openssh::Stdio::piped())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let mut child = command
+            .spawn()
+            .await
+            .map_err(|e| TransportError::Disconnected(super::ssh::describe(&e)))?;
+        let lost = || TransportError::Disconnected("the remote shell has no pipes".into());
+        let stdin = child.stdin().take().ok_or_else(lost)?;
+        let stdout = BufReader::new(child.stdout().take().ok_or_else(lost)?);
+        let stderr = BufReader::new(child.stderr().take().ok_or_else(lost)?);
+        Ok(RemoteShell {
+            _child: child,
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Runs `command` with `sh -c` in a child of the shell (so `exit` or `cd` in it
+    /// cannot touch the shell) and collects its output and exit status.
+    pub async fn run(&mut self, command: &str) -> Result<CommandOutput, TransportError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let marker = format!(
+            "__pony_{}_{}__",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let script = format!(
+            "sh -c {} </dev/null; s=$?; printf '\\n{marker} %d\\n' \"$s\"; printf '\\n{marker}\\n' >&2\n",
+            crate::playbook::template::shell_quote(command)
+        );
+        let lost = |e: std::io::Error| {
+            TransportError::Disconnected(format!("the remote shell went away: {e}"))
+        };
+        self.stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(lost)?;
+        self.stdin.flush().await.map_err(lost)?;
+        let (stdout, stderr) = tokio::join!(
+            read_until_marker(&mut self.stdout, &marker, true),
+            read_until_marker(&mut self.stderr, &marker, false)
+        );
+        let (stdout, status) = stdout?;
+        let (stderr, _) = stderr?;
+        Ok(CommandOutput {
+            exit_code: status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+/// Reads until the marker line; returns what came before it (without the newline pony
+/// added) and, on stdout, the exit status written after the marker.
+async fn read_until_marker(
+    stream: &mut (impl AsyncBufReadExt + Unpin),
+    marker: &str,
+    with_status: bool,
+) -> Result<(Vec<u8>, Option<i32>), TransportError> {
+    let mut buffer = Vec::new();
+    loop {
+        let start = buffer.len();
+        let read = stream.read_until(b'\n', &mut buffer).await.map_err(|e| {
+            TransportError::Disconnected(format!("the remote shell went away: {e}"))
+        })?;
+        if read == 0 {
+            return Err(TransportError::Disconnected(
+                "the remote shell closed its output".into(),
+            ));
+        }
+        let line = &buffer[start..];
+        if !line.starts_with(marker.as_bytes()) || start == 0 || buffer[start - 1] != b'\n' {
+            continue;
+        }
+        let rest = String::from_utf8_lossy(&line[marker.len()..])
+            .trim()
+            .to_string();
+        if with_status != !rest.is_empty() {
+            continue;
+        }
+        let status = rest.parse::<i32>().ok();
+        buffer.truncate(start - 1);
+        return Ok((buffer, status));
+    }
+}
