@@ -102,7 +102,7 @@ async fn read_until_marker(
         let rest = String::from_utf8_lossy(&line[marker.len()..])
             .trim()
             .to_string();
-        if with_status != !rest.is_empty() {
+        if with_status == rest.is_empty() {
             continue;
         }
         let status = rest.parse::<i32>().ok();
