@@ -110,3 +110,36 @@ async fn read_until_marker(
         return Ok((buffer, status));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_ends_exactly_where_the_command_stopped_writing() {
+        let m = "__pony_1_7__";
+        let mut out: &[u8] = b"one\ntwo\n\n__pony_1_7__ 3\nnext";
+        assert_eq!(
+            read_until_marker(&mut out, m, true).await.unwrap(),
+            (b"one\ntwo\n".to_vec(), Some(3))
+        );
+        let mut no_newline: &[u8] = b"partial\n__pony_1_7__ 0\n";
+        assert_eq!(
+            read_until_marker(&mut no_newline, m, true).await.unwrap(),
+            (b"partial".to_vec(), Some(0))
+        );
+        let mut empty: &[u8] = b"\n__pony_1_7__\n";
+        assert_eq!(
+            read_until_marker(&mut empty, m, false).await.unwrap(),
+            (Vec::new(), None)
+        );
+        // A line that merely starts like the marker, not after pony's newline, is output.
+        let mut tricky: &[u8] = b"__pony_1_7__ 9\nx\n__pony_1_7__ 1\n";
+        assert_eq!(
+            read_until_marker(&mut tricky, m, true).await.unwrap(),
+            (b"__pony_1_7__ 9\nx".to_vec(), Some(1))
+        );
+        let mut cut: &[u8] = b"no marker";
+        assert!(read_until_marker(&mut cut, m, true).await.is_err());
+    }
+}
