@@ -11,7 +11,11 @@
 //!   all hosts at once (spawn all, then wait all);
 //! - **floor (b)**: per host one `ssh -M -fN` ControlMaster, then 5 sequential
 //!   `ssh -S <ControlPath> <address> true`, all hosts at once (one thread per host); the wall
-//!   time includes opening the masters, closing them (`ssh -O exit`) comes after.
+//!   time includes opening the masters, closing them (`ssh -O exit`) comes after;
+//! - **reference (c)**: per host one plain `ssh <address> 'exec sh'` fed the commands one
+//!   at a time on stdin (each as `sh -c '<command>' </dev/null`), each answered by a marker
+//!   line with its exit status before the next is sent: what a step-by-step controller
+//!   with one session per host (a persistent remote shell) would cost;
 //!
 //! and prints medians, the ratios pony/(a) and pony/(b) and the controller CPU per host-task
 //! (CPU / (hosts × 5)) beside the targets (pony ≤ 1.3 × floor (a) at 200 hosts, ≤ 1 ms of
@@ -25,8 +29,11 @@
 //! after each run, which adds their CPU to `getrusage(RUSAGE_CHILDREN)`. A run's CPU is the
 //! `RUSAGE_CHILDREN` delta around it (pony, the ssh launchers it waited for, which do the
 //! key exchange and authentication before forking, and the masters); "ssh" is that minus
-//! pony's own CPU. sshd (server side) CPU is never counted: the fleet's sshd are reaped only
-//! when the fleet is dropped.
+//! pony's own CPU; none of this includes server CPU (the fleet's sshd are reaped only when
+//! the fleet is dropped). The "sshd" column is the server side: the CPU the fleet's sshd
+//! and the per-connection processes they reaped used during the run (utime, stime, cutime
+//! and cstime from /proc/<pid>/stat, read once they have no child left). Client + server
+//! CPU over the core count bounds the wall time from below on this one machine.
 //!
 //! Knobs (environment): `PONY_BENCH_SIZES` (host counts, comma separated, each 50 or a
 //! multiple of 20: 50 → 5×2×5, 20·n → n×2×10; default `50,200`), `PONY_BENCH_RUNS` (rounds,
@@ -85,7 +92,7 @@ fn real_main() -> Result<()> {
             .unwrap_or_else(|_| "?".into())
     );
     if subreaper {
-        println!("CPU: client side only (sshd not counted). \"pony\" = the pony process alone; \"ssh\" = the ssh processes of the run: launchers/clients, and the daemonized `ssh -M -f` masters (reparented to and reaped by this bench, a subreaper)");
+        println!("CPU: \"client\" = every process of the controller side: \"pony\" (the pony process alone) + \"ssh\" (launchers/clients and the daemonized `ssh -M -f` masters, reparented to and reaped by this bench, a subreaper); \"sshd\" = server side");
     } else {
         println!("CPU: PR_SET_CHILD_SUBREAPER failed: daemonized ssh masters are NOT counted (pony's figure covers pony and the processes it waited for only)");
     }
@@ -229,6 +236,8 @@ struct Sample {
     cpu_direct: Duration,
     /// CPU of daemonized ssh masters reaped after the run.
     cpu_masters: Duration,
+    /// CPU of the fleet's sshd servers and their sessions (server side).
+    cpu_server: Duration,
     /// Masters still alive after the grace period (killed by the bench).
     leftover: usize,
 }
@@ -317,20 +326,77 @@ fn reap_masters() -> usize {
     }
 }
 
-/// Runs `body` (which spawns and waits for its processes), then reaps the masters.
-fn measure(body: impl FnOnce() -> Result<Timed>) -> Result<Sample> {
+/// Runs `body` (which spawns and waits for its processes), then reaps the masters and
+/// waits until the fleet's sshd servers have reaped their per-connection processes.
+fn measure(fleet: &Fleet, body: impl FnOnce() -> Result<Timed>) -> Result<Sample> {
+    let sshd: Vec<u32> = fleet.hosts().iter().map(|h| h.pid).collect();
+    let server_before = server_cpu(&sshd);
     let before = children_cpu();
     let Timed { wall, own_cpu } = body()?;
     let after_direct = children_cpu();
     let leftover = reap_masters();
     let after_masters = children_cpu();
+    wait_sessions_gone(&sshd);
     Ok(Sample {
         wall,
         own_cpu,
         cpu_direct: after_direct.saturating_sub(before),
         cpu_masters: after_masters.saturating_sub(after_direct),
+        cpu_server: server_cpu(&sshd).saturating_sub(server_before),
         leftover,
     })
+}
+
+/// CPU of the fleet's sshd servers and of every process they started and reaped
+/// (utime + stime + cutime + cstime from /proc/<pid>/stat).
+fn server_cpu(pids: &[u32]) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100);
+    let total: u64 = pids
+        .iter()
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime(14) stime(15) cutime(16) cstime(17), counted from the pid as field 1.
+            fields
+                .get(11..15)?
+                .iter()
+                .map(|f| f.parse::<u64>().ok())
+                .sum::<Option<u64>>()
+        })
+        .sum();
+    Duration::from_secs_f64(total as f64 / ticks as f64)
+}
+
+/// Waits (up to `ORPHAN_GRACE`) until no sshd of the fleet has a child left: the
+/// per-connection processes have exited and been reaped, so their CPU is in `cutime`.
+fn wait_sessions_gone(sshd: &[u32]) {
+    let servers: HashSet<u32> = sshd.iter().copied().collect();
+    let deadline = Instant::now() + ORPHAN_GRACE;
+    while Instant::now() < deadline {
+        let busy = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    return false;
+                };
+                fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let rest = &stat[stat.rfind(')')? + 1..];
+                        rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                    })
+                    .is_some_and(|ppid| servers.contains(&ppid))
+            });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 // ---------------------------------------------------------------- contenders
@@ -341,6 +407,7 @@ enum Contender {
     PonyHandshakes,
     FloorA,
     FloorB,
+    ShellC,
 }
 
 impl Contender {
@@ -352,6 +419,7 @@ impl Contender {
             }
             Contender::FloorA => "floor (a) plain ssh".into(),
             Contender::FloorB => "floor (b) ControlMaster".into(),
+            Contender::ShellC => "ref (c) 1 shell/host".into(),
         }
     }
 }
@@ -384,8 +452,10 @@ fn playbook_text(handshakes: Option<usize>) -> String {
 
 fn run_pony(setup: &Setup<'_>, playbook: &Path, round: usize) -> Result<Timed> {
     let state = setup.work.join(format!("state-{round}-{}", unique()));
-    let out_path = setup.work.join("pony.out");
-    let err_path = setup.work.join("pony.err");
+    // pony's output goes into its state dir (kept with PONY_BENCH_KEEP=1).
+    fs::create_dir_all(&state)?;
+    let out_path = state.join("pony.out");
+    let err_path = state.join("pony.err");
     let started = Instant::now();
     let mut child = Command::new(setup.pony)
         .arg("--state-dir")
@@ -471,7 +541,8 @@ fn ssh(fleet: &Fleet) -> Command {
     let mut cmd = Command::new("ssh");
     cmd.arg("-F")
         .arg(fleet.ssh_config_path())
-        .args(["-o", "BatchMode=yes"])
+        // (the lab's ssh_config says ConnectTimeout 5: too short on a loaded 2-core machine)
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=30"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -585,6 +656,65 @@ fn floor_b(fleet: &Fleet, control_dir: &Path) -> Result<Duration> {
     Ok(wall)
 }
 
+/// Reference (c): per host one plain ssh running `sh`, fed the commands one at a time on
+/// its stdin (each in its own `sh -c`, as pony runs steps), each answered by a marker line with its exit status before the next is sent
+/// (a step-by-step controller with one session per host); all hosts at once.
+fn floor_c(fleet: &Fleet) -> Result<Duration> {
+    use std::io::{BufRead, BufReader, Write};
+    let started = Instant::now();
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = fleet
+            .hosts()
+            .iter()
+            .map(|h| {
+                scope.spawn(move || -> Result<()> {
+                    let mut child = ssh(fleet)
+                        .arg(h.address.to_string())
+                        .arg("exec sh")
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .context("running ssh")?;
+                    let mut input = child.stdin.take().expect("piped");
+                    let mut output = BufReader::new(child.stdout.take().expect("piped"));
+                    for step in 0..STEPS {
+                        writeln!(
+                            input,
+                            "sh -c '{COMMAND}' </dev/null; echo \"pony-step-{step} $?\""
+                        )?;
+                        input.flush()?;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if output.read_line(&mut line)? == 0 {
+                                bail!("{}: the shell ended early", h.name);
+                            }
+                            if let Some(code) = line.strip_prefix(&format!("pony-step-{step} ")) {
+                                if code.trim() != "0" {
+                                    bail!("{}: step {step} exited {}", h.name, code.trim());
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    drop(input);
+                    drop(output);
+                    check(h, "ssh sh", child)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("thread panicked"))))
+            .collect()
+    });
+    let wall = started.elapsed();
+    for r in results {
+        r?;
+    }
+    Ok(wall)
+}
+
 // ---------------------------------------------------------------- one fleet
 
 struct Summary {
@@ -627,7 +757,12 @@ fn bench_fleet(
     fs::create_dir_all(&control_dir)?;
     let _cleanup = RemoveOnDrop(control_dir.clone());
 
-    let mut contenders = vec![Contender::Pony, Contender::FloorA, Contender::FloorB];
+    let mut contenders = vec![
+        Contender::Pony,
+        Contender::FloorA,
+        Contender::FloorB,
+        Contender::ShellC,
+    ];
     if handshakes.is_some() {
         contenders.insert(1, Contender::PonyHandshakes);
     }
@@ -639,8 +774,8 @@ fn bench_fleet(
     // Warm-up (not counted): page cache, first-connection costs, pony's binary.
     print!("  warm-up...");
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    measure(|| floor_a(fleet).map(Timed::from))?;
-    measure(|| run_pony(&setup, &setup.playbook, 0))?;
+    measure(fleet, || floor_a(fleet).map(Timed::from))?;
+    measure(fleet, || run_pony(&setup, &setup.playbook, 0))?;
     println!(" done");
 
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); contenders.len()];
@@ -654,19 +789,23 @@ fn bench_fleet(
         let mut line = format!("  round {}:", round + 1);
         for &k in &order {
             let sample = match contenders[k] {
-                Contender::Pony => measure(|| run_pony(&setup, &setup.playbook, round + 1))?,
-                Contender::PonyHandshakes => {
-                    measure(|| run_pony(&setup, &setup.playbook_handshakes, round + 1))?
+                Contender::Pony => measure(fleet, || run_pony(&setup, &setup.playbook, round + 1))?,
+                Contender::PonyHandshakes => measure(fleet, || {
+                    run_pony(&setup, &setup.playbook_handshakes, round + 1)
+                })?,
+                Contender::FloorA => measure(fleet, || floor_a(fleet).map(Timed::from))?,
+                Contender::ShellC => measure(fleet, || floor_c(fleet).map(Timed::from))?,
+                Contender::FloorB => {
+                    measure(fleet, || floor_b(fleet, &control_dir).map(Timed::from))?
                 }
-                Contender::FloorA => measure(|| floor_a(fleet).map(Timed::from))?,
-                Contender::FloorB => measure(|| floor_b(fleet, &control_dir).map(Timed::from))?,
             };
             let _ = write!(
                 line,
-                "  {} {:.3}s/{:.2}s cpu",
+                "  {} {:.3}s/{:.2}+{:.2}s cpu",
                 short(contenders[k]),
                 sample.wall.as_secs_f64(),
-                sample.cpu().as_secs_f64()
+                sample.cpu().as_secs_f64(),
+                sample.cpu_server.as_secs_f64()
             );
             if sample.leftover > 0 {
                 let _ = write!(line, " ({} masters left running, killed)", sample.leftover);
@@ -676,9 +815,17 @@ fn bench_fleet(
         println!("{line}");
     }
 
+    println!("  (round lines: wall / client CPU + sshd CPU)");
     println!(
-        "  {:<26} {:>8} {:>17} {:>9} {:>9} {:>9}   {:>17}",
-        "median of rounds", "wall", "(min..max)", "CPU", "pony", "ssh", "CPU/host-task"
+        "  {:<26} {:>8} {:>17} {:>9} {:>8} {:>8} {:>9}   {:>17}",
+        "median of rounds",
+        "wall",
+        "(min..max)",
+        "client",
+        "pony",
+        "ssh",
+        "sshd",
+        "client CPU/host-task"
     );
     let med = |k: usize, f: &dyn Fn(&Sample) -> f64| {
         median(&samples[k].iter().map(f).collect::<Vec<_>>())
@@ -686,7 +833,9 @@ fn bench_fleet(
     let mut wall = vec![0.0; contenders.len()];
     let mut cpu_own = vec![None; contenders.len()];
     let mut cpu_total = vec![0.0; contenders.len()];
+    let mut cpu_all = vec![0.0; contenders.len()];
     for (k, contender) in contenders.iter().enumerate() {
+        cpu_all[k] = med(k, &|x| (x.cpu() + x.cpu_server).as_secs_f64());
         let walls: Vec<f64> = samples[k].iter().map(|x| x.wall.as_secs_f64()).collect();
         wall[k] = median(&walls);
         cpu_total[k] = med(k, &|x| x.cpu().as_secs_f64());
@@ -698,8 +847,9 @@ fn bench_fleet(
                 .saturating_sub(x.own_cpu.unwrap_or_default())
                 .as_secs_f64()
         });
+        let server = med(k, &|x| x.cpu_server.as_secs_f64());
         println!(
-            "  {:<26} {:>7.3}s  ({:>6.3}..{:>6.3}) {:>8.3}s {:>9} {:>8.3}s   {:>7.3} ms{}",
+            "  {:<26} {:>7.3}s  ({:>6.3}..{:>6.3}) {:>8.3}s {:>8} {:>7.3}s {:>8.3}s   {:>7.3} ms{}",
             contender.label(handshakes),
             wall[k],
             walls.iter().copied().fold(f64::INFINITY, f64::min),
@@ -709,6 +859,7 @@ fn bench_fleet(
                 .map(|c| format!("{c:.3}s"))
                 .unwrap_or_else(|| "-".into()),
             ssh,
+            server,
             cpu_total[k] * 1000.0 / tasks,
             cpu_own[k]
                 .map(|c| format!(" (pony alone {:.3} ms)", c * 1000.0 / tasks))
@@ -750,6 +901,15 @@ fn bench_fleet(
         "  pony/(b) = {ratio_b:.2} (median of per-round ratios {:.2})",
         paired(p, b)
     );
+    let c = idx(Contender::ShellC);
+    println!(
+        "  client + sshd CPU: pony/(a) = {:.2}, (c)/(a) = {:.2}   (less sensitive to other load; wall ~ CPU / {} cores here)",
+        cpu_all[p] / cpu_all[a],
+        cpu_all[c] / cpu_all[a],
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+    );
     if handshakes.is_some() {
         let q = idx(Contender::PonyHandshakes);
         println!(
@@ -786,6 +946,7 @@ fn short(c: Contender) -> &'static str {
         Contender::PonyHandshakes => "pony-hs",
         Contender::FloorA => "(a)",
         Contender::FloorB => "(b)",
+        Contender::ShellC => "(c)",
     }
 }
 
