@@ -595,7 +595,7 @@ impl Scheduler {
             } else {
                 TaskState::Succeeded
             };
-            append_log(&log, &label, &run, &redactor).await;
+            journal.log(&log, log_text(&label, &run, &redactor));
             journal
                 .write(&Record::TaskFinished {
                     node: node.index(),
@@ -1333,9 +1333,8 @@ fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
-/// Appends what a task ran and printed to its host's log.
-async fn append_log(path: &std::path::Path, label: &str, run: &TaskRun, redactor: &Redactor) {
-    use tokio::io::AsyncWriteExt;
+/// What a task ran and printed, for its host's log.
+fn log_text(label: &str, run: &TaskRun, redactor: &Redactor) -> String {
     let mut text = format!(
         "== {} {label} ({} attempt(s), {:?})\n",
         now(),
@@ -1350,14 +1349,7 @@ async fn append_log(path: &std::path::Path, label: &str, run: &TaskRun, redactor
     if let Some(error) = &run.error {
         text.push_str(&format!("!! {}\n", redactor.redact(error)));
     }
-    if let Ok(mut file) = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-    {
-        let _ = file.write_all(text.as_bytes()).await;
-    }
+    text
 }
 
 /// How long until the window opens, or `None` when it is open now.

@@ -105,27 +105,27 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
     let optional = |field: &str, value: &Option<String>| {
         value
             .as_ref()
-            .map(|v| render(&env, field, v, ctx))
+            .map(|v| render(env, field, v, ctx))
             .transpose()
     };
     let action = match &step.action {
         Action::Run(command) => RenderedAction::Run(with_become(
-            render(&env, "run", command, ctx)?,
+            render(env, "run", command, ctx)?,
             step.become_root,
         )),
         Action::Upload(t) | Action::Template(t) => {
-            let src = render(&env, "src", &t.src, ctx)?;
+            let src = render(env, "src", &t.src, ctx)?;
             let path = plan.playbook.dir().join(&src);
             let bytes =
                 std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let content = if matches!(step.action, Action::Template(_)) {
                 let text = String::from_utf8(bytes)
                     .map_err(|_| format!("template {} is not UTF-8", path.display()))?;
-                render(&env, "template", &text, ctx)?.into_bytes()
+                render(env, "template", &text, ctx)?.into_bytes()
             } else {
                 bytes
             };
-            let mut dest = render(&env, "dest", &t.dest, ctx)?;
+            let mut dest = render(env, "dest", &t.dest, ctx)?;
             if dest.ends_with('/') {
                 dest.push_str(
                     path.file_name()
@@ -159,7 +159,7 @@ pub fn render_rollback(step: &Step, ctx: &minijinja::Value) -> Result<Option<Str
     let env = template::environment();
     step.rollback
         .as_ref()
-        .map(|r| render(&env, "rollback", r, ctx).map(|c| with_become(c, step.become_root)))
+        .map(|r| render(env, "rollback", r, ctx).map(|c| with_become(c, step.become_root)))
         .transpose()
 }
 

@@ -660,12 +660,12 @@ fn check_template_variables(
     for (s, step) in playbook.steps.iter().enumerate() {
         let mut used: BTreeSet<String> = BTreeSet::new();
         for (_, source) in step.templates() {
-            used.extend(template::variables(&env, source).unwrap_or_default());
+            used.extend(template::variables(env, source).unwrap_or_default());
         }
         if let Action::Template(t) = &step.action {
             if !t.src.contains("{{") {
                 if let Ok(text) = std::fs::read_to_string(playbook.dir().join(&t.src)) {
-                    used.extend(template::variables(&env, &text).unwrap_or_default());
+                    used.extend(template::variables(env, &text).unwrap_or_default());
                 }
             }
         }
@@ -758,7 +758,7 @@ fn check_template_files(playbook: &Playbook, errors: &mut Diagnostics) {
                 .hint("template sources are relative to the playbook's directory"),
             ),
             Ok(text) => {
-                if let Err(e) = template::variables(&env, &text) {
+                if let Err(e) = template::variables(env, &text) {
                     let line = e.line().unwrap_or(0);
                     errors.push(
                         Diagnostic::new(

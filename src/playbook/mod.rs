@@ -300,7 +300,7 @@ impl Builder<'_> {
         let env = template::environment();
         for step in &steps {
             for (field, source) in step.templates() {
-                if let Err(e) = template::variables(&env, source) {
+                if let Err(e) = template::variables(env, source) {
                     self.error(
                         format!(
                             "step `{}`: `{field}` is not a valid template: {}",

@@ -8,8 +8,14 @@ use std::collections::BTreeSet;
 /// Variables every target has without declaring them.
 pub const BUILTINS: [&str; 4] = ["host", "run", "playbook", "wave"];
 
-/// The environment all of pony's templates are rendered in.
-pub fn environment() -> Environment<'static> {
+/// The environment all of pony's templates are rendered in (built once).
+pub fn environment() -> &'static Environment<'static> {
+    static ENVIRONMENT: std::sync::LazyLock<Environment<'static>> =
+        std::sync::LazyLock::new(build_environment);
+    &ENVIRONMENT
+}
+
+fn build_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -70,7 +76,7 @@ mod tests {
     fn finds_variables() {
         let env = environment();
         let vars = variables(
-            &env,
+            env,
             "{{ mail_root }}/{{ host.name }} {% for x in items %}{{ x }}{% endfor %}",
         )
         .unwrap();
@@ -78,6 +84,6 @@ mod tests {
             vars.into_iter().collect::<Vec<_>>(),
             vec!["host", "items", "mail_root"]
         );
-        assert!(variables(&env, "{{ unclosed").is_err());
+        assert!(variables(env, "{{ unclosed").is_err());
     }
 }

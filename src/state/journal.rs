@@ -149,6 +149,8 @@ pub enum TaskState {
 
 enum Message {
     Append(String, Option<oneshot::Sender<()>>),
+    /// Text for a host's output log: appended by the same thread, without an fsync.
+    Log(PathBuf, String),
     Close(oneshot::Sender<()>),
 }
 
@@ -194,6 +196,11 @@ impl Journal {
         let _ = self.sender.send(Message::Append(line, None));
     }
 
+    /// Appends text to a per-host output log (off the async runtime, in order).
+    pub fn log(&self, path: &Path, text: String) {
+        let _ = self.sender.send(Message::Log(path.to_path_buf(), text));
+    }
+
     /// Flushes everything and stops the writer.
     pub async fn close(&self) {
         let (ack, done) = oneshot::channel();
@@ -215,6 +222,16 @@ fn writer(mut file: std::fs::File, receiver: mpsc::Receiver<Message>) {
                 acks.extend(ack);
             }
             Message::Close(ack) => *closing = Some(ack),
+            Message::Log(path, text) => {
+                let appended = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .and_then(|mut file| file.write_all(text.as_bytes()));
+                if let Err(e) = appended {
+                    tracing::warn!("cannot write {}: {e}", path.display());
+                }
+            }
         };
         take(first, &mut closing);
         while let Ok(more) = receiver.try_recv() {

@@ -25,8 +25,14 @@ pub struct SshOptions {
 
 impl SshOptions {
     pub fn new(state_dir: &Path, accept_new_host_keys: bool) -> Self {
-        let control_dir =
-            std::env::temp_dir().join(format!("pony-ssh-{}", unsafe { libc::getuid() }));
+        // Each master makes a directory, a socket and a log: on tmpfs that is cheaper
+        // than on a disk file system, and the socket path stays short.
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_dir())
+            .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|dir| dir.is_dir()))
+            .unwrap_or_else(std::env::temp_dir);
+        let control_dir = base.join(format!("pony-ssh-{}", unsafe { libc::getuid() }));
         SshOptions {
             accept_new_host_keys,
             connect_timeout: Duration::from_secs(10),
