@@ -1,25 +1,13 @@
 //! `pony inventory`: list the hosts of an inventory, as a table or JSON.
 
 use crate::cli::InventoryFormat;
-use crate::diag::Diagnostic;
 use crate::exit::Exit;
-use crate::inventory::pattern::{HostPattern, HostSet};
 use std::path::Path;
 
 pub fn run(path: &Path, limit: Option<&str>, format: InventoryFormat) -> anyhow::Result<Exit> {
     let inventory = crate::inventory::load(path)?;
-    let selected = match limit {
-        None => HostSet::full(inventory.hosts.len()),
-        Some(limit) => HostPattern::parse(limit)
-            .and_then(|p| p.resolve(&inventory))
-            .map_err(|e| {
-                let d = Diagnostic::new(Path::new("--limit"), e.to_string());
-                crate::diag::Diagnostics::from(match e.suggestion {
-                    Some(s) => d.hint(format!("did you mean `{s}`?")),
-                    None => d,
-                })
-            })?,
-    };
+    let selected = crate::inventory::pattern::select(&inventory, limit)
+        .map_err(crate::diag::Diagnostics::from)?;
     let hosts: Vec<&crate::inventory::Host> =
         selected.iter().map(|h| &inventory.hosts[h]).collect();
     match format {

@@ -7,10 +7,8 @@
 //! The connection helpers here ([`select`], [`Opener`], [`Reason`]) serve `pony exec` too.
 
 use crate::cli::{GlobalOptions, OutputFormat};
-use crate::diag::{Diagnostic, Diagnostics};
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
-use crate::inventory::pattern::{HostPattern, HostSet};
 use crate::inventory::{ConnectionKind, Host, HostId, Inventory};
 use crate::report::{color_enabled, short_duration, Palette};
 use crate::transport::local::LocalConnection;
@@ -33,18 +31,8 @@ pub const CONNECTIONS: usize = 256;
 /// The inventory and the hosts `--limit` selects (all without it), in inventory order.
 pub fn select(path: &Path, limit: Option<&str>) -> anyhow::Result<(Inventory, Vec<HostId>)> {
     let inventory = crate::inventory::load(path)?;
-    let selected = match limit {
-        None => HostSet::full(inventory.hosts.len()),
-        Some(limit) => HostPattern::parse(limit)
-            .and_then(|p| p.resolve(&inventory))
-            .map_err(|e| {
-                let d = Diagnostic::new(Path::new("--limit"), e.to_string());
-                Diagnostics::from(match e.suggestion {
-                    Some(s) => d.hint(format!("did you mean `{s}`?")),
-                    None => d,
-                })
-            })?,
-    };
+    let selected = crate::inventory::pattern::select(&inventory, limit)
+        .map_err(crate::diag::Diagnostics::from)?;
     let hosts = selected.iter().collect();
     Ok((inventory, hosts))
 }

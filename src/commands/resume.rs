@@ -7,7 +7,6 @@ use crate::cli::GlobalOptions;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exec::scheduler::Mode;
 use crate::exit::Exit;
-use crate::inventory::pattern::{HostPattern, HostSet};
 use crate::inventory::Vars;
 use crate::plan::{Plan, PlanOptions};
 use crate::state::journal::{self, Replay};
@@ -145,18 +144,8 @@ pub fn rollback(
 ) -> anyhow::Result<Exit> {
     let reopened = reopen(global, run, secret_vars)?;
     let plan = &reopened.plan;
-    let hosts = match limit {
-        None => HostSet::full(plan.inventory.hosts.len()),
-        Some(limit) => HostPattern::parse(limit)
-            .and_then(|p| p.resolve(&plan.inventory))
-            .map_err(|e| {
-                let d = Diagnostic::new(Path::new("--limit"), e.to_string());
-                Diagnostics::from(match e.suggestion {
-                    Some(s) => d.hint(format!("did you mean `{s}`?")),
-                    None => d,
-                })
-            })?,
-    };
+    let hosts = crate::inventory::pattern::select(&plan.inventory, limit)
+        .map_err(crate::diag::Diagnostics::from)?;
     if !yes && !super::deploy::confirm(plan)? {
         eprintln!("nothing rolled back");
         return Ok(Exit::Invalid);

@@ -110,6 +110,30 @@ impl HostSet {
     }
 }
 
+/// The hosts `--limit` selects (every host without it), or the diagnostic to print.
+pub fn select(
+    inventory: &Inventory,
+    limit: Option<&str>,
+) -> Result<HostSet, crate::diag::Diagnostic> {
+    let Some(limit) = limit else {
+        return Ok(HostSet::full(inventory.hosts.len()));
+    };
+    HostPattern::parse(limit)
+        .and_then(|p| p.resolve(inventory))
+        .map_err(|e| {
+            let d = crate::diag::Diagnostic::new(
+                std::path::Path::new("--limit"),
+                format!("{e} in inventory `{}`", inventory.name),
+            );
+            match e.suggestion {
+                Some(s) => d.hint(format!("did you mean `{s}`?")),
+                None => {
+                    d.hint("use a host, region, cluster or role name, a glob, or `a:b`, `&a`, `!a`")
+                }
+            }
+        })
+}
+
 impl HostPattern {
     pub fn parse(text: &str) -> Result<Self, PatternError> {
         let fail = |problem: String| PatternError {

@@ -3,14 +3,13 @@
 
 use super::{Node, Plan, Task, WavePlan};
 use crate::diag::{closest, Diagnostic, Diagnostics};
-use crate::inventory::pattern::{HostPattern, HostSet};
+use crate::inventory::pattern::{self, HostSet};
 use crate::inventory::{HostId, Inventory, RegionId, Vars};
 use crate::playbook::template;
 use crate::playbook::{Action, NeedScope, Per, Playbook, StepId};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 /// What narrows or overrides a plan on the command line.
@@ -39,23 +38,10 @@ pub fn build(
         }
     };
     let host_wave = assign_waves(&inventory, &playbook, &mut errors);
-    let selected = match &options.limit {
-        None => HostSet::full(inventory.hosts.len()),
-        Some(limit) => {
-            match HostPattern::parse(limit).and_then(|p| p.resolve(&inventory)) {
-                Ok(set) => set,
-                Err(e) => {
-                    let d = Diagnostic::new(Path::new("--limit"), e.to_string());
-                    let d = match e.suggestion {
-                    Some(s) => d.hint(format!("did you mean `{s}`?")),
-                    None => d.hint("use a host, region, cluster or role name, a glob, or `a:b`, `&a`, `!a`"),
-                };
-                    errors.push(d);
-                    HostSet::empty(inventory.hosts.len())
-                }
-            }
-        }
-    };
+    let selected = pattern::select(&inventory, options.limit.as_deref()).unwrap_or_else(|d| {
+        errors.push(d);
+        HostSet::empty(inventory.hosts.len())
+    });
     let mut graph: DiGraph<Node, ()> = DiGraph::new();
     let gates: Vec<NodeIndex> = (0..playbook.strategy.waves.len())
         .map(|w| graph.add_node(Node::Gate(w)))
