@@ -1,8 +1,8 @@
 //! The host pool: one connection per host, opened lazily on the host's first task with
 //! retries and backoff, shared by all its tasks (at most `sessions_per_host` at once),
 //! and dropped (closing the SSH master) when the scheduler says the host is done. At most
-//! `handshakes` connections are being opened at once per jump host (or direct), so that
-//! sshd's MaxStartups never drops us.
+//! `handshakes` connections are being opened at once through one jump host, or to one
+//! sshd directly, so that the MaxStartups of the sshd that sees them never drops us.
 
 use crate::inventory::{ConnectionKind, HostId};
 use crate::plan::Plan;
@@ -27,7 +27,8 @@ struct Slot {
 pub struct HostPool {
     plan: Arc<Plan>,
     slots: Vec<Slot>,
-    handshakes: HashMap<Option<String>, Arc<Semaphore>>,
+    /// One gate per sshd that sees the handshakes: the jump host, or the destination.
+    handshakes: HashMap<String, Arc<Semaphore>>,
     handshake_limit: usize,
     ssh: SshOptions,
     local_root: PathBuf,
@@ -52,11 +53,24 @@ impl HostPool {
         }
     }
 
+    /// Which sshd sees a host's handshake: its first jump host, else the host itself.
+    fn handshake_key(&self, host: HostId) -> String {
+        let spec = &self.plan.inventory.hosts[host];
+        match &spec.ssh.jump {
+            Some(jump) => format!("jump {}", jump.split(',').next().unwrap_or_default().trim()),
+            None => format!(
+                "direct {}:{}",
+                spec.destination(),
+                spec.ssh.port.unwrap_or(22)
+            ),
+        }
+    }
+
     fn handshake_gate(&mut self, host: HostId) -> Arc<Semaphore> {
-        let jump = self.plan.inventory.hosts[host].ssh.jump.clone();
+        let key = self.handshake_key(host);
         let limit = self.handshake_limit;
         self.handshakes
-            .entry(jump)
+            .entry(key)
             .or_insert_with(|| Arc::new(Semaphore::new(limit)))
             .clone()
     }
@@ -85,7 +99,7 @@ impl HostPool {
                 ConnectionKind::Ssh => {
                     let gate = self
                         .handshakes
-                        .get(&spec.ssh.jump)
+                        .get(&self.handshake_key(host))
                         .cloned()
                         .expect("prepared");
                     let _permit = gate.acquire_owned().await.expect("never closed");

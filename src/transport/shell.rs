@@ -42,8 +42,9 @@ impl RemoteShell {
         })
     }
 
-    /// Runs `command` with `sh -c` in a child of the shell (so `exit` or `cd` in it
-    /// cannot touch the shell) and collects its output and exit status.
+    /// Runs `command` in a subshell, `(eval …)`: a fork of the shell without a new exec,
+    /// so `exit`, `cd` or variables in it cannot touch the shell; collects its output
+    /// and exit status.
     pub async fn run(&mut self, command: &str) -> Result<CommandOutput, TransportError> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let marker = format!(
@@ -52,7 +53,7 @@ impl RemoteShell {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let script = format!(
-            "sh -c {} </dev/null; s=$?; printf '\\n{marker} %d\\n' \"$s\"; printf '\\n{marker}\\n' >&2\n",
+            "(eval {}) </dev/null; s=$?; printf '\\n{marker} %d\\n' \"$s\"; printf '\\n{marker}\\n' >&2\n",
             crate::playbook::template::shell_quote(command)
         );
         let lost = |e: std::io::Error| {
