@@ -18,11 +18,9 @@ pub fn run(cli: Cli) -> Exit {
             format,
             tasks,
         } => crate::commands::graph::run(plan, *format, *tasks),
-        Command::Inventory {
-            inventory,
-            limit,
-            format,
-        } => crate::commands::inventory::run(inventory, limit.as_deref(), *format),
+        Command::Inventory { hosts, format } => {
+            crate::commands::inventory::run(&hosts.inventory, hosts.limit.as_deref(), *format)
+        }
         Command::Deploy(args) => crate::commands::deploy::run(&cli.global, args),
         Command::Resume {
             run,
@@ -54,27 +52,25 @@ pub fn run(cli: Cli) -> Exit {
         Command::History { limit } => crate::commands::history::run(&cli.global, *limit),
         Command::Unlock { inventory } => crate::commands::resume::unlock(&cli.global, inventory),
         Command::Ping {
-            inventory,
-            limit,
+            hosts,
             accept_new_host_keys,
             timeout,
         } => crate::commands::ping::run(
             &cli.global,
-            inventory,
-            limit.as_deref(),
+            &hosts.inventory,
+            hosts.limit.as_deref(),
             *accept_new_host_keys,
             *timeout,
         ),
         Command::Exec {
-            inventory,
-            limit,
+            hosts,
             accept_new_host_keys,
             timeout,
             command,
         } => crate::commands::exec::run(
             &cli.global,
-            inventory,
-            limit.as_deref(),
+            &hosts.inventory,
+            hosts.limit.as_deref(),
             *accept_new_host_keys,
             *timeout,
             command,

@@ -56,6 +56,22 @@ pub enum ColorChoice {
     Never,
 }
 
+/// An inventory and the hosts of it a command works on.
+#[derive(Debug, Args, Clone)]
+pub struct HostsArgs {
+    /// The inventory file.
+    #[arg(
+        short,
+        long,
+        env = "PONY_INVENTORY",
+        default_value = "inventories/local.yaml"
+    )]
+    pub inventory: PathBuf,
+    /// Only hosts matching this pattern (Ansible syntax: `mta:&cn-*:!mx-gz-99`).
+    #[arg(short, long, env = "PONY_LIMIT")]
+    pub limit: Option<String>,
+}
+
 /// An inventory and a playbook, as most commands take them.
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {
@@ -116,16 +132,8 @@ pub enum Command {
     Deploy(DeployArgs),
     /// List the hosts of an inventory (after --limit).
     Inventory {
-        /// The inventory file.
-        #[arg(
-            short,
-            long,
-            env = "PONY_INVENTORY",
-            default_value = "inventories/local.yaml"
-        )]
-        inventory: PathBuf,
-        #[arg(short, long, env = "PONY_LIMIT")]
-        limit: Option<String>,
+        #[command(flatten)]
+        hosts: HostsArgs,
         #[arg(long, value_enum, default_value_t = InventoryFormat::Table)]
         format: InventoryFormat,
     },
@@ -169,15 +177,8 @@ pub enum Command {
     },
     /// Open the SSH connection to every selected host in parallel; report reachability.
     Ping {
-        #[arg(
-            short,
-            long,
-            env = "PONY_INVENTORY",
-            default_value = "inventories/local.yaml"
-        )]
-        inventory: PathBuf,
-        #[arg(short, long, env = "PONY_LIMIT")]
-        limit: Option<String>,
+        #[command(flatten)]
+        hosts: HostsArgs,
         #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
         accept_new_host_keys: bool,
         /// Give up on a host that has not answered within this long (e.g. 5s, 1m).
@@ -186,15 +187,8 @@ pub enum Command {
     },
     /// Run an ad-hoc command on many hosts; identical outputs are folded together.
     Exec {
-        #[arg(
-            short,
-            long,
-            env = "PONY_INVENTORY",
-            default_value = "inventories/local.yaml"
-        )]
-        inventory: PathBuf,
-        #[arg(short, long, env = "PONY_LIMIT")]
-        limit: Option<String>,
+        #[command(flatten)]
+        hosts: HostsArgs,
         #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
         accept_new_host_keys: bool,
         /// Kill the command on a host that runs longer than this (e.g. 30s, 5m).
