@@ -572,3 +572,43 @@ steps:
         "{stored}"
     );
 }
+
+#[test]
+fn a_failed_host_keeps_its_place_in_the_window_until_it_is_rolled_back() {
+    let lab = lab_with(1, 1, 3);
+    let shared = lab.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    lab.make_fail("r1-c1-01", "a");
+    let playbook = lab.playbook(
+        r#"
+name: window-held
+strategy: { max_unavailable: 1, max_failures: 1 }
+steps:
+  - name: a
+    run: echo start $(date +%s%N) {{ host.name }} >> {{ shared }}/log; test ! -e {{ root }}/fail-a
+    rollback: sleep 0.5; echo restored $(date +%s%N) {{ host.name }} >> {{ shared }}/log
+"#,
+    );
+    let out = lab.deploy(
+        &playbook,
+        &["--var", &format!("shared={}", shared.display())],
+    );
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    let log = std::fs::read_to_string(shared.join("log")).unwrap();
+    let time = |what: &str, host: &str| -> u128 {
+        log.lines()
+            .find(|l| l.starts_with(what) && l.ends_with(host))
+            .unwrap_or_else(|| panic!("no {what} of {host} in\n{log}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let restored = time("restored", "r1-c1-01");
+    assert!(time("start", "r1-c1-01") < restored);
+    assert!(
+        time("start", "r1-c1-02") > restored,
+        "with max_unavailable 1, r1-c1-02 waits for r1-c1-01's rollback:\n{log}"
+    );
+}

@@ -651,7 +651,7 @@ impl Scheduler {
                 },
             };
             self.emit(event);
-            self.task_done(node, task);
+            self.task_done(task);
             self.release(node, true);
         } else {
             self.state[node.index()] = State::Failed;
@@ -665,20 +665,21 @@ impl Scheduler {
                 attempts: run.attempts,
             });
             self.host_failed(task.host);
-            self.task_done(node, task);
+            self.task_done(task);
             self.release(node, false);
         }
     }
 
     /// Bookkeeping when a task reaches a final state (however it got there).
-    fn task_done(&mut self, node: NodeId, task: Task) {
-        let _ = node;
+    fn task_done(&mut self, task: Task) {
         let h = &mut self.hosts[task.host];
         h.left_tasks -= 1;
         if task.per == Per::Host {
             h.left_host_tasks -= 1;
         }
-        if self.hosts[task.host].left_host_tasks == 0 {
+        // A failed host stays out of service (and holds its place in the cluster's
+        // window) until its rollback is done.
+        if self.hosts[task.host].left_host_tasks == 0 && !self.hosts[task.host].failed {
             self.deactivate(task.host);
         }
         self.maybe_host_finished(task.host);
@@ -732,7 +733,7 @@ impl Scheduler {
                             task: self.task_ref(dependent),
                             reason: "a dependency failed or was cancelled".into(),
                         });
-                        self.task_done(dependent, task);
+                        self.task_done(task);
                     }
                     stack.push((dependent, false));
                 }
@@ -748,7 +749,7 @@ impl Scheduler {
         }
         self.state[i] = State::Cancelled;
         if let Some(task) = self.plan.task(node).copied() {
-            self.task_done(node, task);
+            self.task_done(task);
         }
         self.release(node, false);
     }
@@ -1064,6 +1065,7 @@ impl Scheduler {
                     HostOutcome::RollbackFailed
                 },
             );
+            self.deactivate(host);
             self.pool.close(host);
         }
     }
