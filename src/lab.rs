@@ -339,8 +339,9 @@ impl Fleet {
             sshd_config_text(opts.port, &host_key, &authorized_keys).as_bytes(),
             0o600,
         )?;
-        check_sshd_config(&sshd, &sshd_config)?;
+        // `sshd -t` checks the privilege separation folder too, so it must exist first.
         ensure_privsep_dir()?;
+        check_sshd_config(&sshd, &sshd_config)?;
 
         let mut fleet = Fleet {
             ssh_config: dir.join("ssh_config"),
