@@ -27,12 +27,14 @@ pub fn run(cli: Cli) -> Exit {
             approve,
             secret_vars,
             accept_new_host_keys,
+            skip_failed_wave,
         } => crate::commands::resume::resume(
             &cli.global,
             run,
             approve,
             secret_vars,
             *accept_new_host_keys,
+            *skip_failed_wave,
         ),
         Command::Rollback {
             run,

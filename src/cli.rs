@@ -149,6 +149,11 @@ pub enum Command {
         secret_vars: Vec<(String, String)>,
         #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
         accept_new_host_keys: bool,
+        /// Go on past the wave whose failure stopped the run, leaving its unfinished hosts
+        /// as they are (journaled with who and when). Without it the failed wave's hosts
+        /// run again and the rollout goes on only once they succeed.
+        #[arg(long)]
+        skip_failed_wave: bool,
     },
     /// Roll back a finished or stopped run (every host it touched, or --limit).
     Rollback {

@@ -77,6 +77,12 @@ pub enum Event {
     GatePassed {
         wave: String,
     },
+    /// A cluster of the wave went beyond its failure budget: the gate does not pass and
+    /// no later wave starts.
+    WaveFailed {
+        wave: String,
+        reason: String,
+    },
     TaskStarted {
         task: TaskRef,
     },
@@ -139,6 +145,9 @@ pub enum Event {
         rolled_back: usize,
         cancelled: usize,
         rollback_failed: usize,
+        /// The wave whose failure stopped the rollout, if one did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stopped_wave: Option<String>,
         duration_ms: u64,
         regions: Vec<RegionSummary>,
         run_dir: String,

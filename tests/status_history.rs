@@ -78,7 +78,8 @@ regions:
           h4: {}
 ";
 
-/// h2 fails `check`: region r1 rolls back, r2 goes on.
+/// h2 fails `check`: region r1 rolls back, and wave `first` does not pass its gate, so r2
+/// (wave `second`) never starts.
 const TINY_PLAYBOOK: &str = "\
 name: tiny-check
 strategy:
@@ -196,15 +197,22 @@ fn history_and_status_of_a_success_and_a_failure() {
     assert!(status.contains("h2 (step check, exit 1"), "{status}");
     assert!(status.contains("| checking h2"), "{status}");
     assert!(status.contains("rollbacks: 4 ok, 0 failed"), "{status}");
-    assert!(status.contains("gates passed: first, second"), "{status}");
-    assert!(status.contains("waiting: nothing"), "{status}");
+    assert!(status.contains("gates passed: none"), "{status}");
+    assert!(
+        status.contains("stopped at wave first: cluster c1 (region r1) failed 1 host(s)"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("pony resume {failed_id} --skip-failed-wave")),
+        "{status}"
+    );
     let total = status
         .lines()
         .find(|l| l.starts_with("total"))
         .expect("a total row");
     let numbers: Vec<&str> = total.split_whitespace().collect();
     // total: tasks, succeeded, skipped, failed, interrupted, running, pending, rolled back
-    assert_eq!(numbers, ["total", "8", "7", "0", "1", "0", "0", "0", "4"]);
+    assert_eq!(numbers, ["total", "8", "3", "0", "1", "0", "0", "4", "4"]);
 
     let report: Value =
         serde_json::from_str(&ok(&state, &["status", "--output", "json", &failed_id])).unwrap();
@@ -213,7 +221,7 @@ fn history_and_status_of_a_success_and_a_failure() {
     assert_eq!(report["tasks"]["plan_rebuilt"], true);
     assert_eq!(report["tasks"]["total"]["total"], 8);
     assert_eq!(report["tasks"]["total"]["failed"], 1);
-    assert_eq!(report["tasks"]["total"]["pending"], 0);
+    assert_eq!(report["tasks"]["total"]["pending"], 4);
     let waves: Vec<&str> = report["tasks"]["waves"]
         .as_array()
         .unwrap()
@@ -236,7 +244,8 @@ fn history_and_status_of_a_success_and_a_failure() {
     assert_eq!(failed[0]["output_tail"], "checking h2");
     assert_eq!(failed[0]["rolled_back"], true);
     assert_eq!(report["rollbacks"]["ok"], 4);
-    assert!(report["waiting"].is_null());
+    assert_eq!(report["stopped_wave"]["wave"], "first");
+    assert_eq!(report["waiting"]["reason"], "failed_wave");
 
     // The success, by a prefix of its id.
     let prefix = &success_id[..success_id.len() - 1];

@@ -43,6 +43,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
             accept_new_host_keys: args.accept_new_host_keys,
             replay: None,
             mode: Mode::Deploy,
+            skip_failed_wave: None,
             command: "deploy",
         },
     )

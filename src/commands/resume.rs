@@ -115,9 +115,26 @@ pub fn resume(
     approve: &[String],
     secret_vars: &[(String, String)],
     accept: bool,
+    skip_failed_wave: bool,
 ) -> anyhow::Result<Exit> {
     let reopened = reopen(global, run, secret_vars)?;
     check_approvals(&reopened.plan, approve)?;
+    let skip_failed_wave = match (&reopened.replay.stopped_wave, skip_failed_wave) {
+        (Some(wave), true) => Some(wave.clone()),
+        (None, true) => {
+            return Err(Diagnostics::from(
+                Diagnostic::new(
+                    &reopened.run_dir.journal_path(),
+                    format!("run {run} was not stopped by a failed wave: there is no wave to skip"),
+                )
+                .hint(format!(
+                    "resume without --skip-failed-wave: pony resume {run}"
+                )),
+            )
+            .into());
+        }
+        (_, false) => None,
+    };
     let redactor = redactor(&reopened.plan, secret_vars);
     launch(
         global,
@@ -129,6 +146,7 @@ pub fn resume(
             accept_new_host_keys: accept,
             replay: Some(reopened.replay),
             mode: Mode::Deploy,
+            skip_failed_wave,
             command: "resume",
         },
     )
@@ -161,6 +179,7 @@ pub fn rollback(
             accept_new_host_keys: accept,
             replay: Some(reopened.replay),
             mode: Mode::Rollback(hosts),
+            skip_failed_wave: None,
             command: "rollback",
         },
     )

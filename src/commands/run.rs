@@ -25,6 +25,8 @@ pub struct Launch {
     pub accept_new_host_keys: bool,
     pub replay: Option<Replay>,
     pub mode: Mode,
+    /// `pony resume --skip-failed-wave`: the failed wave a person lets the rollout past.
+    pub skip_failed_wave: Option<String>,
     /// `deploy`, `resume` or `rollback`: a resume or rollback may take over its own
     /// run's lock.
     pub command: &'static str,
@@ -83,7 +85,7 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
     let plan = Arc::new(launch.plan);
     let journal = Journal::create(&run_dir.journal_path())?;
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let user = std::env::var("USER").unwrap_or_default();
+    let user = crate::state::current_user();
     let record = if launch.command == "deploy" {
         Record::RunStarted {
             run_id: run_dir.id.clone(),
@@ -131,6 +133,7 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
         approver: interactive.then(prompt_for_approvals),
         replay: launch.replay,
         mode: launch.mode,
+        skip_failed_wave: launch.skip_failed_wave,
     };
     let report = exec::run(plan.clone(), pool, options, sender).await;
     journal.close().await;

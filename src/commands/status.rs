@@ -56,8 +56,16 @@ pub struct Report<'a> {
     pub interrupted: Vec<&'a str>,
     pub rollbacks: Rollbacks<'a>,
     pub gates_passed: &'a [String],
+    /// The wave whose failure stopped the rollout, and why.
+    pub stopped_wave: Option<StoppedWave<'a>>,
     /// What the run waits for, if anything.
     pub waiting: Option<Waiting>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoppedWave<'a> {
+    pub wave: &'a str,
+    pub reason: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,6 +165,10 @@ impl<'a> Report<'a> {
             interrupted: with_state("interrupted"),
             rollbacks,
             gates_passed: &detail.gates_passed,
+            stopped_wave: detail
+                .stopped_wave
+                .as_ref()
+                .map(|(wave, reason)| StoppedWave { wave, reason }),
             waiting: waiting(detail, plan.ok()),
         }
     }
@@ -217,6 +229,8 @@ impl<'a> Report<'a> {
             let gate = |wave: &str| -> String {
                 if self.gates_passed.iter().any(|g| g == wave) {
                     "passed".into()
+                } else if self.stopped_wave.as_ref().is_some_and(|s| s.wave == wave) {
+                    "FAILED".into()
                 } else if self
                     .waiting
                     .as_ref()
@@ -305,6 +319,12 @@ impl<'a> Report<'a> {
         }
 
         out.push('\n');
+        if let Some(stopped) = &self.stopped_wave {
+            out.push_str(&format!(
+                "stopped at wave {}: {}; no later wave started\n",
+                stopped.wave, stopped.reason
+            ));
+        }
         out.push_str(&format!(
             "gates passed: {}\n",
             if self.gates_passed.is_empty() {
@@ -351,6 +371,20 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
             format!("stopped: its controller ({controller}) is not running on this host; resume goes on from the journal"),
             vec![resume],
         ),
+        RunState::Finished if detail.stopped_wave.is_some() => {
+            let wave = detail.stopped_wave.as_ref().map(|(w, _)| w.clone());
+            let shown = wave.clone().unwrap_or_default();
+            waiting(
+                "failed_wave",
+                wave,
+                format!("wave {shown} failed beyond its failure budget: fix its hosts, then resume (its failed hosts run again), or skip the wave, or roll back"),
+                vec![
+                    resume.clone(),
+                    format!("{resume} --skip-failed-wave"),
+                    format!("pony rollback {id}"),
+                ],
+            )
+        }
         RunState::Finished => match run.outcome.as_deref() {
             Some("AwaitingApproval") => {
                 let wave = plan.and_then(|plan| {

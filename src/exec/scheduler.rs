@@ -42,6 +42,8 @@ pub struct ExecOptions {
     pub replay: Option<Replay>,
     /// Run the rollout, or only roll back what the replayed run touched.
     pub mode: Mode,
+    /// Resume past this failed wave without running its unfinished tasks (journaled).
+    pub skip_failed_wave: Option<String>,
 }
 
 /// What the executor does with the plan.
@@ -173,6 +175,11 @@ struct Scheduler {
     unchanged: Vec<bool>,
     /// `pony rollback`: nothing runs forward.
     rollback_only: bool,
+    /// Per wave, why it failed (a cluster of it went beyond its failure budget): its
+    /// gate never passes, so no later wave starts.
+    failed_waves: Vec<Option<String>>,
+    /// The wave whose failure stopped the rollout.
+    stopped_wave: Option<(String, String)>,
 }
 
 /// Runs the plan to the end and reports how it went.
@@ -233,6 +240,8 @@ pub async fn run(
         region_finished: vec![Duration::ZERO; regions],
         unchanged: vec![false; node_count],
         rollback_only: false,
+        failed_waves: vec![None; plan.waves.len()],
+        stopped_wave: None,
         plan,
         pool,
         events,
@@ -403,9 +412,38 @@ impl Scheduler {
     /// come back, passed gates stay passed; everything else (including tasks that were
     /// running when the controller died) runs.
     fn resume_from(&mut self, replay: &Replay) {
+        let skipped_wave = self
+            .options
+            .skip_failed_wave
+            .as_ref()
+            .and_then(|name| self.plan.waves.iter().position(|w| &w.name == name));
+        if let Some(wave) = skipped_wave {
+            self.options.journal.append(&Record::WaveSkipped {
+                wave: self.plan.waves[wave].name.clone(),
+                user: crate::state::current_user(),
+                time: now(),
+            });
+        }
         for node in self.plan.topological_order().to_vec() {
             let i = node.index();
             let done = match self.plan.graph[node] {
+                // A person chose to leave the failed wave's unfinished tasks as they are.
+                Node::Task(task)
+                    if Some(task.wave) == skipped_wave
+                        && replay.done(&self.plan.label(node)).is_none() =>
+                {
+                    self.state[i] = State::Cancelled;
+                    let host = &mut self.hosts[task.host];
+                    host.left_tasks -= 1;
+                    if task.per == Per::Host {
+                        host.left_host_tasks -= 1;
+                    }
+                    for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
+                        self.remaining[dependent.index()] -= 1;
+                    }
+                    continue;
+                }
+
                 Node::Task(task) => match replay.done(&self.plan.label(node)) {
                     Some(previous) => {
                         self.unchanged[i] = !previous.changed;
@@ -420,6 +458,15 @@ impl Scheduler {
                     }
                     None => false,
                 },
+                Node::Gate(wave) if Some(wave) == skipped_wave && self.remaining[i] == 0 => {
+                    let name = self.plan.waves[wave].name.clone();
+                    self.options.journal.append(&Record::GatePassed {
+                        node: i,
+                        wave: name.clone(),
+                    });
+                    self.emit(Event::GatePassed { wave: name });
+                    true
+                }
                 Node::Gate(wave) => {
                     self.remaining[i] == 0
                         && replay.gates_passed.contains(&self.plan.waves[wave].name)
@@ -782,6 +829,18 @@ impl Scheduler {
             return;
         }
         let policy = self.plan.playbook.strategy.on_failure;
+        if let Some(wave) = self.plan.host_wave[host] {
+            let failed = &mut self.failed_waves[wave];
+            if failed.is_none() {
+                *failed = Some(format!(
+                    "cluster {} (region {}) failed {} host(s), beyond max_failures {}",
+                    self.plan.inventory.clusters[cluster].name,
+                    self.plan.inventory.regions[region].name,
+                    c.failed_hosts,
+                    c.budget
+                ));
+            }
+        }
         self.emit(Event::BudgetExceeded {
             cluster: self.plan.inventory.clusters[cluster].name.clone(),
             region: self.plan.inventory.regions[region].name.clone(),
@@ -863,6 +922,10 @@ impl Scheduler {
     // ----- gates -----
 
     fn gate_ready(&mut self, wave: usize, node: NodeId) {
+        if let Some(reason) = self.failed_waves[wave].clone() {
+            self.wave_failed(wave, node, reason);
+            return;
+        }
         if self.all_stopped {
             self.state[node.index()] = State::Held;
             return;
@@ -888,6 +951,30 @@ impl Scheduler {
                     .spawn(async move { Timer::Approved(wave, question.await.unwrap_or(false)) });
             }
             None => self.stop_for_approval(wave),
+        }
+    }
+
+    /// A wave with a cluster beyond its failure budget does not pass its gate, whatever
+    /// `on_failure` did in its region: the other regions of the wave have finished, and
+    /// no task of a later wave starts.
+    fn wave_failed(&mut self, wave: usize, node: NodeId, reason: String) {
+        self.state[node.index()] = State::Held;
+        let name = self.plan.waves[wave].name.clone();
+        self.options.journal.append(&Record::WaveStopped {
+            node: node.index(),
+            wave: name.clone(),
+            reason: reason.clone(),
+        });
+        self.emit(Event::WaveFailed {
+            wave: name.clone(),
+            reason: reason.clone(),
+        });
+        self.stopped_wave = Some((name.clone(), reason));
+        if wave + 1 < self.plan.waves.len() {
+            self.stop_all(&format!(
+                "wave {name} failed: later waves do not start; fix its hosts and `pony resume {}`",
+                self.options.run_dir.id
+            ));
         }
     }
 
@@ -1192,6 +1279,7 @@ impl Scheduler {
             rolled_back,
             cancelled: count(HostOutcome::Cancelled),
             rollback_failed,
+            stopped_wave: self.stopped_wave.as_ref().map(|(wave, _)| wave.clone()),
             duration_ms: self.started.elapsed().as_millis() as u64,
             regions,
             run_dir: self.options.run_dir.path.display().to_string(),

@@ -273,6 +273,10 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             _ => format!("== gate after wave {wave}: waiting for {reason}"),
         }),
         Event::GatePassed { wave } => Some(format!("== gate after wave {wave} passed")),
+        Event::WaveFailed { wave, reason } => Some(format!(
+            "{} wave {wave} FAILED: {reason}; its gate does not pass",
+            palette.red("!!")
+        )),
         Event::TaskFailed {
             task,
             exit_code,

@@ -218,6 +218,7 @@ mod tests {
                 rolled_back: 1,
                 cancelled: 0,
                 rollback_failed: 0,
+                stopped_wave: None,
                 duration_ms: 10,
                 regions: vec![RegionSummary {
                     region: "r1".into(),

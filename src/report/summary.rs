@@ -104,6 +104,7 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
         rolled_back,
         cancelled,
         rollback_failed,
+        stopped_wave,
         duration_ms,
         regions,
         run_dir,
@@ -267,6 +268,11 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
         "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed} failed{rollback_failed}, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
         short_duration(Duration::from_millis(*duration_ms))
     ));
+    if let Some(wave) = stopped_wave {
+        lines.push(format!(
+            "stopped: wave {wave} failed beyond its failure budget; no later wave started"
+        ));
+    }
     lines.push(format!("journal: {run_dir}/journal.jsonl"));
     lines.push(format!("logs:    {run_dir}/logs/<host>.log"));
     match outcome {
@@ -330,6 +336,7 @@ mod tests {
             rolled_back: 1,
             cancelled: 0,
             rollback_failed: 0,
+            stopped_wave: None,
             duration_ms: 2500,
             regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],
             run_dir: "/state/runs/RUN".into(),

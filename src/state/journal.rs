@@ -52,6 +52,18 @@ pub enum Record {
         node: usize,
         wave: String,
     },
+    /// A wave's gate did not pass: a cluster of it went beyond its failure budget.
+    WaveStopped {
+        node: usize,
+        wave: String,
+        reason: String,
+    },
+    /// `pony resume --skip-failed-wave`: a person let the rollout past a failed wave.
+    WaveSkipped {
+        wave: String,
+        user: String,
+        time: String,
+    },
     RollbackStarted {
         node: usize,
         label: String,
@@ -81,6 +93,8 @@ pub struct Replay {
     pub tasks: std::collections::HashMap<String, TaskReplay>,
     /// Waves whose gate passed.
     pub gates_passed: std::collections::HashSet<String>,
+    /// The wave whose failure stopped the run (none once its gate passed or was skipped).
+    pub stopped_wave: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +137,13 @@ impl Replay {
                 }
                 Record::GatePassed { wave, .. } => {
                     replay.gates_passed.insert(wave.clone());
+                    if replay.stopped_wave.as_ref() == Some(wave) {
+                        replay.stopped_wave = None;
+                    }
+                }
+                Record::WaveStopped { wave, .. } => replay.stopped_wave = Some(wave.clone()),
+                Record::WaveSkipped { wave, .. } if replay.stopped_wave.as_ref() == Some(wave) => {
+                    replay.stopped_wave = None;
                 }
                 _ => {}
             }

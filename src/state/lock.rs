@@ -81,7 +81,7 @@ pub fn acquire(
         run_id: run_id.to_string(),
         pid: std::process::id(),
         host: crate::state::hostname(),
-        user: std::env::var("USER").unwrap_or_default(),
+        user: crate::state::current_user(),
         started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         awaiting_approval: false,
     };

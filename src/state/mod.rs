@@ -12,3 +12,23 @@ pub fn hostname() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
+
+/// Who runs pony, as recorded in journals and locks: `$USER`, else `$LOGNAME`, else the
+/// name of the process's uid (CI containers often set neither variable).
+pub fn current_user() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(user) = std::env::var(var) {
+            if !user.is_empty() {
+                return user;
+            }
+        }
+    }
+    let uid = unsafe { libc::getuid() };
+    let passwd = unsafe { libc::getpwuid(uid) };
+    if passwd.is_null() {
+        return format!("uid {uid}");
+    }
+    unsafe { std::ffi::CStr::from_ptr((*passwd).pw_name) }
+        .to_string_lossy()
+        .into_owned()
+}

@@ -112,6 +112,8 @@ pub struct RunDetail {
     /// Tasks in the order they first appear in the journal.
     pub tasks: Vec<TaskRecord>,
     pub gates_passed: Vec<String>,
+    /// The wave whose failure stopped the rollout and why (cleared once it passes).
+    pub stopped_wave: Option<(String, String)>,
     pub rollbacks: Vec<RollbackRecord>,
 }
 
@@ -239,6 +241,7 @@ fn fold(id: &str, path: PathBuf, records: &[Record], problem: Option<String>) ->
     let mut rollbacks: Vec<RollbackRecord> = Vec::new();
     let mut rollback_index: BTreeMap<String, usize> = BTreeMap::new();
     let mut gates_passed: Vec<String> = Vec::new();
+    let mut stopped_wave: Option<(String, String)> = None;
     let mut started_any = false;
     // Where the latest controller runs (its pid is only checkable there).
     let mut controller_host = String::new();
@@ -323,6 +326,19 @@ fn fold(id: &str, path: PathBuf, records: &[Record], problem: Option<String>) ->
                 if !gates_passed.contains(wave) {
                     gates_passed.push(wave.clone());
                 }
+                if stopped_wave.as_ref().is_some_and(|(w, _)| w == wave) {
+                    stopped_wave = None;
+                }
+            }
+            Record::WaveStopped { wave, reason, .. } => {
+                stopped_wave = Some((wave.clone(), reason.clone()));
+            }
+            Record::WaveSkipped { wave, user, .. } => {
+                stopped_wave = None;
+                let skipped = format!("{wave} (failed; skipped by {user})");
+                if !gates_passed.contains(&skipped) {
+                    gates_passed.push(skipped);
+                }
             }
             Record::RollbackStarted { label, .. } => {
                 let rollback = RollbackRecord {
@@ -380,6 +396,7 @@ fn fold(id: &str, path: PathBuf, records: &[Record], problem: Option<String>) ->
         summary,
         tasks,
         gates_passed,
+        stopped_wave,
         rollbacks,
     }
 }
