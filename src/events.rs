@@ -1,7 +1,11 @@
-//! Events: the only output of the executor. Reporters (terminal, plain, JSON, JUnit) and
-//! summaries are built from this stream; the executor never prints.
+//! Events: the only output of the executor, the one vocabulary for what happened. The
+//! journal is their first consumer (fields marked `serde(skip)` are what only it needs);
+//! reporters (terminal, plain, JSON, JUnit) and summaries are built from the same stream.
+//! The executor never prints and never writes files.
 
+use crate::secret::Redactor;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 /// Version of the JSON event schema (`docs/events.md`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -15,6 +19,21 @@ pub struct TaskRef {
     pub region: String,
     pub cluster: String,
     pub wave: String,
+    /// `step@host`, `step@region` or `step@run`: the task's name in the journal.
+    #[serde(skip)]
+    pub label: String,
+}
+
+/// What the journal keeps of a task that ran, besides its public event.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRecord {
+    pub captures: Vec<(String, String)>,
+    pub output_tail: String,
+    /// Whether the task may have changed its host (something to roll back).
+    pub changed: bool,
+    pub error: Option<String>,
+    /// The commands and their output, for the host's log.
+    pub log: String,
 }
 
 /// How a host ended.
@@ -26,6 +45,9 @@ pub enum HostOutcome {
     RolledBack,
     RollbackFailed,
     Cancelled,
+    /// Killed mid-way (a second Ctrl-C): some of its tasks ran, not all; `pony resume`
+    /// finishes it.
+    Incomplete,
 }
 
 /// The outcome of the whole run.
@@ -76,12 +98,21 @@ pub enum Event {
     },
     GatePassed {
         wave: String,
+        #[serde(skip)]
+        node: usize,
+    },
+    /// `pony resume --skip-failed-wave`: a person let the rollout past a failed wave.
+    WaveSkipped {
+        wave: String,
+        user: String,
     },
     /// A cluster of the wave went beyond its failure budget: the gate does not pass and
     /// no later wave starts.
     WaveFailed {
         wave: String,
         reason: String,
+        #[serde(skip)]
+        node: usize,
     },
     TaskStarted {
         task: TaskRef,
@@ -92,10 +123,16 @@ pub enum Event {
         exit_code: Option<i32>,
         duration_ms: u64,
         attempts: u32,
+        #[serde(skip)]
+        record: TaskRecord,
     },
     TaskSkipped {
         task: TaskRef,
         reason: String,
+        /// Present when a guard skipped it on its host (journaled); absent when it never
+        /// ran because a dependency failed.
+        #[serde(skip)]
+        record: Option<TaskRecord>,
     },
     TaskFailed {
         task: TaskRef,
@@ -104,6 +141,12 @@ pub enum Event {
         stderr_tail: String,
         duration_ms: u64,
         attempts: u32,
+        #[serde(skip)]
+        record: TaskRecord,
+    },
+    /// A second Ctrl-C killed the running task: its host is left half-done.
+    TaskInterrupted {
+        task: TaskRef,
     },
     HostFinished {
         host: String,
@@ -122,11 +165,17 @@ pub enum Event {
         scope: String,
         hosts: usize,
     },
+    RollbackTaskStarted {
+        task: TaskRef,
+    },
     RollbackTask {
         task: TaskRef,
         ok: bool,
         exit_code: Option<i32>,
         error: Option<String>,
+        /// The rollback command and its output, for the host's log.
+        #[serde(skip)]
+        log: String,
     },
     RollbackFinished {
         scope: String,
@@ -145,8 +194,9 @@ pub enum Event {
         rolled_back: usize,
         cancelled: usize,
         rollback_failed: usize,
+        /// Hosts left half-done (some tasks ran, not all): `pony resume` finishes them.
+        incomplete: Vec<String>,
         /// The wave whose failure stopped the rollout, if one did.
-        #[serde(skip_serializing_if = "Option::is_none")]
         stopped_wave: Option<String>,
         duration_ms: u64,
         regions: Vec<RegionSummary>,
@@ -161,4 +211,131 @@ pub struct Envelope<'a> {
     pub time: String,
     #[serde(flatten)]
     pub event: &'a Event,
+}
+
+impl TaskRecord {
+    fn redacted(self, redactor: &Redactor) -> Self {
+        TaskRecord {
+            captures: self
+                .captures
+                .into_iter()
+                .map(|(k, v)| (k, redactor.redact(&v)))
+                .collect(),
+            output_tail: redactor.redact(&self.output_tail),
+            changed: self.changed,
+            error: self.error.map(|e| redactor.redact(&e)),
+            log: redactor.redact(&self.log),
+        }
+    }
+}
+
+impl Event {
+    /// The event with every secret value replaced; the one place the executor redacts.
+    pub fn redacted(self, redactor: &Redactor) -> Event {
+        let r = |text: String| redactor.redact(&text);
+        match self {
+            Event::TaskFinished {
+                task,
+                changed,
+                exit_code,
+                duration_ms,
+                attempts,
+                record,
+            } => Event::TaskFinished {
+                task,
+                changed,
+                exit_code,
+                duration_ms,
+                attempts,
+                record: record.redacted(redactor),
+            },
+            Event::TaskSkipped {
+                task,
+                reason,
+                record,
+            } => Event::TaskSkipped {
+                task,
+                reason: r(reason),
+                record: record.map(|rec| rec.redacted(redactor)),
+            },
+            Event::TaskFailed {
+                task,
+                exit_code,
+                error,
+                stderr_tail,
+                duration_ms,
+                attempts,
+                record,
+            } => Event::TaskFailed {
+                task,
+                exit_code,
+                error: r(error),
+                stderr_tail: r(stderr_tail),
+                duration_ms,
+                attempts,
+                record: record.redacted(redactor),
+            },
+            Event::RollbackTask {
+                task,
+                ok,
+                exit_code,
+                error,
+                log,
+            } => Event::RollbackTask {
+                task,
+                ok,
+                exit_code,
+                error: error.map(r),
+                log: r(log),
+            },
+            Event::Stopped { reason } => Event::Stopped { reason: r(reason) },
+            Event::WaveFailed { wave, reason, node } => Event::WaveFailed {
+                wave,
+                reason: r(reason),
+                node,
+            },
+            other => other,
+        }
+    }
+}
+
+/// An event on its way to the consumers; `durable` is answered once the journal has it on
+/// disk.
+pub struct Emitted {
+    pub event: Event,
+    pub durable: Option<oneshot::Sender<()>>,
+}
+
+/// Where the executor sends its events: the journal first, then the reporters.
+#[derive(Clone)]
+pub struct EventSink {
+    sender: mpsc::UnboundedSender<Emitted>,
+}
+
+impl EventSink {
+    pub fn new() -> (EventSink, mpsc::UnboundedReceiver<Emitted>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (EventSink { sender }, receiver)
+    }
+
+    /// Progress nobody waits for.
+    pub fn emit(&self, event: Event) {
+        let _ = self.sender.send(Emitted {
+            event,
+            durable: None,
+        });
+    }
+
+    /// A fact the run must not go past before it is on disk: resolves once the journal
+    /// has synced it (or at once when nothing consumes events any more).
+    pub fn emit_durable(&self, event: Event) -> impl std::future::Future<Output = ()> {
+        let (ack, done) = oneshot::channel();
+        let _ = self.sender.send(Emitted {
+            event,
+            durable: Some(ack),
+        });
+        async move {
+            let _ = done.await;
+        }
+    }
 }

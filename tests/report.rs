@@ -201,6 +201,10 @@ fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
             ("seconds", "integer"),
         ],
         "gate_passed" => &[("wave", "string")],
+        "wave_failed" => &[("wave", "string"), ("reason", "string")],
+        "wave_skipped" => &[("wave", "string"), ("user", "string")],
+        "task_interrupted" => &[("task", "task")],
+        "rollback_task_started" => &[("task", "task")],
         "task_started" => &[("task", "task")],
         "task_finished" => &[
             ("task", "task"),
@@ -250,6 +254,8 @@ fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
             ("rolled_back", "integer"),
             ("cancelled", "integer"),
             ("rollback_failed", "integer"),
+            ("incomplete", "array"),
+            ("stopped_wave", "string?"),
             ("duration_ms", "integer"),
             ("regions", "array"),
             ("run_dir", "string"),
@@ -268,7 +274,7 @@ fn check_type(value: &serde_json::Value, kind: &str, context: &str) {
         "array" => value.is_array(),
         "outcome" => matches!(
             value.as_str(),
-            Some("ok" | "failed" | "rolled_back" | "rollback_failed" | "cancelled")
+            Some("ok" | "failed" | "rolled_back" | "rollback_failed" | "cancelled" | "incomplete")
         ),
         "task" => {
             let task = value.as_object().expect("task is an object");

@@ -71,6 +71,7 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
     let inventory = &plan.inventory;
     let strategy = &plan.playbook.strategy;
     let mut out = String::new();
+    let limits = plan.cluster_limits();
     let mut tasks_per_host = vec![0usize; inventory.hosts.len()];
     for (_, task) in plan.tasks() {
         tasks_per_host[task.host] += 1;
@@ -145,8 +146,7 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
             )
             .unwrap();
             for (cluster, (hosts, tasks)) in clusters {
-                let total = inventory.clusters[cluster].hosts.len();
-                let window = strategy.max_unavailable.of(total).max(1);
+                let window = limits[cluster].max_unavailable;
                 writeln!(
                     out,
                     "    {:<14} {:>7} hosts {:>8} tasks   {} at once",
@@ -265,6 +265,7 @@ fn round(d: Duration) -> Duration {
 /// with their pauses.
 pub fn estimate_with_limits(plan: &Plan) -> Duration {
     let strategy = &plan.playbook.strategy;
+    let limits = plan.cluster_limits();
     let mut total = Duration::ZERO;
     for (w, wave) in plan.waves.iter().enumerate() {
         let mut per_cluster: BTreeMap<usize, (usize, Duration)> = BTreeMap::new();
@@ -283,10 +284,7 @@ pub fn estimate_with_limits(plan: &Plan) -> Duration {
         let wave_time = per_cluster
             .iter()
             .map(|(cluster, (hosts, host_time))| {
-                let window = strategy
-                    .max_unavailable
-                    .of(plan.inventory.clusters[*cluster].hosts.len())
-                    .max(1);
+                let window = limits[*cluster].max_unavailable;
                 *host_time * hosts.div_ceil(window) as u32
             })
             .max()

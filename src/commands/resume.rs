@@ -5,7 +5,7 @@ use super::deploy::{check_approvals, redactor};
 use super::run::{launch, Launch, RunFolder};
 use crate::cli::GlobalOptions;
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::exec::scheduler::Mode;
+use crate::exec::Mode;
 use crate::exit::Exit;
 use crate::inventory::Vars;
 use crate::plan::{Plan, PlanOptions};

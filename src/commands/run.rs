@@ -2,10 +2,10 @@
 //! journal, reporters, the approval prompt, signals, and what to tell the person after.
 
 use crate::cli::{GlobalOptions, OutputFormat};
-use crate::events::Event;
+use crate::events::{Event, EventSink};
 use crate::exec::hosts::HostPool;
-use crate::exec::scheduler::{ApprovalRequest, Mode};
 use crate::exec::{self, ExecOptions};
+use crate::exec::{ApprovalRequest, Mode};
 use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::secret::Redactor;
@@ -111,6 +111,13 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let reporters = crate::report::for_run(global);
     let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
+    let (sink, events) = EventSink::new();
+    let recording = tokio::spawn(crate::state::recorder::record(
+        events,
+        journal.clone(),
+        run_dir.clone(),
+        sender.clone(),
+    ));
     let _ = sender.send(Event::RunStarted {
         run_id: run_dir.id.clone(),
         playbook: plan.playbook.name.clone(),
@@ -122,8 +129,8 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
     });
     let interactive = std::io::stdin().is_terminal() && global.output == OutputFormat::Human;
     let options = ExecOptions {
-        run_dir: run_dir.clone(),
-        journal: journal.clone(),
+        run_id: run_dir.id.clone(),
+        run_dir_display: run_dir.path.display().to_string(),
         redactor: launch.redactor,
         approvals: launch.approvals,
         connections: global
@@ -135,7 +142,11 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
         mode: launch.mode,
         skip_failed_wave: launch.skip_failed_wave,
     };
-    let report = exec::run(plan.clone(), pool, options, sender).await;
+    let report = exec::run(plan.clone(), pool, options, sink).await;
+    // The scheduler's sink is gone: the recorder drains what is left, then the reporters
+    // see the end of the stream.
+    let _ = recording.await;
+    drop(sender);
     journal.close().await;
     let _ = reporting.await;
     Ok(report.exit)

@@ -1,11 +1,74 @@
-//! The executor: runs a sealed plan. [`scheduler`] is the sole owner of run state
-//! (readiness, `max_unavailable` windows, failure budgets, gates, rollback); [`task`]
-//! runs one task; [`hosts`] owns connections. The executor reports only through
-//! [`crate::events::Event`]s and the journal; it never prints.
+//! The executor: runs a sealed plan. [`scheduler`] owns all run state and is the only
+//! voice of the run (it emits [`crate::events::Event`]s; the journal and reporters
+//! consume them); the rules it applies are value types beside it: [`admission`]
+//! (`max_unavailable` slots, `connections`), [`policy`] (failure budget → action),
+//! [`rollback`] (what to undo, in which order), [`change_window`], [`outcome`] (run
+//! outcome and exit code). [`task`] runs one task; [`hosts`] owns connections. The
+//! executor never prints and never writes files.
 
+pub mod admission;
+pub mod change_window;
+pub mod host_run;
 pub mod hosts;
+pub mod outcome;
+pub mod policy;
 pub mod probe;
+pub mod rollback;
 pub mod scheduler;
 pub mod task;
 
-pub use scheduler::{run, ExecOptions, RunReport};
+use crate::events::{HostOutcome, RunOutcome};
+use crate::exit::Exit;
+use crate::inventory::pattern::HostSet;
+use crate::secret::Redactor;
+use crate::state::journal::Replay;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
+
+pub use scheduler::run;
+
+/// What the run needs besides the plan.
+pub struct ExecOptions {
+    /// The run's id, for templates (`run.id`) and messages.
+    pub run_id: String,
+    /// Where the run's folder is, for the summary.
+    pub run_dir_display: String,
+    pub redactor: Redactor,
+    /// Waves whose `approve:` gate is pre-approved.
+    pub approvals: Vec<String>,
+    /// Hosts worked on at once over the whole run.
+    pub connections: usize,
+    /// Counts Ctrl-C / SIGTERM: 1 admits no new host (hosts in flight finish), 2 kills
+    /// running tasks.
+    pub interrupts: watch::Receiver<u32>,
+    /// Asks a person at an `approve:` gate (a terminal); without it the run stops there.
+    pub approver: Option<UnboundedSender<ApprovalRequest>>,
+    /// What an earlier process of this run already did (`pony resume`, `pony rollback`).
+    pub replay: Option<Replay>,
+    /// Run the rollout, or only roll back what the replayed run touched.
+    pub mode: Mode,
+    /// Resume past this failed wave without running its unfinished tasks (journaled).
+    pub skip_failed_wave: Option<String>,
+}
+
+/// What the executor does with the plan.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Deploy,
+    /// Roll back every task the replayed run completed (or failed) on these hosts.
+    Rollback(HostSet),
+}
+
+/// A question to the person at the terminal: may the run go past this wave's gate?
+pub struct ApprovalRequest {
+    pub wave: String,
+    pub answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: RunOutcome,
+    pub exit: Exit,
+    pub hosts: Vec<Option<HostOutcome>>,
+}

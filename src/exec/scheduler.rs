@@ -1,64 +1,31 @@
-//! The scheduler: one event loop that owns all run state. A task starts the moment its
-//! last dependency succeeded (in-degree counters, no polling), bounded per cluster by
-//! `max_unavailable` (a sliding window of hosts between their first and last task) and
-//! overall by `connections`. Failures count against the cluster's `max_failures`; within
-//! budget only the failed host is rolled back, beyond it `on_failure` applies.
+//! The scheduler: one event loop that owns all run state and is the only voice of the
+//! run (it alone emits events; workers return results). A task starts the moment its last
+//! dependency succeeded and its record is on disk (in-degree counters, no polling),
+//! bounded by [`Admission`]; failures go through the pure [`policy`]; rollbacks follow a
+//! [`RollbackOrder`]; the end is the pure [`outcome`].
 
+use super::admission::Admission;
+use super::host_run::{HostRun, Phase};
 use super::hosts::HostPool;
+use super::outcome::{self, Ending, Tally};
+use super::policy::{self, FailureAction};
+use super::rollback::{RollbackCommand, RollbackOrder, RollbackScope};
 use super::task::{self, TaskRun, TaskSpec};
-use crate::events::{Event, HostOutcome, RegionSummary, RunOutcome, TaskRef};
-use crate::exit::Exit;
+use super::{change_window, ApprovalRequest, ExecOptions, Mode, RunReport};
+use crate::events::{Event, EventSink, HostOutcome, TaskRecord, TaskRef};
 use crate::inventory::pattern::HostSet;
 use crate::inventory::{HostId, Vars};
 use crate::plan::{Node, NodeId, Plan, Task};
-use crate::playbook::{OnFailure, Per};
-use crate::secret::Redactor;
-use crate::state::journal::{Journal, Record, Replay, TaskState};
-use crate::state::run_dir::RunDir;
-use std::collections::{HashMap, VecDeque};
+use crate::playbook::Per;
+use crate::state::journal::{Replay, TaskState};
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Lines of output kept in events and the journal.
 const TAIL_LINES: usize = 10;
-
-/// What the run needs besides the plan.
-pub struct ExecOptions {
-    pub run_dir: RunDir,
-    pub journal: Journal,
-    pub redactor: Redactor,
-    /// Waves whose `approve:` gate is pre-approved.
-    pub approvals: Vec<String>,
-    /// Hosts worked on at once over the whole run.
-    pub connections: usize,
-    /// Counts Ctrl-C / SIGTERM: 1 stops starting tasks, 2 kills running ones.
-    pub interrupts: watch::Receiver<u32>,
-    /// Asks a person at an `approve:` gate (a terminal); without it the run stops there.
-    pub approver: Option<UnboundedSender<ApprovalRequest>>,
-    /// What an earlier process of this run already did (`pony resume`, `pony rollback`).
-    pub replay: Option<Replay>,
-    /// Run the rollout, or only roll back what the replayed run touched.
-    pub mode: Mode,
-    /// Resume past this failed wave without running its unfinished tasks (journaled).
-    pub skip_failed_wave: Option<String>,
-}
-
-/// What the executor does with the plan.
-#[derive(Debug, Clone)]
-pub enum Mode {
-    Deploy,
-    /// Roll back every task the replayed run completed (or failed) on these hosts.
-    Rollback(HostSet),
-}
-
-/// A question to the person at the terminal: may the run go past this wave's gate?
-pub struct ApprovalRequest {
-    pub wave: String,
-    pub answer: tokio::sync::oneshot::Sender<bool>,
-}
 
 /// Something the loop waits for besides tasks.
 enum Timer {
@@ -70,14 +37,7 @@ enum Timer {
     WindowOpen(usize),
 }
 
-/// How the run ended.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub outcome: RunOutcome,
-    pub exit: Exit,
-    pub hosts: Vec<Option<HostOutcome>>,
-}
-
+/// A task node's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting,
@@ -99,87 +59,74 @@ impl State {
     }
 }
 
-#[derive(Default)]
-struct HostRun {
-    touched: bool,
-    active: bool,
-    queued: bool,
-    running: usize,
-    left_host_tasks: usize,
-    left_tasks: usize,
-    failed: bool,
-    rollback_pending: bool,
-    outcome: Option<HostOutcome>,
-    pending: Vec<NodeId>,
-    captures: Vars,
-}
-
-struct ClusterRun {
-    window: usize,
-    budget: usize,
-    active: usize,
-    failed_hosts: usize,
-    waiting: VecDeque<HostId>,
-}
-
-/// Which hosts a rollback covers.
+/// How far the run may still go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RollbackScope {
-    Host(HostId),
-    Region(usize),
+enum Stop {
+    /// Going.
+    No,
+    /// First interrupt: no new host starts; hosts in flight finish every task.
+    Draining,
+    /// Nothing new starts anywhere.
     All,
 }
 
-/// One rollback command, rendered with the captures the forward run saw.
-struct RollbackCommand {
-    host: HostId,
-    command: String,
-    label: String,
-    /// The step's own `timeout`, so that a hung host cannot hang the rollback.
-    timeout: Option<Duration>,
+struct ClusterBudget {
+    failed_hosts: usize,
+    max_failures: usize,
 }
 
-struct RollbackDone {
-    hosts: Vec<(HostId, bool)>,
+#[derive(Default)]
+struct RegionRun {
+    stopped: bool,
+    running: usize,
+    rollback_due: bool,
+    captures: Vars,
+    finished: Duration,
+}
+
+#[derive(Default)]
+struct WaveRun {
+    /// Why a cluster of the wave went beyond its budget: its gate never passes.
+    failed: Option<String>,
+    /// Tasks waiting for the wave's change window, and whether its timer runs.
+    window_held: Vec<NodeId>,
+    window_timer: bool,
+}
+
+/// A finished rollback command, back from its worker.
+struct RollbackRun {
+    job: usize,
+    node: NodeId,
+    run: TaskRun,
 }
 
 struct Scheduler {
     plan: Arc<Plan>,
     pool: Arc<HostPool>,
-    events: UnboundedSender<Event>,
+    sink: EventSink,
     options: ExecOptions,
     state: Vec<State>,
     remaining: Vec<usize>,
-    hosts: Vec<HostRun>,
-    clusters: Vec<ClusterRun>,
-    region_stopped: Vec<bool>,
-    region_running: Vec<usize>,
-    region_rollback: Vec<bool>,
-    all_stopped: bool,
-    all_rollback: bool,
-    halted: bool,
-    interrupted: bool,
-    awaiting_approval: Option<String>,
-    region_captures: Vec<Vars>,
-    run_captures: Vars,
-    active_hosts: usize,
-    running: JoinSet<(NodeId, TaskRun)>,
-    timers: JoinSet<Timer>,
-    /// Tasks waiting for their wave's change window, and whether its timer runs.
-    window_held: Vec<(Vec<NodeId>, bool)>,
-    rollbacks: JoinSet<RollbackDone>,
-    started: Instant,
-    region_finished: Vec<Duration>,
     /// Tasks a `creates`/`unless` guard skipped: they changed nothing, so they are not
     /// rolled back.
     unchanged: Vec<bool>,
-    /// `pony rollback`: nothing runs forward.
-    rollback_only: bool,
-    /// Per wave, why it failed (a cluster of it went beyond its failure budget): its
-    /// gate never passes, so no later wave starts.
-    failed_waves: Vec<Option<String>>,
-    /// The wave whose failure stopped the rollout.
-    stopped_wave: Option<(String, String)>,
+    hosts: Vec<HostRun>,
+    admission: Admission,
+    budgets: Vec<ClusterBudget>,
+    regions: Vec<RegionRun>,
+    waves: Vec<WaveRun>,
+    run_captures: Vars,
+    stop: Stop,
+    ending: Ending,
+    all_rollback_due: bool,
+    stopped_wave: Option<String>,
+    running: JoinSet<(NodeId, TaskRun)>,
+    /// Finished tasks whose record is being synced; their dependents wait for it.
+    syncing: JoinSet<(NodeId, bool)>,
+    timers: JoinSet<Timer>,
+    rollbacks: Vec<Option<RollbackOrder>>,
+    rollback_runs: JoinSet<RollbackRun>,
+    started: Instant,
 }
 
 /// Runs the plan to the end and reports how it went.
@@ -187,7 +134,7 @@ pub async fn run(
     plan: Arc<Plan>,
     pool: Arc<HostPool>,
     options: ExecOptions,
-    events: UnboundedSender<Event>,
+    sink: EventSink,
 ) -> RunReport {
     let inventory = plan.inventory.clone();
     let strategy = &plan.playbook.strategy;
@@ -202,57 +149,59 @@ pub async fn run(
             host.left_host_tasks += 1;
         }
     }
-    let by_cluster = plan.hosts_by_cluster();
-    let clusters = (0..inventory.clusters.len())
-        .map(|c| {
-            let total = by_cluster.get(&c).map(Vec::len).unwrap_or(0);
-            ClusterRun {
-                window: strategy.max_unavailable.of(total).max(1),
-                budget: strategy.max_failures.of(total),
-                active: 0,
-                failed_hosts: 0,
-                waiting: VecDeque::new(),
-            }
+    let limits = plan.cluster_limits();
+    let admission = Admission::new(
+        limits.iter().map(|l| l.max_unavailable).collect(),
+        options.connections,
+    );
+    let budgets = limits
+        .iter()
+        .map(|l| ClusterBudget {
+            failed_hosts: 0,
+            max_failures: l.max_failures,
         })
         .collect();
-    let regions = inventory.regions.len();
+    let _ = strategy;
     let scheduler = Scheduler {
         remaining: plan.in_degrees(),
         state: vec![State::Waiting; node_count],
-        hosts,
-        clusters,
-        region_stopped: vec![false; regions],
-        region_running: vec![0; regions],
-        region_rollback: vec![false; regions],
-        all_stopped: false,
-        all_rollback: false,
-        halted: false,
-        interrupted: false,
-        awaiting_approval: None,
-        region_captures: vec![Vars::new(); regions],
-        run_captures: Vars::new(),
-        active_hosts: 0,
-        running: JoinSet::new(),
-        timers: JoinSet::new(),
-        window_held: (0..plan.waves.len()).map(|_| (Vec::new(), false)).collect(),
-        rollbacks: JoinSet::new(),
-        started: Instant::now(),
-        region_finished: vec![Duration::ZERO; regions],
         unchanged: vec![false; node_count],
-        rollback_only: false,
-        failed_waves: vec![None; plan.waves.len()],
+        hosts,
+        admission,
+        budgets,
+        regions: (0..inventory.regions.len())
+            .map(|_| RegionRun::default())
+            .collect(),
+        waves: (0..plan.waves.len()).map(|_| WaveRun::default()).collect(),
+        run_captures: Vars::new(),
+        stop: Stop::No,
+        ending: Ending::default(),
+        all_rollback_due: false,
         stopped_wave: None,
+        running: JoinSet::new(),
+        syncing: JoinSet::new(),
+        timers: JoinSet::new(),
+        rollbacks: Vec::new(),
+        rollback_runs: JoinSet::new(),
+        started: Instant::now(),
         plan,
         pool,
-        events,
+        sink,
         options,
     };
     scheduler.main_loop().await
 }
 
 impl Scheduler {
+    /// The one place events leave the run: secrets are redacted here, once.
     fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
+        self.sink.emit(event.redacted(&self.options.redactor));
+    }
+
+    /// Emits a fact that must be on disk before the run goes past it.
+    fn emit_durable(&self, event: Event) -> impl Future<Output = ()> {
+        self.sink
+            .emit_durable(event.redacted(&self.options.redactor))
     }
 
     fn task_ref(&self, node: NodeId) -> TaskRef {
@@ -266,7 +215,12 @@ impl Scheduler {
             region: inventory.regions[host.region].name.clone(),
             cluster: inventory.clusters[host.cluster].name.clone(),
             wave: self.plan.waves[task.wave].name.clone(),
+            label: self.plan.label(node),
         }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop != Stop::No
     }
 
     async fn main_loop(mut self) -> RunReport {
@@ -289,9 +243,13 @@ impl Scheduler {
         }
         let mut interrupts = self.options.interrupts.clone();
         loop {
-            self.start_rollbacks();
-            if self.running.is_empty() && self.timers.is_empty() && self.rollbacks.is_empty() {
-                if !self.all_stopped && self.break_stall() {
+            self.start_due_rollbacks();
+            if self.running.is_empty()
+                && self.syncing.is_empty()
+                && self.timers.is_empty()
+                && self.rollback_runs.is_empty()
+            {
+                if self.stop == Stop::No && self.break_stall() {
                     continue;
                 }
                 break;
@@ -301,15 +259,16 @@ impl Scheduler {
                     Ok((node, run)) => self.finished(node, run),
                     Err(e) => tracing::error!("task panicked or was aborted: {e}"),
                 },
+                Some(Ok((node, ok))) = self.syncing.join_next() => self.release(node, ok),
                 Some(Ok(timer)) = self.timers.join_next() => match timer {
                     Timer::Approved(wave, true) => self.pause_or_pass(wave),
                     Timer::Approved(wave, false) => self.stop_for_approval(wave),
                     Timer::Paused(wave) => self.pass_gate(wave),
                     Timer::WindowOpen(wave) => self.window_opened(wave),
                 },
-                Some(joined) = self.rollbacks.join_next() => match joined {
-                    Ok(done) => self.rollback_done(done),
-                    Err(e) => tracing::error!("rollback panicked: {e}"),
+                Some(joined) = self.rollback_runs.join_next() => match joined {
+                    Ok(done) => self.rollback_command_done(done),
+                    Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
                 },
                 Ok(()) = interrupts.changed() => {
                     let count = *interrupts.borrow();
@@ -320,7 +279,7 @@ impl Scheduler {
         self.finish().await
     }
 
-    // ----- readiness -----
+    // ----- readiness and admission -----
 
     fn ready(&mut self, node: NodeId) {
         match self.plan.graph[node] {
@@ -330,34 +289,39 @@ impl Scheduler {
             }
             Node::Gate(wave) => self.gate_ready(wave, node),
             Node::Task(task) => {
-                if self.stopped_for(task.host) {
-                    self.cancel(node);
-                } else {
+                if self.may_start(task.host) {
                     self.admit(node, task);
+                } else {
+                    self.cancel(node);
                 }
             }
         }
     }
 
-    fn stopped_for(&self, host: HostId) -> bool {
-        self.all_stopped
-            || self.region_stopped[self.plan.inventory.hosts[host].region]
-            || self.hosts[host].failed
+    /// Whether a task of this host may still start.
+    fn may_start(&self, host: HostId) -> bool {
+        let h = &self.hosts[host];
+        let region = self.plan.inventory.hosts[host].region;
+        match self.stop {
+            Stop::All => false,
+            Stop::Draining => h.phase == Phase::Active && !self.regions[region].stopped,
+            Stop::No => !h.failed() && !self.regions[region].stopped,
+        }
     }
 
     fn admit(&mut self, node: NodeId, task: Task) {
         let host = task.host;
         let cluster = self.plan.inventory.hosts[host].cluster;
-        let starts_host = task.per != Per::Host || !self.hosts[host].active;
+        let active = self.hosts[host].phase == Phase::Active;
+        let starts_host = task.per != Per::Host || !active;
         if starts_host && self.hold_for_window(node, task.wave) {
             return;
         }
-        if task.per != Per::Host || self.hosts[host].active {
+        if task.per != Per::Host || active {
             self.spawn(node);
             return;
         }
-        let c = &self.clusters[cluster];
-        if c.active < c.window && self.active_hosts < self.options.connections {
+        if self.admission.has_room(cluster) {
             self.activate(host);
             self.spawn(node);
             return;
@@ -365,9 +329,9 @@ impl Scheduler {
         self.state[node.index()] = State::Queued;
         let h = &mut self.hosts[host];
         h.pending.push(node);
-        if !h.queued {
-            h.queued = true;
-            self.clusters[cluster].waiting.push_back(host);
+        if h.phase == Phase::Idle {
+            h.phase = Phase::Queued;
+            self.admission.enqueue(cluster, host);
         }
     }
 
@@ -376,17 +340,18 @@ impl Scheduler {
         let Some(window) = &self.plan.playbook.strategy.waves[wave].window else {
             return false;
         };
-        let Some(wait) = window_wait(window) else {
+        let Some(wait) = change_window::wait_until_open(window, chrono::Utc::now()) else {
             return false;
         };
         self.state[node.index()] = State::Queued;
-        let (held, timer) = &mut self.window_held[wave];
-        held.push(node);
-        if !*timer {
-            *timer = true;
+        let text = window.text.clone();
+        let w = &mut self.waves[wave];
+        w.window_held.push(node);
+        if !w.window_timer {
+            w.window_timer = true;
             self.emit(Event::GateWaiting {
                 wave: self.plan.waves[wave].name.clone(),
-                reason: format!("window {}", window.text),
+                reason: format!("window {text}"),
                 seconds: wait.as_secs(),
             });
             self.timers.spawn(async move {
@@ -398,9 +363,8 @@ impl Scheduler {
     }
 
     fn window_opened(&mut self, wave: usize) {
-        let (held, timer) = &mut self.window_held[wave];
-        *timer = false;
-        for node in std::mem::take(held) {
+        self.waves[wave].window_timer = false;
+        for node in std::mem::take(&mut self.waves[wave].window_held) {
             if self.state[node.index()] == State::Queued {
                 self.state[node.index()] = State::Waiting;
                 self.ready(node);
@@ -408,169 +372,30 @@ impl Scheduler {
         }
     }
 
-    /// Continues a run: what the journal shows done is not run again, its captures
-    /// come back, passed gates stay passed; everything else (including tasks that were
-    /// running when the controller died) runs.
-    fn resume_from(&mut self, replay: &Replay) {
-        let skipped_wave = self
-            .options
-            .skip_failed_wave
-            .as_ref()
-            .and_then(|name| self.plan.waves.iter().position(|w| &w.name == name));
-        if let Some(wave) = skipped_wave {
-            self.options.journal.append(&Record::WaveSkipped {
-                wave: self.plan.waves[wave].name.clone(),
-                user: crate::state::current_user(),
-                time: now(),
-            });
-        }
-        for node in self.plan.topological_order().to_vec() {
-            let i = node.index();
-            let done = match self.plan.graph[node] {
-                // A person chose to leave the failed wave's unfinished tasks as they are.
-                Node::Task(task)
-                    if Some(task.wave) == skipped_wave
-                        && replay.done(&self.plan.label(node)).is_none() =>
-                {
-                    self.state[i] = State::Cancelled;
-                    let host = &mut self.hosts[task.host];
-                    host.left_tasks -= 1;
-                    if task.per == Per::Host {
-                        host.left_host_tasks -= 1;
-                    }
-                    for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
-                        self.remaining[dependent.index()] -= 1;
-                    }
-                    continue;
-                }
-
-                Node::Task(task) => match replay.done(&self.plan.label(node)) {
-                    Some(previous) => {
-                        self.unchanged[i] = !previous.changed;
-                        self.restore_captures(&task, &previous.captures);
-                        let host = &mut self.hosts[task.host];
-                        host.touched = true;
-                        host.left_tasks -= 1;
-                        if task.per == Per::Host {
-                            host.left_host_tasks -= 1;
-                        }
-                        true
-                    }
-                    None => false,
-                },
-                Node::Gate(wave) if Some(wave) == skipped_wave && self.remaining[i] == 0 => {
-                    let name = self.plan.waves[wave].name.clone();
-                    self.options.journal.append(&Record::GatePassed {
-                        node: i,
-                        wave: name.clone(),
-                    });
-                    self.emit(Event::GatePassed { wave: name });
-                    true
-                }
-                Node::Gate(wave) => {
-                    self.remaining[i] == 0
-                        && replay.gates_passed.contains(&self.plan.waves[wave].name)
-                }
-                Node::Join { .. } => self.remaining[i] == 0,
-            };
-            if done {
-                self.state[i] = State::Succeeded;
-                for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
-                    self.remaining[dependent.index()] -= 1;
-                }
-            }
-        }
-        for host in 0..self.hosts.len() {
-            if self.hosts[host].touched && self.hosts[host].left_tasks == 0 {
-                self.set_host_outcome(host, HostOutcome::Ok);
-            }
-        }
-        let ready: Vec<NodeId> = self
-            .plan
-            .graph
-            .node_indices()
-            .filter(|n| self.state[n.index()] == State::Waiting && self.remaining[n.index()] == 0)
-            .collect();
-        for node in ready {
-            if self.state[node.index()] == State::Waiting {
-                self.ready(node);
-            }
-        }
-    }
-
-    /// Rolls back, on `hosts`, every task the journal shows completed or failed and not
-    /// yet rolled back.
-    fn rollback_from(&mut self, replay: &Replay, hosts: HostSet) {
-        self.rollback_only = true;
-        for (node, task) in self.plan.tasks().map(|(n, t)| (n, *t)).collect::<Vec<_>>() {
-            let Some(previous) = replay.tasks.get(&self.plan.label(node)) else {
-                continue;
-            };
-            if previous.rolled_back || previous.state == TaskState::Interrupted {
-                continue;
-            }
-            self.state[node.index()] = if previous.state == TaskState::Failed {
-                State::Failed
-            } else {
-                State::Succeeded
-            };
-            self.unchanged[node.index()] = !previous.changed;
-            self.restore_captures(&task, &previous.captures);
-            if hosts.contains(task.host) {
-                self.hosts[task.host].touched = true;
-            }
-        }
-        self.spawn_rollback(RollbackScope::All);
-    }
-
-    fn restore_captures(&mut self, task: &Task, captures: &[(String, String)]) {
-        let region = self.plan.inventory.hosts[task.host].region;
-        for (name, value) in captures {
-            let value = serde_yaml::Value::String(value.clone());
-            match task.per {
-                Per::Host => self.hosts[task.host].captures.insert(name.clone(), value),
-                Per::Region => self.region_captures[region].insert(name.clone(), value),
-                Per::Run => self.run_captures.insert(name.clone(), value),
-            };
-        }
-    }
-
     fn activate(&mut self, host: HostId) {
         let cluster = self.plan.inventory.hosts[host].cluster;
-        self.hosts[host].active = true;
-        self.clusters[cluster].active += 1;
-        self.active_hosts += 1;
+        let h = &mut self.hosts[host];
+        h.phase = Phase::Active;
+        h.slot = true;
+        self.admission.take(cluster);
     }
 
-    fn deactivate(&mut self, host: HostId) {
-        if !self.hosts[host].active {
+    /// Gives the host's slot back and lets waiting hosts in.
+    fn free_slot(&mut self, host: HostId) {
+        if !std::mem::take(&mut self.hosts[host].slot) {
             return;
         }
-        let cluster = self.plan.inventory.hosts[host].cluster;
-        self.hosts[host].active = false;
-        self.clusters[cluster].active -= 1;
-        self.active_hosts -= 1;
-        self.admit_waiting();
-    }
-
-    /// Starts queued hosts wherever their cluster's window and the connection limit allow.
-    fn admit_waiting(&mut self) {
-        for cluster in 0..self.clusters.len() {
-            while self.clusters[cluster].active < self.clusters[cluster].window
-                && self.active_hosts < self.options.connections
-            {
-                let Some(host) = self.clusters[cluster].waiting.pop_front() else {
-                    break;
-                };
-                self.start_queued_host(host);
-            }
+        self.admission
+            .give_back(self.plan.inventory.hosts[host].cluster);
+        while let Some((_, next)) = self.admission.next_admissible() {
+            self.start_queued_host(next);
         }
     }
 
     fn start_queued_host(&mut self, host: HostId) {
-        self.hosts[host].queued = false;
         let pending = std::mem::take(&mut self.hosts[host].pending);
-        if self.stopped_for(host) {
+        self.hosts[host].phase = Phase::Idle;
+        if self.stop != Stop::No || !self.may_start(host) {
             pending.into_iter().for_each(|n| self.cancel(n));
             return;
         }
@@ -580,25 +405,28 @@ impl Scheduler {
         }
     }
 
-    /// When nothing runs but hosts wait for a window held by hosts that only wait for
+    /// When nothing runs but hosts wait for slots held by hosts that only wait for
     /// others (a region-wide `needs`), one more host is let in rather than deadlock.
     fn break_stall(&mut self) -> bool {
-        for cluster in 0..self.clusters.len() {
-            if let Some(host) = self.clusters[cluster].waiting.pop_front() {
-                tracing::warn!("max_unavailable window of cluster {} is held by hosts waiting on other hosts; letting one more in", self.plan.inventory.clusters[cluster].name);
-                self.start_queued_host(host);
-                return true;
-            }
-        }
-        false
+        let Some((cluster, host)) = self.admission.pop_any_waiting() else {
+            return false;
+        };
+        tracing::warn!(
+            "max_unavailable slots of cluster {} are held by hosts waiting on other hosts; letting one more in",
+            self.plan.inventory.clusters[cluster].name
+        );
+        self.start_queued_host(host);
+        true
     }
+
+    // ----- running tasks -----
 
     fn context(&self, task: &Task) -> minijinja::Value {
         let mut captures = self.run_captures.clone();
         let region = self.plan.inventory.hosts[task.host].region;
-        captures.extend(self.region_captures[region].clone());
+        captures.extend(self.regions[region].captures.clone());
         captures.extend(self.hosts[task.host].captures.clone());
-        task::context(&self.plan, task, &self.options.run_dir.id, &captures)
+        task::context(&self.plan, task, &self.options.run_id, &captures)
     }
 
     fn spawn(&mut self, node: NodeId) {
@@ -606,115 +434,96 @@ impl Scheduler {
         let step = &self.plan.playbook.steps[task.step];
         self.state[node.index()] = State::Running;
         let region = self.plan.inventory.hosts[task.host].region;
-        self.region_running[region] += 1;
+        self.regions[region].running += 1;
         let h = &mut self.hosts[task.host];
         h.running += 1;
         h.touched = true;
-        self.emit(Event::TaskStarted {
-            task: self.task_ref(node),
-        });
         let rendered: Result<TaskSpec, String> =
             task::render_task(&self.plan, step, &self.context(&task));
+        // The start is on disk before the command starts.
+        let durable = self.emit_durable(Event::TaskStarted {
+            task: self.task_ref(node),
+        });
         let pool = self.pool.clone();
-        let journal = self.options.journal.clone();
-        let label = self.plan.label(node);
-        let log = self
-            .options
-            .run_dir
-            .log_path(&self.plan.inventory.hosts[task.host].name);
-        let redactor = self.options.redactor.clone();
         self.running.spawn(async move {
-            journal
-                .write(&Record::TaskStarted {
-                    node: node.index(),
-                    label: label.clone(),
-                    time: now(),
-                })
-                .await;
+            durable.await;
             let run = match rendered {
                 Ok(spec) => task::execute(&pool, task.host, &spec).await,
                 Err(error) => TaskRun::not_started(error),
             };
-            let state = if !run.ok {
-                TaskState::Failed
-            } else if run.skipped_reason.is_some() {
-                TaskState::Skipped
-            } else {
-                TaskState::Succeeded
-            };
-            journal.log(&log, log_text(&label, &run, &redactor));
-            journal
-                .write(&Record::TaskFinished {
-                    node: node.index(),
-                    label,
-                    state,
-                    exit_code: run.exit_code,
-                    duration_ms: run.duration.as_millis() as u64,
-                    captures: run
-                        .captured
-                        .iter()
-                        .map(|(k, v)| (k.clone(), redactor.redact(v)))
-                        .collect(),
-                    output_tail: redactor.redact(&run.tail(TAIL_LINES)),
-                    error: run.error.as_ref().map(|e| redactor.redact(e)),
-                    changed: run.changed_host(),
-                })
-                .await;
             (node, run)
         });
     }
 
-    // ----- completion -----
-
     fn finished(&mut self, node: NodeId, run: TaskRun) {
         let task = *self.plan.task(node).expect("a task");
         let region = self.plan.inventory.hosts[task.host].region;
-        self.region_running[region] -= 1;
+        self.regions[region].running -= 1;
         self.hosts[task.host].running -= 1;
+        self.unchanged[node.index()] = !run.changed_host();
         let task_ref = self.task_ref(node);
-        let redact = |text: &str| self.options.redactor.redact(text);
-        if run.ok {
-            self.state[node.index()] = State::Succeeded;
-            self.unchanged[node.index()] = !run.changed_host();
-            if let Some((name, value)) = &run.captured {
-                let value = serde_yaml::Value::String(value.clone());
-                match task.per {
-                    Per::Host => self.hosts[task.host].captures.insert(name.clone(), value),
-                    Per::Region => self.region_captures[region].insert(name.clone(), value),
-                    Per::Run => self.run_captures.insert(name.clone(), value),
-                };
-            }
-            let event = match &run.skipped_reason {
-                Some(reason) => Event::TaskSkipped {
-                    task: task_ref,
-                    reason: reason.clone(),
-                },
-                None => Event::TaskFinished {
-                    task: task_ref,
-                    changed: run.changed,
-                    exit_code: run.exit_code,
-                    duration_ms: run.duration.as_millis() as u64,
-                    attempts: run.attempts,
-                },
-            };
-            self.emit(event);
-            self.task_done(task);
-            self.release(node, true);
-        } else {
-            self.state[node.index()] = State::Failed;
-            self.unchanged[node.index()] = !run.changed_host();
-            self.emit(Event::TaskFailed {
+        let record = TaskRecord {
+            captures: run.captured.iter().cloned().collect(),
+            output_tail: run.tail(TAIL_LINES),
+            changed: run.changed_host(),
+            error: run.error.clone(),
+            log: log_text(&task_ref.label, &run),
+        };
+        let duration_ms = run.duration.as_millis() as u64;
+        let event = if !run.ok {
+            Event::TaskFailed {
                 task: task_ref,
                 exit_code: run.exit_code,
-                error: redact(run.error.as_deref().unwrap_or("failed")),
-                stderr_tail: redact(&run.tail(TAIL_LINES)),
-                duration_ms: run.duration.as_millis() as u64,
+                error: run.error.clone().unwrap_or_else(|| "failed".into()),
+                stderr_tail: run.tail(TAIL_LINES),
+                duration_ms,
                 attempts: run.attempts,
-            });
+                record,
+            }
+        } else if let Some(reason) = &run.skipped_reason {
+            Event::TaskSkipped {
+                task: task_ref,
+                reason: reason.clone(),
+                record: Some(record),
+            }
+        } else {
+            Event::TaskFinished {
+                task: task_ref,
+                changed: run.changed,
+                exit_code: run.exit_code,
+                duration_ms,
+                attempts: run.attempts,
+                record,
+            }
+        };
+        let durable = self.emit_durable(event);
+        if run.ok {
+            self.state[node.index()] = State::Succeeded;
+            if let Some((name, value)) = &run.captured {
+                self.store_capture(&task, name, value);
+            }
+        } else {
+            self.state[node.index()] = State::Failed;
             self.host_failed(task.host);
-            self.task_done(task);
-            self.release(node, false);
         }
+        self.task_done(task);
+        // Dependents start once the result is on disk.
+        let ok = run.ok;
+        self.syncing.spawn(async move {
+            durable.await;
+            (node, ok)
+        });
+    }
+
+    fn store_capture(&mut self, task: &Task, name: &str, value: &str) {
+        let value = serde_yaml::Value::String(value.to_string());
+        let region = self.plan.inventory.hosts[task.host].region;
+        let captures = match task.per {
+            Per::Host => &mut self.hosts[task.host].captures,
+            Per::Region => &mut self.regions[region].captures,
+            Per::Run => &mut self.run_captures,
+        };
+        captures.insert(name.to_string(), value);
     }
 
     /// Bookkeeping when a task reaches a final state (however it got there).
@@ -724,17 +533,17 @@ impl Scheduler {
         if task.per == Per::Host {
             h.left_host_tasks -= 1;
         }
-        // A failed host stays out of service (and holds its place in the cluster's
-        // window) until its rollback is done.
-        if self.hosts[task.host].left_host_tasks == 0 && !self.hosts[task.host].failed {
-            self.deactivate(task.host);
+        // A failed host stays out of service (and holds its slot) until its rollback is
+        // done.
+        if h.left_host_tasks == 0 && h.phase == Phase::Active {
+            self.free_slot(task.host);
         }
         self.maybe_host_finished(task.host);
     }
 
     fn maybe_host_finished(&mut self, host: HostId) {
         let h = &self.hosts[host];
-        if h.left_tasks > 0 || h.running > 0 || h.outcome.is_some() || h.failed {
+        if h.left_tasks > 0 || h.running > 0 || !matches!(h.phase, Phase::Active | Phase::Idle) {
             return;
         }
         if h.touched {
@@ -744,10 +553,10 @@ impl Scheduler {
     }
 
     fn set_host_outcome(&mut self, host: HostId, outcome: HostOutcome) {
-        self.hosts[host].outcome = Some(outcome);
+        self.hosts[host].phase = Phase::Done(outcome);
         let inventory = &self.plan.inventory;
         let spec = &inventory.hosts[host];
-        self.region_finished[spec.region] = self.started.elapsed();
+        self.regions[spec.region].finished = self.started.elapsed();
         self.emit(Event::HostFinished {
             host: spec.name.clone(),
             region: inventory.regions[spec.region].name.clone(),
@@ -779,6 +588,7 @@ impl Scheduler {
                         self.emit(Event::TaskSkipped {
                             task: self.task_ref(dependent),
                             reason: "a dependency failed or was cancelled".into(),
+                            record: None,
                         });
                         self.task_done(task);
                     }
@@ -788,7 +598,7 @@ impl Scheduler {
         }
     }
 
-    /// A task that will not run because its region or the run stopped.
+    /// A task that will not run because its host, region or the run stopped.
     fn cancel(&mut self, node: NodeId) {
         let i = node.index();
         if self.state[i].is_done() || self.state[i] == State::Running {
@@ -801,132 +611,114 @@ impl Scheduler {
         self.release(node, false);
     }
 
-    // ----- failures -----
-
-    fn host_failed(&mut self, host: HostId) {
-        if self.hosts[host].failed {
-            return;
-        }
-        self.hosts[host].failed = true;
-        // Nothing more starts on a failed host.
-        let unstarted: Vec<NodeId> = self
-            .plan
-            .tasks_of_host(host)
-            .iter()
-            .copied()
-            .filter(|n| matches!(self.state[n.index()], State::Waiting | State::Queued))
-            .collect();
-        self.hosts[host].pending.clear();
-        for node in unstarted {
-            self.cancel(node);
-        }
-        let spec = &self.plan.inventory.hosts[host];
-        let (cluster, region) = (spec.cluster, spec.region);
-        self.clusters[cluster].failed_hosts += 1;
-        let c = &self.clusters[cluster];
-        if c.failed_hosts <= c.budget {
-            self.hosts[host].rollback_pending = true;
-            return;
-        }
-        let policy = self.plan.playbook.strategy.on_failure;
-        if let Some(wave) = self.plan.host_wave[host] {
-            let failed = &mut self.failed_waves[wave];
-            if failed.is_none() {
-                *failed = Some(format!(
-                    "cluster {} (region {}) failed {} host(s), beyond max_failures {}",
-                    self.plan.inventory.clusters[cluster].name,
-                    self.plan.inventory.regions[region].name,
-                    c.failed_hosts,
-                    c.budget
-                ));
-            }
-        }
-        self.emit(Event::BudgetExceeded {
-            cluster: self.plan.inventory.clusters[cluster].name.clone(),
-            region: self.plan.inventory.regions[region].name.clone(),
-            failed_hosts: c.failed_hosts,
-            max_failures: c.budget,
-            action: serde_json::to_value(policy)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-        });
-        match policy {
-            OnFailure::Halt => {
-                self.halted = true;
-                self.stop_all("failure budget exceeded: halted");
-            }
-            OnFailure::RollbackRegion => {
-                self.region_rollback[region] = true;
-                self.stop_region(region);
-            }
-            OnFailure::RollbackAll => {
-                self.all_rollback = true;
-                self.stop_all("failure budget exceeded: rolling back every touched host");
-            }
-        }
-    }
-
-    fn stop_region(&mut self, region: usize) {
-        if self.region_stopped[region] {
-            return;
-        }
-        self.region_stopped[region] = true;
-        self.emit(Event::Stopped {
-            reason: format!(
-                "region {} stopped",
-                self.plan.inventory.regions[region].name
-            ),
-        });
+    fn cancel_unstarted(&mut self, mut which: impl FnMut(&Self, &Task) -> bool) {
         let unstarted: Vec<NodeId> = self
             .plan
             .tasks()
             .filter(|(n, t)| {
-                self.plan.inventory.hosts[t.host].region == region
-                    && matches!(self.state[n.index()], State::Waiting | State::Queued)
+                matches!(self.state[n.index()], State::Waiting | State::Queued) && which(self, t)
             })
             .map(|(n, _)| n)
             .collect();
         for node in unstarted {
             self.cancel(node);
         }
-        for cluster in 0..self.clusters.len() {
-            self.clusters[cluster]
-                .waiting
-                .retain(|h| self.plan.inventory.hosts[*h].region != region);
+    }
+
+    // ----- failures -----
+
+    fn host_failed(&mut self, host: HostId) {
+        if self.hosts[host].failed() {
+            return;
+        }
+        self.hosts[host].phase = Phase::Failed {
+            rollback_due: false,
+        };
+        self.hosts[host].pending.clear();
+        self.cancel_unstarted(|_, t| t.host == host);
+        let spec = &self.plan.inventory.hosts[host];
+        let (cluster, region) = (spec.cluster, spec.region);
+        let budget = &mut self.budgets[cluster];
+        budget.failed_hosts += 1;
+        let (failed_hosts, max_failures) = (budget.failed_hosts, budget.max_failures);
+        let policy = self.plan.playbook.strategy.on_failure;
+        let action = policy::on_host_failure(failed_hosts, max_failures, policy);
+        if !action.beyond_budget() {
+            self.hosts[host].phase = Phase::Failed { rollback_due: true };
+            return;
+        }
+        let inventory = &self.plan.inventory;
+        if let Some(wave) = self.plan.host_wave[host] {
+            self.waves[wave].failed.get_or_insert_with(|| {
+                format!(
+                    "cluster {} (region {}) failed {failed_hosts} host(s), beyond max_failures {max_failures}",
+                    inventory.clusters[cluster].name, inventory.regions[region].name,
+                )
+            });
+        }
+        self.emit(Event::BudgetExceeded {
+            cluster: inventory.clusters[cluster].name.clone(),
+            region: inventory.regions[region].name.clone(),
+            failed_hosts,
+            max_failures,
+            action: serde_json::to_value(policy)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        });
+        match action {
+            FailureAction::RollbackHost => {}
+            FailureAction::Halt => {
+                self.ending.halted = true;
+                self.stop_all("failure budget exceeded: halted");
+            }
+            FailureAction::RollbackRegion => {
+                self.regions[region].rollback_due = true;
+                self.stop_region(region);
+            }
+            FailureAction::RollbackAll => {
+                self.all_rollback_due = true;
+                self.stop_all("failure budget exceeded: rolling back every touched host");
+            }
         }
     }
 
-    fn stop_all(&mut self, reason: &str) {
-        if self.all_stopped {
+    fn stop_region(&mut self, region: usize) {
+        if std::mem::replace(&mut self.regions[region].stopped, true) {
             return;
         }
-        self.all_stopped = true;
+        self.emit(Event::Stopped {
+            reason: format!(
+                "region {} stopped",
+                self.plan.inventory.regions[region].name
+            ),
+        });
+        let inventory = self.plan.inventory.clone();
+        self.admission
+            .forget_waiting(|h| inventory.hosts[h].region == region);
+        self.cancel_unstarted(|s, t| s.plan.inventory.hosts[t.host].region == region);
+    }
+
+    fn stop_all(&mut self, reason: &str) {
+        if self.stop == Stop::All {
+            return;
+        }
+        self.stop = Stop::All;
         self.emit(Event::Stopped {
             reason: reason.to_string(),
         });
-        let unstarted: Vec<NodeId> = self
-            .plan
-            .tasks()
-            .filter(|(n, _)| matches!(self.state[n.index()], State::Waiting | State::Queued))
-            .map(|(n, _)| n)
-            .collect();
-        for node in unstarted {
-            self.cancel(node);
-        }
-        for cluster in &mut self.clusters {
-            cluster.waiting.clear();
-        }
+        self.admission.forget_waiting(|_| true);
+        self.cancel_unstarted(|_, _| true);
     }
 
     // ----- gates -----
 
     fn gate_ready(&mut self, wave: usize, node: NodeId) {
-        if let Some(reason) = self.failed_waves[wave].clone() {
+        if let Some(reason) = self.waves[wave].failed.clone() {
             self.wave_failed(wave, node, reason);
             return;
         }
-        if self.all_stopped {
+        if self.stopped() {
             self.state[node.index()] = State::Held;
             return;
         }
@@ -960,30 +752,26 @@ impl Scheduler {
     fn wave_failed(&mut self, wave: usize, node: NodeId, reason: String) {
         self.state[node.index()] = State::Held;
         let name = self.plan.waves[wave].name.clone();
-        self.options.journal.append(&Record::WaveStopped {
-            node: node.index(),
-            wave: name.clone(),
-            reason: reason.clone(),
-        });
         self.emit(Event::WaveFailed {
             wave: name.clone(),
-            reason: reason.clone(),
+            reason,
+            node: node.index(),
         });
-        self.stopped_wave = Some((name.clone(), reason));
+        self.stopped_wave = Some(name.clone());
         if wave + 1 < self.plan.waves.len() {
             self.stop_all(&format!(
                 "wave {name} failed: later waves do not start; fix its hosts and `pony resume {}`",
-                self.options.run_dir.id
+                self.options.run_id
             ));
         }
     }
 
     fn stop_for_approval(&mut self, wave: usize) {
         let name = self.plan.waves[wave].name.clone();
-        self.awaiting_approval = Some(name.clone());
+        self.ending.awaiting_approval = true;
         self.stop_all(&format!(
             "waiting for approval of wave {name}: continue with `pony resume {} --approve {name}`",
-            self.options.run_dir.id
+            self.options.run_id
         ));
     }
 
@@ -1009,17 +797,14 @@ impl Scheduler {
 
     fn pass_gate(&mut self, wave: usize) {
         let node = self.plan.waves[wave].gate;
-        if self.all_stopped {
+        if self.stopped() {
             self.state[node.index()] = State::Held;
             return;
         }
         self.state[node.index()] = State::Succeeded;
-        self.options.journal.append(&Record::GatePassed {
-            node: node.index(),
-            wave: self.plan.waves[wave].name.clone(),
-        });
         self.emit(Event::GatePassed {
             wave: self.plan.waves[wave].name.clone(),
+            node: node.index(),
         });
         if let Some(next) = self.plan.waves.get(wave + 1) {
             self.emit(Event::WaveStarted {
@@ -1030,59 +815,173 @@ impl Scheduler {
         self.release(node, true);
     }
 
+    // ----- resume and `pony rollback` -----
+
+    /// Continues a run: what the journal shows done is not run again, its captures
+    /// come back, passed gates stay passed; everything else (including tasks that were
+    /// running when the controller died) runs. With `--skip-failed-wave`, the failed
+    /// wave's unfinished tasks are left as they are and its gate passes.
+    fn resume_from(&mut self, replay: &Replay) {
+        let skipped_wave = self
+            .options
+            .skip_failed_wave
+            .as_ref()
+            .and_then(|name| self.plan.waves.iter().position(|w| &w.name == name));
+        if let Some(wave) = skipped_wave {
+            self.emit(Event::WaveSkipped {
+                wave: self.plan.waves[wave].name.clone(),
+                user: crate::state::current_user(),
+            });
+        }
+        for node in self.plan.topological_order().to_vec() {
+            let i = node.index();
+            let done = match self.plan.graph[node] {
+                Node::Task(task) => match replay.done(&self.plan.label(node)) {
+                    Some(previous) => {
+                        self.unchanged[i] = !previous.changed;
+                        self.restore_captures(&task, &previous.captures);
+                        self.hosts[task.host].touched = true;
+                        self.count_done(task);
+                        true
+                    }
+                    None if Some(task.wave) == skipped_wave => {
+                        self.count_done(task);
+                        for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
+                            self.remaining[dependent.index()] -= 1;
+                        }
+                        self.state[i] = State::Cancelled;
+                        continue;
+                    }
+                    None => false,
+                },
+                Node::Gate(wave) if Some(wave) == skipped_wave && self.remaining[i] == 0 => {
+                    self.emit(Event::GatePassed {
+                        wave: self.plan.waves[wave].name.clone(),
+                        node: i,
+                    });
+                    true
+                }
+                Node::Gate(wave) => {
+                    self.remaining[i] == 0
+                        && replay.gates_passed.contains(&self.plan.waves[wave].name)
+                }
+                Node::Join { .. } => self.remaining[i] == 0,
+            };
+            if done {
+                self.state[i] = State::Succeeded;
+                for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
+                    self.remaining[dependent.index()] -= 1;
+                }
+            }
+        }
+        for host in 0..self.hosts.len() {
+            if self.hosts[host].touched && self.hosts[host].left_tasks == 0 {
+                self.set_host_outcome(host, HostOutcome::Ok);
+            }
+        }
+        let ready: Vec<NodeId> = self
+            .plan
+            .graph
+            .node_indices()
+            .filter(|n| self.state[n.index()] == State::Waiting && self.remaining[n.index()] == 0)
+            .collect();
+        for node in ready {
+            if self.state[node.index()] == State::Waiting {
+                self.ready(node);
+            }
+        }
+    }
+
+    fn count_done(&mut self, task: Task) {
+        let host = &mut self.hosts[task.host];
+        host.left_tasks -= 1;
+        if task.per == Per::Host {
+            host.left_host_tasks -= 1;
+        }
+    }
+
+    /// Rolls back, on `hosts`, every task the journal shows completed or failed and not
+    /// yet rolled back.
+    fn rollback_from(&mut self, replay: &Replay, hosts: HostSet) {
+        self.ending.rollback_only = true;
+        for (node, task) in self.plan.tasks().map(|(n, t)| (n, *t)).collect::<Vec<_>>() {
+            let Some(previous) = replay.tasks.get(&self.plan.label(node)) else {
+                continue;
+            };
+            if previous.rolled_back || previous.state == TaskState::Interrupted {
+                continue;
+            }
+            self.state[node.index()] = if previous.state == TaskState::Failed {
+                State::Failed
+            } else {
+                State::Succeeded
+            };
+            self.unchanged[node.index()] = !previous.changed;
+            self.restore_captures(&task, &previous.captures);
+            if hosts.contains(task.host) {
+                self.hosts[task.host].touched = true;
+            }
+        }
+        self.spawn_rollback(RollbackScope::All);
+    }
+
+    fn restore_captures(&mut self, task: &Task, captures: &[(String, String)]) {
+        for (name, value) in captures {
+            self.store_capture(task, name, value);
+        }
+    }
+
     // ----- rollback -----
 
     /// Starts every rollback whose hosts have nothing running any more.
-    fn start_rollbacks(&mut self) {
-        let ready_hosts: Vec<HostId> = (0..self.hosts.len())
-            .filter(|&h| self.hosts[h].rollback_pending && self.hosts[h].running == 0)
+    fn start_due_rollbacks(&mut self) {
+        let due: Vec<HostId> = (0..self.hosts.len())
+            .filter(|&h| {
+                self.hosts[h].phase == Phase::Failed { rollback_due: true }
+                    && self.hosts[h].running == 0
+            })
             .collect();
-        for host in ready_hosts {
-            self.hosts[host].rollback_pending = false;
+        for host in due {
             self.spawn_rollback(RollbackScope::Host(host));
         }
-        for region in 0..self.region_rollback.len() {
-            if self.region_rollback[region]
-                && self.region_running[region] == 0
-                && !self.all_rollback
-            {
-                self.region_rollback[region] = false;
+        for region in 0..self.regions.len() {
+            let r = &self.regions[region];
+            if r.rollback_due && r.running == 0 && !self.all_rollback_due {
+                self.regions[region].rollback_due = false;
                 self.spawn_rollback(RollbackScope::Region(region));
             }
         }
-        if self.all_rollback && self.running.is_empty() {
-            self.all_rollback = false;
-            self.region_rollback.iter_mut().for_each(|r| *r = false);
+        if self.all_rollback_due && self.running.is_empty() {
+            self.all_rollback_due = false;
+            self.regions.iter_mut().for_each(|r| r.rollback_due = false);
             self.spawn_rollback(RollbackScope::All);
         }
     }
 
     fn spawn_rollback(&mut self, scope: RollbackScope) {
-        let inventory = self.plan.inventory.clone();
-        let in_scope = |host: HostId| match scope {
-            RollbackScope::Host(h) => h == host,
-            RollbackScope::Region(r) => inventory.hosts[host].region == r,
-            RollbackScope::All => true,
-        };
+        let plan = self.plan.clone();
         // Every touched host of the scope, finished or not; hosts already rolled back
         // (or being rolled back) are left alone.
         let hosts: Vec<HostId> = (0..self.hosts.len())
             .filter(|&h| {
-                in_scope(h)
-                    && self.hosts[h].touched
-                    && matches!(self.hosts[h].outcome, None | Some(HostOutcome::Ok))
+                let host = &self.hosts[h];
+                scope.covers(&plan, h)
+                    && host.touched
+                    && !matches!(
+                        host.phase,
+                        Phase::RollingBack
+                            | Phase::Done(HostOutcome::RolledBack | HostOutcome::RollbackFailed)
+                    )
             })
             .collect();
+        let mut chosen = vec![false; self.hosts.len()];
         for &h in &hosts {
-            // Mark as in progress so that no other scope takes the host.
-            self.hosts[h].outcome = Some(HostOutcome::RolledBack);
-            self.hosts[h].rollback_pending = false;
+            chosen[h] = true;
+            self.hosts[h].phase = Phase::RollingBack;
         }
         let mut commands: HashMap<NodeId, RollbackCommand> = HashMap::new();
         let mut failed_renders = Vec::new();
-        let mut chosen = vec![false; self.hosts.len()];
-        hosts.iter().for_each(|&h| chosen[h] = true);
-        for (node, task) in self.plan.tasks() {
+        for (node, task) in plan.tasks() {
             let done = matches!(self.state[node.index()], State::Succeeded | State::Failed)
                 && !self.unchanged[node.index()];
             let covered = chosen[task.host]
@@ -1090,7 +989,7 @@ impl Scheduler {
             if !done || !covered {
                 continue;
             }
-            let step = &self.plan.playbook.steps[task.step];
+            let step = &plan.playbook.steps[task.step];
             match task::render_rollback(step, &self.context(task)) {
                 Ok(Some(command)) => {
                     commands.insert(
@@ -1098,22 +997,16 @@ impl Scheduler {
                         RollbackCommand {
                             host: task.host,
                             command,
-                            label: self.plan.label(node),
                             timeout: step.timeout,
                         },
                     );
                 }
                 Ok(None) => {}
-                Err(e) => failed_renders.push((task.host, node, e)),
+                Err(error) => failed_renders.push((task.host, node, error)),
             }
         }
-        let scope_name = match scope {
-            RollbackScope::Host(h) => format!("host {}", inventory.hosts[h].name),
-            RollbackScope::Region(r) => format!("region {}", inventory.regions[r].name),
-            RollbackScope::All => "all".to_string(),
-        };
         self.emit(Event::RollbackStarted {
-            scope: scope_name.clone(),
+            scope: scope.name(&plan),
             hosts: hosts.len(),
         });
         for (_, node, error) in &failed_renders {
@@ -1122,28 +1015,84 @@ impl Scheduler {
                 ok: false,
                 exit_code: None,
                 error: Some(error.clone()),
+                log: format!("!! rollback could not be rendered: {error}\n"),
             });
         }
-        let refs: HashMap<NodeId, TaskRef> =
-            commands.keys().map(|n| (*n, self.task_ref(*n))).collect();
-        let job = RollbackJob {
-            plan: self.plan.clone(),
-            pool: self.pool.clone(),
-            journal: self.options.journal.clone(),
-            events: self.events.clone(),
-            redactor: self.options.redactor.clone(),
-            commands,
-            refs,
+        let order = RollbackOrder::new(
+            &plan,
+            scope,
             hosts,
-            failed: failed_renders.iter().map(|(h, _, _)| *h).collect(),
-            scope_name,
-        };
-        self.rollbacks.spawn(job.run());
+            commands,
+            failed_renders.iter().map(|(h, _, _)| *h),
+        );
+        self.rollbacks.push(Some(order));
+        self.pump_rollback(self.rollbacks.len() - 1);
     }
 
-    fn rollback_done(&mut self, done: RollbackDone) {
-        for (host, ok) in done.hosts {
-            self.hosts[host].outcome = None;
+    /// Starts whatever the rollback's order allows now; ends it when nothing is left.
+    fn pump_rollback(&mut self, job: usize) {
+        while let Some((node, command)) =
+            self.rollbacks[job].as_mut().and_then(|o| o.next_command())
+        {
+            let durable = self.emit_durable(Event::RollbackTaskStarted {
+                task: self.task_ref(node),
+            });
+            let pool = self.pool.clone();
+            self.rollback_runs.spawn(async move {
+                durable.await;
+                let spec = TaskSpec {
+                    action: task::RenderedAction::Run(command.command),
+                    creates: None,
+                    unless: None,
+                    capture: None,
+                    until: None,
+                    timeout: command.timeout,
+                    retries: 1,
+                    retry_delay: Duration::from_secs(1),
+                };
+                let run = task::execute(&pool, command.host, &spec).await;
+                RollbackRun { job, node, run }
+            });
+        }
+        let finished = self.rollbacks[job]
+            .as_ref()
+            .is_some_and(RollbackOrder::is_finished);
+        if finished {
+            let order = self.rollbacks[job].take().expect("a rollback");
+            self.rollback_done(order);
+        }
+    }
+
+    fn rollback_command_done(&mut self, done: RollbackRun) {
+        let RollbackRun { job, node, run } = done;
+        let task = self.task_ref(node);
+        let error = (!run.ok).then(|| {
+            format!(
+                "{}: {}",
+                run.error.clone().unwrap_or_default(),
+                run.tail(TAIL_LINES)
+            )
+        });
+        let log = log_text(&format!("rollback {}", task.label), &run);
+        self.emit(Event::RollbackTask {
+            task,
+            ok: run.ok,
+            exit_code: run.exit_code,
+            error,
+            log,
+        });
+        if let Some(order) = self.rollbacks[job].as_mut() {
+            order.done(&self.plan, node, run.ok);
+        }
+        self.pump_rollback(job);
+    }
+
+    fn rollback_done(&mut self, order: RollbackOrder) {
+        self.emit(Event::RollbackFinished {
+            scope: order.scope.name(&self.plan),
+            ok: order.ok(),
+        });
+        for (host, ok) in order.results() {
             self.set_host_outcome(
                 host,
                 if ok {
@@ -1152,138 +1101,104 @@ impl Scheduler {
                     HostOutcome::RollbackFailed
                 },
             );
-            self.deactivate(host);
+            self.free_slot(host);
             self.pool.close(host);
         }
     }
 
     // ----- interrupts and the end -----
 
+    /// First interrupt: admit no new host; hosts in flight finish every task (or fail
+    /// and roll back per policy). Second: kill what runs; its hosts are half-done.
     async fn interrupt(&mut self, count: u32) {
         if count == 0 {
             return;
         }
-        self.interrupted = true;
-        self.stop_all(
-            "interrupted: no new tasks start; running tasks finish (interrupt again to kill them)",
-        );
-        if count >= 2 {
-            let running: Vec<NodeId> = (0..self.state.len())
-                .filter(|&i| self.state[i] == State::Running)
-                .map(NodeId::new)
-                .collect();
-            self.running.abort_all();
-            for node in running {
-                self.options
-                    .journal
-                    .write(&Record::TaskFinished {
-                        node: node.index(),
-                        label: self.plan.label(node),
-                        state: TaskState::Interrupted,
-                        exit_code: None,
-                        duration_ms: 0,
-                        captures: Vec::new(),
-                        output_tail: String::new(),
-                        error: Some("interrupted".into()),
-                        changed: true,
-                    })
-                    .await;
-                self.state[node.index()] = State::Cancelled;
-                let task = *self.plan.task(node).expect("a task");
-                self.region_running[self.plan.inventory.hosts[task.host].region] -= 1;
-                self.hosts[task.host].running -= 1;
-            }
-            while self.running.join_next().await.is_some() {}
+        self.ending.interrupted = true;
+        if self.stop == Stop::No {
+            self.stop = Stop::Draining;
+            self.emit(Event::Stopped {
+                reason: "interrupted: no new host starts; hosts in flight finish all their tasks (interrupt again to kill them)".into(),
+            });
+            self.admission.forget_waiting(|_| true);
+            self.cancel_unstarted(|s, t| !s.may_start(t.host));
         }
+        if count < 2 {
+            return;
+        }
+        self.stop = Stop::All;
+        self.cancel_unstarted(|_, _| true);
+        let running: Vec<NodeId> = (0..self.state.len())
+            .filter(|&i| self.state[i] == State::Running)
+            .map(NodeId::new)
+            .collect();
+        self.running.abort_all();
+        self.rollback_runs.abort_all();
+        let mut synced = Vec::new();
+        for node in running {
+            synced.push(self.emit_durable(Event::TaskInterrupted {
+                task: self.task_ref(node),
+            }));
+            self.state[node.index()] = State::Cancelled;
+            let task = *self.plan.task(node).expect("a task");
+            self.regions[self.plan.inventory.hosts[task.host].region].running -= 1;
+            self.hosts[task.host].running -= 1;
+        }
+        for durable in synced {
+            durable.await;
+        }
+        while self.running.join_next().await.is_some() {}
+        while self.rollback_runs.join_next().await.is_some() {}
+        self.rollbacks.clear();
     }
 
     async fn finish(mut self) -> RunReport {
-        // Hosts the run never got to, or stopped before they finished.
         for host in 0..self.hosts.len() {
-            if !self.rollback_only
-                && self.hosts[host].outcome.is_none()
-                && (self.plan.tasks_of_host(host).iter().any(|_| true))
+            let h = &self.hosts[host];
+            if self.ending.rollback_only
+                || h.outcome().is_some()
+                || self.plan.tasks_of_host(host).is_empty()
             {
-                let outcome = if self.hosts[host].failed {
-                    HostOutcome::Failed
-                } else if self.hosts[host].touched && self.hosts[host].left_tasks > 0 {
-                    HostOutcome::Cancelled
-                } else if self.hosts[host].touched {
-                    HostOutcome::Ok
-                } else {
-                    HostOutcome::Cancelled
-                };
-                self.set_host_outcome(host, outcome);
+                continue;
             }
+            let outcome = match h.phase {
+                Phase::Failed { .. } => HostOutcome::Failed,
+                // Some of its tasks ran and not all: never `ok`, never `not run`.
+                Phase::RollingBack => HostOutcome::Incomplete,
+                _ if h.touched && h.left_tasks > 0 => HostOutcome::Incomplete,
+                _ if h.touched => HostOutcome::Ok,
+                _ => HostOutcome::Cancelled,
+            };
+            self.set_host_outcome(host, outcome);
         }
-        let outcomes: Vec<Option<HostOutcome>> = self.hosts.iter().map(|h| h.outcome).collect();
-        let count = |o: HostOutcome| outcomes.iter().filter(|x| **x == Some(o)).count();
-        let (rollback_failed, failed, rolled_back) = (
-            count(HostOutcome::RollbackFailed),
-            count(HostOutcome::Failed),
-            count(HostOutcome::RolledBack),
-        );
-        let (outcome, exit) = if self.rollback_only {
-            if rollback_failed > 0 {
-                (RunOutcome::NeedsAttention, Exit::NeedsAttention)
-            } else {
-                (RunOutcome::RolledBack, Exit::Success)
-            }
-        } else if self.interrupted {
-            (RunOutcome::Interrupted, Exit::Interrupted)
-        } else if self.awaiting_approval.is_some() {
-            (RunOutcome::AwaitingApproval, Exit::AwaitingApproval)
-        } else if self.halted || rollback_failed > 0 || failed > 0 {
-            (RunOutcome::NeedsAttention, Exit::NeedsAttention)
-        } else if rolled_back > 0 {
-            (RunOutcome::FailedRolledBack, Exit::FailedRolledBack)
-        } else {
-            (RunOutcome::Succeeded, Exit::Success)
-        };
-        let inventory = &self.plan.inventory;
-        let regions = inventory
-            .regions
+        let outcomes: Vec<Option<HostOutcome>> = self.hosts.iter().map(HostRun::outcome).collect();
+        let tally = Tally::of(outcomes.iter().flatten());
+        let (outcome, exit) = outcome::run_outcome(tally, self.ending);
+        let finished: Vec<Duration> = self.regions.iter().map(|r| r.finished).collect();
+        let regions = outcome::regions(&self.plan.inventory, &outcomes, &finished);
+        let incomplete = outcomes
             .iter()
             .enumerate()
-            .filter_map(|(r, region)| {
-                let hosts: Vec<HostId> = (0..inventory.hosts.len())
-                    .filter(|&h| inventory.hosts[h].region == r && outcomes[h].is_some())
-                    .collect();
-                let c = |o: HostOutcome| hosts.iter().filter(|&&h| outcomes[h] == Some(o)).count();
-                (!hosts.is_empty()).then(|| RegionSummary {
-                    region: region.name.clone(),
-                    hosts: hosts.len(),
-                    ok: c(HostOutcome::Ok),
-                    failed: c(HostOutcome::Failed) + c(HostOutcome::RollbackFailed),
-                    rolled_back: c(HostOutcome::RolledBack),
-                    cancelled: c(HostOutcome::Cancelled),
-                    duration_ms: self.region_finished[r].as_millis() as u64,
-                })
-            })
+            .filter(|(_, o)| **o == Some(HostOutcome::Incomplete))
+            .map(|(h, _)| self.plan.inventory.hosts[h].name.clone())
             .collect();
-        self.options
-            .journal
-            .write(&Record::RunFinished {
-                outcome: format!("{outcome:?}"),
-                exit_code: exit.code(),
-                time: now(),
-            })
-            .await;
-        self.emit(Event::Summary {
-            run_id: self.options.run_dir.id.clone(),
+        self.emit_durable(Event::Summary {
+            run_id: self.options.run_id.clone(),
             outcome,
             exit_code: exit.code(),
-            hosts: outcomes.iter().filter(|o| o.is_some()).count(),
-            ok: count(HostOutcome::Ok),
-            failed: failed + rollback_failed,
-            rolled_back,
-            cancelled: count(HostOutcome::Cancelled),
-            rollback_failed,
-            stopped_wave: self.stopped_wave.as_ref().map(|(wave, _)| wave.clone()),
+            hosts: tally.hosts,
+            ok: tally.ok,
+            failed: tally.failed + tally.rollback_failed,
+            rolled_back: tally.rolled_back,
+            cancelled: tally.cancelled,
+            rollback_failed: tally.rollback_failed,
+            incomplete,
+            stopped_wave: self.stopped_wave.clone(),
             duration_ms: self.started.elapsed().as_millis() as u64,
             regions,
-            run_dir: self.options.run_dir.path.display().to_string(),
-        });
+            run_dir: self.options.run_dir_display.clone(),
+        })
+        .await;
         RunReport {
             outcome,
             exit,
@@ -1292,224 +1207,21 @@ impl Scheduler {
     }
 }
 
-/// A rollback over some hosts: each task's rollback runs after the rollbacks of every
-/// task that depended on it (the graph walked backwards), in parallel across hosts.
-struct RollbackJob {
-    plan: Arc<Plan>,
-    pool: Arc<HostPool>,
-    journal: Journal,
-    events: UnboundedSender<Event>,
-    redactor: Redactor,
-    commands: HashMap<NodeId, RollbackCommand>,
-    refs: HashMap<NodeId, TaskRef>,
-    hosts: Vec<HostId>,
-    failed: Vec<HostId>,
-    scope_name: String,
-}
-
-impl RollbackJob {
-    async fn run(self) -> RollbackDone {
-        let plan = &self.plan;
-        let mut waiting: Vec<usize> = plan
-            .graph
-            .node_indices()
-            .map(|n| plan.dependents(n).count())
-            .collect();
-        let mut ready: Vec<NodeId> = plan
-            .graph
-            .node_indices()
-            .filter(|n| waiting[n.index()] == 0)
-            .collect();
-        let mut running: JoinSet<(NodeId, bool)> = JoinSet::new();
-        let mut failed_hosts: Vec<HostId> = self.failed.clone();
-        loop {
-            while let Some(node) = ready.pop() {
-                match self.commands.get(&node) {
-                    Some(rollback) => {
-                        let (host, command, label, timeout) = (
-                            rollback.host,
-                            rollback.command.clone(),
-                            rollback.label.clone(),
-                            rollback.timeout,
-                        );
-                        let pool = self.pool.clone();
-                        let journal = self.journal.clone();
-                        let events = self.events.clone();
-                        let task_ref = self.refs[&node].clone();
-                        let redactor = self.redactor.clone();
-                        running.spawn(async move {
-                            journal
-                                .write(&Record::RollbackStarted {
-                                    node: node.index(),
-                                    label: label.clone(),
-                                })
-                                .await;
-                            let spec = TaskSpec {
-                                action: task::RenderedAction::Run(command),
-                                creates: None,
-                                unless: None,
-                                capture: None,
-                                until: None,
-                                timeout,
-                                retries: 1,
-                                retry_delay: Duration::from_secs(1),
-                            };
-                            let run = task::execute(&pool, host, &spec).await;
-                            let error = (!run.ok).then(|| {
-                                redactor.redact(&format!(
-                                    "{}: {}",
-                                    run.error.clone().unwrap_or_default(),
-                                    run.tail(TAIL_LINES)
-                                ))
-                            });
-                            journal
-                                .write(&Record::RollbackFinished {
-                                    node: node.index(),
-                                    label,
-                                    ok: run.ok,
-                                    exit_code: run.exit_code,
-                                    error: error.clone(),
-                                })
-                                .await;
-                            let _ = events.send(Event::RollbackTask {
-                                task: task_ref,
-                                ok: run.ok,
-                                exit_code: run.exit_code,
-                                error,
-                            });
-                            (node, run.ok)
-                        });
-                    }
-                    None => {
-                        for dependency in plan.dependencies(node) {
-                            waiting[dependency.index()] -= 1;
-                            if waiting[dependency.index()] == 0 {
-                                ready.push(dependency);
-                            }
-                        }
-                    }
-                }
-            }
-            let Some(joined) = running.join_next().await else {
-                break;
-            };
-            let Ok((node, ok)) = joined else { continue };
-            if !ok {
-                failed_hosts.push(self.commands[&node].host);
-            }
-            for dependency in plan.dependencies(node) {
-                waiting[dependency.index()] -= 1;
-                if waiting[dependency.index()] == 0 {
-                    ready.push(dependency);
-                }
-            }
-        }
-        let ok = failed_hosts.is_empty();
-        let _ = self.events.send(Event::RollbackFinished {
-            scope: self.scope_name.clone(),
-            ok,
-        });
-        RollbackDone {
-            hosts: self
-                .hosts
-                .iter()
-                .map(|h| (*h, !failed_hosts.contains(h)))
-                .collect(),
-        }
-    }
-}
-
-fn now() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
 /// What a task ran and printed, for its host's log.
-fn log_text(label: &str, run: &TaskRun, redactor: &Redactor) -> String {
+fn log_text(label: &str, run: &TaskRun) -> String {
     let mut text = format!(
         "== {} {label} ({} attempt(s), {:?})\n",
-        now(),
+        humantime::format_rfc3339_millis(std::time::SystemTime::now()),
         run.attempts,
         run.duration
     );
     for command in &run.commands {
-        text.push_str(&format!("$ {}\n", redactor.redact(command)));
+        text.push_str(&format!("$ {command}\n"));
     }
-    text.push_str(&redactor.redact(&String::from_utf8_lossy(&run.stdout)));
-    text.push_str(&redactor.redact(&String::from_utf8_lossy(&run.stderr)));
+    text.push_str(&String::from_utf8_lossy(&run.stdout));
+    text.push_str(&String::from_utf8_lossy(&run.stderr));
     if let Some(error) = &run.error {
-        text.push_str(&format!("!! {}\n", redactor.redact(error)));
+        text.push_str(&format!("!! {error}\n"));
     }
     text
-}
-
-/// How long until the window opens, or `None` when it is open now.
-fn window_wait(window: &crate::playbook::Window) -> Option<Duration> {
-    use chrono::Timelike;
-    let zone: chrono_tz::Tz = window.time_zone.parse().ok()?;
-    let now = chrono::Utc::now().with_timezone(&zone);
-    let minute = now.hour() * 60 + now.minute();
-    let (start, end) = (window.start_minute, window.end_minute);
-    let open = if start == end {
-        true
-    } else if start < end {
-        (start..end).contains(&minute)
-    } else {
-        minute >= start || minute < end
-    };
-    if open {
-        return None;
-    }
-    let minutes = (start + 24 * 60 - minute) % (24 * 60);
-    Some(Duration::from_secs(
-        (u64::from(minutes) * 60)
-            .saturating_sub(u64::from(now.second()))
-            .max(1),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::Timelike;
-
-    fn window(start: u32, end: u32, zone: &str) -> crate::playbook::Window {
-        crate::playbook::Window {
-            start_minute: start,
-            end_minute: end,
-            time_zone: zone.into(),
-            text: String::new(),
-        }
-    }
-
-    #[test]
-    fn change_windows_in_their_time_zone() {
-        let now = chrono::Utc::now();
-        let minute = now.hour() * 60 + now.minute();
-        // Open: a window around now (also across midnight).
-        assert_eq!(
-            window_wait(&window(
-                (minute + 1440 - 60) % 1440,
-                (minute + 60) % 1440,
-                "UTC"
-            )),
-            None
-        );
-        // Closed: opens in two hours.
-        let wait =
-            window_wait(&window((minute + 120) % 1440, (minute + 180) % 1440, "UTC")).unwrap();
-        assert!(
-            wait > Duration::from_secs(7000) && wait <= Duration::from_secs(7200),
-            "{wait:?}"
-        );
-        // The same window in Shanghai time (UTC+8) is eight hours off.
-        let shanghai = (minute + 8 * 60) % 1440;
-        assert_eq!(
-            window_wait(&window(
-                (shanghai + 1440 - 30) % 1440,
-                (shanghai + 30) % 1440,
-                "Asia/Shanghai"
-            )),
-            None
-        );
-    }
 }

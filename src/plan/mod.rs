@@ -53,6 +53,17 @@ pub struct WavePlan {
     pub hosts: Vec<HostId>,
 }
 
+/// A cluster's limits for one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterLimits {
+    /// Hosts of the cluster that have tasks.
+    pub hosts: usize,
+    /// Hosts out of service at once.
+    pub max_unavailable: usize,
+    /// Failed hosts tolerated before `on_failure` applies.
+    pub max_failures: usize,
+}
+
 /// A sealed, acyclic plan; only a `Plan` can be executed.
 #[derive(Debug)]
 pub struct Plan {
@@ -143,6 +154,24 @@ impl Plan {
             }
         }
         out
+    }
+
+    /// Each cluster's `max_unavailable` slots and `max_failures` budget, resolved from
+    /// the hosts that have tasks (after `--limit`): the numbers `plan` prints and
+    /// `deploy` enforces. A cluster without such hosts gets one slot and no budget.
+    pub fn cluster_limits(&self) -> Vec<ClusterLimits> {
+        let by_cluster = self.hosts_by_cluster();
+        let strategy = &self.playbook.strategy;
+        (0..self.inventory.clusters.len())
+            .map(|c| {
+                let hosts = by_cluster.get(&c).map(Vec::len).unwrap_or(0);
+                ClusterLimits {
+                    hosts,
+                    max_unavailable: strategy.max_unavailable.of(hosts).max(1),
+                    max_failures: strategy.max_failures.of(hosts),
+                }
+            })
+            .collect()
     }
 
     /// All nodes, dependencies first.

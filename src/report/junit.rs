@@ -278,6 +278,7 @@ impl Reporter for JunitReporter {
                 ok: false,
                 exit_code,
                 error,
+                ..
             } => {
                 let case = self.case(&task.region, &task.host, &task.cluster);
                 case.rollback_errors.push(format!(

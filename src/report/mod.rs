@@ -200,7 +200,9 @@ impl Palette {
         let word = outcome_word(outcome);
         match outcome {
             HostOutcome::Ok => self.green(word),
-            HostOutcome::Failed | HostOutcome::RollbackFailed => self.red(word),
+            HostOutcome::Failed | HostOutcome::RollbackFailed | HostOutcome::Incomplete => {
+                self.red(word)
+            }
             HostOutcome::RolledBack => self.yellow(word),
             HostOutcome::Cancelled => self.dim(word),
         }
@@ -212,6 +214,7 @@ pub fn outcome_word(outcome: HostOutcome) -> &'static str {
     match outcome {
         HostOutcome::Ok => "ok",
         HostOutcome::Failed => "FAILED",
+        HostOutcome::Incomplete => "INCOMPLETE",
         HostOutcome::RolledBack => "rolled back",
         HostOutcome::RollbackFailed => "ROLLBACK FAILED",
         HostOutcome::Cancelled => "not run",
@@ -272,8 +275,8 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             ),
             _ => format!("== gate after wave {wave}: waiting for {reason}"),
         }),
-        Event::GatePassed { wave } => Some(format!("== gate after wave {wave} passed")),
-        Event::WaveFailed { wave, reason } => Some(format!(
+        Event::GatePassed { wave, .. } => Some(format!("== gate after wave {wave} passed")),
+        Event::WaveFailed { wave, reason, .. } => Some(format!(
             "{} wave {wave} FAILED: {reason}; its gate does not pass",
             palette.red("!!")
         )),
@@ -319,6 +322,7 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             ok: false,
             exit_code,
             error,
+            ..
         } => {
             let code = exit_code.map(|c| format!("exit {c}: ")).unwrap_or_default();
             Some(format!(

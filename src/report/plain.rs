@@ -172,6 +172,7 @@ mod tests {
             region: "r1".into(),
             cluster: "c1".into(),
             wave: "all".into(),
+            label: format!("switch@{host}"),
         }
     }
 
@@ -205,6 +206,7 @@ mod tests {
                 stderr_tail: "bad config".into(),
                 duration_ms: 5,
                 attempts: 1,
+                record: Default::default(),
             },
             host("b", HostOutcome::Ok),
             host("a", HostOutcome::RolledBack),
@@ -218,6 +220,7 @@ mod tests {
                 rolled_back: 1,
                 cancelled: 0,
                 rollback_failed: 0,
+                incomplete: Vec::new(),
                 stopped_wave: None,
                 duration_ms: 10,
                 regions: vec![RegionSummary {

@@ -67,7 +67,7 @@ impl Tally {
             Event::GateWaiting { wave, reason, .. } if reason == "approve" => {
                 self.approval = Some(wave.clone());
             }
-            Event::GatePassed { wave } if self.approval.as_ref() == Some(wave) => {
+            Event::GatePassed { wave, .. } if self.approval.as_ref() == Some(wave) => {
                 self.approval = None;
             }
             Event::HostFinished { host, outcome, .. } => {
@@ -104,6 +104,7 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
         rolled_back,
         cancelled,
         rollback_failed,
+        incomplete,
         stopped_wave,
         duration_ms,
         regions,
@@ -268,6 +269,12 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
         "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed} failed{rollback_failed}, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
         short_duration(Duration::from_millis(*duration_ms))
     ));
+    if !incomplete.is_empty() {
+        lines.push(format!(
+            "incomplete: {} (some tasks ran, not all): pony resume {run_id} finishes them",
+            incomplete.join(", ")
+        ));
+    }
     if let Some(wave) = stopped_wave {
         lines.push(format!(
             "stopped: wave {wave} failed beyond its failure budget; no later wave started"
@@ -303,11 +310,13 @@ mod tests {
                 region: "r1".into(),
                 cluster: "c1".into(),
                 wave: "w".into(),
+                label: format!("{step}@{host}"),
             },
             changed: true,
             exit_code: Some(0),
             duration_ms: ms,
             attempts: 1,
+            record: Default::default(),
         }
     }
 
@@ -336,6 +345,7 @@ mod tests {
             rolled_back: 1,
             cancelled: 0,
             rollback_failed: 0,
+            incomplete: Vec::new(),
             stopped_wave: None,
             duration_ms: 2500,
             regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],

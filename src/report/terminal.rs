@@ -56,7 +56,7 @@ impl Counts {
             HostOutcome::Ok => &mut self.ok,
             HostOutcome::RolledBack => &mut self.rolled_back,
             HostOutcome::RollbackFailed => &mut self.rollback_failed,
-            HostOutcome::Failed | HostOutcome::Cancelled => return,
+            HostOutcome::Failed | HostOutcome::Cancelled | HostOutcome::Incomplete => return,
         };
         *slot = slot.saturating_add_signed(delta);
     }

@@ -211,6 +211,12 @@ impl Journal {
         }
     }
 
+    /// Appends a record; `synced` (if any) is answered once it is on disk.
+    pub fn append_then(&self, record: &Record, synced: Option<oneshot::Sender<()>>) {
+        let line = serde_json::to_string(record).expect("records serialize");
+        let _ = self.sender.send(Message::Append(line, synced));
+    }
+
     /// Appends a record without waiting for the fsync.
     pub fn append(&self, record: &Record) {
         let line = serde_json::to_string(record).expect("records serialize");

@@ -3,6 +3,7 @@
 
 pub mod journal;
 pub mod lock;
+pub mod recorder;
 pub mod run_dir;
 pub mod runs;
 

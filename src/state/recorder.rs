@@ -1,0 +1,167 @@
+//! The journal as the first consumer of the run's events: each event that is a fact of
+//! the run becomes a journal record (synced before the scheduler is told it is durable),
+//! command output goes to the host's log, and then the event goes on to the reporters.
+
+use super::journal::{Journal, Record, TaskState};
+use super::run_dir::RunDir;
+use crate::events::{Emitted, Event, TaskRecord};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// Consumes the executor's events until it ends.
+pub async fn record(
+    mut events: UnboundedReceiver<Emitted>,
+    journal: Journal,
+    run_dir: RunDir,
+    reporters: UnboundedSender<Event>,
+) {
+    while let Some(Emitted { event, durable }) = events.recv().await {
+        if let Some((host, text)) = host_log(&event) {
+            journal.log(&run_dir.log_path(host), text.to_string());
+        }
+        match record_of(&event) {
+            Some(record) => journal.append_then(&record, durable),
+            None => {
+                if let Some(ack) = durable {
+                    let _ = ack.send(());
+                }
+            }
+        }
+        let _ = reporters.send(event);
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// The host log text an event carries.
+fn host_log(event: &Event) -> Option<(&str, &str)> {
+    let (task, log) = match event {
+        Event::TaskFinished { task, record, .. } | Event::TaskFailed { task, record, .. } => {
+            (task, &record.log)
+        }
+        Event::TaskSkipped {
+            task,
+            record: Some(record),
+            ..
+        } => (task, &record.log),
+        Event::RollbackTask { task, log, .. } => (task, log),
+        _ => return None,
+    };
+    Some((&task.host, log))
+}
+
+fn finished(
+    node: usize,
+    label: &str,
+    state: TaskState,
+    exit_code: Option<i32>,
+    duration_ms: u64,
+    record: &TaskRecord,
+) -> Record {
+    Record::TaskFinished {
+        node,
+        label: label.to_string(),
+        state,
+        exit_code,
+        duration_ms,
+        captures: record.captures.clone(),
+        output_tail: record.output_tail.clone(),
+        error: record.error.clone(),
+        changed: record.changed,
+    }
+}
+
+/// The journal record of an event, if it is a fact a resume or rollback needs.
+pub fn record_of(event: &Event) -> Option<Record> {
+    Some(match event {
+        Event::TaskStarted { task } => Record::TaskStarted {
+            node: task.id,
+            label: task.label.clone(),
+            time: now(),
+        },
+        Event::TaskFinished {
+            task,
+            exit_code,
+            duration_ms,
+            record,
+            ..
+        } => finished(
+            task.id,
+            &task.label,
+            TaskState::Succeeded,
+            *exit_code,
+            *duration_ms,
+            record,
+        ),
+        Event::TaskSkipped {
+            task,
+            record: Some(record),
+            ..
+        } => finished(task.id, &task.label, TaskState::Skipped, None, 0, record),
+        Event::TaskFailed {
+            task,
+            exit_code,
+            duration_ms,
+            record,
+            ..
+        } => finished(
+            task.id,
+            &task.label,
+            TaskState::Failed,
+            *exit_code,
+            *duration_ms,
+            record,
+        ),
+        Event::TaskInterrupted { task } => Record::TaskFinished {
+            node: task.id,
+            label: task.label.clone(),
+            state: TaskState::Interrupted,
+            exit_code: None,
+            duration_ms: 0,
+            captures: Vec::new(),
+            output_tail: String::new(),
+            error: Some("interrupted".into()),
+            changed: true,
+        },
+        Event::GatePassed { wave, node } => Record::GatePassed {
+            node: *node,
+            wave: wave.clone(),
+        },
+        Event::WaveFailed { wave, reason, node } => Record::WaveStopped {
+            node: *node,
+            wave: wave.clone(),
+            reason: reason.clone(),
+        },
+        Event::WaveSkipped { wave, user } => Record::WaveSkipped {
+            wave: wave.clone(),
+            user: user.clone(),
+            time: now(),
+        },
+        Event::RollbackTaskStarted { task } => Record::RollbackStarted {
+            node: task.id,
+            label: task.label.clone(),
+        },
+        Event::RollbackTask {
+            task,
+            ok,
+            exit_code,
+            error,
+            ..
+        } => Record::RollbackFinished {
+            node: task.id,
+            label: task.label.clone(),
+            ok: *ok,
+            exit_code: *exit_code,
+            error: error.clone(),
+        },
+        Event::Summary {
+            outcome, exit_code, ..
+        } => Record::RunFinished {
+            outcome: format!("{outcome:?}"),
+            exit_code: *exit_code,
+            time: now(),
+        },
+        _ => return None,
+    })
+}
