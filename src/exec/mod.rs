@@ -72,3 +72,6 @@ pub struct RunReport {
     pub exit: Exit,
     pub hosts: Vec<Option<HostOutcome>>,
 }
+
+#[cfg(test)]
+mod tests;

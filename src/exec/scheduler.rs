@@ -534,11 +534,12 @@ impl Scheduler {
             h.left_host_tasks -= 1;
         }
         // A failed host stays out of service (and holds its slot) until its rollback is
-        // done.
-        if h.left_host_tasks == 0 && h.phase == Phase::Active {
+        // done. The host is reported finished before the next one takes its slot.
+        let leaves_service = h.left_host_tasks == 0 && h.phase == Phase::Active;
+        self.maybe_host_finished(task.host);
+        if leaves_service {
             self.free_slot(task.host);
         }
-        self.maybe_host_finished(task.host);
     }
 
     fn maybe_host_finished(&mut self, host: HostId) {

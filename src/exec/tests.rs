@@ -1,0 +1,388 @@
+//! The scheduler's rules, in process, over `connection: local` hosts in a temp dir: the
+//! `max_unavailable` slots, failure budgets and every `on_failure`, rollback order, waves,
+//! `per: region`/`per: run`, and interrupts. Each run takes milliseconds; the order of
+//! events (not the clock) is what is checked, plus the hosts' files.
+
+use super::hosts::HostPool;
+use super::{ExecOptions, Mode, RunReport};
+use crate::events::{Event, EventSink, HostOutcome};
+use crate::exit::Exit;
+use crate::plan::{Plan, PlanOptions};
+use crate::secret::Redactor;
+use crate::transport::ssh::SshOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+const INVENTORY: &str = r#"
+name: t
+defaults: { connection: local }
+regions:
+  r1:
+    clusters:
+      c1: { hosts: { "a[1:4]": } }
+  r2:
+    clusters:
+      c2: { hosts: { "b[1:2]": } }
+"#;
+
+struct Run {
+    dir: tempfile::TempDir,
+    plan: Arc<Plan>,
+    interrupts: watch::Sender<u32>,
+    events: mpsc::UnboundedReceiver<Event>,
+    report: tokio::task::JoinHandle<RunReport>,
+}
+
+fn plan(playbook: &str) -> Arc<Plan> {
+    let inventory = crate::inventory::parse(Path::new("inv.yaml"), INVENTORY).unwrap();
+    let playbook =
+        crate::playbook::parse(Path::new("pb.yaml"), playbook).unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(
+        crate::plan::build(
+            Arc::new(inventory),
+            Arc::new(playbook),
+            &PlanOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// Starts a run; its events arrive in order on `events` (each acknowledged as durable).
+fn start(playbook: &str) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan(playbook);
+    let pool = HostPool::new(
+        plan.clone(),
+        SshOptions::new(dir.path(), false),
+        dir.path().join("hosts"),
+    )
+    .prepare();
+    let (interrupts, watched) = watch::channel(0);
+    let (sink, mut emitted) = EventSink::new();
+    let (forward, events) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(e) = emitted.recv().await {
+            if let Some(ack) = e.durable {
+                let _ = ack.send(());
+            }
+            let _ = forward.send(e.event);
+        }
+    });
+    let options = ExecOptions {
+        run_id: "test-run".into(),
+        run_dir_display: String::new(),
+        redactor: Redactor::new(std::iter::empty(), std::iter::empty()),
+        approvals: Vec::new(),
+        connections: 64,
+        interrupts: watched,
+        approver: None,
+        replay: None,
+        mode: Mode::Deploy,
+        skip_failed_wave: None,
+    };
+    let report = tokio::spawn(super::run(plan.clone(), pool, options, sink));
+    Run {
+        dir,
+        plan,
+        interrupts,
+        events,
+        report,
+    }
+}
+
+impl Run {
+    fn host_dir(&self, host: &str) -> PathBuf {
+        self.dir.path().join("hosts").join(host)
+    }
+
+    /// Waits until the host's command has really started (its first line is written).
+    async fn wait_for_file(&self, host: &str, file: &str) {
+        let path = self.host_dir(host).join(file);
+        for _ in 0..3000 {
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{} never appeared", path.display());
+    }
+
+    fn read(&self, host: &str, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.host_dir(host).join(file)).ok()
+    }
+
+    /// Waits for the first event that matches.
+    async fn until(&mut self, seen: &mut Vec<Event>, wanted: impl Fn(&Event) -> bool) {
+        while let Some(event) = self.events.recv().await {
+            let hit = wanted(&event);
+            seen.push(event);
+            if hit {
+                return;
+            }
+        }
+        panic!("the run ended before the awaited event: {seen:#?}");
+    }
+
+    async fn finish(mut self, mut seen: Vec<Event>) -> (RunReport, Vec<Event>, Run) {
+        let report = (&mut self.report).await.unwrap();
+        while let Some(event) = self.events.recv().await {
+            seen.push(event);
+        }
+        (report, seen, self)
+    }
+
+    fn outcome(&self, report: &RunReport, host: &str) -> Option<HostOutcome> {
+        report.hosts[self.plan.inventory.host_id(host).unwrap()]
+    }
+}
+
+async fn run_to_end(playbook: &str) -> (RunReport, Vec<Event>, Run) {
+    start(playbook).finish(Vec::new()).await
+}
+
+fn step_of(event: &Event) -> Option<(&str, &str)> {
+    match event {
+        Event::TaskStarted { task } => Some((&task.step, &task.host)),
+        _ => None,
+    }
+}
+
+fn rolled_back_hosts(events: &[Event]) -> Vec<String> {
+    let mut hosts: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RollbackTask { task, ok: true, .. } => Some(task.host.clone()),
+            _ => None,
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+const ONE_WAVE: &str = "  waves: [{ name: all, regions: [\"*\"] }]\n";
+
+fn playbook(strategy: &str, steps: &str) -> String {
+    format!("name: p\nstrategy:\n{ONE_WAVE}{strategy}steps:\n{steps}")
+}
+
+/// A step that fails on the named hosts and records every run and rollback in `log`.
+fn failing_on(hosts: &str) -> String {
+    format!(
+        r#"  - name: mark
+    run: echo mark >> log
+    rollback: echo undo-mark >> log
+  - name: check
+    needs: [mark]
+    run: "echo check >> log; case {{{{ host.name }}}} in {hosts}) exit 1;; esac"
+    rollback: echo undo-check >> log
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_cluster_never_has_more_hosts_out_of_service_than_its_slots() {
+    let (report, events, _run) = run_to_end(&playbook(
+        "  max_unavailable: 50%\n",
+        "  - { name: one, run: 'true' }\n  - { name: two, needs: [one], run: 'true' }\n",
+    ))
+    .await;
+    assert_eq!(report.exit, Exit::Success);
+    // Hosts of c1 (4 hosts, 50% = 2 slots) between their first task and their end.
+    let mut out = std::collections::BTreeSet::new();
+    let mut most = 0;
+    for event in &events {
+        match event {
+            Event::TaskStarted { task } if task.cluster == "c1" => {
+                out.insert(task.host.clone());
+            }
+            Event::HostFinished { host, cluster, .. } if cluster == "c1" => {
+                out.remove(host);
+            }
+            _ => {}
+        }
+        most = most.max(out.len());
+    }
+    assert!(most <= 2, "at most 2 of c1's 4 hosts at once, saw {most}");
+    assert!(most >= 1);
+}
+
+#[tokio::test]
+async fn a_failure_within_budget_rolls_back_only_that_host_in_reverse_order() {
+    let (report, events, run) =
+        run_to_end(&playbook("  max_failures: 1\n", &failing_on("a2"))).await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    assert_eq!(rolled_back_hosts(&events), vec!["a2"]);
+    assert_eq!(run.outcome(&report, "a2"), Some(HostOutcome::RolledBack));
+    for host in ["a1", "a3", "a4", "b1", "b2"] {
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::Ok), "{host}");
+        assert_eq!(run.read(host, "log").as_deref(), Some("mark\ncheck\n"));
+    }
+    // The failed step is undone first, then what it needed.
+    assert_eq!(
+        run.read("a2", "log").as_deref(),
+        Some("mark\ncheck\nundo-check\nundo-mark\n")
+    );
+}
+
+#[tokio::test]
+async fn halt_stops_starting_tasks_and_rolls_nothing_back() {
+    let (report, events, run) = run_to_end(&playbook(
+        "  max_unavailable: 1\n  max_failures: 0\n  on_failure: halt\n",
+        &failing_on("a1"),
+    ))
+    .await;
+    assert_eq!(report.exit, Exit::NeedsAttention);
+    assert!(rolled_back_hosts(&events).is_empty());
+    assert_eq!(run.outcome(&report, "a1"), Some(HostOutcome::Failed));
+    assert_eq!(run.read("a1", "log").as_deref(), Some("mark\ncheck\n"));
+    // c1 takes one host at a time: a2..a4 never started.
+    for host in ["a2", "a3", "a4"] {
+        assert!(!run.host_dir(host).exists(), "{host} was never started");
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::Cancelled));
+    }
+}
+
+#[tokio::test]
+async fn rollback_region_rolls_back_the_region_and_the_other_region_goes_on() {
+    let (report, events, run) = run_to_end(&playbook(
+        "  max_failures: 0\n  on_failure: rollback-region\n",
+        &failing_on("b1"),
+    ))
+    .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    let rolled = rolled_back_hosts(&events);
+    assert!(rolled.contains(&"b1".to_string()), "{rolled:?}");
+    assert!(rolled.iter().all(|h| h.starts_with('b')), "{rolled:?}");
+    for host in ["a1", "a2", "a3", "a4"] {
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::Ok), "{host}");
+    }
+}
+
+#[tokio::test]
+async fn rollback_all_rolls_back_every_touched_host() {
+    let (report, events, run) = run_to_end(&playbook(
+        "  max_failures: 0\n  on_failure: rollback-all\n",
+        &failing_on("b1"),
+    ))
+    .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    let touched: Vec<String> = ["a1", "a2", "a3", "a4", "b1", "b2"]
+        .iter()
+        .filter(|h| run.host_dir(h).exists())
+        .map(|h| h.to_string())
+        .collect();
+    assert_eq!(rolled_back_hosts(&events), touched);
+    for host in &touched {
+        let log = run.read(host, "log").unwrap_or_default();
+        assert!(log.ends_with("undo-mark\n"), "{host}: {log}");
+    }
+}
+
+#[tokio::test]
+async fn a_wave_starts_only_after_every_host_of_the_previous_one_finished() {
+    let text = "name: p\nstrategy:\n  waves:\n    - { name: first, regions: [r2] }\n    - { name: rest, regions: [\"*\"] }\nsteps:\n  - { name: one, run: 'true' }\n";
+    let (report, events, _run) = run_to_end(text).await;
+    assert_eq!(report.exit, Exit::Success);
+    let last_first = events
+        .iter()
+        .rposition(|e| matches!(e, Event::HostFinished { region, .. } if region == "r2"))
+        .unwrap();
+    let gate = events
+        .iter()
+        .position(|e| matches!(e, Event::GatePassed { wave, .. } if wave == "first"))
+        .unwrap();
+    let first_rest = events
+        .iter()
+        .position(|e| matches!(e, Event::TaskStarted { task } if task.region == "r1"))
+        .unwrap();
+    assert!(last_first < gate && gate < first_rest, "{events:#?}");
+}
+
+#[tokio::test]
+async fn per_region_and_per_run_steps_run_once_where_they_belong() {
+    let steps = "  - { name: each, run: 'true' }\n  - { name: migrate, per: region, needs: [each], run: 'true' }\n  - { name: announce, per: run, needs: [migrate], run: 'true' }\n";
+    let (report, events, _run) = run_to_end(&playbook("", steps)).await;
+    assert_eq!(report.exit, Exit::Success);
+    let started: Vec<(&str, &str)> = events.iter().filter_map(step_of).collect();
+    assert_eq!(started.iter().filter(|(s, _)| *s == "each").count(), 6);
+    assert_eq!(started.iter().filter(|(s, _)| *s == "migrate").count(), 2);
+    assert_eq!(started.iter().filter(|(s, _)| *s == "announce").count(), 1);
+    // `announce` starts after both regions' `migrate` finished.
+    let announce = events
+        .iter()
+        .position(|e| matches!(step_of(e), Some(("announce", _))))
+        .unwrap();
+    let migrated = events
+        .iter()
+        .filter(|e| matches!(e, Event::TaskFinished { task, .. } if task.step == "migrate"))
+        .count();
+    let migrated_before = events[..announce]
+        .iter()
+        .filter(|e| matches!(e, Event::TaskFinished { task, .. } if task.step == "migrate"))
+        .count();
+    assert_eq!((migrated, migrated_before), (2, 2));
+}
+
+/// One host of c1 at a time; `hold` waits for a `go` file beside the hosts' folders.
+const HELD: &str = "  - name: hold\n    run: 'echo hold >> log; while [ ! -f ../go ]; do sleep 0.02; done'\n  - name: after\n    needs: [hold]\n    run: echo after >> log\n";
+
+fn held_playbook() -> String {
+    format!(
+        "name: p\nstrategy:\n  waves: [{{ name: all, regions: [r1] }}, {{ name: rest, regions: [\"*\"] }}]\n  max_unavailable: 1\nsteps:\n{HELD}"
+    )
+}
+
+#[tokio::test]
+async fn a_first_interrupt_lets_hosts_in_flight_finish_every_task_and_starts_no_other() {
+    let mut run = start(&held_playbook());
+    let mut seen = Vec::new();
+    run.until(&mut seen, |e| matches!(step_of(e), Some(("hold", "a1"))))
+        .await;
+    run.interrupts.send(1).unwrap();
+    run.until(&mut seen, |e| matches!(e, Event::Stopped { .. }))
+        .await;
+    std::fs::write(run.dir.path().join("hosts/go"), "").unwrap();
+    let (report, events, run) = run.finish(seen).await;
+    assert_eq!(report.exit, Exit::Interrupted);
+    assert_eq!(run.read("a1", "log").as_deref(), Some("hold\nafter\n"));
+    assert_eq!(run.outcome(&report, "a1"), Some(HostOutcome::Ok));
+    for host in ["a2", "a3", "a4", "b1", "b2"] {
+        assert!(!run.host_dir(host).exists(), "{host} must not start");
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::Cancelled));
+    }
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::TaskInterrupted { .. })));
+}
+
+#[tokio::test]
+async fn a_second_interrupt_kills_running_tasks_and_reports_their_hosts_incomplete() {
+    let mut run = start(&held_playbook());
+    let mut seen = Vec::new();
+    run.until(&mut seen, |e| matches!(step_of(e), Some(("hold", "a1"))))
+        .await;
+    run.wait_for_file("a1", "log").await;
+    run.interrupts.send(1).unwrap();
+    run.interrupts.send(2).unwrap();
+    let (report, events, run) = run.finish(seen).await;
+    assert_eq!(report.exit, Exit::Interrupted);
+    assert!(events.iter().any(
+        |e| matches!(e, Event::TaskInterrupted { task } if task.host == "a1" && task.step == "hold")
+    ));
+    assert_eq!(run.outcome(&report, "a1"), Some(HostOutcome::Incomplete));
+    assert_eq!(
+        run.read("a1", "log").as_deref(),
+        Some("hold\n"),
+        "after never ran"
+    );
+    let summary = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Summary { incomplete, .. } => Some(incomplete.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(summary, vec!["a1".to_string()]);
+}
