@@ -532,3 +532,22 @@ async fn put(
         Err(e) => run.failed(&e),
     }
 }
+
+/// What a task ran and printed, for its host's log.
+pub fn log_text(label: &str, run: &TaskRun) -> String {
+    let mut text = format!(
+        "== {} {label} ({} attempt(s), {:?})\n",
+        humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+        run.attempts,
+        run.duration
+    );
+    for command in &run.commands {
+        text.push_str(&format!("$ {command}\n"));
+    }
+    text.push_str(&String::from_utf8_lossy(&run.stdout));
+    text.push_str(&String::from_utf8_lossy(&run.stderr));
+    if let Some(error) = &run.error {
+        text.push_str(&format!("!! {error}\n"));
+    }
+    text
+}

@@ -1,0 +1,110 @@
+//! Wave gates: change windows before a wave, `pause`/`approve` after it, and the gate
+//! that does not pass because a cluster of the wave went beyond its failure budget.
+
+use super::*;
+
+impl Scheduler {
+    // ----- gates -----
+
+    pub(super) fn gate_ready(&mut self, wave: usize, node: NodeId) {
+        if let Some(reason) = self.waves[wave].failed.clone() {
+            self.wave_failed(wave, node, reason);
+            return;
+        }
+        if self.stopped() {
+            self.state[node.index()] = State::Held;
+            return;
+        }
+        let spec = &self.plan.playbook.strategy.waves[wave];
+        let name = spec.name.clone();
+        let last = wave + 1 == self.plan.waves.len();
+        if !spec.approve || last || self.options.approvals.contains(&name) {
+            self.pause_or_pass(wave);
+            return;
+        }
+        self.state[node.index()] = State::Held;
+        self.emit(Event::GateWaiting {
+            wave: name.clone(),
+            reason: "approve".into(),
+            seconds: 0,
+        });
+        match &self.options.approver {
+            Some(approver) => {
+                let (answer, question) = tokio::sync::oneshot::channel();
+                let _ = approver.send(ApprovalRequest { wave: name, answer });
+                self.timers
+                    .spawn(async move { Timer::Approved(wave, question.await.unwrap_or(false)) });
+            }
+            None => self.stop_for_approval(wave),
+        }
+    }
+
+    /// A wave with a cluster beyond its failure budget does not pass its gate, whatever
+    /// `on_failure` did in its region: the other regions of the wave have finished, and
+    /// no task of a later wave starts.
+    pub(super) fn wave_failed(&mut self, wave: usize, node: NodeId, reason: String) {
+        self.state[node.index()] = State::Held;
+        let name = self.plan.waves[wave].name.clone();
+        self.emit(Event::WaveFailed {
+            wave: name.clone(),
+            reason,
+            node: node.index(),
+        });
+        self.stopped_wave = Some(name.clone());
+        if wave + 1 < self.plan.waves.len() {
+            self.stop_all(&format!(
+                "wave {name} failed: later waves do not start; fix its hosts and `pony resume {}`",
+                self.options.run_id
+            ));
+        }
+    }
+
+    pub(super) fn stop_for_approval(&mut self, wave: usize) {
+        let name = self.plan.waves[wave].name.clone();
+        self.ending.awaiting_approval = true;
+        self.stop_all(&format!(
+            "waiting for approval of wave {name}: continue with `pony resume {} --approve {name}`",
+            self.options.run_id
+        ));
+    }
+
+    pub(super) fn pause_or_pass(&mut self, wave: usize) {
+        let node = self.plan.waves[wave].gate;
+        let spec = &self.plan.playbook.strategy.waves[wave];
+        match spec.pause.filter(|_| wave + 1 < self.plan.waves.len()) {
+            Some(pause) => {
+                self.state[node.index()] = State::Held;
+                self.emit(Event::GateWaiting {
+                    wave: spec.name.clone(),
+                    reason: "pause".into(),
+                    seconds: pause.as_secs(),
+                });
+                self.timers.spawn(async move {
+                    tokio::time::sleep(pause).await;
+                    Timer::Paused(wave)
+                });
+            }
+            None => self.pass_gate(wave),
+        }
+    }
+
+    pub(super) fn pass_gate(&mut self, wave: usize) {
+        let node = self.plan.waves[wave].gate;
+        if self.stopped() {
+            self.state[node.index()] = State::Held;
+            return;
+        }
+        self.state[node.index()] = State::Succeeded;
+        self.emit(Event::GatePassed {
+            wave: self.plan.waves[wave].name.clone(),
+            node: node.index(),
+        });
+        if let Some(next) = self.plan.waves.get(wave + 1) {
+            self.emit(Event::WaveStarted {
+                wave: next.name.clone(),
+                hosts: next.hosts.len(),
+            });
+        }
+        self.release(node, true);
+    }
+}

@@ -1,0 +1,297 @@
+//! Undoing and continuing: rollbacks (spawned per scope, run in a [`RollbackOrder`]),
+//! `pony resume` from the journal's replay, and `pony rollback` of a past run.
+
+use super::*;
+
+impl Scheduler {
+    // ----- resume and `pony rollback` -----
+
+    /// Continues a run: what the journal shows done is not run again, its captures
+    /// come back, passed gates stay passed; everything else (including tasks that were
+    /// running when the controller died) runs. With `--skip-failed-wave`, the failed
+    /// wave's unfinished tasks are left as they are and its gate passes.
+    pub(super) fn resume_from(&mut self, replay: &Replay) {
+        let skipped_wave = self
+            .options
+            .skip_failed_wave
+            .as_ref()
+            .and_then(|name| self.plan.waves.iter().position(|w| &w.name == name));
+        if let Some(wave) = skipped_wave {
+            self.emit(Event::WaveSkipped {
+                wave: self.plan.waves[wave].name.clone(),
+                user: crate::state::current_user(),
+            });
+        }
+        for node in self.plan.topological_order().to_vec() {
+            let i = node.index();
+            let done = match self.plan.graph[node] {
+                Node::Task(task) => match replay.done(&self.plan.label(node)) {
+                    Some(previous) => {
+                        self.unchanged[i] = !previous.changed;
+                        self.restore_captures(&task, &previous.captures);
+                        self.hosts[task.host].touched = true;
+                        self.count_done(task);
+                        true
+                    }
+                    None if Some(task.wave) == skipped_wave => {
+                        self.count_done(task);
+                        for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
+                            self.remaining[dependent.index()] -= 1;
+                        }
+                        self.state[i] = State::Cancelled;
+                        continue;
+                    }
+                    None => false,
+                },
+                Node::Gate(wave) if Some(wave) == skipped_wave && self.remaining[i] == 0 => {
+                    self.emit(Event::GatePassed {
+                        wave: self.plan.waves[wave].name.clone(),
+                        node: i,
+                    });
+                    true
+                }
+                Node::Gate(wave) => {
+                    self.remaining[i] == 0
+                        && replay.gates_passed.contains(&self.plan.waves[wave].name)
+                }
+                Node::Join { .. } => self.remaining[i] == 0,
+            };
+            if done {
+                self.state[i] = State::Succeeded;
+                for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
+                    self.remaining[dependent.index()] -= 1;
+                }
+            }
+        }
+        for host in 0..self.hosts.len() {
+            if self.hosts[host].touched && self.hosts[host].left_tasks == 0 {
+                self.set_host_outcome(host, HostOutcome::Ok);
+            }
+        }
+        let ready: Vec<NodeId> = self
+            .plan
+            .graph
+            .node_indices()
+            .filter(|n| self.state[n.index()] == State::Waiting && self.remaining[n.index()] == 0)
+            .collect();
+        for node in ready {
+            if self.state[node.index()] == State::Waiting {
+                self.ready(node);
+            }
+        }
+    }
+
+    pub(super) fn count_done(&mut self, task: Task) {
+        let host = &mut self.hosts[task.host];
+        host.left_tasks -= 1;
+        if task.per == Per::Host {
+            host.left_host_tasks -= 1;
+        }
+    }
+
+    /// Rolls back, on `hosts`, every task the journal shows completed or failed and not
+    /// yet rolled back.
+    pub(super) fn rollback_from(&mut self, replay: &Replay, hosts: HostSet) {
+        self.ending.rollback_only = true;
+        for (node, task) in self.plan.tasks().map(|(n, t)| (n, *t)).collect::<Vec<_>>() {
+            let Some(previous) = replay.tasks.get(&self.plan.label(node)) else {
+                continue;
+            };
+            if previous.rolled_back || previous.state == TaskState::Interrupted {
+                continue;
+            }
+            self.state[node.index()] = if previous.state == TaskState::Failed {
+                State::Failed
+            } else {
+                State::Succeeded
+            };
+            self.unchanged[node.index()] = !previous.changed;
+            self.restore_captures(&task, &previous.captures);
+            if hosts.contains(task.host) {
+                self.hosts[task.host].touched = true;
+            }
+        }
+        self.spawn_rollback(RollbackScope::All);
+    }
+
+    pub(super) fn restore_captures(&mut self, task: &Task, captures: &[(String, String)]) {
+        for (name, value) in captures {
+            self.store_capture(task, name, value);
+        }
+    }
+
+    // ----- rollback -----
+
+    /// Starts every rollback whose hosts have nothing running any more.
+    pub(super) fn start_due_rollbacks(&mut self) {
+        let due: Vec<HostId> = (0..self.hosts.len())
+            .filter(|&h| {
+                self.hosts[h].phase == Phase::Failed { rollback_due: true }
+                    && self.hosts[h].running == 0
+            })
+            .collect();
+        for host in due {
+            self.spawn_rollback(RollbackScope::Host(host));
+        }
+        for region in 0..self.regions.len() {
+            let r = &self.regions[region];
+            if r.rollback_due && r.running == 0 && !self.all_rollback_due {
+                self.regions[region].rollback_due = false;
+                self.spawn_rollback(RollbackScope::Region(region));
+            }
+        }
+        if self.all_rollback_due && self.running.is_empty() {
+            self.all_rollback_due = false;
+            self.regions.iter_mut().for_each(|r| r.rollback_due = false);
+            self.spawn_rollback(RollbackScope::All);
+        }
+    }
+
+    pub(super) fn spawn_rollback(&mut self, scope: RollbackScope) {
+        let plan = self.plan.clone();
+        // Every touched host of the scope, finished or not; hosts already rolled back
+        // (or being rolled back) are left alone.
+        let hosts: Vec<HostId> = (0..self.hosts.len())
+            .filter(|&h| {
+                let host = &self.hosts[h];
+                scope.covers(&plan, h)
+                    && host.touched
+                    && !matches!(
+                        host.phase,
+                        Phase::RollingBack
+                            | Phase::Done(HostOutcome::RolledBack | HostOutcome::RollbackFailed)
+                    )
+            })
+            .collect();
+        let mut chosen = vec![false; self.hosts.len()];
+        for &h in &hosts {
+            chosen[h] = true;
+            self.hosts[h].phase = Phase::RollingBack;
+        }
+        let mut commands: HashMap<NodeId, RollbackCommand> = HashMap::new();
+        let mut failed_renders = Vec::new();
+        for (node, task) in plan.tasks() {
+            let done = matches!(self.state[node.index()], State::Succeeded | State::Failed)
+                && !self.unchanged[node.index()];
+            let covered = chosen[task.host]
+                && (task.per == Per::Host || scope != RollbackScope::Host(task.host));
+            if !done || !covered {
+                continue;
+            }
+            let step = &plan.playbook.steps[task.step];
+            match task::render_rollback(step, &self.context(task)) {
+                Ok(Some(command)) => {
+                    commands.insert(
+                        node,
+                        RollbackCommand {
+                            host: task.host,
+                            command,
+                            timeout: step.timeout,
+                        },
+                    );
+                }
+                Ok(None) => {}
+                Err(error) => failed_renders.push((task.host, node, error)),
+            }
+        }
+        self.emit(Event::RollbackStarted {
+            scope: scope.name(&plan),
+            hosts: hosts.len(),
+        });
+        for (_, node, error) in &failed_renders {
+            self.emit(Event::RollbackTask {
+                task: self.task_ref(*node),
+                ok: false,
+                exit_code: None,
+                error: Some(error.clone()),
+                log: format!("!! rollback could not be rendered: {error}\n"),
+            });
+        }
+        let order = RollbackOrder::new(
+            &plan,
+            scope,
+            hosts,
+            commands,
+            failed_renders.iter().map(|(h, _, _)| *h),
+        );
+        self.rollbacks.push(Some(order));
+        self.pump_rollback(self.rollbacks.len() - 1);
+    }
+
+    /// Starts whatever the rollback's order allows now; ends it when nothing is left.
+    pub(super) fn pump_rollback(&mut self, job: usize) {
+        while let Some((node, command)) =
+            self.rollbacks[job].as_mut().and_then(|o| o.next_command())
+        {
+            let durable = self.emit_durable(Event::RollbackTaskStarted {
+                task: self.task_ref(node),
+            });
+            let pool = self.pool.clone();
+            self.rollback_runs.spawn(async move {
+                durable.await;
+                let spec = TaskSpec {
+                    action: task::RenderedAction::Run(command.command),
+                    creates: None,
+                    unless: None,
+                    capture: None,
+                    until: None,
+                    timeout: command.timeout,
+                    retries: 1,
+                    retry_delay: Duration::from_secs(1),
+                };
+                let run = task::execute(&pool, command.host, &spec).await;
+                RollbackRun { job, node, run }
+            });
+        }
+        let finished = self.rollbacks[job]
+            .as_ref()
+            .is_some_and(RollbackOrder::is_finished);
+        if finished {
+            let order = self.rollbacks[job].take().expect("a rollback");
+            self.rollback_done(order);
+        }
+    }
+
+    pub(super) fn rollback_command_done(&mut self, done: RollbackRun) {
+        let RollbackRun { job, node, run } = done;
+        let task = self.task_ref(node);
+        let error = (!run.ok).then(|| {
+            format!(
+                "{}: {}",
+                run.error.clone().unwrap_or_default(),
+                run.tail(TAIL_LINES)
+            )
+        });
+        let log = task::log_text(&format!("rollback {}", task.label), &run);
+        self.emit(Event::RollbackTask {
+            task,
+            ok: run.ok,
+            exit_code: run.exit_code,
+            error,
+            log,
+        });
+        if let Some(order) = self.rollbacks[job].as_mut() {
+            order.done(&self.plan, node, run.ok);
+        }
+        self.pump_rollback(job);
+    }
+
+    pub(super) fn rollback_done(&mut self, order: RollbackOrder) {
+        self.emit(Event::RollbackFinished {
+            scope: order.scope.name(&self.plan),
+            ok: order.ok(),
+        });
+        for (host, ok) in order.results() {
+            self.set_host_outcome(
+                host,
+                if ok {
+                    HostOutcome::RolledBack
+                } else {
+                    HostOutcome::RollbackFailed
+                },
+            );
+            self.free_slot(host);
+            self.pool.close(host);
+        }
+    }
+}

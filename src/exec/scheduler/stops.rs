@@ -1,0 +1,192 @@
+//! What stops a run: failed hosts (through the failure policy), stopped regions, the
+//! whole run, interrupts; and the end of the run with its outcome.
+
+use super::*;
+
+impl Scheduler {
+    // ----- failures -----
+
+    pub(super) fn host_failed(&mut self, host: HostId) {
+        if self.hosts[host].failed() {
+            return;
+        }
+        self.hosts[host].phase = Phase::Failed {
+            rollback_due: false,
+        };
+        self.hosts[host].pending.clear();
+        self.cancel_unstarted(|_, t| t.host == host);
+        let spec = &self.plan.inventory.hosts[host];
+        let (cluster, region) = (spec.cluster, spec.region);
+        let budget = &mut self.budgets[cluster];
+        budget.failed_hosts += 1;
+        let (failed_hosts, max_failures) = (budget.failed_hosts, budget.max_failures);
+        let policy = self.plan.playbook.strategy.on_failure;
+        let action = policy::on_host_failure(failed_hosts, max_failures, policy);
+        if !action.beyond_budget() {
+            self.hosts[host].phase = Phase::Failed { rollback_due: true };
+            return;
+        }
+        let inventory = &self.plan.inventory;
+        if let Some(wave) = self.plan.host_wave[host] {
+            self.waves[wave].failed.get_or_insert_with(|| {
+                format!(
+                    "cluster {} (region {}) failed {failed_hosts} host(s), beyond max_failures {max_failures}",
+                    inventory.clusters[cluster].name, inventory.regions[region].name,
+                )
+            });
+        }
+        self.emit(Event::BudgetExceeded {
+            cluster: inventory.clusters[cluster].name.clone(),
+            region: inventory.regions[region].name.clone(),
+            failed_hosts,
+            max_failures,
+            action: serde_json::to_value(policy)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        });
+        match action {
+            FailureAction::RollbackHost => {}
+            FailureAction::Halt => {
+                self.ending.halted = true;
+                self.stop_all("failure budget exceeded: halted");
+            }
+            FailureAction::RollbackRegion => {
+                self.regions[region].rollback_due = true;
+                self.stop_region(region);
+            }
+            FailureAction::RollbackAll => {
+                self.all_rollback_due = true;
+                self.stop_all("failure budget exceeded: rolling back every touched host");
+            }
+        }
+    }
+
+    pub(super) fn stop_region(&mut self, region: usize) {
+        if std::mem::replace(&mut self.regions[region].stopped, true) {
+            return;
+        }
+        self.emit(Event::Stopped {
+            reason: format!(
+                "region {} stopped",
+                self.plan.inventory.regions[region].name
+            ),
+        });
+        let inventory = self.plan.inventory.clone();
+        self.admission
+            .forget_waiting(|h| inventory.hosts[h].region == region);
+        self.cancel_unstarted(|s, t| s.plan.inventory.hosts[t.host].region == region);
+    }
+
+    pub(super) fn stop_all(&mut self, reason: &str) {
+        if self.stop == Stop::All {
+            return;
+        }
+        self.stop = Stop::All;
+        self.emit(Event::Stopped {
+            reason: reason.to_string(),
+        });
+        self.admission.forget_waiting(|_| true);
+        self.cancel_unstarted(|_, _| true);
+    }
+
+    // ----- interrupts and the end -----
+
+    /// First interrupt: admit no new host; hosts in flight finish every task (or fail
+    /// and roll back per policy). Second: kill what runs; its hosts are half-done.
+    pub(super) async fn interrupt(&mut self, count: u32) {
+        if count == 0 {
+            return;
+        }
+        self.ending.interrupted = true;
+        if self.stop == Stop::No {
+            self.stop = Stop::Draining;
+            self.emit(Event::Stopped {
+                reason: "interrupted: no new host starts; hosts in flight finish all their tasks (interrupt again to kill them)".into(),
+            });
+            self.admission.forget_waiting(|_| true);
+            self.cancel_unstarted(|s, t| !s.may_start(t.host));
+        }
+        if count < 2 {
+            return;
+        }
+        self.stop = Stop::All;
+        self.cancel_unstarted(|_, _| true);
+        let running: Vec<NodeId> = (0..self.state.len())
+            .filter(|&i| self.state[i] == State::Running)
+            .map(NodeId::new)
+            .collect();
+        self.running.abort_all();
+        self.rollback_runs.abort_all();
+        let mut synced = Vec::new();
+        for node in running {
+            synced.push(self.emit_durable(Event::TaskInterrupted {
+                task: self.task_ref(node),
+            }));
+            self.state[node.index()] = State::Cancelled;
+            let task = *self.plan.task(node).expect("a task");
+            self.regions[self.plan.inventory.hosts[task.host].region].running -= 1;
+            self.hosts[task.host].running -= 1;
+        }
+        for durable in synced {
+            durable.await;
+        }
+        while self.running.join_next().await.is_some() {}
+        while self.rollback_runs.join_next().await.is_some() {}
+        self.rollbacks.clear();
+    }
+
+    pub(super) async fn finish(mut self) -> RunReport {
+        for host in 0..self.hosts.len() {
+            let h = &self.hosts[host];
+            if self.ending.rollback_only
+                || h.outcome().is_some()
+                || self.plan.tasks_of_host(host).is_empty()
+            {
+                continue;
+            }
+            let outcome = match h.phase {
+                Phase::Failed { .. } => HostOutcome::Failed,
+                // Some of its tasks ran and not all: never `ok`, never `not run`.
+                Phase::RollingBack => HostOutcome::Incomplete,
+                _ if h.touched && h.left_tasks > 0 => HostOutcome::Incomplete,
+                _ if h.touched => HostOutcome::Ok,
+                _ => HostOutcome::Cancelled,
+            };
+            self.set_host_outcome(host, outcome);
+        }
+        let outcomes: Vec<Option<HostOutcome>> = self.hosts.iter().map(HostRun::outcome).collect();
+        let tally = Tally::of(outcomes.iter().flatten());
+        let (outcome, exit) = outcome::run_outcome(tally, self.ending);
+        let finished: Vec<Duration> = self.regions.iter().map(|r| r.finished).collect();
+        let regions = outcome::regions(&self.plan.inventory, &outcomes, &finished);
+        let incomplete = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o == Some(HostOutcome::Incomplete))
+            .map(|(h, _)| self.plan.inventory.hosts[h].name.clone())
+            .collect();
+        self.emit_durable(Event::Summary {
+            run_id: self.options.run_id.clone(),
+            outcome,
+            exit_code: exit.code(),
+            hosts: tally.hosts,
+            ok: tally.ok,
+            failed: tally.failed + tally.rollback_failed,
+            rolled_back: tally.rolled_back,
+            cancelled: tally.cancelled,
+            rollback_failed: tally.rollback_failed,
+            incomplete,
+            stopped_wave: self.stopped_wave.clone(),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            regions,
+            run_dir: self.options.run_dir_display.clone(),
+        })
+        .await;
+        RunReport {
+            outcome,
+            exit,
+            hosts: outcomes,
+        }
+    }
+}
