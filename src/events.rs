@@ -1,7 +1,7 @@
 //! Events: the only output of the executor. Reporters (terminal, plain, JSON, JUnit) and
 //! summaries are built from this stream; the executor never prints.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Version of the JSON event schema (`docs/events.md`).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -28,16 +28,25 @@ pub enum HostOutcome {
     Cancelled,
 }
 
-/// The outcome of the whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The outcome of the whole run. One spelling everywhere: the `summary` event, the
+/// journal's `run_finished` and `pony status`/`pony history` all write it snake_case
+/// (`failed_rolled_back`). The aliases read journals written before that, which spelt it
+/// as the Rust variant (`FailedRolledBack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
+    #[serde(alias = "Succeeded")]
     Succeeded,
+    #[serde(alias = "FailedRolledBack")]
     FailedRolledBack,
+    #[serde(alias = "NeedsAttention")]
     NeedsAttention,
+    #[serde(alias = "AwaitingApproval")]
     AwaitingApproval,
+    #[serde(alias = "Interrupted")]
     Interrupted,
     /// `pony rollback` finished: every selected host is back on the old release.
+    #[serde(alias = "RolledBack")]
     RolledBack,
 }
 

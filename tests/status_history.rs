@@ -170,10 +170,10 @@ fn history_and_status_of_a_success_and_a_failure() {
     assert_eq!(runs[0]["playbook"], "tiny-check");
     assert_eq!(runs[0]["inventory"], "tiny");
     assert_eq!(runs[0]["state"], "finished");
-    assert_eq!(runs[0]["outcome"], "FailedRolledBack");
+    assert_eq!(runs[0]["outcome"], "failed_rolled_back");
     assert_eq!(runs[0]["exit_code"], 1);
     assert_eq!(runs[1]["playbook"], "mail-rollout");
-    assert_eq!(runs[1]["outcome"], "Succeeded");
+    assert_eq!(runs[1]["outcome"], "succeeded");
     assert_eq!(runs[1]["exit_code"], 0);
     for run in &runs {
         assert!(run["duration_ms"].is_u64(), "{run}");
@@ -209,7 +209,7 @@ fn history_and_status_of_a_success_and_a_failure() {
     let report: Value =
         serde_json::from_str(&ok(&state, &["status", "--output", "json", &failed_id])).unwrap();
     assert_eq!(report["run_id"], failed_id.as_str());
-    assert_eq!(report["outcome"], "FailedRolledBack");
+    assert_eq!(report["outcome"], "failed_rolled_back");
     assert_eq!(report["tasks"]["plan_rebuilt"], true);
     assert_eq!(report["tasks"]["total"]["total"], 8);
     assert_eq!(report["tasks"]["total"]["failed"], 1);
@@ -243,7 +243,7 @@ fn history_and_status_of_a_success_and_a_failure() {
     let report: Value =
         serde_json::from_str(&ok(&state, &["--output", "json", "status", prefix])).unwrap();
     assert_eq!(report["run_id"], success_id.as_str());
-    assert_eq!(report["outcome"], "Succeeded");
+    assert_eq!(report["outcome"], "succeeded");
     let total = &report["tasks"]["total"];
     assert_eq!(total["failed"], 0);
     assert_eq!(total["pending"], 0);

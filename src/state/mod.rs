@@ -5,6 +5,7 @@ pub mod journal;
 pub mod lock;
 pub mod run_dir;
 pub mod runs;
+pub mod snapshot;
 
 /// This machine's name, as recorded in journals and locks.
 pub fn hostname() -> String {
