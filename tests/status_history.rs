@@ -78,9 +78,11 @@ regions:
           h4: {}
 ";
 
-/// h2 fails `check`: region r1 rolls back, r2 goes on.
+/// h2 (the `bad` var) fails `check`: region r1 rolls back, r2 goes on. Each task
+/// appends its step's name to `ran` in the host's folder (`<state dir>/hosts/<host>/`).
 const TINY_PLAYBOOK: &str = "\
 name: tiny-check
+vars: { bad: h2 }
 strategy:
   waves:
     - { name: first, regions: [r1] }
@@ -89,13 +91,14 @@ strategy:
   on_failure: rollback-region
 steps:
   - name: prepare
-    run: echo preparing {{ host.name }}
+    run: echo preparing {{ host.name }}; echo prepare >> ran
     rollback: echo undo prepare
   - name: check
     needs: [prepare]
     run: |
+      echo check >> ran
       echo checking {{ host.name }}
-      test {{ host.name }} != h2
+      test {{ host.name }} != {{ bad }}
     rollback: echo undo check
 ";
 
@@ -277,7 +280,9 @@ fn dead_pid() -> u32 {
     pid
 }
 
-/// A run folder as a controller killed mid-run leaves it.
+/// A run folder as a controller killed mid-run leaves it: started with
+/// `--var bad=nobody` (so no host fails) and `--secret-var token=…`; `prepare` finished
+/// on h1, `prepare@h2` and `check@h1` were running, and the last line is torn.
 fn hand_made_run(state: &Path, id: &str, files: &Path) -> PathBuf {
     let run = state.join("runs").join(id);
     std::fs::create_dir_all(run.join("logs")).unwrap();
@@ -285,7 +290,7 @@ fn hand_made_run(state: &Path, id: &str, files: &Path) -> PathBuf {
     std::fs::write(run.join("playbook.yaml"), TINY_PLAYBOOK).unwrap();
     std::fs::write(
         run.join("vars.json"),
-        r#"{"vars": {"unused": "1"}, "secret_vars": ["token"], "limit": null}"#,
+        r#"{"vars": {"bad": "nobody"}, "secret_vars": ["token"], "limit": null}"#,
     )
     .unwrap();
     std::fs::write(
@@ -318,7 +323,7 @@ fn hand_made_run(state: &Path, id: &str, files: &Path) -> PathBuf {
 }
 
 #[test]
-fn a_run_whose_controller_died_is_stopped_and_resumable() {
+fn a_run_whose_controller_died_is_stopped_and_resumes_from_its_journal() {
     let files = tempfile::tempdir().unwrap();
     let state = files.path().join("state");
     let id = "20260102-030405-beef";
@@ -371,6 +376,54 @@ fn a_run_whose_controller_died_is_stopped_and_resumable() {
     let runs = json_lines(&ok(&state, &["--output", "json", "history"]));
     assert_eq!(runs[0]["state"], "stopped");
     assert_eq!(runs[0]["result"], "stopped (resumable)");
+
+    // Resumable: the secret var's value was never stored, so it must be given again.
+    let without = pony(&state, &["resume", id]);
+    assert_eq!(without.status.code(), Some(2), "{}", stdout(&without));
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        stderr.contains("secret var `token`") && stderr.contains("--secret-var token=VALUE"),
+        "{stderr}"
+    );
+    assert!(!state.join("hosts").exists(), "nothing ran");
+
+    ok(&state, &["resume", id, "--secret-var", "token=s3cret"]);
+    // prepare@h1 finished before the crash and did not run again; the tasks that were
+    // running (prepare@h2, check@h1) and the rest ran. `bad` came back from the
+    // snapshot's vars, so h2 passed `check`.
+    let ran = |host: &str| {
+        std::fs::read_to_string(state.join("hosts").join(host).join("ran"))
+            .unwrap_or_else(|e| panic!("{host}: {e}"))
+    };
+    assert_eq!(ran("h1"), "check\n");
+    for host in ["h2", "h3", "h4"] {
+        assert_eq!(ran(host), "prepare\ncheck\n", "{host}");
+    }
+    let journal = std::fs::read_to_string(state.join("runs").join(id).join("journal.jsonl"))
+        .unwrap();
+    assert!(journal.ends_with('\n'));
+    let records = json_lines(&journal);
+    let resumed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "run_resumed")
+        .collect();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0]["command"], "resume");
+    let finished = records.last().unwrap();
+    assert_eq!(finished["type"], "run_finished");
+    assert_eq!(finished["outcome"], "succeeded");
+    assert_eq!(finished["exit_code"], 0);
+    assert!(!journal.contains("s3cret"), "secret values are never journaled");
+
+    let status = ok(&state, &["status", id]);
+    assert!(status.contains("state: succeeded (exit 0)"), "{status}");
+    assert!(status.contains("resumed "), "{status}");
+    let total = status
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .expect("a total row");
+    let numbers: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(numbers, ["total", "8", "8", "0", "0", "0", "0", "0", "0"]);
 }
 
 #[test]
