@@ -13,18 +13,24 @@ const PLAYBOOK: &str = "name: timed\nsteps:\n  - { name: a, run: \"true\" }\n  -
 fn journal(state: &Path, id: &str, playbook: &str, tasks: &[(&str, &str, u64)]) {
     let dir = state.join("runs").join(id);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut lines = vec![json!({"type": "run_started", "run_id": id, "playbook": playbook,
+    let mut lines = vec![
+        json!({"type": "run_started", "run_id": id, "playbook": playbook,
         "inventory": "local", "time": "2026-01-01T00:00:00Z", "pid": 1, "user": "u",
-        "host": "h"})];
+        "host": "h"}),
+    ];
     for (node, (label, state, ms)) in tasks.iter().enumerate() {
         lines.push(json!({"type": "task_started", "node": node, "label": label,
             "time": "2026-01-01T00:00:00Z"}));
-        lines.push(json!({"type": "task_finished", "node": node, "label": label,
+        lines.push(
+            json!({"type": "task_finished", "node": node, "label": label,
             "state": state, "exit_code": 0, "duration_ms": ms, "captures": [],
-            "output_tail": "", "error": null}));
+            "output_tail": "", "error": null}),
+        );
     }
-    lines.push(json!({"type": "run_finished", "outcome": "succeeded", "exit_code": 0,
-        "time": "2026-01-01T00:01:00Z"}));
+    lines.push(
+        json!({"type": "run_finished", "outcome": "succeeded", "exit_code": 0,
+        "time": "2026-01-01T00:01:00Z"}),
+    );
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.join("journal.jsonl"), text).unwrap();
 }

@@ -399,8 +399,8 @@ fn a_run_whose_controller_died_is_stopped_and_resumes_from_its_journal() {
     for host in ["h2", "h3", "h4"] {
         assert_eq!(ran(host), "prepare\ncheck\n", "{host}");
     }
-    let journal = std::fs::read_to_string(state.join("runs").join(id).join("journal.jsonl"))
-        .unwrap();
+    let journal =
+        std::fs::read_to_string(state.join("runs").join(id).join("journal.jsonl")).unwrap();
     assert!(journal.ends_with('\n'));
     let records = json_lines(&journal);
     let resumed: Vec<&Value> = records
@@ -413,7 +413,10 @@ fn a_run_whose_controller_died_is_stopped_and_resumes_from_its_journal() {
     assert_eq!(finished["type"], "run_finished");
     assert_eq!(finished["outcome"], "succeeded");
     assert_eq!(finished["exit_code"], 0);
-    assert!(!journal.contains("s3cret"), "secret values are never journaled");
+    assert!(
+        !journal.contains("s3cret"),
+        "secret values are never journaled"
+    );
 
     let status = ok(&state, &["status", id]);
     assert!(status.contains("state: succeeded (exit 0)"), "{status}");
