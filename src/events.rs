@@ -4,7 +4,7 @@
 //! The executor never prints and never writes files.
 
 use crate::secret::Redactor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 /// Version of the JSON event schema (`docs/events.md`).
@@ -50,16 +50,25 @@ pub enum HostOutcome {
     Incomplete,
 }
 
-/// The outcome of the whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The outcome of the whole run. One spelling everywhere: the `summary` event, the
+/// journal's `run_finished` and `pony status`/`pony history` all write it snake_case
+/// (`failed_rolled_back`). The aliases read journals written before that, which spelt it
+/// as the Rust variant (`FailedRolledBack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
+    #[serde(alias = "Succeeded")]
     Succeeded,
+    #[serde(alias = "FailedRolledBack")]
     FailedRolledBack,
+    #[serde(alias = "NeedsAttention")]
     NeedsAttention,
+    #[serde(alias = "AwaitingApproval")]
     AwaitingApproval,
+    #[serde(alias = "Interrupted")]
     Interrupted,
     /// `pony rollback` finished: every selected host is back on the old release.
+    #[serde(alias = "RolledBack")]
     RolledBack,
 }
 

@@ -168,7 +168,8 @@ fn a_terminal_gets_region_bars_failures_above_them_and_the_summary() {
         "FAILED HOSTS",
         "SLOWEST STEPS",
         "failed; rollback complete",
-        "12 hosts, 8 ok, 0 failed, 4 rolled back",
+        // r2-c1-01 failed and was rolled back: it still counts as failed.
+        "12 hosts, 8 ok, 1 failed (rolled back), 4 rolled back, 0 not run (exit 1)",
         "journal: ",
         "logs: ",
     ] {
@@ -398,6 +399,37 @@ fn every_json_line_of_a_failed_and_rolled_back_run_follows_the_documented_schema
     }
     // Human text, if any, never goes to stdout with --output json.
     assert!(!stdout.contains("REGION"), "{stdout}");
+
+    // One spelling of the outcome: the summary event, the journal and `pony status`.
+    let run_id = summary["run_id"].as_str().unwrap();
+    let journal = std::fs::read_to_string(
+        Path::new(summary["run_dir"].as_str().unwrap()).join("journal.jsonl"),
+    )
+    .unwrap();
+    let finished: serde_json::Value =
+        serde_json::from_str(journal.lines().last().unwrap()).unwrap();
+    assert_eq!(finished["type"], "run_finished");
+    assert_eq!(finished["outcome"], summary["outcome"]);
+    let status = lab
+        .pony(&["--output", "json", "status", run_id])
+        .output()
+        .unwrap();
+    assert_eq!(code(&status), 0, "{}", text(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["outcome"], summary["outcome"]);
+    let history = lab.pony(&["--output", "json", "history"]).output().unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(history["outcome"], summary["outcome"]);
+}
+
+/// A JUnit `time` attribute: seconds with three decimals (milliseconds), as a count of
+/// milliseconds.
+fn seconds(text: &str) -> u64 {
+    let (whole, millis) = text
+        .split_once('.')
+        .unwrap_or_else(|| panic!("time {text:?} has no decimals"));
+    assert_eq!(millis.len(), 3, "time {text:?}");
+    whole.parse::<u64>().unwrap() * 1000 + millis.parse::<u64>().unwrap()
 }
 
 #[test]
@@ -434,8 +466,14 @@ fn the_junit_report_has_a_suite_per_region_and_a_failure_for_the_failed_host() {
                 .attribute("classname")
                 .unwrap()
                 .starts_with(&format!("{region}.")));
-            let time: f64 = case.attribute("time").unwrap().parse().unwrap();
-            assert!(time >= 0.0);
+            // A case's time (its first task's start to its host's last outcome) lies
+            // within its suite's (the region's first task start to its last outcome).
+            let time = seconds(case.attribute("time").unwrap());
+            let suite_time = seconds(suite.attribute("time").unwrap());
+            assert!(
+                time <= suite_time,
+                "{host}: {time}s is longer than its region's {suite_time}s"
+            );
             let failure = case.children().find(|n| n.has_tag_name("failure"));
             if host == "r2-c1-01" {
                 let failure = failure.unwrap_or_else(|| panic!("no failure for {host}: {xml}"));

@@ -78,10 +78,12 @@ regions:
           h4: {}
 ";
 
-/// h2 fails `check`: region r1 rolls back, and wave `first` does not pass its gate, so r2
-/// (wave `second`) never starts.
+/// h2 (the `bad` var) fails `check`: region r1 rolls back, and wave `first` does not pass
+/// its gate, so r2 (wave `second`) never starts. Each task appends its step's name to `ran`
+/// in the host's folder (`<state dir>/hosts/<host>/`).
 const TINY_PLAYBOOK: &str = "\
 name: tiny-check
+vars: { bad: h2 }
 strategy:
   waves:
     - { name: first, regions: [r1] }
@@ -90,13 +92,14 @@ strategy:
   on_failure: rollback-region
 steps:
   - name: prepare
-    run: echo preparing {{ host.name }}
+    run: echo preparing {{ host.name }}; echo prepare >> ran
     rollback: echo undo prepare
   - name: check
     needs: [prepare]
     run: |
+      echo check >> ran
       echo checking {{ host.name }}
-      test {{ host.name }} != h2
+      test {{ host.name }} != {{ bad }}
     rollback: echo undo check
 ";
 
@@ -171,10 +174,10 @@ fn history_and_status_of_a_success_and_a_failure() {
     assert_eq!(runs[0]["playbook"], "tiny-check");
     assert_eq!(runs[0]["inventory"], "tiny");
     assert_eq!(runs[0]["state"], "finished");
-    assert_eq!(runs[0]["outcome"], "FailedRolledBack");
+    assert_eq!(runs[0]["outcome"], "failed_rolled_back");
     assert_eq!(runs[0]["exit_code"], 1);
     assert_eq!(runs[1]["playbook"], "mail-rollout");
-    assert_eq!(runs[1]["outcome"], "Succeeded");
+    assert_eq!(runs[1]["outcome"], "succeeded");
     assert_eq!(runs[1]["exit_code"], 0);
     for run in &runs {
         assert!(run["duration_ms"].is_u64(), "{run}");
@@ -217,7 +220,7 @@ fn history_and_status_of_a_success_and_a_failure() {
     let report: Value =
         serde_json::from_str(&ok(&state, &["status", "--output", "json", &failed_id])).unwrap();
     assert_eq!(report["run_id"], failed_id.as_str());
-    assert_eq!(report["outcome"], "FailedRolledBack");
+    assert_eq!(report["outcome"], "failed_rolled_back");
     assert_eq!(report["tasks"]["plan_rebuilt"], true);
     assert_eq!(report["tasks"]["total"]["total"], 8);
     assert_eq!(report["tasks"]["total"]["failed"], 1);
@@ -252,7 +255,7 @@ fn history_and_status_of_a_success_and_a_failure() {
     let report: Value =
         serde_json::from_str(&ok(&state, &["--output", "json", "status", prefix])).unwrap();
     assert_eq!(report["run_id"], success_id.as_str());
-    assert_eq!(report["outcome"], "Succeeded");
+    assert_eq!(report["outcome"], "succeeded");
     let total = &report["tasks"]["total"];
     assert_eq!(total["failed"], 0);
     assert_eq!(total["pending"], 0);
@@ -286,7 +289,9 @@ fn dead_pid() -> u32 {
     pid
 }
 
-/// A run folder as a controller killed mid-run leaves it.
+/// A run folder as a controller killed mid-run leaves it: started with
+/// `--var bad=nobody` (so no host fails) and `--secret-var token=…`; `prepare` finished
+/// on h1, `prepare@h2` and `check@h1` were running, and the last line is torn.
 fn hand_made_run(state: &Path, id: &str, files: &Path) -> PathBuf {
     let run = state.join("runs").join(id);
     std::fs::create_dir_all(run.join("logs")).unwrap();
@@ -294,7 +299,7 @@ fn hand_made_run(state: &Path, id: &str, files: &Path) -> PathBuf {
     std::fs::write(run.join("playbook.yaml"), TINY_PLAYBOOK).unwrap();
     std::fs::write(
         run.join("vars.json"),
-        r#"{"vars": {"unused": "1"}, "secret_vars": ["token"], "limit": null}"#,
+        r#"{"vars": {"bad": "nobody"}, "secret_vars": ["token"], "limit": null}"#,
     )
     .unwrap();
     std::fs::write(
@@ -327,7 +332,7 @@ fn hand_made_run(state: &Path, id: &str, files: &Path) -> PathBuf {
 }
 
 #[test]
-fn a_run_whose_controller_died_is_stopped_and_resumable() {
+fn a_run_whose_controller_died_is_stopped_and_resumes_from_its_journal() {
     let files = tempfile::tempdir().unwrap();
     let state = files.path().join("state");
     let id = "20260102-030405-beef";
@@ -380,6 +385,57 @@ fn a_run_whose_controller_died_is_stopped_and_resumable() {
     let runs = json_lines(&ok(&state, &["--output", "json", "history"]));
     assert_eq!(runs[0]["state"], "stopped");
     assert_eq!(runs[0]["result"], "stopped (resumable)");
+
+    // Resumable: the secret var's value was never stored, so it must be given again.
+    let without = pony(&state, &["resume", id]);
+    assert_eq!(without.status.code(), Some(2), "{}", stdout(&without));
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        stderr.contains("secret var `token`") && stderr.contains("--secret-var token=VALUE"),
+        "{stderr}"
+    );
+    assert!(!state.join("hosts").exists(), "nothing ran");
+
+    ok(&state, &["resume", id, "--secret-var", "token=s3cret"]);
+    // prepare@h1 finished before the crash and did not run again; the tasks that were
+    // running (prepare@h2, check@h1) and the rest ran. `bad` came back from the
+    // snapshot's vars, so h2 passed `check`.
+    let ran = |host: &str| {
+        std::fs::read_to_string(state.join("hosts").join(host).join("ran"))
+            .unwrap_or_else(|e| panic!("{host}: {e}"))
+    };
+    assert_eq!(ran("h1"), "check\n");
+    for host in ["h2", "h3", "h4"] {
+        assert_eq!(ran(host), "prepare\ncheck\n", "{host}");
+    }
+    let journal =
+        std::fs::read_to_string(state.join("runs").join(id).join("journal.jsonl")).unwrap();
+    assert!(journal.ends_with('\n'));
+    let records = json_lines(&journal);
+    let resumed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["type"] == "run_resumed")
+        .collect();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0]["command"], "resume");
+    let finished = records.last().unwrap();
+    assert_eq!(finished["type"], "run_finished");
+    assert_eq!(finished["outcome"], "succeeded");
+    assert_eq!(finished["exit_code"], 0);
+    assert!(
+        !journal.contains("s3cret"),
+        "secret values are never journaled"
+    );
+
+    let status = ok(&state, &["status", id]);
+    assert!(status.contains("state: succeeded (exit 0)"), "{status}");
+    assert!(status.contains("resumed "), "{status}");
+    let total = status
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .expect("a total row");
+    let numbers: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(numbers, ["total", "8", "8", "0", "0", "0", "0", "0", "0"]);
 }
 
 #[test]

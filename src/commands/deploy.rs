@@ -9,6 +9,7 @@ use crate::exec::Mode;
 use crate::exit::Exit;
 use crate::plan::{Node, Plan};
 use crate::secret::Redactor;
+use crate::state::snapshot::SnapshotVars;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
@@ -24,11 +25,16 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
         eprintln!("nothing deployed");
         return Ok(Exit::Invalid);
     }
-    let vars_snapshot = serde_json::json!({
-        "vars": args.plan.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-        "secret_vars": args.plan.secret_vars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-        "limit": args.plan.limit,
-    });
+    let vars_snapshot = SnapshotVars {
+        vars: args.plan.vars.iter().cloned().collect(),
+        secret_vars: args
+            .plan
+            .secret_vars
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect(),
+        limit: args.plan.limit.clone(),
+    };
     super::run::launch(
         global,
         super::run::Launch {

@@ -7,12 +7,12 @@ use crate::cli::GlobalOptions;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exec::Mode;
 use crate::exit::Exit;
-use crate::inventory::Vars;
-use crate::plan::{Plan, PlanOptions};
+use crate::plan::Plan;
 use crate::state::journal::{self, Replay};
 use crate::state::run_dir::RunDir;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use crate::state::runs::{self, ResolveError};
+use crate::state::snapshot::{Secrets, Snapshot, SnapshotError};
+use std::path::Path;
 
 /// A past run rebuilt from its folder.
 struct Reopened {
@@ -21,92 +21,70 @@ struct Reopened {
     replay: Replay,
 }
 
-/// Rebuilds the plan a run used from its snapshot, and reads its journal.
+/// Finds the run (an id or a unique prefix of one), rebuilds the plan it used from its
+/// snapshot, and reads its journal. Every problem is a usage error (exit 2).
 fn reopen(
     global: &GlobalOptions,
     run: &str,
     secret_vars: &[(String, String)],
 ) -> Result<Reopened, Diagnostics> {
-    let runs = global.state_dir.join("runs");
-    let Some(run_dir) = RunDir::open(&global.state_dir, run) else {
+    let runs_dir = runs::runs_dir(&global.state_dir);
+    let id = runs::resolve(&global.state_dir, run).map_err(|e| {
+        let hint = match e {
+            ResolveError::Ambiguous { .. } => "give more of the run id",
+            _ => "list runs with `pony history` (and pass the same --state-dir)",
+        };
+        Diagnostic::new(&runs_dir.join(run), e.to_string()).hint(hint)
+    })?;
+    let Some(run_dir) = RunDir::open(&global.state_dir, &id) else {
         return Err(Diagnostic::new(
-            &runs.join(run),
-            format!("no run `{run}` under {}", runs.display()),
+            &runs_dir.join(&id),
+            format!("run {id} has no journal: it never started"),
         )
-        .hint("list runs with `pony history` (and pass the same --state-dir)")
+        .hint("start a new `pony deploy`")
         .into());
     };
-    let corrupt = |file: &str, problem: String| -> Diagnostics {
+    let unusable = |path: &Path, problem: String| -> Diagnostics {
         Diagnostic::new(
-            &run_dir.path.join(file),
-            format!("the snapshot of run {run} is missing or corrupt: {problem}"),
+            path,
+            format!("the snapshot of run {id} is missing or corrupt: {problem}"),
         )
         .hint("the run cannot be resumed from its folder; start a new `pony deploy`")
         .into()
     };
-    let meta: serde_json::Value =
-        read_json(&run_dir.path.join("run.json")).map_err(|e| corrupt("run.json", e))?;
-    let vars: serde_json::Value =
-        read_json(&run_dir.path.join("vars.json")).map_err(|e| corrupt("vars.json", e))?;
-    let inventory = crate::inventory::load(&run_dir.path.join("inventory.yaml"))?;
-    let mut playbook = crate::playbook::load(&run_dir.path.join("playbook.yaml"))?;
-    if let Some(original) = meta["playbook_path"].as_str() {
-        playbook.files_dir = Path::new(original)
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-    }
-    let mut extra_vars: Vars = vars["vars"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        serde_yaml::Value::String(v.as_str().unwrap_or_default().to_string()),
+    let plan = Snapshot::load(&run_dir.path)
+        .and_then(|snapshot| snapshot.plan(Secrets::Given(secret_vars)))
+        .map_err(|e| match e {
+            SnapshotError::MissingSecrets { names } => names
+                .iter()
+                .map(|name| {
+                    Diagnostic::new(
+                        Path::new("--secret-var"),
+                        format!("run {id} was started with secret var `{name}`, whose value is never stored"),
                     )
+                    .hint(format!("pass it again: --secret-var {name}=VALUE"))
                 })
-                .collect()
-        })
-        .unwrap_or_default();
-    let needed: Vec<String> = vars["secret_vars"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut errors = Diagnostics::default();
-    for name in &needed {
-        match secret_vars.iter().find(|(k, _)| k == name) {
-            Some((_, value)) => {
-                extra_vars.insert(name.clone(), serde_yaml::Value::String(value.clone()));
-            }
-            None => errors.push(
-                Diagnostic::new(Path::new("--secret-var"), format!("run {run} was started with secret var `{name}`, whose value is never stored"))
-                    .hint(format!("pass it again: --secret-var {name}=VALUE")),
-            ),
-        }
-    }
-    errors.into_result(())?;
-    let options = PlanOptions {
-        limit: vars["limit"].as_str().map(str::to_string),
-        extra_vars,
-    };
-    let plan = crate::plan::build(Arc::new(inventory), Arc::new(playbook), &options)?;
-    let records = journal::read(&run_dir.journal_path())
-        .map_err(|e| corrupt("journal.jsonl", e.to_string()))?;
+                .fold(Diagnostics::default(), |mut all, d| {
+                    all.push(d);
+                    all
+                }),
+            SnapshotError::Invalid(diagnostics) => diagnostics,
+            SnapshotError::Read { ref path, .. }
+            | SnapshotError::Write { ref path, .. }
+            | SnapshotError::Json { ref path, .. } => unusable(&path.clone(), e.to_string()),
+        })?;
+    let records = journal::read(&run_dir.journal_path()).map_err(|e| {
+        Diagnostic::new(
+            &run_dir.journal_path(),
+            format!("the journal of run {id} is damaged: {e}"),
+        )
+        .hint("`pony status` shows what it can read; start a new `pony deploy`")
+    })?;
     Ok(Reopened {
         plan,
         run_dir,
         replay: Replay::from_records(&records),
     })
-}
-
-fn read_json(path: &PathBuf) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
 pub fn resume(

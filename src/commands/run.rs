@@ -37,7 +37,7 @@ pub enum RunFolder {
     New {
         inventory: std::path::PathBuf,
         playbook: std::path::PathBuf,
-        vars: serde_json::Value,
+        vars: crate::state::snapshot::SnapshotVars,
     },
     Existing(RunDir),
 }
@@ -55,14 +55,19 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
             inventory,
             playbook,
             vars,
-        } => RunDir::create(run_id.clone(), &global.state_dir, inventory, playbook, vars).map_err(
-            |e| {
-                anyhow::anyhow!(
-                    "cannot create the run folder under {}: {e}",
-                    global.state_dir.display()
-                )
-            },
-        )?,
+        } => RunDir::create(
+            run_id.clone(),
+            &global.state_dir,
+            inventory,
+            playbook,
+            vars.clone(),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the run folder under {}: {e}",
+                global.state_dir.display()
+            )
+        })?,
         RunFolder::Existing(dir) => dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -6,6 +6,7 @@
 //! command that goes on). `--output json` prints the same as one JSON object on one line.
 
 use crate::cli::{GlobalOptions, OutputFormat};
+use crate::events::RunOutcome;
 use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::state::runs::{self, Counts, Group, RollbackRecord, RunDetail, RunState, RunSummary};
@@ -18,8 +19,13 @@ const LIST_AT_MOST: usize = 20;
 pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
     let state_dir = &global.state_dir;
     let id = match run {
-        Some(run) => runs::resolve(state_dir, run)
-            .map_err(|e| anyhow::anyhow!("{e}\n  hint: `pony history` lists the runs"))?,
+        Some(run) => runs::resolve(state_dir, run).map_err(|e| {
+            let hint = match e {
+                runs::ResolveError::Ambiguous { .. } => "give more of the run id",
+                _ => "`pony history` lists the runs",
+            };
+            anyhow::anyhow!("{e}\n  hint: {hint}")
+        })?,
         None => runs::list(state_dir)?.into_iter().next().ok_or_else(|| {
             anyhow::anyhow!(
                 "no runs under {}\n  hint: start one with `pony deploy`, or pass --state-dir",
@@ -28,7 +34,7 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
         })?,
     };
     let detail = runs::read(state_dir, &id);
-    let plan = runs::snapshot_plan(&detail.summary.path);
+    let plan = runs::snapshot_plan(&detail.summary.path).map_err(|e| e.to_string());
     let report = Report::new(&detail, plan.as_ref().map_err(String::as_str));
     let mut out = std::io::stdout().lock();
     match global.output {
@@ -385,8 +391,8 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
                 ],
             )
         }
-        RunState::Finished => match run.outcome.as_deref() {
-            Some("AwaitingApproval") => {
+                RunState::Finished => match run.outcome {
+            Some(RunOutcome::AwaitingApproval) => {
                 let wave = plan.and_then(|plan| {
                     let last = plan.waves.len().saturating_sub(1);
                     plan.waves
@@ -407,13 +413,13 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
                     vec![format!("{resume} --approve {shown}")],
                 )
             }
-            Some("Interrupted") => waiting(
+            Some(RunOutcome::Interrupted) => waiting(
                 "resume",
                 None,
                 "interrupted; resume goes on from the journal".into(),
                 vec![resume],
             ),
-            Some("NeedsAttention") => waiting(
+            Some(RunOutcome::NeedsAttention) => waiting(
                 "attention",
                 None,
                 "a person must look (failed beyond what was rolled back, halted, or a rollback failed); then resume or roll back".into(),

@@ -20,6 +20,9 @@ pub struct Tally {
     failures: IndexMap<String, FailedHost>,
     /// The wave whose `approve:` gate the run last waited at.
     approval: Option<String>,
+    /// Hosts whose latest outcome is `failed` or `rollback_failed` (a rollback can fail
+    /// on a host none of whose tasks failed).
+    ended_failed: std::collections::HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,11 @@ impl Tally {
             Event::HostFinished { host, outcome, .. } => {
                 if let Some(failed) = self.failures.get_mut(host) {
                     failed.outcome = Some(*outcome);
+                }
+                if matches!(outcome, HostOutcome::Failed | HostOutcome::RollbackFailed) {
+                    self.ended_failed.insert(host.clone());
+                } else {
+                    self.ended_failed.remove(host);
                 }
             }
             _ => {}
@@ -260,13 +268,37 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
         }
         RunOutcome::NeedsAttention | RunOutcome::Interrupted => palette.red(verdict_text),
     };
-    let rollback_failed = if *rollback_failed > 0 {
-        format!(" ({rollback_failed} with a failed rollback)")
-    } else {
+    // A host that failed and was then rolled back ended `rolled_back`, but it failed:
+    // the verdict line counts every host that failed, however it ended.
+    let failed_hosts = tally.failures.len()
+        + tally
+            .ended_failed
+            .iter()
+            .filter(|h| !tally.failures.contains_key(*h))
+            .count();
+    let failed_rolled_back = tally
+        .failures
+        .values()
+        .filter(|f| f.outcome == Some(HostOutcome::RolledBack))
+        .count();
+    let mut notes = Vec::new();
+    if failed_rolled_back > 0 {
+        notes.push(if failed_rolled_back == failed_hosts {
+            "rolled back".to_string()
+        } else {
+            format!("{failed_rolled_back} rolled back")
+        });
+    }
+    if *rollback_failed > 0 {
+        notes.push(format!("{rollback_failed} with a failed rollback"));
+    }
+    let notes = if notes.is_empty() {
         String::new()
+    } else {
+        format!(" ({})", notes.join(", "))
     };
     lines.push(format!(
-        "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed} failed{rollback_failed}, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
+        "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed_hosts} failed{notes}, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
         short_duration(Duration::from_millis(*duration_ms))
     ));
     if !incomplete.is_empty() {
@@ -351,6 +383,29 @@ mod tests {
             regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],
             run_dir: "/state/runs/RUN".into(),
         };
+        tally.observe(&Event::TaskFailed {
+            task: TaskRef {
+                id: 1,
+                step: "switch".into(),
+                host: "c".into(),
+                region: "cn-south".into(),
+                cluster: "c1".into(),
+                wave: "w".into(),
+                label: "switch@c".into(),
+            },
+            exit_code: Some(7),
+            error: "exited with 7".into(),
+            stderr_tail: String::new(),
+            duration_ms: 5,
+            attempts: 1,
+            record: Default::default(),
+        });
+        tally.observe(&Event::HostFinished {
+            host: "c".into(),
+            region: "cn-south".into(),
+            cluster: "c1".into(),
+            outcome: HostOutcome::RolledBack,
+        });
         let text = render(&summary, &tally, &Palette::new(false)).join("\n");
         assert!(text.contains("REGION"), "{text}");
         assert!(text.contains("cn-south"), "{text}");
@@ -358,7 +413,7 @@ mod tests {
         let drain = text.lines().find(|l| l.starts_with("drain")).unwrap();
         assert!(drain.contains("9.0s") && drain.contains(" a "), "{drain}");
         assert!(
-            text.contains("run RUN failed; rollback complete in 2.5s: 4 hosts, 3 ok"),
+            text.contains("run RUN failed; rollback complete in 2.5s: 4 hosts, 3 ok, 1 failed (rolled back), 1 rolled back, 0 not run (exit 1)"),
             "{text}"
         );
         assert!(text.contains("journal: /state/runs/RUN/journal.jsonl"));

@@ -6,6 +6,7 @@ pub mod lock;
 pub mod recorder;
 pub mod run_dir;
 pub mod runs;
+pub mod snapshot;
 
 /// This machine's name, as recorded in journals and locks.
 pub fn hostname() -> String {

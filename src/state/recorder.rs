@@ -157,11 +157,7 @@ pub fn record_of(event: &Event) -> Option<Record> {
         },
         Event::Summary {
             outcome, exit_code, ..
-        } => Record::RunFinished {
-            outcome: format!("{outcome:?}"),
-            exit_code: *exit_code,
-            time: now(),
-        },
+        } => Record::run_finished(*outcome, *exit_code, now()),
         _ => return None,
     })
 }

@@ -1,6 +1,8 @@
 //! A run's folder: `<state dir>/runs/<run id>/` with the snapshot of the playbook,
-//! inventory and vars it used, `journal.jsonl` and `logs/<host>.log`.
+//! inventory and vars it used (see [`super::snapshot`]), `journal.jsonl` and
+//! `logs/<host>.log`.
 
+use super::snapshot::{Snapshot, SnapshotError, SnapshotVars};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -32,18 +34,13 @@ impl RunDir {
         state_dir: &Path,
         inventory: &Path,
         playbook: &Path,
-        vars: &serde_json::Value,
-    ) -> std::io::Result<RunDir> {
+        vars: SnapshotVars,
+    ) -> Result<RunDir, SnapshotError> {
         let path = state_dir.join("runs").join(&id);
-        std::fs::create_dir_all(path.join("logs"))?;
-        std::fs::copy(inventory, path.join("inventory.yaml"))?;
-        std::fs::copy(playbook, path.join("playbook.yaml"))?;
-        std::fs::write(path.join("vars.json"), serde_json::to_vec_pretty(vars)?)?;
-        let meta = serde_json::json!({
-            "inventory_path": inventory,
-            "playbook_path": playbook,
-        });
-        std::fs::write(path.join("run.json"), serde_json::to_vec_pretty(&meta)?)?;
+        let logs = path.join("logs");
+        std::fs::create_dir_all(&logs)
+            .map_err(|source| SnapshotError::Write { path: logs, source })?;
+        Snapshot::write(&path, inventory, playbook, vars)?;
         Ok(RunDir { id, path })
     }
 

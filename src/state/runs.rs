@@ -3,18 +3,14 @@
 //! and the plan rebuilt from a run's snapshot to know how many tasks are still pending.
 
 use super::journal::{self, Record, TaskState};
-use crate::inventory::Vars;
-use crate::plan::{Plan, PlanOptions};
+use super::snapshot::{Secrets, Snapshot, SnapshotError};
+use crate::events::RunOutcome;
+use crate::plan::Plan;
 use crate::playbook::Per;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-/// The value secret vars get when a plan is rebuilt for display: their values are
-/// never stored, and only the shape of the plan is needed.
-pub const SECRET_PLACEHOLDER: &str = "***";
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,9 +45,9 @@ pub struct RunSummary {
     /// `finished − started` in milliseconds.
     pub duration_ms: Option<u64>,
     pub state: RunState,
-    /// As journaled: Succeeded, FailedRolledBack, NeedsAttention, AwaitingApproval,
-    /// Interrupted (none unless `state` is finished).
-    pub outcome: Option<String>,
+    /// As journaled, spelt as in the `summary` event (`failed_rolled_back`); none unless
+    /// `state` is finished.
+    pub outcome: Option<RunOutcome>,
     /// The process exit code the run ended with (none unless finished).
     pub exit_code: Option<i32>,
     /// The outcome or state in words: `succeeded`, `failed, rolled back`, `running`, …
@@ -151,33 +147,48 @@ pub fn list(state_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(runs.into_iter().map(|(_, _, id)| id).collect())
 }
 
+/// Why a run given on the command line does not name one run.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("cannot read the runs under {}: {source}", dir.display())]
+    Read {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no run `{run}` under {}", dir.display())]
+    NotFound { run: String, dir: PathBuf },
+    #[error("`{run}` matches {} runs: {}{}; give more of the id", matches.len(), matches.iter().take(AMBIGUOUS_SHOWN).cloned().collect::<Vec<_>>().join(", "), if matches.len() > AMBIGUOUS_SHOWN { ", …" } else { "" })]
+    Ambiguous { run: String, matches: Vec<String> },
+}
+
+/// How many of the runs an ambiguous prefix matches its error lists.
+const AMBIGUOUS_SHOWN: usize = 10;
+
 /// Resolves a run given on the command line: an exact id or a unique prefix of one.
-pub fn resolve(state_dir: &Path, run: &str) -> Result<String, String> {
-    let ids = list(state_dir).map_err(|e| {
-        format!(
-            "cannot read the runs under {}: {e}",
-            runs_dir(state_dir).display()
-        )
+pub fn resolve(state_dir: &Path, run: &str) -> Result<String, ResolveError> {
+    let ids = list(state_dir).map_err(|source| ResolveError::Read {
+        dir: runs_dir(state_dir),
+        source,
     })?;
     if ids.iter().any(|id| id == run) {
         return Ok(run.to_string());
     }
-    let matching: Vec<&String> = ids.iter().filter(|id| id.starts_with(run)).collect();
-    match matching.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(format!(
-            "no run `{run}` under {}",
-            runs_dir(state_dir).display()
-        )),
-        many => Err(format!(
-            "`{run}` matches {} runs ({}); give more of the id",
-            many.len(),
-            many.iter()
-                .take(5)
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+    let mut matching: Vec<String> = ids.into_iter().filter(|id| id.starts_with(run)).collect();
+    match matching.len() {
+        1 => Ok(matching.remove(0)),
+        0 => Err(ResolveError::NotFound {
+            run: run.to_string(),
+            dir: runs_dir(state_dir),
+        }),
+        _ => {
+            // Oldest first reads best next to the id typed.
+            matching.sort();
+            Err(ResolveError::Ambiguous {
+                run: run.to_string(),
+                matches: matching,
+            })
+        }
     }
 }
 
@@ -188,31 +199,21 @@ pub fn read(state_dir: &Path, id: &str) -> RunDetail {
     fold(id, path, &records, problem)
 }
 
-/// Reads a journal; a torn last line is ignored (by `journal::read`), and a damaged line
-/// elsewhere is skipped and reported rather than hiding the whole run.
+/// Reads a journal; a torn last line is ignored, and a damaged line elsewhere is skipped
+/// and reported rather than hiding the whole run.
 fn read_journal(path: &Path) -> (Vec<Record>, Option<String>) {
-    match journal::read(path) {
-        Ok(records) => (records, None),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let mut records = Vec::new();
-            let mut bad = Vec::new();
-            let lines: Vec<&str> = text.lines().collect();
-            for (i, line) in lines.iter().enumerate() {
-                match serde_json::from_str::<Record>(line) {
-                    Ok(record) => records.push(record),
-                    Err(_) if i + 1 == lines.len() => {}
-                    Err(_) => bad.push((i + 1).to_string()),
-                }
-            }
+    match journal::read_lenient(path) {
+        Ok(read) if read.bad_lines.is_empty() => (read.records, None),
+        Ok(read) => {
+            let lines: Vec<String> = read.bad_lines.iter().map(|(n, _)| n.to_string()).collect();
             let problem = format!(
                 "{}: skipped unreadable line(s) {}",
                 path.display(),
-                bad.join(", ")
+                lines.join(", ")
             );
-            (records, Some(problem))
+            (read.records, Some(problem))
         }
-        Err(e) => (Vec::new(), Some(format!("{}: {e}", path.display()))),
+        Err(e) => (Vec::new(), Some(e.to_string())),
     }
 }
 
@@ -365,11 +366,9 @@ fn fold(id: &str, path: PathBuf, records: &[Record], problem: Option<String>) ->
                 upsert(&mut rollbacks, &mut rollback_index, label, rollback);
             }
             Record::RunFinished {
-                outcome,
-                exit_code,
-                time,
+                exit_code, time, ..
             } => {
-                summary.outcome = Some(outcome.clone());
+                summary.outcome = record.outcome();
                 summary.exit_code = Some(*exit_code);
                 summary.finished = Some(time.clone());
             }
@@ -420,25 +419,25 @@ pub fn task_state_name(state: TaskState) -> &'static str {
     }
 }
 
-/// The journaled outcome in words, as the deploy summary says it.
-pub fn outcome_words(outcome: &str) -> String {
+/// The outcome in words, for tables and headers.
+pub fn outcome_words(outcome: RunOutcome) -> &'static str {
     match outcome {
-        "Succeeded" => "succeeded".into(),
-        "FailedRolledBack" => "failed, rolled back".into(),
-        "NeedsAttention" => "FAILED, needs attention".into(),
-        "AwaitingApproval" => "awaiting approval".into(),
-        "Interrupted" => "interrupted".into(),
-        other => other.to_lowercase(),
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::FailedRolledBack => "failed, rolled back",
+        RunOutcome::NeedsAttention => "FAILED, needs attention",
+        RunOutcome::AwaitingApproval => "awaiting approval",
+        RunOutcome::Interrupted => "interrupted",
+        RunOutcome::RolledBack => "rolled back",
     }
 }
 
 fn result_words(summary: &RunSummary) -> String {
     match summary.state {
         RunState::Finished => {
-            let words = outcome_words(summary.outcome.as_deref().unwrap_or_default());
+            let words = summary.outcome.map(outcome_words).unwrap_or("finished");
             match summary.exit_code {
                 Some(code) => format!("{words} (exit {code})"),
-                None => words,
+                None => words.to_string(),
             }
         }
         RunState::Running => "running".into(),
@@ -479,64 +478,10 @@ fn controller_alive(pid: Option<u32>, host: &str) -> bool {
     }
 }
 
-/// Rebuilds the plan a run used from its snapshot (inventory.yaml, playbook.yaml,
-/// vars.json); secret vars get [`SECRET_PLACEHOLDER`]. If the snapshot's playbook refers
-/// to template files next to the original playbook, the original path (run.json) is
-/// tried as the playbook's location too.
-pub fn snapshot_plan(run_path: &Path) -> Result<Plan, String> {
-    let vars_text = std::fs::read_to_string(run_path.join("vars.json"))
-        .map_err(|e| format!("{}: {e}", run_path.join("vars.json").display()))?;
-    let vars: serde_json::Value = serde_json::from_str(&vars_text)
-        .map_err(|e| format!("{}: {e}", run_path.join("vars.json").display()))?;
-    let mut extra_vars = Vars::new();
-    if let Some(map) = vars.get("vars").and_then(|v| v.as_object()) {
-        for (k, v) in map {
-            let value = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            extra_vars.insert(k.clone(), serde_yaml::Value::String(value));
-        }
-    }
-    if let Some(names) = vars.get("secret_vars").and_then(|v| v.as_array()) {
-        for name in names.iter().filter_map(|n| n.as_str()) {
-            extra_vars.insert(
-                name.to_string(),
-                serde_yaml::Value::String(SECRET_PLACEHOLDER.into()),
-            );
-        }
-    }
-    let options = PlanOptions {
-        limit: vars
-            .get("limit")
-            .and_then(|l| l.as_str())
-            .map(str::to_string),
-        extra_vars,
-    };
-    let inventory =
-        crate::inventory::load(&run_path.join("inventory.yaml")).map_err(|e| e.to_string())?;
-    let inventory = Arc::new(inventory);
-    let playbook_path = run_path.join("playbook.yaml");
-    let playbook_text = std::fs::read_to_string(&playbook_path)
-        .map_err(|e| format!("{}: {e}", playbook_path.display()))?;
-    let first = crate::playbook::parse(&playbook_path, &playbook_text)
-        .and_then(|pb| crate::plan::build(inventory.clone(), Arc::new(pb), &options));
-    let error = match first {
-        Ok(plan) => return Ok(plan),
-        Err(e) => e.to_string(),
-    };
-    let original = std::fs::read_to_string(run_path.join("run.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|m| m.get("playbook_path")?.as_str().map(PathBuf::from));
-    if let Some(original) = original {
-        if let Ok(plan) = crate::playbook::parse(&original, &playbook_text)
-            .and_then(|pb| crate::plan::build(inventory, Arc::new(pb), &options))
-        {
-            return Ok(plan);
-        }
-    }
-    Err(error)
+/// Rebuilds the plan a run used from its snapshot, secret vars as
+/// [`super::snapshot::SECRET_PLACEHOLDER`]: for counting what is pending.
+pub fn snapshot_plan(run_path: &Path) -> Result<Plan, SnapshotError> {
+    Snapshot::load(run_path)?.plan(Secrets::Placeholder)
 }
 
 /// Task counts of one group (a wave, a region, or the whole run).
@@ -680,7 +625,8 @@ pub fn tally(detail: &RunDetail, plan: Result<&Plan, &str>) -> Tally {
         }
         Err(error) => {
             let inventory =
-                crate::inventory::load(&detail.summary.path.join("inventory.yaml")).ok();
+                crate::inventory::load(&detail.summary.path.join(super::snapshot::INVENTORY_FILE))
+                    .ok();
             let mut order: Vec<String> = Vec::new();
             let mut by_region: BTreeMap<String, Counts> = BTreeMap::new();
             for t in &detail.tasks {
@@ -792,18 +738,10 @@ mod tests {
         let records = vec![
             started(1, "2026-01-01T00:00:00Z"),
             finished("a@h1", TaskState::Failed),
-            Record::RunFinished {
-                outcome: "Interrupted".into(),
-                exit_code: 130,
-                time: "2026-01-01T00:00:05Z".into(),
-            },
+            Record::run_finished(RunOutcome::Interrupted, 130, "2026-01-01T00:00:05Z".into()),
             started(2, "2026-01-01T01:00:00Z"),
             finished("a@h1", TaskState::Succeeded),
-            Record::RunFinished {
-                outcome: "Succeeded".into(),
-                exit_code: 0,
-                time: "2026-01-01T01:00:01.500Z".into(),
-            },
+            Record::run_finished(RunOutcome::Succeeded, 0, "2026-01-01T01:00:01.500Z".into()),
         ];
         let detail = fold("r", PathBuf::from("/nowhere"), &records, None);
         assert_eq!(detail.summary.state, RunState::Finished);
@@ -814,6 +752,7 @@ mod tests {
         );
         assert_eq!(detail.summary.duration_ms, Some(3_601_500));
         assert_eq!(detail.summary.result, "succeeded (exit 0)");
+        assert_eq!(detail.summary.outcome, Some(RunOutcome::Succeeded));
         assert_eq!(detail.tasks.len(), 1);
         assert_eq!(detail.tasks[0].state, "succeeded");
     }
