@@ -55,17 +55,20 @@ pub fn run(cli: Cli) -> Exit {
             hosts,
             accept_new_host_keys,
             timeout,
+            handshakes,
         } => crate::commands::ping::run(
             &cli.global,
             &hosts.inventory,
             hosts.limit.as_deref(),
             *accept_new_host_keys,
             *timeout,
+            *handshakes,
         ),
         Command::Exec {
             hosts,
             accept_new_host_keys,
             timeout,
+            handshakes,
             command,
         } => crate::commands::exec::run(
             &cli.global,
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> Exit {
             hosts.limit.as_deref(),
             *accept_new_host_keys,
             *timeout,
+            *handshakes,
             command,
         ),
         Command::Completions { shell } => crate::commands::completions::completions(*shell),

@@ -1,21 +1,32 @@
 //! The SSH transport: the system OpenSSH client through the openssh crate with native
 //! multiplexing. One master per host, opened on the host's first task and closed when the
 //! host is done; every command is a channel on it, file writes go over SFTP on it.
-//! Host keys are checked strictly unless new keys are explicitly accepted.
+//! Host keys are checked strictly; `--accept-new-host-keys` is ssh's `accept-new`: an
+//! unknown key is accepted and recorded in known_hosts, a changed key is still refused.
+//!
+//! No ssh process outlives pony by more than its `control_persist` (30 s by default),
+//! however pony ends: a master exits once it has had no mux client for that long, and
+//! while pony holds a connection it holds one mux client on it (the tether), so a long
+//! task or a host idle between waves keeps its master. When pony dies, the kernel closes
+//! the tether and every channel, and the master exits on its own. Control sockets live in
+//! one directory per user; a master's directory that a dead run left behind is swept when
+//! the next run starts ([`sweep_stale_control_dirs`]).
 
 use super::shell::RemoteShell;
 use super::{with_remote_timeout, BoxFuture, CommandOutput, Connection, TransportError};
 use crate::inventory::{Host, SshSettings};
-use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket};
+use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a master outlives its last mux client without `ssh: { control_persist }`.
+pub const CONTROL_PERSIST: Duration = Duration::from_secs(30);
 
 /// Client settings that hold for every host of a run.
 #[derive(Debug, Clone)]
 pub struct SshOptions {
     pub accept_new_host_keys: bool,
-    pub connect_timeout: Duration,
     pub keepalive: Duration,
     /// Short directory for control sockets (unix socket paths are limited to ~100 bytes).
     pub control_dir: PathBuf,
@@ -35,7 +46,6 @@ impl SshOptions {
         let control_dir = base.join(format!("pony-ssh-{}", unsafe { libc::getuid() }));
         SshOptions {
             accept_new_host_keys,
-            connect_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             control_dir,
             config_dir: state_dir.join("ssh"),
@@ -45,21 +55,37 @@ impl SshOptions {
 
 pub struct SshConnection {
     session: Arc<Session>,
+    /// A mux client held open for as long as pony holds the connection: the master never
+    /// counts as idle before pony lets go of it (or dies).
+    _tether: std::sync::Mutex<openssh_mux_client::Connection>,
     sftp: tokio::sync::OnceCell<openssh_sftp_client::Sftp>,
     /// Idle persistent shells; a task takes one (or opens one) and gives it back.
     shells: std::sync::Mutex<Vec<RemoteShell>>,
 }
 
 impl SshConnection {
-    /// Opens the host's master connection.
-    pub async fn open(host: &Host, options: &SshOptions) -> Result<Self, TransportError> {
-        let builder = builder(&host.name, &host.ssh, options)?;
+    /// Opens the host's master connection; one attempt of at most `connect_timeout`.
+    pub async fn open(
+        host: &Host,
+        options: &SshOptions,
+        connect_timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let mut builder = builder(&host.name, &host.ssh, options)?;
+        builder.connect_timeout(connect_timeout);
         let session = builder
             .connect_mux(host.destination())
             .await
             .map_err(|e| TransportError::Connect(describe(&e)))?;
+        let mut tether = openssh_mux_client::Connection::connect(session.control_socket())
+            .await
+            .map_err(|e| TransportError::Connect(format!("control socket: {}", describe(&e))))?;
+        tether
+            .send_alive_check()
+            .await
+            .map_err(|e| TransportError::Connect(format!("control socket: {}", describe(&e))))?;
         Ok(SshConnection {
             session: Arc::new(session),
+            _tether: std::sync::Mutex::new(tether),
             sftp: tokio::sync::OnceCell::new(),
             shells: std::sync::Mutex::new(Vec::new()),
         })
@@ -73,13 +99,12 @@ pub fn builder(
     options: &SshOptions,
 ) -> Result<SessionBuilder, TransportError> {
     let mut builder = SessionBuilder::default();
+    let persist = ssh.control_persist.unwrap_or(CONTROL_PERSIST).as_secs();
     builder
-        .known_hosts_check(if options.accept_new_host_keys {
-            KnownHosts::Accept
-        } else {
-            KnownHosts::Strict
-        })
-        .connect_timeout(options.connect_timeout)
+        .known_hosts_check(known_hosts_check(options.accept_new_host_keys))
+        .control_persist(ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(persist as usize).unwrap_or(std::num::NonZeroUsize::MIN),
+        ))
         .server_alive_interval(options.keepalive);
     std::fs::create_dir_all(&options.control_dir).map_err(|e| {
         TransportError::Other(format!(
@@ -97,8 +122,15 @@ pub fn builder(
     if let Some(key) = &ssh.identity_file {
         builder.keyfile(expand_home(key));
     }
-    if let Some(jump) = &ssh.jump {
-        builder.jump_hosts(jump.split(',').map(str::trim));
+    match ssh.jumps() {
+        Some(jumps) => {
+            builder.jump_hosts(jumps);
+        }
+        // `-J none` also turns off a ProxyJump that ssh_config would add.
+        None if ssh.jump.is_some() => {
+            builder.jump_hosts(["none"]);
+        }
+        None => {}
     }
     match (&ssh.config_file, ssh.options.is_empty()) {
         (config, true) => {
@@ -127,6 +159,55 @@ pub fn builder(
         }
     }
     Ok(builder)
+}
+
+/// `accept-new` with the flag: `Accept` (ssh's `StrictHostKeyChecking=no`) would also let
+/// a changed key through, which is what a man in the middle looks like.
+pub fn known_hosts_check(accept_new_host_keys: bool) -> KnownHosts {
+    if accept_new_host_keys {
+        KnownHosts::Add
+    } else {
+        KnownHosts::Strict
+    }
+}
+
+/// Removes the per-master directories (`.ssh-connection*`) in `control_dir` whose master
+/// is gone: its socket refuses connections, or it never got one and is older than any
+/// handshake could take. Live masters (another pony running now) are left alone.
+pub fn sweep_stale_control_dirs(control_dir: &Path) {
+    const NO_SOCKET_GRACE: Duration = Duration::from_secs(600);
+    let Ok(entries) = std::fs::read_dir(control_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_master_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".ssh-connection");
+        if !is_master_dir {
+            continue;
+        }
+        let socket = path.join("master");
+        let stale = if socket.exists() {
+            matches!(
+                std::os::unix::net::UnixStream::connect(&socket),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > NO_SOCKET_GRACE)
+        };
+        if stale {
+            tracing::debug!("removing stale control dir {}", path.display());
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn expand_home(path: &str) -> PathBuf {
@@ -260,5 +341,37 @@ impl Connection for SshConnection {
                 .map_err(|e| TransportError::Other(format!("port forward to {port}: {e}")))?;
             Ok(Box::new(stream) as Box<dyn super::Stream>)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepting_new_host_keys_is_accept_new_not_no_checking() {
+        assert!(matches!(known_hosts_check(true), KnownHosts::Add));
+        assert!(matches!(known_hosts_check(false), KnownHosts::Strict));
+    }
+
+    #[test]
+    fn sweep_removes_dead_masters_dirs_and_keeps_live_and_fresh_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(".ssh-connectionDEAD");
+        let live = dir.path().join(".ssh-connectionLIVE");
+        let fresh = dir.path().join(".ssh-connectionNEW");
+        let other = dir.path().join("unrelated");
+        for d in [&dead, &live, &fresh, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // A socket whose listener is gone: what a killed master leaves.
+        drop(std::os::unix::net::UnixListener::bind(dead.join("master")).unwrap());
+        let _listening = std::os::unix::net::UnixListener::bind(live.join("master")).unwrap();
+        std::fs::write(fresh.join("log"), "").unwrap();
+        sweep_stale_control_dirs(dir.path());
+        assert!(!dead.exists(), "a dead master's dir is removed");
+        assert!(live.join("master").exists(), "a live master is kept");
+        assert!(fresh.exists(), "a handshake in progress is kept");
+        assert!(other.exists(), "only .ssh-connection* dirs are touched");
     }
 }
