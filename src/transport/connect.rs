@@ -101,25 +101,22 @@ pub fn retryable(error: &TransportError) -> bool {
         )
 }
 
-/// The sshd that sees a host's handshake: its first jump host (`[user@]host[:port]`, the
-/// user dropped and port 22 made explicit, so that two spellings of one bastion share its
-/// gate), else the destination itself. `jump: none` is no jump.
+/// The sshd that sees a host's handshake, as `host:port`: its first jump host
+/// (`[user@]host[:port]`, the user dropped and port 22 made explicit, so that two spellings
+/// of one bastion share its gate), else the destination itself (so a bastion that is also
+/// a host in the inventory has one gate). `jump: none` is no jump.
 pub fn handshake_key(host: &Host) -> String {
     match host.ssh.jumps() {
         Some(jumps) => {
             let first = jumps[0];
             let first = first.rsplit_once('@').map(|(_, h)| h).unwrap_or(first);
             if first.contains(':') {
-                format!("jump {first}")
+                first.to_string()
             } else {
-                format!("jump {first}:22")
+                format!("{first}:22")
             }
         }
-        None => format!(
-            "direct {}:{}",
-            host.destination(),
-            host.ssh.port.unwrap_or(22)
-        ),
+        None => format!("{}:{}", host.destination(), host.ssh.port.unwrap_or(22)),
     }
 }
 
@@ -315,16 +312,18 @@ regions:
           c: { address: 10.0.0.3, ssh: { jump: "deploy@bastion.eu" } }
           d: { address: 10.0.0.4, ssh: { jump: "bastion.eu:22,inner" } }
           e: { address: 10.0.0.5 }
+          bastion: { address: bastion.eu, ssh: { jump: none } }
 "#,
         );
         let key = |name: &str| handshake_key(&inv.hosts[inv.host_id(name).unwrap()]);
-        assert_eq!(key("a"), "direct 10.0.0.1:22");
-        assert_eq!(key("b"), "direct 10.0.0.2:22");
+        assert_eq!(key("a"), "10.0.0.1:22");
+        assert_eq!(key("b"), "10.0.0.2:22");
         assert_ne!(key("a"), key("b"), "two sshds, two gates");
         // One bastion however it is spelled: one gate.
-        assert_eq!(key("c"), "jump bastion.eu:22");
+        assert_eq!(key("c"), "bastion.eu:22");
         assert_eq!(key("d"), key("c"));
         assert_eq!(key("e"), key("c"));
+        assert_eq!(key("bastion"), key("c"), "the bastion's own handshakes hit its sshd");
         let connector = Connector::new(ssh_options(), PathBuf::new(), &inv.hosts, 4);
         assert_eq!(connector.gates.len(), 3, "{:?}", connector.gates.keys());
     }
