@@ -39,7 +39,11 @@ fn set_known_key(lab: &Lab, host: &str, key: Option<&str>) {
         .filter(|l| !l.starts_with(&format!("{name} ")))
         .map(String::from)
         .collect();
-    assert_eq!(lines.len() + 1, text.lines().count(), "{host} was listed once");
+    assert_eq!(
+        lines.len() + 1,
+        text.lines().count(),
+        "{host} was listed once"
+    );
     if let Some(key) = key {
         lines.push(format!("{name} {key}"));
     }
@@ -126,11 +130,7 @@ fn a_changed_host_key_is_refused_with_and_without_accept_new_host_keys() {
     }
     // The changed entry is still the one known: nothing replaced it.
     let known = std::fs::read_to_string(lab.fleet.known_hosts_path()).unwrap();
-    assert_eq!(
-        known.matches(&known_name(&lab, HOST)).count(),
-        1,
-        "{known}"
-    );
+    assert_eq!(known.matches(&known_name(&lab, HOST)).count(), 1, "{known}");
 }
 
 #[test]
@@ -143,7 +143,10 @@ fn an_unknown_host_key_is_refused_by_default_and_accepted_and_recorded_with_the_
     let out = deploy(&lab, false);
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!marker.exists(), "strict checking let an unknown key in");
-    assert!(!is_known(&lab, &name), "nothing was recorded without the flag");
+    assert!(
+        !is_known(&lab, &name),
+        "nothing was recorded without the flag"
+    );
 
     let out = deploy(&lab, true);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

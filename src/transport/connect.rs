@@ -323,7 +323,11 @@ regions:
         assert_eq!(key("c"), "bastion.eu:22");
         assert_eq!(key("d"), key("c"));
         assert_eq!(key("e"), key("c"));
-        assert_eq!(key("bastion"), key("c"), "the bastion's own handshakes hit its sshd");
+        assert_eq!(
+            key("bastion"),
+            key("c"),
+            "the bastion's own handshakes hit its sshd"
+        );
         let connector = Connector::new(ssh_options(), PathBuf::new(), &inv.hosts, 4);
         assert_eq!(connector.gates.len(), 3, "{:?}", connector.gates.keys());
     }

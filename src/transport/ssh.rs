@@ -4,13 +4,20 @@
 //! Host keys are checked strictly; `--accept-new-host-keys` is ssh's `accept-new`: an
 //! unknown key is accepted and recorded in known_hosts, a changed key is still refused.
 //!
-//! No ssh process outlives pony by more than its `control_persist` (30 s by default),
-//! however pony ends: a master exits once it has had no mux client for that long, and
-//! while pony holds a connection it holds one mux client on it (the tether), so a long
-//! task or a host idle between waves keeps its master. When pony dies, the kernel closes
-//! the tether and every channel, and the master exits on its own. Control sockets live in
-//! one directory per user; a master's directory that a dead run left behind is swept when
-//! the next run starts ([`sweep_stale_control_dirs`]).
+//! No ssh master outlives pony, however pony ends (even SIGKILL, which runs no cleanup in
+//! pony), by more than moments, or `control_persist` (30 s by default) at worst:
+//! - a watchdog (`sh`, in its own process group so a terminal's Ctrl-C does not reach it)
+//!   blocks reading a pipe only pony writes to; when pony is gone, however, the pipe
+//!   closes and the watchdog sends `ssh -O exit` to every master pony opened (each
+//!   master's control directory names its pony in `pony.pid`). This also ends masters
+//!   whose remote command is still running, which ControlPersist alone would keep;
+//! - masters run with a bounded `ControlPersist`: one pony never got to name (it died
+//!   during the handshake) exits once it has had no mux client for that long. While pony
+//!   holds a connection it holds one mux client on it (the tether), so a long task or a
+//!   host idle between waves keeps its master.
+//!
+//! Control sockets live in one directory per user; a master's directory that a dead run
+//! left behind is swept when the next run starts ([`sweep_stale_control_dirs`]).
 
 use super::shell::RemoteShell;
 use super::{with_remote_timeout, BoxFuture, CommandOutput, Connection, TransportError};
@@ -76,6 +83,12 @@ impl SshConnection {
             .connect_mux(host.destination())
             .await
             .map_err(|e| TransportError::Connect(describe(&e)))?;
+        if let Some(dir) = session.control_socket().parent() {
+            // Names the master for the watchdog, and lets the next run tell this
+            // directory from a live one once pony is gone.
+            let _ = std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string());
+        }
+        start_watchdog(&options.control_dir);
         let mut tether = openssh_mux_client::Connection::connect(session.control_socket())
             .await
             .map_err(|e| TransportError::Connect(format!("control socket: {}", describe(&e))))?;
@@ -171,11 +184,53 @@ pub fn known_hosts_check(accept_new_host_keys: bool) -> KnownHosts {
     }
 }
 
-/// Removes the per-master directories (`.ssh-connection*`) in `control_dir` whose master
-/// is gone: its socket refuses connections, or it never got one and is older than any
-/// handshake could take. Live masters (another pony running now) are left alone.
+/// The file in a master's control directory that names the pony process that opened it.
+const OWNER_FILE: &str = "pony.pid";
+
+/// Starts this process's watchdog once (see the module doc): when this process ends, it
+/// tells every master in `control_dir` that this process opened to exit.
+fn start_watchdog(control_dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    // The write end of the watchdog's stdin, never closed while pony lives: the kernel
+    // closes it when pony ends. Not inherited by other children (std opens it CLOEXEC).
+    static PIPE: std::sync::OnceLock<Option<std::process::ChildStdin>> = std::sync::OnceLock::new();
+    PIPE.get_or_init(|| {
+        const SCRIPT: &str = r#"trap '' INT HUP TERM
+read _ignored
+for dir in "$1"/.ssh-connection*; do
+  [ "$(cat "$dir/pony.pid" 2>/dev/null)" = "$2" ] || continue
+  ssh -o BatchMode=yes -S "$dir/master" -O exit pony-watchdog >/dev/null 2>&1
+done"#;
+        let spawned = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg("pony-ssh-watchdog")
+            .arg(control_dir)
+            .arg(std::process::id().to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(mut child) => child.stdin.take(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start the ssh watchdog (masters will end after ControlPersist): {e}"
+                );
+                None
+            }
+        }
+    });
+}
+
+/// Removes the per-master directories (`.ssh-connection*`) in `control_dir` that a dead
+/// run left behind: no live master answers on its socket, and the pony that opened it is
+/// gone (or, when it never got as far as saying who it is, the directory is older than
+/// any handshake takes). Live masters and handshakes in progress (another pony running
+/// now) are left alone.
 pub fn sweep_stale_control_dirs(control_dir: &Path) {
-    const NO_SOCKET_GRACE: Duration = Duration::from_secs(600);
+    const UNOWNED_GRACE: Duration = Duration::from_secs(600);
     let Ok(entries) = std::fs::read_dir(control_dir) else {
         return;
     };
@@ -186,23 +241,25 @@ pub fn sweep_stale_control_dirs(control_dir: &Path) {
                 .file_name()
                 .to_string_lossy()
                 .starts_with(".ssh-connection");
-        if !is_master_dir {
+        if !is_master_dir || std::os::unix::net::UnixStream::connect(path.join("master")).is_ok() {
             continue;
         }
-        let socket = path.join("master");
-        let stale = if socket.exists() {
-            matches!(
-                std::os::unix::net::UnixStream::connect(&socket),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
-            )
-        } else {
+        let owner_gone = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+            .map(|pid| {
+                // Signal 0 checks existence only; ESRCH means no such process.
+                let status = unsafe { libc::kill(pid, 0) };
+                status != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            });
+        let stale = owner_gone.unwrap_or_else(|| {
             entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > NO_SOCKET_GRACE)
-        };
+                .is_some_and(|age| age > UNOWNED_GRACE)
+        });
         if stale {
             tracing::debug!("removing stale control dir {}", path.display());
             let _ = std::fs::remove_dir_all(&path);
@@ -355,23 +412,43 @@ mod tests {
     }
 
     #[test]
-    fn sweep_removes_dead_masters_dirs_and_keeps_live_and_fresh_ones() {
+    fn sweep_removes_dead_runs_dirs_and_keeps_live_and_fresh_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let dead = dir.path().join(".ssh-connectionDEAD");
-        let live = dir.path().join(".ssh-connectionLIVE");
-        let fresh = dir.path().join(".ssh-connectionNEW");
-        let other = dir.path().join("unrelated");
-        for d in [&dead, &live, &fresh, &other] {
-            std::fs::create_dir(d).unwrap();
-        }
-        // A socket whose listener is gone: what a killed master leaves.
+        let make = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            path
+        };
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let me = std::process::id().to_string();
+
+        // A killed run: its master's socket no longer answers and its pony is gone.
+        let dead = make(".ssh-connectionDEAD");
         drop(std::os::unix::net::UnixListener::bind(dead.join("master")).unwrap());
+        std::fs::write(dead.join(OWNER_FILE), dead_pid.to_string()).unwrap();
+        // The master exited and removed its socket; its pony is gone too.
+        let gone = make(".ssh-connectionGONE");
+        std::fs::write(gone.join(OWNER_FILE), dead_pid.to_string()).unwrap();
+        // A master that still answers (a live run, or a dead one's within ControlPersist).
+        let live = make(".ssh-connectionLIVE");
         let _listening = std::os::unix::net::UnixListener::bind(live.join("master")).unwrap();
+        std::fs::write(live.join(OWNER_FILE), dead_pid.to_string()).unwrap();
+        // A handshake in progress: no socket, no owner yet.
+        let fresh = make(".ssh-connectionNEW");
         std::fs::write(fresh.join("log"), "").unwrap();
+        // A running pony's master that died: that pony cleans up after itself.
+        let mine = make(".ssh-connectionMINE");
+        std::fs::write(mine.join(OWNER_FILE), me).unwrap();
+        let other = make("unrelated");
+
         sweep_stale_control_dirs(dir.path());
-        assert!(!dead.exists(), "a dead master's dir is removed");
+        assert!(!dead.exists(), "a dead run's dir is removed");
+        assert!(!gone.exists(), "a dead run's dir without socket is removed");
         assert!(live.join("master").exists(), "a live master is kept");
         assert!(fresh.exists(), "a handshake in progress is kept");
+        assert!(mine.exists(), "a live pony's dir is kept");
         assert!(other.exists(), "only .ssh-connection* dirs are touched");
     }
 }
