@@ -57,17 +57,20 @@ pub fn run(cli: Cli) -> Exit {
             hosts,
             accept_new_host_keys,
             timeout,
+            handshakes,
         } => crate::commands::ping::run(
             &cli.global,
             &hosts.inventory,
             hosts.limit.as_deref(),
             *accept_new_host_keys,
             *timeout,
+            *handshakes,
         ),
         Command::Exec {
             hosts,
             accept_new_host_keys,
             timeout,
+            handshakes,
             command,
         } => crate::commands::exec::run(
             &cli.global,
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> Exit {
             hosts.limit.as_deref(),
             *accept_new_host_keys,
             *timeout,
+            *handshakes,
             command,
         ),
         Command::Completions { shell } => crate::commands::completions::completions(*shell),

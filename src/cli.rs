@@ -189,6 +189,10 @@ pub enum Command {
         /// Give up on a host that has not answered within this long (e.g. 5s, 1m).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Connections being opened at once per sshd (jump host or direct), as the
+        /// playbook's `strategy.handshakes`.
+        #[arg(long, default_value_t = crate::transport::connect::HANDSHAKES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        handshakes: usize,
     },
     /// Run an ad-hoc command on many hosts; identical outputs are folded together.
     Exec {
@@ -199,6 +203,10 @@ pub enum Command {
         /// Kill the command on a host that runs longer than this (e.g. 30s, 5m).
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<std::time::Duration>,
+        /// Connections being opened at once per sshd (jump host or direct), as the
+        /// playbook's `strategy.handshakes`.
+        #[arg(long, default_value_t = crate::transport::connect::HANDSHAKES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        handshakes: usize,
         /// The command, run with `sh -c` on every host.
         #[arg(last = true, required = true)]
         command: Vec<String>,

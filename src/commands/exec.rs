@@ -3,15 +3,18 @@
 //! stderr and exit code are identical are folded into one group, so 6,000 hosts that agree
 //! print one block and the odd ones stand out. Successful groups come first (largest
 //! first), failures last, nearest the prompt. Exit 0 when the command succeeded everywhere,
-//! 1 when it failed or could not run on some host.
+//! 1 when it failed or could not run on some host. Connections are opened as for a deploy
+//! (`transport::connect`): the hosts' own connect timeout and retries, `--handshakes` per
+//! sshd.
 
-use super::ping::{one_line, select, Opener, Reason, CONNECTIONS};
+use super::ping::{connector, one_line, select, Reason, CONNECTIONS};
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
 use crate::inventory::{HostId, Inventory};
 use crate::report::{color_enabled, short_duration, Palette};
-use crate::transport::CommandOutput;
+use crate::transport::connect::Connector;
+use crate::transport::{CommandOutput, TransportError};
 use indexmap::IndexMap;
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -19,9 +22,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-
-/// How long a connection may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one host did.
 enum Answer {
@@ -55,17 +55,13 @@ pub fn run(
     limit: Option<&str>,
     accept_new_host_keys: bool,
     timeout: Option<Duration>,
+    handshakes: usize,
     command: &[String],
 ) -> anyhow::Result<Exit> {
     let command = command.join(" ");
     let (inventory, hosts) = select(inventory, limit)?;
-    let opener = Opener::new(
-        global,
-        &inventory,
-        &hosts,
-        accept_new_host_keys,
-        CONNECT_TIMEOUT,
-    );
+    // The hosts' own connect timeout and retries, as a deploy would use them.
+    let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes);
     let connections = global.connections.unwrap_or(CONNECTIONS).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,7 +98,7 @@ pub fn run(
 async fn exec_all(
     inventory: Arc<Inventory>,
     hosts: Vec<HostId>,
-    opener: Arc<Opener>,
+    opener: Arc<Connector>,
     connections: usize,
     command: Arc<String>,
     timeout: Option<Duration>,
@@ -120,10 +116,10 @@ async fn exec_all(
             let _permit = limit.acquire_owned().await;
             let spec = &inventory.hosts[host];
             let answer = match opener.open(spec).await {
-                Err(e) => failed(&e.to_string(), spec.destination()),
+                Err(e) => failed(&e, spec.destination()),
                 Ok(connection) => match connection.run(&command, timeout).await {
                     Ok(output) => Answer::Ran(output),
-                    Err(e) => failed(&e.to_string(), spec.destination()),
+                    Err(e) => failed(&e, spec.destination()),
                 },
             };
             (host, answer)
@@ -139,16 +135,22 @@ async fn exec_all(
 }
 
 /// A failure, with the host's own address taken out of the message so that hosts that
-/// failed alike fold together.
-fn failed(error: &str, destination: &str) -> Answer {
-    let error = one_line(error);
+/// failed alike fold together, and the number of connection attempts when there were
+/// retries.
+fn failed(error: &TransportError, destination: &str) -> Answer {
+    let reason = Reason::classify(&error.to_string());
+    let mut text = one_line(&error.to_string());
+    if let Some(attempts @ 2..) = error.connect_attempts() {
+        text = format!("{text} (after {attempts} connection attempts)");
+    }
+    let error = text;
     let error = if destination.is_empty() {
         error
     } else {
         error.replace(destination, "HOST")
     };
     Answer::Failed {
-        reason: Some(Reason::classify(&error)),
+        reason: Some(reason),
         error,
     }
 }

@@ -4,27 +4,25 @@
 //! ssh's own words: auth, host key, timeout, refused, dns, network or other. Exit 0 only
 //! when every host answered, 1 otherwise.
 //!
-//! The connection helpers here ([`select`], [`Opener`], [`Reason`]) serve `pony exec` too.
+//! [`select`] and [`connector`] serve `pony exec` too; connections are opened and errors
+//! classified by `transport::connect`, as for a deploy. Ping makes one attempt per host
+//! (what is measured is what the host does now) with `--timeout` as its limit.
 
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
-use crate::inventory::{ConnectionKind, Host, HostId, Inventory};
+use crate::inventory::{HostId, Inventory};
 use crate::report::{color_enabled, short_duration, Palette};
-use crate::transport::local::LocalConnection;
-use crate::transport::ssh::{SshConnection, SshOptions};
-use crate::transport::{Connection, TransportError};
+use crate::transport::connect::Connector;
+pub use crate::transport::connect::Reason;
+use crate::transport::ssh::SshOptions;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// Connections being opened at once per jump host (or direct), as `strategy.handshakes`
-/// defaults to: sshd's MaxStartups never drops us.
-pub const HANDSHAKES: usize = 16;
 /// Connections open at once without `--connections`, as `strategy.connections` defaults to.
 pub const CONNECTIONS: usize = 256;
 
@@ -37,136 +35,22 @@ pub fn select(path: &Path, limit: Option<&str>) -> anyhow::Result<(Inventory, Ve
     Ok((inventory, hosts))
 }
 
-/// Why a host could not be reached, from the transport's error text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// The server refused our keys or password (`Permission denied`).
-    Auth,
-    /// The host key is unknown or changed (`Host key verification failed`).
-    HostKey,
-    /// No answer in time: no TCP connection or no SSH banner (a hung or firewalled host).
-    Timeout,
-    /// Nothing listens there (`Connection refused`): sshd or the host is down.
-    Refused,
-    /// The name does not resolve.
-    Dns,
-    /// No route to the host or its network.
-    Network,
-    Other,
-}
-
-impl Reason {
-    pub fn classify(error: &str) -> Reason {
-        let e = error.to_ascii_lowercase();
-        if e.contains("host key verification failed")
-            || e.contains("remote host identification has changed")
-            || e.contains("host key for")
-            || e.contains("no matching host key")
-        {
-            Reason::HostKey
-        } else if e.contains("permission denied")
-            || e.contains("too many authentication failures")
-            || e.contains("authentication failed")
-        {
-            Reason::Auth
-        } else if e.contains("timed out") || e.contains("timeout") {
-            Reason::Timeout
-        } else if e.contains("connection refused") {
-            Reason::Refused
-        } else if e.contains("could not resolve hostname")
-            || e.contains("name or service not known")
-            || e.contains("temporary failure in name resolution")
-        {
-            Reason::Dns
-        } else if e.contains("no route to host") || e.contains("network is unreachable") {
-            Reason::Network
-        } else {
-            Reason::Other
-        }
-    }
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Reason::Auth => "auth",
-            Reason::HostKey => "host key",
-            Reason::Timeout => "timeout",
-            Reason::Refused => "refused",
-            Reason::Dns => "dns",
-            Reason::Network => "network",
-            Reason::Other => "other",
-        }
-    }
-}
-
-/// Opens hosts' connections for ad-hoc commands: ssh masters with the given connect
-/// timeout (at most [`HANDSHAKES`] being opened at once per jump host) or local hosts'
-/// directories under `<state dir>/hosts/`.
-pub struct Opener {
-    ssh: SshOptions,
-    local_root: PathBuf,
-    gates: HashMap<Option<String>, Arc<Semaphore>>,
-}
-
-impl Opener {
-    pub fn new(
-        global: &GlobalOptions,
-        inventory: &Inventory,
-        hosts: &[HostId],
-        accept_new_host_keys: bool,
-        connect_timeout: Duration,
-    ) -> Self {
-        let mut ssh = SshOptions::new(&global.state_dir, accept_new_host_keys);
-        ssh.connect_timeout = connect_timeout;
-        let gates = hosts
-            .iter()
-            .map(|&h| {
-                (
-                    inventory.hosts[h].ssh.jump.clone(),
-                    Arc::new(Semaphore::new(HANDSHAKES)),
-                )
-            })
-            .collect();
-        Opener {
-            ssh,
-            local_root: global.state_dir.join("hosts"),
-            gates,
-        }
-    }
-
-    /// Opens one host's connection (no retries: what is measured is what the host does
-    /// now). A host that has not answered within the connect timeout (+2 s for ssh to
-    /// give up on its own) is a timeout.
-    pub async fn open(&self, host: &Host) -> Result<Arc<dyn Connection>, TransportError> {
-        match host.connection {
-            ConnectionKind::Local => LocalConnection::open(self.local_root.join(&host.name))
-                .map(|c| Arc::new(c) as Arc<dyn Connection>),
-            ConnectionKind::Ssh => {
-                let gate = self.gates.get(&host.ssh.jump).cloned();
-                let _permit = match &gate {
-                    Some(gate) => Some(gate.clone().acquire_owned().await),
-                    None => None,
-                };
-                let limit = self.ssh.connect_timeout;
-                match tokio::time::timeout(
-                    limit + Duration::from_secs(2),
-                    SshConnection::open(host, &self.ssh),
-                )
-                .await
-                {
-                    Ok(opened) => opened.map(|c| Arc::new(c) as Arc<dyn Connection>),
-                    Err(_) => Err(TransportError::Connect(format!(
-                        "no answer within {} (connect timed out)",
-                        humantime::format_duration(limit)
-                    ))),
-                }
-            }
-        }
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        self.ssh.connect_timeout
-    }
+/// Opens the selected hosts' connections as a deploy does (the shared [`Connector`]):
+/// `handshakes` at once per sshd; `timeout`, when given, replaces every host's
+/// `ssh.connect_timeout` and `retries` its `ssh.connect_retries`.
+pub fn connector(
+    global: &GlobalOptions,
+    inventory: &Inventory,
+    hosts: &[HostId],
+    accept_new_host_keys: bool,
+    handshakes: usize,
+) -> Connector {
+    Connector::new(
+        SshOptions::new(&global.state_dir, accept_new_host_keys),
+        global.state_dir.join("hosts"),
+        hosts.iter().map(|&h| &inventory.hosts[h]),
+        handshakes,
+    )
 }
 
 /// The most telling part of a transport error, on one line.
@@ -202,9 +86,12 @@ pub fn run(
     limit: Option<&str>,
     accept_new_host_keys: bool,
     timeout: Duration,
+    handshakes: usize,
 ) -> anyhow::Result<Exit> {
     let (inventory, hosts) = select(inventory, limit)?;
-    let opener = Opener::new(global, &inventory, &hosts, accept_new_host_keys, timeout);
+    let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes)
+        .with_connect_timeout(timeout)
+        .with_connect_retries(0);
     let connections = global.connections.unwrap_or(CONNECTIONS).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -237,7 +124,7 @@ pub fn run(
 async fn ping_all(
     inventory: Arc<Inventory>,
     hosts: Vec<HostId>,
-    opener: Arc<Opener>,
+    opener: Arc<Connector>,
     connections: usize,
 ) -> Vec<Pong> {
     let limit = Arc::new(Semaphore::new(connections));
@@ -259,13 +146,16 @@ async fn ping_all(
     pongs.into_iter().map(|(_, p)| p).collect()
 }
 
-async fn ping(inventory: &Inventory, id: HostId, opener: &Opener) -> Pong {
+async fn ping(inventory: &Inventory, id: HostId, opener: &Connector) -> Pong {
     let host = &inventory.hosts[id];
     let started = Instant::now();
     let opened = opener.open(host).await;
     let connect = started.elapsed();
     let result = match opened {
-        Ok(connection) => match connection.run("true", Some(opener.connect_timeout())).await {
+        Ok(connection) => match connection
+            .run("true", Some(opener.connect_timeout(host)))
+            .await
+        {
             Ok(output) if output.success() => Ok(()),
             Ok(output) => Err(format!(
                 "`true` failed (exit {:?}): {}",
@@ -418,25 +308,4 @@ fn table(pongs: &[Pong], wall: Duration, quiet: bool, palette: &Palette) -> Stri
     });
     out.push('\n');
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Reason;
-
-    #[test]
-    fn ssh_errors_are_classified() {
-        let cases = [
-            ("cannot connect: ssh: connect to host 127.0.0.5 port 2222: Connection refused", Reason::Refused),
-            ("Connection timed out during banner exchange", Reason::Timeout),
-            ("deploy@127.0.0.2: Permission denied (publickey).", Reason::Auth),
-            ("No ED25519 host key is known for [127.0.0.2]:2222 and you have requested strict checking.\nHost key verification failed.", Reason::HostKey),
-            ("ssh: Could not resolve hostname nowhere: Name or service not known", Reason::Dns),
-            ("ssh: connect to host 10.9.9.9 port 22: No route to host", Reason::Network),
-            ("kex_exchange_identification: Connection closed by remote host", Reason::Other),
-        ];
-        for (text, reason) in cases {
-            assert_eq!(Reason::classify(text), reason, "{text}");
-        }
-    }
 }

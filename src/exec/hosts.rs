@@ -1,23 +1,16 @@
-//! The host pool: one connection per host, opened lazily on the host's first task with
-//! retries and backoff, shared by all its tasks (at most `sessions_per_host` at once),
-//! and dropped (closing the SSH master) when the scheduler says the host is done. At most
-//! `handshakes` connections are being opened at once through one jump host, or to one
-//! sshd directly, so that the MaxStartups of the sshd that sees them never drops us.
+//! The host pool: one connection per host, opened lazily on the host's first task (by the
+//! shared [`Connector`]: handshake gates per sshd, the host's connect timeout and retries
+//! with backoff), shared by all its tasks (at most `sessions_per_host` at once), and
+//! dropped (closing the SSH master) when the scheduler says the host is done.
 
-use crate::inventory::{ConnectionKind, HostId};
+use crate::inventory::HostId;
 use crate::plan::Plan;
-use crate::transport::local::LocalConnection;
-use crate::transport::ssh::{SshConnection, SshOptions};
+use crate::transport::connect::Connector;
+use crate::transport::ssh::SshOptions;
 use crate::transport::{Connection, TransportError};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
-
-/// How often and how patiently a connection is retried.
-const CONNECT_ATTEMPTS: u32 = 4;
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 struct Slot {
     connection: Mutex<Option<Arc<dyn Connection>>>,
@@ -27,11 +20,7 @@ struct Slot {
 pub struct HostPool {
     plan: Arc<Plan>,
     slots: Vec<Slot>,
-    /// One gate per sshd that sees the handshakes: the jump host, or the destination.
-    handshakes: HashMap<String, Arc<Semaphore>>,
-    handshake_limit: usize,
-    ssh: SshOptions,
-    local_root: PathBuf,
+    connector: Connector,
 }
 
 impl HostPool {
@@ -43,85 +32,32 @@ impl HostPool {
                 sessions: Arc::new(Semaphore::new(strategy.sessions_per_host)),
             })
             .collect();
+        let connector = Connector::new(ssh, local_root, &plan.inventory.hosts, strategy.handshakes);
         HostPool {
-            handshake_limit: strategy.handshakes,
             plan,
             slots,
-            handshakes: HashMap::new(),
-            ssh,
-            local_root,
+            connector,
         }
     }
 
-    /// Which sshd sees a host's handshake: its first jump host, else the host itself.
-    fn handshake_key(&self, host: HostId) -> String {
-        let spec = &self.plan.inventory.hosts[host];
-        match &spec.ssh.jump {
-            Some(jump) => format!("jump {}", jump.split(',').next().unwrap_or_default().trim()),
-            None => format!(
-                "direct {}:{}",
-                spec.destination(),
-                spec.ssh.port.unwrap_or(22)
-            ),
-        }
-    }
-
-    fn handshake_gate(&mut self, host: HostId) -> Arc<Semaphore> {
-        let key = self.handshake_key(host);
-        let limit = self.handshake_limit;
-        self.handshakes
-            .entry(key)
-            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
-            .clone()
-    }
-
-    /// Precomputes the handshake semaphores; call before sharing the pool.
-    pub fn prepare(mut self) -> Arc<Self> {
-        for host in 0..self.plan.inventory.hosts.len() {
-            self.handshake_gate(host);
-        }
+    /// Ready to share.
+    pub fn prepare(self) -> Arc<Self> {
         Arc::new(self)
     }
 
-    /// The host's connection, opening it if needed (retrying connection failures).
+    /// The host's connection, opening it if needed (retrying connection failures; the
+    /// error then says how many attempts were made).
     pub async fn connection(&self, host: HostId) -> Result<Arc<dyn Connection>, TransportError> {
         let mut slot = self.slots[host].connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        let spec = &self.plan.inventory.hosts[host];
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            let opened: Result<Arc<dyn Connection>, TransportError> = match spec.connection {
-                ConnectionKind::Local => LocalConnection::open(self.local_root.join(&spec.name))
-                    .map(|c| Arc::new(c) as Arc<dyn Connection>),
-                ConnectionKind::Ssh => {
-                    let gate = self
-                        .handshakes
-                        .get(&self.handshake_key(host))
-                        .cloned()
-                        .expect("prepared");
-                    let _permit = gate.acquire_owned().await.expect("never closed");
-                    SshConnection::open(spec, &self.ssh)
-                        .await
-                        .map(|c| Arc::new(c) as Arc<dyn Connection>)
-                }
-            };
-            match opened {
-                Ok(connection) => {
-                    *slot = Some(connection.clone());
-                    return Ok(connection);
-                }
-                Err(e) if attempt < CONNECT_ATTEMPTS && retryable(&e) => {
-                    tracing::info!(host = %spec.name, attempt, "connect failed, retrying in {:?}: {e}", backoff);
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let connection = self
+            .connector
+            .open(&self.plan.inventory.hosts[host])
+            .await?;
+        *slot = Some(connection.clone());
+        Ok(connection)
     }
 
     /// Forgets a broken connection so that the next use reconnects.
@@ -154,13 +90,4 @@ impl HostPool {
             .map(|s| s.is_some())
             .unwrap_or(true)
     }
-}
-
-/// Host-key and authentication failures need a person; everything else may be transient.
-fn retryable(error: &TransportError) -> bool {
-    let text = error.to_string();
-    error.is_connection_failure()
-        && !text.contains("Host key verification failed")
-        && !text.contains("Permission denied")
-        && !text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
 }

@@ -294,7 +294,8 @@ pub async fn execute(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun {
 async fn execute_inner(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun {
     let mut run = TaskRun::new();
     if let Err(e) = pool.connection(host).await {
-        run.attempts = 1;
+        // The connection attempts were the task's attempts: report the real number.
+        run.attempts = e.connect_attempts().unwrap_or(1);
         return run.failed(&e);
     }
     run.reached = true;

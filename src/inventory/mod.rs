@@ -12,6 +12,7 @@ use raw::{RawInventory, RawSsh};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub type HostId = usize;
 pub type RegionId = usize;
@@ -74,6 +75,24 @@ pub struct SshSettings {
     pub jump: Option<String>,
     pub config_file: Option<String>,
     pub options: BTreeMap<String, String>,
+    /// How long one connection attempt may take; unset: the transport's default.
+    #[serde(serialize_with = "as_humantime")]
+    pub connect_timeout: Option<Duration>,
+    /// Attempts after a failed first one; unset: the transport's default.
+    pub connect_retries: Option<u32>,
+    /// How long the master outlives pony when pony dies; unset: the transport's default.
+    #[serde(serialize_with = "as_humantime")]
+    pub control_persist: Option<Duration>,
+}
+
+fn as_humantime<S: serde::Serializer>(
+    value: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(d) => serializer.serialize_str(&humantime::format_duration(*d).to_string()),
+        None => serializer.serialize_none(),
+    }
 }
 
 impl SshSettings {
@@ -84,6 +103,16 @@ impl SshSettings {
         }
         take!(user, port, identity_file, jump, config_file);
         self.options.extend(layer.options.clone());
+        take!(connect_timeout, connect_retries, control_persist);
+    }
+
+    /// The ProxyJump chain, first hop first; `None` without a jump or with `jump: none`.
+    pub fn jumps(&self) -> Option<Vec<&str>> {
+        let jump = self.jump.as_deref()?.trim();
+        if jump.is_empty() || jump.eq_ignore_ascii_case("none") {
+            return None;
+        }
+        Some(jump.split(',').map(str::trim).collect())
     }
 }
 

@@ -3,6 +3,7 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 pub type Vars = BTreeMap<String, serde_yaml::Value>;
 
@@ -70,6 +71,66 @@ pub struct RawSsh {
     pub config_file: Option<String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// How long one connection attempt may take (ssh `ConnectTimeout`).
+    #[serde(default, deserialize_with = "connect_timeout")]
+    pub connect_timeout: Option<Duration>,
+    /// Connection attempts after the first failed one.
+    #[serde(default, deserialize_with = "connect_retries")]
+    pub connect_retries: Option<u32>,
+    /// How long a host's master connection outlives pony (ssh `ControlPersist`).
+    #[serde(default, deserialize_with = "control_persist")]
+    pub control_persist: Option<Duration>,
+}
+
+/// The most connection retries a host may ask for.
+pub const MAX_CONNECT_RETRIES: u32 = 20;
+
+fn connect_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    whole_seconds(d, "connect_timeout")
+}
+
+fn control_persist<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    whole_seconds(d, "control_persist")
+}
+
+/// A duration like `3s` or `1m` in whole seconds, at least 1s: ssh's `ConnectTimeout` and
+/// `ControlPersist` take whole seconds, and 0 means "no timeout" / "forever" to ssh.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    key: &str,
+) -> Result<Option<Duration>, D::Error> {
+    let value = Option::<serde_yaml::Value>::deserialize(deserializer)?;
+    let Some(value) = value else { return Ok(None) };
+    let duration = value
+        .as_str()
+        .and_then(|text| humantime::parse_duration(text.trim()).ok())
+        .filter(|d| d.as_secs() > 0 && d.subsec_nanos() == 0);
+    match duration {
+        Some(d) => Ok(Some(d)),
+        None => Err(serde::de::Error::custom(format!(
+            "ssh `{key}: {}` is not a duration in whole seconds of at least 1s; write e.g. `{key}: 3s` or `{key}: 1m`",
+            show(&value)
+        ))),
+    }
+}
+
+fn connect_retries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let value = Option::<serde_yaml::Value>::deserialize(d)?;
+    let Some(value) = value else { return Ok(None) };
+    match value.as_u64() {
+        Some(n) if n <= u64::from(MAX_CONNECT_RETRIES) => Ok(Some(n as u32)),
+        _ => Err(serde::de::Error::custom(format!(
+            "ssh `connect_retries: {}` is not a number of retries from 0 to {MAX_CONNECT_RETRIES}; write e.g. `connect_retries: 1`",
+            show(&value)
+        ))),
+    }
+}
+
+fn show(value: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(value)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// How pony reaches a host.

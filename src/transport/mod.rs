@@ -1,7 +1,9 @@
 //! Transports: how a host's commands reach it. One small trait, [`Connection`], with two
 //! implementations: [`local`] (`sh -c` on the controller, in the host's own directory) and
 //! [`ssh`] (one multiplexed OpenSSH master per host, commands as channels, SFTP writes).
+//! [`connect`] opens either kind the one way every command does.
 
+pub mod connect;
 pub mod local;
 pub mod shell;
 pub mod ssh;
@@ -34,6 +36,10 @@ pub enum TransportError {
     /// timeout). Retried with backoff before the task fails.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// Connecting failed for good: `attempts` attempts were made (retries included), the
+    /// last one failing with `error`.
+    #[error("cannot connect: {error}")]
+    Unreachable { attempts: u32, error: String },
     /// The connection broke while a command ran.
     #[error("connection lost: {0}")]
     Disconnected(String),
@@ -49,8 +55,18 @@ impl TransportError {
     pub fn is_connection_failure(&self) -> bool {
         matches!(
             self,
-            TransportError::Connect(_) | TransportError::Disconnected(_)
+            TransportError::Connect(_)
+                | TransportError::Unreachable { .. }
+                | TransportError::Disconnected(_)
         )
+    }
+
+    /// How many connection attempts were made, when this is the end of them.
+    pub fn connect_attempts(&self) -> Option<u32> {
+        match self {
+            TransportError::Unreachable { attempts, .. } => Some(*attempts),
+            _ => None,
+        }
     }
 }
 

@@ -1,21 +1,39 @@
 //! The SSH transport: the system OpenSSH client through the openssh crate with native
 //! multiplexing. One master per host, opened on the host's first task and closed when the
 //! host is done; every command is a channel on it, file writes go over SFTP on it.
-//! Host keys are checked strictly unless new keys are explicitly accepted.
+//! Host keys are checked strictly; `--accept-new-host-keys` is ssh's `accept-new`: an
+//! unknown key is accepted and recorded in known_hosts, a changed key is still refused.
+//!
+//! No ssh master outlives pony, however pony ends (even SIGKILL, which runs no cleanup in
+//! pony), by more than moments, or `control_persist` (30 s by default) at worst:
+//! - a watchdog (`sh`, in its own process group so a terminal's Ctrl-C does not reach it)
+//!   blocks reading a pipe only pony writes to; when pony is gone, however, the pipe
+//!   closes and the watchdog sends `ssh -O exit` to every master pony opened (each
+//!   master's control directory names its pony in `pony.pid`). This also ends masters
+//!   whose remote command is still running, which ControlPersist alone would keep;
+//! - masters run with a bounded `ControlPersist`: one pony never got to name (it died
+//!   during the handshake) exits once it has had no mux client for that long. While pony
+//!   holds a connection it holds one mux client on it (the tether), so a long task or a
+//!   host idle between waves keeps its master.
+//!
+//! Control sockets live in one directory per user; a master's directory that a dead run
+//! left behind is swept when the next run starts ([`sweep_stale_control_dirs`]).
 
 use super::shell::RemoteShell;
 use super::{with_remote_timeout, BoxFuture, CommandOutput, Connection, TransportError};
 use crate::inventory::{Host, SshSettings};
-use openssh::{ForwardType, KnownHosts, Session, SessionBuilder, Socket};
+use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a master outlives its last mux client without `ssh: { control_persist }`.
+pub const CONTROL_PERSIST: Duration = Duration::from_secs(30);
 
 /// Client settings that hold for every host of a run.
 #[derive(Debug, Clone)]
 pub struct SshOptions {
     pub accept_new_host_keys: bool,
-    pub connect_timeout: Duration,
     pub keepalive: Duration,
     /// Short directory for control sockets (unix socket paths are limited to ~100 bytes).
     pub control_dir: PathBuf,
@@ -35,7 +53,6 @@ impl SshOptions {
         let control_dir = base.join(format!("pony-ssh-{}", unsafe { libc::getuid() }));
         SshOptions {
             accept_new_host_keys,
-            connect_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             control_dir,
             config_dir: state_dir.join("ssh"),
@@ -45,21 +62,43 @@ impl SshOptions {
 
 pub struct SshConnection {
     session: Arc<Session>,
+    /// A mux client held open for as long as pony holds the connection: the master never
+    /// counts as idle before pony lets go of it (or dies).
+    _tether: std::sync::Mutex<openssh_mux_client::Connection>,
     sftp: tokio::sync::OnceCell<openssh_sftp_client::Sftp>,
     /// Idle persistent shells; a task takes one (or opens one) and gives it back.
     shells: std::sync::Mutex<Vec<RemoteShell>>,
 }
 
 impl SshConnection {
-    /// Opens the host's master connection.
-    pub async fn open(host: &Host, options: &SshOptions) -> Result<Self, TransportError> {
-        let builder = builder(&host.name, &host.ssh, options)?;
+    /// Opens the host's master connection; one attempt of at most `connect_timeout`.
+    pub async fn open(
+        host: &Host,
+        options: &SshOptions,
+        connect_timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let mut builder = builder(&host.name, &host.ssh, options)?;
+        builder.connect_timeout(connect_timeout);
         let session = builder
             .connect_mux(host.destination())
             .await
             .map_err(|e| TransportError::Connect(describe(&e)))?;
+        if let Some(dir) = session.control_socket().parent() {
+            // Names the master for the watchdog, and lets the next run tell this
+            // directory from a live one once pony is gone.
+            let _ = std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string());
+        }
+        start_watchdog(&options.control_dir);
+        let mut tether = openssh_mux_client::Connection::connect(session.control_socket())
+            .await
+            .map_err(|e| TransportError::Connect(format!("control socket: {}", describe(&e))))?;
+        tether
+            .send_alive_check()
+            .await
+            .map_err(|e| TransportError::Connect(format!("control socket: {}", describe(&e))))?;
         Ok(SshConnection {
             session: Arc::new(session),
+            _tether: std::sync::Mutex::new(tether),
             sftp: tokio::sync::OnceCell::new(),
             shells: std::sync::Mutex::new(Vec::new()),
         })
@@ -73,13 +112,12 @@ pub fn builder(
     options: &SshOptions,
 ) -> Result<SessionBuilder, TransportError> {
     let mut builder = SessionBuilder::default();
+    let persist = ssh.control_persist.unwrap_or(CONTROL_PERSIST).as_secs();
     builder
-        .known_hosts_check(if options.accept_new_host_keys {
-            KnownHosts::Accept
-        } else {
-            KnownHosts::Strict
-        })
-        .connect_timeout(options.connect_timeout)
+        .known_hosts_check(known_hosts_check(options.accept_new_host_keys))
+        .control_persist(ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(persist as usize).unwrap_or(std::num::NonZeroUsize::MIN),
+        ))
         .server_alive_interval(options.keepalive);
     std::fs::create_dir_all(&options.control_dir).map_err(|e| {
         TransportError::Other(format!(
@@ -97,8 +135,15 @@ pub fn builder(
     if let Some(key) = &ssh.identity_file {
         builder.keyfile(expand_home(key));
     }
-    if let Some(jump) = &ssh.jump {
-        builder.jump_hosts(jump.split(',').map(str::trim));
+    match ssh.jumps() {
+        Some(jumps) => {
+            builder.jump_hosts(jumps);
+        }
+        // `-J none` also turns off a ProxyJump that ssh_config would add.
+        None if ssh.jump.is_some() => {
+            builder.jump_hosts(["none"]);
+        }
+        None => {}
     }
     match (&ssh.config_file, ssh.options.is_empty()) {
         (config, true) => {
@@ -127,6 +172,99 @@ pub fn builder(
         }
     }
     Ok(builder)
+}
+
+/// `accept-new` with the flag: `Accept` (ssh's `StrictHostKeyChecking=no`) would also let
+/// a changed key through, which is what a man in the middle looks like.
+pub fn known_hosts_check(accept_new_host_keys: bool) -> KnownHosts {
+    if accept_new_host_keys {
+        KnownHosts::Add
+    } else {
+        KnownHosts::Strict
+    }
+}
+
+/// The file in a master's control directory that names the pony process that opened it.
+const OWNER_FILE: &str = "pony.pid";
+
+/// Starts this process's watchdog once (see the module doc): when this process ends, it
+/// tells every master in `control_dir` that this process opened to exit.
+fn start_watchdog(control_dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    // The write end of the watchdog's stdin, never closed while pony lives: the kernel
+    // closes it when pony ends. Not inherited by other children (std opens it CLOEXEC).
+    static PIPE: std::sync::OnceLock<Option<std::process::ChildStdin>> = std::sync::OnceLock::new();
+    PIPE.get_or_init(|| {
+        const SCRIPT: &str = r#"trap '' INT HUP TERM
+read _ignored
+for dir in "$1"/.ssh-connection*; do
+  [ "$(cat "$dir/pony.pid" 2>/dev/null)" = "$2" ] || continue
+  ssh -o BatchMode=yes -S "$dir/master" -O exit pony-watchdog >/dev/null 2>&1
+done"#;
+        let spawned = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg("pony-ssh-watchdog")
+            .arg(control_dir)
+            .arg(std::process::id().to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(mut child) => child.stdin.take(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start the ssh watchdog (masters will end after ControlPersist): {e}"
+                );
+                None
+            }
+        }
+    });
+}
+
+/// Removes the per-master directories (`.ssh-connection*`) in `control_dir` that a dead
+/// run left behind: no live master answers on its socket, and the pony that opened it is
+/// gone (or, when it never got as far as saying who it is, the directory is older than
+/// any handshake takes). Live masters and handshakes in progress (another pony running
+/// now) are left alone.
+pub fn sweep_stale_control_dirs(control_dir: &Path) {
+    const UNOWNED_GRACE: Duration = Duration::from_secs(600);
+    let Ok(entries) = std::fs::read_dir(control_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_master_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".ssh-connection");
+        if !is_master_dir || std::os::unix::net::UnixStream::connect(path.join("master")).is_ok() {
+            continue;
+        }
+        let owner_gone = std::fs::read_to_string(path.join(OWNER_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+            .map(|pid| {
+                // Signal 0 checks existence only; ESRCH means no such process.
+                let status = unsafe { libc::kill(pid, 0) };
+                status != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            });
+        let stale = owner_gone.unwrap_or_else(|| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > UNOWNED_GRACE)
+        });
+        if stale {
+            tracing::debug!("removing stale control dir {}", path.display());
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn expand_home(path: &str) -> PathBuf {
@@ -260,5 +398,57 @@ impl Connection for SshConnection {
                 .map_err(|e| TransportError::Other(format!("port forward to {port}: {e}")))?;
             Ok(Box::new(stream) as Box<dyn super::Stream>)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepting_new_host_keys_is_accept_new_not_no_checking() {
+        assert!(matches!(known_hosts_check(true), KnownHosts::Add));
+        assert!(matches!(known_hosts_check(false), KnownHosts::Strict));
+    }
+
+    #[test]
+    fn sweep_removes_dead_runs_dirs_and_keeps_live_and_fresh_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            path
+        };
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let me = std::process::id().to_string();
+
+        // A killed run: its master's socket no longer answers and its pony is gone.
+        let dead = make(".ssh-connectionDEAD");
+        drop(std::os::unix::net::UnixListener::bind(dead.join("master")).unwrap());
+        std::fs::write(dead.join(OWNER_FILE), dead_pid.to_string()).unwrap();
+        // The master exited and removed its socket; its pony is gone too.
+        let gone = make(".ssh-connectionGONE");
+        std::fs::write(gone.join(OWNER_FILE), dead_pid.to_string()).unwrap();
+        // A master that still answers (a live run, or a dead one's within ControlPersist).
+        let live = make(".ssh-connectionLIVE");
+        let _listening = std::os::unix::net::UnixListener::bind(live.join("master")).unwrap();
+        std::fs::write(live.join(OWNER_FILE), dead_pid.to_string()).unwrap();
+        // A handshake in progress: no socket, no owner yet.
+        let fresh = make(".ssh-connectionNEW");
+        std::fs::write(fresh.join("log"), "").unwrap();
+        // A running pony's master that died: that pony cleans up after itself.
+        let mine = make(".ssh-connectionMINE");
+        std::fs::write(mine.join(OWNER_FILE), me).unwrap();
+        let other = make("unrelated");
+
+        sweep_stale_control_dirs(dir.path());
+        assert!(!dead.exists(), "a dead run's dir is removed");
+        assert!(!gone.exists(), "a dead run's dir without socket is removed");
+        assert!(live.join("master").exists(), "a live master is kept");
+        assert!(fresh.exists(), "a handshake in progress is kept");
+        assert!(mine.exists(), "a live pony's dir is kept");
+        assert!(other.exists(), "only .ssh-connection* dirs are touched");
     }
 }
