@@ -98,7 +98,13 @@ pub fn var_warnings(plan: &Plan, args: &PlanArgs) -> VarWarnings {
         }
         if value.trim().is_empty() {
             warnings.strict.push(
-                Diagnostic::new(Path::new(flag), format!("`{key}` is set to an empty value"))
+                Diagnostic::new(
+                    Path::new(flag),
+                    format!(
+                        "`{key}` is set to an empty value, which {} would render as nothing",
+                        playbook.file.display()
+                    ),
+                )
                     .hint(format!(
                         "give it a value (`{flag} {key}=VALUE`), or leave it out to use the playbook's or inventory's value"
                     )),
