@@ -663,3 +663,115 @@ steps:
         out.stderr
     );
 }
+
+// ------------------------------------------------------------------ docs
+
+const FROM_ANSIBLE: &str = "playbooks/examples/from-ansible.yaml";
+
+/// The pony playbook of docs/from-ansible.md is the file in playbooks/examples, word for
+/// word, and it passes `pony check` on the local inventory without a warning.
+#[test]
+fn from_ansible_example_is_the_file_and_passes_check() {
+    let doc = std::fs::read_to_string(root().join("docs/from-ansible.md")).expect("the doc");
+    let file = std::fs::read_to_string(root().join(FROM_ANSIBLE)).expect("the example");
+    let block = doc
+        .split_once("<!-- from-ansible.yaml -->\n```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .map(|(block, _)| block)
+        .expect("docs/from-ansible.md has the marked ```yaml block");
+    assert_eq!(
+        block, file,
+        "the doc's pony playbook differs from {FROM_ANSIBLE}"
+    );
+
+    let out = pony(&["check", "-i", LOCAL, FROM_ANSIBLE]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("ok: from-ansible on local:"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}
+
+/// What the doc says the example does, it does: with `-e version=…` every MTA ends on the
+/// new release, the "handler" marks it running, and the announcement runs once.
+#[test]
+fn from_ansible_example_deploys_on_the_local_inventory() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let out = pony_in(
+        state.path(),
+        &[
+            "deploy",
+            "--yes",
+            "-i",
+            LOCAL,
+            FROM_ANSIBLE,
+            "-e",
+            "version=2.4.2",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let mtas: Vec<String> = ok(&["inventory", "-i", LOCAL, "--limit", "mta"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.contains('-'))
+        .map(str::to_string)
+        .collect();
+    assert!(mtas.len() >= 2, "{mtas:?}");
+    for host in &mtas {
+        let mail = state.path().join("hosts").join(host).join("srv/mail");
+        let current =
+            std::fs::read_link(mail.join("current")).unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(current, Path::new("releases/2.4.2"), "{host}");
+        assert!(mail.join("releases/2.4.2").is_dir(), "{host}");
+        let running = std::fs::read_to_string(mail.join("running")).expect("running");
+        assert_eq!(running, "2.4.2\n", "{host}");
+    }
+    for host in local_hosts().iter().filter(|h| !mtas.contains(h)) {
+        assert!(
+            !state.path().join("hosts").join(host).join("srv").exists(),
+            "{host} is no MTA and was touched"
+        );
+    }
+    // The journal: one announcement for the whole run, with the rendered text.
+    let runs: Vec<PathBuf> = std::fs::read_dir(state.path().join("runs"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let journal = std::fs::read_to_string(runs[0].join("journal.jsonl")).expect("journal");
+    let announced: Vec<Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|e| e["type"] == "task_finished" && e["label"] == "announce@run")
+        .collect();
+    assert_eq!(announced.len(), 1, "{journal}");
+    assert_eq!(announced[0]["state"], "succeeded", "{journal}");
+    assert_eq!(
+        announced[0]["output_tail"], "release 2.4.2 is live on from-ansible",
+        "{journal}"
+    );
+}
+
+/// Every `--limit '…'` pattern the README shows selects hosts of inventories/global.yaml.
+#[test]
+fn readme_limit_examples_work_on_the_global_inventory() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let patterns: BTreeSet<&str> = readme
+        .split("--limit '")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('\'').map(|(p, _)| p))
+        .collect();
+    assert!(!patterns.is_empty(), "the README shows no --limit example");
+    for pattern in patterns {
+        let out = pony(&["inventory", "-i", GLOBAL, "--limit", pattern]);
+        assert_eq!(out.code, Some(0), "--limit '{pattern}': {}", out.stderr);
+        assert!(
+            out.stdout.lines().count() > 2,
+            "--limit '{pattern}': {}",
+            out.stdout
+        );
+    }
+}
