@@ -90,11 +90,22 @@ pub struct PlanArgs {
     #[arg(short, long, env = "PONY_LIMIT")]
     pub limit: Option<String>,
     /// Set a variable for every host (overrides playbook and inventory vars).
-    #[arg(long = "var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// `-e`/`--extra-vars` are the same, for Ansible hands.
+    #[arg(
+        long = "var",
+        short = 'e',
+        visible_alias = "extra-vars",
+        value_name = "KEY=VALUE",
+        value_parser = parse_key_value
+    )]
     pub vars: Vec<(String, String)>,
     /// Like --var, and the value is shown as *** wherever it would be printed.
     #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub secret_vars: Vec<(String, String)>,
+    /// Refuse (exit 2) instead of warning when a --var is used by no template, is empty,
+    /// or is put into a command unquoted while holding shell metacharacters.
+    #[arg(long)]
+    pub strict_vars: bool,
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -102,6 +113,12 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.trim().is_empty() => {
             Ok((key.trim().to_string(), value.to_string()))
         }
+        _ if text.starts_with('@') => Err(format!(
+            "`{text}`: pony takes no vars file; put the vars in the playbook's `vars:` or pass each as KEY=VALUE"
+        )),
+        _ if text.trim_start().starts_with('{') => Err(format!(
+            "`{text}`: pony takes no JSON; pass each var as KEY=VALUE"
+        )),
         _ => Err(format!("`{text}` is not KEY=VALUE")),
     }
 }

@@ -6,7 +6,7 @@ use assert_cmd::Command;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -26,6 +26,12 @@ struct Outcome {
 
 fn pony(args: &[&str]) -> Outcome {
     let state = tempfile::tempdir().expect("temp dir");
+    pony_in(state.path(), args)
+}
+
+/// Runs pony from the crate root with `state` as its state directory (where the local
+/// inventory's hosts have their directories).
+fn pony_in(state: &Path, args: &[&str]) -> Outcome {
     let mut cmd = Command::cargo_bin("pony").expect("the pony binary is built");
     for var in [
         "PONY_INVENTORY",
@@ -44,7 +50,7 @@ fn pony(args: &[&str]) -> Outcome {
     let output = cmd
         .current_dir(root())
         .env("NO_COLOR", "1")
-        .env("PONY_STATE_DIR", state.path())
+        .env("PONY_STATE_DIR", state)
         .args(args)
         .timeout(Duration::from_secs(60))
         .output()
@@ -377,6 +383,15 @@ fn usage_errors_exit_2_with_nothing_on_stdout() {
         &["graph", "-i", LOCAL, PLAYBOOK, "--format", "png"][..],
         &["check", "-i", LOCAL, PLAYBOOK, "--var", "novalue"][..],
         &["plan", "-i", LOCAL][..],
+        &["check", "-i", LOCAL, PLAYBOOK, "-e", "@vars.yml"][..],
+        &[
+            "check",
+            "-i",
+            LOCAL,
+            PLAYBOOK,
+            "--extra-vars",
+            r#"{"version": "2"}"#,
+        ][..],
     ] {
         let out = pony(args);
         assert_eq!(out.code, Some(2), "pony {}: {}", args.join(" "), out.stderr);
@@ -402,4 +417,361 @@ fn help_and_version_exit_0() {
         assert!(help.contains(command), "{help}");
     }
     assert!(ok(&["--version"]).starts_with("pony "));
+}
+
+// ------------------------------------------------------------------ vars and templates
+
+/// Writes `yaml` as a playbook in a fresh directory.
+fn playbook_file(yaml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("playbook.yaml");
+    std::fs::write(&path, yaml).expect("write playbook");
+    let path = path.to_string_lossy().into_owned();
+    (dir, path)
+}
+
+/// The hosts of the local inventory, as `pony inventory` lists them.
+fn local_hosts() -> Vec<String> {
+    ok(&["inventory", "-i", LOCAL])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.contains('-'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A value behind `default`, behind `is defined`, in a branch never taken, or captured by
+/// an earlier step is not "not defined": check accepts the playbook silently, and deploy
+/// renders what the templates say on every host.
+const OPTIONAL_VARS: &str = r#"
+name: optional-vars
+vars: { layout: split }
+steps:
+  - name: previous
+    run: echo old-release
+    capture: previous
+  - name: write
+    needs: [previous]
+    run: >-
+      printf '%s|%s|%s|%s\n'
+      {{ owner | default("mail") | quote }}
+      {% if relay is defined %}{{ relay | quote }}{% else %}direct{% endif %}
+      {% if layout == "legacy" %}{{ legacy_dir | quote }}{% else %}split{% endif %}
+      {{ previous | quote }} > rendered.txt
+"#;
+
+#[test]
+fn default_is_defined_and_untaken_branches_pass_check_and_render_on_deploy() {
+    let (_dir, playbook) = playbook_file(OPTIONAL_VARS);
+    let out = pony(&["check", "-i", LOCAL, &playbook]);
+    assert_eq!(out.code, Some(0), "check refused:\n{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("ok: optional-vars on local"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.is_empty(), "check warned:\n{}", out.stderr);
+
+    let hosts = local_hosts();
+    assert_eq!(hosts.len(), 12, "{hosts:?}");
+    for (extra, expected) in [
+        (&[][..], "mail|direct|split|old-release\n"),
+        (
+            &["-e", "owner=postfix", "--var", "relay=mx.example.test"][..],
+            "postfix|mx.example.test|split|old-release\n",
+        ),
+    ] {
+        let state = tempfile::tempdir().expect("temp dir");
+        let mut args = vec!["deploy", "--yes", "-i", LOCAL, &playbook];
+        args.extend_from_slice(extra);
+        let out = pony_in(state.path(), &args);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "deploy failed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        for host in &hosts {
+            let file = state.path().join("hosts").join(host).join("rendered.txt");
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert_eq!(text, expected, "{host} with {extra:?}");
+        }
+    }
+}
+
+/// A `--var` no template uses (a typo) and an empty one are accepted with a warning that
+/// names them; `-e` and `--extra-vars` are `--var`.
+#[test]
+fn unused_and_empty_vars_warn_and_name_the_var() {
+    let out = pony(&["check", "-i", LOCAL, PLAYBOOK, "--var", "verison=2.0"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with("ok: mail-rollout"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains(
+            "warning: --var: `verison` is not used by any template of playbooks/mail-rollout.yaml"
+        ) && out.stderr.contains("did you mean `version`?"),
+        "{}",
+        out.stderr
+    );
+    for flag in ["-e", "--extra-vars", "--var"] {
+        let out = pony(&["check", "-i", LOCAL, PLAYBOOK, flag, "version="]);
+        assert_eq!(out.code, Some(0), "{flag}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("warning: --var: `version` is set to an empty value"),
+            "{flag}: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("is not used"),
+            "{flag}: {}",
+            out.stderr
+        );
+    }
+    // A var the playbook uses, with a plain value: not a word.
+    let out = pony(&["check", "-i", LOCAL, PLAYBOOK, "-e", "version=2.5.0"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}
+
+/// `-e` reaches the templates exactly like `--var`.
+#[test]
+fn extra_vars_alias_sets_the_value() {
+    for flag in ["-e", "--extra-vars", "--var"] {
+        let out = ok(&[
+            "deploy",
+            "--dry-run",
+            "-i",
+            LOCAL,
+            PLAYBOOK,
+            flag,
+            "version=9.8.7",
+        ]);
+        assert!(out.contains("v=9.8.7"), "{flag}:\n{out}");
+        assert!(!out.contains("v=2.4.1"), "{flag}:\n{out}");
+    }
+}
+
+/// With --strict-vars the typo of the issue is refused before anything runs: no run
+/// folder, no host directory.
+#[test]
+fn strict_vars_refuses_an_unused_var_and_nothing_runs() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let out = pony_in(
+        state.path(),
+        &[
+            "deploy",
+            "--yes",
+            "--strict-vars",
+            "-i",
+            LOCAL,
+            PLAYBOOK,
+            "-e",
+            "verison=2.0",
+        ],
+    );
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("error: --var: `verison` is not used by any template")
+            && out.stderr.contains("did you mean `version`?")
+            && out.stderr.ends_with("1 error found; nothing ran\n"),
+        "{}",
+        out.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(state.path())
+        .expect("state dir")
+        .collect();
+    assert!(left.is_empty(), "deploy left {left:?}");
+}
+
+/// A value with shell metacharacters rendered unquoted into a command is named with its
+/// step and var; `| quote` and a quoted shell word that the value cannot leave are fine.
+#[test]
+fn unquoted_shell_metacharacters_warn_naming_step_and_var() {
+    let (_dir, playbook) = playbook_file(
+        r#"
+name: quoting
+vars: { version: "1.0", note: "two words" }
+steps:
+  - name: stage
+    run: mkdir -p {{ mail_root | quote }}/releases/{{ version }}
+  - name: note
+    run: echo {{ note | quote }} '{{ note }}' "{{ note }}" > note.txt
+  - name: motd
+    run: echo {{ note }} > motd.txt
+"#,
+    );
+    let out = pony(&[
+        "check",
+        "-i",
+        LOCAL,
+        &playbook,
+        "--var",
+        "version=2.0; touch pwned",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "step `stage`: `run` puts `version` into the command unquoted, and its value from --var holds shell metacharacters: space, `;`"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "step `motd`: `run` puts `note` into the command unquoted, and its value from the playbook's vars holds shell metacharacters: space"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("write `{{ version | quote }}`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("step `note`"), "{}", out.stderr);
+
+    // Quoted, the same value is not a word; nor is a value without metacharacters.
+    let out = pony(&["check", "-i", LOCAL, &playbook, "--var", "version=2.0"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("`version`"), "{}", out.stderr);
+    // --strict-vars refuses on the --var, not on the playbook's own value.
+    let out = pony(&[
+        "check",
+        "--strict-vars",
+        "-i",
+        LOCAL,
+        &playbook,
+        "--var",
+        "version=2.0",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: ") && out.stderr.contains("`note`"),
+        "{}",
+        out.stderr
+    );
+}
+
+// ------------------------------------------------------------------ docs
+
+const FROM_ANSIBLE: &str = "playbooks/examples/from-ansible.yaml";
+
+/// The pony playbook of docs/from-ansible.md is the file in playbooks/examples, word for
+/// word, and it passes `pony check` on the local inventory without a warning.
+#[test]
+fn from_ansible_example_is_the_file_and_passes_check() {
+    let doc = std::fs::read_to_string(root().join("docs/from-ansible.md")).expect("the doc");
+    let file = std::fs::read_to_string(root().join(FROM_ANSIBLE)).expect("the example");
+    let block = doc
+        .split_once("<!-- from-ansible.yaml -->\n```yaml\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .map(|(block, _)| block)
+        .expect("docs/from-ansible.md has the marked ```yaml block");
+    assert_eq!(
+        block, file,
+        "the doc's pony playbook differs from {FROM_ANSIBLE}"
+    );
+
+    let out = pony(&["check", "-i", LOCAL, FROM_ANSIBLE]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("ok: from-ansible on local:"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}
+
+/// What the doc says the example does, it does: with `-e version=…` every MTA ends on the
+/// new release, the "handler" marks it running, and the announcement runs once.
+#[test]
+fn from_ansible_example_deploys_on_the_local_inventory() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let out = pony_in(
+        state.path(),
+        &[
+            "deploy",
+            "--yes",
+            "-i",
+            LOCAL,
+            FROM_ANSIBLE,
+            "-e",
+            "version=2.4.2",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    let mtas: Vec<String> = ok(&["inventory", "-i", LOCAL, "--limit", "mta"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.contains('-'))
+        .map(str::to_string)
+        .collect();
+    assert!(mtas.len() >= 2, "{mtas:?}");
+    for host in &mtas {
+        let mail = state.path().join("hosts").join(host).join("srv/mail");
+        let current =
+            std::fs::read_link(mail.join("current")).unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(current, Path::new("releases/2.4.2"), "{host}");
+        assert!(mail.join("releases/2.4.2").is_dir(), "{host}");
+        let running = std::fs::read_to_string(mail.join("running")).expect("running");
+        assert_eq!(running, "2.4.2\n", "{host}");
+    }
+    for host in local_hosts().iter().filter(|h| !mtas.contains(h)) {
+        assert!(
+            !state.path().join("hosts").join(host).join("srv").exists(),
+            "{host} is no MTA and was touched"
+        );
+    }
+    // The journal: one announcement for the whole run, with the rendered text.
+    let runs: Vec<PathBuf> = std::fs::read_dir(state.path().join("runs"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let journal = std::fs::read_to_string(runs[0].join("journal.jsonl")).expect("journal");
+    let announced: Vec<Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|e| e["type"] == "task_finished" && e["label"] == "announce@run")
+        .collect();
+    assert_eq!(announced.len(), 1, "{journal}");
+    assert_eq!(announced[0]["state"], "succeeded", "{journal}");
+    assert_eq!(
+        announced[0]["output_tail"], "release 2.4.2 is live on from-ansible",
+        "{journal}"
+    );
+}
+
+/// Every `--limit '…'` pattern the README shows selects hosts of inventories/global.yaml.
+#[test]
+fn readme_limit_examples_work_on_the_global_inventory() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let patterns: BTreeSet<&str> = readme
+        .split("--limit '")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('\'').map(|(p, _)| p))
+        .collect();
+    assert!(!patterns.is_empty(), "the README shows no --limit example");
+    for pattern in patterns {
+        let out = pony(&["inventory", "-i", GLOBAL, "--limit", pattern]);
+        assert_eq!(out.code, Some(0), "--limit '{pattern}': {}", out.stderr);
+        assert!(
+            out.stdout.lines().count() > 2,
+            "--limit '{pattern}': {}",
+            out.stdout
+        );
+    }
 }

@@ -40,7 +40,11 @@ pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
     };
     // Problems in the playbook's values and in the plan are reported together.
     match crate::plan::build(Arc::new(inventory), Arc::new(playbook), &options) {
-        Ok(plan) => errors.into_result(plan),
+        Ok(plan) => {
+            let plan = errors.into_result(plan)?;
+            check::report_var_warnings(&plan, args)?;
+            Ok(plan)
+        }
         Err(plan_errors) => {
             errors.extend(plan_errors);
             Err(errors.sorted())

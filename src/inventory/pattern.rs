@@ -1,6 +1,8 @@
 //! Host patterns with Ansible's syntax and semantics: `all`, host or group names, shell
 //! globs, unions with `:` or `,`, intersections `&x`, exclusions `!x`. A pattern, or any
-//! term of it, that matches nothing is an error rather than a silent no-op.
+//! term of it, that matches nothing is an error rather than a silent no-op. Ansible's
+//! `~regex` terms are refused with the glob to use instead; names are case-sensitive, and
+//! a name that differs only in case gets a suggestion.
 
 use super::{HostId, Inventory};
 use crate::diag::closest;
@@ -141,6 +143,30 @@ impl HostPattern {
             problem,
             suggestion: None,
         };
+        // A regex may itself hold `:` or `,`, so it is recognised before the split.
+        let regex_at = text
+            .trim_start()
+            .starts_with('~')
+            .then_some(text.trim_start())
+            .or_else(|| {
+                [":~", ",~", "&~", "!~"]
+                    .iter()
+                    .filter_map(|sep| text.find(sep).map(|at| &text[at + 1..]))
+                    .min_by_key(|rest| std::cmp::Reverse(rest.len()))
+            });
+        if let Some(regex) = regex_at {
+            let regex = regex.trim_start_matches(['&', '!']);
+            let regex = regex
+                .split([':', ','])
+                .next()
+                .unwrap_or(regex)
+                .trim_start_matches('~');
+            return Err(PatternError {
+                pattern: text.to_string(),
+                problem: "regex patterns (`~…`) are not supported; use a shell glob (`*`, `?`, `[…]`) or a union of names (`a:b`)".into(),
+                suggestion: regex_as_glob(regex),
+            });
+        }
         let mut terms = Vec::new();
         for raw in text.split([':', ',']).map(str::trim) {
             if raw.is_empty() {
@@ -248,14 +274,81 @@ impl HostPattern {
             }
         }
         if set.is_empty() {
+            // Names are case-sensitive (as in Ansible); `MX-GZ-01` is most likely `mx-gz-01`.
+            let other_case = match &term.matcher {
+                Matcher::Name(name) => inventory
+                    .names()
+                    .find(|n| n.eq_ignore_ascii_case(name))
+                    .map(str::to_string),
+                Matcher::Glob(glob) => {
+                    let lower = term.text.to_lowercase();
+                    let options = glob::MatchOptions {
+                        case_sensitive: false,
+                        ..Default::default()
+                    };
+                    inventory
+                        .names()
+                        .any(|n| glob.matches_with(n, options))
+                        .then_some(lower)
+                        .filter(|lower| {
+                            glob::Pattern::new(lower)
+                                .is_ok_and(|g| inventory.names().any(|n| g.matches(n)))
+                        })
+                }
+                Matcher::All => None,
+            };
+            let problem = match other_case {
+                Some(_) => format!(
+                    "`{}` matches no host or group (names are case-sensitive)",
+                    term.text
+                ),
+                None => format!("`{}` matches no host or group", term.text),
+            };
             return Err(PatternError {
                 pattern: self.text.clone(),
-                problem: format!("`{}` matches no host or group", term.text),
-                suggestion: closest(&term.text, inventory.names()).map(str::to_string),
+                problem,
+                suggestion: other_case
+                    .or_else(|| closest(&term.text, inventory.names()).map(str::to_string)),
             });
         }
         Ok(set)
     }
+}
+
+/// The glob for a regex that is only literals, `.` and `.*` (`^mx-gz-.*$` → `mx-gz-*`);
+/// `None` for anything a glob cannot say (alternation, classes, repetition).
+fn regex_as_glob(regex: &str) -> Option<String> {
+    let body = regex.strip_prefix('^').unwrap_or(regex);
+    let body = body.strip_suffix('$').unwrap_or(body);
+    let mut glob = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' if chars.peek() == Some(&'*') => {
+                chars.next();
+                glob.push('*');
+            }
+            '.' if chars.peek() == Some(&'+') => {
+                chars.next();
+                glob.push_str("?*");
+            }
+            '.' => glob.push('?'),
+            '\\' => match chars.next() {
+                Some(escaped @ ('.' | '-' | '_')) => glob.push(escaped),
+                _ => return None,
+            },
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => glob.push(c),
+            _ => return None,
+        }
+    }
+    // Ansible's regexes match anywhere in the name, unless anchored.
+    if !regex.starts_with('^') && !glob.starts_with('*') {
+        glob.insert(0, '*');
+    }
+    if !regex.ends_with('$') && !glob.ends_with('*') {
+        glob.push('*');
+    }
+    (!glob.is_empty()).then_some(glob)
 }
 
 #[cfg(test)]
@@ -332,5 +425,54 @@ regions:
         assert!(err.problem.contains("matches no host"));
         assert!(HostPattern::parse("mta::store").is_err());
         assert!(HostPattern::parse("mta:!").is_err());
+    }
+
+    #[test]
+    fn regex_is_refused_with_the_glob_to_use() {
+        for (pattern, glob) in [
+            ("~mx-gz-.*", Some("*mx-gz-*")),
+            ("~^mx-gz-.*$", Some("mx-gz-*")),
+            ("mta:&~^cn-.*", Some("cn-*")),
+            ("~(mx|st)-gz-\\d+", None),
+            ("~^mx\\.gz$", Some("mx.gz")),
+        ] {
+            let err = HostPattern::parse(pattern).unwrap_err();
+            assert!(
+                err.problem
+                    .contains("regex patterns (`~…`) are not supported")
+                    && err.problem.contains("glob"),
+                "{pattern}: {err}"
+            );
+            assert_eq!(err.suggestion.as_deref(), glob, "{pattern}");
+        }
+        // A glob suggested for a regex selects what the regex meant.
+        let inv = inventory();
+        assert_eq!(
+            names(&inv, "mx-bj-*"),
+            vec!["mx-bj-1", "mx-bj-2", "mx-bj-3"]
+        );
+    }
+
+    #[test]
+    fn other_case_gets_a_suggestion() {
+        let inv = inventory();
+        for (pattern, suggestion) in [
+            ("MX-GZ-01", "mx-gz-01"),
+            ("Store", "store"),
+            ("mta:&CN-*", "cn-*"),
+            ("EU-WEST", "eu-west"),
+        ] {
+            let err = HostPattern::parse(pattern)
+                .unwrap()
+                .resolve(&inv)
+                .unwrap_err();
+            assert!(err.problem.contains("case-sensitive"), "{pattern}: {err}");
+            assert_eq!(err.suggestion.as_deref(), Some(suggestion), "{pattern}");
+        }
+        let err = HostPattern::parse("nothing-like-it")
+            .unwrap()
+            .resolve(&inv)
+            .unwrap_err();
+        assert!(!err.problem.contains("case-sensitive"), "{err}");
     }
 }

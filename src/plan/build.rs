@@ -9,7 +9,7 @@ use crate::playbook::template;
 use crate::playbook::{Action, NeedScope, Per, Playbook, StepId};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// What narrows or overrides a plan on the command line.
@@ -603,7 +603,10 @@ fn assign_waves(
     host_wave
 }
 
-/// Every variable a step's templates read must be defined for every host it runs on.
+/// Every variable a step's templates really use must be defined for every host it runs on.
+/// The templates are rendered per host (strict undefined), so a variable behind `default`,
+/// `is defined` or in a branch the host never takes is not required; captures of earlier
+/// steps are not known yet and are stood in for.
 fn check_template_variables(
     inventory: &Inventory,
     playbook: &Playbook,
@@ -628,10 +631,7 @@ fn check_template_variables(
         .enumerate()
         .filter_map(|(s, step)| step.capture.as_deref().map(|c| (c, s)))
         .collect();
-    let defined_for = |var: &str, host: HostId| -> bool {
-        if inventory.hosts[host].vars.contains_key(var) {
-            return true;
-        }
+    let captured_for = |var: &str, host: HostId| -> bool {
         captures.iter().any(|(name, s)| {
             *name == var
                 && match playbook.steps[*s].per {
@@ -643,28 +643,108 @@ fn check_template_variables(
                 }
         })
     };
-    for (s, step) in playbook.steps.iter().enumerate() {
-        let mut used: BTreeSet<String> = BTreeSet::new();
-        for (_, source) in step.templates() {
-            used.extend(template::variables(env, source).unwrap_or_default());
-        }
-        if let Action::Template(t) = &step.action {
-            if !t.src.contains("{{") {
-                if let Ok(text) = std::fs::read_to_string(playbook.dir().join(&t.src)) {
-                    used.extend(template::variables(env, &text).unwrap_or_default());
+    let defined_for = |var: &str, host: HostId| -> bool {
+        inventory.hosts[host].vars.contains_key(var) || captured_for(var, host)
+    };
+    let value = |v: &serde_yaml::Value| minijinja::Value::from_serialize(v);
+    // What a host's templates see, as at run time (playbook < inventory < --var, then the
+    // built-ins), with stand-ins for the captures it will see.
+    let known_for = |host: Option<HostId>, wave: usize| -> BTreeMap<String, minijinja::Value> {
+        let mut known: BTreeMap<String, minijinja::Value> = playbook
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), value(v)))
+            .collect();
+        if let Some(h) = host {
+            let host = &inventory.hosts[h];
+            known.extend(host.vars.iter().map(|(k, v)| (k.clone(), value(v))));
+            known.insert(
+                "host".into(),
+                minijinja::Value::from_serialize(serde_json::json!({
+                    "name": host.name,
+                    "address": host.destination(),
+                    "region": inventory.regions[host.region].name,
+                    "cluster": inventory.clusters[host.cluster].name,
+                    "roles": host.roles,
+                })),
+            );
+            for (name, _) in &captures {
+                if captured_for(name, h) {
+                    known.insert(name.to_string(), template::STAND_IN.into());
                 }
             }
         }
-        for var in used.iter().filter(|v| !everywhere.contains(v.as_str())) {
-            // A step without targets (its pattern is wrong, or --limit) is still checked
-            // against the whole inventory, so that its problems show up together.
-            let nowhere = step_tasks[s].all.is_empty()
-                && !captures.iter().any(|(name, _)| name == var)
-                && !inventory
-                    .hosts
-                    .iter()
-                    .any(|h| h.vars.contains_key(var.as_str()));
-            if nowhere {
+        known.extend(
+            options
+                .extra_vars
+                .iter()
+                .map(|(k, v)| (k.clone(), value(v))),
+        );
+        known.insert(
+            "run".into(),
+            minijinja::Value::from_serialize(serde_json::json!({ "id": "check" })),
+        );
+        known.insert(
+            "playbook".into(),
+            minijinja::Value::from_serialize(serde_json::json!({ "name": playbook.name })),
+        );
+        let wave = playbook.strategy.waves.get(wave).map(|w| w.name.as_str());
+        known.insert(
+            "wave".into(),
+            minijinja::Value::from_serialize(serde_json::json!({ "name": wave })),
+        );
+        known
+    };
+    for (s, step) in playbook.steps.iter().enumerate() {
+        let mut sources: Vec<String> = step
+            .templates()
+            .into_iter()
+            .map(|(_, source)| source.to_string())
+            .collect();
+        if let Action::Template(t) = &step.action {
+            if !t.src.contains("{{") {
+                if let Ok(text) = std::fs::read_to_string(playbook.dir().join(&t.src)) {
+                    sources.push(text);
+                }
+            }
+        }
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        for source in &sources {
+            used.extend(template::variables(env, source).unwrap_or_default());
+        }
+        let missing_with = |known: BTreeMap<String, minijinja::Value>| -> BTreeSet<String> {
+            let known = Arc::new(known);
+            sources
+                .iter()
+                .flat_map(|source| template::undefined_in_use(env, source, &known))
+                .collect()
+        };
+        // A step without targets (its pattern is wrong, or --limit) is still checked
+        // against the whole inventory, so that its problems show up together: what some
+        // host or capture defines is stood in for.
+        if step_tasks[s].all.is_empty() {
+            let nowhere: Vec<&String> = used
+                .iter()
+                .filter(|v| {
+                    !everywhere.contains(v.as_str())
+                        && !captures.iter().any(|(name, _)| name == v)
+                        && !inventory
+                            .hosts
+                            .iter()
+                            .any(|h| h.vars.contains_key(v.as_str()))
+                })
+                .collect();
+            if nowhere.is_empty() {
+                continue;
+            }
+            let mut known = known_for((!inventory.hosts.is_empty()).then_some(0), 0);
+            for var in used.iter().filter(|v| !nowhere.contains(v)) {
+                known
+                    .entry(var.clone())
+                    .or_insert_with(|| template::STAND_IN.into());
+            }
+            let missing = missing_with(known);
+            for var in nowhere.into_iter().filter(|v| missing.contains(*v)) {
                 let known: Vec<&str> = everywhere
                     .iter()
                     .copied()
@@ -681,42 +761,66 @@ fn check_template_variables(
                     Some(best) => d.hint(format!("did you mean `{best}`?")),
                     None => d.hint(format!("define `{var}` in the playbook's `vars:`, the inventory's vars, or pass `--var {var}=VALUE`")),
                 });
+            }
+            continue;
+        }
+        // Hosts that define every variable the templates name need no rendering. The
+        // others are rendered, once per set of missing names and values of the defined
+        // ones (the built-ins aside: a branch on `host.name` that decides whether an
+        // undefined variable is used is not worth a render per host).
+        let mut cache: HashMap<(Vec<&str>, String), BTreeSet<String>> = HashMap::new();
+        let mut missing: BTreeMap<String, Vec<HostId>> = BTreeMap::new();
+        for node in &step_tasks[s].all {
+            let Node::Task(task) = graph[*node] else {
+                continue;
+            };
+            let unknown: Vec<&str> = used
+                .iter()
+                .map(String::as_str)
+                .filter(|v| !everywhere.contains(v) && !defined_for(v, task.host))
+                .collect();
+            if unknown.is_empty() {
                 continue;
             }
-            let missing: Vec<HostId> = step_tasks[s]
-                .all
+            let known = known_for(Some(task.host), task.wave);
+            let values = used
                 .iter()
-                .filter_map(|n| match graph[*n] {
-                    Node::Task(t) => Some(t.host),
-                    _ => None,
-                })
-                .filter(|h| !defined_for(var, *h))
-                .collect();
-            if let Some(first) = missing.first() {
-                let others = missing.len() - 1;
-                let more = if others > 0 {
-                    format!(" (and {others} more hosts)")
-                } else {
-                    String::new()
-                };
-                let known: Vec<&str> = everywhere
-                    .iter()
-                    .copied()
-                    .chain(inventory.hosts[*first].vars.keys().map(String::as_str))
-                    .chain(captures.iter().map(|c| c.0))
-                    .collect();
-                let d = Diagnostic::new(
-                    &playbook.file,
-                    format!(
-                        "step `{}`: variable `{var}` is not defined for host `{}`{more}",
-                        step.name, inventory.hosts[*first].name
-                    ),
-                );
-                errors.push(match closest(var, known) {
-                    Some(best) => d.hint(format!("did you mean `{best}`?")),
-                    None => d.hint(format!("define `{var}` in the playbook's `vars:`, the inventory's vars, or pass `--var {var}=VALUE`")),
-                });
+                .filter(|v| !template::BUILTINS.contains(&v.as_str()))
+                .map(|v| format!("{v}={:?}", known.get(v)))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let needed = cache
+                .entry((unknown, values))
+                .or_insert_with(|| missing_with(known));
+            for var in needed.iter() {
+                missing.entry(var.clone()).or_default().push(task.host);
             }
+        }
+        for (var, hosts) in missing {
+            let first = hosts[0];
+            let others = hosts.len() - 1;
+            let more = if others > 0 {
+                format!(" (and {others} more hosts)")
+            } else {
+                String::new()
+            };
+            let known: Vec<&str> = everywhere
+                .iter()
+                .copied()
+                .chain(inventory.hosts[first].vars.keys().map(String::as_str))
+                .chain(captures.iter().map(|c| c.0))
+                .collect();
+            let d = Diagnostic::new(
+                &playbook.file,
+                format!(
+                    "step `{}`: variable `{var}` is not defined for host `{}`{more}",
+                    step.name, inventory.hosts[first].name
+                ),
+            );
+            errors.push(match closest(&var, known) {
+                Some(best) => d.hint(format!("did you mean `{best}`?")),
+                None => d.hint(format!("define `{var}` in the playbook's `vars:`, the inventory's vars, or pass `--var {var}=VALUE`")),
+            });
         }
     }
 }

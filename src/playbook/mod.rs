@@ -324,6 +324,19 @@ impl Builder<'_> {
         (complete.then_some(playbook), self.errors)
     }
 
+    /// A host pattern that cannot be parsed (a `~regex` gets the glob to use).
+    fn pattern_error(
+        &mut self,
+        what: &str,
+        e: &crate::inventory::pattern::PatternError,
+        example: &str,
+    ) {
+        match &e.suggestion {
+            Some(glob) => self.error(format!("{what}: {e}"), format!("did you mean `{glob}`?")),
+            None => self.error(format!("{what}: {e}"), example),
+        }
+    }
+
     fn duration(&mut self, what: &str, value: &Scalar) -> Option<Duration> {
         match value {
             Scalar::Number(seconds) => Some(Duration::from_secs(*seconds)),
@@ -448,10 +461,7 @@ impl Builder<'_> {
             .and_then(|h| match HostPattern::parse(h) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    self.error(
-                        format!("{what}: {e}"),
-                        "use a pattern like `canary` or `mta:&cn-*`",
-                    );
+                    self.pattern_error(&what, &e, "use a pattern like `canary` or `mta:&cn-*`");
                     None
                 }
             });
@@ -510,8 +520,9 @@ impl Builder<'_> {
         let hosts = match HostPattern::parse(raw.hosts.as_deref().unwrap_or("all")) {
             Ok(p) => p,
             Err(e) => {
-                self.error(
-                    format!("{what}: {e}"),
+                self.pattern_error(
+                    &what,
+                    &e,
                     "use a pattern like `mta`, `cn-*` or `mta:&cn-*:!mx-gz-99`",
                 );
                 return None;
