@@ -28,26 +28,24 @@ pub async fn check(
 }
 
 async fn run(connection: &dyn Connection, probe: &Probe) -> Result<String, String> {
-    let port = match probe {
-        Probe::Smtp { port, .. }
-        | Probe::Lmtp { port }
-        | Probe::Imap { port }
-        | Probe::Http { port, .. }
-        | Probe::Tcp { port } => *port,
-    };
+    let (address, port) = probe.target();
     let stream = connection
-        .connect_port(port)
+        .connect_port(address, port)
         .await
         .map_err(|e| e.to_string())?;
     let mut stream = BufReader::new(stream);
     match probe {
-        Probe::Smtp { starttls, .. } => smtp(&mut stream, "EHLO", *starttls).await,
-        Probe::Lmtp { .. } => smtp(&mut stream, "LHLO", false).await,
-        Probe::Imap { .. } => imap(&mut stream).await,
+        Probe::Smtp {
+            starttls, expect, ..
+        } => smtp(&mut stream, "EHLO", *starttls, expect.as_deref()).await,
+        Probe::Lmtp { expect, .. } => smtp(&mut stream, "LHLO", false, expect.as_deref()).await,
+        Probe::Imap { expect, login, .. } => {
+            imap(&mut stream, expect.as_deref(), login.as_ref()).await
+        }
         Probe::Http {
             path, status, body, ..
         } => http(&mut stream, path, *status, body.as_deref()).await,
-        Probe::Tcp { port } => tcp(&mut stream, *port).await,
+        Probe::Tcp { port, .. } => tcp(&mut stream, *port).await,
     }
 }
 
@@ -90,10 +88,23 @@ async fn reply(stream: &mut Conn) -> Result<(u16, Vec<String>), String> {
     }
 }
 
-async fn smtp(stream: &mut Conn, greeting: &str, starttls: bool) -> Result<String, String> {
+async fn smtp(
+    stream: &mut Conn,
+    greeting: &str,
+    starttls: bool,
+    expect: Option<&str>,
+) -> Result<String, String> {
     let (code, banner) = reply(stream).await?;
     if code != 220 {
         return Err(format!("banner {:?}, expected 220", banner.join(" | ")));
+    }
+    if let Some(wanted) = expect {
+        if !banner.join(" ").contains(wanted) {
+            return Err(format!(
+                "banner {:?} does not contain {wanted:?}",
+                banner.join(" | ")
+            ));
+        }
     }
     send(stream, &format!("{greeting} pony-probe\r\n")).await?;
     let (code, lines) = reply(stream).await?;
@@ -121,10 +132,39 @@ async fn smtp(stream: &mut Conn, greeting: &str, starttls: bool) -> Result<Strin
     ))
 }
 
-async fn imap(stream: &mut Conn) -> Result<String, String> {
+async fn imap(
+    stream: &mut Conn,
+    expect: Option<&str>,
+    login: Option<&crate::playbook::raw::ImapLogin>,
+) -> Result<String, String> {
     let greeting = line(stream).await?;
     if !(greeting.starts_with("* OK") || greeting.starts_with("* PREAUTH")) {
         return Err(format!("greeting {greeting:?}, expected `* OK`"));
+    }
+    if let Some(wanted) = expect {
+        if !greeting.contains(wanted) {
+            return Err(format!("greeting {greeting:?} does not contain {wanted:?}"));
+        }
+    }
+    if let Some(login) = login {
+        send(
+            stream,
+            &format!(
+                "p0 LOGIN {} {}\r\n",
+                imap_quote(&login.user),
+                imap_quote(&login.password)
+            ),
+        )
+        .await?;
+        loop {
+            let text = line(stream).await?;
+            if let Some(status) = text.strip_prefix("p0 ") {
+                if !status.starts_with("OK") {
+                    return Err(format!("LOGIN as {} answered {status:?}", login.user));
+                }
+                break;
+            }
+        }
     }
     send(stream, "p1 CAPABILITY\r\n").await?;
     let mut capability = None;
@@ -195,4 +235,9 @@ async fn tcp(stream: &mut Conn, port: u16) -> Result<String, String> {
         Ok(Err(e)) => Err(format!("port {port}: {e}")),
         _ => Ok(format!("port {port} accepts connections")),
     }
+}
+
+/// An IMAP quoted string.
+fn imap_quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }

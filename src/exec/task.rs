@@ -64,7 +64,7 @@ impl RenderedAction {
                 )
             }
             RenderedAction::Probe(probe) => {
-                format!("probe {}", serde_json::to_string(probe).unwrap_or_default())
+                format!("probe {}", probe.describe())
             }
         }
     }
@@ -140,7 +140,9 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
                 become_root: step.become_root,
             }
         }
-        Action::Probe(probe) => RenderedAction::Probe(probe.clone()),
+        Action::Probe(probe) => {
+            RenderedAction::Probe(probe.rendered(|field, text| render(env, field, text, ctx))?)
+        }
     };
     Ok(TaskSpec {
         action,
@@ -416,7 +418,7 @@ async fn probe_with_retries(
     mut run: TaskRun,
 ) -> TaskRun {
     let mut retry = Retry::new(spec);
-    let what = format!("probe {}", serde_json::to_string(probe).unwrap_or_default());
+    let what = format!("probe {}", probe.describe());
     loop {
         run.attempts += 1;
         run.commands.push(what.clone());

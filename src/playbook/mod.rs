@@ -118,7 +118,7 @@ impl Step {
                 out.push(("src", t.src.as_str()));
                 out.push(("dest", t.dest.as_str()));
             }
-            Action::Probe(_) => {}
+            Action::Probe(probe) => out.extend(probe.templates()),
         }
         for (field, value) in [
             ("rollback", &self.rollback),

@@ -177,14 +177,33 @@ pub enum Probe {
         port: u16,
         #[serde(default)]
         starttls: bool,
+        /// The address the service listens on, as the host sees it (a template;
+        /// default 127.0.0.1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        /// Text the banner must contain (a template), e.g. the release.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<String>,
     },
     Lmtp {
         #[serde(default = "port_24")]
         port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<String>,
     },
     Imap {
         #[serde(default = "port_143")]
         port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        /// Text the greeting must contain (a template).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<String>,
+        /// Log in (and out) as this user: a login that works, not only a greeting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        login: Option<ImapLogin>,
     },
     Http {
         #[serde(default = "port_80")]
@@ -194,10 +213,122 @@ pub enum Probe {
         #[serde(default = "status_200")]
         status: u16,
         body: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
     },
     Tcp {
         port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
     },
+}
+
+/// An IMAP probe's credentials (templates; a `--secret-var` keeps the password out of
+/// logs and the journal).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapLogin {
+    pub user: String,
+    pub password: String,
+}
+
+impl Probe {
+    /// The port and the address to connect to on the host (default 127.0.0.1).
+    pub fn target(&self) -> (&str, u16) {
+        let (address, port) = match self {
+            Probe::Smtp { address, port, .. }
+            | Probe::Lmtp { address, port, .. }
+            | Probe::Imap { address, port, .. }
+            | Probe::Http { address, port, .. }
+            | Probe::Tcp { address, port } => (address, *port),
+        };
+        (address.as_deref().unwrap_or("127.0.0.1"), port)
+    }
+
+    /// The probe as logs show it: JSON, with any login password masked.
+    pub fn describe(&self) -> String {
+        let mut shown = self.clone();
+        if let Probe::Imap {
+            login: Some(login), ..
+        } = &mut shown
+        {
+            login.password = "********".into();
+        }
+        serde_json::to_string(&shown).unwrap_or_default()
+    }
+
+    /// Every template string of the probe, with its field.
+    pub fn templates(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        let (address, expect, login) = match self {
+            Probe::Smtp {
+                address, expect, ..
+            }
+            | Probe::Lmtp {
+                address, expect, ..
+            } => (address, expect, None),
+            Probe::Imap {
+                address,
+                expect,
+                login,
+                ..
+            } => (address, expect, login.as_ref()),
+            Probe::Http { address, .. } | Probe::Tcp { address, .. } => (address, &None, None),
+        };
+        if let Some(a) = address {
+            out.push(("probe address", a.as_str()));
+        }
+        if let Some(e) = expect {
+            out.push(("probe expect", e.as_str()));
+        }
+        if let Some(l) = login {
+            out.push(("probe login user", l.user.as_str()));
+            out.push(("probe login password", l.password.as_str()));
+        }
+        out
+    }
+
+    /// The probe with its templates rendered by `render`.
+    pub fn rendered<E>(
+        &self,
+        mut render: impl FnMut(&'static str, &str) -> Result<String, E>,
+    ) -> Result<Probe, E> {
+        let mut probe = self.clone();
+        let mut field = |name: &'static str, value: &mut Option<String>| -> Result<(), E> {
+            if let Some(v) = value.as_mut() {
+                *v = render(name, v)?;
+            }
+            Ok(())
+        };
+        match &mut probe {
+            Probe::Smtp {
+                address, expect, ..
+            }
+            | Probe::Lmtp {
+                address, expect, ..
+            } => {
+                field("probe address", address)?;
+                field("probe expect", expect)?;
+            }
+            Probe::Imap {
+                address,
+                expect,
+                login,
+                ..
+            } => {
+                field("probe address", address)?;
+                field("probe expect", expect)?;
+                if let Some(l) = login {
+                    l.user = render("probe login user", &l.user)?;
+                    l.password = render("probe login password", &l.password)?;
+                }
+            }
+            Probe::Http { address, .. } | Probe::Tcp { address, .. } => {
+                field("probe address", address)?
+            }
+        }
+        Ok(probe)
+    }
 }
 
 fn port_25() -> u16 {

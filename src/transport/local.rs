@@ -75,15 +75,16 @@ impl Connection for LocalConnection {
         })
     }
 
-    fn connect_port(
-        &self,
+    fn connect_port<'a>(
+        &'a self,
+        address: &'a str,
         port: u16,
-    ) -> BoxFuture<'_, Result<Box<dyn super::Stream>, TransportError>> {
+    ) -> BoxFuture<'a, Result<Box<dyn super::Stream>, TransportError>> {
         Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            let stream = tokio::net::TcpStream::connect((address, port))
                 .await
                 .map_err(|e| {
-                    TransportError::Other(format!("cannot connect to port {port}: {e}"))
+                    TransportError::Other(format!("cannot connect to {address}:{port}: {e}"))
                 })?;
             Ok(Box::new(stream) as Box<dyn super::Stream>)
         })

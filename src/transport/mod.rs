@@ -93,7 +93,13 @@ pub trait Connection: Send + Sync {
 
     /// Connects to `127.0.0.1:port` as the host sees it: a port forward over the SSH
     /// connection (nothing to install on the host), or a plain connect for local hosts.
-    fn connect_port(&self, port: u16) -> BoxFuture<'_, Result<Box<dyn Stream>, TransportError>>;
+    /// A stream to `address:port` as the host sees it (its loopback, or one of its own
+    /// addresses).
+    fn connect_port<'a>(
+        &'a self,
+        address: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, TransportError>>;
 }
 
 /// The remote command that kills `command` when `timeout` expires, even if the

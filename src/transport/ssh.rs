@@ -350,10 +350,11 @@ impl Connection for SshConnection {
         })
     }
 
-    fn connect_port(
-        &self,
+    fn connect_port<'a>(
+        &'a self,
+        address: &'a str,
         port: u16,
-    ) -> BoxFuture<'_, Result<Box<dyn super::Stream>, TransportError>> {
+    ) -> BoxFuture<'a, Result<Box<dyn super::Stream>, TransportError>> {
         Box::pin(async move {
             static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -368,7 +369,7 @@ impl Connection for SshConnection {
                 path: path.clone().into(),
             };
             let target = Socket::TcpSocket {
-                host: "127.0.0.1".into(),
+                host: address.to_string().into(),
                 port,
             };
             self.session
@@ -376,7 +377,7 @@ impl Connection for SshConnection {
                 .await
                 .map_err(|e| {
                     TransportError::Disconnected(format!(
-                        "port forward to {port}: {}",
+                        "port forward to {address}:{port}: {}",
                         describe(&e)
                     ))
                 })?;
@@ -386,7 +387,7 @@ impl Connection for SshConnection {
                 path: path.clone().into(),
             };
             let target = Socket::TcpSocket {
-                host: "127.0.0.1".into(),
+                host: address.to_string().into(),
                 port,
             };
             let _ = self
