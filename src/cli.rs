@@ -274,7 +274,22 @@ pub enum LabAction {
         clusters: usize,
         #[arg(long, default_value_t = 2)]
         hosts: usize,
+        /// Also run real Postfix and Dovecot on every host (MTAs relay to their region's
+        /// stores over LMTP); needs root and the postfix, dovecot-imapd and dovecot-lmtpd
+        /// packages.
+        #[arg(long)]
+        mail: bool,
     },
-    /// Stop the lab's sshd servers.
+    /// Stop the lab's sshd servers (and its mail services).
     Down,
+    /// Send numbered messages to the mail lab's MTAs for a while, then count them in the
+    /// stores' Maildirs: sent, delivered, lost, duplicated. Exit 1 if any was lost.
+    Traffic {
+        /// Messages per second over all regions.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// How long to send.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+    },
 }

@@ -33,7 +33,9 @@
 //! client must open at most 10 at once per host) and `MaxSessions 10` (channels per
 //! connection).
 
+pub mod mail;
 mod process;
+pub mod traffic;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;

@@ -13,21 +13,48 @@ pub fn run(state_dir: &Path, action: &LabAction) -> anyhow::Result<Exit> {
             regions,
             clusters,
             hosts,
+            mail,
         } => {
             let fleet = Fleet::start(flagship_layout(&dir, *regions, *clusters, *hosts))?;
             let inventory = dir.join("inventory.yaml");
             fleet.write_inventory(&inventory)?;
             let count = fleet.hosts().len();
+            let mail_lab = if *mail {
+                match crate::lab::mail::start(&dir, fleet.hosts()) {
+                    Ok(lab) => Some(lab),
+                    Err(e) => {
+                        let _ = crate::lab::mail::stop(&dir);
+                        return Err(e);
+                    }
+                }
+            } else {
+                None
+            };
             fleet.detach()?;
             println!("lab up: {count} sshd servers on loopback ({regions} regions × {clusters} clusters × {hosts} hosts)");
+            let playbook = match &mail_lab {
+                Some(lab) => {
+                    crate::lab::mail::add_inventory_vars(&inventory, lab)?;
+                    println!(
+                        "mail: Postfix and Dovecot on every host, release {} (MTAs relay to their region's stores over LMTP)",
+                        crate::lab::mail::FIRST_RELEASE
+                    );
+                    "playbooks/postfix-dovecot.yaml"
+                }
+                None => "playbooks/mail-rollout.yaml",
+            };
             println!("inventory: {}", inventory.display());
             println!(
-                "try: pony deploy -i {} playbooks/mail-rollout.yaml --yes",
+                "try: pony deploy -i {} {playbook} --yes",
                 inventory.display()
             );
             println!("stop with: pony lab down");
         }
+        LabAction::Traffic { rate, duration } => return traffic(&dir, *rate, *duration),
         LabAction::Down => {
+            if let Some(mail) = crate::lab::mail::stop(&dir)? {
+                println!("lab down: stopped {} mail services", mail.stopped);
+            }
             let summary = crate::lab::down(&dir)?;
             println!(
                 "lab down: stopped {} sshd servers ({} were already gone)",
@@ -72,4 +99,41 @@ fn flagship_layout(dir: &Path, regions: usize, clusters: usize, hosts: usize) ->
         })
         .collect();
     FleetOptions::new(dir, "lab", layout)
+}
+
+/// `pony lab traffic`: steady numbered mail, then the exact count.
+fn traffic(dir: &Path, rate: f64, duration: std::time::Duration) -> anyhow::Result<Exit> {
+    use crate::lab::traffic;
+    let lab = crate::lab::mail::MailLab::load(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let count = runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let options = traffic::Options {
+            rate,
+            ..traffic::Options::default()
+        };
+        let sending = tokio::spawn(traffic::send(traffic::regions(&lab), options, stopped));
+        tokio::time::sleep(duration).await;
+        let _ = stop.send(true);
+        let sent = sending.await?;
+        println!(
+            "traffic: {} accepted, {} deferrals met, {} rejected (5xx), {} given up",
+            sent.accepted.len(),
+            sent.deferrals,
+            sent.rejected.len(),
+            sent.given_up.len()
+        );
+        anyhow::Ok(traffic::settle(&lab, &sent, std::time::Duration::from_secs(120)).await)
+    })?;
+    for (region, (sent, delivered)) in &count.regions {
+        println!("  {region:<14} sent {sent:>6}  delivered {delivered:>6}");
+    }
+    println!("{count}");
+    Ok(if count.lost.is_empty() {
+        Exit::Success
+    } else {
+        Exit::SOME_HOSTS_FAILED
+    })
 }

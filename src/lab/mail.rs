@@ -1,0 +1,576 @@
+//! The lab's mail services (`pony lab up --mail`): on every lab host, a real Postfix
+//! (smtpd on the host's own loopback address, its own config, queue and data directories)
+//! and a real Dovecot (IMAP and LMTP on the host's address, its own base_dir, lab users
+//! from a static file, Maildir under the host's mail home). MTA hosts relay their region's
+//! mail to the region's store hosts over LMTP, so a message travels MTA → queue → LMTP →
+//! Maildir and is readable over IMAP.
+//!
+//! The first release (`lab-1`) is rendered from the same templates the real-world
+//! playbook (`playbooks/postfix-dovecot.yaml`) deploys, into
+//! `<root>/mail/releases/lab-1`, with `<root>/mail/current` pointing at it; the daemons
+//! read their config through `current`, so a deploy switches the link and reloads.
+//!
+//! Everything started here is stopped by [`stop`] through the daemons' own control
+//! commands and then by the pids in their pid files (all inside the lab's folder); the
+//! addresses added to `lo` (Postfix only listens on addresses that are on an interface)
+//! are removed again.
+
+use super::LabHost;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What `lab down` reads to stop the mail services.
+const STATE_FILE: &str = "mail.json";
+/// The release the lab starts with.
+pub const FIRST_RELEASE: &str = "lab-1";
+pub const DOMAIN: &str = "lab.test";
+pub const USERS: [&str; 3] = ["alice", "bob", "traffic"];
+pub const PASSWORD: &str = "lab-secret";
+const INSTALL_HINT: &str =
+    "install them with 'apt-get install -y postfix dovecot-imapd dovecot-lmtpd' (scripts/test does)";
+
+/// The playbook's templates, shared with the lab so that the lab's first release is the
+/// same config a deploy renders.
+pub const TEMPLATES: [(&str, &str); 6] = [
+    (
+        "postfix/main.cf",
+        include_str!("../../playbooks/templates/postfix/main.cf.j2"),
+    ),
+    (
+        "postfix/master.cf",
+        include_str!("../../playbooks/templates/postfix/master.cf.j2"),
+    ),
+    (
+        "postfix/header_checks",
+        include_str!("../../playbooks/templates/postfix/header_checks.j2"),
+    ),
+    (
+        "postfix/transport",
+        include_str!("../../playbooks/templates/postfix/transport.j2"),
+    ),
+    (
+        "dovecot/dovecot.conf",
+        include_str!("../../playbooks/templates/dovecot/dovecot.conf.j2"),
+    ),
+    (
+        "dovecot/users",
+        include_str!("../../playbooks/templates/dovecot/users.j2"),
+    ),
+];
+
+/// One host's mail services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailHost {
+    pub name: String,
+    pub region: String,
+    pub roles: Vec<String>,
+    pub address: Ipv4Addr,
+    /// `<root>/mail`: releases, queue, Maildirs, logs.
+    pub home: PathBuf,
+}
+
+impl MailHost {
+    pub fn is_store(&self) -> bool {
+        self.roles.iter().any(|r| r == "store")
+    }
+
+    pub fn is_mta(&self) -> bool {
+        self.roles.iter().any(|r| r == "mta")
+    }
+
+    pub fn postfix_config(&self) -> PathBuf {
+        self.home.join("current/postfix")
+    }
+
+    pub fn dovecot_config(&self) -> PathBuf {
+        self.home.join("current/dovecot/dovecot.conf")
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.home.join("maildir")
+    }
+
+    /// The release `current` points at.
+    pub fn release(&self) -> Option<String> {
+        std::fs::read_link(self.home.join("current"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+
+    fn postfix_pid(&self) -> Option<u32> {
+        read_pid(&self.home.join("postfix/spool/pid/master.pid"))
+    }
+
+    fn dovecot_pid(&self) -> Option<u32> {
+        read_pid(&self.home.join("dovecot/run/master.pid"))
+    }
+}
+
+/// The lab's mail fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailLab {
+    pub hosts: Vec<MailHost>,
+    /// Addresses this lab added to `lo`.
+    pub added_addresses: Vec<Ipv4Addr>,
+}
+
+/// A service of a lab host, for tests that take one down and bring it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Postfix,
+    Dovecot,
+}
+
+impl MailLab {
+    pub fn load(dir: &Path) -> Result<MailLab> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no mail lab in {} (start one with `pony lab up --mail`)",
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    }
+
+    pub fn host(&self, name: &str) -> &MailHost {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no mail host {name}"))
+    }
+
+    /// The MTAs of each region, in inventory order.
+    pub fn mtas_by_region(&self) -> BTreeMap<String, Vec<&MailHost>> {
+        let mut out: BTreeMap<String, Vec<&MailHost>> = BTreeMap::new();
+        for h in self.hosts.iter().filter(|h| h.is_mta()) {
+            out.entry(h.region.clone()).or_default().push(h);
+        }
+        out
+    }
+
+    pub fn stores(&self) -> impl Iterator<Item = &MailHost> {
+        self.hosts.iter().filter(|h| h.is_store())
+    }
+
+    /// Stops one service of one host (a store that goes down, in a test).
+    pub fn stop_service(&self, host: &str, service: Service) -> Result<()> {
+        stop_service(self.host(host), service)
+    }
+
+    /// Starts it again.
+    pub fn start_service(&self, host: &str, service: Service) -> Result<()> {
+        let h = self.host(host);
+        start_service(h, service)?;
+        wait_listening(h, service)
+    }
+
+    /// Messages in a host's Postfix queue (`postqueue -j`).
+    pub fn queued(&self, host: &str) -> Result<usize> {
+        let out = Command::new("postqueue")
+            .arg("-c")
+            .arg(self.host(host).postfix_config())
+            .arg("-j")
+            .output()
+            .context("running postqueue")?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count())
+    }
+
+    /// `postqueue -f` on every host: deferred mail is tried again now.
+    pub fn flush_all(&self) {
+        for h in &self.hosts {
+            let _ = Command::new("postqueue")
+                .arg("-c")
+                .arg(h.postfix_config())
+                .arg("-f")
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Starts Postfix and Dovecot on every host of the fleet and writes `<dir>/mail.json`.
+pub fn start(dir: &Path, hosts: &[LabHost]) -> Result<MailLab> {
+    for tool in ["postfix", "postqueue", "dovecot", "doveadm"] {
+        if which(tool).is_none() {
+            bail!("{tool} not found: the mail lab needs Postfix and Dovecot; {INSTALL_HINT}");
+        }
+    }
+    let mail_hosts: Vec<MailHost> = hosts
+        .iter()
+        .map(|h| MailHost {
+            name: h.name.clone(),
+            region: h.region.clone(),
+            roles: h.roles.clone(),
+            address: h.address,
+            home: h.root.join("mail"),
+        })
+        .collect();
+    for region in mail_hosts.iter().map(|h| &h.region) {
+        if !mail_hosts
+            .iter()
+            .any(|h| &h.region == region && h.is_store())
+        {
+            bail!("region {region} has no host with role `store` to deliver its mail to: use --clusters 2 or more");
+        }
+    }
+    let mut lab = MailLab {
+        hosts: mail_hosts,
+        added_addresses: Vec::new(),
+    };
+    // Written first, so that `lab down` can clean up after a failed start.
+    save(dir, &lab)?;
+    for h in &lab.hosts {
+        if add_address(h.address)? {
+            lab.added_addresses.push(h.address);
+            save(dir, &lab)?;
+        }
+        prepare(&lab, h)?;
+    }
+    for h in &lab.hosts {
+        start_service(h, Service::Postfix)?;
+        start_service(h, Service::Dovecot)?;
+    }
+    for h in &lab.hosts {
+        wait_listening(h, Service::Postfix)?;
+        wait_listening(h, Service::Dovecot)?;
+    }
+    Ok(lab)
+}
+
+fn save(dir: &Path, lab: &MailLab) -> Result<()> {
+    let path = dir.join(STATE_FILE);
+    std::fs::write(&path, serde_json::to_string_pretty(lab)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The template context of a host, as the playbook's tasks see it with the lab inventory.
+pub fn context(lab: &MailLab, host: &MailHost, version: &str) -> serde_json::Value {
+    serde_json::json!({
+        "host": {
+            "name": host.name,
+            "address": host.address.to_string(),
+            "region": host.region,
+            "roles": host.roles,
+        },
+        "version": version,
+        "mail_home": host.home,
+        "mail_domain": DOMAIN,
+        "mail_stores": stores_of(lab, &host.region),
+        "mail_users": USERS,
+        "mail_password": PASSWORD,
+    })
+}
+
+fn stores_of(lab: &MailLab, region: &str) -> Vec<String> {
+    lab.hosts
+        .iter()
+        .filter(|h| h.region == region && h.is_store())
+        .map(|h| h.address.to_string())
+        .collect()
+}
+
+/// Folders, the first release and the empty drain switches of one host.
+fn prepare(lab: &MailLab, h: &MailHost) -> Result<()> {
+    let home = &h.home;
+    for sub in [
+        "postfix/spool",
+        "postfix/data",
+        "dovecot/run",
+        "dovecot/state",
+        "maildir",
+        "log",
+        "state",
+    ] {
+        std::fs::create_dir_all(home.join(sub))
+            .with_context(|| format!("creating {}", home.join(sub).display()))?;
+    }
+    // Postfix insists that its data directory belongs to mail_owner; Dovecot delivers
+    // and reads mail as `dovecot`.
+    chown(&home.join("postfix/data"), "postfix")?;
+    chown(&home.join("maildir"), "dovecot")?;
+    for switch in ["state/drain.cidr", "state/imap-deny"] {
+        std::fs::write(home.join(switch), "")?;
+    }
+    let release = home.join("releases").join(FIRST_RELEASE);
+    let env = crate::playbook::template::environment();
+    let ctx = minijinja::Value::from_serialize(context(lab, h, FIRST_RELEASE));
+    for (name, text) in TEMPLATES {
+        let rendered = env
+            .render_str(text, &ctx)
+            .map_err(|e| anyhow!("rendering {name} for {}: {e}", h.name))?;
+        let path = release.join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent"))?;
+        std::fs::write(&path, rendered).with_context(|| format!("writing {}", path.display()))?;
+    }
+    std::fs::write(release.join("VERSION"), format!("{FIRST_RELEASE}\n"))?;
+    let current = home.join("current");
+    let _ = std::fs::remove_file(&current);
+    std::os::unix::fs::symlink(format!("releases/{FIRST_RELEASE}"), &current)?;
+    Ok(())
+}
+
+fn start_service(h: &MailHost, service: Service) -> Result<()> {
+    let mut command = match service {
+        Service::Postfix => {
+            let mut c = Command::new("postfix");
+            c.arg("-c").arg(h.postfix_config()).arg("start");
+            c
+        }
+        Service::Dovecot => {
+            let mut c = Command::new("dovecot");
+            c.arg("-c").arg(h.dovecot_config());
+            c
+        }
+    };
+    // The daemons keep whatever they inherit: their output goes to a file, never to a
+    // pipe someone would wait on.
+    let output = h
+        .home
+        .join("log")
+        .join(format!("{service:?}-start.out").to_lowercase());
+    let file = std::fs::File::create(&output)?;
+    let status = command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .status()
+        .with_context(|| format!("starting {service:?} on {}", h.name))?;
+    if !status.success() {
+        bail!(
+            "{service:?} of lab host {} did not start: {} (its logs: {})",
+            h.name,
+            std::fs::read_to_string(&output).unwrap_or_default().trim(),
+            h.home.join("log").display()
+        );
+    }
+    Ok(())
+}
+
+fn ports(service: Service) -> &'static [u16] {
+    match service {
+        Service::Postfix => &[25],
+        Service::Dovecot => &[143, 24],
+    }
+}
+
+fn wait_listening(h: &MailHost, service: Service) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &port in ports(service) {
+        while std::net::TcpStream::connect_timeout(
+            &(h.address, port).into(),
+            Duration::from_millis(500),
+        )
+        .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!(
+                    "{service:?} of lab host {} does not listen on {}:{port} (its log: {})",
+                    h.name,
+                    h.address,
+                    h.home.join("log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+fn stop_service(h: &MailHost, service: Service) -> Result<()> {
+    let (pid, mut command) = match service {
+        Service::Postfix => {
+            let mut c = Command::new("postfix");
+            c.arg("-c").arg(h.postfix_config()).arg("stop");
+            (h.postfix_pid(), c)
+        }
+        Service::Dovecot => {
+            let mut c = Command::new("doveadm");
+            c.arg("-c").arg(h.dovecot_config()).arg("stop");
+            (h.dovecot_pid(), c)
+        }
+    };
+    let Some(pid) = pid.filter(|p| alive(*p)) else {
+        return Ok(());
+    };
+    let _ = command.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    // The master ends its children; if it does not go within a while, it is ended by
+    // its pid, which lives in this host's own folder.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// What `lab down` did to the mail services.
+#[derive(Debug, Default)]
+pub struct StopSummary {
+    pub stopped: usize,
+}
+
+/// Stops every mail service of the lab in `dir` and removes the addresses it added.
+pub fn stop(dir: &Path) -> Result<Option<StopSummary>> {
+    let Ok(lab) = MailLab::load(dir) else {
+        return Ok(None);
+    };
+    let mut summary = StopSummary::default();
+    for h in &lab.hosts {
+        for service in [Service::Postfix, Service::Dovecot] {
+            let running = match service {
+                Service::Postfix => h.postfix_pid(),
+                Service::Dovecot => h.dovecot_pid(),
+            }
+            .is_some_and(alive);
+            stop_service(h, service)?;
+            summary.stopped += usize::from(running);
+        }
+    }
+    for address in &lab.added_addresses {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{address}/32"), "dev", "lo"])
+            .stderr(Stdio::null())
+            .status();
+    }
+    std::fs::remove_file(dir.join(STATE_FILE))?;
+    Ok(Some(summary))
+}
+
+/// Adds the address to `lo`; false when it was there already.
+fn add_address(address: Ipv4Addr) -> Result<bool> {
+    let out = Command::new("ip")
+        .args(["addr", "add", &format!("{address}/32"), "dev", "lo"])
+        .output()
+        .context("running `ip addr add` (package iproute2)")?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("File exists") || err.contains("Address already assigned") {
+        return Ok(false);
+    }
+    bail!(
+        "cannot add {address} to lo (Postfix listens only on an interface's address; this needs root): {}",
+        err.trim()
+    )
+}
+
+fn chown(path: &Path, user: &str) -> Result<()> {
+    let status = Command::new("chown")
+        .arg(user)
+        .arg(path)
+        .status()
+        .context("running chown")?;
+    if !status.success() {
+        bail!(
+            "chown {user} {} failed (the mail lab needs root)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Adds the mail settings to a lab inventory: the domain, users and password for
+/// everyone, each region's store addresses, and each host's mail home.
+pub fn add_inventory_vars(inventory: &Path, lab: &MailLab) -> Result<()> {
+    use serde_yaml::{Mapping, Value};
+    let text = std::fs::read_to_string(inventory)?;
+    let mut doc: Value = serde_yaml::from_str(&text)?;
+    let s = |v: &str| Value::String(v.to_string());
+    let map = |v: &mut Value, key: &str| -> Result<Mapping> {
+        Ok(v.get(key)
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default())
+    };
+    let mut defaults = map(&mut doc, "defaults")?;
+    let mut vars = defaults
+        .get("vars")
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    vars.insert(s("mail_domain"), s(DOMAIN));
+    vars.insert(
+        s("mail_users"),
+        Value::Sequence(USERS.iter().map(|u| s(u)).collect()),
+    );
+    vars.insert(s("mail_password"), s(PASSWORD));
+    defaults.insert(s("vars"), Value::Mapping(vars));
+    doc["defaults"] = Value::Mapping(defaults);
+    let regions = doc["regions"]
+        .as_mapping_mut()
+        .ok_or_else(|| anyhow!("{}: no regions", inventory.display()))?;
+    for (name, region) in regions.iter_mut() {
+        let name = name.as_str().unwrap_or_default().to_string();
+        let stores = stores_of(lab, &name);
+        let region = region
+            .as_mapping_mut()
+            .ok_or_else(|| anyhow!("region {name} is not a mapping"))?;
+        let mut vars = Mapping::new();
+        vars.insert(
+            s("mail_stores"),
+            Value::Sequence(stores.iter().map(|a| s(a)).collect()),
+        );
+        region.insert(s("vars"), Value::Mapping(vars));
+        let Some(clusters) = region
+            .get_mut(s("clusters"))
+            .and_then(Value::as_mapping_mut)
+        else {
+            continue;
+        };
+        for (_, cluster) in clusters.iter_mut() {
+            let Some(hosts) = cluster.get_mut("hosts").and_then(Value::as_mapping_mut) else {
+                continue;
+            };
+            for (host, spec) in hosts.iter_mut() {
+                let host = host.as_str().unwrap_or_default();
+                let Some(home) = lab.hosts.iter().find(|h| h.name == host).map(|h| &h.home) else {
+                    continue;
+                };
+                if let Some(vars) = spec.get_mut("vars").and_then(Value::as_mapping_mut) {
+                    vars.insert(s("mail_home"), s(&home.display().to_string()));
+                }
+            }
+        }
+    }
+    let yaml = serde_yaml::to_string(&doc)?;
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        inventory,
+        format!("{header}# with the mail lab's settings (pony lab up --mail)\n{yaml}"),
+    )?;
+    Ok(())
+}
