@@ -7,6 +7,73 @@
 use pony::lab::{Fleet, FleetOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The crate root: the tests' working directory, where `inventories/` and `playbooks/` are.
+pub fn crate_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `pony --state-dir STATE <args>`, run from the crate root with stdin closed, `NO_COLOR=1`,
+/// and none of the test's own `PONY_*` or `RUST_LOG` settings (a test that checks an
+/// environment default sets it on the returned command). The one way tests start pony.
+pub fn pony(state: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pony"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PONY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .current_dir(crate_root())
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Lines of JSON (events on stdout, journal records); every line must parse.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The events of a run made with `--output json`.
+pub fn events(output: &Output) -> Vec<serde_json::Value> {
+    json_lines(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The only run in a state dir: (its id, its folder).
+pub fn only_run(state: &Path) -> (String, PathBuf) {
+    let runs: Vec<PathBuf> = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    (
+        runs[0].file_name().unwrap().to_string_lossy().to_string(),
+        runs[0].clone(),
+    )
+}
+
+/// The journal of a run folder, every line parsed.
+pub fn journal(run_dir: &Path) -> Vec<serde_json::Value> {
+    json_lines(&std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap())
+}
+
+/// Waits until `done()` holds; fails naming `what` after 60 s (a bound for a hung test,
+/// not a speed: the condition is what the test waits for).
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 pub struct Lab {
     pub fleet: Fleet,
@@ -62,16 +129,9 @@ impl Lab {
         self.fleet.hosts().iter().map(|h| h.name.clone()).collect()
     }
 
-    /// `pony --state-dir STATE <args>` with stdin closed.
+    /// [`pony`] with the lab's state dir.
     pub fn pony(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pony"));
-        command
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(args)
-            .stdin(Stdio::null())
-            .env_remove("RUST_LOG");
-        command
+        pony(&self.state, args)
     }
 
     /// `pony deploy -i INVENTORY PLAYBOOK --yes <extra>` to completion.
