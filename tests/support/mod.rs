@@ -205,3 +205,131 @@ steps:
 "#
     )
 }
+
+/// Reads JSON events from a running pony's stdout until one satisfies `last`; returns
+/// every event read, that one included. Fails if the output ends first.
+pub fn read_events_until(
+    stdout: &mut impl std::io::BufRead,
+    mut last: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line).expect("reading pony's stdout");
+        assert!(
+            read > 0,
+            "pony's output ended first; events so far: {seen:#?}"
+        );
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+        seen.push(event);
+        if last(seen.last().unwrap()) {
+            return seen;
+        }
+    }
+}
+
+/// The hosts the journal shows a `task_started` for (labels are `step@host`).
+pub fn started_hosts(journal: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    journal
+        .iter()
+        .filter(|r| r["type"] == "task_started")
+        .filter_map(|r| {
+            r["label"]
+                .as_str()?
+                .split_once('@')
+                .map(|(_, h)| h.to_string())
+        })
+        .collect()
+}
+
+/// (state, parent pid) of a live process, from `/proc/PID/stat`.
+pub fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+/// Whether `pid` is `ancestor` or runs below it.
+pub fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        match proc_stat(pid) {
+            Some((_, parent)) if parent > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Every live process below `root` (not `root` itself).
+pub fn descendants(root: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&pid| pid != root && descends_from(pid, root))
+        .collect()
+}
+
+/// One TCP connection of this machine, from `/proc/net/tcp`.
+#[derive(Debug, Clone)]
+pub struct TcpEntry {
+    pub local: std::net::SocketAddrV4,
+    pub remote: std::net::SocketAddrV4,
+    /// `01` is ESTABLISHED, `0A` LISTEN.
+    pub state: String,
+    pub inode: u64,
+}
+
+fn hex_addr(text: &str) -> std::net::SocketAddrV4 {
+    let (ip, port) = text.split_once(':').unwrap();
+    let ip = u32::from_str_radix(ip, 16).unwrap();
+    std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::from(ip.to_le_bytes()),
+        u16::from_str_radix(port, 16).unwrap(),
+    )
+}
+
+/// The machine's IPv4 TCP sockets.
+pub fn tcp_table() -> Vec<TcpEntry> {
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            TcpEntry {
+                local: hex_addr(f[1]),
+                remote: hex_addr(f[2]),
+                state: f[3].to_string(),
+                inode: f[9].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// The processes holding socket `inode` open.
+pub fn socket_owners(inode: u64) -> Vec<u32> {
+    let needle = format!("socket:[{inode}]");
+    let mut owners = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == needle))
+        {
+            owners.push(pid);
+        }
+    }
+    owners
+}
