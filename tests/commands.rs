@@ -2,6 +2,8 @@
 //! `graph` (dot, mermaid, json) and `inventory`, and usage errors.
 //! `dot` output is fed to Graphviz; a missing `dot` fails the test (never skips).
 
+mod support;
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -14,9 +16,7 @@ const LOCAL: &str = "inventories/local.yaml";
 const GLOBAL: &str = "inventories/global.yaml";
 const PLAYBOOK: &str = "playbooks/mail-rollout.yaml";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::crate_root as root;
 
 struct Outcome {
     code: Option<i32>,
@@ -32,26 +32,7 @@ fn pony(args: &[&str]) -> Outcome {
 /// Runs pony from the crate root with `state` as its state directory (where the local
 /// inventory's hosts have their directories).
 fn pony_in(state: &Path, args: &[&str]) -> Outcome {
-    let mut cmd = Command::cargo_bin("pony").expect("the pony binary is built");
-    for var in [
-        "PONY_INVENTORY",
-        "PONY_PLAYBOOK",
-        "PONY_LIMIT",
-        "PONY_OUTPUT",
-        "PONY_COLOR",
-        "PONY_JUNIT",
-        "PONY_CONNECTIONS",
-        "PONY_YES",
-        "PONY_ACCEPT_NEW_HOST_KEYS",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    let output = cmd
-        .current_dir(root())
-        .env("NO_COLOR", "1")
-        .env("PONY_STATE_DIR", state)
-        .args(args)
+    let output = Command::from_std(support::pony(state, args))
         .timeout(Duration::from_secs(60))
         .output()
         .expect("pony runs");

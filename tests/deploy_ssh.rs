@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{lab, lab_with, release_playbook, text};
+use support::{lab, lab_with, read_events_until, release_playbook, started_hosts, text};
 
 const FAST: &str = "  max_unavailable: 100%\n  max_failures: 0\n  on_failure: rollback-region";
 
@@ -90,27 +90,119 @@ fn one_failure_within_budget_rolls_back_only_that_host_using_the_captured_releas
 }
 
 #[test]
-fn beyond_budget_halt_stops_and_rolls_nothing_back() {
+fn beyond_budget_halt_starts_no_queued_host_lets_running_tasks_finish_and_rolls_nothing_back() {
     let lab = lab();
     lab.install_old_release();
     lab.make_fail("r2-c1-01", "switch");
-    let playbook = lab.playbook(&release_playbook("  max_failures: 0\n  on_failure: halt"));
-    let out = lab.deploy(&playbook, &[]);
+    let shared = lab.path("started");
+    std::fs::create_dir_all(&shared).unwrap();
+    let gate = lab.path("gate");
+    // One host at a time per cluster: the six `-01` hosts start, the six `-02` hosts
+    // queue. The failing host goes on once all six are in `stage`; the others hold there
+    // until the test has seen the halt, so they are running when it comes.
+    let hold = format!(
+        "touch {shared}/{{{{ host.name }}}}; if [ -e {{{{ root }}}}/fail-switch ]; then while [ $(ls {shared} | wc -l) -lt 6 ]; do sleep 0.02; done; else while [ ! -e {gate} ]; do sleep 0.02; done; fi; ",
+        shared = shared.display(),
+        gate = gate.display()
+    );
+    let playbook = lab.playbook(
+        &release_playbook("  max_unavailable: 1\n  max_failures: 0\n  on_failure: halt").replace(
+            "run: mkdir -p {{ mail_root }}/releases",
+            &format!("run: {hold}mkdir -p {{{{ mail_root }}}}/releases"),
+        ),
+    );
+    let mut child = lab
+        .pony(&[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = read_events_until(&mut stdout, |e| e["event"] == "stopped");
+    std::fs::write(&gate, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    seen.extend(support::json_lines(&rest));
+    let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), 3, "halted needs a person: {}", text(&out));
-    // Halt rolls nothing back: the failed host stays where the failed step left it.
+    let summary = seen.last().unwrap();
+    assert_eq!(summary["outcome"], "needs_attention", "{summary}");
+
+    // Nothing was rolled back: no rollback event, no rollback in the journal, and the
+    // failed host stays where its failed step left it.
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e["event"].as_str().unwrap().starts_with("rollback")),
+        "{seen:#?}"
+    );
+    let (_, run_dir) = support::only_run(&lab.state);
+    let journal = support::journal(&run_dir);
+    assert!(
+        !journal
+            .iter()
+            .any(|r| r["type"].as_str().unwrap().starts_with("rollback")),
+        "{journal:#?}"
+    );
     assert_eq!(lab.current("r2-c1-01").as_deref(), Some("releases/2.0"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("halted"), "{stdout}");
-    assert!(!stdout.contains("== rollback"), "{stdout}");
+    assert!(lab.root("r2-c1-01").join("srv/mail/releases/2.0").is_dir());
+
+    // It stopped: the queued hosts never started, on the hosts and in the journal; the
+    // hosts in flight finished the task they were running and started no other.
+    let in_flight: Vec<String> = lab
+        .host_names()
+        .into_iter()
+        .filter(|h| h.ends_with("-01"))
+        .collect();
+    assert_eq!(
+        started_hosts(&journal).into_iter().collect::<Vec<_>>(),
+        in_flight,
+        "only the hosts in flight at the halt ever started"
+    );
     for host in lab.host_names() {
-        let current = lab.current(&host);
-        assert!(
-            matches!(
-                current.as_deref(),
-                Some("releases/1.0") | Some("releases/2.0")
-            ),
-            "{host}: {current:?}"
-        );
+        let root = lab.root(&host);
+        if in_flight.contains(&host) {
+            assert!(
+                root.join("srv/mail/releases/2.0").is_dir(),
+                "{host}: stage finished"
+            );
+            if host != "r2-c1-01" {
+                assert_eq!(
+                    lab.current(&host).as_deref(),
+                    Some("releases/1.0"),
+                    "{host}: switch never started"
+                );
+                let labels: Vec<&str> = journal
+                    .iter()
+                    .filter(|r| r["type"] == "task_started")
+                    .filter_map(|r| r["label"].as_str())
+                    .filter(|l| l.ends_with(&format!("@{host}")))
+                    .collect();
+                assert!(
+                    !labels.contains(&format!("switch@{host}").as_str()),
+                    "{host}: {labels:?}"
+                );
+            }
+        } else {
+            assert!(
+                !shared.join(&host).exists(),
+                "{host} started after the halt"
+            );
+            assert!(!root.join("srv/mail/releases/2.0").exists(), "{host}");
+            assert_eq!(
+                lab.current(&host).as_deref(),
+                Some("releases/1.0"),
+                "{host}"
+            );
+        }
     }
 }
 
@@ -217,6 +309,14 @@ fn deploy_until_marker(
     child
 }
 
+/// Opens the `slow` step's gate on every host but `held` (whose `slow` holds until the
+/// test acts on that host: no race between the task and a kill or pause).
+fn open_gates_except(lab: &support::Lab, held: &str) {
+    for host in lab.host_names().iter().filter(|h| *h != held) {
+        std::fs::write(lab.root(host).join("go"), "").unwrap();
+    }
+}
+
 const SLOW: &str = r#"
 name: slow
 vars: { version: "2.0" }
@@ -228,7 +328,7 @@ steps:
     timeout: 3s
   - name: slow
     needs: [stage]
-    run: touch {{ root }}/slow-started && sleep 1
+    run: touch {{ root }}/slow-started; while [ ! -e {{ root }}/go ]; do sleep 0.02; done
     timeout: 3s
   - name: switch
     needs: [slow]
@@ -239,6 +339,7 @@ steps:
 fn a_host_killed_mid_run_fails_and_its_rollback_is_reported_incomplete() {
     let mut lab = lab();
     let playbook = lab.playbook(SLOW);
+    open_gates_except(&lab, "r1-c2-01");
     let child = deploy_until_marker(&lab, &playbook, "r1-c2-01", "slow-started");
     lab.fleet.kill("r1-c2-01").unwrap();
     let out = child.wait_with_output().unwrap();
@@ -261,9 +362,20 @@ fn a_host_killed_mid_run_fails_and_its_rollback_is_reported_incomplete() {
 fn a_hung_host_hits_the_step_timeout() {
     let mut lab = lab();
     let playbook = lab.playbook(SLOW);
+    open_gates_except(&lab, "r2-c2-02");
     let started = Instant::now();
     let child = deploy_until_marker(&lab, &playbook, "r2-c2-02", "slow-started");
     lab.fleet.pause("r2-c2-02").unwrap();
+    // Once every process of the host is stopped, its gate opens: only the pause can keep
+    // its `slow` from finishing now.
+    let sshd = lab.fleet.host("r2-c2-02").pid;
+    support::wait_until("the paused host's processes to stop", || {
+        support::descendants(sshd)
+            .into_iter()
+            .chain([sshd])
+            .all(|pid| support::proc_stat(pid).is_none_or(|(state, _)| state == 'T'))
+    });
+    std::fs::write(lab.root("r2-c2-02").join("go"), "").unwrap();
     let out = child.wait_with_output().unwrap();
     let elapsed = started.elapsed();
     lab.fleet.resume("r2-c2-02").unwrap();

@@ -521,16 +521,9 @@ steps:
     rollback: rm -f current
 ";
 
-/// `pony --state-dir STATE <args>` with stdin closed.
+/// [`support::pony`] to completion.
 fn local_pony(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pony"))
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .stdin(Stdio::null())
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
+    support::pony(state, args).output().unwrap()
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! playbook. The journals are written here with known durations, so the expected
 //! estimate is exact and nothing depends on how fast this machine is.
 
+mod support;
+
 use serde_json::json;
 use std::path::Path;
-use std::process::Command;
 
 const PLAYBOOK: &str = "name: timed\nsteps:\n  - { name: a, run: \"true\" }\n  - { name: b, needs: [a], run: \"true\", estimate: 2s }\n";
 
@@ -42,15 +43,18 @@ fn plan_estimate_uses_the_median_duration_from_earlier_runs() {
     let playbook = dir.path().join("timed.yaml");
     std::fs::write(&playbook, PLAYBOOK).unwrap();
     let estimate = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_pony"))
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["plan", "-i", "inventories/local.yaml"])
-            .arg(&playbook)
-            .arg("--estimate")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
+        let out = support::pony(
+            &state,
+            &[
+                "plan",
+                "-i",
+                "inventories/local.yaml",
+                playbook.to_str().unwrap(),
+                "--estimate",
+            ],
+        )
+        .output()
+        .unwrap();
         assert!(
             out.status.success(),
             "{}",

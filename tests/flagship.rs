@@ -2,17 +2,11 @@
 //! README's run command, its idempotence, and the mail-safety promise that a queue that
 //! will not drain fails the host and rolls it back without losing a queued mail.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
-fn pony(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pony"))
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::path::Path;
+use std::process::Output;
+use support::pony;
 
 fn text(out: &Output) -> String {
     format!(
@@ -54,7 +48,7 @@ fn current(state: &Path, host: &str) -> Option<String> {
 fn the_readme_rollout_succeeds_and_a_second_run_changes_nothing_guarded() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    let first = pony(state, &DEPLOY);
+    let first = pony(state, &DEPLOY).output().unwrap();
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     for host in HOSTS {
         assert_eq!(
@@ -73,7 +67,7 @@ fn the_readme_rollout_succeeds_and_a_second_run_changes_nothing_guarded() {
     }
     let mut args = DEPLOY.to_vec();
     args.extend(["--output", "json"]);
-    let second = pony(state, &args);
+    let second = pony(state, &args).output().unwrap();
     assert_eq!(second.status.code(), Some(0), "{}", text(&second));
     let skipped = String::from_utf8_lossy(&second.stdout)
         .lines()
@@ -95,7 +89,7 @@ fn a_queue_that_will_not_drain_fails_the_host_and_keeps_the_mail() {
     .unwrap();
     let mut args = DEPLOY.to_vec();
     args.extend(["--var", "drain_wait_seconds=1"]);
-    let out = pony(state, &args);
+    let out = pony(state, &args).output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -2,8 +2,10 @@
 //! an `approve:` gate, answered through a real pseudo-terminal (tmux); and what CI gets
 //! instead (a refusal without --yes, exit 10 at the gate).
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn tmux(args: &[&str]) -> String {
@@ -107,14 +109,13 @@ fn without_a_terminal_deploy_refuses_and_a_gate_stops_with_10() {
     let playbook = write_playbook(dir.path());
     let state = dir.path().join("state");
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_pony"))
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["deploy", "-i", "inventories/local.yaml", &playbook])
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        support::pony(
+            &state,
+            &["deploy", "-i", "inventories/local.yaml", &playbook],
+        )
+        .args(extra)
+        .output()
+        .unwrap()
     };
     let refused = run(&[]);
     assert_eq!(refused.status.code(), Some(2));

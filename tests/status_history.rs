@@ -3,38 +3,12 @@
 //! and on a hand-made run folder whose controller died mid-write (no `run_finished`, a
 //! torn last journal line).
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pony(state: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pony"));
-    for var in [
-        "PONY_INVENTORY",
-        "PONY_PLAYBOOK",
-        "PONY_LIMIT",
-        "PONY_OUTPUT",
-        "PONY_COLOR",
-        "PONY_JUNIT",
-        "PONY_CONNECTIONS",
-        "PONY_YES",
-        "PONY_STATE_DIR",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.current_dir(root())
-        .env("NO_COLOR", "1")
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("pony runs")
-}
+use support::pony;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -42,7 +16,7 @@ fn stdout(output: &Output) -> String {
 
 /// Runs pony, insists on exit 0, returns stdout.
 fn ok(state: &Path, args: &[&str]) -> String {
-    let output = pony(state, args);
+    let output = pony(state, args).output().unwrap();
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -120,7 +94,7 @@ fn history_and_status_of_a_success_and_a_failure() {
     // Nothing yet.
     assert!(ok(&state, &["history"]).contains("no runs"));
     assert_eq!(ok(&state, &["history", "--output", "json"]), "");
-    let none = pony(&state, &["status"]);
+    let none = pony(&state, &["status"]).output().unwrap();
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no runs"));
 
@@ -145,7 +119,9 @@ fn history_and_status_of_a_success_and_a_failure() {
             playbook.to_str().unwrap(),
             "--yes",
         ],
-    );
+    )
+    .output()
+    .unwrap();
     assert_eq!(failing.status.code(), Some(1), "{}", stdout(&failing));
 
     // history: newest first, with outcomes.
@@ -276,7 +252,7 @@ fn history_and_status_of_a_success_and_a_failure() {
     );
 
     // An unknown run is a usage error naming where it looked.
-    let missing = pony(&state, &["status", "no-such-run"]);
+    let missing = pony(&state, &["status", "no-such-run"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no run `no-such-run`"));
 }
@@ -387,7 +363,7 @@ fn a_run_whose_controller_died_is_stopped_and_resumes_from_its_journal() {
     assert_eq!(runs[0]["result"], "stopped (resumable)");
 
     // Resumable: the secret var's value was never stored, so it must be given again.
-    let without = pony(&state, &["resume", id]);
+    let without = pony(&state, &["resume", id]).output().unwrap();
     assert_eq!(without.status.code(), Some(2), "{}", stdout(&without));
     let stderr = String::from_utf8_lossy(&without.stderr);
     assert!(

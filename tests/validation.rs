@@ -14,17 +14,17 @@
 //!   describes the message as it should be; it is left out of the corpus walk and run by
 //!   its own `#[ignore]` test below. Fix src, delete the `ignore` file and the test's line.
 
+mod support;
+
 use assert_cmd::Command;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// At least this many active cases must be in the corpus.
 const MINIMUM_CASES: usize = 24;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::crate_root as root;
 
 #[derive(Debug)]
 struct Case {
@@ -139,26 +139,8 @@ fn pony(args: &[String]) -> Outcome {
 /// Runs pony from the crate root with `state` as its state directory, no `PONY_*`
 /// settings from the environment, and a time limit.
 fn pony_in(state: &Path, args: &[String]) -> Outcome {
-    let mut cmd = Command::cargo_bin("pony").expect("the pony binary is built");
-    for var in [
-        "PONY_INVENTORY",
-        "PONY_PLAYBOOK",
-        "PONY_LIMIT",
-        "PONY_OUTPUT",
-        "PONY_COLOR",
-        "PONY_JUNIT",
-        "PONY_CONNECTIONS",
-        "PONY_YES",
-        "PONY_ACCEPT_NEW_HOST_KEYS",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    let output = cmd
-        .current_dir(root())
-        .env("NO_COLOR", "1")
-        .env("PONY_STATE_DIR", state)
-        .args(args)
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = Command::from_std(support::pony(state, &args))
         .timeout(Duration::from_secs(60))
         .output()
         .expect("pony runs");

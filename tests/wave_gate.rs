@@ -4,18 +4,11 @@
 //! `pony resume` goes on only once the failed wave's hosts succeed (or with
 //! `--skip-failed-wave`, journaled). All on `connection: local` hosts.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn pony(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pony"))
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--color", "never"])
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use support::pony;
 
 fn text(out: &Output) -> String {
     format!(
@@ -111,7 +104,9 @@ fn a_failed_canary_stops_the_rollout_before_any_other_host_is_touched() {
             "--output",
             "json",
         ],
-    );
+    )
+    .output()
+    .unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -171,7 +166,7 @@ fn a_failed_canary_stops_the_rollout_before_any_other_host_is_touched() {
     assert_eq!(summary["stopped_wave"], "canary");
     assert_eq!(summary["exit_code"], 1);
     // `pony status` shows the failed wave, not under "gates passed".
-    let status = pony(state, &["status", &run]);
+    let status = pony(state, &["status", &run]).output().unwrap();
     let status_text = text(&status);
     assert!(
         status_text.contains("stopped at wave canary: cluster gz-edge-1"),
@@ -182,7 +177,9 @@ fn a_failed_canary_stops_the_rollout_before_any_other_host_is_touched() {
         status_text.contains(&format!("pony resume {run} --skip-failed-wave")),
         "{status_text}"
     );
-    let json = pony(state, &["status", &run, "--output", "json"]);
+    let json = pony(state, &["status", &run, "--output", "json"])
+        .output()
+        .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["stopped_wave"]["wave"], "canary");
     assert_eq!(json["waiting"]["reason"], "failed_wave");
@@ -208,7 +205,9 @@ fn a_canary_failure_within_budget_lets_the_rollout_go_on() {
             "--var",
             "drain_wait_seconds=1",
         ],
-    );
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(
         current(&state, "mx-gz-01"),
@@ -263,7 +262,9 @@ fn a_failed_region_lets_the_other_regions_of_its_wave_finish_but_no_later_wave_s
             "--var",
             "drain_wait_seconds=1",
         ],
-    );
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("wave west FAILED"), "{}", text(&out));
     for host in US_EAST {
@@ -298,16 +299,19 @@ fn resume_goes_on_only_once_the_failed_wave_succeeds() {
         "--var",
         "drain_wait_seconds=1",
     ];
-    assert_eq!(pony(state, &deploy).status.code(), Some(1));
+    assert_eq!(
+        pony(state, &deploy).output().unwrap().status.code(),
+        Some(1)
+    );
     let run = only_run(state);
     // Not fixed yet: the canary fails again and the rollout stays stopped.
-    let again = pony(state, &["resume", &run]);
+    let again = pony(state, &["resume", &run]).output().unwrap();
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     assert!(!host_dir(state, "web-gz-01").exists());
     assert!(!host_dir(state, "mx-dub-01").exists());
     // Fixed (the mail was delivered elsewhere): the resume runs the canary and the rest.
     std::fs::remove_file(&mail).unwrap();
-    let fixed = pony(state, &["resume", &run]);
+    let fixed = pony(state, &["resume", &run]).output().unwrap();
     assert_eq!(fixed.status.code(), Some(0), "{}", text(&fixed));
     for host in CN_SOUTH.iter().chain(&EU_WEST).chain(&US_EAST) {
         assert_eq!(
@@ -338,7 +342,7 @@ fn resume_goes_on_only_once_the_failed_wave_succeeds() {
             "gate_passed world"
         ]
     );
-    let status = text(&pony(state, &["status", &run]));
+    let status = text(&pony(state, &["status", &run]).output().unwrap());
     assert!(!status.contains("stopped at wave"), "{status}");
 }
 
@@ -356,13 +360,18 @@ fn skip_failed_wave_goes_on_without_the_failed_hosts_and_is_journaled() {
         "--var",
         "drain_wait_seconds=1",
     ];
-    assert_eq!(pony(state, &deploy).status.code(), Some(1));
+    assert_eq!(
+        pony(state, &deploy).output().unwrap().status.code(),
+        Some(1)
+    );
     let run = only_run(state);
     let before = journal(state, &run)
         .iter()
         .filter(|r| r["type"] == "task_started")
         .count();
-    let skipped = pony(state, &["resume", &run, "--skip-failed-wave"]);
+    let skipped = pony(state, &["resume", &run, "--skip-failed-wave"])
+        .output()
+        .unwrap();
     assert_eq!(skipped.status.code(), Some(0), "{}", text(&skipped));
     // The canary is left as it was (rolled back, mail kept); everyone else is deployed.
     assert_eq!(current(state, "mx-gz-01"), None);
@@ -390,7 +399,9 @@ fn skip_failed_wave_goes_on_without_the_failed_hosts_and_is_journaled() {
         .collect();
     assert!(canary_after.is_empty(), "{canary_after:?}");
     // Skipping again: there is no failed wave any more.
-    let nothing = pony(state, &["resume", &run, "--skip-failed-wave"]);
+    let nothing = pony(state, &["resume", &run, "--skip-failed-wave"])
+        .output()
+        .unwrap();
     assert_eq!(nothing.status.code(), Some(2), "{}", text(&nothing));
     assert!(
         text(&nothing).contains("was not stopped by a failed wave"),

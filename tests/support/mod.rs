@@ -7,6 +7,73 @@
 use pony::lab::{Fleet, FleetOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The crate root: the tests' working directory, where `inventories/` and `playbooks/` are.
+pub fn crate_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `pony --state-dir STATE <args>`, run from the crate root with stdin closed, `NO_COLOR=1`,
+/// and none of the test's own `PONY_*` or `RUST_LOG` settings (a test that checks an
+/// environment default sets it on the returned command). The one way tests start pony.
+pub fn pony(state: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pony"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PONY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .current_dir(crate_root())
+        .arg("--state-dir")
+        .arg(state)
+        .args(args)
+        .stdin(Stdio::null());
+    command
+}
+
+/// Lines of JSON (events on stdout, journal records); every line must parse.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The events of a run made with `--output json`.
+pub fn events(output: &Output) -> Vec<serde_json::Value> {
+    json_lines(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The only run in a state dir: (its id, its folder).
+pub fn only_run(state: &Path) -> (String, PathBuf) {
+    let runs: Vec<PathBuf> = std::fs::read_dir(state.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    (
+        runs[0].file_name().unwrap().to_string_lossy().to_string(),
+        runs[0].clone(),
+    )
+}
+
+/// The journal of a run folder, every line parsed.
+pub fn journal(run_dir: &Path) -> Vec<serde_json::Value> {
+    json_lines(&std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap())
+}
+
+/// Waits until `done()` holds; fails naming `what` after 60 s (a bound for a hung test,
+/// not a speed: the condition is what the test waits for).
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 pub struct Lab {
     pub fleet: Fleet,
@@ -62,16 +129,9 @@ impl Lab {
         self.fleet.hosts().iter().map(|h| h.name.clone()).collect()
     }
 
-    /// `pony --state-dir STATE <args>` with stdin closed.
+    /// [`pony`] with the lab's state dir.
     pub fn pony(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pony"));
-        command
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(args)
-            .stdin(Stdio::null())
-            .env_remove("RUST_LOG");
-        command
+        pony(&self.state, args)
     }
 
     /// `pony deploy -i INVENTORY PLAYBOOK --yes <extra>` to completion.
@@ -144,4 +204,132 @@ steps:
     run: test "$(readlink {{{{ mail_root }}}}/current)" = releases/{{{{ version }}}} && test ! -e {{{{ root }}}}/fail-verify
 "#
     )
+}
+
+/// Reads JSON events from a running pony's stdout until one satisfies `last`; returns
+/// every event read, that one included. Fails if the output ends first.
+pub fn read_events_until(
+    stdout: &mut impl std::io::BufRead,
+    mut last: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    loop {
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line).expect("reading pony's stdout");
+        assert!(
+            read > 0,
+            "pony's output ended first; events so far: {seen:#?}"
+        );
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+        seen.push(event);
+        if last(seen.last().unwrap()) {
+            return seen;
+        }
+    }
+}
+
+/// The hosts the journal shows a `task_started` for (labels are `step@host`).
+pub fn started_hosts(journal: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    journal
+        .iter()
+        .filter(|r| r["type"] == "task_started")
+        .filter_map(|r| {
+            r["label"]
+                .as_str()?
+                .split_once('@')
+                .map(|(_, h)| h.to_string())
+        })
+        .collect()
+}
+
+/// (state, parent pid) of a live process, from `/proc/PID/stat`.
+pub fn proc_stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+/// Whether `pid` is `ancestor` or runs below it.
+pub fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        match proc_stat(pid) {
+            Some((_, parent)) if parent > 1 => pid = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Every live process below `root` (not `root` itself).
+pub fn descendants(root: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|&pid| pid != root && descends_from(pid, root))
+        .collect()
+}
+
+/// One TCP connection of this machine, from `/proc/net/tcp`.
+#[derive(Debug, Clone)]
+pub struct TcpEntry {
+    pub local: std::net::SocketAddrV4,
+    pub remote: std::net::SocketAddrV4,
+    /// `01` is ESTABLISHED, `0A` LISTEN.
+    pub state: String,
+    pub inode: u64,
+}
+
+fn hex_addr(text: &str) -> std::net::SocketAddrV4 {
+    let (ip, port) = text.split_once(':').unwrap();
+    let ip = u32::from_str_radix(ip, 16).unwrap();
+    std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::from(ip.to_le_bytes()),
+        u16::from_str_radix(port, 16).unwrap(),
+    )
+}
+
+/// The machine's IPv4 TCP sockets.
+pub fn tcp_table() -> Vec<TcpEntry> {
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            TcpEntry {
+                local: hex_addr(f[1]),
+                remote: hex_addr(f[2]),
+                state: f[3].to_string(),
+                inode: f[9].parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// The processes holding socket `inode` open.
+pub fn socket_owners(inode: u64) -> Vec<u32> {
+    let needle = format!("socket:[{inode}]");
+    let mut owners = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == needle))
+        {
+            owners.push(pid);
+        }
+    }
+    owners
 }
