@@ -22,4 +22,5 @@ pub mod playbook;
 pub mod report;
 pub mod secret;
 pub mod state;
+pub mod term;
 pub mod transport;

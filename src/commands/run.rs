@@ -181,7 +181,7 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
         while let Some(request) = requests.recv().await {
             let wave = request.wave.clone();
             let approved = tokio::task::spawn_blocking(move || {
-                crate::logging::with_progress_suspended(|| {
+                crate::term::with_progress_suspended(|| {
                     eprint!(
                         "\nWave {wave} is done. Approve it and continue with the next wave? [y/N] "
                     );
