@@ -3,7 +3,8 @@
 
 use super::parse_time;
 use super::summary::{controller_alive, result_words, who, Resumed, RunState, RunSummary};
-use crate::state::journal::{Record, TaskState};
+use crate::state::journal::Record;
+use crate::state::replay::TaskState;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ pub use detail::{task_state_name, RollbackRecord, RunDetail, TaskRecord};
 pub use summary::{outcome_words, Resumed, RunState, RunSummary};
 
 use super::journal::{self, Record};
+use super::replay::TaskState;
 use super::snapshot::{Secrets, Snapshot, SnapshotError};
 use crate::plan::Plan;
 use std::path::{Path, PathBuf};
@@ -128,6 +129,45 @@ fn read_journal(path: &Path) -> (Vec<Record>, Option<String>) {
 /// [`super::snapshot::SECRET_PLACEHOLDER`]: for counting what is pending.
 pub fn snapshot_plan(run_path: &Path) -> Result<Plan, SnapshotError> {
     Snapshot::load(run_path)?.plan(Secrets::Placeholder)
+}
+
+/// The `(task label, milliseconds)` of every succeeded task in the latest `runs` runs of
+/// `playbook` whose journal reads (newest by run id first): what `pony plan --estimate`
+/// learns typical step durations from.
+pub fn succeeded_durations(state_dir: &Path, playbook: &str, runs: usize) -> Vec<(String, u64)> {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(runs_dir(state_dir))
+        .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    folders.sort();
+    let mut samples = Vec::new();
+    let mut used = 0;
+    for run in folders.iter().rev() {
+        if used == runs {
+            break;
+        }
+        let Ok(records) = journal::read(&run.join("journal.jsonl")) else {
+            continue;
+        };
+        let same = records
+            .iter()
+            .any(|r| matches!(r, Record::RunStarted { playbook: p, .. } if p == playbook));
+        if !same {
+            continue;
+        }
+        for record in records {
+            if let Record::TaskFinished {
+                label,
+                state: TaskState::Succeeded,
+                duration_ms,
+                ..
+            } = record
+            {
+                samples.push((label, duration_ms));
+            }
+        }
+        used += 1;
+    }
+    samples
 }
 
 /// `1.3s`, `42s`, `1h 2m 5s`.
