@@ -5,7 +5,7 @@
 //! [`crate::term`]) so that nothing garbles the bars. At the end the bars stay on screen
 //! in their final state and the summary (shared with the plain reporter) follows.
 
-use super::summary::{self, Tally};
+use super::summary::{self, SummaryNotes};
 use super::{event_line, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -98,7 +98,7 @@ pub struct TerminalReporter {
     bar_width: usize,
     /// Digits of the largest host count.
     digits: usize,
-    tally: Tally,
+    tally: SummaryNotes,
     finished: bool,
 }
 
@@ -133,7 +133,7 @@ impl TerminalReporter {
             name_width: 7,
             bar_width: 30,
             digits: 1,
-            tally: Tally::default(),
+            tally: SummaryNotes::default(),
             finished: false,
         }
     }
