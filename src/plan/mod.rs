@@ -60,7 +60,7 @@ pub struct WavePlan {
 pub struct ClusterLimits {
     /// Hosts of the cluster that have tasks.
     pub hosts: usize,
-    /// Hosts out of service at once.
+    /// `max_unavailable` resolved: the cluster's slots, hosts out of service at once.
     pub max_unavailable: usize,
     /// Failed hosts tolerated before `on_failure` applies.
     pub max_failures: usize,
