@@ -1,11 +1,24 @@
 //! pony: a deployment orchestrator for a global mail system.
 //!
-//! Components, in the order data flows through them:
+//! Modules, in the order data flows through them (docs/architecture.md draws it):
+//!
+//! - [`cli`]: the command line as clap types, nothing else.
+//! - [`app`]: dispatch to [`commands`], and the one place an outcome becomes an exit code.
+//! - [`exit`]: the documented exit codes.
+//! - [`commands`]: one module per subcommand; the glue that loads, runs and prints.
+//! - [`diag`]: validation problems, collected, sorted, each naming file, thing and fix.
 //! - [`inventory`]: the fleet (regions → clusters → hosts), ranges, inheritance, host patterns.
-//! - [`playbook`]: steps and strategy, their loading and validation.
-//! - [`plan`]: the sealed task graph (step × target) with wave gates.
+//! - [`playbook`]: steps and strategy (waves, gates, limits), loaded and validated.
+//! - [`secret`]: secret vars, redacted wherever text is printed or journaled.
+//! - [`plan`]: the sealed task graph (step × target) with wave gates, cluster limits and estimates.
+//! - [`transport`]: how commands reach a host (local `sh`, or one OpenSSH master per host).
+//! - [`exec`]: runs a plan; its scheduler owns all run state and alone emits events.
+//! - [`events`]: the one vocabulary of what happened, and the sink the scheduler emits to.
+//! - [`state`]: the run folder, the journal (the events' first consumer), replay, locks, past runs.
+//! - [`report`]: the events' other consumers: terminal bars, plain lines, JSON, JUnit.
+//! - [`term`]: the terminal that logs, prompts and reporters share (progress bars, colour).
+//! - [`logging`]: tracing setup; log lines written around the progress bars.
 //! - [`lab`]: a local fleet of real sshd servers on loopback, for tests and `pony lab`.
-//! - [`cli`] / [`app`] / [`commands`]: the command line.
 
 pub mod app;
 pub mod cli;
@@ -22,4 +35,5 @@ pub mod playbook;
 pub mod report;
 pub mod secret;
 pub mod state;
+pub mod term;
 pub mod transport;

@@ -1,16 +1,13 @@
 //! tracing setup: `-v`/`-q` and RUST_LOG pick the level; logs go to stderr. While the
 //! terminal reporter draws progress bars, each log line is written with the bars hidden
-//! (`MultiProgress::suspend`) and redrawn after it, so logs never garble the bars.
+//! ([`crate::term::with_progress_suspended`]) and redrawn after it, so logs never garble
+//! the bars.
 
 use crate::cli::GlobalOptions;
-use indicatif::MultiProgress;
+use crate::term;
 use std::io::{IsTerminal, Write};
-use std::sync::RwLock;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
-
-/// The progress bars on screen, if any.
-static PROGRESS: RwLock<Option<MultiProgress>> = RwLock::new(None);
 
 pub fn init(options: &GlobalOptions) {
     let level = match (options.quiet, options.verbose) {
@@ -21,29 +18,13 @@ pub fn init(options: &GlobalOptions) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("pony={level}")));
-    let ansi = crate::report::color_enabled(options.color, std::io::stderr().is_terminal());
+    let ansi = term::color_enabled(options.color, std::io::stderr().is_terminal());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogWriter)
         .with_ansi(ansi)
         .with_target(false)
         .try_init();
-}
-
-/// Routes log lines around the given progress bars (`None` when they are gone).
-pub fn attach_progress(multi: Option<MultiProgress>) {
-    if let Ok(mut slot) = PROGRESS.write() {
-        *slot = multi;
-    }
-}
-
-/// Runs `f` (a prompt) with the progress bars hidden, so the question stays readable.
-pub fn with_progress_suspended<R>(f: impl FnOnce() -> R) -> R {
-    let multi = PROGRESS.read().ok().and_then(|slot| slot.clone());
-    match multi {
-        Some(multi) => multi.suspend(f),
-        None => f(),
-    }
 }
 
 /// Makes a [`LogLine`] per log event.
@@ -81,9 +62,6 @@ impl Drop for LogLine {
             let _ = err.write_all(&self.0);
             let _ = err.flush();
         };
-        match PROGRESS.read().ok().and_then(|p| p.clone()) {
-            Some(multi) => multi.suspend(write),
-            None => write(),
-        }
+        term::with_progress_suspended(write);
     }
 }

@@ -1,73 +1,29 @@
 //! `pony plan`: waves, regions, clusters, hosts and task counts, and the critical path
-//! (in tasks, and in time with `--estimate`).
+//! (in tasks, and in time with `--estimate`). It only prints: the numbers come from the
+//! plan ([`Plan::cluster_limits`], [`crate::plan::estimate`]).
 
 use super::{load_plan, thousands};
 use crate::cli::PlanArgs;
 use crate::exit::Exit;
+use crate::plan::estimate::{self, LEARNED_RUNS};
 use crate::plan::{Node, Plan};
+use crate::state::runs;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-pub fn run(state_dir: &Path, args: &PlanArgs, estimate: bool) -> anyhow::Result<Exit> {
+pub fn run(state_dir: &Path, args: &PlanArgs, with_estimate: bool) -> anyhow::Result<Exit> {
     let mut plan = load_plan(args)?;
-    if estimate {
-        plan.learned_durations = learned_durations(state_dir, &plan);
+    if with_estimate {
+        let samples = runs::succeeded_durations(state_dir, &plan.playbook.name, LEARNED_RUNS);
+        plan.learned_durations = estimate::learned_durations(&plan, samples);
     }
-    print!("{}", describe(&plan, estimate));
+    print!("{}", describe(&plan, with_estimate));
     Ok(Exit::Success)
 }
 
-/// Per step, the median task duration in the latest finished runs of the same playbook
-/// (up to five) in the state directory.
-pub fn learned_durations(state_dir: &Path, plan: &Plan) -> Vec<Option<Duration>> {
-    use crate::state::journal::{read, Record, TaskState};
-    let mut samples: Vec<Vec<u64>> = vec![Vec::new(); plan.playbook.steps.len()];
-    let mut runs: Vec<std::path::PathBuf> = std::fs::read_dir(state_dir.join("runs"))
-        .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    runs.sort();
-    let mut used = 0;
-    for run in runs.iter().rev() {
-        let Ok(records) = read(&run.join("journal.jsonl")) else {
-            continue;
-        };
-        let same = records.iter().any(
-            |r| matches!(r, Record::RunStarted { playbook, .. } if *playbook == plan.playbook.name),
-        );
-        if !same {
-            continue;
-        }
-        for record in &records {
-            if let Record::TaskFinished {
-                label,
-                state: TaskState::Succeeded,
-                duration_ms,
-                ..
-            } = record
-            {
-                let step = label.split('@').next().unwrap_or_default();
-                if let Some(id) = plan.playbook.step_id(step) {
-                    samples[id].push(*duration_ms);
-                }
-            }
-        }
-        used += 1;
-        if used == 5 {
-            break;
-        }
-    }
-    samples
-        .into_iter()
-        .map(|mut ms| {
-            ms.sort_unstable();
-            ms.get(ms.len() / 2).map(|m| Duration::from_millis(*m))
-        })
-        .collect()
-}
-
-pub fn describe(plan: &Plan, estimate: bool) -> String {
+pub fn describe(plan: &Plan, with_estimate: bool) -> String {
     let inventory = &plan.inventory;
     let strategy = &plan.playbook.strategy;
     let mut out = String::new();
@@ -146,14 +102,14 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
             )
             .unwrap();
             for (cluster, (hosts, tasks)) in clusters {
-                let window = limits[cluster].max_unavailable;
+                let slots = limits[cluster].max_unavailable;
                 writeln!(
                     out,
                     "    {:<14} {:>7} hosts {:>8} tasks   {} at once",
                     inventory.clusters[cluster].name,
                     thousands(hosts),
                     thousands(tasks),
-                    window
+                    slots
                 )
                 .unwrap();
             }
@@ -185,7 +141,7 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
         )
         .unwrap();
     }
-    let path = plan.critical_path(|n| plan.estimated_duration(n));
+    let path = plan.estimated_critical_path();
     let chain: Vec<String> = path
         .nodes
         .iter()
@@ -199,36 +155,22 @@ pub fn describe(plan: &Plan, estimate: bool) -> String {
         chain.join(" -> ")
     )
     .unwrap();
-    if estimate {
-        let missing: Vec<&str> = plan
-            .playbook
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| {
-                s.estimate.is_none() && plan.learned_durations.get(*i).copied().flatten().is_none()
-            })
-            .map(|(_, s)| s.name.as_str())
-            .collect();
-        let learned: Vec<String> = plan
-            .playbook
-            .steps
-            .iter()
-            .zip(&plan.learned_durations)
-            .filter_map(|(s, d)| match (s.estimate, d) {
-                (None, Some(d)) => Some(format!(
-                    "{} {}",
-                    s.name,
+    if with_estimate {
+        let missing = estimate::steps_without_estimate(plan);
+        let learned: Vec<String> = estimate::learned_steps(plan)
+            .into_iter()
+            .map(|(step, d)| {
+                format!(
+                    "{step} {}",
                     humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
-                )),
-                _ => None,
+                )
             })
             .collect();
         writeln!(
             out,
             "estimate: critical path {} with unlimited parallelism; {} under max_unavailable",
             humantime::format_duration(round(path.duration)),
-            humantime::format_duration(round(estimate_with_limits(plan)))
+            humantime::format_duration(round(estimate::estimate_with_limits(plan)))
         )
         .unwrap();
         if !learned.is_empty() {
@@ -258,38 +200,4 @@ fn round(d: Duration) -> Duration {
     } else {
         Duration::from_secs(d.as_secs())
     }
-}
-
-/// The duration under `max_unavailable`: per wave, each cluster works through its hosts
-/// `window` at a time, each host taking the sum of its tasks' estimates; waves add up,
-/// with their pauses.
-pub fn estimate_with_limits(plan: &Plan) -> Duration {
-    let strategy = &plan.playbook.strategy;
-    let limits = plan.cluster_limits();
-    let mut total = Duration::ZERO;
-    for (w, wave) in plan.waves.iter().enumerate() {
-        let mut per_cluster: BTreeMap<usize, (usize, Duration)> = BTreeMap::new();
-        for &h in &wave.hosts {
-            let host_time: Duration = plan
-                .tasks_of_host(h)
-                .iter()
-                .map(|n| plan.estimated_duration(&plan.graph[*n]))
-                .sum();
-            let entry = per_cluster
-                .entry(plan.inventory.hosts[h].cluster)
-                .or_default();
-            entry.0 += 1;
-            entry.1 = entry.1.max(host_time);
-        }
-        let wave_time = per_cluster
-            .iter()
-            .map(|(cluster, (hosts, host_time))| {
-                let window = limits[*cluster].max_unavailable;
-                *host_time * hosts.div_ceil(window) as u32
-            })
-            .max()
-            .unwrap_or_default();
-        total += wave_time + strategy.waves[w].pause.unwrap_or_default();
-    }
-    total
 }

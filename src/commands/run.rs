@@ -9,8 +9,9 @@ use crate::exec::{ApprovalRequest, Mode};
 use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::secret::Redactor;
-use crate::state::journal::{Journal, Record, Replay};
+use crate::state::journal::{Journal, Record};
 use crate::state::lock;
+use crate::state::replay::Replay;
 use crate::state::run_dir::RunDir;
 use crate::transport::ssh::SshOptions;
 use std::io::{IsTerminal, Write};
@@ -181,7 +182,7 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
         while let Some(request) = requests.recv().await {
             let wave = request.wave.clone();
             let approved = tokio::task::spawn_blocking(move || {
-                crate::logging::with_progress_suspended(|| {
+                crate::term::with_progress_suspended(|| {
                     eprint!(
                         "\nWave {wave} is done. Approve it and continue with the next wave? [y/N] "
                     );

@@ -9,7 +9,7 @@ use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::RunOutcome;
 use crate::exit::Exit;
 use crate::plan::Plan;
-use crate::state::runs::{self, Counts, Group, RollbackRecord, RunDetail, RunState, RunSummary};
+use crate::state::runs::{self, Group, RollbackRecord, RunDetail, RunState, RunSummary};
 use serde::Serialize;
 use std::io::Write;
 
@@ -53,7 +53,7 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
 pub struct Report<'a> {
     #[serde(flatten)]
     pub run: &'a RunSummary,
-    pub tasks: runs::Tally,
+    pub tasks: runs::TaskBreakdown,
     /// Tasks whose last state is failed.
     pub failed: Vec<Failed<'a>>,
     /// Tasks started and not finished (running now, or when the controller stopped).
@@ -113,7 +113,7 @@ pub struct Waiting {
 
 impl<'a> Report<'a> {
     pub fn new(detail: &'a RunDetail, plan: Result<&Plan, &str>) -> Report<'a> {
-        let tasks = runs::tally(detail, plan);
+        let tasks = runs::count_tasks(detail, plan);
         let with_state = |state: &str| -> Vec<&'a str> {
             detail
                 .tasks
@@ -451,7 +451,7 @@ fn counts_table(first: &str, groups: &[Group], gate: Option<&dyn Fn(&str) -> Str
     );
     let mut rows = vec![header];
     for g in groups {
-        let c: &Counts = &g.counts;
+        let c: &runs::TaskCounts = &g.counts;
         let mut row = vec![g.name.clone()];
         if let Some(gate) = gate {
             row.push(gate(&g.name));

@@ -21,7 +21,7 @@ use crate::events::{HostOutcome, RunOutcome};
 use crate::exit::Exit;
 use crate::inventory::pattern::HostSet;
 use crate::secret::Redactor;
-use crate::state::journal::Replay;
+use crate::state::replay::Replay;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 

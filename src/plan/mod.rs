@@ -2,8 +2,10 @@
 //! for region/run-wide `needs` and gate nodes as wave barriers. It answers what the
 //! executor needs: what is ready at start, who depends on whom, hosts per cluster,
 //! the reverse order for rollback and the critical path for given durations.
+//! [`estimate`] says how long the plan takes; [`render`] draws it.
 
 mod build;
+pub mod estimate;
 pub mod render;
 
 pub use build::{build, PlanOptions};
@@ -58,7 +60,7 @@ pub struct WavePlan {
 pub struct ClusterLimits {
     /// Hosts of the cluster that have tasks.
     pub hosts: usize,
-    /// Hosts out of service at once.
+    /// `max_unavailable` resolved: the cluster's slots, hosts out of service at once.
     pub max_unavailable: usize,
     /// Failed hosts tolerated before `on_failure` applies.
     pub max_failures: usize,
@@ -81,7 +83,7 @@ pub struct Plan {
     topological: Vec<NodeId>,
     task_count: usize,
     /// Per step, the typical duration seen in earlier runs' journals; used by
-    /// `--estimate` for steps without `estimate:`.
+    /// `--estimate` for steps without `estimate:` (see [`estimate::learned_durations`]).
     pub learned_durations: Vec<Option<Duration>>,
 }
 
@@ -224,21 +226,6 @@ impl Plan {
             nodes,
             tasks,
             duration,
-        }
-    }
-
-    /// The duration `pony plan --estimate` uses for a node: the step's `estimate:` (else
-    /// what earlier runs took), the gate's `pause:`, nothing for joins.
-    pub fn estimated_duration(&self, node: &Node) -> Duration {
-        match node {
-            Node::Task(task) => self.playbook.steps[task.step]
-                .estimate
-                .or(self.learned_durations.get(task.step).copied().flatten())
-                .unwrap_or_default(),
-            Node::Gate(wave) => self.playbook.strategy.waves[*wave]
-                .pause
-                .unwrap_or_default(),
-            Node::Join { .. } => Duration::ZERO,
         }
     }
 

@@ -86,7 +86,7 @@ impl JunitReporter {
             .suites
             .values()
             .map(Suite::counts)
-            .fold(Counts::default(), |a, b| a + b);
+            .fold(CaseCounts::default(), |a, b| a + b);
         out.push_str(&format!(
             "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\">\n",
             attr(&format!("pony {} on {}", self.playbook, self.inventory)),
@@ -322,18 +322,19 @@ impl Reporter for JunitReporter {
     }
 }
 
+/// A suite's test cases by JUnit verdict (the `<testsuite>` attributes).
 #[derive(Debug, Default, Clone, Copy)]
-struct Counts {
+struct CaseCounts {
     tests: usize,
     failures: usize,
     errors: usize,
     skipped: usize,
 }
 
-impl std::ops::Add for Counts {
-    type Output = Counts;
-    fn add(self, o: Counts) -> Counts {
-        Counts {
+impl std::ops::Add for CaseCounts {
+    type Output = CaseCounts;
+    fn add(self, o: CaseCounts) -> CaseCounts {
+        CaseCounts {
             tests: self.tests + o.tests,
             failures: self.failures + o.failures,
             errors: self.errors + o.errors,
@@ -343,10 +344,10 @@ impl std::ops::Add for Counts {
 }
 
 impl Suite {
-    fn counts(&self) -> Counts {
-        let mut c = Counts {
+    fn counts(&self) -> CaseCounts {
+        let mut c = CaseCounts {
             tests: self.cases.len(),
-            ..Counts::default()
+            ..CaseCounts::default()
         };
         for case in self.cases.values() {
             match (case.failures.is_empty(), case.outcome) {

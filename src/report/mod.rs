@@ -15,8 +15,9 @@ pub mod plain;
 pub mod summary;
 pub mod terminal;
 
-use crate::cli::{ColorChoice, GlobalOptions, OutputFormat};
+use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::{Event, HostOutcome};
+use crate::term::color_enabled;
 use std::io::IsTerminal;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -63,18 +64,6 @@ pub fn mode(global: &GlobalOptions) -> Mode {
         Mode::Bars
     } else {
         Mode::Plain
-    }
-}
-
-/// Whether to colour a stream: `never` and `always` say so; `auto` colours a terminal
-/// unless NO_COLOR is set (to anything non-empty, <https://no-color.org>).
-pub fn color_enabled(choice: ColorChoice, is_terminal: bool) -> bool {
-    match choice {
-        ColorChoice::Never => false,
-        ColorChoice::Always => true,
-        ColorChoice::Auto => {
-            is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        }
     }
 }
 
@@ -356,13 +345,6 @@ mod tests {
         assert_eq!(short_duration(Duration::from_millis(4200)), "4.2s");
         assert_eq!(short_duration(Duration::from_secs(185)), "3m 05s");
         assert_eq!(short_duration(Duration::from_secs(3720)), "1h 02m");
-    }
-
-    #[test]
-    fn colour_follows_the_choice() {
-        assert!(!color_enabled(ColorChoice::Never, true));
-        assert!(color_enabled(ColorChoice::Always, false));
-        assert!(!color_enabled(ColorChoice::Auto, false));
     }
 
     #[test]

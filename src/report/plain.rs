@@ -2,7 +2,7 @@
 //! tail, gates, waves and rollbacks, a progress line at most every 10 s, and the summary
 //! the terminal reporter prints too. No colour unless asked (`--color always`).
 
-use super::summary::{self, Tally};
+use super::summary::{self, SummaryNotes};
 use super::{event_line, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ pub struct PlainReporter {
     running: usize,
     started: Instant,
     last_progress: Instant,
-    tally: Tally,
+    tally: SummaryNotes,
 }
 
 impl PlainReporter {
@@ -42,7 +42,7 @@ impl PlainReporter {
             running: 0,
             started: Instant::now(),
             last_progress: Instant::now(),
-            tally: Tally::default(),
+            tally: SummaryNotes::default(),
         }
     }
 

@@ -12,9 +12,11 @@ const SLOWEST_STEPS: usize = 5;
 /// How many failed hosts the summary lists (the journal and `pony status` have them all).
 const FAILED_HOSTS: usize = 20;
 
-/// Step durations seen during the run, for the "slowest steps" part of the summary.
+/// What the summary remembers of the run's events: step durations (for the slowest
+/// steps), each failed host's first failure, the approval the run waits for, and the hosts
+/// that ended failed.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub struct SummaryNotes {
     steps: IndexMap<String, StepStats>,
     /// Hosts with a failed task: the first failure of each, in the order they happened.
     failures: IndexMap<String, FailedHost>,
@@ -41,7 +43,7 @@ struct StepStats {
     slowest_host: String,
 }
 
-impl Tally {
+impl SummaryNotes {
     /// Takes note of the events the summary needs (finished tasks' durations).
     pub fn observe(&mut self, event: &Event) {
         match event {
@@ -101,7 +103,7 @@ pub fn verdict(outcome: RunOutcome) -> &'static str {
 }
 
 /// The summary lines for a `Summary` event (nothing for any other event).
-pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
+pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<String> {
     let Event::Summary {
         run_id,
         outcome,
@@ -177,22 +179,22 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
             *duration_ms,
         );
     }
-    if !tally.failures.is_empty() {
-        let host_w = tally
+    if !notes.failures.is_empty() {
+        let host_w = notes
             .failures
             .keys()
             .map(|h| h.len())
             .max()
             .unwrap_or(0)
             .max(12);
-        let region_w = tally
+        let region_w = notes
             .failures
             .values()
             .map(|f| f.region.len())
             .max()
             .unwrap_or(0)
             .max(6);
-        let step_w = tally
+        let step_w = notes
             .failures
             .values()
             .map(|f| f.step.len())
@@ -204,7 +206,7 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
             "{:<host_w$} {:<region_w$} {:<step_w$} {:>5}  {}",
             "FAILED HOSTS", "REGION", "STEP", "EXIT", "NOW"
         )));
-        for (host, f) in tally.failures.iter().take(FAILED_HOSTS) {
+        for (host, f) in notes.failures.iter().take(FAILED_HOSTS) {
             let now = f.outcome.unwrap_or(HostOutcome::Failed);
             lines.push(format!(
                 "{:<host_w$} {:<region_w$} {:<step_w$} {:>5}  {}",
@@ -217,14 +219,14 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
                 palette.outcome(now),
             ));
         }
-        if tally.failures.len() > FAILED_HOSTS {
+        if notes.failures.len() > FAILED_HOSTS {
             lines.push(format!(
                 "… and {} more failed hosts (pony status {run_id})",
-                tally.failures.len() - FAILED_HOSTS
+                notes.failures.len() - FAILED_HOSTS
             ));
         }
     }
-    let mut slowest: Vec<(&String, &StepStats)> = tally.steps.iter().collect();
+    let mut slowest: Vec<(&String, &StepStats)> = notes.steps.iter().collect();
     slowest.sort_by_key(|entry| std::cmp::Reverse(entry.1.slowest_ms));
     slowest.truncate(SLOWEST_STEPS);
     if !slowest.is_empty() {
@@ -270,35 +272,35 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
     };
     // A host that failed and was then rolled back ended `rolled_back`, but it failed:
     // the verdict line counts every host that failed, however it ended.
-    let failed_hosts = tally.failures.len()
-        + tally
+    let failed_hosts = notes.failures.len()
+        + notes
             .ended_failed
             .iter()
-            .filter(|h| !tally.failures.contains_key(*h))
+            .filter(|h| !notes.failures.contains_key(*h))
             .count();
-    let failed_rolled_back = tally
+    let failed_rolled_back = notes
         .failures
         .values()
         .filter(|f| f.outcome == Some(HostOutcome::RolledBack))
         .count();
-    let mut notes = Vec::new();
+    let mut asides = Vec::new();
     if failed_rolled_back > 0 {
-        notes.push(if failed_rolled_back == failed_hosts {
+        asides.push(if failed_rolled_back == failed_hosts {
             "rolled back".to_string()
         } else {
             format!("{failed_rolled_back} rolled back")
         });
     }
     if *rollback_failed > 0 {
-        notes.push(format!("{rollback_failed} with a failed rollback"));
+        asides.push(format!("{rollback_failed} with a failed rollback"));
     }
-    let notes = if notes.is_empty() {
+    let asides = if asides.is_empty() {
         String::new()
     } else {
-        format!(" ({})", notes.join(", "))
+        format!(" ({})", asides.join(", "))
     };
     lines.push(format!(
-        "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed_hosts} failed{notes}, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
+        "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed_hosts} failed{asides}, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
         short_duration(Duration::from_millis(*duration_ms))
     ));
     if !incomplete.is_empty() {
@@ -316,7 +318,7 @@ pub fn render(event: &Event, tally: &Tally, palette: &Palette) -> Vec<String> {
     lines.push(format!("logs:    {run_dir}/logs/<host>.log"));
     match outcome {
         RunOutcome::Interrupted => lines.push(format!("resume:  pony resume {run_id}")),
-        RunOutcome::AwaitingApproval => lines.push(match &tally.approval {
+        RunOutcome::AwaitingApproval => lines.push(match &notes.approval {
             Some(wave) => format!("approve: pony resume {run_id} --approve {wave}"),
             None => format!("resume:  pony resume {run_id} --approve WAVE"),
         }),
@@ -354,9 +356,9 @@ mod tests {
 
     #[test]
     fn summary_has_regions_slowest_steps_verdict_and_paths() {
-        let mut tally = Tally::default();
+        let mut notes = SummaryNotes::default();
         for (step, host, ms) in [("stage", "a", 10), ("stage", "b", 30), ("drain", "a", 9000)] {
-            tally.observe(&finished(step, host, ms));
+            notes.observe(&finished(step, host, ms));
         }
         let region = |name: &str, ok, rb| RegionSummary {
             region: name.into(),
@@ -383,7 +385,7 @@ mod tests {
             regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],
             run_dir: "/state/runs/RUN".into(),
         };
-        tally.observe(&Event::TaskFailed {
+        notes.observe(&Event::TaskFailed {
             task: TaskRef {
                 id: 1,
                 step: "switch".into(),
@@ -400,13 +402,13 @@ mod tests {
             attempts: 1,
             record: Default::default(),
         });
-        tally.observe(&Event::HostFinished {
+        notes.observe(&Event::HostFinished {
             host: "c".into(),
             region: "cn-south".into(),
             cluster: "c1".into(),
             outcome: HostOutcome::RolledBack,
         });
-        let text = render(&summary, &tally, &Palette::new(false)).join("\n");
+        let text = render(&summary, &notes, &Palette::new(false)).join("\n");
         assert!(text.contains("REGION"), "{text}");
         assert!(text.contains("cn-south"), "{text}");
         assert!(text.contains("total"), "{text}");

@@ -2,10 +2,10 @@
 //! is in, tasks running, failures, rollbacks) and an overall bar with elapsed time and ETA.
 //! Failures, budget breaches, rollbacks, gates and waves are printed above the bars as they
 //! happen; tracing's log lines go through the same [`MultiProgress`] (see
-//! [`crate::logging`]) so that nothing garbles the bars. At the end the bars stay on screen
+//! [`crate::term`]) so that nothing garbles the bars. At the end the bars stay on screen
 //! in their final state and the summary (shared with the plain reporter) follows.
 
-use super::summary::{self, Tally};
+use super::summary::{self, SummaryNotes};
 use super::{event_line, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -98,7 +98,7 @@ pub struct TerminalReporter {
     bar_width: usize,
     /// Digits of the largest host count.
     digits: usize,
-    tally: Tally,
+    tally: SummaryNotes,
     finished: bool,
 }
 
@@ -113,7 +113,7 @@ impl TerminalReporter {
             ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stdout()), REFRESH_HZ)
         };
         let multi = MultiProgress::with_draw_target(target);
-        crate::logging::attach_progress(Some(multi.clone()));
+        crate::term::attach_progress(Some(multi.clone()));
         TerminalReporter {
             palette,
             multi,
@@ -133,7 +133,7 @@ impl TerminalReporter {
             name_width: 7,
             bar_width: 30,
             digits: 1,
-            tally: Tally::default(),
+            tally: SummaryNotes::default(),
             finished: false,
         }
     }
@@ -358,7 +358,7 @@ impl TerminalReporter {
         if let Some(overall) = self.overall.take() {
             overall.finish();
         }
-        crate::logging::attach_progress(None);
+        crate::term::attach_progress(None);
         if let Some(summary) = summary {
             use std::io::Write;
             // The cursor is still on the last bar's line: end it first.

@@ -6,6 +6,10 @@
 //! last line (the controller died mid-write). A torn last line is cut off before a
 //! resumed run appends to the journal, so the rule still holds afterwards.
 
+// Re-exported so that callers that read a journal and replay it (commands/resume.rs) keep
+// one import; the executor takes these from `state::replay`.
+use super::replay::TaskReplay;
+pub use super::replay::{Replay, TaskState};
 use crate::events::RunOutcome;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -112,27 +116,9 @@ fn yes() -> bool {
     true
 }
 
-/// What a journal says about each task and gate, for resume and rollback.
-#[derive(Debug, Default, Clone)]
-pub struct Replay {
-    /// Per task label, its last forward outcome.
-    pub tasks: std::collections::HashMap<String, TaskReplay>,
-    /// Waves whose gate passed.
-    pub gates_passed: std::collections::HashSet<String>,
-    /// The wave whose failure stopped the run (none once its gate passed or was skipped).
-    pub stopped_wave: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TaskReplay {
-    pub state: TaskState,
-    pub changed: bool,
-    pub captures: Vec<(String, String)>,
-    /// Its rollback ran and succeeded after it finished.
-    pub rolled_back: bool,
-}
-
 impl Replay {
+    /// Replays a journal's records: each task's last forward outcome, the gates passed and
+    /// the wave that stopped the run.
     pub fn from_records(records: &[Record]) -> Replay {
         let mut replay = Replay::default();
         for record in records {
@@ -176,22 +162,6 @@ impl Replay {
         }
         replay
     }
-
-    /// Whether the task completed forward and still stands (not rolled back).
-    pub fn done(&self, label: &str) -> Option<&TaskReplay> {
-        self.tasks.get(label).filter(|t| {
-            matches!(t.state, TaskState::Succeeded | TaskState::Skipped) && !t.rolled_back
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    Succeeded,
-    Skipped,
-    Failed,
-    Interrupted,
 }
 
 enum Message {

@@ -4,6 +4,7 @@
 pub mod journal;
 pub mod lock;
 pub mod recorder;
+pub mod replay;
 pub mod run_dir;
 pub mod runs;
 pub mod snapshot;

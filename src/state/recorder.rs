@@ -2,7 +2,8 @@
 //! the run becomes a journal record (synced before the scheduler is told it is durable),
 //! command output goes to the host's log, and then the event goes on to the reporters.
 
-use super::journal::{Journal, Record, TaskState};
+use super::journal::{Journal, Record};
+use super::replay::TaskState;
 use super::run_dir::RunDir;
 use crate::events::{Emitted, Event, TaskRecord};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};

@@ -1,7 +1,9 @@
 //! Transports: how a host's commands reach it. One small trait, [`Connection`], with two
 //! implementations: [`local`] (`sh -c` on the controller, in the host's own directory) and
 //! [`ssh`] (one multiplexed OpenSSH master per host, commands as channels, SFTP writes).
-//! [`connect`] opens either kind the one way every command does.
+//! [`connect`] opens either kind the one way every command does; [`shell`] is the
+//! persistent remote `sh` and its output framing, which [`ssh`] runs its commands through
+//! (the arrow points one way: `ssh` uses `shell`, `shell` knows nothing of `ssh`).
 
 pub mod connect;
 pub mod local;
@@ -13,6 +15,22 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The whole error chain: the openssh crate puts ssh's own message in the source
+/// (used by [`ssh`] and [`shell`] alike).
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(cause_text.trim()) {
+            text.push_str(": ");
+            text.push_str(cause_text.trim());
+        }
+        source = cause.source();
+    }
+    text
+}
 
 /// What a finished command left behind.
 #[derive(Debug, Clone, Default)]

@@ -4,7 +4,7 @@
 //! shell and its rc files; paying that once per channel instead of once per task is what
 //! makes a task cost about one round trip.
 
-use super::{CommandOutput, TransportError};
+use super::{describe, CommandOutput, TransportError};
 use openssh::{ChildStderr, ChildStdin, ChildStdout, Session};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ impl RemoteShell {
         let mut child = command
             .spawn()
             .await
-            .map_err(|e| TransportError::Disconnected(super::ssh::describe(&e)))?;
+            .map_err(|e| TransportError::Disconnected(describe(&e)))?;
         let lost = || TransportError::Disconnected("the remote shell has no pipes".into());
         let stdin = child.stdin().take().ok_or_else(lost)?;
         let stdout = BufReader::new(child.stdout().take().ok_or_else(lost)?);

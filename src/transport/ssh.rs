@@ -20,7 +20,7 @@
 //! left behind is swept when the next run starts ([`sweep_stale_control_dirs`]).
 
 use super::shell::RemoteShell;
-use super::{with_remote_timeout, BoxFuture, CommandOutput, Connection, TransportError};
+use super::{describe, with_remote_timeout, BoxFuture, CommandOutput, Connection, TransportError};
 use crate::inventory::{Host, SshSettings};
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket};
 use std::path::{Path, PathBuf};
@@ -272,21 +272,6 @@ fn expand_home(path: &str) -> PathBuf {
         (Some(rest), Some(home)) => Path::new(&home).join(rest),
         _ => PathBuf::from(path),
     }
-}
-
-/// The whole error chain: the openssh crate puts ssh's own message in the source.
-pub fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(cause_text.trim()) {
-            text.push_str(": ");
-            text.push_str(cause_text.trim());
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl Connection for SshConnection {

@@ -17,7 +17,7 @@ use crate::inventory::pattern::HostSet;
 use crate::inventory::{HostId, Vars};
 use crate::plan::{Node, NodeId, Plan, Task};
 use crate::playbook::Per;
-use crate::state::journal::{Replay, TaskState};
+use crate::state::replay::{Replay, TaskState};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,224 @@
+//! A step: one action (`run`, `upload`, `template` or `probe`) on the hosts of a
+//! pattern, with its guards, retries, rollback command and the steps it `needs`.
+
+use super::raw::{self, NeedScope, Per, Probe, RawStep, RawTransfer};
+use super::{Builder, StepId};
+use crate::diag::{closest, Diagnostic};
+use crate::inventory::pattern::HostPattern;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    /// Defaults to `all`.
+    pub hosts: HostPattern,
+    pub action: Action,
+    pub rollback: Option<String>,
+    pub needs: Vec<Need>,
+    pub per: Per,
+    pub creates: Option<String>,
+    pub unless: Option<String>,
+    pub capture: Option<String>,
+    pub until: Option<Until>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub become_root: bool,
+    pub estimate: Option<Duration>,
+}
+
+impl Step {
+    /// Every template string of the step with the field it came from.
+    pub fn templates(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        match &self.action {
+            Action::Run(command) => out.push(("run", command.as_str())),
+            Action::Upload(t) | Action::Template(t) => {
+                out.push(("src", t.src.as_str()));
+                out.push(("dest", t.dest.as_str()));
+            }
+            Action::Probe(probe) => out.extend(probe.templates()),
+        }
+        for (field, value) in [
+            ("rollback", &self.rollback),
+            ("creates", &self.creates),
+            ("unless", &self.unless),
+        ] {
+            if let Some(value) = value {
+                out.push((field, value.as_str()));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub step: StepId,
+    pub scope: NeedScope,
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Run(String),
+    Upload(Transfer),
+    Template(Transfer),
+    Probe(Probe),
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Run(_) => "run",
+            Action::Upload(_) => "upload",
+            Action::Template(_) => "template",
+            Action::Probe(_) => "probe",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub src: String,
+    pub dest: String,
+    pub mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Until {
+    pub retries: u32,
+    pub delay: Duration,
+}
+
+impl Builder<'_> {
+    pub(super) fn step(&mut self, raw: &RawStep, names: &[&str]) -> Option<Step> {
+        let what = format!("step `{}`", raw.name);
+        let mut actions = Vec::new();
+        if let Some(run) = &raw.run {
+            actions.push(Action::Run(run.clone()));
+        }
+        if let Some(t) = &raw.upload {
+            actions.push(Action::Upload(self.transfer(&what, t)?));
+        }
+        if let Some(t) = &raw.template {
+            actions.push(Action::Template(self.transfer(&what, t)?));
+        }
+        if let Some(p) = &raw.probe {
+            actions.push(Action::Probe(p.clone()));
+        }
+        if actions.len() != 1 {
+            let found: Vec<&str> = actions.iter().map(Action::kind).collect();
+            self.error(
+                if found.is_empty() {
+                    format!("{what} has no action")
+                } else {
+                    format!("{what} has {} actions ({})", found.len(), found.join(", "))
+                },
+                "give each step exactly one of `run`, `upload`, `template` or `probe`",
+            );
+            return None;
+        }
+        let action = actions.pop().expect("one action");
+        let hosts = match HostPattern::parse(raw.hosts.as_deref().unwrap_or("all")) {
+            Ok(p) => p,
+            Err(e) => {
+                self.pattern_error(
+                    &what,
+                    &e,
+                    "use a pattern like `mta`, `cn-*` or `mta:&cn-*:!mx-gz-99`",
+                );
+                return None;
+            }
+        };
+        let mut needs = Vec::new();
+        for need in &raw.needs {
+            let (name, scope) = match need {
+                raw::RawNeed::Step(name) => (name.as_str(), NeedScope::Auto),
+                raw::RawNeed::Scoped(s) => (s.step.as_str(), s.scope),
+            };
+            match names.iter().position(|n| *n == name) {
+                Some(step) => needs.push(Need { step, scope }),
+                None => {
+                    let mut d =
+                        Diagnostic::new(self.path, format!("{what} needs unknown step `{name}`"));
+                    d = match closest(name, names.iter().copied()) {
+                        Some(best) => d.hint(format!("did you mean `{best}`?")),
+                        None => d.hint(format!("steps are: {}", names.join(", "))),
+                    };
+                    self.errors.push(d);
+                }
+            }
+        }
+        if let Some(capture) = &raw.capture {
+            let valid = capture
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && capture
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.error(
+                    format!("{what}: capture `{capture}` is not a valid variable name"),
+                    "use letters, digits and `_`, e.g. `previous_release`",
+                );
+            }
+        }
+        let until = raw.until.as_ref().map(|u| Until {
+            retries: u.retries,
+            delay: u
+                .delay
+                .as_ref()
+                .and_then(|d| self.duration(&format!("{what} until.delay"), d))
+                .unwrap_or(Duration::from_secs(1)),
+        });
+        Some(Step {
+            name: raw.name.clone(),
+            hosts,
+            action,
+            rollback: raw.rollback.clone(),
+            needs,
+            per: raw.per.unwrap_or_default(),
+            creates: raw.creates.clone(),
+            unless: raw.unless.clone(),
+            capture: raw.capture.clone(),
+            until,
+            timeout: raw
+                .timeout
+                .as_ref()
+                .and_then(|t| self.duration(&format!("{what} timeout"), t)),
+            retries: raw.retries.unwrap_or(0),
+            retry_delay: raw
+                .retry_delay
+                .as_ref()
+                .and_then(|d| self.duration(&format!("{what} retry_delay"), d))
+                .unwrap_or(Duration::from_secs(1)),
+            become_root: raw.become_root,
+            estimate: raw
+                .estimate
+                .as_ref()
+                .and_then(|e| self.duration(&format!("{what} estimate"), e)),
+        })
+    }
+
+    fn transfer(&mut self, what: &str, raw: &RawTransfer) -> Option<Transfer> {
+        let mode = match &raw.mode {
+            None => None,
+            Some(m) => match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+                Ok(mode) if mode <= 0o7777 => Some(mode),
+                _ => {
+                    self.error(
+                        format!("{what}: bad file mode `{m}`"),
+                        "write an octal mode as a string, e.g. \"0644\"",
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(Transfer {
+            src: raw.src.clone(),
+            dest: raw.dest.clone(),
+            mode,
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! The rollout strategy: waves (which regions and hosts, in order) with the gates after
+//! them (`pause`, `approve`, a daily change `window`), and the per-cluster limits
+//! (`max_unavailable` slots, the `max_failures` budget, `on_failure`).
+
+use super::raw::{self, OnFailure, RawWave, Scalar};
+use super::Builder;
+use crate::inventory::pattern::HostPattern;
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Strategy {
+    /// Never empty: without `waves:` there is one wave `all` taking every region.
+    pub waves: Vec<Wave>,
+    pub max_unavailable: Limit,
+    pub max_failures: Limit,
+    pub on_failure: OnFailure,
+    pub connections: usize,
+    pub sessions_per_host: usize,
+    pub handshakes: usize,
+}
+
+#[derive(Debug)]
+pub struct Wave {
+    pub name: String,
+    /// Region globs; `*` takes every region (host) not yet taken by an earlier wave.
+    pub regions: Vec<glob::Pattern>,
+    /// Restricts the wave to these hosts of its regions; the rest wait for later waves.
+    pub hosts: Option<HostPattern>,
+    pub pause: Option<Duration>,
+    pub approve: bool,
+    pub window: Option<Window>,
+}
+
+/// A daily change window such as `02:00-06:00 Asia/Shanghai` (minutes after midnight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub start_minute: u32,
+    pub end_minute: u32,
+    pub time_zone: String,
+    pub text: String,
+}
+
+/// A count or a percentage of a cluster's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Limit {
+    /// The limit for a cluster of `total` hosts: percentages round down.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Limit::Count(n) => n as usize,
+            Limit::Percent(p) => total * p as usize / 100,
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Count(n) => write!(f, "{n}"),
+            Limit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Builder<'_> {
+    fn limit(&mut self, what: &str, value: &Scalar) -> Option<Limit> {
+        let parsed = match value {
+            Scalar::Number(n) => u32::try_from(*n).ok().map(Limit::Count),
+            Scalar::Text(text) => match text.trim().strip_suffix('%') {
+                Some(p) => p
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .map(Limit::Percent),
+                None => text.trim().parse::<u32>().ok().map(Limit::Count),
+            },
+        };
+        if parsed.is_none() {
+            self.error(
+                format!("{what}: bad value `{value}`"),
+                "write a host count like `2` or a percentage from 0% to 100% like `25%`",
+            );
+        }
+        parsed
+    }
+
+    pub(super) fn strategy(&mut self, raw: raw::RawStrategy) -> Strategy {
+        let max_unavailable = raw
+            .max_unavailable
+            .as_ref()
+            .and_then(|v| self.limit("strategy.max_unavailable", v))
+            .unwrap_or(Limit::Percent(100));
+        if max_unavailable == Limit::Count(0) || max_unavailable == Limit::Percent(0) {
+            self.error(
+                "strategy.max_unavailable: 0 would never deploy anything",
+                "use at least 1 or a percentage like 25%",
+            );
+        }
+        let max_failures = raw
+            .max_failures
+            .as_ref()
+            .and_then(|v| self.limit("strategy.max_failures", v))
+            .unwrap_or(Limit::Count(0));
+        let mut positive = |name: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => {
+                self.error(
+                    format!("strategy.{name}: 0 would never run anything"),
+                    format!("use at least 1 (default {default})"),
+                );
+                default
+            }
+            Some(n) => n,
+            None => default,
+        };
+        let connections = positive("connections", raw.connections, 256);
+        let sessions_per_host = positive("sessions_per_host", raw.sessions_per_host, 8);
+        let handshakes = positive("handshakes", raw.handshakes, 16);
+        let mut waves: Vec<Wave> = raw.waves.into_iter().filter_map(|w| self.wave(w)).collect();
+        let mut names = HashMap::new();
+        for wave in &waves {
+            if names.insert(wave.name.clone(), ()).is_some() {
+                self.error(
+                    format!("wave `{}` is defined twice", wave.name),
+                    "give every wave a unique name",
+                );
+            }
+        }
+        if waves.is_empty() {
+            waves.push(Wave {
+                name: "all".into(),
+                regions: vec![glob::Pattern::new("*").expect("valid glob")],
+                hosts: None,
+                pause: None,
+                approve: false,
+                window: None,
+            });
+        }
+        Strategy {
+            waves,
+            max_unavailable,
+            max_failures,
+            on_failure: raw.on_failure.unwrap_or_default(),
+            connections,
+            sessions_per_host,
+            handshakes,
+        }
+    }
+
+    fn wave(&mut self, raw: RawWave) -> Option<Wave> {
+        let what = format!("wave `{}`", raw.name);
+        if raw.regions.is_empty() {
+            self.error(
+                format!("{what} lists no regions"),
+                "add `regions: [\"*\"]` or a list of region names/globs",
+            );
+        }
+        let mut regions = Vec::new();
+        for region in &raw.regions {
+            match glob::Pattern::new(region) {
+                Ok(p) => regions.push(p),
+                Err(e) => self.error(
+                    format!("{what}: bad region glob `{region}`: {e}"),
+                    "use a region name or a glob like `cn-*`",
+                ),
+            }
+        }
+        let hosts = raw
+            .hosts
+            .as_deref()
+            .and_then(|h| match HostPattern::parse(h) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.pattern_error(&what, &e, "use a pattern like `canary` or `mta:&cn-*`");
+                    None
+                }
+            });
+        let pause = raw
+            .pause
+            .as_ref()
+            .and_then(|p| self.duration(&format!("{what} pause"), p));
+        let window = raw.window.as_deref().and_then(|w| match parse_window(w) {
+            Ok(window) => Some(window),
+            Err(problem) => {
+                self.error(
+                    format!("{what}: bad window `{w}`: {problem}"),
+                    "write it as `HH:MM-HH:MM Area/City`, e.g. `02:00-06:00 Asia/Shanghai`",
+                );
+                None
+            }
+        });
+        Some(Wave {
+            name: raw.name,
+            regions,
+            hosts,
+            pause,
+            approve: raw.approve,
+            window,
+        })
+    }
+}
+
+/// Why a wave's `window:` does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("missing the time zone")]
+    NoTimeZone,
+    #[error("missing `-` between start and end")]
+    NoDash,
+    #[error("`{0}` is not HH:MM")]
+    NotHhMm(String),
+    #[error("`{0}` is not a time of day")]
+    NotATime(String),
+    #[error("unknown time zone `{0}`")]
+    UnknownTimeZone(String),
+    #[error("the time zone must be one IANA name like `Asia/Shanghai` or `UTC`")]
+    NotOneZone,
+}
+
+/// Parses `HH:MM-HH:MM Area/City`.
+pub fn parse_window(text: &str) -> Result<Window, WindowError> {
+    let (range, zone) = text.trim().split_once(' ').ok_or(WindowError::NoTimeZone)?;
+    let (start, end) = range.split_once('-').ok_or(WindowError::NoDash)?;
+    let minute = |hhmm: &str| -> Result<u32, WindowError> {
+        let (h, m) = hhmm
+            .split_once(':')
+            .ok_or_else(|| WindowError::NotHhMm(hhmm.to_string()))?;
+        match (h.parse::<u32>(), m.parse::<u32>()) {
+            (Ok(h), Ok(m)) if h < 24 && m < 60 => Ok(h * 60 + m),
+            _ => Err(WindowError::NotATime(hhmm.to_string())),
+        }
+    };
+    let zone = zone.trim();
+    if zone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(WindowError::UnknownTimeZone(zone.to_string()));
+    }
+    if zone.is_empty() || zone.contains(' ') {
+        return Err(WindowError::NotOneZone);
+    }
+    Ok(Window {
+        start_minute: minute(start)?,
+        end_minute: minute(end)?,
+        time_zone: zone.to_string(),
+        text: text.to_string(),
+    })
+}

@@ -1,0 +1,301 @@
+//! A run's journal folded into its last known state: the summary, each task's and each
+//! rollback's latest record, the gates passed and the wave that stopped the rollout.
+
+use super::parse_time;
+use super::summary::{controller_alive, result_words, who, Resumed, RunState, RunSummary};
+use crate::state::journal::Record;
+use crate::state::replay::TaskState;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The last known state of one task (by label, e.g. `switch@mx-gz-01`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRecord {
+    pub label: String,
+    /// `running` while started but not finished, else the journaled state.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+    pub output_tail: String,
+}
+
+/// The last known state of one task's rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackRecord {
+    pub label: String,
+    /// `None` while started but not finished.
+    pub ok: Option<bool>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// A run with everything its journal says.
+#[derive(Debug, Clone)]
+pub struct RunDetail {
+    pub summary: RunSummary,
+    /// Tasks in the order they first appear in the journal.
+    pub tasks: Vec<TaskRecord>,
+    pub gates_passed: Vec<String>,
+    /// The wave whose failure stopped the rollout and why (cleared once it passes).
+    pub stopped_wave: Option<(String, String)>,
+    pub rollbacks: Vec<RollbackRecord>,
+}
+
+pub(super) fn fold(
+    id: &str,
+    path: PathBuf,
+    records: &[Record],
+    problem: Option<String>,
+) -> RunDetail {
+    let mut summary = RunSummary {
+        run_id: id.to_string(),
+        playbook: None,
+        inventory: None,
+        who: None,
+        user: None,
+        host: None,
+        pid: None,
+        started: None,
+        finished: None,
+        duration_ms: None,
+        state: RunState::Unknown,
+        outcome: None,
+        exit_code: None,
+        result: String::new(),
+        path,
+        resumes: Vec::new(),
+        journal_problem: problem,
+    };
+    let mut tasks: Vec<TaskRecord> = Vec::new();
+    let mut task_index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rollbacks: Vec<RollbackRecord> = Vec::new();
+    let mut rollback_index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut gates_passed: Vec<String> = Vec::new();
+    let mut stopped_wave: Option<(String, String)> = None;
+    let mut started_any = false;
+    // Where the latest controller runs (its pid is only checkable there).
+    let mut controller_host = String::new();
+    for record in records {
+        match record {
+            Record::RunStarted {
+                playbook,
+                inventory,
+                time,
+                pid,
+                user,
+                host,
+                ..
+            } => {
+                if !started_any {
+                    started_any = true;
+                    summary.playbook = Some(playbook.clone());
+                    summary.inventory = Some(inventory.clone());
+                    summary.started = Some(time.clone());
+                    summary.user = Some(user.clone());
+                    summary.host = Some(host.clone());
+                    summary.who = Some(who(user, host));
+                }
+                // A second start (older resumes): the run is going again.
+                summary.pid = Some(*pid);
+                controller_host = host.clone();
+                summary.finished = None;
+                summary.outcome = None;
+                summary.exit_code = None;
+            }
+            // A resume or rollback: the run is going again.
+            Record::RunResumed {
+                command,
+                time,
+                pid,
+                user,
+                host,
+            } => {
+                summary.resumes.push(Resumed {
+                    command: command.clone(),
+                    time: time.clone(),
+                    who: who(user, host),
+                    pid: *pid,
+                });
+                summary.pid = Some(*pid);
+                controller_host = host.clone();
+                summary.finished = None;
+                summary.outcome = None;
+                summary.exit_code = None;
+            }
+            Record::TaskStarted { label, .. } => {
+                let task = TaskRecord {
+                    label: label.clone(),
+                    state: "running".into(),
+                    exit_code: None,
+                    duration_ms: None,
+                    error: None,
+                    output_tail: String::new(),
+                };
+                upsert(&mut tasks, &mut task_index, label, task);
+            }
+            Record::TaskFinished {
+                label,
+                state,
+                exit_code,
+                duration_ms,
+                output_tail,
+                error,
+                ..
+            } => {
+                let task = TaskRecord {
+                    label: label.clone(),
+                    state: task_state_name(*state).into(),
+                    exit_code: *exit_code,
+                    duration_ms: Some(*duration_ms),
+                    error: error.clone(),
+                    output_tail: output_tail.clone(),
+                };
+                upsert(&mut tasks, &mut task_index, label, task);
+            }
+            Record::GatePassed { wave, .. } => {
+                if !gates_passed.contains(wave) {
+                    gates_passed.push(wave.clone());
+                }
+                if stopped_wave.as_ref().is_some_and(|(w, _)| w == wave) {
+                    stopped_wave = None;
+                }
+            }
+            Record::WaveStopped { wave, reason, .. } => {
+                stopped_wave = Some((wave.clone(), reason.clone()));
+            }
+            Record::WaveSkipped { wave, user, .. } => {
+                stopped_wave = None;
+                let skipped = format!("{wave} (failed; skipped by {user})");
+                if !gates_passed.contains(&skipped) {
+                    gates_passed.push(skipped);
+                }
+            }
+            Record::RollbackStarted { label, .. } => {
+                let rollback = RollbackRecord {
+                    label: label.clone(),
+                    ok: None,
+                    exit_code: None,
+                    error: None,
+                };
+                upsert(&mut rollbacks, &mut rollback_index, label, rollback);
+            }
+            Record::RollbackFinished {
+                label,
+                ok,
+                exit_code,
+                error,
+                ..
+            } => {
+                let rollback = RollbackRecord {
+                    label: label.clone(),
+                    ok: Some(*ok),
+                    exit_code: *exit_code,
+                    error: error.clone(),
+                };
+                upsert(&mut rollbacks, &mut rollback_index, label, rollback);
+            }
+            Record::RunFinished {
+                exit_code, time, ..
+            } => {
+                summary.outcome = record.outcome();
+                summary.exit_code = Some(*exit_code);
+                summary.finished = Some(time.clone());
+            }
+        }
+    }
+    summary.state = if summary.outcome.is_some() {
+        RunState::Finished
+    } else if !started_any {
+        RunState::Unknown
+    } else if controller_alive(summary.pid, &controller_host) {
+        RunState::Running
+    } else {
+        RunState::Stopped
+    };
+    summary.duration_ms = match (&summary.started, &summary.finished) {
+        (Some(start), Some(end)) => match (parse_time(start), parse_time(end)) {
+            (Some(s), Some(e)) => Some(e.duration_since(s).unwrap_or_default().as_millis() as u64),
+            _ => None,
+        },
+        _ => None,
+    };
+    summary.result = result_words(&summary);
+    RunDetail {
+        summary,
+        tasks,
+        gates_passed,
+        stopped_wave,
+        rollbacks,
+    }
+}
+
+fn upsert<T>(items: &mut Vec<T>, index: &mut BTreeMap<String, usize>, label: &str, item: T) {
+    match index.get(label) {
+        Some(&i) => items[i] = item,
+        None => {
+            index.insert(label.to_string(), items.len());
+            items.push(item);
+        }
+    }
+}
+
+pub fn task_state_name(state: TaskState) -> &'static str {
+    match state {
+        TaskState::Succeeded => "succeeded",
+        TaskState::Skipped => "skipped",
+        TaskState::Failed => "failed",
+        TaskState::Interrupted => "interrupted",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::RunOutcome;
+
+    #[test]
+    fn folds_a_resumed_journal() {
+        let started = |pid, time: &str| Record::RunStarted {
+            run_id: "r".into(),
+            playbook: "p".into(),
+            inventory: "i".into(),
+            time: time.into(),
+            pid,
+            user: "ann".into(),
+            host: "ctl".into(),
+        };
+        let finished = |label: &str, state| Record::TaskFinished {
+            node: 0,
+            label: label.into(),
+            state,
+            exit_code: Some(0),
+            duration_ms: 5,
+            captures: Vec::new(),
+            output_tail: String::new(),
+            error: None,
+            changed: true,
+        };
+        let records = vec![
+            started(1, "2026-01-01T00:00:00Z"),
+            finished("a@h1", TaskState::Failed),
+            Record::run_finished(RunOutcome::Interrupted, 130, "2026-01-01T00:00:05Z".into()),
+            started(2, "2026-01-01T01:00:00Z"),
+            finished("a@h1", TaskState::Succeeded),
+            Record::run_finished(RunOutcome::Succeeded, 0, "2026-01-01T01:00:01.500Z".into()),
+        ];
+        let detail = fold("r", PathBuf::from("/nowhere"), &records, None);
+        assert_eq!(detail.summary.state, RunState::Finished);
+        assert_eq!(detail.summary.who.as_deref(), Some("ann@ctl"));
+        assert_eq!(
+            detail.summary.started.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(detail.summary.duration_ms, Some(3_601_500));
+        assert_eq!(detail.summary.result, "succeeded (exit 0)");
+        assert_eq!(detail.summary.outcome, Some(RunOutcome::Succeeded));
+        assert_eq!(detail.tasks.len(), 1);
+        assert_eq!(detail.tasks[0].state, "succeeded");
+    }
+}

@@ -1,0 +1,126 @@
+//! One run in a line, as `pony history` lists it: who started it, when, how it ended or
+//! whether its controller still runs.
+
+use crate::events::RunOutcome;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// The journal ends with `run_finished` (see `outcome`).
+    Finished,
+    /// No `run_finished` yet and the controller's pid is alive on this host.
+    Running,
+    /// No `run_finished` and no live controller: crashed or killed; `pony resume` goes on.
+    Stopped,
+    /// The journal is missing, empty or unreadable.
+    Unknown,
+}
+
+/// One run as `pony history` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub playbook: Option<String>,
+    pub inventory: Option<String>,
+    /// `user@host` of the controller that started the run.
+    pub who: Option<String>,
+    pub user: Option<String>,
+    pub host: Option<String>,
+    /// The pid of the controller that last started or resumed the run.
+    pub pid: Option<u32>,
+    /// RFC 3339, from the first `run_started`.
+    pub started: Option<String>,
+    /// RFC 3339, from the last `run_finished` (none while running or stopped).
+    pub finished: Option<String>,
+    /// `finished − started` in milliseconds.
+    pub duration_ms: Option<u64>,
+    pub state: RunState,
+    /// As journaled, spelt as in the `summary` event (`failed_rolled_back`); none unless
+    /// `state` is finished.
+    pub outcome: Option<RunOutcome>,
+    /// The process exit code the run ended with (none unless finished).
+    pub exit_code: Option<i32>,
+    /// The outcome or state in words: `succeeded`, `failed, rolled back`, `running`, …
+    pub result: String,
+    /// The run folder.
+    pub path: PathBuf,
+    /// Each `pony resume` / `pony rollback` of the run, oldest first.
+    pub resumes: Vec<Resumed>,
+    /// Why the journal could not be read, or which of its lines were skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_problem: Option<String>,
+}
+
+/// A `run_resumed` record: the run was continued or rolled back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    /// `resume` or `rollback`.
+    pub command: String,
+    pub time: String,
+    pub who: String,
+    pub pid: u32,
+}
+
+pub(super) fn who(user: &str, host: &str) -> String {
+    if user.is_empty() {
+        host.to_string()
+    } else {
+        format!("{user}@{host}")
+    }
+}
+
+/// The outcome in words, for tables and headers.
+pub fn outcome_words(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::FailedRolledBack => "failed, rolled back",
+        RunOutcome::NeedsAttention => "FAILED, needs attention",
+        RunOutcome::AwaitingApproval => "awaiting approval",
+        RunOutcome::Interrupted => "interrupted",
+        RunOutcome::RolledBack => "rolled back",
+    }
+}
+
+pub(super) fn result_words(summary: &RunSummary) -> String {
+    match summary.state {
+        RunState::Finished => {
+            let words = summary.outcome.map(outcome_words).unwrap_or("finished");
+            match summary.exit_code {
+                Some(code) => format!("{words} (exit {code})"),
+                None => words.to_string(),
+            }
+        }
+        RunState::Running => "running".into(),
+        RunState::Stopped => "stopped (resumable)".into(),
+        RunState::Unknown => "unknown (no journal)".into(),
+    }
+}
+
+/// Whether the controller that wrote `run_started` still runs: same host, and its pid
+/// is alive and (where /proc says) a pony process.
+pub(super) fn controller_alive(pid: Option<u32>, host: &str) -> bool {
+    let Some(pid) = pid else { return false };
+    if !host.is_empty() && host != crate::state::hostname() {
+        return false;
+    }
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let exists = unsafe { libc::kill(raw, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    // Guard against the pid being reused by something else after a crash.
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => {
+            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            String::from_utf8_lossy(argv0).contains("pony")
+        }
+        Err(_) => true,
+    }
+}
