@@ -5,6 +5,9 @@
 
 mod build;
 pub mod render;
+mod templates;
+mod validate;
+mod waves;
 
 pub use build::{build, PlanOptions};
 
