@@ -3,7 +3,7 @@
 
 use super::templates::{check_rendering, check_template_files, check_template_variables};
 use super::validate::step_cycles;
-use super::waves::assign_waves;
+use super::waves::{assign_waves, report_unwaved};
 use super::{Node, Plan, Task, WavePlan};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::inventory::pattern::{self, HostSet};
@@ -11,7 +11,7 @@ use crate::inventory::{HostId, Inventory, RegionId, Vars};
 use crate::playbook::{NeedScope, Per, Playbook, StepId};
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// What narrows or overrides a plan on the command line.
@@ -58,6 +58,8 @@ pub fn build(
         .map(|_| StepTasks::default())
         .collect();
     let mut host_tasks: Vec<Vec<NodeIndex>> = vec![Vec::new(); inventory.hosts.len()];
+    // Hosts that would get a task if they were in a wave.
+    let mut unwaved: BTreeSet<HostId> = BTreeSet::new();
     for step_id in needs_first(&playbook, cyclic) {
         let step = &playbook.steps[step_id];
         let mut tasks = StepTasks::default();
@@ -77,6 +79,7 @@ pub fn build(
             .filter(|&h| selected.contains(h) && host_wave[h].is_some())
             .collect();
         let name_of = |h: &HostId| inventory.hosts[*h].name.as_str();
+        unwaved.extend(would_be_targets(&inventory, step.per, &matched, &selected, &host_wave));
         let targets: Vec<HostId> = match step.per {
             Per::Host => eligible,
             Per::Region => {
@@ -139,6 +142,8 @@ pub fn build(
         }
         step_tasks[step_id] = tasks;
     }
+
+    report_unwaved(&inventory, &playbook, &unwaved, &mut errors);
 
     // `needs` edges with SPEC §3 scoping; region- and run-wide needs go through joins.
     let mut joins: HashMap<(StepId, Option<RegionId>), NodeIndex> = HashMap::new();
@@ -241,8 +246,9 @@ pub fn build(
         .map(|(w, wave)| WavePlan {
             name: wave.name.clone(),
             gate: gates[w],
+            // Only hosts with tasks: they are what a run counts, admits and reports.
             hosts: (0..inventory.hosts.len())
-                .filter(|&h| host_wave[h] == Some(w) && selected.contains(h))
+                .filter(|&h| host_wave[h] == Some(w) && !host_tasks[h].is_empty())
                 .collect(),
         })
         .collect();
@@ -287,6 +293,44 @@ pub fn build(
         check_rendering(&plan, &step_tasks, &mut errors);
     }
     errors.into_result(plan)
+}
+
+/// The hosts of `matched` (after `--limit`) in no wave that the step would run on if
+/// they were: all of them for `per: host`; for `per: region` and `per: run`, the host it
+/// would pick where no matched host has a wave (elsewhere a host with a wave is taken).
+fn would_be_targets(
+    inventory: &Inventory,
+    per: Per,
+    matched: &HostSet,
+    selected: &HostSet,
+    host_wave: &[Option<usize>],
+) -> Vec<HostId> {
+    let candidates: Vec<HostId> = matched.iter().filter(|&h| selected.contains(h)).collect();
+    let unwaved = |hosts: &[HostId]| -> Vec<HostId> {
+        if hosts.iter().any(|&h| host_wave[h].is_some()) {
+            return Vec::new();
+        }
+        hosts
+            .iter()
+            .copied()
+            .min_by_key(|&h| inventory.hosts[h].name.as_str())
+            .into_iter()
+            .collect()
+    };
+    match per {
+        Per::Host => candidates
+            .into_iter()
+            .filter(|&h| host_wave[h].is_none())
+            .collect(),
+        Per::Region => {
+            let mut by_region: BTreeMap<RegionId, Vec<HostId>> = BTreeMap::new();
+            for h in candidates {
+                by_region.entry(inventory.hosts[h].region).or_default().push(h);
+            }
+            by_region.values().flat_map(|hosts| unwaved(hosts)).collect()
+        }
+        Per::Run => unwaved(&candidates),
+    }
 }
 
 #[derive(Default)]

@@ -3,12 +3,13 @@
 
 use crate::diag::Diagnostic;
 use crate::diag::Diagnostics;
-use crate::inventory::{Inventory, RegionId};
+use crate::inventory::{HostId, Inventory, RegionId};
 use crate::playbook::Playbook;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// Hosts are put into waves in order: a wave takes the hosts of its regions (matching its
-/// `hosts:`) that no earlier wave took. Every host must land in exactly one wave.
+/// `hosts:`) that no earlier wave took. A host lands in at most one wave; one that has
+/// tasks and lands in none is reported by [`report_unwaved`].
 pub(super) fn assign_waves(
     inventory: &Inventory,
     playbook: &Playbook,
@@ -68,21 +69,41 @@ pub(super) fn assign_waves(
                 .hint("remove the wave or change its `regions:`/`hosts:`"));
         }
     }
-    let mut missing: Vec<(String, usize)> = Vec::new();
-    for (r, region) in inventory.regions.iter().enumerate() {
-        let left = inventory
-            .hosts
-            .iter()
-            .enumerate()
-            .filter(|(h, host)| host.region == r && host_wave[*h].is_none())
-            .count();
-        if left > 0 {
-            missing.push((region.name.clone(), left));
-        }
-    }
-    for (region, left) in missing {
-        errors.push(Diagnostic::new(file, format!("region `{region}` ({left} hosts) is in no wave"))
-            .hint(format!("add `{region}` to a wave's `regions:`, or end the waves with `{{ name: world, regions: [\"*\"] }}`")));
-    }
     host_wave
+}
+
+/// Hosts that would have tasks but are in no wave, reported per region with their names.
+/// A host that no step targets may stay out of every wave: it is simply not deployed.
+pub(super) fn report_unwaved(
+    inventory: &Inventory,
+    playbook: &Playbook,
+    unwaved: &BTreeSet<HostId>,
+    errors: &mut Diagnostics,
+) {
+    for (r, region) in inventory.regions.iter().enumerate() {
+        let names: Vec<&str> = unwaved
+            .iter()
+            .filter(|&&h| inventory.hosts[h].region == r)
+            .map(|&h| inventory.hosts[h].name.as_str())
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        const SHOWN: usize = 5;
+        let mut list = names[..names.len().min(SHOWN)].join(", ");
+        if names.len() > SHOWN {
+            list.push_str(&format!(" and {} more", names.len() - SHOWN));
+        }
+        let region = &region.name;
+        errors.push(
+            Diagnostic::new(
+                &playbook.file,
+                format!(
+                    "region `{region}` ({} hosts) is in no wave, and these hosts have tasks: {list}",
+                    names.len()
+                ),
+            )
+            .hint(format!("add `{region}` to a wave's `regions:`, or end the waves with `{{ name: world, regions: [\"*\"] }}`")),
+        );
+    }
 }

@@ -228,7 +228,7 @@ impl Scheduler {
     }
 
     async fn main_loop(mut self) -> RunReport {
-        if let Some(first) = self.plan.waves.first() {
+        if let Some(first) = self.plan.waves.first().filter(|w| !w.hosts.is_empty()) {
             self.emit(Event::WaveStarted {
                 wave: first.name.clone(),
                 hosts: first.hosts.len(),
