@@ -79,7 +79,9 @@ pub fn build(
             .filter(|&h| selected.contains(h) && host_wave[h].is_some())
             .collect();
         let name_of = |h: &HostId| inventory.hosts[*h].name.as_str();
-        unwaved.extend(would_be_targets(&inventory, step.per, &matched, &selected, &host_wave));
+        unwaved.extend(would_be_targets(
+            &inventory, step.per, &matched, &selected, &host_wave,
+        ));
         let targets: Vec<HostId> = match step.per {
             Per::Host => eligible,
             Per::Region => {
@@ -325,9 +327,15 @@ fn would_be_targets(
         Per::Region => {
             let mut by_region: BTreeMap<RegionId, Vec<HostId>> = BTreeMap::new();
             for h in candidates {
-                by_region.entry(inventory.hosts[h].region).or_default().push(h);
+                by_region
+                    .entry(inventory.hosts[h].region)
+                    .or_default()
+                    .push(h);
             }
-            by_region.values().flat_map(|hosts| unwaved(hosts)).collect()
+            by_region
+                .values()
+                .flat_map(|hosts| unwaved(hosts))
+                .collect()
         }
         Per::Run => unwaved(&candidates),
     }

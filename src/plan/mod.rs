@@ -10,6 +10,7 @@ mod validate;
 mod waves;
 
 pub use build::{build, PlanOptions};
+pub use waves::wave_sizes;
 
 use crate::inventory::pattern::HostSet;
 use crate::inventory::{ClusterId, HostId, Inventory, RegionId, Vars};

@@ -72,6 +72,17 @@ pub(super) fn assign_waves(
     host_wave
 }
 
+/// How many inventory hosts each wave of the playbook takes (problems aside): what `pony
+/// lab up` uses to fit the flagship's waves to a small fleet.
+pub fn wave_sizes(inventory: &Inventory, playbook: &Playbook) -> Vec<usize> {
+    let host_wave = assign_waves(inventory, playbook, &mut Diagnostics::default());
+    let mut sizes = vec![0; playbook.strategy.waves.len()];
+    for wave in host_wave.into_iter().flatten() {
+        sizes[wave] += 1;
+    }
+    sizes
+}
+
 /// Hosts that would have tasks but are in no wave, reported per region with their names.
 /// A host that no step targets may stay out of every wave: it is simply not deployed.
 pub(super) fn report_unwaved(
