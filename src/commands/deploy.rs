@@ -4,10 +4,9 @@ use super::load_plan;
 use super::run::RunFolder;
 use crate::cli::{DeployArgs, GlobalOptions};
 use crate::diag::{closest, Diagnostic, Diagnostics};
-use crate::exec::task;
 use crate::exec::Mode;
 use crate::exit::Exit;
-use crate::plan::{Node, Plan};
+use crate::plan::Plan;
 use crate::secret::Redactor;
 use crate::state::snapshot::SnapshotVars;
 use std::io::{IsTerminal, Write};
@@ -18,7 +17,10 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
     check_approvals(&plan, &args.approve)?;
     let redactor = redactor(&plan, &args.plan.secret_vars);
     if args.dry_run {
-        print!("{}", dry_run(&plan, &redactor));
+        let connections = global
+            .connections
+            .unwrap_or(plan.playbook.strategy.connections);
+        print!("{}", super::dry_run::render(&plan, &redactor, connections));
         return Ok(Exit::Success);
     }
     if !args.yes && !confirm(&plan)? {
@@ -105,55 +107,4 @@ pub(super) fn confirm(plan: &Plan) -> Result<bool, Diagnostics> {
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
-}
-
-/// Every command per host in graph order, rendered; nothing is contacted.
-pub fn dry_run(plan: &Plan, redactor: &Redactor) -> String {
-    let mut out = String::new();
-    let captures_note = "(captured at run time)";
-    for &node in plan.topological_order() {
-        match &plan.graph[node] {
-            Node::Gate(w) => {
-                let spec = &plan.playbook.strategy.waves[*w];
-                out.push_str(&format!(
-                    "# end of wave {}{}{}\n",
-                    spec.name,
-                    spec.pause
-                        .map(|p| format!(", pause {}", humantime::format_duration(p)))
-                        .unwrap_or_default(),
-                    if spec.approve { ", approve" } else { "" }
-                ));
-            }
-            Node::Join { .. } => {}
-            Node::Task(t) => {
-                let step = &plan.playbook.steps[t.step];
-                let mut placeholders = crate::inventory::Vars::new();
-                for s in &plan.playbook.steps {
-                    if let Some(name) = &s.capture {
-                        placeholders.insert(name.clone(), captures_note.into());
-                    }
-                }
-                let ctx = task::context(plan, t, "DRY-RUN", &placeholders);
-                let line = match task::render_task(plan, step, &ctx) {
-                    Ok(spec) => {
-                        let mut text = spec.action.describe();
-                        if let Some(c) = &spec.creates {
-                            text = format!("[creates {c}] {text}");
-                        }
-                        if let Some(u) = &spec.unless {
-                            text = format!("[unless {u}] {text}");
-                        }
-                        text
-                    }
-                    Err(e) => format!("!! {e}"),
-                };
-                out.push_str(&format!(
-                    "{}  {}\n",
-                    plan.label(node),
-                    redactor.redact(&line).replace('\n', "\n    ")
-                ));
-            }
-        }
-    }
-    out
 }

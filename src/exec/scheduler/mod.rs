@@ -576,7 +576,10 @@ impl Scheduler {
     fn release(&mut self, node: NodeId, success: bool) {
         let mut stack = vec![(node, success)];
         while let Some((node, success)) = stack.pop() {
-            let dependents: Vec<NodeId> = self.plan.dependents(node).collect();
+            // In graph order (petgraph lists a node's edges newest first): after a gate,
+            // hosts queue for their cluster's slots in the order `--dry-run` shows.
+            let mut dependents: Vec<NodeId> = self.plan.dependents(node).collect();
+            dependents.sort_unstable();
             for dependent in dependents {
                 let i = dependent.index();
                 if success || matches!(self.plan.graph[dependent], Node::Gate(_)) {
