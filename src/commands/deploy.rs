@@ -53,6 +53,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
             mode: Mode::Deploy,
             skip_failed_wave: None,
             command: "deploy",
+            rollback_tasks: 0,
         },
     )
 }
@@ -88,21 +89,38 @@ pub(super) fn redactor(plan: &Plan, secret_vars: &[(String, String)]) -> Redacto
 
 /// Without `--yes` a terminal is asked once, with the plan summary; anything else refuses.
 pub(super) fn confirm(plan: &Plan) -> Result<bool, Diagnostics> {
+    ask(
+        plan,
+        "deploy",
+        &super::plan::describe(plan, false),
+        &format!(
+            "\nDeploy {} to {} hosts of {}? [y/N] ",
+            plan.playbook.name,
+            plan.host_count(),
+            plan.inventory.name
+        ),
+    )
+}
+
+/// Asks a person at the terminal `question` after `preface`; refuses (exit 2, with the
+/// `--yes` hint) when stdin is not a terminal. `verb` is what would be done.
+pub(super) fn ask(
+    plan: &Plan,
+    verb: &str,
+    preface: &str,
+    question: &str,
+) -> Result<bool, Diagnostics> {
     if !std::io::stdin().is_terminal() {
         return Err(Diagnostic::new(
             &plan.playbook.file,
-            "refusing to deploy without confirmation: stdin is not a terminal",
+            format!("refusing to {verb} without confirmation: stdin is not a terminal"),
         )
-        .hint("pass --yes (or set PONY_YES=1) to deploy from CI or scripts")
+        .hint(format!(
+            "pass --yes (or set PONY_YES=1) to {verb} from CI or scripts"
+        ))
         .into());
     }
-    eprint!("{}", super::plan::describe(plan, false));
-    eprint!(
-        "\nDeploy {} to {} hosts of {}? [y/N] ",
-        plan.playbook.name,
-        plan.host_count(),
-        plan.inventory.name
-    );
+    eprint!("{preface}{question}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);

@@ -228,7 +228,9 @@ impl Scheduler {
     }
 
     async fn main_loop(mut self) -> RunReport {
-        if let Some(first) = self.plan.waves.first().filter(|w| !w.hosts.is_empty()) {
+        // A wave starts only in a deploy (a rollback has none), and only with hosts.
+        let first = self.plan.waves.first().filter(|w| !w.hosts.is_empty());
+        if let Some(first) = first.filter(|_| matches!(self.options.mode, Mode::Deploy)) {
             self.emit(Event::WaveStarted {
                 wave: first.name.clone(),
                 hosts: first.hosts.len(),
