@@ -128,17 +128,36 @@ fn a_second_rollback_reports_only_what_it_touches() {
     assert!(!hosts.iter().any(|h| h.contains("-gz-")), "{hosts:?}");
     assert!(!live(state, "mx-dub-01") && !live(state, "store-iad-01"));
 
-    // Nothing left: said so, nothing run, nothing journaled.
+    // Nothing left: said so, no host touched or reported; the attempt is journaled.
     let journal = state.join("runs").join(&run).join("journal.jsonl");
-    let before = std::fs::read_to_string(&journal).unwrap();
-    let out = pony(state, &["rollback", &run, "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let before = std::fs::read_to_string(&journal).unwrap().lines().count();
+    let out = pony(state, &["rollback", &run, "--output", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no question either: {}",
+        text(&out)
+    );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("nothing to roll back"),
+        String::from_utf8_lossy(&out.stderr).contains("nothing to roll back"),
         "{}",
         text(&out)
     );
-    assert_eq!(std::fs::read_to_string(&journal).unwrap(), before);
+    let third = events(&out);
+    assert_eq!(third[0]["hosts"], 0, "{}", third[0]);
+    assert_eq!(finished_hosts(&third), Vec::<String>::new());
+    assert!(!third.iter().any(|e| e["event"] == "rollback_task"));
+    let records: Vec<Value> = std::fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .skip(before)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["run_resumed", "run_finished"], "{records:?}");
 }
 
 #[test]

@@ -146,16 +146,16 @@ pub fn rollback(
         .map_err(crate::diag::Diagnostics::from)?;
     let due = RollbackDue::of(plan, &reopened.replay, &limited);
     let id = &reopened.run_dir.id;
+    // Nothing left still goes through the run (journaled: who rolled back when), with
+    // nothing to confirm, touching and reporting no host.
     if due.hosts.is_empty() {
-        println!(
+        eprintln!(
             "nothing to roll back: run {id} has no task left to undo{}",
             limit
                 .map(|l| format!(" on --limit {l}"))
                 .unwrap_or_default()
         );
-        return Ok(Exit::Success);
-    }
-    if !yes && !confirm_rollback(plan, id, &due)? {
+    } else if !yes && !confirm_rollback(plan, id, &due)? {
         eprintln!("nothing rolled back");
         return Ok(Exit::Invalid);
     }
