@@ -1,13 +1,25 @@
 //! Dispatch from the parsed command line to `commands/`, and the one place where an
 //! outcome or error becomes an exit code.
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, DeployArgs};
 use crate::diag::Diagnostics;
 use crate::exit::Exit;
 
 /// Runs a parsed command line and returns the process exit code.
-pub fn run(cli: Cli) -> Exit {
+pub fn run(mut cli: Cli) -> Exit {
+    resolve_run_options(&mut cli);
     crate::logging::init(&cli.global);
+    let hosts = match &cli.command {
+        Command::Inventory { hosts, .. }
+        | Command::Ping { hosts, .. }
+        | Command::Exec { hosts, .. } => Some(hosts),
+        _ => None,
+    };
+    if let Some(missing) =
+        hosts.and_then(|h| crate::commands::missing_default_inventory(&h.inventory))
+    {
+        return report(&missing.into());
+    }
     let outcome = match &cli.command {
         Command::Check(args) => crate::commands::check::run(args),
         Command::Plan { plan, estimate } => {
@@ -28,6 +40,7 @@ pub fn run(cli: Cli) -> Exit {
             secret_vars,
             accept_new_host_keys,
             skip_failed_wave,
+            ..
         } => crate::commands::resume::resume(
             &cli.global,
             run,
@@ -42,6 +55,7 @@ pub fn run(cli: Cli) -> Exit {
             secret_vars,
             yes,
             accept_new_host_keys,
+            ..
         } => crate::commands::resume::rollback(
             &cli.global,
             run,
@@ -58,6 +72,7 @@ pub fn run(cli: Cli) -> Exit {
             accept_new_host_keys,
             timeout,
             handshakes,
+            ..
         } => crate::commands::ping::run(
             &cli.global,
             &hosts.inventory,
@@ -72,6 +87,7 @@ pub fn run(cli: Cli) -> Exit {
             timeout,
             handshakes,
             command,
+            ..
         } => crate::commands::exec::run(
             &cli.global,
             &hosts.inventory,
@@ -89,6 +105,24 @@ pub fn run(cli: Cli) -> Exit {
         Ok(exit) => exit,
         Err(error) => report(&error),
     }
+}
+
+/// Copies the options only some commands take (`--junit`, `--connections`) into the
+/// settings every command reads, once, before any work.
+fn resolve_run_options(cli: &mut Cli) {
+    let (junit, connections) = match &cli.command {
+        Command::Deploy(DeployArgs { run_options, .. })
+        | Command::Resume { run_options, .. }
+        | Command::Rollback { run_options, .. } => {
+            (run_options.junit.clone(), run_options.connections)
+        }
+        Command::Ping { connections, .. } | Command::Exec { connections, .. } => {
+            (None, *connections)
+        }
+        _ => (None, None),
+    };
+    cli.global.junit = junit;
+    cli.global.connections = connections;
 }
 
 /// Prints an error to stderr and picks its exit code: input problems are 2.

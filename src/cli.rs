@@ -35,11 +35,24 @@ pub struct GlobalOptions {
     /// Only errors and the final summary.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Write a JUnit XML report (one suite per region, one case per host).
-    #[arg(long, global = true, env = "PONY_JUNIT")]
+    /// Resolved from the command's own `--junit` (deploy, resume, rollback); not an
+    /// option of every command, so it is set by `app`, never parsed here.
+    #[arg(skip)]
     pub junit: Option<PathBuf>,
-    /// Open SSH connections at once over the whole run (overrides strategy.connections).
-    #[arg(long, global = true, env = "PONY_CONNECTIONS")]
+    /// Resolved from the command's own `--connections` (deploy, resume, rollback, ping,
+    /// exec), set by `app`.
+    #[arg(skip)]
+    pub connections: Option<usize>,
+}
+
+/// What a command that runs a plan (deploy, resume, rollback) also takes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunOptions {
+    /// Write a JUnit XML report when the run ends (one suite per region, one case per host).
+    #[arg(long, env = "PONY_JUNIT", value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Hosts worked on at once over the whole run (overrides strategy.connections).
+    #[arg(long, env = "PONY_CONNECTIONS", value_name = "N")]
     pub connections: Option<usize>,
 }
 
@@ -59,15 +72,16 @@ pub enum ColorChoice {
 /// An inventory and the hosts of it a command works on.
 #[derive(Debug, Args, Clone)]
 pub struct HostsArgs {
-    /// The inventory file.
+    /// The inventory file (relative paths are from the current folder).
     #[arg(
         short,
         long,
         env = "PONY_INVENTORY",
-        default_value = "inventories/local.yaml"
+        default_value = crate::commands::DEFAULT_INVENTORY
     )]
     pub inventory: PathBuf,
-    /// Only hosts matching this pattern (Ansible syntax: `mta:&cn-*:!mx-gz-99`).
+    /// Only hosts matching this pattern (Ansible syntax, e.g. `mta:&cn-*:!mx-gz-0099` on
+    /// inventories/global.yaml: the MTAs of China but one).
     #[arg(short, long, env = "PONY_LIMIT")]
     pub limit: Option<String>,
 }
@@ -75,18 +89,19 @@ pub struct HostsArgs {
 /// An inventory and a playbook, as most commands take them.
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {
-    /// The inventory file.
+    /// The inventory file (relative paths are from the current folder).
     #[arg(
         short,
         long,
         env = "PONY_INVENTORY",
-        default_value = "inventories/local.yaml"
+        default_value = crate::commands::DEFAULT_INVENTORY
     )]
     pub inventory: PathBuf,
     /// The playbook file.
     #[arg(env = "PONY_PLAYBOOK")]
     pub playbook: PathBuf,
-    /// Only hosts matching this pattern (Ansible syntax: `mta:&cn-*:!mx-gz-99`).
+    /// Only hosts matching this pattern (Ansible syntax, e.g. `mta:&cn-*:!mx-gz-0099` on
+    /// inventories/global.yaml: the MTAs of China but one).
     #[arg(short, long, env = "PONY_LIMIT")]
     pub limit: Option<String>,
     /// Set a variable for every host (overrides playbook and inventory vars).
@@ -171,19 +186,28 @@ pub enum Command {
         /// run again and the rollout goes on only once they succeed.
         #[arg(long)]
         skip_failed_wave: bool,
+        #[command(flatten)]
+        run_options: RunOptions,
     },
-    /// Roll back a finished or stopped run (every host it touched, or --limit).
+    /// Roll back a finished or stopped run: every task the journal shows done and not yet
+    /// rolled back, on every host it touched (or --limit), in reverse dependency order.
     Rollback {
+        /// The run id, or a unique prefix of one (see `pony history`).
         run: String,
+        /// Only these of the run's hosts (the pattern syntax of deploy's --limit).
         #[arg(short, long)]
         limit: Option<String>,
         /// Values of the run's `--secret-var`s (they are never stored).
         #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         secret_vars: Vec<(String, String)>,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(short, long, env = "PONY_YES")]
         yes: bool,
+        /// Accept the host keys of hosts never seen before (still refuse changed keys).
         #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
         accept_new_host_keys: bool,
+        #[command(flatten)]
+        run_options: RunOptions,
     },
     /// The state of a run (the latest without RUN): per region and wave, failures, waits.
     Status { run: Option<String> },
@@ -210,6 +234,9 @@ pub enum Command {
         /// playbook's `strategy.handshakes`.
         #[arg(long, default_value_t = crate::transport::connect::HANDSHAKES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         handshakes: usize,
+        /// Hosts pinged at once (default 256).
+        #[arg(long, env = "PONY_CONNECTIONS", value_name = "N")]
+        connections: Option<usize>,
     },
     /// Run an ad-hoc command on many hosts; identical outputs are folded together.
     Exec {
@@ -224,6 +251,9 @@ pub enum Command {
         /// playbook's `strategy.handshakes`.
         #[arg(long, default_value_t = crate::transport::connect::HANDSHAKES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         handshakes: usize,
+        /// Hosts the command runs on at once (default 256).
+        #[arg(long, env = "PONY_CONNECTIONS", value_name = "N")]
+        connections: Option<usize>,
         /// The command, run with `sh -c` on every host.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -255,6 +285,8 @@ pub struct DeployArgs {
     /// Accept the host keys of hosts never seen before (still refuse changed keys).
     #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
     pub accept_new_host_keys: bool,
+    #[command(flatten)]
+    pub run_options: RunOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,10 +4,9 @@ use super::load_plan;
 use super::run::RunFolder;
 use crate::cli::{DeployArgs, GlobalOptions};
 use crate::diag::{closest, Diagnostic, Diagnostics};
-use crate::exec::task;
 use crate::exec::Mode;
 use crate::exit::Exit;
-use crate::plan::{Node, Plan};
+use crate::plan::Plan;
 use crate::secret::Redactor;
 use crate::state::snapshot::SnapshotVars;
 use std::io::{IsTerminal, Write};
@@ -18,7 +17,10 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
     check_approvals(&plan, &args.approve)?;
     let redactor = redactor(&plan, &args.plan.secret_vars);
     if args.dry_run {
-        print!("{}", dry_run(&plan, &redactor));
+        let connections = global
+            .connections
+            .unwrap_or(plan.playbook.strategy.connections);
+        print!("{}", super::dry_run::render(&plan, &redactor, connections));
         return Ok(Exit::Success);
     }
     if !args.yes && !confirm(&plan)? {
@@ -51,6 +53,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
             mode: Mode::Deploy,
             skip_failed_wave: None,
             command: "deploy",
+            rollback_tasks: 0,
         },
     )
 }
@@ -86,74 +89,40 @@ pub(super) fn redactor(plan: &Plan, secret_vars: &[(String, String)]) -> Redacto
 
 /// Without `--yes` a terminal is asked once, with the plan summary; anything else refuses.
 pub(super) fn confirm(plan: &Plan) -> Result<bool, Diagnostics> {
+    ask(
+        plan,
+        "deploy",
+        &super::plan::describe(plan, false),
+        &format!(
+            "\nDeploy {} to {} hosts of {}? [y/N] ",
+            plan.playbook.name,
+            plan.host_count(),
+            plan.inventory.name
+        ),
+    )
+}
+
+/// Asks a person at the terminal `question` after `preface`; refuses (exit 2, with the
+/// `--yes` hint) when stdin is not a terminal. `verb` is what would be done.
+pub(super) fn ask(
+    plan: &Plan,
+    verb: &str,
+    preface: &str,
+    question: &str,
+) -> Result<bool, Diagnostics> {
     if !std::io::stdin().is_terminal() {
         return Err(Diagnostic::new(
             &plan.playbook.file,
-            "refusing to deploy without confirmation: stdin is not a terminal",
+            format!("refusing to {verb} without confirmation: stdin is not a terminal"),
         )
-        .hint("pass --yes (or set PONY_YES=1) to deploy from CI or scripts")
+        .hint(format!(
+            "pass --yes (or set PONY_YES=1) to {verb} from CI or scripts"
+        ))
         .into());
     }
-    eprint!("{}", super::plan::describe(plan, false));
-    eprint!(
-        "\nDeploy {} to {} hosts of {}? [y/N] ",
-        plan.playbook.name,
-        plan.host_count(),
-        plan.inventory.name
-    );
+    eprint!("{preface}{question}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
-}
-
-/// Every command per host in graph order, rendered; nothing is contacted.
-pub fn dry_run(plan: &Plan, redactor: &Redactor) -> String {
-    let mut out = String::new();
-    let captures_note = "(captured at run time)";
-    for &node in plan.topological_order() {
-        match &plan.graph[node] {
-            Node::Gate(w) => {
-                let spec = &plan.playbook.strategy.waves[*w];
-                out.push_str(&format!(
-                    "# end of wave {}{}{}\n",
-                    spec.name,
-                    spec.pause
-                        .map(|p| format!(", pause {}", humantime::format_duration(p)))
-                        .unwrap_or_default(),
-                    if spec.approve { ", approve" } else { "" }
-                ));
-            }
-            Node::Join { .. } => {}
-            Node::Task(t) => {
-                let step = &plan.playbook.steps[t.step];
-                let mut placeholders = crate::inventory::Vars::new();
-                for s in &plan.playbook.steps {
-                    if let Some(name) = &s.capture {
-                        placeholders.insert(name.clone(), captures_note.into());
-                    }
-                }
-                let ctx = task::context(plan, t, "DRY-RUN", &placeholders);
-                let line = match task::render_task(plan, step, &ctx) {
-                    Ok(spec) => {
-                        let mut text = spec.action.describe();
-                        if let Some(c) = &spec.creates {
-                            text = format!("[creates {c}] {text}");
-                        }
-                        if let Some(u) = &spec.unless {
-                            text = format!("[unless {u}] {text}");
-                        }
-                        text
-                    }
-                    Err(e) => format!("!! {e}"),
-                };
-                out.push_str(&format!(
-                    "{}  {}\n",
-                    plan.label(node),
-                    redactor.redact(&line).replace('\n', "\n    ")
-                ));
-            }
-        }
-    }
-    out
 }

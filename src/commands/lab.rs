@@ -1,10 +1,14 @@
-//! `pony lab up|down`: a local fleet of real sshd servers on loopback with an inventory,
-//! to try pony over SSH without any remote machine.
+//! `pony lab up|down`: a local fleet of real sshd servers on loopback with an inventory
+//! and the flagship playbook fitted to it, to try pony over SSH without any remote
+//! machine.
 
 use crate::cli::LabAction;
 use crate::exit::Exit;
 use crate::lab::{ClusterSpec, Fleet, FleetOptions, RegionSpec};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `playbooks/mail-rollout.yaml`, built in, so that the lab works from any folder.
+const FLAGSHIP: &str = include_str!("../../playbooks/mail-rollout.yaml");
 
 pub fn run(state_dir: &Path, action: &LabAction) -> anyhow::Result<Exit> {
     let dir = state_dir.join("lab");
@@ -30,23 +34,27 @@ pub fn run(state_dir: &Path, action: &LabAction) -> anyhow::Result<Exit> {
             } else {
                 None
             };
-            fleet.detach()?;
-            println!("lab up: {count} sshd servers on loopback ({regions} regions × {clusters} clusters × {hosts} hosts)");
             let playbook = match &mail_lab {
                 Some(lab) => {
                     crate::lab::mail::add_inventory_vars(&inventory, lab)?;
-                    println!(
-                        "mail: Postfix and Dovecot on every host, release {} (MTAs relay to their region's stores over LMTP)",
-                        crate::lab::mail::FIRST_RELEASE
-                    );
-                    "playbooks/postfix-dovecot.yaml"
+                    crate::lab::mail::write_playbook(&dir)?
                 }
-                None => "playbooks/mail-rollout.yaml",
+                None => write_playbook(&dir, &inventory)?,
             };
+            fleet.detach()?;
+            println!("lab up: {count} sshd servers on loopback ({regions} regions × {clusters} clusters × {hosts} hosts)");
+            if mail_lab.is_some() {
+                println!(
+                    "mail: Postfix and Dovecot on every host, release {} (MTAs relay to their region's stores over LMTP)",
+                    crate::lab::mail::FIRST_RELEASE
+                );
+            }
             println!("inventory: {}", inventory.display());
+            println!("playbook:  {}", playbook.display());
             println!(
-                "try: pony deploy -i {} {playbook} --yes",
-                inventory.display()
+                "try: pony deploy -i {} {} --yes",
+                shell_word(&inventory),
+                shell_word(&playbook)
             );
             println!("stop with: pony lab down");
         }
@@ -68,7 +76,8 @@ pub fn run(state_dir: &Path, action: &LabAction) -> anyhow::Result<Exit> {
 
 /// A layout the flagship playbook runs on: regions named like the local inventory's
 /// (`cn-south` first, so the canary wave has hosts), the first cluster of each region
-/// with roles mta (+ canary in cn-south), the others imap and store.
+/// with role mta (+ canary in cn-south), the others imap, store and web. A region of one
+/// cluster has every role, so that each region has a store host for the schema migration.
 fn flagship_layout(dir: &Path, regions: usize, clusters: usize, hosts: usize) -> FleetOptions {
     const NAMES: [&str; 7] = [
         "cn-south",
@@ -87,11 +96,14 @@ fn flagship_layout(dir: &Path, regions: usize, clusters: usize, hosts: usize) ->
                 .unwrap_or_else(|| format!("region-{}", r + 1));
             let specs = (0..clusters)
                 .map(|c| {
-                    let roles: Vec<&str> = match (r, c) {
-                        (0, 0) => vec!["mta", "canary"],
-                        (_, 0) => vec!["mta"],
+                    let mut roles: Vec<&str> = match c {
+                        0 if clusters == 1 => vec!["mta", "imap", "store", "web"],
+                        0 => vec!["mta"],
                         _ => vec!["imap", "store", "web"],
                     };
+                    if (r, c) == (0, 0) {
+                        roles.push("canary");
+                    }
                     ClusterSpec::new(format!("{region}-c{}", c + 1), hosts, roles)
                 })
                 .collect();
@@ -136,4 +148,62 @@ fn traffic(dir: &Path, rate: f64, duration: std::time::Duration) -> anyhow::Resu
     } else {
         Exit::SOME_HOSTS_FAILED
     })
+}
+
+/// Writes the flagship playbook next to the lab's inventory. On a fleet too small for
+/// some of its waves (one region has no `world`; a cn-south made only of canaries has no
+/// `china`), the waves that would take no host are left out, so that the playbook is
+/// valid for this fleet; everything else is the flagship's.
+fn write_playbook(dir: &Path, inventory: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("mail-rollout.yaml");
+    std::fs::write(&path, FLAGSHIP)?;
+    let loaded = crate::inventory::load(inventory)
+        .and_then(|inventory| crate::playbook::load(&path).map(|playbook| (inventory, playbook)));
+    let (inventory, playbook) = loaded.map_err(|d| anyhow::anyhow!("{d}"))?;
+    let sizes = crate::plan::wave_sizes(&inventory, &playbook);
+    if sizes.iter().all(|&n| n > 0) {
+        return Ok(path);
+    }
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(FLAGSHIP)?;
+    let Some(waves) = doc
+        .get_mut("strategy")
+        .and_then(|s| s.get_mut("waves"))
+        .and_then(serde_yaml::Value::as_sequence_mut)
+    else {
+        anyhow::bail!("the built-in mail-rollout playbook has no strategy.waves");
+    };
+    let mut index = 0;
+    waves.retain(|_| {
+        index += 1;
+        sizes[index - 1] > 0
+    });
+    let left: Vec<&str> = playbook
+        .strategy
+        .waves
+        .iter()
+        .zip(&sizes)
+        .filter(|(_, n)| **n == 0)
+        .map(|(w, _)| w.name.as_str())
+        .collect();
+    let text = format!(
+        "# playbooks/mail-rollout.yaml fitted to this lab by `pony lab up`: without the \
+         waves that would take no host here ({}).\n{}",
+        left.join(", "),
+        serde_yaml::to_string(&doc)?
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// A path as one shell word (quoted only when it needs to be).
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod completions;
 pub mod deploy;
+pub mod dry_run;
 pub mod exec;
 pub mod graph;
 pub mod history;
@@ -15,15 +16,17 @@ pub mod run;
 pub mod status;
 
 use crate::cli::PlanArgs;
-use crate::diag::Diagnostics;
+use crate::diag::{Diagnostic, Diagnostics};
 use crate::inventory::Vars;
 use crate::plan::{Plan, PlanOptions};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Loads and validates both files and builds the plan; problems in the inventory and the
 /// playbook are reported together.
 pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
-    let inventory = crate::inventory::load(&args.inventory);
+    let inventory = missing_default_inventory(&args.inventory)
+        .map_or_else(|| crate::inventory::load(&args.inventory), Err);
     let (playbook, mut errors) = crate::playbook::load_partial(&args.playbook);
     let (inventory, playbook) = match (inventory, playbook) {
         (Ok(i), Some(p)) => (i, p),
@@ -50,6 +53,33 @@ pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
             Err(errors.sorted())
         }
     }
+}
+
+/// The inventory used without `-i`: a path relative to the current folder, where the
+/// pony source tree keeps its 12-host local miniature.
+pub const DEFAULT_INVENTORY: &str = "inventories/local.yaml";
+
+/// When no `-i` was given and the default inventory is not in the current folder, an
+/// error that says so (rather than a hint to pass the very path that failed).
+pub fn missing_default_inventory(path: &Path) -> Option<Diagnostics> {
+    if path != Path::new(DEFAULT_INVENTORY) || path.exists() {
+        return None;
+    }
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "the current folder".into());
+    Some(
+        Diagnostic::new(
+            path,
+            format!(
+                "cannot read the inventory: `{DEFAULT_INVENTORY}` (the default without -i) is not in {cwd}"
+            ),
+        )
+        .hint(format!(
+            "pass the inventory with -i FILE (or set PONY_INVENTORY); the default is relative to the current folder, so it is found only in the pony source tree (e.g. -i /path/to/pony/{DEFAULT_INVENTORY})"
+        ))
+        .into(),
+    )
 }
 
 /// `--var` and `--secret-var` values as vars.

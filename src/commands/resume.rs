@@ -7,8 +7,9 @@ use crate::cli::GlobalOptions;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exec::Mode;
 use crate::exit::Exit;
+use crate::inventory::pattern::HostSet;
 use crate::plan::Plan;
-use crate::state::journal::{self, Replay};
+use crate::state::journal::{self, Replay, TaskState};
 use crate::state::run_dir::RunDir;
 use crate::state::runs::{self, ResolveError};
 use crate::state::snapshot::{Secrets, Snapshot, SnapshotError};
@@ -126,6 +127,7 @@ pub fn resume(
             mode: Mode::Deploy,
             skip_failed_wave,
             command: "resume",
+            rollback_tasks: 0,
         },
     )
 }
@@ -140,9 +142,20 @@ pub fn rollback(
 ) -> anyhow::Result<Exit> {
     let reopened = reopen(global, run, secret_vars)?;
     let plan = &reopened.plan;
-    let hosts = crate::inventory::pattern::select(&plan.inventory, limit)
+    let limited = crate::inventory::pattern::select(&plan.inventory, limit)
         .map_err(crate::diag::Diagnostics::from)?;
-    if !yes && !super::deploy::confirm(plan)? {
+    let due = RollbackDue::of(plan, &reopened.replay, &limited);
+    let id = &reopened.run_dir.id;
+    // Nothing left still goes through the run (journaled: who rolled back when), with
+    // nothing to confirm, touching and reporting no host.
+    if due.hosts.is_empty() {
+        eprintln!(
+            "nothing to roll back: run {id} has no task left to undo{}",
+            limit
+                .map(|l| format!(" on --limit {l}"))
+                .unwrap_or_default()
+        );
+    } else if !yes && !confirm_rollback(plan, id, &due)? {
         eprintln!("nothing rolled back");
         return Ok(Exit::Invalid);
     }
@@ -156,10 +169,75 @@ pub fn rollback(
             approvals: Vec::new(),
             accept_new_host_keys: accept,
             replay: Some(reopened.replay),
-            mode: Mode::Rollback(hosts),
+            mode: Mode::Rollback(due.hosts),
             skip_failed_wave: None,
             command: "rollback",
+            rollback_tasks: due.tasks,
         },
+    )
+}
+
+/// What `pony rollback` will undo: the hosts (within `--limit`) with a task the journal
+/// shows done, that changed something, has a `rollback:` and was not rolled back yet. A
+/// second rollback of the same run finds only what the first left.
+struct RollbackDue {
+    hosts: HostSet,
+    tasks: usize,
+}
+
+impl RollbackDue {
+    fn of(plan: &Plan, replay: &Replay, limit: &HostSet) -> RollbackDue {
+        let mut hosts = HostSet::empty(plan.inventory.hosts.len());
+        let mut tasks = 0;
+        for (node, task) in plan.tasks() {
+            if !limit.contains(task.host) || plan.playbook.steps[task.step].rollback.is_none() {
+                continue;
+            }
+            let Some(done) = replay.tasks.get(&plan.label(node)) else {
+                continue;
+            };
+            if done.changed && !done.rolled_back && done.state != TaskState::Interrupted {
+                hosts.insert(task.host);
+                tasks += 1;
+            }
+        }
+        RollbackDue { hosts, tasks }
+    }
+}
+
+/// The confirmation of `pony rollback`: which hosts per region, then the question.
+fn confirm_rollback(plan: &Plan, id: &str, due: &RollbackDue) -> Result<bool, Diagnostics> {
+    let inventory = &plan.inventory;
+    let mut preface = format!(
+        "run {id}: {} on {}; to roll back, in reverse dependency order:\n",
+        plan.playbook.name, inventory.name
+    );
+    for (r, region) in inventory.regions.iter().enumerate() {
+        let names: Vec<&str> = due
+            .hosts
+            .iter()
+            .filter(|&h| inventory.hosts[h].region == r)
+            .map(|h| inventory.hosts[h].name.as_str())
+            .collect();
+        if !names.is_empty() {
+            preface.push_str(&format!(
+                "  {:<14} {} hosts: {}\n",
+                region.name,
+                names.len(),
+                names.join(", ")
+            ));
+        }
+    }
+    super::deploy::ask(
+        plan,
+        "roll back",
+        &preface,
+        &format!(
+            "\nRoll back {} tasks on {} hosts of {} (run {id})? [y/N] ",
+            due.tasks,
+            due.hosts.len(),
+            inventory.name
+        ),
     )
 }
 

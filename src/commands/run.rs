@@ -31,6 +31,8 @@ pub struct Launch {
     /// `deploy`, `resume` or `rollback`: a resume or rollback may take over its own
     /// run's lock.
     pub command: &'static str,
+    /// `rollback`: how many tasks it will undo (what its header counts).
+    pub rollback_tasks: usize,
 }
 
 /// A new run's folder is created only once the lock is held.
@@ -124,14 +126,29 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
         run_dir.clone(),
         sender.clone(),
     ));
+    // A rollback's header counts what it undoes, on the hosts it touches; it has no waves.
+    let (hosts, tasks, waves, regions) = match &launch.mode {
+        Mode::Rollback(hosts) => (
+            hosts.len(),
+            launch.rollback_tasks,
+            Vec::new(),
+            region_sizes_of(&plan, hosts.iter()),
+        ),
+        Mode::Deploy => (
+            plan.host_count(),
+            plan.task_count(),
+            plan.waves.iter().map(|w| w.name.clone()).collect(),
+            region_sizes(&plan),
+        ),
+    };
     let _ = sender.send(Event::RunStarted {
         run_id: run_dir.id.clone(),
         playbook: plan.playbook.name.clone(),
         inventory: plan.inventory.name.clone(),
-        hosts: plan.host_count(),
-        tasks: plan.task_count(),
-        waves: plan.waves.iter().map(|w| w.name.clone()).collect(),
-        regions: region_sizes(&plan),
+        hosts,
+        tasks,
+        waves,
+        regions,
     });
     let interactive = std::io::stdin().is_terminal() && global.output == OutputFormat::Human;
     let options = ExecOptions {
@@ -160,11 +177,20 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
 
 /// Hosts per region taking part in the run, in inventory order.
 pub fn region_sizes(plan: &Plan) -> Vec<(String, usize)> {
+    region_sizes_of(
+        plan,
+        plan.waves.iter().flat_map(|w| w.hosts.iter().copied()),
+    )
+}
+
+/// Hosts per region among `hosts`, in inventory order, regions without any left out.
+fn region_sizes_of(
+    plan: &Plan,
+    hosts: impl Iterator<Item = crate::inventory::HostId>,
+) -> Vec<(String, usize)> {
     let mut sizes = vec![0usize; plan.inventory.regions.len()];
-    for wave in &plan.waves {
-        for &host in &wave.hosts {
-            sizes[plan.inventory.hosts[host].region] += 1;
-        }
+    for host in hosts {
+        sizes[plan.inventory.hosts[host].region] += 1;
     }
     plan.inventory
         .regions

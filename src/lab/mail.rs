@@ -63,6 +63,21 @@ pub const TEMPLATES: [(&str, &str); 6] = [
     ),
 ];
 
+/// `playbooks/postfix-dovecot.yaml`, built in, so that the mail lab works from any folder.
+const PLAYBOOK: &str = include_str!("../../playbooks/postfix-dovecot.yaml");
+
+/// Writes the real-world playbook and its templates next to the lab's inventory.
+pub fn write_playbook(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("postfix-dovecot.yaml");
+    std::fs::write(&path, PLAYBOOK)?;
+    for (name, text) in TEMPLATES {
+        let template = dir.join("templates").join(format!("{name}.j2"));
+        std::fs::create_dir_all(template.parent().expect("a parent"))?;
+        std::fs::write(&template, text)?;
+    }
+    Ok(path)
+}
+
 /// One host's mail services.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailHost {

@@ -7,8 +7,12 @@
 mod build;
 pub mod estimate;
 pub mod render;
+mod templates;
+mod validate;
+mod waves;
 
 pub use build::{build, PlanOptions};
+pub use waves::wave_sizes;
 
 use crate::inventory::pattern::HostSet;
 use crate::inventory::{ClusterId, HostId, Inventory, RegionId, Vars};
@@ -47,7 +51,9 @@ pub struct Task {
     pub wave: usize,
 }
 
-/// A wave after `--limit`: its hosts in inventory order and its gate.
+/// A wave after `--limit`: its hosts that have tasks, in inventory order, and its gate.
+/// A wave without such hosts is skipped by a run: it never starts and its gate waits for
+/// neither `pause` nor `approve`.
 #[derive(Debug)]
 pub struct WavePlan {
     pub name: String,
@@ -73,7 +79,8 @@ pub struct Plan {
     pub playbook: Arc<Playbook>,
     pub graph: DiGraph<Node, ()>,
     pub waves: Vec<WavePlan>,
-    /// The wave of every inventory host (`None` only outside the limit).
+    /// The wave of every inventory host (`None` for a host in no wave, which then has no
+    /// task).
     pub host_wave: Vec<Option<usize>>,
     /// The hosts `--limit` selected (all hosts without it).
     pub selected: HostSet,
@@ -299,7 +306,12 @@ impl Plan {
         vars
     }
 
-    /// Hosts selected and in the plan's waves.
+    /// The first wave after `wave` that has hosts with tasks (what a run goes on to).
+    pub fn next_wave_with_hosts(&self, wave: usize) -> Option<usize> {
+        (wave + 1..self.waves.len()).find(|&w| !self.waves[w].hosts.is_empty())
+    }
+
+    /// Hosts that have tasks (every one is in a wave).
     pub fn host_count(&self) -> usize {
         self.waves.iter().map(|w| w.hosts.len()).sum()
     }

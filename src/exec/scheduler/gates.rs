@@ -15,9 +15,15 @@ impl Scheduler {
             self.state[node.index()] = State::Held;
             return;
         }
+        // A wave without hosts with tasks is skipped: nothing of it ran, so there is
+        // nothing to soak or approve.
+        if self.plan.waves[wave].hosts.is_empty() {
+            self.pass_gate(wave);
+            return;
+        }
         let spec = &self.plan.playbook.strategy.waves[wave];
         let name = spec.name.clone();
-        let last = wave + 1 == self.plan.waves.len();
+        let last = self.plan.next_wave_with_hosts(wave).is_none();
         if !spec.approve || last || self.options.approvals.contains(&name) {
             self.pause_or_pass(wave);
             return;
@@ -51,7 +57,7 @@ impl Scheduler {
             node: node.index(),
         });
         self.stopped_wave = Some(name.clone());
-        if wave + 1 < self.plan.waves.len() {
+        if self.plan.next_wave_with_hosts(wave).is_some() {
             self.stop_all(&format!(
                 "wave {name} failed: later waves do not start; fix its hosts and `pony resume {}`",
                 self.options.run_id
@@ -71,7 +77,10 @@ impl Scheduler {
     pub(super) fn pause_or_pass(&mut self, wave: usize) {
         let node = self.plan.waves[wave].gate;
         let spec = &self.plan.playbook.strategy.waves[wave];
-        match spec.pause.filter(|_| wave + 1 < self.plan.waves.len()) {
+        match spec
+            .pause
+            .filter(|_| self.plan.next_wave_with_hosts(wave).is_some())
+        {
             Some(pause) => {
                 self.state[node.index()] = State::Held;
                 self.emit(Event::GateWaiting {
@@ -95,11 +104,17 @@ impl Scheduler {
             return;
         }
         self.state[node.index()] = State::Succeeded;
-        self.emit(Event::GatePassed {
-            wave: self.plan.waves[wave].name.clone(),
-            node: node.index(),
-        });
-        if let Some(next) = self.plan.waves.get(wave + 1) {
+        // A skipped wave's gate passes silently; the next wave with hosts is announced
+        // when the last gate before it passes.
+        let skipped = self.plan.waves[wave].hosts.is_empty();
+        if !skipped {
+            self.emit(Event::GatePassed {
+                wave: self.plan.waves[wave].name.clone(),
+                node: node.index(),
+            });
+        }
+        let next = self.plan.waves.get(wave + 1);
+        if let Some(next) = next.filter(|n| !n.hosts.is_empty()) {
             self.emit(Event::WaveStarted {
                 wave: next.name.clone(),
                 hosts: next.hosts.len(),

@@ -228,7 +228,9 @@ impl Scheduler {
     }
 
     async fn main_loop(mut self) -> RunReport {
-        if let Some(first) = self.plan.waves.first() {
+        // A wave starts only in a deploy (a rollback has none), and only with hosts.
+        let first = self.plan.waves.first().filter(|w| !w.hosts.is_empty());
+        if let Some(first) = first.filter(|_| matches!(self.options.mode, Mode::Deploy)) {
             self.emit(Event::WaveStarted {
                 wave: first.name.clone(),
                 hosts: first.hosts.len(),
@@ -576,7 +578,10 @@ impl Scheduler {
     fn release(&mut self, node: NodeId, success: bool) {
         let mut stack = vec![(node, success)];
         while let Some((node, success)) = stack.pop() {
-            let dependents: Vec<NodeId> = self.plan.dependents(node).collect();
+            // In graph order (petgraph lists a node's edges newest first): after a gate,
+            // hosts queue for their cluster's slots in the order `--dry-run` shows.
+            let mut dependents: Vec<NodeId> = self.plan.dependents(node).collect();
+            dependents.sort_unstable();
             for dependent in dependents {
                 let i = dependent.index();
                 if success || matches!(self.plan.graph[dependent], Node::Gate(_)) {

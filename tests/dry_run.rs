@@ -1,0 +1,289 @@
+//! `pony deploy --dry-run` tells the truth about what a run will do: every host's
+//! rollback commands under its forward commands, and the order the admission takes the
+//! hosts in (`max_unavailable` batches per cluster, per wave). The order is checked
+//! against a real run of the same plan (local hosts, events on stdout).
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const PONY: &str = env!("CARGO_BIN_EXE_pony");
+
+/// A folder with an inventory, a playbook and a state dir.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(inventory: &str, playbook: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("inv.yaml"), inventory).unwrap();
+        std::fs::write(dir.path().join("pb.yaml"), playbook).unwrap();
+        Setup { dir }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn pony(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(PONY);
+        for var in [
+            "PONY_PLAYBOOK",
+            "PONY_LIMIT",
+            "PONY_OUTPUT",
+            "PONY_JUNIT",
+            "PONY_CONNECTIONS",
+            "PONY_YES",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("PONY_STATE_DIR", self.state())
+            .env("PONY_INVENTORY", "inv.yaml")
+            .args(args)
+            .output()
+            .expect("pony runs")
+    }
+
+    fn dry_run(&self, extra: &[&str]) -> String {
+        let mut args = vec!["deploy", "pb.yaml", "--dry-run"];
+        args.extend_from_slice(extra);
+        let out = self.pony(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            !self.state().join("runs").exists(),
+            "a dry run records no run"
+        );
+        assert!(
+            !self.state().join("hosts").exists(),
+            "a dry run touches no host"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Two waves; cluster c1 of six hosts, c2 of two; 50% at once.
+const INVENTORY: &str = r#"
+name: batches
+defaults:
+  connection: local
+regions:
+  r1:
+    clusters:
+      c1:
+        hosts:
+          a-[1:6]: { roles: [mta] }
+      c2:
+        hosts:
+          b-[1:2]: { roles: [mta] }
+  r2:
+    clusters:
+      c3:
+        hosts:
+          d-[1:4]: { roles: [mta] }
+"#;
+
+const PLAYBOOK: &str = r#"
+name: batches
+vars:
+  version: "2.0"
+strategy:
+  waves:
+    - { name: first, regions: [r1] }
+    - { name: second, regions: [r2] }
+  max_unavailable: 50%
+steps:
+  - name: stage
+    run: mkdir -p rel && echo {{ version | quote }} > rel/VERSION
+    rollback: rm -rf rel
+  - name: note
+    needs: [stage]
+    run: echo {{ host.name }} > note
+  - name: switch
+    needs: [note]
+    run: ln -sfn rel current
+    rollback: |
+      rm -f current
+      echo {{ token | quote }} > rolled-back
+"#;
+
+#[test]
+fn every_rollback_is_rendered_under_its_forward_command() {
+    let setup = Setup::new(INVENTORY, PLAYBOOK);
+    let out = setup.dry_run(&["--secret-var", "token=hunter2"]);
+    assert!(
+        !out.contains("hunter2"),
+        "a secret is never printed:\n{out}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |label: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{label}  ")))
+            .unwrap_or_else(|| panic!("no {label} in\n{out}"))
+    };
+    // stage: its rollback right below it, marked.
+    let stage = at("stage@a-1");
+    assert_eq!(lines[stage + 1], "  ↳ rollback: rm -rf rel", "{out}");
+    // note has no rollback: the next line is another task or a comment.
+    let note = at("note@a-1");
+    assert!(!lines[note + 1].contains("rollback"), "{out}");
+    // A multi-line rollback, rendered per host, secrets hidden.
+    let switch = at("switch@d-4");
+    assert_eq!(lines[switch + 1], "  ↳ rollback: rm -f current", "{out}");
+    assert_eq!(lines[switch + 2], "      echo *** > rolled-back", "{out}");
+    // One rollback line per task that has one: stage and switch on 12 hosts.
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("  ↳ rollback: "))
+            .count(),
+        24,
+        "{out}"
+    );
+    // Forward lines still start with the label.
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("switch@")).count(),
+        12
+    );
+}
+
+/// The batches printed per cluster and wave, and the order of the commands.
+#[test]
+fn hosts_come_in_max_unavailable_batches_per_cluster_and_wave() {
+    let setup = Setup::new(INVENTORY, PLAYBOOK);
+    let out = setup.dry_run(&[]);
+    for expected in [
+        "# wave first: 8 hosts;",
+        "#   r1/c1 (3 at once): batch 1: a-1, a-2, a-3 / batch 2: a-4, a-5, a-6",
+        "#   r1/c2 (1 at once): batch 1: b-1 / batch 2: b-2",
+        "# wave second: 4 hosts;",
+        "#   r2/c3 (2 at once): batch 1: d-1, d-2 / batch 2: d-3, d-4",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+    }
+    let position = |label: &str| {
+        out.lines()
+            .position(|l| l.starts_with(&format!("{label}  ")))
+            .unwrap_or_else(|| panic!("no {label} in\n{out}"))
+    };
+    // Every command of a batch before any of the next batch, waves in order.
+    let batch1 = ["a-1", "a-2", "a-3", "b-1"];
+    let batch2 = ["a-4", "a-5", "a-6", "b-2"];
+    for early in batch1 {
+        for late in batch2 {
+            assert!(
+                position(&format!("switch@{early}")) < position(&format!("stage@{late}")),
+                "{early} before {late}:\n{out}"
+            );
+        }
+    }
+    assert!(position("switch@b-2") < position("stage@d-1"), "{out}");
+    assert!(position("switch@d-2") < position("stage@d-3"), "{out}");
+    let batch_lines: Vec<&str> = out.lines().filter(|l| l.contains(", batch ")).collect();
+    assert_eq!(
+        batch_lines,
+        [
+            "# wave first, batch 1",
+            "# wave first, batch 2",
+            "# wave second, batch 1",
+            "# wave second, batch 2"
+        ],
+        "{out}"
+    );
+}
+
+/// The real run admits the hosts in the order the dry run shows: per cluster, each
+/// host's first task starts in the dry run's order, and no host of a later batch starts
+/// before one of the batch before it finished (the window slides).
+#[test]
+fn the_real_run_takes_the_hosts_in_the_dry_run_order() {
+    let setup = Setup::new(INVENTORY, PLAYBOOK);
+    let dry = setup.dry_run(&[]);
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in dry.lines() {
+        let Some(rest) = line.strip_prefix("#   ") else {
+            continue;
+        };
+        let Some((cluster, batches)) = rest.split_once(" (") else {
+            continue;
+        };
+        let cluster = cluster.rsplit('/').next().unwrap().to_string();
+        let (_, batches) = batches.split_once("): ").unwrap();
+        for batch in batches.split(" / ") {
+            let (_, hosts) = batch.split_once(": ").unwrap();
+            expected
+                .entry(cluster.clone())
+                .or_default()
+                .extend(hosts.split(", ").map(str::to_string));
+        }
+    }
+    assert_eq!(expected.len(), 3, "{dry}");
+
+    let out = setup.pony(&["deploy", "pb.yaml", "--yes", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut started: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let event: Value = serde_json::from_str(line).expect("one JSON event per line");
+        if event["event"] != "task_started" {
+            continue;
+        }
+        let host = event["task"]["host"].as_str().unwrap().to_string();
+        let cluster = event["task"]["cluster"].as_str().unwrap().to_string();
+        let hosts = started.entry(cluster).or_default();
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    assert_eq!(started, expected, "first task per host, per cluster");
+    // The run did what the dry run printed, on every host.
+    for host in ["a-1", "a-6", "b-2", "d-4"] {
+        let root = setup.state().join("hosts").join(host);
+        assert_eq!(
+            std::fs::read_to_string(root.join("rel/VERSION")).unwrap(),
+            "2.0\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("note")).unwrap(),
+            format!("{host}\n")
+        );
+    }
+}
+
+#[test]
+fn a_run_wide_connections_limit_is_shown_when_it_binds() {
+    let setup = Setup::new(INVENTORY, PLAYBOOK);
+    let out = setup.dry_run(&[]);
+    assert!(!out.contains("(connections)"), "{out}");
+    let out = setup.dry_run(&["--connections", "2"]);
+    assert!(
+        out.contains("#   and at most 2 hosts at once over the whole run (connections)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_wave_without_hosts_with_tasks_is_shown_as_skipped() {
+    let setup = Setup::new(INVENTORY, PLAYBOOK);
+    let out = setup.dry_run(&["--limit", "r2"]);
+    assert!(
+        out.contains("# wave first: no host has tasks; skipped"),
+        "{out}"
+    );
+    assert!(!out.contains("# end of wave first"), "{out}");
+    assert!(!out.contains("@a-1"), "{out}");
+    assert!(out.contains("#   r2/c3 (2 at once): batch 1: d-1, d-2 / batch 2: d-3, d-4"));
+}
