@@ -122,12 +122,31 @@ fn with_traffic(
     // Mail flows before the rollout starts: the first messages are delivered on lab-1.
     wait_for_delivered_mail(fleet);
     let output = during();
-    // ... and after it ends.
-    runtime.block_on(tokio::time::sleep(Duration::from_secs(2)));
+    // ... and after it: until mail relayed by the new release has arrived.
+    support::wait_until("mail relayed by release v2", || {
+        delivered_headers(fleet).any(|h| h.starts_with("X-Pony-Release: v2 "))
+    });
     stop.send(true).unwrap();
     let sent = runtime.block_on(sending).unwrap();
     let count = runtime.block_on(traffic::settle(&fleet.lab, &sent, Duration::from_secs(180)));
     (output, sent, count)
+}
+
+/// Header lines of every message in the stores' `traffic` Maildirs.
+fn delivered_headers(fleet: &MailFleet) -> impl Iterator<Item = String> + '_ {
+    fleet.lab.stores().flat_map(|store| {
+        ["new", "cur"].into_iter().flat_map(move |sub| {
+            std::fs::read_dir(store.maildir().join("traffic").join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .flat_map(|file| {
+                    let mail = std::fs::read_to_string(file.path()).unwrap_or_default();
+                    let header = mail.split("\n\n").next().unwrap_or_default().to_string();
+                    header.lines().map(str::to_string).collect::<Vec<_>>()
+                })
+        })
+    })
 }
 
 fn wait_for_delivered_mail(fleet: &MailFleet) {
