@@ -126,13 +126,22 @@ fn traffic(dir: &Path, rate: f64, duration: std::time::Duration) -> anyhow::Resu
             rate,
             ..traffic::Options::default()
         };
+        let started = std::time::Instant::now();
         let sending = tokio::spawn(traffic::send(traffic::regions(&lab), options, stopped));
-        tokio::time::sleep(duration).await;
+        // Until the duration is over or an interrupt (a script stops it when its rollout
+        // ends).
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        let sending_for = started.elapsed();
         let _ = stop.send(true);
         let sent = sending.await?;
         println!(
-            "traffic: {} accepted, {} deferrals met, {} rejected (5xx), {} given up",
+            "traffic: {} accepted in {:.1}s ({:.1}/s), {} deferrals met, {} rejected (5xx), {} given up",
             sent.accepted.len(),
+            sending_for.as_secs_f64(),
+            sent.accepted.len() as f64 / sending_for.as_secs_f64(),
             sent.deferrals,
             sent.rejected.len(),
             sent.given_up.len()

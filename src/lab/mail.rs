@@ -237,6 +237,9 @@ pub fn start(dir: &Path, hosts: &[LabHost]) -> Result<MailLab> {
             bail!("region {region} has no host with role `store` to deliver its mail to: use --clusters 2 or more");
         }
     }
+    if let Some(first) = mail_hosts.first() {
+        check_searchable(&first.home)?;
+    }
     let mut lab = MailLab {
         hosts: mail_hosts,
         added_addresses: Vec::new(),
@@ -259,6 +262,26 @@ pub fn start(dir: &Path, hosts: &[LabHost]) -> Result<MailLab> {
         wait_listening(h, Service::Dovecot)?;
     }
     Ok(lab)
+}
+
+/// Postfix and Dovecot drop root: every folder above a mail home must be searchable by
+/// others (a `mktemp -d` folder, mode 0700, is not).
+fn check_searchable(home: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in home.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o001 == 0 {
+            bail!(
+                "{} (mode {:o}) is not searchable by the `postfix` and `dovecot` users the mail services run as: use a state dir whose folders others may enter (e.g. `chmod 755 {}`)",
+                dir.display(),
+                meta.permissions().mode() & 0o777,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn save(dir: &Path, lab: &MailLab) -> Result<()> {
