@@ -42,6 +42,10 @@ pub struct Options {
     pub retry_after: Duration,
     /// After the stop signal, how long to keep retrying messages not yet taken.
     pub give_up_after: Duration,
+    /// SMTP connections open at once per region, as a sending MTA limits its
+    /// concurrency per destination (Postfix's default is 20): above what the MTAs take,
+    /// messages wait in the sender instead of storming the MTAs.
+    pub connections_per_region: usize,
 }
 
 impl Default for Options {
@@ -50,6 +54,7 @@ impl Default for Options {
             rate: 20.0,
             retry_after: Duration::from_millis(500),
             give_up_after: Duration::from_secs(120),
+            connections_per_region: 20,
         }
     }
 }
@@ -90,6 +95,14 @@ pub async fn send(regions: Vec<Region>, options: Options, mut stop: watch::Recei
     let mut tasks = tokio::task::JoinSet::new();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate.max(0.1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let limits: Vec<Arc<tokio::sync::Semaphore>> = regions
+        .iter()
+        .map(|_| {
+            Arc::new(tokio::sync::Semaphore::new(
+                options.connections_per_region.max(1),
+            ))
+        })
+        .collect();
     let mut seq = 0u64;
     loop {
         tokio::select! {
@@ -100,10 +113,11 @@ pub async fn send(regions: Vec<Region>, options: Options, mut stop: watch::Recei
             break;
         }
         seq += 1;
-        let region = regions[(seq as usize) % regions.len()].clone();
+        let r = (seq as usize) % regions.len();
+        let (region, limit) = (regions[r].clone(), limits[r].clone());
         let (sent, options, tag, done) =
             (sent.clone(), options.clone(), tag.clone(), done_rx.clone());
-        tasks.spawn(async move { deliver(seq, region, &options, &tag, &sent, done).await });
+        tasks.spawn(async move { deliver(seq, region, &limit, &options, &tag, &sent, done).await });
     }
     // Messages still being tried get `give_up_after` more.
     let grace = options.give_up_after;
@@ -119,6 +133,7 @@ pub async fn send(regions: Vec<Region>, options: Options, mut stop: watch::Recei
 async fn deliver(
     seq: u64,
     region: Region,
+    limit: &tokio::sync::Semaphore,
     options: &Options,
     tag: &str,
     sent: &Mutex<Sent>,
@@ -128,7 +143,10 @@ async fn deliver(
     loop {
         for i in 0..n {
             let (name, address) = &region.mtas[(seq as usize + i) % n];
-            match attempt(*address, seq, &region.name, tag).await {
+            let permit = limit.acquire().await.expect("never closed");
+            let result = attempt(*address, seq, &region.name, tag).await;
+            drop(permit);
+            match result {
                 Attempt::Accepted => {
                     sent.lock()
                         .expect("sent")
