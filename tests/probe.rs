@@ -199,6 +199,11 @@ steps:
     let states = journal_states(&lab.state);
     assert_eq!(states.len(), 10, "{states:?}");
     assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
+    // The responders record a connection on their own threads, which may still be at it
+    // when the run ends (a `tcp` probe leaves after 300 ms of silence).
+    support::wait_until("the responders to record all 10 probe connections", || {
+        through.seen.lock().unwrap().len() >= 10
+    });
     assert_eq!(
         through.hosts(),
         lab.host_names().into_iter().collect::<BTreeSet<_>>(),

@@ -327,7 +327,7 @@ impl<'a> Report<'a> {
         out.push('\n');
         if let Some(stopped) = &self.stopped_wave {
             out.push_str(&format!(
-                "stopped at wave {}: {}; no later wave started\n",
+                "stopped at wave {}: {}; its gate did not pass\n",
                 stopped.wave, stopped.reason
             ));
         }

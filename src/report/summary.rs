@@ -311,7 +311,7 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     }
     if let Some(wave) = stopped_wave {
         lines.push(format!(
-            "stopped: wave {wave} failed beyond its failure budget; no later wave started"
+            "stopped: wave {wave} failed beyond its failure budget; its gate did not pass (a later wave never starts)"
         ));
     }
     lines.push(format!("journal: {run_dir}/journal.jsonl"));
