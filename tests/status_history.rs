@@ -52,7 +52,8 @@ regions:
           h4: {}
 ";
 
-/// h2 (the `bad` var) fails `check`: region r1 rolls back, and wave `first` does not pass
+/// One host of a cluster at a time (so h1 is done before h2 starts: no race between h2's
+/// failure and h1's `check`). h2 (the `bad` var) fails `check`: region r1 rolls back, and wave `first` does not pass
 /// its gate, so r2 (wave `second`) never starts. Each task appends its step's name to `ran`
 /// in the host's folder (`<state dir>/hosts/<host>/`).
 const TINY_PLAYBOOK: &str = "\
@@ -62,6 +63,7 @@ strategy:
   waves:
     - { name: first, regions: [r1] }
     - { name: second, regions: [\"*\"] }
+  max_unavailable: 1
   max_failures: 0
   on_failure: rollback-region
 steps:
