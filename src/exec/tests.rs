@@ -34,8 +34,8 @@ struct Run {
     report: tokio::task::JoinHandle<RunReport>,
 }
 
-fn plan(playbook: &str) -> Arc<Plan> {
-    let inventory = crate::inventory::parse(Path::new("inv.yaml"), INVENTORY).unwrap();
+fn plan(inventory: &str, playbook: &str) -> Arc<Plan> {
+    let inventory = crate::inventory::parse(Path::new("inv.yaml"), inventory).unwrap();
     let playbook =
         crate::playbook::parse(Path::new("pb.yaml"), playbook).unwrap_or_else(|e| panic!("{e}"));
     Arc::new(
@@ -50,8 +50,13 @@ fn plan(playbook: &str) -> Arc<Plan> {
 
 /// Starts a run; its events arrive in order on `events` (each acknowledged as durable).
 fn start(playbook: &str) -> Run {
+    start_in(INVENTORY, playbook)
+}
+
+/// Starts a run over another inventory.
+fn start_in(inventory: &str, playbook: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let plan = plan(playbook);
+    let plan = plan(inventory, playbook);
     let pool = HostPool::new(
         plan.clone(),
         SshOptions::new(dir.path(), false),
@@ -80,6 +85,7 @@ fn start(playbook: &str) -> Run {
         replay: None,
         mode: Mode::Deploy,
         skip_failed_wave: None,
+        rollback_pace: plan.playbook.strategy.rollback_pace,
     };
     let report = tokio::spawn(super::run(plan.clone(), pool, options, sink));
     Run {
@@ -385,4 +391,102 @@ async fn a_second_interrupt_kills_running_tasks_and_reports_their_hosts_incomple
         })
         .unwrap();
     assert_eq!(summary, vec!["a1".to_string()]);
+}
+
+/// One cluster of eight hosts: a region rollback must queue them for the slots.
+const EIGHT: &str = r#"
+name: t
+defaults: { connection: local }
+regions:
+  r1:
+    clusters:
+      c1: { hosts: { "h[1:8]": } }
+"#;
+
+/// The most hosts of `cluster` rolling back at once: from a host's first rollback
+/// command until its outcome (when it gives its slot back). Also the order in which
+/// hosts began rolling back.
+fn rollback_width(events: &[Event]) -> (usize, Vec<String>) {
+    let mut out = std::collections::BTreeSet::new();
+    let mut first = Vec::new();
+    let mut most = 0;
+    for event in events {
+        match event {
+            Event::RollbackTaskStarted { task } => {
+                if !first.contains(&task.host) {
+                    first.push(task.host.clone());
+                }
+                out.insert(task.host.clone());
+            }
+            Event::HostFinished { host, .. } => {
+                out.remove(host);
+            }
+            _ => {}
+        }
+        most = most.max(out.len());
+    }
+    (most, first)
+}
+
+#[tokio::test]
+async fn a_paced_region_rollback_never_has_more_hosts_rolling_back_than_slots() {
+    let (report, events, run) = start_in(
+        EIGHT,
+        &playbook(
+            "  max_unavailable: 2\n  on_failure: rollback-region\n",
+            &failing_on("h8"),
+        ),
+    )
+    .finish(Vec::new())
+    .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    let (most, first) = rollback_width(&events);
+    assert_eq!(most, 2, "two slots: two hosts at once, never more");
+    assert_eq!(
+        first.len(),
+        8,
+        "every touched host is rolled back: {first:?}"
+    );
+    assert_eq!(
+        first[0], "h8",
+        "the failed host (holding a slot) goes first"
+    );
+    assert_eq!(
+        run.read("h8", "log").as_deref(),
+        Some("mark\ncheck\nundo-check\nundo-mark\n")
+    );
+    for h in 1..=7 {
+        let host = format!("h{h}");
+        assert_eq!(
+            run.outcome(&report, &host),
+            Some(HostOutcome::RolledBack),
+            "{host}"
+        );
+        assert_eq!(
+            run.read(&host, "log").as_deref(),
+            Some("mark\ncheck\nundo-check\nundo-mark\n"),
+            "{host}: reverse order within the host"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pace_all_rolls_every_host_of_the_region_back_at_once() {
+    let (report, events, run) = start_in(
+        EIGHT,
+        &playbook(
+            "  max_unavailable: 2\n  rollback: { pace: all }\n",
+            &failing_on("h8"),
+        ),
+    )
+    .finish(Vec::new())
+    .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    let (most, first) = rollback_width(&events);
+    assert_eq!(most, 8, "all eight at once");
+    assert_eq!(first.len(), 8);
+    for h in 1..=8 {
+        let host = format!("h{h}");
+        assert!(run.read(&host, "log").unwrap().ends_with("undo-mark\n"));
+    }
 }

@@ -16,7 +16,7 @@ use crate::events::{Event, EventSink, HostOutcome, TaskRecord, TaskRef};
 use crate::inventory::pattern::HostSet;
 use crate::inventory::{HostId, Vars};
 use crate::plan::{Node, NodeId, Plan, Task};
-use crate::playbook::Per;
+use crate::playbook::{Per, RollbackPace};
 use crate::state::replay::{Replay, TaskState};
 use std::collections::HashMap;
 use std::future::Future;
