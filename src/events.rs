@@ -170,6 +170,13 @@ pub enum Event {
         max_failures: usize,
         action: String,
     },
+    /// The run's failed hosts went beyond `max_failures_run`: `on_failure` applies to
+    /// the whole run.
+    RunBudgetExceeded {
+        failed_hosts: usize,
+        max_failures_run: usize,
+        action: String,
+    },
     RollbackStarted {
         scope: String,
         hosts: usize,

@@ -490,3 +490,64 @@ async fn pace_all_rolls_every_host_of_the_region_back_at_once() {
         assert!(run.read(&host, "log").unwrap().ends_with("undo-mark\n"));
     }
 }
+
+/// Twenty hosts in three clusters of one region.
+const TWENTY: &str = r#"
+name: t
+defaults: { connection: local }
+regions:
+  r1:
+    clusters:
+      x: { hosts: { "x[1:7]": } }
+      y: { hosts: { "y[1:7]": } }
+      z: { hosts: { "z[1:6]": } }
+"#;
+
+#[tokio::test]
+async fn the_run_wide_budget_stops_the_run_at_the_third_failure_across_clusters() {
+    // The first wave fails one host in each cluster: within every cluster's budget of 1,
+    // but the third failure is beyond 10% of 20 hosts.
+    let playbook = format!(
+        "name: p\nstrategy:\n  waves:\n    - {{ name: first, regions: [\"*\"], hosts: \"x1,y1,z1\" }}\n    - {{ name: rest, regions: [\"*\"] }}\n  max_failures: 1\n  max_failures_run: 10%\n  on_failure: rollback-region\nsteps:\n{}",
+        failing_on("x1|y1|z1")
+    );
+    let (report, events, run) = start_in(TWENTY, &playbook).finish(Vec::new()).await;
+    let crossed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunBudgetExceeded {
+                failed_hosts,
+                max_failures_run,
+                action,
+            } => Some((*failed_hosts, *max_failures_run, action.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(crossed, vec![(3, 2, "rollback-region".to_string())]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::BudgetExceeded { .. })),
+        "no cluster went beyond its own budget"
+    );
+    for host in ["x1", "y1", "z1"] {
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::RolledBack));
+        assert!(run.read(host, "log").unwrap().ends_with("undo-mark\n"));
+    }
+    for host in ["x2", "y7", "z6"] {
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::Cancelled));
+        assert_eq!(run.read(host, "log"), None, "{host} never ran");
+    }
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+}
+
+#[tokio::test]
+async fn without_a_run_wide_budget_the_same_failures_stay_within_the_clusters_budgets() {
+    let playbook = format!(
+        "name: p\nstrategy:\n  waves:\n    - {{ name: first, regions: [\"*\"], hosts: \"x1,y1,z1\" }}\n    - {{ name: rest, regions: [\"*\"] }}\n  max_failures: 1\nsteps:\n{}",
+        failing_on("x1|y1|z1")
+    );
+    let (report, _events, run) = start_in(TWENTY, &playbook).finish(Vec::new()).await;
+    assert_eq!(run.outcome(&report, "x2"), Some(HostOutcome::Ok));
+    assert_eq!(run.read("z6", "log").as_deref(), Some("mark\ncheck\n"));
+}

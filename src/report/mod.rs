@@ -302,6 +302,14 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             "{} cluster {cluster} ({region}): {failed_hosts} failed hosts > max_failures {max_failures}: {action}",
             palette.red("!!")
         )),
+        Event::RunBudgetExceeded {
+            failed_hosts,
+            max_failures_run,
+            action,
+        } => Some(format!(
+            "{} run: {failed_hosts} failed hosts > max_failures_run {max_failures_run}: {action}",
+            palette.red("!!")
+        )),
         Event::RollbackStarted { scope, hosts } => Some(format!(
             "{} of {scope} ({hosts} hosts)",
             palette.yellow("== rollback")

@@ -123,6 +123,9 @@ struct Scheduler {
     stop: Stop,
     ending: Ending,
     all_rollback_due: bool,
+    /// Failed hosts over the whole run, and the run-wide budget resolved to a count.
+    run_failed_hosts: usize,
+    max_failures_run: Option<usize>,
     stopped_wave: Option<String>,
     running: JoinSet<(NodeId, TaskRun)>,
     /// Finished tasks whose record is being synced; their dependents wait for it.
@@ -165,7 +168,10 @@ pub async fn run(
             max_failures: l.max_failures,
         })
         .collect();
-    let _ = strategy;
+    let hosts_with_tasks = (0..inventory.hosts.len())
+        .filter(|&h| hosts[h].left_tasks > 0)
+        .count();
+    let max_failures_run = strategy.max_failures_run.map(|l| l.of(hosts_with_tasks));
     let scheduler = Scheduler {
         remaining: plan.in_degrees(),
         state: vec![State::Waiting; node_count],
@@ -181,6 +187,8 @@ pub async fn run(
         stop: Stop::No,
         ending: Ending::default(),
         all_rollback_due: false,
+        run_failed_hosts: 0,
+        max_failures_run,
         stopped_wave: None,
         running: JoinSet::new(),
         syncing: JoinSet::new(),

@@ -21,6 +21,13 @@ impl Scheduler {
         budget.failed_hosts += 1;
         let (failed_hosts, max_failures) = (budget.failed_hosts, budget.max_failures);
         let policy = self.plan.playbook.strategy.on_failure;
+        self.run_failed_hosts += 1;
+        if let Some(action) =
+            policy::on_run_failure(self.run_failed_hosts, self.max_failures_run, policy)
+        {
+            self.run_budget_exceeded(host, action);
+            return;
+        }
         let action = policy::on_host_failure(failed_hosts, max_failures, policy);
         if !action.beyond_budget() {
             self.hosts[host].phase = Phase::Failed { rollback_due: true };
@@ -45,6 +52,35 @@ impl Scheduler {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
         });
+        self.apply_failure_action(action, region);
+    }
+
+    /// Beyond `max_failures_run`: the failed host waits for the run-wide action (a halt
+    /// leaves it failed; a rollback takes it with every touched host).
+    fn run_budget_exceeded(&mut self, host: HostId, action: FailureAction) {
+        let max = self.max_failures_run.unwrap_or_default();
+        let failed = self.run_failed_hosts;
+        if let Some(wave) = self.plan.host_wave[host] {
+            self.waves[wave].failed.get_or_insert_with(|| {
+                format!("the run failed {failed} host(s), beyond max_failures_run {max}")
+            });
+        }
+        // Once: later failures (hosts that were in flight) find the run stopped already.
+        if failed == max + 1 {
+            self.emit(Event::RunBudgetExceeded {
+                failed_hosts: failed,
+                max_failures_run: max,
+                action: serde_json::to_value(self.plan.playbook.strategy.on_failure)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            });
+        }
+        let region = self.plan.inventory.hosts[host].region;
+        self.apply_failure_action(action, region);
+    }
+
+    fn apply_failure_action(&mut self, action: FailureAction, region: usize) {
         match action {
             FailureAction::RollbackHost => {}
             FailureAction::Halt => {
