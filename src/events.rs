@@ -48,6 +48,9 @@ pub enum HostOutcome {
     /// Killed mid-way (a second Ctrl-C): some of its tasks ran, not all; `pony resume`
     /// finishes it.
     Incomplete,
+    /// `unreachable: skip`: no connection could be made before any command ran; left
+    /// alone, outside the failure budget.
+    Unreachable,
 }
 
 /// The outcome of the whole run. One spelling everywhere: the `summary` event, the

@@ -125,6 +125,8 @@ struct Scheduler {
     all_rollback_due: bool,
     /// Failed hosts over the whole run, and the run-wide budget resolved to a count.
     run_failed_hosts: usize,
+    /// Hosts skipped under `unreachable: skip`.
+    unreachable_hosts: usize,
     max_failures_run: Option<usize>,
     stopped_wave: Option<String>,
     running: JoinSet<(NodeId, TaskRun)>,
@@ -188,6 +190,7 @@ pub async fn run(
         ending: Ending::default(),
         all_rollback_due: false,
         run_failed_hosts: 0,
+        unreachable_hosts: 0,
         max_failures_run,
         stopped_wave: None,
         running: JoinSet::new(),
@@ -511,6 +514,13 @@ impl Scheduler {
             }
         };
         let durable = self.emit_durable(event);
+        let skipped_host = matches!(
+            self.hosts[task.host].phase,
+            Phase::Done(HostOutcome::Unreachable)
+        );
+        if run.reached {
+            self.hosts[task.host].reached = true;
+        }
         if run.ok {
             self.state[node.index()] = State::Succeeded;
             if let Some((name, value)) = &run.captured {
@@ -518,7 +528,11 @@ impl Scheduler {
             }
         } else {
             self.state[node.index()] = State::Failed;
-            self.host_failed(task.host);
+            if run.unreachable && self.may_skip_unreachable(task.host) {
+                self.host_unreachable(task.host);
+            } else if !skipped_host {
+                self.host_failed(task.host);
+            }
         }
         self.task_done(task);
         // Dependents start once the result is on disk.

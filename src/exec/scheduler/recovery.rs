@@ -166,7 +166,11 @@ impl Scheduler {
                     && !matches!(
                         host.phase,
                         Phase::RollingBack
-                            | Phase::Done(HostOutcome::RolledBack | HostOutcome::RollbackFailed)
+                            | Phase::Done(
+                                HostOutcome::RolledBack
+                                    | HostOutcome::RollbackFailed
+                                    | HostOutcome::Unreachable
+                            )
                     )
             })
             .collect();

@@ -2,6 +2,7 @@
 //! whole run, interrupts; and the end of the run with its outcome.
 
 use super::*;
+use crate::playbook::Unreachable;
 
 impl Scheduler {
     // ----- failures -----
@@ -96,6 +97,30 @@ impl Scheduler {
                 self.stop_all("failure budget exceeded: rolling back every touched host");
             }
         }
+    }
+
+    /// Under `unreachable: skip`: a host none of whose tasks reached it, while fewer than
+    /// `max_unreachable` hosts were skipped.
+    pub(super) fn may_skip_unreachable(&self, host: HostId) -> bool {
+        let strategy = &self.plan.playbook.strategy;
+        let h = &self.hosts[host];
+        strategy.unreachable == Unreachable::Skip
+            && !h.reached
+            && matches!(h.phase, Phase::Active | Phase::Idle | Phase::Queued)
+            && strategy
+                .max_unreachable
+                .is_none_or(|max| self.unreachable_hosts < max)
+    }
+
+    /// Leaves an unreachable host alone: reported `unreachable`, its other tasks
+    /// cancelled, its slot given back; the failure budget does not count it.
+    pub(super) fn host_unreachable(&mut self, host: HostId) {
+        self.unreachable_hosts += 1;
+        self.set_host_outcome(host, HostOutcome::Unreachable);
+        self.hosts[host].pending.clear();
+        self.cancel_unstarted(|_, t| t.host == host);
+        self.free_slot(host);
+        self.pool.close(host);
     }
 
     pub(super) fn stop_region(&mut self, region: usize) {
