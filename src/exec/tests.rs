@@ -652,3 +652,68 @@ async fn an_unreachable_host_fails_by_default_and_beyond_max_unreachable() {
         .collect();
     assert_eq!(budget, vec![("c2".to_string(), 1)]);
 }
+
+#[tokio::test]
+async fn a_region_steps_rollback_runs_between_the_paced_host_rollbacks_in_reverse_order() {
+    let steps = r#"  - name: mark
+    run: echo mark >> log
+    rollback: echo "undo-mark {{ host.name }}" >> ../trail
+  - name: migrate
+    per: region
+    needs: [mark]
+    run: 'true'
+    rollback: echo undo-migrate >> ../trail
+  - name: check
+    needs: [migrate]
+    run: "case {{ host.name }} in h8) exit 1;; esac"
+    rollback: echo "undo-check {{ host.name }}" >> ../trail
+"#;
+    let (report, events, run) = start_in(EIGHT, &playbook("  max_unavailable: 2\n", steps))
+        .finish(Vec::new())
+        .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    let trail = std::fs::read_to_string(run.dir.path().join("hosts/trail")).unwrap();
+    let lines: Vec<&str> = trail.lines().collect();
+    // Reverse dependency order across hosts: every `check` (the failed host first), then
+    // the region's `migrate` once, then every `mark`.
+    assert_eq!(lines.len(), 17, "{trail}");
+    let sorted = |part: &[&str]| -> Vec<String> {
+        let mut part: Vec<String> = part.iter().map(|l| l.to_string()).collect();
+        part.sort();
+        part
+    };
+    let each = |what: &str| -> Vec<String> { (1..=8).map(|h| format!("{what} h{h}")).collect() };
+    assert_eq!(sorted(&lines[..8]), each("undo-check"), "{trail}");
+    assert_eq!(lines[8], "undo-migrate", "{trail}");
+    assert_eq!(sorted(&lines[9..]), each("undo-mark"), "{trail}");
+    // The failed host went first. (Each host keeps its slot until its `mark` is undone,
+    // which waits for every `check`: the others are let in one by one rather than hang.)
+    let (_, first) = rollback_width(&events);
+    assert_eq!(first[0], "h8");
+}
+
+#[tokio::test]
+async fn a_paced_rollback_whose_hosts_wait_on_each_other_lets_more_in_rather_than_hang() {
+    // Every host's `check` needed every host's `mark`: undoing h1's `mark` waits for the
+    // `check` rollback of every other host, which holds no slot yet.
+    let steps = r#"  - name: mark
+    run: echo mark >> log
+    rollback: echo undo-mark >> log
+  - name: check
+    needs: [{ step: mark, scope: run }]
+    run: "echo check >> log; case {{ host.name }} in h8) exit 1;; esac"
+    rollback: echo undo-check >> log
+"#;
+    let (report, _events, run) = start_in(EIGHT, &playbook("  max_unavailable: 2\n", steps))
+        .finish(Vec::new())
+        .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    for h in 1..=8 {
+        let host = format!("h{h}");
+        assert_eq!(run.outcome(&report, &host), Some(HostOutcome::RolledBack));
+        assert!(
+            run.read(&host, "log").unwrap().ends_with("undo-mark\n"),
+            "{host}"
+        );
+    }
+}
