@@ -152,3 +152,83 @@ fn plan_shows_the_rollback_pace_and_bad_values_are_refused() {
         assert!(stderr.contains(says), "{strategy}: {stderr}");
     }
 }
+
+#[test]
+fn an_unreachable_host_is_skipped_reported_and_summed_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let inventory = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "name: mixed\ndefaults: {{ connection: local }}\nregions:\n  r1:\n    clusters:\n      c1: {{ hosts: {{ h1: {{}}, h2: {{}} }} }}\n      c2:\n        connection: ssh\n        ssh: {{ port: {port}, connect_retries: 0, connect_timeout: 5s }}\n        hosts: {{ dead: {{ address: 127.0.0.1 }} }}\n"
+        ),
+    )
+    .unwrap();
+    let playbook = dir.path().join("playbook.yaml");
+    std::fs::write(
+        &playbook,
+        "name: p\nstrategy: { unreachable: skip }\nsteps:\n  - { name: mark, run: echo mark > marked }\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let args = |output: &'static str| {
+        vec![
+            "deploy".to_string(),
+            "-i".into(),
+            inventory.to_str().unwrap().into(),
+            playbook.to_str().unwrap().into(),
+            "--yes".into(),
+            "--output".into(),
+            output.into(),
+        ]
+    };
+    let json: Vec<String> = args("json");
+    let out = support::pony(&state, &json.iter().map(String::as_str).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    let outcomes: Vec<(String, String)> = events(&out)
+        .iter()
+        .filter(|e| e["event"] == "host_finished")
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&("dead".into(), "unreachable".into())),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("h1".into(), "ok".into())),
+        "{outcomes:?}"
+    );
+    for host in ["h1", "h2"] {
+        let marked = state.join("hosts").join(host).join("marked");
+        assert_eq!(
+            std::fs::read_to_string(&marked).unwrap(),
+            "mark\n",
+            "{host}"
+        );
+    }
+    let human: Vec<String> = args("human");
+    let out = support::pony(
+        &state,
+        &human.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&out), 3, "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 unreachable, skipped"),
+        "{}",
+        text(&out)
+    );
+}
