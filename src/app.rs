@@ -110,17 +110,20 @@ pub fn run(mut cli: Cli) -> Exit {
 /// Copies the options only some commands take (`--junit`, `--connections`) into the
 /// settings every command reads, once, before any work.
 fn resolve_run_options(cli: &mut Cli) {
-    let (junit, connections) = match &cli.command {
+    let (junit, connections, pace) = match &cli.command {
         Command::Deploy(DeployArgs { run_options, .. })
         | Command::Resume { run_options, .. }
-        | Command::Rollback { run_options, .. } => {
-            (run_options.junit.clone(), run_options.connections)
-        }
+        | Command::Rollback { run_options, .. } => (
+            run_options.junit.clone(),
+            run_options.connections,
+            run_options.rollback_pace,
+        ),
         Command::Ping { connections, .. } | Command::Exec { connections, .. } => {
-            (None, *connections)
+            (None, *connections, None)
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
+    cli.global.rollback_pace = pace;
     cli.global.junit = junit;
     cli.global.connections = connections;
 }

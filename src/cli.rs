@@ -43,6 +43,9 @@ pub struct GlobalOptions {
     /// exec), set by `app`.
     #[arg(skip)]
     pub connections: Option<usize>,
+    /// Resolved from the command's own `--rollback-pace` (deploy, resume, rollback).
+    #[arg(skip)]
+    pub rollback_pace: Option<PaceChoice>,
 }
 
 /// What a command that runs a plan (deploy, resume, rollback) also takes.
@@ -54,6 +57,26 @@ pub struct RunOptions {
     /// Hosts worked on at once over the whole run (overrides strategy.connections).
     #[arg(long, env = "PONY_CONNECTIONS", value_name = "N")]
     pub connections: Option<usize>,
+    /// How many hosts of a cluster roll back at once (overrides strategy.rollback.pace):
+    /// `window` holds one of the cluster's max_unavailable slots per host, `all` takes
+    /// every host of the rollback at once.
+    #[arg(long, env = "PONY_ROLLBACK_PACE", value_enum, value_name = "PACE")]
+    pub rollback_pace: Option<PaceChoice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PaceChoice {
+    Window,
+    All,
+}
+
+impl From<PaceChoice> for crate::playbook::RollbackPace {
+    fn from(choice: PaceChoice) -> Self {
+        match choice {
+            PaceChoice::Window => crate::playbook::RollbackPace::Window,
+            PaceChoice::All => crate::playbook::RollbackPace::All,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -48,6 +48,9 @@ pub enum HostOutcome {
     /// Killed mid-way (a second Ctrl-C): some of its tasks ran, not all; `pony resume`
     /// finishes it.
     Incomplete,
+    /// `unreachable: skip`: no connection could be made before any command ran; left
+    /// alone, outside the failure budget.
+    Unreachable,
 }
 
 /// The outcome of the whole run. One spelling everywhere: the `summary` event, the
@@ -168,6 +171,13 @@ pub enum Event {
         region: String,
         failed_hosts: usize,
         max_failures: usize,
+        action: String,
+    },
+    /// The run's failed hosts went beyond `max_failures_run`: `on_failure` applies to
+    /// the whole run.
+    RunBudgetExceeded {
+        failed_hosts: usize,
+        max_failures_run: usize,
         action: String,
     },
     RollbackStarted {

@@ -236,6 +236,11 @@ fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
             ("max_failures", "integer"),
             ("action", "string"),
         ],
+        "run_budget_exceeded" => &[
+            ("failed_hosts", "integer"),
+            ("max_failures_run", "integer"),
+            ("action", "string"),
+        ],
         "rollback_started" => &[("scope", "string"), ("hosts", "integer")],
         "rollback_task" => &[
             ("task", "task"),

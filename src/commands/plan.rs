@@ -7,6 +7,7 @@ use crate::cli::PlanArgs;
 use crate::exit::Exit;
 use crate::plan::estimate::{self, LEARNED_RUNS};
 use crate::plan::{Node, Plan};
+use crate::playbook::{RollbackPace, Unreachable};
 use crate::state::runs;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -53,6 +54,26 @@ pub fn describe(plan: &Plan, with_estimate: bool) -> String {
         strategy.connections
     )
     .unwrap();
+    let hosts_with_tasks = tasks_per_host.iter().filter(|&&n| n > 0).count();
+    let run_budget = match strategy.max_failures_run {
+        Some(limit) => format!(
+            "max_failures_run {limit} ({} of {hosts_with_tasks} hosts)",
+            limit.of(hosts_with_tasks)
+        ),
+        None => "no max_failures_run".to_string(),
+    };
+    let unreachable = match (strategy.unreachable, strategy.max_unreachable) {
+        (Unreachable::Fail, _) => "unreachable hosts fail".to_string(),
+        (Unreachable::Skip, None) => "unreachable hosts skipped".to_string(),
+        (Unreachable::Skip, Some(max)) => {
+            format!("unreachable hosts skipped (at most {max}, then they fail)")
+        }
+    };
+    let pace = match strategy.rollback_pace {
+        RollbackPace::Window => "rollback pace window (each cluster's max_unavailable slots)",
+        RollbackPace::All => "rollback pace all (every host of a rollback at once)",
+    };
+    writeln!(out, "failures: {run_budget}, {unreachable}; {pace}").unwrap();
     for (w, wave) in plan.waves.iter().enumerate() {
         let spec = &strategy.waves[w];
         let mut gate = Vec::new();
@@ -112,6 +133,11 @@ pub fn describe(plan: &Plan, with_estimate: bool) -> String {
                     slots
                 )
                 .unwrap();
+                let rolling_back = match strategy.rollback_pace {
+                    RollbackPace::Window => format!("{} at a time", slots.max(1)),
+                    RollbackPace::All => "all together".to_string(),
+                };
+                writeln!(out, "      rollback {rolling_back}").unwrap();
             }
         }
     }

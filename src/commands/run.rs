@@ -164,6 +164,10 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
         replay: launch.replay,
         mode: launch.mode,
         skip_failed_wave: launch.skip_failed_wave,
+        rollback_pace: global
+            .rollback_pace
+            .map(Into::into)
+            .unwrap_or(plan.playbook.strategy.rollback_pace),
     };
     let report = exec::run(plan.clone(), pool, options, sink).await;
     // The scheduler's sink is gone: the recorder drains what is left, then the reporters

@@ -42,6 +42,8 @@ pub struct HostRun {
     pub pending: Vec<NodeId>,
     /// Values its tasks captured.
     pub captures: Vars,
+    /// A task of it reached it (a later connection failure is not "unreachable").
+    pub reached: bool,
 }
 
 impl Default for HostRun {
@@ -55,6 +57,7 @@ impl Default for HostRun {
             left_host_tasks: 0,
             pending: Vec::new(),
             captures: Vars::new(),
+            reached: false,
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct ExecOptions {
     pub mode: Mode,
     /// Resume past this failed wave without running its unfinished tasks (journaled).
     pub skip_failed_wave: Option<String>,
+    /// How many hosts of a cluster roll back at once (the playbook's, or the command
+    /// line's `--rollback-pace`).
+    pub rollback_pace: crate::playbook::RollbackPace,
 }
 
 /// What the executor does with the plan.

@@ -29,6 +29,7 @@ pub struct Tally {
     pub rollback_failed: usize,
     pub cancelled: usize,
     pub incomplete: usize,
+    pub unreachable: usize,
 }
 
 impl Tally {
@@ -43,6 +44,7 @@ impl Tally {
                 HostOutcome::RollbackFailed => tally.rollback_failed += 1,
                 HostOutcome::Cancelled => tally.cancelled += 1,
                 HostOutcome::Incomplete => tally.incomplete += 1,
+                HostOutcome::Unreachable => tally.unreachable += 1,
             }
         }
         tally
@@ -62,8 +64,14 @@ pub fn run_outcome(tally: Tally, ending: Ending) -> (RunOutcome, Exit) {
         (RunOutcome::Interrupted, Exit::Interrupted)
     } else if ending.awaiting_approval {
         (RunOutcome::AwaitingApproval, Exit::AwaitingApproval)
-    } else if ending.halted || tally.rollback_failed > 0 || tally.failed > 0 || tally.incomplete > 0
+    } else if ending.halted
+        || tally.rollback_failed > 0
+        || tally.failed > 0
+        || tally.incomplete > 0
+        || tally.unreachable > 0
     {
+        // A skipped unreachable host still runs the old release: a person looks, and
+        // `pony resume` deploys it once it can be reached.
         (RunOutcome::NeedsAttention, Exit::NeedsAttention)
     } else if tally.rolled_back > 0 {
         (RunOutcome::FailedRolledBack, Exit::FailedRolledBack)
@@ -97,7 +105,7 @@ pub fn regions(
                 ok: tally.ok,
                 failed: tally.failed + tally.rollback_failed,
                 rolled_back: tally.rolled_back,
-                cancelled: tally.cancelled + tally.incomplete,
+                cancelled: tally.cancelled + tally.incomplete + tally.unreachable,
                 duration_ms: finished[r].as_millis() as u64,
             })
         })

@@ -1,5 +1,6 @@
-//! The failure policy as a pure function: given a cluster's failed hosts, its budget and
-//! the playbook's `on_failure`, what the run does about one more failed host.
+//! The failure policy as pure functions: given a cluster's failed hosts, its budget and
+//! the playbook's `on_failure`, what the run does about one more failed host; and what
+//! `on_failure` means once the run-wide `max_failures_run` is crossed.
 
 use crate::playbook::OnFailure;
 
@@ -35,6 +36,23 @@ pub fn on_host_failure(failed_hosts: usize, budget: usize, policy: OnFailure) ->
     }
 }
 
+/// Beyond `max_failures_run` the whole run is in trouble, so `on_failure` applies to all
+/// of it: `halt` halts, `rollback-region` and `rollback-all` roll back every touched host.
+/// `None` while `failed_hosts` (counting the host that just failed) is within `budget`.
+pub fn on_run_failure(
+    failed_hosts: usize,
+    budget: Option<usize>,
+    policy: OnFailure,
+) -> Option<FailureAction> {
+    if failed_hosts <= budget? {
+        return None;
+    }
+    Some(match policy {
+        OnFailure::Halt => FailureAction::Halt,
+        OnFailure::RollbackRegion | OnFailure::RollbackAll => FailureAction::RollbackAll,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +66,22 @@ mod tests {
         ] {
             assert_eq!(on_host_failure(1, 1, policy), FailureAction::RollbackHost);
             assert_eq!(on_host_failure(2, 3, policy), FailureAction::RollbackHost);
+        }
+    }
+
+    #[test]
+    fn beyond_the_run_budget_the_policy_covers_the_whole_run() {
+        assert_eq!(on_run_failure(5, None, OnFailure::Halt), None);
+        assert_eq!(on_run_failure(2, Some(2), OnFailure::Halt), None);
+        assert_eq!(
+            on_run_failure(3, Some(2), OnFailure::Halt),
+            Some(FailureAction::Halt)
+        );
+        for policy in [OnFailure::RollbackRegion, OnFailure::RollbackAll] {
+            assert_eq!(
+                on_run_failure(1, Some(0), policy),
+                Some(FailureAction::RollbackAll)
+            );
         }
     }
 

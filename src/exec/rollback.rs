@@ -1,10 +1,15 @@
 //! Rollback planning: which commands undo a scope (a host, a region, every touched host),
 //! and the order they run in. A task's rollback waits for the rollbacks of every task that
-//! depended on it (the graph walked backwards); hosts roll back in parallel. This is a
-//! value type: the scheduler runs the commands it hands out and reports back.
+//! depended on it (the graph walked backwards). Paced (`rollback: { pace: window }`), a
+//! host's `per: host` rollbacks run only once the scheduler admitted the host (it holds
+//! one of its cluster's `max_unavailable` slots); `per: region`/`per: run` rollbacks need
+//! no slot and run as soon as the order allows, which is first when those tasks came after
+//! the hosts' tasks. Unpaced, every host is admitted at once. This is a value type: the
+//! scheduler runs the commands it hands out, admits hosts and reports back.
 
 use crate::inventory::HostId;
 use crate::plan::{NodeId, Plan};
+use crate::playbook::Per;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -54,6 +59,13 @@ pub struct RollbackOrder {
     ready: Vec<NodeId>,
     running: usize,
     failed_hosts: HashSet<HostId>,
+    /// Commands that need their host admitted (`per: host` ones, when paced).
+    slotted: HashSet<NodeId>,
+    admitted: HashSet<HostId>,
+    /// Per host: its commands not finished yet.
+    left: HashMap<HostId, usize>,
+    /// Hosts whose last command ended, not yet taken by the scheduler.
+    completed: Vec<HostId>,
 }
 
 impl RollbackOrder {
@@ -64,12 +76,32 @@ impl RollbackOrder {
         hosts: Vec<HostId>,
         commands: HashMap<NodeId, RollbackCommand>,
         failed_hosts: impl IntoIterator<Item = HostId>,
+        paced: bool,
     ) -> Self {
         let waiting: Vec<usize> = plan
             .graph
             .node_indices()
             .map(|n| plan.dependents(n).count())
             .collect();
+        let slotted = commands
+            .keys()
+            .filter(|n| paced && plan.task(**n).is_some_and(|t| t.per == Per::Host))
+            .copied()
+            .collect();
+        let mut left: HashMap<HostId, usize> = HashMap::new();
+        for command in commands.values() {
+            *left.entry(command.host).or_default() += 1;
+        }
+        let completed = hosts
+            .iter()
+            .filter(|h| !left.contains_key(h))
+            .copied()
+            .collect();
+        let admitted = if paced {
+            HashSet::new()
+        } else {
+            hosts.iter().copied().collect()
+        };
         let mut order = RollbackOrder {
             scope,
             hosts,
@@ -78,6 +110,10 @@ impl RollbackOrder {
             running: 0,
             failed_hosts: failed_hosts.into_iter().collect(),
             waiting,
+            slotted,
+            admitted,
+            left,
+            completed,
         };
         let leaves: Vec<NodeId> = plan
             .graph
@@ -108,18 +144,57 @@ impl RollbackOrder {
         }
     }
 
-    /// The next command that may run now.
+    /// The next command that may run now (its host admitted, or it needs no slot).
     pub fn next_command(&mut self) -> Option<(NodeId, RollbackCommand)> {
-        let node = self.ready.pop()?;
+        let at = self.ready.iter().rposition(|n| {
+            !self.slotted.contains(n) || self.admitted.contains(&self.commands[n].host)
+        })?;
+        let node = self.ready.remove(at);
         self.running += 1;
         Some((node, self.commands[&node].clone()))
+    }
+
+    /// Hosts with commands left that are not admitted yet, in the scope's order.
+    pub fn waiting_hosts(&self) -> Vec<HostId> {
+        self.hosts
+            .iter()
+            .filter(|h| self.left.contains_key(h) && !self.admitted.contains(h))
+            .copied()
+            .collect()
+    }
+
+    /// The host's `per: host` rollbacks may run from now on.
+    pub fn admit(&mut self, host: HostId) {
+        self.admitted.insert(host);
+    }
+
+    /// Nothing runs and nothing may start, yet commands are left: only a host that is
+    /// not admitted can move the order on.
+    pub fn stalled(&self) -> bool {
+        self.running == 0 && !self.ready.is_empty() && !self.is_finished()
+    }
+
+    /// Hosts whose rollback ended since the last call, and whether it all succeeded.
+    pub fn take_completed(&mut self) -> Vec<(HostId, bool)> {
+        std::mem::take(&mut self.completed)
+            .into_iter()
+            .map(|h| (h, !self.failed_hosts.contains(&h)))
+            .collect()
     }
 
     /// A command handed out by [`next_command`](Self::next_command) ended.
     pub fn done(&mut self, plan: &Plan, node: NodeId, ok: bool) {
         self.running -= 1;
+        let host = self.commands[&node].host;
         if !ok {
-            self.failed_hosts.insert(self.commands[&node].host);
+            self.failed_hosts.insert(host);
+        }
+        if let Some(left) = self.left.get_mut(&host) {
+            *left -= 1;
+            if *left == 0 {
+                self.left.remove(&host);
+                self.completed.push(host);
+            }
         }
         for dependency in plan.dependencies(node) {
             self.waiting[dependency.index()] -= 1;

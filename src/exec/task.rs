@@ -184,6 +184,8 @@ pub struct TaskRun {
     /// Whether the host was reached at all; a task that never reached its host changed
     /// nothing there and has nothing to roll back.
     pub reached: bool,
+    /// No connection could be made to the host (refused, timed out, auth, host key).
+    pub unreachable: bool,
 }
 
 impl TaskRun {
@@ -201,6 +203,7 @@ impl TaskRun {
             duration: Duration::ZERO,
             commands: Vec::new(),
             reached: false,
+            unreachable: false,
         }
     }
 
@@ -298,6 +301,7 @@ async fn execute_inner(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun
     if let Err(e) = pool.connection(host).await {
         // The connection attempts were the task's attempts: report the real number.
         run.attempts = e.connect_attempts().unwrap_or(1);
+        run.unreachable = true;
         return run.failed(&e);
     }
     run.reached = true;

@@ -34,8 +34,9 @@ struct Run {
     report: tokio::task::JoinHandle<RunReport>,
 }
 
-fn plan(playbook: &str) -> Arc<Plan> {
-    let inventory = crate::inventory::parse(Path::new("inv.yaml"), INVENTORY).unwrap();
+fn plan(inventory: &str, playbook: &str) -> Arc<Plan> {
+    let inventory =
+        crate::inventory::parse(Path::new("inv.yaml"), inventory).unwrap_or_else(|e| panic!("{e}"));
     let playbook =
         crate::playbook::parse(Path::new("pb.yaml"), playbook).unwrap_or_else(|e| panic!("{e}"));
     Arc::new(
@@ -50,8 +51,13 @@ fn plan(playbook: &str) -> Arc<Plan> {
 
 /// Starts a run; its events arrive in order on `events` (each acknowledged as durable).
 fn start(playbook: &str) -> Run {
+    start_in(INVENTORY, playbook)
+}
+
+/// Starts a run over another inventory.
+fn start_in(inventory: &str, playbook: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let plan = plan(playbook);
+    let plan = plan(inventory, playbook);
     let pool = HostPool::new(
         plan.clone(),
         SshOptions::new(dir.path(), false),
@@ -80,6 +86,7 @@ fn start(playbook: &str) -> Run {
         replay: None,
         mode: Mode::Deploy,
         skip_failed_wave: None,
+        rollback_pace: plan.playbook.strategy.rollback_pace,
     };
     let report = tokio::spawn(super::run(plan.clone(), pool, options, sink));
     Run {
@@ -385,4 +392,328 @@ async fn a_second_interrupt_kills_running_tasks_and_reports_their_hosts_incomple
         })
         .unwrap();
     assert_eq!(summary, vec!["a1".to_string()]);
+}
+
+/// One cluster of eight hosts: a region rollback must queue them for the slots.
+const EIGHT: &str = r#"
+name: t
+defaults: { connection: local }
+regions:
+  r1:
+    clusters:
+      c1: { hosts: { "h[1:8]": } }
+"#;
+
+/// The most hosts of `cluster` rolling back at once: from a host's first rollback
+/// command until its outcome (when it gives its slot back). Also the order in which
+/// hosts began rolling back.
+fn rollback_width(events: &[Event]) -> (usize, Vec<String>) {
+    let mut out = std::collections::BTreeSet::new();
+    let mut first = Vec::new();
+    let mut most = 0;
+    for event in events {
+        match event {
+            Event::RollbackTaskStarted { task } => {
+                if !first.contains(&task.host) {
+                    first.push(task.host.clone());
+                }
+                out.insert(task.host.clone());
+            }
+            Event::HostFinished { host, .. } => {
+                out.remove(host);
+            }
+            _ => {}
+        }
+        most = most.max(out.len());
+    }
+    (most, first)
+}
+
+#[tokio::test]
+async fn a_paced_region_rollback_never_has_more_hosts_rolling_back_than_slots() {
+    let (report, events, run) = start_in(
+        EIGHT,
+        &playbook(
+            "  max_unavailable: 2\n  on_failure: rollback-region\n",
+            &failing_on("h8"),
+        ),
+    )
+    .finish(Vec::new())
+    .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    let (most, first) = rollback_width(&events);
+    assert_eq!(most, 2, "two slots: two hosts at once, never more");
+    assert_eq!(
+        first.len(),
+        8,
+        "every touched host is rolled back: {first:?}"
+    );
+    assert_eq!(
+        first[0], "h8",
+        "the failed host (holding a slot) goes first"
+    );
+    assert_eq!(
+        run.read("h8", "log").as_deref(),
+        Some("mark\ncheck\nundo-check\nundo-mark\n")
+    );
+    for h in 1..=7 {
+        let host = format!("h{h}");
+        assert_eq!(
+            run.outcome(&report, &host),
+            Some(HostOutcome::RolledBack),
+            "{host}"
+        );
+        assert_eq!(
+            run.read(&host, "log").as_deref(),
+            Some("mark\ncheck\nundo-check\nundo-mark\n"),
+            "{host}: reverse order within the host"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pace_all_rolls_every_host_of_the_region_back_at_once() {
+    let (report, events, run) = start_in(
+        EIGHT,
+        &playbook(
+            "  max_unavailable: 2\n  rollback: { pace: all }\n",
+            &failing_on("h8"),
+        ),
+    )
+    .finish(Vec::new())
+    .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    let (most, first) = rollback_width(&events);
+    assert_eq!(most, 8, "all eight at once");
+    assert_eq!(first.len(), 8);
+    for h in 1..=8 {
+        let host = format!("h{h}");
+        assert!(run.read(&host, "log").unwrap().ends_with("undo-mark\n"));
+    }
+}
+
+/// Twenty hosts in three clusters of one region.
+const TWENTY: &str = r#"
+name: t
+defaults: { connection: local }
+regions:
+  r1:
+    clusters:
+      x: { hosts: { "x[1:7]": } }
+      y: { hosts: { "y[1:7]": } }
+      z: { hosts: { "z[1:6]": } }
+"#;
+
+#[tokio::test]
+async fn the_run_wide_budget_stops_the_run_at_the_third_failure_across_clusters() {
+    // The first wave fails one host in each cluster: within every cluster's budget of 1,
+    // but the third failure is beyond 10% of 20 hosts.
+    let playbook = format!(
+        "name: p\nstrategy:\n  waves:\n    - {{ name: first, regions: [\"*\"], hosts: \"x1,y1,z1\" }}\n    - {{ name: rest, regions: [\"*\"] }}\n  max_failures: 1\n  max_failures_run: 10%\n  on_failure: rollback-region\nsteps:\n{}",
+        failing_on("x1|y1|z1")
+    );
+    let (report, events, run) = start_in(TWENTY, &playbook).finish(Vec::new()).await;
+    let crossed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunBudgetExceeded {
+                failed_hosts,
+                max_failures_run,
+                action,
+            } => Some((*failed_hosts, *max_failures_run, action.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(crossed, vec![(3, 2, "rollback-region".to_string())]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::BudgetExceeded { .. })),
+        "no cluster went beyond its own budget"
+    );
+    for host in ["x1", "y1", "z1"] {
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::RolledBack));
+        assert!(run.read(host, "log").unwrap().ends_with("undo-mark\n"));
+    }
+    for host in ["x2", "y7", "z6"] {
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::Cancelled));
+        assert_eq!(run.read(host, "log"), None, "{host} never ran");
+    }
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+}
+
+#[tokio::test]
+async fn without_a_run_wide_budget_the_same_failures_stay_within_the_clusters_budgets() {
+    let playbook = format!(
+        "name: p\nstrategy:\n  waves:\n    - {{ name: first, regions: [\"*\"], hosts: \"x1,y1,z1\" }}\n    - {{ name: rest, regions: [\"*\"] }}\n  max_failures: 1\nsteps:\n{}",
+        failing_on("x1|y1|z1")
+    );
+    let (report, _events, run) = start_in(TWENTY, &playbook).finish(Vec::new()).await;
+    assert_eq!(run.outcome(&report, "x2"), Some(HostOutcome::Ok));
+    assert_eq!(run.read("z6", "log").as_deref(), Some("mark\ncheck\n"));
+}
+
+/// Four local hosts and `dead` hosts over ssh to a closed loopback port (no retries) at
+/// `addresses` (127.x).
+fn with_dead_hosts(dead: &str, addresses: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!(
+        r#"
+name: t
+defaults: {{ connection: local }}
+regions:
+  r1:
+    clusters:
+      c1: {{ hosts: {{ "a[1:4]": }} }}
+      c2:
+        connection: ssh
+        ssh: {{ port: {port}, connect_retries: 0, connect_timeout: 5s }}
+        hosts: {{ "{dead}": {{ address: "{addresses}" }} }}
+"#
+    )
+}
+
+fn outcomes_of(events: &[Event], wanted: &str) -> Vec<HostOutcome> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::HostFinished { host, outcome, .. } if host == wanted => Some(*outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unreachable_host_is_skipped_and_reported_and_the_run_goes_on() {
+    let (report, events, run) = start_in(
+        &with_dead_hosts("d1", "127.0.0.1"),
+        &playbook("  unreachable: skip\n", &failing_on("none")),
+    )
+    .finish(Vec::new())
+    .await;
+    assert_eq!(outcomes_of(&events, "d1"), vec![HostOutcome::Unreachable]);
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            Event::BudgetExceeded { .. } | Event::RollbackStarted { .. }
+        )),
+        "outside the failure budget: nothing stops or rolls back"
+    );
+    for host in ["a1", "a2", "a3", "a4"] {
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::Ok), "{host}");
+        assert_eq!(run.read(host, "log").as_deref(), Some("mark\ncheck\n"));
+    }
+    // The dead host still runs the old release.
+    assert_eq!(report.exit, Exit::NeedsAttention);
+}
+
+#[tokio::test]
+async fn an_unreachable_host_fails_by_default_and_beyond_max_unreachable() {
+    // By default (`unreachable: fail`) it spends the budget (0): the region rolls back.
+    let (report, events, run) = start_in(
+        &with_dead_hosts("d1", "127.0.0.1"),
+        &playbook("", &failing_on("none")),
+    )
+    .finish(Vec::new())
+    .await;
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::BudgetExceeded { .. })));
+    assert_ne!(run.outcome(&report, "d1"), Some(HostOutcome::Unreachable));
+    // Under `skip` with max_unreachable 1, the second dead host is a failure.
+    let (report, events, run) = start_in(
+        &with_dead_hosts("d[1:2]", "127.0.0.[1:2]"),
+        &playbook(
+            "  unreachable: skip\n  max_unreachable: 1\n  max_unavailable: 1\n",
+            &failing_on("none"),
+        ),
+    )
+    .finish(Vec::new())
+    .await;
+    let skipped: Vec<_> = ["d1", "d2"]
+        .into_iter()
+        .filter(|h| run.outcome(&report, h) == Some(HostOutcome::Unreachable))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    let budget: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::BudgetExceeded {
+                cluster,
+                failed_hosts,
+                ..
+            } => Some((cluster.clone(), *failed_hosts)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(budget, vec![("c2".to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn a_region_steps_rollback_runs_between_the_paced_host_rollbacks_in_reverse_order() {
+    let steps = r#"  - name: mark
+    run: echo mark >> log
+    rollback: echo "undo-mark {{ host.name }}" >> ../trail
+  - name: migrate
+    per: region
+    needs: [mark]
+    run: 'true'
+    rollback: echo undo-migrate >> ../trail
+  - name: check
+    needs: [migrate]
+    run: "case {{ host.name }} in h8) exit 1;; esac"
+    rollback: echo "undo-check {{ host.name }}" >> ../trail
+"#;
+    let (report, events, run) = start_in(EIGHT, &playbook("  max_unavailable: 2\n", steps))
+        .finish(Vec::new())
+        .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    let trail = std::fs::read_to_string(run.dir.path().join("hosts/trail")).unwrap();
+    let lines: Vec<&str> = trail.lines().collect();
+    // Reverse dependency order across hosts: every `check` (the failed host first), then
+    // the region's `migrate` once, then every `mark`.
+    assert_eq!(lines.len(), 17, "{trail}");
+    let sorted = |part: &[&str]| -> Vec<String> {
+        let mut part: Vec<String> = part.iter().map(|l| l.to_string()).collect();
+        part.sort();
+        part
+    };
+    let each = |what: &str| -> Vec<String> { (1..=8).map(|h| format!("{what} h{h}")).collect() };
+    assert_eq!(sorted(&lines[..8]), each("undo-check"), "{trail}");
+    assert_eq!(lines[8], "undo-migrate", "{trail}");
+    assert_eq!(sorted(&lines[9..]), each("undo-mark"), "{trail}");
+    // The failed host went first. (Each host keeps its slot until its `mark` is undone,
+    // which waits for every `check`: the others are let in one by one rather than hang.)
+    let (_, first) = rollback_width(&events);
+    assert_eq!(first[0], "h8");
+}
+
+#[tokio::test]
+async fn a_paced_rollback_whose_hosts_wait_on_each_other_lets_more_in_rather_than_hang() {
+    // Every host's `check` needed every host's `mark`: undoing h1's `mark` waits for the
+    // `check` rollback of every other host, which holds no slot yet.
+    let steps = r#"  - name: mark
+    run: echo mark >> log
+    rollback: echo undo-mark >> log
+  - name: check
+    needs: [{ step: mark, scope: run }]
+    run: "echo check >> log; case {{ host.name }} in h8) exit 1;; esac"
+    rollback: echo undo-check >> log
+"#;
+    let (report, _events, run) = start_in(EIGHT, &playbook("  max_unavailable: 2\n", steps))
+        .finish(Vec::new())
+        .await;
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+    for h in 1..=8 {
+        let host = format!("h{h}");
+        assert_eq!(run.outcome(&report, &host), Some(HostOutcome::RolledBack));
+        assert!(
+            run.read(&host, "log").unwrap().ends_with("undo-mark\n"),
+            "{host}"
+        );
+    }
 }

@@ -42,6 +42,47 @@ pub struct RawStrategy {
     pub connections: Option<usize>,
     pub sessions_per_host: Option<usize>,
     pub handshakes: Option<usize>,
+    pub rollback: Option<RawRollback>,
+    pub max_failures_run: Option<Scalar>,
+    pub unreachable: Option<Unreachable>,
+    pub max_unreachable: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollback {
+    pub pace: Option<RollbackPace>,
+}
+
+/// How many hosts of a cluster roll back at once.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RollbackPace {
+    /// A host being rolled back holds one of its cluster's `max_unavailable` slots.
+    #[default]
+    Window,
+    /// Every host of the rollback's scope at once.
+    All,
+}
+
+impl std::fmt::Display for RollbackPace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RollbackPace::Window => "window",
+            RollbackPace::All => "all",
+        })
+    }
+}
+
+/// What a host that cannot be reached at all does to the run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unreachable {
+    /// It is a failed host like any other (the failure budget counts it).
+    #[default]
+    Fail,
+    /// It is reported `unreachable` and left alone, outside the failure budget.
+    Skip,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,8 +1,9 @@
 //! The rollout strategy: waves (which regions and hosts, in order) with the gates after
 //! them (`pause`, `approve`, a daily change `window`), and the per-cluster limits
-//! (`max_unavailable` slots, the `max_failures` budget, `on_failure`).
+//! (`max_unavailable` slots, the `max_failures` budget, `on_failure`), the run-wide
+//! `max_failures_run` budget, `unreachable` hosts and the rollback's pace.
 
-use super::raw::{self, OnFailure, RawWave, Scalar};
+use super::raw::{self, OnFailure, RawWave, RollbackPace, Scalar, Unreachable};
 use super::Builder;
 use crate::inventory::pattern::HostPattern;
 use std::collections::HashMap;
@@ -18,6 +19,15 @@ pub struct Strategy {
     pub connections: usize,
     pub sessions_per_host: usize,
     pub handshakes: usize,
+    /// How many hosts of a cluster roll back at once (`rollback: { pace: }`).
+    pub rollback_pace: RollbackPace,
+    /// Failed hosts over the whole run (of its hosts with tasks) before `on_failure`
+    /// applies to the whole run; `None`: no run-wide budget.
+    pub max_failures_run: Option<Limit>,
+    pub unreachable: Unreachable,
+    /// Under `unreachable: skip`, how many hosts may be skipped; later ones fail.
+    /// `None`: no limit.
+    pub max_unreachable: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -121,6 +131,18 @@ impl Builder<'_> {
         let connections = positive("connections", raw.connections, 256);
         let sessions_per_host = positive("sessions_per_host", raw.sessions_per_host, 8);
         let handshakes = positive("handshakes", raw.handshakes, 16);
+        let max_failures_run = raw
+            .max_failures_run
+            .as_ref()
+            .and_then(|v| self.limit("strategy.max_failures_run", v));
+        let unreachable = raw.unreachable.unwrap_or_default();
+        if raw.max_unreachable.is_some() && unreachable != Unreachable::Skip {
+            self.error(
+                "strategy.max_unreachable is set but unreachable hosts fail (`unreachable: fail`)",
+                "add `unreachable: skip`, or remove max_unreachable",
+            );
+        }
+        let rollback_pace = raw.rollback.and_then(|r| r.pace).unwrap_or_default();
         let mut waves: Vec<Wave> = raw.waves.into_iter().filter_map(|w| self.wave(w)).collect();
         let mut names = HashMap::new();
         for wave in &waves {
@@ -149,6 +171,10 @@ impl Builder<'_> {
             connections,
             sessions_per_host,
             handshakes,
+            rollback_pace,
+            max_failures_run,
+            unreachable,
+            max_unreachable: raw.max_unreachable,
         }
     }
 

@@ -189,9 +189,10 @@ impl Palette {
         let word = outcome_word(outcome);
         match outcome {
             HostOutcome::Ok => self.green(word),
-            HostOutcome::Failed | HostOutcome::RollbackFailed | HostOutcome::Incomplete => {
-                self.red(word)
-            }
+            HostOutcome::Failed
+            | HostOutcome::RollbackFailed
+            | HostOutcome::Incomplete
+            | HostOutcome::Unreachable => self.red(word),
             HostOutcome::RolledBack => self.yellow(word),
             HostOutcome::Cancelled => self.dim(word),
         }
@@ -207,6 +208,7 @@ pub fn outcome_word(outcome: HostOutcome) -> &'static str {
         HostOutcome::RolledBack => "rolled back",
         HostOutcome::RollbackFailed => "ROLLBACK FAILED",
         HostOutcome::Cancelled => "not run",
+        HostOutcome::Unreachable => "UNREACHABLE",
     }
 }
 
@@ -300,6 +302,14 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             action,
         } => Some(format!(
             "{} cluster {cluster} ({region}): {failed_hosts} failed hosts > max_failures {max_failures}: {action}",
+            palette.red("!!")
+        )),
+        Event::RunBudgetExceeded {
+            failed_hosts,
+            max_failures_run,
+            action,
+        } => Some(format!(
+            "{} run: {failed_hosts} failed hosts > max_failures_run {max_failures_run}: {action}",
             palette.red("!!")
         )),
         Event::RollbackStarted { scope, hosts } => Some(format!(

@@ -294,6 +294,14 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     if *rollback_failed > 0 {
         asides.push(format!("{rollback_failed} with a failed rollback"));
     }
+    let unreachable = notes
+        .failures
+        .values()
+        .filter(|f| f.outcome == Some(HostOutcome::Unreachable))
+        .count();
+    if unreachable > 0 {
+        asides.push(format!("{unreachable} unreachable, skipped"));
+    }
     let asides = if asides.is_empty() {
         String::new()
     } else {

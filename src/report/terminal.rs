@@ -56,7 +56,10 @@ impl Counts {
             HostOutcome::Ok => &mut self.ok,
             HostOutcome::RolledBack => &mut self.rolled_back,
             HostOutcome::RollbackFailed => &mut self.rollback_failed,
-            HostOutcome::Failed | HostOutcome::Cancelled | HostOutcome::Incomplete => return,
+            HostOutcome::Failed
+            | HostOutcome::Cancelled
+            | HostOutcome::Incomplete
+            | HostOutcome::Unreachable => return,
         };
         *slot = slot.saturating_add_signed(delta);
     }

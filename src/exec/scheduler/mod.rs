@@ -16,7 +16,7 @@ use crate::events::{Event, EventSink, HostOutcome, TaskRecord, TaskRef};
 use crate::inventory::pattern::HostSet;
 use crate::inventory::{HostId, Vars};
 use crate::plan::{Node, NodeId, Plan, Task};
-use crate::playbook::Per;
+use crate::playbook::{Per, RollbackPace};
 use crate::state::replay::{Replay, TaskState};
 use std::collections::HashMap;
 use std::future::Future;
@@ -123,6 +123,11 @@ struct Scheduler {
     stop: Stop,
     ending: Ending,
     all_rollback_due: bool,
+    /// Failed hosts over the whole run, and the run-wide budget resolved to a count.
+    run_failed_hosts: usize,
+    /// Hosts skipped under `unreachable: skip`.
+    unreachable_hosts: usize,
+    max_failures_run: Option<usize>,
     stopped_wave: Option<String>,
     running: JoinSet<(NodeId, TaskRun)>,
     /// Finished tasks whose record is being synced; their dependents wait for it.
@@ -165,7 +170,10 @@ pub async fn run(
             max_failures: l.max_failures,
         })
         .collect();
-    let _ = strategy;
+    let hosts_with_tasks = (0..inventory.hosts.len())
+        .filter(|&h| hosts[h].left_tasks > 0)
+        .count();
+    let max_failures_run = strategy.max_failures_run.map(|l| l.of(hosts_with_tasks));
     let scheduler = Scheduler {
         remaining: plan.in_degrees(),
         state: vec![State::Waiting; node_count],
@@ -181,6 +189,9 @@ pub async fn run(
         stop: Stop::No,
         ending: Ending::default(),
         all_rollback_due: false,
+        run_failed_hosts: 0,
+        unreachable_hosts: 0,
+        max_failures_run,
         stopped_wave: None,
         running: JoinSet::new(),
         syncing: JoinSet::new(),
@@ -503,6 +514,13 @@ impl Scheduler {
             }
         };
         let durable = self.emit_durable(event);
+        let skipped_host = matches!(
+            self.hosts[task.host].phase,
+            Phase::Done(HostOutcome::Unreachable)
+        );
+        if run.reached {
+            self.hosts[task.host].reached = true;
+        }
         if run.ok {
             self.state[node.index()] = State::Succeeded;
             if let Some((name, value)) = &run.captured {
@@ -510,7 +528,11 @@ impl Scheduler {
             }
         } else {
             self.state[node.index()] = State::Failed;
-            self.host_failed(task.host);
+            if run.unreachable && self.may_skip_unreachable(task.host) {
+                self.host_unreachable(task.host);
+            } else if !skipped_host {
+                self.host_failed(task.host);
+            }
         }
         self.task_done(task);
         // Dependents start once the result is on disk.

@@ -1,5 +1,6 @@
-//! Undoing and continuing: rollbacks (spawned per scope, run in a [`RollbackOrder`]),
-//! `pony resume` from the journal's replay, and `pony rollback` of a past run.
+//! Undoing and continuing: rollbacks (spawned per scope, run in a [`RollbackOrder`],
+//! paced by the clusters' `max_unavailable` slots unless `pace: all`), `pony resume` from
+//! the journal's replay, and `pony rollback` of a past run.
 
 use super::*;
 
@@ -145,6 +146,12 @@ impl Scheduler {
             self.regions.iter_mut().for_each(|r| r.rollback_due = false);
             self.spawn_rollback(RollbackScope::All);
         }
+        // Slots freed since (by any host) let waiting hosts of every rollback in.
+        for job in 0..self.rollbacks.len() {
+            if self.rollbacks[job].is_some() {
+                self.pump_rollback(job);
+            }
+        }
     }
 
     pub(super) fn spawn_rollback(&mut self, scope: RollbackScope) {
@@ -159,10 +166,17 @@ impl Scheduler {
                     && !matches!(
                         host.phase,
                         Phase::RollingBack
-                            | Phase::Done(HostOutcome::RolledBack | HostOutcome::RollbackFailed)
+                            | Phase::Done(
+                                HostOutcome::RolledBack
+                                    | HostOutcome::RollbackFailed
+                                    | HostOutcome::Unreachable
+                            )
                     )
             })
             .collect();
+        // Hosts already out of service (they hold a slot) roll back first.
+        let mut hosts = hosts;
+        hosts.sort_by_key(|&h| !self.hosts[h].slot);
         let mut chosen = vec![false; self.hosts.len()];
         for &h in &hosts {
             chosen[h] = true;
@@ -213,13 +227,99 @@ impl Scheduler {
             hosts,
             commands,
             failed_renders.iter().map(|(h, _, _)| *h),
+            self.options.rollback_pace == RollbackPace::Window,
         );
         self.rollbacks.push(Some(order));
         self.pump_rollback(self.rollbacks.len() - 1);
     }
 
-    /// Starts whatever the rollback's order allows now; ends it when nothing is left.
+    /// Admits the rollback's waiting hosts while their clusters have free slots (a host
+    /// that already holds one goes straight in), starts whatever the order allows now,
+    /// reports hosts whose rollback ended (freeing their slots); ends the rollback when
+    /// nothing is left.
     pub(super) fn pump_rollback(&mut self, job: usize) {
+        loop {
+            self.admit_rollback_hosts(job);
+            self.start_rollback_commands(job);
+            let Some(order) = self.rollbacks[job].as_mut() else {
+                return;
+            };
+            let completed = order.take_completed();
+            let stalled = order.stalled();
+            if !completed.is_empty() {
+                for (host, ok) in completed {
+                    self.rollback_host_done(host, ok);
+                }
+                continue;
+            }
+            // Every slot is held by hosts that wait on this rollback's other hosts (a
+            // task that needed another host's): one more host goes in rather than
+            // deadlock.
+            if stalled && self.rollback_runs.is_empty() && self.running.is_empty() {
+                let waiting = self.rollbacks[job]
+                    .as_ref()
+                    .map(RollbackOrder::waiting_hosts);
+                if let Some(&host) = waiting.as_deref().and_then(<[HostId]>::first) {
+                    tracing::warn!(
+                        "rollback of {} waits on a host without a free slot; letting it in",
+                        self.plan.inventory.hosts[host].name
+                    );
+                    self.take_rollback_slot(host);
+                    if let Some(order) = self.rollbacks[job].as_mut() {
+                        order.admit(host);
+                    }
+                    continue;
+                }
+            }
+            break;
+        }
+        let finished = self.rollbacks[job]
+            .as_ref()
+            .is_some_and(RollbackOrder::is_finished);
+        if finished {
+            let order = self.rollbacks[job].take().expect("a rollback");
+            self.rollback_done(order);
+        }
+    }
+
+    fn admit_rollback_hosts(&mut self, job: usize) {
+        let Some(order) = self.rollbacks[job].as_ref() else {
+            return;
+        };
+        for host in order.waiting_hosts() {
+            let cluster = self.plan.inventory.hosts[host].cluster;
+            if !self.hosts[host].slot {
+                if !self.admission.has_room(cluster) {
+                    continue;
+                }
+                self.take_rollback_slot(host);
+            }
+            if let Some(order) = self.rollbacks[job].as_mut() {
+                order.admit(host);
+            }
+        }
+    }
+
+    fn take_rollback_slot(&mut self, host: HostId) {
+        if !std::mem::replace(&mut self.hosts[host].slot, true) {
+            self.admission.take(self.plan.inventory.hosts[host].cluster);
+        }
+    }
+
+    fn rollback_host_done(&mut self, host: HostId, ok: bool) {
+        self.set_host_outcome(
+            host,
+            if ok {
+                HostOutcome::RolledBack
+            } else {
+                HostOutcome::RollbackFailed
+            },
+        );
+        self.free_slot(host);
+        self.pool.close(host);
+    }
+
+    fn start_rollback_commands(&mut self, job: usize) {
         while let Some((node, command)) =
             self.rollbacks[job].as_mut().and_then(|o| o.next_command())
         {
@@ -242,13 +342,6 @@ impl Scheduler {
                 let run = task::execute(&pool, command.host, &spec).await;
                 RollbackRun { job, node, run }
             });
-        }
-        let finished = self.rollbacks[job]
-            .as_ref()
-            .is_some_and(RollbackOrder::is_finished);
-        if finished {
-            let order = self.rollbacks[job].take().expect("a rollback");
-            self.rollback_done(order);
         }
     }
 
@@ -281,17 +374,5 @@ impl Scheduler {
             scope: order.scope.name(&self.plan),
             ok: order.ok(),
         });
-        for (host, ok) in order.results() {
-            self.set_host_outcome(
-                host,
-                if ok {
-                    HostOutcome::RolledBack
-                } else {
-                    HostOutcome::RollbackFailed
-                },
-            );
-            self.free_slot(host);
-            self.pool.close(host);
-        }
     }
 }

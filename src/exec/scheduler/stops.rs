@@ -2,6 +2,7 @@
 //! whole run, interrupts; and the end of the run with its outcome.
 
 use super::*;
+use crate::playbook::Unreachable;
 
 impl Scheduler {
     // ----- failures -----
@@ -21,6 +22,13 @@ impl Scheduler {
         budget.failed_hosts += 1;
         let (failed_hosts, max_failures) = (budget.failed_hosts, budget.max_failures);
         let policy = self.plan.playbook.strategy.on_failure;
+        self.run_failed_hosts += 1;
+        if let Some(action) =
+            policy::on_run_failure(self.run_failed_hosts, self.max_failures_run, policy)
+        {
+            self.run_budget_exceeded(host, action);
+            return;
+        }
         let action = policy::on_host_failure(failed_hosts, max_failures, policy);
         if !action.beyond_budget() {
             self.hosts[host].phase = Phase::Failed { rollback_due: true };
@@ -45,6 +53,35 @@ impl Scheduler {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
         });
+        self.apply_failure_action(action, region);
+    }
+
+    /// Beyond `max_failures_run`: the failed host waits for the run-wide action (a halt
+    /// leaves it failed; a rollback takes it with every touched host).
+    fn run_budget_exceeded(&mut self, host: HostId, action: FailureAction) {
+        let max = self.max_failures_run.unwrap_or_default();
+        let failed = self.run_failed_hosts;
+        if let Some(wave) = self.plan.host_wave[host] {
+            self.waves[wave].failed.get_or_insert_with(|| {
+                format!("the run failed {failed} host(s), beyond max_failures_run {max}")
+            });
+        }
+        // Once: later failures (hosts that were in flight) find the run stopped already.
+        if failed == max + 1 {
+            self.emit(Event::RunBudgetExceeded {
+                failed_hosts: failed,
+                max_failures_run: max,
+                action: serde_json::to_value(self.plan.playbook.strategy.on_failure)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            });
+        }
+        let region = self.plan.inventory.hosts[host].region;
+        self.apply_failure_action(action, region);
+    }
+
+    fn apply_failure_action(&mut self, action: FailureAction, region: usize) {
         match action {
             FailureAction::RollbackHost => {}
             FailureAction::Halt => {
@@ -60,6 +97,30 @@ impl Scheduler {
                 self.stop_all("failure budget exceeded: rolling back every touched host");
             }
         }
+    }
+
+    /// Under `unreachable: skip`: a host none of whose tasks reached it, while fewer than
+    /// `max_unreachable` hosts were skipped.
+    pub(super) fn may_skip_unreachable(&self, host: HostId) -> bool {
+        let strategy = &self.plan.playbook.strategy;
+        let h = &self.hosts[host];
+        strategy.unreachable == Unreachable::Skip
+            && !h.reached
+            && matches!(h.phase, Phase::Active | Phase::Idle | Phase::Queued)
+            && strategy
+                .max_unreachable
+                .is_none_or(|max| self.unreachable_hosts < max)
+    }
+
+    /// Leaves an unreachable host alone: reported `unreachable`, its other tasks
+    /// cancelled, its slot given back; the failure budget does not count it.
+    pub(super) fn host_unreachable(&mut self, host: HostId) {
+        self.unreachable_hosts += 1;
+        self.set_host_outcome(host, HostOutcome::Unreachable);
+        self.hosts[host].pending.clear();
+        self.cancel_unstarted(|_, t| t.host == host);
+        self.free_slot(host);
+        self.pool.close(host);
     }
 
     pub(super) fn stop_region(&mut self, region: usize) {
