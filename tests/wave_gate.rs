@@ -285,10 +285,9 @@ fn a_failed_region_lets_the_other_regions_of_its_wave_finish_but_no_later_wave_s
     }
 }
 
-#[test]
-fn resume_goes_on_only_once_the_failed_wave_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path();
+/// The flagship rollout on the local inventory with a mail stuck in the canary's queue:
+/// the canary wave fails (exit 1). Returns the stuck mail and the run id.
+fn failed_canary_run(state: &Path) -> (PathBuf, String) {
     let mail = stuck_mail(state, "mx-gz-01");
     let deploy = [
         "deploy",
@@ -303,7 +302,14 @@ fn resume_goes_on_only_once_the_failed_wave_succeeds() {
         pony(state, &deploy).output().unwrap().status.code(),
         Some(1)
     );
-    let run = only_run(state);
+    (mail, only_run(state))
+}
+
+#[test]
+fn resume_goes_on_only_once_the_failed_wave_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let (mail, run) = failed_canary_run(state);
     // Not fixed yet: the canary fails again and the rollout stays stopped.
     let again = pony(state, &["resume", &run]).output().unwrap();
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
@@ -350,21 +356,7 @@ fn resume_goes_on_only_once_the_failed_wave_succeeds() {
 fn skip_failed_wave_goes_on_without_the_failed_hosts_and_is_journaled() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
-    let mail = stuck_mail(state, "mx-gz-01");
-    let deploy = [
-        "deploy",
-        "-i",
-        "inventories/local.yaml",
-        "playbooks/mail-rollout.yaml",
-        "--yes",
-        "--var",
-        "drain_wait_seconds=1",
-    ];
-    assert_eq!(
-        pony(state, &deploy).output().unwrap().status.code(),
-        Some(1)
-    );
-    let run = only_run(state);
+    let (mail, run) = failed_canary_run(state);
     let before = journal(state, &run)
         .iter()
         .filter(|r| r["type"] == "task_started")
