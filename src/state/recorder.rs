@@ -134,6 +134,20 @@ pub fn record_of(event: &Event) -> Option<Record> {
             wave: wave.clone(),
             reason: reason.clone(),
         },
+        Event::VerifyCheck {
+            wave,
+            check,
+            host,
+            ok,
+            detail,
+        } => Record::VerifyCheck {
+            wave: wave.clone(),
+            check: check.clone(),
+            host: host.clone(),
+            ok: *ok,
+            detail: detail.clone(),
+            time: now(),
+        },
         Event::WaveSkipped { wave, user } => Record::WaveSkipped {
             wave: wave.clone(),
             user: user.clone(),
