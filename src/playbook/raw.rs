@@ -66,6 +66,7 @@ pub struct RawWave {
 pub struct RawCheck {
     pub name: String,
     pub run: Option<String>,
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub probe: Option<Probe>,
     pub hosts: Option<String>,
     pub every: Option<Scalar>,
