@@ -45,6 +45,30 @@ pub struct Check {
     pub compare: Option<Compare>,
 }
 
+impl Check {
+    /// What the gate checks, as `pony plan` shows it.
+    pub fn describe(&self) -> String {
+        let what = match &self.action {
+            CheckAction::Run(command) => format!("run `{command}`"),
+            CheckAction::Probe(probe) => format!("probe {}", probe.describe()),
+        };
+        let hosts = self
+            .hosts
+            .as_ref()
+            .map_or("the wave's hosts", |h| h.as_str());
+        let every = humantime::format_duration(self.every);
+        let mut text = format!("{}: {what} on {hosts} every {every}", self.name);
+        if let Some(c) = &self.compare {
+            text.push_str(&format!(
+                "; fails when the median exceeds the median on {} by more than {}",
+                c.baseline.as_str(),
+                c.tolerance
+            ));
+        }
+        text
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum CheckAction {
     /// A shell command: exit 0 passes (or, with `compare`, it prints a number).
