@@ -600,3 +600,48 @@ steps:
     // Berlin's window is hours away: the run is left there.
     run.report.abort();
 }
+
+#[tokio::test]
+async fn checks_run_before_the_approve_question_and_a_failure_fails_the_wave_instead() {
+    // No terminal: without checks the run would stop awaiting approval.
+    let playbook = canary_playbook(
+        "        - { name: healthy, run: \"! grep -q deploy log\" }\n",
+        "1h",
+    )
+    .replace("      pause: 1h\n", "      approve: true\n");
+    let (report, events, run) = run_to_end(&playbook).await;
+    assert_eq!(
+        verify_events(&events),
+        vec![("healthy".into(), "a1".into(), false)]
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::GateWaiting { reason, .. } if reason == "approve")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WaveFailed { wave, .. } if wave == "canary")));
+    assert_eq!(
+        run.read("a1", "log").as_deref(),
+        Some("deploy\nundo-deploy\n")
+    );
+    assert_eq!(started_hosts(&events), vec!["a1"]);
+    assert_ne!(report.exit, Exit::AwaitingApproval);
+}
+
+#[tokio::test]
+async fn passing_checks_before_the_approve_question_let_it_be_asked() {
+    let playbook = canary_playbook(
+        "        - { name: deployed, run: \"grep -q deploy log\" }\n",
+        "1h",
+    )
+    .replace("      pause: 1h\n", "      approve: true\n");
+    let (report, events, _run) = run_to_end(&playbook).await;
+    assert_eq!(
+        verify_events(&events),
+        vec![("deployed".into(), "a1".into(), true)]
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::GateWaiting { reason, .. } if reason == "approve")));
+    assert_eq!(report.exit, Exit::AwaitingApproval);
+}

@@ -475,6 +475,36 @@ regions:
     }
 
     #[test]
+    fn tz_is_inherited_nearest_wins_and_checked() {
+        let text = r#"
+name: t
+defaults: { tz: UTC }
+regions:
+  cn:
+    tz: Asia/Shanghai
+    clusters:
+      gz: { hosts: { gz-1: null, gz-2: { tz: Asia/Urumqi } } }
+      bj: { tz: Asia/Harbin, hosts: { bj-1: null } }
+  eu:
+    clusters:
+      dub: { hosts: { dub-1: null } }
+"#;
+        let inv = parse(Path::new("inv.yaml"), text).unwrap();
+        let tz = |h: &str| inv.hosts[inv.host_id(h).unwrap()].tz.clone();
+        assert_eq!(tz("gz-1").as_deref(), Some("Asia/Shanghai"));
+        assert_eq!(tz("gz-2").as_deref(), Some("Asia/Urumqi"));
+        assert_eq!(tz("bj-1").as_deref(), Some("Asia/Harbin"));
+        assert_eq!(tz("dub-1").as_deref(), Some("UTC"));
+        let bad = text.replace("tz: Asia/Harbin", "tz: Asia/Harbn");
+        let err = parse(Path::new("inv.yaml"), &bad).unwrap_err().to_string();
+        assert!(
+            err.contains("inv.yaml")
+                && err.contains("cluster `bj`: unknown time zone `tz: Asia/Harbn`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn reports_all_problems_together() {
         let text = r#"
 name: t

@@ -176,3 +176,36 @@ pub fn record_of(event: &Event) -> Option<Record> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verify_check_is_journaled() {
+        let event = Event::VerifyCheck {
+            wave: "canary".into(),
+            check: "errors".into(),
+            host: "mx-1".into(),
+            ok: false,
+            detail: "canary median 50 vs baseline median 10".into(),
+        };
+        match record_of(&event) {
+            Some(Record::VerifyCheck {
+                wave,
+                check,
+                host,
+                ok,
+                detail,
+                ..
+            }) => {
+                assert_eq!(
+                    (wave.as_str(), check.as_str(), host.as_str(), ok),
+                    ("canary", "errors", "mx-1", false)
+                );
+                assert!(detail.contains("median 50"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
