@@ -113,6 +113,15 @@ pub enum Event {
         #[serde(skip)]
         node: usize,
     },
+    /// One result of a wave's `verify:` check (one host, or for `compare` the canary
+    /// hosts' median against the baseline's).
+    VerifyCheck {
+        wave: String,
+        check: String,
+        host: String,
+        ok: bool,
+        detail: String,
+    },
     /// `pony resume --skip-failed-wave`: a person let the rollout past a failed wave.
     WaveSkipped {
         wave: String,
@@ -308,6 +317,19 @@ impl Event {
                 log: r(log),
             },
             Event::Stopped { reason } => Event::Stopped { reason: r(reason) },
+            Event::VerifyCheck {
+                wave,
+                check,
+                host,
+                ok,
+                detail,
+            } => Event::VerifyCheck {
+                wave,
+                check,
+                host,
+                ok,
+                detail: r(detail),
+            },
             Event::WaveFailed { wave, reason, node } => Event::WaveFailed {
                 wave,
                 reason: r(reason),

@@ -756,3 +756,36 @@ fn readme_limit_examples_work_on_the_global_inventory() {
         );
     }
 }
+
+#[test]
+fn plan_shows_what_each_gate_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = dir.path().join("verify.yaml");
+    std::fs::write(
+        &playbook,
+        r#"name: verified
+strategy:
+  waves:
+    - name: canary
+      regions: ["*"]
+      hosts: mx-dub-01
+      pause: 10m
+      verify:
+        - { name: queue, run: "postqueue -j | wc -l", every: 30s, compare: median, baseline: "mx-dub-02", tolerance: "50%" }
+        - { name: smtp, probe: { smtp: { port: 25 } }, every: 1m }
+    - { name: rest, regions: ["*"] }
+steps:
+  - { name: stage, run: "true" }
+"#,
+    )
+    .unwrap();
+    let out = ok(&["plan", "-i", LOCAL, playbook.to_str().unwrap()]);
+    assert!(
+        out.contains("verify queue: run `postqueue -j | wc -l` on the wave's hosts every 30s; fails when the median exceeds the median on mx-dub-02 by more than 50%"),
+        "{out}"
+    );
+    assert!(
+        out.contains("verify smtp: probe {\"smtp\":{\"port\":25,\"starttls\":false}} on the wave's hosts every 1m"),
+        "{out}"
+    );
+}

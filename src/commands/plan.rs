@@ -100,6 +100,9 @@ pub fn describe(plan: &Plan, with_estimate: bool) -> String {
             thousands(wave.hosts.iter().map(|&h| tasks_per_host[h]).sum())
         )
         .unwrap();
+        for check in &spec.verify {
+            writeln!(out, "  verify {}", check.describe()).unwrap();
+        }
         let mut regions: BTreeMap<usize, BTreeMap<usize, (usize, usize)>> = BTreeMap::new();
         for &h in &wave.hosts {
             let host = &inventory.hosts[h];

@@ -47,6 +47,8 @@ pub struct ExecOptions {
     pub replay: Option<Replay>,
     /// Run the rollout, or only roll back what the replayed run touched.
     pub mode: Mode,
+    /// The wall clock, for change windows; tests inject a fixed instant.
+    pub clock: fn() -> chrono::DateTime<chrono::Utc>,
     /// Resume past this failed wave without running its unfinished tasks (journaled).
     pub skip_failed_wave: Option<String>,
     /// How many hosts of a cluster roll back at once (the playbook's, or the command

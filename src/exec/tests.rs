@@ -56,6 +56,15 @@ fn start(playbook: &str) -> Run {
 
 /// Starts a run over another inventory.
 fn start_in(inventory: &str, playbook: &str) -> Run {
+    start_with(inventory, playbook, chrono::Utc::now)
+}
+
+/// Starts a run over `inventory` with the scheduler's clock stopped at `clock()`.
+fn start_with(
+    inventory: &str,
+    playbook: &str,
+    clock: fn() -> chrono::DateTime<chrono::Utc>,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let plan = plan(inventory, playbook);
     let pool = HostPool::new(
@@ -85,6 +94,7 @@ fn start_in(inventory: &str, playbook: &str) -> Run {
         approver: None,
         replay: None,
         mode: Mode::Deploy,
+        clock,
         skip_failed_wave: None,
         rollback_pace: plan.playbook.strategy.rollback_pace,
     };
@@ -716,4 +726,271 @@ async fn a_paced_rollback_whose_hosts_wait_on_each_other_lets_more_in_rather_tha
             "{host}"
         );
     }
+}
+
+// ----- verify: soak gates that watch -----
+
+fn verify_events(events: &[Event]) -> Vec<(String, String, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::VerifyCheck {
+                check, host, ok, ..
+            } => Some((check.clone(), host.clone(), *ok)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started_hosts(events: &[Event]) -> Vec<String> {
+    let mut hosts: Vec<String> = events
+        .iter()
+        .filter_map(|e| step_of(e).map(|(_, h)| h.to_string()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// Wave `canary` (a1) soaks for an hour with a check every 10ms; wave `rest` follows.
+fn canary_playbook(verify: &str, pause: &str) -> String {
+    format!(
+        r#"name: p
+strategy:
+  max_failures: 0
+  waves:
+    - name: canary
+      regions: [r1]
+      hosts: a1
+      pause: {pause}
+      verify:
+{verify}
+    - {{ name: rest, regions: ["*"] }}
+steps:
+  - name: deploy
+    run: echo deploy >> log
+    rollback: echo undo-deploy >> log
+  - name: health
+    needs: [deploy]
+    run: "true"
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_check_failing_during_the_soak_fails_the_wave_and_rolls_the_canary_back() {
+    // The canary passes its own health step; its check reads a marker the test flips
+    // after two passing checks.
+    let verify = "        - { name: healthy, run: \"test ! -e unhealthy\", every: 10ms }\n";
+    let mut run = start(&canary_playbook(verify, "1h"));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        run.until(
+            &mut seen,
+            |e| matches!(e, Event::VerifyCheck { ok: true, host, .. } if host == "a1"),
+        )
+        .await;
+    }
+    std::fs::write(run.host_dir("a1").join("unhealthy"), "x").unwrap();
+    let (report, events, run) = run.finish(seen).await;
+    let checks = verify_events(&events);
+    let failed: Vec<_> = checks.iter().filter(|c| !c.2).collect();
+    assert_eq!(failed.len(), 1, "{checks:?}");
+    assert_eq!(failed[0].1, "a1");
+    assert!(checks.iter().filter(|c| c.2).count() >= 2);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::WaveFailed { wave, reason, .. }
+            if wave == "canary" && reason.contains("check healthy failed on a1"))),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::GatePassed { .. })));
+    // Rolled back although it had finished; nothing of the next wave started.
+    assert_eq!(rolled_back_hosts(&events), vec!["a1"]);
+    assert_eq!(
+        run.read("a1", "log").as_deref(),
+        Some("deploy\nundo-deploy\n")
+    );
+    assert_eq!(run.outcome(&report, "a1"), Some(HostOutcome::RolledBack));
+    assert_eq!(started_hosts(&events), vec!["a1"]);
+    for host in ["a2", "a3", "a4", "b1", "b2"] {
+        assert!(run.read(host, "log").is_none(), "{host} never deployed");
+    }
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+}
+
+/// A check printing 50 on the canary (r1) and `baseline` elsewhere, compared to b1,b2.
+fn compare_check(baseline: u32, tolerance: &str) -> String {
+    format!(
+        "        - name: errors\n          run: 'case $(basename \"$PWD\") in a*) echo 50;; *) echo {baseline};; esac'\n          every: 20ms\n          compare: median\n          baseline: b1,b2\n          tolerance: \"{tolerance}\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_canary_five_times_the_baseline_fails_the_wave() {
+    let (report, events, run) = run_to_end(&canary_playbook(&compare_check(10, "50%"), "1h")).await;
+    let checks = verify_events(&events);
+    assert_eq!(checks, vec![("errors".into(), "a1".into(), false)]);
+    let detail = events.iter().find_map(|e| match e {
+        Event::VerifyCheck { detail, .. } => Some(detail.clone()),
+        _ => None,
+    });
+    assert!(
+        detail
+            .as_deref()
+            .is_some_and(|d| d.contains("canary median 50 vs baseline median 10")),
+        "{detail:?}"
+    );
+    assert_eq!(
+        run.read("a1", "log").as_deref(),
+        Some("deploy\nundo-deploy\n")
+    );
+    assert_eq!(started_hosts(&events), vec!["a1"]);
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+}
+
+#[tokio::test]
+async fn a_canary_within_tolerance_passes_and_the_next_wave_runs() {
+    // 50 against 45.4545…: 1.1× the baseline, within 50%. 3 rounds in a 60ms soak.
+    let playbook = canary_playbook(&compare_check(10, "50%"), "60ms")
+        .replace("*) echo 10;;", "*) echo 45.4545;;");
+    let (report, events, run) = run_to_end(&playbook).await;
+    let checks = verify_events(&events);
+    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert!(checks.iter().all(|c| c.2 && c.1 == "a1"), "{checks:?}");
+    assert_eq!(report.exit, Exit::Success);
+    for host in ["a1", "a2", "b1", "b2"] {
+        assert_eq!(run.read(host, "log").as_deref(), Some("deploy\n"), "{host}");
+    }
+}
+
+const ZONED_INVENTORY: &str = r#"
+name: t
+defaults: { connection: local }
+regions:
+  r1:
+    tz: Asia/Shanghai
+    clusters:
+      c1: { hosts: { "a[1:2]": } }
+  r2:
+    tz: Europe/Berlin
+    clusters:
+      c2: { hosts: { "b[1:2]": } }
+"#;
+
+/// 20:00 UTC: 04:00 in Shanghai (inside 02:00-05:00), 21:00 in Berlin (5h before it).
+fn eight_pm_utc() -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    chrono::Utc.with_ymd_and_hms(2026, 3, 10, 20, 0, 0).unwrap()
+}
+
+#[tokio::test]
+async fn a_local_window_opens_each_regions_hosts_in_that_regions_own_window() {
+    let playbook = r#"name: p
+strategy:
+  waves: [{ name: all, regions: ["*"], window: "02:00-05:00 local" }]
+steps:
+  - { name: deploy, run: echo deploy >> log }
+"#;
+    let mut run = start_with(ZONED_INVENTORY, playbook, eight_pm_utc);
+    let mut seen = Vec::new();
+    run.until(&mut seen, |e| matches!(e, Event::GateWaiting { .. }))
+        .await;
+    for host in ["a1", "a2"] {
+        run.until(
+            &mut seen,
+            |e| matches!(e, Event::HostFinished { host: h, .. } if h == host),
+        )
+        .await;
+        assert_eq!(run.read(host, "log").as_deref(), Some("deploy\n"), "{host}");
+    }
+    let waits: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::GateWaiting {
+                reason, seconds, ..
+            } => Some((reason.clone(), *seconds)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        waits,
+        vec![(
+            "window 02:00-05:00 local (Europe/Berlin)".to_string(),
+            5 * 3600
+        )]
+    );
+    assert_eq!(started_hosts(&seen), vec!["a1", "a2"]);
+    for host in ["b1", "b2"] {
+        assert!(
+            run.read(host, "log").is_none(),
+            "{host} waits for Berlin's window"
+        );
+    }
+    // Berlin's window is hours away: the run is left there.
+    run.report.abort();
+}
+
+#[tokio::test]
+async fn checks_run_before_the_approve_question_and_a_failure_fails_the_wave_instead() {
+    // No terminal: without checks the run would stop awaiting approval.
+    let playbook = canary_playbook(
+        "        - { name: healthy, run: \"! grep -q deploy log\" }\n",
+        "1h",
+    )
+    .replace("      pause: 1h\n", "      approve: true\n");
+    let (report, events, run) = run_to_end(&playbook).await;
+    assert_eq!(
+        verify_events(&events),
+        vec![("healthy".into(), "a1".into(), false)]
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::GateWaiting { reason, .. } if reason == "approve")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WaveFailed { wave, .. } if wave == "canary")));
+    assert_eq!(
+        run.read("a1", "log").as_deref(),
+        Some("deploy\nundo-deploy\n")
+    );
+    assert_eq!(started_hosts(&events), vec!["a1"]);
+    assert_ne!(report.exit, Exit::AwaitingApproval);
+}
+
+#[tokio::test]
+async fn passing_checks_before_the_approve_question_let_it_be_asked() {
+    let playbook = canary_playbook(
+        "        - { name: deployed, run: \"grep -q deploy log\" }\n",
+        "1h",
+    )
+    .replace("      pause: 1h\n", "      approve: true\n");
+    let (report, events, _run) = run_to_end(&playbook).await;
+    assert_eq!(
+        verify_events(&events),
+        vec![("deployed".into(), "a1".into(), true)]
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::GateWaiting { reason, .. } if reason == "approve")));
+    assert_eq!(report.exit, Exit::AwaitingApproval);
+}
+
+#[tokio::test]
+async fn an_interrupt_during_a_long_pause_ends_the_run_without_waiting_it_out() {
+    let text = "name: p\nstrategy:\n  waves:\n    - { name: first, regions: [r2], pause: 1h }\n    - { name: rest, regions: [\"*\"] }\nsteps:\n  - { name: one, run: 'echo one >> log' }\n";
+    let mut run = start(text);
+    let mut seen = Vec::new();
+    run.until(
+        &mut seen,
+        |e| matches!(e, Event::GateWaiting { reason, .. } if reason == "pause"),
+    )
+    .await;
+    run.interrupts.send(1).unwrap();
+    // A run that waited the hour out would hang this test.
+    let (report, _, run) = run.finish(seen).await;
+    assert_eq!(report.exit, Exit::Interrupted);
+    assert_eq!(run.read("b1", "log").as_deref(), Some("one\n"));
+    assert!(!run.host_dir("a1").exists(), "the next wave never starts");
 }

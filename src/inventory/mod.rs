@@ -57,6 +57,8 @@ pub struct Host {
     pub ssh: SshSettings,
     /// Merged vars (defaults < region < cluster < host).
     pub vars: Vars,
+    /// The host's IANA time zone (`tz:`, inherited), for `local` change windows.
+    pub tz: Option<String>,
 }
 
 impl Host {
@@ -180,6 +182,13 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
     let mut base_ssh = SshSettings::default();
     base_ssh.overlay(&raw.defaults.ssh);
     let base_connection = raw.defaults.connection.unwrap_or_default();
+    let base_tz = zone(
+        &mut errors,
+        path,
+        "defaults".into(),
+        &raw.defaults.tz,
+        &None,
+    );
 
     for (region_name, region) in &raw.regions {
         let region_id = inventory.regions.len();
@@ -191,6 +200,13 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
         region_ssh.overlay(&region.ssh);
         let region_connection = region.connection.unwrap_or(base_connection);
         let region_vars = merged(&raw.defaults.vars, &region.vars);
+        let region_tz = zone(
+            &mut errors,
+            path,
+            format!("region `{region_name}`"),
+            &region.tz,
+            &base_tz,
+        );
         if region.clusters.is_empty() {
             errors.push(
                 Diagnostic::new(path, format!("region `{region_name}` has no clusters")).hint(
@@ -210,6 +226,13 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
             cluster_ssh.overlay(&cluster.ssh);
             let cluster_connection = cluster.connection.unwrap_or(region_connection);
             let cluster_vars = merged(&region_vars, &cluster.vars);
+            let cluster_tz = zone(
+                &mut errors,
+                path,
+                format!("cluster `{cluster_name}`"),
+                &cluster.tz,
+                &region_tz,
+            );
             if cluster.hosts.is_empty() {
                 errors.push(
                     Diagnostic::new(
@@ -267,6 +290,13 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
                 let mut ssh = cluster_ssh.clone();
                 ssh.overlay(&host.ssh);
                 let vars = merged(&cluster_vars, &host.vars);
+                let tz = zone(
+                    &mut errors,
+                    path,
+                    format!("host `{host_key}`"),
+                    &host.tz,
+                    &cluster_tz,
+                );
                 let mut roles = cluster.roles.clone();
                 for role in &host.roles {
                     if !roles.contains(role) {
@@ -296,6 +326,7 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
                         connection: host.connection.unwrap_or(cluster_connection),
                         ssh: ssh.clone(),
                         vars: vars.clone(),
+                        tz: tz.clone(),
                     });
                 }
             }
@@ -303,6 +334,27 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
     }
     build_groups(&mut inventory, &mut errors);
     errors.into_result(inventory)
+}
+
+/// A `tz:` setting checked as an IANA zone, or the inherited one.
+fn zone(
+    errors: &mut Diagnostics,
+    path: &Path,
+    at: String,
+    tz: &Option<String>,
+    inherited: &Option<String>,
+) -> Option<String> {
+    match tz {
+        None => inherited.clone(),
+        Some(tz) if tz.parse::<chrono_tz::Tz>().is_ok() => Some(tz.clone()),
+        Some(tz) => {
+            errors.push(
+                Diagnostic::new(path, format!("{at}: unknown time zone `tz: {tz}`"))
+                    .hint("use an IANA zone name like `Asia/Shanghai`, `Europe/Berlin` or `UTC`"),
+            );
+            inherited.clone()
+        }
+    }
 }
 
 fn merged(base: &Vars, layer: &Vars) -> Vars {
@@ -420,6 +472,36 @@ regions:
         assert_eq!(inv.groups["mta"].len(), 4);
         assert_eq!(inv.groups["eu"].len(), 4);
         assert_eq!(inv.groups["canary"].len(), 1);
+    }
+
+    #[test]
+    fn tz_is_inherited_nearest_wins_and_checked() {
+        let text = r#"
+name: t
+defaults: { tz: UTC }
+regions:
+  cn:
+    tz: Asia/Shanghai
+    clusters:
+      gz: { hosts: { gz-1: null, gz-2: { tz: Asia/Urumqi } } }
+      bj: { tz: Asia/Harbin, hosts: { bj-1: null } }
+  eu:
+    clusters:
+      dub: { hosts: { dub-1: null } }
+"#;
+        let inv = parse(Path::new("inv.yaml"), text).unwrap();
+        let tz = |h: &str| inv.hosts[inv.host_id(h).unwrap()].tz.clone();
+        assert_eq!(tz("gz-1").as_deref(), Some("Asia/Shanghai"));
+        assert_eq!(tz("gz-2").as_deref(), Some("Asia/Urumqi"));
+        assert_eq!(tz("bj-1").as_deref(), Some("Asia/Harbin"));
+        assert_eq!(tz("dub-1").as_deref(), Some("UTC"));
+        let bad = text.replace("tz: Asia/Harbin", "tz: Asia/Harbn");
+        let err = parse(Path::new("inv.yaml"), &bad).unwrap_err().to_string();
+        assert!(
+            err.contains("inv.yaml")
+                && err.contains("cluster `bj`: unknown time zone `tz: Asia/Harbn`"),
+            "{err}"
+        );
     }
 
     #[test]

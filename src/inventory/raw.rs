@@ -19,6 +19,8 @@ pub struct RawInventory {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
+    /// IANA time zone for `window: "... local"` (inherited like other settings).
+    pub tz: Option<String>,
     pub connection: Option<ConnectionKind>,
     pub ssh: Option<RawSsh>,
     #[serde(default)]
@@ -28,6 +30,8 @@ pub struct RawDefaults {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRegion {
+    /// IANA time zone for `window: "... local"` (inherited like other settings).
+    pub tz: Option<String>,
     pub connection: Option<ConnectionKind>,
     pub ssh: Option<RawSsh>,
     #[serde(default)]
@@ -39,6 +43,8 @@ pub struct RawRegion {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
+    /// IANA time zone for `window: "... local"` (inherited like other settings).
+    pub tz: Option<String>,
     pub connection: Option<ConnectionKind>,
     pub ssh: Option<RawSsh>,
     #[serde(default)]
@@ -55,6 +61,8 @@ pub struct RawHost {
     pub address: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// IANA time zone for `window: "... local"` (inherited like other settings).
+    pub tz: Option<String>,
     pub connection: Option<ConnectionKind>,
     pub ssh: Option<RawSsh>,
     #[serde(default)]

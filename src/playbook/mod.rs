@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use step::{Action, Need, Step, Transfer, Until};
-pub use strategy::{Limit, Strategy, Wave, Window, WindowError};
+pub use strategy::{
+    Check, CheckAction, Compare, Limit, Strategy, Tolerance, Wave, Window, WindowError,
+};
 
 pub type StepId = usize;
 

@@ -96,6 +96,25 @@ pub struct RawWave {
     #[serde(default)]
     pub approve: bool,
     pub window: Option<String>,
+    /// Checks run during the wave's soak (`pause:`) and before its `approve:` question.
+    #[serde(default)]
+    pub verify: Vec<RawCheck>,
+}
+
+/// One `verify:` check of a wave, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub name: String,
+    pub run: Option<String>,
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
+    pub probe: Option<Probe>,
+    pub hosts: Option<String>,
+    pub every: Option<Scalar>,
+    /// `median`: compare the number `run` prints against the `baseline` hosts.
+    pub compare: Option<String>,
+    pub baseline: Option<String>,
+    pub tolerance: Option<Scalar>,
 }
 
 /// What happens when a cluster's failures go beyond `max_failures`.

@@ -40,9 +40,100 @@ pub struct Wave {
     pub pause: Option<Duration>,
     pub approve: bool,
     pub window: Option<Window>,
+    /// Checks that watch the wave's hosts while it soaks.
+    pub verify: Vec<Check>,
+}
+
+/// A `verify:` check: a command or a probe, run on `hosts` (default: the wave's hosts)
+/// every `every` during the wave's `pause:`, and once more before its `approve:` question.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub action: CheckAction,
+    pub hosts: Option<HostPattern>,
+    pub every: Duration,
+    pub compare: Option<Compare>,
+}
+
+impl Check {
+    /// What the gate checks, as `pony plan` shows it.
+    pub fn describe(&self) -> String {
+        let what = match &self.action {
+            CheckAction::Run(command) => format!("run `{command}`"),
+            CheckAction::Probe(probe) => format!("probe {}", probe.describe()),
+        };
+        let hosts = self
+            .hosts
+            .as_ref()
+            .map_or("the wave's hosts", |h| h.as_str());
+        let every = humantime::format_duration(self.every);
+        let mut text = format!("{}: {what} on {hosts} every {every}", self.name);
+        if let Some(c) = &self.compare {
+            text.push_str(&format!(
+                "; fails when the median exceeds the median on {} by more than {}",
+                c.baseline.as_str(),
+                c.tolerance
+            ));
+        }
+        text
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum CheckAction {
+    /// A shell command: exit 0 passes (or, with `compare`, it prints a number).
+    Run(String),
+    Probe(super::Probe),
+}
+
+/// Canary analysis: the median of the number the command prints on the check's hosts
+/// (over hosts and samples) may exceed the baseline hosts' median by at most `tolerance`.
+#[derive(Debug, Clone)]
+pub struct Compare {
+    pub baseline: HostPattern,
+    pub tolerance: Tolerance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tolerance {
+    /// `50%`: the canary may be up to 1.5× the baseline.
+    Ratio(f64),
+    /// `+5`: the canary may be up to the baseline + 5.
+    Absolute(f64),
+}
+
+impl Tolerance {
+    /// The most the canary's value may be against this baseline value.
+    pub fn limit(self, baseline: f64) -> f64 {
+        match self {
+            Tolerance::Ratio(r) => baseline + baseline.abs() * r,
+            Tolerance::Absolute(a) => baseline + a,
+        }
+    }
+}
+
+impl std::fmt::Display for Tolerance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tolerance::Ratio(r) => write!(f, "{}%", r * 100.0),
+            Tolerance::Absolute(a) => write!(f, "+{a}"),
+        }
+    }
+}
+
+/// Parses `50%` (a ratio) or `+5` / `5` (absolute).
+pub fn parse_tolerance(text: &str) -> Option<Tolerance> {
+    let text = text.trim();
+    if let Some(p) = text.strip_suffix('%') {
+        let p: f64 = p.trim().parse().ok()?;
+        return (p >= 0.0 && p.is_finite()).then_some(Tolerance::Ratio(p / 100.0));
+    }
+    let a: f64 = text.strip_prefix('+').unwrap_or(text).trim().parse().ok()?;
+    (a >= 0.0 && a.is_finite()).then_some(Tolerance::Absolute(a))
 }
 
 /// A daily change window such as `02:00-06:00 Asia/Shanghai` (minutes after midnight).
+/// `time_zone` is [`LOCAL`] for `02:00-05:00 local`: each host's inventory `tz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pub start_minute: u32,
@@ -161,6 +252,7 @@ impl Builder<'_> {
                 pause: None,
                 approve: false,
                 window: None,
+                verify: Vec::new(),
             });
         }
         Strategy {
@@ -220,6 +312,17 @@ impl Builder<'_> {
                 None
             }
         });
+        let verify: Vec<Check> = raw
+            .verify
+            .into_iter()
+            .filter_map(|c| self.check(&what, c))
+            .collect();
+        if !verify.is_empty() && pause.is_none() && !raw.approve {
+            self.error(
+                format!("{what}: `verify` needs a gate to run in, and the wave has neither `pause` nor `approve`"),
+                "add `pause: 10m` (checks run every `every` for that long) or `approve: true` (checks run once before the question)",
+            );
+        }
         Some(Wave {
             name: raw.name,
             regions,
@@ -227,9 +330,124 @@ impl Builder<'_> {
             pause,
             approve: raw.approve,
             window,
+            verify,
+        })
+    }
+
+    fn check(&mut self, wave: &str, raw: raw::RawCheck) -> Option<Check> {
+        let what = format!("{wave} verify check `{}`", raw.name);
+        let action = match (raw.run, raw.probe) {
+            (Some(run), None) => Some(CheckAction::Run(run)),
+            (None, Some(probe)) => Some(CheckAction::Probe(probe)),
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{what} has both `run` and `probe`"),
+                    "give each check one of them; split it into two checks",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    format!("{what} has nothing to check"),
+                    "add `run: <command>` (exit 0 passes) or `probe: { smtp: {...} }`",
+                );
+                None
+            }
+        };
+        let pattern = |b: &mut Self, field: &str, text: &str| match HostPattern::parse(text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                b.pattern_error(
+                    &format!("{what} {field}"),
+                    &e,
+                    "use a pattern like `canary` or `mx:&cn-*`",
+                );
+                None
+            }
+        };
+        let hosts = raw.hosts.as_deref().and_then(|h| pattern(self, "hosts", h));
+        let every = raw
+            .every
+            .as_ref()
+            .and_then(|e| self.duration(&format!("{what} every"), e))
+            .unwrap_or(Duration::from_secs(30));
+        if every.is_zero() {
+            self.error(
+                format!("{what}: `every` is 0"),
+                "check at most as often as `every: 1s`",
+            );
+        }
+        let compare = match (raw.compare.as_deref(), raw.baseline.as_deref()) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                self.error(
+                    format!("{what} has a `baseline` but no `compare`"),
+                    "add `compare: median` to compare against the baseline, or remove `baseline`",
+                );
+                None
+            }
+            (Some(stat), baseline) => {
+                if stat != "median" {
+                    self.error(
+                        format!("{what}: unknown statistic `compare: {stat}`"),
+                        "write `compare: median` (the median over hosts and samples)",
+                    );
+                }
+                let baseline = match baseline {
+                    Some(b) => pattern(self, "baseline", b),
+                    None => {
+                        self.error(
+                            format!("{what} compares but has no `baseline`"),
+                            "add `baseline: <hosts>` naming hosts still on the old release, e.g. the next wave's hosts",
+                        );
+                        None
+                    }
+                };
+                let tolerance = match &raw.tolerance {
+                    None => Some(Tolerance::Ratio(0.0)),
+                    Some(t) => {
+                        let parsed = parse_tolerance(&t.to_string());
+                        if parsed.is_none() {
+                            self.error(
+                                format!("{what}: bad tolerance `{t}`"),
+                                "write a ratio like `50%` or an absolute margin like `+5`",
+                            );
+                        }
+                        parsed
+                    }
+                };
+                baseline
+                    .zip(tolerance)
+                    .map(|(baseline, tolerance)| Compare {
+                        baseline,
+                        tolerance,
+                    })
+            }
+        };
+        if raw.compare.is_some() && !matches!(action, Some(CheckAction::Run(_)) | None) {
+            self.error(
+                format!("{what}: `compare` needs a `run` command that prints a number"),
+                "replace the probe with `run: <command printing a number>`",
+            );
+        }
+        if raw.compare.is_none() && raw.tolerance.is_some() {
+            self.error(
+                format!("{what} has a `tolerance` but no `compare`"),
+                "add `compare: median` and `baseline:`, or remove `tolerance`",
+            );
+        }
+        Some(Check {
+            name: raw.name,
+            action: action?,
+            hosts,
+            every,
+            compare,
         })
     }
 }
+
+/// The zone word of a window in each host's own inventory `tz`.
+pub const LOCAL: &str = "local";
 
 /// Why a wave's `window:` does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -262,6 +480,14 @@ pub fn parse_window(text: &str) -> Result<Window, WindowError> {
         }
     };
     let zone = zone.trim();
+    if zone == LOCAL {
+        return Ok(Window {
+            start_minute: minute(start)?,
+            end_minute: minute(end)?,
+            time_zone: zone.to_string(),
+            text: text.to_string(),
+        });
+    }
     if zone.parse::<chrono_tz::Tz>().is_err() {
         return Err(WindowError::UnknownTimeZone(zone.to_string()));
     }

@@ -267,6 +267,20 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             _ => format!("== gate after wave {wave}: waiting for {reason}"),
         }),
         Event::GatePassed { wave, .. } => Some(format!("== gate after wave {wave} passed")),
+        Event::VerifyCheck {
+            wave,
+            check,
+            host,
+            ok,
+            detail,
+        } => Some(if *ok {
+            format!("== wave {wave} check {check} on {host}: ok {detail}")
+        } else {
+            format!(
+                "{} wave {wave} check {check} on {host} FAILED: {detail}",
+                palette.red("!!")
+            )
+        }),
         Event::WaveFailed { wave, reason, .. } => Some(format!(
             "{} wave {wave} FAILED: {reason}; its gate does not pass",
             palette.red("!!")

@@ -25,6 +25,8 @@ pub struct SummaryNotes {
     /// Hosts whose latest outcome is `failed` or `rollback_failed` (a rollback can fail
     /// on a host none of whose tasks failed).
     ended_failed: std::collections::HashSet<String>,
+    /// `verify_check` results: passed, failed, and the first failure's description.
+    checks: (usize, usize, Option<String>),
 }
 
 #[derive(Debug)]
@@ -68,6 +70,22 @@ impl SummaryNotes {
                         exit_code: *exit_code,
                         outcome: None,
                     });
+            }
+            Event::VerifyCheck {
+                wave,
+                check,
+                host,
+                ok,
+                detail,
+            } => {
+                if *ok {
+                    self.checks.0 += 1;
+                } else {
+                    self.checks.1 += 1;
+                    self.checks.2.get_or_insert_with(|| {
+                        format!("wave {wave} check {check} failed on {host}: {detail}")
+                    });
+                }
             }
             Event::GateWaiting { wave, reason, .. } if reason == "approve" => {
                 self.approval = Some(wave.clone());
@@ -317,9 +335,24 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
             incomplete.join(", ")
         ));
     }
-    if let Some(wave) = stopped_wave {
+    let (passed, failed_checks, first_failure) = &notes.checks;
+    if passed + failed_checks > 0 {
         lines.push(format!(
-            "stopped: wave {wave} failed beyond its failure budget; its gate did not pass (a later wave never starts)"
+            "checks:  {passed} passed, {failed_checks} failed{}",
+            first_failure
+                .as_ref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(wave) = stopped_wave {
+        let why = if *failed_checks > 0 {
+            "failed its verify checks"
+        } else {
+            "failed beyond its failure budget"
+        };
+        lines.push(format!(
+            "stopped: wave {wave} {why}; its gate did not pass (a later wave never starts)"
         ));
     }
     lines.push(format!("journal: {run_dir}/journal.jsonl"));
@@ -427,5 +460,48 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("journal: /state/runs/RUN/journal.jsonl"));
+    }
+
+    #[test]
+    fn summary_counts_verify_checks_and_names_the_failed_one() {
+        let mut notes = SummaryNotes::default();
+        for ok in [true, true, false] {
+            notes.observe(&Event::VerifyCheck {
+                wave: "canary".into(),
+                check: "errors".into(),
+                host: "mx-1".into(),
+                ok,
+                detail: if ok {
+                    "3".into()
+                } else {
+                    "canary median 50 vs baseline median 10".into()
+                },
+            });
+        }
+        let summary = Event::Summary {
+            run_id: "RUN".into(),
+            outcome: RunOutcome::FailedRolledBack,
+            exit_code: 1,
+            hosts: 2,
+            ok: 1,
+            failed: 1,
+            rolled_back: 1,
+            cancelled: 0,
+            rollback_failed: 0,
+            incomplete: Vec::new(),
+            stopped_wave: Some("canary".into()),
+            duration_ms: 2500,
+            regions: Vec::new(),
+            run_dir: "/state/runs/RUN".into(),
+        };
+        let text = render(&summary, &notes, &Palette::new(false)).join("\n");
+        assert!(
+            text.contains("checks:  2 passed, 1 failed (wave canary check errors failed on mx-1: canary median 50 vs baseline median 10)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("stopped: wave canary failed its verify checks; no later wave started"),
+            "{text}"
+        );
     }
 }

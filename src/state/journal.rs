@@ -67,6 +67,15 @@ pub enum Record {
         wave: String,
         reason: String,
     },
+    /// A result of a wave's `verify:` check.
+    VerifyCheck {
+        wave: String,
+        check: String,
+        host: String,
+        ok: bool,
+        detail: String,
+        time: String,
+    },
     /// `pony resume --skip-failed-wave`: a person let the rollout past a failed wave.
     WaveSkipped {
         wave: String,

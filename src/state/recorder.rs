@@ -134,6 +134,20 @@ pub fn record_of(event: &Event) -> Option<Record> {
             wave: wave.clone(),
             reason: reason.clone(),
         },
+        Event::VerifyCheck {
+            wave,
+            check,
+            host,
+            ok,
+            detail,
+        } => Record::VerifyCheck {
+            wave: wave.clone(),
+            check: check.clone(),
+            host: host.clone(),
+            ok: *ok,
+            detail: detail.clone(),
+            time: now(),
+        },
         Event::WaveSkipped { wave, user } => Record::WaveSkipped {
             wave: wave.clone(),
             user: user.clone(),
@@ -161,4 +175,37 @@ pub fn record_of(event: &Event) -> Option<Record> {
         } => Record::run_finished(*outcome, *exit_code, now()),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verify_check_is_journaled() {
+        let event = Event::VerifyCheck {
+            wave: "canary".into(),
+            check: "errors".into(),
+            host: "mx-1".into(),
+            ok: false,
+            detail: "canary median 50 vs baseline median 10".into(),
+        };
+        match record_of(&event) {
+            Some(Record::VerifyCheck {
+                wave,
+                check,
+                host,
+                ok,
+                detail,
+                ..
+            }) => {
+                assert_eq!(
+                    (wave.as_str(), check.as_str(), host.as_str(), ok),
+                    ("canary", "errors", "mx-1", false)
+                );
+                assert!(detail.contains("median 50"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

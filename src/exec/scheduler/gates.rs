@@ -29,6 +29,16 @@ impl Scheduler {
             return;
         }
         self.state[node.index()] = State::Held;
+        if spec.verify.is_empty() {
+            self.ask(wave);
+        } else {
+            self.verify_before_ask(wave);
+        }
+    }
+
+    /// Asks the `approve:` question (or stops the run there without a terminal).
+    pub(super) fn ask(&mut self, wave: usize) {
+        let name = self.plan.waves[wave].name.clone();
         self.emit(Event::GateWaiting {
             wave: name.clone(),
             reason: "approve".into(),
@@ -88,6 +98,10 @@ impl Scheduler {
                     reason: "pause".into(),
                     seconds: pause.as_secs(),
                 });
+                if !spec.verify.is_empty() {
+                    self.start_soak(wave, pause);
+                    return;
+                }
                 self.timers.spawn(async move {
                     tokio::time::sleep(pause).await;
                     Timer::Paused(wave)

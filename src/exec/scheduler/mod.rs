@@ -30,6 +30,7 @@ const TAIL_LINES: usize = 10;
 mod gates;
 mod recovery;
 mod stops;
+mod verify;
 
 /// Something the loop waits for besides tasks.
 enum Timer {
@@ -37,8 +38,10 @@ enum Timer {
     Approved(usize, bool),
     /// A wave's `pause:` elapsed.
     Paused(usize),
-    /// A wave's change window opened.
-    WindowOpen(usize),
+    /// A wave's change window opened for the hosts in this time zone.
+    WindowOpen(usize, String),
+    /// A round of a wave's `verify:` check is back.
+    Checked(Box<verify::Checked>),
 }
 
 /// A task node's state.
@@ -92,9 +95,11 @@ struct RegionRun {
 struct WaveRun {
     /// Why a cluster of the wave went beyond its budget: its gate never passes.
     failed: Option<String>,
-    /// Tasks waiting for the wave's change window, and whether its timer runs.
-    window_held: Vec<NodeId>,
-    window_timer: bool,
+    /// Tasks waiting for the wave's change window per time zone (a `local` window opens
+    /// at a different instant in every zone); a zone is present while its timer runs.
+    window_held: HashMap<String, Vec<NodeId>>,
+    /// The `verify:` checks of its gate.
+    soak: verify::Soak,
 }
 
 /// A finished rollback command, back from its worker.
@@ -277,11 +282,17 @@ impl Scheduler {
                     Err(e) => tracing::error!("task panicked or was aborted: {e}"),
                 },
                 Some(Ok((node, ok))) = self.syncing.join_next() => self.release(node, ok),
-                Some(Ok(timer)) = self.timers.join_next() => match timer {
-                    Timer::Approved(wave, true) => self.pause_or_pass(wave),
-                    Timer::Approved(wave, false) => self.stop_for_approval(wave),
-                    Timer::Paused(wave) => self.pass_gate(wave),
-                    Timer::WindowOpen(wave) => self.window_opened(wave),
+                // An aborted timer (an interrupt ends every wait) completes this select
+                // like any other: a pattern that did not match would leave it waiting on
+                // the remaining branches for good.
+                Some(joined) = self.timers.join_next() => match joined {
+                    Err(_) => {}
+                    Ok(Timer::Approved(wave, true)) => self.pause_or_pass(wave),
+                    Ok(Timer::Approved(wave, false)) => self.stop_for_approval(wave),
+                    Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.pass_gate(wave),
+                    Ok(Timer::Paused(wave)) => self.soak_part_done(wave),
+                    Ok(Timer::WindowOpen(wave, zone)) => self.window_opened(wave, &zone),
+                    Ok(Timer::Checked(done)) => self.checked(*done),
                 },
                 Some(joined) = self.rollback_runs.join_next() => match joined {
                     Ok(done) => self.rollback_command_done(done),
@@ -353,35 +364,52 @@ impl Scheduler {
     }
 
     /// A wave's hosts start only inside its change window; returns whether `node` waits.
+    /// A `local` window is the host's own inventory `tz` (UTC without one).
     fn hold_for_window(&mut self, node: NodeId, wave: usize) -> bool {
         let Some(window) = &self.plan.playbook.strategy.waves[wave].window else {
             return false;
         };
-        let Some(wait) = change_window::wait_until_open(window, chrono::Utc::now()) else {
+        let host = self.plan.task(node).expect("a task").host;
+        let mut window = window.clone();
+        if window.time_zone == crate::playbook::strategy::LOCAL {
+            let tz = self.plan.inventory.hosts[host].tz.as_deref();
+            window.time_zone = tz.unwrap_or("UTC").to_string();
+        }
+        let Some(wait) = change_window::wait_until_open(&window, (self.options.clock)()) else {
             return false;
         };
         self.state[node.index()] = State::Queued;
-        let text = window.text.clone();
-        let w = &mut self.waves[wave];
-        w.window_held.push(node);
-        if !w.window_timer {
-            w.window_timer = true;
-            self.emit(Event::GateWaiting {
-                wave: self.plan.waves[wave].name.clone(),
-                reason: format!("window {text}"),
-                seconds: wait.as_secs(),
-            });
-            self.timers.spawn(async move {
-                tokio::time::sleep(wait).await;
-                Timer::WindowOpen(wave)
-            });
+        let zone = window.time_zone.clone();
+        let local = window.text.ends_with(crate::playbook::strategy::LOCAL);
+        let held = &mut self.waves[wave].window_held;
+        if let Some(nodes) = held.get_mut(&zone) {
+            nodes.push(node);
+            return true;
         }
+        held.insert(zone.clone(), vec![node]);
+        let text = if local {
+            format!("{} ({zone})", window.text)
+        } else {
+            window.text.clone()
+        };
+        self.emit(Event::GateWaiting {
+            wave: self.plan.waves[wave].name.clone(),
+            reason: format!("window {text}"),
+            seconds: wait.as_secs(),
+        });
+        self.timers.spawn(async move {
+            tokio::time::sleep(wait).await;
+            Timer::WindowOpen(wave, zone)
+        });
         true
     }
 
-    fn window_opened(&mut self, wave: usize) {
-        self.waves[wave].window_timer = false;
-        for node in std::mem::take(&mut self.waves[wave].window_held) {
+    fn window_opened(&mut self, wave: usize, zone: &str) {
+        for node in self.waves[wave]
+            .window_held
+            .remove(zone)
+            .unwrap_or_default()
+        {
             if self.state[node.index()] == State::Queued {
                 self.state[node.index()] = State::Waiting;
                 self.ready(node);

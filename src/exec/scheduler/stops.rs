@@ -167,6 +167,10 @@ impl Scheduler {
             });
             self.admission.forget_waiting(|_| true);
             self.cancel_unstarted(|s, t| !s.may_start(t.host));
+            // No gate passes and no window opens for an interrupted run: its pauses,
+            // window waits, soak checks and approval questions end now, not when their
+            // timers would have.
+            self.timers.abort_all();
         }
         if count < 2 {
             return;

@@ -196,6 +196,9 @@ pub(super) fn fold(
                 };
                 upsert(&mut rollbacks, &mut rollback_index, label, rollback);
             }
+            // The failing check is named in the wave's `WaveStopped` reason; passing
+            // checks are in the journal for `pony log`-style reading.
+            Record::VerifyCheck { .. } => {}
             Record::RunFinished {
                 exit_code, time, ..
             } => {

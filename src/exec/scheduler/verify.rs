@@ -1,0 +1,361 @@
+//! Soak gates that watch: a wave's `verify:` checks, run once before its `approve:`
+//! question and every `every` for the length of its `pause:`. Each check runs in a
+//! worker (the loop only spawns and judges); a failing check fails the wave: its hosts
+//! count as failed, `on_failure` applies to them (finished hosts too), and no later
+//! wave starts. `compare` checks judge the median over hosts and samples so far.
+
+use super::*;
+use crate::playbook::{Check, CheckAction, OnFailure};
+
+/// When a check's results are back: what the gate does next if they pass.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum After {
+    /// Ask the `approve:` question.
+    Ask,
+    /// A soak round; `left` more rounds of this check follow.
+    Soak { left: u32 },
+}
+
+/// One check's round, back from its worker.
+pub(super) struct Checked {
+    pub wave: usize,
+    pub check: usize,
+    pub after: After,
+    /// `(host, ok, stdout or error)` for every host the check ran on.
+    pub canary: Vec<(HostId, bool, String)>,
+    pub baseline: Vec<(HostId, bool, String)>,
+}
+
+/// A verify command or probe gets this long per host.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Soak state of a wave's gate.
+#[derive(Default)]
+pub(super) struct Soak {
+    /// Check chains (and the pause timer) still running; the gate passes at 0.
+    pub left: usize,
+    /// A check failed: later results are ignored and nothing more is spawned.
+    pub failed: bool,
+    /// `compare` samples per check: (canary, baseline).
+    pub samples: HashMap<usize, (Vec<f64>, Vec<f64>)>,
+    /// Checks still to report before the `approve:` question.
+    pub before_ask: usize,
+    /// The pause timer: a failed soak ends it (the run does not sit out the pause).
+    pub pause: Option<tokio::task::AbortHandle>,
+}
+
+impl Scheduler {
+    fn check_hosts(
+        &self,
+        wave: usize,
+        pattern: Option<&crate::inventory::pattern::HostPattern>,
+    ) -> Vec<HostId> {
+        let wave_hosts = &self.plan.waves[wave].hosts;
+        match pattern {
+            None => wave_hosts.clone(),
+            Some(p) => p
+                .resolve(&self.plan.inventory)
+                .map(|set| set.iter().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Runs one round of `check` of `wave` after `delay`, in a worker.
+    pub(super) fn spawn_check(&mut self, wave: usize, check: usize, delay: Duration, after: After) {
+        let spec: Check = self.plan.playbook.strategy.waves[wave].verify[check].clone();
+        let canary = self.check_hosts(wave, spec.hosts.as_ref());
+        let baseline = match &spec.compare {
+            Some(c) => self.check_hosts(wave, Some(&c.baseline)),
+            None => Vec::new(),
+        };
+        let pool = self.pool.clone();
+        self.timers.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let run_all = |hosts: Vec<HostId>| {
+                let pool = pool.clone();
+                let action = spec.action.clone();
+                async move {
+                    let mut results = Vec::new();
+                    for host in hosts {
+                        results.push(run_check(&pool, host, &action).await);
+                    }
+                    results
+                }
+            };
+            let (canary, baseline) = tokio::join!(run_all(canary), run_all(baseline));
+            Timer::Checked(Box::new(Checked {
+                wave,
+                check,
+                after,
+                canary,
+                baseline,
+            }))
+        });
+    }
+
+    /// Starts the wave's soak: every check every `every` for `pause` (at least once).
+    pub(super) fn start_soak(&mut self, wave: usize, pause: Duration) {
+        let checks = self.plan.playbook.strategy.waves[wave].verify.clone();
+        self.waves[wave].soak.left = checks.len() + 1;
+        for (i, check) in checks.iter().enumerate() {
+            let rounds = (pause.as_nanos() / check.every.as_nanos().max(1)).max(1) as u32;
+            self.spawn_check(
+                wave,
+                i,
+                check.every.min(pause),
+                After::Soak { left: rounds - 1 },
+            );
+        }
+        let timer = self.timers.spawn(async move {
+            tokio::time::sleep(pause).await;
+            Timer::Paused(wave)
+        });
+        self.waves[wave].soak.pause = Some(timer);
+    }
+
+    /// The pause timer or a check chain ended; the gate passes when all have.
+    pub(super) fn soak_part_done(&mut self, wave: usize) {
+        let soak = &mut self.waves[wave].soak;
+        if soak.failed {
+            return;
+        }
+        soak.left = soak.left.saturating_sub(1);
+        if soak.left == 0 {
+            self.pass_gate(wave);
+        }
+    }
+
+    /// Runs every check once before the `approve:` question.
+    pub(super) fn verify_before_ask(&mut self, wave: usize) {
+        let count = self.plan.playbook.strategy.waves[wave].verify.len();
+        self.waves[wave].soak.before_ask = count;
+        for check in 0..count {
+            self.spawn_check(wave, check, Duration::ZERO, After::Ask);
+        }
+    }
+
+    pub(super) fn checked(&mut self, done: Checked) {
+        let Checked {
+            wave,
+            check,
+            after,
+            canary,
+            baseline,
+        } = done;
+        for &(host, _, _) in canary.iter().chain(&baseline) {
+            if !matches!(self.hosts[host].phase, Phase::Active | Phase::RollingBack) {
+                self.pool.close(host);
+            }
+        }
+        if self.waves[wave].soak.failed {
+            return;
+        }
+        let spec = &self.plan.playbook.strategy.waves[wave].verify[check];
+        let (wave_name, check_name) = (self.plan.waves[wave].name.clone(), spec.name.clone());
+        let inventory = self.plan.inventory.clone();
+        let name = |h: HostId| inventory.hosts[h].name.clone();
+        let mut failed_hosts = Vec::new();
+        let mut failure = None;
+        match &spec.compare {
+            None => {
+                for (host, ok, detail) in &canary {
+                    self.emit(Event::VerifyCheck {
+                        wave: wave_name.clone(),
+                        check: check_name.clone(),
+                        host: name(*host),
+                        ok: *ok,
+                        detail: detail.clone(),
+                    });
+                    if !ok {
+                        failed_hosts.push(*host);
+                        failure.get_or_insert_with(|| format!("on {}: {detail}", name(*host)));
+                    }
+                }
+            }
+            Some(compare) => {
+                let tolerance = compare.tolerance;
+                let verdict = self.compare_round(wave, check, &canary, &baseline, &name);
+                let (ok, detail) = match verdict {
+                    Err(problem) => (false, problem),
+                    Ok((c, b)) => {
+                        let limit = tolerance.limit(b);
+                        let ok = c <= limit;
+                        (
+                            ok,
+                            format!(
+                                "canary median {c} vs baseline median {b} (tolerance {tolerance}: at most {limit})"
+                            ),
+                        )
+                    }
+                };
+                let hosts: Vec<String> = canary.iter().map(|(h, _, _)| name(*h)).collect();
+                self.emit(Event::VerifyCheck {
+                    wave: wave_name.clone(),
+                    check: check_name.clone(),
+                    host: hosts.join(","),
+                    ok,
+                    detail: detail.clone(),
+                });
+                if !ok {
+                    failed_hosts.extend(canary.iter().map(|(h, _, _)| *h));
+                    failure = Some(detail);
+                }
+            }
+        }
+        if let Some(failure) = failure {
+            self.verify_failed(
+                wave,
+                format!("check {check_name} failed {failure}"),
+                failed_hosts,
+            );
+            return;
+        }
+        match after {
+            After::Ask => {
+                let soak = &mut self.waves[wave].soak;
+                soak.before_ask -= 1;
+                if soak.before_ask == 0 {
+                    self.ask(wave);
+                }
+            }
+            After::Soak { left } if left > 0 && !self.stopped() => {
+                let every = self.plan.playbook.strategy.waves[wave].verify[check].every;
+                self.spawn_check(wave, check, every, After::Soak { left: left - 1 });
+            }
+            After::Soak { .. } => self.soak_part_done(wave),
+        }
+    }
+
+    /// Adds a `compare` round's numbers to the samples; the medians so far.
+    fn compare_round(
+        &mut self,
+        wave: usize,
+        check: usize,
+        canary: &[(HostId, bool, String)],
+        baseline: &[(HostId, bool, String)],
+        name: &dyn Fn(HostId) -> String,
+    ) -> Result<(f64, f64), String> {
+        let number = |(host, ok, out): &(HostId, bool, String)| -> Result<f64, String> {
+            if !ok {
+                return Err(format!("on {}: {out}", name(*host)));
+            }
+            out.trim().parse::<f64>().map_err(|_| {
+                format!(
+                    "on {}: the command printed `{}`, not a number",
+                    name(*host),
+                    out.trim()
+                )
+            })
+        };
+        if baseline.is_empty() {
+            return Err("the baseline pattern matches no host".into());
+        }
+        let c: Vec<f64> = canary.iter().map(number).collect::<Result<_, _>>()?;
+        let b: Vec<f64> = baseline.iter().map(number).collect::<Result<_, _>>()?;
+        let samples = self.waves[wave].soak.samples.entry(check).or_default();
+        samples.0.extend(c);
+        samples.1.extend(b);
+        Ok((median(&samples.0), median(&samples.1)))
+    }
+
+    /// A check failed: the wave fails, its failing hosts count as failed, `on_failure`
+    /// applies to them (hosts that had finished are rolled back too).
+    fn verify_failed(&mut self, wave: usize, reason: String, failed: Vec<HostId>) {
+        self.waves[wave].soak.failed = true;
+        if let Some(timer) = self.waves[wave].soak.pause.take() {
+            timer.abort();
+        }
+        let mut regions = Vec::new();
+        for host in failed {
+            if !self.hosts[host].touched || self.hosts[host].failed() {
+                continue;
+            }
+            self.hosts[host].phase = Phase::Failed {
+                rollback_due: false,
+            };
+            let region = self.plan.inventory.hosts[host].region;
+            if !regions.contains(&region) {
+                regions.push(region);
+            }
+        }
+        match self.plan.playbook.strategy.on_failure {
+            OnFailure::Halt => self.ending.halted = true,
+            OnFailure::RollbackRegion => {
+                for region in regions {
+                    self.regions[region].rollback_due = true;
+                    self.stop_region(region);
+                }
+            }
+            OnFailure::RollbackAll => {
+                self.all_rollback_due = true;
+                self.stop_all(&format!(
+                    "wave {} failed its checks: rolling back every touched host",
+                    self.plan.waves[wave].name
+                ));
+            }
+        }
+        let node = self.plan.waves[wave].gate;
+        self.wave_failed(wave, node, reason.clone());
+        // The last wave has no later wave to stop; the run still must not look passed.
+        self.stop_all(&format!(
+            "wave {} failed: {reason}",
+            self.plan.waves[wave].name
+        ));
+    }
+}
+
+/// The median (the mean of the middle two for an even count).
+pub(super) fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Runs a check on one host: `(host, ok, stdout or the error)`.
+async fn run_check(pool: &HostPool, host: HostId, action: &CheckAction) -> (HostId, bool, String) {
+    let spec = TaskSpec {
+        action: match action {
+            CheckAction::Run(command) => task::RenderedAction::Run(command.clone()),
+            CheckAction::Probe(probe) => task::RenderedAction::Probe(probe.clone()),
+        },
+        creates: None,
+        unless: None,
+        capture: None,
+        until: None,
+        timeout: Some(CHECK_TIMEOUT),
+        retries: 0,
+        retry_delay: Duration::ZERO,
+    };
+    let run = task::execute(pool, host, &spec).await;
+    let detail = if run.ok {
+        String::from_utf8_lossy(&run.stdout).trim().to_string()
+    } else {
+        let tail = run.tail(3);
+        let error = run.error.clone().unwrap_or_else(|| "failed".into());
+        if tail.is_empty() {
+            error
+        } else {
+            format!("{error}: {tail}")
+        }
+    };
+    (host, run.ok, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}
