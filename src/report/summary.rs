@@ -500,7 +500,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("stopped: wave canary failed its verify checks; no later wave started"),
+            text.contains(
+                "stopped: wave canary failed its verify checks; its gate did not pass (a later wave never starts)"
+            ),
             "{text}"
         );
     }
