@@ -473,11 +473,18 @@ async fn a_paced_region_rollback_never_has_more_hosts_rolling_back_than_slots() 
             Some(HostOutcome::RolledBack),
             "{host}"
         );
-        assert_eq!(
-            run.read(&host, "log").as_deref(),
-            Some("mark\ncheck\nundo-check\nundo-mark\n"),
-            "{host}: reverse order within the host"
-        );
+        // h7 shares the slots with h8: h8's failure may stop the region before h7's
+        // `check` starts (then it never ran and is not undone). Either way the undo is
+        // the forward run reversed; h1..h6 finished before h8 started.
+        let log = run.read(&host, "log");
+        let cancelled_check = h == 7 && log.as_deref() == Some("mark\nundo-mark\n");
+        if !cancelled_check {
+            assert_eq!(
+                log.as_deref(),
+                Some("mark\ncheck\nundo-check\nundo-mark\n"),
+                "{host}: reverse order within the host"
+            );
+        }
     }
 }
 
