@@ -208,14 +208,6 @@ impl RollbackOrder {
         self.ready.is_empty() && self.running == 0
     }
 
-    /// Each host of the scope and whether all its rollbacks succeeded.
-    pub fn results(&self) -> Vec<(HostId, bool)> {
-        self.hosts
-            .iter()
-            .map(|h| (*h, !self.failed_hosts.contains(h)))
-            .collect()
-    }
-
     pub fn ok(&self) -> bool {
         self.failed_hosts.is_empty()
     }

@@ -215,7 +215,9 @@ impl MailLab {
 /// Starts Postfix and Dovecot on every host of the fleet and writes `<dir>/mail.json`.
 pub fn start(dir: &Path, hosts: &[LabHost]) -> Result<MailLab> {
     for tool in ["postfix", "postqueue", "dovecot", "doveadm"] {
-        if which(tool).is_none() {
+        let usual = [format!("/usr/sbin/{tool}"), format!("/usr/bin/{tool}")];
+        let usual: Vec<&str> = usual.iter().map(String::as_str).collect();
+        if super::setup::find_in_path(tool, &usual).is_none() {
             bail!("{tool} not found: the mail lab needs Postfix and Dovecot; {INSTALL_HINT}");
         }
     }
@@ -526,15 +528,6 @@ fn read_pid(path: &Path) -> Option<u32> {
 
 fn alive(pid: u32) -> bool {
     unsafe { libc::kill(pid as i32, 0) == 0 }
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
 }
 
 /// Adds the mail settings to a lab inventory: the domain, users and password for

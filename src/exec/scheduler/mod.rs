@@ -134,7 +134,8 @@ struct Scheduler {
     unreachable_hosts: usize,
     max_failures_run: Option<usize>,
     stopped_wave: Option<String>,
-    running: JoinSet<(NodeId, TaskRun)>,
+    /// Running tasks; each comes back with its run and the text for its host's log.
+    running: JoinSet<(NodeId, TaskRun, String)>,
     /// Finished tasks whose record is being synced; their dependents wait for it.
     syncing: JoinSet<(NodeId, bool)>,
     timers: JoinSet<Timer>,
@@ -278,7 +279,7 @@ impl Scheduler {
             }
             tokio::select! {
                 Some(joined) = self.running.join_next() => match joined {
-                    Ok((node, run)) => self.finished(node, run),
+                    Ok((node, run, log)) => self.finished(node, run, log),
                     Err(e) => tracing::error!("task panicked or was aborted: {e}"),
                 },
                 Some(Ok((node, ok))) = self.syncing.join_next() => self.release(node, ok),
@@ -485,10 +486,10 @@ impl Scheduler {
         h.touched = true;
         let rendered: Result<TaskSpec, String> =
             task::render_task(&self.plan, step, &self.context(&task));
+        let task_ref = self.task_ref(node);
+        let label = task_ref.label.clone();
         // The start is on disk before the command starts.
-        let durable = self.emit_durable(Event::TaskStarted {
-            task: self.task_ref(node),
-        });
+        let durable = self.emit_durable(Event::TaskStarted { task: task_ref });
         let pool = self.pool.clone();
         self.running.spawn(async move {
             durable.await;
@@ -496,11 +497,13 @@ impl Scheduler {
                 Ok(spec) => task::execute(&pool, task.host, &spec).await,
                 Err(error) => TaskRun::not_started(error),
             };
-            (node, run)
+            // Built here, off the scheduler's thread: it copies all of the task's output.
+            let log = task::log_text(&label, &run);
+            (node, run, log)
         });
     }
 
-    fn finished(&mut self, node: NodeId, run: TaskRun) {
+    fn finished(&mut self, node: NodeId, run: TaskRun, log: String) {
         let task = *self.plan.task(node).expect("a task");
         let region = self.plan.inventory.hosts[task.host].region;
         self.regions[region].running -= 1;
@@ -512,7 +515,7 @@ impl Scheduler {
             output_tail: run.tail(TAIL_LINES),
             changed: run.changed_host(),
             error: run.error.clone(),
-            log: task::log_text(&task_ref.label, &run),
+            log,
         };
         let duration_ms = run.duration.as_millis() as u64;
         let event = if !run.ok {
