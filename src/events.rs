@@ -189,6 +189,14 @@ pub enum Event {
         max_failures_run: usize,
         action: String,
     },
+    /// A wave's failed hosts went beyond its `max_failures`: `on_failure` applies to the
+    /// whole run.
+    WaveBudgetExceeded {
+        wave: String,
+        failed_hosts: usize,
+        max_failures: usize,
+        action: String,
+    },
     RollbackStarted {
         scope: String,
         hosts: usize,

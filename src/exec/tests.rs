@@ -570,6 +570,62 @@ async fn without_a_run_wide_budget_the_same_failures_stay_within_the_clusters_bu
     assert_eq!(run.read("z6", "log").as_deref(), Some("mark\ncheck\n"));
 }
 
+#[tokio::test]
+async fn a_waves_own_budget_stops_the_run_when_its_failures_spread_over_clusters() {
+    // The canary wave of six hosts (two per cluster) allows 1 failure; every cluster
+    // allows 1 too. The second failure, in another cluster, is beyond the wave's budget.
+    let playbook = format!(
+        "name: p\nstrategy:\n  waves:\n    - {{ name: canary, regions: [\"*\"], hosts: \"x1,x2,y1,y2,z1,z2\", max_failures: 1 }}\n    - {{ name: rest, regions: [\"*\"] }}\n  max_failures: 1\n  on_failure: rollback-region\nsteps:\n{}",
+        failing_on("x1|y1")
+    );
+    let (report, events, run) = start_in(TWENTY, &playbook).finish(Vec::new()).await;
+    let crossed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::WaveBudgetExceeded {
+                wave,
+                failed_hosts,
+                max_failures,
+                ..
+            } => Some((wave.clone(), *failed_hosts, *max_failures)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(crossed, vec![("canary".to_string(), 2, 1)]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::BudgetExceeded { .. })),
+        "no cluster went beyond its own budget"
+    );
+    for host in ["x1", "y1"] {
+        assert_eq!(run.outcome(&report, host), Some(HostOutcome::RolledBack));
+        assert!(run.read(host, "log").unwrap().ends_with("undo-mark\n"));
+    }
+    for host in ["x3", "y7", "z6"] {
+        assert_eq!(
+            run.read(host, "log"),
+            None,
+            "{host} of the next wave never ran"
+        );
+    }
+    assert_eq!(report.exit, Exit::FailedRolledBack);
+}
+
+#[tokio::test]
+async fn a_strategy_wide_wave_budget_is_every_waves_default_and_a_percentage_of_its_hosts() {
+    // max_failures_wave: 50% of the six-host canary is 3: two failures stay within it.
+    let playbook = format!(
+        "name: p\nstrategy:\n  waves:\n    - {{ name: canary, regions: [\"*\"], hosts: \"x1,x2,y1,y2,z1,z2\" }}\n    - {{ name: rest, regions: [\"*\"] }}\n  max_failures: 1\n  max_failures_wave: 50%\nsteps:\n{}",
+        failing_on("x1|y1")
+    );
+    let (_report, events, run) = start_in(TWENTY, &playbook).finish(Vec::new()).await;
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::WaveBudgetExceeded { .. })));
+    assert_eq!(run.read("z6", "log").as_deref(), Some("mark\ncheck\n"));
+}
+
 /// Four local hosts and `dead` hosts over ssh to a closed loopback port (no retries) at
 /// `addresses` (127.x).
 fn with_dead_hosts(dead: &str, addresses: &str) -> String {

@@ -44,6 +44,8 @@ pub struct RawStrategy {
     pub handshakes: Option<usize>,
     pub rollback: Option<RawRollback>,
     pub max_failures_run: Option<Scalar>,
+    /// Default failure budget of every wave (a wave's own `max_failures` overrides it).
+    pub max_failures_wave: Option<Scalar>,
     pub unreachable: Option<Unreachable>,
     pub max_unreachable: Option<usize>,
 }
@@ -96,6 +98,9 @@ pub struct RawWave {
     #[serde(default)]
     pub approve: bool,
     pub window: Option<String>,
+    /// Failed hosts the wave tolerates (count or % of its hosts) before `on_failure`
+    /// applies to the whole run.
+    pub max_failures: Option<Scalar>,
     /// Checks run during the wave's soak (`pause:`) and before its `approve:` question.
     #[serde(default)]
     pub verify: Vec<RawCheck>,

@@ -40,6 +40,9 @@ pub struct Wave {
     pub pause: Option<Duration>,
     pub approve: bool,
     pub window: Option<Window>,
+    /// Failed hosts of the wave tolerated before `on_failure` applies to the whole run
+    /// (the wave's own `max_failures`, else `strategy.max_failures_wave`).
+    pub max_failures: Option<Limit>,
     /// Checks that watch the wave's hosts while it soaks.
     pub verify: Vec<Check>,
 }
@@ -234,7 +237,15 @@ impl Builder<'_> {
             );
         }
         let rollback_pace = raw.rollback.and_then(|r| r.pace).unwrap_or_default();
-        let mut waves: Vec<Wave> = raw.waves.into_iter().filter_map(|w| self.wave(w)).collect();
+        let max_failures_wave = raw
+            .max_failures_wave
+            .as_ref()
+            .and_then(|v| self.limit("strategy.max_failures_wave", v));
+        let mut waves: Vec<Wave> = raw
+            .waves
+            .into_iter()
+            .filter_map(|w| self.wave(w, max_failures_wave))
+            .collect();
         let mut names = HashMap::new();
         for wave in &waves {
             if names.insert(wave.name.clone(), ()).is_some() {
@@ -252,6 +263,7 @@ impl Builder<'_> {
                 pause: None,
                 approve: false,
                 window: None,
+                max_failures: max_failures_wave,
                 verify: Vec::new(),
             });
         }
@@ -270,7 +282,7 @@ impl Builder<'_> {
         }
     }
 
-    fn wave(&mut self, raw: RawWave) -> Option<Wave> {
+    fn wave(&mut self, raw: RawWave, max_failures_wave: Option<Limit>) -> Option<Wave> {
         let what = format!("wave `{}`", raw.name);
         if raw.regions.is_empty() {
             self.error(
@@ -312,6 +324,10 @@ impl Builder<'_> {
                 None
             }
         });
+        let max_failures = match &raw.max_failures {
+            Some(v) => self.limit(&format!("{what} max_failures"), v),
+            None => max_failures_wave,
+        };
         let verify: Vec<Check> = raw
             .verify
             .into_iter()
@@ -330,6 +346,7 @@ impl Builder<'_> {
             pause,
             approve: raw.approve,
             window,
+            max_failures,
             verify,
         })
     }

@@ -326,6 +326,15 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             "{} run: {failed_hosts} failed hosts > max_failures_run {max_failures_run}: {action}",
             palette.red("!!")
         )),
+        Event::WaveBudgetExceeded {
+            wave,
+            failed_hosts,
+            max_failures,
+            action,
+        } => Some(format!(
+            "{} wave {wave}: {failed_hosts} failed hosts > its max_failures {max_failures}: {action}",
+            palette.red("!!")
+        )),
         Event::RollbackStarted { scope, hosts } => Some(format!(
             "{} of {scope} ({hosts} hosts)",
             palette.yellow("== rollback")

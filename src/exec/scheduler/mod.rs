@@ -100,6 +100,9 @@ struct WaveRun {
     window_held: HashMap<String, Vec<NodeId>>,
     /// The `verify:` checks of its gate.
     soak: verify::Soak,
+    /// Failed hosts of the wave, and its `max_failures` resolved to a count.
+    failed_hosts: usize,
+    max_failures: Option<usize>,
 }
 
 /// A finished rollback command, back from its worker.
@@ -180,6 +183,18 @@ pub async fn run(
         .filter(|&h| hosts[h].left_tasks > 0)
         .count();
     let max_failures_run = strategy.max_failures_run.map(|l| l.of(hosts_with_tasks));
+    let waves = plan
+        .waves
+        .iter()
+        .zip(&strategy.waves)
+        .map(|(wave, spec)| {
+            let with_tasks = wave.hosts.iter().filter(|&&h| hosts[h].left_tasks > 0);
+            WaveRun {
+                max_failures: spec.max_failures.map(|l| l.of(with_tasks.count())),
+                ..WaveRun::default()
+            }
+        })
+        .collect();
     let scheduler = Scheduler {
         remaining: plan.in_degrees(),
         state: vec![State::Waiting; node_count],
@@ -190,7 +205,7 @@ pub async fn run(
         regions: (0..inventory.regions.len())
             .map(|_| RegionRun::default())
             .collect(),
-        waves: (0..plan.waves.len()).map(|_| WaveRun::default()).collect(),
+        waves,
         run_captures: Vars::new(),
         stop: Stop::No,
         ending: Ending::default(),

@@ -29,6 +29,15 @@ impl Scheduler {
             self.run_budget_exceeded(host, action);
             return;
         }
+        if let Some(wave) = self.plan.host_wave[host] {
+            let run = &mut self.waves[wave];
+            run.failed_hosts += 1;
+            if let Some(action) = policy::on_run_failure(run.failed_hosts, run.max_failures, policy)
+            {
+                self.wave_budget_exceeded(wave, host, action);
+                return;
+            }
+        }
         let action = policy::on_host_failure(failed_hosts, max_failures, policy);
         if !action.beyond_budget() {
             self.hosts[host].phase = Phase::Failed { rollback_due: true };
@@ -71,6 +80,30 @@ impl Scheduler {
             self.emit(Event::RunBudgetExceeded {
                 failed_hosts: failed,
                 max_failures_run: max,
+                action: serde_json::to_value(self.plan.playbook.strategy.on_failure)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            });
+        }
+        let region = self.plan.inventory.hosts[host].region;
+        self.apply_failure_action(action, region);
+    }
+
+    /// Beyond the wave's `max_failures`: like the run-wide budget, `on_failure` applies
+    /// to the whole run (the wave's hosts are spread over many clusters and regions).
+    fn wave_budget_exceeded(&mut self, wave: usize, host: HostId, action: FailureAction) {
+        let run = &mut self.waves[wave];
+        let (failed, max) = (run.failed_hosts, run.max_failures.unwrap_or_default());
+        let name = self.plan.waves[wave].name.clone();
+        run.failed.get_or_insert_with(|| {
+            format!("wave {name} failed {failed} host(s), beyond its max_failures {max}")
+        });
+        if failed == max + 1 {
+            self.emit(Event::WaveBudgetExceeded {
+                wave: name,
+                failed_hosts: failed,
+                max_failures: max,
                 action: serde_json::to_value(self.plan.playbook.strategy.on_failure)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
