@@ -3,7 +3,7 @@
 
 use super::templates::{check_rendering, check_template_files, check_template_variables};
 use super::validate::step_cycles;
-use super::waves::{assign_waves, report_unwaved};
+use super::waves::{assign_waves, check_verify_patterns, report_unwaved};
 use super::{Node, Plan, Task, WavePlan};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::inventory::pattern::{self, HostSet};
@@ -40,6 +40,7 @@ pub fn build(
         }
     };
     let host_wave = assign_waves(&inventory, &playbook, &mut errors);
+    check_verify_patterns(&inventory, &playbook, &mut errors);
     let selected = pattern::select(&inventory, options.limit.as_deref()).unwrap_or_else(|d| {
         errors.push(d);
         HostSet::empty(inventory.hosts.len())

@@ -72,6 +72,47 @@ pub(super) fn assign_waves(
     host_wave
 }
 
+/// A wave's `verify:` check runs on its `hosts:` and compares against its `baseline:`;
+/// a pattern that names no host of the inventory would make the check pass (or fail)
+/// vacuously at run time, so it is an error before anything runs.
+pub(super) fn check_verify_patterns(
+    inventory: &Inventory,
+    playbook: &Playbook,
+    errors: &mut Diagnostics,
+) {
+    for wave in &playbook.strategy.waves {
+        for check in &wave.verify {
+            let patterns = [
+                ("hosts", check.hosts.as_ref()),
+                ("baseline", check.compare.as_ref().map(|c| &c.baseline)),
+            ];
+            for (field, pattern) in patterns {
+                let Some(pattern) = pattern else { continue };
+                let what = format!(
+                    "wave `{}` verify check `{}` {field} `{}`",
+                    wave.name,
+                    check.name,
+                    pattern.as_str()
+                );
+                match pattern.resolve(inventory) {
+                    Ok(set) if set.iter().next().is_some() => {}
+                    Ok(_) => errors.push(
+                        Diagnostic::new(&playbook.file, format!("{what} matches no host of inventory `{}`", inventory.name))
+                            .hint("name hosts, groups or clusters that exist (`pony inventory` lists them)"),
+                    ),
+                    Err(e) => {
+                        let d = Diagnostic::new(&playbook.file, format!("{what}: {e}"));
+                        errors.push(match e.suggestion {
+                            Some(s) => d.hint(format!("did you mean `{s}`?")),
+                            None => d.hint("check the pattern against the inventory"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How many inventory hosts each wave of the playbook takes (problems aside): what `pony
 /// lab up` uses to fit the flagship's waves to a small fleet.
 pub fn wave_sizes(inventory: &Inventory, playbook: &Playbook) -> Vec<usize> {
