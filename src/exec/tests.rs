@@ -1023,6 +1023,21 @@ async fn checks_run_before_the_approve_question_and_a_failure_fails_the_wave_ins
 }
 
 #[tokio::test]
+async fn a_checks_command_is_a_template_rendered_for_each_host() {
+    // Unrendered, `{{ host.name }}` would never equal the host's folder name.
+    let verify = "        - { name: mine, run: 'grep -qx \"{{ marker }}\" log && test \"$(basename \"$PWD\")\" = \"{{ host.name }}\"', hosts: \"a1,a2\", every: 20ms }\n";
+    let playbook = canary_playbook(verify, "40ms")
+        .replace("name: p\n", "name: p\nvars: { marker: deploy }\n")
+        .replace("hosts: a1\n", "hosts: \"a1,a2\"\n");
+    let (report, events, _run) = run_to_end(&playbook).await;
+    let checks = verify_events(&events);
+    assert!(checks.len() >= 4, "{checks:?}");
+    assert!(checks.iter().all(|c| c.2), "{checks:?}");
+    assert!(checks.iter().any(|c| c.1 == "a2"));
+    assert_eq!(report.exit, Exit::Success);
+}
+
+#[tokio::test]
 async fn passing_checks_before_the_approve_question_let_it_be_asked() {
     let playbook = canary_playbook(
         "        - { name: deployed, run: \"grep -q deploy log\" }\n",

@@ -1,7 +1,9 @@
 //! Building the plan: step cycles, wave membership, targets, `needs` scoping, wave gates
 //! and template variables, with every problem collected before anything is returned.
 
-use super::templates::{check_rendering, check_template_files, check_template_variables};
+use super::templates::{
+    check_rendering, check_template_files, check_template_variables, check_verify_templates,
+};
 use super::validate::step_cycles;
 use super::waves::{assign_waves, check_verify_patterns, report_unwaved};
 use super::{Node, Plan, Task, WavePlan};
@@ -294,6 +296,7 @@ pub fn build(
     };
     if errors.is_empty() {
         check_rendering(&plan, &step_tasks, &mut errors);
+        check_verify_templates(&plan, &mut errors);
     }
     errors.into_result(plan)
 }

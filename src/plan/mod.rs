@@ -262,10 +262,22 @@ impl Plan {
     /// The template context of a task: merged vars, then captures, and the built-ins
     /// `host`, `run`, `playbook`, `wave`.
     pub fn template_context(&self, task: &Task, run_id: &str, captures: &Vars) -> minijinja::Value {
+        self.host_context(task.host, task.wave, run_id, captures)
+    }
+
+    /// The template context of `host` in `wave` outside any task (a gate's `verify:`
+    /// checks): the same vars and built-ins a task of the host sees.
+    pub fn host_context(
+        &self,
+        host_id: HostId,
+        wave: usize,
+        run_id: &str,
+        captures: &Vars,
+    ) -> minijinja::Value {
         let plan = self;
         let inventory = &plan.inventory;
-        let host = &inventory.hosts[task.host];
-        let mut vars = plan.vars_for(task.host);
+        let host = &inventory.hosts[host_id];
+        let mut vars = plan.vars_for(host_id);
         vars.extend(captures.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut map: serde_json::Map<String, serde_json::Value> = vars
             .into_iter()
@@ -288,7 +300,7 @@ impl Plan {
         );
         map.insert(
             "wave".into(),
-            serde_json::json!({ "name": plan.waves[task.wave].name }),
+            serde_json::json!({ "name": plan.waves[wave].name }),
         );
         minijinja::Value::from_serialize(&map)
     }

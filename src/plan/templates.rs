@@ -139,6 +139,70 @@ pub(super) fn check_rendering(plan: &Plan, step_tasks: &[StepTasks], errors: &mu
     }
 }
 
+/// A gate's `verify:` checks are templates too: each renders for every host it runs on
+/// (its `hosts:`, else the wave's, and its `baseline:`), with the vars and built-ins a
+/// task of that host sees; captures are not available to checks.
+pub(super) fn check_verify_templates(plan: &Plan, errors: &mut Diagnostics) {
+    let env = template::environment();
+    for (w, wave) in plan.playbook.strategy.waves.iter().enumerate() {
+        let Some(wave_plan) = plan.waves.get(w) else {
+            continue;
+        };
+        for check in &wave.verify {
+            let resolve = |pattern: &crate::inventory::pattern::HostPattern| -> Vec<HostId> {
+                pattern
+                    .resolve(&plan.inventory)
+                    .map(|set| set.iter().collect())
+                    .unwrap_or_default()
+            };
+            let mut hosts = match &check.hosts {
+                Some(p) => resolve(p),
+                None => wave_plan.hosts.clone(),
+            };
+            if let Some(c) = &check.compare {
+                hosts.extend(resolve(&c.baseline));
+            }
+            'hosts: for host in hosts {
+                let ctx = plan.host_context(host, w, "check", &Vars::new());
+                for (field, source) in check.action.templates() {
+                    let Err(e) = env.render_str(source, &ctx) else {
+                        continue;
+                    };
+                    let known = plan.vars_for(host);
+                    let missing: Vec<String> = template::variables(env, source)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|v| {
+                            !known.contains_key(v)
+                                && !["host", "run", "playbook", "wave"].contains(&v.as_str())
+                        })
+                        .collect();
+                    let detail = match missing.first() {
+                        Some(var) => format!("`{var}` is not defined"),
+                        None => e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()),
+                    };
+                    let d = Diagnostic::new(
+                        &plan.playbook.file,
+                        format!(
+                            "wave `{}` verify check `{}`: `{field}` cannot be rendered for host `{}`: {detail}",
+                            wave.name, check.name, plan.inventory.hosts[host].name
+                        ),
+                    );
+                    let near = missing
+                        .first()
+                        .and_then(|var| closest(var, known.keys().map(String::as_str)));
+                    errors.push(match near {
+                        Some(best) => d.hint(format!("did you mean `{best}`?")),
+                        None => d.hint("define the variable for every host the check runs on (inventory vars or `--var`), or give it a `| default(...)`; checks see vars and built-ins, not captures"),
+                    });
+                    // One message per check is enough to fix it.
+                    break 'hosts;
+                }
+            }
+        }
+    }
+}
+
 /// Every variable a step's templates really use must be defined for every host it runs on.
 /// The templates are rendered per host (strict undefined), so a variable behind `default`,
 /// `is defined` or in a branch the host never takes is not required; captures of earlier

@@ -89,6 +89,27 @@ pub enum CheckAction {
     Probe(super::Probe),
 }
 
+impl CheckAction {
+    /// The check's template fields: `(field, source)`.
+    pub fn templates(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            CheckAction::Run(command) => vec![("run", command.as_str())],
+            CheckAction::Probe(probe) => probe.templates(),
+        }
+    }
+
+    /// The check with every template field rendered by `render` (for one host).
+    pub fn rendered<E>(
+        &self,
+        mut render: impl FnMut(&'static str, &str) -> Result<String, E>,
+    ) -> Result<CheckAction, E> {
+        Ok(match self {
+            CheckAction::Run(command) => CheckAction::Run(render("run", command)?),
+            CheckAction::Probe(probe) => CheckAction::Probe(probe.rendered(render)?),
+        })
+    }
+}
+
 /// Canary analysis: the median of the number the command prints on the check's hosts
 /// (over hosts and samples) may exceed the baseline hosts' median by at most `tolerance`.
 #[derive(Debug, Clone)]

@@ -69,15 +69,27 @@ impl Scheduler {
             None => Vec::new(),
         };
         let pool = self.pool.clone();
+        let plan = self.plan.clone();
+        let run_id = self.options.run_id.clone();
         self.timers.spawn(async move {
             tokio::time::sleep(delay).await;
             let run_all = |hosts: Vec<HostId>| {
-                let pool = pool.clone();
+                let (pool, plan, run_id) = (pool.clone(), plan.clone(), run_id.clone());
                 let action = spec.action.clone();
                 async move {
                     let mut results = Vec::new();
                     for host in hosts {
-                        results.push(run_check(&pool, host, &action).await);
+                        let ctx = plan.host_context(host, wave, &run_id, &Vars::new());
+                        let env = crate::playbook::template::environment();
+                        let rendered =
+                            action.rendered(|field, source| match env.render_str(source, &ctx) {
+                                Ok(text) => Ok(text),
+                                Err(e) => Err(format!("`{field}` cannot be rendered: {e}")),
+                            });
+                        results.push(match rendered {
+                            Ok(action) => run_check(&pool, host, &action).await,
+                            Err(problem) => (host, false, problem),
+                        });
                     }
                     results
                 }
