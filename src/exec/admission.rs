@@ -56,6 +56,30 @@ impl Admission {
         self.active = self.active.saturating_sub(1);
     }
 
+    /// Connections for work outside any host's slot (a gate's `verify:` checks): taken
+    /// when they fit under `connections`, or when nothing else holds one (a limit smaller
+    /// than the request must not stall the gate forever).
+    pub fn borrow_connections(&mut self, wanted: usize) -> bool {
+        let fits = self.can_borrow(wanted);
+        if fits {
+            self.active += wanted;
+        }
+        fits
+    }
+
+    pub fn can_borrow(&self, wanted: usize) -> bool {
+        self.active + wanted <= self.connections || self.active == 0
+    }
+
+    pub fn repay_connections(&mut self, borrowed: usize) {
+        self.active = self.active.saturating_sub(borrowed);
+    }
+
+    /// How many connections the run may hold at once.
+    pub fn connection_limit(&self) -> usize {
+        self.connections
+    }
+
     pub fn enqueue(&mut self, cluster: usize, host: HostId) {
         self.clusters[cluster].waiting.push_back(host);
     }
@@ -123,6 +147,23 @@ mod tests {
         a.enqueue(1, 3);
         a.give_back(0);
         assert_eq!(a.next_admissible(), Some((1, 3)));
+    }
+
+    #[test]
+    fn borrowed_connections_keep_hosts_out_until_repaid() {
+        let mut a = Admission::new(vec![5], 3);
+        a.take(0);
+        assert!(a.borrow_connections(2), "1 + 2 fits in 3");
+        assert!(!a.has_room(0), "the checks hold the last connections");
+        assert!(!a.borrow_connections(1));
+        a.repay_connections(2);
+        assert!(a.has_room(0));
+        a.give_back(0);
+        let mut one = Admission::new(vec![5], 1);
+        assert!(
+            one.borrow_connections(2),
+            "alone, a request over the limit still goes"
+        );
     }
 
     #[test]

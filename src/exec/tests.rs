@@ -89,7 +89,7 @@ fn start_with(
         run_dir_display: String::new(),
         redactor: Redactor::new(std::iter::empty(), std::iter::empty()),
         approvals: Vec::new(),
-        connections: 64,
+        connections: plan.playbook.strategy.connections,
         interrupts: watched,
         approver: None,
         replay: None,
@@ -1035,6 +1035,37 @@ async fn a_checks_command_is_a_template_rendered_for_each_host() {
     assert!(checks.iter().all(|c| c.2), "{checks:?}");
     assert!(checks.iter().any(|c| c.1 == "a2"));
     assert_eq!(report.exit, Exit::Success);
+}
+
+/// A compare check whose command records how many of its hosts are in it at once: each
+/// waits (a bounded second) for another host to arrive, so two lanes side by side always
+/// meet and one lane at a time never does (a lane that met leaves its marker for the
+/// other to see; one that was alone removes it).
+fn meeting_check() -> String {
+    let command = "h=$(basename $PWD); touch ../in-$h; n=0; while [ $(ls ../in-* | wc -l) -lt 2 ] && [ $n -lt 10 ]; do sleep 0.1; n=$((n+1)); done; c=$(ls ../in-* | wc -l); echo $c >> ../met; [ $c -ge 2 ] || rm ../in-$h; echo 5";
+    format!("        - name: meet\n          run: '{command}'\n          every: 20ms\n          compare: median\n          baseline: b1\n")
+}
+
+#[tokio::test]
+async fn a_checks_connections_count_against_the_connections_limit() {
+    let playbook = canary_playbook(&meeting_check(), "20ms");
+    let one = playbook.replace(
+        "  max_failures: 0\n",
+        "  max_failures: 0\n  connections: 1\n",
+    );
+    let (report, _events, run) = run_to_end(&one).await;
+    assert_eq!(report.exit, Exit::Success);
+    let met = std::fs::read_to_string(run.dir.path().join("hosts/met")).unwrap();
+    assert_eq!(
+        met.lines().collect::<Vec<_>>(),
+        vec!["1", "1"],
+        "one connection: canary, then baseline"
+    );
+    // With room for two, the canary and the baseline are checked side by side.
+    let (report, _events, run) = run_to_end(&playbook).await;
+    assert_eq!(report.exit, Exit::Success);
+    let met = std::fs::read_to_string(run.dir.path().join("hosts/met")).unwrap();
+    assert_eq!(met.lines().collect::<Vec<_>>(), vec!["2", "2"]);
 }
 
 #[tokio::test]

@@ -179,7 +179,10 @@ pub(super) fn check_verify_templates(plan: &Plan, errors: &mut Diagnostics) {
                         .collect();
                     let detail = match missing.first() {
                         Some(var) => format!("`{var}` is not defined"),
-                        None => e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()),
+                        None => e
+                            .detail()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| e.to_string()),
                     };
                     let d = Diagnostic::new(
                         &plan.playbook.file,

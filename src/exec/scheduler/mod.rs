@@ -40,6 +40,8 @@ enum Timer {
     Paused(usize),
     /// A wave's change window opened for the hosts in this time zone.
     WindowOpen(usize, String),
+    /// A round of a wave's `verify:` check is due.
+    CheckDue(verify::CheckRound),
     /// A round of a wave's `verify:` check is back.
     Checked(Box<verify::Checked>),
 }
@@ -308,6 +310,7 @@ impl Scheduler {
                     Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.pass_gate(wave),
                     Ok(Timer::Paused(wave)) => self.soak_part_done(wave),
                     Ok(Timer::WindowOpen(wave, zone)) => self.window_opened(wave, &zone),
+                    Ok(Timer::CheckDue(round)) => self.check_due(round),
                     Ok(Timer::Checked(done)) => self.checked(*done),
                 },
                 Some(joined) = self.rollback_runs.join_next() => match joined {
@@ -448,6 +451,12 @@ impl Scheduler {
         }
         self.admission
             .give_back(self.plan.inventory.hosts[host].cluster);
+        self.connections_freed();
+    }
+
+    /// Room came back: queued check rounds, then waiting hosts, take it.
+    fn connections_freed(&mut self) {
+        self.start_queued_checks();
         while let Some((_, next)) = self.admission.next_admissible() {
             self.start_queued_host(next);
         }

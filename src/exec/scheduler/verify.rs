@@ -16,11 +16,21 @@ pub(super) enum After {
     Soak { left: u32 },
 }
 
+/// A round of a check, due to run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CheckRound {
+    pub wave: usize,
+    pub check: usize,
+    pub after: After,
+}
+
 /// One check's round, back from its worker.
 pub(super) struct Checked {
     pub wave: usize,
     pub check: usize,
     pub after: After,
+    /// Connections the round held (given back when it is judged).
+    pub lanes: usize,
     /// `(host, ok, stdout or error)` for every host the check ran on.
     pub canary: Vec<(HostId, bool, String)>,
     pub baseline: Vec<(HostId, bool, String)>,
@@ -42,6 +52,8 @@ pub(super) struct Soak {
     pub before_ask: usize,
     /// The pause timer: a failed soak ends it (the run does not sit out the pause).
     pub pause: Option<tokio::task::AbortHandle>,
+    /// Rounds due but waiting for connections.
+    pub queued: std::collections::VecDeque<CheckRound>,
 }
 
 impl Scheduler {
@@ -62,6 +74,25 @@ impl Scheduler {
 
     /// Runs one round of `check` of `wave` after `delay`, in a worker.
     pub(super) fn spawn_check(&mut self, wave: usize, check: usize, delay: Duration, after: After) {
+        if delay.is_zero() {
+            self.check_due(CheckRound { wave, check, after });
+            return;
+        }
+        self.timers.spawn(async move {
+            tokio::time::sleep(delay).await;
+            Timer::CheckDue(CheckRound { wave, check, after })
+        });
+    }
+
+    /// A round is due: it starts once its connections fit under `connections` (checks of
+    /// a gate are queued behind nothing but each other and the hosts holding connections).
+    pub(super) fn check_due(&mut self, round: CheckRound) {
+        let lanes = self.check_lanes(&round);
+        if !self.admission.borrow_connections(lanes) {
+            self.waves[round.wave].soak.queued.push_back(round);
+            return;
+        }
+        let CheckRound { wave, check, after } = round;
         let spec: Check = self.plan.playbook.strategy.waves[wave].verify[check].clone();
         let canary = self.check_hosts(wave, spec.hosts.as_ref());
         let baseline = match &spec.compare {
@@ -72,7 +103,6 @@ impl Scheduler {
         let plan = self.plan.clone();
         let run_id = self.options.run_id.clone();
         self.timers.spawn(async move {
-            tokio::time::sleep(delay).await;
             let run_all = |hosts: Vec<HostId>| {
                 let (pool, plan, run_id) = (pool.clone(), plan.clone(), run_id.clone());
                 let action = spec.action.clone();
@@ -94,15 +124,43 @@ impl Scheduler {
                     results
                 }
             };
-            let (canary, baseline) = tokio::join!(run_all(canary), run_all(baseline));
+            // Canaries and baseline side by side when two connections are allowed.
+            let (canary, baseline) = if lanes >= 2 {
+                tokio::join!(run_all(canary), run_all(baseline))
+            } else {
+                (run_all(canary).await, run_all(baseline).await)
+            };
             Timer::Checked(Box::new(Checked {
                 wave,
                 check,
                 after,
+                lanes,
                 canary,
                 baseline,
             }))
         });
+    }
+
+    /// Connections a round holds at once: one per side (canary, baseline) that has hosts,
+    /// within `connections`.
+    fn check_lanes(&self, round: &CheckRound) -> usize {
+        let spec = &self.plan.playbook.strategy.waves[round.wave].verify[round.check];
+        let sides = 1 + usize::from(spec.compare.is_some());
+        sides.min(self.admission.connection_limit())
+    }
+
+    /// Connections were given back: queued check rounds go first (a gate in progress),
+    /// then waiting hosts.
+    pub(super) fn start_queued_checks(&mut self) {
+        for wave in 0..self.waves.len() {
+            while let Some(&round) = self.waves[wave].soak.queued.front() {
+                if !self.admission.can_borrow(self.check_lanes(&round)) {
+                    return;
+                }
+                self.waves[wave].soak.queued.pop_front();
+                self.check_due(round);
+            }
+        }
     }
 
     /// Starts the wave's soak: every check every `every` for `pause` (at least once).
@@ -151,9 +209,12 @@ impl Scheduler {
             wave,
             check,
             after,
+            lanes,
             canary,
             baseline,
         } = done;
+        self.admission.repay_connections(lanes);
+        self.connections_freed();
         for &(host, _, _) in canary.iter().chain(&baseline) {
             if !matches!(self.hosts[host].phase, Phase::Active | Phase::RollingBack) {
                 self.pool.close(host);
