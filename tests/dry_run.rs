@@ -287,3 +287,29 @@ fn a_wave_without_hosts_with_tasks_is_shown_as_skipped() {
     assert!(!out.contains("@a-1"), "{out}");
     assert!(out.contains("#   r2/c3 (2 at once): batch 1: d-1, d-2 / batch 2: d-3, d-4"));
 }
+
+#[test]
+fn the_gates_checks_and_the_rollback_pace_are_shown() {
+    let playbook = PLAYBOOK.replace(
+        "    - { name: first, regions: [r1] }\n",
+        r#"    - name: first
+      regions: [r1]
+      pause: 10m
+      max_failures: 25%
+      verify:
+        - { name: version, run: "grep -qx {{ version }} rel/VERSION", hosts: b-2, every: 1m }
+"#,
+    );
+    let setup = Setup::new(INVENTORY, &playbook);
+    let out = setup.dry_run(&[]);
+    assert!(
+        out.starts_with("# rollback: pace window: per cluster at most max_unavailable hosts roll back at once, the failed host first; beyond max_failures 0 per cluster → rollback-region\n"),
+        "{out}"
+    );
+    assert!(out.contains("# end of wave first, pause 10m\n#   wave budget: max_failures 25% of the wave's hosts, then on_failure for the whole run\n#   verify version: run `grep -qx {{ version }} rel/VERSION` on b-2 every 1m\n#     on b-2: grep -qx 2.0 rel/VERSION\n"), "{out}");
+    let out = setup.dry_run(&["--rollback-pace", "all"]);
+    assert!(
+        out.starts_with("# rollback: pace all: every host of a rollback at once;"),
+        "{out}"
+    );
+}

@@ -20,7 +20,14 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
         let connections = global
             .connections
             .unwrap_or(plan.playbook.strategy.connections);
-        print!("{}", super::dry_run::render(&plan, &redactor, connections));
+        let pace = global
+            .rollback_pace
+            .map(Into::into)
+            .unwrap_or(plan.playbook.strategy.rollback_pace);
+        print!(
+            "{}",
+            super::dry_run::render(&plan, &redactor, connections, pace)
+        );
         return Ok(Exit::Success);
     }
     if !args.yes && !confirm(&plan)? {

@@ -10,7 +10,7 @@
 use crate::exec::task;
 use crate::inventory::{ClusterId, HostId};
 use crate::plan::{Node, NodeId, Plan};
-use crate::playbook::Per;
+use crate::playbook::{CheckAction, Per, RollbackPace};
 use crate::secret::Redactor;
 use std::collections::BTreeMap;
 
@@ -81,7 +81,7 @@ fn batches(plan: &Plan) -> Batches {
 
 /// Every command per host in the order the run takes them, rendered, each followed by
 /// its rollback; `connections` is the run-wide limit of hosts at once.
-pub fn render(plan: &Plan, redactor: &Redactor, connections: usize) -> String {
+pub fn render(plan: &Plan, redactor: &Redactor, connections: usize, pace: RollbackPace) -> String {
     let batches = batches(plan);
     // A task's batch: its host's, or later when it waits for tasks of a later batch (a
     // region-wide `needs`, a `per: region` step after the region's hosts).
@@ -115,7 +115,7 @@ pub fn render(plan: &Plan, redactor: &Redactor, connections: usize) -> String {
             placeholders.insert(name.clone(), CAPTURED.into());
         }
     }
-    let mut out = String::new();
+    let mut out = rollback_line(plan, pace);
     let mut next = tasks.iter().peekable();
     for (w, wave) in plan.waves.iter().enumerate() {
         out.push_str(&wave_header(plan, w, &batches.waves[w], connections));
@@ -141,7 +141,76 @@ pub fn render(plan: &Plan, redactor: &Redactor, connections: usize) -> String {
                     .unwrap_or_default(),
                 if spec.approve { ", approve" } else { "" }
             ));
+            out.push_str(&gate_checks(plan, w, redactor));
         }
+    }
+    out
+}
+
+/// How a rollback would go: the pace (the command line's `--rollback-pace` or the
+/// playbook's) and the failure budgets that trigger it.
+fn rollback_line(plan: &Plan, pace: RollbackPace) -> String {
+    let strategy = &plan.playbook.strategy;
+    let pace = match pace {
+        RollbackPace::Window => {
+            "pace window: per cluster at most max_unavailable hosts roll back at once, the failed host first"
+        }
+        RollbackPace::All => "pace all: every host of a rollback at once",
+    };
+    let on_failure = serde_json::to_value(strategy.on_failure)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut budgets = vec![format!(
+        "max_failures {} per cluster",
+        strategy.max_failures
+    )];
+    if let Some(run) = strategy.max_failures_run {
+        budgets.push(format!("max_failures_run {run}"));
+    }
+    format!(
+        "# rollback: {pace}; beyond {} → {on_failure}\n",
+        budgets.join(", ")
+    )
+}
+
+/// What the wave's gate checks: every `verify:` check, rendered for its first host.
+fn gate_checks(plan: &Plan, wave: usize, redactor: &Redactor) -> String {
+    let spec = &plan.playbook.strategy.waves[wave];
+    let mut out = String::new();
+    if let Some(max) = spec.max_failures {
+        out.push_str(&format!(
+            "#   wave budget: max_failures {max} of the wave's hosts, then on_failure for the whole run\n"
+        ));
+    }
+    for check in &spec.verify {
+        out.push_str(&format!(
+            "#   verify {}\n",
+            redactor.redact(&check.describe())
+        ));
+        let first = match &check.hosts {
+            Some(pattern) => pattern
+                .resolve(&plan.inventory)
+                .ok()
+                .and_then(|set| set.iter().next()),
+            None => plan.waves[wave].hosts.first().copied(),
+        };
+        let Some(host) = first else { continue };
+        let ctx = plan.host_context(host, wave, "DRY-RUN", &crate::inventory::Vars::new());
+        let env = crate::playbook::template::environment();
+        let rendered = check
+            .action
+            .rendered(|_, source| env.render_str(source, &ctx));
+        let text = match rendered {
+            Ok(CheckAction::Run(command)) => command,
+            Ok(CheckAction::Probe(probe)) => format!("probe {}", probe.describe()),
+            Err(e) => format!("!! {e}"),
+        };
+        out.push_str(&format!(
+            "#     on {}: {}\n",
+            plan.inventory.hosts[host].name,
+            redactor.redact(&text)
+        ));
     }
     out
 }
