@@ -770,6 +770,7 @@ strategy:
       regions: ["*"]
       hosts: mx-dub-01
       pause: 10m
+      max_failures: 1
       verify:
         - { name: queue, run: "postqueue -j | wc -l", every: 30s, compare: median, baseline: "mx-dub-02", tolerance: "50%" }
         - { name: smtp, probe: { smtp: { port: 25 } }, every: 1m }
@@ -786,6 +787,12 @@ steps:
     );
     assert!(
         out.contains("verify smtp: probe {\"smtp\":{\"port\":25,\"starttls\":false}} on the wave's hosts every 1m"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "  max_failures 1 of the wave (1 of 1 hosts), then on_failure for the whole run"
+        ),
         "{out}"
     );
 }

@@ -100,6 +100,19 @@ pub fn describe(plan: &Plan, with_estimate: bool) -> String {
             thousands(wave.hosts.iter().map(|&h| tasks_per_host[h]).sum())
         )
         .unwrap();
+        if let Some(limit) = spec.max_failures {
+            let with_tasks = wave
+                .hosts
+                .iter()
+                .filter(|&&h| tasks_per_host[h] > 0)
+                .count();
+            writeln!(
+                out,
+                "  max_failures {limit} of the wave ({} of {with_tasks} hosts), then on_failure for the whole run",
+                limit.of(with_tasks)
+            )
+            .unwrap();
+        }
         for check in &spec.verify {
             writeln!(out, "  verify {}", check.describe()).unwrap();
         }
