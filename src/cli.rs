@@ -374,7 +374,9 @@ fn parse_start(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M")
         .map(|t| t.and_utc())
         .map_err(|_| {
-            format!("`{text}` is not a time such as 2026-03-10T20:00:00Z or `2026-03-10 20:00` (UTC)")
+            format!(
+                "`{text}` is not a time such as 2026-03-10T20:00:00Z or `2026-03-10 20:00` (UTC)"
+            )
         })
 }
 

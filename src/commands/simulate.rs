@@ -42,7 +42,9 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
     let durations_of = |plan: &Plan| {
         Durations::build(
             plan,
-            durations_file.as_ref().map(|(p, t)| (p.as_path(), t.as_str())),
+            durations_file
+                .as_ref()
+                .map(|(p, t)| (p.as_path(), t.as_str())),
             &learned,
         )
     };
@@ -53,7 +55,9 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
         start: args.start.unwrap_or_else(|| {
             use chrono::{Timelike, Utc};
             let now = Utc::now();
-            now.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(now)
+            now.with_second(0)
+                .and_then(|t| t.with_nanosecond(0))
+                .unwrap_or(now)
         }),
         approve_after: args.approve_after,
         connections: args.connections,
@@ -77,9 +81,16 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
         None
     };
     if let Some(path) = &args.svg {
-        std::fs::write(path, crate::sim::svg::render(&simulation, baseline.as_ref())).map_err(
-            |e| Diagnostics::from(Diagnostic::new(path, format!("cannot write the timeline: {e}"))),
-        )?;
+        std::fs::write(
+            path,
+            crate::sim::svg::render(&simulation, baseline.as_ref()),
+        )
+        .map_err(|e| {
+            Diagnostics::from(Diagnostic::new(
+                path,
+                format!("cannot write the timeline: {e}"),
+            ))
+        })?;
     }
     match global.output {
         OutputFormat::Json => {

@@ -48,7 +48,7 @@ impl Dist {
     }
 
     fn describe(&self) -> String {
-        let f = |d: &Duration| crate::state::runs::format_duration(d.as_millis() as u64);
+        let f = |d: &Duration| ms_text(d.as_millis() as u64);
         match self {
             Dist::Fixed(d) => f(d),
             Dist::Between(a, b) => format!("{}..{}", f(a), f(b)),
@@ -56,12 +56,22 @@ impl Dist {
                 let mut sorted = ms.clone();
                 sorted.sort_unstable();
                 format!(
-                    "{} samples, median {}",
+                    "{} sample{}, median {}",
                     ms.len(),
-                    crate::state::runs::format_duration(sorted[sorted.len() / 2])
+                    if ms.len() == 1 { "" } else { "s" },
+                    ms_text(sorted[sorted.len() / 2])
                 )
             }
         }
+    }
+}
+
+/// `7ms`, `1.5s`, `20s`, `10m`.
+fn ms_text(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        super::report::duration_text(ms)
     }
 }
 
@@ -137,12 +147,17 @@ impl Durations {
             .enumerate()
             .map(|(s, step)| {
                 let file = from_file[s].take();
-                let (rules, source) = if let Some(rules) =
-                    file.as_ref().map(|f| f.rules.clone()).filter(|r| !r.is_empty())
+                let (rules, source) = if let Some(rules) = file
+                    .as_ref()
+                    .map(|f| f.rules.clone())
+                    .filter(|r| !r.is_empty())
                 {
                     (rules, Source::File)
                 } else if !tasks[s].is_empty() {
-                    (vec![(None, Dist::Samples(tasks[s].clone()))], Source::Journal)
+                    (
+                        vec![(None, Dist::Samples(tasks[s].clone()))],
+                        Source::Journal,
+                    )
                 } else if let Some(estimate) = step.estimate {
                     (vec![(None, Dist::Fixed(estimate))], Source::Estimate)
                 } else {
@@ -240,13 +255,21 @@ fn parse_file(plan: &Plan, path: &Path, text: &str) -> Result<Vec<Option<FileSte
             .hint("e.g. `drain: 10m` or `drain: [{ hosts: mta, duration: 10m }, { duration: 2s }]`")
             .into());
     };
-    let names: Vec<&str> = plan.playbook.steps.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = plan
+        .playbook
+        .steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     for (key, entry) in map {
         let name = key.as_str().unwrap_or_default();
         let Some(step) = plan.playbook.step_id(name) else {
             errors.push(
-                Diagnostic::new(path, format!("no step `{name}` in playbook `{}`", plan.playbook.name))
-                    .suggest(name, names.iter().copied()),
+                Diagnostic::new(
+                    path,
+                    format!("no step `{name}` in playbook `{}`", plan.playbook.name),
+                )
+                .suggest(name, names.iter().copied()),
             );
             continue;
         };
@@ -273,12 +296,18 @@ fn file_step(
     };
     let rule = |value: &Value| -> Result<(Option<HostSet>, Dist, Option<Dist>), Diagnostics> {
         match value {
-            Value::String(_) | Value::Number(_) => Ok((None, dist(value).map_err(|e| bad(format!("{what}: {e}")))?, None)),
+            Value::String(_) | Value::Number(_) => Ok((
+                None,
+                dist(value).map_err(|e| bad(format!("{what}: {e}")))?,
+                None,
+            )),
             Value::Mapping(m) => {
                 for key in m.keys() {
                     let key = key.as_str().unwrap_or_default();
                     if !["hosts", "duration", "rollback"].contains(&key) {
-                        return Err(bad(format!("{what}: unknown key `{key}` (hosts, duration, rollback)")));
+                        return Err(bad(format!(
+                            "{what}: unknown key `{key}` (hosts, duration, rollback)"
+                        )));
                     }
                 }
                 let hosts = match m.get("hosts").and_then(Value::as_str) {
@@ -299,7 +328,9 @@ fn file_step(
                     .transpose()?;
                 Ok((hosts, duration, rollback))
             }
-            _ => Err(bad(format!("{what}: expected a duration, a rule or a list of rules"))),
+            _ => Err(bad(format!(
+                "{what}: expected a duration, a rule or a list of rules"
+            ))),
         }
     };
     let mut step = FileStep {
@@ -328,7 +359,8 @@ fn dist(value: &serde_yaml::Value) -> Result<Dist, String> {
         _ => return Err("expected a duration such as `10m`".into()),
     };
     let one = |t: &str| {
-        humantime::parse_duration(t.trim()).map_err(|e| format!("`{}` is not a duration: {e}", t.trim()))
+        humantime::parse_duration(t.trim())
+            .map_err(|e| format!("`{}` is not a duration: {e}", t.trim()))
     };
     match text.split_once("..") {
         Some((a, b)) => {
@@ -377,7 +409,12 @@ mod tests {
             "name: e\nsteps:\n  - { name: stage, run: x, estimate: 20s }\n  - { name: drain, run: y, needs: [stage] }\n  - { name: switch, run: z, needs: [drain] }\n",
         )
         .unwrap();
-        build(Arc::new(inventory), Arc::new(playbook), &PlanOptions::default()).unwrap()
+        build(
+            Arc::new(inventory),
+            Arc::new(playbook),
+            &PlanOptions::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -385,16 +422,35 @@ mod tests {
         let plan = plan();
         let file = "drain:\n  - { hosts: mta, duration: 10m }\n  - { duration: 2s }\n";
         let learned = Learned {
-            tasks: vec![("stage@m1".into(), 300), ("switch@m1".into(), 700), ("switch@i1".into(), 900)],
+            tasks: vec![
+                ("stage@m1".into(), 300),
+                ("switch@m1".into(), 700),
+                ("switch@i1".into(), 900),
+            ],
             rollbacks: vec![("drain@m1".into(), 40)],
         };
         let d = Durations::build(&plan, Some((Path::new("d.yaml"), file)), &learned).unwrap();
-        let (m1, i1) = (plan.inventory.host_id("m1").unwrap(), plan.inventory.host_id("i1").unwrap());
-        assert_eq!(d.task(0, m1, 7), Duration::from_millis(300), "journal over estimate");
+        let (m1, i1) = (
+            plan.inventory.host_id("m1").unwrap(),
+            plan.inventory.host_id("i1").unwrap(),
+        );
+        assert_eq!(
+            d.task(0, m1, 7),
+            Duration::from_millis(300),
+            "journal over estimate"
+        );
         assert_eq!(d.task(1, m1, 7), Duration::from_secs(600), "the mta rule");
-        assert_eq!(d.task(1, i1, 7), Duration::from_secs(2), "the catch-all rule");
+        assert_eq!(
+            d.task(1, i1, 7),
+            Duration::from_secs(2),
+            "the catch-all rule"
+        );
         let switch: Vec<Duration> = (0..2).map(|r| d.task(2, m1, r)).collect();
-        assert_eq!(switch, vec![Duration::from_millis(700), Duration::from_millis(900)], "samples drawn");
+        assert_eq!(
+            switch,
+            vec![Duration::from_millis(700), Duration::from_millis(900)],
+            "samples drawn"
+        );
         assert_eq!(d.rollback(1, 3), Duration::from_millis(40));
         assert_eq!(d.rollback(0, 3), DEFAULT_ROLLBACK);
         let without = Durations::fixed(&plan);
@@ -405,10 +461,17 @@ mod tests {
     #[test]
     fn a_bad_file_names_the_step_and_the_fix() {
         let plan = plan();
-        let err = Durations::build(&plan, Some((Path::new("d.yaml"), "drian: 5m\nstage: soon\n")), &Learned::default())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("no step `drian`") && err.contains("did you mean `drain`"), "{err}");
+        let err = Durations::build(
+            &plan,
+            Some((Path::new("d.yaml"), "drian: 5m\nstage: soon\n")),
+            &Learned::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("no step `drian`") && err.contains("did you mean `drain`"),
+            "{err}"
+        );
         assert!(err.contains("`soon` is not a duration"), "{err}");
     }
 

@@ -13,7 +13,9 @@ pub fn set(root: &mut Value, path: &str, text: &str) -> Result<(), String> {
         serde_yaml::from_str(text).map_err(|e| format!("`{text}` is not a YAML value: {e}"))?;
     let keys: Vec<&str> = path.split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
-        return Err(format!("`{path}` is not a dotted path such as strategy.max_unavailable"));
+        return Err(format!(
+            "`{path}` is not a dotted path such as strategy.max_unavailable"
+        ));
     }
     let mut node = root;
     for (i, key) in keys.iter().enumerate() {
@@ -104,7 +106,11 @@ pub fn by_hand(plan: &Plan, root: &mut Value) -> Result<(), String> {
         .and_then(|s| s.get_mut("waves"))
         .expect("just set") = Value::Sequence(waves);
     set(root, "strategy.max_unavailable", "1")?;
-    set(root, "strategy.connections", &plan.inventory.hosts.len().max(1).to_string())?;
+    set(
+        root,
+        "strategy.connections",
+        &plan.inventory.hosts.len().max(1).to_string(),
+    )?;
     Ok(())
 }
 
@@ -123,9 +129,15 @@ mod tests {
         set(&mut v, "strategy.waves.1.window", "01:00-05:00 local").unwrap();
         assert_eq!(v["strategy"]["max_unavailable"], Value::from("10%"));
         assert_eq!(v["strategy"]["waves"][0]["pause"], Value::from("30m"));
-        assert_eq!(v["strategy"]["waves"][1]["window"], Value::from("01:00-05:00 local"));
+        assert_eq!(
+            v["strategy"]["waves"][1]["window"],
+            Value::from("01:00-05:00 local")
+        );
         let err = set(&mut v, "strategy.waves.chnia.pause", "1m").unwrap_err();
-        assert!(err.contains("no element named `chnia`") && err.contains("canary, world"), "{err}");
+        assert!(
+            err.contains("no element named `chnia`") && err.contains("canary, world"),
+            "{err}"
+        );
         let err = set(&mut v, "strategy.max_unavailable.x", "1").unwrap_err();
         assert!(err.contains("is a value"), "{err}");
     }

@@ -110,3 +110,6 @@ async fn run(plan: Arc<Plan>, durations: Durations, options: &SimOptions) -> tra
     crate::exec::run(plan.clone(), pool, exec_options, sink).await;
     recording.await.expect("the trace consumer never panics")
 }
+
+#[cfg(test)]
+mod tests;

@@ -254,7 +254,9 @@ fn regions(plan: &Plan, trace: &Trace) -> Vec<RegionSpan> {
             for &h in members {
                 let mut host_failed = false;
                 for n in plan.tasks_of_host(h) {
-                    let (Some(s), Some(e)) = (trace.task_start[n.index()], trace.task_end[n.index()]) else {
+                    let (Some(s), Some(e)) =
+                        (trace.task_start[n.index()], trace.task_end[n.index()])
+                    else {
                         continue;
                     };
                     host_failed |= trace.task_failed[n.index()];
@@ -297,7 +299,12 @@ fn regions(plan: &Plan, trace: &Trace) -> Vec<RegionSpan> {
                 .clusters
                 .iter()
                 .flat_map(|&c| &inventory.clusters[c].hosts)
-                .map(|&h| inventory.hosts[h].tz.clone().unwrap_or_else(|| "UTC".into()))
+                .map(|&h| {
+                    inventory.hosts[h]
+                        .tz
+                        .clone()
+                        .unwrap_or_else(|| "UTC".into())
+                })
                 .collect();
             zones.sort();
             zones.dedup();
@@ -323,9 +330,20 @@ fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {
             let (kind, end) = if g.reason == "pause" {
                 ("pause", passed.max(g.at_ms))
             } else if g.reason == "approve" {
-                ("approve", passed.max(g.at_ms))
+                // Until the answer: the pause that follows it, else the gate passing.
+                let answered = trace
+                    .gate_waits
+                    .iter()
+                    .filter(|o| o.wave == g.wave && o.reason == "pause" && o.at_ms >= g.at_ms)
+                    .map(|o| o.at_ms)
+                    .min()
+                    .unwrap_or(passed);
+                ("approve", answered.max(g.at_ms))
             } else {
-                ("window", (g.at_ms + g.seconds * 1000).min(total_ms.max(g.at_ms)))
+                (
+                    "window",
+                    (g.at_ms + g.seconds * 1000).min(total_ms.max(g.at_ms)),
+                )
             };
             GateSpan {
                 wave: plan.waves[g.wave].name.clone(),
@@ -362,13 +380,16 @@ fn bound_by(plan: &Plan, trace: &Trace, connections: usize, total_ms: u64) -> Ve
         let mut last = None::<u64>;
         for n in plan.tasks_of_host(h) {
             if plan.task(*n).is_some_and(|t| t.per == Per::Host) {
-                if let (Some(s), Some(e)) = (trace.task_start[n.index()], trace.task_end[n.index()]) {
+                if let (Some(s), Some(e)) = (trace.task_start[n.index()], trace.task_end[n.index()])
+                {
                     first = Some(first.map_or(s, |x| x.min(s)));
                     last = Some(last.map_or(e, |x| x.max(e)));
                 }
             }
         }
-        let (Some(first), Some(last)) = (first, last) else { continue };
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
         if let Some(wave_start) = trace.wave_started[w] {
             if first > wave_start {
                 changes.push((wave_start, Change::Waiting(spec.cluster, 1)));
@@ -388,7 +409,13 @@ fn bound_by(plan: &Plan, trace: &Trace, connections: usize, total_ms: u64) -> Ve
         }
     }
     for g in gates(plan, trace, total_ms) {
-        let change = |d| if g.kind == "window" { Change::Window(d) } else { Change::Gate(d) };
+        let change = |d| {
+            if g.kind == "window" {
+                Change::Window(d)
+            } else {
+                Change::Gate(d)
+            }
+        };
         changes.push((g.start_ms, change(1)));
         changes.push((g.end_ms, change(-1)));
     }
@@ -405,7 +432,11 @@ fn bound_by(plan: &Plan, trace: &Trace, connections: usize, total_ms: u64) -> Ve
     let mut now = 0u64;
     let mut i = 0;
     while i <= changes.len() {
-        let next = changes.get(i).map(|(t, _)| *t).unwrap_or(total_ms).min(total_ms);
+        let next = changes
+            .get(i)
+            .map(|(t, _)| *t)
+            .unwrap_or(total_ms)
+            .min(total_ms);
         if next > now {
             let idle = active_all == 0 && shared == 0;
             let limit = if idle && gate > 0 {
@@ -430,7 +461,9 @@ fn bound_by(plan: &Plan, trace: &Trace, connections: usize, total_ms: u64) -> Ve
             *time.entry(limit).or_default() += next - now;
             now = next;
         }
-        let Some((_, change)) = changes.get(i) else { break };
+        let Some((_, change)) = changes.get(i) else {
+            break;
+        };
         match *change {
             Change::Active(c, d) => {
                 active[c] += d;
@@ -472,7 +505,11 @@ fn critical_path(plan: &Plan, trace: &Trace) -> Vec<PathPart> {
         }
     };
     // A join finishes when its latest dependency does.
-    fn latest(plan: &Plan, node: NodeId, finish: &dyn Fn(NodeId) -> Option<u64>) -> Option<(NodeId, u64)> {
+    fn latest(
+        plan: &Plan,
+        node: NodeId,
+        finish: &dyn Fn(NodeId) -> Option<u64>,
+    ) -> Option<(NodeId, u64)> {
         let mut best: Option<(NodeId, u64)> = None;
         for dep in plan.dependencies(node) {
             let candidate = match plan.graph[dep] {
@@ -501,7 +538,9 @@ fn critical_path(plan: &Plan, trace: &Trace) -> Vec<PathPart> {
     all_ends.sort();
     let Some(mut current) = plan
         .tasks()
-        .filter_map(|(n, _)| trace.task_end[n.index()].map(|e| (e, std::cmp::Reverse(n.index()), n)))
+        .filter_map(|(n, _)| {
+            trace.task_end[n.index()].map(|e| (e, std::cmp::Reverse(n.index()), n))
+        })
         .max()
         .map(|(_, _, n)| n)
     else {
@@ -548,17 +587,19 @@ fn critical_path(plan: &Plan, trace: &Trace) -> Vec<PathPart> {
             // Else a connection another host gave back (any cluster).
             let freed = freed.or_else(|| {
                 let i = all_ends.partition_point(|(e, _)| *e <= ready);
-                all_ends[..i]
-                    .iter()
-                    .rev()
-                    .find(|(e, n)| *e == ready && plan.task(*n).is_some_and(|t| t.host != task.host))
+                all_ends[..i].iter().rev().find(|(e, n)| {
+                    *e == ready && plan.task(*n).is_some_and(|t| t.host != task.host)
+                })
             });
             if let Some(&(_, n)) = freed.filter(|_| task.per == Per::Host) {
                 current = n;
                 continue;
             }
             parts.push(PathPart {
-                what: format!("{} waits (a change window or a retry)", host_name(plan, task.host)),
+                what: format!(
+                    "{} waits (a change window or a retry)",
+                    host_name(plan, task.host)
+                ),
                 start_ms: dep_end,
                 end_ms: ready,
             });
@@ -582,7 +623,11 @@ pub fn duration_text(ms: u64) -> String {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else if ms < 3_600_000 {
         let s = ms / 1000;
-        if s % 60 == 0 { format!("{}m", s / 60) } else { format!("{}m {}s", s / 60, s % 60) }
+        if s.is_multiple_of(60) {
+            format!("{}m", s / 60)
+        } else {
+            format!("{}m {}s", s / 60, s % 60)
+        }
     } else {
         let m = ms / 60_000;
         format!("{}h {:02}m", m / 60, m % 60)
@@ -670,7 +715,13 @@ pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
     let _ = writeln!(w, "\nheld back by (time when it was the binding limit):");
     for b in &sim.bound_by {
         let share = b.ms as f64 * 100.0 / sim.total_ms.max(1) as f64;
-        let _ = writeln!(w, "  {:>5.1}%  {:<10} {}", share, duration_text(b.ms), b.limit);
+        let _ = writeln!(
+            w,
+            "  {:>5.1}%  {:<10} {}",
+            share,
+            duration_text(b.ms),
+            b.limit
+        );
     }
     let _ = writeln!(w, "\ncritical path:");
     for line in path_lines(&sim.critical_path) {
@@ -745,15 +796,28 @@ fn path_lines(parts: &[PathPart]) -> Vec<String> {
                 last.1.push(what);
                 last.3 = part.end_ms;
             }
-            _ => lines.push((who, vec![what].into_iter().filter(|s| !s.is_empty()).collect(), part.start_ms, part.end_ms)),
+            _ => lines.push((
+                who,
+                vec![what].into_iter().filter(|s| !s.is_empty()).collect(),
+                part.start_ms,
+                part.end_ms,
+            )),
         }
     }
     let total = lines.len();
     let mut out: Vec<String> = lines
         .into_iter()
         .map(|(who, steps, s, e)| {
-            let steps = if steps.is_empty() { String::new() } else { format!(": {}", steps.join(" → ")) };
-            format!("{:>9} → {:<9} {who}{steps}", duration_text(s), duration_text(e))
+            let steps = if steps.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", steps.join(" → "))
+            };
+            format!(
+                "{:>9} → {:<9} {who}{steps}",
+                duration_text(s),
+                duration_text(e)
+            )
         })
         .collect();
     if total > 16 {

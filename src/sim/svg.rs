@@ -27,8 +27,8 @@ fn escape(text: &str) -> String {
 /// A tick step that gives at most about a dozen ticks.
 fn tick_step(total_ms: u64) -> u64 {
     const STEPS: [u64; 14] = [
-        1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000,
-        7_200_000, 10_800_000, 21_600_000, 43_200_000, 86_400_000,
+        1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000, 7_200_000,
+        10_800_000, 21_600_000, 43_200_000, 86_400_000,
     ];
     STEPS
         .iter()
@@ -73,7 +73,11 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         r##"<text x="10" y="34" fill="#555">start {} · seed {} · bound most by {}</text>"##,
         escape(&sim.start),
         sim.seed,
-        escape(sim.bound_most().map(|b| b.limit.as_str()).unwrap_or("nothing"))
+        escape(
+            sim.bound_most()
+                .map(|b| b.limit.as_str())
+                .unwrap_or("nothing")
+        )
     );
     // Time axis.
     let step = tick_step(total);
@@ -147,7 +151,11 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
                 cluster.slots
             );
             for bar in &cluster.bars {
-                let wave = sim.waves.iter().position(|w| w.name == bar.wave).unwrap_or(0);
+                let wave = sim
+                    .waves
+                    .iter()
+                    .position(|w| w.name == bar.wave)
+                    .unwrap_or(0);
                 let colour = WAVE_COLOURS[wave % WAVE_COLOURS.len()];
                 let stroke = if bar.failed_hosts > 0 {
                     r##" stroke="#d62728" stroke-width="2""##
@@ -190,7 +198,11 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
     }
     // Pauses and approvals hold every lane (drawn over the lanes).
     for g in sim.gates.iter().filter(|g| g.kind != "window") {
-        let colour = if g.kind == "pause" { "#f5d76e" } else { "#c39bd3" };
+        let colour = if g.kind == "pause" {
+            "#f5d76e"
+        } else {
+            "#c39bd3"
+        };
         let _ = writeln!(
             s,
             r#"<rect x="{:.1}" y="{TOP}" width="{:.1}" height="{:.1}" fill="{colour}" fill-opacity="0.35"><title>{} {} {} → {}</title></rect>"#,

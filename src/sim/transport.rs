@@ -36,7 +36,13 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(plan: Arc<Plan>, durations: Durations, seed: u64, fail: f64, unreachable: f64) -> Self {
+    pub fn new(
+        plan: Arc<Plan>,
+        durations: Durations,
+        seed: u64,
+        fail: f64,
+        unreachable: f64,
+    ) -> Self {
         Model {
             plan,
             durations,
@@ -49,7 +55,8 @@ impl Model {
 
     /// Whether the host was drawn unreachable.
     pub fn is_unreachable(&self, host: usize) -> bool {
-        self.unreachable > 0.0 && unit(self.seed, &[DRAW_UNREACHABLE, host as u64]) < self.unreachable
+        self.unreachable > 0.0
+            && unit(self.seed, &[DRAW_UNREACHABLE, host as u64]) < self.unreachable
     }
 
     /// The number of this call within its task (0 for the first).
@@ -67,7 +74,8 @@ impl Model {
         if work.rollback {
             return (self.durations.rollback(work.step, r), false);
         }
-        let failed = self.fail > 0.0 && unit(self.seed, &[&[DRAW_FAILURE][..], &parts].concat()) < self.fail;
+        let failed =
+            self.fail > 0.0 && unit(self.seed, &[&[DRAW_FAILURE][..], &parts].concat()) < self.fail;
         (self.durations.task(work.step, work.host, r), failed)
     }
 
@@ -88,7 +96,12 @@ impl Opener for SimOpener {
         connect_timeout: Duration,
     ) -> BoxFuture<'a, Result<Arc<dyn Connection>, TransportError>> {
         Box::pin(async move {
-            let id = self.0.plan.inventory.host_id(&host.name).expect("a host of the plan");
+            let id = self
+                .0
+                .plan
+                .inventory
+                .host_id(&host.name)
+                .expect("a host of the plan");
             if self.0.is_unreachable(id) {
                 tokio::time::sleep(connect_timeout).await;
                 return Err(TransportError::Connect(format!(
@@ -129,7 +142,11 @@ impl Connection for SimConnection {
                 return Ok(output(0, "0\n", ""));
             };
             let call = self.model.call(&work);
-            let guards = if work.rollback { 0 } else { self.model.guards(work.step) };
+            let guards = if work.rollback {
+                0
+            } else {
+                self.model.guards(work.step)
+            };
             if call < guards {
                 // `creates` / `unless`: the work is not done yet.
                 return Ok(output(1, "", ""));
@@ -141,7 +158,11 @@ impl Connection for SimConnection {
             }
             let (duration, failed) = self.model.attempt(&work, call);
             tokio::time::sleep(duration).await;
-            Ok(if failed { output(1, "", FAILED) } else { output(0, "", "") })
+            Ok(if failed {
+                output(1, "", FAILED)
+            } else {
+                output(0, "", "")
+            })
         })
     }
 

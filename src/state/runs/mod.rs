@@ -138,13 +138,12 @@ pub fn succeeded_durations(state_dir: &Path, playbook: &str, runs: usize) -> Vec
     step_samples(state_dir, playbook, runs).0
 }
 
+/// `(task label, milliseconds)` pairs.
+pub type Samples = Vec<(String, u64)>;
+
 /// [`succeeded_durations`], and the `(task label, milliseconds)` of the rollback commands
 /// that succeeded in the same runs (journals that record their duration).
-pub fn step_samples(
-    state_dir: &Path,
-    playbook: &str,
-    runs: usize,
-) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+pub fn step_samples(state_dir: &Path, playbook: &str, runs: usize) -> (Samples, Samples) {
     let mut folders: Vec<PathBuf> = std::fs::read_dir(runs_dir(state_dir))
         .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
