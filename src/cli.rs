@@ -329,6 +329,10 @@ pub struct SimulateArgs {
     /// Share of task attempts that fail (e.g. 2% or 0.02).
     #[arg(long, value_name = "RATE", default_value = "0", value_parser = parse_rate)]
     pub fail: f64,
+    /// This task (`step@host`, `step@region`, as the journal names it) fails on every
+    /// attempt, e.g. as it did in a past run; repeatable.
+    #[arg(long = "fail-task", value_name = "TASK")]
+    pub fail_tasks: Vec<String>,
     /// Share of hosts that cannot be reached.
     #[arg(long, value_name = "RATE", default_value = "0", value_parser = parse_rate)]
     pub unreachable: f64,

@@ -33,6 +33,7 @@ pub fn run(state_dir: &Path, args: &PlanArgs, with_estimate: bool) -> anyhow::Re
         seed: 1,
         fail: 0.0,
         unreachable: 0.0,
+        failing: Vec::new(),
         start: chrono::Utc::now(),
         approve_after: Duration::ZERO,
         connections: None,

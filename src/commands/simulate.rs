@@ -52,6 +52,7 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
         seed: args.seed,
         fail: args.fail,
         unreachable: args.unreachable,
+        failing: failing_tasks(&plan, &args.fail_tasks)?,
         start: args.start.unwrap_or_else(|| {
             use chrono::{Timelike, Utc};
             let now = Utc::now();
@@ -74,6 +75,7 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
         let durations = durations_of(&base_plan)?;
         let base_options = SimOptions {
             connections: None,
+            failing: failing_tasks(&base_plan, &args.fail_tasks)?,
             ..options.clone()
         };
         Some(simulate(base_plan, durations, &base_options))
@@ -107,6 +109,37 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
         OutputFormat::Human => print!("{}", report::text(&simulation, baseline.as_ref())),
     }
     Ok(Exit::Success)
+}
+
+/// The nodes of `--fail-task` labels.
+fn failing_tasks(plan: &Plan, labels: &[String]) -> Result<Vec<crate::plan::NodeId>, Diagnostics> {
+    if labels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let by_label: std::collections::HashMap<String, crate::plan::NodeId> =
+        plan.tasks().map(|(n, _)| (plan.label(n), n)).collect();
+    let mut errors = Diagnostics::default();
+    let mut nodes = Vec::new();
+    for label in labels {
+        match by_label.get(label) {
+            Some(n) => nodes.push(*n),
+            None => {
+                let d = Diagnostic::new(
+                    Path::new("--fail-task"),
+                    format!("no task `{label}` in the plan"),
+                );
+                errors.push(
+                    match crate::diag::closest(label, by_label.keys().map(String::as_str)) {
+                        Some(best) => d.hint(format!("did you mean `{best}`?")),
+                        None => d.hint(
+                            "a task is `step@host` (or `step@region`), as the journal names it",
+                        ),
+                    },
+                );
+            }
+        }
+    }
+    errors.into_result(nodes)
 }
 
 /// One simulation of `plan`, summed up.

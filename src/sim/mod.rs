@@ -40,6 +40,8 @@ pub struct SimOptions {
     pub fail: f64,
     /// Probability that a host cannot be reached.
     pub unreachable: f64,
+    /// Tasks that fail whatever the rate (every attempt), e.g. as they did in a past run.
+    pub failing: Vec<crate::plan::NodeId>,
     /// The wall-clock instant the run starts at (change windows open from it).
     pub start: DateTime<Utc>,
     /// How long a person takes to answer an `approve:` gate.
@@ -59,13 +61,7 @@ pub fn simulate(plan: Arc<Plan>, durations: Durations, options: &SimOptions) -> 
 }
 
 async fn run(plan: Arc<Plan>, durations: Durations, options: &SimOptions) -> trace::Trace {
-    let model = Arc::new(transport::Model::new(
-        plan.clone(),
-        durations,
-        options.seed,
-        options.fail,
-        options.unreachable,
-    ));
+    let model = Arc::new(transport::Model::new(plan.clone(), durations, options));
     let strategy = &plan.playbook.strategy;
     let connector = Connector::with_opener(
         Arc::new(transport::SimOpener(model)),

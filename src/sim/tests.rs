@@ -40,6 +40,7 @@ fn options() -> SimOptions {
         seed: 7,
         fail: 0.0,
         unreachable: 0.0,
+        failing: Vec::new(),
         start: Utc.with_ymd_and_hms(2026, 3, 10, 20, 0, 0).unwrap(),
         approve_after: Duration::ZERO,
         connections: None,

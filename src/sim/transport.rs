@@ -31,24 +31,21 @@ pub struct Model {
     pub fail: f64,
     /// Probability that a host cannot be reached at all.
     pub unreachable: f64,
+    /// Tasks (by node index) every attempt of which fails (`--fail-task`).
+    pub failing: std::collections::HashSet<usize>,
     /// Calls made so far per task (and per rollback), to tell guards from the action.
     calls: Mutex<HashMap<(usize, bool), u32>>,
 }
 
 impl Model {
-    pub fn new(
-        plan: Arc<Plan>,
-        durations: Durations,
-        seed: u64,
-        fail: f64,
-        unreachable: f64,
-    ) -> Self {
+    pub fn new(plan: Arc<Plan>, durations: Durations, options: &super::SimOptions) -> Self {
         Model {
             plan,
             durations,
-            seed,
-            fail,
-            unreachable,
+            seed: options.seed,
+            fail: options.fail,
+            unreachable: options.unreachable,
+            failing: options.failing.iter().map(|n| n.index()).collect(),
             calls: Mutex::new(HashMap::new()),
         }
     }
@@ -74,8 +71,9 @@ impl Model {
         if work.rollback {
             return (self.durations.rollback(work.step, r), false);
         }
-        let failed =
-            self.fail > 0.0 && unit(self.seed, &[&[DRAW_FAILURE][..], &parts].concat()) < self.fail;
+        let failed = self.failing.contains(&work.node)
+            || (self.fail > 0.0
+                && unit(self.seed, &[&[DRAW_FAILURE][..], &parts].concat()) < self.fail);
         (self.durations.task(work.step, work.host, r), failed)
     }
 
