@@ -617,10 +617,25 @@ fn host_name(plan: &Plan, host: HostId) -> &str {
     &plan.inventory.hosts[host].name
 }
 
-/// `2h 5m`, `42s`, `1.3s`.
+/// `1234567` → `1,234,567` (as the commands print counts; `sim` does not import them).
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `2h 05m`, `12m 30s`, `42s`, `1.3s`.
 pub fn duration_text(ms: u64) -> String {
     if ms < 10_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 60_000 {
+        format!("{}s", ms / 1000)
     } else if ms < 3_600_000 {
         let s = ms / 1000;
         if s.is_multiple_of(60) {
@@ -644,8 +659,8 @@ pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         "simulation: {} on {} — {} hosts, {} tasks (seed {}, connections {})",
         sim.playbook,
         sim.inventory,
-        crate::commands::thousands(sim.hosts),
-        crate::commands::thousands(sim.tasks),
+        thousands(sim.hosts),
+        thousands(sim.tasks),
         sim.seed,
         sim.connections
     );
@@ -686,7 +701,7 @@ pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
             w,
             "  {:<14} {:>6} hosts  {}",
             wave.name,
-            crate::commands::thousands(wave.hosts),
+            thousands(wave.hosts),
             span_text(wave.start_ms, wave.end_ms)
         );
     }
@@ -696,7 +711,7 @@ pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
             w,
             "  {:<14} {:>6} hosts  {}",
             region.name,
-            crate::commands::thousands(region.hosts),
+            thousands(region.hosts),
             span_text(region.start_ms, region.end_ms)
         );
     }

@@ -4,7 +4,7 @@
 //! windows as grey bands in the lanes of the regions that waited for them. Plain SVG, no
 //! script; readable at 7 regions × 14 clusters.
 
-use super::report::{duration_text, Simulation};
+use super::report::{duration_text, thousands, Simulation};
 use std::fmt::Write;
 
 const WIDTH: f64 = 1200.0;
@@ -52,7 +52,7 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         "pony simulate: {} on {} — {} hosts, total {}",
         sim.playbook,
         sim.inventory,
-        crate::commands::thousands(sim.hosts),
+        thousands(sim.hosts),
         duration_text(sim.total_ms)
     );
     if let Some(base) = baseline {
@@ -137,7 +137,7 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
             r##"<text x="6" y="{:.1}" font-weight="bold">{} <tspan font-weight="normal" fill="#555">{} hosts · {}</tspan></text>"##,
             lane_top + 14.0,
             escape(&region.name),
-            crate::commands::thousands(region.hosts),
+            thousands(region.hosts),
             escape(&span)
         );
         y += LANE_HEAD;
