@@ -80,6 +80,11 @@ fn a_simulation_with_the_journals_durations_predicts_the_real_run_within_ten_per
     for step in sim["durations"].as_array().unwrap() {
         assert_eq!(step["source"], "journal", "{step}");
     }
+    // The failed host's rollbacks were journaled with their durations.
+    for step in &sim["durations"].as_array().unwrap()[..2] {
+        let rollback = step["rollback"].as_str().unwrap();
+        assert!(rollback.starts_with("1 sample, median"), "{step}");
+    }
     assert_eq!(sim["failures"]["failed_tasks"], 1, "{sim}");
     assert_eq!(sim["host_outcomes"]["rolled_back"], 1, "{sim}");
     assert_eq!(sim["host_outcomes"]["ok"], 7, "{sim}");

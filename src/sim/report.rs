@@ -595,11 +595,18 @@ fn critical_path(plan: &Plan, trace: &Trace) -> Vec<PathPart> {
                 current = n;
                 continue;
             }
+            // A window of its wave that opened when it started, else a retry or connect wait.
+            let window = trace.gate_waits.iter().find(|g| {
+                g.wave == task.wave
+                    && g.reason.starts_with("window")
+                    && (g.at_ms + g.seconds * 1000).abs_diff(ready) < 1000
+            });
+            let why = match window {
+                Some(g) => format!("waits for the {}", g.reason),
+                None => "waits (connecting or retrying)".to_string(),
+            };
             parts.push(PathPart {
-                what: format!(
-                    "{} waits (a change window or a retry)",
-                    host_name(plan, task.host)
-                ),
+                what: format!("{} {why}", host_name(plan, task.host)),
                 start_ms: dep_end,
                 end_ms: ready,
             });

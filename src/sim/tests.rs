@@ -126,6 +126,16 @@ steps:
         ]
     );
     assert_eq!(sim.end, "2026-03-11T01:00:10Z");
+    let waits: Vec<&str> = sim
+        .critical_path
+        .iter()
+        .map(|p| p.what.as_str())
+        .filter(|w| w.contains("waits"))
+        .collect();
+    assert_eq!(
+        waits,
+        vec!["b1 waits for the window 02:00-05:00 local (Europe/Berlin)"]
+    );
     assert_eq!(sim.bound_most().unwrap().limit, report::WINDOWS);
 }
 
