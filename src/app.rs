@@ -34,6 +34,7 @@ pub fn run(mut cli: Cli) -> Exit {
             crate::commands::inventory::run(&hosts.inventory, hosts.limit.as_deref(), *format)
         }
         Command::Deploy(args) => crate::commands::deploy::run(&cli.global, args),
+        Command::Simulate(args) => crate::commands::simulate::run(&cli.global, args),
         Command::Resume {
             run,
             approve,

@@ -209,6 +209,8 @@ pub enum Event {
         ok: bool,
         exit_code: Option<i32>,
         error: Option<String>,
+        /// How long the rollback command took (0 when it could not be rendered).
+        duration_ms: u64,
         /// The rollback command and its output, for the host's log.
         #[serde(skip)]
         log: String,
@@ -316,12 +318,14 @@ impl Event {
                 ok,
                 exit_code,
                 error,
+                duration_ms,
                 log,
             } => Event::RollbackTask {
                 task,
                 ok,
                 exit_code,
                 error: error.map(r),
+                duration_ms,
                 log: r(log),
             },
             Event::Stopped { reason } => Event::Stopped { reason: r(reason) },

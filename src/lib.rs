@@ -34,6 +34,7 @@ pub mod plan;
 pub mod playbook;
 pub mod report;
 pub mod secret;
+pub mod sim;
 pub mod state;
 pub mod term;
 pub mod transport;

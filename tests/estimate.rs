@@ -1,7 +1,8 @@
-//! `pony plan --estimate` learns step durations from earlier runs' journals: per step,
-//! the median of the succeeded tasks' `duration_ms` over the latest runs of the same
-//! playbook. The journals are written here with known durations, so the expected
-//! estimate is exact and nothing depends on how fast this machine is.
+//! `pony plan --estimate` is the short form of `pony simulate`: the deploy scheduler in
+//! virtual time, with step durations learned from earlier runs' journals (per step, the
+//! succeeded tasks' `duration_ms` over the latest runs of the same playbook, sampled per
+//! task). The journals are written here with known durations, so the expected estimate
+//! is exact and nothing depends on how fast this machine is.
 
 mod support;
 
@@ -37,7 +38,7 @@ fn journal(state: &Path, id: &str, playbook: &str, tasks: &[(&str, &str, u64)]) 
 }
 
 #[test]
-fn plan_estimate_uses_the_median_duration_from_earlier_runs() {
+fn plan_estimate_simulates_with_the_durations_of_earlier_runs() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let playbook = dir.path().join("timed.yaml");
@@ -64,8 +65,12 @@ fn plan_estimate_uses_the_median_duration_from_earlier_runs() {
     };
 
     let before = estimate();
+    // The 12 hosts of the local inventory run side by side: a takes the stated default
+    // (10s, no `estimate:` and no journal yet), then b its `estimate: 2s`.
     assert!(
-        before.contains("critical path 2s with") && before.contains("count as 0s: a"),
+        before.contains("estimate: 12s (simulated with the deploy scheduler")
+            && before.contains("(without `estimate:` or journal samples, 10s each: a)")
+            && before.contains("(from `estimate:`: b)"),
         "{before}"
     );
 
@@ -97,10 +102,16 @@ fn plan_estimate_uses_the_median_duration_from_earlier_runs() {
 
     let after = estimate();
     assert!(
-        after.contains("(from earlier runs' journals: a 400ms)"),
-        "a's median is 400 ms: {after}"
+        after.contains(
+            "(from earlier runs' journals: a 3 samples, median 400ms, b 1 sample, median 7ms)"
+        ),
+        "a's samples are 100, 400 and 900 ms; b's measured 7 ms beats its `estimate: 2s`: {after}"
     );
-    assert!(!after.contains("count as 0s"), "{after}");
-    // b keeps its `estimate: 2s`; the critical path is a then b.
-    assert!(after.contains("critical path 2s 400ms with"), "{after}");
+    assert!(
+        !after.contains("10s each") && !after.contains("from `estimate:`"),
+        "{after}"
+    );
+    // Each of the 12 hosts draws a's duration from its 3 samples (seed 1): the slowest
+    // host drew 900 ms, then b's 7 ms; shown to the tenth of a second.
+    assert!(after.contains("estimate: 900ms (simulated"), "{after}");
 }

@@ -247,6 +247,7 @@ fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
             ("ok", "boolean"),
             ("exit_code", "integer?"),
             ("error", "string?"),
+            ("duration_ms", "integer"),
         ],
         "rollback_finished" => &[("scope", "string"), ("ok", "boolean")],
         "stopped" => &[("reason", "string")],

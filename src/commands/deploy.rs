@@ -99,7 +99,7 @@ pub(super) fn confirm(plan: &Plan) -> Result<bool, Diagnostics> {
     ask(
         plan,
         "deploy",
-        &super::plan::describe(plan, false),
+        &super::plan::describe(plan),
         &format!(
             "\nDeploy {} to {} hosts of {}? [y/N] ",
             plan.playbook.name,

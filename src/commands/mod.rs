@@ -13,6 +13,7 @@ pub mod ping;
 pub mod plan;
 pub mod resume;
 pub mod run;
+pub mod simulate;
 pub mod status;
 
 use crate::cli::PlanArgs;
@@ -25,9 +26,20 @@ use std::sync::Arc;
 /// Loads and validates both files and builds the plan; problems in the inventory and the
 /// playbook are reported together.
 pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
+    load_plan_edited(args, None)
+}
+
+/// A change to the playbook's YAML before it is validated (`pony simulate --set`).
+pub type PlaybookEdit<'a> = &'a dyn Fn(&mut serde_yaml::Value) -> Result<(), Diagnostics>;
+
+/// [`load_plan`] with the playbook's YAML changed by `edit` first.
+pub fn load_plan_edited(args: &PlanArgs, edit: Option<PlaybookEdit>) -> Result<Plan, Diagnostics> {
     let inventory = missing_default_inventory(&args.inventory)
         .map_or_else(|| crate::inventory::load(&args.inventory), Err);
-    let (playbook, mut errors) = crate::playbook::load_partial(&args.playbook);
+    let (playbook, mut errors) = match edit {
+        None => crate::playbook::load_partial(&args.playbook),
+        Some(edit) => edited_playbook(&args.playbook, edit)?,
+    };
     let (inventory, playbook) = match (inventory, playbook) {
         (Ok(i), Some(p)) => (i, p),
         (i, _) => {
@@ -53,6 +65,21 @@ pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
             Err(errors.sorted())
         }
     }
+}
+
+fn edited_playbook(
+    path: &Path,
+    edit: PlaybookEdit,
+) -> Result<(Option<crate::playbook::Playbook>, Diagnostics), Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostic::new(path, format!("cannot read playbook: {e}"))
+            .hint("pass an existing playbook, e.g. playbooks/mail-rollout.yaml")
+    })?;
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| Diagnostic::from_yaml(path, &e))?;
+    edit(&mut value)?;
+    let text = serde_yaml::to_string(&value).expect("a YAML value serializes");
+    Ok(crate::playbook::parse_partial(path, &text))
 }
 
 /// The inventory used without `-i`: a path relative to the current folder, where the

@@ -1,6 +1,7 @@
 //! `pony plan`: waves, regions, clusters, hosts and task counts, and the critical path
-//! (in tasks, and in time with `--estimate`). It only prints: the numbers come from the
-//! plan ([`Plan::cluster_limits`], [`crate::plan::estimate`]).
+//! in tasks; with `--estimate`, the short form of a simulation (`pony simulate`: the
+//! deploy scheduler in virtual time). It only prints: the numbers come from the plan
+//! ([`Plan::cluster_limits`]) and [`crate::sim`].
 
 use super::{load_plan, thousands};
 use crate::cli::PlanArgs;
@@ -8,23 +9,82 @@ use crate::exit::Exit;
 use crate::plan::estimate::{self, LEARNED_RUNS};
 use crate::plan::{Node, Plan};
 use crate::playbook::{RollbackPace, Unreachable};
+use crate::sim::durations::{Durations, Learned, Source};
+use crate::sim::report::Simulation;
+use crate::sim::SimOptions;
 use crate::state::runs;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub fn run(state_dir: &Path, args: &PlanArgs, with_estimate: bool) -> anyhow::Result<Exit> {
     let mut plan = load_plan(args)?;
-    if with_estimate {
-        let samples = runs::succeeded_durations(state_dir, &plan.playbook.name, LEARNED_RUNS);
-        plan.learned_durations = estimate::learned_durations(&plan, samples);
+    if !with_estimate {
+        print!("{}", describe(&plan));
+        return Ok(Exit::Success);
     }
-    print!("{}", describe(&plan, with_estimate));
+    let (tasks, rollbacks) = runs::step_samples(state_dir, &plan.playbook.name, LEARNED_RUNS);
+    plan.learned_durations = estimate::learned_durations(&plan, tasks.iter().cloned());
+    let plan = Arc::new(plan);
+    let durations = Durations::build(&plan, None, &Learned { tasks, rollbacks })?;
+    let options = SimOptions {
+        seed: 1,
+        fail: 0.0,
+        unreachable: 0.0,
+        failing: Vec::new(),
+        start: chrono::Utc::now(),
+        approve_after: Duration::ZERO,
+        connections: None,
+    };
+    let simulation = super::simulate::simulate(plan.clone(), durations, &options);
+    print!("{}{}", describe(&plan), estimate_summary(&simulation));
     Ok(Exit::Success)
 }
 
-pub fn describe(plan: &Plan, with_estimate: bool) -> String {
+/// `plan --estimate`: the short form of `pony simulate`'s answer (one answer: the same
+/// scheduler, the same durations).
+fn estimate_summary(sim: &Simulation) -> String {
+    let mut out = String::new();
+    let bound = sim
+        .bound_most()
+        .map(|b| format!("; bound most by {}", b.limit))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "estimate: {} (simulated with the deploy scheduler, starting now{bound})",
+        humantime::format_duration(round(Duration::from_millis(sim.total_ms)))
+    )
+    .unwrap();
+    let mut by_source: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for d in &sim.durations {
+        let (key, text) = match d.source {
+            Source::Journal => (
+                "from earlier runs' journals",
+                format!("{} {}", d.step, d.durations),
+            ),
+            Source::Estimate => ("from `estimate:`", d.step.clone()),
+            Source::Default => (
+                "without `estimate:` or journal samples, 10s each",
+                d.step.clone(),
+            ),
+            Source::File => ("from a durations file", d.step.clone()),
+        };
+        by_source.entry(key).or_default().push(text);
+    }
+    for (source, steps) in by_source {
+        writeln!(out, "  ({source}: {})", steps.join(", ")).unwrap();
+    }
+    writeln!(
+        out,
+        "  (`pony simulate` shows waves, regions, the binding limit, the critical path and the timeline)"
+    )
+    .unwrap();
+    out
+}
+
+pub fn describe(plan: &Plan) -> String {
     let inventory = &plan.inventory;
     let strategy = &plan.playbook.strategy;
     let mut out = String::new();
@@ -197,41 +257,6 @@ pub fn describe(plan: &Plan, with_estimate: bool) -> String {
         chain.join(" -> ")
     )
     .unwrap();
-    if with_estimate {
-        let missing = estimate::steps_without_estimate(plan);
-        let learned: Vec<String> = estimate::learned_steps(plan)
-            .into_iter()
-            .map(|(step, d)| {
-                format!(
-                    "{step} {}",
-                    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
-                )
-            })
-            .collect();
-        writeln!(
-            out,
-            "estimate: critical path {} with unlimited parallelism; {} under max_unavailable",
-            humantime::format_duration(round(path.duration)),
-            humantime::format_duration(round(estimate::estimate_with_limits(plan)))
-        )
-        .unwrap();
-        if !learned.is_empty() {
-            writeln!(
-                out,
-                "  (from earlier runs' journals: {})",
-                learned.join(", ")
-            )
-            .unwrap();
-        }
-        if !missing.is_empty() {
-            writeln!(
-                out,
-                "  (steps without `estimate:` count as 0s: {})",
-                missing.join(", ")
-            )
-            .unwrap();
-        }
-    }
     out
 }
 

@@ -163,7 +163,7 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
         approver: interactive.then(prompt_for_approvals),
         replay: launch.replay,
         mode: launch.mode,
-        clock: chrono::Utc::now,
+        clock: crate::exec::clock::Clock::real(),
         skip_failed_wave: launch.skip_failed_wave,
         rollback_pace: global
             .rollback_pace

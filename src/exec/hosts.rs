@@ -26,13 +26,19 @@ pub struct HostPool {
 impl HostPool {
     pub fn new(plan: Arc<Plan>, ssh: SshOptions, local_root: PathBuf) -> Self {
         let strategy = &plan.playbook.strategy;
+        let connector = Connector::new(ssh, local_root, &plan.inventory.hosts, strategy.handshakes);
+        HostPool::with_connector(plan, connector)
+    }
+
+    /// A pool whose connections `connector` opens (a simulation's opens none).
+    pub fn with_connector(plan: Arc<Plan>, connector: Connector) -> Self {
+        let strategy = &plan.playbook.strategy;
         let slots = (0..plan.inventory.hosts.len())
             .map(|_| Slot {
                 connection: Mutex::new(None),
                 sessions: Arc::new(Semaphore::new(strategy.sessions_per_host)),
             })
             .collect();
-        let connector = Connector::new(ssh, local_root, &plan.inventory.hosts, strategy.handshakes);
         HostPool {
             plan,
             slots,

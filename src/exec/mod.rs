@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod change_window;
+pub mod clock;
 pub mod host_run;
 pub mod hosts;
 pub mod outcome;
@@ -47,8 +48,9 @@ pub struct ExecOptions {
     pub replay: Option<Replay>,
     /// Run the rollout, or only roll back what the replayed run touched.
     pub mode: Mode,
-    /// The wall clock, for change windows; tests inject a fixed instant.
-    pub clock: fn() -> chrono::DateTime<chrono::Utc>,
+    /// The run's clock (change windows, durations): real time in a deploy, virtual time
+    /// in a simulation; tests pick the instant it starts at.
+    pub clock: clock::Clock,
     /// Resume past this failed wave without running its unfinished tasks (journaled).
     pub skip_failed_wave: Option<String>,
     /// How many hosts of a cluster roll back at once (the playbook's, or the command

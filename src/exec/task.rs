@@ -10,12 +10,28 @@ use crate::playbook::{Action, Step, Until};
 use crate::transport::{CommandOutput, Connection, TransportError};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Reconnects after a connection broke mid-task, before the task fails.
 const RECONNECTS: u32 = 2;
 /// Guards are quick checks; they get their own short timeout.
 const GUARD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which task (or rollback command) a worker runs. The scheduler scopes each worker in
+/// [`WORK`] so that a transport can tell tasks apart: the simulated one samples the
+/// task's step duration; ssh and local ignore it. Checks run outside any scope.
+#[derive(Debug, Clone, Copy)]
+pub struct Work {
+    pub node: usize,
+    pub step: crate::playbook::StepId,
+    pub host: usize,
+    pub rollback: bool,
+}
+
+tokio::task_local! {
+    pub static WORK: Work;
+}
 
 /// A task with every template rendered for its target.
 #[derive(Debug, Clone)]
@@ -430,7 +446,11 @@ async fn probe_with_retries(
             Ok(connection) => connection,
             Err(e) => return run.failed(&e),
         };
-        match super::probe::check(connection.as_ref(), probe, spec.timeout).await {
+        let checked = match connection.simulated_probe() {
+            Some(answer) => answer.await,
+            None => super::probe::check(connection.as_ref(), probe, spec.timeout).await,
+        };
+        match checked {
             Ok(seen) => {
                 run.ok = true;
                 run.error = None;

@@ -59,7 +59,7 @@ fn start_in(inventory: &str, playbook: &str) -> Run {
     start_with(inventory, playbook, chrono::Utc::now)
 }
 
-/// Starts a run over `inventory` with the scheduler's clock stopped at `clock()`.
+/// Starts a run over `inventory` with the scheduler's clock starting at `clock()`.
 fn start_with(
     inventory: &str,
     playbook: &str,
@@ -94,7 +94,7 @@ fn start_with(
         approver: None,
         replay: None,
         mode: Mode::Deploy,
-        clock,
+        clock: crate::exec::clock::Clock::starting_at(clock()),
         skip_failed_wave: None,
         rollback_pace: plan.playbook.strategy.rollback_pace,
     };

@@ -1,10 +1,10 @@
-//! How long a plan takes: each task's estimated duration (the step's `estimate:`, else
-//! what earlier runs took), the critical path in time, and the time under each cluster's
-//! `max_unavailable` slots. `pony plan --estimate` prints these; nothing here reads files
-//! (the durations of earlier runs come from [`crate::state::runs::succeeded_durations`]).
+//! Each task's estimated duration (the step's `estimate:`, else the median of what
+//! earlier runs took) and the critical path weighed by them, which `pony plan` lists.
+//! How long a rollout takes under its limits is not a formula here: `plan --estimate` and
+//! `pony simulate` run the deploy scheduler in virtual time ([`crate::sim`]). Nothing here
+//! reads files (earlier runs' durations come from [`crate::state::runs`]).
 
 use super::{CriticalPath, Node, Plan};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How many earlier runs [`learned_durations`] learns from, newest first.
@@ -55,66 +55,6 @@ pub fn learned_durations(
         .collect()
 }
 
-/// The duration under `max_unavailable`: per wave, each cluster works through its hosts
-/// `slots` at a time (the same [`Plan::cluster_limits`] that deploy enforces), each host
-/// taking the sum of its tasks' estimates; waves add up, with their pauses.
-pub fn estimate_with_limits(plan: &Plan) -> Duration {
-    let strategy = &plan.playbook.strategy;
-    let limits = plan.cluster_limits();
-    let mut total = Duration::ZERO;
-    for (w, wave) in plan.waves.iter().enumerate() {
-        let mut per_cluster: BTreeMap<usize, (usize, Duration)> = BTreeMap::new();
-        for &h in &wave.hosts {
-            let host_time: Duration = plan
-                .tasks_of_host(h)
-                .iter()
-                .map(|n| plan.estimated_duration(&plan.graph[*n]))
-                .sum();
-            let entry = per_cluster
-                .entry(plan.inventory.hosts[h].cluster)
-                .or_default();
-            entry.0 += 1;
-            entry.1 = entry.1.max(host_time);
-        }
-        let wave_time = per_cluster
-            .iter()
-            .map(|(cluster, (hosts, host_time))| {
-                let slots = limits[*cluster].max_unavailable;
-                *host_time * hosts.div_ceil(slots) as u32
-            })
-            .max()
-            .unwrap_or_default();
-        total += wave_time + strategy.waves[w].pause.unwrap_or_default();
-    }
-    total
-}
-
-/// Steps whose tasks count as 0s in an estimate: no `estimate:` and nothing learned.
-pub fn steps_without_estimate(plan: &Plan) -> Vec<&str> {
-    plan.playbook
-        .steps
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            s.estimate.is_none() && plan.learned_durations.get(*i).copied().flatten().is_none()
-        })
-        .map(|(_, s)| s.name.as_str())
-        .collect()
-}
-
-/// Steps without `estimate:` whose duration was learned from earlier runs.
-pub fn learned_steps(plan: &Plan) -> Vec<(&str, Duration)> {
-    plan.playbook
-        .steps
-        .iter()
-        .zip(&plan.learned_durations)
-        .filter_map(|(s, d)| match (s.estimate, d) {
-            (None, Some(d)) => Some((s.name.as_str(), *d)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,13 +82,10 @@ regions:
     }
 
     #[test]
-    fn limits_come_from_the_plans_cluster_slots() {
-        // 5 hosts, 40% → 2 slots: three rounds of 10s + 5s per host.
+    fn the_critical_path_is_weighed_by_estimates() {
         let plan = plan(
             "name: e\nstrategy: { max_unavailable: 40% }\nsteps:\n  - { name: a, run: x, estimate: 10s }\n  - { name: b, run: y, estimate: 5s, needs: [a] }\n",
         );
-        assert_eq!(plan.cluster_limits()[0].max_unavailable, 2);
-        assert_eq!(estimate_with_limits(&plan), Duration::from_secs(45));
         let path = plan.estimated_critical_path();
         assert_eq!((path.tasks, path.duration), (2, Duration::from_secs(15)));
     }
@@ -165,10 +102,5 @@ regions:
             plan.learned_durations,
             vec![Some(Duration::from_millis(200)), None]
         );
-        assert_eq!(
-            learned_steps(&plan),
-            vec![("a", Duration::from_millis(200))]
-        );
-        assert!(steps_without_estimate(&plan).is_empty());
     }
 }

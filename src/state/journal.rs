@@ -92,6 +92,10 @@ pub enum Record {
         ok: bool,
         exit_code: Option<i32>,
         error: Option<String>,
+        /// How long the rollback command took (absent in journals written before it was
+        /// recorded).
+        #[serde(default)]
+        duration_ms: u64,
     },
     RunFinished {
         /// Spelt as in the `summary` event (`failed_rolled_back`); older journals' Debug

@@ -162,6 +162,7 @@ pub fn record_of(event: &Event) -> Option<Record> {
             ok,
             exit_code,
             error,
+            duration_ms,
             ..
         } => Record::RollbackFinished {
             node: task.id,
@@ -169,6 +170,7 @@ pub fn record_of(event: &Event) -> Option<Record> {
             ok: *ok,
             exit_code: *exit_code,
             error: error.clone(),
+            duration_ms: *duration_ms,
         },
         Event::Summary {
             outcome, exit_code, ..

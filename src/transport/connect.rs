@@ -120,9 +120,21 @@ pub fn handshake_key(host: &Host) -> String {
     }
 }
 
+/// What opens one connection attempt in place of ssh and `sh` (a simulation's hosts):
+/// behind the same handshake gates, timeouts and retries.
+pub trait Opener: Send + Sync {
+    fn open<'a>(
+        &'a self,
+        host: &'a Host,
+        connect_timeout: Duration,
+    ) -> super::BoxFuture<'a, Result<Arc<dyn Connection>, TransportError>>;
+}
+
 /// Opens hosts' connections: ssh masters behind their handshake gate, with the host's
 /// connect timeout and retries, or local hosts' directories under `local_root`.
 pub struct Connector {
+    /// Replaces ssh and local connections (every host goes through the gates).
+    opener: Option<Arc<dyn Opener>>,
     ssh: SshOptions,
     local_root: PathBuf,
     gates: HashMap<String, Arc<Semaphore>>,
@@ -151,8 +163,32 @@ impl Connector {
         }
         super::ssh::sweep_stale_control_dirs(&ssh.control_dir);
         Connector {
+            opener: None,
             ssh,
             local_root,
+            gates,
+            timeout_override: None,
+            retries_override: None,
+        }
+    }
+
+    /// A connector whose every attempt is `opener`'s: no ssh, no file is touched (a
+    /// simulation). Gates, timeouts and retries are the hosts' own.
+    pub fn with_opener<'a>(
+        opener: Arc<dyn Opener>,
+        hosts: impl IntoIterator<Item = &'a Host>,
+        handshakes: usize,
+    ) -> Self {
+        let mut gates = HashMap::new();
+        for host in hosts {
+            gates
+                .entry(handshake_key(host))
+                .or_insert_with(|| Arc::new(Semaphore::new(handshakes.max(1))));
+        }
+        Connector {
+            opener: Some(opener),
+            ssh: SshOptions::new(std::path::Path::new("/nonexistent"), false),
+            local_root: PathBuf::new(),
             gates,
             timeout_override: None,
             retries_override: None,
@@ -187,7 +223,7 @@ impl Connector {
     /// Opens `host`'s connection, retrying transient failures with backoff. A failure
     /// that ends the attempts is [`TransportError::Unreachable`] with the number made.
     pub async fn open(&self, host: &Host) -> Result<Arc<dyn Connection>, TransportError> {
-        if host.connection == ConnectionKind::Local {
+        if host.connection == ConnectionKind::Local && self.opener.is_none() {
             return LocalConnection::open(self.local_root.join(&host.name))
                 .map(|c| Arc::new(c) as Arc<dyn Connection>);
         }
@@ -229,6 +265,9 @@ impl Connector {
             .await
             .map_err(|e| TransportError::Other(e.to_string()))?;
         let limit = self.connect_timeout(host);
+        if let Some(opener) = &self.opener {
+            return opener.open(host, limit).await;
+        }
         // ssh's ConnectTimeout holds per hop; this backstop covers an ssh that hangs
         // elsewhere (a jump chain, a stuck proxy).
         let hops = host.ssh.jumps().map(|j| j.len()).unwrap_or(0) as u32;

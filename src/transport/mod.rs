@@ -118,6 +118,12 @@ pub trait Connection: Send + Sync {
         address: &'a str,
         port: u16,
     ) -> BoxFuture<'a, Result<Box<dyn Stream>, TransportError>>;
+
+    /// A simulated connection answers a protocol probe itself (nothing listens behind
+    /// it); a real one has no answer and the probe speaks the protocol.
+    fn simulated_probe(&self) -> Option<BoxFuture<'_, Result<String, String>>> {
+        None
+    }
 }
 
 /// The remote command that kills `command` when `timeout` expires, even if the

@@ -21,7 +21,7 @@ use crate::state::replay::{Replay, TaskState};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// Lines of output kept in events and the journal.
@@ -146,7 +146,10 @@ struct Scheduler {
     timers: JoinSet<Timer>,
     rollbacks: Vec<Option<RollbackOrder>>,
     rollback_runs: JoinSet<RollbackRun>,
-    started: Instant,
+    /// Failed hosts whose own rollback is due once nothing of theirs runs (kept here so
+    /// that the loop does not scan every host after every event).
+    rollback_due_hosts: Vec<HostId>,
+    started: tokio::time::Instant,
 }
 
 /// Runs the plan to the end and reports how it went.
@@ -221,7 +224,8 @@ pub async fn run(
         timers: JoinSet::new(),
         rollbacks: Vec::new(),
         rollback_runs: JoinSet::new(),
-        started: Instant::now(),
+        rollback_due_hosts: Vec::new(),
+        started: tokio::time::Instant::now(),
         plan,
         pool,
         sink,
@@ -394,7 +398,7 @@ impl Scheduler {
             let tz = self.plan.inventory.hosts[host].tz.as_deref();
             window.time_zone = tz.unwrap_or("UTC").to_string();
         }
-        let Some(wait) = change_window::wait_until_open(&window, (self.options.clock)()) else {
+        let Some(wait) = change_window::wait_until_open(&window, self.options.clock.now()) else {
             return false;
         };
         self.state[node.index()] = State::Queued;
@@ -515,7 +519,13 @@ impl Scheduler {
         // The start is on disk before the command starts.
         let durable = self.emit_durable(Event::TaskStarted { task: task_ref });
         let pool = self.pool.clone();
-        self.running.spawn(async move {
+        let work = task::Work {
+            node: node.index(),
+            step: task.step,
+            host: task.host,
+            rollback: false,
+        };
+        self.running.spawn(task::WORK.scope(work, async move {
             durable.await;
             let run = match rendered {
                 Ok(spec) => task::execute(&pool, task.host, &spec).await,
@@ -524,7 +534,7 @@ impl Scheduler {
             // Built here, off the scheduler's thread: it copies all of the task's output.
             let log = task::log_text(&label, &run);
             (node, run, log)
-        });
+        }));
     }
 
     fn finished(&mut self, node: NodeId, run: TaskRun, log: String) {
@@ -696,6 +706,21 @@ impl Scheduler {
             self.task_done(task);
         }
         self.release(node, false);
+    }
+
+    /// [`Self::cancel_unstarted`] for one host's tasks, without a walk over every task.
+    fn cancel_unstarted_of_host(&mut self, host: HostId) {
+        let mut unstarted: Vec<NodeId> = self
+            .plan
+            .tasks_of_host(host)
+            .iter()
+            .copied()
+            .filter(|n| matches!(self.state[n.index()], State::Waiting | State::Queued))
+            .collect();
+        unstarted.sort_unstable();
+        for node in unstarted {
+            self.cancel(node);
+        }
     }
 
     fn cancel_unstarted(&mut self, mut which: impl FnMut(&Self, &Task) -> bool) {

@@ -125,12 +125,15 @@ impl Scheduler {
 
     /// Starts every rollback whose hosts have nothing running any more.
     pub(super) fn start_due_rollbacks(&mut self) {
-        let due: Vec<HostId> = (0..self.hosts.len())
-            .filter(|&h| {
-                self.hosts[h].phase == Phase::Failed { rollback_due: true }
-                    && self.hosts[h].running == 0
-            })
+        let still_due: Vec<HostId> = std::mem::take(&mut self.rollback_due_hosts)
+            .into_iter()
+            .filter(|&h| self.hosts[h].phase == Phase::Failed { rollback_due: true })
             .collect();
+        let (mut due, later): (Vec<HostId>, Vec<HostId>) = still_due
+            .into_iter()
+            .partition(|&h| self.hosts[h].running == 0);
+        self.rollback_due_hosts = later;
+        due.sort_unstable();
         for host in due {
             self.spawn_rollback(RollbackScope::Host(host));
         }
@@ -218,6 +221,7 @@ impl Scheduler {
                 ok: false,
                 exit_code: None,
                 error: Some(error.clone()),
+                duration_ms: 0,
                 log: format!("!! rollback could not be rendered: {error}\n"),
             });
         }
@@ -327,7 +331,13 @@ impl Scheduler {
                 task: self.task_ref(node),
             });
             let pool = self.pool.clone();
-            self.rollback_runs.spawn(async move {
+            let work = task::Work {
+                node: node.index(),
+                step: self.plan.task(node).expect("a task").step,
+                host: command.host,
+                rollback: true,
+            };
+            self.rollback_runs.spawn(task::WORK.scope(work, async move {
                 durable.await;
                 let spec = TaskSpec {
                     action: task::RenderedAction::Run(command.command),
@@ -341,7 +351,7 @@ impl Scheduler {
                 };
                 let run = task::execute(&pool, command.host, &spec).await;
                 RollbackRun { job, node, run }
-            });
+            }));
         }
     }
 
@@ -361,6 +371,7 @@ impl Scheduler {
             ok: run.ok,
             exit_code: run.exit_code,
             error,
+            duration_ms: run.duration.as_millis() as u64,
             log,
         });
         if let Some(order) = self.rollbacks[job].as_mut() {

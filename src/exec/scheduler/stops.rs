@@ -15,7 +15,7 @@ impl Scheduler {
             rollback_due: false,
         };
         self.hosts[host].pending.clear();
-        self.cancel_unstarted(|_, t| t.host == host);
+        self.cancel_unstarted_of_host(host);
         let spec = &self.plan.inventory.hosts[host];
         let (cluster, region) = (spec.cluster, spec.region);
         let budget = &mut self.budgets[cluster];
@@ -41,6 +41,7 @@ impl Scheduler {
         let action = policy::on_host_failure(failed_hosts, max_failures, policy);
         if !action.beyond_budget() {
             self.hosts[host].phase = Phase::Failed { rollback_due: true };
+            self.rollback_due_hosts.push(host);
             return;
         }
         let inventory = &self.plan.inventory;
@@ -151,7 +152,7 @@ impl Scheduler {
         self.unreachable_hosts += 1;
         self.set_host_outcome(host, HostOutcome::Unreachable);
         self.hosts[host].pending.clear();
-        self.cancel_unstarted(|_, t| t.host == host);
+        self.cancel_unstarted_of_host(host);
         self.free_slot(host);
         self.pool.close(host);
     }

@@ -133,13 +133,23 @@ pub fn snapshot_plan(run_path: &Path) -> Result<Plan, SnapshotError> {
 
 /// The `(task label, milliseconds)` of every succeeded task in the latest `runs` runs of
 /// `playbook` whose journal reads (newest by run id first): what `pony plan --estimate`
-/// learns typical step durations from.
+/// and `pony simulate` learn step durations from.
 pub fn succeeded_durations(state_dir: &Path, playbook: &str, runs: usize) -> Vec<(String, u64)> {
+    step_samples(state_dir, playbook, runs).0
+}
+
+/// `(task label, milliseconds)` pairs.
+pub type Samples = Vec<(String, u64)>;
+
+/// [`succeeded_durations`], and the `(task label, milliseconds)` of the rollback commands
+/// that succeeded in the same runs (journals that record their duration).
+pub fn step_samples(state_dir: &Path, playbook: &str, runs: usize) -> (Samples, Samples) {
     let mut folders: Vec<PathBuf> = std::fs::read_dir(runs_dir(state_dir))
         .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     folders.sort();
     let mut samples = Vec::new();
+    let mut rollbacks = Vec::new();
     let mut used = 0;
     for run in folders.iter().rev() {
         if used == runs {
@@ -155,19 +165,25 @@ pub fn succeeded_durations(state_dir: &Path, playbook: &str, runs: usize) -> Vec
             continue;
         }
         for record in records {
-            if let Record::TaskFinished {
-                label,
-                state: TaskState::Succeeded,
-                duration_ms,
-                ..
-            } = record
-            {
-                samples.push((label, duration_ms));
+            match record {
+                Record::TaskFinished {
+                    label,
+                    state: TaskState::Succeeded,
+                    duration_ms,
+                    ..
+                } => samples.push((label, duration_ms)),
+                Record::RollbackFinished {
+                    label,
+                    ok: true,
+                    duration_ms,
+                    ..
+                } if duration_ms > 0 => rollbacks.push((label, duration_ms)),
+                _ => {}
             }
         }
         used += 1;
     }
-    samples
+    (samples, rollbacks)
 }
 
 /// `1.3s`, `42s`, `1h 2m 5s`.

@@ -1,0 +1,248 @@
+//! The timeline picture of a simulation (`--svg FILE`): one lane per region, one row per
+//! cluster with a bar per wave it took part in (red outline when hosts failed, a red bar
+//! while its rollback ran), pauses and approvals as bands across every lane, change
+//! windows as grey bands in the lanes of the regions that waited for them. Plain SVG, no
+//! script; readable at 7 regions × 14 clusters.
+
+use super::report::{duration_text, thousands, Simulation};
+use std::fmt::Write;
+
+const WIDTH: f64 = 1200.0;
+const LABEL: f64 = 210.0;
+const PLOT: f64 = WIDTH - LABEL - 30.0;
+const ROW: f64 = 16.0;
+const LANE_HEAD: f64 = 20.0;
+const TOP: f64 = 56.0;
+const WAVE_COLOURS: [&str; 8] = [
+    "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#bab0ac",
+];
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A tick step that gives at most about a dozen ticks.
+fn tick_step(total_ms: u64) -> u64 {
+    const STEPS: [u64; 14] = [
+        1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000, 7_200_000,
+        10_800_000, 21_600_000, 43_200_000, 86_400_000,
+    ];
+    STEPS
+        .iter()
+        .copied()
+        .find(|s| total_ms / s <= 12)
+        .unwrap_or(86_400_000 * (total_ms / 86_400_000 / 12 + 1))
+}
+
+pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
+    let total = sim.total_ms.max(1);
+    let x = |ms: u64| LABEL + PLOT * (ms.min(total) as f64 / total as f64);
+    let rows: usize = sim.regions.iter().map(|r| r.clusters.len()).sum();
+    let height = TOP + sim.regions.len() as f64 * (LANE_HEAD + 4.0) + rows as f64 * ROW + 70.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="Helvetica, Arial, sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
+    let mut title = format!(
+        "pony simulate: {} on {} — {} hosts, total {}",
+        sim.playbook,
+        sim.inventory,
+        thousands(sim.hosts),
+        duration_text(sim.total_ms)
+    );
+    if let Some(base) = baseline {
+        let _ = write!(
+            title,
+            " (by hand: {}, {:.1}x longer)",
+            duration_text(base.total_ms),
+            base.total_ms as f64 / total as f64
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="18" font-size="14" font-weight="bold">{}</text>"#,
+        escape(&title)
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="10" y="34" fill="#555">start {} · seed {} · bound most by {}</text>"##,
+        escape(&sim.start),
+        sim.seed,
+        escape(
+            sim.bound_most()
+                .map(|b| b.limit.as_str())
+                .unwrap_or("nothing")
+        )
+    );
+    // Time axis.
+    let step = tick_step(total);
+    let bottom = height - 60.0;
+    let mut t = 0;
+    while t <= total {
+        let _ = writeln!(
+            s,
+            r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{bottom:.1}" stroke="#e4e4e4"/><text x="{0:.1}" y="{1:.0}" text-anchor="middle" fill="#555">{2}</text>"##,
+            x(t),
+            TOP - 6.0,
+            duration_text(t)
+        );
+        t += step;
+    }
+    let mut y = TOP;
+    for region in &sim.regions {
+        let lane_rows = region.clusters.len() as f64 * ROW;
+        let lane_top = y;
+        let _ = writeln!(
+            s,
+            r##"<rect x="0" y="{lane_top:.1}" width="{WIDTH}" height="{:.1}" fill="#f4f6f8" fill-opacity="0.6"/>"##,
+            LANE_HEAD + lane_rows
+        );
+        // Windows this region's hosts waited for.
+        for g in sim.gates.iter().filter(|g| g.kind == "window") {
+            let zone = g
+                .detail
+                .rsplit_once('(')
+                .map(|(_, z)| z.trim_end_matches(')').to_string());
+            let in_wave = region
+                .clusters
+                .iter()
+                .any(|c| c.bars.iter().any(|b| b.wave == g.wave));
+            let here = match &zone {
+                Some(z) => region.zones.contains(z),
+                None => in_wave,
+            };
+            if here && in_wave {
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{:.1}" y="{lane_top:.1}" width="{:.1}" height="{:.1}" fill="#9aa0a6" fill-opacity="0.35"><title>{} waits for {}</title></rect>"##,
+                    x(g.start_ms),
+                    (x(g.end_ms) - x(g.start_ms)).max(1.0),
+                    LANE_HEAD + lane_rows,
+                    escape(&region.name),
+                    escape(&g.detail)
+                );
+            }
+        }
+        let span = match (region.start_ms, region.end_ms) {
+            (Some(a), Some(b)) => format!("{} → {}", duration_text(a), duration_text(b)),
+            _ => "not started".into(),
+        };
+        let _ = writeln!(
+            s,
+            r##"<text x="6" y="{:.1}" font-weight="bold">{} <tspan font-weight="normal" fill="#555">{} hosts · {}</tspan></text>"##,
+            lane_top + 14.0,
+            escape(&region.name),
+            thousands(region.hosts),
+            escape(&span)
+        );
+        y += LANE_HEAD;
+        for cluster in &region.clusters {
+            let _ = writeln!(
+                s,
+                r##"<text x="16" y="{:.1}" fill="#333">{} <tspan fill="#777">{}×, {} at once</tspan></text>"##,
+                y + 12.0,
+                escape(&cluster.name),
+                cluster.hosts,
+                cluster.slots
+            );
+            for bar in &cluster.bars {
+                let wave = sim
+                    .waves
+                    .iter()
+                    .position(|w| w.name == bar.wave)
+                    .unwrap_or(0);
+                let colour = WAVE_COLOURS[wave % WAVE_COLOURS.len()];
+                let stroke = if bar.failed_hosts > 0 {
+                    r##" stroke="#d62728" stroke-width="2""##
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" rx="2" fill="{colour}"{stroke}><title>{} wave {}: {} → {}{}</title></rect>"#,
+                    x(bar.start_ms),
+                    y + 2.0,
+                    (x(bar.end_ms) - x(bar.start_ms)).max(1.5),
+                    ROW - 4.0,
+                    escape(&cluster.name),
+                    escape(&bar.wave),
+                    duration_text(bar.start_ms),
+                    duration_text(bar.end_ms),
+                    if bar.failed_hosts > 0 {
+                        format!(", {} failed hosts", bar.failed_hosts)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            if let Some((a, b)) = cluster.rollback {
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="4" fill="#d62728"><title>{} rolled back {} → {}</title></rect>"##,
+                    x(a),
+                    y + ROW - 5.0,
+                    (x(b) - x(a)).max(2.0),
+                    escape(&cluster.name),
+                    duration_text(a),
+                    duration_text(b)
+                );
+            }
+            y += ROW;
+        }
+        y += 4.0;
+    }
+    // Pauses and approvals hold every lane (drawn over the lanes).
+    for g in sim.gates.iter().filter(|g| g.kind != "window") {
+        let colour = if g.kind == "pause" {
+            "#f5d76e"
+        } else {
+            "#c39bd3"
+        };
+        let _ = writeln!(
+            s,
+            r#"<rect x="{:.1}" y="{TOP}" width="{:.1}" height="{:.1}" fill="{colour}" fill-opacity="0.35"><title>{} {} {} → {}</title></rect>"#,
+            x(g.start_ms),
+            (x(g.end_ms) - x(g.start_ms)).max(1.0),
+            bottom - TOP,
+            escape(&g.wave),
+            escape(&g.detail),
+            duration_text(g.start_ms),
+            duration_text(g.end_ms)
+        );
+    }
+    // Legend.
+    let mut lx = 10.0;
+    let ly = bottom + 22.0;
+    for (i, wave) in sim.waves.iter().enumerate() {
+        let colour = WAVE_COLOURS[i % WAVE_COLOURS.len()];
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="10" fill="{colour}"/><text x="{:.1}" y="{ly:.1}">wave {}</text>"#,
+            ly - 9.0,
+            lx + 16.0,
+            escape(&wave.name)
+        );
+        lx += 30.0 + 7.0 * wave.name.len() as f64 + 20.0;
+    }
+    for (colour, text, opacity) in [
+        ("#f5d76e", "pause", "0.6"),
+        ("#c39bd3", "approval", "0.6"),
+        ("#9aa0a6", "waiting for a change window", "0.5"),
+        ("#d62728", "rollback", "1"),
+    ] {
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="10" fill="{colour}" fill-opacity="{opacity}"/><text x="{:.1}" y="{ly:.1}">{text}</text>"#,
+            ly - 9.0,
+            lx + 16.0
+        );
+        lx += 30.0 + 6.5 * text.len() as f64;
+    }
+    s.push_str("</svg>\n");
+    s
+}

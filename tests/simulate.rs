@@ -1,0 +1,279 @@
+//! `pony simulate` against reality and against itself: a real deploy on a real-sshd lab
+//! fleet (steps of known, varied lengths, a failure that rolls its host back, a pause
+//! gate), then a simulation with the durations learned from that run's journal predicts
+//! its length within 10%; a simulation with every sshd stopped contacts nothing, writes
+//! nothing and takes no lock; the same seed gives the same JSON; bad what-ifs exit 2.
+
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use support::{lab_with, pony, text};
+
+/// Steps that take known, different times; `drain` fails where `fail-drain` exists, and a
+/// failed host rolls back (drain's rollback, then fetch's) within the budget of one.
+const TIMED: &str = r#"
+name: timed
+strategy:
+  waves:
+    - { name: first, regions: [r1], pause: 1s }
+    - { name: rest, regions: ["*"] }
+  max_unavailable: 50%
+  max_failures: 1
+  on_failure: rollback-region
+steps:
+  - name: fetch
+    run: sleep 0.3 && touch {{ root }}/fetched
+    rollback: sleep 0.2
+  - name: drain
+    needs: [fetch]
+    run: sleep 0.8 && test ! -e {{ root }}/fail-drain
+    rollback: sleep 0.4
+  - name: switch
+    needs: [drain]
+    run: sleep 0.2
+"#;
+
+fn simulation(out: &std::process::Output) -> Value {
+    assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    json["simulation"].clone()
+}
+
+#[test]
+fn a_simulation_with_the_journals_durations_predicts_the_real_run_within_ten_percent() {
+    let lab = lab_with(2, 1, 4);
+    let playbook = lab.playbook(TIMED);
+    lab.make_fail("r2-c1-03", "drain");
+    let deploy = lab.deploy(&playbook, &["--output", "json"]);
+    let events = support::events(&deploy);
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary: {}", text(&deploy)));
+    let measured = summary["duration_ms"].as_u64().unwrap();
+    // The run did what the test says it does: the failure, the rollback, the pause.
+    assert_eq!(summary["rolled_back"], 1, "{summary}");
+    assert_eq!(summary["ok"], 7, "{summary}");
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "rollback_task" && e["task"]["host"] == "r2-c1-03"));
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "gate_waiting" && e["reason"] == "pause"));
+
+    let inventory = lab.inventory.to_str().unwrap();
+    let out = lab
+        .pony(&[
+            "simulate",
+            "-i",
+            inventory,
+            playbook.to_str().unwrap(),
+            "--fail-task",
+            "drain@r2-c1-03",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let sim = simulation(&out);
+    for step in sim["durations"].as_array().unwrap() {
+        assert_eq!(step["source"], "journal", "{step}");
+    }
+    // The failed host's rollbacks were journaled with their durations.
+    for step in &sim["durations"].as_array().unwrap()[..2] {
+        let rollback = step["rollback"].as_str().unwrap();
+        assert!(rollback.starts_with("1 sample, median"), "{step}");
+    }
+    assert_eq!(sim["failures"]["failed_tasks"], 1, "{sim}");
+    assert_eq!(sim["host_outcomes"]["rolled_back"], 1, "{sim}");
+    assert_eq!(sim["host_outcomes"]["ok"], 7, "{sim}");
+    let predicted = sim["total_ms"].as_u64().unwrap();
+    let error = (predicted as f64 - measured as f64).abs() / measured as f64;
+    eprintln!("simulated {predicted} ms, measured {measured} ms");
+    assert!(
+        error <= 0.10,
+        "predicted {predicted} ms, measured {measured} ms ({:.1}% off)",
+        error * 100.0
+    );
+    // The simulation added no run to the state dir.
+    assert_eq!(
+        std::fs::read_dir(lab.state.join("runs")).unwrap().count(),
+        1
+    );
+}
+
+#[test]
+fn a_simulation_contacts_no_host_writes_nothing_and_takes_no_lock() {
+    let mut lab = lab_with(2, 1, 2);
+    let playbook = lab.playbook(TIMED);
+    for host in lab.host_names() {
+        lab.fleet.kill(&host).unwrap();
+    }
+    let inventory = lab.inventory.to_str().unwrap().to_string();
+    // Every sshd is down: a real connection fails.
+    let ping = lab.pony(&["ping", "-i", &inventory]).output().unwrap();
+    assert_ne!(ping.status.code(), Some(0), "{}", text(&ping));
+
+    let out = lab
+        .pony(&[
+            "simulate",
+            "-i",
+            &inventory,
+            playbook.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let sim = simulation(&out);
+    assert_eq!(sim["outcome"], "succeeded", "{sim}");
+    assert_eq!(sim["host_outcomes"]["ok"], 4, "{sim}");
+    for host in lab.host_names() {
+        assert!(
+            !lab.root(&host).join("fetched").exists(),
+            "{host} was touched"
+        );
+    }
+    for folder in ["runs", "locks", "hosts"] {
+        assert!(
+            !lab.state.join(folder).exists(),
+            "a simulation wrote {folder}/ into the state dir"
+        );
+    }
+}
+
+fn simulate_local(state: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "simulate",
+        "-i",
+        "inventories/local.yaml",
+        "playbooks/mail-rollout.yaml",
+        "--start",
+        "2026-03-10T20:00:00Z",
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    pony(state, &args).output().unwrap()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let what_if = ["--fail", "15%", "--unreachable", "5%", "--seed", "42"];
+    let first = simulate_local(dir.path(), &what_if);
+    let second = simulate_local(dir.path(), &what_if);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&second.stdout)
+    );
+    let sim = simulation(&first);
+    assert!(
+        sim["failures"]["failed_tasks"].as_u64().unwrap() > 0,
+        "{sim}"
+    );
+    let other = simulation(&simulate_local(
+        dir.path(),
+        &["--fail", "15%", "--unreachable", "5%", "--seed", "43"],
+    ));
+    assert_ne!(sim, other, "another seed draws other failures");
+}
+
+#[test]
+fn compare_prints_the_by_hand_baseline_and_the_svg_has_a_lane_per_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("timeline.svg");
+    let out = simulate_local(dir.path(), &["--compare", "--svg", svg.to_str().unwrap()]);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (sim, base) = (&json["simulation"], &json["baseline"]);
+    // By hand: one region at a time, one host per cluster at a time.
+    assert_eq!(
+        base["waves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["cn-south", "eu-west", "us-east"]
+    );
+    for region in base["regions"].as_array().unwrap() {
+        for cluster in region["clusters"].as_array().unwrap() {
+            assert_eq!(cluster["slots"], 1, "{cluster}");
+        }
+    }
+    let (fast, slow) = (
+        sim["total_ms"].as_u64().unwrap(),
+        base["total_ms"].as_u64().unwrap(),
+    );
+    assert!(slow > fast, "by hand {slow} ms, pony {fast} ms");
+    let speedup = json["speedup"].as_f64().unwrap();
+    assert!((speedup - slow as f64 / fast as f64).abs() < 1e-9);
+
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    let labels: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.descendants().filter_map(|t| t.text()).collect::<String>())
+        .collect();
+    for region in ["cn-south", "eu-west", "us-east"] {
+        assert!(
+            labels.iter().any(|l| l.starts_with(region)),
+            "no lane for {region}: {labels:?}"
+        );
+    }
+    let bars = doc
+        .descendants()
+        .filter(|n| {
+            n.has_tag_name("rect")
+                && n.children().any(|c| {
+                    c.has_tag_name("title") && c.text().is_some_and(|t| t.contains(" wave "))
+                })
+        })
+        .count();
+    let expected: usize = sim["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["clusters"].as_array().unwrap())
+        .map(|c| c["bars"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(bars, expected, "a bar per cluster and wave");
+}
+
+#[test]
+fn bad_what_ifs_exit_2_naming_the_option_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--set", "strategy.waves.chnia.pause=1m"],
+            "no element named `chnia`",
+        ),
+        (&["--set", "strategy.max_unavailable=0"], "max_unavailable"),
+        (
+            &["--fail-task", "drian@mx-gz-01"],
+            "did you mean `drain@mx-gz-01`?",
+        ),
+        (&["--fail", "150%"], "not between 0 and 100%"),
+    ];
+    for (extra, expected) in cases {
+        let out = simulate_local(dir.path(), extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "{extra:?}: {}",
+            text(&out)
+        );
+    }
+    let durations = dir.path().join("d.yaml");
+    std::fs::write(&durations, "drian: 5m\n").unwrap();
+    let out = simulate_local(dir.path(), &["--durations", durations.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("d.yaml") && err.contains("did you mean `drain`"),
+        "{err}"
+    );
+}
