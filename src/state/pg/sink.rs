@@ -1,0 +1,106 @@
+//! The journal's second sink: each batch the journal writer group-commits to its file is
+//! also inserted into the `journal` table in one transaction (one row per record), before
+//! the batch is acknowledged. So a task's `task_started` is committed in the database
+//! before its command starts, and its `task_finished` before its dependents start.
+//!
+//! The same transaction renews this controller's lease, and refuses the batch when the
+//! lease is no longer its own: a controller that was cut off and taken over can never
+//! write into the run another controller continues.
+
+use super::lease::{self, LeaseLost};
+use super::PgStore;
+use crate::state::journal::Mirror;
+use postgres::Client;
+
+/// Writes one run's records; owned by the journal writer thread.
+pub struct PgSink {
+    store: PgStore,
+    client: Option<Client>,
+    run_id: String,
+    inventory: String,
+    holder: String,
+    lost: LeaseLost,
+    /// Set once the lease is gone: nothing more is written.
+    fenced: bool,
+}
+
+impl PgSink {
+    pub fn new(
+        store: PgStore,
+        run_id: String,
+        inventory: String,
+        holder: String,
+        lost: LeaseLost,
+    ) -> PgSink {
+        PgSink {
+            store,
+            client: None,
+            run_id,
+            inventory,
+            holder,
+            lost,
+            fenced: false,
+        }
+    }
+
+    /// One attempt: Ok(false) when the lease was lost.
+    fn try_commit(&mut self, lines: &[String]) -> Result<bool, String> {
+        if self.client.is_none() {
+            self.client = Some(self.store.connect().map_err(|e| e.to_string())?);
+        }
+        let client = self.client.as_mut().expect("connected above");
+        let mut tx = client.transaction().map_err(|e| e.to_string())?;
+        if !lease::renew(
+            &mut tx,
+            &self.inventory,
+            &self.holder,
+            self.store.lease.as_secs_f64(),
+        )
+        .map_err(|e| e.to_string())?
+        {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO journal (run_id, record)
+             SELECT $1, line::jsonb FROM unnest($2::text[]) WITH ORDINALITY AS batch(line, n)
+             ORDER BY n",
+            &[&self.run_id, &lines],
+        )
+        .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
+impl Mirror for PgSink {
+    fn commit(&mut self, lines: &[String]) -> Result<(), String> {
+        if self.fenced {
+            return Err("the lease is lost; records stay in the local journal only".into());
+        }
+        // A dropped connection (the server restarted, a network blip) gets one fresh
+        // connection and one more try before the batch is reported as not written.
+        let outcome = match self.try_commit(lines) {
+            Err(first) => {
+                tracing::warn!("state database: {first}; reconnecting");
+                self.client = None;
+                self.try_commit(lines)
+            }
+            ok => ok,
+        };
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.fenced = true;
+                self.lost.notify_one();
+                Err(format!(
+                    "the lease on inventory `{}` is no longer this controller's (expired or taken over): no new task starts",
+                    self.inventory
+                ))
+            }
+            Err(e) => {
+                self.client = None;
+                Err(e)
+            }
+        }
+    }
+}
