@@ -247,7 +247,7 @@ strategy:
 steps:
   - name: prepare
     run: echo prepare >> ran
-    rollback: echo undo prepare
+    rollback: echo undo-prepare >> ran
   - name: check
     needs: [prepare]
     run: test {{ host.name }} != {{ bad }}
@@ -342,6 +342,122 @@ fn status_and_history_read_from_the_database_show_what_the_local_folder_shows() 
                 .output()
                 .unwrap()
         )
+    );
+
+    // A rollback from another machine works from the database's journal, and is
+    // journaled there: the first machine then finds nothing left to undo.
+    let rollback = pony_db(&elsewhere, &url, &["rollback", &runs[0], "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&rollback), 0, "{}", text(&rollback));
+    for host in ["h1", "h2", "h3", "h4"] {
+        let ran = std::fs::read_to_string(elsewhere.join("hosts").join(host).join("ran"))
+            .unwrap_or_default();
+        assert_eq!(ran, "undo-prepare\n", "{host}");
+    }
+    let undone: i64 = db(&url)
+        .query_one(
+            "SELECT count(*) FROM journal WHERE run_id = $1
+               AND record->>'type' = 'rollback_finished' AND (record->>'ok')::boolean",
+            &[&runs[0]],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(undone, 8, "prepare and check on four hosts");
+    let again = pony_db(&state, &url, &["rollback", &runs[0], "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&again), 0, "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nothing to roll back"),
+        "{}",
+        text(&again)
+    );
+    let status = pony_db(&state, &url, &["status", &runs[0]])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("state: rolled back"),
+        "{}",
+        text(&status)
+    );
+}
+
+/// A controller whose lease is broken (`pony unlock` from elsewhere) kills its running
+/// commands and starts no other task, and the database refuses its records from then on.
+#[test]
+fn a_controller_that_lost_its_lease_starts_nothing_more_and_writes_nothing_more() {
+    use std::io::BufRead;
+    let pg = server();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.yaml");
+    let playbook = dir.path().join("playbook.yaml");
+    let gate = dir.path().join("gate-open");
+    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
+    std::fs::write(
+        &playbook,
+        format!(
+            "name: fenced\nstrategy: {{ max_unavailable: 100% }}\nsteps:\n  - {{ name: slow, run: \"touch started; while [ ! -e {} ]; do sleep 0.02; done\" }}\n  - {{ name: after, needs: [slow], run: \"touch after\" }}\n",
+            gate.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut controller = pony_db(
+        &state,
+        &url,
+        &[
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let hosts = ["h1", "h2", "h3", "h4"];
+    wait_until("every `slow` task to start", || {
+        hosts
+            .iter()
+            .all(|h| state.join("hosts").join(h).join("started").exists())
+    });
+    let unlocked = pony_db(&dir.path().join("elsewhere"), &url, &["unlock", "tiny"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&unlocked), 0, "{}", text(&unlocked));
+    let records_at_unlock: i64 = db(&url)
+        .query_one("SELECT count(*) FROM journal", &[])
+        .unwrap()
+        .get(0);
+    let mut stderr = std::io::BufReader::new(controller.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    while !said.contains("lost the inventory's lease") {
+        match stderr.next() {
+            Some(line) => said.push_str(&(line.unwrap() + "\n")),
+            None => panic!("the controller ended without noticing:\n{said}"),
+        }
+    }
+    std::fs::write(&gate, "").unwrap();
+    let rest: Vec<String> = stderr.map(|l| l.unwrap()).collect();
+    let status = controller.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{said}{}", rest.join("\n"));
+    for host in hosts {
+        assert!(
+            !state.join("hosts").join(host).join("after").exists(),
+            "`after` started on {host} without the lease"
+        );
+    }
+    let records_now: i64 = db(&url)
+        .query_one("SELECT count(*) FROM journal", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        records_now, records_at_unlock,
+        "records were written to the database after the lease was broken"
     );
 }
 

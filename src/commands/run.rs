@@ -262,7 +262,7 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
 }
 
 /// Counts SIGINT/SIGTERM: the executor stops starting tasks at 1 and kills at 2. A lost
-/// lease (state database) counts as a first signal: another controller may own the run.
+/// lease (state database) goes straight to 2.
 fn watch_signals(lease_lost: LeaseLost) -> tokio::sync::watch::Receiver<u32> {
     let (sender, receiver) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
@@ -279,10 +279,10 @@ fn watch_signals(lease_lost: LeaseLost) -> tokio::sync::watch::Receiver<u32> {
                 _ = term.recv() => {}
                 _ = lease_lost.notified(), if lease_held => {
                     lease_held = false;
-                    eprintln!("error: this controller lost the inventory's lease: no new task starts");
-                    if count > 0 {
-                        continue;
-                    }
+                    eprintln!("error: this controller lost the inventory's lease: its running commands are killed and no new task starts");
+                    // As a second Ctrl-C: another controller may be taking the run over,
+                    // so nothing of this one may go on running on the hosts.
+                    count = count.max(1);
                 }
             }
             count += 1;
