@@ -515,3 +515,71 @@ fn pony_creates_and_migrates_its_schema_once_and_refuses_a_newer_one() {
         text(&bad)
     );
 }
+
+/// A run paused at an `approve:` gate in CI keeps its lease with no expiry: another
+/// machine's deploy is refused as paused, and a resume with `--approve` from another
+/// state folder takes the lease over and finishes, running nothing twice.
+#[test]
+fn a_run_paused_for_approval_keeps_its_lease_and_is_approved_from_another_machine() {
+    let pg = server();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.yaml");
+    let playbook = dir.path().join("playbook.yaml");
+    let counts = dir.path().join("counts");
+    std::fs::create_dir(&counts).unwrap();
+    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
+    std::fs::write(
+        &playbook,
+        format!(
+            "name: approved\nstrategy:\n  waves:\n    - {{ name: first, regions: [r1], approve: true }}\n    - {{ name: rest, regions: [\"*\"] }}\nsteps:\n  - {{ name: one, run: \"echo one >> {}/{{{{ host.name }}}}\" }}\n",
+            counts.display()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "deploy",
+        "-i",
+        inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+        "--yes",
+    ];
+    let paused = pony_db(&dir.path().join("a"), &url, &args)
+        .output()
+        .unwrap();
+    assert_eq!(code(&paused), 10, "{}", text(&paused));
+    let (expires, awaiting, run): (Option<String>, bool, String) = {
+        let row = db(&url)
+            .query_one(
+                "SELECT expires::text, awaiting_approval, run_id FROM leases WHERE inventory = 'tiny'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!((expires, awaiting), (None, true), "kept with no expiry");
+    let blocked = pony_db(&dir.path().join("b"), &url, &args)
+        .output()
+        .unwrap();
+    assert_eq!(code(&blocked), 4, "{}", text(&blocked));
+    assert!(
+        String::from_utf8_lossy(&blocked.stderr).contains("paused awaiting approval"),
+        "{}",
+        text(&blocked)
+    );
+    let resumed = pony_db(
+        &dir.path().join("b"),
+        &url,
+        &["resume", &run, "--approve", "first"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&resumed), 0, "{}", text(&resumed));
+    for host in ["h1", "h2", "h3", "h4"] {
+        assert_eq!(
+            lines(&counts.join(host)),
+            1,
+            "{host} ran `one` once over both controllers"
+        );
+    }
+}
