@@ -583,3 +583,83 @@ fn a_run_paused_for_approval_keeps_its_lease_and_is_approved_from_another_machin
         );
     }
 }
+
+/// The database going away mid-run (stopped, then started again within the lease) loses
+/// nothing: the batches it missed are sent with the next one, and the database's journal
+/// ends up holding every record of the controller's local journal, in order.
+#[test]
+fn records_the_database_missed_while_it_was_down_reach_it_when_it_is_back() {
+    let mut pg = server();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.yaml");
+    let playbook = dir.path().join("playbook.yaml");
+    let (gate1, gate2) = (dir.path().join("gate-1"), dir.path().join("gate-2"));
+    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
+    std::fs::write(
+        &playbook,
+        format!(
+            "name: outage\nstrategy: {{ max_unavailable: 100% }}\nsteps:\n  - {{ name: slow, run: \"touch started; while [ ! -e {} ]; do sleep 0.02; done\" }}\n  - {{ name: after, needs: [slow], run: \"touch after; while [ ! -e {} ]; do sleep 0.02; done\" }}\n",
+            gate1.display(),
+            gate2.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut controller = pony_db(
+        &state,
+        &url,
+        &[
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    // Long enough that the outage below never costs the lease.
+    .env("PONY_LEASE", "120s")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let hosts = ["h1", "h2", "h3", "h4"];
+    let all = |marker: &str| {
+        hosts
+            .iter()
+            .all(|h| state.join("hosts").join(h).join(marker).exists())
+    };
+    wait_until("every `slow` task to start", || all("started"));
+    pg.stop().unwrap();
+    // `slow` ends and `after` starts on every host while the database is down.
+    std::fs::write(&gate1, "").unwrap();
+    wait_until("every `after` task to start", || all("after"));
+    pg.restart().unwrap();
+    std::fs::write(&gate2, "").unwrap();
+    let status = controller.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let (run, local) = support::only_run(&state);
+    let local = support::journal(&local);
+    let in_db: Vec<serde_json::Value> = db(&url)
+        .query(
+            "SELECT record::text FROM journal WHERE run_id = $1 ORDER BY seq",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap())
+        .collect();
+    assert_eq!(
+        in_db.len(),
+        local.len(),
+        "every record reached the database"
+    );
+    assert_eq!(in_db, local, "in the same order");
+    assert_eq!(
+        in_db.last().unwrap()["type"],
+        "run_finished",
+        "{:?}",
+        in_db.last()
+    );
+}

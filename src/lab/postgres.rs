@@ -44,6 +44,8 @@ pub struct Postgres {
     bin: PathBuf,
     port: u16,
     as_user: Option<String>,
+    /// The server's command-line settings, for [`Postgres::restart`].
+    options: String,
     stopped: bool,
 }
 
@@ -113,11 +115,21 @@ impl Postgres {
         if let Some(user) = &as_user {
             chown(dir.path(), user)?;
         }
+        let port = free_port()?;
+        let fsync = match sync {
+            Sync::Durable => "on",
+            Sync::Fast => "off",
+        };
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=200",
+            dir.path().display()
+        );
         let mut server = Postgres {
             dir,
             bin,
-            port: free_port()?,
+            port,
             as_user,
+            options,
             stopped: true,
         };
         let data = server.data_dir();
@@ -133,18 +145,17 @@ impl Postgres {
                 "--no-instructions",
             ],
         )?;
-        let fsync = match sync {
-            Sync::Durable => "on",
-            Sync::Fast => "off",
-        };
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=200",
-            server.port,
-            server.dir.path().display()
-        );
-        let log = server.dir.path().join("server.log");
-        server.stopped = false;
-        server.run(
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// `pg_ctl start`, waiting until the server accepts connections.
+    fn launch(&mut self) -> Result<()> {
+        let data = self.data_dir();
+        let log = self.dir.path().join("server.log");
+        self.stopped = false;
+        let options = self.options.clone();
+        self.run(
             "pg_ctl",
             &[
                 "-D",
@@ -158,8 +169,16 @@ impl Postgres {
                 "60",
                 "start",
             ],
-        )?;
-        Ok(server)
+        )
+    }
+
+    /// Starts the stopped server again, same port and data (a database that went away
+    /// and came back).
+    pub fn restart(&mut self) -> Result<()> {
+        if !self.stopped {
+            bail!("the server is running");
+        }
+        self.launch()
     }
 
     fn data_dir(&self) -> PathBuf {

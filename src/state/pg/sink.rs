@@ -22,7 +22,14 @@ pub struct PgSink {
     lost: LeaseLost,
     /// Set once the lease is gone: nothing more is written.
     fenced: bool,
+    /// Records of batches the database did not take (it was unreachable): sent again,
+    /// first, with the next batch, so the database's journal catches up.
+    unsent: Vec<String>,
 }
+
+/// How many unsent records are kept for a later batch before the oldest are given up
+/// (they stay in the local journal).
+const UNSENT_AT_MOST: usize = 100_000;
 
 impl PgSink {
     pub fn new(
@@ -40,6 +47,7 @@ impl PgSink {
             holder,
             lost,
             fenced: false,
+            unsent: Vec::new(),
         }
     }
 
@@ -77,13 +85,15 @@ impl Mirror for PgSink {
         if self.fenced {
             return Err("the lease is lost; records stay in the local journal only".into());
         }
+        let mut batch = std::mem::take(&mut self.unsent);
+        batch.extend_from_slice(lines);
         // A dropped connection (the server restarted, a network blip) gets one fresh
-        // connection and one more try before the batch is reported as not written.
-        let outcome = match self.try_commit(lines) {
+        // connection and one more try before the batch is kept for the next one.
+        let outcome = match self.try_commit(&batch) {
             Err(first) => {
                 tracing::warn!("state database: {first}; reconnecting");
                 self.client = None;
-                self.try_commit(lines)
+                self.try_commit(&batch)
             }
             ok => ok,
         };
@@ -99,7 +109,11 @@ impl Mirror for PgSink {
             }
             Err(e) => {
                 self.client = None;
-                Err(e)
+                let kept = batch.len().min(UNSENT_AT_MOST);
+                self.unsent = batch.split_off(batch.len() - kept);
+                Err(format!(
+                    "{e} ({kept} record(s) kept to send with the next batch; all are in the local journal)"
+                ))
             }
         }
     }
