@@ -11,7 +11,8 @@
 //!
 //! Prints, per contender, the median wall time of `pony deploy` over the rounds (order
 //! alternated every round), tasks per second, and for the database the journal rows and
-//! the transactions it committed per run (the group commits). Figures only: nothing is
+//! the transactions it committed per run (the group commits), and the peak memory of one
+//! `pony deploy` process. Figures only: nothing is
 //! asserted on timing; it fails when a deploy fails.
 //!
 //! Knobs: `PONY_BENCH_HOSTS` (default 200, a multiple of 20), `PONY_BENCH_RUNS` (default
@@ -179,6 +180,12 @@ fn real_main() -> Result<()> {
             .get(0);
         rows / runs_stored.max(1)
     };
+    // SAFETY: getrusage only fills the struct it is given.
+    let peak_kb = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss
+    };
     let (local_s, pg_s) = (median(local.clone()), median(pg.clone()));
     println!(
         "  local folder   median {:7.3} s  {:8.0} tasks/s   runs: {}",
@@ -197,9 +204,13 @@ fn real_main() -> Result<()> {
         median(txs.iter().map(|&t| t as f64).collect())
     );
     println!(
-        "  cost of the database: {:+.1}% wall time ({:+.1} ms per task)",
+        "  cost of the database: {:+.1}% wall time ({:+.2} ms per task)",
         100.0 * (pg_s - local_s) / local_s,
         1000.0 * (pg_s - local_s) / tasks
+    );
+    println!(
+        "  peak memory of one pony deploy (max RSS over every run): {:.1} MB",
+        peak_kb as f64 / 1024.0
     );
     Ok(())
 }
