@@ -55,19 +55,10 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
     };
     let store = Store::from_options(global)?;
     let lease_lost = LeaseLost::default();
-    // Read before the lease: a run that another controller moved on meanwhile must be
-    // reopened, not continued from a stale journal.
-    let journaled = match &launch.run {
-        RunFolder::Existing(dir) => store.record_count(&dir.id)?,
-        RunFolder::New { .. } => None,
-    };
     let held = store.acquire(&inventory, &run_id, resuming, lease_lost.clone())?;
-    if let (Some(before), Some(now)) = (journaled, store.record_count(&run_id)?) {
-        if before != now {
-            anyhow::bail!(
-                "run {run_id} moved on while it was being reopened ({before} journal records, now {now}): its controller was still writing\n  hint: run the same command again"
-            );
-        }
+    if let RunFolder::Existing(dir) = &launch.run {
+        // The run was read before its lease was ours: it must not have moved on since.
+        store.check_current(dir)?;
     }
     let run_dir = match &launch.run {
         RunFolder::New {

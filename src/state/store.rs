@@ -220,11 +220,23 @@ impl Store {
         Journal::create_mirrored(path, mirror)
     }
 
-    /// How many journal records the database has for a run (None for a local folder).
-    pub fn record_count(&self, id: &str) -> anyhow::Result<Option<i64>> {
-        match self {
-            Store::Local(_) => Ok(None),
-            Store::Postgres { db, .. } => Ok(Some(db.record_count(id)?)),
+    /// Refuses to go on with a run read from the database (its journal copied into
+    /// `run_dir`) when the database has more records by now: its controller was still
+    /// writing when the run was read, so what it was read as is stale.
+    pub fn check_current(&self, run_dir: &super::run_dir::RunDir) -> anyhow::Result<()> {
+        let Store::Postgres { db, .. } = self else {
+            return Ok(());
+        };
+        let read = super::journal::read_lenient(&run_dir.journal_path())?
+            .records
+            .len() as i64;
+        let now = db.record_count(&run_dir.id)?;
+        if read != now {
+            anyhow::bail!(
+                "run {} moved on while it was being reopened ({read} journal records, now {now}): its controller was still writing\n  hint: run the same command again",
+                run_dir.id
+            );
         }
+        Ok(())
     }
 }
