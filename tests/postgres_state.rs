@@ -663,3 +663,46 @@ fn records_the_database_missed_while_it_was_down_reach_it_when_it_is_back() {
         in_db.last()
     );
 }
+
+/// The lease's rules, through the library against the real server: an expired lease is
+/// never revived by its old holder, only the same run's resume takes it over, and the
+/// takeover fences the old holder off for good.
+#[test]
+fn an_expired_lease_is_not_revived_and_a_takeover_fences_the_old_holder() {
+    use pony::state::lock::LockError;
+    use pony::state::pg::{lease, PgStore};
+    let pg = server();
+    let store = PgStore::open(&pg.url(), std::time::Duration::from_secs(1)).unwrap();
+    let first = lease::acquire(&store, "global", "run-1", false, Default::default()).unwrap();
+    let old_holder = first.holder.clone();
+    // The holder dies without a word: its heartbeat stops, nothing is released.
+    first.keep();
+    match lease::acquire(&store, "global", "run-2", false, Default::default()) {
+        Err(LockError::Held(info)) => assert_eq!(info.run_id, "run-1"),
+        other => panic!("expected Held, got {:?}", other.err()),
+    }
+    wait_until("the lease to expire", || {
+        !lease::read(&store, "global").unwrap().unwrap().live
+    });
+    let mut client = store.connect().unwrap();
+    assert!(
+        !lease::renew(&mut client, "global", &old_holder, 1.0).unwrap(),
+        "an expired lease was renewed"
+    );
+    match lease::acquire(&store, "global", "run-2", true, Default::default()) {
+        Err(LockError::Expired(info, _)) => assert_eq!(info.run_id, "run-1"),
+        other => panic!("another run took an expired lease: {:?}", other.err()),
+    }
+    let second = lease::acquire(&store, "global", "run-1", true, Default::default()).unwrap();
+    assert_ne!(second.holder, old_holder);
+    assert!(
+        !lease::renew(&mut client, "global", &old_holder, 1.0).unwrap(),
+        "the old holder renewed a lease taken over"
+    );
+    assert!(lease::renew(&mut client, "global", &second.holder, 1.0).unwrap());
+    drop(second);
+    assert!(
+        lease::read(&store, "global").unwrap().is_none(),
+        "a finished holder releases the lease"
+    );
+}
