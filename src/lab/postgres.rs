@@ -104,6 +104,14 @@ impl Drop for OwnDir {
     }
 }
 
+/// The server's settings: loopback only, its socket in its own folder.
+fn server_options(port: u16, socket_dir: &Path, fsync: &str) -> String {
+    format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=200",
+        socket_dir.display()
+    )
+}
+
 impl Postgres {
     /// Creates a cluster in a new temporary folder and starts it; returns once it
     /// accepts connections.
@@ -120,10 +128,7 @@ impl Postgres {
             Sync::Durable => "on",
             Sync::Fast => "off",
         };
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=200",
-            dir.path().display()
-        );
+        let options = server_options(port, dir.path(), fsync);
         let mut server = Postgres {
             dir,
             bin,
@@ -145,7 +150,20 @@ impl Postgres {
                 "--no-instructions",
             ],
         )?;
-        server.launch()?;
+        // The free port was only free when asked: a server of a parallel test may have
+        // taken it since. Another port, a few times, before giving up.
+        let mut attempts = 0;
+        while let Err(e) = server.launch() {
+            attempts += 1;
+            let taken = std::fs::read_to_string(server.dir.path().join("server.log"))
+                .unwrap_or_default()
+                .contains("could not bind");
+            if !taken || attempts == 3 {
+                return Err(e);
+            }
+            server.port = free_port()?;
+            server.options = server_options(server.port, server.dir.path(), fsync);
+        }
         Ok(server)
     }
 
