@@ -138,7 +138,9 @@ fn report(error: &anyhow::Error) -> Exit {
     if let Some(lock) = error.downcast_ref::<crate::state::lock::LockError>() {
         eprintln!("error: {lock}");
         return match lock {
-            crate::state::lock::LockError::Io(..) => Exit::Invalid,
+            crate::state::lock::LockError::Io(..) | crate::state::lock::LockError::Database(_) => {
+                Exit::Invalid
+            }
             _ => Exit::Locked,
         };
     }

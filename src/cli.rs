@@ -23,6 +23,15 @@ pub struct GlobalOptions {
     /// Where runs, journals, logs, locks and local hosts' directories live.
     #[arg(long, global = true, env = "PONY_STATE_DIR", default_value = ".pony")]
     pub state_dir: PathBuf,
+    /// Keep runs, journals and locks in PostgreSQL (postgres://USER@HOST/DB[?schema=NAME])
+    /// instead of the state folder, so any machine that reaches it can see, resume and
+    /// roll back a run; the state folder then keeps this machine's copy.
+    #[arg(long, global = true, env = "PONY_STATE", value_name = "URL")]
+    pub state: Option<String>,
+    /// With --state postgres://…: how long an inventory's lease lasts without its
+    /// holder's heartbeat (renewed every third of it); a dead holder is known by expiry.
+    #[arg(long, global = true, env = "PONY_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: std::time::Duration,
     /// human: progress and summary; json: one event per line on stdout.
     #[arg(long, global = true, env = "PONY_OUTPUT", value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
@@ -419,4 +428,13 @@ pub enum LabAction {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
     },
+}
+
+/// A lease of at least a second (its heartbeat runs every third of it).
+fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
+    let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if lease < std::time::Duration::from_secs(1) {
+        return Err(format!("a lease of {text} is too short: give at least 1s"));
+    }
+    Ok(lease)
 }

@@ -6,19 +6,21 @@
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::exit::Exit;
 use crate::state::runs::{self, RunState, RunSummary};
+use crate::state::store::Store;
 use std::io::Write;
 
 pub fn run(global: &GlobalOptions, limit: usize) -> anyhow::Result<Exit> {
-    let ids = runs::list(&global.state_dir).map_err(|e| {
+    let store = Store::from_options(global)?;
+    let ids = store.list().map_err(|e| {
         anyhow::anyhow!(
             "cannot read the runs under {}: {e}",
-            runs::runs_dir(&global.state_dir).display()
+            store.place().display()
         )
     })?;
     let summaries: Vec<RunSummary> = ids
         .iter()
         .take(limit)
-        .map(|id| runs::read(&global.state_dir, id).summary)
+        .map(|id| store.read_summary(id).summary)
         .collect();
     let mut out = std::io::stdout().lock();
     match global.output {
@@ -30,11 +32,7 @@ pub fn run(global: &GlobalOptions, limit: usize) -> anyhow::Result<Exit> {
         }
         OutputFormat::Human => {
             if summaries.is_empty() {
-                writeln!(
-                    out,
-                    "no runs under {}",
-                    runs::runs_dir(&global.state_dir).display()
-                )?;
+                writeln!(out, "no runs under {}", store.place().display())?;
             } else {
                 out.write_all(table(&summaries).as_bytes())?;
                 for s in &summaries {

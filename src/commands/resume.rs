@@ -11,8 +11,9 @@ use crate::inventory::pattern::HostSet;
 use crate::plan::Plan;
 use crate::state::journal::{self, Replay, TaskState};
 use crate::state::run_dir::RunDir;
-use crate::state::runs::{self, ResolveError};
+use crate::state::runs::ResolveError;
 use crate::state::snapshot::{Secrets, Snapshot, SnapshotError};
+use crate::state::store::Store;
 use std::path::Path;
 
 /// A past run rebuilt from its folder.
@@ -29,15 +30,23 @@ fn reopen(
     run: &str,
     secret_vars: &[(String, String)],
 ) -> Result<Reopened, Diagnostics> {
-    let runs_dir = runs::runs_dir(&global.state_dir);
-    let id = runs::resolve(&global.state_dir, run).map_err(|e| {
+    let store = Store::from_options(global)
+        .map_err(|e| Diagnostics::from(Diagnostic::new(Path::new("--state"), format!("{e:#}"))))?;
+    let runs_dir = store.place();
+    let id = store.resolve(run).map_err(|e| {
         let hint = match e {
             ResolveError::Ambiguous { .. } => "give more of the run id",
-            _ => "list runs with `pony history` (and pass the same --state-dir)",
+            _ => "list runs with `pony history` (and pass the same --state-dir or --state)",
         };
         Diagnostic::new(&runs_dir.join(run), e.to_string()).hint(hint)
     })?;
-    let Some(run_dir) = RunDir::open(&global.state_dir, &id) else {
+    let opened = store.open_run(&id).map_err(|e| {
+        Diagnostics::from(Diagnostic::new(
+            &runs_dir.join(&id),
+            format!("cannot copy run {id} from the state database: {e:#}"),
+        ))
+    })?;
+    let Some(run_dir) = opened else {
         return Err(Diagnostic::new(
             &runs_dir.join(&id),
             format!("run {id} has no journal: it never started"),
@@ -242,7 +251,7 @@ fn confirm_rollback(plan: &Plan, id: &str, due: &RollbackDue) -> Result<bool, Di
 }
 
 pub fn unlock(global: &GlobalOptions, inventory: &str) -> anyhow::Result<Exit> {
-    match crate::state::lock::unlock(&global.state_dir, inventory)? {
+    match Store::from_options(global)?.unlock(inventory)? {
         Some(holder) => println!(
             "unlocked inventory `{inventory}` (was held by run {} pid {} on {} since {})",
             holder.run_id, holder.pid, holder.host, holder.started

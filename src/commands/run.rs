@@ -10,9 +10,10 @@ use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::secret::Redactor;
 use crate::state::journal::{Journal, Record};
-use crate::state::lock;
+use crate::state::pg::lease::LeaseLost;
 use crate::state::replay::Replay;
 use crate::state::run_dir::RunDir;
+use crate::state::store::Store;
 use crate::transport::ssh::SshOptions;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -52,7 +53,13 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
         RunFolder::New { .. } => crate::state::run_dir::new_run_id(),
         RunFolder::Existing(dir) => dir.id.clone(),
     };
-    let held = lock::acquire(&global.state_dir, &inventory, &run_id, resuming)?;
+    let store = Store::from_options(global)?;
+    let lease_lost = LeaseLost::default();
+    let held = store.acquire(&inventory, &run_id, resuming, lease_lost.clone())?;
+    if let RunFolder::Existing(dir) = &launch.run {
+        // The run was read before its lease was ours: it must not have moved on since.
+        store.check_current(dir)?;
+    }
     let run_dir = match &launch.run {
         RunFolder::New {
             inventory,
@@ -73,10 +80,19 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
         })?,
         RunFolder::Existing(dir) => dir.clone(),
     };
+    if let RunFolder::New { .. } = &launch.run {
+        store.create_run(
+            &run_id,
+            &inventory,
+            &launch.plan.playbook.name,
+            &run_dir.path,
+        )?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let exit = runtime.block_on(execute(global, launch, run_dir))?;
+    let journal = store.journal(&run_dir.journal_path(), &run_id, &held, lease_lost.clone())?;
+    let exit = runtime.block_on(execute(global, launch, run_dir, journal, lease_lost))?;
     match exit {
         Exit::AwaitingApproval => {
             held.keep_for_approval();
@@ -89,9 +105,14 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
-async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> anyhow::Result<Exit> {
+async fn execute(
+    global: &GlobalOptions,
+    launch: Launch,
+    run_dir: RunDir,
+    journal: Journal,
+    lease_lost: LeaseLost,
+) -> anyhow::Result<Exit> {
     let plan = Arc::new(launch.plan);
-    let journal = Journal::create(&run_dir.journal_path())?;
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let user = crate::state::current_user();
     let record = if launch.command == "deploy" {
@@ -159,7 +180,7 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
         connections: global
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
-        interrupts: watch_signals(),
+        interrupts: watch_signals(lease_lost),
         approver: interactive.then(prompt_for_approvals),
         replay: launch.replay,
         mode: launch.mode,
@@ -231,8 +252,9 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
     sender
 }
 
-/// Counts SIGINT/SIGTERM: the executor stops starting tasks at 1 and kills at 2.
-fn watch_signals() -> tokio::sync::watch::Receiver<u32> {
+/// Counts SIGINT/SIGTERM: the executor stops starting tasks at 1 and kills at 2. A lost
+/// lease (state database) goes straight to 2.
+fn watch_signals(lease_lost: LeaseLost) -> tokio::sync::watch::Receiver<u32> {
     let (sender, receiver) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         let Ok(mut term) =
@@ -241,10 +263,18 @@ fn watch_signals() -> tokio::sync::watch::Receiver<u32> {
             return;
         };
         let mut count = 0;
+        let mut lease_held = true;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = lease_lost.notified(), if lease_held => {
+                    lease_held = false;
+                    eprintln!("error: this controller lost the inventory's lease: its running commands are killed and no new task starts");
+                    // As a second Ctrl-C: another controller may be taking the run over,
+                    // so nothing of this one may go on running on the hosts.
+                    count = count.max(1);
+                }
             }
             count += 1;
             if sender.send(count).is_err() {

@@ -10,6 +10,7 @@ use crate::events::RunOutcome;
 use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::state::runs::{self, Group, RollbackRecord, RunDetail, RunState, RunSummary};
+use crate::state::store::Store;
 use serde::Serialize;
 use std::io::Write;
 
@@ -17,23 +18,23 @@ use std::io::Write;
 const LIST_AT_MOST: usize = 20;
 
 pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
-    let state_dir = &global.state_dir;
+    let store = Store::from_options(global)?;
     let id = match run {
-        Some(run) => runs::resolve(state_dir, run).map_err(|e| {
+        Some(run) => store.resolve(run).map_err(|e| {
             let hint = match e {
                 runs::ResolveError::Ambiguous { .. } => "give more of the run id",
                 _ => "`pony history` lists the runs",
             };
             anyhow::anyhow!("{e}\n  hint: {hint}")
         })?,
-        None => runs::list(state_dir)?.into_iter().next().ok_or_else(|| {
+        None => store.list()?.into_iter().next().ok_or_else(|| {
             anyhow::anyhow!(
                 "no runs under {}\n  hint: start one with `pony deploy`, or pass --state-dir",
-                runs::runs_dir(state_dir).display()
+                store.place().display()
             )
         })?,
     };
-    let detail = runs::read(state_dir, &id);
+    let detail = store.read(&id);
     let plan = runs::snapshot_plan(&detail.summary.path).map_err(|e| e.to_string());
     let report = Report::new(&detail, plan.as_ref().map_err(String::as_str));
     let mut out = std::io::stdout().lock();

@@ -35,6 +35,7 @@
 
 mod fleet;
 pub mod mail;
+pub mod postgres;
 mod process;
 mod setup;
 pub mod traffic;

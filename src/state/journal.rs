@@ -184,6 +184,13 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
+/// A second place every batch of records goes (the state database): committed after the
+/// file's fsync and before the batch is acknowledged, so "durable" means both.
+pub trait Mirror: Send {
+    /// Commits one batch of records (JSON lines without their newline) atomically.
+    fn commit(&mut self, lines: &[String]) -> Result<(), String>;
+}
+
 /// A handle to the journal writer; cheap to clone.
 #[derive(Clone)]
 pub struct Journal {
@@ -196,6 +203,15 @@ impl Journal {
     /// line: appending behind a fragment would glue the next record onto it and leave a
     /// line that never parses in the middle of the journal.
     pub fn create(path: &Path) -> std::io::Result<Journal> {
+        Journal::create_mirrored(path, None)
+    }
+
+    /// [`Journal::create`], every batch also committed to `mirror` before it is
+    /// acknowledged.
+    pub fn create_mirrored(
+        path: &Path,
+        mirror: Option<Box<dyn Mirror>>,
+    ) -> std::io::Result<Journal> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
@@ -211,7 +227,7 @@ impl Journal {
         let (sender, receiver) = mpsc::channel::<Message>();
         std::thread::Builder::new()
             .name("pony-journal".into())
-            .spawn(move || writer(file, receiver))?;
+            .spawn(move || writer(file, receiver, mirror))?;
         Ok(Journal {
             sender,
             path: path.to_path_buf(),
@@ -298,15 +314,24 @@ fn cut_torn_tail(file: &mut std::fs::File) -> std::io::Result<u64> {
     Ok(len - end)
 }
 
-fn writer(mut file: std::fs::File, receiver: mpsc::Receiver<Message>) {
+fn writer(
+    mut file: std::fs::File,
+    receiver: mpsc::Receiver<Message>,
+    mut mirror: Option<Box<dyn Mirror>>,
+) {
     let mut buffer = String::new();
     let mut acks = Vec::new();
+    let mut batch: Vec<String> = Vec::new();
+    let mirrored = mirror.is_some();
     while let Ok(first) = receiver.recv() {
         let mut closing = None;
         let mut take = |message: Message, closing: &mut Option<oneshot::Sender<()>>| match message {
             Message::Append(line, ack) => {
                 buffer.push_str(&line);
                 buffer.push('\n');
+                if mirrored {
+                    batch.push(line);
+                }
                 acks.extend(ack);
             }
             Message::Close(ack) => *closing = Some(ack),
@@ -333,6 +358,12 @@ fn writer(mut file: std::fs::File, receiver: mpsc::Receiver<Message>) {
                 tracing::error!("journal write failed: {e}");
             }
             buffer.clear();
+        }
+        if let (Some(mirror), false) = (mirror.as_mut(), batch.is_empty()) {
+            if let Err(e) = mirror.commit(&batch) {
+                tracing::error!("journal not written to the state database: {e}");
+            }
+            batch.clear();
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());

@@ -41,6 +41,12 @@ pub enum LockError {
     Stale(Box<LockInfo>),
     #[error("cannot use the lock {path}: {error}", path = .0.display(), error = .1)]
     Io(PathBuf, std::io::Error),
+    /// A lease in the state database whose holder stopped renewing it (`--state postgres://…`).
+    #[error("inventory `{}` has an expired lease: {} stopped renewing it (expired {})\n  hint: check it with `pony status {}`, resume it from any machine with `pony resume {}`, or break the lease with `pony unlock {}`", .0.inventory, .0.describe(), .1, .0.run_id, .0.run_id, .0.inventory)]
+    Expired(Box<LockInfo>, String),
+    /// The state database could not be asked.
+    #[error("{0}")]
+    Database(String),
 }
 
 /// A held lock; dropping it releases the lock unless it was kept for approval.

@@ -3,11 +3,13 @@
 
 pub mod journal;
 pub mod lock;
+pub mod pg;
 pub mod recorder;
 pub mod replay;
 pub mod run_dir;
 pub mod runs;
 pub mod snapshot;
+pub mod store;
 
 /// This machine's name, as recorded in journals and locks.
 pub fn hostname() -> String {

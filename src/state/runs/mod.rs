@@ -12,7 +12,7 @@ pub mod summary;
 
 pub use counts::{count_tasks, Group, TaskBreakdown, TaskCounts, RUN_WIDE, UNKNOWN};
 pub use detail::{task_state_name, RollbackRecord, RunDetail, TaskRecord};
-pub use summary::{outcome_words, Resumed, RunState, RunSummary};
+pub use summary::{outcome_words, result_words, Resumed, RunState, RunSummary};
 
 use super::journal::{self, Record};
 use super::replay::TaskState;
@@ -79,6 +79,11 @@ pub fn resolve(state_dir: &Path, run: &str) -> Result<String, ResolveError> {
         dir: runs_dir(state_dir),
         source,
     })?;
+    resolve_among(ids, run, runs_dir(state_dir))
+}
+
+/// [`resolve`] among `ids`, listed from `place` (a runs folder or a database).
+pub fn resolve_among(ids: Vec<String>, run: &str, place: PathBuf) -> Result<String, ResolveError> {
     if ids.iter().any(|id| id == run) {
         return Ok(run.to_string());
     }
@@ -87,7 +92,7 @@ pub fn resolve(state_dir: &Path, run: &str) -> Result<String, ResolveError> {
         1 => Ok(matching.remove(0)),
         0 => Err(ResolveError::NotFound {
             run: run.to_string(),
-            dir: runs_dir(state_dir),
+            dir: place,
         }),
         _ => {
             // Oldest first reads best next to the id typed.
@@ -105,6 +110,17 @@ pub fn read(state_dir: &Path, id: &str) -> RunDetail {
     let path = runs_dir(state_dir).join(id);
     let (records, problem) = read_journal(&path.join("journal.jsonl"));
     detail::fold(id, path, &records, problem)
+}
+
+/// Folds records read elsewhere (the state database) into a run's state; `path` is the
+/// run's folder on this machine.
+pub fn fold_records(
+    id: &str,
+    path: PathBuf,
+    records: &[Record],
+    problem: Option<String>,
+) -> RunDetail {
+    detail::fold(id, path, records, problem)
 }
 
 /// Reads a journal; a torn last line is ignored, and a damaged line elsewhere is skipped

@@ -84,7 +84,7 @@ pub fn outcome_words(outcome: RunOutcome) -> &'static str {
     }
 }
 
-pub(super) fn result_words(summary: &RunSummary) -> String {
+pub fn result_words(summary: &RunSummary) -> String {
     match summary.state {
         RunState::Finished => {
             let words = summary.outcome.map(outcome_words).unwrap_or("finished");

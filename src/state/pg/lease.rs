@@ -1,0 +1,299 @@
+//! The inventory lock in PostgreSQL, as a lease: one row per inventory naming its holder
+//! (run, pid, machine, user) and when it expires. The holder's heartbeat thread renews it
+//! every third of the lease; a holder that dies (on any machine) stops renewing, and its
+//! lease is expired once the database's clock passes `expires`: no pid is ever checked.
+//!
+//! Like the local lock, an expired lease is never broken silently: a new deploy is told
+//! how to go on, and only a resume (or rollback) of the same run, or `pony unlock`,
+//! takes it over. Taking over gives the row a new holder token, so the old holder (if it
+//! was only cut off, not dead) can neither renew it nor write to the journal again
+//! ([`super::sink`] checks the token in every batch's transaction).
+
+use super::{PgError, PgStore};
+use crate::state::lock::{LockError, LockInfo};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// Told when this controller lost its lease (broken with `pony unlock`, or taken over
+/// after it expired): the run must stop starting tasks.
+pub type LeaseLost = Arc<tokio::sync::Notify>;
+
+/// The row's columns as [`LockInfo`], with `started` spelt as the local lock spells it.
+const SELECT_INFO: &str = "SELECT inventory, run_id, pid, machine, username,
+        to_char(started AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+        awaiting_approval,
+        expires IS NOT NULL AND expires > now(),
+        coalesce(to_char(expires AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''),
+        holder
+    FROM leases WHERE inventory = $1";
+
+/// A lease as read: who holds it, whether it is live (unexpired), when it expires.
+#[derive(Debug, Clone)]
+pub struct LeaseRow {
+    pub info: LockInfo,
+    pub live: bool,
+    pub expires: String,
+    holder: String,
+}
+
+fn row_of(row: &postgres::Row) -> LeaseRow {
+    LeaseRow {
+        info: LockInfo {
+            inventory: row.get(0),
+            run_id: row.get(1),
+            pid: row.get::<_, i32>(2) as u32,
+            host: row.get(3),
+            user: row.get(4),
+            started: row.get(5),
+            awaiting_approval: row.get(6),
+        },
+        live: row.get(7),
+        expires: row.get(8),
+        holder: row.get(9),
+    }
+}
+
+/// The lease on an inventory, if any.
+pub fn read(store: &PgStore, inventory: &str) -> Result<Option<LeaseRow>, PgError> {
+    let row = store.with_reader("reading the lease", |c| {
+        c.query_opt(SELECT_INFO, &[&inventory])
+    })?;
+    Ok(row.as_ref().map(row_of))
+}
+
+/// Whether a live lease (renewed in time, or kept for approval) holds `run_id`.
+pub fn holds_run(store: &PgStore, run_id: &str) -> Result<bool, PgError> {
+    let row = store.with_reader("reading leases", |c| {
+        c.query_one(
+            "SELECT count(*) FROM leases WHERE run_id = $1 AND expires > now()",
+            &[&run_id],
+        )
+    })?;
+    Ok(row.get::<_, i64>(0) > 0)
+}
+
+/// A held lease. Dropping it stops the heartbeat and releases the lease, unless it was
+/// kept (for approval, or left to expire).
+pub struct Lease {
+    store: PgStore,
+    pub info: LockInfo,
+    /// This controller's token in the row; a takeover replaces it.
+    pub holder: String,
+    heartbeat: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    keep: bool,
+}
+
+/// A token no other controller has: machine, pid and the time it was made.
+fn new_holder() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{}:{}:{nanos:x}",
+        crate::state::hostname(),
+        std::process::id()
+    )
+}
+
+fn db<'a>(store: &'a PgStore, what: &str) -> impl Fn(postgres::Error) -> LockError + 'a {
+    let what = what.to_string();
+    move |e| LockError::Database(store.query(&what, e).to_string())
+}
+
+/// Takes the lease on `inventory` for `run_id`. `resuming` lets a resume of the same run
+/// take over a lease its earlier controller left expired or kept for approval.
+pub fn acquire(
+    store: &PgStore,
+    inventory: &str,
+    run_id: &str,
+    resuming: bool,
+    lost: LeaseLost,
+) -> Result<Lease, LockError> {
+    let mut client = store
+        .connect()
+        .map_err(|e| LockError::Database(e.to_string()))?;
+    let holder = new_holder();
+    let seconds = store.lease.as_secs_f64();
+    let pid = std::process::id() as i32;
+    let (machine, user) = (crate::state::hostname(), crate::state::current_user());
+    let q = db(store, "taking the lease");
+    let mut tx = client.transaction().map_err(&q)?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO leases (inventory, run_id, holder, pid, machine, username, expires)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+             ON CONFLICT (inventory) DO NOTHING",
+            &[
+                &inventory, &run_id, &holder, &pid, &machine, &user, &seconds,
+            ],
+        )
+        .map_err(&q)?;
+    if inserted == 0 {
+        let row = tx
+            .query_one(&format!("{SELECT_INFO} FOR UPDATE"), &[&inventory])
+            .map_err(&q)?;
+        let current = row_of(&row);
+        let ours = resuming && current.info.run_id == run_id;
+        let free = current.info.awaiting_approval || !current.live;
+        if !(ours && free) {
+            return Err(if current.info.awaiting_approval {
+                LockError::Paused(Box::new(current.info))
+            } else if current.live {
+                LockError::Held(Box::new(current.info))
+            } else {
+                LockError::Expired(Box::new(current.info), current.expires)
+            });
+        }
+        tx.execute(
+            "UPDATE leases SET holder = $2, pid = $3, machine = $4, username = $5,
+                started = now(), expires = now() + make_interval(secs => $6),
+                awaiting_approval = false
+             WHERE inventory = $1",
+            &[&inventory, &holder, &pid, &machine, &user, &seconds],
+        )
+        .map_err(&q)?;
+    }
+    let row = tx.query_one(SELECT_INFO, &[&inventory]).map_err(&q)?;
+    tx.commit().map_err(&q)?;
+    let info = row_of(&row).info;
+    let heartbeat = spawn_heartbeat(store.clone(), inventory.to_string(), holder.clone(), lost)
+        .map_err(|e| LockError::Database(format!("cannot start the lease heartbeat: {e}")))?;
+    Ok(Lease {
+        store: store.clone(),
+        info,
+        holder,
+        heartbeat: Some(heartbeat),
+        keep: false,
+    })
+}
+
+/// Renews the lease of a live holder; false when it is no longer ours (taken over,
+/// broken) or already expired (someone may be taking it over: never revive it).
+pub fn renew(
+    client: &mut impl postgres::GenericClient,
+    inventory: &str,
+    holder: &str,
+    seconds: f64,
+) -> Result<bool, postgres::Error> {
+    let renewed = client.execute(
+        "UPDATE leases SET expires = now() + make_interval(secs => $3)
+         WHERE inventory = $1 AND holder = $2 AND expires > now()",
+        &[&inventory, &holder, &seconds],
+    )?;
+    Ok(renewed == 1)
+}
+
+fn spawn_heartbeat(
+    store: PgStore,
+    inventory: String,
+    holder: String,
+    lost: LeaseLost,
+) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let every = store.lease / 3;
+    let handle = std::thread::Builder::new()
+        .name("pony-lease".into())
+        .spawn(move || {
+            let mut client = None;
+            loop {
+                match stopped.recv_timeout(every) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if client.is_none() {
+                    client = store
+                        .connect()
+                        .map_err(|e| tracing::warn!("lease heartbeat: {e}"))
+                        .ok();
+                }
+                let Some(c) = client.as_mut() else { continue };
+                match renew(c, &inventory, &holder, store.lease.as_secs_f64()) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(
+                            "lost the lease on inventory `{inventory}` (expired, taken over or broken with `pony unlock`): no new task starts"
+                        );
+                        lost.notify_one();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("lease heartbeat: {e}; retrying");
+                        client = None;
+                    }
+                }
+            }
+        })?;
+    Ok((stop, handle))
+}
+
+impl Lease {
+    fn stop_heartbeat(&mut self) {
+        if let Some((stop, handle)) = self.heartbeat.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+    }
+
+    /// Keeps the lease after this process exits, with no expiry: the run is paused for
+    /// approval, and only its resume (or `pony unlock`) takes it over.
+    pub fn keep_for_approval(mut self) {
+        self.stop_heartbeat();
+        let kept = self.store.connect().map(|mut c| {
+            c.execute(
+                "UPDATE leases SET awaiting_approval = true, expires = NULL
+                 WHERE inventory = $1 AND holder = $2",
+                &[&self.info.inventory, &self.holder],
+            )
+        });
+        if !matches!(kept, Ok(Ok(1))) {
+            tracing::error!("could not mark the lease as kept for approval");
+        }
+        self.keep = true;
+    }
+
+    /// Leaves the lease to expire (a crashed-like stop).
+    pub fn keep(mut self) {
+        self.stop_heartbeat();
+        self.keep = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+        if self.keep {
+            return;
+        }
+        let released = self
+            .store
+            .connect()
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                c.execute(
+                    "DELETE FROM leases WHERE inventory = $1 AND holder = $2",
+                    &[&self.info.inventory, &self.holder],
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = released {
+            tracing::warn!("could not release the lease (it expires by itself): {e}");
+        }
+    }
+}
+
+/// Breaks the lease on an inventory; returns who held it.
+pub fn unlock(store: &PgStore, inventory: &str) -> Result<Option<LockInfo>, PgError> {
+    let held = read(store, inventory)?;
+    store.with_reader("breaking the lease", |c| {
+        c.execute("DELETE FROM leases WHERE inventory = $1", &[&inventory])
+    })?;
+    Ok(held.map(|h| h.info))
+}
+
+impl LeaseRow {
+    /// The holder token (for tests and `pony status`).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+}

@@ -1,0 +1,371 @@
+//! PostgreSQL as the shared state of runs (`--state postgres://…`): runs and their
+//! snapshots, the journal (one row per record) and one lease per inventory, so that any
+//! machine that reaches the database can see, resume or roll back a run.
+//!
+//! This module owns the connection settings, the schema and its migrations, and the
+//! `runs` and `journal` tables; [`lease`] owns the `leases` table and [`sink`] writes the
+//! journal. The controller still keeps its run folder (snapshot, `journal.jsonl`, host
+//! logs) as a local copy; the database is what other machines read.
+//!
+//! The client is the synchronous `postgres` crate (tokio-postgres driven by a private
+//! runtime): the journal writer and the lease heartbeat are plain threads, as the local
+//! journal's writer is, and the commands read before the run's runtime starts.
+
+pub mod lease;
+pub mod sink;
+
+use super::journal::Record;
+use postgres::{Client, NoTls};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The migrations, in order; each runs once per installation, in one transaction with
+/// the version it brings. Never edit one that shipped: add the next.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "runs, journal and leases",
+    include_str!("migrations/0001_runs_journal_leases.sql"),
+)];
+
+/// Serializes migrations between controllers starting at once (an arbitrary constant).
+const MIGRATION_LOCK: i64 = 0x706f_6e79_0001;
+
+/// The schema pony uses unless the URL says `?schema=NAME`.
+const DEFAULT_SCHEMA: &str = "pony";
+
+/// Why the database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("--state {url}: {problem}\n  hint: give it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME]")]
+    BadUrl { url: String, problem: String },
+    #[error("cannot reach the state database {url}: {source}\n  hint: check that PostgreSQL runs there and accepts this user, or leave --state/PONY_STATE unset to keep state in the local folder")]
+    Connect {
+        url: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("state database {url}: {what}: {source}")]
+    Query {
+        url: String,
+        what: String,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("the state database {url} has schema version {found}, newer than this pony knows ({known})\n  hint: run a newer pony against it")]
+    TooNew { url: String, found: i32, known: i32 },
+}
+
+/// Where the shared state lives and how long a lease lasts without a heartbeat.
+#[derive(Clone)]
+pub struct PgStore {
+    config: postgres::Config,
+    /// The URL without its password, for messages.
+    shown: String,
+    schema: String,
+    pub lease: Duration,
+    /// The connection reads share (a command lists and reads many runs).
+    reader: Arc<Mutex<Option<Client>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgStore({})", self.shown)
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user@host/db`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Whether a `--state` value names a PostgreSQL database.
+pub fn is_url(state: &str) -> bool {
+    state.starts_with("postgres://") || state.starts_with("postgresql://")
+}
+
+/// Splits pony's own `schema=NAME` off the URL's query (the driver rejects unknown keys).
+fn take_schema(url: &str) -> Result<(String, String), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), DEFAULT_SCHEMA.to_string()));
+    };
+    let mut schema = DEFAULT_SCHEMA.to_string();
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("schema=") {
+            Some(name) => schema = name.to_string(),
+            None => kept.push(pair),
+        }
+    }
+    let valid = schema
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(format!(
+            "schema `{schema}` is not a plain lower-case name (letters, digits, _)"
+        ));
+    }
+    let base = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((base, schema))
+}
+
+impl PgStore {
+    /// Parses the URL, connects once and brings the schema up to date.
+    pub fn open(url: &str, lease: Duration) -> Result<PgStore, PgError> {
+        let shown = without_password(url);
+        let bad = |problem: String| PgError::BadUrl {
+            url: shown.clone(),
+            problem,
+        };
+        let (base, schema) = take_schema(url).map_err(bad)?;
+        let config: postgres::Config = base
+            .parse()
+            .map_err(|e: postgres::Error| bad(e.to_string()))?;
+        let store = PgStore {
+            config,
+            shown,
+            schema,
+            lease,
+            reader: Arc::default(),
+        };
+        let mut client = store.connect_raw()?;
+        store.migrate(&mut client)?;
+        Ok(store)
+    }
+
+    /// The URL without its password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn connect_raw(&self) -> Result<Client, PgError> {
+        self.config
+            .connect(NoTls)
+            .map_err(|source| PgError::Connect {
+                url: self.shown.clone(),
+                source,
+            })
+    }
+
+    /// A new connection in the installation's schema.
+    pub fn connect(&self) -> Result<Client, PgError> {
+        let mut client = self.connect_raw()?;
+        client
+            .batch_execute(&format!("SET search_path TO {}", self.schema))
+            .map_err(|e| self.query("setting the schema", e))?;
+        Ok(client)
+    }
+
+    /// Runs `read` on the shared reading connection (opened on first use).
+    pub fn with_reader<T>(
+        &self,
+        what: &str,
+        read: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, PgError> {
+        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        if reader.as_ref().is_none_or(|c| c.is_closed()) {
+            *reader = Some(self.connect()?);
+        }
+        read(reader.as_mut().expect("connected above")).map_err(|e| self.query(what, e))
+    }
+
+    pub(crate) fn query(&self, what: &str, source: postgres::Error) -> PgError {
+        PgError::Query {
+            url: self.shown.clone(),
+            what: what.to_string(),
+            source,
+        }
+    }
+
+    /// Applies the migrations this database lacks, one controller at a time.
+    fn migrate(&self, client: &mut Client) -> Result<(), PgError> {
+        let q = |e| self.query("migrating the schema", e);
+        let mut tx = client.transaction().map_err(q)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(q)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             SET LOCAL search_path TO {schema};
+             CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 name    text NOT NULL,
+                 applied timestamptz NOT NULL DEFAULT now()
+             );",
+            schema = self.schema
+        ))
+        .map_err(q)?;
+        let found: i32 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map_err(q)?
+            .get(0);
+        let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        if found > known {
+            return Err(PgError::TooNew {
+                url: self.shown.clone(),
+                found,
+                known,
+            });
+        }
+        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+            tx.batch_execute(sql).map_err(q)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .map_err(q)?;
+        }
+        tx.commit().map_err(q)
+    }
+
+    /// Stores a new run's snapshot from its run folder (written just before).
+    pub fn create_run(
+        &self,
+        id: &str,
+        inventory: &str,
+        playbook: &str,
+        folder: &Path,
+    ) -> anyhow::Result<()> {
+        let file = |name: &str| {
+            std::fs::read(folder.join(name))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", folder.join(name).display()))
+        };
+        let (inventory_yaml, playbook_yaml) = (
+            file(super::snapshot::INVENTORY_FILE)?,
+            file(super::snapshot::PLAYBOOK_FILE)?,
+        );
+        let vars = String::from_utf8(file(super::snapshot::VARS_FILE)?)?;
+        let origin = String::from_utf8(file(super::snapshot::ORIGIN_FILE)?)?;
+        self.connect()?
+            .execute(
+                "INSERT INTO runs (run_id, inventory, playbook, inventory_yaml, playbook_yaml, vars_json, origin_json)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&id, &inventory, &playbook, &inventory_yaml, &playbook_yaml, &vars, &origin],
+            )
+            .map_err(|e| self.query("storing the run's snapshot", e))?;
+        Ok(())
+    }
+
+    /// Run ids, newest first: by the start time in the id, then by when the run was
+    /// stored, then by id (the local folder's order).
+    pub fn list(&self) -> Result<Vec<String>, PgError> {
+        let rows = self.with_reader("listing runs", |c| {
+            c.query(
+                "SELECT run_id FROM runs ORDER BY left(run_id, 15) DESC, created DESC, run_id DESC",
+                &[],
+            )
+        })?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// A run's journal records in order; rows that do not parse are counted apart.
+    pub fn records(&self, id: &str) -> Result<(Vec<Record>, Vec<i64>), PgError> {
+        let rows = self.with_reader("reading the journal", |c| {
+            c.query(
+                "SELECT seq, record::text FROM journal WHERE run_id = $1 ORDER BY seq",
+                &[&id],
+            )
+        })?;
+        let mut records = Vec::with_capacity(rows.len());
+        let mut bad = Vec::new();
+        for row in rows {
+            let text: String = row.get(1);
+            match serde_json::from_str(&text) {
+                Ok(record) => records.push(record),
+                Err(_) => bad.push(row.get::<_, i64>(0)),
+            }
+        }
+        Ok((records, bad))
+    }
+
+    /// Writes a run's snapshot into `folder` (a run folder under the local state
+    /// folder), so the plan rebuilds from it as from a local run. `journal` also
+    /// replaces the folder's `journal.jsonl` with the database's records: the database
+    /// is the truth, the folder its copy on this machine.
+    pub fn checkout(&self, id: &str, folder: &Path, journal: bool) -> anyhow::Result<bool> {
+        let row = self.with_reader("reading the run's snapshot", |c| {
+            c.query_opt(
+                "SELECT inventory_yaml, playbook_yaml, vars_json, origin_json FROM runs WHERE run_id = $1",
+                &[&id],
+            )
+        })?;
+        let Some(row) = row else { return Ok(false) };
+        std::fs::create_dir_all(folder.join("logs"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", folder.display()))?;
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::write(folder.join(name), bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", folder.join(name).display()))
+        };
+        write(super::snapshot::INVENTORY_FILE, row.get::<_, &[u8]>(0))?;
+        write(super::snapshot::PLAYBOOK_FILE, row.get::<_, &[u8]>(1))?;
+        write(super::snapshot::VARS_FILE, row.get::<_, &str>(2).as_bytes())?;
+        write(
+            super::snapshot::ORIGIN_FILE,
+            row.get::<_, &str>(3).as_bytes(),
+        )?;
+        if journal {
+            let (records, _) = self.records(id)?;
+            let mut text = String::new();
+            for record in &records {
+                text.push_str(&serde_json::to_string(record)?);
+                text.push('\n');
+            }
+            let path = folder.join("journal.jsonl");
+            let tmp = folder.join("journal.jsonl.tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+        Ok(true)
+    }
+
+    /// How many journal records a run has (to notice a run that moved on meanwhile).
+    pub fn record_count(&self, id: &str) -> Result<i64, PgError> {
+        Ok(self
+            .with_reader("counting journal records", |c| {
+                c.query_one("SELECT count(*) FROM journal WHERE run_id = $1", &[&id])
+            })?
+            .get(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password_and_keep_their_schema_apart() {
+        assert_eq!(
+            without_password("postgres://ann:s3cret@db.example:5433/pony"),
+            "postgres://ann@db.example:5433/pony"
+        );
+        assert_eq!(
+            take_schema("postgres://a@h/d?schema=mail_eu&connect_timeout=5").unwrap(),
+            (
+                "postgres://a@h/d?connect_timeout=5".to_string(),
+                "mail_eu".to_string()
+            )
+        );
+        assert_eq!(take_schema("postgres://a@h/d").unwrap().1, "pony");
+        assert!(take_schema("postgres://a@h/d?schema=Bad;drop").is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! Where runs, journals and locks live, as one seam for the commands: the local state
+//! folder (the default, unchanged) or a PostgreSQL database (`--state postgres://…`).
+//!
+//! With a database, the controller still writes its run folder under the local state
+//! folder as a copy (snapshot, `journal.jsonl`, host logs); what other machines see,
+//! resume and roll back is what the database holds. Reading a run from the database
+//! writes its snapshot into the local folder, so the plan rebuilds from files exactly as
+//! for a local run.
+
+use super::journal::{Journal, Mirror};
+use super::lock::{self, InventoryLock, LockError, LockInfo};
+use super::pg::lease::{self, Lease, LeaseLost};
+use super::pg::{sink::PgSink, PgStore};
+use super::runs::{self, ResolveError, RunDetail, RunState};
+use crate::cli::GlobalOptions;
+use std::path::{Path, PathBuf};
+
+/// The state backend of a command.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// `<state dir>/runs`, `<state dir>/locks`.
+    Local(PathBuf),
+    /// Runs, journal and leases in PostgreSQL; `local` is the state folder that keeps
+    /// this machine's copy of the runs it works on.
+    Postgres { db: Box<PgStore>, local: PathBuf },
+}
+
+/// The inventory held for a run: a lock file, or a lease in the database.
+pub enum Held {
+    File(InventoryLock),
+    Lease(Box<Lease>),
+}
+
+impl Held {
+    pub fn keep_for_approval(self) {
+        match self {
+            Held::File(lock) => lock.keep_for_approval(),
+            Held::Lease(lease) => lease.keep_for_approval(),
+        }
+    }
+}
+
+impl Store {
+    /// The backend the global options name: `--state`/`PONY_STATE` if set, else the
+    /// local state folder. Connecting also brings the database's schema up to date.
+    pub fn from_options(global: &GlobalOptions) -> anyhow::Result<Store> {
+        match global.state.as_deref().filter(|s| !s.is_empty()) {
+            None => Ok(Store::Local(global.state_dir.clone())),
+            Some(url) if super::pg::is_url(url) => Ok(Store::Postgres {
+                db: Box::new(PgStore::open(url, global.lease)?),
+                local: global.state_dir.clone(),
+            }),
+            Some(other) => Err(crate::diag::Diagnostics::from(
+                crate::diag::Diagnostic::new(
+                    Path::new("--state"),
+                    format!("`{other}` is not a postgres:// URL"),
+                )
+                .hint("give postgres://USER@HOST/DATABASE, or use --state-dir for a local folder"),
+            )
+            .into()),
+        }
+    }
+
+    /// The local state folder (copies of runs, host keys, local hosts' folders).
+    pub fn local_dir(&self) -> &Path {
+        match self {
+            Store::Local(dir) | Store::Postgres { local: dir, .. } => dir,
+        }
+    }
+
+    /// Where runs are listed from, for messages.
+    pub fn place(&self) -> PathBuf {
+        match self {
+            Store::Local(dir) => runs::runs_dir(dir),
+            Store::Postgres { db, .. } => PathBuf::from(db.shown()),
+        }
+    }
+
+    /// Run ids, newest first.
+    pub fn list(&self) -> anyhow::Result<Vec<String>> {
+        match self {
+            Store::Local(dir) => Ok(runs::list(dir)?),
+            Store::Postgres { db, .. } => Ok(db.list()?),
+        }
+    }
+
+    /// An exact run id or a unique prefix of one.
+    pub fn resolve(&self, run: &str) -> Result<String, ResolveError> {
+        match self {
+            Store::Local(dir) => runs::resolve(dir, run),
+            Store::Postgres { db, .. } => {
+                let ids = db.list().map_err(|e| ResolveError::Read {
+                    dir: self.place(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                runs::resolve_among(ids, run, self.place())
+            }
+        }
+    }
+
+    /// A run's journal folded into its state. From the database, the run's snapshot is
+    /// written into the local folder first (for counting pending tasks), and whether it
+    /// is running is whether a live lease holds it.
+    pub fn read(&self, id: &str) -> RunDetail {
+        self.read_with(id, true)
+    }
+
+    /// [`Store::read`] without copying the snapshot (what `pony history` needs).
+    pub fn read_summary(&self, id: &str) -> RunDetail {
+        self.read_with(id, false)
+    }
+
+    fn read_with(&self, id: &str, snapshot: bool) -> RunDetail {
+        match self {
+            Store::Local(dir) => runs::read(dir, id),
+            Store::Postgres { db, local } => {
+                let folder = runs::runs_dir(local).join(id);
+                let (records, problem) = match db.records(id) {
+                    Ok((records, bad)) if bad.is_empty() => (records, None),
+                    Ok((records, bad)) => {
+                        let rows: Vec<String> = bad.iter().map(i64::to_string).collect();
+                        let problem = format!(
+                            "{}: skipped unreadable journal row(s) {}",
+                            db.shown(),
+                            rows.join(", ")
+                        );
+                        (records, Some(problem))
+                    }
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                };
+                if snapshot {
+                    if let Err(e) = db.checkout(id, &folder, false) {
+                        tracing::warn!("cannot copy the snapshot of run {id}: {e}");
+                    }
+                }
+                let mut detail = runs::fold_records(id, folder, &records, problem);
+                if detail.summary.state != RunState::Finished
+                    && detail.summary.state != RunState::Unknown
+                {
+                    let running = lease::holds_run(db, id).unwrap_or(false);
+                    detail.summary.state = if running {
+                        RunState::Running
+                    } else {
+                        RunState::Stopped
+                    };
+                    detail.summary.result = runs::result_words(&detail.summary);
+                }
+                detail
+            }
+        }
+    }
+
+    /// The folder of an existing run to resume or roll back, or None when it never
+    /// started. From the database, the folder is (re)written from it first.
+    pub fn open_run(&self, id: &str) -> anyhow::Result<Option<super::run_dir::RunDir>> {
+        if let Store::Postgres { db, local } = self {
+            if !db.checkout(id, &runs::runs_dir(local).join(id), true)? {
+                return Ok(None);
+            }
+        }
+        Ok(super::run_dir::RunDir::open(self.local_dir(), id))
+    }
+
+    /// Takes the inventory for a run (see [`lock::acquire`], [`lease::acquire`]).
+    pub fn acquire(
+        &self,
+        inventory: &str,
+        run_id: &str,
+        resuming: bool,
+        lost: LeaseLost,
+    ) -> Result<Held, LockError> {
+        match self {
+            Store::Local(dir) => lock::acquire(dir, inventory, run_id, resuming).map(Held::File),
+            Store::Postgres { db, .. } => lease::acquire(db, inventory, run_id, resuming, lost)
+                .map(|lease| Held::Lease(Box::new(lease))),
+        }
+    }
+
+    /// Breaks the inventory's lock or lease; returns who held it.
+    pub fn unlock(&self, inventory: &str) -> anyhow::Result<Option<LockInfo>> {
+        match self {
+            Store::Local(dir) => Ok(lock::unlock(dir, inventory)?),
+            Store::Postgres { db, .. } => Ok(lease::unlock(db, inventory)?),
+        }
+    }
+
+    /// Stores a new run's snapshot (written into `folder` just before).
+    pub fn create_run(
+        &self,
+        id: &str,
+        inventory: &str,
+        playbook: &str,
+        folder: &Path,
+    ) -> anyhow::Result<()> {
+        match self {
+            Store::Local(_) => Ok(()),
+            Store::Postgres { db, .. } => db.create_run(id, inventory, playbook, folder),
+        }
+    }
+
+    /// The run's journal: its file in the run folder, mirrored into the database under
+    /// the lease `held` when there is one.
+    pub fn journal(
+        &self,
+        path: &Path,
+        run_id: &str,
+        held: &Held,
+        lost: LeaseLost,
+    ) -> std::io::Result<Journal> {
+        let mirror: Option<Box<dyn Mirror>> = match (self, held) {
+            (Store::Postgres { db, .. }, Held::Lease(lease)) => Some(Box::new(PgSink::new(
+                (**db).clone(),
+                run_id.to_string(),
+                lease.info.inventory.clone(),
+                lease.holder.clone(),
+                lost,
+            ))),
+            _ => None,
+        };
+        Journal::create_mirrored(path, mirror)
+    }
+
+    /// Refuses to go on with a run read from the database (its journal copied into
+    /// `run_dir`) when the database has more records by now: its controller was still
+    /// writing when the run was read, so what it was read as is stale.
+    pub fn check_current(&self, run_dir: &super::run_dir::RunDir) -> anyhow::Result<()> {
+        let Store::Postgres { db, .. } = self else {
+            return Ok(());
+        };
+        let read = super::journal::read_lenient(&run_dir.journal_path())?
+            .records
+            .len() as i64;
+        let now = db.record_count(&run_dir.id)?;
+        if read != now {
+            anyhow::bail!(
+                "run {} moved on while it was being reopened ({read} journal records, now {now}): its controller was still writing\n  hint: run the same command again",
+                run_dir.id
+            );
+        }
+        Ok(())
+    }
+}
