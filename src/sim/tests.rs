@@ -205,3 +205,28 @@ fn retries_and_until_polls_run_as_deploy_runs_them() {
     assert_eq!(sim.total_ms, 40 * SECOND);
     assert_eq!(sim.failures.failed_tasks, 7);
 }
+
+#[test]
+fn guards_uploads_probes_and_verify_checks_take_their_durations_and_pass() {
+    // Per host: an upload (10s, its `creates` guard says not there yet), then a probe
+    // (5s); wave one soaks 2m with a probe check and a compare check every minute.
+    let playbook = r#"name: e
+strategy:
+  max_unavailable: 100%
+  waves:
+    - name: one
+      regions: [r1]
+      pause: 2m
+      verify:
+        - { name: smtp, probe: { smtp: { port: 25 } }, every: 1m }
+        - { name: deferred, run: "postqueue -j | grep -c deferred", every: 1m, compare: median, baseline: "b*" }
+    - { name: two, regions: [r2] }
+steps:
+  - { name: put, upload: { src: Cargo.toml, dest: /tmp/x }, creates: /tmp/x, estimate: 10s }
+  - { name: smtp, needs: [put], probe: { smtp: { port: 25 } }, estimate: 5s }
+"#;
+    let sim = run_fixed(playbook, &options());
+    assert_eq!(sim.outcome, "succeeded", "{sim:?}");
+    assert_eq!(sim.total_ms, (15 + 120 + 15) * SECOND);
+    assert_eq!(sim.host_outcomes.get("ok"), Some(&7));
+}
