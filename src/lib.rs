@@ -23,6 +23,7 @@
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod control;
 pub mod diag;
 pub mod events;
 pub mod exec;

@@ -150,6 +150,11 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
         waves,
         regions,
     });
+    // Live control from other shells; a run goes on without it (Ctrl-C still works).
+    let (control_sender, control) = tokio::sync::mpsc::unbounded_channel();
+    let socket = crate::control::serve(&crate::control::socket_path(&run_dir.path), control_sender)
+        .map_err(|e| tracing::warn!("live control (pony pause/continue/abort/approve) is off for this run: {e}"))
+        .ok();
     let interactive = std::io::stdin().is_terminal() && global.output == OutputFormat::Human;
     let options = ExecOptions {
         run_id: run_dir.id.clone(),
@@ -161,6 +166,8 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
             .unwrap_or(plan.playbook.strategy.connections),
         interrupts: watch_signals(),
         approver: interactive.then(prompt_for_approvals),
+        approval_wait: global.approval_wait,
+        control: socket.as_ref().map(|_| control),
         replay: launch.replay,
         mode: launch.mode,
         clock: chrono::Utc::now,
@@ -171,6 +178,8 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
             .unwrap_or(plan.playbook.strategy.rollback_pace),
     };
     let report = exec::run(plan.clone(), pool, options, sink).await;
+    // Commands sent from now on find no run.
+    drop(socket);
     // The scheduler's sink is gone: the recorder drains what is left, then the reporters
     // see the end of the stream.
     let _ = recording.await;

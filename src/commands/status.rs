@@ -220,6 +220,14 @@ impl<'a> Report<'a> {
             }
             _ => out.push_str(&format!("state: {}\n", run.result)),
         }
+        if let Some(paused) = run.paused.as_ref().filter(|_| run.state == RunState::Running) {
+            out.push_str(&format!(
+                "paused by {} since {}: no new host starts; `pony continue {}` goes on\n",
+                paused.by,
+                runs::format_time(&paused.time),
+                run.run_id
+            ));
+        }
         if let Some(problem) = &run.journal_problem {
             out.push_str(&format!("note: {problem}\n"));
         }

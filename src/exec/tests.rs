@@ -92,6 +92,8 @@ fn start_with(
         connections: 64,
         interrupts: watched,
         approver: None,
+        approval_wait: None,
+        control: None,
         replay: None,
         mode: Mode::Deploy,
         clock,

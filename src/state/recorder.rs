@@ -170,6 +170,22 @@ pub fn record_of(event: &Event) -> Option<Record> {
             exit_code: *exit_code,
             error: error.clone(),
         },
+        Event::Control {
+            command,
+            user,
+            host,
+            pid,
+            accepted,
+            message,
+        } => Record::Control {
+            command: command.clone(),
+            user: user.clone(),
+            host: host.clone(),
+            pid: *pid,
+            accepted: *accepted,
+            message: message.clone(),
+            time: now(),
+        },
         Event::Summary {
             outcome, exit_code, ..
         } => Record::run_finished(*outcome, *exit_code, now()),

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 /// Lines of output kept in events and the journal.
 const TAIL_LINES: usize = 10;
 
+mod control;
 mod gates;
 mod recovery;
 mod stops;
@@ -142,6 +143,7 @@ struct Scheduler {
     rollbacks: Vec<Option<RollbackOrder>>,
     rollback_runs: JoinSet<RollbackRun>,
     started: Instant,
+    live: control::Live,
 }
 
 /// Runs the plan to the end and reports how it went.
@@ -205,6 +207,7 @@ pub async fn run(
         rollbacks: Vec::new(),
         rollback_runs: JoinSet::new(),
         started: Instant::now(),
+        live: control::Live::default(),
         plan,
         pool,
         sink,
@@ -265,12 +268,14 @@ impl Scheduler {
             }
         }
         let mut interrupts = self.options.interrupts.clone();
+        let mut control = self.options.control.take();
         loop {
             self.start_due_rollbacks();
             if self.running.is_empty()
                 && self.syncing.is_empty()
                 && self.timers.is_empty()
                 && self.rollback_runs.is_empty()
+                && !self.waits_for_continue()
             {
                 if self.stop == Stop::No && self.break_stall() {
                     continue;
@@ -288,8 +293,7 @@ impl Scheduler {
                 // the remaining branches for good.
                 Some(joined) = self.timers.join_next() => match joined {
                     Err(_) => {}
-                    Ok(Timer::Approved(wave, true)) => self.pause_or_pass(wave),
-                    Ok(Timer::Approved(wave, false)) => self.stop_for_approval(wave),
+                    Ok(Timer::Approved(wave, approved)) => self.answered(wave, approved),
                     Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.pass_gate(wave),
                     Ok(Timer::Paused(wave)) => self.soak_part_done(wave),
                     Ok(Timer::WindowOpen(wave, zone)) => self.window_opened(wave, &zone),
@@ -299,6 +303,7 @@ impl Scheduler {
                     Ok(done) => self.rollback_command_done(done),
                     Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
                 },
+                request = control::next_request(&mut control) => self.control(request),
                 Ok(()) = interrupts.changed() => {
                     let count = *interrupts.borrow();
                     self.interrupt(count).await;
@@ -343,6 +348,9 @@ impl Scheduler {
         let cluster = self.plan.inventory.hosts[host].cluster;
         let active = self.hosts[host].phase == Phase::Active;
         let starts_host = task.per != Per::Host || !active;
+        if starts_host && self.hold_while_paused(node, &task) {
+            return;
+        }
         if starts_host && self.hold_for_window(node, task.wave) {
             return;
         }
@@ -433,6 +441,9 @@ impl Scheduler {
         }
         self.admission
             .give_back(self.plan.inventory.hosts[host].cluster);
+        if !self.admits_queued_hosts() {
+            return;
+        }
         while let Some((_, next)) = self.admission.next_admissible() {
             self.start_queued_host(next);
         }

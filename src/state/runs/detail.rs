@@ -2,7 +2,9 @@
 //! rollback's latest record, the gates passed and the wave that stopped the rollout.
 
 use super::parse_time;
-use super::summary::{controller_alive, result_words, who, Resumed, RunState, RunSummary};
+use super::summary::{
+    controller_alive, result_words, who, Paused, Resumed, RunState, RunSummary,
+};
 use crate::state::journal::Record;
 use crate::state::replay::TaskState;
 use serde::Serialize;
@@ -67,6 +69,7 @@ pub(super) fn fold(
         path,
         resumes: Vec::new(),
         journal_problem: problem,
+        paused: None,
     };
     let mut tasks: Vec<TaskRecord> = Vec::new();
     let mut task_index: BTreeMap<String, usize> = BTreeMap::new();
@@ -100,6 +103,7 @@ pub(super) fn fold(
                 // A second start (older resumes): the run is going again.
                 summary.pid = Some(*pid);
                 controller_host = host.clone();
+                summary.paused = None;
                 summary.finished = None;
                 summary.outcome = None;
                 summary.exit_code = None;
@@ -120,6 +124,7 @@ pub(super) fn fold(
                 });
                 summary.pid = Some(*pid);
                 controller_host = host.clone();
+                summary.paused = None;
                 summary.finished = None;
                 summary.outcome = None;
                 summary.exit_code = None;
@@ -199,9 +204,29 @@ pub(super) fn fold(
             // The failing check is named in the wave's `WaveStopped` reason; passing
             // checks are in the journal for `pony log`-style reading.
             Record::VerifyCheck { .. } => {}
+            Record::Control {
+                command,
+                user,
+                host,
+                pid,
+                accepted: true,
+                time,
+                ..
+            } => match command.as_str() {
+                "pause" => {
+                    summary.paused.get_or_insert(Paused {
+                        by: format!("{} (pid {pid})", who(user, host)),
+                        time: time.clone(),
+                    });
+                }
+                "continue" | "abort" | "abort --rollback" => summary.paused = None,
+                _ => {}
+            },
+            Record::Control { .. } => {}
             Record::RunFinished {
                 exit_code, time, ..
             } => {
+                summary.paused = None;
                 summary.outcome = record.outcome();
                 summary.exit_code = Some(*exit_code);
                 summary.finished = Some(time.clone());
