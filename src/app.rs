@@ -143,6 +143,19 @@ fn resolve_run_options(cli: &mut Cli) {
         }
         _ => (None, None, None, None),
     };
+    if let Command::Deploy(DeployArgs { run_options, .. })
+    | Command::Resume { run_options, .. }
+    | Command::Rollback { run_options, .. } = &cli.command
+    {
+        cli.global.notify = run_options
+            .notify
+            .iter()
+            .map(|command| crate::notify::Notifier {
+                command: command.clone(),
+                timeout: run_options.notify_timeout,
+            })
+            .collect();
+    }
     cli.global.rollback_pace = pace;
     cli.global.approval_wait = approval_wait.filter(|wait| !wait.is_zero());
     cli.global.junit = junit;

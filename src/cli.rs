@@ -49,6 +49,9 @@ pub struct GlobalOptions {
     /// Resolved from the command's own `--approval-wait` (deploy, resume).
     #[arg(skip)]
     pub approval_wait: Option<std::time::Duration>,
+    /// Resolved from the command's own `--notify` and `--notify-timeout`.
+    #[arg(skip)]
+    pub notify: Vec<crate::notify::Notifier>,
 }
 
 /// What a command that runs a plan (deploy, resume, rollback) also takes.
@@ -70,6 +73,15 @@ pub struct RunOptions {
     /// once). With a terminal the question waits for an answer either way.
     #[arg(long, env = "PONY_APPROVAL_WAIT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub approval_wait: Option<std::time::Duration>,
+    /// Run CMD with `sh -c` on this machine, the event's JSON on stdin, for every event a
+    /// person must know about (run started/finished, approval waiting, host failed,
+    /// region rolled back, verify check failed); repeatable. Added to the playbook's
+    /// `notify:`. A notifier never slows the run: it is killed after --notify-timeout.
+    #[arg(long, value_name = "CMD")]
+    pub notify: Vec<String>,
+    /// How long one call of a --notify command may take before it is killed.
+    #[arg(long, env = "PONY_NOTIFY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub notify_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -31,6 +31,7 @@ pub mod exit;
 pub mod inventory;
 pub mod lab;
 pub mod logging;
+pub mod notify;
 pub mod plan;
 pub mod playbook;
 pub mod report;

@@ -61,7 +61,10 @@ fn not_running(global: &GlobalOptions, id: &str, typed: &str, error: &std::io::E
     let state = match summary.state {
         // Its journal says running, yet nothing listens: a run of an older pony, or one
         // whose socket could not be made.
-        RunState::Running => format!("its process (pid {}) takes no commands: {error}", summary.pid.unwrap_or_default()),
+        RunState::Running => format!(
+            "its process (pid {}) takes no commands: {error}",
+            summary.pid.unwrap_or_default()
+        ),
         _ => summary.result.clone(),
     };
     let hint = match summary.outcome {
@@ -69,7 +72,9 @@ fn not_running(global: &GlobalOptions, id: &str, typed: &str, error: &std::io::E
             "it stopped at an approve: gate; continue it with `pony resume {id} --approve WAVE`"
         ),
         _ if summary.state == RunState::Stopped => {
-            format!("continue it with `pony resume {id}`, or roll it back with `pony rollback {id}`")
+            format!(
+                "continue it with `pony resume {id}`, or roll it back with `pony rollback {id}`"
+            )
         }
         _ => format!("`pony status {id}` shows how it ended"),
     };

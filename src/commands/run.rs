@@ -117,7 +117,20 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
     let ssh = SshOptions::new(&global.state_dir, launch.accept_new_host_keys);
     let pool = HostPool::new(plan.clone(), ssh, global.state_dir.join("hosts")).prepare();
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let reporters = crate::report::for_run(global);
+    let mut reporters = crate::report::for_run(global);
+    let notifiers: Vec<_> = plan
+        .playbook
+        .notify
+        .iter()
+        .chain(&global.notify)
+        .cloned()
+        .collect();
+    if !notifiers.is_empty() {
+        reporters.push(Box::new(crate::notify::NotifyReporter::new(
+            notifiers,
+            run_dir.path.join("notify.log"),
+        )));
+    }
     let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
     let (sink, events) = EventSink::new();
     let recording = tokio::spawn(crate::state::recorder::record(
@@ -153,7 +166,11 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
     // Live control from other shells; a run goes on without it (Ctrl-C still works).
     let (control_sender, control) = tokio::sync::mpsc::unbounded_channel();
     let socket = crate::control::serve(&crate::control::socket_path(&run_dir.path), control_sender)
-        .map_err(|e| tracing::warn!("live control (pony pause/continue/abort/approve) is off for this run: {e}"))
+        .map_err(|e| {
+            tracing::warn!(
+                "live control (pony pause/continue/abort/approve) is off for this run: {e}"
+            )
+        })
         .ok();
     let interactive = std::io::stdin().is_terminal() && global.output == OutputFormat::Human;
     let options = ExecOptions {

@@ -220,7 +220,11 @@ impl<'a> Report<'a> {
             }
             _ => out.push_str(&format!("state: {}\n", run.result)),
         }
-        if let Some(paused) = run.paused.as_ref().filter(|_| run.state == RunState::Running) {
+        if let Some(paused) = run
+            .paused
+            .as_ref()
+            .filter(|_| run.state == RunState::Running)
+        {
             out.push_str(&format!(
                 "paused by {} since {}: no new host starts; `pony continue {}` goes on\n",
                 paused.by,

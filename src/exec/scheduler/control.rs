@@ -37,10 +37,7 @@ pub(super) async fn next_request(
 }
 
 fn who(operator: &Operator) -> String {
-    format!(
-        "{}@{} (pid {})",
-        operator.user, operator.host, operator.pid
-    )
+    format!("{}@{} (pid {})", operator.user, operator.host, operator.pid)
 }
 
 impl Scheduler {
@@ -117,11 +114,14 @@ impl Scheduler {
     }
 
     /// Whether the command applies now, and what it will do in words.
-    fn check_control(&self, command: &ControlCommand, operator: &Operator) -> Result<String, String> {
+    fn check_control(
+        &self,
+        command: &ControlCommand,
+        operator: &Operator,
+    ) -> Result<String, String> {
         let id = &self.options.run_id;
-        let stopping = || {
-            format!("the run is already stopping; `pony status {id}` shows where it is")
-        };
+        let stopping =
+            || format!("the run is already stopping; `pony status {id}` shows where it is");
         match command {
             ControlCommand::Pause => match (&self.live.paused, self.stop) {
                 (_, stop) if stop != Stop::No => Err(stopping()),

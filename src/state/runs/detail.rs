@@ -2,9 +2,7 @@
 //! rollback's latest record, the gates passed and the wave that stopped the rollout.
 
 use super::parse_time;
-use super::summary::{
-    controller_alive, result_words, who, Paused, Resumed, RunState, RunSummary,
-};
+use super::summary::{controller_alive, result_words, who, Paused, Resumed, RunState, RunSummary};
 use crate::state::journal::Record;
 use crate::state::replay::TaskState;
 use serde::Serialize;
