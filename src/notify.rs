@@ -2,7 +2,7 @@
 //! waiting for approval, a host failed, a region rolled back, a verify check failed, a
 //! wave failed, a command from another shell) handed to commands (`--notify CMD`, the
 //! playbook's `notify:`), each run with `sh -c` on the controller with the event's JSON
-//! (the `--output json` line) on stdin.
+//! (the `--output json` line) on stdin and the run's id in `PONY_RUN_ID`.
 //!
 //! A notifier never stops or slows the rollout: it is a reporter (fed on the reporters'
 //! thread, never the scheduler's), each notifier command has a thread of its own behind a
@@ -59,8 +59,9 @@ pub struct NotifyReporter {
 }
 
 impl NotifyReporter {
-    /// Starts a thread per notifier; `log` is the run folder's `notify.log`.
-    pub fn new(notifiers: Vec<Notifier>, log: PathBuf) -> NotifyReporter {
+    /// Starts a thread per notifier; `log` is the run folder's `notify.log`, `run_id`
+    /// goes to the notifiers as `PONY_RUN_ID` (most events do not carry it).
+    pub fn new(notifiers: Vec<Notifier>, log: PathBuf, run_id: &str) -> NotifyReporter {
         let log = Log(log);
         let mut queues = Vec::new();
         let mut workers = Vec::new();
@@ -68,9 +69,10 @@ impl NotifyReporter {
             let (sender, receiver) = sync_channel::<String>(QUEUE);
             queues.push((notifier.command.clone(), sender));
             let log = log.clone();
+            let run_id = run_id.to_string();
             let spawned = std::thread::Builder::new()
                 .name("pony-notify".into())
-                .spawn(move || deliver(&notifier, receiver, &log));
+                .spawn(move || deliver(&notifier, receiver, &log, &run_id));
             match spawned {
                 Ok(worker) => workers.push(worker),
                 Err(e) => tracing::warn!("cannot start a notifier thread: {e}"),
@@ -131,10 +133,10 @@ fn event_name(json: &str) -> String {
 }
 
 /// The notifier's thread: one call per event, in order.
-fn deliver(notifier: &Notifier, events: Receiver<String>, log: &Log) {
+fn deliver(notifier: &Notifier, events: Receiver<String>, log: &Log, run_id: &str) {
     while let Ok(json) = events.recv() {
         let name = event_name(&json);
-        let outcome = call(notifier, &json, log.path());
+        let outcome = call(notifier, &json, log.path(), run_id);
         let line = format!("notifier `{}`: {name} {outcome}", notifier.command);
         if !outcome.starts_with("ok") {
             tracing::warn!("{line}");
@@ -144,7 +146,7 @@ fn deliver(notifier: &Notifier, events: Receiver<String>, log: &Log) {
 }
 
 /// Runs the command once with `json` on stdin; says how it ended.
-fn call(notifier: &Notifier, json: &str, log: &Path) -> String {
+fn call(notifier: &Notifier, json: &str, log: &Path, run_id: &str) -> String {
     use std::os::unix::process::CommandExt;
     let output = || {
         std::fs::OpenOptions::new()
@@ -157,6 +159,7 @@ fn call(notifier: &Notifier, json: &str, log: &Path) -> String {
     let spawned = Command::new("sh")
         .arg("-c")
         .arg(&notifier.command)
+        .env("PONY_RUN_ID", run_id)
         .stdin(Stdio::piped())
         .stdout(output())
         .stderr(output())

@@ -1,4 +1,5 @@
-//! Notifiers over a real `pony deploy` on the lab's sshd hosts: a notifier gets the
+//! Notifiers over a real `pony deploy` on the lab's sshd hosts: a notifier (the
+//! playbook's `notify:` or `--notify`) gets the
 //! approval-waiting and host-failed events (and the run's start and end) as JSON on
 //! stdin; a notifier that hangs is killed, with what it started, after its timeout, and
 //! the run neither waits for it nor fails because of it.
@@ -23,11 +24,13 @@ steps:
 #[test]
 fn a_notifier_gets_approval_waiting_and_host_failed_events_as_json() {
     let lab = lab_with(1, 1, 3);
-    let playbook = lab.playbook(GATED);
     lab.make_fail("r1-c1-03", "mark");
     let notes = lab.path("notes.jsonl");
-    // Each event on a line of its own, appended.
-    let notifier = format!("cat >> {}", notes.display());
+    // The playbook's own notifier: each event on a line of its own, appended.
+    let playbook = lab.playbook(&format!(
+        "{GATED}notify:\n  - {{ command: \"cat >> {}\", timeout: 30s }}\n",
+        notes.display()
+    ));
     let mut deploy = lab
         .pony(&[
             "deploy",
@@ -39,8 +42,6 @@ fn a_notifier_gets_approval_waiting_and_host_failed_events_as_json() {
             "json",
             "--approval-wait",
             "10m",
-            "--notify",
-            &notifier,
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -163,4 +164,115 @@ fn a_hanging_notifier_is_killed_after_its_timeout_and_the_run_goes_on_without_it
         "the kill is logged on stderr too: {}",
         text(&output)
     );
+}
+
+/// Reads one HTTP request from `stream` and answers 200; returns its body.
+fn answer_http(stream: std::net::TcpStream) -> String {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    let mut stream = stream;
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+/// The documented examples, as shipped: `examples/notify/chat.sh` posts to a webhook (a
+/// listener on loopback here) and `examples/notify/mail.sh` hands a mail to sendmail (a
+/// stand-in that keeps what it is given).
+#[test]
+fn the_documented_chat_and_mail_notifiers_work() {
+    let lab = lab_with(1, 1, 1);
+    lab.make_fail("r1-c1-01", "mark");
+    let playbook = lab.playbook(
+        "name: failing\nsteps:\n  - { name: mark, run: \"test ! -e {{ root }}/fail-mark\" }\n",
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    // Every post until the run's summary.
+    let webhook = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        while !bodies
+            .last()
+            .is_some_and(|b: &String| b.contains("finished:"))
+        {
+            bodies.push(answer_http(listener.accept().unwrap().0));
+        }
+        bodies
+    });
+    let mails = lab.path("mails");
+    let sendmail = lab.path("sendmail");
+    std::fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh\necho \"args: $*\" >> {m}\ncat >> {m}\n",
+            m = mails.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &sendmail,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let output = lab
+        .pony(&[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--notify",
+            "examples/notify/chat.sh",
+            "--notify",
+            "examples/notify/mail.sh",
+        ])
+        .env("PONY_WEBHOOK_URL", &url)
+        .env("PONY_MAIL_TO", "oncall@example.com")
+        .env("SENDMAIL", &sendmail)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let id = only_run(&lab.state).0;
+    let posts: Vec<serde_json::Value> = webhook
+        .join()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let texts: Vec<&str> = posts.iter().map(|p| p["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        [
+            format!("pony run {id} of failing on lab started: 1 hosts"),
+            format!("pony run {id}: host r1-c1-01 (r1) failed at step mark: exited with 1"),
+            format!("pony run {id}: rollback of region r1 complete"),
+            format!("pony run {id}: wave all FAILED: cluster r1-c1 (region r1) failed 1 host(s), beyond max_failures 0"),
+            format!("pony run {id} finished: failed_rolled_back (exit 1); 0 ok, 0 failed, 1 rolled back"),
+        ]
+    );
+
+    let mail = std::fs::read_to_string(&mails).unwrap();
+    assert!(mail.contains("args: -t -oi"), "{mail}");
+    assert!(mail.contains("To: oncall@example.com"), "{mail}");
+    assert!(
+        mail.contains(&format!("Subject: [pony] run {id}: task_failed")),
+        "{mail}"
+    );
+    assert_eq!(mail.matches("Subject: ").count(), texts.len(), "{mail}");
 }

@@ -129,6 +129,7 @@ async fn execute(global: &GlobalOptions, launch: Launch, run_dir: RunDir) -> any
         reporters.push(Box::new(crate::notify::NotifyReporter::new(
             notifiers,
             run_dir.path.join("notify.log"),
+            &run_dir.id,
         )));
     }
     let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
