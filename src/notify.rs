@@ -11,6 +11,7 @@
 //! and drop is logged to `<run folder>/notify.log`.
 
 use crate::events::{Envelope, Event, SCHEMA_VERSION};
+pub use crate::playbook::{Notifier, DEFAULT_NOTIFY_TIMEOUT as DEFAULT_TIMEOUT};
 use crate::report::Reporter;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,21 +19,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
-/// How long a notifier may run when nothing says otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Events waiting per notifier; beyond this they are dropped (and logged).
 const QUEUE: usize = 64;
 
 /// How often a running notifier is checked for its end.
 const POLL: Duration = Duration::from_millis(20);
-
-/// One notifier command and how long one call of it may take.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notifier {
-    pub command: String,
-    pub timeout: Duration,
-}
 
 /// Whether a person must hear about this event.
 pub fn notifies(event: &Event) -> bool {

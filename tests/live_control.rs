@@ -136,6 +136,10 @@ fn a_run_paused_from_another_process_starts_no_new_host_until_continue() {
         "status shows the run paused: {}",
         text(&status)
     );
+    let json = control(&lab, &["status", &id, "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(report["paused"]["by"].as_str().unwrap().contains("(pid "), "{report}");
+    assert_eq!(report["waiting"]["reason"], "continue", "{report}");
 
     // The host in flight finishes its task.
     std::fs::write(lab.root(HOSTS[0]).join("go"), "").unwrap();

@@ -101,8 +101,8 @@ pub struct Rollbacks<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct Waiting {
-    /// `approval`, `resume` (stopped or interrupted) or `attention` (failed, halted or
-    /// rollback incomplete).
+    /// `approval`, `resume` (stopped or interrupted), `attention` (failed, halted or
+    /// rollback incomplete) or `continue` (a running run paused by `pony pause`).
     pub reason: String,
     /// The wave whose `approve:` gate holds the run.
     pub wave: Option<String>,
@@ -382,7 +382,15 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
         })
     };
     match run.state {
-        RunState::Running | RunState::Unknown => None,
+        RunState::Running => run.paused.as_ref().and_then(|paused| {
+            waiting(
+                "continue",
+                None,
+                format!("paused by {}: no new host starts until the run is continued", paused.by),
+                vec![format!("pony continue {id}"), format!("pony abort {id}")],
+            )
+        }),
+        RunState::Unknown => None,
         RunState::Stopped => waiting(
             "resume",
             None,

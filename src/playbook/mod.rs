@@ -37,7 +37,7 @@ pub struct Playbook {
     pub vars: Vars,
     pub strategy: Strategy,
     /// `notify:`: commands told about run start and end, approval waits, failures.
-    pub notify: Vec<crate::notify::Notifier>,
+    pub notify: Vec<Notifier>,
     pub steps: Vec<Step>,
 }
 
@@ -51,6 +51,17 @@ impl Playbook {
         &self.files_dir
     }
 }
+
+/// One notifier command (`notify:`, `--notify`; run by `crate::notify`) and how long one
+/// call of it may take before it is killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notifier {
+    pub command: String,
+    pub timeout: Duration,
+}
+
+/// How long a notifier may run when nothing says otherwise.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads and validates a playbook file; every problem is reported at once.
 pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
@@ -209,7 +220,7 @@ impl Builder<'_> {
         }
     }
 
-    fn notifiers(&mut self, raw: Vec<raw::RawNotify>) -> Vec<crate::notify::Notifier> {
+    fn notifiers(&mut self, raw: Vec<raw::RawNotify>) -> Vec<Notifier> {
         let mut notifiers = Vec::new();
         for (i, notify) in raw.into_iter().enumerate() {
             let (command, timeout) = match notify {
@@ -225,10 +236,10 @@ impl Builder<'_> {
             }
             let timeout = match timeout {
                 Some(t) => self.duration(&format!("notify[{i}].timeout"), &t),
-                None => Some(crate::notify::DEFAULT_TIMEOUT),
+                None => Some(DEFAULT_NOTIFY_TIMEOUT),
             };
             if let Some(timeout) = timeout {
-                notifiers.push(crate::notify::Notifier { command, timeout });
+                notifiers.push(Notifier { command, timeout });
             }
         }
         notifiers

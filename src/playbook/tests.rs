@@ -259,11 +259,11 @@ fn notifiers_are_a_command_or_a_command_with_its_timeout() {
     assert_eq!(
         playbook.notify,
         [
-            crate::notify::Notifier {
+            Notifier {
                 command: "cat >> /tmp/events".into(),
-                timeout: crate::notify::DEFAULT_TIMEOUT,
+                timeout: DEFAULT_NOTIFY_TIMEOUT,
             },
-            crate::notify::Notifier {
+            Notifier {
                 command: "mail.sh".into(),
                 timeout: std::time::Duration::from_secs(30),
             },
