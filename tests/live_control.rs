@@ -138,7 +138,10 @@ fn a_run_paused_from_another_process_starts_no_new_host_until_continue() {
     );
     let json = control(&lab, &["status", &id, "--output", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert!(report["paused"]["by"].as_str().unwrap().contains("(pid "), "{report}");
+    assert!(
+        report["paused"]["by"].as_str().unwrap().contains("(pid "),
+        "{report}"
+    );
     assert_eq!(report["waiting"]["reason"], "continue", "{report}");
 
     // The host in flight finishes its task.
@@ -310,4 +313,63 @@ fn approve_from_another_process_lets_a_run_without_a_terminal_go_past_its_gate()
     let late = control(&lab, &["pause", &id]);
     assert_eq!(late.status.code(), Some(5), "{}", text(&late));
     assert!(text(&late).contains("is not running"), "{}", text(&late));
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is needed for terminal tests: apt-get install -y tmux");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Kills the tmux session even when the test fails.
+struct Session(String);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        tmux(&["kill-session", "-t", &self.0]);
+    }
+}
+
+/// A gate asked at a terminal and approved from another shell: the question is
+/// withdrawn, the run goes on and its process ends without anyone typing an answer.
+#[test]
+fn approve_from_another_process_answers_the_question_at_the_terminal() {
+    let lab = lab_with(1, 1, 3);
+    let playbook = lab.playbook(GATED);
+    let exit_file = lab.path("exit");
+    let session = Session(format!("pony-control-{}", std::process::id()));
+    let command = format!(
+        "{} --state-dir {} deploy -i {} {} --yes; echo $? > {}; sleep 30",
+        env!("CARGO_BIN_EXE_pony"),
+        lab.state.display(),
+        lab.inventory.display(),
+        playbook.display(),
+        exit_file.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session.0,
+        "-x",
+        "160",
+        "-y",
+        "50",
+        &command,
+    ]);
+    let screen = || tmux(&["capture-pane", "-p", "-t", &session.0, "-S", "-200"]);
+    wait_until("the approval question", || {
+        screen().contains("Approve it and continue")
+    });
+    let id = only_run(&lab.state).0;
+    let approved = control(&lab, &["approve", &id, "canary"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    wait_until("pony to end", || exit_file.exists());
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+    for host in HOSTS {
+        assert!(lab.root(host).join("marked").exists(), "{host}");
+    }
+    assert!(screen().contains("withdrawn"), "{}", screen());
 }

@@ -76,7 +76,11 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let exit = runtime.block_on(execute(global, launch, run_dir))?;
+    let exit = runtime.block_on(execute(global, launch, run_dir));
+    // Everything the run does has been awaited; a terminal question still open (its gate
+    // was approved from another shell) must not hold the process.
+    runtime.shutdown_background();
+    let exit = exit?;
     match exit {
         Exit::AwaitingApproval => {
             held.keep_for_approval();
@@ -238,24 +242,47 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
     let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel::<ApprovalRequest>();
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
-            let wave = request.wave.clone();
-            let approved = tokio::task::spawn_blocking(move || {
-                crate::term::with_progress_suspended(|| {
+            let ApprovalRequest { wave, answer } = request;
+            let answered = tokio::task::spawn_blocking(move || {
+                let approved = crate::term::with_progress_suspended(|| {
                     eprint!(
                         "\nWave {wave} is done. Approve it and continue with the next wave? [y/N] "
                     );
                     let _ = std::io::stderr().flush();
-                    let mut answer = String::new();
-                    let _ = std::io::stdin().read_line(&mut answer);
-                    matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
-                })
+                    // The gate may be answered from another shell (`pony approve`) while
+                    // this waits: then the question is withdrawn, not left on screen.
+                    while !stdin_readable() {
+                        if answer.is_closed() {
+                            eprintln!(
+                                "(withdrawn: answered from another shell, or the run is stopping)"
+                            );
+                            return None;
+                        }
+                    }
+                    let mut line = String::new();
+                    let _ = std::io::stdin().read_line(&mut line);
+                    Some(matches!(line.trim(), "y" | "Y" | "yes" | "YES"))
+                });
+                (answer, approved)
             })
-            .await
-            .unwrap_or(false);
-            let _ = request.answer.send(approved);
+            .await;
+            if let Ok((answer, Some(approved))) = answered {
+                let _ = answer.send(approved);
+            }
         }
     });
     sender
+}
+
+/// Whether stdin has a line (or its end) to read, waiting at most a tenth of a second.
+fn stdin_readable() -> bool {
+    let mut poll = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, owned here, for the process's own stdin.
+    unsafe { libc::poll(&mut poll, 1, 100) > 0 }
 }
 
 /// Counts SIGINT/SIGTERM: the executor stops starting tasks at 1 and kills at 2.
