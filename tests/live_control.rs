@@ -179,6 +179,12 @@ fn a_run_paused_from_another_process_starts_no_new_host_until_continue() {
     assert_eq!(controls.len(), 3, "{controls:#?}");
     assert_sender(controls[0], "pause");
     assert_sender(controls[2], "continue");
+    let status = text(&control(&lab, &["status", &id]));
+    assert!(
+        status.contains("commands from other shells (3):") && status.contains(" continue by "),
+        "{status}"
+    );
+    assert!(!status.contains("state: paused"), "{status}");
     let position = |p: &dyn Fn(&serde_json::Value) -> bool| records.iter().position(p).unwrap();
     let continue_at = position(&|r| r["type"] == "control" && r["command"] == "continue");
     for host in &HOSTS[1..] {

@@ -66,6 +66,8 @@ pub struct Report<'a> {
     pub stopped_wave: Option<StoppedWave<'a>>,
     /// What the run waits for, if anything.
     pub waiting: Option<Waiting>,
+    /// Commands from other shells (`pony pause|continue|abort|approve`), oldest first.
+    pub controls: &'a [runs::ControlRecord],
 }
 
 #[derive(Debug, Serialize)]
@@ -176,6 +178,7 @@ impl<'a> Report<'a> {
                 .as_ref()
                 .map(|(wave, reason)| StoppedWave { wave, reason }),
             waiting: waiting(detail, plan.ok()),
+            controls: &detail.controls,
         }
     }
 
@@ -334,6 +337,24 @@ impl<'a> Report<'a> {
                 out.push('\n');
             }
             more(&mut out, r.problems.len());
+        }
+
+        if !self.controls.is_empty() {
+            out.push_str(&format!(
+                "\ncommands from other shells ({}):\n",
+                self.controls.len()
+            ));
+            for c in self.controls.iter().rev().take(LIST_AT_MOST).rev() {
+                let refused = if c.accepted { "" } else { " (refused)" };
+                out.push_str(&format!(
+                    "  {} {} by {}{refused}: {}\n",
+                    runs::format_time(&c.time),
+                    c.command,
+                    c.by,
+                    c.message
+                ));
+            }
+            more(&mut out, self.controls.len());
         }
 
         out.push('\n');

@@ -192,8 +192,10 @@ impl Scheduler {
                 self.release_held();
             }
             ControlCommand::Abort { rollback: true } => {
-                // Not interrupted: the run ends as a rolled-back rollout.
+                // Not interrupted nor halted: a person chose to take the release back,
+                // and the run ends as a rolled-back rollout.
                 self.ending.interrupted = false;
+                self.ending.halted = false;
                 self.timers.abort_all();
                 self.live.asking.clear();
                 self.all_rollback_due = true;

@@ -31,6 +31,17 @@ pub struct RollbackRecord {
     pub error: Option<String>,
 }
 
+/// A command from another shell (`pony pause|continue|abort|approve`), as journaled.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlRecord {
+    pub command: String,
+    /// `user@host (pid N)` of the sender.
+    pub by: String,
+    pub time: String,
+    pub accepted: bool,
+    pub message: String,
+}
+
 /// A run with everything its journal says.
 #[derive(Debug, Clone)]
 pub struct RunDetail {
@@ -41,6 +52,8 @@ pub struct RunDetail {
     /// The wave whose failure stopped the rollout and why (cleared once it passes).
     pub stopped_wave: Option<(String, String)>,
     pub rollbacks: Vec<RollbackRecord>,
+    /// Commands from other shells, oldest first.
+    pub controls: Vec<ControlRecord>,
 }
 
 pub(super) fn fold(
@@ -75,6 +88,7 @@ pub(super) fn fold(
     let mut rollback_index: BTreeMap<String, usize> = BTreeMap::new();
     let mut gates_passed: Vec<String> = Vec::new();
     let mut stopped_wave: Option<(String, String)> = None;
+    let mut controls: Vec<ControlRecord> = Vec::new();
     let mut started_any = false;
     // Where the latest controller runs (its pid is only checkable there).
     let mut controller_host = String::new();
@@ -207,20 +221,31 @@ pub(super) fn fold(
                 user,
                 host,
                 pid,
-                accepted: true,
+                accepted,
+                message,
                 time,
-                ..
-            } => match command.as_str() {
-                "pause" => {
-                    summary.paused.get_or_insert(Paused {
-                        by: format!("{} (pid {pid})", who(user, host)),
-                        time: time.clone(),
-                    });
+            } => {
+                controls.push(ControlRecord {
+                    command: command.clone(),
+                    by: format!("{} (pid {pid})", who(user, host)),
+                    time: time.clone(),
+                    accepted: *accepted,
+                    message: message.clone(),
+                });
+                if !*accepted {
+                    continue;
                 }
-                "continue" | "abort" | "abort --rollback" => summary.paused = None,
-                _ => {}
-            },
-            Record::Control { .. } => {}
+                match command.as_str() {
+                    "pause" => {
+                        summary.paused.get_or_insert(Paused {
+                            by: format!("{} (pid {pid})", who(user, host)),
+                            time: time.clone(),
+                        });
+                    }
+                    "continue" | "abort" | "abort --rollback" => summary.paused = None,
+                    _ => {}
+                }
+            }
             Record::RunFinished {
                 exit_code, time, ..
             } => {
@@ -254,6 +279,7 @@ pub(super) fn fold(
         gates_passed,
         stopped_wave,
         rollbacks,
+        controls,
     }
 }
 
