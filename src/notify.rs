@@ -235,3 +235,44 @@ mod tests {
         assert!(!notifies(&Event::Stopped { reason: "x".into() }));
     }
 }
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    /// A notifier that cannot keep up loses events beyond its queue, and says so; it
+    /// never holds up whoever hands them over.
+    #[test]
+    fn a_full_queue_drops_events_and_logs_each_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join("release");
+        let calls = dir.path().join("calls");
+        let log = dir.path().join("notify.log");
+        let notifier = Notifier {
+            command: format!(
+                "echo call >> {}; until [ -e {} ]; do sleep 0.01; done",
+                calls.display(),
+                release.display()
+            ),
+            timeout: Duration::from_secs(60),
+        };
+        let mut reporter = NotifyReporter::new(vec![notifier], log.clone(), "run-1");
+        let failed = Event::WaveFailed {
+            wave: "w".into(),
+            reason: "r".into(),
+            node: 0,
+        };
+        for _ in 0..QUEUE + 10 {
+            reporter.event(&failed);
+        }
+        std::fs::write(&release, "").unwrap();
+        reporter.finish();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let dropped = text.matches("wave_failed dropped").count();
+        // The first call may have been taken off the queue before it filled, or not.
+        assert!((9..=10).contains(&dropped), "{text}");
+        let called = std::fs::read_to_string(&calls).unwrap().lines().count();
+        assert_eq!(called + dropped, QUEUE + 10, "{text}");
+        assert_eq!(text.matches("wave_failed ok").count(), called, "{text}");
+    }
+}

@@ -379,3 +379,74 @@ fn approve_from_another_process_answers_the_question_at_the_terminal() {
     }
     assert!(screen().contains("withdrawn"), "{}", screen());
 }
+
+#[test]
+fn abort_from_another_process_stops_as_an_interrupt_and_exits_130() {
+    let lab = lab_with(1, 1, 3);
+    let playbook = lab.playbook(ONE_AT_A_TIME);
+    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &[])));
+    let id = run_id(&lab, &mut deploy);
+    wait_until("the first host to start", || {
+        lab.root(HOSTS[0]).join("started").exists()
+    });
+    let aborted = control(&lab, &["abort", &id]);
+    assert_eq!(aborted.status.code(), Some(0), "{}", text(&aborted));
+    for host in HOSTS {
+        std::fs::write(lab.root(host).join("go"), "").unwrap();
+    }
+    let (status, output) = deploy.finish();
+    assert_eq!(status.code(), Some(130), "{output}");
+    assert!(
+        lab.root(HOSTS[0]).join("done").exists(),
+        "the host in flight finished"
+    );
+    let (_, folder) = only_run(&lab.state);
+    let records = journal(&folder);
+    assert_sender(control_records(&records)[0], "abort");
+    assert_eq!(
+        started_hosts(&records),
+        [HOSTS[0].to_string()].into(),
+        "no other host started"
+    );
+    assert_eq!(records.last().unwrap()["outcome"], "interrupted");
+}
+
+#[test]
+fn a_command_for_a_run_whose_process_died_exits_5_and_says_how_to_go_on() {
+    let lab = lab_with(1, 1, 1);
+    let playbook = lab.playbook(ONE_AT_A_TIME);
+    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &[])));
+    let id = run_id(&lab, &mut deploy);
+    wait_until("the host to start", || {
+        lab.root(HOSTS[0]).join("started").exists()
+    });
+    // Our own child, by its pid: its socket file stays behind, nobody listens on it.
+    deploy.child().kill().unwrap();
+    deploy.child().wait().unwrap();
+    // The step it left running on the host ends.
+    std::fs::write(lab.root(HOSTS[0]).join("go"), "").unwrap();
+    assert!(lab
+        .state
+        .join("runs")
+        .join(&id)
+        .join("control.sock")
+        .exists());
+    let paused = control(&lab, &["pause", &id]);
+    assert_eq!(paused.status.code(), Some(5), "{}", text(&paused));
+    let said = text(&paused);
+    assert!(said.contains(&format!("run {id} is not running")), "{said}");
+    assert!(said.contains(&format!("pony resume {id}")), "{said}");
+    let unknown = control(&lab, &["pause", "no-such-run"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+}
+
+#[test]
+fn without_an_approve_within_the_approval_wait_the_run_stops_with_10() {
+    let lab = lab_with(1, 1, 2);
+    let playbook = lab.playbook(GATED);
+    let deploy = Reaped(Some(spawn(&lab, &playbook, &["--approval-wait", "1s"])));
+    let (status, output) = deploy.finish();
+    assert_eq!(status.code(), Some(10), "{output}");
+    assert!(output.contains("--approve canary"), "{output}");
+    assert!(!lab.root(HOSTS[1]).join("marked").exists());
+}
