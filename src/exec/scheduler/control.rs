@@ -189,7 +189,6 @@ impl Scheduler {
                     "aborted by {}: no new host starts; hosts in flight finish all their tasks",
                     who(&operator)
                 ));
-                self.release_held();
             }
             ControlCommand::Abort { rollback: true } => {
                 // Not interrupted nor halted: a person chose to take the release back,
@@ -222,7 +221,7 @@ impl Scheduler {
 
     /// Ends the pause: held tasks go through readiness again (under a stop they are
     /// cancelled there), and hosts queued for a slot are let in.
-    fn release_held(&mut self) {
+    pub(super) fn release_held(&mut self) {
         self.live.paused = None;
         for node in std::mem::take(&mut self.live.held) {
             if self.state[node.index()] == State::Queued {

@@ -208,6 +208,9 @@ impl Scheduler {
         // timers would have.
         self.timers.abort_all();
         self.live.asking.clear();
+        // A paused run's held tasks: those of hosts in flight run, the others are
+        // cancelled.
+        self.release_held();
     }
 
     pub(super) async fn finish(mut self) -> RunReport {
