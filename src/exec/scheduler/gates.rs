@@ -36,7 +36,6 @@ impl Scheduler {
         }
     }
 
-    /// Asks the `approve:` question (or stops the run there without a terminal).
     /// Asks the `approve:` question at the terminal; without one, waits up to
     /// `approval_wait` for `pony approve` from another shell, or stops the run there.
     pub(super) fn ask(&mut self, wave: usize) {
