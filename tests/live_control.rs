@@ -129,7 +129,11 @@ fn a_run_paused_from_another_process_starts_no_new_host_until_continue() {
 
     let paused = control(&lab, &["pause", &id]);
     assert_eq!(paused.status.code(), Some(0), "{}", text(&paused));
-    assert!(text(&paused).contains("paused by"), "{}", text(&paused));
+    assert!(
+        text(&paused).contains("paused: no new host starts"),
+        "{}",
+        text(&paused)
+    );
     let status = control(&lab, &["status", &id]);
     assert!(
         text(&status).contains("state: paused"),

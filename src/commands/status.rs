@@ -344,7 +344,13 @@ impl<'a> Report<'a> {
                 "\ncommands from other shells ({}):\n",
                 self.controls.len()
             ));
-            for c in self.controls.iter().rev().take(LIST_AT_MOST).rev() {
+            let earlier = self.controls.len().saturating_sub(LIST_AT_MOST);
+            if earlier > 0 {
+                out.push_str(&format!(
+                    "  … {earlier} earlier ones (all of them with --output json)\n"
+                ));
+            }
+            for c in &self.controls[earlier..] {
                 let refused = if c.accepted { "" } else { " (refused)" };
                 out.push_str(&format!(
                     "  {} {} by {}{refused}: {}\n",
@@ -354,7 +360,6 @@ impl<'a> Report<'a> {
                     c.message
                 ));
             }
-            more(&mut out, self.controls.len());
         }
 
         out.push('\n');

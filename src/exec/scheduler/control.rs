@@ -86,7 +86,7 @@ impl Scheduler {
             operator,
             reply,
         } = request;
-        let answer = match self.check_control(&command, &operator) {
+        let answer = match self.check_control(&command) {
             Ok(message) => ControlReply {
                 accepted: true,
                 message,
@@ -114,11 +114,7 @@ impl Scheduler {
     }
 
     /// Whether the command applies now, and what it will do in words.
-    fn check_control(
-        &self,
-        command: &ControlCommand,
-        operator: &Operator,
-    ) -> Result<String, String> {
+    fn check_control(&self, command: &ControlCommand) -> Result<String, String> {
         let id = &self.options.run_id;
         let stopping =
             || format!("the run is already stopping; `pony status {id}` shows where it is");
@@ -127,24 +123,21 @@ impl Scheduler {
                 (_, stop) if stop != Stop::No => Err(stopping()),
                 (Some(by), _) => Ok(format!("already paused by {}", who(by))),
                 (None, _) => Ok(format!(
-                    "paused by {}: no new host starts, hosts in flight finish their tasks; `pony continue {id}` goes on",
-                    who(operator)
+                    "paused: no new host starts, hosts in flight finish their tasks; `pony continue {id}` goes on"
                 )),
             },
             ControlCommand::Continue => match (&self.live.paused, self.stop) {
                 (_, stop) if stop != Stop::No => Err(stopping()),
                 (None, _) => Ok("not paused; nothing to do".into()),
-                (Some(_), _) => Ok(format!("continued by {}", who(operator))),
+                (Some(_), _) => Ok("continued: held hosts start as their slots allow".into()),
             },
             ControlCommand::Abort { rollback: false } if self.stop != Stop::No => Err(stopping()),
             ControlCommand::Abort { rollback: false } => Ok(format!(
-                "aborted by {}: no new host starts, hosts in flight finish their tasks; the run ends interrupted (exit 130), `pony resume {id}` goes on",
-                who(operator)
+                "aborted: no new host starts, hosts in flight finish their tasks; the run ends interrupted (exit 130), `pony resume {id}` goes on"
             )),
-            ControlCommand::Abort { rollback: true } => Ok(format!(
-                "aborted by {}: no new task starts; once running tasks finish, every host the run touched rolls back (exit 1 when all rolled back)",
-                who(operator)
-            )),
+            ControlCommand::Abort { rollback: true } => Ok(
+                "aborted: no new task starts; once running tasks finish, every host the run touched rolls back (exit 1 when all rolled back)".into(),
+            ),
             ControlCommand::Approve { wave } => self.check_approve(wave),
         }
     }
