@@ -454,3 +454,35 @@ fn without_an_approve_within_the_approval_wait_the_run_stops_with_10() {
     assert!(output.contains("--approve canary"), "{output}");
     assert!(!lab.root(HOSTS[1]).join("marked").exists());
 }
+
+#[test]
+fn approve_before_the_gate_is_reached_pre_approves_it() {
+    let lab = lab_with(1, 1, 2);
+    // The canary holds until the test lets it go; without an answer the gate would stop
+    // this run (no terminal, no --approval-wait) with exit 10.
+    let playbook = lab.playbook(&GATED.replace(
+        "touch {{ root }}/marked",
+        "touch {{ root }}/started; while [ ! -e {{ root }}/go ]; do sleep 0.02; done; touch {{ root }}/marked",
+    ));
+    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &[])));
+    let id = run_id(&lab, &mut deploy);
+    wait_until("the canary to start", || {
+        lab.root(HOSTS[0]).join("started").exists()
+    });
+    let idle = control(&lab, &["continue", &id]);
+    assert_eq!(idle.status.code(), Some(0), "{}", text(&idle));
+    assert!(text(&idle).contains("not paused"), "{}", text(&idle));
+    let approved = control(&lab, &["approve", &id, "canary"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    assert!(
+        text(&approved).contains("pre-approved"),
+        "{}",
+        text(&approved)
+    );
+    for host in &HOSTS[..2] {
+        std::fs::write(lab.root(host).join("go"), "").unwrap();
+    }
+    let (status, output) = deploy.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(lab.root(HOSTS[1]).join("marked").exists());
+}
