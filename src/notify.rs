@@ -233,6 +233,15 @@ mod tests {
         assert!(notifies(&rollback("all")));
         assert!(!notifies(&rollback("host mx-1")));
         assert!(!notifies(&Event::Stopped { reason: "x".into() }));
+        let check = |ok| Event::VerifyCheck {
+            wave: "canary".into(),
+            check: "errors".into(),
+            host: "mx-1".into(),
+            ok,
+            detail: String::new(),
+        };
+        assert!(notifies(&check(false)));
+        assert!(!notifies(&check(true)));
     }
 }
 
