@@ -3,6 +3,7 @@
 
 use crate::cli::{Cli, Command, DeployArgs};
 use crate::diag::Diagnostics;
+use crate::exec::control::ControlCommand;
 use crate::exit::Exit;
 
 /// Runs a parsed command line and returns the process exit code.
@@ -65,6 +66,24 @@ pub fn run(mut cli: Cli) -> Exit {
             *yes,
             *accept_new_host_keys,
         ),
+        Command::Pause { run } => {
+            crate::commands::control::run(&cli.global, run, ControlCommand::Pause)
+        }
+        Command::Continue { run } => {
+            crate::commands::control::run(&cli.global, run, ControlCommand::Continue)
+        }
+        Command::Abort { run, rollback } => crate::commands::control::run(
+            &cli.global,
+            run,
+            ControlCommand::Abort {
+                rollback: *rollback,
+            },
+        ),
+        Command::Approve { run, wave } => crate::commands::control::run(
+            &cli.global,
+            run,
+            ControlCommand::Approve { wave: wave.clone() },
+        ),
         Command::Status { run } => crate::commands::status::run(&cli.global, run.as_deref()),
         Command::History { limit } => crate::commands::history::run(&cli.global, *limit),
         Command::Unlock { inventory } => crate::commands::resume::unlock(&cli.global, inventory),
@@ -111,20 +130,35 @@ pub fn run(mut cli: Cli) -> Exit {
 /// Copies the options only some commands take (`--junit`, `--connections`) into the
 /// settings every command reads, once, before any work.
 fn resolve_run_options(cli: &mut Cli) {
-    let (junit, connections, pace) = match &cli.command {
+    let (junit, connections, pace, approval_wait) = match &cli.command {
         Command::Deploy(DeployArgs { run_options, .. })
         | Command::Resume { run_options, .. }
         | Command::Rollback { run_options, .. } => (
             run_options.junit.clone(),
             run_options.connections,
             run_options.rollback_pace,
+            run_options.approval_wait,
         ),
         Command::Ping { connections, .. } | Command::Exec { connections, .. } => {
-            (None, *connections, None)
+            (None, *connections, None, None)
         }
-        _ => (None, None, None),
+        _ => (None, None, None, None),
     };
+    if let Command::Deploy(DeployArgs { run_options, .. })
+    | Command::Resume { run_options, .. }
+    | Command::Rollback { run_options, .. } = &cli.command
+    {
+        cli.global.notify = run_options
+            .notify
+            .iter()
+            .map(|command| crate::notify::Notifier {
+                command: command.clone(),
+                timeout: run_options.notify_timeout,
+            })
+            .collect();
+    }
     cli.global.rollback_pace = pace;
+    cli.global.approval_wait = approval_wait.filter(|wait| !wait.is_zero());
     cli.global.junit = junit;
     cli.global.connections = connections;
 }

@@ -55,6 +55,12 @@ pub struct GlobalOptions {
     /// Resolved from the command's own `--rollback-pace` (deploy, resume, rollback).
     #[arg(skip)]
     pub rollback_pace: Option<PaceChoice>,
+    /// Resolved from the command's own `--approval-wait` (deploy, resume).
+    #[arg(skip)]
+    pub approval_wait: Option<std::time::Duration>,
+    /// Resolved from the command's own `--notify` and `--notify-timeout`.
+    #[arg(skip)]
+    pub notify: Vec<crate::notify::Notifier>,
 }
 
 /// What a command that runs a plan (deploy, resume, rollback) also takes.
@@ -71,6 +77,20 @@ pub struct RunOptions {
     /// every host of the rollback at once.
     #[arg(long, env = "PONY_ROLLBACK_PACE", value_enum, value_name = "PACE")]
     pub rollback_pace: Option<PaceChoice>,
+    /// Without a terminal (CI), an `approve:` gate waits this long for `pony approve RUN
+    /// WAVE` from another shell before the run stops there with exit 10 (default: stop at
+    /// once). With a terminal the question waits for an answer either way.
+    #[arg(long, env = "PONY_APPROVAL_WAIT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub approval_wait: Option<std::time::Duration>,
+    /// Run CMD with `sh -c` on this machine, the event's JSON on stdin, for every event a
+    /// person must know about (run started/finished, approval waiting, host failed,
+    /// region rolled back, verify check failed); repeatable. Added to the playbook's
+    /// `notify:`. A notifier never slows the run: it is killed after --notify-timeout.
+    #[arg(long, value_name = "CMD")]
+    pub notify: Vec<String>,
+    /// How long one call of a --notify command may take before it is killed.
+    #[arg(long, env = "PONY_NOTIFY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub notify_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -243,6 +263,36 @@ pub enum Command {
         accept_new_host_keys: bool,
         #[command(flatten)]
         run_options: RunOptions,
+    },
+    /// Pause a running run from any shell on its machine: no new host starts; hosts in
+    /// flight finish their tasks. Journaled with who, when and from where.
+    Pause {
+        /// The run id, or a unique prefix of one (see `pony history`).
+        run: String,
+    },
+    /// Continue a paused run.
+    Continue {
+        /// The run id, or a unique prefix of one.
+        run: String,
+    },
+    /// Stop a running run as the first Ctrl-C does (no new host starts, hosts in flight
+    /// finish; exit 130, resumable), or with --rollback roll back every host it touched
+    /// (exit 1 when all rolled back, 3 when a rollback failed).
+    Abort {
+        /// The run id, or a unique prefix of one.
+        run: String,
+        /// Roll back every host the run touched (in reverse dependency order, paced as
+        /// the run's rollbacks are).
+        #[arg(long)]
+        rollback: bool,
+    },
+    /// Answer a running run's `approve:` gate from any shell (or pre-approve one it has
+    /// not reached yet).
+    Approve {
+        /// The run id, or a unique prefix of one.
+        run: String,
+        /// The wave whose gate to approve.
+        wave: String,
     },
     /// The state of a run (the latest without RUN): per region and wave, failures, waits.
     Status { run: Option<String> },

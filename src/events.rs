@@ -222,6 +222,17 @@ pub enum Event {
     Stopped {
         reason: String,
     },
+    /// A command from another shell (`pony pause|continue|abort|approve`), as the run
+    /// took it: who sent it (the kernel's word for the user and pid), and what it did.
+    Control {
+        /// As typed: `pause`, `continue`, `abort`, `abort --rollback`, `approve WAVE`.
+        command: String,
+        user: String,
+        host: String,
+        pid: u32,
+        accepted: bool,
+        message: String,
+    },
     Summary {
         run_id: String,
         outcome: RunOutcome,

@@ -13,6 +13,9 @@ pub enum Exit {
     NeedsAttention = 3,
     /// Another run holds the inventory's lock.
     Locked = 4,
+    /// `pony pause|continue|abort|approve`: the run is not running (finished, stopped,
+    /// or no process listens on its control socket).
+    NotRunning = 5,
     /// The run is paused awaiting approval.
     AwaitingApproval = 10,
     /// Interrupted by Ctrl-C or SIGTERM; resumable.

@@ -23,6 +23,7 @@
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod control;
 pub mod diag;
 pub mod events;
 pub mod exec;
@@ -30,6 +31,7 @@ pub mod exit;
 pub mod inventory;
 pub mod lab;
 pub mod logging;
+pub mod notify;
 pub mod plan;
 pub mod playbook;
 pub mod report;

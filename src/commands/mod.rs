@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod completions;
+pub mod control;
 pub mod deploy;
 pub mod dry_run;
 pub mod exec;

@@ -92,7 +92,11 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     let journal = store.journal(&run_dir.journal_path(), &run_id, &held, lease_lost.clone())?;
-    let exit = runtime.block_on(execute(global, launch, run_dir, journal, lease_lost))?;
+    let exit = runtime.block_on(execute(global, launch, run_dir, journal, lease_lost));
+    // Everything the run does has been awaited; a terminal question still open (its gate
+    // was approved from another shell) must not hold the process.
+    runtime.shutdown_background();
+    let exit = exit?;
     match exit {
         Exit::AwaitingApproval => {
             held.keep_for_approval();
@@ -138,7 +142,21 @@ async fn execute(
     let ssh = SshOptions::new(&global.state_dir, launch.accept_new_host_keys);
     let pool = HostPool::new(plan.clone(), ssh, global.state_dir.join("hosts")).prepare();
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let reporters = crate::report::for_run(global);
+    let mut reporters = crate::report::for_run(global);
+    let notifiers: Vec<_> = plan
+        .playbook
+        .notify
+        .iter()
+        .chain(&global.notify)
+        .cloned()
+        .collect();
+    if !notifiers.is_empty() {
+        reporters.push(Box::new(crate::notify::NotifyReporter::new(
+            notifiers,
+            run_dir.path.join("notify.log"),
+            &run_dir.id,
+        )));
+    }
     let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
     let (sink, events) = EventSink::new();
     let recording = tokio::spawn(crate::state::recorder::record(
@@ -171,6 +189,15 @@ async fn execute(
         waves,
         regions,
     });
+    // Live control from other shells; a run goes on without it (Ctrl-C still works).
+    let (control_sender, control) = tokio::sync::mpsc::unbounded_channel();
+    let socket = crate::control::serve(&crate::control::socket_path(&run_dir.path), control_sender)
+        .map_err(|e| {
+            tracing::warn!(
+                "live control (pony pause/continue/abort/approve) is off for this run: {e}"
+            )
+        })
+        .ok();
     let interactive = std::io::stdin().is_terminal() && global.output == OutputFormat::Human;
     let options = ExecOptions {
         run_id: run_dir.id.clone(),
@@ -182,6 +209,8 @@ async fn execute(
             .unwrap_or(plan.playbook.strategy.connections),
         interrupts: watch_signals(lease_lost),
         approver: interactive.then(prompt_for_approvals),
+        approval_wait: global.approval_wait,
+        control: socket.as_ref().map(|_| control),
         replay: launch.replay,
         mode: launch.mode,
         clock: crate::exec::clock::Clock::real(),
@@ -192,6 +221,8 @@ async fn execute(
             .unwrap_or(plan.playbook.strategy.rollback_pace),
     };
     let report = exec::run(plan.clone(), pool, options, sink).await;
+    // Commands sent from now on find no run.
+    drop(socket);
     // The scheduler's sink is gone: the recorder drains what is left, then the reporters
     // see the end of the stream.
     let _ = recording.await;
@@ -232,24 +263,47 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
     let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel::<ApprovalRequest>();
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
-            let wave = request.wave.clone();
-            let approved = tokio::task::spawn_blocking(move || {
-                crate::term::with_progress_suspended(|| {
+            let ApprovalRequest { wave, answer } = request;
+            let answered = tokio::task::spawn_blocking(move || {
+                let approved = crate::term::with_progress_suspended(|| {
                     eprint!(
                         "\nWave {wave} is done. Approve it and continue with the next wave? [y/N] "
                     );
                     let _ = std::io::stderr().flush();
-                    let mut answer = String::new();
-                    let _ = std::io::stdin().read_line(&mut answer);
-                    matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
-                })
+                    // The gate may be answered from another shell (`pony approve`) while
+                    // this waits: then the question is withdrawn, not left on screen.
+                    while !stdin_readable() {
+                        if answer.is_closed() {
+                            eprintln!(
+                                "(withdrawn: answered from another shell, or the run is stopping)"
+                            );
+                            return None;
+                        }
+                    }
+                    let mut line = String::new();
+                    let _ = std::io::stdin().read_line(&mut line);
+                    Some(matches!(line.trim(), "y" | "Y" | "yes" | "YES"))
+                });
+                (answer, approved)
             })
-            .await
-            .unwrap_or(false);
-            let _ = request.answer.send(approved);
+            .await;
+            if let Ok((answer, Some(approved))) = answered {
+                let _ = answer.send(approved);
+            }
         }
     });
     sender
+}
+
+/// Whether stdin has a line (or its end) to read, waiting at most a tenth of a second.
+fn stdin_readable() -> bool {
+    let mut poll = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, owned here, for the process's own stdin.
+    unsafe { libc::poll(&mut poll, 1, 100) > 0 }
 }
 
 /// Counts SIGINT/SIGTERM: the executor stops starting tasks at 1 and kills at 2. A lost

@@ -67,6 +67,8 @@ pub struct Report<'a> {
     pub stopped_wave: Option<StoppedWave<'a>>,
     /// What the run waits for, if anything.
     pub waiting: Option<Waiting>,
+    /// Commands from other shells (`pony pause|continue|abort|approve`), oldest first.
+    pub controls: &'a [runs::ControlRecord],
 }
 
 #[derive(Debug, Serialize)]
@@ -102,8 +104,8 @@ pub struct Rollbacks<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct Waiting {
-    /// `approval`, `resume` (stopped or interrupted) or `attention` (failed, halted or
-    /// rollback incomplete).
+    /// `approval`, `resume` (stopped or interrupted), `attention` (failed, halted or
+    /// rollback incomplete) or `continue` (a running run paused by `pony pause`).
     pub reason: String,
     /// The wave whose `approve:` gate holds the run.
     pub wave: Option<String>,
@@ -177,6 +179,7 @@ impl<'a> Report<'a> {
                 .as_ref()
                 .map(|(wave, reason)| StoppedWave { wave, reason }),
             waiting: waiting(detail, plan.ok()),
+            controls: &detail.controls,
         }
     }
 
@@ -220,6 +223,18 @@ impl<'a> Report<'a> {
                 out.push_str(&format!("state: {} (pid {pid})\n", run.result))
             }
             _ => out.push_str(&format!("state: {}\n", run.result)),
+        }
+        if let Some(paused) = run
+            .paused
+            .as_ref()
+            .filter(|_| run.state == RunState::Running)
+        {
+            out.push_str(&format!(
+                "paused by {} since {}: no new host starts; `pony continue {}` goes on\n",
+                paused.by,
+                runs::format_time(&paused.time),
+                run.run_id
+            ));
         }
         if let Some(problem) = &run.journal_problem {
             out.push_str(&format!("note: {problem}\n"));
@@ -325,6 +340,29 @@ impl<'a> Report<'a> {
             more(&mut out, r.problems.len());
         }
 
+        if !self.controls.is_empty() {
+            out.push_str(&format!(
+                "\ncommands from other shells ({}):\n",
+                self.controls.len()
+            ));
+            let earlier = self.controls.len().saturating_sub(LIST_AT_MOST);
+            if earlier > 0 {
+                out.push_str(&format!(
+                    "  … {earlier} earlier ones (all of them with --output json)\n"
+                ));
+            }
+            for c in &self.controls[earlier..] {
+                let refused = if c.accepted { "" } else { " (refused)" };
+                out.push_str(&format!(
+                    "  {} {} by {}{refused}: {}\n",
+                    runs::format_time(&c.time),
+                    c.command,
+                    c.by,
+                    c.message
+                ));
+            }
+        }
+
         out.push('\n');
         if let Some(stopped) = &self.stopped_wave {
             out.push_str(&format!(
@@ -371,7 +409,15 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
         })
     };
     match run.state {
-        RunState::Running | RunState::Unknown => None,
+        RunState::Running => run.paused.as_ref().and_then(|paused| {
+            waiting(
+                "continue",
+                None,
+                format!("paused by {}: no new host starts until the run is continued", paused.by),
+                vec![format!("pony continue {id}"), format!("pony abort {id}")],
+            )
+        }),
+        RunState::Unknown => None,
         RunState::Stopped => waiting(
             "resume",
             None,

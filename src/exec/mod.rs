@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod change_window;
 pub mod clock;
+pub mod control;
 pub mod host_run;
 pub mod hosts;
 pub mod outcome;
@@ -42,8 +43,14 @@ pub struct ExecOptions {
     /// Counts Ctrl-C / SIGTERM: 1 admits no new host (hosts in flight finish), 2 kills
     /// running tasks.
     pub interrupts: watch::Receiver<u32>,
-    /// Asks a person at an `approve:` gate (a terminal); without it the run stops there.
+    /// Asks a person at an `approve:` gate (a terminal); without it the run waits
+    /// `approval_wait` for `pony approve`, or stops there.
     pub approver: Option<UnboundedSender<ApprovalRequest>>,
+    /// Without a terminal: how long an `approve:` gate waits for `pony approve` from
+    /// another shell before the run stops there (exit 10); `None` stops at once.
+    pub approval_wait: Option<std::time::Duration>,
+    /// Commands from `pony pause|continue|abort|approve` (the run folder's socket).
+    pub control: Option<tokio::sync::mpsc::UnboundedReceiver<control::ControlRequest>>,
     /// What an earlier process of this run already did (`pony resume`, `pony rollback`).
     pub replay: Option<Replay>,
     /// Run the rollout, or only roll back what the replayed run touched.

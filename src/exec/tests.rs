@@ -92,6 +92,8 @@ fn start_with(
         connections: plan.playbook.strategy.connections,
         interrupts: watched,
         approver: None,
+        approval_wait: None,
+        control: None,
         replay: None,
         mode: Mode::Deploy,
         clock: crate::exec::clock::Clock::starting_at(clock()),

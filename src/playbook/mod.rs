@@ -36,6 +36,8 @@ pub struct Playbook {
     /// Defaults; inventory vars and `--var` override them.
     pub vars: Vars,
     pub strategy: Strategy,
+    /// `notify:`: commands told about run start and end, approval waits, failures.
+    pub notify: Vec<Notifier>,
     pub steps: Vec<Step>,
 }
 
@@ -49,6 +51,17 @@ impl Playbook {
         &self.files_dir
     }
 }
+
+/// One notifier command (`notify:`, `--notify`; run by `crate::notify`) and how long one
+/// call of it may take before it is killed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notifier {
+    pub command: String,
+    pub timeout: Duration,
+}
+
+/// How long a notifier may run when nothing says otherwise.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads and validates a playbook file; every problem is reported at once.
 pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
@@ -180,7 +193,9 @@ impl Builder<'_> {
                 }
             }
         }
+        let notify = self.notifiers(raw.notify);
         let playbook = Playbook {
+            notify,
             name: raw.name,
             file: self.path.to_path_buf(),
             files_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
@@ -203,6 +218,31 @@ impl Builder<'_> {
             Some(glob) => self.error(format!("{what}: {e}"), format!("did you mean `{glob}`?")),
             None => self.error(format!("{what}: {e}"), example),
         }
+    }
+
+    fn notifiers(&mut self, raw: Vec<raw::RawNotify>) -> Vec<Notifier> {
+        let mut notifiers = Vec::new();
+        for (i, notify) in raw.into_iter().enumerate() {
+            let (command, timeout) = match notify {
+                raw::RawNotify::Command(command) => (command, None),
+                raw::RawNotify::Full { command, timeout } => (command, timeout),
+            };
+            if command.trim().is_empty() {
+                self.error(
+                    format!("notify[{i}]: the command is empty"),
+                    "write the command to run, e.g. `notify: [\"curl -sS -d @- $WEBHOOK\"]`",
+                );
+                continue;
+            }
+            let timeout = match timeout {
+                Some(t) => self.duration(&format!("notify[{i}].timeout"), &t),
+                None => Some(DEFAULT_NOTIFY_TIMEOUT),
+            };
+            if let Some(timeout) = timeout {
+                notifiers.push(Notifier { command, timeout });
+            }
+        }
+        notifiers
     }
 
     fn duration(&mut self, what: &str, value: &Scalar) -> Option<Duration> {

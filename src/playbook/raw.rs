@@ -11,7 +11,21 @@ pub struct RawPlaybook {
     pub vars: Vars,
     #[serde(default)]
     pub strategy: RawStrategy,
+    /// Commands told about the events a person must know about (`crate::notify`).
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
     pub steps: Vec<RawStep>,
+}
+
+/// A notifier as written: a command, or a command with its own timeout.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawNotify {
+    Command(String),
+    Full {
+        command: String,
+        timeout: Option<Scalar>,
+    },
 }
 
 /// A duration or a limit as written: `30` or `"10m"` / `"25%"`.

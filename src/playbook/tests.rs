@@ -250,3 +250,37 @@ steps:
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
 }
+
+#[test]
+fn notifiers_are_a_command_or_a_command_with_its_timeout() {
+    let playbook = parse_ok(
+        "name: n\nnotify:\n  - \"cat >> /tmp/events\"\n  - { command: mail.sh, timeout: 30s }\nsteps:\n  - { name: a, run: \"true\" }\n",
+    );
+    assert_eq!(
+        playbook.notify,
+        [
+            Notifier {
+                command: "cat >> /tmp/events".into(),
+                timeout: DEFAULT_NOTIFY_TIMEOUT,
+            },
+            Notifier {
+                command: "mail.sh".into(),
+                timeout: std::time::Duration::from_secs(30),
+            },
+        ]
+    );
+    let errors = parse(
+        Path::new("p.yaml"),
+        "name: n\nnotify:\n  - { command: mail.sh, timeout: soon }\n  - \" \"\nsteps:\n  - { name: a, run: \"true\" }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("notify[0].timeout: `soon` is not a duration"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("notify[1]: the command is empty"),
+        "{errors}"
+    );
+}

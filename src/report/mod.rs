@@ -259,6 +259,10 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
                 "== gate after wave {wave}: pausing {}",
                 humantime::format_duration(Duration::from_secs(*seconds))
             ),
+            "approve" if *seconds > 0 => format!(
+                "== gate after wave {wave}: waiting up to {} for `pony approve RUN {wave}`",
+                humantime::format_duration(Duration::from_secs(*seconds))
+            ),
             "approve" => format!("== gate after wave {wave}: waiting for approval"),
             window if window.starts_with("window ") => format!(
                 "== wave {wave} waits for its change {window} (opens in {})",
@@ -364,6 +368,18 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             )
         }),
         Event::Stopped { reason } => Some(format!("== {reason}")),
+        Event::Control {
+            command,
+            user,
+            host,
+            pid,
+            accepted,
+            message,
+        } => Some(if *accepted {
+            format!("== `pony {command}` from {user}@{host} (pid {pid}): {message}")
+        } else {
+            format!("== `pony {command}` from {user}@{host} (pid {pid}) refused: {message}")
+        }),
         _ => None,
     }
 }

@@ -97,6 +97,8 @@ async fn run(plan: Arc<Plan>, durations: Durations, options: &SimOptions) -> tra
         connections: options.connections.unwrap_or(strategy.connections),
         interrupts,
         approver: Some(approver),
+        approval_wait: None,
+        control: None,
         replay: None,
         mode: Mode::Deploy,
         clock,

@@ -97,6 +97,17 @@ pub enum Record {
         #[serde(default)]
         duration_ms: u64,
     },
+    /// A command from another shell (`pony pause|continue|abort|approve`): who, from
+    /// where, when, and whether the run took it.
+    Control {
+        command: String,
+        user: String,
+        host: String,
+        pid: u32,
+        accepted: bool,
+        message: String,
+        time: String,
+    },
     RunFinished {
         /// Spelt as in the `summary` event (`failed_rolled_back`); older journals' Debug
         /// spelling (`FailedRolledBack`) is read through [`RunOutcome`]'s aliases.

@@ -172,6 +172,22 @@ pub fn record_of(event: &Event) -> Option<Record> {
             error: error.clone(),
             duration_ms: *duration_ms,
         },
+        Event::Control {
+            command,
+            user,
+            host,
+            pid,
+            accepted,
+            message,
+        } => Record::Control {
+            command: command.clone(),
+            user: user.clone(),
+            host: host.clone(),
+            pid: *pid,
+            accepted: *accepted,
+            message: message.clone(),
+            time: now(),
+        },
         Event::Summary {
             outcome, exit_code, ..
         } => Record::run_finished(*outcome, *exit_code, now()),

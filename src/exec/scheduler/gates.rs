@@ -36,23 +36,35 @@ impl Scheduler {
         }
     }
 
-    /// Asks the `approve:` question (or stops the run there without a terminal).
+    /// Asks the `approve:` question at the terminal; without one, waits up to
+    /// `approval_wait` for `pony approve` from another shell, or stops the run there.
     pub(super) fn ask(&mut self, wave: usize) {
         let name = self.plan.waves[wave].name.clone();
+        // Pre-approved from another shell while its checks ran.
+        if self.options.approvals.contains(&name) {
+            self.pause_or_pass(wave);
+            return;
+        }
+        let wait = self.options.approval_wait;
         self.emit(Event::GateWaiting {
             wave: name.clone(),
             reason: "approve".into(),
-            seconds: 0,
+            seconds: wait.map_or(0, |w| w.as_secs()),
         });
-        match &self.options.approver {
-            Some(approver) => {
+        let waiting = match (&self.options.approver, wait) {
+            (Some(approver), _) => {
                 let (answer, question) = tokio::sync::oneshot::channel();
                 let _ = approver.send(ApprovalRequest { wave: name, answer });
                 self.timers
-                    .spawn(async move { Timer::Approved(wave, question.await.unwrap_or(false)) });
+                    .spawn(async move { Timer::Approved(wave, question.await.unwrap_or(false)) })
             }
-            None => self.stop_for_approval(wave),
-        }
+            (None, Some(wait)) => self.timers.spawn(async move {
+                tokio::time::sleep(wait).await;
+                Timer::Approved(wave, false)
+            }),
+            (None, None) => return self.stop_for_approval(wave),
+        };
+        self.live.asking.insert(wave, waiting);
     }
 
     /// A wave with a cluster beyond its failure budget does not pass its gate, whatever

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 /// Lines of output kept in events and the journal.
 const TAIL_LINES: usize = 10;
 
+mod control;
 mod gates;
 mod recovery;
 mod stops;
@@ -150,6 +151,7 @@ struct Scheduler {
     /// that the loop does not scan every host after every event).
     rollback_due_hosts: Vec<HostId>,
     started: tokio::time::Instant,
+    live: control::Live,
 }
 
 /// Runs the plan to the end and reports how it went.
@@ -226,6 +228,7 @@ pub async fn run(
         rollback_runs: JoinSet::new(),
         rollback_due_hosts: Vec::new(),
         started: tokio::time::Instant::now(),
+        live: control::Live::default(),
         plan,
         pool,
         sink,
@@ -286,12 +289,14 @@ impl Scheduler {
             }
         }
         let mut interrupts = self.options.interrupts.clone();
+        let mut control = self.options.control.take();
         loop {
             self.start_due_rollbacks();
             if self.running.is_empty()
                 && self.syncing.is_empty()
                 && self.timers.is_empty()
                 && self.rollback_runs.is_empty()
+                && !self.waits_for_continue()
             {
                 if self.stop == Stop::No && self.break_stall() {
                     continue;
@@ -309,8 +314,7 @@ impl Scheduler {
                 // the remaining branches for good.
                 Some(joined) = self.timers.join_next() => match joined {
                     Err(_) => {}
-                    Ok(Timer::Approved(wave, true)) => self.pause_or_pass(wave),
-                    Ok(Timer::Approved(wave, false)) => self.stop_for_approval(wave),
+                    Ok(Timer::Approved(wave, approved)) => self.answered(wave, approved),
                     Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.pass_gate(wave),
                     Ok(Timer::Paused(wave)) => self.soak_part_done(wave),
                     Ok(Timer::WindowOpen(wave, zone)) => self.window_opened(wave, &zone),
@@ -321,6 +325,7 @@ impl Scheduler {
                     Ok(done) => self.rollback_command_done(done),
                     Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
                 },
+                request = control::next_request(&mut control) => self.control(request),
                 Ok(()) = interrupts.changed() => {
                     let count = *interrupts.borrow();
                     self.interrupt(count).await;
@@ -365,6 +370,9 @@ impl Scheduler {
         let cluster = self.plan.inventory.hosts[host].cluster;
         let active = self.hosts[host].phase == Phase::Active;
         let starts_host = task.per != Per::Host || !active;
+        if starts_host && self.hold_while_paused(node, &task) {
+            return;
+        }
         if starts_host && self.hold_for_window(node, task.wave) {
             return;
         }
@@ -458,9 +466,12 @@ impl Scheduler {
         self.connections_freed();
     }
 
-    /// Room came back: queued check rounds, then waiting hosts, take it.
+    /// Room came back: queued check rounds, then waiting hosts (unless paused), take it.
     fn connections_freed(&mut self) {
         self.start_queued_checks();
+        if !self.admits_queued_hosts() {
+            return;
+        }
         while let Some((_, next)) = self.admission.next_admissible() {
             self.start_queued_host(next);
         }

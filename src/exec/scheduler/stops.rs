@@ -193,19 +193,10 @@ impl Scheduler {
         if count == 0 {
             return;
         }
-        self.ending.interrupted = true;
         if self.stop == Stop::No {
-            self.stop = Stop::Draining;
-            self.emit(Event::Stopped {
-                reason: "interrupted: no new host starts; hosts in flight finish all their tasks (interrupt again to kill them)".into(),
-            });
-            self.admission.forget_waiting(|_| true);
-            self.cancel_unstarted(|s, t| !s.may_start(t.host));
-            // No gate passes and no window opens for an interrupted run: its pauses,
-            // window waits, soak checks and approval questions end now, not when their
-            // timers would have.
-            self.timers.abort_all();
+            self.drain("interrupted: no new host starts; hosts in flight finish all their tasks (interrupt again to kill them)".into());
         }
+        self.ending.interrupted = true;
         if count < 2 {
             return;
         }
@@ -233,6 +224,28 @@ impl Scheduler {
         while self.running.join_next().await.is_some() {}
         while self.rollback_runs.join_next().await.is_some() {}
         self.rollbacks.clear();
+    }
+
+    /// Admits no new host; hosts in flight finish every task. The run ends interrupted
+    /// (resumable): the first Ctrl-C, or `pony abort`.
+    pub(super) fn drain(&mut self, reason: String) {
+        self.ending.interrupted = true;
+        if self.stop != Stop::No {
+            return;
+        }
+        self.stop = Stop::Draining;
+        self.emit(Event::Stopped { reason });
+        self.admission.forget_waiting(|_| true);
+        self.cancel_unstarted(|s, t| !s.may_start(t.host));
+        // No gate passes and no window opens for an interrupted run: its pauses,
+        // window waits, soak checks and approval questions end now, not when their
+        // timers would have.
+        self.timers.abort_all();
+        self.forget_check_rounds();
+        self.live.asking.clear();
+        // A paused run's held tasks: those of hosts in flight run, the others are
+        // cancelled.
+        self.release_held();
     }
 
     pub(super) async fn finish(mut self) -> RunReport {

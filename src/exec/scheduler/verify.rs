@@ -54,6 +54,8 @@ pub(super) struct Soak {
     pub pause: Option<tokio::task::AbortHandle>,
     /// Rounds due but waiting for connections.
     pub queued: std::collections::VecDeque<CheckRound>,
+    /// Connections held by rounds in flight.
+    pub lanes_out: usize,
 }
 
 impl Scheduler {
@@ -93,6 +95,7 @@ impl Scheduler {
             return;
         }
         let CheckRound { wave, check, after } = round;
+        self.waves[wave].soak.lanes_out += lanes;
         let spec: Check = self.plan.playbook.strategy.waves[wave].verify[check].clone();
         let canary = self.check_hosts(wave, spec.hosts.as_ref());
         let baseline = match &spec.compare {
@@ -147,6 +150,17 @@ impl Scheduler {
         let spec = &self.plan.playbook.strategy.waves[round.wave].verify[round.check];
         let sides = 1 + usize::from(spec.compare.is_some());
         sides.min(self.admission.connection_limit())
+    }
+
+    /// Every timer was aborted (the run stops for good): rounds in flight never come
+    /// back, so their connections are given back here and queued rounds are dropped.
+    pub(super) fn forget_check_rounds(&mut self) {
+        for wave in 0..self.waves.len() {
+            let soak = &mut self.waves[wave].soak;
+            let lanes = std::mem::take(&mut soak.lanes_out);
+            soak.queued.clear();
+            self.admission.repay_connections(lanes);
+        }
     }
 
     /// Connections were given back: queued check rounds go first (a gate in progress),
@@ -214,6 +228,8 @@ impl Scheduler {
             baseline,
         } = done;
         self.admission.repay_connections(lanes);
+        let soak = &mut self.waves[wave].soak;
+        soak.lanes_out = soak.lanes_out.saturating_sub(lanes);
         self.connections_freed();
         for &(host, _, _) in canary.iter().chain(&baseline) {
             if !matches!(self.hosts[host].phase, Phase::Active | Phase::RollingBack) {

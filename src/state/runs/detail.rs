@@ -2,7 +2,7 @@
 //! rollback's latest record, the gates passed and the wave that stopped the rollout.
 
 use super::parse_time;
-use super::summary::{controller_alive, result_words, who, Resumed, RunState, RunSummary};
+use super::summary::{controller_alive, result_words, who, Paused, Resumed, RunState, RunSummary};
 use crate::state::journal::Record;
 use crate::state::replay::TaskState;
 use serde::Serialize;
@@ -31,6 +31,17 @@ pub struct RollbackRecord {
     pub error: Option<String>,
 }
 
+/// A command from another shell (`pony pause|continue|abort|approve`), as journaled.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlRecord {
+    pub command: String,
+    /// `user@host (pid N)` of the sender.
+    pub by: String,
+    pub time: String,
+    pub accepted: bool,
+    pub message: String,
+}
+
 /// A run with everything its journal says.
 #[derive(Debug, Clone)]
 pub struct RunDetail {
@@ -41,6 +52,8 @@ pub struct RunDetail {
     /// The wave whose failure stopped the rollout and why (cleared once it passes).
     pub stopped_wave: Option<(String, String)>,
     pub rollbacks: Vec<RollbackRecord>,
+    /// Commands from other shells, oldest first.
+    pub controls: Vec<ControlRecord>,
 }
 
 pub(super) fn fold(
@@ -67,6 +80,7 @@ pub(super) fn fold(
         path,
         resumes: Vec::new(),
         journal_problem: problem,
+        paused: None,
     };
     let mut tasks: Vec<TaskRecord> = Vec::new();
     let mut task_index: BTreeMap<String, usize> = BTreeMap::new();
@@ -74,6 +88,7 @@ pub(super) fn fold(
     let mut rollback_index: BTreeMap<String, usize> = BTreeMap::new();
     let mut gates_passed: Vec<String> = Vec::new();
     let mut stopped_wave: Option<(String, String)> = None;
+    let mut controls: Vec<ControlRecord> = Vec::new();
     let mut started_any = false;
     // Where the latest controller runs (its pid is only checkable there).
     let mut controller_host = String::new();
@@ -100,6 +115,7 @@ pub(super) fn fold(
                 // A second start (older resumes): the run is going again.
                 summary.pid = Some(*pid);
                 controller_host = host.clone();
+                summary.paused = None;
                 summary.finished = None;
                 summary.outcome = None;
                 summary.exit_code = None;
@@ -120,6 +136,7 @@ pub(super) fn fold(
                 });
                 summary.pid = Some(*pid);
                 controller_host = host.clone();
+                summary.paused = None;
                 summary.finished = None;
                 summary.outcome = None;
                 summary.exit_code = None;
@@ -199,9 +216,40 @@ pub(super) fn fold(
             // The failing check is named in the wave's `WaveStopped` reason; passing
             // checks are in the journal for `pony log`-style reading.
             Record::VerifyCheck { .. } => {}
+            Record::Control {
+                command,
+                user,
+                host,
+                pid,
+                accepted,
+                message,
+                time,
+            } => {
+                controls.push(ControlRecord {
+                    command: command.clone(),
+                    by: format!("{} (pid {pid})", who(user, host)),
+                    time: time.clone(),
+                    accepted: *accepted,
+                    message: message.clone(),
+                });
+                if !*accepted {
+                    continue;
+                }
+                match command.as_str() {
+                    "pause" => {
+                        summary.paused.get_or_insert(Paused {
+                            by: format!("{} (pid {pid})", who(user, host)),
+                            time: time.clone(),
+                        });
+                    }
+                    "continue" | "abort" | "abort --rollback" => summary.paused = None,
+                    _ => {}
+                }
+            }
             Record::RunFinished {
                 exit_code, time, ..
             } => {
+                summary.paused = None;
                 summary.outcome = record.outcome();
                 summary.exit_code = Some(*exit_code);
                 summary.finished = Some(time.clone());
@@ -231,6 +279,7 @@ pub(super) fn fold(
         gates_passed,
         stopped_wave,
         rollbacks,
+        controls,
     }
 }
 

@@ -52,6 +52,16 @@ pub struct RunSummary {
     /// Why the journal could not be read, or which of its lines were skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal_problem: Option<String>,
+    /// Set while the run is paused (`pony pause`) and not continued, aborted or ended.
+    pub paused: Option<Paused>,
+}
+
+/// Who paused a run, and when.
+#[derive(Debug, Clone, Serialize)]
+pub struct Paused {
+    /// `user@host (pid N)` of the `pony pause`.
+    pub by: String,
+    pub time: String,
 }
 
 /// A `run_resumed` record: the run was continued or rolled back.
@@ -92,6 +102,9 @@ pub fn result_words(summary: &RunSummary) -> String {
                 Some(code) => format!("{words} (exit {code})"),
                 None => words.to_string(),
             }
+        }
+        RunState::Running if summary.paused.is_some() => {
+            "paused (no new host starts until `pony continue`)".into()
         }
         RunState::Running => "running".into(),
         RunState::Stopped => "stopped (resumable)".into(),

@@ -1,0 +1,278 @@
+//! Notifiers over a real `pony deploy` on the lab's sshd hosts: a notifier (the
+//! playbook's `notify:` or `--notify`) gets the
+//! approval-waiting and host-failed events (and the run's start and end) as JSON on
+//! stdin; a notifier that hangs is killed, with what it started, after its timeout, and
+//! the run neither waits for it nor fails because of it.
+
+mod support;
+
+use std::io::BufReader;
+use std::path::Path;
+use std::process::Stdio;
+use support::{json_lines, lab_with, only_run, read_events_until, text, wait_until};
+
+const GATED: &str = r#"
+name: gated
+strategy:
+  waves:
+    - { name: canary, regions: ["*"], hosts: r1-c1-01, approve: true }
+    - { name: rest, regions: ["*"] }
+steps:
+  - { name: mark, run: "test ! -e {{ root }}/fail-mark && touch {{ root }}/marked" }
+"#;
+
+#[test]
+fn a_notifier_gets_approval_waiting_and_host_failed_events_as_json() {
+    let lab = lab_with(1, 1, 3);
+    lab.make_fail("r1-c1-03", "mark");
+    let notes = lab.path("notes.jsonl");
+    // The playbook's own notifier: each event on a line of its own, appended.
+    let playbook = lab.playbook(&format!(
+        "{GATED}notify:\n  - {{ command: \"cat >> {}\", timeout: 30s }}\n",
+        notes.display()
+    ));
+    let mut deploy = lab
+        .pony(&[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--output",
+            "json",
+            "--approval-wait",
+            "10m",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(deploy.stdout.take().unwrap());
+    read_events_until(&mut stdout, |e| e["event"] == "gate_waiting");
+    // The notifier hears of the wait while the run waits.
+    wait_until("the approval-waiting notification", || {
+        std::fs::read_to_string(&notes).is_ok_and(|t| t.contains("gate_waiting"))
+    });
+    let id = only_run(&lab.state).0;
+    let approved = lab.pony(&["approve", &id, "canary"]).output().unwrap();
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    let status = deploy.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "r1-c1-03 failed and was rolled back"
+    );
+
+    let events = json_lines(&std::fs::read_to_string(&notes).unwrap());
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"summary"), "{kinds:?}");
+    let waiting = events
+        .iter()
+        .find(|e| e["event"] == "gate_waiting")
+        .unwrap();
+    assert_eq!(waiting["wave"], "canary");
+    assert_eq!(waiting["reason"], "approve");
+    assert_eq!(waiting["schema"], 1);
+    let failed = events.iter().find(|e| e["event"] == "task_failed").unwrap();
+    assert_eq!(failed["task"]["host"], "r1-c1-03");
+    assert_eq!(failed["task"]["step"], "mark");
+    let control = events.iter().find(|e| e["event"] == "control").unwrap();
+    assert_eq!(control["command"], "approve canary");
+    assert!(
+        !kinds.contains(&"task_finished") && !kinds.contains(&"task_started"),
+        "only what a person must know: {kinds:?}"
+    );
+    let (_, folder) = only_run(&lab.state);
+    let log = std::fs::read_to_string(folder.join("notify.log")).unwrap();
+    assert!(log.contains("gate_waiting ok"), "{log}");
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && support::proc_stat(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+#[test]
+fn a_hanging_notifier_is_killed_after_its_timeout_and_the_run_goes_on_without_it() {
+    let lab = lab_with(1, 1, 1);
+    let playbook =
+        lab.playbook("name: quick\nsteps:\n  - { name: mark, run: \"touch {{ root }}/marked\" }\n");
+    let pids = lab.path("pids");
+    let saw = lab.path("saw-finish");
+    let release = lab.path("release");
+    let state = lab.state.display().to_string();
+    // Hangs until released (nothing releases it while pony runs). On `run_started` it
+    // first waits for the run's end in the journal: the run finishes while its first
+    // notification still hangs.
+    let notifier = format!(
+        "echo $$ >> {pids}; if grep -q run_started; then until grep -qs run_finished {state}/runs/*/journal.jsonl; do sleep 0.02; done; touch {saw}; fi; until [ -e {release} ]; do sleep 0.02; done",
+        pids = pids.display(),
+        saw = saw.display(),
+        release = release.display(),
+    );
+    let mut deploy = lab
+        .pony(&[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--notify",
+            &notifier,
+            "--notify-timeout",
+            "5s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    wait_until("pony to exit without the notifier", || {
+        status = deploy.try_wait().unwrap();
+        status.is_some()
+    });
+    let recorded: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let survivors: Vec<u32> = recorded.iter().copied().filter(|&p| alive(p)).collect();
+    // Whatever happens, nothing of this test keeps running.
+    std::fs::write(&release, "").unwrap();
+    for &pid in &survivors {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let output = deploy.wait_with_output().unwrap();
+    assert_eq!(status.unwrap().code(), Some(0), "{}", text(&output));
+    assert!(lab.root("r1-c1-01").join("marked").exists());
+    assert_eq!(recorded.len(), 2, "run_started and summary: {recorded:?}");
+    assert!(survivors.is_empty(), "killed: {survivors:?}");
+    assert!(
+        saw.exists(),
+        "the run finished while its first notification still hung"
+    );
+    let (_, folder) = only_run(&lab.state);
+    let log = std::fs::read_to_string(folder.join("notify.log")).unwrap();
+    assert_eq!(log.matches("killed").count(), 2, "{log}");
+    assert!(log.contains("after 5s"), "{log}");
+    assert!(
+        text(&output).contains("killed"),
+        "the kill is logged on stderr too: {}",
+        text(&output)
+    );
+}
+
+/// Reads one HTTP request from `stream` and answers 200; returns its body.
+fn answer_http(stream: std::net::TcpStream) -> String {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    let mut stream = stream;
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+/// The documented examples, as shipped: `examples/notify/chat.sh` posts to a webhook (a
+/// listener on loopback here) and `examples/notify/mail.sh` hands a mail to sendmail (a
+/// stand-in that keeps what it is given).
+#[test]
+fn the_documented_chat_and_mail_notifiers_work() {
+    let lab = lab_with(1, 1, 1);
+    lab.make_fail("r1-c1-01", "mark");
+    let playbook = lab.playbook(
+        "name: failing\nsteps:\n  - { name: mark, run: \"test ! -e {{ root }}/fail-mark\" }\n",
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    // Every post until the run's summary.
+    let webhook = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        while !bodies
+            .last()
+            .is_some_and(|b: &String| b.contains("finished:"))
+        {
+            bodies.push(answer_http(listener.accept().unwrap().0));
+        }
+        bodies
+    });
+    let mails = lab.path("mails");
+    let sendmail = lab.path("sendmail");
+    std::fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh\necho \"args: $*\" >> {m}\ncat >> {m}\n",
+            m = mails.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &sendmail,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let output = lab
+        .pony(&[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--notify",
+            "examples/notify/chat.sh",
+            "--notify",
+            "examples/notify/mail.sh",
+        ])
+        .env("PONY_WEBHOOK_URL", &url)
+        .env("PONY_MAIL_TO", "oncall@example.com")
+        .env("SENDMAIL", &sendmail)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let id = only_run(&lab.state).0;
+    let posts: Vec<serde_json::Value> = webhook
+        .join()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let texts: Vec<&str> = posts.iter().map(|p| p["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        [
+            format!("pony run {id} of failing on lab started: 1 hosts"),
+            format!("pony run {id}: host r1-c1-01 (r1) failed at step mark: exited with 1"),
+            format!("pony run {id}: rollback of region r1 complete"),
+            format!("pony run {id}: wave all FAILED: cluster r1-c1 (region r1) failed 1 host(s), beyond max_failures 0"),
+            format!("pony run {id} finished: failed_rolled_back (exit 1); 0 ok, 0 failed, 1 rolled back"),
+        ]
+    );
+
+    let mail = std::fs::read_to_string(&mails).unwrap();
+    assert!(mail.contains("args: -t -oi"), "{mail}");
+    assert!(mail.contains("To: oncall@example.com"), "{mail}");
+    assert!(
+        mail.contains(&format!("Subject: [pony] run {id}: task_failed")),
+        "{mail}"
+    );
+    assert_eq!(mail.matches("Subject: ").count(), texts.len(), "{mail}");
+}
