@@ -219,8 +219,13 @@ fn task_lines(
         }
         Err(e) => format!("!! {e}"),
     };
+    // A delegated task's commands run on its delegate, on the target's behalf.
+    let on = t
+        .delegate
+        .map(|d| format!("[on {}] ", plan.inventory.hosts[d].name))
+        .unwrap_or_default();
     let mut out = format!(
-        "{}  {}\n",
+        "{}  {on}{}\n",
         plan.label(node),
         redactor.redact(forward.trim_end()).replace('\n', "\n    ")
     );
@@ -230,7 +235,7 @@ fn task_lines(
         Err(e) => format!("!! {e}"),
     };
     out.push_str(&format!(
-        "  ↳ rollback: {}\n",
+        "  ↳ rollback: {on}{}\n",
         redactor
             .redact(rollback.trim_end())
             .replace('\n', "\n      ")

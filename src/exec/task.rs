@@ -4,7 +4,7 @@
 
 use super::hosts::HostPool;
 use crate::inventory::Vars;
-use crate::plan::{Plan, Task};
+use crate::plan::{Plan, RunsOn, Task};
 use crate::playbook::template::{self, shell_quote};
 use crate::playbook::{Action, Step, Until};
 use crate::transport::{CommandOutput, Connection, TransportError};
@@ -32,7 +32,7 @@ pub struct TaskSpec {
 
 #[derive(Debug, Clone)]
 pub enum RenderedAction {
-    /// The full `sh -c` command (already wrapped in `sudo -n` for `become`).
+    /// The full shell command (already wrapped in `sudo -n sh -s` for `become`).
     Run(String),
     /// File content to place at `dest` with `mode`.
     Put {
@@ -91,9 +91,11 @@ fn render(
     })
 }
 
+/// `become`: the command runs in `sudo -n sh -s`, which reads it from stdin, so neither
+/// the host's process list nor sudo's log shows it.
 fn with_become(command: String, become_root: bool) -> String {
     if become_root {
-        format!("sudo -n sh -c {}", shell_quote(&command))
+        crate::transport::on_stdin("sudo -n", &command)
     } else {
         command
     }
@@ -186,6 +188,8 @@ pub struct TaskRun {
     pub reached: bool,
     /// No connection could be made to the host (refused, timed out, auth, host key).
     pub unreachable: bool,
+    /// The delegate host the commands ran on, for a delegated task.
+    pub delegate: Option<String>,
 }
 
 impl TaskRun {
@@ -204,6 +208,7 @@ impl TaskRun {
             commands: Vec::new(),
             reached: false,
             unreachable: false,
+            delegate: None,
         }
     }
 
@@ -288,20 +293,31 @@ async fn run_command(
     }
 }
 
-/// Runs one rendered task on its host.
-pub async fn execute(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun {
+/// Runs one rendered task on its host, or on its delegate (after waiting for a turn
+/// there; the wait counts in the task's duration).
+pub async fn execute(pool: &HostPool, on: impl Into<RunsOn>, spec: &TaskSpec) -> TaskRun {
+    let on = on.into();
     let started = Instant::now();
-    let mut run = execute_inner(pool, host, spec).await;
+    let _turn = match on {
+        RunsOn::Delegate(delegate) => pool.delegate_turn(delegate).await,
+        RunsOn::Host(_) => None,
+    };
+    let mut run = execute_inner(pool, on, spec).await;
     run.duration = started.elapsed();
+    if let RunsOn::Delegate(delegate) = on {
+        run.delegate = Some(pool.host_name(delegate).to_string());
+    }
     run
 }
 
-async fn execute_inner(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun {
+async fn execute_inner(pool: &HostPool, on: RunsOn, spec: &TaskSpec) -> TaskRun {
+    let host = on.host();
     let mut run = TaskRun::new();
     if let Err(e) = pool.connection(host).await {
         // The connection attempts were the task's attempts: report the real number.
         run.attempts = e.connect_attempts().unwrap_or(1);
-        run.unreachable = true;
+        // An unreachable delegate is the target's failure, not the target being down.
+        run.unreachable = on == RunsOn::Host(host);
         return run.failed(&e);
     }
     run.reached = true;
@@ -542,8 +558,13 @@ async fn put(
 
 /// What a task ran and printed, for its host's log.
 pub fn log_text(label: &str, run: &TaskRun) -> String {
+    let on = run
+        .delegate
+        .as_ref()
+        .map(|d| format!(" on delegate {d}"))
+        .unwrap_or_default();
     let mut text = format!(
-        "== {} {label} ({} attempt(s), {:?})\n",
+        "== {} {label}{on} ({} attempt(s), {:?})\n",
         humantime::format_rfc3339_millis(std::time::SystemTime::now()),
         run.attempts,
         run.duration

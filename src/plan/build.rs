@@ -130,6 +130,7 @@ pub fn build(
                 host,
                 per: step.per,
                 wave,
+                delegate: None,
             }));
             tasks.all.push(node);
             tasks
@@ -278,7 +279,7 @@ pub fn build(
         tasks.sort_by_key(|n| position[n.index()]);
     }
     let task_count = step_tasks.iter().map(|s| s.all.len()).sum();
-    let plan = Plan {
+    let mut plan = Plan {
         inventory,
         playbook,
         graph,
@@ -293,6 +294,9 @@ pub fn build(
     };
     if errors.is_empty() {
         check_rendering(&plan, &step_tasks, &mut errors);
+    }
+    if errors.is_empty() {
+        super::delegate::resolve(&mut plan, &mut errors);
     }
     errors.into_result(plan)
 }

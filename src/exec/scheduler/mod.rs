@@ -494,7 +494,7 @@ impl Scheduler {
         self.running.spawn(async move {
             durable.await;
             let run = match rendered {
-                Ok(spec) => task::execute(&pool, task.host, &spec).await,
+                Ok(spec) => task::execute(&pool, task.runs_on(), &spec).await,
                 Err(error) => TaskRun::not_started(error),
             };
             // Built here, off the scheduler's thread: it copies all of the task's output.
