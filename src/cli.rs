@@ -140,7 +140,7 @@ pub struct PlanArgs {
     /// Like --var, and the value is shown as *** wherever it would be printed.
     /// `KEY=@FILE` reads the value from FILE (one trailing newline dropped), `KEY=env:VAR`
     /// from the environment variable VAR: the value is then not on pony's command line.
-    #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_secret_var)]
+    #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub secret_vars: Vec<(String, String)>,
     /// Refuse (exit 2) instead of warning when a --var is used by no template, is empty,
     /// or is put into a command unquoted while holding shell metacharacters.
@@ -161,15 +161,6 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         )),
         _ => Err(format!("`{text}` is not KEY=VALUE")),
     }
-}
-
-/// `--secret-var`: `KEY=VALUE`, `KEY=@FILE` or `KEY=env:VAR`. The value is read here, so
-/// a bad source is a usage error (exit 2) before anything runs.
-fn parse_secret_var(text: &str) -> Result<(String, String), String> {
-    let (key, value) = parse_key_value(text)?;
-    crate::secret::read_source(&value)
-        .map(|value| (key.clone(), value))
-        .map_err(|e| format!("--secret-var {key}: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,7 +203,7 @@ pub enum Command {
         approve: Vec<String>,
         /// Values of the run's `--secret-var`s (they are never stored); `KEY=@FILE` and
         /// `KEY=env:VAR` as for deploy.
-        #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_secret_var)]
+        #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         secret_vars: Vec<(String, String)>,
         #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
         accept_new_host_keys: bool,
@@ -234,7 +225,7 @@ pub enum Command {
         limit: Option<String>,
         /// Values of the run's `--secret-var`s (they are never stored); `KEY=@FILE` and
         /// `KEY=env:VAR` as for deploy.
-        #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_secret_var)]
+        #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         secret_vars: Vec<(String, String)>,
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(short, long, env = "PONY_YES")]

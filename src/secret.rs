@@ -54,21 +54,32 @@ impl Redactor {
     }
 }
 
+/// Why a `--secret-var` source could not be read, and what to do.
+#[derive(Debug)]
+pub struct SourceError {
+    pub problem: String,
+    pub fix: String,
+}
+
 /// A `--secret-var` value as given: `@FILE` is the file's content without one trailing
 /// newline (what `echo` or an editor leaves), `env:VAR` the environment variable's value;
-/// anything else is the value itself. The error says what is wrong and what to do.
-pub fn read_source(given: &str) -> Result<String, String> {
+/// anything else is the value itself.
+pub fn read_source(given: &str) -> Result<String, SourceError> {
     if let Some(path) = given.strip_prefix('@') {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!("cannot read `{path}`: {e}; give a readable file after `@` (`KEY=@/path/to/file`)")
+        let text = std::fs::read_to_string(path).map_err(|e| SourceError {
+            problem: format!("cannot read `{path}`: {e}"),
+            fix: "give a readable file after `@` (`KEY=@/path/to/file`)".into(),
         })?;
         let text = text.strip_suffix('\n').unwrap_or(&text);
         let text = text.strip_suffix('\r').unwrap_or(text);
         return Ok(text.to_string());
     }
     if let Some(name) = given.strip_prefix("env:") {
-        return std::env::var(name).map_err(|e| {
-            format!("environment variable `{name}`: {e}; export it before running pony (`KEY=env:NAME`)")
+        return std::env::var(name).map_err(|e| SourceError {
+            problem: format!("environment variable `{name}`: {e}"),
+            fix: format!(
+                "export {name} before running pony, or pass the value another way (`KEY=@FILE`)"
+            ),
         });
     }
     Ok(given.to_string())
@@ -94,9 +105,15 @@ mod tests {
             "from env"
         );
         let missing = read_source("@/nonexistent/pony-secret").unwrap_err();
-        assert!(missing.contains("/nonexistent/pony-secret"), "{missing}");
+        assert!(
+            missing.problem.contains("/nonexistent/pony-secret"),
+            "{missing:?}"
+        );
         let unset = read_source("env:PONY_TEST_SECRET_UNSET").unwrap_err();
-        assert!(unset.contains("PONY_TEST_SECRET_UNSET"), "{unset}");
+        assert!(
+            unset.problem.contains("PONY_TEST_SECRET_UNSET"),
+            "{unset:?}"
+        );
     }
 
     #[test]

@@ -78,10 +78,7 @@ pub(super) fn resolve(plan: &mut Plan, errors: &mut Diagnostics) {
             }
             Err(message) => {
                 let target = plan.inventory.hosts[task.host].name.clone();
-                failures
-                    .entry(task.step)
-                    .or_insert((target, message, 0))
-                    .2 += 1;
+                failures.entry(task.step).or_insert((target, message, 0)).2 += 1;
             }
         }
     }

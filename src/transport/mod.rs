@@ -194,7 +194,10 @@ mod tests {
 
     #[test]
     fn a_timed_out_command_is_killed_with_timeouts_status() {
-        let out = sh(&with_remote_timeout("sleep 5", Some(Duration::from_millis(50))));
+        let out = sh(&with_remote_timeout(
+            "sleep 5",
+            Some(Duration::from_millis(50)),
+        ));
         assert_eq!(out.status.code(), Some(124));
     }
 }
