@@ -281,7 +281,7 @@ pub enum Command {
         /// Hosts the command runs on at once (default 256).
         #[arg(long, env = "PONY_CONNECTIONS", value_name = "N")]
         connections: Option<usize>,
-        /// The command, run with `sh -c` on every host.
+        /// The command, run with `sh` on every host.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
