@@ -287,3 +287,30 @@ fn a_wave_without_hosts_with_tasks_is_shown_as_skipped() {
     assert!(!out.contains("@a-1"), "{out}");
     assert!(out.contains("#   r2/c3 (2 at once): batch 1: d-1, d-2 / batch 2: d-3, d-4"));
 }
+
+#[test]
+fn a_become_step_shows_its_commands_as_written_tagged_become() {
+    let setup = Setup::new(
+        INVENTORY,
+        r#"
+name: root
+steps:
+  - name: restart
+    become: true
+    unless: test -e it's-done
+    run: systemctl restart it's
+    rollback: echo undo
+"#,
+    );
+    let out = setup.dry_run(&["--limit", "a-1"]);
+    assert!(
+        out.lines()
+            .any(|l| l == "restart@a-1  [become] [unless test -e it's-done] systemctl restart it's"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == "  ↳ rollback: [become] echo undo"),
+        "{out}"
+    );
+    assert!(!out.contains("sudo"), "the wire form is not shown:\n{out}");
+}

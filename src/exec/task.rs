@@ -103,6 +103,33 @@ fn with_become(command: String, become_root: bool) -> String {
 
 /// Renders a task's action and guards.
 pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<TaskSpec, String> {
+    render_task_as(plan, step, ctx, step.become_root)
+}
+
+/// What a person reads of a task (`--dry-run`): the commands as written, without the
+/// `sudo -n sh -s` here-document that `become` wraps them in on the way to the host.
+pub fn render_task_for_display(
+    plan: &Plan,
+    step: &Step,
+    ctx: &minijinja::Value,
+) -> Result<TaskSpec, String> {
+    render_task_as(plan, step, ctx, false)
+}
+
+/// [`render_rollback`] for a person to read, like [`render_task_for_display`].
+pub fn render_rollback_for_display(
+    step: &Step,
+    ctx: &minijinja::Value,
+) -> Result<Option<String>, String> {
+    render_rollback_as(step, ctx, false)
+}
+
+fn render_task_as(
+    plan: &Plan,
+    step: &Step,
+    ctx: &minijinja::Value,
+    become_root: bool,
+) -> Result<TaskSpec, String> {
     let env = template::environment();
     let optional = |field: &str, value: &Option<String>| {
         value
@@ -111,10 +138,9 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
             .transpose()
     };
     let action = match &step.action {
-        Action::Run(command) => RenderedAction::Run(with_become(
-            render(env, "run", command, ctx)?,
-            step.become_root,
-        )),
+        Action::Run(command) => {
+            RenderedAction::Run(with_become(render(env, "run", command, ctx)?, become_root))
+        }
         Action::Upload(t) | Action::Template(t) => {
             let src = render(env, "src", &t.src, ctx)?;
             let path = plan.playbook.dir().join(&src);
@@ -149,7 +175,7 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
     Ok(TaskSpec {
         action,
         creates: optional("creates", &step.creates)?,
-        unless: optional("unless", &step.unless)?.map(|u| with_become(u, step.become_root)),
+        unless: optional("unless", &step.unless)?.map(|u| with_become(u, become_root)),
         capture: step.capture.clone(),
         until: step.until,
         timeout: step.timeout,
@@ -160,10 +186,18 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
 
 /// Renders a step's rollback command for a target, if it has one.
 pub fn render_rollback(step: &Step, ctx: &minijinja::Value) -> Result<Option<String>, String> {
+    render_rollback_as(step, ctx, step.become_root)
+}
+
+fn render_rollback_as(
+    step: &Step,
+    ctx: &minijinja::Value,
+    become_root: bool,
+) -> Result<Option<String>, String> {
     let env = template::environment();
     step.rollback
         .as_ref()
-        .map(|r| render(env, "rollback", r, ctx).map(|c| with_become(c, step.become_root)))
+        .map(|r| render(env, "rollback", r, ctx).map(|c| with_become(c, become_root)))
         .transpose()
 }
 
