@@ -40,7 +40,12 @@
 //! default 5), `PONY_BENCH_HANDSHAKES` (adds a diagnostic pony row with
 //! `strategy.handshakes` set to this), `PONY_BIN` (the pony binary; default the one cargo
 //! built for this bench, else target/release/pony), `PONY_BENCH_KEEP=1` (keep pony's state
-//! dirs and print where). Run it through `scripts/bench`.
+//! dirs and print where), `PONY_BENCH_BASELINE` (another pony binary, e.g. one built from
+//! an earlier commit: adds a "pony (baseline)" row measured in the same rounds, for
+//! before/after figures from one run), `PONY_BENCH_TIMEOUT` (e.g. `5m`: every step gets
+//! this `timeout:`, so each command goes through the remote `timeout` wrapper) and
+//! `PONY_BENCH_BECOME=1` (every step gets `become: true`: each command goes through
+//! `sudo -n`). Run it through `scripts/bench`.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -82,6 +87,11 @@ fn real_main() -> Result<()> {
 
     println!("pony deploy benchmark: {STEPS} chained steps running `{COMMAND}`, {runs} rounds, order rotated each round");
     println!("pony binary: {}", pony.display());
+    println!(
+        "step options: timeout {}, become {}",
+        std::env::var("PONY_BENCH_TIMEOUT").unwrap_or_else(|_| "none".into()),
+        std::env::var_os("PONY_BENCH_BECOME").is_some_and(|v| v == "1")
+    );
     println!(
         "machine: {} cores, load average {}",
         std::thread::available_parallelism()
@@ -405,6 +415,7 @@ fn wait_sessions_gone(sshd: &[u32]) {
 enum Contender {
     Pony,
     PonyHandshakes,
+    PonyBaseline,
     FloorA,
     FloorB,
     ShellC,
@@ -417,6 +428,7 @@ impl Contender {
             Contender::PonyHandshakes => {
                 format!("pony (handshakes: {})", handshakes.unwrap_or_default())
             }
+            Contender::PonyBaseline => "pony (baseline)".into(),
             Contender::FloorA => "floor (a) plain ssh".into(),
             Contender::FloorB => "floor (b) ControlMaster".into(),
             Contender::ShellC => "ref (c) 1 shell/host".into(),
@@ -426,6 +438,7 @@ impl Contender {
 
 struct Setup<'a> {
     pony: &'a Path,
+    baseline: Option<PathBuf>,
     inventory: PathBuf,
     playbook: PathBuf,
     playbook_handshakes: PathBuf,
@@ -441,8 +454,18 @@ fn playbook_text(handshakes: Option<usize>) -> String {
         let _ = writeln!(text, "  handshakes: {h}");
     }
     text.push_str("steps:\n");
+    let timeout = std::env::var("PONY_BENCH_TIMEOUT")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    let become_root = std::env::var_os("PONY_BENCH_BECOME").is_some_and(|v| v == "1");
     for i in 1..=STEPS {
         let _ = writeln!(text, "  - name: s{i}\n    run: {COMMAND}");
+        if let Some(timeout) = &timeout {
+            let _ = writeln!(text, "    timeout: {}", timeout.trim());
+        }
+        if become_root {
+            let _ = writeln!(text, "    become: true");
+        }
         if i > 1 {
             let _ = writeln!(text, "    needs: [s{}]", i - 1);
         }
@@ -451,13 +474,22 @@ fn playbook_text(handshakes: Option<usize>) -> String {
 }
 
 fn run_pony(setup: &Setup<'_>, playbook: &Path, round: usize) -> Result<Timed> {
+    run_pony_binary(setup, setup.pony, playbook, round)
+}
+
+fn run_pony_binary(
+    setup: &Setup<'_>,
+    binary: &Path,
+    playbook: &Path,
+    round: usize,
+) -> Result<Timed> {
     let state = setup.work.join(format!("state-{round}-{}", unique()));
     // pony's output goes into its state dir (kept with PONY_BENCH_KEEP=1).
     fs::create_dir_all(&state)?;
     let out_path = state.join("pony.out");
     let err_path = state.join("pony.err");
     let started = Instant::now();
-    let mut child = Command::new(setup.pony)
+    let mut child = Command::new(binary)
         .arg("--state-dir")
         .arg(&state)
         .arg("deploy")
@@ -741,6 +773,9 @@ fn bench_fleet(
     let tasks = (hosts * STEPS) as f64;
     let setup = Setup {
         pony,
+        baseline: std::env::var_os("PONY_BENCH_BASELINE")
+            .filter(|b| !b.is_empty())
+            .map(PathBuf::from),
         inventory: work.join("inventory.yaml"),
         playbook: work.join("playbook.yaml"),
         playbook_handshakes: work.join("playbook-handshakes.yaml"),
@@ -765,6 +800,10 @@ fn bench_fleet(
     ];
     if handshakes.is_some() {
         contenders.insert(1, Contender::PonyHandshakes);
+    }
+    if let Some(baseline) = &setup.baseline {
+        println!("baseline pony binary: {}", baseline.display());
+        contenders.insert(1, Contender::PonyBaseline);
     }
     println!();
     println!(
@@ -792,6 +831,10 @@ fn bench_fleet(
                 Contender::Pony => measure(fleet, || run_pony(&setup, &setup.playbook, round + 1))?,
                 Contender::PonyHandshakes => measure(fleet, || {
                     run_pony(&setup, &setup.playbook_handshakes, round + 1)
+                })?,
+                Contender::PonyBaseline => measure(fleet, || {
+                    let baseline = setup.baseline.as_deref().expect("a baseline binary");
+                    run_pony_binary(&setup, baseline, &setup.playbook, round + 1)
                 })?,
                 Contender::FloorA => measure(fleet, || floor_a(fleet).map(Timed::from))?,
                 Contender::ShellC => measure(fleet, || floor_c(fleet).map(Timed::from))?,
@@ -944,6 +987,7 @@ fn short(c: Contender) -> &'static str {
     match c {
         Contender::Pony => "pony",
         Contender::PonyHandshakes => "pony-hs",
+        Contender::PonyBaseline => "pony-base",
         Contender::FloorA => "(a)",
         Contender::FloorB => "(b)",
         Contender::ShellC => "(c)",

@@ -10,6 +10,9 @@ use crate::exit::Exit;
 pub fn run(mut cli: Cli) -> Exit {
     resolve_run_options(&mut cli);
     crate::logging::init(&cli.global);
+    if let Err(errors) = read_secret_sources(&mut cli) {
+        return report(&errors.into());
+    }
     let hosts = match &cli.command {
         Command::Inventory { hosts, .. }
         | Command::Ping { hosts, .. }
@@ -161,6 +164,33 @@ fn resolve_run_options(cli: &mut Cli) {
     cli.global.approval_wait = approval_wait.filter(|wait| !wait.is_zero());
     cli.global.junit = junit;
     cli.global.connections = connections;
+}
+
+/// Replaces `--secret-var KEY=@FILE` and `KEY=env:VAR` by the values they name, before
+/// anything else looks at them; every source that cannot be read is an input error.
+fn read_secret_sources(cli: &mut Cli) -> Result<(), Diagnostics> {
+    let secret_vars = match &mut cli.command {
+        Command::Check(plan)
+        | Command::Plan { plan, .. }
+        | Command::Graph { plan, .. }
+        | Command::Deploy(DeployArgs { plan, .. }) => &mut plan.secret_vars,
+        Command::Resume { secret_vars, .. } | Command::Rollback { secret_vars, .. } => secret_vars,
+        _ => return Ok(()),
+    };
+    let mut errors = Diagnostics::default();
+    for (key, value) in secret_vars.iter_mut() {
+        match crate::secret::read_source(value) {
+            Ok(read) => *value = read,
+            Err(e) => errors.push(
+                crate::diag::Diagnostic::new(
+                    std::path::Path::new("--secret-var"),
+                    format!("`{key}`: {}", e.problem),
+                )
+                .hint(e.fix),
+            ),
+        }
+    }
+    errors.into_result(())
 }
 
 /// Prints an error to stderr and picks its exit code: input problems are 2.

@@ -167,6 +167,8 @@ pub struct PlanArgs {
     )]
     pub vars: Vec<(String, String)>,
     /// Like --var, and the value is shown as *** wherever it would be printed.
+    /// `KEY=@FILE` reads the value from FILE (one trailing newline dropped), `KEY=env:VAR`
+    /// from the environment variable VAR: the value is then not on pony's command line.
     #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub secret_vars: Vec<(String, String)>,
     /// Refuse (exit 2) instead of warning when a --var is used by no template, is empty,
@@ -231,7 +233,8 @@ pub enum Command {
         /// Pre-approve the `approve:` gate of this wave.
         #[arg(long, value_name = "WAVE")]
         approve: Vec<String>,
-        /// Values of the run's `--secret-var`s (they are never stored).
+        /// Values of the run's `--secret-var`s (they are never stored); `KEY=@FILE` and
+        /// `KEY=env:VAR` as for deploy.
         #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         secret_vars: Vec<(String, String)>,
         #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
@@ -252,7 +255,8 @@ pub enum Command {
         /// Only these of the run's hosts (the pattern syntax of deploy's --limit).
         #[arg(short, long)]
         limit: Option<String>,
-        /// Values of the run's `--secret-var`s (they are never stored).
+        /// Values of the run's `--secret-var`s (they are never stored); `KEY=@FILE` and
+        /// `KEY=env:VAR` as for deploy.
         #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         secret_vars: Vec<(String, String)>,
         /// Do not ask for confirmation (required when stdin is not a terminal).
@@ -339,7 +343,7 @@ pub enum Command {
         /// Hosts the command runs on at once (default 256).
         #[arg(long, env = "PONY_CONNECTIONS", value_name = "N")]
         connections: Option<usize>,
-        /// The command, run with `sh -c` on every host.
+        /// The command, run with `sh` on every host.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

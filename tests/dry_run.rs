@@ -313,3 +313,30 @@ fn the_gates_checks_and_the_rollback_pace_are_shown() {
         "{out}"
     );
 }
+
+#[test]
+fn a_become_step_shows_its_commands_as_written_tagged_become() {
+    let setup = Setup::new(
+        INVENTORY,
+        r#"
+name: root
+steps:
+  - name: restart
+    become: true
+    unless: test -e it's-done
+    run: systemctl restart it's
+    rollback: echo undo
+"#,
+    );
+    let out = setup.dry_run(&["--limit", "a-1"]);
+    assert!(
+        out.lines()
+            .any(|l| l == "restart@a-1  [become] [unless test -e it's-done] systemctl restart it's"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == "  ↳ rollback: [become] echo undo"),
+        "{out}"
+    );
+    assert!(!out.contains("sudo"), "the wire form is not shown:\n{out}");
+}

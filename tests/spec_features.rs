@@ -131,7 +131,7 @@ steps:
             );
             assert!(
                 env.lines()
-                    .any(|l| l.starts_with("SUDO_COMMAND=") && l.contains("sh -c")),
+                    .any(|l| l.starts_with("SUDO_COMMAND=") && l.ends_with("sh -s")),
                 "{host} {file}: {env}"
             );
         }

@@ -6,7 +6,7 @@
 //! - `inventory.yaml` and `playbook.yaml`, checked with
 //!   `pony check -i <case>/inventory.yaml <case>/playbook.yaml`;
 //! - `args` (optional): the whole command line instead, one argument per line (for a missing
-//!   file or `--limit`);
+//!   file, `--limit` or `--secret-var`);
 //! - `expect`: one substring per line that stderr must contain; a line starting with `!`
 //!   is a substring stderr must NOT contain; `#` lines are comments. `{dir}` stands for the
 //!   case's folder as passed on the command line (`tests/bad/<case>`);
@@ -98,10 +98,13 @@ impl Case {
         args
     }
 
-    /// Where the fault is: a file of the case, or `--limit` on the command line.
+    /// Where the fault is: a file of the case, or `--limit` / `--secret-var` on the command line.
     fn names_the_culprit(&self, stderr: &str) -> bool {
+        let names_option =
+            |option: &str| self.args.iter().any(|a| a == option) && stderr.contains(option);
         stderr.contains(&format!("{}/", self.dir))
-            || (self.args.iter().any(|a| a == "--limit") && stderr.contains("--limit"))
+            || names_option("--limit")
+            || names_option("--secret-var")
     }
 }
 
@@ -163,7 +166,7 @@ fn run_case(case: &Case) -> Result<Outcome, String> {
     }
     if !case.names_the_culprit(&out.stderr) {
         wrong.push(format!(
-            "stderr names no file of `{}/` (nor `--limit`)",
+            "stderr names no file of `{}/` (nor `--limit` or `--secret-var`)",
             case.dir
         ));
     }

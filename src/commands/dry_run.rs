@@ -275,7 +275,10 @@ fn task_lines(
     let t = plan.task(node).expect("a task");
     let step = &plan.playbook.steps[t.step];
     let ctx = task::context(plan, t, "DRY-RUN", placeholders);
-    let forward = match task::render_task(plan, step, &ctx) {
+    // `become` is shown as a tag: on the wire the commands go to `sudo -n sh -s` in a
+    // here-document, which would only bury them.
+    let become_tag = if step.become_root { "[become] " } else { "" };
+    let forward = match task::render_task_for_display(plan, step, &ctx) {
         Ok(spec) => {
             let mut text = spec.action.describe();
             if let Some(c) = &spec.creates {
@@ -284,22 +287,27 @@ fn task_lines(
             if let Some(u) = &spec.unless {
                 text = format!("[unless {u}] {text}");
             }
-            text
+            format!("{become_tag}{text}")
         }
         Err(e) => format!("!! {e}"),
     };
+    // A delegated task's commands run on its delegate, on the target's behalf.
+    let on = t
+        .delegate
+        .map(|d| format!("[on {}] ", plan.inventory.hosts[d].name))
+        .unwrap_or_default();
     let mut out = format!(
-        "{}  {}\n",
+        "{}  {on}{}\n",
         plan.label(node),
         redactor.redact(forward.trim_end()).replace('\n', "\n    ")
     );
-    let rollback = match task::render_rollback(step, &ctx) {
-        Ok(Some(command)) => command,
+    let rollback = match task::render_rollback_for_display(step, &ctx) {
+        Ok(Some(command)) => format!("{become_tag}{command}"),
         Ok(None) => return out,
         Err(e) => format!("!! {e}"),
     };
     out.push_str(&format!(
-        "  ↳ rollback: {}\n",
+        "  ↳ rollback: {on}{}\n",
         redactor
             .redact(rollback.trim_end())
             .replace('\n', "\n      ")

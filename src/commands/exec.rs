@@ -1,4 +1,4 @@
-//! `pony exec`: an ad-hoc command (`sh -c`) on many hosts in parallel, at most
+//! `pony exec`: an ad-hoc command (run by `sh`) on many hosts in parallel, at most
 //! `--connections` at once (256 by default). The output is grouped: hosts whose stdout,
 //! stderr and exit code are identical are folded into one group, so 6,000 hosts that agree
 //! print one block and the odd ones stand out. Successful groups come first (largest

@@ -242,6 +242,9 @@ pub fn describe(plan: &Plan) -> String {
             step.hosts.as_str()
         )
         .unwrap();
+        if step.delegate.is_some() {
+            writeln!(out, "    {}", delegates_line(plan, s)).unwrap();
+        }
     }
     let path = plan.estimated_critical_path();
     let chain: Vec<String> = path
@@ -267,4 +270,36 @@ fn round(d: Duration) -> Duration {
     } else {
         Duration::from_secs(d.as_secs())
     }
+}
+
+/// Where a delegated step's commands run: `delegated to lb-1 (4 targets), lb-2 (3
+/// targets); 1 at a time per delegate host`.
+fn delegates_line(plan: &Plan, step: usize) -> String {
+    let mut per_delegate: BTreeMap<usize, usize> = BTreeMap::new();
+    for (_, task) in plan.tasks().filter(|(_, t)| t.step == step) {
+        if let Some(delegate) = task.delegate {
+            *per_delegate.entry(delegate).or_default() += 1;
+        }
+    }
+    const SHOWN: usize = 5;
+    let mut listed: Vec<String> = per_delegate
+        .iter()
+        .take(SHOWN)
+        .map(|(&host, &targets)| {
+            format!(
+                "{} ({} target{})",
+                plan.inventory.hosts[host].name,
+                thousands(targets),
+                if targets == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    if per_delegate.len() > SHOWN {
+        listed.push(format!("and {} more", per_delegate.len() - SHOWN));
+    }
+    format!(
+        "delegated to {}; {} at a time per delegate host",
+        listed.join(", "),
+        plan.playbook.steps[step].delegate_parallel
+    )
 }

@@ -1,7 +1,9 @@
 //! The host pool: one connection per host, opened lazily on the host's first task (by the
 //! shared [`Connector`]: handshake gates per sshd, the host's connect timeout and retries
 //! with backoff), shared by all its tasks (at most `sessions_per_host` at once), and
-//! dropped (closing the SSH master) when the scheduler says the host is done.
+//! dropped (closing the SSH master) when the scheduler says the host is done. It also
+//! keeps the turns of delegate hosts: tasks run on a delegate on another host's behalf
+//! take one of its `delegate_parallel` turns for as long as they run.
 
 use crate::inventory::HostId;
 use crate::plan::Plan;
@@ -21,6 +23,8 @@ pub struct HostPool {
     plan: Arc<Plan>,
     slots: Vec<Slot>,
     connector: Connector,
+    /// Per delegate host, its turns (`delegate_parallel` permits).
+    delegate_turns: std::collections::BTreeMap<HostId, Arc<Semaphore>>,
 }
 
 impl HostPool {
@@ -39,10 +43,15 @@ impl HostPool {
                 sessions: Arc::new(Semaphore::new(strategy.sessions_per_host)),
             })
             .collect();
+        let delegate_turns = crate::plan::delegate_parallelism(&plan)
+            .into_iter()
+            .map(|(host, turns)| (host, Arc::new(Semaphore::new(turns))))
+            .collect();
         HostPool {
             plan,
             slots,
             connector,
+            delegate_turns,
         }
     }
 
@@ -79,6 +88,18 @@ impl HostPool {
             .acquire_owned()
             .await
             .expect("never closed")
+    }
+
+    pub fn host_name(&self, host: HostId) -> &str {
+        &self.plan.inventory.hosts[host].name
+    }
+
+    /// A turn on a delegate host, held while a delegated task runs there. Waiting for it
+    /// is inside the task (its host keeps its slot meanwhile), so the scheduler needs no
+    /// notion of delegates.
+    pub async fn delegate_turn(&self, delegate: HostId) -> Option<OwnedSemaphorePermit> {
+        let turns = self.delegate_turns.get(&delegate)?.clone();
+        Some(turns.acquire_owned().await.expect("never closed"))
     }
 
     /// Closes the host's connection; in-flight users keep theirs until they finish.

@@ -43,6 +43,8 @@ impl RollbackScope {
 #[derive(Debug, Clone)]
 pub struct RollbackCommand {
     pub host: HostId,
+    /// Where it runs: the host, or the delegate its task ran on.
+    pub runs_on: crate::plan::RunsOn,
     pub command: String,
     /// The step's own `timeout`, so that a hung host cannot hang the rollback.
     pub timeout: Option<Duration>,

@@ -4,7 +4,7 @@
 
 use super::hosts::HostPool;
 use crate::inventory::Vars;
-use crate::plan::{Plan, Task};
+use crate::plan::{Plan, RunsOn, Task};
 use crate::playbook::template::{self, shell_quote};
 use crate::playbook::{Action, Step, Until};
 use crate::transport::{CommandOutput, Connection, TransportError};
@@ -48,7 +48,7 @@ pub struct TaskSpec {
 
 #[derive(Debug, Clone)]
 pub enum RenderedAction {
-    /// The full `sh -c` command (already wrapped in `sudo -n` for `become`).
+    /// The full shell command (already wrapped in `sudo -n sh -s` for `become`).
     Run(String),
     /// File content to place at `dest` with `mode`.
     Put {
@@ -107,9 +107,11 @@ fn render(
     })
 }
 
+/// `become`: the command runs in `sudo -n sh -s`, which reads it from stdin, so neither
+/// the host's process list nor sudo's log shows it.
 fn with_become(command: String, become_root: bool) -> String {
     if become_root {
-        format!("sudo -n sh -c {}", shell_quote(&command))
+        crate::transport::on_stdin("sudo -n", &command)
     } else {
         command
     }
@@ -117,6 +119,33 @@ fn with_become(command: String, become_root: bool) -> String {
 
 /// Renders a task's action and guards.
 pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<TaskSpec, String> {
+    render_task_as(plan, step, ctx, step.become_root)
+}
+
+/// What a person reads of a task (`--dry-run`): the commands as written, without the
+/// `sudo -n sh -s` here-document that `become` wraps them in on the way to the host.
+pub fn render_task_for_display(
+    plan: &Plan,
+    step: &Step,
+    ctx: &minijinja::Value,
+) -> Result<TaskSpec, String> {
+    render_task_as(plan, step, ctx, false)
+}
+
+/// [`render_rollback`] for a person to read, like [`render_task_for_display`].
+pub fn render_rollback_for_display(
+    step: &Step,
+    ctx: &minijinja::Value,
+) -> Result<Option<String>, String> {
+    render_rollback_as(step, ctx, false)
+}
+
+fn render_task_as(
+    plan: &Plan,
+    step: &Step,
+    ctx: &minijinja::Value,
+    become_root: bool,
+) -> Result<TaskSpec, String> {
     let env = template::environment();
     let optional = |field: &str, value: &Option<String>| {
         value
@@ -125,10 +154,9 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
             .transpose()
     };
     let action = match &step.action {
-        Action::Run(command) => RenderedAction::Run(with_become(
-            render(env, "run", command, ctx)?,
-            step.become_root,
-        )),
+        Action::Run(command) => {
+            RenderedAction::Run(with_become(render(env, "run", command, ctx)?, become_root))
+        }
         Action::Upload(t) | Action::Template(t) => {
             let src = render(env, "src", &t.src, ctx)?;
             let path = plan.playbook.dir().join(&src);
@@ -163,7 +191,7 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
     Ok(TaskSpec {
         action,
         creates: optional("creates", &step.creates)?,
-        unless: optional("unless", &step.unless)?.map(|u| with_become(u, step.become_root)),
+        unless: optional("unless", &step.unless)?.map(|u| with_become(u, become_root)),
         capture: step.capture.clone(),
         until: step.until,
         timeout: step.timeout,
@@ -174,10 +202,18 @@ pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<T
 
 /// Renders a step's rollback command for a target, if it has one.
 pub fn render_rollback(step: &Step, ctx: &minijinja::Value) -> Result<Option<String>, String> {
+    render_rollback_as(step, ctx, step.become_root)
+}
+
+fn render_rollback_as(
+    step: &Step,
+    ctx: &minijinja::Value,
+    become_root: bool,
+) -> Result<Option<String>, String> {
     let env = template::environment();
     step.rollback
         .as_ref()
-        .map(|r| render(env, "rollback", r, ctx).map(|c| with_become(c, step.become_root)))
+        .map(|r| render(env, "rollback", r, ctx).map(|c| with_become(c, become_root)))
         .transpose()
 }
 
@@ -202,6 +238,8 @@ pub struct TaskRun {
     pub reached: bool,
     /// No connection could be made to the host (refused, timed out, auth, host key).
     pub unreachable: bool,
+    /// The delegate host the commands ran on, for a delegated task.
+    pub delegate: Option<String>,
 }
 
 impl TaskRun {
@@ -220,6 +258,7 @@ impl TaskRun {
             commands: Vec::new(),
             reached: false,
             unreachable: false,
+            delegate: None,
         }
     }
 
@@ -304,20 +343,31 @@ async fn run_command(
     }
 }
 
-/// Runs one rendered task on its host.
-pub async fn execute(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun {
+/// Runs one rendered task on its host, or on its delegate (after waiting for a turn
+/// there; the wait counts in the task's duration).
+pub async fn execute(pool: &HostPool, on: impl Into<RunsOn>, spec: &TaskSpec) -> TaskRun {
+    let on = on.into();
     let started = Instant::now();
-    let mut run = execute_inner(pool, host, spec).await;
+    let _turn = match on {
+        RunsOn::Delegate(delegate) => pool.delegate_turn(delegate).await,
+        RunsOn::Host(_) => None,
+    };
+    let mut run = execute_inner(pool, on, spec).await;
     run.duration = started.elapsed();
+    if let RunsOn::Delegate(delegate) = on {
+        run.delegate = Some(pool.host_name(delegate).to_string());
+    }
     run
 }
 
-async fn execute_inner(pool: &HostPool, host: usize, spec: &TaskSpec) -> TaskRun {
+async fn execute_inner(pool: &HostPool, on: RunsOn, spec: &TaskSpec) -> TaskRun {
+    let host = on.host();
     let mut run = TaskRun::new();
     if let Err(e) = pool.connection(host).await {
         // The connection attempts were the task's attempts: report the real number.
         run.attempts = e.connect_attempts().unwrap_or(1);
-        run.unreachable = true;
+        // An unreachable delegate is the target's failure, not the target being down.
+        run.unreachable = on == RunsOn::Host(host);
         return run.failed(&e);
     }
     run.reached = true;
@@ -562,8 +612,13 @@ async fn put(
 
 /// What a task ran and printed, for its host's log.
 pub fn log_text(label: &str, run: &TaskRun) -> String {
+    let on = run
+        .delegate
+        .as_ref()
+        .map(|d| format!(" on delegate {d}"))
+        .unwrap_or_default();
     let mut text = format!(
-        "== {} {label} ({} attempt(s), {:?})\n",
+        "== {} {label}{on} ({} attempt(s), {:?})\n",
         humantime::format_rfc3339_millis(std::time::SystemTime::now()),
         run.attempts,
         run.duration

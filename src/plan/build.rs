@@ -133,6 +133,7 @@ pub fn build(
                 host,
                 per: step.per,
                 wave,
+                delegate: None,
             }));
             tasks.all.push(node);
             tasks
@@ -281,7 +282,7 @@ pub fn build(
         tasks.sort_by_key(|n| position[n.index()]);
     }
     let task_count = step_tasks.iter().map(|s| s.all.len()).sum();
-    let plan = Plan {
+    let mut plan = Plan {
         inventory,
         playbook,
         graph,
@@ -297,6 +298,9 @@ pub fn build(
     if errors.is_empty() {
         check_rendering(&plan, &step_tasks, &mut errors);
         check_verify_templates(&plan, &mut errors);
+    }
+    if errors.is_empty() {
+        super::delegate::resolve(&mut plan, &mut errors);
     }
     errors.into_result(plan)
 }

@@ -5,6 +5,7 @@
 //! [`estimate`] says how long the plan takes; [`render`] draws it.
 
 mod build;
+mod delegate;
 pub mod estimate;
 pub mod render;
 mod templates;
@@ -12,6 +13,7 @@ mod validate;
 mod waves;
 
 pub use build::{build, PlanOptions};
+pub use delegate::parallelism as delegate_parallelism;
 pub use waves::wave_sizes;
 
 use crate::inventory::pattern::HostSet;
@@ -49,6 +51,43 @@ pub struct Task {
     pub host: HostId,
     pub per: Per,
     pub wave: usize,
+    /// The host that runs the task's commands on `host`'s behalf (the step's
+    /// `delegate:`, resolved when the plan is built). `host` stays the target: its
+    /// templates, window, failures and rollback scope.
+    pub delegate: Option<HostId>,
+}
+
+impl Task {
+    /// Where the task's commands run.
+    pub fn runs_on(&self) -> RunsOn {
+        match self.delegate {
+            Some(delegate) => RunsOn::Delegate(delegate),
+            None => RunsOn::Host(self.host),
+        }
+    }
+}
+
+/// Where a task's commands run: on its own host, or on a delegate host on behalf of its
+/// target (then it waits its turn among the delegate's tasks, see `delegate_parallel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsOn {
+    Host(HostId),
+    Delegate(HostId),
+}
+
+impl RunsOn {
+    /// The host whose connection runs the commands.
+    pub fn host(self) -> HostId {
+        match self {
+            RunsOn::Host(host) | RunsOn::Delegate(host) => host,
+        }
+    }
+}
+
+impl From<HostId> for RunsOn {
+    fn from(host: HostId) -> Self {
+        RunsOn::Host(host)
+    }
 }
 
 /// A wave after `--limit`: its hosts that have tasks, in inventory order, and its gate.

@@ -319,3 +319,44 @@ steps:
     assert_eq!(plan.waves[prepare.wave].name, "canary");
     assert_eq!(plan.inventory.hosts[prepare.host].name, "mx-gz-9");
 }
+
+#[test]
+fn a_delegate_is_resolved_per_target_with_the_targets_own_context() {
+    // A host name rendered from the target's region, and a pattern built from it.
+    let p = plan(
+        r#"
+name: d
+steps:
+  - name: drain
+    hosts: mta
+    delegate: "st-{{ 'gz' if host.region == 'cn-south' else 'ams' }}-1"
+    run: "lbctl off {{ host.name }}"
+  - name: note
+    hosts: "mta:&eu-west"
+    delegate: "store:&{{ host.region }}"
+    run: "true"
+  - { name: plain, hosts: mta, run: "true" }
+"#,
+    );
+    let host = |name: &str| p.inventory.host_id(name).unwrap();
+    let task = |label: &str| *p.task(node(&p, label)).unwrap();
+    for (mx, lb) in [
+        ("mx-gz-1", "st-gz-1"),
+        ("mx-gz-9", "st-gz-1"),
+        ("mx-ams-2", "st-ams-1"),
+    ] {
+        let drain = task(&format!("drain@{mx}"));
+        assert_eq!(drain.delegate, Some(host(lb)), "{mx}");
+        assert_eq!(drain.runs_on(), RunsOn::Delegate(host(lb)));
+        assert_eq!(drain.host, host(mx), "the task still belongs to its target");
+    }
+    assert_eq!(task("note@mx-ams-1").delegate, Some(host("st-ams-1")));
+    assert_eq!(task("plain@mx-gz-1").delegate, None);
+    assert_eq!(
+        task("plain@mx-gz-1").runs_on(),
+        RunsOn::Host(host("mx-gz-1"))
+    );
+    let turns = delegate_parallelism(&p);
+    assert_eq!(turns.get(&host("st-gz-1")), Some(&1));
+    assert_eq!(turns.len(), 2);
+}

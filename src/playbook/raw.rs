@@ -173,6 +173,10 @@ pub struct RawStep {
     #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub probe: Option<Probe>,
     pub estimate: Option<Scalar>,
+    /// A host pattern (template) naming the one host that runs the step's commands on
+    /// behalf of each target.
+    pub delegate: Option<String>,
+    pub delegate_parallel: Option<usize>,
 }
 
 /// `needs:` entries: a step name, or `{ step: X, scope: run }`. Deserialized by hand so

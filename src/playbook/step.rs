@@ -25,6 +25,11 @@ pub struct Step {
     pub retry_delay: Duration,
     pub become_root: bool,
     pub estimate: Option<Duration>,
+    /// `delegate:`: a template that renders, per target, to a pattern matching the one
+    /// host that runs the step's commands (and rollback) on the target's behalf.
+    pub delegate: Option<String>,
+    /// Tasks run at once on one delegate host (`delegate_parallel:`, default 1).
+    pub delegate_parallel: usize,
 }
 
 impl Step {
@@ -40,6 +45,7 @@ impl Step {
             Action::Probe(probe) => out.extend(probe.templates()),
         }
         for (field, value) in [
+            ("delegate", &self.delegate),
             ("rollback", &self.rollback),
             ("creates", &self.creates),
             ("unless", &self.unless),
@@ -172,6 +178,19 @@ impl Builder<'_> {
                 .and_then(|d| self.duration(&format!("{what} until.delay"), d))
                 .unwrap_or(Duration::from_secs(1)),
         });
+        let delegate_parallel = raw.delegate_parallel.unwrap_or(1);
+        if raw.delegate_parallel.is_some() && raw.delegate.is_none() {
+            self.error(
+                format!("{what}: `delegate_parallel` without `delegate`"),
+                "add `delegate: HOST` (e.g. `delegate: \"{{ lb_host }}\"`), or remove `delegate_parallel`",
+            );
+        }
+        if delegate_parallel == 0 {
+            self.error(
+                format!("{what}: `delegate_parallel` is 0, so no task could ever run"),
+                "give at least 1 (the default: one task at a time per delegate host)",
+            );
+        }
         Some(Step {
             name: raw.name.clone(),
             hosts,
@@ -198,6 +217,8 @@ impl Builder<'_> {
                 .estimate
                 .as_ref()
                 .and_then(|e| self.duration(&format!("{what} estimate"), e)),
+            delegate: raw.delegate.clone(),
+            delegate_parallel,
         })
     }
 

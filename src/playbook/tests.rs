@@ -284,3 +284,24 @@ fn notifiers_are_a_command_or_a_command_with_its_timeout() {
         "{errors}"
     );
 }
+
+#[test]
+fn delegate_and_its_parallelism_are_read_and_default_to_one_at_a_time() {
+    let pb = parse_ok(
+        r#"
+name: p
+steps:
+  - { name: drain, run: "lbctl off {{ host.name }}", delegate: "{{ lb_host }}" }
+  - { name: enable, run: "lbctl on", delegate: lb-1, delegate_parallel: 3 }
+  - { name: plain, run: "true" }
+"#,
+    );
+    let [drain, enable, plain] = &pb.steps[..] else {
+        panic!("three steps")
+    };
+    assert_eq!(drain.delegate.as_deref(), Some("{{ lb_host }}"));
+    assert_eq!(drain.delegate_parallel, 1);
+    assert!(drain.templates().contains(&("delegate", "{{ lb_host }}")));
+    assert_eq!(enable.delegate_parallel, 3);
+    assert!(plain.delegate.is_none());
+}

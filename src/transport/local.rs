@@ -1,5 +1,6 @@
-//! The local transport: `sh -c` on the controller in `<state dir>/hosts/<host>`, so that
-//! relative paths give each local host its own sandbox.
+//! The local transport: `sh` on the controller in `<state dir>/hosts/<host>`, so that
+//! relative paths give each local host its own sandbox. The command goes to `sh` on its
+//! stdin, never as an argument: the controller's process list never shows it.
 
 use super::{BoxFuture, CommandOutput, Connection, TransportError};
 use std::path::PathBuf;
@@ -27,11 +28,10 @@ impl Connection for LocalConnection {
         timeout: Option<Duration>,
     ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
         Box::pin(async move {
-            let child = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(command)
+            let mut child = tokio::process::Command::new("sh")
+                .arg("-s")
                 .current_dir(&self.root)
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .process_group(0)
@@ -39,6 +39,16 @@ impl Connection for LocalConnection {
                 .spawn()
                 .map_err(|e| TransportError::Other(format!("cannot start sh: {e}")))?;
             let pid = child.id();
+            // `sh` parses the whole line before it runs it, so it reads all of it first;
+            // closing stdin afterwards ends the script.
+            let script = format!("{}\n", super::script_line(command));
+            if let Some(mut stdin) = child.stdin.take() {
+                use tokio::io::AsyncWriteExt;
+                stdin
+                    .write_all(script.as_bytes())
+                    .await
+                    .map_err(|e| TransportError::Other(format!("cannot feed sh: {e}")))?;
+            }
             let output = child.wait_with_output();
             let output = match timeout {
                 None => output.await,

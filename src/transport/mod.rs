@@ -1,5 +1,5 @@
 //! Transports: how a host's commands reach it. One small trait, [`Connection`], with two
-//! implementations: [`local`] (`sh -c` on the controller, in the host's own directory) and
+//! implementations: [`local`] (`sh` on the controller, in the host's own directory) and
 //! [`ssh`] (one multiplexed OpenSSH master per host, commands as channels, SFTP writes).
 //! [`connect`] opens either kind the one way every command does; [`shell`] is the
 //! persistent remote `sh` and its output framing, which [`ssh`] runs its commands through
@@ -92,10 +92,11 @@ impl TransportError {
 pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
-/// An open connection to one host. Commands run as `sh -c COMMAND`. Dropping the last
-/// handle closes it (for ssh, the master connection).
+/// An open connection to one host. Commands reach a `sh` on its stdin, never as an
+/// argument (see [`on_stdin`]). Dropping the last handle closes it (for ssh, the master
+/// connection).
 pub trait Connection: Send + Sync {
-    /// Runs `command` with `sh -c`; with a timeout the command is killed when it expires.
+    /// Runs `command` in `sh`; with a timeout the command is killed when it expires.
     fn run<'a>(
         &'a self,
         command: &'a str,
@@ -127,14 +128,82 @@ pub trait Connection: Send + Sync {
 }
 
 /// The remote command that kills `command` when `timeout` expires, even if the
-/// controller loses the connection.
+/// controller loses the connection. The command reaches the `sh` under `timeout` on its
+/// stdin ([`on_stdin`]), so it never shows in the host's process list.
 pub fn with_remote_timeout(command: &str, timeout: Option<Duration>) -> String {
     match timeout {
         None => command.to_string(),
-        Some(t) => format!(
-            "timeout -k 2 {} sh -c {}",
-            t.as_secs_f64().max(0.001),
-            crate::playbook::template::shell_quote(command)
+        Some(t) => on_stdin(
+            &format!("timeout -k 2 {}", t.as_secs_f64().max(0.001)),
+            command,
         ),
+    }
+}
+
+/// A command line that runs `launcher sh -s` (e.g. `sudo -n sh -s`) and feeds `command`
+/// to that `sh` in a here-document: the command text travels on the new shell's stdin,
+/// never in any process's arguments (which every user of the host can read in
+/// `/proc/*/cmdline`, and which sudo logs). Inside, the command is one `eval` line with
+/// stdin from `/dev/null`, so the shell has parsed all of it before it runs and the
+/// command cannot read the rest of its own script. The delimiter is derived from the
+/// command, so that no line of the command can end the here-document early.
+pub fn on_stdin(launcher: &str, command: &str) -> String {
+    let delimiter = here_document_delimiter(command);
+    format!(
+        "{launcher} sh -s <<'{delimiter}'\n{}\n{delimiter}\n",
+        script_line(command)
+    )
+}
+
+/// What a shell reading commands from stdin is given to run `command` once, with its
+/// stdin from `/dev/null`.
+pub fn script_line(command: &str) -> String {
+    format!(
+        "eval {} </dev/null",
+        crate::playbook::template::shell_quote(command)
+    )
+}
+
+fn here_document_delimiter(command: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(command.as_bytes());
+    format!("PONY_{}", hex::encode(&digest[..8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_command_on_stdin_keeps_its_quotes_exit_status_and_no_stdin() {
+        let command = "printf '%s|' \"$0\" 'it'\\''s' \"$(cat)\"; echo; exit 7";
+        let out = sh(&on_stdin("env", command));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "sh|it's||\n");
+        assert_eq!(out.status.code(), Some(7));
+        // Nested, as `become` under a timeout is, and with a line like a delimiter.
+        let inner = on_stdin("env", "echo PONY_0000000000000000; echo done");
+        let out = sh(&with_remote_timeout(&inner, Some(Duration::from_secs(30))));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "PONY_0000000000000000\ndone\n"
+        );
+        assert!(out.status.success());
+    }
+
+    #[test]
+    fn a_timed_out_command_is_killed_with_timeouts_status() {
+        let out = sh(&with_remote_timeout(
+            "sleep 5",
+            Some(Duration::from_millis(50)),
+        ));
+        assert_eq!(out.status.code(), Some(124));
     }
 }

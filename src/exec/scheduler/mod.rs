@@ -539,7 +539,7 @@ impl Scheduler {
         self.running.spawn(task::WORK.scope(work, async move {
             durable.await;
             let run = match rendered {
-                Ok(spec) => task::execute(&pool, task.host, &spec).await,
+                Ok(spec) => task::execute(&pool, task.runs_on(), &spec).await,
                 Err(error) => TaskRun::not_started(error),
             };
             // Built here, off the scheduler's thread: it copies all of the task's output.

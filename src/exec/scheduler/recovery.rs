@@ -202,6 +202,7 @@ impl Scheduler {
                         node,
                         RollbackCommand {
                             host: task.host,
+                            runs_on: task.runs_on(),
                             command,
                             timeout: step.timeout,
                         },
@@ -349,7 +350,7 @@ impl Scheduler {
                     retries: 1,
                     retry_delay: Duration::from_secs(1),
                 };
-                let run = task::execute(&pool, command.host, &spec).await;
+                let run = task::execute(&pool, command.runs_on, &spec).await;
                 RollbackRun { job, node, run }
             }));
         }
