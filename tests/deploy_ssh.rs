@@ -111,20 +111,7 @@ fn beyond_budget_halt_starts_no_queued_host_lets_running_tasks_finish_and_rolls_
             &format!("run: {hold}mkdir -p {{{{ mail_root }}}}/releases"),
         ),
     );
-    let mut child = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--output",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = lab.spawn_deploy(&playbook, &[]);
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut seen = read_events_until(&mut stdout, |e| e["event"] == "stopped");
     std::fs::write(&gate, "").unwrap();

@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::{BufReader, Read};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use support::{journal, lab_with, only_run, read_events_until, text, wait_until, Lab};
 
 /// One host at a time per cluster: the `-01` hosts run while the `-02` hosts queue.
@@ -36,20 +36,7 @@ fn lines(path: &std::path::Path) -> usize {
 }
 
 fn spawn(lab: &Lab, playbook: &std::path::Path) -> Child {
-    let child = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--output",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = lab.spawn_deploy(playbook, &[]);
     wait_until("`slow` to run on both -01 hosts", || {
         ["r1-c1-01", "r1-c2-01"]
             .iter()

@@ -10,32 +10,12 @@
 mod support;
 
 use std::io::BufReader;
-use std::path::Path;
-use std::process::{Child, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus, Output};
 use support::{
     journal, lab_with, only_run, read_events_until, started_hosts, text, wait_until, Lab,
 };
 
 const HOSTS: [&str; 3] = ["r1-c1-01", "r1-c1-02", "r1-c1-03"];
-
-/// Starts `pony deploy --output json` with stdin closed (no terminal).
-fn spawn(lab: &Lab, playbook: &Path, extra: &[&str]) -> Child {
-    let mut args = vec![
-        "deploy",
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-        "--output",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    lab.pony(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 /// Kills the deploy (our own child, by its pid) if the test fails before it ends.
 struct Reaped(Option<Child>);
@@ -121,7 +101,7 @@ steps:
 fn a_run_paused_from_another_process_starts_no_new_host_until_continue() {
     let lab = lab_with(1, 1, 3);
     let playbook = lab.playbook(ONE_AT_A_TIME);
-    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &[])));
+    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
     let id = run_id(&lab, &mut deploy);
     wait_until("the first host to start", || {
         lab.root(HOSTS[0]).join("started").exists()
@@ -226,7 +206,7 @@ fn abort_with_rollback_from_another_process_rolls_back_every_touched_host_and_ex
     lab.install_old_release();
     std::fs::write(lab.root(HOSTS[1]).join("block"), "").unwrap();
     let playbook = lab.playbook(ROLLOUT);
-    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &[])));
+    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
     let id = run_id(&lab, &mut deploy);
     // The first host is done; the second holds in `hold`, on the new release.
     wait_until("the second host to hold", || {
@@ -288,7 +268,9 @@ steps:
 fn approve_from_another_process_lets_a_run_without_a_terminal_go_past_its_gate() {
     let lab = lab_with(1, 1, 3);
     let playbook = lab.playbook(GATED);
-    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &["--approval-wait", "10m"])));
+    let mut deploy = Reaped(Some(
+        lab.spawn_deploy(&playbook, &["--approval-wait", "10m"]),
+    ));
     let id = run_id(&lab, &mut deploy);
     let mut stdout = BufReader::new(deploy.child().stdout.take().unwrap());
     let waiting = read_events_until(&mut stdout, |e| e["event"] == "gate_waiting");
@@ -388,7 +370,7 @@ fn approve_from_another_process_answers_the_question_at_the_terminal() {
 fn abort_from_another_process_stops_as_an_interrupt_and_exits_130() {
     let lab = lab_with(1, 1, 3);
     let playbook = lab.playbook(ONE_AT_A_TIME);
-    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &[])));
+    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
     let id = run_id(&lab, &mut deploy);
     wait_until("the first host to start", || {
         lab.root(HOSTS[0]).join("started").exists()
@@ -419,7 +401,7 @@ fn abort_from_another_process_stops_as_an_interrupt_and_exits_130() {
 fn a_command_for_a_run_whose_process_died_exits_5_and_says_how_to_go_on() {
     let lab = lab_with(1, 1, 1);
     let playbook = lab.playbook(ONE_AT_A_TIME);
-    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &[])));
+    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
     let id = run_id(&lab, &mut deploy);
     wait_until("the host to start", || {
         lab.root(HOSTS[0]).join("started").exists()
@@ -448,7 +430,9 @@ fn a_command_for_a_run_whose_process_died_exits_5_and_says_how_to_go_on() {
 fn without_an_approve_within_the_approval_wait_the_run_stops_with_10() {
     let lab = lab_with(1, 1, 2);
     let playbook = lab.playbook(GATED);
-    let deploy = Reaped(Some(spawn(&lab, &playbook, &["--approval-wait", "1s"])));
+    let deploy = Reaped(Some(
+        lab.spawn_deploy(&playbook, &["--approval-wait", "1s"]),
+    ));
     let (status, output) = deploy.finish();
     assert_eq!(status.code(), Some(10), "{output}");
     assert!(output.contains("--approve canary"), "{output}");
@@ -464,7 +448,7 @@ fn approve_before_the_gate_is_reached_pre_approves_it() {
         "touch {{ root }}/marked",
         "touch {{ root }}/started; while [ ! -e {{ root }}/go ]; do sleep 0.02; done; touch {{ root }}/marked",
     ));
-    let mut deploy = Reaped(Some(spawn(&lab, &playbook, &[])));
+    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
     let id = run_id(&lab, &mut deploy);
     wait_until("the canary to start", || {
         lab.root(HOSTS[0]).join("started").exists()

@@ -31,22 +31,7 @@ fn a_notifier_gets_approval_waiting_and_host_failed_events_as_json() {
         "{GATED}notify:\n  - {{ command: \"cat >> {}\", timeout: 30s }}\n",
         notes.display()
     ));
-    let mut deploy = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--output",
-            "json",
-            "--approval-wait",
-            "10m",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut deploy = lab.spawn_deploy(&playbook, &["--approval-wait", "10m"]);
     let mut stdout = BufReader::new(deploy.stdout.take().unwrap());
     read_events_until(&mut stdout, |e| e["event"] == "gate_waiting");
     // The notifier hears of the wait while the run waits.

@@ -6,7 +6,6 @@
 mod support;
 
 use std::io::BufReader;
-use std::process::Stdio;
 use support::{events, lab_with, read_events_until, release_playbook, text, Lab};
 
 fn code(out: &std::process::Output) -> i32 {
@@ -36,20 +35,7 @@ fn a_check_that_starts_failing_during_the_soak_rolls_the_canary_back_and_stops_t
     let verify =
         "        - { name: healthy, run: \"test ! -e {{ root }}/unhealthy\", every: 200ms }\n";
     let playbook = lab.playbook(&release_playbook(&canary_strategy(verify, "1h")));
-    let mut child = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--output",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = lab.spawn_deploy(&playbook, &[]);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     // The canary passed its own steps and two soak rounds; then it goes bad.
     let mut passed = 0;

@@ -157,10 +157,7 @@ fn rollback_line(plan: &Plan, pace: RollbackPace) -> String {
         }
         RollbackPace::All => "pace all: every host of a rollback at once",
     };
-    let on_failure = serde_json::to_value(strategy.on_failure)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let on_failure = strategy.on_failure.as_str();
     let mut budgets = vec![format!(
         "max_failures {} per cluster",
         strategy.max_failures

@@ -107,10 +107,7 @@ pub fn describe(plan: &Plan) -> String {
         "strategy: max_unavailable {} per cluster, max_failures {}, on_failure {}, connections {}",
         strategy.max_unavailable,
         strategy.max_failures,
-        serde_json::to_value(strategy.on_failure)
-            .unwrap()
-            .as_str()
-            .unwrap_or(""),
+        strategy.on_failure.as_str(),
         strategy.connections
     )
     .unwrap();

@@ -149,6 +149,17 @@ pub enum OnFailure {
     RollbackAll,
 }
 
+impl OnFailure {
+    /// The playbook's spelling, as events and `plan` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Halt => "halt",
+            OnFailure::RollbackRegion => "rollback-region",
+            OnFailure::RollbackAll => "rollback-all",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {

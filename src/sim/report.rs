@@ -9,6 +9,7 @@ use super::SimOptions;
 use crate::inventory::HostId;
 use crate::plan::{Node, NodeId, Plan};
 use crate::playbook::Per;
+use crate::report::thousands;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -622,19 +623,6 @@ fn critical_path(plan: &Plan, trace: &Trace) -> Vec<PathPart> {
 
 fn host_name(plan: &Plan, host: HostId) -> &str {
     &plan.inventory.hosts[host].name
-}
-
-/// `1234567` → `1,234,567` (as the commands print counts; `sim` does not import them).
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `2h 05m`, `12m 30s`, `42s`, `1.3s`.

@@ -4,7 +4,8 @@
 //! windows as grey bands in the lanes of the regions that waited for them. Plain SVG, no
 //! script; readable at 7 regions × 14 clusters.
 
-use super::report::{duration_text, thousands, Simulation};
+use super::report::{duration_text, Simulation};
+use crate::report::thousands;
 use std::fmt::Write;
 
 const WIDTH: f64 = 1200.0;

@@ -147,6 +147,26 @@ impl Lab {
         self.pony(&args).output().expect("running pony")
     }
 
+    /// `pony deploy -i INVENTORY PLAYBOOK --yes --output json <extra>`, started with its
+    /// stdout (the events) and stderr piped.
+    pub fn spawn_deploy(&self, playbook: impl AsRef<Path>, extra: &[&str]) -> std::process::Child {
+        let mut args = vec![
+            "deploy",
+            "-i",
+            self.inventory.to_str().unwrap(),
+            playbook.as_ref().to_str().unwrap(),
+            "--yes",
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        self.pony(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting pony")
+    }
+
     /// Where `current` points on a host (relative target), if anywhere.
     pub fn current(&self, host: &str) -> Option<String> {
         std::fs::read_link(self.root(host).join("srv/mail/current"))

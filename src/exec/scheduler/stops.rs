@@ -58,10 +58,7 @@ impl Scheduler {
             region: inventory.regions[region].name.clone(),
             failed_hosts,
             max_failures,
-            action: serde_json::to_value(policy)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            action: policy.as_str().to_string(),
         });
         self.apply_failure_action(action, region);
     }
@@ -81,10 +78,7 @@ impl Scheduler {
             self.emit(Event::RunBudgetExceeded {
                 failed_hosts: failed,
                 max_failures_run: max,
-                action: serde_json::to_value(self.plan.playbook.strategy.on_failure)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                action: self.plan.playbook.strategy.on_failure.as_str().to_string(),
             });
         }
         let region = self.plan.inventory.hosts[host].region;
@@ -105,10 +99,7 @@ impl Scheduler {
                 wave: name,
                 failed_hosts: failed,
                 max_failures: max,
-                action: serde_json::to_value(self.plan.playbook.strategy.on_failure)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                action: self.plan.playbook.strategy.on_failure.as_str().to_string(),
             });
         }
         let region = self.plan.inventory.hosts[host].region;
