@@ -141,6 +141,34 @@ pub fn resume(
     )
 }
 
+/// `pony join RUN --regions …`: another controller takes regions of a split run.
+pub fn join(
+    global: &GlobalOptions,
+    run: &str,
+    approve: &[String],
+    secret_vars: &[(String, String)],
+    accept: bool,
+) -> anyhow::Result<Exit> {
+    let reopened = reopen(global, run, secret_vars)?;
+    check_approvals(&reopened.plan, approve)?;
+    let redactor = redactor(&reopened.plan, secret_vars);
+    launch(
+        global,
+        Launch {
+            plan: reopened.plan,
+            run: RunFolder::Existing(reopened.run_dir),
+            redactor,
+            approvals: approve.to_vec(),
+            accept_new_host_keys: accept,
+            replay: Some(reopened.replay),
+            mode: Mode::Deploy,
+            skip_failed_wave: None,
+            command: "join",
+            rollback_tasks: 0,
+        },
+    )
+}
+
 pub fn rollback(
     global: &GlobalOptions,
     run: &str,

@@ -12,6 +12,7 @@
 //! journal's writer is, and the commands read before the run's runtime starts.
 
 pub mod lease;
+pub mod regions;
 pub mod sink;
 
 use super::journal::Record;
@@ -22,11 +23,18 @@ use std::time::Duration;
 
 /// The migrations, in order; each runs once per installation, in one transaction with
 /// the version it brings. Never edit one that shipped: add the next.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "runs, journal and leases",
-    include_str!("migrations/0001_runs_journal_leases.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "runs, journal and leases",
+        include_str!("migrations/0001_runs_journal_leases.sql"),
+    ),
+    (
+        2,
+        "region leases and the journal's controller",
+        include_str!("migrations/0002_region_leases.sql"),
+    ),
+];
 
 /// Serializes migrations between controllers starting at once (an arbitrary constant).
 const MIGRATION_LOCK: i64 = 0x706f_6e79_0001;
