@@ -157,6 +157,21 @@ steps:
     wait_until("B's hosts to start", || {
         r2.iter().all(|h| lab.root(h).join("a-started").exists())
     });
+    // A region has one controller: a third one is refused (exit 4), naming the holder.
+    let third = pony_db(
+        &lab.path("state-c"),
+        &url,
+        &["join", &run, "--regions", "r2"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&third), 4, "{}", text(&third));
+    assert!(
+        String::from_utf8_lossy(&third.stderr).contains("region `r2` of run")
+            && String::from_utf8_lossy(&third.stderr).contains("held by controller ctl-b"),
+        "{}",
+        text(&third)
+    );
     assert!(
         r3.iter().all(|h| !lab.root(h).join("a-started").exists()),
         "wave second started while B's part of wave first ran"
@@ -407,4 +422,67 @@ steps:
     let a = status_line("ctl-a").unwrap();
     // A journaled its 4 hosts × 3 tasks, started and finished, none failed.
     assert_eq!(a[1..5], ["r1", "12", "12", "0"], "{a:?}");
+}
+
+#[test]
+fn bad_regions_are_refused_before_anything_runs() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let playbook = lab
+        .playbook("name: touch\nsteps:\n  - { name: touch, run: \"touch {{ root }}/touched\" }\n");
+    let state = lab.path("state-x");
+    let untouched = |lab: &Lab| {
+        lab.host_names()
+            .iter()
+            .all(|h| !lab.root(h).join("touched").exists())
+    };
+    // No region matches: exit 2, naming the option, the inventory and its regions.
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "cn-*"]);
+    let none = pony_db(&state, &url, &args).output().unwrap();
+    assert_eq!(code(&none), 2, "{}", text(&none));
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        stderr.contains("--regions")
+            && stderr.contains("`cn-*` names no region of inventory `lab`")
+            && stderr.contains("regions are: r1, r2, r3"),
+        "{stderr}"
+    );
+    // Without a database there is nothing to share the run through: exit 2.
+    let mut local = deploy_args(&lab, &playbook);
+    local.extend(["--regions", "r1"]);
+    let no_db = pony(&state, &local).output().unwrap();
+    assert_eq!(code(&no_db), 2, "{}", text(&no_db));
+    assert!(
+        String::from_utf8_lossy(&no_db.stderr).contains("--regions needs --state postgres://"),
+        "{}",
+        text(&no_db)
+    );
+    assert!(untouched(&lab));
+    let runs: i64 = db(&url)
+        .query_one("SELECT count(*) FROM runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 0, "a refused deploy stores no run");
+
+    // `pony join` without --regions: exit 2 with the fix. (The first controller takes
+    // every region, so its run ends without anyone joining.)
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "r*", "--controller", "ctl-a"]);
+    let first = pony_db(&state, &url, &args).output().unwrap();
+    assert_eq!(code(&first), 0, "{}", text(&first));
+    let run: String = db(&url)
+        .query_one("SELECT run_id FROM runs", &[])
+        .unwrap()
+        .get(0);
+    let join = pony_db(&lab.path("state-y"), &url, &["join", &run])
+        .output()
+        .unwrap();
+    assert_eq!(code(&join), 2, "{}", text(&join));
+    assert!(
+        String::from_utf8_lossy(&join.stderr).contains("give --regions GLOBS"),
+        "{}",
+        text(&join)
+    );
 }
