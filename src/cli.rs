@@ -69,6 +69,19 @@ pub struct GlobalOptions {
     pub notify: Vec<crate::notify::Notifier>,
 }
 
+impl GlobalOptions {
+    /// This controller's name when the run is split by region (`--regions`):
+    /// `--controller`, else MACHINE:PID; `None` for a run with one controller.
+    pub fn controller_name(&self) -> Option<String> {
+        self.regions.as_ref()?;
+        Some(
+            self.controller
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", crate::state::hostname(), std::process::id())),
+        )
+    }
+}
+
 /// What a command that runs a plan (deploy, resume, rollback) also takes.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunOptions {

@@ -151,6 +151,8 @@ steps:
             "!r1,!r3",
             "--controller",
             "ctl-b",
+            "--output",
+            "json",
         ],
     ));
     let r2 = hosts_of(&lab, &["r2"]);
@@ -180,6 +182,22 @@ steps:
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert_eq!(code(&a), 0, "A: {}", text(&a));
     assert_eq!(code(&b), 0, "B: {}", text(&b));
+    // B's events carry its name, and only its own hosts' tasks are in them.
+    let events = support::json_lines(&String::from_utf8_lossy(&b.stdout));
+    assert!(
+        events.iter().all(|e| e["controller"] == "ctl-b"),
+        "{events:?}"
+    );
+    let task_hosts: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "task_finished")
+        .filter_map(|e| e["task"]["host"].as_str())
+        .collect();
+    assert_eq!(
+        task_hosts,
+        r2.iter().map(String::as_str).collect(),
+        "{events:?}"
+    );
 
     // Every wave-second start comes after every wave-first end, across controllers.
     let rows = task_rows(&url, &run);

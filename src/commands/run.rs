@@ -69,10 +69,7 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
         }
         None => None,
     };
-    let controller = global
-        .controller
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", crate::state::hostname(), std::process::id()));
+    let controller = global.controller_name().unwrap_or_default();
     let held = match &regions {
         Some(regions) => store.acquire_regions(
             &inventory,
