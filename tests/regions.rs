@@ -503,4 +503,124 @@ fn bad_regions_are_refused_before_anything_runs() {
         "{}",
         text(&join)
     );
+    // A run with one live controller is not split from outside: joining it is refused.
+    let gate = lab.path("gate-open");
+    let held = lab.playbook(&format!(
+        "name: held\nsteps:\n  - {{ name: hold, run: \"touch {{{{ root }}}}/holding; while [ ! -e {} ]; do sleep 0.02; done\" }}\n",
+        gate.display()
+    ));
+    let single = spawn(pony_db(
+        &lab.path("state-z"),
+        &url,
+        &deploy_args(&lab, &held),
+    ));
+    let newest = |url: &str| -> String {
+        db(url)
+            .query_one("SELECT run_id FROM runs ORDER BY created DESC LIMIT 1", &[])
+            .unwrap()
+            .get(0)
+    };
+    wait_until("the single controller to start", || {
+        lab.host_names()
+            .iter()
+            .any(|h| lab.root(h).join("holding").exists())
+    });
+    let single_run = newest(&url);
+    assert_ne!(single_run, run);
+    let refused = pony_db(
+        &lab.path("state-y"),
+        &url,
+        &["join", &single_run, "--regions", "r2"],
+    )
+    .output()
+    .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let single = single.wait_with_output().unwrap();
+    assert_eq!(code(&refused), 4, "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is locked by run"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        code(&single),
+        0,
+        "the single controller was not disturbed: {}",
+        text(&single)
+    );
+
+    // `pony rollback` works on the whole run.
+    let rollback = pony_db(
+        &lab.path("state-y"),
+        &url,
+        &["rollback", &run, "--regions", "r1", "--yes"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&rollback), 2, "{}", text(&rollback));
+    assert!(
+        String::from_utf8_lossy(&rollback.stderr).contains("not on regions"),
+        "{}",
+        text(&rollback)
+    );
+}
+
+#[test]
+fn a_wave_that_fails_on_one_controller_stops_the_next_wave_on_the_other() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    // B's host r2-c1-01 fails in wave `first`, beyond max_failures 0: wave `second` (r3,
+    // controller A) never starts, on either controller.
+    std::fs::write(lab.root("r2-c1-01").join("fail-here"), "").unwrap();
+    let playbook = lab.playbook(
+        r#"
+name: halting
+strategy:
+  max_unavailable: 100%
+  max_failures: 0
+  on_failure: halt
+  waves:
+    - { name: first, regions: [r1, r2] }
+    - { name: second, regions: [r3] }
+steps:
+  - { name: a, run: "touch {{ root }}/a-started; test ! -e {{ root }}/fail-here" }
+"#,
+    );
+    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
+    let mut a = spawn(pony_db(&state_a, &url, &args));
+    let run = run_id(&url, &mut a);
+    let b = spawn(pony_db(
+        &state_b,
+        &url,
+        &["join", &run, "--regions", "r2", "--controller", "ctl-b"],
+    ));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(code(&a), 3, "A: {}", text(&a));
+    assert_eq!(code(&b), 3, "B: {}", text(&b));
+    for host in hosts_of(&lab, &["r3"]) {
+        assert!(
+            !lab.root(&host).join("a-started").exists(),
+            "{host} of wave second started after wave first failed on the other controller"
+        );
+    }
+    let rows = task_rows(&url, &run);
+    assert!(rows.iter().all(|r| region_of(&r.2) != "r3"), "{rows:?}");
+    // Both controllers journaled the wave as stopped.
+    let stopped: Vec<Option<String>> = db(&url)
+        .query(
+            "SELECT controller FROM journal WHERE run_id = $1 AND record->>'type' = 'wave_stopped'
+             ORDER BY controller",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        stopped,
+        [Some("ctl-a".to_string()), Some("ctl-b".to_string())]
+    );
 }

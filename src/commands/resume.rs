@@ -177,6 +177,16 @@ pub fn rollback(
     yes: bool,
     accept: bool,
 ) -> anyhow::Result<Exit> {
+    if global.regions.is_some() {
+        return Err(Diagnostics::from(
+            Diagnostic::new(
+                Path::new("--regions"),
+                "pony rollback works on the whole run, not on regions",
+            )
+            .hint("leave --regions out (use --limit 'REGION' to roll back only some hosts)"),
+        )
+        .into());
+    }
     let reopened = reopen(global, run, secret_vars)?;
     let plan = &reopened.plan;
     let limited = crate::inventory::pattern::select(&plan.inventory, limit)

@@ -81,7 +81,11 @@ pub fn acquire(
         .map_err(&q)?;
     if inserted == 0 {
         let current = super::lease::read_in(&mut tx, inventory).map_err(&q)?;
-        let ours = !new_run && current.info.run_id == run_id;
+        // A run with one live controller (no --regions) is never split from outside:
+        // only a split run's lease, or one its controllers left, is taken.
+        let ours = !new_run
+            && current.info.run_id == run_id
+            && (current.holder() == run_token || !current.live || current.info.awaiting_approval);
         if !ours {
             return Err(if current.info.awaiting_approval {
                 LockError::Paused(Box::new(current.info))
