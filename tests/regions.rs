@@ -608,19 +608,23 @@ steps:
     }
     let rows = task_rows(&url, &run);
     assert!(rows.iter().all(|r| region_of(&r.2) != "r3"), "{rows:?}");
-    // Both controllers journaled the wave as stopped.
-    let stopped: Vec<Option<String>> = db(&url)
+    // Each controller journaled its end as halted (exit 3).
+    let mut ends: Vec<(Option<String>, String)> = db(&url)
         .query(
-            "SELECT controller FROM journal WHERE run_id = $1 AND record->>'type' = 'wave_stopped'
-             ORDER BY controller",
+            "SELECT controller, record->>'exit_code' FROM journal
+             WHERE run_id = $1 AND record->>'type' = 'run_finished'",
             &[&run],
         )
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
+    ends.sort();
     assert_eq!(
-        stopped,
-        [Some("ctl-a".to_string()), Some("ctl-b".to_string())]
+        ends,
+        [
+            (Some("ctl-a".to_string()), "3".to_string()),
+            (Some("ctl-b".to_string()), "3".to_string())
+        ]
     );
 }

@@ -21,6 +21,8 @@ struct Reopened {
     plan: Plan,
     run_dir: RunDir,
     replay: Replay,
+    /// The database's last journal `seq` of the run before it was read (0 locally).
+    journal_seen: i64,
 }
 
 /// Finds the run (an id or a unique prefix of one), rebuilds the plan it used from its
@@ -39,6 +41,12 @@ fn reopen(
             _ => "list runs with `pony history` (and pass the same --state-dir or --state)",
         };
         Diagnostic::new(&runs_dir.join(run), e.to_string()).hint(hint)
+    })?;
+    let journal_seen = store.last_seq(&id).map_err(|e| {
+        Diagnostics::from(Diagnostic::new(
+            &runs_dir.join(&id),
+            format!("cannot read run {id} from the state database: {e:#}"),
+        ))
     })?;
     let opened = store.open_run(&id).map_err(|e| {
         Diagnostics::from(Diagnostic::new(
@@ -94,6 +102,7 @@ fn reopen(
         plan,
         run_dir,
         replay: Replay::from_records(&records),
+        journal_seen,
     })
 }
 
@@ -137,6 +146,7 @@ pub fn resume(
             skip_failed_wave,
             command: "resume",
             rollback_tasks: 0,
+            journal_seen: reopened.journal_seen,
         },
     )
 }
@@ -165,6 +175,7 @@ pub fn join(
             skip_failed_wave: None,
             command: "join",
             rollback_tasks: 0,
+            journal_seen: reopened.journal_seen,
         },
     )
 }
@@ -220,6 +231,7 @@ pub fn rollback(
             skip_failed_wave: None,
             command: "rollback",
             rollback_tasks: due.tasks,
+            journal_seen: reopened.journal_seen,
         },
     )
 }

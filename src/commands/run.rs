@@ -34,6 +34,9 @@ pub struct Launch {
     pub command: &'static str,
     /// `rollback`: how many tasks it will undo (what its header counts).
     pub rollback_tasks: usize,
+    /// The state database's last journal `seq` of the run before it was read (0 for a
+    /// new run): a run split by region reads other controllers' results after it.
+    pub journal_seen: i64,
 }
 
 /// A new run's folder is created only once the lock is held.
@@ -128,6 +131,7 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
                 regions,
                 (**db).clone(),
                 run_id.clone(),
+                launch.journal_seen,
             )?))
         }
         _ => None,

@@ -43,11 +43,14 @@ pub struct Split {
 impl Split {
     /// Starts reading the shared journal of `run_id` for the tasks of regions other than
     /// `regions` (names).
+    /// `after`: the journal's last `seq` of the run before this controller read it
+    /// (its replay holds what came before; results from then on are new).
     pub fn start(
         plan: &Plan,
         regions: &[String],
         store: PgStore,
         run_id: String,
+        after: i64,
     ) -> std::io::Result<Split> {
         let local: Vec<bool> = plan
             .inventory
@@ -61,7 +64,7 @@ impl Split {
         let (shared, stopping) = (results.clone(), stop.clone());
         std::thread::Builder::new()
             .name("pony-regions".into())
-            .spawn(move || poll(store, run_id, shared, notify, stopping))?;
+            .spawn(move || poll(store, run_id, after, shared, notify, stopping))?;
         Ok(Split {
             local,
             local_names: regions.iter().cloned().collect(),
@@ -156,12 +159,12 @@ fn run_of(record: &Record) -> TaskRun {
 fn poll(
     store: PgStore,
     run_id: String,
+    mut after: i64,
     results: Arc<Mutex<HashMap<usize, Record>>>,
     notify: tokio::sync::watch::Sender<u64>,
     stop: Arc<AtomicBool>,
 ) {
     let mut client = None;
-    let mut after: i64 = 0;
     let mut rounds = 0u64;
     while !stop.load(Ordering::Relaxed) {
         if client.is_none() {
@@ -183,10 +186,14 @@ fn poll(
                     for row in rows {
                         after = row.get(0);
                         let text: String = row.get(1);
-                        if let Ok(record @ Record::TaskFinished { node, .. }) =
+                        // A task killed by its controller's second Ctrl-C has no result:
+                        // whoever resumes its region runs it again.
+                        if let Ok(record @ Record::TaskFinished { node, state, .. }) =
                             serde_json::from_str::<Record>(&text)
                         {
-                            found.insert(node, record);
+                            if state != TaskState::Interrupted {
+                                found.insert(node, record);
+                            }
                         }
                     }
                     drop(found);

@@ -174,6 +174,14 @@ impl Store {
         Ok(super::run_dir::RunDir::open(self.local_dir(), id))
     }
 
+    /// The database's last journal `seq` of a run (0 with a local folder or none).
+    pub fn last_seq(&self, id: &str) -> anyhow::Result<i64> {
+        match self {
+            Store::Local(_) => Ok(0),
+            Store::Postgres { db, .. } => Ok(db.last_seq(id)?),
+        }
+    }
+
     /// Takes the inventory for a run (see [`lock::acquire`], [`lease::acquire`]).
     pub fn acquire(
         &self,

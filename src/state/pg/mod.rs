@@ -346,6 +346,18 @@ impl PgStore {
         Ok(true)
     }
 
+    /// The last journal `seq` of a run (0 without records).
+    pub fn last_seq(&self, id: &str) -> Result<i64, PgError> {
+        Ok(self
+            .with_reader("reading the journal's end", |c| {
+                c.query_one(
+                    "SELECT coalesce(max(seq), 0) FROM journal WHERE run_id = $1",
+                    &[&id],
+                )
+            })?
+            .get(0))
+    }
+
     /// How many journal records a run has (to notice a run that moved on meanwhile).
     pub fn record_count(&self, id: &str) -> Result<i64, PgError> {
         Ok(self

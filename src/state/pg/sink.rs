@@ -91,6 +91,16 @@ impl PgSink {
         if !renewed.map_err(|e| e.to_string())? {
             return Ok(false);
         }
+        if controller.is_some() {
+            // Several controllers write this run: one batch at a time, so that rows
+            // become visible in `seq` order and the others' readers, which go on from
+            // the last `seq` they read, never skip one committed late.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('pony-journal:' || $1))",
+                &[&self.run_id],
+            )
+            .map_err(|e| e.to_string())?;
+        }
         tx.execute(
             "INSERT INTO journal (run_id, record, controller)
              SELECT $1, line::jsonb, $3 FROM unnest($2::text[]) WITH ORDINALITY AS batch(line, n)
