@@ -42,7 +42,7 @@ impl Held {
             Held::Lease(lease) => lease.keep_for_approval(),
             // The run's inventory lease lives on with the other controllers' regions;
             // this controller's regions are left to expire, for `resume --regions`.
-            Held::Regions(regions) => std::mem::forget(regions),
+            Held::Regions(regions) => regions.keep(),
         }
     }
 }

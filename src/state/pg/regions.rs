@@ -30,6 +30,8 @@ pub struct RegionLease {
     /// This controller's token in its rows; a takeover replaces it.
     pub holder: String,
     heartbeat: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    /// Left to expire rather than released when dropped.
+    keep: bool,
 }
 
 /// One region lease as read, for `pony status`.
@@ -149,6 +151,7 @@ pub fn acquire(
         controller: controller.to_string(),
         holder,
         heartbeat: Some(heartbeat),
+        keep: false,
     })
 }
 
@@ -233,11 +236,23 @@ impl RegionLease {
     }
 }
 
+impl RegionLease {
+    /// Stops renewing and leaves the regions' leases to expire (the run stopped at an
+    /// `approve:` gate): `pony resume RUN --regions …` takes them over.
+    pub fn keep(mut self) {
+        self.stop_heartbeat();
+        self.keep = true;
+    }
+}
+
 impl Drop for RegionLease {
     /// Gives this controller's regions back; the last controller of the run also gives
     /// the inventory back.
     fn drop(&mut self) {
         self.stop_heartbeat();
+        if self.keep {
+            return;
+        }
         let released = self
             .store
             .connect()
