@@ -54,6 +54,19 @@ pub fn run(mut cli: Cli) -> Exit {
             *accept_new_host_keys,
             *skip_failed_wave,
         ),
+        Command::Join {
+            run,
+            approve,
+            secret_vars,
+            accept_new_host_keys,
+            ..
+        } => crate::commands::resume::join(
+            &cli.global,
+            run,
+            approve,
+            secret_vars,
+            *accept_new_host_keys,
+        ),
         Command::Rollback {
             run,
             limit,
@@ -136,6 +149,7 @@ fn resolve_run_options(cli: &mut Cli) {
     let (junit, connections, pace, approval_wait) = match &cli.command {
         Command::Deploy(DeployArgs { run_options, .. })
         | Command::Resume { run_options, .. }
+        | Command::Join { run_options, .. }
         | Command::Rollback { run_options, .. } => (
             run_options.junit.clone(),
             run_options.connections,
@@ -149,8 +163,11 @@ fn resolve_run_options(cli: &mut Cli) {
     };
     if let Command::Deploy(DeployArgs { run_options, .. })
     | Command::Resume { run_options, .. }
+    | Command::Join { run_options, .. }
     | Command::Rollback { run_options, .. } = &cli.command
     {
+        cli.global.regions = run_options.regions.clone();
+        cli.global.controller = run_options.controller.clone();
         cli.global.notify = run_options
             .notify
             .iter()

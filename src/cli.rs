@@ -58,9 +58,28 @@ pub struct GlobalOptions {
     /// Resolved from the command's own `--approval-wait` (deploy, resume).
     #[arg(skip)]
     pub approval_wait: Option<std::time::Duration>,
+    /// Resolved from the command's own `--regions` (deploy, join, resume).
+    #[arg(skip)]
+    pub regions: Option<String>,
+    /// Resolved from the command's own `--controller`.
+    #[arg(skip)]
+    pub controller: Option<String>,
     /// Resolved from the command's own `--notify` and `--notify-timeout`.
     #[arg(skip)]
     pub notify: Vec<crate::notify::Notifier>,
+}
+
+impl GlobalOptions {
+    /// This controller's name when the run is split by region (`--regions`):
+    /// `--controller`, else MACHINE:PID; `None` for a run with one controller.
+    pub fn controller_name(&self) -> Option<String> {
+        self.regions.as_ref()?;
+        Some(
+            self.controller
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", crate::state::hostname(), std::process::id())),
+        )
+    }
 }
 
 /// What a command that runs a plan (deploy, resume, rollback) also takes.
@@ -88,6 +107,15 @@ pub struct RunOptions {
     /// `notify:`. A notifier never slows the run: it is killed after --notify-timeout.
     #[arg(long, value_name = "CMD")]
     pub notify: Vec<String>,
+    /// With --state postgres://…: work on these regions only (globs, `!` excludes,
+    /// `,` between several, e.g. 'cn-*' or '!cn-*'); other controllers work on the rest
+    /// of the run (`pony join RUN --regions …`), and waves wait for every region.
+    #[arg(long, env = "PONY_REGIONS", value_name = "GLOBS")]
+    pub regions: Option<String>,
+    /// This controller's name in the journal and `pony status` when the run is split by
+    /// region (default: MACHINE:PID).
+    #[arg(long, env = "PONY_CONTROLLER", value_name = "NAME")]
+    pub controller: Option<String>,
     /// How long one call of a --notify command may take before it is killed.
     #[arg(long, env = "PONY_NOTIFY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub notify_timeout: std::time::Duration,
@@ -244,6 +272,23 @@ pub enum Command {
         /// run again and the rollout goes on only once they succeed.
         #[arg(long)]
         skip_failed_wave: bool,
+        #[command(flatten)]
+        run_options: RunOptions,
+    },
+    /// Work on more regions of a run split between controllers (needs --state
+    /// postgres://… and --regions): this controller takes the regions' leases and runs
+    /// their tasks; waves wait for every controller.
+    Join {
+        /// The run id, or a unique prefix of one (see `pony history`).
+        run: String,
+        /// Pre-approve the `approve:` gate of this wave.
+        #[arg(long, value_name = "WAVE")]
+        approve: Vec<String>,
+        /// Values of the run's `--secret-var`s (they are never stored).
+        #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        secret_vars: Vec<(String, String)>,
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        accept_new_host_keys: bool,
         #[command(flatten)]
         run_options: RunOptions,
     },

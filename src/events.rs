@@ -258,6 +258,9 @@ pub enum Event {
 pub struct Envelope<'a> {
     pub schema: u32,
     pub time: String,
+    /// The controller that emitted it, in a run split by region (`--regions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<&'a str>,
     #[serde(flatten)]
     pub event: &'a Event,
 }

@@ -85,6 +85,7 @@ impl Reporter for NotifyReporter {
         let envelope = Envelope {
             schema: SCHEMA_VERSION,
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            controller: None,
             event,
         };
         let Ok(json) = serde_json::to_string(&envelope) else {

@@ -61,6 +61,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
             skip_failed_wave: None,
             command: "deploy",
             rollback_tasks: 0,
+            journal_seen: 0,
         },
     )
 }

@@ -21,6 +21,8 @@ struct Reopened {
     plan: Plan,
     run_dir: RunDir,
     replay: Replay,
+    /// The database's last journal `seq` of the run before it was read (0 locally).
+    journal_seen: i64,
 }
 
 /// Finds the run (an id or a unique prefix of one), rebuilds the plan it used from its
@@ -39,6 +41,12 @@ fn reopen(
             _ => "list runs with `pony history` (and pass the same --state-dir or --state)",
         };
         Diagnostic::new(&runs_dir.join(run), e.to_string()).hint(hint)
+    })?;
+    let journal_seen = store.last_seq(&id).map_err(|e| {
+        Diagnostics::from(Diagnostic::new(
+            &runs_dir.join(&id),
+            format!("cannot read run {id} from the state database: {e:#}"),
+        ))
     })?;
     let opened = store.open_run(&id).map_err(|e| {
         Diagnostics::from(Diagnostic::new(
@@ -94,6 +102,7 @@ fn reopen(
         plan,
         run_dir,
         replay: Replay::from_records(&records),
+        journal_seen,
     })
 }
 
@@ -137,6 +146,36 @@ pub fn resume(
             skip_failed_wave,
             command: "resume",
             rollback_tasks: 0,
+            journal_seen: reopened.journal_seen,
+        },
+    )
+}
+
+/// `pony join RUN --regions …`: another controller takes regions of a split run.
+pub fn join(
+    global: &GlobalOptions,
+    run: &str,
+    approve: &[String],
+    secret_vars: &[(String, String)],
+    accept: bool,
+) -> anyhow::Result<Exit> {
+    let reopened = reopen(global, run, secret_vars)?;
+    check_approvals(&reopened.plan, approve)?;
+    let redactor = redactor(&reopened.plan, secret_vars);
+    launch(
+        global,
+        Launch {
+            plan: reopened.plan,
+            run: RunFolder::Existing(reopened.run_dir),
+            redactor,
+            approvals: approve.to_vec(),
+            accept_new_host_keys: accept,
+            replay: Some(reopened.replay),
+            mode: Mode::Deploy,
+            skip_failed_wave: None,
+            command: "join",
+            rollback_tasks: 0,
+            journal_seen: reopened.journal_seen,
         },
     )
 }
@@ -149,6 +188,16 @@ pub fn rollback(
     yes: bool,
     accept: bool,
 ) -> anyhow::Result<Exit> {
+    if global.regions.is_some() {
+        return Err(Diagnostics::from(
+            Diagnostic::new(
+                Path::new("--regions"),
+                "pony rollback works on the whole run, not on regions",
+            )
+            .hint("leave --regions out (use --limit 'REGION' to roll back only some hosts)"),
+        )
+        .into());
+    }
     let reopened = reopen(global, run, secret_vars)?;
     let plan = &reopened.plan;
     let limited = crate::inventory::pattern::select(&plan.inventory, limit)
@@ -182,6 +231,7 @@ pub fn rollback(
             skip_failed_wave: None,
             command: "rollback",
             rollback_tasks: due.tasks,
+            journal_seen: reopened.journal_seen,
         },
     )
 }

@@ -34,6 +34,9 @@ pub struct Launch {
     pub command: &'static str,
     /// `rollback`: how many tasks it will undo (what its header counts).
     pub rollback_tasks: usize,
+    /// The state database's last journal `seq` of the run before it was read (0 for a
+    /// new run): a run split by region reads other controllers' results after it.
+    pub journal_seen: i64,
 }
 
 /// A new run's folder is created only once the lock is held.
@@ -55,10 +58,39 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
     };
     let store = Store::from_options(global)?;
     let lease_lost = LeaseLost::default();
-    let held = store.acquire(&inventory, &run_id, resuming, lease_lost.clone())?;
+    let regions = match &global.regions {
+        Some(globs) => Some(crate::exec::regions::select(&launch.plan, globs)?),
+        None if launch.command == "join" => {
+            return Err(crate::diag::Diagnostics::from(
+                crate::diag::Diagnostic::new(
+                    std::path::Path::new("--regions"),
+                    "pony join needs the regions this controller takes",
+                )
+                .hint("give --regions GLOBS, e.g. --regions '!cn-*'"),
+            )
+            .into())
+        }
+        None => None,
+    };
+    let controller = global.controller_name().unwrap_or_default();
+    let held = match &regions {
+        Some(regions) => store.acquire_regions(
+            &inventory,
+            &run_id,
+            regions,
+            &controller,
+            !resuming,
+            lease_lost.clone(),
+        )?,
+        None => store.acquire(&inventory, &run_id, resuming, lease_lost.clone())?,
+    };
     if let RunFolder::Existing(dir) = &launch.run {
         // The run was read before its lease was ours: it must not have moved on since.
-        store.check_current(dir)?;
+        // (Split by region, the other controllers go on writing: what they finish is
+        // read from the shared journal as it comes.)
+        if regions.is_none() {
+            store.check_current(dir)?;
+        }
     }
     let run_dir = match &launch.run {
         RunFolder::New {
@@ -92,7 +124,19 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     let journal = store.journal(&run_dir.journal_path(), &run_id, &held, lease_lost.clone())?;
-    let exit = runtime.block_on(execute(global, launch, run_dir, journal, lease_lost));
+    let split = match (&store, &regions) {
+        (Store::Postgres { db, .. }, Some(regions)) => {
+            Some(Arc::new(crate::exec::regions::Split::start(
+                &launch.plan,
+                regions,
+                (**db).clone(),
+                run_id.clone(),
+                launch.journal_seen,
+            )?))
+        }
+        _ => None,
+    };
+    let exit = runtime.block_on(execute(global, launch, run_dir, journal, lease_lost, split));
     // Everything the run does has been awaited; a terminal question still open (its gate
     // was approved from another shell) must not hold the process.
     runtime.shutdown_background();
@@ -115,6 +159,7 @@ async fn execute(
     run_dir: RunDir,
     journal: Journal,
     lease_lost: LeaseLost,
+    split: Option<Arc<crate::exec::regions::Split>>,
 ) -> anyhow::Result<Exit> {
     let plan = Arc::new(launch.plan);
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -219,6 +264,7 @@ async fn execute(
             .rollback_pace
             .map(Into::into)
             .unwrap_or(plan.playbook.strategy.rollback_pace),
+        split,
     };
     let report = exec::run(plan.clone(), pool, options, sink).await;
     // Commands sent from now on find no run.

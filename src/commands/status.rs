@@ -36,7 +36,8 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
     };
     let detail = store.read(&id);
     let plan = runs::snapshot_plan(&detail.summary.path).map_err(|e| e.to_string());
-    let report = Report::new(&detail, plan.as_ref().map_err(String::as_str));
+    let mut report = Report::new(&detail, plan.as_ref().map_err(String::as_str));
+    report.controllers = store.controller_parts(&id, plan.as_ref().ok());
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => {
@@ -69,6 +70,9 @@ pub struct Report<'a> {
     pub waiting: Option<Waiting>,
     /// Commands from other shells (`pony pause|continue|abort|approve`), oldest first.
     pub controls: &'a [runs::ControlRecord],
+    /// A run split by region (`--regions`): each controller's regions, tasks and lease.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<crate::state::pg::regions::ControllerPart>,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,6 +184,7 @@ impl<'a> Report<'a> {
                 .map(|(wave, reason)| StoppedWave { wave, reason }),
             waiting: waiting(detail, plan.ok()),
             controls: &detail.controls,
+            controllers: Vec::new(),
         }
     }
 
@@ -235,6 +240,9 @@ impl<'a> Report<'a> {
                 runs::format_time(&paused.time),
                 run.run_id
             ));
+        }
+        if !self.controllers.is_empty() {
+            out.push_str(&controllers_table(&self.controllers));
         }
         if let Some(problem) = &run.journal_problem {
             out.push_str(&format!("note: {problem}\n"));
@@ -564,4 +572,24 @@ fn indent(text: &str) -> String {
         .map(|l| format!("    | {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The controllers of a run split by region: which regions each worked on, its tasks,
+/// and whether it still holds its lease.
+fn controllers_table(parts: &[crate::state::pg::regions::ControllerPart]) -> String {
+    let mut out =
+        String::from("\nCONTROLLER            REGIONS         STARTED  SUCCEEDED  FAILED  LEASE\n");
+    for part in parts {
+        out.push_str(&format!(
+            "{:<21} {:<15} {:>7}  {:>9}  {:>6}  {}\n",
+            part.controller,
+            part.regions.join(","),
+            part.started,
+            part.succeeded,
+            part.failed,
+            part.lease
+        ));
+    }
+    out.push('\n');
+    out
 }

@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod outcome;
 pub mod policy;
 pub mod probe;
+pub mod regions;
 pub mod rollback;
 pub mod scheduler;
 pub mod task;
@@ -63,6 +64,9 @@ pub struct ExecOptions {
     /// How many hosts of a cluster roll back at once (the playbook's, or the command
     /// line's `--rollback-pace`).
     pub rollback_pace: crate::playbook::RollbackPace,
+    /// This controller's regions when the run is split between controllers
+    /// (`--regions`): the other regions' tasks are awaited from the shared journal.
+    pub split: Option<std::sync::Arc<regions::Split>>,
 }
 
 /// What the executor does with the plan.

@@ -99,6 +99,7 @@ fn start_with(
         clock: crate::exec::clock::Clock::starting_at(clock()),
         skip_failed_wave: None,
         rollback_pace: plan.playbook.strategy.rollback_pace,
+        split: None,
     };
     let report = tokio::spawn(super::run(plan.clone(), pool, options, sink));
     Run {

@@ -75,7 +75,9 @@ pub fn for_run(global: &GlobalOptions) -> Vec<Box<dyn Reporter>> {
     let color = color_enabled(global.color, std::io::stdout().is_terminal());
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     match mode {
-        Mode::Json => reporters.push(Box::new(json::JsonReporter)),
+        Mode::Json => reporters.push(Box::new(json::JsonReporter {
+            controller: global.controller_name(),
+        })),
         Mode::Bars => reporters.push(Box::new(terminal::TerminalReporter::new(Palette::new(
             color,
         )))),

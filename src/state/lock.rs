@@ -44,6 +44,9 @@ pub enum LockError {
     /// A lease in the state database whose holder stopped renewing it (`--state postgres://…`).
     #[error("inventory `{}` has an expired lease: {} stopped renewing it (expired {})\n  hint: check it with `pony status {}`, resume it from any machine with `pony resume {}`, or break the lease with `pony unlock {}`", .0.inventory, .0.describe(), .1, .0.run_id, .0.run_id, .0.inventory)]
     Expired(Box<LockInfo>, String),
+    /// A region of a run split between controllers is held by a live controller.
+    #[error("{0}")]
+    RegionHeld(String),
     /// The state database could not be asked.
     #[error("{0}")]
     Database(String),

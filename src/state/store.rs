@@ -10,7 +10,9 @@
 use super::journal::{Journal, Mirror};
 use super::lock::{self, InventoryLock, LockError, LockInfo};
 use super::pg::lease::{self, Lease, LeaseLost};
-use super::pg::{sink::PgSink, PgStore};
+use super::pg::regions::RegionLease;
+use super::pg::sink::{Fence, PgSink};
+use super::pg::PgStore;
 use super::runs::{self, ResolveError, RunDetail, RunState};
 use crate::cli::GlobalOptions;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ pub enum Store {
 pub enum Held {
     File(InventoryLock),
     Lease(Box<Lease>),
+    /// This controller's regions of a run split between controllers (`--regions`).
+    Regions(Box<RegionLease>),
 }
 
 impl Held {
@@ -36,6 +40,9 @@ impl Held {
         match self {
             Held::File(lock) => lock.keep_for_approval(),
             Held::Lease(lease) => lease.keep_for_approval(),
+            // The run's inventory lease lives on with the other controllers' regions;
+            // this controller's regions are left to expire, for `resume --regions`.
+            Held::Regions(regions) => regions.keep(),
         }
     }
 }
@@ -134,8 +141,14 @@ impl Store {
                     }
                 }
                 let mut detail = runs::fold_records(id, folder, &records, problem);
-                if detail.summary.state != RunState::Finished
-                    && detail.summary.state != RunState::Unknown
+                // A run split between controllers has one `run_finished` per controller:
+                // it is running while any of its region leases lives.
+                let split_running = super::pg::regions::read(db, id)
+                    .map(|rows| rows.iter().any(|r| r.live))
+                    .unwrap_or(false);
+                if split_running
+                    || (detail.summary.state != RunState::Finished
+                        && detail.summary.state != RunState::Unknown)
                 {
                     let running = lease::holds_run(db, id).unwrap_or(false);
                     detail.summary.state = if running {
@@ -161,6 +174,14 @@ impl Store {
         Ok(super::run_dir::RunDir::open(self.local_dir(), id))
     }
 
+    /// The database's last journal `seq` of a run (0 with a local folder or none).
+    pub fn last_seq(&self, id: &str) -> anyhow::Result<i64> {
+        match self {
+            Store::Local(_) => Ok(0),
+            Store::Postgres { db, .. } => Ok(db.last_seq(id)?),
+        }
+    }
+
     /// Takes the inventory for a run (see [`lock::acquire`], [`lease::acquire`]).
     pub fn acquire(
         &self,
@@ -174,6 +195,53 @@ impl Store {
             Store::Postgres { db, .. } => lease::acquire(db, inventory, run_id, resuming, lost)
                 .map(|lease| Held::Lease(Box::new(lease))),
         }
+    }
+
+    /// Takes `regions` of run `run_id` for `controller` (`--regions`); only with a
+    /// database. A new run also takes the inventory's lease for the run.
+    pub fn acquire_regions(
+        &self,
+        inventory: &str,
+        run_id: &str,
+        regions: &[String],
+        controller: &str,
+        new_run: bool,
+        lost: LeaseLost,
+    ) -> Result<Held, LockError> {
+        match self {
+            Store::Local(_) => Err(LockError::Database(
+                "--regions needs --state postgres://…: controllers share a run through the database".into(),
+            )),
+            Store::Postgres { db, .. } => super::pg::regions::acquire(
+                db, inventory, run_id, regions, controller, new_run, lost,
+            )
+            .map(|lease| Held::Regions(Box::new(lease))),
+        }
+    }
+
+    /// Each controller's part of a run split by region (empty otherwise, and always
+    /// with a local folder).
+    pub fn controller_parts(
+        &self,
+        id: &str,
+        plan: Option<&crate::plan::Plan>,
+    ) -> Vec<super::pg::regions::ControllerPart> {
+        let Store::Postgres { db, .. } = self else {
+            return Vec::new();
+        };
+        let region_of = |label: &str| {
+            let plan = plan?;
+            let host = label.rsplit_once('@')?.1;
+            let spec = plan.inventory.hosts.iter().find(|h| h.name == host)?;
+            Some((
+                spec.region,
+                plan.inventory.regions[spec.region].name.clone(),
+            ))
+        };
+        super::pg::regions::parts(db, id, region_of).unwrap_or_else(|e| {
+            tracing::warn!("cannot read the run's controllers: {e}");
+            Vec::new()
+        })
     }
 
     /// Breaks the inventory's lock or lease; returns who held it.
@@ -213,6 +281,18 @@ impl Store {
                 run_id.to_string(),
                 lease.info.inventory.clone(),
                 lease.holder.clone(),
+                Fence::Inventory,
+                lost,
+            ))),
+            (Store::Postgres { db, .. }, Held::Regions(lease)) => Some(Box::new(PgSink::new(
+                (**db).clone(),
+                run_id.to_string(),
+                lease.inventory.clone(),
+                lease.holder.clone(),
+                Fence::Regions {
+                    count: lease.regions.len(),
+                    controller: lease.controller.clone(),
+                },
                 lost,
             ))),
             _ => None,

@@ -142,6 +142,10 @@ struct Scheduler {
     stopped_wave: Option<String>,
     /// Running tasks; each comes back with its run and the text for its host's log.
     running: JoinSet<(NodeId, TaskRun, String)>,
+    /// Other controllers' tasks (`--regions`) whose results are awaited from the shared
+    /// journal. A stopped run does not wait for them: tasks their owner cancelled
+    /// leave no record.
+    remote: JoinSet<(NodeId, TaskRun, String)>,
     /// Finished tasks whose record is being synced; their dependents wait for it.
     syncing: JoinSet<(NodeId, bool)>,
     timers: JoinSet<Timer>,
@@ -222,6 +226,7 @@ pub async fn run(
         max_failures_run,
         stopped_wave: None,
         running: JoinSet::new(),
+        remote: JoinSet::new(),
         syncing: JoinSet::new(),
         timers: JoinSet::new(),
         rollbacks: Vec::new(),
@@ -240,13 +245,40 @@ pub async fn run(
 impl Scheduler {
     /// The one place events leave the run: secrets are redacted here, once.
     fn emit(&self, event: Event) {
+        if self.concerns_remote(&event) {
+            return;
+        }
         self.sink.emit(event.redacted(&self.options.redactor));
     }
 
     /// Emits a fact that must be on disk before the run goes past it.
     fn emit_durable(&self, event: Event) -> impl Future<Output = ()> {
-        self.sink
-            .emit_durable(event.redacted(&self.options.redactor))
+        let durable = (!self.concerns_remote(&event)).then(|| {
+            self.sink
+                .emit_durable(event.redacted(&self.options.redactor))
+        });
+        async move {
+            if let Some(durable) = durable {
+                durable.await;
+            }
+        }
+    }
+
+    /// An event about another controller's region (`--regions`): its owner emits it.
+    fn concerns_remote(&self, event: &Event) -> bool {
+        self.options
+            .split
+            .as_ref()
+            .is_some_and(|split| split.concerns_remote(event))
+    }
+
+    /// A host of another controller's region: its tasks are awaited, never started.
+    fn is_remote(&self, host: HostId) -> bool {
+        let region = self.plan.inventory.hosts[host].region;
+        self.options
+            .split
+            .as_ref()
+            .is_some_and(|split| !split.is_local(region))
     }
 
     fn task_ref(&self, node: NodeId) -> TaskRef {
@@ -296,6 +328,7 @@ impl Scheduler {
                 && self.syncing.is_empty()
                 && self.timers.is_empty()
                 && self.rollback_runs.is_empty()
+                && (self.remote.is_empty() || self.stopped())
                 && !self.waits_for_continue()
             {
                 if self.stop == Stop::No && self.break_stall() {
@@ -308,6 +341,7 @@ impl Scheduler {
                     Ok((node, run, log)) => self.finished(node, run, log),
                     Err(e) => tracing::error!("task panicked or was aborted: {e}"),
                 },
+                Some(Ok((node, run, log))) = self.remote.join_next() => self.finished(node, run, log),
                 Some(Ok((node, ok))) = self.syncing.join_next() => self.release(node, ok),
                 // An aborted timer (an interrupt ends every wait) completes this select
                 // like any other: a pattern that did not match would leave it waiting on
@@ -367,6 +401,11 @@ impl Scheduler {
 
     fn admit(&mut self, node: NodeId, task: Task) {
         let host = task.host;
+        // Its own controller admits it (slots, windows, pauses); here it is only awaited.
+        if self.is_remote(host) {
+            self.spawn(node);
+            return;
+        }
         let cluster = self.plan.inventory.hosts[host].cluster;
         let active = self.hosts[host].phase == Phase::Active;
         let starts_host = task.per != Per::Host || !active;
@@ -529,6 +568,17 @@ impl Scheduler {
         let label = task_ref.label.clone();
         // The start is on disk before the command starts.
         let durable = self.emit_durable(Event::TaskStarted { task: task_ref });
+        if let Some(split) = self
+            .options
+            .split
+            .as_ref()
+            .filter(|_| self.is_remote(task.host))
+        {
+            let result = split.outcome(node.index());
+            self.remote
+                .spawn(async move { (node, result.await, String::new()) });
+            return;
+        }
         let pool = self.pool.clone();
         let work = task::Work {
             node: node.index(),

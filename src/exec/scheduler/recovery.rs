@@ -166,6 +166,7 @@ impl Scheduler {
                 let host = &self.hosts[h];
                 scope.covers(&plan, h)
                     && host.touched
+                    && !self.is_remote(h)
                     && !matches!(
                         host.phase,
                         Phase::RollingBack

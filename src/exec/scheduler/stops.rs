@@ -198,6 +198,7 @@ impl Scheduler {
             .map(NodeId::new)
             .collect();
         self.running.abort_all();
+        self.remote.abort_all();
         self.rollback_runs.abort_all();
         let mut synced = Vec::new();
         for node in running {

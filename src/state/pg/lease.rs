@@ -61,11 +61,21 @@ pub fn read(store: &PgStore, inventory: &str) -> Result<Option<LeaseRow>, PgErro
     Ok(row.as_ref().map(row_of))
 }
 
+/// The lease on an inventory inside a transaction that goes on to change it (locked).
+pub(crate) fn read_in(
+    tx: &mut postgres::Transaction<'_>,
+    inventory: &str,
+) -> Result<LeaseRow, postgres::Error> {
+    let row = tx.query_one(&format!("{SELECT_INFO} FOR UPDATE"), &[&inventory])?;
+    Ok(row_of(&row))
+}
+
 /// Whether a live lease (renewed in time, or kept for approval) holds `run_id`.
 pub fn holds_run(store: &PgStore, run_id: &str) -> Result<bool, PgError> {
     let row = store.with_reader("reading leases", |c| {
         c.query_one(
-            "SELECT count(*) FROM leases WHERE run_id = $1 AND expires > now()",
+            "SELECT (SELECT count(*) FROM leases WHERE run_id = $1 AND expires > now())
+                  + (SELECT count(*) FROM region_leases WHERE run_id = $1 AND expires > now())",
             &[&run_id],
         )
     })?;
@@ -84,7 +94,7 @@ pub struct Lease {
 }
 
 /// A token no other controller has: machine, pid and the time it was made.
-fn new_holder() -> String {
+pub(crate) fn new_holder() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -12,6 +12,7 @@
 //! journal's writer is, and the commands read before the run's runtime starts.
 
 pub mod lease;
+pub mod regions;
 pub mod sink;
 
 use super::journal::Record;
@@ -22,11 +23,18 @@ use std::time::Duration;
 
 /// The migrations, in order; each runs once per installation, in one transaction with
 /// the version it brings. Never edit one that shipped: add the next.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "runs, journal and leases",
-    include_str!("migrations/0001_runs_journal_leases.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "runs, journal and leases",
+        include_str!("migrations/0001_runs_journal_leases.sql"),
+    ),
+    (
+        2,
+        "region leases and the journal's controller",
+        include_str!("migrations/0002_region_leases.sql"),
+    ),
+];
 
 /// Serializes migrations between controllers starting at once (an arbitrary constant).
 const MIGRATION_LOCK: i64 = 0x706f_6e79_0001;
@@ -336,6 +344,18 @@ impl PgStore {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         }
         Ok(true)
+    }
+
+    /// The last journal `seq` of a run (0 without records).
+    pub fn last_seq(&self, id: &str) -> Result<i64, PgError> {
+        Ok(self
+            .with_reader("reading the journal's end", |c| {
+                c.query_one(
+                    "SELECT coalesce(max(seq), 0) FROM journal WHERE run_id = $1",
+                    &[&id],
+                )
+            })?
+            .get(0))
     }
 
     /// How many journal records a run has (to notice a run that moved on meanwhile).

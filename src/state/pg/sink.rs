@@ -8,9 +8,18 @@
 //! write into the run another controller continues.
 
 use super::lease::{self, LeaseLost};
+use super::regions;
 use super::PgStore;
 use crate::state::journal::Mirror;
 use postgres::Client;
+
+/// What a batch's transaction renews, and is refused without.
+pub enum Fence {
+    /// The inventory's lease (one controller per run).
+    Inventory,
+    /// This controller's region leases (`--regions`): it holds this many.
+    Regions { count: usize, controller: String },
+}
 
 /// Writes one run's records; owned by the journal writer thread.
 pub struct PgSink {
@@ -19,6 +28,7 @@ pub struct PgSink {
     run_id: String,
     inventory: String,
     holder: String,
+    fence: Fence,
     lost: LeaseLost,
     /// Set once the lease is gone: nothing more is written.
     fenced: bool,
@@ -37,6 +47,7 @@ impl PgSink {
         run_id: String,
         inventory: String,
         holder: String,
+        fence: Fence,
         lost: LeaseLost,
     ) -> PgSink {
         PgSink {
@@ -45,6 +56,7 @@ impl PgSink {
             run_id,
             inventory,
             holder,
+            fence,
             lost,
             fenced: false,
             unsent: Vec::new(),
@@ -58,21 +70,42 @@ impl PgSink {
         }
         let client = self.client.as_mut().expect("connected above");
         let mut tx = client.transaction().map_err(|e| e.to_string())?;
-        if !lease::renew(
-            &mut tx,
-            &self.inventory,
-            &self.holder,
-            self.store.lease.as_secs_f64(),
-        )
-        .map_err(|e| e.to_string())?
-        {
+        let seconds = self.store.lease.as_secs_f64();
+        let (renewed, controller) = match &self.fence {
+            Fence::Inventory => (
+                lease::renew(&mut tx, &self.inventory, &self.holder, seconds),
+                None,
+            ),
+            Fence::Regions { count, controller } => (
+                regions::renew(
+                    &mut tx,
+                    &self.run_id,
+                    &self.inventory,
+                    &self.holder,
+                    *count,
+                    seconds,
+                ),
+                Some(controller.as_str()),
+            ),
+        };
+        if !renewed.map_err(|e| e.to_string())? {
             return Ok(false);
         }
+        if controller.is_some() {
+            // Several controllers write this run: one batch at a time, so that rows
+            // become visible in `seq` order and the others' readers, which go on from
+            // the last `seq` they read, never skip one committed late.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('pony-journal:' || $1))",
+                &[&self.run_id],
+            )
+            .map_err(|e| e.to_string())?;
+        }
         tx.execute(
-            "INSERT INTO journal (run_id, record)
-             SELECT $1, line::jsonb FROM unnest($2::text[]) WITH ORDINALITY AS batch(line, n)
+            "INSERT INTO journal (run_id, record, controller)
+             SELECT $1, line::jsonb, $3 FROM unnest($2::text[]) WITH ORDINALITY AS batch(line, n)
              ORDER BY n",
-            &[&self.run_id, &lines],
+            &[&self.run_id, &lines, &controller],
         )
         .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
@@ -103,7 +136,7 @@ impl Mirror for PgSink {
                 self.fenced = true;
                 self.lost.notify_one();
                 Err(format!(
-                    "the lease on inventory `{}` is no longer this controller's (expired or taken over): no new task starts",
+                    "the lease on inventory `{}` (or on one of its regions) is no longer this controller's (expired or taken over): no new task starts",
                     self.inventory
                 ))
             }

@@ -1,0 +1,394 @@
+//! Region leases: several controllers sharing one run, each working on its own regions
+//! (`pony deploy --regions`, `pony join RUN --regions`, `pony resume RUN --regions`).
+//!
+//! A controller holds one row of `region_leases` per region it works on, renewed by its
+//! heartbeat and checked in every journal batch (fencing) exactly as the inventory lease
+//! is. The inventory's lease then belongs to the *run* (its holder is `run:<id>`): every
+//! controller of the run renews it with its own regions, so it lives while any region
+//! lease lives, and the last controller to leave releases it. A controller that dies loses
+//! only its region leases; once they expired, `pony resume RUN --regions …` on any machine
+//! takes them over with a new token, which fences the old holder off.
+
+use super::{PgError, PgStore};
+use crate::state::lock::LockError;
+use std::sync::mpsc;
+
+use super::lease::LeaseLost;
+
+/// The inventory lease's holder while a run is split by region.
+fn run_holder(run_id: &str) -> String {
+    format!("run:{run_id}")
+}
+
+/// The region leases this controller holds for one run.
+pub struct RegionLease {
+    store: PgStore,
+    pub run_id: String,
+    pub inventory: String,
+    pub regions: Vec<String>,
+    pub controller: String,
+    /// This controller's token in its rows; a takeover replaces it.
+    pub holder: String,
+    heartbeat: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    /// Left to expire rather than released when dropped.
+    keep: bool,
+}
+
+/// One region lease as read, for `pony status`.
+#[derive(Debug, Clone)]
+pub struct RegionRow {
+    pub region: String,
+    pub controller: String,
+    pub machine: String,
+    pub pid: i32,
+    pub live: bool,
+}
+
+fn db<'a>(store: &'a PgStore, what: &str) -> impl Fn(postgres::Error) -> LockError + 'a {
+    let what = what.to_string();
+    move |e| LockError::Database(store.query(&what, e).to_string())
+}
+
+/// Takes the leases of `regions` of run `run_id` for `controller`. A new run (`deploy`)
+/// also takes the inventory's lease for the run; joining or resuming needs the inventory
+/// free, or held by this run (live, or expired when every controller of it died).
+pub fn acquire(
+    store: &PgStore,
+    inventory: &str,
+    run_id: &str,
+    regions: &[String],
+    controller: &str,
+    new_run: bool,
+    lost: LeaseLost,
+) -> Result<RegionLease, LockError> {
+    let mut client = store
+        .connect()
+        .map_err(|e| LockError::Database(e.to_string()))?;
+    let holder = super::lease::new_holder();
+    let seconds = store.lease.as_secs_f64();
+    let pid = std::process::id() as i32;
+    let (machine, user) = (crate::state::hostname(), crate::state::current_user());
+    let q = db(store, "taking the region leases");
+    let mut tx = client.transaction().map_err(&q)?;
+    let run_token = run_holder(run_id);
+    let inserted = tx
+        .execute(
+            "INSERT INTO leases (inventory, run_id, holder, pid, machine, username, expires)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+             ON CONFLICT (inventory) DO NOTHING",
+            &[
+                &inventory, &run_id, &run_token, &pid, &machine, &user, &seconds,
+            ],
+        )
+        .map_err(&q)?;
+    if inserted == 0 {
+        let current = super::lease::read_in(&mut tx, inventory).map_err(&q)?;
+        // A run with one live controller (no --regions) is never split from outside:
+        // only a split run's lease, or one its controllers left, is taken.
+        let ours = !new_run
+            && current.info.run_id == run_id
+            && (current.holder() == run_token || !current.live || current.info.awaiting_approval);
+        if !ours {
+            return Err(if current.info.awaiting_approval {
+                LockError::Paused(Box::new(current.info))
+            } else if current.live {
+                LockError::Held(Box::new(current.info))
+            } else {
+                LockError::Expired(Box::new(current.info), current.expires)
+            });
+        }
+        tx.execute(
+            "UPDATE leases SET holder = $2, expires = greatest(expires, now() + make_interval(secs => $3)),
+                awaiting_approval = false
+             WHERE inventory = $1",
+            &[&inventory, &run_token, &seconds],
+        )
+        .map_err(&q)?;
+    }
+    for region in regions {
+        let taken = tx
+            .execute(
+                "INSERT INTO region_leases (run_id, region, holder, controller, pid, machine, expires)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+                 ON CONFLICT (run_id, region) DO UPDATE
+                   SET holder = excluded.holder, controller = excluded.controller,
+                       pid = excluded.pid, machine = excluded.machine,
+                       started = now(), expires = excluded.expires
+                   WHERE region_leases.expires <= now()",
+                &[&run_id, region, &holder, &controller, &pid, &machine, &seconds],
+            )
+            .map_err(&q)?;
+        if taken == 0 {
+            let row = tx
+                .query_one(
+                    "SELECT controller, machine, pid FROM region_leases WHERE run_id = $1 AND region = $2",
+                    &[&run_id, region],
+                )
+                .map_err(&q)?;
+            return Err(LockError::RegionHeld(format!(
+                "region `{region}` of run {run_id} is held by controller {} (pid {} on {})\n  hint: wait for it, or take it over with `pony resume {run_id} --regions {region}` once its lease expired",
+                row.get::<_, String>(0),
+                row.get::<_, i32>(2),
+                row.get::<_, String>(1),
+            )));
+        }
+    }
+    tx.commit().map_err(&q)?;
+    let heartbeat = spawn_heartbeat(
+        store.clone(),
+        run_id.to_string(),
+        inventory.to_string(),
+        holder.clone(),
+        regions.len(),
+        lost,
+    )
+    .map_err(|e| LockError::Database(format!("cannot start the lease heartbeat: {e}")))?;
+    Ok(RegionLease {
+        store: store.clone(),
+        run_id: run_id.to_string(),
+        inventory: inventory.to_string(),
+        regions: regions.to_vec(),
+        controller: controller.to_string(),
+        holder,
+        heartbeat: Some(heartbeat),
+        keep: false,
+    })
+}
+
+/// Renews this controller's region leases and, with them, the run's inventory lease;
+/// false when any of its regions is no longer its own or already expired.
+pub fn renew(
+    client: &mut impl postgres::GenericClient,
+    run_id: &str,
+    inventory: &str,
+    holder: &str,
+    regions: usize,
+    seconds: f64,
+) -> Result<bool, postgres::Error> {
+    let renewed = client.execute(
+        "UPDATE region_leases SET expires = now() + make_interval(secs => $3)
+         WHERE run_id = $1 AND holder = $2 AND expires > now()",
+        &[&run_id, &holder, &seconds],
+    )?;
+    if renewed as usize != regions {
+        return Ok(false);
+    }
+    client.execute(
+        "UPDATE leases SET expires = greatest(expires, now() + make_interval(secs => $3))
+         WHERE inventory = $1 AND run_id = $2",
+        &[&inventory, &run_id, &seconds],
+    )?;
+    Ok(true)
+}
+
+fn spawn_heartbeat(
+    store: PgStore,
+    run_id: String,
+    inventory: String,
+    holder: String,
+    regions: usize,
+    lost: LeaseLost,
+) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let every = store.lease / 3;
+    let handle = std::thread::Builder::new()
+        .name("pony-region-lease".into())
+        .spawn(move || {
+            let mut client = None;
+            loop {
+                match stopped.recv_timeout(every) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if client.is_none() {
+                    client = store
+                        .connect()
+                        .map_err(|e| tracing::warn!("region lease heartbeat: {e}"))
+                        .ok();
+                }
+                let Some(c) = client.as_mut() else { continue };
+                let seconds = store.lease.as_secs_f64();
+                match renew(c, &run_id, &inventory, &holder, regions, seconds) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(
+                            "lost a region lease of run {run_id} (expired or taken over): no new task starts"
+                        );
+                        lost.notify_one();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("region lease heartbeat: {e}; retrying");
+                        client = None;
+                    }
+                }
+            }
+        })?;
+    Ok((stop, handle))
+}
+
+impl RegionLease {
+    fn stop_heartbeat(&mut self) {
+        if let Some((stop, handle)) = self.heartbeat.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl RegionLease {
+    /// Stops renewing and leaves the regions' leases to expire (the run stopped at an
+    /// `approve:` gate): `pony resume RUN --regions …` takes them over.
+    pub fn keep(mut self) {
+        self.stop_heartbeat();
+        self.keep = true;
+    }
+}
+
+impl Drop for RegionLease {
+    /// Gives this controller's regions back; the last controller of the run also gives
+    /// the inventory back.
+    fn drop(&mut self) {
+        self.stop_heartbeat();
+        if self.keep {
+            return;
+        }
+        let released = self
+            .store
+            .connect()
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                c.execute(
+                    "DELETE FROM region_leases WHERE run_id = $1 AND holder = $2",
+                    &[&self.run_id, &self.holder],
+                )
+                .and_then(|_| {
+                    c.execute(
+                        "DELETE FROM leases WHERE inventory = $1 AND run_id = $2
+                           AND NOT EXISTS (SELECT 1 FROM region_leases
+                                           WHERE run_id = $2 AND expires > now())",
+                        &[&self.inventory, &self.run_id],
+                    )
+                })
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = released {
+            tracing::warn!("could not release the region leases (they expire by themselves): {e}");
+        }
+    }
+}
+
+/// The region leases of a run (live or expired), by region.
+pub fn read(store: &PgStore, run_id: &str) -> Result<Vec<RegionRow>, PgError> {
+    let rows = store.with_reader("reading region leases", |c| {
+        c.query(
+            "SELECT region, controller, machine, pid, expires > now()
+             FROM region_leases WHERE run_id = $1 ORDER BY region",
+            &[&run_id],
+        )
+    })?;
+    Ok(rows
+        .iter()
+        .map(|r| RegionRow {
+            region: r.get(0),
+            controller: r.get(1),
+            machine: r.get(2),
+            pid: r.get(3),
+            live: r.get(4),
+        })
+        .collect())
+}
+
+/// Every journal row's controller with its record's type, task node and region, in
+/// order (what `pony status` groups by controller).
+pub fn controllers_of(store: &PgStore, run_id: &str) -> Result<Vec<(String, String)>, PgError> {
+    let rows = store.with_reader("reading the journal's controllers", |c| {
+        c.query(
+            "SELECT DISTINCT ON (controller) controller, record->>'type'
+             FROM journal WHERE run_id = $1 AND controller IS NOT NULL
+             ORDER BY controller, seq",
+            &[&run_id],
+        )
+    })?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// One controller's part of a split run, as `pony status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ControllerPart {
+    pub controller: String,
+    /// The regions whose tasks it journaled, in inventory order.
+    pub regions: Vec<String>,
+    pub started: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// `live` while it holds a region lease, `expired` when its lease ran out (it died or
+    /// was cut off: `pony resume RUN --regions …` takes its regions over), `left` once it
+    /// gave its regions back.
+    pub lease: &'static str,
+}
+
+/// Each controller's part of a split run, in the order they first wrote; empty for a
+/// run with one controller. `region_of` names the region of a task label's host.
+pub fn parts(
+    store: &PgStore,
+    run_id: &str,
+    region_of: impl Fn(&str) -> Option<(usize, String)>,
+) -> Result<Vec<ControllerPart>, PgError> {
+    let rows = store.with_reader("reading the journal's controllers", |c| {
+        c.query(
+            "SELECT controller, record->>'type', record->>'state', record->>'label'
+             FROM journal WHERE run_id = $1 AND controller IS NOT NULL
+               AND record->>'type' IN ('task_started', 'task_finished')
+             ORDER BY seq",
+            &[&run_id],
+        )
+    })?;
+    let leases = read(store, run_id)?;
+    let mut parts: Vec<(ControllerPart, Vec<(usize, String)>)> = Vec::new();
+    for row in &rows {
+        let controller: String = row.get(0);
+        let at = match parts.iter().position(|p| p.0.controller == controller) {
+            Some(at) => at,
+            None => {
+                let lease = match leases.iter().find(|l| l.controller == controller) {
+                    Some(l) if l.live => "live",
+                    Some(_) => "expired",
+                    None => "left",
+                };
+                parts.push((
+                    ControllerPart {
+                        controller,
+                        regions: Vec::new(),
+                        started: 0,
+                        succeeded: 0,
+                        failed: 0,
+                        lease,
+                    },
+                    Vec::new(),
+                ));
+                parts.len() - 1
+            }
+        };
+        let (part, regions) = &mut parts[at];
+        match (row.get::<_, Option<&str>>(1), row.get::<_, Option<&str>>(2)) {
+            (Some("task_started"), _) => part.started += 1,
+            (_, Some("succeeded" | "skipped")) => part.succeeded += 1,
+            (_, Some(_)) => part.failed += 1,
+            _ => {}
+        }
+        if let Some(region) = row.get::<_, Option<&str>>(3).and_then(&region_of) {
+            if !regions.contains(&region) {
+                regions.push(region);
+            }
+        }
+    }
+    Ok(parts
+        .into_iter()
+        .map(|(mut part, mut regions)| {
+            regions.sort();
+            part.regions = regions.into_iter().map(|(_, name)| name).collect();
+            part
+        })
+        .collect())
+}

@@ -1,0 +1,630 @@
+//! One run split between controller processes by region (`--state postgres://…
+//! --regions`), on the 12-host sshd lab (regions r1, r2, r3) and a real PostgreSQL
+//! started for each test: wave barriers hold across controllers (compared by journal
+//! order, no timing), a `per: run` step runs once and its capture reaches the other
+//! controller's hosts, a failure beyond budget under `rollback-all` rolls back the other
+//! controller's regions too, and a controller killed mid-run has its regions taken over
+//! by `pony resume RUN --regions …` from another state folder.
+
+mod support;
+
+use pony::lab::postgres::{Postgres, Sync};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use support::{lab, pony, text, wait_until, Lab};
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+fn server() -> Postgres {
+    Postgres::start(Sync::Fast).unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e:#}"))
+}
+
+/// pony with its own state folder, sharing the database `url`, leases of 2s.
+fn pony_db(state: &Path, url: &str, args: &[&str]) -> Command {
+    let mut command = pony(state, args);
+    command.env("PONY_STATE", url).env("PONY_LEASE", "2s");
+    command
+}
+
+fn db(url: &str) -> postgres::Client {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    client.batch_execute("SET search_path TO pony").unwrap();
+    client
+}
+
+fn spawn(mut command: Command) -> Child {
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The run the first controller created (fails with its output if it ended first).
+fn run_id(url: &str, first: &mut Child) -> String {
+    let mut id = None;
+    wait_until("the run to be stored", || {
+        if let Some(status) = first.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(first.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("the first controller ended ({status}) before storing its run: {err}");
+        }
+        id = db(url)
+            .query_opt("SELECT run_id FROM runs", &[])
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        id.is_some()
+    });
+    id.unwrap()
+}
+
+/// (seq, type, label, controller) of every task record of the run, in order.
+fn task_rows(url: &str, run: &str) -> Vec<(i64, String, String, Option<String>)> {
+    db(url)
+        .query(
+            "SELECT seq, record->>'type', record->>'label', controller FROM journal
+             WHERE run_id = $1 AND record->>'type' IN ('task_started', 'task_finished')
+             ORDER BY seq",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+fn region_of(label: &str) -> &str {
+    let host = label.split_once('@').map_or(label, |(_, h)| h);
+    &host[..2]
+}
+
+fn hosts_of(lab: &Lab, regions: &[&str]) -> Vec<String> {
+    lab.host_names()
+        .into_iter()
+        .filter(|h| regions.contains(&&h[..2]))
+        .collect()
+}
+
+fn deploy_args<'a>(lab: &'a Lab, playbook: &'a Path) -> Vec<&'a str> {
+    vec![
+        "deploy",
+        "-i",
+        lab.inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+        "--yes",
+    ]
+}
+
+#[test]
+fn waves_wait_for_every_controller_and_a_per_run_step_runs_once() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let shared = lab.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let gate = lab.path("gate-open");
+    // Wave `first` is r1 (controller A) and r2 (controller B, held until the test opens
+    // the gate); wave `second` is r3 (controller A): it must wait for B's r2.
+    let playbook = lab.playbook(&format!(
+        r#"
+name: split
+strategy:
+  max_unavailable: 100%
+  waves:
+    - {{ name: first, regions: [r1, r2] }}
+    - {{ name: second, regions: [r3] }}
+steps:
+  - {{ name: a, run: "touch {{{{ root }}}}/a-started; if [ {{{{ host.region }}}} = r2 ]; then while [ ! -e {gate} ]; do sleep 0.02; done; fi" }}
+  - {{ name: announce, per: run, run: "echo {{{{ host.name }}}} >> {shared}/run.log; echo token-{{{{ host.name }}}}", capture: token }}
+  - {{ name: b, needs: [a, announce], run: "echo {{{{ token }}}} > {{{{ root }}}}/token" }}
+"#,
+        gate = gate.display(),
+        shared = shared.display()
+    ));
+    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
+    let mut a = spawn(pony_db(&state_a, &url, &args));
+    let run = run_id(&url, &mut a);
+
+    // A finishes r1 alone; without B nothing of r2 ran, so wave `second` must not start.
+    let r1 = hosts_of(&lab, &["r1"]);
+    wait_until("A's hosts of wave first to finish", || {
+        r1.iter().all(|h| lab.root(h).join("token").exists())
+    });
+    let r3 = hosts_of(&lab, &["r3"]);
+    assert!(
+        r3.iter().all(|h| !lab.root(h).join("a-started").exists()),
+        "wave second started before r2 (B's part of wave first) ran"
+    );
+
+    let b = spawn(pony_db(
+        &state_b,
+        &url,
+        &[
+            "join",
+            &run,
+            "--regions",
+            "!r1,!r3",
+            "--controller",
+            "ctl-b",
+            "--output",
+            "json",
+        ],
+    ));
+    let r2 = hosts_of(&lab, &["r2"]);
+    wait_until("B's hosts to start", || {
+        r2.iter().all(|h| lab.root(h).join("a-started").exists())
+    });
+    // A region has one controller: a third one is refused (exit 4), naming the holder.
+    let third = pony_db(
+        &lab.path("state-c"),
+        &url,
+        &["join", &run, "--regions", "r2"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&third), 4, "{}", text(&third));
+    assert!(
+        String::from_utf8_lossy(&third.stderr).contains("region `r2` of run")
+            && String::from_utf8_lossy(&third.stderr).contains("held by controller ctl-b"),
+        "{}",
+        text(&third)
+    );
+    assert!(
+        r3.iter().all(|h| !lab.root(h).join("a-started").exists()),
+        "wave second started while B's part of wave first ran"
+    );
+    std::fs::write(&gate, "").unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(code(&a), 0, "A: {}", text(&a));
+    assert_eq!(code(&b), 0, "B: {}", text(&b));
+    // B's events carry its name, and only its own hosts' tasks are in them.
+    let events = support::json_lines(&String::from_utf8_lossy(&b.stdout));
+    assert!(
+        events.iter().all(|e| e["controller"] == "ctl-b"),
+        "{events:?}"
+    );
+    let task_hosts: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "task_finished")
+        .filter_map(|e| e["task"]["host"].as_str())
+        .collect();
+    assert_eq!(
+        task_hosts,
+        r2.iter().map(String::as_str).collect(),
+        "{events:?}"
+    );
+
+    // Every wave-second start comes after every wave-first end, across controllers.
+    let rows = task_rows(&url, &run);
+    let last_first_end = rows
+        .iter()
+        .filter(|r| r.1 == "task_finished" && ["r1", "r2"].contains(&region_of(&r.2)))
+        .map(|r| r.0)
+        .max()
+        .unwrap();
+    let second_starts: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.1 == "task_started" && region_of(&r.2) == "r3")
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(second_starts.len(), 4 * 2, "{rows:?}");
+    assert!(
+        second_starts.iter().all(|&s| s > last_first_end),
+        "{rows:?}"
+    );
+    // Each controller journaled its own regions' tasks, once.
+    for (_, _, label, controller) in &rows {
+        let expected = if region_of(label) == "r2" {
+            "ctl-b"
+        } else {
+            "ctl-a"
+        };
+        assert_eq!(controller.as_deref(), Some(expected), "{label}");
+    }
+    let finished = rows.iter().filter(|r| r.1 == "task_finished").count();
+    assert_eq!(finished, 12 * 2 + 1, "{rows:?}");
+
+    // `per: run` ran once, on A (its host is r1-c1-01), and B's hosts got its capture.
+    assert_eq!(
+        std::fs::read_to_string(shared.join("run.log")).unwrap(),
+        "r1-c1-01\n"
+    );
+    for host in lab.host_names() {
+        assert_eq!(
+            std::fs::read_to_string(lab.root(&host).join("token")).unwrap(),
+            "token-r1-c1-01\n",
+            "{host}"
+        );
+    }
+    // The last controller out released the inventory.
+    let leases: i64 = db(&url)
+        .query_one(
+            "SELECT (SELECT count(*) FROM leases) + (SELECT count(*) FROM region_leases)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leases, 0);
+}
+
+#[test]
+fn a_failure_beyond_budget_under_rollback_all_rolls_back_the_other_controllers_regions() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let gate = lab.path("gate-open");
+    // r1-c1-01 (controller A) fails once the test opens the gate, after every host of
+    // controller B staged.
+    std::fs::write(lab.root("r1-c1-01").join("fail-here"), "").unwrap();
+    let playbook = lab.playbook(&format!(
+        r#"
+name: all-or-nothing
+strategy:
+  max_unavailable: 100%
+  max_failures: 0
+  on_failure: rollback-all
+steps:
+  - {{ name: stage, run: "touch {{{{ root }}}}/staged", rollback: "rm -f {{{{ root }}}}/staged; touch {{{{ root }}}}/rolled-back" }}
+  - {{ name: check, needs: [stage], run: "if [ -e {{{{ root }}}}/fail-here ]; then while [ ! -e {gate} ]; do sleep 0.02; done; exit 1; fi" }}
+"#,
+        gate = gate.display()
+    ));
+    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "r1", "--controller", "ctl-a"]);
+    let mut a = spawn(pony_db(&state_a, &url, &args));
+    let run = run_id(&url, &mut a);
+    let b = spawn(pony_db(
+        &state_b,
+        &url,
+        &["join", &run, "--regions", "!r1", "--controller", "ctl-b"],
+    ));
+    let others = hosts_of(&lab, &["r2", "r3"]);
+    wait_until("B's hosts to stage", || {
+        others.iter().all(|h| lab.root(h).join("staged").exists())
+    });
+    std::fs::write(&gate, "").unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_ne!(code(&a), 0, "A: {}", text(&a));
+    assert_ne!(code(&b), 0, "B: {}", text(&b));
+
+    // Every host of both controllers was rolled back, each by its own controller.
+    for host in lab.host_names() {
+        let root = lab.root(&host);
+        assert!(
+            root.join("rolled-back").exists() && !root.join("staged").exists(),
+            "{host} was not rolled back\nA: {}\nB: {}",
+            text(&a),
+            text(&b)
+        );
+    }
+    let rollbacks: Vec<(String, Option<String>)> = db(&url)
+        .query(
+            "SELECT record->>'label', controller FROM journal
+             WHERE run_id = $1 AND record->>'type' = 'rollback_finished'",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rollbacks.len(), 12, "{rollbacks:?}");
+    for (label, controller) in &rollbacks {
+        let expected = if region_of(label) == "r1" {
+            "ctl-a"
+        } else {
+            "ctl-b"
+        };
+        assert_eq!(controller.as_deref(), Some(expected), "{label}");
+    }
+}
+
+#[test]
+fn a_killed_controllers_regions_are_taken_over_by_resume_with_regions() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let gate = lab.path("gate-open");
+    let playbook = lab.playbook(&format!(
+        r#"
+name: counted
+strategy: {{ max_unavailable: 100% }}
+steps:
+  - {{ name: one, run: "echo one >> {{{{ root }}}}/count-one" }}
+  - {{ name: slow, needs: [one], run: "echo slow >> {{{{ root }}}}/count-slow; touch {{{{ root }}}}/slow-started; if [ {{{{ host.region }}}} != r1 ]; then while [ ! -e {gate} ]; do sleep 0.02; done; fi" }}
+  - {{ name: three, needs: [slow], run: "echo three >> {{{{ root }}}}/count-three" }}
+"#,
+        gate = gate.display()
+    ));
+    let (state_a, state_b, state_c) = (
+        lab.path("state-a"),
+        lab.path("state-b"),
+        lab.path("state-c"),
+    );
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "r1", "--controller", "ctl-a"]);
+    let mut a = spawn(pony_db(&state_a, &url, &args));
+    let run = run_id(&url, &mut a);
+    let mut b = spawn(pony_db(
+        &state_b,
+        &url,
+        &["join", &run, "--regions", "!r1", "--controller", "ctl-b"],
+    ));
+    let others = hosts_of(&lab, &["r2", "r3"]);
+    wait_until("B's `slow` tasks to start", || {
+        others
+            .iter()
+            .all(|h| lab.root(h).join("slow-started").exists())
+    });
+    b.kill().unwrap(); // SIGKILL: B's region leases are left to expire
+    b.wait().unwrap();
+    std::fs::write(&gate, "").unwrap();
+
+    // `pony status` (from any state folder) shows the run per controller; once B's
+    // region leases expired, another machine takes its regions over.
+    let status_line = |controller: &str| {
+        let status = pony_db(&state_c, &url, &["status", &run]).output().unwrap();
+        assert_eq!(code(&status), 0, "{}", text(&status));
+        String::from_utf8_lossy(&status.stdout)
+            .lines()
+            .find(|l| l.starts_with(controller))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+    };
+    wait_until("B's region leases to expire", || {
+        let b = status_line("ctl-b").expect("ctl-b in status");
+        assert_eq!(b[1], "r2,r3", "{b:?}");
+        b.last().unwrap() == "expired"
+    });
+    assert_eq!(status_line("ctl-a").unwrap()[1], "r1");
+    let resumed = pony_db(
+        &state_c,
+        &url,
+        &[
+            "resume",
+            &run,
+            "--regions",
+            "r2,r3",
+            "--controller",
+            "ctl-c",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&resumed), 0, "C: {}", text(&resumed));
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(code(&a), 0, "A: {}", text(&a));
+
+    for host in lab.host_names() {
+        let count = |step: &str| {
+            std::fs::read_to_string(lab.root(&host).join(format!("count-{step}")))
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        // `one` had succeeded before the kill: never again; `slow` was running: again.
+        assert_eq!(count("one"), 1, "{host}");
+        assert_eq!(count("three"), 1, "{host}");
+        let slow = if host.starts_with("r1") { 1 } else { 2 };
+        assert_eq!(count("slow"), slow, "{host}");
+    }
+    // Nothing lost: B's records are in the journal, and every task finished once
+    // successfully, r2 and r3's last ones by C.
+    let rows = task_rows(&url, &run);
+    let by = |controller: &str| {
+        rows.iter()
+            .filter(|r| r.3.as_deref() == Some(controller))
+            .count()
+    };
+    assert!(by("ctl-b") >= 8 * 3, "{rows:?}");
+    assert!(by("ctl-c") > 0, "{rows:?}");
+    let succeeded: i64 = db(&url)
+        .query_one(
+            "SELECT count(DISTINCT record->>'label') FROM journal WHERE run_id = $1
+               AND record->>'type' = 'task_finished' AND record->>'state' = 'succeeded'",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(succeeded, 12 * 3);
+    let c = status_line("ctl-c").expect("ctl-c in status");
+    assert_eq!(
+        (c[1].as_str(), c.last().unwrap().as_str()),
+        ("r2,r3", "left")
+    );
+    let b = status_line("ctl-b").unwrap();
+    assert_eq!(b[1], "r2,r3");
+    let a = status_line("ctl-a").unwrap();
+    // A journaled its 4 hosts × 3 tasks, started and finished, none failed.
+    assert_eq!(a[1..5], ["r1", "12", "12", "0"], "{a:?}");
+}
+
+#[test]
+fn bad_regions_are_refused_before_anything_runs() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let playbook = lab
+        .playbook("name: touch\nsteps:\n  - { name: touch, run: \"touch {{ root }}/touched\" }\n");
+    let state = lab.path("state-x");
+    let untouched = |lab: &Lab| {
+        lab.host_names()
+            .iter()
+            .all(|h| !lab.root(h).join("touched").exists())
+    };
+    // No region matches: exit 2, naming the option, the inventory and its regions.
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "cn-*"]);
+    let none = pony_db(&state, &url, &args).output().unwrap();
+    assert_eq!(code(&none), 2, "{}", text(&none));
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        stderr.contains("--regions")
+            && stderr.contains("`cn-*` names no region of inventory `lab`")
+            && stderr.contains("regions are: r1, r2, r3"),
+        "{stderr}"
+    );
+    // Without a database there is nothing to share the run through: exit 2.
+    let mut local = deploy_args(&lab, &playbook);
+    local.extend(["--regions", "r1"]);
+    let no_db = pony(&state, &local).output().unwrap();
+    assert_eq!(code(&no_db), 2, "{}", text(&no_db));
+    assert!(
+        String::from_utf8_lossy(&no_db.stderr).contains("--regions needs --state postgres://"),
+        "{}",
+        text(&no_db)
+    );
+    assert!(untouched(&lab));
+    let runs: i64 = db(&url)
+        .query_one("SELECT count(*) FROM runs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 0, "a refused deploy stores no run");
+
+    // `pony join` without --regions: exit 2 with the fix. (The first controller takes
+    // every region, so its run ends without anyone joining.)
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "r*", "--controller", "ctl-a"]);
+    let first = pony_db(&state, &url, &args).output().unwrap();
+    assert_eq!(code(&first), 0, "{}", text(&first));
+    let run: String = db(&url)
+        .query_one("SELECT run_id FROM runs", &[])
+        .unwrap()
+        .get(0);
+    let join = pony_db(&lab.path("state-y"), &url, &["join", &run])
+        .output()
+        .unwrap();
+    assert_eq!(code(&join), 2, "{}", text(&join));
+    assert!(
+        String::from_utf8_lossy(&join.stderr).contains("give --regions GLOBS"),
+        "{}",
+        text(&join)
+    );
+    // A run with one live controller is not split from outside: joining it is refused.
+    let gate = lab.path("gate-open");
+    let held = lab.playbook(&format!(
+        "name: held\nsteps:\n  - {{ name: hold, run: \"touch {{{{ root }}}}/holding; while [ ! -e {} ]; do sleep 0.02; done\" }}\n",
+        gate.display()
+    ));
+    let single = spawn(pony_db(
+        &lab.path("state-z"),
+        &url,
+        &deploy_args(&lab, &held),
+    ));
+    let newest = |url: &str| -> String {
+        db(url)
+            .query_one("SELECT run_id FROM runs ORDER BY created DESC LIMIT 1", &[])
+            .unwrap()
+            .get(0)
+    };
+    wait_until("the single controller to start", || {
+        lab.host_names()
+            .iter()
+            .any(|h| lab.root(h).join("holding").exists())
+    });
+    let single_run = newest(&url);
+    assert_ne!(single_run, run);
+    let refused = pony_db(
+        &lab.path("state-y"),
+        &url,
+        &["join", &single_run, "--regions", "r2"],
+    )
+    .output()
+    .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let single = single.wait_with_output().unwrap();
+    assert_eq!(code(&refused), 4, "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is locked by run"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(
+        code(&single),
+        0,
+        "the single controller was not disturbed: {}",
+        text(&single)
+    );
+
+    // `pony rollback` works on the whole run.
+    let rollback = pony_db(
+        &lab.path("state-y"),
+        &url,
+        &["rollback", &run, "--regions", "r1", "--yes"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&rollback), 2, "{}", text(&rollback));
+    assert!(
+        String::from_utf8_lossy(&rollback.stderr).contains("not on regions"),
+        "{}",
+        text(&rollback)
+    );
+}
+
+#[test]
+fn a_wave_that_fails_on_one_controller_stops_the_next_wave_on_the_other() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    // B's host r2-c1-01 fails in wave `first`, beyond max_failures 0: wave `second` (r3,
+    // controller A) never starts, on either controller.
+    std::fs::write(lab.root("r2-c1-01").join("fail-here"), "").unwrap();
+    let playbook = lab.playbook(
+        r#"
+name: halting
+strategy:
+  max_unavailable: 100%
+  max_failures: 0
+  on_failure: halt
+  waves:
+    - { name: first, regions: [r1, r2] }
+    - { name: second, regions: [r3] }
+steps:
+  - { name: a, run: "touch {{ root }}/a-started; test ! -e {{ root }}/fail-here" }
+"#,
+    );
+    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
+    let mut a = spawn(pony_db(&state_a, &url, &args));
+    let run = run_id(&url, &mut a);
+    let b = spawn(pony_db(
+        &state_b,
+        &url,
+        &["join", &run, "--regions", "r2", "--controller", "ctl-b"],
+    ));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(code(&a), 3, "A: {}", text(&a));
+    assert_eq!(code(&b), 3, "B: {}", text(&b));
+    for host in hosts_of(&lab, &["r3"]) {
+        assert!(
+            !lab.root(&host).join("a-started").exists(),
+            "{host} of wave second started after wave first failed on the other controller"
+        );
+    }
+    let rows = task_rows(&url, &run);
+    assert!(rows.iter().all(|r| region_of(&r.2) != "r3"), "{rows:?}");
+    // Each controller journaled its end as halted (exit 3).
+    let mut ends: Vec<(Option<String>, String)> = db(&url)
+        .query(
+            "SELECT controller, record->>'exit_code' FROM journal
+             WHERE run_id = $1 AND record->>'type' = 'run_finished'",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    ends.sort();
+    assert_eq!(
+        ends,
+        [
+            (Some("ctl-a".to_string()), "3".to_string()),
+            (Some("ctl-b".to_string()), "3".to_string())
+        ]
+    );
+}
