@@ -299,20 +299,6 @@ pub fn read(store: &PgStore, run_id: &str) -> Result<Vec<RegionRow>, PgError> {
         .collect())
 }
 
-/// Every journal row's controller with its record's type, task node and region, in
-/// order (what `pony status` groups by controller).
-pub fn controllers_of(store: &PgStore, run_id: &str) -> Result<Vec<(String, String)>, PgError> {
-    let rows = store.with_reader("reading the journal's controllers", |c| {
-        c.query(
-            "SELECT DISTINCT ON (controller) controller, record->>'type'
-             FROM journal WHERE run_id = $1 AND controller IS NOT NULL
-             ORDER BY controller, seq",
-            &[&run_id],
-        )
-    })?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
 /// One controller's part of a split run, as `pony status` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ControllerPart {
