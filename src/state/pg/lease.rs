@@ -89,7 +89,7 @@ pub struct Lease {
     pub info: LockInfo,
     /// This controller's token in the row; a takeover replaces it.
     pub holder: String,
-    heartbeat: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    heartbeat: Option<Heartbeat>,
     keep: bool,
 }
 
@@ -167,8 +167,17 @@ pub fn acquire(
     let row = tx.query_one(SELECT_INFO, &[&inventory]).map_err(&q)?;
     tx.commit().map_err(&q)?;
     let info = row_of(&row).info;
-    let heartbeat = spawn_heartbeat(store.clone(), inventory.to_string(), holder.clone(), lost)
-        .map_err(|e| LockError::Database(format!("cannot start the lease heartbeat: {e}")))?;
+    let heartbeat = {
+        let (inventory, holder) = (inventory.to_string(), holder.clone());
+        Heartbeat::spawn(
+            store.clone(),
+            "lease",
+            format!("lost the lease on inventory `{inventory}` (expired, taken over or broken with `pony unlock`)"),
+            lost,
+            move |client, seconds| renew(client, &inventory, &holder, seconds),
+        )
+    }
+    .map_err(|e| LockError::Database(format!("cannot start the lease heartbeat: {e}")))?;
     Ok(Lease {
         store: store.clone(),
         info,
@@ -194,54 +203,70 @@ pub fn renew(
     Ok(renewed == 1)
 }
 
-fn spawn_heartbeat(
-    store: PgStore,
-    inventory: String,
-    holder: String,
-    lost: LeaseLost,
-) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let every = store.lease / 3;
-    let handle = std::thread::Builder::new()
-        .name("pony-lease".into())
-        .spawn(move || {
-            let mut client = None;
-            loop {
-                match stopped.recv_timeout(every) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                if client.is_none() {
-                    client = store
-                        .connect()
-                        .map_err(|e| tracing::warn!("lease heartbeat: {e}"))
-                        .ok();
-                }
-                let Some(c) = client.as_mut() else { continue };
-                match renew(c, &inventory, &holder, store.lease.as_secs_f64()) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::error!(
-                            "lost the lease on inventory `{inventory}` (expired, taken over or broken with `pony unlock`): no new task starts"
-                        );
-                        lost.notify_one();
-                        return;
+/// A thread renewing a lease every third of its length until stopped. When `renew`
+/// finds the lease gone, it says `lost` (logged) and notifies `lost_signal`; database
+/// errors are logged and retried on a new connection.
+pub(super) struct Heartbeat {
+    stop: mpsc::Sender<()>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    pub(super) fn spawn(
+        store: PgStore,
+        name: &'static str,
+        lost: String,
+        lost_signal: LeaseLost,
+        mut renew: impl FnMut(&mut postgres::Client, f64) -> Result<bool, postgres::Error>
+            + Send
+            + 'static,
+    ) -> std::io::Result<Heartbeat> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let every = store.lease / 3;
+        let handle = std::thread::Builder::new()
+            .name(format!("pony-{}", name.replace(' ', "-")))
+            .spawn(move || {
+                let mut client = None;
+                loop {
+                    match stopped.recv_timeout(every) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
                     }
-                    Err(e) => {
-                        tracing::warn!("lease heartbeat: {e}; retrying");
-                        client = None;
+                    if client.is_none() {
+                        client = store
+                            .connect()
+                            .map_err(|e| tracing::warn!("{name} heartbeat: {e}"))
+                            .ok();
+                    }
+                    let Some(c) = client.as_mut() else { continue };
+                    match renew(c, store.lease.as_secs_f64()) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!("{lost}: no new task starts");
+                            lost_signal.notify_one();
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!("{name} heartbeat: {e}; retrying");
+                            client = None;
+                        }
                     }
                 }
-            }
-        })?;
-    Ok((stop, handle))
+            })?;
+        Ok(Heartbeat { stop, handle })
+    }
+
+    /// Stops renewing and waits for the thread.
+    pub(super) fn stop(self) {
+        drop(self.stop);
+        let _ = self.handle.join();
+    }
 }
 
 impl Lease {
     fn stop_heartbeat(&mut self) {
-        if let Some((stop, handle)) = self.heartbeat.take() {
-            drop(stop);
-            let _ = handle.join();
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.stop();
         }
     }
 

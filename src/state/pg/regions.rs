@@ -11,9 +11,8 @@
 
 use super::{PgError, PgStore};
 use crate::state::lock::LockError;
-use std::sync::mpsc;
 
-use super::lease::LeaseLost;
+use super::lease::{Heartbeat, LeaseLost};
 
 /// The inventory lease's holder while a run is split by region.
 fn run_holder(run_id: &str) -> String {
@@ -29,7 +28,7 @@ pub struct RegionLease {
     pub controller: String,
     /// This controller's token in its rows; a takeover replaces it.
     pub holder: String,
-    heartbeat: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    heartbeat: Option<Heartbeat>,
     /// Left to expire rather than released when dropped.
     keep: bool,
 }
@@ -134,14 +133,17 @@ pub fn acquire(
         }
     }
     tx.commit().map_err(&q)?;
-    let heartbeat = spawn_heartbeat(
-        store.clone(),
-        run_id.to_string(),
-        inventory.to_string(),
-        holder.clone(),
-        regions.len(),
-        lost,
-    )
+    let heartbeat = {
+        let (run, inventory, holder) = (run_id.to_string(), inventory.to_string(), holder.clone());
+        let count = regions.len();
+        Heartbeat::spawn(
+            store.clone(),
+            "region lease",
+            format!("lost a region lease of run {run} (expired or taken over)"),
+            lost,
+            move |client, seconds| renew(client, &run, &inventory, &holder, count, seconds),
+        )
+    }
     .map_err(|e| LockError::Database(format!("cannot start the lease heartbeat: {e}")))?;
     Ok(RegionLease {
         store: store.clone(),
@@ -181,57 +183,10 @@ pub fn renew(
     Ok(true)
 }
 
-fn spawn_heartbeat(
-    store: PgStore,
-    run_id: String,
-    inventory: String,
-    holder: String,
-    regions: usize,
-    lost: LeaseLost,
-) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let every = store.lease / 3;
-    let handle = std::thread::Builder::new()
-        .name("pony-region-lease".into())
-        .spawn(move || {
-            let mut client = None;
-            loop {
-                match stopped.recv_timeout(every) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                if client.is_none() {
-                    client = store
-                        .connect()
-                        .map_err(|e| tracing::warn!("region lease heartbeat: {e}"))
-                        .ok();
-                }
-                let Some(c) = client.as_mut() else { continue };
-                let seconds = store.lease.as_secs_f64();
-                match renew(c, &run_id, &inventory, &holder, regions, seconds) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::error!(
-                            "lost a region lease of run {run_id} (expired or taken over): no new task starts"
-                        );
-                        lost.notify_one();
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!("region lease heartbeat: {e}; retrying");
-                        client = None;
-                    }
-                }
-            }
-        })?;
-    Ok((stop, handle))
-}
-
 impl RegionLease {
     fn stop_heartbeat(&mut self) {
-        if let Some((stop, handle)) = self.heartbeat.take() {
-            drop(stop);
-            let _ = handle.join();
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.stop();
         }
     }
 }
