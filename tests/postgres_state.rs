@@ -8,30 +8,13 @@
 
 mod support;
 
-use pony::lab::postgres::{Postgres, Sync};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
+use support::db::{db, pony_db, server};
 use support::{lab, pony, text, wait_until, Lab};
 
 fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
-}
-
-fn server() -> Postgres {
-    Postgres::start(Sync::Fast).unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e:#}"))
-}
-
-/// pony with its own state folder `state`, sharing the database `url`, leases of 2s.
-fn pony_db(state: &Path, url: &str, args: &[&str]) -> Command {
-    let mut command = pony(state, args);
-    command.env("PONY_STATE", url).env("PONY_LEASE", "2s");
-    command
-}
-
-fn db(url: &str) -> postgres::Client {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
-    client.batch_execute("SET search_path TO pony").unwrap();
-    client
 }
 
 /// Labels the database's journal shows succeeded.

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod db;
+
 use pony::lab::{Fleet, FleetOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

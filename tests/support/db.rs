@@ -1,0 +1,25 @@
+//! The shared-state tests' database: a real PostgreSQL started for the test
+//! (`pony::lab::postgres`, stopped when dropped), pony pointed at it, and a client to look
+//! inside.
+
+use pony::lab::postgres::{Postgres, Sync};
+use std::path::Path;
+use std::process::Command;
+
+pub fn server() -> Postgres {
+    Postgres::start(Sync::Fast).unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e:#}"))
+}
+
+/// pony with its own state folder `state`, sharing the database `url`, leases of 2s.
+pub fn pony_db(state: &Path, url: &str, args: &[&str]) -> Command {
+    let mut command = super::pony(state, args);
+    command.env("PONY_STATE", url).env("PONY_LEASE", "2s");
+    command
+}
+
+/// A client of the database `url`, in pony's schema.
+pub fn db(url: &str) -> postgres::Client {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    client.batch_execute("SET search_path TO pony").unwrap();
+    client
+}
