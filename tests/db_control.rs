@@ -401,3 +401,171 @@ steps:
         .get(0);
     assert_eq!(sent, 1);
 }
+
+#[test]
+fn a_controller_that_joins_later_takes_the_approvals_the_run_took() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let go = lab.path("go");
+    let playbook = playbook(&lab, &go, true);
+    let mut controllers = Controllers(Vec::new());
+    controllers.spawn(pony_db(
+        &lab.path("state-a"),
+        &url,
+        &[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--regions",
+            "r1,r3",
+            "--controller",
+            "ctl-a",
+            "--approval-wait",
+            "10m",
+        ],
+    ));
+    let run = run_id(&url, &mut controllers);
+    wait_until("A to hold its lease", || live_controllers(&url, &run) == 1);
+    let approved = pony_db(
+        &lab.path("state-operator"),
+        &url,
+        &["approve", &run, "first"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&approved), 0, "{}", text(&approved));
+    assert!(
+        text(&approved).contains("pre-approved: the gate of wave first passes"),
+        "{}",
+        text(&approved)
+    );
+    // B was not there to answer; it takes the approval when it joins, so neither
+    // controller waits at the gate and nobody is asked again.
+    controllers.spawn(pony_db(
+        &lab.path("state-b"),
+        &url,
+        &[
+            "join",
+            &run,
+            "--regions",
+            "r2",
+            "--controller",
+            "ctl-b",
+            "--approval-wait",
+            "10m",
+        ],
+    ));
+    std::fs::write(&go, "").unwrap();
+    for output in controllers.finish() {
+        assert_eq!(code(&output), 0, "{}", text(&output));
+    }
+    assert!(lab
+        .host_names()
+        .iter()
+        .all(|h| lab.root(h).join("done").exists()));
+}
+
+/// `command` run under `script`, which gives it a terminal: stdin, stdout and stderr are
+/// a pseudo-terminal whose input is what the test writes to `script`'s stdin.
+fn at_a_terminal(command: &Command, transcript: &Path) -> Command {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(quote)
+        .collect();
+    let mut wrapped = Command::new("script");
+    wrapped
+        .args(["-qfec", &format!("exec {}", line.join(" ")), "/dev/null"])
+        .current_dir(command.get_current_dir().unwrap());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    wrapped
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(transcript).unwrap())
+        .stderr(Stdio::null());
+    wrapped
+}
+
+#[test]
+fn an_approval_at_one_controllers_terminal_reaches_the_other_controllers() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let go = lab.path("go");
+    std::fs::write(&go, "").unwrap();
+    let playbook = playbook(&lab, &go, true);
+    let transcript = lab.path("terminal-a.txt");
+    let deploy_a = pony_db(
+        &lab.path("state-a"),
+        &url,
+        &[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--regions",
+            "r1,r3",
+            "--controller",
+            "ctl-a",
+        ],
+    );
+    let mut terminal = Controllers(vec![at_a_terminal(&deploy_a, &transcript).spawn().unwrap()]);
+    let a = &mut terminal.0[0];
+    let mut controllers = Controllers(Vec::new());
+    let run = run_id(&url, &mut controllers);
+    controllers.spawn(pony_db(
+        &lab.path("state-b"),
+        &url,
+        &[
+            "join",
+            &run,
+            "--regions",
+            "r2",
+            "--controller",
+            "ctl-b",
+            "--approval-wait",
+            "10m",
+        ],
+    ));
+    wait_until("A to ask at its terminal", || {
+        std::fs::read_to_string(&transcript)
+            .unwrap_or_default()
+            .contains("Approve it and continue with the next wave?")
+    });
+    std::io::Write::write_all(a.stdin.as_mut().unwrap(), b"y\n").unwrap();
+    for output in controllers.finish() {
+        assert_eq!(code(&output), 0, "B: {}", text(&output));
+    }
+    let mut status = None;
+    wait_until("A to end", || {
+        status = a.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(
+        status.unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&transcript).unwrap()
+    );
+    assert!(lab
+        .host_names()
+        .iter()
+        .all(|h| lab.root(h).join("done").exists()));
+    // B took the approval A's person gave, as a command forwarded by A.
+    let records = control_records(&url, &run);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].0.as_deref(), Some("ctl-b"));
+    assert_eq!(records[0].1["command"], "approve first");
+    let origin: Option<String> = db(&url)
+        .query_one("SELECT origin FROM control WHERE run_id = $1", &[&run])
+        .unwrap()
+        .get(0);
+    assert_eq!(origin.as_deref(), Some("ctl-a"));
+}
