@@ -274,6 +274,19 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
         "wave second started before its gate was approved"
     );
 
+    // From any machine, status says what the run waits for and the command that goes on.
+    let mut report = serde_json::Value::Null;
+    wait_until("status to show the gate waiting for approval", || {
+        let status = send(&["status", &run, "--output", "json"]);
+        report = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        report["waiting"]["reason"] == "approval"
+    });
+    assert_eq!(report["waiting"]["wave"], "first", "{report}");
+    assert_eq!(
+        report["waiting"]["next"][0],
+        format!("pony approve {run} first").as_str(),
+        "{report}"
+    );
     let approved = send(&["approve", &run, "first"]);
     assert_eq!(code(&approved), 0, "{}", text(&approved));
     assert!(
