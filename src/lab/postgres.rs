@@ -112,10 +112,27 @@ fn server_options(port: u16, socket_dir: &Path, fsync: &str) -> String {
     )
 }
 
+/// A server certificate and its key (PEM) for a server that takes TLS only.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 impl Postgres {
     /// Creates a cluster in a new temporary folder and starts it; returns once it
     /// accepts connections.
     pub fn start(sync: Sync) -> Result<Postgres> {
+        Self::start_with(sync, None)
+    }
+
+    /// As [`Postgres::start`], with TLS: the server presents `tls`'s certificate and
+    /// refuses TCP connections without TLS (`hostnossl … reject`).
+    pub fn start_tls(sync: Sync, tls: &ServerTls) -> Result<Postgres> {
+        Self::start_with(sync, Some(tls))
+    }
+
+    fn start_with(sync: Sync, tls: Option<&ServerTls>) -> Result<Postgres> {
         let bin = find_bin()?;
         let dir = OwnDir::create()?;
         // SAFETY: getuid has no preconditions.
@@ -150,6 +167,9 @@ impl Postgres {
                 "--no-instructions",
             ],
         )?;
+        if let Some(tls) = tls {
+            server.take_tls_only(tls)?;
+        }
         // The free port was only free when asked: a server of a parallel test may have
         // taken it since. Another port, a few times, before giving up.
         let mut attempts = 0;
@@ -165,6 +185,37 @@ impl Postgres {
             server.options = server_options(server.port, server.dir.path(), fsync);
         }
         Ok(server)
+    }
+
+    /// Installs the certificate and lets TCP clients in over TLS only.
+    fn take_tls_only(&self, tls: &ServerTls) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        let write = |name: &str, text: &str, mode: u32| -> Result<()> {
+            let path = data.join(name);
+            std::fs::write(&path, text)
+                .and_then(|_| {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                })
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            if let Some(user) = &self.as_user {
+                chown(&path, user)?;
+            }
+            Ok(())
+        };
+        write("server.crt", &tls.cert_pem, 0o644)?;
+        // The server refuses a key others may read.
+        write("server.key", &tls.key_pem, 0o600)?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            0o600,
+        )?;
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)
+            .with_context(|| format!("cannot read {}", conf.display()))?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).with_context(|| format!("cannot write {}", conf.display()))
     }
 
     /// `pg_ctl start`, waiting until the server accepts connections.

@@ -15,6 +15,7 @@ pub mod control;
 pub mod lease;
 pub mod regions;
 pub mod sink;
+pub mod tls;
 
 use super::journal::Record;
 use postgres::{Client, NoTls};
@@ -51,11 +52,12 @@ const DEFAULT_SCHEMA: &str = "pony";
 /// Why the database cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("--state {url}: {problem}\n  hint: give it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME]")]
+    #[error("--state {url}: {problem}\n  hint: give it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME][&sslmode=verify-full&sslrootcert=FILE]")]
     BadUrl { url: String, problem: String },
-    #[error("cannot reach the state database {url}: {source}\n  hint: check that PostgreSQL runs there and accepts this user, or leave --state/PONY_STATE unset to keep state in the local folder")]
+    #[error("cannot reach the state database {url}: {source}\n  hint: {hint}")]
     Connect {
         url: String,
+        hint: String,
         #[source]
         source: postgres::Error,
     },
@@ -76,6 +78,9 @@ pub enum PgError {
 #[derive(Clone)]
 pub struct PgStore {
     config: postgres::Config,
+    /// `None` with `sslmode=disable`.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    tls_mode: tls::Mode,
     /// The URL without its password, for messages.
     shown: String,
     schema: String,
@@ -109,10 +114,23 @@ pub fn is_url(state: &str) -> bool {
     state.starts_with("postgres://") || state.starts_with("postgresql://")
 }
 
-/// Splits pony's own `schema=NAME` off the URL's query (the driver rejects unknown keys).
-fn take_schema(url: &str) -> Result<(String, String), String> {
+/// What pony takes off the URL's query itself (the driver rejects keys it does not
+/// know): `schema=NAME`, and the TLS settings.
+struct OwnParams {
+    /// The URL with the rest of its query.
+    base: String,
+    schema: String,
+    tls: tls::TlsSettings,
+}
+
+/// Splits pony's own parameters off the URL's query.
+fn take_params(url: &str) -> Result<OwnParams, String> {
     let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_string(), DEFAULT_SCHEMA.to_string()));
+        return Ok(OwnParams {
+            base: url.to_string(),
+            schema: DEFAULT_SCHEMA.to_string(),
+            tls: tls::TlsSettings::default(),
+        });
     };
     let mut schema = DEFAULT_SCHEMA.to_string();
     let mut kept = Vec::new();
@@ -122,6 +140,7 @@ fn take_schema(url: &str) -> Result<(String, String), String> {
             None => kept.push(pair),
         }
     }
+    let tls = tls::TlsSettings::take(&mut kept)?;
     let valid = schema
         .chars()
         .next()
@@ -139,7 +158,7 @@ fn take_schema(url: &str) -> Result<(String, String), String> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((base, schema))
+    Ok(OwnParams { base, schema, tls })
 }
 
 impl PgStore {
@@ -150,12 +169,16 @@ impl PgStore {
             url: shown.clone(),
             problem,
         };
-        let (base, schema) = take_schema(url).map_err(bad)?;
-        let config: postgres::Config = base
+        let OwnParams { base, schema, tls } = take_params(url).map_err(&bad)?;
+        let mut config: postgres::Config = base
             .parse()
             .map_err(|e: postgres::Error| bad(e.to_string()))?;
+        config.ssl_mode(tls.driver_mode());
+        let connector = tls.connector().map_err(&bad)?;
         let store = PgStore {
             config,
+            tls: connector,
+            tls_mode: tls.mode,
             shown,
             schema,
             lease,
@@ -172,12 +195,15 @@ impl PgStore {
     }
 
     fn connect_raw(&self) -> Result<Client, PgError> {
-        self.config
-            .connect(NoTls)
-            .map_err(|source| PgError::Connect {
-                url: self.shown.clone(),
-                source,
-            })
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        connected.map_err(|source| PgError::Connect {
+            url: self.shown.clone(),
+            hint: tls::hint(self.tls_mode, &source),
+            source,
+        })
     }
 
     /// A new connection in the installation's schema.
@@ -386,14 +412,13 @@ mod tests {
             without_password("postgres://ann:s3cret@db.example:5433/pony"),
             "postgres://ann@db.example:5433/pony"
         );
-        assert_eq!(
-            take_schema("postgres://a@h/d?schema=mail_eu&connect_timeout=5").unwrap(),
-            (
-                "postgres://a@h/d?connect_timeout=5".to_string(),
-                "mail_eu".to_string()
-            )
-        );
-        assert_eq!(take_schema("postgres://a@h/d").unwrap().1, "pony");
-        assert!(take_schema("postgres://a@h/d?schema=Bad;drop").is_err());
+        let params =
+            take_params("postgres://a@h/d?schema=mail_eu&sslmode=require&connect_timeout=5")
+                .unwrap();
+        assert_eq!(params.base, "postgres://a@h/d?connect_timeout=5");
+        assert_eq!(params.schema, "mail_eu");
+        assert_eq!(params.tls.mode, tls::Mode::Require);
+        assert_eq!(take_params("postgres://a@h/d").unwrap().schema, "pony");
+        assert!(take_params("postgres://a@h/d?schema=Bad;drop").is_err());
     }
 }
