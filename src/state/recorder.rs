@@ -188,6 +188,21 @@ pub fn record_of(event: &Event) -> Option<Record> {
             message: message.clone(),
             time: now(),
         },
+        Event::ControllerLost {
+            controller,
+            machine,
+            pid,
+            regions,
+            policy,
+            ..
+        } => Record::ControllerLost {
+            controller: controller.clone(),
+            machine: machine.clone(),
+            pid: *pid,
+            regions: regions.clone(),
+            policy: policy.clone(),
+            time: now(),
+        },
         Event::Summary {
             outcome, exit_code, ..
         } => Record::run_finished(*outcome, *exit_code, now()),
