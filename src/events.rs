@@ -226,8 +226,9 @@ pub enum Event {
     /// (its region leases expired: it died, was cut off, or stopped with work left).
     /// Emitted once per lost controller by each controller that sees it.
     ControllerLost {
-        /// The lost controller's name, machine and pid.
-        controller: String,
+        /// The lost controller's name, machine and pid (not `controller`: that is the
+        /// envelope's, the emitting controller's name).
+        lost_controller: String,
         machine: String,
         pid: i32,
         /// Its regions, which no controller works on now.

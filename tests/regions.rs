@@ -101,7 +101,7 @@ fn task_rows(url: &str, run: &str) -> Vec<(i64, String, String, Option<String>)>
 fn losses(url: &str, run: &str) -> Vec<(Option<String>, String, Vec<String>, String)> {
     db(url)
         .query(
-            "SELECT controller, record->>'controller', record->>'regions', record->>'policy'
+            "SELECT controller, record->>'lost_controller', record->>'regions', record->>'policy'
              FROM journal WHERE run_id = $1 AND record->>'type' = 'controller_lost'
              ORDER BY seq",
             &[&run],
@@ -822,8 +822,14 @@ steps:
         .find(|e| e["event"] == "controller_lost")
         .unwrap_or_else(|| panic!("no controller_lost before stopping: {seen:#?}"));
     assert_eq!(
-        (&lost["controller"], &lost["regions"], &lost["policy"]),
         (
+            &lost["controller"],
+            &lost["lost_controller"],
+            &lost["regions"],
+            &lost["policy"]
+        ),
+        (
+            &serde_json::json!("ctl-a"),
             &serde_json::json!("ctl-b"),
             &serde_json::json!(["r2"]),
             &serde_json::json!("stop")

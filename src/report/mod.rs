@@ -371,7 +371,7 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
         }),
         Event::Stopped { reason } => Some(format!("== {reason}")),
         Event::ControllerLost {
-            controller,
+            lost_controller: controller,
             machine,
             pid,
             regions,

@@ -111,7 +111,7 @@ pub enum Record {
     /// In a run split by region: another controller of the run was lost (its region
     /// leases expired), as this controller saw it, and what it did about it.
     ControllerLost {
-        controller: String,
+        lost_controller: String,
         machine: String,
         pid: i32,
         regions: Vec<String>,

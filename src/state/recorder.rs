@@ -189,14 +189,14 @@ pub fn record_of(event: &Event) -> Option<Record> {
             time: now(),
         },
         Event::ControllerLost {
-            controller,
+            lost_controller,
             machine,
             pid,
             regions,
             policy,
             ..
         } => Record::ControllerLost {
-            controller: controller.clone(),
+            lost_controller: lost_controller.clone(),
             machine: machine.clone(),
             pid: *pid,
             regions: regions.clone(),

@@ -38,7 +38,7 @@ impl Scheduler {
         }
         let regions = loss.regions.join(",");
         self.emit(Event::ControllerLost {
-            controller: loss.controller.clone(),
+            lost_controller: loss.controller.clone(),
             machine: loss.machine,
             pid: loss.pid,
             regions: loss.regions,
