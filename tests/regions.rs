@@ -759,6 +759,13 @@ steps:
             (Some("ctl-b".to_string()), "3".to_string())
         ]
     );
+    // Each left its regions expired (halted with work left), yet neither is told the
+    // other is lost: B's failure, journaled before its leases expired, stopped A first.
+    assert_eq!(losses(&url, &run), []);
+    for controller in ["ctl-a", "ctl-b"] {
+        let row = status_row(&lab.path("state-c"), &url, &run, controller).expect("in status");
+        assert_eq!(row.last().unwrap(), "expired", "{controller}: {row:?}");
+    }
 }
 
 #[test]
