@@ -110,28 +110,13 @@ fn two(bin: &Path, dir: &Path, url: &str, round: usize) -> Result<Duration> {
         dir.join(format!("a-{round}")),
         dir.join(format!("b-{round}")),
     );
-    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
-    let known: Vec<String> = client
-        .query("SELECT run_id FROM pony.runs", &[])?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let known = run_ids(url)?;
     let mut args = deploy_args(dir);
     args.extend(["--regions".into(), "r[1-5]".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let start = Instant::now();
     let a = pony(bin, &state_a, url, &args).spawn()?;
-    let run = loop {
-        let ids: Vec<String> = client
-            .query("SELECT run_id FROM pony.runs", &[])?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if let Some(id) = ids.into_iter().find(|id| !known.contains(id)) {
-            break id;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let run = new_run(url, &known)?;
     let b = pony(bin, &state_b, url, &["join", &run, "--regions", "!r[1-5]"]).spawn()?;
     finish(a, "pony deploy --regions")?;
     finish(b, "pony join --regions")?;
@@ -203,7 +188,158 @@ fn real_main() -> Result<()> {
         two_s - one_s,
         (two_s / one_s - 1.0) * 100.0
     );
+
+    // The database's side: transactions per controller while working (counted once both
+    // processes ended, when every backend has reported), and while waiting.
+    let before = transactions(&url)?;
+    let wall = two(&bin, &dir, &url, runs + 1)?;
+    // The backends report at exit; give the last one a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = transactions(&url)? - before;
+    println!(
+        "  database load, working: {busy} transactions for the split run ({:.0} per controller-second over {:.2} s)",
+        busy as f64 / wall.as_secs_f64() / 2.0,
+        wall.as_secs_f64()
+    );
+    let idle = Duration::from_secs(20);
+    let (waiting, round_trips) = waiting_load(&bin, &dir, &url, idle)?;
+    println!(
+        "  database load, waiting at an approve: gate: {waiting:.1} transactions/s per controller (over {} s)",
+        idle.as_secs()
+    );
+    println!(
+        "  pony pause/continue through the database, answered by both controllers: median {:.0} ms over {} commands (each a new process)",
+        median(round_trips.clone()),
+        round_trips.len()
+    );
     Ok(())
+}
+
+/// The database's transactions so far (committed and rolled back). A backend reports
+/// its counts when it goes idle (at most once a second) and when it exits, so a sample
+/// taken while controllers run lags by up to a second of their work.
+fn transactions(url: &str) -> Result<i64> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    Ok(client
+        .query_one(
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database
+             WHERE datname = current_database()",
+            &[],
+        )?
+        .get(0))
+}
+
+/// The run the database stored since `known` (the run ids before).
+fn new_run(url: &str, known: &[String]) -> Result<String> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    loop {
+        let ids: Vec<String> = client
+            .query("SELECT run_id FROM pony.runs", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if let Some(id) = ids.into_iter().find(|id| !known.contains(id)) {
+            return Ok(id);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn run_ids(url: &str) -> Result<Vec<String>> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    Ok(client
+        .query("SELECT run_id FROM pony.runs", &[])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// The database load of two controllers waiting at an `approve:` gate (each polls the
+/// shared journal, listens for commands and renews its leases), and how long a command
+/// through the database takes to be answered by both (`pony pause` / `continue`, each a
+/// new process: start, connect, send, both answers).
+fn waiting_load(bin: &Path, dir: &Path, url: &str, idle: Duration) -> Result<(f64, Vec<f64>)> {
+    let gated = dir.join("gated.yaml");
+    std::fs::write(
+        &gated,
+        playbook().replace(
+            "regions: [r1, r2, r3, r6, r7] }",
+            "regions: [r1, r2, r3, r6, r7], approve: true }",
+        ),
+    )?;
+    let known = run_ids(url)?;
+    let (state_a, state_b, state_op) = (dir.join("wa"), dir.join("wb"), dir.join("wop"));
+    let a = pony(
+        bin,
+        &state_a,
+        url,
+        &[
+            "deploy",
+            "-i",
+            &dir.join("inventory.yaml").display().to_string(),
+            &gated.display().to_string(),
+            "--yes",
+            "--regions",
+            "r[1-5]",
+            "--approval-wait",
+            "1h",
+        ],
+    )
+    .spawn()?;
+    let run = new_run(url, &known)?;
+    let b = pony(
+        bin,
+        &state_b,
+        url,
+        &[
+            "join",
+            &run,
+            "--regions",
+            "!r[1-5]",
+            "--approval-wait",
+            "1h",
+        ],
+    )
+    .spawn()?;
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(DISTINCT controller) FROM pony.journal
+                 WHERE run_id = $1 AND record->>'type' = 'gate_waiting'",
+                &[&run],
+            )?
+            .get(0);
+        if waiting == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the gate's own writes reach the statistics before counting from here.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = transactions(url)?;
+    std::thread::sleep(idle);
+    let after = transactions(url)?;
+    let per_controller = (after - before - 1) as f64 / idle.as_secs_f64() / 2.0;
+    let mut round_trips = Vec::new();
+    for command in ["pause", "continue"].iter().cycle().take(10) {
+        let start = Instant::now();
+        finish(
+            pony(bin, &state_op, url, &[command, &run]).spawn()?,
+            &format!("pony {command}"),
+        )?;
+        round_trips.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    finish(
+        pony(bin, &state_op, url, &["approve", &run, "first"]).spawn()?,
+        "pony approve",
+    )?;
+    finish(a, "pony deploy --regions (gated)")?;
+    finish(b, "pony join --regions (gated)")?;
+    for state in [state_a, state_b, state_op] {
+        let _ = std::fs::remove_dir_all(state);
+    }
+    Ok((per_controller, round_trips))
 }
 
 /// Removes the bench's temp folder when it ends, also on error.

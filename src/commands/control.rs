@@ -1,35 +1,75 @@
 //! `pony pause|continue|abort|approve RUN`: one command to a running run through its
-//! control socket ([`crate::control`]), and its answer. Exit 0 when the run took it, 2
+//! control socket ([`crate::control`]), or with `--state postgres://…` through the
+//! database to every controller of the run ([`crate::state::pg::control`]), and the
+//! answer. Exit 0 when the run took it, 2
 //! when it refused it (the answer says why), 5 when the run is not running.
 
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::control::SendError;
-use crate::exec::control::ControlCommand;
+use crate::exec::control::{ControlCommand, ControlReply, Operator};
 use crate::exit::Exit;
+use crate::state::pg::{self, control::Answer, control::Sent};
 use crate::state::runs::{self, RunState};
+use crate::state::store::Store;
 
 pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow::Result<Exit> {
-    let state_dir = &global.state_dir;
-    let id = runs::resolve(state_dir, run).map_err(|e| {
+    let store = Store::from_options(global)?;
+    let id = store.resolve(run).map_err(|e| {
         let hint = match e {
             runs::ResolveError::Ambiguous { .. } => "give more of the run id",
             _ => "`pony history` lists the runs",
         };
         anyhow::anyhow!("{e}\n  hint: {hint}")
     })?;
-    let folder = runs::runs_dir(state_dir).join(&id);
     let typed = command.describe();
-    let reply = match crate::control::send(&folder, &command) {
-        Ok(reply) => reply,
-        Err(SendError::NotRunning(error)) => {
-            not_running(global, &id, &typed, &error);
-            return Ok(Exit::NotRunning);
+    let reply = match &store {
+        Store::Local(state_dir) => {
+            let folder = runs::runs_dir(state_dir).join(&id);
+            match crate::control::send(&folder, &command) {
+                Ok(reply) => reply,
+                Err(SendError::NotRunning(error)) => {
+                    not_running(global, &store, &id, &typed, &error.to_string());
+                    return Ok(Exit::NotRunning);
+                }
+                Err(error @ SendError::NoAnswer(_)) => {
+                    eprintln!(
+                        "error: `{typed}` to run {id}: {error}\n  hint: `pony status {id}` shows whether it took the command (the journal records every command it took)"
+                    );
+                    return Ok(Exit::NotRunning);
+                }
+            }
         }
-        Err(error @ SendError::NoAnswer(_)) => {
-            eprintln!(
-                "error: `{typed}` to run {id}: {error}\n  hint: `pony status {id}` shows whether it took the command (the journal records every command it took)"
-            );
-            return Ok(Exit::NotRunning);
+        Store::Postgres { db, .. } => {
+            let operator = Operator {
+                user: crate::state::current_user(),
+                host: crate::state::hostname(),
+                pid: std::process::id(),
+            };
+            match pg::control::send(db, &id, &command, &operator)? {
+                Sent::NotRunning => {
+                    let why = "no controller of it holds a live lease";
+                    not_running(global, &store, &id, &typed, why);
+                    return Ok(Exit::NotRunning);
+                }
+                Sent::Answered {
+                    answers,
+                    gone,
+                    silent,
+                } => {
+                    let unanswered = !gone.is_empty() || !silent.is_empty();
+                    for name in &gone {
+                        eprintln!("warning: controller {name} of run {id} stopped before it answered `{typed}`");
+                    }
+                    for name in &silent {
+                        eprintln!("warning: controller {name} of run {id} did not answer `{typed}` within a minute\n  hint: `pony status {id}` shows whether it took the command");
+                    }
+                    let reply = combined(&answers);
+                    if answers.is_empty() && unanswered {
+                        return Ok(Exit::NotRunning);
+                    }
+                    reply
+                }
+            }
         }
     };
     if global.output == OutputFormat::Json {
@@ -54,9 +94,30 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
     })
 }
 
+/// Several controllers' answers as one: taken when every one took it; one controller's
+/// answer as it gave it, several prefixed with their names.
+fn combined(answers: &[Answer]) -> ControlReply {
+    match answers {
+        [one] => one.reply.clone(),
+        _ => ControlReply {
+            accepted: !answers.is_empty() && answers.iter().all(|a| a.reply.accepted),
+            message: answers
+                .iter()
+                .map(|a| {
+                    let verdict = if a.reply.accepted { "" } else { "refused: " };
+                    format!(
+                        "\n  controller {}: {verdict}{}",
+                        a.controller, a.reply.message
+                    )
+                })
+                .collect(),
+        },
+    }
+}
+
 /// Says that the run is not running, how it stands, and what goes on from there.
-fn not_running(global: &GlobalOptions, id: &str, typed: &str, error: &std::io::Error) {
-    let detail = runs::read(&global.state_dir, id);
+fn not_running(global: &GlobalOptions, store: &Store, id: &str, typed: &str, error: &str) {
+    let detail = store.read_summary(id);
     let summary = &detail.summary;
     let state = match summary.state {
         // Its journal says running, yet nothing listens: a run of an older pony, or one

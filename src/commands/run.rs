@@ -49,7 +49,7 @@ pub enum RunFolder {
     Existing(RunDir),
 }
 
-pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
+pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit> {
     let inventory = launch.plan.inventory.name.clone();
     let resuming = launch.command != "deploy";
     let run_id = match &launch.run {
@@ -124,6 +124,45 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     let journal = store.journal(&run_dir.journal_path(), &run_id, &held, lease_lost.clone())?;
+    // A controller joining a split run takes the approvals its other controllers took.
+    if let (Store::Postgres { db, .. }, Some(_)) = (&store, &regions) {
+        launch
+            .approvals
+            .extend(crate::state::pg::control::earlier_approvals(db, &run_id)?);
+    }
+    // Live control from any machine, through the state database (its listener connects
+    // before the run's runtime starts: the client blocks).
+    let (control_sender, control_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let db_control = match &store {
+        Store::Postgres { db, .. } => Some(DbControl {
+            store: (**db).clone(),
+            controller: crate::state::pg::control::controller_name(global.controller_name()),
+            split: regions.is_some(),
+        }),
+        Store::Local(_) => None,
+    };
+    let listener = db_control.as_ref().and_then(|db| {
+        crate::state::pg::control::Listener::start(
+            db.store.clone(),
+            run_id.clone(),
+            db.controller.clone(),
+            control_sender.clone(),
+        )
+        .map_err(|e| {
+            tracing::warn!("live control through the state database is off for this run: {e}")
+        })
+        .ok()
+    });
+    // A split run's controllers each ask at their gates; an answer given at one
+    // terminal goes to the others through the database.
+    let control = Control {
+        sender: control_sender,
+        receiver: control_receiver,
+        listener,
+        forward: db_control
+            .filter(|db| db.split)
+            .map(|db| db.forwarder(run_id.clone())),
+    };
     let split = match (&store, &regions) {
         (Store::Postgres { db, .. }, Some(regions)) => {
             Some(Arc::new(crate::exec::regions::Split::start(
@@ -140,7 +179,9 @@ pub fn launch(global: &GlobalOptions, launch: Launch) -> anyhow::Result<Exit> {
         }
         _ => None,
     };
-    let exit = runtime.block_on(execute(global, launch, run_dir, journal, lease_lost, split));
+    let exit = runtime.block_on(execute(
+        global, launch, run_dir, journal, lease_lost, split, control,
+    ));
     // Everything the run does has been awaited; a terminal question still open (its gate
     // was approved from another shell) must not hold the process.
     runtime.shutdown_background();
@@ -166,6 +207,7 @@ async fn execute(
     journal: Journal,
     lease_lost: LeaseLost,
     split: Option<Arc<crate::exec::regions::Split>>,
+    control: Control,
 ) -> anyhow::Result<Exit> {
     let plan = Arc::new(launch.plan);
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
@@ -241,7 +283,12 @@ async fn execute(
         regions,
     });
     // Live control from other shells; a run goes on without it (Ctrl-C still works).
-    let (control_sender, control) = tokio::sync::mpsc::unbounded_channel();
+    let Control {
+        sender: control_sender,
+        receiver: control,
+        listener,
+        forward,
+    } = control;
     let socket = crate::control::serve(&crate::control::socket_path(&run_dir.path), control_sender)
         .map_err(|e| {
             tracing::warn!(
@@ -249,6 +296,7 @@ async fn execute(
             )
         })
         .ok();
+    let has_control = socket.is_some() || listener.is_some();
     let interactive = std::io::stdin().is_terminal() && global.output == OutputFormat::Human;
     let options = ExecOptions {
         run_id: run_dir.id.clone(),
@@ -259,9 +307,9 @@ async fn execute(
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
         interrupts: watch_signals(lease_lost),
-        approver: interactive.then(prompt_for_approvals),
+        approver: interactive.then(|| prompt_for_approvals(forward)),
         approval_wait: global.approval_wait,
-        control: socket.as_ref().map(|_| control),
+        control: has_control.then_some(control),
         replay: launch.replay,
         mode: launch.mode,
         clock: crate::exec::clock::Clock::real(),
@@ -275,6 +323,7 @@ async fn execute(
     let report = exec::run(plan.clone(), pool, options, sink).await;
     // Commands sent from now on find no run.
     drop(socket);
+    drop(listener);
     // The scheduler's sink is gone: the recorder drains what is left, then the reporters
     // see the end of the stream.
     let _ = recording.await;
@@ -310,12 +359,62 @@ fn region_sizes_of(
         .collect()
 }
 
+/// Where a run's live-control commands come from: its control socket (made once the run
+/// starts), the state database's listener, and the forwarding of terminal approvals.
+struct Control {
+    sender: tokio::sync::mpsc::UnboundedSender<crate::exec::control::ControlRequest>,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<crate::exec::control::ControlRequest>,
+    listener: Option<crate::state::pg::control::Listener>,
+    forward: Option<Forward>,
+}
+
+/// Live control through the state database for this controller.
+struct DbControl {
+    store: crate::state::pg::PgStore,
+    /// The name it answers commands with.
+    controller: String,
+    /// The run is split between controllers by region.
+    split: bool,
+}
+
+/// Sends an approval given at this controller's terminal to the run's other controllers.
+type Forward = Box<dyn Fn(&str) + Send + Sync>;
+
+impl DbControl {
+    fn forwarder(self, run_id: String) -> Forward {
+        Box::new(move |wave: &str| {
+            let operator = crate::exec::control::Operator {
+                user: crate::state::current_user(),
+                host: crate::state::hostname(),
+                pid: std::process::id(),
+            };
+            let command = crate::exec::control::ControlCommand::Approve {
+                wave: wave.to_string(),
+            };
+            let forwarded = crate::state::pg::control::forward(
+                &self.store,
+                &run_id,
+                &command,
+                &operator,
+                &self.controller,
+            );
+            if let Err(e) = forwarded {
+                eprintln!("warning: the approval of wave {wave} did not reach the run's other controllers: {e}\n  hint: give it to them with `pony approve {run_id} {wave}`");
+            }
+        })
+    }
+}
+
 /// Asks at the terminal whenever the run reaches an `approve:` gate.
-fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest> {
+fn prompt_for_approvals(
+    forward: Option<Forward>,
+) -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest> {
+    let forward = forward.map(Arc::new);
     let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel::<ApprovalRequest>();
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
             let ApprovalRequest { wave, answer } = request;
+            let forward = forward.clone();
             let answered = tokio::task::spawn_blocking(move || {
                 let approved = crate::term::with_progress_suspended(|| {
                     eprint!(
@@ -334,7 +433,11 @@ fn prompt_for_approvals() -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest>
                     }
                     let mut line = String::new();
                     let _ = std::io::stdin().read_line(&mut line);
-                    Some(matches!(line.trim(), "y" | "Y" | "yes" | "YES"))
+                    let approved = matches!(line.trim(), "y" | "Y" | "yes" | "YES");
+                    if let Some(forward) = forward.as_ref().filter(|_| approved) {
+                        forward(&wave);
+                    }
+                    Some(approved)
                 });
                 (answer, approved)
             })

@@ -417,14 +417,27 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
         })
     };
     match run.state {
-        RunState::Running => run.paused.as_ref().and_then(|paused| {
-            waiting(
+        RunState::Running => match (&run.paused, &detail.gate_waiting) {
+            (Some(paused), _) => waiting(
                 "continue",
                 None,
                 format!("paused by {}: no new host starts until the run is continued", paused.by),
                 vec![format!("pony continue {id}"), format!("pony abort {id}")],
-            )
-        }),
+            ),
+            (None, Some((wave, reason))) if reason == "approve" => waiting(
+                "approval",
+                Some(wave.clone()),
+                format!("approval of wave {wave}: its gate asks a person before the next wave starts"),
+                vec![format!("pony approve {id} {wave}"), format!("pony abort {id}")],
+            ),
+            (None, Some((wave, reason))) => waiting(
+                reason,
+                Some(wave.clone()),
+                format!("wave {wave} soaks (its `pause:`) before its gate passes"),
+                Vec::new(),
+            ),
+            (None, None) => None,
+        },
         RunState::Unknown => None,
         RunState::Stopped => waiting(
             "resume",

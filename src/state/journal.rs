@@ -61,6 +61,13 @@ pub enum Record {
         node: usize,
         wave: String,
     },
+    /// A wave's gate started waiting: for a person's approval (`approve`), a soak
+    /// (`pause`) or a change window (`window`); `pony status` shows it from any machine.
+    GateWaiting {
+        wave: String,
+        reason: String,
+        time: String,
+    },
     /// A wave's gate did not pass: a cluster of it went beyond its failure budget.
     WaveStopped {
         node: usize,

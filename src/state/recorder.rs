@@ -129,6 +129,15 @@ pub fn record_of(event: &Event) -> Option<Record> {
             node: *node,
             wave: wave.clone(),
         },
+        // A window's wait holds the wave's hosts, not its gate: the gate records only
+        // what a person or a soak holds.
+        Event::GateWaiting { wave, reason, .. } if reason == "approve" || reason == "pause" => {
+            Record::GateWaiting {
+                wave: wave.clone(),
+                reason: reason.clone(),
+                time: now(),
+            }
+        }
         Event::WaveFailed { wave, reason, node } => Record::WaveStopped {
             node: *node,
             wave: wave.clone(),

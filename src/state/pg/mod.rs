@@ -11,6 +11,7 @@
 //! runtime): the journal writer and the lease heartbeat are plain threads, as the local
 //! journal's writer is, and the commands read before the run's runtime starts.
 
+pub mod control;
 pub mod lease;
 pub mod regions;
 pub mod sink;
@@ -33,6 +34,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "region leases and the journal's controller",
         include_str!("migrations/0002_region_leases.sql"),
+    ),
+    (
+        3,
+        "live control from any machine",
+        include_str!("migrations/0003_control.sql"),
     ),
 ];
 
@@ -60,6 +66,8 @@ pub enum PgError {
         #[source]
         source: postgres::Error,
     },
+    #[error("cannot start a thread for the state database: {0}")]
+    Thread(String),
     #[error("the state database {url} has schema version {found}, newer than this pony knows ({known})\n  hint: run a newer pony against it")]
     TooNew { url: String, found: i32, known: i32 },
 }

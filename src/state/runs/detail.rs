@@ -54,6 +54,9 @@ pub struct RunDetail {
     pub rollbacks: Vec<RollbackRecord>,
     /// Commands from other shells, oldest first.
     pub controls: Vec<ControlRecord>,
+    /// The gate the run waits at, and why (`approve`, `pause`, `window`), until it
+    /// passes, stops or the run ends.
+    pub gate_waiting: Option<(String, String)>,
 }
 
 pub(super) fn fold(
@@ -89,11 +92,27 @@ pub(super) fn fold(
     let mut gates_passed: Vec<String> = Vec::new();
     let mut stopped_wave: Option<(String, String)> = None;
     let mut controls: Vec<ControlRecord> = Vec::new();
+    let mut gate_waiting: Option<(String, String)> = None;
     let mut started_any = false;
     // Where the latest controller runs (its pid is only checkable there).
     let mut controller_host = String::new();
     for record in records {
+        // A gate waits no more once it passed or stopped, or its controller went away.
         match record {
+            Record::GatePassed { wave, .. } | Record::WaveStopped { wave, .. }
+                if gate_waiting.as_ref().is_some_and(|(w, _)| w == wave) =>
+            {
+                gate_waiting = None
+            }
+            Record::RunStarted { .. } | Record::RunResumed { .. } | Record::RunFinished { .. } => {
+                gate_waiting = None
+            }
+            _ => {}
+        }
+        match record {
+            Record::GateWaiting { wave, reason, .. } => {
+                gate_waiting = Some((wave.clone(), reason.clone()));
+            }
             Record::RunStarted {
                 playbook,
                 inventory,
@@ -283,6 +302,7 @@ pub(super) fn fold(
         stopped_wave,
         rollbacks,
         controls,
+        gate_waiting,
     }
 }
 

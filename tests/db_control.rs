@@ -1,0 +1,584 @@
+//! Live control through the state database (`--state postgres://…`): `pony pause`,
+//! `continue`, `abort` and `approve` sent from a process with its own state folder (as
+//! from another machine) reach every controller of a run, each answers, and each
+//! journals the command with who sent it. On the 12-host sshd lab (regions r1, r2, r3)
+//! and a real PostgreSQL started for each test.
+//!
+//! Steps wait for a marker file the test writes, so each command lands at a known point
+//! of the run; nothing here depends on timing.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use support::db::{db, pony_db, server};
+use support::{lab, text, wait_until, Lab};
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+/// Kills the controllers (our own children, by pid) if the test fails before they end.
+struct Controllers(Vec<Child>);
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Controllers {
+    fn spawn(&mut self, mut command: Command) {
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.0.push(child);
+    }
+
+    /// Fails with a controller's output if it ended already.
+    fn all_running(&mut self) {
+        for child in &mut self.0 {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                panic!("a controller ended early ({status}): {err}");
+            }
+        }
+    }
+
+    /// Waits for every controller to end and returns their outputs, in spawn order.
+    fn finish(mut self) -> Vec<Output> {
+        std::mem::take(&mut self.0)
+            .into_iter()
+            .map(|mut child| {
+                wait_until("a controller to end", || {
+                    child.try_wait().unwrap().is_some()
+                });
+                child.wait_with_output().unwrap()
+            })
+            .collect()
+    }
+}
+
+/// The run the first controller stored.
+fn run_id(url: &str, controllers: &mut Controllers) -> String {
+    let mut id = None;
+    wait_until("the run to be stored", || {
+        controllers.all_running();
+        id = db(url)
+            .query_opt("SELECT run_id FROM runs", &[])
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        id.is_some()
+    });
+    id.unwrap()
+}
+
+/// How many controllers hold a live lease of the run.
+fn live_controllers(url: &str, run: &str) -> i64 {
+    db(url)
+        .query_one(
+            "SELECT (SELECT count(DISTINCT controller) FROM region_leases
+                      WHERE run_id = $1 AND expires > now())
+                  + (SELECT count(*) FROM leases
+                      WHERE run_id = $1 AND expires > now() AND holder NOT LIKE 'run:%')",
+            &[&run],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// (controller, command, accepted, user, host) of the run's journaled control records.
+fn control_records(url: &str, run: &str) -> Vec<(Option<String>, serde_json::Value)> {
+    db(url)
+        .query(
+            "SELECT controller, record::text FROM journal
+             WHERE run_id = $1 AND record->>'type' = 'control' ORDER BY seq",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), serde_json::from_str(r.get::<_, &str>(1)).unwrap()))
+        .collect()
+}
+
+fn finished_hosts(url: &str, run: &str) -> Vec<String> {
+    db(url)
+        .query(
+            "SELECT split_part(record->>'label', '@', 2) FROM journal
+             WHERE run_id = $1 AND record->>'type' = 'task_finished' ORDER BY seq",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// One host per cluster at a time; `work` waits for the file `go`.
+fn playbook(lab: &Lab, go: &Path, approve: bool) -> std::path::PathBuf {
+    lab.playbook(&format!(
+        r#"
+name: controlled
+strategy:
+  max_unavailable: 1
+  waves:
+    - {{ name: first, regions: [r1, r2], approve: {approve} }}
+    - {{ name: second, regions: [r3] }}
+steps:
+  - {{ name: work, run: "touch {{{{ root }}}}/started; while [ ! -e {go} ]; do sleep 0.02; done; touch {{{{ root }}}}/done" }}
+"#,
+        go = go.display()
+    ))
+}
+
+fn hosts_of(lab: &Lab, regions: &[&str]) -> Vec<String> {
+    lab.host_names()
+        .into_iter()
+        .filter(|h| regions.contains(&&h[..2]))
+        .collect()
+}
+
+#[test]
+fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_split_run() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let go = lab.path("go");
+    let playbook = playbook(&lab, &go, true);
+    let mut controllers = Controllers(Vec::new());
+    // Without a terminal each controller waits at the approve: gate for an answer.
+    controllers.spawn(pony_db(
+        &lab.path("state-a"),
+        &url,
+        &[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--regions",
+            "r1,r3",
+            "--controller",
+            "ctl-a",
+            "--approval-wait",
+            "10m",
+        ],
+    ));
+    let run = run_id(&url, &mut controllers);
+    controllers.spawn(pony_db(
+        &lab.path("state-b"),
+        &url,
+        &[
+            "join",
+            &run,
+            "--regions",
+            "r2",
+            "--controller",
+            "ctl-b",
+            "--approval-wait",
+            "10m",
+        ],
+    ));
+    // The operator's machine: its own state folder, only the database in common.
+    let operator = lab.path("state-operator");
+    let send = |args: &[&str]| pony_db(&operator, &url, args).output().unwrap();
+
+    // One host per cluster of r1 (A) and of r2 (B) is in flight, held by `go`.
+    let first_hosts = |region: &str| {
+        hosts_of(&lab, &[region])
+            .into_iter()
+            .filter(|h| h.ends_with("-01"))
+            .collect::<Vec<_>>()
+    };
+    let in_flight: Vec<String> = first_hosts("r1")
+        .into_iter()
+        .chain(first_hosts("r2"))
+        .collect();
+    wait_until("a host of every cluster of wave first to start", || {
+        controllers.all_running();
+        in_flight
+            .iter()
+            .all(|h| lab.root(h).join("started").exists())
+    });
+    wait_until("both controllers to hold their leases", || {
+        live_controllers(&url, &run) == 2
+    });
+
+    let paused = send(&["pause", &run]);
+    assert_eq!(code(&paused), 0, "{}", text(&paused));
+    let said = text(&paused);
+    assert!(
+        said.contains("controller ctl-a: paused: no new host starts")
+            && said.contains("controller ctl-b: paused: no new host starts"),
+        "{said}"
+    );
+
+    // The hosts in flight finish; no other host starts on either controller.
+    std::fs::write(&go, "").unwrap();
+    wait_until("the hosts in flight to be journaled finished", || {
+        let finished = finished_hosts(&url, &run);
+        in_flight.iter().all(|h| finished.contains(h))
+    });
+    // Each controller answers in order with everything else it does: once both answered
+    // this, whatever they did after their hosts finished is on the hosts and journaled.
+    let again = send(&["pause", &run]);
+    assert!(
+        text(&again).matches("already paused by").count() == 2,
+        "{}",
+        text(&again)
+    );
+    let waiting: Vec<String> = hosts_of(&lab, &["r1", "r2", "r3"])
+        .into_iter()
+        .filter(|h| !in_flight.contains(h))
+        .collect();
+    for host in &waiting {
+        assert!(
+            !lab.root(host).join("started").exists(),
+            "{host} started while the run was paused"
+        );
+    }
+    let status = send(&["status", &run]);
+    assert!(text(&status).contains("paused"), "{}", text(&status));
+
+    let continued = send(&["continue", &run]);
+    assert_eq!(code(&continued), 0, "{}", text(&continued));
+    assert_eq!(
+        text(&continued)
+            .matches("continued: held hosts start")
+            .count(),
+        2,
+        "{}",
+        text(&continued)
+    );
+    let wave_first = hosts_of(&lab, &["r1", "r2"]);
+    wait_until("wave first to finish on both controllers", || {
+        wave_first.iter().all(|h| lab.root(h).join("done").exists())
+    });
+    let r3 = hosts_of(&lab, &["r3"]);
+    assert!(
+        r3.iter().all(|h| !lab.root(h).join("started").exists()),
+        "wave second started before its gate was approved"
+    );
+
+    // From any machine, status says what the run waits for and the command that goes on.
+    let mut report = serde_json::Value::Null;
+    wait_until("status to show the gate waiting for approval", || {
+        let status = send(&["status", &run, "--output", "json"]);
+        report = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        report["waiting"]["reason"] == "approval"
+    });
+    assert_eq!(report["waiting"]["wave"], "first", "{report}");
+    assert_eq!(
+        report["waiting"]["next"][0],
+        format!("pony approve {run} first").as_str(),
+        "{report}"
+    );
+    let approved = send(&["approve", &run, "first"]);
+    assert_eq!(code(&approved), 0, "{}", text(&approved));
+    assert!(
+        text(&approved).contains("controller ctl-a: ")
+            && text(&approved).contains("controller ctl-b: ")
+            && !text(&approved).contains("refused"),
+        "{}",
+        text(&approved)
+    );
+    let outputs = controllers.finish();
+    for output in &outputs {
+        assert_eq!(code(output), 0, "{}", text(output));
+    }
+    assert!(r3.iter().all(|h| lab.root(h).join("done").exists()));
+
+    // Each controller journaled each command once, naming the operator's process.
+    let records = control_records(&url, &run);
+    for controller in ["ctl-a", "ctl-b"] {
+        let commands: Vec<&str> = records
+            .iter()
+            .filter(|(c, _)| c.as_deref() == Some(controller))
+            .map(|(_, r)| r["command"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            commands,
+            ["pause", "pause", "continue", "approve first"],
+            "{records:?}"
+        );
+    }
+    for (_, record) in &records {
+        assert_eq!(record["accepted"], true, "{record}");
+        assert_eq!(record["host"], hostname().as_str(), "{record}");
+        assert!(record["pid"].as_u64().unwrap() > 0, "{record}");
+    }
+    // Nothing is left waiting in the database: each command has both answers.
+    let unanswered: i64 = db(&url)
+        .query_one(
+            "SELECT count(*) FROM control c WHERE run_id = $1
+               AND (SELECT count(*) FROM control_answers a WHERE a.control_id = c.id) <> 2",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(unanswered, 0);
+}
+
+#[test]
+fn abort_with_rollback_through_the_database_reaches_a_single_controller() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let go = lab.path("go");
+    let playbook = lab.playbook(&format!(
+        r#"
+name: controlled
+strategy: {{ max_unavailable: 1 }}
+steps:
+  - name: work
+    run: "touch {{{{ root }}}}/started; while [ ! -e {go} ]; do sleep 0.02; done; echo new > {{{{ root }}}}/release"
+    rollback: "echo old > {{{{ root }}}}/release"
+"#,
+        go = go.display()
+    ));
+    let mut controllers = Controllers(Vec::new());
+    controllers.spawn(pony_db(
+        &lab.path("state-a"),
+        &url,
+        &[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+        ],
+    ));
+    let run = run_id(&url, &mut controllers);
+    let operator = lab.path("state-operator");
+    let send = |args: &[&str]| pony_db(&operator, &url, args).output().unwrap();
+    let started = || {
+        lab.host_names()
+            .into_iter()
+            .filter(|h| lab.root(h).join("started").exists())
+            .collect::<Vec<_>>()
+    };
+    wait_until("the first hosts to start", || {
+        controllers.all_running();
+        !started().is_empty()
+    });
+    wait_until("the controller to hold its lease", || {
+        live_controllers(&url, &run) == 1
+    });
+
+    let aborted = send(&["abort", &run, "--rollback"]);
+    assert_eq!(code(&aborted), 0, "{}", text(&aborted));
+    assert!(
+        text(&aborted).contains("rolls back"),
+        "one controller's answer is given as it is: {}",
+        text(&aborted)
+    );
+    std::fs::write(&go, "").unwrap();
+    let outputs = controllers.finish();
+    assert_eq!(code(&outputs[0]), 1, "{}", text(&outputs[0]));
+    // Every host that started was rolled back; no other host started.
+    let touched = started();
+    assert!(!touched.is_empty());
+    for host in lab.host_names() {
+        let release = std::fs::read_to_string(lab.root(&host).join("release")).ok();
+        if touched.contains(&host) {
+            assert_eq!(release.as_deref(), Some("old\n"), "{host}");
+        } else {
+            assert_eq!(release, None, "{host}");
+        }
+    }
+    let records = control_records(&url, &run);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].1["command"], "abort --rollback");
+
+    // The run has ended: a command finds no controller (exit 5) and sends nothing.
+    let late = send(&["pause", &run]);
+    assert_eq!(code(&late), 5, "{}", text(&late));
+    assert!(text(&late).contains("is not running"), "{}", text(&late));
+    let sent: i64 = db(&url)
+        .query_one("SELECT count(*) FROM control WHERE run_id = $1", &[&run])
+        .unwrap()
+        .get(0);
+    assert_eq!(sent, 1);
+}
+
+#[test]
+fn a_controller_that_joins_later_takes_the_approvals_the_run_took() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let go = lab.path("go");
+    let playbook = playbook(&lab, &go, true);
+    let mut controllers = Controllers(Vec::new());
+    controllers.spawn(pony_db(
+        &lab.path("state-a"),
+        &url,
+        &[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--regions",
+            "r1,r3",
+            "--controller",
+            "ctl-a",
+            "--approval-wait",
+            "10m",
+        ],
+    ));
+    let run = run_id(&url, &mut controllers);
+    wait_until("A to hold its lease", || live_controllers(&url, &run) == 1);
+    let approved = pony_db(
+        &lab.path("state-operator"),
+        &url,
+        &["approve", &run, "first"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&approved), 0, "{}", text(&approved));
+    assert!(
+        text(&approved).contains("pre-approved: the gate of wave first passes"),
+        "{}",
+        text(&approved)
+    );
+    // B was not there to answer; it takes the approval when it joins, so neither
+    // controller waits at the gate and nobody is asked again.
+    controllers.spawn(pony_db(
+        &lab.path("state-b"),
+        &url,
+        &[
+            "join",
+            &run,
+            "--regions",
+            "r2",
+            "--controller",
+            "ctl-b",
+            "--approval-wait",
+            "10m",
+        ],
+    ));
+    std::fs::write(&go, "").unwrap();
+    for output in controllers.finish() {
+        assert_eq!(code(&output), 0, "{}", text(&output));
+    }
+    assert!(lab
+        .host_names()
+        .iter()
+        .all(|h| lab.root(h).join("done").exists()));
+}
+
+/// `command` run under `script`, which gives it a terminal: stdin, stdout and stderr are
+/// a pseudo-terminal whose input is what the test writes to `script`'s stdin.
+fn at_a_terminal(command: &Command, transcript: &Path) -> Command {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(quote)
+        .collect();
+    let mut wrapped = Command::new("script");
+    wrapped
+        .args(["-qfec", &format!("exec {}", line.join(" ")), "/dev/null"])
+        .current_dir(command.get_current_dir().unwrap());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    wrapped
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(transcript).unwrap())
+        .stderr(Stdio::null());
+    wrapped
+}
+
+#[test]
+fn an_approval_at_one_controllers_terminal_reaches_the_other_controllers() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let go = lab.path("go");
+    std::fs::write(&go, "").unwrap();
+    let playbook = playbook(&lab, &go, true);
+    let transcript = lab.path("terminal-a.txt");
+    let deploy_a = pony_db(
+        &lab.path("state-a"),
+        &url,
+        &[
+            "deploy",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+            "--regions",
+            "r1,r3",
+            "--controller",
+            "ctl-a",
+        ],
+    );
+    let mut terminal = Controllers(vec![at_a_terminal(&deploy_a, &transcript).spawn().unwrap()]);
+    let a = &mut terminal.0[0];
+    let mut controllers = Controllers(Vec::new());
+    let run = run_id(&url, &mut controllers);
+    controllers.spawn(pony_db(
+        &lab.path("state-b"),
+        &url,
+        &[
+            "join",
+            &run,
+            "--regions",
+            "r2",
+            "--controller",
+            "ctl-b",
+            "--approval-wait",
+            "10m",
+        ],
+    ));
+    wait_until("A to ask at its terminal", || {
+        std::fs::read_to_string(&transcript)
+            .unwrap_or_default()
+            .contains("Approve it and continue with the next wave?")
+    });
+    std::io::Write::write_all(a.stdin.as_mut().unwrap(), b"y\n").unwrap();
+    for output in controllers.finish() {
+        assert_eq!(code(&output), 0, "B: {}", text(&output));
+    }
+    let mut status = None;
+    wait_until("A to end", || {
+        status = a.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(
+        status.unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&transcript).unwrap()
+    );
+    assert!(lab
+        .host_names()
+        .iter()
+        .all(|h| lab.root(h).join("done").exists()));
+    // B took the approval A's person gave, as a command forwarded by A.
+    let records = control_records(&url, &run);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].0.as_deref(), Some("ctl-b"));
+    assert_eq!(records[0].1["command"], "approve first");
+    let origin: Option<String> = db(&url)
+        .query_one("SELECT origin FROM control WHERE run_id = $1", &[&run])
+        .unwrap()
+        .get(0);
+    assert_eq!(origin.as_deref(), Some("ctl-a"));
+}
