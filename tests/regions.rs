@@ -926,11 +926,12 @@ fn an_interrupted_controller_leaves_its_regions_expired_and_resume_with_regions_
     let pg = server();
     let url = pg.url();
     let gate = lab.path("gate-b");
-    // B's -01 hosts run `one` until the gate opens; its -02 hosts queue behind them.
+    // B's -01 hosts run `one` until the gate opens; its -02 hosts queue behind them. The
+    // playbook says `stop`; A's command line overrides it with `wait`.
     let playbook = lab.playbook(&format!(
         r#"
 name: interrupted
-strategy: {{ max_unavailable: 1 }}
+strategy: {{ max_unavailable: 1, on_controller_loss: stop }}
 steps:
   - {{ name: one, run: "echo one >> {{{{ root }}}}/count-one; if [ {{{{ host.region }}}} != r1 ]; then while [ ! -e {gate} ]; do sleep 0.02; done; fi" }}
   - {{ name: two, needs: [one], run: "echo two >> {{{{ root }}}}/count-two" }}
@@ -943,7 +944,14 @@ steps:
         lab.path("state-c"),
     );
     let mut args = deploy_args(&lab, &playbook);
-    args.extend(["--regions", "r1", "--controller", "ctl-a"]);
+    args.extend([
+        "--regions",
+        "r1",
+        "--controller",
+        "ctl-a",
+        "--on-controller-loss",
+        "wait",
+    ]);
     let mut a = spawn(pony_db(&state_a, &url, &args));
     let run = run_id(&url, &mut a);
     let mut b = spawn(pony_db(
