@@ -168,6 +168,7 @@ fn resolve_run_options(cli: &mut Cli) {
     {
         cli.global.regions = run_options.regions.clone();
         cli.global.controller = run_options.controller.clone();
+        cli.global.on_controller_loss = run_options.on_controller_loss;
         cli.global.notify = run_options
             .notify
             .iter()

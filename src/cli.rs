@@ -64,6 +64,9 @@ pub struct GlobalOptions {
     /// Resolved from the command's own `--controller`.
     #[arg(skip)]
     pub controller: Option<String>,
+    /// Resolved from the command's own `--on-controller-loss` (deploy, join, resume).
+    #[arg(skip)]
+    pub on_controller_loss: Option<LossChoice>,
     /// Resolved from the command's own `--notify` and `--notify-timeout`.
     #[arg(skip)]
     pub notify: Vec<crate::notify::Notifier>,
@@ -116,6 +119,16 @@ pub struct RunOptions {
     /// region (default: MACHINE:PID).
     #[arg(long, env = "PONY_CONTROLLER", value_name = "NAME")]
     pub controller: Option<String>,
+    /// With --regions: what this controller does when another controller of the run is
+    /// lost (overrides strategy.on_controller_loss): `wait` for its regions to be taken
+    /// over by `pony resume RUN --regions …`, or `stop` as on a first Ctrl-C.
+    #[arg(
+        long,
+        env = "PONY_ON_CONTROLLER_LOSS",
+        value_enum,
+        value_name = "POLICY"
+    )]
+    pub on_controller_loss: Option<LossChoice>,
     /// How long one call of a --notify command may take before it is killed.
     #[arg(long, env = "PONY_NOTIFY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub notify_timeout: std::time::Duration,
@@ -132,6 +145,21 @@ impl From<PaceChoice> for crate::playbook::RollbackPace {
         match choice {
             PaceChoice::Window => crate::playbook::RollbackPace::Window,
             PaceChoice::All => crate::playbook::RollbackPace::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LossChoice {
+    Wait,
+    Stop,
+}
+
+impl From<LossChoice> for crate::playbook::OnControllerLoss {
+    fn from(choice: LossChoice) -> Self {
+        match choice {
+            LossChoice::Wait => crate::playbook::OnControllerLoss::Wait,
+            LossChoice::Stop => crate::playbook::OnControllerLoss::Stop,
         }
     }
 }

@@ -222,6 +222,23 @@ pub enum Event {
     Stopped {
         reason: String,
     },
+    /// In a run split by region (`--regions`): another controller of the run is lost
+    /// (its region leases expired: it died, was cut off, or stopped with work left).
+    /// Emitted once per lost controller by each controller that sees it.
+    ControllerLost {
+        /// The lost controller's name, machine and pid (not `controller`: that is the
+        /// envelope's, the emitting controller's name).
+        lost_controller: String,
+        machine: String,
+        pid: i32,
+        /// Its regions, which no controller works on now.
+        regions: Vec<String>,
+        /// `strategy.on_controller_loss` (or `--on-controller-loss`) of this controller:
+        /// `wait` for the regions to be taken over, or `stop`.
+        policy: String,
+        /// The command that takes the regions over, from any machine.
+        resume: String,
+    },
     /// A command from another shell (`pony pause|continue|abort|approve`), as the run
     /// took it: who sent it (the kernel's word for the user and pid), and what it did.
     Control {

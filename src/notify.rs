@@ -32,6 +32,7 @@ pub fn notifies(event: &Event) -> bool {
         | Event::Summary { .. }
         | Event::TaskFailed { .. }
         | Event::WaveFailed { .. }
+        | Event::ControllerLost { .. }
         | Event::Control { .. } => true,
         Event::GateWaiting { reason, .. } => reason == "approve",
         Event::VerifyCheck { ok, .. } => !ok,

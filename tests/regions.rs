@@ -4,12 +4,15 @@
 //! order, no timing), a `per: run` step runs once and its capture reaches the other
 //! controller's hosts, a failure beyond budget under `rollback-all` rolls back the other
 //! controller's regions too, and a controller killed mid-run has its regions taken over
-//! by `pony resume RUN --regions …` from another state folder.
+//! by `pony resume RUN --regions …` from another state folder. A lost controller (killed,
+//! or interrupted with work left) is journaled by the others, which wait for its regions
+//! or stop by `strategy.on_controller_loss`.
 
 mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use support::db::{db, pony_db, server};
 use support::{lab, pony, text, wait_until, Lab};
 
@@ -17,12 +20,46 @@ fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
 }
 
-fn spawn(mut command: Command) -> Child {
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn(mut command: Command) -> Controller {
+    Controller(Some(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+/// A controller process of the test's, killed (by its pid) if the test fails before it
+/// ended: a controller waiting for another's regions would otherwise wait for good.
+struct Controller(Option<Child>);
+
+impl Controller {
+    fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0.take().expect("running").wait_with_output()
+    }
+}
+
+impl std::ops::Deref for Controller {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("running")
+    }
+}
+
+impl std::ops::DerefMut for Controller {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// The run the first controller created (fails with its output if it ended first).
@@ -57,6 +94,83 @@ fn task_rows(url: &str, run: &str) -> Vec<(i64, String, String, Option<String>)>
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect()
+}
+
+/// The run's `controller_lost` records: (who journaled it, the lost controller, its
+/// regions, the policy applied).
+fn losses(url: &str, run: &str) -> Vec<(Option<String>, String, Vec<String>, String)> {
+    db(url)
+        .query(
+            "SELECT controller, record->>'lost_controller', record->>'regions', record->>'policy'
+             FROM journal WHERE run_id = $1 AND record->>'type' = 'controller_lost'
+             ORDER BY seq",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let regions: String = r.get(2);
+            (
+                r.get(0),
+                r.get(1),
+                serde_json::from_str(&regions).unwrap(),
+                r.get(3),
+            )
+        })
+        .collect()
+}
+
+/// The JSON events a controller prints (`--output json`), read by a thread as they come.
+fn events_of(child: &mut Child) -> Receiver<serde_json::Value> {
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (send, events) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+            let event = serde_json::from_str(&line).expect("a JSON event");
+            if send.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    events
+}
+
+/// Events up to the first that satisfies `last`, that one included (gives up after a
+/// minute, as `wait_until` does, rather than hanging when it never comes).
+fn events_until(
+    events: &Receiver<serde_json::Value>,
+    last: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut seen = Vec::new();
+    loop {
+        match events.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(event) => {
+                let done = last(&event);
+                seen.push(event);
+                if done {
+                    return seen;
+                }
+            }
+            Err(e) => panic!("gave up waiting for an event ({e}); events so far: {seen:#?}"),
+        }
+    }
+}
+
+/// How many times a counter file of `step` was appended to on `host`.
+fn count(lab: &Lab, host: &str, step: &str) -> usize {
+    std::fs::read_to_string(lab.root(host).join(format!("count-{step}")))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// `pony status RUN`'s row of `controller`, split into words, if it has one.
+fn status_row(state: &Path, url: &str, run: &str, controller: &str) -> Option<Vec<String>> {
+    let status = pony_db(state, url, &["status", run]).output().unwrap();
+    assert_eq!(code(&status), 0, "{}", text(&status));
+    String::from_utf8_lossy(&status.stdout)
+        .lines()
+        .find(|l| l.starts_with(controller))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
 }
 
 fn region_of(label: &str) -> &str {
@@ -344,6 +458,7 @@ steps:
             .iter()
             .all(|h| lab.root(h).join("slow-started").exists())
     });
+    let b_pid = b.id();
     b.kill().unwrap(); // SIGKILL: B's region leases are left to expire
     b.wait().unwrap();
     std::fs::write(&gate, "").unwrap();
@@ -364,6 +479,32 @@ steps:
         b.last().unwrap() == "expired"
     });
     assert_eq!(status_line("ctl-a").unwrap()[1], "r1");
+    let status = pony_db(&state_c, &url, &["status", &run]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(&format!(
+            "controller ctl-b is lost (it died, was cut off, or stopped with work left): take its regions over with `pony resume {run} --regions r2,r3`"
+        )),
+        "{}",
+        text(&status)
+    );
+    // A (`on_controller_loss: wait`, the default) goes on waiting for r2 and r3, and says
+    // so once: journaled, naming the lost controller and its regions.
+    wait_until("A to journal the loss of B", || {
+        !losses(&url, &run).is_empty()
+    });
+    assert_eq!(
+        losses(&url, &run),
+        [(
+            Some("ctl-a".to_string()),
+            "ctl-b".to_string(),
+            vec!["r2".to_string(), "r3".to_string()],
+            "wait".to_string()
+        )]
+    );
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "A stopped instead of waiting"
+    );
     let resumed = pony_db(
         &state_c,
         &url,
@@ -381,6 +522,14 @@ steps:
     assert_eq!(code(&resumed), 0, "C: {}", text(&resumed));
     let a = a.wait_with_output().unwrap();
     assert_eq!(code(&a), 0, "A: {}", text(&a));
+    // Told once, with the command that takes the regions over; after the takeover the
+    // regions are live again: no second loss.
+    let told = format!(
+        "controller ctl-b (pid {b_pid} on {}) is lost: its lease on r2, r3 expired; waiting for its regions (on_controller_loss: wait); take them over with `pony resume {run} --regions r2,r3`",
+        pony::state::hostname()
+    );
+    assert_eq!(text(&a).matches(&told).count(), 1, "{}", text(&a));
+    assert_eq!(losses(&url, &run).len(), 1);
 
     for host in lab.host_names() {
         let count = |step: &str| {
@@ -610,4 +759,298 @@ steps:
             (Some("ctl-b".to_string()), "3".to_string())
         ]
     );
+    // Each left its regions expired (halted with work left), yet neither is told the
+    // other is lost: B's failure, journaled before its leases expired, stopped A first.
+    assert_eq!(losses(&url, &run), []);
+    for controller in ["ctl-a", "ctl-b"] {
+        let row = status_row(&lab.path("state-c"), &url, &run, controller).expect("in status");
+        assert_eq!(row.last().unwrap(), "expired", "{controller}: {row:?}");
+    }
+}
+
+#[test]
+fn under_on_controller_loss_stop_the_others_stop_when_a_controller_is_killed_and_resume_finishes() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let (gate_a, gate_b) = (lab.path("gate-a"), lab.path("gate-b"));
+    // One host per cluster at a time: the -01 hosts run `one`, held by the gates, while
+    // the -02 hosts queue. Wave `first` is r1 (A) and r2 (B); wave `second` is r3 (A).
+    let playbook = lab.playbook(&format!(
+        r#"
+name: stopping
+strategy:
+  max_unavailable: 1
+  on_controller_loss: stop
+  waves:
+    - {{ name: first, regions: [r1, r2] }}
+    - {{ name: second, regions: [r3] }}
+steps:
+  - {{ name: one, run: "echo one >> {{{{ root }}}}/count-one; if [ {{{{ host.region }}}} = r1 ]; then g={gate_a}; else g={gate_b}; fi; while [ ! -e $g ]; do sleep 0.02; done" }}
+  - {{ name: two, needs: [one], run: "echo two >> {{{{ root }}}}/count-two" }}
+"#,
+        gate_a = gate_a.display(),
+        gate_b = gate_b.display()
+    ));
+    let (state_a, state_b, state_c) = (
+        lab.path("state-a"),
+        lab.path("state-b"),
+        lab.path("state-c"),
+    );
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend([
+        "--regions",
+        "r1,r3",
+        "--controller",
+        "ctl-a",
+        "--output",
+        "json",
+    ]);
+    let mut a = spawn(pony_db(&state_a, &url, &args));
+    let events = events_of(&mut a);
+    let run = run_id(&url, &mut a);
+    let mut b = spawn(pony_db(
+        &state_b,
+        &url,
+        &["join", &run, "--regions", "r2", "--controller", "ctl-b"],
+    ));
+    let in_flight = ["r1-c1-01", "r1-c2-01", "r2-c1-01", "r2-c2-01"];
+    wait_until("the -01 hosts of both controllers to run `one`", || {
+        in_flight.iter().all(|h| count(&lab, h, "one") == 1)
+    });
+    b.kill().unwrap(); // SIGKILL: B's region leases are left to expire
+    b.wait().unwrap();
+    std::fs::write(&gate_b, "").unwrap(); // B's orphaned commands end
+
+    // Once B's leases expired, A stops as on a first Ctrl-C, saying why.
+    let seen = events_until(&events, |e| e["event"] == "stopped");
+    let lost = seen
+        .iter()
+        .find(|e| e["event"] == "controller_lost")
+        .unwrap_or_else(|| panic!("no controller_lost before stopping: {seen:#?}"));
+    assert_eq!(
+        (
+            &lost["controller"],
+            &lost["lost_controller"],
+            &lost["regions"],
+            &lost["policy"]
+        ),
+        (
+            &serde_json::json!("ctl-a"),
+            &serde_json::json!("ctl-b"),
+            &serde_json::json!(["r2"]),
+            &serde_json::json!("stop")
+        ),
+        "{lost}"
+    );
+    assert_eq!(
+        lost["resume"],
+        format!("pony resume {run} --regions r2"),
+        "{lost}"
+    );
+    let reason = seen.last().unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("controller ctl-b lost its regions r2"),
+        "{reason}"
+    );
+    // Its hosts in flight finish all their tasks; no other host starts.
+    std::fs::write(&gate_a, "").unwrap();
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(code(&a), 130, "A: {}", text(&a));
+    assert_eq!(
+        losses(&url, &run),
+        [(
+            Some("ctl-a".to_string()),
+            "ctl-b".to_string(),
+            vec!["r2".to_string()],
+            "stop".to_string()
+        )]
+    );
+    for host in ["r1-c1-01", "r1-c2-01"] {
+        assert_eq!(count(&lab, host, "two"), 1, "{host} finished its tasks");
+    }
+    for host in ["r1-c1-02", "r1-c2-02"]
+        .into_iter()
+        .map(String::from)
+        .chain(hosts_of(&lab, &["r3"]))
+    {
+        assert_eq!(
+            count(&lab, &host, "one"),
+            0,
+            "{host} started after the stop"
+        );
+    }
+    let ends: Vec<(Option<String>, String)> = db(&url)
+        .query(
+            "SELECT controller, record->>'outcome' FROM journal
+             WHERE run_id = $1 AND record->>'type' = 'run_finished'",
+            &[&run],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        ends,
+        [(Some("ctl-a".to_string()), "interrupted".to_string())]
+    );
+    // A left with work left: its lease reads expired, as B's does.
+    for controller in ["ctl-a", "ctl-b"] {
+        let row = status_row(&state_c, &url, &run, controller).expect("in status");
+        assert_eq!(row.last().unwrap(), "expired", "{controller}: {row:?}");
+    }
+
+    // One `pony resume RUN` takes the whole run over and finishes it: tasks the journal
+    // had as succeeded do not run again.
+    let resumed = pony_db(&state_c, &url, &["resume", &run]).output().unwrap();
+    assert_eq!(code(&resumed), 0, "resume: {}", text(&resumed));
+    for host in lab.host_names() {
+        let killed = ["r2-c1-01", "r2-c2-01"].contains(&host.as_str());
+        assert_eq!(
+            count(&lab, &host, "one"),
+            if killed { 2 } else { 1 },
+            "{host}"
+        );
+        assert_eq!(count(&lab, &host, "two"), 1, "{host}");
+    }
+    // The resume took every region: no controller's lease is left expired.
+    for controller in ["ctl-a", "ctl-b"] {
+        let row = status_row(&state_c, &url, &run, controller).expect("in status");
+        assert_eq!(row.last().unwrap(), "left", "{controller}: {row:?}");
+    }
+}
+
+#[test]
+fn an_interrupted_controller_leaves_its_regions_expired_and_resume_with_regions_takes_them() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let gate = lab.path("gate-b");
+    // B's -01 hosts run `one` until the gate opens; its -02 hosts queue behind them. The
+    // playbook says `stop`; A's command line overrides it with `wait`.
+    let playbook = lab.playbook(&format!(
+        r#"
+name: interrupted
+strategy: {{ max_unavailable: 1, on_controller_loss: stop }}
+steps:
+  - {{ name: one, run: "echo one >> {{{{ root }}}}/count-one; if [ {{{{ host.region }}}} != r1 ]; then while [ ! -e {gate} ]; do sleep 0.02; done; fi" }}
+  - {{ name: two, needs: [one], run: "echo two >> {{{{ root }}}}/count-two" }}
+"#,
+        gate = gate.display()
+    ));
+    let (state_a, state_b, state_c) = (
+        lab.path("state-a"),
+        lab.path("state-b"),
+        lab.path("state-c"),
+    );
+    let mut args = deploy_args(&lab, &playbook);
+    args.extend([
+        "--regions",
+        "r1",
+        "--controller",
+        "ctl-a",
+        "--on-controller-loss",
+        "wait",
+    ]);
+    let mut a = spawn(pony_db(&state_a, &url, &args));
+    let run = run_id(&url, &mut a);
+    let mut b = spawn(pony_db(
+        &state_b,
+        &url,
+        &[
+            "join",
+            &run,
+            "--regions",
+            "!r1",
+            "--controller",
+            "ctl-b",
+            "--output",
+            "json",
+        ],
+    ));
+    let events = events_of(&mut b);
+    let b_in_flight = ["r2-c1-01", "r2-c2-01", "r3-c1-01", "r3-c2-01"];
+    wait_until("B's -01 hosts to run `one`", || {
+        b_in_flight.iter().all(|h| count(&lab, h, "one") == 1)
+    });
+    // SIGINT, as Ctrl-C: B drains and ends interrupted, with its -02 hosts not started.
+    assert_eq!(unsafe { libc::kill(b.id() as i32, libc::SIGINT) }, 0);
+    let seen = events_until(&events, |e| e["event"] == "stopped");
+    assert!(
+        seen.last().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{seen:#?}"
+    );
+    std::fs::write(&gate, "").unwrap();
+    let b = b.wait_with_output().unwrap();
+    assert_eq!(code(&b), 130, "B: {}", text(&b));
+    for host in b_in_flight {
+        assert_eq!(count(&lab, host, "two"), 1, "{host} finished its tasks");
+    }
+    let b_queued = ["r2-c1-02", "r2-c2-02", "r3-c1-02", "r3-c2-02"];
+    for host in b_queued {
+        assert_eq!(count(&lab, host, "one"), 0, "{host} started after Ctrl-C");
+    }
+
+    // B's region leases are expired at once, not deleted: `pony status` shows it lost,
+    // and A (waiting) journals the loss.
+    let row = status_row(&state_c, &url, &run, "ctl-b").expect("ctl-b in status");
+    assert_eq!(
+        (row[1].as_str(), row.last().unwrap().as_str()),
+        ("r2,r3", "expired")
+    );
+    let expired: i64 = db(&url)
+        .query_one(
+            "SELECT count(*) FROM region_leases
+             WHERE run_id = $1 AND controller = 'ctl-b' AND expires <= now()",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(expired, 2);
+    wait_until("A to journal the loss of B", || {
+        !losses(&url, &run).is_empty()
+    });
+    assert_eq!(
+        losses(&url, &run),
+        [(
+            Some("ctl-a".to_string()),
+            "ctl-b".to_string(),
+            vec!["r2".to_string(), "r3".to_string()],
+            "wait".to_string()
+        )]
+    );
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "A stopped instead of waiting"
+    );
+
+    // `resume --regions` takes them over at once (no lease to wait out), and both finish.
+    let resumed = pony_db(
+        &state_c,
+        &url,
+        &[
+            "resume",
+            &run,
+            "--regions",
+            "r2,r3",
+            "--controller",
+            "ctl-c",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&resumed), 0, "C: {}", text(&resumed));
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(code(&a), 0, "A: {}", text(&a));
+    for host in lab.host_names() {
+        assert_eq!(count(&lab, &host, "one"), 1, "{host}");
+        assert_eq!(count(&lab, &host, "two"), 1, "{host}");
+    }
+    for controller in ["ctl-a", "ctl-b", "ctl-c"] {
+        let row = status_row(&state_c, &url, &run, controller).expect("in status");
+        assert_eq!(row.last().unwrap(), "left", "{controller}: {row:?}");
+    }
 }

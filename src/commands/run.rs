@@ -171,6 +171,10 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
                 (**db).clone(),
                 run_id.clone(),
                 launch.journal_seen,
+                global
+                    .on_controller_loss
+                    .map(Into::into)
+                    .unwrap_or(launch.plan.playbook.strategy.on_controller_loss),
             )?))
         }
         _ => None,
@@ -188,7 +192,9 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         }
         Exit::Interrupted => {
             eprintln!("interrupted; continue with: pony resume {run_id}");
+            held.leave_with_work_left();
         }
+        Exit::NeedsAttention => held.leave_with_work_left(),
         _ => {}
     }
     Ok(exit)

@@ -242,7 +242,7 @@ impl<'a> Report<'a> {
             ));
         }
         if !self.controllers.is_empty() {
-            out.push_str(&controllers_table(&self.controllers));
+            out.push_str(&controllers_table(&self.controllers, &run.run_id));
         }
         if let Some(problem) = &run.journal_problem {
             out.push_str(&format!("note: {problem}\n"));
@@ -588,8 +588,8 @@ fn indent(text: &str) -> String {
 }
 
 /// The controllers of a run split by region: which regions each worked on, its tasks,
-/// and whether it still holds its lease.
-fn controllers_table(parts: &[crate::state::pg::regions::ControllerPart]) -> String {
+/// and whether it still holds its lease; an expired one's regions wait for a takeover.
+fn controllers_table(parts: &[crate::state::pg::regions::ControllerPart], run_id: &str) -> String {
     let mut out =
         String::from("\nCONTROLLER            REGIONS         STARTED  SUCCEEDED  FAILED  LEASE\n");
     for part in parts {
@@ -601,6 +601,13 @@ fn controllers_table(parts: &[crate::state::pg::regions::ControllerPart]) -> Str
             part.succeeded,
             part.failed,
             part.lease
+        ));
+    }
+    for part in parts.iter().filter(|p| p.lease == "expired") {
+        out.push_str(&format!(
+            "controller {} is lost (it died, was cut off, or stopped with work left): take its regions over with `pony resume {run_id} --regions {}`\n",
+            part.controller,
+            part.regions.join(",")
         ));
     }
     out.push('\n');

@@ -13,7 +13,7 @@ pub mod template;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::inventory::Vars;
-pub use raw::{NeedScope, OnFailure, Per, Probe, RollbackPace, Unreachable};
+pub use raw::{NeedScope, OnControllerLoss, OnFailure, Per, Probe, RollbackPace, Unreachable};
 use raw::{RawPlaybook, Scalar};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

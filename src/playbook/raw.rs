@@ -62,6 +62,8 @@ pub struct RawStrategy {
     pub max_failures_wave: Option<Scalar>,
     pub unreachable: Option<Unreachable>,
     pub max_unreachable: Option<usize>,
+    /// In a run split by region: what the other controllers do when one is lost.
+    pub on_controller_loss: Option<OnControllerLoss>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +89,30 @@ impl std::fmt::Display for RollbackPace {
             RollbackPace::Window => "window",
             RollbackPace::All => "all",
         })
+    }
+}
+
+/// In a run split between controllers by region (`--regions`): what the other
+/// controllers do when one is lost (its region leases expired with work left).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnControllerLoss {
+    /// Go on with their own regions and wait at the next barrier for the lost regions
+    /// until `pony resume RUN --regions …` takes them over.
+    #[default]
+    Wait,
+    /// Stop as on a first Ctrl-C: no new host starts, hosts in flight finish; the run
+    /// ends interrupted (resumable).
+    Stop,
+}
+
+impl OnControllerLoss {
+    /// The playbook's spelling, as events show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnControllerLoss::Wait => "wait",
+            OnControllerLoss::Stop => "stop",
+        }
     }
 }
 

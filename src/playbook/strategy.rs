@@ -1,9 +1,10 @@
 //! The rollout strategy: waves (which regions and hosts, in order) with the gates after
 //! them (`pause`, `approve`, a daily change `window`), and the per-cluster limits
 //! (`max_unavailable` slots, the `max_failures` budget, `on_failure`), the run-wide
-//! `max_failures_run` budget, `unreachable` hosts and the rollback's pace.
+//! `max_failures_run` budget, `unreachable` hosts, the rollback's pace and what a run
+//! split by region does when one of its controllers is lost.
 
-use super::raw::{self, OnFailure, RawWave, RollbackPace, Scalar, Unreachable};
+use super::raw::{self, OnControllerLoss, OnFailure, RawWave, RollbackPace, Scalar, Unreachable};
 use super::Builder;
 use crate::inventory::pattern::HostPattern;
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub struct Strategy {
     /// Under `unreachable: skip`, how many hosts may be skipped; later ones fail.
     /// `None`: no limit.
     pub max_unreachable: Option<usize>,
+    /// In a run split by region: what the other controllers do when one is lost.
+    pub on_controller_loss: OnControllerLoss,
 }
 
 #[derive(Debug)]
@@ -300,6 +303,7 @@ impl Builder<'_> {
             max_failures_run,
             unreachable,
             max_unreachable: raw.max_unreachable,
+            on_controller_loss: raw.on_controller_loss.unwrap_or_default(),
         }
     }
 

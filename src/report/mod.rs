@@ -370,6 +370,25 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             )
         }),
         Event::Stopped { reason } => Some(format!("== {reason}")),
+        Event::ControllerLost {
+            lost_controller: controller,
+            machine,
+            pid,
+            regions,
+            policy,
+            resume,
+        } => {
+            let doing = if policy == "stop" {
+                "stopping (on_controller_loss: stop)"
+            } else {
+                "waiting for its regions (on_controller_loss: wait)"
+            };
+            Some(format!(
+                "{} controller {controller} (pid {pid} on {machine}) is lost: its lease on {} expired; {doing}; take them over with `{resume}`",
+                palette.red("!!"),
+                regions.join(", ")
+            ))
+        }
         Event::Control {
             command,
             user,

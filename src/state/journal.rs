@@ -115,6 +115,17 @@ pub enum Record {
         message: String,
         time: String,
     },
+    /// In a run split by region: another controller of the run was lost (its region
+    /// leases expired), as this controller saw it, and what it did about it.
+    ControllerLost {
+        lost_controller: String,
+        machine: String,
+        pid: i32,
+        regions: Vec<String>,
+        /// `wait` or `stop`.
+        policy: String,
+        time: String,
+    },
     RunFinished {
         /// Spelt as in the `summary` event (`failed_rolled_back`); older journals' Debug
         /// spelling (`FailedRolledBack`) is read through [`RunOutcome`]'s aliases.

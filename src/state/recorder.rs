@@ -197,6 +197,21 @@ pub fn record_of(event: &Event) -> Option<Record> {
             message: message.clone(),
             time: now(),
         },
+        Event::ControllerLost {
+            lost_controller,
+            machine,
+            pid,
+            regions,
+            policy,
+            ..
+        } => Record::ControllerLost {
+            lost_controller: lost_controller.clone(),
+            machine: machine.clone(),
+            pid: *pid,
+            regions: regions.clone(),
+            policy: policy.clone(),
+            time: now(),
+        },
         Event::Summary {
             outcome, exit_code, ..
         } => Record::run_finished(*outcome, *exit_code, now()),

@@ -45,6 +45,17 @@ impl Held {
             Held::Regions(regions) => regions.keep(),
         }
     }
+
+    /// The run stopped with work left (interrupted, halted, a host left unreachable or a
+    /// rollback failed): a controller of a split run marks its regions abandoned, so the
+    /// others see them lost and `pony resume RUN --regions …` takes them over. A lock or
+    /// lease of a whole run is released as usual (its resume takes the run as a whole).
+    pub fn leave_with_work_left(self) {
+        match self {
+            Held::Regions(regions) => regions.abandon(),
+            other => drop(other),
+        }
+    }
 }
 
 impl Store {

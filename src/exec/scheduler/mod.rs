@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 const TAIL_LINES: usize = 10;
 
 mod control;
+mod controllers;
 mod gates;
 mod recovery;
 mod stops;
@@ -322,6 +323,7 @@ impl Scheduler {
         }
         let mut interrupts = self.options.interrupts.clone();
         let mut control = self.options.control.take();
+        let mut losses = self.options.split.as_ref().and_then(|s| s.take_losses());
         loop {
             self.start_due_rollbacks();
             if self.running.is_empty()
@@ -360,6 +362,7 @@ impl Scheduler {
                     Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
                 },
                 request = control::next_request(&mut control) => self.control(request),
+                loss = controllers::next_loss(&mut losses) => self.controller_lost(loss).await,
                 Ok(()) = interrupts.changed() => {
                     let count = *interrupts.borrow();
                     self.interrupt(count).await;

@@ -164,6 +164,16 @@ pub fn acquire(
         )
         .map_err(&q)?;
     }
+    if resuming {
+        // A run split by region, resumed by one controller: it takes every region, so
+        // the region leases its controllers left expired are no longer anyone's
+        // (`pony status` shows those controllers `left`, not `expired`).
+        tx.execute(
+            "DELETE FROM region_leases WHERE run_id = $1 AND expires <= now()",
+            &[&run_id],
+        )
+        .map_err(&q)?;
+    }
     let row = tx.query_one(SELECT_INFO, &[&inventory]).map_err(&q)?;
     tx.commit().map_err(&q)?;
     let info = row_of(&row).info;

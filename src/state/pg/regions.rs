@@ -7,7 +7,9 @@
 //! controller of the run renews it with its own regions, so it lives while any region
 //! lease lives, and the last controller to leave releases it. A controller that dies loses
 //! only its region leases; once they expired, `pony resume RUN --regions …` on any machine
-//! takes them over with a new token, which fences the old holder off.
+//! takes them over with a new token, which fences the old holder off. A controller that
+//! stops with work left (interrupted, halted) expires its rows itself rather than deleting
+//! them: its regions then read as abandoned exactly as a dead controller's do.
 
 use super::{PgError, PgStore};
 use crate::state::lock::LockError;
@@ -29,8 +31,21 @@ pub struct RegionLease {
     /// This controller's token in its rows; a takeover replaces it.
     pub holder: String,
     heartbeat: Option<Heartbeat>,
-    /// Left to expire rather than released when dropped.
-    keep: bool,
+    /// What dropping it does with the rows.
+    leaving: Leaving,
+}
+
+/// How a controller leaves its regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// Its part is done: the rows are deleted (`pony status` shows it `left`).
+    Done,
+    /// It stopped with work left (interrupted, halted): the rows are marked expired at
+    /// once, so they read as abandoned (`expired`), the other controllers see the loss,
+    /// and `pony resume RUN --regions …` takes them over.
+    Abandoned,
+    /// Stopped at an `approve:` gate: the rows are left to expire by themselves.
+    Kept,
 }
 
 /// One region lease as read, for `pony status`.
@@ -41,6 +56,8 @@ pub struct RegionRow {
     pub machine: String,
     pub pid: i32,
     pub live: bool,
+    /// The holding controller's token: a takeover replaces it.
+    pub holder: String,
 }
 
 fn db<'a>(store: &'a PgStore, what: &str) -> impl Fn(postgres::Error) -> LockError + 'a {
@@ -153,7 +170,7 @@ pub fn acquire(
         controller: controller.to_string(),
         holder,
         heartbeat: Some(heartbeat),
-        keep: false,
+        leaving: Leaving::Done,
     })
 }
 
@@ -196,36 +213,46 @@ impl RegionLease {
     /// `approve:` gate): `pony resume RUN --regions …` takes them over.
     pub fn keep(mut self) {
         self.stop_heartbeat();
-        self.keep = true;
+        self.leaving = Leaving::Kept;
+    }
+
+    /// Leaves the regions with work left (the controller was interrupted, or stopped
+    /// by a failure): their rows expire now rather than being deleted, so they read as
+    /// abandoned and are taken over by `pony resume RUN --regions …`.
+    pub fn abandon(mut self) {
+        self.leaving = Leaving::Abandoned;
     }
 }
 
 impl Drop for RegionLease {
-    /// Gives this controller's regions back; the last controller of the run also gives
-    /// the inventory back.
+    /// Gives this controller's regions back (or marks them abandoned); the last
+    /// controller of the run also gives the inventory back, once no live region lease
+    /// is left (a `resume` or `join` then takes it as any free lease).
     fn drop(&mut self) {
         self.stop_heartbeat();
-        if self.keep {
-            return;
-        }
+        let leave = match self.leaving {
+            Leaving::Kept => return,
+            Leaving::Done => "DELETE FROM region_leases WHERE run_id = $1 AND holder = $2",
+            Leaving::Abandoned => {
+                "UPDATE region_leases SET expires = least(expires, now())
+                 WHERE run_id = $1 AND holder = $2"
+            }
+        };
         let released = self
             .store
             .connect()
             .map_err(|e| e.to_string())
             .and_then(|mut c| {
-                c.execute(
-                    "DELETE FROM region_leases WHERE run_id = $1 AND holder = $2",
-                    &[&self.run_id, &self.holder],
-                )
-                .and_then(|_| {
-                    c.execute(
-                        "DELETE FROM leases WHERE inventory = $1 AND run_id = $2
+                c.execute(leave, &[&self.run_id, &self.holder])
+                    .and_then(|_| {
+                        c.execute(
+                            "DELETE FROM leases WHERE inventory = $1 AND run_id = $2
                            AND NOT EXISTS (SELECT 1 FROM region_leases
                                            WHERE run_id = $2 AND expires > now())",
-                        &[&self.inventory, &self.run_id],
-                    )
-                })
-                .map_err(|e| e.to_string())
+                            &[&self.inventory, &self.run_id],
+                        )
+                    })
+                    .map_err(|e| e.to_string())
             });
         if let Err(e) = released {
             tracing::warn!("could not release the region leases (they expire by themselves): {e}");
@@ -235,13 +262,19 @@ impl Drop for RegionLease {
 
 /// The region leases of a run (live or expired), by region.
 pub fn read(store: &PgStore, run_id: &str) -> Result<Vec<RegionRow>, PgError> {
-    let rows = store.with_reader("reading region leases", |c| {
-        c.query(
-            "SELECT region, controller, machine, pid, expires > now()
-             FROM region_leases WHERE run_id = $1 ORDER BY region",
-            &[&run_id],
-        )
-    })?;
+    store.with_reader("reading region leases", |c| rows(c, run_id))
+}
+
+/// [`read`] on a connection of the caller's (the split run's journal reader).
+pub fn rows(
+    client: &mut impl postgres::GenericClient,
+    run_id: &str,
+) -> Result<Vec<RegionRow>, postgres::Error> {
+    let rows = client.query(
+        "SELECT region, controller, machine, pid, expires > now(), holder
+         FROM region_leases WHERE run_id = $1 ORDER BY region",
+        &[&run_id],
+    )?;
     Ok(rows
         .iter()
         .map(|r| RegionRow {
@@ -250,6 +283,7 @@ pub fn read(store: &PgStore, run_id: &str) -> Result<Vec<RegionRow>, PgError> {
             machine: r.get(2),
             pid: r.get(3),
             live: r.get(4),
+            holder: r.get(5),
         })
         .collect())
 }

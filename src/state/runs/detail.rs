@@ -235,6 +235,9 @@ pub(super) fn fold(
             // The failing check is named in the wave's `WaveStopped` reason; passing
             // checks are in the journal for `pony log`-style reading.
             Record::VerifyCheck { .. } => {}
+            // `pony status` shows a split run's controllers from their leases as they
+            // are now (a lost controller's regions may have been taken over since).
+            Record::ControllerLost { .. } => {}
             Record::Control {
                 command,
                 user,
