@@ -11,7 +11,7 @@ mod support;
 use std::path::Path;
 use std::process::{Output, Stdio};
 use support::db::{db, pony_db, server};
-use support::{lab, pony, text, wait_until, Lab};
+use support::{lab, pony, text, wait_until, Lab, Reaped};
 
 fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
@@ -647,6 +647,61 @@ fn records_the_database_missed_while_it_was_down_reach_it_when_it_is_back() {
         "run_finished",
         "{:?}",
         in_db.last()
+    );
+}
+
+/// A controller that cannot reach the database for a whole lease loses its lease and
+/// stops (its running commands killed, exit 130) instead of going on unseen: another
+/// controller may be taking the run over. Nothing here waits on a clock: the task holds
+/// until the test ends it, and the test waits for the controller to end.
+#[test]
+fn a_controller_cut_off_from_the_database_for_a_whole_lease_stops() {
+    let mut pg = server();
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.yaml");
+    let playbook = dir.path().join("playbook.yaml");
+    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
+    std::fs::write(
+        &playbook,
+        "name: cut-off\nsteps:\n  - { name: hold, run: \"touch started; while true; do sleep 0.02; done\" }\n  - { name: after, needs: [hold], run: touch after }\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let controller = pony_db(
+        &state,
+        &url,
+        &[
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut controller = Reaped(Some(controller));
+    let hosts = ["h1", "h2", "h3", "h4"];
+    let marker = |h: &str, name: &str| state.join("hosts").join(h).join(name);
+    wait_until("every `hold` task to start", || {
+        hosts.iter().all(|h| marker(h, "started").exists())
+    });
+    pg.stop().unwrap();
+    let mut status = None;
+    wait_until("the controller to stop", || {
+        status = controller.child().try_wait().unwrap();
+        status.is_some()
+    });
+    let output = controller.0.take().unwrap().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.unwrap().code(), Some(130), "{stderr}");
+    assert!(stderr.contains("lost the inventory's lease"), "{stderr}");
+    assert!(
+        hosts.iter().all(|h| !marker(h, "after").exists()),
+        "a task started after the lease was lost"
     );
 }
 

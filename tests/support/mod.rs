@@ -355,3 +355,22 @@ pub fn socket_owners(inode: u64) -> Vec<u32> {
     }
     owners
 }
+
+/// A `pony` process of the test's own, killed (by its pid) if the test fails before it
+/// ends.
+pub struct Reaped(pub Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Reaped {
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("not taken yet")
+    }
+}

@@ -215,7 +215,8 @@ pub fn renew(
 
 /// A thread renewing a lease every third of its length until stopped. When `renew`
 /// finds the lease gone, it says `lost` (logged) and notifies `lost_signal`; database
-/// errors are logged and retried on a new connection.
+/// errors are logged and retried on a new connection, until a whole lease has passed
+/// since the last renewal: then the lease is lost as well.
 pub(super) struct Heartbeat {
     stop: mpsc::Sender<()>,
     handle: std::thread::JoinHandle<()>,
@@ -237,6 +238,9 @@ impl Heartbeat {
             .name(format!("pony-{}", name.replace(' ', "-")))
             .spawn(move || {
                 let mut client = None;
+                // The local monotonic clock only ever says "at least a lease has passed":
+                // by then the database's clock has expired the lease too.
+                let mut renewed = std::time::Instant::now();
                 loop {
                     match stopped.recv_timeout(every) {
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -248,11 +252,21 @@ impl Heartbeat {
                             .map_err(|e| tracing::warn!("{name} heartbeat: {e}"))
                             .ok();
                     }
-                    let Some(c) = client.as_mut() else { continue };
-                    match renew(c, store.lease.as_secs_f64()) {
-                        Ok(true) => {}
+                    let renewal = match client.as_mut() {
+                        Some(c) => renew(c, store.lease.as_secs_f64()).map_err(|e| e.to_string()),
+                        None => Err("no connection".to_string()),
+                    };
+                    match renewal {
+                        Ok(true) => renewed = std::time::Instant::now(),
                         Ok(false) => {
                             tracing::error!("{lost}: no new task starts");
+                            lost_signal.notify_one();
+                            return;
+                        }
+                        Err(e) if renewed.elapsed() >= store.lease => {
+                            tracing::error!(
+                                "{lost}: the state database was out of reach for a whole lease ({e})"
+                            );
                             lost_signal.notify_one();
                             return;
                         }

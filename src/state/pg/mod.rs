@@ -174,6 +174,15 @@ impl PgStore {
             .parse()
             .map_err(|e: postgres::Error| bad(e.to_string()))?;
         config.ssl_mode(tls.driver_mode());
+        // A database out of reach must cost a controller its lease, not hang it: a
+        // connection attempt, or a write the server does not acknowledge, gives up
+        // within a lease (unless the URL says otherwise).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(lease.max(Duration::from_secs(1)));
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(lease.max(Duration::from_secs(1)));
+        }
         let connector = tls.connector().map_err(&bad)?;
         let store = PgStore {
             config,
