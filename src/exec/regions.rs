@@ -263,6 +263,11 @@ fn run_of(record: &Record) -> TaskRun {
 }
 
 /// The reading thread's state: where it is in the shared journal, and who is lost.
+/// The task results committed since the last `seq` read.
+const NEW_RESULTS: &str = "SELECT seq, record::text FROM journal
+     WHERE run_id = $1 AND seq > $2 AND record->>'type' = 'task_finished'
+     ORDER BY seq";
+
 struct Reader {
     store: PgStore,
     run_id: String,
@@ -278,19 +283,25 @@ impl Reader {
     /// Every [`POLL`], the journal's new `task_finished` rows; every [`LEASE_ROUNDS`]
     /// polls, the other controllers' leases.
     fn poll(mut self, stop: Arc<AtomicBool>) {
-        let mut client = None;
+        let mut connection = None;
         let mut rounds = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            if client.is_none() {
-                client = self
+            if connection.is_none() {
+                connection = self
                     .store
                     .connect()
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut client| {
+                        // Prepared once: each poll is then one round trip, not two.
+                        let results = client.prepare(NEW_RESULTS).map_err(|e| e.to_string())?;
+                        Ok((client, results))
+                    })
                     .map_err(|e| tracing::warn!("reading the shared journal: {e}"))
                     .ok();
             }
-            if let Some(c) = client.as_mut() {
-                if !self.read_round(c, rounds) {
-                    client = None;
+            if let Some((client, results)) = connection.as_mut() {
+                if !self.read_round(client, results, rounds) {
+                    connection = None;
                 }
             }
             rounds += 1;
@@ -299,7 +310,12 @@ impl Reader {
     }
 
     /// One round; false when the connection failed.
-    fn read_round(&mut self, client: &mut postgres::Client, round: u64) -> bool {
+    fn read_round(
+        &mut self,
+        client: &mut postgres::Client,
+        results: &postgres::Statement,
+        round: u64,
+    ) -> bool {
         // The leases are read before the journal: a controller writes all its records
         // before its leases expire (it dies, or leaves with work left), so a loss seen
         // here comes with every result of its that the journal read below returns, and
@@ -315,7 +331,7 @@ impl Reader {
         } else {
             None
         };
-        if let Err(e) = self.read_results(client) {
+        if let Err(e) = self.read_results(client, results) {
             tracing::warn!("reading the shared journal: {e}; reconnecting");
             return false;
         }
@@ -328,13 +344,12 @@ impl Reader {
         true
     }
 
-    fn read_results(&mut self, client: &mut postgres::Client) -> Result<(), postgres::Error> {
-        let rows = client.query(
-            "SELECT seq, record::text FROM journal
-             WHERE run_id = $1 AND seq > $2 AND record->>'type' = 'task_finished'
-             ORDER BY seq",
-            &[&self.run_id, &self.after],
-        )?;
+    fn read_results(
+        &mut self,
+        client: &mut postgres::Client,
+        results: &postgres::Statement,
+    ) -> Result<(), postgres::Error> {
+        let rows = client.query(results, &[&self.run_id, &self.after])?;
         if rows.is_empty() {
             return Ok(());
         }
