@@ -9,26 +9,15 @@
 
 mod support;
 
+use support::code;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use support::db::{db, pony_db, server};
-use support::{lab, text, wait_until, Lab};
+use std::process::{Command, Output, Stdio};
+use support::db::{db, pony_db, server, stored_run};
+use support::{lab, text, wait_until, Lab, Reaped};
 
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-/// Kills the controllers (our own children, by pid) if the test fails before they end.
-struct Controllers(Vec<Child>);
-
-impl Drop for Controllers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+/// The test's controllers, each killed (by its pid) if the test fails before it ends.
+struct Controllers(Vec<Reaped>);
 
 impl Controllers {
     fn spawn(&mut self, mut command: Command) {
@@ -37,47 +26,27 @@ impl Controllers {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        self.0.push(child);
+        self.0.push(Reaped::new(child));
     }
 
-    /// Fails with a controller's output if it ended already.
     fn all_running(&mut self) {
-        for child in &mut self.0 {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-                panic!("a controller ended early ({status}): {err}");
-            }
+        for controller in &mut self.0 {
+            controller.still_running("a controller");
         }
     }
 
     /// Waits for every controller to end and returns their outputs, in spawn order.
-    fn finish(mut self) -> Vec<Output> {
-        std::mem::take(&mut self.0)
+    fn finish(self) -> Vec<Output> {
+        self.0
             .into_iter()
-            .map(|mut child| {
-                wait_until("a controller to end", || {
-                    child.try_wait().unwrap().is_some()
-                });
-                child.wait_with_output().unwrap()
-            })
+            .map(|controller| controller.wait_with_output().unwrap())
             .collect()
     }
 }
 
 /// The run the first controller stored.
 fn run_id(url: &str, controllers: &mut Controllers) -> String {
-    let mut id = None;
-    wait_until("the run to be stored", || {
-        controllers.all_running();
-        id = db(url)
-            .query_opt("SELECT run_id FROM runs", &[])
-            .ok()
-            .flatten()
-            .map(|r| r.get(0));
-        id.is_some()
-    });
-    id.unwrap()
+    stored_run(url, &mut controllers.0[0])
 }
 
 /// How many controllers hold a live lease of the run.
@@ -145,13 +114,6 @@ steps:
     ))
 }
 
-fn hosts_of(lab: &Lab, regions: &[&str]) -> Vec<String> {
-    lab.host_names()
-        .into_iter()
-        .filter(|h| regions.contains(&&h[..2]))
-        .collect()
-}
-
 #[test]
 fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_split_run() {
     let lab = lab();
@@ -199,7 +161,7 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
 
     // One host per cluster of r1 (A) and of r2 (B) is in flight, held by `go`.
     let first_hosts = |region: &str| {
-        hosts_of(&lab, &[region])
+        lab.hosts_in(&[region])
             .into_iter()
             .filter(|h| h.ends_with("-01"))
             .collect::<Vec<_>>()
@@ -241,7 +203,8 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
         "{}",
         text(&again)
     );
-    let waiting: Vec<String> = hosts_of(&lab, &["r1", "r2", "r3"])
+    let waiting: Vec<String> = lab
+        .hosts_in(&["r1", "r2", "r3"])
         .into_iter()
         .filter(|h| !in_flight.contains(h))
         .collect();
@@ -264,11 +227,11 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
         "{}",
         text(&continued)
     );
-    let wave_first = hosts_of(&lab, &["r1", "r2"]);
+    let wave_first = lab.hosts_in(&["r1", "r2"]);
     wait_until("wave first to finish on both controllers", || {
         wave_first.iter().all(|h| lab.root(h).join("done").exists())
     });
-    let r3 = hosts_of(&lab, &["r3"]);
+    let r3 = lab.hosts_in(&["r3"]);
     assert!(
         r3.iter().all(|h| !lab.root(h).join("started").exists()),
         "wave second started before its gate was approved"
@@ -530,10 +493,9 @@ fn an_approval_at_one_controllers_terminal_reaches_the_other_controllers() {
             "ctl-a",
         ],
     );
-    let mut terminal = Controllers(vec![at_a_terminal(&deploy_a, &transcript).spawn().unwrap()]);
-    let a = &mut terminal.0[0];
+    let mut a = Reaped::new(at_a_terminal(&deploy_a, &transcript).spawn().unwrap());
     let mut controllers = Controllers(Vec::new());
-    let run = run_id(&url, &mut controllers);
+    let run = stored_run(&url, &mut a);
     controllers.spawn(pony_db(
         &lab.path("state-b"),
         &url,

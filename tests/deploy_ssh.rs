@@ -4,15 +4,13 @@
 
 mod support;
 
+use support::code;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use support::{lab, lab_with, read_events_until, release_playbook, started_hosts, text};
 
 const FAST: &str = "  max_unavailable: 100%\n  max_failures: 0\n  on_failure: rollback-region";
-
-fn code(output: &std::process::Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
 
 /// JSON events of a run made with `--output json`.
 fn events(output: &std::process::Output) -> Vec<serde_json::Value> {

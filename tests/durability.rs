@@ -5,15 +5,13 @@
 
 mod support;
 
+use support::code;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use support::{lab, release_playbook, text, Lab};
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
 
 /// Every step appends its name to a per-host counter file, so a task that runs twice
 /// shows up as two lines; `slow` holds until the test opens the gate (`GATE`, replaced

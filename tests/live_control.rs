@@ -10,41 +10,17 @@
 mod support;
 
 use std::io::BufReader;
-use std::process::{Child, ExitStatus, Output};
+use std::process::{ExitStatus, Output};
 use support::{
-    journal, lab_with, only_run, read_events_until, started_hosts, text, wait_until, Lab,
+    journal, lab_with, only_run, read_events_until, started_hosts, text, wait_until, Lab, Reaped,
 };
 
 const HOSTS: [&str; 3] = ["r1-c1-01", "r1-c1-02", "r1-c1-03"];
 
-/// Kills the deploy (our own child, by its pid) if the test fails before it ends.
-struct Reaped(Option<Child>);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Reaped {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().unwrap()
-    }
-
-    /// Waits for the deploy to end (60 s bound for a hung test) and returns its output.
-    fn finish(mut self) -> (ExitStatus, String) {
-        let mut child = self.0.take().unwrap();
-        let mut status = None;
-        wait_until("the deploy to end", || {
-            status = child.try_wait().unwrap();
-            status.is_some()
-        });
-        let output = child.wait_with_output().unwrap();
-        (status.unwrap(), text(&output))
-    }
+/// Waits for the deploy to end and returns how it ended, with its output.
+fn finish(deploy: Reaped) -> (ExitStatus, String) {
+    let output = deploy.wait_with_output().unwrap();
+    (output.status, text(&output))
 }
 
 fn control(lab: &Lab, args: &[&str]) -> Output {
@@ -152,7 +128,7 @@ fn a_run_paused_from_another_process_starts_no_new_host_until_continue() {
     }
     let continued = control(&lab, &["continue", &id]);
     assert_eq!(continued.status.code(), Some(0), "{}", text(&continued));
-    let (status, output) = deploy.finish();
+    let (status, output) = finish(deploy);
     assert_eq!(status.code(), Some(0), "{output}");
     for host in HOSTS {
         assert!(lab.root(host).join("done").exists(), "{host} ran");
@@ -218,7 +194,7 @@ fn abort_with_rollback_from_another_process_rolls_back_every_touched_host_and_ex
     let aborted = control(&lab, &["abort", &id, "--rollback"]);
     assert_eq!(aborted.status.code(), Some(0), "{}", text(&aborted));
     std::fs::write(lab.root(HOSTS[1]).join("go"), "").unwrap();
-    let (status, output) = deploy.finish();
+    let (status, output) = finish(deploy);
     assert_eq!(status.code(), Some(1), "{output}");
 
     for host in &HOSTS[..2] {
@@ -287,7 +263,7 @@ fn approve_from_another_process_lets_a_run_without_a_terminal_go_past_its_gate()
 
     let approved = control(&lab, &["approve", &id, "canary"]);
     assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
-    let (status, output) = deploy.finish();
+    let (status, output) = finish(deploy);
     assert_eq!(status.code(), Some(0), "not 10: {output}");
     for host in HOSTS {
         assert!(lab.root(host).join("marked").exists(), "{host}");
@@ -380,7 +356,7 @@ fn abort_from_another_process_stops_as_an_interrupt_and_exits_130() {
     for host in HOSTS {
         std::fs::write(lab.root(host).join("go"), "").unwrap();
     }
-    let (status, output) = deploy.finish();
+    let (status, output) = finish(deploy);
     assert_eq!(status.code(), Some(130), "{output}");
     assert!(
         lab.root(HOSTS[0]).join("done").exists(),
@@ -433,7 +409,7 @@ fn without_an_approve_within_the_approval_wait_the_run_stops_with_10() {
     let deploy = Reaped(Some(
         lab.spawn_deploy(&playbook, &["--approval-wait", "1s"]),
     ));
-    let (status, output) = deploy.finish();
+    let (status, output) = finish(deploy);
     assert_eq!(status.code(), Some(10), "{output}");
     assert!(output.contains("--approve canary"), "{output}");
     assert!(!lab.root(HOSTS[1]).join("marked").exists());
@@ -466,7 +442,7 @@ fn approve_before_the_gate_is_reached_pre_approves_it() {
     for host in &HOSTS[..2] {
         std::fs::write(lab.root(host).join("go"), "").unwrap();
     }
-    let (status, output) = deploy.finish();
+    let (status, output) = finish(deploy);
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(lab.root(HOSTS[1]).join("marked").exists());
 }

@@ -5,12 +5,10 @@
 
 mod support;
 
+use support::code;
+
 use std::collections::BTreeSet;
 use support::{events, lab_with, release_playbook, text};
-
-fn code(out: &std::process::Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
 
 /// The most hosts rolling back at once (from a host's first rollback command to its
 /// outcome), and the order in which hosts began rolling back.

@@ -3,11 +3,9 @@
 
 mod support;
 
-use support::{lab, text};
+use support::code;
 
-fn code(output: &std::process::Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
+use support::{lab, text};
 
 fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&output.stdout)

@@ -8,14 +8,12 @@
 
 mod support;
 
+use support::code;
+
 use std::path::Path;
 use std::process::{Output, Stdio};
 use support::db::{db, pony_db, server};
 use support::{lab, pony, text, wait_until, Lab, Reaped};
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
 
 /// Labels the database's journal shows succeeded.
 fn succeeded_in_db(url: &str, run: &str) -> Vec<String> {

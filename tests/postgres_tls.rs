@@ -6,15 +6,13 @@
 
 mod support;
 
+use support::code;
+
 use pony::lab::postgres::{Postgres, ServerTls, Sync};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::path::Path;
 use std::process::Output;
 use support::{pony, text};
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
 
 /// A CA (its certificate in PEM) and an issuer to sign with.
 fn authority(name: &str) -> (String, Issuer<'static, KeyPair>) {

@@ -10,75 +10,22 @@
 
 mod support;
 
+use support::code;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
-use support::db::{db, pony_db, server};
-use support::{lab, pony, text, wait_until, Lab};
+use support::db::{db, pony_db, server, stored_run};
+use support::{lab, pony, text, wait_until, Lab, Reaped};
 
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
-
-fn spawn(mut command: Command) -> Controller {
-    Controller(Some(
+fn spawn(mut command: Command) -> Reaped {
+    Reaped::new(
         command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    ))
-}
-
-/// A controller process of the test's, killed (by its pid) if the test fails before it
-/// ended: a controller waiting for another's regions would otherwise wait for good.
-struct Controller(Option<Child>);
-
-impl Controller {
-    fn wait_with_output(mut self) -> std::io::Result<Output> {
-        self.0.take().expect("running").wait_with_output()
-    }
-}
-
-impl std::ops::Deref for Controller {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        self.0.as_ref().expect("running")
-    }
-}
-
-impl std::ops::DerefMut for Controller {
-    fn deref_mut(&mut self) -> &mut Child {
-        self.0.as_mut().expect("running")
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The run the first controller created (fails with its output if it ended first).
-fn run_id(url: &str, first: &mut Child) -> String {
-    let mut id = None;
-    wait_until("the run to be stored", || {
-        if let Some(status) = first.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(first.stderr.as_mut().unwrap(), &mut err).unwrap();
-            panic!("the first controller ended ({status}) before storing its run: {err}");
-        }
-        id = db(url)
-            .query_opt("SELECT run_id FROM runs", &[])
-            .ok()
-            .flatten()
-            .map(|r| r.get(0));
-        id.is_some()
-    });
-    id.unwrap()
+    )
 }
 
 /// (seq, type, label, controller) of every task record of the run, in order.
@@ -178,13 +125,6 @@ fn region_of(label: &str) -> &str {
     &host[..2]
 }
 
-fn hosts_of(lab: &Lab, regions: &[&str]) -> Vec<String> {
-    lab.host_names()
-        .into_iter()
-        .filter(|h| regions.contains(&&h[..2]))
-        .collect()
-}
-
 fn deploy_args<'a>(lab: &'a Lab, playbook: &'a Path) -> Vec<&'a str> {
     vec![
         "deploy",
@@ -225,14 +165,14 @@ steps:
     let mut args = deploy_args(&lab, &playbook);
     args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
     let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = run_id(&url, &mut a);
+    let run = stored_run(&url, &mut a);
 
     // A finishes r1 alone; without B nothing of r2 ran, so wave `second` must not start.
-    let r1 = hosts_of(&lab, &["r1"]);
+    let r1 = lab.hosts_in(&["r1"]);
     wait_until("A's hosts of wave first to finish", || {
         r1.iter().all(|h| lab.root(h).join("token").exists())
     });
-    let r3 = hosts_of(&lab, &["r3"]);
+    let r3 = lab.hosts_in(&["r3"]);
     assert!(
         r3.iter().all(|h| !lab.root(h).join("a-started").exists()),
         "wave second started before r2 (B's part of wave first) ran"
@@ -252,7 +192,7 @@ steps:
             "json",
         ],
     ));
-    let r2 = hosts_of(&lab, &["r2"]);
+    let r2 = lab.hosts_in(&["r2"]);
     wait_until("B's hosts to start", || {
         r2.iter().all(|h| lab.root(h).join("a-started").exists())
     });
@@ -375,13 +315,13 @@ steps:
     let mut args = deploy_args(&lab, &playbook);
     args.extend(["--regions", "r1", "--controller", "ctl-a"]);
     let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = run_id(&url, &mut a);
+    let run = stored_run(&url, &mut a);
     let b = spawn(pony_db(
         &state_b,
         &url,
         &["join", &run, "--regions", "!r1", "--controller", "ctl-b"],
     ));
-    let others = hosts_of(&lab, &["r2", "r3"]);
+    let others = lab.hosts_in(&["r2", "r3"]);
     wait_until("B's hosts to stage", || {
         others.iter().all(|h| lab.root(h).join("staged").exists())
     });
@@ -446,13 +386,13 @@ steps:
     let mut args = deploy_args(&lab, &playbook);
     args.extend(["--regions", "r1", "--controller", "ctl-a"]);
     let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = run_id(&url, &mut a);
+    let run = stored_run(&url, &mut a);
     let mut b = spawn(pony_db(
         &state_b,
         &url,
         &["join", &run, "--regions", "!r1", "--controller", "ctl-b"],
     ));
-    let others = hosts_of(&lab, &["r2", "r3"]);
+    let others = lab.hosts_in(&["r2", "r3"]);
     wait_until("B's `slow` tasks to start", || {
         others
             .iter()
@@ -723,7 +663,7 @@ steps:
     let mut args = deploy_args(&lab, &playbook);
     args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
     let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = run_id(&url, &mut a);
+    let run = stored_run(&url, &mut a);
     let b = spawn(pony_db(
         &state_b,
         &url,
@@ -732,7 +672,7 @@ steps:
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert_eq!(code(&a), 3, "A: {}", text(&a));
     assert_eq!(code(&b), 3, "B: {}", text(&b));
-    for host in hosts_of(&lab, &["r3"]) {
+    for host in lab.hosts_in(&["r3"]) {
         assert!(
             !lab.root(&host).join("a-started").exists(),
             "{host} of wave second started after wave first failed on the other controller"
@@ -808,7 +748,7 @@ steps:
     ]);
     let mut a = spawn(pony_db(&state_a, &url, &args));
     let events = events_of(&mut a);
-    let run = run_id(&url, &mut a);
+    let run = stored_run(&url, &mut a);
     let mut b = spawn(pony_db(
         &state_b,
         &url,
@@ -872,7 +812,7 @@ steps:
     for host in ["r1-c1-02", "r1-c2-02"]
         .into_iter()
         .map(String::from)
-        .chain(hosts_of(&lab, &["r3"]))
+        .chain(lab.hosts_in(&["r3"]))
     {
         assert_eq!(
             count(&lab, &host, "one"),
@@ -953,7 +893,7 @@ steps:
         "wait",
     ]);
     let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = run_id(&url, &mut a);
+    let run = stored_run(&url, &mut a);
     let mut b = spawn(pony_db(
         &state_b,
         &url,

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::code;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -32,10 +34,6 @@ steps:
       ln -sfn releases/2.0 {{ mail_root }}/current
     rollback: rm -f {{ mail_root }}/current
 "#;
-
-fn code(output: &std::process::Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
 
 /// A tmux server of our own (its socket in the lab's folder), killed when dropped.
 struct Tmux {

@@ -5,12 +5,10 @@
 
 mod support;
 
+use support::code;
+
 use std::io::BufReader;
 use support::{events, lab_with, read_events_until, release_playbook, text, Lab};
-
-fn code(out: &std::process::Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
 
 /// Two waves: `canary` (r1-c1-01, soaking with `verify`) and `rest`.
 fn canary_strategy(verify: &str, pause: &str) -> String {

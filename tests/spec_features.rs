@@ -7,19 +7,17 @@
 
 mod support;
 
+use support::code;
+
 use serde_json::Value;
 use serde_yaml::{Mapping, Value as Yaml};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::{events, journal, lab_with, only_run, release_playbook, text, wait_until, Lab};
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
-}
 
 fn read(path: impl AsRef<Path>) -> String {
     let path = path.as_ref();

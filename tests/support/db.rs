@@ -23,3 +23,18 @@ pub fn db(url: &str) -> postgres::Client {
     client.batch_execute("SET search_path TO pony").unwrap();
     client
 }
+
+/// The run the first controller stored (fails with its stderr if it ended first).
+pub fn stored_run(url: &str, first: &mut super::Reaped) -> String {
+    let mut id = None;
+    super::wait_until("the run to be stored", || {
+        first.still_running("the first controller");
+        id = db(url)
+            .query_opt("SELECT run_id FROM runs", &[])
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        id.is_some()
+    });
+    id.unwrap()
+}

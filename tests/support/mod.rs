@@ -123,6 +123,14 @@ impl Lab {
         path
     }
 
+    /// The lab's hosts in these regions (`r1`, …), in inventory order.
+    pub fn hosts_in(&self, regions: &[&str]) -> Vec<String> {
+        self.host_names()
+            .into_iter()
+            .filter(|h| regions.contains(&&h[..2]))
+            .collect()
+    }
+
     pub fn root(&self, host: &str) -> PathBuf {
         self.fleet.host(host).root.clone()
     }
@@ -357,7 +365,8 @@ pub fn socket_owners(inode: u64) -> Vec<u32> {
 }
 
 /// A `pony` process of the test's own, killed (by its pid) if the test fails before it
-/// ends.
+/// ends: a controller waiting for another's regions, or a run held by a marker, would
+/// otherwise wait for good.
 pub struct Reaped(pub Option<std::process::Child>);
 
 impl Drop for Reaped {
@@ -370,7 +379,50 @@ impl Drop for Reaped {
 }
 
 impl Reaped {
+    pub fn new(child: std::process::Child) -> Reaped {
+        Reaped(Some(child))
+    }
+
     pub fn child(&mut self) -> &mut std::process::Child {
         self.0.as_mut().expect("not taken yet")
     }
+
+    /// Waits for the process to end (60 s bound for a hung test) and returns its output.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        let mut child = self.0.take().expect("not taken yet");
+        wait_until("a pony process to end", || {
+            child.try_wait().map(|s| s.is_some()).unwrap_or(true)
+        });
+        child.wait_with_output()
+    }
+
+    /// Fails the test with the process's stderr if it ended already.
+    pub fn still_running(&mut self, what: &str) {
+        let child = self.child();
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(stderr) = child.stderr.as_mut() {
+                std::io::Read::read_to_string(stderr, &mut err).unwrap();
+            }
+            panic!("{what} ended early ({status}): {err}");
+        }
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("not taken yet")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("not taken yet")
+    }
+}
+
+/// A process's exit code (-1 when a signal ended it).
+pub fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
 }
