@@ -114,6 +114,42 @@ steps:
     ))
 }
 
+/// Controller A: deploys the run, working on r1 and r3.
+fn controller_a(lab: &Lab, url: &str, playbook: &Path, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "deploy",
+        "-i",
+        lab.inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+        "--yes",
+        "--regions",
+        "r1,r3",
+        "--controller",
+        "ctl-a",
+    ];
+    args.extend(extra);
+    pony_db(&lab.path("state-a"), url, &args)
+}
+
+/// Controller B: joins the run for r2; without a terminal it waits at an `approve:`
+/// gate for an answer.
+fn controller_b(lab: &Lab, url: &str, run: &str) -> Command {
+    pony_db(
+        &lab.path("state-b"),
+        url,
+        &[
+            "join",
+            run,
+            "--regions",
+            "r2",
+            "--controller",
+            "ctl-b",
+            "--approval-wait",
+            "10m",
+        ],
+    )
+}
+
 #[test]
 fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_split_run() {
     let lab = lab();
@@ -123,38 +159,14 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
     let playbook = playbook(&lab, &go, true);
     let mut controllers = Controllers(Vec::new());
     // Without a terminal each controller waits at the approve: gate for an answer.
-    controllers.spawn(pony_db(
-        &lab.path("state-a"),
+    controllers.spawn(controller_a(
+        &lab,
         &url,
-        &[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--regions",
-            "r1,r3",
-            "--controller",
-            "ctl-a",
-            "--approval-wait",
-            "10m",
-        ],
+        &playbook,
+        &["--approval-wait", "10m"],
     ));
     let run = run_id(&url, &mut controllers);
-    controllers.spawn(pony_db(
-        &lab.path("state-b"),
-        &url,
-        &[
-            "join",
-            &run,
-            "--regions",
-            "r2",
-            "--controller",
-            "ctl-b",
-            "--approval-wait",
-            "10m",
-        ],
-    ));
+    controllers.spawn(controller_b(&lab, &url, &run));
     // The operator's machine: its own state folder, only the database in common.
     let operator = lab.path("state-operator");
     let send = |args: &[&str]| pony_db(&operator, &url, args).output().unwrap();
@@ -386,22 +398,11 @@ fn a_controller_that_joins_later_takes_the_approvals_the_run_took() {
     let go = lab.path("go");
     let playbook = playbook(&lab, &go, true);
     let mut controllers = Controllers(Vec::new());
-    controllers.spawn(pony_db(
-        &lab.path("state-a"),
+    controllers.spawn(controller_a(
+        &lab,
         &url,
-        &[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--regions",
-            "r1,r3",
-            "--controller",
-            "ctl-a",
-            "--approval-wait",
-            "10m",
-        ],
+        &playbook,
+        &["--approval-wait", "10m"],
     ));
     let run = run_id(&url, &mut controllers);
     wait_until("A to hold its lease", || live_controllers(&url, &run) == 1);
@@ -420,20 +421,7 @@ fn a_controller_that_joins_later_takes_the_approvals_the_run_took() {
     );
     // B was not there to answer; it takes the approval when it joins, so neither
     // controller waits at the gate and nobody is asked again.
-    controllers.spawn(pony_db(
-        &lab.path("state-b"),
-        &url,
-        &[
-            "join",
-            &run,
-            "--regions",
-            "r2",
-            "--controller",
-            "ctl-b",
-            "--approval-wait",
-            "10m",
-        ],
-    ));
+    controllers.spawn(controller_b(&lab, &url, &run));
     std::fs::write(&go, "").unwrap();
     for output in controllers.finish() {
         assert_eq!(code(&output), 0, "{}", text(&output));
@@ -478,38 +466,11 @@ fn an_approval_at_one_controllers_terminal_reaches_the_other_controllers() {
     std::fs::write(&go, "").unwrap();
     let playbook = playbook(&lab, &go, true);
     let transcript = lab.path("terminal-a.txt");
-    let deploy_a = pony_db(
-        &lab.path("state-a"),
-        &url,
-        &[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--regions",
-            "r1,r3",
-            "--controller",
-            "ctl-a",
-        ],
-    );
+    let deploy_a = controller_a(&lab, &url, &playbook, &[]);
     let mut a = Reaped::new(at_a_terminal(&deploy_a, &transcript).spawn().unwrap());
     let mut controllers = Controllers(Vec::new());
     let run = stored_run(&url, &mut a);
-    controllers.spawn(pony_db(
-        &lab.path("state-b"),
-        &url,
-        &[
-            "join",
-            &run,
-            "--regions",
-            "r2",
-            "--controller",
-            "ctl-b",
-            "--approval-wait",
-            "10m",
-        ],
-    ));
+    controllers.spawn(controller_b(&lab, &url, &run));
     wait_until("A to ask at its terminal", || {
         std::fs::read_to_string(&transcript)
             .unwrap_or_default()
