@@ -28,6 +28,36 @@ fn spawn(mut command: Command) -> Reaped {
     )
 }
 
+/// A journaled, once, that B (with r2 and r3) is lost and it waits (the default
+/// `on_controller_loss: wait`), and it is still running.
+fn assert_a_waits_for_lost_b(url: &str, run: &str, a: &mut Reaped) {
+    assert_eq!(
+        losses(url, run),
+        [(
+            Some("ctl-a".to_string()),
+            "ctl-b".to_string(),
+            vec!["r2".to_string(), "r3".to_string()],
+            "wait".to_string()
+        )]
+    );
+    assert!(
+        a.try_wait().unwrap().is_none(),
+        "A stopped instead of waiting"
+    );
+}
+
+/// Controller C takes r2 and r3 over with `pony resume RUN --regions` and finishes them.
+fn take_over_r2_r3(state: &Path, url: &str, run: &str) {
+    let resumed = pony_db(
+        state,
+        url,
+        &["resume", run, "--regions", "r2,r3", "--controller", "ctl-c"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(code(&resumed), 0, "C: {}", text(&resumed));
+}
+
 /// (seq, type, label, controller) of every task record of the run, in order.
 fn task_rows(url: &str, run: &str) -> Vec<(i64, String, String, Option<String>)> {
     db(url)
@@ -432,34 +462,8 @@ steps:
     wait_until("A to journal the loss of B", || {
         !losses(&url, &run).is_empty()
     });
-    assert_eq!(
-        losses(&url, &run),
-        [(
-            Some("ctl-a".to_string()),
-            "ctl-b".to_string(),
-            vec!["r2".to_string(), "r3".to_string()],
-            "wait".to_string()
-        )]
-    );
-    assert!(
-        a.try_wait().unwrap().is_none(),
-        "A stopped instead of waiting"
-    );
-    let resumed = pony_db(
-        &state_c,
-        &url,
-        &[
-            "resume",
-            &run,
-            "--regions",
-            "r2,r3",
-            "--controller",
-            "ctl-c",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(code(&resumed), 0, "C: {}", text(&resumed));
+    assert_a_waits_for_lost_b(&url, &run, &mut a);
+    take_over_r2_r3(&state_c, &url, &run);
     let a = a.wait_with_output().unwrap();
     assert_eq!(code(&a), 0, "A: {}", text(&a));
     // Told once, with the command that takes the regions over; after the takeover the
@@ -953,36 +957,10 @@ steps:
     wait_until("A to journal the loss of B", || {
         !losses(&url, &run).is_empty()
     });
-    assert_eq!(
-        losses(&url, &run),
-        [(
-            Some("ctl-a".to_string()),
-            "ctl-b".to_string(),
-            vec!["r2".to_string(), "r3".to_string()],
-            "wait".to_string()
-        )]
-    );
-    assert!(
-        a.try_wait().unwrap().is_none(),
-        "A stopped instead of waiting"
-    );
+    assert_a_waits_for_lost_b(&url, &run, &mut a);
 
     // `resume --regions` takes them over at once (no lease to wait out), and both finish.
-    let resumed = pony_db(
-        &state_c,
-        &url,
-        &[
-            "resume",
-            &run,
-            "--regions",
-            "r2,r3",
-            "--controller",
-            "ctl-c",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(code(&resumed), 0, "C: {}", text(&resumed));
+    take_over_r2_r3(&state_c, &url, &run);
     let a = a.wait_with_output().unwrap();
     assert_eq!(code(&a), 0, "A: {}", text(&a));
     for host in lab.host_names() {
