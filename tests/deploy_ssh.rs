@@ -8,7 +8,7 @@ use support::code;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{lab, lab_with, read_events_until, release_playbook, started_hosts, text};
+use support::{lab, lab_with, read_events_until, release_playbook, started_hosts, text, Reaped};
 
 const FAST: &str = "  max_unavailable: 100%\n  max_failures: 0\n  on_failure: rollback-region";
 
@@ -348,8 +348,12 @@ fn a_hung_host_hits_the_step_timeout() {
     let mut lab = lab();
     let playbook = lab.playbook(SLOW);
     open_gates_except(&lab, "r2-c2-02");
-    let started = Instant::now();
-    let child = deploy_until_marker(&lab, &playbook, "r2-c2-02", "slow-started");
+    let child = Reaped::new(deploy_until_marker(
+        &lab,
+        &playbook,
+        "r2-c2-02",
+        "slow-started",
+    ));
     lab.fleet.pause("r2-c2-02").unwrap();
     // Once every process of the host is stopped, its gate opens: only the pause can keep
     // its `slow` from finishing now.
@@ -361,18 +365,15 @@ fn a_hung_host_hits_the_step_timeout() {
             .all(|pid| support::proc_stat(pid).is_none_or(|(state, _)| state == 'T'))
     });
     std::fs::write(lab.root("r2-c2-02").join("go"), "").unwrap();
+    // The run ends while the host is still stopped: it gave up on the host rather than
+    // hang with it (a run that hung would fail the wait's bound).
     let out = child.wait_with_output().unwrap();
-    let elapsed = started.elapsed();
     lab.fleet.resume("r2-c2-02").unwrap();
     assert_eq!(code(&out), 3, "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("FAILED r2-c2-02") && stdout.contains("timed out after 3s"),
         "{stdout}"
-    );
-    assert!(
-        elapsed < Duration::from_secs(60),
-        "the run must not hang with the host: {elapsed:?}"
     );
     assert!(
         lab.current("r2-c2-02").is_none(),
