@@ -9,7 +9,7 @@ use crate::exit::Exit;
 use crate::plan::estimate::LEARNED_RUNS;
 use crate::plan::Plan;
 use crate::sim::durations::{Durations, Learned};
-use crate::sim::report::{self, Simulation};
+use crate::sim::report::Simulation;
 use crate::sim::{edit, SimOptions};
 use std::path::Path;
 use std::sync::Arc;
@@ -106,7 +106,7 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        OutputFormat::Human => print!("{}", report::text(&simulation, baseline.as_ref())),
+        OutputFormat::Human => print!("{}", crate::sim::text::text(&simulation, baseline.as_ref())),
     }
     Ok(Exit::Success)
 }

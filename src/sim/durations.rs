@@ -71,7 +71,7 @@ fn ms_text(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else {
-        super::report::duration_text(ms)
+        super::text::duration_text(ms)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod durations;
 pub mod edit;
 pub mod report;
 pub mod svg;
+pub mod text;
 pub mod trace;
 pub mod transport;
 

@@ -1,0 +1,220 @@
+//! The human report of `pony simulate`: the run's length, waves, regions, gates, what
+//! held the run back, the critical path and rollbacks, as text (the JSON is
+//! [`Simulation`] serialized, the timeline [`super::svg`]).
+
+use super::report::{PathPart, Simulation};
+use crate::report::thousands;
+
+/// `2h 05m`, `12m 30s`, `42s`, `1.3s`.
+pub fn duration_text(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 60_000 {
+        format!("{}s", ms / 1000)
+    } else if ms < 3_600_000 {
+        let s = ms / 1000;
+        if s.is_multiple_of(60) {
+            format!("{}m", s / 60)
+        } else {
+            format!("{}m {}s", s / 60, s % 60)
+        }
+    } else {
+        let m = ms / 60_000;
+        format!("{}h {:02}m", m / 60, m % 60)
+    }
+}
+
+/// The human report.
+pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "simulation: {} on {} — {} hosts, {} tasks (seed {}, connections {})",
+        sim.playbook,
+        sim.inventory,
+        thousands(sim.hosts),
+        thousands(sim.tasks),
+        sim.seed,
+        sim.connections
+    );
+    if sim.fail_rate > 0.0 || sim.unreachable_rate > 0.0 {
+        let _ = writeln!(
+            w,
+            "what-if: {:.2}% of task attempts fail, {:.2}% of hosts unreachable",
+            sim.fail_rate * 100.0,
+            sim.unreachable_rate * 100.0
+        );
+    }
+    let _ = writeln!(
+        w,
+        "total: {}  ({} → {}), outcome {}",
+        duration_text(sim.total_ms),
+        sim.start,
+        sim.end,
+        sim.outcome
+    );
+    let outcomes: Vec<String> = sim
+        .host_outcomes
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    let _ = writeln!(w, "hosts: {}", outcomes.join(", "));
+    if let Some(base) = baseline {
+        let speedup = base.total_ms as f64 / sim.total_ms.max(1) as f64;
+        let _ = writeln!(
+            w,
+            "by hand (one region at a time, one host per cluster at a time): {}  → pony is {:.1}x faster",
+            duration_text(base.total_ms),
+            speedup
+        );
+    }
+    let _ = writeln!(w, "\nwaves:");
+    for wave in &sim.waves {
+        let _ = writeln!(
+            w,
+            "  {:<14} {:>6} hosts  {}",
+            wave.name,
+            thousands(wave.hosts),
+            span_text(wave.start_ms, wave.end_ms)
+        );
+    }
+    let _ = writeln!(w, "\nregions:");
+    for region in &sim.regions {
+        let _ = writeln!(
+            w,
+            "  {:<14} {:>6} hosts  {}",
+            region.name,
+            thousands(region.hosts),
+            span_text(region.start_ms, region.end_ms)
+        );
+    }
+    if !sim.gates.is_empty() {
+        let _ = writeln!(w, "\ngates and windows:");
+        for g in &sim.gates {
+            let _ = writeln!(
+                w,
+                "  {:<14} {:<34} {}",
+                g.wave,
+                g.detail,
+                span_text(Some(g.start_ms), Some(g.end_ms))
+            );
+        }
+    }
+    let _ = writeln!(w, "\nheld back by (time when it was the binding limit):");
+    for b in &sim.bound_by {
+        let share = b.ms as f64 * 100.0 / sim.total_ms.max(1) as f64;
+        let _ = writeln!(
+            w,
+            "  {:>5.1}%  {:<10} {}",
+            share,
+            duration_text(b.ms),
+            b.limit
+        );
+    }
+    let _ = writeln!(w, "\ncritical path:");
+    for line in path_lines(&sim.critical_path) {
+        let _ = writeln!(w, "  {line}");
+    }
+    let f = &sim.failures;
+    if f.failed_tasks > 0 || !f.rollbacks.is_empty() || !f.waves_failed.is_empty() {
+        let _ = writeln!(
+            w,
+            "\nfailures: {} failed tasks, {} rollbacks ({} rollback commands)",
+            f.failed_tasks,
+            f.rollbacks.len(),
+            f.rollback_commands
+        );
+        for b in &f.budgets_exceeded {
+            let _ = writeln!(w, "  budget: {b}");
+        }
+        for r in f.rollbacks.iter().take(10) {
+            let _ = writeln!(
+                w,
+                "  rollback of {} ({} hosts) {}{}",
+                r.scope,
+                r.hosts,
+                span_text(Some(r.start_ms), r.end_ms),
+                if r.ok == Some(false) { " FAILED" } else { "" }
+            );
+        }
+        if f.rollbacks.len() > 10 {
+            let _ = writeln!(w, "  … and {} more rollbacks", f.rollbacks.len() - 10);
+        }
+        for wf in &f.waves_failed {
+            let _ = writeln!(w, "  {wf}");
+        }
+    }
+    let _ = writeln!(w, "\ndurations per step:");
+    for d in &sim.durations {
+        let source = serde_json::to_value(d.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            w,
+            "  {:<18} {:<8} {}  (rollback {})",
+            d.step, source, d.durations, d.rollback
+        );
+    }
+    out
+}
+
+fn span_text(start: Option<u64>, end: Option<u64>) -> String {
+    match (start, end) {
+        (Some(s), Some(e)) => format!(
+            "{:>9} → {:<9} ({})",
+            duration_text(s),
+            duration_text(e),
+            duration_text(e.saturating_sub(s))
+        ),
+        _ => "not started".to_string(),
+    }
+}
+
+/// The critical path with a host's consecutive tasks on one line.
+fn path_lines(parts: &[PathPart]) -> Vec<String> {
+    let mut lines: Vec<(String, Vec<String>, u64, u64)> = Vec::new();
+    for part in parts {
+        let (who, what) = match part.what.split_once('@') {
+            Some((step, host)) => (host.to_string(), step.to_string()),
+            None => (part.what.clone(), String::new()),
+        };
+        match lines.last_mut() {
+            Some(last) if last.0 == who && !what.is_empty() => {
+                last.1.push(what);
+                last.3 = part.end_ms;
+            }
+            _ => lines.push((
+                who,
+                vec![what].into_iter().filter(|s| !s.is_empty()).collect(),
+                part.start_ms,
+                part.end_ms,
+            )),
+        }
+    }
+    let total = lines.len();
+    let mut out: Vec<String> = lines
+        .into_iter()
+        .map(|(who, steps, s, e)| {
+            let steps = if steps.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", steps.join(" → "))
+            };
+            format!(
+                "{:>9} → {:<9} {who}{steps}",
+                duration_text(s),
+                duration_text(e)
+            )
+        })
+        .collect();
+    if total > 16 {
+        let tail = out.split_off(total - 8);
+        out.truncate(8);
+        out.push(format!("          … {} more", total - 16));
+        out.extend(tail);
+    }
+    out
+}
