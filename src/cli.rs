@@ -80,7 +80,7 @@ impl GlobalOptions {
         Some(
             self.controller
                 .clone()
-                .unwrap_or_else(|| format!("{}:{}", crate::state::hostname(), std::process::id())),
+                .unwrap_or_else(crate::state::this_process),
         )
     }
 }

@@ -1,8 +1,8 @@
 //! `pony pause|continue|abort|approve RUN`: one command to a running run through its
 //! control socket ([`crate::control`]), or with `--state postgres://…` through the
 //! database to every controller of the run ([`crate::state::pg::control`]), and the
-//! answer. Exit 0 when the run took it, 2
-//! when it refused it (the answer says why), 5 when the run is not running.
+//! answer. Exit 0 when the run took it, 2 when it refused it (the answer says why), 5
+//! when the run is not running.
 
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::control::SendError;
@@ -40,12 +40,7 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
             }
         }
         Store::Postgres { db, .. } => {
-            let operator = Operator {
-                user: crate::state::current_user(),
-                host: crate::state::hostname(),
-                pid: std::process::id(),
-            };
-            match pg::control::send(db, &id, &command, &operator)? {
+            match pg::control::send(db, &id, &command, &Operator::this_process())? {
                 Sent::NotRunning => {
                     let why = "no controller of it holds a live lease";
                     not_running(global, &store, &id, &typed, why);
@@ -56,18 +51,17 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
                     gone,
                     silent,
                 } => {
-                    let unanswered = !gone.is_empty() || !silent.is_empty();
                     for name in &gone {
                         eprintln!("warning: controller {name} of run {id} stopped before it answered `{typed}`");
                     }
                     for name in &silent {
                         eprintln!("warning: controller {name} of run {id} did not answer `{typed}` within a minute\n  hint: `pony status {id}` shows whether it took the command");
                     }
-                    let reply = combined(&answers);
-                    if answers.is_empty() && unanswered {
+                    // Every controller it was sent to stopped or stayed silent.
+                    if answers.is_empty() {
                         return Ok(Exit::NotRunning);
                     }
-                    reply
+                    combined(&answers)
                 }
             }
         }

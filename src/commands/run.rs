@@ -133,35 +133,35 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
     // Live control from any machine, through the state database (its listener connects
     // before the run's runtime starts: the client blocks).
     let (control_sender, control_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let db_control = match &store {
-        Store::Postgres { db, .. } => Some(DbControl {
-            store: (**db).clone(),
-            controller: crate::state::pg::control::controller_name(global.controller_name()),
-            split: regions.is_some(),
-        }),
-        Store::Local(_) => None,
+    let (listener, forward) = match &store {
+        Store::Postgres { db, .. } => {
+            let controller = global
+                .controller_name()
+                .unwrap_or_else(crate::state::this_process);
+            let listener = crate::state::pg::control::Listener::start(
+                (**db).clone(),
+                run_id.clone(),
+                controller.clone(),
+                control_sender.clone(),
+            )
+            .map_err(|e| {
+                tracing::warn!("live control through the state database is off for this run: {e}")
+            })
+            .ok();
+            // A split run's controllers each ask at their gates; an answer given at one
+            // terminal goes to the others through the database.
+            let forward = regions
+                .is_some()
+                .then(|| forwarder((**db).clone(), run_id.clone(), controller));
+            (listener, forward)
+        }
+        Store::Local(_) => (None, None),
     };
-    let listener = db_control.as_ref().and_then(|db| {
-        crate::state::pg::control::Listener::start(
-            db.store.clone(),
-            run_id.clone(),
-            db.controller.clone(),
-            control_sender.clone(),
-        )
-        .map_err(|e| {
-            tracing::warn!("live control through the state database is off for this run: {e}")
-        })
-        .ok()
-    });
-    // A split run's controllers each ask at their gates; an answer given at one
-    // terminal goes to the others through the database.
     let control = Control {
         sender: control_sender,
         receiver: control_receiver,
         listener,
-        forward: db_control
-            .filter(|db| db.split)
-            .map(|db| db.forwarder(run_id.clone())),
+        forward,
     };
     let split = match (&store, &regions) {
         (Store::Postgres { db, .. }, Some(regions)) => {
@@ -368,48 +368,31 @@ struct Control {
     forward: Option<Forward>,
 }
 
-/// Live control through the state database for this controller.
-struct DbControl {
-    store: crate::state::pg::PgStore,
-    /// The name it answers commands with.
-    controller: String,
-    /// The run is split between controllers by region.
-    split: bool,
-}
-
 /// Sends an approval given at this controller's terminal to the run's other controllers.
-type Forward = Box<dyn Fn(&str) + Send + Sync>;
+type Forward = Arc<dyn Fn(&str) + Send + Sync>;
 
-impl DbControl {
-    fn forwarder(self, run_id: String) -> Forward {
-        Box::new(move |wave: &str| {
-            let operator = crate::exec::control::Operator {
-                user: crate::state::current_user(),
-                host: crate::state::hostname(),
-                pid: std::process::id(),
-            };
-            let command = crate::exec::control::ControlCommand::Approve {
-                wave: wave.to_string(),
-            };
-            let forwarded = crate::state::pg::control::forward(
-                &self.store,
-                &run_id,
-                &command,
-                &operator,
-                &self.controller,
-            );
-            if let Err(e) = forwarded {
-                eprintln!("warning: the approval of wave {wave} did not reach the run's other controllers: {e}\n  hint: give it to them with `pony approve {run_id} {wave}`");
-            }
-        })
-    }
+fn forwarder(store: crate::state::pg::PgStore, run_id: String, controller: String) -> Forward {
+    Arc::new(move |wave: &str| {
+        let command = crate::exec::control::ControlCommand::Approve {
+            wave: wave.to_string(),
+        };
+        let forwarded = crate::state::pg::control::forward(
+            &store,
+            &run_id,
+            &command,
+            &crate::exec::control::Operator::this_process(),
+            &controller,
+        );
+        if let Err(e) = forwarded {
+            eprintln!("warning: the approval of wave {wave} did not reach the run's other controllers: {e}\n  hint: give it to them with `pony approve {run_id} {wave}`");
+        }
+    })
 }
 
 /// Asks at the terminal whenever the run reaches an `approve:` gate.
 fn prompt_for_approvals(
     forward: Option<Forward>,
 ) -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest> {
-    let forward = forward.map(Arc::new);
     let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel::<ApprovalRequest>();
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {

@@ -47,6 +47,18 @@ pub struct Operator {
     pub pid: u32,
 }
 
+impl Operator {
+    /// The process sending a command itself (through the state database, or forwarding
+    /// an answer given at its terminal): what it reports of itself.
+    pub fn this_process() -> Operator {
+        Operator {
+            user: crate::state::current_user(),
+            host: crate::state::hostname(),
+            pid: std::process::id(),
+        }
+    }
+}
+
 /// The run's answer: whether it took the command, and what it did in words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlReply {

@@ -61,8 +61,9 @@ pub enum Record {
         node: usize,
         wave: String,
     },
-    /// A wave's gate started waiting: for a person's approval (`approve`), a soak
-    /// (`pause`) or a change window (`window`); `pony status` shows it from any machine.
+    /// A wave's gate started waiting: for a person's approval (`approve`) or a soak
+    /// (`pause`); `pony status` shows it from any machine. (A change window holds a
+    /// wave's hosts, not its gate, and is not recorded.)
     GateWaiting {
         wave: String,
         reason: String,

@@ -12,6 +12,12 @@ pub mod snapshot;
 pub mod store;
 
 /// This machine's name, as recorded in journals and locks.
+/// This process as MACHINE:PID: a controller's default name, and how the inventory lease
+/// of a run with one controller names its holder.
+pub fn this_process() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())

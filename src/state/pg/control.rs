@@ -45,12 +45,6 @@ fn answers_channel(store: &PgStore) -> String {
     format!("{}_control_answer", store.schema)
 }
 
-/// The name a controller answers with: its `--controller` name in a run split by
-/// region, else MACHINE:PID (what the inventory lease records of it).
-pub fn controller_name(split_name: Option<String>) -> String {
-    split_name.unwrap_or_else(|| format!("{}:{}", crate::state::hostname(), std::process::id()))
-}
-
 /// One controller's answer to a command.
 #[derive(Debug, Clone)]
 pub struct Answer {

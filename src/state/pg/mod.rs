@@ -125,13 +125,7 @@ struct OwnParams {
 
 /// Splits pony's own parameters off the URL's query.
 fn take_params(url: &str) -> Result<OwnParams, String> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok(OwnParams {
-            base: url.to_string(),
-            schema: DEFAULT_SCHEMA.to_string(),
-            tls: tls::TlsSettings::default(),
-        });
-    };
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut schema = DEFAULT_SCHEMA.to_string();
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
