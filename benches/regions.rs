@@ -11,10 +11,12 @@
 //! when a deploy fails. Knobs: `PONY_BENCH_RUNS` (default 5), `PONY_BIN` (default
 //! target/release/pony). Run it through `scripts/bench-regions`.
 
+mod local_fleet;
+
 use anyhow::{bail, Context, Result};
+use local_fleet::{chained_steps, inventory, median, pony_binary, Cleanup};
 use pony::lab::postgres::{Postgres, Sync};
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,34 +30,12 @@ fn main() {
     }
 }
 
-fn inventory() -> String {
-    let mut text = String::from("name: bench-regions\ndefaults: { connection: local }\nregions:\n");
-    for r in 1..=REGIONS {
-        let _ = writeln!(text, "  r{r}:\n    clusters:");
-        for c in 1..=2 {
-            let _ = writeln!(text, "      r{r}c{c}:\n        hosts:");
-            for h in 1..=10 {
-                let _ = writeln!(text, "          r{r}c{c}h{h:02}: {{}}");
-            }
-        }
-    }
-    text
-}
-
 /// Wave `first` has regions of both controllers (r1–r3 of one, r6–r7 of the other).
 fn playbook() -> String {
-    let mut text = String::from(
-        "name: bench-regions\nstrategy:\n  max_unavailable: 100%\n  connections: 1000\n  waves:\n    - { name: first, regions: [r1, r2, r3, r6, r7] }\n    - { name: rest, regions: [\"*\"] }\nsteps:\n",
-    );
-    for s in 1..=STEPS {
-        let needs = if s == 1 {
-            String::new()
-        } else {
-            format!(", needs: [s{}]", s - 1)
-        };
-        let _ = writeln!(text, "  - {{ name: s{s}, run: \"true\"{needs} }}");
-    }
-    text
+    format!(
+        "name: bench-regions\nstrategy:\n  max_unavailable: 100%\n  connections: 1000\n  waves:\n    - {{ name: first, regions: [r1, r2, r3, r6, r7] }}\n    - {{ name: rest, regions: [\"*\"] }}\nsteps:\n{}",
+        chained_steps(STEPS)
+    )
 }
 
 fn pony(bin: &Path, state: &Path, url: &str, args: &[&str]) -> Command {
@@ -126,24 +106,12 @@ fn two(bin: &Path, dir: &Path, url: &str, round: usize) -> Result<Duration> {
     Ok(wall)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 fn real_main() -> Result<()> {
     let runs: usize = match std::env::var("PONY_BENCH_RUNS") {
         Ok(v) => v.parse().with_context(|| format!("PONY_BENCH_RUNS={v}"))?,
         Err(_) => 5,
     };
-    let bin = std::env::var_os("PONY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/pony"));
+    let bin = pony_binary();
     if !bin.is_file() {
         bail!(
             "{} not found: build it with `cargo build --release`",
@@ -153,7 +121,10 @@ fn real_main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("pony-bench-regions-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let _cleanup = Cleanup(dir.clone());
-    std::fs::write(dir.join("inventory.yaml"), inventory())?;
+    std::fs::write(
+        dir.join("inventory.yaml"),
+        inventory("bench-regions", REGIONS),
+    )?;
     std::fs::write(dir.join("playbook.yaml"), playbook())?;
     let server = Postgres::start(Sync::Durable)?;
     let url = server.url();
@@ -340,13 +311,4 @@ fn waiting_load(bin: &Path, dir: &Path, url: &str, idle: Duration) -> Result<(f6
         let _ = std::fs::remove_dir_all(state);
     }
     Ok((per_controller, round_trips))
-}
-
-/// Removes the bench's temp folder when it ends, also on error.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

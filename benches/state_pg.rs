@@ -18,14 +18,23 @@
 //! Knobs: `PONY_BENCH_HOSTS` (default 200, a multiple of 20), `PONY_BENCH_RUNS` (default
 //! 5), `PONY_BIN` (default target/release/pony). Run it through `scripts/bench-pg`.
 
+mod local_fleet;
+
 use anyhow::{bail, Context, Result};
+use local_fleet::{chained_steps, inventory, median, pony_binary, Cleanup};
 use pony::lab::postgres::{Postgres, Sync};
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const STEPS: usize = 5;
+
+fn playbook() -> String {
+    format!(
+        "name: bench-state\nstrategy: {{ max_unavailable: 100%, connections: 1000 }}\nsteps:\n{}",
+        chained_steps(STEPS)
+    )
+}
 
 fn main() {
     if let Err(e) = real_main() {
@@ -39,42 +48,6 @@ fn env_usize(name: &str, default: usize) -> Result<usize> {
         Ok(v) => v.parse().with_context(|| format!("{name}={v}")),
         Err(_) => Ok(default),
     }
-}
-
-fn inventory(hosts: usize) -> String {
-    let regions = hosts / 20;
-    let mut text = String::from("name: bench-state\ndefaults: { connection: local }\nregions:\n");
-    for r in 1..=regions {
-        let _ = writeln!(text, "  r{r}:\n    clusters:");
-        for c in 1..=2 {
-            let _ = writeln!(text, "      r{r}c{c}:\n        hosts:");
-            for h in 1..=10 {
-                let _ = writeln!(text, "          r{r}c{c}h{h:02}: {{}}");
-            }
-        }
-    }
-    text
-}
-
-fn playbook() -> String {
-    let mut text = String::from(
-        "name: bench-state\nstrategy: { max_unavailable: 100%, connections: 1000 }\nsteps:\n",
-    );
-    for s in 1..=STEPS {
-        let needs = if s == 1 {
-            String::new()
-        } else {
-            format!(", needs: [s{}]", s - 1)
-        };
-        let _ = writeln!(text, "  - {{ name: s{s}, run: \"true\"{needs} }}");
-    }
-    text
-}
-
-fn pony_binary() -> PathBuf {
-    std::env::var_os("PONY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/pony"))
 }
 
 fn deploy(bin: &Path, dir: &Path, state: Option<&str>, round: usize) -> Result<Duration> {
@@ -117,16 +90,6 @@ fn commits(client: &mut postgres::Client) -> Result<i64> {
         .get(0))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 fn real_main() -> Result<()> {
     let hosts = env_usize("PONY_BENCH_HOSTS", 200)?;
     let runs = env_usize("PONY_BENCH_RUNS", 5)?.max(1);
@@ -143,7 +106,10 @@ fn real_main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("pony-bench-pg-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let _cleanup = Cleanup(dir.clone());
-    std::fs::write(dir.join("inventory.yaml"), inventory(hosts))?;
+    std::fs::write(
+        dir.join("inventory.yaml"),
+        inventory("bench-state", hosts / 20),
+    )?;
     std::fs::write(dir.join("playbook.yaml"), playbook())?;
     let server = Postgres::start(Sync::Durable)?;
     let url = server.url();
@@ -221,13 +187,4 @@ fn fmt_runs(values: &[f64]) -> String {
         .map(|v| format!("{v:.2}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Removes the bench's folder when it ends, also on error.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
