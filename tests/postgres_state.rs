@@ -10,7 +10,7 @@ mod support;
 
 use support::code;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use support::db::{db, pony_db, server};
 use support::{lab, pony, text, wait_until, Lab, Reaped};
@@ -28,6 +28,14 @@ fn succeeded_in_db(url: &str, run: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// Writes the local two-region inventory and `playbook` into `dir`; their paths.
+fn local_plan(dir: &Path, playbook: impl AsRef<[u8]>) -> (PathBuf, PathBuf) {
+    let (inventory_path, playbook_path) = (dir.join("inventory.yaml"), dir.join("playbook.yaml"));
+    std::fs::write(&inventory_path, LOCAL_INVENTORY).unwrap();
+    std::fs::write(&playbook_path, playbook).unwrap();
+    (inventory_path, playbook_path)
 }
 
 fn lines(path: &Path) -> usize {
@@ -240,10 +248,7 @@ fn status_and_history_read_from_the_database_show_what_the_local_folder_shows() 
     let pg = server();
     let url = pg.url();
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(&playbook, LOCAL_PLAYBOOK).unwrap();
+    let (inventory, playbook) = local_plan(dir.path(), LOCAL_PLAYBOOK);
     let state = dir.path().join("state");
     let deploy = |extra: &[&str]| {
         let mut args = vec![
@@ -372,18 +377,14 @@ fn a_controller_that_lost_its_lease_starts_nothing_more_and_writes_nothing_more(
     let pg = server();
     let url = pg.url();
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
     let gate = dir.path().join("gate-open");
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(
-        &playbook,
+    let (inventory, playbook) = local_plan(
+        dir.path(),
         format!(
             "name: fenced\nstrategy: {{ max_unavailable: 100% }}\nsteps:\n  - {{ name: slow, run: \"touch started; while [ ! -e {} ]; do sleep 0.02; done\" }}\n  - {{ name: after, needs: [slow], run: \"touch after\" }}\n",
             gate.display()
         ),
-    )
-    .unwrap();
+    );
     let state = dir.path().join("state");
     let mut controller = pony_db(
         &state,
@@ -508,19 +509,15 @@ fn a_run_paused_for_approval_keeps_its_lease_and_is_approved_from_another_machin
     let pg = server();
     let url = pg.url();
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
     let counts = dir.path().join("counts");
     std::fs::create_dir(&counts).unwrap();
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(
-        &playbook,
+    let (inventory, playbook) = local_plan(
+        dir.path(),
         format!(
             "name: approved\nstrategy:\n  waves:\n    - {{ name: first, regions: [r1], approve: true }}\n    - {{ name: rest, regions: [\"*\"] }}\nsteps:\n  - {{ name: one, run: \"echo one >> {}/{{{{ host.name }}}}\" }}\n",
             counts.display()
         ),
-    )
-    .unwrap();
+    );
     let args = [
         "deploy",
         "-i",
@@ -576,19 +573,15 @@ fn records_the_database_missed_while_it_was_down_reach_it_when_it_is_back() {
     let mut pg = server();
     let url = pg.url();
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
     let (gate1, gate2) = (dir.path().join("gate-1"), dir.path().join("gate-2"));
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(
-        &playbook,
+    let (inventory, playbook) = local_plan(
+        dir.path(),
         format!(
             "name: outage\nstrategy: {{ max_unavailable: 100% }}\nsteps:\n  - {{ name: slow, run: \"touch started; while [ ! -e {} ]; do sleep 0.02; done\" }}\n  - {{ name: after, needs: [slow], run: \"touch after; while [ ! -e {} ]; do sleep 0.02; done\" }}\n",
             gate1.display(),
             gate2.display()
         ),
-    )
-    .unwrap();
+    );
     let state = dir.path().join("state");
     let mut controller = pony_db(
         &state,
@@ -657,14 +650,10 @@ fn a_controller_cut_off_from_the_database_for_a_whole_lease_stops() {
     let mut pg = server();
     let url = pg.url();
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(
-        &playbook,
+    let (inventory, playbook) = local_plan(
+        dir.path(),
         "name: cut-off\nsteps:\n  - { name: hold, run: \"touch started; while true; do sleep 0.02; done\" }\n  - { name: after, needs: [hold], run: touch after }\n",
-    )
-    .unwrap();
+    );
     let state = dir.path().join("state");
     let controller = pony_db(
         &state,
