@@ -103,7 +103,7 @@ pub fn send(
                 silent: expected,
             });
         }
-        wait_for_notification(&mut client, remaining.min(RECHECK))
+        wait_for_notification(&mut client, remaining.min(RECHECK), &id.to_string())
             .map_err(q("waiting for answers"))?;
     }
 }
@@ -184,11 +184,24 @@ fn answers(client: &mut Client, id: i64) -> Result<Vec<Answer>, postgres::Error>
         .collect())
 }
 
-/// Waits up to `wait` for a notification, then takes every other one already queued
-/// (each only says "look again").
-fn wait_for_notification(client: &mut Client, wait: Duration) -> Result<(), postgres::Error> {
+/// Waits up to `wait` for a notification whose payload is `wanted`, then takes every
+/// other one already queued (each only says "look again"). The channel is the whole
+/// installation's: notifications about other runs or commands are passed over, so they
+/// cost no read of the table.
+fn wait_for_notification(
+    client: &mut Client,
+    wait: Duration,
+    wanted: &str,
+) -> Result<(), postgres::Error> {
+    let deadline = Instant::now() + wait;
     let mut notifications = client.notifications();
-    notifications.timeout_iter(wait).next()?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match notifications.timeout_iter(left).next()? {
+            Some(notification) if notification.payload() != wanted && !left.is_zero() => {}
+            _ => break,
+        }
+    }
     notifications.iter().count()?;
     Ok(())
 }
@@ -282,7 +295,7 @@ impl Reader {
             }
             let read = self
                 .take_new(&mut client)
-                .and_then(|_| wait_for_notification(&mut client, RECHECK));
+                .and_then(|_| wait_for_notification(&mut client, RECHECK, &self.run_id));
             if let Err(e) = read {
                 tracing::warn!("live control through the state database: {e}; reconnecting");
                 std::thread::sleep(RECHECK);
