@@ -359,10 +359,7 @@ fn a_hung_host_hits_the_step_timeout() {
     // its `slow` from finishing now.
     let sshd = lab.fleet.host("r2-c2-02").pid;
     support::wait_until("the paused host's processes to stop", || {
-        support::descendants(sshd)
-            .into_iter()
-            .chain([sshd])
-            .all(|pid| support::proc_stat(pid).is_none_or(|(state, _)| state == 'T'))
+        support::tree_is_frozen(sshd)
     });
     std::fs::write(lab.root("r2-c2-02").join("go"), "").unwrap();
     // The run ends while the host is still stopped: it gave up on the host rather than

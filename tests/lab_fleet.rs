@@ -3,9 +3,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use pony::lab::{self, Fleet, FleetOptions, HostState, LabHost};
+use support::{is_running, wait_until};
+
+mod support;
 
 /// `ssh -F <ssh_config> -p <port> <address> <command>` with extra `-o` options.
 fn ssh(fleet: &Fleet, host: &LabHost, options: &[&str], command: &str) -> Command {
@@ -201,7 +203,7 @@ fn kill_and_pause_reach_open_sessions() {
             .map(|s| s.lines().count())
             .unwrap_or(0)
     };
-    wait("the session to start ticking", || lines(&marker) >= 2);
+    wait_until("the session to start ticking", || lines(&marker) >= 2);
 
     // A clock of our own: a ticker on the controller, outside the lab. "Nothing happened
     // on the host while ours ticked 5 times" replaces a sleep.
@@ -218,21 +220,19 @@ fn kill_and_pause_reach_open_sessions() {
     );
     let five_ticks_later = |what: &str| {
         let start = lines(&reference);
-        wait(what, || lines(&reference) >= start + 5);
+        wait_until(what, || lines(&reference) >= start + 5);
     };
 
     fleet.pause(&host.name).unwrap();
     // Every process of the host is stopped (state T) before we look.
-    wait("the host's processes to stop", || {
-        tree(host.pid)
-            .iter()
-            .all(|&pid| proc_state(pid).is_none_or(|s| s == 'T'))
+    wait_until("the host's processes to stop", || {
+        support::tree_is_frozen(host.pid)
     });
     let frozen = lines(&marker);
     five_ticks_later("the reference clock");
     assert_eq!(lines(&marker), frozen, "a paused host's session must stall");
     fleet.resume(&host.name).unwrap();
-    wait("the resumed session to tick", || lines(&marker) > frozen);
+    wait_until("the resumed session to tick", || lines(&marker) > frozen);
 
     fleet.kill(&host.name).unwrap();
     let status = session.wait().unwrap();
@@ -342,65 +342,4 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Waits for `done` (30 s at most: a bound for a hung test, not a speed).
-fn wait(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
-
-fn parent(pid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    text.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// `root` and every live process below it.
-fn tree(root: u32) -> Vec<u32> {
-    let below = |mut pid: u32| {
-        for _ in 0..64 {
-            if pid == root {
-                return true;
-            }
-            match parent(pid) {
-                Some(p) if p > 1 => pid = p,
-                _ => return false,
-            }
-        }
-        false
-    };
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|&pid| below(pid))
-        .collect()
-}
-
-fn is_running(pid: u32) -> bool {
-    // Alive and not a zombie.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s.rsplit(')').next().unwrap_or("").split_whitespace().next();
-            !matches!(state, Some("Z" | "X"))
-        })
-        .unwrap_or(false)
 }

@@ -282,6 +282,21 @@ pub fn proc_stat(pid: u32) -> Option<(char, u32)> {
     Some((state, parent))
 }
 
+/// Whether `root` and every process below it are stopped (SIGSTOP). A child that ended
+/// as its tree froze stays a zombie, since its stopped parent cannot reap it: it runs
+/// nothing either, so it counts as frozen.
+pub fn tree_is_frozen(root: u32) -> bool {
+    descendants(root)
+        .into_iter()
+        .chain([root])
+        .all(|pid| proc_stat(pid).is_none_or(|(state, _)| matches!(state, 'T' | 'Z' | 'X')))
+}
+
+/// Whether `pid` is alive and not a zombie.
+pub fn is_running(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X'))
+}
+
 /// Whether `pid` is `ancestor` or runs below it.
 pub fn descends_from(mut pid: u32, ancestor: u32) -> bool {
     for _ in 0..64 {
