@@ -522,7 +522,7 @@ steps:
 }
 
 #[test]
-fn ci_output_prints_a_progress_line_at_most_every_10_seconds() {
+fn ci_output_prints_progress_lines_that_count_the_hosts_done_without_colour_or_redraws() {
     let lab = lab_with(1, 1, 3);
     // One host at a time; each waits for its own gate, which the test opens.
     let playbook = lab.playbook(
@@ -554,15 +554,15 @@ fn ci_output_prints_a_progress_line_at_most_every_10_seconds() {
     let first = next_line(&mut lines);
     assert!(first.starts_with("run "), "{first}");
     let run_started = Instant::now();
-    // The first host finishes at once: no progress line yet (under 10 s).
     std::fs::write(lab.root("r1-c1-01").join("go"), "").unwrap();
     while !next_line(&mut lines).contains("r1-c1-01") {}
-    // The product's interval is wall time: the next events come once 10 s have passed.
+    // The product's interval is wall time (10 s): the next events come once it has passed,
+    // so they bring a progress line. How often lines come is the reporter's unit test
+    // (`report::plain`, on a paused clock); this one checks what reaches a CI log.
     let wait = Duration::from_millis(10_500).saturating_sub(run_started.elapsed());
     std::thread::sleep(wait);
     std::fs::write(lab.root("r1-c1-02").join("go"), "").unwrap();
     while !next_line(&mut lines).contains("r1-c1-02") {}
-    // The third host right after: within 10 s of the last progress line, none again.
     std::fs::write(lab.root("r1-c1-03").join("go"), "").unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
@@ -575,14 +575,18 @@ fn ci_output_prints_a_progress_line_at_most_every_10_seconds() {
         .enumerate()
         .filter(|(_, l)| l.starts_with("progress: "))
         .collect();
-    assert_eq!(progress.len(), 1, "{all}");
-    let (at, line) = progress[0];
-    assert!(
-        line.starts_with("progress: 1/3 hosts done, 0 failed"),
-        "{all}"
-    );
-    let first_ok = lines.iter().position(|l| l.contains("r1-c1-01")).unwrap();
-    assert!(at > first_ok, "{all}");
+    assert!(!progress.is_empty(), "{all}");
+    // Each counts the hosts whose outcome was printed above it.
+    for (at, line) in progress {
+        let done = lines[..at]
+            .iter()
+            .filter(|l| l.starts_with("ok ") && l.contains("r1-c1-0"))
+            .count();
+        assert!(
+            line.starts_with(&format!("progress: {done}/3 hosts done, 0 failed")),
+            "{all}"
+        );
+    }
     assert!(
         !all.contains('\u{1b}'),
         "no colour or cursor control on a pipe: {all:?}"

@@ -7,7 +7,10 @@ use super::{event_line, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that tests can pause and advance it; outside a paused runtime it is
+// the system's monotonic clock.
+use tokio::time::Instant;
 
 pub use super::{indent, outcome_word};
 
@@ -266,5 +269,68 @@ mod tests {
     #[test]
     fn colour_when_asked() {
         assert!(run(false, Palette::new(true)).contains("\u{1b}["));
+    }
+
+    fn progress_lines(out: &Shared) -> Vec<String> {
+        String::from_utf8(out.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("progress: "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_progress_line_at_most_every_10_seconds_of_the_clock() {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(Box::new(out.clone()), false, Palette::new(false));
+        reporter.event(&Event::RunStarted {
+            run_id: "RUN".into(),
+            playbook: "pb".into(),
+            inventory: "inv".into(),
+            hosts: 4,
+            tasks: 4,
+            waves: vec!["all".into()],
+            regions: vec![("r1".into(), 4)],
+        });
+        let advance = |secs| tokio::time::advance(Duration::from_secs(secs));
+        let finish = |reporter: &mut PlainReporter, name: &str| {
+            reporter.event(&Event::TaskFinished {
+                task: task(name),
+                changed: true,
+                exit_code: Some(0),
+                duration_ms: 5,
+                attempts: 1,
+                record: Default::default(),
+            });
+            reporter.event(&host(name, HostOutcome::Ok));
+        };
+        // Under 10 s: events come, no progress line.
+        advance(9).await;
+        reporter.event(&Event::TaskStarted { task: task("a") });
+        finish(&mut reporter, "a");
+        assert!(progress_lines(&out).is_empty());
+        // At 10 s the next event brings one, with what is done so far.
+        advance(1).await;
+        reporter.event(&Event::TaskStarted { task: task("b") });
+        assert_eq!(
+            progress_lines(&out),
+            ["progress: 1/4 hosts done, 0 failed, 1 tasks running, 10.0s elapsed, about 30.0s left"]
+        );
+        // Many events within the next 10 s: still one.
+        advance(9).await;
+        finish(&mut reporter, "b");
+        reporter.event(&Event::TaskStarted { task: task("c") });
+        assert_eq!(progress_lines(&out).len(), 1);
+        // 10 s after the last line, the next event brings the next one (c's task has
+        // ended; its host's outcome comes next).
+        advance(1).await;
+        finish(&mut reporter, "c");
+        let lines = progress_lines(&out);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[1].starts_with("progress: 2/4 hosts done, 0 failed, 0 tasks running, 20.0s"),
+            "{lines:?}"
+        );
     }
 }
