@@ -8,7 +8,7 @@ use crate::cli::PlanArgs;
 use crate::exit::Exit;
 use crate::plan::estimate::{self, LEARNED_RUNS};
 use crate::plan::{Node, Plan};
-use crate::playbook::{RollbackPace, Unreachable};
+use crate::playbook::{OnControllerLoss, RollbackPace, Unreachable};
 use crate::sim::durations::{Durations, Learned, Source};
 use crate::sim::report::Simulation;
 use crate::sim::SimOptions;
@@ -131,6 +131,18 @@ pub fn describe(plan: &Plan) -> String {
         RollbackPace::All => "rollback pace all (every host of a rollback at once)",
     };
     writeln!(out, "failures: {run_budget}, {unreachable}; {pace}").unwrap();
+    let on_loss = match strategy.on_controller_loss {
+        OnControllerLoss::Wait => {
+            "the others wait for its regions until `pony resume RUN --regions …` takes them"
+        }
+        OnControllerLoss::Stop => "the others stop as on a first Ctrl-C",
+    };
+    writeln!(
+        out,
+        "split by --regions: a lost controller: {on_loss} (on_controller_loss {})",
+        strategy.on_controller_loss.as_str()
+    )
+    .unwrap();
     for (w, wave) in plan.waves.iter().enumerate() {
         let spec = &strategy.waves[w];
         let mut gate = Vec::new();
@@ -299,4 +311,48 @@ fn delegates_line(plan: &Plan, step: usize) -> String {
         listed.join(", "),
         plan.playbook.steps[step].delegate_parallel
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{build, PlanOptions};
+
+    fn described(strategy: &str) -> String {
+        let inventory = crate::inventory::parse(
+            Path::new("inv.yaml"),
+            "name: t\nregions:\n  r1:\n    clusters:\n      c1: { hosts: { h1: , h2: } }\n",
+        )
+        .unwrap();
+        let playbook = crate::playbook::parse(
+            Path::new("pb.yaml"),
+            &format!("name: p\nstrategy: {strategy}\nsteps:\n  - {{ name: s, run: \"true\" }}\n"),
+        )
+        .unwrap();
+        let plan = build(
+            Arc::new(inventory),
+            Arc::new(playbook),
+            &PlanOptions::default(),
+        )
+        .unwrap();
+        describe(&plan)
+    }
+
+    #[test]
+    fn the_plan_says_what_a_lost_controller_of_a_split_run_does() {
+        assert!(
+            described("{}").contains(
+                "split by --regions: a lost controller: the others wait for its regions until `pony resume RUN --regions …` takes them (on_controller_loss wait)"
+            ),
+            "{}",
+            described("{}")
+        );
+        assert!(
+            described("{ on_controller_loss: stop }").contains(
+                "split by --regions: a lost controller: the others stop as on a first Ctrl-C (on_controller_loss stop)"
+            ),
+            "{}",
+            described("{ on_controller_loss: stop }")
+        );
+    }
 }
