@@ -248,6 +248,16 @@ pub fn short_duration(duration: Duration) -> String {
 /// others. `tail` bounds the output lines shown under a failure.
 pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<String> {
     match event {
+        Event::RunStarted {
+            run_id,
+            playbook,
+            inventory,
+            hosts,
+            tasks,
+            ..
+        } => Some(format!(
+            "run {run_id}: {playbook} on {inventory}, {hosts} hosts, {tasks} tasks"
+        )),
         Event::WaveStarted { wave, hosts } => Some(format!(
             "{} wave {wave} ({hosts} hosts)",
             palette.bold("==")

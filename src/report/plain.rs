@@ -82,20 +82,13 @@ impl Reporter for PlainReporter {
     fn event(&mut self, event: &Event) {
         self.tally.observe(event);
         match event {
-            Event::RunStarted {
-                run_id,
-                playbook,
-                inventory,
-                hosts,
-                tasks,
-                ..
-            } => {
+            Event::RunStarted { hosts, .. } => {
                 self.total_hosts = *hosts;
                 self.started = Instant::now();
                 self.last_progress = Instant::now();
-                self.line(&format!(
-                    "run {run_id}: {playbook} on {inventory}, {hosts} hosts, {tasks} tasks"
-                ));
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.line(&text);
+                }
             }
             Event::TaskStarted { .. } => {
                 self.running += 1;

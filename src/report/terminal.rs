@@ -379,18 +379,10 @@ impl Reporter for TerminalReporter {
     fn event(&mut self, event: &Event) {
         self.tally.observe(event);
         match event {
-            Event::RunStarted {
-                run_id,
-                playbook,
-                inventory,
-                hosts,
-                tasks,
-                regions,
-                ..
-            } => {
-                self.println(&format!(
-                    "run {run_id}: {playbook} on {inventory}, {hosts} hosts, {tasks} tasks"
-                ));
+            Event::RunStarted { hosts, regions, .. } => {
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.println(&text);
+                }
                 self.setup(regions, *hosts);
             }
             Event::TaskStarted { task } => {
