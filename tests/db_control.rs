@@ -505,3 +505,125 @@ fn an_approval_at_one_controllers_terminal_reaches_the_other_controllers() {
         .get(0);
     assert_eq!(origin.as_deref(), Some("ctl-a"));
 }
+
+#[test]
+fn a_controller_that_joins_a_paused_run_starts_paused_until_continue() {
+    let lab = lab();
+    let pg = server();
+    let url = pg.url();
+    let go = lab.path("go");
+    let playbook = playbook(&lab, &go, false);
+    let mut controllers = Controllers(Vec::new());
+    controllers.spawn(controller_a(&lab, &url, &playbook, &[]));
+    let run = run_id(&url, &mut controllers);
+    wait_until("A to hold its lease", || live_controllers(&url, &run) == 1);
+    let operator = lab.path("state-operator");
+    let send = |args: &[&str]| pony_db(&operator, &url, args).output().unwrap();
+    let paused = send(&["pause", &run]);
+    assert_eq!(code(&paused), 0, "{}", text(&paused));
+
+    // B joins while the run is paused: it journals the operator's pause before anything
+    // else, and once it has answered a command of its own, nothing of r2 has started.
+    controllers.spawn(controller_b(&lab, &url, &run));
+    wait_until("B to hold its lease", || {
+        controllers.all_running();
+        live_controllers(&url, &run) == 2
+    });
+    let again = send(&["pause", &run]);
+    assert_eq!(
+        text(&again).matches("already paused by").count(),
+        2,
+        "{}",
+        text(&again)
+    );
+    let r2 = lab.hosts_in(&["r2"]);
+    assert!(
+        r2.iter().all(|h| !lab.root(h).join("started").exists()),
+        "a host of the joining controller started while the run was paused"
+    );
+    let records = control_records(&url, &run);
+    let of_b: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|(c, _)| c.as_deref() == Some("ctl-b"))
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(of_b.len(), 2, "{records:?}");
+    let first_of_a = &records[0].1;
+    assert_eq!(of_b[0]["command"], "pause", "{records:?}");
+    assert_eq!(of_b[0]["pid"], first_of_a["pid"], "the operator's pause");
+    let b_started: i64 = db(&url)
+        .query_one(
+            "SELECT count(*) FROM journal WHERE run_id = $1 AND controller = 'ctl-b'
+               AND record->>'type' = 'task_started'",
+            &[&run],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(b_started, 0);
+
+    // One `continue` lets both go on.
+    let continued = send(&["continue", &run]);
+    assert_eq!(
+        text(&continued)
+            .matches("continued: held hosts start")
+            .count(),
+        2,
+        "{}",
+        text(&continued)
+    );
+    std::fs::write(&go, "").unwrap();
+    for output in controllers.finish() {
+        assert_eq!(code(&output), 0, "{}", text(&output));
+    }
+    assert!(lab
+        .host_names()
+        .iter()
+        .all(|h| lab.root(h).join("done").exists()));
+}
+
+/// When a pause is in force for a joining controller, through the library against the
+/// real server: the latest pause or continue that a controller took decides, and a pause
+/// is over once every controller that took it has ended.
+#[test]
+fn a_pause_is_in_force_while_a_controller_that_took_it_is_live() {
+    use pony::state::pg::{control::pause_in_force, PgStore};
+    let pg = server();
+    let store = PgStore::open(&pg.url(), std::time::Duration::from_secs(1)).unwrap();
+    let mut client = db(&pg.url());
+    let in_force = || pause_in_force(&store, "run-1").unwrap().map(|o| o.pid);
+    let mut send = |command: &str, pid: i32, accepted: bool| {
+        let id: i64 = client
+            .query_one(
+                "INSERT INTO control (run_id, command, username, machine, pid)
+                 VALUES ('run-1', jsonb_build_object('command', $1::text), 'ops', 'm1', $2)
+                 RETURNING id",
+                &[&command, &pid],
+            )
+            .unwrap()
+            .get(0);
+        client
+            .execute(
+                "INSERT INTO control_answers (control_id, controller, accepted, message)
+                 VALUES ($1, 'ctl-a', $2, '')",
+                &[&id, &accepted],
+            )
+            .unwrap();
+    };
+    assert_eq!(in_force(), None, "never paused");
+    send("pause", 11, true);
+    assert_eq!(in_force(), None, "the controller that took it has ended");
+    db(&pg.url())
+        .execute(
+            "INSERT INTO region_leases (run_id, region, holder, controller, pid, machine, expires)
+             VALUES ('run-1', 'r1', 'h', 'ctl-a', 1, 'm2', now() + interval '1 hour')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(in_force(), Some(11), "paused, and ctl-a is live");
+    send("continue", 12, true);
+    assert_eq!(in_force(), None, "continued");
+    send("pause", 13, false);
+    assert_eq!(in_force(), None, "a refused pause pauses nothing");
+    send("pause", 14, true);
+    assert_eq!(in_force(), Some(14));
+}

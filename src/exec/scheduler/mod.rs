@@ -310,6 +310,12 @@ impl Scheduler {
                 hosts: first.hosts.len(),
             });
         }
+        // Commands queued before the run started (the pause in force when a controller
+        // joins a split run) apply before any host starts.
+        let mut control = self.options.control.take();
+        while let Some(request) = control.as_mut().and_then(|c| c.try_recv().ok()) {
+            self.control(request);
+        }
         match (self.options.mode.clone(), self.options.replay.take()) {
             (Mode::Deploy, None) => {
                 for node in self.plan.ready_at_start() {
@@ -322,7 +328,6 @@ impl Scheduler {
             }
         }
         let mut interrupts = self.options.interrupts.clone();
-        let mut control = self.options.control.take();
         let mut losses = self.options.split.as_ref().and_then(|s| s.take_losses());
         loop {
             self.start_due_rollbacks();

@@ -225,6 +225,35 @@ pub fn earlier_approvals(store: &PgStore, run_id: &str) -> Result<Vec<String>, P
         .collect())
 }
 
+/// Who paused the run, when a pause is in force: the run's latest `pause` or `continue`
+/// that a controller took is a `pause`, and a controller that took it still holds a live
+/// lease. A controller joining the split run then starts paused as the others are, and
+/// goes on at the same `pony continue`. A pause whose controllers have all ended is over.
+pub fn pause_in_force(store: &PgStore, run_id: &str) -> Result<Option<Operator>, PgError> {
+    let row = store.with_reader("reading the run's pause", |c| {
+        c.query_opt(
+            "SELECT c.command->>'command', c.username, c.machine, c.pid,
+                    EXISTS (SELECT 1 FROM control_answers a
+                              JOIN region_leases r ON r.controller = a.controller
+                             WHERE a.control_id = c.id AND a.accepted
+                               AND r.run_id = c.run_id AND r.expires > now())
+               FROM control c
+              WHERE c.run_id = $1 AND c.command->>'command' IN ('pause', 'continue')
+                AND EXISTS (SELECT 1 FROM control_answers a
+                             WHERE a.control_id = c.id AND a.accepted)
+              ORDER BY c.id DESC LIMIT 1",
+            &[&run_id],
+        )
+    })?;
+    Ok(row
+        .filter(|r| r.get::<_, Option<&str>>(0) == Some("pause") && r.get::<_, bool>(4))
+        .map(|r| Operator {
+            user: r.get(1),
+            host: r.get(2),
+            pid: r.get::<_, i32>(3) as u32,
+        }))
+}
+
 /// A controller's reader of its run's commands; dropping it stops the reading.
 pub struct Listener {
     stop: Arc<AtomicBool>,
