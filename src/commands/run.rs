@@ -143,6 +143,7 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
                 run_id.clone(),
                 controller.clone(),
                 control_sender.clone(),
+                regions.is_some(),
             )
             .map_err(|e| {
                 tracing::warn!("live control through the state database is off for this run: {e}")
@@ -157,19 +158,6 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         }
         Store::Local(_) => (None, None),
     };
-    // A controller joining a paused split run starts paused, as the others are: the pause
-    // goes first into its queue of commands, which the scheduler reads before any host
-    // starts. It is journaled as the pause its operator sent.
-    if let (Store::Postgres { db, .. }, Some(_)) = (&store, &regions) {
-        if let Some(operator) = crate::state::pg::control::pause_in_force(db, &run_id)? {
-            let (reply, _) = tokio::sync::oneshot::channel();
-            let _ = control_sender.send(crate::exec::control::ControlRequest {
-                command: crate::exec::control::ControlCommand::Pause,
-                operator,
-                reply,
-            });
-        }
-    }
     let control = Control {
         sender: control_sender,
         receiver: control_receiver,

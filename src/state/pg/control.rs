@@ -225,28 +225,32 @@ pub fn earlier_approvals(store: &PgStore, run_id: &str) -> Result<Vec<String>, P
         .collect())
 }
 
-/// Who paused the run, when a pause is in force: the run's latest `pause` or `continue`
-/// that a controller took is a `pause`, and a controller that took it still holds a live
-/// lease. A controller joining the split run then starts paused as the others are, and
-/// goes on at the same `pony continue`. A pause whose controllers have all ended is over.
-pub fn pause_in_force(store: &PgStore, run_id: &str) -> Result<Option<Operator>, PgError> {
+/// Who paused the run, when a pause is in force for `controller` joining it: the run's
+/// latest `pause` or `continue` up to command `up_to` is a `pause`, and another controller
+/// of the run holds a live lease. Every live controller is paused then: each took the
+/// pause, or carried it over when it joined. A pause whose controllers have all ended is
+/// over. Answers are not awaited: a command sent just before the join counts as it will
+/// for the others.
+pub fn pause_in_force(
+    store: &PgStore,
+    run_id: &str,
+    up_to: i64,
+    controller: &str,
+) -> Result<Option<Operator>, PgError> {
     let row = store.with_reader("reading the run's pause", |c| {
         c.query_opt(
-            "SELECT c.command->>'command', c.username, c.machine, c.pid,
-                    EXISTS (SELECT 1 FROM control_answers a
-                              JOIN region_leases r ON r.controller = a.controller
-                             WHERE a.control_id = c.id AND a.accepted
-                               AND r.run_id = c.run_id AND r.expires > now())
-               FROM control c
-              WHERE c.run_id = $1 AND c.command->>'command' IN ('pause', 'continue')
-                AND EXISTS (SELECT 1 FROM control_answers a
-                             WHERE a.control_id = c.id AND a.accepted)
+            "SELECT c.command->>'command', c.username, c.machine, c.pid FROM control c
+              WHERE c.run_id = $1 AND c.id <= $2
+                AND c.command->>'command' IN ('pause', 'continue')
+                AND EXISTS (SELECT 1 FROM region_leases r
+                             WHERE r.run_id = c.run_id AND r.controller <> $3
+                               AND r.expires > now())
               ORDER BY c.id DESC LIMIT 1",
-            &[&run_id],
+            &[&run_id, &up_to, &controller],
         )
     })?;
     Ok(row
-        .filter(|r| r.get::<_, Option<&str>>(0) == Some("pause") && r.get::<_, bool>(4))
+        .filter(|r| r.get::<_, Option<&str>>(0) == Some("pause"))
         .map(|r| Operator {
             user: r.get(1),
             host: r.get(2),
@@ -267,12 +271,15 @@ impl Drop for Listener {
 
 impl Listener {
     /// Listens for the commands of `run_id` sent from now on and hands each to
-    /// `requests`, answering as `controller`.
+    /// `requests`, answering as `controller`. A controller `joining` a split run first
+    /// gets the pause in force, if any ([`pause_in_force`]), ahead of every later command:
+    /// it starts paused as the others are, and goes on at the same `continue`.
     pub fn start(
         store: PgStore,
         run_id: String,
         controller: String,
         requests: UnboundedSender<ControlRequest>,
+        joining: bool,
     ) -> Result<Listener, PgError> {
         let mut client = listening(&store)?;
         let last: i64 = client
@@ -282,6 +289,17 @@ impl Listener {
             )
             .map_err(|e| store.query("reading the control table", e))?
             .get(0);
+        if joining {
+            if let Some(operator) = pause_in_force(&store, &run_id, last, &controller)? {
+                // Journaled as the pause its operator sent; nobody waits for this answer.
+                let (reply, _) = tokio::sync::oneshot::channel();
+                let _ = requests.send(ControlRequest {
+                    command: ControlCommand::Pause,
+                    operator,
+                    reply,
+                });
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let reader = Reader {
