@@ -35,6 +35,16 @@ impl Controllers {
         }
     }
 
+    /// Waits for every controller to end; each exits 0 and every host of the lab is done.
+    fn all_succeed_with_every_host_done(self, lab: &Lab) {
+        for output in self.finish() {
+            assert_eq!(code(&output), 0, "{}", text(&output));
+        }
+        for host in lab.host_names() {
+            assert!(lab.root(&host).join("done").exists(), "{host} is not done");
+        }
+    }
+
     /// Waits for every controller to end and returns their outputs, in spawn order.
     fn finish(self) -> Vec<Output> {
         self.0
@@ -423,13 +433,7 @@ fn a_controller_that_joins_later_takes_the_approvals_the_run_took() {
     // controller waits at the gate and nobody is asked again.
     controllers.spawn(controller_b(&lab, &url, &run));
     std::fs::write(&go, "").unwrap();
-    for output in controllers.finish() {
-        assert_eq!(code(&output), 0, "{}", text(&output));
-    }
-    assert!(lab
-        .host_names()
-        .iter()
-        .all(|h| lab.root(h).join("done").exists()));
+    controllers.all_succeed_with_every_host_done(&lab);
 }
 
 /// `command` run under `script`, which gives it a terminal: stdin, stdout and stderr are
@@ -572,13 +576,7 @@ fn a_controller_that_joins_a_paused_run_starts_paused_until_continue() {
         text(&continued)
     );
     std::fs::write(&go, "").unwrap();
-    for output in controllers.finish() {
-        assert_eq!(code(&output), 0, "{}", text(&output));
-    }
-    assert!(lab
-        .host_names()
-        .iter()
-        .all(|h| lab.root(h).join("done").exists()));
+    controllers.all_succeed_with_every_host_done(&lab);
 }
 
 /// When a pause is in force for a joining controller, through the library against the

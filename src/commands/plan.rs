@@ -316,26 +316,12 @@ fn delegates_line(plan: &Plan, step: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{build, PlanOptions};
 
     fn described(strategy: &str) -> String {
-        let inventory = crate::inventory::parse(
-            Path::new("inv.yaml"),
+        describe(&crate::plan::from_yaml(
             "name: t\nregions:\n  r1:\n    clusters:\n      c1: { hosts: { h1: , h2: } }\n",
-        )
-        .unwrap();
-        let playbook = crate::playbook::parse(
-            Path::new("pb.yaml"),
             &format!("name: p\nstrategy: {strategy}\nsteps:\n  - {{ name: s, run: \"true\" }}\n"),
-        )
-        .unwrap();
-        let plan = build(
-            Arc::new(inventory),
-            Arc::new(playbook),
-            &PlanOptions::default(),
-        )
-        .unwrap();
-        describe(&plan)
+        ))
     }
 
     #[test]

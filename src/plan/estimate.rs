@@ -58,9 +58,6 @@ pub fn learned_durations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{build, PlanOptions};
-    use std::path::Path;
-    use std::sync::Arc;
 
     const INVENTORY: &str = r#"
 name: t
@@ -71,14 +68,7 @@ regions:
 "#;
 
     fn plan(playbook: &str) -> Plan {
-        let inventory = crate::inventory::parse(Path::new("inv.yaml"), INVENTORY).unwrap();
-        let playbook = crate::playbook::parse(Path::new("pb.yaml"), playbook).unwrap();
-        build(
-            Arc::new(inventory),
-            Arc::new(playbook),
-            &PlanOptions::default(),
-        )
-        .unwrap()
+        crate::plan::from_yaml(INVENTORY, playbook)
     }
 
     #[test]

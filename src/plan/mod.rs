@@ -368,5 +368,22 @@ impl Plan {
     }
 }
 
+/// A plan from an inventory's and a playbook's YAML with default options, for unit tests
+/// across the crate; panics naming what was wrong.
+#[cfg(test)]
+pub(crate) fn from_yaml(inventory: &str, playbook: &str) -> Plan {
+    let path = std::path::Path::new;
+    let inventory =
+        crate::inventory::parse(path("inv.yaml"), inventory).unwrap_or_else(|e| panic!("{e}"));
+    let playbook =
+        crate::playbook::parse(path("pb.yaml"), playbook).unwrap_or_else(|e| panic!("{e}"));
+    build(
+        Arc::new(inventory),
+        Arc::new(playbook),
+        &PlanOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod tests;

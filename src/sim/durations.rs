@@ -395,26 +395,12 @@ pub fn unit(seed: u64, parts: &[u64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{build, PlanOptions};
-    use std::sync::Arc;
 
     fn plan() -> Plan {
-        let inventory = crate::inventory::parse(
-            Path::new("inv.yaml"),
+        crate::plan::from_yaml(
             "name: t\nregions:\n  r1:\n    clusters:\n      c1: { roles: [mta], hosts: { \"m[1:2]\": } }\n      c2: { hosts: { \"i[1:2]\": } }\n",
-        )
-        .unwrap();
-        let playbook = crate::playbook::parse(
-            Path::new("pb.yaml"),
             "name: e\nsteps:\n  - { name: stage, run: x, estimate: 20s }\n  - { name: drain, run: y, needs: [stage] }\n  - { name: switch, run: z, needs: [drain] }\n",
         )
-        .unwrap();
-        build(
-            Arc::new(inventory),
-            Arc::new(playbook),
-            &PlanOptions::default(),
-        )
-        .unwrap()
     }
 
     #[test]

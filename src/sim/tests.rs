@@ -4,7 +4,6 @@
 use super::durations::{Durations, Learned};
 use super::report::{self, Simulation};
 use super::*;
-use crate::plan::{build, PlanOptions};
 use chrono::TimeZone;
 use std::path::Path;
 
@@ -22,16 +21,7 @@ regions:
 "#;
 
 fn plan(playbook: &str) -> Arc<Plan> {
-    let inventory = crate::inventory::parse(Path::new("inv.yaml"), INVENTORY).unwrap();
-    let playbook = crate::playbook::parse(Path::new("pb.yaml"), playbook).unwrap();
-    Arc::new(
-        build(
-            Arc::new(inventory),
-            Arc::new(playbook),
-            &PlanOptions::default(),
-        )
-        .unwrap(),
-    )
+    Arc::new(crate::plan::from_yaml(INVENTORY, playbook))
 }
 
 /// 20:00 UTC: 04:00 in Shanghai, 21:00 in Berlin.

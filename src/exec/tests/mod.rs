@@ -15,10 +15,10 @@ use super::hosts::HostPool;
 use super::{ExecOptions, Mode, RunReport};
 use crate::events::{Event, EventSink, HostOutcome};
 use crate::exit::Exit;
-use crate::plan::{Plan, PlanOptions};
+use crate::plan::Plan;
 use crate::secret::Redactor;
 use crate::transport::ssh::SshOptions;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -43,18 +43,7 @@ struct Run {
 }
 
 fn plan(inventory: &str, playbook: &str) -> Arc<Plan> {
-    let inventory =
-        crate::inventory::parse(Path::new("inv.yaml"), inventory).unwrap_or_else(|e| panic!("{e}"));
-    let playbook =
-        crate::playbook::parse(Path::new("pb.yaml"), playbook).unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(
-        crate::plan::build(
-            Arc::new(inventory),
-            Arc::new(playbook),
-            &PlanOptions::default(),
-        )
-        .unwrap_or_else(|e| panic!("{e}")),
-    )
+    Arc::new(crate::plan::from_yaml(inventory, playbook))
 }
 
 /// Starts a run; its events arrive in order on `events` (each acknowledged as durable).
