@@ -14,7 +14,7 @@ use support::code;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use support::db::{db, pony_db, server, stored_run};
-use support::{lab, text, wait_until, Lab, Reaped};
+use support::{deploy_args, lab, text, wait_until, Lab, Reaped};
 
 /// The test's controllers, each killed (by its pid) if the test fails before it ends.
 struct Controllers(Vec<Reaped>);
@@ -116,19 +116,24 @@ steps:
 
 /// Controller A: deploys the run, working on r1 and r3.
 fn controller_a(lab: &Lab, url: &str, playbook: &Path, extra: &[&str]) -> Command {
-    let mut args = vec![
-        "deploy",
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-        "--regions",
-        "r1,r3",
-        "--controller",
-        "ctl-a",
-    ];
+    let mut args = deploy_args(&lab.inventory, playbook);
+    args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
     args.extend(extra);
     pony_db(&lab.path("state-a"), url, &args)
+}
+
+/// Controller A started on `playbook`, waiting (up to 10 minutes, having no terminal) at
+/// an `approve:` gate for an answer; returns the test's controllers and A's run.
+fn start_a_awaiting_approval(lab: &Lab, url: &str, playbook: &Path) -> (Controllers, String) {
+    let mut controllers = Controllers(Vec::new());
+    controllers.spawn(controller_a(
+        lab,
+        url,
+        playbook,
+        &["--approval-wait", "10m"],
+    ));
+    let run = run_id(url, &mut controllers);
+    (controllers, run)
 }
 
 /// Controller B: joins the run for r2; without a terminal it waits at an `approve:`
@@ -157,15 +162,8 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
     let url = pg.url();
     let go = lab.path("go");
     let playbook = playbook(&lab, &go, true);
-    let mut controllers = Controllers(Vec::new());
     // Without a terminal each controller waits at the approve: gate for an answer.
-    controllers.spawn(controller_a(
-        &lab,
-        &url,
-        &playbook,
-        &["--approval-wait", "10m"],
-    ));
-    let run = run_id(&url, &mut controllers);
+    let (mut controllers, run) = start_a_awaiting_approval(&lab, &url, &playbook);
     controllers.spawn(controller_b(&lab, &url, &run));
     // The operator's machine: its own state folder, only the database in common.
     let operator = lab.path("state-operator");
@@ -329,13 +327,7 @@ steps:
     controllers.spawn(pony_db(
         &lab.path("state-a"),
         &url,
-        &[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
+        &deploy_args(&lab.inventory, &playbook),
     ));
     let run = run_id(&url, &mut controllers);
     let operator = lab.path("state-operator");
@@ -397,14 +389,7 @@ fn a_controller_that_joins_later_takes_the_approvals_the_run_took() {
     let url = pg.url();
     let go = lab.path("go");
     let playbook = playbook(&lab, &go, true);
-    let mut controllers = Controllers(Vec::new());
-    controllers.spawn(controller_a(
-        &lab,
-        &url,
-        &playbook,
-        &["--approval-wait", "10m"],
-    ));
-    let run = run_id(&url, &mut controllers);
+    let (mut controllers, run) = start_a_awaiting_approval(&lab, &url, &playbook);
     wait_until("A to hold its lease", || live_controllers(&url, &run) == 1);
     let approved = pony_db(
         &lab.path("state-operator"),
