@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-use support::{lab, release_playbook, text, Lab};
+use support::{deploy_args, lab, release_playbook, text, write_plan, Lab};
 
 /// Every step appends its name to a per-host counter file, so a task that runs twice
 /// shows up as two lines; `slow` holds until the test opens the gate (`GATE`, replaced
@@ -62,16 +62,9 @@ fn journal_lines(run_dir: &Path, torn_last_allowed: bool) -> Vec<serde_json::Val
     records
 }
 
+/// [`Lab::deploy_command`] with stdout and stderr piped.
 fn deploy_command(lab: &Lab, playbook: &Path, extra: &[&str]) -> Command {
-    let mut args = vec![
-        "deploy",
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-    ];
-    args.extend_from_slice(extra);
-    let mut command = lab.pony(&args);
+    let mut command = lab.deploy_command(playbook, extra);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
@@ -127,6 +120,18 @@ fn resume(lab: &Lab, run: &str, extra: &[&str]) -> Output {
     lab.pony(&args).output().unwrap()
 }
 
+/// Deploys `playbook` (a [`counted`] one) and SIGKILLs the controller, no cleanup at all,
+/// once `host` started `slow`; then opens the gate, which lets the orphaned `slow`
+/// commands on the hosts end and the resumed ones run. Returns (run id, run folder).
+fn killed_mid_run(lab: &Lab, playbook: &Path, host: &str) -> (String, PathBuf) {
+    let mut child = spawn_deploy(lab, playbook, &[]);
+    wait_for(&lab.root(host).join("slow-started"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    open_gate(lab);
+    only_run(lab)
+}
+
 fn assert_all_counted_once_or_more(lab: &Lab) {
     for host in lab.host_names() {
         for step in ["one", "slow", "three"] {
@@ -142,13 +147,7 @@ fn assert_all_counted_once_or_more(lab: &Lab) {
 fn a_controller_killed_mid_run_resumes_without_running_a_succeeded_task_twice() {
     let lab = lab();
     let playbook = lab.playbook(&counted(&lab));
-    let mut child = spawn_deploy(&lab, &playbook, &[]);
-    wait_for(&lab.root("r2-c1-01").join("slow-started"));
-    child.kill().unwrap(); // SIGKILL: no cleanup at all
-    child.wait().unwrap();
-    // Lets the orphaned `slow` commands on the hosts end, and the resumed ones run.
-    open_gate(&lab);
-    let (run, run_dir) = only_run(&lab);
+    let (run, run_dir) = killed_mid_run(&lab, &playbook, "r2-c1-01");
     let done_before = succeeded(&run_dir);
     assert!(!done_before.is_empty());
 
@@ -446,12 +445,7 @@ fn an_approve_gate_in_ci_exits_10_keeps_the_lock_and_resume_approve_completes() 
 fn a_journal_with_a_torn_last_line_resumes_and_unlock_breaks_a_stale_lock() {
     let lab = lab();
     let playbook = lab.playbook(&counted(&lab));
-    let mut child = spawn_deploy(&lab, &playbook, &[]);
-    wait_for(&lab.root("r3-c2-01").join("slow-started"));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    open_gate(&lab);
-    let (run, run_dir) = only_run(&lab);
+    let (run, run_dir) = killed_mid_run(&lab, &playbook, "r3-c2-01");
     use std::io::Write;
     let mut journal = std::fs::OpenOptions::new()
         .append(true)
@@ -528,20 +522,8 @@ fn local_pony(state: &Path, args: &[&str]) -> Output {
 fn after_a_torn_last_line_rollback_rollback_and_resume_keep_every_line_parseable() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(&playbook, LOCAL_RELEASE).unwrap();
-    let deployed = local_pony(
-        &state,
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
-    );
+    let (inventory, playbook) = write_plan(dir.path(), LOCAL_INVENTORY, LOCAL_RELEASE);
+    let deployed = local_pony(&state, &deploy_args(&inventory, &playbook));
     assert_eq!(code(&deployed), 0, "{}", text(&deployed));
     let host = |name: &str| state.join("hosts").join(name);
     let current = |name: &str| std::fs::read_link(host(name).join("current")).ok();
@@ -623,21 +605,9 @@ fn resume_of_an_unknown_run_is_a_clear_error() {
 fn every_command_that_takes_a_run_accepts_a_unique_prefix_and_refuses_an_ambiguous_one() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(&playbook, LOCAL_RELEASE).unwrap();
+    let (inventory, playbook) = write_plan(dir.path(), LOCAL_INVENTORY, LOCAL_RELEASE);
     let deploy = || {
-        let out = local_pony(
-            &state,
-            &[
-                "deploy",
-                "-i",
-                inventory.to_str().unwrap(),
-                playbook.to_str().unwrap(),
-                "--yes",
-            ],
-        );
+        let out = local_pony(&state, &deploy_args(&inventory, &playbook));
         assert_eq!(code(&out), 0, "{}", text(&out));
     };
     deploy();
