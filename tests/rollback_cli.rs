@@ -4,10 +4,14 @@
 //! line: `--junit`/`--connections` only where they apply, a `--limit` example that works,
 //! and a missing default inventory that says what to do.
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+
+use support::tmux::Session;
+use support::wait_until;
 
 const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
@@ -197,64 +201,24 @@ fn without_a_terminal_rollback_refuses_to_roll_back() {
     assert!(live(state, "mx-gz-01"), "nothing rolled back");
 }
 
-fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux")
-        .args(args)
-        .output()
-        .expect("tmux is needed for terminal tests: apt-get install -y tmux");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Kills the tmux session even when the test fails.
-struct Session(String);
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .output();
-    }
-}
-
-fn wait_for_screen(session: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let screen = tmux(&["capture-pane", "-p", "-J", "-t", session, "-S", "-200"]);
-        if screen.contains(needle) {
-            return screen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never saw {needle:?} on the terminal:\n{screen}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_terminal_is_asked_to_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let run = deployed(&state);
     let exit_file = dir.path().join("exit");
-    let session = format!("pony-rollback-prompt-{}", std::process::id());
     let command = format!(
         "{PONY} --state-dir {} rollback {run} --limit mx-gz-01; echo $? > {}; sleep 30",
         state.display(),
         exit_file.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "200",
-        "-y",
-        "50",
+    let session = Session::start(
+        &format!("pony-rollback-prompt-{}", std::process::id()),
+        200,
         &command,
-    ]);
-    let _session = Session(session.clone());
-    let screen = wait_for_screen(&session, "[y/N]");
+    )
+    .joining_wrapped_lines();
+    let screen = session.wait_for("[y/N]");
     assert!(
         screen.contains("Roll back 5 tasks on 1 hosts of local"),
         "{screen}"
@@ -265,12 +229,8 @@ fn a_terminal_is_asked_to_roll_back() {
     );
     assert!(!screen.contains("Deploy"), "{screen}");
     assert!(live(&state, "mx-gz-01"), "nothing before the answer");
-    tmux(&["send-keys", "-t", &session, "y", "Enter"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !exit_file.exists() {
-        assert!(Instant::now() < deadline, "pony never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    session.answer_yes();
+    wait_until("pony to finish", || exit_file.exists());
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
     assert!(!live(&state, "mx-gz-01"));
     assert!(live(&state, "web-gz-01"), "outside the limit");
