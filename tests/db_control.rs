@@ -13,7 +13,7 @@ use support::code;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use support::db::{db, pony_db, server, stored_run};
+use support::db::{db, pony_db, query_count, server, stored_run};
 use support::{deploy_args, lab, text, wait_until, Lab, Reaped};
 
 /// The test's controllers, each killed (by its pid) if the test fails before it ends.
@@ -295,14 +295,12 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
         assert!(record["pid"].as_u64().unwrap() > 0, "{record}");
     }
     // Nothing is left waiting in the database: each command has both answers.
-    let unanswered: i64 = db(&url)
-        .query_one(
-            "SELECT count(*) FROM control c WHERE run_id = $1
+    let unanswered = query_count(
+        &url,
+        "SELECT count(*) FROM control c WHERE run_id = $1
                AND (SELECT count(*) FROM control_answers a WHERE a.control_id = c.id) <> 2",
-            &[&run],
-        )
-        .unwrap()
-        .get(0);
+        &[&run],
+    );
     assert_eq!(unanswered, 0);
 }
 
@@ -375,10 +373,11 @@ steps:
     let late = send(&["pause", &run]);
     assert_eq!(code(&late), 5, "{}", text(&late));
     assert!(text(&late).contains("is not running"), "{}", text(&late));
-    let sent: i64 = db(&url)
-        .query_one("SELECT count(*) FROM control WHERE run_id = $1", &[&run])
-        .unwrap()
-        .get(0);
+    let sent = query_count(
+        &url,
+        "SELECT count(*) FROM control WHERE run_id = $1",
+        &[&run],
+    );
     assert_eq!(sent, 1);
 }
 

@@ -12,7 +12,7 @@ use support::code;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use support::db::{db, pony_db, server};
+use support::db::{db, pony_db, query_count, server};
 use support::{deploy_args, lab, pony, text, wait_until, write_plan, Lab, Reaped, TINY_INVENTORY};
 
 /// Labels the database's journal shows succeeded.
@@ -307,14 +307,12 @@ fn status_and_history_read_from_the_database_show_what_the_local_folder_shows() 
             .unwrap_or_default();
         assert_eq!(ran, "undo-prepare\n", "{host}");
     }
-    let undone: i64 = db(&url)
-        .query_one(
-            "SELECT count(*) FROM journal WHERE run_id = $1
-               AND record->>'type' = 'rollback_finished' AND (record->>'ok')::boolean",
-            &[&runs[0]],
-        )
-        .unwrap()
-        .get(0);
+    let undone = query_count(
+        &url,
+        "SELECT count(*) FROM journal WHERE run_id = $1
+           AND record->>'type' = 'rollback_finished' AND (record->>'ok')::boolean",
+        &[&runs[0]],
+    );
     assert_eq!(undone, 8, "prepare and check on four hosts");
     let again = pony_db(&state, &url, &["rollback", &runs[0], "--yes"])
         .output()
@@ -367,10 +365,7 @@ fn a_controller_that_lost_its_lease_starts_nothing_more_and_writes_nothing_more(
         .output()
         .unwrap();
     assert_eq!(code(&unlocked), 0, "{}", text(&unlocked));
-    let records_at_unlock: i64 = db(&url)
-        .query_one("SELECT count(*) FROM journal", &[])
-        .unwrap()
-        .get(0);
+    let records_at_unlock = query_count(&url, "SELECT count(*) FROM journal", &[]);
     let mut stderr = std::io::BufReader::new(controller.stderr.take().unwrap()).lines();
     let mut said = String::new();
     while !said.contains("lost the inventory's lease") {
@@ -389,10 +384,7 @@ fn a_controller_that_lost_its_lease_starts_nothing_more_and_writes_nothing_more(
             "`after` started on {host} without the lease"
         );
     }
-    let records_now: i64 = db(&url)
-        .query_one("SELECT count(*) FROM journal", &[])
-        .unwrap()
-        .get(0);
+    let records_now = query_count(&url, "SELECT count(*) FROM journal", &[]);
     assert_eq!(
         records_now, records_at_unlock,
         "records were written to the database after the lease was broken"

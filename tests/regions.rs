@@ -15,7 +15,7 @@ use support::code;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
-use support::db::{db, pony_db, server, stored_run};
+use support::db::{db, pony_db, query_count, server, stored_run};
 use support::{deploy_args, lab, pony, text, wait_until, Lab, Reaped};
 
 fn spawn(mut command: Command) -> Reaped {
@@ -156,11 +156,10 @@ fn region_of(label: &str) -> &str {
 }
 
 /// Controller A: `pony deploy PLAYBOOK --regions REGIONS --controller ctl-a <extra>`
-/// started from `state`; returns it with the id of the run it stored.
+/// started from the state folder `state-a`; returns it with the id of the run it stored.
 fn start_a(
     lab: &Lab,
     url: &str,
-    state: &Path,
     playbook: &Path,
     regions: &str,
     extra: &[&str],
@@ -168,17 +167,17 @@ fn start_a(
     let mut args = deploy_args(&lab.inventory, playbook);
     args.extend(["--regions", regions, "--controller", "ctl-a"]);
     args.extend_from_slice(extra);
-    let mut a = spawn(pony_db(state, url, &args));
+    let mut a = spawn(pony_db(&lab.path("state-a"), url, &args));
     let run = stored_run(url, &mut a);
     (a, run)
 }
 
 /// Controller B: `pony join RUN --regions REGIONS --controller ctl-b <extra>` started
-/// from `state`.
-fn join_b(url: &str, state: &Path, run: &str, regions: &str, extra: &[&str]) -> Reaped {
+/// from the state folder `state-b`.
+fn join_b(lab: &Lab, url: &str, run: &str, regions: &str, extra: &[&str]) -> Reaped {
     let mut args = vec!["join", run, "--regions", regions, "--controller", "ctl-b"];
     args.extend_from_slice(extra);
-    spawn(pony_db(state, url, &args))
+    spawn(pony_db(&lab.path("state-b"), url, &args))
 }
 
 /// (controller, `record->>field`) of the run's journal records of type `kind`, in order.
@@ -230,8 +229,7 @@ steps:
         gate = gate.display(),
         shared = shared.display()
     ));
-    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
-    let (a, run) = start_a(&lab, &url, &state_a, &playbook, "r1,r3", &[]);
+    let (a, run) = start_a(&lab, &url, &playbook, "r1,r3", &[]);
 
     // A finishes r1 alone; without B nothing of r2 ran, so wave `second` must not start.
     let r1 = lab.hosts_in(&["r1"]);
@@ -244,7 +242,7 @@ steps:
         "wave second started before r2 (B's part of wave first) ran"
     );
 
-    let b = join_b(&url, &state_b, &run, "!r1,!r3", &["--output", "json"]);
+    let b = join_b(&lab, &url, &run, "!r1,!r3", &["--output", "json"]);
     let r2 = lab.hosts_in(&["r2"]);
     wait_until("B's hosts to start", || {
         r2.iter().all(|h| lab.root(h).join("a-started").exists())
@@ -332,13 +330,11 @@ steps:
         );
     }
     // The last controller out released the inventory.
-    let leases: i64 = db(&url)
-        .query_one(
-            "SELECT (SELECT count(*) FROM leases) + (SELECT count(*) FROM region_leases)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let leases = query_count(
+        &url,
+        "SELECT (SELECT count(*) FROM leases) + (SELECT count(*) FROM region_leases)",
+        &[],
+    );
     assert_eq!(leases, 0);
 }
 
@@ -364,9 +360,8 @@ steps:
 "#,
         gate = gate.display()
     ));
-    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
-    let (a, run) = start_a(&lab, &url, &state_a, &playbook, "r1", &[]);
-    let b = join_b(&url, &state_b, &run, "!r1", &[]);
+    let (a, run) = start_a(&lab, &url, &playbook, "r1", &[]);
+    let b = join_b(&lab, &url, &run, "!r1", &[]);
     let others = lab.hosts_in(&["r2", "r3"]);
     wait_until("B's hosts to stage", || {
         others.iter().all(|h| lab.root(h).join("staged").exists())
@@ -415,13 +410,9 @@ steps:
 "#,
         gate = gate.display()
     ));
-    let (state_a, state_b, state_c) = (
-        lab.path("state-a"),
-        lab.path("state-b"),
-        lab.path("state-c"),
-    );
-    let (mut a, run) = start_a(&lab, &url, &state_a, &playbook, "r1", &[]);
-    let mut b = join_b(&url, &state_b, &run, "!r1", &[]);
+    let state_c = lab.path("state-c");
+    let (mut a, run) = start_a(&lab, &url, &playbook, "r1", &[]);
+    let mut b = join_b(&lab, &url, &run, "!r1", &[]);
     let others = lab.hosts_in(&["r2", "r3"]);
     wait_until("B's `slow` tasks to start", || {
         others
@@ -486,14 +477,12 @@ steps:
     };
     assert!(by("ctl-b") >= 8 * 3, "{rows:?}");
     assert!(by("ctl-c") > 0, "{rows:?}");
-    let succeeded: i64 = db(&url)
-        .query_one(
-            "SELECT count(DISTINCT record->>'label') FROM journal WHERE run_id = $1
+    let succeeded = query_count(
+        &url,
+        "SELECT count(DISTINCT record->>'label') FROM journal WHERE run_id = $1
                AND record->>'type' = 'task_finished' AND record->>'state' = 'succeeded'",
-            &[&run],
-        )
-        .unwrap()
-        .get(0);
+        &[&run],
+    );
     assert_eq!(succeeded, 12 * 3);
     let c = status_line("ctl-c").expect("ctl-c in status");
     assert_eq!(
@@ -543,10 +532,7 @@ fn bad_regions_are_refused_before_anything_runs() {
         text(&no_db)
     );
     assert!(untouched(&lab));
-    let runs: i64 = db(&url)
-        .query_one("SELECT count(*) FROM runs", &[])
-        .unwrap()
-        .get(0);
+    let runs = query_count(&url, "SELECT count(*) FROM runs", &[]);
     assert_eq!(runs, 0, "a refused deploy stores no run");
 
     // `pony join` without --regions: exit 2 with the fix. (The first controller takes
@@ -652,9 +638,8 @@ steps:
   - { name: a, run: "touch {{ root }}/a-started; test ! -e {{ root }}/fail-here" }
 "#,
     );
-    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
-    let (a, run) = start_a(&lab, &url, &state_a, &playbook, "r1,r3", &[]);
-    let b = join_b(&url, &state_b, &run, "r2", &[]);
+    let (a, run) = start_a(&lab, &url, &playbook, "r1,r3", &[]);
+    let b = join_b(&lab, &url, &run, "r2", &[]);
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert_eq!(code(&a), 3, "A: {}", text(&a));
     assert_eq!(code(&b), 3, "B: {}", text(&b));
@@ -712,21 +697,10 @@ steps:
         gate_a = gate_a.display(),
         gate_b = gate_b.display()
     ));
-    let (state_a, state_b, state_c) = (
-        lab.path("state-a"),
-        lab.path("state-b"),
-        lab.path("state-c"),
-    );
-    let (mut a, run) = start_a(
-        &lab,
-        &url,
-        &state_a,
-        &playbook,
-        "r1,r3",
-        &["--output", "json"],
-    );
+    let state_c = lab.path("state-c");
+    let (mut a, run) = start_a(&lab, &url, &playbook, "r1,r3", &["--output", "json"]);
     let events = events_of(&mut a);
-    let mut b = join_b(&url, &state_b, &run, "r2", &[]);
+    let mut b = join_b(&lab, &url, &run, "r2", &[]);
     let in_flight = ["r1-c1-01", "r1-c2-01", "r2-c1-01", "r2-c2-01"];
     wait_until("the -01 hosts of both controllers to run `one`", || {
         in_flight.iter().all(|h| count(&lab, h, "one") == 1)
@@ -836,20 +810,15 @@ steps:
 "#,
         gate = gate.display()
     ));
-    let (state_a, state_b, state_c) = (
-        lab.path("state-a"),
-        lab.path("state-b"),
-        lab.path("state-c"),
-    );
+    let state_c = lab.path("state-c");
     let (mut a, run) = start_a(
         &lab,
         &url,
-        &state_a,
         &playbook,
         "r1",
         &["--on-controller-loss", "wait"],
     );
-    let mut b = join_b(&url, &state_b, &run, "!r1", &["--output", "json"]);
+    let mut b = join_b(&lab, &url, &run, "!r1", &["--output", "json"]);
     let events = events_of(&mut b);
     let b_in_flight = ["r2-c1-01", "r2-c2-01", "r3-c1-01", "r3-c2-01"];
     wait_until("B's -01 hosts to run `one`", || {
@@ -883,14 +852,12 @@ steps:
         (row[1].as_str(), row.last().unwrap().as_str()),
         ("r2,r3", "expired")
     );
-    let expired: i64 = db(&url)
-        .query_one(
-            "SELECT count(*) FROM region_leases
+    let expired = query_count(
+        &url,
+        "SELECT count(*) FROM region_leases
              WHERE run_id = $1 AND controller = 'ctl-b' AND expires <= now()",
-            &[&run],
-        )
-        .unwrap()
-        .get(0);
+        &[&run],
+    );
     assert_eq!(expired, 2);
     wait_until("A to journal the loss of B", || {
         !losses(&url, &run).is_empty()
