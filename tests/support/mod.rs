@@ -257,6 +257,16 @@ pub fn yaml_at<'m>(
     map
 }
 
+/// How a process ended, then its stdout and stderr: for failure messages.
+pub fn exit_text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 pub fn text(output: &Output) -> String {
     format!(
         "--- stdout\n{}\n--- stderr\n{}",
