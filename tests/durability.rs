@@ -7,11 +7,13 @@ mod support;
 
 use support::code;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-use support::{deploy_args, lab, release_playbook, text, write_plan, Lab};
+use support::{
+    deploy_args, json_lines, lab, read_events_until, release_playbook, text, write_plan, Lab,
+};
 
 /// Every step appends its name to a per-host counter file, so a task that runs twice
 /// shows up as two lines; `slow` holds until the test opens the gate (`GATE`, replaced
@@ -185,27 +187,21 @@ fn sigint_stops_with_130_hosts_in_flight_finish_every_task_no_host_starts_and_th
     // The `stopped` event says pony took the interrupt; only then may the held `slow`
     // tasks finish, so any task started after them was started after the interrupt.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut events = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "no `stopped` event before the end of output:\n{events}"
-        );
-        events.push_str(&line);
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "stopped" {
-            assert!(
-                event["reason"].as_str().unwrap().starts_with("interrupted"),
-                "{event}"
-            );
-            break;
-        }
-    }
+    let before = read_events_until(&mut stdout, |e| e["event"] == "stopped");
+    let stopped = before.last().unwrap();
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{stopped}"
+    );
     open_gate(&lab);
-    stdout.read_to_string(&mut events).unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let after = json_lines(&rest);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 130, "{events}\n{}", text(&out));
+    assert_eq!(code(&out), 130, "{before:#?}\n{rest}\n{}", text(&out));
     let (run, run_dir) = only_run(&lab);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!("pony resume {run}")),
@@ -215,23 +211,16 @@ fn sigint_stops_with_130_hosts_in_flight_finish_every_task_no_host_starts_and_th
 
     // Hosts in flight at the interrupt finished every task; no other host started.
     let host_of = |e: &serde_json::Value| e["task"]["host"].as_str().unwrap().to_string();
-    let stopped_at = events.find("\"event\":\"stopped\"").unwrap();
-    let (before, after) = events.split_at(events[..stopped_at].rfind('\n').map_or(0, |i| i + 1));
     let in_flight: std::collections::BTreeSet<String> = before
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .iter()
         .filter(|e| e["event"] == "task_started")
-        .map(|e| host_of(&e))
+        .map(host_of)
         .collect();
     assert!(in_flight.contains("r1-c1-01"), "{in_flight:?}");
-    for event in after
-        .lines()
-        .skip(1)
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-    {
+    for event in &after {
         if event["event"] == "task_started" {
             assert!(
-                in_flight.contains(&host_of(&event)),
+                in_flight.contains(&host_of(event)),
                 "a host started after the interrupt: {event}"
             );
         }
