@@ -13,8 +13,8 @@ use support::code;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use support::db::{db, pony_db, server, stored_run};
-use support::{lab, text, wait_until, Lab, Reaped};
+use support::db::{db, pony_db, query_count, server, stored_run};
+use support::{deploy_args, lab, text, wait_until, Lab, Reaped};
 
 /// The test's controllers, each killed (by its pid) if the test fails before it ends.
 struct Controllers(Vec<Reaped>);
@@ -126,19 +126,24 @@ steps:
 
 /// Controller A: deploys the run, working on r1 and r3.
 fn controller_a(lab: &Lab, url: &str, playbook: &Path, extra: &[&str]) -> Command {
-    let mut args = vec![
-        "deploy",
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-        "--regions",
-        "r1,r3",
-        "--controller",
-        "ctl-a",
-    ];
+    let mut args = deploy_args(&lab.inventory, playbook);
+    args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
     args.extend(extra);
     pony_db(&lab.path("state-a"), url, &args)
+}
+
+/// Controller A started on `playbook`, waiting (up to 10 minutes, having no terminal) at
+/// an `approve:` gate for an answer; returns the test's controllers and A's run.
+fn start_a_awaiting_approval(lab: &Lab, url: &str, playbook: &Path) -> (Controllers, String) {
+    let mut controllers = Controllers(Vec::new());
+    controllers.spawn(controller_a(
+        lab,
+        url,
+        playbook,
+        &["--approval-wait", "10m"],
+    ));
+    let run = run_id(url, &mut controllers);
+    (controllers, run)
 }
 
 /// Controller B: joins the run for r2; without a terminal it waits at an `approve:`
@@ -167,15 +172,8 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
     let url = pg.url();
     let go = lab.path("go");
     let playbook = playbook(&lab, &go, true);
-    let mut controllers = Controllers(Vec::new());
     // Without a terminal each controller waits at the approve: gate for an answer.
-    controllers.spawn(controller_a(
-        &lab,
-        &url,
-        &playbook,
-        &["--approval-wait", "10m"],
-    ));
-    let run = run_id(&url, &mut controllers);
+    let (mut controllers, run) = start_a_awaiting_approval(&lab, &url, &playbook);
     controllers.spawn(controller_b(&lab, &url, &run));
     // The operator's machine: its own state folder, only the database in common.
     let operator = lab.path("state-operator");
@@ -307,14 +305,12 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
         assert!(record["pid"].as_u64().unwrap() > 0, "{record}");
     }
     // Nothing is left waiting in the database: each command has both answers.
-    let unanswered: i64 = db(&url)
-        .query_one(
-            "SELECT count(*) FROM control c WHERE run_id = $1
+    let unanswered = query_count(
+        &url,
+        "SELECT count(*) FROM control c WHERE run_id = $1
                AND (SELECT count(*) FROM control_answers a WHERE a.control_id = c.id) <> 2",
-            &[&run],
-        )
-        .unwrap()
-        .get(0);
+        &[&run],
+    );
     assert_eq!(unanswered, 0);
 }
 
@@ -339,13 +335,7 @@ steps:
     controllers.spawn(pony_db(
         &lab.path("state-a"),
         &url,
-        &[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
+        &deploy_args(&lab.inventory, &playbook),
     ));
     let run = run_id(&url, &mut controllers);
     let operator = lab.path("state-operator");
@@ -393,10 +383,11 @@ steps:
     let late = send(&["pause", &run]);
     assert_eq!(code(&late), 5, "{}", text(&late));
     assert!(text(&late).contains("is not running"), "{}", text(&late));
-    let sent: i64 = db(&url)
-        .query_one("SELECT count(*) FROM control WHERE run_id = $1", &[&run])
-        .unwrap()
-        .get(0);
+    let sent = query_count(
+        &url,
+        "SELECT count(*) FROM control WHERE run_id = $1",
+        &[&run],
+    );
     assert_eq!(sent, 1);
 }
 
@@ -407,14 +398,7 @@ fn a_controller_that_joins_later_takes_the_approvals_the_run_took() {
     let url = pg.url();
     let go = lab.path("go");
     let playbook = playbook(&lab, &go, true);
-    let mut controllers = Controllers(Vec::new());
-    controllers.spawn(controller_a(
-        &lab,
-        &url,
-        &playbook,
-        &["--approval-wait", "10m"],
-    ));
-    let run = run_id(&url, &mut controllers);
+    let (mut controllers, run) = start_a_awaiting_approval(&lab, &url, &playbook);
     wait_until("A to hold its lease", || live_controllers(&url, &run) == 1);
     let approved = pony_db(
         &lab.path("state-operator"),

@@ -272,13 +272,7 @@ fn deploy_until_marker(
     host: &str,
     marker: &str,
 ) -> std::process::Child {
-    let mut command = lab.pony(&[
-        "deploy",
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-    ]);
+    let mut command = lab.deploy_command(playbook, &[]);
     command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -3,10 +3,13 @@
 //! hosts in (`max_unavailable` batches per cluster, per wave). The order is checked
 //! against a real run of the same plan (local hosts, events on stdout).
 
+mod support;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use support::exit_text;
 
 const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
@@ -53,7 +56,7 @@ impl Setup {
         let mut args = vec!["deploy", "pb.yaml", "--dry-run"];
         args.extend_from_slice(extra);
         let out = self.pony(&args);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
         assert!(
             !self.state().join("runs").exists(),
             "a dry run records no run"
@@ -64,15 +67,6 @@ impl Setup {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Two waves; cluster c1 of six hosts, c2 of two; 50% at once.
@@ -234,7 +228,7 @@ fn the_real_run_takes_the_hosts_in_the_dry_run_order() {
     assert_eq!(expected.len(), 3, "{dry}");
 
     let out = setup.pony(&["deploy", "pb.yaml", "--yes", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let mut started: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let event: Value = serde_json::from_str(line).expect("one JSON event per line");

@@ -7,11 +7,13 @@ mod support;
 
 use support::code;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-use support::{lab, release_playbook, text, Lab};
+use support::{
+    deploy_args, json_lines, lab, read_events_until, release_playbook, text, write_plan, Lab,
+};
 
 /// Every step appends its name to a per-host counter file, so a task that runs twice
 /// shows up as two lines; `slow` holds until the test opens the gate (`GATE`, replaced
@@ -62,16 +64,9 @@ fn journal_lines(run_dir: &Path, torn_last_allowed: bool) -> Vec<serde_json::Val
     records
 }
 
+/// [`Lab::deploy_command`] with stdout and stderr piped.
 fn deploy_command(lab: &Lab, playbook: &Path, extra: &[&str]) -> Command {
-    let mut args = vec![
-        "deploy",
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-    ];
-    args.extend_from_slice(extra);
-    let mut command = lab.pony(&args);
+    let mut command = lab.deploy_command(playbook, extra);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     command
 }
@@ -127,6 +122,18 @@ fn resume(lab: &Lab, run: &str, extra: &[&str]) -> Output {
     lab.pony(&args).output().unwrap()
 }
 
+/// Deploys `playbook` (a [`counted`] one) and SIGKILLs the controller, no cleanup at all,
+/// once `host` started `slow`; then opens the gate, which lets the orphaned `slow`
+/// commands on the hosts end and the resumed ones run. Returns (run id, run folder).
+fn killed_mid_run(lab: &Lab, playbook: &Path, host: &str) -> (String, PathBuf) {
+    let mut child = spawn_deploy(lab, playbook, &[]);
+    wait_for(&lab.root(host).join("slow-started"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    open_gate(lab);
+    only_run(lab)
+}
+
 fn assert_all_counted_once_or_more(lab: &Lab) {
     for host in lab.host_names() {
         for step in ["one", "slow", "three"] {
@@ -142,13 +149,7 @@ fn assert_all_counted_once_or_more(lab: &Lab) {
 fn a_controller_killed_mid_run_resumes_without_running_a_succeeded_task_twice() {
     let lab = lab();
     let playbook = lab.playbook(&counted(&lab));
-    let mut child = spawn_deploy(&lab, &playbook, &[]);
-    wait_for(&lab.root("r2-c1-01").join("slow-started"));
-    child.kill().unwrap(); // SIGKILL: no cleanup at all
-    child.wait().unwrap();
-    // Lets the orphaned `slow` commands on the hosts end, and the resumed ones run.
-    open_gate(&lab);
-    let (run, run_dir) = only_run(&lab);
+    let (run, run_dir) = killed_mid_run(&lab, &playbook, "r2-c1-01");
     let done_before = succeeded(&run_dir);
     assert!(!done_before.is_empty());
 
@@ -186,27 +187,21 @@ fn sigint_stops_with_130_hosts_in_flight_finish_every_task_no_host_starts_and_th
     // The `stopped` event says pony took the interrupt; only then may the held `slow`
     // tasks finish, so any task started after them was started after the interrupt.
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut events = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "no `stopped` event before the end of output:\n{events}"
-        );
-        events.push_str(&line);
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "stopped" {
-            assert!(
-                event["reason"].as_str().unwrap().starts_with("interrupted"),
-                "{event}"
-            );
-            break;
-        }
-    }
+    let before = read_events_until(&mut stdout, |e| e["event"] == "stopped");
+    let stopped = before.last().unwrap();
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{stopped}"
+    );
     open_gate(&lab);
-    stdout.read_to_string(&mut events).unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let after = json_lines(&rest);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 130, "{events}\n{}", text(&out));
+    assert_eq!(code(&out), 130, "{before:#?}\n{rest}\n{}", text(&out));
     let (run, run_dir) = only_run(&lab);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!("pony resume {run}")),
@@ -216,23 +211,16 @@ fn sigint_stops_with_130_hosts_in_flight_finish_every_task_no_host_starts_and_th
 
     // Hosts in flight at the interrupt finished every task; no other host started.
     let host_of = |e: &serde_json::Value| e["task"]["host"].as_str().unwrap().to_string();
-    let stopped_at = events.find("\"event\":\"stopped\"").unwrap();
-    let (before, after) = events.split_at(events[..stopped_at].rfind('\n').map_or(0, |i| i + 1));
     let in_flight: std::collections::BTreeSet<String> = before
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .iter()
         .filter(|e| e["event"] == "task_started")
-        .map(|e| host_of(&e))
+        .map(host_of)
         .collect();
     assert!(in_flight.contains("r1-c1-01"), "{in_flight:?}");
-    for event in after
-        .lines()
-        .skip(1)
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-    {
+    for event in &after {
         if event["event"] == "task_started" {
             assert!(
-                in_flight.contains(&host_of(&event)),
+                in_flight.contains(&host_of(event)),
                 "a host started after the interrupt: {event}"
             );
         }
@@ -446,12 +434,7 @@ fn an_approve_gate_in_ci_exits_10_keeps_the_lock_and_resume_approve_completes() 
 fn a_journal_with_a_torn_last_line_resumes_and_unlock_breaks_a_stale_lock() {
     let lab = lab();
     let playbook = lab.playbook(&counted(&lab));
-    let mut child = spawn_deploy(&lab, &playbook, &[]);
-    wait_for(&lab.root("r3-c2-01").join("slow-started"));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    open_gate(&lab);
-    let (run, run_dir) = only_run(&lab);
+    let (run, run_dir) = killed_mid_run(&lab, &playbook, "r3-c2-01");
     use std::io::Write;
     let mut journal = std::fs::OpenOptions::new()
         .append(true)
@@ -528,20 +511,8 @@ fn local_pony(state: &Path, args: &[&str]) -> Output {
 fn after_a_torn_last_line_rollback_rollback_and_resume_keep_every_line_parseable() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(&playbook, LOCAL_RELEASE).unwrap();
-    let deployed = local_pony(
-        &state,
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
-    );
+    let (inventory, playbook) = write_plan(dir.path(), LOCAL_INVENTORY, LOCAL_RELEASE);
+    let deployed = local_pony(&state, &deploy_args(&inventory, &playbook));
     assert_eq!(code(&deployed), 0, "{}", text(&deployed));
     let host = |name: &str| state.join("hosts").join(name);
     let current = |name: &str| std::fs::read_link(host(name).join("current")).ok();
@@ -623,21 +594,9 @@ fn resume_of_an_unknown_run_is_a_clear_error() {
 fn every_command_that_takes_a_run_accepts_a_unique_prefix_and_refuses_an_ambiguous_one() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let inventory = dir.path().join("inventory.yaml");
-    let playbook = dir.path().join("playbook.yaml");
-    std::fs::write(&inventory, LOCAL_INVENTORY).unwrap();
-    std::fs::write(&playbook, LOCAL_RELEASE).unwrap();
+    let (inventory, playbook) = write_plan(dir.path(), LOCAL_INVENTORY, LOCAL_RELEASE);
     let deploy = || {
-        let out = local_pony(
-            &state,
-            &[
-                "deploy",
-                "-i",
-                inventory.to_str().unwrap(),
-                playbook.to_str().unwrap(),
-                "--yes",
-            ],
-        );
+        let out = local_pony(&state, &deploy_args(&inventory, &playbook));
         assert_eq!(code(&out), 0, "{}", text(&out));
     };
     deploy();

@@ -2,8 +2,11 @@
 //! from another folder: every layout the lab offers must give an inventory and a
 //! playbook that deploy. Each host's files are checked, and the journal's end.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::exit_text;
 
 const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
@@ -27,15 +30,6 @@ fn pony(cwd: &Path, state: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("pony runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Stops the lab however the test ends.
@@ -96,12 +90,12 @@ fn up_and_try(regions: usize, clusters: usize, hosts: usize) {
         cwd: cwd.clone(),
         state: state.clone(),
     };
-    assert!(up.status.success(), "{}", text(&up));
+    assert!(up.status.success(), "{}", exit_text(&up));
     let stdout = String::from_utf8_lossy(&up.stdout).into_owned();
     let command = stdout
         .lines()
         .find_map(|l| l.strip_prefix("try: "))
-        .unwrap_or_else(|| panic!("no `try:` line\n{}", text(&up)));
+        .unwrap_or_else(|| panic!("no `try:` line\n{}", exit_text(&up)));
     let args = words(command);
     assert_eq!(args[0], "pony", "{command}");
     // From another folder than the one `lab up` ran in (the state dir is absolute, so
@@ -115,7 +109,7 @@ fn up_and_try(regions: usize, clusters: usize, hosts: usize) {
         run.status.code(),
         Some(0),
         "{layout}: {command}\n{}",
-        text(&run)
+        exit_text(&run)
     );
 
     let names: Vec<PathBuf> = std::fs::read_dir(state.join("lab/hosts"))

@@ -10,7 +10,9 @@
 mod support;
 
 use std::io::BufReader;
+use std::path::Path;
 use std::process::{ExitStatus, Output};
+use support::tmux::Session;
 use support::{
     journal, lab_with, only_run, read_events_until, started_hosts, text, wait_until, Lab, Reaped,
 };
@@ -41,6 +43,14 @@ fn run_id(lab: &Lab, deploy: &mut Reaped) -> String {
         id.is_some()
     });
     id.unwrap()
+}
+
+/// Starts `pony deploy` of `playbook` (events piped) and waits for its run folder;
+/// returns the deploy with its run id.
+fn start(lab: &Lab, playbook: &Path, extra: &[&str]) -> (Reaped, String) {
+    let mut deploy = Reaped::new(lab.spawn_deploy(playbook, extra));
+    let id = run_id(lab, &mut deploy);
+    (deploy, id)
 }
 
 fn control_records(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
@@ -77,8 +87,7 @@ steps:
 fn a_run_paused_from_another_process_starts_no_new_host_until_continue() {
     let lab = lab_with(1, 1, 3);
     let playbook = lab.playbook(ONE_AT_A_TIME);
-    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
-    let id = run_id(&lab, &mut deploy);
+    let (mut deploy, id) = start(&lab, &playbook, &[]);
     wait_until("the first host to start", || {
         lab.root(HOSTS[0]).join("started").exists()
     });
@@ -182,8 +191,7 @@ fn abort_with_rollback_from_another_process_rolls_back_every_touched_host_and_ex
     lab.install_old_release();
     std::fs::write(lab.root(HOSTS[1]).join("block"), "").unwrap();
     let playbook = lab.playbook(ROLLOUT);
-    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
-    let id = run_id(&lab, &mut deploy);
+    let (deploy, id) = start(&lab, &playbook, &[]);
     // The first host is done; the second holds in `hold`, on the new release.
     wait_until("the second host to hold", || {
         lab.root(HOSTS[1]).join("holding").exists()
@@ -244,10 +252,7 @@ steps:
 fn approve_from_another_process_lets_a_run_without_a_terminal_go_past_its_gate() {
     let lab = lab_with(1, 1, 3);
     let playbook = lab.playbook(GATED);
-    let mut deploy = Reaped(Some(
-        lab.spawn_deploy(&playbook, &["--approval-wait", "10m"]),
-    ));
-    let id = run_id(&lab, &mut deploy);
+    let (mut deploy, id) = start(&lab, &playbook, &["--approval-wait", "10m"]);
     let mut stdout = BufReader::new(deploy.child().stdout.take().unwrap());
     let waiting = read_events_until(&mut stdout, |e| e["event"] == "gate_waiting");
     assert_eq!(waiting.last().unwrap()["reason"], "approve");
@@ -283,23 +288,6 @@ fn approve_from_another_process_lets_a_run_without_a_terminal_go_past_its_gate()
     assert!(text(&late).contains("is not running"), "{}", text(&late));
 }
 
-fn tmux(args: &[&str]) -> String {
-    let out = std::process::Command::new("tmux")
-        .args(args)
-        .output()
-        .expect("tmux is needed for terminal tests: apt-get install -y tmux");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Kills the tmux session even when the test fails.
-struct Session(String);
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        tmux(&["kill-session", "-t", &self.0]);
-    }
-}
-
 /// A gate asked at a terminal and approved from another shell: the question is
 /// withdrawn, the run goes on and its process ends without anyone typing an answer.
 #[test]
@@ -307,7 +295,6 @@ fn approve_from_another_process_answers_the_question_at_the_terminal() {
     let lab = lab_with(1, 1, 3);
     let playbook = lab.playbook(GATED);
     let exit_file = lab.path("exit");
-    let session = Session(format!("pony-control-{}", std::process::id()));
     let command = format!(
         "{} --state-dir {} deploy -i {} {} --yes; echo $? > {}; sleep 30",
         env!("CARGO_BIN_EXE_pony"),
@@ -316,18 +303,12 @@ fn approve_from_another_process_answers_the_question_at_the_terminal() {
         playbook.display(),
         exit_file.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session.0,
-        "-x",
-        "160",
-        "-y",
-        "50",
+    let session = Session::start(
+        &format!("pony-control-{}", std::process::id()),
+        160,
         &command,
-    ]);
-    let screen = || tmux(&["capture-pane", "-p", "-t", &session.0, "-S", "-200"]);
+    );
+    let screen = || session.screen();
     wait_until("the approval question", || {
         screen().contains("Approve it and continue")
     });
@@ -346,8 +327,7 @@ fn approve_from_another_process_answers_the_question_at_the_terminal() {
 fn abort_from_another_process_stops_as_an_interrupt_and_exits_130() {
     let lab = lab_with(1, 1, 3);
     let playbook = lab.playbook(ONE_AT_A_TIME);
-    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
-    let id = run_id(&lab, &mut deploy);
+    let (deploy, id) = start(&lab, &playbook, &[]);
     wait_until("the first host to start", || {
         lab.root(HOSTS[0]).join("started").exists()
     });
@@ -377,8 +357,7 @@ fn abort_from_another_process_stops_as_an_interrupt_and_exits_130() {
 fn a_command_for_a_run_whose_process_died_exits_5_and_says_how_to_go_on() {
     let lab = lab_with(1, 1, 1);
     let playbook = lab.playbook(ONE_AT_A_TIME);
-    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
-    let id = run_id(&lab, &mut deploy);
+    let (mut deploy, id) = start(&lab, &playbook, &[]);
     wait_until("the host to start", || {
         lab.root(HOSTS[0]).join("started").exists()
     });
@@ -424,8 +403,7 @@ fn approve_before_the_gate_is_reached_pre_approves_it() {
         "touch {{ root }}/marked",
         "touch {{ root }}/started; while [ ! -e {{ root }}/go ]; do sleep 0.02; done; touch {{ root }}/marked",
     ));
-    let mut deploy = Reaped(Some(lab.spawn_deploy(&playbook, &[])));
-    let id = run_id(&lab, &mut deploy);
+    let (deploy, id) = start(&lab, &playbook, &[]);
     wait_until("the canary to start", || {
         lab.root(HOSTS[0]).join("started").exists()
     });

@@ -100,17 +100,10 @@ fn a_hanging_notifier_is_killed_after_its_timeout_and_the_run_goes_on_without_it
         release = release.display(),
     );
     let mut deploy = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--notify",
-            &notifier,
-            "--notify-timeout",
-            "5s",
-        ])
+        .deploy_command(
+            &playbook,
+            &["--notify", &notifier, "--notify-timeout", "5s"],
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -216,17 +209,15 @@ fn the_documented_chat_and_mail_notifiers_work() {
     )
     .unwrap();
     let output = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--notify",
-            "examples/notify/chat.sh",
-            "--notify",
-            "examples/notify/mail.sh",
-        ])
+        .deploy_command(
+            &playbook,
+            &[
+                "--notify",
+                "examples/notify/chat.sh",
+                "--notify",
+                "examples/notify/mail.sh",
+            ],
+        )
         .env("PONY_WEBHOOK_URL", &url)
         .env("PONY_MAIL_TO", "oncall@example.com")
         .env("SENDMAIL", &sendmail)

@@ -12,8 +12,8 @@ use support::code;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use support::db::{db, pony_db, server};
-use support::{lab, pony, text, wait_until, Lab, Reaped};
+use support::db::{db, pony_db, query_count, server};
+use support::{deploy_args, lab, pony, text, wait_until, write_plan, Lab, Reaped, TINY_INVENTORY};
 
 /// Labels the database's journal shows succeeded.
 fn succeeded_in_db(url: &str, run: &str) -> Vec<String> {
@@ -30,12 +30,9 @@ fn succeeded_in_db(url: &str, run: &str) -> Vec<String> {
         .collect()
 }
 
-/// Writes the local two-region inventory and `playbook` into `dir`; their paths.
+/// Writes [`TINY_INVENTORY`] and `playbook` into `dir`; their paths.
 fn local_plan(dir: &Path, playbook: impl AsRef<[u8]>) -> (PathBuf, PathBuf) {
-    let (inventory_path, playbook_path) = (dir.join("inventory.yaml"), dir.join("playbook.yaml"));
-    std::fs::write(&inventory_path, LOCAL_INVENTORY).unwrap();
-    std::fs::write(&playbook_path, playbook).unwrap();
-    (inventory_path, playbook_path)
+    write_plan(dir, TINY_INVENTORY, playbook)
 }
 
 fn lines(path: &Path) -> usize {
@@ -68,13 +65,7 @@ fn a_second_controller_is_refused_then_resumes_the_run_of_a_killed_one_from_anot
     let url = pg.url();
     let playbook = lab.playbook(&counted(&lab));
     let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
-    let deploy_args = [
-        "deploy",
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-    ];
+    let deploy_args = deploy_args(&lab.inventory, &playbook);
 
     let mut first = pony_db(&state_a, &url, &deploy_args)
         .env("USER", "ann")
@@ -202,25 +193,6 @@ fn a_second_controller_is_refused_then_resumes_the_run_of_a_killed_one_from_anot
     );
 }
 
-const LOCAL_INVENTORY: &str = "\
-name: tiny
-defaults:
-  connection: local
-regions:
-  r1:
-    clusters:
-      c1:
-        hosts:
-          h1: {}
-          h2: {}
-  r2:
-    clusters:
-      c2:
-        hosts:
-          h3: {}
-          h4: {}
-";
-
 /// The host named by the `bad` var fails `check`: its region rolls back and the second
 /// wave never starts, so status has failures, rollbacks and a stopped wave to show.
 const LOCAL_PLAYBOOK: &str = "\
@@ -251,13 +223,7 @@ fn status_and_history_read_from_the_database_show_what_the_local_folder_shows() 
     let (inventory, playbook) = local_plan(dir.path(), LOCAL_PLAYBOOK);
     let state = dir.path().join("state");
     let deploy = |extra: &[&str]| {
-        let mut args = vec![
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ];
+        let mut args = deploy_args(&inventory, &playbook);
         args.extend_from_slice(extra);
         pony_db(&state, &url, &args).output().unwrap()
     };
@@ -341,14 +307,12 @@ fn status_and_history_read_from_the_database_show_what_the_local_folder_shows() 
             .unwrap_or_default();
         assert_eq!(ran, "undo-prepare\n", "{host}");
     }
-    let undone: i64 = db(&url)
-        .query_one(
-            "SELECT count(*) FROM journal WHERE run_id = $1
-               AND record->>'type' = 'rollback_finished' AND (record->>'ok')::boolean",
-            &[&runs[0]],
-        )
-        .unwrap()
-        .get(0);
+    let undone = query_count(
+        &url,
+        "SELECT count(*) FROM journal WHERE run_id = $1
+           AND record->>'type' = 'rollback_finished' AND (record->>'ok')::boolean",
+        &[&runs[0]],
+    );
     assert_eq!(undone, 8, "prepare and check on four hosts");
     let again = pony_db(&state, &url, &["rollback", &runs[0], "--yes"])
         .output()
@@ -386,21 +350,11 @@ fn a_controller_that_lost_its_lease_starts_nothing_more_and_writes_nothing_more(
         ),
     );
     let state = dir.path().join("state");
-    let mut controller = pony_db(
-        &state,
-        &url,
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut controller = pony_db(&state, &url, &deploy_args(&inventory, &playbook))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let hosts = ["h1", "h2", "h3", "h4"];
     wait_until("every `slow` task to start", || {
         hosts
@@ -411,10 +365,7 @@ fn a_controller_that_lost_its_lease_starts_nothing_more_and_writes_nothing_more(
         .output()
         .unwrap();
     assert_eq!(code(&unlocked), 0, "{}", text(&unlocked));
-    let records_at_unlock: i64 = db(&url)
-        .query_one("SELECT count(*) FROM journal", &[])
-        .unwrap()
-        .get(0);
+    let records_at_unlock = query_count(&url, "SELECT count(*) FROM journal", &[]);
     let mut stderr = std::io::BufReader::new(controller.stderr.take().unwrap()).lines();
     let mut said = String::new();
     while !said.contains("lost the inventory's lease") {
@@ -433,10 +384,7 @@ fn a_controller_that_lost_its_lease_starts_nothing_more_and_writes_nothing_more(
             "`after` started on {host} without the lease"
         );
     }
-    let records_now: i64 = db(&url)
-        .query_one("SELECT count(*) FROM journal", &[])
-        .unwrap()
-        .get(0);
+    let records_now = query_count(&url, "SELECT count(*) FROM journal", &[]);
     assert_eq!(
         records_now, records_at_unlock,
         "records were written to the database after the lease was broken"
@@ -518,13 +466,7 @@ fn a_run_paused_for_approval_keeps_its_lease_and_is_approved_from_another_machin
             counts.display()
         ),
     );
-    let args = [
-        "deploy",
-        "-i",
-        inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-    ];
+    let args = deploy_args(&inventory, &playbook);
     let paused = pony_db(&dir.path().join("a"), &url, &args)
         .output()
         .unwrap();
@@ -583,23 +525,13 @@ fn records_the_database_missed_while_it_was_down_reach_it_when_it_is_back() {
         ),
     );
     let state = dir.path().join("state");
-    let mut controller = pony_db(
-        &state,
-        &url,
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    // Long enough that the outage below never costs the lease.
-    .env("PONY_LEASE", "120s")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut controller = pony_db(&state, &url, &deploy_args(&inventory, &playbook))
+        // Long enough that the outage below never costs the lease.
+        .env("PONY_LEASE", "120s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let hosts = ["h1", "h2", "h3", "h4"];
     let all = |marker: &str| {
         hosts
@@ -655,21 +587,11 @@ fn a_controller_cut_off_from_the_database_for_a_whole_lease_stops() {
         "name: cut-off\nsteps:\n  - { name: hold, run: \"touch started; while true; do sleep 0.02; done\" }\n  - { name: after, needs: [hold], run: touch after }\n",
     );
     let state = dir.path().join("state");
-    let controller = pony_db(
-        &state,
-        &url,
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let controller = pony_db(&state, &url, &deploy_args(&inventory, &playbook))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut controller = Reaped(Some(controller));
     let hosts = ["h1", "h2", "h3", "h4"];
     let marker = |h: &str, name: &str| state.join("hosts").join(h).join(name);

@@ -12,7 +12,7 @@ use pony::lab::postgres::{Postgres, ServerTls, Sync};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use std::path::Path;
 use std::process::Output;
-use support::{pony, text};
+use support::{deploy_args, pony, text, write_plan};
 
 /// A CA (its certificate in PEM) and an issuer to sign with.
 fn authority(name: &str) -> (String, Issuer<'static, KeyPair>) {
@@ -125,32 +125,16 @@ fn a_run_over_verify_full_keeps_its_journal_in_the_database() {
         server.url(),
         ca.display()
     );
-    let inventory = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &inventory,
+    let (inventory, playbook) = write_plan(
+        dir.path(),
         "name: tls\ndefaults: { connection: local }\nregions:\n  r1:\n    clusters:\n      c1:\n        hosts:\n          h1: {}\n          h2: {}\n",
-    )
-    .unwrap();
-    let playbook = dir.path().join("playbook.yaml");
-    std::fs::write(
-        &playbook,
         "name: tls\nsteps:\n  - { name: mark, run: \"echo deployed > marker\" }\n",
-    )
-    .unwrap();
+    );
     let state = dir.path().join("state-a");
-    let deploy = pony(
-        &state,
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .env("PONY_STATE", &url)
-    .output()
-    .unwrap();
+    let deploy = pony(&state, &deploy_args(&inventory, &playbook))
+        .env("PONY_STATE", &url)
+        .output()
+        .unwrap();
     assert_eq!(code(&deploy), 0, "{}", text(&deploy));
     for host in ["h1", "h2"] {
         let marker = state.join("hosts").join(host).join("marker");

@@ -15,8 +15,8 @@ use support::code;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
-use support::db::{db, pony_db, server, stored_run};
-use support::{lab, pony, text, wait_until, Lab, Reaped};
+use support::db::{db, pony_db, query_count, server, stored_run};
+use support::{deploy_args, lab, pony, text, wait_until, Lab, Reaped};
 
 fn spawn(mut command: Command) -> Reaped {
     Reaped::new(
@@ -155,14 +155,52 @@ fn region_of(label: &str) -> &str {
     &host[..2]
 }
 
-fn deploy_args<'a>(lab: &'a Lab, playbook: &'a Path) -> Vec<&'a str> {
-    vec![
-        "deploy",
-        "-i",
-        lab.inventory.to_str().unwrap(),
-        playbook.to_str().unwrap(),
-        "--yes",
-    ]
+/// Controller A: `pony deploy PLAYBOOK --regions REGIONS --controller ctl-a <extra>`
+/// started from the state folder `state-a`; returns it with the id of the run it stored.
+fn start_a(
+    lab: &Lab,
+    url: &str,
+    playbook: &Path,
+    regions: &str,
+    extra: &[&str],
+) -> (Reaped, String) {
+    let mut args = deploy_args(&lab.inventory, playbook);
+    args.extend(["--regions", regions, "--controller", "ctl-a"]);
+    args.extend_from_slice(extra);
+    let mut a = spawn(pony_db(&lab.path("state-a"), url, &args));
+    let run = stored_run(url, &mut a);
+    (a, run)
+}
+
+/// Controller B: `pony join RUN --regions REGIONS --controller ctl-b <extra>` started
+/// from the state folder `state-b`.
+fn join_b(lab: &Lab, url: &str, run: &str, regions: &str, extra: &[&str]) -> Reaped {
+    let mut args = vec!["join", run, "--regions", regions, "--controller", "ctl-b"];
+    args.extend_from_slice(extra);
+    spawn(pony_db(&lab.path("state-b"), url, &args))
+}
+
+/// (controller, `record->>field`) of the run's journal records of type `kind`, in order.
+fn records_by(url: &str, run: &str, kind: &str, field: &str) -> Vec<(Option<String>, String)> {
+    db(url)
+        .query(
+            "SELECT controller, record->>$3::text FROM journal
+             WHERE run_id = $1 AND record->>'type' = $2 ORDER BY seq",
+            &[&run, &kind, &field],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Asserts that `pony status RUN` shows the lease of each of `controllers` as `lease`
+/// (`expired`, `left`).
+fn assert_leases(state: &Path, url: &str, run: &str, controllers: &[&str], lease: &str) {
+    for controller in controllers {
+        let row = status_row(state, url, run, controller).expect("in status");
+        assert_eq!(row.last().unwrap(), lease, "{controller}: {row:?}");
+    }
 }
 
 #[test]
@@ -191,11 +229,7 @@ steps:
         gate = gate.display(),
         shared = shared.display()
     ));
-    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
-    let mut args = deploy_args(&lab, &playbook);
-    args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
-    let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = stored_run(&url, &mut a);
+    let (a, run) = start_a(&lab, &url, &playbook, "r1,r3", &[]);
 
     // A finishes r1 alone; without B nothing of r2 ran, so wave `second` must not start.
     let r1 = lab.hosts_in(&["r1"]);
@@ -208,20 +242,7 @@ steps:
         "wave second started before r2 (B's part of wave first) ran"
     );
 
-    let b = spawn(pony_db(
-        &state_b,
-        &url,
-        &[
-            "join",
-            &run,
-            "--regions",
-            "!r1,!r3",
-            "--controller",
-            "ctl-b",
-            "--output",
-            "json",
-        ],
-    ));
+    let b = join_b(&lab, &url, &run, "!r1,!r3", &["--output", "json"]);
     let r2 = lab.hosts_in(&["r2"]);
     wait_until("B's hosts to start", || {
         r2.iter().all(|h| lab.root(h).join("a-started").exists())
@@ -309,13 +330,11 @@ steps:
         );
     }
     // The last controller out released the inventory.
-    let leases: i64 = db(&url)
-        .query_one(
-            "SELECT (SELECT count(*) FROM leases) + (SELECT count(*) FROM region_leases)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let leases = query_count(
+        &url,
+        "SELECT (SELECT count(*) FROM leases) + (SELECT count(*) FROM region_leases)",
+        &[],
+    );
     assert_eq!(leases, 0);
 }
 
@@ -341,16 +360,8 @@ steps:
 "#,
         gate = gate.display()
     ));
-    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
-    let mut args = deploy_args(&lab, &playbook);
-    args.extend(["--regions", "r1", "--controller", "ctl-a"]);
-    let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = stored_run(&url, &mut a);
-    let b = spawn(pony_db(
-        &state_b,
-        &url,
-        &["join", &run, "--regions", "!r1", "--controller", "ctl-b"],
-    ));
+    let (a, run) = start_a(&lab, &url, &playbook, "r1", &[]);
+    let b = join_b(&lab, &url, &run, "!r1", &[]);
     let others = lab.hosts_in(&["r2", "r3"]);
     wait_until("B's hosts to stage", || {
         others.iter().all(|h| lab.root(h).join("staged").exists())
@@ -370,18 +381,9 @@ steps:
             text(&b)
         );
     }
-    let rollbacks: Vec<(String, Option<String>)> = db(&url)
-        .query(
-            "SELECT record->>'label', controller FROM journal
-             WHERE run_id = $1 AND record->>'type' = 'rollback_finished'",
-            &[&run],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rollbacks = records_by(&url, &run, "rollback_finished", "label");
     assert_eq!(rollbacks.len(), 12, "{rollbacks:?}");
-    for (label, controller) in &rollbacks {
+    for (controller, label) in &rollbacks {
         let expected = if region_of(label) == "r1" {
             "ctl-a"
         } else {
@@ -408,20 +410,9 @@ steps:
 "#,
         gate = gate.display()
     ));
-    let (state_a, state_b, state_c) = (
-        lab.path("state-a"),
-        lab.path("state-b"),
-        lab.path("state-c"),
-    );
-    let mut args = deploy_args(&lab, &playbook);
-    args.extend(["--regions", "r1", "--controller", "ctl-a"]);
-    let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = stored_run(&url, &mut a);
-    let mut b = spawn(pony_db(
-        &state_b,
-        &url,
-        &["join", &run, "--regions", "!r1", "--controller", "ctl-b"],
-    ));
+    let state_c = lab.path("state-c");
+    let (mut a, run) = start_a(&lab, &url, &playbook, "r1", &[]);
+    let mut b = join_b(&lab, &url, &run, "!r1", &[]);
     let others = lab.hosts_in(&["r2", "r3"]);
     wait_until("B's `slow` tasks to start", || {
         others
@@ -435,14 +426,7 @@ steps:
 
     // `pony status` (from any state folder) shows the run per controller; once B's
     // region leases expired, another machine takes its regions over.
-    let status_line = |controller: &str| {
-        let status = pony_db(&state_c, &url, &["status", &run]).output().unwrap();
-        assert_eq!(code(&status), 0, "{}", text(&status));
-        String::from_utf8_lossy(&status.stdout)
-            .lines()
-            .find(|l| l.starts_with(controller))
-            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-    };
+    let status_line = |controller: &str| status_row(&state_c, &url, &run, controller);
     wait_until("B's region leases to expire", || {
         let b = status_line("ctl-b").expect("ctl-b in status");
         assert_eq!(b[1], "r2,r3", "{b:?}");
@@ -476,11 +460,7 @@ steps:
     assert_eq!(losses(&url, &run).len(), 1);
 
     for host in lab.host_names() {
-        let count = |step: &str| {
-            std::fs::read_to_string(lab.root(&host).join(format!("count-{step}")))
-                .map(|t| t.lines().count())
-                .unwrap_or(0)
-        };
+        let count = |step: &str| count(&lab, &host, step);
         // `one` had succeeded before the kill: never again; `slow` was running: again.
         assert_eq!(count("one"), 1, "{host}");
         assert_eq!(count("three"), 1, "{host}");
@@ -497,14 +477,12 @@ steps:
     };
     assert!(by("ctl-b") >= 8 * 3, "{rows:?}");
     assert!(by("ctl-c") > 0, "{rows:?}");
-    let succeeded: i64 = db(&url)
-        .query_one(
-            "SELECT count(DISTINCT record->>'label') FROM journal WHERE run_id = $1
+    let succeeded = query_count(
+        &url,
+        "SELECT count(DISTINCT record->>'label') FROM journal WHERE run_id = $1
                AND record->>'type' = 'task_finished' AND record->>'state' = 'succeeded'",
-            &[&run],
-        )
-        .unwrap()
-        .get(0);
+        &[&run],
+    );
     assert_eq!(succeeded, 12 * 3);
     let c = status_line("ctl-c").expect("ctl-c in status");
     assert_eq!(
@@ -532,7 +510,7 @@ fn bad_regions_are_refused_before_anything_runs() {
             .all(|h| !lab.root(h).join("touched").exists())
     };
     // No region matches: exit 2, naming the option, the inventory and its regions.
-    let mut args = deploy_args(&lab, &playbook);
+    let mut args = deploy_args(&lab.inventory, &playbook);
     args.extend(["--regions", "cn-*"]);
     let none = pony_db(&state, &url, &args).output().unwrap();
     assert_eq!(code(&none), 2, "{}", text(&none));
@@ -544,7 +522,7 @@ fn bad_regions_are_refused_before_anything_runs() {
         "{stderr}"
     );
     // Without a database there is nothing to share the run through: exit 2.
-    let mut local = deploy_args(&lab, &playbook);
+    let mut local = deploy_args(&lab.inventory, &playbook);
     local.extend(["--regions", "r1"]);
     let no_db = pony(&state, &local).output().unwrap();
     assert_eq!(code(&no_db), 2, "{}", text(&no_db));
@@ -554,15 +532,12 @@ fn bad_regions_are_refused_before_anything_runs() {
         text(&no_db)
     );
     assert!(untouched(&lab));
-    let runs: i64 = db(&url)
-        .query_one("SELECT count(*) FROM runs", &[])
-        .unwrap()
-        .get(0);
+    let runs = query_count(&url, "SELECT count(*) FROM runs", &[]);
     assert_eq!(runs, 0, "a refused deploy stores no run");
 
     // `pony join` without --regions: exit 2 with the fix. (The first controller takes
     // every region, so its run ends without anyone joining.)
-    let mut args = deploy_args(&lab, &playbook);
+    let mut args = deploy_args(&lab.inventory, &playbook);
     args.extend(["--regions", "r*", "--controller", "ctl-a"]);
     let first = pony_db(&state, &url, &args).output().unwrap();
     assert_eq!(code(&first), 0, "{}", text(&first));
@@ -588,7 +563,7 @@ fn bad_regions_are_refused_before_anything_runs() {
     let single = spawn(pony_db(
         &lab.path("state-z"),
         &url,
-        &deploy_args(&lab, &held),
+        &deploy_args(&lab.inventory, &held),
     ));
     let newest = |url: &str| -> String {
         db(url)
@@ -663,16 +638,8 @@ steps:
   - { name: a, run: "touch {{ root }}/a-started; test ! -e {{ root }}/fail-here" }
 "#,
     );
-    let (state_a, state_b) = (lab.path("state-a"), lab.path("state-b"));
-    let mut args = deploy_args(&lab, &playbook);
-    args.extend(["--regions", "r1,r3", "--controller", "ctl-a"]);
-    let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = stored_run(&url, &mut a);
-    let b = spawn(pony_db(
-        &state_b,
-        &url,
-        &["join", &run, "--regions", "r2", "--controller", "ctl-b"],
-    ));
+    let (a, run) = start_a(&lab, &url, &playbook, "r1,r3", &[]);
+    let b = join_b(&lab, &url, &run, "r2", &[]);
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert_eq!(code(&a), 3, "A: {}", text(&a));
     assert_eq!(code(&b), 3, "B: {}", text(&b));
@@ -685,16 +652,7 @@ steps:
     let rows = task_rows(&url, &run);
     assert!(rows.iter().all(|r| region_of(&r.2) != "r3"), "{rows:?}");
     // Each controller journaled its end as halted (exit 3).
-    let mut ends: Vec<(Option<String>, String)> = db(&url)
-        .query(
-            "SELECT controller, record->>'exit_code' FROM journal
-             WHERE run_id = $1 AND record->>'type' = 'run_finished'",
-            &[&run],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let mut ends = records_by(&url, &run, "run_finished", "exit_code");
     ends.sort();
     assert_eq!(
         ends,
@@ -706,10 +664,13 @@ steps:
     // Each left its regions expired (halted with work left), yet neither is told the
     // other is lost: B's failure, journaled before its leases expired, stopped A first.
     assert_eq!(losses(&url, &run), []);
-    for controller in ["ctl-a", "ctl-b"] {
-        let row = status_row(&lab.path("state-c"), &url, &run, controller).expect("in status");
-        assert_eq!(row.last().unwrap(), "expired", "{controller}: {row:?}");
-    }
+    assert_leases(
+        &lab.path("state-c"),
+        &url,
+        &run,
+        &["ctl-a", "ctl-b"],
+        "expired",
+    );
 }
 
 #[test]
@@ -736,28 +697,10 @@ steps:
         gate_a = gate_a.display(),
         gate_b = gate_b.display()
     ));
-    let (state_a, state_b, state_c) = (
-        lab.path("state-a"),
-        lab.path("state-b"),
-        lab.path("state-c"),
-    );
-    let mut args = deploy_args(&lab, &playbook);
-    args.extend([
-        "--regions",
-        "r1,r3",
-        "--controller",
-        "ctl-a",
-        "--output",
-        "json",
-    ]);
-    let mut a = spawn(pony_db(&state_a, &url, &args));
+    let state_c = lab.path("state-c");
+    let (mut a, run) = start_a(&lab, &url, &playbook, "r1,r3", &["--output", "json"]);
     let events = events_of(&mut a);
-    let run = stored_run(&url, &mut a);
-    let mut b = spawn(pony_db(
-        &state_b,
-        &url,
-        &["join", &run, "--regions", "r2", "--controller", "ctl-b"],
-    ));
+    let mut b = join_b(&lab, &url, &run, "r2", &[]);
     let in_flight = ["r1-c1-01", "r1-c2-01", "r2-c1-01", "r2-c2-01"];
     wait_until("the -01 hosts of both controllers to run `one`", || {
         in_flight.iter().all(|h| count(&lab, h, "one") == 1)
@@ -824,25 +767,13 @@ steps:
             "{host} started after the stop"
         );
     }
-    let ends: Vec<(Option<String>, String)> = db(&url)
-        .query(
-            "SELECT controller, record->>'outcome' FROM journal
-             WHERE run_id = $1 AND record->>'type' = 'run_finished'",
-            &[&run],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let ends = records_by(&url, &run, "run_finished", "outcome");
     assert_eq!(
         ends,
         [(Some("ctl-a".to_string()), "interrupted".to_string())]
     );
     // A left with work left: its lease reads expired, as B's does.
-    for controller in ["ctl-a", "ctl-b"] {
-        let row = status_row(&state_c, &url, &run, controller).expect("in status");
-        assert_eq!(row.last().unwrap(), "expired", "{controller}: {row:?}");
-    }
+    assert_leases(&state_c, &url, &run, &["ctl-a", "ctl-b"], "expired");
 
     // One `pony resume RUN` takes the whole run over and finishes it: tasks the journal
     // had as succeeded do not run again.
@@ -858,10 +789,7 @@ steps:
         assert_eq!(count(&lab, &host, "two"), 1, "{host}");
     }
     // The resume took every region: no controller's lease is left expired.
-    for controller in ["ctl-a", "ctl-b"] {
-        let row = status_row(&state_c, &url, &run, controller).expect("in status");
-        assert_eq!(row.last().unwrap(), "left", "{controller}: {row:?}");
-    }
+    assert_leases(&state_c, &url, &run, &["ctl-a", "ctl-b"], "left");
 }
 
 #[test]
@@ -882,36 +810,15 @@ steps:
 "#,
         gate = gate.display()
     ));
-    let (state_a, state_b, state_c) = (
-        lab.path("state-a"),
-        lab.path("state-b"),
-        lab.path("state-c"),
-    );
-    let mut args = deploy_args(&lab, &playbook);
-    args.extend([
-        "--regions",
-        "r1",
-        "--controller",
-        "ctl-a",
-        "--on-controller-loss",
-        "wait",
-    ]);
-    let mut a = spawn(pony_db(&state_a, &url, &args));
-    let run = stored_run(&url, &mut a);
-    let mut b = spawn(pony_db(
-        &state_b,
+    let state_c = lab.path("state-c");
+    let (mut a, run) = start_a(
+        &lab,
         &url,
-        &[
-            "join",
-            &run,
-            "--regions",
-            "!r1",
-            "--controller",
-            "ctl-b",
-            "--output",
-            "json",
-        ],
-    ));
+        &playbook,
+        "r1",
+        &["--on-controller-loss", "wait"],
+    );
+    let mut b = join_b(&lab, &url, &run, "!r1", &["--output", "json"]);
     let events = events_of(&mut b);
     let b_in_flight = ["r2-c1-01", "r2-c2-01", "r3-c1-01", "r3-c2-01"];
     wait_until("B's -01 hosts to run `one`", || {
@@ -945,14 +852,12 @@ steps:
         (row[1].as_str(), row.last().unwrap().as_str()),
         ("r2,r3", "expired")
     );
-    let expired: i64 = db(&url)
-        .query_one(
-            "SELECT count(*) FROM region_leases
+    let expired = query_count(
+        &url,
+        "SELECT count(*) FROM region_leases
              WHERE run_id = $1 AND controller = 'ctl-b' AND expires <= now()",
-            &[&run],
-        )
-        .unwrap()
-        .get(0);
+        &[&run],
+    );
     assert_eq!(expired, 2);
     wait_until("A to journal the loss of B", || {
         !losses(&url, &run).is_empty()
@@ -967,8 +872,5 @@ steps:
         assert_eq!(count(&lab, &host, "one"), 1, "{host}");
         assert_eq!(count(&lab, &host, "two"), 1, "{host}");
     }
-    for controller in ["ctl-a", "ctl-b", "ctl-c"] {
-        let row = status_row(&state_c, &url, &run, controller).expect("in status");
-        assert_eq!(row.last().unwrap(), "left", "{controller}: {row:?}");
-    }
+    assert_leases(&state_c, &url, &run, &["ctl-a", "ctl-b", "ctl-c"], "left");
 }

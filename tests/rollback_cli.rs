@@ -4,10 +4,14 @@
 //! line: `--junit`/`--connections` only where they apply, a `--limit` example that works,
 //! and a missing default inventory that says what to do.
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+
+use support::tmux::Session;
+use support::{events, exit_text, wait_until};
 
 const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
@@ -37,26 +41,10 @@ fn pony(state: &Path, args: &[&str]) -> Output {
         .expect("pony runs")
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
-        .collect()
-}
-
 /// Deploys the flagship on the local inventory and returns the run id.
 fn deployed(state: &Path) -> String {
     let out = pony(state, &["deploy", "playbooks/mail-rollout.yaml", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let runs: Vec<String> = std::fs::read_dir(state.join("runs"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -98,7 +86,7 @@ fn a_second_rollback_reports_only_what_it_touches() {
             "rollback", &run, "--limit", "cn-south", "--yes", "--output", "json",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let first = events(&out);
     assert_eq!(first[0]["event"], "run_started");
     assert_eq!(first[0]["hosts"], 4, "{}", first[0]);
@@ -116,7 +104,7 @@ fn a_second_rollback_reports_only_what_it_touches() {
 
     // The rest, without --limit: cn-south is not rolled back (nor reported) again.
     let out = pony(state, &["rollback", &run, "--yes", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let second = events(&out);
     assert_eq!(second[0]["hosts"], 8, "{}", second[0]);
     assert_eq!(
@@ -136,12 +124,12 @@ fn a_second_rollback_reports_only_what_it_touches() {
         out.status.code(),
         Some(0),
         "no question either: {}",
-        text(&out)
+        exit_text(&out)
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("nothing to roll back"),
         "{}",
-        text(&out)
+        exit_text(&out)
     );
     let third = events(&out);
     assert_eq!(third[0]["hosts"], 0, "{}", third[0]);
@@ -166,7 +154,7 @@ fn the_plain_header_counts_the_hosts_of_the_limit_only() {
     let state = state.path();
     let run = deployed(state);
     let out = pony(state, &["rollback", &run, "--limit", "eu-west", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let header = stdout.lines().next().unwrap_or_default();
     assert!(
@@ -186,7 +174,7 @@ fn without_a_terminal_rollback_refuses_to_roll_back() {
     let state = state.path();
     let run = deployed(state);
     let out = pony(state, &["rollback", &run]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", exit_text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("refusing to roll back without confirmation"),
@@ -197,64 +185,24 @@ fn without_a_terminal_rollback_refuses_to_roll_back() {
     assert!(live(state, "mx-gz-01"), "nothing rolled back");
 }
 
-fn tmux(args: &[&str]) -> String {
-    let out = Command::new("tmux")
-        .args(args)
-        .output()
-        .expect("tmux is needed for terminal tests: apt-get install -y tmux");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Kills the tmux session even when the test fails.
-struct Session(String);
-impl Drop for Session {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .output();
-    }
-}
-
-fn wait_for_screen(session: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let screen = tmux(&["capture-pane", "-p", "-J", "-t", session, "-S", "-200"]);
-        if screen.contains(needle) {
-            return screen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never saw {needle:?} on the terminal:\n{screen}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_terminal_is_asked_to_roll_back() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let run = deployed(&state);
     let exit_file = dir.path().join("exit");
-    let session = format!("pony-rollback-prompt-{}", std::process::id());
     let command = format!(
         "{PONY} --state-dir {} rollback {run} --limit mx-gz-01; echo $? > {}; sleep 30",
         state.display(),
         exit_file.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "200",
-        "-y",
-        "50",
+    let session = Session::start(
+        &format!("pony-rollback-prompt-{}", std::process::id()),
+        200,
         &command,
-    ]);
-    let _session = Session(session.clone());
-    let screen = wait_for_screen(&session, "[y/N]");
+    )
+    .joining_wrapped_lines();
+    let screen = session.wait_for("[y/N]");
     assert!(
         screen.contains("Roll back 5 tasks on 1 hosts of local"),
         "{screen}"
@@ -265,12 +213,8 @@ fn a_terminal_is_asked_to_roll_back() {
     );
     assert!(!screen.contains("Deploy"), "{screen}");
     assert!(live(&state, "mx-gz-01"), "nothing before the answer");
-    tmux(&["send-keys", "-t", &session, "y", "Enter"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !exit_file.exists() {
-        assert!(Instant::now() < deadline, "pony never finished");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    session.answer_yes();
+    wait_until("pony to finish", || exit_file.exists());
     assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
     assert!(!live(&state, "mx-gz-01"));
     assert!(live(&state, "web-gz-01"), "outside the limit");
@@ -280,7 +224,7 @@ fn a_terminal_is_asked_to_roll_back() {
 fn rollback_help_explains_its_arguments() {
     let state = tempfile::tempdir().unwrap();
     let out = pony(state.path(), &["rollback", "--help"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let help = String::from_utf8_lossy(&out.stdout);
     for expected in [
         "The run id, or a unique prefix of one",
@@ -306,11 +250,11 @@ fn run_options_only_on_the_commands_that_run() {
         &["ping", "--junit", "x.xml"],
     ] {
         let out = pony(state, args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", exit_text(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("unexpected argument"),
             "{args:?}: {}",
-            text(&out)
+            exit_text(&out)
         );
     }
     let junit = state.join("report.xml");
@@ -326,11 +270,11 @@ fn run_options_only_on_the_commands_that_run() {
             junit.to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let xml = std::fs::read_to_string(&junit).expect("the JUnit report is written");
     assert_eq!(xml.matches("<testcase").count(), 12, "{xml}");
     let out = pony(state, &["exec", "--connections", "3", "--", "true"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
 }
 
 /// The example in `--limit`'s help selects hosts on the inventory it names.
@@ -354,7 +298,7 @@ fn the_limit_example_in_the_help_works() {
             example,
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{example}: {}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{example}: {}", exit_text(&out));
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(
         listed.contains("mx-gz-0001") && !listed.contains("mx-gz-0099 "),
@@ -376,7 +320,7 @@ fn a_missing_default_inventory_says_what_to_do() {
             .args(&args)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert_eq!(out.status.code(), Some(2), "{}", exit_text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("`inventories/local.yaml` (the default without -i) is not in"),

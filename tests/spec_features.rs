@@ -10,14 +10,16 @@ mod support;
 use support::code;
 
 use serde_json::Value;
-use serde_yaml::{Mapping, Value as Yaml};
+use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{events, journal, lab_with, only_run, release_playbook, text, wait_until, Lab};
+use support::{
+    events, journal, lab_with, only_run, release_playbook, text, wait_until, yaml_at as at, Lab,
+};
 
 fn read(path: impl AsRef<Path>) -> String {
     let path = path.as_ref();
@@ -72,25 +74,6 @@ fn most_in_flight(events: &[Value], key: impl Fn(&str, &str) -> String) -> BTree
 
 fn s(text: &str) -> Yaml {
     Yaml::String(text.into())
-}
-
-/// Edits the lab's inventory file in place.
-fn edit_inventory(lab: &Lab, edit: impl FnOnce(&mut Mapping)) {
-    let mut root: Yaml = serde_yaml::from_str(&read(&lab.inventory)).unwrap();
-    edit(root.as_mapping_mut().unwrap());
-    std::fs::write(&lab.inventory, serde_yaml::to_string(&root).unwrap()).unwrap();
-}
-
-/// The mapping at `path` (created as needed).
-fn at<'m>(mut map: &'m mut Mapping, path: &[&str]) -> &'m mut Mapping {
-    for key in path {
-        map = map
-            .entry(s(key))
-            .or_insert_with(|| Yaml::Mapping(Mapping::new()))
-            .as_mapping_mut()
-            .unwrap();
-    }
-    map
 }
 
 #[test]
@@ -151,7 +134,7 @@ steps:
 fn a_deploy_through_a_jump_host_reaches_every_other_host_via_the_bastions_sshd() {
     let lab = lab_with(1, 1, 3);
     let bastion = lab.fleet.host("r1-c1-01").clone();
-    edit_inventory(&lab, |root| {
+    lab.edit_inventory(|root| {
         let jump = format!("{}:{}", bastion.address, bastion.port);
         at(root, &["defaults", "ssh"]).insert(s("jump"), s(&jump));
         at(
@@ -168,13 +151,7 @@ fn a_deploy_through_a_jump_host_reaches_every_other_host_via_the_bastions_sshd()
         gate.display()
     ));
     let child = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ])
+        .deploy_command(&playbook, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -529,13 +506,7 @@ fn ci_output_prints_progress_lines_that_count_the_hosts_done_without_colour_or_r
         "name: progress\nstrategy: { max_unavailable: 1 }\nsteps:\n  - name: hold\n    run: while [ ! -e {{ root }}/go ]; do sleep 0.02; done\n",
     );
     let mut child = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ])
+        .deploy_command(&playbook, &[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -705,7 +676,7 @@ fn pony_environment_variables_give_the_state_dir_inventory_playbook_limit_output
 #[test]
 fn a_var_on_the_command_line_beats_inventory_vars_which_beat_the_playbooks() {
     let lab = lab_with(1, 2, 2);
-    edit_inventory(&lab, |root| {
+    lab.edit_inventory(|root| {
         at(root, &["defaults", "vars"]).insert(s("color"), s("inventory"));
         at(root, &["regions", "r1", "clusters", "r1-c2", "vars"]).insert(s("color"), s("cluster"));
         at(

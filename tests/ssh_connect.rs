@@ -6,34 +6,14 @@
 
 mod support;
 
-use serde_yaml::{Mapping, Value};
+use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{lab_with, text, Lab};
+use support::{lab_with, text, yaml_at as at};
 
 fn s(text: &str) -> Value {
     Value::String(text.into())
-}
-
-/// Edits the lab's inventory file in place.
-fn edit_inventory(lab: &Lab, edit: impl FnOnce(&mut Mapping)) {
-    let text = std::fs::read_to_string(&lab.inventory).unwrap();
-    let mut root: Value = serde_yaml::from_str(&text).unwrap();
-    edit(root.as_mapping_mut().unwrap());
-    std::fs::write(&lab.inventory, serde_yaml::to_string(&root).unwrap()).unwrap();
-}
-
-/// The mapping at `path` (created as needed).
-fn at<'m>(mut map: &'m mut Mapping, path: &[&str]) -> &'m mut Mapping {
-    for key in path {
-        map = map
-            .entry(s(key))
-            .or_insert_with(|| Value::Mapping(Mapping::new()))
-            .as_mapping_mut()
-            .unwrap();
-    }
-    map
 }
 
 /// A `bin/ssh` that runs the real ssh and, for master launches (`-M`), logs `start PID
@@ -104,7 +84,7 @@ fn ping_and_exec_through_one_jump_host_open_at_most_handshakes_connections_at_on
     let bastion = lab.fleet.host("r1-c1-01").clone();
     let user = lab.fleet.user().to_string();
     // One bastion, spelled two ways; the bastion itself is a host with `jump: none`.
-    edit_inventory(&lab, |root| {
+    lab.edit_inventory(|root| {
         let jump = format!("{}:{}", bastion.address, bastion.port);
         at(root, &["defaults", "ssh"]).insert(s("jump"), s(&jump));
         at(root, &["regions", "r1", "clusters", "r1-c2", "ssh"])
@@ -185,7 +165,7 @@ fn ping_and_exec_through_one_jump_host_open_at_most_handshakes_connections_at_on
 fn a_hung_host_is_given_up_on_after_the_configured_attempts_and_says_so() {
     let mut lab = lab_with(1, 1, 2);
     let hung = lab.fleet.host("r1-c1-02").clone();
-    edit_inventory(&lab, |root| {
+    lab.edit_inventory(|root| {
         let ssh = at(root, &["defaults", "ssh"]);
         ssh.insert(s("connect_timeout"), s("1s"));
         ssh.insert(s("connect_retries"), Value::from(2));
@@ -195,15 +175,7 @@ fn a_hung_host_is_given_up_on_after_the_configured_attempts_and_says_so() {
     let playbook =
         lab.playbook("name: marker\nsteps:\n  - name: touch\n    run: touch {{ root }}/ran\n");
     let out = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--output",
-            "json",
-        ])
+        .deploy_command(&playbook, &["--output", "json"])
         .env("PATH", &path)
         .output()
         .unwrap();
@@ -253,7 +225,7 @@ fn bad_connect_settings_are_refused_naming_the_file_and_key() {
         ("connect_retries", Value::from(-1), "connect_retries: -1"),
         ("control_persist", s("forever"), "control_persist: forever"),
     ] {
-        edit_inventory(&lab, |root| {
+        lab.edit_inventory(|root| {
             at(root, &["regions", "r1", "ssh"]).insert(s(key), value.clone());
         });
         let out = lab
@@ -268,7 +240,7 @@ fn bad_connect_settings_are_refused_naming_the_file_and_key() {
         );
         assert!(stderr.contains(shown), "{stderr}");
         assert!(stderr.contains("nothing ran"), "{stderr}");
-        edit_inventory(&lab, |root| {
+        lab.edit_inventory(|root| {
             at(root, &["regions", "r1", "ssh"]).remove(s(key));
         });
     }
@@ -279,7 +251,7 @@ fn ssh_options_reach_ssh() {
     let lab = lab_with(1, 1, 2);
     let recorded = lab.path("recorded_known_hosts");
     // Keys go where the option says, not to the lab's known_hosts.
-    edit_inventory(&lab, |root| {
+    lab.edit_inventory(|root| {
         at(root, &["defaults", "ssh", "options"])
             .insert(s("UserKnownHostsFile"), s(&recorded.display().to_string()));
     });
@@ -362,13 +334,7 @@ steps:
     );
     let stdout_path = lab.path("pony.out");
     let mut pony = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ])
+        .deploy_command(&playbook, &[])
         .env("XDG_RUNTIME_DIR", &runtime)
         .stdout(std::fs::File::create(&stdout_path).unwrap())
         .stderr(Stdio::null())
@@ -444,7 +410,7 @@ fn all_gone(needle: &str, after: &str) {
 #[test]
 fn a_task_longer_than_control_persist_keeps_its_master() {
     let lab = lab_with(1, 1, 2);
-    edit_inventory(&lab, |root| {
+    lab.edit_inventory(|root| {
         at(root, &["defaults", "ssh"]).insert(s("control_persist"), s("1s"));
     });
     let (path, log) = ssh_wrapper(lab.dir.path());
@@ -461,13 +427,7 @@ steps:
 "#,
     );
     let out = lab
-        .pony(&[
-            "deploy",
-            "-i",
-            lab.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ])
+        .deploy_command(&playbook, &[])
         .env("PATH", &path)
         .output()
         .unwrap();

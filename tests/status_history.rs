@@ -8,7 +8,7 @@ mod support;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::pony;
+use support::{deploy_args, pony, TINY_INVENTORY};
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -32,25 +32,6 @@ fn json_lines(text: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
-
-const TINY_INVENTORY: &str = "\
-name: tiny
-defaults:
-  connection: local
-regions:
-  r1:
-    clusters:
-      c1:
-        hosts:
-          h1: {}
-          h2: {}
-  r2:
-    clusters:
-      c2:
-        hosts:
-          h3: {}
-          h4: {}
-";
 
 /// One host of a cluster at a time (so h1 is done before h2 starts: no race between h2's
 /// failure and h1's `check`). h2 (the `bad` var) fails `check`: region r1 rolls back, and wave `first` does not pass
@@ -112,18 +93,9 @@ fn history_and_status_of_a_success_and_a_failure() {
             "drain_wait_seconds=3",
         ],
     );
-    let failing = pony(
-        &state,
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .output()
-    .unwrap();
+    let failing = pony(&state, &deploy_args(&inventory, &playbook))
+        .output()
+        .unwrap();
     assert_eq!(failing.status.code(), Some(1), "{}", stdout(&failing));
 
     // history: newest first, with outcomes.

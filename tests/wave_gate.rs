@@ -8,7 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use support::pony;
+use support::{deploy_args, pony};
 
 fn text(out: &Output) -> String {
     format!(
@@ -76,9 +76,21 @@ fn started_hosts(records: &[serde_json::Value]) -> Vec<String> {
     hosts
 }
 
+/// The flagship rollout playbook.
+const FLAGSHIP: &str = "playbooks/mail-rollout.yaml";
+
+/// `pony deploy -i inventories/local.yaml PLAYBOOK --yes --var drain_wait_seconds=1
+/// <extra>` to completion.
+fn deploy_local(state: &Path, playbook: impl AsRef<Path>, extra: &[&str]) -> Output {
+    let mut args = deploy_args(Path::new("inventories/local.yaml"), playbook.as_ref());
+    args.extend(["--var", "drain_wait_seconds=1"]);
+    args.extend_from_slice(extra);
+    pony(state, &args).output().unwrap()
+}
+
 /// The flagship playbook with its strategy edited.
 fn flagship_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string("playbooks/mail-rollout.yaml").unwrap();
+    let text = std::fs::read_to_string(FLAGSHIP).unwrap();
     let edited = edit(text.clone());
     assert_ne!(edited, text, "the edit applies");
     let path = dir.join("playbook.yaml");
@@ -91,22 +103,7 @@ fn a_failed_canary_stops_the_rollout_before_any_other_host_is_touched() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
     let mail = stuck_mail(state, "mx-gz-01");
-    let out = pony(
-        state,
-        &[
-            "deploy",
-            "-i",
-            "inventories/local.yaml",
-            "playbooks/mail-rollout.yaml",
-            "--yes",
-            "--var",
-            "drain_wait_seconds=1",
-            "--output",
-            "json",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = deploy_local(state, FLAGSHIP, &["--output", "json"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -194,20 +191,7 @@ fn a_canary_failure_within_budget_lets_the_rollout_go_on() {
         t.replace("max_failures: 0", "max_failures: 1")
     });
     stuck_mail(&state, "mx-gz-01");
-    let out = pony(
-        &state,
-        &[
-            "deploy",
-            "-i",
-            "inventories/local.yaml",
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--var",
-            "drain_wait_seconds=1",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = deploy_local(&state, &playbook, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(
         current(&state, "mx-gz-01"),
@@ -251,20 +235,7 @@ fn a_failed_region_lets_the_other_regions_of_its_wave_finish_but_no_later_wave_s
     let state = dir.path().join("state");
     let playbook = two_region_wave(dir.path());
     stuck_mail(&state, "mx-dub-01");
-    let out = pony(
-        &state,
-        &[
-            "deploy",
-            "-i",
-            "inventories/local.yaml",
-            playbook.to_str().unwrap(),
-            "--yes",
-            "--var",
-            "drain_wait_seconds=1",
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = deploy_local(&state, &playbook, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("wave west FAILED"), "{}", text(&out));
     for host in US_EAST {
@@ -289,19 +260,7 @@ fn a_failed_region_lets_the_other_regions_of_its_wave_finish_but_no_later_wave_s
 /// the canary wave fails (exit 1). Returns the stuck mail and the run id.
 fn failed_canary_run(state: &Path) -> (PathBuf, String) {
     let mail = stuck_mail(state, "mx-gz-01");
-    let deploy = [
-        "deploy",
-        "-i",
-        "inventories/local.yaml",
-        "playbooks/mail-rollout.yaml",
-        "--yes",
-        "--var",
-        "drain_wait_seconds=1",
-    ];
-    assert_eq!(
-        pony(state, &deploy).output().unwrap().status.code(),
-        Some(1)
-    );
+    assert_eq!(deploy_local(state, FLAGSHIP, &[]).status.code(), Some(1));
     (mail, only_run(state))
 }
 

@@ -3,9 +3,12 @@
 //! (no `wave_started`, its `pause`/`approve` not waited for); a host with tasks in no wave
 //! is an error naming it. Local hosts; the events and the hosts' files are checked.
 
+mod support;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use support::{events, exit_text};
 
 const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
@@ -88,28 +91,12 @@ impl Setup {
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
-        .collect()
-}
-
 #[test]
 fn waves_without_hosts_with_tasks_are_skipped_and_counts_are_of_hosts_with_tasks() {
     // Without `fourth`, r4 is in no wave: its host has no task, so that is fine.
     let setup = Setup::new(&without_fourth());
     let out = setup.pony(&["deploy", "pb.yaml", "--yes", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let events = events(&out);
     let started = &events[0];
     assert_eq!(started["event"], "run_started");
@@ -156,7 +143,7 @@ fn waves_without_hosts_with_tasks_are_skipped_and_counts_are_of_hosts_with_tasks
     }
     // The plain header counts the same hosts.
     let out = setup.pony(&["deploy", "pb.yaml", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(": skip on skip, 3 hosts, 3 tasks"),
@@ -173,13 +160,13 @@ fn waves_without_hosts_with_tasks_are_skipped_and_counts_are_of_hosts_with_tasks
 fn an_approve_before_only_skipped_waves_is_not_waited_for() {
     let setup = Setup::new(PLAYBOOK);
     let out = setup.pony(&["deploy", "pb.yaml", "--yes", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", exit_text(&out));
     assert!(!events(&out).iter().any(|e| e["event"] == "gate_waiting"));
     assert!(!setup.state().join("hosts/w-4/marked").exists());
 
     let setup = Setup::new(&PLAYBOOK.replace("hosts: mta,", "hosts: \"mta:w-4\","));
     let out = setup.pony(&["deploy", "pb.yaml", "--yes", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(10), "{}", exit_text(&out));
     let waiting: Vec<Value> = events(&out)
         .into_iter()
         .filter(|e| e["event"] == "gate_waiting")
@@ -198,10 +185,15 @@ fn an_approve_before_only_skipped_waves_is_not_waited_for() {
 fn a_host_with_tasks_in_no_wave_is_named_and_others_need_no_wave() {
     let setup = Setup::new(&without_fourth());
     let out = setup.pony(&["check", "pb.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "r4 has no task: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "r4 has no task: {}",
+        exit_text(&out)
+    );
     let setup = Setup::new(&without_fourth().replace("hosts: mta,", "hosts: \"mta:w-4\","));
     let out = setup.pony(&["check", "pb.yaml"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", exit_text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("region `r4` (1 hosts) is in no wave, and these hosts have tasks: w-4"),

@@ -24,6 +24,15 @@ pub fn db(url: &str) -> postgres::Client {
     client
 }
 
+/// The number one `SELECT count(*) …` query of the database `url` returns.
+pub fn query_count(
+    url: &str,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + std::marker::Sync)],
+) -> i64 {
+    db(url).query_one(sql, params).unwrap().get(0)
+}
+
 /// The run the first controller stored (fails with its stderr if it ended first).
 pub fn stored_run(url: &str, first: &mut super::Reaped) -> String {
     let mut id = None;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod tmux;
 
 use pony::lab::{Fleet, FleetOptions};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,47 @@ pub fn pony(state: &Path, args: &[&str]) -> Command {
         .stdin(Stdio::null());
     command
 }
+
+/// `deploy -i INVENTORY PLAYBOOK --yes`: the arguments of an unattended deploy.
+pub fn deploy_args<'a>(inventory: &'a Path, playbook: &'a Path) -> Vec<&'a str> {
+    vec![
+        "deploy",
+        "-i",
+        inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+        "--yes",
+    ]
+}
+
+/// Writes `inventory` and `playbook` into `dir` as `inventory.yaml` and `playbook.yaml`;
+/// returns their paths.
+pub fn write_plan(dir: &Path, inventory: &str, playbook: impl AsRef<[u8]>) -> (PathBuf, PathBuf) {
+    let (inventory_path, playbook_path) = (dir.join("inventory.yaml"), dir.join("playbook.yaml"));
+    std::fs::write(&inventory_path, inventory).unwrap();
+    std::fs::write(&playbook_path, playbook).unwrap();
+    (inventory_path, playbook_path)
+}
+
+/// The local inventory `tiny` (no SSH): region r1 (cluster c1: h1, h2) and r2 (c2: h3,
+/// h4); each host works in `<state dir>/hosts/<host>/`.
+pub const TINY_INVENTORY: &str = "\
+name: tiny
+defaults:
+  connection: local
+regions:
+  r1:
+    clusters:
+      c1:
+        hosts:
+          h1: {}
+          h2: {}
+  r2:
+    clusters:
+      c2:
+        hosts:
+          h3: {}
+          h4: {}
+";
 
 /// Lines of JSON (events on stdout, journal records); every line must parse.
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -144,37 +186,38 @@ impl Lab {
         pony(&self.state, args)
     }
 
+    /// `pony deploy -i INVENTORY PLAYBOOK --yes <extra>`, not started yet.
+    pub fn deploy_command(&self, playbook: &Path, extra: &[&str]) -> Command {
+        let mut args = deploy_args(&self.inventory, playbook);
+        args.extend_from_slice(extra);
+        self.pony(&args)
+    }
+
     /// `pony deploy -i INVENTORY PLAYBOOK --yes <extra>` to completion.
     pub fn deploy(&self, playbook: &Path, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "deploy",
-            "-i",
-            self.inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ];
-        args.extend_from_slice(extra);
-        self.pony(&args).output().expect("running pony")
+        self.deploy_command(playbook, extra)
+            .output()
+            .expect("running pony")
     }
 
     /// `pony deploy -i INVENTORY PLAYBOOK --yes --output json <extra>`, started with its
     /// stdout (the events) and stderr piped.
     pub fn spawn_deploy(&self, playbook: impl AsRef<Path>, extra: &[&str]) -> std::process::Child {
-        let mut args = vec![
-            "deploy",
-            "-i",
-            self.inventory.to_str().unwrap(),
-            playbook.as_ref().to_str().unwrap(),
-            "--yes",
-            "--output",
-            "json",
-        ];
+        let mut args = vec!["--output", "json"];
         args.extend_from_slice(extra);
-        self.pony(&args)
+        self.deploy_command(playbook.as_ref(), &args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("starting pony")
+    }
+
+    /// Edits the lab's inventory file in place, as YAML.
+    pub fn edit_inventory(&self, edit: impl FnOnce(&mut serde_yaml::Mapping)) {
+        let text = std::fs::read_to_string(&self.inventory).unwrap();
+        let mut root: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        edit(root.as_mapping_mut().unwrap());
+        std::fs::write(&self.inventory, serde_yaml::to_string(&root).unwrap()).unwrap();
     }
 
     /// Where `current` points on a host (relative target), if anywhere.
@@ -197,6 +240,31 @@ impl Lab {
     pub fn make_fail(&self, host: &str, step: &str) {
         std::fs::write(self.root(host).join(format!("fail-{step}")), "").unwrap();
     }
+}
+
+/// The YAML mapping at `path` below `map` (created as needed).
+pub fn yaml_at<'m>(
+    mut map: &'m mut serde_yaml::Mapping,
+    path: &[&str],
+) -> &'m mut serde_yaml::Mapping {
+    for key in path {
+        map = map
+            .entry(serde_yaml::Value::String(key.to_string()))
+            .or_insert_with(|| serde_yaml::Value::Mapping(serde_yaml::Mapping::new()))
+            .as_mapping_mut()
+            .unwrap();
+    }
+    map
+}
+
+/// How a process ended, then its stdout and stderr: for failure messages.
+pub fn exit_text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 pub fn text(output: &Output) -> String {
