@@ -54,6 +54,12 @@ impl Controllers {
     }
 }
 
+/// A command went through (exit 0) and both controllers answered it with `answer`.
+fn answered_by_both(sent: &Output, answer: &str) {
+    assert_eq!(code(sent), 0, "{}", text(sent));
+    assert_eq!(text(sent).matches(answer).count(), 2, "{}", text(sent));
+}
+
 /// The run the first controller stored.
 fn run_id(url: &str, controllers: &mut Controllers) -> String {
     stored_run(url, &mut controllers.0[0])
@@ -218,11 +224,7 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
     // Each controller answers in order with everything else it does: once both answered
     // this, whatever they did after their hosts finished is on the hosts and journaled.
     let again = send(&["pause", &run]);
-    assert!(
-        text(&again).matches("already paused by").count() == 2,
-        "{}",
-        text(&again)
-    );
+    answered_by_both(&again, "already paused by");
     let waiting: Vec<String> = lab
         .hosts_in(&["r1", "r2", "r3"])
         .into_iter()
@@ -238,15 +240,7 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
     assert!(text(&status).contains("paused"), "{}", text(&status));
 
     let continued = send(&["continue", &run]);
-    assert_eq!(code(&continued), 0, "{}", text(&continued));
-    assert_eq!(
-        text(&continued)
-            .matches("continued: held hosts start")
-            .count(),
-        2,
-        "{}",
-        text(&continued)
-    );
+    answered_by_both(&continued, "continued: held hosts start");
     let wave_first = lab.hosts_in(&["r1", "r2"]);
     wait_until("wave first to finish on both controllers", || {
         wave_first.iter().all(|h| lab.root(h).join("done").exists())
@@ -518,12 +512,7 @@ fn a_controller_that_joins_a_paused_run_starts_paused_until_continue() {
         live_controllers(&url, &run) == 2
     });
     let again = send(&["pause", &run]);
-    assert_eq!(
-        text(&again).matches("already paused by").count(),
-        2,
-        "{}",
-        text(&again)
-    );
+    answered_by_both(&again, "already paused by");
     let r2 = lab.hosts_in(&["r2"]);
     assert!(
         r2.iter().all(|h| !lab.root(h).join("started").exists()),
@@ -539,26 +528,17 @@ fn a_controller_that_joins_a_paused_run_starts_paused_until_continue() {
     let first_of_a = &records[0].1;
     assert_eq!(of_b[0]["command"], "pause", "{records:?}");
     assert_eq!(of_b[0]["pid"], first_of_a["pid"], "the operator's pause");
-    let b_started: i64 = db(&url)
-        .query_one(
-            "SELECT count(*) FROM journal WHERE run_id = $1 AND controller = 'ctl-b'
-               AND record->>'type' = 'task_started'",
-            &[&run],
-        )
-        .unwrap()
-        .get(0);
+    let b_started = query_count(
+        &url,
+        "SELECT count(*) FROM journal WHERE run_id = $1 AND controller = 'ctl-b'
+           AND record->>'type' = 'task_started'",
+        &[&run],
+    );
     assert_eq!(b_started, 0);
 
     // One `continue` lets both go on.
     let continued = send(&["continue", &run]);
-    assert_eq!(
-        text(&continued)
-            .matches("continued: held hosts start")
-            .count(),
-        2,
-        "{}",
-        text(&continued)
-    );
+    answered_by_both(&continued, "continued: held hosts start");
     std::fs::write(&go, "").unwrap();
     controllers.all_succeed_with_every_host_done(&lab);
 }
