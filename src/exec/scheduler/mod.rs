@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 
 mod admit;
@@ -162,6 +163,18 @@ struct Scheduler {
     rollback_due_hosts: Vec<HostId>,
     started: tokio::time::Instant,
     live: control::Live,
+}
+
+/// The next message of a channel the loop listens to (live control, lost controllers);
+/// never resolves without one (no control socket, one controller) or once it closed.
+async fn next_message<T>(channel: &mut Option<UnboundedReceiver<T>>) -> T {
+    if let Some(receiver) = channel.as_mut() {
+        if let Some(message) = receiver.recv().await {
+            return message;
+        }
+        *channel = None;
+    }
+    std::future::pending().await
 }
 
 /// Runs the plan to the end and reports how it went.
@@ -366,8 +379,8 @@ impl Scheduler {
                     Ok(done) => self.rollback_command_done(done),
                     Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
                 },
-                request = control::next_request(&mut control) => self.control(request),
-                loss = controllers::next_loss(&mut losses) => self.controller_lost(loss).await,
+                request = next_message(&mut control) => self.control(request),
+                loss = next_message(&mut losses) => self.controller_lost(loss).await,
                 Ok(()) = interrupts.changed() => {
                     let count = *interrupts.borrow();
                     self.interrupt(count).await;
