@@ -67,15 +67,7 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
         }
     };
     if global.output == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "run_id": id,
-                "command": typed,
-                "accepted": reply.accepted,
-                "message": reply.message,
-            })
-        );
+        print_json(&id, &typed, reply.accepted, &reply.message);
     } else if reply.accepted {
         println!("run {id}: {}", reply.message);
     } else {
@@ -134,15 +126,26 @@ fn not_running(global: &GlobalOptions, store: &Store, id: &str, typed: &str, err
         _ => format!("`pony status {id}` shows how it ended"),
     };
     if global.output == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "run_id": id,
-                "command": typed,
-                "accepted": false,
-                "message": format!("run {id} is not running ({state})"),
-            })
+        print_json(
+            id,
+            typed,
+            false,
+            &format!("run {id} is not running ({state})"),
         );
     }
     eprintln!("error: run {id} is not running ({state}); `{typed}` goes only to a running run\n  hint: {hint}");
+}
+
+/// The answer as one JSON line (`--output json`), whether the run took the command,
+/// refused it or was not running.
+fn print_json(id: &str, typed: &str, accepted: bool, message: &str) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "run_id": id,
+            "command": typed,
+            "accepted": accepted,
+            "message": message,
+        })
+    );
 }

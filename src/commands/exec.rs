@@ -7,7 +7,7 @@
 //! (`transport::connect`): the hosts' own connect timeout and retries, `--handshakes` per
 //! sshd.
 
-use super::ping::{connector, one_line, select, Reason, CONNECTIONS};
+use super::ping::{connections, connector, on_each_host, one_line, select, Reason};
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
@@ -21,8 +21,7 @@ use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use std::time::Duration;
 
 /// What one host did.
 enum Answer {
@@ -63,21 +62,16 @@ pub fn run(
     let (inventory, hosts) = select(inventory, limit)?;
     // The hosts' own connect timeout and retries, as a deploy would use them.
     let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes);
-    let connections = global.connections.unwrap_or(CONNECTIONS).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let started = Instant::now();
-    let inventory = Arc::new(inventory);
-    let answers = runtime.block_on(exec_all(
-        inventory.clone(),
-        hosts.clone(),
-        Arc::new(opener),
-        connections,
-        Arc::new(command),
-        timeout,
-    ));
-    let wall = started.elapsed();
+    let (inventory, opener, command) = (Arc::new(inventory), Arc::new(opener), Arc::new(command));
+    let (answers, wall) = on_each_host(hosts.clone(), connections(global), |host| {
+        let (inventory, opener, command) = (inventory.clone(), opener.clone(), command.clone());
+        async move {
+            (
+                host,
+                exec(&inventory, host, &opener, &command, timeout).await,
+            )
+        }
+    })?;
     let groups = group(&inventory, &hosts, answers);
     let failed: usize = groups.iter().filter(|g| !g.ok).map(|g| g.count).sum();
     match global.output {
@@ -96,43 +90,22 @@ pub fn run(
     })
 }
 
-async fn exec_all(
-    inventory: Arc<Inventory>,
-    hosts: Vec<HostId>,
-    opener: Arc<Connector>,
-    connections: usize,
-    command: Arc<String>,
+/// Runs the command on one host.
+async fn exec(
+    inventory: &Inventory,
+    host: HostId,
+    opener: &Connector,
+    command: &str,
     timeout: Option<Duration>,
-) -> Vec<(HostId, Answer)> {
-    let limit = Arc::new(Semaphore::new(connections));
-    let mut set = tokio::task::JoinSet::new();
-    for host in hosts {
-        let (inventory, opener, limit, command) = (
-            inventory.clone(),
-            opener.clone(),
-            limit.clone(),
-            command.clone(),
-        );
-        set.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let spec = &inventory.hosts[host];
-            let answer = match opener.open(spec).await {
-                Err(e) => failed(&e, spec.destination()),
-                Ok(connection) => match connection.run(&command, timeout).await {
-                    Ok(output) => Answer::Ran(output),
-                    Err(e) => failed(&e, spec.destination()),
-                },
-            };
-            (host, answer)
-        });
+) -> Answer {
+    let spec = &inventory.hosts[host];
+    match opener.open(spec).await {
+        Err(e) => failed(&e, spec.destination()),
+        Ok(connection) => match connection.run(command, timeout).await {
+            Ok(output) => Answer::Ran(output),
+            Err(e) => failed(&e, spec.destination()),
+        },
     }
-    let mut answers = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        if let Ok(answer) = joined {
-            answers.push(answer);
-        }
-    }
-    answers
 }
 
 /// A failure, with the host's own address taken out of the message so that hosts that

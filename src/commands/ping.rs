@@ -4,7 +4,7 @@
 //! ssh's own words: auth, host key, timeout, refused, dns, network or other. Exit 0 only
 //! when every host answered, 1 otherwise.
 //!
-//! [`select`] and [`connector`] serve `pony exec` too; connections are opened and errors
+//! [`select`], [`connector`] and [`on_each_host`] serve `pony exec` too; connections are opened and errors
 //! classified by `transport::connect`, as for a deploy. Ping makes one attempt per host
 //! (what is measured is what the host does now) with `--timeout` as its limit.
 
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// Connections open at once without `--connections`, as `strategy.connections` defaults to.
-pub const CONNECTIONS: usize = 256;
+const CONNECTIONS: usize = 256;
 
 /// The inventory and the hosts `--limit` selects (all without it), in inventory order.
 pub fn select(path: &Path, limit: Option<&str>) -> anyhow::Result<(Inventory, Vec<HostId>)> {
@@ -52,6 +52,49 @@ pub fn connector(
         hosts.iter().map(|&h| &inventory.hosts[h]),
         handshakes,
     )
+}
+
+/// Connections open at once: `--connections`, else [`CONNECTIONS`]; at least one.
+pub fn connections(global: &GlobalOptions) -> usize {
+    global.connections.unwrap_or(CONNECTIONS).max(1)
+}
+
+/// Runs `each` for every host on a runtime of its own, at most `connections` hosts at
+/// once; returns the answers in the order of `hosts`, and how long it all took.
+pub fn on_each_host<T, F, Fut>(
+    hosts: Vec<HostId>,
+    connections: usize,
+    each: F,
+) -> anyhow::Result<(Vec<T>, Duration)>
+where
+    F: Fn(HostId) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    let answers = runtime.block_on(async {
+        let limit = Arc::new(Semaphore::new(connections));
+        let mut set = tokio::task::JoinSet::new();
+        for (i, host) in hosts.into_iter().enumerate() {
+            let (limit, work) = (limit.clone(), each(host));
+            set.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                (i, work.await)
+            });
+        }
+        let mut answers: Vec<(usize, T)> = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(answer) = joined {
+                answers.push(answer);
+            }
+        }
+        answers.sort_by_key(|(i, _)| *i);
+        answers.into_iter().map(|(_, answer)| answer).collect()
+    });
+    Ok((answers, started.elapsed()))
 }
 
 /// The most telling part of a transport error, on one line.
@@ -93,18 +136,11 @@ pub fn run(
     let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes)
         .with_connect_timeout(timeout)
         .with_connect_retries(0);
-    let connections = global.connections.unwrap_or(CONNECTIONS).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let started = Instant::now();
-    let pongs = runtime.block_on(ping_all(
-        Arc::new(inventory),
-        hosts,
-        Arc::new(opener),
-        connections,
-    ));
-    let wall = started.elapsed();
+    let (inventory, opener) = (Arc::new(inventory), Arc::new(opener));
+    let (pongs, wall) = on_each_host(hosts, connections(global), |host| {
+        let (inventory, opener) = (inventory.clone(), opener.clone());
+        async move { ping(&inventory, host, &opener).await }
+    })?;
     let unreachable = pongs.iter().filter(|p| !p.reachable).count();
     match global.output {
         OutputFormat::Json => print_json(&pongs, wall),
@@ -120,31 +156,6 @@ pub fn run(
     } else {
         Exit::SOME_HOSTS_FAILED
     })
-}
-
-async fn ping_all(
-    inventory: Arc<Inventory>,
-    hosts: Vec<HostId>,
-    opener: Arc<Connector>,
-    connections: usize,
-) -> Vec<Pong> {
-    let limit = Arc::new(Semaphore::new(connections));
-    let mut set = tokio::task::JoinSet::new();
-    for (i, host) in hosts.into_iter().enumerate() {
-        let (inventory, opener, limit) = (inventory.clone(), opener.clone(), limit.clone());
-        set.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            (i, ping(&inventory, host, &opener).await)
-        });
-    }
-    let mut pongs: Vec<(usize, Pong)> = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        if let Ok(pong) = joined {
-            pongs.push(pong);
-        }
-    }
-    pongs.sort_by_key(|(i, _)| *i);
-    pongs.into_iter().map(|(_, p)| p).collect()
 }
 
 async fn ping(inventory: &Inventory, id: HostId, opener: &Connector) -> Pong {

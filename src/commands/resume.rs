@@ -25,6 +25,32 @@ struct Reopened {
     journal_seen: i64,
 }
 
+impl Reopened {
+    /// The run launched again by `command` from where its journal left it: as a deploy,
+    /// with no approvals given, no wave skipped and nothing to roll back (a command that
+    /// does otherwise says so in its own fields).
+    fn launch(
+        self,
+        command: &'static str,
+        secret_vars: &[(String, String)],
+        accept_new_host_keys: bool,
+    ) -> Launch {
+        Launch {
+            redactor: redactor(&self.plan, secret_vars),
+            plan: self.plan,
+            run: RunFolder::Existing(self.run_dir),
+            approvals: Vec::new(),
+            accept_new_host_keys,
+            replay: Some(self.replay),
+            mode: Mode::Deploy,
+            skip_failed_wave: None,
+            command,
+            rollback_tasks: 0,
+            journal_seen: self.journal_seen,
+        }
+    }
+}
+
 /// Finds the run (an id or a unique prefix of one), rebuilds the plan it used from its
 /// snapshot, and reads its journal. Every problem is a usage error (exit 2).
 fn reopen(
@@ -132,21 +158,12 @@ pub fn resume(
         }
         (_, false) => None,
     };
-    let redactor = redactor(&reopened.plan, secret_vars);
     launch(
         global,
         Launch {
-            plan: reopened.plan,
-            run: RunFolder::Existing(reopened.run_dir),
-            redactor,
             approvals: approve.to_vec(),
-            accept_new_host_keys: accept,
-            replay: Some(reopened.replay),
-            mode: Mode::Deploy,
             skip_failed_wave,
-            command: "resume",
-            rollback_tasks: 0,
-            journal_seen: reopened.journal_seen,
+            ..reopened.launch("resume", secret_vars, accept)
         },
     )
 }
@@ -161,21 +178,11 @@ pub fn join(
 ) -> anyhow::Result<Exit> {
     let reopened = reopen(global, run, secret_vars)?;
     check_approvals(&reopened.plan, approve)?;
-    let redactor = redactor(&reopened.plan, secret_vars);
     launch(
         global,
         Launch {
-            plan: reopened.plan,
-            run: RunFolder::Existing(reopened.run_dir),
-            redactor,
             approvals: approve.to_vec(),
-            accept_new_host_keys: accept,
-            replay: Some(reopened.replay),
-            mode: Mode::Deploy,
-            skip_failed_wave: None,
-            command: "join",
-            rollback_tasks: 0,
-            journal_seen: reopened.journal_seen,
+            ..reopened.launch("join", secret_vars, accept)
         },
     )
 }
@@ -217,21 +224,12 @@ pub fn rollback(
         eprintln!("nothing rolled back");
         return Ok(Exit::Invalid);
     }
-    let redactor = redactor(plan, secret_vars);
     launch(
         global,
         Launch {
-            plan: reopened.plan,
-            run: RunFolder::Existing(reopened.run_dir),
-            redactor,
-            approvals: Vec::new(),
-            accept_new_host_keys: accept,
-            replay: Some(reopened.replay),
             mode: Mode::Rollback(due.hosts),
-            skip_failed_wave: None,
-            command: "rollback",
             rollback_tasks: due.tasks,
-            journal_seen: reopened.journal_seen,
+            ..reopened.launch("rollback", secret_vars, accept)
         },
     )
 }

@@ -70,26 +70,18 @@ pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
             speedup
         );
     }
-    let _ = writeln!(w, "\nwaves:");
-    for wave in &sim.waves {
-        let _ = writeln!(
-            w,
-            "  {:<14} {:>6} hosts  {}",
-            wave.name,
-            thousands(wave.hosts),
-            span_text(wave.start_ms, wave.end_ms)
-        );
-    }
-    let _ = writeln!(w, "\nregions:");
-    for region in &sim.regions {
-        let _ = writeln!(
-            w,
-            "  {:<14} {:>6} hosts  {}",
-            region.name,
-            thousands(region.hosts),
-            span_text(region.start_ms, region.end_ms)
-        );
-    }
+    let waves = sim.waves.iter();
+    spans(
+        w,
+        "waves",
+        waves.map(|s| (&s.name, s.hosts, s.start_ms, s.end_ms)),
+    );
+    let regions = sim.regions.iter();
+    spans(
+        w,
+        "regions",
+        regions.map(|s| (&s.name, s.hosts, s.start_ms, s.end_ms)),
+    );
     if !sim.gates.is_empty() {
         let _ = writeln!(w, "\ngates and windows:");
         for g in &sim.gates {
@@ -159,6 +151,25 @@ pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         );
     }
     out
+}
+
+/// A titled list of waves or regions: each one's hosts, its start and its end.
+fn spans<'a>(
+    w: &mut String,
+    title: &str,
+    rows: impl Iterator<Item = (&'a String, usize, Option<u64>, Option<u64>)>,
+) {
+    use std::fmt::Write;
+    let _ = writeln!(w, "\n{title}:");
+    for (name, hosts, start, end) in rows {
+        let _ = writeln!(
+            w,
+            "  {:<14} {:>6} hosts  {}",
+            name,
+            thousands(hosts),
+            span_text(start, end)
+        );
+    }
 }
 
 fn span_text(start: Option<u64>, end: Option<u64>) -> String {

@@ -6,7 +6,6 @@
 
 use super::*;
 use crate::exec::control::{ControlCommand, ControlReply, ControlRequest, Operator};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::AbortHandle;
 
 /// The run's live-control state.
@@ -21,19 +20,6 @@ pub(super) struct Live {
     /// answer comes from elsewhere (the terminal question, or the bounded wait of a run
     /// without a terminal).
     pub(super) asking: HashMap<usize, AbortHandle>,
-}
-
-/// The next command from the control socket; never resolves once the socket is gone.
-pub(super) async fn next_request(
-    control: &mut Option<UnboundedReceiver<ControlRequest>>,
-) -> ControlRequest {
-    if let Some(receiver) = control.as_mut() {
-        if let Some(request) = receiver.recv().await {
-            return request;
-        }
-        *control = None;
-    }
-    std::future::pending().await
 }
 
 fn who(operator: &Operator) -> String {

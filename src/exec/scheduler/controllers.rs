@@ -8,20 +8,6 @@ use super::*;
 use crate::exec::regions::ControllerLoss;
 use crate::playbook::OnControllerLoss;
 use std::collections::HashSet;
-use tokio::sync::mpsc::UnboundedReceiver;
-
-/// The next lost controller; never resolves in a run with one controller.
-pub(super) async fn next_loss(
-    losses: &mut Option<UnboundedReceiver<ControllerLoss>>,
-) -> ControllerLoss {
-    if let Some(receiver) = losses.as_mut() {
-        if let Some(loss) = receiver.recv().await {
-            return loss;
-        }
-        *losses = None;
-    }
-    std::future::pending().await
-}
 
 impl Scheduler {
     pub(super) async fn controller_lost(&mut self, loss: ControllerLoss) {

@@ -148,4 +148,60 @@ impl Scheduler {
         }
         self.release(node, true);
     }
+
+    // ----- change windows -----
+
+    /// A wave's hosts start only inside its change window; returns whether `node` waits.
+    /// A `local` window is the host's own inventory `tz` (UTC without one).
+    pub(super) fn hold_for_window(&mut self, node: NodeId, wave: usize) -> bool {
+        let Some(window) = &self.plan.playbook.strategy.waves[wave].window else {
+            return false;
+        };
+        let host = self.plan.task(node).expect("a task").host;
+        let mut window = window.clone();
+        if window.time_zone == crate::playbook::strategy::LOCAL {
+            let tz = self.plan.inventory.hosts[host].tz.as_deref();
+            window.time_zone = tz.unwrap_or("UTC").to_string();
+        }
+        let Some(wait) = change_window::wait_until_open(&window, self.options.clock.now()) else {
+            return false;
+        };
+        self.state[node.index()] = State::Queued;
+        let zone = window.time_zone.clone();
+        let local = window.text.ends_with(crate::playbook::strategy::LOCAL);
+        let held = &mut self.waves[wave].window_held;
+        if let Some(nodes) = held.get_mut(&zone) {
+            nodes.push(node);
+            return true;
+        }
+        held.insert(zone.clone(), vec![node]);
+        let text = if local {
+            format!("{} ({zone})", window.text)
+        } else {
+            window.text.clone()
+        };
+        self.emit(Event::GateWaiting {
+            wave: self.plan.waves[wave].name.clone(),
+            reason: format!("window {text}"),
+            seconds: wait.as_secs(),
+        });
+        self.timers.spawn(async move {
+            tokio::time::sleep(wait).await;
+            Timer::WindowOpen(wave, zone)
+        });
+        true
+    }
+
+    pub(super) fn window_opened(&mut self, wave: usize, zone: &str) {
+        for node in self.waves[wave]
+            .window_held
+            .remove(zone)
+            .unwrap_or_default()
+        {
+            if self.state[node.index()] == State::Queued {
+                self.state[node.index()] = State::Waiting;
+                self.ready(node);
+            }
+        }
+    }
 }

@@ -3,6 +3,12 @@
 //! dependency succeeded and its record is on disk (in-degree counters, no polling),
 //! bounded by [`Admission`]; failures go through the pure [`policy`]; rollbacks follow a
 //! [`RollbackOrder`]; the end is the pure [`outcome`].
+//!
+//! This file holds the run's state and the loop that waits on its workers, timers and
+//! commands; each kind of thing the loop answers is a file beside it: readiness and
+//! slots (`admit`), a task's start, result and release (`tasks`), wave gates (`gates`,
+//! `verify`), stops and the end (`stops`), rollback and resume (`recovery`), live
+//! control (`control`) and lost controllers (`controllers`).
 
 use super::admission::Admission;
 use super::host_run::{HostRun, Phase};
@@ -22,16 +28,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 
-/// Lines of output kept in events and the journal.
-const TAIL_LINES: usize = 10;
-
+mod admit;
 mod control;
 mod controllers;
 mod gates;
 mod recovery;
 mod stops;
+mod tasks;
 mod verify;
 
 /// Something the loop waits for besides tasks.
@@ -157,6 +163,18 @@ struct Scheduler {
     rollback_due_hosts: Vec<HostId>,
     started: tokio::time::Instant,
     live: control::Live,
+}
+
+/// The next message of a channel the loop listens to (live control, lost controllers);
+/// never resolves without one (no control socket, one controller) or once it closed.
+async fn next_message<T>(channel: &mut Option<UnboundedReceiver<T>>) -> T {
+    if let Some(receiver) = channel.as_mut() {
+        if let Some(message) = receiver.recv().await {
+            return message;
+        }
+        *channel = None;
+    }
+    std::future::pending().await
 }
 
 /// Runs the plan to the end and reports how it went.
@@ -366,8 +384,8 @@ impl Scheduler {
                     Ok(done) => self.rollback_command_done(done),
                     Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
                 },
-                request = control::next_request(&mut control) => self.control(request),
-                loss = controllers::next_loss(&mut losses) => self.controller_lost(loss).await,
+                request = next_message(&mut control) => self.control(request),
+                loss = next_message(&mut losses) => self.controller_lost(loss).await,
                 Ok(()) = interrupts.changed() => {
                     let count = *interrupts.borrow();
                     self.interrupt(count).await;
@@ -375,434 +393,5 @@ impl Scheduler {
             }
         }
         self.finish().await
-    }
-
-    // ----- readiness and admission -----
-
-    fn ready(&mut self, node: NodeId) {
-        match self.plan.graph[node] {
-            Node::Join { .. } => {
-                self.state[node.index()] = State::Succeeded;
-                self.release(node, true);
-            }
-            Node::Gate(wave) => self.gate_ready(wave, node),
-            Node::Task(task) => {
-                if self.may_start(task.host) {
-                    self.admit(node, task);
-                } else {
-                    self.cancel(node);
-                }
-            }
-        }
-    }
-
-    /// Whether a task of this host may still start.
-    fn may_start(&self, host: HostId) -> bool {
-        let h = &self.hosts[host];
-        let region = self.plan.inventory.hosts[host].region;
-        match self.stop {
-            Stop::All => false,
-            Stop::Draining => h.phase == Phase::Active && !self.regions[region].stopped,
-            Stop::No => !h.failed() && !self.regions[region].stopped,
-        }
-    }
-
-    fn admit(&mut self, node: NodeId, task: Task) {
-        let host = task.host;
-        // Its own controller admits it (slots, windows, pauses); here it is only awaited.
-        if self.is_remote(host) {
-            self.spawn(node);
-            return;
-        }
-        let cluster = self.plan.inventory.hosts[host].cluster;
-        let active = self.hosts[host].phase == Phase::Active;
-        let starts_host = task.per != Per::Host || !active;
-        if starts_host && self.hold_while_paused(node, &task) {
-            return;
-        }
-        if starts_host && self.hold_for_window(node, task.wave) {
-            return;
-        }
-        if task.per != Per::Host || active {
-            self.spawn(node);
-            return;
-        }
-        if self.admission.has_room(cluster) {
-            self.activate(host);
-            self.spawn(node);
-            return;
-        }
-        self.state[node.index()] = State::Queued;
-        let h = &mut self.hosts[host];
-        h.pending.push(node);
-        if h.phase == Phase::Idle {
-            h.phase = Phase::Queued;
-            self.admission.enqueue(cluster, host);
-        }
-    }
-
-    /// A wave's hosts start only inside its change window; returns whether `node` waits.
-    /// A `local` window is the host's own inventory `tz` (UTC without one).
-    fn hold_for_window(&mut self, node: NodeId, wave: usize) -> bool {
-        let Some(window) = &self.plan.playbook.strategy.waves[wave].window else {
-            return false;
-        };
-        let host = self.plan.task(node).expect("a task").host;
-        let mut window = window.clone();
-        if window.time_zone == crate::playbook::strategy::LOCAL {
-            let tz = self.plan.inventory.hosts[host].tz.as_deref();
-            window.time_zone = tz.unwrap_or("UTC").to_string();
-        }
-        let Some(wait) = change_window::wait_until_open(&window, self.options.clock.now()) else {
-            return false;
-        };
-        self.state[node.index()] = State::Queued;
-        let zone = window.time_zone.clone();
-        let local = window.text.ends_with(crate::playbook::strategy::LOCAL);
-        let held = &mut self.waves[wave].window_held;
-        if let Some(nodes) = held.get_mut(&zone) {
-            nodes.push(node);
-            return true;
-        }
-        held.insert(zone.clone(), vec![node]);
-        let text = if local {
-            format!("{} ({zone})", window.text)
-        } else {
-            window.text.clone()
-        };
-        self.emit(Event::GateWaiting {
-            wave: self.plan.waves[wave].name.clone(),
-            reason: format!("window {text}"),
-            seconds: wait.as_secs(),
-        });
-        self.timers.spawn(async move {
-            tokio::time::sleep(wait).await;
-            Timer::WindowOpen(wave, zone)
-        });
-        true
-    }
-
-    fn window_opened(&mut self, wave: usize, zone: &str) {
-        for node in self.waves[wave]
-            .window_held
-            .remove(zone)
-            .unwrap_or_default()
-        {
-            if self.state[node.index()] == State::Queued {
-                self.state[node.index()] = State::Waiting;
-                self.ready(node);
-            }
-        }
-    }
-
-    fn activate(&mut self, host: HostId) {
-        let cluster = self.plan.inventory.hosts[host].cluster;
-        let h = &mut self.hosts[host];
-        h.phase = Phase::Active;
-        h.slot = true;
-        self.admission.take(cluster);
-    }
-
-    /// Gives the host's slot back and lets waiting hosts in.
-    fn free_slot(&mut self, host: HostId) {
-        if !std::mem::take(&mut self.hosts[host].slot) {
-            return;
-        }
-        self.admission
-            .give_back(self.plan.inventory.hosts[host].cluster);
-        self.connections_freed();
-    }
-
-    /// Room came back: queued check rounds, then waiting hosts (unless paused), take it.
-    fn connections_freed(&mut self) {
-        self.start_queued_checks();
-        if !self.admits_queued_hosts() {
-            return;
-        }
-        while let Some((_, next)) = self.admission.next_admissible() {
-            self.start_queued_host(next);
-        }
-    }
-
-    fn start_queued_host(&mut self, host: HostId) {
-        let pending = std::mem::take(&mut self.hosts[host].pending);
-        self.hosts[host].phase = Phase::Idle;
-        if self.stop != Stop::No || !self.may_start(host) {
-            pending.into_iter().for_each(|n| self.cancel(n));
-            return;
-        }
-        self.activate(host);
-        for node in pending {
-            self.spawn(node);
-        }
-    }
-
-    /// When nothing runs but hosts wait for slots held by hosts that only wait for
-    /// others (a region-wide `needs`), one more host is let in rather than deadlock.
-    fn break_stall(&mut self) -> bool {
-        let Some((cluster, host)) = self.admission.pop_any_waiting() else {
-            return false;
-        };
-        tracing::warn!(
-            "max_unavailable slots of cluster {} are held by hosts waiting on other hosts; letting one more in",
-            self.plan.inventory.clusters[cluster].name
-        );
-        self.start_queued_host(host);
-        true
-    }
-
-    // ----- running tasks -----
-
-    fn context(&self, task: &Task) -> minijinja::Value {
-        let mut captures = self.run_captures.clone();
-        let region = self.plan.inventory.hosts[task.host].region;
-        captures.extend(self.regions[region].captures.clone());
-        captures.extend(self.hosts[task.host].captures.clone());
-        task::context(&self.plan, task, &self.options.run_id, &captures)
-    }
-
-    fn spawn(&mut self, node: NodeId) {
-        let task = *self.plan.task(node).expect("a task");
-        let step = &self.plan.playbook.steps[task.step];
-        self.state[node.index()] = State::Running;
-        let region = self.plan.inventory.hosts[task.host].region;
-        self.regions[region].running += 1;
-        let h = &mut self.hosts[task.host];
-        h.running += 1;
-        h.touched = true;
-        let rendered: Result<TaskSpec, String> =
-            task::render_task(&self.plan, step, &self.context(&task));
-        let task_ref = self.task_ref(node);
-        let label = task_ref.label.clone();
-        // The start is on disk before the command starts.
-        let durable = self.emit_durable(Event::TaskStarted { task: task_ref });
-        if let Some(split) = self
-            .options
-            .split
-            .as_ref()
-            .filter(|_| self.is_remote(task.host))
-        {
-            let result = split.outcome(node.index());
-            self.remote
-                .spawn(async move { (node, result.await, String::new()) });
-            return;
-        }
-        let pool = self.pool.clone();
-        let work = task::Work {
-            node: node.index(),
-            step: task.step,
-            host: task.host,
-            rollback: false,
-        };
-        self.running.spawn(task::WORK.scope(work, async move {
-            durable.await;
-            let run = match rendered {
-                Ok(spec) => task::execute(&pool, task.runs_on(), &spec).await,
-                Err(error) => TaskRun::not_started(error),
-            };
-            // Built here, off the scheduler's thread: it copies all of the task's output.
-            let log = task::log_text(&label, &run);
-            (node, run, log)
-        }));
-    }
-
-    fn finished(&mut self, node: NodeId, run: TaskRun, log: String) {
-        let task = *self.plan.task(node).expect("a task");
-        let region = self.plan.inventory.hosts[task.host].region;
-        self.regions[region].running -= 1;
-        self.hosts[task.host].running -= 1;
-        self.unchanged[node.index()] = !run.changed_host();
-        let task_ref = self.task_ref(node);
-        let record = TaskRecord {
-            captures: run.captured.iter().cloned().collect(),
-            output_tail: run.tail(TAIL_LINES),
-            changed: run.changed_host(),
-            error: run.error.clone(),
-            log,
-        };
-        let duration_ms = run.duration.as_millis() as u64;
-        let event = if !run.ok {
-            Event::TaskFailed {
-                task: task_ref,
-                exit_code: run.exit_code,
-                error: run.error.clone().unwrap_or_else(|| "failed".into()),
-                stderr_tail: run.tail(TAIL_LINES),
-                duration_ms,
-                attempts: run.attempts,
-                record,
-            }
-        } else if let Some(reason) = &run.skipped_reason {
-            Event::TaskSkipped {
-                task: task_ref,
-                reason: reason.clone(),
-                record: Some(record),
-            }
-        } else {
-            Event::TaskFinished {
-                task: task_ref,
-                changed: run.changed,
-                exit_code: run.exit_code,
-                duration_ms,
-                attempts: run.attempts,
-                record,
-            }
-        };
-        let durable = self.emit_durable(event);
-        let skipped_host = matches!(
-            self.hosts[task.host].phase,
-            Phase::Done(HostOutcome::Unreachable)
-        );
-        if run.reached {
-            self.hosts[task.host].reached = true;
-        }
-        if run.ok {
-            self.state[node.index()] = State::Succeeded;
-            if let Some((name, value)) = &run.captured {
-                self.store_capture(&task, name, value);
-            }
-        } else {
-            self.state[node.index()] = State::Failed;
-            if run.unreachable && self.may_skip_unreachable(task.host) {
-                self.host_unreachable(task.host);
-            } else if !skipped_host {
-                self.host_failed(task.host);
-            }
-        }
-        self.task_done(task);
-        // Dependents start once the result is on disk.
-        let ok = run.ok;
-        self.syncing.spawn(async move {
-            durable.await;
-            (node, ok)
-        });
-    }
-
-    fn store_capture(&mut self, task: &Task, name: &str, value: &str) {
-        let value = serde_yaml::Value::String(value.to_string());
-        let region = self.plan.inventory.hosts[task.host].region;
-        let captures = match task.per {
-            Per::Host => &mut self.hosts[task.host].captures,
-            Per::Region => &mut self.regions[region].captures,
-            Per::Run => &mut self.run_captures,
-        };
-        captures.insert(name.to_string(), value);
-    }
-
-    /// Bookkeeping when a task reaches a final state (however it got there).
-    fn task_done(&mut self, task: Task) {
-        let h = &mut self.hosts[task.host];
-        h.left_tasks -= 1;
-        if task.per == Per::Host {
-            h.left_host_tasks -= 1;
-        }
-        // A failed host stays out of service (and holds its slot) until its rollback is
-        // done. The host is reported finished before the next one takes its slot.
-        let leaves_service = h.left_host_tasks == 0 && h.phase == Phase::Active;
-        self.maybe_host_finished(task.host);
-        if leaves_service {
-            self.free_slot(task.host);
-        }
-    }
-
-    fn maybe_host_finished(&mut self, host: HostId) {
-        let h = &self.hosts[host];
-        if h.left_tasks > 0 || h.running > 0 || !matches!(h.phase, Phase::Active | Phase::Idle) {
-            return;
-        }
-        if h.touched {
-            self.set_host_outcome(host, HostOutcome::Ok);
-        }
-        self.pool.close(host);
-    }
-
-    fn set_host_outcome(&mut self, host: HostId, outcome: HostOutcome) {
-        self.hosts[host].phase = Phase::Done(outcome);
-        let inventory = &self.plan.inventory;
-        let spec = &inventory.hosts[host];
-        self.regions[spec.region].finished = self.started.elapsed();
-        self.emit(Event::HostFinished {
-            host: spec.name.clone(),
-            region: inventory.regions[spec.region].name.clone(),
-            cluster: inventory.clusters[spec.cluster].name.clone(),
-            outcome,
-        });
-    }
-
-    /// Passes a finished node on to its dependents: success counts down their
-    /// dependencies; failure skips them, except wave gates, which only wait for the
-    /// wave's tasks to end (failures there are the budget's business).
-    fn release(&mut self, node: NodeId, success: bool) {
-        let mut stack = vec![(node, success)];
-        while let Some((node, success)) = stack.pop() {
-            // In graph order (petgraph lists a node's edges newest first): after a gate,
-            // hosts queue for their cluster's slots in the order `--dry-run` shows.
-            let mut dependents: Vec<NodeId> = self.plan.dependents(node).collect();
-            dependents.sort_unstable();
-            for dependent in dependents {
-                let i = dependent.index();
-                if success || matches!(self.plan.graph[dependent], Node::Gate(_)) {
-                    if self.state[i] != State::Waiting {
-                        continue;
-                    }
-                    self.remaining[i] -= 1;
-                    if self.remaining[i] == 0 {
-                        self.ready(dependent);
-                    }
-                } else if self.state[i] == State::Waiting {
-                    self.state[i] = State::Skipped;
-                    if let Some(task) = self.plan.task(dependent).copied() {
-                        self.emit(Event::TaskSkipped {
-                            task: self.task_ref(dependent),
-                            reason: "a dependency failed or was cancelled".into(),
-                            record: None,
-                        });
-                        self.task_done(task);
-                    }
-                    stack.push((dependent, false));
-                }
-            }
-        }
-    }
-
-    /// A task that will not run because its host, region or the run stopped.
-    fn cancel(&mut self, node: NodeId) {
-        let i = node.index();
-        if self.state[i].is_done() || self.state[i] == State::Running {
-            return;
-        }
-        self.state[i] = State::Cancelled;
-        if let Some(task) = self.plan.task(node).copied() {
-            self.task_done(task);
-        }
-        self.release(node, false);
-    }
-
-    /// [`Self::cancel_unstarted`] for one host's tasks, without a walk over every task.
-    fn cancel_unstarted_of_host(&mut self, host: HostId) {
-        let mut unstarted: Vec<NodeId> = self
-            .plan
-            .tasks_of_host(host)
-            .iter()
-            .copied()
-            .filter(|n| matches!(self.state[n.index()], State::Waiting | State::Queued))
-            .collect();
-        unstarted.sort_unstable();
-        for node in unstarted {
-            self.cancel(node);
-        }
-    }
-
-    fn cancel_unstarted(&mut self, mut which: impl FnMut(&Self, &Task) -> bool) {
-        let unstarted: Vec<NodeId> = self
-            .plan
-            .tasks()
-            .filter(|(n, t)| {
-                matches!(self.state[n.index()], State::Waiting | State::Queued) && which(self, t)
-            })
-            .map(|(n, _)| n)
-            .collect();
-        for node in unstarted {
-            self.cancel(node);
-        }
     }
 }

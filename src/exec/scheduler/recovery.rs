@@ -2,6 +2,7 @@
 //! paced by the clusters' `max_unavailable` slots unless `pace: all`), `pony resume` from
 //! the journal's replay, and `pony rollback` of a past run.
 
+use super::tasks::TAIL_LINES;
 use super::*;
 
 impl Scheduler {

@@ -106,9 +106,32 @@ pub(crate) fn new_holder() -> String {
     )
 }
 
-fn db<'a>(store: &'a PgStore, what: &str) -> impl Fn(postgres::Error) -> LockError + 'a {
+/// Maps a database error of `what` to a lock error (lease and region leases alike).
+pub(super) fn db<'a>(store: &'a PgStore, what: &str) -> impl Fn(postgres::Error) -> LockError + 'a {
     let what = what.to_string();
     move |e| LockError::Database(store.query(&what, e).to_string())
+}
+
+/// Writes the lease on `inventory` for `run_id`, held by `holder` (this process), unless
+/// a row for the inventory is there already (live or not): false then.
+pub(super) fn insert(
+    tx: &mut postgres::Transaction<'_>,
+    inventory: &str,
+    run_id: &str,
+    holder: &str,
+    seconds: f64,
+) -> Result<bool, postgres::Error> {
+    let pid = std::process::id() as i32;
+    let (machine, user) = (crate::state::hostname(), crate::state::current_user());
+    let inserted = tx.execute(
+        "INSERT INTO leases (inventory, run_id, holder, pid, machine, username, expires)
+         VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+         ON CONFLICT (inventory) DO NOTHING",
+        &[
+            &inventory, &run_id, &holder, &pid, &machine, &user, &seconds,
+        ],
+    )?;
+    Ok(inserted > 0)
 }
 
 /// Takes the lease on `inventory` for `run_id`. `resuming` lets a resume of the same run
@@ -129,31 +152,12 @@ pub fn acquire(
     let (machine, user) = (crate::state::hostname(), crate::state::current_user());
     let q = db(store, "taking the lease");
     let mut tx = client.transaction().map_err(&q)?;
-    let inserted = tx
-        .execute(
-            "INSERT INTO leases (inventory, run_id, holder, pid, machine, username, expires)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
-             ON CONFLICT (inventory) DO NOTHING",
-            &[
-                &inventory, &run_id, &holder, &pid, &machine, &user, &seconds,
-            ],
-        )
-        .map_err(&q)?;
-    if inserted == 0 {
-        let row = tx
-            .query_one(&format!("{SELECT_INFO} FOR UPDATE"), &[&inventory])
-            .map_err(&q)?;
-        let current = row_of(&row);
+    if !insert(&mut tx, inventory, run_id, &holder, seconds).map_err(&q)? {
+        let current = read_in(&mut tx, inventory).map_err(&q)?;
         let ours = resuming && current.info.run_id == run_id;
         let free = current.info.awaiting_approval || !current.live;
         if !(ours && free) {
-            return Err(if current.info.awaiting_approval {
-                LockError::Paused(Box::new(current.info))
-            } else if current.live {
-                LockError::Held(Box::new(current.info))
-            } else {
-                LockError::Expired(Box::new(current.info), current.expires)
-            });
+            return Err(current.refusal());
         }
         tx.execute(
             "UPDATE leases SET holder = $2, pid = $3, machine = $4, username = $5,
@@ -354,5 +358,16 @@ impl LeaseRow {
     /// The holder token (for tests and `pony status`).
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// Why this lease keeps another run out: kept for approval, live, or expired.
+    pub(crate) fn refusal(self) -> LockError {
+        if self.info.awaiting_approval {
+            LockError::Paused(Box::new(self.info))
+        } else if self.live {
+            LockError::Held(Box::new(self.info))
+        } else {
+            LockError::Expired(Box::new(self.info), self.expires)
+        }
     }
 }

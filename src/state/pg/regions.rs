@@ -14,7 +14,7 @@
 use super::{PgError, PgStore};
 use crate::state::lock::LockError;
 
-use super::lease::{Heartbeat, LeaseLost};
+use super::lease::{db, Heartbeat, LeaseLost};
 
 /// The inventory lease's holder while a run is split by region.
 fn run_holder(run_id: &str) -> String {
@@ -60,11 +60,6 @@ pub struct RegionRow {
     pub holder: String,
 }
 
-fn db<'a>(store: &'a PgStore, what: &str) -> impl Fn(postgres::Error) -> LockError + 'a {
-    let what = what.to_string();
-    move |e| LockError::Database(store.query(&what, e).to_string())
-}
-
 /// Takes the leases of `regions` of run `run_id` for `controller`. A new run (`deploy`)
 /// also takes the inventory's lease for the run; joining or resuming needs the inventory
 /// free, or held by this run (live, or expired when every controller of it died).
@@ -83,21 +78,11 @@ pub fn acquire(
     let holder = super::lease::new_holder();
     let seconds = store.lease.as_secs_f64();
     let pid = std::process::id() as i32;
-    let (machine, user) = (crate::state::hostname(), crate::state::current_user());
+    let machine = crate::state::hostname();
     let q = db(store, "taking the region leases");
     let mut tx = client.transaction().map_err(&q)?;
     let run_token = run_holder(run_id);
-    let inserted = tx
-        .execute(
-            "INSERT INTO leases (inventory, run_id, holder, pid, machine, username, expires)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
-             ON CONFLICT (inventory) DO NOTHING",
-            &[
-                &inventory, &run_id, &run_token, &pid, &machine, &user, &seconds,
-            ],
-        )
-        .map_err(&q)?;
-    if inserted == 0 {
+    if !super::lease::insert(&mut tx, inventory, run_id, &run_token, seconds).map_err(&q)? {
         let current = super::lease::read_in(&mut tx, inventory).map_err(&q)?;
         // A run with one live controller (no --regions) is never split from outside:
         // only a split run's lease, or one its controllers left, is taken.
@@ -105,13 +90,7 @@ pub fn acquire(
             && current.info.run_id == run_id
             && (current.holder() == run_token || !current.live || current.info.awaiting_approval);
         if !ours {
-            return Err(if current.info.awaiting_approval {
-                LockError::Paused(Box::new(current.info))
-            } else if current.live {
-                LockError::Held(Box::new(current.info))
-            } else {
-                LockError::Expired(Box::new(current.info), current.expires)
-            });
+            return Err(current.refusal());
         }
         tx.execute(
             "UPDATE leases SET holder = $2, expires = greatest(expires, now() + make_interval(secs => $3)),

@@ -132,12 +132,8 @@ pub(super) fn fold(
                     summary.who = Some(who(user, host));
                 }
                 // A second start (older resumes): the run is going again.
-                summary.pid = Some(*pid);
+                going_again(&mut summary, *pid);
                 controller_host = host.clone();
-                summary.paused = None;
-                summary.finished = None;
-                summary.outcome = None;
-                summary.exit_code = None;
             }
             // A resume or rollback: the run is going again.
             Record::RunResumed {
@@ -153,12 +149,8 @@ pub(super) fn fold(
                     who: who(user, host),
                     pid: *pid,
                 });
-                summary.pid = Some(*pid);
+                going_again(&mut summary, *pid);
                 controller_host = host.clone();
-                summary.paused = None;
-                summary.finished = None;
-                summary.outcome = None;
-                summary.exit_code = None;
             }
             Record::TaskStarted { label, .. } => {
                 let task = TaskRecord {
@@ -323,6 +315,16 @@ pub fn task_state_name(state: TaskState) -> &'static str {
         TaskState::Failed => "failed",
         TaskState::Interrupted => "interrupted",
     }
+}
+
+/// A run started again (a resume, or an older pony's second start) by process `pid`:
+/// it is no longer paused or finished, and its outcome is to come.
+fn going_again(summary: &mut RunSummary, pid: u32) {
+    summary.pid = Some(pid);
+    summary.paused = None;
+    summary.finished = None;
+    summary.outcome = None;
+    summary.exit_code = None;
 }
 
 #[cfg(test)]

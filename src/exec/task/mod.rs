@@ -3,15 +3,22 @@
 //! connection failures, `capture`, and idempotent uploads (sha256 compare, temp + rename).
 
 use super::hosts::HostPool;
-use crate::inventory::Vars;
-use crate::plan::{Plan, RunsOn, Task};
-use crate::playbook::template::{self, shell_quote};
-use crate::playbook::{Action, Step, Until};
+use crate::plan::RunsOn;
+use crate::playbook::template::shell_quote;
 use crate::transport::{CommandOutput, Connection, TransportError};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod render;
+mod upload;
+
+pub use render::{
+    context, render_rollback, render_rollback_for_display, render_task, render_task_for_display,
+    RenderedAction, TaskSpec,
+};
+use upload::put;
 
 /// Reconnects after a connection broke mid-task, before the task fails.
 const RECONNECTS: u32 = 2;
@@ -31,190 +38,6 @@ pub struct Work {
 
 tokio::task_local! {
     pub static WORK: Work;
-}
-
-/// A task with every template rendered for its target.
-#[derive(Debug, Clone)]
-pub struct TaskSpec {
-    pub action: RenderedAction,
-    pub creates: Option<String>,
-    pub unless: Option<String>,
-    pub capture: Option<String>,
-    pub until: Option<Until>,
-    pub timeout: Option<Duration>,
-    pub retries: u32,
-    pub retry_delay: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum RenderedAction {
-    /// The full shell command (already wrapped in `sudo -n sh -s` for `become`).
-    Run(String),
-    /// File content to place at `dest` with `mode`.
-    Put {
-        content: Vec<u8>,
-        dest: String,
-        mode: Option<u32>,
-        become_root: bool,
-    },
-    /// A protocol probe through a port forward over the host's connection.
-    Probe(crate::playbook::Probe),
-}
-
-impl RenderedAction {
-    /// What `--dry-run` prints.
-    pub fn describe(&self) -> String {
-        match self {
-            RenderedAction::Run(command) => command.clone(),
-            RenderedAction::Put {
-                content,
-                dest,
-                mode,
-                ..
-            } => {
-                format!(
-                    "put {} bytes (sha256 {}) at {dest}{}",
-                    content.len(),
-                    &sha256(content)[..12],
-                    mode.map(|m| format!(" mode {m:o}")).unwrap_or_default()
-                )
-            }
-            RenderedAction::Probe(probe) => {
-                format!("probe {}", probe.describe())
-            }
-        }
-    }
-}
-
-/// The template context of a task: merged vars, captures and built-ins.
-pub fn context(plan: &Plan, task: &Task, run_id: &str, captures: &Vars) -> minijinja::Value {
-    plan.template_context(task, run_id, captures)
-}
-
-fn render(
-    env: &minijinja::Environment<'_>,
-    field: &str,
-    source: &str,
-    ctx: &minijinja::Value,
-) -> Result<String, String> {
-    env.render_str(source, ctx).map_err(|e| {
-        format!(
-            "cannot render `{field}`: {}",
-            e.detail()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string())
-        )
-    })
-}
-
-/// `become`: the command runs in `sudo -n sh -s`, which reads it from stdin, so neither
-/// the host's process list nor sudo's log shows it.
-fn with_become(command: String, become_root: bool) -> String {
-    if become_root {
-        crate::transport::on_stdin("sudo -n", &command)
-    } else {
-        command
-    }
-}
-
-/// Renders a task's action and guards.
-pub fn render_task(plan: &Plan, step: &Step, ctx: &minijinja::Value) -> Result<TaskSpec, String> {
-    render_task_as(plan, step, ctx, step.become_root)
-}
-
-/// What a person reads of a task (`--dry-run`): the commands as written, without the
-/// `sudo -n sh -s` here-document that `become` wraps them in on the way to the host.
-pub fn render_task_for_display(
-    plan: &Plan,
-    step: &Step,
-    ctx: &minijinja::Value,
-) -> Result<TaskSpec, String> {
-    render_task_as(plan, step, ctx, false)
-}
-
-/// [`render_rollback`] for a person to read, like [`render_task_for_display`].
-pub fn render_rollback_for_display(
-    step: &Step,
-    ctx: &minijinja::Value,
-) -> Result<Option<String>, String> {
-    render_rollback_as(step, ctx, false)
-}
-
-fn render_task_as(
-    plan: &Plan,
-    step: &Step,
-    ctx: &minijinja::Value,
-    become_root: bool,
-) -> Result<TaskSpec, String> {
-    let env = template::environment();
-    let optional = |field: &str, value: &Option<String>| {
-        value
-            .as_ref()
-            .map(|v| render(env, field, v, ctx))
-            .transpose()
-    };
-    let action = match &step.action {
-        Action::Run(command) => {
-            RenderedAction::Run(with_become(render(env, "run", command, ctx)?, become_root))
-        }
-        Action::Upload(t) | Action::Template(t) => {
-            let src = render(env, "src", &t.src, ctx)?;
-            let path = plan.playbook.dir().join(&src);
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let content = if matches!(step.action, Action::Template(_)) {
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| format!("template {} is not UTF-8", path.display()))?;
-                render(env, "template", &text, ctx)?.into_bytes()
-            } else {
-                bytes
-            };
-            let mut dest = render(env, "dest", &t.dest, ctx)?;
-            if dest.ends_with('/') {
-                dest.push_str(
-                    path.file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or("upload"),
-                );
-            }
-            RenderedAction::Put {
-                content,
-                dest,
-                mode: t.mode,
-                become_root: step.become_root,
-            }
-        }
-        Action::Probe(probe) => {
-            RenderedAction::Probe(probe.rendered(|field, text| render(env, field, text, ctx))?)
-        }
-    };
-    Ok(TaskSpec {
-        action,
-        creates: optional("creates", &step.creates)?,
-        unless: optional("unless", &step.unless)?.map(|u| with_become(u, become_root)),
-        capture: step.capture.clone(),
-        until: step.until,
-        timeout: step.timeout,
-        retries: step.retries,
-        retry_delay: step.retry_delay,
-    })
-}
-
-/// Renders a step's rollback command for a target, if it has one.
-pub fn render_rollback(step: &Step, ctx: &minijinja::Value) -> Result<Option<String>, String> {
-    render_rollback_as(step, ctx, step.become_root)
-}
-
-fn render_rollback_as(
-    step: &Step,
-    ctx: &minijinja::Value,
-    become_root: bool,
-) -> Result<Option<String>, String> {
-    let env = template::environment();
-    step.rollback
-        .as_ref()
-        .map(|r| render(env, "rollback", r, ctx).map(|c| with_become(c, become_root)))
-        .transpose()
 }
 
 /// How a task ended.
@@ -519,94 +342,6 @@ async fn probe_with_retries(
             Some(delay) => tokio::time::sleep(delay).await,
             None => return run,
         }
-    }
-}
-
-async fn put(
-    pool: &HostPool,
-    host: usize,
-    content: &[u8],
-    dest: &str,
-    mode: Option<u32>,
-    become_root: bool,
-    mut run: TaskRun,
-) -> TaskRun {
-    run.attempts = 1;
-    let want = sha256(content);
-    let check = format!("sha256sum {} 2>/dev/null || true", shell_quote(dest));
-    match run_command(
-        pool,
-        host,
-        &with_become(check, become_root),
-        Some(GUARD_TIMEOUT),
-        &mut run,
-    )
-    .await
-    {
-        Ok(out)
-            if String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                == Some(want.as_str()) =>
-        {
-            return skipped(run, "upload: content already in place".into());
-        }
-        Ok(_) => {}
-        Err(e) => return run.failed(&e),
-    }
-    let file_name = std::path::Path::new(dest)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("upload");
-    let temp = if become_root {
-        format!("/tmp/.pony-{}-{}", file_name, &want[..12])
-    } else {
-        let dir = std::path::Path::new(dest)
-            .parent()
-            .map(|p| p.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let dir = if dir.is_empty() { ".".to_string() } else { dir };
-        if let Err(e) = run_command(
-            pool,
-            host,
-            &format!("mkdir -p {}", shell_quote(&dir)),
-            Some(GUARD_TIMEOUT),
-            &mut run,
-        )
-        .await
-        {
-            return run.failed(&e);
-        }
-        format!("{dir}/.{file_name}.pony-tmp")
-    };
-    let connection = match pool.connection(host).await {
-        Ok(c) => c,
-        Err(e) => return run.failed(&e),
-    };
-    run.commands
-        .push(format!("write {} bytes to {temp}", content.len()));
-    if let Err(e) = connection.write_file(&temp, content).await {
-        return run.failed(&e);
-    }
-    let chmod = mode
-        .map(|m| format!("chmod {m:o} {} && ", shell_quote(&temp)))
-        .unwrap_or_default();
-    let mkdir = if become_root {
-        format!("mkdir -p \"$(dirname {})\" && ", shell_quote(dest))
-    } else {
-        String::new()
-    };
-    let install = with_become(
-        format!(
-            "{mkdir}{chmod}mv -f {} {}",
-            shell_quote(&temp),
-            shell_quote(dest)
-        ),
-        become_root,
-    );
-    match run_command(pool, host, &install, Some(GUARD_TIMEOUT), &mut run).await {
-        Ok(out) => run.with_output(out),
-        Err(e) => run.failed(&e),
     }
 }
 

@@ -1,0 +1,288 @@
+//! `pony status [RUN]`: the state of a run (the latest without RUN) from its journal,
+//! with the plan rebuilt from the run's snapshot to count what is still pending.
+//!
+//! Human output: a header, task counts per wave and per region, failed tasks with their
+//! error and output tail, rollbacks, gates passed and what the run waits for (with the
+//! command that goes on). `--output json` prints the same as one JSON object on one line.
+
+use crate::cli::{GlobalOptions, OutputFormat};
+use crate::events::RunOutcome;
+use crate::exit::Exit;
+use crate::plan::Plan;
+use crate::state::runs::{self, RollbackRecord, RunDetail, RunState, RunSummary};
+use crate::state::store::Store;
+use serde::Serialize;
+use std::io::Write;
+
+mod human;
+
+pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
+    let store = Store::from_options(global)?;
+    let id = match run {
+        Some(run) => store.resolve(run).map_err(|e| {
+            let hint = match e {
+                runs::ResolveError::Ambiguous { .. } => "give more of the run id",
+                _ => "`pony history` lists the runs",
+            };
+            anyhow::anyhow!("{e}\n  hint: {hint}")
+        })?,
+        None => store.list()?.into_iter().next().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no runs under {}\n  hint: start one with `pony deploy`, or pass --state-dir",
+                store.place().display()
+            )
+        })?,
+    };
+    let detail = store.read(&id);
+    let plan = runs::snapshot_plan(&detail.summary.path).map_err(|e| e.to_string());
+    let mut report = Report::new(&detail, plan.as_ref().map_err(String::as_str));
+    report.controllers = store.controller_parts(&id, plan.as_ref().ok());
+    let mut out = std::io::stdout().lock();
+    match global.output {
+        OutputFormat::Json => {
+            serde_json::to_writer(&mut out, &report)?;
+            out.write_all(b"\n")?;
+        }
+        OutputFormat::Human => out.write_all(report.human().as_bytes())?,
+    }
+    out.flush()?;
+    Ok(Exit::Success)
+}
+
+/// Everything `pony status` shows; serialized as is for `--output json`.
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    #[serde(flatten)]
+    pub run: &'a RunSummary,
+    pub tasks: runs::TaskBreakdown,
+    /// Tasks whose last state is failed.
+    pub failed: Vec<Failed<'a>>,
+    /// Tasks started and not finished (running now, or when the controller stopped).
+    pub running: Vec<&'a str>,
+    /// Tasks journaled as interrupted (killed by a second Ctrl-C).
+    pub interrupted: Vec<&'a str>,
+    pub rollbacks: Rollbacks<'a>,
+    pub gates_passed: &'a [String],
+    /// The wave whose failure stopped the rollout, and why.
+    pub stopped_wave: Option<StoppedWave<'a>>,
+    /// What the run waits for, if anything.
+    pub waiting: Option<Waiting>,
+    /// Commands from other shells (`pony pause|continue|abort|approve`), oldest first.
+    pub controls: &'a [runs::ControlRecord],
+    /// A run split by region (`--regions`): each controller's regions, tasks and lease.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<crate::state::pg::regions::ControllerPart>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoppedWave<'a> {
+    pub wave: &'a str,
+    pub reason: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failed<'a> {
+    pub label: &'a str,
+    pub step: &'a str,
+    /// The host, region or `run` the task ran for.
+    pub target: &'a str,
+    pub exit_code: Option<i32>,
+    pub error: Option<&'a str>,
+    pub duration_ms: Option<u64>,
+    pub output_tail: &'a str,
+    /// Whether the task's rollback ran and succeeded (`None`: it did not run or is
+    /// unfinished).
+    pub rolled_back: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rollbacks<'a> {
+    pub ok: usize,
+    pub failed: usize,
+    /// Started and not finished.
+    pub unfinished: usize,
+    /// The failed and unfinished ones.
+    pub problems: Vec<&'a RollbackRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Waiting {
+    /// `approval`, `resume` (stopped or interrupted), `attention` (failed, halted or
+    /// rollback incomplete) or `continue` (a running run paused by `pony pause`).
+    pub reason: String,
+    /// The wave whose `approve:` gate holds the run.
+    pub wave: Option<String>,
+    pub message: String,
+    /// Commands that go on from here.
+    pub next: Vec<String>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(detail: &'a RunDetail, plan: Result<&Plan, &str>) -> Report<'a> {
+        let tasks = runs::count_tasks(detail, plan);
+        let with_state = |state: &str| -> Vec<&'a str> {
+            detail
+                .tasks
+                .iter()
+                .filter(|t| t.state == state)
+                .map(|t| t.label.as_str())
+                .collect()
+        };
+        let rollback_of: std::collections::HashMap<&str, Option<bool>> = detail
+            .rollbacks
+            .iter()
+            .map(|r| (r.label.as_str(), r.ok))
+            .collect();
+        let failed = detail
+            .tasks
+            .iter()
+            .filter(|t| t.state == "failed")
+            .map(|t| {
+                let (step, target) = t.label.rsplit_once('@').unwrap_or((&t.label, ""));
+                Failed {
+                    label: &t.label,
+                    step,
+                    target,
+                    exit_code: t.exit_code,
+                    error: t.error.as_deref(),
+                    duration_ms: t.duration_ms,
+                    output_tail: &t.output_tail,
+                    rolled_back: rollback_of.get(t.label.as_str()).copied().flatten(),
+                }
+            })
+            .collect();
+        let rollbacks = Rollbacks {
+            ok: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.ok == Some(true))
+                .count(),
+            failed: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.ok == Some(false))
+                .count(),
+            unfinished: detail.rollbacks.iter().filter(|r| r.ok.is_none()).count(),
+            problems: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.ok != Some(true))
+                .collect(),
+        };
+        Report {
+            run: &detail.summary,
+            tasks,
+            failed,
+            running: with_state("running"),
+            interrupted: with_state("interrupted"),
+            rollbacks,
+            gates_passed: &detail.gates_passed,
+            stopped_wave: detail
+                .stopped_wave
+                .as_ref()
+                .map(|(wave, reason)| StoppedWave { wave, reason }),
+            waiting: waiting(detail, plan.ok()),
+            controls: &detail.controls,
+            controllers: Vec::new(),
+        }
+    }
+}
+
+/// What the run waits for and the commands that go on.
+fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
+    let run = &detail.summary;
+    let id = &run.run_id;
+    let resume = format!("pony resume {id}");
+    let controller = format!(
+        "pid {}",
+        run.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+    );
+    let waiting = |reason: &str, wave: Option<String>, message: String, next: Vec<String>| {
+        Some(Waiting {
+            reason: reason.into(),
+            wave,
+            message,
+            next,
+        })
+    };
+    match run.state {
+        RunState::Running => match (&run.paused, &detail.gate_waiting) {
+            (Some(paused), _) => waiting(
+                "continue",
+                None,
+                format!("paused by {}: no new host starts until the run is continued", paused.by),
+                vec![format!("pony continue {id}"), format!("pony abort {id}")],
+            ),
+            (None, Some((wave, reason))) if reason == "approve" => waiting(
+                "approval",
+                Some(wave.clone()),
+                format!("approval of wave {wave}: its gate asks a person before the next wave starts"),
+                vec![format!("pony approve {id} {wave}"), format!("pony abort {id}")],
+            ),
+            (None, Some((wave, reason))) => waiting(
+                reason,
+                Some(wave.clone()),
+                format!("wave {wave} soaks (its `pause:`) before its gate passes"),
+                Vec::new(),
+            ),
+            (None, None) => None,
+        },
+        RunState::Unknown => None,
+        RunState::Stopped => waiting(
+            "resume",
+            None,
+            format!("stopped: its controller ({controller}) is not running on this host; resume goes on from the journal"),
+            vec![resume],
+        ),
+        RunState::Finished if detail.stopped_wave.is_some() => {
+            let wave = detail.stopped_wave.as_ref().map(|(w, _)| w.clone());
+            let shown = wave.clone().unwrap_or_default();
+            waiting(
+                "failed_wave",
+                wave,
+                format!("wave {shown} failed beyond its failure budget: fix its hosts, then resume (its failed hosts run again), or skip the wave, or roll back"),
+                vec![
+                    resume.clone(),
+                    format!("{resume} --skip-failed-wave"),
+                    format!("pony rollback {id}"),
+                ],
+            )
+        }
+                RunState::Finished => match run.outcome {
+            Some(RunOutcome::AwaitingApproval) => {
+                let wave = plan.and_then(|plan| {
+                    let last = plan.waves.len().saturating_sub(1);
+                    plan.waves
+                        .iter()
+                        .enumerate()
+                        .find(|(w, wave)| {
+                            *w < last
+                                && plan.playbook.strategy.waves[*w].approve
+                                && !detail.gates_passed.contains(&wave.name)
+                        })
+                        .map(|(_, wave)| wave.name.clone())
+                });
+                let shown = wave.clone().unwrap_or_else(|| "WAVE".into());
+                waiting(
+                    "approval",
+                    wave,
+                    format!("approval of wave {shown} (the run keeps the inventory's lock until it is resumed or `pony unlock`ed)"),
+                    vec![format!("{resume} --approve {shown}")],
+                )
+            }
+            Some(RunOutcome::Interrupted) => waiting(
+                "resume",
+                None,
+                "interrupted; resume goes on from the journal".into(),
+                vec![resume],
+            ),
+            Some(RunOutcome::NeedsAttention) => waiting(
+                "attention",
+                None,
+                "a person must look (failed beyond what was rolled back, halted, or a rollback failed); then resume or roll back".into(),
+                vec![resume, format!("pony rollback {id}")],
+            ),
+            _ => None,
+        },
+    }
+}

@@ -1,0 +1,264 @@
+//! A task's life in the loop: its spawn on a worker (or, for another controller's
+//! region, the wait for its journaled result), its result turned into an event and the
+//! host's bookkeeping, and its end passed on to its dependents (released, skipped or
+//! cancelled).
+
+use super::*;
+
+/// Lines of output kept in events and the journal.
+pub(super) const TAIL_LINES: usize = 10;
+
+impl Scheduler {
+    pub(super) fn context(&self, task: &Task) -> minijinja::Value {
+        let mut captures = self.run_captures.clone();
+        let region = self.plan.inventory.hosts[task.host].region;
+        captures.extend(self.regions[region].captures.clone());
+        captures.extend(self.hosts[task.host].captures.clone());
+        task::context(&self.plan, task, &self.options.run_id, &captures)
+    }
+
+    pub(super) fn spawn(&mut self, node: NodeId) {
+        let task = *self.plan.task(node).expect("a task");
+        let step = &self.plan.playbook.steps[task.step];
+        self.state[node.index()] = State::Running;
+        let region = self.plan.inventory.hosts[task.host].region;
+        self.regions[region].running += 1;
+        let h = &mut self.hosts[task.host];
+        h.running += 1;
+        h.touched = true;
+        let rendered: Result<TaskSpec, String> =
+            task::render_task(&self.plan, step, &self.context(&task));
+        let task_ref = self.task_ref(node);
+        let label = task_ref.label.clone();
+        // The start is on disk before the command starts.
+        let durable = self.emit_durable(Event::TaskStarted { task: task_ref });
+        if let Some(split) = self
+            .options
+            .split
+            .as_ref()
+            .filter(|_| self.is_remote(task.host))
+        {
+            let result = split.outcome(node.index());
+            self.remote
+                .spawn(async move { (node, result.await, String::new()) });
+            return;
+        }
+        let pool = self.pool.clone();
+        let work = task::Work {
+            node: node.index(),
+            step: task.step,
+            host: task.host,
+            rollback: false,
+        };
+        self.running.spawn(task::WORK.scope(work, async move {
+            durable.await;
+            let run = match rendered {
+                Ok(spec) => task::execute(&pool, task.runs_on(), &spec).await,
+                Err(error) => TaskRun::not_started(error),
+            };
+            // Built here, off the scheduler's thread: it copies all of the task's output.
+            let log = task::log_text(&label, &run);
+            (node, run, log)
+        }));
+    }
+
+    pub(super) fn finished(&mut self, node: NodeId, run: TaskRun, log: String) {
+        let task = *self.plan.task(node).expect("a task");
+        let region = self.plan.inventory.hosts[task.host].region;
+        self.regions[region].running -= 1;
+        self.hosts[task.host].running -= 1;
+        self.unchanged[node.index()] = !run.changed_host();
+        let task_ref = self.task_ref(node);
+        let record = TaskRecord {
+            captures: run.captured.iter().cloned().collect(),
+            output_tail: run.tail(TAIL_LINES),
+            changed: run.changed_host(),
+            error: run.error.clone(),
+            log,
+        };
+        let duration_ms = run.duration.as_millis() as u64;
+        let event = if !run.ok {
+            Event::TaskFailed {
+                task: task_ref,
+                exit_code: run.exit_code,
+                error: run.error.clone().unwrap_or_else(|| "failed".into()),
+                stderr_tail: run.tail(TAIL_LINES),
+                duration_ms,
+                attempts: run.attempts,
+                record,
+            }
+        } else if let Some(reason) = &run.skipped_reason {
+            Event::TaskSkipped {
+                task: task_ref,
+                reason: reason.clone(),
+                record: Some(record),
+            }
+        } else {
+            Event::TaskFinished {
+                task: task_ref,
+                changed: run.changed,
+                exit_code: run.exit_code,
+                duration_ms,
+                attempts: run.attempts,
+                record,
+            }
+        };
+        let durable = self.emit_durable(event);
+        let skipped_host = matches!(
+            self.hosts[task.host].phase,
+            Phase::Done(HostOutcome::Unreachable)
+        );
+        if run.reached {
+            self.hosts[task.host].reached = true;
+        }
+        if run.ok {
+            self.state[node.index()] = State::Succeeded;
+            if let Some((name, value)) = &run.captured {
+                self.store_capture(&task, name, value);
+            }
+        } else {
+            self.state[node.index()] = State::Failed;
+            if run.unreachable && self.may_skip_unreachable(task.host) {
+                self.host_unreachable(task.host);
+            } else if !skipped_host {
+                self.host_failed(task.host);
+            }
+        }
+        self.task_done(task);
+        // Dependents start once the result is on disk.
+        let ok = run.ok;
+        self.syncing.spawn(async move {
+            durable.await;
+            (node, ok)
+        });
+    }
+
+    pub(super) fn store_capture(&mut self, task: &Task, name: &str, value: &str) {
+        let value = serde_yaml::Value::String(value.to_string());
+        let region = self.plan.inventory.hosts[task.host].region;
+        let captures = match task.per {
+            Per::Host => &mut self.hosts[task.host].captures,
+            Per::Region => &mut self.regions[region].captures,
+            Per::Run => &mut self.run_captures,
+        };
+        captures.insert(name.to_string(), value);
+    }
+
+    /// Bookkeeping when a task reaches a final state (however it got there).
+    pub(super) fn task_done(&mut self, task: Task) {
+        let h = &mut self.hosts[task.host];
+        h.left_tasks -= 1;
+        if task.per == Per::Host {
+            h.left_host_tasks -= 1;
+        }
+        // A failed host stays out of service (and holds its slot) until its rollback is
+        // done. The host is reported finished before the next one takes its slot.
+        let leaves_service = h.left_host_tasks == 0 && h.phase == Phase::Active;
+        self.maybe_host_finished(task.host);
+        if leaves_service {
+            self.free_slot(task.host);
+        }
+    }
+
+    pub(super) fn maybe_host_finished(&mut self, host: HostId) {
+        let h = &self.hosts[host];
+        if h.left_tasks > 0 || h.running > 0 || !matches!(h.phase, Phase::Active | Phase::Idle) {
+            return;
+        }
+        if h.touched {
+            self.set_host_outcome(host, HostOutcome::Ok);
+        }
+        self.pool.close(host);
+    }
+
+    pub(super) fn set_host_outcome(&mut self, host: HostId, outcome: HostOutcome) {
+        self.hosts[host].phase = Phase::Done(outcome);
+        let inventory = &self.plan.inventory;
+        let spec = &inventory.hosts[host];
+        self.regions[spec.region].finished = self.started.elapsed();
+        self.emit(Event::HostFinished {
+            host: spec.name.clone(),
+            region: inventory.regions[spec.region].name.clone(),
+            cluster: inventory.clusters[spec.cluster].name.clone(),
+            outcome,
+        });
+    }
+
+    /// Passes a finished node on to its dependents: success counts down their
+    /// dependencies; failure skips them, except wave gates, which only wait for the
+    /// wave's tasks to end (failures there are the budget's business).
+    pub(super) fn release(&mut self, node: NodeId, success: bool) {
+        let mut stack = vec![(node, success)];
+        while let Some((node, success)) = stack.pop() {
+            // In graph order (petgraph lists a node's edges newest first): after a gate,
+            // hosts queue for their cluster's slots in the order `--dry-run` shows.
+            let mut dependents: Vec<NodeId> = self.plan.dependents(node).collect();
+            dependents.sort_unstable();
+            for dependent in dependents {
+                let i = dependent.index();
+                if success || matches!(self.plan.graph[dependent], Node::Gate(_)) {
+                    if self.state[i] != State::Waiting {
+                        continue;
+                    }
+                    self.remaining[i] -= 1;
+                    if self.remaining[i] == 0 {
+                        self.ready(dependent);
+                    }
+                } else if self.state[i] == State::Waiting {
+                    self.state[i] = State::Skipped;
+                    if let Some(task) = self.plan.task(dependent).copied() {
+                        self.emit(Event::TaskSkipped {
+                            task: self.task_ref(dependent),
+                            reason: "a dependency failed or was cancelled".into(),
+                            record: None,
+                        });
+                        self.task_done(task);
+                    }
+                    stack.push((dependent, false));
+                }
+            }
+        }
+    }
+
+    /// A task that will not run because its host, region or the run stopped.
+    pub(super) fn cancel(&mut self, node: NodeId) {
+        let i = node.index();
+        if self.state[i].is_done() || self.state[i] == State::Running {
+            return;
+        }
+        self.state[i] = State::Cancelled;
+        if let Some(task) = self.plan.task(node).copied() {
+            self.task_done(task);
+        }
+        self.release(node, false);
+    }
+
+    /// [`Self::cancel_unstarted`] for one host's tasks, without a walk over every task.
+    pub(super) fn cancel_unstarted_of_host(&mut self, host: HostId) {
+        let mut unstarted: Vec<NodeId> = self
+            .plan
+            .tasks_of_host(host)
+            .iter()
+            .copied()
+            .filter(|n| matches!(self.state[n.index()], State::Waiting | State::Queued))
+            .collect();
+        unstarted.sort_unstable();
+        for node in unstarted {
+            self.cancel(node);
+        }
+    }
+
+    pub(super) fn cancel_unstarted(&mut self, mut which: impl FnMut(&Self, &Task) -> bool) {
+        let unstarted: Vec<NodeId> = self
+            .plan
+            .tasks()
+            .filter(|(n, t)| {
+                matches!(self.state[n.index()], State::Waiting | State::Queued) && which(self, t)
+            })
+            .map(|(n, _)| n)
+            .collect();
+        for node in unstarted {
+            self.cancel(node);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Idempotent uploads (`upload:`, `template:`): the content's sha256 is compared with the
+//! file in place first; a new file is written beside its destination (or in /tmp under
+//! `become`) and moved over it, so a reader never sees half a file.
+
+use super::render::with_become;
+use super::{run_command, sha256, skipped, TaskRun, GUARD_TIMEOUT};
+use crate::exec::hosts::HostPool;
+use crate::playbook::template::shell_quote;
+
+pub(super) async fn put(
+    pool: &HostPool,
+    host: usize,
+    content: &[u8],
+    dest: &str,
+    mode: Option<u32>,
+    become_root: bool,
+    mut run: TaskRun,
+) -> TaskRun {
+    run.attempts = 1;
+    let want = sha256(content);
+    let check = format!("sha256sum {} 2>/dev/null || true", shell_quote(dest));
+    match run_command(
+        pool,
+        host,
+        &with_become(check, become_root),
+        Some(GUARD_TIMEOUT),
+        &mut run,
+    )
+    .await
+    {
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                == Some(want.as_str()) =>
+        {
+            return skipped(run, "upload: content already in place".into());
+        }
+        Ok(_) => {}
+        Err(e) => return run.failed(&e),
+    }
+    let file_name = std::path::Path::new(dest)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("upload");
+    let temp = if become_root {
+        format!("/tmp/.pony-{}-{}", file_name, &want[..12])
+    } else {
+        let dir = std::path::Path::new(dest)
+            .parent()
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let dir = if dir.is_empty() { ".".to_string() } else { dir };
+        if let Err(e) = run_command(
+            pool,
+            host,
+            &format!("mkdir -p {}", shell_quote(&dir)),
+            Some(GUARD_TIMEOUT),
+            &mut run,
+        )
+        .await
+        {
+            return run.failed(&e);
+        }
+        format!("{dir}/.{file_name}.pony-tmp")
+    };
+    let connection = match pool.connection(host).await {
+        Ok(c) => c,
+        Err(e) => return run.failed(&e),
+    };
+    run.commands
+        .push(format!("write {} bytes to {temp}", content.len()));
+    if let Err(e) = connection.write_file(&temp, content).await {
+        return run.failed(&e);
+    }
+    let chmod = mode
+        .map(|m| format!("chmod {m:o} {} && ", shell_quote(&temp)))
+        .unwrap_or_default();
+    let mkdir = if become_root {
+        format!("mkdir -p \"$(dirname {})\" && ", shell_quote(dest))
+    } else {
+        String::new()
+    };
+    let install = with_become(
+        format!(
+            "{mkdir}{chmod}mv -f {} {}",
+            shell_quote(&temp),
+            shell_quote(dest)
+        ),
+        become_root,
+    );
+    match run_command(pool, host, &install, Some(GUARD_TIMEOUT), &mut run).await {
+        Ok(out) => run.with_output(out),
+        Err(e) => run.failed(&e),
+    }
+}

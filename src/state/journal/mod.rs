@@ -1,0 +1,291 @@
+//! The journal: an append-only JSON-lines file, fsync'd at every task start and end.
+//! One writer thread batches the records that arrive together into one write and one
+//! fsync (group commit), and acknowledges each record once it is on disk.
+//!
+//! The rule readers rely on: every line parses as a [`Record`], except possibly a torn
+//! last line (the controller died mid-write). A torn last line is cut off before a
+//! resumed run appends to the journal, so the rule still holds afterwards.
+//!
+//! Here: the records, their replay and reading them back; the writer thread is in
+//! `writer`.
+
+// Re-exported so that callers that read a journal and replay it (commands/resume.rs) keep
+// one import; the executor takes these from `state::replay`.
+use super::replay::TaskReplay;
+pub use super::replay::{Replay, TaskState};
+use crate::events::RunOutcome;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+mod writer;
+
+pub use writer::{Journal, Mirror};
+
+/// One journal line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    RunStarted {
+        run_id: String,
+        playbook: String,
+        inventory: String,
+        time: String,
+        pid: u32,
+        user: String,
+        host: String,
+    },
+    TaskStarted {
+        node: usize,
+        label: String,
+        time: String,
+    },
+    TaskFinished {
+        node: usize,
+        label: String,
+        state: TaskState,
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        captures: Vec<(String, String)>,
+        output_tail: String,
+        error: Option<String>,
+        /// False when the task changed nothing on its host (a guard skipped it, or it
+        /// never reached the host): there is nothing to roll back.
+        #[serde(default = "yes")]
+        changed: bool,
+    },
+    /// A stopped run was continued (`pony resume`) or rolled back (`pony rollback`).
+    RunResumed {
+        command: String,
+        time: String,
+        pid: u32,
+        user: String,
+        host: String,
+    },
+    GatePassed {
+        node: usize,
+        wave: String,
+    },
+    /// A wave's gate started waiting: for a person's approval (`approve`) or a soak
+    /// (`pause`); `pony status` shows it from any machine. (A change window holds a
+    /// wave's hosts, not its gate, and is not recorded.)
+    GateWaiting {
+        wave: String,
+        reason: String,
+        time: String,
+    },
+    /// A wave's gate did not pass: a cluster of it went beyond its failure budget.
+    WaveStopped {
+        node: usize,
+        wave: String,
+        reason: String,
+    },
+    /// A result of a wave's `verify:` check.
+    VerifyCheck {
+        wave: String,
+        check: String,
+        host: String,
+        ok: bool,
+        detail: String,
+        time: String,
+    },
+    /// `pony resume --skip-failed-wave`: a person let the rollout past a failed wave.
+    WaveSkipped {
+        wave: String,
+        user: String,
+        time: String,
+    },
+    RollbackStarted {
+        node: usize,
+        label: String,
+    },
+    RollbackFinished {
+        node: usize,
+        label: String,
+        ok: bool,
+        exit_code: Option<i32>,
+        error: Option<String>,
+        /// How long the rollback command took (absent in journals written before it was
+        /// recorded).
+        #[serde(default)]
+        duration_ms: u64,
+    },
+    /// A command from another shell (`pony pause|continue|abort|approve`): who, from
+    /// where, when, and whether the run took it.
+    Control {
+        command: String,
+        user: String,
+        host: String,
+        pid: u32,
+        accepted: bool,
+        message: String,
+        time: String,
+    },
+    /// In a run split by region: another controller of the run was lost (its region
+    /// leases expired), as this controller saw it, and what it did about it.
+    ControllerLost {
+        lost_controller: String,
+        machine: String,
+        pid: i32,
+        regions: Vec<String>,
+        /// `wait` or `stop`.
+        policy: String,
+        time: String,
+    },
+    RunFinished {
+        /// Spelt as in the `summary` event (`failed_rolled_back`); older journals' Debug
+        /// spelling (`FailedRolledBack`) is read through [`RunOutcome`]'s aliases.
+        outcome: RunOutcome,
+        exit_code: i32,
+        time: String,
+    },
+}
+
+impl Record {
+    /// The `run_finished` record of a run that ended with `outcome` and `exit_code`.
+    pub fn run_finished(outcome: RunOutcome, exit_code: i32, time: String) -> Record {
+        Record::RunFinished {
+            outcome,
+            exit_code,
+            time,
+        }
+    }
+
+    /// The outcome of a `run_finished` record (`None` for any other record).
+    pub fn outcome(&self) -> Option<RunOutcome> {
+        match self {
+            Record::RunFinished { outcome, .. } => Some(*outcome),
+            _ => None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Replay {
+    /// Replays a journal's records: each task's last forward outcome, the gates passed and
+    /// the wave that stopped the run.
+    pub fn from_records(records: &[Record]) -> Replay {
+        let mut replay = Replay::default();
+        for record in records {
+            match record {
+                Record::TaskFinished {
+                    label,
+                    state,
+                    captures,
+                    changed,
+                    ..
+                } => {
+                    replay.tasks.insert(
+                        label.clone(),
+                        TaskReplay {
+                            state: *state,
+                            changed: *changed,
+                            captures: captures.clone(),
+                            rolled_back: false,
+                        },
+                    );
+                }
+                Record::RollbackFinished {
+                    label, ok: true, ..
+                } => {
+                    if let Some(task) = replay.tasks.get_mut(label) {
+                        task.rolled_back = true;
+                    }
+                }
+                Record::GatePassed { wave, .. } => {
+                    replay.gates_passed.insert(wave.clone());
+                    if replay.stopped_wave.as_ref() == Some(wave) {
+                        replay.stopped_wave = None;
+                    }
+                }
+                Record::WaveStopped { wave, .. } => replay.stopped_wave = Some(wave.clone()),
+                Record::WaveSkipped { wave, .. } if replay.stopped_wave.as_ref() == Some(wave) => {
+                    replay.stopped_wave = None;
+                }
+                _ => {}
+            }
+        }
+        replay
+    }
+}
+
+/// Why a journal could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot read the journal {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: line {line} is not a journal record: {source}", path.display())]
+    BadLine {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A journal read line by line, damaged lines set aside.
+#[derive(Debug, Default)]
+pub struct Lenient {
+    pub records: Vec<Record>,
+    /// Numbers (from 1) of lines other than the last that did not parse.
+    pub bad_lines: Vec<(usize, serde_json::Error)>,
+}
+
+/// Reads a journal; a torn last line (crash mid-write) is ignored, a damaged line
+/// elsewhere is an error.
+pub fn read(path: &Path) -> Result<Vec<Record>, JournalError> {
+    let lenient = read_lenient(path)?;
+    match lenient.bad_lines.into_iter().next() {
+        None => Ok(lenient.records),
+        Some((line, source)) => Err(JournalError::BadLine {
+            path: path.to_path_buf(),
+            line,
+            source,
+        }),
+    }
+}
+
+/// Reads a journal, skipping the lines that do not parse (for showing a damaged run
+/// rather than hiding it).
+pub fn read_lenient(path: &Path) -> Result<Lenient, JournalError> {
+    let text = std::fs::read_to_string(path).map_err(|source| JournalError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(parse(&text))
+}
+
+fn parse(text: &str) -> Lenient {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut parsed = Lenient::default();
+    for (i, line) in lines.iter().enumerate() {
+        match parse_line(line) {
+            Ok(record) => parsed.records.push(record),
+            Err(e) if i + 1 == lines.len() => {
+                tracing::warn!("ignoring torn last journal line: {e}")
+            }
+            Err(e) => parsed.bad_lines.push((i + 1, e)),
+        }
+    }
+    parsed
+}
+
+/// One line. Journals written before torn lines were cut on resume may hold a torn
+/// fragment with a whole record glued behind it: that record is recovered.
+fn parse_line(line: &str) -> Result<Record, serde_json::Error> {
+    serde_json::from_str(line).or_else(|error| {
+        line.match_indices("{\"type\":")
+            .filter(|(at, _)| *at > 0)
+            .find_map(|(at, _)| serde_json::from_str(&line[at..]).ok())
+            .ok_or(error)
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+//! The journal's promises: what is written reads back, a torn last line is cut or
+//! skipped, a record glued behind a fragment is recovered, outcomes keep their spelling.
+
+use super::writer::cut_torn_tail;
+use super::*;
+use std::io::Write;
+
+fn started(node: usize) -> Record {
+    Record::TaskStarted {
+        node,
+        label: format!("a@h{node}"),
+        time: "t".into(),
+    }
+}
+
+fn append_raw(path: &Path, bytes: &[u8]) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+#[tokio::test]
+async fn writes_and_reads_back_tolerating_a_torn_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let journal = Journal::create(&path).unwrap();
+    journal.write(&started(3)).await;
+    journal.append(&Record::GatePassed {
+        node: 1,
+        wave: "w".into(),
+    });
+    journal.close().await;
+    append_raw(&path, b"{\"type\":\"task_fin");
+    let records = read(&path).unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0], started(3));
+}
+
+#[tokio::test]
+async fn reopening_cuts_a_torn_last_line_so_every_line_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let journal = Journal::create(&path).unwrap();
+    journal.write(&started(1)).await;
+    journal.close().await;
+    append_raw(&path, b"{\"type\":\"task_finished\",\"node\":1,\"lab");
+
+    let journal = Journal::create(&path).unwrap();
+    journal.write(&started(2)).await;
+    journal.close().await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    for line in text.lines() {
+        serde_json::from_str::<Record>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert_eq!(read(&path).unwrap(), vec![started(1), started(2)]);
+
+    // A journal that is one torn fragment, and one that ends well, are left whole
+    // but for the fragment.
+    std::fs::write(&path, b"{\"type\":\"ta").unwrap();
+    let journal = Journal::create(&path).unwrap();
+    journal.close().await;
+    assert_eq!(std::fs::read(&path).unwrap(), b"");
+    let whole = format!("{}\n", serde_json::to_string(&started(4)).unwrap());
+    std::fs::write(&path, &whole).unwrap();
+    let journal = Journal::create(&path).unwrap();
+    journal.close().await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+}
+
+#[test]
+fn cutting_finds_the_last_newline_more_than_a_block_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let head = "{}\n".repeat(10);
+    let torn = "x".repeat(200 * 1024);
+    std::fs::write(&path, format!("{head}{torn}")).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(cut_torn_tail(&mut file).unwrap(), torn.len() as u64);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), head);
+}
+
+#[test]
+fn the_run_outcome_is_written_and_read_in_its_serde_spelling() {
+    let record = Record::run_finished(RunOutcome::FailedRolledBack, 1, "t".into());
+    let line = serde_json::to_string(&record).unwrap();
+    assert_eq!(
+        line,
+        r#"{"type":"run_finished","outcome":"failed_rolled_back","exit_code":1,"time":"t"}"#
+    );
+    let back: Record = serde_json::from_str(&line).unwrap();
+    assert_eq!(back.outcome(), Some(RunOutcome::FailedRolledBack));
+
+    // Journals written before spelt it as the Rust variant.
+    let old = r#"{"type":"run_finished","outcome":"NeedsAttention","exit_code":3,"time":"t"}"#;
+    let back: Record = serde_json::from_str(old).unwrap();
+    assert_eq!(back.outcome(), Some(RunOutcome::NeedsAttention));
+
+    let unknown = r#"{"type":"run_finished","outcome":"Exploded","exit_code":3,"time":"t"}"#;
+    assert!(serde_json::from_str::<Record>(unknown).is_err());
+}
+
+#[test]
+fn a_record_glued_behind_a_torn_fragment_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.jsonl");
+    let glued = format!(
+        "{}\n{{\"type\":\"task_finished\",\"node\":3,\"lab{}\n{}\n",
+        serde_json::to_string(&started(1)).unwrap(),
+        serde_json::to_string(&started(2)).unwrap(),
+        serde_json::to_string(&started(3)).unwrap(),
+    );
+    std::fs::write(&path, glued).unwrap();
+    assert_eq!(
+        read(&path).unwrap(),
+        vec![started(1), started(2), started(3)]
+    );
+
+    std::fs::write(&path, "{\"type\":\"nonsense\"}\n{}\n").unwrap();
+    match read(&path) {
+        Err(JournalError::BadLine { line: 1, .. }) => {}
+        other => panic!("expected line 1 to be bad, got {other:?}"),
+    }
+    assert_eq!(read_lenient(&path).unwrap().bad_lines.len(), 1);
+}
