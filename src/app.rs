@@ -169,6 +169,7 @@ fn resolve_run_options(cli: &mut Cli) {
         cli.global.regions = run_options.regions.clone();
         cli.global.controller = run_options.controller.clone();
         cli.global.on_controller_loss = run_options.on_controller_loss;
+        cli.global.progress_every = Some(run_options.progress_every);
         cli.global.notify = run_options
             .notify
             .iter()

@@ -70,6 +70,9 @@ pub struct GlobalOptions {
     /// Resolved from the command's own `--notify` and `--notify-timeout`.
     #[arg(skip)]
     pub notify: Vec<crate::notify::Notifier>,
+    /// Resolved from the command's own `--progress-every` (plain output's interval).
+    #[arg(skip)]
+    pub progress_every: Option<std::time::Duration>,
 }
 
 impl GlobalOptions {
@@ -132,6 +135,11 @@ pub struct RunOptions {
     /// How long one call of a --notify command may take before it is killed.
     #[arg(long, env = "PONY_NOTIFY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub notify_timeout: std::time::Duration,
+    /// Plain output (CI logs, pipes): at most one `progress:` line this often, with the
+    /// hosts done, failed and running, and the time left; it also keeps CI jobs that
+    /// stop silent builds alive. `0s` writes one at every task and host outcome.
+    #[arg(long, env = "PONY_PROGRESS_EVERY", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub progress_every: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

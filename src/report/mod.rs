@@ -85,6 +85,7 @@ pub fn for_run(global: &GlobalOptions) -> Vec<Box<dyn Reporter>> {
             Box::new(std::io::stdout()),
             global.quiet,
             Palette::new(color),
+            global.progress_every.unwrap_or(plain::PROGRESS_EVERY),
         ))),
     }
     if let Some(path) = &global.junit {

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 pub use super::{indent, outcome_word};
 
-/// At most one progress line this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// At most one progress line this often, unless `--progress-every` says otherwise.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Output lines shown under a failure (the journal and the host's log keep more).
 const TAIL_LINES: usize = 10;
 
@@ -29,12 +29,18 @@ pub struct PlainReporter {
     failed: usize,
     running: usize,
     started: Instant,
+    progress_every: Duration,
     last_progress: Instant,
     tally: SummaryNotes,
 }
 
 impl PlainReporter {
-    pub fn new(out: Box<dyn Write + Send>, quiet: bool, palette: Palette) -> Self {
+    pub fn new(
+        out: Box<dyn Write + Send>,
+        quiet: bool,
+        palette: Palette,
+        progress_every: Duration,
+    ) -> Self {
         PlainReporter {
             out,
             palette,
@@ -44,6 +50,7 @@ impl PlainReporter {
             failed: 0,
             running: 0,
             started: Instant::now(),
+            progress_every,
             last_progress: Instant::now(),
             tally: SummaryNotes::default(),
         }
@@ -55,7 +62,7 @@ impl PlainReporter {
     }
 
     fn progress(&mut self) {
-        if self.last_progress.elapsed() < PROGRESS_EVERY {
+        if self.last_progress.elapsed() < self.progress_every {
             return;
         }
         self.last_progress = Instant::now();
@@ -183,7 +190,8 @@ mod tests {
 
     fn run(quiet: bool, palette: Palette) -> String {
         let out = Shared::default();
-        let mut reporter = PlainReporter::new(Box::new(out.clone()), quiet, palette);
+        let mut reporter =
+            PlainReporter::new(Box::new(out.clone()), quiet, palette, PROGRESS_EVERY);
         let events = [
             Event::RunStarted {
                 run_id: "RUN".into(),
@@ -276,7 +284,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_progress_line_at_most_every_10_seconds_of_the_clock() {
         let out = Shared::default();
-        let mut reporter = PlainReporter::new(Box::new(out.clone()), false, Palette::new(false));
+        let mut reporter = PlainReporter::new(
+            Box::new(out.clone()),
+            false,
+            Palette::new(false),
+            PROGRESS_EVERY,
+        );
         reporter.event(&Event::RunStarted {
             run_id: "RUN".into(),
             playbook: "pb".into(),
