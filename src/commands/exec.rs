@@ -276,11 +276,7 @@ fn render(
         if distinct == 1 { "output" } else { "outputs" },
         short_duration(wall)
     );
-    out.push_str(&if failed > 0 {
-        palette.red(&line)
-    } else {
-        palette.green(&line)
-    });
+    out.push_str(&palette.verdict(failed == 0, &line));
     out.push('\n');
     out
 }

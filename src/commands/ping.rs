@@ -313,11 +313,7 @@ fn table(pongs: &[Pong], wall: Duration, quiet: bool, palette: &Palette) -> Stri
         ));
     }
     line.push_str(&format!("; {} in all", short_duration(wall)));
-    out.push_str(&if unreachable > 0 {
-        palette.red(&line)
-    } else {
-        palette.green(&line)
-    });
+    out.push_str(&palette.verdict(unreachable == 0, &line));
     out.push('\n');
     out
 }

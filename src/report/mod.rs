@@ -187,6 +187,15 @@ impl Palette {
         self.paint(text, console::Style::new().dim())
     }
 
+    /// A verdict line: green when all went well, red otherwise.
+    pub fn verdict(&self, all_well: bool, text: &str) -> String {
+        if all_well {
+            self.green(text)
+        } else {
+            self.red(text)
+        }
+    }
+
     /// A host outcome's word, coloured by severity.
     pub fn outcome(&self, outcome: HostOutcome) -> String {
         let word = outcome_word(outcome);
