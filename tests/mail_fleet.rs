@@ -347,3 +347,57 @@ fn a_drain_that_cannot_finish_fails_keeps_every_queued_message_and_they_arrive_l
     assert_eq!(count.delivered, held);
     assert!(count.duplicated.is_empty(), "{count:?}");
 }
+
+/// Messages of this traffic run in a store's Maildir.
+fn in_maildir(fleet: &MailFleet, store: &str, sent: &traffic::Sent) -> usize {
+    let run = format!("X-Pony-Run: {}", sent.tag);
+    let traffic = fleet.lab.host(store).maildir().join("traffic");
+    ["new", "cur"]
+        .into_iter()
+        .flat_map(|sub| {
+            std::fs::read_dir(traffic.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|file| std::fs::read_to_string(file.path()).is_ok_and(|mail| mail.contains(&run)))
+        .count()
+}
+
+#[test]
+fn mail_for_a_region_whose_first_store_is_down_goes_to_its_second_store() {
+    let fleet = MailFleet::start();
+    let (first, second) = ("us-east-c2-01", "us-east-c2-02");
+    fleet.lab.stop_service(first, Service::Dovecot).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let us_east: Vec<traffic::Region> = traffic::regions(&fleet.lab)
+        .into_iter()
+        .filter(|r| r.name == "us-east")
+        .collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let options = traffic::Options {
+        rate: 10.0,
+        ..traffic::Options::default()
+    };
+    let sending = runtime.spawn(traffic::send(us_east, options, stopped));
+    // The MTAs try the first store, find it down, and hand the message to the second at
+    // once (a transport entry Postfix cannot parse stalls every message instead: the LMTP
+    // client exits on it and Postfix throttles the transport).
+    let second_store = fleet.lab.host(second).maildir().join("traffic/new");
+    support::wait_until("ten messages in the second store", || {
+        std::fs::read_dir(&second_store).map_or(0, |d| d.count()) >= 10
+    });
+    stop.send(true).unwrap();
+    let sent = runtime.block_on(sending).unwrap();
+    let count = runtime.block_on(traffic::settle(&fleet.lab, &sent, Duration::from_secs(60)));
+    report("first store down", &sent, &count);
+    assert!(sent.rejected.is_empty(), "5xx bounces: {:?}", sent.rejected);
+    assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
+    assert!(count.duplicated.is_empty(), "{count:?}");
+    assert_eq!(in_maildir(&fleet, second, &sent), sent.accepted.len());
+    assert_eq!(
+        in_maildir(&fleet, first, &sent),
+        0,
+        "the first store stayed down"
+    );
+}
