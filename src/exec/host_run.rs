@@ -44,6 +44,10 @@ pub struct HostRun {
     pub captures: Vars,
     /// A task of it reached it (a later connection failure is not "unreachable").
     pub reached: bool,
+    /// A task of it ended without running (cancelled by a stop, or skipped because a
+    /// dependency failed or was cancelled): a touched host left like that is
+    /// `incomplete`, never `ok`.
+    pub cut_short: bool,
 }
 
 impl Default for HostRun {
@@ -58,6 +62,7 @@ impl Default for HostRun {
             pending: Vec::new(),
             captures: Vars::new(),
             reached: false,
+            cut_short: false,
         }
     }
 }

@@ -253,7 +253,7 @@ impl Scheduler {
                 Phase::Failed { .. } => HostOutcome::Failed,
                 // Some of its tasks ran and not all: never `ok`, never `not run`.
                 Phase::RollingBack => HostOutcome::Incomplete,
-                _ if h.touched && h.left_tasks > 0 => HostOutcome::Incomplete,
+                _ if h.touched && (h.left_tasks > 0 || h.cut_short) => HostOutcome::Incomplete,
                 _ if h.touched => HostOutcome::Ok,
                 _ => HostOutcome::Cancelled,
             };

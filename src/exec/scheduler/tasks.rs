@@ -166,7 +166,12 @@ impl Scheduler {
             return;
         }
         if h.touched {
-            self.set_host_outcome(host, HostOutcome::Ok);
+            let outcome = if h.cut_short {
+                HostOutcome::Incomplete
+            } else {
+                HostOutcome::Ok
+            };
+            self.set_host_outcome(host, outcome);
         }
         self.pool.close(host);
     }
@@ -212,6 +217,7 @@ impl Scheduler {
                             reason: "a dependency failed or was cancelled".into(),
                             record: None,
                         });
+                        self.hosts[task.host].cut_short = true;
                         self.task_done(task);
                     }
                     stack.push((dependent, false));
@@ -228,6 +234,7 @@ impl Scheduler {
         }
         self.state[i] = State::Cancelled;
         if let Some(task) = self.plan.task(node).copied() {
+            self.hosts[task.host].cut_short = true;
             self.task_done(task);
         }
         self.release(node, false);

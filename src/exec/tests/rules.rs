@@ -67,6 +67,34 @@ async fn halt_stops_starting_tasks_and_rolls_nothing_back() {
 }
 
 #[tokio::test]
+async fn a_halt_reports_a_host_in_flight_whose_next_task_it_cancelled_incomplete() {
+    // a1 holds in `hold` until the test's `go`; b1 fails once a1 has started, and the
+    // halt cancels a1's `after` before it starts.
+    let steps = "  - name: hold\n    run: 'echo hold >> log; case {{ host.name }} in b1) while [ ! -f ../a1/log ]; do sleep 0.02; done; exit 1;; esac; while [ ! -f ../go ]; do sleep 0.02; done'\n  - name: after\n    needs: [hold]\n    run: echo after >> log\n";
+    let mut run = start(&playbook(
+        "  max_unavailable: 1\n  max_failures: 0\n  on_failure: halt\n",
+        steps,
+    ));
+    let mut seen = Vec::new();
+    run.until(&mut seen, |e| matches!(e, Event::Stopped { .. }))
+        .await;
+    std::fs::write(run.dir.path().join("hosts/go"), "").unwrap();
+    let (report, events, run) = run.finish(seen).await;
+    assert_eq!(report.exit, Exit::NeedsAttention);
+    assert_eq!(run.read("a1", "log").as_deref(), Some("hold\n"));
+    assert_eq!(run.outcome(&report, "b1"), Some(HostOutcome::Failed));
+    assert_eq!(
+        run.outcome(&report, "a1"),
+        Some(HostOutcome::Incomplete),
+        "a1 never ran `after`: {events:#?}"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::HostFinished { host, outcome: HostOutcome::Incomplete, .. } if host == "a1"
+    )));
+}
+
+#[tokio::test]
 async fn rollback_region_rolls_back_the_region_and_the_other_region_goes_on() {
     let (report, events, run) = run_to_end(&playbook(
         "  max_failures: 0\n  on_failure: rollback-region\n",
