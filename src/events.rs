@@ -410,16 +410,15 @@ impl EventSink {
         });
     }
 
-    /// A fact the run must not go past before it is on disk: resolves once the journal
-    /// has synced it (or at once when nothing consumes events any more).
-    pub fn emit_durable(&self, event: Event) -> impl std::future::Future<Output = ()> {
+    /// A fact the run must not go past before it is on disk: resolves to true once the
+    /// journal has synced it, to false when the journal could not write it (its writer
+    /// drops the acknowledgement) or nothing consumes events any more.
+    pub fn emit_durable(&self, event: Event) -> impl std::future::Future<Output = bool> {
         let (ack, done) = oneshot::channel();
         let _ = self.sender.send(Emitted {
             event,
             durable: Some(ack),
         });
-        async move {
-            let _ = done.await;
-        }
+        async move { done.await.is_ok() }
     }
 }

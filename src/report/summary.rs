@@ -187,13 +187,16 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
         );
     }
     if regions.len() > 1 {
+        // The regions' NOT RUN column counts every host not done (incomplete and skipped
+        // unreachable ones too); the total is their sum.
+        let not_done: usize = regions.iter().map(|r| r.cancelled).sum();
         row(
             "total",
             *hosts,
             *ok,
             *failed,
             *rolled_back,
-            *cancelled,
+            not_done,
             *duration_ms,
         );
     }
@@ -325,8 +328,13 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     } else {
         format!(" ({})", asides.join(", "))
     };
+    let incomplete_count = if incomplete.is_empty() {
+        String::new()
+    } else {
+        format!("{} incomplete, ", incomplete.len())
+    };
     lines.push(format!(
-        "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed_hosts} failed{asides}, {rolled_back} rolled back, {cancelled} not run (exit {exit_code})",
+        "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed_hosts} failed{asides}, {rolled_back} rolled back, {incomplete_count}{cancelled} not run (exit {exit_code})",
         short_duration(Duration::from_millis(*duration_ms))
     ));
     if !incomplete.is_empty() {
@@ -460,6 +468,46 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("journal: /state/runs/RUN/journal.jsonl"));
+    }
+
+    #[test]
+    fn a_halted_runs_total_counts_what_its_regions_count_and_says_incomplete() {
+        let region = |name: &str, not_done| RegionSummary {
+            region: name.into(),
+            hosts: 2,
+            ok: 2 - not_done,
+            failed: 0,
+            rolled_back: 0,
+            cancelled: not_done,
+            duration_ms: 10,
+        };
+        // a and b were halted in flight, c never started.
+        let summary = Event::Summary {
+            run_id: "RUN".into(),
+            outcome: RunOutcome::NeedsAttention,
+            exit_code: 3,
+            hosts: 4,
+            ok: 1,
+            failed: 0,
+            rolled_back: 0,
+            cancelled: 1,
+            rollback_failed: 0,
+            incomplete: vec!["a".into(), "b".into()],
+            stopped_wave: None,
+            duration_ms: 10,
+            regions: vec![region("r1", 2), region("r2", 1)],
+            run_dir: "/state/runs/RUN".into(),
+        };
+        let text = render(&summary, &SummaryNotes::default(), &Palette::new(false)).join("\n");
+        let total = text.lines().find(|l| l.starts_with("total")).unwrap();
+        let columns: Vec<&str> = total.split_whitespace().collect();
+        assert_eq!(columns[..6], ["total", "4", "1", "0", "0", "3"], "{text}");
+        assert!(
+            text.contains(
+                "4 hosts, 1 ok, 0 failed, 0 rolled back, 2 incomplete, 1 not run (exit 3)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -154,7 +154,9 @@ struct Scheduler {
     /// leave no record.
     remote: JoinSet<(NodeId, TaskRun, String)>,
     /// Finished tasks whose record is being synced; their dependents wait for it.
-    syncing: JoinSet<(NodeId, bool)>,
+    /// Finished tasks whose result is on its way to the journal: (task, succeeded,
+    /// journaled).
+    syncing: JoinSet<(NodeId, bool, bool)>,
     timers: JoinSet<Timer>,
     rollbacks: Vec<Option<RollbackOrder>>,
     rollback_runs: JoinSet<RollbackRun>,
@@ -271,14 +273,17 @@ impl Scheduler {
     }
 
     /// Emits a fact that must be on disk before the run goes past it.
-    fn emit_durable(&self, event: Event) -> impl Future<Output = ()> {
+    /// Emits an event the run must not go past before the journal has it; the future
+    /// tells whether it got there (another controller's event is its owner's to journal).
+    fn emit_durable(&self, event: Event) -> impl Future<Output = bool> {
         let durable = (!self.concerns_remote(&event)).then(|| {
             self.sink
                 .emit_durable(event.redacted(&self.options.redactor))
         });
         async move {
-            if let Some(durable) = durable {
-                durable.await;
+            match durable {
+                Some(durable) => durable.await,
+                None => true,
             }
         }
     }
@@ -367,7 +372,12 @@ impl Scheduler {
                     Err(e) => tracing::error!("task panicked or was aborted: {e}"),
                 },
                 Some(Ok((node, run, log))) = self.remote.join_next() => self.finished(node, run, log),
-                Some(Ok((node, ok))) = self.syncing.join_next() => self.release(node, ok),
+                Some(Ok((node, ok, journaled))) = self.syncing.join_next() => {
+                    if !journaled {
+                        self.journal_lost();
+                    }
+                    self.release(node, ok && journaled)
+                }
                 // An aborted timer (an interrupt ends every wait) completes this select
                 // like any other: a pattern that did not match would leave it waiting on
                 // the remaining branches for good.

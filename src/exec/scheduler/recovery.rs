@@ -341,7 +341,13 @@ impl Scheduler {
                 rollback: true,
             };
             self.rollback_runs.spawn(task::WORK.scope(work, async move {
-                durable.await;
+                if !durable.await {
+                    return RollbackRun {
+                        job,
+                        node,
+                        run: TaskRun::not_journaled(),
+                    };
+                }
                 let spec = TaskSpec {
                     action: task::RenderedAction::Run(command.command),
                     creates: None,
@@ -360,6 +366,9 @@ impl Scheduler {
 
     pub(super) fn rollback_command_done(&mut self, done: RollbackRun) {
         let RollbackRun { job, node, run } = done;
+        if run.not_journaled {
+            self.journal_lost();
+        }
         let task = self.task_ref(node);
         let error = (!run.ok).then(|| {
             format!(

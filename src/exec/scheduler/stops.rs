@@ -164,6 +164,19 @@ impl Scheduler {
         self.cancel_unstarted(|s, t| s.plan.inventory.hosts[t.host].region == region);
     }
 
+    /// The journal could not write a fact the run must not go past (a task's start or
+    /// end): nothing more starts, since nothing could be recorded; running tasks finish;
+    /// the run ends halted (exit 3), resumable once the journal can be written again.
+    pub(super) fn journal_lost(&mut self) {
+        if self.stop != Stop::All {
+            self.ending.halted = true;
+        }
+        self.stop_all(&format!(
+            "the journal cannot be written: no task starts that it could not record; make room for it, then `pony resume {}`",
+            self.options.run_id
+        ));
+    }
+
     pub(super) fn stop_all(&mut self, reason: &str) {
         if self.stop == Stop::All {
             return;

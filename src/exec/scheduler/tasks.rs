@@ -51,7 +51,9 @@ impl Scheduler {
             rollback: false,
         };
         self.running.spawn(task::WORK.scope(work, async move {
-            durable.await;
+            if !durable.await {
+                return (node, TaskRun::not_journaled(), String::new());
+            }
             let run = match rendered {
                 Ok(spec) => task::execute(&pool, task.runs_on(), &spec).await,
                 Err(error) => TaskRun::not_started(error),
@@ -67,6 +69,15 @@ impl Scheduler {
         let region = self.plan.inventory.hosts[task.host].region;
         self.regions[region].running -= 1;
         self.hosts[task.host].running -= 1;
+        if run.not_journaled {
+            // Its start could not be journaled, so its command never ran.
+            self.state[node.index()] = State::Cancelled;
+            self.hosts[task.host].cut_short = true;
+            self.task_done(task);
+            self.release(node, false);
+            self.journal_lost();
+            return;
+        }
         self.unchanged[node.index()] = !run.changed_host();
         let task_ref = self.task_ref(node);
         let record = TaskRecord {
@@ -127,10 +138,7 @@ impl Scheduler {
         self.task_done(task);
         // Dependents start once the result is on disk.
         let ok = run.ok;
-        self.syncing.spawn(async move {
-            durable.await;
-            (node, ok)
-        });
+        self.syncing.spawn(async move { (node, ok, durable.await) });
     }
 
     pub(super) fn store_capture(&mut self, task: &Task, name: &str, value: &str) {

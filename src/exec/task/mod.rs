@@ -63,6 +63,8 @@ pub struct TaskRun {
     pub unreachable: bool,
     /// The delegate host the commands ran on, for a delegated task.
     pub delegate: Option<String>,
+    /// Its start could not be journaled, so it did not start.
+    pub not_journaled: bool,
 }
 
 impl TaskRun {
@@ -82,6 +84,7 @@ impl TaskRun {
             reached: false,
             unreachable: false,
             delegate: None,
+            not_journaled: false,
         }
     }
 
@@ -95,6 +98,14 @@ impl TaskRun {
     }
 
     /// A task that could not even start (e.g. a template failed to render).
+    /// A task whose start the journal could not record: it did not run.
+    pub fn not_journaled() -> Self {
+        TaskRun {
+            not_journaled: true,
+            ..TaskRun::not_started("the journal could not record its start".into())
+        }
+    }
+
     pub fn not_started(error: String) -> Self {
         TaskRun {
             changed: false,

@@ -63,3 +63,35 @@ async fn a_second_interrupt_kills_running_tasks_and_reports_their_hosts_incomple
         .unwrap();
     assert_eq!(summary, vec!["a1".to_string()]);
 }
+
+#[tokio::test]
+async fn a_journal_that_cannot_be_written_stops_the_run_before_an_unrecorded_task_starts() {
+    // The journal takes the first three facts (a1's and b1's starts, a1's end), then
+    // the disk is full.
+    let steps = "  - name: one\n    run: echo one >> log\n  - name: two\n    needs: [one]\n    run: echo two >> log\n";
+    let run = start_journaling(
+        INVENTORY,
+        &playbook("  max_unavailable: 1\n", steps),
+        chrono::Utc::now,
+        3,
+    );
+    let (report, events, run) = run.finish(Vec::new()).await;
+    assert_eq!(report.exit, Exit::NeedsAttention, "{events:#?}");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Stopped { reason } if reason.contains("the journal cannot be written")
+        )),
+        "{events:#?}"
+    );
+    // Every command that ran had its start journaled: three durable facts, so at most the
+    // two first starts ran their command; no host finished both steps.
+    let ran: usize = ["a1", "a2", "a3", "a4", "b1", "b2"]
+        .iter()
+        .map(|h| run.read(h, "log").map_or(0, |log| log.lines().count()))
+        .sum();
+    assert!(ran <= 2, "{ran} commands ran with 3 facts journaled");
+    for host in ["a1", "a2", "a3", "a4", "b1", "b2"] {
+        assert_ne!(run.outcome(&report, host), Some(HostOutcome::Ok), "{host}");
+    }
+}

@@ -62,6 +62,17 @@ fn start_with(
     playbook: &str,
     clock: fn() -> chrono::DateTime<chrono::Utc>,
 ) -> Run {
+    start_journaling(inventory, playbook, clock, usize::MAX)
+}
+
+/// [`start_with`], with a journal that records only the first `durable` facts the run
+/// must not go past, and then fails (a full disk): later ones are never acknowledged.
+fn start_journaling(
+    inventory: &str,
+    playbook: &str,
+    clock: fn() -> chrono::DateTime<chrono::Utc>,
+    durable: usize,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let plan = plan(inventory, playbook);
     let pool = HostPool::new(
@@ -74,9 +85,13 @@ fn start_with(
     let (sink, mut emitted) = EventSink::new();
     let (forward, events) = mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let mut journaled = 0;
         while let Some(e) = emitted.recv().await {
             if let Some(ack) = e.durable {
-                let _ = ack.send(());
+                if journaled < durable {
+                    journaled += 1;
+                    let _ = ack.send(());
+                }
             }
             let _ = forward.send(e.event);
         }

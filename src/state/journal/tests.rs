@@ -125,3 +125,18 @@ fn a_record_glued_behind_a_torn_fragment_is_recovered() {
     }
     assert_eq!(read_lenient(&path).unwrap().bad_lines.len(), 1);
 }
+
+#[tokio::test]
+async fn a_record_the_disk_refused_is_never_acknowledged_nor_any_after_it() {
+    // /dev/full refuses every write with ENOSPC, as a full disk does.
+    let journal = Journal::create(Path::new("/dev/full")).unwrap();
+    for node in [1, 2] {
+        let (ack, durable) = tokio::sync::oneshot::channel();
+        journal.append_then(&started(node), Some(ack));
+        assert!(
+            durable.await.is_err(),
+            "record {node} was acknowledged as durable"
+        );
+    }
+    journal.close().await;
+}

@@ -156,6 +156,10 @@ fn writer(
     let mut acks = Vec::new();
     let mut batch: Vec<String> = Vec::new();
     let mirrored = mirror.is_some();
+    // Once a write fails, nothing more is written: a later record behind a lost one would
+    // make the journal tell a story that did not happen. Records are then never
+    // acknowledged, and the run starts nothing it could not record.
+    let mut broken = false;
     while let Ok(first) = receiver.recv() {
         let mut closing = None;
         let mut take = |message: Message, closing: &mut Option<oneshot::Sender<()>>| match message {
@@ -183,14 +187,21 @@ fn writer(
         while let Ok(more) = receiver.try_recv() {
             take(more, &mut closing);
         }
-        if !buffer.is_empty() {
+        if !buffer.is_empty() && !broken {
             if let Err(e) = file
                 .write_all(buffer.as_bytes())
                 .and_then(|_| file.sync_data())
             {
-                tracing::error!("journal write failed: {e}");
+                tracing::error!(
+                    "the journal cannot be written ({e}): the run starts nothing more and ends halted (exit 3)"
+                );
+                broken = true;
             }
-            buffer.clear();
+        }
+        buffer.clear();
+        if broken {
+            batch.clear();
+            acks.clear();
         }
         if let (Some(mirror), false) = (mirror.as_mut(), batch.is_empty()) {
             if let Err(e) = mirror.commit(&batch) {
