@@ -131,7 +131,13 @@ fn history_and_status_of_a_success_and_a_failure() {
     assert_eq!(runs[1]["exit_code"], 0);
     for run in &runs {
         assert!(run["duration_ms"].is_u64(), "{run}");
-        assert!(run["started"].as_str().unwrap().ends_with('Z'), "{run}");
+        // To the millisecond, as the end is: a duration is not off by the second's rest.
+        let started = run["started"].as_str().unwrap();
+        let fraction = started.rsplit_once('.').map(|(_, f)| f);
+        assert!(
+            fraction.is_some_and(|f| f.len() == 4 && f.ends_with('Z')),
+            "{run}"
+        );
         assert!(run["who"].is_string(), "{run}");
     }
     let failed_id = runs[0]["run_id"].as_str().unwrap().to_string();

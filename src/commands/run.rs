@@ -211,7 +211,7 @@ async fn execute(
     control: Control,
 ) -> anyhow::Result<Exit> {
     let plan = Arc::new(launch.plan);
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let user = crate::state::current_user();
     let record = if launch.command == "deploy" {
         Record::RunStarted {
