@@ -204,4 +204,18 @@ fn completions_and_man_page_come_from_the_command_line_definition() {
     assert!(page.starts_with(".ie") || page.contains("\n.TH "), "{page}");
     assert!(page.contains(".SH NAME"), "{page}");
     assert!(page.contains("deploy"), "{page}");
+
+    // A reader that stops early (`| head -2`): the script (~70 KB) is more than a pipe
+    // holds, so pony meets the closed pipe, and that is not a failure.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pony"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
 }
