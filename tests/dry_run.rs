@@ -187,6 +187,20 @@ fn hosts_come_in_max_unavailable_batches_per_cluster_and_wave() {
     }
     assert!(position("switch@b-2") < position("stage@d-1"), "{out}");
     assert!(position("switch@d-2") < position("stage@d-3"), "{out}");
+    // Within a batch, each host's commands together, hosts in the header's order.
+    let commands: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(label, _)| label))
+        .filter(|label| label.contains('@'))
+        .collect();
+    let order = [
+        "a-1", "a-2", "a-3", "b-1", "a-4", "a-5", "a-6", "b-2", "d-1", "d-2", "d-3", "d-4",
+    ];
+    let expected: Vec<String> = order
+        .iter()
+        .flat_map(|h| ["stage", "note", "switch"].map(|step| format!("{step}@{h}")))
+        .collect();
+    assert_eq!(commands, expected, "{out}");
     let batch_lines: Vec<&str> = out.lines().filter(|l| l.contains(", batch ")).collect();
     assert_eq!(
         batch_lines,

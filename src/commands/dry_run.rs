@@ -79,6 +79,48 @@ fn batches(plan: &Plan) -> Batches {
     Batches { waves, of_host }
 }
 
+/// Each node's place in a topological order that, among the nodes ready at each point,
+/// takes a task of the host the batches list first: a host's commands come together, and
+/// hosts in the order the wave header shows them, as far as dependencies allow.
+fn host_grouped_order(plan: &Plan, batches: &Batches) -> Vec<usize> {
+    use std::cmp::Reverse;
+    let mut rank = vec![usize::MAX; plan.inventory.hosts.len()];
+    let listed = batches
+        .waves
+        .iter()
+        .flat_map(|w| w.values().flatten().flatten());
+    for (i, &host) in listed.enumerate() {
+        rank[host] = i;
+    }
+    // Joins and gates print nothing: they go as soon as they are ready.
+    let key = |n: NodeId| match &plan.graph[n] {
+        Node::Task(t) => (rank[t.host], n.index()),
+        _ => (0, n.index()),
+    };
+    let count = plan.graph.node_count();
+    let mut waiting: Vec<usize> = (0..count)
+        .map(|i| plan.dependencies(NodeId::new(i)).count())
+        .collect();
+    let mut ready: std::collections::BinaryHeap<Reverse<((usize, usize), NodeId)>> = (0..count)
+        .map(NodeId::new)
+        .filter(|n| waiting[n.index()] == 0)
+        .map(|n| Reverse((key(n), n)))
+        .collect();
+    let mut position = vec![0usize; count];
+    let mut next = 0;
+    while let Some(Reverse((_, node))) = ready.pop() {
+        position[node.index()] = next;
+        next += 1;
+        for dependent in plan.dependents(node) {
+            waiting[dependent.index()] -= 1;
+            if waiting[dependent.index()] == 0 {
+                ready.push(Reverse((key(dependent), dependent)));
+            }
+        }
+    }
+    position
+}
+
 /// Every command per host in the order the run takes them, rendered, each followed by
 /// its rollback; `connections` is the run-wide limit of hosts at once.
 pub fn render(plan: &Plan, redactor: &Redactor, connections: usize, pace: RollbackPace) -> String {
@@ -99,10 +141,7 @@ pub fn render(plan: &Plan, redactor: &Redactor, connections: usize, pace: Rollba
             Node::Gate(_) => 0,
         };
     }
-    let mut position = vec![0usize; plan.graph.node_count()];
-    for (i, n) in plan.topological_order().iter().enumerate() {
-        position[n.index()] = i;
-    }
+    let position = host_grouped_order(plan, &batches);
     let mut tasks: Vec<(usize, usize, usize, NodeId)> = plan
         .tasks()
         .map(|(n, t)| (t.wave, level[n.index()], position[n.index()], n))
