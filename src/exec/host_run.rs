@@ -44,9 +44,10 @@ pub struct HostRun {
     pub captures: Vars,
     /// A task of it reached it (a later connection failure is not "unreachable").
     pub reached: bool,
-    /// A task of it ended without running (cancelled by a stop, or skipped because a
-    /// dependency failed or was cancelled): a touched host left like that is
-    /// `incomplete`, never `ok`.
+    /// A stop (a halt, an interrupt, a lost journal) cancelled a task of it before it
+    /// ran: a touched host left like that is `incomplete`, never `ok`. (A task skipped
+    /// because another host's failure within the budget skipped its dependency does not
+    /// count: the run goes on past that failure by design.)
     pub cut_short: bool,
 }
 

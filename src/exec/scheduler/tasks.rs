@@ -225,7 +225,10 @@ impl Scheduler {
                             reason: "a dependency failed or was cancelled".into(),
                             record: None,
                         });
-                        self.hosts[task.host].cut_short = true;
+                        // Skipped because a stop cancelled what it needed: cut short too.
+                        if self.stop != Stop::No {
+                            self.hosts[task.host].cut_short = true;
+                        }
                         self.task_done(task);
                     }
                     stack.push((dependent, false));
