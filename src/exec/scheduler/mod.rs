@@ -153,9 +153,8 @@ struct Scheduler {
     /// journal. A stopped run does not wait for them: tasks their owner cancelled
     /// leave no record.
     remote: JoinSet<(NodeId, TaskRun, String)>,
-    /// Finished tasks whose record is being synced; their dependents wait for it.
-    /// Finished tasks whose result is on its way to the journal: (task, succeeded,
-    /// journaled).
+    /// Finished tasks whose record is being synced; their dependents wait for it:
+    /// (task, succeeded, journaled).
     syncing: JoinSet<(NodeId, bool, bool)>,
     timers: JoinSet<Timer>,
     rollbacks: Vec<Option<RollbackOrder>>,
@@ -272,7 +271,6 @@ impl Scheduler {
         self.sink.emit(event.redacted(&self.options.redactor));
     }
 
-    /// Emits a fact that must be on disk before the run goes past it.
     /// Emits an event the run must not go past before the journal has it; the future
     /// tells whether it got there (another controller's event is its owner's to journal).
     fn emit_durable(&self, event: Event) -> impl Future<Output = bool> {
