@@ -159,30 +159,62 @@ fn wait_for_delivered_mail(fleet: &MailFleet) {
     });
 }
 
+/// The messages of this traffic run in a store's `traffic` Maildir (new and cur).
+fn run_messages(store: &pony::lab::mail::MailHost, sent: &traffic::Sent) -> Vec<String> {
+    let run = format!("X-Pony-Run: {}", sent.tag);
+    let traffic = store.maildir().join("traffic");
+    ["new", "cur"]
+        .into_iter()
+        .flat_map(|sub| {
+            std::fs::read_dir(traffic.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter_map(|file| std::fs::read_to_string(file.path()).ok())
+        .filter(|mail| mail.contains(&run))
+        .collect()
+}
+
 /// The releases that relayed the run's delivered messages (their X-Pony-Release header).
 fn relaying_releases(
     fleet: &MailFleet,
     sent: &traffic::Sent,
 ) -> std::collections::BTreeSet<String> {
-    let mut releases = std::collections::BTreeSet::new();
-    for store in fleet.lab.stores() {
-        for sub in ["new", "cur"] {
-            let Ok(files) = std::fs::read_dir(store.maildir().join("traffic").join(sub)) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let mail = std::fs::read_to_string(file.path()).unwrap();
-                if !mail.contains(&format!("X-Pony-Run: {}", sent.tag)) {
-                    continue;
-                }
-                if let Some(line) = mail.lines().find(|l| l.starts_with("X-Pony-Release: ")) {
-                    let release = line["X-Pony-Release: ".len()..].split(' ').next().unwrap();
-                    releases.insert(release.to_string());
-                }
-            }
-        }
-    }
-    releases
+    fleet
+        .lab
+        .stores()
+        .flat_map(|store| run_messages(store, sent))
+        .filter_map(|mail| {
+            let line = mail.lines().find(|l| l.starts_with("X-Pony-Release: "))?;
+            let release = line["X-Pony-Release: ".len()..].split(' ').next()?;
+            Some(release.to_string())
+        })
+        .collect()
+}
+
+/// Sends numbered mail to us-east's MTAs at 10 messages per second on `runtime` until
+/// the returned sender says stop; the handle gives what was sent.
+fn send_to_us_east(
+    fleet: &MailFleet,
+    runtime: &tokio::runtime::Runtime,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<traffic::Sent>,
+) {
+    let us_east: Vec<traffic::Region> = traffic::regions(&fleet.lab)
+        .into_iter()
+        .filter(|r| r.name == "us-east")
+        .collect();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let options = traffic::Options {
+        rate: 10.0,
+        ..traffic::Options::default()
+    };
+    (
+        stop,
+        runtime.spawn(traffic::send(us_east, options, stopped)),
+    )
 }
 
 fn report(name: &str, sent: &traffic::Sent, count: &traffic::Count) {
@@ -288,16 +320,7 @@ fn a_drain_that_cannot_finish_fails_keeps_every_queued_message_and_they_arrive_l
     }
     // us-east's mail cannot leave its MTAs: it waits in their queues.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let us_east: Vec<traffic::Region> = traffic::regions(&fleet.lab)
-        .into_iter()
-        .filter(|r| r.name == "us-east")
-        .collect();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let options = traffic::Options {
-        rate: 10.0,
-        ..traffic::Options::default()
-    };
-    let sending = runtime.spawn(traffic::send(us_east, options, stopped));
+    let (stop, sending) = send_to_us_east(&fleet, &runtime);
     support::wait_until("mail queued on the us-east MTAs", || {
         queued(&fleet, &mtas) >= 10
     });
@@ -348,38 +371,13 @@ fn a_drain_that_cannot_finish_fails_keeps_every_queued_message_and_they_arrive_l
     assert!(count.duplicated.is_empty(), "{count:?}");
 }
 
-/// Messages of this traffic run in a store's Maildir.
-fn in_maildir(fleet: &MailFleet, store: &str, sent: &traffic::Sent) -> usize {
-    let run = format!("X-Pony-Run: {}", sent.tag);
-    let traffic = fleet.lab.host(store).maildir().join("traffic");
-    ["new", "cur"]
-        .into_iter()
-        .flat_map(|sub| {
-            std::fs::read_dir(traffic.join(sub))
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .filter(|file| std::fs::read_to_string(file.path()).is_ok_and(|mail| mail.contains(&run)))
-        .count()
-}
-
 #[test]
 fn mail_for_a_region_whose_first_store_is_down_goes_to_its_second_store() {
     let fleet = MailFleet::start();
     let (first, second) = ("us-east-c2-01", "us-east-c2-02");
     fleet.lab.stop_service(first, Service::Dovecot).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let us_east: Vec<traffic::Region> = traffic::regions(&fleet.lab)
-        .into_iter()
-        .filter(|r| r.name == "us-east")
-        .collect();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let options = traffic::Options {
-        rate: 10.0,
-        ..traffic::Options::default()
-    };
-    let sending = runtime.spawn(traffic::send(us_east, options, stopped));
+    let (stop, sending) = send_to_us_east(&fleet, &runtime);
     // The MTAs try the first store, find it down, and hand the message to the second at
     // once (a transport entry Postfix cannot parse stalls every message instead: the LMTP
     // client exits on it and Postfix throttles the transport).
@@ -394,10 +392,7 @@ fn mail_for_a_region_whose_first_store_is_down_goes_to_its_second_store() {
     assert!(sent.rejected.is_empty(), "5xx bounces: {:?}", sent.rejected);
     assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
     assert!(count.duplicated.is_empty(), "{count:?}");
-    assert_eq!(in_maildir(&fleet, second, &sent), sent.accepted.len());
-    assert_eq!(
-        in_maildir(&fleet, first, &sent),
-        0,
-        "the first store stayed down"
-    );
+    let in_store = |store| run_messages(fleet.lab.host(store), &sent).len();
+    assert_eq!(in_store(second), sent.accepted.len());
+    assert_eq!(in_store(first), 0, "the first store stayed down");
 }
