@@ -54,6 +54,14 @@ impl Controllers {
     }
 }
 
+/// `pony ARGS` from the operator's machine: its own state folder, only the database in
+/// common with the controllers.
+fn from_operator(lab: &Lab, url: &str, args: &[&str]) -> Output {
+    pony_db(&lab.path("state-operator"), url, args)
+        .output()
+        .unwrap()
+}
+
 /// A command went through (exit 0) and both controllers answered it with `answer`.
 fn answered_by_both(sent: &Output, answer: &str) {
     assert_eq!(code(sent), 0, "{}", text(sent));
@@ -181,9 +189,7 @@ fn pause_continue_and_approve_from_another_machine_reach_every_controller_of_a_s
     // Without a terminal each controller waits at the approve: gate for an answer.
     let (mut controllers, run) = start_a_awaiting_approval(&lab, &url, &playbook);
     controllers.spawn(controller_b(&lab, &url, &run));
-    // The operator's machine: its own state folder, only the database in common.
-    let operator = lab.path("state-operator");
-    let send = |args: &[&str]| pony_db(&operator, &url, args).output().unwrap();
+    let send = |args: &[&str]| from_operator(&lab, &url, args);
 
     // One host per cluster of r1 (A) and of r2 (B) is in flight, held by `go`.
     let first_hosts = |region: &str| {
@@ -332,8 +338,7 @@ steps:
         &deploy_args(&lab.inventory, &playbook),
     ));
     let run = run_id(&url, &mut controllers);
-    let operator = lab.path("state-operator");
-    let send = |args: &[&str]| pony_db(&operator, &url, args).output().unwrap();
+    let send = |args: &[&str]| from_operator(&lab, &url, args);
     let started = || {
         lab.host_names()
             .into_iter()
@@ -394,13 +399,7 @@ fn a_controller_that_joins_later_takes_the_approvals_the_run_took() {
     let playbook = playbook(&lab, &go, true);
     let (mut controllers, run) = start_a_awaiting_approval(&lab, &url, &playbook);
     wait_until("A to hold its lease", || live_controllers(&url, &run) == 1);
-    let approved = pony_db(
-        &lab.path("state-operator"),
-        &url,
-        &["approve", &run, "first"],
-    )
-    .output()
-    .unwrap();
+    let approved = from_operator(&lab, &url, &["approve", &run, "first"]);
     assert_eq!(code(&approved), 0, "{}", text(&approved));
     assert!(
         text(&approved).contains("pre-approved: the gate of wave first passes"),
@@ -499,8 +498,7 @@ fn a_controller_that_joins_a_paused_run_starts_paused_until_continue() {
     controllers.spawn(controller_a(&lab, &url, &playbook, &[]));
     let run = run_id(&url, &mut controllers);
     wait_until("A to hold its lease", || live_controllers(&url, &run) == 1);
-    let operator = lab.path("state-operator");
-    let send = |args: &[&str]| pony_db(&operator, &url, args).output().unwrap();
+    let send = |args: &[&str]| from_operator(&lab, &url, args);
     let paused = send(&["pause", &run]);
     assert_eq!(code(&paused), 0, "{}", text(&paused));
 
