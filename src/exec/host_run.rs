@@ -69,6 +69,15 @@ impl Default for HostRun {
 }
 
 impl HostRun {
+    /// How a touched host that did not fail ends: `ok` only when every task of it ran.
+    pub fn touched_outcome(&self) -> HostOutcome {
+        if self.left_tasks > 0 || self.cut_short {
+            HostOutcome::Incomplete
+        } else {
+            HostOutcome::Ok
+        }
+    }
+
     pub fn failed(&self) -> bool {
         matches!(self.phase, Phase::Failed { .. })
     }

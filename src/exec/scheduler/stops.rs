@@ -266,8 +266,7 @@ impl Scheduler {
                 Phase::Failed { .. } => HostOutcome::Failed,
                 // Some of its tasks ran and not all: never `ok`, never `not run`.
                 Phase::RollingBack => HostOutcome::Incomplete,
-                _ if h.touched && (h.left_tasks > 0 || h.cut_short) => HostOutcome::Incomplete,
-                _ if h.touched => HostOutcome::Ok,
+                _ if h.touched => h.touched_outcome(),
                 _ => HostOutcome::Cancelled,
             };
             self.set_host_outcome(host, outcome);

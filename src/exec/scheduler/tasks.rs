@@ -174,12 +174,7 @@ impl Scheduler {
             return;
         }
         if h.touched {
-            let outcome = if h.cut_short {
-                HostOutcome::Incomplete
-            } else {
-                HostOutcome::Ok
-            };
-            self.set_host_outcome(host, outcome);
+            self.set_host_outcome(host, h.touched_outcome());
         }
         self.pool.close(host);
     }
