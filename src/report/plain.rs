@@ -188,20 +188,25 @@ mod tests {
         }
     }
 
+    /// A run of `hosts` hosts in region r1, one task each.
+    fn run_started(hosts: usize) -> Event {
+        Event::RunStarted {
+            run_id: "RUN".into(),
+            playbook: "pb".into(),
+            inventory: "inv".into(),
+            hosts,
+            tasks: hosts,
+            waves: vec!["all".into()],
+            regions: vec![("r1".into(), hosts)],
+        }
+    }
+
     fn run(quiet: bool, palette: Palette) -> String {
         let out = Shared::default();
         let mut reporter =
             PlainReporter::new(Box::new(out.clone()), quiet, palette, PROGRESS_EVERY);
         let events = [
-            Event::RunStarted {
-                run_id: "RUN".into(),
-                playbook: "pb".into(),
-                inventory: "inv".into(),
-                hosts: 2,
-                tasks: 2,
-                waves: vec!["all".into()],
-                regions: vec![("r1".into(), 2)],
-            },
+            run_started(2),
             Event::TaskStarted { task: task("a") },
             Event::TaskFailed {
                 task: task("a"),
@@ -290,15 +295,7 @@ mod tests {
             Palette::new(false),
             PROGRESS_EVERY,
         );
-        reporter.event(&Event::RunStarted {
-            run_id: "RUN".into(),
-            playbook: "pb".into(),
-            inventory: "inv".into(),
-            hosts: 4,
-            tasks: 4,
-            waves: vec!["all".into()],
-            regions: vec![("r1".into(), 4)],
-        });
+        reporter.event(&run_started(4));
         let advance = |secs| tokio::time::advance(Duration::from_secs(secs));
         let finish = |reporter: &mut PlainReporter, name: &str| {
             reporter.event(&Event::TaskFinished {
