@@ -116,7 +116,8 @@ pub(super) fn wait_listening(h: &MailHost, service: Service) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn stop_service(h: &MailHost, service: Service) -> Result<()> {
+/// Stops the service if it runs; returns whether it ran.
+pub(super) fn stop_service(h: &MailHost, service: Service) -> Result<bool> {
     let (pid, mut command) = match service {
         Service::Postfix => {
             let mut c = Command::new("postfix");
@@ -130,7 +131,7 @@ pub(super) fn stop_service(h: &MailHost, service: Service) -> Result<()> {
         }
     };
     let Some(pid) = pid.filter(|p| alive(*p)) else {
-        return Ok(());
+        return Ok(false);
     };
     let _ = command.stdout(Stdio::null()).stderr(Stdio::null()).status();
     // The master ends its children; if it does not go within a while, it is ended by
@@ -143,7 +144,7 @@ pub(super) fn stop_service(h: &MailHost, service: Service) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Adds the address to `lo`; false when it was there already.
