@@ -315,8 +315,7 @@ fn approve_from_another_process_answers_the_question_at_the_terminal() {
     let id = only_run(&lab.state).0;
     let approved = control(&lab, &["approve", &id, "canary"]);
     assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
-    wait_until("pony to end", || exit_file.exists());
-    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+    assert_eq!(support::wait_for_exit_code(&exit_file), 0);
     for host in HOSTS {
         assert!(lab.root(host).join("marked").exists(), "{host}");
     }

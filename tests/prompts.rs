@@ -6,7 +6,6 @@ mod support;
 
 use std::path::Path;
 use support::tmux::Session;
-use support::wait_until;
 
 const APPROVE: &str = "name: gated\nstrategy:\n  waves:\n    - { name: china, regions: [\"cn-*\"], approve: true }\n    - { name: world, regions: [\"*\"] }\nsteps:\n  - { name: mark, run: \"touch marked\" }\n";
 
@@ -49,8 +48,7 @@ fn a_terminal_is_asked_to_confirm_and_to_approve() {
         "world waits for the answer"
     );
     session.answer_yes();
-    wait_until("pony to finish", || exit_file.exists());
-    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+    assert_eq!(support::wait_for_exit_code(&exit_file), 0);
     assert!(state.join("hosts/mx-dub-01/marked").exists());
     drop(session);
 }

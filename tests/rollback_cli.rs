@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use support::tmux::Session;
-use support::{events, exit_text, wait_until};
+use support::{events, exit_text};
 
 const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
@@ -214,8 +214,7 @@ fn a_terminal_is_asked_to_roll_back() {
     assert!(!screen.contains("Deploy"), "{screen}");
     assert!(live(&state, "mx-gz-01"), "nothing before the answer");
     session.answer_yes();
-    wait_until("pony to finish", || exit_file.exists());
-    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+    assert_eq!(support::wait_for_exit_code(&exit_file), 0);
     assert!(!live(&state, "mx-gz-01"));
     assert!(live(&state, "web-gz-01"), "outside the limit");
 }

@@ -350,6 +350,21 @@ pub fn proc_stat(pid: u32) -> Option<(char, u32)> {
     Some((state, parent))
 }
 
+/// The exit code a shell line wrote with `echo $? > FILE` (a command run in a terminal),
+/// once it is all there: the shell creates the file before `echo` writes into it, so a
+/// file that exists may still be empty.
+pub fn wait_for_exit_code(file: &Path) -> i32 {
+    let mut written = String::new();
+    wait_until("the command's exit code", || {
+        written = std::fs::read_to_string(file).unwrap_or_default();
+        written.ends_with('\n')
+    });
+    written
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not an exit code: {written:?}"))
+}
+
 /// Whether `root` and every process below it are stopped (SIGSTOP). A child that ended
 /// as its tree froze stays a zombie, since its stopped parent cannot reap it: it runs
 /// nothing either, so it counts as frozen.
