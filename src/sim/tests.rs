@@ -220,3 +220,37 @@ steps:
     assert_eq!(sim.total_ms, (15 + 120 + 15) * SECOND);
     assert_eq!(sim.host_outcomes.get("ok"), Some(&7));
 }
+
+#[test]
+fn a_window_that_closes_holds_the_hosts_still_queued_for_a_slot() {
+    // 20:00 UTC is 04:00 in Shanghai: r1's one-minute window is open at the start and
+    // closes at 60 s. With one slot and 25 s per host, a1, a2 and a3 start inside it
+    // (0, 25, 50 s); a4 and a5 were queued for the slot when it closed and wait for the
+    // next day's window (24 h after the start), one after the other again.
+    let playbook = r#"name: e
+strategy:
+  max_unavailable: 1
+  waves: [{ name: all, regions: ["*"], window: "04:00-04:01 Asia/Shanghai" }]
+steps:
+  - { name: a, run: x, estimate: 25s }
+"#;
+    let plan = plan(playbook);
+    let trace = simulate(plan.clone(), Durations::fixed(&plan), &options());
+    let started = |host: &str| {
+        let (node, _) = plan
+            .tasks()
+            .find(|(_, t)| plan.inventory.hosts[t.host].name == host)
+            .unwrap();
+        trace.task_start[node.index()].unwrap()
+    };
+    let day = 24 * 3600 * SECOND;
+    let starts: Vec<u64> = ["a1", "a2", "a3", "a4", "a5"]
+        .iter()
+        .map(|h| started(h))
+        .collect();
+    assert_eq!(
+        starts,
+        vec![0, 25 * SECOND, 50 * SECOND, day, day + 25 * SECOND],
+        "no host starts after the window closed"
+    );
+}

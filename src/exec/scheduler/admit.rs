@@ -1,7 +1,9 @@
 //! Readiness and admission: a node whose dependencies are done becomes ready; a task
 //! starts if its host may still start, once its host holds one of its cluster's
 //! `max_unavailable` slots (first come, first served through [`Admission`]); freed slots
-//! let queued hosts in, and a stalled run lets one more in rather than deadlock.
+//! let queued hosts in, and a stalled run lets one more in rather than deadlock. Every
+//! path that starts a host checks its wave's change window at that moment: a host that
+//! waited for a slot while the window closed waits for the window again.
 
 use super::*;
 
@@ -103,6 +105,17 @@ impl Scheduler {
         if self.stop != Stop::No || !self.may_start(host) {
             pending.into_iter().for_each(|n| self.cancel(n));
             return;
+        }
+        // Its wave's change window may have closed while it waited for the slot: then
+        // it waits for the window again (and for a slot once the window opens).
+        if let Some(&first) = pending.first() {
+            let wave = self.plan.task(first).expect("a task").wave;
+            if self.hold_for_window(first, wave) {
+                for node in pending.into_iter().skip(1) {
+                    self.hold_for_window(node, wave);
+                }
+                return;
+            }
         }
         self.activate(host);
         for node in pending {
