@@ -36,11 +36,33 @@ impl Redactor {
                 }
             }
         }
-        // Longest first so that a secret containing another is hidden whole.
-        secrets.retain(|s| !s.is_empty());
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        Redactor { secrets }
+        let mut redactor = Redactor { secrets };
+        redactor.settle();
+        redactor
+    }
+
+    /// Hides one more value from now on: a secret learned during the run (a `capture:`
+    /// whose name marks it secret).
+    /// Each line of a multi-line secret (a key, say) is hidden too, as it may be
+    /// printed alone; lines shorter than four characters are not secrets of their own.
+    pub fn add(&mut self, secret: String) {
+        let lines: Vec<String> = secret
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.len() >= 4 && *line != secret)
+            .map(str::to_string)
+            .collect();
+        self.secrets.push(secret);
+        self.secrets.extend(lines);
+        self.settle();
+    }
+
+    /// Longest first so that a secret containing another is hidden whole.
+    fn settle(&mut self) {
+        self.secrets.retain(|s| !s.is_empty());
+        self.secrets
+            .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        self.secrets.dedup();
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -126,6 +148,21 @@ mod tests {
         assert_eq!(
             r.redact("login hunter2 tok-123 s3cr3t 2.4.1"),
             "login *** *** *** 2.4.1"
+        );
+    }
+
+    #[test]
+    fn a_secret_learned_later_is_hidden_from_then_on() {
+        let mut r = Redactor::new(std::iter::empty(), ["abc".to_string()]);
+        r.add("abcdef".into());
+        r.add("abc".into());
+        assert_eq!(r.redact("x abcdef abc"), "x *** ***");
+        assert_eq!(r.secrets.len(), 2, "the same secret is kept once");
+        r.add("-----BEGIN KEY-----\nMIIEvQ\nab\n-----END KEY-----".into());
+        assert_eq!(
+            r.redact("got MIIEvQ ab"),
+            "got *** ab",
+            "a line alone is hidden"
         );
     }
 }

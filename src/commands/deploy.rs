@@ -7,7 +7,7 @@ use crate::diag::{closest, Diagnostic, Diagnostics};
 use crate::exec::Mode;
 use crate::exit::Exit;
 use crate::plan::Plan;
-use crate::secret::Redactor;
+use crate::secret::{is_secret_name, Redactor};
 use crate::state::snapshot::SnapshotVars;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -34,12 +34,21 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
         eprintln!("nothing deployed");
         return Ok(Exit::Invalid);
     }
+    // A `--var` whose name marks it secret (`db_password=…`) is a `--secret-var`: its
+    // value is never stored, and a resume asks for it again.
+    let (secret_named, vars): (Vec<_>, Vec<_>) = args
+        .plan
+        .vars
+        .iter()
+        .cloned()
+        .partition(|(name, _)| is_secret_name(name));
     let vars_snapshot = SnapshotVars {
-        vars: args.plan.vars.iter().cloned().collect(),
+        vars: vars.into_iter().collect(),
         secret_vars: args
             .plan
             .secret_vars
             .iter()
+            .chain(&secret_named)
             .map(|(k, _)| k.clone())
             .collect(),
         limit: args.plan.limit.clone(),

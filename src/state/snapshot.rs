@@ -150,6 +150,15 @@ impl Snapshot {
         if !missing.is_empty() {
             return Err(SnapshotError::MissingSecrets { names: missing });
         }
+        // Other secret values given now stand in for what the run never stored: a
+        // secret capture that a `pony rollback` needs, say.
+        if let Secrets::Given(given) = secrets {
+            for (name, value) in given {
+                extra_vars
+                    .entry(name.clone())
+                    .or_insert_with(|| serde_yaml::Value::String(value.clone()));
+            }
+        }
         Ok(PlanOptions {
             limit: self.vars.limit.clone(),
             extra_vars,

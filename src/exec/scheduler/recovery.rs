@@ -4,6 +4,7 @@
 
 use super::tasks::TAIL_LINES;
 use super::*;
+use crate::secret::is_secret_name;
 
 impl Scheduler {
     // ----- resume and `pony rollback` -----
@@ -24,9 +25,11 @@ impl Scheduler {
                 user: crate::state::current_user(),
             });
         }
+        let recapture = self.secret_captures_to_redo(replay);
         for node in self.plan.topological_order().to_vec() {
             let i = node.index();
             let done = match self.plan.graph[node] {
+                Node::Task(_) if recapture[i] => false,
                 Node::Task(task) => match replay.done(&self.plan.label(node)) {
                     Some(previous) => {
                         self.unchanged[i] = !previous.changed;
@@ -81,6 +84,67 @@ impl Scheduler {
                 self.ready(node);
             }
         }
+    }
+
+    /// Tasks a resume runs again although the journal shows them done: a task whose
+    /// `capture:` is secret (its value was never written down) while a task after it
+    /// still has to run, and every done task between the two, so that what follows sees
+    /// the capture again in order. Steps are re-runnable; `creates`/`unless` still guard.
+    fn secret_captures_to_redo(&self, replay: &Replay) -> Vec<bool> {
+        let plan = &self.plan;
+        let mut redo = vec![false; plan.graph.node_count()];
+        let done = |node: NodeId| replay.done(&plan.label(node)).is_some();
+        let secret_capture = |node: NodeId| {
+            plan.task(node).is_some_and(|t| {
+                plan.playbook.steps[t.step]
+                    .capture
+                    .as_deref()
+                    .is_some_and(is_secret_name)
+            })
+        };
+        // Backwards: whether a task not yet done comes after each task (through tasks).
+        let mut work_after = vec![false; plan.graph.node_count()];
+        for &node in plan.topological_order().iter().rev() {
+            work_after[node.index()] = plan
+                .dependents(node)
+                .filter(|d| plan.task(*d).is_some())
+                .any(|d| !done(d) || work_after[d.index()]);
+        }
+        for &node in plan.topological_order() {
+            if plan.task(node).is_none() || !done(node) {
+                continue;
+            }
+            let after_redone = plan
+                .dependencies(node)
+                .any(|d| plan.task(d).is_some() && redo[d.index()]);
+            redo[node.index()] = (secret_capture(node) && work_after[node.index()]) || after_redone;
+        }
+        redo
+    }
+
+    /// A render error, with what to do when it comes from a secret capture this process
+    /// does not hold (its value never left the memory of the process that captured it).
+    pub(super) fn explain_render_error(&self, task: &Task, error: String) -> String {
+        let held = self.captures_of(task);
+        let step = format!("{:?}", self.plan.playbook.steps[task.step]);
+        let missing: Vec<String> = self
+            .plan
+            .playbook
+            .steps
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.capture.as_deref()?)))
+            .filter(|(_, name)| is_secret_name(name) && !held.contains_key(*name))
+            .filter(|(_, name)| step.contains(name))
+            .map(|(capturer, name)| {
+                format!(
+                    "`{name}` is the secret capture of step `{capturer}`: pony keeps it only in the memory of the process that captured it, and this one has not run `{capturer}` on this host; give it with `--secret-var {name}=@FILE` (or `env:VAR`), or `pony resume` the run while the host still has steps to run (it runs `{capturer}` again)"
+                )
+            })
+            .collect();
+        if missing.is_empty() {
+            return error;
+        }
+        format!("{error} ({})", missing.join("; "))
     }
 
     pub(super) fn count_done(&mut self, task: Task) {
@@ -211,7 +275,10 @@ impl Scheduler {
                     );
                 }
                 Ok(None) => {}
-                Err(error) => failed_renders.push((task.host, node, error)),
+                Err(error) => {
+                    let error = self.explain_render_error(task, error);
+                    failed_renders.push((task.host, node, error))
+                }
             }
         }
         self.emit(Event::RollbackStarted {

@@ -4,17 +4,28 @@
 //! cancelled).
 
 use super::*;
+use crate::secret::is_secret_name;
 
 /// Lines of output kept in events and the journal.
 pub(super) const TAIL_LINES: usize = 10;
 
 impl Scheduler {
     pub(super) fn context(&self, task: &Task) -> minijinja::Value {
+        task::context(
+            &self.plan,
+            task,
+            &self.options.run_id,
+            &self.captures_of(task),
+        )
+    }
+
+    /// The captures a task sees: the run's, its region's, its host's.
+    pub(super) fn captures_of(&self, task: &Task) -> Vars {
         let mut captures = self.run_captures.clone();
         let region = self.plan.inventory.hosts[task.host].region;
         captures.extend(self.regions[region].captures.clone());
         captures.extend(self.hosts[task.host].captures.clone());
-        task::context(&self.plan, task, &self.options.run_id, &captures)
+        captures
     }
 
     pub(super) fn spawn(&mut self, node: NodeId) {
@@ -27,7 +38,8 @@ impl Scheduler {
         h.running += 1;
         h.touched = true;
         let rendered: Result<TaskSpec, String> =
-            task::render_task(&self.plan, step, &self.context(&task));
+            task::render_task(&self.plan, step, &self.context(&task))
+                .map_err(|error| self.explain_render_error(&task, error));
         let task_ref = self.task_ref(node);
         let label = task_ref.label.clone();
         // The start is on disk before the command starts.
@@ -80,8 +92,19 @@ impl Scheduler {
         }
         self.unchanged[node.index()] = !run.changed_host();
         let task_ref = self.task_ref(node);
+        // A capture named like a secret lives in this process's memory only: its value
+        // is hidden from everything emitted from now on (this task's own output first),
+        // and it is left out of the record, so no journal, log or database holds it.
+        if let Some((_, value)) = run.captured.as_ref().filter(|(n, _)| is_secret_name(n)) {
+            self.options.redactor.add(value.clone());
+        }
         let record = TaskRecord {
-            captures: run.captured.iter().cloned().collect(),
+            captures: run
+                .captured
+                .iter()
+                .filter(|(name, _)| !is_secret_name(name))
+                .cloned()
+                .collect(),
             output_tail: run.tail(TAIL_LINES),
             changed: run.changed_host(),
             error: run.error.clone(),
