@@ -8,10 +8,8 @@ mod support;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use support::exit_text;
-
-const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
 /// A folder with an inventory, a playbook and a state dir.
 struct Setup {
@@ -31,20 +29,8 @@ impl Setup {
     }
 
     fn pony(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(PONY);
-        for var in [
-            "PONY_PLAYBOOK",
-            "PONY_LIMIT",
-            "PONY_OUTPUT",
-            "PONY_JUNIT",
-            "PONY_CONNECTIONS",
-            "PONY_YES",
-            "RUST_LOG",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
+        support::pony_bare()
+            .current_dir(self.dir.path())
             .env("PONY_STATE_DIR", self.state())
             .env("PONY_INVENTORY", "inv.yaml")
             .args(args)

@@ -3,6 +3,8 @@
 //! separation folder is really missing there, whatever this machine has: the lab must
 //! create it, its sshd servers must accept connections, and a deploy over them must run.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -15,7 +17,7 @@ fn text(out: &Output) -> String {
 }
 
 fn pony(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pony"))
+    support::pony_bare()
         .arg("--state-dir")
         .arg(state)
         .args(args)
@@ -39,7 +41,14 @@ fn lab_up_works_where_run_sshd_does_not_exist() {
         state = state.display()
     );
     let up = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &support::clean_shell_line(&script),
+        ])
         .output()
         .expect("unshare (util-linux) runs");
     let up_text = text(&up);

@@ -5,27 +5,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use support::exit_text;
 
-const PONY: &str = env!("CARGO_BIN_EXE_pony");
-
 fn pony(cwd: &Path, state: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(PONY);
-    for var in [
-        "PONY_INVENTORY",
-        "PONY_PLAYBOOK",
-        "PONY_LIMIT",
-        "PONY_OUTPUT",
-        "PONY_JUNIT",
-        "PONY_CONNECTIONS",
-        "PONY_YES",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.current_dir(cwd)
-        .env("NO_COLOR", "1")
+    support::pony_bare()
+        .current_dir(cwd)
         .env("PONY_STATE_DIR", state)
         .args(args)
         .output()

@@ -380,17 +380,65 @@ fn a_command_for_a_run_whose_process_died_exits_5_and_says_how_to_go_on() {
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
 }
 
+/// How late the journal or a reporter may stamp an event (see below).
+const STAMP_LAG: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// An RFC 3339 time of an event or a journal record.
+fn instant(record: &serde_json::Value) -> std::time::SystemTime {
+    let time = record["time"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no time: {record}"));
+    humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"))
+}
+
+/// The run waits the whole `--approval-wait` for an answer before it stops: the gate's
+/// event announces the bound, and the run's next event, as the journal's next record,
+/// is about that much later. Times are taken when the journal and the reporter get an
+/// event, a little after the scheduler emitted it: [`STAMP_LAG`] allows for that lag on
+/// the gate's own event (a slow machine only makes the wait look longer otherwise); a
+/// run that did not wait shows next to nothing.
 #[test]
 fn without_an_approve_within_the_approval_wait_the_run_stops_with_10() {
     let lab = lab_with(1, 1, 2);
     let playbook = lab.playbook(GATED);
     let deploy = Reaped(Some(
-        lab.spawn_deploy(&playbook, &["--approval-wait", "1s"]),
+        lab.spawn_deploy(&playbook, &["--approval-wait", "2s"]),
     ));
-    let (status, output) = finish(deploy);
-    assert_eq!(status.code(), Some(10), "{output}");
-    assert!(output.contains("--approve canary"), "{output}");
+    let output = deploy.wait_with_output().unwrap();
+    let said = text(&output);
+    assert_eq!(output.status.code(), Some(10), "{said}");
+    assert!(said.contains("--approve canary"), "{said}");
     assert!(!lab.root(HOSTS[1]).join("marked").exists());
+
+    let bound = std::time::Duration::from_secs(2);
+    let events = support::events(&output);
+    let at = events
+        .iter()
+        .position(|e| e["event"] == "gate_waiting" && e["reason"] == "approve")
+        .unwrap_or_else(|| panic!("no approval wait: {said}"));
+    assert_eq!(events[at]["wave"], "canary", "{said}");
+    assert_eq!(events[at]["seconds"], bound.as_secs(), "{said}");
+    let next = events
+        .get(at + 1)
+        .unwrap_or_else(|| panic!("nothing after the wait: {said}"));
+    let waited = instant(next).duration_since(instant(&events[at])).unwrap();
+    assert!(
+        waited + STAMP_LAG >= bound,
+        "the run went on {waited:?} after the gate started waiting ({bound:?}): {next}"
+    );
+
+    let (_, folder) = support::only_run(&lab.state);
+    let records = support::journal(&folder);
+    let at = records
+        .iter()
+        .position(|r| r["type"] == "gate_waiting")
+        .unwrap_or_else(|| panic!("no gate_waiting record: {records:#?}"));
+    let next = &records[at + 1];
+    let waited = instant(next).duration_since(instant(&records[at])).unwrap();
+    assert!(
+        waited + STAMP_LAG >= bound,
+        "the journal's next record came {waited:?} after the wait began: {next}"
+    );
 }
 
 #[test]

@@ -87,15 +87,20 @@ fn a_hanging_notifier_is_killed_after_its_timeout_and_the_run_goes_on_without_it
     let playbook =
         lab.playbook("name: quick\nsteps:\n  - { name: mark, run: \"touch {{ root }}/marked\" }\n");
     let pids = lab.path("pids");
+    let grandchildren = lab.path("grandchildren");
+    std::fs::create_dir(&grandchildren).unwrap();
     let saw = lab.path("saw-finish");
     let release = lab.path("release");
     let state = lab.state.display().to_string();
-    // Hangs until released (nothing releases it while pony runs). On `run_started` it
-    // first waits for the run's end in the journal: the run finishes while its first
-    // notification still hangs.
+    // Hangs until released (nothing releases it while pony runs). Each call first starts
+    // a grandchild (a shell that starts `sleep` and waits for it) and waits until it
+    // wrote its `sleep`'s pid to `grandchildren/<call's pid>`: killing only the call's own
+    // shell would leave that `sleep` running. On `run_started` it then waits for the
+    // run's end in the journal: the run finishes while its first notification still hangs.
     let notifier = format!(
-        "echo $$ >> {pids}; if grep -q run_started; then until grep -qs run_finished {state}/runs/*/journal.jsonl; do sleep 0.02; done; touch {saw}; fi; until [ -e {release} ]; do sleep 0.02; done",
+        "echo $$ >> {pids}; sh -c 'sleep 600 & echo $! > {gc}/$1.tmp && mv {gc}/$1.tmp {gc}/$1; wait' grandchild $$ & until [ -e {gc}/$$ ]; do sleep 0.02; done; if grep -q run_started; then until grep -qs run_finished {state}/runs/*/journal.jsonl; do sleep 0.02; done; touch {saw}; fi; until [ -e {release} ]; do sleep 0.02; done",
         pids = pids.display(),
+        gc = grandchildren.display(),
         saw = saw.display(),
         release = release.display(),
     );
@@ -118,7 +123,21 @@ fn a_hanging_notifier_is_killed_after_its_timeout_and_the_run_goes_on_without_it
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
-    let survivors: Vec<u32> = recorded.iter().copied().filter(|&p| alive(p)).collect();
+    // Each call's grandchild `sleep`, by the call's pid.
+    let grandchild_pids: Vec<u32> = recorded
+        .iter()
+        .map(|call| {
+            let written = std::fs::read_to_string(grandchildren.join(call.to_string()))
+                .unwrap_or_else(|e| panic!("call {call} recorded no grandchild: {e}"));
+            written.trim().parse().unwrap()
+        })
+        .collect();
+    let survivors: Vec<u32> = recorded
+        .iter()
+        .chain(&grandchild_pids)
+        .copied()
+        .filter(|&p| alive(p))
+        .collect();
     // Whatever happens, nothing of this test keeps running.
     std::fs::write(&release, "").unwrap();
     for &pid in &survivors {
@@ -128,7 +147,11 @@ fn a_hanging_notifier_is_killed_after_its_timeout_and_the_run_goes_on_without_it
     assert_eq!(status.unwrap().code(), Some(0), "{}", text(&output));
     assert!(lab.root("r1-c1-01").join("marked").exists());
     assert_eq!(recorded.len(), 2, "run_started and summary: {recorded:?}");
-    assert!(survivors.is_empty(), "killed: {survivors:?}");
+    assert_eq!(grandchild_pids.len(), 2, "{grandchild_pids:?}");
+    assert!(
+        survivors.is_empty(),
+        "still running after the timeout (calls {recorded:?}, their grandchildren {grandchild_pids:?}): {survivors:?}"
+    );
     assert!(
         saw.exists(),
         "the run finished while its first notification still hung"

@@ -186,7 +186,7 @@ fn exec_with_a_failing_host_exits_non_zero_and_shows_it_apart() {
 
 #[test]
 fn completions_and_man_page_come_from_the_command_line_definition() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pony"))
+    let out = support::pony_bare()
         .args(["completions", "bash"])
         .output()
         .unwrap();
@@ -195,10 +195,7 @@ fn completions_and_man_page_come_from_the_command_line_definition() {
     for word in ["deploy", "ping", "exec", "--junit"] {
         assert!(script.contains(word), "completions lack {word}");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pony"))
-        .arg("man")
-        .output()
-        .unwrap();
+    let out = support::pony_bare().arg("man").output().unwrap();
     assert_eq!(code(&out), 0, "{}", text(&out));
     let page = String::from_utf8_lossy(&out.stdout);
     assert!(page.starts_with(".ie") || page.contains("\n.TH "), "{page}");
@@ -207,7 +204,7 @@ fn completions_and_man_page_come_from_the_command_line_definition() {
 
     // A reader that stops early (`| head -2`): the script (~70 KB) is more than a pipe
     // holds, so pony meets the closed pipe, and that is not a failure.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pony"))
+    let mut child = support::pony_bare()
         .args(["completions", "bash"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -368,8 +368,14 @@ steps:
     });
     std::fs::write(&gate, "").unwrap();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert_ne!(code(&a), 0, "A: {}", text(&a));
-    assert_ne!(code(&b), 0, "B: {}", text(&b));
+    // Exit 3 (a person must look), not a panic's 101 nor any other failure. What is
+    // documented is 1 (README's exit codes; docs/scale.md: a controller "that finished
+    // its part (exit 0, or 1: its failures rolled back)"), yet both controllers of this
+    // split run end 3 today although every host below is rolled back: each counts the
+    // stop as a halt. Pinned as it is so that a change shows; the verdict belongs to the
+    // scheduler (see the report on issue #20).
+    assert_eq!(code(&a), 3, "A: {}", text(&a));
+    assert_eq!(code(&b), 3, "B: {}", text(&b));
 
     // Every host of both controllers was rolled back, each by its own controller.
     for host in lab.host_names() {

@@ -58,7 +58,9 @@ impl Tmux {
         let status = self
             .command()
             .args(["new-session", "-d", "-x", "200", "-y", "50"])
-            .arg(format!("{shell}; echo PONY-EXIT=$?; sleep 60"))
+            .arg(support::clean_shell_line(&format!(
+                "{shell}; echo PONY-EXIT=$?; sleep 60"
+            )))
             .status()
             .expect("tmux is needed for this test (scripts/test installs it)");
         assert!(status.success(), "tmux new-session failed");
@@ -541,7 +543,7 @@ fn colour_follows_the_color_option_and_no_color() {
         args
     };
     let run = |args: Vec<String>| {
-        Command::new(env!("CARGO_BIN_EXE_pony"))
+        support::pony_bare()
             .args(args)
             .env_remove("NO_COLOR")
             .output()

@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use support::tmux::Session;
 use support::{events, exit_text};
@@ -20,23 +20,10 @@ fn root() -> PathBuf {
 }
 
 fn pony(state: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(PONY);
-    for var in [
-        "PONY_INVENTORY",
-        "PONY_LIMIT",
-        "PONY_OUTPUT",
-        "PONY_JUNIT",
-        "PONY_CONNECTIONS",
-        "PONY_YES",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.current_dir(root())
-        .env("NO_COLOR", "1")
+    support::pony_bare()
+        .current_dir(root())
         .env("PONY_STATE_DIR", state)
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .expect("pony runs")
 }
@@ -312,9 +299,8 @@ fn a_missing_default_inventory_says_what_to_do() {
     let elsewhere = tempfile::tempdir().unwrap();
     let playbook = root().join("playbooks/mail-rollout.yaml");
     for args in [vec!["check", playbook.to_str().unwrap()], vec!["inventory"]] {
-        let out = Command::new(PONY)
+        let out = support::pony_bare()
             .current_dir(elsewhere.path())
-            .env_remove("PONY_INVENTORY")
             .env("PONY_STATE_DIR", elsewhere.path().join("state"))
             .args(&args)
             .output()

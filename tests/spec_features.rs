@@ -600,14 +600,7 @@ fn resume_after_a_halt_runs_the_hosts_that_never_started_and_retries_the_failed_
 
 /// `pony` with no `--state-dir` argument: everything from `PONY_*`.
 fn pony_from_env() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pony"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PONY_") {
-            command.env_remove(name);
-        }
-    }
-    command.env_remove("RUST_LOG").stdin(Stdio::null());
-    command
+    support::pony_bare()
 }
 
 #[test]

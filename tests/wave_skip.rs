@@ -7,10 +7,8 @@ mod support;
 
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use support::{events, exit_text};
-
-const PONY: &str = env!("CARGO_BIN_EXE_pony");
 
 const INVENTORY: &str = r#"
 name: skip
@@ -76,16 +74,11 @@ impl Setup {
     }
 
     fn pony(&self, args: &[&str]) -> Output {
-        Command::new(PONY)
+        support::pony_bare()
             .current_dir(self.dir.path())
-            .env_remove("PONY_LIMIT")
-            .env_remove("PONY_OUTPUT")
-            .env_remove("PONY_YES")
-            .env("NO_COLOR", "1")
             .env("PONY_STATE_DIR", self.state())
             .env("PONY_INVENTORY", "inv.yaml")
             .args(args)
-            .stdin(Stdio::null())
             .output()
             .unwrap()
     }

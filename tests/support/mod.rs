@@ -17,10 +17,11 @@ pub fn crate_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `pony --state-dir STATE <args>`, run from the crate root with stdin closed, `NO_COLOR=1`,
-/// and none of the test's own `PONY_*` or `RUST_LOG` settings (a test that checks an
-/// environment default sets it on the returned command). The one way tests start pony.
-pub fn pony(state: &Path, args: &[&str]) -> Command {
+/// The pony binary with stdin closed, `NO_COLOR=1`, and none of the test's own `PONY_*`
+/// or `RUST_LOG` settings (a test that checks an environment variable sets it on the
+/// returned command); no arguments, the test's working directory. Every test starts pony
+/// through this (mostly through [`pony`]), or in a terminal through [`clean_shell_line`].
+pub fn pony_bare() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pony"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("PONY_") {
@@ -30,12 +31,26 @@ pub fn pony(state: &Path, args: &[&str]) -> Command {
     command
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
+/// `pony --state-dir STATE <args>` ([`pony_bare`]), run from the crate root.
+pub fn pony(state: &Path, args: &[&str]) -> Command {
+    let mut command = pony_bare();
+    command
         .current_dir(crate_root())
         .arg("--state-dir")
         .arg(state)
-        .args(args)
-        .stdin(Stdio::null());
+        .args(args);
     command
+}
+
+/// A shell line for a terminal (tmux) that first unsets every `PONY_*` variable and
+/// `RUST_LOG` the shell got (from the test, or from a tmux server started before it),
+/// then runs `line`: the terminal tests' [`pony_bare`].
+pub fn clean_shell_line(line: &str) -> String {
+    format!("unset RUST_LOG $(env | sed -n 's/^\\(PONY_[A-Za-z0-9_]*\\)=.*/\\1/p'); {line}")
 }
 
 /// `deploy -i INVENTORY PLAYBOOK --yes`: the arguments of an unattended deploy.

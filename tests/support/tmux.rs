@@ -43,7 +43,7 @@ impl Session {
             &width,
             "-y",
             "50",
-            command,
+            &super::clean_shell_line(command),
         ]);
         session
     }
