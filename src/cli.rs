@@ -484,15 +484,16 @@ pub struct SimulateArgs {
     /// when they would; default now.
     #[arg(long, value_name = "TIME", value_parser = parse_start)]
     pub start: Option<chrono::DateTime<chrono::Utc>>,
-    /// How long a person takes to answer an `approve:` gate.
+    /// How long a person takes to answer an `approve:` gate (and, in the `--compare`
+    /// baselines, to start each next region).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub approve_after: std::time::Duration,
     /// Override a playbook value, e.g. strategy.max_unavailable=10% or
     /// strategy.waves.canary.pause=30m (a list element by its name).
     #[arg(long = "set", value_name = "PATH=VALUE", value_parser = parse_key_value)]
     pub sets: Vec<(String, String)>,
-    /// Also simulate the rollout done by hand (one region at a time, one host per
-    /// cluster at a time, same steps and durations) and print the speed-up.
+    /// Also simulate the rollout done by hand, one region after the other (with the
+    /// playbook's policy, and one host per cluster at a time), and print the speed-ups.
     #[arg(long)]
     pub compare: bool,
     /// Write the timeline picture (SVG) here.

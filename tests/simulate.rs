@@ -181,35 +181,171 @@ fn the_same_seed_gives_the_same_result() {
     assert_ne!(sim, other, "another seed draws other failures");
 }
 
+const HOUR: u64 = 3_600_000;
+
+/// The `(kind, wave, length)` of a simulation's gates and windows.
+fn gates(sim: &Value) -> Vec<(String, String, u64)> {
+    sim["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["kind"].as_str().unwrap().to_string(),
+                g["wave"].as_str().unwrap().to_string(),
+                g["end_ms"].as_u64().unwrap() - g["start_ms"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn compare_prints_the_by_hand_baseline_and_the_svg_has_a_lane_per_region() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("timeline.svg");
-    let out = simulate_local(dir.path(), &["--compare", "--svg", svg.to_str().unwrap()]);
+    // 20:00 UTC on 10 March 2026: 02:00 in Dublin (UTC+0) is 6 h later, 02:00 in New York
+    // (UTC-4 since 8 March) 10 h later. A drain takes ~10 minutes, so one host at a
+    // time misses a five-minute window.
+    let what = [
+        "--durations",
+        "playbooks/mail-rollout.durations.yaml",
+        "--set",
+        "strategy.max_unavailable=100%",
+        "--set",
+        "strategy.waves.world.window=02:00-02:05 local",
+        "--set",
+        "strategy.waves.canary.pause=30m",
+        "--approve-after",
+        "7m",
+        "--compare",
+        "--svg",
+        svg.to_str().unwrap(),
+    ];
+    let out = simulate_local(dir.path(), &what);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let json: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let (sim, base) = (&json["simulation"], &json["baseline"]);
-    // By hand: one region at a time, one host per cluster at a time.
-    assert_eq!(
-        base["waves"]
+    let (sim, one_host, same_policy) = (
+        &json["simulation"],
+        &json["baseline"],
+        &json["same_policy_baseline"],
+    );
+    let slots = |sim: &Value| -> Vec<u64> {
+        sim["regions"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|w| w["name"].as_str().unwrap())
-            .collect::<Vec<_>>(),
-        vec!["cn-south", "eu-west", "us-east"]
+            .flat_map(|r| r["clusters"].as_array().unwrap())
+            .map(|c| c["slots"].as_u64().unwrap())
+            .collect()
+    };
+    assert!(
+        slots(one_host).iter().all(|&s| s == 1),
+        "one host per cluster"
     );
-    for region in base["regions"].as_array().unwrap() {
-        for cluster in region["clusters"].as_array().unwrap() {
-            assert_eq!(cluster["slots"], 1, "{cluster}");
+    assert_eq!(
+        slots(same_policy),
+        slots(sim),
+        "the playbook's own max_unavailable"
+    );
+    assert!(slots(sim).iter().all(|&s| s == 2), "100% of two hosts");
+    for base in [one_host, same_policy] {
+        // One region after the other, in the order the waves reach them.
+        let waves = base["waves"].as_array().unwrap();
+        let names: Vec<&str> = waves.iter().map(|w| w["name"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["cn-south", "eu-west", "us-east"]);
+        for pair in waves.windows(2) {
+            assert!(
+                pair[1]["start_ms"].as_u64() >= pair[0]["end_ms"].as_u64(),
+                "a region starts after the one before it ended: {pair:?}"
+            );
         }
+        // Windows kept: eu-west and us-east start at 02:00 local (06:00 and 10:00 after
+        // the start, modulo a day).
+        for (region, opens) in [("eu-west", 6 * HOUR), ("us-east", 10 * HOUR)] {
+            let span = base["regions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == region)
+                .unwrap();
+            let since_open = (span["start_ms"].as_u64().unwrap() + 24 * HOUR - opens) % (24 * HOUR);
+            assert!(
+                since_open < 5 * 60_000,
+                "{region} starts inside its window: {span}"
+            );
+        }
+        // A person starts each next region (7 minutes each).
+        let approvals: Vec<(String, u64)> = gates(base)
+            .into_iter()
+            .filter(|(kind, _, _)| kind == "approve")
+            .map(|(_, wave, ms)| (wave, ms))
+            .collect();
+        assert_eq!(
+            approvals,
+            vec![("cn-south".into(), 420_000), ("eu-west".into(), 420_000)]
+        );
     }
-    let (fast, slow) = (
-        sim["total_ms"].as_u64().unwrap(),
-        base["total_ms"].as_u64().unwrap(),
+    let pauses = |sim: &Value| -> Vec<(String, u64)> {
+        gates(sim)
+            .into_iter()
+            .filter(|(kind, _, _)| kind == "pause")
+            .map(|(_, wave, ms)| (wave, ms))
+            .collect()
+    };
+    assert_eq!(
+        pauses(same_policy),
+        vec![("cn-south".into(), 1_800_000)],
+        "the soak kept"
     );
-    assert!(slow > fast, "by hand {slow} ms, pony {fast} ms");
+    assert_eq!(pauses(one_host), vec![], "no soak in the one-host practice");
+    // The window holds hosts queued for a slot: one at a time, eu-west's second host of
+    // each cluster waits for the next night.
+    let eu_west = one_host["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "eu-west")
+        .unwrap();
+    for cluster in eu_west["clusters"].as_array().unwrap() {
+        let bar = &cluster["bars"][0];
+        let length = bar["end_ms"].as_u64().unwrap() - bar["start_ms"].as_u64().unwrap();
+        assert!(length > 24 * HOUR, "{cluster}");
+    }
+
+    let total = |sim: &Value| sim["total_ms"].as_u64().unwrap() as f64;
     let speedup = json["speedup"].as_f64().unwrap();
-    assert!((speedup - slow as f64 / fast as f64).abs() < 1e-9);
+    let tool = json["speedup_from_tool"].as_f64().unwrap();
+    let policy = json["speedup_from_policy"].as_f64().unwrap();
+    assert!((speedup - total(one_host) / total(sim)).abs() < 1e-9);
+    assert!((tool - total(same_policy) / total(sim)).abs() < 1e-9);
+    assert!(
+        (tool * policy - speedup).abs() < 1e-9,
+        "tool × policy = total"
+    );
+    assert!(tool > 1.0 && policy > 1.0, "{tool} {policy}");
+
+    let human = pony(
+        dir.path(),
+        &[
+            "simulate",
+            "-i",
+            "inventories/local.yaml",
+            "playbooks/mail-rollout.yaml",
+        ],
+    )
+    .args(["--start", "2026-03-10T20:00:00Z"])
+    .args(&what[..what.len() - 2])
+    .output()
+    .unwrap();
+    let said = text(&human);
+    for line in [
+        "by hand, the same policy",
+        "by hand, one host per cluster at a time",
+        &format!("of the {speedup:.1}x: {tool:.1}x from the tool"),
+        &format!("{policy:.1}x from the policy"),
+    ] {
+        assert!(said.contains(line), "{line:?} in:\n{said}");
+    }
 
     let text = std::fs::read_to_string(&svg).unwrap();
     let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");

@@ -9,8 +9,9 @@ use crate::exit::Exit;
 use crate::plan::estimate::LEARNED_RUNS;
 use crate::plan::Plan;
 use crate::sim::durations::{Durations, Learned};
-use crate::sim::report::Simulation;
-use crate::sim::{edit, SimOptions};
+use crate::sim::edit::{self, Baseline};
+use crate::sim::report::{Baselines, Simulation};
+use crate::sim::SimOptions;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -65,27 +66,33 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
     };
     let durations = durations_of(&plan)?;
     let simulation = simulate(plan.clone(), durations, &options);
-    let baseline = if args.compare {
-        let by_hand = |value: &mut serde_yaml::Value| -> Result<(), Diagnostics> {
-            sets(value)?;
-            edit::by_hand(&plan, value)
-                .map_err(|e| Diagnostics::from(Diagnostic::new(&plan.playbook.file, e)))
+    let baselines = if args.compare {
+        let by_hand = |baseline: Baseline| -> Result<Simulation, Diagnostics> {
+            let edit = |value: &mut serde_yaml::Value| -> Result<(), Diagnostics> {
+                sets(value)?;
+                edit::by_hand(&plan, value, baseline)
+                    .map_err(|e| Diagnostics::from(Diagnostic::new(&plan.playbook.file, e)))
+            };
+            let base_plan = Arc::new(super::load_plan_edited(&args.plan, Some(&edit))?);
+            let durations = durations_of(&base_plan)?;
+            let base_options = SimOptions {
+                connections: None,
+                failing: failing_tasks(&base_plan, &args.fail_tasks)?,
+                ..options.clone()
+            };
+            Ok(simulate(base_plan, durations, &base_options))
         };
-        let base_plan = Arc::new(super::load_plan_edited(&args.plan, Some(&by_hand))?);
-        let durations = durations_of(&base_plan)?;
-        let base_options = SimOptions {
-            connections: None,
-            failing: failing_tasks(&base_plan, &args.fail_tasks)?,
-            ..options.clone()
-        };
-        Some(simulate(base_plan, durations, &base_options))
+        Some(Baselines {
+            same_policy: by_hand(Baseline::SamePolicy)?,
+            one_host: by_hand(Baseline::OneHost)?,
+        })
     } else {
         None
     };
     if let Some(path) = &args.svg {
         std::fs::write(
             path,
-            crate::sim::svg::render(&simulation, baseline.as_ref()),
+            crate::sim::svg::render(&simulation, baselines.as_ref().map(|b| &b.one_host)),
         )
         .map_err(|e| {
             Diagnostics::from(Diagnostic::new(
@@ -96,17 +103,21 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
     }
     match global.output {
         OutputFormat::Json => {
-            let speedup = baseline
-                .as_ref()
-                .map(|b| b.total_ms as f64 / simulation.total_ms.max(1) as f64);
+            let speedup = baselines.as_ref().map(|b| b.speedup(&simulation));
             let out = serde_json::json!({
                 "simulation": simulation,
-                "baseline": baseline,
-                "speedup": speedup,
+                "baseline": baselines.as_ref().map(|b| &b.one_host),
+                "same_policy_baseline": baselines.as_ref().map(|b| &b.same_policy),
+                "speedup": speedup.map(|s| s.total),
+                "speedup_from_tool": speedup.map(|s| s.tool),
+                "speedup_from_policy": speedup.map(|s| s.policy),
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
-        OutputFormat::Human => print!("{}", crate::sim::text::text(&simulation, baseline.as_ref())),
+        OutputFormat::Human => print!(
+            "{}",
+            crate::sim::text::text(&simulation, baselines.as_ref())
+        ),
     }
     Ok(Exit::Success)
 }

@@ -64,12 +64,28 @@ pub fn set(root: &mut Value, path: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The playbook as it is done by hand: the same steps, failure policy and durations, but
-/// one region at a time (in the order the playbook's waves reach them; each region keeps
-/// the change window of the wave that took it) and one host per cluster at a time (the
-/// clusters of a region side by side); no pause, approval or verify gates; no limit on
-/// connections.
-pub fn by_hand(plan: &Plan, root: &mut Value) -> Result<(), String> {
+/// Which rollout done by hand `--compare` measures pony against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// The playbook's own policy executed by a person: its `max_unavailable`, its soaks
+    /// (`pause`) and change windows, but one region after the other, each started by a
+    /// person (an `approve:` before it, answered after their reaction time). What pony
+    /// the tool saves.
+    SamePolicy,
+    /// The one-host-at-a-time practice pony replaces: one region after the other, each
+    /// started by a person, one host per cluster at a time, no soaks. What the tool and
+    /// the policy save together.
+    OneHost,
+}
+
+/// The playbook as it is done by hand: the same steps, `needs`, failure policy and
+/// durations, one region at a time in the order the playbook's waves reach them (each
+/// region keeps the change window of the wave that took it, and a person starts the next
+/// region: an `approve:` gate), the clusters of a region side by side, no verify checks,
+/// no limit on connections; with [`Baseline::OneHost`], one host per cluster at a time and
+/// no soaks; with [`Baseline::SamePolicy`], the playbook's `max_unavailable` and each
+/// wave's `pause` after its last region.
+pub fn by_hand(plan: &Plan, root: &mut Value, baseline: Baseline) -> Result<(), String> {
     let inventory = &plan.inventory;
     let mut first_wave: Vec<Option<usize>> = vec![None; inventory.regions.len()];
     for (host, wave) in plan.host_wave.iter().enumerate() {
@@ -86,7 +102,9 @@ pub fn by_hand(plan: &Plan, root: &mut Value) -> Result<(), String> {
     regions.sort();
     let waves: Vec<Value> = regions
         .iter()
-        .map(|&(w, r)| {
+        .enumerate()
+        .map(|(i, &(w, r))| {
+            let spec = &plan.playbook.strategy.waves[w];
             let mut wave = Mapping::new();
             let name = &inventory.regions[r].name;
             wave.insert("name".into(), Value::String(name.clone()));
@@ -94,9 +112,20 @@ pub fn by_hand(plan: &Plan, root: &mut Value) -> Result<(), String> {
                 "regions".into(),
                 Value::Sequence(vec![Value::String(glob::Pattern::escape(name))]),
             );
-            if let Some(window) = &plan.playbook.strategy.waves[w].window {
+            if let Some(window) = &spec.window {
                 wave.insert("window".into(), Value::String(window.text.clone()));
             }
+            let last_of_its_wave = regions.get(i + 1).is_none_or(|&(next, _)| next != w);
+            if let (Baseline::SamePolicy, Some(pause), true) =
+                (baseline, spec.pause, last_of_its_wave)
+            {
+                wave.insert(
+                    "pause".into(),
+                    Value::String(humantime::format_duration(pause).to_string()),
+                );
+            }
+            // A person starts the next region once this one is done (and soaked).
+            wave.insert("approve".into(), Value::Bool(true));
             Value::Mapping(wave)
         })
         .collect();
@@ -105,7 +134,9 @@ pub fn by_hand(plan: &Plan, root: &mut Value) -> Result<(), String> {
         .get_mut("strategy")
         .and_then(|s| s.get_mut("waves"))
         .expect("just set") = Value::Sequence(waves);
-    set(root, "strategy.max_unavailable", "1")?;
+    if baseline == Baseline::OneHost {
+        set(root, "strategy.max_unavailable", "1")?;
+    }
     set(
         root,
         "strategy.connections",

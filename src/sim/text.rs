@@ -2,7 +2,7 @@
 //! held the run back, the critical path and rollbacks, as text (the JSON is
 //! [`Simulation`] serialized, the timeline [`super::svg`]).
 
-use super::report::{PathPart, Simulation};
+use super::report::{Baselines, PathPart, Simulation};
 use crate::report::thousands;
 
 /// `2h 05m`, `12m 30s`, `42s`, `1.3s`.
@@ -25,7 +25,7 @@ pub fn duration_text(ms: u64) -> String {
 }
 
 /// The human report.
-pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
+pub fn text(sim: &Simulation, baselines: Option<&Baselines>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let w = &mut out;
@@ -61,13 +61,24 @@ pub fn text(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
     let _ = writeln!(w, "hosts: {}", outcomes.join(", "));
-    if let Some(base) = baseline {
-        let speedup = base.total_ms as f64 / sim.total_ms.max(1) as f64;
+    if let Some(base) = baselines {
+        let speedup = base.speedup(sim);
         let _ = writeln!(
             w,
-            "by hand (one region at a time, one host per cluster at a time): {}  → pony is {:.1}x faster",
-            duration_text(base.total_ms),
-            speedup
+            "by hand, the same policy (one region after the other, each started by a person, the playbook's max_unavailable, soaks and windows): {}  → pony is {:.1}x faster",
+            duration_text(base.same_policy.total_ms),
+            speedup.tool
+        );
+        let _ = writeln!(
+            w,
+            "by hand, one host per cluster at a time (one region after the other, each started by a person, windows kept, no soaks): {}  → pony is {:.1}x faster",
+            duration_text(base.one_host.total_ms),
+            speedup.total
+        );
+        let _ = writeln!(
+            w,
+            "of the {:.1}x: {:.1}x from the tool (regions in parallel, no waiting for a person between them), {:.1}x from the policy (the playbook's max_unavailable instead of one host at a time)",
+            speedup.total, speedup.tool, speedup.policy
         );
     }
     let waves = sim.waves.iter();

@@ -43,6 +43,38 @@ pub struct Simulation {
     pub durations: Vec<StepSource>,
 }
 
+/// The two rollouts by hand that `--compare` measures pony against
+/// ([`super::edit::Baseline`]).
+#[derive(Debug, Clone)]
+pub struct Baselines {
+    pub same_policy: Simulation,
+    pub one_host: Simulation,
+}
+
+/// How much faster pony is: in all (against one host per cluster by hand), and that
+/// split into the tool's part (against the same policy by hand) and the policy's part
+/// (one host at a time against the playbook's own policy, both by hand); `tool × policy
+/// = total`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Speedup {
+    pub total: f64,
+    pub tool: f64,
+    pub policy: f64,
+}
+
+impl Baselines {
+    pub fn speedup(&self, pony: &Simulation) -> Speedup {
+        let ratio = |slow: &Simulation, fast: &Simulation| {
+            slow.total_ms as f64 / fast.total_ms.max(1) as f64
+        };
+        Speedup {
+            total: ratio(&self.one_host, pony),
+            tool: ratio(&self.same_policy, pony),
+            policy: ratio(&self.one_host, &self.same_policy),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Span {
     pub name: String,
