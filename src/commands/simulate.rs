@@ -104,9 +104,11 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
                 "baseline": baseline,
                 "speedup": speedup,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&out)?);
         }
-        OutputFormat::Human => print!("{}", crate::sim::text::text(&simulation, baseline.as_ref())),
+        OutputFormat::Human => {
+            crate::out!("{}", crate::sim::text::text(&simulation, baseline.as_ref()))
+        }
     }
     Ok(Exit::Success)
 }
