@@ -172,8 +172,8 @@ impl Scheduler {
             self.ending.halted = true;
         }
         self.stop_all(&format!(
-            "the journal cannot be written: no task starts that it could not record; make room for it, then `pony resume {}`",
-            self.options.run_id
+            "the journal cannot be written: no task starts that it could not record; make room for it, then `{}`",
+            crate::hint::pony(format_args!("resume {}", self.options.run_id))
         ));
     }
 
