@@ -219,6 +219,20 @@ pub enum Event {
         scope: String,
         ok: bool,
     },
+    /// A host's `health:` checks after its rollback commands all succeeded: whether they
+    /// passed within the playbook's `health.wait` (the host is then rolled back, else
+    /// rollback failed), or `checked: false` when no check applies to the host (its
+    /// rollback is unverified).
+    HealthChecked {
+        host: String,
+        region: String,
+        cluster: String,
+        checked: bool,
+        ok: bool,
+        /// The checks that did not pass, with what they said.
+        error: Option<String>,
+        duration_ms: u64,
+    },
     Stopped {
         reason: String,
     },

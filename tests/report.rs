@@ -250,6 +250,15 @@ fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
             ("duration_ms", "integer"),
         ],
         "rollback_finished" => &[("scope", "string"), ("ok", "boolean")],
+        "health_checked" => &[
+            ("host", "string"),
+            ("region", "string"),
+            ("cluster", "string"),
+            ("checked", "boolean"),
+            ("ok", "boolean"),
+            ("error", "string?"),
+            ("duration_ms", "integer"),
+        ],
         "stopped" => &[("reason", "string")],
         "summary" => &[
             ("run_id", "string"),

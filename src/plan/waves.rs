@@ -74,40 +74,52 @@ pub(super) fn assign_waves(
 
 /// A wave's `verify:` check runs on its `hosts:` and compares against its `baseline:`;
 /// a pattern that names no host of the inventory would make the check pass (or fail)
-/// vacuously at run time, so it is an error before anything runs.
+/// vacuously at run time, so it is an error before anything runs. The same holds for a
+/// `health:` check's `hosts:`.
 pub(super) fn check_verify_patterns(
     inventory: &Inventory,
     playbook: &Playbook,
     errors: &mut Diagnostics,
 ) {
-    for wave in &playbook.strategy.waves {
-        for check in &wave.verify {
-            let patterns = [
+    let verify = playbook.strategy.waves.iter().flat_map(|wave| {
+        wave.verify.iter().flat_map(move |check| {
+            [
                 ("hosts", check.hosts.as_ref()),
                 ("baseline", check.compare.as_ref().map(|c| &c.baseline)),
-            ];
-            for (field, pattern) in patterns {
-                let Some(pattern) = pattern else { continue };
-                let what = format!(
-                    "wave `{}` verify check `{}` {field} `{}`",
-                    wave.name,
-                    check.name,
-                    pattern.as_str()
-                );
-                match pattern.resolve(inventory) {
-                    Ok(set) if set.iter().next().is_some() => {}
-                    Ok(_) => errors.push(
-                        Diagnostic::new(&playbook.file, format!("{what} matches no host of inventory `{}`", inventory.name))
-                            .hint("name hosts, groups or clusters that exist (`pony inventory` lists them)"),
-                    ),
-                    Err(e) => {
-                        let d = Diagnostic::new(&playbook.file, format!("{what}: {e}"));
-                        errors.push(match e.suggestion {
-                            Some(s) => d.hint(format!("did you mean `{s}`?")),
-                            None => d.hint("check the pattern against the inventory"),
-                        });
-                    }
-                }
+            ]
+            .into_iter()
+            .filter_map(move |(field, pattern)| {
+                Some((
+                    format!("wave `{}` verify check `{}` {field}", wave.name, check.name),
+                    pattern?,
+                ))
+            })
+        })
+    });
+    // A health check's `hosts:` likewise: a role that names nobody checks nobody.
+    let health = playbook.health.checks.iter().filter_map(|check| {
+        Some((
+            format!("health check `{}` hosts", check.name),
+            check.hosts.as_ref()?,
+        ))
+    });
+    for (what, pattern) in verify.chain(health) {
+        let what = format!("{what} `{}`", pattern.as_str());
+        match pattern.resolve(inventory) {
+            Ok(set) if set.iter().next().is_some() => {}
+            Ok(_) => errors.push(
+                Diagnostic::new(
+                    &playbook.file,
+                    format!("{what} matches no host of inventory `{}`", inventory.name),
+                )
+                .hint("name hosts, groups or clusters that exist (`pony inventory` lists them)"),
+            ),
+            Err(e) => {
+                let d = Diagnostic::new(&playbook.file, format!("{what}: {e}"));
+                errors.push(match e.suggestion {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint("check the pattern against the inventory"),
+                });
             }
         }
     }

@@ -6,6 +6,7 @@
 //! - [`step`]: steps, their action, guards, retries and `needs`;
 //! - [`template`]: the minijinja environment, and what a template reads.
 
+pub mod health;
 pub mod raw;
 pub mod step;
 pub mod strategy;
@@ -38,6 +39,8 @@ pub struct Playbook {
     pub strategy: Strategy,
     /// `notify:`: commands told about run start and end, approval waits, failures.
     pub notify: Vec<Notifier>,
+    /// `health:`: the checks that say a host serves, run after its rollback.
+    pub health: health::Health,
     pub steps: Vec<Step>,
 }
 
@@ -194,8 +197,10 @@ impl Builder<'_> {
             }
         }
         let notify = self.notifiers(raw.notify);
+        let health = self.health(raw.health);
         let playbook = Playbook {
             notify,
+            health,
             name: raw.name,
             file: self.path.to_path_buf(),
             files_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),

@@ -14,7 +14,31 @@ pub struct RawPlaybook {
     /// Commands told about the events a person must know about (`crate::notify`).
     #[serde(default)]
     pub notify: Vec<RawNotify>,
+    /// What "this host serves" means, checked after a host's rollback.
+    pub health: Option<RawHealth>,
     pub steps: Vec<RawStep>,
+}
+
+/// `health:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// How long a host may take to pass every check (default 60s).
+    pub wait: Option<Scalar>,
+    /// How often the failing checks are tried again within `wait` (default 2s).
+    pub every: Option<Scalar>,
+    pub checks: Vec<RawHealthCheck>,
+}
+
+/// One health check as written: a command or a probe, on the hosts of `hosts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub name: String,
+    pub run: Option<String>,
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
+    pub probe: Option<Probe>,
+    pub hosts: Option<String>,
 }
 
 /// A notifier as written: a command, or a command with its own timeout.

@@ -390,6 +390,17 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
                 palette.red("!! rollback")
             )
         }),
+        Event::HealthChecked {
+            host,
+            checked: true,
+            ok: false,
+            error,
+            ..
+        } => Some(format!(
+            "{} {host}: its rollback ran, but its health did not come back: {}",
+            palette.red("!! ROLLBACK FAILED"),
+            error.as_deref().unwrap_or("")
+        )),
         Event::Stopped { reason } => Some(format!("== {reason}")),
         Event::ControllerLost {
             lost_controller: controller,

@@ -28,6 +28,8 @@ pub struct SummaryNotes {
     ended_failed: std::collections::HashSet<String>,
     /// `verify_check` results: passed, failed, and the first failure's description.
     checks: (usize, usize, Option<String>),
+    /// Hosts rolled back with no `health:` check to say they serve again.
+    unverified: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -87,6 +89,13 @@ impl SummaryNotes {
                         format!("wave {wave} check {check} failed on {host}: {detail}")
                     });
                 }
+            }
+            Event::HealthChecked {
+                host,
+                checked: false,
+                ..
+            } => {
+                self.unverified.insert(host.clone());
             }
             Event::GateWaiting { wave, reason, .. } if reason == "approve" => {
                 self.approval = Some(wave.clone());
@@ -338,6 +347,14 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
         "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed_hosts} failed{asides}, {rolled_back} rolled back, {incomplete_count}{cancelled} not run (exit {exit_code})",
         short_duration(Duration::from_millis(*duration_ms))
     ));
+    if !notes.unverified.is_empty() {
+        let hosts: Vec<&str> = notes.unverified.iter().map(String::as_str).collect();
+        lines.push(format!(
+            "unverified: {} host(s) rolled back with no `health:` check to say they serve again ({})",
+            hosts.len(),
+            hosts.join(", ")
+        ));
+    }
     if !incomplete.is_empty() {
         lines.push(format!(
             "incomplete: {} (some tasks ran, not all): {} finishes them",

@@ -181,6 +181,21 @@ pub fn record_of(event: &Event) -> Option<Record> {
             error: error.clone(),
             duration_ms: *duration_ms,
         },
+        Event::HealthChecked {
+            host,
+            checked,
+            ok,
+            error,
+            duration_ms,
+            ..
+        } => Record::HealthChecked {
+            host: host.clone(),
+            checked: *checked,
+            ok: *ok,
+            error: error.clone(),
+            duration_ms: *duration_ms,
+            time: now(),
+        },
         Event::Control {
             command,
             user,

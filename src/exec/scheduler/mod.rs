@@ -35,6 +35,7 @@ mod admit;
 mod control;
 mod controllers;
 mod gates;
+mod health;
 mod recovery;
 mod stops;
 mod tasks;
@@ -159,6 +160,10 @@ struct Scheduler {
     timers: JoinSet<Timer>,
     rollbacks: Vec<Option<RollbackOrder>>,
     rollback_runs: JoinSet<RollbackRun>,
+    /// Hosts whose rollback commands all succeeded, being checked for health.
+    health_runs: JoinSet<health::HealthRun>,
+    /// Per rollback job (as `rollbacks`): its hosts' health checks being judged.
+    rollback_health: Vec<health::JobHealth>,
     /// Failed hosts whose own rollback is due once nothing of theirs runs (kept here so
     /// that the loop does not scan every host after every event).
     rollback_due_hosts: Vec<HostId>,
@@ -251,6 +256,8 @@ pub async fn run(
         timers: JoinSet::new(),
         rollbacks: Vec::new(),
         rollback_runs: JoinSet::new(),
+        health_runs: JoinSet::new(),
+        rollback_health: Vec::new(),
         rollback_due_hosts: Vec::new(),
         started: tokio::time::Instant::now(),
         live: control::Live::default(),
@@ -356,6 +363,7 @@ impl Scheduler {
                 && self.syncing.is_empty()
                 && self.timers.is_empty()
                 && self.rollback_runs.is_empty()
+                && self.health_runs.is_empty()
                 && (self.remote.is_empty() || self.stopped())
                 && !self.waits_for_continue()
             {
@@ -391,6 +399,10 @@ impl Scheduler {
                 Some(joined) = self.rollback_runs.join_next() => match joined {
                     Ok(done) => self.rollback_command_done(done),
                     Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
+                },
+                Some(joined) = self.health_runs.join_next() => match joined {
+                    Ok(done) => self.health_judged(done),
+                    Err(e) => tracing::error!("a health check panicked or was aborted: {e}"),
                 },
                 request = next_message(&mut control) => self.control(request),
                 loss = next_message(&mut losses) => self.controller_lost(loss).await,

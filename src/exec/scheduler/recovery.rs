@@ -322,14 +322,22 @@ impl Scheduler {
             let stalled = order.stalled();
             if !completed.is_empty() {
                 for (host, ok) in completed {
-                    self.rollback_host_done(host, ok);
+                    if ok {
+                        self.verify_rollback(job, host);
+                    } else {
+                        self.rollback_judged(host, false);
+                    }
                 }
                 continue;
             }
             // Every slot is held by hosts that wait on this rollback's other hosts (a
             // task that needed another host's): one more host goes in rather than
             // deadlock.
-            if stalled && self.rollback_runs.is_empty() && self.running.is_empty() {
+            if stalled
+                && self.rollback_runs.is_empty()
+                && self.health_runs.is_empty()
+                && self.running.is_empty()
+            {
                 let waiting = self.rollbacks[job]
                     .as_ref()
                     .map(RollbackOrder::waiting_hosts);
@@ -347,12 +355,15 @@ impl Scheduler {
             }
             break;
         }
+        // Complete once its commands ended and its hosts' health is judged.
         let finished = self.rollbacks[job]
             .as_ref()
-            .is_some_and(RollbackOrder::is_finished);
+            .is_some_and(RollbackOrder::is_finished)
+            && self.job_health(job).pending == 0;
         if finished {
             let order = self.rollbacks[job].take().expect("a rollback");
-            self.rollback_done(order);
+            let healthy = !self.job_health(job).failed;
+            self.rollback_done(order, healthy);
         }
     }
 
@@ -380,7 +391,8 @@ impl Scheduler {
         }
     }
 
-    fn rollback_host_done(&mut self, host: HostId, ok: bool) {
+    /// A host's rollback is judged: its commands (and, when they succeeded, its health).
+    pub(super) fn rollback_judged(&mut self, host: HostId, ok: bool) {
         self.set_host_outcome(
             host,
             if ok {
@@ -459,10 +471,10 @@ impl Scheduler {
         self.pump_rollback(job);
     }
 
-    pub(super) fn rollback_done(&mut self, order: RollbackOrder) {
+    pub(super) fn rollback_done(&mut self, order: RollbackOrder, healthy: bool) {
         self.emit(Event::RollbackFinished {
             scope: order.scope.name(&self.plan),
-            ok: order.ok(),
+            ok: order.ok() && healthy,
         });
     }
 }

@@ -213,6 +213,8 @@ impl Scheduler {
         self.running.abort_all();
         self.remote.abort_all();
         self.rollback_runs.abort_all();
+        // A host whose health was being checked after its rollback ends incomplete.
+        self.health_runs.abort_all();
         let mut synced = Vec::new();
         for node in running {
             synced.push(self.emit_durable(Event::TaskInterrupted {
@@ -228,6 +230,7 @@ impl Scheduler {
         }
         while self.running.join_next().await.is_some() {}
         while self.rollback_runs.join_next().await.is_some() {}
+        while self.health_runs.join_next().await.is_some() {}
         self.rollbacks.clear();
     }
 

@@ -409,7 +409,11 @@ pub(super) fn median(values: &[f64]) -> f64 {
 }
 
 /// Runs a check on one host: `(host, ok, stdout or the error)`.
-async fn run_check(pool: &HostPool, host: HostId, action: &CheckAction) -> (HostId, bool, String) {
+pub(super) async fn run_check(
+    pool: &HostPool,
+    host: HostId,
+    action: &CheckAction,
+) -> (HostId, bool, String) {
     let spec = TaskSpec {
         action: match action {
             CheckAction::Run(command) => task::RenderedAction::Run(command.clone()),

@@ -109,6 +109,15 @@ pub enum Record {
         #[serde(default)]
         duration_ms: u64,
     },
+    /// A host's health checks after its rollback (see [`crate::events::Event::HealthChecked`]).
+    HealthChecked {
+        host: String,
+        checked: bool,
+        ok: bool,
+        error: Option<String>,
+        duration_ms: u64,
+        time: String,
+    },
     /// A command from another shell (`pony pause|continue|abort|approve`): who, from
     /// where, when, and whether the run took it.
     Control {

@@ -224,6 +224,27 @@ pub(super) fn fold(
                 };
                 upsert(&mut rollbacks, &mut rollback_index, label, rollback);
             }
+            // A host whose health did not come back after its rollback is a failed
+            // rollback, listed as `health@HOST`; a later pass (a `pony rollback`) clears it.
+            Record::HealthChecked {
+                host,
+                ok,
+                error,
+                checked: true,
+                ..
+            } => {
+                let label = format!("health@{host}");
+                if !*ok || rollback_index.contains_key(&label) {
+                    let rollback = RollbackRecord {
+                        label: label.clone(),
+                        ok: Some(*ok),
+                        exit_code: None,
+                        error: error.clone(),
+                    };
+                    upsert(&mut rollbacks, &mut rollback_index, &label, rollback);
+                }
+            }
+            Record::HealthChecked { .. } => {}
             // The failing check is named in the wave's `WaveStopped` reason; passing
             // checks are in the journal for `pony log`-style reading.
             Record::VerifyCheck { .. } => {}

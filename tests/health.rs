@@ -1,0 +1,184 @@
+//! Verified rollbacks: a host counts as rolled back only when its rollback commands
+//! succeeded and the playbook's `health:` checks pass afterwards; a rollback whose host
+//! does not serve again is `rollback failed` (exit 3), named in the summary, the events,
+//! the journal and `pony status`, never "rollback complete". Without a check the rollback
+//! is "unverified", and the summary says so. Local hosts stand for the service: a host
+//! "serves" while its `serving` file exists.
+
+mod support;
+
+use std::path::Path;
+use support::{
+    code, deploy_args, events, exit_text, journal, only_run, pony, text, write_plan, TINY_INVENTORY,
+};
+
+/// `switch` stops the old service and fails where `broken` exists; its rollback starts
+/// the old service again, unless `no-restart` exists (a rollback that exits 0 over a
+/// service that stays down: the trial's "rollback complete" over a dead MTA).
+const STEPS: &str = r#"steps:
+  - name: switch
+    run: rm -f serving; touch new; test ! -e broken
+    rollback: rm -f new; if [ ! -e no-restart ]; then touch serving; fi
+"#;
+
+const HEALTH: &str = r#"health:
+  wait: 1s
+  every: 100ms
+  checks:
+    - { name: serving, run: "test -e serving" }
+"#;
+
+fn playbook(health: &str) -> String {
+    format!("name: verified\nstrategy: {{ max_failures: 1 }}\n{health}{STEPS}")
+}
+
+/// Every host serves the old release before the run; `files` go into h1's folder.
+fn prepare(state: &Path, files: &[&str]) {
+    for host in ["h1", "h2", "h3", "h4"] {
+        let dir = state.join("hosts").join(host);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("serving"), "").unwrap();
+    }
+    for file in files {
+        std::fs::write(state.join("hosts/h1").join(file), "").unwrap();
+    }
+}
+
+fn deploy(dir: &Path, health: &str, files: &[&str]) -> (std::process::Output, std::path::PathBuf) {
+    let state = dir.join("state");
+    prepare(&state, files);
+    let (inventory, playbook) = write_plan(dir, TINY_INVENTORY, playbook(health));
+    let mut args = deploy_args(&inventory, &playbook);
+    args.extend(["--output", "json"]);
+    (pony(&state, &args).output().unwrap(), state)
+}
+
+fn health_events(out: &std::process::Output) -> Vec<serde_json::Value> {
+    events(out)
+        .into_iter()
+        .filter(|e| e["event"] == "health_checked")
+        .collect()
+}
+
+#[test]
+fn a_rollback_whose_host_does_not_serve_again_is_a_failed_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state) = deploy(dir.path(), HEALTH, &["broken", "no-restart"]);
+    assert_eq!(code(&out), 3, "{}", exit_text(&out));
+    assert!(
+        !state.join("hosts/h1/serving").exists(),
+        "h1 really is down"
+    );
+    let checks = health_events(&out);
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(checks[0]["host"], "h1");
+    assert_eq!(checks[0]["ok"], false);
+    assert!(
+        checks[0]["error"].as_str().unwrap().contains("serving"),
+        "names the check: {}",
+        checks[0]
+    );
+    let all = events(&out);
+    let finished: Vec<_> = all
+        .iter()
+        .filter(|e| e["event"] == "host_finished" && e["host"] == "h1")
+        .collect();
+    assert_eq!(finished.last().unwrap()["outcome"], "rollback_failed");
+    let ended = all
+        .iter()
+        .find(|e| e["event"] == "rollback_finished")
+        .unwrap();
+    assert_eq!(ended["ok"], false, "never complete: {ended}");
+    let summary = all.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["rollback_failed"], 1, "{summary}");
+
+    let (run_id, run) = only_run(&state);
+    let record = journal(&run)
+        .into_iter()
+        .find(|r| r["type"] == "health_checked")
+        .expect("journaled");
+    assert_eq!(
+        (record["host"].clone(), record["ok"].clone()),
+        ("h1".into(), false.into())
+    );
+    let status = pony(&state, &["status", &run_id]).output().unwrap();
+    let said = text(&status);
+    assert!(
+        said.contains("FAILED health@h1") && said.contains("serving"),
+        "status names the host whose health did not come back:\n{said}"
+    );
+
+    // The human summary says it too, and never "rollback complete".
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    prepare(&state, &["broken", "no-restart"]);
+    let (inventory, playbook) = write_plan(dir.path(), TINY_INVENTORY, playbook(HEALTH));
+    let human = pony(&state, &deploy_args(&inventory, &playbook))
+        .output()
+        .unwrap();
+    let said = text(&human);
+    assert_eq!(code(&human), 3, "{said}");
+    assert!(
+        said.contains("ROLLBACK FAILED h1: its rollback ran, but its health did not come back"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("rollback complete") && !said.contains("of host h1 complete"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_rollback_whose_host_serves_again_is_rolled_back_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state) = deploy(dir.path(), HEALTH, &["broken"]);
+    assert_eq!(code(&out), 1, "{}", exit_text(&out));
+    assert!(state.join("hosts/h1/serving").exists());
+    let checks = health_events(&out);
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(
+        (checks[0]["checked"].clone(), checks[0]["ok"].clone()),
+        (true.into(), true.into())
+    );
+    let summary = events(&out)
+        .into_iter()
+        .find(|e| e["event"] == "summary")
+        .unwrap();
+    assert_eq!(summary["rolled_back"], 1, "{summary}");
+    assert_eq!(summary["rollback_failed"], 0, "{summary}");
+}
+
+#[test]
+fn without_health_checks_a_rollback_is_unverified_and_the_summary_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    prepare(&state, &["broken", "no-restart"]);
+    let (inventory, playbook) = write_plan(dir.path(), TINY_INVENTORY, playbook(""));
+    let out = pony(&state, &deploy_args(&inventory, &playbook))
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(code(&out), 1, "{said}");
+    assert!(
+        said.contains("unverified: 1 host(s) rolled back with no `health:` check to say they serve again (h1)"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_health_check_that_names_no_host_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let health = "health:\n  checks:\n    - { name: smtp, hosts: mtaa, run: \"true\" }\n";
+    let (inventory, playbook) = write_plan(dir.path(), TINY_INVENTORY, playbook(health));
+    let out = pony(&state, &deploy_args(&inventory, &playbook))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", exit_text(&out));
+    assert!(
+        text(&out).contains("health check `smtp` hosts `mtaa`"),
+        "{}",
+        text(&out)
+    );
+    assert!(!state.join("hosts/h1/new").exists(), "nothing ran");
+}
