@@ -182,3 +182,53 @@ fn a_health_check_that_names_no_host_is_refused_before_anything_runs() {
     );
     assert!(!state.join("hosts/h1/new").exists(), "nothing ran");
 }
+
+/// `render` has no rollback and writes into the folder `stage` creates; `stage`'s
+/// rollback removes that folder (the shipped mail playbook's `render-*` and `stage`).
+const RELEASE: &str = r#"name: release
+strategy: { max_failures: 1 }
+steps:
+  - { name: stage, run: mkdir -p rel, rollback: rm -rf rel }
+  - { name: render, needs: [stage], run: "echo cfg > rel/cfg; echo x >> renders" }
+  - { name: switch, needs: [render], run: "test -e rel/cfg && test ! -e broken", rollback: "true" }
+"#;
+
+#[test]
+fn a_resume_deploys_a_rolled_back_host_again_from_its_first_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    prepare(&state, &["broken"]);
+    let (inventory, playbook) = write_plan(dir.path(), TINY_INVENTORY, RELEASE);
+    let first = pony(&state, &deploy_args(&inventory, &playbook))
+        .output()
+        .unwrap();
+    assert_eq!(
+        code(&first),
+        1,
+        "h1 failed and was rolled back: {}",
+        exit_text(&first)
+    );
+    assert!(
+        !state.join("hosts/h1/rel").exists(),
+        "stage's rollback removed the folder"
+    );
+    let (run_id, _) = only_run(&state);
+
+    std::fs::remove_file(state.join("hosts/h1/broken")).unwrap();
+    let resumed = pony(&state, &["resume", &run_id]).output().unwrap();
+    assert_eq!(code(&resumed), 0, "{}", exit_text(&resumed));
+    assert_eq!(
+        std::fs::read_to_string(state.join("hosts/h1/rel/cfg")).unwrap(),
+        "cfg\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("hosts/h1/renders")).unwrap(),
+        "x\nx\n",
+        "render ran again on the rolled-back host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("hosts/h2/renders")).unwrap(),
+        "x\n",
+        "a host that was not rolled back is not deployed again"
+    );
+}

@@ -26,10 +26,15 @@ impl Scheduler {
             });
         }
         let recapture = self.secret_captures_to_redo(replay);
+        let rolled_back = self.rolled_back_hosts(replay);
         for node in self.plan.topological_order().to_vec() {
             let i = node.index();
             let done = match self.plan.graph[node] {
                 Node::Task(_) if recapture[i] => false,
+                // A rolled-back host is on the old release again: it is deployed again
+                // from its first task (a step without `rollback` that wrote into what an
+                // earlier step's rollback removed must run again too).
+                Node::Task(task) if task.per == Per::Host && rolled_back[task.host] => false,
                 Node::Task(task) => match replay.done(&self.plan.label(node)) {
                     Some(previous) => {
                         self.unchanged[i] = !previous.changed;
@@ -120,6 +125,22 @@ impl Scheduler {
             redo[node.index()] = (secret_capture(node) && work_after[node.index()]) || after_redone;
         }
         redo
+    }
+
+    /// Hosts the journal shows rolled back: a task of theirs was rolled back.
+    fn rolled_back_hosts(&self, replay: &Replay) -> Vec<bool> {
+        let mut hosts = vec![false; self.hosts.len()];
+        for (node, task) in self.plan.tasks() {
+            if task.per == Per::Host
+                && replay
+                    .tasks
+                    .get(&self.plan.label(node))
+                    .is_some_and(|t| t.rolled_back)
+            {
+                hosts[task.host] = true;
+            }
+        }
+        hosts
     }
 
     /// A render error, with what to do when it comes from a secret capture this process
