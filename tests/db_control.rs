@@ -548,7 +548,7 @@ fn a_controller_that_joins_a_paused_run_starts_paused_until_continue() {
 fn a_pause_is_in_force_while_another_controller_of_the_run_is_live() {
     use pony::state::pg::{control::pause_in_force, PgStore};
     let pg = server();
-    let store = PgStore::open(&pg.url(), std::time::Duration::from_secs(1)).unwrap();
+    let store = PgStore::open(&pg.url(), std::time::Duration::from_secs(30)).unwrap();
     let mut client = db(&pg.url());
     let in_force = |up_to: i64| {
         pause_in_force(&store, "run-1", up_to, "ctl-b")

@@ -12,7 +12,7 @@ use support::code;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use support::db::{db, pony_db, query_count, server};
+use support::db::{db, expire_leases, pony_db, query_count, server};
 use support::{deploy_args, lab, pony, text, wait_until, write_plan, Lab, Reaped, TINY_INVENTORY};
 
 /// Labels the database's journal shows succeeded.
@@ -103,8 +103,8 @@ fn a_second_controller_is_refused_then_resumes_the_run_of_a_killed_one_from_anot
     // Nothing renews the lease any more: it expires at most one lease after now.
     let bounded: bool = db(&url)
         .query_one(
-            "SELECT expires <= now() + interval '2 seconds' FROM leases WHERE inventory = 'lab'",
-            &[],
+            "SELECT expires <= now() + $1::text::interval FROM leases WHERE inventory = 'lab'",
+            &[&support::db::LEASE],
         )
         .unwrap()
         .get(0);
@@ -114,14 +114,21 @@ fn a_second_controller_is_refused_then_resumes_the_run_of_a_killed_one_from_anot
     );
     std::fs::write(lab.path("gate-open"), "").unwrap();
 
-    // Until it expires, the run still counts as held; then a new deploy is told how to go on.
-    wait_until("the dead holder's lease to expire", || {
-        let output = pony_db(&state_b, &url, &deploy_args).output().unwrap();
-        assert_eq!(code(&output), 4, "{}", text(&output));
-        String::from_utf8_lossy(&output.stderr).contains("has an expired lease")
-    });
+    // Until it expires, the run still counts as held; then a new deploy is told how to go
+    // on. Its expiry is brought forward in SQL (what the database's clock does a lease
+    // later), so that no verdict waits on the clock.
+    let held = pony_db(&state_b, &url, &deploy_args).output().unwrap();
+    assert_eq!(code(&held), 4, "{}", text(&held));
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert!(
+        stderr.contains(&format!("locked by run {run}")) && !stderr.contains("expired"),
+        "{stderr}"
+    );
+    assert_eq!(expire_leases(&url, "leases", "inventory = 'lab'"), 1);
     let refused = pony_db(&state_b, &url, &deploy_args).output().unwrap();
+    assert_eq!(code(&refused), 4, "{}", text(&refused));
     let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("has an expired lease"), "{stderr}");
     assert!(
         stderr.contains(&format!("pony resume {run}")) && stderr.contains("pony unlock lab"),
         "{stderr}"
@@ -587,7 +594,10 @@ fn a_controller_cut_off_from_the_database_for_a_whole_lease_stops() {
         "name: cut-off\nsteps:\n  - { name: hold, run: \"touch started; while true; do sleep 0.02; done\" }\n  - { name: after, needs: [hold], run: touch after }\n",
     );
     let state = dir.path().join("state");
+    // A short lease, so that the test does not wait out a long one: the verdict does not
+    // depend on it (nothing ends the `hold` tasks but the lost lease).
     let controller = pony_db(&state, &url, &deploy_args(&inventory, &playbook))
+        .env("PONY_LEASE", "3s")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -622,7 +632,9 @@ fn an_expired_lease_is_not_revived_and_a_takeover_fences_the_old_holder() {
     use pony::state::lock::LockError;
     use pony::state::pg::{lease, PgStore};
     let pg = server();
-    let store = PgStore::open(&pg.url(), std::time::Duration::from_secs(1)).unwrap();
+    // A long lease: nothing here may expire by the clock on a loaded machine; the test
+    // ends the holder's lease itself, as its expiry would.
+    let store = PgStore::open(&pg.url(), std::time::Duration::from_secs(30)).unwrap();
     let first = lease::acquire(&store, "global", "run-1", false, Default::default()).unwrap();
     let old_holder = first.holder.clone();
     // The holder dies without a word: its heartbeat stops, nothing is released.
@@ -631,12 +643,15 @@ fn an_expired_lease_is_not_revived_and_a_takeover_fences_the_old_holder() {
         Err(LockError::Held(info)) => assert_eq!(info.run_id, "run-1"),
         other => panic!("expected Held, got {:?}", other.err()),
     }
-    wait_until("the lease to expire", || {
-        !lease::read(&store, "global").unwrap().unwrap().live
-    });
+    assert!(lease::read(&store, "global").unwrap().unwrap().live);
+    assert_eq!(
+        expire_leases(&pg.url(), "leases", "inventory = 'global'"),
+        1
+    );
+    assert!(!lease::read(&store, "global").unwrap().unwrap().live);
     let mut client = store.connect().unwrap();
     assert!(
-        !lease::renew(&mut client, "global", &old_holder, 1.0).unwrap(),
+        !lease::renew(&mut client, "global", &old_holder, 30.0).unwrap(),
         "an expired lease was renewed"
     );
     match lease::acquire(&store, "global", "run-2", true, Default::default()) {
@@ -646,10 +661,10 @@ fn an_expired_lease_is_not_revived_and_a_takeover_fences_the_old_holder() {
     let second = lease::acquire(&store, "global", "run-1", true, Default::default()).unwrap();
     assert_ne!(second.holder, old_holder);
     assert!(
-        !lease::renew(&mut client, "global", &old_holder, 1.0).unwrap(),
+        !lease::renew(&mut client, "global", &old_holder, 30.0).unwrap(),
         "the old holder renewed a lease taken over"
     );
-    assert!(lease::renew(&mut client, "global", &second.holder, 1.0).unwrap());
+    assert!(lease::renew(&mut client, "global", &second.holder, 30.0).unwrap());
     drop(second);
     assert!(
         lease::read(&store, "global").unwrap().is_none(),

@@ -322,15 +322,23 @@ pub fn count(lab: &MailLab, sent: &Sent) -> Count {
     count
 }
 
-/// Counts until nothing is missing any more (flushing every queue between looks), or
-/// until `bound`; returns the last count.
+/// Counts until nothing is missing any more (flushing every queue between looks), until
+/// nothing can arrive any more, or until `bound`; returns the last count. Nothing can
+/// arrive once every MTA's queue is empty at two looks in a row (the generator is done by
+/// then, so nothing is in flight to an MTA either): a message that was accepted is in a
+/// queue until its store holds it, so one in no queue and no Maildir was dropped. The
+/// queues are read before the Maildirs, so a message delivered in between is counted;
+/// the second look covers one relayed between two MTAs while the first read their queues.
 pub async fn settle(lab: &MailLab, sent: &Sent, bound: Duration) -> Count {
     let deadline = tokio::time::Instant::now() + bound;
+    let mut was_idle = false;
     loop {
+        let idle = lab.queues_empty();
         let count = count(lab, sent);
-        if count.lost.is_empty() || tokio::time::Instant::now() > deadline {
+        if count.lost.is_empty() || (idle && was_idle) || tokio::time::Instant::now() > deadline {
             return count;
         }
+        was_idle = idle;
         lab.flush_all();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

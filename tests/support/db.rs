@@ -10,11 +10,31 @@ pub fn server() -> Postgres {
     Postgres::start(Sync::Fast).unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e:#}"))
 }
 
-/// pony with its own state folder `state`, sharing the database `url`, leases of 2s.
+/// How long pony's leases last in the tests: long enough that a controller starved by a
+/// loaded machine never loses its lease by accident. A test that needs a dead holder's
+/// lease expired ends it with [`expire_leases`] (as its expiry would, by the database's
+/// clock); only a test about losing a lease sets a short one itself.
+pub const LEASE: &str = "30s";
+
+/// pony with its own state folder `state`, sharing the database `url`, leases of
+/// [`LEASE`].
 pub fn pony_db(state: &Path, url: &str, args: &[&str]) -> Command {
     let mut command = super::pony(state, args);
-    command.env("PONY_STATE", url).env("PONY_LEASE", "2s");
+    command.env("PONY_STATE", url).env("PONY_LEASE", LEASE);
     command
+}
+
+/// Ends now every lease (the inventory's and the regions') that `holder_sql` selects: a
+/// SQL condition on the row (`run_id = 'X'`, `controller = 'ctl-b'`), as if its expiry
+/// had come. Returns how many rows it ended; the rows stay, expired, as a dead holder's do.
+pub fn expire_leases(url: &str, table: &str, condition: &str) -> u64 {
+    assert!(matches!(table, "leases" | "region_leases"), "{table}");
+    db(url)
+        .execute(
+            &format!("UPDATE {table} SET expires = now() WHERE ({condition}) AND expires > now()"),
+            &[],
+        )
+        .unwrap()
 }
 
 /// A client of the database `url`, in pony's schema.

@@ -203,6 +203,23 @@ impl MailLab {
             .count())
     }
 
+    /// Whether every host's Postfix queue is empty (`postqueue -j` prints nothing and
+    /// succeeds): no message is waiting, being delivered or being relayed anywhere. A
+    /// queue that cannot be read counts as not empty.
+    pub fn queues_empty(&self) -> bool {
+        self.hosts.iter().all(|h| {
+            Command::new("postqueue")
+                .arg("-c")
+                .arg(h.postfix_config())
+                .arg("-j")
+                .stderr(Stdio::null())
+                .output()
+                .is_ok_and(|out| {
+                    out.status.success() && out.stdout.iter().all(u8::is_ascii_whitespace)
+                })
+        })
+    }
+
     /// `postqueue -f` on every host: deferred mail is tried again now.
     pub fn flush_all(&self) {
         for h in &self.hosts {
