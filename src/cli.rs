@@ -301,7 +301,7 @@ pub enum Command {
         /// `KEY=env:VAR` as for deploy.
         #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         secret_vars: Vec<(String, String)>,
-        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS", value_parser = clap::builder::BoolishValueParser::new())]
         accept_new_host_keys: bool,
         /// Go on past the wave whose failure stopped the run, leaving its unfinished hosts
         /// as they are (journaled with who and when). Without it the failed wave's hosts
@@ -323,7 +323,7 @@ pub enum Command {
         /// Values of the run's `--secret-var`s (they are never stored).
         #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         secret_vars: Vec<(String, String)>,
-        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS", value_parser = clap::builder::BoolishValueParser::new())]
         accept_new_host_keys: bool,
         #[command(flatten)]
         run_options: RunOptions,
@@ -341,10 +341,10 @@ pub enum Command {
         #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         secret_vars: Vec<(String, String)>,
         /// Do not ask for confirmation (required when stdin is not a terminal).
-        #[arg(short, long, env = "PONY_YES")]
+        #[arg(short, long, env = "PONY_YES", value_parser = clap::builder::BoolishValueParser::new())]
         yes: bool,
         /// Accept the host keys of hosts never seen before (still refuse changed keys).
-        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS", value_parser = clap::builder::BoolishValueParser::new())]
         accept_new_host_keys: bool,
         #[command(flatten)]
         run_options: RunOptions,
@@ -395,7 +395,7 @@ pub enum Command {
     Ping {
         #[command(flatten)]
         hosts: HostsArgs,
-        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS", value_parser = clap::builder::BoolishValueParser::new())]
         accept_new_host_keys: bool,
         /// Give up on a host that has not answered within this long (e.g. 5s, 1m).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -412,7 +412,7 @@ pub enum Command {
     Exec {
         #[command(flatten)]
         hosts: HostsArgs,
-        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+        #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS", value_parser = clap::builder::BoolishValueParser::new())]
         accept_new_host_keys: bool,
         /// Kill the command on a host that runs longer than this (e.g. 30s, 5m).
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -447,13 +447,13 @@ pub struct DeployArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Do not ask for confirmation (required when stdin is not a terminal).
-    #[arg(short, long, env = "PONY_YES")]
+    #[arg(short, long, env = "PONY_YES", value_parser = clap::builder::BoolishValueParser::new())]
     pub yes: bool,
     /// Pre-approve the `approve:` gate of this wave.
     #[arg(long, value_name = "WAVE")]
     pub approve: Vec<String>,
     /// Accept the host keys of hosts never seen before (still refuse changed keys).
-    #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS")]
+    #[arg(long, env = "PONY_ACCEPT_NEW_HOST_KEYS", value_parser = clap::builder::BoolishValueParser::new())]
     pub accept_new_host_keys: bool,
     #[command(flatten)]
     pub run_options: RunOptions,

@@ -156,7 +156,8 @@ fn cases() -> Vec<Case> {
         },
         Case {
             var: "PONY_YES",
-            value: "true",
+            // What CI files write; `true`, `yes` and `on` work as well.
+            value: "1",
             playbook: PLAIN,
             args: &["deploy", "-i", "inventory.yaml", "playbook.yaml"],
             check: |scene, out, with| {
