@@ -227,6 +227,8 @@ pub enum Event {
         host: String,
         region: String,
         cluster: String,
+        /// `deploy` (its tasks all succeeded) or `rollback` (its rollback commands did).
+        after: HealthAfter,
         checked: bool,
         ok: bool,
         /// The checks that did not pass, with what they said.
@@ -282,6 +284,14 @@ pub enum Event {
         regions: Vec<RegionSummary>,
         run_dir: String,
     },
+}
+
+/// When a host's `health:` checks ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthAfter {
+    Deploy,
+    Rollback,
 }
 
 /// One line of `--output json`: the event with its schema version and time.

@@ -17,7 +17,7 @@ use support::{
 /// service that stays down: the trial's "rollback complete" over a dead MTA).
 const STEPS: &str = r#"steps:
   - name: switch
-    run: rm -f serving; touch new; test ! -e broken
+    run: rm -f serving; touch new; test ! -e broken && touch serving
     rollback: rm -f new; if [ ! -e no-restart ]; then touch serving; fi
 "#;
 
@@ -60,6 +60,14 @@ fn health_events(out: &std::process::Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The health checks after rollbacks (the others come after each host's deploy).
+fn after_rollback(out: &std::process::Output) -> Vec<serde_json::Value> {
+    health_events(out)
+        .into_iter()
+        .filter(|e| e["after"] == "rollback")
+        .collect()
+}
+
 #[test]
 fn a_rollback_whose_host_does_not_serve_again_is_a_failed_rollback() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,7 +77,7 @@ fn a_rollback_whose_host_does_not_serve_again_is_a_failed_rollback() {
         !state.join("hosts/h1/serving").exists(),
         "h1 really is down"
     );
-    let checks = health_events(&out);
+    let checks = after_rollback(&out);
     assert_eq!(checks.len(), 1, "{checks:?}");
     assert_eq!(checks[0]["host"], "h1");
     assert_eq!(checks[0]["ok"], false);
@@ -95,7 +103,7 @@ fn a_rollback_whose_host_does_not_serve_again_is_a_failed_rollback() {
     let (run_id, run) = only_run(&state);
     let record = journal(&run)
         .into_iter()
-        .find(|r| r["type"] == "health_checked")
+        .find(|r| r["type"] == "health_checked" && r["after"] == "rollback")
         .expect("journaled");
     assert_eq!(
         (record["host"].clone(), record["ok"].clone()),
@@ -134,7 +142,7 @@ fn a_rollback_whose_host_serves_again_is_rolled_back_and_verified() {
     let (out, state) = deploy(dir.path(), HEALTH, &["broken"]);
     assert_eq!(code(&out), 1, "{}", exit_text(&out));
     assert!(state.join("hosts/h1/serving").exists());
-    let checks = health_events(&out);
+    let checks = after_rollback(&out);
     assert_eq!(checks.len(), 1, "{checks:?}");
     assert_eq!(
         (checks[0]["checked"].clone(), checks[0]["ok"].clone()),
@@ -231,4 +239,113 @@ fn a_resume_deploys_a_rolled_back_host_again_from_its_first_task() {
         "x\n",
         "a host that was not rolled back is not deployed again"
     );
+}
+
+/// Two waves (r1, then r2); `switch` puts the new release in service, which serves unless
+/// `broken-new` exists. Health passes while the old or the new release serves.
+const AFTER_DEPLOY: &str = r#"name: checked
+strategy:
+  max_failures: 1
+  waves:
+    - { name: first, regions: [r1] }
+    - { name: second, regions: [r2] }
+health:
+  wait: 1s
+  every: 100ms
+  checks:
+    - { name: serving, run: "test -e serving || test -e new-serving" }
+steps:
+  - name: switch
+    run: rm -f serving; touch new; if [ ! -e broken-new ]; then touch new-serving; fi
+    rollback: rm -f new new-serving; touch serving
+"#;
+
+#[test]
+fn a_host_whose_health_does_not_pass_after_its_deploy_fails_and_the_wave_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    prepare(&state, &["broken-new"]);
+    let (inventory, playbook) = write_plan(dir.path(), TINY_INVENTORY, AFTER_DEPLOY);
+    let mut args = deploy_args(&inventory, &playbook);
+    args.extend(["--output", "json"]);
+    let out = pony(&state, &args).output().unwrap();
+    assert_eq!(
+        code(&out),
+        1,
+        "h1 failed its health and was rolled back: {}",
+        exit_text(&out)
+    );
+    let h1 = state.join("hosts/h1");
+    assert!(
+        h1.join("serving").exists() && !h1.join("new").exists(),
+        "h1 is back on the old release"
+    );
+    for host in ["h2", "h3", "h4"] {
+        assert!(
+            state.join("hosts").join(host).join("new-serving").exists(),
+            "{host}"
+        );
+    }
+    let all = events(&out);
+    let checks: Vec<(String, String, bool)> = health_events(&out)
+        .iter()
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_string(),
+                e["after"].as_str().unwrap().to_string(),
+                e["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        checks.contains(&("h1".into(), "deploy".into(), false)),
+        "{checks:?}"
+    );
+    assert!(
+        checks.contains(&("h1".into(), "rollback".into(), true)),
+        "{checks:?}"
+    );
+    for host in ["h2", "h3", "h4"] {
+        assert!(
+            checks.contains(&(host.into(), "deploy".into(), true)),
+            "{checks:?}"
+        );
+    }
+    let outcome = |host: &str| {
+        all.iter()
+            .rev()
+            .find(|e| e["event"] == "host_finished" && e["host"] == host)
+            .map(|e| e["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome("h1").as_deref(), Some("rolled_back"));
+    assert_eq!(outcome("h2").as_deref(), Some("ok"));
+    // Wave `second` starts only once the first wave's hosts were judged healthy or not.
+    let position =
+        |wanted: &dyn Fn(&serde_json::Value) -> bool| all.iter().position(wanted).unwrap();
+    let first_r2_task = position(&|e| e["event"] == "task_started" && e["task"]["region"] == "r2");
+    for host in ["h1", "h2"] {
+        let judged = position(&|e| {
+            e["event"] == "health_checked" && e["host"] == host && e["after"] == "deploy"
+        });
+        assert!(
+            judged < first_r2_task,
+            "{host}'s health came before wave second"
+        );
+    }
+    // The summary names the host and the failed check.
+    let human = {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        prepare(&state, &["broken-new"]);
+        let (inventory, playbook) = write_plan(dir.path(), TINY_INVENTORY, AFTER_DEPLOY);
+        pony(&state, &deploy_args(&inventory, &playbook))
+            .output()
+            .unwrap()
+    };
+    let said = text(&human);
+    assert!(
+        said.contains("FAILED h1: its steps all ran, but its health does not pass: serving"),
+        "{said}"
+    );
+    assert!(said.contains("h1") && said.contains("health"), "{said}");
 }

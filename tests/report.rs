@@ -254,6 +254,7 @@ fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
             ("host", "string"),
             ("region", "string"),
             ("cluster", "string"),
+            ("after", "string"),
             ("checked", "boolean"),
             ("ok", "boolean"),
             ("error", "string?"),

@@ -49,6 +49,9 @@ pub struct HostRun {
     /// because another host's failure within the budget skipped its dependency does not
     /// count: the run goes on past that failure by design.)
     pub cut_short: bool,
+    /// Its deploy is done and its `health:` checks run: it stays out of service (and
+    /// holds its slot) until they are judged.
+    pub health_pending: bool,
 }
 
 impl Default for HostRun {
@@ -64,6 +67,7 @@ impl Default for HostRun {
             captures: Vars::new(),
             reached: false,
             cut_short: false,
+            health_pending: false,
         }
     }
 }

@@ -16,7 +16,7 @@ pub mod summary;
 pub mod terminal;
 
 use crate::cli::{GlobalOptions, OutputFormat};
-use crate::events::{Event, HostOutcome};
+use crate::events::{Event, HealthAfter, HostOutcome};
 use crate::term::color_enabled;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -390,6 +390,17 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
                 palette.red("!! rollback")
             )
         }),
+        Event::HealthChecked {
+            host,
+            after: HealthAfter::Deploy,
+            ok: false,
+            error,
+            ..
+        } => Some(format!(
+            "{} {host}: its steps all ran, but its health does not pass: {}",
+            palette.red("FAILED"),
+            error.as_deref().unwrap_or("")
+        )),
         Event::HealthChecked {
             host,
             checked: true,

@@ -97,6 +97,23 @@ impl SummaryNotes {
             } => {
                 self.unverified.insert(host.clone());
             }
+            // A host whose health does not pass after its deploy failed at `health`.
+            Event::HealthChecked {
+                host,
+                region,
+                after: crate::events::HealthAfter::Deploy,
+                ok: false,
+                ..
+            } => {
+                self.failures
+                    .entry(host.clone())
+                    .or_insert_with(|| FailedHost {
+                        region: region.clone(),
+                        step: "health".into(),
+                        exit_code: None,
+                        outcome: None,
+                    });
+            }
             Event::GateWaiting { wave, reason, .. } if reason == "approve" => {
                 self.approval = Some(wave.clone());
             }

@@ -183,6 +183,7 @@ pub fn record_of(event: &Event) -> Option<Record> {
         },
         Event::HealthChecked {
             host,
+            after,
             checked,
             ok,
             error,
@@ -190,6 +191,7 @@ pub fn record_of(event: &Event) -> Option<Record> {
             ..
         } => Record::HealthChecked {
             host: host.clone(),
+            after: *after,
             checked: *checked,
             ok: *ok,
             error: error.clone(),

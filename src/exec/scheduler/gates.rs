@@ -7,6 +7,9 @@ impl Scheduler {
     // ----- gates -----
 
     pub(super) fn gate_ready(&mut self, wave: usize, node: NodeId) {
+        if self.gate_waits_for_health(wave, node) {
+            return;
+        }
         if let Some(reason) = self.waves[wave].failed.clone() {
             self.wave_failed(wave, node, reason);
             return;

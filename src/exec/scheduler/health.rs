@@ -1,17 +1,22 @@
-//! Verified rollbacks: once every rollback command of a host succeeded, the playbook's
-//! `health:` checks that apply to it run, tried again every `health.every` until they all
-//! pass or `health.wait` is over. The host counts as rolled back only when they pass;
-//! else it is `rollback failed` (exit 3), with what did not pass. A host no check applies
-//! to is rolled back "unverified" (said in its event and the journal). A rollback job is
-//! reported complete only once its hosts' checks are judged, and never when one failed.
+//! Host health (`health:`): the checks that apply to a host run, tried again every
+//! `health.every` until they all pass or `health.wait` is over, at two moments:
+//! - after its deploy (every task of it succeeded): it stays out of service, holding its
+//!   slot, until they pass; if they do not, the host fails there (and is rolled back as
+//!   the failure policy says); its wave's gate waits for them;
+//! - after its rollback commands all succeeded: it counts as rolled back only when they
+//!   pass, else it is `rollback failed` (exit 3). A host no check applies to is rolled
+//!   back "unverified". A rollback job is reported complete only once its hosts' checks
+//!   are judged, and never when one failed.
 
 use super::*;
+use crate::events::HealthAfter;
 use crate::playbook::health::HealthCheck;
 use crate::playbook::CheckAction;
 
 /// A host's checks, back from their worker: `None` when all passed, else what failed.
 pub(super) struct HealthRun {
-    pub job: usize,
+    /// The rollback job it verifies; `None` after a deploy.
+    pub job: Option<usize>,
     pub host: HostId,
     pub failure: Option<String>,
     pub duration: Duration,
@@ -48,11 +53,30 @@ impl Scheduler {
     pub(super) fn verify_rollback(&mut self, job: usize, host: HostId) {
         let checks = self.health_checks_of(host);
         if checks.is_empty() {
-            self.emit_health(host, false, None, Duration::ZERO);
+            self.emit_health(host, HealthAfter::Rollback, false, None, Duration::ZERO);
             self.rollback_judged(host, true);
             return;
         }
         self.job_health(job).pending += 1;
+        self.spawn_health(Some(job), host, &checks);
+    }
+
+    /// Every task of `host` succeeded and it leaves service: when checks apply to it
+    /// (and this controller deploys it), they run first; returns whether they do.
+    pub(super) fn verify_deploy(&mut self, host: HostId) -> bool {
+        if !matches!(self.options.mode, Mode::Deploy) || self.is_remote(host) {
+            return false;
+        }
+        let checks = self.health_checks_of(host);
+        if checks.is_empty() {
+            return false;
+        }
+        self.hosts[host].health_pending = true;
+        self.spawn_health(None, host, &checks);
+        true
+    }
+
+    fn spawn_health(&mut self, job: Option<usize>, host: HostId, checks: &[HealthCheck]) {
         let health = &self.plan.playbook.health;
         let (wait, every) = (health.wait, health.every);
         let wave = self.plan.host_wave[host].unwrap_or(0);
@@ -91,12 +115,55 @@ impl Scheduler {
             duration,
         } = run;
         let ok = failure.is_none();
-        self.emit_health(host, true, failure, duration);
+        let Some(job) = job else {
+            self.emit_health(host, HealthAfter::Deploy, true, failure, duration);
+            self.deploy_judged(host, ok);
+            return;
+        };
+        self.emit_health(host, HealthAfter::Rollback, true, failure, duration);
         let health = self.job_health(job);
         health.pending -= 1;
         health.failed |= !ok;
         self.rollback_judged(host, ok);
         self.pump_rollback(job);
+    }
+
+    fn deploy_judged(&mut self, host: HostId, ok: bool) {
+        self.hosts[host].health_pending = false;
+        if ok {
+            self.free_slot(host);
+            self.maybe_host_finished(host);
+        } else {
+            self.host_failed(host);
+        }
+        // Its wave's gate waited for the health of the wave's hosts.
+        if let Some(wave) = self.plan.host_wave[host] {
+            if self.waves[wave].gate_after_health && !self.health_pending_in(wave) {
+                self.waves[wave].gate_after_health = false;
+                let gate = self.plan.waves[wave].gate;
+                self.state[gate.index()] = State::Waiting;
+                self.gate_ready(wave, gate);
+            }
+        }
+    }
+
+    /// Whether a host of the wave is still being checked after its deploy.
+    pub(super) fn health_pending_in(&self, wave: usize) -> bool {
+        self.plan.waves[wave]
+            .hosts
+            .iter()
+            .any(|&h| self.hosts[h].health_pending)
+    }
+
+    /// A wave's gate waits while hosts of the wave are checked after their deploy;
+    /// returns whether it waits.
+    pub(super) fn gate_waits_for_health(&mut self, wave: usize, node: NodeId) -> bool {
+        if !self.health_pending_in(wave) {
+            return false;
+        }
+        self.state[node.index()] = State::Held;
+        self.waves[wave].gate_after_health = true;
+        true
     }
 
     pub(super) fn job_health(&mut self, job: usize) -> &mut JobHealth {
@@ -110,6 +177,7 @@ impl Scheduler {
     fn emit_health(
         &mut self,
         host: HostId,
+        after: HealthAfter,
         checked: bool,
         failure: Option<String>,
         duration: Duration,
@@ -120,6 +188,7 @@ impl Scheduler {
             host: spec.name.clone(),
             region: inventory.regions[spec.region].name.clone(),
             cluster: inventory.clusters[spec.cluster].name.clone(),
+            after,
             checked,
             ok: failure.is_none(),
             error: failure,

@@ -114,6 +114,9 @@ struct WaveRun {
     /// Failed hosts of the wave, and its `max_failures` resolved to a count.
     failed_hosts: usize,
     max_failures: Option<usize>,
+    /// Its gate became ready while hosts of it were checked after their deploy: it is
+    /// made ready again once they are judged.
+    gate_after_health: bool,
 }
 
 /// A finished rollback command, back from its worker.

@@ -33,8 +33,15 @@ impl Scheduler {
                 Node::Task(_) if recapture[i] => false,
                 // A rolled-back host is on the old release again: it is deployed again
                 // from its first task (a step without `rollback` that wrote into what an
-                // earlier step's rollback removed must run again too).
-                Node::Task(task) if task.per == Per::Host && rolled_back[task.host] => false,
+                // earlier step's rollback removed must run again too); not in a wave
+                // `--skip-failed-wave` leaves as it is.
+                Node::Task(task)
+                    if task.per == Per::Host
+                        && rolled_back[task.host]
+                        && Some(task.wave) != skipped_wave =>
+                {
+                    false
+                }
                 Node::Task(task) => match replay.done(&self.plan.label(node)) {
                     Some(previous) => {
                         self.unchanged[i] = !previous.changed;

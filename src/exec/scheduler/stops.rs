@@ -213,8 +213,13 @@ impl Scheduler {
         self.running.abort_all();
         self.remote.abort_all();
         self.rollback_runs.abort_all();
-        // A host whose health was being checked after its rollback ends incomplete.
+        // A host whose health was being checked after its deploy or its rollback ends
+        // incomplete.
         self.health_runs.abort_all();
+        for host in self.hosts.iter_mut().filter(|h| h.health_pending) {
+            host.health_pending = false;
+            host.cut_short = true;
+        }
         let mut synced = Vec::new();
         for node in running {
             synced.push(self.emit_durable(Event::TaskInterrupted {

@@ -185,6 +185,10 @@ impl Scheduler {
         // A failed host stays out of service (and holds its slot) until its rollback is
         // done. The host is reported finished before the next one takes its slot.
         let leaves_service = h.left_host_tasks == 0 && h.phase == Phase::Active;
+        // A host whose steps all ran is checked for health before it leaves service.
+        if leaves_service && h.touched && !h.cut_short && self.verify_deploy(task.host) {
+            return;
+        }
         self.maybe_host_finished(task.host);
         if leaves_service {
             self.free_slot(task.host);
@@ -193,7 +197,11 @@ impl Scheduler {
 
     pub(super) fn maybe_host_finished(&mut self, host: HostId) {
         let h = &self.hosts[host];
-        if h.left_tasks > 0 || h.running > 0 || !matches!(h.phase, Phase::Active | Phase::Idle) {
+        if h.left_tasks > 0
+            || h.running > 0
+            || h.health_pending
+            || !matches!(h.phase, Phase::Active | Phase::Idle)
+        {
             return;
         }
         if h.touched {

@@ -109,9 +109,11 @@ pub enum Record {
         #[serde(default)]
         duration_ms: u64,
     },
-    /// A host's health checks after its rollback (see [`crate::events::Event::HealthChecked`]).
+    /// A host's health checks after its deploy or its rollback (see
+    /// [`crate::events::Event::HealthChecked`]).
     HealthChecked {
         host: String,
+        after: crate::events::HealthAfter,
         checked: bool,
         ok: bool,
         error: Option<String>,

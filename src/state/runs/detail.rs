@@ -231,6 +231,7 @@ pub(super) fn fold(
                 ok,
                 error,
                 checked: true,
+                after: crate::events::HealthAfter::Rollback,
                 ..
             } => {
                 let label = format!("health@{host}");
@@ -243,6 +244,28 @@ pub(super) fn fold(
                     };
                     upsert(&mut rollbacks, &mut rollback_index, &label, rollback);
                 }
+            }
+            // A host whose health does not pass after its deploy failed there: shown
+            // among the failed tasks as `health@HOST`.
+            Record::HealthChecked {
+                host,
+                ok,
+                error,
+                duration_ms,
+                after: crate::events::HealthAfter::Deploy,
+                checked: true,
+                ..
+            } => {
+                let label = format!("health@{host}");
+                let task = TaskRecord {
+                    label: label.clone(),
+                    state: if *ok { "succeeded" } else { "failed" }.into(),
+                    exit_code: None,
+                    duration_ms: Some(*duration_ms),
+                    error: error.clone(),
+                    output_tail: String::new(),
+                };
+                upsert(&mut tasks, &mut task_index, &label, task);
             }
             Record::HealthChecked { .. } => {}
             // The failing check is named in the wave's `WaveStopped` reason; passing
