@@ -94,16 +94,15 @@ fn a_resume_from_another_directory_places_the_files_as_they_were_at_the_start() 
     let (run, run_dir) = only_run(&state);
     assert!(!state.join("hosts/h1/motd").exists(), "nothing placed yet");
 
-    // The run's origin is absolute, whatever was typed.
-    let origin: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).unwrap()).unwrap();
-    assert_eq!(
-        origin["playbook_path"].as_str().unwrap(),
-        dir.join("playbook.yaml").to_str().unwrap()
-    );
-
     std::fs::remove_file(&marker).unwrap();
     edit_and_delete(dir);
+
+    let resumed = pony(&state, &["resume", &run])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_eq!(code(&resumed), 0, "{}", text(&resumed));
+    assert_original_files(&state);
 
     let status = pony(&state, &["status", &run])
         .current_dir("/")
@@ -121,13 +120,6 @@ fn a_resume_from_another_directory_places_the_files_as_they_were_at_the_start() 
         assert!(said.contains(&line), "no `{line}` in:\n{said}");
     }
     assert!(!said.contains("playbook.yaml"), "{said}");
-
-    let resumed = pony(&state, &["resume", &run])
-        .current_dir("/")
-        .output()
-        .unwrap();
-    assert_eq!(code(&resumed), 0, "{}", text(&resumed));
-    assert_original_files(&state);
 
     let json = pony(&state, &["status", &run, "--output", "json"])
         .current_dir("/")
@@ -156,6 +148,14 @@ fn a_resume_from_another_directory_places_the_files_as_they_were_at_the_start() 
         .unwrap();
     assert_eq!(code(&rolled_back), 0, "{}", text(&rolled_back));
     assert!(!state.join("hosts/h1/motd").exists());
+
+    // The run's origin is absolute, whatever was typed.
+    let origin: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(
+        origin["playbook_path"].as_str().unwrap(),
+        dir.join("playbook.yaml").to_str().unwrap()
+    );
 }
 
 #[test]
