@@ -10,6 +10,7 @@ use crate::exit::Exit;
 pub fn run(mut cli: Cli) -> Exit {
     resolve_run_options(&mut cli);
     crate::logging::init(&cli.global);
+    crate::hint::set(&cli.global);
     if let Err(errors) = read_secret_sources(&mut cli) {
         return report(&errors.into());
     }

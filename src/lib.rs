@@ -5,6 +5,7 @@
 //! - [`cli`]: the command line as clap types, nothing else.
 //! - [`app`]: dispatch to [`commands`], and the one place an outcome becomes an exit code.
 //! - [`exit`]: the documented exit codes.
+//! - [`hint`]: the pony commands messages tell a person to run, with the options that chose the state.
 //! - [`commands`]: one module per subcommand; the glue that loads, runs and prints.
 //! - [`diag`]: validation problems, collected, sorted, each naming file, thing and fix.
 //! - [`inventory`]: the fleet (regions → clusters → hosts), ranges, inheritance, host patterns.
@@ -20,6 +21,10 @@
 //! - [`logging`]: tracing setup; log lines written around the progress bars.
 //! - [`lab`]: a local fleet of real sshd servers on loopback, for tests and `pony lab`.
 
+// Standard output goes through `term::Stdout` (`outln!`), which a closed pipe cannot
+// panic; `println!` would.
+#![deny(clippy::print_stdout)]
+
 pub mod app;
 pub mod cli;
 pub mod commands;
@@ -28,6 +33,7 @@ pub mod diag;
 pub mod events;
 pub mod exec;
 pub mod exit;
+pub mod hint;
 pub mod inventory;
 pub mod lab;
 pub mod logging;

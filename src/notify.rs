@@ -152,6 +152,9 @@ fn call(notifier: &Notifier, json: &str, log: &Path, run_id: &str) -> String {
     let spawned = Command::new("sh")
         .arg("-c")
         .arg(&notifier.command)
+        // pony's environment without its secrets and settings (PONY_STATE, …).
+        .env_clear()
+        .envs(crate::secret::notifier_env())
         .env("PONY_RUN_ID", run_id)
         .stdin(Stdio::piped())
         .stdout(output())

@@ -2,6 +2,10 @@
 //! `--secret-var`, are shown as `***` wherever pony prints or journals text. A
 //! `--secret-var` value can come from a file or an environment variable
 //! ([`read_source`]), so that it is not on pony's own command line either.
+//!
+//! Nor does a secret reach the processes pony starts through their environment:
+//! [`notifier_env`] and [`local_host_env`] are what a notifier and a `connection: local`
+//! host's commands get instead of pony's whole environment.
 
 use crate::inventory::Vars;
 
@@ -97,6 +101,7 @@ pub fn read_source(given: &str) -> Result<String, SourceError> {
         return Ok(text.to_string());
     }
     if let Some(name) = given.strip_prefix("env:") {
+        note_secret_env(name);
         return std::env::var(name).map_err(|e| SourceError {
             problem: format!("environment variable `{name}`: {e}"),
             fix: format!(
@@ -105,6 +110,96 @@ pub fn read_source(given: &str) -> Result<String, SourceError> {
         });
     }
     Ok(given.to_string())
+}
+
+/// Variables that `--secret-var KEY=env:VAR` read in this process: their values are
+/// secrets, so no child of pony gets them. One set per process, since the children are
+/// started far below the command line (a host's transport, a notifier's thread).
+static SECRET_ENV_NAMES: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Marks an environment variable as holding a secret (see [`SECRET_ENV_NAMES`]).
+pub fn note_secret_env(name: &str) {
+    SECRET_ENV_NAMES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string());
+}
+
+/// The variables pony itself reads (`PONY_STATE`, `PONY_STATE_DIR`, …, as the command
+/// line declares them, and `PONY_PROGRESS`): pony's settings, not a child's, and
+/// `PONY_STATE` may hold the database's password.
+fn own_settings() -> &'static std::collections::BTreeSet<String> {
+    static NAMES: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+        std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        fn collect(command: &clap::Command, names: &mut std::collections::BTreeSet<String>) {
+            for arg in command.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    names.insert(env.to_string_lossy().into_owned());
+                }
+            }
+            for sub in command.get_subcommands() {
+                collect(sub, names);
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        collect(
+            &<crate::cli::Cli as clap::CommandFactory>::command(),
+            &mut names,
+        );
+        names.insert(crate::report::PROGRESS_ENV.to_string());
+        names
+    })
+}
+
+/// Whether no child of pony may see this variable: one of pony's own settings, libpq's
+/// `PGPASSWORD`, a variable a `--secret-var …=env:VAR` read, or one whose name marks a
+/// secret as a var's does (ends in `_PASSWORD`, `_TOKEN` or `_SECRET`, in any case).
+pub fn is_withheld_env(name: &str) -> bool {
+    name == "PGPASSWORD"
+        || is_secret_name(&name.to_ascii_lowercase())
+        || own_settings().contains(name)
+        || SECRET_ENV_NAMES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+}
+
+/// What a `connection: local` host's commands see, as the login environment an SSH
+/// host would give them: `PATH`, `HOME`, `USER`, `LOGNAME`, `SHELL`, `LANG`, `LC_*`,
+/// `TZ`, `TERM`, `TMPDIR` and `SSH_AUTH_SOCK`, as pony has them; nothing else (and none
+/// of these when [`is_withheld_env`]).
+pub fn local_host_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    const PASSED: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "TZ",
+        "TERM",
+        "TMPDIR",
+        "SSH_AUTH_SOCK",
+    ];
+    child_env(|name| PASSED.contains(&name) || name.starts_with("LC_"))
+}
+
+/// What a notifier sees: pony's environment (a notifier is the operator's own command,
+/// and reads its webhook or address from there) without what [`is_withheld_env`] names.
+/// pony adds `PONY_RUN_ID`.
+pub fn notifier_env() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    child_env(|_| true)
+}
+
+fn child_env(passed: impl Fn(&str) -> bool) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(name, _)| {
+            name.to_str()
+                .is_some_and(|name| passed(name) && !is_withheld_env(name))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -164,5 +259,33 @@ mod tests {
             "got *** ab",
             "a line alone is hidden"
         );
+    }
+
+    #[test]
+    fn children_get_no_secret_and_none_of_ponys_settings() {
+        for withheld in [
+            "PONY_STATE",
+            "PONY_STATE_DIR",
+            "PONY_PROGRESS",
+            "PONY_INVENTORY",
+            "PGPASSWORD",
+            "DB_PASSWORD",
+            "GITHUB_TOKEN",
+            "api_secret",
+        ] {
+            assert!(is_withheld_env(withheld), "{withheld}");
+        }
+        note_secret_env("CHILD_ENV_TEST_SOURCE");
+        assert!(is_withheld_env("CHILD_ENV_TEST_SOURCE"));
+        // A notifier's own settings (the examples' webhook and address) pass.
+        for passed in [
+            "PATH",
+            "PONY_WEBHOOK_URL",
+            "PONY_MAIL_TO",
+            "TOKENS",
+            "PASSWORD_FILE",
+        ] {
+            assert!(!is_withheld_env(passed), "{passed}");
+        }
     }
 }

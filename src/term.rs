@@ -1,5 +1,7 @@
 //! The terminal that log lines, prompts and reporters share: the progress bars on screen
-//! (if any), which everything else writes around, and whether a stream gets colour.
+//! (if any), which everything else writes around, whether a stream gets colour, and
+//! standard output itself ([`Stdout`], [`crate::outln!`]), which every command writes
+//! through.
 //!
 //! [`crate::logging`], the approval prompt and the terminal reporter all use this module,
 //! and it uses none of them: the reporter hands its bars over here, and logging writes
@@ -7,6 +9,8 @@
 
 use crate::cli::ColorChoice;
 use indicatif::MultiProgress;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
 /// The progress bars on screen, if any.
@@ -39,6 +43,85 @@ pub fn color_enabled(choice: ColorChoice, is_terminal: bool) -> bool {
             is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
     }
+}
+
+/// Whether stdout's reader is gone (the pipe closed: `pony inventory … | head`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// pony's standard output, the one way every command writes to it (`println!` is denied
+/// in the library). A reader that stops early is not an error: the first write that
+/// finds the pipe closed (EPIPE) marks stdout closed, and that write and all later ones
+/// are dropped without a word, so the command ends as it would have, with its own exit
+/// code. Rust ignores SIGPIPE, so a closed pipe is an error here, never a signal; with
+/// `println!` it was a panic (exit 101). pony does not restore SIGPIPE's default instead,
+/// as many small filters do: that would kill it in the middle of a deploy, leaving the
+/// journal without the run's end, whenever whoever read its output went away.
+/// Other errors (a full disk under a redirection) are returned to the writer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stdout;
+
+impl Stdout {
+    /// Runs `write` on locked stdout unless it is closed; a closed pipe is `Ok`.
+    fn guarded(
+        write: impl FnOnce(&mut std::io::StdoutLock) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if STDOUT_CLOSED.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match write(&mut std::io::stdout().lock()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                STDOUT_CLOSED.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    /// All of `buf` under one lock: lines from threads never interleave.
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        Stdout::guarded(|out| out.write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Stdout::guarded(|out| out.flush())
+    }
+}
+
+/// What [`crate::out!`] and [`crate::outln!`] call: the text written to [`Stdout`] at
+/// once. An error other than a closed pipe is reported once on stderr (`println!`
+/// panicked on it), and stdout is given up.
+pub fn print(args: std::fmt::Arguments) {
+    let text = std::fmt::format(args);
+    if let Err(e) = Stdout.write_all(text.as_bytes()) {
+        if !STDOUT_CLOSED.swap(true, Ordering::Relaxed) {
+            eprintln!("warning: cannot write to stdout: {e}; nothing more is written there");
+        }
+    }
+}
+
+/// `print!` through [`Stdout`]: quiet once a reader stops early.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::term::print(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through [`Stdout`]: quiet once a reader stops early.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::term::print(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::term::print(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 #[cfg(test)]

@@ -327,9 +327,10 @@ fn a_run_whose_controller_died_is_stopped_and_resumes_from_its_journal() {
     running.sort();
     assert_eq!(running, ["check@h1", "prepare@h2"]);
     assert_eq!(report["waiting"]["reason"], "resume");
+    // The command to type carries the state folder this status was read from.
     assert_eq!(
         report["waiting"]["next"],
-        serde_json::json!([format!("pony resume {id}")])
+        serde_json::json!([format!("pony resume {id} --state-dir {}", state.display())])
     );
 
     let history = ok(&state, &["history"]);

@@ -28,7 +28,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
         .flat_map(|w| &w.hosts)
         .map(|&h| plan.inventory.hosts[h].cluster)
         .collect();
-    println!(
+    crate::outln!(
         "ok: {} on {}: {} hosts, {} regions, {} clusters, {} steps, {} tasks in {} waves",
         plan.playbook.name,
         plan.inventory.name,

@@ -18,11 +18,10 @@ pub fn man() -> anyhow::Result<Exit> {
 }
 
 /// Writes generated text to stdout. A reader that stops early (`| head`) is not an
-/// error: generating to stdout directly made clap panic on the closed pipe.
+/// error ([`crate::term::Stdout`]): generating to stdout directly made clap panic on the
+/// closed pipe.
 fn print(text: &[u8]) -> anyhow::Result<Exit> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(Exit::Success),
-    }
+    let mut out = crate::term::Stdout;
+    out.write_all(text).and_then(|()| out.flush())?;
+    Ok(Exit::Success)
 }

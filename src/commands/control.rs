@@ -8,6 +8,7 @@ use crate::cli::{GlobalOptions, OutputFormat};
 use crate::control::SendError;
 use crate::exec::control::{ControlCommand, ControlReply, Operator};
 use crate::exit::Exit;
+use crate::hint::pony as hint;
 use crate::state::pg::{self, control::Answer, control::Sent};
 use crate::state::runs::{self, RunState};
 use crate::state::store::Store;
@@ -16,8 +17,8 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
     let store = Store::from_options(global)?;
     let id = store.resolve(run).map_err(|e| {
         let hint = match e {
-            runs::ResolveError::Ambiguous { .. } => "give more of the run id",
-            _ => "`pony history` lists the runs",
+            runs::ResolveError::Ambiguous { .. } => "give more of the run id".to_string(),
+            _ => format!("`{}` lists the runs", hint("history")),
         };
         anyhow::anyhow!("{e}\n  hint: {hint}")
     })?;
@@ -33,7 +34,8 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
                 }
                 Err(error @ SendError::NoAnswer(_)) => {
                     eprintln!(
-                        "error: `{typed}` to run {id}: {error}\n  hint: `pony status {id}` shows whether it took the command (the journal records every command it took)"
+                        "error: `{typed}` to run {id}: {error}\n  hint: `{}` shows whether it took the command (the journal records every command it took)",
+                        hint(format_args!("status {id}"))
                     );
                     return Ok(Exit::NotRunning);
                 }
@@ -55,7 +57,10 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
                         eprintln!("warning: controller {name} of run {id} stopped before it answered `{typed}`");
                     }
                     for name in &silent {
-                        eprintln!("warning: controller {name} of run {id} did not answer `{typed}` within a minute\n  hint: `pony status {id}` shows whether it took the command");
+                        eprintln!(
+                            "warning: controller {name} of run {id} did not answer `{typed}` within a minute\n  hint: `{}` shows whether it took the command",
+                            hint(format_args!("status {id}"))
+                        );
                     }
                     // Every controller it was sent to stopped or stayed silent.
                     if answers.is_empty() {
@@ -69,7 +74,7 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
     if global.output == OutputFormat::Json {
         print_json(&id, &typed, reply.accepted, &reply.message);
     } else if reply.accepted {
-        println!("run {id}: {}", reply.message);
+        crate::outln!("run {id}: {}", reply.message);
     } else {
         eprintln!("error: run {id} refused `{typed}`: {}", reply.message);
     }
@@ -116,14 +121,17 @@ fn not_running(global: &GlobalOptions, store: &Store, id: &str, typed: &str, err
     };
     let hint = match summary.outcome {
         Some(crate::events::RunOutcome::AwaitingApproval) => format!(
-            "it stopped at an approve: gate; continue it with `pony resume {id} --approve WAVE`"
+            "it stopped at an approve: gate; continue it with `{}`",
+            hint(format_args!("resume {id} --approve WAVE"))
         ),
         _ if summary.state == RunState::Stopped => {
             format!(
-                "continue it with `pony resume {id}`, or roll it back with `pony rollback {id}`"
+                "continue it with `{}`, or roll it back with `{}`",
+                hint(format_args!("resume {id}")),
+                hint(format_args!("rollback {id}"))
             )
         }
-        _ => format!("`pony status {id}` shows how it ended"),
+        _ => format!("`{}` shows how it ended", hint(format_args!("status {id}"))),
     };
     if global.output == OutputFormat::Json {
         print_json(
@@ -139,7 +147,7 @@ fn not_running(global: &GlobalOptions, store: &Store, id: &str, typed: &str, err
 /// The answer as one JSON line (`--output json`), whether the run took the command,
 /// refused it or was not running.
 fn print_json(id: &str, typed: &str, accepted: bool, message: &str) {
-    println!(
+    crate::outln!(
         "{}",
         serde_json::json!({
             "run_id": id,

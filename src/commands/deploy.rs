@@ -24,7 +24,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
             .rollback_pace
             .map(Into::into)
             .unwrap_or(plan.playbook.strategy.rollback_pace);
-        print!(
+        crate::out!(
             "{}",
             super::dry_run::render(&plan, &redactor, connections, pace)
         );

@@ -61,7 +61,7 @@ pub fn run(
     let command = command.join(" ");
     let (inventory, hosts) = select(inventory, limit)?;
     // The hosts' own connect timeout and retries, as a deploy would use them.
-    let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes);
+    let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes)?;
     let (inventory, opener, command) = (Arc::new(inventory), Arc::new(opener), Arc::new(command));
     let (answers, wall) = on_each_host(hosts.clone(), connections(global), |host| {
         let (inventory, opener, command) = (inventory.clone(), opener.clone(), command.clone());
@@ -79,7 +79,7 @@ pub fn run(
         OutputFormat::Human => {
             let palette =
                 Palette::new(color_enabled(global.color, std::io::stdout().is_terminal()));
-            print!("{}", render(&groups, hosts.len(), failed, wall, &palette));
+            crate::out!("{}", render(&groups, hosts.len(), failed, wall, &palette));
         }
     }
     // 1: the command failed somewhere (the code a failed run gets).
@@ -286,7 +286,7 @@ fn render(
 fn print_json(groups: &[Group], hosts: usize, failed: usize, wall: Duration) {
     use std::io::Write;
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::Stdout;
     for g in groups {
         let mut line = serde_json::Map::new();
         line.insert("schema".into(), SCHEMA_VERSION.into());

@@ -8,6 +8,6 @@ use crate::plan::render::{render, GraphFormat, Level};
 pub fn run(args: &PlanArgs, format: GraphFormat, tasks: bool) -> anyhow::Result<Exit> {
     let plan = load_plan(args)?;
     let level = if tasks { Level::Tasks } else { Level::Steps };
-    print!("{}", render(&plan, format, level));
+    crate::out!("{}", render(&plan, format, level));
     Ok(Exit::Success)
 }

@@ -22,7 +22,7 @@ pub fn run(global: &GlobalOptions, limit: usize) -> anyhow::Result<Exit> {
         .take(limit)
         .map(|id| store.read_summary(id).summary)
         .collect();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::Stdout;
     match global.output {
         OutputFormat::Json => {
             for summary in &summaries {

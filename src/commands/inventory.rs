@@ -27,7 +27,7 @@ pub fn run(path: &Path, limit: Option<&str>, format: InventoryFormat) -> anyhow:
                     })
                 })
                 .collect();
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(
                     &serde_json::json!({ "inventory": inventory.name, "hosts": rows })
@@ -83,7 +83,7 @@ pub fn run(path: &Path, limit: Option<&str>, format: InventoryFormat) -> anyhow:
                 regions.len(),
                 clusters.len()
             ));
-            print!("{out}");
+            crate::out!("{out}");
         }
     }
     Ok(Exit::Success)

@@ -42,29 +42,32 @@ pub fn run(state_dir: &Path, action: &LabAction) -> anyhow::Result<Exit> {
                 None => write_playbook(&dir, &inventory)?,
             };
             fleet.detach()?;
-            println!("lab up: {count} sshd servers on loopback ({regions} regions × {clusters} clusters × {hosts} hosts)");
+            crate::outln!("lab up: {count} sshd servers on loopback ({regions} regions × {clusters} clusters × {hosts} hosts)");
             if mail_lab.is_some() {
-                println!(
+                crate::outln!(
                     "mail: Postfix and Dovecot on every host, release {} (MTAs relay to their region's stores over LMTP)",
                     crate::lab::mail::FIRST_RELEASE
                 );
             }
-            println!("inventory: {}", inventory.display());
-            println!("playbook:  {}", playbook.display());
-            println!(
-                "try: pony deploy -i {} {} --yes",
-                shell_word(&inventory),
-                shell_word(&playbook)
+            crate::outln!("inventory: {}", inventory.display());
+            crate::outln!("playbook:  {}", playbook.display());
+            crate::outln!(
+                "try: {}",
+                crate::hint::pony(format_args!(
+                    "deploy -i {} {} --yes",
+                    shell_word(&inventory),
+                    shell_word(&playbook)
+                ))
             );
-            println!("stop with: pony lab down");
+            crate::outln!("stop with: {}", crate::hint::pony_here("lab down"));
         }
         LabAction::Traffic { rate, duration } => return traffic(&dir, *rate, *duration),
         LabAction::Down => {
             if let Some(mail) = crate::lab::mail::stop(&dir)? {
-                println!("lab down: stopped {} mail services", mail.stopped);
+                crate::outln!("lab down: stopped {} mail services", mail.stopped);
             }
             let summary = crate::lab::down(&dir)?;
-            println!(
+            crate::outln!(
                 "lab down: stopped {} sshd servers ({} were already gone)",
                 summary.killed.len(),
                 summary.already_gone.len()
@@ -137,7 +140,7 @@ fn traffic(dir: &Path, rate: f64, duration: std::time::Duration) -> anyhow::Resu
         let sending_for = started.elapsed();
         let _ = stop.send(true);
         let sent = sending.await?;
-        println!(
+        crate::outln!(
             "traffic: {} accepted in {:.1}s ({:.1}/s), {} deferrals met, {} rejected (5xx), {} given up",
             sent.accepted.len(),
             sending_for.as_secs_f64(),
@@ -149,9 +152,9 @@ fn traffic(dir: &Path, rate: f64, duration: std::time::Duration) -> anyhow::Resu
         anyhow::Ok(traffic::settle(&lab, &sent, std::time::Duration::from_secs(120)).await)
     })?;
     for (region, (sent, delivered)) in &count.regions {
-        println!("  {region:<14} sent {sent:>6}  delivered {delivered:>6}");
+        crate::outln!("  {region:<14} sent {sent:>6}  delivered {delivered:>6}");
     }
-    println!("{count}");
+    crate::outln!("{count}");
     Ok(if count.lost.is_empty() {
         Exit::Success
     } else {
@@ -206,13 +209,5 @@ fn write_playbook(dir: &Path, inventory: &Path) -> anyhow::Result<PathBuf> {
 
 /// A path as one shell word (quoted only when it needs to be).
 fn shell_word(path: &Path) -> String {
-    let text = path.display().to_string();
-    if text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
-    {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
+    crate::hint::shell_word(&path.display().to_string())
 }

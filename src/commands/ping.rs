@@ -11,12 +11,12 @@
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
-use crate::inventory::{HostId, Inventory};
+use crate::inventory::{ConnectionKind, HostId, Inventory};
 use crate::report::{short_duration, Palette};
 use crate::term::color_enabled;
 use crate::transport::connect::Connector;
 pub use crate::transport::connect::Reason;
-use crate::transport::ssh::SshOptions;
+use crate::transport::ssh::{ControlDirError, SshOptions};
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -45,13 +45,18 @@ pub fn connector(
     hosts: &[HostId],
     accept_new_host_keys: bool,
     handshakes: usize,
-) -> Connector {
-    Connector::new(
-        SshOptions::new(&global.state_dir, accept_new_host_keys),
+) -> Result<Connector, ControlDirError> {
+    let ssh = SshOptions::new(&global.state_dir, accept_new_host_keys);
+    let selected = || hosts.iter().map(|&h| &inventory.hosts[h]);
+    if selected().any(|h| h.connection == ConnectionKind::Ssh) {
+        ssh.secure_control_dir()?;
+    }
+    Ok(Connector::new(
+        ssh,
         global.state_dir.join("hosts"),
-        hosts.iter().map(|&h| &inventory.hosts[h]),
+        selected(),
         handshakes,
-    )
+    ))
 }
 
 /// Connections open at once: `--connections`, else [`CONNECTIONS`]; at least one.
@@ -133,7 +138,7 @@ pub fn run(
     handshakes: usize,
 ) -> anyhow::Result<Exit> {
     let (inventory, hosts) = select(inventory, limit)?;
-    let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes)
+    let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes)?
         .with_connect_timeout(timeout)
         .with_connect_retries(0);
     let (inventory, opener) = (Arc::new(inventory), Arc::new(opener));
@@ -147,7 +152,7 @@ pub fn run(
         OutputFormat::Human => {
             let palette =
                 Palette::new(color_enabled(global.color, std::io::stdout().is_terminal()));
-            print!("{}", table(&pongs, wall, global.quiet, &palette));
+            crate::out!("{}", table(&pongs, wall, global.quiet, &palette));
         }
     }
     // 1: some host did not answer (the code a failed run gets).
@@ -200,7 +205,7 @@ async fn ping(inventory: &Inventory, id: HostId, opener: &Connector) -> Pong {
 fn print_json(pongs: &[Pong], wall: Duration) {
     use std::io::Write;
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::Stdout;
     for pong in pongs {
         let mut value = serde_json::to_value(pong).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {

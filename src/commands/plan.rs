@@ -22,7 +22,7 @@ use std::time::Duration;
 pub fn run(state_dir: &Path, args: &PlanArgs, with_estimate: bool) -> anyhow::Result<Exit> {
     let mut plan = load_plan(args)?;
     if !with_estimate {
-        print!("{}", describe(&plan));
+        crate::out!("{}", describe(&plan));
         return Ok(Exit::Success);
     }
     let (tasks, rollbacks) = runs::step_samples(state_dir, &plan.playbook.name, LEARNED_RUNS);
@@ -39,7 +39,7 @@ pub fn run(state_dir: &Path, args: &PlanArgs, with_estimate: bool) -> anyhow::Re
         connections: None,
     };
     let simulation = super::simulate::simulate(plan.clone(), durations, &options);
-    print!("{}{}", describe(&plan), estimate_summary(&simulation));
+    crate::out!("{}{}", describe(&plan), estimate_summary(&simulation));
     Ok(Exit::Success)
 }
 

@@ -63,8 +63,11 @@ fn reopen(
     let runs_dir = store.place();
     let id = store.resolve(run).map_err(|e| {
         let hint = match e {
-            ResolveError::Ambiguous { .. } => "give more of the run id",
-            _ => "list runs with `pony history` (and pass the same --state-dir or --state)",
+            ResolveError::Ambiguous { .. } => "give more of the run id".to_string(),
+            _ => format!(
+                "list runs with `{}` (and pass the same --state-dir or --state)",
+                crate::hint::pony("history")
+            ),
         };
         Diagnostic::new(&runs_dir.join(run), e.to_string()).hint(hint)
     })?;
@@ -151,7 +154,8 @@ pub fn resume(
                     format!("run {run} was not stopped by a failed wave: there is no wave to skip"),
                 )
                 .hint(format!(
-                    "resume without --skip-failed-wave: pony resume {run}"
+                    "resume without --skip-failed-wave: {}",
+                    crate::hint::pony(format_args!("resume {run}"))
                 )),
             )
             .into());
@@ -300,11 +304,14 @@ fn confirm_rollback(plan: &Plan, id: &str, due: &RollbackDue) -> Result<bool, Di
 
 pub fn unlock(global: &GlobalOptions, inventory: &str) -> anyhow::Result<Exit> {
     match Store::from_options(global)?.unlock(inventory)? {
-        Some(holder) => println!(
+        Some(holder) => crate::outln!(
             "unlocked inventory `{inventory}` (was held by run {} pid {} on {} since {})",
-            holder.run_id, holder.pid, holder.host, holder.started
+            holder.run_id,
+            holder.pid,
+            holder.host,
+            holder.started
         ),
-        None => println!("inventory `{inventory}` was not locked"),
+        None => crate::outln!("inventory `{inventory}` was not locked"),
     }
     Ok(Exit::Success)
 }

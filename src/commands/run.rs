@@ -56,6 +56,17 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         RunFolder::New { .. } => crate::state::run_dir::new_run_id(),
         RunFolder::Existing(dir) => dir.id.clone(),
     };
+    if launch
+        .plan
+        .inventory
+        .hosts
+        .iter()
+        .any(|h| h.connection == crate::inventory::ConnectionKind::Ssh)
+    {
+        // Before the lock and the run folder: a refused folder is a usage error, and
+        // nothing has run.
+        SshOptions::new(&global.state_dir, launch.accept_new_host_keys).secure_control_dir()?;
+    }
     let store = Store::from_options(global)?;
     let lease_lost = LeaseLost::default();
     let regions = match &global.regions {
@@ -193,7 +204,10 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
             held.keep_for_approval();
         }
         Exit::Interrupted => {
-            eprintln!("interrupted; continue with: pony resume {run_id}");
+            eprintln!(
+                "interrupted; continue with: {}",
+                crate::hint::pony(format_args!("resume {run_id}"))
+            );
             held.leave_with_work_left();
         }
         Exit::NeedsAttention => held.leave_with_work_left(),
@@ -386,7 +400,10 @@ fn forwarder(store: crate::state::pg::PgStore, run_id: String, controller: Strin
             &controller,
         );
         if let Err(e) = forwarded {
-            eprintln!("warning: the approval of wave {wave} did not reach the run's other controllers: {e}\n  hint: give it to them with `pony approve {run_id} {wave}`");
+            eprintln!(
+                "warning: the approval of wave {wave} did not reach the run's other controllers: {e}\n  hint: give it to them with `{}`",
+                crate::hint::pony(format_args!("approve {run_id} {wave}"))
+            );
         }
     })
 }

@@ -112,12 +112,14 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
                 "speedup_from_tool": speedup.map(|s| s.tool),
                 "speedup_from_policy": speedup.map(|s| s.policy),
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&out)?);
         }
-        OutputFormat::Human => print!(
-            "{}",
-            crate::sim::text::text(&simulation, baselines.as_ref())
-        ),
+        OutputFormat::Human => {
+            crate::out!(
+                "{}",
+                crate::sim::text::text(&simulation, baselines.as_ref())
+            )
+        }
     }
     Ok(Exit::Success)
 }

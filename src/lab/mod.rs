@@ -369,8 +369,9 @@ fn refuse_running_lab(dir: &Path) -> Result<()> {
     };
     if !state.running().is_empty() {
         bail!(
-            "a lab is already running in {} (see lab.json): stop it with `pony lab down` first",
-            dir.display()
+            "a lab is already running in {} (see lab.json): stop it with `{}` first",
+            dir.display(),
+            crate::hint::pony_here("lab down")
         );
     }
     let path = dir.join(STATE_FILE);

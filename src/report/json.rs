@@ -17,9 +17,12 @@ impl Reporter for JsonReporter {
             controller: self.controller.as_deref(),
             event,
         };
-        let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, &envelope);
-        let _ = out.write_all(b"\n");
-        let _ = out.flush();
+        // One write per line, so that a line is whole even if stdout is shared.
+        let Ok(mut line) = serde_json::to_vec(&envelope) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut out = crate::term::Stdout;
+        let _ = out.write_all(&line).and_then(|()| out.flush());
     }
 }

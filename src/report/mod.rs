@@ -82,7 +82,7 @@ pub fn for_run(global: &GlobalOptions) -> Vec<Box<dyn Reporter>> {
             color,
         )))),
         Mode::Plain => reporters.push(Box::new(plain::PlainReporter::new(
-            Box::new(std::io::stdout()),
+            Box::new(crate::term::Stdout),
             global.quiet,
             Palette::new(color),
             global.progress_every.unwrap_or(plain::PROGRESS_EVERY),
@@ -282,8 +282,9 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
                 humantime::format_duration(Duration::from_secs(*seconds))
             ),
             "approve" if *seconds > 0 => format!(
-                "== gate after wave {wave}: waiting up to {} for `pony approve RUN {wave}`",
-                humantime::format_duration(Duration::from_secs(*seconds))
+                "== gate after wave {wave}: waiting up to {} for `{}`",
+                humantime::format_duration(Duration::from_secs(*seconds)),
+                crate::hint::pony(format_args!("approve RUN {wave}"))
             ),
             "approve" => format!("== gate after wave {wave}: waiting for approval"),
             window if window.starts_with("window ") => format!(

@@ -62,7 +62,7 @@ impl PlainReporter {
     }
 
     fn progress(&mut self) {
-        if self.last_progress.elapsed() < self.progress_every {
+        if self.quiet || self.last_progress.elapsed() < self.progress_every {
             return;
         }
         self.last_progress = Instant::now();
@@ -85,6 +85,23 @@ impl PlainReporter {
     }
 }
 
+/// What `-q` still prints besides the summary and the hosts that did not end ok: the
+/// lines a person must act on or know of. Failures (tasks, checks, waves, budgets),
+/// rollbacks, stops (a halt, an interrupt, a lost controller, a command from another
+/// shell) and a gate waiting for someone's approval (without that line a quiet CI job
+/// that waits looks hung). Not the routine: the run's start, waves starting, gates
+/// soaking, waiting for a change window or passing, checks that pass, progress lines.
+fn needs_a_person(event: &Event) -> bool {
+    match event {
+        Event::RunStarted { .. }
+        | Event::WaveStarted { .. }
+        | Event::GatePassed { .. }
+        | Event::VerifyCheck { ok: true, .. } => false,
+        Event::GateWaiting { reason, .. } => reason == "approve",
+        _ => true,
+    }
+}
+
 impl Reporter for PlainReporter {
     fn event(&mut self, event: &Event) {
         self.tally.observe(event);
@@ -93,7 +110,9 @@ impl Reporter for PlainReporter {
                 self.total_hosts = *hosts;
                 self.started = Instant::now();
                 self.last_progress = Instant::now();
-                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                if let Some(text) =
+                    event_line(event, &self.palette, TAIL_LINES).filter(|_| !self.quiet)
+                {
                     self.line(&text);
                 }
             }
@@ -132,7 +151,7 @@ impl Reporter for PlainReporter {
                 }
                 self.progress();
             }
-            Event::WaveStarted { .. } | Event::GatePassed { .. } if self.quiet => {}
+            _ if self.quiet && !needs_a_person(event) => {}
             Event::Summary { .. } => {
                 for line in summary::render(event, &self.tally, &self.palette) {
                     self.line(&line);
@@ -270,6 +289,82 @@ mod tests {
         assert!(!text.contains("ok              b"), "{text}");
         assert!(text.contains("rolled back     a"), "{text}");
         assert!(text.contains("REGION"), "{text}");
+    }
+
+    #[test]
+    fn quiet_prints_what_needs_a_person_and_not_the_routine() {
+        let gate = |reason: &str| Event::GateWaiting {
+            wave: "canary".into(),
+            reason: reason.into(),
+            seconds: 60,
+        };
+        let check = |ok: bool| Event::VerifyCheck {
+            wave: "canary".into(),
+            check: "smtp".into(),
+            host: "a".into(),
+            ok,
+            detail: if ok { "fine" } else { "refused" }.into(),
+        };
+        let events = [
+            run_started(2),
+            Event::WaveStarted {
+                wave: "canary".into(),
+                hosts: 1,
+            },
+            gate("pause"),
+            gate("window 02:00-04:00"),
+            check(true),
+            Event::GatePassed {
+                wave: "canary".into(),
+                node: 0,
+            },
+            check(false),
+            gate("approve"),
+            Event::Stopped {
+                reason: "aborted".into(),
+            },
+        ];
+        let printed = |quiet: bool| {
+            let out = Shared::default();
+            let mut reporter = PlainReporter::new(
+                Box::new(out.clone()),
+                quiet,
+                Palette::new(false),
+                Duration::ZERO,
+            );
+            for event in &events {
+                reporter.event(event);
+            }
+            reporter.event(&Event::TaskStarted { task: task("a") });
+            let bytes = out.0.lock().unwrap().clone();
+            String::from_utf8(bytes).unwrap()
+        };
+        let quiet = printed(true);
+        for routine in [
+            "run RUN",
+            "== wave canary (",
+            "pausing",
+            "change window",
+            "check smtp on a: ok",
+            "passed",
+            "progress:",
+        ] {
+            assert!(!quiet.contains(routine), "-q printed {routine:?}:\n{quiet}");
+        }
+        for needed in [
+            "check smtp on a FAILED",
+            "waiting up to 1m for `pony approve RUN canary`",
+            "== aborted",
+        ] {
+            assert!(quiet.contains(needed), "-q left out {needed:?}:\n{quiet}");
+        }
+        let loud = printed(false);
+        for line in ["run RUN", "pausing", "change window", "passed", "progress:"] {
+            assert!(
+                loud.contains(line),
+                "without -q, {line:?} is printed:\n{loud}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::{short_duration, Palette};
 use crate::events::{Event, HostOutcome, RunOutcome};
+use crate::hint::pony as hint;
 use indexmap::IndexMap;
 use std::time::Duration;
 
@@ -339,8 +340,9 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     ));
     if !incomplete.is_empty() {
         lines.push(format!(
-            "incomplete: {} (some tasks ran, not all): pony resume {run_id} finishes them",
-            incomplete.join(", ")
+            "incomplete: {} (some tasks ran, not all): {} finishes them",
+            incomplete.join(", "),
+            hint(format_args!("resume {run_id}"))
         ));
     }
     let (passed, failed_checks, first_failure) = &notes.checks;
@@ -366,13 +368,25 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     lines.push(format!("journal: {run_dir}/journal.jsonl"));
     lines.push(format!("logs:    {run_dir}/logs/<host>.log"));
     match outcome {
-        RunOutcome::Interrupted => lines.push(format!("resume:  pony resume {run_id}")),
+        RunOutcome::Interrupted => lines.push(format!(
+            "resume:  {}",
+            hint(format_args!("resume {run_id}"))
+        )),
         RunOutcome::AwaitingApproval => lines.push(match &notes.approval {
-            Some(wave) => format!("approve: pony resume {run_id} --approve {wave}"),
-            None => format!("resume:  pony resume {run_id} --approve WAVE"),
+            Some(wave) => format!(
+                "approve: {}",
+                hint(format_args!("resume {run_id} --approve {wave}"))
+            ),
+            None => format!(
+                "resume:  {}",
+                hint(format_args!("resume {run_id} --approve WAVE"))
+            ),
         }),
         RunOutcome::NeedsAttention => lines.push(format!(
-            "next:    pony status {run_id}; then pony resume {run_id} or pony rollback {run_id}"
+            "next:    {}; then {} or {}",
+            hint(format_args!("status {run_id}")),
+            hint(format_args!("resume {run_id}")),
+            hint(format_args!("rollback {run_id}"))
         )),
         _ => {}
     }

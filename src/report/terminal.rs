@@ -367,10 +367,10 @@ impl TerminalReporter {
             // The cursor is still on the last bar's line: end it first.
             let text = summary::render(summary, &self.tally, &self.palette).join("\n");
             let text = format!("\n{text}");
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::term::Stdout;
             let _ = writeln!(out, "{text}").and_then(|_| out.flush());
         } else if drawn {
-            println!();
+            crate::outln!();
         }
     }
 }

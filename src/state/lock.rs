@@ -3,6 +3,7 @@
 //! stale with the command to break it, never broken silently; a run paused for approval
 //! keeps its lock, and only a resume of that run takes it over.
 
+use crate::hint::pony as hint;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,16 +34,16 @@ impl LockInfo {
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("inventory `{}` is locked by {}\n  hint: wait for it to finish, or look at it with `pony status {}`", .0.inventory, .0.describe(), .0.run_id)]
+    #[error("inventory `{}` is locked by {}\n  hint: wait for it to finish, or look at it with `{}`", .0.inventory, .0.describe(), hint(format_args!("status {}", .0.run_id)))]
     Held(Box<LockInfo>),
-    #[error("inventory `{}` is locked by {}, paused awaiting approval\n  hint: continue it with `pony resume {} --approve WAVE`, or break the lock with `pony unlock {}`", .0.inventory, .0.describe(), .0.run_id, .0.inventory)]
+    #[error("inventory `{}` is locked by {}, paused awaiting approval\n  hint: continue it with `{}`, or break the lock with `{}`", .0.inventory, .0.describe(), hint(format_args!("resume {} --approve WAVE", .0.run_id)), hint(format_args!("unlock {}", .0.inventory)))]
     Paused(Box<LockInfo>),
-    #[error("inventory `{}` has a stale lock: {} is no longer running\n  hint: check it with `pony status {}`, resume it with `pony resume {}`, or break the lock with `pony unlock {}`", .0.inventory, .0.describe(), .0.run_id, .0.run_id, .0.inventory)]
+    #[error("inventory `{}` has a stale lock: {} is no longer running\n  hint: check it with `{}`, resume it with `{}`, or break the lock with `{}`", .0.inventory, .0.describe(), hint(format_args!("status {}", .0.run_id)), hint(format_args!("resume {}", .0.run_id)), hint(format_args!("unlock {}", .0.inventory)))]
     Stale(Box<LockInfo>),
     #[error("cannot use the lock {path}: {error}", path = .0.display(), error = .1)]
     Io(PathBuf, std::io::Error),
     /// A lease in the state database whose holder stopped renewing it (`--state postgres://…`).
-    #[error("inventory `{}` has an expired lease: {} stopped renewing it (expired {})\n  hint: check it with `pony status {}`, resume it from any machine with `pony resume {}`, or break the lease with `pony unlock {}`", .0.inventory, .0.describe(), .1, .0.run_id, .0.run_id, .0.inventory)]
+    #[error("inventory `{}` has an expired lease: {} stopped renewing it (expired {})\n  hint: check it with `{}`, resume it from any machine with `{}`, or break the lease with `{}`", .0.inventory, .0.describe(), .1, hint(format_args!("status {}", .0.run_id)), hint(format_args!("resume {}", .0.run_id)), hint(format_args!("unlock {}", .0.inventory)))]
     Expired(Box<LockInfo>, String),
     /// A region of a run split between controllers is held by a live controller.
     #[error("{0}")]

@@ -71,7 +71,10 @@ impl Store {
             Some(other) => Err(crate::diag::Diagnostics::from(
                 crate::diag::Diagnostic::new(
                     Path::new("--state"),
-                    format!("`{other}` is not a postgres:// URL"),
+                    format!(
+                        "`{}` is not a postgres:// URL",
+                        super::pg::redact_password(other)
+                    ),
                 )
                 .hint("give postgres://USER@HOST/DATABASE, or use --state-dir for a local folder"),
             )

@@ -1,6 +1,8 @@
 //! The local transport: `sh` on the controller in `<state dir>/hosts/<host>`, so that
 //! relative paths give each local host its own sandbox. The command goes to `sh` on its
-//! stdin, never as an argument: the controller's process list never shows it.
+//! stdin, never as an argument: the controller's process list never shows it. It runs
+//! with the environment an SSH login would give it ([`crate::secret::local_host_env`]),
+//! not the controller's.
 
 use super::{BoxFuture, CommandOutput, Connection, TransportError};
 use std::path::PathBuf;
@@ -30,6 +32,10 @@ impl Connection for LocalConnection {
         Box::pin(async move {
             let mut child = tokio::process::Command::new("sh")
                 .arg("-s")
+                // A login environment, not pony's (which may hold PONY_STATE's password
+                // or a --secret-var's source).
+                .env_clear()
+                .envs(crate::secret::local_host_env())
                 .current_dir(&self.root)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

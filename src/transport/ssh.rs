@@ -50,6 +50,7 @@ impl SshOptions {
             .filter(|dir| dir.is_dir())
             .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|dir| dir.is_dir()))
             .unwrap_or_else(std::env::temp_dir);
+        // SAFETY: getuid has no preconditions and cannot fail.
         let control_dir = base.join(format!("pony-ssh-{}", unsafe { libc::getuid() }));
         SshOptions {
             accept_new_host_keys,
@@ -58,6 +59,98 @@ impl SshOptions {
             config_dir: state_dir.join("ssh"),
         }
     }
+}
+
+/// Why the control directory cannot be used: a folder pony did not make for this user
+/// alone could hold a socket planted by someone else, which ssh would then use as the
+/// host's master (commands, file contents and secrets would go to whoever planted it).
+#[derive(Debug, thiserror::Error)]
+#[error("the SSH control directory {} {problem}\n  hint: {fix}", path.display())]
+pub struct ControlDirError {
+    pub path: PathBuf,
+    /// What is wrong with it, e.g. `is a symbolic link`.
+    pub problem: String,
+    /// What the user does about it.
+    pub fix: String,
+}
+
+impl SshOptions {
+    /// Makes the control directory for this user alone (mode 0700), or checks that the
+    /// one there is such a folder: a real directory (a symbolic link is never followed),
+    /// owned by this user, that neither its group nor others can write. Anything else is
+    /// refused, since sockets in it would be trusted as this user's ssh masters. The
+    /// base (`$XDG_RUNTIME_DIR`, else `/dev/shm`, else the temp dir) is sticky or private,
+    /// so no one else can swap the folder once it is checked.
+    pub fn secure_control_dir(&self) -> Result<(), ControlDirError> {
+        secure_dir(&self.control_dir)
+    }
+}
+
+fn secure_dir(path: &Path) -> Result<(), ControlDirError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let refuse = |problem: String, fix: String| ControlDirError {
+        path: path.to_path_buf(),
+        problem,
+        fix,
+    };
+    let replace = |path: &Path| {
+        format!(
+            "remove it (`rm -rf {}`, as its owner or root) and pony makes a private one, \
+             or set XDG_RUNTIME_DIR to a directory only you can write",
+            path.display()
+        )
+    };
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // `create`, not `create_dir_all`: the base exists, and a folder that someone
+            // made in between is checked below like any other.
+            match std::fs::DirBuilder::new().mode(0o700).create(path) {
+                Ok(()) => {
+                    // The umask may take bits off 0700, never add any; make it exact.
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+                        .map_err(|e| {
+                            refuse(format!("cannot be made private: {e}"), replace(path))
+                        })?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(refuse(
+                        format!("cannot be created: {e}"),
+                        "set XDG_RUNTIME_DIR to a directory you can write".into(),
+                    ))
+                }
+            }
+            std::fs::symlink_metadata(path)
+                .map_err(|e| refuse(format!("cannot be read: {e}"), replace(path)))?
+        }
+        Err(e) => return Err(refuse(format!("cannot be read: {e}"), replace(path))),
+    };
+    if metadata.file_type().is_symlink() {
+        return Err(refuse(
+            "is a symbolic link (pony never follows one there)".into(),
+            replace(path),
+        ));
+    }
+    if !metadata.is_dir() {
+        return Err(refuse("is not a directory".into(), replace(path)));
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    if metadata.uid() != me {
+        return Err(refuse(
+            format!("is owned by uid {}, not by you (uid {me})", metadata.uid()),
+            replace(path),
+        ));
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(
+            format!("can be written by its group or others (mode {mode:04o}, want 0700)"),
+            replace(path),
+        ));
+    }
+    Ok(())
 }
 
 pub struct SshConnection {
@@ -119,12 +212,9 @@ pub fn builder(
             std::num::NonZeroUsize::new(persist as usize).unwrap_or(std::num::NonZeroUsize::MIN),
         ))
         .server_alive_interval(options.keepalive);
-    std::fs::create_dir_all(&options.control_dir).map_err(|e| {
-        TransportError::Other(format!(
-            "cannot create {}: {e}",
-            options.control_dir.display()
-        ))
-    })?;
+    options
+        .secure_control_dir()
+        .map_err(|e| TransportError::Other(e.to_string()))?;
     builder.control_directory(&options.control_dir);
     if let Some(user) = &ssh.user {
         builder.user(user.clone());
@@ -395,6 +485,64 @@ mod tests {
     fn accepting_new_host_keys_is_accept_new_not_no_checking() {
         assert!(matches!(known_hosts_check(true), KnownHosts::Add));
         assert!(matches!(known_hosts_check(false), KnownHosts::Strict));
+    }
+
+    #[test]
+    fn the_control_dir_is_made_private_and_a_planted_one_is_refused() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("pony-ssh-test");
+        let mode = |path: &Path| std::fs::symlink_metadata(path).unwrap().mode() & 0o7777;
+
+        // A fresh one is made 0700, whatever the umask leaves; a second check passes.
+        secure_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        secure_dir(&dir).unwrap();
+
+        // Writable by others (planted, or loosened): refused, naming the path and the fix.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = secure_dir(&dir).unwrap_err().to_string();
+        assert!(error.contains(&dir.display().to_string()), "{error}");
+        assert!(error.contains("mode 0777"), "{error}");
+        assert!(error.contains("rm -rf"), "{error}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o720)).unwrap();
+        assert!(secure_dir(&dir).is_err(), "group-writable is refused too");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        secure_dir(&dir).unwrap();
+
+        // A symbolic link is refused and not followed: its target stays as it was.
+        let target = base.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = base.path().join("pony-ssh-link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let error = secure_dir(&link).unwrap_err().to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+        let dangling = base.path().join("pony-ssh-dangling");
+        std::os::unix::fs::symlink(base.path().join("nothing"), &dangling).unwrap();
+        assert!(secure_dir(&dangling).is_err());
+        assert!(
+            !base.path().join("nothing").exists(),
+            "the link was not followed"
+        );
+
+        // Not a directory.
+        let file = base.path().join("pony-ssh-file");
+        std::fs::write(&file, "").unwrap();
+        assert!(secure_dir(&file)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
+
+        // Owned by someone else (only root can give a folder away to check this).
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = base.path().join("pony-ssh-theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let error = secure_dir(&theirs).unwrap_err().to_string();
+            assert!(error.contains("owned by uid 65534"), "{error}");
+        }
     }
 
     #[test]

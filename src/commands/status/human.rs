@@ -58,10 +58,10 @@ impl Report<'_> {
             .filter(|_| run.state == RunState::Running)
         {
             out.push_str(&format!(
-                "paused by {} since {}: no new host starts; `pony continue {}` goes on\n",
+                "paused by {} since {}: no new host starts; `{}` goes on\n",
                 paused.by,
                 runs::format_time(&paused.time),
-                run.run_id
+                crate::hint::pony(format_args!("continue {}", run.run_id))
             ));
         }
         if !self.controllers.is_empty() {
@@ -348,9 +348,12 @@ fn controllers_table(parts: &[crate::state::pg::regions::ControllerPart], run_id
     }
     for part in parts.iter().filter(|p| p.lease == "expired") {
         out.push_str(&format!(
-            "controller {} is lost (it died, was cut off, or stopped with work left): take its regions over with `pony resume {run_id} --regions {}`\n",
+            "controller {} is lost (it died, was cut off, or stopped with work left): take its regions over with `{}`\n",
             part.controller,
-            part.regions.join(",")
+            crate::hint::pony(format_args!(
+                "resume {run_id} --regions {}",
+                part.regions.join(",")
+            ))
         ));
     }
     out.push('\n');

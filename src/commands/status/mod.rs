@@ -8,6 +8,7 @@
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::RunOutcome;
 use crate::exit::Exit;
+use crate::hint::pony as hint;
 use crate::plan::Plan;
 use crate::state::runs::{self, RollbackRecord, RunDetail, RunState, RunSummary};
 use crate::state::store::Store;
@@ -21,8 +22,8 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
     let id = match run {
         Some(run) => store.resolve(run).map_err(|e| {
             let hint = match e {
-                runs::ResolveError::Ambiguous { .. } => "give more of the run id",
-                _ => "`pony history` lists the runs",
+                runs::ResolveError::Ambiguous { .. } => "give more of the run id".to_string(),
+                _ => format!("`{}` lists the runs", hint("history")),
             };
             anyhow::anyhow!("{e}\n  hint: {hint}")
         })?,
@@ -40,7 +41,7 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
     report.files_changed = crate::state::snapshot::Snapshot::load(&detail.summary.path)
         .map(|snapshot| snapshot.changed_files())
         .unwrap_or_default();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::term::Stdout;
     match global.output {
         OutputFormat::Json => {
             serde_json::to_writer(&mut out, &report)?;
@@ -199,7 +200,7 @@ impl<'a> Report<'a> {
 fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
     let run = &detail.summary;
     let id = &run.run_id;
-    let resume = format!("pony resume {id}");
+    let resume = |more: &str| hint(format_args!("resume {id}{more}"));
     let controller = format!(
         "pid {}",
         run.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
@@ -218,13 +219,13 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
                 "continue",
                 None,
                 format!("paused by {}: no new host starts until the run is continued", paused.by),
-                vec![format!("pony continue {id}"), format!("pony abort {id}")],
+                vec![hint(format_args!("continue {id}")), hint(format_args!("abort {id}"))],
             ),
             (None, Some((wave, reason))) if reason == "approve" => waiting(
                 "approval",
                 Some(wave.clone()),
                 format!("approval of wave {wave}: its gate asks a person before the next wave starts"),
-                vec![format!("pony approve {id} {wave}"), format!("pony abort {id}")],
+                vec![hint(format_args!("approve {id} {wave}")), hint(format_args!("abort {id}"))],
             ),
             (None, Some((wave, reason))) => waiting(
                 reason,
@@ -239,7 +240,7 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
             "resume",
             None,
             format!("stopped: its controller ({controller}) is not running on this host; resume goes on from the journal"),
-            vec![resume],
+            vec![resume("")],
         ),
         RunState::Finished if detail.stopped_wave.is_some() => {
             let wave = detail.stopped_wave.as_ref().map(|(w, _)| w.clone());
@@ -249,9 +250,9 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
                 wave,
                 format!("wave {shown} failed beyond its failure budget: fix its hosts, then resume (its failed hosts run again), or skip the wave, or roll back"),
                 vec![
-                    resume.clone(),
-                    format!("{resume} --skip-failed-wave"),
-                    format!("pony rollback {id}"),
+                    resume(""),
+                    resume(" --skip-failed-wave"),
+                    hint(format_args!("rollback {id}")),
                 ],
             )
         }
@@ -274,20 +275,20 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
                     "approval",
                     wave,
                     format!("approval of wave {shown} (the run keeps the inventory's lock until it is resumed or `pony unlock`ed)"),
-                    vec![format!("{resume} --approve {shown}")],
+                    vec![resume(&format!(" --approve {shown}"))],
                 )
             }
             Some(RunOutcome::Interrupted) => waiting(
                 "resume",
                 None,
                 "interrupted; resume goes on from the journal".into(),
-                vec![resume],
+                vec![resume("")],
             ),
             Some(RunOutcome::NeedsAttention) => waiting(
                 "attention",
                 None,
                 "a person must look (failed beyond what was rolled back, halted, or a rollback failed); then resume or roll back".into(),
-                vec![resume, format!("pony rollback {id}")],
+                vec![resume(""), hint(format_args!("rollback {id}"))],
             ),
             _ => None,
         },

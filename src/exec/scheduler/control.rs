@@ -102,14 +102,20 @@ impl Scheduler {
     /// Whether the command applies now, and what it will do in words.
     fn check_control(&self, command: &ControlCommand) -> Result<String, String> {
         let id = &self.options.run_id;
-        let stopping =
-            || format!("the run is already stopping; `pony status {id}` shows where it is");
+        let hint = |words: std::fmt::Arguments| crate::hint::pony(words);
+        let stopping = || {
+            format!(
+                "the run is already stopping; `{}` shows where it is",
+                hint(format_args!("status {id}"))
+            )
+        };
         match command {
             ControlCommand::Pause => match (&self.live.paused, self.stop) {
                 (_, stop) if stop != Stop::No => Err(stopping()),
                 (Some(by), _) => Ok(format!("already paused by {}", who(by))),
                 (None, _) => Ok(format!(
-                    "paused: no new host starts, hosts in flight finish their tasks; `pony continue {id}` goes on"
+                    "paused: no new host starts, hosts in flight finish their tasks; `{}` goes on",
+                    hint(format_args!("continue {id}"))
                 )),
             },
             ControlCommand::Continue => match (&self.live.paused, self.stop) {
@@ -119,7 +125,8 @@ impl Scheduler {
             },
             ControlCommand::Abort { rollback: false } if self.stop != Stop::No => Err(stopping()),
             ControlCommand::Abort { rollback: false } => Ok(format!(
-                "aborted: no new host starts, hosts in flight finish their tasks; the run ends interrupted (exit 130), `pony resume {id}` goes on"
+                "aborted: no new host starts, hosts in flight finish their tasks; the run ends interrupted (exit 130), `{}` goes on",
+                hint(format_args!("resume {id}"))
             )),
             ControlCommand::Abort { rollback: true } => Ok(
                 "aborted: no new task starts; once running tasks finish, every host the run touched rolls back (exit 1 when all rolled back)".into(),
@@ -144,8 +151,11 @@ impl Scheduler {
         }
         if self.stopped() {
             return Err(format!(
-                "the run is stopping; continue it later with `pony resume {} --approve {name}`",
-                self.options.run_id
+                "the run is stopping; continue it later with `{}`",
+                crate::hint::pony(format_args!(
+                    "resume {} --approve {name}",
+                    self.options.run_id
+                ))
             ));
         }
         if self.live.asking.contains_key(&wave) {

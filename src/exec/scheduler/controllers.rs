@@ -29,7 +29,10 @@ impl Scheduler {
             pid: loss.pid,
             regions: loss.regions,
             policy: policy.as_str().to_string(),
-            resume: format!("pony resume {} --regions {regions}", self.options.run_id),
+            resume: crate::hint::pony(format_args!(
+                "resume {} --regions {regions}",
+                self.options.run_id
+            )),
         });
         if policy == OnControllerLoss::Stop {
             self.drain(format!(

@@ -81,8 +81,8 @@ impl Scheduler {
         self.stopped_wave = Some(name.clone());
         if self.plan.next_wave_with_hosts(wave).is_some() {
             self.stop_all(&format!(
-                "wave {name} failed: later waves do not start; fix its hosts and `pony resume {}`",
-                self.options.run_id
+                "wave {name} failed: later waves do not start; fix its hosts and `{}`",
+                crate::hint::pony(format_args!("resume {}", self.options.run_id))
             ));
         }
     }
@@ -91,8 +91,11 @@ impl Scheduler {
         let name = self.plan.waves[wave].name.clone();
         self.ending.awaiting_approval = true;
         self.stop_all(&format!(
-            "waiting for approval of wave {name}: continue with `pony resume {} --approve {name}`",
-            self.options.run_id
+            "waiting for approval of wave {name}: continue with `{}`",
+            crate::hint::pony(format_args!(
+                "resume {} --approve {name}",
+                self.options.run_id
+            ))
         ));
     }
 

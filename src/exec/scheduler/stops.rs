@@ -172,8 +172,8 @@ impl Scheduler {
             self.ending.halted = true;
         }
         self.stop_all(&format!(
-            "the journal cannot be written: no task starts that it could not record; make room for it, then `pony resume {}`",
-            self.options.run_id
+            "the journal cannot be written: no task starts that it could not record; make room for it, then `{}`",
+            crate::hint::pony(format_args!("resume {}", self.options.run_id))
         ));
     }
 
@@ -271,7 +271,12 @@ impl Scheduler {
             };
             self.set_host_outcome(host, outcome);
         }
-        let outcomes: Vec<Option<HostOutcome>> = self.hosts.iter().map(HostRun::outcome).collect();
+        // In a run split by region, another controller's hosts are its to judge: this
+        // one saw their forward tasks through the database, not their rollbacks, so its
+        // verdict, summary and exit code count its own regions (`pony status` shows all).
+        let outcomes: Vec<Option<HostOutcome>> = (0..self.hosts.len())
+            .map(|h| self.hosts[h].outcome().filter(|_| !self.is_remote(h)))
+            .collect();
         let tally = Tally::of(outcomes.iter().flatten());
         let (outcome, exit) = outcome::run_outcome(tally, self.ending);
         let finished: Vec<Duration> = self.regions.iter().map(|r| r.finished).collect();

@@ -149,8 +149,9 @@ impl MailLab {
         let path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
-                "no mail lab in {} (start one with `pony lab up --mail`)",
-                dir.display()
+                "no mail lab in {} (start one with `{}`)",
+                dir.display(),
+                crate::hint::pony_here("lab up --mail")
             )
         })?;
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))

@@ -121,10 +121,11 @@ pub fn acquire(
                 )
                 .map_err(&q)?;
             return Err(LockError::RegionHeld(format!(
-                "region `{region}` of run {run_id} is held by controller {} (pid {} on {})\n  hint: wait for it, or take it over with `pony resume {run_id} --regions {region}` once its lease expired",
+                "region `{region}` of run {run_id} is held by controller {} (pid {} on {})\n  hint: wait for it, or take it over with `{}` once its lease expired",
                 row.get::<_, String>(0),
                 row.get::<_, i32>(2),
                 row.get::<_, String>(1),
+                crate::hint::pony(format_args!("resume {run_id} --regions {region}")),
             )));
         }
     }
