@@ -114,6 +114,7 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
             inventory,
             playbook,
             vars.clone(),
+            &launch.plan,
         )
         .map_err(|e| {
             anyhow::anyhow!(

@@ -298,6 +298,31 @@ impl Plan {
         }
     }
 
+    /// Every `template:` and `upload:` source the plan reads, as the playbook names it
+    /// (`src` rendered for each task's target; a `src` that uses a capture is known only
+    /// once the capture ran, and is left out).
+    pub fn file_sources(&self, run_id: &str) -> std::collections::BTreeSet<String> {
+        let env = crate::playbook::template::environment();
+        let mut sources = std::collections::BTreeSet::new();
+        let empty = Vars::new();
+        for node in self.graph.node_weights() {
+            let Node::Task(task) = node else { continue };
+            let (crate::playbook::Action::Upload(t) | crate::playbook::Action::Template(t)) =
+                &self.playbook.steps[task.step].action
+            else {
+                continue;
+            };
+            if !t.src.contains("{{") && !t.src.contains("{%") {
+                sources.insert(t.src.clone());
+            } else if let Ok(src) =
+                env.render_str(&t.src, self.template_context(task, run_id, &empty))
+            {
+                sources.insert(src);
+            }
+        }
+        sources
+    }
+
     /// The template context of a task: merged vars, then captures, and the built-ins
     /// `host`, `run`, `playbook`, `wave`.
     pub fn template_context(&self, task: &Task, run_id: &str, captures: &Vars) -> minijinja::Value {

@@ -92,7 +92,7 @@ pub(super) fn check_rendering(plan: &Plan, step_tasks: &[StepTasks], errors: &mu
             .collect();
         if let Action::Template(t) = &step.action {
             if let Ok(src) = env.render_str(&t.src, &ctx) {
-                if let Ok(text) = std::fs::read_to_string(plan.playbook.dir().join(&src)) {
+                if let Ok(Ok(text)) = plan.playbook.read_source(&src).map(String::from_utf8) {
                     sources.push((format!("template {src}"), text));
                 }
             }
@@ -306,7 +306,7 @@ pub(super) fn check_template_variables(
             .collect();
         if let Action::Template(t) = &step.action {
             if !t.src.contains("{{") {
-                if let Ok(text) = std::fs::read_to_string(playbook.dir().join(&t.src)) {
+                if let Ok(Ok(text)) = playbook.read_source(&t.src).map(String::from_utf8) {
                     sources.push(text);
                 }
             }
@@ -437,9 +437,15 @@ pub(super) fn check_template_files(playbook: &Playbook, errors: &mut Diagnostics
         if t.src.contains("{{") {
             continue;
         }
-        let path = playbook.dir().join(&t.src);
-        match std::fs::read_to_string(&path) {
-            Err(e) => errors.push(
+        let path = playbook.source_path(&t.src);
+        let text = playbook.read_source(&t.src).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|e| crate::playbook::SourceError::Read {
+                path: path.clone(),
+                error: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
+        });
+        match text {
+            Err(crate::playbook::SourceError::Read { error: e, .. }) => errors.push(
                 Diagnostic::new(
                     &playbook.file,
                     format!(
@@ -449,6 +455,15 @@ pub(super) fn check_template_files(playbook: &Playbook, errors: &mut Diagnostics
                     ),
                 )
                 .hint("template sources are relative to the playbook's directory"),
+            ),
+            Err(e) => errors.push(
+                Diagnostic::new(
+                    &playbook.file,
+                    format!("step `{}`: template {e}", step.name),
+                )
+                .hint(
+                    "the run's snapshot is damaged: its blobs are under <state dir>/blobs/sha256/",
+                ),
             ),
             Ok(text) => {
                 if let Err(e) = template::variables(env, &text) {

@@ -32,8 +32,13 @@ pub struct Playbook {
     pub name: String,
     pub file: PathBuf,
     /// Where `template:` and `upload:` sources are found: the playbook's directory (for a
-    /// resumed run, the original playbook's, not the snapshot's).
+    /// resumed run, the original playbook's absolute directory, for messages only: the
+    /// files are then read from the run's snapshot, [`Playbook::held`]).
     pub files_dir: PathBuf,
+    /// Once a run holds its files (`pony deploy` after writing the snapshot, `resume`,
+    /// `rollback`, `join`, `status`): the snapshot's copies of the template and upload
+    /// sources, read instead of `files_dir`.
+    pub held: std::sync::OnceLock<HeldFiles>,
     /// Defaults; inventory vars and `--var` override them.
     pub vars: Vars,
     pub strategy: Strategy,
@@ -53,6 +58,67 @@ impl Playbook {
     pub fn dir(&self) -> &Path {
         &self.files_dir
     }
+
+    /// Where a `template:` or `upload:` source (`src` rendered) is, for messages.
+    pub fn source_path(&self, src: &str) -> PathBuf {
+        self.files_dir.join(src)
+    }
+
+    /// The content of a `template:` or `upload:` source (`src` rendered): the run's
+    /// snapshot copy once the run holds its files, else the file next to the playbook.
+    pub fn read_source(&self, src: &str) -> Result<Vec<u8>, SourceError> {
+        if let Some(held) = self.held.get() {
+            match held.blobs.get(src) {
+                Some(blob) => {
+                    return std::fs::read(blob).map_err(|e| SourceError::Blob {
+                        src: src.to_string(),
+                        blob: blob.clone(),
+                        error: e,
+                    })
+                }
+                None if !held.fallback => {
+                    return Err(SourceError::NotHeld {
+                        src: src.to_string(),
+                    })
+                }
+                None => {}
+            }
+        }
+        let path = self.source_path(src);
+        std::fs::read(&path).map_err(|error| SourceError::Read { path, error })
+    }
+}
+
+/// The template and upload sources a run's snapshot holds.
+#[derive(Debug, Default)]
+pub struct HeldFiles {
+    /// Each source as the playbook names it (`src`, rendered for its targets) → its
+    /// content's blob file.
+    pub blobs: std::collections::BTreeMap<String, PathBuf>,
+    /// Whether a source the snapshot does not hold is read from the playbook's
+    /// directory: only in the process that wrote the snapshot (a `src` rendered from a
+    /// capture is known only once the capture ran).
+    pub fallback: bool,
+}
+
+/// Why a template or upload source cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("cannot read `{src}` from the run's snapshot ({}): {error}", blob.display())]
+    Blob {
+        src: String,
+        blob: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("`{src}` is not in the run's snapshot (its `src` was rendered from a capture, or the run was started by an older pony)")]
+    NotHeld { src: String },
 }
 
 /// One notifier command (`notify:`, `--notify`; run by `crate::notify`) and how long one
@@ -204,6 +270,7 @@ impl Builder<'_> {
             name: raw.name,
             file: self.path.to_path_buf(),
             files_dir: self.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            held: std::sync::OnceLock::new(),
             vars: raw.vars,
             strategy,
             steps,

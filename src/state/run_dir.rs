@@ -28,19 +28,26 @@ pub fn new_run_id() -> String {
 }
 
 impl RunDir {
-    /// Creates the folder and writes the snapshot.
+    /// Creates the folder and writes the snapshot of `plan` (built from `inventory`
+    /// and `playbook`); from then on the plan reads its template and upload sources
+    /// from the snapshot, as a resume of the run will.
     pub fn create(
         id: String,
         state_dir: &Path,
         inventory: &Path,
         playbook: &Path,
         vars: SnapshotVars,
+        plan: &crate::plan::Plan,
     ) -> Result<RunDir, SnapshotError> {
         let path = state_dir.join("runs").join(&id);
         let logs = path.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|source| SnapshotError::Write { path: logs, source })?;
-        Snapshot::write(&path, inventory, playbook, vars)?;
+        let snapshot = Snapshot::write(&path, inventory, playbook, vars, plan, &id)?;
+        if let Some(held) = snapshot.held_files(true) {
+            // Set once: a plan is snapshotted by one run.
+            let _ = plan.playbook.held.set(held);
+        }
         Ok(RunDir { id, path })
     }
 

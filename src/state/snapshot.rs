@@ -1,11 +1,15 @@
-//! A run's snapshot: the inventory, playbook and vars it was started with, kept in its
-//! folder so that `pony resume`, `pony rollback` and `pony status` rebuild the very plan
-//! the run used, whatever happened to the original files since. This module is the one
-//! writer (`pony deploy`) and the one reader of `vars.json` and `run.json`.
+//! A run's snapshot: the inventory, playbook, template and upload sources and vars it was
+//! started with, kept in its folder (and the sources' contents in the state folder's
+//! content-addressed `blobs/sha256/`, shared by every run) so that `pony resume`,
+//! `pony rollback` and `pony status` rebuild the very plan the run used, from any
+//! working directory, whatever happened to the original files since. This module is the
+//! one writer (`pony deploy`) and the one reader of `vars.json`, `run.json` and
+//! `files.json`.
 
 use crate::diag::Diagnostics;
 use crate::inventory::Vars;
 use crate::plan::{Plan, PlanOptions};
+use crate::playbook::HeldFiles;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,9 @@ pub const INVENTORY_FILE: &str = "inventory.yaml";
 pub const PLAYBOOK_FILE: &str = "playbook.yaml";
 pub const VARS_FILE: &str = "vars.json";
 pub const ORIGIN_FILE: &str = "run.json";
+pub const FILES_FILE: &str = "files.json";
+/// Under the state folder: one file per distinct content, named by its sha256.
+pub const BLOBS_DIR: &str = "blobs/sha256";
 
 /// `vars.json`: what was given on the command line besides the two files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,12 +41,54 @@ pub struct SnapshotVars {
     pub limit: Option<String>,
 }
 
-/// `run.json`: where the snapshot's files came from. Template and upload sources are
-/// read next to the original playbook (they are not copied).
+/// `run.json`: where the snapshot's files came from, as absolute paths (runs started by
+/// an older pony may hold them as typed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
     pub inventory_path: PathBuf,
     pub playbook_path: PathBuf,
+}
+
+/// One file of the snapshot: where it was (absolute) and its content's sha256, the name
+/// of its blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// `files.json`: every file the run reads, as it was at the start. Runs started by an
+/// older pony have none (their template and upload sources are read next to the
+/// original playbook).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub playbook: FileEntry,
+    pub inventory: FileEntry,
+    /// Each `template:` and `upload:` source as the playbook names it (`src`, rendered
+    /// for every target of the plan).
+    #[serde(default)]
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+impl Manifest {
+    /// Every blob the manifest names (each once).
+    pub fn hashes(&self) -> std::collections::BTreeSet<&str> {
+        [&self.playbook, &self.inventory]
+            .into_iter()
+            .chain(self.files.values())
+            .map(|f| f.sha256.as_str())
+            .collect()
+    }
+}
+
+/// A file of the snapshot that is no longer on disk as it was when the run started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileChange {
+    /// `playbook`, `inventory`, or the source as the playbook names it.
+    pub name: String,
+    pub path: PathBuf,
+    /// `changed` or `gone`.
+    pub change: &'static str,
 }
 
 /// A run's snapshot, read from or written to its folder.
@@ -49,6 +98,8 @@ pub struct Snapshot {
     pub dir: PathBuf,
     pub vars: SnapshotVars,
     pub origin: Origin,
+    /// `None` for a run started by an older pony.
+    pub files: Option<Manifest>,
 }
 
 /// Where the values of secret vars come from when a plan is rebuilt.
@@ -90,39 +141,130 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
-    /// Writes the snapshot into a run folder (which must exist): copies of both files,
-    /// `vars.json` and `run.json`.
+    /// Writes the snapshot into a run folder (which must exist, under
+    /// `<state dir>/runs/`): copies of both files, `vars.json`, `run.json`, and
+    /// `files.json` with the blobs of the playbook, the inventory and every template and
+    /// upload source `plan` reads (`run_id` renders the sources named per target).
     pub fn write(
         dir: &Path,
         inventory: &Path,
         playbook: &Path,
         vars: SnapshotVars,
+        plan: &Plan,
+        run_id: &str,
     ) -> Result<Snapshot, SnapshotError> {
+        let absolute = |path: &Path| std::path::absolute(path).unwrap_or(path.to_path_buf());
+        let blobs = blobs_dir(dir);
+        std::fs::create_dir_all(&blobs).map_err(|source| SnapshotError::Write {
+            path: blobs.clone(),
+            source,
+        })?;
+        let mut entries = Vec::new();
         for (from, name) in [(inventory, INVENTORY_FILE), (playbook, PLAYBOOK_FILE)] {
+            let bytes = std::fs::read(from).map_err(|source| SnapshotError::Read {
+                path: from.to_path_buf(),
+                source,
+            })?;
             let to = dir.join(name);
-            std::fs::copy(from, &to).map_err(|source| SnapshotError::Write { path: to, source })?;
+            std::fs::write(&to, &bytes)
+                .map_err(|source| SnapshotError::Write { path: to, source })?;
+            entries.push(FileEntry {
+                path: absolute(from),
+                sha256: put_blob(&blobs, &bytes)?,
+            });
         }
+        let mut files = BTreeMap::new();
+        for src in plan.file_sources(run_id) {
+            // A source that cannot be read now fails its task as it would have; the
+            // snapshot then does not hold it.
+            let Ok(bytes) = plan.playbook.read_source(&src) else {
+                continue;
+            };
+            let entry = FileEntry {
+                path: absolute(&plan.playbook.source_path(&src)),
+                sha256: put_blob(&blobs, &bytes)?,
+            };
+            files.insert(src, entry);
+        }
+        let playbook_entry = entries.pop().expect("two entries");
+        let inventory_entry = entries.pop().expect("two entries");
         let origin = Origin {
-            inventory_path: inventory.to_path_buf(),
-            playbook_path: playbook.to_path_buf(),
+            inventory_path: inventory_entry.path.clone(),
+            playbook_path: playbook_entry.path.clone(),
+        };
+        let manifest = Manifest {
+            playbook: playbook_entry,
+            inventory: inventory_entry,
+            files,
         };
         write_json(&dir.join(VARS_FILE), &vars)?;
         write_json(&dir.join(ORIGIN_FILE), &origin)?;
+        write_json(&dir.join(FILES_FILE), &manifest)?;
         Ok(Snapshot {
             dir: dir.to_path_buf(),
             vars,
             origin,
+            files: Some(manifest),
         })
     }
 
-    /// Reads a run folder's `vars.json` and `run.json` (the YAML files are read when the
-    /// plan is rebuilt).
+    /// Reads a run folder's `vars.json`, `run.json` and `files.json` (the YAML files are
+    /// read when the plan is rebuilt).
     pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
+        let files = dir.join(FILES_FILE);
         Ok(Snapshot {
             dir: dir.to_path_buf(),
             vars: read_json(&dir.join(VARS_FILE))?,
             origin: read_json(&dir.join(ORIGIN_FILE))?,
+            files: files.exists().then(|| read_json(&files)).transpose()?,
         })
+    }
+
+    /// The template and upload sources the snapshot holds, for [`Playbook::held`]
+    /// (`None` for a run started by an older pony). `fallback`: sources it does not
+    /// hold are read from the playbook's directory (only the process that wrote it).
+    ///
+    /// [`Playbook::held`]: crate::playbook::Playbook::held
+    pub fn held_files(&self, fallback: bool) -> Option<HeldFiles> {
+        let manifest = self.files.as_ref()?;
+        let blobs = blobs_dir(&self.dir);
+        Some(HeldFiles {
+            blobs: manifest
+                .files
+                .iter()
+                .map(|(src, entry)| (src.clone(), blobs.join(&entry.sha256)))
+                .collect(),
+            fallback,
+        })
+    }
+
+    /// The snapshot's files that are no longer on disk as they were at the run's start
+    /// (the run goes on with the snapshot's copies): the playbook, the inventory and
+    /// every template and upload source, in that order.
+    pub fn changed_files(&self) -> Vec<FileChange> {
+        let Some(manifest) = &self.files else {
+            return Vec::new();
+        };
+        let named = [
+            ("playbook".to_string(), &manifest.playbook),
+            ("inventory".to_string(), &manifest.inventory),
+        ];
+        named
+            .into_iter()
+            .chain(manifest.files.iter().map(|(src, e)| (src.clone(), e)))
+            .filter_map(|(name, entry)| {
+                let change = match std::fs::read(&entry.path) {
+                    Err(_) => "gone",
+                    Ok(bytes) if sha256(&bytes) != entry.sha256 => "changed",
+                    Ok(_) => return None,
+                };
+                Some(FileChange {
+                    name,
+                    path: entry.path.clone(),
+                    change,
+                })
+            })
+            .collect()
     }
 
     /// The `--limit` and vars the run used, with the secret vars' values from `secrets`.
@@ -166,7 +308,8 @@ impl Snapshot {
     }
 
     /// Rebuilds the plan the run used from the snapshot's inventory and playbook, with
-    /// template and upload sources read next to the original playbook.
+    /// template and upload sources read from the snapshot's blobs (a run started by an
+    /// older pony: next to the original playbook).
     pub fn plan(&self, secrets: Secrets) -> Result<Plan, SnapshotError> {
         let options = self.plan_options(secrets)?;
         let inventory = crate::inventory::load(&self.dir.join(INVENTORY_FILE))
@@ -179,9 +322,40 @@ impl Snapshot {
             .parent()
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        if let Some(held) = self.held_files(false) {
+            playbook.held = held.into();
+        }
         crate::plan::build(Arc::new(inventory), Arc::new(playbook), &options)
             .map_err(SnapshotError::Invalid)
     }
+}
+
+/// `<state dir>/blobs/sha256/` of a run folder `<state dir>/runs/<id>/`.
+pub fn blobs_dir(run_dir: &Path) -> PathBuf {
+    run_dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."))
+        .join(BLOBS_DIR)
+}
+
+pub fn sha256(content: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(content))
+}
+
+/// Stores `content` as the blob named by its sha256, once: a blob already there is the
+/// same content. Written beside and renamed, so a blob is never half there.
+pub fn put_blob(blobs: &Path, content: &[u8]) -> Result<String, SnapshotError> {
+    let hash = sha256(content);
+    let path = blobs.join(&hash);
+    if !path.exists() {
+        let tmp = blobs.join(format!(".{hash}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, content)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|source| SnapshotError::Write { path, source })?;
+    }
+    Ok(hash)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), SnapshotError> {
@@ -208,17 +382,104 @@ mod tests {
     use super::*;
 
     const INVENTORY: &str = "name: one\ndefaults: { connection: local }\nregions:\n  r1:\n    clusters:\n      c1:\n        hosts:\n          h1: {}\n          h2: {}\n";
-    const PLAYBOOK: &str =
-        "name: greet\nsteps:\n  - { name: hello, run: \"echo {{ greeting }} {{ token }}\" }\n";
+    const PLAYBOOK: &str = "name: greet\nsteps:\n  - { name: hello, run: \"echo {{ greeting }} {{ token }}\" }\n  - { name: motd, template: { src: \"t/{{ host.name }}.j2\", dest: /tmp/motd } }\n";
 
     fn written(dir: &Path, vars: SnapshotVars) -> Snapshot {
         let inventory = dir.join("inv.yaml");
         let playbook = dir.join("sub/pb.yaml");
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::create_dir_all(dir.join("sub/t")).unwrap();
+        std::fs::create_dir_all(dir.join("state/runs/run")).unwrap();
         std::fs::write(&inventory, INVENTORY).unwrap();
         std::fs::write(&playbook, PLAYBOOK).unwrap();
-        Snapshot::write(&dir.join("run"), &inventory, &playbook, vars).unwrap()
+        for host in ["h1", "h2"] {
+            std::fs::write(dir.join(format!("sub/t/{host}.j2")), "hi {{ host.name }}").unwrap();
+        }
+        let snapshot = Snapshot {
+            dir: dir.to_path_buf(),
+            vars: vars.clone(),
+            origin: Origin {
+                inventory_path: inventory.clone(),
+                playbook_path: playbook.clone(),
+            },
+            files: None,
+        };
+        let given = [("token".to_string(), "s3cret".to_string())];
+        let mut options = snapshot.plan_options(Secrets::Given(&given)).unwrap();
+        options
+            .extra_vars
+            .entry("greeting".into())
+            .or_insert_with(|| "hi".into());
+        let plan = crate::plan::build(
+            Arc::new(crate::inventory::load(&inventory).unwrap()),
+            Arc::new(crate::playbook::load(&playbook).unwrap()),
+            &options,
+        )
+        .unwrap();
+        Snapshot::write(
+            &dir.join("state/runs/run"),
+            &inventory,
+            &playbook,
+            vars,
+            &plan,
+            "run",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sources_are_held_by_content_and_read_from_the_snapshot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = SnapshotVars {
+            vars: BTreeMap::from([("greeting".to_string(), "hi".to_string())]),
+            secret_vars: vec!["token".into()],
+            limit: None,
+        };
+        let snapshot = written(dir.path(), vars);
+        let manifest = snapshot.files.clone().unwrap();
+        // Both hosts' templates, named as the playbook names them; one blob each, plus
+        // the playbook's and the inventory's.
+        let names: Vec<&str> = manifest.files.keys().map(String::as_str).collect();
+        assert_eq!(names, ["t/h1.j2", "t/h2.j2"]);
+        assert!(manifest.playbook.path.is_absolute());
+        let blobs = std::fs::read_dir(dir.path().join("state").join(BLOBS_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(
+            blobs, 3,
+            "h1's and h2's templates have one content: one blob"
+        );
+        assert!(snapshot.changed_files().is_empty());
+
+        std::fs::write(dir.path().join("sub/t/h1.j2"), "changed").unwrap();
+        std::fs::remove_file(dir.path().join("sub/t/h2.j2")).unwrap();
+        let changes: Vec<(String, &str)> = snapshot
+            .changed_files()
+            .into_iter()
+            .map(|c| (c.name, c.change))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("t/h1.j2".to_string(), "changed"),
+                ("t/h2.j2".to_string(), "gone")
+            ]
+        );
+        let loaded = Snapshot::load(&snapshot.dir).unwrap();
+        let given = [("token".to_string(), "s3cret".to_string())];
+        let plan = loaded.plan(Secrets::Given(&given)).unwrap();
+        assert_eq!(
+            plan.playbook.read_source("t/h1.j2").unwrap(),
+            b"hi {{ host.name }}"
+        );
+        assert_eq!(
+            plan.playbook.read_source("t/h2.j2").unwrap(),
+            b"hi {{ host.name }}"
+        );
+        let not_held = plan.playbook.read_source("t/h3.j2").unwrap_err();
+        assert!(
+            not_held.to_string().contains("not in the run's snapshot"),
+            "{not_held}"
+        );
     }
 
     #[test]

@@ -70,6 +70,25 @@ impl Report<'_> {
         if let Some(problem) = &run.journal_problem {
             out.push_str(&format!("note: {problem}\n"));
         }
+        if !self.files_changed.is_empty() {
+            out.push_str(
+                "note: the run's files differ on disk from its snapshot (a resume or rollback uses the snapshot's, as they were at the start):\n",
+            );
+            for file in self.files_changed.iter().take(LIST_AT_MOST) {
+                let named = if file.path.ends_with(&file.name) {
+                    file.path.display().to_string()
+                } else {
+                    format!("{} ({})", file.name, file.path.display())
+                };
+                out.push_str(&format!("  {}: {named}\n", file.change));
+            }
+            if self.files_changed.len() > LIST_AT_MOST {
+                out.push_str(&format!(
+                    "  and {} more\n",
+                    self.files_changed.len() - LIST_AT_MOST
+                ));
+            }
+        }
         if let Some(error) = &self.tasks.plan_error {
             let first = error.lines().next().unwrap_or_default();
             out.push_str(&format!(

@@ -38,6 +38,9 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
     let plan = runs::snapshot_plan(&detail.summary.path).map_err(|e| e.to_string());
     let mut report = Report::new(&detail, plan.as_ref().map_err(String::as_str));
     report.controllers = store.controller_parts(&id, plan.as_ref().ok());
+    report.files_changed = crate::state::snapshot::Snapshot::load(&detail.summary.path)
+        .map(|snapshot| snapshot.changed_files())
+        .unwrap_or_default();
     let mut out = crate::term::Stdout;
     match global.output {
         OutputFormat::Json => {
@@ -73,6 +76,9 @@ pub struct Report<'a> {
     /// A run split by region (`--regions`): each controller's regions, tasks and lease.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub controllers: Vec<crate::state::pg::regions::ControllerPart>,
+    /// The run's files (playbook, inventory, template and upload sources) that differ on
+    /// disk from the run's snapshot, which a resume or rollback uses.
+    pub files_changed: Vec<crate::state::snapshot::FileChange>,
 }
 
 #[derive(Debug, Serialize)]
@@ -185,6 +191,7 @@ impl<'a> Report<'a> {
             waiting: waiting(detail, plan.ok()),
             controls: &detail.controls,
             controllers: Vec::new(),
+            files_changed: Vec::new(),
         }
     }
 }

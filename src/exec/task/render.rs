@@ -135,9 +135,8 @@ fn render_task_as(
         }
         Action::Upload(t) | Action::Template(t) => {
             let src = render(env, "src", &t.src, ctx)?;
-            let path = plan.playbook.dir().join(&src);
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let path = plan.playbook.source_path(&src);
+            let bytes = plan.playbook.read_source(&src).map_err(|e| e.to_string())?;
             let content = if matches!(step.action, Action::Template(_)) {
                 let text = String::from_utf8(bytes)
                     .map_err(|_| format!("template {} is not UTF-8", path.display()))?;

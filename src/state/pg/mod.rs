@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "live control from any machine",
         include_str!("migrations/0003_control.sql"),
     ),
+    (
+        4,
+        "a run's template and upload sources",
+        include_str!("migrations/0004_snapshot_files.sql"),
+    ),
 ];
 
 /// Serializes migrations between controllers starting at once (an arbitrary constant).
@@ -425,13 +430,36 @@ impl PgStore {
         );
         let vars = String::from_utf8(file(super::snapshot::VARS_FILE)?)?;
         let origin = String::from_utf8(file(super::snapshot::ORIGIN_FILE)?)?;
-        self.connect()?
-            .execute(
-                "INSERT INTO runs (run_id, inventory, playbook, inventory_yaml, playbook_yaml, vars_json, origin_json)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&id, &inventory, &playbook, &inventory_yaml, &playbook_yaml, &vars, &origin],
-            )
-            .map_err(|e| self.query("storing the run's snapshot", e))?;
+        let files = String::from_utf8(file(super::snapshot::FILES_FILE)?)?;
+        let manifest: super::snapshot::Manifest = serde_json::from_str(&files)?;
+        let blobs_dir = super::snapshot::blobs_dir(folder);
+        let q = |e| self.query("storing the run's snapshot", e);
+        let mut client = self.connect()?;
+        let mut tx = client.transaction().map_err(q)?;
+        // The blobs first (each content once, whichever run stored it first), then the
+        // run that names them, in one transaction.
+        for hash in manifest.hashes() {
+            let known = tx
+                .query_opt("SELECT 1 FROM blobs WHERE sha256 = $1", &[&hash])
+                .map_err(q)?
+                .is_some();
+            if !known {
+                let content = std::fs::read(blobs_dir.join(hash))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", blobs_dir.join(hash).display()))?;
+                tx.execute(
+                    "INSERT INTO blobs (sha256, content) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&hash, &content],
+                )
+                .map_err(q)?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO runs (run_id, inventory, playbook, inventory_yaml, playbook_yaml, vars_json, origin_json, files_json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&id, &inventory, &playbook, &inventory_yaml, &playbook_yaml, &vars, &origin, &files],
+        )
+        .map_err(q)?;
+        tx.commit().map_err(q)?;
         Ok(())
     }
 
@@ -474,7 +502,7 @@ impl PgStore {
     pub fn checkout(&self, id: &str, folder: &Path, journal: bool) -> anyhow::Result<bool> {
         let row = self.with_reader("reading the run's snapshot", |c| {
             c.query_opt(
-                "SELECT inventory_yaml, playbook_yaml, vars_json, origin_json FROM runs WHERE run_id = $1",
+                "SELECT inventory_yaml, playbook_yaml, vars_json, origin_json, files_json FROM runs WHERE run_id = $1",
                 &[&id],
             )
         })?;
@@ -492,6 +520,41 @@ impl PgStore {
             super::snapshot::ORIGIN_FILE,
             row.get::<_, &str>(3).as_bytes(),
         )?;
+        // The run's sources: `files.json` and the blobs this machine lacks (a run
+        // started by an older pony has neither).
+        if let Some(files) = row.get::<_, Option<&str>>(4) {
+            let manifest: super::snapshot::Manifest = serde_json::from_str(files)?;
+            let blobs_dir = super::snapshot::blobs_dir(folder);
+            std::fs::create_dir_all(&blobs_dir)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", blobs_dir.display()))?;
+            let missing: Vec<String> = manifest
+                .hashes()
+                .into_iter()
+                .filter(|hash| !blobs_dir.join(hash).exists())
+                .map(str::to_string)
+                .collect();
+            if !missing.is_empty() {
+                let rows = self.with_reader("reading the run's files", |c| {
+                    c.query(
+                        "SELECT sha256, content FROM blobs WHERE sha256 = ANY($1)",
+                        &[&missing],
+                    )
+                })?;
+                for row in rows {
+                    let content: &[u8] = row.get(1);
+                    let hash = super::snapshot::put_blob(&blobs_dir, content)?;
+                    if hash != row.get::<_, &str>(0) {
+                        anyhow::bail!(
+                            "the state database's blob {} does not hold the content of that sha256",
+                            row.get::<_, &str>(0)
+                        );
+                    }
+                }
+            }
+            write(super::snapshot::FILES_FILE, files.as_bytes())?;
+        } else {
+            let _ = std::fs::remove_file(folder.join(super::snapshot::FILES_FILE));
+        }
         if journal {
             let (records, _) = self.records(id)?;
             let mut text = String::new();
