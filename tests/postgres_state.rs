@@ -254,14 +254,24 @@ fn status_and_history_read_from_the_database_show_what_the_local_folder_shows() 
             .output()
             .unwrap();
         assert_eq!(code(&local), 0, "{}", text(&local));
+        // The same words, but for the options the suggested commands carry: the local
+        // run was chosen with --state-dir on the command line, the database with
+        // PONY_STATE (which the next command gets again, so hints leave it out).
+        let local_text = String::from_utf8_lossy(&local.stdout)
+            .replace(&format!(" --state-dir {}", state.display()), "");
+        assert!(
+            String::from_utf8_lossy(&local.stdout).contains("--state-dir")
+                || !local_text.contains("pony "),
+            "local hints carry the state folder"
+        );
         assert_eq!(
             String::from_utf8_lossy(&from_db.stdout),
-            String::from_utf8_lossy(&local.stdout),
+            local_text,
             "status {run} from the database"
         );
         assert_eq!(
             String::from_utf8_lossy(&from_other_machine.stdout),
-            String::from_utf8_lossy(&local.stdout),
+            local_text,
             "status {run} from another state folder"
         );
     }
