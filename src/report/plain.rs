@@ -3,7 +3,7 @@
 //! the terminal reporter prints too. No colour unless asked (`--color always`).
 
 use super::summary::{self, SummaryNotes};
-use super::{event_line, Palette, Reporter};
+use super::{event_line, GateNotes, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
 use std::collections::HashMap;
 use std::io::Write;
@@ -32,6 +32,7 @@ pub struct PlainReporter {
     progress_every: Duration,
     last_progress: Instant,
     tally: SummaryNotes,
+    gates: GateNotes,
 }
 
 impl PlainReporter {
@@ -53,6 +54,7 @@ impl PlainReporter {
             progress_every,
             last_progress: Instant::now(),
             tally: SummaryNotes::default(),
+            gates: GateNotes::default(),
         }
     }
 
@@ -88,6 +90,13 @@ impl PlainReporter {
 impl Reporter for PlainReporter {
     fn event(&mut self, event: &Event) {
         self.tally.observe(event);
+        self.gates.observe(event);
+        if let Some(lines) = self.gates.lines(event) {
+            for line in lines {
+                self.line(&line);
+            }
+            return;
+        }
         match event {
             Event::RunStarted { hosts, .. } => {
                 self.total_hosts = *hosts;
@@ -270,6 +279,45 @@ mod tests {
         assert!(!text.contains("ok              b"), "{text}");
         assert!(text.contains("rolled back     a"), "{text}");
         assert!(text.contains("REGION"), "{text}");
+    }
+
+    /// In CI the gate's wait names the real run in the `pony approve` to type, after a
+    /// line on how the soak went.
+    #[test]
+    fn the_ci_gate_line_names_the_run_after_the_soak() {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(
+            Box::new(out.clone()),
+            false,
+            Palette::new(false),
+            PROGRESS_EVERY,
+        );
+        let mut started = run_started(1);
+        if let Event::RunStarted { run_id, .. } = &mut started {
+            *run_id = "20260310-200000-abcd".into();
+        }
+        for event in [
+            started,
+            Event::GateWaiting {
+                wave: "all".into(),
+                reason: "pause".into(),
+                seconds: 20,
+            },
+            Event::GateWaiting {
+                wave: "all".into(),
+                reason: "approve".into(),
+                seconds: 600,
+            },
+        ] {
+            reporter.event(&event);
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let soak = text.find("== soak after wave all: 20s, no checks\n");
+        let wait = text.find(
+            "== gate after wave all: waiting up to 10m for `pony approve 20260310-200000-abcd all`",
+        );
+        assert!(soak.is_some() && wait.is_some() && soak < wait, "{text}");
+        assert!(!text.contains("pony approve RUN"), "{text}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! in their final state and the summary (shared with the plain reporter) follows.
 
 use super::summary::{self, SummaryNotes};
-use super::{event_line, Palette, Reporter};
+use super::{event_line, GateNotes, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{HashMap, HashSet};
@@ -102,6 +102,7 @@ pub struct TerminalReporter {
     /// Digits of the largest host count.
     digits: usize,
     tally: SummaryNotes,
+    gates: GateNotes,
     finished: bool,
 }
 
@@ -137,6 +138,7 @@ impl TerminalReporter {
             bar_width: 30,
             digits: 1,
             tally: SummaryNotes::default(),
+            gates: GateNotes::default(),
             finished: false,
         }
     }
@@ -378,6 +380,7 @@ impl TerminalReporter {
 impl Reporter for TerminalReporter {
     fn event(&mut self, event: &Event) {
         self.tally.observe(event);
+        self.gates.observe(event);
         match event {
             Event::RunStarted { hosts, regions, .. } => {
                 if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
@@ -438,8 +441,13 @@ impl Reporter for TerminalReporter {
                     other => format!("waiting for {other} after {wave}"),
                 });
                 self.changed();
-                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
-                    self.println(&text);
+                let lines = self.gates.lines(event).unwrap_or_else(|| {
+                    event_line(event, &self.palette, TAIL_LINES)
+                        .into_iter()
+                        .collect()
+                });
+                for line in lines {
+                    self.println(&line);
                 }
             }
             Event::GatePassed { .. } => {

@@ -343,7 +343,13 @@ impl Scheduler {
                     self.ready(node);
                 }
             }
-            (Mode::Deploy, Some(replay)) => self.resume_from(&replay),
+            (Mode::Deploy, Some(replay)) => {
+                // A gate that asked its question before the stop had soaked already.
+                for (wave, run) in self.plan.waves.iter().zip(&mut self.waves) {
+                    run.soak.over = replay.soaked.contains(&wave.name);
+                }
+                self.resume_from(&replay)
+            }
             (Mode::Rollback(hosts), replay) => {
                 self.rollback_from(&replay.unwrap_or_default(), hosts)
             }
@@ -382,7 +388,7 @@ impl Scheduler {
                 Some(joined) = self.timers.join_next() => match joined {
                     Err(_) => {}
                     Ok(Timer::Approved(wave, approved)) => self.answered(wave, approved),
-                    Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.pass_gate(wave),
+                    Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.soaked(wave),
                     Ok(Timer::Paused(wave)) => self.soak_part_done(wave),
                     Ok(Timer::WindowOpen(wave, zone)) => self.window_opened(wave, &zone),
                     Ok(Timer::CheckDue(round)) => self.check_due(round),
