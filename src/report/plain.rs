@@ -29,6 +29,10 @@ pub struct PlainReporter {
     failed: usize,
     running: usize,
     started: Instant,
+    /// When the current gate wait began, and the waits before: the time left is reckoned
+    /// from working time only.
+    wait_began: Option<Instant>,
+    waited: Duration,
     progress_every: Duration,
     last_progress: Instant,
     tally: SummaryNotes,
@@ -51,6 +55,8 @@ impl PlainReporter {
             failed: 0,
             running: 0,
             started: Instant::now(),
+            wait_began: None,
+            waited: Duration::ZERO,
             progress_every,
             last_progress: Instant::now(),
             tally: SummaryNotes::default(),
@@ -63,21 +69,47 @@ impl PlainReporter {
         let _ = self.out.flush();
     }
 
+    /// A gate starts or stops holding the run.
+    fn waiting(&mut self, waiting: bool) {
+        match (waiting, self.wait_began) {
+            (true, None) => self.wait_began = Some(Instant::now()),
+            (false, Some(began)) => {
+                self.waited += began.elapsed();
+                self.wait_began = None;
+            }
+            _ => {}
+        }
+    }
+
     fn progress(&mut self) {
         if self.last_progress.elapsed() < self.progress_every {
             return;
         }
         self.last_progress = Instant::now();
-        let done = self.outcomes.len();
+        // Hosts that never started are `not run`, never done.
+        let not_run = self
+            .outcomes
+            .values()
+            .filter(|o| **o == HostOutcome::Cancelled)
+            .count();
+        let done = self.outcomes.len() - not_run;
         let elapsed = self.started.elapsed();
-        let eta = if done > 0 && done < self.total_hosts {
-            let left = elapsed.mul_f64((self.total_hosts - done) as f64 / done as f64);
+        let waits = self.waited + self.wait_began.map_or(Duration::ZERO, |b| b.elapsed());
+        let left = self.total_hosts.saturating_sub(done + not_run);
+        let eta = if done > 0 && left > 0 && self.wait_began.is_none() {
+            let worked = elapsed.saturating_sub(waits);
+            let left = worked.mul_f64(left as f64 / done as f64);
             format!(", about {} left", super::short_duration(left))
         } else {
             String::new()
         };
+        let not_run = if not_run > 0 {
+            format!(", {not_run} not run")
+        } else {
+            String::new()
+        };
         let text = format!(
-            "progress: {done}/{} hosts done, {} failed, {} tasks running, {} elapsed{eta}",
+            "progress: {done}/{} hosts done{not_run}, {} failed, {} tasks running, {} elapsed{eta}",
             self.total_hosts,
             self.failed,
             self.running,
@@ -91,6 +123,9 @@ impl Reporter for PlainReporter {
     fn event(&mut self, event: &Event) {
         self.tally.observe(event);
         self.gates.observe(event);
+        if matches!(event, Event::GateWaiting { .. }) {
+            self.waiting(true);
+        }
         if let Some(lines) = self.gates.lines(event) {
             for line in lines {
                 self.line(&line);
@@ -108,6 +143,7 @@ impl Reporter for PlainReporter {
             }
             Event::TaskStarted { .. } => {
                 self.running += 1;
+                self.waiting(false);
                 self.progress();
             }
             Event::TaskFinished { .. } => {
@@ -141,7 +177,15 @@ impl Reporter for PlainReporter {
                 }
                 self.progress();
             }
-            Event::WaveStarted { .. } | Event::GatePassed { .. } if self.quiet => {}
+            Event::GatePassed { .. } => {
+                self.waiting(false);
+                if !self.quiet {
+                    if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                        self.line(&text);
+                    }
+                }
+            }
+            Event::WaveStarted { .. } if self.quiet => {}
             Event::Summary { .. } => {
                 for line in summary::render(event, &self.tally, &self.palette) {
                     self.line(&line);
@@ -318,6 +362,36 @@ mod tests {
         );
         assert!(soak.is_some() && wait.is_some() && soak < wait, "{text}");
         assert!(!text.contains("pony approve RUN"), "{text}");
+    }
+
+    /// After a failed canary the hosts that never started are counted as not run, not
+    /// done; the time left leaves the gate's wait out.
+    #[tokio::test(start_paused = true)]
+    async fn progress_counts_never_started_hosts_as_not_run_and_leaves_waits_out() {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(
+            Box::new(out.clone()),
+            false,
+            Palette::new(false),
+            Duration::ZERO,
+        );
+        reporter.event(&run_started(4));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        reporter.event(&host("a", HostOutcome::Ok));
+        reporter.event(&Event::GateWaiting {
+            wave: "all".into(),
+            reason: "pause".into(),
+            seconds: 3600,
+        });
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        reporter.event(&Event::TaskStarted { task: task("b") });
+        reporter.event(&host("c", HostOutcome::Cancelled));
+        let lines = progress_lines(&out);
+        assert_eq!(
+            lines.last().unwrap(),
+            "progress: 1/4 hosts done, 1 not run, 0 failed, 1 tasks running, 1h 00m elapsed, about 20.0s left",
+            "{lines:?}"
+        );
     }
 
     #[test]
