@@ -360,3 +360,32 @@ fn skip_failed_wave_goes_on_without_the_failed_hosts_and_is_journaled() {
         text(&nothing)
     );
 }
+
+/// A resume names the waves that are left: after the canary and china passed their gates
+/// and a host of `world` failed, it announces `world`, not the run's first wave.
+#[test]
+fn resume_announces_the_waves_that_are_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let mail = stuck_mail(state, "mx-dub-01");
+    let first = deploy_local(state, FLAGSHIP, &[]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let run = only_run(state);
+    let passed: Vec<String> = journal(state, &run)
+        .iter()
+        .filter(|r| r["type"] == "gate_passed")
+        .map(|r| r["wave"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(passed, ["canary", "china"], "world failed");
+    std::fs::remove_file(&mail).unwrap();
+    let resumed = pony(state, &["resume", &run, "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    let waves: Vec<String> = support::events(&resumed)
+        .iter()
+        .filter(|e| e["event"] == "wave_started")
+        .map(|e| e["wave"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(waves, ["world"], "{}", text(&resumed));
+}

@@ -323,9 +323,20 @@ impl Scheduler {
     }
 
     async fn main_loop(mut self) -> RunReport {
-        // A wave starts only in a deploy (a rollback has none), and only with hosts.
-        let first = self.plan.waves.first().filter(|w| !w.hosts.is_empty());
-        if let Some(first) = first.filter(|_| matches!(self.options.mode, Mode::Deploy)) {
+        // A wave starts only in a deploy (a rollback has none), and only with hosts; a
+        // resume announces the first wave left (its gate not passed, not the failed wave
+        // it skips), not the run's first.
+        let first = match (&self.options.mode, &self.options.replay) {
+            (Mode::Deploy, None) => self.plan.waves.first(),
+            (Mode::Deploy, Some(replay)) => {
+                let skipped = self.options.skip_failed_wave.as_deref();
+                self.plan.waves.iter().find(|w| {
+                    !replay.gates_passed.contains(&w.name) && Some(w.name.as_str()) != skipped
+                })
+            }
+            (Mode::Rollback(_), _) => None,
+        };
+        if let Some(first) = first.filter(|w| !w.hosts.is_empty()) {
             self.emit(Event::WaveStarted {
                 wave: first.name.clone(),
                 hosts: first.hosts.len(),
