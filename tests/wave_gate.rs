@@ -170,8 +170,11 @@ fn a_failed_canary_stops_the_rollout_before_any_other_host_is_touched() {
         "{status_text}"
     );
     assert!(status_text.contains("gates passed: none"), "{status_text}");
+    // Its one host failed at drain: every host of the wave failed at the same step, so
+    // skipping the wave is not offered (it would carry a release at fault on).
+    assert!(!status_text.contains("--skip-failed-wave"), "{status_text}");
     assert!(
-        status_text.contains(&format!("pony resume {run} --skip-failed-wave")),
+        status_text.contains("every host of it failed at step drain"),
         "{status_text}"
     );
     let json = pony(state, &["status", &run, "--output", "json"])
@@ -254,6 +257,13 @@ fn a_failed_region_lets_the_other_regions_of_its_wave_finish_but_no_later_wave_s
             "{host}: the next wave does not start"
         );
     }
+    // One host of eight failed: skipping the wave is offered.
+    let run = only_run(&state);
+    let status = text(&pony(&state, &["status", &run]).output().unwrap());
+    assert!(
+        status.contains(&format!("pony resume {run} --skip-failed-wave")),
+        "{status}"
+    );
 }
 
 /// The flagship rollout on the local inventory with a mail stuck in the canary's queue:
