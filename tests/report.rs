@@ -149,8 +149,10 @@ fn a_terminal_gets_region_bars_failures_above_them_and_the_summary() {
         .lines()
         .find(|l| l.starts_with("overall"))
         .unwrap_or_else(|| panic!("no overall bar:\n{screen}"));
+    // Every host ran and ended: nothing is left to go, so no ETA (it never shows
+    // `00:00:00`).
     assert!(
-        overall.contains("12/12") && overall.contains("elapsed") && overall.contains("ETA"),
+        overall.contains("12/12") && overall.contains("elapsed") && !overall.contains("ETA"),
         "{overall}"
     );
     // The failure was printed above the bars, with the step, exit code and stderr.
@@ -175,6 +177,89 @@ fn a_terminal_gets_region_bars_failures_above_them_and_the_summary() {
     ] {
         assert!(screen.contains(needle), "no {needle:?}:\n{screen}");
     }
+}
+
+/// The canary (r1-c1-01) fails `switch`; with `max_failures: 0` the rollout stops there:
+/// eleven hosts never start.
+const FAILED_CANARY: &str = r#"
+name: canary
+strategy:
+  max_unavailable: 100%
+  max_failures: 0
+  on_failure: rollback-region
+  waves:
+    - { name: canary, regions: [r1], hosts: r1-c1-01 }
+    - { name: world, regions: ["*"] }
+steps:
+  - name: stage
+    run: mkdir -p {{ mail_root }}/releases/2.0
+    rollback: rm -rf {{ mail_root }}/releases/2.0
+  - name: switch
+    needs: [stage]
+    run: |
+      if [ "$PONY_LAB_HOST" = r1-c1-01 ]; then echo "bad config" >&2; exit 7; fi
+      ln -sfn releases/2.0 {{ mail_root }}/current
+    rollback: rm -f {{ mail_root }}/current
+"#;
+
+/// After a failed canary no host that never started is drawn as done: the regions the
+/// rollout never reached show an empty bar and `not run`, the overall bar counts the one
+/// host that ran and says how many did not, and no ETA is left on screen.
+#[test]
+fn a_failed_canary_draws_no_never_started_host_as_done() {
+    let lab = lab();
+    let playbook = lab.playbook(FAILED_CANARY);
+    let tmux = Tmux::new(lab.dir.path());
+    let command = [
+        env!("CARGO_BIN_EXE_pony"),
+        "--state-dir",
+        lab.state.to_str().unwrap(),
+        "deploy",
+        "-i",
+        lab.inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+        "--yes",
+    ]
+    .iter()
+    .map(|a| shell_quote(a))
+    .collect::<Vec<_>>()
+    .join(" ");
+    tmux.start(&format!("env -u RUST_LOG {command}"));
+    let (screen, exit) = tmux.wait_for_exit(Duration::from_secs(90));
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-failed-canary-screen.txt"),
+        &screen,
+    );
+    assert_eq!(exit, 1, "failed, rollback complete:\n{screen}");
+    assert!(
+        screen.contains("NOT RUN") || screen.contains("not run"),
+        "{screen}"
+    );
+    let bar = |region: &str| {
+        screen
+            .lines()
+            .rfind(|l| l.starts_with(&format!("{region} ")) && l.contains('['))
+            .unwrap_or_else(|| panic!("no bar for {region}:\n{screen}"))
+            .to_string()
+    };
+    for region in ["r2", "r3"] {
+        let bar = bar(region);
+        assert!(bar.contains(" 0/4"), "never started, not done: {bar}");
+        assert!(bar.contains("not run"), "{bar}");
+        assert!(!bar.contains("done"), "{bar}");
+        assert!(!bar.contains('█'), "an empty bar: {bar}");
+    }
+    // r1: the canary ran (failed, rolled back); its three other hosts never started.
+    let r1 = bar("r1");
+    assert!(r1.contains(" 1/4"), "{r1}");
+    assert!(r1.contains("3 not run") && !r1.contains("done"), "{r1}");
+    let overall = screen
+        .lines()
+        .rfind(|l| l.starts_with("overall"))
+        .unwrap_or_else(|| panic!("no overall bar:\n{screen}"));
+    assert!(overall.contains(" 1/12"), "{overall}");
+    assert!(overall.contains("11 not run"), "{overall}");
+    assert!(!overall.contains("ETA"), "nothing left to go: {overall}");
 }
 
 /// The JSON lines of a run with `--output json` (and a JUnit file beside it).

@@ -139,3 +139,150 @@ fn the_run_wide_budget_stops_a_run_whose_failures_spread_over_clusters() {
         }
     }
 }
+
+/// How late the journal or a reporter may stamp an event after the scheduler emitted it.
+const STAMP_LAG: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// An RFC 3339 time of an event or a journal record.
+fn instant(record: &serde_json::Value) -> std::time::SystemTime {
+    let time = record["time"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no time: {record}"));
+    humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"))
+}
+
+/// The position of the first record of `kind` (journal `type` or event `event`) that
+/// `also` accepts.
+fn first(
+    records: &[serde_json::Value],
+    key: &str,
+    kind: &str,
+    also: impl Fn(&serde_json::Value) -> bool,
+) -> usize {
+    records
+        .iter()
+        .position(|r| r[key] == kind && also(r))
+        .unwrap_or_else(|| panic!("no {kind}: {records:#?}"))
+}
+
+/// `canary` soaks `pause` with `verify`, then asks for approval; `rest` follows.
+fn soak_then_approve(verify: &str, pause: &str) -> String {
+    canary_strategy(verify, pause).replace(
+        &format!("      pause: {pause}\n"),
+        &format!("      pause: {pause}\n      approve: true\n"),
+    )
+}
+
+/// Gate order as documented: first the soak (`pause:` with its `verify:` rounds), then
+/// the `approve:` question. The events show the pause's wait at least the pause before
+/// the approval's, with the soak's checks in between; approved, the rollout goes on.
+#[test]
+fn the_approval_question_comes_after_the_soak_with_its_checks() {
+    let lab = lab_with(1, 1, 2);
+    lab.install_old_release();
+    let verify = "        - { name: healthy, run: \"test -d {{ mail_root }}\", every: 500ms }\n";
+    let playbook = lab.playbook(&release_playbook(&soak_then_approve(verify, "2s")));
+    let mut deploy = support::Reaped::new(lab.spawn_deploy(&playbook, &["--approval-wait", "10m"]));
+    let mut stdout = BufReader::new(deploy.child().stdout.take().unwrap());
+    let seen = read_events_until(&mut stdout, |e| {
+        e["event"] == "gate_waiting" && e["reason"] == "approve"
+    });
+    let id = seen[0]["run_id"].as_str().unwrap().to_string();
+    let pause = first(&seen, "event", "gate_waiting", |e| e["reason"] == "pause");
+    let approve = seen.len() - 1;
+    assert!(pause < approve, "{seen:#?}");
+    let soak = std::time::Duration::from_secs(2);
+    let waited = instant(&seen[approve])
+        .duration_since(instant(&seen[pause]))
+        .unwrap();
+    assert!(
+        waited + STAMP_LAG >= soak,
+        "the question came {waited:?} after the soak began ({soak:?})"
+    );
+    let checks = seen[pause..approve]
+        .iter()
+        .filter(|e| e["event"] == "verify_check" && e["ok"] == true)
+        .count();
+    assert!(
+        checks >= 1,
+        "the soak's checks come before the question: {seen:#?}"
+    );
+    assert!(!lab.root("r1-c1-02").join("srv/mail/releases/2.0").exists());
+
+    let approved = lab.pony(&["approve", &id, "canary"]).output().unwrap();
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    assert!(
+        text(&approved).contains("approved: the gate of wave canary passes"),
+        "{}",
+        text(&approved)
+    );
+    let output = deploy.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(lab.current("r1-c1-02").as_deref(), Some("releases/2.0"));
+    let (_, folder) = support::only_run(&lab.state);
+    let records = support::journal(&folder);
+    let pause = first(&records, "type", "gate_waiting", |r| r["reason"] == "pause");
+    let ask = first(&records, "type", "gate_waiting", |r| {
+        r["reason"] == "approve"
+    });
+    let passed = first(&records, "type", "gate_passed", |r| r["wave"] == "canary");
+    assert!(pause < ask && ask < passed, "{records:#?}");
+    let waited = instant(&records[ask])
+        .duration_since(instant(&records[pause]))
+        .unwrap();
+    assert!(waited + STAMP_LAG >= soak, "journal: {waited:?}");
+}
+
+/// `pony approve` during the soak answers the question up front: it says the soak goes
+/// on until its end, the question is never asked, and the gate passes only once the
+/// soak is over. The soak's check holds until the test lets it go, so the approval
+/// lands inside the soak whatever the machine's speed.
+#[test]
+fn pony_approve_during_the_soak_pre_approves_and_the_gate_passes_after_the_soak() {
+    let lab = lab_with(1, 1, 2);
+    lab.install_old_release();
+    let verify = "        - { name: held, run: \"while [ ! -e {{ root }}/go ]; do sleep 0.05; done\", every: 1s }\n";
+    let playbook = lab.playbook(&release_playbook(&soak_then_approve(verify, "1s")));
+    // No terminal, no --approval-wait: a question at the gate would stop the run (10).
+    let mut deploy = support::Reaped::new(lab.spawn_deploy(&playbook, &[]));
+    let mut stdout = BufReader::new(deploy.child().stdout.take().unwrap());
+    let seen = read_events_until(&mut stdout, |e| {
+        e["event"] == "gate_waiting" && e["reason"] == "pause"
+    });
+    let id = seen[0]["run_id"].as_str().unwrap().to_string();
+    let approved = lab.pony(&["approve", &id, "canary"]).output().unwrap();
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    let said = text(&approved);
+    assert!(said.contains("approved; the soak runs until "), "{said}");
+    assert!(!said.contains("the gate passes"), "{said}");
+    std::fs::write(lab.root("r1-c1-01").join("go"), "").unwrap();
+    let rest = read_events_until(&mut stdout, |e| e["event"] == "summary");
+    let output = deploy.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(lab.current("r1-c1-02").as_deref(), Some("releases/2.0"));
+    let passed = first(&rest, "event", "gate_passed", |e| e["wave"] == "canary");
+    let waited = instant(&rest[passed])
+        .duration_since(instant(seen.last().unwrap()))
+        .unwrap();
+    assert!(
+        waited + STAMP_LAG >= std::time::Duration::from_secs(1),
+        "the gate passed {waited:?} after the soak began"
+    );
+
+    let (_, folder) = support::only_run(&lab.state);
+    let records = support::journal(&folder);
+    let pause = first(&records, "type", "gate_waiting", |r| r["reason"] == "pause");
+    let control = first(&records, "type", "control", |r| r["accepted"] == true);
+    let check = first(&records, "type", "verify_check", |r| r["ok"] == true);
+    let passed = first(&records, "type", "gate_passed", |r| r["wave"] == "canary");
+    assert!(
+        pause < control && control < check && check < passed,
+        "approved during the soak, passed after it: {records:#?}"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["type"] == "gate_waiting" && r["reason"] == "approve"),
+        "pre-approved: no question"
+    );
+}

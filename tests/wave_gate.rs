@@ -170,8 +170,11 @@ fn a_failed_canary_stops_the_rollout_before_any_other_host_is_touched() {
         "{status_text}"
     );
     assert!(status_text.contains("gates passed: none"), "{status_text}");
+    // Its one host failed at drain: every host of the wave failed at the same step, so
+    // skipping the wave is not offered (it would carry a release at fault on).
+    assert!(!status_text.contains("--skip-failed-wave"), "{status_text}");
     assert!(
-        status_text.contains(&format!("pony resume {run} --skip-failed-wave")),
+        status_text.contains("every host of it failed at step drain"),
         "{status_text}"
     );
     let json = pony(state, &["status", &run, "--output", "json"])
@@ -254,6 +257,13 @@ fn a_failed_region_lets_the_other_regions_of_its_wave_finish_but_no_later_wave_s
             "{host}: the next wave does not start"
         );
     }
+    // One host of eight failed: skipping the wave is offered.
+    let run = only_run(&state);
+    let status = text(&pony(&state, &["status", &run]).output().unwrap());
+    assert!(
+        status.contains(&format!("pony resume {run} --skip-failed-wave")),
+        "{status}"
+    );
 }
 
 /// The flagship rollout on the local inventory with a mail stuck in the canary's queue:
@@ -359,4 +369,33 @@ fn skip_failed_wave_goes_on_without_the_failed_hosts_and_is_journaled() {
         "{}",
         text(&nothing)
     );
+}
+
+/// A resume names the waves that are left: after the canary and china passed their gates
+/// and a host of `world` failed, it announces `world`, not the run's first wave.
+#[test]
+fn resume_announces_the_waves_that_are_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let mail = stuck_mail(state, "mx-dub-01");
+    let first = deploy_local(state, FLAGSHIP, &[]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let run = only_run(state);
+    let passed: Vec<String> = journal(state, &run)
+        .iter()
+        .filter(|r| r["type"] == "gate_passed")
+        .map(|r| r["wave"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(passed, ["canary", "china"], "world failed");
+    std::fs::remove_file(&mail).unwrap();
+    let resumed = pony(state, &["resume", &run, "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    let waves: Vec<String> = support::events(&resumed)
+        .iter()
+        .filter(|e| e["event"] == "wave_started")
+        .map(|e| e["wave"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(waves, ["world"], "{}", text(&resumed));
 }

@@ -30,7 +30,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Success);
     }
-    if !args.yes && !confirm(&plan)? {
+    if !args.yes && !confirm(&plan, global.regions.is_some())? {
         eprintln!("nothing deployed");
         return Ok(Exit::Invalid);
     }
@@ -105,11 +105,11 @@ pub(super) fn redactor(plan: &Plan, secret_vars: &[(String, String)]) -> Redacto
 }
 
 /// Without `--yes` a terminal is asked once, with the plan summary; anything else refuses.
-pub(super) fn confirm(plan: &Plan) -> Result<bool, Diagnostics> {
+pub(super) fn confirm(plan: &Plan, split: bool) -> Result<bool, Diagnostics> {
     ask(
         plan,
         "deploy",
-        &super::plan::describe(plan),
+        &super::plan::describe(plan, split),
         &format!(
             "\nDeploy {} to {} hosts of {}? [y/N] ",
             plan.playbook.name,

@@ -22,7 +22,7 @@ use std::time::Duration;
 pub fn run(state_dir: &Path, args: &PlanArgs, with_estimate: bool) -> anyhow::Result<Exit> {
     let mut plan = load_plan(args)?;
     if !with_estimate {
-        crate::out!("{}", describe(&plan));
+        crate::out!("{}", describe(&plan, false));
         return Ok(Exit::Success);
     }
     let (tasks, rollbacks) = runs::step_samples(state_dir, &plan.playbook.name, LEARNED_RUNS);
@@ -39,7 +39,11 @@ pub fn run(state_dir: &Path, args: &PlanArgs, with_estimate: bool) -> anyhow::Re
         connections: None,
     };
     let simulation = super::simulate::simulate(plan.clone(), durations, &options);
-    crate::out!("{}{}", describe(&plan), estimate_summary(&simulation));
+    crate::out!(
+        "{}{}",
+        describe(&plan, false),
+        estimate_summary(&simulation)
+    );
     Ok(Exit::Success)
 }
 
@@ -84,7 +88,10 @@ fn estimate_summary(sim: &Simulation) -> String {
     out
 }
 
-pub fn describe(plan: &Plan) -> String {
+/// The plan in words; `split`: the run is split between controllers by `--regions`. Only
+/// then, or when the playbook chose `on_controller_loss`, does it say what a lost
+/// controller means (a run with one controller has none to lose).
+pub fn describe(plan: &Plan, split: bool) -> String {
     let inventory = &plan.inventory;
     let strategy = &plan.playbook.strategy;
     let mut out = String::new();
@@ -137,12 +144,14 @@ pub fn describe(plan: &Plan) -> String {
         }
         OnControllerLoss::Stop => "the others stop as on a first Ctrl-C",
     };
-    writeln!(
-        out,
-        "split by --regions: a lost controller: {on_loss} (on_controller_loss {})",
-        strategy.on_controller_loss.as_str()
-    )
-    .unwrap();
+    if split || strategy.on_controller_loss_set {
+        writeln!(
+            out,
+            "split by --regions: a lost controller: {on_loss} (on_controller_loss {})",
+            strategy.on_controller_loss.as_str()
+        )
+        .unwrap();
+    }
     for (w, wave) in plan.waves.iter().enumerate() {
         let spec = &strategy.waves[w];
         let mut gate = Vec::new();
@@ -317,11 +326,30 @@ fn delegates_line(plan: &Plan, step: usize) -> String {
 mod tests {
     use super::*;
 
-    fn described(strategy: &str) -> String {
-        describe(&crate::plan::from_yaml(
+    fn plan(strategy: &str) -> Plan {
+        crate::plan::from_yaml(
             "name: t\nregions:\n  r1:\n    clusters:\n      c1: { hosts: { h1: , h2: } }\n",
             &format!("name: p\nstrategy: {strategy}\nsteps:\n  - {{ name: s, run: \"true\" }}\n"),
-        ))
+        )
+    }
+
+    fn described(strategy: &str) -> String {
+        describe(&plan(strategy), true)
+    }
+
+    /// `pony plan` of a playbook that chose `on_controller_loss` says what it means.
+    #[test]
+    fn a_playbook_that_chose_on_controller_loss_gets_its_line() {
+        let text = describe(&plan("{ on_controller_loss: stop }"), false);
+        assert!(text.contains("(on_controller_loss stop)"), "{text}");
+    }
+
+    /// A run with one controller is not split: its plan says nothing of lost controllers.
+    #[test]
+    fn an_unsplit_plan_says_nothing_of_a_split() {
+        let text = describe(&plan("{}"), false);
+        assert!(!text.contains("split by --regions"), "{text}");
+        assert!(!text.contains("on_controller_loss"), "{text}");
     }
 
     #[test]

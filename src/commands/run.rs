@@ -415,13 +415,15 @@ fn prompt_for_approvals(
     let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel::<ApprovalRequest>();
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
-            let ApprovalRequest { wave, answer } = request;
+            let ApprovalRequest { wave, soak, answer } = request;
+            let done = match soak {
+                Some(soak) => format!("Wave {wave} is done; {soak}."),
+                None => format!("Wave {wave} is done."),
+            };
             let forward = forward.clone();
             let answered = tokio::task::spawn_blocking(move || {
                 let approved = crate::term::with_progress_suspended(|| {
-                    eprint!(
-                        "\nWave {wave} is done. Approve it and continue with the next wave? [y/N] "
-                    );
+                    eprint!("\n{done} Approve it and continue with the next wave? [y/N] ");
                     let _ = std::io::stderr().flush();
                     // The gate may be answered from another shell (`pony approve`) while
                     // this waits: then the question is withdrawn, not left on screen.

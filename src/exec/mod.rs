@@ -80,6 +80,9 @@ pub enum Mode {
 /// A question to the person at the terminal: may the run go past this wave's gate?
 pub struct ApprovalRequest {
     pub wave: String,
+    /// What the gate's soak showed, said before the question (`its 20s soak passed (6
+    /// checks ok)`).
+    pub soak: Option<String>,
     pub answer: tokio::sync::oneshot::Sender<bool>,
 }
 

@@ -31,6 +31,9 @@ pub struct Strategy {
     pub max_unreachable: Option<usize>,
     /// In a run split by region: what the other controllers do when one is lost.
     pub on_controller_loss: OnControllerLoss,
+    /// Whether the playbook chose `on_controller_loss` (it means to split its runs by
+    /// `--regions`): `pony plan` then says what a lost controller does.
+    pub on_controller_loss_set: bool,
 }
 
 #[derive(Debug)]
@@ -304,6 +307,7 @@ impl Builder<'_> {
             unreachable,
             max_unreachable: raw.max_unreachable,
             on_controller_loss: raw.on_controller_loss.unwrap_or_default(),
+            on_controller_loss_set: raw.on_controller_loss.is_some(),
         }
     }
 

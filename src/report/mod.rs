@@ -448,6 +448,103 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
     }
 }
 
+/// What the human reporters remember for the lines of a wave's gate: the run's id (the
+/// `pony approve RUN WAVE` they suggest names the real run) and each wave's soak so far
+/// (said before its approval question).
+#[derive(Debug, Default)]
+pub struct GateNotes {
+    run_id: Option<String>,
+    soaks: std::collections::HashMap<String, SoakSeen>,
+}
+
+#[derive(Debug, Default)]
+struct SoakSeen {
+    /// The pause, once the soak began.
+    seconds: Option<u64>,
+    ok: usize,
+    failed: usize,
+}
+
+impl GateNotes {
+    pub fn observe(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted { run_id, .. } => self.run_id = Some(run_id.clone()),
+            Event::GateWaiting {
+                wave,
+                reason,
+                seconds,
+            } if reason == "pause" => {
+                self.soaks.entry(wave.clone()).or_default().seconds = Some(*seconds);
+            }
+            Event::VerifyCheck { wave, ok, .. } => {
+                let soak = self.soaks.entry(wave.clone()).or_default();
+                if *ok {
+                    soak.ok += 1;
+                } else {
+                    soak.failed += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The lines of a gate's event, where they differ from [`event_line`]'s: before the
+    /// approval question, what the soak showed; the wait for `pony approve` with the
+    /// run's id. `None` for every other event.
+    pub fn lines(&self, event: &Event) -> Option<Vec<String>> {
+        let Event::GateWaiting {
+            wave,
+            reason,
+            seconds,
+        } = event
+        else {
+            return None;
+        };
+        if reason != "approve" {
+            return None;
+        }
+        let mut lines = Vec::new();
+        if let Some(soak) = self.soak_line(wave) {
+            lines.push(soak);
+        }
+        let run = self.run_id.as_deref().unwrap_or("RUN");
+        lines.push(if *seconds > 0 {
+            format!(
+                "== gate after wave {wave}: waiting up to {} for `pony approve {run} {wave}`",
+                humantime::format_duration(Duration::from_secs(*seconds))
+            )
+        } else {
+            format!("== gate after wave {wave}: waiting for approval")
+        });
+        Some(lines)
+    }
+
+    /// `== soak after wave canary: 20s, 6 checks ok`; `None` for a wave that neither
+    /// soaked nor ran checks.
+    fn soak_line(&self, wave: &str) -> Option<String> {
+        let soak = self.soaks.get(wave)?;
+        let plural = |n: usize| if n == 1 { "check" } else { "checks" };
+        let mut results = Vec::new();
+        if soak.ok > 0 {
+            results.push(format!("{} {} ok", soak.ok, plural(soak.ok)));
+        }
+        if soak.failed > 0 {
+            results.push(format!("{} failed", soak.failed));
+        }
+        if results.is_empty() {
+            results.push("no checks".into());
+        }
+        let results = results.join(", ");
+        Some(match soak.seconds {
+            Some(seconds) => format!(
+                "== soak after wave {wave}: {}, {results}",
+                humantime::format_duration(Duration::from_secs(seconds))
+            ),
+            None => format!("== checks after wave {wave}: {results}"),
+        })
+    }
+}
+
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
@@ -471,6 +568,70 @@ mod tests {
         assert_eq!(short_duration(Duration::from_millis(4200)), "4.2s");
         assert_eq!(short_duration(Duration::from_secs(185)), "3m 05s");
         assert_eq!(short_duration(Duration::from_secs(3720)), "1h 02m");
+    }
+
+    fn gate(wave: &str, reason: &str, seconds: u64) -> Event {
+        Event::GateWaiting {
+            wave: wave.into(),
+            reason: reason.into(),
+            seconds,
+        }
+    }
+
+    fn check(wave: &str, ok: bool) -> Event {
+        Event::VerifyCheck {
+            wave: wave.into(),
+            check: "healthy".into(),
+            host: "a1".into(),
+            ok,
+            detail: String::new(),
+        }
+    }
+
+    fn run_started(id: &str) -> Event {
+        Event::RunStarted {
+            run_id: id.into(),
+            playbook: "pb".into(),
+            inventory: "inv".into(),
+            hosts: 1,
+            tasks: 1,
+            waves: vec!["canary".into()],
+            regions: vec![("r1".into(), 1)],
+        }
+    }
+
+    /// Before the approval question: what the soak showed; the wait for `pony approve`
+    /// names the real run, not `RUN`.
+    #[test]
+    fn the_approval_lines_say_how_the_soak_went_and_name_the_run() {
+        let mut notes = GateNotes::default();
+        for event in [
+            run_started("20260310-200000-abcd"),
+            gate("canary", "pause", 20),
+            check("canary", true),
+            check("canary", true),
+            check("other", true),
+        ] {
+            notes.observe(&event);
+        }
+        assert_eq!(
+            notes.lines(&gate("canary", "approve", 600)).unwrap(),
+            vec![
+                "== soak after wave canary: 20s, 2 checks ok".to_string(),
+                "== gate after wave canary: waiting up to 10m for `pony approve 20260310-200000-abcd canary`".to_string(),
+            ]
+        );
+        // A gate without a soak or checks: only the wait.
+        assert_eq!(
+            notes.lines(&gate("world", "approve", 0)).unwrap(),
+            vec!["== gate after wave world: waiting for approval".to_string()]
+        );
+        // Checks without a pause (run once before the question).
+        assert_eq!(
+            notes.lines(&gate("other", "approve", 0)).unwrap()[0],
+            "== checks after wave other: 1 check ok"
+        );
+        assert_eq!(notes.lines(&gate("canary", "pause", 20)), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the terminal reporter prints too. No colour unless asked (`--color always`).
 
 use super::summary::{self, SummaryNotes};
-use super::{event_line, Palette, Reporter};
+use super::{event_line, GateNotes, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
 use std::collections::HashMap;
 use std::io::Write;
@@ -29,9 +29,14 @@ pub struct PlainReporter {
     failed: usize,
     running: usize,
     started: Instant,
+    /// When the current gate wait began, and the waits before: the time left is reckoned
+    /// from working time only.
+    wait_began: Option<Instant>,
+    waited: Duration,
     progress_every: Duration,
     last_progress: Instant,
     tally: SummaryNotes,
+    gates: GateNotes,
 }
 
 impl PlainReporter {
@@ -50,9 +55,12 @@ impl PlainReporter {
             failed: 0,
             running: 0,
             started: Instant::now(),
+            wait_began: None,
+            waited: Duration::ZERO,
             progress_every,
             last_progress: Instant::now(),
             tally: SummaryNotes::default(),
+            gates: GateNotes::default(),
         }
     }
 
@@ -61,21 +69,47 @@ impl PlainReporter {
         let _ = self.out.flush();
     }
 
+    /// A gate starts or stops holding the run.
+    fn waiting(&mut self, waiting: bool) {
+        match (waiting, self.wait_began) {
+            (true, None) => self.wait_began = Some(Instant::now()),
+            (false, Some(began)) => {
+                self.waited += began.elapsed();
+                self.wait_began = None;
+            }
+            _ => {}
+        }
+    }
+
     fn progress(&mut self) {
         if self.quiet || self.last_progress.elapsed() < self.progress_every {
             return;
         }
         self.last_progress = Instant::now();
-        let done = self.outcomes.len();
+        // Hosts that never started are `not run`, never done.
+        let not_run = self
+            .outcomes
+            .values()
+            .filter(|o| **o == HostOutcome::Cancelled)
+            .count();
+        let done = self.outcomes.len() - not_run;
         let elapsed = self.started.elapsed();
-        let eta = if done > 0 && done < self.total_hosts {
-            let left = elapsed.mul_f64((self.total_hosts - done) as f64 / done as f64);
+        let waits = self.waited + self.wait_began.map_or(Duration::ZERO, |b| b.elapsed());
+        let left = self.total_hosts.saturating_sub(done + not_run);
+        let eta = if done > 0 && left > 0 && self.wait_began.is_none() {
+            let worked = elapsed.saturating_sub(waits);
+            let left = worked.mul_f64(left as f64 / done as f64);
             format!(", about {} left", super::short_duration(left))
         } else {
             String::new()
         };
+        let not_run = if not_run > 0 {
+            format!(", {not_run} not run")
+        } else {
+            String::new()
+        };
         let text = format!(
-            "progress: {done}/{} hosts done, {} failed, {} tasks running, {} elapsed{eta}",
+            "progress: {done}/{} hosts done{not_run}, {} failed, {} tasks running, {} elapsed{eta}",
             self.total_hosts,
             self.failed,
             self.running,
@@ -105,6 +139,16 @@ fn needs_a_person(event: &Event) -> bool {
 impl Reporter for PlainReporter {
     fn event(&mut self, event: &Event) {
         self.tally.observe(event);
+        self.gates.observe(event);
+        if matches!(event, Event::GateWaiting { .. }) {
+            self.waiting(true);
+        }
+        if let Some(lines) = self.gates.lines(event) {
+            for line in lines {
+                self.line(&line);
+            }
+            return;
+        }
         match event {
             Event::RunStarted { hosts, .. } => {
                 self.total_hosts = *hosts;
@@ -118,6 +162,7 @@ impl Reporter for PlainReporter {
             }
             Event::TaskStarted { .. } => {
                 self.running += 1;
+                self.waiting(false);
                 self.progress();
             }
             Event::TaskFinished { .. } => {
@@ -150,6 +195,14 @@ impl Reporter for PlainReporter {
                     self.line(&format!("{word} {host} ({region}/{cluster})"));
                 }
                 self.progress();
+            }
+            Event::GatePassed { .. } => {
+                self.waiting(false);
+                if !self.quiet {
+                    if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                        self.line(&text);
+                    }
+                }
             }
             _ if self.quiet && !needs_a_person(event) => {}
             Event::Summary { .. } => {
@@ -289,6 +342,75 @@ mod tests {
         assert!(!text.contains("ok              b"), "{text}");
         assert!(text.contains("rolled back     a"), "{text}");
         assert!(text.contains("REGION"), "{text}");
+    }
+
+    /// In CI the gate's wait names the real run in the `pony approve` to type, after a
+    /// line on how the soak went.
+    #[test]
+    fn the_ci_gate_line_names_the_run_after_the_soak() {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(
+            Box::new(out.clone()),
+            false,
+            Palette::new(false),
+            PROGRESS_EVERY,
+        );
+        let mut started = run_started(1);
+        if let Event::RunStarted { run_id, .. } = &mut started {
+            *run_id = "20260310-200000-abcd".into();
+        }
+        for event in [
+            started,
+            Event::GateWaiting {
+                wave: "all".into(),
+                reason: "pause".into(),
+                seconds: 20,
+            },
+            Event::GateWaiting {
+                wave: "all".into(),
+                reason: "approve".into(),
+                seconds: 600,
+            },
+        ] {
+            reporter.event(&event);
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let soak = text.find("== soak after wave all: 20s, no checks\n");
+        let wait = text.find(
+            "== gate after wave all: waiting up to 10m for `pony approve 20260310-200000-abcd all`",
+        );
+        assert!(soak.is_some() && wait.is_some() && soak < wait, "{text}");
+        assert!(!text.contains("pony approve RUN"), "{text}");
+    }
+
+    /// After a failed canary the hosts that never started are counted as not run, not
+    /// done; the time left leaves the gate's wait out.
+    #[tokio::test(start_paused = true)]
+    async fn progress_counts_never_started_hosts_as_not_run_and_leaves_waits_out() {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(
+            Box::new(out.clone()),
+            false,
+            Palette::new(false),
+            Duration::ZERO,
+        );
+        reporter.event(&run_started(4));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        reporter.event(&host("a", HostOutcome::Ok));
+        reporter.event(&Event::GateWaiting {
+            wave: "all".into(),
+            reason: "pause".into(),
+            seconds: 3600,
+        });
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        reporter.event(&Event::TaskStarted { task: task("b") });
+        reporter.event(&host("c", HostOutcome::Cancelled));
+        let lines = progress_lines(&out);
+        assert_eq!(
+            lines.last().unwrap(),
+            "progress: 1/4 hosts done, 1 not run, 0 failed, 1 tasks running, 1h 00m elapsed, about 20.0s left",
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The terminal reporter (indicatif): one bar per region (hosts done of total, the wave it
-//! is in, tasks running, failures, rollbacks) and an overall bar with elapsed time and ETA.
+//! The terminal reporter (indicatif): one bar per region (hosts that ran and ended, of its
+//! hosts; the wave it is in, tasks running, failures, rollbacks, hosts never started as
+//! `not run`) and an overall bar with elapsed time, what the run waits for (`paused`,
+//! `soaking until 14:05:10`, `waiting for approval`) and an ETA that leaves waits out.
 //! Failures, budget breaches, rollbacks, gates and waves are printed above the bars as they
 //! happen; tracing's log lines go through the same [`MultiProgress`] (see
 //! [`crate::term`]) so that nothing garbles the bars. At the end the bars stay on screen
 //! in their final state and the summary (shared with the plain reporter) follows.
 
 use super::summary::{self, SummaryNotes};
-use super::{event_line, Palette, Reporter};
+use super::{event_line, GateNotes, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{HashMap, HashSet};
@@ -68,8 +70,10 @@ impl Counts {
 struct RegionBar {
     bar: ProgressBar,
     size: u64,
-    /// Hosts with a final outcome.
+    /// Hosts that ran and have a final outcome (the bar's position).
     done: u64,
+    /// Hosts that ended without starting (`not run`): never drawn as done.
+    not_run: u64,
     wave: String,
     counts: Counts,
     failing: bool,
@@ -77,12 +81,142 @@ struct RegionBar {
     shown: (u64, String),
 }
 
+/// The words after a region's bar: `wave canary · 2 running`, `done` (every host ok),
+/// `ended · 1 failed · 4 rolled back`, `not run` (no host started), `ended · 4 not run`.
+fn region_words(
+    size: u64,
+    done: u64,
+    not_run: u64,
+    wave: &str,
+    counts: &Counts,
+    palette: &Palette,
+) -> String {
+    let mut parts = Vec::new();
+    let ended = counts.running == 0 && done + not_run >= size;
+    if ended && not_run >= size {
+        return palette.dim("not run");
+    }
+    if ended && counts.ok as u64 >= size {
+        parts.push(palette.green("done"));
+    } else if ended {
+        parts.push("ended".to_string());
+    } else if !wave.is_empty() {
+        parts.push(format!("wave {wave}"));
+    }
+    let counts = counts.message(palette);
+    if !counts.is_empty() {
+        parts.push(counts);
+    }
+    if not_run > 0 {
+        parts.push(palette.dim(&format!("{not_run} not run")));
+    }
+    parts.join(" · ")
+}
+
+/// What the run waits for, in the overall bar's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Waiting {
+    /// A wave's soak (`pause:`), until this wall-clock time (`HH:MM:SS`).
+    Soak {
+        wave: String,
+        until: String,
+    },
+    /// A person's approval of a wave's gate.
+    Approval {
+        wave: String,
+    },
+    /// A wave's change window.
+    Window {
+        wave: String,
+        window: String,
+    },
+    Other {
+        wave: String,
+        reason: String,
+    },
+}
+
+impl Waiting {
+    fn words(&self) -> String {
+        match self {
+            Waiting::Soak { wave, until } => format!("{wave} soaking until {until}"),
+            Waiting::Approval { wave } => format!("waiting for approval of {wave}"),
+            Waiting::Window { wave, window } => format!("{wave} waits for its {window}"),
+            Waiting::Other { wave, reason } => format!("waiting for {reason} after {wave}"),
+        }
+    }
+}
+
+/// The time left for the hosts still to go, at the pace of the working time so far
+/// (waits left out); `None` before any host ended, while the run waits, and once no
+/// host is left to go.
+fn eta(worked: Duration, ended: u64, left: u64, waiting: bool) -> Option<Duration> {
+    if ended == 0 || left == 0 || waiting {
+        return None;
+    }
+    Some(worked.mul_f64(left as f64 / ended as f64))
+}
+
+/// `01:02:03`: an ETA that reads like the elapsed time beside it.
+fn clock_text(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The words after the overall bar: the counts, `N not run`, what the run waits for (with
+/// the time left of a timed wait), `paused`, and the ETA when there is one.
+fn overall_words(
+    counts: &Counts,
+    not_run: u64,
+    waiting: Option<(&Waiting, Option<Duration>)>,
+    paused: bool,
+    eta: Option<Duration>,
+    palette: &Palette,
+) -> String {
+    let mut parts = Vec::new();
+    let counts = counts.message(palette);
+    if !counts.is_empty() {
+        parts.push(counts);
+    }
+    if not_run > 0 {
+        parts.push(palette.dim(&format!("{not_run} not run")));
+    }
+    if paused {
+        parts.push(palette.yellow("paused: no new host starts"));
+    }
+    if let Some((waiting, left)) = waiting {
+        let left = left.map(|left| {
+            format!(
+                " ({} left)",
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            )
+        });
+        parts.push(palette.yellow(&format!("{}{}", waiting.words(), left.unwrap_or_default())));
+    }
+    if let Some(eta) = eta {
+        parts.push(format!("ETA {}", clock_text(eta)));
+    }
+    parts
+        .iter()
+        .map(|p| format!("· {p}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub struct TerminalReporter {
     palette: Palette,
     multi: MultiProgress,
     overall: Option<ProgressBar>,
     overall_counts: Counts,
+    /// Hosts that ran and ended, and hosts that ended without starting.
     overall_done: u64,
+    overall_not_run: u64,
+    overall_size: u64,
     overall_shown: (u64, String),
     /// Whether the bars lag behind the counts, and when they were last brought up to date.
     dirty: bool,
@@ -94,14 +228,22 @@ pub struct TerminalReporter {
     failed_hosts: HashSet<String>,
     running: HashSet<usize>,
     /// What the run waits for at a gate, if it does.
-    gate: Option<String>,
+    gate: Option<Waiting>,
     /// When a timed wait (a `pause:` or a change window) ends, for the countdown.
     gate_until: Option<Instant>,
+    /// Paused with `pony pause`.
+    paused: bool,
+    /// When the run started, when its current wait began (a gate or a pause), and the
+    /// waits before: the ETA counts working time only.
+    started: Instant,
+    wait_began: Option<Instant>,
+    waited: Duration,
     name_width: usize,
     bar_width: usize,
     /// Digits of the largest host count.
     digits: usize,
     tally: SummaryNotes,
+    gates: GateNotes,
     finished: bool,
 }
 
@@ -123,6 +265,8 @@ impl TerminalReporter {
             overall: None,
             overall_counts: Counts::default(),
             overall_done: 0,
+            overall_not_run: 0,
+            overall_size: 0,
             overall_shown: (0, String::new()),
             dirty: false,
             last_flush: Instant::now(),
@@ -133,10 +277,15 @@ impl TerminalReporter {
             running: HashSet::new(),
             gate: None,
             gate_until: None,
+            paused: false,
+            started: Instant::now(),
+            wait_began: None,
+            waited: Duration::ZERO,
             name_width: 7,
             bar_width: 30,
             digits: 1,
             tally: SummaryNotes::default(),
+            gates: GateNotes::default(),
             finished: false,
         }
     }
@@ -172,10 +321,11 @@ impl TerminalReporter {
             self.add_region(name, *size);
         }
         let overall = self.multi.add(ProgressBar::new(hosts as u64));
-        overall.set_style(self.style(
-            "green",
-            " hosts · {elapsed_precise} elapsed · ETA {eta_precise}",
-        ));
+        // indicatif's own ETA counts waits (a soak, a pause) as work and climbs to days
+        // during one: the ETA is in the message, of working time only.
+        overall.set_style(self.style("green", " hosts · {elapsed_precise} elapsed"));
+        self.overall_size = hosts as u64;
+        self.started = Instant::now();
         overall.set_prefix("overall");
         overall.enable_steady_tick(TICK);
         self.overall = Some(overall);
@@ -195,6 +345,7 @@ impl TerminalReporter {
             bar,
             size: size as u64,
             done: 0,
+            not_run: 0,
             wave: String::new(),
             counts: Counts::default(),
             failing: false,
@@ -213,43 +364,56 @@ impl TerminalReporter {
     }
 
     fn region_message(&self, region: &RegionBar) -> String {
-        let mut message = String::new();
-        if region.counts.running == 0 && region.done >= region.size {
-            message.push_str(&self.palette.green("done"));
-        } else if !region.wave.is_empty() {
-            message.push_str(&format!("wave {}", region.wave));
-        }
-        let counts = region.counts.message(&self.palette);
-        if !counts.is_empty() {
-            if !message.is_empty() {
-                message.push_str(" · ");
-            }
-            message.push_str(&counts);
-        }
-        message
+        region_words(
+            region.size,
+            region.done,
+            region.not_run,
+            &region.wave,
+            &region.counts,
+            &self.palette,
+        )
     }
 
     fn overall_message(&self) -> String {
-        let mut parts = Vec::new();
-        let counts = self.overall_counts.message(&self.palette);
-        if !counts.is_empty() {
-            parts.push(counts);
+        let now = Instant::now();
+        let waiting = self.gate.is_some() || self.paused;
+        let worked = now.saturating_duration_since(self.started).saturating_sub(
+            self.waited
+                + self
+                    .wait_began
+                    .map_or(Duration::ZERO, |began| now.saturating_duration_since(began)),
+        );
+        let left = self
+            .overall_size
+            .saturating_sub(self.overall_done + self.overall_not_run);
+        let gate = self.gate.as_ref().map(|gate| {
+            let left = self
+                .gate_until
+                .map(|until| until.saturating_duration_since(now));
+            (gate, left)
+        });
+        overall_words(
+            &self.overall_counts,
+            self.overall_not_run,
+            gate,
+            self.paused,
+            eta(worked, self.overall_done, left, waiting),
+            &self.palette,
+        )
+    }
+
+    /// The run starts waiting (a gate, a pause) or stops waiting: waits are left out of
+    /// the working time the ETA is reckoned from.
+    fn note_waiting(&mut self) {
+        let waiting = self.gate.is_some() || self.paused;
+        match (waiting, self.wait_began) {
+            (true, None) => self.wait_began = Some(Instant::now()),
+            (false, Some(began)) => {
+                self.waited += began.elapsed();
+                self.wait_began = None;
+            }
+            _ => {}
         }
-        if let Some(gate) = &self.gate {
-            let left = self.gate_until.map(|until| {
-                let secs = until.saturating_duration_since(Instant::now()).as_secs();
-                format!(
-                    ": {} left",
-                    humantime::format_duration(Duration::from_secs(secs))
-                )
-            });
-            parts.push(
-                self.palette
-                    .yellow(&format!("{gate}{}", left.unwrap_or_default())),
-            );
-        }
-        let parts: Vec<String> = parts.iter().map(|p| format!("· {p}")).collect();
-        parts.join(" ")
     }
 
     /// Notes that the bars lag behind; brings them up to date if they were not lately.
@@ -317,15 +481,35 @@ impl TerminalReporter {
     fn host_finished(&mut self, host: &str, region: &str, cluster: &str, outcome: HostOutcome) {
         let i = self.region(region);
         let previous = self.outcomes.insert(host.to_string(), outcome);
-        match previous {
-            Some(previous) => {
-                self.regions[i].counts.count(previous, -1);
-                self.overall_counts.count(previous, -1);
+        let not_run = |o: Option<HostOutcome>| o == Some(HostOutcome::Cancelled);
+        // A host that never started is `not run`, never done.
+        match (not_run(previous), not_run(Some(outcome))) {
+            (false, true) if previous.is_some() => {
+                self.regions[i].done -= 1;
+                self.overall_done -= 1;
+                self.regions[i].not_run += 1;
+                self.overall_not_run += 1;
             }
-            None => {
+            (false, true) => {
+                self.regions[i].not_run += 1;
+                self.overall_not_run += 1;
+            }
+            (true, false) => {
+                self.regions[i].not_run -= 1;
+                self.overall_not_run -= 1;
                 self.regions[i].done += 1;
                 self.overall_done += 1;
             }
+            (true, true) => {}
+            (false, false) if previous.is_none() => {
+                self.regions[i].done += 1;
+                self.overall_done += 1;
+            }
+            (false, false) => {}
+        }
+        if let Some(previous) = previous {
+            self.regions[i].counts.count(previous, -1);
+            self.overall_counts.count(previous, -1);
         }
         self.regions[i].counts.count(outcome, 1);
         self.overall_counts.count(outcome, 1);
@@ -354,12 +538,14 @@ impl TerminalReporter {
         if let Some(overall) = &self.overall {
             overall.disable_steady_tick();
         }
+        // `abandon`, not `finish`: finish fills the bar, and hosts that never started
+        // must not be drawn as done.
         for region in self.regions.drain(..) {
-            region.bar.finish();
+            region.bar.abandon();
         }
         let drawn = self.overall.is_some();
         if let Some(overall) = self.overall.take() {
-            overall.finish();
+            overall.abandon();
         }
         crate::term::attach_progress(None);
         if let Some(summary) = summary {
@@ -378,6 +564,7 @@ impl TerminalReporter {
 impl Reporter for TerminalReporter {
     fn event(&mut self, event: &Event) {
         self.tally.observe(event);
+        self.gates.observe(event);
         match event {
             Event::RunStarted { hosts, regions, .. } => {
                 if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
@@ -397,6 +584,7 @@ impl Reporter for TerminalReporter {
                 // Tasks start again: whatever gate or window held the run is behind it.
                 self.gate = None;
                 self.gate_until = None;
+                self.note_waiting();
                 self.changed();
             }
             Event::TaskFinished { task, .. } | Event::TaskSkipped { task, .. } => {
@@ -427,25 +615,57 @@ impl Reporter for TerminalReporter {
                 reason,
                 seconds,
             } => {
-                self.gate_until =
-                    (*seconds > 0).then(|| Instant::now() + Duration::from_secs(*seconds));
+                let wave = wave.clone();
+                // The bounded wait for `pony approve` is no countdown worth showing.
+                self.gate_until = (*seconds > 0 && reason != "approve")
+                    .then(|| Instant::now() + Duration::from_secs(*seconds));
                 self.gate = Some(match reason.as_str() {
-                    "approve" => format!("waiting for approval of {wave}"),
-                    "pause" => format!("pausing after {wave}"),
-                    window if window.starts_with("window ") => {
-                        format!("{wave} waits for its {window}")
+                    "approve" => Waiting::Approval { wave },
+                    "pause" => {
+                        let until =
+                            chrono::Local::now() + chrono::Duration::seconds(*seconds as i64);
+                        Waiting::Soak {
+                            wave,
+                            until: until.format("%H:%M:%S").to_string(),
+                        }
                     }
-                    other => format!("waiting for {other} after {wave}"),
+                    window if window.starts_with("window ") => Waiting::Window {
+                        wave,
+                        window: window.to_string(),
+                    },
+                    other => Waiting::Other {
+                        wave,
+                        reason: other.to_string(),
+                    },
                 });
+                self.note_waiting();
                 self.changed();
-                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
-                    self.println(&text);
+                let lines = self.gates.lines(event).unwrap_or_else(|| {
+                    event_line(event, &self.palette, TAIL_LINES)
+                        .into_iter()
+                        .collect()
+                });
+                for line in lines {
+                    self.println(&line);
                 }
             }
             Event::GatePassed { .. } => {
                 self.gate = None;
                 self.gate_until = None;
+                self.note_waiting();
                 self.changed();
+            }
+            Event::Control {
+                command,
+                accepted: true,
+                ..
+            } if command == "pause" || command == "continue" => {
+                self.paused = command == "pause";
+                self.note_waiting();
+                self.changed();
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.println(&text);
+                }
             }
             Event::Summary { .. } => self.finish_bars(Some(event)),
             _ => {
@@ -457,8 +677,9 @@ impl Reporter for TerminalReporter {
     }
 
     fn tick(&mut self) {
-        // A countdown moves even when no event comes.
-        if self.gate_until.is_some() && self.last_flush.elapsed() >= Duration::from_secs(1) {
+        // A countdown and the ETA move even when no event comes.
+        let moving = self.gate_until.is_some() || self.overall_done > 0;
+        if moving && self.last_flush.elapsed() >= Duration::from_secs(1) {
             self.dirty = true;
         }
         if self.dirty && !self.finished {
@@ -468,5 +689,117 @@ impl Reporter for TerminalReporter {
 
     fn finish(&mut self) {
         self.finish_bars(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(ok: usize, failed: usize, rolled_back: usize, running: usize) -> Counts {
+        Counts {
+            ok,
+            failed,
+            rolled_back,
+            rollback_failed: 0,
+            running,
+        }
+    }
+
+    const PLAIN: Palette = Palette { color: false };
+
+    /// After a failed canary, a region whose hosts never started is `not run`, not done:
+    /// its bar stays empty (0/4).
+    #[test]
+    fn hosts_never_started_are_not_run_never_done() {
+        let none = counts(0, 0, 0, 0);
+        assert_eq!(region_words(4, 0, 4, "", &none, &PLAIN), "not run");
+        // Some ran, the rest never started.
+        assert_eq!(
+            region_words(4, 1, 3, "canary", &counts(0, 1, 1, 0), &PLAIN),
+            "ended · 1 failed · 1 rolled back · 3 not run"
+        );
+        // Every host ran and is ok: done.
+        assert_eq!(
+            region_words(4, 4, 0, "world", &counts(4, 0, 0, 0), &PLAIN),
+            "done"
+        );
+        // All ended, some rolled back: ended, not done.
+        assert_eq!(
+            region_words(4, 4, 0, "world", &counts(0, 1, 4, 0), &PLAIN),
+            "ended · 1 failed · 4 rolled back"
+        );
+        // In progress.
+        assert_eq!(
+            region_words(4, 1, 0, "world", &counts(1, 0, 0, 2), &PLAIN),
+            "wave world · 2 running"
+        );
+        // The overall bar says how many never ran.
+        assert_eq!(
+            overall_words(&counts(7, 1, 1, 0), 4, None, false, None, &PLAIN),
+            "· 1 failed · 1 rolled back · 4 not run"
+        );
+    }
+
+    #[test]
+    fn waits_are_named_and_hide_the_eta() {
+        let soak = Waiting::Soak {
+            wave: "canary".into(),
+            until: "14:05:10".into(),
+        };
+        assert_eq!(
+            overall_words(
+                &counts(1, 0, 0, 0),
+                0,
+                Some((&soak, Some(Duration::from_millis(12_400)))),
+                false,
+                eta(Duration::from_secs(10), 1, 11, true),
+                &PLAIN
+            ),
+            "· canary soaking until 14:05:10 (12s left)"
+        );
+        let approval = Waiting::Approval {
+            wave: "canary".into(),
+        };
+        assert_eq!(
+            overall_words(
+                &counts(1, 0, 0, 0),
+                0,
+                Some((&approval, None)),
+                false,
+                None,
+                &PLAIN
+            ),
+            "· waiting for approval of canary"
+        );
+        assert_eq!(
+            overall_words(&counts(1, 0, 0, 3), 0, None, true, None, &PLAIN),
+            "· 3 running · paused: no new host starts"
+        );
+    }
+
+    #[test]
+    fn the_eta_counts_working_time_and_only_once_a_host_ended() {
+        // Nothing ended yet: no ETA (not `00:00:00`).
+        assert_eq!(eta(Duration::from_secs(30), 0, 12, false), None);
+        // 2 of 12 ended in 20s of work: 10 more take 100s.
+        assert_eq!(
+            eta(Duration::from_secs(20), 2, 10, false),
+            Some(Duration::from_secs(100))
+        );
+        // While waiting, and with nothing left: none.
+        assert_eq!(eta(Duration::from_secs(20), 2, 10, true), None);
+        assert_eq!(eta(Duration::from_secs(20), 12, 0, false), None);
+        assert_eq!(
+            overall_words(
+                &counts(2, 0, 0, 1),
+                0,
+                None,
+                false,
+                Some(Duration::from_secs(100)),
+                &PLAIN
+            ),
+            "· 1 running · ETA 00:01:40"
+        );
     }
 }

@@ -110,8 +110,9 @@ steps:
     assert_eq!(
         gates,
         vec![
-            ("approve", 10 * SECOND, 610 * SECOND),
-            ("pause", 610 * SECOND, 2410 * SECOND),
+            // First the soak, then the question (docs/playbook.md, SPEC §3).
+            ("pause", 10 * SECOND, 1810 * SECOND),
+            ("approve", 1810 * SECOND, 2410 * SECOND),
             ("window", 2410 * SECOND, 5 * 3600 * SECOND),
         ]
     );

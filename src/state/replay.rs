@@ -14,6 +14,9 @@ pub struct Replay {
     pub tasks: std::collections::HashMap<String, TaskReplay>,
     /// Waves whose gate passed.
     pub gates_passed: std::collections::HashSet<String>,
+    /// Waves whose gate got as far as its `approve:` question: their soak is over, and a
+    /// resume does not soak them again.
+    pub soaked: std::collections::HashSet<String>,
     /// The wave whose failure stopped the run (none once its gate passed or was skipped).
     pub stopped_wave: Option<String>,
 }

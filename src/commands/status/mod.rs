@@ -196,6 +196,29 @@ impl<'a> Report<'a> {
     }
 }
 
+/// The step every host of `wave` failed at, when each of them failed and all at the same
+/// step; `None` otherwise (or without the plan to know the wave's hosts).
+fn failed_alike<'d>(detail: &'d RunDetail, plan: Option<&Plan>, wave: &str) -> Option<&'d str> {
+    let plan = plan?;
+    let wave = plan.waves.iter().find(|w| w.name == wave)?;
+    let hosts: std::collections::HashSet<&str> = wave
+        .hosts
+        .iter()
+        .map(|&h| plan.inventory.hosts[h].name.as_str())
+        .collect();
+    let mut steps = std::collections::BTreeSet::new();
+    let mut failed = std::collections::HashSet::new();
+    for task in detail.tasks.iter().filter(|t| t.state == "failed") {
+        let (step, target) = task.label.rsplit_once('@').unwrap_or((&task.label, ""));
+        if hosts.contains(target) {
+            steps.insert(step);
+            failed.insert(target);
+        }
+    }
+    let alike = !hosts.is_empty() && failed.len() == hosts.len() && steps.len() == 1;
+    alike.then(|| steps.into_iter().next()).flatten()
+}
+
 /// What the run waits for and the commands that go on.
 fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
     let run = &detail.summary;
@@ -245,16 +268,26 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
         RunState::Finished if detail.stopped_wave.is_some() => {
             let wave = detail.stopped_wave.as_ref().map(|(w, _)| w.clone());
             let shown = wave.clone().unwrap_or_default();
-            waiting(
-                "failed_wave",
-                wave,
-                format!("wave {shown} failed beyond its failure budget: fix its hosts, then resume (its failed hosts run again), or skip the wave, or roll back"),
-                vec![
-                    resume(""),
-                    resume(" --skip-failed-wave"),
-                    hint(format_args!("rollback {id}")),
-                ],
-            )
+            // Every host of the wave failed at the same step: the release is at fault,
+            // and skipping the wave would carry it to the next one. Not offered then.
+            match failed_alike(detail, plan, &shown) {
+                Some(step) => waiting(
+                    "failed_wave",
+                    wave,
+                    format!("wave {shown} failed beyond its failure budget: every host of it failed at step {step}, so the release is at fault: fix it (or its hosts), then resume (its failed hosts run again), or roll back"),
+                    vec![resume(""), hint(format_args!("rollback {id}"))],
+                ),
+                None => waiting(
+                    "failed_wave",
+                    wave,
+                    format!("wave {shown} failed beyond its failure budget: fix its hosts, then resume (its failed hosts run again), or skip the wave, or roll back"),
+                    vec![
+                        resume(""),
+                        resume(" --skip-failed-wave"),
+                        hint(format_args!("rollback {id}")),
+                    ],
+                ),
+            }
         }
                 RunState::Finished => match run.outcome {
             Some(RunOutcome::AwaitingApproval) => {

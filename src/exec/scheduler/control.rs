@@ -58,7 +58,7 @@ impl Scheduler {
             return;
         }
         if approved {
-            self.pause_or_pass(wave);
+            self.pass_gate(wave);
         } else {
             self.stop_for_approval(wave);
         }
@@ -160,6 +160,17 @@ impl Scheduler {
         }
         if self.live.asking.contains_key(&wave) {
             Ok(format!("approved: the gate of wave {name} passes"))
+        } else if let Some(until) = self.waves[wave].soak.until {
+            // The question comes after the soak: this answers it up front.
+            let local = until.with_timezone(&chrono::Local);
+            Ok(format!(
+                "approved; the soak runs until {}, then the gate of wave {name} passes",
+                local.format("%H:%M:%S")
+            ))
+        } else if self.state[self.plan.waves[wave].gate.index()] == State::Held {
+            Ok(format!(
+                "approved: the gate of wave {name} passes once its checks passed"
+            ))
         } else {
             Ok(format!(
                 "pre-approved: the gate of wave {name} passes when the wave is done"
@@ -201,7 +212,7 @@ impl Scheduler {
                 match self.live.asking.remove(&index) {
                     Some(wait) => {
                         wait.abort();
-                        self.pause_or_pass(index);
+                        self.pass_gate(index);
                     }
                     None => self.options.approvals.push(wave),
                 }

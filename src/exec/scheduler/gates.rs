@@ -24,15 +24,30 @@ impl Scheduler {
             self.pass_gate(wave);
             return;
         }
+        // First the soak (`pause:` with its `verify:` rounds), then the `approve:`
+        // question: a person approves having seen what the soak showed.
+        self.pause_or_pass(wave);
+    }
+
+    /// The soak is over, or the gate has none: the `approve:` question (unless approved
+    /// up front, or the last wave with hosts), then the gate passes.
+    pub(super) fn soaked(&mut self, wave: usize) {
+        let node = self.plan.waves[wave].gate;
+        self.waves[wave].soak.until = None;
+        if self.stopped() {
+            self.state[node.index()] = State::Held;
+            return;
+        }
         let spec = &self.plan.playbook.strategy.waves[wave];
-        let name = spec.name.clone();
         let last = self.plan.next_wave_with_hosts(wave).is_none();
-        if !spec.approve || last || self.options.approvals.contains(&name) {
-            self.pause_or_pass(wave);
+        if !spec.approve || last || self.options.approvals.contains(&spec.name) {
+            self.pass_gate(wave);
             return;
         }
         self.state[node.index()] = State::Held;
-        if spec.verify.is_empty() {
+        // A soak's rounds are the checks' latest results; without a pause the checks
+        // run once right before the question.
+        if spec.verify.is_empty() || spec.pause.is_some() {
             self.ask(wave);
         } else {
             self.verify_before_ask(wave);
@@ -45,7 +60,7 @@ impl Scheduler {
         let name = self.plan.waves[wave].name.clone();
         // Pre-approved from another shell while its checks ran.
         if self.options.approvals.contains(&name) {
-            self.pause_or_pass(wave);
+            self.pass_gate(wave);
             return;
         }
         let wait = self.options.approval_wait;
@@ -57,7 +72,12 @@ impl Scheduler {
         let waiting = match (&self.options.approver, wait) {
             (Some(approver), _) => {
                 let (answer, question) = tokio::sync::oneshot::channel();
-                let _ = approver.send(ApprovalRequest { wave: name, answer });
+                let soak = self.soak_summary(wave);
+                let _ = approver.send(ApprovalRequest {
+                    wave: name,
+                    soak,
+                    answer,
+                });
                 self.timers
                     .spawn(async move { Timer::Approved(wave, question.await.unwrap_or(false)) })
             }
@@ -102,12 +122,15 @@ impl Scheduler {
         ));
     }
 
+    /// The soak: the gate waits `pause:` (running its `verify:` checks meanwhile), then
+    /// goes on to its approval ([`Self::soaked`]). The last wave with hosts does not wait.
     pub(super) fn pause_or_pass(&mut self, wave: usize) {
         let node = self.plan.waves[wave].gate;
         let spec = &self.plan.playbook.strategy.waves[wave];
+        let soaked = self.waves[wave].soak.over;
         match spec
             .pause
-            .filter(|_| self.plan.next_wave_with_hosts(wave).is_some())
+            .filter(|_| !soaked && self.plan.next_wave_with_hosts(wave).is_some())
         {
             Some(pause) => {
                 self.state[node.index()] = State::Held;
@@ -116,6 +139,9 @@ impl Scheduler {
                     reason: "pause".into(),
                     seconds: pause.as_secs(),
                 });
+                let until = self.options.clock.now()
+                    + chrono::Duration::from_std(pause).unwrap_or_default();
+                self.waves[wave].soak.until = Some(until);
                 if !spec.verify.is_empty() {
                     self.start_soak(wave, pause);
                     return;
@@ -125,7 +151,27 @@ impl Scheduler {
                     Timer::Paused(wave)
                 });
             }
-            None => self.pass_gate(wave),
+            None => self.soaked(wave),
+        }
+    }
+
+    /// What the soak showed, for the approval question: `its 20s soak passed (6 checks
+    /// ok)`; `None` for a gate without a pause or checks.
+    fn soak_summary(&self, wave: usize) -> Option<String> {
+        let spec = &self.plan.playbook.strategy.waves[wave];
+        let ok = self.waves[wave].soak.checks_ok;
+        let checks = match ok {
+            0 => String::new(),
+            1 => " (1 check ok)".to_string(),
+            n => format!(" ({n} checks ok)"),
+        };
+        match spec.pause {
+            Some(pause) => Some(format!(
+                "its {} soak passed{checks}",
+                humantime::format_duration(pause)
+            )),
+            None if ok > 0 => Some(format!("its checks passed{checks}")),
+            None => None,
         }
     }
 

@@ -333,9 +333,20 @@ impl Scheduler {
     }
 
     async fn main_loop(mut self) -> RunReport {
-        // A wave starts only in a deploy (a rollback has none), and only with hosts.
-        let first = self.plan.waves.first().filter(|w| !w.hosts.is_empty());
-        if let Some(first) = first.filter(|_| matches!(self.options.mode, Mode::Deploy)) {
+        // A wave starts only in a deploy (a rollback has none), and only with hosts; a
+        // resume announces the first wave left (its gate not passed, not the failed wave
+        // it skips), not the run's first.
+        let first = match (&self.options.mode, &self.options.replay) {
+            (Mode::Deploy, None) => self.plan.waves.first(),
+            (Mode::Deploy, Some(replay)) => {
+                let skipped = self.options.skip_failed_wave.as_deref();
+                self.plan.waves.iter().find(|w| {
+                    !replay.gates_passed.contains(&w.name) && Some(w.name.as_str()) != skipped
+                })
+            }
+            (Mode::Rollback(_), _) => None,
+        };
+        if let Some(first) = first.filter(|w| !w.hosts.is_empty()) {
             self.emit(Event::WaveStarted {
                 wave: first.name.clone(),
                 hosts: first.hosts.len(),
@@ -353,7 +364,13 @@ impl Scheduler {
                     self.ready(node);
                 }
             }
-            (Mode::Deploy, Some(replay)) => self.resume_from(&replay),
+            (Mode::Deploy, Some(replay)) => {
+                // A gate that asked its question before the stop had soaked already.
+                for (wave, run) in self.plan.waves.iter().zip(&mut self.waves) {
+                    run.soak.over = replay.soaked.contains(&wave.name);
+                }
+                self.resume_from(&replay)
+            }
             (Mode::Rollback(hosts), replay) => {
                 self.rollback_from(&replay.unwrap_or_default(), hosts)
             }
@@ -393,7 +410,7 @@ impl Scheduler {
                 Some(joined) = self.timers.join_next() => match joined {
                     Err(_) => {}
                     Ok(Timer::Approved(wave, approved)) => self.answered(wave, approved),
-                    Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.pass_gate(wave),
+                    Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.soaked(wave),
                     Ok(Timer::Paused(wave)) => self.soak_part_done(wave),
                     Ok(Timer::WindowOpen(wave, zone)) => self.window_opened(wave, &zone),
                     Ok(Timer::CheckDue(round)) => self.check_due(round),

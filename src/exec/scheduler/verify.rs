@@ -1,5 +1,6 @@
-//! Soak gates that watch: a wave's `verify:` checks, run once before its `approve:`
-//! question and every `every` for the length of its `pause:`. Each check runs in a
+//! Soak gates that watch: a wave's `verify:` checks, run every `every` for the length of
+//! its `pause:` (the soak, before any `approve:` question), or once right before the
+//! question when the gate has no pause. Each check runs in a
 //! worker (the loop only spawns and judges); a failing check fails the wave: its hosts
 //! count as failed, `on_failure` applies to them (finished hosts too), and no later
 //! wave starts. `compare` checks judge the median over hosts and samples so far.
@@ -56,6 +57,12 @@ pub(super) struct Soak {
     pub queued: std::collections::VecDeque<CheckRound>,
     /// Connections held by rounds in flight.
     pub lanes_out: usize,
+    /// When the pause ends, while it runs (`pony approve` during the soak says so).
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Check results that passed (for the approval question).
+    pub checks_ok: usize,
+    /// The soak ran to its end in an earlier process of the run (resumed at the question).
+    pub over: bool,
 }
 
 impl Scheduler {
@@ -205,7 +212,7 @@ impl Scheduler {
         }
         soak.left = soak.left.saturating_sub(1);
         if soak.left == 0 {
-            self.pass_gate(wave);
+            self.soaked(wave);
         }
     }
 
@@ -255,7 +262,9 @@ impl Scheduler {
                         ok: *ok,
                         detail: detail.clone(),
                     });
-                    if !ok {
+                    if *ok {
+                        self.waves[wave].soak.checks_ok += 1;
+                    } else {
                         failed_hosts.push(*host);
                         failure.get_or_insert_with(|| format!("on {}: {detail}", name(*host)));
                     }
@@ -285,7 +294,9 @@ impl Scheduler {
                     ok,
                     detail: detail.clone(),
                 });
-                if !ok {
+                if ok {
+                    self.waves[wave].soak.checks_ok += 1;
+                } else {
                     failed_hosts.extend(canary.iter().map(|(h, _, _)| *h));
                     failure = Some(detail);
                 }

@@ -363,18 +363,26 @@ fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {
         .iter()
         .map(|g| {
             let passed = trace.gate_passed[g.wave].unwrap_or(total_ms);
-            let (kind, end) = if g.reason == "pause" {
-                ("pause", passed.max(g.at_ms))
-            } else if g.reason == "approve" {
-                // Until the answer: the pause that follows it, else the gate passing.
-                let answered = trace
+            // The soak comes first, then the question: each ends where the gate's next
+            // wait begins, else when the gate passes.
+            let next = |g: &super::trace::GateWait| {
+                trace
                     .gate_waits
                     .iter()
-                    .filter(|o| o.wave == g.wave && o.reason == "pause" && o.at_ms >= g.at_ms)
+                    .filter(|o| {
+                        o.wave == g.wave
+                            && (o.reason == "pause" || o.reason == "approve")
+                            && o.reason != g.reason
+                            && o.at_ms >= g.at_ms
+                    })
                     .map(|o| o.at_ms)
                     .min()
-                    .unwrap_or(passed);
-                ("approve", answered.max(g.at_ms))
+                    .unwrap_or(passed)
+            };
+            let (kind, end) = if g.reason == "pause" {
+                ("pause", next(g).max(g.at_ms))
+            } else if g.reason == "approve" {
+                ("approve", next(g).max(g.at_ms))
             } else {
                 (
                     "window",

@@ -211,6 +211,9 @@ impl Replay {
                         replay.stopped_wave = None;
                     }
                 }
+                Record::GateWaiting { wave, reason, .. } if reason == "approve" => {
+                    replay.soaked.insert(wave.clone());
+                }
                 Record::WaveStopped { wave, .. } => replay.stopped_wave = Some(wave.clone()),
                 Record::WaveSkipped { wave, .. } if replay.stopped_wave.as_ref() == Some(wave) => {
                     replay.stopped_wave = None;
