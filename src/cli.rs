@@ -424,7 +424,8 @@ pub enum Command {
         /// Hosts the command runs on at once (default 256).
         #[arg(long, env = "PONY_CONNECTIONS", value_name = "N")]
         connections: Option<usize>,
-        /// The command, run with `sh` on every host.
+        /// The command, run with `sh` on every host, as typed: it is not a template
+        /// (`{{ var }}` is not rendered with inventory vars, as a playbook step would).
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },

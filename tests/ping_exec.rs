@@ -216,3 +216,35 @@ fn completions_and_man_page_come_from_the_command_line_definition() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), 0, "{}", text(&out));
 }
+
+#[test]
+fn exec_runs_the_command_as_typed_and_says_it_renders_no_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (inventory, _) = support::write_plan(dir.path(), support::TINY_INVENTORY, "");
+    let out = support::pony(
+        &state,
+        &[
+            "exec",
+            "-i",
+            inventory.to_str().unwrap(),
+            "--limit",
+            "h1",
+            "--",
+            "echo '{{ host.name }}'",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("{{ host.name }}"),
+        "the shell saw the braces: {stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pony exec runs the command as typed"),
+        "{}",
+        support::text(&out)
+    );
+}

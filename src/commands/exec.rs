@@ -59,6 +59,13 @@ pub fn run(
     command: &[String],
 ) -> anyhow::Result<Exit> {
     let command = command.join(" ");
+    // A task renders `{{ var }}` with the host's vars; an ad-hoc command does not (it
+    // runs as typed, like `ansible -m shell -a`), and says so rather than surprise.
+    if command.contains("{{") || command.contains("{%") {
+        eprintln!(
+            "note: pony exec runs the command as typed: `{{{{ … }}}}` is not rendered with inventory vars (a playbook step renders them); the shell sees the braces"
+        );
+    }
     let (inventory, hosts) = select(inventory, limit)?;
     // The hosts' own connect timeout and retries, as a deploy would use them.
     let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes)?;
