@@ -67,6 +67,28 @@ fn host_file(state: &Path, host: &str, file: &str) -> Option<String> {
     std::fs::read_to_string(state.join("hosts").join(host).join(file)).ok()
 }
 
+/// Deploys `playbook(later_step)` over the tiny local inventory; returns the state
+/// folder and the deploy's output.
+fn deploy(dir: &Path, later_step: &str) -> (PathBuf, std::process::Output) {
+    let state = dir.join("state");
+    let (inventory, playbook) = write_plan(dir, TINY_INVENTORY, playbook(later_step));
+    let out = pony(&state, &deploy_args(&inventory, &playbook))
+        .output()
+        .unwrap();
+    (state, out)
+}
+
+/// The token every host's `file` holds.
+fn assert_every_host_holds_the_token(state: &Path, file: &str) {
+    for host in ["h1", "h2", "h3", "h4"] {
+        assert_eq!(
+            host_file(state, host, file).as_deref(),
+            Some(format!("{TOKEN}\n").as_str()),
+            "{host}"
+        );
+    }
+}
+
 /// `login` captures the token (and prints it among other output); `use` needs it.
 fn playbook(use_step: &str) -> String {
     format!(
@@ -98,13 +120,8 @@ fn a_secret_capture_reaches_later_commands_but_no_file_of_pony() {
     args.push(junit.to_str().unwrap());
     let out = pony(&state, &args).output().unwrap();
     assert_eq!(code(&out), 0, "{}", exit_text(&out));
-    for host in ["h1", "h2", "h3", "h4"] {
-        assert_eq!(
-            host_file(&state, host, "used").as_deref(),
-            Some(format!("{TOKEN}\n").as_str()),
-            "{host}: the later command got the captured value"
-        );
-    }
+    // The later command got the captured value.
+    assert_every_host_holds_the_token(&state, "used");
     let junit = std::fs::read(&junit).unwrap();
     assert_not_on_disk(
         &state,
@@ -138,29 +155,18 @@ fn a_secret_capture_reaches_later_commands_but_no_file_of_pony() {
 #[test]
 fn a_resume_runs_the_capturing_step_again_where_a_later_step_needs_the_value() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
     // `use` fails until the test creates `state/go`; each host works in state/hosts/HOST.
-    let (inventory, playbook) = write_plan(
+    let (state, first) = deploy(
         dir.path(),
-        TINY_INVENTORY,
-        playbook(
-            "  - { name: use, needs: [login], run: 'test -e ../../go && echo {{ session_token }} > used' }\n",
-        ),
+        "  - { name: use, needs: [login], run: 'test -e ../../go && echo {{ session_token }} > used' }\n",
     );
-    let first = pony(&state, &deploy_args(&inventory, &playbook))
-        .output()
-        .unwrap();
     assert_eq!(code(&first), 3, "halted: {}", exit_text(&first));
     let (run_id, _) = only_run(&state);
     std::fs::write(state.join("go"), "").unwrap();
     let resumed = pony(&state, &["resume", &run_id]).output().unwrap();
     assert_eq!(code(&resumed), 0, "{}", exit_text(&resumed));
+    assert_every_host_holds_the_token(&state, "used");
     for host in ["h1", "h2", "h3", "h4"] {
-        assert_eq!(
-            host_file(&state, host, "used").as_deref(),
-            Some(format!("{TOKEN}\n").as_str()),
-            "{host}"
-        );
         assert_eq!(
             host_file(&state, host, "logins").as_deref(),
             Some("x\nx\n"),
@@ -177,17 +183,10 @@ fn a_resume_runs_the_capturing_step_again_where_a_later_step_needs_the_value() {
 #[test]
 fn a_rollback_that_needs_a_secret_capture_names_it_and_takes_it_as_a_secret_var() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let (inventory, playbook) = write_plan(
+    let (state, deployed) = deploy(
         dir.path(),
-        TINY_INVENTORY,
-        playbook(
-            "  - { name: switch, needs: [login], run: echo new > release, rollback: 'echo {{ session_token }} > rolled' }\n",
-        ),
+        "  - { name: switch, needs: [login], run: echo new > release, rollback: 'echo {{ session_token }} > rolled' }\n",
     );
-    let deployed = pony(&state, &deploy_args(&inventory, &playbook))
-        .output()
-        .unwrap();
     assert_eq!(code(&deployed), 0, "{}", exit_text(&deployed));
     let (run_id, _) = only_run(&state);
 
@@ -213,13 +212,7 @@ fn a_rollback_that_needs_a_secret_capture_names_it_and_takes_it_as_a_secret_var(
     .output()
     .unwrap();
     assert_eq!(code(&with), 0, "rolled back: {}", exit_text(&with));
-    for host in ["h1", "h2", "h3", "h4"] {
-        assert_eq!(
-            host_file(&state, host, "rolled").as_deref(),
-            Some(format!("{TOKEN}\n").as_str()),
-            "{host}"
-        );
-    }
+    assert_every_host_holds_the_token(&state, "rolled");
     assert_not_on_disk(
         &state,
         TOKEN,

@@ -138,6 +138,23 @@ pub fn describe(plan: &Plan, split: bool) -> String {
         RollbackPace::All => "rollback pace all (every host of a rollback at once)",
     };
     writeln!(out, "failures: {run_budget}, {unreachable}; {pace}").unwrap();
+    let health = &plan.playbook.health;
+    if health.checks.is_empty() {
+        writeln!(
+            out,
+            "health: none declared: rollbacks are unverified (nothing checks a host serves after one)"
+        )
+        .unwrap();
+    } else {
+        let checks: Vec<String> = health.checks.iter().map(|c| c.describe()).collect();
+        writeln!(
+            out,
+            "health after each deploy and rollback (within {}): {}",
+            humantime::format_duration(health.wait),
+            checks.join("; ")
+        )
+        .unwrap();
+    }
     let on_loss = match strategy.on_controller_loss {
         OnControllerLoss::Wait => {
             "the others wait for its regions until `pony resume RUN --regions …` takes them"

@@ -43,10 +43,7 @@ pub struct HealthCheck {
 impl HealthCheck {
     /// What the check does, as `pony plan` and failures show it.
     pub fn describe(&self) -> String {
-        let what = match &self.action {
-            CheckAction::Run(command) => format!("run `{command}`"),
-            CheckAction::Probe(probe) => format!("probe {}", probe.describe()),
-        };
+        let what = self.action.describe();
         let hosts = self.hosts.as_ref().map_or("all", |h| h.as_str());
         format!("{}: {what} on {hosts}", self.name)
     }

@@ -67,10 +67,7 @@ pub struct Check {
 impl Check {
     /// What the gate checks, as `pony plan` shows it.
     pub fn describe(&self) -> String {
-        let what = match &self.action {
-            CheckAction::Run(command) => format!("run `{command}`"),
-            CheckAction::Probe(probe) => format!("probe {}", probe.describe()),
-        };
+        let what = self.action.describe();
         let hosts = self
             .hosts
             .as_ref()
@@ -96,6 +93,14 @@ pub enum CheckAction {
 }
 
 impl CheckAction {
+    /// `run `…`` or `probe …`, as `pony plan` and failures show it.
+    pub fn describe(&self) -> String {
+        match self {
+            CheckAction::Run(command) => format!("run `{command}`"),
+            CheckAction::Probe(probe) => format!("probe {}", probe.describe()),
+        }
+    }
+
     /// The check's template fields: `(field, source)`.
     pub fn templates(&self) -> Vec<(&'static str, &str)> {
         match self {
