@@ -64,6 +64,10 @@ impl MailFleet {
     }
 
     fn deploy(&self, extra: &[&str]) -> Output {
+        self.deploy_command(extra).output().unwrap()
+    }
+
+    fn deploy_command(&self, extra: &[&str]) -> std::process::Command {
         let playbook = self.lab_dir().join("postfix-dovecot.yaml");
         let inventory = self.inventory();
         let mut args = vec![
@@ -76,7 +80,7 @@ impl MailFleet {
             "imap_drain_wait_seconds=3",
         ];
         args.extend(extra);
-        pony(&self.state, &args).output().unwrap()
+        pony(&self.state, &args)
     }
 
     fn release(&self, host: &str) -> Option<String> {
@@ -103,10 +107,24 @@ impl Drop for MailFleet {
     }
 }
 
-/// Sends steadily on a runtime of its own while `during` runs, then counts.
+/// Sends steadily on a runtime of its own while `during` runs, until mail relayed by
+/// release v2 has arrived, then counts.
 fn with_traffic(
     fleet: &MailFleet,
     during: impl FnOnce() -> Output,
+) -> (Output, traffic::Sent, traffic::Count) {
+    with_traffic_until(fleet, during, "mail relayed by release v2", || {
+        delivered_headers(fleet).any(|h| h.starts_with("X-Pony-Release: v2 "))
+    })
+}
+
+/// Sends steadily on a runtime of its own while `during` runs and until `after` holds,
+/// then counts.
+fn with_traffic_until(
+    fleet: &MailFleet,
+    during: impl FnOnce() -> Output,
+    what: &str,
+    after: impl Fn() -> bool,
 ) -> (Output, traffic::Sent, traffic::Count) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -122,10 +140,8 @@ fn with_traffic(
     // Mail flows before the rollout starts: the first messages are delivered on lab-1.
     wait_for_delivered_mail(fleet);
     let output = during();
-    // ... and after it: until mail relayed by the new release has arrived.
-    support::wait_until("mail relayed by release v2", || {
-        delivered_headers(fleet).any(|h| h.starts_with("X-Pony-Release: v2 "))
-    });
+    // ... and after it (e.g. until mail relayed by the new release has arrived).
+    support::wait_until(what, after);
     stop.send(true).unwrap();
     let sent = runtime.block_on(sending).unwrap();
     let count = runtime.block_on(traffic::settle(&fleet.lab, &sent, Duration::from_secs(180)));
@@ -193,11 +209,12 @@ fn relaying_releases(
         .collect()
 }
 
-/// Sends numbered mail to us-east's MTAs at 10 messages per second on `runtime` until
-/// the returned sender says stop; the handle gives what was sent.
+/// Sends numbered mail to us-east's MTAs at `rate` messages per second on `runtime`
+/// until the returned sender says stop; the handle gives what was sent.
 fn send_to_us_east(
     fleet: &MailFleet,
     runtime: &tokio::runtime::Runtime,
+    rate: f64,
 ) -> (
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<traffic::Sent>,
@@ -208,7 +225,7 @@ fn send_to_us_east(
         .collect();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let options = traffic::Options {
-        rate: 10.0,
+        rate,
         ..traffic::Options::default()
     };
     (
@@ -250,6 +267,7 @@ fn a_rollout_under_live_traffic_moves_every_host_to_v2_and_loses_no_message() {
         sent.given_up
     );
     assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
+    assert!(count.duplicated.is_empty(), "{count:?}");
     // The traffic spanned the rollout: messages were relayed by both releases.
     let releases = relaying_releases(&fleet, &sent);
     assert!(
@@ -320,7 +338,7 @@ fn a_drain_that_cannot_finish_fails_keeps_every_queued_message_and_they_arrive_l
     }
     // us-east's mail cannot leave its MTAs: it waits in their queues.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (stop, sending) = send_to_us_east(&fleet, &runtime);
+    let (stop, sending) = send_to_us_east(&fleet, &runtime, 10.0);
     support::wait_until("mail queued on the us-east MTAs", || {
         queued(&fleet, &mtas) >= 10
     });
@@ -377,7 +395,7 @@ fn mail_for_a_region_whose_first_store_is_down_goes_to_its_second_store() {
     let (first, second) = ("us-east-c2-01", "us-east-c2-02");
     fleet.lab.stop_service(first, Service::Dovecot).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (stop, sending) = send_to_us_east(&fleet, &runtime);
+    let (stop, sending) = send_to_us_east(&fleet, &runtime, 10.0);
     // The MTAs try the first store, find it down, and hand the message to the second at
     // once (a transport entry Postfix cannot parse stalls every message instead: the LMTP
     // client exits on it and Postfix throttles the transport).
@@ -395,4 +413,231 @@ fn mail_for_a_region_whose_first_store_is_down_goes_to_its_second_store() {
     let in_store = |store| run_messages(fleet.lab.host(store), &sent).len();
     assert_eq!(in_store(second), sent.accepted.len());
     assert_eq!(in_store(first), 0, "the first store stayed down");
+}
+
+/// Lines of the MTAs' Postfix logs where a store ended a delivery with `421 … Shutting
+/// down` (a Dovecot reload in the middle of an LMTP session: the message may have been
+/// saved already, and the MTA delivers it again elsewhere).
+fn shutdown_replies(fleet: &MailFleet) -> Vec<String> {
+    fleet
+        .lab
+        .hosts
+        .iter()
+        .filter(|h| h.is_mta())
+        .flat_map(|h| {
+            std::fs::read_to_string(h.home.join("log/postfix.log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("said: 421") && l.contains("Shutting down"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_release_postfix_rejects_fails_at_stage_and_the_canary_keeps_greeting_on_the_old_release() {
+    let fleet = MailFleet::start();
+    // The release's main.cf has a value `postconf -n` lists happily and Postfix refuses
+    // (`fatal: bad numerical configuration`): the trial's reload failure whose rollback
+    // said "complete" over an MTA that no longer answered.
+    let template = fleet.lab_dir().join("templates/postfix/main.cf.j2");
+    let mut main_cf = std::fs::read_to_string(&template).unwrap();
+    main_cf.push_str("message_size_limit = 25MB\n");
+    std::fs::write(&template, main_cf).unwrap();
+    let canary = "cn-south-c1-01";
+    let (out, sent, count) = with_traffic_until(
+        &fleet,
+        || fleet.deploy(&["--var", "version=v2"]),
+        "the run's first messages to be delivered",
+        || true,
+    );
+    report("rejected release", &sent, &count);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    // Postfix's own words, printed by the step that checked the release before anything
+    // was drained.
+    assert!(
+        said.contains("bad numerical configuration: message_size_limit = 25MB"),
+        "{said}"
+    );
+    let (_, run_dir) = only_run(&fleet.state);
+    let journal = support::journal(&run_dir);
+    assert!(
+        journal.iter().any(|r| r["type"] == "task_finished"
+            && r["label"] == format!("stage@{canary}")
+            && r["state"] == "failed"),
+        "the release fails at stage: {said}"
+    );
+    let drained: Vec<_> = journal
+        .iter()
+        .filter(|r| r["type"] == "task_started")
+        .filter_map(|r| r["label"].as_str())
+        .filter(|l| l.starts_with("drain") || l.starts_with("reload"))
+        .collect();
+    assert!(
+        drained.is_empty(),
+        "nothing is drained or reloaded: {drained:?}"
+    );
+    // Verified: the canary's health was checked after its rollback, and passed.
+    assert!(
+        journal.iter().any(|r| r["type"] == "health_checked"
+            && r["host"] == canary
+            && r["checked"] == true
+            && r["ok"] == true),
+        "{said}"
+    );
+    assert!(!said.contains("unverified"), "{said}");
+    for host in fleet.lab.hosts.iter().filter(|h| h.region == "cn-south") {
+        assert_eq!(
+            fleet.release(&host.name).as_deref(),
+            Some("lab-1"),
+            "{}",
+            host.name
+        );
+        let (smtp, _) = fleet.greetings(&host.name);
+        assert!(
+            smtp.starts_with("220 ") && smtp.contains("release lab-1"),
+            "{}: {smtp}",
+            host.name
+        );
+    }
+    assert!(sent.rejected.is_empty(), "5xx bounces: {:?}", sent.rejected);
+    assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
+    assert!(count.duplicated.is_empty(), "{count:?}");
+}
+
+/// An LMTP delivery as a slow MTA makes it: the message's body goes out one line every
+/// `every`, then the final dot. Returns the server's reply to the end of DATA (or what
+/// went wrong: a store whose Dovecot reloads mid-session answers `421 4.3.2 Shutting
+/// down` and closes).
+fn slow_lmtp_delivery(
+    address: std::net::Ipv4Addr,
+    id: &str,
+    lines: usize,
+    every: Duration,
+) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect((address, 24)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    // One reply, multi-line or not: its last line.
+    let mut reply = || -> String {
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) => return "connection closed".into(),
+                Err(e) => return format!("read error: {e}"),
+                Ok(_) if line.as_bytes().get(3) == Some(&b'-') => continue,
+                Ok(_) => return line.trim_end().to_string(),
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    for (command, code) in [
+        ("LHLO slow.lab.test".to_string(), "250"),
+        ("MAIL FROM:<slow@lab.test>".into(), "250"),
+        (
+            format!("RCPT TO:<traffic@{}>", pony::lab::mail::DOMAIN),
+            "250",
+        ),
+        ("DATA".into(), "354"),
+    ] {
+        writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .unwrap();
+        let answer = reply();
+        assert!(answer.starts_with(code), "{command}: {answer}");
+    }
+    let header = format!("Subject: {id}\r\nX-Slow-Delivery: {id}\r\n\r\n");
+    if let Err(e) = writer.write_all(header.as_bytes()) {
+        return format!("write error: {e}");
+    }
+    for n in 0..lines {
+        std::thread::sleep(every);
+        if let Err(e) = writer.write_all(format!("line {n}\r\n").as_bytes()) {
+            return format!("write error after {n} lines: {e}; then {}", reply());
+        }
+    }
+    if let Err(e) = writer.write_all(b".\r\n") {
+        return format!("write error at the end: {e}; then {}", reply());
+    }
+    reply()
+}
+
+/// The copies of a message (by its X-Slow-Delivery id) in the stores' `traffic` Maildirs.
+fn copies(fleet: &MailFleet, id: &str) -> usize {
+    let header = format!("X-Slow-Delivery: {id}");
+    fleet
+        .lab
+        .stores()
+        .flat_map(|store| {
+            ["new", "cur"].into_iter().flat_map(move |sub| {
+                std::fs::read_dir(store.maildir().join("traffic").join(sub))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+        })
+        .filter(|file| {
+            std::fs::read_to_string(file.path()).is_ok_and(|mail| mail.contains(&header))
+        })
+        .count()
+}
+
+#[test]
+fn stores_reloaded_while_their_mtas_deliver_get_every_message_exactly_once() {
+    let fleet = MailFleet::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Steady us-east traffic, so that LMTP deliveries are in flight whenever a store's
+    // Dovecot reloads.
+    let (stop, sending) = send_to_us_east(&fleet, &runtime, 30.0);
+    wait_for_delivered_mail(&fleet);
+    // Two releases, each reloading both us-east stores one after the other while the
+    // MTAs deliver to them. During each, a slow delivery (15 s) to the first store is in
+    // flight when the rollout reaches it: it must end with 250 (delivered once), never
+    // be cut by the reload.
+    let first_store = fleet.lab.host("us-east-c2-01").address;
+    for version in ["v2", "v3"] {
+        let id = format!("slow-{version}-{}", std::process::id());
+        let slow = {
+            let id = id.clone();
+            std::thread::spawn(move || {
+                slow_lmtp_delivery(first_store, &id, 75, Duration::from_millis(200))
+            })
+        };
+        let out = fleet
+            .deploy_command(&[
+                "--var",
+                &format!("version={version}"),
+                "--limit",
+                "us-east-c2-*",
+            ])
+            .output()
+            .unwrap();
+        let answer = slow.join().unwrap();
+        assert!(
+            answer.starts_with("250"),
+            "{version}: the slow delivery ended with {answer:?}\n{}",
+            text(&out)
+        );
+        assert_eq!(copies(&fleet, &id), 1, "{version}: {id}");
+        assert_eq!(out.status.code(), Some(0), "{version}: {}", text(&out));
+        for store in ["us-east-c2-01", "us-east-c2-02"] {
+            assert_eq!(fleet.release(store).as_deref(), Some(version), "{store}");
+        }
+    }
+    stop.send(true).unwrap();
+    let sent = runtime.block_on(sending).unwrap();
+    let count = runtime.block_on(traffic::settle(&fleet.lab, &sent, Duration::from_secs(120)));
+    report("stores reloaded", &sent, &count);
+    assert!(count.sent > 0);
+    assert!(sent.rejected.is_empty(), "5xx bounces: {:?}", sent.rejected);
+    assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
+    assert!(count.duplicated.is_empty(), "{count:?}");
+    // No reload ended a delivery in flight: the stores were drained of LMTP first.
+    assert_eq!(shutdown_replies(&fleet), Vec::<String>::new());
 }

@@ -35,7 +35,7 @@ pub const DOMAIN: &str = "lab.test";
 pub const USERS: [&str; 3] = ["alice", "bob", "traffic"];
 pub const PASSWORD: &str = "lab-secret";
 const INSTALL_HINT: &str =
-    "install them with 'apt-get install -y postfix dovecot-imapd dovecot-lmtpd' (scripts/test does)";
+    "install them with 'apt-get install -y postfix dovecot-imapd dovecot-lmtpd iptables' (scripts/test does)";
 
 /// The playbook's templates, shared with the lab so that the lab's first release is the
 /// same config a deploy renders.
@@ -235,11 +235,20 @@ impl MailLab {
 
 /// Starts Postfix and Dovecot on every host of the fleet and writes `<dir>/mail.json`.
 pub fn start(dir: &Path, hosts: &[LabHost]) -> Result<MailLab> {
-    for tool in ["postfix", "postqueue", "dovecot", "doveadm"] {
+    // The shipped playbook's drain-lmtp step closes a store's LMTP port with iptables and
+    // runs Postfix's commands under `script` so that their errors are printed.
+    for tool in [
+        "postfix",
+        "postqueue",
+        "dovecot",
+        "doveadm",
+        "iptables",
+        "script",
+    ] {
         let usual = [format!("/usr/sbin/{tool}"), format!("/usr/bin/{tool}")];
         let usual: Vec<&str> = usual.iter().map(String::as_str).collect();
         if super::setup::find_in_path(tool, &usual).is_none() {
-            bail!("{tool} not found: the mail lab needs Postfix and Dovecot; {INSTALL_HINT}");
+            bail!("{tool} not found: the mail lab needs Postfix, Dovecot, iptables and script; {INSTALL_HINT}");
         }
     }
     let mail_hosts: Vec<MailHost> = hosts
