@@ -50,6 +50,9 @@ pub enum RunFolder {
 }
 
 pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit> {
+    // A closed terminal does not end a run that may have tasks in flight: it goes on
+    // without it (docs/operating.md, "Closing the terminal").
+    crate::term::survive_hangup();
     let inventory = launch.plan.inventory.name.clone();
     let resuming = launch.command != "deploy";
     let run_id = match &launch.run {
@@ -427,8 +430,9 @@ fn prompt_for_approvals(
                     let _ = std::io::stderr().flush();
                     // The gate may be answered from another shell (`pony approve`) while
                     // this waits: then the question is withdrawn, not left on screen.
-                    while !stdin_readable() {
-                        if answer.is_closed() {
+                    while crate::term::hung_up() || !stdin_readable() {
+                        // Nobody is left at the terminal: the gate waits for `pony approve`.
+                        if crate::term::hung_up() || answer.is_closed() {
                             eprintln!(
                                 "(withdrawn: answered from another shell, or the run is stopping)"
                             );
