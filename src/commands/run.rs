@@ -494,6 +494,7 @@ fn watch_signals(lease_lost: LeaseLost) -> tokio::sync::watch::Receiver<u32> {
                 }
             }
             count += 1;
+            crate::notify::signalled();
             if sender.send(count).is_err() {
                 return;
             }
