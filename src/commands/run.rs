@@ -321,7 +321,17 @@ async fn execute(
         run_id: run_dir.id.clone(),
         run_dir_display: run_dir.path.display().to_string(),
         redactor: launch.redactor,
-        approvals: launch.approvals,
+        // `--approve WAVE` given now, and the approvals journaled from other shells
+        // (`pony approve RUN WAVE` ahead of the gate) in an earlier part of the run.
+        approvals: {
+            let mut approvals = launch.approvals;
+            for wave in launch.replay.iter().flat_map(|r| &r.pre_approved) {
+                if !approvals.contains(wave) {
+                    approvals.push(wave.clone());
+                }
+            }
+            approvals
+        },
         connections: global
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
