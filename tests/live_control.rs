@@ -523,3 +523,50 @@ steps:
         assert!(lab.root(host).join("marked").exists(), "{host}");
     }
 }
+
+/// Another user may not send a command to a running run (the socket is not writable for
+/// it): it is told so, with the owner's name, and exit 2 — never "not running" (5).
+#[test]
+fn another_user_is_told_permission_denied_not_not_running() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run a command as nobody (setpriv)");
+        return;
+    }
+    let lab = lab_with(1, 1, 2);
+    let playbook = lab.playbook(&GATED.replace(
+        "touch {{ root }}/marked",
+        "touch {{ root }}/started; while [ ! -e {{ root }}/go ]; do sleep 0.02; done; touch {{ root }}/marked",
+    ));
+    let (deploy, id) = start(&lab, &playbook, &[]);
+    wait_until("the canary to start", || {
+        lab.root(HOSTS[0]).join("started").exists()
+    });
+    // nobody may read the state (to find the run), not write to its socket.
+    let opened = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(lab.dir.path())
+        .status()
+        .unwrap();
+    assert!(opened.success());
+    let sent = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_pony"))
+        .arg("--state-dir")
+        .arg(&lab.state)
+        .args(["pause", &id])
+        .env("HOME", "/")
+        .output()
+        .unwrap();
+    for host in &HOSTS[..2] {
+        std::fs::write(lab.root(host).join("go"), "").unwrap();
+    }
+    let (status, output) = finish(deploy);
+    assert_eq!(status.code(), Some(10), "{output}");
+    assert_eq!(sent.status.code(), Some(2), "{}", text(&sent));
+    assert!(
+        text(&sent).contains("permission denied: the run is owned by root"),
+        "{}",
+        text(&sent)
+    );
+    assert!(!text(&sent).contains("not running"), "{}", text(&sent));
+}
