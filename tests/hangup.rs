@@ -78,3 +78,54 @@ fn a_closed_terminal_does_not_stop_the_run_mid_step() {
     assert_ne!(again.status.code(), Some(4), "{}", text(&again));
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
+
+/// A run asking at its terminal whether to pass an `approve:` gate when the terminal
+/// closes: the question is not taken as a "no"; the gate waits for `pony approve` from
+/// another shell, and the run ends as approved.
+#[test]
+fn a_closed_terminal_at_an_approval_question_leaves_the_gate_to_pony_approve() {
+    let lab = support::lab_with(1, 1, 2);
+    let playbook = lab.playbook(
+        r#"
+name: gated
+strategy:
+  waves:
+    - { name: canary, regions: ["*"], hosts: r1-c1-01, approve: true }
+    - { name: rest, regions: ["*"] }
+steps:
+  - { name: mark, run: "touch {{ root }}/marked" }
+"#,
+    );
+    let pid_file = lab.path("pid");
+    let command = format!(
+        "echo $$ > {}; exec {} --state-dir {} deploy -i {} {} --yes",
+        pid_file.display(),
+        env!("CARGO_BIN_EXE_pony"),
+        lab.state.display(),
+        lab.inventory.display(),
+        playbook.display(),
+    );
+    let session = Session::start(
+        &format!("pony-hangup-gate-{}", std::process::id()),
+        160,
+        &command,
+    );
+    session.wait_for("Approve it and continue");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    drop(session);
+    let (id, folder) = only_run(&lab.state);
+    // Still waiting at the gate, not stopped there.
+    assert!(alive(pid), "pony ended with its terminal");
+    let approved = lab.pony(&["approve", &id, "canary"]).output().unwrap();
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    wait_until("pony to finish the run and exit", || !alive(pid));
+    let records = journal(&folder);
+    let last = records.last().unwrap();
+    assert_eq!(last["type"], "run_finished", "{records:?}");
+    assert_eq!(last["exit_code"], 0, "{last}");
+    assert!(lab.root("r1-c1-02").join("marked").exists());
+}

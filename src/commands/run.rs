@@ -441,8 +441,14 @@ fn prompt_for_approvals(
                     // The gate may be answered from another shell (`pony approve`) while
                     // this waits: then the question is withdrawn, not left on screen.
                     while crate::term::hung_up() || !stdin_readable() {
-                        // Nobody is left at the terminal: the gate waits for `pony approve`.
-                        if crate::term::hung_up() || answer.is_closed() {
+                        // Once the terminal hung up nobody is left to answer here: the
+                        // question stays open (not a "no") until `pony approve` answers
+                        // the gate or the run stops.
+                        if crate::term::hung_up() && !answer.is_closed() {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                            continue;
+                        }
+                        if answer.is_closed() {
                             eprintln!(
                                 "(withdrawn: answered from another shell, or the run is stopping)"
                             );
@@ -450,7 +456,19 @@ fn prompt_for_approvals(
                         }
                     }
                     let mut line = String::new();
-                    let _ = std::io::stdin().read_line(&mut line);
+                    let read = std::io::stdin().read_line(&mut line);
+                    // The end of input or an error may be the terminal hanging up, seen
+                    // before its SIGHUP is: give the signal a moment, and if it came,
+                    // leave the gate to `pony approve` as above.
+                    if matches!(read, Ok(0) | Err(_)) {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        while crate::term::hung_up() && !answer.is_closed() {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                        if crate::term::hung_up() {
+                            return None;
+                        }
+                    }
                     let approved = matches!(line.trim(), "y" | "Y" | "yes" | "YES");
                     if let Some(forward) = forward.as_ref().filter(|_| approved) {
                         forward(&wave);
