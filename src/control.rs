@@ -163,16 +163,34 @@ pub enum SendError {
     /// No process listens on the run's socket: the run is not running.
     #[error("{0}")]
     NotRunning(std::io::Error),
+    /// The run is running, but this user may not talk to it: the socket (or its folder)
+    /// is not writable for it. Not "not running": the run goes on.
+    #[error("permission denied: the run is owned by {owner}")]
+    PermissionDenied { owner: String },
     /// Connected, but no answer came.
     #[error("the run did not answer: {0}")]
     NoAnswer(std::io::Error),
+}
+
+/// What a failed connect means: no permission (the socket, or its folder, belongs to
+/// another user) is not "not running".
+fn connect_error(run_dir: &Path, error: std::io::Error) -> SendError {
+    use std::os::unix::fs::MetadataExt;
+    if error.kind() != std::io::ErrorKind::PermissionDenied {
+        return SendError::NotRunning(error);
+    }
+    let owner = std::fs::metadata(socket_path(run_dir))
+        .or_else(|_| std::fs::metadata(run_dir))
+        .map(|m| user_name(m.uid()))
+        .unwrap_or_else(|_| "another user".to_string());
+    SendError::PermissionDenied { owner }
 }
 
 /// Sends one command to the run whose folder is `run_dir` and returns its answer.
 pub fn send(run_dir: &Path, command: &ControlCommand) -> Result<ControlReply, SendError> {
     let path = socket_path(run_dir);
     let mut stream =
-        std::os::unix::net::UnixStream::connect(&path).map_err(SendError::NotRunning)?;
+        std::os::unix::net::UnixStream::connect(&path).map_err(|e| connect_error(run_dir, e))?;
     stream
         .set_read_timeout(Some(ANSWER_TIMEOUT))
         .map_err(SendError::NoAnswer)?;
@@ -190,4 +208,30 @@ pub fn send(run_dir: &Path, command: &ControlCommand) -> Result<ControlReply, Se
             "unreadable answer {answer:?}: {e}"
         )))
     })
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connect_is_permission_denied_naming_the_owner_not_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let denied = std::io::Error::from_raw_os_error(libc::EACCES);
+        let error = connect_error(dir.path(), denied);
+        let owner = user_name(unsafe { libc::geteuid() });
+        assert!(
+            matches!(&error, SendError::PermissionDenied { owner: o } if *o == owner),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!("permission denied: the run is owned by {owner}")
+        );
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(matches!(
+            connect_error(dir.path(), refused),
+            SendError::NotRunning(_)
+        ));
+    }
 }

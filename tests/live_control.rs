@@ -471,3 +471,102 @@ fn approve_before_the_gate_is_reached_pre_approves_it() {
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(lab.root(HOSTS[1]).join("marked").exists());
 }
+
+/// `pony approve RUN w2` while w1 runs is a journaled pre-approval: the run stops at w1's
+/// gate (no terminal: exit 10), `pony status` lists w2 as pre-approved, and
+/// `pony resume RUN --approve w1` goes past w2's gate without stopping there.
+#[test]
+fn a_pre_approval_survives_a_stop_and_a_resume_honours_it() {
+    let lab = lab_with(1, 1, 3);
+    let playbook = lab.playbook(
+        r#"
+name: two-gates
+strategy:
+  waves:
+    - { name: w1, regions: ["*"], hosts: r1-c1-01, approve: true }
+    - { name: w2, regions: ["*"], hosts: r1-c1-02, approve: true }
+    - { name: w3, regions: ["*"] }
+steps:
+  - { name: mark, run: "touch {{ root }}/started; while [ ! -e {{ root }}/go ]; do sleep 0.02; done; touch {{ root }}/marked" }
+"#,
+    );
+    let (deploy, id) = start(&lab, &playbook, &[]);
+    wait_until("w1 to start", || {
+        lab.root(HOSTS[0]).join("started").exists()
+    });
+    let approved = control(&lab, &["approve", &id, "w2"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
+    assert!(
+        text(&approved).contains("pre-approved"),
+        "{}",
+        text(&approved)
+    );
+    for host in HOSTS {
+        std::fs::write(lab.root(host).join("go"), "").unwrap();
+    }
+    let (status, output) = finish(deploy);
+    assert_eq!(status.code(), Some(10), "stops at w1's gate: {output}");
+
+    let shown = control(&lab, &["status", &id]);
+    assert!(
+        text(&shown).contains("pre-approved: w2"),
+        "{}",
+        text(&shown)
+    );
+    let json = control(&lab, &["status", &id, "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["pre_approved"], serde_json::json!(["w2"]), "{json}");
+
+    let resumed = control(&lab, &["resume", &id, "--approve", "w1"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    for host in HOSTS {
+        assert!(lab.root(host).join("marked").exists(), "{host}");
+    }
+}
+
+/// Another user may not send a command to a running run (the socket is not writable for
+/// it): it is told so, with the owner's name, and exit 2 — never "not running" (5).
+#[test]
+fn another_user_is_told_permission_denied_not_not_running() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run a command as nobody (setpriv)");
+        return;
+    }
+    let lab = lab_with(1, 1, 2);
+    let playbook = lab.playbook(&GATED.replace(
+        "touch {{ root }}/marked",
+        "touch {{ root }}/started; while [ ! -e {{ root }}/go ]; do sleep 0.02; done; touch {{ root }}/marked",
+    ));
+    let (deploy, id) = start(&lab, &playbook, &[]);
+    wait_until("the canary to start", || {
+        lab.root(HOSTS[0]).join("started").exists()
+    });
+    // nobody may read the state (to find the run), not write to its socket.
+    let opened = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(lab.dir.path())
+        .status()
+        .unwrap();
+    assert!(opened.success());
+    let sent = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_pony"))
+        .arg("--state-dir")
+        .arg(&lab.state)
+        .args(["pause", &id])
+        .env("HOME", "/")
+        .output()
+        .unwrap();
+    for host in &HOSTS[..2] {
+        std::fs::write(lab.root(host).join("go"), "").unwrap();
+    }
+    let (status, output) = finish(deploy);
+    assert_eq!(status.code(), Some(10), "{output}");
+    assert_eq!(sent.status.code(), Some(2), "{}", text(&sent));
+    assert!(
+        text(&sent).contains("permission denied: the run is owned by root"),
+        "{}",
+        text(&sent)
+    );
+    assert!(!text(&sent).contains("not running"), "{}", text(&sent));
+}

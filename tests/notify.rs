@@ -275,3 +275,171 @@ fn the_documented_chat_and_mail_notifiers_work() {
     );
     assert_eq!(mail.matches("Subject: ").count(), texts.len(), "{mail}");
 }
+
+/// An inventory of `n` local hosts (no SSH) in one cluster.
+fn local_fleet(n: usize) -> String {
+    let mut inventory =
+        String::from("name: local\ndefaults:\n  connection: local\nregions:\n  r1:\n    clusters:\n      c1:\n        hosts:\n");
+    for i in 1..=n {
+        inventory.push_str(&format!("          h{i:02}: {{}}\n"));
+    }
+    inventory
+}
+
+/// Waits for `child` to exit (bounded at 120 s for a hung test); its status and when.
+fn exit_of(child: &mut std::process::Child) -> (std::process::ExitStatus, std::time::SystemTime) {
+    let mut status = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while status.is_none() {
+        status = child.try_wait().unwrap();
+        if status.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("pony did not exit");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    (status.unwrap(), std::time::SystemTime::now())
+}
+
+/// The journal time of the run's `run_finished` record, which is the last.
+fn finished_at(folder: &Path) -> std::time::SystemTime {
+    let records = support::journal(folder);
+    let last = records.last().unwrap();
+    assert_eq!(last["type"], "run_finished", "{records:?}");
+    humantime::parse_rfc3339_weak(last["time"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn a_notifier_printing_30_mb_leaves_notify_log_bounded_and_the_exit_code_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inventory, playbook) = support::write_plan(
+        dir.path(),
+        &local_fleet(2),
+        "name: quick\nsteps:\n  - { name: mark, run: \"true\" }\n",
+    );
+    let state = dir.path().join("state");
+    let mut args = support::deploy_args(&inventory, &playbook);
+    let notifier = "head -c 31457280 /dev/zero | tr '\\0' x";
+    args.extend(["--notify", notifier, "--notify-timeout", "60s"]);
+    let output = support::pony(&state, &args).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let (_, folder) = only_run(&state);
+    let log = std::fs::read_to_string(folder.join("notify.log")).unwrap();
+    assert!(
+        (log.len() as u64) < pony::notify::RUN_OUTPUT + 64 * 1024,
+        "notify.log is {} bytes",
+        log.len()
+    );
+    assert!(log.contains("run_started ok"), "{}", &log[..200]);
+    assert!(log.contains("summary ok"), "{}", &log[log.len() - 400..]);
+    assert!(
+        log.contains("output truncated"),
+        "{}",
+        &log[log.len() - 400..]
+    );
+}
+
+/// A notifier that hangs, with 40 hosts failing: 40 `task_failed` calls wait behind it.
+/// The process exits within one bounded wait (the grace and the `summary`'s timeout) of
+/// the run's end as journaled, and the lock is free at once.
+#[test]
+fn a_hanging_notifier_holds_the_end_of_a_run_of_40_failing_hosts_only_one_bounded_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inventory, playbook) = support::write_plan(
+        dir.path(),
+        &local_fleet(40),
+        "name: failing\nstrategy:\n  max_failures: 100%\n  on_failure: halt\nsteps:\n  - { name: mark, run: \"false\" }\n",
+    );
+    let state = dir.path().join("state");
+    let mut args = support::deploy_args(&inventory, &playbook);
+    args.extend(["--notify", "sleep 600", "--notify-timeout", "2s"]);
+    let mut deploy = support::pony(&state, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, exited) = exit_of(&mut deploy);
+    assert_ne!(status.code(), Some(0));
+    assert_ne!(status.code(), Some(4));
+    let (_, folder) = only_run(&state);
+    let finished = finished_at(&folder);
+    let held = exited.duration_since(finished).unwrap_or_default();
+    let bound = pony::notify::GRACE + std::time::Duration::from_secs(2 + 3);
+    assert!(held < bound, "exited {held:?} after the run's end");
+    // The lock is free right away.
+    let again = support::pony(&state, &support::deploy_args(&inventory, &playbook))
+        .output()
+        .unwrap();
+    assert_ne!(again.status.code(), Some(4), "{}", text(&again));
+    let log = std::fs::read_to_string(folder.join("notify.log")).unwrap();
+    assert!(log.contains("task_failed dropped"), "{log}");
+    assert!(log.contains("summary killed"), "{log}");
+}
+
+/// SIGTERM while the run's end waits for a hanging notifier ends the wait at once.
+#[test]
+fn sigterm_ends_the_wait_for_notifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inventory, playbook) = support::write_plan(
+        dir.path(),
+        &local_fleet(1),
+        "name: quick\nsteps:\n  - { name: mark, run: \"true\" }\n",
+    );
+    let state = dir.path().join("state");
+    let mut args = support::deploy_args(&inventory, &playbook);
+    args.extend(["--notify", "sleep 600", "--notify-timeout", "300s"]);
+    let mut deploy = support::pony(&state, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the run's end in the journal", || {
+        std::fs::read_dir(state.join("runs")).is_ok_and(|mut d| {
+            d.next().is_some_and(|e| {
+                std::fs::read_to_string(e.unwrap().path().join("journal.jsonl"))
+                    .is_ok_and(|j| j.contains("run_finished"))
+            })
+        })
+    });
+    unsafe { libc::kill(deploy.id() as i32, libc::SIGTERM) };
+    let (status, exited) = exit_of(&mut deploy);
+    assert_eq!(status.code(), Some(0), "the run's own exit code");
+    let (_, folder) = only_run(&state);
+    let held = exited
+        .duration_since(finished_at(&folder))
+        .unwrap_or_default();
+    assert!(held < std::time::Duration::from_secs(60), "{held:?}");
+    let log = std::fs::read_to_string(folder.join("notify.log")).unwrap();
+    assert!(log.contains("interrupted"), "{log}");
+}
+
+/// What a notifier starts in the background ends with its call.
+#[test]
+fn a_notifiers_background_child_does_not_outlive_its_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inventory, playbook) = support::write_plan(
+        dir.path(),
+        &local_fleet(1),
+        "name: quick\nsteps:\n  - { name: mark, run: \"true\" }\n",
+    );
+    let state = dir.path().join("state");
+    let pids = dir.path().join("pids");
+    let notifier = format!("sleep 300 & echo $! >> {}", pids.display());
+    let mut args = support::deploy_args(&inventory, &playbook);
+    args.extend(["--notify", &notifier]);
+    let output = support::pony(&state, &args).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let children: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(children.len(), 2, "run_started and summary: {children:?}");
+    let left: Vec<u32> = children.iter().copied().filter(|&p| alive(p)).collect();
+    for &pid in &left {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "still running: {left:?}");
+}

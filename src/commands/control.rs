@@ -32,6 +32,13 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
                     not_running(global, &store, &id, &typed, &error.to_string());
                     return Ok(Exit::NotRunning);
                 }
+                Err(error @ SendError::PermissionDenied { .. }) => {
+                    eprintln!(
+                        "error: `{typed}` to run {id}: {error}\n  hint: send it as that user (sudo -u …), or follow it with `{}`",
+                        hint(format_args!("status {id}"))
+                    );
+                    return Ok(Exit::Invalid);
+                }
                 Err(error @ SendError::NoAnswer(_)) => {
                     eprintln!(
                         "error: `{typed}` to run {id}: {error}\n  hint: `{}` shows whether it took the command (the journal records every command it took)",

@@ -50,6 +50,9 @@ pub enum RunFolder {
 }
 
 pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit> {
+    // A closed terminal does not end a run that may have tasks in flight: it goes on
+    // without it (docs/operating.md, "Closing the terminal").
+    crate::term::survive_hangup();
     let inventory = launch.plan.inventory.name.clone();
     let resuming = launch.command != "deploy";
     let run_id = match &launch.run {
@@ -318,7 +321,17 @@ async fn execute(
         run_id: run_dir.id.clone(),
         run_dir_display: run_dir.path.display().to_string(),
         redactor: launch.redactor,
-        approvals: launch.approvals,
+        // `--approve WAVE` given now, and the approvals journaled from other shells
+        // (`pony approve RUN WAVE` ahead of the gate) in an earlier part of the run.
+        approvals: {
+            let mut approvals = launch.approvals;
+            for wave in launch.replay.iter().flat_map(|r| &r.pre_approved) {
+                if !approvals.contains(wave) {
+                    approvals.push(wave.clone());
+                }
+            }
+            approvals
+        },
         connections: global
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
@@ -427,7 +440,14 @@ fn prompt_for_approvals(
                     let _ = std::io::stderr().flush();
                     // The gate may be answered from another shell (`pony approve`) while
                     // this waits: then the question is withdrawn, not left on screen.
-                    while !stdin_readable() {
+                    while crate::term::hung_up() || !stdin_readable() {
+                        // Once the terminal hung up nobody is left to answer here: the
+                        // question stays open (not a "no") until `pony approve` answers
+                        // the gate or the run stops.
+                        if crate::term::hung_up() && !answer.is_closed() {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                            continue;
+                        }
                         if answer.is_closed() {
                             eprintln!(
                                 "(withdrawn: answered from another shell, or the run is stopping)"
@@ -436,7 +456,19 @@ fn prompt_for_approvals(
                         }
                     }
                     let mut line = String::new();
-                    let _ = std::io::stdin().read_line(&mut line);
+                    let read = std::io::stdin().read_line(&mut line);
+                    // The end of input or an error may be the terminal hanging up, seen
+                    // before its SIGHUP is: give the signal a moment, and if it came,
+                    // leave the gate to `pony approve` as above.
+                    if matches!(read, Ok(0) | Err(_)) {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                        while crate::term::hung_up() && !answer.is_closed() {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                        if crate::term::hung_up() {
+                            return None;
+                        }
+                    }
                     let approved = matches!(line.trim(), "y" | "Y" | "yes" | "YES");
                     if let Some(forward) = forward.as_ref().filter(|_| approved) {
                         forward(&wave);
@@ -490,6 +522,7 @@ fn watch_signals(lease_lost: LeaseLost) -> tokio::sync::watch::Receiver<u32> {
                 }
             }
             count += 1;
+            crate::notify::signalled();
             if sender.send(count).is_err() {
                 return;
             }

@@ -17,6 +17,10 @@ pub struct Replay {
     /// Waves whose gate got as far as its `approve:` question: their soak is over, and a
     /// resume does not soak them again.
     pub soaked: std::collections::HashSet<String>,
+    /// Waves approved from another shell (`pony approve RUN WAVE`, a journaled `control`
+    /// record), possibly before their gate was reached: a resume passes their gates as if
+    /// `--approve WAVE` were given again.
+    pub pre_approved: std::collections::BTreeSet<String>,
     /// The wave whose failure stopped the run (none once its gate passed or was skipped).
     pub stopped_wave: Option<String>,
 }

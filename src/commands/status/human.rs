@@ -228,6 +228,12 @@ impl Report<'_> {
                 self.gates_passed.join(", ")
             }
         ));
+        if !self.pre_approved.is_empty() {
+            out.push_str(&format!(
+                "pre-approved: {} (from another shell; the gate passes when the wave is done)\n",
+                self.pre_approved.join(", ")
+            ));
+        }
         match &self.waiting {
             Some(w) => {
                 out.push_str(&format!("waiting: {}\n", w.message));

@@ -67,6 +67,8 @@ pub struct Report<'a> {
     pub interrupted: Vec<&'a str>,
     pub rollbacks: Rollbacks<'a>,
     pub gates_passed: &'a [String],
+    /// Waves approved ahead of their gate (`pony approve RUN WAVE`) not passed yet.
+    pub pre_approved: &'a [String],
     /// The wave whose failure stopped the rollout, and why.
     pub stopped_wave: Option<StoppedWave<'a>>,
     /// What the run waits for, if anything.
@@ -184,6 +186,7 @@ impl<'a> Report<'a> {
             interrupted: with_state("interrupted"),
             rollbacks,
             gates_passed: &detail.gates_passed,
+            pre_approved: &detail.pre_approved,
             stopped_wave: detail
                 .stopped_wave
                 .as_ref()

@@ -214,6 +214,15 @@ impl Replay {
                 Record::GateWaiting { wave, reason, .. } if reason == "approve" => {
                     replay.soaked.insert(wave.clone());
                 }
+                Record::Control {
+                    command,
+                    accepted: true,
+                    ..
+                } => {
+                    if let Some(wave) = command.strip_prefix("approve ") {
+                        replay.pre_approved.insert(wave.to_string());
+                    }
+                }
                 Record::WaveStopped { wave, .. } => replay.stopped_wave = Some(wave.clone()),
                 Record::WaveSkipped { wave, .. } if replay.stopped_wave.as_ref() == Some(wave) => {
                     replay.stopped_wave = None;

@@ -49,6 +49,9 @@ pub struct RunDetail {
     /// Tasks in the order they first appear in the journal.
     pub tasks: Vec<TaskRecord>,
     pub gates_passed: Vec<String>,
+    /// Waves approved ahead of their gate from another shell (`pony approve RUN WAVE`
+    /// before the wave was done) whose gate has not passed yet: a resume honours them.
+    pub pre_approved: Vec<String>,
     /// The wave whose failure stopped the rollout and why (cleared once it passes).
     pub stopped_wave: Option<(String, String)>,
     pub rollbacks: Vec<RollbackRecord>,
@@ -93,6 +96,7 @@ pub(super) fn fold(
     let mut stopped_wave: Option<(String, String)> = None;
     let mut controls: Vec<ControlRecord> = Vec::new();
     let mut gate_waiting: Option<(String, String)> = None;
+    let mut pre_approved: Vec<String> = Vec::new();
     let mut started_any = false;
     // Where the latest controller runs (its pid is only checkable there).
     let mut controller_host = String::new();
@@ -293,6 +297,11 @@ pub(super) fn fold(
                 if !*accepted {
                     continue;
                 }
+                if let Some(wave) = command.strip_prefix("approve ") {
+                    if !pre_approved.iter().any(|w| w == wave) {
+                        pre_approved.push(wave.to_string());
+                    }
+                }
                 match command.as_str() {
                     "pause" => {
                         summary.paused.get_or_insert(Paused {
@@ -331,9 +340,11 @@ pub(super) fn fold(
         _ => None,
     };
     summary.result = result_words(&summary);
+    pre_approved.retain(|wave| !gates_passed.contains(wave));
     RunDetail {
         summary,
         tasks,
+        pre_approved,
         gates_passed,
         stopped_wave,
         rollbacks,
