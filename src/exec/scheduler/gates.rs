@@ -235,7 +235,9 @@ impl Scheduler {
         self.emit(Event::GateWaiting {
             wave: self.plan.waves[wave].name.clone(),
             reason: format!("window {text}"),
-            seconds: wait.as_secs(),
+            // Whole seconds, rounded up: the wait is exact to the nanosecond, and a
+            // window 5 h away is not announced as 4:59:59.
+            seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         });
         self.timers.spawn(async move {
             tokio::time::sleep(wait).await;
