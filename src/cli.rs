@@ -386,10 +386,15 @@ pub enum Command {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
     },
-    /// Break the lock of an inventory left by a dead or paused run.
+    /// Break the lock of an inventory left by a dead or paused run. A lock (or database
+    /// lease) whose run is still alive is refused (exit 4, naming it) unless `--force`.
     Unlock {
         /// The inventory's `name:` (as printed in the lock message).
         inventory: String,
+        /// Break it even though its run is alive (that controller stops when it notices;
+        /// two runs may work the same hosts until then).
+        #[arg(long)]
+        force: bool,
     },
     /// Open the SSH connection to every selected host in parallel; report reachability.
     Ping {

@@ -233,3 +233,69 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+#[test]
+fn unlock_refuses_a_live_runs_lock_naming_it_and_breaks_it_only_with_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let (inventory, playbook) = write_plan(
+        dir.path(),
+        LOCAL_INVENTORY,
+        format!(
+            "name: held\nsteps:\n  - {{ name: hold, run: \"touch started; while [ ! -e {} ]; do sleep 0.02; done\" }}\n",
+            gate.display()
+        ),
+    );
+    let state = dir.path().join("state");
+    let mut deploy = pony(
+        &state,
+        &[
+            "deploy",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+            "--yes",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_until("the run to hold its hosts", || {
+        state.join("hosts/h1/started").exists()
+    });
+    let (run, _) = only_run(&state);
+
+    let refused = pony(&state, &["unlock", "local-fence"]).output().unwrap();
+    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(4), "{said}");
+    assert!(said.contains("held by a live run"), "{said}");
+    assert!(said.contains(&run), "names the run: {said}");
+    assert!(
+        said.contains(&format!("pid {}", deploy.id())),
+        "names the pid: {said}"
+    );
+    assert!(said.contains("--force"), "{said}");
+    assert!(
+        state.join("locks/local-fence.lock").exists(),
+        "the lock is still there"
+    );
+
+    let forced = pony(&state, &["unlock", "local-fence", "--force"])
+        .output()
+        .unwrap();
+    let said = text(&forced);
+    assert_eq!(forced.status.code(), Some(0), "{said}");
+    assert!(said.contains("broke the live lock"), "{said}");
+    assert!(
+        said.contains(&run) && said.contains("is not stopped"),
+        "{said}"
+    );
+    assert!(!state.join("locks/local-fence.lock").exists());
+
+    std::fs::write(&gate, "").unwrap();
+    assert!(deploy.wait().unwrap().success());
+    // A lock whose run is gone needs no --force (as before).
+    let again = pony(&state, &["unlock", "local-fence"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+}
