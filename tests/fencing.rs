@@ -299,3 +299,96 @@ fn unlock_refuses_a_live_runs_lock_naming_it_and_breaks_it_only_with_force() {
     let again = pony(&state, &["unlock", "local-fence"]).output().unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
+
+/// A refusal of the command line: exit 2, the message says what is wrong, nothing ran.
+fn refused(args: &[&str], env: &[(&str, &str)], says: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (inventory, playbook) = write_plan(
+        dir.path(),
+        LOCAL_INVENTORY,
+        "name: p\nsteps:\n  - { name: s, run: \"touch ran\" }\n",
+    );
+    let state = dir.path().join("state");
+    let mut full = vec![
+        "deploy",
+        "-i",
+        inventory.to_str().unwrap(),
+        playbook.to_str().unwrap(),
+        "--yes",
+    ];
+    full.extend_from_slice(args);
+    let out = pony(&state, &full)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {said}");
+    assert!(said.contains(says), "{args:?} {env:?}: {said}");
+    assert!(!state.join("hosts/h1/ran").exists(), "nothing ran");
+}
+
+#[test]
+fn empty_regions_are_refused_not_taken_as_every_region() {
+    let state = ["--state", "postgres://pony@127.0.0.1:1/pony"];
+    for regions in ["", ",", " , ", " "] {
+        let mut args = state.to_vec();
+        args.extend(["--regions", regions]);
+        refused(&args, &[], "names no region");
+    }
+    // An empty CI variable is the same.
+    refused(&state, &[("PONY_REGIONS", "")], "names no region");
+}
+
+#[test]
+fn controller_names_are_short_and_printable() {
+    let state = [
+        "--state",
+        "postgres://pony@127.0.0.1:1/pony",
+        "--regions",
+        "r1",
+    ];
+    let long = "x".repeat(5000);
+    for (name, says) in [
+        ("ops\nfake line", "control character"),
+        ("ops\u{1b}[2J", "control character"),
+        (long.as_str(), "at most 64"),
+        ("  ", "empty"),
+    ] {
+        let mut args = state.to_vec();
+        args.extend(["--controller", name]);
+        refused(&args, &[], says);
+    }
+}
+
+#[test]
+fn a_lease_beyond_a_day_is_refused_up_front() {
+    refused(&["--lease", "597h"], &[], "too long");
+    refused(&[], &[("PONY_LEASE", "25h")], "too long");
+    refused(&["--lease", "0s"], &[], "too short");
+}
+
+#[test]
+fn a_mistyped_state_scheme_never_prints_the_password() {
+    for url in [
+        "postgress://ann:Secr3tPW@db.example/pony",
+        "postgress:ann:Secr3tPW@db.example/pony",
+        "postgres:/ann:Secr3tPW@db.example/pony",
+        "ann:Secr3tPW@db.example/pony",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for args in [vec!["history"], vec!["status"], vec!["unlock", "x"]] {
+            let mut full = vec!["--state", url];
+            full.extend(args.iter().copied());
+            let out = pony(&dir.path().join("state"), &full).output().unwrap();
+            let said = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{url} {args:?}: {said}");
+            assert!(said.contains("not a postgres:// URL"), "{url}: {said}");
+            assert!(!said.contains("Secr3tPW"), "{url} {args:?}: {said}");
+        }
+        let out = pony(&dir.path().join("state"), &["history"])
+            .env("PONY_STATE", url)
+            .output()
+            .unwrap();
+        assert!(!text(&out).contains("Secr3tPW"), "{url}: {}", text(&out));
+    }
+}
