@@ -40,6 +40,16 @@ fn processes_running(script: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// A spawned pony that a failing test does not leave running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -247,20 +257,22 @@ fn unlock_refuses_a_live_runs_lock_naming_it_and_breaks_it_only_with_force() {
         ),
     );
     let state = dir.path().join("state");
-    let mut deploy = pony(
-        &state,
-        &[
-            "deploy",
-            "-i",
-            inventory.to_str().unwrap(),
-            playbook.to_str().unwrap(),
-            "--yes",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut deploy = KillOnDrop(
+        pony(
+            &state,
+            &[
+                "deploy",
+                "-i",
+                inventory.to_str().unwrap(),
+                playbook.to_str().unwrap(),
+                "--yes",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
     wait_until("the run to hold its hosts", || {
         state.join("hosts/h1/started").exists()
     });
@@ -272,7 +284,7 @@ fn unlock_refuses_a_live_runs_lock_naming_it_and_breaks_it_only_with_force() {
     assert!(said.contains("held by a live run"), "{said}");
     assert!(said.contains(&run), "names the run: {said}");
     assert!(
-        said.contains(&format!("pid {}", deploy.id())),
+        said.contains(&format!("pid {}", deploy.0.id())),
         "names the pid: {said}"
     );
     assert!(said.contains("--force"), "{said}");
@@ -294,7 +306,7 @@ fn unlock_refuses_a_live_runs_lock_naming_it_and_breaks_it_only_with_force() {
     assert!(!state.join("locks/local-fence.lock").exists());
 
     std::fs::write(&gate, "").unwrap();
-    assert!(deploy.wait().unwrap().success());
+    assert!(deploy.0.wait().unwrap().success());
     // A lock whose run is gone needs no --force (as before).
     let again = pony(&state, &["unlock", "local-fence"]).output().unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
