@@ -103,7 +103,9 @@ pub fn run(mut cli: Cli) -> Exit {
         ),
         Command::Status { run } => crate::commands::status::run(&cli.global, run.as_deref()),
         Command::History { limit } => crate::commands::history::run(&cli.global, *limit),
-        Command::Unlock { inventory } => crate::commands::resume::unlock(&cli.global, inventory),
+        Command::Unlock { inventory, force } => {
+            crate::commands::resume::unlock(&cli.global, inventory, *force)
+        }
         Command::Ping {
             hosts,
             accept_new_host_keys,

@@ -116,11 +116,11 @@ pub struct RunOptions {
     /// With --state postgres://…: work on these regions only (globs, `!` excludes,
     /// `,` between several, e.g. 'cn-*' or '!cn-*'); other controllers work on the rest
     /// of the run (`pony join RUN --regions …`), and waves wait for every region.
-    #[arg(long, env = "PONY_REGIONS", value_name = "GLOBS")]
+    #[arg(long, env = "PONY_REGIONS", value_name = "GLOBS", value_parser = parse_regions)]
     pub regions: Option<String>,
     /// This controller's name in the journal and `pony status` when the run is split by
     /// region (default: MACHINE:PID).
-    #[arg(long, env = "PONY_CONTROLLER", value_name = "NAME")]
+    #[arg(long, env = "PONY_CONTROLLER", value_name = "NAME", value_parser = parse_controller)]
     pub controller: Option<String>,
     /// With --regions: what this controller does when another controller of the run is
     /// lost (overrides strategy.on_controller_loss): `wait` for its regions to be taken
@@ -386,10 +386,15 @@ pub enum Command {
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
     },
-    /// Break the lock of an inventory left by a dead or paused run.
+    /// Break the lock of an inventory left by a dead or paused run. A lock (or database
+    /// lease) whose run is still alive is refused (exit 4, naming it) unless `--force`.
     Unlock {
         /// The inventory's `name:` (as printed in the lock message).
         inventory: String,
+        /// Break it even though its run is alive (that controller stops when it notices;
+        /// two runs may work the same hosts until then).
+        #[arg(long)]
+        force: bool,
     },
     /// Open the SSH connection to every selected host in parallel; report reachability.
     Ping {
@@ -568,10 +573,53 @@ pub enum LabAction {
 }
 
 /// A lease of at least a second (its heartbeat runs every third of it).
+/// The longest lease: a dead controller's fleet stays locked this long at most.
+pub const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
     let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if lease < std::time::Duration::from_secs(1) {
         return Err(format!("a lease of {text} is too short: give at least 1s"));
     }
+    if lease > MAX_LEASE {
+        return Err(format!(
+            "a lease of {text} is too long: give at most 24h (a dead controller's hosts stay locked for a whole lease)"
+        ));
+    }
     Ok(lease)
+}
+
+/// `--regions`: at least one glob. An empty value (an unset CI variable) or only commas
+/// and blanks would otherwise select every region.
+fn parse_regions(text: &str) -> Result<String, String> {
+    if text.split(',').all(|glob| glob.trim().is_empty()) {
+        return Err(format!(
+            "{text:?} names no region: give one or more region globs, e.g. 'cn-*' or 'eu-*,us-*' (leave --regions out to work on every region)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// The longest `--controller` name.
+pub const MAX_CONTROLLER_NAME: usize = 64;
+
+/// `--controller`: a short name of printable characters, since other operators' `pony
+/// status` prints it (a newline or an escape sequence would forge their lines).
+fn parse_controller(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("the controller name is empty".into());
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "the controller name holds the control character {:?}: use printable characters only",
+            c
+        ));
+    }
+    let length = text.chars().count();
+    if length > MAX_CONTROLLER_NAME {
+        return Err(format!(
+            "the controller name is {length} characters long: give at most {MAX_CONTROLLER_NAME}"
+        ));
+    }
+    Ok(text.to_string())
 }

@@ -168,6 +168,10 @@ pub enum Event {
     /// A second Ctrl-C killed the running task: its host is left half-done.
     TaskInterrupted {
         task: TaskRef,
+        /// What became of its command on the host: killed (confirmed), had ended, or
+        /// could not be confirmed killed (and why).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        kill: String,
     },
     HostFinished {
         host: String,

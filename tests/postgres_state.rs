@@ -378,10 +378,30 @@ fn a_controller_that_lost_its_lease_starts_nothing_more_and_writes_nothing_more(
             .iter()
             .all(|h| state.join("hosts").join(h).join("started").exists())
     });
-    let unlocked = pony_db(&dir.path().join("elsewhere"), &url, &["unlock", "tiny"])
+    // A live lease is refused (exit 4, naming its holder) unless `--force`.
+    let refused = pony_db(&dir.path().join("elsewhere"), &url, &["unlock", "tiny"])
         .output()
         .unwrap();
+    assert_eq!(code(&refused), 4, "{}", text(&refused));
+    assert!(
+        text(&refused).contains("held by a live run"),
+        "{}",
+        text(&refused)
+    );
+    assert!(text(&refused).contains("--force"), "{}", text(&refused));
+    let unlocked = pony_db(
+        &dir.path().join("elsewhere"),
+        &url,
+        &["unlock", "tiny", "--force"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(code(&unlocked), 0, "{}", text(&unlocked));
+    assert!(
+        text(&unlocked).contains("broke the live lock"),
+        "{}",
+        text(&unlocked)
+    );
     let records_at_unlock = query_count(&url, "SELECT count(*) FROM journal", &[]);
     let mut stderr = std::io::BufReader::new(controller.stderr.take().unwrap()).lines();
     let mut said = String::new();

@@ -302,8 +302,30 @@ fn confirm_rollback(plan: &Plan, id: &str, due: &RollbackDue) -> Result<bool, Di
     )
 }
 
-pub fn unlock(global: &GlobalOptions, inventory: &str) -> anyhow::Result<Exit> {
-    match Store::from_options(global)?.unlock(inventory)? {
+pub fn unlock(global: &GlobalOptions, inventory: &str, force: bool) -> anyhow::Result<Exit> {
+    let store = Store::from_options(global)?;
+    let live = match store.holder(inventory)? {
+        Some((holder, true)) if !force => {
+            return Err(crate::state::lock::LockError::Live(Box::new(holder)).into())
+        }
+        Some((_, live)) => live,
+        None => false,
+    };
+    match store.unlock(inventory)? {
+        Some(holder) if live => crate::outln!(
+            "broke the live lock of inventory `{inventory}` (--force): run {} pid {} on {} since {} was still running; {}",
+            holder.run_id,
+            holder.pid,
+            holder.host,
+            holder.started,
+            match store {
+                Store::Local(_) => format!(
+                    "it is not stopped: it goes on working its hosts, and a new run would work them too; stop it with Ctrl-C there or `{}`",
+                    crate::hint::pony(format_args!("abort {}", holder.run_id))
+                ),
+                Store::Postgres { .. } => "it stops (and kills its commands on the hosts) when it next renews its lease; until then it and a new run may work the same hosts".to_string(),
+            }
+        ),
         Some(holder) => crate::outln!(
             "unlocked inventory `{inventory}` (was held by run {} pid {} on {} since {})",
             holder.run_id,

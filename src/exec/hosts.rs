@@ -75,6 +75,11 @@ impl HostPool {
         Ok(connection)
     }
 
+    /// The host's connection if one is open (never opens one).
+    pub async fn open_connection(&self, host: HostId) -> Option<Arc<dyn Connection>> {
+        self.slots[host].connection.lock().await.clone()
+    }
+
     /// Forgets a broken connection so that the next use reconnects.
     pub async fn reset(&self, host: HostId) {
         self.slots[host].connection.lock().await.take();

@@ -48,6 +48,9 @@ pub enum LockError {
     /// A region of a run split between controllers is held by a live controller.
     #[error("{0}")]
     RegionHeld(String),
+    /// `pony unlock` of a lock whose run is alive, without `--force`.
+    #[error("inventory `{}` is held by a live run: {}\n  hint: let it finish or stop it (Ctrl-C there, or `{}`); breaking a live lock lets a second run work the same hosts until its controller notices: only if you must, `{}`", .0.inventory, .0.describe(), hint(format_args!("abort {}", .0.run_id)), hint(format_args!("unlock {} --force", .0.inventory)))]
+    Live(Box<LockInfo>),
     /// The state database could not be asked.
     #[error("{0}")]
     Database(String),
@@ -63,6 +66,11 @@ pub struct InventoryLock {
 
 pub fn lock_path(state_dir: &Path, inventory: &str) -> PathBuf {
     state_dir.join("locks").join(format!("{inventory}.lock"))
+}
+
+/// Who holds the inventory's lock file, if anyone.
+pub fn holder(state_dir: &Path, inventory: &str) -> Option<LockInfo> {
+    read(&lock_path(state_dir, inventory))
 }
 
 fn read(path: &Path) -> Option<LockInfo> {

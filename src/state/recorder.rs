@@ -114,7 +114,7 @@ pub fn record_of(event: &Event) -> Option<Record> {
             *duration_ms,
             record,
         ),
-        Event::TaskInterrupted { task } => Record::TaskFinished {
+        Event::TaskInterrupted { task, kill } => Record::TaskFinished {
             node: task.id,
             label: task.label.clone(),
             state: TaskState::Interrupted,
@@ -122,7 +122,11 @@ pub fn record_of(event: &Event) -> Option<Record> {
             duration_ms: 0,
             captures: Vec::new(),
             output_tail: String::new(),
-            error: Some("interrupted".into()),
+            error: Some(if kill.is_empty() {
+                "interrupted".into()
+            } else {
+                format!("interrupted: {kill}")
+            }),
             changed: true,
         },
         Event::GatePassed { wave, node } => Record::GatePassed {

@@ -259,6 +259,26 @@ impl Store {
     }
 
     /// Breaks the inventory's lock or lease; returns who held it.
+    /// Who holds the inventory, and whether that run is alive: its process runs (a lock
+    /// file; a holder on another machine counts as alive, since this one cannot tell),
+    /// or its lease is renewed in time (the database). A run kept for approval is not.
+    pub fn holder(&self, inventory: &str) -> anyhow::Result<Option<(LockInfo, bool)>> {
+        match self {
+            Store::Local(dir) => Ok(lock::holder(dir, inventory).map(|info| {
+                let alive = if info.host == crate::state::hostname() {
+                    lock::alive(info.pid, &info.host)
+                } else {
+                    !info.awaiting_approval
+                };
+                (info, alive)
+            })),
+            Store::Postgres { db, .. } => Ok(lease::read(db, inventory)?.map(|row| {
+                let live = row.live && !row.info.awaiting_approval;
+                (row.info, live)
+            })),
+        }
+    }
+
     pub fn unlock(&self, inventory: &str) -> anyhow::Result<Option<LockInfo>> {
         match self {
             Store::Local(dir) => Ok(lock::unlock(dir, inventory)?),

@@ -125,6 +125,216 @@ pub trait Connection: Send + Sync {
     fn simulated_probe(&self) -> Option<BoxFuture<'_, Result<String, String>>> {
         None
     }
+
+    /// Kills what runs of the task `mark` on the host (its whole process group), and
+    /// says whether it is gone.
+    fn kill_marked<'a>(&'a self, mark: &'a TaskMark) -> BoxFuture<'a, KillOutcome> {
+        let _ = mark;
+        Box::pin(async { KillOutcome::NotMarked })
+    }
+}
+
+/// Which task a command belongs to, so that it can be killed as a whole later (by this
+/// controller on a second Ctrl-C, or by the next one on resume). The scheduler scopes
+/// each task's worker in [`MARK`]; commands run outside any scope (checks, health
+/// probes, the kill itself) are not marked.
+#[derive(Debug, Clone)]
+pub struct TaskMark {
+    /// The run id, made safe as one path component.
+    pub run: String,
+    /// The task within the run: `t<node>`, or `r<node>` for its rollback.
+    pub task: String,
+}
+
+tokio::task_local! {
+    pub static MARK: TaskMark;
+}
+
+impl TaskMark {
+    pub fn new(run: &str, task: String) -> Self {
+        let run = run
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+            .trim_start_matches('.')
+            .to_string();
+        TaskMark { run, task }
+    }
+
+    /// The mark of the worker this runs in, if any.
+    pub fn current() -> Option<TaskMark> {
+        MARK.try_with(|m| m.clone()).ok()
+    }
+
+    /// The value of `PONY_TASK` in the task's environment: how a marker's process group
+    /// is told from an unrelated one that reused its number.
+    pub fn token(&self) -> String {
+        format!("{}/{}", self.run, self.task)
+    }
+}
+
+/// How long the kill of one task's process group may take on its host (TERM, a grace
+/// of 3 s, KILL), round trip included.
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How a kill of a task's process group on its host ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillOutcome {
+    /// Nothing of the task was running any more (it had ended, or had not started).
+    Gone,
+    /// Its process group was killed and is gone.
+    Killed,
+    /// The kill was sent, and its processes cannot be confirmed gone.
+    Unconfirmed(String),
+    /// The connection does not mark commands (simulated).
+    NotMarked,
+}
+
+impl KillOutcome {
+    /// For the journal and the log: what became of the task's commands on its host.
+    pub fn describe(&self) -> String {
+        match self {
+            KillOutcome::Gone => "its command had ended on the host".into(),
+            KillOutcome::Killed => "its command was killed on the host (confirmed)".into(),
+            KillOutcome::Unconfirmed(why) => {
+                format!("its command on the host could not be confirmed killed: {why}")
+            }
+            KillOutcome::NotMarked => "nothing to kill on the host".into(),
+        }
+    }
+}
+
+/// Shell functions shared by the wrapper and the kill: `pony_alive PGID` (a process of
+/// the group lives: zombies do not count, where `/proc` tells them apart) and
+/// `pony_kill FILE TOKEN` (kills the group named in the marker FILE if it is the task's,
+/// TERM then KILL after a grace; prints `none`, `killed` or `alive`).
+const KILL_FUNCTIONS: &str = r#"pony_alive() {
+  pony_g=$1
+  kill -s 0 -- -"$pony_g" 2>/dev/null || return 1
+  [ -r /proc/self/stat ] || return 0
+  for pony_s in /proc/[0-9]*/stat; do
+    read -r pony_l < "$pony_s" 2>/dev/null || continue
+    set -- ${pony_l##*) }
+    [ "$3" = "$pony_g" ] && [ "$1" != Z ] && [ "$1" != X ] && return 0
+  done
+  return 1
+}
+pony_kill() {
+  pony_p=$(cat "$1" 2>/dev/null)
+  case "$pony_p" in ''|*[!0-9]*) echo none; return 0;; esac
+  pony_alive "$pony_p" || { echo none; return 0; }
+  if [ -r "/proc/$pony_p/environ" ] && ! tr '\0' '\n' < "/proc/$pony_p/environ" | grep -qxF "PONY_TASK=$2"; then
+    echo none; return 0
+  fi
+  kill -s TERM -- -"$pony_p" 2>/dev/null
+  pony_i=0
+  while pony_alive "$pony_p" && [ $pony_i -lt 30 ]; do sleep 0.1; pony_i=$((pony_i+1)); done
+  if pony_alive "$pony_p"; then kill -s KILL -- -"$pony_p" 2>/dev/null; sleep 0.2; fi
+  if pony_alive "$pony_p"; then echo alive; else echo killed; fi
+}
+"#;
+
+/// The folder and file that name the task's process group on its host:
+/// `${TMPDIR:-/tmp}/pony-<uid>/<run>/<task>.pid`, in a folder only its user can use
+/// (when the folder is not that, the command runs unmarked: `pony_f` is empty).
+fn marker_lines(mark: &TaskMark) -> String {
+    format!(
+        "pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"; pony_f=\n\
+         mkdir -p -m 700 \"$pony_d\" 2>/dev/null\n\
+         if [ -d \"$pony_d\" ] && [ ! -L \"$pony_d\" ] && [ -O \"$pony_d\" ]; then chmod 700 \"$pony_d\"; mkdir -p \"$pony_d/{run}\" 2>/dev/null && pony_f=\"$pony_d/{run}/{task}.pid\"; fi\n\
+         PONY_TASK={token}; export PONY_TASK\n",
+        run = mark.run,
+        task = mark.task,
+        token = crate::playbook::template::shell_quote(&mark.token()),
+    )
+}
+
+/// `command` run so that it can be killed as a whole: in its own session and process
+/// group (`setsid`), with the group's id in the task's marker file for as long as it
+/// runs. Before it starts, a copy of the same task that an earlier controller left
+/// running there is killed (and the task's stderr says so). With `own_group` the shell
+/// that runs this is already its group's leader (the local transport), so no `setsid`.
+pub fn marked_command(
+    command: &str,
+    timeout: Option<Duration>,
+    mark: &TaskMark,
+    own_group: bool,
+) -> String {
+    let mut script = String::from(KILL_FUNCTIONS);
+    script.push_str(&marker_lines(mark));
+    script.push_str(
+        "if [ -n \"$pony_f\" ] && [ -s \"$pony_f\" ]; then\n\
+         \x20 pony_was=$(cat \"$pony_f\" 2>/dev/null)\n\
+         \x20 case \"$(pony_kill \"$pony_f\" \"$PONY_TASK\")\" in\n\
+         \x20   killed) echo \"pony: killed a copy of this task that an earlier controller left running (process group $pony_was)\" >&2;;\n\
+         \x20   alive) echo \"pony: a copy of this task that an earlier controller left running (process group $pony_was) could not be killed; not starting\" >&2; exit 125;;\n\
+         \x20 esac\n\
+         fi\n",
+    );
+    if own_group {
+        script.push_str("[ -n \"$pony_f\" ] && echo $$ > \"$pony_f\"\n");
+        // The local transport's own timer kills the group when `timeout` expires.
+        let _ = timeout;
+        script.push_str(&script_line(command));
+        script.push_str("\npony_s=$?\n");
+    } else {
+        let launcher = match timeout {
+            None => "$pony_setsid".to_string(),
+            Some(t) => format!("$pony_setsid timeout -k 2 {}", t.as_secs_f64().max(0.001)),
+        };
+        script.push_str(
+            "pony_setsid=; command -v setsid >/dev/null 2>&1 && pony_setsid='setsid -w'\n",
+        );
+        // In the background, so that its pid (its session's and group's id: `setsid`
+        // runs it in place, a background job being no group leader) is known at once.
+        let delimiter = here_document_delimiter(command);
+        script.push_str(&format!(
+            "{launcher} sh -s <<'{delimiter}' &\n{}\n{delimiter}\n",
+            script_line(command)
+        ));
+        script.push_str("pony_c=$!\n[ -n \"$pony_f\" ] && [ -n \"$pony_setsid\" ] && echo $pony_c > \"$pony_f\"\n");
+        script.push_str("wait $pony_c\npony_s=$?\n");
+    }
+    script.push_str("[ -n \"$pony_f\" ] && rm -f \"$pony_f\"\nexit $pony_s\n");
+    script
+}
+
+/// The command that kills the task's process group (see [`marked_command`]) and prints
+/// what became of it: `none`, `killed` or `alive` on its last line.
+pub fn kill_command(mark: &TaskMark) -> String {
+    format!(
+        "{KILL_FUNCTIONS}{}[ -n \"$pony_f\" ] || {{ echo none; exit 0; }}\npony_r=$(pony_kill \"$pony_f\" \"$PONY_TASK\")\n[ \"$pony_r\" = alive ] || rm -f \"$pony_f\"\necho \"$pony_r\"\n",
+        marker_lines(mark)
+    )
+}
+
+/// Reads what [`kill_command`] printed.
+pub fn kill_outcome(output: Result<CommandOutput, TransportError>) -> KillOutcome {
+    match output {
+        Err(e) => KillOutcome::Unconfirmed(e.to_string()),
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.lines().last().map(str::trim) {
+                Some("none") => KillOutcome::Gone,
+                Some("killed") => KillOutcome::Killed,
+                Some("alive") => {
+                    KillOutcome::Unconfirmed("its processes were still alive after SIGKILL".into())
+                }
+                _ => KillOutcome::Unconfirmed(format!(
+                    "the kill said {:?} (exit {:?}): {}",
+                    text.trim(),
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+            }
+        }
+    }
 }
 
 /// The remote command that kills `command` when `timeout` expires, even if the
@@ -196,6 +406,54 @@ mod tests {
             "PONY_0000000000000000\ndone\n"
         );
         assert!(out.status.success());
+    }
+
+    #[test]
+    fn a_marked_command_keeps_its_status_and_timeout_and_leaves_no_marker() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mark = TaskMark::new("run/../x y", "t3".into());
+        assert_eq!(mark.run, "run_.._x_y");
+        let run = |script: String| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("TMPDIR", tmp.path())
+                .output()
+                .unwrap()
+        };
+        let out = run(marked_command(
+            "echo \"$PONY_TASK\"; exit 7",
+            None,
+            &mark,
+            false,
+        ));
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "run_.._x_y/t3\n");
+        let out = run(marked_command(
+            "sleep 5",
+            Some(Duration::from_millis(50)),
+            &mark,
+            false,
+        ));
+        assert_eq!(out.status.code(), Some(124));
+        let uid = unsafe { libc::getuid() };
+        let folder = tmp.path().join(format!("pony-{uid}/run_.._x_y"));
+        assert!(folder.is_dir());
+        assert_eq!(
+            std::fs::read_dir(&folder).unwrap().count(),
+            0,
+            "no marker left"
+        );
+        // Nothing runs: the kill finds nothing.
+        let out = run(kill_command(&mark));
+        assert_eq!(
+            kill_outcome(Ok(CommandOutput {
+                exit_code: out.status.code(),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            })),
+            KillOutcome::Gone
+        );
     }
 
     #[test]

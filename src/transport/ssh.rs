@@ -20,7 +20,10 @@
 //! left behind is swept when the next run starts ([`sweep_stale_control_dirs`]).
 
 use super::shell::RemoteShell;
-use super::{describe, with_remote_timeout, BoxFuture, CommandOutput, Connection, TransportError};
+use super::{
+    describe, kill_command, kill_outcome, marked_command, with_remote_timeout, BoxFuture,
+    CommandOutput, Connection, KillOutcome, TaskMark, TransportError, KILL_TIMEOUT,
+};
 use crate::inventory::{Host, SshSettings};
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket};
 use std::path::{Path, PathBuf};
@@ -364,6 +367,42 @@ fn expand_home(path: &str) -> PathBuf {
     }
 }
 
+impl SshConnection {
+    /// Runs the already wrapped `remote` on a persistent shell; `timeout` is the step's
+    /// (the remote `timeout` in `remote` kills it; this adds a backstop for a hung host).
+    async fn run_remote(
+        &self,
+        remote: String,
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, TransportError> {
+        let idle = self.shells.lock().expect("not poisoned").pop();
+        let session = self.session.clone();
+        let work = async move {
+            let mut shell = match idle {
+                Some(shell) => shell,
+                None => RemoteShell::open(session).await?,
+            };
+            let output = shell.run(&remote).await?;
+            Ok::<_, TransportError>((shell, output))
+        };
+        // The remote `timeout` kills the command; this backstop covers a hung host
+        // (the shell is then dropped, closing its channel).
+        let (shell, output) = match timeout {
+            None => work.await?,
+            Some(limit) => match tokio::time::timeout(limit + Duration::from_secs(3), work).await {
+                Ok(result) => result?,
+                Err(_) => return Err(TransportError::Timeout(limit)),
+            },
+        };
+        self.shells.lock().expect("not poisoned").push(shell);
+        // `timeout` exits 124 (or 137 after -k) when it had to kill the command.
+        if timeout.is_some() && matches!(output.exit_code, Some(124) | Some(137)) {
+            return Err(TransportError::Timeout(timeout.unwrap_or_default()));
+        }
+        Ok(output)
+    }
+}
+
 impl Connection for SshConnection {
     fn run<'a>(
         &'a self,
@@ -371,34 +410,25 @@ impl Connection for SshConnection {
         timeout: Option<Duration>,
     ) -> BoxFuture<'a, Result<CommandOutput, TransportError>> {
         Box::pin(async move {
-            let remote = with_remote_timeout(command, timeout);
-            let idle = self.shells.lock().expect("not poisoned").pop();
-            let session = self.session.clone();
-            let work = async move {
-                let mut shell = match idle {
-                    Some(shell) => shell,
-                    None => RemoteShell::open(session).await?,
-                };
-                let output = shell.run(&remote).await?;
-                Ok::<_, TransportError>((shell, output))
+            let Some(mark) = TaskMark::current() else {
+                return self
+                    .run_remote(with_remote_timeout(command, timeout), timeout)
+                    .await;
             };
-            // The remote `timeout` kills the command; this backstop covers a hung host
-            // (the shell is then dropped, closing its channel).
-            let (shell, output) = match timeout {
-                None => work.await?,
-                Some(limit) => {
-                    match tokio::time::timeout(limit + Duration::from_secs(3), work).await {
-                        Ok(result) => result?,
-                        Err(_) => return Err(TransportError::Timeout(limit)),
-                    }
-                }
-            };
-            self.shells.lock().expect("not poisoned").push(shell);
-            // `timeout` exits 124 (or 137 after -k) when it had to kill the command.
-            if timeout.is_some() && matches!(output.exit_code, Some(124) | Some(137)) {
-                return Err(TransportError::Timeout(timeout.unwrap_or_default()));
-            }
-            Ok(output)
+            // A step's `timeout` runs inside the new session, on the host: when it
+            // expires it kills the whole group there, even if the host hung meanwhile or
+            // pony lost the connection (the backstop above only stops waiting).
+            self.run_remote(marked_command(command, timeout, &mark, false), timeout)
+                .await
+        })
+    }
+
+    fn kill_marked<'a>(&'a self, mark: &'a TaskMark) -> BoxFuture<'a, KillOutcome> {
+        Box::pin(async move {
+            kill_outcome(
+                self.run_remote(kill_command(mark), Some(KILL_TIMEOUT))
+                    .await,
+            )
         })
     }
 

@@ -447,7 +447,9 @@ impl Scheduler {
                 host: command.host,
                 rollback: true,
             };
-            self.rollback_runs.spawn(task::WORK.scope(work, async move {
+            let mark =
+                crate::transport::TaskMark::new(&self.options.run_id, format!("r{}", node.index()));
+            let marked = crate::transport::MARK.scope(mark, async move {
                 if !durable.await {
                     return RollbackRun {
                         job,
@@ -467,7 +469,8 @@ impl Scheduler {
                 };
                 let run = task::execute(&pool, command.runs_on, &spec).await;
                 RollbackRun { job, node, run }
-            }));
+            });
+            self.rollback_runs.spawn(task::WORK.scope(work, marked));
         }
     }
 

@@ -220,10 +220,44 @@ impl Scheduler {
             host.health_pending = false;
             host.cut_short = true;
         }
+        // Aborting a worker ends pony's side only: its command on the host is killed
+        // as a whole (its process group), every host at once, and the task is journaled
+        // interrupted with what became of it.
+        let kills = running.iter().map(|&node| {
+            let pool = self.pool.clone();
+            let on = self.plan.task(node).expect("a task").runs_on().host();
+            let mark = self.task_mark(node);
+            async move {
+                let connection = match pool.open_connection(on).await {
+                    Some(connection) => connection,
+                    None => return crate::transport::KillOutcome::Gone,
+                };
+                match tokio::time::timeout(
+                    crate::transport::KILL_TIMEOUT,
+                    connection.kill_marked(&mark),
+                )
+                .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => crate::transport::KillOutcome::Unconfirmed(
+                        "the host did not answer the kill in time".into(),
+                    ),
+                }
+            }
+        });
+        let outcomes = futures_join_all(kills).await;
         let mut synced = Vec::new();
-        for node in running {
+        for (node, outcome) in running.into_iter().zip(outcomes) {
+            let task = self.task_ref(node);
+            match &outcome {
+                crate::transport::KillOutcome::Unconfirmed(_) => {
+                    tracing::warn!("{}: {}", task.label, outcome.describe())
+                }
+                _ => tracing::info!("{}: {}", task.label, outcome.describe()),
+            }
             synced.push(self.emit_durable(Event::TaskInterrupted {
-                task: self.task_ref(node),
+                task,
+                kill: outcome.describe(),
             }));
             self.state[node.index()] = State::Cancelled;
             let task = *self.plan.task(node).expect("a task");
@@ -318,4 +352,25 @@ impl Scheduler {
             hosts: outcomes,
         }
     }
+}
+
+/// Runs every future at once (each on its own worker) and gives their outputs in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut count = 0;
+    for (i, future) in futures.enumerate() {
+        set.spawn(async move { (i, future.await) });
+        count += 1;
+    }
+    let mut outputs: Vec<Option<F::Output>> = (0..count).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, output)) = joined {
+            outputs[i] = Some(output);
+        }
+    }
+    outputs.into_iter().flatten().collect()
 }

@@ -62,7 +62,9 @@ impl Scheduler {
             host: task.host,
             rollback: false,
         };
-        self.running.spawn(task::WORK.scope(work, async move {
+        // Its commands on the host are marked, so that they can be killed as a whole.
+        let mark = self.task_mark(node);
+        let marked = crate::transport::MARK.scope(mark, async move {
             if !durable.await {
                 return (node, TaskRun::not_journaled(), String::new());
             }
@@ -73,7 +75,13 @@ impl Scheduler {
             // Built here, off the scheduler's thread: it copies all of the task's output.
             let log = task::log_text(&label, &run);
             (node, run, log)
-        }));
+        });
+        self.running.spawn(task::WORK.scope(work, marked));
+    }
+
+    /// The mark of a task's commands on its host (see [`crate::transport::TaskMark`]).
+    pub(super) fn task_mark(&self, node: NodeId) -> crate::transport::TaskMark {
+        crate::transport::TaskMark::new(&self.options.run_id, format!("t{}", node.index()))
     }
 
     pub(super) fn finished(&mut self, node: NodeId, run: TaskRun, log: String) {

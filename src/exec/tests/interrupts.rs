@@ -46,7 +46,7 @@ async fn a_second_interrupt_kills_running_tasks_and_reports_their_hosts_incomple
     let (report, events, run) = run.finish(seen).await;
     assert_eq!(report.exit, Exit::Interrupted);
     assert!(events.iter().any(
-        |e| matches!(e, Event::TaskInterrupted { task } if task.host == "a1" && task.step == "hold")
+        |e| matches!(e, Event::TaskInterrupted { task, .. } if task.host == "a1" && task.step == "hold")
     ));
     assert_eq!(run.outcome(&report, "a1"), Some(HostOutcome::Incomplete));
     assert_eq!(

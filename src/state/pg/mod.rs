@@ -111,7 +111,20 @@ impl std::fmt::Debug for PgStore {
 pub fn redact_password(state: &str) -> String {
     match state.split_once("://") {
         Some((scheme, rest)) => redact_url(scheme, rest),
+        None if !state.contains('=') && state.contains('@') => redact_mistyped_url(state),
         None => redact_conninfo(state),
+    }
+}
+
+/// A URL with a mistyped scheme separator (`postgres:/ann:pw@db`, `postgress:ann:pw@db`,
+/// `ann:pw@db/pony`): where its user info ends is a guess, so everything from the first
+/// `:` up to the last `@` is hidden (`postgres:…@db/pony`): a user name may go with it,
+/// a password never shows.
+fn redact_mistyped_url(state: &str) -> String {
+    let at = state.rfind('@').unwrap_or(0);
+    match state[..at].find(':') {
+        Some(colon) => format!("{}:…{}", &state[..colon], &state[at..]),
+        None => state.to_string(),
     }
 }
 
@@ -599,6 +612,16 @@ mod tests {
 
     #[test]
     fn urls_lose_their_password_and_keep_their_schema_apart() {
+        assert_eq!(
+            redact_password("postgress:ann:s3cret@db/pony"),
+            "postgress:…@db/pony"
+        );
+        assert_eq!(
+            redact_password("postgres:/ann:s3c/r@t@db/pony"),
+            "postgres:…@db/pony"
+        );
+        assert_eq!(redact_password("ann:s3cret@db/pony"), "ann:…@db/pony");
+        assert_eq!(redact_password("ann@db/pony"), "ann@db/pony");
         assert_eq!(
             redact_password("postgres://ann:s3cret@db.example:5433/pony"),
             "postgres://ann@db.example:5433/pony"
