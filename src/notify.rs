@@ -523,7 +523,45 @@ mod tests {
 }
 
 #[cfg(test)]
+mod test_calls {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// An ordinary event notifiers are called for.
+    pub(super) fn wave_failed() -> Event {
+        Event::WaveFailed {
+            wave: "w".into(),
+            reason: "r".into(),
+            node: 0,
+        }
+    }
+
+    /// A reporter with the one notifier `command`, logging to `dir/notify.log`.
+    pub(super) fn reporter(
+        dir: &Path,
+        command: String,
+        timeout: Duration,
+    ) -> (NotifyReporter, PathBuf) {
+        let log = dir.join("notify.log");
+        let notifier = Notifier { command, timeout };
+        (
+            NotifyReporter::new(vec![notifier], log.clone(), "run-1"),
+            log,
+        )
+    }
+
+    /// A notifier command that appends the event's name to `calls`, then runs `then`.
+    pub(super) fn recording(calls: &Path, then: &str) -> String {
+        format!(
+            "sed -n 's/.*\"event\":\"\\([a-z_]*\\)\".*/\\1/p' >> {}; {then}",
+            calls.display()
+        )
+    }
+}
+
+#[cfg(test)]
 mod queue_tests {
+    use super::test_calls::{reporter, wave_failed};
     use super::*;
 
     /// A notifier that cannot keep up loses events beyond its queue, and says so; it
@@ -533,21 +571,16 @@ mod queue_tests {
         let dir = tempfile::tempdir().unwrap();
         let release = dir.path().join("release");
         let calls = dir.path().join("calls");
-        let log = dir.path().join("notify.log");
-        let notifier = Notifier {
-            command: format!(
+        let (mut reporter, log) = reporter(
+            dir.path(),
+            format!(
                 "echo call >> {}; until [ -e {} ]; do sleep 0.01; done",
                 calls.display(),
                 release.display()
             ),
-            timeout: Duration::from_secs(60),
-        };
-        let mut reporter = NotifyReporter::new(vec![notifier], log.clone(), "run-1");
-        let failed = Event::WaveFailed {
-            wave: "w".into(),
-            reason: "r".into(),
-            node: 0,
-        };
+            Duration::from_secs(60),
+        );
+        let failed = wave_failed();
         for _ in 0..QUEUE + 10 {
             reporter.event(&failed);
         }
@@ -565,6 +598,7 @@ mod queue_tests {
 
 #[cfg(test)]
 mod burst_tests {
+    use super::test_calls::{recording, reporter, wave_failed};
     use super::*;
     use crate::events::RunOutcome;
 
@@ -594,20 +628,12 @@ mod burst_tests {
     fn the_summary_is_delivered_after_a_burst_of_500_events() {
         let dir = tempfile::tempdir().unwrap();
         let calls = dir.path().join("calls");
-        let log = dir.path().join("notify.log");
-        let notifier = Notifier {
-            command: format!(
-                "sed -n 's/.*\"event\":\"\\([a-z_]*\\)\".*/\\1/p' >> {}; sleep 0.2",
-                calls.display()
-            ),
-            timeout: Duration::from_secs(5),
-        };
-        let mut reporter = NotifyReporter::new(vec![notifier], log.clone(), "run-1");
-        let failed = Event::WaveFailed {
-            wave: "w".into(),
-            reason: "r".into(),
-            node: 0,
-        };
+        let (mut reporter, log) = reporter(
+            dir.path(),
+            recording(&calls, "sleep 0.2"),
+            Duration::from_secs(5),
+        );
+        let failed = wave_failed();
         for _ in 0..500 {
             reporter.event(&failed);
         }
@@ -627,21 +653,15 @@ mod burst_tests {
         let dir = tempfile::tempdir().unwrap();
         let release = dir.path().join("release");
         let calls = dir.path().join("calls");
-        let log = dir.path().join("notify.log");
-        let notifier = Notifier {
-            command: format!(
-                "sed -n 's/.*\"event\":\"\\([a-z_]*\\)\".*/\\1/p' >> {}; until [ -e {} ]; do sleep 0.01; done",
-                calls.display(),
-                release.display()
+        let (mut reporter, log) = reporter(
+            dir.path(),
+            recording(
+                &calls,
+                &format!("until [ -e {} ]; do sleep 0.01; done", release.display()),
             ),
-            timeout: Duration::from_secs(60),
-        };
-        let mut reporter = NotifyReporter::new(vec![notifier], log.clone(), "run-1");
-        let failed = Event::WaveFailed {
-            wave: "w".into(),
-            reason: "r".into(),
-            node: 0,
-        };
+            Duration::from_secs(60),
+        );
+        let failed = wave_failed();
         for _ in 0..QUEUE + 1 {
             reporter.event(&failed);
         }
@@ -658,18 +678,12 @@ mod burst_tests {
     #[test]
     fn a_calls_output_is_kept_apart_and_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("notify.log");
-        let notifier = Notifier {
-            command: "echo first; head -c 200000 /dev/zero | tr '\\0' x; echo; echo last >&2"
-                .into(),
-            timeout: Duration::from_secs(30),
-        };
-        let mut reporter = NotifyReporter::new(vec![notifier], log.clone(), "run-1");
-        reporter.event(&Event::WaveFailed {
-            wave: "w".into(),
-            reason: "r".into(),
-            node: 0,
-        });
+        let (mut reporter, log) = reporter(
+            dir.path(),
+            "echo first; head -c 200000 /dev/zero | tr '\\0' x; echo; echo last >&2".into(),
+            Duration::from_secs(30),
+        );
+        reporter.event(&wave_failed());
         reporter.finish();
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.len() < CALL_OUTPUT + 4096, "{}", text.len());
