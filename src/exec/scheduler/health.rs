@@ -29,6 +29,23 @@ pub(super) struct JobHealth {
     pub failed: bool,
 }
 
+/// Per `health:` check, the hosts it applies to: its `hosts:` pattern (validated when the
+/// plan was built), or every host.
+pub(super) fn targets(plan: &Plan) -> Vec<HostSet> {
+    let size = plan.inventory.hosts.len();
+    plan.playbook
+        .health
+        .checks
+        .iter()
+        .map(|check| match &check.hosts {
+            None => HostSet::full(size),
+            Some(pattern) => pattern
+                .resolve(&plan.inventory)
+                .unwrap_or_else(|_| HostSet::empty(size)),
+        })
+        .collect()
+}
+
 impl Scheduler {
     /// The health checks that apply to `host` (those whose `hosts:` matches it; all
     /// without one).
@@ -38,13 +55,9 @@ impl Scheduler {
             .health
             .checks
             .iter()
-            .filter(|check| match &check.hosts {
-                None => true,
-                Some(pattern) => pattern
-                    .resolve(&self.plan.inventory)
-                    .is_ok_and(|set| set.contains(host)),
-            })
-            .cloned()
+            .zip(&self.health_targets)
+            .filter(|(_, hosts)| hosts.contains(host))
+            .map(|(check, _)| check.clone())
             .collect()
     }
 

@@ -167,6 +167,8 @@ struct Scheduler {
     health_runs: JoinSet<health::HealthRun>,
     /// Per rollback job (as `rollbacks`): its hosts' health checks being judged.
     rollback_health: Vec<health::JobHealth>,
+    /// Per `health:` check, the hosts it applies to (resolved once, not per host).
+    health_targets: Vec<HostSet>,
     /// Failed hosts whose own rollback is due once nothing of theirs runs (kept here so
     /// that the loop does not scan every host after every event).
     rollback_due_hosts: Vec<HostId>,
@@ -261,6 +263,7 @@ pub async fn run(
         rollback_runs: JoinSet::new(),
         health_runs: JoinSet::new(),
         rollback_health: Vec::new(),
+        health_targets: health::targets(&plan),
         rollback_due_hosts: Vec::new(),
         started: tokio::time::Instant::now(),
         live: control::Live::default(),
