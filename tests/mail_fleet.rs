@@ -641,3 +641,194 @@ fn stores_reloaded_while_their_mtas_deliver_get_every_message_exactly_once() {
     // No reload ended a delivery in flight: the stores were drained of LMTP first.
     assert_eq!(shutdown_replies(&fleet), Vec::<String>::new());
 }
+
+/// The first command `pony status RUN` suggests (`waiting.next[0]` of its JSON),
+/// checked to be a `pony` command.
+fn suggested_command(fleet: &MailFleet, run: &str) -> String {
+    let status = pony(&fleet.state, &["status", run, "--output", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("status JSON: {e}: {}", text(&status)));
+    let line = report["waiting"]["next"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("status suggests nothing: {report:#}"))
+        .to_string();
+    assert!(line.starts_with("pony "), "{line}");
+    line
+}
+
+/// `line` as a person types it in a shell: through `sh -c`, with this build's pony
+/// first on PATH, from the crate root, without the test's `PONY_*` variables.
+fn typed(line: &str) -> std::process::Command {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_pony"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = std::process::Command::new("sh");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PONY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("-c")
+        .arg(line)
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .current_dir(support::crate_root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// Waits until the run's journal shows a `task_started` whose label satisfies `which`.
+fn wait_for_started(run_dir: &std::path::Path, what: &str, which: impl Fn(&str) -> bool) {
+    support::wait_until(what, || {
+        std::fs::read_to_string(run_dir.join("journal.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|r| r["type"] == "task_started" && r["label"].as_str().is_some_and(&which))
+    });
+}
+
+fn signal(child: &std::process::Child, signal: i32) {
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+}
+
+#[test]
+fn a_stop_in_every_wave_then_what_status_suggests_completes_the_release_once() {
+    let fleet = MailFleet::start();
+    // The shipped playbook, with a person's approval after the canary.
+    let playbook = fleet.lab_dir().join("postfix-dovecot.yaml");
+    let yaml = std::fs::read_to_string(&playbook).unwrap();
+    let gated = yaml.replacen(
+        "hosts: canary, pause: 1s }",
+        "hosts: canary, pause: 1s, approve: true }",
+        1,
+    );
+    assert_ne!(gated, yaml);
+    std::fs::write(&playbook, gated).unwrap();
+    // A host fault in the last wave: something left a file where eu-west-c1-01's new
+    // release folder goes, so the release cannot be written there until a person
+    // removes it.
+    let faulty = fleet.lab.host("eu-west-c1-01").home.join("releases/v2");
+    std::fs::write(&faulty, "left behind\n").unwrap();
+    let canary = "cn-south-c1-01";
+    let china_hosts: Vec<String> = fleet
+        .lab
+        .hosts
+        .iter()
+        .filter(|h| h.region == "cn-south" && h.name != canary)
+        .map(|h| h.name.clone())
+        .collect();
+    let mut stops = Vec::new();
+    let state = fleet.state.clone();
+    let (out, sent, count) = with_traffic(&fleet, || {
+        // Wave canary: Ctrl-C while the canary reloads.
+        let mut deploy = fleet
+            .deploy_command(&["--var", "version=v2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        support::wait_until("the run's folder", || {
+            std::fs::read_dir(state.join("runs")).is_ok_and(|mut d| d.next().is_some())
+        });
+        let (run, run_dir) = only_run(&state);
+        wait_for_started(&run_dir, "the canary's reload", |l| {
+            l == format!("reload@{canary}")
+        });
+        signal(&deploy, libc::SIGINT);
+        let interrupted = deploy.wait_with_output().unwrap();
+        stops.push(("Ctrl-C in wave canary", text(&interrupted)));
+        assert_eq!(
+            interrupted.status.code(),
+            Some(130),
+            "{}",
+            text(&interrupted)
+        );
+
+        // Its suggestion resumes; the run stops at the canary's approval gate (no
+        // terminal: exit 10).
+        let line = suggested_command(&fleet, &run);
+        let resumed = typed(&line).output().unwrap();
+        stops.push(("approve gate after wave canary", text(&resumed)));
+        assert_eq!(
+            resumed.status.code(),
+            Some(10),
+            "{line}: {}",
+            text(&resumed)
+        );
+
+        // Its suggestion approves and resumes; kill -9 while a china host reloads.
+        let line = suggested_command(&fleet, &run);
+        assert!(line.contains("--approve canary"), "{line}");
+        let approved = typed(&line).spawn().unwrap();
+        wait_for_started(&run_dir, "a china host's reload", |l| {
+            china_hosts.iter().any(|h| l == format!("reload@{h}"))
+        });
+        signal(&approved, libc::SIGKILL);
+        let killed = approved.wait_with_output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(killed.status.signal(), Some(libc::SIGKILL));
+        stops.push(("kill -9 in wave china", text(&killed)));
+
+        // Its suggestion resumes; eu-west-c1-01 fails in wave world and eu-west is
+        // rolled back (exit 1).
+        let line = suggested_command(&fleet, &run);
+        let failed = typed(&line).output().unwrap();
+        stops.push(("a host fails in wave world", text(&failed)));
+        assert_eq!(failed.status.code(), Some(1), "{line}: {}", text(&failed));
+        let said = text(&failed);
+        assert!(said.contains("eu-west-c1-01"), "{said}");
+
+        // A person fixes the host, then types what status suggests: the release completes.
+        std::fs::remove_file(&faulty).unwrap();
+        let line = suggested_command(&fleet, &run);
+        typed(&line).output().unwrap()
+    });
+    report("a stop in every wave", &sent, &count);
+    for (stop, said) in &stops {
+        eprintln!("--- {stop}\n{said}");
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for host in &fleet.lab.hosts {
+        assert_eq!(
+            fleet.release(&host.name).as_deref(),
+            Some("v2"),
+            "{}",
+            host.name
+        );
+        let (smtp, imap) = fleet.greetings(&host.name);
+        assert!(smtp.contains("release v2"), "{}: {smtp}", host.name);
+        assert!(imap.contains("release v2"), "{}: {imap}", host.name);
+        let drain = std::fs::read_to_string(host.home.join("state/drain.cidr")).unwrap();
+        assert_eq!(drain, "", "{}: still drained", host.name);
+    }
+    let (_, run_dir) = only_run(&fleet.state);
+    let journal = support::journal(&run_dir);
+    // The region rollback really happened in wave world before the fix.
+    assert!(
+        journal.iter().any(|r| r["type"] == "task_finished"
+            && r["label"] == "render-main-cf@eu-west-c1-01"
+            && r["state"] == "failed"),
+        "eu-west-c1-01 failed at its first step"
+    );
+    assert!(count.sent > 0);
+    assert!(sent.rejected.is_empty(), "5xx bounces: {:?}", sent.rejected);
+    assert!(
+        sent.given_up.is_empty(),
+        "never accepted: {:?}",
+        sent.given_up
+    );
+    assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
+    assert!(count.duplicated.is_empty(), "{count:?}");
+}

@@ -5,7 +5,7 @@
 use super::summary::{self, SummaryNotes};
 use super::{event_line, GateNotes, Palette, Reporter};
 use crate::events::{Event, HostOutcome};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 // tokio's clock, so that tests can pause and advance it; outside a paused runtime it is
@@ -26,7 +26,9 @@ pub struct PlainReporter {
     total_hosts: usize,
     /// The latest outcome of every host that has one (a host may go ok → rolled back).
     outcomes: HashMap<String, HostOutcome>,
-    failed: usize,
+    /// Hosts with a failed task: the progress line counts hosts, and one host may fail
+    /// several tasks (each render of a release whose folder cannot be written).
+    failed_hosts: HashSet<String>,
     running: usize,
     started: Instant,
     /// When the current gate wait began, and the waits before: the time left is reckoned
@@ -52,7 +54,7 @@ impl PlainReporter {
             quiet,
             total_hosts: 0,
             outcomes: HashMap::new(),
-            failed: 0,
+            failed_hosts: HashSet::new(),
             running: 0,
             started: Instant::now(),
             wait_began: None,
@@ -108,10 +110,20 @@ impl PlainReporter {
         } else {
             String::new()
         };
+        let rolled_back = self
+            .outcomes
+            .values()
+            .filter(|o| **o == HostOutcome::RolledBack)
+            .count();
+        let rolled_back = if rolled_back > 0 {
+            format!(", {rolled_back} rolled back")
+        } else {
+            String::new()
+        };
         let text = format!(
-            "progress: {done}/{} hosts done{not_run}, {} failed, {} tasks running, {} elapsed{eta}",
+            "progress: {done}/{} hosts done{not_run}, {} failed{rolled_back}, {} tasks running, {} elapsed{eta}",
             self.total_hosts,
-            self.failed,
+            self.failed_hosts.len(),
             self.running,
             super::short_duration(elapsed),
         );
@@ -169,9 +181,9 @@ impl Reporter for PlainReporter {
                 self.running = self.running.saturating_sub(1);
                 self.progress();
             }
-            Event::TaskFailed { .. } => {
+            Event::TaskFailed { task, .. } => {
                 self.running = self.running.saturating_sub(1);
-                self.failed += 1;
+                self.failed_hosts.insert(task.host.clone());
                 if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
                     self.line(&text);
                 }
@@ -409,6 +421,49 @@ mod tests {
         assert_eq!(
             lines.last().unwrap(),
             "progress: 1/4 hosts done, 1 not run, 0 failed, 1 tasks running, 1h 00m elapsed, about 20.0s left",
+            "{lines:?}"
+        );
+    }
+
+    /// A host whose release folder cannot be written fails each render (six tasks) and
+    /// is rolled back with its region: the line counts it once as failed, and the
+    /// region's hosts as rolled back (the mail trial read "6 failed" for one host).
+    #[tokio::test(start_paused = true)]
+    async fn progress_counts_failed_hosts_not_failed_tasks() {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(
+            Box::new(out.clone()),
+            false,
+            Palette::new(false),
+            Duration::ZERO,
+        );
+        reporter.event(&run_started(4));
+        for step in ["render-main-cf", "render-master-cf", "render-users"] {
+            let mut failing = task("a");
+            failing.step = step.into();
+            reporter.event(&Event::TaskStarted {
+                task: failing.clone(),
+            });
+            reporter.event(&Event::TaskFailed {
+                task: failing,
+                exit_code: None,
+                error: "sftp write: No such file".into(),
+                stderr_tail: String::new(),
+                duration_ms: 5,
+                attempts: 1,
+                record: Default::default(),
+            });
+        }
+        reporter.event(&host("a", HostOutcome::RolledBack));
+        reporter.event(&host("b", HostOutcome::RolledBack));
+        reporter.event(&host("c", HostOutcome::Ok));
+        reporter.event(&Event::TaskStarted { task: task("d") });
+        let lines = progress_lines(&out);
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .starts_with("progress: 3/4 hosts done, 1 failed, 2 rolled back, 1 tasks running"),
             "{lines:?}"
         );
     }
