@@ -733,7 +733,7 @@ fn a_stop_in_every_wave_then_what_status_suggests_completes_the_release_once() {
     let state = fleet.state.clone();
     let (out, sent, count) = with_traffic(&fleet, || {
         // Wave canary: Ctrl-C while the canary reloads.
-        let mut deploy = fleet
+        let deploy = fleet
             .deploy_command(&["--var", "version=v2"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
