@@ -124,3 +124,94 @@ fn a_queue_that_will_not_drain_fails_the_host_and_keeps_the_mail() {
         );
     }
 }
+
+/// The flagship rollout stopped by eu-west's MTA whose queue will not drain (exit 1,
+/// eu-west rolled back, wave world stopped); returns the state folder and the run id.
+fn stopped_by_a_queue_that_will_not_drain() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("hosts/mx-dub-01/srv/mail/queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::write(queue.join("msg-0001"), "From: a@example.net\n\nqueued\n").unwrap();
+    let mut args = DEPLOY.to_vec();
+    args.extend(["--var", "drain_wait_seconds=1"]);
+    let out = pony(dir.path(), &args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (run, _) = support::only_run(dir.path());
+    (dir, run)
+}
+
+/// Each command `pony status` offers after a failed wave, typed as printed, does what
+/// docs/operating.md says: resume (once the host is fixed) finishes the release,
+/// `--skip-failed-wave` leaves the wave's hosts as they are, rollback takes every host
+/// the run touched back.
+#[test]
+fn every_command_status_suggests_after_a_failed_wave_works_on_the_flagship() {
+    let (first, run) = stopped_by_a_queue_that_will_not_drain();
+    let offered = support::suggestions(first.path(), &run);
+    let state = first.path().display().to_string();
+    assert_eq!(
+        offered,
+        [
+            format!("pony resume {run} --state-dir {state}"),
+            format!("pony resume {run} --skip-failed-wave --state-dir {state}"),
+            format!("pony rollback {run} --state-dir {state}"),
+        ]
+    );
+
+    // Resume, once the queue has been delivered by hand: every host on the new release.
+    let queue = first.path().join("hosts/mx-dub-01/srv/mail/queue");
+    std::fs::rename(queue.join("msg-0001"), first.path().join("delivered")).unwrap();
+    let resumed = support::typed(&offered[0]).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed));
+    for host in HOSTS {
+        assert_eq!(
+            current(first.path(), host).as_deref(),
+            Some("releases/2.4.1"),
+            "{host}"
+        );
+    }
+
+    // Skip the failed wave: eu-west stays on the old release, the rest on the new one.
+    let (second, run) = stopped_by_a_queue_that_will_not_drain();
+    let skip = &support::suggestions(second.path(), &run)[1];
+    let skipped = support::typed(skip).output().unwrap();
+    assert_eq!(skipped.status.code(), Some(0), "{skip}: {}", text(&skipped));
+    let journal = support::journal(&second.path().join("runs").join(&run));
+    assert!(
+        journal
+            .iter()
+            .any(|r| r["type"] == "wave_skipped" && r["wave"] == "world"),
+        "{}",
+        text(&skipped)
+    );
+    for host in HOSTS {
+        let expected = (!host.contains("dub")).then_some("releases/2.4.1");
+        assert_eq!(current(second.path(), host).as_deref(), expected, "{host}");
+    }
+    assert!(second
+        .path()
+        .join("hosts/mx-dub-01/srv/mail/queue/msg-0001")
+        .exists());
+
+    // Roll back: every host the run touched leaves the new release. Without a terminal
+    // to confirm on, as in CI, PONY_YES answers its question.
+    let (third, run) = stopped_by_a_queue_that_will_not_drain();
+    let rollback = &support::suggestions(third.path(), &run)[2];
+    let rolled = support::typed(rollback)
+        .env("PONY_YES", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        rolled.status.code(),
+        Some(0),
+        "{rollback}: {}",
+        text(&rolled)
+    );
+    for host in HOSTS {
+        assert_eq!(current(third.path(), host), None, "{host}");
+    }
+    assert!(third
+        .path()
+        .join("hosts/mx-dub-01/srv/mail/queue/msg-0001")
+        .exists());
+}

@@ -642,52 +642,6 @@ fn stores_reloaded_while_their_mtas_deliver_get_every_message_exactly_once() {
     assert_eq!(shutdown_replies(&fleet), Vec::<String>::new());
 }
 
-/// The first command `pony status RUN` suggests (`waiting.next[0]` of its JSON),
-/// checked to be a `pony` command.
-fn suggested_command(fleet: &MailFleet, run: &str) -> String {
-    let status = pony(&fleet.state, &["status", run, "--output", "json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&status.stdout)
-        .unwrap_or_else(|e| panic!("status JSON: {e}: {}", text(&status)));
-    let line = report["waiting"]["next"][0]
-        .as_str()
-        .unwrap_or_else(|| panic!("status suggests nothing: {report:#}"))
-        .to_string();
-    assert!(line.starts_with("pony "), "{line}");
-    line
-}
-
-/// `line` as a person types it in a shell: through `sh -c`, with this build's pony
-/// first on PATH, from the crate root, without the test's `PONY_*` variables.
-fn typed(line: &str) -> std::process::Command {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_pony"))
-        .parent()
-        .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut command = std::process::Command::new("sh");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("PONY_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .arg("-c")
-        .arg(line)
-        .env("PATH", path)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .current_dir(support::crate_root())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    command
-}
-
 /// Waits until the run's journal shows a `task_started` whose label satisfies `which`.
 fn wait_for_started(run_dir: &std::path::Path, what: &str, which: impl Fn(&str) -> bool) {
     support::wait_until(what, || {
@@ -758,8 +712,8 @@ fn a_stop_in_every_wave_then_what_status_suggests_completes_the_release_once() {
 
         // Its suggestion resumes; the run stops at the canary's approval gate (no
         // terminal: exit 10).
-        let line = suggested_command(&fleet, &run);
-        let resumed = typed(&line).output().unwrap();
+        let line = support::suggested_command(&fleet.state, &run);
+        let resumed = support::typed(&line).output().unwrap();
         stops.push(("approve gate after wave canary", text(&resumed)));
         assert_eq!(
             resumed.status.code(),
@@ -769,9 +723,9 @@ fn a_stop_in_every_wave_then_what_status_suggests_completes_the_release_once() {
         );
 
         // Its suggestion approves and resumes; kill -9 while a china host reloads.
-        let line = suggested_command(&fleet, &run);
+        let line = support::suggested_command(&fleet.state, &run);
         assert!(line.contains("--approve canary"), "{line}");
-        let approved = typed(&line).spawn().unwrap();
+        let approved = support::typed(&line).spawn().unwrap();
         wait_for_started(&run_dir, "a china host's reload", |l| {
             china_hosts.iter().any(|h| l == format!("reload@{h}"))
         });
@@ -783,8 +737,8 @@ fn a_stop_in_every_wave_then_what_status_suggests_completes_the_release_once() {
 
         // Its suggestion resumes; eu-west-c1-01 fails in wave world and eu-west is
         // rolled back (exit 1).
-        let line = suggested_command(&fleet, &run);
-        let failed = typed(&line).output().unwrap();
+        let line = support::suggested_command(&fleet.state, &run);
+        let failed = support::typed(&line).output().unwrap();
         stops.push(("a host fails in wave world", text(&failed)));
         assert_eq!(failed.status.code(), Some(1), "{line}: {}", text(&failed));
         let said = text(&failed);
@@ -792,8 +746,8 @@ fn a_stop_in_every_wave_then_what_status_suggests_completes_the_release_once() {
 
         // A person fixes the host, then types what status suggests: the release completes.
         std::fs::remove_file(&faulty).unwrap();
-        let line = suggested_command(&fleet, &run);
-        typed(&line).output().unwrap()
+        let line = support::suggested_command(&fleet.state, &run);
+        support::typed(&line).output().unwrap()
     });
     report("a stop in every wave", &sent, &count);
     for (stop, said) in &stops {

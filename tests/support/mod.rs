@@ -539,3 +539,59 @@ impl std::ops::DerefMut for Reaped {
 pub fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
 }
+
+/// The commands `pony status RUN` suggests to go on (`waiting.next` of its JSON), each
+/// checked to be a `pony` command.
+pub fn suggestions(state: &Path, run: &str) -> Vec<String> {
+    let status = pony(state, &["status", run, "--output", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("status JSON: {e}: {}", text(&status)));
+    let next: Vec<String> = report["waiting"]["next"]
+        .as_array()
+        .unwrap_or_else(|| panic!("status suggests nothing: {report:#}"))
+        .iter()
+        .map(|line| line.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !next.is_empty() && next.iter().all(|line| line.starts_with("pony ")),
+        "{report:#}"
+    );
+    next
+}
+
+/// The first of [`suggestions`].
+pub fn suggested_command(state: &Path, run: &str) -> String {
+    suggestions(state, run).remove(0)
+}
+
+/// `line` as a person types it in a shell: through `sh -c`, with this build's pony
+/// first on PATH, from the crate root, without the test's `PONY_*` variables.
+pub fn typed(line: &str) -> Command {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_pony"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("sh");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PONY_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("-c")
+        .arg(line)
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .current_dir(crate_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
