@@ -3,7 +3,8 @@
 //! with backoff), shared by all its tasks (at most `sessions_per_host` at once), and
 //! dropped (closing the SSH master) when the scheduler says the host is done. It also
 //! keeps the turns of delegate hosts: tasks run on a delegate on another host's behalf
-//! take one of its `delegate_parallel` turns for as long as they run.
+//! take one of its `delegate_parallel` turns for as long as they run. Closing a host
+//! tells its dead man's switches ([`super::dead_man`]) that its tasks ended.
 
 use crate::inventory::HostId;
 use crate::plan::Plan;
@@ -25,6 +26,7 @@ pub struct HostPool {
     connector: Connector,
     /// Per delegate host, its turns (`delegate_parallel` permits).
     delegate_turns: std::collections::BTreeMap<HostId, Arc<Semaphore>>,
+    dead_men: super::dead_man::DeadMen,
 }
 
 impl HostPool {
@@ -52,6 +54,7 @@ impl HostPool {
             slots,
             connector,
             delegate_turns,
+            dead_men: Default::default(),
         }
     }
 
@@ -78,6 +81,20 @@ impl HostPool {
     /// The host's connection if one is open (never opens one).
     pub async fn open_connection(&self, host: HostId) -> Option<Arc<dyn Connection>> {
         self.slots[host].connection.lock().await.clone()
+    }
+
+    /// A connection of its own (not shared, not kept), e.g. to disarm a host's dead
+    /// man's switch after the host's shared connection was closed.
+    pub async fn fresh_connection(
+        &self,
+        host: HostId,
+    ) -> Result<Arc<dyn Connection>, TransportError> {
+        self.connector.open(&self.plan.inventory.hosts[host]).await
+    }
+
+    /// The dead man's switches armed on hosts of this run.
+    pub fn dead_men(&self) -> &super::dead_man::DeadMen {
+        &self.dead_men
     }
 
     /// Forgets a broken connection so that the next use reconnects.
@@ -107,8 +124,19 @@ impl HostPool {
         Some(turns.acquire_owned().await.expect("never closed"))
     }
 
-    /// Closes the host's connection; in-flight users keep theirs until they finish.
+    /// Closes the host's connection (in-flight users keep theirs until they finish): its
+    /// tasks ended, so its dead man's switches are disarmed (through that connection).
     pub fn close(&self, host: HostId) {
+        let connection = match self.slots[host].connection.try_lock() {
+            Ok(mut slot) => slot.take(),
+            Err(_) => None,
+        };
+        self.dead_men.host_ended(host, connection);
+    }
+
+    /// Closes the connection of a host a stopping run leaves part-way: its dead man's
+    /// switches stay armed, as no controller watches the host any more.
+    pub fn close_in_flight(&self, host: HostId) {
         if let Ok(mut slot) = self.slots[host].connection.try_lock() {
             slot.take();
         }

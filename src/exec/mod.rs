@@ -10,6 +10,7 @@ pub mod admission;
 pub mod change_window;
 pub mod clock;
 pub mod control;
+pub mod dead_man;
 pub mod host_run;
 pub mod hosts;
 pub mod outcome;

@@ -238,6 +238,8 @@ pub struct RawStep {
     /// behalf of each target.
     pub delegate: Option<String>,
     pub delegate_parallel: Option<usize>,
+    /// The bound of the step's dead man's switch on its host.
+    pub dead_man: Option<Scalar>,
 }
 
 /// `needs:` entries: a step name, or `{ step: X, scope: run }`. Deserialized by hand so

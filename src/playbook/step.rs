@@ -30,6 +30,10 @@ pub struct Step {
     pub delegate: Option<String>,
     /// Tasks run at once on one delegate host (`delegate_parallel:`, default 1).
     pub delegate_parallel: usize,
+    /// `dead_man:`: when a task of the step starts, a watchdog on its host runs the
+    /// step's rollback once this long passes without word from the controller (see
+    /// [`crate::exec::dead_man`]).
+    pub dead_man: Option<Duration>,
 }
 
 impl Step {
@@ -191,6 +195,13 @@ impl Builder<'_> {
                 "give at least 1 (the default: one task at a time per delegate host)",
             );
         }
+        let dead_man = raw
+            .dead_man
+            .as_ref()
+            .and_then(|d| self.duration(&format!("{what} dead_man"), d));
+        if let Some(bound) = dead_man {
+            self.dead_man_rules(&what, raw, bound);
+        }
         Some(Step {
             name: raw.name.clone(),
             hosts,
@@ -219,7 +230,37 @@ impl Builder<'_> {
                 .and_then(|e| self.duration(&format!("{what} estimate"), e)),
             delegate: raw.delegate.clone(),
             delegate_parallel,
+            dead_man,
         })
+    }
+
+    /// A dead man's switch runs the step's rollback on the host the step took out of
+    /// service: it needs a rollback, one host per task, and that host to run it.
+    fn dead_man_rules(&mut self, what: &str, raw: &RawStep, bound: Duration) {
+        if raw.rollback.is_none() {
+            self.error(
+                format!("{what}: `dead_man` without `rollback`"),
+                "a dead man's switch runs the step's rollback on the host when the controller goes silent: add `rollback:` (e.g. the command that puts the host back in service), or remove `dead_man`",
+            );
+        }
+        if matches!(raw.per, Some(Per::Region | Per::Run)) {
+            self.error(
+                format!("{what}: `dead_man` on a `per: region|run` step"),
+                "a dead man's switch watches one host: use it on a step that runs per host",
+            );
+        }
+        if raw.delegate.is_some() {
+            self.error(
+                format!("{what}: `dead_man` with `delegate`"),
+                "the watchdog runs on the host the step works on; a delegated step's commands run elsewhere: remove one of them",
+            );
+        }
+        if bound < Duration::from_secs(2) {
+            self.error(
+                format!("{what}: `dead_man` of {} is shorter than the controller's re-arming can keep up with", humantime::format_duration(bound)),
+                "give at least 2s (e.g. `dead_man: 10m`): the controller re-arms every third of it",
+            );
+        }
     }
 
     fn transfer(&mut self, what: &str, raw: &RawTransfer) -> Option<Transfer> {

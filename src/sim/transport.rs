@@ -195,6 +195,10 @@ impl Connection for SimConnection {
         })
     }
 
+    fn is_simulated(&self) -> bool {
+        true
+    }
+
     fn simulated_probe(&self) -> Option<BoxFuture<'_, Result<String, String>>> {
         Some(Box::pin(async move {
             let Ok(work) = WORK.try_with(|w| *w) else {

@@ -126,6 +126,11 @@ pub trait Connection: Send + Sync {
         None
     }
 
+    /// Whether nothing real stands behind it (a simulation): nothing is armed there.
+    fn is_simulated(&self) -> bool {
+        false
+    }
+
     /// Kills what runs of the task `mark` on the host (its whole process group), and
     /// says whether it is gone.
     fn kill_marked<'a>(&'a self, mark: &'a TaskMark) -> BoxFuture<'a, KillOutcome> {

@@ -268,11 +268,14 @@ pub async fn run(
         started: tokio::time::Instant::now(),
         live: control::Live::default(),
         plan,
-        pool,
+        pool: pool.clone(),
         sink,
         options,
     };
-    scheduler.main_loop().await
+    let keeper = super::dead_man::DeadMen::keep(pool.clone());
+    let report = scheduler.main_loop().await;
+    pool.dead_men().finish(keeper).await;
+    report
 }
 
 impl Scheduler {

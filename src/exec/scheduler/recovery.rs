@@ -26,7 +26,16 @@ impl Scheduler {
             });
         }
         let recapture = self.secret_captures_to_redo(replay);
-        let rolled_back = self.rolled_back_hosts(replay);
+        let mut rolled_back = self.rolled_back_hosts(replay);
+        let plan = &self.plan;
+        let in_flight = crate::exec::dead_man::in_flight_hosts(
+            plan,
+            |node| replay.tasks.contains_key(&plan.label(NodeId::new(node))),
+            |node| replay.done(&plan.label(NodeId::new(node))).is_some(),
+        );
+        for (host, in_flight) in in_flight.into_iter().enumerate() {
+            rolled_back[host] |= in_flight;
+        }
         for node in self.plan.topological_order().to_vec() {
             let i = node.index();
             let done = match self.plan.graph[node] {
@@ -34,7 +43,8 @@ impl Scheduler {
                 // A rolled-back host is on the old release again: it is deployed again
                 // from its first task (a step without `rollback` that wrote into what an
                 // earlier step's rollback removed must run again too); not in a wave
-                // `--skip-failed-wave` leaves as it is.
+                // `--skip-failed-wave` leaves as it is. So is a host left in flight under
+                // a dead man's switch, which may have fired since (the drain first).
                 Node::Task(task)
                     if task.per == Per::Host
                         && rolled_back[task.host]
@@ -466,6 +476,7 @@ impl Scheduler {
                     timeout: command.timeout,
                     retries: 1,
                     retry_delay: Duration::from_secs(1),
+                    dead_man: None,
                 };
                 let run = task::execute(&pool, command.runs_on, &spec).await;
                 RollbackRun { job, node, run }

@@ -37,9 +37,10 @@ impl Scheduler {
         let h = &mut self.hosts[task.host];
         h.running += 1;
         h.touched = true;
-        let rendered: Result<TaskSpec, String> =
-            task::render_task(&self.plan, step, &self.context(&task))
-                .map_err(|error| self.explain_render_error(&task, error));
+        let context = self.context(&task);
+        let rendered: Result<TaskSpec, String> = task::render_task(&self.plan, step, &context)
+            .and_then(|spec| self.with_dead_man(spec, node, &task, &context))
+            .map_err(|error| self.explain_render_error(&task, error));
         let task_ref = self.task_ref(node);
         let label = task_ref.label.clone();
         // The start is on disk before the command starts.
@@ -77,6 +78,31 @@ impl Scheduler {
             (node, run, log)
         });
         self.running.spawn(task::WORK.scope(work, marked));
+    }
+
+    /// The task's dead man's switch, when its step has one: the step's rollback for this
+    /// host, run by a watchdog there if the controller goes silent.
+    fn with_dead_man(
+        &self,
+        mut spec: TaskSpec,
+        node: NodeId,
+        task: &Task,
+        context: &minijinja::Value,
+    ) -> Result<TaskSpec, String> {
+        let step = &self.plan.playbook.steps[task.step];
+        let Some(bound) = step.dead_man else {
+            return Ok(spec);
+        };
+        let rollback = task::render_rollback(step, context)?
+            .ok_or_else(|| format!("step `{}` has `dead_man` but no rollback", step.name))?;
+        spec.dead_man = Some(crate::exec::dead_man::Switch {
+            rollback,
+            bound,
+            run: self.task_mark(node).run,
+            host: task.host,
+            node: node.index(),
+        });
+        Ok(spec)
     }
 
     /// The mark of a task's commands on its host (see [`crate::transport::TaskMark`]).
@@ -212,10 +238,15 @@ impl Scheduler {
         {
             return;
         }
-        if h.touched {
-            self.set_host_outcome(host, h.touched_outcome());
+        let outcome = h.touched.then(|| h.touched_outcome());
+        if let Some(outcome) = outcome {
+            self.set_host_outcome(host, outcome);
         }
-        self.pool.close(host);
+        if outcome == Some(HostOutcome::Incomplete) {
+            self.pool.close_in_flight(host);
+        } else {
+            self.pool.close(host);
+        }
     }
 
     pub(super) fn set_host_outcome(&mut self, host: HostId, outcome: HostOutcome) {

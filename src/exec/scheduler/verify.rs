@@ -437,6 +437,7 @@ pub(super) async fn run_check(
         timeout: Some(CHECK_TIMEOUT),
         retries: 0,
         retry_delay: Duration::ZERO,
+        dead_man: None,
     };
     let run = task::execute(pool, host, &spec).await;
     let detail = if run.ok {

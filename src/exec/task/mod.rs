@@ -65,6 +65,9 @@ pub struct TaskRun {
     pub delegate: Option<String>,
     /// Its start could not be journaled, so it did not start.
     pub not_journaled: bool,
+    /// What pony itself has to say on the task's stderr, before the command's own
+    /// (e.g. that the step's dead man's switch fired while no controller watched).
+    preface: Vec<u8>,
 }
 
 impl TaskRun {
@@ -85,6 +88,7 @@ impl TaskRun {
             unreachable: false,
             delegate: None,
             not_journaled: false,
+            preface: Vec::new(),
         }
     }
 
@@ -124,7 +128,7 @@ impl TaskRun {
             });
         }
         self.stdout = output.stdout;
-        self.stderr = output.stderr;
+        self.stderr = [self.preface.as_slice(), &output.stderr].concat();
         self
     }
 
@@ -228,6 +232,11 @@ async fn execute_inner(pool: &HostPool, on: RunsOn, spec: &TaskSpec) -> TaskRun 
             Err(e) => return run.failed(&e),
         }
     }
+    if let Some(switch) = &spec.dead_man {
+        if let Err(error) = arm(pool, host, switch, &mut run).await {
+            return run.failed(&TransportError::Other(error));
+        }
+    }
     match &spec.action {
         RenderedAction::Run(command) => run_with_retries(pool, host, command, spec, run).await,
         RenderedAction::Put {
@@ -238,6 +247,42 @@ async fn execute_inner(pool: &HostPool, on: RunsOn, spec: &TaskSpec) -> TaskRun 
         } => put(pool, host, content, dest, *mode, *become_root, run).await,
         RenderedAction::Probe(probe) => probe_with_retries(pool, host, probe, spec, run).await,
     }
+}
+
+/// Arms the step's dead man's switch on the host (after the guards: a skipped step took
+/// nothing out of service), and has it re-armed from now on. A switch that cannot be
+/// armed fails the task before its action runs.
+async fn arm(
+    pool: &HostPool,
+    host: usize,
+    switch: &crate::exec::dead_man::Switch,
+    run: &mut TaskRun,
+) -> Result<(), String> {
+    let connection = pool.connection(host).await.map_err(|e| e.to_string())?;
+    if connection.is_simulated() {
+        return Ok(());
+    }
+    let command = switch.arm_command();
+    run.commands.push(format!(
+        "(arm the dead man's switch: its rollback runs on the host after {} without the controller)",
+        humantime::format_duration(switch.bound)
+    ));
+    let out = connection
+        .run(&command, Some(GUARD_TIMEOUT))
+        .await
+        .map_err(|e| format!("could not arm the dead man's switch: {e}"))?;
+    // What the host said of an earlier controller's switch goes to the task's output.
+    run.preface.extend_from_slice(&out.stderr);
+    run.stderr.extend_from_slice(&out.stderr);
+    if !out.success() || !String::from_utf8_lossy(&out.stdout).contains("armed") {
+        return Err(format!(
+            "could not arm the dead man's switch (exit {:?}): {}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    pool.dead_men().armed(switch);
+    Ok(())
 }
 
 fn skipped(mut run: TaskRun, reason: String) -> TaskRun {

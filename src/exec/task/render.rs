@@ -20,6 +20,8 @@ pub struct TaskSpec {
     pub timeout: Option<Duration>,
     pub retries: u32,
     pub retry_delay: Duration,
+    /// The step's dead man's switch, armed on the host before the action runs.
+    pub dead_man: Option<crate::exec::dead_man::Switch>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +174,7 @@ fn render_task_as(
         timeout: step.timeout,
         retries: step.retries,
         retry_delay: step.retry_delay,
+        dead_man: None,
     })
 }
 
