@@ -786,3 +786,138 @@ fn a_stop_in_every_wave_then_what_status_suggests_completes_the_release_once() {
     assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
     assert!(count.duplicated.is_empty(), "{count:?}");
 }
+
+/// The reply an MTA gives to `RCPT TO` for the lab's mail domain (a drained MTA defers
+/// with 450; one that takes mail says 250). No message is sent.
+fn rcpt_reply(address: std::net::Ipv4Addr) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect((address, 25)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut reply = || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            // A multi-line reply continues with `250-`; its last line has a space.
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.trim_end().to_string();
+            }
+        }
+    };
+    reply();
+    for command in ["EHLO probe.test", "MAIL FROM:<probe@sender.test>"] {
+        writeln!(writer, "{command}\r").unwrap();
+        reply();
+    }
+    writeln!(writer, "RCPT TO:<traffic@{}>\r", pony::lab::mail::DOMAIN).unwrap();
+    let answer = reply();
+    let _ = writeln!(writer, "QUIT\r");
+    answer
+}
+
+#[test]
+fn a_controller_killed_while_its_mta_is_drained_leaves_it_taking_mail_and_resume_finishes() {
+    let fleet = MailFleet::start();
+    // The shipped playbook, with short switches (the shipped 15m would make the test
+    // wait 15 minutes), and `switch` held until the test opens a gate: the canary stays
+    // drained for as long as the test needs.
+    let playbook = fleet.lab_dir().join("postfix-dovecot.yaml");
+    let gate = fleet.state.join("gate");
+    let yaml = std::fs::read_to_string(&playbook).unwrap();
+    let bound = 5;
+    let held = yaml.replace("dead_man: 15m", &format!("dead_man: {bound}s")).replacen(
+        "      set -eu\n      cd {{ mail_home | quote }}\n      ln -sfn",
+        &format!(
+            "      set -eu\n      while [ ! -e {} ]; do sleep 0.1; done\n      cd {{{{ mail_home | quote }}}}\n      ln -sfn",
+            gate.display()
+        ),
+        1,
+    );
+    assert_eq!(held.matches(&format!("dead_man: {bound}s")).count(), 3);
+    assert!(held.contains(gate.to_str().unwrap()));
+    std::fs::write(&playbook, held).unwrap();
+    let canary = fleet.lab.host("cn-south-c1-01");
+    assert!(canary.is_mta());
+    let state = fleet.state.clone();
+    let mut undrained_after = Duration::ZERO;
+    let (out, sent, count) = with_traffic(&fleet, || {
+        let mut deploy = fleet
+            .deploy_command(&["--var", "version=v2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        support::wait_until("the run's folder", || {
+            std::fs::read_dir(state.join("runs")).is_ok_and(|mut d| d.next().is_some())
+        });
+        let (run, run_dir) = only_run(&state);
+        wait_for_started(&run_dir, "the canary's switch", |l| {
+            l == format!("switch@{}", canary.name)
+        });
+        let drained = rcpt_reply(canary.address);
+        assert!(drained.starts_with("450"), "drained: {drained}");
+        // (An IMAP backend or store among the canary's roles is drained too.)
+        let imap_denied = std::fs::read_to_string(canary.home.join("state/imap-deny"))
+            .is_ok_and(|t| !t.trim().is_empty());
+        deploy.kill().unwrap();
+        deploy.wait().unwrap();
+        let killed = std::time::Instant::now();
+        // No pony process runs now; the canary's switches put it back in service.
+        support::wait_until("the canary taking mail again", || {
+            rcpt_reply(canary.address).starts_with("250")
+        });
+        undrained_after = killed.elapsed();
+        let home = &canary.home;
+        support::wait_until("IMAP logins and LMTP back", || {
+            let lmtp_open = || {
+                std::process::Command::new("iptables")
+                    .args(["-w", "-S", "INPUT"])
+                    .output()
+                    .is_ok_and(|o| {
+                        let address = format!("-d {}/32", canary.address);
+                        !String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .any(|l| l.contains("pony-lmtp-drain") && l.contains(&address))
+                    })
+            };
+            let imap_open = || {
+                std::fs::read_to_string(home.join("state/imap-deny")).is_ok_and(|t| t.is_empty())
+            };
+            (!imap_denied || imap_open()) && (!canary.is_store() || lmtp_open())
+        });
+        // The resume drains the canary again before it switches it, and finishes.
+        std::fs::write(&gate, "").unwrap();
+        let resumed = pony(&state, &["resume", &run]).output().unwrap();
+        let journal = support::journal(&run_dir);
+        let reported = journal.iter().any(|r| {
+            r["type"] == "task_finished"
+                && r["label"] == format!("drain@{}", canary.name)
+                && r.to_string().contains("dead man's switch fired at")
+        });
+        assert!(reported, "the resume says the canary's switch fired");
+        resumed
+    });
+    report("kill -9 while drained", &sent, &count);
+    eprintln!(
+        "the canary took mail again {:.1}s after the controller was killed (dead_man: {bound}s)",
+        undrained_after.as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for host in &fleet.lab.hosts {
+        assert_eq!(
+            fleet.release(&host.name).as_deref(),
+            Some("v2"),
+            "{}",
+            host.name
+        );
+        let drain = std::fs::read_to_string(host.home.join("state/drain.cidr")).unwrap();
+        assert_eq!(drain, "", "{}: still drained", host.name);
+    }
+    assert!(sent.rejected.is_empty(), "5xx bounces: {:?}", sent.rejected);
+    assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
+    assert!(count.duplicated.is_empty(), "{count:?}");
+}
