@@ -102,6 +102,11 @@ pub fn run(mut cli: Cli) -> Exit {
             ControlCommand::Approve { wave: wave.clone() },
         ),
         Command::Status { run } => crate::commands::status::run(&cli.global, run.as_deref()),
+        Command::Watch {
+            notify,
+            notify_timeout,
+            every,
+        } => crate::commands::watch::run(&cli.global, notify, *notify_timeout, *every),
         Command::History { limit } => crate::commands::history::run(&cli.global, *limit),
         Command::Unlock { inventory, force } => {
             crate::commands::resume::unlock(&cli.global, inventory, *force)

@@ -381,6 +381,21 @@ pub enum Command {
     },
     /// The state of a run (the latest without RUN): per region and wave, failures, waits.
     Status { run: Option<String> },
+    /// Tell someone about runs whose controller died with hosts in flight (its pid gone,
+    /// or its database lease expired): each such run's notifiers (its playbook's
+    /// `notify:` and --notify) get a `controller_gone` event, once per dead controller.
+    /// One pass (for cron or a CI schedule), or with --every a pass every DURATION.
+    Watch {
+        /// Also run CMD with `sh -c`, the event's JSON on stdin; repeatable.
+        #[arg(long, value_name = "CMD")]
+        notify: Vec<String>,
+        /// How long one call of a --notify command may take before it is killed.
+        #[arg(long, env = "PONY_NOTIFY_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        notify_timeout: std::time::Duration,
+        /// Keep watching: a pass every DURATION (e.g. `1m`) until stopped.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        every: Option<std::time::Duration>,
+    },
     /// Recent runs: id, playbook, inventory, who, when, duration, outcome.
     History {
         #[arg(short = 'n', long, default_value_t = 20)]

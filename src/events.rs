@@ -259,6 +259,19 @@ pub enum Event {
         /// The command that takes the regions over, from any machine.
         resume: String,
     },
+    /// `pony watch`: a run's controller is gone (its pid no longer lives on its machine,
+    /// or its database lease expired) while hosts were in flight, and no controller
+    /// works on the run now. Sent by the watcher, once per dead controller.
+    ControllerGone {
+        run_id: String,
+        /// The machine and pid of the controller that last ran it.
+        machine: String,
+        pid: u32,
+        /// Hosts with a task started and never finished.
+        hosts_in_flight: Vec<String>,
+        /// The command that goes on with the run.
+        resume: String,
+    },
     /// A command from another shell (`pony pause|continue|abort|approve`), as the run
     /// took it: who sent it (the kernel's word for the user and pid), and what it did.
     Control {

@@ -67,6 +67,7 @@ pub fn notifies(event: &Event) -> bool {
         | Event::TaskFailed { .. }
         | Event::WaveFailed { .. }
         | Event::ControllerLost { .. }
+        | Event::ControllerGone { .. }
         | Event::Control { .. } => true,
         Event::GateWaiting { reason, .. } => reason == "approve",
         Event::VerifyCheck { ok, .. } => !ok,

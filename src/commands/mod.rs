@@ -16,6 +16,7 @@ pub mod resume;
 pub mod run;
 pub mod simulate;
 pub mod status;
+pub mod watch;
 
 use crate::cli::PlanArgs;
 use crate::diag::{Diagnostic, Diagnostics};
