@@ -889,6 +889,24 @@ fn a_controller_killed_while_its_mta_is_drained_leaves_it_taking_mail_and_resume
             };
             (!imap_denied || imap_open()) && (!canary.is_store() || lmtp_open())
         });
+        // Someone hears of it: `pony watch` (cron, CI) tells its notifier, once.
+        let told = state.join("told");
+        let notify = format!("cat >> {}; echo >> {}", told.display(), told.display());
+        for _ in 0..2 {
+            let watched = pony(&state, &["watch", "--notify", &notify])
+                .output()
+                .unwrap();
+            assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
+        }
+        let gone: Vec<serde_json::Value> = std::fs::read_to_string(&told)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0]["event"], "controller_gone");
+        assert_eq!(gone[0]["run_id"], run.as_str());
         // The resume drains the canary again before it switches it, and finishes.
         std::fs::write(&gate, "").unwrap();
         let resumed = pony(&state, &["resume", &run]).output().unwrap();
