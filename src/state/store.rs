@@ -36,6 +36,15 @@ pub enum Held {
 }
 
 impl Held {
+    /// This controller's token in the database's lease rows (None for a lock file).
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Held::File(_) => None,
+            Held::Lease(lease) => Some(&lease.holder),
+            Held::Regions(regions) => Some(&regions.holder),
+        }
+    }
+
     pub fn keep_for_approval(self) {
         match self {
             Held::File(lock) => lock.keep_for_approval(),
@@ -254,6 +263,18 @@ impl Store {
         };
         super::pg::regions::parts(db, id, region_of).unwrap_or_else(|e| {
             tracing::warn!("cannot read the run's controllers: {e}");
+            Vec::new()
+        })
+    }
+
+    /// The region leases of a run split by region (empty otherwise, and always with a
+    /// local folder).
+    pub fn region_leases(&self, id: &str) -> Vec<super::pg::regions::RegionRow> {
+        let Store::Postgres { db, .. } = self else {
+            return Vec::new();
+        };
+        super::pg::regions::read(db, id).unwrap_or_else(|e| {
+            tracing::warn!("cannot read the run's region leases: {e}");
             Vec::new()
         })
     }

@@ -149,6 +149,27 @@ pub struct TaskMark {
     pub run: String,
     /// The task within the run: `t<node>`, or `r<node>` for its rollback.
     pub task: String,
+    /// This controller process (machine, pid, start): in the command's environment as
+    /// `PONY_HANDS`, so that its own kill never takes a copy of the task that a later
+    /// controller started in its place (a frozen controller woken after a takeover
+    /// finds the marker naming the new copy; that one is not its to kill).
+    pub hands: String,
+}
+
+/// This process's [`TaskMark::hands`].
+fn these_hands() -> &'static str {
+    static HANDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HANDS.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!(
+            "{}:{}:{nanos:x}",
+            crate::state::hostname(),
+            std::process::id()
+        )
+    })
 }
 
 tokio::task_local! {
@@ -169,7 +190,11 @@ impl TaskMark {
             .collect::<String>()
             .trim_start_matches('.')
             .to_string();
-        TaskMark { run, task }
+        TaskMark {
+            run,
+            task,
+            hands: these_hands().to_string(),
+        }
     }
 
     /// The mark of the worker this runs in, if any.
@@ -217,8 +242,9 @@ impl KillOutcome {
 
 /// Shell functions shared by the wrapper and the kill: `pony_alive PGID` (a process of
 /// the group lives: zombies do not count, where `/proc` tells them apart) and
-/// `pony_kill FILE TOKEN` (kills the group named in the marker FILE if it is the task's,
-/// TERM then KILL after a grace; prints `none`, `killed` or `alive`).
+/// `pony_kill FILE TOKEN [HANDS]` (kills the group named in the marker FILE if it is the
+/// task's, and with HANDS only if this controller started it; TERM then KILL after a
+/// grace; prints `none`, `killed` or `alive`).
 const KILL_FUNCTIONS: &str = r#"pony_alive() {
   pony_g=$1
   kill -s 0 -- -"$pony_g" 2>/dev/null || return 1
@@ -237,6 +263,9 @@ pony_kill() {
   if [ -r "/proc/$pony_p/environ" ] && ! tr '\0' '\n' < "/proc/$pony_p/environ" | grep -qxF "PONY_TASK=$2"; then
     echo none; return 0
   fi
+  if [ -n "$3" ] && [ -r "/proc/$pony_p/environ" ] && ! tr '\0' '\n' < "/proc/$pony_p/environ" | grep -qxF "PONY_HANDS=$3"; then
+    echo none; return 0
+  fi
   kill -s TERM -- -"$pony_p" 2>/dev/null
   pony_i=0
   while pony_alive "$pony_p" && [ $pony_i -lt 30 ]; do sleep 0.1; pony_i=$((pony_i+1)); done
@@ -253,10 +282,12 @@ fn marker_lines(mark: &TaskMark) -> String {
         "pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"; pony_f=\n\
          mkdir -p -m 700 \"$pony_d\" 2>/dev/null\n\
          if [ -d \"$pony_d\" ] && [ ! -L \"$pony_d\" ] && [ -O \"$pony_d\" ]; then chmod 700 \"$pony_d\"; mkdir -p \"$pony_d/{run}\" 2>/dev/null && pony_f=\"$pony_d/{run}/{task}.pid\"; fi\n\
-         PONY_TASK={token}; export PONY_TASK\n",
+         PONY_TASK={token}; export PONY_TASK\n\
+         PONY_HANDS={hands}; export PONY_HANDS\n",
         run = mark.run,
         task = mark.task,
         token = crate::playbook::template::shell_quote(&mark.token()),
+        hands = crate::playbook::template::shell_quote(&mark.hands),
     )
 }
 
@@ -313,8 +344,17 @@ pub fn marked_command(
 /// The command that kills the task's process group (see [`marked_command`]) and prints
 /// what became of it: `none`, `killed` or `alive` on its last line.
 pub fn kill_command(mark: &TaskMark) -> String {
+    // The marker is removed once its group is gone; a marker naming a live group that is
+    // not this controller's (a later controller's copy of the task) is left to it.
     format!(
-        "{KILL_FUNCTIONS}{}[ -n \"$pony_f\" ] || {{ echo none; exit 0; }}\npony_r=$(pony_kill \"$pony_f\" \"$PONY_TASK\")\n[ \"$pony_r\" = alive ] || rm -f \"$pony_f\"\necho \"$pony_r\"\n",
+        "{KILL_FUNCTIONS}{}[ -n \"$pony_f\" ] || {{ echo none; exit 0; }}\n\
+         pony_r=$(pony_kill \"$pony_f\" \"$PONY_TASK\" \"$PONY_HANDS\")\n\
+         case \"$pony_r\" in\n\
+         \x20 killed) rm -f \"$pony_f\";;\n\
+         \x20 none) pony_p=$(cat \"$pony_f\" 2>/dev/null)\n\
+         \x20   case \"$pony_p\" in ''|*[!0-9]*) rm -f \"$pony_f\";; *) pony_alive \"$pony_p\" || rm -f \"$pony_f\";; esac;;\n\
+         esac\n\
+         echo \"$pony_r\"\n",
         marker_lines(mark)
     )
 }
