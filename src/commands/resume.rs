@@ -347,13 +347,7 @@ pub fn unlock(global: &GlobalOptions, inventory: &str, force: bool) -> anyhow::R
 /// became of its commands on the hosts; says which.
 fn unlock_lease(db: &crate::state::pg::PgStore, inventory: &str) -> anyhow::Result<Exit> {
     use crate::state::pg::fence;
-    let by = format!(
-        "{}@{} (pid {})",
-        crate::state::current_user(),
-        crate::state::hostname(),
-        std::process::id()
-    );
-    let Some(broken) = fence::break_lease(db, inventory, &by)? else {
+    let Some(broken) = fence::break_lease(db, inventory, &crate::state::store::unlocker())? else {
         crate::outln!("inventory `{inventory}` was not locked");
         return Ok(Exit::Success);
     };

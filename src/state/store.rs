@@ -279,7 +279,6 @@ impl Store {
         })
     }
 
-    /// Breaks the inventory's lock or lease; returns who held it.
     /// Who holds the inventory, and whether that run is alive: its process runs (a lock
     /// file; a holder on another machine counts as alive, since this one cannot tell),
     /// or its lease is renewed in time (the database). A run kept for approval is not.
@@ -300,10 +299,14 @@ impl Store {
         }
     }
 
+    /// Breaks the inventory's lock or lease; returns who held it. A lease is broken
+    /// with its run's region leases, its holders fenced off ([`super::pg::fence`]).
     pub fn unlock(&self, inventory: &str) -> anyhow::Result<Option<LockInfo>> {
         match self {
             Store::Local(dir) => Ok(lock::unlock(dir, inventory)?),
-            Store::Postgres { db, .. } => Ok(lease::unlock(db, inventory)?),
+            Store::Postgres { db, .. } => {
+                Ok(super::pg::fence::break_lease(db, inventory, &unlocker())?.map(|b| b.info))
+            }
         }
     }
 
@@ -374,4 +377,14 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Who runs this `pony unlock`, as a fence records it: `user@machine (pid N)`.
+pub fn unlocker() -> String {
+    format!(
+        "{}@{} (pid {})",
+        crate::state::current_user(),
+        crate::state::hostname(),
+        std::process::id()
+    )
 }

@@ -21,6 +21,7 @@
 
 use super::{PgError, PgStore};
 use crate::state::lock::LockInfo;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 use std::time::{Duration, Instant};
 
