@@ -314,7 +314,7 @@ pub fn marked_command(
          fi\n",
     );
     if own_group {
-        script.push_str("[ -n \"$pony_f\" ] && echo $$ > \"$pony_f\"\n");
+        script.push_str("pony_me=$$\n[ -n \"$pony_f\" ] && echo $$ > \"$pony_f\"\n");
         // The local transport's own timer kills the group when `timeout` expires.
         let _ = timeout;
         script.push_str(&script_line(command));
@@ -334,10 +334,14 @@ pub fn marked_command(
             "{launcher} sh -s <<'{delimiter}' &\n{}\n{delimiter}\n",
             script_line(command)
         ));
-        script.push_str("pony_c=$!\n[ -n \"$pony_f\" ] && [ -n \"$pony_setsid\" ] && echo $pony_c > \"$pony_f\"\n");
+        script.push_str("pony_c=$!; pony_me=$pony_c\n[ -n \"$pony_f\" ] && [ -n \"$pony_setsid\" ] && echo $pony_c > \"$pony_f\"\n");
         script.push_str("wait $pony_c\npony_s=$?\n");
     }
-    script.push_str("[ -n \"$pony_f\" ] && rm -f \"$pony_f\"\nexit $pony_s\n");
+    // The marker goes with the copy it names: a copy killed by a later controller must
+    // not remove the marker of the copy that took its place.
+    script.push_str(
+        "[ -n \"$pony_f\" ] && [ \"$(cat \"$pony_f\" 2>/dev/null)\" = \"$pony_me\" ] && rm -f \"$pony_f\"\nexit $pony_s\n",
+    );
     script
 }
 

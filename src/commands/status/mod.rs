@@ -137,7 +137,8 @@ pub struct Rollbacks<'a> {
 #[derive(Debug, Serialize)]
 pub struct Waiting {
     /// `approval`, `resume` (stopped or interrupted), `attention` (failed, halted or
-    /// rollback incomplete) or `continue` (a running run paused by `pony pause`).
+    /// rollback incomplete), `continue` (a running run paused by `pony pause`) or
+    /// `controller` (a split run's region that no live controller holds).
     pub reason: String,
     /// The wave whose `approve:` gate holds the run.
     pub wave: Option<String>,
@@ -259,17 +260,24 @@ impl<'a> Report<'a> {
         // A region that had a controller (its lease expired) is taken over with
         // `resume --regions`; one that never had any is joined.
         let lost = |region: &String| leases.iter().any(|r| &r.region == region);
-        let next = if self.regions_without_controller.iter().any(lost) {
-            hint(format_args!("resume {id} --regions {listed}"))
+        let (next, done) = if self.regions_without_controller.iter().any(lost) {
+            (
+                hint(format_args!("resume {id} --regions {listed}")),
+                "taken over",
+            )
         } else {
-            hint(format_args!("join {id} --regions {listed}"))
+            (hint(format_args!("join {id} --regions {listed}")), "joined")
         };
+        let regions = &self.regions_without_controller;
         self.waiting = Some(Waiting {
             reason: "controller".into(),
             wave: None,
             message: format!(
-                "a controller for region(s) {}: no live controller holds them, and the run's other controllers wait for their tasks",
-                self.regions_without_controller.join(", ")
+                "for region{} {} to be {done} (no live controller holds {}; the run's other controllers wait for {} tasks)",
+                if regions.len() == 1 { "" } else { "s" },
+                regions.join(", "),
+                if regions.len() == 1 { "it" } else { "them" },
+                if regions.len() == 1 { "its" } else { "their" },
             ),
             next: vec![next],
         });

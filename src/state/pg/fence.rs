@@ -94,7 +94,10 @@ pub fn break_lease(store: &PgStore, inventory: &str, by: &str) -> Result<Option<
     // in the order a split run's renewals lock them (regions, then the inventory), so
     // that an unlock and a heartbeat never wait for each other in a circle.
     let Some(run_id) = tx
-        .query_opt("SELECT run_id FROM leases WHERE inventory = $1", &[&inventory])
+        .query_opt(
+            "SELECT run_id FROM leases WHERE inventory = $1",
+            &[&inventory],
+        )
         .map_err(q)?
         .map(|r| r.get::<_, String>(0))
     else {
