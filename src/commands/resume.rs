@@ -312,7 +312,7 @@ pub fn unlock(global: &GlobalOptions, inventory: &str, force: bool) -> anyhow::R
         None => false,
     };
     if let Store::Postgres { db, .. } = &store {
-        return unlock_lease(db, inventory);
+        return unlock_lease(db, inventory, force);
     }
     match store.unlock(inventory)? {
         Some(holder) if live => crate::outln!(
@@ -345,11 +345,22 @@ pub fn unlock(global: &GlobalOptions, inventory: &str, force: bool) -> anyhow::R
 /// its run in one transaction (the holders are fenced off from that commit on), and for
 /// a live run waits, up to one lease, until each controller says it stopped and what
 /// became of its commands on the hosts; says which.
-fn unlock_lease(db: &crate::state::pg::PgStore, inventory: &str) -> anyhow::Result<Exit> {
+fn unlock_lease(
+    db: &crate::state::pg::PgStore,
+    inventory: &str,
+    force: bool,
+) -> anyhow::Result<Exit> {
     use crate::state::pg::fence;
-    let Some(broken) = fence::break_lease(db, inventory, &crate::state::store::unlocker())? else {
-        crate::outln!("inventory `{inventory}` was not locked");
-        return Ok(Exit::Success);
+    let broken = match fence::break_lease(db, inventory, &crate::state::store::unlocker(), force)? {
+        fence::Unlocked::NotLocked => {
+            crate::outln!("inventory `{inventory}` was not locked");
+            return Ok(Exit::Success);
+        }
+        // A run took the lease since it was read: it is live now.
+        fence::Unlocked::Refused(info) => {
+            return Err(crate::state::lock::LockError::Live(Box::new(info)).into())
+        }
+        fence::Unlocked::Broken(broken) => broken,
     };
     let held = &broken.info;
     if !broken.live {

@@ -305,7 +305,12 @@ impl Store {
         match self {
             Store::Local(dir) => Ok(lock::unlock(dir, inventory)?),
             Store::Postgres { db, .. } => {
-                Ok(super::pg::fence::break_lease(db, inventory, &unlocker())?.map(|b| b.info))
+                use super::pg::fence::{break_lease, Unlocked};
+                match break_lease(db, inventory, &unlocker(), false)? {
+                    Unlocked::NotLocked => Ok(None),
+                    Unlocked::Refused(info) => Err(LockError::Live(Box::new(info)).into()),
+                    Unlocked::Broken(broken) => Ok(Some(broken.info)),
+                }
             }
         }
     }

@@ -83,10 +83,26 @@ pub struct Broken {
     pub fenced: Vec<Fenced>,
 }
 
+/// What [`break_lease`] did.
+#[derive(Debug)]
+pub enum Unlocked {
+    /// The inventory had no lease.
+    NotLocked,
+    /// A live holder (found in the transaction, so also one that took the lease since
+    /// the caller looked) and no `force`: nothing was broken.
+    Refused(LockInfo),
+    Broken(Broken),
+}
+
 /// Breaks the lease on `inventory` and every region lease of its run in one transaction,
-/// records each holder fenced off (`by` says who broke it) and notifies the holders.
-/// None when the inventory has no lease.
-pub fn break_lease(store: &PgStore, inventory: &str, by: &str) -> Result<Option<Broken>, PgError> {
+/// records each holder fenced off (`by` says who broke it) and notifies the holders. A
+/// live lease is broken only with `force`.
+pub fn break_lease(
+    store: &PgStore,
+    inventory: &str,
+    by: &str,
+    force: bool,
+) -> Result<Unlocked, PgError> {
     let q = |e| store.query("breaking the lease", e);
     let mut client = store.connect()?;
     let mut tx = client.transaction().map_err(q)?;
@@ -101,7 +117,7 @@ pub fn break_lease(store: &PgStore, inventory: &str, by: &str) -> Result<Option<
         .map_err(q)?
         .map(|r| r.get::<_, String>(0))
     else {
-        return Ok(None);
+        return Ok(Unlocked::NotLocked);
     };
     let regions = tx
         .query(
@@ -111,7 +127,7 @@ pub fn break_lease(store: &PgStore, inventory: &str, by: &str) -> Result<Option<
         )
         .map_err(q)?;
     let Some(lease) = super::lease::read_locked(&mut tx, inventory).map_err(q)? else {
-        return Ok(None);
+        return Ok(Unlocked::NotLocked);
     };
     if lease.info.run_id != run_id {
         // Another run took the inventory between the two reads: break nothing of it.
@@ -144,6 +160,10 @@ pub fn break_lease(store: &PgStore, inventory: &str, by: &str) -> Result<Option<
             live: lease.live && !lease.info.awaiting_approval,
         });
     }
+    let live = fenced.iter().any(|f| f.live);
+    if live && !force {
+        return Ok(Unlocked::Refused(lease.info));
+    }
     tx.execute("DELETE FROM region_leases WHERE run_id = $1", &[&run_id])
         .map_err(q)?;
     tx.execute("DELETE FROM leases WHERE inventory = $1", &[&inventory])
@@ -168,8 +188,7 @@ pub fn break_lease(store: &PgStore, inventory: &str, by: &str) -> Result<Option<
     tx.execute("SELECT pg_notify($1, $2)", &[&channel(store), &run_id])
         .map_err(q)?;
     tx.commit().map_err(q)?;
-    let live = fenced.iter().any(|f| f.live);
-    Ok(Some(Broken {
+    Ok(Unlocked::Broken(Broken {
         info: lease.info,
         live,
         fenced,
