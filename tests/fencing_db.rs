@@ -426,3 +426,82 @@ fn a_lease_lost_mid_step_kills_the_step_on_every_host() {
         );
     }
 }
+
+/// The lease rules under the commands, through the library against the real server: a
+/// split run's controller renews (heartbeat and journal batch alike) only while the
+/// run's inventory lease is there too; `break_lease` refuses a live lease without force,
+/// and with it deletes the inventory's and every region lease in one go, fences each
+/// holder (its heartbeat hears of it and says the lease is lost) and hands the unlock the
+/// holder's word once it stopped.
+#[test]
+fn a_split_controllers_leases_stand_or_fall_with_the_runs_inventory_lease() {
+    use pony::state::pg::fence::{self, Unlocked};
+    use pony::state::pg::lease::LeaseLost;
+    use pony::state::pg::{regions, PgStore};
+    let pg = server();
+    let url = pg.url();
+    let store = PgStore::open(&url, std::time::Duration::from_secs(30)).unwrap();
+    let lost = LeaseLost::default();
+    let held = regions::acquire(
+        &store,
+        "global",
+        "run-1",
+        &["r1".to_string(), "r2".to_string()],
+        "ctl-a",
+        true,
+        lost.clone(),
+    )
+    .unwrap();
+    let mut client = store.connect().unwrap();
+    let renew = |client: &mut postgres::Client| {
+        regions::renew(client, "run-1", "global", &held.holder, 2, 30.0).unwrap()
+    };
+    assert!(renew(&mut client));
+
+    // The inventory's lease alone taken by another holder (as an unlock of the inventory
+    // lease alone and a new deploy would leave it): the region renewal fails.
+    db(&url)
+        .execute("UPDATE leases SET holder = 'someone-else'", &[])
+        .unwrap();
+    assert!(
+        !renew(&mut client),
+        "renewed regions whose run lost the inventory"
+    );
+    db(&url)
+        .execute("UPDATE leases SET holder = 'run:run-1'", &[])
+        .unwrap();
+    assert!(renew(&mut client));
+
+    match fence::break_lease(&store, "global", "test", false).unwrap() {
+        Unlocked::Refused(info) => assert_eq!(info.run_id, "run-1"),
+        other => panic!("a live lease was broken without force: {other:?}"),
+    }
+    assert!(renew(&mut client), "a refused unlock broke something");
+    let broken = match fence::break_lease(&store, "global", "test", true).unwrap() {
+        Unlocked::Broken(broken) => broken,
+        other => panic!("{other:?}"),
+    };
+    assert!(broken.live);
+    assert_eq!(broken.fenced.len(), 1, "{:?}", broken.fenced);
+    assert_eq!(broken.fenced[0].holder, held.holder);
+    assert_eq!(broken.fenced[0].controller.as_deref(), Some("ctl-a"));
+    assert!(!renew(&mut client), "a fenced holder renewed");
+    assert_eq!(
+        query_count(
+            &url,
+            "SELECT (SELECT count(*) FROM leases) + (SELECT count(*) FROM region_leases)",
+            &[]
+        ),
+        0
+    );
+    // The heartbeat hears of the fence (it renews every ten seconds otherwise).
+    wait_until("the heartbeat to say the lease is lost", || lost.is_lost());
+    fence::confirm_stopped(&store, &held.holder, "stopped; 0 running command(s) killed").unwrap();
+    let answers = fence::wait_stopped(&store, &broken.fenced, std::time::Duration::ZERO).unwrap();
+    assert_eq!(
+        answers[0].1.as_deref(),
+        Some("stopped; 0 running command(s) killed")
+    );
+    assert!(fence::broken_by(&store, &held.holder).unwrap().is_some());
+    drop(held);
+}
