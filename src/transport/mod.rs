@@ -505,6 +505,55 @@ mod tests {
         );
     }
 
+    /// A controller's kill takes only the copy of the task it started itself: a copy
+    /// that a later controller started in its place (same run, same task, the marker
+    /// now naming it) is left running with its marker, as a woken frozen controller
+    /// must leave the run that took over.
+    #[test]
+    fn a_kill_leaves_a_copy_of_the_task_that_another_controller_started() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |script: String| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("TMPDIR", tmp.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let outcome = |child: std::process::Child| {
+            let out = child.wait_with_output().unwrap();
+            kill_outcome(Ok(CommandOutput {
+                exit_code: out.status.code(),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            }))
+        };
+        let mut old = TaskMark::new("r1", "t0".into());
+        old.hands = "old-controller".into();
+        let mut new = old.clone();
+        new.hands = "new-controller".into();
+        let uid = unsafe { libc::getuid() };
+        let marker = tmp.path().join(format!("pony-{uid}/r1/t0.pid"));
+        // The new controller's copy runs (until killed), its group in the marker.
+        let mut copy = run(marked_command("sleep 30", None, &new, false));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::fs::read_to_string(&marker).map_or(true, |m| m.trim().is_empty()) {
+            assert!(std::time::Instant::now() < deadline, "no marker written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(outcome(run(kill_command(&old))), KillOutcome::Gone);
+        assert!(
+            copy.try_wait().unwrap().is_none(),
+            "the old hands killed it"
+        );
+        assert!(marker.exists(), "the old hands removed its marker");
+        assert_eq!(outcome(run(kill_command(&new))), KillOutcome::Killed);
+        copy.wait().unwrap();
+        assert!(!marker.exists());
+    }
+
     #[test]
     fn a_timed_out_command_is_killed_with_timeouts_status() {
         let out = sh(&with_remote_timeout(
