@@ -505,3 +505,81 @@ fn a_split_controllers_leases_stand_or_fall_with_the_runs_inventory_lease() {
     assert!(fence::broken_by(&store, &held.holder).unwrap().is_some());
     drop(held);
 }
+
+/// `pony unlock --force` of a holder that cannot answer (frozen with SIGSTOP) waits at
+/// most a lease, then says that its commands may still run on the hosts (true: they
+/// do). Woken, the holder writes nothing more into the database, and kills its own
+/// commands (exit 130).
+#[test]
+fn unlock_force_of_a_frozen_holder_says_its_commands_may_still_run_and_it_kills_them_on_waking() {
+    let lab = lab_with(1, 1, 2);
+    let pg = server();
+    let url = pg.url();
+    let hosts = lab.host_names();
+    let gate = lab.path("frozen-holder-gate");
+    let playbook = lab.path("tick.yaml");
+    std::fs::write(&playbook, ticking_step("one", &gate)).unwrap();
+    let mut holder = spawn(
+        &lab,
+        "holder",
+        pony_db(
+            &lab.path("state-a"),
+            &url,
+            &deploy_args(&lab.inventory, &playbook),
+        ),
+    );
+    let run = stored_run(&url, &mut holder);
+    wait_until("every host to tick", || {
+        hosts.iter().all(|h| !ticks(&lab, h, "one").is_empty())
+    });
+    signal(&holder, libc::SIGSTOP);
+    wait_until("the controller to be stopped", || {
+        support::proc_stat(holder.id()).is_some_and(|(state, _)| state == 'T')
+    });
+    let records = db_records(&url, &run).len();
+    // The unlock's own lease setting bounds its wait (the holder's lease is the tests'
+    // long one, so it is live throughout).
+    let unlocked = pony_db(&lab.path("state-c"), &url, &["unlock", "lab", "--force"])
+        .env("PONY_LEASE", "2s")
+        .output()
+        .unwrap();
+    let says = text(&unlocked);
+    assert_eq!(code(&unlocked), 0, "{says}");
+    assert!(says.contains("no word within 2s"), "{says}");
+    assert!(
+        says.contains("their commands on the hosts may still run"),
+        "{says}"
+    );
+    // True: the frozen holder's steps still tick.
+    let seen: Vec<usize> = hosts.iter().map(|h| ticks(&lab, h, "one").len()).collect();
+    wait_until("the frozen holder's steps to tick on", || {
+        hosts
+            .iter()
+            .zip(&seen)
+            .all(|(h, &n)| ticks(&lab, h, "one").len() > n)
+    });
+
+    signal(&holder, libc::SIGCONT);
+    assert_eq!(exit_code(holder), 130, "{}", said(&lab, "holder"));
+    let needle = gate.to_string_lossy().to_string();
+    wait_until("no process of the step to be left", || {
+        processes_running(&needle).is_empty()
+    });
+    assert_eq!(
+        db_records(&url, &run).len(),
+        records,
+        "the fenced holder wrote"
+    );
+    let (_, run_dir) = only_run(&lab.path("state-a"));
+    let killed = local_records(&run_dir)
+        .into_iter()
+        .filter(|r| {
+            r["state"] == "interrupted"
+                && r["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("killed on the host")
+        })
+        .count();
+    assert_eq!(killed, hosts.len(), "{}", said(&lab, "holder"));
+}
