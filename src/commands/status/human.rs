@@ -36,10 +36,10 @@ impl Report<'_> {
         for r in &run.resumes {
             out.push_str(&format!(
                 "{} {} by {} (pid {})\n",
-                if r.command == "rollback" {
-                    "rolled back"
-                } else {
-                    "resumed"
+                match r.command.as_str() {
+                    "rollback" => "rolled back",
+                    "join" => "joined",
+                    _ => "resumed",
                 },
                 runs::format_time(&r.time),
                 r.who,
@@ -47,7 +47,30 @@ impl Report<'_> {
             ));
         }
         match (run.state, run.pid) {
-            (RunState::Running, Some(pid)) => {
+            // A run split by region has one controller per part, none of them "the"
+            // run's: each is listed with its regions.
+            (RunState::Running, _) if !self.live_controllers.is_empty() => {
+                let each: Vec<String> = self
+                    .live_controllers
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} (pid {} on {}) on {}",
+                            c.controller,
+                            c.pid,
+                            c.machine,
+                            c.regions.join(",")
+                        )
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "state: {} by {} controller(s): {}\n",
+                    run.result,
+                    each.len(),
+                    each.join("; ")
+                ))
+            }
+            (RunState::Running, Some(pid)) if self.controllers.is_empty() => {
                 out.push_str(&format!("state: {} (pid {pid})\n", run.result))
             }
             _ => out.push_str(&format!("state: {}\n", run.result)),

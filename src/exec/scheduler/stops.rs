@@ -168,6 +168,21 @@ impl Scheduler {
     /// end): nothing more starts, since nothing could be recorded; running tasks finish;
     /// the run ends halted (exit 3), resumable once the journal can be written again.
     pub(super) fn journal_lost(&mut self) {
+        if self
+            .options
+            .lease_lost
+            .as_ref()
+            .is_some_and(|lost| lost.is_lost())
+        {
+            // Fenced: the state database refuses this controller's records because its
+            // lease is gone. It starts nothing more; what runs is killed by the lost
+            // lease's interrupt (the second Ctrl-C's kill), and it ends interrupted.
+            self.ending.interrupted = true;
+            self.stop_all(
+                "this controller lost its lease (expired, taken over, or broken with `pony unlock`): nothing it journals is accepted any more, so no task starts; its running commands are killed",
+            );
+            return;
+        }
         if self.stop != Stop::All {
             self.ending.halted = true;
         }

@@ -12,6 +12,7 @@
 //! journal's writer is, and the commands read before the run's runtime starts.
 
 pub mod control;
+pub mod fence;
 pub mod lease;
 pub mod regions;
 pub mod sink;
@@ -46,6 +47,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "a run's template and upload sources",
         include_str!("migrations/0004_snapshot_files.sql"),
     ),
+    (
+        5,
+        "holders fenced by pony unlock",
+        include_str!("migrations/0005_fences.sql"),
+    ),
 ];
 
 /// Serializes migrations between controllers starting at once (an arbitrary constant).
@@ -73,6 +79,9 @@ pub enum PgError {
         #[source]
         source: postgres::Error,
     },
+    /// The database changed under a command (another controller acted at the same time).
+    #[error("{0}")]
+    Conflict(String),
     #[error("cannot start a thread for the state database: {0}")]
     Thread(String),
     #[error("the state database {url} has schema version {found}, newer than this pony knows ({known})\n  hint: run a newer pony against it")]

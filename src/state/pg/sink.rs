@@ -3,9 +3,11 @@
 //! the batch is acknowledged. So a task's `task_started` is committed in the database
 //! before its command starts, and its `task_finished` before its dependents start.
 //!
-//! The same transaction renews this controller's lease, and refuses the batch when the
-//! lease is no longer its own: a controller that was cut off and taken over can never
-//! write into the run another controller continues.
+//! The same transaction renews every lease this controller works under (the inventory's,
+//! or its regions' and the run's inventory lease), and refuses the batch when any is no
+//! longer its own: a controller that was cut off and taken over, or whose lease `pony
+//! unlock` broke, can never write into the run another controller continues. A refused
+//! batch is not acknowledged ([`Mirror::fenced`]): no task whose start it held starts.
 
 use super::lease::{self, LeaseLost};
 use super::regions;
@@ -114,6 +116,10 @@ impl PgSink {
 }
 
 impl Mirror for PgSink {
+    fn fenced(&self) -> bool {
+        self.fenced
+    }
+
     fn commit(&mut self, lines: &[String]) -> Result<(), String> {
         if self.fenced {
             return Err("the lease is lost; records stay in the local journal only".into());
@@ -136,7 +142,7 @@ impl Mirror for PgSink {
                 self.fenced = true;
                 self.lost.notify_one();
                 Err(format!(
-                    "the lease on inventory `{}` (or on one of its regions) is no longer this controller's (expired or taken over): no new task starts",
+                    "the lease on inventory `{}` (or on one of its regions) is no longer this controller's (expired, taken over, or broken with `pony unlock`): nothing it journals from now on is accepted, and no new task starts",
                     self.inventory
                 ))
             }
