@@ -219,6 +219,16 @@ pub enum Event {
         #[serde(skip)]
         log: String,
     },
+    /// A rollback command that is not run because an earlier rollback of the same host
+    /// failed: it undoes a task that the failed one's task needed (rollback runs in
+    /// reverse dependency order). Its host ends `rollback_failed`.
+    RollbackNotAttempted {
+        task: TaskRef,
+        /// The failed rollback's task, `step@host`.
+        blocked_by: String,
+        /// `not attempted: rollback of STEP@HOST failed`.
+        reason: String,
+    },
     RollbackFinished {
         scope: String,
         ok: bool,

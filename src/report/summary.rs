@@ -30,6 +30,9 @@ pub struct SummaryNotes {
     checks: (usize, usize, Option<String>),
     /// Hosts rolled back with no `health:` check to say they serve again.
     unverified: std::collections::BTreeSet<String>,
+    /// Rollbacks not attempted, grouped by the failed rollback that stopped them (task
+    /// labels).
+    not_attempted: IndexMap<String, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -113,6 +116,14 @@ impl SummaryNotes {
                         exit_code: None,
                         outcome: None,
                     });
+            }
+            Event::RollbackNotAttempted {
+                task, blocked_by, ..
+            } => {
+                self.not_attempted
+                    .entry(blocked_by.clone())
+                    .or_default()
+                    .push(task.label.clone());
             }
             Event::GateWaiting { wave, reason, .. } if reason == "approve" => {
                 self.approval = Some(wave.clone());
@@ -372,6 +383,9 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
             hosts.join(", ")
         ));
     }
+    if let Some(line) = not_attempted_line(&notes.not_attempted, run_id) {
+        lines.push(line);
+    }
     if !incomplete.is_empty() {
         lines.push(format!(
             "incomplete: {} (some tasks ran, not all): {} finishes them",
@@ -425,6 +439,38 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
         _ => {}
     }
     lines
+}
+
+/// `not attempted: 3 rollback(s) after a failed one: restart@mx1, drain@mx1 (rollback of
+/// enable@mx1 failed); …`, listing at most [`FAILED_HOSTS`] of them; `None` when every
+/// rollback was attempted.
+fn not_attempted_line(groups: &IndexMap<String, Vec<String>>, run_id: &str) -> Option<String> {
+    let total: usize = groups.values().map(Vec::len).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut shown = 0;
+    let mut parts = Vec::new();
+    for (failed, labels) in groups {
+        if shown >= FAILED_HOSTS {
+            break;
+        }
+        let take = labels.len().min(FAILED_HOSTS - shown);
+        shown += take;
+        parts.push(format!(
+            "{} (rollback of {failed} failed)",
+            labels[..take].join(", ")
+        ));
+    }
+    let more = if total > shown {
+        format!("; … and {} more (pony status {run_id})", total - shown)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "not attempted: {total} rollback(s) after a failed one: {}{more}",
+        parts.join("; ")
+    ))
 }
 
 #[cfg(test)]

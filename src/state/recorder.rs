@@ -185,6 +185,16 @@ pub fn record_of(event: &Event) -> Option<Record> {
             error: error.clone(),
             duration_ms: *duration_ms,
         },
+        Event::RollbackNotAttempted {
+            task,
+            blocked_by,
+            reason,
+        } => Record::RollbackNotAttempted {
+            node: task.id,
+            label: task.label.clone(),
+            blocked_by: blocked_by.clone(),
+            reason: reason.clone(),
+        },
         Event::HealthChecked {
             host,
             after,
