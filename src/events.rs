@@ -228,6 +228,9 @@ pub enum Event {
         blocked_by: String,
         /// `not attempted: rollback of STEP@HOST failed`.
         reason: String,
+        /// The line the host's log gets.
+        #[serde(skip)]
+        log: String,
     },
     RollbackFinished {
         scope: String,

@@ -46,7 +46,9 @@ fn host_log(event: &Event) -> Option<(&str, &str)> {
             record: Some(record),
             ..
         } => (task, &record.log),
-        Event::RollbackTask { task, log, .. } => (task, log),
+        Event::RollbackTask { task, log, .. } | Event::RollbackNotAttempted { task, log, .. } => {
+            (task, log)
+        }
         _ => return None,
     };
     Some((&task.host, log))
@@ -189,6 +191,7 @@ pub fn record_of(event: &Event) -> Option<Record> {
             task,
             blocked_by,
             reason,
+            ..
         } => Record::RollbackNotAttempted {
             node: task.id,
             label: task.label.clone(),

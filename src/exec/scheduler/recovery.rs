@@ -411,10 +411,13 @@ impl Scheduler {
     /// host's verdict.
     fn report_not_attempted(&mut self, not_attempted: Vec<(NodeId, NodeId)>) {
         for (node, failed) in not_attempted {
+            let task = self.task_ref(node);
             let blocked_by = self.plan.label(failed);
+            let reason = format!("not attempted: rollback of {blocked_by} failed");
             self.emit(Event::RollbackNotAttempted {
-                task: self.task_ref(node),
-                reason: format!("not attempted: rollback of {blocked_by} failed"),
+                log: format!("!! rollback {} {reason}\n", task.label),
+                task,
+                reason,
                 blocked_by,
             });
         }
