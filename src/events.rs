@@ -310,6 +310,9 @@ pub enum Event {
         incomplete: Vec<String>,
         /// The wave whose failure stopped the rollout, if one did.
         stopped_wave: Option<String>,
+        /// Rollbacks not run because an earlier rollback of their host failed
+        /// (`step@host`; each also had its `rollback_not_attempted` event).
+        rollbacks_not_attempted: Vec<String>,
         duration_ms: u64,
         regions: Vec<RegionSummary>,
         run_dir: String,

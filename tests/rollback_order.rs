@@ -270,7 +270,22 @@ fn a_delegated_rollback_that_cannot_reach_the_balancer_stops_the_hosts_restart_r
         text(&out)
     );
 
-    let (_, run_dir) = only_run(&lab.state);
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    let mut listed: Vec<String> = summary["rollbacks_not_attempted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, [format!("drain@{target}"), format!("restart@{target}")]);
+    assert_eq!(summary["rollback_failed"], 1, "{summary}");
+    assert_eq!(summary["rolled_back"], 0, "{summary}");
+
+    let (run_id, run_dir) = only_run(&lab.state);
     let journal = journal(&run_dir);
     let mut labels: Vec<String> = records(&journal, "rollback_not_attempted")
         .iter()
@@ -283,5 +298,36 @@ fn a_delegated_rollback_that_cannot_reach_the_balancer_stops_the_hosts_restart_r
             .iter()
             .any(|r| r["label"] == format!("restart@{target}")),
         "the restart's rollback never started"
+    );
+
+    // `pony status --output json` lists them among the rollbacks' problems, with why.
+    let status = lab
+        .pony(&["status", &run_id, "--output", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&status)));
+    let rollbacks = &report["rollbacks"];
+    assert_eq!(rollbacks["failed"], 1, "{rollbacks}");
+    assert_eq!(rollbacks["not_attempted"], 2, "{rollbacks}");
+    assert_eq!(rollbacks["unfinished"], 0, "{rollbacks}");
+    let problem = rollbacks["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == format!("restart@{target}"))
+        .unwrap_or_else(|| panic!("{rollbacks}"));
+    assert_eq!(
+        problem["not_attempted"],
+        format!("not attempted: rollback of enable@{target} failed")
+    );
+    // The host's log says it after the failed rollback.
+    let log = std::fs::read_to_string(run_dir.join("logs").join(format!("{target}.log")))
+        .expect("the host's log");
+    assert!(
+        log.contains(&format!(
+            "rollback restart@{target} not attempted: rollback of enable@{target} failed"
+        )),
+        "{log}"
     );
 }

@@ -175,6 +175,7 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
         duration_ms,
         regions,
         run_dir,
+        ..
     } = event
     else {
         return Vec::new();
@@ -524,6 +525,7 @@ mod tests {
             rollback_failed: 0,
             incomplete: Vec::new(),
             stopped_wave: None,
+            rollbacks_not_attempted: Vec::new(),
             duration_ms: 2500,
             regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],
             run_dir: "/state/runs/RUN".into(),
@@ -588,6 +590,7 @@ mod tests {
             rollback_failed: 0,
             incomplete: vec!["a".into(), "b".into()],
             stopped_wave: None,
+            rollbacks_not_attempted: Vec::new(),
             duration_ms: 10,
             regions: vec![region("r1", 2), region("r2", 1)],
             run_dir: "/state/runs/RUN".into(),
@@ -632,6 +635,7 @@ mod tests {
             rollback_failed: 0,
             incomplete: Vec::new(),
             stopped_wave: Some("canary".into()),
+            rollbacks_not_attempted: Vec::new(),
             duration_ms: 2500,
             regions: Vec::new(),
             run_dir: "/state/runs/RUN".into(),

@@ -414,6 +414,7 @@ impl Scheduler {
             let task = self.task_ref(node);
             let blocked_by = self.plan.label(failed);
             let reason = format!("not attempted: rollback of {blocked_by} failed");
+            self.rollbacks_not_attempted.push(task.label.clone());
             self.emit(Event::RollbackNotAttempted {
                 log: format!("!! rollback {} {reason}\n", task.label),
                 task,

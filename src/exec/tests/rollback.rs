@@ -290,4 +290,17 @@ async fn a_failed_delegated_rollback_stops_the_rollbacks_it_sat_on_for_its_targe
     assert_eq!(run.outcome(&report, "h2"), Some(HostOutcome::RolledBack));
     // The balancer itself was never deployed nor rolled back.
     assert_eq!(run.outcome(&report, "h8"), None);
+    // The summary names them too.
+    let listed = events.iter().find_map(|e| match e {
+        Event::Summary {
+            rollbacks_not_attempted,
+            rollback_failed,
+            ..
+        } => Some((rollbacks_not_attempted.clone(), *rollback_failed)),
+        _ => None,
+    });
+    let (mut listed, rollback_failed) = listed.expect("a summary");
+    listed.sort();
+    assert_eq!(listed, ["out@h1", "restart@h1"]);
+    assert_eq!(rollback_failed, 1);
 }
