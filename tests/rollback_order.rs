@@ -96,7 +96,9 @@ fn a_failed_rollback_in_the_middle_stops_the_rollbacks_of_what_it_needed() {
         .unwrap_or_else(|| panic!("no `not attempted:` summary line:\n{stdout}"));
     assert_eq!(
         summary,
-        format!("not attempted: 1 rollback(s) after a failed one: a@{bad} (rollback of b@{bad} failed)"),
+        format!(
+            "not attempted: 1 rollback(s) after a failed one: a@{bad} (rollback of b@{bad} failed)"
+        ),
     );
     assert!(
         stdout.contains("1 with a failed rollback"),
@@ -163,7 +165,10 @@ fn a_failed_rollback_in_the_middle_stops_the_rollbacks_of_what_it_needed() {
     assert!(!marker(&lab, bad, "rolled-a"), "{}", text(&again));
     // Once b's rollback can succeed, a's runs.
     std::fs::remove_file(lab.root(bad).join("fail-rollback-b")).unwrap();
-    let fixed = lab.pony(&["rollback", &run_id, "--yes"]).output().unwrap();
+    let fixed = lab
+        .pony(&["rollback", &run_id, "--limit", bad, "--yes"])
+        .output()
+        .unwrap();
     assert!(marker(&lab, bad, "rolled-a"), "{}", text(&fixed));
     assert_eq!(code(&fixed), 0, "{}", text(&fixed));
 }
@@ -281,7 +286,10 @@ fn a_delegated_rollback_that_cannot_reach_the_balancer_stops_the_hosts_restart_r
         .map(|l| l.as_str().unwrap().to_string())
         .collect();
     listed.sort();
-    assert_eq!(listed, [format!("drain@{target}"), format!("restart@{target}")]);
+    assert_eq!(
+        listed,
+        [format!("drain@{target}"), format!("restart@{target}")]
+    );
     assert_eq!(summary["rollback_failed"], 1, "{summary}");
     assert_eq!(summary["rolled_back"], 0, "{summary}");
 
@@ -292,7 +300,10 @@ fn a_delegated_rollback_that_cannot_reach_the_balancer_stops_the_hosts_restart_r
         .map(|r| r["label"].as_str().unwrap().to_string())
         .collect();
     labels.sort();
-    assert_eq!(labels, [format!("drain@{target}"), format!("restart@{target}")]);
+    assert_eq!(
+        labels,
+        [format!("drain@{target}"), format!("restart@{target}")]
+    );
     assert!(
         !records(&journal, "rollback_started")
             .iter()
@@ -305,8 +316,8 @@ fn a_delegated_rollback_that_cannot_reach_the_balancer_stops_the_hosts_restart_r
         .pony(&["status", &run_id, "--output", "json"])
         .output()
         .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&status.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", text(&status)));
+    let report: serde_json::Value =
+        serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&status)));
     let rollbacks = &report["rollbacks"];
     assert_eq!(rollbacks["failed"], 1, "{rollbacks}");
     assert_eq!(rollbacks["not_attempted"], 2, "{rollbacks}");

@@ -255,10 +255,7 @@ impl RollbackOrder {
             let of_host = plan
                 .task(node)
                 .is_some_and(|t| t.per == Per::Host && t.host == host);
-            if of_host
-                && self.commands.contains_key(&node)
-                && !self.blocked.contains_key(&node)
-            {
+            if of_host && self.commands.contains_key(&node) && !self.blocked.contains_key(&node) {
                 self.blocked.insert(node, failed);
                 self.not_attempted.push((node, failed));
                 self.one_less(host);

@@ -273,8 +273,15 @@ async fn a_failed_delegated_rollback_stops_the_rollbacks_it_sat_on_for_its_targe
     let pool = run.read("h8", "pool").unwrap();
     assert!(pool.contains("undo-in h1\n"), "{pool}");
     assert!(!pool.contains("undo-out h1\n"), "{pool}");
-    assert!(pool.contains("undo-in h2\n") && pool.contains("undo-out h2\n"), "{pool}");
-    assert_eq!(run.read("h1", "log").unwrap(), "restart\n", "h1 not restarted back");
+    assert!(
+        pool.contains("undo-in h2\n") && pool.contains("undo-out h2\n"),
+        "{pool}"
+    );
+    assert_eq!(
+        run.read("h1", "log").unwrap(),
+        "restart\n",
+        "h1 not restarted back"
+    );
     assert!(run.read("h2", "log").unwrap().ends_with("undo-restart\n"));
     assert_eq!(
         not_attempted(&events),
@@ -303,4 +310,35 @@ async fn a_failed_delegated_rollback_stops_the_rollbacks_it_sat_on_for_its_targe
     listed.sort();
     assert_eq!(listed, ["out@h1", "restart@h1"]);
     assert_eq!(rollback_failed, 1);
+}
+
+#[tokio::test]
+async fn a_rollback_that_cannot_be_rendered_stops_its_hosts_earlier_rollbacks() {
+    // `check` fails on h1 before capturing `token`: its rollback cannot be rendered, so
+    // h1's `mark` is not undone; h2's check has no failure and is rolled back in full.
+    let steps = r#"  - name: mark
+    run: echo mark >> log
+    rollback: echo undo-mark >> log
+  - name: check
+    needs: [mark]
+    run: "case {{ host.name }} in h1) exit 1;; esac; echo t-{{ host.name }}"
+    capture: token
+    rollback: echo "undo-check {{ token }}" >> log
+"#;
+    let strategy = "  max_unavailable: 100%\n  max_failures: 0\n  on_failure: rollback-region\n";
+    let (report, events, run) = start_in(EIGHT, &playbook(strategy, steps))
+        .finish(Vec::new())
+        .await;
+    assert_eq!(report.exit, Exit::NeedsAttention);
+    assert_eq!(run.read("h1", "log").unwrap(), "mark\n");
+    assert!(run.read("h2", "log").unwrap().ends_with("undo-mark\n"));
+    assert_eq!(
+        not_attempted(&events),
+        [("mark@h1".to_string(), "check@h1".to_string())]
+    );
+    assert_eq!(
+        run.outcome(&report, "h1"),
+        Some(HostOutcome::RollbackFailed)
+    );
+    assert_eq!(run.outcome(&report, "h2"), Some(HostOutcome::RolledBack));
 }
