@@ -239,7 +239,8 @@ impl RollbackOrder {
     }
 
     /// The rollback of `failed` (a task of `host`) failed: the rollbacks of the host's
-    /// tasks it needed, transitively, are not attempted. Only a host's own (`per: host`)
+    /// tasks it needed, transitively (through `per: region`/`per: run` tasks too, not
+    /// through other hosts' tasks), are not attempted. Only a host's own (`per: host`)
     /// tasks stop and are stopped. Those all sit in the host's wave, so the walk never
     /// crosses a wave gate (which would reach every task of the waves before).
     fn stop_after(&mut self, plan: &Plan, failed: NodeId, host: HostId) {
@@ -252,9 +253,13 @@ impl RollbackOrder {
             if matches!(plan.graph[node], Node::Gate(_)) || !seen.insert(node) {
                 continue;
             }
-            let of_host = plan
-                .task(node)
-                .is_some_and(|t| t.per == Per::Host && t.host == host);
+            let task = plan.task(node);
+            if task.is_some_and(|t| t.per == Per::Host && t.host != host) {
+                // Another host's task: what it needed is that host's, not this one's
+                // (and not walking on bounds the walk when tasks need `scope: run`).
+                continue;
+            }
+            let of_host = task.is_some_and(|t| t.per == Per::Host);
             if of_host && self.commands.contains_key(&node) && !self.blocked.contains_key(&node) {
                 self.blocked.insert(node, failed);
                 self.not_attempted.push((node, failed));
