@@ -189,17 +189,25 @@ impl Report<'_> {
         }
 
         let r = &self.rollbacks;
-        if r.ok + r.failed + r.unfinished > 0 {
+        if r.ok + r.failed + r.unfinished + r.not_attempted > 0 {
             let mut line = format!("\nrollbacks: {} ok, {} failed", r.ok, r.failed);
             if r.unfinished > 0 {
                 line.push_str(&format!(", {} unfinished", r.unfinished));
             }
+            if r.not_attempted > 0 {
+                line.push_str(&format!(", {} not attempted", r.not_attempted));
+            }
             out.push_str(&line);
             out.push('\n');
             for p in r.problems.iter().take(LIST_AT_MOST) {
-                let mut line = match p.ok {
-                    Some(_) => format!("  FAILED {}", p.label),
-                    None => format!("  unfinished {}", p.label),
+                let mut line = match (p.ok, &p.not_attempted) {
+                    (Some(_), _) => format!("  FAILED {}", p.label),
+                    (None, Some(reason)) => format!(
+                        "  not attempted {}: {}",
+                        p.label,
+                        reason.strip_prefix("not attempted: ").unwrap_or(reason)
+                    ),
+                    (None, None) => format!("  unfinished {}", p.label),
                 };
                 if let Some(code) = p.exit_code {
                     line.push_str(&format!(" (exit {code})"));

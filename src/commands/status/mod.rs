@@ -130,7 +130,9 @@ pub struct Rollbacks<'a> {
     pub failed: usize,
     /// Started and not finished.
     pub unfinished: usize,
-    /// The failed and unfinished ones.
+    /// Not run because an earlier rollback of their host failed.
+    pub not_attempted: usize,
+    /// The failed, unfinished and not attempted ones.
     pub problems: Vec<&'a RollbackRecord>,
 }
 
@@ -192,7 +194,16 @@ impl<'a> Report<'a> {
                 .iter()
                 .filter(|r| r.ok == Some(false))
                 .count(),
-            unfinished: detail.rollbacks.iter().filter(|r| r.ok.is_none()).count(),
+            unfinished: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.ok.is_none() && r.not_attempted.is_none())
+                .count(),
+            not_attempted: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.not_attempted.is_some())
+                .count(),
             problems: detail
                 .rollbacks
                 .iter()

@@ -356,6 +356,7 @@ impl Scheduler {
             rollback_failed: tally.rollback_failed,
             incomplete,
             stopped_wave: self.stopped_wave.clone(),
+            rollbacks_not_attempted: self.rollbacks_not_attempted.clone(),
             duration_ms: self.started.elapsed().as_millis() as u64,
             regions,
             run_dir: self.options.run_dir_display.clone(),
