@@ -2,9 +2,10 @@
 //! connected role may do what a command does there.
 //!
 //! Least privilege: creating or migrating the schema is the owner's job (`pony db
-//! migrate`, or a writing command whose role happens to have the privilege), never a
-//! reader's. So nothing here runs `CREATE` without having read from the catalog first
-//! that the schema is missing or behind *and* that this role may create it; a reading
+//! migrate`; a writing command whose role happens to have the privilege creates a
+//! missing one, but never migrates an existing one), never a reader's. So nothing here
+//! runs `CREATE` without having read from the catalog first that the schema is missing
+//! or behind *and* that this role may create it; a reading
 //! command never creates anything, and works with `USAGE` on the schema and `SELECT` on
 //! its tables. The privileges a command needs ([`Access`]) are checked from the catalog
 //! up front too, so that a role short of one is told which (all of them at once) and
@@ -70,9 +71,10 @@ pub enum Access {
     Control,
     /// `deploy`, `resume`, `join`, `rollback`, `unlock`: `USAGE` on the schema, `SELECT`,
     /// `INSERT`, `UPDATE`, `DELETE` on its tables (`SELECT` only on
-    /// `schema_migrations`), `USAGE` on its sequences. A missing or older schema is
-    /// migrated first when the role may (`CREATE` on the database for a missing schema,
-    /// `CREATE` on the schema for an older one), else refused naming that privilege.
+    /// `schema_migrations`), `USAGE` on its sequences. A missing schema is created first
+    /// when the role may (`CREATE` on the database; `CREATE` on the schema when it exists
+    /// without pony's tables), else refused naming that privilege; an older one is
+    /// migrated only by `pony db migrate`.
     Write,
 }
 
@@ -300,9 +302,10 @@ impl PgStore {
         "pony db migrate"
     }
 
-    /// Checks the schema for a command of `access`, migrating it first for a writing
-    /// command whose role may. Returns whether the schema exists (false only for a
-    /// command that does not write, on a database where no pony created it yet).
+    /// Checks the schema for a command of `access`: a missing one is created first by a
+    /// writing command whose role may; an older one is refused with the `pony db migrate`
+    /// hint. Returns whether the schema exists (false only for a command that does not
+    /// write, on a database where no pony created it yet).
     pub(super) fn prepare(&self, client: &mut Client, access: Access) -> Result<bool, PgError> {
         let q = |e| self.query("reading the schema's version", e);
         let schema = &self.schema;
@@ -316,26 +319,30 @@ impl PgStore {
                 known: latest,
             });
         }
-        if version < latest {
-            match access {
-                Access::Read | Access::Control if version == 0 => return Ok(false),
-                Access::Read | Access::Control => {
-                    return Err(self.schema_error(
-                        format!("schema `{schema}` is at version {version} and this pony needs {latest}; a command that only {} never migrates it", access.commands()),
-                        format!(
-                            "run `{}` as {}",
-                            self.migrate_command(),
-                            self.owner_words(&found)
-                        ),
-                    ))
-                }
-                Access::Write => {
-                    self.refuse_migration(&found, version)?;
-                    self.migrate_in(client)?;
-                    tracing::info!("migrated schema `{schema}` of {}", self.shown);
-                    found = Found::read(client, schema).map_err(q)?;
-                }
+        if version == 0 {
+            if access != Access::Write {
+                return Ok(false);
             }
+            // A fresh installation: a writing command creates the schema if its role
+            // may, so that one owner role needs no separate step.
+            self.refuse_migration(&found, version)?;
+            self.migrate_in(client)?;
+            tracing::info!("created schema `{schema}` in {}", self.shown);
+            found = Found::read(client, schema).map_err(q)?;
+        } else if version < latest {
+            // An existing installation is migrated only on purpose: controllers of the
+            // older pony may still be running against it.
+            return Err(self.schema_error(
+                format!(
+                    "schema `{schema}` is at version {version} and this pony needs version {latest}; only `{}` migrates it",
+                    self.migrate_command()
+                ),
+                format!(
+                    "run `{}` once as {}, then run this command again",
+                    self.migrate_command(),
+                    self.owner_words(&found)
+                ),
+            ));
         }
         let missing = found.missing(access, schema);
         if missing.is_empty() {
@@ -369,7 +376,7 @@ impl PgStore {
     /// Who may migrate, as "run … as {this}" says it (its `--state` URL's user).
     fn owner_words(&self, found: &Found) -> String {
         match &found.owner {
-            Some(owner) => format!("the schema's owner role `{owner}` (in its --state URL)"),
+            Some(owner) => format!("the schema's owner role `{owner}` (that role as the --state URL's user)"),
             None => format!(
                 "a role with CREATE on database `{}` (it becomes the schema's owner)",
                 found.database
