@@ -49,9 +49,7 @@ fn migrations() -> Vec<(i32, String)> {
 /// The server's URL as `role` with `password` (loopback trust auth: the server does not
 /// check it, but pony must never print it).
 fn as_role(url: &str, role: &str, password: &str) -> String {
-    let rest = url
-        .strip_prefix("postgres://pony@")
-        .expect("the lab's URL");
+    let rest = url.strip_prefix("postgres://pony@").expect("the lab's URL");
     format!("postgres://{role}:{password}@{rest}")
 }
 
@@ -180,7 +178,9 @@ fn a_read_only_role_reads_runs_and_is_refused_a_deploy_naming_the_privilege() {
         .unwrap();
     assert_eq!(code(&again), 0, "{}", text(&again));
     assert!(
-        stdout(&again).contains(&format!("at version {latest}, the latest this pony knows: nothing to do")),
+        stdout(&again).contains(&format!(
+            "at version {latest}, the latest this pony knows: nothing to do"
+        )),
         "{}",
         text(&again)
     );
@@ -238,7 +238,11 @@ fn a_read_only_role_reads_runs_and_is_refused_a_deploy_naming_the_privilege() {
     let by_writer = pony_db(&elsewhere, &writer, &["history"]).output().unwrap();
     assert_eq!(stdout(&history), stdout(&by_writer));
     for run in &runs {
-        assert!(stdout(&history).contains(run.as_str()), "{}", text(&history));
+        assert!(
+            stdout(&history).contains(run.as_str()),
+            "{}",
+            text(&history)
+        );
     }
     let json = pony_db(&elsewhere, &reader, &["--output", "json", "history"])
         .output()
@@ -352,9 +356,17 @@ fn an_outdated_schema_is_migrated_only_by_pony_db_migrate() {
 
     // Reading and writing commands alike say to migrate; a deploy, even by the
     // superuser, does not migrate it on its own (controllers of the older pony may run).
-    let outdated = format!("schema `pony` is at version {older} and this pony needs version {latest}");
+    let outdated =
+        format!("schema `pony` is at version {older} and this pony needs version {latest}");
     let history = pony_db(&state, &url, &["history"]).output().unwrap();
-    refused(&history, &[&outdated, "hint: run `pony db migrate` once as the schema's owner role `pony`"], &[]);
+    refused(
+        &history,
+        &[
+            &outdated,
+            "hint: run `pony db migrate` once as the schema's owner role `pony`",
+        ],
+        &[],
+    );
     let deploy = pony_db(&state, &url, &deploy_args(&inventory, &playbook))
         .output()
         .unwrap();
@@ -392,7 +404,10 @@ fn an_outdated_schema_is_migrated_only_by_pony_db_migrate() {
     let unknown = pony_db(&state, &ghost, &["history"]).output().unwrap();
     refused(
         &unknown,
-        &["cannot reach the state database", "role \"ghost\" does not exist"],
+        &[
+            "cannot reach the state database",
+            "role \"ghost\" does not exist",
+        ],
         &["gho-pw-9t4r"],
     );
     assert_eq!(

@@ -21,10 +21,7 @@ fn migrate(global: &GlobalOptions) -> anyhow::Result<Exit> {
         given => {
             let problem = match given {
                 None => "`pony db migrate` works on a state database, and none is given".into(),
-                Some(other) => format!(
-                    "`{}` is not a postgres:// URL",
-                    pg::redact_password(other)
-                ),
+                Some(other) => format!("`{}` is not a postgres:// URL", pg::redact_password(other)),
             };
             return Err(Diagnostics::from(
                 Diagnostic::new(Path::new("--state"), problem)

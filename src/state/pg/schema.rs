@@ -376,7 +376,9 @@ impl PgStore {
     /// Who may migrate, as "run … as {this}" says it (its `--state` URL's user).
     fn owner_words(&self, found: &Found) -> String {
         match &found.owner {
-            Some(owner) => format!("the schema's owner role `{owner}` (that role as the --state URL's user)"),
+            Some(owner) => {
+                format!("the schema's owner role `{owner}` (that role as the --state URL's user)")
+            }
             None => format!(
                 "a role with CREATE on database `{}` (it becomes the schema's owner)",
                 found.database
@@ -419,7 +421,9 @@ impl PgStore {
             }
             let state = match version {
                 0 => format!("schema `{schema}` has none of pony's tables yet"),
-                _ => format!("schema `{schema}` is at version {version} and this pony needs {latest}"),
+                _ => format!(
+                    "schema `{schema}` is at version {version} and this pony needs {latest}"
+                ),
             };
             (state, format!("CREATE on schema `{schema}`"))
         };
