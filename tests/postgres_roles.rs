@@ -134,7 +134,7 @@ fn a_read_only_role_reads_runs_and_is_refused_a_deploy_naming_the_privilege() {
     let history = pony_db(&elsewhere, &reader, &["history"]).output().unwrap();
     assert_eq!(code(&history), 0, "{}", text(&history));
     assert!(
-        stdout(&history).contains("schema `pony` does not exist there yet")
+        stdout(&history).contains("pony has not created its schema `pony` there yet")
             && stdout(&history).contains("pony db migrate"),
         "{}",
         text(&history)

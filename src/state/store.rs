@@ -111,7 +111,7 @@ impl Store {
     pub fn empty_note(&self) -> Option<String> {
         match self {
             Store::Postgres { db, .. } if !db.created() => Some(format!(
-                "schema `{}` does not exist there yet: `pony db migrate`, run as a role with CREATE on the database, creates it (so does the first deploy of such a role)",
+                "pony has not created its schema `{}` there yet: `pony db migrate`, run as a role with CREATE on the database, creates it (so does the first deploy of such a role)",
                 db.schema()
             )),
             _ => None,
