@@ -567,7 +567,9 @@ pub enum DbAction {
     /// Create pony's schema in the state database, or bring it to this pony's version,
     /// and say which migrations it applied (none when it is up to date). Run it as a
     /// role with CREATE on the database (it becomes the schema's owner), or as the
-    /// schema's owner; `status` and `history` then need only USAGE and SELECT.
+    /// schema's owner; once per installation and after each upgrade of pony (the other
+    /// commands never migrate an existing schema). `status` and `history` need only USAGE
+    /// and SELECT.
     Migrate,
 }
 

@@ -64,8 +64,8 @@ pub enum PgError {
     },
 }
 
-/// A driver error as one line for people: the server's own words once (severity,
-/// message, SQLSTATE, then its DETAIL and HINT), or the client-side error with its
+/// A driver error as one line for people: the server's own words once (its message,
+/// SQLSTATE, then its DETAIL and HINT), or the client-side error with its
 /// causes (a refused connection, a certificate the TLS check refused).
 pub fn describe(error: &postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
@@ -314,14 +314,15 @@ fn take_params(url: &str) -> Result<OwnParams, String> {
 }
 
 impl PgStore {
-    /// [`PgStore::open_as`] for a command that writes (it may migrate the schema).
+    /// [`PgStore::open_as`] for a command that writes (it creates a missing schema if its
+    /// role may).
     pub fn open(url: &str, lease: Duration) -> Result<PgStore, PgError> {
         Self::open_as(url, lease, Access::Write)
     }
 
-    /// Parses the URL, connects once and checks the schema for `access`: its version
-    /// (migrated first by a writing command whose role may) and the role's privileges
-    /// ([`schema`]).
+    /// Parses the URL, connects once and checks the schema for `access`: its version (a
+    /// missing schema is created first by a writing command whose role may; an older one
+    /// is refused with the `pony db migrate` hint) and the role's privileges ([`schema`]).
     pub fn open_as(url: &str, lease: Duration, access: Access) -> Result<PgStore, PgError> {
         let mut store = Self::configure(url, lease)?;
         let mut client = store.connect_raw()?;
