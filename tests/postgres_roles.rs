@@ -1,7 +1,7 @@
 //! Least privilege in the state database (`--state postgres://…`, a real PostgreSQL per
 //! test): `pony db migrate` creates and migrates the schema as its owner; a role with only
-//! USAGE and SELECT on the schema reads runs (`history`, `status`) and is refused a deploy
-//! naming the privilege it lacks, before anything runs on a host; a role that may not
+//! USAGE and SELECT on the schema reads runs (`history`, `status`, `watch`) and is refused
+//! a deploy naming the privilege it lacks, before anything runs on a host; a role that may not
 //! create the schema is told to run `pony db migrate`; an outdated schema is migrated only
 //! by `pony db migrate`; the database's own message is printed once, without the password.
 
@@ -284,6 +284,11 @@ fn a_read_only_role_reads_runs_and_is_refused_a_deploy_naming_the_privilege() {
     assert_eq!(code(&newest), 0, "{}", text(&newest));
     assert!(stdout(&newest).contains(&runs[1]), "{}", text(&newest));
 
+    // A watcher with the reader's role: both runs ended, so no controller is gone.
+    let watch = pony_db(&elsewhere, &reader, &["watch"]).output().unwrap();
+    assert_eq!(code(&watch), 0, "{}", text(&watch));
+    assert!(!stdout(&watch).contains("is gone"), "{}", text(&watch));
+
     // The reader may not deploy nor send a command: refused naming what it lacks,
     // nothing stored, nothing run.
     let denied = deploy(&reader, &[]);
@@ -453,7 +458,7 @@ fn a_role_with_create_on_the_database_creates_a_missing_schema_with_its_first_de
     refused(
         &history,
         &[
-            "role auditor may not read runs (status, history)",
+            "role auditor may not read runs (status, history, watch)",
             "it lacks USAGE on schema pony; SELECT on",
             "GRANT USAGE ON SCHEMA pony TO auditor; GRANT SELECT ON ALL TABLES IN SCHEMA pony TO auditor;",
         ],

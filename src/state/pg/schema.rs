@@ -63,7 +63,7 @@ pub fn latest() -> i32 {
 /// (besides `CONNECT` on the database, which PUBLIC has by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// `status`, `history`: `USAGE` on the schema, `SELECT` on its tables. Never creates
+    /// `status`, `history`, `watch`: `USAGE` on the schema, `SELECT` on its tables. Never creates
     /// or migrates anything; a schema not created yet reads as no runs.
     Read,
     /// `pause`, `continue`, `abort`, `approve`: [`Access::Read`], plus `INSERT` on
@@ -82,7 +82,7 @@ impl Access {
     /// The commands this access is for, for messages.
     fn commands(self) -> &'static str {
         match self {
-            Access::Read => "read runs (status, history)",
+            Access::Read => "read runs (status, history, watch)",
             Access::Control => "send commands to runs (pause, continue, abort, approve)",
             Access::Write => "run or change runs (deploy, resume, join, rollback, unlock)",
         }
