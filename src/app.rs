@@ -141,6 +141,7 @@ pub fn run(mut cli: Cli) -> Exit {
             *handshakes,
             command,
         ),
+        Command::Db { action } => crate::commands::db::run(&cli.global, action),
         Command::Completions { shell } => crate::commands::completions::completions(*shell),
         Command::Man => crate::commands::completions::man(),
         Command::Lab { action } => crate::commands::lab::run(&cli.global.state_dir, action),

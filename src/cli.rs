@@ -411,6 +411,12 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The state database (--state postgres://…): `pony db migrate` creates or migrates
+    /// pony's schema, as a role that may (the other commands need fewer privileges).
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Open the SSH connection to every selected host in parallel; report reachability.
     Ping {
         #[command(flatten)]
@@ -554,6 +560,17 @@ fn parse_start(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 pub enum InventoryFormat {
     Table,
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Create pony's schema in the state database, or bring it to this pony's version,
+    /// and say which migrations it applied (none when it is up to date). Run it as a
+    /// role with CREATE on the database (it becomes the schema's owner), or as the
+    /// schema's owner; once per installation and after each upgrade of pony (the other
+    /// commands never migrate an existing schema). `status` and `history` need only USAGE
+    /// and SELECT.
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]

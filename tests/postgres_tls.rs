@@ -36,7 +36,7 @@ fn server_cert(names: &[&str], issuer: &Issuer<'static, KeyPair>) -> ServerTls {
     }
 }
 
-/// `pony history` against `url`: it connects and brings the schema up to date.
+/// `pony history` against `url`: it connects and reads the schema (none yet: no runs).
 fn history(dir: &Path, url: &str) -> Output {
     pony(dir, &["history"])
         .env("PONY_STATE", url)

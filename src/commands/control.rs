@@ -14,7 +14,7 @@ use crate::state::runs::{self, RunState};
 use crate::state::store::Store;
 
 pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow::Result<Exit> {
-    let store = Store::from_options(global)?;
+    let store = Store::open(global, pg::Access::Control)?;
     let id = store.resolve(run).map_err(|e| {
         let hint = match e {
             runs::ResolveError::Ambiguous { .. } => "give more of the run id".to_string(),

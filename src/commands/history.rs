@@ -5,12 +5,13 @@
 
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::exit::Exit;
+use crate::state::pg::Access;
 use crate::state::runs::{self, RunState, RunSummary};
 use crate::state::store::Store;
 use std::io::Write;
 
 pub fn run(global: &GlobalOptions, limit: usize) -> anyhow::Result<Exit> {
-    let store = Store::from_options(global)?;
+    let store = Store::open(global, Access::Read)?;
     let ids = store.list().map_err(|e| {
         anyhow::anyhow!(
             "cannot read the runs under {}: {e}",
@@ -33,6 +34,9 @@ pub fn run(global: &GlobalOptions, limit: usize) -> anyhow::Result<Exit> {
         OutputFormat::Human => {
             if summaries.is_empty() {
                 writeln!(out, "no runs under {}", store.place().display())?;
+                if let Some(note) = store.empty_note() {
+                    writeln!(out, "note: {note}")?;
+                }
             } else {
                 out.write_all(table(&summaries).as_bytes())?;
                 for s in &summaries {

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod completions;
 pub mod control;
+pub mod db;
 pub mod deploy;
 pub mod dry_run;
 pub mod exec;

@@ -21,7 +21,8 @@ pub fn run(
     notify_timeout: Duration,
     every: Option<Duration>,
 ) -> anyhow::Result<Exit> {
-    let store = Store::from_options(global)?;
+    // Reads only: a role with USAGE and SELECT on the schema may watch.
+    let store = Store::open(global, crate::state::pg::Access::Read)?;
     let extra: Vec<Notifier> = notify
         .iter()
         .map(|command| Notifier {

@@ -12,7 +12,7 @@ use super::lock::{self, InventoryLock, LockError, LockInfo};
 use super::pg::lease::{self, Lease, LeaseLost};
 use super::pg::regions::RegionLease;
 use super::pg::sink::{Fence, PgSink};
-use super::pg::PgStore;
+use super::pg::{Access, PgStore};
 use super::runs::{self, ResolveError, RunDetail, RunState};
 use crate::cli::GlobalOptions;
 use std::path::{Path, PathBuf};
@@ -68,13 +68,21 @@ impl Held {
 }
 
 impl Store {
-    /// The backend the global options name: `--state`/`PONY_STATE` if set, else the
-    /// local state folder. Connecting also brings the database's schema up to date.
+    /// The backend the global options name, for a command that writes (deploy,
+    /// resume, join, rollback, unlock): see [`Store::open`].
     pub fn from_options(global: &GlobalOptions) -> anyhow::Result<Store> {
+        Self::open(global, Access::Write)
+    }
+
+    /// The backend the global options name: `--state`/`PONY_STATE` if set, else the
+    /// local state folder. Connecting checks the database's schema and the role's
+    /// privileges for `access`; a writing command migrates the schema first if its role
+    /// may ([`Access`]).
+    pub fn open(global: &GlobalOptions, access: Access) -> anyhow::Result<Store> {
         match global.state.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(Store::Local(global.state_dir.clone())),
             Some(url) if super::pg::is_url(url) => Ok(Store::Postgres {
-                db: Box::new(PgStore::open(url, global.lease)?),
+                db: Box::new(PgStore::open_as(url, global.lease, access)?),
                 local: global.state_dir.clone(),
             }),
             Some(other) => Err(crate::diag::Diagnostics::from(
@@ -95,6 +103,18 @@ impl Store {
     pub fn local_dir(&self) -> &Path {
         match self {
             Store::Local(dir) | Store::Postgres { local: dir, .. } => dir,
+        }
+    }
+
+    /// Why a store lists no runs when that is not only because none was started: a
+    /// state database where no pony created the schema yet.
+    pub fn empty_note(&self) -> Option<String> {
+        match self {
+            Store::Postgres { db, .. } if !db.created() => Some(format!(
+                "pony has not created its schema `{}` there yet: `pony db migrate`, run as a role with CREATE on the database, creates it (so does the first deploy of such a role)",
+                db.schema()
+            )),
+            _ => None,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::events::RunOutcome;
 use crate::exit::Exit;
 use crate::hint::pony as hint;
 use crate::plan::Plan;
+use crate::state::pg::Access;
 use crate::state::runs::{self, RollbackRecord, RunDetail, RunState, RunSummary};
 use crate::state::store::Store;
 use serde::Serialize;
@@ -18,7 +19,7 @@ use std::io::Write;
 mod human;
 
 pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
-    let store = Store::from_options(global)?;
+    let store = Store::open(global, Access::Read)?;
     let id = match run {
         Some(run) => store.resolve(run).map_err(|e| {
             let hint = match e {
@@ -28,8 +29,12 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
             anyhow::anyhow!("{e}\n  hint: {hint}")
         })?,
         None => store.list()?.into_iter().next().ok_or_else(|| {
+            let note = store
+                .empty_note()
+                .map(|note| format!("\n  note: {note}"))
+                .unwrap_or_default();
             anyhow::anyhow!(
-                "no runs under {}\n  hint: start one with `pony deploy`, or pass --state-dir",
+                "no runs under {}{note}\n  hint: start one with `pony deploy`, or pass --state-dir",
                 store.place().display()
             )
         })?,

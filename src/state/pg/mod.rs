@@ -15,69 +15,38 @@ pub mod control;
 pub mod fence;
 pub mod lease;
 pub mod regions;
+pub mod schema;
 pub mod sink;
 pub mod tls;
 
 use super::journal::Record;
 use postgres::{Client, NoTls};
+pub use schema::{Access, Migrated};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The migrations, in order; each runs once per installation, in one transaction with
-/// the version it brings. Never edit one that shipped: add the next.
-const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "runs, journal and leases",
-        include_str!("migrations/0001_runs_journal_leases.sql"),
-    ),
-    (
-        2,
-        "region leases and the journal's controller",
-        include_str!("migrations/0002_region_leases.sql"),
-    ),
-    (
-        3,
-        "live control from any machine",
-        include_str!("migrations/0003_control.sql"),
-    ),
-    (
-        4,
-        "a run's template and upload sources",
-        include_str!("migrations/0004_snapshot_files.sql"),
-    ),
-    (
-        5,
-        "holders fenced by pony unlock",
-        include_str!("migrations/0005_fences.sql"),
-    ),
-];
-
-/// Serializes migrations between controllers starting at once (an arbitrary constant).
-const MIGRATION_LOCK: i64 = 0x706f_6e79_0001;
-
 /// The schema pony uses unless the URL says `?schema=NAME`.
 const DEFAULT_SCHEMA: &str = "pony";
 
-/// Why the database cannot be used.
+/// Why the database cannot be used. A driver error is kept as the text
+/// [`PgStore::describe`] makes of it, not as a `source`: the driver's own `Display` is
+/// only its kind ("db error"), and a chain of sources printed it once per level.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("--state {url}: {problem}\n  hint: give it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?schema=NAME][&sslmode=verify-full&sslrootcert=FILE]")]
     BadUrl { url: String, problem: String },
-    #[error("cannot reach the state database {url}: {source}\n  hint: {hint}")]
+    #[error("cannot reach the state database {url}: {problem}\n  hint: {hint}")]
     Connect {
         url: String,
         hint: String,
-        #[source]
-        source: postgres::Error,
+        problem: String,
     },
-    #[error("state database {url}: {what}: {source}")]
+    #[error("state database {url}: {what}: {problem}")]
     Query {
         url: String,
         what: String,
-        #[source]
-        source: postgres::Error,
+        problem: String,
     },
     /// The database changed under a command (another controller acted at the same time).
     #[error("{0}")]
@@ -86,6 +55,40 @@ pub enum PgError {
     Thread(String),
     #[error("the state database {url} has schema version {found}, newer than this pony knows ({known})\n  hint: run a newer pony against it")]
     TooNew { url: String, found: i32, known: i32 },
+    /// The schema is missing or behind, or the role lacks a privilege the command needs.
+    #[error("state database {url}: {problem}\n  hint: {hint}")]
+    Schema {
+        url: String,
+        problem: String,
+        hint: String,
+    },
+}
+
+/// A driver error as one line for people: the server's own words once (its message,
+/// SQLSTATE, then its DETAIL and HINT), or the client-side error with its
+/// causes (a refused connection, a certificate the TLS check refused).
+pub fn describe(error: &postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; detail: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; server hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// Where the shared state lives and how long a lease lasts without a heartbeat.
@@ -101,6 +104,9 @@ pub struct PgStore {
     pub lease: Duration,
     /// The connection reads share (a command lists and reads many runs).
     reader: Arc<Mutex<Option<Client>>>,
+    /// False when a reading command found no schema (or none of pony's tables in it):
+    /// no run was ever stored there, and reads never create it.
+    created: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -308,8 +314,24 @@ fn take_params(url: &str) -> Result<OwnParams, String> {
 }
 
 impl PgStore {
-    /// Parses the URL, connects once and brings the schema up to date.
+    /// [`PgStore::open_as`] for a command that writes (it creates a missing schema if its
+    /// role may).
     pub fn open(url: &str, lease: Duration) -> Result<PgStore, PgError> {
+        Self::open_as(url, lease, Access::Write)
+    }
+
+    /// Parses the URL, connects once and checks the schema for `access`: its version (a
+    /// missing schema is created first by a writing command whose role may; an older one
+    /// is refused with the `pony db migrate` hint) and the role's privileges ([`schema`]).
+    pub fn open_as(url: &str, lease: Duration, access: Access) -> Result<PgStore, PgError> {
+        let mut store = Self::configure(url, lease)?;
+        let mut client = store.connect_raw()?;
+        store.created = store.prepare(&mut client, access)?;
+        Ok(store)
+    }
+
+    /// Parses the URL into a store without connecting (`pony db migrate` connects itself).
+    pub fn configure(url: &str, lease: Duration) -> Result<PgStore, PgError> {
         let shown = redact_password(url);
         let bad = |problem: String| PgError::BadUrl {
             url: shown.clone(),
@@ -338,9 +360,8 @@ impl PgStore {
             schema,
             lease,
             reader: Arc::default(),
+            created: true,
         };
-        let mut client = store.connect_raw()?;
-        store.migrate(&mut client)?;
         Ok(store)
     }
 
@@ -357,7 +378,7 @@ impl PgStore {
         connected.map_err(|source| PgError::Connect {
             url: self.shown.clone(),
             hint: tls::hint(self.tls_mode, &source),
-            source,
+            problem: self.describe(&source),
         })
     }
 
@@ -387,51 +408,27 @@ impl PgStore {
         PgError::Query {
             url: self.shown.clone(),
             what: what.to_string(),
-            source,
+            problem: self.describe(&source),
         }
     }
 
-    /// Applies the migrations this database lacks, one controller at a time.
-    fn migrate(&self, client: &mut Client) -> Result<(), PgError> {
-        let q = |e| self.query("migrating the schema", e);
-        let mut tx = client.transaction().map_err(q)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .map_err(q)?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};
-             SET LOCAL search_path TO {schema};
-             CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version integer PRIMARY KEY,
-                 name    text NOT NULL,
-                 applied timestamptz NOT NULL DEFAULT now()
-             );",
-            schema = self.schema
-        ))
-        .map_err(q)?;
-        let found: i32 = tx
-            .query_one(
-                "SELECT coalesce(max(version), 0) FROM schema_migrations",
-                &[],
-            )
-            .map_err(q)?
-            .get(0);
-        let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        if found > known {
-            return Err(PgError::TooNew {
-                url: self.shown.clone(),
-                found,
-                known,
-            });
+    /// [`describe`], with this URL's password (should anything repeat it) as `***`.
+    pub fn describe(&self, error: &postgres::Error) -> String {
+        let text = describe(error);
+        match self.config.get_password().map(String::from_utf8_lossy) {
+            Some(password) if !password.is_empty() => text.replace(&*password, "***"),
+            _ => text,
         }
-        for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
-            tx.batch_execute(sql).map_err(q)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                &[version, name],
-            )
-            .map_err(q)?;
-        }
-        tx.commit().map_err(q)
+    }
+
+    /// Whether pony's schema exists (false only for a reading command that found none).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// The installation's schema (`?schema=NAME`, default `pony`).
+    pub fn schema(&self) -> &str {
+        &self.schema
     }
 
     /// Stores a new run's snapshot from its run folder (written just before).
@@ -488,6 +485,9 @@ impl PgStore {
     /// Run ids, newest first: by the start time in the id, then by when the run was
     /// stored, then by id (the local folder's order).
     pub fn list(&self) -> Result<Vec<String>, PgError> {
+        if !self.created {
+            return Ok(Vec::new());
+        }
         let rows = self.with_reader("listing runs", |c| {
             c.query(
                 "SELECT run_id FROM runs ORDER BY left(run_id, 15) DESC, created DESC, run_id DESC",
