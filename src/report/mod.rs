@@ -253,6 +253,17 @@ pub fn short_duration(duration: Duration) -> String {
     }
 }
 
+/// `14:05:10`: an RFC 3339 time (a soak's end) on this machine's clock, as a person at
+/// the terminal reads it; `None` when it does not parse.
+pub fn local_clock(rfc3339: &str) -> Option<String> {
+    let time = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    Some(
+        time.with_timezone(&chrono::Local)
+            .format("%H:%M:%S")
+            .to_string(),
+    )
+}
+
 /// The lines both human reporters print for the events that need attention or mark the
 /// run's progress (failures, budgets, rollbacks, gates, waves, stops); `None` for the
 /// others. `tail` bounds the output lines shown under a failure.
@@ -276,10 +287,20 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             wave,
             reason,
             seconds,
+            until,
+            ..
         } => Some(match reason.as_str() {
             "pause" => format!(
-                "== gate after wave {wave}: pausing {}",
-                humantime::format_duration(Duration::from_secs(*seconds))
+                "== gate after wave {wave}: soaking {}{}",
+                humantime::format_duration(Duration::from_secs(*seconds)),
+                until
+                    .as_deref()
+                    .and_then(local_clock)
+                    .map(|at| format!(", until {at}"))
+                    .unwrap_or_default()
+            ),
+            "verify" => format!(
+                "== gate after wave {wave}: its checks run before the approval question"
             ),
             "approve" if *seconds > 0 => format!(
                 "== gate after wave {wave}: waiting up to {} for `{}`",
@@ -412,7 +433,7 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             palette.red("!! ROLLBACK FAILED"),
             error.as_deref().unwrap_or("")
         )),
-        Event::Stopped { reason } => Some(format!("== {reason}")),
+        Event::Stopped { reason, .. } => Some(format!("== {reason}")),
         Event::ControllerLost {
             lost_controller: controller,
             machine,
@@ -473,6 +494,7 @@ impl GateNotes {
                 wave,
                 reason,
                 seconds,
+                ..
             } if reason == "pause" => {
                 self.soaks.entry(wave.clone()).or_default().seconds = Some(*seconds);
             }
@@ -496,6 +518,7 @@ impl GateNotes {
             wave,
             reason,
             seconds,
+            ..
         } = event
         else {
             return None;
@@ -575,6 +598,8 @@ mod tests {
             wave: wave.into(),
             reason: reason.into(),
             seconds,
+            until: None,
+            zone: None,
         }
     }
 

@@ -377,11 +377,15 @@ mod tests {
                 wave: "all".into(),
                 reason: "pause".into(),
                 seconds: 20,
+                until: None,
+                zone: None,
             },
             Event::GateWaiting {
                 wave: "all".into(),
                 reason: "approve".into(),
                 seconds: 600,
+                until: None,
+                zone: None,
             },
         ] {
             reporter.event(&event);
@@ -413,6 +417,8 @@ mod tests {
             wave: "all".into(),
             reason: "pause".into(),
             seconds: 3600,
+            until: None,
+            zone: None,
         });
         tokio::time::advance(Duration::from_secs(3600)).await;
         reporter.event(&Event::TaskStarted { task: task("b") });
@@ -474,6 +480,8 @@ mod tests {
             wave: "canary".into(),
             reason: reason.into(),
             seconds: 60,
+            until: None,
+            zone: None,
         };
         let check = |ok: bool| Event::VerifyCheck {
             wave: "canary".into(),
@@ -499,6 +507,8 @@ mod tests {
             gate("approve"),
             Event::Stopped {
                 reason: "aborted".into(),
+                region: None,
+                rollback: false,
             },
         ];
         let printed = |quiet: bool| {
