@@ -504,7 +504,7 @@ mod tests {
             zone: None,
         };
         assert!(notifies(&waiting("approve")));
-        assert!(!notifies(&waiting("pause")));
+        assert!(!notifies(&waiting("soak")));
         let rollback = |scope: &str| Event::RollbackFinished {
             scope: scope.into(),
             ok: true,

@@ -290,7 +290,7 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             until,
             ..
         } => Some(match reason.as_str() {
-            "pause" => format!(
+            "soak" => format!(
                 "== gate after wave {wave}: soaking {}{}",
                 humantime::format_duration(Duration::from_secs(*seconds)),
                 until
@@ -495,7 +495,7 @@ impl GateNotes {
                 reason,
                 seconds,
                 ..
-            } if reason == "pause" => {
+            } if reason == "soak" => {
                 self.soaks.entry(wave.clone()).or_default().seconds = Some(*seconds);
             }
             Event::VerifyCheck { wave, ok, .. } => {
@@ -632,7 +632,7 @@ mod tests {
         let mut notes = GateNotes::default();
         for event in [
             run_started("20260310-200000-abcd"),
-            gate("canary", "pause", 20),
+            gate("canary", "soak", 20),
             check("canary", true),
             check("canary", true),
             check("other", true),
@@ -656,7 +656,7 @@ mod tests {
             notes.lines(&gate("other", "approve", 0)).unwrap()[0],
             "== checks after wave other: 1 check ok"
         );
-        assert_eq!(notes.lines(&gate("canary", "pause", 20)), None);
+        assert_eq!(notes.lines(&gate("canary", "soak", 20)), None);
     }
 
     #[test]

@@ -375,7 +375,7 @@ mod tests {
             started,
             Event::GateWaiting {
                 wave: "all".into(),
-                reason: "pause".into(),
+                reason: "soak".into(),
                 seconds: 20,
                 until: None,
                 zone: None,
@@ -415,7 +415,7 @@ mod tests {
         reporter.event(&host("a", HostOutcome::Ok));
         reporter.event(&Event::GateWaiting {
             wave: "all".into(),
-            reason: "pause".into(),
+            reason: "soak".into(),
             seconds: 3600,
             until: None,
             zone: None,
@@ -496,7 +496,7 @@ mod tests {
                 wave: "canary".into(),
                 hosts: 1,
             },
-            gate("pause"),
+            gate("soak"),
             gate("window 02:00-04:00"),
             check(true),
             Event::GatePassed {
@@ -530,7 +530,7 @@ mod tests {
         for routine in [
             "run RUN",
             "== wave canary (",
-            "pausing",
+            "soaking",
             "change window",
             "check smtp on a: ok",
             "passed",
@@ -546,7 +546,7 @@ mod tests {
             assert!(quiet.contains(needed), "-q left out {needed:?}:\n{quiet}");
         }
         let loud = printed(false);
-        for line in ["run RUN", "pausing", "change window", "passed", "progress:"] {
+        for line in ["run RUN", "soaking", "change window", "passed", "progress:"] {
             assert!(
                 loud.contains(line),
                 "without -q, {line:?} is printed:\n{loud}"

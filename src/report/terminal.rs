@@ -668,7 +668,7 @@ impl Reporter for TerminalReporter {
                 self.gate = Some(match reason.as_str() {
                     "approve" => Waiting::Approval { wave },
                     "verify" => Waiting::Checks { wave },
-                    "pause" => {
+                    "soak" => {
                         let until = at.unwrap_or_else(|| {
                             (chrono::Local::now() + chrono::Duration::seconds(*seconds as i64))
                                 .format("%H:%M:%S")
@@ -732,8 +732,8 @@ impl Reporter for TerminalReporter {
                 rollback,
                 ..
             } => {
-                let rollback = *rollback
-                    || matches!(self.activity, Activity::Stopping { rollback: true });
+                let rollback =
+                    *rollback || matches!(self.activity, Activity::Stopping { rollback: true });
                 self.activity = Activity::Stopping { rollback };
                 self.gate = None;
                 self.gate_until = None;
@@ -892,7 +892,10 @@ mod tests {
             "· checks of canary running before its approval question"
         );
         for (rollback, words) in [
-            (false, "· 1 running · stopping: abort in progress, no new host starts"),
+            (
+                false,
+                "· 1 running · stopping: abort in progress, no new host starts",
+            ),
             (true, "· 1 running · stopping: rollback in progress"),
         ] {
             assert_eq!(

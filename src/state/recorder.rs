@@ -152,14 +152,12 @@ pub fn record_of(event: &Event) -> Option<Record> {
             reason,
             until,
             ..
-        } if reason == "approve" || reason == "pause" || reason == "verify" => {
-            Record::GateWaiting {
-                wave: wave.clone(),
-                reason: reason.clone(),
-                time: now(),
-                until: until.clone(),
-            }
-        }
+        } if reason == "approve" || reason == "soak" || reason == "verify" => Record::GateWaiting {
+            wave: wave.clone(),
+            reason: reason.clone(),
+            time: now(),
+            until: until.clone(),
+        },
         // A region's stop leaves the run going elsewhere; only the run's own is a state.
         Event::Stopped {
             reason,

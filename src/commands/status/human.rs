@@ -52,18 +52,6 @@ impl Report<'_> {
             }
             _ => out.push_str(&format!("state: {}\n", run.result)),
         }
-        if let Some(paused) = run
-            .paused
-            .as_ref()
-            .filter(|_| run.state == RunState::Running)
-        {
-            out.push_str(&format!(
-                "paused by {} since {}: no new host starts; `{}` goes on\n",
-                paused.by,
-                runs::format_time(&paused.time),
-                crate::hint::pony(format_args!("continue {}", run.run_id))
-            ));
-        }
         if !self.controllers.is_empty() {
             out.push_str(&controllers_table(&self.controllers, &run.run_id));
         }

@@ -140,7 +140,7 @@ impl Scheduler {
                     + chrono::Duration::from_std(pause).unwrap_or_default();
                 self.emit(Event::GateWaiting {
                     wave: spec.name.clone(),
-                    reason: "pause".into(),
+                    reason: "soak".into(),
                     seconds: pause.as_secs(),
                     until: Some(rfc3339(until)),
                     zone: None,
@@ -219,7 +219,9 @@ impl Scheduler {
             let tz = self.plan.inventory.hosts[host].tz.as_deref();
             window.time_zone = tz.unwrap_or("UTC").to_string();
         }
-        let Some(wait) = change_window::wait_until_open(&window, self.options.clock.now()) else {
+        // One reading of the clock: the opening announced is the window's own minute.
+        let now = self.options.clock.now();
+        let Some(wait) = change_window::wait_until_open(&window, now) else {
             return false;
         };
         self.state[node.index()] = State::Queued;
@@ -236,8 +238,7 @@ impl Scheduler {
         } else {
             window.text.clone()
         };
-        let opens =
-            self.options.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let opens = now + chrono::Duration::from_std(wait).unwrap_or_default();
         self.emit(Event::GateWaiting {
             wave: self.plan.waves[wave].name.clone(),
             reason: format!("window {text}"),

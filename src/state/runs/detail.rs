@@ -144,7 +144,9 @@ pub(super) fn fold(
                 until,
                 ..
             } => {
-                gate_waiting = Some((wave.clone(), reason.clone()));
+                // Journals written before the soak was called so named say `pause`.
+                let reason = if reason == "pause" { "soak" } else { reason };
+                gate_waiting = Some((wave.clone(), reason.to_string()));
                 soak_until = until.clone();
                 soak_checks = (0, 0);
             }
@@ -170,7 +172,8 @@ pub(super) fn fold(
                 rollback,
                 time,
             } => {
-                let rolling_back = matches!(stopping, Some(Activity::Stopping { rollback: true, .. }));
+                let rolling_back =
+                    matches!(stopping, Some(Activity::Stopping { rollback: true, .. }));
                 let cause = if aborted || reason.starts_with("interrupted") {
                     "abort"
                 } else {
@@ -351,7 +354,7 @@ pub(super) fn fold(
             Record::VerifyCheck { wave, ok, .. } => {
                 if gate_waiting
                     .as_ref()
-                    .is_some_and(|(w, reason)| w == wave && reason == "pause")
+                    .is_some_and(|(w, reason)| w == wave && reason == "soak")
                 {
                     if *ok {
                         soak_checks.0 += 1;
@@ -486,6 +489,9 @@ fn activity(
         return Some(Activity::Paused {
             by: paused.by.clone(),
             since: paused.time.clone(),
+            gate: gate
+                .filter(|(_, reason)| reason == "approve")
+                .map(|(wave, _)| wave.clone()),
         });
     }
     if let Some((wave, reason)) = gate {
@@ -493,7 +499,7 @@ fn activity(
         match reason.as_str() {
             "approve" => return Some(Activity::Approval { wave }),
             "verify" => return Some(Activity::Checks { wave }),
-            "pause" => {
+            "soak" => {
                 return Some(Activity::Soaking {
                     wave,
                     until: soak_until,

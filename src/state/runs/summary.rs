@@ -80,8 +80,13 @@ pub enum Activity {
         reason: String,
         since: String,
     },
-    /// `pony pause`: no new host starts until `pony continue`.
-    Paused { by: String, since: String },
+    /// `pony pause`: no new host starts until `pony continue`; `gate`: the wave whose
+    /// `approve:` gate waits for an answer meanwhile.
+    Paused {
+        by: String,
+        since: String,
+        gate: Option<String>,
+    },
     /// A wave's soak (its `pause:`), with its `verify:` rounds so far.
     Soaking {
         wave: String,
@@ -112,23 +117,22 @@ pub struct WindowWait {
 }
 
 impl Activity {
-    /// In words, for `pony status`'s `state:` line.
+    /// In words, for `pony status`'s `state:` line (the `waiting:` line says more).
     pub fn words(&self) -> String {
         let time = super::format_time;
         match self {
-            Activity::Stopping {
-                rollback: true,
-                reason,
-                ..
-            } => format!("stopping: rollback in progress ({reason})"),
-            Activity::Stopping { cause, reason, .. } if cause == "abort" => {
-                format!("stopping: abort in progress ({reason})")
+            Activity::Stopping { rollback: true, .. } => "stopping: rollback in progress".into(),
+            Activity::Stopping { cause, .. } if cause == "abort" => {
+                "stopping: abort in progress".into()
             }
-            Activity::Stopping { reason, .. } => format!("stopping ({reason})"),
-            Activity::Paused { by, since } => format!(
-                "paused by {by} since {}: no new host starts until `pony continue`",
-                time(since)
-            ),
+            Activity::Stopping { reason, .. } => format!("stopping: {reason}"),
+            Activity::Paused { by, since, gate } => {
+                let mut words = format!("paused by {by} since {}", time(since));
+                if let Some(wave) = gate {
+                    words.push_str(&format!(", and waiting for approval of {wave}"));
+                }
+                words
+            }
             Activity::Soaking {
                 wave,
                 until,
@@ -136,27 +140,27 @@ impl Activity {
                 checks_failed,
             } => {
                 let mut words = match until {
-                    Some(until) => format!("soaking until {}: wave {wave}'s soak", time(until)),
-                    None => format!("soaking: wave {wave}'s soak"),
+                    Some(until) => format!("soaking until {} (wave {wave})", time(until)),
+                    None => format!("soaking (wave {wave})"),
                 };
                 if checks_ok + checks_failed > 0 {
                     words.push_str(&format!(
-                        ", its checks so far {checks_ok} ok, {checks_failed} failed"
+                        ", checks so far {checks_ok} ok, {checks_failed} failed"
                     ));
                 }
                 words
             }
             Activity::Checks { wave } => {
-                format!("checking wave {wave}: its checks run before its approval question")
+                format!("checking {wave} before approval (its verify checks)")
             }
-            Activity::Approval { wave } => format!("waiting for approval of wave {wave}"),
+            Activity::Approval { wave } => format!("waiting for approval of {wave}"),
             Activity::Window { wave, windows } => {
                 let zones: Vec<String> = windows
                     .iter()
                     .map(|w| format!("{}, opens at {}", w.zone, time(&w.opens)))
                     .collect();
                 format!(
-                    "waiting for the change window of wave {wave} ({})",
+                    "waiting for the change window ({}) (wave {wave})",
                     zones.join("; ")
                 )
             }
