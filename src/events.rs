@@ -105,7 +105,7 @@ pub enum Event {
     },
     GateWaiting {
         wave: String,
-        /// `pause` (the soak), `verify` (the checks that run right before the approval
+        /// `soak` (the wave's `pause:`), `verify` (the checks that run right before the approval
         /// question of a gate without a soak), `approve`, or `window <text>`.
         reason: String,
         seconds: u64,

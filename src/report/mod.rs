@@ -264,6 +264,20 @@ pub fn local_clock(rfc3339: &str) -> Option<String> {
     )
 }
 
+/// What a run that stops says it is doing until it ends: `stopping: rollback in
+/// progress` (every touched host rolls back), `stopping: abort in progress, no new host
+/// starts` (`pony abort`, Ctrl-C, SIGTERM), else `stopping: no new host starts` (a halt,
+/// a failed wave, a gate that stops the run).
+pub fn stopping_words(reason: &str, rollback: bool) -> &'static str {
+    if rollback {
+        "stopping: rollback in progress"
+    } else if reason.starts_with("aborted") || reason.starts_with("interrupted") {
+        "stopping: abort in progress, no new host starts"
+    } else {
+        "stopping: no new host starts"
+    }
+}
+
 /// The lines both human reporters print for the events that need attention or mark the
 /// run's progress (failures, budgets, rollbacks, gates, waves, stops); `None` for the
 /// others. `tail` bounds the output lines shown under a failure.

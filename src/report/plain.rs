@@ -39,6 +39,10 @@ pub struct PlainReporter {
     last_progress: Instant,
     tally: SummaryNotes,
     gates: GateNotes,
+    /// What the run does besides its tasks, said at the end of the progress line:
+    /// `paused by ann@ctl`, `stopping: abort in progress, …` (see
+    /// [`super::stopping_words`]).
+    doing: Option<String>,
 }
 
 impl PlainReporter {
@@ -63,6 +67,7 @@ impl PlainReporter {
             last_progress: Instant::now(),
             tally: SummaryNotes::default(),
             gates: GateNotes::default(),
+            doing: None,
         }
     }
 
@@ -120,8 +125,13 @@ impl PlainReporter {
         } else {
             String::new()
         };
+        let doing = self
+            .doing
+            .as_ref()
+            .map(|doing| format!("; {doing}"))
+            .unwrap_or_default();
         let text = format!(
-            "progress: {done}/{} hosts done{not_run}, {} failed{rolled_back}, {} tasks running, {} elapsed{eta}",
+            "progress: {done}/{} hosts done{not_run}, {} failed{rolled_back}, {} tasks running, {} elapsed{eta}{doing}",
             self.total_hosts,
             self.failed_hosts.len(),
             self.running,
@@ -160,6 +170,31 @@ impl Reporter for PlainReporter {
                 self.line(&line);
             }
             return;
+        }
+        match event {
+            Event::Stopped {
+                region: None,
+                reason,
+                rollback,
+            } => {
+                let rolling_back = self.doing.as_deref() == Some(super::stopping_words("", true));
+                self.doing =
+                    Some(super::stopping_words(reason, *rollback || rolling_back).to_string());
+            }
+            Event::Control {
+                command,
+                accepted: true,
+                user,
+                host,
+                ..
+            } if !matches!(&self.doing, Some(d) if d.starts_with("stopping")) => {
+                match command.as_str() {
+                    "pause" => self.doing = Some(format!("paused by {user}@{host}")),
+                    "continue" => self.doing = None,
+                    _ => {}
+                }
+            }
+            _ => {}
         }
         match event {
             Event::RunStarted { hosts, .. } => {
@@ -427,6 +462,53 @@ mod tests {
         assert_eq!(
             lines.last().unwrap(),
             "progress: 1/4 hosts done, 1 not run, 0 failed, 1 tasks running, 1h 00m elapsed, about 20.0s left",
+            "{lines:?}"
+        );
+    }
+
+    /// After an abort the progress line says the run is stopping until it ends, and a
+    /// rollback of every touched host stays said; hosts never started are not run.
+    #[tokio::test(start_paused = true)]
+    async fn progress_says_the_run_is_stopping_after_an_abort() {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(
+            Box::new(out.clone()),
+            false,
+            Palette::new(false),
+            Duration::ZERO,
+        );
+        reporter.event(&run_started(3));
+        reporter.event(&Event::TaskStarted { task: task("a") });
+        reporter.event(&Event::Stopped {
+            reason: "aborted by ann@ctl: no new host starts".into(),
+            region: None,
+            rollback: false,
+        });
+        reporter.event(&host("b", HostOutcome::Cancelled));
+        assert!(
+            progress_lines(&out)
+                .last()
+                .unwrap()
+                .ends_with("; stopping: abort in progress, no new host starts"),
+            "{:?}",
+            progress_lines(&out)
+        );
+        reporter.event(&Event::Stopped {
+            reason: "aborted by ann@ctl: rolling back every host the run touched".into(),
+            region: None,
+            rollback: true,
+        });
+        reporter.event(&host("c", HostOutcome::Cancelled));
+        let lines = progress_lines(&out);
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .starts_with("progress: 0/3 hosts done, 2 not run")
+                && lines
+                    .last()
+                    .unwrap()
+                    .ends_with("; stopping: rollback in progress"),
             "{lines:?}"
         );
     }

@@ -171,8 +171,9 @@ enum Activity {
     Paused {
         by: String,
     },
+    /// What [`super::stopping_words`] says.
     Stopping {
-        rollback: bool,
+        words: &'static str,
     },
 }
 
@@ -220,12 +221,7 @@ fn overall_words(
         Activity::Paused { by } => {
             parts.push(palette.yellow(&format!("paused by {by}: no new host starts")))
         }
-        Activity::Stopping { rollback: false } => {
-            parts.push(palette.yellow("stopping: abort in progress, no new host starts"))
-        }
-        Activity::Stopping { rollback: true } => {
-            parts.push(palette.yellow("stopping: rollback in progress"))
-        }
+        Activity::Stopping { words } => parts.push(palette.yellow(words)),
     }
     if let Some((waiting, left)) = waiting {
         let left = left.map(|left| {
@@ -730,11 +726,16 @@ impl Reporter for TerminalReporter {
             Event::Stopped {
                 region: None,
                 rollback,
-                ..
+                reason,
             } => {
-                let rollback =
-                    *rollback || matches!(self.activity, Activity::Stopping { rollback: true });
-                self.activity = Activity::Stopping { rollback };
+                // A rollback under way stays said when a later stop comes.
+                let rolling_back = self.activity
+                    == Activity::Stopping {
+                        words: super::stopping_words("", true),
+                    };
+                self.activity = Activity::Stopping {
+                    words: super::stopping_words(reason, *rollback || rolling_back),
+                };
                 self.gate = None;
                 self.gate_until = None;
                 self.note_waiting();
@@ -891,19 +892,27 @@ mod tests {
             ),
             "· checks of canary running before its approval question"
         );
-        for (rollback, words) in [
+        for (reason, rollback, words) in [
             (
+                "aborted by ann@ctl",
                 false,
                 "· 1 running · stopping: abort in progress, no new host starts",
             ),
-            (true, "· 1 running · stopping: rollback in progress"),
+            (
+                "failure budget exceeded: halted",
+                false,
+                "· 1 running · stopping: no new host starts",
+            ),
+            ("x", true, "· 1 running · stopping: rollback in progress"),
         ] {
             assert_eq!(
                 overall_words(
                     &counts(0, 0, 0, 1),
                     0,
                     None,
-                    &Activity::Stopping { rollback },
+                    &Activity::Stopping {
+                        words: super::super::stopping_words(reason, rollback)
+                    },
                     None,
                     &PLAIN
                 ),
@@ -935,5 +944,76 @@ mod tests {
             ),
             "· 1 running · ETA 00:01:40"
         );
+    }
+
+    /// An abort while h1 and h3 run: the bar says the run is stopping; h1 and h3 finish,
+    /// h2 and h4 never start and are `not run`, never drawn as done.
+    #[test]
+    fn after_an_abort_hosts_never_started_are_not_done() {
+        let mut reporter = TerminalReporter::new(PLAIN);
+        crate::term::attach_progress(None);
+        reporter.multi.set_draw_target(ProgressDrawTarget::hidden());
+        reporter.event(&Event::RunStarted {
+            run_id: "RUN".into(),
+            playbook: "pb".into(),
+            inventory: "inv".into(),
+            hosts: 4,
+            tasks: 4,
+            waves: vec!["all".into()],
+            regions: vec![("r1".into(), 2), ("r2".into(), 2)],
+        });
+        let task = |id: usize, host: &str, region: &str| crate::events::TaskRef {
+            id,
+            step: "work".into(),
+            host: host.into(),
+            region: region.into(),
+            cluster: "c".into(),
+            wave: "all".into(),
+            label: format!("work@{host}"),
+        };
+        let host = |name: &str, region: &str, outcome| Event::HostFinished {
+            host: name.into(),
+            region: region.into(),
+            cluster: "c".into(),
+            outcome,
+        };
+        for (id, name, region) in [(1, "h1", "r1"), (3, "h3", "r2")] {
+            reporter.event(&Event::TaskStarted {
+                task: task(id, name, region),
+            });
+        }
+        reporter.event(&Event::Stopped {
+            reason: "aborted by ann@ctl".into(),
+            region: None,
+            rollback: false,
+        });
+        assert!(
+            reporter
+                .overall_message()
+                .contains("stopping: abort in progress, no new host starts"),
+            "{}",
+            reporter.overall_message()
+        );
+        for (id, name, region) in [(1, "h1", "r1"), (3, "h3", "r2")] {
+            reporter.event(&Event::TaskFinished {
+                task: task(id, name, region),
+                changed: true,
+                exit_code: Some(0),
+                duration_ms: 1,
+                attempts: 1,
+                record: Default::default(),
+            });
+            reporter.event(&host(name, region, HostOutcome::Ok));
+        }
+        for (name, region) in [("h2", "r1"), ("h4", "r2")] {
+            reporter.event(&host(name, region, HostOutcome::Cancelled));
+        }
+        assert_eq!(reporter.overall_done, 2);
+        assert_eq!(reporter.overall_not_run, 2);
+        for region in &reporter.regions {
+            assert_eq!((region.done, region.not_run), (1, 1));
+            assert_eq!(reporter.region_message(region), "ended · 1 not run");
+        }
+        reporter.finish();
     }
 }

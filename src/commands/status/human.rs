@@ -91,11 +91,10 @@ impl Report<'_> {
                     "passed".into()
                 } else if self.stopped_wave.as_ref().is_some_and(|s| s.wave == wave) {
                     "FAILED".into()
-                } else if self
-                    .waiting
-                    .as_ref()
-                    .is_some_and(|w| w.wave.as_deref() == Some(wave))
-                {
+                } else if self.waiting.as_ref().is_some_and(|w| {
+                    // A change window holds the wave's hosts, not its gate.
+                    w.wave.as_deref() == Some(wave) && w.reason != "window"
+                }) {
                     "waiting".into()
                 } else {
                     "-".into()
