@@ -3,7 +3,7 @@
 //! for approval, paused by a person at that gate, waiting for a change window (zone,
 //! opening time), soaking until a time, stopping with an abort or a rollback in progress.
 //! A run that stopped at its approval gate names the wave, and `pony abort` of it offers
-//! both `pony resume` and `pony rollback`.
+//! both `pony resume` and `pony rollback`; while that rollback runs, status says so.
 //!
 //! Local hosts (`TINY_INVENTORY`: h1, h2 in r1; h3, h4 in r2) hold the run in each state
 //! with marker files: a command touches a file when it starts and loops until the test
@@ -437,7 +437,8 @@ steps:
 }
 
 #[test]
-fn a_run_stopped_at_its_approval_gate_names_the_wave_and_abort_offers_resume_and_rollback() {
+fn a_run_stopped_at_its_approval_gate_names_the_wave_and_abort_offers_resume_and_rollback_in_progress(
+) {
     let run = Run::new(
         r#"
 name: gated
@@ -446,7 +447,9 @@ strategy:
     - { name: first, regions: [r1], approve: true }
     - { name: second, regions: ["*"] }
 steps:
-  - { name: work, run: "echo work >> ran", rollback: "echo undone >> ran" }
+  - name: work
+    run: echo work >> ran
+    rollback: "touch rolling; while [ ! -e rollback-go ]; do sleep 0.02; done; echo undone >> ran"
 "#,
     );
     let deploy = run.spawn(&[]);
@@ -486,4 +489,47 @@ steps:
             .count(),
         0
     );
+
+    // Rolled back as offered: while its commands run, the run says so.
+    let out = std::fs::File::create(run.dir.path().join("deploy.out")).unwrap();
+    let err = std::fs::File::create(run.dir.path().join("deploy.err")).unwrap();
+    let mut rollback = Reaped::new(
+        pony(&run.state, &["rollback", &id, "--yes"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
+    run.record("the rollback's start", &mut rollback, |r| {
+        r["type"] == "run_resumed" && r["command"] == "rollback"
+    });
+    wait_until("a rollback command", || {
+        run.host("h1").join("rolling").exists() || run.host("h2").join("rolling").exists()
+    });
+    let (status, report) = run.status(&id);
+    assert!(
+        state_line(&status).starts_with("state: stopping: rollback in progress (pid "),
+        "{status}"
+    );
+    assert!(
+        status.contains("waiting: rollback in progress: `pony rollback` by "),
+        "{status}"
+    );
+    assert_eq!(report["activity"]["state"], "stopping", "{report}");
+    assert_eq!(report["activity"]["rollback"], true, "{report}");
+    assert_eq!(report["activity"]["cause"], "rollback", "{report}");
+    assert_eq!(report["waiting"]["reason"], "rollback", "{report}");
+    for host in ["h1", "h2"] {
+        run.mark(host, "rollback-go");
+    }
+    let output = rollback.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", run.deploy_output());
+    for host in ["h1", "h2"] {
+        let ran = std::fs::read_to_string(run.host(host).join("ran")).unwrap();
+        assert_eq!(ran, "work\nundone\n", "{host}");
+    }
+    let (status, report) = run.status(&id);
+    assert!(!state_line(&status).contains("stopping"), "{status}");
+    assert!(report["activity"].is_null(), "{report}");
 }
