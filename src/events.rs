@@ -105,8 +105,16 @@ pub enum Event {
     },
     GateWaiting {
         wave: String,
+        /// `soak` (the wave's `pause:`), `verify` (the checks that run right before the approval
+        /// question of a gate without a soak), `approve`, or `window <text>`.
         reason: String,
         seconds: u64,
+        /// When the wait ends (RFC 3339, UTC): the soak's end, the window's opening.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+        /// The time zone a change window is read in (`window …` only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        zone: Option<String>,
     },
     GatePassed {
         wave: String,
@@ -254,6 +262,12 @@ pub enum Event {
     },
     Stopped {
         reason: String,
+        /// The region that stopped; absent when the whole run stops.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// Whether the hosts the stop concerns roll back (`abort --rollback`,
+        /// `rollback-all`, `rollback-region`), rather than only start no more tasks.
+        rollback: bool,
     },
     /// In a run split by region (`--regions`): another controller of the run is lost
     /// (its region leases expired: it died, was cut off, or stopped with work left).
@@ -416,7 +430,15 @@ impl Event {
                 duration_ms,
                 log: r(log),
             },
-            Event::Stopped { reason } => Event::Stopped { reason: r(reason) },
+            Event::Stopped {
+                reason,
+                region,
+                rollback,
+            } => Event::Stopped {
+                reason: r(reason),
+                region,
+                rollback,
+            },
             Event::VerifyCheck {
                 wave,
                 check,

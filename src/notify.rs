@@ -500,9 +500,11 @@ mod tests {
             wave: "canary".into(),
             reason: reason.into(),
             seconds: 0,
+            until: None,
+            zone: None,
         };
         assert!(notifies(&waiting("approve")));
-        assert!(!notifies(&waiting("pause")));
+        assert!(!notifies(&waiting("soak")));
         let rollback = |scope: &str| Event::RollbackFinished {
             scope: scope.into(),
             ok: true,
@@ -510,7 +512,11 @@ mod tests {
         assert!(notifies(&rollback("region eu")));
         assert!(notifies(&rollback("all")));
         assert!(!notifies(&rollback("host mx-1")));
-        assert!(!notifies(&Event::Stopped { reason: "x".into() }));
+        assert!(!notifies(&Event::Stopped {
+            reason: "x".into(),
+            region: None,
+            rollback: false,
+        }));
         let check = |ok| Event::VerifyCheck {
             wave: "canary".into(),
             check: "errors".into(),

@@ -102,7 +102,7 @@ fn a_simulation_with_the_journals_durations_is_the_real_run_without_its_overhead
         .any(|e| e["event"] == "rollback_task" && e["task"]["host"] == "r2-c1-03"));
     assert!(events
         .iter()
-        .any(|e| e["event"] == "gate_waiting" && e["reason"] == "pause"));
+        .any(|e| e["event"] == "gate_waiting" && e["reason"] == "soak"));
 
     // Without --durations, the simulation learns each step's durations from this journal.
     let inventory = lab.inventory.to_str().unwrap();
@@ -379,7 +379,7 @@ fn compare_prints_the_by_hand_baseline_and_the_svg_has_a_lane_per_region() {
     let pauses = |sim: &Value| -> Vec<(String, u64)> {
         gates(sim)
             .into_iter()
-            .filter(|(kind, _, _)| kind == "pause")
+            .filter(|(kind, _, _)| kind == "soak")
             .map(|(_, wave, ms)| (wave, ms))
             .collect()
     };

@@ -188,7 +188,7 @@ fn the_approval_question_comes_after_the_soak_with_its_checks() {
         e["event"] == "gate_waiting" && e["reason"] == "approve"
     });
     let id = seen[0]["run_id"].as_str().unwrap().to_string();
-    let pause = first(&seen, "event", "gate_waiting", |e| e["reason"] == "pause");
+    let pause = first(&seen, "event", "gate_waiting", |e| e["reason"] == "soak");
     let approve = seen.len() - 1;
     assert!(pause < approve, "{seen:#?}");
     let soak = std::time::Duration::from_secs(2);
@@ -221,7 +221,7 @@ fn the_approval_question_comes_after_the_soak_with_its_checks() {
     assert_eq!(lab.current("r1-c1-02").as_deref(), Some("releases/2.0"));
     let (_, folder) = support::only_run(&lab.state);
     let records = support::journal(&folder);
-    let pause = first(&records, "type", "gate_waiting", |r| r["reason"] == "pause");
+    let pause = first(&records, "type", "gate_waiting", |r| r["reason"] == "soak");
     let ask = first(&records, "type", "gate_waiting", |r| {
         r["reason"] == "approve"
     });
@@ -247,7 +247,7 @@ fn pony_approve_during_the_soak_pre_approves_and_the_gate_passes_after_the_soak(
     let mut deploy = support::Reaped::new(lab.spawn_deploy(&playbook, &[]));
     let mut stdout = BufReader::new(deploy.child().stdout.take().unwrap());
     let seen = read_events_until(&mut stdout, |e| {
-        e["event"] == "gate_waiting" && e["reason"] == "pause"
+        e["event"] == "gate_waiting" && e["reason"] == "soak"
     });
     let id = seen[0]["run_id"].as_str().unwrap().to_string();
     let approved = lab.pony(&["approve", &id, "canary"]).output().unwrap();
@@ -271,7 +271,7 @@ fn pony_approve_during_the_soak_pre_approves_and_the_gate_passes_after_the_soak(
 
     let (_, folder) = support::only_run(&lab.state);
     let records = support::journal(&folder);
-    let pause = first(&records, "type", "gate_waiting", |r| r["reason"] == "pause");
+    let pause = first(&records, "type", "gate_waiting", |r| r["reason"] == "soak");
     let control = first(&records, "type", "control", |r| r["accepted"] == true);
     let check = first(&records, "type", "verify_check", |r| r["ok"] == true);
     let passed = first(&records, "type", "gate_passed", |r| r["wave"] == "canary");

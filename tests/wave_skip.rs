@@ -169,7 +169,7 @@ fn an_approve_before_only_skipped_waves_is_not_waited_for() {
     assert_eq!(
         waiting,
         vec![
-            ("third".into(), "pause".into()),
+            ("third".into(), "soak".into()),
             ("third".into(), "approve".into())
         ]
     );

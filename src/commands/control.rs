@@ -127,11 +127,16 @@ fn not_running(global: &GlobalOptions, store: &Store, id: &str, typed: &str, err
         _ => summary.result.clone(),
     };
     let hint = match summary.outcome {
-        Some(crate::events::RunOutcome::AwaitingApproval) => format!(
-            "it stopped at an approve: gate; continue it with `{}`",
-            hint(format_args!("resume {id} --approve WAVE"))
-        ),
-        _ if summary.state == RunState::Stopped => {
+        Some(crate::events::RunOutcome::AwaitingApproval) => {
+            let wave = summary.awaiting_wave.as_deref().unwrap_or("WAVE");
+            format!(
+                "it stopped at the approve: gate of wave {wave}; continue it with `{}`, or roll it back with `{}`",
+                hint(format_args!("resume {id} --approve {wave}")),
+                hint(format_args!("rollback {id}"))
+            )
+        }
+        // Stopped at a gate that did not pass (a failed wave), or with its controller gone.
+        _ if summary.state == RunState::Stopped || detail.stopped_wave.is_some() => {
             format!(
                 "continue it with `{}`, or roll it back with `{}`",
                 hint(format_args!("resume {id}")),

@@ -258,6 +258,31 @@ pub fn label_step(label: &str) -> &str {
     label.rsplit_once('@').map_or(label, |(step, _)| step)
 }
 
+/// `14:05:10`: an RFC 3339 time (a soak's end) on this machine's clock, as a person at
+/// the terminal reads it; `None` when it does not parse.
+pub fn local_clock(rfc3339: &str) -> Option<String> {
+    let time = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    Some(
+        time.with_timezone(&chrono::Local)
+            .format("%H:%M:%S")
+            .to_string(),
+    )
+}
+
+/// What a run that stops says it is doing until it ends: `stopping: rollback in
+/// progress` (every touched host rolls back), `stopping: abort in progress, no new host
+/// starts` (`pony abort`, Ctrl-C, SIGTERM), else `stopping: no new host starts` (a halt,
+/// a failed wave, a gate that stops the run).
+pub fn stopping_words(reason: &str, rollback: bool) -> &'static str {
+    if rollback {
+        "stopping: rollback in progress"
+    } else if reason.starts_with("aborted") || reason.starts_with("interrupted") {
+        "stopping: abort in progress, no new host starts"
+    } else {
+        "stopping: no new host starts"
+    }
+}
+
 /// The lines both human reporters print for the events that need attention or mark the
 /// run's progress (failures, budgets, rollbacks, gates, waves, stops); `None` for the
 /// others. `tail` bounds the output lines shown under a failure.
@@ -281,10 +306,20 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             wave,
             reason,
             seconds,
+            until,
+            ..
         } => Some(match reason.as_str() {
-            "pause" => format!(
-                "== gate after wave {wave}: pausing {}",
-                humantime::format_duration(Duration::from_secs(*seconds))
+            "soak" => format!(
+                "== gate after wave {wave}: soaking {}{}",
+                humantime::format_duration(Duration::from_secs(*seconds)),
+                until
+                    .as_deref()
+                    .and_then(local_clock)
+                    .map(|at| format!(", until {at}"))
+                    .unwrap_or_default()
+            ),
+            "verify" => format!(
+                "== gate after wave {wave}: its checks run before the approval question"
             ),
             "approve" if *seconds > 0 => format!(
                 "== gate after wave {wave}: waiting up to {} for `{}`",
@@ -426,7 +461,7 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             palette.red("!! ROLLBACK FAILED"),
             error.as_deref().unwrap_or("")
         )),
-        Event::Stopped { reason } => Some(format!("== {reason}")),
+        Event::Stopped { reason, .. } => Some(format!("== {reason}")),
         Event::ControllerLost {
             lost_controller: controller,
             machine,
@@ -487,7 +522,8 @@ impl GateNotes {
                 wave,
                 reason,
                 seconds,
-            } if reason == "pause" => {
+                ..
+            } if reason == "soak" => {
                 self.soaks.entry(wave.clone()).or_default().seconds = Some(*seconds);
             }
             Event::VerifyCheck { wave, ok, .. } => {
@@ -510,6 +546,7 @@ impl GateNotes {
             wave,
             reason,
             seconds,
+            ..
         } = event
         else {
             return None;
@@ -589,6 +626,8 @@ mod tests {
             wave: wave.into(),
             reason: reason.into(),
             seconds,
+            until: None,
+            zone: None,
         }
     }
 
@@ -621,7 +660,7 @@ mod tests {
         let mut notes = GateNotes::default();
         for event in [
             run_started("20260310-200000-abcd"),
-            gate("canary", "pause", 20),
+            gate("canary", "soak", 20),
             check("canary", true),
             check("canary", true),
             check("other", true),
@@ -645,7 +684,7 @@ mod tests {
             notes.lines(&gate("other", "approve", 0)).unwrap()[0],
             "== checks after wave other: 1 check ok"
         );
-        assert_eq!(notes.lines(&gate("canary", "pause", 20)), None);
+        assert_eq!(notes.lines(&gate("canary", "soak", 20)), None);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct PlainReporter {
     last_progress: Instant,
     tally: SummaryNotes,
     gates: GateNotes,
+    /// What the run does besides its tasks, said at the end of the progress line:
+    /// `paused by ann@ctl`, `stopping: abort in progress, …` (see
+    /// [`super::stopping_words`]).
+    doing: Option<String>,
 }
 
 impl PlainReporter {
@@ -63,6 +67,7 @@ impl PlainReporter {
             last_progress: Instant::now(),
             tally: SummaryNotes::default(),
             gates: GateNotes::default(),
+            doing: None,
         }
     }
 
@@ -120,8 +125,13 @@ impl PlainReporter {
         } else {
             String::new()
         };
+        let doing = self
+            .doing
+            .as_ref()
+            .map(|doing| format!("; {doing}"))
+            .unwrap_or_default();
         let text = format!(
-            "progress: {done}/{} hosts done{not_run}, {} failed{rolled_back}, {} tasks running, {} elapsed{eta}",
+            "progress: {done}/{} hosts done{not_run}, {} failed{rolled_back}, {} tasks running, {} elapsed{eta}{doing}",
             self.total_hosts,
             self.failed_hosts.len(),
             self.running,
@@ -160,6 +170,31 @@ impl Reporter for PlainReporter {
                 self.line(&line);
             }
             return;
+        }
+        match event {
+            Event::Stopped {
+                region: None,
+                reason,
+                rollback,
+            } => {
+                let rolling_back = self.doing.as_deref() == Some(super::stopping_words("", true));
+                self.doing =
+                    Some(super::stopping_words(reason, *rollback || rolling_back).to_string());
+            }
+            Event::Control {
+                command,
+                accepted: true,
+                user,
+                host,
+                ..
+            } if !matches!(&self.doing, Some(d) if d.starts_with("stopping")) => {
+                match command.as_str() {
+                    "pause" => self.doing = Some(format!("paused by {user}@{host}")),
+                    "continue" => self.doing = None,
+                    _ => {}
+                }
+            }
+            _ => {}
         }
         match event {
             Event::RunStarted { hosts, .. } => {
@@ -376,13 +411,17 @@ mod tests {
             started,
             Event::GateWaiting {
                 wave: "all".into(),
-                reason: "pause".into(),
+                reason: "soak".into(),
                 seconds: 20,
+                until: None,
+                zone: None,
             },
             Event::GateWaiting {
                 wave: "all".into(),
                 reason: "approve".into(),
                 seconds: 600,
+                until: None,
+                zone: None,
             },
         ] {
             reporter.event(&event);
@@ -412,8 +451,10 @@ mod tests {
         reporter.event(&host("a", HostOutcome::Ok));
         reporter.event(&Event::GateWaiting {
             wave: "all".into(),
-            reason: "pause".into(),
+            reason: "soak".into(),
             seconds: 3600,
+            until: None,
+            zone: None,
         });
         tokio::time::advance(Duration::from_secs(3600)).await;
         reporter.event(&Event::TaskStarted { task: task("b") });
@@ -422,6 +463,53 @@ mod tests {
         assert_eq!(
             lines.last().unwrap(),
             "progress: 1/4 hosts done, 1 not run, 0 failed, 1 tasks running, 1h 00m elapsed, about 20.0s left",
+            "{lines:?}"
+        );
+    }
+
+    /// After an abort the progress line says the run is stopping until it ends, and a
+    /// rollback of every touched host stays said; hosts never started are not run.
+    #[tokio::test(start_paused = true)]
+    async fn progress_says_the_run_is_stopping_after_an_abort() {
+        let out = Shared::default();
+        let mut reporter = PlainReporter::new(
+            Box::new(out.clone()),
+            false,
+            Palette::new(false),
+            Duration::ZERO,
+        );
+        reporter.event(&run_started(3));
+        reporter.event(&Event::TaskStarted { task: task("a") });
+        reporter.event(&Event::Stopped {
+            reason: "aborted by ann@ctl: no new host starts".into(),
+            region: None,
+            rollback: false,
+        });
+        reporter.event(&host("b", HostOutcome::Cancelled));
+        assert!(
+            progress_lines(&out)
+                .last()
+                .unwrap()
+                .ends_with("; stopping: abort in progress, no new host starts"),
+            "{:?}",
+            progress_lines(&out)
+        );
+        reporter.event(&Event::Stopped {
+            reason: "aborted by ann@ctl: rolling back every host the run touched".into(),
+            region: None,
+            rollback: true,
+        });
+        reporter.event(&host("c", HostOutcome::Cancelled));
+        let lines = progress_lines(&out);
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .starts_with("progress: 0/3 hosts done, 2 not run")
+                && lines
+                    .last()
+                    .unwrap()
+                    .ends_with("; stopping: rollback in progress"),
             "{lines:?}"
         );
     }
@@ -475,6 +563,8 @@ mod tests {
             wave: "canary".into(),
             reason: reason.into(),
             seconds: 60,
+            until: None,
+            zone: None,
         };
         let check = |ok: bool| Event::VerifyCheck {
             wave: "canary".into(),
@@ -489,7 +579,7 @@ mod tests {
                 wave: "canary".into(),
                 hosts: 1,
             },
-            gate("pause"),
+            gate("soak"),
             gate("window 02:00-04:00"),
             check(true),
             Event::GatePassed {
@@ -500,6 +590,8 @@ mod tests {
             gate("approve"),
             Event::Stopped {
                 reason: "aborted".into(),
+                region: None,
+                rollback: false,
             },
         ];
         let printed = |quiet: bool| {
@@ -521,7 +613,7 @@ mod tests {
         for routine in [
             "run RUN",
             "== wave canary (",
-            "pausing",
+            "soaking",
             "change window",
             "check smtp on a: ok",
             "passed",
@@ -537,7 +629,7 @@ mod tests {
             assert!(quiet.contains(needed), "-q left out {needed:?}:\n{quiet}");
         }
         let loud = printed(false);
-        for line in ["run RUN", "pausing", "change window", "passed", "progress:"] {
+        for line in ["run RUN", "soaking", "change window", "passed", "progress:"] {
             assert!(
                 loud.contains(line),
                 "without -q, {line:?} is printed:\n{loud}"

@@ -1,7 +1,9 @@
 //! The terminal reporter (indicatif): one bar per region (hosts that ran and ended, of its
 //! hosts; the wave it is in, tasks running, failures, rollbacks, hosts never started as
-//! `not run`) and an overall bar with elapsed time, what the run waits for (`paused`,
-//! `soaking until 14:05:10`, `waiting for approval`) and an ETA that leaves waits out.
+//! `not run`) and an overall bar with elapsed time, what the run is doing or waits for
+//! (`stopping: abort in progress`, `paused by ann@ctl`, `canary soaking until 14:05:10`,
+//! `waiting for approval of canary`, `world waiting for the change window (UTC, opens at
+//! 02:00:00)`) and an ETA that leaves waits out.
 //! Failures, budget breaches, rollbacks, gates and waves are printed above the bars as they
 //! happen; tracing's log lines go through the same [`MultiProgress`] (see
 //! [`crate::term`]) so that nothing garbles the bars. At the end the bars stay on screen
@@ -125,10 +127,15 @@ enum Waiting {
     Approval {
         wave: String,
     },
-    /// A wave's change window.
+    /// A wave's change window, read in `zone`, opening at `opens` (`HH:MM:SS`).
     Window {
         wave: String,
-        window: String,
+        zone: String,
+        opens: Option<String>,
+    },
+    /// The checks a gate without a soak runs right before its approval question.
+    Checks {
+        wave: String,
     },
     Other {
         wave: String,
@@ -141,10 +148,33 @@ impl Waiting {
         match self {
             Waiting::Soak { wave, until } => format!("{wave} soaking until {until}"),
             Waiting::Approval { wave } => format!("waiting for approval of {wave}"),
-            Waiting::Window { wave, window } => format!("{wave} waits for its {window}"),
+            Waiting::Window { wave, zone, opens } => match opens {
+                Some(opens) => {
+                    format!("{wave} waiting for the change window ({zone}, opens at {opens})")
+                }
+                None => format!("{wave} waiting for the change window ({zone})"),
+            },
+            Waiting::Checks { wave } => {
+                format!("checks of {wave} running before its approval question")
+            }
             Waiting::Other { wave, reason } => format!("waiting for {reason} after {wave}"),
         }
     }
+}
+
+/// Whether the run goes on, is paused (`pony pause`) or stops (an abort, an interrupt, a
+/// halt, a rollback of every touched host): said on the overall bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Activity {
+    Going,
+    /// `user@host` of the `pony pause`.
+    Paused {
+        by: String,
+    },
+    /// What [`super::stopping_words`] says.
+    Stopping {
+        words: &'static str,
+    },
 }
 
 /// The time left for the hosts still to go, at the pace of the working time so far
@@ -174,7 +204,7 @@ fn overall_words(
     counts: &Counts,
     not_run: u64,
     waiting: Option<(&Waiting, Option<Duration>)>,
-    paused: bool,
+    activity: &Activity,
     eta: Option<Duration>,
     palette: &Palette,
 ) -> String {
@@ -186,8 +216,12 @@ fn overall_words(
     if not_run > 0 {
         parts.push(palette.dim(&format!("{not_run} not run")));
     }
-    if paused {
-        parts.push(palette.yellow("paused: no new host starts"));
+    match activity {
+        Activity::Going => {}
+        Activity::Paused { by } => {
+            parts.push(palette.yellow(&format!("paused by {by}: no new host starts")))
+        }
+        Activity::Stopping { words } => parts.push(palette.yellow(words)),
     }
     if let Some((waiting, left)) = waiting {
         let left = left.map(|left| {
@@ -231,8 +265,8 @@ pub struct TerminalReporter {
     gate: Option<Waiting>,
     /// When a timed wait (a `pause:` or a change window) ends, for the countdown.
     gate_until: Option<Instant>,
-    /// Paused with `pony pause`.
-    paused: bool,
+    /// Going, paused with `pony pause`, or stopping.
+    activity: Activity,
     /// When the run started, when its current wait began (a gate or a pause), and the
     /// waits before: the ETA counts working time only.
     started: Instant,
@@ -277,7 +311,7 @@ impl TerminalReporter {
             running: HashSet::new(),
             gate: None,
             gate_until: None,
-            paused: false,
+            activity: Activity::Going,
             started: Instant::now(),
             wait_began: None,
             waited: Duration::ZERO,
@@ -376,7 +410,7 @@ impl TerminalReporter {
 
     fn overall_message(&self) -> String {
         let now = Instant::now();
-        let waiting = self.gate.is_some() || self.paused;
+        let waiting = self.waiting();
         let worked = now.saturating_duration_since(self.started).saturating_sub(
             self.waited
                 + self
@@ -396,16 +430,21 @@ impl TerminalReporter {
             &self.overall_counts,
             self.overall_not_run,
             gate,
-            self.paused,
+            &self.activity,
             eta(worked, self.overall_done, left, waiting),
             &self.palette,
         )
     }
 
+    /// Whether the run waits (at a gate, for a window, paused) rather than works.
+    fn waiting(&self) -> bool {
+        self.gate.is_some() || matches!(self.activity, Activity::Paused { .. })
+    }
+
     /// The run starts waiting (a gate, a pause) or stops waiting: waits are left out of
     /// the working time the ETA is reckoned from.
     fn note_waiting(&mut self) {
-        let waiting = self.gate.is_some() || self.paused;
+        let waiting = self.waiting();
         match (waiting, self.wait_began) {
             (true, None) => self.wait_began = Some(Instant::now()),
             (false, Some(began)) => {
@@ -614,24 +653,29 @@ impl Reporter for TerminalReporter {
                 wave,
                 reason,
                 seconds,
+                until,
+                zone,
             } => {
                 let wave = wave.clone();
                 // The bounded wait for `pony approve` is no countdown worth showing.
                 self.gate_until = (*seconds > 0 && reason != "approve")
                     .then(|| Instant::now() + Duration::from_secs(*seconds));
+                let at = until.as_deref().and_then(super::local_clock);
                 self.gate = Some(match reason.as_str() {
                     "approve" => Waiting::Approval { wave },
-                    "pause" => {
-                        let until =
-                            chrono::Local::now() + chrono::Duration::seconds(*seconds as i64);
-                        Waiting::Soak {
-                            wave,
-                            until: until.format("%H:%M:%S").to_string(),
-                        }
+                    "verify" => Waiting::Checks { wave },
+                    "soak" => {
+                        let until = at.unwrap_or_else(|| {
+                            (chrono::Local::now() + chrono::Duration::seconds(*seconds as i64))
+                                .format("%H:%M:%S")
+                                .to_string()
+                        });
+                        Waiting::Soak { wave, until }
                     }
                     window if window.starts_with("window ") => Waiting::Window {
                         wave,
-                        window: window.to_string(),
+                        zone: zone.clone().unwrap_or_else(|| window[7..].to_string()),
+                        opens: at,
                     },
                     other => Waiting::Other {
                         wave,
@@ -658,9 +702,42 @@ impl Reporter for TerminalReporter {
             Event::Control {
                 command,
                 accepted: true,
+                user,
+                host,
                 ..
             } if command == "pause" || command == "continue" => {
-                self.paused = command == "pause";
+                match (&self.activity, command.as_str()) {
+                    (Activity::Going, "pause") => {
+                        self.activity = Activity::Paused {
+                            by: format!("{user}@{host}"),
+                        }
+                    }
+                    (Activity::Paused { .. }, "continue") => self.activity = Activity::Going,
+                    _ => {}
+                }
+                self.note_waiting();
+                self.changed();
+                if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
+                    self.println(&text);
+                }
+            }
+            // The whole run stops: no gate, window or pause holds it any more; it says
+            // it is stopping until it ends.
+            Event::Stopped {
+                region: None,
+                rollback,
+                reason,
+            } => {
+                // A rollback under way stays said when a later stop comes.
+                let rolling_back = self.activity
+                    == Activity::Stopping {
+                        words: super::stopping_words("", true),
+                    };
+                self.activity = Activity::Stopping {
+                    words: super::stopping_words(reason, *rollback || rolling_back),
+                };
+                self.gate = None;
+                self.gate_until = None;
                 self.note_waiting();
                 self.changed();
                 if let Some(text) = event_line(event, &self.palette, TAIL_LINES) {
@@ -736,7 +813,7 @@ mod tests {
         );
         // The overall bar says how many never ran.
         assert_eq!(
-            overall_words(&counts(7, 1, 1, 0), 4, None, false, None, &PLAIN),
+            overall_words(&counts(7, 1, 1, 0), 4, None, &Activity::Going, None, &PLAIN),
             "· 1 failed · 1 rolled back · 4 not run"
         );
     }
@@ -752,7 +829,7 @@ mod tests {
                 &counts(1, 0, 0, 0),
                 0,
                 Some((&soak, Some(Duration::from_millis(12_400)))),
-                false,
+                &Activity::Going,
                 eta(Duration::from_secs(10), 1, 11, true),
                 &PLAIN
             ),
@@ -766,16 +843,82 @@ mod tests {
                 &counts(1, 0, 0, 0),
                 0,
                 Some((&approval, None)),
-                false,
+                &Activity::Going,
                 None,
                 &PLAIN
             ),
             "· waiting for approval of canary"
         );
         assert_eq!(
-            overall_words(&counts(1, 0, 0, 3), 0, None, true, None, &PLAIN),
-            "· 3 running · paused: no new host starts"
+            overall_words(
+                &counts(1, 0, 0, 3),
+                0,
+                None,
+                &Activity::Paused {
+                    by: "ann@ctl".into()
+                },
+                None,
+                &PLAIN
+            ),
+            "· 3 running · paused by ann@ctl: no new host starts"
         );
+        let window = Waiting::Window {
+            wave: "world".into(),
+            zone: "Asia/Shanghai".into(),
+            opens: Some("02:00:00".into()),
+        };
+        assert_eq!(
+            overall_words(
+                &counts(1, 0, 0, 0),
+                0,
+                Some((&window, Some(Duration::from_secs(3600)))),
+                &Activity::Going,
+                None,
+                &PLAIN
+            ),
+            "· world waiting for the change window (Asia/Shanghai, opens at 02:00:00) (1h left)"
+        );
+        let checks = Waiting::Checks {
+            wave: "canary".into(),
+        };
+        assert_eq!(
+            overall_words(
+                &counts(1, 0, 0, 0),
+                0,
+                Some((&checks, None)),
+                &Activity::Going,
+                None,
+                &PLAIN
+            ),
+            "· checks of canary running before its approval question"
+        );
+        for (reason, rollback, words) in [
+            (
+                "aborted by ann@ctl",
+                false,
+                "· 1 running · stopping: abort in progress, no new host starts",
+            ),
+            (
+                "failure budget exceeded: halted",
+                false,
+                "· 1 running · stopping: no new host starts",
+            ),
+            ("x", true, "· 1 running · stopping: rollback in progress"),
+        ] {
+            assert_eq!(
+                overall_words(
+                    &counts(0, 0, 0, 1),
+                    0,
+                    None,
+                    &Activity::Stopping {
+                        words: super::super::stopping_words(reason, rollback)
+                    },
+                    None,
+                    &PLAIN
+                ),
+                words
+            );
+        }
     }
 
     #[test]
@@ -795,11 +938,82 @@ mod tests {
                 &counts(2, 0, 0, 1),
                 0,
                 None,
-                false,
+                &Activity::Going,
                 Some(Duration::from_secs(100)),
                 &PLAIN
             ),
             "· 1 running · ETA 00:01:40"
         );
+    }
+
+    /// An abort while h1 and h3 run: the bar says the run is stopping; h1 and h3 finish,
+    /// h2 and h4 never start and are `not run`, never drawn as done.
+    #[test]
+    fn after_an_abort_hosts_never_started_are_not_done() {
+        let mut reporter = TerminalReporter::new(PLAIN);
+        crate::term::attach_progress(None);
+        reporter.multi.set_draw_target(ProgressDrawTarget::hidden());
+        reporter.event(&Event::RunStarted {
+            run_id: "RUN".into(),
+            playbook: "pb".into(),
+            inventory: "inv".into(),
+            hosts: 4,
+            tasks: 4,
+            waves: vec!["all".into()],
+            regions: vec![("r1".into(), 2), ("r2".into(), 2)],
+        });
+        let task = |id: usize, host: &str, region: &str| crate::events::TaskRef {
+            id,
+            step: "work".into(),
+            host: host.into(),
+            region: region.into(),
+            cluster: "c".into(),
+            wave: "all".into(),
+            label: format!("work@{host}"),
+        };
+        let host = |name: &str, region: &str, outcome| Event::HostFinished {
+            host: name.into(),
+            region: region.into(),
+            cluster: "c".into(),
+            outcome,
+        };
+        for (id, name, region) in [(1, "h1", "r1"), (3, "h3", "r2")] {
+            reporter.event(&Event::TaskStarted {
+                task: task(id, name, region),
+            });
+        }
+        reporter.event(&Event::Stopped {
+            reason: "aborted by ann@ctl".into(),
+            region: None,
+            rollback: false,
+        });
+        assert!(
+            reporter
+                .overall_message()
+                .contains("stopping: abort in progress, no new host starts"),
+            "{}",
+            reporter.overall_message()
+        );
+        for (id, name, region) in [(1, "h1", "r1"), (3, "h3", "r2")] {
+            reporter.event(&Event::TaskFinished {
+                task: task(id, name, region),
+                changed: true,
+                exit_code: Some(0),
+                duration_ms: 1,
+                attempts: 1,
+                record: Default::default(),
+            });
+            reporter.event(&host(name, region, HostOutcome::Ok));
+        }
+        for (name, region) in [("h2", "r1"), ("h4", "r2")] {
+            reporter.event(&host(name, region, HostOutcome::Cancelled));
+        }
+        assert_eq!(reporter.overall_done, 2);
+        assert_eq!(reporter.overall_not_run, 2);
+        for region in &reporter.regions {
+            assert_eq!((region.done, region.not_run), (1, 1));
+            assert_eq!(reporter.region_message(region), "ended · 1 not run");
+        }
+        reporter.finish();
     }
 }

@@ -200,7 +200,7 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
     }
     // Pauses and approvals hold every lane (drawn over the lanes).
     for g in sim.gates.iter().filter(|g| g.kind != "window") {
-        let colour = if g.kind == "pause" {
+        let colour = if g.kind == "soak" {
             "#f5d76e"
         } else {
             "#c39bd3"
@@ -232,7 +232,7 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         lx += 30.0 + 7.0 * wave.name.len() as f64 + 20.0;
     }
     for (colour, text, opacity) in [
-        ("#f5d76e", "pause", "0.6"),
+        ("#f5d76e", "soak", "0.6"),
         ("#c39bd3", "approval", "0.6"),
         ("#9aa0a6", "waiting for a change window", "0.5"),
         ("#d62728", "rollback", "1"),

@@ -111,7 +111,7 @@ steps:
         gates,
         vec![
             // First the soak, then the question (docs/playbook.md, SPEC §3).
-            ("pause", 10 * SECOND, 1810 * SECOND),
+            ("soak", 10 * SECOND, 1810 * SECOND),
             ("approve", 1810 * SECOND, 2410 * SECOND),
             ("window", 2410 * SECOND, 5 * 3600 * SECOND),
         ]

@@ -105,10 +105,14 @@ pub async fn record(
                     trace.wave_started[w].get_or_insert(now);
                 }
             }
+            // The checks before an approval question take no time of their own in a
+            // simulation's picture: the question's wait follows at once.
+            Event::GateWaiting { reason, .. } if reason == "verify" => {}
             Event::GateWaiting {
                 wave,
                 reason,
                 seconds,
+                ..
             } => {
                 if let Some(w) = wave_id(&wave) {
                     trace.gate_waits.push(GateWait {

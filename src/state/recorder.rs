@@ -135,15 +135,41 @@ pub fn record_of(event: &Event) -> Option<Record> {
             node: *node,
             wave: wave.clone(),
         },
-        // A window's wait holds the wave's hosts, not its gate: the gate records only
-        // what a person or a soak holds.
-        Event::GateWaiting { wave, reason, .. } if reason == "approve" || reason == "pause" => {
-            Record::GateWaiting {
-                wave: wave.clone(),
-                reason: reason.clone(),
-                time: now(),
-            }
-        }
+        // A window's wait holds the wave's hosts, not its gate: a record of its own.
+        Event::GateWaiting {
+            wave,
+            reason,
+            until: Some(opens),
+            zone: Some(zone),
+            ..
+        } if reason.starts_with("window ") => Record::WindowWaiting {
+            wave: wave.clone(),
+            window: reason.trim_start_matches("window ").to_string(),
+            zone: zone.clone(),
+            opens: opens.clone(),
+            time: now(),
+        },
+        Event::GateWaiting {
+            wave,
+            reason,
+            until,
+            ..
+        } if reason == "approve" || reason == "soak" || reason == "verify" => Record::GateWaiting {
+            wave: wave.clone(),
+            reason: reason.clone(),
+            time: now(),
+            until: until.clone(),
+        },
+        // A region's stop leaves the run going elsewhere; only the run's own is a state.
+        Event::Stopped {
+            reason,
+            region: None,
+            rollback,
+        } => Record::Stopping {
+            reason: reason.clone(),
+            rollback: *rollback,
+            time: now(),
+        },
         Event::WaveFailed { wave, reason, node } => Record::WaveStopped {
             node: *node,
             wave: wave.clone(),

@@ -75,18 +75,6 @@ impl Report<'_> {
             }
             _ => out.push_str(&format!("state: {}\n", run.result)),
         }
-        if let Some(paused) = run
-            .paused
-            .as_ref()
-            .filter(|_| run.state == RunState::Running)
-        {
-            out.push_str(&format!(
-                "paused by {} since {}: no new host starts; `{}` goes on\n",
-                paused.by,
-                runs::format_time(&paused.time),
-                crate::hint::pony(format_args!("continue {}", run.run_id))
-            ));
-        }
         if !self.controllers.is_empty() {
             out.push_str(&controllers_table(&self.controllers, &run.run_id));
         }
@@ -126,11 +114,10 @@ impl Report<'_> {
                     "passed".into()
                 } else if self.stopped_wave.as_ref().is_some_and(|s| s.wave == wave) {
                     "FAILED".into()
-                } else if self
-                    .waiting
-                    .as_ref()
-                    .is_some_and(|w| w.wave.as_deref() == Some(wave))
-                {
+                } else if self.waiting.as_ref().is_some_and(|w| {
+                    // A change window holds the wave's hosts, not its gate.
+                    w.wave.as_deref() == Some(wave) && w.reason != "window"
+                }) {
                     "waiting".into()
                 } else {
                     "-".into()

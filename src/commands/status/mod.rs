@@ -11,7 +11,7 @@ use crate::exit::Exit;
 use crate::hint::pony as hint;
 use crate::plan::Plan;
 use crate::state::pg::Access;
-use crate::state::runs::{self, RollbackRecord, RunDetail, RunState, RunSummary};
+use crate::state::runs::{self, Activity, RollbackRecord, RunDetail, RunState, RunSummary};
 use crate::state::store::Store;
 use serde::Serialize;
 use std::io::Write;
@@ -143,9 +143,13 @@ pub struct Rollbacks<'a> {
 
 #[derive(Debug, Serialize)]
 pub struct Waiting {
-    /// `approval`, `resume` (stopped or interrupted), `attention` (failed, halted or
-    /// rollback incomplete), `continue` (a running run paused by `pony pause`) or
-    /// `controller` (a split run's region that no live controller holds).
+    /// Of a running run: `stopping` (an abort, an interrupt, a halt: hosts in flight
+    /// finish), `rollback` (every touched host rolls back), `continue` (paused by `pony
+    /// pause`), `soak` (a wave's `pause:`), `window` (a change window not open yet),
+    /// `checks` (a gate's `verify:` checks before its approval question) or `approval`.
+    /// Of a run that ended: `approval`, `failed_wave`, `resume` (stopped or interrupted)
+    /// `attention` (failed, halted or rollback incomplete) or `controller` (a split run's
+    /// region that no live controller holds).
     pub reason: String,
     /// The wave whose `approve:` gate holds the run.
     pub wave: Option<String>,
@@ -341,27 +345,7 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
         })
     };
     match run.state {
-        RunState::Running => match (&run.paused, &detail.gate_waiting) {
-            (Some(paused), _) => waiting(
-                "continue",
-                None,
-                format!("paused by {}: no new host starts until the run is continued", paused.by),
-                vec![hint(format_args!("continue {id}")), hint(format_args!("abort {id}"))],
-            ),
-            (None, Some((wave, reason))) if reason == "approve" => waiting(
-                "approval",
-                Some(wave.clone()),
-                format!("approval of wave {wave}: its gate asks a person before the next wave starts"),
-                vec![hint(format_args!("approve {id} {wave}")), hint(format_args!("abort {id}"))],
-            ),
-            (None, Some((wave, reason))) => waiting(
-                reason,
-                Some(wave.clone()),
-                format!("wave {wave} soaks (its `pause:`) before its gate passes"),
-                Vec::new(),
-            ),
-            (None, None) => None,
-        },
+        RunState::Running => running_waiting(detail),
         RunState::Unknown => None,
         RunState::Stopped => waiting(
             "resume",
@@ -393,9 +377,9 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
                 ),
             }
         }
-                RunState::Finished => match run.outcome {
+        RunState::Finished => match run.outcome {
             Some(RunOutcome::AwaitingApproval) => {
-                let wave = plan.and_then(|plan| {
+                let wave = run.awaiting_wave.clone().or_else(|| plan.and_then(|plan| {
                     let last = plan.waves.len().saturating_sub(1);
                     plan.waves
                         .iter()
@@ -406,13 +390,16 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
                                 && !detail.gates_passed.contains(&wave.name)
                         })
                         .map(|(_, wave)| wave.name.clone())
-                });
+                }));
                 let shown = wave.clone().unwrap_or_else(|| "WAVE".into());
                 waiting(
                     "approval",
                     wave,
-                    format!("approval of wave {shown} (the run keeps the inventory's lock until it is resumed or `pony unlock`ed)"),
-                    vec![resume(&format!(" --approve {shown}"))],
+                    format!("approval of wave {shown} (the run keeps the inventory's lock until it is resumed or `pony unlock`ed); or roll it back"),
+                    vec![
+                        resume(&format!(" --approve {shown}")),
+                        hint(format_args!("rollback {id}")),
+                    ],
                 )
             }
             Some(RunOutcome::Interrupted) => waiting(
@@ -430,4 +417,108 @@ fn waiting(detail: &RunDetail, plan: Option<&Plan>) -> Option<Waiting> {
             _ => None,
         },
     }
+}
+
+/// What a running run is doing, from its journal (see [`Activity`]), and the commands
+/// that act on it from another shell.
+fn running_waiting(detail: &RunDetail) -> Option<Waiting> {
+    let run = &detail.summary;
+    let id = &run.run_id;
+    let time = runs::format_time;
+    let abort = || hint(format_args!("abort {id}"));
+    let approve = |wave: &str| hint(format_args!("approve {id} {wave}"));
+    let (reason, wave, message, next) = match run.activity.as_ref()? {
+        // The reason says what happens to the hosts (`aborted by …: rolling back every
+        // host the run touched`, `…: hosts in flight finish all their tasks`).
+        Activity::Stopping {
+            rollback: true,
+            reason,
+            ..
+        } => (
+            "rollback",
+            None,
+            format!("rollback in progress: {reason}"),
+            Vec::new(),
+        ),
+        Activity::Stopping { cause, reason, .. } => (
+            "stopping",
+            None,
+            format!(
+                "{}: {reason}",
+                if cause == "abort" {
+                    "abort in progress"
+                } else {
+                    "the run is stopping"
+                }
+            ),
+            vec![hint(format_args!("abort --rollback {id}"))],
+        ),
+        Activity::Paused { by, since, gate } => {
+            // A pause at an approval gate holds both: the gate still wants its answer.
+            let mut next = vec![hint(format_args!("continue {id}"))];
+            let mut message = format!(
+                "paused by {by} since {}: no new host starts until the run is continued",
+                time(since)
+            );
+            if let Some(wave) = &gate {
+                message.push_str(&format!("; wave {wave}'s gate also waits for approval"));
+                next.push(approve(wave));
+            }
+            next.push(abort());
+            ("continue", gate.clone(), message, next)
+        }
+        Activity::Soaking {
+            wave,
+            until,
+            checks_ok,
+            checks_failed,
+        } => {
+            let mut message = match until {
+                Some(until) => format!(
+                    "wave {wave} soaks until {} (its `pause:`) before its gate passes",
+                    time(until)
+                ),
+                None => format!("wave {wave} soaks (its `pause:`) before its gate passes"),
+            };
+            if checks_ok + checks_failed > 0 {
+                message.push_str(&format!(
+                    "; its checks so far: {checks_ok} ok, {checks_failed} failed"
+                ));
+            }
+            ("soak", Some(wave.clone()), message, vec![abort()])
+        }
+        Activity::Checks { wave } => (
+            "checks",
+            Some(wave.clone()),
+            format!("wave {wave}'s `verify:` checks run before its gate asks for approval"),
+            vec![abort()],
+        ),
+        Activity::Approval { wave } => (
+            "approval",
+            Some(wave.clone()),
+            format!("approval of wave {wave}: its gate asks a person before the next wave starts"),
+            vec![approve(wave), abort()],
+        ),
+        Activity::Window { wave, windows } => {
+            let zones: Vec<String> = windows
+                .iter()
+                .map(|w| format!("{} in {}, opens at {}", w.window, w.zone, time(&w.opens)))
+                .collect();
+            (
+                "window",
+                Some(wave.clone()),
+                format!(
+                    "wave {wave}'s hosts wait for the change window ({})",
+                    zones.join("; ")
+                ),
+                vec![abort()],
+            )
+        }
+    };
+    Some(Waiting {
+        reason: reason.into(),
+        wave,
+        message,
+        next,
+    })
 }

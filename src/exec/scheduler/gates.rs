@@ -68,6 +68,8 @@ impl Scheduler {
             wave: name.clone(),
             reason: "approve".into(),
             seconds: wait.map_or(0, |w| w.as_secs()),
+            until: None,
+            zone: None,
         });
         let waiting = match (&self.options.approver, wait) {
             (Some(approver), _) => {
@@ -134,13 +136,15 @@ impl Scheduler {
         {
             Some(pause) => {
                 self.state[node.index()] = State::Held;
-                self.emit(Event::GateWaiting {
-                    wave: spec.name.clone(),
-                    reason: "pause".into(),
-                    seconds: pause.as_secs(),
-                });
                 let until = self.options.clock.now()
                     + chrono::Duration::from_std(pause).unwrap_or_default();
+                self.emit(Event::GateWaiting {
+                    wave: spec.name.clone(),
+                    reason: "soak".into(),
+                    seconds: pause.as_secs(),
+                    until: Some(rfc3339(until)),
+                    zone: None,
+                });
                 self.waves[wave].soak.until = Some(until);
                 if !spec.verify.is_empty() {
                     self.start_soak(wave, pause);
@@ -215,7 +219,9 @@ impl Scheduler {
             let tz = self.plan.inventory.hosts[host].tz.as_deref();
             window.time_zone = tz.unwrap_or("UTC").to_string();
         }
-        let Some(wait) = change_window::wait_until_open(&window, self.options.clock.now()) else {
+        // One reading of the clock: the opening announced is the window's own minute.
+        let now = self.options.clock.now();
+        let Some(wait) = change_window::wait_until_open(&window, now) else {
             return false;
         };
         self.state[node.index()] = State::Queued;
@@ -232,12 +238,15 @@ impl Scheduler {
         } else {
             window.text.clone()
         };
+        let opens = now + chrono::Duration::from_std(wait).unwrap_or_default();
         self.emit(Event::GateWaiting {
             wave: self.plan.waves[wave].name.clone(),
             reason: format!("window {text}"),
             // Whole seconds, rounded up: the wait is exact to the nanosecond, and a
             // window 5 h away is not announced as 4:59:59.
             seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            until: Some(rfc3339(opens)),
+            zone: Some(zone.clone()),
         });
         self.timers.spawn(async move {
             tokio::time::sleep(wait).await;
@@ -258,4 +267,15 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// `2026-12-07T07:30:00Z`: a wait's end as events and the journal write it (whole
+/// seconds, rounded up, as the announced wait).
+fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
+    let up = if time.timestamp_subsec_nanos() > 0 {
+        time + chrono::Duration::seconds(1)
+    } else {
+        time
+    };
+    up.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

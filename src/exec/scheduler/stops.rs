@@ -152,11 +152,11 @@ impl Scheduler {
         if std::mem::replace(&mut self.regions[region].stopped, true) {
             return;
         }
+        let name = self.plan.inventory.regions[region].name.clone();
         self.emit(Event::Stopped {
-            reason: format!(
-                "region {} stopped",
-                self.plan.inventory.regions[region].name
-            ),
+            reason: format!("region {name} stopped"),
+            region: Some(name),
+            rollback: self.regions[region].rollback_due,
         });
         let inventory = self.plan.inventory.clone();
         self.admission
@@ -199,6 +199,8 @@ impl Scheduler {
         self.stop = Stop::All;
         self.emit(Event::Stopped {
             reason: reason.to_string(),
+            region: None,
+            rollback: self.all_rollback_due,
         });
         self.admission.forget_waiting(|_| true);
         self.cancel_unstarted(|_, _| true);
@@ -296,7 +298,11 @@ impl Scheduler {
             return;
         }
         self.stop = Stop::Draining;
-        self.emit(Event::Stopped { reason });
+        self.emit(Event::Stopped {
+            reason,
+            region: None,
+            rollback: false,
+        });
         self.admission.forget_waiting(|_| true);
         self.cancel_unstarted(|s, t| !s.may_start(t.host));
         // No gate passes and no window opens for an interrupted run: its pauses,

@@ -219,6 +219,14 @@ impl Scheduler {
     /// Runs every check once before the `approve:` question.
     pub(super) fn verify_before_ask(&mut self, wave: usize) {
         let count = self.plan.playbook.strategy.waves[wave].verify.len();
+        // The gate is held while they run: said, so that nobody reads it as idle.
+        self.emit(Event::GateWaiting {
+            wave: self.plan.waves[wave].name.clone(),
+            reason: "verify".into(),
+            seconds: 0,
+            until: None,
+            zone: None,
+        });
         self.waves[wave].soak.before_ask = count;
         for check in 0..count {
             self.spawn_check(wave, check, Duration::ZERO, After::Ask);

@@ -80,7 +80,7 @@ async fn a_journal_that_cannot_be_written_stops_the_run_before_an_unrecorded_tas
     assert!(
         events.iter().any(|e| matches!(
             e,
-            Event::Stopped { reason } if reason.contains("the journal cannot be written")
+            Event::Stopped { reason, .. } if reason.contains("the journal cannot be written")
         )),
         "{events:#?}"
     );

@@ -226,7 +226,7 @@ async fn an_interrupt_during_a_long_pause_ends_the_run_without_waiting_it_out() 
     let mut seen = Vec::new();
     run.until(
         &mut seen,
-        |e| matches!(e, Event::GateWaiting { reason, .. } if reason == "pause"),
+        |e| matches!(e, Event::GateWaiting { reason, .. } if reason == "soak"),
     )
     .await;
     run.interrupts.send(1).unwrap();

@@ -371,7 +371,7 @@ fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {
                     .iter()
                     .filter(|o| {
                         o.wave == g.wave
-                            && (o.reason == "pause" || o.reason == "approve")
+                            && (o.reason == "soak" || o.reason == "approve")
                             && o.reason != g.reason
                             && o.at_ms >= g.at_ms
                     })
@@ -379,8 +379,8 @@ fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {
                     .min()
                     .unwrap_or(passed)
             };
-            let (kind, end) = if g.reason == "pause" {
-                ("pause", next(g).max(g.at_ms))
+            let (kind, end) = if g.reason == "soak" {
+                ("soak", next(g).max(g.at_ms))
             } else if g.reason == "approve" {
                 ("approve", next(g).max(g.at_ms))
             } else {

@@ -65,12 +65,36 @@ pub enum Record {
         node: usize,
         wave: String,
     },
-    /// A wave's gate started waiting: for a person's approval (`approve`) or a soak
-    /// (`pause`); `pony status` shows it from any machine. (A change window holds a
-    /// wave's hosts, not its gate, and is not recorded.)
+    /// A wave's gate started waiting: for a person's approval (`approve`), a soak
+    /// (`pause`, until its end) or the checks right before the approval question
+    /// (`verify`); `pony status` shows it from any machine.
     GateWaiting {
         wave: String,
         reason: String,
+        time: String,
+        /// When a soak ends (RFC 3339, UTC); absent for the other reasons and in
+        /// journals written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+    },
+    /// A wave's hosts wait for its change window to open (one record per time zone the
+    /// window is read in): `pony status` says so until `opens`.
+    WindowWaiting {
+        wave: String,
+        /// The window as the playbook gives it (`02:00-06:00 Asia/Shanghai`).
+        window: String,
+        zone: String,
+        /// When it opens (RFC 3339, UTC).
+        opens: String,
+        time: String,
+    },
+    /// The whole run stops starting tasks (an interrupt, `pony abort`, a halt, a failed
+    /// wave, a rollback of every touched host): `pony status` says it is stopping, and
+    /// why, until the run ends.
+    Stopping {
+        reason: String,
+        /// Every host the run touched rolls back.
+        rollback: bool,
         time: String,
     },
     /// A wave's gate did not pass: a cluster of it went beyond its failure budget.

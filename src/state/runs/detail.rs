@@ -2,7 +2,10 @@
 //! rollback's latest record, the gates passed and the wave that stopped the rollout.
 
 use super::parse_time;
-use super::summary::{controller_alive, result_words, who, Paused, Resumed, RunState, RunSummary};
+use super::summary::{
+    controller_alive, result_words, who, Activity, Paused, Resumed, RunState, RunSummary,
+    WindowWait,
+};
 use crate::state::journal::Record;
 use crate::state::replay::TaskState;
 use serde::Serialize;
@@ -91,7 +94,15 @@ pub(super) fn fold(
         resumes: Vec::new(),
         journal_problem: problem,
         paused: None,
+        activity: None,
+        awaiting_wave: None,
     };
+    // What the latest controller is doing, beyond working through tasks (see `Activity`).
+    let mut stopping: Option<Activity> = None;
+    let mut aborted = false;
+    let mut windows: Vec<(String, WindowWait)> = Vec::new();
+    let mut soak_until: Option<String> = None;
+    let mut soak_checks = (0usize, 0usize);
     let mut tasks: Vec<TaskRecord> = Vec::new();
     let mut task_index: BTreeMap<String, usize> = BTreeMap::new();
     let mut rollbacks: Vec<RollbackRecord> = Vec::new();
@@ -113,13 +124,71 @@ pub(super) fn fold(
                 gate_waiting = None
             }
             Record::RunStarted { .. } | Record::RunResumed { .. } | Record::RunFinished { .. } => {
-                gate_waiting = None
+                // An approval the run stopped at (exit 10) is what it awaits.
+                if let (Record::RunFinished { .. }, Some((wave, reason))) = (record, &gate_waiting)
+                {
+                    summary.awaiting_wave = (record.outcome()
+                        == Some(crate::events::RunOutcome::AwaitingApproval)
+                        && reason == "approve")
+                        .then(|| wave.clone());
+                } else {
+                    summary.awaiting_wave = None;
+                }
+                gate_waiting = None;
+                stopping = None;
+                aborted = false;
+                windows.clear();
             }
             _ => {}
         }
         match record {
-            Record::GateWaiting { wave, reason, .. } => {
-                gate_waiting = Some((wave.clone(), reason.clone()));
+            Record::GateWaiting {
+                wave,
+                reason,
+                until,
+                ..
+            } => {
+                // Journals written before the soak was called so named say `pause`.
+                let reason = if reason == "pause" { "soak" } else { reason };
+                gate_waiting = Some((wave.clone(), reason.to_string()));
+                soak_until = until.clone();
+                soak_checks = (0, 0);
+            }
+            Record::WindowWaiting {
+                wave,
+                window,
+                zone,
+                opens,
+                ..
+            } => {
+                windows.retain(|(w, wait)| !(w == wave && &wait.zone == zone));
+                windows.push((
+                    wave.clone(),
+                    WindowWait {
+                        window: window.clone(),
+                        zone: zone.clone(),
+                        opens: opens.clone(),
+                    },
+                ));
+            }
+            Record::Stopping {
+                reason,
+                rollback,
+                time,
+            } => {
+                let rolling_back =
+                    matches!(stopping, Some(Activity::Stopping { rollback: true, .. }));
+                let cause = if aborted || reason.starts_with("interrupted") {
+                    "abort"
+                } else {
+                    "run"
+                };
+                stopping = Some(Activity::Stopping {
+                    rollback: *rollback || rolling_back,
+                    cause: cause.into(),
+                    reason: reason.clone(),
+                    since: time.clone(),
+                });
             }
             Record::RunStarted {
                 playbook,
@@ -159,6 +228,14 @@ pub(super) fn fold(
                 });
                 going_again(&mut summary, *pid);
                 controller_host = host.clone();
+                if command == "rollback" {
+                    stopping = Some(Activity::Stopping {
+                        rollback: true,
+                        cause: "rollback".into(),
+                        reason: format!("`pony rollback` by {} (pid {pid})", who(user, host)),
+                        since: time.clone(),
+                    });
+                }
             }
             Record::TaskStarted { label, .. } => {
                 let task = TaskRecord {
@@ -291,7 +368,18 @@ pub(super) fn fold(
             Record::HealthChecked { .. } => {}
             // The failing check is named in the wave's `WaveStopped` reason; passing
             // checks are in the journal for `pony log`-style reading.
-            Record::VerifyCheck { .. } => {}
+            Record::VerifyCheck { wave, ok, .. } => {
+                if gate_waiting
+                    .as_ref()
+                    .is_some_and(|(w, reason)| w == wave && reason == "soak")
+                {
+                    if *ok {
+                        soak_checks.0 += 1;
+                    } else {
+                        soak_checks.1 += 1;
+                    }
+                }
+            }
             // `pony status` shows a split run's controllers from their leases as they
             // are now (a lost controller's regions may have been taken over since).
             Record::ControllerLost { .. } => {}
@@ -317,6 +405,27 @@ pub(super) fn fold(
                 if let Some(wave) = command.strip_prefix("approve ") {
                     if !pre_approved.iter().any(|w| w == wave) {
                         pre_approved.push(wave.to_string());
+                    }
+                }
+                if command.starts_with("abort") {
+                    aborted = true;
+                    let rollback = command == "abort --rollback";
+                    let by = format!("{} (pid {pid})", who(user, host));
+                    match &mut stopping {
+                        Some(Activity::Stopping {
+                            rollback: r, cause, ..
+                        }) => {
+                            *r |= rollback;
+                            *cause = "abort".into();
+                        }
+                        _ => {
+                            stopping = Some(Activity::Stopping {
+                                rollback,
+                                cause: "abort".into(),
+                                reason: format!("aborted by {by}"),
+                                since: time.clone(),
+                            })
+                        }
                     }
                 }
                 match command.as_str() {
@@ -356,6 +465,16 @@ pub(super) fn fold(
         },
         _ => None,
     };
+    if summary.state == RunState::Running {
+        summary.activity = activity(
+            stopping,
+            summary.paused.as_ref(),
+            gate_waiting.as_ref(),
+            soak_until,
+            soak_checks,
+            windows,
+        );
+    }
     summary.result = result_words(&summary);
     pre_approved.retain(|wave| !gates_passed.contains(wave));
     RunDetail {
@@ -368,6 +487,61 @@ pub(super) fn fold(
         controls,
         gate_waiting,
     }
+}
+
+/// What a running run is doing, the most pressing first: stopping, paused, at a gate,
+/// waiting for a change window that has not opened yet.
+fn activity(
+    stopping: Option<Activity>,
+    paused: Option<&Paused>,
+    gate: Option<&(String, String)>,
+    soak_until: Option<String>,
+    (checks_ok, checks_failed): (usize, usize),
+    windows: Vec<(String, WindowWait)>,
+) -> Option<Activity> {
+    if stopping.is_some() {
+        return stopping;
+    }
+    if let Some(paused) = paused {
+        return Some(Activity::Paused {
+            by: paused.by.clone(),
+            since: paused.time.clone(),
+            gate: gate
+                .filter(|(_, reason)| reason == "approve")
+                .map(|(wave, _)| wave.clone()),
+        });
+    }
+    if let Some((wave, reason)) = gate {
+        let wave = wave.clone();
+        match reason.as_str() {
+            "approve" => return Some(Activity::Approval { wave }),
+            "verify" => return Some(Activity::Checks { wave }),
+            "soak" => {
+                return Some(Activity::Soaking {
+                    wave,
+                    until: soak_until,
+                    checks_ok,
+                    checks_failed,
+                })
+            }
+            _ => {}
+        }
+    }
+    // A window that opened lets its hosts start: only one still closed holds them.
+    let now = std::time::SystemTime::now();
+    let closed: Vec<(String, WindowWait)> = windows
+        .into_iter()
+        .filter(|(_, w)| parse_time(&w.opens).is_some_and(|opens| opens > now))
+        .collect();
+    let wave = closed.first()?.0.clone();
+    Some(Activity::Window {
+        windows: closed
+            .into_iter()
+            .filter(|(w, _)| *w == wave)
+            .map(|(_, wait)| wait)
+            .collect(),
+        wave,
+    })
 }
 
 fn upsert<T>(items: &mut Vec<T>, index: &mut BTreeMap<String, usize>, label: &str, item: T) {

@@ -12,7 +12,9 @@ pub mod summary;
 
 pub use counts::{count_tasks, Group, TaskBreakdown, TaskCounts, RUN_WIDE, UNKNOWN};
 pub use detail::{task_state_name, ControlRecord, RollbackRecord, RunDetail, TaskRecord};
-pub use summary::{outcome_words, result_words, Resumed, RunState, RunSummary};
+pub use summary::{
+    outcome_words, result_words, Activity, Resumed, RunState, RunSummary, WindowWait,
+};
 
 use super::journal::{self, Record};
 use super::replay::TaskState;

@@ -54,6 +54,118 @@ pub struct RunSummary {
     pub journal_problem: Option<String>,
     /// Set while the run is paused (`pony pause`) and not continued, aborted or ended.
     pub paused: Option<Paused>,
+    /// What a running run is doing, when it is more than working through its tasks:
+    /// stopping, paused, soaking, waiting for a change window, for a gate's checks or
+    /// for approval; `null` otherwise (and unless `state` is `running`).
+    pub activity: Option<Activity>,
+    /// The wave whose `approve:` gate a run that ended `awaiting_approval` stopped at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_wave: Option<String>,
+}
+
+/// What a running run is doing, as its journal tells: `pony status` names it on its
+/// `state:` line, and `--output json` gives it as `activity` (`state` says which).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Activity {
+    /// No new host starts (`pony abort`, Ctrl-C, a halt, a failed wave, a gate that
+    /// stops the run) and hosts in flight finish; with `rollback`, every host the run
+    /// touched rolls back (`pony abort --rollback`, `rollback-all`, `pony rollback`).
+    Stopping {
+        rollback: bool,
+        /// `abort`: a person stopped it (`pony abort`, Ctrl-C, SIGTERM); `rollback`:
+        /// `pony rollback`; `run`: the run stopped itself (a budget, a failed wave).
+        cause: String,
+        /// Why, as the run said it.
+        reason: String,
+        since: String,
+    },
+    /// `pony pause`: no new host starts until `pony continue`; `gate`: the wave whose
+    /// `approve:` gate waits for an answer meanwhile.
+    Paused {
+        by: String,
+        since: String,
+        gate: Option<String>,
+    },
+    /// A wave's soak (its `pause:`), with its `verify:` rounds so far.
+    Soaking {
+        wave: String,
+        /// When the soak ends (RFC 3339, UTC; absent in journals of older runs).
+        until: Option<String>,
+        checks_ok: usize,
+        checks_failed: usize,
+    },
+    /// A gate without a soak runs its `verify:` checks before its approval question.
+    Checks { wave: String },
+    /// A wave's `approve:` gate waits for a person (`pony approve RUN WAVE`).
+    Approval { wave: String },
+    /// A wave's hosts wait for its change window (one entry per time zone).
+    Window {
+        wave: String,
+        windows: Vec<WindowWait>,
+    },
+}
+
+/// A change window a wave's hosts wait for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowWait {
+    /// As the playbook gives it (`02:00-06:00 Asia/Shanghai`).
+    pub window: String,
+    pub zone: String,
+    /// When it opens (RFC 3339, UTC).
+    pub opens: String,
+}
+
+impl Activity {
+    /// In words, for `pony status`'s `state:` line (the `waiting:` line says more).
+    pub fn words(&self) -> String {
+        let time = super::format_time;
+        match self {
+            Activity::Stopping { rollback: true, .. } => "stopping: rollback in progress".into(),
+            Activity::Stopping { cause, .. } if cause == "abort" => {
+                "stopping: abort in progress".into()
+            }
+            Activity::Stopping { reason, .. } => format!("stopping: {reason}"),
+            Activity::Paused { by, since, gate } => {
+                let mut words = format!("paused by {by} since {}", time(since));
+                if let Some(wave) = gate {
+                    words.push_str(&format!(", and waiting for approval of {wave}"));
+                }
+                words
+            }
+            Activity::Soaking {
+                wave,
+                until,
+                checks_ok,
+                checks_failed,
+            } => {
+                let mut words = match until {
+                    Some(until) => format!("soaking until {} (wave {wave})", time(until)),
+                    None => format!("soaking (wave {wave})"),
+                };
+                if checks_ok + checks_failed > 0 {
+                    words.push_str(&format!(
+                        ", checks so far {checks_ok} ok, {checks_failed} failed"
+                    ));
+                }
+                words
+            }
+            Activity::Checks { wave } => {
+                format!("checking {wave} before approval (its verify checks)")
+            }
+            Activity::Approval { wave } => format!("waiting for approval of {wave}"),
+            Activity::Window { wave, windows } => {
+                let zones: Vec<String> = windows
+                    .iter()
+                    .map(|w| format!("{}, opens at {}", w.zone, time(&w.opens)))
+                    .collect();
+                format!(
+                    "waiting for the change window ({}) (wave {wave})",
+                    zones.join("; ")
+                )
+            }
+        }
+    }
 }
 
 /// Who paused a run, and when.
@@ -97,16 +209,23 @@ pub fn outcome_words(outcome: RunOutcome) -> &'static str {
 pub fn result_words(summary: &RunSummary) -> String {
     match summary.state {
         RunState::Finished => {
-            let words = summary.outcome.map(outcome_words).unwrap_or("finished");
+            let mut words = summary
+                .outcome
+                .map(outcome_words)
+                .unwrap_or("finished")
+                .to_string();
+            if let Some(wave) = &summary.awaiting_wave {
+                words.push_str(&format!(" of wave {wave}"));
+            }
             match summary.exit_code {
                 Some(code) => format!("{words} (exit {code})"),
                 None => words.to_string(),
             }
         }
-        RunState::Running if summary.paused.is_some() => {
-            "paused (no new host starts until `pony continue`)".into()
-        }
-        RunState::Running => "running".into(),
+        RunState::Running => match &summary.activity {
+            Some(activity) => activity.words(),
+            None => "running".into(),
+        },
         RunState::Stopped => "stopped (resumable)".into(),
         RunState::Unknown => "unknown (no journal)".into(),
     }
