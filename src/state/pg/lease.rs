@@ -223,7 +223,12 @@ pub fn renew(
 /// since the last renewal: then the lease is lost as well.
 pub(super) struct Heartbeat {
     stop: mpsc::Sender<()>,
-    handle: std::thread::JoinHandle<()>,
+    /// Disconnected when the thread ends.
+    ended: mpsc::Receiver<()>,
+    /// How long stopping waits for a renewal in flight (nothing once the lease ran out
+    /// by the controller's own clock).
+    bound: std::time::Duration,
+    clock: std::sync::Arc<super::deadline::LeaseClock>,
 }
 
 impl Heartbeat {
@@ -237,10 +242,14 @@ impl Heartbeat {
             + 'static,
     ) -> std::io::Result<Heartbeat> {
         let (stop, stopped) = mpsc::channel::<()>();
+        let (ending, ended) = mpsc::channel::<()>();
         let every = store.lease / 3;
-        let handle = std::thread::Builder::new()
+        let bound = store.bound();
+        let clock = store.lease_clock().clone();
+        std::thread::Builder::new()
             .name(format!("pony-{}", name.replace(' ', "-")))
             .spawn(move || {
+                let _ending = ending;
                 let mut client = None;
                 // The local monotonic clock only ever says "at least a lease has passed":
                 // by then the database's clock has expired the lease too.
@@ -256,12 +265,17 @@ impl Heartbeat {
                             .map_err(|e| tracing::warn!("{name} heartbeat: {e}"))
                             .ok();
                     }
+                    let sent = std::time::Instant::now();
                     let renewal = match client.as_mut() {
                         Some(c) => renew(c, store.lease.as_secs_f64()).map_err(|e| e.to_string()),
                         None => Err("no connection".to_string()),
                     };
                     match renewal {
-                        Ok(true) => renewed = std::time::Instant::now(),
+                        Ok(true) => {
+                            renewed = std::time::Instant::now();
+                            // The controller's own deadline counts from when it was sent.
+                            store.lease_clock().renewed(sent);
+                        }
                         Ok(false) => {
                             tracing::error!("{lost}: no new task starts");
                             lost_signal.notify_one();
@@ -281,13 +295,24 @@ impl Heartbeat {
                     }
                 }
             })?;
-        Ok(Heartbeat { stop, handle })
+        Ok(Heartbeat {
+            stop,
+            ended,
+            bound,
+            clock,
+        })
     }
 
-    /// Stops renewing and waits for the thread.
+    /// Stops renewing and waits for the thread, at most a call's bound: a renewal that
+    /// a hung database never answers is left behind, it must not hold the exit.
     pub(super) fn stop(self) {
         drop(self.stop);
-        let _ = self.handle.join();
+        let wait = if self.clock.passed() {
+            std::time::Duration::ZERO
+        } else {
+            self.bound
+        };
+        let _ = self.ended.recv_timeout(wait);
     }
 }
 
