@@ -20,7 +20,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use support::db::{db, expire_leases, pony_db, query_count, server};
-use support::{code, deploy_args, wait_until, write_plan, Reaped, TINY_INVENTORY};
+use support::{deploy_args, wait_until, write_plan, Reaped, TINY_INVENTORY};
 
 const HOSTS: [&str; 4] = ["h1", "h2", "h3", "h4"];
 
@@ -33,8 +33,10 @@ struct Setup {
 
 impl Setup {
     /// Three steps on every host, each counting its runs in `count-NAME`: `one` waits
-    /// for the gate `gate-1`, `two` for `gate-2` (writing its pid to `two.pid` first),
-    /// `three` ends at once.
+    /// for the gate `gate-1`, `two` for `gate-2` (writing its pid to `two.pid` first,
+    /// then a time-stamped tick with its pid to the test's `ticks-HOST` every 20 ms: the
+    /// host's marker of who works it when, whichever state folder runs it), `three` ends
+    /// at once.
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let gate = |n: u32| dir.path().join(format!("gate-{n}")).display().to_string();
@@ -44,11 +46,12 @@ name: outage
 strategy: {{ max_unavailable: 100% }}
 steps:
   - {{ name: one, run: "echo run >> count-one; touch one-started; while [ ! -e {g1} ]; do sleep 0.02; done" }}
-  - {{ name: two, needs: [one], run: "echo run >> count-two; echo $$ > two.pid; while [ ! -e {g2} ]; do sleep 0.02; done" }}
+  - {{ name: two, needs: [one], run: "echo run >> count-two; echo $$ > two.pid; while :; do echo \"$(date +%s%N) $$\" >> {ticks}-{{{{ host.name }}}}; [ -e {g2} ] && break; sleep 0.02; done" }}
   - {{ name: three, needs: [two], run: "echo run >> count-three" }}
 "#,
             g1 = gate(1),
             g2 = gate(2),
+            ticks = dir.path().join("ticks").display(),
         );
         let (inventory, playbook) = write_plan(dir.path(), TINY_INVENTORY, playbook);
         Setup {
@@ -112,14 +115,79 @@ steps:
 
     fn spawn(&self, url: &str, state: &str, lease: &str, args: &[&str]) -> Reaped {
         let err = File::create(self.path(&format!("{state}.err"))).unwrap();
+        let out = File::create(self.path(&format!("{state}.out"))).unwrap();
         Reaped::new(
             pony_db(&self.path(state), url, args)
                 .env("PONY_LEASE", lease)
-                .stdout(Stdio::null())
+                .stdout(Stdio::from(out))
                 .stderr(Stdio::from(err))
                 .spawn()
                 .unwrap(),
         )
+    }
+
+    fn stdout(&self, state: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{state}.out"))).unwrap_or_default()
+    }
+
+    /// Two Ctrl-Cs, as a person gives them: the second once the controller said it
+    /// took the first (two signals sent at once may reach it as one).
+    fn interrupt_twice(&self, controller: &mut Reaped, state: &str) {
+        interrupt(controller.child());
+        wait_until("the controller to take the first Ctrl-C", || {
+            controller.still_running("the controller");
+            self.stdout(state)
+                .contains("interrupted: no new host starts")
+        });
+        interrupt(controller.child());
+    }
+
+    /// Per host, the `two` commands that ticked (by pid) and the first and last tick of
+    /// each, in order of their first: the intervals during which each copy worked it.
+    fn two_copies(&self) -> Vec<Vec<(u32, u128, u128)>> {
+        HOSTS
+            .iter()
+            .map(|h| {
+                let text =
+                    std::fs::read_to_string(self.path(&format!("ticks-{h}"))).unwrap_or_default();
+                let mut copies: Vec<(u32, u128, u128)> = Vec::new();
+                for line in text.lines() {
+                    let Some((at, pid)) = line.split_once(' ') else {
+                        continue;
+                    };
+                    let (Ok(at), Ok(pid)) = (at.parse::<u128>(), pid.parse::<u32>()) else {
+                        continue;
+                    };
+                    match copies.iter_mut().find(|c| c.0 == pid) {
+                        Some(copy) => copy.2 = copy.2.max(at),
+                        None => copies.push((pid, at, at)),
+                    }
+                }
+                copies.sort_by_key(|c| c.1);
+                copies
+            })
+            .collect()
+    }
+
+    /// On every host, the copies of `two` that ticked (the first controller's, if it got
+    /// to start one, and the takeover's) never ticked at once: each copy's first tick
+    /// comes after the previous copy's last. Returns how many copies each host saw.
+    fn assert_one_copy_at_a_time(&self) -> Vec<usize> {
+        HOSTS
+            .iter()
+            .zip(self.two_copies())
+            .map(|(host, copies)| {
+                for pair in copies.windows(2) {
+                    let (old, new) = (pair[0], pair[1]);
+                    assert!(
+                        old.2 < new.1,
+                        "{host}: `two` pid {} ticked until {}, after pid {} started at {}: two copies at once",
+                        old.0, old.2, new.0, new.1
+                    );
+                }
+                copies.len()
+            })
+            .collect()
     }
 
     fn stderr(&self, state: &str) -> String {
@@ -196,8 +264,7 @@ fn ctrl_c_stops_a_run_whose_database_is_hung() {
         setup.on_every_host("state", "two.pid")
     });
     let pids = setup.two_pids("state");
-    interrupt(&controller);
-    interrupt(&controller);
+    setup.interrupt_twice(&mut controller, "state");
     let code = exit_code(&mut controller);
     let stderr = setup.stderr("state");
     assert_eq!(code, 130, "{stderr}");
@@ -217,7 +284,12 @@ fn ctrl_c_stops_a_run_whose_database_is_hung() {
 
 /// The whole server stopped while tasks run and nobody signals the controller: it
 /// cannot renew its lease, so it stops by its own clock before the lease expires (its
-/// running commands killed, exit 130), while the server is still stopped.
+/// running commands killed, exit 130), while the server is still stopped. Once the
+/// server goes on and the lease has expired by the database's clock, another controller
+/// takes the run over: on every host, its copy of `two` starts after the last tick of
+/// the first controller's (the hosts' markers), the first controller's records all
+/// reach the database (merged from its local journal), and nothing that succeeded runs
+/// again.
 #[test]
 fn a_controller_whose_database_hangs_stops_by_its_own_count_of_the_lease() {
     let mut pg = server();
@@ -226,9 +298,9 @@ fn a_controller_whose_database_hangs_stops_by_its_own_count_of_the_lease() {
     let mut controller = setup.deploy(&url, "state", "6s");
     let run = stored(&url, &mut controller);
     setup.open(1);
-    wait_until("every `two` to start", || {
+    wait_until("every `two` to tick", || {
         controller.still_running("the controller");
-        setup.on_every_host("state", "two.pid")
+        setup.two_copies().iter().all(|copies| !copies.is_empty())
     });
     let pids = setup.two_pids("state");
     let expires: f64 = db(&url)
@@ -251,8 +323,8 @@ fn a_controller_whose_database_hangs_stops_by_its_own_count_of_the_lease() {
     assert!(stderr.contains("lost the inventory's lease"), "{stderr}");
     assert!(stderr.contains("no renewal went through"), "{stderr}");
     assert!(
-        pids.iter().all(|&pid| !support::is_running(pid)),
-        "a `two` command outlived the controller: {stderr}"
+        stderr.contains("did not reach the state database"),
+        "the controller says which records are in its local journal only: {stderr}"
     );
     // Measured, not asserted: how far before the lease's expiry (as last read) it left.
     let epoch = |t: std::time::SystemTime| {
@@ -267,8 +339,38 @@ fn a_controller_whose_database_hangs_stops_by_its_own_count_of_the_lease() {
         epoch(exited) - epoch(frozen),
         expires - epoch(exited)
     );
+    let (_, first) = setup.local_journal("state");
+    assert_eq!(finished(&first, "interrupted").len(), 4, "{first:?}");
     pg.thaw();
-    assert_eq!(setup.runs("state", "three"), [0, 0, 0, 0]);
+
+    // The takeover: once the database's clock has expired the lease.
+    wait_until("the lease to expire by the database's clock", || {
+        query_count(
+            &url,
+            "SELECT count(*) FROM leases WHERE run_id = $1 AND expires > now()",
+            &[&run],
+        ) == 0
+    });
+    setup.open(2);
+    let mut resume = setup.spawn(&url, "state", support::db::LEASE, &["resume", &run]);
+    let code = exit_code(&mut resume);
+    let stderr = setup.stderr("state");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("note: merged"), "{stderr}");
+    assert_eq!(
+        setup.assert_one_copy_at_a_time(),
+        [2, 2, 2, 2],
+        "the first controller's copy of `two` and the takeover's ticked on every host"
+    );
+    assert_eq!(setup.runs("state", "one"), [1, 1, 1, 1], "`one` ran again");
+    assert_eq!(setup.runs("state", "three"), [1, 1, 1, 1]);
+    let in_db = db_journal(&url, &run);
+    for record in &first {
+        assert!(
+            in_db.contains(record),
+            "the first controller's record {record} is not in the database"
+        );
+    }
 }
 
 /// `LOCK TABLE pony.journal` held by another session: the run goes on (its records
@@ -305,12 +407,14 @@ fn a_locked_journal_table_holds_neither_the_run_nor_ctrl_c() {
     locker
         .batch_execute("BEGIN; LOCK TABLE pony.journal")
         .unwrap();
-    interrupt(&controller);
-    interrupt(&controller);
+    setup.interrupt_twice(&mut controller, "state");
     let code = exit_code(&mut controller);
     let stderr = setup.stderr("state");
     assert_eq!(code, 130, "{stderr}");
-    assert!(pids.iter().all(|&pid| !support::is_running(pid)), "{stderr}");
+    assert!(
+        pids.iter().all(|&pid| !support::is_running(pid)),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("did not reach the state database"),
         "{stderr}"
@@ -318,7 +422,10 @@ fn a_locked_journal_table_holds_neither_the_run_nor_ctrl_c() {
     locker.batch_execute("COMMIT").unwrap();
     let (_, before) = setup.local_journal("state");
     let missing = before.len() - db_journal(&url, &run).len();
-    assert!(missing > 0, "the table missed the records written while it was locked");
+    assert!(
+        missing > 0,
+        "the table missed the records written while it was locked"
+    );
 
     setup.open(2);
     let mut resume = setup.spawn(&url, "state", support::db::LEASE, &["resume", &run]);
@@ -333,7 +440,11 @@ fn a_locked_journal_table_holds_neither_the_run_nor_ctrl_c() {
     assert_eq!(setup.runs("state", "two"), [2, 2, 2, 2]);
     assert_eq!(setup.runs("state", "three"), [1, 1, 1, 1]);
     let (_, local) = setup.local_journal("state");
-    assert_eq!(db_journal(&url, &run), local, "the table holds every record, in order");
+    assert_eq!(
+        db_journal(&url, &run),
+        local,
+        "the table holds every record, in order"
+    );
 }
 
 /// The database away for longer than the lease: the controller stops by its own clock
@@ -385,7 +496,10 @@ fn records_journaled_while_the_database_was_away_count_on_a_resume_on_the_same_m
         pony::state::hostname()
     );
     assert!(stderr.contains(&warning), "{stderr}");
-    assert!(stderr.contains("may hold records the database lacks"), "{stderr}");
+    assert!(
+        stderr.contains("may hold records the database lacks"),
+        "{stderr}"
+    );
 
     expire_leases(&url, "leases", &format!("run_id = '{run}'"));
     setup.open(2);
@@ -399,6 +513,12 @@ fn records_journaled_while_the_database_was_away_count_on_a_resume_on_the_same_m
         [1, 1, 1, 1],
         "a task that succeeded while the database was away ran again"
     );
+    // The first controller's `two`, where it started one before its deadline, was
+    // killed before the resume's started.
+    assert!(setup
+        .assert_one_copy_at_a_time()
+        .iter()
+        .all(|&copies| copies >= 1));
     assert_eq!(setup.runs("state-a", "three"), [1, 1, 1, 1]);
     let in_db = db_journal(&url, &run);
     for record in &first {
@@ -408,5 +528,8 @@ fn records_journaled_while_the_database_was_away_count_on_a_resume_on_the_same_m
         );
     }
     let (_, merged) = setup.local_journal("state-a");
-    assert_eq!(in_db, merged, "the table holds the merged journal, in order");
+    assert_eq!(
+        in_db, merged,
+        "the table holds the merged journal, in order"
+    );
 }

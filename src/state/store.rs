@@ -400,9 +400,12 @@ pub struct OpenedRun {
 fn elsewhere(db: &[Record], local: &[Record]) -> Option<String> {
     let (_, record) = merge::unfinished_controller(db)?;
     let (pid, user, host) = match record {
-        Record::RunStarted { pid, user, host, .. } | Record::RunResumed { pid, user, host, .. } => {
-            (pid, user, host)
+        Record::RunStarted {
+            pid, user, host, ..
         }
+        | Record::RunResumed {
+            pid, user, host, ..
+        } => (pid, user, host),
         _ => return None,
     };
     if *host == super::hostname() && local.contains(record) {

@@ -76,17 +76,17 @@ mod tests {
                 .parse()
                 .unwrap();
         apply(&mut config, Duration::from_secs(30));
-        assert_eq!(
-            config.get_connect_timeout(),
-            Some(&Duration::from_secs(7))
-        );
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(7)));
         let options = config.get_options().unwrap();
         assert!(
             options.starts_with("-c lock_timeout=10000 -c statement_timeout=60000"),
             "{options}"
         );
         assert!(options.ends_with("-c lock_timeout=5"), "{options}");
-        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(30))
+        );
         assert_eq!(config.get_keepalives_retries(), Some(3));
     }
 }
