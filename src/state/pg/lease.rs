@@ -353,17 +353,29 @@ impl Drop for Lease {
         if self.keep {
             return;
         }
+        // Bounded as a whole: a server that stops answering after the connection was
+        // made must not hold the controller's exit (the lease expires by itself).
+        let (store, inventory, holder) = (
+            self.store.clone(),
+            self.info.inventory.clone(),
+            self.holder.clone(),
+        );
         let released = self
             .store
-            .connect()
+            .bounded("releasing the lease", self.store.bound() * 2, move || {
+                store
+                    .connect()
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut c| {
+                        c.execute(
+                            "DELETE FROM leases WHERE inventory = $1 AND holder = $2",
+                            &[&inventory, &holder],
+                        )
+                        .map_err(|e| e.to_string())
+                    })
+            })
             .map_err(|e| e.to_string())
-            .and_then(|mut c| {
-                c.execute(
-                    "DELETE FROM leases WHERE inventory = $1 AND holder = $2",
-                    &[&self.info.inventory, &self.holder],
-                )
-                .map_err(|e| e.to_string())
-            });
+            .and_then(|released| released);
         if let Err(e) = released {
             tracing::warn!("could not release the lease (it expires by itself): {e}");
         }
