@@ -4,7 +4,10 @@
 //!
 //! - the whole server SIGSTOPped mid-run (the kernel still accepts connections and acks
 //!   data, nothing answers): Ctrl-C still stops the run, and without it the controller
-//!   stops by its own count of its lease, its running commands killed;
+//!   stops by its own count of its lease, its running commands killed, and a takeover
+//!   once the lease expired never works a host at the same time;
+//! - `LOCK TABLE pony.leases` held: the controller stops by its own count of the lease,
+//!   and a takeover once the lease expired never works a host at the same time;
 //! - `LOCK TABLE pony.journal` held by another session: the run goes on, its records
 //!   reach the table once the lock is released, and Ctrl-C works while it is held;
 //! - an outage longer than the lease, then `pony resume` on the same machine: the records
@@ -12,7 +15,9 @@
 //!   again; a resume from another machine says where the missing records may be.
 //!
 //! Every step waits on a marker file the test writes; each host counts each task's runs
-//! in files of its own. No verdict depends on how long anything takes.
+//! in files of its own, and each copy of the long step `two` ticks (time and pid) into a
+//! file per host, so that two copies at once on a host would show. No verdict depends on
+//! how long anything takes; bounds are short through the documented `PONY_LEASE`.
 
 mod support;
 
@@ -532,4 +537,67 @@ fn records_journaled_while_the_database_was_away_count_on_a_resume_on_the_same_m
         in_db, merged,
         "the table holds the merged journal, in order"
     );
+}
+
+/// `LOCK TABLE pony.leases` held by another session: the lease's row cannot be renewed
+/// (each try, the heartbeat's and each journal batch's, gives up at `lock_timeout`), so
+/// the controller stops by its own count of the lease, its commands killed, while the
+/// lock is still held. Once the lock is gone and the lease expired, a takeover runs `two`
+/// after the first copy's last tick on every host, and every record the first
+/// controller journaled reaches the database.
+#[test]
+fn a_locked_lease_table_stops_the_controller_by_its_own_count_of_the_lease() {
+    let pg = server();
+    let url = pg.url();
+    let setup = Setup::new();
+    let mut controller = setup.deploy(&url, "state", "6s");
+    let run = stored(&url, &mut controller);
+    setup.open(1);
+    wait_until("every `two` to tick", || {
+        controller.still_running("the controller");
+        setup.two_copies().iter().all(|copies| !copies.is_empty())
+    });
+    let pids = setup.two_pids("state");
+    let mut locker = db(&url);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE pony.leases")
+        .unwrap();
+    let code = exit_code(&mut controller);
+    let stderr = setup.stderr("state");
+    assert_eq!(code, 130, "{stderr}");
+    assert!(stderr.contains("no renewal went through"), "{stderr}");
+    assert!(
+        pids.iter().all(|&pid| !support::is_running(pid)),
+        "a `two` command outlived the controller: {stderr}"
+    );
+    let (_, first) = setup.local_journal("state");
+    assert_eq!(finished(&first, "interrupted").len(), 4, "{first:?}");
+    locker.batch_execute("COMMIT").unwrap();
+
+    wait_until("the lease to expire by the database's clock", || {
+        query_count(
+            &url,
+            "SELECT count(*) FROM leases WHERE run_id = $1 AND expires > now()",
+            &[&run],
+        ) == 0
+    });
+    setup.open(2);
+    let mut resume = setup.spawn(&url, "state", support::db::LEASE, &["resume", &run]);
+    let code = exit_code(&mut resume);
+    let stderr = setup.stderr("state");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        setup.assert_one_copy_at_a_time(),
+        [2, 2, 2, 2],
+        "the first controller's copy of `two` and the takeover's ticked on every host"
+    );
+    assert_eq!(setup.runs("state", "one"), [1, 1, 1, 1], "`one` ran again");
+    assert_eq!(setup.runs("state", "three"), [1, 1, 1, 1]);
+    let in_db = db_journal(&url, &run);
+    for record in &first {
+        assert!(
+            in_db.contains(record),
+            "the first controller's record {record} is not in the database"
+        );
+    }
 }
