@@ -219,6 +219,19 @@ pub enum Event {
         #[serde(skip)]
         log: String,
     },
+    /// A rollback command that is not run because an earlier rollback of the same host
+    /// failed: it undoes a task that the failed one's task needed (rollback runs in
+    /// reverse dependency order). Its host ends `rollback_failed`.
+    RollbackNotAttempted {
+        task: TaskRef,
+        /// The failed rollback's task, `step@host`.
+        blocked_by: String,
+        /// `not attempted: rollback of STEP@HOST failed`.
+        reason: String,
+        /// The line the host's log gets.
+        #[serde(skip)]
+        log: String,
+    },
     RollbackFinished {
         scope: String,
         ok: bool,
@@ -297,6 +310,9 @@ pub enum Event {
         incomplete: Vec<String>,
         /// The wave whose failure stopped the rollout, if one did.
         stopped_wave: Option<String>,
+        /// Rollbacks not run because an earlier rollback of their host failed
+        /// (`step@host`; each also had its `rollback_not_attempted` event).
+        rollbacks_not_attempted: Vec<String>,
         duration_ms: u64,
         regions: Vec<RegionSummary>,
         run_dir: String,

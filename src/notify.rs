@@ -616,6 +616,7 @@ mod burst_tests {
             rollback_failed: 0,
             incomplete: Vec::new(),
             stopped_wave: None,
+            rollbacks_not_attempted: Vec::new(),
             duration_ms: 1,
             regions: Vec::new(),
             run_dir: "/state/runs/RUN".into(),

@@ -889,6 +889,24 @@ fn a_controller_killed_while_its_mta_is_drained_leaves_it_taking_mail_and_resume
             };
             (!imap_denied || imap_open()) && (!canary.is_store() || lmtp_open())
         });
+        // Someone hears of it: `pony watch` (cron, CI) tells its notifier, once.
+        let told = state.join("told");
+        let notify = format!("cat >> {}; echo >> {}", told.display(), told.display());
+        for _ in 0..2 {
+            let watched = pony(&state, &["watch", "--notify", &notify])
+                .output()
+                .unwrap();
+            assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
+        }
+        let gone: Vec<serde_json::Value> = std::fs::read_to_string(&told)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert_eq!(gone[0]["event"], "controller_gone");
+        assert_eq!(gone[0]["run_id"], run.as_str());
         // The resume drains the canary again before it switches it, and finishes.
         std::fs::write(&gate, "").unwrap();
         let resumed = pony(&state, &["resume", &run]).output().unwrap();
@@ -920,4 +938,187 @@ fn a_controller_killed_while_its_mta_is_drained_leaves_it_taking_mail_and_resume
     assert!(sent.rejected.is_empty(), "5xx bounces: {:?}", sent.rejected);
     assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
     assert!(count.duplicated.is_empty(), "{count:?}");
+}
+
+/// Inserted iptables rules, deleted when dropped (also when the test fails).
+struct Rules(Vec<Vec<String>>);
+
+impl Rules {
+    /// Refuses new connections to `address:port` (as drain-lmtp does).
+    fn refuse(&mut self, address: std::net::Ipv4Addr, port: u16) {
+        let rule: Vec<String> = format!(
+            "INPUT -p tcp -d {address} --dport {port} --syn -m comment --comment pony-test-refuse -j REJECT --reject-with tcp-reset"
+        )
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+        let status = std::process::Command::new("iptables")
+            .args(["-w", "-I"])
+            .args(&rule)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.0.push(rule);
+    }
+}
+
+impl Drop for Rules {
+    fn drop(&mut self) {
+        for rule in self.0.drain(..) {
+            let _ = std::process::Command::new("iptables")
+                .args(["-w", "-D"])
+                .args(&rule)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_mail_flow_probe_passes_on_a_healthy_mta_and_names_the_hop_that_fails() {
+    let fleet = MailFleet::start();
+    let canary = fleet.lab.host("cn-south-c1-01");
+    let playbook = fleet.lab_dir().join("mailflow.yaml");
+    std::fs::write(
+        &playbook,
+        r#"name: mailflow
+steps:
+  - name: mail-flows
+    hosts: mta
+    probe:
+      mailflow:
+        to: "alice@{{ mail_domain }}"
+        address: "{{ host.address }}"
+        imap: { address: "{{ mail_stores[0] }}", user: alice, password: "{{ mail_password }}" }
+    timeout: 20s
+"#,
+    )
+    .unwrap();
+    let inventory = fleet.inventory();
+    let probe = || {
+        let out = pony(
+            &fleet.state,
+            &[
+                "deploy",
+                "-i",
+                inventory.to_str().unwrap(),
+                playbook.to_str().unwrap(),
+                "--yes",
+                "--limit",
+                &canary.name,
+            ],
+        )
+        .output()
+        .unwrap();
+        let runs = std::fs::read_dir(fleet.state.join("runs")).unwrap();
+        let newest = runs.map(|e| e.unwrap().path()).max().unwrap();
+        let record = support::journal(&newest)
+            .into_iter()
+            .find(|r| r["type"] == "task_finished")
+            .unwrap();
+        (out, record)
+    };
+    let probe_messages = || {
+        fleet
+            .lab
+            .stores()
+            .flat_map(|s| {
+                walk(&s.home)
+                    .into_iter()
+                    .filter(|p| p.to_string_lossy().contains("alice"))
+            })
+            .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("X-Pony-Probe:")))
+            .count()
+    };
+
+    // Healthy: the message arrives, its latency is the probe's output, and it is gone.
+    let (out, record) = probe();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let latency: f64 = record["output_tail"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(latency >= 0.0);
+    assert_eq!(probe_messages(), 0, "the probe deletes what it sent");
+    eprintln!("mail-flow latency through {}: {latency:.3}s", canary.name);
+
+    // The region's stores take no LMTP: the MTA takes the message, it never arrives.
+    let mut rules = Rules(Vec::new());
+    let stores: Vec<_> = fleet
+        .lab
+        .stores()
+        .filter(|s| s.region == canary.region)
+        .map(|s| s.address)
+        .collect();
+    for store in &stores {
+        rules.refuse(*store, 24);
+    }
+    let (out, record) = probe();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let error = record["error"].as_str().unwrap_or_default().to_string()
+        + record["output_tail"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("delivery: the MTA took the message") && error.contains("alice's mailbox"),
+        "{error}"
+    );
+    drop(rules);
+
+    // The MTA defers (drained): the SMTP hop is named.
+    std::fs::write(
+        canary.home.join("state/drain.cidr"),
+        "0.0.0.0/0 DEFER 4.7.1 draining for a test\n",
+    )
+    .unwrap();
+    let reload = |host: &pony::lab::mail::MailHost| {
+        let status = std::process::Command::new("postfix")
+            .arg("-c")
+            .arg(host.postfix_config())
+            .arg("reload")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    reload(canary);
+    let (out, record) = probe();
+    std::fs::write(canary.home.join("state/drain.cidr"), "").unwrap();
+    reload(canary);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let error = record["error"].as_str().unwrap_or_default().to_string()
+        + record["output_tail"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("smtp (the MTA)") && error.contains("450") && error.contains("defers"),
+        "{error}"
+    );
+    // The message the stores could not take was kept in the MTA's queue: it arrives now
+    // (and shows that the count above looks where messages land).
+    let flushed = std::process::Command::new("postqueue")
+        .arg("-c")
+        .arg(canary.postfix_config())
+        .arg("-f")
+        .status()
+        .unwrap();
+    assert!(flushed.success());
+    support::wait_until("the held probe message delivered", || probe_messages() == 1);
+    // The password is in no record of the runs.
+    for run in std::fs::read_dir(fleet.state.join("runs")).unwrap() {
+        let journal = std::fs::read_to_string(run.unwrap().path().join("journal.jsonl")).unwrap();
+        assert!(!journal.contains(pony::lab::mail::PASSWORD));
+    }
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }

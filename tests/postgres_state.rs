@@ -444,7 +444,7 @@ fn pony_creates_and_migrates_its_schema_once_and_refuses_a_newer_one() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
     // Another installation in the same database: its own schema.
     let other = format!("{url}?schema=mail_eu");
     let history = pony_db(dir.path(), &other, &["history"]).output().unwrap();
@@ -457,8 +457,8 @@ fn pony_creates_and_migrates_its_schema_once_and_refuses_a_newer_one() {
         .unwrap()
         .get(0);
     assert_eq!(
-        tables, 8,
-        "runs, journal, leases, region_leases, control, control_answers, blobs, schema_migrations"
+        tables, 9,
+        "runs, journal, leases, region_leases, control, control_answers, blobs, fences, schema_migrations"
     );
 
     client

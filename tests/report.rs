@@ -334,6 +334,11 @@ fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
             ("error", "string?"),
             ("duration_ms", "integer"),
         ],
+        "rollback_not_attempted" => &[
+            ("task", "task"),
+            ("blocked_by", "string"),
+            ("reason", "string"),
+        ],
         "rollback_finished" => &[("scope", "string"), ("ok", "boolean")],
         "health_checked" => &[
             ("host", "string"),
@@ -358,6 +363,7 @@ fn schema(kind: &str) -> Option<&'static [(&'static str, &'static str)]> {
             ("rollback_failed", "integer"),
             ("incomplete", "array"),
             ("stopped_wave", "string?"),
+            ("rollbacks_not_attempted", "array"),
             ("duration_ms", "integer"),
             ("regions", "array"),
             ("run_dir", "string"),

@@ -315,6 +315,9 @@ pub fn unlock(global: &GlobalOptions, inventory: &str, force: bool) -> anyhow::R
         Some((_, live)) => live,
         None => false,
     };
+    if let Store::Postgres { db, .. } = &store {
+        return unlock_lease(db, inventory, force);
+    }
     match store.unlock(inventory)? {
         Some(holder) if live => crate::outln!(
             "broke the live lock of inventory `{inventory}` (--force): run {} pid {} on {} since {} was still running; {}",
@@ -327,7 +330,7 @@ pub fn unlock(global: &GlobalOptions, inventory: &str, force: bool) -> anyhow::R
                     "it is not stopped: it goes on working its hosts, and a new run would work them too; stop it with Ctrl-C there or `{}`",
                     crate::hint::pony(format_args!("abort {}", holder.run_id))
                 ),
-                Store::Postgres { .. } => "it stops (and kills its commands on the hosts) when it next renews its lease; until then it and a new run may work the same hosts".to_string(),
+                Store::Postgres { .. } => unreachable!("a lease is broken by unlock_lease"),
             }
         ),
         Some(holder) => crate::outln!(
@@ -338,6 +341,92 @@ pub fn unlock(global: &GlobalOptions, inventory: &str, force: bool) -> anyhow::R
             holder.started
         ),
         None => crate::outln!("inventory `{inventory}` was not locked"),
+    }
+    Ok(Exit::Success)
+}
+
+/// `pony unlock` of a lease in the state database: breaks it and every region lease of
+/// its run in one transaction (the holders are fenced off from that commit on), and for
+/// a live run waits, up to one lease, until each controller says it stopped and what
+/// became of its commands on the hosts; says which.
+fn unlock_lease(
+    db: &crate::state::pg::PgStore,
+    inventory: &str,
+    force: bool,
+) -> anyhow::Result<Exit> {
+    use crate::state::pg::fence;
+    let broken = match fence::break_lease(db, inventory, &crate::state::store::unlocker(), force)? {
+        fence::Unlocked::NotLocked => {
+            crate::outln!("inventory `{inventory}` was not locked");
+            return Ok(Exit::Success);
+        }
+        // A run took the lease since it was read: it is live now.
+        fence::Unlocked::Refused(info) => {
+            return Err(crate::state::lock::LockError::Live(Box::new(info)).into())
+        }
+        fence::Unlocked::Broken(broken) => broken,
+    };
+    let held = &broken.info;
+    if !broken.live {
+        crate::outln!(
+            "unlocked inventory `{inventory}` (was held by run {} pid {} on {} since {})",
+            held.run_id,
+            held.pid,
+            held.host,
+            held.started
+        );
+        return Ok(Exit::Success);
+    }
+    crate::outln!(
+        "broke the live lock of inventory `{inventory}` (--force): run {} pid {} on {} since {} was still running; its lease{} is gone from the state database, so nothing its controllers journal is accepted from now on and they start no task; waiting (at most {}, one lease) for them to kill their commands on the hosts",
+        held.run_id,
+        held.pid,
+        held.host,
+        held.started,
+        if broken.fenced.len() > 1 || broken.fenced.iter().any(|f| f.controller.is_some()) {
+            " and its regions' leases"
+        } else {
+            ""
+        },
+        humantime::format_duration(db.lease),
+    );
+    let answers = fence::wait_stopped(db, &broken.fenced, db.lease)?;
+    let mut silent = 0;
+    let mut unconfirmed = 0;
+    for (fenced, said) in &answers {
+        match said {
+            Some(outcome) => {
+                if outcome.contains("could not be confirmed") {
+                    unconfirmed += 1;
+                }
+                crate::outln!("  {}: {outcome}", fenced.describe());
+            }
+            None => {
+                silent += 1;
+                crate::outln!(
+                    "  {}: no word within {}: it is frozen, cut off from the database or gone; it can journal nothing more, but commands it started may still run on the hosts",
+                    fenced.describe(),
+                    humantime::format_duration(db.lease)
+                );
+            }
+        }
+    }
+    if silent > 0 {
+        crate::outln!(
+            "the lease time passed before {silent} controller(s) of run {} said they stopped: their commands on the hosts may still run (one that wakes up kills them; `{}` kills a copy left running before it runs that task again)",
+            held.run_id,
+            crate::hint::pony(format_args!("resume {}", held.run_id))
+        );
+    } else if unconfirmed > 0 {
+        crate::outln!(
+            "every controller of run {} stopped, but {unconfirmed} could not confirm that all their commands on the hosts are dead",
+            held.run_id
+        );
+    } else {
+        crate::outln!(
+            "every controller of run {} stopped and its commands on the hosts are dead (killed or ended, confirmed)",
+            held.run_id
+        );
     }
     Ok(Exit::Success)
 }

@@ -205,13 +205,14 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         }
         _ => None,
     };
+    let journal_path = run_dir.journal_path();
     let exit = runtime.block_on(execute(
         global,
         launch,
         run_dir,
         journal,
         Lease {
-            lost: lease_lost,
+            lost: lease_lost.clone(),
             clock: lease_clock,
         },
         split,
@@ -220,7 +221,13 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
     // Everything the run does has been awaited; a terminal question still open (its gate
     // was approved from another shell) must not hold the process.
     runtime.shutdown_background();
-    let exit = exit?;
+    let mut exit = exit?;
+    if lease_lost.is_lost() {
+        // Whatever the scheduler made of the end, a controller fenced off stopped as on
+        // a second Ctrl-C: its commands were killed, its run is another's to go on with.
+        exit = Exit::Interrupted;
+        fenced_stop(&store, &held, &journal_path);
+    }
     match exit {
         Exit::AwaitingApproval => {
             held.keep_for_approval();
@@ -236,6 +243,68 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         _ => {}
     }
     Ok(exit)
+}
+
+/// A controller that lost its lease has stopped: it says how, at its terminal and (when
+/// `pony unlock` broke the lease and waits for the answer) in the database.
+fn fenced_stop(store: &Store, held: &crate::state::store::Held, journal: &std::path::Path) {
+    let (killed, ended, unconfirmed) = kills_of_this_process(journal);
+    let mut outcome = format!(
+        "stopped; {killed} running command(s) killed on the hosts (confirmed), {ended} had ended"
+    );
+    if unconfirmed > 0 {
+        outcome.push_str(&format!(
+            ", {unconfirmed} could not be confirmed killed (see its journal)"
+        ));
+    }
+    let Store::Postgres { db, .. } = store else {
+        return;
+    };
+    let Some(holder) = held.holder() else { return };
+    match crate::state::pg::fence::broken_by(db, holder) {
+        Ok(Some(by)) => {
+            eprintln!("this controller's lease was broken with `pony unlock --force` by {by}: it {outcome}")
+        }
+        Ok(None) => eprintln!("this controller {outcome}"),
+        Err(e) => tracing::warn!("{e}"),
+    }
+    if let Err(e) = crate::state::pg::fence::confirm_stopped(db, holder, &outcome) {
+        tracing::warn!("could not tell the state database that this controller stopped: {e}");
+    }
+}
+
+/// What this process's kills on a lost lease came to, from its journal (the local copy:
+/// the database takes nothing from a fenced controller): tasks whose command was killed,
+/// whose command had ended, and whose kill could not be confirmed.
+fn kills_of_this_process(journal: &std::path::Path) -> (usize, usize, usize) {
+    let text = std::fs::read_to_string(journal).unwrap_or_default();
+    let pid = u64::from(std::process::id());
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let start = records
+        .iter()
+        .rposition(|r| {
+            matches!(r["type"].as_str(), Some("run_started" | "run_resumed"))
+                && r["pid"].as_u64() == Some(pid)
+        })
+        .unwrap_or(0);
+    let mut counts = (0, 0, 0);
+    for record in &records[start..] {
+        if record["state"] != "interrupted" {
+            continue;
+        }
+        let error = record["error"].as_str().unwrap_or_default();
+        if error.contains("(confirmed)") {
+            counts.0 += 1;
+        } else if error.contains("had ended") {
+            counts.1 += 1;
+        } else if error.contains("could not be confirmed") {
+            counts.2 += 1;
+        }
+    }
+    counts
 }
 
 async fn execute(
@@ -354,7 +423,7 @@ async fn execute(
         connections: global
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
-        interrupts: watch_signals(lease),
+        interrupts: watch_signals(lease.clone()),
         approver: interactive.then(|| prompt_for_approvals(forward)),
         approval_wait: global.approval_wait,
         control: has_control.then_some(control),
@@ -367,6 +436,7 @@ async fn execute(
             .map(Into::into)
             .unwrap_or(plan.playbook.strategy.rollback_pace),
         split,
+        lease_lost: Some(lease.lost),
     };
     let report = exec::run(plan.clone(), pool, options, sink).await;
     // Commands sent from now on find no run.
@@ -518,6 +588,7 @@ fn stdin_readable() -> bool {
 
 /// What tells a run of the state database that its lease is gone: the heartbeat or the
 /// journal finding it lost, and the controller's own count of it (None locally).
+#[derive(Clone)]
 struct Lease {
     lost: LeaseLost,
     clock: Option<Arc<LeaseClock>>,

@@ -33,6 +33,11 @@ use tokio::time::Instant;
 /// How long one arm, re-arm or disarm command may take on its host.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a disarm may take in all, connecting included: the run's end waits for its
+/// disarms, and a host that went unreachable must not hold it (its switch may then fire,
+/// which the warning says).
+const DISARM_BOUND: Duration = Duration::from_secs(60);
+
 /// One task's switch, as the task runner arms it.
 #[derive(Debug, Clone)]
 pub struct Switch {
@@ -190,7 +195,14 @@ impl DeadMen {
                 for (host, run, connection) in disarms {
                     let pool = pool.clone();
                     work.spawn(async move {
-                        disarm(&pool, host, &run, connection).await;
+                        let disarming = disarm(&pool, host, &run, connection);
+                        if tokio::time::timeout(DISARM_BOUND, disarming).await.is_err() {
+                            tracing::warn!(
+                                "{}: disarming its dead man's switch took over {}s; it may still fire",
+                                pool.host_name(host),
+                                DISARM_BOUND.as_secs()
+                            );
+                        }
                         pool.dead_men().disarmed();
                     });
                 }

@@ -68,6 +68,10 @@ pub struct ExecOptions {
     /// This controller's regions when the run is split between controllers
     /// (`--regions`): the other regions' tasks are awaited from the shared journal.
     pub split: Option<std::sync::Arc<regions::Split>>,
+    /// Set once this controller lost a lease it works under (state database): a record
+    /// the journal then did not acknowledge was refused by fencing, not lost to a full
+    /// disk, and the run stops as on a second Ctrl-C rather than halting.
+    pub lease_lost: Option<crate::state::pg::lease::LeaseLost>,
 }
 
 /// What the executor does with the plan.

@@ -1,7 +1,8 @@
 //! Protocol probes (SPEC §8): check a service the way a client sees it, through a port
 //! forward over the host's existing connection: SMTP (banner 220, EHLO 250, optional
 //! STARTTLS offered), LMTP (220, LHLO 250), IMAP (`* OK`, CAPABILITY), HTTP (status and
-//! optional body match) and plain TCP.
+//! optional body match), plain TCP, and mail flow (a tagged message handed to the host's
+//! MTA over SMTP, found over IMAP in the mailbox at the store, then deleted).
 
 use crate::playbook::Probe;
 use crate::transport::{Connection, Stream};
@@ -18,7 +19,7 @@ pub async fn check(
     timeout: Option<Duration>,
 ) -> Result<String, String> {
     let limit = timeout.unwrap_or(DEFAULT_TIMEOUT);
-    match tokio::time::timeout(limit, run(connection, probe)).await {
+    match tokio::time::timeout(limit, run(connection, probe, limit)).await {
         Ok(result) => result,
         Err(_) => Err(format!(
             "probe timed out after {}",
@@ -27,7 +28,11 @@ pub async fn check(
     }
 }
 
-async fn run(connection: &dyn Connection, probe: &Probe) -> Result<String, String> {
+async fn run(
+    connection: &dyn Connection,
+    probe: &Probe,
+    limit: Duration,
+) -> Result<String, String> {
     let (address, port) = probe.target();
     let stream = connection
         .connect_port(address, port)
@@ -46,6 +51,12 @@ async fn run(connection: &dyn Connection, probe: &Probe) -> Result<String, Strin
             path, status, body, ..
         } => http(&mut stream, path, *status, body.as_deref()).await,
         Probe::Tcp { port, .. } => tcp(&mut stream, *port).await,
+        Probe::Mailflow { to, imap, .. } => {
+            // Its own deadline, inside the probe's bound, so that a message that never
+            // arrives is reported as such (naming the hop), not as a bare time-out.
+            let deadline = tokio::time::Instant::now() + limit.mul_f64(0.9);
+            mailflow(connection, &mut stream, to, imap, deadline).await
+        }
     }
 }
 
@@ -234,6 +245,161 @@ async fn tcp(stream: &mut Conn, port: u16) -> Result<String, String> {
         )),
         Ok(Err(e)) => Err(format!("port {port}: {e}")),
         _ => Ok(format!("port {port} accepts connections")),
+    }
+}
+
+/// Hands a tagged message to the MTA on `smtp`, then looks for it in the mailbox over
+/// IMAP until `deadline`; deletes what it finds. `Ok` is the latency in seconds (what a
+/// `compare` check reads), from the MTA's `250` after DATA to the message being found.
+async fn mailflow(
+    connection: &dyn Connection,
+    smtp: &mut Conn,
+    to: &str,
+    imap: &crate::playbook::raw::MailflowImap,
+    deadline: tokio::time::Instant,
+) -> Result<String, String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let tag = format!(
+        "{nanos:x}.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let hop = |what: String| format!("smtp (the MTA): {what}");
+    let (code, banner) = reply(smtp).await.map_err(hop)?;
+    if code != 220 {
+        return Err(hop(format!(
+            "banner {:?}, expected 220",
+            banner.join(" | ")
+        )));
+    }
+    let commands = [
+        ("EHLO pony-probe".to_string(), 250),
+        ("MAIL FROM:<pony-probe@pony.invalid>".to_string(), 250),
+        (format!("RCPT TO:<{to}>"), 250),
+        ("DATA".to_string(), 354),
+    ];
+    for (command, wanted) in commands {
+        send(smtp, &format!("{command}\r\n")).await.map_err(hop)?;
+        let (code, lines) = reply(smtp).await.map_err(hop)?;
+        if code != wanted {
+            let why = match code / 100 {
+                4 => " (the MTA defers: drained, or it cannot reach its next hop)",
+                5 => " (the MTA refuses)",
+                _ => "",
+            };
+            return Err(hop(format!(
+                "{command} answered {:?}{why}",
+                lines.join(" | ")
+            )));
+        }
+    }
+    let message = format!(
+        "From: <pony-probe@pony.invalid>\r\nTo: <{to}>\r\nSubject: pony mail-flow probe {tag}\r\nMessage-ID: <{tag}@pony.invalid>\r\nX-Pony-Probe: {tag}\r\n\r\nA mail-flow probe of pony; it deletes itself once found.\r\n.\r\n"
+    );
+    send(smtp, &message).await.map_err(hop)?;
+    let (code, lines) = reply(smtp).await.map_err(hop)?;
+    if code != 250 {
+        return Err(hop(format!(
+            "the message was answered {:?}",
+            lines.join(" | ")
+        )));
+    }
+    let accepted = tokio::time::Instant::now();
+    let queued = lines.join(" ");
+    let _ = send(smtp, "QUIT\r\n").await;
+    let mailbox = format!("{}'s mailbox at {}:{}", imap.user, imap.address, imap.port);
+    loop {
+        match find_and_delete(connection, imap, &tag).await {
+            Ok(true) => {
+                return Ok(format!("{:.3}", accepted.elapsed().as_secs_f64()));
+            }
+            Ok(false) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!(
+                    "delivery: the MTA took the message ({queued}) but it did not reach {mailbox} within {:.1}s (the MTA's next hop, e.g. the store's LMTP, down? see the MTA's queue)",
+                    accepted.elapsed().as_secs_f64()
+                ));
+            }
+            Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => return Err(format!("imap ({mailbox}): {e}")),
+        }
+    }
+}
+
+/// One IMAP session: whether the message tagged `tag` is in the INBOX (deleted if so).
+async fn find_and_delete(
+    connection: &dyn Connection,
+    imap: &crate::playbook::raw::MailflowImap,
+    tag: &str,
+) -> Result<bool, String> {
+    let stream = connection
+        .connect_port(&imap.address, imap.port)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = BufReader::new(stream);
+    let greeting = line(&mut stream).await?;
+    if !greeting.starts_with("* OK") {
+        return Err(format!("greeting {greeting:?}, expected `* OK`"));
+    }
+    let login = format!(
+        "LOGIN {} {}",
+        imap_quote(&imap.user),
+        imap_quote(&imap.password)
+    );
+    command(
+        &mut stream,
+        "m1",
+        &login,
+        &format!("LOGIN as {}", imap.user),
+    )
+    .await?;
+    command(&mut stream, "m2", "SELECT INBOX", "SELECT INBOX").await?;
+    let search = format!("UID SEARCH HEADER X-Pony-Probe {}", imap_quote(tag));
+    let found = command(&mut stream, "m3", &search, "UID SEARCH").await?;
+    let uids: Vec<String> = found
+        .iter()
+        .filter_map(|l| l.strip_prefix("* SEARCH"))
+        .flat_map(|l| l.split_whitespace().map(str::to_string))
+        .collect();
+    if !uids.is_empty() {
+        let set = uids.join(",");
+        let flag = format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)");
+        command(&mut stream, "m4", &flag, "UID STORE").await?;
+        // Only these messages: a plain EXPUNGE would also remove what a user deleted.
+        command(
+            &mut stream,
+            "m5",
+            &format!("UID EXPUNGE {set}"),
+            "UID EXPUNGE",
+        )
+        .await?;
+    }
+    let _ = send(&mut stream, "m6 LOGOUT\r\n").await;
+    Ok(!uids.is_empty())
+}
+
+/// Sends an IMAP command and reads to its tagged answer; the untagged lines before it.
+async fn command(
+    stream: &mut Conn,
+    tag: &str,
+    text: &str,
+    what: &str,
+) -> Result<Vec<String>, String> {
+    send(stream, &format!("{tag} {text}\r\n")).await?;
+    let mut untagged = Vec::new();
+    loop {
+        let reply = line(stream).await?;
+        if let Some(status) = reply.strip_prefix(&format!("{tag} ")) {
+            if status.starts_with("OK") {
+                return Ok(untagged);
+            }
+            return Err(format!("{what} answered {status:?}"));
+        }
+        untagged.push(reply);
     }
 }
 

@@ -196,6 +196,7 @@ impl Split {
             | Event::TaskFailed { task, .. }
             | Event::TaskInterrupted { task, .. }
             | Event::RollbackTaskStarted { task }
+            | Event::RollbackNotAttempted { task, .. }
             | Event::RollbackTask { task, .. } => &task.region,
             Event::HostFinished { region, .. } => region,
             _ => return false,

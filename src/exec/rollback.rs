@@ -6,9 +6,19 @@
 //! no slot and run as soon as the order allows, which is first when those tasks came after
 //! the hosts' tasks. Unpaced, every host is admitted at once. This is a value type: the
 //! scheduler runs the commands it hands out, admits hosts and reports back.
+//!
+//! A failed rollback stops what would come after it on its host: when the rollback of a
+//! host's (`per: host`) task fails, or cannot even be rendered, the rollbacks of that
+//! host's tasks it needed, transitively, are not attempted (they wait for it in this
+//! order, so none has started). Undoing what a failed undo sat on top of could make
+//! things worse: with the load balancer unreachable, the host that could not be taken
+//! out of the pool must not be restarted. This counts the task's target host, also when
+//! its commands ran on a `delegate:`. Other hosts, and region- or run-wide tasks' rollbacks
+//! (not one host's), go on; a blocked task passes its turn on like a task without a
+//! rollback command, so the order never waits for it.
 
 use crate::inventory::HostId;
-use crate::plan::{NodeId, Plan};
+use crate::plan::{Node, NodeId, Plan};
 use crate::playbook::Per;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -68,16 +78,21 @@ pub struct RollbackOrder {
     left: HashMap<HostId, usize>,
     /// Hosts whose last command ended, not yet taken by the scheduler.
     completed: Vec<HostId>,
+    /// Commands not attempted: each with the failed rollback that stopped it.
+    blocked: HashMap<NodeId, NodeId>,
+    /// Blocked commands not yet taken by the scheduler (to report them).
+    not_attempted: Vec<(NodeId, NodeId)>,
 }
 
 impl RollbackOrder {
-    /// `failed_hosts` start failed (a rollback command could not even be rendered).
+    /// `failed` tasks' rollbacks (with their hosts) failed before the order began: their
+    /// commands could not even be rendered.
     pub fn new(
         plan: &Plan,
         scope: RollbackScope,
         hosts: Vec<HostId>,
         commands: HashMap<NodeId, RollbackCommand>,
-        failed_hosts: impl IntoIterator<Item = HostId>,
+        failed: Vec<(HostId, NodeId)>,
         paced: bool,
     ) -> Self {
         let waiting: Vec<usize> = plan
@@ -110,13 +125,18 @@ impl RollbackOrder {
             commands,
             ready: Vec::new(),
             running: 0,
-            failed_hosts: failed_hosts.into_iter().collect(),
+            failed_hosts: failed.iter().map(|(h, _)| *h).collect(),
             waiting,
             slotted,
             admitted,
             left,
             completed,
+            blocked: HashMap::new(),
+            not_attempted: Vec::new(),
         };
+        for (host, node) in failed {
+            order.stop_after(plan, node, host);
+        }
         let leaves: Vec<NodeId> = plan
             .graph
             .node_indices()
@@ -133,7 +153,7 @@ impl RollbackOrder {
     fn reached(&mut self, plan: &Plan, node: NodeId) {
         let mut stack = vec![node];
         while let Some(node) = stack.pop() {
-            if self.commands.contains_key(&node) {
+            if self.commands.contains_key(&node) && !self.blocked.contains_key(&node) {
                 self.ready.push(node);
                 continue;
             }
@@ -184,13 +204,31 @@ impl RollbackOrder {
             .collect()
     }
 
+    /// Commands not attempted since the last call, each with the failed rollback that
+    /// stopped it.
+    pub fn take_not_attempted(&mut self) -> Vec<(NodeId, NodeId)> {
+        std::mem::take(&mut self.not_attempted)
+    }
+
     /// A command handed out by [`next_command`](Self::next_command) ended.
     pub fn done(&mut self, plan: &Plan, node: NodeId, ok: bool) {
         self.running -= 1;
         let host = self.commands[&node].host;
         if !ok {
             self.failed_hosts.insert(host);
+            self.stop_after(plan, node, host);
         }
+        self.one_less(host);
+        for dependency in plan.dependencies(node) {
+            self.waiting[dependency.index()] -= 1;
+            if self.waiting[dependency.index()] == 0 {
+                self.reached(plan, dependency);
+            }
+        }
+    }
+
+    /// One of the host's commands ended or will never run.
+    fn one_less(&mut self, host: HostId) {
         if let Some(left) = self.left.get_mut(&host) {
             *left -= 1;
             if *left == 0 {
@@ -198,11 +236,36 @@ impl RollbackOrder {
                 self.completed.push(host);
             }
         }
-        for dependency in plan.dependencies(node) {
-            self.waiting[dependency.index()] -= 1;
-            if self.waiting[dependency.index()] == 0 {
-                self.reached(plan, dependency);
+    }
+
+    /// The rollback of `failed` (a task of `host`) failed: the rollbacks of the host's
+    /// tasks it needed, transitively (through `per: region`/`per: run` tasks too, not
+    /// through other hosts' tasks), are not attempted. Only a host's own (`per: host`)
+    /// tasks stop and are stopped. Those all sit in the host's wave, so the walk never
+    /// crosses a wave gate (which would reach every task of the waves before).
+    fn stop_after(&mut self, plan: &Plan, failed: NodeId, host: HostId) {
+        if plan.task(failed).is_none_or(|t| t.per != Per::Host) {
+            return;
+        }
+        let mut seen: HashSet<NodeId> = HashSet::new();
+        let mut stack: Vec<NodeId> = plan.dependencies(failed).collect();
+        while let Some(node) = stack.pop() {
+            if matches!(plan.graph[node], Node::Gate(_)) || !seen.insert(node) {
+                continue;
             }
+            let task = plan.task(node);
+            if task.is_some_and(|t| t.per == Per::Host && t.host != host) {
+                // Another host's task: what it needed is that host's, not this one's
+                // (and not walking on bounds the walk when tasks need `scope: run`).
+                continue;
+            }
+            let of_host = task.is_some_and(|t| t.per == Per::Host);
+            if of_host && self.commands.contains_key(&node) && !self.blocked.contains_key(&node) {
+                self.blocked.insert(node, failed);
+                self.not_attempted.push((node, failed));
+                self.one_less(host);
+            }
+            stack.extend(plan.dependencies(node));
         }
     }
 

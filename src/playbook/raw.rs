@@ -367,6 +367,32 @@ pub enum Probe {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         address: Option<String>,
     },
+    /// A message through this host's MTA (SMTP) to a mailbox, confirmed over IMAP at
+    /// the store: mail flows, not only daemons answering.
+    Mailflow {
+        /// The recipient (a template), e.g. `probe@{{ mail_domain }}`.
+        to: String,
+        /// The MTA's SMTP port and address as the host sees it (default 127.0.0.1).
+        #[serde(default = "port_25")]
+        port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        /// Where the mailbox is read.
+        imap: MailflowImap,
+    },
+}
+
+/// The mailbox a mail-flow probe looks in (templates; a `--secret-var` keeps the
+/// password out of logs and the journal).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailflowImap {
+    /// The store's address as the probed host sees it.
+    pub address: String,
+    #[serde(default = "port_143")]
+    pub port: u16,
+    pub user: String,
+    pub password: String,
 }
 
 /// An IMAP probe's credentials (templates; a `--secret-var` keeps the password out of
@@ -386,7 +412,8 @@ impl Probe {
             | Probe::Lmtp { address, port, .. }
             | Probe::Imap { address, port, .. }
             | Probe::Http { address, port, .. }
-            | Probe::Tcp { address, port } => (address, *port),
+            | Probe::Tcp { address, port }
+            | Probe::Mailflow { address, port, .. } => (address, *port),
         };
         (address.as_deref().unwrap_or("127.0.0.1"), port)
     }
@@ -399,6 +426,9 @@ impl Probe {
         } = &mut shown
         {
             login.password = "********".into();
+        }
+        if let Probe::Mailflow { imap, .. } = &mut shown {
+            imap.password = "********".into();
         }
         serde_json::to_string(&shown).unwrap_or_default()
     }
@@ -420,6 +450,15 @@ impl Probe {
                 ..
             } => (address, expect, login.as_ref()),
             Probe::Http { address, .. } | Probe::Tcp { address, .. } => (address, &None, None),
+            Probe::Mailflow {
+                address, to, imap, ..
+            } => {
+                out.push(("probe to", to.as_str()));
+                out.push(("probe imap address", imap.address.as_str()));
+                out.push(("probe imap user", imap.user.as_str()));
+                out.push(("probe imap password", imap.password.as_str()));
+                (address, &None, None)
+            }
         };
         if let Some(a) = address {
             out.push(("probe address", a.as_str()));
@@ -471,6 +510,15 @@ impl Probe {
             }
             Probe::Http { address, .. } | Probe::Tcp { address, .. } => {
                 field("probe address", address)?
+            }
+            Probe::Mailflow {
+                address, to, imap, ..
+            } => {
+                field("probe address", address)?;
+                *to = render("probe to", to)?;
+                imap.address = render("probe imap address", &imap.address)?;
+                imap.user = render("probe imap user", &imap.user)?;
+                imap.password = render("probe imap password", &imap.password)?;
             }
         }
         Ok(probe)

@@ -43,6 +43,8 @@ struct Case {
     ended: Option<Instant>,
     outcome: Option<HostOutcome>,
     failures: Vec<Failure>,
+    /// What went wrong in the host's rollback, a line each: a command that failed, or
+    /// one not attempted after it.
     rollback_errors: Vec<String>,
     tasks_ok: usize,
 }
@@ -177,7 +179,8 @@ impl JunitReporter {
                 }
             }
             for e in &case.rollback_errors {
-                body.push_str(&format!("rollback failed: {e}\n"));
+                body.push_str(e);
+                body.push('\n');
             }
             body.push_str(&format!("host outcome: {}\n", outcome_word(outcome)));
             out.push_str(&format!(
@@ -282,10 +285,20 @@ impl Reporter for JunitReporter {
             } => {
                 let case = self.case(&task.region, &task.host, &task.cluster);
                 case.rollback_errors.push(format!(
-                    "step {}: {}{}",
+                    "rollback failed: step {}: {}{}",
                     task.step,
                     exit_code.map(|c| format!("exit {c}: ")).unwrap_or_default(),
                     error.as_deref().unwrap_or("")
+                ));
+            }
+            Event::RollbackNotAttempted {
+                task, blocked_by, ..
+            } => {
+                let case = self.case(&task.region, &task.host, &task.cluster);
+                case.rollback_errors.push(format!(
+                    "rollback not attempted: step {}: rollback of {} failed",
+                    task.step,
+                    super::label_step(blocked_by)
                 ));
             }
             Event::HostFinished {

@@ -253,6 +253,11 @@ pub fn short_duration(duration: Duration) -> String {
     }
 }
 
+/// The step of a task label (`switch@mx-gz-01` → `switch`).
+pub fn label_step(label: &str) -> &str {
+    label.rsplit_once('@').map_or(label, |(step, _)| step)
+}
+
 /// The lines both human reporters print for the events that need attention or mark the
 /// run's progress (failures, budgets, rollbacks, gates, waves, stops); `None` for the
 /// others. `tail` bounds the output lines shown under a failure.
@@ -382,6 +387,15 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
                 error.as_deref().unwrap_or("")
             ))
         }
+        Event::RollbackNotAttempted {
+            task, blocked_by, ..
+        } => Some(format!(
+            "{} {} step {}: rollback of {} failed",
+            palette.red("!! ROLLBACK NOT ATTEMPTED"),
+            task.host,
+            task.step,
+            label_step(blocked_by)
+        )),
         Event::RollbackFinished { scope, ok } => Some(if *ok {
             format!("== rollback of {scope} complete")
         } else {

@@ -315,6 +315,7 @@ mod tests {
                 rollback_failed: 0,
                 incomplete: Vec::new(),
                 stopped_wave: None,
+                rollbacks_not_attempted: Vec::new(),
                 duration_ms: 10,
                 regions: vec![RegionSummary {
                     region: "r1".into(),

@@ -30,6 +30,9 @@ pub struct SummaryNotes {
     checks: (usize, usize, Option<String>),
     /// Hosts rolled back with no `health:` check to say they serve again.
     unverified: std::collections::BTreeSet<String>,
+    /// Rollbacks not attempted, grouped by the failed rollback that stopped them (task
+    /// labels).
+    not_attempted: IndexMap<String, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -114,6 +117,14 @@ impl SummaryNotes {
                         outcome: None,
                     });
             }
+            Event::RollbackNotAttempted {
+                task, blocked_by, ..
+            } => {
+                self.not_attempted
+                    .entry(blocked_by.clone())
+                    .or_default()
+                    .push(task.label.clone());
+            }
             Event::GateWaiting { wave, reason, .. } if reason == "approve" => {
                 self.approval = Some(wave.clone());
             }
@@ -164,6 +175,7 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
         duration_ms,
         regions,
         run_dir,
+        ..
     } = event
     else {
         return Vec::new();
@@ -372,6 +384,9 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
             hosts.join(", ")
         ));
     }
+    if let Some(line) = not_attempted_line(&notes.not_attempted, run_id) {
+        lines.push(line);
+    }
     if !incomplete.is_empty() {
         lines.push(format!(
             "incomplete: {} (some tasks ran, not all): {} finishes them",
@@ -427,6 +442,38 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     lines
 }
 
+/// `not attempted: 3 rollback(s) after a failed one: restart@mx1, drain@mx1 (rollback of
+/// enable@mx1 failed); …`, listing at most [`FAILED_HOSTS`] of them; `None` when every
+/// rollback was attempted.
+fn not_attempted_line(groups: &IndexMap<String, Vec<String>>, run_id: &str) -> Option<String> {
+    let total: usize = groups.values().map(Vec::len).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut shown = 0;
+    let mut parts = Vec::new();
+    for (failed, labels) in groups {
+        if shown >= FAILED_HOSTS {
+            break;
+        }
+        let take = labels.len().min(FAILED_HOSTS - shown);
+        shown += take;
+        parts.push(format!(
+            "{} (rollback of {failed} failed)",
+            labels[..take].join(", ")
+        ));
+    }
+    let more = if total > shown {
+        format!("; … and {} more (pony status {run_id})", total - shown)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "not attempted: {total} rollback(s) after a failed one: {}{more}",
+        parts.join("; ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +525,7 @@ mod tests {
             rollback_failed: 0,
             incomplete: Vec::new(),
             stopped_wave: None,
+            rollbacks_not_attempted: Vec::new(),
             duration_ms: 2500,
             regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],
             run_dir: "/state/runs/RUN".into(),
@@ -542,6 +590,7 @@ mod tests {
             rollback_failed: 0,
             incomplete: vec!["a".into(), "b".into()],
             stopped_wave: None,
+            rollbacks_not_attempted: Vec::new(),
             duration_ms: 10,
             regions: vec![region("r1", 2), region("r2", 1)],
             run_dir: "/state/runs/RUN".into(),
@@ -586,6 +635,7 @@ mod tests {
             rollback_failed: 0,
             incomplete: Vec::new(),
             stopped_wave: Some("canary".into()),
+            rollbacks_not_attempted: Vec::new(),
             duration_ms: 2500,
             regions: Vec::new(),
             run_dir: "/state/runs/RUN".into(),

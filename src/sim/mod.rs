@@ -106,6 +106,7 @@ async fn run(plan: Arc<Plan>, durations: Durations, options: &SimOptions) -> tra
         skip_failed_wave: None,
         rollback_pace: strategy.rollback_pace,
         split: None,
+        lease_lost: None,
     };
     crate::exec::run(plan.clone(), pool, exec_options, sink).await;
     recording.await.expect("the trace consumer never panics")

@@ -46,7 +46,9 @@ fn host_log(event: &Event) -> Option<(&str, &str)> {
             record: Some(record),
             ..
         } => (task, &record.log),
-        Event::RollbackTask { task, log, .. } => (task, log),
+        Event::RollbackTask { task, log, .. } | Event::RollbackNotAttempted { task, log, .. } => {
+            (task, log)
+        }
         _ => return None,
     };
     Some((&task.host, log))
@@ -184,6 +186,17 @@ pub fn record_of(event: &Event) -> Option<Record> {
             exit_code: *exit_code,
             error: error.clone(),
             duration_ms: *duration_ms,
+        },
+        Event::RollbackNotAttempted {
+            task,
+            blocked_by,
+            reason,
+            ..
+        } => Record::RollbackNotAttempted {
+            node: task.id,
+            label: task.label.clone(),
+            blocked_by: blocked_by.clone(),
+            reason: reason.clone(),
         },
         Event::HealthChecked {
             host,

@@ -36,6 +36,15 @@ pub enum Held {
 }
 
 impl Held {
+    /// This controller's token in the database's lease rows (None for a lock file).
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Held::File(_) => None,
+            Held::Lease(lease) => Some(&lease.holder),
+            Held::Regions(regions) => Some(&regions.holder),
+        }
+    }
+
     pub fn keep_for_approval(self) {
         match self {
             Held::File(lock) => lock.keep_for_approval(),
@@ -290,7 +299,18 @@ impl Store {
         })
     }
 
-    /// Breaks the inventory's lock or lease; returns who held it.
+    /// The region leases of a run split by region (empty otherwise, and always with a
+    /// local folder).
+    pub fn region_leases(&self, id: &str) -> Vec<super::pg::regions::RegionRow> {
+        let Store::Postgres { db, .. } = self else {
+            return Vec::new();
+        };
+        super::pg::regions::read(db, id).unwrap_or_else(|e| {
+            tracing::warn!("cannot read the run's region leases: {e}");
+            Vec::new()
+        })
+    }
+
     /// Who holds the inventory, and whether that run is alive: its process runs (a lock
     /// file; a holder on another machine counts as alive, since this one cannot tell),
     /// or its lease is renewed in time (the database). A run kept for approval is not.
@@ -311,10 +331,19 @@ impl Store {
         }
     }
 
+    /// Breaks the inventory's lock or lease; returns who held it. A lease is broken
+    /// with its run's region leases, its holders fenced off ([`super::pg::fence`]).
     pub fn unlock(&self, inventory: &str) -> anyhow::Result<Option<LockInfo>> {
         match self {
             Store::Local(dir) => Ok(lock::unlock(dir, inventory)?),
-            Store::Postgres { db, .. } => Ok(lease::unlock(db, inventory)?),
+            Store::Postgres { db, .. } => {
+                use super::pg::fence::{break_lease, Unlocked};
+                match break_lease(db, inventory, &unlocker(), false)? {
+                    Unlocked::NotLocked => Ok(None),
+                    Unlocked::Refused(info) => Err(LockError::Live(Box::new(info)).into()),
+                    Unlocked::Broken(broken) => Ok(Some(broken.info)),
+                }
+            }
         }
     }
 
@@ -451,4 +480,14 @@ fn unsent(db: &PgStore, run_id: &str, path: &Path) -> Vec<String> {
             Vec::new()
         }
     }
+}
+
+/// Who runs this `pony unlock`, as a fence records it: `user@machine (pid N)`.
+pub fn unlocker() -> String {
+    format!(
+        "{}@{} (pid {})",
+        crate::state::current_user(),
+        crate::state::hostname(),
+        std::process::id()
+    )
 }

@@ -41,7 +41,9 @@ impl LocalConnection {
             .envs(crate::secret::local_host_env());
         if let Some(mark) = task {
             // How a kill tells this group from one that reused its number.
-            command.env("PONY_TASK", mark.token());
+            command
+                .env("PONY_TASK", mark.token())
+                .env("PONY_HANDS", &mark.hands);
         }
         let mut child = command
             .current_dir(&self.root)

@@ -149,6 +149,27 @@ pub struct TaskMark {
     pub run: String,
     /// The task within the run: `t<node>`, or `r<node>` for its rollback.
     pub task: String,
+    /// This controller process (machine, pid, start): in the command's environment as
+    /// `PONY_HANDS`, so that its own kill never takes a copy of the task that a later
+    /// controller started in its place (a frozen controller woken after a takeover
+    /// finds the marker naming the new copy; that one is not its to kill).
+    pub hands: String,
+}
+
+/// This process's [`TaskMark::hands`].
+fn these_hands() -> &'static str {
+    static HANDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HANDS.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!(
+            "{}:{}:{nanos:x}",
+            crate::state::hostname(),
+            std::process::id()
+        )
+    })
 }
 
 tokio::task_local! {
@@ -169,7 +190,11 @@ impl TaskMark {
             .collect::<String>()
             .trim_start_matches('.')
             .to_string();
-        TaskMark { run, task }
+        TaskMark {
+            run,
+            task,
+            hands: these_hands().to_string(),
+        }
     }
 
     /// The mark of the worker this runs in, if any.
@@ -217,8 +242,9 @@ impl KillOutcome {
 
 /// Shell functions shared by the wrapper and the kill: `pony_alive PGID` (a process of
 /// the group lives: zombies do not count, where `/proc` tells them apart) and
-/// `pony_kill FILE TOKEN` (kills the group named in the marker FILE if it is the task's,
-/// TERM then KILL after a grace; prints `none`, `killed` or `alive`).
+/// `pony_kill FILE TOKEN [HANDS]` (kills the group named in the marker FILE if it is the
+/// task's, and with HANDS only if this controller started it; TERM then KILL after a
+/// grace; prints `none`, `killed` or `alive`).
 const KILL_FUNCTIONS: &str = r#"pony_alive() {
   pony_g=$1
   kill -s 0 -- -"$pony_g" 2>/dev/null || return 1
@@ -237,6 +263,9 @@ pony_kill() {
   if [ -r "/proc/$pony_p/environ" ] && ! tr '\0' '\n' < "/proc/$pony_p/environ" | grep -qxF "PONY_TASK=$2"; then
     echo none; return 0
   fi
+  if [ -n "$3" ] && [ -r "/proc/$pony_p/environ" ] && ! tr '\0' '\n' < "/proc/$pony_p/environ" | grep -qxF "PONY_HANDS=$3"; then
+    echo none; return 0
+  fi
   kill -s TERM -- -"$pony_p" 2>/dev/null
   pony_i=0
   while pony_alive "$pony_p" && [ $pony_i -lt 30 ]; do sleep 0.1; pony_i=$((pony_i+1)); done
@@ -253,10 +282,12 @@ fn marker_lines(mark: &TaskMark) -> String {
         "pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"; pony_f=\n\
          mkdir -p -m 700 \"$pony_d\" 2>/dev/null\n\
          if [ -d \"$pony_d\" ] && [ ! -L \"$pony_d\" ] && [ -O \"$pony_d\" ]; then chmod 700 \"$pony_d\"; mkdir -p \"$pony_d/{run}\" 2>/dev/null && pony_f=\"$pony_d/{run}/{task}.pid\"; fi\n\
-         PONY_TASK={token}; export PONY_TASK\n",
+         PONY_TASK={token}; export PONY_TASK\n\
+         PONY_HANDS={hands}; export PONY_HANDS\n",
         run = mark.run,
         task = mark.task,
         token = crate::playbook::template::shell_quote(&mark.token()),
+        hands = crate::playbook::template::shell_quote(&mark.hands),
     )
 }
 
@@ -283,7 +314,7 @@ pub fn marked_command(
          fi\n",
     );
     if own_group {
-        script.push_str("[ -n \"$pony_f\" ] && echo $$ > \"$pony_f\"\n");
+        script.push_str("pony_me=$$\n[ -n \"$pony_f\" ] && echo $$ > \"$pony_f\"\n");
         // The local transport's own timer kills the group when `timeout` expires.
         let _ = timeout;
         script.push_str(&script_line(command));
@@ -303,18 +334,31 @@ pub fn marked_command(
             "{launcher} sh -s <<'{delimiter}' &\n{}\n{delimiter}\n",
             script_line(command)
         ));
-        script.push_str("pony_c=$!\n[ -n \"$pony_f\" ] && [ -n \"$pony_setsid\" ] && echo $pony_c > \"$pony_f\"\n");
+        script.push_str("pony_c=$!; pony_me=$pony_c\n[ -n \"$pony_f\" ] && [ -n \"$pony_setsid\" ] && echo $pony_c > \"$pony_f\"\n");
         script.push_str("wait $pony_c\npony_s=$?\n");
     }
-    script.push_str("[ -n \"$pony_f\" ] && rm -f \"$pony_f\"\nexit $pony_s\n");
+    // The marker goes with the copy it names: a copy killed by a later controller must
+    // not remove the marker of the copy that took its place.
+    script.push_str(
+        "[ -n \"$pony_f\" ] && [ \"$(cat \"$pony_f\" 2>/dev/null)\" = \"$pony_me\" ] && rm -f \"$pony_f\"\nexit $pony_s\n",
+    );
     script
 }
 
 /// The command that kills the task's process group (see [`marked_command`]) and prints
 /// what became of it: `none`, `killed` or `alive` on its last line.
 pub fn kill_command(mark: &TaskMark) -> String {
+    // The marker is removed once its group is gone; a marker naming a live group that is
+    // not this controller's (a later controller's copy of the task) is left to it.
     format!(
-        "{KILL_FUNCTIONS}{}[ -n \"$pony_f\" ] || {{ echo none; exit 0; }}\npony_r=$(pony_kill \"$pony_f\" \"$PONY_TASK\")\n[ \"$pony_r\" = alive ] || rm -f \"$pony_f\"\necho \"$pony_r\"\n",
+        "{KILL_FUNCTIONS}{}[ -n \"$pony_f\" ] || {{ echo none; exit 0; }}\n\
+         pony_r=$(pony_kill \"$pony_f\" \"$PONY_TASK\" \"$PONY_HANDS\")\n\
+         case \"$pony_r\" in\n\
+         \x20 killed) rm -f \"$pony_f\";;\n\
+         \x20 none) pony_p=$(cat \"$pony_f\" 2>/dev/null)\n\
+         \x20   case \"$pony_p\" in ''|*[!0-9]*) rm -f \"$pony_f\";; *) pony_alive \"$pony_p\" || rm -f \"$pony_f\";; esac;;\n\
+         esac\n\
+         echo \"$pony_r\"\n",
         marker_lines(mark)
     )
 }
@@ -459,6 +503,55 @@ mod tests {
             })),
             KillOutcome::Gone
         );
+    }
+
+    /// A controller's kill takes only the copy of the task it started itself: a copy
+    /// that a later controller started in its place (same run, same task, the marker
+    /// now naming it) is left running with its marker, as a woken frozen controller
+    /// must leave the run that took over.
+    #[test]
+    fn a_kill_leaves_a_copy_of_the_task_that_another_controller_started() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |script: String| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("TMPDIR", tmp.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let outcome = |child: std::process::Child| {
+            let out = child.wait_with_output().unwrap();
+            kill_outcome(Ok(CommandOutput {
+                exit_code: out.status.code(),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            }))
+        };
+        let mut old = TaskMark::new("r1", "t0".into());
+        old.hands = "old-controller".into();
+        let mut new = old.clone();
+        new.hands = "new-controller".into();
+        let uid = unsafe { libc::getuid() };
+        let marker = tmp.path().join(format!("pony-{uid}/r1/t0.pid"));
+        // The new controller's copy runs (until killed), its group in the marker.
+        let mut copy = run(marked_command("sleep 30", None, &new, false));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::fs::read_to_string(&marker).map_or(true, |m| m.trim().is_empty()) {
+            assert!(std::time::Instant::now() < deadline, "no marker written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(outcome(run(kill_command(&old))), KillOutcome::Gone);
+        assert!(
+            copy.try_wait().unwrap().is_none(),
+            "the old hands killed it"
+        );
+        assert!(marker.exists(), "the old hands removed its marker");
+        assert_eq!(outcome(run(kill_command(&new))), KillOutcome::Killed);
+        copy.wait().unwrap();
+        assert!(!marker.exists());
     }
 
     #[test]

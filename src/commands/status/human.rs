@@ -36,10 +36,10 @@ impl Report<'_> {
         for r in &run.resumes {
             out.push_str(&format!(
                 "{} {} by {} (pid {})\n",
-                if r.command == "rollback" {
-                    "rolled back"
-                } else {
-                    "resumed"
+                match r.command.as_str() {
+                    "rollback" => "rolled back",
+                    "join" => "joined",
+                    _ => "resumed",
                 },
                 runs::format_time(&r.time),
                 r.who,
@@ -47,7 +47,30 @@ impl Report<'_> {
             ));
         }
         match (run.state, run.pid) {
-            (RunState::Running, Some(pid)) => {
+            // A run split by region has one controller per part, none of them "the"
+            // run's: each is listed with its regions.
+            (RunState::Running, _) if !self.live_controllers.is_empty() => {
+                let each: Vec<String> = self
+                    .live_controllers
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} (pid {} on {}) on {}",
+                            c.controller,
+                            c.pid,
+                            c.machine,
+                            c.regions.join(",")
+                        )
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "state: {} by {} controller(s): {}\n",
+                    run.result,
+                    each.len(),
+                    each.join("; ")
+                ))
+            }
+            (RunState::Running, Some(pid)) if self.controllers.is_empty() => {
                 out.push_str(&format!("state: {} (pid {pid})\n", run.result))
             }
             _ => out.push_str(&format!("state: {}\n", run.result)),
@@ -166,17 +189,25 @@ impl Report<'_> {
         }
 
         let r = &self.rollbacks;
-        if r.ok + r.failed + r.unfinished > 0 {
+        if r.ok + r.failed + r.unfinished + r.not_attempted > 0 {
             let mut line = format!("\nrollbacks: {} ok, {} failed", r.ok, r.failed);
             if r.unfinished > 0 {
                 line.push_str(&format!(", {} unfinished", r.unfinished));
             }
+            if r.not_attempted > 0 {
+                line.push_str(&format!(", {} not attempted", r.not_attempted));
+            }
             out.push_str(&line);
             out.push('\n');
             for p in r.problems.iter().take(LIST_AT_MOST) {
-                let mut line = match p.ok {
-                    Some(_) => format!("  FAILED {}", p.label),
-                    None => format!("  unfinished {}", p.label),
+                let mut line = match (p.ok, &p.not_attempted) {
+                    (Some(_), _) => format!("  FAILED {}", p.label),
+                    (None, Some(reason)) => format!(
+                        "  not attempted {}: {}",
+                        p.label,
+                        reason.strip_prefix("not attempted: ").unwrap_or(reason)
+                    ),
+                    (None, None) => format!("  unfinished {}", p.label),
                 };
                 if let Some(code) = p.exit_code {
                     line.push_str(&format!(" (exit {code})"));

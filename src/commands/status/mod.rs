@@ -38,6 +38,9 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
     let plan = runs::snapshot_plan(&detail.summary.path).map_err(|e| e.to_string());
     let mut report = Report::new(&detail, plan.as_ref().map_err(String::as_str));
     report.controllers = store.controller_parts(&id, plan.as_ref().ok());
+    if !report.controllers.is_empty() {
+        report.split(store.region_leases(&id));
+    }
     report.files_changed = crate::state::snapshot::Snapshot::load(&detail.summary.path)
         .map(|snapshot| snapshot.changed_files())
         .unwrap_or_default();
@@ -78,9 +81,26 @@ pub struct Report<'a> {
     /// A run split by region (`--regions`): each controller's regions, tasks and lease.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub controllers: Vec<crate::state::pg::regions::ControllerPart>,
+    /// A run split by region: the controllers holding a live lease now, each with its
+    /// regions (the run has no one pid: each controller has its own).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live_controllers: Vec<LiveController>,
+    /// A run split by region: regions with tasks left that no live controller holds
+    /// (never joined, or their controller was lost).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions_without_controller: Vec<String>,
     /// The run's files (playbook, inventory, template and upload sources) that differ on
     /// disk from the run's snapshot, which a resume or rollback uses.
     pub files_changed: Vec<crate::state::snapshot::FileChange>,
+}
+
+/// A controller of a split run holding a live lease.
+#[derive(Debug, Serialize)]
+pub struct LiveController {
+    pub controller: String,
+    pub pid: i32,
+    pub machine: String,
+    pub regions: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,14 +130,17 @@ pub struct Rollbacks<'a> {
     pub failed: usize,
     /// Started and not finished.
     pub unfinished: usize,
-    /// The failed and unfinished ones.
+    /// Not run because an earlier rollback of their host failed.
+    pub not_attempted: usize,
+    /// The failed, unfinished and not attempted ones.
     pub problems: Vec<&'a RollbackRecord>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Waiting {
     /// `approval`, `resume` (stopped or interrupted), `attention` (failed, halted or
-    /// rollback incomplete) or `continue` (a running run paused by `pony pause`).
+    /// rollback incomplete), `continue` (a running run paused by `pony pause`) or
+    /// `controller` (a split run's region that no live controller holds).
     pub reason: String,
     /// The wave whose `approve:` gate holds the run.
     pub wave: Option<String>,
@@ -171,7 +194,16 @@ impl<'a> Report<'a> {
                 .iter()
                 .filter(|r| r.ok == Some(false))
                 .count(),
-            unfinished: detail.rollbacks.iter().filter(|r| r.ok.is_none()).count(),
+            unfinished: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.ok.is_none() && r.not_attempted.is_none())
+                .count(),
+            not_attempted: detail
+                .rollbacks
+                .iter()
+                .filter(|r| r.not_attempted.is_some())
+                .count(),
             problems: detail
                 .rollbacks
                 .iter()
@@ -194,8 +226,72 @@ impl<'a> Report<'a> {
             waiting: waiting(detail, plan.ok()),
             controls: &detail.controls,
             controllers: Vec::new(),
+            live_controllers: Vec::new(),
+            regions_without_controller: Vec::new(),
             files_changed: Vec::new(),
         }
+    }
+
+    /// A run split by region, with its region leases: who works it now, and which
+    /// regions with work left wait for a controller. A running run that waits for
+    /// nothing else waits for those (never "nothing").
+    fn split(&mut self, leases: Vec<crate::state::pg::regions::RegionRow>) {
+        for row in leases.iter().filter(|r| r.live) {
+            match self
+                .live_controllers
+                .iter_mut()
+                .find(|c| c.controller == row.controller && c.pid == row.pid)
+            {
+                Some(known) => known.regions.push(row.region.clone()),
+                None => self.live_controllers.push(LiveController {
+                    controller: row.controller.clone(),
+                    pid: row.pid,
+                    machine: row.machine.clone(),
+                    regions: vec![row.region.clone()],
+                }),
+            }
+        }
+        let held = |region: &str| leases.iter().any(|r| r.live && r.region == region);
+        self.regions_without_controller = self
+            .tasks
+            .regions
+            .iter()
+            .filter(|g| g.counts.pending.unwrap_or(0) + g.counts.running > 0)
+            .filter(|g| !held(&g.name))
+            .map(|g| g.name.clone())
+            .collect();
+        if self.run.state != RunState::Running
+            || self.waiting.is_some()
+            || self.regions_without_controller.is_empty()
+        {
+            return;
+        }
+        let id = &self.run.run_id;
+        let listed = self.regions_without_controller.join(",");
+        // A region that had a controller (its lease expired) is taken over with
+        // `resume --regions`; one that never had any is joined.
+        let lost = |region: &String| leases.iter().any(|r| &r.region == region);
+        let (next, done) = if self.regions_without_controller.iter().any(lost) {
+            (
+                hint(format_args!("resume {id} --regions {listed}")),
+                "taken over",
+            )
+        } else {
+            (hint(format_args!("join {id} --regions {listed}")), "joined")
+        };
+        let regions = &self.regions_without_controller;
+        self.waiting = Some(Waiting {
+            reason: "controller".into(),
+            wave: None,
+            message: format!(
+                "for region{} {} to be {done} (no live controller holds {}; the run's other controllers wait for {} tasks)",
+                if regions.len() == 1 { "" } else { "s" },
+                regions.join(", "),
+                if regions.len() == 1 { "it" } else { "them" },
+                if regions.len() == 1 { "its" } else { "their" },
+            ),
+            next: vec![next],
+        });
     }
 }
 

@@ -151,6 +151,8 @@ struct Scheduler {
     unreachable_hosts: usize,
     max_failures_run: Option<usize>,
     stopped_wave: Option<String>,
+    /// Rollbacks not attempted after a failed one (`step@host`), for the summary.
+    rollbacks_not_attempted: Vec<String>,
     /// Running tasks; each comes back with its run and the text for its host's log.
     running: JoinSet<(NodeId, TaskRun, String)>,
     /// Other controllers' tasks (`--regions`) whose results are awaited from the shared
@@ -255,6 +257,7 @@ pub async fn run(
         unreachable_hosts: 0,
         max_failures_run,
         stopped_wave: None,
+        rollbacks_not_attempted: Vec::new(),
         running: JoinSet::new(),
         remote: JoinSet::new(),
         syncing: JoinSet::new(),

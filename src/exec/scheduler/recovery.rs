@@ -338,7 +338,7 @@ impl Scheduler {
             scope,
             hosts,
             commands,
-            failed_renders.iter().map(|(h, _, _)| *h),
+            failed_renders.iter().map(|(h, n, _)| (*h, *n)).collect(),
             self.options.rollback_pace == RollbackPace::Window,
         );
         self.rollbacks.push(Some(order));
@@ -356,8 +356,10 @@ impl Scheduler {
             let Some(order) = self.rollbacks[job].as_mut() else {
                 return;
             };
+            let not_attempted = order.take_not_attempted();
             let completed = order.take_completed();
             let stalled = order.stalled();
+            self.report_not_attempted(not_attempted);
             if !completed.is_empty() {
                 for (host, ok) in completed {
                     if ok {
@@ -402,6 +404,23 @@ impl Scheduler {
             let order = self.rollbacks[job].take().expect("a rollback");
             let healthy = !self.job_health(job).failed;
             self.rollback_done(order, healthy);
+        }
+    }
+
+    /// Rollbacks a failed one stopped: each named with the failed rollback, before its
+    /// host's verdict.
+    fn report_not_attempted(&mut self, not_attempted: Vec<(NodeId, NodeId)>) {
+        for (node, failed) in not_attempted {
+            let task = self.task_ref(node);
+            let blocked_by = self.plan.label(failed);
+            let reason = format!("not attempted: rollback of {blocked_by} failed");
+            self.rollbacks_not_attempted.push(task.label.clone());
+            self.emit(Event::RollbackNotAttempted {
+                log: format!("!! rollback {} {reason}\n", task.label),
+                task,
+                reason,
+                blocked_by,
+            });
         }
     }
 

@@ -168,6 +168,21 @@ impl Scheduler {
     /// end): nothing more starts, since nothing could be recorded; running tasks finish;
     /// the run ends halted (exit 3), resumable once the journal can be written again.
     pub(super) fn journal_lost(&mut self) {
+        if self
+            .options
+            .lease_lost
+            .as_ref()
+            .is_some_and(|lost| lost.is_lost())
+        {
+            // Fenced: the state database refuses this controller's records because its
+            // lease is gone. It starts nothing more; what runs is killed by the lost
+            // lease's interrupt (the second Ctrl-C's kill), and it ends interrupted.
+            self.ending.interrupted = true;
+            self.stop_all(
+                "this controller lost its lease (expired, taken over, or broken with `pony unlock`): nothing it journals is accepted any more, so no task starts; its running commands are killed",
+            );
+            return;
+        }
         if self.stop != Stop::All {
             self.ending.halted = true;
         }
@@ -341,6 +356,7 @@ impl Scheduler {
             rollback_failed: tally.rollback_failed,
             incomplete,
             stopped_wave: self.stopped_wave.clone(),
+            rollbacks_not_attempted: self.rollbacks_not_attempted.clone(),
             duration_ms: self.started.elapsed().as_millis() as u64,
             regions,
             run_dir: self.options.run_dir_display.clone(),

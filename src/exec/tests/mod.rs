@@ -112,6 +112,7 @@ fn start_journaling(
         skip_failed_wave: None,
         rollback_pace: plan.playbook.strategy.rollback_pace,
         split: None,
+        lease_lost: None,
     };
     let report = tokio::spawn(super::run(plan.clone(), pool, options, sink));
     Run {

@@ -1,5 +1,7 @@
 //! Paced rollbacks: at most the cluster's slots rolling back at once, `pace: all`, region
 //! steps between host rollbacks, and no hang when rolled-back hosts wait on each other.
+//! A failed rollback stops its host's rollbacks of what its task needed (also when it ran
+//! on a `delegate:`), not other hosts' nor the region's.
 
 use super::*;
 
@@ -171,4 +173,172 @@ async fn a_paced_rollback_whose_hosts_wait_on_each_other_lets_more_in_rather_tha
             "{host}"
         );
     }
+}
+
+/// The not-attempted rollbacks of a run, `(label, blocked_by)`, sorted.
+fn not_attempted(events: &[Event]) -> Vec<(String, String)> {
+    let mut stopped: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RollbackNotAttempted {
+                task, blocked_by, ..
+            } => Some((task.label.clone(), blocked_by.clone())),
+            _ => None,
+        })
+        .collect();
+    stopped.sort();
+    stopped
+}
+
+#[tokio::test]
+async fn a_failed_rollback_stops_its_hosts_earlier_rollbacks_not_other_hosts_nor_the_regions() {
+    // h8's `check` fails, and so does its rollback: h8's `mark` must stay (what `check`
+    // sat on top of). The region's `migrate` and the other hosts' `mark` are undone.
+    let steps = r#"  - name: mark
+    run: echo mark >> log
+    rollback: echo "undo-mark {{ host.name }}" >> ../trail
+  - name: migrate
+    per: region
+    needs: [mark]
+    run: 'true'
+    rollback: echo undo-migrate >> ../trail
+  - name: check
+    needs: [migrate]
+    run: "case {{ host.name }} in h8) exit 1;; esac"
+    rollback: "echo 'undo-check {{ host.name }}' >> ../trail; case {{ host.name }} in h8) exit 1;; esac"
+"#;
+    let strategy = "  max_unavailable: 100%\n  max_failures: 0\n  on_failure: rollback-region\n";
+    let (report, events, run) = start_in(EIGHT, &playbook(strategy, steps))
+        .finish(Vec::new())
+        .await;
+    assert_eq!(report.exit, Exit::NeedsAttention);
+    let trail = std::fs::read_to_string(run.dir.path().join("hosts/trail")).unwrap();
+    assert!(trail.contains("undo-check h8\n"), "{trail}");
+    assert!(!trail.contains("undo-mark h8\n"), "{trail}");
+    assert!(trail.contains("undo-migrate\n"), "{trail}");
+    for h in 1..=7 {
+        assert!(trail.contains(&format!("undo-mark h{h}\n")), "{trail}");
+        assert_eq!(
+            run.outcome(&report, &format!("h{h}")),
+            Some(HostOutcome::RolledBack)
+        );
+    }
+    assert_eq!(
+        not_attempted(&events),
+        [("mark@h8".to_string(), "check@h8".to_string())]
+    );
+    assert_eq!(
+        run.outcome(&report, "h8"),
+        Some(HostOutcome::RollbackFailed)
+    );
+    // The event comes before the host's verdict, and only once.
+    let at = |wanted: &dyn Fn(&Event) -> bool| events.iter().position(wanted).unwrap();
+    assert!(
+        at(&|e| matches!(e, Event::RollbackNotAttempted { .. }))
+            < at(&|e| matches!(e, Event::HostFinished { host, .. } if host == "h8"))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_delegated_rollback_stops_the_rollbacks_it_sat_on_for_its_target_host() {
+    // `out` and `in` run on h8 (the balancer) for h1..h2; `in`'s rollback (taking the host
+    // out of the pool again) fails for h1: h1's `restart` and `out` are not undone. h2,
+    // whose `in` rollback succeeded, is fully rolled back. Paced, two at a time.
+    let steps = r#"  - name: out
+    hosts: "h1,h2"
+    delegate: h8
+    run: echo "out {{ host.name }}" >> pool
+    rollback: echo "undo-out {{ host.name }}" >> pool
+  - name: restart
+    hosts: "h1,h2"
+    needs: [out]
+    run: echo restart >> log
+    rollback: echo undo-restart >> log
+  - name: in
+    hosts: "h1,h2"
+    needs: [restart]
+    delegate: h8
+    run: echo "in {{ host.name }}" >> pool
+    rollback: "echo 'undo-in {{ host.name }}' >> pool; case {{ host.name }} in h1) exit 1;; esac"
+  - name: check
+    hosts: "h1,h2"
+    needs: [in]
+    run: exit 1
+"#;
+    let strategy = "  max_unavailable: 1\n  max_failures: 2\n";
+    let (report, events, run) = start_in(EIGHT, &playbook(strategy, steps))
+        .finish(Vec::new())
+        .await;
+    assert_eq!(report.exit, Exit::NeedsAttention);
+    let pool = run.read("h8", "pool").unwrap();
+    assert!(pool.contains("undo-in h1\n"), "{pool}");
+    assert!(!pool.contains("undo-out h1\n"), "{pool}");
+    assert!(
+        pool.contains("undo-in h2\n") && pool.contains("undo-out h2\n"),
+        "{pool}"
+    );
+    assert_eq!(
+        run.read("h1", "log").unwrap(),
+        "restart\n",
+        "h1 not restarted back"
+    );
+    assert!(run.read("h2", "log").unwrap().ends_with("undo-restart\n"));
+    assert_eq!(
+        not_attempted(&events),
+        [
+            ("out@h1".to_string(), "in@h1".to_string()),
+            ("restart@h1".to_string(), "in@h1".to_string()),
+        ]
+    );
+    assert_eq!(
+        run.outcome(&report, "h1"),
+        Some(HostOutcome::RollbackFailed)
+    );
+    assert_eq!(run.outcome(&report, "h2"), Some(HostOutcome::RolledBack));
+    // The balancer itself was never deployed nor rolled back.
+    assert_eq!(run.outcome(&report, "h8"), None);
+    // The summary names them too.
+    let listed = events.iter().find_map(|e| match e {
+        Event::Summary {
+            rollbacks_not_attempted,
+            rollback_failed,
+            ..
+        } => Some((rollbacks_not_attempted.clone(), *rollback_failed)),
+        _ => None,
+    });
+    let (mut listed, rollback_failed) = listed.expect("a summary");
+    listed.sort();
+    assert_eq!(listed, ["out@h1", "restart@h1"]);
+    assert_eq!(rollback_failed, 1);
+}
+
+#[tokio::test]
+async fn a_rollback_that_cannot_be_rendered_stops_its_hosts_earlier_rollbacks() {
+    // `check` fails on h1 before capturing `token`: its rollback cannot be rendered, so
+    // h1's `mark` is not undone; h2's check has no failure and is rolled back in full.
+    let steps = r#"  - name: mark
+    run: echo mark >> log
+    rollback: echo undo-mark >> log
+  - name: check
+    needs: [mark]
+    run: "case {{ host.name }} in h1) exit 1;; esac; echo t-{{ host.name }}"
+    capture: token
+    rollback: echo "undo-check {{ token }}" >> log
+"#;
+    let strategy = "  max_unavailable: 100%\n  max_failures: 0\n  on_failure: rollback-region\n";
+    let (report, events, run) = start_in(EIGHT, &playbook(strategy, steps))
+        .finish(Vec::new())
+        .await;
+    assert_eq!(report.exit, Exit::NeedsAttention);
+    assert_eq!(run.read("h1", "log").unwrap(), "mark\n");
+    assert!(run.read("h2", "log").unwrap().ends_with("undo-mark\n"));
+    assert_eq!(
+        not_attempted(&events),
+        [("mark@h1".to_string(), "check@h1".to_string())]
+    );
+    assert_eq!(
+        run.outcome(&report, "h1"),
+        Some(HostOutcome::RollbackFailed)
+    );
+    assert_eq!(run.outcome(&report, "h2"), Some(HostOutcome::RolledBack));
 }

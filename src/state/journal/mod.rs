@@ -110,6 +110,14 @@ pub enum Record {
         #[serde(default)]
         duration_ms: u64,
     },
+    /// A rollback command not run because an earlier rollback of its host failed
+    /// (`blocked_by`, `step@host`): it undoes a task the failed one's task needed.
+    RollbackNotAttempted {
+        node: usize,
+        label: String,
+        blocked_by: String,
+        reason: String,
+    },
     /// A host's health checks after its deploy or its rollback (see
     /// [`crate::events::Event::HealthChecked`]).
     HealthChecked {

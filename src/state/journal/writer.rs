@@ -31,6 +31,13 @@ pub trait Mirror: Send {
     fn close(&mut self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Whether the mirror refuses every batch for good: this controller was fenced off
+    /// (its lease is gone). Its records are then never acknowledged, so nothing the
+    /// run would start after one of them starts.
+    fn fenced(&self) -> bool {
+        false
+    }
 }
 
 /// A handle to the journal writer; cheap to clone.
@@ -217,6 +224,13 @@ fn writer(
                 tracing::error!("journal not written to the state database: {e}");
             }
             batch.clear();
+            // A batch the state database refused because another controller may own
+            // the run now is not durable: a task whose start it holds never starts.
+            // (A database merely out of reach is not this: the run goes on with its
+            // local copy, and the batch is sent again later.)
+            if mirror.fenced() {
+                acks.clear();
+            }
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());

@@ -14,6 +14,7 @@
 pub mod bounds;
 pub mod control;
 pub mod deadline;
+pub mod fence;
 pub mod lease;
 pub mod regions;
 pub mod sink;
@@ -48,6 +49,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "a run's template and upload sources",
         include_str!("migrations/0004_snapshot_files.sql"),
     ),
+    (
+        5,
+        "holders fenced by pony unlock",
+        include_str!("migrations/0005_fences.sql"),
+    ),
 ];
 
 /// Serializes migrations between controllers starting at once (an arbitrary constant).
@@ -75,6 +81,9 @@ pub enum PgError {
         #[source]
         source: postgres::Error,
     },
+    /// The database changed under a command (another controller acted at the same time).
+    #[error("{0}")]
+    Conflict(String),
     #[error("cannot start a thread for the state database: {0}")]
     Thread(String),
     #[error("the state database {url} did not answer {what} within {after:?}: it is hung or out of reach (a stopped server, a held lock, a dropped link)")]

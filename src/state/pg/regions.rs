@@ -136,7 +136,7 @@ pub fn acquire(
         Heartbeat::spawn(
             store.clone(),
             "region lease",
-            format!("lost a region lease of run {run} (expired or taken over)"),
+            format!("lost a lease of run {run} (a region's expired or was taken over, or `pony unlock` broke the run's leases)"),
             lost,
             move |client, seconds| renew(client, &run, &inventory, &holder, count, seconds),
         )
@@ -155,7 +155,10 @@ pub fn acquire(
 }
 
 /// Renews this controller's region leases and, with them, the run's inventory lease;
-/// false when any of its regions is no longer its own or already expired.
+/// false when any of its regions is no longer its own or already expired, or when the
+/// inventory's lease is no longer the run's (broken with `pony unlock`, and maybe taken
+/// by another run since): every lease the controller works under is checked, each in
+/// the caller's transaction (a journal batch's, or the heartbeat's statement).
 pub fn renew(
     client: &mut impl postgres::GenericClient,
     run_id: &str,
@@ -172,12 +175,12 @@ pub fn renew(
     if renewed as usize != regions {
         return Ok(false);
     }
-    client.execute(
+    let inventory_renewed = client.execute(
         "UPDATE leases SET expires = greatest(expires, now() + make_interval(secs => $3))
-         WHERE inventory = $1 AND run_id = $2",
-        &[&inventory, &run_id, &seconds],
+         WHERE inventory = $1 AND run_id = $2 AND holder = $4",
+        &[&inventory, &run_id, &seconds, &run_holder(run_id)],
     )?;
-    Ok(true)
+    Ok(inventory_renewed == 1)
 }
 
 impl RegionLease {
@@ -227,6 +230,7 @@ impl Drop for RegionLease {
                     .and_then(|_| {
                         c.execute(
                             "DELETE FROM leases WHERE inventory = $1 AND run_id = $2
+                           AND holder = 'run:' || $2
                            AND NOT EXISTS (SELECT 1 FROM region_leases
                                            WHERE run_id = $2 AND expires > now())",
                             &[&self.inventory, &self.run_id],

@@ -3,9 +3,11 @@
 //! the batch is acknowledged. So a task's `task_started` is committed in the database
 //! before its command starts, and its `task_finished` before its dependents start.
 //!
-//! The same transaction renews this controller's lease, and refuses the batch when the
-//! lease is no longer its own: a controller that was cut off and taken over can never
-//! write into the run another controller continues.
+//! The same transaction renews every lease this controller works under (the inventory's,
+//! or its regions' and the run's inventory lease), and refuses the batch when any is no
+//! longer its own: a controller that was cut off and taken over, or whose lease `pony
+//! unlock` broke, can never write into the run another controller continues. A refused
+//! batch is not acknowledged ([`Mirror::fenced`]): no task whose start it held starts.
 //!
 //! The database is written by a sender thread of its own, through an **outbox**: the
 //! writer queues each batch and waits for it a bounded time ([`super::PgStore::bound`]).
@@ -134,10 +136,14 @@ impl PgSink {
 }
 
 fn fenced_error(inventory_hint: &str) -> String {
-    format!("the lease {inventory_hint} is no longer this controller's (expired or taken over): no new task starts; its records stay in the local journal only")
+    format!("the lease {inventory_hint} is no longer this controller's (expired, taken over, or broken with `pony unlock`): nothing it journals from now on is accepted, and no new task starts; its records stay in the local journal only")
 }
 
 impl Mirror for PgSink {
+    fn fenced(&self) -> bool {
+        self.outbox().fenced
+    }
+
     /// Queues the batch and waits (a bounded time) for the database to take it. Err
     /// only when the lease is lost; a database that does not answer in time leaves the
     /// batch queued (reported once when it starts failing, and when it is back).
@@ -290,10 +296,6 @@ impl Sender {
                     self.shared.changed.notify_all();
                 }
                 Ok(false) => {
-                    let mut outbox = self.outbox();
-                    outbox.fenced = true;
-                    self.shared.changed.notify_all();
-                    drop(outbox);
                     tracing::error!(
                         "{}",
                         fenced_error(&format!(
@@ -301,7 +303,13 @@ impl Sender {
                             self.inventory
                         ))
                     );
+                    // The lease is marked lost before the writer learns the batch was
+                    // refused: the run, finding its records unacknowledged, then stops
+                    // as a fenced controller (interrupted), not as a broken journal.
                     self.lost.notify_one();
+                    let mut outbox = self.outbox();
+                    outbox.fenced = true;
+                    self.shared.changed.notify_all();
                     return;
                 }
                 Err(e) => {
@@ -354,8 +362,11 @@ impl Sender {
             )
             .map_err(|e| e.to_string())?;
         }
-        // The rows first, the lease after: a batch held up behind a lock on `journal`
-        // then holds no lock on the lease's row, and the heartbeat keeps renewing it.
+        // The rows first, the leases after: a batch held up behind a lock on `journal`
+        // then holds no lock on a lease's row, and the heartbeat keeps renewing it.
+        // Every lease this controller works under is checked here, in the batch's own
+        // transaction (a region controller's regions and the run's inventory lease): an
+        // update matching no row refuses the whole batch.
         tx.execute(
             "INSERT INTO journal (run_id, record, controller)
              SELECT $1, line::jsonb, $3 FROM unnest($2::text[]) WITH ORDINALITY AS batch(line, n)

@@ -25,10 +25,14 @@ pub struct TaskRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackRecord {
     pub label: String,
-    /// `None` while started but not finished.
+    /// `None` while started but not finished, or when not attempted.
     pub ok: Option<bool>,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
+    /// Why it was not attempted (an earlier rollback of its host failed); absent when it
+    /// ran or runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_attempted: Option<String>,
 }
 
 /// A command from another shell (`pony pause|continue|abort|approve`), as journaled.
@@ -210,6 +214,7 @@ pub(super) fn fold(
                     ok: None,
                     exit_code: None,
                     error: None,
+                    not_attempted: None,
                 };
                 upsert(&mut rollbacks, &mut rollback_index, label, rollback);
             }
@@ -225,6 +230,17 @@ pub(super) fn fold(
                     ok: Some(*ok),
                     exit_code: *exit_code,
                     error: error.clone(),
+                    not_attempted: None,
+                };
+                upsert(&mut rollbacks, &mut rollback_index, label, rollback);
+            }
+            Record::RollbackNotAttempted { label, reason, .. } => {
+                let rollback = RollbackRecord {
+                    label: label.clone(),
+                    ok: None,
+                    exit_code: None,
+                    error: None,
+                    not_attempted: Some(reason.clone()),
                 };
                 upsert(&mut rollbacks, &mut rollback_index, label, rollback);
             }
@@ -245,6 +261,7 @@ pub(super) fn fold(
                         ok: Some(*ok),
                         exit_code: None,
                         error: error.clone(),
+                        not_attempted: None,
                     };
                     upsert(&mut rollbacks, &mut rollback_index, &label, rollback);
                 }

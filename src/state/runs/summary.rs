@@ -67,7 +67,7 @@ pub struct Paused {
 /// A `run_resumed` record: the run was continued or rolled back.
 #[derive(Debug, Clone, Serialize)]
 pub struct Resumed {
-    /// `resume` or `rollback`.
+    /// `resume`, `rollback`, or `join` (a controller joining a run split by region).
     pub command: String,
     pub time: String,
     pub who: String,
