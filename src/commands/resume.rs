@@ -83,7 +83,7 @@ fn reopen(
             format!("cannot copy run {id} from the state database: {e:#}"),
         ))
     })?;
-    let Some(run_dir) = opened else {
+    let Some(opened) = opened else {
         return Err(Diagnostic::new(
             &runs_dir.join(&id),
             format!("run {id} has no journal: it never started"),
@@ -91,6 +91,10 @@ fn reopen(
         .hint("start a new `pony deploy`")
         .into());
     };
+    for note in &opened.notes {
+        eprintln!("{note}");
+    }
+    let run_dir = opened.dir;
     let unusable = |path: &Path, problem: String| -> Diagnostics {
         Diagnostic::new(
             path,

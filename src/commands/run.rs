@@ -10,6 +10,7 @@ use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::secret::Redactor;
 use crate::state::journal::{Journal, Record};
+use crate::state::pg::deadline::LeaseClock;
 use crate::state::pg::lease::LeaseLost;
 use crate::state::replay::Replay;
 use crate::state::run_dir::RunDir;
@@ -87,6 +88,8 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         None => None,
     };
     let controller = global.controller_name().unwrap_or_default();
+    // The lease counts from before it is asked for (the database's expiry is later).
+    let asked = std::time::Instant::now();
     let held = match &regions {
         Some(regions) => store.acquire_regions(
             &inventory,
@@ -97,6 +100,13 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
             lease_lost.clone(),
         )?,
         None => store.acquire(&inventory, &run_id, resuming, lease_lost.clone())?,
+    };
+    let lease_clock = match &store {
+        Store::Postgres { db, .. } => {
+            db.lease_clock().renewed(asked);
+            Some(db.lease_clock().clone())
+        }
+        Store::Local(_) => None,
     };
     if let RunFolder::Existing(dir) = &launch.run {
         // The run was read before its lease was ours: it must not have moved on since.
@@ -201,7 +211,10 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         launch,
         run_dir,
         journal,
-        lease_lost.clone(),
+        Lease {
+            lost: lease_lost.clone(),
+            clock: lease_clock,
+        },
         split,
         control,
     ));
@@ -299,7 +312,7 @@ async fn execute(
     launch: Launch,
     run_dir: RunDir,
     journal: Journal,
-    lease_lost: LeaseLost,
+    lease: Lease,
     split: Option<Arc<crate::exec::regions::Split>>,
     control: Control,
 ) -> anyhow::Result<Exit> {
@@ -410,7 +423,7 @@ async fn execute(
         connections: global
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
-        interrupts: watch_signals(lease_lost.clone()),
+        interrupts: watch_signals(lease.clone()),
         approver: interactive.then(|| prompt_for_approvals(forward)),
         approval_wait: global.approval_wait,
         control: has_control.then_some(control),
@@ -423,7 +436,7 @@ async fn execute(
             .map(Into::into)
             .unwrap_or(plan.playbook.strategy.rollback_pace),
         split,
-        lease_lost: Some(lease_lost),
+        lease_lost: Some(lease.lost),
     };
     let report = exec::run(plan.clone(), pool, options, sink).await;
     // Commands sent from now on find no run.
@@ -573,9 +586,34 @@ fn stdin_readable() -> bool {
     unsafe { libc::poll(&mut poll, 1, 100) > 0 }
 }
 
+/// What tells a run of the state database that its lease is gone: the heartbeat or the
+/// journal finding it lost, and the controller's own count of it (None locally).
+#[derive(Clone)]
+struct Lease {
+    lost: LeaseLost,
+    clock: Option<Arc<LeaseClock>>,
+}
+
+/// Resolves once `clock`'s deadline passed with no renewal moving it on; never without
+/// a clock. Waits on the run's own timer, never on the database.
+async fn lease_deadline(clock: Option<Arc<LeaseClock>>) {
+    let Some(clock) = clock else {
+        return std::future::pending().await;
+    };
+    loop {
+        match clock.deadline() {
+            Some(deadline) if std::time::Instant::now() >= deadline => return,
+            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+            None => tokio::time::sleep(clock.allowance()).await,
+        }
+    }
+}
+
 /// Counts SIGINT/SIGTERM: the executor stops starting tasks at 1 and kills at 2. A lost
-/// lease (state database) goes straight to 2.
-fn watch_signals(lease_lost: LeaseLost) -> tokio::sync::watch::Receiver<u32> {
+/// lease (state database), or one this controller could not renew before its own
+/// deadline, goes straight to 2. The signals are counted here, on the run's runtime, and
+/// nothing here waits on the database: a hung one cannot delay the stop.
+fn watch_signals(lease: Lease) -> tokio::sync::watch::Receiver<u32> {
     let (sender, receiver) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
         let Ok(mut term) =
@@ -583,17 +621,29 @@ fn watch_signals(lease_lost: LeaseLost) -> tokio::sync::watch::Receiver<u32> {
         else {
             return;
         };
+        let Lease { lost, clock } = lease;
+        let allowance = clock.as_ref().map(|c| c.allowance()).unwrap_or_default();
+        let deadline = lease_deadline(clock);
+        tokio::pin!(deadline);
         let mut count = 0;
         let mut lease_held = true;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
-                _ = lease_lost.notified(), if lease_held => {
+                _ = lost.notified(), if lease_held => {
                     lease_held = false;
                     eprintln!("error: this controller lost the inventory's lease: its running commands are killed and no new task starts");
                     // As a second Ctrl-C: another controller may be taking the run over,
                     // so nothing of this one may go on running on the hosts.
+                    count = count.max(1);
+                }
+                _ = &mut deadline, if lease_held => {
+                    lease_held = false;
+                    eprintln!(
+                        "error: this controller lost the inventory's lease: no renewal went through for {} (the state database is down, hung or locked), so it stops before the lease expires: its running commands are killed and no new task starts",
+                        humantime::format_duration(std::time::Duration::from_millis(allowance.as_millis() as u64))
+                    );
                     count = count.max(1);
                 }
             }

@@ -47,6 +47,8 @@ pub struct Postgres {
     /// The server's command-line settings, for [`Postgres::restart`].
     options: String,
     stopped: bool,
+    /// The server's processes [`Postgres::freeze`] stopped (the postmaster first).
+    frozen: Vec<u32>,
 }
 
 fn find_bin() -> Result<PathBuf> {
@@ -153,6 +155,7 @@ impl Postgres {
             as_user,
             options,
             stopped: true,
+            frozen: Vec::new(),
         };
         let data = server.data_dir();
         server.run(
@@ -300,8 +303,30 @@ impl Postgres {
             .ok()
     }
 
+    /// Stops the server and every process of it (SIGSTOP: the postmaster and its
+    /// backends, checkpointer, WAL writer…): a database that is hung, not down. It keeps
+    /// its sockets, so the kernel still accepts connections and acknowledges data and
+    /// keepalives; nothing answers. [`Postgres::thaw`] (or stopping it) lets it go on.
+    pub fn freeze(&mut self) -> Result<()> {
+        let pid = self
+            .pid()
+            .filter(|_| !self.stopped)
+            .ok_or_else(|| anyhow!("the server is not running"))?;
+        self.frozen = super::process::freeze_trees(&[pid]);
+        Ok(())
+    }
+
+    /// Lets a frozen server go on where it stopped.
+    pub fn thaw(&mut self) {
+        if let Some(&root) = self.frozen.first() {
+            super::process::thaw_trees(&[root]);
+        }
+        self.frozen.clear();
+    }
+
     /// Stops the server (fast shutdown: open sessions are ended).
     pub fn stop(&mut self) -> Result<()> {
+        self.thaw();
         if self.stopped {
             return Ok(());
         }

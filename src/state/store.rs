@@ -7,7 +7,7 @@
 //! writes its snapshot into the local folder, so the plan rebuilds from files exactly as
 //! for a local run.
 
-use super::journal::{Journal, Mirror};
+use super::journal::{merge, Journal, Mirror, Record};
 use super::lock::{self, InventoryLock, LockError, LockInfo};
 use super::pg::lease::{self, Lease, LeaseLost};
 use super::pg::regions::RegionLease;
@@ -207,14 +207,46 @@ impl Store {
     }
 
     /// The folder of an existing run to resume or roll back, or None when it never
-    /// started. From the database, the folder is (re)written from it first.
-    pub fn open_run(&self, id: &str) -> anyhow::Result<Option<super::run_dir::RunDir>> {
+    /// started. From the database, the folder is (re)written from it first, and its
+    /// journal becomes the database's merged with the records only this machine's copy
+    /// holds (a controller here journaled them while the database was out of reach:
+    /// they count, and are sent to the database by the run that goes on). The notes say
+    /// what was merged, or that another machine's local journal may hold more (each a
+    /// whole line, `note: …` or `warning: …`).
+    pub fn open_run(&self, id: &str) -> anyhow::Result<Option<OpenedRun>> {
+        let mut notes = Vec::new();
         if let Store::Postgres { db, local } = self {
-            if !db.checkout(id, &runs::runs_dir(local).join(id), true)? {
+            let folder = runs::runs_dir(local).join(id);
+            let path = folder.join("journal.jsonl");
+            // This machine's copy, read before the database's replaces the folder.
+            let local_records = match super::journal::read_lenient(&path) {
+                Ok(read) => read.records,
+                Err(_) => Vec::new(),
+            };
+            if !db.checkout(id, &folder, false)? {
                 return Ok(None);
             }
+            let (db_records, _) = db.records(id)?;
+            let (records, added) = merge::merged(&local_records, &db_records);
+            let mut text = String::new();
+            for record in &records {
+                text.push_str(&serde_json::to_string(record)?);
+                text.push('\n');
+            }
+            let tmp = folder.join("journal.jsonl.tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if added > 0 {
+                notes.push(format!(
+                    "note: merged {added} record(s) of this machine's local journal {} that the state database lacks (journaled while it was out of reach); tasks they show succeeded do not run again, and the records are sent to the database as the run goes on",
+                    path.display()
+                ));
+            } else if let Some(note) = elsewhere(&db_records, &local_records) {
+                notes.push(note);
+            }
         }
-        Ok(super::run_dir::RunDir::open(self.local_dir(), id))
+        Ok(super::run_dir::RunDir::open(self.local_dir(), id).map(|dir| OpenedRun { dir, notes }))
     }
 
     /// The database's last journal `seq` of a run (0 with a local folder or none).
@@ -366,7 +398,8 @@ impl Store {
                 lease.holder.clone(),
                 Fence::Inventory,
                 lost,
-            ))),
+                unsent(db, run_id, path),
+            )?)),
             (Store::Postgres { db, .. }, Held::Regions(lease)) => Some(Box::new(PgSink::new(
                 (**db).clone(),
                 run_id.to_string(),
@@ -377,30 +410,95 @@ impl Store {
                     controller: lease.controller.clone(),
                 },
                 lost,
-            ))),
+                unsent(db, run_id, path),
+            )?)),
             _ => None,
         };
         Journal::create_mirrored(path, mirror)
     }
 
     /// Refuses to go on with a run read from the database (its journal copied into
-    /// `run_dir`) when the database has more records by now: its controller was still
-    /// writing when the run was read, so what it was read as is stale.
+    /// `run_dir`) when the database has records the copy lacks by now: its controller
+    /// was still writing when the run was read, so what it was read as is stale.
     pub fn check_current(&self, run_dir: &super::run_dir::RunDir) -> anyhow::Result<()> {
         let Store::Postgres { db, .. } = self else {
             return Ok(());
         };
-        let read = super::journal::read_lenient(&run_dir.journal_path())?
-            .records
-            .len() as i64;
-        let now = db.record_count(&run_dir.id)?;
-        if read != now {
+        let read = super::journal::read_lenient(&run_dir.journal_path())?.records;
+        let (now, _) = db.records(&run_dir.id)?;
+        let moved = merge::diff(&read, &now).db_only.len();
+        if moved > 0 {
             anyhow::bail!(
-                "run {} moved on while it was being reopened ({read} journal records, now {now}): its controller was still writing\n  hint: run the same command again",
+                "run {} moved on while it was being reopened ({moved} journal record(s) written since): its controller was still writing\n  hint: run the same command again",
                 run_dir.id
             );
         }
         Ok(())
+    }
+}
+
+/// A run reopened from its folder, and what its reading found worth saying.
+pub struct OpenedRun {
+    pub dir: super::run_dir::RunDir,
+    pub notes: Vec<String>,
+}
+
+/// The note for a run whose last controller, by the database's journal, did not record
+/// the run's end there and did not write this state folder's copy: its own local journal
+/// (on the machine the record names) may hold records the database lacks.
+fn elsewhere(db: &[Record], local: &[Record]) -> Option<String> {
+    let (_, record) = merge::unfinished_controller(db)?;
+    let (pid, user, host) = match record {
+        Record::RunStarted {
+            pid, user, host, ..
+        }
+        | Record::RunResumed {
+            pid, user, host, ..
+        } => (pid, user, host),
+        _ => return None,
+    };
+    if *host == super::hostname() && local.contains(record) {
+        return None;
+    }
+    Some(format!(
+        "warning: the run's last controller (pid {pid} on {host}, user {user}) did not record the run's end in the state database: the local journal on {host} (its --state-dir) may hold records the database lacks, and tasks that succeeded there would run again here; to merge them, resume the run on {host} with that state folder"
+    ))
+}
+
+/// The records of the run's local journal at `path` that the database lacks (JSON
+/// lines, in order): the outbox a run starts with. Read on a connection of its own,
+/// waiting at most a call's bound; if the database cannot be read, nothing is queued
+/// (the records stay in the local journal).
+fn unsent(db: &PgStore, run_id: &str, path: &Path) -> Vec<String> {
+    let local = match super::journal::read_lenient(path) {
+        Ok(read) if !read.records.is_empty() => read.records,
+        _ => return Vec::new(),
+    };
+    let (store, id) = (db.clone(), run_id.to_string());
+    let read = db.bounded("reading the journal", db.bound() * 3, move || {
+        let mut client = store.connect()?;
+        let rows = client
+            .query(
+                "SELECT record::text FROM journal WHERE run_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .map_err(|e| store.query("reading the journal", e))?;
+        Ok::<_, super::pg::PgError>(
+            rows.iter()
+                .filter_map(|r| serde_json::from_str::<Record>(r.get(0)).ok())
+                .collect::<Vec<Record>>(),
+        )
+    });
+    match read.and_then(|r| r) {
+        Ok(in_db) => merge::diff(&local, &in_db)
+            .local_only
+            .into_iter()
+            .map(|i| serde_json::to_string(&local[i]).expect("records serialize"))
+            .collect(),
+        Err(e) => {
+            tracing::warn!("cannot compare the local journal with the state database's ({e}): records only the local journal holds are not sent");
+            Vec::new()
+        }
     }
 }
 

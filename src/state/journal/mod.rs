@@ -17,6 +17,7 @@ use crate::events::RunOutcome;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub mod merge;
 mod writer;
 
 pub use writer::{Journal, Mirror};

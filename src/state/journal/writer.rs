@@ -17,11 +17,20 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
-/// A second place every batch of records goes (the state database): committed after the
-/// file's fsync and before the batch is acknowledged, so "durable" means both.
+/// A second place every batch of records goes (the state database): handed over after
+/// the file's fsync and before the batch is acknowledged, so "durable" means both while
+/// the mirror answers. A mirror never holds the run longer than its own bound: a batch
+/// it cannot take in time is kept to send later (an outbox), durable in the file.
 pub trait Mirror: Send {
-    /// Commits one batch of records (JSON lines without their newline) atomically.
+    /// Hands over one batch of records (JSON lines without their newline), committed
+    /// atomically; Err when the mirror refuses it for good (the lease is lost).
     fn commit(&mut self, lines: &[String]) -> Result<(), String>;
+
+    /// The journal is closing: sends what is still kept (a bounded wait); Err says what
+    /// did not get through.
+    fn close(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Whether the mirror refuses every batch for good: this controller was fenced off
     /// (its lease is gone). Its records are then never acknowledged, so nothing the
@@ -227,6 +236,9 @@ fn writer(
             let _ = ack.send(());
         }
         if let Some(ack) = closing {
+            if let Some(Err(e)) = mirror.as_mut().map(|m| m.close()) {
+                tracing::error!("{e}");
+            }
             let _ = ack.send(());
             return;
         }

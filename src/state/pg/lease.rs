@@ -263,7 +263,12 @@ pub fn renew(
 /// fenced by an unlock notices within a tenth of a second, not a third of a lease later.
 pub(super) struct Heartbeat {
     stop: mpsc::Sender<()>,
-    handle: std::thread::JoinHandle<()>,
+    /// Disconnected when the thread ends.
+    ended: mpsc::Receiver<()>,
+    /// How long stopping waits for a renewal in flight (nothing once the lease ran out
+    /// by the controller's own clock).
+    bound: std::time::Duration,
+    clock: std::sync::Arc<super::deadline::LeaseClock>,
 }
 
 /// How often a heartbeat looks for its stop and for a fence notification.
@@ -280,10 +285,14 @@ impl Heartbeat {
             + 'static,
     ) -> std::io::Result<Heartbeat> {
         let (stop, stopped) = mpsc::channel::<()>();
+        let (ending, ended) = mpsc::channel::<()>();
         let every = store.lease / 3;
-        let handle = std::thread::Builder::new()
+        let bound = store.bound();
+        let clock = store.lease_clock().clone();
+        std::thread::Builder::new()
             .name(format!("pony-{}", name.replace(' ', "-")))
             .spawn(move || {
+                let _ending = ending;
                 let connect = || {
                     super::fence::listening(&store)
                         .map_err(|e| tracing::warn!("{name} heartbeat: {e}"))
@@ -324,13 +333,18 @@ impl Heartbeat {
                     if client.as_ref().is_none_or(|c| c.is_closed()) {
                         client = connect();
                     }
+                    let sent = std::time::Instant::now();
                     let renewal = match client.as_mut() {
                         Some(c) => renew(c, store.lease.as_secs_f64()).map_err(|e| e.to_string()),
                         None => Err("no connection".to_string()),
                     };
                     due = std::time::Instant::now() + every;
                     match renewal {
-                        Ok(true) => renewed = std::time::Instant::now(),
+                        Ok(true) => {
+                            renewed = std::time::Instant::now();
+                            // The controller's own deadline counts from when it was sent.
+                            store.lease_clock().renewed(sent);
+                        }
                         Ok(false) => {
                             tracing::error!("{lost}: no new task starts");
                             lost_signal.notify_one();
@@ -350,13 +364,24 @@ impl Heartbeat {
                     }
                 }
             })?;
-        Ok(Heartbeat { stop, handle })
+        Ok(Heartbeat {
+            stop,
+            ended,
+            bound,
+            clock,
+        })
     }
 
-    /// Stops renewing and waits for the thread.
+    /// Stops renewing and waits for the thread, at most a call's bound: a renewal that
+    /// a hung database never answers is left behind, it must not hold the exit.
     pub(super) fn stop(self) {
         drop(self.stop);
-        let _ = self.handle.join();
+        let wait = if self.clock.passed() {
+            std::time::Duration::ZERO
+        } else {
+            self.bound
+        };
+        let _ = self.ended.recv_timeout(wait);
     }
 }
 
@@ -397,17 +422,29 @@ impl Drop for Lease {
         if self.keep {
             return;
         }
+        // Bounded as a whole: a server that stops answering after the connection was
+        // made must not hold the controller's exit (the lease expires by itself).
+        let (store, inventory, holder) = (
+            self.store.clone(),
+            self.info.inventory.clone(),
+            self.holder.clone(),
+        );
         let released = self
             .store
-            .connect()
+            .bounded("releasing the lease", self.store.bound() * 2, move || {
+                store
+                    .connect()
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut c| {
+                        c.execute(
+                            "DELETE FROM leases WHERE inventory = $1 AND holder = $2",
+                            &[&inventory, &holder],
+                        )
+                        .map_err(|e| e.to_string())
+                    })
+            })
             .map_err(|e| e.to_string())
-            .and_then(|mut c| {
-                c.execute(
-                    "DELETE FROM leases WHERE inventory = $1 AND holder = $2",
-                    &[&self.info.inventory, &self.holder],
-                )
-                .map_err(|e| e.to_string())
-            });
+            .and_then(|released| released);
         if let Err(e) = released {
             tracing::warn!("could not release the lease (it expires by itself): {e}");
         }

@@ -11,7 +11,9 @@
 //! runtime): the journal writer and the lease heartbeat are plain threads, as the local
 //! journal's writer is, and the commands read before the run's runtime starts.
 
+pub mod bounds;
 pub mod control;
+pub mod deadline;
 pub mod fence;
 pub mod lease;
 pub mod regions;
@@ -53,6 +55,12 @@ pub enum PgError {
     Conflict(String),
     #[error("cannot start a thread for the state database: {0}")]
     Thread(String),
+    #[error("the state database {url} did not answer {what} within {after:?}: it is hung or out of reach (a stopped server, a held lock, a dropped link)")]
+    Hung {
+        url: String,
+        what: String,
+        after: Duration,
+    },
     #[error("the state database {url} has schema version {found}, newer than this pony knows ({known})\n  hint: run a newer pony against it")]
     TooNew { url: String, found: i32, known: i32 },
     /// The schema is missing or behind, or the role lacks a privilege the command needs.
@@ -107,6 +115,10 @@ pub struct PgStore {
     /// False when a reading command found no schema (or none of pony's tables in it):
     /// no run was ever stored there, and reads never create it.
     created: bool,
+    /// How long one call may take before pony stops waiting for it (see [`bounds`]).
+    bound: Duration,
+    /// This controller's own count of its lease (see [`deadline`]).
+    clock: Arc<deadline::LeaseClock>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -342,15 +354,10 @@ impl PgStore {
             .parse()
             .map_err(|e: postgres::Error| bad(e.to_string()))?;
         config.ssl_mode(tls.driver_mode());
-        // A database out of reach must cost a controller its lease, not hang it: a
-        // connection attempt, or a write the server does not acknowledge, gives up
-        // within a lease (unless the URL says otherwise).
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(lease.max(Duration::from_secs(1)));
-        }
-        if config.get_tcp_user_timeout().is_none() {
-            config.tcp_user_timeout(lease.max(Duration::from_secs(1)));
-        }
+        // A database that is hung (not down) must not freeze a controller: every
+        // connection carries the bounds of [`bounds`] (unless the URL sets its own).
+        let bound = bounds::call_bound(lease);
+        bounds::apply(&mut config, lease);
         let connector = tls.connector().map_err(&bad)?;
         let store = PgStore {
             config,
@@ -361,6 +368,8 @@ impl PgStore {
             lease,
             reader: Arc::default(),
             created: true,
+            bound,
+            clock: Arc::new(deadline::LeaseClock::new(lease)),
         };
         Ok(store)
     }
@@ -370,15 +379,60 @@ impl PgStore {
         &self.shown
     }
 
+    /// How long one call to the database may take before pony stops waiting for it.
+    pub fn bound(&self) -> Duration {
+        self.bound
+    }
+
+    /// This controller's own count of its lease: renewals that went through move its
+    /// deadline on; the run stops once it passes (see [`deadline`]).
+    pub fn lease_clock(&self) -> &Arc<deadline::LeaseClock> {
+        &self.clock
+    }
+
+    /// Connects, waiting at most the connect bound: the driver's `connect_timeout` only
+    /// covers the TCP connect, and a server that accepted the connection but is stopped
+    /// (SIGSTOP, a hung host) never answers the startup packet.
     fn connect_raw(&self) -> Result<Client, PgError> {
-        let connected = match &self.tls {
-            Some(tls) => self.config.connect(tls.clone()),
-            None => self.config.connect(NoTls),
-        };
+        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let after = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(self.bound);
+        let connected = self.bounded("the connection", after, move || match tls {
+            Some(tls) => config.connect(tls),
+            None => config.connect(NoTls),
+        })?;
         connected.map_err(|source| PgError::Connect {
             url: self.shown.clone(),
             hint: tls::hint(self.tls_mode, &source),
             problem: self.describe(&source),
+        })
+    }
+
+    /// Runs `call` (blocking calls to the database) on a thread of its own and waits at
+    /// most `after` for it: the synchronous client has no timeout of its own, and a
+    /// stopped server answers neither a query nor a TCP keepalive (the kernel acks both).
+    /// A call that overruns is left to finish (or fail) on its own thread, whatever it
+    /// holds dropped there.
+    pub fn bounded<T: Send + 'static>(
+        &self,
+        what: &str,
+        after: Duration,
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PgError> {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("pony-db-call".into())
+            .spawn(move || {
+                let _ = done.send(call());
+            })
+            .map_err(|e| PgError::Thread(e.to_string()))?;
+        result.recv_timeout(after).map_err(|_| PgError::Hung {
+            url: self.shown.clone(),
+            what: what.to_string(),
+            after,
         })
     }
 
