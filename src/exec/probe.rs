@@ -314,18 +314,23 @@ async fn mailflow(
     let _ = send(smtp, "QUIT\r\n").await;
     let mailbox = format!("{}'s mailbox at {}:{}", imap.user, imap.address, imap.port);
     loop {
-        match find_and_delete(connection, imap, &tag).await {
-            Ok(true) => {
+        // Each look is bounded by what is left, so that a slow IMAP session cannot turn
+        // the answer into the probe's bare time-out.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, find_and_delete(connection, imap, &tag)).await {
+            Ok(Ok(true)) => {
                 return Ok(format!("{:.3}", accepted.elapsed().as_secs_f64()));
             }
-            Ok(false) if tokio::time::Instant::now() >= deadline => {
+            Ok(Ok(false)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(Err(e)) => return Err(format!("imap ({mailbox}): {e}")),
+            Ok(Ok(false)) | Err(_) => {
                 return Err(format!(
                     "delivery: the MTA took the message ({queued}) but it did not reach {mailbox} within {:.1}s (the MTA's next hop, e.g. the store's LMTP, down? see the MTA's queue)",
                     accepted.elapsed().as_secs_f64()
                 ));
             }
-            Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => return Err(format!("imap ({mailbox}): {e}")),
         }
     }
 }
