@@ -98,12 +98,11 @@ done
 /// the watchdog runs); exits 1 otherwise.
 fn folder_lines(run: &str, host: HostId) -> String {
     format!(
-        "pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"\n\
-         mkdir -p -m 700 \"$pony_d\" 2>/dev/null\n\
-         if [ ! -d \"$pony_d\" ] || [ -L \"$pony_d\" ] || [ ! -O \"$pony_d\" ]; then echo \"pony: $pony_d is not a folder of this user's own\" >&2; exit 1; fi\n\
-         chmod 700 \"$pony_d\"\n\
+        "{}pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"\n\
+         pony_own_folder \"$pony_d\" || {{ echo \"pony: $pony_d is not a folder of this user's own\" >&2; exit 1; }}\n\
          D=\"$pony_d/{run}/dm-h{host}\"\n\
-         mkdir -p \"$D\" || exit 1\n"
+         mkdir -p \"$D\" || exit 1\n",
+        crate::transport::OWN_FOLDER_FUNCTION
     )
 }
 

@@ -24,6 +24,16 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// A token no other process has: machine, pid and the time it was made (a lease's
+/// holder, a controller's hands on its task commands).
+pub fn unique_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{}:{}:{nanos:x}", hostname(), std::process::id())
+}
+
 /// Who runs pony, as recorded in journals and locks: `$USER`, else `$LOGNAME`, else the
 /// name of the process's uid (CI containers often set neither variable).
 pub fn current_user() -> String {

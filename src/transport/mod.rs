@@ -159,17 +159,7 @@ pub struct TaskMark {
 /// This process's [`TaskMark::hands`].
 fn these_hands() -> &'static str {
     static HANDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HANDS.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        format!(
-            "{}:{}:{nanos:x}",
-            crate::state::hostname(),
-            std::process::id()
-        )
-    })
+    HANDS.get_or_init(crate::state::unique_token)
 }
 
 tokio::task_local! {
@@ -274,14 +264,21 @@ pony_kill() {
 }
 "#;
 
+/// `pony_own_folder DIR`: makes DIR if missing and succeeds only if it is a folder of
+/// this user's own, not a link (then mode 0700). A folder planted by another user would
+/// let them name what pony kills or runs; callers run unmarked or refuse.
+pub const OWN_FOLDER_FUNCTION: &str = "pony_own_folder() {\n\
+  mkdir -p -m 700 \"$1\" 2>/dev/null\n\
+  [ -d \"$1\" ] && [ ! -L \"$1\" ] && [ -O \"$1\" ] && chmod 700 \"$1\"\n\
+}\n";
+
 /// The folder and file that name the task's process group on its host:
 /// `${TMPDIR:-/tmp}/pony-<uid>/<run>/<task>.pid`, in a folder only its user can use
 /// (when the folder is not that, the command runs unmarked: `pony_f` is empty).
 fn marker_lines(mark: &TaskMark) -> String {
     format!(
-        "pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"; pony_f=\n\
-         mkdir -p -m 700 \"$pony_d\" 2>/dev/null\n\
-         if [ -d \"$pony_d\" ] && [ ! -L \"$pony_d\" ] && [ -O \"$pony_d\" ]; then chmod 700 \"$pony_d\"; mkdir -p \"$pony_d/{run}\" 2>/dev/null && pony_f=\"$pony_d/{run}/{task}.pid\"; fi\n\
+        "{OWN_FOLDER_FUNCTION}pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"; pony_f=\n\
+         if pony_own_folder \"$pony_d\"; then mkdir -p \"$pony_d/{run}\" 2>/dev/null && pony_f=\"$pony_d/{run}/{task}.pid\"; fi\n\
          PONY_TASK={token}; export PONY_TASK\n\
          PONY_HANDS={hands}; export PONY_HANDS\n",
         run = mark.run,

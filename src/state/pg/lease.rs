@@ -129,17 +129,9 @@ pub struct Lease {
     keep: bool,
 }
 
-/// A token no other controller has: machine, pid and the time it was made.
+/// A token no other controller has.
 pub(crate) fn new_holder() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!(
-        "{}:{}:{nanos:x}",
-        crate::state::hostname(),
-        std::process::id()
-    )
+    crate::state::unique_token()
 }
 
 /// Maps a database error of `what` to a lock error (lease and region leases alike).
