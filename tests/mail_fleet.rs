@@ -994,7 +994,13 @@ steps:
     )
     .unwrap();
     let inventory = fleet.inventory();
+    let runs = || -> std::collections::BTreeSet<PathBuf> {
+        std::fs::read_dir(fleet.state.join("runs"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
     let probe = || {
+        let before = runs();
         let out = pony(
             &fleet.state,
             &[
@@ -1009,9 +1015,11 @@ steps:
         )
         .output()
         .unwrap();
-        let runs = std::fs::read_dir(fleet.state.join("runs")).unwrap();
-        let newest = runs.map(|e| e.unwrap().path()).max().unwrap();
-        let record = support::journal(&newest)
+        // This deploy's run (ids made in the same second do not sort by time).
+        let new: Vec<PathBuf> = runs().difference(&before).cloned().collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        let newest = &new[0];
+        let record = support::journal(newest)
             .into_iter()
             .find(|r| r["type"] == "task_finished")
             .unwrap();
