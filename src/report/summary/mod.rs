@@ -3,7 +3,7 @@
 //! where the journal and the per-host logs are.
 
 use super::{short_duration, Palette};
-use crate::events::{Event, HostOutcome, RunOutcome};
+use crate::events::{Event, HostOutcome, RegionSummary, RunOutcome};
 use crate::hint::pony as hint;
 use indexmap::IndexMap;
 use std::time::Duration;
@@ -163,15 +163,10 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     let Event::Summary {
         run_id,
         outcome,
-        exit_code,
         hosts,
         ok,
         failed,
         rolled_back,
-        cancelled,
-        rollback_failed,
-        incomplete,
-        stopped_wave,
         duration_ms,
         regions,
         run_dir,
@@ -181,147 +176,186 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
         return Vec::new();
     };
     let mut lines = vec![String::new()];
+    // The regions' NOT RUN column counts every host not done (incomplete and skipped
+    // unreachable ones too); the total is their sum.
+    let total = RegionSummary {
+        region: "total".into(),
+        hosts: *hosts,
+        ok: *ok,
+        failed: *failed,
+        rolled_back: *rolled_back,
+        cancelled: regions.iter().map(|r| r.cancelled).sum(),
+        duration_ms: *duration_ms,
+    };
+    region_table(&mut lines, regions, &total, palette);
+    failed_hosts_table(&mut lines, notes, run_id, palette);
+    slowest_steps_table(&mut lines, notes, palette);
+    lines.push(String::new());
+    lines.push(verdict_line(event, notes, palette));
+    notes_lines(&mut lines, event, notes);
+    lines.push(format!("journal: {run_dir}/journal.jsonl"));
+    lines.push(format!("logs:    {run_dir}/logs/<host>.log"));
+    if let Some(next) = next_line(*outcome, run_id, notes) {
+        lines.push(next);
+    }
+    lines
+}
+
+/// A number in a table column, painted when it is not zero.
+fn count_cell(n: usize, paint: impl Fn(&str) -> String, width: usize) -> String {
+    let text = format!("{n:>width$}");
+    if n > 0 {
+        paint(&text)
+    } else {
+        text
+    }
+}
+
+/// REGION HOSTS OK FAILED ROLLED BACK NOT RUN DURATION, one row per region and a total
+/// row when there are several.
+fn region_table(
+    lines: &mut Vec<String>,
+    regions: &[RegionSummary],
+    total: &RegionSummary,
+    palette: &Palette,
+) {
     let width = regions
         .iter()
         .map(|r| r.region.len())
         .max()
         .unwrap_or(0)
         .max(6);
-    let count = |n: usize, paint: &dyn Fn(&str) -> String, w: usize| {
-        let text = format!("{n:>w$}");
-        if n > 0 {
-            paint(&text)
-        } else {
-            text
-        }
-    };
-    let red = |t: &str| palette.red(t);
-    let yellow = |t: &str| palette.yellow(t);
-    let plain = |t: &str| t.to_string();
     lines.push(palette.bold(&format!(
         "{:<width$} {:>6} {:>6} {:>7} {:>12} {:>8} {:>9}",
         "REGION", "HOSTS", "OK", "FAILED", "ROLLED BACK", "NOT RUN", "DURATION"
     )));
-    let mut row = |name: &str, h: usize, o: usize, f: usize, rb: usize, c: usize, ms: u64| {
+    let totals = (regions.len() > 1).then_some(total);
+    for r in regions.iter().chain(totals) {
         lines.push(format!(
             "{:<width$} {:>6} {:>6} {} {} {} {:>9}",
-            name,
-            h,
-            o,
-            count(f, &red, 7),
-            count(rb, &yellow, 12),
-            count(c, &plain, 8),
-            short_duration(Duration::from_millis(ms)),
-        ));
-    };
-    for r in regions {
-        row(
-            &r.region,
+            r.region,
             r.hosts,
             r.ok,
-            r.failed,
-            r.rolled_back,
-            r.cancelled,
-            r.duration_ms,
-        );
+            count_cell(r.failed, |t| palette.red(t), 7),
+            count_cell(r.rolled_back, |t| palette.yellow(t), 12),
+            count_cell(r.cancelled, str::to_string, 8),
+            short_duration(Duration::from_millis(r.duration_ms)),
+        ));
     }
-    if regions.len() > 1 {
-        // The regions' NOT RUN column counts every host not done (incomplete and skipped
-        // unreachable ones too); the total is their sum.
-        let not_done: usize = regions.iter().map(|r| r.cancelled).sum();
-        row(
-            "total",
-            *hosts,
-            *ok,
-            *failed,
-            *rolled_back,
-            not_done,
-            *duration_ms,
-        );
+}
+
+/// FAILED HOSTS REGION STEP EXIT NOW, the first [`FAILED_HOSTS`] of them.
+fn failed_hosts_table(
+    lines: &mut Vec<String>,
+    notes: &SummaryNotes,
+    run_id: &str,
+    palette: &Palette,
+) {
+    if notes.failures.is_empty() {
+        return;
     }
-    if !notes.failures.is_empty() {
-        let host_w = notes
-            .failures
-            .keys()
-            .map(|h| h.len())
-            .max()
-            .unwrap_or(0)
-            .max(12);
-        let region_w = notes
+    let widest = |len: &dyn Fn(&FailedHost) -> usize, at_least: usize| {
+        notes
             .failures
             .values()
-            .map(|f| f.region.len())
+            .map(len)
             .max()
             .unwrap_or(0)
-            .max(6);
-        let step_w = notes
-            .failures
-            .values()
-            .map(|f| f.step.len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
-        lines.push(String::new());
-        lines.push(palette.bold(&format!(
+            .max(at_least)
+    };
+    let host_w = notes
+        .failures
+        .keys()
+        .map(|h| h.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let region_w = widest(&|f| f.region.len(), 6);
+    let step_w = widest(&|f| f.step.len(), 4);
+    lines.push(String::new());
+    lines.push(palette.bold(&format!(
+        "{:<host_w$} {:<region_w$} {:<step_w$} {:>5}  {}",
+        "FAILED HOSTS", "REGION", "STEP", "EXIT", "NOW"
+    )));
+    for (host, f) in notes.failures.iter().take(FAILED_HOSTS) {
+        let now = f.outcome.unwrap_or(HostOutcome::Failed);
+        lines.push(format!(
             "{:<host_w$} {:<region_w$} {:<step_w$} {:>5}  {}",
-            "FAILED HOSTS", "REGION", "STEP", "EXIT", "NOW"
-        )));
-        for (host, f) in notes.failures.iter().take(FAILED_HOSTS) {
-            let now = f.outcome.unwrap_or(HostOutcome::Failed);
-            lines.push(format!(
-                "{:<host_w$} {:<region_w$} {:<step_w$} {:>5}  {}",
-                host,
-                f.region,
-                f.step,
-                f.exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                palette.outcome(now),
-            ));
-        }
-        if notes.failures.len() > FAILED_HOSTS {
-            lines.push(format!(
-                "… and {} more failed hosts (pony status {run_id})",
-                notes.failures.len() - FAILED_HOSTS
-            ));
-        }
+            host,
+            f.region,
+            f.step,
+            f.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            palette.outcome(now),
+        ));
     }
+    if notes.failures.len() > FAILED_HOSTS {
+        lines.push(format!(
+            "… and {} more failed hosts (pony status {run_id})",
+            notes.failures.len() - FAILED_HOSTS
+        ));
+    }
+}
+
+/// SLOWEST STEPS MAX HOST MEDIAN TASKS, the [`SLOWEST_STEPS`] with the slowest task.
+fn slowest_steps_table(lines: &mut Vec<String>, notes: &SummaryNotes, palette: &Palette) {
     let mut slowest: Vec<(&String, &StepStats)> = notes.steps.iter().collect();
     slowest.sort_by_key(|entry| std::cmp::Reverse(entry.1.slowest_ms));
     slowest.truncate(SLOWEST_STEPS);
-    if !slowest.is_empty() {
-        let step_width = slowest
-            .iter()
-            .map(|(s, _)| s.len())
-            .max()
-            .unwrap_or(0)
-            .max(13);
-        let host_width = slowest
-            .iter()
-            .map(|(_, s)| s.slowest_host.len())
-            .max()
-            .unwrap_or(0)
-            .max(4);
-        lines.push(String::new());
-        lines.push(palette.bold(&format!(
-            "{:<step_width$} {:>9}  {:<host_width$} {:>9} {:>6}",
-            "SLOWEST STEPS", "MAX", "HOST", "MEDIAN", "TASKS"
-        )));
-        for (step, stats) in slowest {
-            let mut sorted = stats.durations.clone();
-            sorted.sort_unstable();
-            let median = sorted[sorted.len() / 2];
-            lines.push(format!(
-                "{:<step_width$} {:>9}  {:<host_width$} {:>9} {:>6}",
-                step,
-                short_duration(Duration::from_millis(stats.slowest_ms)),
-                stats.slowest_host,
-                short_duration(Duration::from_millis(median)),
-                sorted.len()
-            ));
-        }
+    if slowest.is_empty() {
+        return;
     }
+    let step_width = slowest
+        .iter()
+        .map(|(s, _)| s.len())
+        .max()
+        .unwrap_or(0)
+        .max(13);
+    let host_width = slowest
+        .iter()
+        .map(|(_, s)| s.slowest_host.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
     lines.push(String::new());
+    lines.push(palette.bold(&format!(
+        "{:<step_width$} {:>9}  {:<host_width$} {:>9} {:>6}",
+        "SLOWEST STEPS", "MAX", "HOST", "MEDIAN", "TASKS"
+    )));
+    for (step, stats) in slowest {
+        let mut sorted = stats.durations.clone();
+        sorted.sort_unstable();
+        let median = sorted[sorted.len() / 2];
+        lines.push(format!(
+            "{:<step_width$} {:>9}  {:<host_width$} {:>9} {:>6}",
+            step,
+            short_duration(Duration::from_millis(stats.slowest_ms)),
+            stats.slowest_host,
+            short_duration(Duration::from_millis(median)),
+            sorted.len()
+        ));
+    }
+}
+
+/// `run ID succeeded in 3m 2s: 12 hosts, 11 ok, 1 failed (rolled back), …`.
+fn verdict_line(event: &Event, notes: &SummaryNotes, palette: &Palette) -> String {
+    let Event::Summary {
+        run_id,
+        outcome,
+        exit_code,
+        hosts,
+        ok,
+        rolled_back,
+        cancelled,
+        rollback_failed,
+        incomplete,
+        duration_ms,
+        ..
+    } = event
+    else {
+        unreachable!("verdict_line is called with a summary");
+    };
     let verdict_text = verdict(*outcome);
     let verdict_text = match outcome {
         RunOutcome::Succeeded => palette.green(verdict_text),
@@ -338,11 +372,14 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
             .iter()
             .filter(|h| !notes.failures.contains_key(*h))
             .count();
-    let failed_rolled_back = notes
-        .failures
-        .values()
-        .filter(|f| f.outcome == Some(HostOutcome::RolledBack))
-        .count();
+    let now_counted = |outcome: HostOutcome| {
+        notes
+            .failures
+            .values()
+            .filter(|f| f.outcome == Some(outcome))
+            .count()
+    };
+    let failed_rolled_back = now_counted(HostOutcome::RolledBack);
     let mut asides = Vec::new();
     if failed_rolled_back > 0 {
         asides.push(if failed_rolled_back == failed_hosts {
@@ -354,11 +391,7 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     if *rollback_failed > 0 {
         asides.push(format!("{rollback_failed} with a failed rollback"));
     }
-    let unreachable = notes
-        .failures
-        .values()
-        .filter(|f| f.outcome == Some(HostOutcome::Unreachable))
-        .count();
+    let unreachable = now_counted(HostOutcome::Unreachable);
     if unreachable > 0 {
         asides.push(format!("{unreachable} unreachable, skipped"));
     }
@@ -372,10 +405,24 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
     } else {
         format!("{} incomplete, ", incomplete.len())
     };
-    lines.push(format!(
+    format!(
         "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed_hosts} failed{asides}, {rolled_back} rolled back, {incomplete_count}{cancelled} not run (exit {exit_code})",
         short_duration(Duration::from_millis(*duration_ms))
-    ));
+    )
+}
+
+/// What the verdict line leaves out: unverified rollbacks, rollbacks not attempted,
+/// incomplete hosts, the checks' tally and the wave that stopped the run.
+fn notes_lines(lines: &mut Vec<String>, event: &Event, notes: &SummaryNotes) {
+    let Event::Summary {
+        run_id,
+        incomplete,
+        stopped_wave,
+        ..
+    } = event
+    else {
+        return;
+    };
     if !notes.unverified.is_empty() {
         let hosts: Vec<&str> = notes.unverified.iter().map(String::as_str).collect();
         lines.push(format!(
@@ -414,14 +461,13 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
             "stopped: wave {wave} {why}; its gate did not pass (a later wave never starts)"
         ));
     }
-    lines.push(format!("journal: {run_dir}/journal.jsonl"));
-    lines.push(format!("logs:    {run_dir}/logs/<host>.log"));
-    match outcome {
-        RunOutcome::Interrupted => lines.push(format!(
-            "resume:  {}",
-            hint(format_args!("resume {run_id}"))
-        )),
-        RunOutcome::AwaitingApproval => lines.push(match &notes.approval {
+}
+
+/// The command a person runs next, for the outcomes that want one.
+fn next_line(outcome: RunOutcome, run_id: &str, notes: &SummaryNotes) -> Option<String> {
+    Some(match outcome {
+        RunOutcome::Interrupted => format!("resume:  {}", hint(format_args!("resume {run_id}"))),
+        RunOutcome::AwaitingApproval => match &notes.approval {
             Some(wave) => format!(
                 "approve: {}",
                 hint(format_args!("resume {run_id} --approve {wave}"))
@@ -430,16 +476,15 @@ pub fn render(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Vec<Str
                 "resume:  {}",
                 hint(format_args!("resume {run_id} --approve WAVE"))
             ),
-        }),
-        RunOutcome::NeedsAttention => lines.push(format!(
+        },
+        RunOutcome::NeedsAttention => format!(
             "next:    {}; then {} or {}",
             hint(format_args!("status {run_id}")),
             hint(format_args!("resume {run_id}")),
             hint(format_args!("rollback {run_id}"))
-        )),
-        _ => {}
-    }
-    lines
+        ),
+        _ => return None,
+    })
 }
 
 /// `not attempted: 3 rollback(s) after a failed one: restart@mx1, drain@mx1 (rollback of
@@ -475,181 +520,4 @@ fn not_attempted_line(groups: &IndexMap<String, Vec<String>>, run_id: &str) -> O
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::{RegionSummary, TaskRef};
-
-    fn finished(step: &str, host: &str, ms: u64) -> Event {
-        Event::TaskFinished {
-            task: TaskRef {
-                id: 0,
-                step: step.into(),
-                host: host.into(),
-                region: "r1".into(),
-                cluster: "c1".into(),
-                wave: "w".into(),
-                label: format!("{step}@{host}"),
-            },
-            changed: true,
-            exit_code: Some(0),
-            duration_ms: ms,
-            attempts: 1,
-            record: Default::default(),
-        }
-    }
-
-    #[test]
-    fn summary_has_regions_slowest_steps_verdict_and_paths() {
-        let mut notes = SummaryNotes::default();
-        for (step, host, ms) in [("stage", "a", 10), ("stage", "b", 30), ("drain", "a", 9000)] {
-            notes.observe(&finished(step, host, ms));
-        }
-        let region = |name: &str, ok, rb| RegionSummary {
-            region: name.into(),
-            hosts: 2,
-            ok,
-            failed: 0,
-            rolled_back: rb,
-            cancelled: 0,
-            duration_ms: 1500,
-        };
-        let summary = Event::Summary {
-            run_id: "RUN".into(),
-            outcome: RunOutcome::FailedRolledBack,
-            exit_code: 1,
-            hosts: 4,
-            ok: 3,
-            failed: 0,
-            rolled_back: 1,
-            cancelled: 0,
-            rollback_failed: 0,
-            incomplete: Vec::new(),
-            stopped_wave: None,
-            rollbacks_not_attempted: Vec::new(),
-            duration_ms: 2500,
-            regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],
-            run_dir: "/state/runs/RUN".into(),
-        };
-        notes.observe(&Event::TaskFailed {
-            task: TaskRef {
-                id: 1,
-                step: "switch".into(),
-                host: "c".into(),
-                region: "cn-south".into(),
-                cluster: "c1".into(),
-                wave: "w".into(),
-                label: "switch@c".into(),
-            },
-            exit_code: Some(7),
-            error: "exited with 7".into(),
-            stderr_tail: String::new(),
-            duration_ms: 5,
-            attempts: 1,
-            record: Default::default(),
-        });
-        notes.observe(&Event::HostFinished {
-            host: "c".into(),
-            region: "cn-south".into(),
-            cluster: "c1".into(),
-            outcome: HostOutcome::RolledBack,
-        });
-        let text = render(&summary, &notes, &Palette::new(false)).join("\n");
-        assert!(text.contains("REGION"), "{text}");
-        assert!(text.contains("cn-south"), "{text}");
-        assert!(text.contains("total"), "{text}");
-        let drain = text.lines().find(|l| l.starts_with("drain")).unwrap();
-        assert!(drain.contains("9.0s") && drain.contains(" a "), "{drain}");
-        assert!(
-            text.contains("run RUN failed; rollback complete in 2.5s: 4 hosts, 3 ok, 1 failed (rolled back), 1 rolled back, 0 not run (exit 1)"),
-            "{text}"
-        );
-        assert!(text.contains("journal: /state/runs/RUN/journal.jsonl"));
-    }
-
-    #[test]
-    fn a_halted_runs_total_counts_what_its_regions_count_and_says_incomplete() {
-        let region = |name: &str, not_done| RegionSummary {
-            region: name.into(),
-            hosts: 2,
-            ok: 2 - not_done,
-            failed: 0,
-            rolled_back: 0,
-            cancelled: not_done,
-            duration_ms: 10,
-        };
-        // a and b were halted in flight, c never started.
-        let summary = Event::Summary {
-            run_id: "RUN".into(),
-            outcome: RunOutcome::NeedsAttention,
-            exit_code: 3,
-            hosts: 4,
-            ok: 1,
-            failed: 0,
-            rolled_back: 0,
-            cancelled: 1,
-            rollback_failed: 0,
-            incomplete: vec!["a".into(), "b".into()],
-            stopped_wave: None,
-            rollbacks_not_attempted: Vec::new(),
-            duration_ms: 10,
-            regions: vec![region("r1", 2), region("r2", 1)],
-            run_dir: "/state/runs/RUN".into(),
-        };
-        let text = render(&summary, &SummaryNotes::default(), &Palette::new(false)).join("\n");
-        let total = text.lines().find(|l| l.starts_with("total")).unwrap();
-        let columns: Vec<&str> = total.split_whitespace().collect();
-        assert_eq!(columns[..6], ["total", "4", "1", "0", "0", "3"], "{text}");
-        assert!(
-            text.contains(
-                "4 hosts, 1 ok, 0 failed, 0 rolled back, 2 incomplete, 1 not run (exit 3)"
-            ),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn summary_counts_verify_checks_and_names_the_failed_one() {
-        let mut notes = SummaryNotes::default();
-        for ok in [true, true, false] {
-            notes.observe(&Event::VerifyCheck {
-                wave: "canary".into(),
-                check: "errors".into(),
-                host: "mx-1".into(),
-                ok,
-                detail: if ok {
-                    "3".into()
-                } else {
-                    "canary median 50 vs baseline median 10".into()
-                },
-            });
-        }
-        let summary = Event::Summary {
-            run_id: "RUN".into(),
-            outcome: RunOutcome::FailedRolledBack,
-            exit_code: 1,
-            hosts: 2,
-            ok: 1,
-            failed: 1,
-            rolled_back: 1,
-            cancelled: 0,
-            rollback_failed: 0,
-            incomplete: Vec::new(),
-            stopped_wave: Some("canary".into()),
-            rollbacks_not_attempted: Vec::new(),
-            duration_ms: 2500,
-            regions: Vec::new(),
-            run_dir: "/state/runs/RUN".into(),
-        };
-        let text = render(&summary, &notes, &Palette::new(false)).join("\n");
-        assert!(
-            text.contains("checks:  2 passed, 1 failed (wave canary check errors failed on mx-1: canary median 50 vs baseline median 10)"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "stopped: wave canary failed its verify checks; its gate did not pass (a later wave never starts)"
-            ),
-            "{text}"
-        );
-    }
-}
+mod tests;
