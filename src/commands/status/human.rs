@@ -14,6 +14,19 @@ impl Report<'_> {
     /// The human rendering.
     pub fn human(&self) -> String {
         let mut out = String::new();
+        self.header_part(&mut out);
+        self.notes_part(&mut out);
+        self.tables_part(&mut out);
+        self.failures_part(&mut out);
+        self.rollbacks_part(&mut out);
+        self.controls_part(&mut out);
+        self.footer_part(&mut out);
+        out
+    }
+
+    /// `run ID: PLAYBOOK on INVENTORY`, when it started and by whom, its resumes, and its state
+    /// (with the live controllers of a split run).
+    fn header_part(&self, out: &mut String) {
         let run = self.run;
         let unknown = || "?".to_string();
         out.push_str(&format!(
@@ -78,6 +91,12 @@ impl Report<'_> {
         if !self.controllers.is_empty() {
             out.push_str(&controllers_table(&self.controllers, &run.run_id));
         }
+    }
+
+    /// Notes on what status could not know: a damaged journal, files changed since the
+    /// snapshot, a plan that does not rebuild.
+    fn notes_part(&self, out: &mut String) {
+        let run = self.run;
         if let Some(problem) = &run.journal_problem {
             out.push_str(&format!("note: {problem}\n"));
         }
@@ -106,7 +125,10 @@ impl Report<'_> {
                 "note: the plan could not be rebuilt from the run's snapshot ({first}); counts are from the journal alone and what is pending is unknown\n"
             ));
         }
+    }
 
+    /// The task counts per wave (with each wave's gate) and per region.
+    fn tables_part(&self, out: &mut String) {
         if !self.tasks.waves.is_empty() {
             out.push('\n');
             let gate = |wave: &str| -> String {
@@ -134,7 +156,11 @@ impl Report<'_> {
             });
             out.push_str(&counts_table("REGION", &rows, None));
         }
+    }
 
+    /// Failed tasks with their error and output tail, then running and interrupted tasks.
+    fn failures_part(&self, out: &mut String) {
+        let run = self.run;
         if !self.failed.is_empty() {
             out.push_str(&format!("\nfailed ({}):\n", self.failed.len()));
             for f in self.failed.iter().take(LIST_AT_MOST) {
@@ -158,23 +184,26 @@ impl Report<'_> {
                     out.push('\n');
                 }
             }
-            more(&mut out, self.failed.len());
+            more(out, self.failed.len());
         }
         if !self.running.is_empty() {
             let title = match run.state {
                 RunState::Running => "running now",
                 _ => "running when the run stopped; resume runs them again",
             };
-            list(&mut out, title, &self.running);
+            list(out, title, &self.running);
         }
         if !self.interrupted.is_empty() {
             list(
-                &mut out,
+                out,
                 "interrupted; resume runs them again",
                 &self.interrupted,
             );
         }
+    }
 
+    /// Rollbacks: counts, then each one that failed, did not finish or was not attempted.
+    fn rollbacks_part(&self, out: &mut String) {
         let r = &self.rollbacks;
         if r.ok + r.failed + r.unfinished + r.not_attempted > 0 {
             let mut line = format!("\nrollbacks: {} ok, {} failed", r.ok, r.failed);
@@ -205,9 +234,12 @@ impl Report<'_> {
                 out.push_str(&line);
                 out.push('\n');
             }
-            more(&mut out, r.problems.len());
+            more(out, r.problems.len());
         }
+    }
 
+    /// Commands from other shells (pause, approve, …), the latest [`LIST_AT_MOST`].
+    fn controls_part(&self, out: &mut String) {
         if !self.controls.is_empty() {
             out.push_str(&format!(
                 "\ncommands from other shells ({}):\n",
@@ -230,7 +262,10 @@ impl Report<'_> {
                 ));
             }
         }
+    }
 
+    /// The stopped wave, gates passed, pre-approvals and what the run waits for.
+    fn footer_part(&self, out: &mut String) {
         out.push('\n');
         if let Some(stopped) = &self.stopped_wave {
             out.push_str(&format!(
@@ -261,7 +296,6 @@ impl Report<'_> {
             }
             None => out.push_str("waiting: nothing\n"),
         }
-        out
     }
 }
 
