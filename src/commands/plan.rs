@@ -93,9 +93,7 @@ fn estimate_summary(sim: &Simulation) -> String {
 /// controller means (a run with one controller has none to lose).
 pub fn describe(plan: &Plan, split: bool) -> String {
     let inventory = &plan.inventory;
-    let strategy = &plan.playbook.strategy;
     let mut out = String::new();
-    let limits = plan.cluster_limits();
     let mut tasks_per_host = vec![0usize; inventory.hosts.len()];
     for (_, task) in plan.tasks() {
         tasks_per_host[task.host] += 1;
@@ -109,6 +107,17 @@ pub fn describe(plan: &Plan, split: bool) -> String {
         thousands(plan.task_count())
     )
     .unwrap();
+    describe_strategy(&mut out, plan, &tasks_per_host, split);
+    describe_waves(&mut out, plan, &tasks_per_host);
+    describe_steps(&mut out, plan);
+    describe_critical_path(&mut out, plan);
+    out
+}
+
+/// The strategy's limits, the failure budgets and policies, the health checks, and what a
+/// lost controller means for a split run.
+fn describe_strategy(out: &mut String, plan: &Plan, tasks_per_host: &[usize], split: bool) {
+    let strategy = &plan.playbook.strategy;
     writeln!(
         out,
         "strategy: max_unavailable {} per cluster, max_failures {}, on_failure {}, connections {}",
@@ -169,6 +178,14 @@ pub fn describe(plan: &Plan, split: bool) -> String {
         )
         .unwrap();
     }
+}
+
+/// Each wave: its gate, budget and checks, then its regions and clusters with how many
+/// hosts go (and roll back) at once.
+fn describe_waves(out: &mut String, plan: &Plan, tasks_per_host: &[usize]) {
+    let inventory = &plan.inventory;
+    let strategy = &plan.playbook.strategy;
+    let limits = plan.cluster_limits();
     for (w, wave) in plan.waves.iter().enumerate() {
         let spec = &strategy.waves[w];
         let mut gate = Vec::new();
@@ -252,6 +269,10 @@ pub fn describe(plan: &Plan, split: bool) -> String {
             }
         }
     }
+}
+
+/// Each step: how it fans out, its task count, its hosts, what it needs, its delegates.
+fn describe_steps(out: &mut String, plan: &Plan) {
     writeln!(out, "\nsteps:").unwrap();
     let mut counts = vec![0usize; plan.playbook.steps.len()];
     for (_, task) in plan.tasks() {
@@ -281,6 +302,10 @@ pub fn describe(plan: &Plan, split: bool) -> String {
             writeln!(out, "    {}", delegates_line(plan, s)).unwrap();
         }
     }
+}
+
+/// The longest chain of tasks by estimated duration.
+fn describe_critical_path(out: &mut String, plan: &Plan) {
     let path = plan.estimated_critical_path();
     let chain: Vec<String> = path
         .nodes
@@ -295,7 +320,6 @@ pub fn describe(plan: &Plan, split: bool) -> String {
         chain.join(" -> ")
     )
     .unwrap();
-    out
 }
 
 /// Whole seconds, or tenths of a second below a minute.
