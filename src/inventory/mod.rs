@@ -157,183 +157,294 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, Diagnostics> {
 }
 
 fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
-    let mut errors = Diagnostics::default();
+    let mut builder = Builder {
+        path,
+        errors: Diagnostics::default(),
+        inventory: Inventory {
+            name: raw.name.clone(),
+            file: path.to_path_buf(),
+            regions: Vec::new(),
+            clusters: Vec::new(),
+            hosts: Vec::new(),
+            groups: BTreeMap::new(),
+            by_name: HashMap::new(),
+        },
+    };
     if raw.name.trim().is_empty() {
-        errors.push(
+        builder.errors.push(
             Diagnostic::new(path, "inventory `name` is empty")
                 .hint("give it a name like `global`; it names the lock and the run history"),
         );
     }
     if raw.regions.is_empty() {
-        errors.push(
+        builder.errors.push(
             Diagnostic::new(path, "inventory has no regions")
                 .hint("add `regions:` with at least one region, cluster and host"),
         );
     }
-    let mut inventory = Inventory {
-        name: raw.name.clone(),
-        file: path.to_path_buf(),
-        regions: Vec::new(),
-        clusters: Vec::new(),
-        hosts: Vec::new(),
-        groups: BTreeMap::new(),
-        by_name: HashMap::new(),
+    let top = Inherited {
+        ssh: SshSettings::default(),
+        connection: ConnectionKind::default(),
+        vars: Vars::default(),
+        tz: None,
     };
-    let mut base_ssh = SshSettings::default();
-    base_ssh.overlay(&raw.defaults.ssh);
-    let base_connection = raw.defaults.connection.unwrap_or_default();
-    let base_tz = zone(
-        &mut errors,
-        path,
+    let defaults = &raw.defaults;
+    let base = builder.layer(
+        &top,
         "defaults".into(),
-        &raw.defaults.tz,
-        &None,
+        Layer {
+            ssh: &defaults.ssh,
+            connection: defaults.connection,
+            vars: &defaults.vars,
+            tz: &defaults.tz,
+        },
     );
-
     for (region_name, region) in &raw.regions {
-        let region_id = inventory.regions.len();
-        inventory.regions.push(Region {
-            name: region_name.clone(),
+        builder.region(region_name, region, &base);
+    }
+    let Builder {
+        mut errors,
+        mut inventory,
+        ..
+    } = builder;
+    build_groups(&mut inventory, &mut errors);
+    errors.into_result(inventory)
+}
+
+/// What a region, cluster or host inherits from the level above it.
+#[derive(Clone)]
+struct Inherited {
+    ssh: SshSettings,
+    connection: ConnectionKind,
+    vars: Vars,
+    tz: Option<String>,
+}
+
+/// The settings one level (defaults, region, cluster, host) may set over the inherited ones.
+struct Layer<'a> {
+    ssh: &'a Option<RawSsh>,
+    connection: Option<ConnectionKind>,
+    vars: &'a Vars,
+    tz: &'a Option<String>,
+}
+
+/// The inventory as it is built, and every problem found on the way.
+struct Builder<'a> {
+    path: &'a Path,
+    errors: Diagnostics,
+    inventory: Inventory,
+}
+
+impl Builder<'_> {
+    /// `layer` over `above`; `at` names the level in a bad `tz:`'s error.
+    fn layer(&mut self, above: &Inherited, at: String, layer: Layer) -> Inherited {
+        let mut ssh = above.ssh.clone();
+        ssh.overlay(layer.ssh);
+        Inherited {
+            ssh,
+            connection: layer.connection.unwrap_or(above.connection),
+            vars: merged(&above.vars, layer.vars),
+            tz: zone(&mut self.errors, self.path, at, layer.tz, &above.tz),
+        }
+    }
+
+    fn region(&mut self, region_name: &str, region: &raw::RawRegion, base: &Inherited) {
+        let region_id = self.inventory.regions.len();
+        self.inventory.regions.push(Region {
+            name: region_name.to_string(),
             clusters: Vec::new(),
         });
-        let mut region_ssh = base_ssh.clone();
-        region_ssh.overlay(&region.ssh);
-        let region_connection = region.connection.unwrap_or(base_connection);
-        let region_vars = merged(&raw.defaults.vars, &region.vars);
-        let region_tz = zone(
-            &mut errors,
-            path,
+        let inherited = self.layer(
+            base,
             format!("region `{region_name}`"),
-            &region.tz,
-            &base_tz,
+            Layer {
+                ssh: &region.ssh,
+                connection: region.connection,
+                vars: &region.vars,
+                tz: &region.tz,
+            },
         );
         if region.clusters.is_empty() {
-            errors.push(
-                Diagnostic::new(path, format!("region `{region_name}` has no clusters")).hint(
+            self.errors.push(
+                Diagnostic::new(self.path, format!("region `{region_name}` has no clusters")).hint(
                     "add `clusters:` with at least one cluster of hosts, or remove the region",
                 ),
             );
         }
         for (cluster_name, cluster) in &region.clusters {
-            let cluster_id = inventory.clusters.len();
-            inventory.regions[region_id].clusters.push(cluster_id);
-            inventory.clusters.push(Cluster {
-                name: cluster_name.clone(),
-                region: region_id,
-                hosts: Vec::new(),
-            });
-            let mut cluster_ssh = region_ssh.clone();
-            cluster_ssh.overlay(&cluster.ssh);
-            let cluster_connection = cluster.connection.unwrap_or(region_connection);
-            let cluster_vars = merged(&region_vars, &cluster.vars);
-            let cluster_tz = zone(
-                &mut errors,
-                path,
-                format!("cluster `{cluster_name}`"),
-                &cluster.tz,
-                &region_tz,
+            self.cluster(region_id, region_name, cluster_name, cluster, &inherited);
+        }
+    }
+
+    fn cluster(
+        &mut self,
+        region_id: usize,
+        region_name: &str,
+        cluster_name: &str,
+        cluster: &raw::RawCluster,
+        above: &Inherited,
+    ) {
+        let cluster_id = self.inventory.clusters.len();
+        self.inventory.regions[region_id].clusters.push(cluster_id);
+        self.inventory.clusters.push(Cluster {
+            name: cluster_name.to_string(),
+            region: region_id,
+            hosts: Vec::new(),
+        });
+        let inherited = self.layer(
+            above,
+            format!("cluster `{cluster_name}`"),
+            Layer {
+                ssh: &cluster.ssh,
+                connection: cluster.connection,
+                vars: &cluster.vars,
+                tz: &cluster.tz,
+            },
+        );
+        if cluster.hosts.is_empty() {
+            self.errors.push(
+                Diagnostic::new(
+                    self.path,
+                    format!("cluster `{cluster_name}` in region `{region_name}` has no hosts"),
+                )
+                .hint("add `hosts:` (names or ranges like `mx-[01:10]`), or remove the cluster"),
             );
-            if cluster.hosts.is_empty() {
-                errors.push(
+        }
+        for (host_key, host) in &cluster.hosts {
+            let empty = raw::RawHost::default();
+            let host = host.as_ref().unwrap_or(&empty);
+            self.host_entry(
+                cluster_id,
+                cluster_name,
+                cluster,
+                host_key,
+                host,
+                &inherited,
+            );
+        }
+    }
+
+    /// One `hosts:` entry: a name or a range of names, with an address or a range of
+    /// addresses of the same length.
+    fn host_entry(
+        &mut self,
+        cluster_id: usize,
+        cluster_name: &str,
+        cluster: &raw::RawCluster,
+        host_key: &str,
+        host: &raw::RawHost,
+        above: &Inherited,
+    ) {
+        let Some((names, addresses)) = self.names_and_addresses(cluster_name, host_key, host)
+        else {
+            return;
+        };
+        let inherited = self.layer(
+            above,
+            format!("host `{host_key}`"),
+            Layer {
+                ssh: &host.ssh,
+                connection: host.connection,
+                vars: &host.vars,
+                tz: &host.tz,
+            },
+        );
+        let mut roles = cluster.roles.clone();
+        for role in &host.roles {
+            if !roles.contains(role) {
+                roles.push(role.clone());
+            }
+        }
+        let region = self.inventory.clusters[cluster_id].region;
+        for (index, name) in names.into_iter().enumerate() {
+            self.add_host(
+                cluster_name,
+                Host {
+                    name,
+                    address: addresses.as_ref().map(|a| a[index].clone()),
+                    region,
+                    cluster: cluster_id,
+                    roles: roles.clone(),
+                    connection: inherited.connection,
+                    ssh: inherited.ssh.clone(),
+                    vars: inherited.vars.clone(),
+                    tz: inherited.tz.clone(),
+                },
+            );
+        }
+    }
+
+    /// The entry's names and addresses expanded, or `None` with the problem recorded.
+    #[allow(clippy::type_complexity)]
+    fn names_and_addresses(
+        &mut self,
+        cluster_name: &str,
+        host_key: &str,
+        host: &raw::RawHost,
+    ) -> Option<(Vec<String>, Option<Vec<String>>)> {
+        let path = self.path;
+        let names = match range::expand(host_key) {
+            Ok(names) => names,
+            Err(e) => {
+                self.errors.push(
                     Diagnostic::new(
                         path,
-                        format!("cluster `{cluster_name}` in region `{region_name}` has no hosts"),
+                        format!(
+                            "bad host range `{}` in cluster `{cluster_name}`: {}",
+                            e.text, e.reason
+                        ),
                     )
-                    .hint(
-                        "add `hosts:` (names or ranges like `mx-[01:10]`), or remove the cluster",
-                    ),
+                    .hint("ranges are `[start:end]` with start <= end, e.g. `mx-gz-[01:40]`"),
                 );
+                return None;
             }
-            for (host_key, host) in &cluster.hosts {
-                let empty = raw::RawHost::default();
-                let host = host.as_ref().unwrap_or(&empty);
-                let names = match range::expand(host_key) {
-                    Ok(names) => names,
-                    Err(e) => {
-                        errors.push(
-                            Diagnostic::new(
-                                path,
-                                format!(
-                                    "bad host range `{}` in cluster `{cluster_name}`: {}",
-                                    e.text, e.reason
-                                ),
-                            )
-                            .hint(
-                                "ranges are `[start:end]` with start <= end, e.g. `mx-gz-[01:40]`",
-                            ),
-                        );
-                        continue;
-                    }
-                };
-                let addresses = match &host.address {
-                    None => None,
-                    Some(address) => match range::expand(address) {
-                        Ok(addresses) if addresses.len() == names.len() => Some(addresses),
-                        Ok(addresses) => {
-                            errors.push(Diagnostic::new(path, format!(
-                                "host `{host_key}`: {} names but address `{address}` expands to {} addresses",
-                                names.len(), addresses.len()
-                            )).hint("give the address range the same length as the name range, e.g. `mx-[01:40]` with `10.0.0.[11:50]`"));
-                            continue;
-                        }
-                        Err(e) => {
-                            errors.push(
-                                Diagnostic::new(path, format!("host `{host_key}`: address {e}"))
-                                    .hint(
-                                        "address ranges are `[start:end]`, e.g. `10.20.1.[11:50]`",
-                                    ),
-                            );
-                            continue;
-                        }
-                    },
-                };
-                let mut ssh = cluster_ssh.clone();
-                ssh.overlay(&host.ssh);
-                let vars = merged(&cluster_vars, &host.vars);
-                let tz = zone(
-                    &mut errors,
-                    path,
-                    format!("host `{host_key}`"),
-                    &host.tz,
-                    &cluster_tz,
+        };
+        let Some(address) = &host.address else {
+            return Some((names, None));
+        };
+        match range::expand(address) {
+            Ok(addresses) if addresses.len() == names.len() => Some((names, Some(addresses))),
+            Ok(addresses) => {
+                self.errors.push(Diagnostic::new(path, format!(
+                    "host `{host_key}`: {} names but address `{address}` expands to {} addresses",
+                    names.len(), addresses.len()
+                )).hint("give the address range the same length as the name range, e.g. `mx-[01:40]` with `10.0.0.[11:50]`"));
+                None
+            }
+            Err(e) => {
+                self.errors.push(
+                    Diagnostic::new(path, format!("host `{host_key}`: address {e}"))
+                        .hint("address ranges are `[start:end]`, e.g. `10.20.1.[11:50]`"),
                 );
-                let mut roles = cluster.roles.clone();
-                for role in &host.roles {
-                    if !roles.contains(role) {
-                        roles.push(role.clone());
-                    }
-                }
-                for (index, name) in names.into_iter().enumerate() {
-                    let host_id = inventory.hosts.len();
-                    if let Some(&other) = inventory.by_name.get(&name) {
-                        let other = &inventory.clusters[inventory.hosts[other].cluster].name;
-                        let place = if *other == *cluster_name {
-                            format!("defined twice in cluster `{other}`")
-                        } else {
-                            format!("in cluster `{cluster_name}` and in cluster `{other}`")
-                        };
-                        errors.push(Diagnostic::new(path, format!("duplicate host `{name}` ({place})")).hint("host names must be unique across the inventory; rename or remove one"));
-                        continue;
-                    }
-                    inventory.by_name.insert(name.clone(), host_id);
-                    inventory.clusters[cluster_id].hosts.push(host_id);
-                    inventory.hosts.push(Host {
-                        name,
-                        address: addresses.as_ref().map(|a| a[index].clone()),
-                        region: region_id,
-                        cluster: cluster_id,
-                        roles: roles.clone(),
-                        connection: host.connection.unwrap_or(cluster_connection),
-                        ssh: ssh.clone(),
-                        vars: vars.clone(),
-                        tz: tz.clone(),
-                    });
-                }
+                None
             }
         }
     }
-    build_groups(&mut inventory, &mut errors);
-    errors.into_result(inventory)
+
+    /// Adds a host unless its name is taken (an error naming both places).
+    fn add_host(&mut self, cluster_name: &str, host: Host) {
+        let inventory = &mut self.inventory;
+        if let Some(&other) = inventory.by_name.get(&host.name) {
+            let other = &inventory.clusters[inventory.hosts[other].cluster].name;
+            let place = if *other == *cluster_name {
+                format!("defined twice in cluster `{other}`")
+            } else {
+                format!("in cluster `{cluster_name}` and in cluster `{other}`")
+            };
+            self.errors.push(
+                Diagnostic::new(
+                    self.path,
+                    format!("duplicate host `{}` ({place})", host.name),
+                )
+                .hint("host names must be unique across the inventory; rename or remove one"),
+            );
+            return;
+        }
+        let host_id = inventory.hosts.len();
+        inventory.by_name.insert(host.name.clone(), host_id);
+        inventory.clusters[host.cluster].hosts.push(host_id);
+        inventory.hosts.push(host);
+    }
 }
 
 /// A `tz:` setting checked as an IANA zone, or the inherited one.
