@@ -103,32 +103,7 @@ pub struct Until {
 impl Builder<'_> {
     pub(super) fn step(&mut self, raw: &RawStep, names: &[&str]) -> Option<Step> {
         let what = format!("step `{}`", raw.name);
-        let mut actions = Vec::new();
-        if let Some(run) = &raw.run {
-            actions.push(Action::Run(run.clone()));
-        }
-        if let Some(t) = &raw.upload {
-            actions.push(Action::Upload(self.transfer(&what, t)?));
-        }
-        if let Some(t) = &raw.template {
-            actions.push(Action::Template(self.transfer(&what, t)?));
-        }
-        if let Some(p) = &raw.probe {
-            actions.push(Action::Probe(p.clone()));
-        }
-        if actions.len() != 1 {
-            let found: Vec<&str> = actions.iter().map(Action::kind).collect();
-            self.error(
-                if found.is_empty() {
-                    format!("{what} has no action")
-                } else {
-                    format!("{what} has {} actions ({})", found.len(), found.join(", "))
-                },
-                "give each step exactly one of `run`, `upload`, `template` or `probe`",
-            );
-            return None;
-        }
-        let action = actions.pop().expect("one action");
+        let action = self.action(&what, raw)?;
         let hosts = match HostPattern::parse(raw.hosts.as_deref().unwrap_or("all")) {
             Ok(p) => p,
             Err(e) => {
@@ -140,39 +115,9 @@ impl Builder<'_> {
                 return None;
             }
         };
-        let mut needs = Vec::new();
-        for need in &raw.needs {
-            let (name, scope) = match need {
-                raw::RawNeed::Step(name) => (name.as_str(), NeedScope::Auto),
-                raw::RawNeed::Scoped(s) => (s.step.as_str(), s.scope),
-            };
-            match names.iter().position(|n| *n == name) {
-                Some(step) => needs.push(Need { step, scope }),
-                None => {
-                    let mut d =
-                        Diagnostic::new(self.path, format!("{what} needs unknown step `{name}`"));
-                    d = match closest(name, names.iter().copied()) {
-                        Some(best) => d.hint(format!("did you mean `{best}`?")),
-                        None => d.hint(format!("steps are: {}", names.join(", "))),
-                    };
-                    self.errors.push(d);
-                }
-            }
-        }
+        let needs = self.needs(&what, raw, names);
         if let Some(capture) = &raw.capture {
-            let valid = capture
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && capture
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                self.error(
-                    format!("{what}: capture `{capture}` is not a valid variable name"),
-                    "use letters, digits and `_`, e.g. `previous_release`",
-                );
-            }
+            self.check_capture(&what, capture);
         }
         let until = raw.until.as_ref().map(|u| Until {
             retries: u.retries,
@@ -182,19 +127,7 @@ impl Builder<'_> {
                 .and_then(|d| self.duration(&format!("{what} until.delay"), d))
                 .unwrap_or(Duration::from_secs(1)),
         });
-        let delegate_parallel = raw.delegate_parallel.unwrap_or(1);
-        if raw.delegate_parallel.is_some() && raw.delegate.is_none() {
-            self.error(
-                format!("{what}: `delegate_parallel` without `delegate`"),
-                "add `delegate: HOST` (e.g. `delegate: \"{{ lb_host }}\"`), or remove `delegate_parallel`",
-            );
-        }
-        if delegate_parallel == 0 {
-            self.error(
-                format!("{what}: `delegate_parallel` is 0, so no task could ever run"),
-                "give at least 1 (the default: one task at a time per delegate host)",
-            );
-        }
+        let delegate_parallel = self.delegate_parallel(&what, raw);
         let dead_man = raw
             .dead_man
             .as_ref()
@@ -232,6 +165,95 @@ impl Builder<'_> {
             delegate_parallel,
             dead_man,
         })
+    }
+
+    /// The step's one action (`run`, `upload`, `template` or `probe`).
+    fn action(&mut self, what: &str, raw: &RawStep) -> Option<Action> {
+        let mut actions = Vec::new();
+        if let Some(run) = &raw.run {
+            actions.push(Action::Run(run.clone()));
+        }
+        if let Some(t) = &raw.upload {
+            actions.push(Action::Upload(self.transfer(what, t)?));
+        }
+        if let Some(t) = &raw.template {
+            actions.push(Action::Template(self.transfer(what, t)?));
+        }
+        if let Some(p) = &raw.probe {
+            actions.push(Action::Probe(p.clone()));
+        }
+        if actions.len() != 1 {
+            let found: Vec<&str> = actions.iter().map(Action::kind).collect();
+            self.error(
+                if found.is_empty() {
+                    format!("{what} has no action")
+                } else {
+                    format!("{what} has {} actions ({})", found.len(), found.join(", "))
+                },
+                "give each step exactly one of `run`, `upload`, `template` or `probe`",
+            );
+            return None;
+        }
+        Some(actions.pop().expect("one action"))
+    }
+
+    /// The steps this one needs, each known (else an error with "did you mean").
+    fn needs(&mut self, what: &str, raw: &RawStep, names: &[&str]) -> Vec<Need> {
+        let mut needs = Vec::new();
+        for need in &raw.needs {
+            let (name, scope) = match need {
+                raw::RawNeed::Step(name) => (name.as_str(), NeedScope::Auto),
+                raw::RawNeed::Scoped(s) => (s.step.as_str(), s.scope),
+            };
+            match names.iter().position(|n| *n == name) {
+                Some(step) => needs.push(Need { step, scope }),
+                None => {
+                    let mut d =
+                        Diagnostic::new(self.path, format!("{what} needs unknown step `{name}`"));
+                    d = match closest(name, names.iter().copied()) {
+                        Some(best) => d.hint(format!("did you mean `{best}`?")),
+                        None => d.hint(format!("steps are: {}", names.join(", "))),
+                    };
+                    self.errors.push(d);
+                }
+            }
+        }
+        needs
+    }
+
+    /// A capture names a variable later templates use.
+    fn check_capture(&mut self, what: &str, capture: &str) {
+        let valid = capture
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && capture
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            self.error(
+                format!("{what}: capture `{capture}` is not a valid variable name"),
+                "use letters, digits and `_`, e.g. `previous_release`",
+            );
+        }
+    }
+
+    /// How many of the step's tasks one delegate host runs at once (at least 1).
+    fn delegate_parallel(&mut self, what: &str, raw: &RawStep) -> usize {
+        let delegate_parallel = raw.delegate_parallel.unwrap_or(1);
+        if raw.delegate_parallel.is_some() && raw.delegate.is_none() {
+            self.error(
+                format!("{what}: `delegate_parallel` without `delegate`"),
+                "add `delegate: HOST` (e.g. `delegate: \"{{ lb_host }}\"`), or remove `delegate_parallel`",
+            );
+        }
+        if delegate_parallel == 0 {
+            self.error(
+                format!("{what}: `delegate_parallel` is 0, so no task could ever run"),
+                "give at least 1 (the default: one task at a time per delegate host)",
+            );
+        }
+        delegate_parallel
     }
 
     /// A dead man's switch runs the step's rollback on the host the step took out of
