@@ -334,3 +334,85 @@ steps:
     );
     assert!(!out.contains("sudo"), "the wire form is not shown:\n{out}");
 }
+
+/// The order comes from the scheduler itself, run over a transport that records what it
+/// would send: no host is contacted and nothing runs. An ssh host's port is a listener
+/// this test holds (any connection to it would be seen), and a local host's step would
+/// leave a marker outside pony's folders; neither happens, and the ssh host is listed as
+/// started by the scheduler, not as a host its rehearsal could not reach.
+#[test]
+fn the_order_is_the_schedulers_and_nothing_is_contacted_or_run() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let markers = tempfile::tempdir().expect("temp dir");
+    let setup = Setup::new(
+        &format!(
+            r#"
+name: untouched
+defaults:
+  connection: local
+regions:
+  r1:
+    clusters:
+      c1:
+        hosts:
+          l-[1:3]: {{}}
+      c2:
+        connection: ssh
+        ssh: {{ port: {port}, connect_retries: 0, connect_timeout: 5s }}
+        hosts:
+          s-1: {{ address: 127.0.0.1 }}
+"#
+        ),
+        &format!(
+            r#"
+name: untouched
+strategy: {{ max_unavailable: 2 }}
+steps:
+  - name: mark
+    unless: test -e {markers}/never
+    run: touch {markers}/ran-{{{{ host.name }}}}
+    rollback: touch {markers}/rolled-back-{{{{ host.name }}}}
+"#,
+            markers = markers.path().display()
+        ),
+    );
+    let out = setup.dry_run(&[]);
+    assert!(
+        out.contains("#   r1/c1 (2 at once): batch 1: l-1, l-2 / batch 2: l-3\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("#   r1/c2 (2 at once): batch 1: s-1\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("not started by the scheduler's rehearsal"),
+        "{out}"
+    );
+    // Four tasks; each sent its guard and then its action, and both were only recorded.
+    assert!(
+        out.ends_with(
+            "# order from the scheduler, run in virtual time over a recording transport: 4 tasks started, 8 calls recorded, none run\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l
+            == format!(
+                "mark@s-1  [unless test -e {m}/never] touch {m}/ran-s-1",
+                m = markers.path().display()
+            )),
+        "{out}"
+    );
+    let left: Vec<_> = std::fs::read_dir(markers.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "a dry run ran commands: {left:?}");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a dry run contacted the ssh host: {other:?}"),
+    }
+}

@@ -26,7 +26,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
             .unwrap_or(plan.playbook.strategy.rollback_pace);
         crate::out!(
             "{}",
-            super::dry_run::render(&plan, &redactor, connections, pace)
+            super::dry_run::render(plan, &redactor, connections, pace)
         );
         return Ok(Exit::Success);
     }

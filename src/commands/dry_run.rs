@@ -1,18 +1,27 @@
 //! `pony deploy --dry-run`: every command per host, rendered, in the order the real run
 //! takes them, each with its rollback; nothing is contacted.
 //!
-//! The order is the admission's: per wave, each cluster lets `max_unavailable` hosts in
-//! at once, first come first served, in the order the hosts' first tasks become ready
-//! (inventory order for a step that runs everywhere). The dry run shows that as batches
-//! per cluster; the real run slides (the next host starts as soon as one finishes), so a
-//! batch is "at most this many at once, in this order", not a barrier.
+//! The order is the scheduler's own: the dry run runs [`crate::exec::run`] the way
+//! `pony simulate` does ([`crate::sim::rehearse`]: virtual time, nothing written) over
+//! [`crate::sim::record`]'s transport, which records what would be sent and runs nothing,
+//! and reads the order the hosts started in from the run's events. Per wave, each
+//! cluster's hosts in that order are cut into `max_unavailable` batches; the real run
+//! slides (the next host starts as soon as one finishes), so a batch is "at most this
+//! many at once, in this order", not a barrier. Only the printing is this file's: a
+//! host's commands together, in dependency order.
 
+use crate::events::{Emitted, Event};
 use crate::exec::task;
 use crate::inventory::{ClusterId, HostId};
 use crate::plan::{Node, NodeId, Plan};
 use crate::playbook::{CheckAction, Per, RollbackPace};
 use crate::secret::Redactor;
+use crate::sim::record::{Recording, RecordingOpener};
+use crate::sim::Rehearsal;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// What the dry run says where a template uses a capture.
 const CAPTURED: &str = "(captured at run time)";
@@ -23,47 +32,106 @@ struct Batches {
     waves: Vec<BTreeMap<ClusterId, Vec<Vec<HostId>>>>,
     /// Per host: its batch (0-based) within its wave and cluster.
     of_host: Vec<usize>,
+    /// Per wave: hosts with tasks the rehearsal did not start.
+    unreached: Vec<Vec<HostId>>,
 }
 
-fn batches(plan: &Plan) -> Batches {
-    let limits = plan.cluster_limits();
-    // A host enters its cluster's queue when its first `per: host` task is ready: the
-    // one with the lowest node index among those that wait only for the wave's start.
-    let mut first_ready: Vec<Option<usize>> = vec![None; plan.inventory.hosts.len()];
-    let mut first_any: Vec<Option<usize>> = vec![None; plan.inventory.hosts.len()];
-    for (node, t) in plan.tasks() {
-        if t.per != Per::Host {
-            continue;
-        }
-        let at_start = plan
-            .dependencies(node)
-            .all(|d| matches!(plan.graph[d], Node::Gate(_)));
-        let slot = if at_start {
-            &mut first_ready[t.host]
-        } else {
-            &mut first_any[t.host]
-        };
-        *slot = Some(slot.map_or(node.index(), |i| i.min(node.index())));
-    }
-    let mut of_host = vec![0; plan.inventory.hosts.len()];
-    let waves = plan
-        .waves
+/// What the scheduler did when it ran the plan over the recording transport.
+struct Rehearsed {
+    /// Hosts in the order the scheduler started them (their first `per: host` task).
+    started: Vec<HostId>,
+    /// Tasks it started, and what it sent the hosts (recorded, none of it run).
+    tasks: usize,
+    recorded: usize,
+}
+
+/// Runs the real scheduler ([`crate::sim::rehearse`], as `pony simulate` does) over the
+/// recording transport: the admission order the dry run prints is the scheduler's own.
+fn rehearse(plan: &Arc<Plan>, connections: usize, pace: RollbackPace) -> Rehearsed {
+    let recording = Recording::new(plan.clone());
+    let setup = Rehearsal {
+        start: chrono::Utc::now(),
+        approve_after: Duration::ZERO,
+        connections,
+        rollback_pace: pace,
+    };
+    let opener = Arc::new(RecordingOpener(recording.clone()));
+    let of_plan = plan.clone();
+    let started = crate::sim::rehearse(plan.clone(), opener, &setup, |events, _| {
+        started_tasks(of_plan, events)
+    });
+    let mut seen = vec![false; plan.inventory.hosts.len()];
+    let hosts = started
         .iter()
-        .map(|wave| {
-            let mut by_cluster: BTreeMap<ClusterId, Vec<HostId>> = BTreeMap::new();
-            for &h in &wave.hosts {
-                if first_ready[h].is_some() || first_any[h].is_some() {
-                    by_cluster
-                        .entry(plan.inventory.hosts[h].cluster)
-                        .or_default()
-                        .push(h);
-                }
-            }
-            by_cluster
+        .filter_map(|&node| plan.task(NodeId::new(node)))
+        .filter(|t| t.per == Per::Host && !std::mem::replace(&mut seen[t.host], true))
+        .map(|t| t.host)
+        .collect();
+    Rehearsed {
+        started: hosts,
+        tasks: started.len(),
+        recorded: recording.take().len(),
+    }
+}
+
+/// The tasks the run started, in order (every durable event acknowledged at once: nothing
+/// is written).
+async fn started_tasks(plan: Arc<Plan>, mut events: UnboundedReceiver<Emitted>) -> Vec<usize> {
+    let mut started = Vec::with_capacity(plan.graph.node_count());
+    while let Some(emitted) = events.recv().await {
+        if let Some(ack) = emitted.durable {
+            let _ = ack.send(());
+        }
+        if let Event::TaskStarted { task } = emitted.event {
+            started.push(task.id);
+        }
+    }
+    started
+}
+
+/// Cuts each wave's hosts, per cluster in the order the scheduler admitted them, into
+/// batches of `max_unavailable`. A host with tasks that the rehearsal never started (its
+/// run stopped first) comes last, in inventory order, and is named in `unreached`.
+fn batches(plan: &Plan, rehearsed: &Rehearsed) -> Batches {
+    let limits = plan.cluster_limits();
+    let hosts = plan.inventory.hosts.len();
+    let mut wave_of = vec![None; hosts];
+    for (w, wave) in plan.waves.iter().enumerate() {
+        for &h in &wave.hosts {
+            wave_of[h] = Some(w);
+        }
+    }
+    let mut has_task = vec![false; hosts];
+    for (_, t) in plan.tasks() {
+        has_task[t.host] |= t.per == Per::Host;
+    }
+    let mut started = vec![false; hosts];
+    for &h in &rehearsed.started {
+        started[h] = true;
+    }
+    let never_started: Vec<HostId> = (0..hosts).filter(|&h| has_task[h] && !started[h]).collect();
+    let mut by_cluster: Vec<BTreeMap<ClusterId, Vec<HostId>>> =
+        vec![BTreeMap::new(); plan.waves.len()];
+    let mut unreached = vec![Vec::new(); plan.waves.len()];
+    for &h in rehearsed.started.iter().chain(&never_started) {
+        let Some(w) = wave_of[h] else { continue };
+        by_cluster[w]
+            .entry(plan.inventory.hosts[h].cluster)
+            .or_default()
+            .push(h);
+    }
+    for &h in &never_started {
+        if let Some(w) = wave_of[h] {
+            unreached[w].push(h);
+        }
+    }
+    let mut of_host = vec![0; hosts];
+    let waves = by_cluster
+        .into_iter()
+        .map(|clusters| {
+            clusters
                 .into_iter()
-                .map(|(cluster, mut hosts)| {
-                    hosts
-                        .sort_by_key(|&h| (first_ready[h].is_none(), first_ready[h], first_any[h]));
+                .map(|(cluster, hosts)| {
                     let size = limits[cluster].max_unavailable.max(1);
                     let cut: Vec<Vec<HostId>> = hosts.chunks(size).map(<[_]>::to_vec).collect();
                     for (b, batch) in cut.iter().enumerate() {
@@ -76,7 +144,11 @@ fn batches(plan: &Plan) -> Batches {
                 .collect()
         })
         .collect();
-    Batches { waves, of_host }
+    Batches {
+        waves,
+        of_host,
+        unreached,
+    }
 }
 
 /// Each node's place in a topological order that, among the nodes ready at each point,
@@ -123,8 +195,11 @@ fn host_grouped_order(plan: &Plan, batches: &Batches) -> Vec<usize> {
 
 /// Every command per host in the order the run takes them, rendered, each followed by
 /// its rollback; `connections` is the run-wide limit of hosts at once.
-pub fn render(plan: &Plan, redactor: &Redactor, connections: usize, pace: RollbackPace) -> String {
-    let batches = batches(plan);
+pub fn render(plan: Plan, redactor: &Redactor, connections: usize, pace: RollbackPace) -> String {
+    let plan = Arc::new(plan);
+    let rehearsed = rehearse(&plan, connections, pace);
+    let batches = batches(&plan, &rehearsed);
+    let plan = &*plan;
     // A task's batch: its host's, or later when it waits for tasks of a later batch (a
     // region-wide `needs`, a `per: region` step after the region's hosts).
     let mut level = vec![0usize; plan.graph.node_count()];
@@ -158,6 +233,7 @@ pub fn render(plan: &Plan, redactor: &Redactor, connections: usize, pace: Rollba
     let mut next = tasks.iter().peekable();
     for (w, wave) in plan.waves.iter().enumerate() {
         out.push_str(&wave_header(plan, w, &batches.waves[w], connections));
+        out.push_str(&unreached_line(plan, &batches.unreached[w]));
         let mut shown_batch = None;
         while let Some(&&(task_wave, batch, _, node)) = next.peek() {
             if task_wave != w {
@@ -183,7 +259,27 @@ pub fn render(plan: &Plan, redactor: &Redactor, connections: usize, pace: Rollba
             out.push_str(&gate_checks(plan, w, redactor));
         }
     }
+    out.push_str(&format!(
+        "# order from the scheduler, run in virtual time over a recording transport: {} tasks started, {} calls recorded, none run\n",
+        rehearsed.tasks, rehearsed.recorded
+    ));
     out
+}
+
+/// Names the wave's hosts the rehearsal never started (listed last above: their order
+/// is the inventory's, not the scheduler's).
+fn unreached_line(plan: &Plan, hosts: &[HostId]) -> String {
+    if hosts.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = hosts
+        .iter()
+        .map(|&h| plan.inventory.hosts[h].name.as_str())
+        .collect();
+    format!(
+        "#   not started by the scheduler's rehearsal (its run stopped first): {}\n",
+        names.join(", ")
+    )
 }
 
 /// How a rollback would go: the pace (the command line's `--rollback-pace` or the

@@ -71,7 +71,7 @@ fn ms_text(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else {
-        super::text::duration_text(ms)
+        super::format::duration_text(ms)
     }
 }
 

@@ -255,3 +255,69 @@ steps:
         "no host starts after the window closed"
     );
 }
+
+/// The dry run's transport: the scheduler's calls are written down per host and task, a
+/// guard answered "not done" so the action is sent too, and nothing else happens.
+#[test]
+fn the_recording_transport_writes_down_each_tasks_guard_and_action() {
+    use super::record::{Call, Recording, RecordingOpener};
+    let plan = plan(
+        "name: r\nstrategy: { max_unavailable: 1 }\nsteps:\n  - { name: a, run: echo first-step, unless: test -e done-already }\n  - { name: b, run: echo second-step, needs: [a] }\n",
+    );
+    let recording = Recording::new(plan.clone());
+    let rehearsal = Rehearsal {
+        start: options().start,
+        approve_after: Duration::ZERO,
+        connections: 10,
+        rollback_pace: plan.playbook.strategy.rollback_pace,
+    };
+    let trace = rehearse(
+        plan.clone(),
+        Arc::new(RecordingOpener(recording.clone())),
+        &rehearsal,
+        |events, started| trace::record(plan.clone(), events, started),
+    );
+    assert!(trace
+        .task_end
+        .iter()
+        .zip(&trace.task_start)
+        .all(|(e, s)| e.is_some() == s.is_some()));
+    let recorded = recording.take();
+    assert_eq!(
+        recorded.len(),
+        7 * 3,
+        "a: guard + action, b: action, on 7 hosts"
+    );
+    for (node, task) in plan.tasks() {
+        let calls: Vec<&Call> = recorded
+            .iter()
+            .filter(|r| r.task == Some((node.index(), false)))
+            .map(|r| &r.call)
+            .collect();
+        assert!(
+            recorded
+                .iter()
+                .filter(|r| r.task == Some((node.index(), false)))
+                .all(|r| r.host == task.host),
+            "a task's calls go to its own host"
+        );
+        let texts: Vec<&str> = calls
+            .iter()
+            .map(|c| match c {
+                Call::Run(command) => command.as_str(),
+                other => panic!("only commands: {other:?}"),
+            })
+            .collect();
+        match plan.playbook.steps[task.step].name.as_str() {
+            "a" => {
+                assert_eq!(texts.len(), 2, "{texts:?}");
+                assert!(texts[0].contains("test -e done-already"), "{texts:?}");
+                assert!(texts[1].contains("echo first-step"), "{texts:?}");
+            }
+            _ => {
+                assert_eq!(texts.len(), 1, "{texts:?}");
+                assert!(texts[0].contains("echo second-step"), "{texts:?}");
+            }
+        }
+    }
+}

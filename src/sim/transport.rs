@@ -33,8 +33,7 @@ pub struct Model {
     pub unreachable: f64,
     /// Tasks (by node index) every attempt of which fails (`--fail-task`).
     pub failing: std::collections::HashSet<usize>,
-    /// Calls made so far per task (and per rollback), to tell guards from the action.
-    calls: Mutex<HashMap<(usize, bool), u32>>,
+    calls: Calls,
 }
 
 impl Model {
@@ -46,7 +45,7 @@ impl Model {
             fail: options.fail,
             unreachable: options.unreachable,
             failing: options.failing.iter().map(|n| n.index()).collect(),
-            calls: Mutex::new(HashMap::new()),
+            calls: Calls::default(),
         }
     }
 
@@ -54,14 +53,6 @@ impl Model {
     pub fn is_unreachable(&self, host: usize) -> bool {
         self.unreachable > 0.0
             && unit(self.seed, &[DRAW_UNREACHABLE, host as u64]) < self.unreachable
-    }
-
-    /// The number of this call within its task (0 for the first).
-    fn call(&self, work: &Work) -> u32 {
-        let mut calls = self.calls.lock().expect("not poisoned");
-        let n = calls.entry((work.node, work.rollback)).or_insert(0);
-        *n += 1;
-        *n - 1
     }
 
     /// One attempt of the task's action: its duration and whether it fails.
@@ -76,12 +67,27 @@ impl Model {
                 && unit(self.seed, &[&[DRAW_FAILURE][..], &parts].concat()) < self.fail);
         (self.durations.task(work.step, work.host, r), failed)
     }
+}
 
-    /// How many of a step's first calls are its guards.
-    fn guards(&self, step: usize) -> u32 {
-        let step = &self.plan.playbook.steps[step];
-        step.creates.is_some() as u32 + step.unless.is_some() as u32
+/// Calls made so far per task (and per rollback), to tell guards from the action.
+#[derive(Default)]
+pub(super) struct Calls(Mutex<HashMap<(usize, bool), u32>>);
+
+impl Calls {
+    /// The number of this call within its task (0 for the first).
+    pub(super) fn next(&self, work: &Work) -> u32 {
+        let mut calls = self.0.lock().expect("not poisoned");
+        let n = calls.entry((work.node, work.rollback)).or_insert(0);
+        *n += 1;
+        *n - 1
     }
+}
+
+/// Whether call number `call` of a task is one of its step's guards (`creates`,
+/// `unless`: its first calls), which a simulated host answers "not done yet".
+pub(super) fn is_guard(plan: &Plan, work: &Work, call: u32) -> bool {
+    let step = &plan.playbook.steps[work.step];
+    !work.rollback && call < step.creates.is_some() as u32 + step.unless.is_some() as u32
 }
 
 /// Opens simulated connections.
@@ -139,13 +145,8 @@ impl Connection for SimConnection {
             let Ok(work) = WORK.try_with(|w| *w) else {
                 return Ok(output(0, "0\n", ""));
             };
-            let call = self.model.call(&work);
-            let guards = if work.rollback {
-                0
-            } else {
-                self.model.guards(work.step)
-            };
-            if call < guards {
+            let call = self.model.calls.next(&work);
+            if is_guard(&self.model.plan, &work, call) {
                 // `creates` / `unless`: the work is not done yet.
                 return Ok(output(1, "", ""));
             }
@@ -173,7 +174,7 @@ impl Connection for SimConnection {
             let Ok(work) = WORK.try_with(|w| *w) else {
                 return Ok(());
             };
-            let call = self.model.call(&work);
+            let call = self.model.calls.next(&work);
             let (duration, failed) = self.model.attempt(&work, call);
             tokio::time::sleep(duration).await;
             if failed {
@@ -204,7 +205,7 @@ impl Connection for SimConnection {
             let Ok(work) = WORK.try_with(|w| *w) else {
                 return Ok("simulated".to_string());
             };
-            let call = self.model.call(&work);
+            let call = self.model.calls.next(&work);
             let (duration, failed) = self.model.attempt(&work, call);
             tokio::time::sleep(duration).await;
             if failed {
