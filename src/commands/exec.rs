@@ -11,8 +11,7 @@ use super::ping::{connections, connector, on_each_host, one_line, select, Reason
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
 use crate::inventory::{HostId, Inventory};
-use crate::report::OutputFormat;
-use crate::report::{short_duration, Palette};
+use crate::report::{short_duration, OutputFormat, Palette};
 use crate::settings::Settings;
 use crate::term::color_enabled;
 use crate::transport::connect::Connector;

@@ -11,8 +11,7 @@
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
 use crate::inventory::{ConnectionKind, HostId, Inventory};
-use crate::report::OutputFormat;
-use crate::report::{short_duration, Palette};
+use crate::report::{short_duration, OutputFormat, Palette};
 use crate::settings::Settings;
 use crate::term::color_enabled;
 use crate::transport::connect::Connector;
