@@ -5,12 +5,13 @@ use crate::cli::{Cli, Command, DeployArgs};
 use crate::diag::Diagnostics;
 use crate::exec::control::ControlCommand;
 use crate::exit::Exit;
+use crate::settings::Settings;
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(mut cli: Cli) -> Exit {
-    resolve_run_options(&mut cli);
-    crate::logging::init(&cli.global);
-    crate::hint::set(&cli.global);
+    let settings = settings(&cli);
+    crate::logging::init(settings.quiet, settings.verbose, settings.color);
+    crate::hint::set(settings.state_source());
     if let Err(errors) = read_secret_sources(&mut cli) {
         return report(&errors.into());
     }
@@ -28,7 +29,7 @@ pub fn run(mut cli: Cli) -> Exit {
     let outcome = match &cli.command {
         Command::Check(args) => crate::commands::check::run(args),
         Command::Plan { plan, estimate } => {
-            crate::commands::plan::run(&cli.global.state_dir, plan, *estimate)
+            crate::commands::plan::run(&settings.state_dir, plan, *estimate)
         }
         Command::Graph {
             plan,
@@ -38,8 +39,8 @@ pub fn run(mut cli: Cli) -> Exit {
         Command::Inventory { hosts, format } => {
             crate::commands::inventory::run(&hosts.inventory, hosts.limit.as_deref(), *format)
         }
-        Command::Deploy(args) => crate::commands::deploy::run(&cli.global, args),
-        Command::Simulate(args) => crate::commands::simulate::run(&cli.global, args),
+        Command::Deploy(args) => crate::commands::deploy::run(&settings, args),
+        Command::Simulate(args) => crate::commands::simulate::run(&settings, args),
         Command::Resume {
             run,
             approve,
@@ -48,7 +49,7 @@ pub fn run(mut cli: Cli) -> Exit {
             skip_failed_wave,
             ..
         } => crate::commands::resume::resume(
-            &cli.global,
+            &settings,
             run,
             approve,
             secret_vars,
@@ -62,7 +63,7 @@ pub fn run(mut cli: Cli) -> Exit {
             accept_new_host_keys,
             ..
         } => crate::commands::resume::join(
-            &cli.global,
+            &settings,
             run,
             approve,
             secret_vars,
@@ -76,7 +77,7 @@ pub fn run(mut cli: Cli) -> Exit {
             accept_new_host_keys,
             ..
         } => crate::commands::resume::rollback(
-            &cli.global,
+            &settings,
             run,
             limit.as_deref(),
             secret_vars,
@@ -84,32 +85,32 @@ pub fn run(mut cli: Cli) -> Exit {
             *accept_new_host_keys,
         ),
         Command::Pause { run } => {
-            crate::commands::control::run(&cli.global, run, ControlCommand::Pause)
+            crate::commands::control::run(&settings, run, ControlCommand::Pause)
         }
         Command::Continue { run } => {
-            crate::commands::control::run(&cli.global, run, ControlCommand::Continue)
+            crate::commands::control::run(&settings, run, ControlCommand::Continue)
         }
         Command::Abort { run, rollback } => crate::commands::control::run(
-            &cli.global,
+            &settings,
             run,
             ControlCommand::Abort {
                 rollback: *rollback,
             },
         ),
         Command::Approve { run, wave } => crate::commands::control::run(
-            &cli.global,
+            &settings,
             run,
             ControlCommand::Approve { wave: wave.clone() },
         ),
-        Command::Status { run } => crate::commands::status::run(&cli.global, run.as_deref()),
+        Command::Status { run } => crate::commands::status::run(&settings, run.as_deref()),
         Command::Watch {
             notify,
             notify_timeout,
             every,
-        } => crate::commands::watch::run(&cli.global, notify, *notify_timeout, *every),
-        Command::History { limit } => crate::commands::history::run(&cli.global, *limit),
+        } => crate::commands::watch::run(&settings, notify, *notify_timeout, *every),
+        Command::History { limit } => crate::commands::history::run(&settings, *limit),
         Command::Unlock { inventory, force } => {
-            crate::commands::resume::unlock(&cli.global, inventory, *force)
+            crate::commands::resume::unlock(&settings, inventory, *force)
         }
         Command::Ping {
             hosts,
@@ -118,7 +119,7 @@ pub fn run(mut cli: Cli) -> Exit {
             handshakes,
             ..
         } => crate::commands::ping::run(
-            &cli.global,
+            &settings,
             &hosts.inventory,
             hosts.limit.as_deref(),
             *accept_new_host_keys,
@@ -133,7 +134,7 @@ pub fn run(mut cli: Cli) -> Exit {
             command,
             ..
         } => crate::commands::exec::run(
-            &cli.global,
+            &settings,
             &hosts.inventory,
             hosts.limit.as_deref(),
             *accept_new_host_keys,
@@ -141,10 +142,10 @@ pub fn run(mut cli: Cli) -> Exit {
             *handshakes,
             command,
         ),
-        Command::Db { action } => crate::commands::db::run(&cli.global, action),
+        Command::Db { action } => crate::commands::db::run(&settings, action),
         Command::Completions { shell } => crate::commands::completions::completions(*shell),
         Command::Man => crate::commands::completions::man(),
-        Command::Lab { action } => crate::commands::lab::run(&cli.global.state_dir, action),
+        Command::Lab { action } => crate::commands::lab::run(&settings.state_dir, action),
     };
     match outcome {
         Ok(exit) => exit,
@@ -152,46 +153,60 @@ pub fn run(mut cli: Cli) -> Exit {
     }
 }
 
-/// Copies the options only some commands take (`--junit`, `--connections`) into the
-/// settings every command reads, once, before any work.
-fn resolve_run_options(cli: &mut Cli) {
-    let (junit, connections, pace, approval_wait) = match &cli.command {
+/// The settings of this process: the global options, the options only some commands
+/// take (`--junit`, `--connections`, `--regions`, …) and pony's environment variables,
+/// resolved once, before any work.
+fn settings(cli: &Cli) -> Settings {
+    let global = &cli.global;
+    let mut settings = Settings {
+        state_dir: global.state_dir.clone(),
+        state: global.state.clone(),
+        lease: global.lease,
+        output: global.output.into(),
+        color: global.color.into(),
+        verbose: global.verbose,
+        quiet: global.quiet,
+        forced_mode: crate::settings::forced_mode(
+            std::env::var(crate::settings::PROGRESS_ENV).ok().as_deref(),
+        ),
+        env_state_dir: std::env::var_os("PONY_STATE_DIR"),
+        env_state: std::env::var("PONY_STATE").ok(),
+        ..Settings::default()
+    };
+    match &cli.command {
         Command::Deploy(DeployArgs { run_options, .. })
         | Command::Resume { run_options, .. }
         | Command::Join { run_options, .. }
-        | Command::Rollback { run_options, .. } => (
-            run_options.junit.clone(),
-            run_options.connections,
-            run_options.rollback_pace,
-            run_options.approval_wait,
-        ),
-        Command::Ping { connections, .. } | Command::Exec { connections, .. } => {
-            (None, *connections, None, None)
+        | Command::Rollback { run_options, .. } => {
+            settings.junit = run_options.junit.clone();
+            settings.connections = run_options.connections;
+            settings.rollback_pace = run_options.rollback_pace.map(Into::into);
+            settings.approval_wait = run_options.approval_wait.filter(|wait| !wait.is_zero());
+            settings.regions = run_options.regions.clone();
+            // MACHINE:PID unless named: a split run's controllers need a name each.
+            settings.controller = run_options.regions.as_ref().map(|_| {
+                run_options
+                    .controller
+                    .clone()
+                    .unwrap_or_else(crate::state::this_process)
+            });
+            settings.on_controller_loss = run_options.on_controller_loss.map(Into::into);
+            settings.progress_every = Some(run_options.progress_every);
+            settings.notify = run_options
+                .notify
+                .iter()
+                .map(|command| crate::notify::Notifier {
+                    command: command.clone(),
+                    timeout: run_options.notify_timeout,
+                })
+                .collect();
         }
-        _ => (None, None, None, None),
-    };
-    if let Command::Deploy(DeployArgs { run_options, .. })
-    | Command::Resume { run_options, .. }
-    | Command::Join { run_options, .. }
-    | Command::Rollback { run_options, .. } = &cli.command
-    {
-        cli.global.regions = run_options.regions.clone();
-        cli.global.controller = run_options.controller.clone();
-        cli.global.on_controller_loss = run_options.on_controller_loss;
-        cli.global.progress_every = Some(run_options.progress_every);
-        cli.global.notify = run_options
-            .notify
-            .iter()
-            .map(|command| crate::notify::Notifier {
-                command: command.clone(),
-                timeout: run_options.notify_timeout,
-            })
-            .collect();
+        Command::Ping { connections, .. } | Command::Exec { connections, .. } => {
+            settings.connections = *connections;
+        }
+        _ => {}
     }
-    cli.global.rollback_pace = pace;
-    cli.global.approval_wait = approval_wait.filter(|wait| !wait.is_zero());
-    cli.global.junit = junit;
-    cli.global.connections = connections;
+    settings
 }
 
 /// Replaces `--secret-var KEY=@FILE` and `KEY=env:VAR` by the values they name, before

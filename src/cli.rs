@@ -18,6 +18,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The options every command takes; `app` resolves them, with each command's own, into
+/// [`crate::settings::Settings`] once, and nothing changes them after parsing.
 #[derive(Debug, Args, Clone)]
 pub struct GlobalOptions {
     /// Where runs, journals, logs, locks and local hosts' directories live.
@@ -44,48 +46,6 @@ pub struct GlobalOptions {
     /// Only errors and the final summary.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Resolved from the command's own `--junit` (deploy, resume, rollback); not an
-    /// option of every command, so it is set by `app`, never parsed here.
-    #[arg(skip)]
-    pub junit: Option<PathBuf>,
-    /// Resolved from the command's own `--connections` (deploy, resume, rollback, ping,
-    /// exec), set by `app`.
-    #[arg(skip)]
-    pub connections: Option<usize>,
-    /// Resolved from the command's own `--rollback-pace` (deploy, resume, rollback).
-    #[arg(skip)]
-    pub rollback_pace: Option<PaceChoice>,
-    /// Resolved from the command's own `--approval-wait` (deploy, resume).
-    #[arg(skip)]
-    pub approval_wait: Option<std::time::Duration>,
-    /// Resolved from the command's own `--regions` (deploy, join, resume).
-    #[arg(skip)]
-    pub regions: Option<String>,
-    /// Resolved from the command's own `--controller`.
-    #[arg(skip)]
-    pub controller: Option<String>,
-    /// Resolved from the command's own `--on-controller-loss` (deploy, join, resume).
-    #[arg(skip)]
-    pub on_controller_loss: Option<LossChoice>,
-    /// Resolved from the command's own `--notify` and `--notify-timeout`.
-    #[arg(skip)]
-    pub notify: Vec<crate::notify::Notifier>,
-    /// Resolved from the command's own `--progress-every` (plain output's interval).
-    #[arg(skip)]
-    pub progress_every: Option<std::time::Duration>,
-}
-
-impl GlobalOptions {
-    /// This controller's name when the run is split by region (`--regions`):
-    /// `--controller`, else MACHINE:PID; `None` for a run with one controller.
-    pub fn controller_name(&self) -> Option<String> {
-        self.regions.as_ref()?;
-        Some(
-            self.controller
-                .clone()
-                .unwrap_or_else(crate::state::this_process),
-        )
-    }
 }
 
 /// What a command that runs a plan (deploy, resume, rollback) also takes.
@@ -178,12 +138,35 @@ pub enum OutputFormat {
     Json,
 }
 
+impl From<OutputFormat> for crate::report::OutputFormat {
+    fn from(format: OutputFormat) -> Self {
+        match format {
+            OutputFormat::Human => crate::report::OutputFormat::Human,
+            OutputFormat::Json => crate::report::OutputFormat::Json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
     Auto,
     Always,
     Never,
 }
+
+impl From<ColorChoice> for crate::term::ColorChoice {
+    fn from(choice: ColorChoice) -> Self {
+        match choice {
+            ColorChoice::Auto => crate::term::ColorChoice::Auto,
+            ColorChoice::Always => crate::term::ColorChoice::Always,
+            ColorChoice::Never => crate::term::ColorChoice::Never,
+        }
+    }
+}
+
+/// The inventory used without `-i`: a path relative to the current folder, where the
+/// pony source tree keeps its 12-host local miniature.
+pub const DEFAULT_INVENTORY: &str = "inventories/local.yaml";
 
 /// An inventory and the hosts of it a command works on.
 #[derive(Debug, Args, Clone)]
@@ -193,7 +176,7 @@ pub struct HostsArgs {
         short,
         long,
         env = "PONY_INVENTORY",
-        default_value = crate::commands::DEFAULT_INVENTORY
+        default_value = DEFAULT_INVENTORY
     )]
     pub inventory: PathBuf,
     /// Only hosts matching this pattern (Ansible syntax, e.g. `mta:&cn-*:!mx-gz-0099` on
@@ -210,7 +193,7 @@ pub struct PlanArgs {
         short,
         long,
         env = "PONY_INVENTORY",
-        default_value = crate::commands::DEFAULT_INVENTORY
+        default_value = DEFAULT_INVENTORY
     )]
     pub inventory: PathBuf,
     /// The playbook file.
@@ -654,4 +637,33 @@ fn parse_controller(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every environment variable the command line reads, and `PONY_PROGRESS`, is one
+    /// of pony's own settings that no child of pony gets ([`crate::secret::OWN_SETTINGS`]).
+    #[test]
+    fn the_withheld_settings_are_the_command_lines_variables() {
+        fn collect(command: &clap::Command, names: &mut std::collections::BTreeSet<String>) {
+            for arg in command.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    names.insert(env.to_string_lossy().into_owned());
+                }
+            }
+            for sub in command.get_subcommands() {
+                collect(sub, names);
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        collect(&<Cli as clap::CommandFactory>::command(), &mut names);
+        names.insert(crate::settings::PROGRESS_ENV.to_string());
+        let listed: std::collections::BTreeSet<String> = crate::secret::OWN_SETTINGS
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
+        assert_eq!(names, listed);
+    }
 }

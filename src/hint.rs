@@ -10,7 +10,7 @@
 //! rather than have every layer pass them down. They go after the command's own words
 //! (`pony resume RUN --state-dir X`), where clap takes a global option as well.
 
-use crate::cli::GlobalOptions;
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// What the hints of this process append, set once by [`set`].
@@ -28,36 +28,42 @@ static STATE_OPTIONS: OnceLock<StateOptions> = OnceLock::new();
 /// The default of `--state-dir`, which a hint leaves out.
 const DEFAULT_STATE_DIR: &str = ".pony";
 
+/// What selects this process's state, as the command line and the environment gave it.
+#[derive(Debug, Clone, Copy)]
+pub struct StateSource<'a> {
+    /// `--state-dir` (or `PONY_STATE_DIR`).
+    pub state_dir: &'a Path,
+    /// `--state` (or `PONY_STATE`), if given.
+    pub state: Option<&'a str>,
+    /// `PONY_STATE_DIR` as the environment has it.
+    pub env_state_dir: Option<&'a std::ffi::OsStr>,
+    /// `PONY_STATE` as the environment has it.
+    pub env_state: Option<&'a str>,
+}
+
 /// Records the options that select the state. `--state-dir` unless it is the default;
 /// with a state database (`--state`), runs live there, so a command on runs carries
 /// `--state URL` instead (its password taken out: a hint is printed), and works from
 /// any machine, whose own state folder is its own. A value that the environment gives
 /// (`PONY_STATE_DIR`, `PONY_STATE`) is left out, as the next command in that shell gets
 /// it again; that is also how a password stays usable without being printed.
-pub fn set(global: &GlobalOptions) {
-    let _ = STATE_OPTIONS.set(state_options(
-        global,
-        std::env::var_os("PONY_STATE_DIR").as_deref(),
-        std::env::var("PONY_STATE").ok().as_deref(),
-    ));
+pub fn set(source: StateSource) {
+    let _ = STATE_OPTIONS.set(state_options(source));
 }
 
-fn state_options(
-    global: &GlobalOptions,
-    env_state_dir: Option<&std::ffi::OsStr>,
-    env_state: Option<&str>,
-) -> StateOptions {
-    let dir = &global.state_dir;
-    let folder = if dir.as_os_str() == DEFAULT_STATE_DIR || env_state_dir == Some(dir.as_os_str()) {
-        String::new()
-    } else {
-        format!(" --state-dir {}", shell_word(&dir.display().to_string()))
-    };
-    let runs = match global.state.as_deref().filter(|s| !s.is_empty()) {
-        Some(url) if env_state == Some(url) => String::new(),
+fn state_options(source: StateSource) -> StateOptions {
+    let dir = source.state_dir;
+    let folder =
+        if dir.as_os_str() == DEFAULT_STATE_DIR || source.env_state_dir == Some(dir.as_os_str()) {
+            String::new()
+        } else {
+            format!(" --state-dir {}", shell_word(&dir.display().to_string()))
+        };
+    let runs = match source.state.filter(|s| !s.is_empty()) {
+        Some(url) if source.env_state == Some(url) => String::new(),
         Some(url) => format!(
             " --state {}",
-            shell_word(&crate::state::pg::redact_password(url))
+            shell_word(&crate::secret::redact_password(url))
         ),
         None => folder.clone(),
     };
@@ -101,7 +107,12 @@ mod tests {
         argv.extend_from_slice(args);
         argv.push("history");
         let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        let options = state_options(&cli.global, env_dir.map(std::ffi::OsStr::new), env_state);
+        let options = state_options(StateSource {
+            state_dir: &cli.global.state_dir,
+            state: cli.global.state.as_deref(),
+            env_state_dir: env_dir.map(std::ffi::OsStr::new),
+            env_state,
+        });
         (options.runs, options.folder)
     }
 

@@ -3,7 +3,9 @@
 //! Modules, in the order data flows through them (docs/architecture.md draws it):
 //!
 //! - [`cli`]: the command line as clap types, nothing else.
-//! - [`app`]: dispatch to [`commands`], and the one place an outcome becomes an exit code.
+//! - [`app`]: resolves the [`settings`] once, dispatches to [`commands`], and is the one
+//!   place an outcome becomes an exit code.
+//! - [`settings`]: what the command line and the environment ask for, as plain values.
 //! - [`exit`]: the documented exit codes.
 //! - [`hint`]: the pony commands messages tell a person to run, with the options that chose the state.
 //! - [`commands`]: one module per subcommand; the glue that loads, runs and prints.
@@ -42,6 +44,7 @@ pub mod plan;
 pub mod playbook;
 pub mod report;
 pub mod secret;
+pub mod settings;
 pub mod sim;
 pub mod state;
 pub mod term;

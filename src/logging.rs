@@ -3,14 +3,15 @@
 //! ([`crate::term::with_progress_suspended`]) and redrawn after it, so logs never garble
 //! the bars.
 
-use crate::cli::GlobalOptions;
 use crate::term;
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-pub fn init(options: &GlobalOptions) {
-    let level = match (options.quiet, options.verbose) {
+/// Sets up logging once per process: `quiet` (`-q`) and `verbose` (the count of `-v`)
+/// pick the level unless RUST_LOG is set; `color` is `--color`.
+pub fn init(quiet: bool, verbose: u8, color: term::ColorChoice) {
+    let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
@@ -18,7 +19,7 @@ pub fn init(options: &GlobalOptions) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("pony={level}")));
-    let ansi = term::color_enabled(options.color, std::io::stderr().is_terminal());
+    let ansi = term::color_enabled(color, std::io::stderr().is_terminal());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(LogWriter)

@@ -126,32 +126,33 @@ pub fn note_secret_env(name: &str) {
         .insert(name.to_string());
 }
 
-/// The variables pony itself reads (`PONY_STATE`, `PONY_STATE_DIR`, …, as the command
-/// line declares them, and `PONY_PROGRESS`): pony's settings, not a child's, and
-/// `PONY_STATE` may hold the database's password.
-fn own_settings() -> &'static std::collections::BTreeSet<String> {
-    static NAMES: std::sync::OnceLock<std::collections::BTreeSet<String>> =
-        std::sync::OnceLock::new();
-    NAMES.get_or_init(|| {
-        fn collect(command: &clap::Command, names: &mut std::collections::BTreeSet<String>) {
-            for arg in command.get_arguments() {
-                if let Some(env) = arg.get_env() {
-                    names.insert(env.to_string_lossy().into_owned());
-                }
-            }
-            for sub in command.get_subcommands() {
-                collect(sub, names);
-            }
-        }
-        let mut names = std::collections::BTreeSet::new();
-        collect(
-            &<crate::cli::Cli as clap::CommandFactory>::command(),
-            &mut names,
-        );
-        names.insert(crate::report::PROGRESS_ENV.to_string());
-        names
-    })
-}
+/// The variables pony itself reads: every `env =` of the command line, and
+/// `PONY_PROGRESS` ([`crate::settings::PROGRESS_ENV`]). They are pony's settings, not a
+/// child's, and `PONY_STATE` may hold the database's password. Written out rather than
+/// read from the clap command, so that this low module does not import the command
+/// line; a test in `cli.rs` keeps the list equal to the command line's.
+pub const OWN_SETTINGS: &[&str] = &[
+    "PONY_ACCEPT_NEW_HOST_KEYS",
+    "PONY_APPROVAL_WAIT",
+    "PONY_COLOR",
+    "PONY_CONNECTIONS",
+    "PONY_CONTROLLER",
+    "PONY_INVENTORY",
+    "PONY_JUNIT",
+    "PONY_LEASE",
+    "PONY_LIMIT",
+    "PONY_NOTIFY_TIMEOUT",
+    "PONY_ON_CONTROLLER_LOSS",
+    "PONY_OUTPUT",
+    "PONY_PLAYBOOK",
+    "PONY_PROGRESS",
+    "PONY_PROGRESS_EVERY",
+    "PONY_REGIONS",
+    "PONY_ROLLBACK_PACE",
+    "PONY_STATE",
+    "PONY_STATE_DIR",
+    "PONY_YES",
+];
 
 /// Whether no child of pony may see this variable: one of pony's own settings, libpq's
 /// `PGPASSWORD`, a variable a `--secret-var …=env:VAR` read, or one whose name marks a
@@ -159,7 +160,7 @@ fn own_settings() -> &'static std::collections::BTreeSet<String> {
 pub fn is_withheld_env(name: &str) -> bool {
     name == "PGPASSWORD"
         || is_secret_name(&name.to_ascii_lowercase())
-        || own_settings().contains(name)
+        || OWN_SETTINGS.contains(&name)
         || SECRET_ENV_NAMES
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -200,6 +201,158 @@ fn child_env(passed: impl Fn(&str) -> bool) -> Vec<(std::ffi::OsString, std::ffi
                 .is_some_and(|name| passed(name) && !is_withheld_env(name))
         })
         .collect()
+}
+
+/// A `--state` value as messages, logs and events may show it: without any password
+/// libpq would read from it. A URL loses the password of its user info
+/// (`postgres://ann:secret@db/pony` → `postgres://ann@db/pony`) and every `password=`
+/// pair of its query (`?password=secret&sslmode=require` → `?sslmode=require`); a
+/// key=value connection string (`host=db password='s e' dbname=pony`, which `--state`
+/// refuses but an error message repeats) shows `password=***`. Keys are matched as
+/// libpq matches them, percent-decoded in a URL. The one place a state URL is made
+/// fit to print: everything that shows one shows what this returns.
+pub fn redact_password(state: &str) -> String {
+    match state.split_once("://") {
+        Some((scheme, rest)) => redact_url(scheme, rest),
+        None if !state.contains('=') && state.contains('@') => redact_mistyped_url(state),
+        None => redact_conninfo(state),
+    }
+}
+
+/// A URL with a mistyped scheme separator (`postgres:/ann:pw@db`, `postgress:ann:pw@db`,
+/// `ann:pw@db/pony`): where its user info ends is a guess, so everything from the first
+/// `:` up to the last `@` is hidden (`postgres:…@db/pony`): a user name may go with it,
+/// a password never shows.
+fn redact_mistyped_url(state: &str) -> String {
+    let at = state.rfind('@').unwrap_or(0);
+    match state[..at].find(':') {
+        Some(colon) => format!("{}:…{}", &state[..colon], &state[at..]),
+        None => state.to_string(),
+    }
+}
+
+/// [`redact_password`] of `SCHEME://REST`.
+fn redact_url(scheme: &str, rest: &str) -> String {
+    // The user info ends at the last `@` of the authority. A password with an unescaped
+    // `/` (libpq wants it percent-encoded) moves that `@` past the first `/`: then the
+    // last `@` before the query counts, so that such a password is cut, never shown.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let query_start = rest.find('?').unwrap_or(rest.len());
+    let at = rest[..authority_end]
+        .rfind('@')
+        .or_else(|| rest[..query_start].rfind('@'));
+    let (user, host) = match at {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            (format!("{user}@"), &rest[at + 1..])
+        }
+        None => (String::new(), rest),
+    };
+    let shown = match host.split_once('?') {
+        Some((path, query)) => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| {
+                    let key = pair.split('=').next().unwrap_or_default();
+                    !percent_decode(key).eq_ignore_ascii_case("password")
+                })
+                .collect();
+            if kept.iter().all(|p| p.is_empty()) {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+        None => host.to_string(),
+    };
+    format!("{scheme}://{user}{shown}")
+}
+
+/// `%70assword` is `password` to libpq: a key is compared decoded.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`redact_password`] of a key=value connection string: each `password` value (bare,
+/// or single-quoted with `\'` and `\\` escapes, as libpq reads it) becomes `***`.
+fn redact_conninfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = find_password_key(rest) {
+        let (before, after) = rest.split_at(found.value_start);
+        out.push_str(before);
+        out.push_str("***");
+        rest = skip_conninfo_value(after);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the value of the first `password` key of a connection string starts.
+struct PasswordKey {
+    value_start: usize,
+}
+
+fn find_password_key(text: &str) -> Option<PasswordKey> {
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(offset) = lower[from..].find("password") {
+        let start = from + offset;
+        let end = start + "password".len();
+        let at_word_start = lower[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace());
+        let after = &text[end..];
+        let spaces = after.len() - after.trim_start().len();
+        if at_word_start && after.trim_start().starts_with('=') {
+            let value = &after[spaces + 1..];
+            let value_spaces = value.len() - value.trim_start().len();
+            return Some(PasswordKey {
+                value_start: end + spaces + 1 + value_spaces,
+            });
+        }
+        from = end;
+    }
+    None
+}
+
+/// The text after a connection string's value (quoted or up to the next blank).
+fn skip_conninfo_value(text: &str) -> &str {
+    if let Some(quoted) = text.strip_prefix('\'') {
+        let mut chars = quoted.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '\'' => return &quoted[i + 1..],
+                _ => {}
+            }
+        }
+        return "";
+    }
+    let end = text.find(char::is_whitespace).unwrap_or(text.len());
+    &text[end..]
 }
 
 #[cfg(test)]
@@ -286,6 +439,78 @@ mod tests {
             "PASSWORD_FILE",
         ] {
             assert!(!is_withheld_env(passed), "{passed}");
+        }
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_password("postgress:ann:s3cret@db/pony"),
+            "postgress:…@db/pony"
+        );
+        assert_eq!(
+            redact_password("postgres:/ann:s3c/r@t@db/pony"),
+            "postgres:…@db/pony"
+        );
+        assert_eq!(redact_password("ann:s3cret@db/pony"), "ann:…@db/pony");
+        assert_eq!(redact_password("ann@db/pony"), "ann@db/pony");
+        assert_eq!(
+            redact_password("postgres://ann:s3cret@db.example:5433/pony"),
+            "postgres://ann@db.example:5433/pony"
+        );
+    }
+
+    #[test]
+    fn every_form_of_password_libpq_reads_is_redacted() {
+        let cases = [
+            // user info
+            (
+                "postgres://ann:hunter2@db:5433/pony",
+                "postgres://ann@db:5433/pony",
+            ),
+            ("postgresql://:hunter2@db/pony", "postgresql://@db/pony"),
+            // an unescaped `/` or `@` in the password
+            ("postgres://ann:hun/ter2@db/pony", "postgres://ann@db/pony"),
+            ("postgres://ann:hun@ter2@db/pony", "postgres://ann@db/pony"),
+            // the query's `password` key, first, last, alone, any case, percent-encoded
+            (
+                "postgres://u@127.0.0.1:1/db?password=hunter2",
+                "postgres://u@127.0.0.1:1/db",
+            ),
+            (
+                "postgres://u@h/db?password=hunter2&schema=mail",
+                "postgres://u@h/db?schema=mail",
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&PassWord=hunter2",
+                "postgres://u@h/db?sslmode=require",
+            ),
+            ("postgres://u@h/db?%70assword=hunter2", "postgres://u@h/db"),
+            // both forms at once
+            (
+                "postgres://u:hunter2@h/db?password=hunter2",
+                "postgres://u@h/db",
+            ),
+            // key=value connection strings
+            (
+                "host=db password=hunter2 dbname=pony",
+                "host=db password=*** dbname=pony",
+            ),
+            (
+                "host=db password = 'hun ter\\'2' user=u",
+                "host=db password = *** user=u",
+            ),
+            ("PASSWORD=hunter2", "PASSWORD=***"),
+            // nothing to take
+            (
+                "postgres://u@h/db?sslmode=require",
+                "postgres://u@h/db?sslmode=require",
+            ),
+            ("host=db passwordless=yes", "host=db passwordless=yes"),
+        ];
+        for (given, shown) in cases {
+            assert_eq!(redact_password(given), shown, "{given}");
+            assert!(!redact_password(given).contains("hun"), "{given}");
         }
     }
 }

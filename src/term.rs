@@ -7,7 +7,6 @@
 //! and it uses none of them: the reporter hands its bars over here, and logging writes
 //! each line with them hidden, without either knowing the other.
 
-use crate::cli::ColorChoice;
 use indicatif::MultiProgress;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +30,16 @@ pub fn with_progress_suspended<R>(f: impl FnOnce() -> R) -> R {
         Some(multi) => multi.suspend(f),
         None => f(),
     }
+}
+
+/// Whether human output gets colour (`--color`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    /// Colour a terminal unless NO_COLOR is set.
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 /// Whether to colour a stream: `never` and `always` say so; `auto` colours a terminal

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<Exit> {
-    let plan = load_plan(args)?;
+    let plan = load_plan(args)?.print_warnings();
     let regions: BTreeSet<usize> = plan
         .waves
         .iter()
@@ -224,9 +224,9 @@ fn unquoted_values(plan: &Plan, args: &PlanArgs, warnings: &mut VarWarnings) {
     }
 }
 
-/// Prints the var warnings on stderr, or with `--strict-vars` refuses on the ones about
-/// command-line values.
-pub fn report_var_warnings(plan: &Plan, args: &PlanArgs) -> Result<(), Diagnostics> {
+/// The var warnings to print, strict ones first; with `--strict-vars`, the refusal of
+/// the ones about command-line values instead.
+pub fn vet_vars(plan: &Plan, args: &PlanArgs) -> Result<Vec<Diagnostic>, Diagnostics> {
     let warnings = var_warnings(plan, args);
     if args.strict_vars && !warnings.strict.is_empty() {
         let mut errors = Diagnostics::default();
@@ -238,8 +238,10 @@ pub fn report_var_warnings(plan: &Plan, args: &PlanArgs) -> Result<(), Diagnosti
         }
         return Err(errors);
     }
-    for warning in warnings.strict.iter().chain(warnings.other.iter()) {
-        eprintln!("warning: {warning}");
-    }
-    Ok(())
+    Ok(warnings
+        .strict
+        .iter()
+        .chain(warnings.other.iter())
+        .cloned()
+        .collect())
 }

@@ -4,17 +4,18 @@
 //! answer. Exit 0 when the run took it, 2 when it refused it (the answer says why), 5
 //! when the run is not running.
 
-use crate::cli::{GlobalOptions, OutputFormat};
 use crate::control::SendError;
 use crate::exec::control::{ControlCommand, ControlReply, Operator};
 use crate::exit::Exit;
 use crate::hint::pony as hint;
+use crate::report::OutputFormat;
+use crate::settings::Settings;
 use crate::state::pg::{self, control::Answer, control::Sent};
 use crate::state::runs::{self, RunState};
 use crate::state::store::Store;
 
-pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow::Result<Exit> {
-    let store = Store::open(global, pg::Access::Control)?;
+pub fn run(settings: &Settings, run: &str, command: ControlCommand) -> anyhow::Result<Exit> {
+    let store = crate::commands::open_store(settings, pg::Access::Control)?;
     let id = store.resolve(run).map_err(|e| {
         let hint = match e {
             runs::ResolveError::Ambiguous { .. } => "give more of the run id".to_string(),
@@ -29,7 +30,7 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
             match crate::control::send(&folder, &command) {
                 Ok(reply) => reply,
                 Err(SendError::NotRunning(error)) => {
-                    not_running(global, &store, &id, &typed, &error.to_string());
+                    not_running(settings, &store, &id, &typed, &error.to_string());
                     return Ok(Exit::NotRunning);
                 }
                 Err(error @ SendError::PermissionDenied { .. }) => {
@@ -52,7 +53,7 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
             match pg::control::send(db, &id, &command, &Operator::this_process())? {
                 Sent::NotRunning => {
                     let why = "no controller of it holds a live lease";
-                    not_running(global, &store, &id, &typed, why);
+                    not_running(settings, &store, &id, &typed, why);
                     return Ok(Exit::NotRunning);
                 }
                 Sent::Answered {
@@ -78,7 +79,7 @@ pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow
             }
         }
     };
-    if global.output == OutputFormat::Json {
+    if settings.output == OutputFormat::Json {
         print_json(&id, &typed, reply.accepted, &reply.message);
     } else if reply.accepted {
         crate::outln!("run {id}: {}", reply.message);
@@ -114,7 +115,7 @@ fn combined(answers: &[Answer]) -> ControlReply {
 }
 
 /// Says that the run is not running, how it stands, and what goes on from there.
-fn not_running(global: &GlobalOptions, store: &Store, id: &str, typed: &str, error: &str) {
+fn not_running(settings: &Settings, store: &Store, id: &str, typed: &str, error: &str) {
     let detail = store.read_summary(id);
     let summary = &detail.summary;
     let state = match summary.state {
@@ -145,7 +146,7 @@ fn not_running(global: &GlobalOptions, store: &Store, id: &str, typed: &str, err
         }
         _ => format!("`{}` shows how it ended", hint(format_args!("status {id}"))),
     };
-    if global.output == OutputFormat::Json {
+    if settings.output == OutputFormat::Json {
         print_json(
             id,
             typed,

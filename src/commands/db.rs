@@ -2,21 +2,23 @@
 //! pony's version, as a role that may, and says what it did. The other commands then
 //! need fewer privileges: reading ones never create anything ([`crate::state::pg::schema`]).
 
-use crate::cli::{DbAction, GlobalOptions, OutputFormat};
+use crate::cli::DbAction;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exit::Exit;
+use crate::report::OutputFormat;
+use crate::settings::Settings;
 use crate::state::pg::{self, PgStore};
 use std::io::Write;
 use std::path::Path;
 
-pub fn run(global: &GlobalOptions, action: &DbAction) -> anyhow::Result<Exit> {
+pub fn run(settings: &Settings, action: &DbAction) -> anyhow::Result<Exit> {
     match action {
-        DbAction::Migrate => migrate(global),
+        DbAction::Migrate => migrate(settings),
     }
 }
 
-fn migrate(global: &GlobalOptions) -> anyhow::Result<Exit> {
-    let url = match global.state.as_deref().filter(|s| !s.is_empty()) {
+fn migrate(settings: &Settings) -> anyhow::Result<Exit> {
+    let url = match settings.state.as_deref().filter(|s| !s.is_empty()) {
         Some(url) if pg::is_url(url) => url,
         given => {
             let problem = match given {
@@ -30,10 +32,10 @@ fn migrate(global: &GlobalOptions) -> anyhow::Result<Exit> {
             .into());
         }
     };
-    let store = PgStore::configure(url, global.lease)?;
+    let store = PgStore::configure(url, settings.lease)?;
     let migrated = store.migrate()?;
     let mut out = crate::term::Stdout;
-    match global.output {
+    match settings.output {
         OutputFormat::Json => {
             serde_json::to_writer(&mut out, &migrated)?;
             out.write_all(b"\n")?;

@@ -2,27 +2,27 @@
 
 use super::load_plan;
 use super::run::RunFolder;
-use crate::cli::{DeployArgs, GlobalOptions};
+use crate::cli::DeployArgs;
 use crate::diag::{closest, Diagnostic, Diagnostics};
 use crate::exec::Mode;
 use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::secret::{is_secret_name, Redactor};
+use crate::settings::Settings;
 use crate::state::snapshot::SnapshotVars;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
-    let plan = load_plan(&args.plan)?;
+pub fn run(settings: &Settings, args: &DeployArgs) -> anyhow::Result<Exit> {
+    let plan = load_plan(&args.plan)?.print_warnings();
     check_approvals(&plan, &args.approve)?;
     let redactor = redactor(&plan, &args.plan.secret_vars);
     if args.dry_run {
-        let connections = global
+        let connections = settings
             .connections
             .unwrap_or(plan.playbook.strategy.connections);
-        let pace = global
+        let pace = settings
             .rollback_pace
-            .map(Into::into)
             .unwrap_or(plan.playbook.strategy.rollback_pace);
         crate::out!(
             "{}",
@@ -30,7 +30,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Success);
     }
-    if !args.yes && !confirm(&plan, global.regions.is_some())? {
+    if !args.yes && !confirm(&plan, settings.regions.is_some())? {
         eprintln!("nothing deployed");
         return Ok(Exit::Invalid);
     }
@@ -54,7 +54,7 @@ pub fn run(global: &GlobalOptions, args: &DeployArgs) -> anyhow::Result<Exit> {
         limit: args.plan.limit.clone(),
     };
     super::run::launch(
-        global,
+        settings,
         super::run::Launch {
             plan,
             run: RunFolder::New {

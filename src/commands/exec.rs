@@ -8,11 +8,11 @@
 //! sshd.
 
 use super::ping::{connections, connector, on_each_host, one_line, select, Reason};
-use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
 use crate::inventory::{HostId, Inventory};
-use crate::report::{short_duration, Palette};
+use crate::report::{short_duration, OutputFormat, Palette};
+use crate::settings::Settings;
 use crate::term::color_enabled;
 use crate::transport::connect::Connector;
 use crate::transport::{CommandOutput, TransportError};
@@ -50,7 +50,7 @@ struct Group {
 }
 
 pub fn run(
-    global: &GlobalOptions,
+    settings: &Settings,
     inventory: &Path,
     limit: Option<&str>,
     accept_new_host_keys: bool,
@@ -68,9 +68,15 @@ pub fn run(
     }
     let (inventory, hosts) = select(inventory, limit)?;
     // The hosts' own connect timeout and retries, as a deploy would use them.
-    let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes)?;
+    let opener = connector(
+        settings,
+        &inventory,
+        &hosts,
+        accept_new_host_keys,
+        handshakes,
+    )?;
     let (inventory, opener, command) = (Arc::new(inventory), Arc::new(opener), Arc::new(command));
-    let (answers, wall) = on_each_host(hosts.clone(), connections(global), |host| {
+    let (answers, wall) = on_each_host(hosts.clone(), connections(settings), |host| {
         let (inventory, opener, command) = (inventory.clone(), opener.clone(), command.clone());
         async move {
             (
@@ -81,11 +87,13 @@ pub fn run(
     })?;
     let groups = group(&inventory, &hosts, answers);
     let failed: usize = groups.iter().filter(|g| !g.ok).map(|g| g.count).sum();
-    match global.output {
+    match settings.output {
         OutputFormat::Json => print_json(&groups, hosts.len(), failed, wall),
         OutputFormat::Human => {
-            let palette =
-                Palette::new(color_enabled(global.color, std::io::stdout().is_terminal()));
+            let palette = Palette::new(color_enabled(
+                settings.color,
+                std::io::stdout().is_terminal(),
+            ));
             crate::out!("{}", render(&groups, hosts.len(), failed, wall, &palette));
         }
     }

@@ -3,15 +3,15 @@
 //! Human output is a table (id, playbook, inventory, who, when, duration, outcome);
 //! `--output json` prints one JSON object per run per line ([`RunSummary`]).
 
-use crate::cli::{GlobalOptions, OutputFormat};
 use crate::exit::Exit;
+use crate::report::OutputFormat;
+use crate::settings::Settings;
 use crate::state::pg::Access;
 use crate::state::runs::{self, RunState, RunSummary};
-use crate::state::store::Store;
 use std::io::Write;
 
-pub fn run(global: &GlobalOptions, limit: usize) -> anyhow::Result<Exit> {
-    let store = Store::open(global, Access::Read)?;
+pub fn run(settings: &Settings, limit: usize) -> anyhow::Result<Exit> {
+    let store = crate::commands::open_store(settings, Access::Read)?;
     let ids = store.list().map_err(|e| {
         anyhow::anyhow!(
             "cannot read the runs under {}: {e}",
@@ -24,7 +24,7 @@ pub fn run(global: &GlobalOptions, limit: usize) -> anyhow::Result<Exit> {
         .map(|id| store.read_summary(id).summary)
         .collect();
     let mut out = crate::term::Stdout;
-    match global.output {
+    match settings.output {
         OutputFormat::Json => {
             for summary in &summaries {
                 serde_json::to_writer(&mut out, summary)?;

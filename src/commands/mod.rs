@@ -19,16 +19,37 @@ pub mod simulate;
 pub mod status;
 pub mod watch;
 
-use crate::cli::PlanArgs;
+use crate::cli::{PlanArgs, DEFAULT_INVENTORY};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::inventory::Vars;
 use crate::plan::{Plan, PlanOptions};
+use crate::settings::Settings;
+use crate::state::pg::Access;
+use crate::state::store::Store;
 use std::path::Path;
 use std::sync::Arc;
 
+/// A valid plan, and the warnings about its vars (a `--var` no template uses, …) that
+/// the command prints before anything else.
+pub struct Loaded {
+    pub plan: Plan,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    /// Prints the warnings on stderr and gives the plan: what a command that loaded one
+    /// does first.
+    pub fn print_warnings(self) -> Plan {
+        for warning in &self.warnings {
+            eprintln!("warning: {warning}");
+        }
+        self.plan
+    }
+}
+
 /// Loads and validates both files and builds the plan; problems in the inventory and the
 /// playbook are reported together.
-pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
+pub fn load_plan(args: &PlanArgs) -> Result<Loaded, Diagnostics> {
     load_plan_edited(args, None)
 }
 
@@ -36,7 +57,10 @@ pub fn load_plan(args: &PlanArgs) -> Result<Plan, Diagnostics> {
 pub type PlaybookEdit<'a> = &'a dyn Fn(&mut serde_yaml::Value) -> Result<(), Diagnostics>;
 
 /// [`load_plan`] with the playbook's YAML changed by `edit` first.
-pub fn load_plan_edited(args: &PlanArgs, edit: Option<PlaybookEdit>) -> Result<Plan, Diagnostics> {
+pub fn load_plan_edited(
+    args: &PlanArgs,
+    edit: Option<PlaybookEdit>,
+) -> Result<Loaded, Diagnostics> {
     let inventory = missing_default_inventory(&args.inventory)
         .map_or_else(|| crate::inventory::load(&args.inventory), Err);
     let (playbook, mut errors) = match edit {
@@ -60,8 +84,8 @@ pub fn load_plan_edited(args: &PlanArgs, edit: Option<PlaybookEdit>) -> Result<P
     match crate::plan::build(Arc::new(inventory), Arc::new(playbook), &options) {
         Ok(plan) => {
             let plan = errors.into_result(plan)?;
-            check::report_var_warnings(&plan, args)?;
-            Ok(plan)
+            let warnings = check::vet_vars(&plan, args)?;
+            Ok(Loaded { plan, warnings })
         }
         Err(plan_errors) => {
             errors.extend(plan_errors);
@@ -84,10 +108,6 @@ fn edited_playbook(
     let text = serde_yaml::to_string(&value).expect("a YAML value serializes");
     Ok(crate::playbook::parse_partial(path, &text))
 }
-
-/// The inventory used without `-i`: a path relative to the current folder, where the
-/// pony source tree keeps its 12-host local miniature.
-pub const DEFAULT_INVENTORY: &str = "inventories/local.yaml";
 
 /// When no `-i` was given and the default inventory is not in the current folder, an
 /// error that says so (rather than a hint to pass the very path that failed).
@@ -119,6 +139,22 @@ pub fn extra_vars(args: &PlanArgs) -> Vars {
         .chain(&args.secret_vars)
         .map(|(k, v)| (k.clone(), serde_yaml::Value::String(v.clone())))
         .collect()
+}
+
+/// The state backend the settings name (see [`Store::open`]). `Store` still reads the
+/// command line's global options; until it takes plain values, they are made here from
+/// the settings (only the state folder, the database URL and the lease matter to it).
+pub fn open_store(settings: &Settings, access: Access) -> anyhow::Result<Store> {
+    let options = crate::cli::GlobalOptions {
+        state_dir: settings.state_dir.clone(),
+        state: settings.state.clone(),
+        lease: settings.lease,
+        output: crate::cli::OutputFormat::Human,
+        color: crate::cli::ColorChoice::Auto,
+        verbose: settings.verbose,
+        quiet: settings.quiet,
+    };
+    Store::open(&options, access)
 }
 
 pub use crate::report::thousands;

@@ -8,11 +8,11 @@
 //! classified by `transport::connect`, as for a deploy. Ping makes one attempt per host
 //! (what is measured is what the host does now) with `--timeout` as its limit.
 
-use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
 use crate::inventory::{ConnectionKind, HostId, Inventory};
-use crate::report::{short_duration, Palette};
+use crate::report::{short_duration, OutputFormat, Palette};
+use crate::settings::Settings;
 use crate::term::color_enabled;
 use crate::transport::connect::Connector;
 pub use crate::transport::connect::Reason;
@@ -40,28 +40,28 @@ pub fn select(path: &Path, limit: Option<&str>) -> anyhow::Result<(Inventory, Ve
 /// `handshakes` at once per sshd; `timeout`, when given, replaces every host's
 /// `ssh.connect_timeout` and `retries` its `ssh.connect_retries`.
 pub fn connector(
-    global: &GlobalOptions,
+    settings: &Settings,
     inventory: &Inventory,
     hosts: &[HostId],
     accept_new_host_keys: bool,
     handshakes: usize,
 ) -> Result<Connector, ControlDirError> {
-    let ssh = SshOptions::new(&global.state_dir, accept_new_host_keys);
+    let ssh = SshOptions::new(&settings.state_dir, accept_new_host_keys);
     let selected = || hosts.iter().map(|&h| &inventory.hosts[h]);
     if selected().any(|h| h.connection == ConnectionKind::Ssh) {
         ssh.secure_control_dir()?;
     }
     Ok(Connector::new(
         ssh,
-        global.state_dir.join("hosts"),
+        settings.state_dir.join("hosts"),
         selected(),
         handshakes,
     ))
 }
 
 /// Connections open at once: `--connections`, else [`CONNECTIONS`]; at least one.
-pub fn connections(global: &GlobalOptions) -> usize {
-    global.connections.unwrap_or(CONNECTIONS).max(1)
+pub fn connections(settings: &Settings) -> usize {
+    settings.connections.unwrap_or(CONNECTIONS).max(1)
 }
 
 /// Runs `each` for every host on a runtime of its own, at most `connections` hosts at
@@ -130,7 +130,7 @@ struct Pong {
 }
 
 pub fn run(
-    global: &GlobalOptions,
+    settings: &Settings,
     inventory: &Path,
     limit: Option<&str>,
     accept_new_host_keys: bool,
@@ -138,21 +138,29 @@ pub fn run(
     handshakes: usize,
 ) -> anyhow::Result<Exit> {
     let (inventory, hosts) = select(inventory, limit)?;
-    let opener = connector(global, &inventory, &hosts, accept_new_host_keys, handshakes)?
-        .with_connect_timeout(timeout)
-        .with_connect_retries(0);
+    let opener = connector(
+        settings,
+        &inventory,
+        &hosts,
+        accept_new_host_keys,
+        handshakes,
+    )?
+    .with_connect_timeout(timeout)
+    .with_connect_retries(0);
     let (inventory, opener) = (Arc::new(inventory), Arc::new(opener));
-    let (pongs, wall) = on_each_host(hosts, connections(global), |host| {
+    let (pongs, wall) = on_each_host(hosts, connections(settings), |host| {
         let (inventory, opener) = (inventory.clone(), opener.clone());
         async move { ping(&inventory, host, &opener).await }
     })?;
     let unreachable = pongs.iter().filter(|p| !p.reachable).count();
-    match global.output {
+    match settings.output {
         OutputFormat::Json => print_json(&pongs, wall),
         OutputFormat::Human => {
-            let palette =
-                Palette::new(color_enabled(global.color, std::io::stdout().is_terminal()));
-            crate::out!("{}", table(&pongs, wall, global.quiet, &palette));
+            let palette = Palette::new(color_enabled(
+                settings.color,
+                std::io::stdout().is_terminal(),
+            ));
+            crate::out!("{}", table(&pongs, wall, settings.quiet, &palette));
         }
     }
     // 1: some host did not answer (the code a failed run gets).

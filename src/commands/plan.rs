@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn run(state_dir: &Path, args: &PlanArgs, with_estimate: bool) -> anyhow::Result<Exit> {
-    let mut plan = load_plan(args)?;
+    let mut plan = load_plan(args)?.print_warnings();
     if !with_estimate {
         crate::out!("{}", describe(&plan, false));
         return Ok(Exit::Success);

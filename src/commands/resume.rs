@@ -3,12 +3,12 @@
 
 use super::deploy::{check_approvals, redactor};
 use super::run::{launch, Launch, RunFolder};
-use crate::cli::GlobalOptions;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exec::Mode;
 use crate::exit::Exit;
 use crate::inventory::pattern::HostSet;
 use crate::plan::Plan;
+use crate::settings::Settings;
 use crate::state::journal::{self, Replay, TaskState};
 use crate::state::run_dir::RunDir;
 use crate::state::runs::ResolveError;
@@ -54,11 +54,11 @@ impl Reopened {
 /// Finds the run (an id or a unique prefix of one), rebuilds the plan it used from its
 /// snapshot, and reads its journal. Every problem is a usage error (exit 2).
 fn reopen(
-    global: &GlobalOptions,
+    settings: &Settings,
     run: &str,
     secret_vars: &[(String, String)],
 ) -> Result<Reopened, Diagnostics> {
-    let store = Store::from_options(global)
+    let store = crate::commands::open_store(settings, crate::state::pg::Access::Write)
         .map_err(|e| Diagnostics::from(Diagnostic::new(Path::new("--state"), format!("{e:#}"))))?;
     let runs_dir = store.place();
     let id = store.resolve(run).map_err(|e| {
@@ -140,14 +140,14 @@ fn reopen(
 }
 
 pub fn resume(
-    global: &GlobalOptions,
+    settings: &Settings,
     run: &str,
     approve: &[String],
     secret_vars: &[(String, String)],
     accept: bool,
     skip_failed_wave: bool,
 ) -> anyhow::Result<Exit> {
-    let reopened = reopen(global, run, secret_vars)?;
+    let reopened = reopen(settings, run, secret_vars)?;
     check_approvals(&reopened.plan, approve)?;
     let skip_failed_wave = match (&reopened.replay.stopped_wave, skip_failed_wave) {
         (Some(wave), true) => Some(wave.clone()),
@@ -167,7 +167,7 @@ pub fn resume(
         (_, false) => None,
     };
     launch(
-        global,
+        settings,
         Launch {
             approvals: approve.to_vec(),
             skip_failed_wave,
@@ -178,16 +178,16 @@ pub fn resume(
 
 /// `pony join RUN --regions …`: another controller takes regions of a split run.
 pub fn join(
-    global: &GlobalOptions,
+    settings: &Settings,
     run: &str,
     approve: &[String],
     secret_vars: &[(String, String)],
     accept: bool,
 ) -> anyhow::Result<Exit> {
-    let reopened = reopen(global, run, secret_vars)?;
+    let reopened = reopen(settings, run, secret_vars)?;
     check_approvals(&reopened.plan, approve)?;
     launch(
-        global,
+        settings,
         Launch {
             approvals: approve.to_vec(),
             ..reopened.launch("join", secret_vars, accept)
@@ -196,14 +196,14 @@ pub fn join(
 }
 
 pub fn rollback(
-    global: &GlobalOptions,
+    settings: &Settings,
     run: &str,
     limit: Option<&str>,
     secret_vars: &[(String, String)],
     yes: bool,
     accept: bool,
 ) -> anyhow::Result<Exit> {
-    if global.regions.is_some() {
+    if settings.regions.is_some() {
         return Err(Diagnostics::from(
             Diagnostic::new(
                 Path::new("--regions"),
@@ -213,7 +213,7 @@ pub fn rollback(
         )
         .into());
     }
-    let reopened = reopen(global, run, secret_vars)?;
+    let reopened = reopen(settings, run, secret_vars)?;
     let plan = &reopened.plan;
     let limited = crate::inventory::pattern::select(&plan.inventory, limit)
         .map_err(crate::diag::Diagnostics::from)?;
@@ -233,7 +233,7 @@ pub fn rollback(
         return Ok(Exit::Invalid);
     }
     launch(
-        global,
+        settings,
         Launch {
             mode: Mode::Rollback(due.hosts),
             rollback_tasks: due.tasks,
@@ -306,8 +306,8 @@ fn confirm_rollback(plan: &Plan, id: &str, due: &RollbackDue) -> Result<bool, Di
     )
 }
 
-pub fn unlock(global: &GlobalOptions, inventory: &str, force: bool) -> anyhow::Result<Exit> {
-    let store = Store::from_options(global)?;
+pub fn unlock(settings: &Settings, inventory: &str, force: bool) -> anyhow::Result<Exit> {
+    let store = crate::commands::open_store(settings, crate::state::pg::Access::Write)?;
     let live = match store.holder(inventory)? {
         Some((holder, true)) if !force => {
             return Err(crate::state::lock::LockError::Live(Box::new(holder)).into())

@@ -1,14 +1,15 @@
 //! Running a plan, shared by `deploy`, `resume` and `rollback`: the inventory lock, the
 //! journal, reporters, the approval prompt, signals, and what to tell the person after.
 
-use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::{Event, EventSink};
 use crate::exec::hosts::HostPool;
 use crate::exec::{self, ExecOptions};
 use crate::exec::{ApprovalRequest, Mode};
 use crate::exit::Exit;
 use crate::plan::Plan;
+use crate::report::OutputFormat;
 use crate::secret::Redactor;
+use crate::settings::Settings;
 use crate::state::journal::{Journal, Record};
 use crate::state::pg::deadline::LeaseClock;
 use crate::state::pg::lease::LeaseLost;
@@ -19,7 +20,7 @@ use crate::transport::ssh::SshOptions;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
-/// Everything a run needs besides the global options.
+/// Everything a run needs besides the settings options.
 pub struct Launch {
     pub plan: Plan,
     pub run: RunFolder,
@@ -50,7 +51,7 @@ pub enum RunFolder {
     Existing(RunDir),
 }
 
-pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit> {
+pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
     // A closed terminal does not end a run that may have tasks in flight: it goes on
     // without it (docs/operating.md, "Closing the terminal").
     crate::term::survive_hangup();
@@ -69,11 +70,11 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
     {
         // Before the lock and the run folder: a refused folder is a usage error, and
         // nothing has run.
-        SshOptions::new(&global.state_dir, launch.accept_new_host_keys).secure_control_dir()?;
+        SshOptions::new(&settings.state_dir, launch.accept_new_host_keys).secure_control_dir()?;
     }
-    let store = Store::from_options(global)?;
+    let store = crate::commands::open_store(settings, crate::state::pg::Access::Write)?;
     let lease_lost = LeaseLost::default();
-    let regions = match &global.regions {
+    let regions = match &settings.regions {
         Some(globs) => Some(crate::exec::regions::select(&launch.plan, globs)?),
         None if launch.command == "join" => {
             return Err(crate::diag::Diagnostics::from(
@@ -87,7 +88,7 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         }
         None => None,
     };
-    let controller = global.controller_name().unwrap_or_default();
+    let controller = settings.controller.clone().unwrap_or_default();
     // The lease counts from before it is asked for (the database's expiry is later).
     let asked = std::time::Instant::now();
     let held = match &regions {
@@ -123,7 +124,7 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
             vars,
         } => RunDir::create(
             run_id.clone(),
-            &global.state_dir,
+            &settings.state_dir,
             inventory,
             playbook,
             vars.clone(),
@@ -132,7 +133,7 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the run folder under {}: {e}",
-                global.state_dir.display()
+                settings.state_dir.display()
             )
         })?,
         RunFolder::Existing(dir) => dir.clone(),
@@ -160,8 +161,9 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
     let (control_sender, control_receiver) = tokio::sync::mpsc::unbounded_channel();
     let (listener, forward) = match &store {
         Store::Postgres { db, .. } => {
-            let controller = global
-                .controller_name()
+            let controller = settings
+                .controller
+                .clone()
                 .unwrap_or_else(crate::state::this_process);
             let listener = crate::state::pg::control::Listener::start(
                 (**db).clone(),
@@ -197,9 +199,8 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
                 (**db).clone(),
                 run_id.clone(),
                 launch.journal_seen,
-                global
+                settings
                     .on_controller_loss
-                    .map(Into::into)
                     .unwrap_or(launch.plan.playbook.strategy.on_controller_loss),
             )?))
         }
@@ -207,7 +208,7 @@ pub fn launch(global: &GlobalOptions, mut launch: Launch) -> anyhow::Result<Exit
     };
     let journal_path = run_dir.journal_path();
     let exit = runtime.block_on(execute(
-        global,
+        settings,
         launch,
         run_dir,
         journal,
@@ -308,7 +309,7 @@ fn kills_of_this_process(journal: &std::path::Path) -> (usize, usize, usize) {
 }
 
 async fn execute(
-    global: &GlobalOptions,
+    settings: &Settings,
     launch: Launch,
     run_dir: RunDir,
     journal: Journal,
@@ -339,15 +340,15 @@ async fn execute(
         }
     };
     journal.write(&record).await;
-    let ssh = SshOptions::new(&global.state_dir, launch.accept_new_host_keys);
-    let pool = HostPool::new(plan.clone(), ssh, global.state_dir.join("hosts")).prepare();
+    let ssh = SshOptions::new(&settings.state_dir, launch.accept_new_host_keys);
+    let pool = HostPool::new(plan.clone(), ssh, settings.state_dir.join("hosts")).prepare();
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let mut reporters = crate::report::for_run(global);
+    let mut reporters = crate::report::for_run(&settings.report_options());
     let notifiers: Vec<_> = plan
         .playbook
         .notify
         .iter()
-        .chain(&global.notify)
+        .chain(&settings.notify)
         .cloned()
         .collect();
     if !notifiers.is_empty() {
@@ -404,7 +405,7 @@ async fn execute(
         })
         .ok();
     let has_control = socket.is_some() || listener.is_some();
-    let interactive = std::io::stdin().is_terminal() && global.output == OutputFormat::Human;
+    let interactive = std::io::stdin().is_terminal() && settings.output == OutputFormat::Human;
     let options = ExecOptions {
         run_id: run_dir.id.clone(),
         run_dir_display: run_dir.path.display().to_string(),
@@ -420,20 +421,19 @@ async fn execute(
             }
             approvals
         },
-        connections: global
+        connections: settings
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
         interrupts: watch_signals(lease.clone()),
         approver: interactive.then(|| prompt_for_approvals(forward)),
-        approval_wait: global.approval_wait,
+        approval_wait: settings.approval_wait,
         control: has_control.then_some(control),
         replay: launch.replay,
         mode: launch.mode,
         clock: crate::exec::clock::Clock::real(),
         skip_failed_wave: launch.skip_failed_wave,
-        rollback_pace: global
+        rollback_pace: settings
             .rollback_pace
-            .map(Into::into)
             .unwrap_or(plan.playbook.strategy.rollback_pace),
         split,
         lease_lost: Some(lease.lost),

@@ -3,11 +3,13 @@
 //! by-hand baseline with `--compare`, the timeline with `--svg`. Reads earlier runs'
 //! journals; writes nothing to the state dir and takes no lock.
 
-use crate::cli::{GlobalOptions, OutputFormat, SimulateArgs};
+use crate::cli::SimulateArgs;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exit::Exit;
 use crate::plan::estimate::LEARNED_RUNS;
 use crate::plan::Plan;
+use crate::report::OutputFormat;
+use crate::settings::Settings;
 use crate::sim::durations::{Durations, Learned};
 use crate::sim::edit::{self, Baseline};
 use crate::sim::report::{Baselines, Simulation};
@@ -15,7 +17,7 @@ use crate::sim::SimOptions;
 use std::path::Path;
 use std::sync::Arc;
 
-pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> {
+pub fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Exit> {
     let sets = |value: &mut serde_yaml::Value| -> Result<(), Diagnostics> {
         for (path, text) in &args.sets {
             edit::set(value, path, text).map_err(|e| {
@@ -25,7 +27,7 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
         }
         Ok(())
     };
-    let plan = Arc::new(super::load_plan_edited(&args.plan, Some(&sets))?);
+    let plan = Arc::new(super::load_plan_edited(&args.plan, Some(&sets))?.print_warnings());
     let durations_file = match &args.durations {
         Some(path) => Some((
             path.clone(),
@@ -38,7 +40,7 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
         None => None,
     };
     let (tasks, rollbacks) =
-        crate::state::runs::step_samples(&global.state_dir, &plan.playbook.name, LEARNED_RUNS);
+        crate::state::runs::step_samples(&settings.state_dir, &plan.playbook.name, LEARNED_RUNS);
     let learned = Learned { tasks, rollbacks };
     let durations_of = |plan: &Plan| {
         Durations::build(
@@ -73,7 +75,8 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
                 edit::by_hand(&plan, value, baseline)
                     .map_err(|e| Diagnostics::from(Diagnostic::new(&plan.playbook.file, e)))
             };
-            let base_plan = Arc::new(super::load_plan_edited(&args.plan, Some(&edit))?);
+            let base_plan =
+                Arc::new(super::load_plan_edited(&args.plan, Some(&edit))?.print_warnings());
             let durations = durations_of(&base_plan)?;
             let base_options = SimOptions {
                 connections: None,
@@ -101,7 +104,7 @@ pub fn run(global: &GlobalOptions, args: &SimulateArgs) -> anyhow::Result<Exit> 
             ))
         })?;
     }
-    match global.output {
+    match settings.output {
         OutputFormat::Json => {
             let speedup = baselines.as_ref().map(|b| b.speedup(&simulation));
             let out = serde_json::json!({

@@ -5,24 +5,24 @@
 //! gone while hosts were in flight: once per dead controller (a marker in
 //! `<state dir>/watch/` names the controller it told about).
 
-use crate::cli::GlobalOptions;
 use crate::events::Event;
 use crate::exit::Exit;
 use crate::notify::{Notifier, NotifyReporter};
 use crate::report::Reporter;
+use crate::settings::Settings;
 use crate::state::runs::{RunDetail, RunState};
 use crate::state::store::Store;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub fn run(
-    global: &GlobalOptions,
+    settings: &Settings,
     notify: &[String],
     notify_timeout: Duration,
     every: Option<Duration>,
 ) -> anyhow::Result<Exit> {
     // Reads only: a role with USAGE and SELECT on the schema may watch.
-    let store = Store::open(global, crate::state::pg::Access::Read)?;
+    let store = crate::commands::open_store(settings, crate::state::pg::Access::Read)?;
     let extra: Vec<Notifier> = notify
         .iter()
         .map(|command| Notifier {

@@ -15,10 +15,10 @@ pub mod plain;
 pub mod summary;
 pub mod terminal;
 
-use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::{Event, HealthAfter, HostOutcome};
-use crate::term::color_enabled;
+use crate::term::{color_enabled, ColorChoice};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -34,9 +34,15 @@ pub trait Reporter: Send {
 /// How often [`Reporter::tick`] is called.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// Hidden knob for benchmarks and demos: `PONY_PROGRESS=bars` draws the progress bars even
-/// when stdout is not a terminal, `PONY_PROGRESS=plain` never draws them.
-pub const PROGRESS_ENV: &str = "PONY_PROGRESS";
+/// What a command prints on stdout (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// Progress and summary for people.
+    #[default]
+    Human,
+    /// One JSON object per event per line (docs/events.md).
+    Json,
+}
 
 /// How human output is rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,46 +55,61 @@ pub enum Mode {
     Json,
 }
 
-/// The mode the global options and the environment ask for.
-pub fn mode(global: &GlobalOptions) -> Mode {
-    if global.output == OutputFormat::Json {
+/// What the reporters of a run are chosen and set up by, as the settings resolved them.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    pub output: OutputFormat,
+    pub color: ColorChoice,
+    /// Only errors and the final summary (`-q`).
+    pub quiet: bool,
+    /// Bars or plain lines whatever stdout is (`PONY_PROGRESS`, for benchmarks and demos).
+    pub forced_mode: Option<Mode>,
+    /// Plain output's interval between `progress:` lines (default [`plain::PROGRESS_EVERY`]).
+    pub progress_every: Option<Duration>,
+    /// Where to write the JUnit report (`--junit`).
+    pub junit: Option<PathBuf>,
+    /// This controller's name when the run is split by region (in every JSON event).
+    pub controller: Option<String>,
+}
+
+/// The mode the options ask for: JSON with `--output json`, else what `PONY_PROGRESS`
+/// forces, else bars on a terminal (not a dumb one, not with `-q`), else plain lines.
+pub fn mode(options: &ReportOptions) -> Mode {
+    if options.output == OutputFormat::Json {
         return Mode::Json;
     }
-    match std::env::var(PROGRESS_ENV).as_deref() {
-        Ok("bars") => return Mode::Bars,
-        Ok("plain") => return Mode::Plain,
-        _ => {}
+    if let Some(forced) = options.forced_mode {
+        return forced;
     }
     let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
-    if !global.quiet && !dumb && std::io::stdout().is_terminal() {
+    if !options.quiet && !dumb && std::io::stdout().is_terminal() {
         Mode::Bars
     } else {
         Mode::Plain
     }
 }
 
-/// The reporters a run gets for the global options: JSON events on stdout with
-/// `--output json`; progress bars when stdout is a terminal; plain lines otherwise; and a
-/// JUnit file with `--junit FILE`.
-pub fn for_run(global: &GlobalOptions) -> Vec<Box<dyn Reporter>> {
-    let mode = mode(global);
-    let color = color_enabled(global.color, std::io::stdout().is_terminal());
+/// The reporters a run gets: JSON events on stdout with `--output json`; progress bars
+/// when stdout is a terminal; plain lines otherwise; and a JUnit file with `--junit FILE`.
+pub fn for_run(options: &ReportOptions) -> Vec<Box<dyn Reporter>> {
+    let mode = mode(options);
+    let color = color_enabled(options.color, std::io::stdout().is_terminal());
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     match mode {
         Mode::Json => reporters.push(Box::new(json::JsonReporter {
-            controller: global.controller_name(),
+            controller: options.controller.clone(),
         })),
         Mode::Bars => reporters.push(Box::new(terminal::TerminalReporter::new(Palette::new(
             color,
         )))),
         Mode::Plain => reporters.push(Box::new(plain::PlainReporter::new(
             Box::new(crate::term::Stdout),
-            global.quiet,
+            options.quiet,
             Palette::new(color),
-            global.progress_every.unwrap_or(plain::PROGRESS_EVERY),
+            options.progress_every.unwrap_or(plain::PROGRESS_EVERY),
         ))),
     }
-    if let Some(path) = &global.junit {
+    if let Some(path) = &options.junit {
         reporters.push(Box::new(junit::JunitReporter::new(path.clone())));
     }
     reporters

@@ -5,21 +5,21 @@
 //! error and output tail, rollbacks, gates passed and what the run waits for (with the
 //! command that goes on). `--output json` prints the same as one JSON object on one line.
 
-use crate::cli::{GlobalOptions, OutputFormat};
 use crate::events::RunOutcome;
 use crate::exit::Exit;
 use crate::hint::pony as hint;
 use crate::plan::Plan;
+use crate::report::OutputFormat;
+use crate::settings::Settings;
 use crate::state::pg::Access;
 use crate::state::runs::{self, Activity, RollbackRecord, RunDetail, RunState, RunSummary};
-use crate::state::store::Store;
 use serde::Serialize;
 use std::io::Write;
 
 mod human;
 
-pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
-    let store = Store::open(global, Access::Read)?;
+pub fn run(settings: &Settings, run: Option<&str>) -> anyhow::Result<Exit> {
+    let store = crate::commands::open_store(settings, Access::Read)?;
     let id = match run {
         Some(run) => store.resolve(run).map_err(|e| {
             let hint = match e {
@@ -50,7 +50,7 @@ pub fn run(global: &GlobalOptions, run: Option<&str>) -> anyhow::Result<Exit> {
         .map(|snapshot| snapshot.changed_files())
         .unwrap_or_default();
     let mut out = crate::term::Stdout;
-    match global.output {
+    match settings.output {
         OutputFormat::Json => {
             serde_json::to_writer(&mut out, &report)?;
             out.write_all(b"\n")?;
