@@ -217,7 +217,9 @@ fn read_secret_sources(cli: &mut Cli) -> Result<(), Diagnostics> {
         | Command::Plan { plan, .. }
         | Command::Graph { plan, .. }
         | Command::Deploy(DeployArgs { plan, .. }) => &mut plan.secret_vars,
-        Command::Resume { secret_vars, .. } | Command::Rollback { secret_vars, .. } => secret_vars,
+        Command::Resume { secret_vars, .. }
+        | Command::Join { secret_vars, .. }
+        | Command::Rollback { secret_vars, .. } => secret_vars,
         _ => return Ok(()),
     };
     let mut errors = Diagnostics::default();

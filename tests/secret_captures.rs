@@ -259,3 +259,31 @@ fn a_var_named_like_a_secret_is_never_stored_and_a_resume_asks_for_it_again() {
     );
     assert_not_on_disk(&state, TOKEN, &[("stdout", &resumed.stdout)]);
 }
+
+/// Every command that takes `--secret-var` reads its `@FILE` and `env:` sources before
+/// anything else: an unreadable file is refused (exit 2) naming the key and the file, by
+/// `pony join` as by `resume` and `rollback` (join once passed the text `@/…` on as the
+/// secret's value).
+#[test]
+fn every_command_taking_secret_vars_reads_their_sources_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-secret");
+    let source = format!("db_password=@{}", missing.display());
+    for command in [
+        vec!["join", "20990101-000000-none", "--regions", "r1"],
+        vec!["resume", "20990101-000000-none"],
+        vec!["rollback", "20990101-000000-none", "--yes"],
+    ] {
+        let mut args = command.clone();
+        args.extend(["--secret-var", source.as_str()]);
+        let out = pony(dir.path(), &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(&out), 2, "{command:?}: {}", exit_text(&out));
+        assert!(
+            stderr.contains("--secret-var")
+                && stderr.contains("db_password")
+                && stderr.contains(&missing.display().to_string()),
+            "{command:?} did not name the unreadable source: {stderr}"
+        );
+    }
+}
