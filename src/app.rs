@@ -2,8 +2,8 @@
 //! outcome or error becomes an exit code.
 
 use crate::cli::{Cli, Command, DeployArgs};
+use crate::control::ControlCommand;
 use crate::diag::Diagnostics;
-use crate::exec::control::ControlCommand;
 use crate::exit::Exit;
 
 /// Runs a parsed command line and returns the process exit code.

@@ -11,7 +11,7 @@ use crate::state::store::Store;
 use std::io::Write;
 
 pub fn run(global: &GlobalOptions, limit: usize) -> anyhow::Result<Exit> {
-    let store = Store::open(global, Access::Read)?;
+    let store = Store::open(&super::store_settings(global), Access::Read)?;
     let ids = store.list().map_err(|e| {
         anyhow::anyhow!(
             "cannot read the runs under {}: {e}",

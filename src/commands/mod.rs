@@ -122,3 +122,12 @@ pub fn extra_vars(args: &PlanArgs) -> Vars {
 }
 
 pub use crate::report::thousands;
+
+/// What opening the state store takes from the global options.
+pub fn store_settings(global: &crate::cli::GlobalOptions) -> crate::state::store::StoreSettings {
+    crate::state::store::StoreSettings {
+        url: global.state.clone(),
+        state_dir: global.state_dir.clone(),
+        lease: global.lease,
+    }
+}
