@@ -8,13 +8,13 @@ use crate::cli::{GlobalOptions, OutputFormat};
 use crate::control::{Answer, ControlCommand, ControlReply};
 use crate::exit::Exit;
 use crate::hint::pony as hint;
+use crate::state::backend::Access;
 use crate::state::backend::Delivery;
-use crate::state::pg;
 use crate::state::runs::{self, RunState};
 use crate::state::store::Store;
 
 pub fn run(global: &GlobalOptions, run: &str, command: ControlCommand) -> anyhow::Result<Exit> {
-    let store = Store::open(&super::store_settings(global), pg::Access::Control)?;
+    let store = Store::open(&super::store_settings(global), Access::Control)?;
     let id = store.resolve(run).map_err(|e| {
         let hint = match e {
             runs::ResolveError::Ambiguous { .. } => "give more of the run id".to_string(),

@@ -5,7 +5,7 @@
 
 use crate::cli::{GlobalOptions, OutputFormat};
 use crate::exit::Exit;
-use crate::state::pg::Access;
+use crate::state::backend::Access;
 use crate::state::runs::{self, RunState, RunSummary};
 use crate::state::store::Store;
 use std::io::Write;

@@ -24,7 +24,7 @@ pub fn run(
     // Reads only: a role with USAGE and SELECT on the schema may watch.
     let store = Store::open(
         &super::store_settings(global),
-        crate::state::pg::Access::Read,
+        crate::state::backend::Access::Read,
     )?;
     let extra: Vec<Notifier> = notify
         .iter()

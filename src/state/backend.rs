@@ -19,6 +19,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
+/// What a command does with the state, and so (in a state database) which privileges its
+/// role needs (besides `CONNECT` on the database, which PUBLIC has by default). A folder
+/// needs none of them: its files' permissions decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `status`, `history`, `watch`: `USAGE` on the schema, `SELECT` on its tables. Never creates
+    /// or migrates anything; a schema not created yet reads as no runs.
+    Read,
+    /// `pause`, `continue`, `abort`, `approve`: [`Access::Read`], plus `INSERT` on
+    /// `control` and `USAGE` on its id's sequence.
+    Control,
+    /// `deploy`, `resume`, `join`, `rollback`, `unlock`: `USAGE` on the schema, `SELECT`,
+    /// `INSERT`, `UPDATE`, `DELETE` on its tables (`SELECT` only on
+    /// `schema_migrations`), `USAGE` on its sequences. A missing schema is created first
+    /// when the role may (`CREATE` on the database; `CREATE` on the schema when it exists
+    /// without pony's tables), else refused naming that privilege; an older one is
+    /// migrated only by `pony db migrate`.
+    Write,
+}
+
 /// A state backend. Every method is the backend's whole answer: a caller never looks
 /// past it at which backend it has.
 pub trait Backend: Send + Sync + std::fmt::Debug {

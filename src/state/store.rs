@@ -4,9 +4,10 @@
 //! backend does is the [`Backend`] trait; a new backend is its folder and one arm in
 //! [`Store::open`].
 
+use super::backend::Access;
 use super::backend::Backend;
 use super::local::LocalStore;
-use super::pg::{self, Access};
+use super::pg;
 use super::runs::RunDetail;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use crate::events::RunOutcome;
 use crate::exit::Exit;
 use crate::hint::pony as hint;
 use crate::plan::Plan;
-use crate::state::pg::Access;
+use crate::state::backend::Access;
 use crate::state::runs::{self, Activity, RollbackRecord, RunDetail, RunState, RunSummary};
 use crate::state::store::Store;
 use serde::Serialize;

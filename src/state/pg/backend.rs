@@ -12,10 +12,10 @@ use super::fence::{self, Unlocked as Broke};
 use super::lease::{self, Lease};
 use super::regions::{self, RegionLease};
 use super::sink::{Fence, PgSink};
-use super::{control, Access, PgError, PgStore};
+use super::{control, PgError, PgStore};
 use crate::control::{ControlCommand, ControlRequest, Operator};
 use crate::state::backend::{
-    Backend, Delivery, Fenced, Forward, Held, Hold, OpenedRun, RemoteControl, Unlocked,
+    Access, Backend, Delivery, Fenced, Forward, Held, Hold, OpenedRun, RemoteControl, Unlocked,
 };
 use crate::state::deadline::{LeaseClock, LeaseLost};
 use crate::state::journal::{merge, Journal, Mirror, Record};

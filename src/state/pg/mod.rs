@@ -24,8 +24,9 @@ mod split;
 pub mod tls;
 
 use super::journal::Record;
+use crate::state::backend::Access;
 use postgres::{Client, NoTls};
-pub use schema::{Access, Migrated};
+pub use schema::Migrated;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
