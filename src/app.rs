@@ -2,8 +2,8 @@
 //! outcome or error becomes an exit code.
 
 use crate::cli::{Cli, Command, DeployArgs};
+use crate::control::ControlCommand;
 use crate::diag::Diagnostics;
-use crate::exec::control::ControlCommand;
 use crate::exit::Exit;
 use crate::settings::Settings;
 

@@ -435,8 +435,8 @@ fn a_lease_lost_mid_step_kills_the_step_on_every_host() {
 /// holder's word once it stopped.
 #[test]
 fn a_split_controllers_leases_stand_or_fall_with_the_runs_inventory_lease() {
+    use pony::state::deadline::LeaseLost;
     use pony::state::pg::fence::{self, Unlocked};
-    use pony::state::pg::lease::LeaseLost;
     use pony::state::pg::{regions, PgStore};
     let pg = server();
     let url = pg.url();

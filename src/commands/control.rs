@@ -1,21 +1,21 @@
 //! `pony pause|continue|abort|approve RUN`: one command to a running run through its
-//! control socket ([`crate::control`]), or with `--state postgres://…` through the
-//! database to every controller of the run ([`crate::state::pg::control`]), and the
+//! control socket (`state/local/control.rs`), or with `--state postgres://…` through the
+//! database to every controller of the run (`state/pg/control.rs`), and the
 //! answer. Exit 0 when the run took it, 2 when it refused it (the answer says why), 5
 //! when the run is not running.
 
-use crate::control::SendError;
-use crate::exec::control::{ControlCommand, ControlReply, Operator};
+use crate::control::{Answer, ControlCommand, ControlReply};
 use crate::exit::Exit;
 use crate::hint::pony as hint;
 use crate::report::OutputFormat;
 use crate::settings::Settings;
-use crate::state::pg::{self, control::Answer, control::Sent};
+use crate::state::backend::Access;
+use crate::state::backend::Delivery;
 use crate::state::runs::{self, RunState};
 use crate::state::store::Store;
 
 pub fn run(settings: &Settings, run: &str, command: ControlCommand) -> anyhow::Result<Exit> {
-    let store = crate::commands::open_store(settings, pg::Access::Control)?;
+    let store = Store::open(&super::store_settings(settings), Access::Control)?;
     let id = store.resolve(run).map_err(|e| {
         let hint = match e {
             runs::ResolveError::Ambiguous { .. } => "give more of the run id".to_string(),
@@ -24,59 +24,46 @@ pub fn run(settings: &Settings, run: &str, command: ControlCommand) -> anyhow::R
         anyhow::anyhow!("{e}\n  hint: {hint}")
     })?;
     let typed = command.describe();
-    let reply = match &store {
-        Store::Local(state_dir) => {
-            let folder = runs::runs_dir(state_dir).join(&id);
-            match crate::control::send(&folder, &command) {
-                Ok(reply) => reply,
-                Err(SendError::NotRunning(error)) => {
-                    not_running(settings, &store, &id, &typed, &error.to_string());
-                    return Ok(Exit::NotRunning);
-                }
-                Err(error @ SendError::PermissionDenied { .. }) => {
-                    eprintln!(
-                        "error: `{typed}` to run {id}: {error}\n  hint: send it as that user (sudo -u …), or follow it with `{}`",
-                        hint(format_args!("status {id}"))
-                    );
-                    return Ok(Exit::Invalid);
-                }
-                Err(error @ SendError::NoAnswer(_)) => {
-                    eprintln!(
-                        "error: `{typed}` to run {id}: {error}\n  hint: `{}` shows whether it took the command (the journal records every command it took)",
-                        hint(format_args!("status {id}"))
-                    );
-                    return Ok(Exit::NotRunning);
-                }
-            }
+    let reply = match store.send_control(&id, &command)? {
+        Delivery::NotRunning { why } => {
+            not_running(settings, &store, &id, &typed, &why);
+            return Ok(Exit::NotRunning);
         }
-        Store::Postgres { db, .. } => {
-            match pg::control::send(db, &id, &command, &Operator::this_process())? {
-                Sent::NotRunning => {
-                    let why = "no controller of it holds a live lease";
-                    not_running(settings, &store, &id, &typed, why);
-                    return Ok(Exit::NotRunning);
-                }
-                Sent::Answered {
-                    answers,
-                    gone,
-                    silent,
-                } => {
-                    for name in &gone {
-                        eprintln!("warning: controller {name} of run {id} stopped before it answered `{typed}`");
-                    }
-                    for name in &silent {
-                        eprintln!(
-                            "warning: controller {name} of run {id} did not answer `{typed}` within a minute\n  hint: `{}` shows whether it took the command",
-                            hint(format_args!("status {id}"))
-                        );
-                    }
-                    // Every controller it was sent to stopped or stayed silent.
-                    if answers.is_empty() {
-                        return Ok(Exit::NotRunning);
-                    }
-                    combined(&answers)
-                }
+        Delivery::Denied(error) => {
+            eprintln!(
+                "error: `{typed}` to run {id}: {error}\n  hint: send it as that user (sudo -u …), or follow it with `{}`",
+                hint(format_args!("status {id}"))
+            );
+            return Ok(Exit::Invalid);
+        }
+        Delivery::NoAnswer(error) => {
+            eprintln!(
+                "error: `{typed}` to run {id}: {error}\n  hint: `{}` shows whether it took the command (the journal records every command it took)",
+                hint(format_args!("status {id}"))
+            );
+            return Ok(Exit::NotRunning);
+        }
+        Delivery::Answered {
+            answers,
+            gone,
+            silent,
+        } => {
+            for name in &gone {
+                eprintln!(
+                    "warning: controller {name} of run {id} stopped before it answered `{typed}`"
+                );
             }
+            for name in &silent {
+                eprintln!(
+                    "warning: controller {name} of run {id} did not answer `{typed}` within a minute\n  hint: `{}` shows whether it took the command",
+                    hint(format_args!("status {id}"))
+                );
+            }
+            // Every controller it was sent to stopped or stayed silent.
+            if answers.is_empty() {
+                return Ok(Exit::NotRunning);
+            }
+            combined(&answers)
         }
     };
     if settings.output == OutputFormat::Json {

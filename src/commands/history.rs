@@ -6,12 +6,13 @@
 use crate::exit::Exit;
 use crate::report::OutputFormat;
 use crate::settings::Settings;
-use crate::state::pg::Access;
+use crate::state::backend::Access;
 use crate::state::runs::{self, RunState, RunSummary};
+use crate::state::store::Store;
 use std::io::Write;
 
 pub fn run(settings: &Settings, limit: usize) -> anyhow::Result<Exit> {
-    let store = crate::commands::open_store(settings, Access::Read)?;
+    let store = Store::open(&super::store_settings(settings), Access::Read)?;
     let ids = store.list().map_err(|e| {
         anyhow::anyhow!(
             "cannot read the runs under {}: {e}",

@@ -24,8 +24,6 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::inventory::Vars;
 use crate::plan::{Plan, PlanOptions};
 use crate::settings::Settings;
-use crate::state::pg::Access;
-use crate::state::store::Store;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -141,20 +139,13 @@ pub fn extra_vars(args: &PlanArgs) -> Vars {
         .collect()
 }
 
-/// The state backend the settings name (see [`Store::open`]). `Store` still reads the
-/// command line's global options; until it takes plain values, they are made here from
-/// the settings (only the state folder, the database URL and the lease matter to it).
-pub fn open_store(settings: &Settings, access: Access) -> anyhow::Result<Store> {
-    let options = crate::cli::GlobalOptions {
-        state_dir: settings.state_dir.clone(),
-        state: settings.state.clone(),
-        lease: settings.lease,
-        output: crate::cli::OutputFormat::Human,
-        color: crate::cli::ColorChoice::Auto,
-        verbose: settings.verbose,
-        quiet: settings.quiet,
-    };
-    Store::open(&options, access)
-}
-
 pub use crate::report::thousands;
+
+/// What opening the state store takes from the settings.
+pub fn store_settings(settings: &Settings) -> crate::state::store::StoreSettings {
+    crate::state::store::StoreSettings {
+        url: settings.state.clone(),
+        state_dir: settings.state_dir.clone(),
+        lease: settings.lease,
+    }
+}

@@ -58,7 +58,7 @@ fn reopen(
     run: &str,
     secret_vars: &[(String, String)],
 ) -> Result<Reopened, Diagnostics> {
-    let store = crate::commands::open_store(settings, crate::state::pg::Access::Write)
+    let store = Store::for_writing(&super::store_settings(settings))
         .map_err(|e| Diagnostics::from(Diagnostic::new(Path::new("--state"), format!("{e:#}"))))?;
     let runs_dir = store.place();
     let id = store.resolve(run).map_err(|e| {
@@ -307,65 +307,54 @@ fn confirm_rollback(plan: &Plan, id: &str, due: &RollbackDue) -> Result<bool, Di
 }
 
 pub fn unlock(settings: &Settings, inventory: &str, force: bool) -> anyhow::Result<Exit> {
-    let store = crate::commands::open_store(settings, crate::state::pg::Access::Write)?;
-    let live = match store.holder(inventory)? {
-        Some((holder, true)) if !force => {
-            return Err(crate::state::lock::LockError::Live(Box::new(holder)).into())
+    let store = Store::for_writing(&super::store_settings(settings))?;
+    if let Some((holder, true)) = store.holder(inventory)? {
+        if !force {
+            return Err(crate::state::lock::LockError::Live(Box::new(holder)).into());
         }
-        Some((_, live)) => live,
-        None => false,
+    }
+    let Some(mut broken) = store.unlock(inventory, force)? else {
+        crate::outln!("inventory `{inventory}` was not locked");
+        return Ok(Exit::Success);
     };
-    if let Store::Postgres { db, .. } = &store {
-        return unlock_lease(db, inventory, force);
-    }
-    match store.unlock(inventory)? {
-        Some(holder) if live => crate::outln!(
-            "broke the live lock of inventory `{inventory}` (--force): run {} pid {} on {} since {} was still running; {}",
-            holder.run_id,
-            holder.pid,
-            holder.host,
-            holder.started,
-            match store {
-                Store::Local(_) => format!(
-                    "it is not stopped: it goes on working its hosts, and a new run would work them too; stop it with Ctrl-C there or `{}`",
+    match broken.fenced.take() {
+        // A lease: its holders are fenced off, and a live one is waited for.
+        Some(fenced) => unlocked_lease(&store, inventory, broken, fenced),
+        None => {
+            let holder = &broken.info;
+            if broken.live {
+                crate::outln!(
+                    "broke the live lock of inventory `{inventory}` (--force): run {} pid {} on {} since {} was still running; it is not stopped: it goes on working its hosts, and a new run would work them too; stop it with Ctrl-C there or `{}`",
+                    holder.run_id,
+                    holder.pid,
+                    holder.host,
+                    holder.started,
                     crate::hint::pony(format_args!("abort {}", holder.run_id))
-                ),
-                Store::Postgres { .. } => unreachable!("a lease is broken by unlock_lease"),
+                );
+            } else {
+                crate::outln!(
+                    "unlocked inventory `{inventory}` (was held by run {} pid {} on {} since {})",
+                    holder.run_id,
+                    holder.pid,
+                    holder.host,
+                    holder.started
+                );
             }
-        ),
-        Some(holder) => crate::outln!(
-            "unlocked inventory `{inventory}` (was held by run {} pid {} on {} since {})",
-            holder.run_id,
-            holder.pid,
-            holder.host,
-            holder.started
-        ),
-        None => crate::outln!("inventory `{inventory}` was not locked"),
+            Ok(Exit::Success)
+        }
     }
-    Ok(Exit::Success)
 }
 
-/// `pony unlock` of a lease in the state database: breaks it and every region lease of
-/// its run in one transaction (the holders are fenced off from that commit on), and for
-/// a live run waits, up to one lease, until each controller says it stopped and what
+/// `pony unlock` of a lease in the state database, broken with every region lease of
+/// its run in one transaction (the holders are fenced off from that commit on): for a
+/// live run, waits up to one lease until each controller says it stopped and what
 /// became of its commands on the hosts; says which.
-fn unlock_lease(
-    db: &crate::state::pg::PgStore,
+fn unlocked_lease(
+    store: &Store,
     inventory: &str,
-    force: bool,
+    broken: crate::state::backend::Unlocked,
+    fenced: Vec<crate::state::backend::Fenced>,
 ) -> anyhow::Result<Exit> {
-    use crate::state::pg::fence;
-    let broken = match fence::break_lease(db, inventory, &crate::state::store::unlocker(), force)? {
-        fence::Unlocked::NotLocked => {
-            crate::outln!("inventory `{inventory}` was not locked");
-            return Ok(Exit::Success);
-        }
-        // A run took the lease since it was read: it is live now.
-        fence::Unlocked::Refused(info) => {
-            return Err(crate::state::lock::LockError::Live(Box::new(info)).into())
-        }
-        fence::Unlocked::Broken(broken) => broken,
-    };
     let held = &broken.info;
     if !broken.live {
         crate::outln!(
@@ -383,14 +372,14 @@ fn unlock_lease(
         held.pid,
         held.host,
         held.started,
-        if broken.fenced.len() > 1 || broken.fenced.iter().any(|f| f.controller.is_some()) {
+        if fenced.len() > 1 || fenced.iter().any(|f| f.controller.is_some()) {
             " and its regions' leases"
         } else {
             ""
         },
-        humantime::format_duration(db.lease),
+        humantime::format_duration(store.lease()),
     );
-    let answers = fence::wait_stopped(db, &broken.fenced, db.lease)?;
+    let answers = store.wait_stopped(&fenced, store.lease())?;
     let mut silent = 0;
     let mut unconfirmed = 0;
     for (fenced, said) in &answers {
@@ -406,7 +395,7 @@ fn unlock_lease(
                 crate::outln!(
                     "  {}: no word within {}: it is frozen, cut off from the database or gone; it can journal nothing more, but commands it started may still run on the hosts",
                     fenced.describe(),
-                    humantime::format_duration(db.lease)
+                    humantime::format_duration(store.lease())
                 );
             }
         }

@@ -10,9 +10,9 @@ use crate::plan::Plan;
 use crate::report::OutputFormat;
 use crate::secret::Redactor;
 use crate::settings::Settings;
+use crate::state::deadline::LeaseClock;
+use crate::state::deadline::LeaseLost;
 use crate::state::journal::{Journal, Record};
-use crate::state::pg::deadline::LeaseClock;
-use crate::state::pg::lease::LeaseLost;
 use crate::state::replay::Replay;
 use crate::state::run_dir::RunDir;
 use crate::state::store::Store;
@@ -72,7 +72,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
         // nothing has run.
         SshOptions::new(&settings.state_dir, launch.accept_new_host_keys).secure_control_dir()?;
     }
-    let store = crate::commands::open_store(settings, crate::state::pg::Access::Write)?;
+    let store = Store::for_writing(&super::store_settings(settings))?;
     let lease_lost = LeaseLost::default();
     let regions = match &settings.regions {
         Some(globs) => Some(crate::exec::regions::select(&launch.plan, globs)?),
@@ -102,13 +102,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
         )?,
         None => store.acquire(&inventory, &run_id, resuming, lease_lost.clone())?,
     };
-    let lease_clock = match &store {
-        Store::Postgres { db, .. } => {
-            db.lease_clock().renewed(asked);
-            Some(db.lease_clock().clone())
-        }
-        Store::Local(_) => None,
-    };
+    let lease_clock = store.lease_clock(asked);
     if let RunFolder::Existing(dir) = &launch.run {
         // The run was read before its lease was ours: it must not have moved on since.
         // (Split by region, the other controllers go on writing: what they finish is
@@ -149,62 +143,44 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let journal = store.journal(&run_dir.journal_path(), &run_id, &held, lease_lost.clone())?;
+    let journal = held.journal(&run_dir.journal_path(), &run_id, lease_lost.clone())?;
     // A controller joining a split run takes the approvals its other controllers took.
-    if let (Store::Postgres { db, .. }, Some(_)) = (&store, &regions) {
-        launch
-            .approvals
-            .extend(crate::state::pg::control::earlier_approvals(db, &run_id)?);
+    if regions.is_some() {
+        launch.approvals.extend(store.earlier_approvals(&run_id)?);
     }
     // Live control from any machine, through the state database (its listener connects
     // before the run's runtime starts: the client blocks).
     let (control_sender, control_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let (listener, forward) = match &store {
-        Store::Postgres { db, .. } => {
-            let controller = settings
-                .controller
-                .clone()
-                .unwrap_or_else(crate::state::this_process);
-            let listener = crate::state::pg::control::Listener::start(
-                (**db).clone(),
-                run_id.clone(),
-                controller.clone(),
-                control_sender.clone(),
-                regions.is_some(),
-            )
-            .map_err(|e| {
-                tracing::warn!("live control through the state database is off for this run: {e}")
-            })
-            .ok();
-            // A split run's controllers each ask at their gates; an answer given at one
-            // terminal goes to the others through the database.
-            let forward = regions
-                .is_some()
-                .then(|| forwarder((**db).clone(), run_id.clone(), controller));
-            (listener, forward)
-        }
-        Store::Local(_) => (None, None),
-    };
+    let controller = settings
+        .controller
+        .clone()
+        .unwrap_or_else(crate::state::this_process);
+    let remote = store.remote_control(
+        &run_id,
+        &controller,
+        control_sender.clone(),
+        regions.is_some(),
+    );
+    let forward = remote
+        .forward
+        .map(|forward| warn_unforwarded(forward, run_id.clone()));
+    let listener = remote.listener;
     let control = Control {
         sender: control_sender,
         receiver: control_receiver,
         listener,
         forward,
     };
-    let split = match (&store, &regions) {
-        (Store::Postgres { db, .. }, Some(regions)) => {
-            Some(Arc::new(crate::exec::regions::Split::start(
-                &launch.plan,
-                regions,
-                (**db).clone(),
-                run_id.clone(),
-                launch.journal_seen,
-                settings
-                    .on_controller_loss
-                    .unwrap_or(launch.plan.playbook.strategy.on_controller_loss),
-            )?))
-        }
-        _ => None,
+    let split = match &regions {
+        Some(regions) => Some(Arc::new(crate::exec::regions::Split::start(
+            &launch.plan,
+            regions,
+            store.follow_split(&run_id, launch.journal_seen, regions)?,
+            settings
+                .on_controller_loss
+                .unwrap_or(launch.plan.playbook.strategy.on_controller_loss),
+        ))),
+        None => None,
     };
     let journal_path = run_dir.journal_path();
     let exit = runtime.block_on(execute(
@@ -227,7 +203,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
         // Whatever the scheduler made of the end, a controller fenced off stopped as on
         // a second Ctrl-C: its commands were killed, its run is another's to go on with.
         exit = Exit::Interrupted;
-        fenced_stop(&store, &held, &journal_path);
+        fenced_stop(&held, &journal_path);
     }
     match exit {
         Exit::AwaitingApproval => {
@@ -248,7 +224,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
 
 /// A controller that lost its lease has stopped: it says how, at its terminal and (when
 /// `pony unlock` broke the lease and waits for the answer) in the database.
-fn fenced_stop(store: &Store, held: &crate::state::store::Held, journal: &std::path::Path) {
+fn fenced_stop(held: &crate::state::backend::Held, journal: &std::path::Path) {
     let (killed, ended, unconfirmed) = kills_of_this_process(journal);
     let mut outcome = format!(
         "stopped; {killed} running command(s) killed on the hosts (confirmed), {ended} had ended"
@@ -258,18 +234,18 @@ fn fenced_stop(store: &Store, held: &crate::state::store::Held, journal: &std::p
             ", {unconfirmed} could not be confirmed killed (see its journal)"
         ));
     }
-    let Store::Postgres { db, .. } = store else {
+    // A lock file is never fenced off.
+    let Some(broken_by) = held.broken_by() else {
         return;
     };
-    let Some(holder) = held.holder() else { return };
-    match crate::state::pg::fence::broken_by(db, holder) {
+    match broken_by {
         Ok(Some(by)) => {
             eprintln!("this controller's lease was broken with `pony unlock --force` by {by}: it {outcome}")
         }
         Ok(None) => eprintln!("this controller {outcome}"),
         Err(e) => tracing::warn!("{e}"),
     }
-    if let Err(e) = crate::state::pg::fence::confirm_stopped(db, holder, &outcome) {
+    if let Err(e) = held.confirm_stopped(&outcome) {
         tracing::warn!("could not tell the state database that this controller stopped: {e}");
     }
 }
@@ -397,13 +373,14 @@ async fn execute(
         listener,
         forward,
     } = control;
-    let socket = crate::control::serve(&crate::control::socket_path(&run_dir.path), control_sender)
-        .map_err(|e| {
-            tracing::warn!(
-                "live control (pony pause/continue/abort/approve) is off for this run: {e}"
-            )
-        })
-        .ok();
+    let socket = crate::state::local::control::serve(
+        &crate::state::local::control::socket_path(&run_dir.path),
+        control_sender,
+    )
+    .map_err(|e| {
+        tracing::warn!("live control (pony pause/continue/abort/approve) is off for this run: {e}")
+    })
+    .ok();
     let has_control = socket.is_some() || listener.is_some();
     let interactive = std::io::stdin().is_terminal() && settings.output == OutputFormat::Human;
     let options = ExecOptions {
@@ -480,28 +457,19 @@ fn region_sizes_of(
 /// Where a run's live-control commands come from: its control socket (made once the run
 /// starts), the state database's listener, and the forwarding of terminal approvals.
 struct Control {
-    sender: tokio::sync::mpsc::UnboundedSender<crate::exec::control::ControlRequest>,
-    receiver: tokio::sync::mpsc::UnboundedReceiver<crate::exec::control::ControlRequest>,
-    listener: Option<crate::state::pg::control::Listener>,
+    sender: tokio::sync::mpsc::UnboundedSender<crate::control::ControlRequest>,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<crate::control::ControlRequest>,
+    listener: Option<Box<dyn Send + Sync>>,
     forward: Option<Forward>,
 }
 
 /// Sends an approval given at this controller's terminal to the run's other controllers.
 type Forward = Arc<dyn Fn(&str) + Send + Sync>;
 
-fn forwarder(store: crate::state::pg::PgStore, run_id: String, controller: String) -> Forward {
+/// The backend's forwarding of approvals, saying at the terminal when one did not go.
+fn warn_unforwarded(forward: crate::state::backend::Forward, run_id: String) -> Forward {
     Arc::new(move |wave: &str| {
-        let command = crate::exec::control::ControlCommand::Approve {
-            wave: wave.to_string(),
-        };
-        let forwarded = crate::state::pg::control::forward(
-            &store,
-            &run_id,
-            &command,
-            &crate::exec::control::Operator::this_process(),
-            &controller,
-        );
-        if let Err(e) = forwarded {
+        if let Err(e) = forward(wave) {
             eprintln!(
                 "warning: the approval of wave {wave} did not reach the run's other controllers: {e}\n  hint: give it to them with `{}`",
                 crate::hint::pony(format_args!("approve {run_id} {wave}"))

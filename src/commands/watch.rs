@@ -22,7 +22,10 @@ pub fn run(
     every: Option<Duration>,
 ) -> anyhow::Result<Exit> {
     // Reads only: a role with USAGE and SELECT on the schema may watch.
-    let store = crate::commands::open_store(settings, crate::state::pg::Access::Read)?;
+    let store = Store::open(
+        &super::store_settings(settings),
+        crate::state::backend::Access::Read,
+    )?;
     let extra: Vec<Notifier> = notify
         .iter()
         .map(|command| Notifier {
@@ -126,10 +129,9 @@ impl Gone {
 
 /// The `notify:` of the run's own playbook (its snapshot), when it can be read.
 fn run_notifiers(store: &Store, id: &str, folder: &std::path::Path) -> Vec<Notifier> {
-    if let Store::Postgres { .. } = store {
-        if let Err(e) = store.open_run(id) {
-            tracing::warn!("cannot copy the snapshot of run {id}: {e}");
-        }
+    // From a database, reopening copies the run's snapshot into the local folder.
+    if let Err(e) = store.open_run(id) {
+        tracing::warn!("cannot copy the snapshot of run {id}: {e}");
     }
     let playbook: PathBuf = folder.join(crate::state::snapshot::PLAYBOOK_FILE);
     match crate::playbook::load(&playbook) {

@@ -9,7 +9,6 @@
 pub mod admission;
 pub mod change_window;
 pub mod clock;
-pub mod control;
 pub mod dead_man;
 pub mod host_run;
 pub mod hosts;
@@ -52,7 +51,7 @@ pub struct ExecOptions {
     /// another shell before the run stops there (exit 10); `None` stops at once.
     pub approval_wait: Option<std::time::Duration>,
     /// Commands from `pony pause|continue|abort|approve` (the run folder's socket).
-    pub control: Option<tokio::sync::mpsc::UnboundedReceiver<control::ControlRequest>>,
+    pub control: Option<tokio::sync::mpsc::UnboundedReceiver<crate::control::ControlRequest>>,
     /// What an earlier process of this run already did (`pony resume`, `pony rollback`).
     pub replay: Option<Replay>,
     /// Run the rollout, or only roll back what the replayed run touched.
@@ -71,7 +70,7 @@ pub struct ExecOptions {
     /// Set once this controller lost a lease it works under (state database): a record
     /// the journal then did not acknowledge was refused by fencing, not lost to a full
     /// disk, and the run stops as on a second Ctrl-C rather than halting.
-    pub lease_lost: Option<crate::state::pg::lease::LeaseLost>,
+    pub lease_lost: Option<crate::state::deadline::LeaseLost>,
 }
 
 /// What the executor does with the plan.

@@ -390,7 +390,7 @@ fn indent(text: &str) -> String {
 
 /// The controllers of a run split by region: which regions each worked on, its tasks,
 /// and whether it still holds its lease; an expired one's regions wait for a takeover.
-fn controllers_table(parts: &[crate::state::pg::regions::ControllerPart], run_id: &str) -> String {
+fn controllers_table(parts: &[crate::state::split::ControllerPart], run_id: &str) -> String {
     let mut out =
         String::from("\nCONTROLLER            REGIONS         STARTED  SUCCEEDED  FAILED  LEASE\n");
     for part in parts {

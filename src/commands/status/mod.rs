@@ -11,15 +11,16 @@ use crate::hint::pony as hint;
 use crate::plan::Plan;
 use crate::report::OutputFormat;
 use crate::settings::Settings;
-use crate::state::pg::Access;
+use crate::state::backend::Access;
 use crate::state::runs::{self, Activity, RollbackRecord, RunDetail, RunState, RunSummary};
+use crate::state::store::Store;
 use serde::Serialize;
 use std::io::Write;
 
 mod human;
 
 pub fn run(settings: &Settings, run: Option<&str>) -> anyhow::Result<Exit> {
-    let store = crate::commands::open_store(settings, Access::Read)?;
+    let store = Store::open(&crate::commands::store_settings(settings), Access::Read)?;
     let id = match run {
         Some(run) => store.resolve(run).map_err(|e| {
             let hint = match e {
@@ -85,7 +86,7 @@ pub struct Report<'a> {
     pub controls: &'a [runs::ControlRecord],
     /// A run split by region (`--regions`): each controller's regions, tasks and lease.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub controllers: Vec<crate::state::pg::regions::ControllerPart>,
+    pub controllers: Vec<crate::state::split::ControllerPart>,
     /// A run split by region: the controllers holding a live lease now, each with its
     /// regions (the run has no one pid: each controller has its own).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -244,7 +245,7 @@ impl<'a> Report<'a> {
     /// A run split by region, with its region leases: who works it now, and which
     /// regions with work left wait for a controller. A running run that waits for
     /// nothing else waits for those (never "nothing").
-    fn split(&mut self, leases: Vec<crate::state::pg::regions::RegionRow>) {
+    fn split(&mut self, leases: Vec<crate::state::split::RegionRow>) {
         for row in leases.iter().filter(|r| r.live) {
             match self
                 .live_controllers

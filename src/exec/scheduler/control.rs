@@ -5,7 +5,7 @@
 //! before its sender is told it was applied.
 
 use super::*;
-use crate::exec::control::{ControlCommand, ControlReply, ControlRequest, Operator};
+use crate::control::{ControlCommand, ControlReply, ControlRequest, Operator};
 use tokio::task::AbortHandle;
 
 /// The run's live-control state.

@@ -5,8 +5,8 @@
 //! the next barrier (`wait`) or stops as on a first Ctrl-C (`stop`).
 
 use super::*;
-use crate::exec::regions::ControllerLoss;
 use crate::playbook::OnControllerLoss;
+use crate::state::split::ControllerLoss;
 use std::collections::HashSet;
 
 impl Scheduler {

@@ -14,11 +14,10 @@
 //! notification lost while a connection was being re-made loses nothing.
 
 use super::{PgError, PgStore};
-use crate::exec::control::{ControlCommand, ControlReply, ControlRequest, Operator};
+use crate::control::{Answer, ControlCommand, ControlReply, ControlRequest, Operator};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -43,13 +42,6 @@ fn commands_channel(store: &PgStore) -> String {
 
 fn answers_channel(store: &PgStore) -> String {
     format!("{}_control_answer", store.schema)
-}
-
-/// One controller's answer to a command.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub controller: String,
-    pub reply: ControlReply,
 }
 
 /// What became of a command sent through the database.
@@ -258,15 +250,11 @@ pub fn pause_in_force(
         }))
 }
 
-/// A controller's reader of its run's commands; dropping it stops the reading.
+/// A controller's reader of its run's commands; dropping it stops the reading (the
+/// thread sees its stop channel disconnected at its next wake-up: a notification, or
+/// [`RECHECK`] without one).
 pub struct Listener {
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    _stop: Mutex<mpsc::Sender<()>>,
 }
 
 impl Listener {
@@ -300,8 +288,7 @@ impl Listener {
                 });
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let reader = Reader {
             store,
             run_id,
@@ -311,9 +298,11 @@ impl Listener {
         };
         std::thread::Builder::new()
             .name("pony-control".into())
-            .spawn(move || reader.run(client, &stopping))
+            .spawn(move || reader.run(client, &stopped))
             .map_err(|e| PgError::Thread(e.to_string()))?;
-        Ok(Listener { stop })
+        Ok(Listener {
+            _stop: Mutex::new(stop),
+        })
     }
 }
 
@@ -335,9 +324,10 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(mut self, mut client: Client, stop: &AtomicBool) {
+    fn run(mut self, mut client: Client, stop: &mpsc::Receiver<()>) {
+        let stopped = || !matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty));
         loop {
-            if stop.load(Ordering::Relaxed) || self.requests.is_closed() {
+            if stopped() || self.requests.is_closed() {
                 return;
             }
             let read = self
@@ -345,7 +335,13 @@ impl Reader {
                 .and_then(|_| wait_for_notification(&mut client, RECHECK, &self.run_id));
             if let Err(e) = read {
                 tracing::warn!("live control through the state database: {e}; reconnecting");
-                std::thread::sleep(RECHECK);
+                // Waits out a moment before reconnecting, or ends at once when stopped.
+                if !matches!(
+                    stop.recv_timeout(RECHECK),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    return;
+                }
                 match listening(&self.store) {
                     Ok(fresh) => client = fresh,
                     Err(e) => tracing::warn!("{e}"),

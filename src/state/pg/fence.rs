@@ -19,61 +19,10 @@
 //! its `fences` row that it stopped and what became of its commands. `pony unlock
 //! --force` waits for those answers until a lease has passed since it broke the lease.
 
-use super::{PgError, PgStore};
+use super::{fence_channel, PgError, PgStore};
+use crate::state::backend::Fenced;
 use crate::state::lock::LockInfo;
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::Client;
 use std::time::{Duration, Instant};
-
-/// The channel a lease's holders listen on (the whole installation's; the payload is
-/// the run whose leases were broken, and a notification only says "renew now").
-fn channel(store: &PgStore) -> String {
-    format!("{}_fence", store.schema)
-}
-
-/// A connection listening on the fence channel, for a heartbeat.
-pub(super) fn listening(store: &PgStore) -> Result<Client, PgError> {
-    let mut client = store.connect()?;
-    client
-        .batch_execute(&format!("LISTEN {}", channel(store)))
-        .map_err(|e| store.query("listening for fences", e))?;
-    Ok(client)
-}
-
-/// Waits up to `wait` for a fence notification; true when one came (the others queued
-/// are taken with it: each only says "renew now").
-pub(super) fn notified(client: &mut Client, wait: Duration) -> Result<bool, postgres::Error> {
-    let mut notifications = client.notifications();
-    let came = notifications.timeout_iter(wait).next()?.is_some();
-    if came {
-        notifications.iter().count()?;
-    }
-    Ok(came)
-}
-
-/// One holder a broken lease fenced off.
-#[derive(Debug, Clone)]
-pub struct Fenced {
-    /// Its token in the lease rows.
-    pub holder: String,
-    /// Its `--controller` name in a run split by region.
-    pub controller: Option<String>,
-    pub machine: String,
-    pub pid: i32,
-    /// Whether its lease was live (renewed in time) when it was broken: only a live
-    /// holder is waited for.
-    pub live: bool,
-}
-
-impl Fenced {
-    /// How messages name it: `controller ctl-a (pid 42 on ctl-1)` or `pid 42 on ctl-1`.
-    pub fn describe(&self) -> String {
-        match &self.controller {
-            Some(name) => format!("controller {name} (pid {} on {})", self.pid, self.machine),
-            None => format!("its controller (pid {} on {})", self.pid, self.machine),
-        }
-    }
-}
 
 /// A lease `pony unlock` broke: who held it, whether it was live, whom it fenced off.
 #[derive(Debug, Clone)]
@@ -185,8 +134,11 @@ pub fn break_lease(
         )
         .map_err(q)?;
     }
-    tx.execute("SELECT pg_notify($1, $2)", &[&channel(store), &run_id])
-        .map_err(q)?;
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&fence_channel::name(store), &run_id],
+    )
+    .map_err(q)?;
     tx.commit().map_err(q)?;
     Ok(Unlocked::Broken(Broken {
         info: lease.info,

@@ -11,39 +11,9 @@
 
 use super::{PgError, PgStore};
 use crate::state::lock::{LockError, LockInfo};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 
-/// Told when this controller lost a lease it holds (broken with `pony unlock --force`,
-/// or taken over after it expired): the run starts nothing more and kills what runs.
-/// Cheap to clone; once lost, it stays lost ([`LeaseLost::is_lost`]), so whoever looks
-/// after the wake-up (the scheduler, the end of the run) still knows.
-#[derive(Clone, Default)]
-pub struct LeaseLost(Arc<LostState>);
-
-#[derive(Default)]
-struct LostState {
-    notify: tokio::sync::Notify,
-    lost: AtomicBool,
-}
-
-impl LeaseLost {
-    /// Marks the lease lost and wakes whoever waits for it.
-    pub fn notify_one(&self) {
-        self.0.lost.store(true, Ordering::SeqCst);
-        self.0.notify.notify_one();
-    }
-
-    /// Resolves once the lease is lost.
-    pub async fn notified(&self) {
-        self.0.notify.notified().await
-    }
-
-    pub fn is_lost(&self) -> bool {
-        self.0.lost.load(Ordering::SeqCst)
-    }
-}
+use crate::state::deadline::LeaseLost;
 
 /// The row's columns as [`LockInfo`], with `started` spelt as the local lock spells it.
 const SELECT_INFO: &str = "SELECT inventory, run_id, pid, machine, username,
@@ -260,7 +230,7 @@ pub(super) struct Heartbeat {
     /// How long stopping waits for a renewal in flight (nothing once the lease ran out
     /// by the controller's own clock).
     bound: std::time::Duration,
-    clock: std::sync::Arc<super::deadline::LeaseClock>,
+    clock: std::sync::Arc<crate::state::deadline::LeaseClock>,
 }
 
 /// How often a heartbeat looks for its stop and for a fence notification.
@@ -286,7 +256,7 @@ impl Heartbeat {
             .spawn(move || {
                 let _ending = ending;
                 let connect = || {
-                    super::fence::listening(&store)
+                    super::fence_channel::listening(&store)
                         .map_err(|e| tracing::warn!("{name} heartbeat: {e}"))
                         .ok()
                 };
@@ -303,7 +273,7 @@ impl Heartbeat {
                         .saturating_duration_since(std::time::Instant::now())
                         .min(HEARTBEAT_TICK);
                     let fenced = match client.as_mut() {
-                        Some(c) => match super::fence::notified(c, wait) {
+                        Some(c) => match super::fence_channel::notified(c, wait) {
                             Ok(fenced) => fenced,
                             Err(e) => {
                                 tracing::warn!("{name} heartbeat: {e}; reconnecting");

@@ -11,19 +11,22 @@
 //! runtime): the journal writer and the lease heartbeat are plain threads, as the local
 //! journal's writer is, and the commands read before the run's runtime starts.
 
+pub mod backend;
 pub mod bounds;
 pub mod control;
-pub mod deadline;
 pub mod fence;
+mod fence_channel;
 pub mod lease;
 pub mod regions;
 pub mod schema;
 pub mod sink;
+mod split;
 pub mod tls;
 
 use super::journal::Record;
+use crate::state::backend::Access;
 use postgres::{Client, NoTls};
-pub use schema::{Access, Migrated};
+pub use schema::Migrated;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,7 +121,7 @@ pub struct PgStore {
     /// How long one call may take before pony stops waiting for it (see [`bounds`]).
     bound: Duration,
     /// This controller's own count of its lease (see [`deadline`]).
-    clock: Arc<deadline::LeaseClock>,
+    clock: Arc<crate::state::deadline::LeaseClock>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -221,7 +224,7 @@ impl PgStore {
             reader: Arc::default(),
             created: true,
             bound,
-            clock: Arc::new(deadline::LeaseClock::new(lease)),
+            clock: Arc::new(crate::state::deadline::LeaseClock::new(lease)),
         };
         Ok(store)
     }
@@ -238,7 +241,7 @@ impl PgStore {
 
     /// This controller's own count of its lease: renewals that went through move its
     /// deadline on; the run stops once it passes (see [`deadline`]).
-    pub fn lease_clock(&self) -> &Arc<deadline::LeaseClock> {
+    pub fn lease_clock(&self) -> &Arc<crate::state::deadline::LeaseClock> {
         &self.clock
     }
 

@@ -13,8 +13,10 @@
 
 use super::{PgError, PgStore};
 use crate::state::lock::LockError;
+use crate::state::split::{ControllerPart, RegionRow};
 
-use super::lease::{db, Heartbeat, LeaseLost};
+use super::lease::{db, Heartbeat};
+use crate::state::deadline::LeaseLost;
 
 /// The inventory lease's holder while a run is split by region.
 fn run_holder(run_id: &str) -> String {
@@ -46,18 +48,6 @@ enum Leaving {
     Abandoned,
     /// Stopped at an `approve:` gate: the rows are left to expire by themselves.
     Kept,
-}
-
-/// One region lease as read, for `pony status`.
-#[derive(Debug, Clone)]
-pub struct RegionRow {
-    pub region: String,
-    pub controller: String,
-    pub machine: String,
-    pub pid: i32,
-    pub live: bool,
-    /// The holding controller's token: a takeover replaces it.
-    pub holder: String,
 }
 
 /// Takes the leases of `regions` of run `run_id` for `controller`. A new run (`deploy`)
@@ -270,21 +260,6 @@ pub fn rows(
             holder: r.get(5),
         })
         .collect())
-}
-
-/// One controller's part of a split run, as `pony status` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ControllerPart {
-    pub controller: String,
-    /// The regions whose tasks it journaled, in inventory order.
-    pub regions: Vec<String>,
-    pub started: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    /// `live` while it holds a region lease, `expired` when its lease ran out (it died or
-    /// was cut off: `pony resume RUN --regions …` takes its regions over), `left` once it
-    /// gave its regions back.
-    pub lease: &'static str,
 }
 
 /// Each controller's part of a split run, in the order they first wrote; empty for a

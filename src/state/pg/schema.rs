@@ -13,6 +13,7 @@
 //! privileges") documents the same rules.
 
 use super::{PgError, PgStore};
+use crate::state::backend::Access;
 use postgres::{Client, GenericClient};
 
 /// The migrations, in order; each runs once per installation, in one transaction with
@@ -57,25 +58,6 @@ const CONTROL_TABLE: &str = "control";
 /// The schema version this pony needs.
 pub fn latest() -> i32 {
     MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
-}
-
-/// What a command does in the state database, and so which privileges its role needs
-/// (besides `CONNECT` on the database, which PUBLIC has by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// `status`, `history`, `watch`: `USAGE` on the schema, `SELECT` on its tables. Never creates
-    /// or migrates anything; a schema not created yet reads as no runs.
-    Read,
-    /// `pause`, `continue`, `abort`, `approve`: [`Access::Read`], plus `INSERT` on
-    /// `control` and `USAGE` on its id's sequence.
-    Control,
-    /// `deploy`, `resume`, `join`, `rollback`, `unlock`: `USAGE` on the schema, `SELECT`,
-    /// `INSERT`, `UPDATE`, `DELETE` on its tables (`SELECT` only on
-    /// `schema_migrations`), `USAGE` on its sequences. A missing schema is created first
-    /// when the role may (`CREATE` on the database; `CREATE` on the schema when it exists
-    /// without pony's tables), else refused naming that privilege; an older one is
-    /// migrated only by `pony db migrate`.
-    Write,
 }
 
 impl Access {

@@ -19,9 +19,10 @@
 //! ([`super::deadline`]); what its outbox still held stays in its local journal, and a
 //! `pony resume` on the same machine merges it and sends it ([`crate::state::store`]).
 
-use super::lease::{self, LeaseLost};
+use super::lease;
 use super::regions;
 use super::PgStore;
+use crate::state::deadline::LeaseLost;
 use crate::state::journal::Mirror;
 use postgres::Client;
 use std::collections::VecDeque;
@@ -44,7 +45,7 @@ pub struct PgSink {
     run_id: String,
     /// The controller's own count of its lease: once it ran out, nothing waits on the
     /// database any more (the run is stopping as on a lost lease).
-    clock: Arc<super::deadline::LeaseClock>,
+    clock: Arc<crate::state::deadline::LeaseClock>,
 }
 
 /// The outbox, shared by the writer and the sender thread.

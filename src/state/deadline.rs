@@ -1,3 +1,7 @@
+//! A controller's hold on its run, as the run watches it whatever the backend: told
+//! when the hold is lost ([`LeaseLost`]), and the lease counted on the controller's own
+//! clock ([`LeaseClock`]).
+//!
 //! The lease counted on the controller's own clock. The database expires a lease a
 //! whole lease after the renewal that last went through, by its clock; a controller
 //! that cannot renew (the database down, hung, or behind a held lock) must have stopped
@@ -11,8 +15,39 @@
 //! lease. The last third is the stop's: killing the running commands and leaving.
 //! Nothing here waits on the database, so a call that never returns cannot hold it.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Told when this controller lost a lease it holds (broken with `pony unlock --force`,
+/// or taken over after it expired): the run starts nothing more and kills what runs.
+/// Cheap to clone; once lost, it stays lost ([`LeaseLost::is_lost`]), so whoever looks
+/// after the wake-up (the scheduler, the end of the run) still knows.
+#[derive(Clone, Default)]
+pub struct LeaseLost(Arc<LostState>);
+
+#[derive(Default)]
+struct LostState {
+    notify: tokio::sync::Notify,
+    lost: AtomicBool,
+}
+
+impl LeaseLost {
+    /// Marks the lease lost and wakes whoever waits for it.
+    pub fn notify_one(&self) {
+        self.0.lost.store(true, Ordering::SeqCst);
+        self.0.notify.notify_one();
+    }
+
+    /// Resolves once the lease is lost.
+    pub async fn notified(&self) {
+        self.0.notify.notified().await
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.0.lost.load(Ordering::SeqCst)
+    }
+}
 
 /// The last renewal that went through, and the deadline it gives.
 #[derive(Debug)]
