@@ -107,7 +107,7 @@ pub enum Event {
         wave: String,
         /// `soak` (the wave's `pause:`), `verify` (the checks that run right before the approval
         /// question of a gate without a soak), `approve`, or `window <text>`.
-        reason: String,
+        reason: GateReason,
         seconds: u64,
         /// When the wait ends (RFC 3339, UTC): the soak's end, the window's opening.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -331,6 +331,66 @@ pub enum Event {
         regions: Vec<RegionSummary>,
         run_dir: String,
     },
+}
+
+/// Why a wave's gate (or, for a change window, its hosts) waits. Written as text, the
+/// same in the `gate_waiting` event and the journal: `soak`, `verify`, `approve` or
+/// `window <text>`; journals written before the soak was so named say `pause`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateReason {
+    /// The wave's `pause:`.
+    Soak,
+    /// The checks that run right before the approval question of a gate without a soak.
+    Verify,
+    /// A person's approval.
+    Approve,
+    /// A change window, as the playbook gives it (`02:00-06:00 Asia/Shanghai`, with the
+    /// zone it is read in when that is the controller's).
+    Window(String),
+}
+
+impl std::fmt::Display for GateReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GateReason::Soak => f.write_str("soak"),
+            GateReason::Verify => f.write_str("verify"),
+            GateReason::Approve => f.write_str("approve"),
+            GateReason::Window(text) => write!(f, "window {text}"),
+        }
+    }
+}
+
+impl std::str::FromStr for GateReason {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "soak" | "pause" => GateReason::Soak,
+            "verify" => GateReason::Verify,
+            "approve" => GateReason::Approve,
+            _ => match text.strip_prefix("window ") {
+                Some(window) => GateReason::Window(window.to_string()),
+                None => {
+                    return Err(format!(
+                        "unknown gate reason `{text}` (soak, verify, approve or window …)"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+impl Serialize for GateReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for GateReason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// When a host's `health:` checks ran.

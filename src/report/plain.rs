@@ -153,7 +153,7 @@ fn needs_a_person(event: &Event) -> bool {
         | Event::WaveStarted { .. }
         | Event::GatePassed { .. }
         | Event::VerifyCheck { ok: true, .. } => false,
-        Event::GateWaiting { reason, .. } => reason == "approve",
+        Event::GateWaiting { reason, .. } => *reason == crate::events::GateReason::Approve,
         _ => true,
     }
 }
@@ -411,14 +411,14 @@ mod tests {
             started,
             Event::GateWaiting {
                 wave: "all".into(),
-                reason: "soak".into(),
+                reason: crate::events::GateReason::Soak,
                 seconds: 20,
                 until: None,
                 zone: None,
             },
             Event::GateWaiting {
                 wave: "all".into(),
-                reason: "approve".into(),
+                reason: crate::events::GateReason::Approve,
                 seconds: 600,
                 until: None,
                 zone: None,
@@ -451,7 +451,7 @@ mod tests {
         reporter.event(&host("a", HostOutcome::Ok));
         reporter.event(&Event::GateWaiting {
             wave: "all".into(),
-            reason: "soak".into(),
+            reason: crate::events::GateReason::Soak,
             seconds: 3600,
             until: None,
             zone: None,
@@ -561,7 +561,7 @@ mod tests {
     fn quiet_prints_what_needs_a_person_and_not_the_routine() {
         let gate = |reason: &str| Event::GateWaiting {
             wave: "canary".into(),
-            reason: reason.into(),
+            reason: reason.parse().unwrap(),
             seconds: 60,
             until: None,
             zone: None,

@@ -11,7 +11,9 @@ use crate::exit::Exit;
 use crate::hint::pony as hint;
 use crate::plan::Plan;
 use crate::state::pg::Access;
-use crate::state::runs::{self, Activity, RollbackRecord, RunDetail, RunState, RunSummary};
+use crate::state::runs::{
+    self, Activity, RollbackRecord, RunDetail, RunState, RunSummary, TaskStatus,
+};
 use crate::state::store::Store;
 use serde::Serialize;
 use std::io::Write;
@@ -161,7 +163,7 @@ pub struct Waiting {
 impl<'a> Report<'a> {
     pub fn new(detail: &'a RunDetail, plan: Result<&Plan, &str>) -> Report<'a> {
         let tasks = runs::count_tasks(detail, plan);
-        let with_state = |state: &str| -> Vec<&'a str> {
+        let with_state = |state: TaskStatus| -> Vec<&'a str> {
             detail
                 .tasks
                 .iter()
@@ -177,7 +179,7 @@ impl<'a> Report<'a> {
         let failed = detail
             .tasks
             .iter()
-            .filter(|t| t.state == "failed")
+            .filter(|t| t.state == TaskStatus::Failed)
             .map(|t| {
                 let (step, target) = t.label.rsplit_once('@').unwrap_or((&t.label, ""));
                 Failed {
@@ -223,8 +225,8 @@ impl<'a> Report<'a> {
             run: &detail.summary,
             tasks,
             failed,
-            running: with_state("running"),
-            interrupted: with_state("interrupted"),
+            running: with_state(TaskStatus::Running),
+            interrupted: with_state(TaskStatus::Interrupted),
             rollbacks,
             gates_passed: &detail.gates_passed,
             pre_approved: &detail.pre_approved,
@@ -316,7 +318,7 @@ fn failed_alike<'d>(detail: &'d RunDetail, plan: Option<&Plan>, wave: &str) -> O
         .collect();
     let mut steps = std::collections::BTreeSet::new();
     let mut failed = std::collections::HashSet::new();
-    for task in detail.tasks.iter().filter(|t| t.state == "failed") {
+    for task in detail.tasks.iter().filter(|t| t.state == TaskStatus::Failed) {
         let (step, target) = task.label.rsplit_once('@').unwrap_or((&task.label, ""));
         if hosts.contains(target) {
             steps.insert(step);
