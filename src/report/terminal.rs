@@ -119,14 +119,9 @@ fn region_words(
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Waiting {
     /// A wave's soak (`pause:`), until this wall-clock time (`HH:MM:SS`).
-    Soak {
-        wave: String,
-        until: String,
-    },
+    Soak { wave: String, until: String },
     /// A person's approval of a wave's gate.
-    Approval {
-        wave: String,
-    },
+    Approval { wave: String },
     /// A wave's change window, read in `zone`, opening at `opens` (`HH:MM:SS`).
     Window {
         wave: String,
@@ -134,9 +129,7 @@ enum Waiting {
         opens: Option<String>,
     },
     /// The checks a gate without a soak runs right before its approval question.
-    Checks {
-        wave: String,
-    },
+    Checks { wave: String },
 }
 
 impl Waiting {

@@ -318,7 +318,11 @@ fn failed_alike<'d>(detail: &'d RunDetail, plan: Option<&Plan>, wave: &str) -> O
         .collect();
     let mut steps = std::collections::BTreeSet::new();
     let mut failed = std::collections::HashSet::new();
-    for task in detail.tasks.iter().filter(|t| t.state == TaskStatus::Failed) {
+    for task in detail
+        .tasks
+        .iter()
+        .filter(|t| t.state == TaskStatus::Failed)
+    {
         let (step, target) = task.label.rsplit_once('@').unwrap_or((&task.label, ""));
         if hosts.contains(target) {
             steps.insert(step);

@@ -582,7 +582,6 @@ fn upsert<T>(items: &mut Vec<T>, index: &mut BTreeMap<String, usize>, label: &st
     }
 }
 
-
 /// A run started again (a resume, or an older pony's second start) by process `pid`:
 /// it is no longer paused or finished, and its outcome is to come.
 fn going_again(summary: &mut RunSummary, pid: u32) {
