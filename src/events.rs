@@ -107,7 +107,7 @@ pub enum Event {
         wave: String,
         /// `soak` (the wave's `pause:`), `verify` (the checks that run right before the approval
         /// question of a gate without a soak), `approve`, or `window <text>`.
-        reason: String,
+        reason: GateReason,
         seconds: u64,
         /// When the wait ends (RFC 3339, UTC): the soak's end, the window's opening.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -333,6 +333,67 @@ pub enum Event {
     },
 }
 
+/// Why a wave's gate (or, for a change window, its hosts) waits. Written as text, the
+/// same in the `gate_waiting` event and the journal: `soak`, `verify`, `approve` or
+/// `window <text>`; journals written before the soak was so named say `pause`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateReason {
+    /// The wave's `pause:`.
+    Soak,
+    /// The checks that run right before the approval question of a gate without a soak.
+    Verify,
+    /// A person's approval.
+    Approve,
+    /// A change window, as the playbook gives it (`02:00-06:00 Asia/Shanghai`, with the
+    /// zone it is read in when that is the controller's).
+    Window(String),
+}
+
+impl std::fmt::Display for GateReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GateReason::Soak => f.write_str("soak"),
+            GateReason::Verify => f.write_str("verify"),
+            GateReason::Approve => f.write_str("approve"),
+            GateReason::Window(text) => write!(f, "window {text}"),
+        }
+    }
+}
+
+/// A gate reason's text that is none of pony's.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown gate reason `{0}` (soak, verify, approve or window …)")]
+pub struct UnknownGateReason(String);
+
+impl std::str::FromStr for GateReason {
+    type Err = UnknownGateReason;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "soak" | "pause" => GateReason::Soak,
+            "verify" => GateReason::Verify,
+            "approve" => GateReason::Approve,
+            _ => match text.strip_prefix("window ") {
+                Some(window) => GateReason::Window(window.to_string()),
+                None => return Err(UnknownGateReason(text.to_string())),
+            },
+        })
+    }
+}
+
+impl Serialize for GateReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for GateReason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// When a host's `health:` checks ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -354,110 +415,48 @@ pub struct Envelope<'a> {
 }
 
 impl TaskRecord {
-    fn redacted(self, redactor: &Redactor) -> Self {
-        TaskRecord {
-            captures: self
-                .captures
-                .into_iter()
-                .map(|(k, v)| (k, redactor.redact(&v)))
-                .collect(),
-            output_tail: redactor.redact(&self.output_tail),
-            changed: self.changed,
-            error: self.error.map(|e| redactor.redact(&e)),
-            log: redactor.redact(&self.log),
-        }
+    /// Its text that may hold a secret value: the captures' values, the output, the error
+    /// and the host's log.
+    fn texts_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        let captures = self.captures.iter_mut().map(|(_, value)| value);
+        captures
+            .chain([&mut self.output_tail, &mut self.log])
+            .chain(self.error.as_mut())
     }
 }
 
 impl Event {
     /// The event with every secret value replaced; the one place the executor redacts.
-    pub fn redacted(self, redactor: &Redactor) -> Event {
-        let r = |text: String| redactor.redact(&text);
+    /// What reaches the journal is built from this event, so it is redacted too.
+    pub fn redacted(mut self, redactor: &Redactor) -> Event {
+        for text in self.texts_mut() {
+            *text = redactor.redact(text);
+        }
+        self
+    }
+
+    /// The free text a secret value could have reached: command output, errors and
+    /// reasons made from them, and what the journal keeps of a task. Names, ids and counts
+    /// come from the plan, never from a secret.
+    fn texts_mut(&mut self) -> Vec<&mut String> {
         match self {
-            Event::TaskFinished {
-                task,
-                changed,
-                exit_code,
-                duration_ms,
-                attempts,
-                record,
-            } => Event::TaskFinished {
-                task,
-                changed,
-                exit_code,
-                duration_ms,
-                attempts,
-                record: record.redacted(redactor),
-            },
-            Event::TaskSkipped {
-                task,
-                reason,
-                record,
-            } => Event::TaskSkipped {
-                task,
-                reason: r(reason),
-                record: record.map(|rec| rec.redacted(redactor)),
-            },
+            Event::TaskFinished { record, .. } => record.texts_mut().collect(),
+            Event::TaskSkipped { reason, record, .. } => std::iter::once(reason)
+                .chain(record.iter_mut().flat_map(TaskRecord::texts_mut))
+                .collect(),
             Event::TaskFailed {
-                task,
-                exit_code,
                 error,
                 stderr_tail,
-                duration_ms,
-                attempts,
                 record,
-            } => Event::TaskFailed {
-                task,
-                exit_code,
-                error: r(error),
-                stderr_tail: r(stderr_tail),
-                duration_ms,
-                attempts,
-                record: record.redacted(redactor),
-            },
-            Event::RollbackTask {
-                task,
-                ok,
-                exit_code,
-                error,
-                duration_ms,
-                log,
-            } => Event::RollbackTask {
-                task,
-                ok,
-                exit_code,
-                error: error.map(r),
-                duration_ms,
-                log: r(log),
-            },
-            Event::Stopped {
-                reason,
-                region,
-                rollback,
-            } => Event::Stopped {
-                reason: r(reason),
-                region,
-                rollback,
-            },
-            Event::VerifyCheck {
-                wave,
-                check,
-                host,
-                ok,
-                detail,
-            } => Event::VerifyCheck {
-                wave,
-                check,
-                host,
-                ok,
-                detail: r(detail),
-            },
-            Event::WaveFailed { wave, reason, node } => Event::WaveFailed {
-                wave,
-                reason: r(reason),
-                node,
-            },
-            other => other,
+                ..
+            } => [error, stderr_tail]
+                .into_iter()
+                .chain(record.texts_mut())
+                .collect(),
+            Event::RollbackTask { error, log, .. } => error.iter_mut().chain([log]).collect(),
+            Event::Stopped { reason, .. } | Event::WaveFailed { reason, .. } => vec![reason],
+            Event::VerifyCheck { detail, .. } => vec![detail],
+            _ => Vec::new(),
         }
     }
 }
@@ -499,5 +498,130 @@ impl EventSink {
             durable: Some(ack),
         });
         async move { done.await.is_ok() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> TaskRef {
+        TaskRef {
+            id: 0,
+            step: "switch".into(),
+            host: "mx-1".into(),
+            region: "gz".into(),
+            cluster: "a".into(),
+            wave: "all".into(),
+            label: "switch@mx-1".into(),
+        }
+    }
+
+    fn record(secret: &str) -> TaskRecord {
+        TaskRecord {
+            captures: vec![("token".into(), format!("capture {secret}"))],
+            output_tail: format!("output {secret}"),
+            changed: true,
+            error: Some(format!("error {secret}")),
+            log: format!("log {secret}"),
+        }
+    }
+
+    /// Every free text of an event, and what the journal keeps of its task, loses the
+    /// secret; names from the plan stay.
+    #[test]
+    fn redaction_reaches_every_text_a_secret_could_be_in() {
+        let secret = "s3cret-value";
+        let mut redactor = Redactor::default();
+        redactor.add(secret.into());
+        let texts = |event: Event| -> Vec<String> {
+            match event.redacted(&redactor) {
+                Event::TaskFailed {
+                    error,
+                    stderr_tail,
+                    record,
+                    ..
+                } => [error, stderr_tail]
+                    .into_iter()
+                    .chain([record.output_tail, record.log])
+                    .chain(record.error)
+                    .chain(record.captures.into_iter().map(|(_, v)| v))
+                    .collect(),
+                Event::TaskSkipped {
+                    reason,
+                    record: Some(record),
+                    ..
+                } => [reason, record.output_tail, record.log].into(),
+                Event::RollbackTask { error, log, .. } => error.into_iter().chain([log]).collect(),
+                Event::VerifyCheck { detail, .. } => vec![detail],
+                Event::Stopped { reason, .. } => vec![reason],
+                other => panic!("{other:?}"),
+            }
+        };
+        let events = [
+            Event::TaskFailed {
+                task: task(),
+                exit_code: Some(1),
+                error: format!("failed {secret}"),
+                stderr_tail: format!("stderr {secret}"),
+                duration_ms: 1,
+                attempts: 1,
+                record: record(secret),
+            },
+            Event::TaskSkipped {
+                task: task(),
+                reason: format!("guard {secret}"),
+                record: Some(record(secret)),
+            },
+            Event::RollbackTask {
+                task: task(),
+                ok: false,
+                exit_code: Some(1),
+                error: Some(format!("failed {secret}")),
+                duration_ms: 1,
+                log: format!("log {secret}"),
+            },
+            Event::VerifyCheck {
+                wave: "all".into(),
+                check: "smtp".into(),
+                host: "mx-1".into(),
+                ok: false,
+                detail: format!("said {secret}"),
+            },
+            Event::Stopped {
+                reason: format!("halt {secret}"),
+                region: None,
+                rollback: false,
+            },
+        ];
+        for event in events {
+            for text in texts(event) {
+                assert!(text.ends_with(" ***") && !text.contains(secret), "{text}");
+            }
+        }
+    }
+
+    /// A gate reason is written as the text it always was, and read back from it;
+    /// journals of older runs say `pause` for a soak.
+    #[test]
+    fn gate_reasons_keep_their_text() {
+        for (reason, text) in [
+            (GateReason::Soak, "soak"),
+            (GateReason::Verify, "verify"),
+            (GateReason::Approve, "approve"),
+            (
+                GateReason::Window("02:00-06:00 Asia/Shanghai".into()),
+                "window 02:00-06:00 Asia/Shanghai",
+            ),
+        ] {
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<GateReason>(&json).unwrap(), reason);
+        }
+        assert_eq!(
+            serde_json::from_str::<GateReason>("\"pause\"").unwrap(),
+            GateReason::Soak
+        );
+        assert!(serde_json::from_str::<GateReason>("\"nap\"").is_err());
     }
 }

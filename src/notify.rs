@@ -69,7 +69,7 @@ pub fn notifies(event: &Event) -> bool {
         | Event::ControllerLost { .. }
         | Event::ControllerGone { .. }
         | Event::Control { .. } => true,
-        Event::GateWaiting { reason, .. } => reason == "approve",
+        Event::GateWaiting { reason, .. } => *reason == crate::events::GateReason::Approve,
         Event::VerifyCheck { ok, .. } => !ok,
         // A host's own rollback follows its `task_failed`; a region's or the whole run's
         // is news of its own.
@@ -498,7 +498,7 @@ mod tests {
     fn only_the_events_a_person_must_know_about_notify() {
         let waiting = |reason: &str| Event::GateWaiting {
             wave: "canary".into(),
-            reason: reason.into(),
+            reason: reason.parse().unwrap(),
             seconds: 0,
             until: None,
             zone: None,

@@ -68,7 +68,7 @@ pub fn run(settings: &Settings, args: &DeployArgs) -> anyhow::Result<Exit> {
             replay: None,
             mode: Mode::Deploy,
             skip_failed_wave: None,
-            command: "deploy",
+            command: crate::state::journal::RunKind::Deploy,
             rollback_tasks: 0,
             journal_seen: 0,
         },

@@ -9,7 +9,7 @@ use crate::exit::Exit;
 use crate::inventory::pattern::HostSet;
 use crate::plan::Plan;
 use crate::settings::Settings;
-use crate::state::journal::{self, Replay, TaskState};
+use crate::state::journal::{self, Replay, RunKind, TaskState};
 use crate::state::run_dir::RunDir;
 use crate::state::runs::ResolveError;
 use crate::state::snapshot::{Secrets, Snapshot, SnapshotError};
@@ -31,7 +31,7 @@ impl Reopened {
     /// does otherwise says so in its own fields).
     fn launch(
         self,
-        command: &'static str,
+        command: RunKind,
         secret_vars: &[(String, String)],
         accept_new_host_keys: bool,
     ) -> Launch {
@@ -171,7 +171,7 @@ pub fn resume(
         Launch {
             approvals: approve.to_vec(),
             skip_failed_wave,
-            ..reopened.launch("resume", secret_vars, accept)
+            ..reopened.launch(RunKind::Resume, secret_vars, accept)
         },
     )
 }
@@ -190,7 +190,7 @@ pub fn join(
         settings,
         Launch {
             approvals: approve.to_vec(),
-            ..reopened.launch("join", secret_vars, accept)
+            ..reopened.launch(RunKind::Join, secret_vars, accept)
         },
     )
 }
@@ -237,7 +237,7 @@ pub fn rollback(
         Launch {
             mode: Mode::Rollback(due.hosts),
             rollback_tasks: due.tasks,
-            ..reopened.launch("rollback", secret_vars, accept)
+            ..reopened.launch(RunKind::Rollback, secret_vars, accept)
         },
     )
 }

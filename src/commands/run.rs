@@ -12,7 +12,7 @@ use crate::secret::Redactor;
 use crate::settings::Settings;
 use crate::state::deadline::LeaseClock;
 use crate::state::deadline::LeaseLost;
-use crate::state::journal::{Journal, Record};
+use crate::state::journal::{Journal, Record, RunKind};
 use crate::state::replay::Replay;
 use crate::state::run_dir::RunDir;
 use crate::state::store::Store;
@@ -33,7 +33,7 @@ pub struct Launch {
     pub skip_failed_wave: Option<String>,
     /// `deploy`, `resume` or `rollback`: a resume or rollback may take over its own
     /// run's lock.
-    pub command: &'static str,
+    pub command: RunKind,
     /// `rollback`: how many tasks it will undo (what its header counts).
     pub rollback_tasks: usize,
     /// The state database's last journal `seq` of the run before it was read (0 for a
@@ -56,7 +56,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
     // without it (docs/operating.md, "Closing the terminal").
     crate::term::survive_hangup();
     let inventory = launch.plan.inventory.name.clone();
-    let resuming = launch.command != "deploy";
+    let resuming = launch.command != RunKind::Deploy;
     let run_id = match &launch.run {
         RunFolder::New { .. } => crate::state::run_dir::new_run_id(),
         RunFolder::Existing(dir) => dir.id.clone(),
@@ -76,7 +76,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
     let lease_lost = LeaseLost::default();
     let regions = match &settings.regions {
         Some(globs) => Some(crate::exec::regions::select(&launch.plan, globs)?),
-        None if launch.command == "join" => {
+        None if launch.command == RunKind::Join => {
             return Err(crate::diag::Diagnostics::from(
                 crate::diag::Diagnostic::new(
                     std::path::Path::new("--regions"),
@@ -296,7 +296,7 @@ async fn execute(
     let plan = Arc::new(launch.plan);
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let user = crate::state::current_user();
-    let record = if launch.command == "deploy" {
+    let record = if launch.command == RunKind::Deploy {
         Record::RunStarted {
             run_id: run_dir.id.clone(),
             playbook: plan.playbook.name.clone(),
@@ -308,7 +308,7 @@ async fn execute(
         }
     } else {
         Record::RunResumed {
-            command: launch.command.to_string(),
+            command: launch.command,
             time: now,
             pid: std::process::id(),
             user,

@@ -106,7 +106,7 @@ impl Gone {
         let mut hosts: Vec<String> = detail
             .tasks
             .iter()
-            .filter(|t| t.state == "running")
+            .filter(|t| t.state == crate::state::runs::TaskStatus::Running)
             .filter_map(|t| t.label.split_once('@').map(|(_, host)| host.to_string()))
             .collect();
         hosts.sort();

@@ -15,7 +15,7 @@ pub mod plain;
 pub mod summary;
 pub mod terminal;
 
-use crate::events::{Event, HealthAfter, HostOutcome};
+use crate::events::{Event, GateReason, HealthAfter, HostOutcome};
 use crate::term::{color_enabled, ColorChoice};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -329,8 +329,8 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
             seconds,
             until,
             ..
-        } => Some(match reason.as_str() {
-            "soak" => format!(
+        } => Some(match reason {
+            GateReason::Soak => format!(
                 "== gate after wave {wave}: soaking {}{}",
                 humantime::format_duration(Duration::from_secs(*seconds)),
                 until
@@ -339,20 +339,19 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
                     .map(|at| format!(", until {at}"))
                     .unwrap_or_default()
             ),
-            "verify" => format!(
+            GateReason::Verify => format!(
                 "== gate after wave {wave}: its checks run before the approval question"
             ),
-            "approve" if *seconds > 0 => format!(
+            GateReason::Approve if *seconds > 0 => format!(
                 "== gate after wave {wave}: waiting up to {} for `{}`",
                 humantime::format_duration(Duration::from_secs(*seconds)),
                 crate::hint::pony(format_args!("approve RUN {wave}"))
             ),
-            "approve" => format!("== gate after wave {wave}: waiting for approval"),
-            window if window.starts_with("window ") => format!(
-                "== wave {wave} waits for its change {window} (opens in {})",
+            GateReason::Approve => format!("== gate after wave {wave}: waiting for approval"),
+            GateReason::Window(_) => format!(
+                "== wave {wave} waits for its change {reason} (opens in {})",
                 humantime::format_duration(Duration::from_secs(*seconds))
             ),
-            _ => format!("== gate after wave {wave}: waiting for {reason}"),
         }),
         Event::GatePassed { wave, .. } => Some(format!("== gate after wave {wave} passed")),
         Event::VerifyCheck {
@@ -544,7 +543,7 @@ impl GateNotes {
                 reason,
                 seconds,
                 ..
-            } if reason == "soak" => {
+            } if *reason == GateReason::Soak => {
                 self.soaks.entry(wave.clone()).or_default().seconds = Some(*seconds);
             }
             Event::VerifyCheck { wave, ok, .. } => {
@@ -572,7 +571,7 @@ impl GateNotes {
         else {
             return None;
         };
-        if reason != "approve" {
+        if *reason != GateReason::Approve {
             return None;
         }
         let mut lines = Vec::new();
@@ -645,7 +644,7 @@ mod tests {
     fn gate(wave: &str, reason: &str, seconds: u64) -> Event {
         Event::GateWaiting {
             wave: wave.into(),
-            reason: reason.into(),
+            reason: reason.parse().unwrap(),
             seconds,
             until: None,
             zone: None,

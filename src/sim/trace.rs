@@ -14,8 +14,8 @@ use tokio::time::Instant;
 #[derive(Debug, Clone)]
 pub struct GateWait {
     pub wave: usize,
-    /// `pause`, `approve`, or `window …`.
-    pub reason: String,
+    /// A soak, an approval, or a change window.
+    pub reason: crate::events::GateReason,
     pub at_ms: u64,
     /// The announced length (0 for an approval, which lasts until the gate passes).
     pub seconds: u64,
@@ -107,7 +107,10 @@ pub async fn record(
             }
             // The checks before an approval question take no time of their own in a
             // simulation's picture: the question's wait follows at once.
-            Event::GateWaiting { reason, .. } if reason == "verify" => {}
+            Event::GateWaiting {
+                reason: crate::events::GateReason::Verify,
+                ..
+            } => {}
             Event::GateWaiting {
                 wave,
                 reason,

@@ -5,7 +5,7 @@
 use super::journal::{Journal, Record};
 use super::replay::TaskState;
 use super::run_dir::RunDir;
-use crate::events::{Emitted, Event, TaskRecord};
+use crate::events::{Emitted, Event, GateReason, TaskRecord};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// Consumes the executor's events until it ends.
@@ -138,13 +138,13 @@ pub fn record_of(event: &Event) -> Option<Record> {
         // A window's wait holds the wave's hosts, not its gate: a record of its own.
         Event::GateWaiting {
             wave,
-            reason,
+            reason: GateReason::Window(window),
             until: Some(opens),
             zone: Some(zone),
             ..
-        } if reason.starts_with("window ") => Record::WindowWaiting {
+        } => Record::WindowWaiting {
             wave: wave.clone(),
-            window: reason.trim_start_matches("window ").to_string(),
+            window: window.clone(),
             zone: zone.clone(),
             opens: opens.clone(),
             time: now(),
@@ -154,7 +154,7 @@ pub fn record_of(event: &Event) -> Option<Record> {
             reason,
             until,
             ..
-        } if reason == "approve" || reason == "soak" || reason == "verify" => Record::GateWaiting {
+        } if !matches!(reason, GateReason::Window(_)) => Record::GateWaiting {
             wave: wave.clone(),
             reason: reason.clone(),
             time: now(),

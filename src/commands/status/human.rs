@@ -4,6 +4,7 @@
 //! [`LIST_AT_MOST`] with "and N more".
 
 use super::Report;
+use crate::state::journal::RunKind;
 use crate::state::runs::Group;
 use crate::state::runs::{self, RunState};
 
@@ -49,10 +50,10 @@ impl Report<'_> {
         for r in &run.resumes {
             out.push_str(&format!(
                 "{} {} by {} (pid {})\n",
-                match r.command.as_str() {
-                    "rollback" => "rolled back",
-                    "join" => "joined",
-                    _ => "resumed",
+                match r.command {
+                    RunKind::Rollback => "rolled back",
+                    RunKind::Join => "joined",
+                    RunKind::Resume | RunKind::Deploy => "resumed",
                 },
                 runs::format_time(&r.time),
                 r.who,

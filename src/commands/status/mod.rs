@@ -12,7 +12,9 @@ use crate::plan::Plan;
 use crate::report::OutputFormat;
 use crate::settings::Settings;
 use crate::state::backend::Access;
-use crate::state::runs::{self, Activity, RollbackRecord, RunDetail, RunState, RunSummary};
+use crate::state::runs::{
+    self, Activity, RollbackRecord, RunDetail, RunState, RunSummary, TaskStatus,
+};
 use crate::state::store::Store;
 use serde::Serialize;
 use std::io::Write;
@@ -162,7 +164,7 @@ pub struct Waiting {
 impl<'a> Report<'a> {
     pub fn new(detail: &'a RunDetail, plan: Result<&Plan, &str>) -> Report<'a> {
         let tasks = runs::count_tasks(detail, plan);
-        let with_state = |state: &str| -> Vec<&'a str> {
+        let with_state = |state: TaskStatus| -> Vec<&'a str> {
             detail
                 .tasks
                 .iter()
@@ -178,7 +180,7 @@ impl<'a> Report<'a> {
         let failed = detail
             .tasks
             .iter()
-            .filter(|t| t.state == "failed")
+            .filter(|t| t.state == TaskStatus::Failed)
             .map(|t| {
                 let (step, target) = t.label.rsplit_once('@').unwrap_or((&t.label, ""));
                 Failed {
@@ -224,8 +226,8 @@ impl<'a> Report<'a> {
             run: &detail.summary,
             tasks,
             failed,
-            running: with_state("running"),
-            interrupted: with_state("interrupted"),
+            running: with_state(TaskStatus::Running),
+            interrupted: with_state(TaskStatus::Interrupted),
             rollbacks,
             gates_passed: &detail.gates_passed,
             pre_approved: &detail.pre_approved,
@@ -317,7 +319,11 @@ fn failed_alike<'d>(detail: &'d RunDetail, plan: Option<&Plan>, wave: &str) -> O
         .collect();
     let mut steps = std::collections::BTreeSet::new();
     let mut failed = std::collections::HashSet::new();
-    for task in detail.tasks.iter().filter(|t| t.state == "failed") {
+    for task in detail
+        .tasks
+        .iter()
+        .filter(|t| t.state == TaskStatus::Failed)
+    {
         let (step, target) = task.label.rsplit_once('@').unwrap_or((&task.label, ""));
         if hosts.contains(target) {
             steps.insert(step);

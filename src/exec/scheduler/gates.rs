@@ -66,7 +66,7 @@ impl Scheduler {
         let wait = self.options.approval_wait;
         self.emit(Event::GateWaiting {
             wave: name.clone(),
-            reason: "approve".into(),
+            reason: crate::events::GateReason::Approve,
             seconds: wait.map_or(0, |w| w.as_secs()),
             until: None,
             zone: None,
@@ -140,7 +140,7 @@ impl Scheduler {
                     + chrono::Duration::from_std(pause).unwrap_or_default();
                 self.emit(Event::GateWaiting {
                     wave: spec.name.clone(),
-                    reason: "soak".into(),
+                    reason: crate::events::GateReason::Soak,
                     seconds: pause.as_secs(),
                     until: Some(rfc3339(until)),
                     zone: None,
@@ -241,7 +241,7 @@ impl Scheduler {
         let opens = now + chrono::Duration::from_std(wait).unwrap_or_default();
         self.emit(Event::GateWaiting {
             wave: self.plan.waves[wave].name.clone(),
-            reason: format!("window {text}"),
+            reason: crate::events::GateReason::Window(text),
             // Whole seconds, rounded up: the wait is exact to the nanosecond, and a
             // window 5 h away is not announced as 4:59:59.
             seconds: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),

@@ -222,7 +222,7 @@ impl Scheduler {
         // The gate is held while they run: said, so that nobody reads it as idle.
         self.emit(Event::GateWaiting {
             wave: self.plan.waves[wave].name.clone(),
-            reason: "verify".into(),
+            reason: crate::events::GateReason::Verify,
             seconds: 0,
             until: None,
             zone: None,

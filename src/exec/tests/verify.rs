@@ -152,7 +152,7 @@ async fn checks_run_before_the_approve_question_and_a_failure_fails_the_wave_ins
     );
     assert!(!events
         .iter()
-        .any(|e| matches!(e, Event::GateWaiting { reason, .. } if reason == "approve")));
+        .any(|e| matches!(e, Event::GateWaiting { reason, .. } if *reason == crate::events::GateReason::Approve)));
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::WaveFailed { wave, .. } if wave == "canary")));
@@ -215,7 +215,7 @@ async fn passing_checks_before_the_approve_question_let_it_be_asked() {
     );
     assert!(events
         .iter()
-        .any(|e| matches!(e, Event::GateWaiting { reason, .. } if reason == "approve")));
+        .any(|e| matches!(e, Event::GateWaiting { reason, .. } if *reason == crate::events::GateReason::Approve)));
     assert_eq!(report.exit, Exit::AwaitingApproval);
 }
 
@@ -226,7 +226,7 @@ async fn an_interrupt_during_a_long_pause_ends_the_run_without_waiting_it_out() 
     let mut seen = Vec::new();
     run.until(
         &mut seen,
-        |e| matches!(e, Event::GateWaiting { reason, .. } if reason == "soak"),
+        |e| matches!(e, Event::GateWaiting { reason, .. } if *reason == crate::events::GateReason::Soak),
     )
     .await;
     run.interrupts.send(1).unwrap();

@@ -52,7 +52,7 @@ steps:
         .filter_map(|e| match e {
             Event::GateWaiting {
                 reason, seconds, ..
-            } => Some((reason.clone(), *seconds)),
+            } => Some((reason.to_string(), *seconds)),
             _ => None,
         })
         .collect();

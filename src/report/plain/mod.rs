@@ -153,7 +153,7 @@ fn needs_a_person(event: &Event) -> bool {
         | Event::WaveStarted { .. }
         | Event::GatePassed { .. }
         | Event::VerifyCheck { ok: true, .. } => false,
-        Event::GateWaiting { reason, .. } => reason == "approve",
+        Event::GateWaiting { reason, .. } => *reason == crate::events::GateReason::Approve,
         _ => true,
     }
 }

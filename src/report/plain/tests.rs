@@ -140,14 +140,14 @@ fn the_ci_gate_line_names_the_run_after_the_soak() {
         started,
         Event::GateWaiting {
             wave: "all".into(),
-            reason: "soak".into(),
+            reason: crate::events::GateReason::Soak,
             seconds: 20,
             until: None,
             zone: None,
         },
         Event::GateWaiting {
             wave: "all".into(),
-            reason: "approve".into(),
+            reason: crate::events::GateReason::Approve,
             seconds: 600,
             until: None,
             zone: None,
@@ -180,7 +180,7 @@ async fn progress_counts_never_started_hosts_as_not_run_and_leaves_waits_out() {
     reporter.event(&host("a", HostOutcome::Ok));
     reporter.event(&Event::GateWaiting {
         wave: "all".into(),
-        reason: "soak".into(),
+        reason: crate::events::GateReason::Soak,
         seconds: 3600,
         until: None,
         zone: None,
@@ -290,7 +290,7 @@ async fn progress_counts_failed_hosts_not_failed_tasks() {
 fn quiet_prints_what_needs_a_person_and_not_the_routine() {
     let gate = |reason: &str| Event::GateWaiting {
         wave: "canary".into(),
-        reason: reason.into(),
+        reason: reason.parse().unwrap(),
         seconds: 60,
         until: None,
         zone: None,

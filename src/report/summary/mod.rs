@@ -125,7 +125,11 @@ impl SummaryNotes {
                     .or_default()
                     .push(task.label.clone());
             }
-            Event::GateWaiting { wave, reason, .. } if reason == "approve" => {
+            Event::GateWaiting {
+                wave,
+                reason: crate::events::GateReason::Approve,
+                ..
+            } => {
                 self.approval = Some(wave.clone());
             }
             Event::GatePassed { wave, .. } if self.approval.as_ref() == Some(wave) => {

@@ -11,7 +11,7 @@
 
 use super::summary::{self, SummaryNotes};
 use super::{event_line, GateNotes, Palette, Reporter};
-use crate::events::{Event, HostOutcome};
+use crate::events::{Event, GateReason, HostOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -463,13 +463,13 @@ impl Reporter for TerminalReporter {
             } => {
                 let wave = wave.clone();
                 // The bounded wait for `pony approve` is no countdown worth showing.
-                self.gate_until = (*seconds > 0 && reason != "approve")
+                self.gate_until = (*seconds > 0 && *reason != GateReason::Approve)
                     .then(|| Instant::now() + Duration::from_secs(*seconds));
                 let at = until.as_deref().and_then(super::local_clock);
-                self.gate = Some(match reason.as_str() {
-                    "approve" => Waiting::Approval { wave },
-                    "verify" => Waiting::Checks { wave },
-                    "soak" => {
+                self.gate = Some(match reason {
+                    GateReason::Approve => Waiting::Approval { wave },
+                    GateReason::Verify => Waiting::Checks { wave },
+                    GateReason::Soak => {
                         let until = at.unwrap_or_else(|| {
                             (chrono::Local::now() + chrono::Duration::seconds(*seconds as i64))
                                 .format("%H:%M:%S")
@@ -477,14 +477,10 @@ impl Reporter for TerminalReporter {
                         });
                         Waiting::Soak { wave, until }
                     }
-                    window if window.starts_with("window ") => Waiting::Window {
+                    GateReason::Window(window) => Waiting::Window {
                         wave,
-                        zone: zone.clone().unwrap_or_else(|| window[7..].to_string()),
+                        zone: zone.clone().unwrap_or_else(|| window.clone()),
                         opens: at,
-                    },
-                    other => Waiting::Other {
-                        wave,
-                        reason: other.to_string(),
                     },
                 });
                 self.note_waiting();

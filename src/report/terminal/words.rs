@@ -84,14 +84,9 @@ pub(super) fn region_words(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Waiting {
     /// A wave's soak (`pause:`), until this wall-clock time (`HH:MM:SS`).
-    Soak {
-        wave: String,
-        until: String,
-    },
+    Soak { wave: String, until: String },
     /// A person's approval of a wave's gate.
-    Approval {
-        wave: String,
-    },
+    Approval { wave: String },
     /// A wave's change window, read in `zone`, opening at `opens` (`HH:MM:SS`).
     Window {
         wave: String,
@@ -99,13 +94,7 @@ pub(super) enum Waiting {
         opens: Option<String>,
     },
     /// The checks a gate without a soak runs right before its approval question.
-    Checks {
-        wave: String,
-    },
-    Other {
-        wave: String,
-        reason: String,
-    },
+    Checks { wave: String },
 }
 
 impl Waiting {
@@ -122,7 +111,6 @@ impl Waiting {
             Waiting::Checks { wave } => {
                 format!("checks of {wave} running before its approval question")
             }
-            Waiting::Other { wave, reason } => format!("waiting for {reason} after {wave}"),
         }
     }
 }

@@ -6,6 +6,7 @@
 use super::durations::StepSource;
 use super::trace::Trace;
 use super::SimOptions;
+use crate::events::GateReason;
 use crate::plan::Plan;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -371,7 +372,7 @@ fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {
                     .iter()
                     .filter(|o| {
                         o.wave == g.wave
-                            && (o.reason == "soak" || o.reason == "approve")
+                            && matches!(o.reason, GateReason::Soak | GateReason::Approve)
                             && o.reason != g.reason
                             && o.at_ms >= g.at_ms
                     })
@@ -379,9 +380,9 @@ fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {
                     .min()
                     .unwrap_or(passed)
             };
-            let (kind, end) = if g.reason == "soak" {
+            let (kind, end) = if g.reason == GateReason::Soak {
                 ("soak", next(g).max(g.at_ms))
-            } else if g.reason == "approve" {
+            } else if g.reason == GateReason::Approve {
                 ("approve", next(g).max(g.at_ms))
             } else {
                 (
@@ -392,7 +393,7 @@ fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {
             GateSpan {
                 wave: plan.waves[g.wave].name.clone(),
                 kind: kind.into(),
-                detail: g.reason.clone(),
+                detail: g.reason.to_string(),
                 start_ms: g.at_ms,
                 end_ms: end,
             }

@@ -113,7 +113,7 @@ pub(super) fn critical_path(plan: &Plan, trace: &Trace) -> Vec<PathPart> {
             // A window of its wave that opened when it started, else a retry or connect wait.
             let window = trace.gate_waits.iter().find(|g| {
                 g.wave == task.wave
-                    && g.reason.starts_with("window")
+                    && matches!(g.reason, crate::events::GateReason::Window(_))
                     && (g.at_ms + g.seconds * 1000).abs_diff(ready) < 1000
             });
             let why = match window {

@@ -110,7 +110,7 @@ mod tests {
 
     fn resumed(host: &str, pid: u32) -> Record {
         Record::RunResumed {
-            command: "resume".into(),
+            command: crate::state::journal::RunKind::Resume,
             time: "t".into(),
             pid,
             user: "ann".into(),

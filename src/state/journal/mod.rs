@@ -13,7 +13,7 @@
 // one import; the executor takes these from `state::replay`.
 use super::replay::TaskReplay;
 pub use super::replay::{Replay, TaskState};
-use crate::events::RunOutcome;
+use crate::events::{GateReason, RunOutcome};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -56,7 +56,7 @@ pub enum Record {
     },
     /// A stopped run was continued (`pony resume`) or rolled back (`pony rollback`).
     RunResumed {
-        command: String,
+        command: RunKind,
         time: String,
         pid: u32,
         user: String,
@@ -71,7 +71,8 @@ pub enum Record {
     /// (`verify`); `pony status` shows it from any machine.
     GateWaiting {
         wave: String,
-        reason: String,
+        /// `approve`, `soak` or `verify` (never a window: that is `window_waiting`).
+        reason: GateReason,
         time: String,
         /// When a soak ends (RFC 3339, UTC); absent for the other reasons and in
         /// journals written before it was recorded.
@@ -184,6 +185,37 @@ pub enum Record {
     },
 }
 
+/// The command that started a run or went on with it: `deploy` starts one (its journal
+/// begins with `run_started`); the others write `run_resumed` with this `command`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Deploy,
+    /// `pony resume`: the run goes on where it stopped.
+    Resume,
+    /// `pony rollback`: the run's changed hosts are put back.
+    Rollback,
+    /// `pony resume --join`: another controller takes regions of a split run.
+    Join,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Deploy => "deploy",
+            RunKind::Resume => "resume",
+            RunKind::Rollback => "rollback",
+            RunKind::Join => "join",
+        }
+    }
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Record {
     /// The `run_finished` record of a run that ended with `outcome` and `exit_code`.
     pub fn run_finished(outcome: RunOutcome, exit_code: i32, time: String) -> Record {
@@ -244,7 +276,11 @@ impl Replay {
                         replay.stopped_wave = None;
                     }
                 }
-                Record::GateWaiting { wave, reason, .. } if reason == "approve" => {
+                Record::GateWaiting {
+                    wave,
+                    reason: GateReason::Approve,
+                    ..
+                } => {
                     replay.soaked.insert(wave.clone());
                 }
                 Record::Control {

@@ -140,3 +140,29 @@ async fn a_record_the_disk_refused_is_never_acknowledged_nor_any_after_it() {
     }
     journal.close().await;
 }
+
+/// Gate reasons and run kinds are enums now, written as the text they always were:
+/// lines of older journals (a soak spelt `pause`) read, and read back the same.
+#[test]
+fn gate_reasons_and_run_kinds_keep_their_journal_text() {
+    let lines = [
+        r#"{"type":"gate_waiting","wave":"canary","reason":"approve","time":"t"}"#,
+        r#"{"type":"gate_waiting","wave":"canary","reason":"soak","time":"t","until":"u"}"#,
+        r#"{"type":"gate_waiting","wave":"canary","reason":"verify","time":"t"}"#,
+        r#"{"type":"run_resumed","command":"resume","time":"t","pid":1,"user":"ann","host":"h"}"#,
+        r#"{"type":"run_resumed","command":"rollback","time":"t","pid":1,"user":"ann","host":"h"}"#,
+        r#"{"type":"run_resumed","command":"join","time":"t","pid":1,"user":"ann","host":"h"}"#,
+    ];
+    for line in lines {
+        let record = parse_line(line).unwrap();
+        assert_eq!(serde_json::to_string(&record).unwrap(), line);
+    }
+    let old = r#"{"type":"gate_waiting","wave":"canary","reason":"pause","time":"t"}"#;
+    assert!(matches!(
+        parse_line(old).unwrap(),
+        Record::GateWaiting {
+            reason: GateReason::Soak,
+            ..
+        }
+    ));
+}

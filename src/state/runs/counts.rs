@@ -1,7 +1,7 @@
 //! Task counts of a run per wave and per region, with what is still pending when the plan
 //! can be rebuilt from the run's snapshot (`pony status`).
 
-use super::detail::RunDetail;
+use super::detail::{RunDetail, TaskStatus};
 use crate::plan::Plan;
 use crate::playbook::Per;
 use serde::Serialize;
@@ -25,14 +25,14 @@ pub struct TaskCounts {
 }
 
 impl TaskCounts {
-    fn add(&mut self, state: &str, rolled_back: bool) {
+    fn add(&mut self, state: TaskStatus, rolled_back: bool) {
         self.rolled_back += usize::from(rolled_back);
         match state {
-            "succeeded" => self.succeeded += 1,
-            "skipped" => self.skipped += 1,
-            "failed" => self.failed += 1,
-            "interrupted" => self.interrupted += 1,
-            _ => self.running += 1,
+            TaskStatus::Succeeded => self.succeeded += 1,
+            TaskStatus::Skipped => self.skipped += 1,
+            TaskStatus::Failed => self.failed += 1,
+            TaskStatus::Interrupted => self.interrupted += 1,
+            TaskStatus::Running => self.running += 1,
         }
     }
 
@@ -76,10 +76,10 @@ pub const UNKNOWN: &str = "(unknown)";
 /// pending is known); without, only what the journal shows, regions found through the
 /// snapshot inventory when it loads.
 pub fn count_tasks(detail: &RunDetail, plan: Result<&Plan, &str>) -> TaskBreakdown {
-    let state_of: BTreeMap<&str, &str> = detail
+    let state_of: BTreeMap<&str, TaskStatus> = detail
         .tasks
         .iter()
-        .map(|t| (t.label.as_str(), t.state.as_str()))
+        .map(|t| (t.label.as_str(), t.state))
         .collect();
     let rolled_back: std::collections::HashSet<&str> = detail
         .rollbacks
@@ -126,8 +126,8 @@ pub fn count_tasks(detail: &RunDetail, plan: Result<&Plan, &str>) -> TaskBreakdo
                     plan.tasks().map(|(n, _)| plan.label(n)).collect();
                 for t in detail.tasks.iter().filter(|t| !labels.contains(&t.label)) {
                     let undone = rolled_back.contains(t.label.as_str());
-                    other.counts.add(&t.state, undone);
-                    total.add(&t.state, undone);
+                    other.counts.add(t.state, undone);
+                    total.add(t.state, undone);
                 }
                 by_region.push(other);
             }
@@ -176,8 +176,8 @@ pub fn count_tasks(detail: &RunDetail, plan: Result<&Plan, &str>) -> TaskBreakdo
                     order.push(region.clone());
                 }
                 let undone = rolled_back.contains(t.label.as_str());
-                by_region.entry(region).or_default().add(&t.state, undone);
-                total.add(&t.state, undone);
+                by_region.entry(region).or_default().add(t.state, undone);
+                total.add(t.state, undone);
             }
             let regions = match &inventory {
                 Some(inv) => inv

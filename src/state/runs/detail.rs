@@ -6,7 +6,8 @@ use super::summary::{
     controller_alive, result_words, who, Activity, Paused, Resumed, RunState, RunSummary,
     WindowWait,
 };
-use crate::state::journal::Record;
+use crate::events::GateReason;
+use crate::state::journal::{Record, RunKind};
 use crate::state::replay::TaskState;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -17,11 +18,34 @@ use std::path::PathBuf;
 pub struct TaskRecord {
     pub label: String,
     /// `running` while started but not finished, else the journaled state.
-    pub state: String,
+    pub state: TaskStatus,
     pub exit_code: Option<i32>,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
     pub output_tail: String,
+}
+
+/// Where a task is, as its journal says: `running` while started and not finished, else
+/// how it finished ([`TaskState`]); serialized snake_case (`pony status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Running,
+    Succeeded,
+    Skipped,
+    Failed,
+    Interrupted,
+}
+
+impl From<TaskState> for TaskStatus {
+    fn from(state: TaskState) -> TaskStatus {
+        match state {
+            TaskState::Succeeded => TaskStatus::Succeeded,
+            TaskState::Skipped => TaskStatus::Skipped,
+            TaskState::Failed => TaskStatus::Failed,
+            TaskState::Interrupted => TaskStatus::Interrupted,
+        }
+    }
 }
 
 /// The last known state of one task's rollback.
@@ -64,9 +88,9 @@ pub struct RunDetail {
     pub rollbacks: Vec<RollbackRecord>,
     /// Commands from other shells, oldest first.
     pub controls: Vec<ControlRecord>,
-    /// The gate the run waits at, and why (`approve`, `pause`, `window`), until it
+    /// The gate the run waits at, and why (an approval, a soak or its checks), until it
     /// passes, stops or the run ends.
-    pub gate_waiting: Option<(String, String)>,
+    pub gate_waiting: Option<(String, GateReason)>,
 }
 
 pub(super) fn fold(
@@ -110,7 +134,7 @@ pub(super) fn fold(
     let mut gates_passed: Vec<String> = Vec::new();
     let mut stopped_wave: Option<(String, String)> = None;
     let mut controls: Vec<ControlRecord> = Vec::new();
-    let mut gate_waiting: Option<(String, String)> = None;
+    let mut gate_waiting: Option<(String, GateReason)> = None;
     let mut pre_approved: Vec<String> = Vec::new();
     let mut started_any = false;
     // Where the latest controller runs (its pid is only checkable there).
@@ -129,7 +153,7 @@ pub(super) fn fold(
                 {
                     summary.awaiting_wave = (record.outcome()
                         == Some(crate::events::RunOutcome::AwaitingApproval)
-                        && reason == "approve")
+                        && *reason == GateReason::Approve)
                         .then(|| wave.clone());
                 } else {
                     summary.awaiting_wave = None;
@@ -148,9 +172,9 @@ pub(super) fn fold(
                 until,
                 ..
             } => {
-                // Journals written before the soak was called so named say `pause`.
-                let reason = if reason == "pause" { "soak" } else { reason };
-                gate_waiting = Some((wave.clone(), reason.to_string()));
+                // Journals written before the soak was so named say `pause`: read as a soak
+                // (`GateReason`'s text).
+                gate_waiting = Some((wave.clone(), reason.clone()));
                 soak_until = until.clone();
                 soak_checks = (0, 0);
             }
@@ -221,14 +245,14 @@ pub(super) fn fold(
                 host,
             } => {
                 summary.resumes.push(Resumed {
-                    command: command.clone(),
+                    command: *command,
                     time: time.clone(),
                     who: who(user, host),
                     pid: *pid,
                 });
                 going_again(&mut summary, *pid);
                 controller_host = host.clone();
-                if command == "rollback" {
+                if *command == RunKind::Rollback {
                     stopping = Some(Activity::Stopping {
                         rollback: true,
                         cause: "rollback".into(),
@@ -240,7 +264,7 @@ pub(super) fn fold(
             Record::TaskStarted { label, .. } => {
                 let task = TaskRecord {
                     label: label.clone(),
-                    state: "running".into(),
+                    state: TaskStatus::Running,
                     exit_code: None,
                     duration_ms: None,
                     error: None,
@@ -259,7 +283,7 @@ pub(super) fn fold(
             } => {
                 let task = TaskRecord {
                     label: label.clone(),
-                    state: task_state_name(*state).into(),
+                    state: TaskStatus::from(*state),
                     exit_code: *exit_code,
                     duration_ms: Some(*duration_ms),
                     error: error.clone(),
@@ -357,7 +381,11 @@ pub(super) fn fold(
                 let label = format!("health@{host}");
                 let task = TaskRecord {
                     label: label.clone(),
-                    state: if *ok { "succeeded" } else { "failed" }.into(),
+                    state: if *ok {
+                        TaskStatus::Succeeded
+                    } else {
+                        TaskStatus::Failed
+                    },
                     exit_code: None,
                     duration_ms: Some(*duration_ms),
                     error: error.clone(),
@@ -371,7 +399,7 @@ pub(super) fn fold(
             Record::VerifyCheck { wave, ok, .. } => {
                 if gate_waiting
                     .as_ref()
-                    .is_some_and(|(w, reason)| w == wave && reason == "soak")
+                    .is_some_and(|(w, reason)| w == wave && *reason == GateReason::Soak)
                 {
                     if *ok {
                         soak_checks.0 += 1;
@@ -494,7 +522,7 @@ pub(super) fn fold(
 fn activity(
     stopping: Option<Activity>,
     paused: Option<&Paused>,
-    gate: Option<&(String, String)>,
+    gate: Option<&(String, GateReason)>,
     soak_until: Option<String>,
     (checks_ok, checks_failed): (usize, usize),
     windows: Vec<(String, WindowWait)>,
@@ -507,16 +535,16 @@ fn activity(
             by: paused.by.clone(),
             since: paused.time.clone(),
             gate: gate
-                .filter(|(_, reason)| reason == "approve")
+                .filter(|(_, reason)| *reason == GateReason::Approve)
                 .map(|(wave, _)| wave.clone()),
         });
     }
     if let Some((wave, reason)) = gate {
         let wave = wave.clone();
-        match reason.as_str() {
-            "approve" => return Some(Activity::Approval { wave }),
-            "verify" => return Some(Activity::Checks { wave }),
-            "soak" => {
+        match reason {
+            GateReason::Approve => return Some(Activity::Approval { wave }),
+            GateReason::Verify => return Some(Activity::Checks { wave }),
+            GateReason::Soak => {
                 return Some(Activity::Soaking {
                     wave,
                     until: soak_until,
@@ -524,7 +552,7 @@ fn activity(
                     checks_failed,
                 })
             }
-            _ => {}
+            GateReason::Window(_) => {}
         }
     }
     // A window that opened lets its hosts start: only one still closed holds them.
@@ -551,15 +579,6 @@ fn upsert<T>(items: &mut Vec<T>, index: &mut BTreeMap<String, usize>, label: &st
             index.insert(label.to_string(), items.len());
             items.push(item);
         }
-    }
-}
-
-pub fn task_state_name(state: TaskState) -> &'static str {
-    match state {
-        TaskState::Succeeded => "succeeded",
-        TaskState::Skipped => "skipped",
-        TaskState::Failed => "failed",
-        TaskState::Interrupted => "interrupted",
     }
 }
 
@@ -619,6 +638,6 @@ mod tests {
         assert_eq!(detail.summary.result, "succeeded (exit 0)");
         assert_eq!(detail.summary.outcome, Some(RunOutcome::Succeeded));
         assert_eq!(detail.tasks.len(), 1);
-        assert_eq!(detail.tasks[0].state, "succeeded");
+        assert_eq!(detail.tasks[0].state, TaskStatus::Succeeded);
     }
 }

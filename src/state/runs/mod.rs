@@ -11,7 +11,7 @@ pub mod detail;
 pub mod summary;
 
 pub use counts::{count_tasks, Group, TaskBreakdown, TaskCounts, RUN_WIDE, UNKNOWN};
-pub use detail::{task_state_name, ControlRecord, RollbackRecord, RunDetail, TaskRecord};
+pub use detail::{ControlRecord, RollbackRecord, RunDetail, TaskRecord, TaskStatus};
 pub use summary::{
     outcome_words, result_words, Activity, Resumed, RunState, RunSummary, WindowWait,
 };

@@ -180,7 +180,7 @@ pub struct Paused {
 #[derive(Debug, Clone, Serialize)]
 pub struct Resumed {
     /// `resume`, `rollback`, or `join` (a controller joining a run split by region).
-    pub command: String,
+    pub command: crate::state::journal::RunKind,
     pub time: String,
     pub who: String,
     pub pid: u32,
