@@ -2,8 +2,8 @@
 //! every host it runs on, template files exist and parse, and every template renders for
 //! its first target (unknown filters and built-in attributes, with "did you mean").
 
-use super::build::{PlanOptions, StepTasks};
-use super::{Node, Plan};
+use super::targets::StepTasks;
+use super::{Node, Plan, PlanOptions};
 use crate::diag::{closest, Diagnostic, Diagnostics};
 use crate::inventory::{HostId, Inventory, Vars};
 use crate::playbook::template;
