@@ -160,29 +160,9 @@ impl Scheduler {
         hosts
     }
 
-    /// A render error, with what to do when it comes from a secret capture this process
-    /// does not hold (its value never left the memory of the process that captured it).
+    /// [`explain_render_error`] with the captures the task sees now.
     pub(super) fn explain_render_error(&self, task: &Task, error: String) -> String {
-        let held = self.captures_of(task);
-        let step = format!("{:?}", self.plan.playbook.steps[task.step]);
-        let missing: Vec<String> = self
-            .plan
-            .playbook
-            .steps
-            .iter()
-            .filter_map(|s| Some((s.name.as_str(), s.capture.as_deref()?)))
-            .filter(|(_, name)| is_secret_name(name) && !held.contains_key(*name))
-            .filter(|(_, name)| step.contains(name))
-            .map(|(capturer, name)| {
-                format!(
-                    "`{name}` is the secret capture of step `{capturer}`: pony keeps it only in the memory of the process that captured it, and this one has not run `{capturer}` on this host; give it with `--secret-var {name}=@FILE` (or `env:VAR`), or `pony resume` the run while the host still has steps to run (it runs `{capturer}` again)"
-                )
-            })
-            .collect();
-        if missing.is_empty() {
-            return error;
-        }
-        format!("{error} ({})", missing.join("; "))
+        explain_render_error(&self.plan, &self.captures_of(task), task, error)
     }
 
     pub(super) fn count_done(&mut self, task: Task) {
@@ -538,4 +518,27 @@ impl Scheduler {
             ok: order.ok() && healthy,
         });
     }
+}
+
+/// A render error, with what to do when it comes from a secret capture this process
+/// does not hold (its value never left the memory of the process that captured it).
+pub(super) fn explain_render_error(plan: &Plan, held: &Vars, task: &Task, error: String) -> String {
+    let step = format!("{:?}", plan.playbook.steps[task.step]);
+    let missing: Vec<String> = plan
+        .playbook
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.name.as_str(), s.capture.as_deref()?)))
+        .filter(|(_, name)| is_secret_name(name) && !held.contains_key(*name))
+        .filter(|(_, name)| step.contains(name))
+        .map(|(capturer, name)| {
+            format!(
+                "`{name}` is the secret capture of step `{capturer}`: pony keeps it only in the memory of the process that captured it, and this one has not run `{capturer}` on this host; give it with `--secret-var {name}=@FILE` (or `env:VAR`), or `pony resume` the run while the host still has steps to run (it runs `{capturer}` again)"
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return error;
+    }
+    format!("{error} ({})", missing.join("; "))
 }

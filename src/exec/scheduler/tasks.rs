@@ -4,6 +4,7 @@
 //! cancelled).
 
 use super::*;
+use crate::playbook::Action;
 use crate::secret::is_secret_name;
 
 /// Lines of output kept in events and the journal.
@@ -30,17 +31,22 @@ impl Scheduler {
 
     pub(super) fn spawn(&mut self, node: NodeId) {
         let task = *self.plan.task(node).expect("a task");
-        let step = &self.plan.playbook.steps[task.step];
         self.state[node.index()] = State::Running;
         let region = self.plan.inventory.hosts[task.host].region;
         self.regions[region].running += 1;
         let h = &mut self.hosts[task.host];
         h.running += 1;
         h.touched = true;
-        let context = self.context(&task);
-        let rendered: Result<TaskSpec, String> = task::render_task(&self.plan, step, &context)
-            .and_then(|spec| self.with_dead_man(spec, node, &task, &context))
-            .map_err(|error| self.explain_render_error(&task, error));
+        // Rendered in the worker, not here: an upload or template reads its file.
+        let captures = self.captures_of(&task);
+        let render = Render {
+            context: task::context(&self.plan, &task, &self.options.run_id, &captures),
+            plan: self.plan.clone(),
+            task,
+            node,
+            captures,
+            run: self.task_mark(node).run,
+        };
         let task_ref = self.task_ref(node);
         let label = task_ref.label.clone();
         // The start is on disk before the command starts.
@@ -69,7 +75,7 @@ impl Scheduler {
             if !durable.await {
                 return (node, TaskRun::not_journaled(), String::new());
             }
-            let run = match rendered {
+            let run = match render.spec().await {
                 Ok(spec) => task::execute(&pool, task.runs_on(), &spec).await,
                 Err(error) => TaskRun::not_started(error),
             };
@@ -78,31 +84,6 @@ impl Scheduler {
             (node, run, log)
         });
         self.running.spawn(task::WORK.scope(work, marked));
-    }
-
-    /// The task's dead man's switch, when its step has one: the step's rollback for this
-    /// host, run by a watchdog there if the controller goes silent.
-    fn with_dead_man(
-        &self,
-        mut spec: TaskSpec,
-        node: NodeId,
-        task: &Task,
-        context: &minijinja::Value,
-    ) -> Result<TaskSpec, String> {
-        let step = &self.plan.playbook.steps[task.step];
-        let Some(bound) = step.dead_man else {
-            return Ok(spec);
-        };
-        let rollback = task::render_rollback(step, context)?
-            .ok_or_else(|| format!("step `{}` has `dead_man` but no rollback", step.name))?;
-        spec.dead_man = Some(crate::exec::dead_man::Switch {
-            rollback,
-            bound,
-            run: self.task_mark(node).run,
-            host: task.host,
-            node: node.index(),
-        });
-        Ok(spec)
     }
 
     /// The mark of a task's commands on its host (see [`crate::transport::TaskMark`]).
@@ -343,5 +324,61 @@ impl Scheduler {
         for node in unstarted {
             self.cancel(node);
         }
+    }
+}
+
+/// What a task's worker renders its templates from: they are rendered there, not on the
+/// loop, as an `upload` or `template` reads its file (on the blocking pool).
+struct Render {
+    plan: Arc<Plan>,
+    task: Task,
+    node: NodeId,
+    context: minijinja::Value,
+    /// The captures the task sees (to explain a missing secret capture).
+    captures: Vars,
+    /// The run's part of the task's mark (where a dead man's switch keeps its files).
+    run: String,
+}
+
+impl Render {
+    async fn spec(self) -> Result<TaskSpec, String> {
+        let reads_file = matches!(
+            self.plan.playbook.steps[self.task.step].action,
+            Action::Upload(_) | Action::Template(_)
+        );
+        if !reads_file {
+            return self.render();
+        }
+        tokio::task::spawn_blocking(move || self.render())
+            .await
+            .unwrap_or_else(|e| Err(format!("rendering the task failed: {e}")))
+    }
+
+    fn render(self) -> Result<TaskSpec, String> {
+        let step = &self.plan.playbook.steps[self.task.step];
+        task::render_task(&self.plan, step, &self.context)
+            .and_then(|spec| self.with_dead_man(spec))
+            .map_err(|error| {
+                super::recovery::explain_render_error(&self.plan, &self.captures, &self.task, error)
+            })
+    }
+
+    /// The task's dead man's switch, when its step has one: the step's rollback for this
+    /// host, run by a watchdog there if the controller goes silent.
+    fn with_dead_man(&self, mut spec: TaskSpec) -> Result<TaskSpec, String> {
+        let step = &self.plan.playbook.steps[self.task.step];
+        let Some(bound) = step.dead_man else {
+            return Ok(spec);
+        };
+        let rollback = task::render_rollback(step, &self.context)?
+            .ok_or_else(|| format!("step `{}` has `dead_man` but no rollback", step.name))?;
+        spec.dead_man = Some(crate::exec::dead_man::Switch {
+            rollback,
+            bound,
+            run: self.run.clone(),
+            host: self.task.host,
+            node: self.node.index(),
+        });
+        Ok(spec)
     }
 }
