@@ -11,7 +11,7 @@ impl Scheduler {
     pub(super) fn ready(&mut self, node: NodeId) {
         match self.plan.graph[node] {
             Node::Join { .. } => {
-                self.state[node.index()] = State::Succeeded;
+                self.nodes.set(node, State::Succeeded);
                 self.release(node, true);
             }
             Node::Gate(wave) => self.gate_ready(wave, node),
@@ -61,7 +61,7 @@ impl Scheduler {
             self.spawn(node);
             return;
         }
-        self.state[node.index()] = State::Queued;
+        self.nodes.set(node, State::Queued);
         let h = &mut self.hosts[host];
         h.pending.push(node);
         if h.phase == Phase::Idle {

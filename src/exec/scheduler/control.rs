@@ -41,7 +41,7 @@ impl Scheduler {
         if task.per == Per::Host && self.hosts[task.host].phase == Phase::Active {
             return false;
         }
-        self.state[node.index()] = State::Queued;
+        self.nodes.set(node, State::Queued);
         self.live.held.push(node);
         true
     }
@@ -146,7 +146,7 @@ impl Scheduler {
         if !self.plan.playbook.strategy.waves[wave].approve {
             return Err(format!("wave {name} has no `approve:` gate"));
         }
-        if self.state[self.plan.waves[wave].gate.index()] == State::Succeeded {
+        if self.nodes.state(self.plan.waves[wave].gate) == State::Succeeded {
             return Err(format!("the gate of wave {name} has passed already"));
         }
         if self.stopped() {
@@ -167,7 +167,7 @@ impl Scheduler {
                 "approved; the soak runs until {}, then the gate of wave {name} passes",
                 local.format("%H:%M:%S")
             ))
-        } else if self.state[self.plan.waves[wave].gate.index()] == State::Held {
+        } else if self.nodes.state(self.plan.waves[wave].gate) == State::Held {
             Ok(format!(
                 "approved: the gate of wave {name} passes once its checks passed"
             ))
@@ -225,8 +225,8 @@ impl Scheduler {
     pub(super) fn release_held(&mut self) {
         self.live.paused = None;
         for node in std::mem::take(&mut self.live.held) {
-            if self.state[node.index()] == State::Queued {
-                self.state[node.index()] = State::Waiting;
+            if self.nodes.state(node) == State::Queued {
+                self.nodes.set(node, State::Waiting);
                 self.ready(node);
             }
         }

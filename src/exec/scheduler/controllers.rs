@@ -52,7 +52,7 @@ impl Scheduler {
             .plan
             .tasks()
             .filter(|(node, task)| {
-                self.state[node.index()] == State::Running
+                self.nodes.state(*node) == State::Running
                     && self.is_remote(task.host)
                     && split.has_result(node.index())
             })

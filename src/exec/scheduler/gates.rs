@@ -15,7 +15,7 @@ impl Scheduler {
             return;
         }
         if self.stopped() {
-            self.state[node.index()] = State::Held;
+            self.nodes.set(node, State::Held);
             return;
         }
         // A wave without hosts with tasks is skipped: nothing of it ran, so there is
@@ -35,7 +35,7 @@ impl Scheduler {
         let node = self.plan.waves[wave].gate;
         self.waves[wave].soak.until = None;
         if self.stopped() {
-            self.state[node.index()] = State::Held;
+            self.nodes.set(node, State::Held);
             return;
         }
         let spec = &self.plan.playbook.strategy.waves[wave];
@@ -44,7 +44,7 @@ impl Scheduler {
             self.pass_gate(wave);
             return;
         }
-        self.state[node.index()] = State::Held;
+        self.nodes.set(node, State::Held);
         // A soak's rounds are the checks' latest results; without a pause the checks
         // run once right before the question.
         if spec.verify.is_empty() || spec.pause.is_some() {
@@ -96,7 +96,7 @@ impl Scheduler {
     /// `on_failure` did in its region: the other regions of the wave have finished, and
     /// no task of a later wave starts.
     pub(super) fn wave_failed(&mut self, wave: usize, node: NodeId, reason: String) {
-        self.state[node.index()] = State::Held;
+        self.nodes.set(node, State::Held);
         let name = self.plan.waves[wave].name.clone();
         self.emit(Event::WaveFailed {
             wave: name.clone(),
@@ -135,7 +135,7 @@ impl Scheduler {
             .filter(|_| !soaked && self.plan.next_wave_with_hosts(wave).is_some())
         {
             Some(pause) => {
-                self.state[node.index()] = State::Held;
+                self.nodes.set(node, State::Held);
                 let until = self.options.clock.now()
                     + chrono::Duration::from_std(pause).unwrap_or_default();
                 self.emit(Event::GateWaiting {
@@ -182,10 +182,10 @@ impl Scheduler {
     pub(super) fn pass_gate(&mut self, wave: usize) {
         let node = self.plan.waves[wave].gate;
         if self.stopped() {
-            self.state[node.index()] = State::Held;
+            self.nodes.set(node, State::Held);
             return;
         }
-        self.state[node.index()] = State::Succeeded;
+        self.nodes.set(node, State::Succeeded);
         // A skipped wave's gate passes silently; the next wave with hosts is announced
         // when the last gate before it passes.
         let skipped = self.plan.waves[wave].hosts.is_empty();
@@ -224,7 +224,7 @@ impl Scheduler {
         let Some(wait) = change_window::wait_until_open(&window, now) else {
             return false;
         };
-        self.state[node.index()] = State::Queued;
+        self.nodes.set(node, State::Queued);
         let zone = window.time_zone.clone();
         let local = window.text.ends_with(crate::playbook::strategy::LOCAL);
         let held = &mut self.waves[wave].window_held;
@@ -261,8 +261,8 @@ impl Scheduler {
             .remove(zone)
             .unwrap_or_default()
         {
-            if self.state[node.index()] == State::Queued {
-                self.state[node.index()] = State::Waiting;
+            if self.nodes.state(node) == State::Queued {
+                self.nodes.set(node, State::Waiting);
                 self.ready(node);
             }
         }

@@ -154,7 +154,7 @@ impl Scheduler {
             if self.waves[wave].gate_after_health && !self.health_pending_in(wave) {
                 self.waves[wave].gate_after_health = false;
                 let gate = self.plan.waves[wave].gate;
-                self.state[gate.index()] = State::Waiting;
+                self.nodes.set(gate, State::Waiting);
                 self.gate_ready(wave, gate);
             }
         }
@@ -174,7 +174,7 @@ impl Scheduler {
         if !self.health_pending_in(wave) {
             return false;
         }
-        self.state[node.index()] = State::Held;
+        self.nodes.set(node, State::Held);
         self.waves[wave].gate_after_health = true;
         true
     }

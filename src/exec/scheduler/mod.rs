@@ -10,6 +10,7 @@
 //! `verify`), stops and the end (`stops`), rollback and resume (`recovery`), live
 //! control (`control`) and lost controllers (`controllers`).
 
+use self::nodes::{Nodes, State};
 use super::admission::Admission;
 use super::host_run::{HostRun, Phase};
 use super::hosts::HostPool;
@@ -36,6 +37,7 @@ mod control;
 mod controllers;
 mod gates;
 mod health;
+mod nodes;
 mod recovery;
 mod stops;
 mod tasks;
@@ -53,28 +55,6 @@ enum Timer {
     CheckDue(verify::CheckRound),
     /// A round of a wave's `verify:` check is back.
     Checked(Box<verify::Checked>),
-}
-
-/// A task node's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Waiting,
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Skipped,
-    Cancelled,
-    Held,
-}
-
-impl State {
-    fn is_done(self) -> bool {
-        matches!(
-            self,
-            State::Succeeded | State::Failed | State::Skipped | State::Cancelled
-        )
-    }
 }
 
 /// How far the run may still go.
@@ -131,11 +111,7 @@ struct Scheduler {
     pool: Arc<HostPool>,
     sink: EventSink,
     options: ExecOptions,
-    state: Vec<State>,
-    remaining: Vec<usize>,
-    /// Tasks a `creates`/`unless` guard skipped: they changed nothing, so they are not
-    /// rolled back.
-    unchanged: Vec<bool>,
+    nodes: Nodes,
     hosts: Vec<HostRun>,
     admission: Admission,
     budgets: Vec<ClusterBudget>,
@@ -199,7 +175,6 @@ pub async fn run(
 ) -> RunReport {
     let inventory = plan.inventory.clone();
     let strategy = &plan.playbook.strategy;
-    let node_count = plan.graph.node_count();
     let mut hosts: Vec<HostRun> = (0..inventory.hosts.len())
         .map(|_| HostRun::default())
         .collect();
@@ -239,9 +214,7 @@ pub async fn run(
         })
         .collect();
     let scheduler = Scheduler {
-        remaining: plan.in_degrees(),
-        state: vec![State::Waiting; node_count],
-        unchanged: vec![false; node_count],
+        nodes: Nodes::new(&plan),
         hosts,
         admission,
         budgets,

@@ -54,7 +54,7 @@ impl Scheduler {
                 }
                 Node::Task(task) => match replay.done(&self.plan.label(node)) {
                     Some(previous) => {
-                        self.unchanged[i] = !previous.changed;
+                        self.nodes.set_changed(node, previous.changed);
                         self.restore_captures(&task, &previous.captures);
                         self.hosts[task.host].touched = true;
                         self.count_done(task);
@@ -63,14 +63,14 @@ impl Scheduler {
                     None if Some(task.wave) == skipped_wave => {
                         self.count_done(task);
                         for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
-                            self.remaining[dependent.index()] -= 1;
+                            self.nodes.count_down(dependent);
                         }
-                        self.state[i] = State::Cancelled;
+                        self.nodes.set(node, State::Cancelled);
                         continue;
                     }
                     None => false,
                 },
-                Node::Gate(wave) if Some(wave) == skipped_wave && self.remaining[i] == 0 => {
+                Node::Gate(wave) if Some(wave) == skipped_wave && self.nodes.free(node) => {
                     self.emit(Event::GatePassed {
                         wave: self.plan.waves[wave].name.clone(),
                         node: i,
@@ -78,15 +78,15 @@ impl Scheduler {
                     true
                 }
                 Node::Gate(wave) => {
-                    self.remaining[i] == 0
+                    self.nodes.free(node)
                         && replay.gates_passed.contains(&self.plan.waves[wave].name)
                 }
-                Node::Join { .. } => self.remaining[i] == 0,
+                Node::Join { .. } => self.nodes.free(node),
             };
             if done {
-                self.state[i] = State::Succeeded;
+                self.nodes.set(node, State::Succeeded);
                 for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
-                    self.remaining[dependent.index()] -= 1;
+                    self.nodes.count_down(dependent);
                 }
             }
         }
@@ -99,10 +99,10 @@ impl Scheduler {
             .plan
             .graph
             .node_indices()
-            .filter(|n| self.state[n.index()] == State::Waiting && self.remaining[n.index()] == 0)
+            .filter(|&n| self.nodes.state(n) == State::Waiting && self.nodes.free(n))
             .collect();
         for node in ready {
-            if self.state[node.index()] == State::Waiting {
+            if self.nodes.state(node) == State::Waiting {
                 self.ready(node);
             }
         }
@@ -184,12 +184,15 @@ impl Scheduler {
             if previous.rolled_back || previous.state == TaskState::Interrupted {
                 continue;
             }
-            self.state[node.index()] = if previous.state == TaskState::Failed {
-                State::Failed
-            } else {
-                State::Succeeded
-            };
-            self.unchanged[node.index()] = !previous.changed;
+            self.nodes.set(
+                node,
+                if previous.state == TaskState::Failed {
+                    State::Failed
+                } else {
+                    State::Succeeded
+                },
+            );
+            self.nodes.set_changed(node, previous.changed);
             self.restore_captures(&task, &previous.captures);
             if hosts.contains(task.host) {
                 self.hosts[task.host].touched = true;
@@ -272,8 +275,7 @@ impl Scheduler {
         let mut commands: HashMap<NodeId, RollbackCommand> = HashMap::new();
         let mut failed_renders = Vec::new();
         for (node, task) in plan.tasks() {
-            let done = matches!(self.state[node.index()], State::Succeeded | State::Failed)
-                && !self.unchanged[node.index()];
+            let done = self.nodes.to_undo(node);
             let covered = chosen[task.host]
                 && (task.per == Per::Host || scope != RollbackScope::Host(task.host));
             if !done || !covered {

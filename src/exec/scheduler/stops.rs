@@ -223,10 +223,7 @@ impl Scheduler {
         }
         self.stop = Stop::All;
         self.cancel_unstarted(|_, _| true);
-        let running: Vec<NodeId> = (0..self.state.len())
-            .filter(|&i| self.state[i] == State::Running)
-            .map(NodeId::new)
-            .collect();
+        let running = self.nodes.running();
         self.running.abort_all();
         self.remote.abort_all();
         self.rollback_runs.abort_all();
@@ -276,7 +273,7 @@ impl Scheduler {
                 task,
                 kill: outcome.describe(),
             }));
-            self.state[node.index()] = State::Cancelled;
+            self.nodes.set(node, State::Cancelled);
             let task = *self.plan.task(node).expect("a task");
             self.regions[self.plan.inventory.hosts[task.host].region].running -= 1;
             self.hosts[task.host].running -= 1;

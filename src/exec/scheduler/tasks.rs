@@ -31,7 +31,7 @@ impl Scheduler {
 
     pub(super) fn spawn(&mut self, node: NodeId) {
         let task = *self.plan.task(node).expect("a task");
-        self.state[node.index()] = State::Running;
+        self.nodes.set(node, State::Running);
         let region = self.plan.inventory.hosts[task.host].region;
         self.regions[region].running += 1;
         let h = &mut self.hosts[task.host];
@@ -98,14 +98,14 @@ impl Scheduler {
         self.hosts[task.host].running -= 1;
         if run.not_journaled {
             // Its start could not be journaled, so its command never ran.
-            self.state[node.index()] = State::Cancelled;
+            self.nodes.set(node, State::Cancelled);
             self.hosts[task.host].cut_short = true;
             self.task_done(task);
             self.release(node, false);
             self.journal_lost();
             return;
         }
-        self.unchanged[node.index()] = !run.changed_host();
+        self.nodes.set_changed(node, run.changed_host());
         let task_ref = self.task_ref(node);
         // A capture named like a secret lives in this process's memory only: its value
         // is hidden from everything emitted from now on (this task's own output first),
@@ -161,12 +161,12 @@ impl Scheduler {
             self.hosts[task.host].reached = true;
         }
         if run.ok {
-            self.state[node.index()] = State::Succeeded;
+            self.nodes.set(node, State::Succeeded);
             if let Some((name, value)) = &run.captured {
                 self.store_capture(&task, name, value);
             }
         } else {
-            self.state[node.index()] = State::Failed;
+            self.nodes.set(node, State::Failed);
             if run.unreachable && self.may_skip_unreachable(task.host) {
                 self.host_unreachable(task.host);
             } else if !skipped_host {
@@ -254,17 +254,15 @@ impl Scheduler {
             let mut dependents: Vec<NodeId> = self.plan.dependents(node).collect();
             dependents.sort_unstable();
             for dependent in dependents {
-                let i = dependent.index();
                 if success || matches!(self.plan.graph[dependent], Node::Gate(_)) {
-                    if self.state[i] != State::Waiting {
+                    if self.nodes.state(dependent) != State::Waiting {
                         continue;
                     }
-                    self.remaining[i] -= 1;
-                    if self.remaining[i] == 0 {
+                    if self.nodes.count_down(dependent) {
                         self.ready(dependent);
                     }
-                } else if self.state[i] == State::Waiting {
-                    self.state[i] = State::Skipped;
+                } else if self.nodes.state(dependent) == State::Waiting {
+                    self.nodes.set(dependent, State::Skipped);
                     if let Some(task) = self.plan.task(dependent).copied() {
                         self.emit(Event::TaskSkipped {
                             task: self.task_ref(dependent),
@@ -285,11 +283,11 @@ impl Scheduler {
 
     /// A task that will not run because its host, region or the run stopped.
     pub(super) fn cancel(&mut self, node: NodeId) {
-        let i = node.index();
-        if self.state[i].is_done() || self.state[i] == State::Running {
+        let state = self.nodes.state(node);
+        if state.is_done() || state == State::Running {
             return;
         }
-        self.state[i] = State::Cancelled;
+        self.nodes.set(node, State::Cancelled);
         if let Some(task) = self.plan.task(node).copied() {
             self.hosts[task.host].cut_short = true;
             self.task_done(task);
@@ -304,7 +302,7 @@ impl Scheduler {
             .tasks_of_host(host)
             .iter()
             .copied()
-            .filter(|n| matches!(self.state[n.index()], State::Waiting | State::Queued))
+            .filter(|&n| self.nodes.unstarted(n))
             .collect();
         unstarted.sort_unstable();
         for node in unstarted {
@@ -316,9 +314,7 @@ impl Scheduler {
         let unstarted: Vec<NodeId> = self
             .plan
             .tasks()
-            .filter(|(n, t)| {
-                matches!(self.state[n.index()], State::Waiting | State::Queued) && which(self, t)
-            })
+            .filter(|(n, t)| self.nodes.unstarted(*n) && which(self, t))
             .map(|(n, _)| n)
             .collect();
         for node in unstarted {
