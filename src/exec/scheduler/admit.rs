@@ -27,12 +27,12 @@ impl Scheduler {
 
     /// Whether a task of this host may still start.
     pub(super) fn may_start(&self, host: HostId) -> bool {
-        let h = &self.hosts[host];
+        let h = &self.fleet.hosts[host];
         let region = self.plan.inventory.hosts[host].region;
         match self.stop {
             Stop::All => false,
-            Stop::Draining => h.phase == Phase::Active && !self.regions[region].stopped,
-            Stop::No => !h.failed() && !self.regions[region].stopped,
+            Stop::Draining => h.phase == Phase::Active && !self.fleet.regions[region].stopped,
+            Stop::No => !h.failed() && !self.fleet.regions[region].stopped,
         }
     }
 
@@ -44,7 +44,7 @@ impl Scheduler {
             return;
         }
         let cluster = self.plan.inventory.hosts[host].cluster;
-        let active = self.hosts[host].phase == Phase::Active;
+        let active = self.fleet.hosts[host].phase == Phase::Active;
         let starts_host = task.per != Per::Host || !active;
         if starts_host && self.hold_while_paused(node, &task) {
             return;
@@ -62,7 +62,7 @@ impl Scheduler {
             return;
         }
         self.nodes.set(node, State::Queued);
-        let h = &mut self.hosts[host];
+        let h = &mut self.fleet.hosts[host];
         h.pending.push(node);
         if h.phase == Phase::Idle {
             h.phase = Phase::Queued;
@@ -72,7 +72,7 @@ impl Scheduler {
 
     pub(super) fn activate(&mut self, host: HostId) {
         let cluster = self.plan.inventory.hosts[host].cluster;
-        let h = &mut self.hosts[host];
+        let h = &mut self.fleet.hosts[host];
         h.phase = Phase::Active;
         h.slot = true;
         self.admission.take(cluster);
@@ -80,7 +80,7 @@ impl Scheduler {
 
     /// Gives the host's slot back and lets waiting hosts in.
     pub(super) fn free_slot(&mut self, host: HostId) {
-        if !std::mem::take(&mut self.hosts[host].slot) {
+        if !std::mem::take(&mut self.fleet.hosts[host].slot) {
             return;
         }
         self.admission
@@ -100,8 +100,8 @@ impl Scheduler {
     }
 
     pub(super) fn start_queued_host(&mut self, host: HostId) {
-        let pending = std::mem::take(&mut self.hosts[host].pending);
-        self.hosts[host].phase = Phase::Idle;
+        let pending = std::mem::take(&mut self.fleet.hosts[host].pending);
+        self.fleet.hosts[host].phase = Phase::Idle;
         if self.stop != Stop::No || !self.may_start(host) {
             pending.into_iter().for_each(|n| self.cancel(n));
             return;

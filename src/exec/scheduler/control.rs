@@ -38,7 +38,7 @@ impl Scheduler {
         if self.live.paused.is_none() {
             return false;
         }
-        if task.per == Per::Host && self.hosts[task.host].phase == Phase::Active {
+        if task.per == Per::Host && self.fleet.hosts[task.host].phase == Phase::Active {
             return false;
         }
         self.nodes.set(node, State::Queued);

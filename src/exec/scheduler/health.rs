@@ -84,7 +84,7 @@ impl Scheduler {
         if checks.is_empty() {
             return false;
         }
-        self.hosts[host].health_pending = true;
+        self.fleet.hosts[host].health_pending = true;
         self.spawn_health(None, host, &checks);
         true
     }
@@ -142,7 +142,7 @@ impl Scheduler {
     }
 
     fn deploy_judged(&mut self, host: HostId, ok: bool) {
-        self.hosts[host].health_pending = false;
+        self.fleet.hosts[host].health_pending = false;
         if ok {
             self.free_slot(host);
             self.maybe_host_finished(host);
@@ -165,7 +165,7 @@ impl Scheduler {
         self.plan.waves[wave]
             .hosts
             .iter()
-            .any(|&h| self.hosts[h].health_pending)
+            .any(|&h| self.fleet.hosts[h].health_pending)
     }
 
     /// A wave's gate waits while hosts of the wave are checked after their deploy;

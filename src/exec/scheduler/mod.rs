@@ -10,9 +10,10 @@
 //! `verify`), stops and the end (`stops`), rollback and resume (`recovery`), live
 //! control (`control`) and lost controllers (`controllers`).
 
+use self::fleet::Fleet;
 use self::nodes::{Nodes, State};
 use super::admission::Admission;
-use super::host_run::{HostRun, Phase};
+use super::host_run::Phase;
 use super::hosts::HostPool;
 use super::outcome::{self, Ending, Tally};
 use super::policy::{self, FailureAction};
@@ -35,6 +36,7 @@ use tokio::task::JoinSet;
 mod admit;
 mod control;
 mod controllers;
+mod fleet;
 mod gates;
 mod health;
 mod nodes;
@@ -74,15 +76,6 @@ struct ClusterBudget {
 }
 
 #[derive(Default)]
-struct RegionRun {
-    stopped: bool,
-    running: usize,
-    rollback_due: bool,
-    captures: Vars,
-    finished: Duration,
-}
-
-#[derive(Default)]
 struct WaveRun {
     /// Why a cluster of the wave went beyond its budget: its gate never passes.
     failed: Option<String>,
@@ -112,12 +105,10 @@ struct Scheduler {
     sink: EventSink,
     options: ExecOptions,
     nodes: Nodes,
-    hosts: Vec<HostRun>,
+    fleet: Fleet,
     admission: Admission,
     budgets: Vec<ClusterBudget>,
-    regions: Vec<RegionRun>,
     waves: Vec<WaveRun>,
-    run_captures: Vars,
     stop: Stop,
     ending: Ending,
     all_rollback_due: bool,
@@ -175,16 +166,7 @@ pub async fn run(
 ) -> RunReport {
     let inventory = plan.inventory.clone();
     let strategy = &plan.playbook.strategy;
-    let mut hosts: Vec<HostRun> = (0..inventory.hosts.len())
-        .map(|_| HostRun::default())
-        .collect();
-    for (_, task) in plan.tasks() {
-        let host = &mut hosts[task.host];
-        host.left_tasks += 1;
-        if task.per == Per::Host {
-            host.left_host_tasks += 1;
-        }
-    }
+    let fleet = Fleet::new(&plan);
     let limits = plan.cluster_limits();
     let admission = Admission::new(
         limits.iter().map(|l| l.max_unavailable).collect(),
@@ -197,32 +179,26 @@ pub async fn run(
             max_failures: l.max_failures,
         })
         .collect();
-    let hosts_with_tasks = (0..inventory.hosts.len())
-        .filter(|&h| hosts[h].left_tasks > 0)
-        .count();
+    let hosts_with_tasks = fleet.with_tasks(0..inventory.hosts.len());
     let max_failures_run = strategy.max_failures_run.map(|l| l.of(hosts_with_tasks));
     let waves = plan
         .waves
         .iter()
         .zip(&strategy.waves)
         .map(|(wave, spec)| {
-            let with_tasks = wave.hosts.iter().filter(|&&h| hosts[h].left_tasks > 0);
+            let with_tasks = fleet.with_tasks(wave.hosts.iter().copied());
             WaveRun {
-                max_failures: spec.max_failures.map(|l| l.of(with_tasks.count())),
+                max_failures: spec.max_failures.map(|l| l.of(with_tasks)),
                 ..WaveRun::default()
             }
         })
         .collect();
     let scheduler = Scheduler {
         nodes: Nodes::new(&plan),
-        hosts,
+        fleet,
         admission,
         budgets,
-        regions: (0..inventory.regions.len())
-            .map(|_| RegionRun::default())
-            .collect(),
         waves,
-        run_captures: Vars::new(),
         stop: Stop::No,
         ending: Ending::default(),
         all_rollback_due: false,

@@ -56,12 +56,12 @@ impl Scheduler {
                     Some(previous) => {
                         self.nodes.set_changed(node, previous.changed);
                         self.restore_captures(&task, &previous.captures);
-                        self.hosts[task.host].touched = true;
-                        self.count_done(task);
+                        self.fleet.hosts[task.host].touched = true;
+                        self.fleet.count_done(task);
                         true
                     }
                     None if Some(task.wave) == skipped_wave => {
-                        self.count_done(task);
+                        self.fleet.count_done(task);
                         for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
                             self.nodes.count_down(dependent);
                         }
@@ -90,8 +90,8 @@ impl Scheduler {
                 }
             }
         }
-        for host in 0..self.hosts.len() {
-            if self.hosts[host].touched && self.hosts[host].left_tasks == 0 {
+        for host in 0..self.fleet.hosts.len() {
+            if self.fleet.hosts[host].touched && self.fleet.hosts[host].left_tasks == 0 {
                 self.set_host_outcome(host, HostOutcome::Ok);
             }
         }
@@ -146,7 +146,7 @@ impl Scheduler {
 
     /// Hosts the journal shows rolled back: a task of theirs was rolled back.
     fn rolled_back_hosts(&self, replay: &Replay) -> Vec<bool> {
-        let mut hosts = vec![false; self.hosts.len()];
+        let mut hosts = vec![false; self.fleet.hosts.len()];
         for (node, task) in self.plan.tasks() {
             if task.per == Per::Host
                 && replay
@@ -163,14 +163,6 @@ impl Scheduler {
     /// [`explain_render_error`] with the captures the task sees now.
     pub(super) fn explain_render_error(&self, task: &Task, error: String) -> String {
         explain_render_error(&self.plan, &self.captures_of(task), task, error)
-    }
-
-    pub(super) fn count_done(&mut self, task: Task) {
-        let host = &mut self.hosts[task.host];
-        host.left_tasks -= 1;
-        if task.per == Per::Host {
-            host.left_host_tasks -= 1;
-        }
     }
 
     /// Rolls back, on `hosts`, every task the journal shows completed or failed and not
@@ -195,7 +187,7 @@ impl Scheduler {
             self.nodes.set_changed(node, previous.changed);
             self.restore_captures(&task, &previous.captures);
             if hosts.contains(task.host) {
-                self.hosts[task.host].touched = true;
+                self.fleet.hosts[task.host].touched = true;
             }
         }
         self.spawn_rollback(RollbackScope::All);
@@ -213,26 +205,29 @@ impl Scheduler {
     pub(super) fn start_due_rollbacks(&mut self) {
         let still_due: Vec<HostId> = std::mem::take(&mut self.rollback_due_hosts)
             .into_iter()
-            .filter(|&h| self.hosts[h].phase == Phase::Failed { rollback_due: true })
+            .filter(|&h| self.fleet.hosts[h].phase == Phase::Failed { rollback_due: true })
             .collect();
         let (mut due, later): (Vec<HostId>, Vec<HostId>) = still_due
             .into_iter()
-            .partition(|&h| self.hosts[h].running == 0);
+            .partition(|&h| self.fleet.hosts[h].running == 0);
         self.rollback_due_hosts = later;
         due.sort_unstable();
         for host in due {
             self.spawn_rollback(RollbackScope::Host(host));
         }
-        for region in 0..self.regions.len() {
-            let r = &self.regions[region];
+        for region in 0..self.fleet.regions.len() {
+            let r = &self.fleet.regions[region];
             if r.rollback_due && r.running == 0 && !self.all_rollback_due {
-                self.regions[region].rollback_due = false;
+                self.fleet.regions[region].rollback_due = false;
                 self.spawn_rollback(RollbackScope::Region(region));
             }
         }
         if self.all_rollback_due && self.running.is_empty() {
             self.all_rollback_due = false;
-            self.regions.iter_mut().for_each(|r| r.rollback_due = false);
+            self.fleet
+                .regions
+                .iter_mut()
+                .for_each(|r| r.rollback_due = false);
             self.spawn_rollback(RollbackScope::All);
         }
         // Slots freed since (by any host) let waiting hosts of every rollback in.
@@ -247,9 +242,9 @@ impl Scheduler {
         let plan = self.plan.clone();
         // Every touched host of the scope, finished or not; hosts already rolled back
         // (or being rolled back) are left alone.
-        let hosts: Vec<HostId> = (0..self.hosts.len())
+        let hosts: Vec<HostId> = (0..self.fleet.hosts.len())
             .filter(|&h| {
-                let host = &self.hosts[h];
+                let host = &self.fleet.hosts[h];
                 scope.covers(&plan, h)
                     && host.touched
                     && !self.is_remote(h)
@@ -266,11 +261,11 @@ impl Scheduler {
             .collect();
         // Hosts already out of service (they hold a slot) roll back first.
         let mut hosts = hosts;
-        hosts.sort_by_key(|&h| !self.hosts[h].slot);
-        let mut chosen = vec![false; self.hosts.len()];
+        hosts.sort_by_key(|&h| !self.fleet.hosts[h].slot);
+        let mut chosen = vec![false; self.fleet.hosts.len()];
         for &h in &hosts {
             chosen[h] = true;
-            self.hosts[h].phase = Phase::RollingBack;
+            self.fleet.hosts[h].phase = Phase::RollingBack;
         }
         let mut commands: HashMap<NodeId, RollbackCommand> = HashMap::new();
         let mut failed_renders = Vec::new();
@@ -412,7 +407,7 @@ impl Scheduler {
         };
         for host in order.waiting_hosts() {
             let cluster = self.plan.inventory.hosts[host].cluster;
-            if !self.hosts[host].slot {
+            if !self.fleet.hosts[host].slot {
                 if !self.admission.has_room(cluster) {
                     continue;
                 }
@@ -425,7 +420,7 @@ impl Scheduler {
     }
 
     fn take_rollback_slot(&mut self, host: HostId) {
-        if !std::mem::replace(&mut self.hosts[host].slot, true) {
+        if !std::mem::replace(&mut self.fleet.hosts[host].slot, true) {
             self.admission.take(self.plan.inventory.hosts[host].cluster);
         }
     }

@@ -8,13 +8,13 @@ impl Scheduler {
     // ----- failures -----
 
     pub(super) fn host_failed(&mut self, host: HostId) {
-        if self.hosts[host].failed() {
+        if self.fleet.hosts[host].failed() {
             return;
         }
-        self.hosts[host].phase = Phase::Failed {
+        self.fleet.hosts[host].phase = Phase::Failed {
             rollback_due: false,
         };
-        self.hosts[host].pending.clear();
+        self.fleet.hosts[host].pending.clear();
         self.cancel_unstarted_of_host(host);
         let spec = &self.plan.inventory.hosts[host];
         let (cluster, region) = (spec.cluster, spec.region);
@@ -40,7 +40,7 @@ impl Scheduler {
         }
         let action = policy::on_host_failure(failed_hosts, max_failures, policy);
         if !action.beyond_budget() {
-            self.hosts[host].phase = Phase::Failed { rollback_due: true };
+            self.fleet.hosts[host].phase = Phase::Failed { rollback_due: true };
             self.rollback_due_hosts.push(host);
             return;
         }
@@ -114,7 +114,7 @@ impl Scheduler {
                 self.stop_all("failure budget exceeded: halted");
             }
             FailureAction::RollbackRegion => {
-                self.regions[region].rollback_due = true;
+                self.fleet.regions[region].rollback_due = true;
                 self.stop_region(region);
             }
             FailureAction::RollbackAll => {
@@ -128,7 +128,7 @@ impl Scheduler {
     /// `max_unreachable` hosts were skipped.
     pub(super) fn may_skip_unreachable(&self, host: HostId) -> bool {
         let strategy = &self.plan.playbook.strategy;
-        let h = &self.hosts[host];
+        let h = &self.fleet.hosts[host];
         strategy.unreachable == Unreachable::Skip
             && !h.reached
             && matches!(h.phase, Phase::Active | Phase::Idle | Phase::Queued)
@@ -142,21 +142,21 @@ impl Scheduler {
     pub(super) fn host_unreachable(&mut self, host: HostId) {
         self.unreachable_hosts += 1;
         self.set_host_outcome(host, HostOutcome::Unreachable);
-        self.hosts[host].pending.clear();
+        self.fleet.hosts[host].pending.clear();
         self.cancel_unstarted_of_host(host);
         self.free_slot(host);
         self.pool.close(host);
     }
 
     pub(super) fn stop_region(&mut self, region: usize) {
-        if std::mem::replace(&mut self.regions[region].stopped, true) {
+        if std::mem::replace(&mut self.fleet.regions[region].stopped, true) {
             return;
         }
         let name = self.plan.inventory.regions[region].name.clone();
         self.emit(Event::Stopped {
             reason: format!("region {name} stopped"),
             region: Some(name),
-            rollback: self.regions[region].rollback_due,
+            rollback: self.fleet.regions[region].rollback_due,
         });
         let inventory = self.plan.inventory.clone();
         self.admission
@@ -230,7 +230,7 @@ impl Scheduler {
         // A host whose health was being checked after its deploy or its rollback ends
         // incomplete.
         self.health_runs.abort_all();
-        for host in self.hosts.iter_mut().filter(|h| h.health_pending) {
+        for host in self.fleet.hosts.iter_mut().filter(|h| h.health_pending) {
             host.health_pending = false;
             host.cut_short = true;
         }
@@ -275,8 +275,8 @@ impl Scheduler {
             }));
             self.nodes.set(node, State::Cancelled);
             let task = *self.plan.task(node).expect("a task");
-            self.regions[self.plan.inventory.hosts[task.host].region].running -= 1;
-            self.hosts[task.host].running -= 1;
+            let region = self.plan.inventory.hosts[task.host].region;
+            self.fleet.task_ended(task.host, region);
         }
         for durable in synced {
             durable.await;
@@ -314,8 +314,8 @@ impl Scheduler {
     }
 
     pub(super) async fn finish(mut self) -> RunReport {
-        for host in 0..self.hosts.len() {
-            let h = &self.hosts[host];
+        for host in 0..self.fleet.hosts.len() {
+            let h = &self.fleet.hosts[host];
             if self.ending.rollback_only
                 || h.outcome().is_some()
                 || self.plan.tasks_of_host(host).is_empty()
@@ -334,12 +334,12 @@ impl Scheduler {
         // In a run split by region, another controller's hosts are its to judge: this
         // one saw their forward tasks through the database, not their rollbacks, so its
         // verdict, summary and exit code count its own regions (`pony status` shows all).
-        let outcomes: Vec<Option<HostOutcome>> = (0..self.hosts.len())
-            .map(|h| self.hosts[h].outcome().filter(|_| !self.is_remote(h)))
+        let outcomes: Vec<Option<HostOutcome>> = (0..self.fleet.hosts.len())
+            .map(|h| self.fleet.hosts[h].outcome().filter(|_| !self.is_remote(h)))
             .collect();
         let tally = Tally::of(outcomes.iter().flatten());
         let (outcome, exit) = outcome::run_outcome(tally, self.ending);
-        let finished: Vec<Duration> = self.regions.iter().map(|r| r.finished).collect();
+        let finished: Vec<Duration> = self.fleet.regions.iter().map(|r| r.finished).collect();
         let regions = outcome::regions(&self.plan.inventory, &outcomes, &finished);
         let incomplete = outcomes
             .iter()

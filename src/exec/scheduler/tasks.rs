@@ -22,21 +22,14 @@ impl Scheduler {
 
     /// The captures a task sees: the run's, its region's, its host's.
     pub(super) fn captures_of(&self, task: &Task) -> Vars {
-        let mut captures = self.run_captures.clone();
-        let region = self.plan.inventory.hosts[task.host].region;
-        captures.extend(self.regions[region].captures.clone());
-        captures.extend(self.hosts[task.host].captures.clone());
-        captures
+        self.fleet.captures_of(&self.plan, task)
     }
 
     pub(super) fn spawn(&mut self, node: NodeId) {
         let task = *self.plan.task(node).expect("a task");
         self.nodes.set(node, State::Running);
         let region = self.plan.inventory.hosts[task.host].region;
-        self.regions[region].running += 1;
-        let h = &mut self.hosts[task.host];
-        h.running += 1;
-        h.touched = true;
+        self.fleet.task_started(task.host, region);
         // Rendered in the worker, not here: an upload or template reads its file.
         let captures = self.captures_of(&task);
         let render = Render {
@@ -94,12 +87,11 @@ impl Scheduler {
     pub(super) fn finished(&mut self, node: NodeId, run: TaskRun, log: String) {
         let task = *self.plan.task(node).expect("a task");
         let region = self.plan.inventory.hosts[task.host].region;
-        self.regions[region].running -= 1;
-        self.hosts[task.host].running -= 1;
+        self.fleet.task_ended(task.host, region);
         if run.not_journaled {
             // Its start could not be journaled, so its command never ran.
             self.nodes.set(node, State::Cancelled);
-            self.hosts[task.host].cut_short = true;
+            self.fleet.hosts[task.host].cut_short = true;
             self.task_done(task);
             self.release(node, false);
             self.journal_lost();
@@ -154,11 +146,11 @@ impl Scheduler {
         };
         let durable = self.emit_durable(event);
         let skipped_host = matches!(
-            self.hosts[task.host].phase,
+            self.fleet.hosts[task.host].phase,
             Phase::Done(HostOutcome::Unreachable)
         );
         if run.reached {
-            self.hosts[task.host].reached = true;
+            self.fleet.hosts[task.host].reached = true;
         }
         if run.ok {
             self.nodes.set(node, State::Succeeded);
@@ -180,23 +172,13 @@ impl Scheduler {
     }
 
     pub(super) fn store_capture(&mut self, task: &Task, name: &str, value: &str) {
-        let value = serde_yaml::Value::String(value.to_string());
-        let region = self.plan.inventory.hosts[task.host].region;
-        let captures = match task.per {
-            Per::Host => &mut self.hosts[task.host].captures,
-            Per::Region => &mut self.regions[region].captures,
-            Per::Run => &mut self.run_captures,
-        };
-        captures.insert(name.to_string(), value);
+        self.fleet.store_capture(&self.plan, task, name, value);
     }
 
     /// Bookkeeping when a task reaches a final state (however it got there).
     pub(super) fn task_done(&mut self, task: Task) {
-        let h = &mut self.hosts[task.host];
-        h.left_tasks -= 1;
-        if task.per == Per::Host {
-            h.left_host_tasks -= 1;
-        }
+        self.fleet.count_done(task);
+        let h = &self.fleet.hosts[task.host];
         // A failed host stays out of service (and holds its slot) until its rollback is
         // done. The host is reported finished before the next one takes its slot.
         let leaves_service = h.left_host_tasks == 0 && h.phase == Phase::Active;
@@ -211,7 +193,7 @@ impl Scheduler {
     }
 
     pub(super) fn maybe_host_finished(&mut self, host: HostId) {
-        let h = &self.hosts[host];
+        let h = &self.fleet.hosts[host];
         if h.left_tasks > 0
             || h.running > 0
             || h.health_pending
@@ -231,10 +213,10 @@ impl Scheduler {
     }
 
     pub(super) fn set_host_outcome(&mut self, host: HostId, outcome: HostOutcome) {
-        self.hosts[host].phase = Phase::Done(outcome);
+        self.fleet.hosts[host].phase = Phase::Done(outcome);
         let inventory = &self.plan.inventory;
         let spec = &inventory.hosts[host];
-        self.regions[spec.region].finished = self.started.elapsed();
+        self.fleet.regions[spec.region].finished = self.started.elapsed();
         self.emit(Event::HostFinished {
             host: spec.name.clone(),
             region: inventory.regions[spec.region].name.clone(),
@@ -271,7 +253,7 @@ impl Scheduler {
                         });
                         // Skipped because a stop cancelled what it needed: cut short too.
                         if self.stop != Stop::No {
-                            self.hosts[task.host].cut_short = true;
+                            self.fleet.hosts[task.host].cut_short = true;
                         }
                         self.task_done(task);
                     }
@@ -289,7 +271,7 @@ impl Scheduler {
         }
         self.nodes.set(node, State::Cancelled);
         if let Some(task) = self.plan.task(node).copied() {
-            self.hosts[task.host].cut_short = true;
+            self.fleet.hosts[task.host].cut_short = true;
             self.task_done(task);
         }
         self.release(node, false);

@@ -247,7 +247,10 @@ impl Scheduler {
         soak.lanes_out = soak.lanes_out.saturating_sub(lanes);
         self.connections_freed();
         for &(host, _, _) in canary.iter().chain(&baseline) {
-            if !matches!(self.hosts[host].phase, Phase::Active | Phase::RollingBack) {
+            if !matches!(
+                self.fleet.hosts[host].phase,
+                Phase::Active | Phase::RollingBack
+            ) {
                 self.pool.close(host);
             }
         }
@@ -375,10 +378,10 @@ impl Scheduler {
         }
         let mut regions = Vec::new();
         for host in failed {
-            if !self.hosts[host].touched || self.hosts[host].failed() {
+            if !self.fleet.hosts[host].touched || self.fleet.hosts[host].failed() {
                 continue;
             }
-            self.hosts[host].phase = Phase::Failed {
+            self.fleet.hosts[host].phase = Phase::Failed {
                 rollback_due: false,
             };
             let region = self.plan.inventory.hosts[host].region;
@@ -390,7 +393,7 @@ impl Scheduler {
             OnFailure::Halt => self.ending.halted = true,
             OnFailure::RollbackRegion => {
                 for region in regions {
-                    self.regions[region].rollback_due = true;
+                    self.fleet.regions[region].rollback_due = true;
                     self.stop_region(region);
                 }
             }
