@@ -29,7 +29,7 @@ impl Scheduler {
     pub(super) fn may_start(&self, host: HostId) -> bool {
         let h = &self.fleet.hosts[host];
         let region = self.plan.inventory.hosts[host].region;
-        match self.stop {
+        match self.course.stop {
             Stop::All => false,
             Stop::Draining => h.phase == Phase::Active && !self.fleet.regions[region].stopped,
             Stop::No => !h.failed() && !self.fleet.regions[region].stopped,
@@ -102,7 +102,7 @@ impl Scheduler {
     pub(super) fn start_queued_host(&mut self, host: HostId) {
         let pending = std::mem::take(&mut self.fleet.hosts[host].pending);
         self.fleet.hosts[host].phase = Phase::Idle;
-        if self.stop != Stop::No || !self.may_start(host) {
+        if self.course.stop != Stop::No || !self.may_start(host) {
             pending.into_iter().for_each(|n| self.cancel(n));
             return;
         }

@@ -29,7 +29,7 @@ fn who(operator: &Operator) -> String {
 impl Scheduler {
     /// With nothing running, a paused run still waits: for `continue` or an abort.
     pub(super) fn waits_for_continue(&self) -> bool {
-        self.stop == Stop::No && self.live.paused.is_some()
+        self.course.stop == Stop::No && self.live.paused.is_some()
     }
 
     /// While paused, a task that would start a host that is not in flight (or a `per:
@@ -110,7 +110,7 @@ impl Scheduler {
             )
         };
         match command {
-            ControlCommand::Pause => match (&self.live.paused, self.stop) {
+            ControlCommand::Pause => match (&self.live.paused, self.course.stop) {
                 (_, stop) if stop != Stop::No => Err(stopping()),
                 (Some(by), _) => Ok(format!("already paused by {}", who(by))),
                 (None, _) => Ok(format!(
@@ -118,12 +118,12 @@ impl Scheduler {
                     hint(format_args!("continue {id}"))
                 )),
             },
-            ControlCommand::Continue => match (&self.live.paused, self.stop) {
+            ControlCommand::Continue => match (&self.live.paused, self.course.stop) {
                 (_, stop) if stop != Stop::No => Err(stopping()),
                 (None, _) => Ok("not paused; nothing to do".into()),
                 (Some(_), _) => Ok("continued: held hosts start as their slots allow".into()),
             },
-            ControlCommand::Abort { rollback: false } if self.stop != Stop::No => Err(stopping()),
+            ControlCommand::Abort { rollback: false } if self.course.stop != Stop::No => Err(stopping()),
             ControlCommand::Abort { rollback: false } => Ok(format!(
                 "aborted: no new host starts, hosts in flight finish their tasks; the run ends interrupted (exit 130), `{}` goes on",
                 hint(format_args!("resume {id}"))
@@ -193,8 +193,8 @@ impl Scheduler {
             ControlCommand::Abort { rollback: true } => {
                 // Not interrupted nor halted: a person chose to take the release back,
                 // and the run ends as a rolled-back rollout.
-                self.ending.interrupted = false;
-                self.ending.halted = false;
+                self.course.ending.interrupted = false;
+                self.course.ending.halted = false;
                 self.timers.abort_all();
                 self.forget_check_rounds();
                 self.live.asking.clear();
@@ -230,7 +230,7 @@ impl Scheduler {
                 self.ready(node);
             }
         }
-        if self.stop == Stop::No {
+        if self.course.stop == Stop::No {
             while let Some((_, next)) = self.admission.next_admissible() {
                 self.start_queued_host(next);
             }

@@ -103,7 +103,7 @@ impl Scheduler {
             reason,
             node: node.index(),
         });
-        self.stopped_wave = Some(name.clone());
+        self.course.stopped_wave = Some(name.clone());
         if self.plan.next_wave_with_hosts(wave).is_some() {
             self.stop_all(&format!(
                 "wave {name} failed: later waves do not start; fix its hosts and `{}`",
@@ -114,7 +114,7 @@ impl Scheduler {
 
     pub(super) fn stop_for_approval(&mut self, wave: usize) {
         let name = self.plan.waves[wave].name.clone();
-        self.ending.awaiting_approval = true;
+        self.course.ending.awaiting_approval = true;
         self.stop_all(&format!(
             "waiting for approval of wave {name}: continue with `{}`",
             crate::hint::pony(format_args!(

@@ -10,6 +10,7 @@
 //! `verify`), stops and the end (`stops`), rollback and resume (`recovery`), live
 //! control (`control`) and lost controllers (`controllers`).
 
+use self::budgets::Budgets;
 use self::fleet::Fleet;
 use self::nodes::{Nodes, State};
 use super::admission::Admission;
@@ -34,6 +35,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 
 mod admit;
+mod budgets;
 mod control;
 mod controllers;
 mod fleet;
@@ -59,6 +61,27 @@ enum Timer {
     Checked(Box<verify::Checked>),
 }
 
+/// How far the run may still go, and what its end will say.
+struct Course {
+    stop: Stop,
+    /// What stopped it (a halt, an interrupt, an approval awaited, a rollback only).
+    ending: Ending,
+    /// The wave whose gate failed, for the summary.
+    stopped_wave: Option<String>,
+    started: tokio::time::Instant,
+}
+
+impl Course {
+    fn new() -> Self {
+        Course {
+            stop: Stop::No,
+            ending: Ending::default(),
+            stopped_wave: None,
+            started: tokio::time::Instant::now(),
+        }
+    }
+}
+
 /// How far the run may still go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -68,11 +91,6 @@ enum Stop {
     Draining,
     /// Nothing new starts anywhere.
     All,
-}
-
-struct ClusterBudget {
-    failed_hosts: usize,
-    max_failures: usize,
 }
 
 #[derive(Default)]
@@ -107,17 +125,10 @@ struct Scheduler {
     nodes: Nodes,
     fleet: Fleet,
     admission: Admission,
-    budgets: Vec<ClusterBudget>,
+    budgets: Budgets,
     waves: Vec<WaveRun>,
-    stop: Stop,
-    ending: Ending,
+    course: Course,
     all_rollback_due: bool,
-    /// Failed hosts over the whole run, and the run-wide budget resolved to a count.
-    run_failed_hosts: usize,
-    /// Hosts skipped under `unreachable: skip`.
-    unreachable_hosts: usize,
-    max_failures_run: Option<usize>,
-    stopped_wave: Option<String>,
     /// Rollbacks not attempted after a failed one (`step@host`), for the summary.
     rollbacks_not_attempted: Vec<String>,
     /// Running tasks; each comes back with its run and the text for its host's log.
@@ -141,7 +152,6 @@ struct Scheduler {
     /// Failed hosts whose own rollback is due once nothing of theirs runs (kept here so
     /// that the loop does not scan every host after every event).
     rollback_due_hosts: Vec<HostId>,
-    started: tokio::time::Instant,
     live: control::Live,
 }
 
@@ -172,15 +182,9 @@ pub async fn run(
         limits.iter().map(|l| l.max_unavailable).collect(),
         options.connections,
     );
-    let budgets = limits
-        .iter()
-        .map(|l| ClusterBudget {
-            failed_hosts: 0,
-            max_failures: l.max_failures,
-        })
-        .collect();
     let hosts_with_tasks = fleet.with_tasks(0..inventory.hosts.len());
     let max_failures_run = strategy.max_failures_run.map(|l| l.of(hosts_with_tasks));
+    let budgets = Budgets::new(limits.iter().map(|l| l.max_failures), max_failures_run);
     let waves = plan
         .waves
         .iter()
@@ -199,13 +203,8 @@ pub async fn run(
         admission,
         budgets,
         waves,
-        stop: Stop::No,
-        ending: Ending::default(),
+        course: Course::new(),
         all_rollback_due: false,
-        run_failed_hosts: 0,
-        unreachable_hosts: 0,
-        max_failures_run,
-        stopped_wave: None,
         rollbacks_not_attempted: Vec::new(),
         running: JoinSet::new(),
         remote: JoinSet::new(),
@@ -217,7 +216,6 @@ pub async fn run(
         rollback_health: Vec::new(),
         health_targets: health::targets(&plan),
         rollback_due_hosts: Vec::new(),
-        started: tokio::time::Instant::now(),
         live: control::Live::default(),
         plan,
         pool: pool.clone(),
@@ -287,7 +285,7 @@ impl Scheduler {
     }
 
     fn stopped(&self) -> bool {
-        self.stop != Stop::No
+        self.course.stop != Stop::No
     }
 
     async fn main_loop(mut self) -> RunReport {
@@ -345,7 +343,7 @@ impl Scheduler {
                 && (self.remote.is_empty() || self.stopped())
                 && !self.waits_for_continue()
             {
-                if self.stop == Stop::No && self.break_stall() {
+                if self.course.stop == Stop::No && self.break_stall() {
                     continue;
                 }
                 break;

@@ -168,7 +168,7 @@ impl Scheduler {
     /// Rolls back, on `hosts`, every task the journal shows completed or failed and not
     /// yet rolled back.
     pub(super) fn rollback_from(&mut self, replay: &Replay, hosts: HostSet) {
-        self.ending.rollback_only = true;
+        self.course.ending.rollback_only = true;
         for (node, task) in self.plan.tasks().map(|(n, t)| (n, *t)).collect::<Vec<_>>() {
             let Some(previous) = replay.tasks.get(&self.plan.label(node)) else {
                 continue;

@@ -18,14 +18,9 @@ impl Scheduler {
         self.cancel_unstarted_of_host(host);
         let spec = &self.plan.inventory.hosts[host];
         let (cluster, region) = (spec.cluster, spec.region);
-        let budget = &mut self.budgets[cluster];
-        budget.failed_hosts += 1;
-        let (failed_hosts, max_failures) = (budget.failed_hosts, budget.max_failures);
+        let (failed_hosts, max_failures) = self.budgets.host_failed(cluster);
         let policy = self.plan.playbook.strategy.on_failure;
-        self.run_failed_hosts += 1;
-        if let Some(action) =
-            policy::on_run_failure(self.run_failed_hosts, self.max_failures_run, policy)
-        {
+        if let Some(action) = self.budgets.beyond_run(policy) {
             self.run_budget_exceeded(host, action);
             return;
         }
@@ -66,8 +61,7 @@ impl Scheduler {
     /// Beyond `max_failures_run`: the failed host waits for the run-wide action (a halt
     /// leaves it failed; a rollback takes it with every touched host).
     fn run_budget_exceeded(&mut self, host: HostId, action: FailureAction) {
-        let max = self.max_failures_run.unwrap_or_default();
-        let failed = self.run_failed_hosts;
+        let (failed, max) = self.budgets.run_count();
         if let Some(wave) = self.plan.host_wave[host] {
             self.waves[wave].failed.get_or_insert_with(|| {
                 format!("the run failed {failed} host(s), beyond max_failures_run {max}")
@@ -110,7 +104,7 @@ impl Scheduler {
         match action {
             FailureAction::RollbackHost => {}
             FailureAction::Halt => {
-                self.ending.halted = true;
+                self.course.ending.halted = true;
                 self.stop_all("failure budget exceeded: halted");
             }
             FailureAction::RollbackRegion => {
@@ -132,15 +126,13 @@ impl Scheduler {
         strategy.unreachable == Unreachable::Skip
             && !h.reached
             && matches!(h.phase, Phase::Active | Phase::Idle | Phase::Queued)
-            && strategy
-                .max_unreachable
-                .is_none_or(|max| self.unreachable_hosts < max)
+            && self.budgets.may_skip_unreachable(strategy.max_unreachable)
     }
 
     /// Leaves an unreachable host alone: reported `unreachable`, its other tasks
     /// cancelled, its slot given back; the failure budget does not count it.
     pub(super) fn host_unreachable(&mut self, host: HostId) {
-        self.unreachable_hosts += 1;
+        self.budgets.skipped_unreachable();
         self.set_host_outcome(host, HostOutcome::Unreachable);
         self.fleet.hosts[host].pending.clear();
         self.cancel_unstarted_of_host(host);
@@ -177,14 +169,14 @@ impl Scheduler {
             // Fenced: the state database refuses this controller's records because its
             // lease is gone. It starts nothing more; what runs is killed by the lost
             // lease's interrupt (the second Ctrl-C's kill), and it ends interrupted.
-            self.ending.interrupted = true;
+            self.course.ending.interrupted = true;
             self.stop_all(
                 "this controller lost its lease (expired, taken over, or broken with `pony unlock`): nothing it journals is accepted any more, so no task starts; its running commands are killed",
             );
             return;
         }
-        if self.stop != Stop::All {
-            self.ending.halted = true;
+        if self.course.stop != Stop::All {
+            self.course.ending.halted = true;
         }
         self.stop_all(&format!(
             "the journal cannot be written: no task starts that it could not record; make room for it, then `{}`",
@@ -193,10 +185,10 @@ impl Scheduler {
     }
 
     pub(super) fn stop_all(&mut self, reason: &str) {
-        if self.stop == Stop::All {
+        if self.course.stop == Stop::All {
             return;
         }
-        self.stop = Stop::All;
+        self.course.stop = Stop::All;
         self.emit(Event::Stopped {
             reason: reason.to_string(),
             region: None,
@@ -214,14 +206,14 @@ impl Scheduler {
         if count == 0 {
             return;
         }
-        if self.stop == Stop::No {
+        if self.course.stop == Stop::No {
             self.drain("interrupted: no new host starts; hosts in flight finish all their tasks (interrupt again to kill them)".into());
         }
-        self.ending.interrupted = true;
+        self.course.ending.interrupted = true;
         if count < 2 {
             return;
         }
-        self.stop = Stop::All;
+        self.course.stop = Stop::All;
         self.cancel_unstarted(|_, _| true);
         let running = self.nodes.running();
         self.running.abort_all();
@@ -290,11 +282,11 @@ impl Scheduler {
     /// Admits no new host; hosts in flight finish every task. The run ends interrupted
     /// (resumable): the first Ctrl-C, or `pony abort`.
     pub(super) fn drain(&mut self, reason: String) {
-        self.ending.interrupted = true;
-        if self.stop != Stop::No {
+        self.course.ending.interrupted = true;
+        if self.course.stop != Stop::No {
             return;
         }
-        self.stop = Stop::Draining;
+        self.course.stop = Stop::Draining;
         self.emit(Event::Stopped {
             reason,
             region: None,
@@ -316,7 +308,7 @@ impl Scheduler {
     pub(super) async fn finish(mut self) -> RunReport {
         for host in 0..self.fleet.hosts.len() {
             let h = &self.fleet.hosts[host];
-            if self.ending.rollback_only
+            if self.course.ending.rollback_only
                 || h.outcome().is_some()
                 || self.plan.tasks_of_host(host).is_empty()
             {
@@ -338,7 +330,7 @@ impl Scheduler {
             .map(|h| self.fleet.hosts[h].outcome().filter(|_| !self.is_remote(h)))
             .collect();
         let tally = Tally::of(outcomes.iter().flatten());
-        let (outcome, exit) = outcome::run_outcome(tally, self.ending);
+        let (outcome, exit) = outcome::run_outcome(tally, self.course.ending);
         let finished: Vec<Duration> = self.fleet.regions.iter().map(|r| r.finished).collect();
         let regions = outcome::regions(&self.plan.inventory, &outcomes, &finished);
         let incomplete = outcomes
@@ -358,9 +350,9 @@ impl Scheduler {
             cancelled: tally.cancelled,
             rollback_failed: tally.rollback_failed,
             incomplete,
-            stopped_wave: self.stopped_wave.clone(),
+            stopped_wave: self.course.stopped_wave.clone(),
             rollbacks_not_attempted: self.rollbacks_not_attempted.clone(),
-            duration_ms: self.started.elapsed().as_millis() as u64,
+            duration_ms: self.course.started.elapsed().as_millis() as u64,
             regions,
             run_dir: self.options.run_dir_display.clone(),
         })

@@ -216,7 +216,7 @@ impl Scheduler {
         self.fleet.hosts[host].phase = Phase::Done(outcome);
         let inventory = &self.plan.inventory;
         let spec = &inventory.hosts[host];
-        self.fleet.regions[spec.region].finished = self.started.elapsed();
+        self.fleet.regions[spec.region].finished = self.course.started.elapsed();
         self.emit(Event::HostFinished {
             host: spec.name.clone(),
             region: inventory.regions[spec.region].name.clone(),
@@ -252,7 +252,7 @@ impl Scheduler {
                             record: None,
                         });
                         // Skipped because a stop cancelled what it needed: cut short too.
-                        if self.stop != Stop::No {
+                        if self.course.stop != Stop::No {
                             self.fleet.hosts[task.host].cut_short = true;
                         }
                         self.task_done(task);

@@ -390,7 +390,7 @@ impl Scheduler {
             }
         }
         match self.plan.playbook.strategy.on_failure {
-            OnFailure::Halt => self.ending.halted = true,
+            OnFailure::Halt => self.course.ending.halted = true,
             OnFailure::RollbackRegion => {
                 for region in regions {
                     self.fleet.regions[region].rollback_due = true;
