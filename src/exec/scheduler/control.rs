@@ -198,7 +198,7 @@ impl Scheduler {
                 self.timers.abort_all();
                 self.forget_check_rounds();
                 self.live.asking.clear();
-                self.all_rollback_due = true;
+                self.rollbacks.all_due = true;
                 self.stop_all(&format!(
                     "aborted by {}: rolling back every host the run touched",
                     who(&operator)

@@ -22,13 +22,6 @@ pub(super) struct HealthRun {
     pub duration: Duration,
 }
 
-/// Health checks of one rollback job's hosts still being judged, and whether one failed.
-#[derive(Default)]
-pub(super) struct JobHealth {
-    pub pending: usize,
-    pub failed: bool,
-}
-
 /// Per `health:` check, the hosts it applies to: its `hosts:` pattern (validated when the
 /// plan was built), or every host.
 pub(super) fn targets(plan: &Plan) -> Vec<HostSet> {
@@ -70,7 +63,7 @@ impl Scheduler {
             self.rollback_judged(host, true);
             return;
         }
-        self.job_health(job).pending += 1;
+        self.rollbacks.health(job).pending += 1;
         self.spawn_health(Some(job), host, &checks);
     }
 
@@ -134,7 +127,7 @@ impl Scheduler {
             return;
         };
         self.emit_health(host, HealthAfter::Rollback, true, failure, duration);
-        let health = self.job_health(job);
+        let health = self.rollbacks.health(job);
         health.pending -= 1;
         health.failed |= !ok;
         self.rollback_judged(host, ok);
@@ -177,14 +170,6 @@ impl Scheduler {
         self.nodes.set(node, State::Held);
         self.waves[wave].gate_after_health = true;
         true
-    }
-
-    pub(super) fn job_health(&mut self, job: usize) -> &mut JobHealth {
-        if self.rollback_health.len() <= job {
-            self.rollback_health
-                .resize_with(job + 1, JobHealth::default);
-        }
-        &mut self.rollback_health[job]
     }
 
     fn emit_health(

@@ -13,6 +13,7 @@
 use self::budgets::Budgets;
 use self::fleet::Fleet;
 use self::nodes::{Nodes, State};
+use self::rollback_jobs::RollbackJobs;
 use super::admission::Admission;
 use super::host_run::Phase;
 use super::hosts::HostPool;
@@ -43,6 +44,7 @@ mod gates;
 mod health;
 mod nodes;
 mod recovery;
+mod rollback_jobs;
 mod stops;
 mod tasks;
 mod verify;
@@ -128,9 +130,6 @@ struct Scheduler {
     budgets: Budgets,
     waves: Vec<WaveRun>,
     course: Course,
-    all_rollback_due: bool,
-    /// Rollbacks not attempted after a failed one (`step@host`), for the summary.
-    rollbacks_not_attempted: Vec<String>,
     /// Running tasks; each comes back with its run and the text for its host's log.
     running: JoinSet<(NodeId, TaskRun, String)>,
     /// Other controllers' tasks (`--regions`) whose results are awaited from the shared
@@ -141,17 +140,12 @@ struct Scheduler {
     /// (task, succeeded, journaled).
     syncing: JoinSet<(NodeId, bool, bool)>,
     timers: JoinSet<Timer>,
-    rollbacks: Vec<Option<RollbackOrder>>,
+    rollbacks: RollbackJobs,
     rollback_runs: JoinSet<RollbackRun>,
     /// Hosts whose rollback commands all succeeded, being checked for health.
     health_runs: JoinSet<health::HealthRun>,
-    /// Per rollback job (as `rollbacks`): its hosts' health checks being judged.
-    rollback_health: Vec<health::JobHealth>,
     /// Per `health:` check, the hosts it applies to (resolved once, not per host).
     health_targets: Vec<HostSet>,
-    /// Failed hosts whose own rollback is due once nothing of theirs runs (kept here so
-    /// that the loop does not scan every host after every event).
-    rollback_due_hosts: Vec<HostId>,
     live: control::Live,
 }
 
@@ -204,18 +198,14 @@ pub async fn run(
         budgets,
         waves,
         course: Course::new(),
-        all_rollback_due: false,
-        rollbacks_not_attempted: Vec::new(),
         running: JoinSet::new(),
         remote: JoinSet::new(),
         syncing: JoinSet::new(),
         timers: JoinSet::new(),
-        rollbacks: Vec::new(),
+        rollbacks: RollbackJobs::default(),
         rollback_runs: JoinSet::new(),
         health_runs: JoinSet::new(),
-        rollback_health: Vec::new(),
         health_targets: health::targets(&plan),
-        rollback_due_hosts: Vec::new(),
         live: control::Live::default(),
         plan,
         pool: pool.clone(),

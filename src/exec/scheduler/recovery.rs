@@ -203,27 +203,29 @@ impl Scheduler {
 
     /// Starts every rollback whose hosts have nothing running any more.
     pub(super) fn start_due_rollbacks(&mut self) {
-        let still_due: Vec<HostId> = std::mem::take(&mut self.rollback_due_hosts)
+        let still_due: Vec<HostId> = self
+            .rollbacks
+            .take_due_hosts()
             .into_iter()
             .filter(|&h| self.fleet.hosts[h].phase == Phase::Failed { rollback_due: true })
             .collect();
         let (mut due, later): (Vec<HostId>, Vec<HostId>) = still_due
             .into_iter()
             .partition(|&h| self.fleet.hosts[h].running == 0);
-        self.rollback_due_hosts = later;
+        self.rollbacks.keep_due(later);
         due.sort_unstable();
         for host in due {
             self.spawn_rollback(RollbackScope::Host(host));
         }
         for region in 0..self.fleet.regions.len() {
             let r = &self.fleet.regions[region];
-            if r.rollback_due && r.running == 0 && !self.all_rollback_due {
+            if r.rollback_due && r.running == 0 && !self.rollbacks.all_due {
                 self.fleet.regions[region].rollback_due = false;
                 self.spawn_rollback(RollbackScope::Region(region));
             }
         }
-        if self.all_rollback_due && self.running.is_empty() {
-            self.all_rollback_due = false;
+        if self.rollbacks.all_due && self.running.is_empty() {
+            self.rollbacks.all_due = false;
             self.fleet
                 .regions
                 .iter_mut()
@@ -231,10 +233,8 @@ impl Scheduler {
             self.spawn_rollback(RollbackScope::All);
         }
         // Slots freed since (by any host) let waiting hosts of every rollback in.
-        for job in 0..self.rollbacks.len() {
-            if self.rollbacks[job].is_some() {
-                self.pump_rollback(job);
-            }
+        for job in self.rollbacks.active() {
+            self.pump_rollback(job);
         }
     }
 
@@ -318,8 +318,8 @@ impl Scheduler {
             failed_renders.iter().map(|(h, n, _)| (*h, *n)).collect(),
             self.options.rollback_pace == RollbackPace::Window,
         );
-        self.rollbacks.push(Some(order));
-        self.pump_rollback(self.rollbacks.len() - 1);
+        let job = self.rollbacks.start(order);
+        self.pump_rollback(job);
     }
 
     /// Admits the rollback's waiting hosts while their clusters have free slots (a host
@@ -330,7 +330,7 @@ impl Scheduler {
         loop {
             self.admit_rollback_hosts(job);
             self.start_rollback_commands(job);
-            let Some(order) = self.rollbacks[job].as_mut() else {
+            let Some(order) = self.rollbacks.order_mut(job) else {
                 return;
             };
             let not_attempted = order.take_not_attempted();
@@ -355,16 +355,14 @@ impl Scheduler {
                 && self.health_runs.is_empty()
                 && self.running.is_empty()
             {
-                let waiting = self.rollbacks[job]
-                    .as_ref()
-                    .map(RollbackOrder::waiting_hosts);
+                let waiting = self.rollbacks.order(job).map(RollbackOrder::waiting_hosts);
                 if let Some(&host) = waiting.as_deref().and_then(<[HostId]>::first) {
                     tracing::warn!(
                         "rollback of {} waits on a host without a free slot; letting it in",
                         self.plan.inventory.hosts[host].name
                     );
                     self.take_rollback_slot(host);
-                    if let Some(order) = self.rollbacks[job].as_mut() {
+                    if let Some(order) = self.rollbacks.order_mut(job) {
                         order.admit(host);
                     }
                     continue;
@@ -373,13 +371,7 @@ impl Scheduler {
             break;
         }
         // Complete once its commands ended and its hosts' health is judged.
-        let finished = self.rollbacks[job]
-            .as_ref()
-            .is_some_and(RollbackOrder::is_finished)
-            && self.job_health(job).pending == 0;
-        if finished {
-            let order = self.rollbacks[job].take().expect("a rollback");
-            let healthy = !self.job_health(job).failed;
+        if let Some((order, healthy)) = self.rollbacks.take_finished(job) {
             self.rollback_done(order, healthy);
         }
     }
@@ -391,7 +383,7 @@ impl Scheduler {
             let task = self.task_ref(node);
             let blocked_by = self.plan.label(failed);
             let reason = format!("not attempted: rollback of {blocked_by} failed");
-            self.rollbacks_not_attempted.push(task.label.clone());
+            self.rollbacks.not_attempted.push(task.label.clone());
             self.emit(Event::RollbackNotAttempted {
                 log: format!("!! rollback {} {reason}\n", task.label),
                 task,
@@ -402,7 +394,7 @@ impl Scheduler {
     }
 
     fn admit_rollback_hosts(&mut self, job: usize) {
-        let Some(order) = self.rollbacks[job].as_ref() else {
+        let Some(order) = self.rollbacks.order(job) else {
             return;
         };
         for host in order.waiting_hosts() {
@@ -413,7 +405,7 @@ impl Scheduler {
                 }
                 self.take_rollback_slot(host);
             }
-            if let Some(order) = self.rollbacks[job].as_mut() {
+            if let Some(order) = self.rollbacks.order_mut(job) {
                 order.admit(host);
             }
         }
@@ -441,7 +433,7 @@ impl Scheduler {
 
     fn start_rollback_commands(&mut self, job: usize) {
         while let Some((node, command)) =
-            self.rollbacks[job].as_mut().and_then(|o| o.next_command())
+            self.rollbacks.order_mut(job).and_then(|o| o.next_command())
         {
             let durable = self.emit_durable(Event::RollbackTaskStarted {
                 task: self.task_ref(node),
@@ -503,7 +495,7 @@ impl Scheduler {
             duration_ms: run.duration.as_millis() as u64,
             log,
         });
-        if let Some(order) = self.rollbacks[job].as_mut() {
+        if let Some(order) = self.rollbacks.order_mut(job) {
             order.done(&self.plan, node, run.ok);
         }
         self.pump_rollback(job);

@@ -36,7 +36,7 @@ impl Scheduler {
         let action = policy::on_host_failure(failed_hosts, max_failures, policy);
         if !action.beyond_budget() {
             self.fleet.hosts[host].phase = Phase::Failed { rollback_due: true };
-            self.rollback_due_hosts.push(host);
+            self.rollbacks.host_due(host);
             return;
         }
         let inventory = &self.plan.inventory;
@@ -112,7 +112,7 @@ impl Scheduler {
                 self.stop_region(region);
             }
             FailureAction::RollbackAll => {
-                self.all_rollback_due = true;
+                self.rollbacks.all_due = true;
                 self.stop_all("failure budget exceeded: rolling back every touched host");
             }
         }
@@ -192,7 +192,7 @@ impl Scheduler {
         self.emit(Event::Stopped {
             reason: reason.to_string(),
             region: None,
-            rollback: self.all_rollback_due,
+            rollback: self.rollbacks.all_due,
         });
         self.admission.forget_waiting(|_| true);
         self.cancel_unstarted(|_, _| true);
@@ -276,7 +276,7 @@ impl Scheduler {
         while self.running.join_next().await.is_some() {}
         while self.rollback_runs.join_next().await.is_some() {}
         while self.health_runs.join_next().await.is_some() {}
-        self.rollbacks.clear();
+        self.rollbacks.forget();
     }
 
     /// Admits no new host; hosts in flight finish every task. The run ends interrupted
@@ -351,7 +351,7 @@ impl Scheduler {
             rollback_failed: tally.rollback_failed,
             incomplete,
             stopped_wave: self.course.stopped_wave.clone(),
-            rollbacks_not_attempted: self.rollbacks_not_attempted.clone(),
+            rollbacks_not_attempted: self.rollbacks.not_attempted.clone(),
             duration_ms: self.course.started.elapsed().as_millis() as u64,
             regions,
             run_dir: self.options.run_dir_display.clone(),

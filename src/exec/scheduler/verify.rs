@@ -398,7 +398,7 @@ impl Scheduler {
                 }
             }
             OnFailure::RollbackAll => {
-                self.all_rollback_due = true;
+                self.rollbacks.all_due = true;
                 self.stop_all(&format!(
                     "wave {} failed its checks: rolling back every touched host",
                     self.plan.waves[wave].name
