@@ -195,7 +195,7 @@ impl Scheduler {
                 // and the run ends as a rolled-back rollout.
                 self.course.ending.interrupted = false;
                 self.course.ending.halted = false;
-                self.timers.abort_all();
+                self.workers.timers.abort_all();
                 self.forget_check_rounds();
                 self.live.asking.clear();
                 self.rollbacks.all_due = true;

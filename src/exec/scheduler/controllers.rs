@@ -59,7 +59,7 @@ impl Scheduler {
             .map(|(node, _)| node.index())
             .collect();
         while !read.is_empty() {
-            match self.remote.join_next().await {
+            match self.workers.remote.join_next().await {
                 Some(Ok((node, run, log))) => {
                     read.remove(&node.index());
                     self.finished(node, run, log);

@@ -80,10 +80,11 @@ impl Scheduler {
                     soak,
                     answer,
                 });
-                self.timers
+                self.workers
+                    .timers
                     .spawn(async move { Timer::Approved(wave, question.await.unwrap_or(false)) })
             }
-            (None, Some(wait)) => self.timers.spawn(async move {
+            (None, Some(wait)) => self.workers.timers.spawn(async move {
                 tokio::time::sleep(wait).await;
                 Timer::Approved(wave, false)
             }),
@@ -150,7 +151,7 @@ impl Scheduler {
                     self.start_soak(wave, pause);
                     return;
                 }
-                self.timers.spawn(async move {
+                self.workers.timers.spawn(async move {
                     tokio::time::sleep(pause).await;
                     Timer::Paused(wave)
                 });
@@ -248,7 +249,7 @@ impl Scheduler {
             until: Some(rfc3339(opens)),
             zone: Some(zone.clone()),
         });
-        self.timers.spawn(async move {
+        self.workers.timers.spawn(async move {
             tokio::time::sleep(wait).await;
             Timer::WindowOpen(wave, zone)
         });

@@ -101,7 +101,7 @@ impl Scheduler {
             })
             .collect();
         let pool = self.pool.clone();
-        self.health_runs.spawn(async move {
+        self.workers.health.spawn(async move {
             let started = tokio::time::Instant::now();
             let failure = until_healthy(&pool, host, &rendered, wait, every).await;
             HealthRun {

@@ -14,6 +14,7 @@ use self::budgets::Budgets;
 use self::fleet::Fleet;
 use self::nodes::{Nodes, State};
 use self::rollback_jobs::RollbackJobs;
+use self::workers::{RollbackRun, Timer, Workers};
 use super::admission::Admission;
 use super::host_run::Phase;
 use super::hosts::HostPool;
@@ -33,7 +34,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::task::JoinSet;
 
 mod admit;
 mod budgets;
@@ -48,20 +48,7 @@ mod rollback_jobs;
 mod stops;
 mod tasks;
 mod verify;
-
-/// Something the loop waits for besides tasks.
-enum Timer {
-    /// A person answered at a wave's `approve:` gate.
-    Approved(usize, bool),
-    /// A wave's `pause:` elapsed.
-    Paused(usize),
-    /// A wave's change window opened for the hosts in this time zone.
-    WindowOpen(usize, String),
-    /// A round of a wave's `verify:` check is due.
-    CheckDue(verify::CheckRound),
-    /// A round of a wave's `verify:` check is back.
-    Checked(Box<verify::Checked>),
-}
+mod workers;
 
 /// How far the run may still go, and what its end will say.
 struct Course {
@@ -112,13 +99,6 @@ struct WaveRun {
     gate_after_health: bool,
 }
 
-/// A finished rollback command, back from its worker.
-struct RollbackRun {
-    job: usize,
-    node: NodeId,
-    run: TaskRun,
-}
-
 struct Scheduler {
     plan: Arc<Plan>,
     pool: Arc<HostPool>,
@@ -130,20 +110,9 @@ struct Scheduler {
     budgets: Budgets,
     waves: Vec<WaveRun>,
     course: Course,
-    /// Running tasks; each comes back with its run and the text for its host's log.
-    running: JoinSet<(NodeId, TaskRun, String)>,
-    /// Other controllers' tasks (`--regions`) whose results are awaited from the shared
-    /// journal. A stopped run does not wait for them: tasks their owner cancelled
-    /// leave no record.
-    remote: JoinSet<(NodeId, TaskRun, String)>,
-    /// Finished tasks whose record is being synced; their dependents wait for it:
-    /// (task, succeeded, journaled).
-    syncing: JoinSet<(NodeId, bool, bool)>,
-    timers: JoinSet<Timer>,
     rollbacks: RollbackJobs,
-    rollback_runs: JoinSet<RollbackRun>,
-    /// Hosts whose rollback commands all succeeded, being checked for health.
-    health_runs: JoinSet<health::HealthRun>,
+    /// What the loop waits for.
+    workers: Workers,
     /// Per `health:` check, the hosts it applies to (resolved once, not per host).
     health_targets: Vec<HostSet>,
     live: control::Live,
@@ -198,13 +167,8 @@ pub async fn run(
         budgets,
         waves,
         course: Course::new(),
-        running: JoinSet::new(),
-        remote: JoinSet::new(),
-        syncing: JoinSet::new(),
-        timers: JoinSet::new(),
         rollbacks: RollbackJobs::default(),
-        rollback_runs: JoinSet::new(),
-        health_runs: JoinSet::new(),
+        workers: Workers::default(),
         health_targets: health::targets(&plan),
         live: control::Live::default(),
         plan,
@@ -325,26 +289,19 @@ impl Scheduler {
         let mut losses = self.options.split.as_ref().and_then(|s| s.take_losses());
         loop {
             self.start_due_rollbacks();
-            if self.running.is_empty()
-                && self.syncing.is_empty()
-                && self.timers.is_empty()
-                && self.rollback_runs.is_empty()
-                && self.health_runs.is_empty()
-                && (self.remote.is_empty() || self.stopped())
-                && !self.waits_for_continue()
-            {
+            if self.workers.idle(self.stopped()) && !self.waits_for_continue() {
                 if self.course.stop == Stop::No && self.break_stall() {
                     continue;
                 }
                 break;
             }
             tokio::select! {
-                Some(joined) = self.running.join_next() => match joined {
+                Some(joined) = self.workers.tasks.join_next() => match joined {
                     Ok((node, run, log)) => self.finished(node, run, log),
                     Err(e) => tracing::error!("task panicked or was aborted: {e}"),
                 },
-                Some(Ok((node, run, log))) = self.remote.join_next() => self.finished(node, run, log),
-                Some(Ok((node, ok, journaled))) = self.syncing.join_next() => {
+                Some(Ok((node, run, log))) = self.workers.remote.join_next() => self.finished(node, run, log),
+                Some(Ok((node, ok, journaled))) = self.workers.syncing.join_next() => {
                     if !journaled {
                         self.journal_lost();
                     }
@@ -353,7 +310,7 @@ impl Scheduler {
                 // An aborted timer (an interrupt ends every wait) completes this select
                 // like any other: a pattern that did not match would leave it waiting on
                 // the remaining branches for good.
-                Some(joined) = self.timers.join_next() => match joined {
+                Some(joined) = self.workers.timers.join_next() => match joined {
                     Err(_) => {}
                     Ok(Timer::Approved(wave, approved)) => self.answered(wave, approved),
                     Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.soaked(wave),
@@ -362,11 +319,11 @@ impl Scheduler {
                     Ok(Timer::CheckDue(round)) => self.check_due(round),
                     Ok(Timer::Checked(done)) => self.checked(*done),
                 },
-                Some(joined) = self.rollback_runs.join_next() => match joined {
+                Some(joined) = self.workers.rollbacks.join_next() => match joined {
                     Ok(done) => self.rollback_command_done(done),
                     Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
                 },
-                Some(joined) = self.health_runs.join_next() => match joined {
+                Some(joined) = self.workers.health.join_next() => match joined {
                     Ok(done) => self.health_judged(done),
                     Err(e) => tracing::error!("a health check panicked or was aborted: {e}"),
                 },

@@ -224,7 +224,7 @@ impl Scheduler {
                 self.spawn_rollback(RollbackScope::Region(region));
             }
         }
-        if self.rollbacks.all_due && self.running.is_empty() {
+        if self.rollbacks.all_due && self.workers.tasks.is_empty() {
             self.rollbacks.all_due = false;
             self.fleet
                 .regions
@@ -350,11 +350,7 @@ impl Scheduler {
             // Every slot is held by hosts that wait on this rollback's other hosts (a
             // task that needed another host's): one more host goes in rather than
             // deadlock.
-            if stalled
-                && self.rollback_runs.is_empty()
-                && self.health_runs.is_empty()
-                && self.running.is_empty()
-            {
+            if stalled && self.workers.no_commands() {
                 let waiting = self.rollbacks.order(job).map(RollbackOrder::waiting_hosts);
                 if let Some(&host) = waiting.as_deref().and_then(<[HostId]>::first) {
                     tracing::warn!(
@@ -469,7 +465,7 @@ impl Scheduler {
                 let run = task::execute(&pool, command.runs_on, &spec).await;
                 RollbackRun { job, node, run }
             });
-            self.rollback_runs.spawn(task::WORK.scope(work, marked));
+            self.workers.rollbacks.spawn(task::WORK.scope(work, marked));
         }
     }
 

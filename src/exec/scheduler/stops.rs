@@ -216,12 +216,12 @@ impl Scheduler {
         self.course.stop = Stop::All;
         self.cancel_unstarted(|_, _| true);
         let running = self.nodes.running();
-        self.running.abort_all();
-        self.remote.abort_all();
-        self.rollback_runs.abort_all();
+        self.workers.tasks.abort_all();
+        self.workers.remote.abort_all();
+        self.workers.rollbacks.abort_all();
         // A host whose health was being checked after its deploy or its rollback ends
         // incomplete.
-        self.health_runs.abort_all();
+        self.workers.health.abort_all();
         for host in self.fleet.hosts.iter_mut().filter(|h| h.health_pending) {
             host.health_pending = false;
             host.cut_short = true;
@@ -273,9 +273,9 @@ impl Scheduler {
         for durable in synced {
             durable.await;
         }
-        while self.running.join_next().await.is_some() {}
-        while self.rollback_runs.join_next().await.is_some() {}
-        while self.health_runs.join_next().await.is_some() {}
+        while self.workers.tasks.join_next().await.is_some() {}
+        while self.workers.rollbacks.join_next().await.is_some() {}
+        while self.workers.health.join_next().await.is_some() {}
         self.rollbacks.forget();
     }
 
@@ -297,7 +297,7 @@ impl Scheduler {
         // No gate passes and no window opens for an interrupted run: its pauses,
         // window waits, soak checks and approval questions end now, not when their
         // timers would have.
-        self.timers.abort_all();
+        self.workers.timers.abort_all();
         self.forget_check_rounds();
         self.live.asking.clear();
         // A paused run's held tasks: those of hosts in flight run, the others are

@@ -51,7 +51,8 @@ impl Scheduler {
             .filter(|_| self.is_remote(task.host))
         {
             let result = split.outcome(node.index());
-            self.remote
+            self.workers
+                .remote
                 .spawn(async move { (node, result.await, String::new()) });
             return;
         }
@@ -76,7 +77,7 @@ impl Scheduler {
             let log = task::log_text(&label, &run);
             (node, run, log)
         });
-        self.running.spawn(task::WORK.scope(work, marked));
+        self.workers.tasks.spawn(task::WORK.scope(work, marked));
     }
 
     /// The mark of a task's commands on its host (see [`crate::transport::TaskMark`]).
@@ -168,7 +169,9 @@ impl Scheduler {
         self.task_done(task);
         // Dependents start once the result is on disk.
         let ok = run.ok;
-        self.syncing.spawn(async move { (node, ok, durable.await) });
+        self.workers
+            .syncing
+            .spawn(async move { (node, ok, durable.await) });
     }
 
     pub(super) fn store_capture(&mut self, task: &Task, name: &str, value: &str) {

@@ -87,7 +87,7 @@ impl Scheduler {
             self.check_due(CheckRound { wave, check, after });
             return;
         }
-        self.timers.spawn(async move {
+        self.workers.timers.spawn(async move {
             tokio::time::sleep(delay).await;
             Timer::CheckDue(CheckRound { wave, check, after })
         });
@@ -112,7 +112,7 @@ impl Scheduler {
         let pool = self.pool.clone();
         let plan = self.plan.clone();
         let run_id = self.options.run_id.clone();
-        self.timers.spawn(async move {
+        self.workers.timers.spawn(async move {
             let run_all = |hosts: Vec<HostId>| {
                 let (pool, plan, run_id) = (pool.clone(), plan.clone(), run_id.clone());
                 let action = spec.action.clone();
@@ -197,7 +197,7 @@ impl Scheduler {
                 After::Soak { left: rounds - 1 },
             );
         }
-        let timer = self.timers.spawn(async move {
+        let timer = self.workers.timers.spawn(async move {
             tokio::time::sleep(pause).await;
             Timer::Paused(wave)
         });
