@@ -5,7 +5,12 @@
 //! path that starts a host checks its wave's change window at that moment: a host that
 //! waited for a slot while the window closed waits for the window again.
 
-use super::*;
+use super::nodes::State;
+use super::{Scheduler, Stop};
+use crate::exec::host_run::Phase;
+use crate::inventory::HostId;
+use crate::plan::{Node, NodeId, Task};
+use crate::playbook::Per;
 
 impl Scheduler {
     pub(super) fn ready(&mut self, node: NodeId) {

@@ -4,7 +4,14 @@
 //! gates from outside the terminal. Each command is journaled (who, when, from where)
 //! before its sender is told it was applied.
 
-use super::*;
+use super::nodes::State;
+use super::{Scheduler, Stop};
+use crate::events::Event;
+use crate::exec::host_run::Phase;
+use crate::plan::{NodeId, Task};
+use crate::playbook::Per;
+use std::collections::HashMap;
+
 use crate::exec::control::{ControlCommand, ControlReply, ControlRequest, Operator};
 use tokio::task::AbortHandle;
 

@@ -4,7 +4,10 @@
 //! over) and, by `strategy.on_controller_loss`, goes on and waits for the lost regions at
 //! the next barrier (`wait`) or stops as on a first Ctrl-C (`stop`).
 
-use super::*;
+use super::nodes::State;
+use super::Scheduler;
+use crate::events::Event;
+
 use crate::exec::regions::ControllerLoss;
 use crate::playbook::OnControllerLoss;
 use std::collections::HashSet;

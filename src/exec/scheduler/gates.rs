@@ -1,7 +1,12 @@
 //! Wave gates: change windows before a wave, `pause`/`approve` after it, and the gate
 //! that does not pass because a cluster of the wave went beyond its failure budget.
 
-use super::*;
+use super::nodes::State;
+use super::workers::Timer;
+use super::Scheduler;
+use crate::events::Event;
+use crate::exec::{change_window, ApprovalRequest};
+use crate::plan::NodeId;
 
 impl Scheduler {
     // ----- gates -----

@@ -8,7 +8,16 @@
 //!   back "unverified". A rollback job is reported complete only once its hosts' checks
 //!   are judged, and never when one failed.
 
-use super::*;
+use super::nodes::State;
+use super::{verify, Scheduler};
+use crate::events::Event;
+use crate::exec::hosts::HostPool;
+use crate::exec::Mode;
+use crate::inventory::pattern::HostSet;
+use crate::inventory::{HostId, Vars};
+use crate::plan::{NodeId, Plan};
+use std::time::Duration;
+
 use crate::events::HealthAfter;
 use crate::playbook::health::HealthCheck;
 use crate::playbook::CheckAction;

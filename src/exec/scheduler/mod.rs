@@ -12,27 +12,20 @@
 
 use self::budgets::Budgets;
 use self::fleet::Fleet;
-use self::nodes::{Nodes, State};
+use self::nodes::Nodes;
 use self::rollback_jobs::RollbackJobs;
-use self::workers::{RollbackRun, Timer, Workers};
+use self::workers::{Timer, Workers};
 use super::admission::Admission;
-use super::host_run::Phase;
 use super::hosts::HostPool;
-use super::outcome::{self, Ending, Tally};
-use super::policy::{self, FailureAction};
-use super::rollback::{RollbackCommand, RollbackOrder, RollbackScope};
-use super::task::{self, TaskRun, TaskSpec};
-use super::{change_window, ApprovalRequest, ExecOptions, Mode, RunReport};
-use crate::events::{Event, EventSink, HostOutcome, TaskRecord, TaskRef};
+use super::outcome::Ending;
+use super::{ExecOptions, Mode, RunReport};
+use crate::events::{Event, EventSink, TaskRef};
 use crate::inventory::pattern::HostSet;
-use crate::inventory::{HostId, Vars};
-use crate::plan::{Node, NodeId, Plan, Task};
-use crate::playbook::{Per, RollbackPace};
-use crate::state::replay::{Replay, TaskState};
+use crate::inventory::HostId;
+use crate::plan::{NodeId, Plan};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 mod admit;

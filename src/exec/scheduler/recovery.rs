@@ -2,8 +2,22 @@
 //! paced by the clusters' `max_unavailable` slots unless `pace: all`), `pony resume` from
 //! the journal's replay, and `pony rollback` of a past run.
 
+use super::nodes::State;
+use super::workers::RollbackRun;
+use super::Scheduler;
+use crate::events::{Event, HostOutcome};
+use crate::exec::host_run::Phase;
+use crate::exec::rollback::{RollbackCommand, RollbackOrder, RollbackScope};
+use crate::exec::task::{self, TaskRun, TaskSpec};
+use crate::inventory::pattern::HostSet;
+use crate::inventory::{HostId, Vars};
+use crate::plan::{Node, NodeId, Plan, Task};
+use crate::playbook::{Per, RollbackPace};
+use crate::state::replay::{Replay, TaskState};
+use std::collections::HashMap;
+use std::time::Duration;
+
 use super::tasks::TAIL_LINES;
-use super::*;
 use crate::secret::is_secret_name;
 
 impl Scheduler {

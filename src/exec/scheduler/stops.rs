@@ -1,7 +1,16 @@
 //! What stops a run: failed hosts (through the failure policy), stopped regions, the
 //! whole run, interrupts; and the end of the run with its outcome.
 
-use super::*;
+use super::nodes::State;
+use super::{Scheduler, Stop};
+use crate::events::{Event, HostOutcome};
+use crate::exec::host_run::Phase;
+use crate::exec::outcome::{self, Tally};
+use crate::exec::policy::{self, FailureAction};
+use crate::exec::RunReport;
+use crate::inventory::HostId;
+use std::time::Duration;
+
 use crate::playbook::Unreachable;
 
 impl Scheduler {

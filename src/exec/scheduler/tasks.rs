@@ -3,7 +3,15 @@
 //! host's bookkeeping, and its end passed on to its dependents (released, skipped or
 //! cancelled).
 
-use super::*;
+use super::nodes::State;
+use super::{Scheduler, Stop};
+use crate::events::{Event, HostOutcome, TaskRecord};
+use crate::exec::host_run::Phase;
+use crate::exec::task::{self, TaskRun, TaskSpec};
+use crate::inventory::{HostId, Vars};
+use crate::plan::{Node, NodeId, Plan, Task};
+use std::sync::Arc;
+
 use crate::playbook::Action;
 use crate::secret::is_secret_name;
 

@@ -5,7 +5,16 @@
 //! count as failed, `on_failure` applies to them (finished hosts too), and no later
 //! wave starts. `compare` checks judge the median over hosts and samples so far.
 
-use super::*;
+use super::workers::Timer;
+use super::Scheduler;
+use crate::events::Event;
+use crate::exec::host_run::Phase;
+use crate::exec::hosts::HostPool;
+use crate::exec::task::{self, TaskSpec};
+use crate::inventory::{HostId, Vars};
+use std::collections::HashMap;
+use std::time::Duration;
+
 use crate::playbook::{Check, CheckAction, OnFailure};
 
 /// When a check's results are back: what the gate does next if they pass.
