@@ -3,7 +3,7 @@
 //! `unreachable: skip` (which the failure budgets do not count). A wave's own budget is
 //! with the wave's gate state.
 
-use super::super::policy::{self, FailureAction};
+use crate::exec::policy::{self, FailureAction};
 use crate::playbook::OnFailure;
 
 struct ClusterBudget {

@@ -3,7 +3,7 @@
 //! captures; the run-wide captures. The counters move together here: a task that starts
 //! or ends on a host counts in its host and in its region.
 
-use super::super::host_run::HostRun;
+use crate::exec::host_run::HostRun;
 use crate::inventory::{HostId, RegionId, Vars};
 use crate::plan::{Plan, Task};
 use crate::playbook::Per;

@@ -9,6 +9,7 @@
 //!   are judged, and never when one failed.
 
 use super::nodes::State;
+use super::workers::HealthRun;
 use super::{verify, Scheduler};
 use crate::events::Event;
 use crate::exec::hosts::HostPool;
@@ -21,15 +22,6 @@ use std::time::Duration;
 use crate::events::HealthAfter;
 use crate::playbook::health::HealthCheck;
 use crate::playbook::CheckAction;
-
-/// A host's checks, back from their worker: `None` when all passed, else what failed.
-pub(super) struct HealthRun {
-    /// The rollback job it verifies; `None` after a deploy.
-    pub job: Option<usize>,
-    pub host: HostId,
-    pub failure: Option<String>,
-    pub duration: Duration,
-}
 
 /// Per `health:` check, the hosts it applies to: its `hosts:` pattern (validated when the
 /// plan was built), or every host.

@@ -10,8 +10,8 @@ use crate::exec::host_run::Phase;
 use crate::exec::rollback::{RollbackCommand, RollbackOrder, RollbackScope};
 use crate::exec::task::{self, TaskRun, TaskSpec};
 use crate::inventory::pattern::HostSet;
-use crate::inventory::{HostId, Vars};
-use crate::plan::{Node, NodeId, Plan, Task};
+use crate::inventory::HostId;
+use crate::plan::{Node, NodeId, Task};
 use crate::playbook::{Per, RollbackPace};
 use crate::state::replay::{Replay, TaskState};
 use std::collections::HashMap;
@@ -176,7 +176,7 @@ impl Scheduler {
 
     /// [`explain_render_error`] with the captures the task sees now.
     pub(super) fn explain_render_error(&self, task: &Task, error: String) -> String {
-        explain_render_error(&self.plan, &self.captures_of(task), task, error)
+        super::tasks::explain_render_error(&self.plan, &self.captures_of(task), task, error)
     }
 
     /// Rolls back, on `hosts`, every task the journal shows completed or failed and not
@@ -517,27 +517,4 @@ impl Scheduler {
             ok: order.ok() && healthy,
         });
     }
-}
-
-/// A render error, with what to do when it comes from a secret capture this process
-/// does not hold (its value never left the memory of the process that captured it).
-pub(super) fn explain_render_error(plan: &Plan, held: &Vars, task: &Task, error: String) -> String {
-    let step = format!("{:?}", plan.playbook.steps[task.step]);
-    let missing: Vec<String> = plan
-        .playbook
-        .steps
-        .iter()
-        .filter_map(|s| Some((s.name.as_str(), s.capture.as_deref()?)))
-        .filter(|(_, name)| is_secret_name(name) && !held.contains_key(*name))
-        .filter(|(_, name)| step.contains(name))
-        .map(|(capturer, name)| {
-            format!(
-                "`{name}` is the secret capture of step `{capturer}`: pony keeps it only in the memory of the process that captured it, and this one has not run `{capturer}` on this host; give it with `--secret-var {name}=@FILE` (or `env:VAR`), or `pony resume` the run while the host still has steps to run (it runs `{capturer}` again)"
-            )
-        })
-        .collect();
-    if missing.is_empty() {
-        return error;
-    }
-    format!("{error} ({})", missing.join("; "))
 }

@@ -4,7 +4,7 @@
 //! whole run's). A job is finished only once its commands ended and its hosts' health is
 //! judged.
 
-use super::super::rollback::RollbackOrder;
+use crate::exec::rollback::RollbackOrder;
 use crate::inventory::HostId;
 
 /// Health checks of one rollback job's hosts still being judged, and whether one failed.

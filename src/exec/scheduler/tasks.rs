@@ -347,9 +347,7 @@ impl Render {
         let step = &self.plan.playbook.steps[self.task.step];
         task::render_task(&self.plan, step, &self.context)
             .and_then(|spec| self.with_dead_man(spec))
-            .map_err(|error| {
-                super::recovery::explain_render_error(&self.plan, &self.captures, &self.task, error)
-            })
+            .map_err(|error| explain_render_error(&self.plan, &self.captures, &self.task, error))
     }
 
     /// The task's dead man's switch, when its step has one: the step's rollback for this
@@ -370,4 +368,27 @@ impl Render {
         });
         Ok(spec)
     }
+}
+
+/// A render error, with what to do when it comes from a secret capture this process
+/// does not hold (its value never left the memory of the process that captured it).
+pub(super) fn explain_render_error(plan: &Plan, held: &Vars, task: &Task, error: String) -> String {
+    let step = format!("{:?}", plan.playbook.steps[task.step]);
+    let missing: Vec<String> = plan
+        .playbook
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.name.as_str(), s.capture.as_deref()?)))
+        .filter(|(_, name)| is_secret_name(name) && !held.contains_key(*name))
+        .filter(|(_, name)| step.contains(name))
+        .map(|(capturer, name)| {
+            format!(
+                "`{name}` is the secret capture of step `{capturer}`: pony keeps it only in the memory of the process that captured it, and this one has not run `{capturer}` on this host; give it with `--secret-var {name}=@FILE` (or `env:VAR`), or `pony resume` the run while the host still has steps to run (it runs `{capturer}` again)"
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return error;
+    }
+    format!("{error} ({})", missing.join("; "))
 }

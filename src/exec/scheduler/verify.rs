@@ -5,7 +5,7 @@
 //! count as failed, `on_failure` applies to them (finished hosts too), and no later
 //! wave starts. `compare` checks judge the median over hosts and samples so far.
 
-use super::workers::Timer;
+use super::workers::{After, CheckRound, Checked, Timer};
 use super::Scheduler;
 use crate::events::Event;
 use crate::exec::host_run::Phase;
@@ -16,35 +16,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::playbook::{Check, CheckAction, OnFailure};
-
-/// When a check's results are back: what the gate does next if they pass.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum After {
-    /// Ask the `approve:` question.
-    Ask,
-    /// A soak round; `left` more rounds of this check follow.
-    Soak { left: u32 },
-}
-
-/// A round of a check, due to run.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct CheckRound {
-    pub wave: usize,
-    pub check: usize,
-    pub after: After,
-}
-
-/// One check's round, back from its worker.
-pub(super) struct Checked {
-    pub wave: usize,
-    pub check: usize,
-    pub after: After,
-    /// Connections the round held (given back when it is judged).
-    pub lanes: usize,
-    /// `(host, ok, stdout or error)` for every host the check ran on.
-    pub canary: Vec<(HostId, bool, String)>,
-    pub baseline: Vec<(HostId, bool, String)>,
-}
 
 /// A verify command or probe gets this long per host.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);

@@ -2,10 +2,10 @@
 //! records being synced, rollback commands, health checks) and its timers (gates'
 //! answers, pauses, windows, check rounds). The run goes on while any of them is out.
 
-use super::super::task::TaskRun;
-use super::health::HealthRun;
-use super::verify::{CheckRound, Checked};
+use crate::exec::task::TaskRun;
+use crate::inventory::HostId;
 use crate::plan::NodeId;
+use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// Something the loop waits for besides tasks.
@@ -27,6 +27,44 @@ pub(super) struct RollbackRun {
     pub(super) job: usize,
     pub(super) node: NodeId,
     pub(super) run: TaskRun,
+}
+
+/// When a check's results are back: what the gate does next if they pass.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum After {
+    /// Ask the `approve:` question.
+    Ask,
+    /// A soak round; `left` more rounds of this check follow.
+    Soak { left: u32 },
+}
+
+/// A round of a check, due to run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CheckRound {
+    pub wave: usize,
+    pub check: usize,
+    pub after: After,
+}
+
+/// One check's round, back from its worker.
+pub(super) struct Checked {
+    pub wave: usize,
+    pub check: usize,
+    pub after: After,
+    /// Connections the round held (given back when it is judged).
+    pub lanes: usize,
+    /// `(host, ok, stdout or error)` for every host the check ran on.
+    pub canary: Vec<(HostId, bool, String)>,
+    pub baseline: Vec<(HostId, bool, String)>,
+}
+
+/// A host's checks, back from their worker: `None` when all passed, else what failed.
+pub(super) struct HealthRun {
+    /// The rollback job it verifies; `None` after a deploy.
+    pub job: Option<usize>,
+    pub host: HostId,
+    pub failure: Option<String>,
+    pub duration: Duration,
 }
 
 /// The loop's workers and timers, each kind in its own set.
