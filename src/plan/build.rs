@@ -72,28 +72,9 @@ pub fn build(
     );
     check_template_files(&playbook, &mut errors);
 
-    let waves = playbook
-        .strategy
-        .waves
-        .iter()
-        .enumerate()
-        .map(|(w, wave)| WavePlan {
-            name: wave.name.clone(),
-            gate: gates[w],
-            // Only hosts with tasks: they are what a run counts, admits and reports.
-            hosts: (0..inventory.hosts.len())
-                .filter(|&h| host_wave[h] == Some(w) && !host_tasks[h].is_empty())
-                .collect(),
-        })
-        .collect();
+    let waves = wave_plans(&playbook, &gates, &host_wave, &host_tasks);
     let topological = topological_order(&graph, &playbook.file, &mut errors);
-    let mut position = vec![0; graph.node_count()];
-    for (i, n) in topological.iter().enumerate() {
-        position[n.index()] = i;
-    }
-    for tasks in &mut host_tasks {
-        tasks.sort_by_key(|n| position[n.index()]);
-    }
+    sort_by_order(&mut host_tasks, &topological, graph.node_count());
     let task_count = step_tasks.iter().map(|s| s.all.len()).sum();
     let mut plan = Plan {
         inventory,
@@ -225,6 +206,40 @@ fn add_wave_barriers(graph: &mut DiGraph<Node, ()>, gates: &[NodeIndex]) {
                 graph.add_edge(gates[task.wave - 1], node, ());
             }
         }
+    }
+}
+
+/// Per wave its name, gate and hosts; only hosts with tasks: they are what a run counts,
+/// admits and reports.
+fn wave_plans(
+    playbook: &Playbook,
+    gates: &[NodeIndex],
+    host_wave: &[Option<usize>],
+    host_tasks: &[Vec<NodeIndex>],
+) -> Vec<WavePlan> {
+    playbook
+        .strategy
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(w, wave)| WavePlan {
+            name: wave.name.clone(),
+            gate: gates[w],
+            hosts: (0..host_tasks.len())
+                .filter(|&h| host_wave[h] == Some(w) && !host_tasks[h].is_empty())
+                .collect(),
+        })
+        .collect()
+}
+
+/// Sorts each host's tasks in the graph's topological order.
+fn sort_by_order(host_tasks: &mut [Vec<NodeIndex>], topological: &[NodeIndex], nodes: usize) {
+    let mut position = vec![0; nodes];
+    for (i, n) in topological.iter().enumerate() {
+        position[n.index()] = i;
+    }
+    for tasks in host_tasks {
+        tasks.sort_by_key(|n| position[n.index()]);
     }
 }
 
