@@ -237,62 +237,17 @@ impl Scheduler {
         if self.waves[wave].soak.failed {
             return;
         }
-        let spec = &self.plan.playbook.strategy.waves[wave].verify[check];
-        let (wave_name, check_name) = (self.plan.waves[wave].name.clone(), spec.name.clone());
-        let inventory = self.plan.inventory.clone();
-        let name = |h: HostId| inventory.hosts[h].name.clone();
-        let mut failed_hosts = Vec::new();
-        let mut failure = None;
-        match &spec.compare {
-            None => {
-                for (host, ok, detail) in &canary {
-                    self.emit(Event::VerifyCheck {
-                        wave: wave_name.clone(),
-                        check: check_name.clone(),
-                        host: name(*host),
-                        ok: *ok,
-                        detail: detail.clone(),
-                    });
-                    if *ok {
-                        self.waves[wave].soak.checks_ok += 1;
-                    } else {
-                        failed_hosts.push(*host);
-                        failure.get_or_insert_with(|| format!("on {}: {detail}", name(*host)));
-                    }
-                }
-            }
-            Some(compare) => {
-                let tolerance = compare.tolerance;
-                let verdict = self.compare_round(wave, check, &canary, &baseline, &name);
-                let (ok, detail) = match verdict {
-                    Err(problem) => (false, problem),
-                    Ok((c, b)) => {
-                        let limit = tolerance.limit(b);
-                        let ok = c <= limit;
-                        (
-                            ok,
-                            format!(
-                                "canary median {c} vs baseline median {b} (tolerance {tolerance}: at most {limit})"
-                            ),
-                        )
-                    }
-                };
-                let hosts: Vec<String> = canary.iter().map(|(h, _, _)| name(*h)).collect();
-                self.emit(Event::VerifyCheck {
-                    wave: wave_name.clone(),
-                    check: check_name.clone(),
-                    host: hosts.join(","),
-                    ok,
-                    detail: detail.clone(),
-                });
-                if ok {
-                    self.waves[wave].soak.checks_ok += 1;
-                } else {
-                    failed_hosts.extend(canary.iter().map(|(h, _, _)| *h));
-                    failure = Some(detail);
-                }
-            }
-        }
+        let check_name = self.plan.playbook.strategy.waves[wave].verify[check]
+            .name
+            .clone();
+        let compared = self.plan.playbook.strategy.waves[wave].verify[check]
+            .compare
+            .is_some();
+        let (failed_hosts, failure) = if compared {
+            self.judge_compared(wave, check, &canary, &baseline)
+        } else {
+            self.judge_each(wave, check, &canary)
+        };
         if let Some(failure) = failure {
             self.verify_failed(
                 wave,
@@ -301,6 +256,91 @@ impl Scheduler {
             );
             return;
         }
+        self.round_passed(wave, check, after);
+    }
+
+    /// A plain check's round: each host passes or fails on its own. Returns the failed
+    /// hosts and what the first said.
+    fn judge_each(
+        &mut self,
+        wave: usize,
+        check: usize,
+        canary: &[(HostId, bool, String)],
+    ) -> (Vec<HostId>, Option<String>) {
+        let wave_name = self.plan.waves[wave].name.clone();
+        let check_name = self.plan.playbook.strategy.waves[wave].verify[check]
+            .name
+            .clone();
+        let inventory = self.plan.inventory.clone();
+        let name = |h: HostId| inventory.hosts[h].name.clone();
+        let mut failed_hosts = Vec::new();
+        let mut failure = None;
+        for (host, ok, detail) in canary {
+            self.emit(Event::VerifyCheck {
+                wave: wave_name.clone(),
+                check: check_name.clone(),
+                host: name(*host),
+                ok: *ok,
+                detail: detail.clone(),
+            });
+            if *ok {
+                self.waves[wave].soak.checks_ok += 1;
+            } else {
+                failed_hosts.push(*host);
+                failure.get_or_insert_with(|| format!("on {}: {detail}", name(*host)));
+            }
+        }
+        (failed_hosts, failure)
+    }
+
+    /// A `compare` check's round: the canaries' median against the baseline's, within
+    /// the tolerance; all canaries fail together. Returns the failed hosts and why.
+    fn judge_compared(
+        &mut self,
+        wave: usize,
+        check: usize,
+        canary: &[(HostId, bool, String)],
+        baseline: &[(HostId, bool, String)],
+    ) -> (Vec<HostId>, Option<String>) {
+        let spec = &self.plan.playbook.strategy.waves[wave].verify[check];
+        let (wave_name, check_name) = (self.plan.waves[wave].name.clone(), spec.name.clone());
+        let tolerance = spec.compare.as_ref().expect("a compare check").tolerance;
+        let inventory = self.plan.inventory.clone();
+        let name = |h: HostId| inventory.hosts[h].name.clone();
+        let verdict = self.compare_round(wave, check, canary, baseline, &name);
+        let (ok, detail) = match verdict {
+            Err(problem) => (false, problem),
+            Ok((c, b)) => {
+                let limit = tolerance.limit(b);
+                let ok = c <= limit;
+                (
+                    ok,
+                    format!(
+                        "canary median {c} vs baseline median {b} (tolerance {tolerance}: at most {limit})"
+                    ),
+                )
+            }
+        };
+        let hosts: Vec<String> = canary.iter().map(|(h, _, _)| name(*h)).collect();
+        self.emit(Event::VerifyCheck {
+            wave: wave_name,
+            check: check_name,
+            host: hosts.join(","),
+            ok,
+            detail: detail.clone(),
+        });
+        if ok {
+            self.waves[wave].soak.checks_ok += 1;
+            (Vec::new(), None)
+        } else {
+            (canary.iter().map(|(h, _, _)| *h).collect(), Some(detail))
+        }
+    }
+
+    /// A round passed: the question comes once every check before it reported, a soak
+    /// round is followed by the next (unless the run stops), a chain that ended counts
+    /// towards the soak's end.
+    fn round_passed(&mut self, wave: usize, check: usize, after: After) {
         match after {
             After::Ask => {
                 let soak = &mut self.waves[wave].soak;
