@@ -5,7 +5,7 @@
 
 use super::nodes::State;
 use super::{Scheduler, Stop};
-use crate::events::{Event, HostOutcome, TaskRecord};
+use crate::events::{Event, HostOutcome, TaskRecord, TaskRef};
 use crate::exec::host_run::Phase;
 use crate::exec::task::{self, TaskRun, TaskSpec};
 use crate::inventory::{HostId, Vars};
@@ -114,45 +114,7 @@ impl Scheduler {
         if let Some((_, value)) = run.captured.as_ref().filter(|(n, _)| is_secret_name(n)) {
             self.options.redactor.add(value.clone());
         }
-        let record = TaskRecord {
-            captures: run
-                .captured
-                .iter()
-                .filter(|(name, _)| !is_secret_name(name))
-                .cloned()
-                .collect(),
-            output_tail: run.tail(TAIL_LINES),
-            changed: run.changed_host(),
-            error: run.error.clone(),
-            log,
-        };
-        let duration_ms = run.duration.as_millis() as u64;
-        let event = if !run.ok {
-            Event::TaskFailed {
-                task: task_ref,
-                exit_code: run.exit_code,
-                error: run.error.clone().unwrap_or_else(|| "failed".into()),
-                stderr_tail: run.tail(TAIL_LINES),
-                duration_ms,
-                attempts: run.attempts,
-                record,
-            }
-        } else if let Some(reason) = &run.skipped_reason {
-            Event::TaskSkipped {
-                task: task_ref,
-                reason: reason.clone(),
-                record: Some(record),
-            }
-        } else {
-            Event::TaskFinished {
-                task: task_ref,
-                changed: run.changed,
-                exit_code: run.exit_code,
-                duration_ms,
-                attempts: run.attempts,
-                record,
-            }
-        };
+        let event = result_event(task_ref, &run, log);
         let durable = self.emit_durable(event);
         let skipped_host = matches!(
             self.fleet.hosts[task.host].phase,
@@ -367,6 +329,50 @@ impl Render {
             node: self.node.index(),
         });
         Ok(spec)
+    }
+}
+
+/// The event of a task's result: failed, skipped by its guard, or finished; with its
+/// record (a capture named like a secret is left out of it).
+fn result_event(task_ref: TaskRef, run: &TaskRun, log: String) -> Event {
+    let record = TaskRecord {
+        captures: run
+            .captured
+            .iter()
+            .filter(|(name, _)| !is_secret_name(name))
+            .cloned()
+            .collect(),
+        output_tail: run.tail(TAIL_LINES),
+        changed: run.changed_host(),
+        error: run.error.clone(),
+        log,
+    };
+    let duration_ms = run.duration.as_millis() as u64;
+    if !run.ok {
+        Event::TaskFailed {
+            task: task_ref,
+            exit_code: run.exit_code,
+            error: run.error.clone().unwrap_or_else(|| "failed".into()),
+            stderr_tail: run.tail(TAIL_LINES),
+            duration_ms,
+            attempts: run.attempts,
+            record,
+        }
+    } else if let Some(reason) = &run.skipped_reason {
+        Event::TaskSkipped {
+            task: task_ref,
+            reason: reason.clone(),
+            record: Some(record),
+        }
+    } else {
+        Event::TaskFinished {
+            task: task_ref,
+            changed: run.changed,
+            exit_code: run.exit_code,
+            duration_ms,
+            attempts: run.attempts,
+            record,
+        }
     }
 }
 
