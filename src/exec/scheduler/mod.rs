@@ -235,10 +235,10 @@ impl Scheduler {
         self.course.stop != Stop::No
     }
 
-    async fn main_loop(mut self) -> RunReport {
-        // A wave starts only in a deploy (a rollback has none), and only with hosts; a
-        // resume announces the first wave left (its gate not passed, not the failed wave
-        // it skips), not the run's first.
+    /// A wave starts only in a deploy (a rollback has none), and only with hosts; a
+    /// resume announces the first wave left (its gate not passed, not the failed wave it
+    /// skips), not the run's first.
+    fn announce_first_wave(&self) {
         let first = match (&self.options.mode, &self.options.replay) {
             (Mode::Deploy, None) => self.plan.waves.first(),
             (Mode::Deploy, Some(replay)) => {
@@ -255,12 +255,10 @@ impl Scheduler {
                 hosts: first.hosts.len(),
             });
         }
-        // Commands queued before the run started (the pause in force when a controller
-        // joins a split run) apply before any host starts.
-        let mut control = self.options.control.take();
-        while let Some(request) = control.as_mut().and_then(|c| c.try_recv().ok()) {
-            self.control(request);
-        }
+    }
+
+    /// What is ready first: the plan's roots, what a resume left to do, or a rollback.
+    fn start(&mut self) {
         match (self.options.mode.clone(), self.options.replay.take()) {
             (Mode::Deploy, None) => {
                 for node in self.plan.ready_at_start() {
@@ -278,6 +276,17 @@ impl Scheduler {
                 self.rollback_from(&replay.unwrap_or_default(), hosts)
             }
         }
+    }
+
+    async fn main_loop(mut self) -> RunReport {
+        self.announce_first_wave();
+        // Commands queued before the run started (the pause in force when a controller
+        // joins a split run) apply before any host starts.
+        let mut control = self.options.control.take();
+        while let Some(request) = control.as_mut().and_then(|c| c.try_recv().ok()) {
+            self.control(request);
+        }
+        self.start();
         let mut interrupts = self.options.interrupts.clone();
         let mut losses = self.options.split.as_ref().and_then(|s| s.take_losses());
         loop {
