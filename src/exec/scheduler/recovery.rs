@@ -40,16 +40,7 @@ impl Scheduler {
             });
         }
         let recapture = self.secret_captures_to_redo(replay);
-        let mut rolled_back = self.rolled_back_hosts(replay);
-        let plan = &self.plan;
-        let in_flight = crate::exec::dead_man::in_flight_hosts(
-            plan,
-            |node| replay.tasks.contains_key(&plan.label(NodeId::new(node))),
-            |node| replay.done(&plan.label(NodeId::new(node))).is_some(),
-        );
-        for (host, in_flight) in in_flight.into_iter().enumerate() {
-            rolled_back[host] |= in_flight;
-        }
+        let rolled_back = self.hosts_to_redeploy(replay);
         for node in self.plan.topological_order().to_vec() {
             let i = node.index();
             let done = match self.plan.graph[node] {
@@ -104,6 +95,28 @@ impl Scheduler {
                 }
             }
         }
+        self.resumed();
+    }
+
+    /// Hosts a resume deploys again from their first task: those the journal shows
+    /// rolled back, and those left in flight under a dead man's switch.
+    fn hosts_to_redeploy(&self, replay: &Replay) -> Vec<bool> {
+        let mut rolled_back = self.rolled_back_hosts(replay);
+        let plan = &self.plan;
+        let in_flight = crate::exec::dead_man::in_flight_hosts(
+            plan,
+            |node| replay.tasks.contains_key(&plan.label(NodeId::new(node))),
+            |node| replay.done(&plan.label(NodeId::new(node))).is_some(),
+        );
+        for (host, in_flight) in in_flight.into_iter().enumerate() {
+            rolled_back[host] |= in_flight;
+        }
+        rolled_back
+    }
+
+    /// After the replay: hosts with nothing left are done, and what has no dependency
+    /// left becomes ready.
+    fn resumed(&mut self) {
         for host in 0..self.fleet.hosts.len() {
             if self.fleet.hosts[host].touched && self.fleet.hosts[host].left_tasks == 0 {
                 self.set_host_outcome(host, HostOutcome::Ok);
