@@ -294,6 +294,46 @@ impl Scheduler {
             chosen[h] = true;
             self.fleet.hosts[h].phase = Phase::RollingBack;
         }
+        let (commands, failed_renders) = self.rollback_commands(scope, &chosen);
+        self.emit(Event::RollbackStarted {
+            scope: scope.name(&plan),
+            hosts: hosts.len(),
+        });
+        for (_, node, error) in &failed_renders {
+            self.emit(Event::RollbackTask {
+                task: self.task_ref(*node),
+                ok: false,
+                exit_code: None,
+                error: Some(error.clone()),
+                duration_ms: 0,
+                log: format!("!! rollback could not be rendered: {error}\n"),
+            });
+        }
+        let order = RollbackOrder::new(
+            &plan,
+            scope,
+            hosts,
+            commands,
+            failed_renders.iter().map(|(h, n, _)| (*h, *n)).collect(),
+            self.options.rollback_pace == RollbackPace::Window,
+        );
+        let job = self.rollbacks.start(order);
+        self.pump_rollback(job);
+    }
+
+    /// The rollback commands of the tasks to undo on the chosen hosts (a host's own
+    /// rollback leaves its region's and run's tasks alone), and those that could not be
+    /// rendered: `(host, task, error)`.
+    #[allow(clippy::type_complexity)]
+    fn rollback_commands(
+        &self,
+        scope: RollbackScope,
+        chosen: &[bool],
+    ) -> (
+        HashMap<NodeId, RollbackCommand>,
+        Vec<(HostId, NodeId, String)>,
+    ) {
+        let plan = &self.plan;
         let mut commands: HashMap<NodeId, RollbackCommand> = HashMap::new();
         let mut failed_renders = Vec::new();
         for (node, task) in plan.tasks() {
@@ -323,30 +363,7 @@ impl Scheduler {
                 }
             }
         }
-        self.emit(Event::RollbackStarted {
-            scope: scope.name(&plan),
-            hosts: hosts.len(),
-        });
-        for (_, node, error) in &failed_renders {
-            self.emit(Event::RollbackTask {
-                task: self.task_ref(*node),
-                ok: false,
-                exit_code: None,
-                error: Some(error.clone()),
-                duration_ms: 0,
-                log: format!("!! rollback could not be rendered: {error}\n"),
-            });
-        }
-        let order = RollbackOrder::new(
-            &plan,
-            scope,
-            hosts,
-            commands,
-            failed_renders.iter().map(|(h, n, _)| (*h, *n)).collect(),
-            self.options.rollback_pace == RollbackPace::Window,
-        );
-        let job = self.rollbacks.start(order);
-        self.pump_rollback(job);
+        (commands, failed_renders)
     }
 
     /// Admits the rollback's waiting hosts while their clusters have free slots (a host
