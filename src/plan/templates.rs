@@ -40,36 +40,82 @@ fn unknown_builtin(source: &str) -> Option<String> {
     None
 }
 
+/// minijinja's filters and pony's `quote`, for "did you mean".
+const FILTERS: [&str; 24] = [
+    "quote",
+    "default",
+    "lower",
+    "upper",
+    "trim",
+    "join",
+    "length",
+    "replace",
+    "first",
+    "last",
+    "sort",
+    "unique",
+    "tojson",
+    "string",
+    "int",
+    "float",
+    "abs",
+    "round",
+    "title",
+    "capitalize",
+    "indent",
+    "items",
+    "list",
+    "map",
+];
+
+/// Why a template cannot be rendered for `host`: an attribute pony does not provide, or
+/// an unknown filter (with "did you mean").
+fn render_problem(
+    plan: &Plan,
+    step: &Step,
+    host: &str,
+    field: &str,
+    source: &str,
+    e: &minijinja::Error,
+) -> Diagnostic {
+    let detail = e
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.to_string());
+    let d = Diagnostic::new(
+        &plan.playbook.file,
+        format!(
+            "step `{}`: {field} cannot be rendered for host `{host}`: {detail}",
+            step.name
+        ),
+    );
+    let unknown_filter = detail
+        .split_whitespace()
+        .skip_while(|w| *w != "filter")
+        .nth(1)
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
+                .to_string()
+        });
+    let d = match unknown_builtin(source) {
+        Some(name) if e.kind() == minijinja::ErrorKind::UndefinedError => {
+            d.map_message(|m| format!("{m}: `{name}` does not exist"))
+        }
+        _ => d,
+    };
+    match (e.kind(), unknown_filter) {
+        (minijinja::ErrorKind::UnknownFilter, Some(name)) => match closest(&name, FILTERS) {
+            Some(best) => d.hint(format!("unknown filter `{name}`: did you mean `{best}`?")),
+            None => d.hint(format!("unknown filter `{name}`; pony adds `quote` to minijinja's filters")),
+        },
+        _ => d.hint("built-ins are host.name, host.address, host.region, host.cluster, host.roles, run.id, playbook.name, wave.name"),
+    }
+}
+
 /// Renders every template of every step once, for its first target, so that unknown
 /// filters and attributes (`{{ x | qoute }}`, `{{ host.nmae }}`) are found before
 /// anything runs. Captures are stood in for by placeholders.
 pub(super) fn check_rendering(plan: &Plan, step_tasks: &[StepTasks], errors: &mut Diagnostics) {
-    const FILTERS: [&str; 24] = [
-        "quote",
-        "default",
-        "lower",
-        "upper",
-        "trim",
-        "join",
-        "length",
-        "replace",
-        "first",
-        "last",
-        "sort",
-        "unique",
-        "tojson",
-        "string",
-        "int",
-        "float",
-        "abs",
-        "round",
-        "title",
-        "capitalize",
-        "indent",
-        "items",
-        "list",
-        "map",
-    ];
     let env = template::environment();
     let mut placeholders = Vars::new();
     for step in &plan.playbook.steps {
@@ -101,40 +147,8 @@ pub(super) fn check_rendering(plan: &Plan, step_tasks: &[StepTasks], errors: &mu
             let Err(e) = env.render_str(&source, &ctx) else {
                 continue;
             };
-            let detail = e
-                .detail()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string());
             let host = &plan.inventory.hosts[task.host].name;
-            let d = Diagnostic::new(
-                &plan.playbook.file,
-                format!(
-                    "step `{}`: {field} cannot be rendered for host `{host}`: {detail}",
-                    step.name
-                ),
-            );
-            let unknown_filter = detail
-                .split_whitespace()
-                .skip_while(|w| *w != "filter")
-                .nth(1)
-                .map(|w| {
-                    w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
-                        .to_string()
-                });
-            let d = match unknown_builtin(&source) {
-                Some(name) if e.kind() == minijinja::ErrorKind::UndefinedError => {
-                    d.map_message(|m| format!("{m}: `{name}` does not exist"))
-                }
-                _ => d,
-            };
-            let d = match (e.kind(), unknown_filter) {
-                (minijinja::ErrorKind::UnknownFilter, Some(name)) => match closest(&name, FILTERS) {
-                    Some(best) => d.hint(format!("unknown filter `{name}`: did you mean `{best}`?")),
-                    None => d.hint(format!("unknown filter `{name}`; pony adds `quote` to minijinja's filters")),
-                },
-                _ => d.hint("built-ins are host.name, host.address, host.region, host.cluster, host.roles, run.id, playbook.name, wave.name"),
-            };
-            errors.push(d);
+            errors.push(render_problem(plan, step, host, &field, &source, &e));
         }
     }
 }
