@@ -20,10 +20,9 @@
 //! fired, and a resume deploys such hosts again from their first task
 //! ([`in_flight_hosts`]).
 
-use super::hosts::HostPool;
 use crate::inventory::HostId;
 use crate::playbook::template::shell_quote;
-use crate::transport::Connection;
+use crate::transport::{BoxFuture, Connection, TransportError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -129,6 +128,25 @@ const REPORT_FIRED: &str = r#"for f in "$D"/*.fired "$D"/*.firing; do
 done
 "#;
 
+/// What the switches need of the run's hosts: the host pool gives it (the switches know
+/// nothing of how its connections are opened and shared, and the pool only tells them
+/// when a host ended).
+pub trait SwitchHosts: Send + Sync + 'static {
+    /// The switches armed on hosts of this run.
+    fn dead_men(&self) -> &DeadMen;
+    /// The host's shared connection, opening it if needed.
+    fn connection(
+        &self,
+        host: HostId,
+    ) -> BoxFuture<'_, Result<Arc<dyn Connection>, TransportError>>;
+    /// A connection of its own (the shared one may have been closed already).
+    fn fresh_connection(
+        &self,
+        host: HostId,
+    ) -> BoxFuture<'_, Result<Arc<dyn Connection>, TransportError>>;
+    fn host_name(&self, host: HostId) -> &str;
+}
+
 /// The switches armed on each host, re-armed by [`DeadMen::keep`] and disarmed when
 /// the pool closes the host.
 #[derive(Default)]
@@ -181,7 +199,7 @@ impl DeadMen {
 
     /// Re-arms armed hosts and disarms ended ones until [`DeadMen::finish`]. Runs as its
     /// own task: a re-arm must not wait for the scheduler, nor for the step that drains.
-    pub fn keep(pool: Arc<HostPool>) -> tokio::task::JoinHandle<()> {
+    pub fn keep(pool: Arc<impl SwitchHosts>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let dead_men = pool.dead_men();
             let mut work = tokio::task::JoinSet::new();
@@ -189,12 +207,12 @@ impl DeadMen {
                 let (due, disarms, next, done) = dead_men.next_work();
                 for (host, run) in due {
                     let pool = pool.clone();
-                    work.spawn(async move { rearm(&pool, host, &run).await });
+                    work.spawn(async move { rearm(pool.as_ref(), host, &run).await });
                 }
                 for (host, run, connection) in disarms {
                     let pool = pool.clone();
                     work.spawn(async move {
-                        let disarming = disarm(&pool, host, &run, connection);
+                        let disarming = disarm(pool.as_ref(), host, &run, connection);
                         if tokio::time::timeout(DISARM_BOUND, disarming).await.is_err() {
                             tracing::warn!(
                                 "{}: disarming its dead man's switch took over {}s; it may still fire",
@@ -276,7 +294,7 @@ impl DeadMen {
     }
 }
 
-async fn rearm(pool: &HostPool, host: HostId, run: &str) {
+async fn rearm(pool: &impl SwitchHosts, host: HostId, run: &str) {
     let command = rearm_command(run, host);
     let outcome = match pool.connection(host).await {
         Ok(connection) => connection.run(&command, Some(COMMAND_TIMEOUT)).await,
@@ -297,7 +315,12 @@ async fn rearm(pool: &HostPool, host: HostId, run: &str) {
     }
 }
 
-async fn disarm(pool: &HostPool, host: HostId, run: &str, connection: Option<Arc<dyn Connection>>) {
+async fn disarm(
+    pool: &impl SwitchHosts,
+    host: HostId,
+    run: &str,
+    connection: Option<Arc<dyn Connection>>,
+) {
     let command = disarm_command(run, host);
     let connection = match connection {
         Some(connection) => Ok(connection),
@@ -323,7 +346,7 @@ async fn disarm(pool: &HostPool, host: HostId, run: &str, connection: Option<Arc
 
 /// A switch that fired while this controller lived (it could not re-arm in time: a
 /// network partition, a stalled host) ran its rollback under the run: say so loudly.
-fn report_fired(pool: &HostPool, host: HostId, stdout: &[u8]) {
+fn report_fired(pool: &impl SwitchHosts, host: HostId, stdout: &[u8]) {
     for line in String::from_utf8_lossy(stdout).lines() {
         if let Some(what) = line.strip_prefix("fired ") {
             tracing::warn!(

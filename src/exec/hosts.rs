@@ -6,11 +6,12 @@
 //! take one of its `delegate_parallel` turns for as long as they run. Closing a host
 //! tells its dead man's switches ([`super::dead_man`]) that its tasks ended.
 
+use super::dead_man::{DeadMen, SwitchHosts};
 use crate::inventory::HostId;
 use crate::plan::Plan;
 use crate::transport::connect::Connector;
 use crate::transport::ssh::SshOptions;
-use crate::transport::{Connection, TransportError};
+use crate::transport::{BoxFuture, Connection, TransportError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
@@ -26,7 +27,7 @@ pub struct HostPool {
     connector: Connector,
     /// Per delegate host, its turns (`delegate_parallel` permits).
     delegate_turns: std::collections::BTreeMap<HostId, Arc<Semaphore>>,
-    dead_men: super::dead_man::DeadMen,
+    dead_men: DeadMen,
 }
 
 impl HostPool {
@@ -93,7 +94,7 @@ impl HostPool {
     }
 
     /// The dead man's switches armed on hosts of this run.
-    pub fn dead_men(&self) -> &super::dead_man::DeadMen {
+    pub fn dead_men(&self) -> &DeadMen {
         &self.dead_men
     }
 
@@ -149,5 +150,29 @@ impl HostPool {
             .try_lock()
             .map(|s| s.is_some())
             .unwrap_or(true)
+    }
+}
+
+impl SwitchHosts for HostPool {
+    fn dead_men(&self) -> &DeadMen {
+        &self.dead_men
+    }
+
+    fn connection(
+        &self,
+        host: HostId,
+    ) -> BoxFuture<'_, Result<Arc<dyn Connection>, TransportError>> {
+        Box::pin(HostPool::connection(self, host))
+    }
+
+    fn fresh_connection(
+        &self,
+        host: HostId,
+    ) -> BoxFuture<'_, Result<Arc<dyn Connection>, TransportError>> {
+        Box::pin(HostPool::fresh_connection(self, host))
+    }
+
+    fn host_name(&self, host: HostId) -> &str {
+        HostPool::host_name(self, host)
     }
 }

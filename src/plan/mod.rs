@@ -8,11 +8,12 @@ mod build;
 mod delegate;
 pub mod estimate;
 pub mod render;
+mod targets;
 mod templates;
 mod validate;
 mod waves;
 
-pub use build::{build, PlanOptions};
+pub use build::build;
 pub use delegate::parallelism as delegate_parallelism;
 pub use waves::wave_sizes;
 
@@ -26,6 +27,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub type NodeId = NodeIndex;
+
+/// What narrows or overrides a plan on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct PlanOptions {
+    /// `--limit`: only these hosts get tasks.
+    pub limit: Option<String>,
+    /// `--var k=v`: override every other var.
+    pub extra_vars: Vars,
+}
 
 /// A node of the task graph.
 #[derive(Debug, Clone)]

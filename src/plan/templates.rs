@@ -2,12 +2,12 @@
 //! every host it runs on, template files exist and parse, and every template renders for
 //! its first target (unknown filters and built-in attributes, with "did you mean").
 
-use super::build::{PlanOptions, StepTasks};
-use super::{Node, Plan};
+use super::targets::StepTasks;
+use super::{Node, Plan, PlanOptions};
 use crate::diag::{closest, Diagnostic, Diagnostics};
 use crate::inventory::{HostId, Inventory, Vars};
 use crate::playbook::template;
-use crate::playbook::{Action, Per, Playbook, StepId};
+use crate::playbook::{Action, Per, Playbook, Step, StepId};
 use petgraph::graph::DiGraph;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -40,36 +40,82 @@ fn unknown_builtin(source: &str) -> Option<String> {
     None
 }
 
+/// minijinja's filters and pony's `quote`, for "did you mean".
+const FILTERS: [&str; 24] = [
+    "quote",
+    "default",
+    "lower",
+    "upper",
+    "trim",
+    "join",
+    "length",
+    "replace",
+    "first",
+    "last",
+    "sort",
+    "unique",
+    "tojson",
+    "string",
+    "int",
+    "float",
+    "abs",
+    "round",
+    "title",
+    "capitalize",
+    "indent",
+    "items",
+    "list",
+    "map",
+];
+
+/// Why a template cannot be rendered for `host`: an attribute pony does not provide, or
+/// an unknown filter (with "did you mean").
+fn render_problem(
+    plan: &Plan,
+    step: &Step,
+    host: &str,
+    field: &str,
+    source: &str,
+    e: &minijinja::Error,
+) -> Diagnostic {
+    let detail = e
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.to_string());
+    let d = Diagnostic::new(
+        &plan.playbook.file,
+        format!(
+            "step `{}`: {field} cannot be rendered for host `{host}`: {detail}",
+            step.name
+        ),
+    );
+    let unknown_filter = detail
+        .split_whitespace()
+        .skip_while(|w| *w != "filter")
+        .nth(1)
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
+                .to_string()
+        });
+    let d = match unknown_builtin(source) {
+        Some(name) if e.kind() == minijinja::ErrorKind::UndefinedError => {
+            d.map_message(|m| format!("{m}: `{name}` does not exist"))
+        }
+        _ => d,
+    };
+    match (e.kind(), unknown_filter) {
+        (minijinja::ErrorKind::UnknownFilter, Some(name)) => match closest(&name, FILTERS) {
+            Some(best) => d.hint(format!("unknown filter `{name}`: did you mean `{best}`?")),
+            None => d.hint(format!("unknown filter `{name}`; pony adds `quote` to minijinja's filters")),
+        },
+        _ => d.hint("built-ins are host.name, host.address, host.region, host.cluster, host.roles, run.id, playbook.name, wave.name"),
+    }
+}
+
 /// Renders every template of every step once, for its first target, so that unknown
 /// filters and attributes (`{{ x | qoute }}`, `{{ host.nmae }}`) are found before
 /// anything runs. Captures are stood in for by placeholders.
 pub(super) fn check_rendering(plan: &Plan, step_tasks: &[StepTasks], errors: &mut Diagnostics) {
-    const FILTERS: [&str; 24] = [
-        "quote",
-        "default",
-        "lower",
-        "upper",
-        "trim",
-        "join",
-        "length",
-        "replace",
-        "first",
-        "last",
-        "sort",
-        "unique",
-        "tojson",
-        "string",
-        "int",
-        "float",
-        "abs",
-        "round",
-        "title",
-        "capitalize",
-        "indent",
-        "items",
-        "list",
-        "map",
-    ];
     let env = template::environment();
     let mut placeholders = Vars::new();
     for step in &plan.playbook.steps {
@@ -101,40 +147,8 @@ pub(super) fn check_rendering(plan: &Plan, step_tasks: &[StepTasks], errors: &mu
             let Err(e) = env.render_str(&source, &ctx) else {
                 continue;
             };
-            let detail = e
-                .detail()
-                .map(str::to_string)
-                .unwrap_or_else(|| e.to_string());
             let host = &plan.inventory.hosts[task.host].name;
-            let d = Diagnostic::new(
-                &plan.playbook.file,
-                format!(
-                    "step `{}`: {field} cannot be rendered for host `{host}`: {detail}",
-                    step.name
-                ),
-            );
-            let unknown_filter = detail
-                .split_whitespace()
-                .skip_while(|w| *w != "filter")
-                .nth(1)
-                .map(|w| {
-                    w.trim_matches(|c: char| !c.is_alphanumeric() && c != '_')
-                        .to_string()
-                });
-            let d = match unknown_builtin(&source) {
-                Some(name) if e.kind() == minijinja::ErrorKind::UndefinedError => {
-                    d.map_message(|m| format!("{m}: `{name}` does not exist"))
-                }
-                _ => d,
-            };
-            let d = match (e.kind(), unknown_filter) {
-                (minijinja::ErrorKind::UnknownFilter, Some(name)) => match closest(&name, FILTERS) {
-                    Some(best) => d.hint(format!("unknown filter `{name}`: did you mean `{best}`?")),
-                    None => d.hint(format!("unknown filter `{name}`; pony adds `quote` to minijinja's filters")),
-                },
-                _ => d.hint("built-ins are host.name, host.address, host.region, host.cluster, host.roles, run.id, playbook.name, wave.name"),
-            };
-            errors.push(d);
+            errors.push(render_problem(plan, step, host, &field, &source, &e));
         }
     }
 }
@@ -218,26 +232,65 @@ pub(super) fn check_template_variables(
     graph: &DiGraph<Node, ()>,
     errors: &mut Diagnostics,
 ) {
-    let env = template::environment();
-    let everywhere: HashSet<&str> = playbook
-        .vars
-        .keys()
-        .chain(options.extra_vars.keys())
-        .map(String::as_str)
-        .chain(template::BUILTINS)
-        .collect();
-    // Which hosts see a capture: the capturing step's hosts; a per-region capture is seen
-    // by its region, a per-run capture by every host.
-    let captures: Vec<(&str, StepId)> = playbook
-        .steps
-        .iter()
-        .enumerate()
-        .filter_map(|(s, step)| step.capture.as_deref().map(|c| (c, s)))
-        .collect();
-    let captured_for = |var: &str, host: HostId| -> bool {
-        captures.iter().any(|(name, s)| {
+    let check = VarCheck {
+        env: template::environment(),
+        inventory,
+        playbook,
+        options,
+        step_tasks,
+        everywhere: playbook
+            .vars
+            .keys()
+            .chain(options.extra_vars.keys())
+            .map(String::as_str)
+            .chain(template::BUILTINS)
+            .collect(),
+        captures: playbook
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(s, step)| step.capture.as_deref().map(|c| (c, s)))
+            .collect(),
+    };
+    for (s, step) in playbook.steps.iter().enumerate() {
+        let sources = check.sources(step);
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        for source in &sources {
+            used.extend(template::variables(check.env, source).unwrap_or_default());
+        }
+        // A step without targets (its pattern is wrong, or --limit) is still checked
+        // against the whole inventory, so that its problems show up together: what some
+        // host or capture defines is stood in for.
+        if step_tasks[s].all.is_empty() {
+            check.untargeted_step(step, &sources, &used, errors);
+        } else {
+            let missing = check.missing_per_host(s, &sources, &used, graph);
+            check.report_missing(step, missing, errors);
+        }
+    }
+}
+
+/// What the variable check of every step shares.
+struct VarCheck<'a> {
+    env: &'a minijinja::Environment<'static>,
+    inventory: &'a Inventory,
+    playbook: &'a Playbook,
+    options: &'a PlanOptions,
+    step_tasks: &'a [StepTasks],
+    /// Defined for every host: the playbook's vars, `--var`s and the built-ins.
+    everywhere: HashSet<&'a str>,
+    /// Each capture's name and the step that captures it.
+    captures: Vec<(&'a str, StepId)>,
+}
+
+impl<'a> VarCheck<'a> {
+    /// Which hosts see a capture: the capturing step's hosts; a per-region capture is
+    /// seen by its region, a per-run capture by every host.
+    fn captured_for(&self, var: &str, host: HostId) -> bool {
+        let (inventory, step_tasks) = (self.inventory, self.step_tasks);
+        self.captures.iter().any(|(name, s)| {
             *name == var
-                && match playbook.steps[*s].per {
+                && match self.playbook.steps[*s].per {
                     Per::Host => step_tasks[*s].by_host.contains_key(&host),
                     Per::Region => step_tasks[*s]
                         .by_region
@@ -245,14 +298,17 @@ pub(super) fn check_template_variables(
                     Per::Run => !step_tasks[*s].all.is_empty(),
                 }
         })
-    };
-    let defined_for = |var: &str, host: HostId| -> bool {
-        inventory.hosts[host].vars.contains_key(var) || captured_for(var, host)
-    };
-    let value = |v: &serde_yaml::Value| minijinja::Value::from_serialize(v);
-    // What a host's templates see, as at run time (playbook < inventory < --var, then the
-    // built-ins), with stand-ins for the captures it will see.
-    let known_for = |host: Option<HostId>, wave: usize| -> BTreeMap<String, minijinja::Value> {
+    }
+
+    fn defined_for(&self, var: &str, host: HostId) -> bool {
+        self.inventory.hosts[host].vars.contains_key(var) || self.captured_for(var, host)
+    }
+
+    /// What a host's templates see, as at run time (playbook < inventory < --var, then
+    /// the built-ins), with stand-ins for the captures it will see.
+    fn known_for(&self, host: Option<HostId>, wave: usize) -> BTreeMap<String, minijinja::Value> {
+        let (inventory, playbook) = (self.inventory, self.playbook);
+        let value = |v: &serde_yaml::Value| minijinja::Value::from_serialize(v);
         let mut known: BTreeMap<String, minijinja::Value> = playbook
             .vars
             .iter()
@@ -271,14 +327,14 @@ pub(super) fn check_template_variables(
                     "roles": host.roles,
                 })),
             );
-            for (name, _) in &captures {
-                if captured_for(name, h) {
+            for (name, _) in &self.captures {
+                if self.captured_for(name, h) {
                     known.insert(name.to_string(), template::STAND_IN.into());
                 }
             }
         }
         known.extend(
-            options
+            self.options
                 .extra_vars
                 .iter()
                 .map(|(k, v)| (k.clone(), value(v))),
@@ -297,8 +353,10 @@ pub(super) fn check_template_variables(
             minijinja::Value::from_serialize(serde_json::json!({ "name": wave })),
         );
         known
-    };
-    for (s, step) in playbook.steps.iter().enumerate() {
+    }
+
+    /// A step's template texts: its fields, and its template file when it names one.
+    fn sources(&self, step: &Step) -> Vec<String> {
         let mut sources: Vec<String> = step
             .templates()
             .into_iter()
@@ -306,86 +364,106 @@ pub(super) fn check_template_variables(
             .collect();
         if let Action::Template(t) = &step.action {
             if !t.src.contains("{{") {
-                if let Ok(Ok(text)) = playbook.read_source(&t.src).map(String::from_utf8) {
+                if let Ok(Ok(text)) = self.playbook.read_source(&t.src).map(String::from_utf8) {
                     sources.push(text);
                 }
             }
         }
-        let mut used: BTreeSet<String> = BTreeSet::new();
-        for source in &sources {
-            used.extend(template::variables(env, source).unwrap_or_default());
+        sources
+    }
+
+    /// The variables the sources use undefined, rendered with `known`.
+    fn missing_with(
+        &self,
+        sources: &[String],
+        known: BTreeMap<String, minijinja::Value>,
+    ) -> BTreeSet<String> {
+        let known = Arc::new(known);
+        sources
+            .iter()
+            .flat_map(|source| template::undefined_in_use(self.env, source, &known))
+            .collect()
+    }
+
+    /// A step without targets: the variables it uses that no host, capture or playbook
+    /// var defines.
+    fn untargeted_step(
+        &self,
+        step: &Step,
+        sources: &[String],
+        used: &BTreeSet<String>,
+        errors: &mut Diagnostics,
+    ) {
+        let inventory = self.inventory;
+        let nowhere: Vec<&String> = used
+            .iter()
+            .filter(|v| {
+                !self.everywhere.contains(v.as_str())
+                    && !self.captures.iter().any(|(name, _)| name == v)
+                    && !inventory
+                        .hosts
+                        .iter()
+                        .any(|h| h.vars.contains_key(v.as_str()))
+            })
+            .collect();
+        if nowhere.is_empty() {
+            return;
         }
-        let missing_with = |known: BTreeMap<String, minijinja::Value>| -> BTreeSet<String> {
-            let known = Arc::new(known);
-            sources
+        let mut known = self.known_for((!inventory.hosts.is_empty()).then_some(0), 0);
+        for var in used.iter().filter(|v| !nowhere.contains(v)) {
+            known
+                .entry(var.clone())
+                .or_insert_with(|| template::STAND_IN.into());
+        }
+        let missing = self.missing_with(sources, known);
+        for var in nowhere.into_iter().filter(|v| missing.contains(*v)) {
+            let known: Vec<&str> = self
+                .everywhere
                 .iter()
-                .flat_map(|source| template::undefined_in_use(env, source, &known))
-                .collect()
-        };
-        // A step without targets (its pattern is wrong, or --limit) is still checked
-        // against the whole inventory, so that its problems show up together: what some
-        // host or capture defines is stood in for.
-        if step_tasks[s].all.is_empty() {
-            let nowhere: Vec<&String> = used
-                .iter()
-                .filter(|v| {
-                    !everywhere.contains(v.as_str())
-                        && !captures.iter().any(|(name, _)| name == v)
-                        && !inventory
-                            .hosts
-                            .iter()
-                            .any(|h| h.vars.contains_key(v.as_str()))
-                })
+                .copied()
+                .chain(self.captures.iter().map(|c| c.0))
                 .collect();
-            if nowhere.is_empty() {
-                continue;
-            }
-            let mut known = known_for((!inventory.hosts.is_empty()).then_some(0), 0);
-            for var in used.iter().filter(|v| !nowhere.contains(v)) {
-                known
-                    .entry(var.clone())
-                    .or_insert_with(|| template::STAND_IN.into());
-            }
-            let missing = missing_with(known);
-            for var in nowhere.into_iter().filter(|v| missing.contains(*v)) {
-                let known: Vec<&str> = everywhere
-                    .iter()
-                    .copied()
-                    .chain(captures.iter().map(|c| c.0))
-                    .collect();
-                let d = Diagnostic::new(
-                    &playbook.file,
-                    format!(
-                        "step `{}`: variable `{var}` is not defined for any host",
-                        step.name
-                    ),
-                );
-                errors.push(match closest(var, known) {
-                    Some(best) => d.hint(format!("did you mean `{best}`?")),
-                    None => d.hint(format!("define `{var}` in the playbook's `vars:`, the inventory's vars, or pass `--var {var}=VALUE`")),
-                });
-            }
-            continue;
+            let d = Diagnostic::new(
+                &self.playbook.file,
+                format!(
+                    "step `{}`: variable `{var}` is not defined for any host",
+                    step.name
+                ),
+            );
+            errors.push(match closest(var, known) {
+                Some(best) => d.hint(format!("did you mean `{best}`?")),
+                None => d.hint(format!("define `{var}` in the playbook's `vars:`, the inventory's vars, or pass `--var {var}=VALUE`")),
+            });
         }
-        // Hosts that define every variable the templates name need no rendering. The
-        // others are rendered, once per set of missing names and values of the defined
-        // ones (the built-ins aside: a branch on `host.name` that decides whether an
-        // undefined variable is used is not worth a render per host).
+    }
+
+    /// Per variable a step uses undefined, the hosts it is undefined for. Hosts that
+    /// define every variable the templates name need no rendering. The others are
+    /// rendered, once per set of missing names and values of the defined ones (the
+    /// built-ins aside: a branch on `host.name` that decides whether an undefined
+    /// variable is used is not worth a render per host).
+    fn missing_per_host(
+        &self,
+        step: StepId,
+        sources: &[String],
+        used: &BTreeSet<String>,
+        graph: &DiGraph<Node, ()>,
+    ) -> BTreeMap<String, Vec<HostId>> {
         let mut cache: HashMap<(Vec<&str>, String), BTreeSet<String>> = HashMap::new();
         let mut missing: BTreeMap<String, Vec<HostId>> = BTreeMap::new();
-        for node in &step_tasks[s].all {
+        for node in &self.step_tasks[step].all {
             let Node::Task(task) = graph[*node] else {
                 continue;
             };
             let unknown: Vec<&str> = used
                 .iter()
                 .map(String::as_str)
-                .filter(|v| !everywhere.contains(v) && !defined_for(v, task.host))
+                .filter(|v| !self.everywhere.contains(v) && !self.defined_for(v, task.host))
                 .collect();
             if unknown.is_empty() {
                 continue;
             }
-            let known = known_for(Some(task.host), task.wave);
+            let known = self.known_for(Some(task.host), task.wave);
             let values = used
                 .iter()
                 .filter(|v| !template::BUILTINS.contains(&v.as_str()))
@@ -394,11 +472,22 @@ pub(super) fn check_template_variables(
                 .join("\n");
             let needed = cache
                 .entry((unknown, values))
-                .or_insert_with(|| missing_with(known));
+                .or_insert_with(|| self.missing_with(sources, known));
             for var in needed.iter() {
                 missing.entry(var.clone()).or_default().push(task.host);
             }
         }
+        missing
+    }
+
+    /// One error per variable, naming the first host it is undefined for.
+    fn report_missing(
+        &self,
+        step: &Step,
+        missing: BTreeMap<String, Vec<HostId>>,
+        errors: &mut Diagnostics,
+    ) {
+        let inventory = self.inventory;
         for (var, hosts) in missing {
             let first = hosts[0];
             let others = hosts.len() - 1;
@@ -407,14 +496,15 @@ pub(super) fn check_template_variables(
             } else {
                 String::new()
             };
-            let known: Vec<&str> = everywhere
+            let known: Vec<&str> = self
+                .everywhere
                 .iter()
                 .copied()
                 .chain(inventory.hosts[first].vars.keys().map(String::as_str))
-                .chain(captures.iter().map(|c| c.0))
+                .chain(self.captures.iter().map(|c| c.0))
                 .collect();
             let d = Diagnostic::new(
-                &playbook.file,
+                &self.playbook.file,
                 format!(
                     "step `{}`: variable `{var}` is not defined for host `{}`{more}",
                     step.name, inventory.hosts[first].name

@@ -173,18 +173,30 @@ impl SshConnection {
         options: &SshOptions,
         connect_timeout: Duration,
     ) -> Result<Self, TransportError> {
-        let mut builder = builder(&host.name, &host.ssh, options)?;
+        // The builder checks the control folder and may write an ssh_config file: on the
+        // blocking pool, not on the thread of the run's loop.
+        let (name, ssh, settings) = (host.name.clone(), host.ssh.clone(), options.clone());
+        let mut builder = blocking(move || builder(&name, &ssh, &settings)).await?;
         builder.connect_timeout(connect_timeout);
         let session = builder
             .connect_mux(host.destination())
             .await
             .map_err(|e| TransportError::Connect(describe(&e)))?;
-        if let Some(dir) = session.control_socket().parent() {
-            // Names the master for the watchdog, and lets the next run tell this
-            // directory from a live one once pony is gone.
-            let _ = std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string());
-        }
-        start_watchdog(&options.control_dir);
+        let owner_file = session
+            .control_socket()
+            .parent()
+            .map(|d| d.join(OWNER_FILE));
+        let control_dir = options.control_dir.clone();
+        blocking(move || {
+            if let Some(owner_file) = owner_file {
+                // Names the master for the watchdog, and lets the next run tell this
+                // directory from a live one once pony is gone.
+                let _ = std::fs::write(owner_file, std::process::id().to_string());
+            }
+            start_watchdog(&control_dir);
+            Ok(())
+        })
+        .await?;
         let mut tether = openssh_mux_client::Connection::connect(session.control_socket())
             .await
             .map_err(|e| TransportError::Connect(format!("control socket: {}", describe(&e))))?;
@@ -199,6 +211,15 @@ impl SshConnection {
             shells: std::sync::Mutex::new(Vec::new()),
         })
     }
+}
+
+/// Runs file work of an open on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TransportError> + Send + 'static,
+) -> Result<T, TransportError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| TransportError::Other(format!("opening the connection failed: {e}")))?
 }
 
 /// The builder for one host's settings.

@@ -5,13 +5,18 @@
 //! path that starts a host checks its wave's change window at that moment: a host that
 //! waited for a slot while the window closed waits for the window again.
 
-use super::*;
+use super::nodes::State;
+use super::{Scheduler, Stop};
+use crate::exec::host_run::Phase;
+use crate::inventory::HostId;
+use crate::plan::{Node, NodeId, Task};
+use crate::playbook::Per;
 
 impl Scheduler {
     pub(super) fn ready(&mut self, node: NodeId) {
         match self.plan.graph[node] {
             Node::Join { .. } => {
-                self.state[node.index()] = State::Succeeded;
+                self.nodes.set(node, State::Succeeded);
                 self.release(node, true);
             }
             Node::Gate(wave) => self.gate_ready(wave, node),
@@ -27,12 +32,12 @@ impl Scheduler {
 
     /// Whether a task of this host may still start.
     pub(super) fn may_start(&self, host: HostId) -> bool {
-        let h = &self.hosts[host];
+        let h = &self.fleet.hosts[host];
         let region = self.plan.inventory.hosts[host].region;
-        match self.stop {
+        match self.course.stop {
             Stop::All => false,
-            Stop::Draining => h.phase == Phase::Active && !self.regions[region].stopped,
-            Stop::No => !h.failed() && !self.regions[region].stopped,
+            Stop::Draining => h.phase == Phase::Active && !self.fleet.regions[region].stopped,
+            Stop::No => !h.failed() && !self.fleet.regions[region].stopped,
         }
     }
 
@@ -44,7 +49,7 @@ impl Scheduler {
             return;
         }
         let cluster = self.plan.inventory.hosts[host].cluster;
-        let active = self.hosts[host].phase == Phase::Active;
+        let active = self.fleet.hosts[host].phase == Phase::Active;
         let starts_host = task.per != Per::Host || !active;
         if starts_host && self.hold_while_paused(node, &task) {
             return;
@@ -61,8 +66,8 @@ impl Scheduler {
             self.spawn(node);
             return;
         }
-        self.state[node.index()] = State::Queued;
-        let h = &mut self.hosts[host];
+        self.nodes.set(node, State::Queued);
+        let h = &mut self.fleet.hosts[host];
         h.pending.push(node);
         if h.phase == Phase::Idle {
             h.phase = Phase::Queued;
@@ -72,7 +77,7 @@ impl Scheduler {
 
     pub(super) fn activate(&mut self, host: HostId) {
         let cluster = self.plan.inventory.hosts[host].cluster;
-        let h = &mut self.hosts[host];
+        let h = &mut self.fleet.hosts[host];
         h.phase = Phase::Active;
         h.slot = true;
         self.admission.take(cluster);
@@ -80,7 +85,7 @@ impl Scheduler {
 
     /// Gives the host's slot back and lets waiting hosts in.
     pub(super) fn free_slot(&mut self, host: HostId) {
-        if !std::mem::take(&mut self.hosts[host].slot) {
+        if !std::mem::take(&mut self.fleet.hosts[host].slot) {
             return;
         }
         self.admission
@@ -100,9 +105,9 @@ impl Scheduler {
     }
 
     pub(super) fn start_queued_host(&mut self, host: HostId) {
-        let pending = std::mem::take(&mut self.hosts[host].pending);
-        self.hosts[host].phase = Phase::Idle;
-        if self.stop != Stop::No || !self.may_start(host) {
+        let pending = std::mem::take(&mut self.fleet.hosts[host].pending);
+        self.fleet.hosts[host].phase = Phase::Idle;
+        if self.course.stop != Stop::No || !self.may_start(host) {
             pending.into_iter().for_each(|n| self.cancel(n));
             return;
         }

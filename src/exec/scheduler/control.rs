@@ -4,7 +4,14 @@
 //! gates from outside the terminal. Each command is journaled (who, when, from where)
 //! before its sender is told it was applied.
 
-use super::*;
+use super::nodes::State;
+use super::{Scheduler, Stop};
+use crate::events::Event;
+use crate::exec::host_run::Phase;
+use crate::plan::{NodeId, Task};
+use crate::playbook::Per;
+use std::collections::HashMap;
+
 use crate::control::{ControlCommand, ControlReply, ControlRequest, Operator};
 use tokio::task::AbortHandle;
 
@@ -29,7 +36,7 @@ fn who(operator: &Operator) -> String {
 impl Scheduler {
     /// With nothing running, a paused run still waits: for `continue` or an abort.
     pub(super) fn waits_for_continue(&self) -> bool {
-        self.stop == Stop::No && self.live.paused.is_some()
+        self.course.stop == Stop::No && self.live.paused.is_some()
     }
 
     /// While paused, a task that would start a host that is not in flight (or a `per:
@@ -38,10 +45,10 @@ impl Scheduler {
         if self.live.paused.is_none() {
             return false;
         }
-        if task.per == Per::Host && self.hosts[task.host].phase == Phase::Active {
+        if task.per == Per::Host && self.fleet.hosts[task.host].phase == Phase::Active {
             return false;
         }
-        self.state[node.index()] = State::Queued;
+        self.nodes.set(node, State::Queued);
         self.live.held.push(node);
         true
     }
@@ -110,7 +117,7 @@ impl Scheduler {
             )
         };
         match command {
-            ControlCommand::Pause => match (&self.live.paused, self.stop) {
+            ControlCommand::Pause => match (&self.live.paused, self.course.stop) {
                 (_, stop) if stop != Stop::No => Err(stopping()),
                 (Some(by), _) => Ok(format!("already paused by {}", who(by))),
                 (None, _) => Ok(format!(
@@ -118,12 +125,12 @@ impl Scheduler {
                     hint(format_args!("continue {id}"))
                 )),
             },
-            ControlCommand::Continue => match (&self.live.paused, self.stop) {
+            ControlCommand::Continue => match (&self.live.paused, self.course.stop) {
                 (_, stop) if stop != Stop::No => Err(stopping()),
                 (None, _) => Ok("not paused; nothing to do".into()),
                 (Some(_), _) => Ok("continued: held hosts start as their slots allow".into()),
             },
-            ControlCommand::Abort { rollback: false } if self.stop != Stop::No => Err(stopping()),
+            ControlCommand::Abort { rollback: false } if self.course.stop != Stop::No => Err(stopping()),
             ControlCommand::Abort { rollback: false } => Ok(format!(
                 "aborted: no new host starts, hosts in flight finish their tasks; the run ends interrupted (exit 130), `{}` goes on",
                 hint(format_args!("resume {id}"))
@@ -146,7 +153,7 @@ impl Scheduler {
         if !self.plan.playbook.strategy.waves[wave].approve {
             return Err(format!("wave {name} has no `approve:` gate"));
         }
-        if self.state[self.plan.waves[wave].gate.index()] == State::Succeeded {
+        if self.nodes.state(self.plan.waves[wave].gate) == State::Succeeded {
             return Err(format!("the gate of wave {name} has passed already"));
         }
         if self.stopped() {
@@ -167,7 +174,7 @@ impl Scheduler {
                 "approved; the soak runs until {}, then the gate of wave {name} passes",
                 local.format("%H:%M:%S")
             ))
-        } else if self.state[self.plan.waves[wave].gate.index()] == State::Held {
+        } else if self.nodes.state(self.plan.waves[wave].gate) == State::Held {
             Ok(format!(
                 "approved: the gate of wave {name} passes once its checks passed"
             ))
@@ -193,12 +200,12 @@ impl Scheduler {
             ControlCommand::Abort { rollback: true } => {
                 // Not interrupted nor halted: a person chose to take the release back,
                 // and the run ends as a rolled-back rollout.
-                self.ending.interrupted = false;
-                self.ending.halted = false;
-                self.timers.abort_all();
+                self.course.ending.interrupted = false;
+                self.course.ending.halted = false;
+                self.workers.timers.abort_all();
                 self.forget_check_rounds();
                 self.live.asking.clear();
-                self.all_rollback_due = true;
+                self.rollbacks.all_due = true;
                 self.stop_all(&format!(
                     "aborted by {}: rolling back every host the run touched",
                     who(&operator)
@@ -225,12 +232,12 @@ impl Scheduler {
     pub(super) fn release_held(&mut self) {
         self.live.paused = None;
         for node in std::mem::take(&mut self.live.held) {
-            if self.state[node.index()] == State::Queued {
-                self.state[node.index()] = State::Waiting;
+            if self.nodes.state(node) == State::Queued {
+                self.nodes.set(node, State::Waiting);
                 self.ready(node);
             }
         }
-        if self.stop == Stop::No {
+        if self.course.stop == Stop::No {
             while let Some((_, next)) = self.admission.next_admissible() {
                 self.start_queued_host(next);
             }

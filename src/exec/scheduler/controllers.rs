@@ -4,7 +4,10 @@
 //! over) and, by `strategy.on_controller_loss`, goes on and waits for the lost regions at
 //! the next barrier (`wait`) or stops as on a first Ctrl-C (`stop`).
 
-use super::*;
+use super::nodes::State;
+use super::Scheduler;
+use crate::events::Event;
+
 use crate::playbook::OnControllerLoss;
 use crate::state::split::ControllerLoss;
 use std::collections::HashSet;
@@ -52,14 +55,14 @@ impl Scheduler {
             .plan
             .tasks()
             .filter(|(node, task)| {
-                self.state[node.index()] == State::Running
+                self.nodes.state(*node) == State::Running
                     && self.is_remote(task.host)
                     && split.has_result(node.index())
             })
             .map(|(node, _)| node.index())
             .collect();
         while !read.is_empty() {
-            match self.remote.join_next().await {
+            match self.workers.remote.join_next().await {
                 Some(Ok((node, run, log))) => {
                     read.remove(&node.index());
                     self.finished(node, run, log);

@@ -1,7 +1,12 @@
 //! Wave gates: change windows before a wave, `pause`/`approve` after it, and the gate
 //! that does not pass because a cluster of the wave went beyond its failure budget.
 
-use super::*;
+use super::nodes::State;
+use super::workers::Timer;
+use super::Scheduler;
+use crate::events::Event;
+use crate::exec::{change_window, ApprovalRequest};
+use crate::plan::NodeId;
 
 impl Scheduler {
     // ----- gates -----
@@ -15,7 +20,7 @@ impl Scheduler {
             return;
         }
         if self.stopped() {
-            self.state[node.index()] = State::Held;
+            self.nodes.set(node, State::Held);
             return;
         }
         // A wave without hosts with tasks is skipped: nothing of it ran, so there is
@@ -35,7 +40,7 @@ impl Scheduler {
         let node = self.plan.waves[wave].gate;
         self.waves[wave].soak.until = None;
         if self.stopped() {
-            self.state[node.index()] = State::Held;
+            self.nodes.set(node, State::Held);
             return;
         }
         let spec = &self.plan.playbook.strategy.waves[wave];
@@ -44,7 +49,7 @@ impl Scheduler {
             self.pass_gate(wave);
             return;
         }
-        self.state[node.index()] = State::Held;
+        self.nodes.set(node, State::Held);
         // A soak's rounds are the checks' latest results; without a pause the checks
         // run once right before the question.
         if spec.verify.is_empty() || spec.pause.is_some() {
@@ -80,10 +85,11 @@ impl Scheduler {
                     soak,
                     answer,
                 });
-                self.timers
+                self.workers
+                    .timers
                     .spawn(async move { Timer::Approved(wave, question.await.unwrap_or(false)) })
             }
-            (None, Some(wait)) => self.timers.spawn(async move {
+            (None, Some(wait)) => self.workers.timers.spawn(async move {
                 tokio::time::sleep(wait).await;
                 Timer::Approved(wave, false)
             }),
@@ -96,14 +102,14 @@ impl Scheduler {
     /// `on_failure` did in its region: the other regions of the wave have finished, and
     /// no task of a later wave starts.
     pub(super) fn wave_failed(&mut self, wave: usize, node: NodeId, reason: String) {
-        self.state[node.index()] = State::Held;
+        self.nodes.set(node, State::Held);
         let name = self.plan.waves[wave].name.clone();
         self.emit(Event::WaveFailed {
             wave: name.clone(),
             reason,
             node: node.index(),
         });
-        self.stopped_wave = Some(name.clone());
+        self.course.stopped_wave = Some(name.clone());
         if self.plan.next_wave_with_hosts(wave).is_some() {
             self.stop_all(&format!(
                 "wave {name} failed: later waves do not start; fix its hosts and `{}`",
@@ -114,7 +120,7 @@ impl Scheduler {
 
     pub(super) fn stop_for_approval(&mut self, wave: usize) {
         let name = self.plan.waves[wave].name.clone();
-        self.ending.awaiting_approval = true;
+        self.course.ending.awaiting_approval = true;
         self.stop_all(&format!(
             "waiting for approval of wave {name}: continue with `{}`",
             crate::hint::pony(format_args!(
@@ -135,7 +141,7 @@ impl Scheduler {
             .filter(|_| !soaked && self.plan.next_wave_with_hosts(wave).is_some())
         {
             Some(pause) => {
-                self.state[node.index()] = State::Held;
+                self.nodes.set(node, State::Held);
                 let until = self.options.clock.now()
                     + chrono::Duration::from_std(pause).unwrap_or_default();
                 self.emit(Event::GateWaiting {
@@ -150,7 +156,7 @@ impl Scheduler {
                     self.start_soak(wave, pause);
                     return;
                 }
-                self.timers.spawn(async move {
+                self.workers.timers.spawn(async move {
                     tokio::time::sleep(pause).await;
                     Timer::Paused(wave)
                 });
@@ -182,10 +188,10 @@ impl Scheduler {
     pub(super) fn pass_gate(&mut self, wave: usize) {
         let node = self.plan.waves[wave].gate;
         if self.stopped() {
-            self.state[node.index()] = State::Held;
+            self.nodes.set(node, State::Held);
             return;
         }
-        self.state[node.index()] = State::Succeeded;
+        self.nodes.set(node, State::Succeeded);
         // A skipped wave's gate passes silently; the next wave with hosts is announced
         // when the last gate before it passes.
         let skipped = self.plan.waves[wave].hosts.is_empty();
@@ -224,7 +230,7 @@ impl Scheduler {
         let Some(wait) = change_window::wait_until_open(&window, now) else {
             return false;
         };
-        self.state[node.index()] = State::Queued;
+        self.nodes.set(node, State::Queued);
         let zone = window.time_zone.clone();
         let local = window.text.ends_with(crate::playbook::strategy::LOCAL);
         let held = &mut self.waves[wave].window_held;
@@ -248,7 +254,7 @@ impl Scheduler {
             until: Some(rfc3339(opens)),
             zone: Some(zone.clone()),
         });
-        self.timers.spawn(async move {
+        self.workers.timers.spawn(async move {
             tokio::time::sleep(wait).await;
             Timer::WindowOpen(wave, zone)
         });
@@ -261,8 +267,8 @@ impl Scheduler {
             .remove(zone)
             .unwrap_or_default()
         {
-            if self.state[node.index()] == State::Queued {
-                self.state[node.index()] = State::Waiting;
+            if self.nodes.state(node) == State::Queued {
+                self.nodes.set(node, State::Waiting);
                 self.ready(node);
             }
         }

@@ -8,26 +8,20 @@
 //!   back "unverified". A rollback job is reported complete only once its hosts' checks
 //!   are judged, and never when one failed.
 
-use super::*;
+use super::nodes::State;
+use super::workers::HealthRun;
+use super::{verify, Scheduler};
+use crate::events::Event;
+use crate::exec::hosts::HostPool;
+use crate::exec::Mode;
+use crate::inventory::pattern::HostSet;
+use crate::inventory::{HostId, Vars};
+use crate::plan::{NodeId, Plan};
+use std::time::Duration;
+
 use crate::events::HealthAfter;
 use crate::playbook::health::HealthCheck;
 use crate::playbook::CheckAction;
-
-/// A host's checks, back from their worker: `None` when all passed, else what failed.
-pub(super) struct HealthRun {
-    /// The rollback job it verifies; `None` after a deploy.
-    pub job: Option<usize>,
-    pub host: HostId,
-    pub failure: Option<String>,
-    pub duration: Duration,
-}
-
-/// Health checks of one rollback job's hosts still being judged, and whether one failed.
-#[derive(Default)]
-pub(super) struct JobHealth {
-    pub pending: usize,
-    pub failed: bool,
-}
 
 /// Per `health:` check, the hosts it applies to: its `hosts:` pattern (validated when the
 /// plan was built), or every host.
@@ -70,7 +64,7 @@ impl Scheduler {
             self.rollback_judged(host, true);
             return;
         }
-        self.job_health(job).pending += 1;
+        self.rollbacks.health(job).pending += 1;
         self.spawn_health(Some(job), host, &checks);
     }
 
@@ -84,7 +78,7 @@ impl Scheduler {
         if checks.is_empty() {
             return false;
         }
-        self.hosts[host].health_pending = true;
+        self.fleet.hosts[host].health_pending = true;
         self.spawn_health(None, host, &checks);
         true
     }
@@ -108,7 +102,7 @@ impl Scheduler {
             })
             .collect();
         let pool = self.pool.clone();
-        self.health_runs.spawn(async move {
+        self.workers.health.spawn(async move {
             let started = tokio::time::Instant::now();
             let failure = until_healthy(&pool, host, &rendered, wait, every).await;
             HealthRun {
@@ -134,7 +128,7 @@ impl Scheduler {
             return;
         };
         self.emit_health(host, HealthAfter::Rollback, true, failure, duration);
-        let health = self.job_health(job);
+        let health = self.rollbacks.health(job);
         health.pending -= 1;
         health.failed |= !ok;
         self.rollback_judged(host, ok);
@@ -142,7 +136,7 @@ impl Scheduler {
     }
 
     fn deploy_judged(&mut self, host: HostId, ok: bool) {
-        self.hosts[host].health_pending = false;
+        self.fleet.hosts[host].health_pending = false;
         if ok {
             self.free_slot(host);
             self.maybe_host_finished(host);
@@ -154,7 +148,7 @@ impl Scheduler {
             if self.waves[wave].gate_after_health && !self.health_pending_in(wave) {
                 self.waves[wave].gate_after_health = false;
                 let gate = self.plan.waves[wave].gate;
-                self.state[gate.index()] = State::Waiting;
+                self.nodes.set(gate, State::Waiting);
                 self.gate_ready(wave, gate);
             }
         }
@@ -165,7 +159,7 @@ impl Scheduler {
         self.plan.waves[wave]
             .hosts
             .iter()
-            .any(|&h| self.hosts[h].health_pending)
+            .any(|&h| self.fleet.hosts[h].health_pending)
     }
 
     /// A wave's gate waits while hosts of the wave are checked after their deploy;
@@ -174,17 +168,9 @@ impl Scheduler {
         if !self.health_pending_in(wave) {
             return false;
         }
-        self.state[node.index()] = State::Held;
+        self.nodes.set(node, State::Held);
         self.waves[wave].gate_after_health = true;
         true
-    }
-
-    pub(super) fn job_health(&mut self, job: usize) -> &mut JobHealth {
-        if self.rollback_health.len() <= job {
-            self.rollback_health
-                .resize_with(job + 1, JobHealth::default);
-        }
-        &mut self.rollback_health[job]
     }
 
     fn emit_health(

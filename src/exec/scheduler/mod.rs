@@ -10,70 +10,57 @@
 //! `verify`), stops and the end (`stops`), rollback and resume (`recovery`), live
 //! control (`control`) and lost controllers (`controllers`).
 
+use self::budgets::Budgets;
+use self::fleet::Fleet;
+use self::nodes::Nodes;
+use self::rollback_jobs::RollbackJobs;
+use self::workers::{Timer, Workers};
 use super::admission::Admission;
-use super::host_run::{HostRun, Phase};
 use super::hosts::HostPool;
-use super::outcome::{self, Ending, Tally};
-use super::policy::{self, FailureAction};
-use super::rollback::{RollbackCommand, RollbackOrder, RollbackScope};
-use super::task::{self, TaskRun, TaskSpec};
-use super::{change_window, ApprovalRequest, ExecOptions, Mode, RunReport};
-use crate::events::{Event, EventSink, HostOutcome, TaskRecord, TaskRef};
+use super::outcome::Ending;
+use super::{ExecOptions, Mode, RunReport};
+use crate::events::{Event, EventSink, TaskRef};
 use crate::inventory::pattern::HostSet;
-use crate::inventory::{HostId, Vars};
-use crate::plan::{Node, NodeId, Plan, Task};
-use crate::playbook::{Per, RollbackPace};
-use crate::state::replay::{Replay, TaskState};
+use crate::inventory::HostId;
+use crate::plan::{NodeId, Plan};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::task::JoinSet;
 
 mod admit;
+mod budgets;
 mod control;
 mod controllers;
+mod fleet;
 mod gates;
 mod health;
+mod nodes;
 mod recovery;
+mod rollback_jobs;
 mod stops;
 mod tasks;
 mod verify;
+mod workers;
 
-/// Something the loop waits for besides tasks.
-enum Timer {
-    /// A person answered at a wave's `approve:` gate.
-    Approved(usize, bool),
-    /// A wave's `pause:` elapsed.
-    Paused(usize),
-    /// A wave's change window opened for the hosts in this time zone.
-    WindowOpen(usize, String),
-    /// A round of a wave's `verify:` check is due.
-    CheckDue(verify::CheckRound),
-    /// A round of a wave's `verify:` check is back.
-    Checked(Box<verify::Checked>),
+/// How far the run may still go, and what its end will say.
+struct Course {
+    stop: Stop,
+    /// What stopped it (a halt, an interrupt, an approval awaited, a rollback only).
+    ending: Ending,
+    /// The wave whose gate failed, for the summary.
+    stopped_wave: Option<String>,
+    started: tokio::time::Instant,
 }
 
-/// A task node's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Waiting,
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Skipped,
-    Cancelled,
-    Held,
-}
-
-impl State {
-    fn is_done(self) -> bool {
-        matches!(
-            self,
-            State::Succeeded | State::Failed | State::Skipped | State::Cancelled
-        )
+impl Course {
+    fn new() -> Self {
+        Course {
+            stop: Stop::No,
+            ending: Ending::default(),
+            stopped_wave: None,
+            started: tokio::time::Instant::now(),
+        }
     }
 }
 
@@ -86,20 +73,6 @@ enum Stop {
     Draining,
     /// Nothing new starts anywhere.
     All,
-}
-
-struct ClusterBudget {
-    failed_hosts: usize,
-    max_failures: usize,
-}
-
-#[derive(Default)]
-struct RegionRun {
-    stopped: bool,
-    running: usize,
-    rollback_due: bool,
-    captures: Vars,
-    finished: Duration,
 }
 
 #[derive(Default)]
@@ -119,62 +92,22 @@ struct WaveRun {
     gate_after_health: bool,
 }
 
-/// A finished rollback command, back from its worker.
-struct RollbackRun {
-    job: usize,
-    node: NodeId,
-    run: TaskRun,
-}
-
 struct Scheduler {
     plan: Arc<Plan>,
     pool: Arc<HostPool>,
     sink: EventSink,
     options: ExecOptions,
-    state: Vec<State>,
-    remaining: Vec<usize>,
-    /// Tasks a `creates`/`unless` guard skipped: they changed nothing, so they are not
-    /// rolled back.
-    unchanged: Vec<bool>,
-    hosts: Vec<HostRun>,
+    nodes: Nodes,
+    fleet: Fleet,
     admission: Admission,
-    budgets: Vec<ClusterBudget>,
-    regions: Vec<RegionRun>,
+    budgets: Budgets,
     waves: Vec<WaveRun>,
-    run_captures: Vars,
-    stop: Stop,
-    ending: Ending,
-    all_rollback_due: bool,
-    /// Failed hosts over the whole run, and the run-wide budget resolved to a count.
-    run_failed_hosts: usize,
-    /// Hosts skipped under `unreachable: skip`.
-    unreachable_hosts: usize,
-    max_failures_run: Option<usize>,
-    stopped_wave: Option<String>,
-    /// Rollbacks not attempted after a failed one (`step@host`), for the summary.
-    rollbacks_not_attempted: Vec<String>,
-    /// Running tasks; each comes back with its run and the text for its host's log.
-    running: JoinSet<(NodeId, TaskRun, String)>,
-    /// Other controllers' tasks (`--regions`) whose results are awaited from the shared
-    /// journal. A stopped run does not wait for them: tasks their owner cancelled
-    /// leave no record.
-    remote: JoinSet<(NodeId, TaskRun, String)>,
-    /// Finished tasks whose record is being synced; their dependents wait for it:
-    /// (task, succeeded, journaled).
-    syncing: JoinSet<(NodeId, bool, bool)>,
-    timers: JoinSet<Timer>,
-    rollbacks: Vec<Option<RollbackOrder>>,
-    rollback_runs: JoinSet<RollbackRun>,
-    /// Hosts whose rollback commands all succeeded, being checked for health.
-    health_runs: JoinSet<health::HealthRun>,
-    /// Per rollback job (as `rollbacks`): its hosts' health checks being judged.
-    rollback_health: Vec<health::JobHealth>,
+    course: Course,
+    rollbacks: RollbackJobs,
+    /// What the loop waits for.
+    workers: Workers,
     /// Per `health:` check, the hosts it applies to (resolved once, not per host).
     health_targets: Vec<HostSet>,
-    /// Failed hosts whose own rollback is due once nothing of theirs runs (kept here so
-    /// that the loop does not scan every host after every event).
-    rollback_due_hosts: Vec<HostId>,
-    started: tokio::time::Instant,
     live: control::Live,
 }
 
@@ -199,76 +132,37 @@ pub async fn run(
 ) -> RunReport {
     let inventory = plan.inventory.clone();
     let strategy = &plan.playbook.strategy;
-    let node_count = plan.graph.node_count();
-    let mut hosts: Vec<HostRun> = (0..inventory.hosts.len())
-        .map(|_| HostRun::default())
-        .collect();
-    for (_, task) in plan.tasks() {
-        let host = &mut hosts[task.host];
-        host.left_tasks += 1;
-        if task.per == Per::Host {
-            host.left_host_tasks += 1;
-        }
-    }
+    let fleet = Fleet::new(&plan);
     let limits = plan.cluster_limits();
     let admission = Admission::new(
         limits.iter().map(|l| l.max_unavailable).collect(),
         options.connections,
     );
-    let budgets = limits
-        .iter()
-        .map(|l| ClusterBudget {
-            failed_hosts: 0,
-            max_failures: l.max_failures,
-        })
-        .collect();
-    let hosts_with_tasks = (0..inventory.hosts.len())
-        .filter(|&h| hosts[h].left_tasks > 0)
-        .count();
+    let hosts_with_tasks = fleet.with_tasks(0..inventory.hosts.len());
     let max_failures_run = strategy.max_failures_run.map(|l| l.of(hosts_with_tasks));
+    let budgets = Budgets::new(limits.iter().map(|l| l.max_failures), max_failures_run);
     let waves = plan
         .waves
         .iter()
         .zip(&strategy.waves)
         .map(|(wave, spec)| {
-            let with_tasks = wave.hosts.iter().filter(|&&h| hosts[h].left_tasks > 0);
+            let with_tasks = fleet.with_tasks(wave.hosts.iter().copied());
             WaveRun {
-                max_failures: spec.max_failures.map(|l| l.of(with_tasks.count())),
+                max_failures: spec.max_failures.map(|l| l.of(with_tasks)),
                 ..WaveRun::default()
             }
         })
         .collect();
     let scheduler = Scheduler {
-        remaining: plan.in_degrees(),
-        state: vec![State::Waiting; node_count],
-        unchanged: vec![false; node_count],
-        hosts,
+        nodes: Nodes::new(&plan),
+        fleet,
         admission,
         budgets,
-        regions: (0..inventory.regions.len())
-            .map(|_| RegionRun::default())
-            .collect(),
         waves,
-        run_captures: Vars::new(),
-        stop: Stop::No,
-        ending: Ending::default(),
-        all_rollback_due: false,
-        run_failed_hosts: 0,
-        unreachable_hosts: 0,
-        max_failures_run,
-        stopped_wave: None,
-        rollbacks_not_attempted: Vec::new(),
-        running: JoinSet::new(),
-        remote: JoinSet::new(),
-        syncing: JoinSet::new(),
-        timers: JoinSet::new(),
-        rollbacks: Vec::new(),
-        rollback_runs: JoinSet::new(),
-        health_runs: JoinSet::new(),
-        rollback_health: Vec::new(),
+        course: Course::new(),
+        rollbacks: RollbackJobs::default(),
+        workers: Workers::default(),
         health_targets: health::targets(&plan),
-        rollback_due_hosts: Vec::new(),
-        started: tokio::time::Instant::now(),
         live: control::Live::default(),
         plan,
         pool: pool.clone(),
@@ -338,13 +232,13 @@ impl Scheduler {
     }
 
     fn stopped(&self) -> bool {
-        self.stop != Stop::No
+        self.course.stop != Stop::No
     }
 
-    async fn main_loop(mut self) -> RunReport {
-        // A wave starts only in a deploy (a rollback has none), and only with hosts; a
-        // resume announces the first wave left (its gate not passed, not the failed wave
-        // it skips), not the run's first.
+    /// A wave starts only in a deploy (a rollback has none), and only with hosts; a
+    /// resume announces the first wave left (its gate not passed, not the failed wave it
+    /// skips), not the run's first.
+    fn announce_first_wave(&self) {
         let first = match (&self.options.mode, &self.options.replay) {
             (Mode::Deploy, None) => self.plan.waves.first(),
             (Mode::Deploy, Some(replay)) => {
@@ -361,12 +255,10 @@ impl Scheduler {
                 hosts: first.hosts.len(),
             });
         }
-        // Commands queued before the run started (the pause in force when a controller
-        // joins a split run) apply before any host starts.
-        let mut control = self.options.control.take();
-        while let Some(request) = control.as_mut().and_then(|c| c.try_recv().ok()) {
-            self.control(request);
-        }
+    }
+
+    /// What is ready first: the plan's roots, what a resume left to do, or a rollback.
+    fn start(&mut self) {
         match (self.options.mode.clone(), self.options.replay.take()) {
             (Mode::Deploy, None) => {
                 for node in self.plan.ready_at_start() {
@@ -384,30 +276,34 @@ impl Scheduler {
                 self.rollback_from(&replay.unwrap_or_default(), hosts)
             }
         }
+    }
+
+    async fn main_loop(mut self) -> RunReport {
+        self.announce_first_wave();
+        // Commands queued before the run started (the pause in force when a controller
+        // joins a split run) apply before any host starts.
+        let mut control = self.options.control.take();
+        while let Some(request) = control.as_mut().and_then(|c| c.try_recv().ok()) {
+            self.control(request);
+        }
+        self.start();
         let mut interrupts = self.options.interrupts.clone();
         let mut losses = self.options.split.as_ref().and_then(|s| s.take_losses());
         loop {
             self.start_due_rollbacks();
-            if self.running.is_empty()
-                && self.syncing.is_empty()
-                && self.timers.is_empty()
-                && self.rollback_runs.is_empty()
-                && self.health_runs.is_empty()
-                && (self.remote.is_empty() || self.stopped())
-                && !self.waits_for_continue()
-            {
-                if self.stop == Stop::No && self.break_stall() {
+            if self.workers.idle(self.stopped()) && !self.waits_for_continue() {
+                if self.course.stop == Stop::No && self.break_stall() {
                     continue;
                 }
                 break;
             }
             tokio::select! {
-                Some(joined) = self.running.join_next() => match joined {
+                Some(joined) = self.workers.tasks.join_next() => match joined {
                     Ok((node, run, log)) => self.finished(node, run, log),
                     Err(e) => tracing::error!("task panicked or was aborted: {e}"),
                 },
-                Some(Ok((node, run, log))) = self.remote.join_next() => self.finished(node, run, log),
-                Some(Ok((node, ok, journaled))) = self.syncing.join_next() => {
+                Some(Ok((node, run, log))) = self.workers.remote.join_next() => self.finished(node, run, log),
+                Some(Ok((node, ok, journaled))) = self.workers.syncing.join_next() => {
                     if !journaled {
                         self.journal_lost();
                     }
@@ -416,7 +312,7 @@ impl Scheduler {
                 // An aborted timer (an interrupt ends every wait) completes this select
                 // like any other: a pattern that did not match would leave it waiting on
                 // the remaining branches for good.
-                Some(joined) = self.timers.join_next() => match joined {
+                Some(joined) = self.workers.timers.join_next() => match joined {
                     Err(_) => {}
                     Ok(Timer::Approved(wave, approved)) => self.answered(wave, approved),
                     Ok(Timer::Paused(wave)) if self.plan.playbook.strategy.waves[wave].verify.is_empty() => self.soaked(wave),
@@ -425,11 +321,11 @@ impl Scheduler {
                     Ok(Timer::CheckDue(round)) => self.check_due(round),
                     Ok(Timer::Checked(done)) => self.checked(*done),
                 },
-                Some(joined) = self.rollback_runs.join_next() => match joined {
+                Some(joined) = self.workers.rollbacks.join_next() => match joined {
                     Ok(done) => self.rollback_command_done(done),
                     Err(e) => tracing::error!("rollback panicked or was aborted: {e}"),
                 },
-                Some(joined) = self.health_runs.join_next() => match joined {
+                Some(joined) = self.workers.health.join_next() => match joined {
                     Ok(done) => self.health_judged(done),
                     Err(e) => tracing::error!("a health check panicked or was aborted: {e}"),
                 },

@@ -2,8 +2,22 @@
 //! paced by the clusters' `max_unavailable` slots unless `pace: all`), `pony resume` from
 //! the journal's replay, and `pony rollback` of a past run.
 
+use super::nodes::State;
+use super::workers::RollbackRun;
+use super::Scheduler;
+use crate::events::{Event, HostOutcome};
+use crate::exec::host_run::Phase;
+use crate::exec::rollback::{RollbackCommand, RollbackOrder, RollbackScope};
+use crate::exec::task::{self, TaskRun, TaskSpec};
+use crate::inventory::pattern::HostSet;
+use crate::inventory::HostId;
+use crate::plan::{Node, NodeId, Task};
+use crate::playbook::{Per, RollbackPace};
+use crate::state::replay::{Replay, TaskState};
+use std::collections::HashMap;
+use std::time::Duration;
+
 use super::tasks::TAIL_LINES;
-use super::*;
 use crate::secret::is_secret_name;
 
 impl Scheduler {
@@ -26,16 +40,7 @@ impl Scheduler {
             });
         }
         let recapture = self.secret_captures_to_redo(replay);
-        let mut rolled_back = self.rolled_back_hosts(replay);
-        let plan = &self.plan;
-        let in_flight = crate::exec::dead_man::in_flight_hosts(
-            plan,
-            |node| replay.tasks.contains_key(&plan.label(NodeId::new(node))),
-            |node| replay.done(&plan.label(NodeId::new(node))).is_some(),
-        );
-        for (host, in_flight) in in_flight.into_iter().enumerate() {
-            rolled_back[host] |= in_flight;
-        }
+        let rolled_back = self.hosts_to_redeploy(replay);
         for node in self.plan.topological_order().to_vec() {
             let i = node.index();
             let done = match self.plan.graph[node] {
@@ -54,23 +59,23 @@ impl Scheduler {
                 }
                 Node::Task(task) => match replay.done(&self.plan.label(node)) {
                     Some(previous) => {
-                        self.unchanged[i] = !previous.changed;
+                        self.nodes.set_changed(node, previous.changed);
                         self.restore_captures(&task, &previous.captures);
-                        self.hosts[task.host].touched = true;
-                        self.count_done(task);
+                        self.fleet.hosts[task.host].touched = true;
+                        self.fleet.count_done(task);
                         true
                     }
                     None if Some(task.wave) == skipped_wave => {
-                        self.count_done(task);
+                        self.fleet.count_done(task);
                         for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
-                            self.remaining[dependent.index()] -= 1;
+                            self.nodes.count_down(dependent);
                         }
-                        self.state[i] = State::Cancelled;
+                        self.nodes.set(node, State::Cancelled);
                         continue;
                     }
                     None => false,
                 },
-                Node::Gate(wave) if Some(wave) == skipped_wave && self.remaining[i] == 0 => {
+                Node::Gate(wave) if Some(wave) == skipped_wave && self.nodes.free(node) => {
                     self.emit(Event::GatePassed {
                         wave: self.plan.waves[wave].name.clone(),
                         node: i,
@@ -78,20 +83,42 @@ impl Scheduler {
                     true
                 }
                 Node::Gate(wave) => {
-                    self.remaining[i] == 0
+                    self.nodes.free(node)
                         && replay.gates_passed.contains(&self.plan.waves[wave].name)
                 }
-                Node::Join { .. } => self.remaining[i] == 0,
+                Node::Join { .. } => self.nodes.free(node),
             };
             if done {
-                self.state[i] = State::Succeeded;
+                self.nodes.set(node, State::Succeeded);
                 for dependent in self.plan.dependents(node).collect::<Vec<_>>() {
-                    self.remaining[dependent.index()] -= 1;
+                    self.nodes.count_down(dependent);
                 }
             }
         }
-        for host in 0..self.hosts.len() {
-            if self.hosts[host].touched && self.hosts[host].left_tasks == 0 {
+        self.resumed();
+    }
+
+    /// Hosts a resume deploys again from their first task: those the journal shows
+    /// rolled back, and those left in flight under a dead man's switch.
+    fn hosts_to_redeploy(&self, replay: &Replay) -> Vec<bool> {
+        let mut rolled_back = self.rolled_back_hosts(replay);
+        let plan = &self.plan;
+        let in_flight = crate::exec::dead_man::in_flight_hosts(
+            plan,
+            |node| replay.tasks.contains_key(&plan.label(NodeId::new(node))),
+            |node| replay.done(&plan.label(NodeId::new(node))).is_some(),
+        );
+        for (host, in_flight) in in_flight.into_iter().enumerate() {
+            rolled_back[host] |= in_flight;
+        }
+        rolled_back
+    }
+
+    /// After the replay: hosts with nothing left are done, and what has no dependency
+    /// left becomes ready.
+    fn resumed(&mut self) {
+        for host in 0..self.fleet.hosts.len() {
+            if self.fleet.hosts[host].touched && self.fleet.hosts[host].left_tasks == 0 {
                 self.set_host_outcome(host, HostOutcome::Ok);
             }
         }
@@ -99,10 +126,10 @@ impl Scheduler {
             .plan
             .graph
             .node_indices()
-            .filter(|n| self.state[n.index()] == State::Waiting && self.remaining[n.index()] == 0)
+            .filter(|&n| self.nodes.state(n) == State::Waiting && self.nodes.free(n))
             .collect();
         for node in ready {
-            if self.state[node.index()] == State::Waiting {
+            if self.nodes.state(node) == State::Waiting {
                 self.ready(node);
             }
         }
@@ -146,7 +173,7 @@ impl Scheduler {
 
     /// Hosts the journal shows rolled back: a task of theirs was rolled back.
     fn rolled_back_hosts(&self, replay: &Replay) -> Vec<bool> {
-        let mut hosts = vec![false; self.hosts.len()];
+        let mut hosts = vec![false; self.fleet.hosts.len()];
         for (node, task) in self.plan.tasks() {
             if task.per == Per::Host
                 && replay
@@ -160,43 +187,15 @@ impl Scheduler {
         hosts
     }
 
-    /// A render error, with what to do when it comes from a secret capture this process
-    /// does not hold (its value never left the memory of the process that captured it).
+    /// [`explain_render_error`] with the captures the task sees now.
     pub(super) fn explain_render_error(&self, task: &Task, error: String) -> String {
-        let held = self.captures_of(task);
-        let step = format!("{:?}", self.plan.playbook.steps[task.step]);
-        let missing: Vec<String> = self
-            .plan
-            .playbook
-            .steps
-            .iter()
-            .filter_map(|s| Some((s.name.as_str(), s.capture.as_deref()?)))
-            .filter(|(_, name)| is_secret_name(name) && !held.contains_key(*name))
-            .filter(|(_, name)| step.contains(name))
-            .map(|(capturer, name)| {
-                format!(
-                    "`{name}` is the secret capture of step `{capturer}`: pony keeps it only in the memory of the process that captured it, and this one has not run `{capturer}` on this host; give it with `--secret-var {name}=@FILE` (or `env:VAR`), or `pony resume` the run while the host still has steps to run (it runs `{capturer}` again)"
-                )
-            })
-            .collect();
-        if missing.is_empty() {
-            return error;
-        }
-        format!("{error} ({})", missing.join("; "))
-    }
-
-    pub(super) fn count_done(&mut self, task: Task) {
-        let host = &mut self.hosts[task.host];
-        host.left_tasks -= 1;
-        if task.per == Per::Host {
-            host.left_host_tasks -= 1;
-        }
+        super::tasks::explain_render_error(&self.plan, &self.captures_of(task), task, error)
     }
 
     /// Rolls back, on `hosts`, every task the journal shows completed or failed and not
     /// yet rolled back.
     pub(super) fn rollback_from(&mut self, replay: &Replay, hosts: HostSet) {
-        self.ending.rollback_only = true;
+        self.course.ending.rollback_only = true;
         for (node, task) in self.plan.tasks().map(|(n, t)| (n, *t)).collect::<Vec<_>>() {
             let Some(previous) = replay.tasks.get(&self.plan.label(node)) else {
                 continue;
@@ -204,15 +203,18 @@ impl Scheduler {
             if previous.rolled_back || previous.state == TaskState::Interrupted {
                 continue;
             }
-            self.state[node.index()] = if previous.state == TaskState::Failed {
-                State::Failed
-            } else {
-                State::Succeeded
-            };
-            self.unchanged[node.index()] = !previous.changed;
+            self.nodes.set(
+                node,
+                if previous.state == TaskState::Failed {
+                    State::Failed
+                } else {
+                    State::Succeeded
+                },
+            );
+            self.nodes.set_changed(node, previous.changed);
             self.restore_captures(&task, &previous.captures);
             if hosts.contains(task.host) {
-                self.hosts[task.host].touched = true;
+                self.fleet.hosts[task.host].touched = true;
             }
         }
         self.spawn_rollback(RollbackScope::All);
@@ -228,35 +230,38 @@ impl Scheduler {
 
     /// Starts every rollback whose hosts have nothing running any more.
     pub(super) fn start_due_rollbacks(&mut self) {
-        let still_due: Vec<HostId> = std::mem::take(&mut self.rollback_due_hosts)
+        let still_due: Vec<HostId> = self
+            .rollbacks
+            .take_due_hosts()
             .into_iter()
-            .filter(|&h| self.hosts[h].phase == Phase::Failed { rollback_due: true })
+            .filter(|&h| self.fleet.hosts[h].phase == Phase::Failed { rollback_due: true })
             .collect();
         let (mut due, later): (Vec<HostId>, Vec<HostId>) = still_due
             .into_iter()
-            .partition(|&h| self.hosts[h].running == 0);
-        self.rollback_due_hosts = later;
+            .partition(|&h| self.fleet.hosts[h].running == 0);
+        self.rollbacks.keep_due(later);
         due.sort_unstable();
         for host in due {
             self.spawn_rollback(RollbackScope::Host(host));
         }
-        for region in 0..self.regions.len() {
-            let r = &self.regions[region];
-            if r.rollback_due && r.running == 0 && !self.all_rollback_due {
-                self.regions[region].rollback_due = false;
+        for region in 0..self.fleet.regions.len() {
+            let r = &self.fleet.regions[region];
+            if r.rollback_due && r.running == 0 && !self.rollbacks.all_due {
+                self.fleet.regions[region].rollback_due = false;
                 self.spawn_rollback(RollbackScope::Region(region));
             }
         }
-        if self.all_rollback_due && self.running.is_empty() {
-            self.all_rollback_due = false;
-            self.regions.iter_mut().for_each(|r| r.rollback_due = false);
+        if self.rollbacks.all_due && self.workers.tasks.is_empty() {
+            self.rollbacks.all_due = false;
+            self.fleet
+                .regions
+                .iter_mut()
+                .for_each(|r| r.rollback_due = false);
             self.spawn_rollback(RollbackScope::All);
         }
         // Slots freed since (by any host) let waiting hosts of every rollback in.
-        for job in 0..self.rollbacks.len() {
-            if self.rollbacks[job].is_some() {
-                self.pump_rollback(job);
-            }
+        for job in self.rollbacks.active() {
+            self.pump_rollback(job);
         }
     }
 
@@ -264,9 +269,9 @@ impl Scheduler {
         let plan = self.plan.clone();
         // Every touched host of the scope, finished or not; hosts already rolled back
         // (or being rolled back) are left alone.
-        let hosts: Vec<HostId> = (0..self.hosts.len())
+        let hosts: Vec<HostId> = (0..self.fleet.hosts.len())
             .filter(|&h| {
-                let host = &self.hosts[h];
+                let host = &self.fleet.hosts[h];
                 scope.covers(&plan, h)
                     && host.touched
                     && !self.is_remote(h)
@@ -283,17 +288,56 @@ impl Scheduler {
             .collect();
         // Hosts already out of service (they hold a slot) roll back first.
         let mut hosts = hosts;
-        hosts.sort_by_key(|&h| !self.hosts[h].slot);
-        let mut chosen = vec![false; self.hosts.len()];
+        hosts.sort_by_key(|&h| !self.fleet.hosts[h].slot);
+        let mut chosen = vec![false; self.fleet.hosts.len()];
         for &h in &hosts {
             chosen[h] = true;
-            self.hosts[h].phase = Phase::RollingBack;
+            self.fleet.hosts[h].phase = Phase::RollingBack;
         }
+        let (commands, failed_renders) = self.rollback_commands(scope, &chosen);
+        self.emit(Event::RollbackStarted {
+            scope: scope.name(&plan),
+            hosts: hosts.len(),
+        });
+        for (_, node, error) in &failed_renders {
+            self.emit(Event::RollbackTask {
+                task: self.task_ref(*node),
+                ok: false,
+                exit_code: None,
+                error: Some(error.clone()),
+                duration_ms: 0,
+                log: format!("!! rollback could not be rendered: {error}\n"),
+            });
+        }
+        let order = RollbackOrder::new(
+            &plan,
+            scope,
+            hosts,
+            commands,
+            failed_renders.iter().map(|(h, n, _)| (*h, *n)).collect(),
+            self.options.rollback_pace == RollbackPace::Window,
+        );
+        let job = self.rollbacks.start(order);
+        self.pump_rollback(job);
+    }
+
+    /// The rollback commands of the tasks to undo on the chosen hosts (a host's own
+    /// rollback leaves its region's and run's tasks alone), and those that could not be
+    /// rendered: `(host, task, error)`.
+    #[allow(clippy::type_complexity)]
+    fn rollback_commands(
+        &self,
+        scope: RollbackScope,
+        chosen: &[bool],
+    ) -> (
+        HashMap<NodeId, RollbackCommand>,
+        Vec<(HostId, NodeId, String)>,
+    ) {
+        let plan = &self.plan;
         let mut commands: HashMap<NodeId, RollbackCommand> = HashMap::new();
         let mut failed_renders = Vec::new();
         for (node, task) in plan.tasks() {
-            let done = matches!(self.state[node.index()], State::Succeeded | State::Failed)
-                && !self.unchanged[node.index()];
+            let done = self.nodes.to_undo(node);
             let covered = chosen[task.host]
                 && (task.per == Per::Host || scope != RollbackScope::Host(task.host));
             if !done || !covered {
@@ -319,30 +363,7 @@ impl Scheduler {
                 }
             }
         }
-        self.emit(Event::RollbackStarted {
-            scope: scope.name(&plan),
-            hosts: hosts.len(),
-        });
-        for (_, node, error) in &failed_renders {
-            self.emit(Event::RollbackTask {
-                task: self.task_ref(*node),
-                ok: false,
-                exit_code: None,
-                error: Some(error.clone()),
-                duration_ms: 0,
-                log: format!("!! rollback could not be rendered: {error}\n"),
-            });
-        }
-        let order = RollbackOrder::new(
-            &plan,
-            scope,
-            hosts,
-            commands,
-            failed_renders.iter().map(|(h, n, _)| (*h, *n)).collect(),
-            self.options.rollback_pace == RollbackPace::Window,
-        );
-        self.rollbacks.push(Some(order));
-        self.pump_rollback(self.rollbacks.len() - 1);
+        (commands, failed_renders)
     }
 
     /// Admits the rollback's waiting hosts while their clusters have free slots (a host
@@ -353,7 +374,7 @@ impl Scheduler {
         loop {
             self.admit_rollback_hosts(job);
             self.start_rollback_commands(job);
-            let Some(order) = self.rollbacks[job].as_mut() else {
+            let Some(order) = self.rollbacks.order_mut(job) else {
                 return;
             };
             let not_attempted = order.take_not_attempted();
@@ -373,21 +394,15 @@ impl Scheduler {
             // Every slot is held by hosts that wait on this rollback's other hosts (a
             // task that needed another host's): one more host goes in rather than
             // deadlock.
-            if stalled
-                && self.rollback_runs.is_empty()
-                && self.health_runs.is_empty()
-                && self.running.is_empty()
-            {
-                let waiting = self.rollbacks[job]
-                    .as_ref()
-                    .map(RollbackOrder::waiting_hosts);
+            if stalled && self.workers.no_commands() {
+                let waiting = self.rollbacks.order(job).map(RollbackOrder::waiting_hosts);
                 if let Some(&host) = waiting.as_deref().and_then(<[HostId]>::first) {
                     tracing::warn!(
                         "rollback of {} waits on a host without a free slot; letting it in",
                         self.plan.inventory.hosts[host].name
                     );
                     self.take_rollback_slot(host);
-                    if let Some(order) = self.rollbacks[job].as_mut() {
+                    if let Some(order) = self.rollbacks.order_mut(job) {
                         order.admit(host);
                     }
                     continue;
@@ -396,13 +411,7 @@ impl Scheduler {
             break;
         }
         // Complete once its commands ended and its hosts' health is judged.
-        let finished = self.rollbacks[job]
-            .as_ref()
-            .is_some_and(RollbackOrder::is_finished)
-            && self.job_health(job).pending == 0;
-        if finished {
-            let order = self.rollbacks[job].take().expect("a rollback");
-            let healthy = !self.job_health(job).failed;
+        if let Some((order, healthy)) = self.rollbacks.take_finished(job) {
             self.rollback_done(order, healthy);
         }
     }
@@ -414,7 +423,7 @@ impl Scheduler {
             let task = self.task_ref(node);
             let blocked_by = self.plan.label(failed);
             let reason = format!("not attempted: rollback of {blocked_by} failed");
-            self.rollbacks_not_attempted.push(task.label.clone());
+            self.rollbacks.not_attempted.push(task.label.clone());
             self.emit(Event::RollbackNotAttempted {
                 log: format!("!! rollback {} {reason}\n", task.label),
                 task,
@@ -425,25 +434,25 @@ impl Scheduler {
     }
 
     fn admit_rollback_hosts(&mut self, job: usize) {
-        let Some(order) = self.rollbacks[job].as_ref() else {
+        let Some(order) = self.rollbacks.order(job) else {
             return;
         };
         for host in order.waiting_hosts() {
             let cluster = self.plan.inventory.hosts[host].cluster;
-            if !self.hosts[host].slot {
+            if !self.fleet.hosts[host].slot {
                 if !self.admission.has_room(cluster) {
                     continue;
                 }
                 self.take_rollback_slot(host);
             }
-            if let Some(order) = self.rollbacks[job].as_mut() {
+            if let Some(order) = self.rollbacks.order_mut(job) {
                 order.admit(host);
             }
         }
     }
 
     fn take_rollback_slot(&mut self, host: HostId) {
-        if !std::mem::replace(&mut self.hosts[host].slot, true) {
+        if !std::mem::replace(&mut self.fleet.hosts[host].slot, true) {
             self.admission.take(self.plan.inventory.hosts[host].cluster);
         }
     }
@@ -464,7 +473,7 @@ impl Scheduler {
 
     fn start_rollback_commands(&mut self, job: usize) {
         while let Some((node, command)) =
-            self.rollbacks[job].as_mut().and_then(|o| o.next_command())
+            self.rollbacks.order_mut(job).and_then(|o| o.next_command())
         {
             let durable = self.emit_durable(Event::RollbackTaskStarted {
                 task: self.task_ref(node),
@@ -500,7 +509,7 @@ impl Scheduler {
                 let run = task::execute(&pool, command.runs_on, &spec).await;
                 RollbackRun { job, node, run }
             });
-            self.rollback_runs.spawn(task::WORK.scope(work, marked));
+            self.workers.rollbacks.spawn(task::WORK.scope(work, marked));
         }
     }
 
@@ -526,7 +535,7 @@ impl Scheduler {
             duration_ms: run.duration.as_millis() as u64,
             log,
         });
-        if let Some(order) = self.rollbacks[job].as_mut() {
+        if let Some(order) = self.rollbacks.order_mut(job) {
             order.done(&self.plan, node, run.ok);
         }
         self.pump_rollback(job);

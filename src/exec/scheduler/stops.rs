@@ -1,31 +1,35 @@
 //! What stops a run: failed hosts (through the failure policy), stopped regions, the
 //! whole run, interrupts; and the end of the run with its outcome.
 
-use super::*;
+use super::nodes::State;
+use super::{Scheduler, Stop};
+use crate::events::{Event, HostOutcome};
+use crate::exec::host_run::Phase;
+use crate::exec::outcome::{self, Tally};
+use crate::exec::policy::{self, FailureAction};
+use crate::exec::RunReport;
+use crate::inventory::HostId;
+use std::time::Duration;
+
 use crate::playbook::Unreachable;
 
 impl Scheduler {
     // ----- failures -----
 
     pub(super) fn host_failed(&mut self, host: HostId) {
-        if self.hosts[host].failed() {
+        if self.fleet.hosts[host].failed() {
             return;
         }
-        self.hosts[host].phase = Phase::Failed {
+        self.fleet.hosts[host].phase = Phase::Failed {
             rollback_due: false,
         };
-        self.hosts[host].pending.clear();
+        self.fleet.hosts[host].pending.clear();
         self.cancel_unstarted_of_host(host);
         let spec = &self.plan.inventory.hosts[host];
         let (cluster, region) = (spec.cluster, spec.region);
-        let budget = &mut self.budgets[cluster];
-        budget.failed_hosts += 1;
-        let (failed_hosts, max_failures) = (budget.failed_hosts, budget.max_failures);
+        let (failed_hosts, max_failures) = self.budgets.host_failed(cluster);
         let policy = self.plan.playbook.strategy.on_failure;
-        self.run_failed_hosts += 1;
-        if let Some(action) =
-            policy::on_run_failure(self.run_failed_hosts, self.max_failures_run, policy)
-        {
+        if let Some(action) = self.budgets.beyond_run(policy) {
             self.run_budget_exceeded(host, action);
             return;
         }
@@ -40,8 +44,8 @@ impl Scheduler {
         }
         let action = policy::on_host_failure(failed_hosts, max_failures, policy);
         if !action.beyond_budget() {
-            self.hosts[host].phase = Phase::Failed { rollback_due: true };
-            self.rollback_due_hosts.push(host);
+            self.fleet.hosts[host].phase = Phase::Failed { rollback_due: true };
+            self.rollbacks.host_due(host);
             return;
         }
         let inventory = &self.plan.inventory;
@@ -66,8 +70,7 @@ impl Scheduler {
     /// Beyond `max_failures_run`: the failed host waits for the run-wide action (a halt
     /// leaves it failed; a rollback takes it with every touched host).
     fn run_budget_exceeded(&mut self, host: HostId, action: FailureAction) {
-        let max = self.max_failures_run.unwrap_or_default();
-        let failed = self.run_failed_hosts;
+        let (failed, max) = self.budgets.run_count();
         if let Some(wave) = self.plan.host_wave[host] {
             self.waves[wave].failed.get_or_insert_with(|| {
                 format!("the run failed {failed} host(s), beyond max_failures_run {max}")
@@ -110,15 +113,15 @@ impl Scheduler {
         match action {
             FailureAction::RollbackHost => {}
             FailureAction::Halt => {
-                self.ending.halted = true;
+                self.course.ending.halted = true;
                 self.stop_all("failure budget exceeded: halted");
             }
             FailureAction::RollbackRegion => {
-                self.regions[region].rollback_due = true;
+                self.fleet.regions[region].rollback_due = true;
                 self.stop_region(region);
             }
             FailureAction::RollbackAll => {
-                self.all_rollback_due = true;
+                self.rollbacks.all_due = true;
                 self.stop_all("failure budget exceeded: rolling back every touched host");
             }
         }
@@ -128,35 +131,33 @@ impl Scheduler {
     /// `max_unreachable` hosts were skipped.
     pub(super) fn may_skip_unreachable(&self, host: HostId) -> bool {
         let strategy = &self.plan.playbook.strategy;
-        let h = &self.hosts[host];
+        let h = &self.fleet.hosts[host];
         strategy.unreachable == Unreachable::Skip
             && !h.reached
             && matches!(h.phase, Phase::Active | Phase::Idle | Phase::Queued)
-            && strategy
-                .max_unreachable
-                .is_none_or(|max| self.unreachable_hosts < max)
+            && self.budgets.may_skip_unreachable(strategy.max_unreachable)
     }
 
     /// Leaves an unreachable host alone: reported `unreachable`, its other tasks
     /// cancelled, its slot given back; the failure budget does not count it.
     pub(super) fn host_unreachable(&mut self, host: HostId) {
-        self.unreachable_hosts += 1;
+        self.budgets.skipped_unreachable();
         self.set_host_outcome(host, HostOutcome::Unreachable);
-        self.hosts[host].pending.clear();
+        self.fleet.hosts[host].pending.clear();
         self.cancel_unstarted_of_host(host);
         self.free_slot(host);
         self.pool.close(host);
     }
 
     pub(super) fn stop_region(&mut self, region: usize) {
-        if std::mem::replace(&mut self.regions[region].stopped, true) {
+        if std::mem::replace(&mut self.fleet.regions[region].stopped, true) {
             return;
         }
         let name = self.plan.inventory.regions[region].name.clone();
         self.emit(Event::Stopped {
             reason: format!("region {name} stopped"),
             region: Some(name),
-            rollback: self.regions[region].rollback_due,
+            rollback: self.fleet.regions[region].rollback_due,
         });
         let inventory = self.plan.inventory.clone();
         self.admission
@@ -177,14 +178,14 @@ impl Scheduler {
             // Fenced: the state database refuses this controller's records because its
             // lease is gone. It starts nothing more; what runs is killed by the lost
             // lease's interrupt (the second Ctrl-C's kill), and it ends interrupted.
-            self.ending.interrupted = true;
+            self.course.ending.interrupted = true;
             self.stop_all(
                 "this controller lost its lease (expired, taken over, or broken with `pony unlock`): nothing it journals is accepted any more, so no task starts; its running commands are killed",
             );
             return;
         }
-        if self.stop != Stop::All {
-            self.ending.halted = true;
+        if self.course.stop != Stop::All {
+            self.course.ending.halted = true;
         }
         self.stop_all(&format!(
             "the journal cannot be written: no task starts that it could not record; make room for it, then `{}`",
@@ -193,14 +194,14 @@ impl Scheduler {
     }
 
     pub(super) fn stop_all(&mut self, reason: &str) {
-        if self.stop == Stop::All {
+        if self.course.stop == Stop::All {
             return;
         }
-        self.stop = Stop::All;
+        self.course.stop = Stop::All;
         self.emit(Event::Stopped {
             reason: reason.to_string(),
             region: None,
-            rollback: self.all_rollback_due,
+            rollback: self.rollbacks.all_due,
         });
         self.admission.forget_waiting(|_| true);
         self.cancel_unstarted(|_, _| true);
@@ -214,26 +215,23 @@ impl Scheduler {
         if count == 0 {
             return;
         }
-        if self.stop == Stop::No {
+        if self.course.stop == Stop::No {
             self.drain("interrupted: no new host starts; hosts in flight finish all their tasks (interrupt again to kill them)".into());
         }
-        self.ending.interrupted = true;
+        self.course.ending.interrupted = true;
         if count < 2 {
             return;
         }
-        self.stop = Stop::All;
+        self.course.stop = Stop::All;
         self.cancel_unstarted(|_, _| true);
-        let running: Vec<NodeId> = (0..self.state.len())
-            .filter(|&i| self.state[i] == State::Running)
-            .map(NodeId::new)
-            .collect();
-        self.running.abort_all();
-        self.remote.abort_all();
-        self.rollback_runs.abort_all();
+        let running = self.nodes.running();
+        self.workers.tasks.abort_all();
+        self.workers.remote.abort_all();
+        self.workers.rollbacks.abort_all();
         // A host whose health was being checked after its deploy or its rollback ends
         // incomplete.
-        self.health_runs.abort_all();
-        for host in self.hosts.iter_mut().filter(|h| h.health_pending) {
+        self.workers.health.abort_all();
+        for host in self.fleet.hosts.iter_mut().filter(|h| h.health_pending) {
             host.health_pending = false;
             host.cut_short = true;
         }
@@ -276,28 +274,28 @@ impl Scheduler {
                 task,
                 kill: outcome.describe(),
             }));
-            self.state[node.index()] = State::Cancelled;
+            self.nodes.set(node, State::Cancelled);
             let task = *self.plan.task(node).expect("a task");
-            self.regions[self.plan.inventory.hosts[task.host].region].running -= 1;
-            self.hosts[task.host].running -= 1;
+            let region = self.plan.inventory.hosts[task.host].region;
+            self.fleet.task_ended(task.host, region);
         }
         for durable in synced {
             durable.await;
         }
-        while self.running.join_next().await.is_some() {}
-        while self.rollback_runs.join_next().await.is_some() {}
-        while self.health_runs.join_next().await.is_some() {}
-        self.rollbacks.clear();
+        while self.workers.tasks.join_next().await.is_some() {}
+        while self.workers.rollbacks.join_next().await.is_some() {}
+        while self.workers.health.join_next().await.is_some() {}
+        self.rollbacks.forget();
     }
 
     /// Admits no new host; hosts in flight finish every task. The run ends interrupted
     /// (resumable): the first Ctrl-C, or `pony abort`.
     pub(super) fn drain(&mut self, reason: String) {
-        self.ending.interrupted = true;
-        if self.stop != Stop::No {
+        self.course.ending.interrupted = true;
+        if self.course.stop != Stop::No {
             return;
         }
-        self.stop = Stop::Draining;
+        self.course.stop = Stop::Draining;
         self.emit(Event::Stopped {
             reason,
             region: None,
@@ -308,7 +306,7 @@ impl Scheduler {
         // No gate passes and no window opens for an interrupted run: its pauses,
         // window waits, soak checks and approval questions end now, not when their
         // timers would have.
-        self.timers.abort_all();
+        self.workers.timers.abort_all();
         self.forget_check_rounds();
         self.live.asking.clear();
         // A paused run's held tasks: those of hosts in flight run, the others are
@@ -317,9 +315,9 @@ impl Scheduler {
     }
 
     pub(super) async fn finish(mut self) -> RunReport {
-        for host in 0..self.hosts.len() {
-            let h = &self.hosts[host];
-            if self.ending.rollback_only
+        for host in 0..self.fleet.hosts.len() {
+            let h = &self.fleet.hosts[host];
+            if self.course.ending.rollback_only
                 || h.outcome().is_some()
                 || self.plan.tasks_of_host(host).is_empty()
             {
@@ -337,12 +335,12 @@ impl Scheduler {
         // In a run split by region, another controller's hosts are its to judge: this
         // one saw their forward tasks through the database, not their rollbacks, so its
         // verdict, summary and exit code count its own regions (`pony status` shows all).
-        let outcomes: Vec<Option<HostOutcome>> = (0..self.hosts.len())
-            .map(|h| self.hosts[h].outcome().filter(|_| !self.is_remote(h)))
+        let outcomes: Vec<Option<HostOutcome>> = (0..self.fleet.hosts.len())
+            .map(|h| self.fleet.hosts[h].outcome().filter(|_| !self.is_remote(h)))
             .collect();
         let tally = Tally::of(outcomes.iter().flatten());
-        let (outcome, exit) = outcome::run_outcome(tally, self.ending);
-        let finished: Vec<Duration> = self.regions.iter().map(|r| r.finished).collect();
+        let (outcome, exit) = outcome::run_outcome(tally, self.course.ending);
+        let finished: Vec<Duration> = self.fleet.regions.iter().map(|r| r.finished).collect();
         let regions = outcome::regions(&self.plan.inventory, &outcomes, &finished);
         let incomplete = outcomes
             .iter()
@@ -361,9 +359,9 @@ impl Scheduler {
             cancelled: tally.cancelled,
             rollback_failed: tally.rollback_failed,
             incomplete,
-            stopped_wave: self.stopped_wave.clone(),
-            rollbacks_not_attempted: self.rollbacks_not_attempted.clone(),
-            duration_ms: self.started.elapsed().as_millis() as u64,
+            stopped_wave: self.course.stopped_wave.clone(),
+            rollbacks_not_attempted: self.rollbacks.not_attempted.clone(),
+            duration_ms: self.course.started.elapsed().as_millis() as u64,
             regions,
             run_dir: self.options.run_dir_display.clone(),
         })

@@ -3,7 +3,16 @@
 //! host's bookkeeping, and its end passed on to its dependents (released, skipped or
 //! cancelled).
 
-use super::*;
+use super::nodes::State;
+use super::{Scheduler, Stop};
+use crate::events::{Event, HostOutcome, TaskRecord, TaskRef};
+use crate::exec::host_run::Phase;
+use crate::exec::task::{self, TaskRun, TaskSpec};
+use crate::inventory::{HostId, Vars};
+use crate::plan::{Node, NodeId, Plan, Task};
+use std::sync::Arc;
+
+use crate::playbook::Action;
 use crate::secret::is_secret_name;
 
 /// Lines of output kept in events and the journal.
@@ -21,26 +30,24 @@ impl Scheduler {
 
     /// The captures a task sees: the run's, its region's, its host's.
     pub(super) fn captures_of(&self, task: &Task) -> Vars {
-        let mut captures = self.run_captures.clone();
-        let region = self.plan.inventory.hosts[task.host].region;
-        captures.extend(self.regions[region].captures.clone());
-        captures.extend(self.hosts[task.host].captures.clone());
-        captures
+        self.fleet.captures_of(&self.plan, task)
     }
 
     pub(super) fn spawn(&mut self, node: NodeId) {
         let task = *self.plan.task(node).expect("a task");
-        let step = &self.plan.playbook.steps[task.step];
-        self.state[node.index()] = State::Running;
+        self.nodes.set(node, State::Running);
         let region = self.plan.inventory.hosts[task.host].region;
-        self.regions[region].running += 1;
-        let h = &mut self.hosts[task.host];
-        h.running += 1;
-        h.touched = true;
-        let context = self.context(&task);
-        let rendered: Result<TaskSpec, String> = task::render_task(&self.plan, step, &context)
-            .and_then(|spec| self.with_dead_man(spec, node, &task, &context))
-            .map_err(|error| self.explain_render_error(&task, error));
+        self.fleet.task_started(task.host, region);
+        // Rendered in the worker, not here: an upload or template reads its file.
+        let captures = self.captures_of(&task);
+        let render = Render {
+            context: task::context(&self.plan, &task, &self.options.run_id, &captures),
+            plan: self.plan.clone(),
+            task,
+            node,
+            captures,
+            run: self.task_mark(node).run,
+        };
         let task_ref = self.task_ref(node);
         let label = task_ref.label.clone();
         // The start is on disk before the command starts.
@@ -52,7 +59,8 @@ impl Scheduler {
             .filter(|_| self.is_remote(task.host))
         {
             let result = split.outcome(node.index());
-            self.remote
+            self.workers
+                .remote
                 .spawn(async move { (node, result.await, String::new()) });
             return;
         }
@@ -69,7 +77,7 @@ impl Scheduler {
             if !durable.await {
                 return (node, TaskRun::not_journaled(), String::new());
             }
-            let run = match rendered {
+            let run = match render.spec().await {
                 Ok(spec) => task::execute(&pool, task.runs_on(), &spec).await,
                 Err(error) => TaskRun::not_started(error),
             };
@@ -77,32 +85,7 @@ impl Scheduler {
             let log = task::log_text(&label, &run);
             (node, run, log)
         });
-        self.running.spawn(task::WORK.scope(work, marked));
-    }
-
-    /// The task's dead man's switch, when its step has one: the step's rollback for this
-    /// host, run by a watchdog there if the controller goes silent.
-    fn with_dead_man(
-        &self,
-        mut spec: TaskSpec,
-        node: NodeId,
-        task: &Task,
-        context: &minijinja::Value,
-    ) -> Result<TaskSpec, String> {
-        let step = &self.plan.playbook.steps[task.step];
-        let Some(bound) = step.dead_man else {
-            return Ok(spec);
-        };
-        let rollback = task::render_rollback(step, context)?
-            .ok_or_else(|| format!("step `{}` has `dead_man` but no rollback", step.name))?;
-        spec.dead_man = Some(crate::exec::dead_man::Switch {
-            rollback,
-            bound,
-            run: self.task_mark(node).run,
-            host: task.host,
-            node: node.index(),
-        });
-        Ok(spec)
+        self.workers.tasks.spawn(task::WORK.scope(work, marked));
     }
 
     /// The mark of a task's commands on its host (see [`crate::transport::TaskMark`]).
@@ -113,18 +96,17 @@ impl Scheduler {
     pub(super) fn finished(&mut self, node: NodeId, run: TaskRun, log: String) {
         let task = *self.plan.task(node).expect("a task");
         let region = self.plan.inventory.hosts[task.host].region;
-        self.regions[region].running -= 1;
-        self.hosts[task.host].running -= 1;
+        self.fleet.task_ended(task.host, region);
         if run.not_journaled {
             // Its start could not be journaled, so its command never ran.
-            self.state[node.index()] = State::Cancelled;
-            self.hosts[task.host].cut_short = true;
+            self.nodes.set(node, State::Cancelled);
+            self.fleet.hosts[task.host].cut_short = true;
             self.task_done(task);
             self.release(node, false);
             self.journal_lost();
             return;
         }
-        self.unchanged[node.index()] = !run.changed_host();
+        self.nodes.set_changed(node, run.changed_host());
         let task_ref = self.task_ref(node);
         // A capture named like a secret lives in this process's memory only: its value
         // is hidden from everything emitted from now on (this task's own output first),
@@ -132,60 +114,22 @@ impl Scheduler {
         if let Some((_, value)) = run.captured.as_ref().filter(|(n, _)| is_secret_name(n)) {
             self.options.redactor.add(value.clone());
         }
-        let record = TaskRecord {
-            captures: run
-                .captured
-                .iter()
-                .filter(|(name, _)| !is_secret_name(name))
-                .cloned()
-                .collect(),
-            output_tail: run.tail(TAIL_LINES),
-            changed: run.changed_host(),
-            error: run.error.clone(),
-            log,
-        };
-        let duration_ms = run.duration.as_millis() as u64;
-        let event = if !run.ok {
-            Event::TaskFailed {
-                task: task_ref,
-                exit_code: run.exit_code,
-                error: run.error.clone().unwrap_or_else(|| "failed".into()),
-                stderr_tail: run.tail(TAIL_LINES),
-                duration_ms,
-                attempts: run.attempts,
-                record,
-            }
-        } else if let Some(reason) = &run.skipped_reason {
-            Event::TaskSkipped {
-                task: task_ref,
-                reason: reason.clone(),
-                record: Some(record),
-            }
-        } else {
-            Event::TaskFinished {
-                task: task_ref,
-                changed: run.changed,
-                exit_code: run.exit_code,
-                duration_ms,
-                attempts: run.attempts,
-                record,
-            }
-        };
+        let event = result_event(task_ref, &run, log);
         let durable = self.emit_durable(event);
         let skipped_host = matches!(
-            self.hosts[task.host].phase,
+            self.fleet.hosts[task.host].phase,
             Phase::Done(HostOutcome::Unreachable)
         );
         if run.reached {
-            self.hosts[task.host].reached = true;
+            self.fleet.hosts[task.host].reached = true;
         }
         if run.ok {
-            self.state[node.index()] = State::Succeeded;
+            self.nodes.set(node, State::Succeeded);
             if let Some((name, value)) = &run.captured {
                 self.store_capture(&task, name, value);
             }
         } else {
-            self.state[node.index()] = State::Failed;
+            self.nodes.set(node, State::Failed);
             if run.unreachable && self.may_skip_unreachable(task.host) {
                 self.host_unreachable(task.host);
             } else if !skipped_host {
@@ -195,27 +139,19 @@ impl Scheduler {
         self.task_done(task);
         // Dependents start once the result is on disk.
         let ok = run.ok;
-        self.syncing.spawn(async move { (node, ok, durable.await) });
+        self.workers
+            .syncing
+            .spawn(async move { (node, ok, durable.await) });
     }
 
     pub(super) fn store_capture(&mut self, task: &Task, name: &str, value: &str) {
-        let value = serde_yaml::Value::String(value.to_string());
-        let region = self.plan.inventory.hosts[task.host].region;
-        let captures = match task.per {
-            Per::Host => &mut self.hosts[task.host].captures,
-            Per::Region => &mut self.regions[region].captures,
-            Per::Run => &mut self.run_captures,
-        };
-        captures.insert(name.to_string(), value);
+        self.fleet.store_capture(&self.plan, task, name, value);
     }
 
     /// Bookkeeping when a task reaches a final state (however it got there).
     pub(super) fn task_done(&mut self, task: Task) {
-        let h = &mut self.hosts[task.host];
-        h.left_tasks -= 1;
-        if task.per == Per::Host {
-            h.left_host_tasks -= 1;
-        }
+        self.fleet.count_done(task);
+        let h = &self.fleet.hosts[task.host];
         // A failed host stays out of service (and holds its slot) until its rollback is
         // done. The host is reported finished before the next one takes its slot.
         let leaves_service = h.left_host_tasks == 0 && h.phase == Phase::Active;
@@ -230,7 +166,7 @@ impl Scheduler {
     }
 
     pub(super) fn maybe_host_finished(&mut self, host: HostId) {
-        let h = &self.hosts[host];
+        let h = &self.fleet.hosts[host];
         if h.left_tasks > 0
             || h.running > 0
             || h.health_pending
@@ -250,10 +186,10 @@ impl Scheduler {
     }
 
     pub(super) fn set_host_outcome(&mut self, host: HostId, outcome: HostOutcome) {
-        self.hosts[host].phase = Phase::Done(outcome);
+        self.fleet.hosts[host].phase = Phase::Done(outcome);
         let inventory = &self.plan.inventory;
         let spec = &inventory.hosts[host];
-        self.regions[spec.region].finished = self.started.elapsed();
+        self.fleet.regions[spec.region].finished = self.course.started.elapsed();
         self.emit(Event::HostFinished {
             host: spec.name.clone(),
             region: inventory.regions[spec.region].name.clone(),
@@ -273,17 +209,15 @@ impl Scheduler {
             let mut dependents: Vec<NodeId> = self.plan.dependents(node).collect();
             dependents.sort_unstable();
             for dependent in dependents {
-                let i = dependent.index();
                 if success || matches!(self.plan.graph[dependent], Node::Gate(_)) {
-                    if self.state[i] != State::Waiting {
+                    if self.nodes.state(dependent) != State::Waiting {
                         continue;
                     }
-                    self.remaining[i] -= 1;
-                    if self.remaining[i] == 0 {
+                    if self.nodes.count_down(dependent) {
                         self.ready(dependent);
                     }
-                } else if self.state[i] == State::Waiting {
-                    self.state[i] = State::Skipped;
+                } else if self.nodes.state(dependent) == State::Waiting {
+                    self.nodes.set(dependent, State::Skipped);
                     if let Some(task) = self.plan.task(dependent).copied() {
                         self.emit(Event::TaskSkipped {
                             task: self.task_ref(dependent),
@@ -291,8 +225,8 @@ impl Scheduler {
                             record: None,
                         });
                         // Skipped because a stop cancelled what it needed: cut short too.
-                        if self.stop != Stop::No {
-                            self.hosts[task.host].cut_short = true;
+                        if self.course.stop != Stop::No {
+                            self.fleet.hosts[task.host].cut_short = true;
                         }
                         self.task_done(task);
                     }
@@ -304,13 +238,13 @@ impl Scheduler {
 
     /// A task that will not run because its host, region or the run stopped.
     pub(super) fn cancel(&mut self, node: NodeId) {
-        let i = node.index();
-        if self.state[i].is_done() || self.state[i] == State::Running {
+        let state = self.nodes.state(node);
+        if state.is_done() || state == State::Running {
             return;
         }
-        self.state[i] = State::Cancelled;
+        self.nodes.set(node, State::Cancelled);
         if let Some(task) = self.plan.task(node).copied() {
-            self.hosts[task.host].cut_short = true;
+            self.fleet.hosts[task.host].cut_short = true;
             self.task_done(task);
         }
         self.release(node, false);
@@ -323,7 +257,7 @@ impl Scheduler {
             .tasks_of_host(host)
             .iter()
             .copied()
-            .filter(|n| matches!(self.state[n.index()], State::Waiting | State::Queued))
+            .filter(|&n| self.nodes.unstarted(n))
             .collect();
         unstarted.sort_unstable();
         for node in unstarted {
@@ -335,13 +269,132 @@ impl Scheduler {
         let unstarted: Vec<NodeId> = self
             .plan
             .tasks()
-            .filter(|(n, t)| {
-                matches!(self.state[n.index()], State::Waiting | State::Queued) && which(self, t)
-            })
+            .filter(|(n, t)| self.nodes.unstarted(*n) && which(self, t))
             .map(|(n, _)| n)
             .collect();
         for node in unstarted {
             self.cancel(node);
         }
     }
+}
+
+/// What a task's worker renders its templates from: they are rendered there, not on the
+/// loop, as an `upload` or `template` reads its file (on the blocking pool).
+struct Render {
+    plan: Arc<Plan>,
+    task: Task,
+    node: NodeId,
+    context: minijinja::Value,
+    /// The captures the task sees (to explain a missing secret capture).
+    captures: Vars,
+    /// The run's part of the task's mark (where a dead man's switch keeps its files).
+    run: String,
+}
+
+impl Render {
+    async fn spec(self) -> Result<TaskSpec, String> {
+        let reads_file = matches!(
+            self.plan.playbook.steps[self.task.step].action,
+            Action::Upload(_) | Action::Template(_)
+        );
+        if !reads_file {
+            return self.render();
+        }
+        tokio::task::spawn_blocking(move || self.render())
+            .await
+            .unwrap_or_else(|e| Err(format!("rendering the task failed: {e}")))
+    }
+
+    fn render(self) -> Result<TaskSpec, String> {
+        let step = &self.plan.playbook.steps[self.task.step];
+        task::render_task(&self.plan, step, &self.context)
+            .and_then(|spec| self.with_dead_man(spec))
+            .map_err(|error| explain_render_error(&self.plan, &self.captures, &self.task, error))
+    }
+
+    /// The task's dead man's switch, when its step has one: the step's rollback for this
+    /// host, run by a watchdog there if the controller goes silent.
+    fn with_dead_man(&self, mut spec: TaskSpec) -> Result<TaskSpec, String> {
+        let step = &self.plan.playbook.steps[self.task.step];
+        let Some(bound) = step.dead_man else {
+            return Ok(spec);
+        };
+        let rollback = task::render_rollback(step, &self.context)?
+            .ok_or_else(|| format!("step `{}` has `dead_man` but no rollback", step.name))?;
+        spec.dead_man = Some(crate::exec::dead_man::Switch {
+            rollback,
+            bound,
+            run: self.run.clone(),
+            host: self.task.host,
+            node: self.node.index(),
+        });
+        Ok(spec)
+    }
+}
+
+/// The event of a task's result: failed, skipped by its guard, or finished; with its
+/// record (a capture named like a secret is left out of it).
+fn result_event(task_ref: TaskRef, run: &TaskRun, log: String) -> Event {
+    let record = TaskRecord {
+        captures: run
+            .captured
+            .iter()
+            .filter(|(name, _)| !is_secret_name(name))
+            .cloned()
+            .collect(),
+        output_tail: run.tail(TAIL_LINES),
+        changed: run.changed_host(),
+        error: run.error.clone(),
+        log,
+    };
+    let duration_ms = run.duration.as_millis() as u64;
+    if !run.ok {
+        Event::TaskFailed {
+            task: task_ref,
+            exit_code: run.exit_code,
+            error: run.error.clone().unwrap_or_else(|| "failed".into()),
+            stderr_tail: run.tail(TAIL_LINES),
+            duration_ms,
+            attempts: run.attempts,
+            record,
+        }
+    } else if let Some(reason) = &run.skipped_reason {
+        Event::TaskSkipped {
+            task: task_ref,
+            reason: reason.clone(),
+            record: Some(record),
+        }
+    } else {
+        Event::TaskFinished {
+            task: task_ref,
+            changed: run.changed,
+            exit_code: run.exit_code,
+            duration_ms,
+            attempts: run.attempts,
+            record,
+        }
+    }
+}
+
+/// A render error, with what to do when it comes from a secret capture this process
+/// does not hold (its value never left the memory of the process that captured it).
+pub(super) fn explain_render_error(plan: &Plan, held: &Vars, task: &Task, error: String) -> String {
+    let step = format!("{:?}", plan.playbook.steps[task.step]);
+    let missing: Vec<String> = plan
+        .playbook
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.name.as_str(), s.capture.as_deref()?)))
+        .filter(|(_, name)| is_secret_name(name) && !held.contains_key(*name))
+        .filter(|(_, name)| step.contains(name))
+        .map(|(capturer, name)| {
+            format!(
+                "`{name}` is the secret capture of step `{capturer}`: pony keeps it only in the memory of the process that captured it, and this one has not run `{capturer}` on this host; give it with `--secret-var {name}=@FILE` (or `env:VAR`), or `pony resume` the run while the host still has steps to run (it runs `{capturer}` again)"
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return error;
+    }
+    format!("{error} ({})", missing.join("; "))
 }

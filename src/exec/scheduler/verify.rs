@@ -5,37 +5,17 @@
 //! count as failed, `on_failure` applies to them (finished hosts too), and no later
 //! wave starts. `compare` checks judge the median over hosts and samples so far.
 
-use super::*;
+use super::workers::{After, CheckRound, Checked, Timer};
+use super::Scheduler;
+use crate::events::Event;
+use crate::exec::host_run::Phase;
+use crate::exec::hosts::HostPool;
+use crate::exec::task::{self, TaskSpec};
+use crate::inventory::{HostId, Vars};
+use std::collections::HashMap;
+use std::time::Duration;
+
 use crate::playbook::{Check, CheckAction, OnFailure};
-
-/// When a check's results are back: what the gate does next if they pass.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum After {
-    /// Ask the `approve:` question.
-    Ask,
-    /// A soak round; `left` more rounds of this check follow.
-    Soak { left: u32 },
-}
-
-/// A round of a check, due to run.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct CheckRound {
-    pub wave: usize,
-    pub check: usize,
-    pub after: After,
-}
-
-/// One check's round, back from its worker.
-pub(super) struct Checked {
-    pub wave: usize,
-    pub check: usize,
-    pub after: After,
-    /// Connections the round held (given back when it is judged).
-    pub lanes: usize,
-    /// `(host, ok, stdout or error)` for every host the check ran on.
-    pub canary: Vec<(HostId, bool, String)>,
-    pub baseline: Vec<(HostId, bool, String)>,
-}
 
 /// A verify command or probe gets this long per host.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,7 +67,7 @@ impl Scheduler {
             self.check_due(CheckRound { wave, check, after });
             return;
         }
-        self.timers.spawn(async move {
+        self.workers.timers.spawn(async move {
             tokio::time::sleep(delay).await;
             Timer::CheckDue(CheckRound { wave, check, after })
         });
@@ -112,7 +92,7 @@ impl Scheduler {
         let pool = self.pool.clone();
         let plan = self.plan.clone();
         let run_id = self.options.run_id.clone();
-        self.timers.spawn(async move {
+        self.workers.timers.spawn(async move {
             let run_all = |hosts: Vec<HostId>| {
                 let (pool, plan, run_id) = (pool.clone(), plan.clone(), run_id.clone());
                 let action = spec.action.clone();
@@ -197,7 +177,7 @@ impl Scheduler {
                 After::Soak { left: rounds - 1 },
             );
         }
-        let timer = self.timers.spawn(async move {
+        let timer = self.workers.timers.spawn(async move {
             tokio::time::sleep(pause).await;
             Timer::Paused(wave)
         });
@@ -247,69 +227,27 @@ impl Scheduler {
         soak.lanes_out = soak.lanes_out.saturating_sub(lanes);
         self.connections_freed();
         for &(host, _, _) in canary.iter().chain(&baseline) {
-            if !matches!(self.hosts[host].phase, Phase::Active | Phase::RollingBack) {
+            if !matches!(
+                self.fleet.hosts[host].phase,
+                Phase::Active | Phase::RollingBack
+            ) {
                 self.pool.close(host);
             }
         }
         if self.waves[wave].soak.failed {
             return;
         }
-        let spec = &self.plan.playbook.strategy.waves[wave].verify[check];
-        let (wave_name, check_name) = (self.plan.waves[wave].name.clone(), spec.name.clone());
-        let inventory = self.plan.inventory.clone();
-        let name = |h: HostId| inventory.hosts[h].name.clone();
-        let mut failed_hosts = Vec::new();
-        let mut failure = None;
-        match &spec.compare {
-            None => {
-                for (host, ok, detail) in &canary {
-                    self.emit(Event::VerifyCheck {
-                        wave: wave_name.clone(),
-                        check: check_name.clone(),
-                        host: name(*host),
-                        ok: *ok,
-                        detail: detail.clone(),
-                    });
-                    if *ok {
-                        self.waves[wave].soak.checks_ok += 1;
-                    } else {
-                        failed_hosts.push(*host);
-                        failure.get_or_insert_with(|| format!("on {}: {detail}", name(*host)));
-                    }
-                }
-            }
-            Some(compare) => {
-                let tolerance = compare.tolerance;
-                let verdict = self.compare_round(wave, check, &canary, &baseline, &name);
-                let (ok, detail) = match verdict {
-                    Err(problem) => (false, problem),
-                    Ok((c, b)) => {
-                        let limit = tolerance.limit(b);
-                        let ok = c <= limit;
-                        (
-                            ok,
-                            format!(
-                                "canary median {c} vs baseline median {b} (tolerance {tolerance}: at most {limit})"
-                            ),
-                        )
-                    }
-                };
-                let hosts: Vec<String> = canary.iter().map(|(h, _, _)| name(*h)).collect();
-                self.emit(Event::VerifyCheck {
-                    wave: wave_name.clone(),
-                    check: check_name.clone(),
-                    host: hosts.join(","),
-                    ok,
-                    detail: detail.clone(),
-                });
-                if ok {
-                    self.waves[wave].soak.checks_ok += 1;
-                } else {
-                    failed_hosts.extend(canary.iter().map(|(h, _, _)| *h));
-                    failure = Some(detail);
-                }
-            }
-        }
+        let check_name = self.plan.playbook.strategy.waves[wave].verify[check]
+            .name
+            .clone();
+        let compared = self.plan.playbook.strategy.waves[wave].verify[check]
+            .compare
+            .is_some();
+        let (failed_hosts, failure) = if compared {
+            self.judge_compared(wave, check, &canary, &baseline)
+        } else {
+            self.judge_each(wave, check, &canary)
+        };
         if let Some(failure) = failure {
             self.verify_failed(
                 wave,
@@ -318,6 +256,91 @@ impl Scheduler {
             );
             return;
         }
+        self.round_passed(wave, check, after);
+    }
+
+    /// A plain check's round: each host passes or fails on its own. Returns the failed
+    /// hosts and what the first said.
+    fn judge_each(
+        &mut self,
+        wave: usize,
+        check: usize,
+        canary: &[(HostId, bool, String)],
+    ) -> (Vec<HostId>, Option<String>) {
+        let wave_name = self.plan.waves[wave].name.clone();
+        let check_name = self.plan.playbook.strategy.waves[wave].verify[check]
+            .name
+            .clone();
+        let inventory = self.plan.inventory.clone();
+        let name = |h: HostId| inventory.hosts[h].name.clone();
+        let mut failed_hosts = Vec::new();
+        let mut failure = None;
+        for (host, ok, detail) in canary {
+            self.emit(Event::VerifyCheck {
+                wave: wave_name.clone(),
+                check: check_name.clone(),
+                host: name(*host),
+                ok: *ok,
+                detail: detail.clone(),
+            });
+            if *ok {
+                self.waves[wave].soak.checks_ok += 1;
+            } else {
+                failed_hosts.push(*host);
+                failure.get_or_insert_with(|| format!("on {}: {detail}", name(*host)));
+            }
+        }
+        (failed_hosts, failure)
+    }
+
+    /// A `compare` check's round: the canaries' median against the baseline's, within
+    /// the tolerance; all canaries fail together. Returns the failed hosts and why.
+    fn judge_compared(
+        &mut self,
+        wave: usize,
+        check: usize,
+        canary: &[(HostId, bool, String)],
+        baseline: &[(HostId, bool, String)],
+    ) -> (Vec<HostId>, Option<String>) {
+        let spec = &self.plan.playbook.strategy.waves[wave].verify[check];
+        let (wave_name, check_name) = (self.plan.waves[wave].name.clone(), spec.name.clone());
+        let tolerance = spec.compare.as_ref().expect("a compare check").tolerance;
+        let inventory = self.plan.inventory.clone();
+        let name = |h: HostId| inventory.hosts[h].name.clone();
+        let verdict = self.compare_round(wave, check, canary, baseline, &name);
+        let (ok, detail) = match verdict {
+            Err(problem) => (false, problem),
+            Ok((c, b)) => {
+                let limit = tolerance.limit(b);
+                let ok = c <= limit;
+                (
+                    ok,
+                    format!(
+                        "canary median {c} vs baseline median {b} (tolerance {tolerance}: at most {limit})"
+                    ),
+                )
+            }
+        };
+        let hosts: Vec<String> = canary.iter().map(|(h, _, _)| name(*h)).collect();
+        self.emit(Event::VerifyCheck {
+            wave: wave_name,
+            check: check_name,
+            host: hosts.join(","),
+            ok,
+            detail: detail.clone(),
+        });
+        if ok {
+            self.waves[wave].soak.checks_ok += 1;
+            (Vec::new(), None)
+        } else {
+            (canary.iter().map(|(h, _, _)| *h).collect(), Some(detail))
+        }
+    }
+
+    /// A round passed: the question comes once every check before it reported, a soak
+    /// round is followed by the next (unless the run stops), a chain that ended counts
+    /// towards the soak's end.
+    fn round_passed(&mut self, wave: usize, check: usize, after: After) {
         match after {
             After::Ask => {
                 let soak = &mut self.waves[wave].soak;
@@ -375,10 +398,10 @@ impl Scheduler {
         }
         let mut regions = Vec::new();
         for host in failed {
-            if !self.hosts[host].touched || self.hosts[host].failed() {
+            if !self.fleet.hosts[host].touched || self.fleet.hosts[host].failed() {
                 continue;
             }
-            self.hosts[host].phase = Phase::Failed {
+            self.fleet.hosts[host].phase = Phase::Failed {
                 rollback_due: false,
             };
             let region = self.plan.inventory.hosts[host].region;
@@ -387,15 +410,15 @@ impl Scheduler {
             }
         }
         match self.plan.playbook.strategy.on_failure {
-            OnFailure::Halt => self.ending.halted = true,
+            OnFailure::Halt => self.course.ending.halted = true,
             OnFailure::RollbackRegion => {
                 for region in regions {
-                    self.regions[region].rollback_due = true;
+                    self.fleet.regions[region].rollback_due = true;
                     self.stop_region(region);
                 }
             }
             OnFailure::RollbackAll => {
-                self.all_rollback_due = true;
+                self.rollbacks.all_due = true;
                 self.stop_all(&format!(
                     "wave {} failed its checks: rolling back every touched host",
                     self.plan.waves[wave].name
