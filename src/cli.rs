@@ -83,7 +83,7 @@ impl GlobalOptions {
         Some(
             self.controller
                 .clone()
-                .unwrap_or_else(crate::state::this_process),
+                .unwrap_or_else(crate::process::this_process),
         )
     }
 }

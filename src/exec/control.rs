@@ -52,8 +52,8 @@ impl Operator {
     /// an answer given at its terminal): what it reports of itself.
     pub fn this_process() -> Operator {
         Operator {
-            user: crate::state::current_user(),
-            host: crate::state::hostname(),
+            user: crate::process::current_user(),
+            host: crate::process::hostname(),
             pid: std::process::id(),
         }
     }

@@ -406,7 +406,7 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "armed");
         let folder = tmp
             .path()
-            .join(format!("pony-{}/run_1/dm-h3", unsafe { libc::getuid() }));
+            .join(format!("pony-{}/run_1/dm-h3", crate::sys::uid()));
         wait_for(&folder.join("t7.fired"));
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "once\n");
         let fired = std::fs::read_to_string(folder.join("t7.fired")).unwrap();
@@ -431,7 +431,7 @@ mod tests {
         assert!(sh(&s.arm_command(), tmp.path()).status.success());
         let folder = tmp
             .path()
-            .join(format!("pony-{}/run_1/dm-h3", unsafe { libc::getuid() }));
+            .join(format!("pony-{}/run_1/dm-h3", crate::sys::uid()));
         assert!(folder.join("t7.armed").exists());
         let out = sh(&rearm_command("run_1", 3), tmp.path());
         assert!(out.status.success(), "{out:?}");
@@ -450,7 +450,7 @@ mod tests {
         std::os::unix::fs::symlink(
             &elsewhere,
             tmp.path()
-                .join(format!("pony-{}", unsafe { libc::getuid() })),
+                .join(format!("pony-{}", crate::sys::uid())),
         )
         .unwrap();
         let out = sh(&switch("true").arm_command(), tmp.path());

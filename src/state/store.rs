@@ -337,7 +337,7 @@ impl Store {
     pub fn holder(&self, inventory: &str) -> anyhow::Result<Option<(LockInfo, bool)>> {
         match self {
             Store::Local(dir) => Ok(lock::holder(dir, inventory).map(|info| {
-                let alive = if info.host == crate::state::hostname() {
+                let alive = if info.host == crate::process::hostname() {
                     lock::alive(info.pid, &info.host)
                 } else {
                     !info.awaiting_approval
@@ -457,7 +457,7 @@ fn elsewhere(db: &[Record], local: &[Record]) -> Option<String> {
         } => (pid, user, host),
         _ => return None,
     };
-    if *host == super::hostname() && local.contains(record) {
+    if *host == crate::process::hostname() && local.contains(record) {
         return None;
     }
     Some(format!(
@@ -506,8 +506,8 @@ fn unsent(db: &PgStore, run_id: &str, path: &Path) -> Vec<String> {
 pub fn unlocker() -> String {
     format!(
         "{}@{} (pid {})",
-        crate::state::current_user(),
-        crate::state::hostname(),
+        crate::process::current_user(),
+        crate::process::hostname(),
         std::process::id()
     )
 }

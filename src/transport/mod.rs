@@ -159,7 +159,7 @@ pub struct TaskMark {
 /// This process's [`TaskMark::hands`].
 fn these_hands() -> &'static str {
     static HANDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HANDS.get_or_init(crate::state::unique_token)
+    HANDS.get_or_init(crate::process::unique_token)
 }
 
 tokio::task_local! {
@@ -482,7 +482,7 @@ mod tests {
             false,
         ));
         assert_eq!(out.status.code(), Some(124));
-        let uid = unsafe { libc::getuid() };
+        let uid = crate::sys::uid();
         let folder = tmp.path().join(format!("pony-{uid}/run_.._x_y"));
         assert!(folder.is_dir());
         assert_eq!(
@@ -531,7 +531,7 @@ mod tests {
         old.hands = "old-controller".into();
         let mut new = old.clone();
         new.hands = "new-controller".into();
-        let uid = unsafe { libc::getuid() };
+        let uid = crate::sys::uid();
         let marker = tmp.path().join(format!("pony-{uid}/r1/t0.pid"));
         // The new controller's copy runs (until killed), its group in the marker.
         let mut copy = run(marked_command("sleep 30", None, &new, false));
