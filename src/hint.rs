@@ -51,13 +51,13 @@ fn state_options(
     let folder = if dir.as_os_str() == DEFAULT_STATE_DIR || env_state_dir == Some(dir.as_os_str()) {
         String::new()
     } else {
-        format!(" --state-dir {}", shell_word(&dir.display().to_string()))
+        format!(" --state-dir {}", crate::shell::quote(&dir.display().to_string()))
     };
     let runs = match global.state.as_deref().filter(|s| !s.is_empty()) {
         Some(url) if env_state == Some(url) => String::new(),
         Some(url) => format!(
             " --state {}",
-            shell_word(&crate::state::pg::redact_password(url))
+            crate::shell::quote(&crate::state::pg::redact_password(url))
         ),
         None => folder.clone(),
     };
@@ -78,18 +78,6 @@ pub fn pony_here(words: impl std::fmt::Display) -> String {
     format!("pony {words}{}", options.unwrap_or_default())
 }
 
-/// `text` as one shell word: as is when it is plain, else single-quoted.
-pub fn shell_word(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
-    {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,7 @@
 //! - [`term`]: the terminal that logs, prompts and reporters share (progress bars, colour).
 //! - [`logging`]: tracing setup; log lines written around the progress bars.
 //! - [`process`]: this process's identity (machine, pid, user) and other processes' liveness.
+//! - [`shell`]: the one shell-quoting function.
 //! - [`sys`]: safe functions over the libc calls pony makes; the crate's only `unsafe` code.
 //! - [`lab`]: a local fleet of real sshd servers on loopback, for tests and `pony lab`.
 
@@ -48,6 +49,7 @@ pub mod playbook;
 pub mod process;
 pub mod report;
 pub mod secret;
+pub mod shell;
 pub mod sim;
 pub mod state;
 pub mod sys;

@@ -22,7 +22,7 @@
 
 use super::hosts::HostPool;
 use crate::inventory::HostId;
-use crate::playbook::template::shell_quote;
+use crate::shell::quote as shell_quote;
 use crate::transport::Connection;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -283,8 +283,8 @@ fn marker_lines(mark: &TaskMark) -> String {
          PONY_HANDS={hands}; export PONY_HANDS\n",
         run = mark.run,
         task = mark.task,
-        token = crate::playbook::template::shell_quote(&mark.token()),
-        hands = crate::playbook::template::shell_quote(&mark.hands),
+        token = crate::shell::quote(&mark.token()),
+        hands = crate::shell::quote(&mark.hands),
     )
 }
 
@@ -416,7 +416,7 @@ pub fn on_stdin(launcher: &str, command: &str) -> String {
 pub fn script_line(command: &str) -> String {
     format!(
         "eval {} </dev/null",
-        crate::playbook::template::shell_quote(command)
+        crate::shell::quote(command)
     )
 }
 
