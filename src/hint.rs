@@ -51,7 +51,10 @@ fn state_options(
     let folder = if dir.as_os_str() == DEFAULT_STATE_DIR || env_state_dir == Some(dir.as_os_str()) {
         String::new()
     } else {
-        format!(" --state-dir {}", crate::shell::quote(&dir.display().to_string()))
+        format!(
+            " --state-dir {}",
+            crate::shell::quote(&dir.display().to_string())
+        )
     };
     let runs = match global.state.as_deref().filter(|s| !s.is_empty()) {
         Some(url) if env_state == Some(url) => String::new(),
@@ -77,7 +80,6 @@ pub fn pony_here(words: impl std::fmt::Display) -> String {
     let options = STATE_OPTIONS.get().map(|o| o.folder.as_str());
     format!("pony {words}{}", options.unwrap_or_default())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@
 //! - [`report`]: the events' other consumers: terminal bars, plain lines, JSON, JUnit.
 //! - [`term`]: the terminal that logs, prompts and reporters share (progress bars, colour).
 //! - [`logging`]: tracing setup; log lines written around the progress bars.
+//! - [`duration`]: durations as pony prints them for people.
 //! - [`process`]: this process's identity (machine, pid, user) and other processes' liveness.
 //! - [`shell`]: the one shell-quoting function.
 //! - [`sys`]: safe functions over the libc calls pony makes; the crate's only `unsafe` code.
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod commands;
 pub mod control;
 pub mod diag;
+pub mod duration;
 pub mod events;
 pub mod exec;
 pub mod exit;

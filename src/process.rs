@@ -100,7 +100,11 @@ pub fn pid_state(pid: u32) -> PidState {
 fn state_letter(pid: u32) -> Option<char> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ppid ..." — comm may hold spaces and parentheses, so split at the last ')'.
-    text[text.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+    text[text.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 #[cfg(test)]

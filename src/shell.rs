@@ -33,7 +33,14 @@ mod tests {
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
         // What sh reads back is the text itself.
-        for text in ["it's here", "a\"b\\c", "*?[x]", "tab\there", "new\nline", "'"] {
+        for text in [
+            "it's here",
+            "a\"b\\c",
+            "*?[x]",
+            "tab\there",
+            "new\nline",
+            "'",
+        ] {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf %s {}", quote(text)))

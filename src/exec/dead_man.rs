@@ -449,8 +449,7 @@ mod tests {
         std::fs::create_dir(&elsewhere).unwrap();
         std::os::unix::fs::symlink(
             &elsewhere,
-            tmp.path()
-                .join(format!("pony-{}", crate::sys::uid())),
+            tmp.path().join(format!("pony-{}", crate::sys::uid())),
         )
         .unwrap();
         let out = sh(&switch("true").arm_command(), tmp.path());

@@ -35,7 +35,6 @@ fn value_text(value: &Value) -> String {
     }
 }
 
-
 /// The top-level variables a template reads, or its syntax error.
 pub fn variables(
     env: &Environment<'_>,

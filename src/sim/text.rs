@@ -5,24 +5,8 @@
 use super::report::{Baselines, PathPart, Simulation};
 use crate::report::thousands;
 
-/// `2h 05m`, `12m 30s`, `42s`, `1.3s`.
-pub fn duration_text(ms: u64) -> String {
-    if ms < 10_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else if ms < 60_000 {
-        format!("{}s", ms / 1000)
-    } else if ms < 3_600_000 {
-        let s = ms / 1000;
-        if s.is_multiple_of(60) {
-            format!("{}m", s / 60)
-        } else {
-            format!("{}m {}s", s / 60, s % 60)
-        }
-    } else {
-        let m = ms / 60_000;
-        format!("{}h {:02}m", m / 60, m % 60)
-    }
-}
+/// `2h 05m`, `12m 30s`, `42s`, `1.3s`, `7ms` (the one formatter, in milliseconds).
+pub use crate::duration::short_ms as duration_text;
 
 /// The human report.
 pub fn text(sim: &Simulation, baselines: Option<&Baselines>) -> String {

@@ -10,4 +10,3 @@ pub mod run_dir;
 pub mod runs;
 pub mod snapshot;
 pub mod store;
-

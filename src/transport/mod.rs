@@ -414,10 +414,7 @@ pub fn on_stdin(launcher: &str, command: &str) -> String {
 /// What a shell reading commands from stdin is given to run `command` once, with its
 /// stdin from `/dev/null`.
 pub fn script_line(command: &str) -> String {
-    format!(
-        "eval {} </dev/null",
-        crate::shell::quote(command)
-    )
+    format!("eval {} </dev/null", crate::shell::quote(command))
 }
 
 fn here_document_delimiter(command: &str) -> String {
