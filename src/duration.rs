@@ -31,10 +31,13 @@ pub fn short_ms(ms: u64) -> String {
     short(Duration::from_millis(ms))
 }
 
-/// A run's length and `plan --estimate`'s total: [`short`] below ten seconds (`900ms`,
-/// `1.3s`), else every unit down to the whole second (`12s`, `12m 30s`, `1h 2m 5s`).
+/// A run's length and `plan --estimate`'s total: to the tenth of a second below ten
+/// seconds (`900ms` for 907 ms, `1.3s`), else every unit down to the whole second (`12s`,
+/// `12m 30s`, `1h 2m 5s`).
 pub fn full(duration: Duration) -> String {
-    if duration < Duration::from_secs(10) {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis() / 100 * 100)
+    } else if duration < Duration::from_secs(10) {
         short(duration)
     } else {
         humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
@@ -65,7 +68,8 @@ mod tests {
     #[test]
     fn full_shows_every_unit_from_ten_seconds() {
         let f = |ms| full(Duration::from_millis(ms));
-        assert_eq!(f(900), "900ms");
+        assert_eq!(f(907), "900ms");
+        assert_eq!(f(42), "0ms");
         assert_eq!(f(1300), "1.3s");
         assert_eq!(f(10_500), "10s");
         assert_eq!(f(750_000), "12m 30s");
