@@ -188,7 +188,7 @@ fn settings(cli: &Cli) -> Settings {
                 run_options
                     .controller
                     .clone()
-                    .unwrap_or_else(crate::state::this_process)
+                    .unwrap_or_else(crate::process::this_process)
             });
             settings.on_controller_loss = run_options.on_controller_loss.map(Into::into);
             settings.progress_every = Some(run_options.progress_every);

@@ -57,13 +57,16 @@ fn state_options(source: StateSource) -> StateOptions {
         if dir.as_os_str() == DEFAULT_STATE_DIR || source.env_state_dir == Some(dir.as_os_str()) {
             String::new()
         } else {
-            format!(" --state-dir {}", shell_word(&dir.display().to_string()))
+            format!(
+                " --state-dir {}",
+                crate::shell::quote(&dir.display().to_string())
+            )
         };
     let runs = match source.state.filter(|s| !s.is_empty()) {
         Some(url) if source.env_state == Some(url) => String::new(),
         Some(url) => format!(
             " --state {}",
-            shell_word(&crate::secret::redact_password(url))
+            crate::shell::quote(&crate::secret::redact_password(url))
         ),
         None => folder.clone(),
     };
@@ -82,19 +85,6 @@ pub fn pony(words: impl std::fmt::Display) -> String {
 pub fn pony_here(words: impl std::fmt::Display) -> String {
     let options = STATE_OPTIONS.get().map(|o| o.folder.as_str());
     format!("pony {words}{}", options.unwrap_or_default())
-}
-
-/// `text` as one shell word: as is when it is plain, else single-quoted.
-pub fn shell_word(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
-    {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(test)]

@@ -21,17 +21,25 @@
 //! - [`report`]: the events' other consumers: terminal bars, plain lines, JSON, JUnit.
 //! - [`term`]: the terminal that logs, prompts and reporters share (progress bars, colour).
 //! - [`logging`]: tracing setup; log lines written around the progress bars.
+//! - [`duration`]: durations as pony prints them for people.
+//! - [`process`]: this process's identity (machine, pid, user) and other processes' liveness.
+//! - [`shell`]: the one shell-quoting function.
+//! - [`sys`]: safe functions over the libc calls pony makes; the crate's only `unsafe` code.
 //! - [`lab`]: a local fleet of real sshd servers on loopback, for tests and `pony lab`.
 
 // Standard output goes through `term::Stdout` (`outln!`), which a closed pipe cannot
 // panic; `println!` would.
 #![deny(clippy::print_stdout)]
+// Every libc call that needs `unsafe` sits behind a safe function in `sys`, the one
+// module allowed it.
+#![deny(unsafe_code)]
 
 pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod control;
 pub mod diag;
+pub mod duration;
 pub mod events;
 pub mod exec;
 pub mod exit;
@@ -42,10 +50,13 @@ pub mod logging;
 pub mod notify;
 pub mod plan;
 pub mod playbook;
+pub mod process;
 pub mod report;
 pub mod secret;
 pub mod settings;
+pub mod shell;
 pub mod sim;
 pub mod state;
+pub mod sys;
 pub mod term;
 pub mod transport;

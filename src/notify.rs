@@ -365,25 +365,15 @@ fn call(notifier: &Notifier, queued: &Queued, shared: &Shared, run_id: &str) -> 
         });
     }
     let kill_group = || {
-        // SAFETY: signals the process group of our own child, whose leader is not
-        // reaped yet (so the group's id is still ours).
-        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        // The process group of our own child, whose leader is not reaped yet (so the
+        // group's id is still ours).
+        crate::sys::kill_group(pid, libc::SIGKILL);
     };
     let started = Instant::now();
     let outcome = loop {
         // Has the leader exited? Asked without reaping it (WNOWAIT), so that its group is
         // killed while its id cannot have been reused.
-        // SAFETY: a zeroed siginfo_t for waitid to fill, about our own child.
-        let exited = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            ) == 0
-                && info.si_pid() != 0
-        };
+        let exited = crate::sys::exited_unreaped(pid);
         if exited {
             // Whatever it left running in the background ends with the call.
             kill_group();

@@ -138,9 +138,6 @@ macro_rules! outln {
     };
 }
 
-/// Whether the terminal hung up (SIGHUP: the window closed, the SSH session dropped).
-static HUNG_UP: AtomicBool = AtomicBool::new(false);
-
 /// From here on a SIGHUP does not end the process: a command that runs tasks (deploy,
 /// resume, join, rollback) goes on without its terminal, as under `nohup`. The handler
 /// points stdin, stdout and stderr at `/dev/null` at once (open and dup2 are safe in a
@@ -149,36 +146,13 @@ static HUNG_UP: AtomicBool = AtomicBool::new(false);
 /// record is the journal, as always. Children keep SIGHUP's default: host commands run
 /// in process groups of their own and never saw the terminal's hangup anyway.
 pub fn survive_hangup() {
-    // SAFETY: installs a handler that only calls async-signal-safe functions (open,
-    // dup2, close) and stores an atomic.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_hangup as extern "C" fn(libc::c_int) as usize;
-        action.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGHUP, &action, std::ptr::null_mut());
-    }
+    crate::sys::survive_hangup();
 }
 
-extern "C" fn on_hangup(_: libc::c_int) {
-    // SAFETY: async-signal-safe calls on the process's own standard descriptors.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-                libc::dup2(null, fd);
-            }
-            if null > libc::STDERR_FILENO {
-                libc::close(null);
-            }
-        }
-    }
-    HUNG_UP.store(true, Ordering::SeqCst);
-}
-
-/// Whether the terminal hung up while this process ran tasks ([`survive_hangup`]).
+/// Whether the terminal hung up (SIGHUP: the window closed, the SSH session dropped)
+/// while this process ran tasks ([`survive_hangup`]).
 pub fn hung_up() -> bool {
-    HUNG_UP.load(Ordering::SeqCst)
+    crate::sys::hung_up()
 }
 
 #[cfg(test)]

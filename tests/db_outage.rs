@@ -498,7 +498,7 @@ fn records_journaled_while_the_database_was_away_count_on_a_resume_on_the_same_m
     assert_eq!(code, 4, "{stderr}");
     let warning = format!(
         "warning: the run's last controller (pid {pid} on {}",
-        pony::state::hostname()
+        pony::process::hostname()
     );
     assert!(stderr.contains(&warning), "{stderr}");
     assert!(

@@ -90,7 +90,7 @@ fn a_second_controller_is_refused_then_resumes_the_run_of_a_killed_one_from_anot
     let holder = format!(
         "locked by run {run} (pid {} on {}, user ann, since ",
         first.id(),
-        pony::state::hostname()
+        pony::process::hostname()
     );
     assert!(stderr.contains(&holder), "{stderr}");
     assert!(

@@ -477,7 +477,7 @@ steps:
     // regions are live again: no second loss.
     let told = format!(
         "controller ctl-b (pid {b_pid} on {}) is lost: its lease on r2, r3 expired; waiting for its regions (on_controller_loss: wait); take them over with `pony resume {run} --regions r2,r3`",
-        pony::state::hostname()
+        pony::process::hostname()
     );
     assert_eq!(text(&a).matches(&told).count(), 1, "{}", text(&a));
     assert_eq!(losses(&url, &run).len(), 1);

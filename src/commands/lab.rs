@@ -209,5 +209,5 @@ fn write_playbook(dir: &Path, inventory: &Path) -> anyhow::Result<PathBuf> {
 
 /// A path as one shell word (quoted only when it needs to be).
 fn shell_word(path: &Path) -> String {
-    crate::hint::shell_word(&path.display().to_string())
+    crate::shell::quote(&path.display().to_string())
 }

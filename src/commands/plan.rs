@@ -58,7 +58,7 @@ fn estimate_summary(sim: &Simulation) -> String {
     writeln!(
         out,
         "estimate: {} (simulated with the deploy scheduler, starting now{bound})",
-        humantime::format_duration(round(Duration::from_millis(sim.total_ms)))
+        crate::duration::full(Duration::from_millis(sim.total_ms))
     )
     .unwrap();
     let mut by_source: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -320,15 +320,6 @@ fn describe_critical_path(out: &mut String, plan: &Plan) {
         chain.join(" -> ")
     )
     .unwrap();
-}
-
-/// Whole seconds, or tenths of a second below a minute.
-fn round(d: Duration) -> Duration {
-    if d < Duration::from_secs(60) {
-        Duration::from_millis(d.as_millis() as u64 / 100 * 100)
-    } else {
-        Duration::from_secs(d.as_secs())
-    }
 }
 
 /// Where a delegated step's commands run: `delegated to lb-1 (4 targets), lb-2 (3

@@ -154,7 +154,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
     let controller = settings
         .controller
         .clone()
-        .unwrap_or_else(crate::state::this_process);
+        .unwrap_or_else(crate::process::this_process);
     let remote = store.remote_control(
         &run_id,
         &controller,
@@ -295,7 +295,7 @@ async fn execute(
 ) -> anyhow::Result<Exit> {
     let plan = Arc::new(launch.plan);
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    let user = crate::state::current_user();
+    let user = crate::process::current_user();
     let record = if launch.command == RunKind::Deploy {
         Record::RunStarted {
             run_id: run_dir.id.clone(),
@@ -304,7 +304,7 @@ async fn execute(
             time: now,
             pid: std::process::id(),
             user,
-            host: crate::state::hostname(),
+            host: crate::process::hostname(),
         }
     } else {
         Record::RunResumed {
@@ -312,7 +312,7 @@ async fn execute(
             time: now,
             pid: std::process::id(),
             user,
-            host: crate::state::hostname(),
+            host: crate::process::hostname(),
         }
     };
     journal.write(&record).await;
@@ -545,13 +545,7 @@ fn prompt_for_approvals(
 
 /// Whether stdin has a line (or its end) to read, waiting at most a tenth of a second.
 fn stdin_readable() -> bool {
-    let mut poll = libc::pollfd {
-        fd: libc::STDIN_FILENO,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd, owned here, for the process's own stdin.
-    unsafe { libc::poll(&mut poll, 1, 100) > 0 }
+    crate::sys::stdin_readable(100)
 }
 
 /// What tells a run of the state database that its lease is gone: the heartbeat or the

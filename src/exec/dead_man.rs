@@ -21,7 +21,7 @@
 //! ([`in_flight_hosts`]).
 
 use crate::inventory::HostId;
-use crate::playbook::template::shell_quote;
+use crate::shell::quote as shell_quote;
 use crate::transport::{BoxFuture, Connection, TransportError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -429,7 +429,7 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "armed");
         let folder = tmp
             .path()
-            .join(format!("pony-{}/run_1/dm-h3", unsafe { libc::getuid() }));
+            .join(format!("pony-{}/run_1/dm-h3", crate::sys::uid()));
         wait_for(&folder.join("t7.fired"));
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "once\n");
         let fired = std::fs::read_to_string(folder.join("t7.fired")).unwrap();
@@ -454,7 +454,7 @@ mod tests {
         assert!(sh(&s.arm_command(), tmp.path()).status.success());
         let folder = tmp
             .path()
-            .join(format!("pony-{}/run_1/dm-h3", unsafe { libc::getuid() }));
+            .join(format!("pony-{}/run_1/dm-h3", crate::sys::uid()));
         assert!(folder.join("t7.armed").exists());
         let out = sh(&rearm_command("run_1", 3), tmp.path());
         assert!(out.status.success(), "{out:?}");
@@ -472,8 +472,7 @@ mod tests {
         std::fs::create_dir(&elsewhere).unwrap();
         std::os::unix::fs::symlink(
             &elsewhere,
-            tmp.path()
-                .join(format!("pony-{}", unsafe { libc::getuid() })),
+            tmp.path().join(format!("pony-{}", crate::sys::uid())),
         )
         .unwrap();
         let out = sh(&switch("true").arm_command(), tmp.path());

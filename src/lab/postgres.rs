@@ -67,13 +67,9 @@ fn free_port() -> Result<u16> {
 
 /// Hands `path` to `user` (root only).
 fn chown(path: &Path, user: &str) -> Result<()> {
-    let name = std::ffi::CString::new(user)?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; read at once.
-    let passwd = unsafe { libc::getpwnam(name.as_ptr()) };
-    if passwd.is_null() {
+    let Some((uid, gid)) = crate::sys::user_ids(user) else {
         bail!("pony runs as root and PostgreSQL refuses to: it needs the `{user}` system user (created by 'apt-get install -y postgresql')");
-    }
-    let (uid, gid) = unsafe { ((*passwd).pw_uid, (*passwd).pw_gid) };
+    };
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
         .with_context(|| format!("cannot hand {} to `{user}`", path.display()))
 }
@@ -138,7 +134,7 @@ impl Postgres {
         let bin = find_bin()?;
         let dir = OwnDir::create()?;
         // SAFETY: getuid has no preconditions.
-        let as_user = (unsafe { libc::getuid() } == 0).then(|| SERVER_USER.to_string());
+        let as_user = (crate::sys::uid() == 0).then(|| SERVER_USER.to_string());
         if let Some(user) = &as_user {
             chown(dir.path(), user)?;
         }

@@ -16,11 +16,8 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions; pid is a positive, specific pid.
-    unsafe { libc::kill(pid, signal) == 0 }
+    // A positive pid names one process; 0 and negative ones would name groups.
+    pid > 0 && crate::sys::kill(pid, signal).is_ok()
 }
 
 /// `(pid, ppid)` of every process visible in /proc (empty where /proc is missing).
@@ -55,9 +52,11 @@ fn stat(pid: u32) -> Option<(char, u32)> {
     Some((state, ppid))
 }
 
-/// True while `pid` exists and is not a zombie.
+/// True while `pid` exists and is not a zombie (a zombie has let go of its ports and
+/// sessions, which is what the lab waits for).
 pub(crate) fn is_alive(pid: u32) -> bool {
-    matches!(stat(pid), Some((state, _)) if state != 'Z' && state != 'X')
+    use crate::process::{pid_state, PidState};
+    matches!(pid_state(pid), PidState::Running | PidState::OtherUser)
 }
 
 /// The NUL-separated command line of `pid` joined with spaces (empty for zombies).
@@ -149,12 +148,8 @@ pub(crate) fn wait_gone(pids: &[u32], timeout: Duration) -> Vec<u32> {
     let mut pending: Vec<u32> = pids.to_vec();
     loop {
         pending.retain(|&pid| {
-            if let Ok(p) = libc::pid_t::try_from(pid) {
-                let mut status = 0;
-                // SAFETY: waitpid with WNOHANG on one specific pid; fails with ECHILD for
-                // processes that are not our children, which is fine.
-                unsafe { libc::waitpid(p, &mut status, libc::WNOHANG) };
-            }
+            // Fails with ECHILD for processes that are not our children, which is fine.
+            crate::sys::reap(pid);
             is_alive(pid)
         });
         if pending.is_empty() || Instant::now() >= deadline {

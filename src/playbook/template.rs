@@ -22,7 +22,9 @@ fn build_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
-    env.add_filter("quote", |value: Value| shell_quote(&value_text(&value)));
+    env.add_filter("quote", |value: Value| {
+        crate::shell::quote(&value_text(&value))
+    });
     env
 }
 
@@ -31,18 +33,6 @@ fn value_text(value: &Value) -> String {
         Some(text) => text.to_string(),
         None => value.to_string(),
     }
-}
-
-/// POSIX shell single quoting: `it's` becomes `'it'\''s'`.
-pub fn shell_quote(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
-    {
-        return text.to_string();
-    }
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// The top-level variables a template reads, or its syntax error.
@@ -214,6 +204,7 @@ fn lint_environment() -> &'static Environment<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shell::quote as shell_quote;
 
     #[test]
     fn quote_filter_and_strict_undefined() {

@@ -259,20 +259,8 @@ pub fn last_lines(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A duration for people: `850ms`, `4.2s`, `3m 05s`, `1h 02m`.
-pub fn short_duration(duration: Duration) -> String {
-    let ms = duration.as_millis() as u64;
-    let secs = ms / 1000;
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if secs < 60 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else if secs < 3600 {
-        format!("{}m {:02}s", secs / 60, secs % 60)
-    } else {
-        format!("{}h {:02}m", secs / 3600, secs % 3600 / 60)
-    }
-}
+/// A duration for people: `850ms`, `4.2s`, `3m 05s`, `1h 02m` (the one formatter).
+pub use crate::duration::short as short_duration;
 
 /// The step of a task label (`switch@mx-gz-01` → `switch`).
 pub fn label_step(label: &str) -> &str {

@@ -48,7 +48,7 @@ impl Dist {
     }
 
     fn describe(&self) -> String {
-        let f = |d: &Duration| ms_text(d.as_millis() as u64);
+        let f = |d: &Duration| crate::duration::short_ms(d.as_millis() as u64);
         match self {
             Dist::Fixed(d) => f(d),
             Dist::Between(a, b) => format!("{}..{}", f(a), f(b)),
@@ -59,19 +59,10 @@ impl Dist {
                     "{} sample{}, median {}",
                     ms.len(),
                     if ms.len() == 1 { "" } else { "s" },
-                    ms_text(sorted[sorted.len() / 2])
+                    crate::duration::short_ms(sorted[sorted.len() / 2])
                 )
             }
         }
-    }
-}
-
-/// `7ms`, `1.5s`, `20s`, `10m`.
-fn ms_text(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        super::format::duration_text(ms)
     }
 }
 

@@ -19,7 +19,6 @@
 
 pub mod durations;
 pub mod edit;
-pub mod format;
 pub mod record;
 pub mod report;
 pub mod svg;

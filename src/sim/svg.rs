@@ -4,8 +4,8 @@
 //! windows as grey bands in the lanes of the regions that waited for them. Plain SVG, no
 //! script; readable at 7 regions × 14 clusters.
 
-use super::format::duration_text;
 use super::report::Simulation;
+use crate::duration::short_ms as duration_text;
 use crate::report::thousands;
 use std::fmt::Write;
 

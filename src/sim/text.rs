@@ -2,9 +2,11 @@
 //! held the run back, the critical path and rollbacks, as text (the JSON is
 //! [`Simulation`] serialized, the timeline [`super::svg`]).
 
-use super::format::duration_text;
 use super::report::{Baselines, PathPart, Simulation};
 use crate::report::thousands;
+
+/// `2h 05m`, `12m 30s`, `42s`, `1.3s`, `7ms` (the one formatter, in milliseconds).
+pub use crate::duration::short_ms as duration_text;
 
 /// The human report.
 pub fn text(sim: &Simulation, baselines: Option<&Baselines>) -> String {

@@ -79,8 +79,7 @@ fn read(path: &Path) -> Option<LockInfo> {
 
 /// Whether a process with this pid runs on this machine.
 pub fn alive(pid: u32, host: &str) -> bool {
-    host == crate::state::hostname()
-        && unsafe { libc::kill(pid as i32, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+    host == crate::process::hostname() && crate::process::pid_state(pid).exists()
 }
 
 /// Takes the inventory's lock for `run_id`. `resuming` lets a resume of the same run take
@@ -98,8 +97,8 @@ pub fn acquire(
         inventory: inventory.to_string(),
         run_id: run_id.to_string(),
         pid: std::process::id(),
-        host: crate::state::hostname(),
-        user: crate::state::current_user(),
+        host: crate::process::hostname(),
+        user: crate::process::current_user(),
         started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         awaiting_approval: false,
     };
@@ -222,7 +221,7 @@ mod tests {
                 inventory: "global".into(),
                 run_id: "dead".into(),
                 pid: 999_999_999,
-                host: crate::state::hostname(),
+                host: crate::process::hostname(),
                 user: "u".into(),
                 started: "t".into(),
                 awaiting_approval: false,

@@ -73,7 +73,7 @@ impl LocalConnection {
                 Err(_) => {
                     if let Some(pid) = pid {
                         // The whole process group, so children of `sh` die too.
-                        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+                        crate::sys::kill_group(pid, libc::SIGKILL);
                     }
                     return Err(TransportError::Timeout(limit));
                 }

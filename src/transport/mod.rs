@@ -159,7 +159,7 @@ pub struct TaskMark {
 /// This process's [`TaskMark::hands`].
 fn these_hands() -> &'static str {
     static HANDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HANDS.get_or_init(crate::state::unique_token)
+    HANDS.get_or_init(crate::process::unique_token)
 }
 
 tokio::task_local! {
@@ -283,8 +283,8 @@ fn marker_lines(mark: &TaskMark) -> String {
          PONY_HANDS={hands}; export PONY_HANDS\n",
         run = mark.run,
         task = mark.task,
-        token = crate::playbook::template::shell_quote(&mark.token()),
-        hands = crate::playbook::template::shell_quote(&mark.hands),
+        token = crate::shell::quote(&mark.token()),
+        hands = crate::shell::quote(&mark.hands),
     )
 }
 
@@ -414,10 +414,7 @@ pub fn on_stdin(launcher: &str, command: &str) -> String {
 /// What a shell reading commands from stdin is given to run `command` once, with its
 /// stdin from `/dev/null`.
 pub fn script_line(command: &str) -> String {
-    format!(
-        "eval {} </dev/null",
-        crate::playbook::template::shell_quote(command)
-    )
+    format!("eval {} </dev/null", crate::shell::quote(command))
 }
 
 fn here_document_delimiter(command: &str) -> String {
@@ -482,7 +479,7 @@ mod tests {
             false,
         ));
         assert_eq!(out.status.code(), Some(124));
-        let uid = unsafe { libc::getuid() };
+        let uid = crate::sys::uid();
         let folder = tmp.path().join(format!("pony-{uid}/run_.._x_y"));
         assert!(folder.is_dir());
         assert_eq!(
@@ -531,7 +528,7 @@ mod tests {
         old.hands = "old-controller".into();
         let mut new = old.clone();
         new.hands = "new-controller".into();
-        let uid = unsafe { libc::getuid() };
+        let uid = crate::sys::uid();
         let marker = tmp.path().join(format!("pony-{uid}/r1/t0.pid"));
         // The new controller's copy runs (until killed), its group in the marker.
         let mut copy = run(marked_command("sleep 30", None, &new, false));

@@ -54,7 +54,7 @@ impl RemoteShell {
         );
         let script = format!(
             "(eval {}) </dev/null; s=$?; printf '\\n{marker} %d\\n' \"$s\"; printf '\\n{marker}\\n' >&2\n",
-            crate::playbook::template::shell_quote(command)
+            crate::shell::quote(command)
         );
         let lost = |e: std::io::Error| {
             TransportError::Disconnected(format!("the remote shell went away: {e}"))

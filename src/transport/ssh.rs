@@ -54,7 +54,7 @@ impl SshOptions {
             .or_else(|| Some(PathBuf::from("/dev/shm")).filter(|dir| dir.is_dir()))
             .unwrap_or_else(std::env::temp_dir);
         // SAFETY: getuid has no preconditions and cannot fail.
-        let control_dir = base.join(format!("pony-ssh-{}", unsafe { libc::getuid() }));
+        let control_dir = base.join(format!("pony-ssh-{}", crate::sys::uid()));
         SshOptions {
             accept_new_host_keys,
             keepalive: Duration::from_secs(15),
@@ -139,7 +139,7 @@ fn secure_dir(path: &Path) -> Result<(), ControlDirError> {
         return Err(refuse("is not a directory".into(), replace(path)));
     }
     // SAFETY: getuid has no preconditions and cannot fail.
-    let me = unsafe { libc::getuid() };
+    let me = crate::sys::uid();
     if metadata.uid() != me {
         return Err(refuse(
             format!("is owned by uid {}, not by you (uid {me})", metadata.uid()),
@@ -360,12 +360,8 @@ pub fn sweep_stale_control_dirs(control_dir: &Path) {
         }
         let owner_gone = std::fs::read_to_string(path.join(OWNER_FILE))
             .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-            .map(|pid| {
-                // Signal 0 checks existence only; ESRCH means no such process.
-                let status = unsafe { libc::kill(pid, 0) };
-                status != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-            });
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .map(|pid| crate::process::pid_state(pid) == crate::process::PidState::Gone);
         let stale = owner_gone.unwrap_or_else(|| {
             entry
                 .metadata()
@@ -586,7 +582,7 @@ mod tests {
             .contains("not a directory"));
 
         // Owned by someone else (only root can give a folder away to check this).
-        if unsafe { libc::geteuid() } == 0 {
+        if crate::sys::euid() == 0 {
             let theirs = base.path().join("pony-ssh-theirs");
             std::fs::create_dir(&theirs).unwrap();
             std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();

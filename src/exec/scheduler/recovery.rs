@@ -36,7 +36,7 @@ impl Scheduler {
         if let Some(wave) = skipped_wave {
             self.emit(Event::WaveSkipped {
                 wave: self.plan.waves[wave].name.clone(),
-                user: crate::state::current_user(),
+                user: crate::process::current_user(),
             });
         }
         let recapture = self.secret_captures_to_redo(replay);

@@ -4,7 +4,7 @@
 
 use super::hosts::HostPool;
 use crate::plan::RunsOn;
-use crate::playbook::template::shell_quote;
+use crate::shell::quote as shell_quote;
 use crate::transport::{CommandOutput, Connection, TransportError};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;

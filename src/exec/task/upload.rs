@@ -5,7 +5,7 @@
 use super::render::with_become;
 use super::{run_command, sha256, skipped, TaskRun, GUARD_TIMEOUT};
 use crate::exec::hosts::HostPool;
-use crate::playbook::template::shell_quote;
+use crate::shell::quote as shell_quote;
 use crate::transport::TransportError;
 
 pub(super) async fn put(

@@ -139,7 +139,7 @@ pub(super) fn stop_service(h: &MailHost, service: Service) -> Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while alive(pid) {
         if Instant::now() > deadline {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = crate::sys::kill(pid as i32, libc::SIGKILL);
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -185,6 +185,9 @@ pub(super) fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Whether a daemon's pid is alive: ours to signal, zombie or not (a pid of another
+/// user is a recycled one, not the daemon).
 pub(super) fn alive(pid: u32) -> bool {
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    use crate::process::{pid_state, PidState};
+    matches!(pid_state(pid), PidState::Running | PidState::Zombie)
 }

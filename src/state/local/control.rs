@@ -95,7 +95,7 @@ async fn answer(
     let credentials = stream.peer_cred()?;
     let operator = Operator {
         user: user_name(credentials.uid()),
-        host: crate::state::hostname(),
+        host: crate::process::hostname(),
         pid: credentials.pid().unwrap_or_default() as u32,
     };
     let (read, mut write) = stream.into_split();
@@ -134,27 +134,7 @@ async fn answer(
 
 /// The name of a uid, as the journal records who sent a command.
 fn user_name(uid: u32) -> String {
-    let mut buffer = vec![0 as libc::c_char; 4096];
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into `entry` and `buffer`, both owned here and large
-    // enough per its contract (it reports ERANGE otherwise, handled as not found).
-    let status = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    if status != 0 || found.is_null() {
-        return format!("uid {uid}");
-    }
-    // SAFETY: on success pw_name points into `buffer`, NUL-terminated.
-    unsafe { std::ffi::CStr::from_ptr(entry.pw_name) }
-        .to_string_lossy()
-        .into_owned()
+    crate::sys::user_name(uid).unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// Why a command did not reach a run.
@@ -219,7 +199,7 @@ mod permission_tests {
         let dir = tempfile::tempdir().unwrap();
         let denied = std::io::Error::from_raw_os_error(libc::EACCES);
         let error = connect_error(dir.path(), denied);
-        let owner = user_name(unsafe { libc::geteuid() });
+        let owner = user_name(crate::sys::euid());
         assert!(
             matches!(&error, SendError::PermissionDenied { owner: o } if *o == owner),
             "{error:?}"

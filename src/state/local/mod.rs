@@ -187,7 +187,7 @@ impl Backend for LocalStore {
 /// Whether the lock's run is alive: its process runs; a holder on another machine
 /// counts as alive (this one cannot tell) unless it waits for approval.
 fn alive(info: &LockInfo) -> bool {
-    if info.host == crate::state::hostname() {
+    if info.host == crate::process::hostname() {
         lock::alive(info.pid, &info.host)
     } else {
         !info.awaiting_approval

@@ -355,8 +355,8 @@ impl Backend for PgBackend {
 /// answer given at its terminal): what it reports of itself.
 fn this_operator() -> Operator {
     Operator {
-        user: crate::state::current_user(),
-        host: crate::state::hostname(),
+        user: crate::process::current_user(),
+        host: crate::process::hostname(),
         pid: std::process::id(),
     }
 }
@@ -448,7 +448,7 @@ fn elsewhere(db: &[Record], local: &[Record]) -> Option<String> {
         } => (pid, user, host),
         _ => return None,
     };
-    if *host == crate::state::hostname() && local.contains(record) {
+    if *host == crate::process::hostname() && local.contains(record) {
         return None;
     }
     Some(format!(
@@ -497,8 +497,8 @@ fn unsent(db: &PgStore, run_id: &str, path: &Path) -> Vec<String> {
 pub fn unlocker() -> String {
     format!(
         "{}@{} (pid {})",
-        crate::state::current_user(),
-        crate::state::hostname(),
+        crate::process::current_user(),
+        crate::process::hostname(),
         std::process::id()
     )
 }

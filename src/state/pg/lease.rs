@@ -101,7 +101,7 @@ pub struct Lease {
 
 /// A token no other controller has.
 pub(crate) fn new_holder() -> String {
-    crate::state::unique_token()
+    crate::process::unique_token()
 }
 
 /// Maps a database error of `what` to a lock error (lease and region leases alike).
@@ -120,7 +120,7 @@ pub(super) fn insert(
     seconds: f64,
 ) -> Result<bool, postgres::Error> {
     let pid = std::process::id() as i32;
-    let (machine, user) = (crate::state::hostname(), crate::state::current_user());
+    let (machine, user) = (crate::process::hostname(), crate::process::current_user());
     let inserted = tx.execute(
         "INSERT INTO leases (inventory, run_id, holder, pid, machine, username, expires)
          VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
@@ -147,7 +147,7 @@ pub fn acquire(
     let holder = new_holder();
     let seconds = store.lease.as_secs_f64();
     let pid = std::process::id() as i32;
-    let (machine, user) = (crate::state::hostname(), crate::state::current_user());
+    let (machine, user) = (crate::process::hostname(), crate::process::current_user());
     let q = db(store, "taking the lease");
     let mut tx = client.transaction().map_err(&q)?;
     if !insert(&mut tx, inventory, run_id, &holder, seconds).map_err(&q)? {

@@ -68,7 +68,7 @@ pub fn acquire(
     let holder = super::lease::new_holder();
     let seconds = store.lease.as_secs_f64();
     let pid = std::process::id() as i32;
-    let machine = crate::state::hostname();
+    let machine = crate::process::hostname();
     let q = db(store, "taking the region leases");
     let mut tx = client.transaction().map_err(&q)?;
     let run_token = run_holder(run_id);

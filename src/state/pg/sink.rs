@@ -23,6 +23,8 @@ use super::lease;
 use super::regions;
 use super::PgStore;
 use crate::state::deadline::LeaseLost;
+// A duration as messages show it (`3.3s`).
+use crate::duration::short as show;
 use crate::state::journal::Mirror;
 use postgres::Client;
 use std::collections::VecDeque;
@@ -231,11 +233,6 @@ impl Mirror for PgSink {
             resume = crate::hint::pony(format_args!("resume {}", self.run_id)),
         ))
     }
-}
-
-/// A duration as messages show it (`3.333s`).
-fn show(d: Duration) -> String {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
 }
 
 /// The thread that empties the outbox into the database.

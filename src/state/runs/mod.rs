@@ -204,13 +204,9 @@ pub fn step_samples(state_dir: &Path, playbook: &str, runs: usize) -> (Samples, 
     (samples, rollbacks)
 }
 
-/// `1.3s`, `42s`, `1h 2m 5s`.
+/// `1.3s`, `42s`, `1h 2m 5s`: a run's length ([`crate::duration::full`]).
 pub fn format_duration(ms: u64) -> String {
-    if ms < 10_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
-    }
+    crate::duration::full(Duration::from_millis(ms))
 }
 
 /// `2026-11-21T20:42:46.651Z` → `2026-11-21 20:42:46 UTC`.

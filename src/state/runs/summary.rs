@@ -235,16 +235,10 @@ pub fn result_words(summary: &RunSummary) -> String {
 /// is alive and (where /proc says) a pony process.
 pub(super) fn controller_alive(pid: Option<u32>, host: &str) -> bool {
     let Some(pid) = pid else { return false };
-    if !host.is_empty() && host != crate::state::hostname() {
+    if !host.is_empty() && host != crate::process::hostname() {
         return false;
     }
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-    let exists = unsafe { libc::kill(raw, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !exists {
+    if !crate::process::pid_state(pid).exists() {
         return false;
     }
     // Guard against the pid being reused by something else after a crash.
