@@ -45,8 +45,11 @@ pub const CALL_OUTPUT: usize = 64 * 1024;
 /// Output of all calls of a run kept in `notify.log`.
 pub const RUN_OUTPUT: u64 = 2 * 1024 * 1024;
 
-/// What a call for an ordinary event still gets once the run has ended.
-pub const GRACE: Duration = Duration::from_secs(1);
+/// What the calls for ordinary events still get, in order, once the run has ended. A
+/// run's last events (a rollback, the failed wave) come milliseconds before its end: a
+/// few seconds let a webhook on a busy machine tell them before the `summary` jumps the
+/// queue (at one second, a loaded controller killed the `wave_failed` call in its way).
+pub const GRACE: Duration = Duration::from_secs(5);
 
 /// What the bound at the run's end leaves beyond the grace and the summary's timeout.
 pub const SETTLE: Duration = Duration::from_millis(500);

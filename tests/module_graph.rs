@@ -24,7 +24,10 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn module_of(src: &Path, file: &Path) -> ModPath {
-    let relative = file.strip_prefix(src).expect("under src").with_extension("");
+    let relative = file
+        .strip_prefix(src)
+        .expect("under src")
+        .with_extension("");
     let mut parts: ModPath = relative
         .components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -124,7 +127,9 @@ fn expand(text: &str) -> Vec<Vec<String>> {
         return vec![segments(text)];
     };
     let prefix = segments(text[..open].trim_end_matches(':'));
-    let inner = text[open + 1..].strip_suffix('}').unwrap_or(&text[open + 1..]);
+    let inner = text[open + 1..]
+        .strip_suffix('}')
+        .unwrap_or(&text[open + 1..]);
     let mut parts = Vec::new();
     let (mut depth, mut current) = (0usize, String::new());
     for c in inner.chars() {
@@ -268,7 +273,12 @@ fn import_edges(src: &Path) -> Edges {
             if shared < from.len() && shared < to.len() {
                 let (a, b) = (from[..=shared].to_vec(), to[..=shared].to_vec());
                 let shown = file.strip_prefix(src).unwrap_or(file).display().to_string();
-                edges.entry(a).or_default().entry(b).or_default().insert(shown);
+                edges
+                    .entry(a)
+                    .or_default()
+                    .entry(b)
+                    .or_default()
+                    .insert(shown);
             }
         }
     }
