@@ -40,7 +40,7 @@ fn ssh_wrapper(dir: &Path) -> (String, PathBuf) {
          echo \"start $$ $*\" >> {log}\n\
          {real} \"$@\"\n\
          rc=$?\n\
-         echo \"end $$\" >> {log}\n\
+         echo \"end $$ $rc\" >> {log}\n\
          exit $rc\n",
         log = log.display()
     );
@@ -438,7 +438,12 @@ steps:
         assert!(lab.root(&host).join("after").exists());
     }
     let (started, _) = launches(&log);
-    assert_eq!(started, 2, "no master was lost and reopened");
     let launched = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        started,
+        2,
+        "no master was lost and reopened:\n{launched}\n{}",
+        text(&out)
+    );
     assert!(launched.contains("ControlPersist=1s"), "{launched}");
 }
