@@ -1130,3 +1130,262 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// A TCP relay that holds every connection `delay` before it connects on to `upstream`
+/// (a store's LMTP): put in a canary MTA's transport, each of its deliveries takes
+/// `delay` longer. Counts the connections it took; stops with the test.
+struct SlowRelay {
+    address: std::net::SocketAddr,
+    taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowRelay {
+    fn start(on: std::net::Ipv4Addr, upstream: std::net::SocketAddr, delay: Duration) -> SlowRelay {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind((on, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let taken = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopped) = (taken.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                std::thread::spawn(move || {
+                    client.set_nonblocking(false).unwrap();
+                    std::thread::sleep(delay);
+                    let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                        return;
+                    };
+                    let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                        })
+                    };
+                    pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                    pipe(server, client);
+                });
+            }
+        });
+        SlowRelay {
+            address,
+            taken,
+            stop,
+        }
+    }
+
+    fn taken(&self) -> usize {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for SlowRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `canary median C vs baseline median B` of a compare check's detail.
+fn medians(detail: &str) -> (f64, f64) {
+    let number = |after: &str| -> f64 {
+        let rest = detail
+            .split(after)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{detail}"));
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (number("canary median "), number("baseline median "))
+}
+
+#[test]
+fn a_mail_flow_median_fails_a_canary_made_slow_and_the_same_canary_fast_passes() {
+    let fleet = MailFleet::start();
+    let canary = fleet.lab.host("cn-south-c1-01");
+    let baseline = fleet.lab.host("cn-south-c1-02");
+    let store = fleet
+        .lab
+        .stores()
+        .find(|s| s.region == canary.region)
+        .unwrap();
+    // A trivial release (a marker on each MTA), gated by the latency of mail through the
+    // canary against the next wave's MTA of the same region (same stores, old release).
+    let playbook = fleet.lab_dir().join("latency-gate.yaml");
+    std::fs::write(
+        &playbook,
+        format!(
+            r#"name: latency-gate
+strategy:
+  on_failure: rollback-region
+  waves:
+    - name: canary
+      regions: [cn-south]
+      hosts: {canary}
+      pause: 3s
+      verify:
+        - name: latency
+          probe:
+            mailflow:
+              to: "alice@{{{{ mail_domain }}}}"
+              address: "{{{{ host.address }}}}"
+              imap: {{ address: "{{{{ mail_stores[0] }}}}", user: alice, password: "{{{{ mail_password }}}}" }}
+          every: 1s
+          compare: median
+          baseline: {baseline}
+          tolerance: "+1"
+    - {{ name: rest, regions: ["*"], hosts: mta }}
+steps:
+  - name: release
+    hosts: mta
+    run: echo v2 > {{{{ mail_home }}}}/pony-test-release
+    rollback: rm -f {{{{ mail_home }}}}/pony-test-release
+"#,
+            canary = canary.name,
+            baseline = baseline.name,
+        ),
+    )
+    .unwrap();
+    let inventory = fleet.inventory();
+    let runs = || -> std::collections::BTreeSet<PathBuf> {
+        std::fs::read_dir(fleet.state.join("runs"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    let deploy = || {
+        let before = runs();
+        let out = pony(
+            &fleet.state,
+            &[
+                "deploy",
+                "-i",
+                inventory.to_str().unwrap(),
+                playbook.to_str().unwrap(),
+                "--yes",
+                "--output",
+                "json",
+            ],
+        )
+        .output()
+        .unwrap();
+        let new: Vec<PathBuf> = runs().difference(&before).cloned().collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        (out, support::journal(&new[0]))
+    };
+    let released = |host: &pony::lab::mail::MailHost| {
+        std::fs::read_to_string(host.home.join("pony-test-release")).ok()
+    };
+    let transport = canary.postfix_config().join("transport");
+    let healthy_transport = std::fs::read_to_string(&transport).unwrap();
+    let reload = || {
+        let status = std::process::Command::new("postfix")
+            .arg("-c")
+            .arg(canary.postfix_config())
+            .arg("reload")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let latency_checks = |journal: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        journal
+            .iter()
+            .filter(|r| r["type"] == "verify_check" && r["check"] == "latency")
+            .cloned()
+            .collect()
+    };
+
+    // The canary's LMTP hop is held 2 s per delivery: its mail arrives ~2 s late.
+    let relay = SlowRelay::start(
+        canary.address,
+        std::net::SocketAddr::from((store.address, 24)),
+        Duration::from_secs(2),
+    );
+    std::fs::write(
+        &transport,
+        format!(
+            "{} lmtp:[{}]:{}\n",
+            pony::lab::mail::DOMAIN,
+            relay.address.ip(),
+            relay.address.port()
+        ),
+    )
+    .unwrap();
+    reload();
+    let (out, journal) = deploy();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let checks = latency_checks(&journal);
+    assert_eq!(checks.len(), 1, "the first round fails: {checks:#?}");
+    assert_eq!(checks[0]["ok"], false, "{checks:#?}");
+    let detail = checks[0]["detail"].as_str().unwrap();
+    let (slow, base) = medians(detail);
+    assert!(slow > base + 1.0, "{detail}");
+    // The wave's failure (the `wave_failed` event, journaled as `wave_stopped`) says why.
+    let events = support::events(&out);
+    let failed = [("wave_failed", &events), ("wave_stopped", &journal)].map(|(kind, records)| {
+        let key = if kind == "wave_failed" {
+            "event"
+        } else {
+            "type"
+        };
+        records
+            .iter()
+            .find(|r| r[key] == kind && r["wave"] == "canary")
+            .unwrap_or_else(|| panic!("no {kind}: {records:#?}"))["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    for reason in failed {
+        assert!(
+            reason.contains("check latency failed")
+                && reason.contains(&format!("canary median {slow} "))
+                && reason.contains(&format!("baseline median {base} ")),
+            "{reason}"
+        );
+    }
+    assert!(
+        relay.taken() >= 1,
+        "the canary's mail went through the relay"
+    );
+    // Rolled back (rollback-region); the next wave's hosts never started.
+    assert_eq!(released(canary), None);
+    assert_eq!(
+        support::started_hosts(&journal),
+        [canary.name.clone()].into_iter().collect()
+    );
+    for host in fleet.lab.hosts.iter().filter(|h| h.name != canary.name) {
+        assert_eq!(released(host), None, "{}", host.name);
+    }
+    eprintln!("slowed canary: {detail}");
+
+    // The control: the same rollout with the canary's LMTP as it was passes the gate.
+    std::fs::write(&transport, healthy_transport).unwrap();
+    reload();
+    let through_relay = relay.taken();
+    let (out, journal) = deploy();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let checks = latency_checks(&journal);
+    assert!(!checks.is_empty(), "{journal:#?}");
+    assert!(checks.iter().all(|c| c["ok"] == true), "{checks:#?}");
+    let detail = checks.last().unwrap()["detail"].as_str().unwrap();
+    let (fast, base) = medians(detail);
+    assert!(fast <= base + 1.0, "{detail}");
+    assert_eq!(relay.taken(), through_relay, "the relay is out of the path");
+    assert!(journal
+        .iter()
+        .any(|r| r["type"] == "gate_passed" && r["wave"] == "canary"));
+    for host in fleet.lab.hosts.iter().filter(|h| h.is_mta()) {
+        assert_eq!(released(host).as_deref(), Some("v2\n"), "{}", host.name);
+    }
+    eprintln!("canary as it was: {detail}");
+    // The password is in no record of the runs.
+    for run in runs() {
+        let journal = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
+        assert!(!journal.contains(pony::lab::mail::PASSWORD));
+    }
+}

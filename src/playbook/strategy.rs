@@ -121,8 +121,9 @@ impl CheckAction {
     }
 }
 
-/// Canary analysis: the median of the number the command prints on the check's hosts
-/// (over hosts and samples) may exceed the baseline hosts' median by at most `tolerance`.
+/// Canary analysis: the median of the number the command (or the mail-flow probe: its
+/// latency in seconds) prints on the check's hosts (over hosts and samples) may exceed
+/// the baseline hosts' median by at most `tolerance`.
 #[derive(Debug, Clone)]
 pub struct Compare {
     pub baseline: HostPattern,
@@ -475,11 +476,18 @@ impl Builder<'_> {
                     })
             }
         };
-        if raw.compare.is_some() && !matches!(action, Some(CheckAction::Run(_)) | None) {
-            self.error(
-                format!("{what}: `compare` needs a `run` command that prints a number"),
-                "replace the probe with `run: <command printing a number>`",
-            );
+        // A compare judges a number each host gives: a command's output, or the latency
+        // the mail-flow probe prints; the other probes print what they saw, no number.
+        if let (Some(_), Some(CheckAction::Probe(probe))) = (&raw.compare, &action) {
+            if !matches!(probe, super::Probe::Mailflow { .. }) {
+                self.error(
+                    format!(
+                        "{what}: `compare` needs a number, and the {} probe prints none",
+                        probe_kind(probe)
+                    ),
+                    "compare the mail-flow probe's latency (`probe: { mailflow: {...} }`) or a `run: <command printing a number>`, or remove `compare`",
+                );
+            }
         }
         if raw.compare.is_none() && raw.tolerance.is_some() {
             self.error(
@@ -494,6 +502,19 @@ impl Builder<'_> {
             every,
             compare,
         })
+    }
+}
+
+/// A probe's kind as a playbook names it (`smtp`, `imap`, …).
+fn probe_kind(probe: &super::Probe) -> &'static str {
+    use super::Probe;
+    match probe {
+        Probe::Smtp { .. } => "smtp",
+        Probe::Lmtp { .. } => "lmtp",
+        Probe::Imap { .. } => "imap",
+        Probe::Http { .. } => "http",
+        Probe::Tcp { .. } => "tcp",
+        Probe::Mailflow { .. } => "mailflow",
     }
 }
 

@@ -3,7 +3,8 @@
 //! question when the gate has no pause. Each check runs in a
 //! worker (the loop only spawns and judges); a failing check fails the wave: its hosts
 //! count as failed, `on_failure` applies to them (finished hosts too), and no later
-//! wave starts. `compare` checks judge the median over hosts and samples so far.
+//! wave starts. `compare` checks judge the median over hosts and samples so far of the
+//! number each host gives: a `run` command's output or the mail-flow probe's latency.
 
 use super::workers::{After, CheckRound, Checked, Timer};
 use super::Scheduler;
@@ -313,10 +314,12 @@ impl Scheduler {
             Ok((c, b)) => {
                 let limit = tolerance.limit(b);
                 let ok = c <= limit;
+                // Shown to the microsecond: `0.356 + 1` is 1.3559999999999999 in binary.
+                let shown = (limit * 1e6).round() / 1e6;
                 (
                     ok,
                     format!(
-                        "canary median {c} vs baseline median {b} (tolerance {tolerance}: at most {limit})"
+                        "canary median {c} vs baseline median {b} (tolerance {tolerance}: at most {shown})"
                     ),
                 )
             }
@@ -372,7 +375,7 @@ impl Scheduler {
             }
             out.trim().parse::<f64>().map_err(|_| {
                 format!(
-                    "on {}: the command printed `{}`, not a number",
+                    "on {}: the check printed `{}`, not a number",
                     name(*host),
                     out.trim()
                 )
