@@ -1,5 +1,8 @@
 use super::*;
 use crate::events::RunOutcome;
+use crate::state::journal::Record;
+use crate::state::runs::summary::RunState;
+use std::path::PathBuf;
 
 #[test]
 fn folds_a_resumed_journal() {
