@@ -1,6 +1,8 @@
 //! Running a plan, shared by `deploy`, `resume` and `rollback`: the inventory lock, the
 //! journal, reporters, the approval prompt, signals, and what to tell the person after.
 
+mod fenced;
+
 use crate::events::{Event, EventSink};
 use crate::exec::hosts::HostPool;
 use crate::exec::{self, ExecOptions};
@@ -10,6 +12,7 @@ use crate::plan::Plan;
 use crate::report::OutputFormat;
 use crate::secret::Redactor;
 use crate::settings::Settings;
+use crate::state::backend::Held;
 use crate::state::deadline::LeaseClock;
 use crate::state::deadline::LeaseLost;
 use crate::state::journal::{Journal, Record, RunKind};
@@ -17,6 +20,7 @@ use crate::state::replay::Replay;
 use crate::state::run_dir::RunDir;
 use crate::state::store::Store;
 use crate::transport::ssh::SshOptions;
+use fenced::fenced_stop;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
@@ -61,33 +65,10 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
         RunFolder::New { .. } => crate::state::run_dir::new_run_id(),
         RunFolder::Existing(dir) => dir.id.clone(),
     };
-    if launch
-        .plan
-        .inventory
-        .hosts
-        .iter()
-        .any(|h| h.connection == crate::inventory::ConnectionKind::Ssh)
-    {
-        // Before the lock and the run folder: a refused folder is a usage error, and
-        // nothing has run.
-        SshOptions::new(&settings.state_dir, launch.accept_new_host_keys).secure_control_dir()?;
-    }
+    secure_control_dir(settings, &launch)?;
     let store = Store::for_writing(&super::store_settings(settings))?;
     let lease_lost = LeaseLost::default();
-    let regions = match &settings.regions {
-        Some(globs) => Some(crate::exec::regions::select(&launch.plan, globs)?),
-        None if launch.command == RunKind::Join => {
-            return Err(crate::diag::Diagnostics::from(
-                crate::diag::Diagnostic::new(
-                    std::path::Path::new("--regions"),
-                    "pony join needs the regions this controller takes",
-                )
-                .hint("give --regions GLOBS, e.g. --regions '!cn-*'"),
-            )
-            .into())
-        }
-        None => None,
-    };
+    let regions = regions(settings, &launch)?;
     let controller = settings.controller.clone().unwrap_or_default();
     // The lease counts from before it is asked for (the database's expiry is later).
     let asked = std::time::Instant::now();
@@ -111,35 +92,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
             store.check_current(dir)?;
         }
     }
-    let run_dir = match &launch.run {
-        RunFolder::New {
-            inventory,
-            playbook,
-            vars,
-        } => RunDir::create(
-            run_id.clone(),
-            &settings.state_dir,
-            inventory,
-            playbook,
-            vars.clone(),
-            &launch.plan,
-        )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the run folder under {}: {e}",
-                settings.state_dir.display()
-            )
-        })?,
-        RunFolder::Existing(dir) => dir.clone(),
-    };
-    if let RunFolder::New { .. } = &launch.run {
-        store.create_run(
-            &run_id,
-            &inventory,
-            &launch.plan.playbook.name,
-            &run_dir.path,
-        )?;
-    }
+    let run_dir = run_folder(settings, &launch, &run_id, &inventory, &store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -150,36 +103,9 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
     }
     // Live control from any machine, through the state database (its listener connects
     // before the run's runtime starts: the client blocks).
-    let (control_sender, control_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let controller = settings
-        .controller
-        .clone()
-        .unwrap_or_else(crate::process::this_process);
-    let remote = store.remote_control(
-        &run_id,
-        &controller,
-        control_sender.clone(),
-        regions.is_some(),
-    );
-    let forward = remote
-        .forward
-        .map(|forward| warn_unforwarded(forward, run_id.clone()));
-    let listener = remote.listener;
-    let control = Control {
-        sender: control_sender,
-        receiver: control_receiver,
-        listener,
-        forward,
-    };
+    let control = control(settings, &store, &run_id, regions.is_some());
     let split = match &regions {
-        Some(regions) => Some(Arc::new(crate::exec::regions::Split::start(
-            &launch.plan,
-            regions,
-            store.follow_split(&run_id, launch.journal_seen, regions)?,
-            settings
-                .on_controller_loss
-                .unwrap_or(launch.plan.playbook.strategy.on_controller_loss),
-        ))),
+        Some(regions) => Some(split(settings, &launch, &store, &run_id, regions)?),
         None => None,
     };
     let journal_path = run_dir.journal_path();
@@ -205,6 +131,123 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
         exit = Exit::Interrupted;
         fenced_stop(&held, &journal_path);
     }
+    leave(held, exit, &run_id);
+    Ok(exit)
+}
+
+/// Before the lock and the run folder: a refused SSH control folder is a usage error,
+/// and nothing has run.
+fn secure_control_dir(settings: &Settings, launch: &Launch) -> anyhow::Result<()> {
+    if launch
+        .plan
+        .inventory
+        .hosts
+        .iter()
+        .any(|h| h.connection == crate::inventory::ConnectionKind::Ssh)
+    {
+        SshOptions::new(&settings.state_dir, launch.accept_new_host_keys).secure_control_dir()?;
+    }
+    Ok(())
+}
+
+/// This controller's part of a run split by region: the other controllers' progress
+/// read from the shared journal as it comes.
+fn split(
+    settings: &Settings,
+    launch: &Launch,
+    store: &Store,
+    run_id: &str,
+    regions: &[String],
+) -> anyhow::Result<Arc<crate::exec::regions::Split>> {
+    Ok(Arc::new(crate::exec::regions::Split::start(
+        &launch.plan,
+        regions,
+        store.follow_split(run_id, launch.journal_seen, regions)?,
+        settings
+            .on_controller_loss
+            .unwrap_or(launch.plan.playbook.strategy.on_controller_loss),
+    )))
+}
+
+/// The regions this controller takes (`--regions`) when the run is split by region;
+/// `pony join` must name them.
+fn regions(settings: &Settings, launch: &Launch) -> anyhow::Result<Option<Vec<String>>> {
+    Ok(match &settings.regions {
+        Some(globs) => Some(crate::exec::regions::select(&launch.plan, globs)?),
+        None if launch.command == RunKind::Join => {
+            return Err(crate::diag::Diagnostics::from(
+                crate::diag::Diagnostic::new(
+                    std::path::Path::new("--regions"),
+                    "pony join needs the regions this controller takes",
+                )
+                .hint("give --regions GLOBS, e.g. --regions '!cn-*'"),
+            )
+            .into())
+        }
+        None => None,
+    })
+}
+
+/// The run's folder: a new run's is created (and the run registered with the store) now
+/// that the lock is held; a resumed run's is the one it was read from.
+fn run_folder(
+    settings: &Settings,
+    launch: &Launch,
+    run_id: &str,
+    inventory: &str,
+    store: &Store,
+) -> anyhow::Result<RunDir> {
+    let run_dir = match &launch.run {
+        RunFolder::New {
+            inventory,
+            playbook,
+            vars,
+        } => RunDir::create(
+            run_id.to_string(),
+            &settings.state_dir,
+            inventory,
+            playbook,
+            vars.clone(),
+            &launch.plan,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the run folder under {}: {e}",
+                settings.state_dir.display()
+            )
+        })?,
+        RunFolder::Existing(dir) => dir.clone(),
+    };
+    if let RunFolder::New { .. } = &launch.run {
+        store.create_run(run_id, inventory, &launch.plan.playbook.name, &run_dir.path)?;
+    }
+    Ok(run_dir)
+}
+
+/// The channel of control commands (`pony pause|continue|abort|approve`) from any
+/// machine, through the state database when there is one.
+fn control(settings: &Settings, store: &Store, run_id: &str, split: bool) -> Control {
+    let (control_sender, control_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let controller = settings
+        .controller
+        .clone()
+        .unwrap_or_else(crate::process::this_process);
+    let remote = store.remote_control(run_id, &controller, control_sender.clone(), split);
+    let forward = remote
+        .forward
+        .map(|forward| warn_unforwarded(forward, run_id.to_string()));
+    let listener = remote.listener;
+    Control {
+        sender: control_sender,
+        receiver: control_receiver,
+        listener,
+        forward,
+    }
+}
+
+/// What the run leaves behind: the lock kept for an approval, or left with work to do
+/// (and, on an interrupt, how to go on).
+fn leave(held: Held, exit: Exit, run_id: &str) {
     match exit {
         Exit::AwaitingApproval => {
             held.keep_for_approval();
@@ -219,69 +262,6 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
         Exit::NeedsAttention => held.leave_with_work_left(),
         _ => {}
     }
-    Ok(exit)
-}
-
-/// A controller that lost its lease has stopped: it says how, at its terminal and (when
-/// `pony unlock` broke the lease and waits for the answer) in the database.
-fn fenced_stop(held: &crate::state::backend::Held, journal: &std::path::Path) {
-    let (killed, ended, unconfirmed) = kills_of_this_process(journal);
-    let mut outcome = format!(
-        "stopped; {killed} running command(s) killed on the hosts (confirmed), {ended} had ended"
-    );
-    if unconfirmed > 0 {
-        outcome.push_str(&format!(
-            ", {unconfirmed} could not be confirmed killed (see its journal)"
-        ));
-    }
-    // A lock file is never fenced off.
-    let Some(broken_by) = held.broken_by() else {
-        return;
-    };
-    match broken_by {
-        Ok(Some(by)) => {
-            eprintln!("this controller's lease was broken with `pony unlock --force` by {by}: it {outcome}")
-        }
-        Ok(None) => eprintln!("this controller {outcome}"),
-        Err(e) => tracing::warn!("{e}"),
-    }
-    if let Err(e) = held.confirm_stopped(&outcome) {
-        tracing::warn!("could not tell the state database that this controller stopped: {e}");
-    }
-}
-
-/// What this process's kills on a lost lease came to, from its journal (the local copy:
-/// the database takes nothing from a fenced controller): tasks whose command was killed,
-/// whose command had ended, and whose kill could not be confirmed.
-fn kills_of_this_process(journal: &std::path::Path) -> (usize, usize, usize) {
-    let text = std::fs::read_to_string(journal).unwrap_or_default();
-    let pid = u64::from(std::process::id());
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let start = records
-        .iter()
-        .rposition(|r| {
-            matches!(r["type"].as_str(), Some("run_started" | "run_resumed"))
-                && r["pid"].as_u64() == Some(pid)
-        })
-        .unwrap_or(0);
-    let mut counts = (0, 0, 0);
-    for record in &records[start..] {
-        if record["state"] != "interrupted" {
-            continue;
-        }
-        let error = record["error"].as_str().unwrap_or_default();
-        if error.contains("(confirmed)") {
-            counts.0 += 1;
-        } else if error.contains("had ended") {
-            counts.1 += 1;
-        } else if error.contains("could not be confirmed") {
-            counts.2 += 1;
-        }
-    }
-    counts
 }
 
 async fn execute(
