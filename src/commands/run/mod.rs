@@ -2,11 +2,12 @@
 //! journal, reporters, the approval prompt, signals, and what to tell the person after.
 
 mod fenced;
+mod prompt;
 
 use crate::events::{Event, EventSink};
 use crate::exec::hosts::HostPool;
+use crate::exec::Mode;
 use crate::exec::{self, ExecOptions};
-use crate::exec::{ApprovalRequest, Mode};
 use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::report::OutputFormat;
@@ -21,7 +22,8 @@ use crate::state::run_dir::RunDir;
 use crate::state::store::Store;
 use crate::transport::ssh::SshOptions;
 use fenced::fenced_stop;
-use std::io::{IsTerminal, Write};
+use prompt::prompt_for_approvals;
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 /// Everything a run needs besides the settings options.
@@ -169,6 +171,113 @@ fn split(
     )))
 }
 
+/// The journal's first record of this part of the run: the run started (a deploy), or
+/// resumed (a resume, rollback or join) by this process.
+fn start_record(command: RunKind, plan: &Plan, run_dir: &RunDir) -> Record {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let user = crate::process::current_user();
+    if command == RunKind::Deploy {
+        Record::RunStarted {
+            run_id: run_dir.id.clone(),
+            playbook: plan.playbook.name.clone(),
+            inventory: plan.inventory.name.clone(),
+            time: now,
+            pid: std::process::id(),
+            user,
+            host: crate::process::hostname(),
+        }
+    } else {
+        Record::RunResumed {
+            command,
+            time: now,
+            pid: std::process::id(),
+            user,
+            host: crate::process::hostname(),
+        }
+    }
+}
+
+/// The reporters the settings ask for, and the notifiers of the playbook and `--notify`.
+fn reporters(
+    settings: &Settings,
+    plan: &Plan,
+    run_dir: &RunDir,
+) -> Vec<Box<dyn crate::report::Reporter>> {
+    let mut reporters = crate::report::for_run(&settings.report_options());
+    let notifiers: Vec<_> = plan
+        .playbook
+        .notify
+        .iter()
+        .chain(&settings.notify)
+        .cloned()
+        .collect();
+    if !notifiers.is_empty() {
+        reporters.push(Box::new(crate::notify::NotifyReporter::new(
+            notifiers,
+            run_dir.path.join("notify.log"),
+            &run_dir.id,
+        )));
+    }
+    reporters
+}
+
+/// The run's header: what it works through (a rollback's undoes, on the hosts it
+/// touches; it has no waves).
+fn run_started(mode: &Mode, rollback_tasks: usize, plan: &Plan, run_dir: &RunDir) -> Event {
+    // A rollback's header counts what it undoes, on the hosts it touches; it has no waves.
+    let (hosts, tasks, waves, regions) = match mode {
+        Mode::Rollback(hosts) => (
+            hosts.len(),
+            rollback_tasks,
+            Vec::new(),
+            region_sizes_of(plan, hosts.iter()),
+        ),
+        Mode::Deploy => (
+            plan.host_count(),
+            plan.task_count(),
+            plan.waves.iter().map(|w| w.name.clone()).collect(),
+            region_sizes(plan),
+        ),
+    };
+    Event::RunStarted {
+        run_id: run_dir.id.clone(),
+        playbook: plan.playbook.name.clone(),
+        inventory: plan.inventory.name.clone(),
+        hosts,
+        tasks,
+        waves,
+        regions,
+    }
+}
+
+/// The run's control socket for other shells on this machine; a run goes on without it
+/// (Ctrl-C still works).
+fn serve_control(
+    run_dir: &RunDir,
+    requests: tokio::sync::mpsc::UnboundedSender<crate::control::ControlRequest>,
+) -> Option<crate::state::local::control::ControlSocket> {
+    crate::state::local::control::serve(
+        &crate::state::local::control::socket_path(&run_dir.path),
+        requests,
+    )
+    .map_err(|e| {
+        tracing::warn!("live control (pony pause/continue/abort/approve) is off for this run: {e}")
+    })
+    .ok()
+}
+
+/// `--approve WAVE` given now, and the approvals journaled from other shells (`pony
+/// approve RUN WAVE` ahead of the gate) in an earlier part of the run.
+fn approvals(given: Vec<String>, replay: Option<&Replay>) -> Vec<String> {
+    let mut approvals = given;
+    for wave in replay.iter().flat_map(|r| &r.pre_approved) {
+        if !approvals.contains(wave) {
+            approvals.push(wave.clone());
+        }
+    }
+    approvals
+}
+
 /// The regions this controller takes (`--regions`) when the run is split by region;
 /// `pony join` must name them.
 fn regions(settings: &Settings, launch: &Launch) -> anyhow::Result<Option<Vec<String>>> {
@@ -274,46 +383,12 @@ async fn execute(
     control: Control,
 ) -> anyhow::Result<Exit> {
     let plan = Arc::new(launch.plan);
-    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    let user = crate::process::current_user();
-    let record = if launch.command == RunKind::Deploy {
-        Record::RunStarted {
-            run_id: run_dir.id.clone(),
-            playbook: plan.playbook.name.clone(),
-            inventory: plan.inventory.name.clone(),
-            time: now,
-            pid: std::process::id(),
-            user,
-            host: crate::process::hostname(),
-        }
-    } else {
-        Record::RunResumed {
-            command: launch.command,
-            time: now,
-            pid: std::process::id(),
-            user,
-            host: crate::process::hostname(),
-        }
-    };
+    let record = start_record(launch.command, &plan, &run_dir);
     journal.write(&record).await;
     let ssh = SshOptions::new(&settings.state_dir, launch.accept_new_host_keys);
     let pool = HostPool::new(plan.clone(), ssh, settings.state_dir.join("hosts")).prepare();
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let mut reporters = crate::report::for_run(&settings.report_options());
-    let notifiers: Vec<_> = plan
-        .playbook
-        .notify
-        .iter()
-        .chain(&settings.notify)
-        .cloned()
-        .collect();
-    if !notifiers.is_empty() {
-        reporters.push(Box::new(crate::notify::NotifyReporter::new(
-            notifiers,
-            run_dir.path.join("notify.log"),
-            &run_dir.id,
-        )));
-    }
+    let reporters = reporters(settings, &plan, &run_dir);
     let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
     let (sink, events) = EventSink::new();
     let recording = tokio::spawn(crate::state::recorder::record(
@@ -322,30 +397,12 @@ async fn execute(
         run_dir.clone(),
         sender.clone(),
     ));
-    // A rollback's header counts what it undoes, on the hosts it touches; it has no waves.
-    let (hosts, tasks, waves, regions) = match &launch.mode {
-        Mode::Rollback(hosts) => (
-            hosts.len(),
-            launch.rollback_tasks,
-            Vec::new(),
-            region_sizes_of(&plan, hosts.iter()),
-        ),
-        Mode::Deploy => (
-            plan.host_count(),
-            plan.task_count(),
-            plan.waves.iter().map(|w| w.name.clone()).collect(),
-            region_sizes(&plan),
-        ),
-    };
-    let _ = sender.send(Event::RunStarted {
-        run_id: run_dir.id.clone(),
-        playbook: plan.playbook.name.clone(),
-        inventory: plan.inventory.name.clone(),
-        hosts,
-        tasks,
-        waves,
-        regions,
-    });
+    let _ = sender.send(run_started(
+        &launch.mode,
+        launch.rollback_tasks,
+        &plan,
+        &run_dir,
+    ));
     // Live control from other shells; a run goes on without it (Ctrl-C still works).
     let Control {
         sender: control_sender,
@@ -353,14 +410,7 @@ async fn execute(
         listener,
         forward,
     } = control;
-    let socket = crate::state::local::control::serve(
-        &crate::state::local::control::socket_path(&run_dir.path),
-        control_sender,
-    )
-    .map_err(|e| {
-        tracing::warn!("live control (pony pause/continue/abort/approve) is off for this run: {e}")
-    })
-    .ok();
+    let socket = serve_control(&run_dir, control_sender);
     let has_control = socket.is_some() || listener.is_some();
     let interactive = std::io::stdin().is_terminal() && settings.output == OutputFormat::Human;
     let options = ExecOptions {
@@ -369,15 +419,7 @@ async fn execute(
         redactor: launch.redactor,
         // `--approve WAVE` given now, and the approvals journaled from other shells
         // (`pony approve RUN WAVE` ahead of the gate) in an earlier part of the run.
-        approvals: {
-            let mut approvals = launch.approvals;
-            for wave in launch.replay.iter().flat_map(|r| &r.pre_approved) {
-                if !approvals.contains(wave) {
-                    approvals.push(wave.clone());
-                }
-            }
-            approvals
-        },
+        approvals: approvals(launch.approvals, launch.replay.as_ref()),
         connections: settings
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
@@ -456,76 +498,6 @@ fn warn_unforwarded(forward: crate::state::backend::Forward, run_id: String) -> 
             );
         }
     })
-}
-
-/// Asks at the terminal whenever the run reaches an `approve:` gate.
-fn prompt_for_approvals(
-    forward: Option<Forward>,
-) -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest> {
-    let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel::<ApprovalRequest>();
-    tokio::spawn(async move {
-        while let Some(request) = requests.recv().await {
-            let ApprovalRequest { wave, soak, answer } = request;
-            let done = match soak {
-                Some(soak) => format!("Wave {wave} is done; {soak}."),
-                None => format!("Wave {wave} is done."),
-            };
-            let forward = forward.clone();
-            let answered = tokio::task::spawn_blocking(move || {
-                let approved = crate::term::with_progress_suspended(|| {
-                    eprint!("\n{done} Approve it and continue with the next wave? [y/N] ");
-                    let _ = std::io::stderr().flush();
-                    // The gate may be answered from another shell (`pony approve`) while
-                    // this waits: then the question is withdrawn, not left on screen.
-                    while crate::term::hung_up() || !stdin_readable() {
-                        // Once the terminal hung up nobody is left to answer here: the
-                        // question stays open (not a "no") until `pony approve` answers
-                        // the gate or the run stops.
-                        if crate::term::hung_up() && !answer.is_closed() {
-                            std::thread::sleep(std::time::Duration::from_millis(100));
-                            continue;
-                        }
-                        if answer.is_closed() {
-                            eprintln!(
-                                "(withdrawn: answered from another shell, or the run is stopping)"
-                            );
-                            return None;
-                        }
-                    }
-                    let mut line = String::new();
-                    let read = std::io::stdin().read_line(&mut line);
-                    // The end of input or an error may be the terminal hanging up, seen
-                    // before its SIGHUP is: give the signal a moment, and if it came,
-                    // leave the gate to `pony approve` as above.
-                    if matches!(read, Ok(0) | Err(_)) {
-                        std::thread::sleep(std::time::Duration::from_millis(300));
-                        while crate::term::hung_up() && !answer.is_closed() {
-                            std::thread::sleep(std::time::Duration::from_millis(100));
-                        }
-                        if crate::term::hung_up() {
-                            return None;
-                        }
-                    }
-                    let approved = matches!(line.trim(), "y" | "Y" | "yes" | "YES");
-                    if let Some(forward) = forward.as_ref().filter(|_| approved) {
-                        forward(&wave);
-                    }
-                    Some(approved)
-                });
-                (answer, approved)
-            })
-            .await;
-            if let Ok((answer, Some(approved))) = answered {
-                let _ = answer.send(approved);
-            }
-        }
-    });
-    sender
-}
-
-/// Whether stdin has a line (or its end) to read, waiting at most a tenth of a second.
-fn stdin_readable() -> bool {
-    crate::sys::stdin_readable(100)
 }
 
 /// What tells a run of the state database that its lease is gone: the heartbeat or the
