@@ -4,7 +4,7 @@
 //! windows as grey bands in the lanes of the regions that waited for them. Plain SVG, no
 //! script; readable at 7 regions × 14 clusters.
 
-use super::report::Simulation;
+use super::report::{ClusterBars, RegionSpan, Simulation};
 use crate::duration::short_ms as duration_text;
 use crate::report::thousands;
 use std::fmt::Write;
@@ -50,6 +50,50 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="Helvetica, Arial, sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
+    header(&mut s, sim, baseline);
+    // Time axis.
+    let bottom = height - 60.0;
+    time_axis(&mut s, &x, total, bottom);
+    let mut y = TOP;
+    for region in &sim.regions {
+        let lane_rows = region.clusters.len() as f64 * ROW;
+        let lane_top = y;
+        let _ = writeln!(
+            s,
+            r##"<rect x="0" y="{lane_top:.1}" width="{WIDTH}" height="{:.1}" fill="#f4f6f8" fill-opacity="0.6"/>"##,
+            LANE_HEAD + lane_rows
+        );
+        window_bands(&mut s, &x, sim, region, lane_top, lane_rows);
+        let span = match (region.start_ms, region.end_ms) {
+            (Some(a), Some(b)) => format!("{} → {}", duration_text(a), duration_text(b)),
+            _ => "not started".into(),
+        };
+        let _ = writeln!(
+            s,
+            r##"<text x="6" y="{:.1}" font-weight="bold">{} <tspan font-weight="normal" fill="#555">{} hosts · {}</tspan></text>"##,
+            lane_top + 14.0,
+            escape(&region.name),
+            thousands(region.hosts),
+            escape(&span)
+        );
+        y += LANE_HEAD;
+        for cluster in &region.clusters {
+            cluster_row(&mut s, &x, sim, cluster, y);
+            y += ROW;
+        }
+        y += 4.0;
+    }
+    gate_bands(&mut s, &x, sim, bottom);
+    // Legend.
+    legend(&mut s, sim, bottom);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The title (the run, its size and total, and the by-hand baseline's) and the line
+/// under it.
+fn header(s: &mut String, sim: &Simulation, baseline: Option<&Simulation>) {
+    let total = sim.total_ms.max(1);
     let mut title = format!(
         "pony simulate: {} on {} — {} hosts, total {}",
         sim.playbook,
@@ -81,9 +125,11 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
                 .unwrap_or("nothing")
         )
     );
-    // Time axis.
+}
+
+/// The time axis: a faint line and a label per tick.
+fn time_axis(s: &mut String, x: &dyn Fn(u64) -> f64, total: u64, bottom: f64) {
     let step = tick_step(total);
-    let bottom = height - 60.0;
     let mut t = 0;
     while t <= total {
         let _ = writeln!(
@@ -95,110 +141,106 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         );
         t += step;
     }
-    let mut y = TOP;
-    for region in &sim.regions {
-        let lane_rows = region.clusters.len() as f64 * ROW;
-        let lane_top = y;
-        let _ = writeln!(
-            s,
-            r##"<rect x="0" y="{lane_top:.1}" width="{WIDTH}" height="{:.1}" fill="#f4f6f8" fill-opacity="0.6"/>"##,
-            LANE_HEAD + lane_rows
-        );
-        // Windows this region's hosts waited for.
-        for g in sim.gates.iter().filter(|g| g.kind == "window") {
-            let zone = g
-                .detail
-                .rsplit_once('(')
-                .map(|(_, z)| z.trim_end_matches(')').to_string());
-            let in_wave = region
-                .clusters
-                .iter()
-                .any(|c| c.bars.iter().any(|b| b.wave == g.wave));
-            let here = match &zone {
-                Some(z) => region.zones.contains(z),
-                None => in_wave,
-            };
-            if here && in_wave {
-                let _ = writeln!(
-                    s,
-                    r##"<rect x="{:.1}" y="{lane_top:.1}" width="{:.1}" height="{:.1}" fill="#9aa0a6" fill-opacity="0.35"><title>{} waits for {}</title></rect>"##,
-                    x(g.start_ms),
-                    (x(g.end_ms) - x(g.start_ms)).max(1.0),
-                    LANE_HEAD + lane_rows,
-                    escape(&region.name),
-                    escape(&g.detail)
-                );
-            }
+}
+
+/// The change windows a region's hosts waited for, shaded in its lane.
+fn window_bands(
+    s: &mut String,
+    x: &dyn Fn(u64) -> f64,
+    sim: &Simulation,
+    region: &RegionSpan,
+    lane_top: f64,
+    lane_rows: f64,
+) {
+    for g in sim.gates.iter().filter(|g| g.kind == "window") {
+        let zone = g
+            .detail
+            .rsplit_once('(')
+            .map(|(_, z)| z.trim_end_matches(')').to_string());
+        let in_wave = region
+            .clusters
+            .iter()
+            .any(|c| c.bars.iter().any(|b| b.wave == g.wave));
+        let here = match &zone {
+            Some(z) => region.zones.contains(z),
+            None => in_wave,
+        };
+        if here && in_wave {
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{lane_top:.1}" width="{:.1}" height="{:.1}" fill="#9aa0a6" fill-opacity="0.35"><title>{} waits for {}</title></rect>"##,
+                x(g.start_ms),
+                (x(g.end_ms) - x(g.start_ms)).max(1.0),
+                LANE_HEAD + lane_rows,
+                escape(&region.name),
+                escape(&g.detail)
+            );
         }
-        let span = match (region.start_ms, region.end_ms) {
-            (Some(a), Some(b)) => format!("{} → {}", duration_text(a), duration_text(b)),
-            _ => "not started".into(),
+    }
+}
+
+/// One cluster's row: its name, a bar per wave it took part in, its rollback.
+fn cluster_row(
+    s: &mut String,
+    x: &dyn Fn(u64) -> f64,
+    sim: &Simulation,
+    cluster: &ClusterBars,
+    y: f64,
+) {
+    let _ = writeln!(
+        s,
+        r##"<text x="16" y="{:.1}" fill="#333">{} <tspan fill="#777">{}×, {} at once</tspan></text>"##,
+        y + 12.0,
+        escape(&cluster.name),
+        cluster.hosts,
+        cluster.slots
+    );
+    for bar in &cluster.bars {
+        let wave = sim
+            .waves
+            .iter()
+            .position(|w| w.name == bar.wave)
+            .unwrap_or(0);
+        let colour = WAVE_COLOURS[wave % WAVE_COLOURS.len()];
+        let stroke = if bar.failed_hosts > 0 {
+            r##" stroke="#d62728" stroke-width="2""##
+        } else {
+            ""
         };
         let _ = writeln!(
             s,
-            r##"<text x="6" y="{:.1}" font-weight="bold">{} <tspan font-weight="normal" fill="#555">{} hosts · {}</tspan></text>"##,
-            lane_top + 14.0,
-            escape(&region.name),
-            thousands(region.hosts),
-            escape(&span)
+            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" rx="2" fill="{colour}"{stroke}><title>{} wave {}: {} → {}{}</title></rect>"#,
+            x(bar.start_ms),
+            y + 2.0,
+            (x(bar.end_ms) - x(bar.start_ms)).max(1.5),
+            ROW - 4.0,
+            escape(&cluster.name),
+            escape(&bar.wave),
+            duration_text(bar.start_ms),
+            duration_text(bar.end_ms),
+            if bar.failed_hosts > 0 {
+                format!(", {} failed hosts", bar.failed_hosts)
+            } else {
+                String::new()
+            }
         );
-        y += LANE_HEAD;
-        for cluster in &region.clusters {
-            let _ = writeln!(
-                s,
-                r##"<text x="16" y="{:.1}" fill="#333">{} <tspan fill="#777">{}×, {} at once</tspan></text>"##,
-                y + 12.0,
-                escape(&cluster.name),
-                cluster.hosts,
-                cluster.slots
-            );
-            for bar in &cluster.bars {
-                let wave = sim
-                    .waves
-                    .iter()
-                    .position(|w| w.name == bar.wave)
-                    .unwrap_or(0);
-                let colour = WAVE_COLOURS[wave % WAVE_COLOURS.len()];
-                let stroke = if bar.failed_hosts > 0 {
-                    r##" stroke="#d62728" stroke-width="2""##
-                } else {
-                    ""
-                };
-                let _ = writeln!(
-                    s,
-                    r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" rx="2" fill="{colour}"{stroke}><title>{} wave {}: {} → {}{}</title></rect>"#,
-                    x(bar.start_ms),
-                    y + 2.0,
-                    (x(bar.end_ms) - x(bar.start_ms)).max(1.5),
-                    ROW - 4.0,
-                    escape(&cluster.name),
-                    escape(&bar.wave),
-                    duration_text(bar.start_ms),
-                    duration_text(bar.end_ms),
-                    if bar.failed_hosts > 0 {
-                        format!(", {} failed hosts", bar.failed_hosts)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            if let Some((a, b)) = cluster.rollback {
-                let _ = writeln!(
-                    s,
-                    r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="4" fill="#d62728"><title>{} rolled back {} → {}</title></rect>"##,
-                    x(a),
-                    y + ROW - 5.0,
-                    (x(b) - x(a)).max(2.0),
-                    escape(&cluster.name),
-                    duration_text(a),
-                    duration_text(b)
-                );
-            }
-            y += ROW;
-        }
-        y += 4.0;
     }
-    // Pauses and approvals hold every lane (drawn over the lanes).
+    if let Some((a, b)) = cluster.rollback {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="4" fill="#d62728"><title>{} rolled back {} → {}</title></rect>"##,
+            x(a),
+            y + ROW - 5.0,
+            (x(b) - x(a)).max(2.0),
+            escape(&cluster.name),
+            duration_text(a),
+            duration_text(b)
+        );
+    }
+}
+
+/// Pauses and approvals hold every lane (drawn over the lanes).
+fn gate_bands(s: &mut String, x: &dyn Fn(u64) -> f64, sim: &Simulation, bottom: f64) {
     for g in sim.gates.iter().filter(|g| g.kind != "window") {
         let colour = if g.kind == "soak" {
             "#f5d76e"
@@ -217,7 +259,10 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
             duration_text(g.end_ms)
         );
     }
-    // Legend.
+}
+
+/// The legend: a swatch per wave, then the bands' and the rollback's.
+fn legend(s: &mut String, sim: &Simulation, bottom: f64) {
     let mut lx = 10.0;
     let ly = bottom + 22.0;
     for (i, wave) in sim.waves.iter().enumerate() {
@@ -245,6 +290,4 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         );
         lx += 30.0 + 6.5 * text.len() as f64;
     }
-    s.push_str("</svg>\n");
-    s
 }

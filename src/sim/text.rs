@@ -13,57 +13,9 @@ pub fn text(sim: &Simulation, baselines: Option<&Baselines>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(
-        w,
-        "simulation: {} on {} — {} hosts, {} tasks (seed {}, connections {})",
-        sim.playbook,
-        sim.inventory,
-        thousands(sim.hosts),
-        thousands(sim.tasks),
-        sim.seed,
-        sim.connections
-    );
-    if sim.fail_rate > 0.0 || sim.unreachable_rate > 0.0 {
-        let _ = writeln!(
-            w,
-            "what-if: {:.2}% of task attempts fail, {:.2}% of hosts unreachable",
-            sim.fail_rate * 100.0,
-            sim.unreachable_rate * 100.0
-        );
-    }
-    let _ = writeln!(
-        w,
-        "total: {}  ({} → {}), outcome {}",
-        duration_text(sim.total_ms),
-        sim.start,
-        sim.end,
-        sim.outcome
-    );
-    let outcomes: Vec<String> = sim
-        .host_outcomes
-        .iter()
-        .map(|(k, v)| format!("{v} {k}"))
-        .collect();
-    let _ = writeln!(w, "hosts: {}", outcomes.join(", "));
+    overview(w, sim);
     if let Some(base) = baselines {
-        let speedup = base.speedup(sim);
-        let _ = writeln!(
-            w,
-            "by hand, the same policy (one region after the other, each started by a person, the playbook's max_unavailable, soaks and windows): {}  → pony is {:.1}x faster",
-            duration_text(base.same_policy.total_ms),
-            speedup.tool
-        );
-        let _ = writeln!(
-            w,
-            "by hand, one host per cluster at a time (one region after the other, each started by a person, windows kept, no soaks): {}  → pony is {:.1}x faster",
-            duration_text(base.one_host.total_ms),
-            speedup.total
-        );
-        let _ = writeln!(
-            w,
-            "of the {:.1}x: {:.1}x from the tool (regions in parallel, no waiting for a person between them), {:.1}x from the policy (the playbook's max_unavailable instead of one host at a time)",
-            speedup.total, speedup.tool, speedup.policy
-        );
+        speedups(w, sim, base);
     }
     let waves = sim.waves.iter();
     spans(
@@ -104,6 +56,87 @@ pub fn text(sim: &Simulation, baselines: Option<&Baselines>) -> String {
     for line in path_lines(&sim.critical_path) {
         let _ = writeln!(w, "  {line}");
     }
+    failures(w, sim);
+    let _ = writeln!(w, "\ndurations per step:");
+    for d in &sim.durations {
+        let source = serde_json::to_value(d.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            w,
+            "  {:<18} {:<8} {}  (rollback {})",
+            d.step, source, d.durations, d.rollback
+        );
+    }
+    out
+}
+
+/// The run in a few lines: what, the what-if rates, its length and outcome, the hosts'
+/// outcomes.
+fn overview(w: &mut String, sim: &Simulation) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        w,
+        "simulation: {} on {} — {} hosts, {} tasks (seed {}, connections {})",
+        sim.playbook,
+        sim.inventory,
+        thousands(sim.hosts),
+        thousands(sim.tasks),
+        sim.seed,
+        sim.connections
+    );
+    if sim.fail_rate > 0.0 || sim.unreachable_rate > 0.0 {
+        let _ = writeln!(
+            w,
+            "what-if: {:.2}% of task attempts fail, {:.2}% of hosts unreachable",
+            sim.fail_rate * 100.0,
+            sim.unreachable_rate * 100.0
+        );
+    }
+    let _ = writeln!(
+        w,
+        "total: {}  ({} → {}), outcome {}",
+        duration_text(sim.total_ms),
+        sim.start,
+        sim.end,
+        sim.outcome
+    );
+    let outcomes: Vec<String> = sim
+        .host_outcomes
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    let _ = writeln!(w, "hosts: {}", outcomes.join(", "));
+}
+
+/// How much faster pony is than the rollout done by hand, and where the speed-up comes
+/// from (`--compare`).
+fn speedups(w: &mut String, sim: &Simulation, base: &Baselines) {
+    use std::fmt::Write;
+    let speedup = base.speedup(sim);
+    let _ = writeln!(
+        w,
+        "by hand, the same policy (one region after the other, each started by a person, the playbook's max_unavailable, soaks and windows): {}  → pony is {:.1}x faster",
+        duration_text(base.same_policy.total_ms),
+        speedup.tool
+    );
+    let _ = writeln!(
+        w,
+        "by hand, one host per cluster at a time (one region after the other, each started by a person, windows kept, no soaks): {}  → pony is {:.1}x faster",
+        duration_text(base.one_host.total_ms),
+        speedup.total
+    );
+    let _ = writeln!(
+        w,
+        "of the {:.1}x: {:.1}x from the tool (regions in parallel, no waiting for a person between them), {:.1}x from the policy (the playbook's max_unavailable instead of one host at a time)",
+        speedup.total, speedup.tool, speedup.policy
+    );
+}
+
+/// Failed tasks, budgets exceeded, rollbacks (the first ten) and failed waves, when any.
+fn failures(w: &mut String, sim: &Simulation) {
+    use std::fmt::Write;
     let f = &sim.failures;
     if f.failed_tasks > 0 || !f.rollbacks.is_empty() || !f.waves_failed.is_empty() {
         let _ = writeln!(
@@ -133,19 +166,6 @@ pub fn text(sim: &Simulation, baselines: Option<&Baselines>) -> String {
             let _ = writeln!(w, "  {wf}");
         }
     }
-    let _ = writeln!(w, "\ndurations per step:");
-    for d in &sim.durations {
-        let source = serde_json::to_value(d.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let _ = writeln!(
-            w,
-            "  {:<18} {:<8} {}  (rollback {})",
-            d.step, source, d.durations, d.rollback
-        );
-    }
-    out
 }
 
 /// A titled list of waves or regions: each one's hosts, its start and its end.

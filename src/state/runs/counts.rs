@@ -5,7 +5,7 @@ use super::detail::{RunDetail, TaskStatus};
 use crate::plan::Plan;
 use crate::playbook::Per;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// Task counts of one group (a wave, a region, or the whole run).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -81,128 +81,139 @@ pub fn count_tasks(detail: &RunDetail, plan: Result<&Plan, &str>) -> TaskBreakdo
         .iter()
         .map(|t| (t.label.as_str(), t.state))
         .collect();
-    let rolled_back: std::collections::HashSet<&str> = detail
+    let rolled_back: HashSet<&str> = detail
         .rollbacks
         .iter()
         .filter(|r| r.ok == Some(true))
         .map(|r| r.label.as_str())
         .collect();
-    let mut total = TaskCounts::default();
     match plan {
-        Ok(plan) => {
-            let regions = &plan.inventory.regions;
-            let mut waves: Vec<Group> =
-                plan.waves.iter().map(|w| group(&w.name, Some(0))).collect();
-            let mut by_region: Vec<Group> = regions
-                .iter()
-                .map(|r| group(&r.name, Some(0)))
-                .chain([group(RUN_WIDE, Some(0))])
-                .collect();
-            let mut known = 0usize;
-            total.total = Some(0);
-            for (node, task) in plan.tasks() {
-                let region = match task.per {
-                    Per::Run => regions.len(),
-                    _ => plan.inventory.hosts[task.host].region,
-                };
-                let label = plan.label(node);
-                let state = state_of.get(label.as_str()).copied();
-                for counts in [
-                    &mut total,
-                    &mut waves[task.wave].counts,
-                    &mut by_region[region].counts,
-                ] {
-                    *counts.total.as_mut().expect("set above") += 1;
-                    if let Some(state) = state {
-                        counts.add(state, rolled_back.contains(label.as_str()));
-                    }
-                }
-                known += usize::from(state.is_some());
-            }
-            if known < state_of.len() {
-                // Labels the rebuilt plan does not have (the snapshot changed?).
-                let mut other = group(UNKNOWN, None);
-                let labels: std::collections::HashSet<String> =
-                    plan.tasks().map(|(n, _)| plan.label(n)).collect();
-                for t in detail.tasks.iter().filter(|t| !labels.contains(&t.label)) {
-                    let undone = rolled_back.contains(t.label.as_str());
-                    other.counts.add(t.state, undone);
-                    total.add(t.state, undone);
-                }
-                by_region.push(other);
-            }
-            for g in waves.iter_mut().chain(by_region.iter_mut()) {
-                g.counts.close();
-            }
-            total.close();
-            TaskBreakdown {
-                plan_rebuilt: true,
-                plan_error: None,
-                total,
-                waves,
-                regions: by_region
-                    .into_iter()
-                    .filter(|g| g.counts.total != Some(0) || g.counts.seen() > 0)
-                    .collect(),
+        Ok(plan) => with_plan(detail, plan, &state_of, &rolled_back),
+        Err(error) => from_journal(detail, error, &rolled_back),
+    }
+}
+
+/// Every task of the rebuilt plan counted per wave and region (so pending is known),
+/// and the journal's labels the plan does not have under [`UNKNOWN`].
+fn with_plan(
+    detail: &RunDetail,
+    plan: &Plan,
+    state_of: &BTreeMap<&str, TaskStatus>,
+    rolled_back: &HashSet<&str>,
+) -> TaskBreakdown {
+    let mut total = TaskCounts::default();
+    let regions = &plan.inventory.regions;
+    let mut waves: Vec<Group> = plan.waves.iter().map(|w| group(&w.name, Some(0))).collect();
+    let mut by_region: Vec<Group> = regions
+        .iter()
+        .map(|r| group(&r.name, Some(0)))
+        .chain([group(RUN_WIDE, Some(0))])
+        .collect();
+    let mut known = 0usize;
+    total.total = Some(0);
+    for (node, task) in plan.tasks() {
+        let region = match task.per {
+            Per::Run => regions.len(),
+            _ => plan.inventory.hosts[task.host].region,
+        };
+        let label = plan.label(node);
+        let state = state_of.get(label.as_str()).copied();
+        for counts in [
+            &mut total,
+            &mut waves[task.wave].counts,
+            &mut by_region[region].counts,
+        ] {
+            *counts.total.as_mut().expect("set above") += 1;
+            if let Some(state) = state {
+                counts.add(state, rolled_back.contains(label.as_str()));
             }
         }
-        Err(error) => {
-            let inventory = crate::inventory::load(
-                &detail
-                    .summary
-                    .path
-                    .join(crate::state::snapshot::INVENTORY_FILE),
-            )
-            .ok();
-            let mut order: Vec<String> = Vec::new();
-            let mut by_region: BTreeMap<String, TaskCounts> = BTreeMap::new();
-            for t in &detail.tasks {
-                let target = t.label.rsplit_once('@').map(|(_, t)| t).unwrap_or("");
-                let region = if target == "run" {
-                    RUN_WIDE.to_string()
-                } else {
-                    match &inventory {
-                        Some(inv) => match inv.host_id(target) {
-                            Some(h) => inv.region_of(h).name.clone(),
-                            None if inv.regions.iter().any(|r| r.name == target) => {
-                                target.to_string()
-                            }
-                            None => UNKNOWN.to_string(),
-                        },
-                        None => UNKNOWN.to_string(),
-                    }
-                };
-                if !by_region.contains_key(&region) {
-                    order.push(region.clone());
-                }
-                let undone = rolled_back.contains(t.label.as_str());
-                by_region.entry(region).or_default().add(t.state, undone);
-                total.add(t.state, undone);
-            }
-            let regions = match &inventory {
-                Some(inv) => inv
-                    .regions
-                    .iter()
-                    .map(|r| r.name.clone())
-                    .chain([RUN_WIDE.to_string(), UNKNOWN.to_string()])
-                    .filter(|r| by_region.contains_key(r))
-                    .collect(),
-                None => order,
-            };
-            TaskBreakdown {
-                plan_rebuilt: false,
-                plan_error: Some(error.to_string()),
-                total,
-                waves: Vec::new(),
-                regions: regions
-                    .into_iter()
-                    .map(|r| Group {
-                        counts: by_region.remove(&r).unwrap_or_default(),
-                        name: r,
-                    })
-                    .collect(),
-            }
+        known += usize::from(state.is_some());
+    }
+    if known < state_of.len() {
+        // Labels the rebuilt plan does not have (the snapshot changed?).
+        let mut other = group(UNKNOWN, None);
+        let labels: std::collections::HashSet<String> =
+            plan.tasks().map(|(n, _)| plan.label(n)).collect();
+        for t in detail.tasks.iter().filter(|t| !labels.contains(&t.label)) {
+            let undone = rolled_back.contains(t.label.as_str());
+            other.counts.add(t.state, undone);
+            total.add(t.state, undone);
         }
+        by_region.push(other);
+    }
+    for g in waves.iter_mut().chain(by_region.iter_mut()) {
+        g.counts.close();
+    }
+    total.close();
+    TaskBreakdown {
+        plan_rebuilt: true,
+        plan_error: None,
+        total,
+        waves,
+        regions: by_region
+            .into_iter()
+            .filter(|g| g.counts.total != Some(0) || g.counts.seen() > 0)
+            .collect(),
+    }
+}
+
+/// What the journal shows, per region (found through the snapshot inventory when it
+/// loads); no waves.
+fn from_journal(detail: &RunDetail, error: &str, rolled_back: &HashSet<&str>) -> TaskBreakdown {
+    let mut total = TaskCounts::default();
+    let inventory = crate::inventory::load(
+        &detail
+            .summary
+            .path
+            .join(crate::state::snapshot::INVENTORY_FILE),
+    )
+    .ok();
+    let mut order: Vec<String> = Vec::new();
+    let mut by_region: BTreeMap<String, TaskCounts> = BTreeMap::new();
+    for t in &detail.tasks {
+        let target = t.label.rsplit_once('@').map(|(_, t)| t).unwrap_or("");
+        let region = if target == "run" {
+            RUN_WIDE.to_string()
+        } else {
+            match &inventory {
+                Some(inv) => match inv.host_id(target) {
+                    Some(h) => inv.region_of(h).name.clone(),
+                    None if inv.regions.iter().any(|r| r.name == target) => target.to_string(),
+                    None => UNKNOWN.to_string(),
+                },
+                None => UNKNOWN.to_string(),
+            }
+        };
+        if !by_region.contains_key(&region) {
+            order.push(region.clone());
+        }
+        let undone = rolled_back.contains(t.label.as_str());
+        by_region.entry(region).or_default().add(t.state, undone);
+        total.add(t.state, undone);
+    }
+    let regions = match &inventory {
+        Some(inv) => inv
+            .regions
+            .iter()
+            .map(|r| r.name.clone())
+            .chain([RUN_WIDE.to_string(), UNKNOWN.to_string()])
+            .filter(|r| by_region.contains_key(r))
+            .collect(),
+        None => order,
+    };
+    TaskBreakdown {
+        plan_rebuilt: false,
+        plan_error: Some(error.to_string()),
+        total,
+        waves: Vec::new(),
+        regions: regions
+            .into_iter()
+            .map(|r| Group {
+                counts: by_region.remove(&r).unwrap_or_default(),
+                name: r,
+            })
+            .collect(),
     }
 }
 

@@ -1,15 +1,19 @@
 //! Running a plan, shared by `deploy`, `resume` and `rollback`: the inventory lock, the
 //! journal, reporters, the approval prompt, signals, and what to tell the person after.
 
+mod fenced;
+mod prompt;
+
 use crate::events::{Event, EventSink};
 use crate::exec::hosts::HostPool;
+use crate::exec::Mode;
 use crate::exec::{self, ExecOptions};
-use crate::exec::{ApprovalRequest, Mode};
 use crate::exit::Exit;
 use crate::plan::Plan;
 use crate::report::OutputFormat;
 use crate::secret::Redactor;
 use crate::settings::Settings;
+use crate::state::backend::Held;
 use crate::state::deadline::LeaseClock;
 use crate::state::deadline::LeaseLost;
 use crate::state::journal::{Journal, Record, RunKind};
@@ -17,7 +21,9 @@ use crate::state::replay::Replay;
 use crate::state::run_dir::RunDir;
 use crate::state::store::Store;
 use crate::transport::ssh::SshOptions;
-use std::io::{IsTerminal, Write};
+use fenced::fenced_stop;
+use prompt::prompt_for_approvals;
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 /// Everything a run needs besides the settings options.
@@ -61,33 +67,10 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
         RunFolder::New { .. } => crate::state::run_dir::new_run_id(),
         RunFolder::Existing(dir) => dir.id.clone(),
     };
-    if launch
-        .plan
-        .inventory
-        .hosts
-        .iter()
-        .any(|h| h.connection == crate::inventory::ConnectionKind::Ssh)
-    {
-        // Before the lock and the run folder: a refused folder is a usage error, and
-        // nothing has run.
-        SshOptions::new(&settings.state_dir, launch.accept_new_host_keys).secure_control_dir()?;
-    }
+    secure_control_dir(settings, &launch)?;
     let store = Store::for_writing(&super::store_settings(settings))?;
     let lease_lost = LeaseLost::default();
-    let regions = match &settings.regions {
-        Some(globs) => Some(crate::exec::regions::select(&launch.plan, globs)?),
-        None if launch.command == RunKind::Join => {
-            return Err(crate::diag::Diagnostics::from(
-                crate::diag::Diagnostic::new(
-                    std::path::Path::new("--regions"),
-                    "pony join needs the regions this controller takes",
-                )
-                .hint("give --regions GLOBS, e.g. --regions '!cn-*'"),
-            )
-            .into())
-        }
-        None => None,
-    };
+    let regions = regions(settings, &launch)?;
     let controller = settings.controller.clone().unwrap_or_default();
     // The lease counts from before it is asked for (the database's expiry is later).
     let asked = std::time::Instant::now();
@@ -111,35 +94,7 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
             store.check_current(dir)?;
         }
     }
-    let run_dir = match &launch.run {
-        RunFolder::New {
-            inventory,
-            playbook,
-            vars,
-        } => RunDir::create(
-            run_id.clone(),
-            &settings.state_dir,
-            inventory,
-            playbook,
-            vars.clone(),
-            &launch.plan,
-        )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the run folder under {}: {e}",
-                settings.state_dir.display()
-            )
-        })?,
-        RunFolder::Existing(dir) => dir.clone(),
-    };
-    if let RunFolder::New { .. } = &launch.run {
-        store.create_run(
-            &run_id,
-            &inventory,
-            &launch.plan.playbook.name,
-            &run_dir.path,
-        )?;
-    }
+    let run_dir = run_folder(settings, &launch, &run_id, &inventory, &store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -150,36 +105,9 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
     }
     // Live control from any machine, through the state database (its listener connects
     // before the run's runtime starts: the client blocks).
-    let (control_sender, control_receiver) = tokio::sync::mpsc::unbounded_channel();
-    let controller = settings
-        .controller
-        .clone()
-        .unwrap_or_else(crate::process::this_process);
-    let remote = store.remote_control(
-        &run_id,
-        &controller,
-        control_sender.clone(),
-        regions.is_some(),
-    );
-    let forward = remote
-        .forward
-        .map(|forward| warn_unforwarded(forward, run_id.clone()));
-    let listener = remote.listener;
-    let control = Control {
-        sender: control_sender,
-        receiver: control_receiver,
-        listener,
-        forward,
-    };
+    let control = control(settings, &store, &run_id, regions.is_some());
     let split = match &regions {
-        Some(regions) => Some(Arc::new(crate::exec::regions::Split::start(
-            &launch.plan,
-            regions,
-            store.follow_split(&run_id, launch.journal_seen, regions)?,
-            settings
-                .on_controller_loss
-                .unwrap_or(launch.plan.playbook.strategy.on_controller_loss),
-        ))),
+        Some(regions) => Some(split(settings, &launch, &store, &run_id, regions)?),
         None => None,
     };
     let journal_path = run_dir.journal_path();
@@ -205,98 +133,50 @@ pub fn launch(settings: &Settings, mut launch: Launch) -> anyhow::Result<Exit> {
         exit = Exit::Interrupted;
         fenced_stop(&held, &journal_path);
     }
-    match exit {
-        Exit::AwaitingApproval => {
-            held.keep_for_approval();
-        }
-        Exit::Interrupted => {
-            eprintln!(
-                "interrupted; continue with: {}",
-                crate::hint::pony(format_args!("resume {run_id}"))
-            );
-            held.leave_with_work_left();
-        }
-        Exit::NeedsAttention => held.leave_with_work_left(),
-        _ => {}
-    }
+    leave(held, exit, &run_id);
     Ok(exit)
 }
 
-/// A controller that lost its lease has stopped: it says how, at its terminal and (when
-/// `pony unlock` broke the lease and waits for the answer) in the database.
-fn fenced_stop(held: &crate::state::backend::Held, journal: &std::path::Path) {
-    let (killed, ended, unconfirmed) = kills_of_this_process(journal);
-    let mut outcome = format!(
-        "stopped; {killed} running command(s) killed on the hosts (confirmed), {ended} had ended"
-    );
-    if unconfirmed > 0 {
-        outcome.push_str(&format!(
-            ", {unconfirmed} could not be confirmed killed (see its journal)"
-        ));
-    }
-    // A lock file is never fenced off.
-    let Some(broken_by) = held.broken_by() else {
-        return;
-    };
-    match broken_by {
-        Ok(Some(by)) => {
-            eprintln!("this controller's lease was broken with `pony unlock --force` by {by}: it {outcome}")
-        }
-        Ok(None) => eprintln!("this controller {outcome}"),
-        Err(e) => tracing::warn!("{e}"),
-    }
-    if let Err(e) = held.confirm_stopped(&outcome) {
-        tracing::warn!("could not tell the state database that this controller stopped: {e}");
-    }
-}
-
-/// What this process's kills on a lost lease came to, from its journal (the local copy:
-/// the database takes nothing from a fenced controller): tasks whose command was killed,
-/// whose command had ended, and whose kill could not be confirmed.
-fn kills_of_this_process(journal: &std::path::Path) -> (usize, usize, usize) {
-    let text = std::fs::read_to_string(journal).unwrap_or_default();
-    let pid = u64::from(std::process::id());
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let start = records
+/// Before the lock and the run folder: a refused SSH control folder is a usage error,
+/// and nothing has run.
+fn secure_control_dir(settings: &Settings, launch: &Launch) -> anyhow::Result<()> {
+    if launch
+        .plan
+        .inventory
+        .hosts
         .iter()
-        .rposition(|r| {
-            matches!(r["type"].as_str(), Some("run_started" | "run_resumed"))
-                && r["pid"].as_u64() == Some(pid)
-        })
-        .unwrap_or(0);
-    let mut counts = (0, 0, 0);
-    for record in &records[start..] {
-        if record["state"] != "interrupted" {
-            continue;
-        }
-        let error = record["error"].as_str().unwrap_or_default();
-        if error.contains("(confirmed)") {
-            counts.0 += 1;
-        } else if error.contains("had ended") {
-            counts.1 += 1;
-        } else if error.contains("could not be confirmed") {
-            counts.2 += 1;
-        }
+        .any(|h| h.connection == crate::inventory::ConnectionKind::Ssh)
+    {
+        SshOptions::new(&settings.state_dir, launch.accept_new_host_keys).secure_control_dir()?;
     }
-    counts
+    Ok(())
 }
 
-async fn execute(
+/// This controller's part of a run split by region: the other controllers' progress
+/// read from the shared journal as it comes.
+fn split(
     settings: &Settings,
-    launch: Launch,
-    run_dir: RunDir,
-    journal: Journal,
-    lease: Lease,
-    split: Option<Arc<crate::exec::regions::Split>>,
-    control: Control,
-) -> anyhow::Result<Exit> {
-    let plan = Arc::new(launch.plan);
+    launch: &Launch,
+    store: &Store,
+    run_id: &str,
+    regions: &[String],
+) -> anyhow::Result<Arc<crate::exec::regions::Split>> {
+    Ok(Arc::new(crate::exec::regions::Split::start(
+        &launch.plan,
+        regions,
+        store.follow_split(run_id, launch.journal_seen, regions)?,
+        settings
+            .on_controller_loss
+            .unwrap_or(launch.plan.playbook.strategy.on_controller_loss),
+    )))
+}
+
+/// The journal's first record of this part of the run: the run started (a deploy), or
+/// resumed (a resume, rollback or join) by this process.
+fn start_record(command: RunKind, plan: &Plan, run_dir: &RunDir) -> Record {
     let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     let user = crate::process::current_user();
-    let record = if launch.command == RunKind::Deploy {
+    if command == RunKind::Deploy {
         Record::RunStarted {
             run_id: run_dir.id.clone(),
             playbook: plan.playbook.name.clone(),
@@ -308,17 +188,21 @@ async fn execute(
         }
     } else {
         Record::RunResumed {
-            command: launch.command,
+            command,
             time: now,
             pid: std::process::id(),
             user,
             host: crate::process::hostname(),
         }
-    };
-    journal.write(&record).await;
-    let ssh = SshOptions::new(&settings.state_dir, launch.accept_new_host_keys);
-    let pool = HostPool::new(plan.clone(), ssh, settings.state_dir.join("hosts")).prepare();
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    }
+}
+
+/// The reporters the settings ask for, and the notifiers of the playbook and `--notify`.
+fn reporters(
+    settings: &Settings,
+    plan: &Plan,
+    run_dir: &RunDir,
+) -> Vec<Box<dyn crate::report::Reporter>> {
     let mut reporters = crate::report::for_run(&settings.report_options());
     let notifiers: Vec<_> = plan
         .playbook
@@ -334,6 +218,177 @@ async fn execute(
             &run_dir.id,
         )));
     }
+    reporters
+}
+
+/// The run's header: what it works through (a rollback's undoes, on the hosts it
+/// touches; it has no waves).
+fn run_started(mode: &Mode, rollback_tasks: usize, plan: &Plan, run_dir: &RunDir) -> Event {
+    // A rollback's header counts what it undoes, on the hosts it touches; it has no waves.
+    let (hosts, tasks, waves, regions) = match mode {
+        Mode::Rollback(hosts) => (
+            hosts.len(),
+            rollback_tasks,
+            Vec::new(),
+            region_sizes_of(plan, hosts.iter()),
+        ),
+        Mode::Deploy => (
+            plan.host_count(),
+            plan.task_count(),
+            plan.waves.iter().map(|w| w.name.clone()).collect(),
+            region_sizes(plan),
+        ),
+    };
+    Event::RunStarted {
+        run_id: run_dir.id.clone(),
+        playbook: plan.playbook.name.clone(),
+        inventory: plan.inventory.name.clone(),
+        hosts,
+        tasks,
+        waves,
+        regions,
+    }
+}
+
+/// The run's control socket for other shells on this machine; a run goes on without it
+/// (Ctrl-C still works).
+fn serve_control(
+    run_dir: &RunDir,
+    requests: tokio::sync::mpsc::UnboundedSender<crate::control::ControlRequest>,
+) -> Option<crate::state::local::control::ControlSocket> {
+    crate::state::local::control::serve(
+        &crate::state::local::control::socket_path(&run_dir.path),
+        requests,
+    )
+    .map_err(|e| {
+        tracing::warn!("live control (pony pause/continue/abort/approve) is off for this run: {e}")
+    })
+    .ok()
+}
+
+/// `--approve WAVE` given now, and the approvals journaled from other shells (`pony
+/// approve RUN WAVE` ahead of the gate) in an earlier part of the run.
+fn approvals(given: Vec<String>, replay: Option<&Replay>) -> Vec<String> {
+    let mut approvals = given;
+    for wave in replay.iter().flat_map(|r| &r.pre_approved) {
+        if !approvals.contains(wave) {
+            approvals.push(wave.clone());
+        }
+    }
+    approvals
+}
+
+/// The regions this controller takes (`--regions`) when the run is split by region;
+/// `pony join` must name them.
+fn regions(settings: &Settings, launch: &Launch) -> anyhow::Result<Option<Vec<String>>> {
+    Ok(match &settings.regions {
+        Some(globs) => Some(crate::exec::regions::select(&launch.plan, globs)?),
+        None if launch.command == RunKind::Join => {
+            return Err(crate::diag::Diagnostics::from(
+                crate::diag::Diagnostic::new(
+                    std::path::Path::new("--regions"),
+                    "pony join needs the regions this controller takes",
+                )
+                .hint("give --regions GLOBS, e.g. --regions '!cn-*'"),
+            )
+            .into())
+        }
+        None => None,
+    })
+}
+
+/// The run's folder: a new run's is created (and the run registered with the store) now
+/// that the lock is held; a resumed run's is the one it was read from.
+fn run_folder(
+    settings: &Settings,
+    launch: &Launch,
+    run_id: &str,
+    inventory: &str,
+    store: &Store,
+) -> anyhow::Result<RunDir> {
+    let run_dir = match &launch.run {
+        RunFolder::New {
+            inventory,
+            playbook,
+            vars,
+        } => RunDir::create(
+            run_id.to_string(),
+            &settings.state_dir,
+            inventory,
+            playbook,
+            vars.clone(),
+            &launch.plan,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the run folder under {}: {e}",
+                settings.state_dir.display()
+            )
+        })?,
+        RunFolder::Existing(dir) => dir.clone(),
+    };
+    if let RunFolder::New { .. } = &launch.run {
+        store.create_run(run_id, inventory, &launch.plan.playbook.name, &run_dir.path)?;
+    }
+    Ok(run_dir)
+}
+
+/// The channel of control commands (`pony pause|continue|abort|approve`) from any
+/// machine, through the state database when there is one.
+fn control(settings: &Settings, store: &Store, run_id: &str, split: bool) -> Control {
+    let (control_sender, control_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let controller = settings
+        .controller
+        .clone()
+        .unwrap_or_else(crate::process::this_process);
+    let remote = store.remote_control(run_id, &controller, control_sender.clone(), split);
+    let forward = remote
+        .forward
+        .map(|forward| warn_unforwarded(forward, run_id.to_string()));
+    let listener = remote.listener;
+    Control {
+        sender: control_sender,
+        receiver: control_receiver,
+        listener,
+        forward,
+    }
+}
+
+/// What the run leaves behind: the lock kept for an approval, or left with work to do
+/// (and, on an interrupt, how to go on).
+fn leave(held: Held, exit: Exit, run_id: &str) {
+    match exit {
+        Exit::AwaitingApproval => {
+            held.keep_for_approval();
+        }
+        Exit::Interrupted => {
+            eprintln!(
+                "interrupted; continue with: {}",
+                crate::hint::pony(format_args!("resume {run_id}"))
+            );
+            held.leave_with_work_left();
+        }
+        Exit::NeedsAttention => held.leave_with_work_left(),
+        _ => {}
+    }
+}
+
+async fn execute(
+    settings: &Settings,
+    launch: Launch,
+    run_dir: RunDir,
+    journal: Journal,
+    lease: Lease,
+    split: Option<Arc<crate::exec::regions::Split>>,
+    control: Control,
+) -> anyhow::Result<Exit> {
+    let plan = Arc::new(launch.plan);
+    let record = start_record(launch.command, &plan, &run_dir);
+    journal.write(&record).await;
+    let ssh = SshOptions::new(&settings.state_dir, launch.accept_new_host_keys);
+    let pool = HostPool::new(plan.clone(), ssh, settings.state_dir.join("hosts")).prepare();
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let reporters = reporters(settings, &plan, &run_dir);
     let reporting = tokio::spawn(crate::report::drive(receiver, reporters));
     let (sink, events) = EventSink::new();
     let recording = tokio::spawn(crate::state::recorder::record(
@@ -342,30 +397,12 @@ async fn execute(
         run_dir.clone(),
         sender.clone(),
     ));
-    // A rollback's header counts what it undoes, on the hosts it touches; it has no waves.
-    let (hosts, tasks, waves, regions) = match &launch.mode {
-        Mode::Rollback(hosts) => (
-            hosts.len(),
-            launch.rollback_tasks,
-            Vec::new(),
-            region_sizes_of(&plan, hosts.iter()),
-        ),
-        Mode::Deploy => (
-            plan.host_count(),
-            plan.task_count(),
-            plan.waves.iter().map(|w| w.name.clone()).collect(),
-            region_sizes(&plan),
-        ),
-    };
-    let _ = sender.send(Event::RunStarted {
-        run_id: run_dir.id.clone(),
-        playbook: plan.playbook.name.clone(),
-        inventory: plan.inventory.name.clone(),
-        hosts,
-        tasks,
-        waves,
-        regions,
-    });
+    let _ = sender.send(run_started(
+        &launch.mode,
+        launch.rollback_tasks,
+        &plan,
+        &run_dir,
+    ));
     // Live control from other shells; a run goes on without it (Ctrl-C still works).
     let Control {
         sender: control_sender,
@@ -373,14 +410,7 @@ async fn execute(
         listener,
         forward,
     } = control;
-    let socket = crate::state::local::control::serve(
-        &crate::state::local::control::socket_path(&run_dir.path),
-        control_sender,
-    )
-    .map_err(|e| {
-        tracing::warn!("live control (pony pause/continue/abort/approve) is off for this run: {e}")
-    })
-    .ok();
+    let socket = serve_control(&run_dir, control_sender);
     let has_control = socket.is_some() || listener.is_some();
     let interactive = std::io::stdin().is_terminal() && settings.output == OutputFormat::Human;
     let options = ExecOptions {
@@ -389,15 +419,7 @@ async fn execute(
         redactor: launch.redactor,
         // `--approve WAVE` given now, and the approvals journaled from other shells
         // (`pony approve RUN WAVE` ahead of the gate) in an earlier part of the run.
-        approvals: {
-            let mut approvals = launch.approvals;
-            for wave in launch.replay.iter().flat_map(|r| &r.pre_approved) {
-                if !approvals.contains(wave) {
-                    approvals.push(wave.clone());
-                }
-            }
-            approvals
-        },
+        approvals: approvals(launch.approvals, launch.replay.as_ref()),
         connections: settings
             .connections
             .unwrap_or(plan.playbook.strategy.connections),
@@ -476,76 +498,6 @@ fn warn_unforwarded(forward: crate::state::backend::Forward, run_id: String) -> 
             );
         }
     })
-}
-
-/// Asks at the terminal whenever the run reaches an `approve:` gate.
-fn prompt_for_approvals(
-    forward: Option<Forward>,
-) -> tokio::sync::mpsc::UnboundedSender<ApprovalRequest> {
-    let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel::<ApprovalRequest>();
-    tokio::spawn(async move {
-        while let Some(request) = requests.recv().await {
-            let ApprovalRequest { wave, soak, answer } = request;
-            let done = match soak {
-                Some(soak) => format!("Wave {wave} is done; {soak}."),
-                None => format!("Wave {wave} is done."),
-            };
-            let forward = forward.clone();
-            let answered = tokio::task::spawn_blocking(move || {
-                let approved = crate::term::with_progress_suspended(|| {
-                    eprint!("\n{done} Approve it and continue with the next wave? [y/N] ");
-                    let _ = std::io::stderr().flush();
-                    // The gate may be answered from another shell (`pony approve`) while
-                    // this waits: then the question is withdrawn, not left on screen.
-                    while crate::term::hung_up() || !stdin_readable() {
-                        // Once the terminal hung up nobody is left to answer here: the
-                        // question stays open (not a "no") until `pony approve` answers
-                        // the gate or the run stops.
-                        if crate::term::hung_up() && !answer.is_closed() {
-                            std::thread::sleep(std::time::Duration::from_millis(100));
-                            continue;
-                        }
-                        if answer.is_closed() {
-                            eprintln!(
-                                "(withdrawn: answered from another shell, or the run is stopping)"
-                            );
-                            return None;
-                        }
-                    }
-                    let mut line = String::new();
-                    let read = std::io::stdin().read_line(&mut line);
-                    // The end of input or an error may be the terminal hanging up, seen
-                    // before its SIGHUP is: give the signal a moment, and if it came,
-                    // leave the gate to `pony approve` as above.
-                    if matches!(read, Ok(0) | Err(_)) {
-                        std::thread::sleep(std::time::Duration::from_millis(300));
-                        while crate::term::hung_up() && !answer.is_closed() {
-                            std::thread::sleep(std::time::Duration::from_millis(100));
-                        }
-                        if crate::term::hung_up() {
-                            return None;
-                        }
-                    }
-                    let approved = matches!(line.trim(), "y" | "Y" | "yes" | "YES");
-                    if let Some(forward) = forward.as_ref().filter(|_| approved) {
-                        forward(&wave);
-                    }
-                    Some(approved)
-                });
-                (answer, approved)
-            })
-            .await;
-            if let Ok((answer, Some(approved))) = answered {
-                let _ = answer.send(approved);
-            }
-        }
-    });
-    sender
-}
-
-/// Whether stdin has a line (or its end) to read, waiting at most a tenth of a second.
-fn stdin_readable() -> bool {
-    crate::sys::stdin_readable(100)
 }
 
 /// What tells a run of the state database that its lease is gone: the heartbeat or the

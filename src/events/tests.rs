@@ -1,0 +1,121 @@
+use super::*;
+
+fn task() -> TaskRef {
+    TaskRef {
+        id: 0,
+        step: "switch".into(),
+        host: "mx-1".into(),
+        region: "gz".into(),
+        cluster: "a".into(),
+        wave: "all".into(),
+        label: "switch@mx-1".into(),
+    }
+}
+
+fn record(secret: &str) -> TaskRecord {
+    TaskRecord {
+        captures: vec![("token".into(), format!("capture {secret}"))],
+        output_tail: format!("output {secret}"),
+        changed: true,
+        error: Some(format!("error {secret}")),
+        log: format!("log {secret}"),
+    }
+}
+
+/// Every free text of an event, and what the journal keeps of its task, loses the
+/// secret; names from the plan stay.
+#[test]
+fn redaction_reaches_every_text_a_secret_could_be_in() {
+    let secret = "s3cret-value";
+    let mut redactor = Redactor::default();
+    redactor.add(secret.into());
+    let texts = |event: Event| -> Vec<String> {
+        match event.redacted(&redactor) {
+            Event::TaskFailed {
+                error,
+                stderr_tail,
+                record,
+                ..
+            } => [error, stderr_tail]
+                .into_iter()
+                .chain([record.output_tail, record.log])
+                .chain(record.error)
+                .chain(record.captures.into_iter().map(|(_, v)| v))
+                .collect(),
+            Event::TaskSkipped {
+                reason,
+                record: Some(record),
+                ..
+            } => [reason, record.output_tail, record.log].into(),
+            Event::RollbackTask { error, log, .. } => error.into_iter().chain([log]).collect(),
+            Event::VerifyCheck { detail, .. } => vec![detail],
+            Event::Stopped { reason, .. } => vec![reason],
+            other => panic!("{other:?}"),
+        }
+    };
+    let events = [
+        Event::TaskFailed {
+            task: task(),
+            exit_code: Some(1),
+            error: format!("failed {secret}"),
+            stderr_tail: format!("stderr {secret}"),
+            duration_ms: 1,
+            attempts: 1,
+            record: record(secret),
+        },
+        Event::TaskSkipped {
+            task: task(),
+            reason: format!("guard {secret}"),
+            record: Some(record(secret)),
+        },
+        Event::RollbackTask {
+            task: task(),
+            ok: false,
+            exit_code: Some(1),
+            error: Some(format!("failed {secret}")),
+            duration_ms: 1,
+            log: format!("log {secret}"),
+        },
+        Event::VerifyCheck {
+            wave: "all".into(),
+            check: "smtp".into(),
+            host: "mx-1".into(),
+            ok: false,
+            detail: format!("said {secret}"),
+        },
+        Event::Stopped {
+            reason: format!("halt {secret}"),
+            region: None,
+            rollback: false,
+        },
+    ];
+    for event in events {
+        for text in texts(event) {
+            assert!(text.ends_with(" ***") && !text.contains(secret), "{text}");
+        }
+    }
+}
+
+/// A gate reason is written as the text it always was, and read back from it;
+/// journals of older runs say `pause` for a soak.
+#[test]
+fn gate_reasons_keep_their_text() {
+    for (reason, text) in [
+        (GateReason::Soak, "soak"),
+        (GateReason::Verify, "verify"),
+        (GateReason::Approve, "approve"),
+        (
+            GateReason::Window("02:00-06:00 Asia/Shanghai".into()),
+            "window 02:00-06:00 Asia/Shanghai",
+        ),
+    ] {
+        let json = serde_json::to_string(&reason).unwrap();
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<GateReason>(&json).unwrap(), reason);
+    }
+    assert_eq!(
+        serde_json::from_str::<GateReason>("\"pause\"").unwrap(),
+        GateReason::Soak
+    );
+    assert!(serde_json::from_str::<GateReason>("\"nap\"").is_err());
+}
