@@ -11,7 +11,7 @@ use super::ping::{connections, connector, on_each_host, one_line, select, Reason
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
 use crate::inventory::{HostId, Inventory};
-use crate::report::{short_duration, OutputFormat, Palette};
+use crate::report::{OutputFormat, Palette};
 use crate::settings::Settings;
 use crate::term::color_enabled;
 use crate::transport::connect::Connector;
@@ -289,7 +289,7 @@ fn render(
         "{hosts} hosts: {} ok, {failed} failed; {distinct} distinct {}; {}",
         hosts - failed,
         if distinct == 1 { "output" } else { "outputs" },
-        short_duration(wall)
+        crate::duration::short(wall)
     );
     out.push_str(&palette.verdict(failed == 0, &line));
     out.push('\n');

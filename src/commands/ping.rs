@@ -11,7 +11,7 @@
 use crate::events::SCHEMA_VERSION;
 use crate::exit::Exit;
 use crate::inventory::{ConnectionKind, HostId, Inventory};
-use crate::report::{short_duration, OutputFormat, Palette};
+use crate::report::{OutputFormat, Palette};
 use crate::settings::Settings;
 use crate::term::color_enabled;
 use crate::transport::connect::Connector;
@@ -284,7 +284,7 @@ fn table(pongs: &[Pong], wall: Duration, quiet: bool, palette: &Palette) -> Stri
             "{:<name_w$} {:<region_w$} {status} {:>8}  {reason}",
             p.host,
             p.region,
-            short_duration(Duration::from_millis(p.rtt_ms)),
+            crate::duration::short(Duration::from_millis(p.rtt_ms)),
         );
         out.push_str(row.trim_end());
         out.push('\n');
@@ -317,7 +317,7 @@ fn table(pongs: &[Pong], wall: Duration, quiet: bool, palette: &Palette) -> Stri
         line = format!("{line} ({})", parts.join(", "));
     }
     if !reachable.is_empty() {
-        let ms = |v: u64| short_duration(Duration::from_millis(v));
+        let ms = |v: u64| crate::duration::short(Duration::from_millis(v));
         line.push_str(&format!(
             "; round trip min {}, median {}, max {}",
             ms(reachable[0]),
@@ -325,7 +325,7 @@ fn table(pongs: &[Pong], wall: Duration, quiet: bool, palette: &Palette) -> Stri
             ms(reachable[reachable.len() - 1])
         ));
     }
-    line.push_str(&format!("; {} in all", short_duration(wall)));
+    line.push_str(&format!("; {} in all", crate::duration::short(wall)));
     out.push_str(&palette.verdict(unreachable == 0, &line));
     out.push('\n');
     out

@@ -262,9 +262,6 @@ pub fn last_lines(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A duration for people: `850ms`, `4.2s`, `3m 05s`, `1h 02m` (the one formatter).
-pub use crate::duration::short as short_duration;
-
 /// The step of a task label (`switch@mx-gz-01` → `switch`).
 pub fn label_step(label: &str) -> &str {
     label.rsplit_once('@').map_or(label, |(step, _)| step)

@@ -2,10 +2,10 @@ use super::*;
 
 #[test]
 fn durations_read_well() {
-    assert_eq!(short_duration(Duration::from_millis(850)), "850ms");
-    assert_eq!(short_duration(Duration::from_millis(4200)), "4.2s");
-    assert_eq!(short_duration(Duration::from_secs(185)), "3m 05s");
-    assert_eq!(short_duration(Duration::from_secs(3720)), "1h 02m");
+    assert_eq!(crate::duration::short(Duration::from_millis(850)), "850ms");
+    assert_eq!(crate::duration::short(Duration::from_millis(4200)), "4.2s");
+    assert_eq!(crate::duration::short(Duration::from_secs(185)), "3m 05s");
+    assert_eq!(crate::duration::short(Duration::from_secs(3720)), "1h 02m");
 }
 
 fn gate(wave: &str, reason: &str, seconds: u64) -> Event {

@@ -5,7 +5,6 @@
 //! script; readable at 7 regions × 14 clusters.
 
 use super::report::{ClusterBars, RegionSpan, Simulation};
-use crate::duration::short_ms as duration_text;
 use crate::report::thousands;
 use std::fmt::Write;
 
@@ -65,7 +64,11 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         );
         window_bands(&mut s, &x, sim, region, lane_top, lane_rows);
         let span = match (region.start_ms, region.end_ms) {
-            (Some(a), Some(b)) => format!("{} → {}", duration_text(a), duration_text(b)),
+            (Some(a), Some(b)) => format!(
+                "{} → {}",
+                crate::duration::short_ms(a),
+                crate::duration::short_ms(b)
+            ),
             _ => "not started".into(),
         };
         let _ = writeln!(
@@ -99,13 +102,13 @@ fn header(s: &mut String, sim: &Simulation, baseline: Option<&Simulation>) {
         sim.playbook,
         sim.inventory,
         thousands(sim.hosts),
-        duration_text(sim.total_ms)
+        crate::duration::short_ms(sim.total_ms)
     );
     if let Some(base) = baseline {
         let _ = write!(
             title,
             " (by hand: {}, {:.1}x longer)",
-            duration_text(base.total_ms),
+            crate::duration::short_ms(base.total_ms),
             base.total_ms as f64 / total as f64
         );
     }
@@ -137,7 +140,7 @@ fn time_axis(s: &mut String, x: &dyn Fn(u64) -> f64, total: u64, bottom: f64) {
             r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{bottom:.1}" stroke="#e4e4e4"/><text x="{0:.1}" y="{1:.0}" text-anchor="middle" fill="#555">{2}</text>"##,
             x(t),
             TOP - 6.0,
-            duration_text(t)
+            crate::duration::short_ms(t)
         );
         t += step;
     }
@@ -216,8 +219,8 @@ fn cluster_row(
             ROW - 4.0,
             escape(&cluster.name),
             escape(&bar.wave),
-            duration_text(bar.start_ms),
-            duration_text(bar.end_ms),
+            crate::duration::short_ms(bar.start_ms),
+            crate::duration::short_ms(bar.end_ms),
             if bar.failed_hosts > 0 {
                 format!(", {} failed hosts", bar.failed_hosts)
             } else {
@@ -233,8 +236,8 @@ fn cluster_row(
             y + ROW - 5.0,
             (x(b) - x(a)).max(2.0),
             escape(&cluster.name),
-            duration_text(a),
-            duration_text(b)
+            crate::duration::short_ms(a),
+            crate::duration::short_ms(b)
         );
     }
 }
@@ -255,8 +258,8 @@ fn gate_bands(s: &mut String, x: &dyn Fn(u64) -> f64, sim: &Simulation, bottom: 
             bottom - TOP,
             escape(&g.wave),
             escape(&g.detail),
-            duration_text(g.start_ms),
-            duration_text(g.end_ms)
+            crate::duration::short_ms(g.start_ms),
+            crate::duration::short_ms(g.end_ms)
         );
     }
 }

@@ -5,9 +5,6 @@
 use super::report::{Baselines, PathPart, Simulation};
 use crate::report::thousands;
 
-/// `2h 05m`, `12m 30s`, `42s`, `1.3s`, `7ms` (the one formatter, in milliseconds).
-pub use crate::duration::short_ms as duration_text;
-
 /// The human report.
 pub fn text(sim: &Simulation, baselines: Option<&Baselines>) -> String {
     use std::fmt::Write;
@@ -48,7 +45,7 @@ pub fn text(sim: &Simulation, baselines: Option<&Baselines>) -> String {
             w,
             "  {:>5.1}%  {:<10} {}",
             share,
-            duration_text(b.ms),
+            crate::duration::short_ms(b.ms),
             b.limit
         );
     }
@@ -97,7 +94,7 @@ fn overview(w: &mut String, sim: &Simulation) {
     let _ = writeln!(
         w,
         "total: {}  ({} → {}), outcome {}",
-        duration_text(sim.total_ms),
+        crate::duration::short_ms(sim.total_ms),
         sim.start,
         sim.end,
         sim.outcome
@@ -118,13 +115,13 @@ fn speedups(w: &mut String, sim: &Simulation, base: &Baselines) {
     let _ = writeln!(
         w,
         "by hand, the same policy (one region after the other, each started by a person, the playbook's max_unavailable, soaks and windows): {}  → pony is {:.1}x faster",
-        duration_text(base.same_policy.total_ms),
+        crate::duration::short_ms(base.same_policy.total_ms),
         speedup.tool
     );
     let _ = writeln!(
         w,
         "by hand, one host per cluster at a time (one region after the other, each started by a person, windows kept, no soaks): {}  → pony is {:.1}x faster",
-        duration_text(base.one_host.total_ms),
+        crate::duration::short_ms(base.one_host.total_ms),
         speedup.total
     );
     let _ = writeln!(
@@ -191,9 +188,9 @@ fn span_text(start: Option<u64>, end: Option<u64>) -> String {
     match (start, end) {
         (Some(s), Some(e)) => format!(
             "{:>9} → {:<9} ({})",
-            duration_text(s),
-            duration_text(e),
-            duration_text(e.saturating_sub(s))
+            crate::duration::short_ms(s),
+            crate::duration::short_ms(e),
+            crate::duration::short_ms(e.saturating_sub(s))
         ),
         _ => "not started".to_string(),
     }
@@ -231,8 +228,8 @@ fn path_lines(parts: &[PathPart]) -> Vec<String> {
             };
             format!(
                 "{:>9} → {:<9} {who}{steps}",
-                duration_text(s),
-                duration_text(e)
+                crate::duration::short_ms(s),
+                crate::duration::short_ms(e)
             )
         })
         .collect();

@@ -106,7 +106,7 @@ impl PlainReporter {
         let eta = if done > 0 && left > 0 && self.wait_began.is_none() {
             let worked = elapsed.saturating_sub(waits);
             let left = worked.mul_f64(left as f64 / done as f64);
-            format!(", about {} left", super::short_duration(left))
+            format!(", about {} left", crate::duration::short(left))
         } else {
             String::new()
         };
@@ -135,7 +135,7 @@ impl PlainReporter {
             self.total_hosts,
             self.failed_hosts.len(),
             self.running,
-            super::short_duration(elapsed),
+            crate::duration::short(elapsed),
         );
         self.line(&text);
     }

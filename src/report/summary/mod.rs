@@ -2,7 +2,7 @@
 //! rolled back, not run, duration), the slowest steps, the verdict with the exit code, and
 //! where the journal and the per-host logs are.
 
-use super::{short_duration, Palette};
+use super::Palette;
 use crate::events::{Event, HostOutcome, RegionSummary, RunOutcome};
 use crate::hint::pony as hint;
 use indexmap::IndexMap;
@@ -243,7 +243,7 @@ fn region_table(
             count_cell(r.failed, |t| palette.red(t), 7),
             count_cell(r.rolled_back, |t| palette.yellow(t), 12),
             count_cell(r.cancelled, str::to_string, 8),
-            short_duration(Duration::from_millis(r.duration_ms)),
+            crate::duration::short(Duration::from_millis(r.duration_ms)),
         ));
     }
 }
@@ -334,9 +334,9 @@ fn slowest_steps_table(lines: &mut Vec<String>, notes: &SummaryNotes, palette: &
         lines.push(format!(
             "{:<step_width$} {:>9}  {:<host_width$} {:>9} {:>6}",
             step,
-            short_duration(Duration::from_millis(stats.slowest_ms)),
+            crate::duration::short(Duration::from_millis(stats.slowest_ms)),
             stats.slowest_host,
-            short_duration(Duration::from_millis(median)),
+            crate::duration::short(Duration::from_millis(median)),
             sorted.len()
         ));
     }
@@ -411,7 +411,7 @@ fn verdict_line(event: &Event, notes: &SummaryNotes, palette: &Palette) -> Strin
     };
     format!(
         "run {run_id} {verdict_text} in {}: {hosts} hosts, {ok} ok, {failed_hosts} failed{asides}, {rolled_back} rolled back, {incomplete_count}{cancelled} not run (exit {exit_code})",
-        short_duration(Duration::from_millis(*duration_ms))
+        crate::duration::short(Duration::from_millis(*duration_ms))
     )
 }
 
