@@ -82,6 +82,10 @@ fn assert_step_is_dead(script: &Path, ticks: &[PathBuf]) {
 
 /// Sends two SIGINTs to a running deploy once every host ticks; it exits 130.
 fn interrupt_twice(mut child: Child, ticks: &[PathBuf]) -> std::process::Output {
+    // The reads below block until pony closes its output; a pony that never stops (a
+    // lost Ctrl-C once left it draining a step that never ends) is killed so that the
+    // test fails with the events so far instead of hanging the suite.
+    let watchdog = support::Watchdog::new(child.id(), Duration::from_secs(120), "pony deploy");
     wait_until("every host to tick", || ticks.iter().all(|t| size(t) > 0));
     signal(&child, libc::SIGINT);
     // The first Ctrl-C is taken (the run drains) before the second one comes.
@@ -92,6 +96,7 @@ fn interrupt_twice(mut child: Child, ticks: &[PathBuf]) -> std::process::Output 
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     events.extend(support::json_lines(&rest));
     let out = child.wait_with_output().unwrap();
+    drop(watchdog);
     assert_eq!(out.status.code(), Some(130), "{events:#?}\n{}", text(&out));
     let killed = events
         .iter()

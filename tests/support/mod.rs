@@ -477,6 +477,40 @@ pub fn socket_owners(inode: u64) -> Vec<u32> {
     owners
 }
 
+/// Kills a process of the test's own (by its pid, SIGKILL) if it is still there after
+/// `bound`: a blocking read of its output then ends instead of hanging the suite (a
+/// bound for a hung test, not a speed). Dropping the guard calls it off.
+pub struct Watchdog {
+    cancel: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    pub fn new(pid: u32, bound: Duration, what: &str) -> Watchdog {
+        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+        let what = what.to_string();
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(bound) {
+                eprintln!("watchdog: {what} still runs after {bound:?}; killing pid {pid}");
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        });
+        Watchdog {
+            cancel: Some(cancel),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.cancel.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A `pony` process of the test's own, killed (by its pid) if the test fails before it
 /// ends: a controller waiting for another's regions, or a run held by a marker, would
 /// otherwise wait for good.

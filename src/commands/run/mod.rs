@@ -523,18 +523,39 @@ async fn lease_deadline(clock: Option<Arc<LeaseClock>>) {
     }
 }
 
+/// The next delivery of `stream`'s signal; never when it could not be caught.
+async fn next_signal(stream: &mut Option<tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Counts SIGINT/SIGTERM: the executor stops starting tasks at 1 and kills at 2. A lost
 /// lease (state database), or one this controller could not renew before its own
 /// deadline, goes straight to 2. The signals are counted here, on the run's runtime, and
 /// nothing here waits on the database: a hung one cannot delay the stop.
+///
+/// Both signal streams are made here, before the run starts and once for its whole
+/// life: a stream made afresh for each wait would miss a signal that came between two
+/// waits (a second Ctrl-C pressed just after the first was taken was lost that way, and
+/// the run went on draining a step that never ends).
 fn watch_signals(lease: Lease) -> tokio::sync::watch::Receiver<u32> {
+    use tokio::signal::unix::{signal, SignalKind};
     let (sender, receiver) = tokio::sync::watch::channel(0u32);
+    let streams = signal(SignalKind::interrupt()).and_then(|interrupt| {
+        signal(SignalKind::terminate()).map(|terminate| (interrupt, terminate))
+    });
+    let (mut interrupt, mut term) = match streams {
+        Ok((interrupt, terminate)) => (Some(interrupt), Some(terminate)),
+        Err(error) => {
+            eprintln!("warning: Ctrl-C and SIGTERM cannot be caught ({error}): they end pony at once, with no drain");
+            (None, None)
+        }
+    };
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
         let Lease { lost, clock } = lease;
         let allowance = clock.as_ref().map(|c| c.allowance()).unwrap_or_default();
         let deadline = lease_deadline(clock);
@@ -543,8 +564,8 @@ fn watch_signals(lease: Lease) -> tokio::sync::watch::Receiver<u32> {
         let mut lease_held = true;
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = next_signal(&mut interrupt) => {}
+                _ = next_signal(&mut term) => {}
                 _ = lost.notified(), if lease_held => {
                     lease_held = false;
                     eprintln!("error: this controller lost the inventory's lease: its running commands are killed and no new task starts");
