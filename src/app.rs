@@ -1,7 +1,7 @@
 //! Dispatch from the parsed command line to `commands/`, and the one place where an
 //! outcome or error becomes an exit code.
 
-use crate::cli::{Cli, Command, DeployArgs};
+use crate::cli::{Cli, Command, DeployArgs, SimulateArgs};
 use crate::control::ControlCommand;
 use crate::diag::Diagnostics;
 use crate::exit::Exit;
@@ -216,7 +216,8 @@ fn read_secret_sources(cli: &mut Cli) -> Result<(), Diagnostics> {
         Command::Check(plan)
         | Command::Plan { plan, .. }
         | Command::Graph { plan, .. }
-        | Command::Deploy(DeployArgs { plan, .. }) => &mut plan.secret_vars,
+        | Command::Deploy(DeployArgs { plan, .. })
+        | Command::Simulate(SimulateArgs { plan, .. }) => &mut plan.secret_vars,
         Command::Resume { secret_vars, .. }
         | Command::Join { secret_vars, .. }
         | Command::Rollback { secret_vars, .. } => secret_vars,

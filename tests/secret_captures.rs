@@ -269,7 +269,14 @@ fn every_command_taking_secret_vars_reads_their_sources_first() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-secret");
     let source = format!("db_password=@{}", missing.display());
+    let root = support::crate_root();
+    let playbook = root.join("playbooks/mail-rollout.yaml");
+    let playbook = playbook.to_str().unwrap();
     for command in [
+        vec!["check", playbook],
+        vec!["plan", playbook],
+        vec!["simulate", playbook],
+        vec!["deploy", playbook, "--yes"],
         vec!["join", "20990101-000000-none", "--regions", "r1"],
         vec!["resume", "20990101-000000-none"],
         vec!["rollback", "20990101-000000-none", "--yes"],
