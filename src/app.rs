@@ -102,7 +102,9 @@ pub fn run(mut cli: Cli) -> Exit {
             run,
             ControlCommand::Approve { wave: wave.clone() },
         ),
-        Command::Status { run } => crate::commands::status::run(&settings, run.as_deref()),
+        Command::Status { run, hosts } => {
+            crate::commands::status::run(&settings, run.as_deref(), *hosts)
+        }
         Command::Watch {
             notify,
             notify_timeout,

@@ -118,6 +118,39 @@ fn a_controller_killed_while_its_hosts_are_drained_leaves_none_drained() {
     }
     wait_until("the watchdogs ended", || watchdogs(&run).is_empty());
 
+    // `pony status` names the hosts left under a switch; with --hosts it reads them.
+    let status = lab.pony(&["status", &run]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!(
+            "dead man's switches: {} hosts were in flight",
+            hosts.len()
+        )) && text.contains(&format!("status {run} --hosts")),
+        "{text}"
+    );
+    let checked = switches_read(&lab, &run);
+    assert_eq!(checked.len(), hosts.len(), "{checked:#?}");
+    for host in &hosts {
+        let seen = &checked[host.as_str()];
+        assert_eq!(seen.len(), 1, "{host}: {seen:#?}");
+        assert_eq!(seen[0]["task"], format!("drain@{host}"), "{seen:#?}");
+        assert_eq!(seen[0]["state"], "fired", "{seen:#?}");
+        assert_eq!(seen[0]["rollback_exit"], 0, "{seen:#?}");
+        assert!(
+            seen[0]["fired_at"]
+                .as_str()
+                .is_some_and(|at| at.ends_with('Z')),
+            "{seen:#?}"
+        );
+    }
+    let human = lab.pony(&["status", &run, "--hosts"]).output().unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert_eq!(
+        human.matches(", rollback exit 0; a resume deploys").count(),
+        hosts.len(),
+        "{human}"
+    );
+
     // The resume drains every host again before anything else, and says the switch fired.
     std::fs::write(lab.path("gate"), "").unwrap();
     let resumed = lab.pony(&["resume", &run]).output().unwrap();
@@ -144,6 +177,81 @@ fn a_controller_killed_while_its_hosts_are_drained_leaves_none_drained() {
     assert_eq!(reported.len(), hosts.len(), "{reported:?}");
     assert!(files_ending(&folders, ".armed").is_empty());
     wait_until("no watchdog left", || watchdogs(&run).is_empty());
+    // The run is done: no host is left under a switch, so status names none.
+    let status = lab
+        .pony(&["status", &run, "--output", "json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status.get("switches").is_none(), "{status:#}");
+}
+
+/// What `pony status RUN --hosts --output json` read on each host: its switches.
+fn switches_read(
+    lab: &Lab,
+    run: &str,
+) -> std::collections::BTreeMap<String, Vec<serde_json::Value>> {
+    let out = lab
+        .pony(&["status", run, "--hosts", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", exit_text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["switches"]["checked"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no switches read: {status:#}"))
+        .iter()
+        .map(|h| {
+            assert!(h["error"].is_null(), "{h}");
+            (
+                h["host"].as_str().unwrap().to_string(),
+                h["switches"].as_array().unwrap().clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn status_reads_the_switches_a_killed_controller_left_armed_and_a_resume_disarms_them() {
+    let lab = support::lab_with(1, 1, 2);
+    let playbook = playbook(&lab, "10m");
+    let hosts = lab.host_names();
+    let mut child = lab.spawn_deploy(&playbook, &[]);
+    wait_until("every host drained and working", || {
+        hosts
+            .iter()
+            .all(|h| lab.root(h).join("work-started").exists())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (run, _) = only_run(&lab.state);
+    let checked = switches_read(&lab, &run);
+    assert_eq!(checked.len(), hosts.len(), "{checked:#?}");
+    for host in &hosts {
+        let seen = &checked[host.as_str()];
+        assert_eq!(seen.len(), 1, "{host}: {seen:#?}");
+        assert_eq!(seen[0]["state"], "armed", "{seen:#?}");
+        assert!(seen[0]["fired_at"].is_null(), "{seen:#?}");
+        // Reading changed nothing: the host is still drained, the switch still armed.
+        assert!(lab.root(host).join("drained").exists(), "{host}");
+    }
+    assert_eq!(
+        files_ending(&switch_folders(&run), ".armed").len(),
+        hosts.len()
+    );
+
+    std::fs::write(lab.path("gate"), "").unwrap();
+    let resumed = lab.pony(&["resume", &run]).output().unwrap();
+    assert_eq!(code(&resumed), 0, "{}", exit_text(&resumed));
+    assert!(files_ending(&switch_folders(&run), ".armed").is_empty());
+    wait_until("no watchdog left", || watchdogs(&run).is_empty());
+    for host in &hosts {
+        assert_eq!(
+            lines(&lab.root(host).join("count-undrain")),
+            0,
+            "{host}: never fired"
+        );
+    }
 }
 
 #[test]

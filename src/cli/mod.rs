@@ -367,7 +367,14 @@ pub enum Command {
         wave: String,
     },
     /// The state of a run (the latest without RUN): per region and wave, failures, waits.
-    Status { run: Option<String> },
+    Status {
+        run: Option<String>,
+        /// Also read the dead man's switches on the hosts a stopped run left in flight
+        /// under one: armed, firing, or fired (when, and its rollback's exit status).
+        /// Connects to those hosts; changes nothing there.
+        #[arg(long)]
+        hosts: bool,
+    },
     /// Tell someone about runs whose controller died with hosts in flight (its pid gone,
     /// or its database lease expired): each such run's notifiers (its playbook's
     /// `notify:` and --notify) get a `controller_gone` event, once per dead controller.

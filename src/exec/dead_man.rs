@@ -128,6 +128,30 @@ const REPORT_FIRED: &str = r#"for f in "$D"/*.fired "$D"/*.firing; do
 done
 "#;
 
+/// Reads the host's switches for the run and changes nothing (`pony status --hosts`):
+/// prints `armed NAME`, `firing NAME`, `fired NAME AT RC` for a firing no resume has
+/// reported yet, and `reported NAME AT RC` for one a resume reported (and renamed).
+/// Prints nothing when the run never armed a switch there.
+pub fn inspect_command(run_id: &str, host: HostId) -> String {
+    let run = crate::transport::TaskMark::new(run_id, String::new()).run;
+    format!(
+        "D=\"${{TMPDIR:-/tmp}}/pony-$(id -u)/{run}/dm-h{host}\"\n\
+         [ -d \"$D\" ] || exit 0\n{INSPECT}"
+    )
+}
+
+const INSPECT: &str = r#"for f in "$D"/*.armed "$D"/*.firing; do
+  [ -e "$f" ] && echo "${f##*.} ${f##*/}"
+done
+for f in "$D"/*.fired; do
+  [ -e "$f" ] && echo "fired ${f##*/} $(cat "$f" 2>/dev/null)"
+done
+for f in "$D"/*.fired.*; do
+  [ -e "$f" ] && echo "reported ${f##*/} $(cat "$f" 2>/dev/null)"
+done
+exit 0
+"#;
+
 /// What the switches need of the run's hosts: the host pool gives it (the switches know
 /// nothing of how its connections are opened and shared, and the pool only tells them
 /// when a host ended).

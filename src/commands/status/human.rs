@@ -20,6 +20,9 @@ impl Report<'_> {
         self.tables_part(&mut out);
         self.failures_part(&mut out);
         self.rollbacks_part(&mut out);
+        if let Some(switches) = &self.switches {
+            out.push_str(&switches.human(&self.run.run_id));
+        }
         self.controls_part(&mut out);
         self.footer_part(&mut out);
         out

@@ -20,8 +20,9 @@ use serde::Serialize;
 use std::io::Write;
 
 mod human;
+mod switches;
 
-pub fn run(settings: &Settings, run: Option<&str>) -> anyhow::Result<Exit> {
+pub fn run(settings: &Settings, run: Option<&str>, check_hosts: bool) -> anyhow::Result<Exit> {
     let store = Store::open(&crate::commands::store_settings(settings), Access::Read)?;
     let id = match run {
         Some(run) => store.resolve(run).map_err(|e| {
@@ -48,6 +49,18 @@ pub fn run(settings: &Settings, run: Option<&str>) -> anyhow::Result<Exit> {
     report.controllers = store.controller_parts(&id, plan.as_ref().ok());
     if !report.controllers.is_empty() {
         report.split(store.region_leases(&id));
+    }
+    if let Ok(plan) = &plan {
+        if detail.summary.state != RunState::Running {
+            report.switches = switches::Switches::of(&detail, plan);
+        }
+        if let (true, Some(switches)) = (check_hosts, report.switches.as_mut()) {
+            switches.check(settings, plan, &id)?;
+        }
+    } else if check_hosts {
+        anyhow::bail!(
+            "--hosts: the run's plan does not rebuild from its snapshot, so which hosts to read is unknown"
+        );
     }
     report.files_changed = crate::state::snapshot::Snapshot::load(&detail.summary.path)
         .map(|snapshot| snapshot.changed_files())
@@ -100,6 +113,10 @@ pub struct Report<'a> {
     /// The run's files (playbook, inventory, template and upload sources) that differ on
     /// disk from the run's snapshot, which a resume or rollback uses.
     pub files_changed: Vec<crate::state::snapshot::FileChange>,
+    /// A stopped run's hosts left in flight under a dead man's switch (and, with
+    /// `--hosts`, what each shows now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switches: Option<switches::Switches>,
 }
 
 /// A controller of a split run holding a live lease.
@@ -241,6 +258,7 @@ impl<'a> Report<'a> {
             live_controllers: Vec::new(),
             regions_without_controller: Vec::new(),
             files_changed: Vec::new(),
+            switches: None,
         }
     }
 
