@@ -16,7 +16,11 @@ pub fn run(mut cli: Cli) -> Exit {
         return report(&errors.into());
     }
     let hosts = match &cli.command {
-        Command::Inventory { hosts, .. }
+        Command::Inventory {
+            hosts,
+            action: None,
+            ..
+        }
         | Command::Ping { hosts, .. }
         | Command::Exec { hosts, .. } => Some(hosts),
         _ => None,
@@ -36,9 +40,15 @@ pub fn run(mut cli: Cli) -> Exit {
             format,
             tasks,
         } => crate::commands::graph::run(plan, *format, *tasks),
-        Command::Inventory { hosts, format } => {
-            crate::commands::inventory::run(&hosts.inventory, hosts.limit.as_deref(), *format)
-        }
+        Command::Inventory {
+            action: Some(action),
+            ..
+        } => crate::commands::inventory::import(action),
+        Command::Inventory {
+            hosts,
+            format,
+            action: None,
+        } => crate::commands::inventory::run(&hosts.inventory, hosts.limit.as_deref(), *format),
         Command::Deploy(args) => crate::commands::deploy::run(&settings, args),
         Command::Simulate(args) => crate::commands::simulate::run(&settings, args),
         Command::Resume {

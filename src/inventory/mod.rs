@@ -2,6 +2,7 @@
 //! defaults → region → cluster → host, groups (regions, clusters, roles), and its
 //! loading and validation. Host patterns live in [`pattern`], ranges in [`range`].
 
+pub mod import;
 pub mod pattern;
 pub mod range;
 pub mod raw;
