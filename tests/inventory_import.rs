@@ -272,3 +272,151 @@ fn a_host_in_no_region_group_is_refused_naming_the_file_the_host_and_the_fix() {
     assert!(stderr.contains("hosts.ini:2"), "{stderr}");
     assert!(!out_file.exists(), "nothing is written");
 }
+
+/// A fleet of `connection: local` hosts, as a CMDB would print it.
+fn local_fleet(hosts: &[&str]) -> String {
+    let hosts: String = hosts
+        .iter()
+        .map(|h| format!("          {h}: {{}}\n"))
+        .collect();
+    format!("name: cmdb\ndefaults:\n  connection: local\nregions:\n  r1:\n    clusters:\n      c1:\n        hosts:\n{hosts}")
+}
+
+#[test]
+fn a_dynamic_inventory_runs_once_and_a_resume_uses_the_fleet_it_printed_at_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    std::fs::write(path("fleet-now.yaml"), local_fleet(&["h1", "h2"])).unwrap();
+    let script = path("cmdb.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --list ] || exit 9\necho called >> {}\ncat {}\n",
+            path("calls").display(),
+            path("fleet-now.yaml").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let playbook = path("p.yaml");
+    std::fs::write(
+        &playbook,
+        format!(
+            "name: p\nstrategy: {{ max_unavailable: 100% }}\nsteps:\n  - {{ name: mark, run: \"echo {{{{ host.name }}}} > marked\" }}\n  - {{ name: hold, needs: [mark], run: \"touch holding; while [ ! -e {} ]; do sleep 0.05; done; touch held\" }}\n",
+            path("gate").display()
+        ),
+    )
+    .unwrap();
+    let state = path("state");
+    let host_file = |host: &str, file: &str| state.join("hosts").join(host).join(file);
+    let calls = || {
+        std::fs::read_to_string(path("calls"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    let mut deploy = support::Reaped::new(
+        support::pony(&state, &["deploy", "-i"])
+            .arg(&script)
+            .arg(&playbook)
+            .arg("--yes")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_until("both hosts holding", || {
+        ["h1", "h2"]
+            .iter()
+            .all(|h| host_file(h, "holding").exists())
+    });
+    deploy.child().kill().unwrap();
+    deploy.child().wait().unwrap();
+    assert_eq!(calls(), 1, "the command ran once for the deploy");
+
+    // The CMDB now says otherwise; the run keeps the fleet it started with.
+    std::fs::write(path("fleet-now.yaml"), local_fleet(&["h1", "h3"])).unwrap();
+    std::fs::write(path("gate"), "").unwrap();
+    let (run, _) = support::only_run(&state);
+    let status = support::pony(&state, &["status", &run, "--output", "json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["files_changed"], serde_json::json!([]), "{status:#}");
+    let resumed = support::pony(&state, &["resume", &run]).output().unwrap();
+    assert_eq!(code(&resumed), 0, "{}", exit_text(&resumed));
+    assert_eq!(calls(), 1, "a resume does not run the command again");
+    for host in ["h1", "h2"] {
+        assert!(host_file(host, "held").exists(), "{host}");
+        assert_eq!(
+            std::fs::read_to_string(host_file(host, "marked"))
+                .unwrap()
+                .trim(),
+            host
+        );
+    }
+    assert!(
+        !state.join("hosts").join("h3").exists(),
+        "h3 joined the CMDB after the start"
+    );
+
+    // A new deploy runs the command again and gets today's fleet.
+    let out = support::pony(&state, &["deploy", "-i"])
+        .arg(&script)
+        .arg(&playbook)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", exit_text(&out));
+    assert_eq!(calls(), 2);
+    assert!(host_file("h3", "held").exists());
+}
+
+#[test]
+fn a_dynamic_inventory_may_print_ansible_list_json_with_pony_region_vars_and_its_failure_is_named()
+{
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("ec2.sh");
+    let json = r#"{"_meta":{"hostvars":{"mx1":{"ansible_host":"10.9.0.1","pony_region":"eu"},"mx2":{"ansible_host":"10.9.0.2","pony_region":"us","pony_cluster":"edge"}}},"all":{"children":["mta"]},"mta":{"hosts":["mx1","mx2"]}}"#;
+    std::fs::write(&script, format!("#!/bin/sh\ncat <<'J'\n{json}\nJ\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = pony_bare()
+        .args(["inventory", "--format", "json", "-i"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", exit_text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hosts = doc["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2);
+    assert_eq!(
+        (hosts[0]["region"].as_str(), hosts[0]["cluster"].as_str()),
+        (Some("eu"), Some("eu-hosts"))
+    );
+    assert_eq!(
+        (hosts[1]["region"].as_str(), hosts[1]["cluster"].as_str()),
+        (Some("us"), Some("edge"))
+    );
+    assert_eq!(hosts[1]["address"], "10.9.0.2");
+    assert_eq!(hosts[1]["roles"], serde_json::json!(["mta"]));
+
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'cmdb: connection refused' >&2\nexit 3\n",
+    )
+    .unwrap();
+    let out = pony_bare()
+        .args(["inventory", "-i"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "{}", exit_text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ec2.sh") && stderr.contains("cmdb: connection refused"),
+        "{stderr}"
+    );
+}

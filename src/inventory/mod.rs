@@ -2,6 +2,7 @@
 //! defaults → region → cluster → host, groups (regions, clusters, roles), and its
 //! loading and validation. Host patterns live in [`pattern`], ranges in [`range`].
 
+pub mod dynamic;
 pub mod import;
 pub mod pattern;
 pub mod range;
@@ -31,6 +32,9 @@ pub struct Inventory {
     /// Group name → its hosts (regions, clusters, roles), hosts in id order.
     pub groups: BTreeMap<String, Vec<HostId>>,
     by_name: HashMap<String, HostId>,
+    /// The fleet a dynamic inventory's command printed (as pony inventory YAML): what a
+    /// run's snapshot keeps instead of the command.
+    pub generated: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,8 +145,16 @@ impl Inventory {
     }
 }
 
-/// Reads and validates an inventory file; every problem is reported at once.
+/// Reads and validates an inventory file; every problem is reported at once. An
+/// executable file is a [`dynamic`] inventory: it is run, and the fleet it prints is kept
+/// in [`Inventory::generated`].
 pub fn load(path: &Path) -> Result<Inventory, Diagnostics> {
+    if dynamic::is_command(path) {
+        let text = dynamic::fleet_text(path)?;
+        let mut inventory = parse(path, &text)?;
+        inventory.generated = Some(text);
+        return Ok(inventory);
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         Diagnostic::new(path, format!("cannot read inventory: {e}"))
             .hint("pass an existing file with -i, e.g. -i inventories/local.yaml")
@@ -169,6 +181,7 @@ fn build(path: &Path, raw: RawInventory) -> Result<Inventory, Diagnostics> {
             hosts: Vec::new(),
             groups: BTreeMap::new(),
             by_name: HashMap::new(),
+            generated: None,
         },
     };
     if raw.name.trim().is_empty() {

@@ -55,6 +55,10 @@ pub struct Origin {
 pub struct FileEntry {
     pub path: PathBuf,
     pub sha256: String,
+    /// The inventory was a command's output (a dynamic inventory): the blob is what it
+    /// printed at the start, and the command's own file is not compared with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generated: bool,
 }
 
 /// `files.json`: every file the run reads, as it was at the start. Runs started by an
@@ -161,16 +165,25 @@ impl Snapshot {
         })?;
         let mut entries = Vec::new();
         for (from, name) in [(inventory, INVENTORY_FILE), (playbook, PLAYBOOK_FILE)] {
-            let bytes = std::fs::read(from).map_err(|source| SnapshotError::Read {
-                path: from.to_path_buf(),
-                source,
-            })?;
+            // A dynamic inventory's command is not run again: its output at the start is
+            // the fleet the run keeps.
+            let generated = (name == INVENTORY_FILE)
+                .then_some(plan.inventory.generated.as_ref())
+                .flatten();
+            let bytes = match generated {
+                Some(text) => text.clone().into_bytes(),
+                None => std::fs::read(from).map_err(|source| SnapshotError::Read {
+                    path: from.to_path_buf(),
+                    source,
+                })?,
+            };
             let to = dir.join(name);
             std::fs::write(&to, &bytes)
                 .map_err(|source| SnapshotError::Write { path: to, source })?;
             entries.push(FileEntry {
                 path: absolute(from),
                 sha256: put_blob(&blobs, &bytes)?,
+                generated: generated.is_some(),
             });
         }
         let mut files = BTreeMap::new();
@@ -183,6 +196,7 @@ impl Snapshot {
             let entry = FileEntry {
                 path: absolute(&plan.playbook.source_path(&src)),
                 sha256: put_blob(&blobs, &bytes)?,
+                generated: false,
             };
             files.insert(src, entry);
         }
@@ -252,6 +266,7 @@ impl Snapshot {
         named
             .into_iter()
             .chain(manifest.files.iter().map(|(src, e)| (src.clone(), e)))
+            .filter(|(_, entry)| !entry.generated)
             .filter_map(|(name, entry)| {
                 let change = match std::fs::read(&entry.path) {
                     Err(_) => "gone",

@@ -291,12 +291,14 @@ fn yaml_group(groups: &mut Groups, name: &str, body: &Value) -> Result<(), Parse
                     groups.group(name).children.insert(child);
                 }
             }
-            other => return Err((
-                None,
-                format!(
+            other => {
+                return Err((
+                    None,
+                    format!(
                     "group `{name}`: unknown key `{other}` (a group has hosts, vars and children)"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(())

@@ -5,7 +5,7 @@
 //! - **region**: the host's `pony_region` variable (from its own or any group's vars),
 //!   else the one group of the host matching `--region-groups` (a glob such as `dc_*`);
 //! - **cluster**: `pony_cluster`, else the one group matching `--cluster-groups`, else one
-//!   cluster per region, named after it;
+//!   cluster per region, `<region>-hosts` (pony's regions and clusters share one namespace);
 //! - **roles**: every other group the host is in, directly or through `:children` (not
 //!   `all`, `ungrouped`, nor the region and cluster groups);
 //! - `ansible_host` → `address`, `ansible_port` → `ssh.port`, `ansible_user` → `ssh.user`,
@@ -191,7 +191,7 @@ fn place(
         )
     })?;
     let cluster = pick(CLUSTER_VAR, &mapping.cluster_groups, "--cluster-groups")?
-        .unwrap_or_else(|| region.clone());
+        .unwrap_or_else(|| format!("{region}-hosts"));
     Ok((region, cluster, skip))
 }
 

@@ -124,7 +124,7 @@ fn pony_region_and_cluster_vars_win_and_a_region_without_clusters_gets_one() {
     let doc: Value = serde_yaml::from_str(&imported.yaml).unwrap();
     let clusters = &doc["regions"]["eu-west"]["clusters"];
     assert!(
-        clusters["eu-west"]["hosts"].get("m1").is_some(),
+        clusters["eu-west-hosts"]["hosts"].get("m1").is_some(),
         "{}",
         imported.yaml
     );
