@@ -113,6 +113,12 @@ impl HostPool {
             .expect("never closed")
     }
 
+    /// Whether the host's connection runs a chain of tasks in one round trip.
+    pub fn runs_chains(&self, host: HostId) -> bool {
+        self.connector
+            .runs_chains(&self.plan.inventory.hosts[host])
+    }
+
     pub fn host_name(&self, host: HostId) -> &str {
         &self.plan.inventory.hosts[host].name
     }

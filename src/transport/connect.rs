@@ -207,6 +207,12 @@ impl Connector {
         self
     }
 
+    /// Whether `host`'s connections run a chain of tasks in one round trip (ssh; not a
+    /// local host's `sh`, nor a simulated or recorded one).
+    pub fn runs_chains(&self, host: &Host) -> bool {
+        self.opener.is_none() && host.connection == ConnectionKind::Ssh
+    }
+
     /// The limit of one connection attempt to `host`.
     pub fn connect_timeout(&self, host: &Host) -> Duration {
         self.timeout_override

@@ -3,8 +3,10 @@
 //! [`ssh`] (one multiplexed OpenSSH master per host, commands as channels, SFTP writes).
 //! [`connect`] opens either kind the one way every command does; [`shell`] is the
 //! persistent remote `sh` and its output framing, which [`ssh`] runs its commands through
-//! (the arrow points one way: `ssh` uses `shell`, `shell` knows nothing of `ssh`).
+//! (the arrow points one way: `ssh` uses `shell`, `shell` knows nothing of `ssh`);
+//! [`chain`] is the script that runs a host's chain of tasks in one round trip.
 
+pub mod chain;
 pub mod connect;
 pub mod local;
 pub mod shell;
@@ -129,6 +131,21 @@ pub trait Connection: Send + Sync {
     /// Whether nothing real stands behind it (a simulation): nothing is armed there.
     fn is_simulated(&self) -> bool {
         false
+    }
+
+    /// Runs `links` in order as one script in one round trip, stopping at the first
+    /// failure, and sends each link's result on `frames` as its frame arrives (see
+    /// [`chain`]); `cut` names the chain's cut file. An error means the connection broke
+    /// before the next link's frame came. `None`: this connection runs no chains (the
+    /// caller runs the tasks one by one).
+    fn run_chain<'a>(
+        &'a self,
+        links: &'a [chain::ChainLink],
+        cut: &'a str,
+        frames: tokio::sync::mpsc::UnboundedSender<chain::ChainFrame>,
+    ) -> Option<BoxFuture<'a, Result<(), TransportError>>> {
+        let _ = (links, cut, frames);
+        None
     }
 
     /// Kills what runs of the task `mark` on the host (its whole process group), and

@@ -4,11 +4,14 @@
 //! shell and its rc files; paying that once per channel instead of once per task is what
 //! makes a task cost about one round trip.
 
+use super::chain::{self, ChainFrame, ChainLink};
 use super::{describe, CommandOutput, TransportError};
 use openssh::{ChildStderr, ChildStdin, ChildStdout, Session};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc::UnboundedSender;
 
 /// One `sh` reading commands from its stdin.
 pub struct RemoteShell {
@@ -46,12 +49,7 @@ impl RemoteShell {
     /// so `exit`, `cd` or variables in it cannot touch the shell; collects its output
     /// and exit status.
     pub async fn run(&mut self, command: &str) -> Result<CommandOutput, TransportError> {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let marker = format!(
-            "__pony_{}_{}__",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let marker = new_marker();
         let script = format!(
             "(eval {}) </dev/null; s=$?; printf '\\n{marker} %d\\n' \"$s\"; printf '\\n{marker}\\n' >&2\n",
             crate::shell::quote(command)
@@ -76,6 +74,75 @@ impl RemoteShell {
             stderr,
         })
     }
+
+    /// Runs a chain of tasks' commands as one script ([`chain::script`]), sending each
+    /// link's result on `frames` as its frame arrives. A link's frame must come within its
+    /// `timeout` and 3 s (the remote `timeout` kills it; this backstop covers a hung
+    /// host): otherwise the link is reported timed out and the shell is not to be used
+    /// again. Returns whether the shell may be used again.
+    pub async fn run_chain(
+        &mut self,
+        links: &[ChainLink],
+        cut: &str,
+        frames: &UnboundedSender<ChainFrame>,
+    ) -> Result<bool, TransportError> {
+        let marker = new_marker();
+        let script = chain::script(links, &marker, cut);
+        let lost = |e: std::io::Error| {
+            TransportError::Disconnected(format!("the remote shell went away: {e}"))
+        };
+        self.stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(lost)?;
+        self.stdin.flush().await.map_err(lost)?;
+        for (i, link) in links.iter().enumerate() {
+            let read = async {
+                tokio::join!(
+                    read_frame(&mut self.stdout, &marker, true),
+                    read_frame(&mut self.stderr, &marker, true)
+                )
+            };
+            let (stdout, stderr) = match link.timeout {
+                None => read.await,
+                Some(limit) => match tokio::time::timeout(limit + Duration::from_secs(3), read).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        let _ = frames.send((i, Err(TransportError::Timeout(limit))));
+                        return Ok(false);
+                    }
+                },
+            };
+            let ((stdout, word), (stderr, _)) = (stdout?, stderr?);
+            if word == chain::END {
+                return Ok(true);
+            }
+            let output = CommandOutput {
+                exit_code: word.parse::<i32>().ok(),
+                stdout,
+                stderr,
+            };
+            let _ = frames.send((i, chain::link_result(link, output)));
+        }
+        // After the last link's frame, the end frame.
+        let (stdout, stderr) = tokio::join!(
+            read_frame(&mut self.stdout, &marker, true),
+            read_frame(&mut self.stderr, &marker, true)
+        );
+        stdout?;
+        stderr?;
+        Ok(true)
+    }
+}
+
+/// A line no command's output holds by chance: it ends a command's (or a link's) output.
+fn new_marker() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "__pony_{}_{}__",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Reads until the marker line; returns what came before it (without the newline pony
@@ -85,6 +152,18 @@ async fn read_until_marker(
     marker: &str,
     with_status: bool,
 ) -> Result<(Vec<u8>, Option<i32>), TransportError> {
+    let (buffer, rest) = read_frame(stream, marker, with_status).await?;
+    Ok((buffer, rest.parse::<i32>().ok()))
+}
+
+/// Reads until the marker line followed by a word (`with_word`) or by nothing; returns
+/// what came before it (without the newline pony added) and the word.
+async fn read_frame(
+    stream: &mut (impl AsyncBufReadExt + Unpin),
+    marker: &str,
+    with_word: bool,
+) -> Result<(Vec<u8>, String), TransportError> {
+    let with_status = with_word;
     let mut buffer = Vec::new();
     loop {
         let start = buffer.len();
@@ -106,9 +185,8 @@ async fn read_until_marker(
         if with_status == rest.is_empty() {
             continue;
         }
-        let status = rest.parse::<i32>().ok();
         buffer.truncate(start - 1);
-        return Ok((buffer, status));
+        return Ok((buffer, rest));
     }
 }
 

@@ -30,6 +30,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 mod admit;
 mod budgets;
+mod chains;
 mod control;
 mod controllers;
 mod fleet;
@@ -109,6 +110,8 @@ struct Scheduler {
     /// Per `health:` check, the hosts it applies to (resolved once, not per host).
     health_targets: Vec<HostSet>,
     live: control::Live,
+    /// Chains of tasks running in one round trip.
+    chains: chains::Chains,
 }
 
 /// The next message of a channel the loop listens to (live control, lost controllers);
@@ -164,6 +167,7 @@ pub async fn run(
         workers: Workers::default(),
         health_targets: health::targets(&plan),
         live: control::Live::default(),
+        chains: chains::Chains::default(),
         plan,
         pool: pool.clone(),
         sink,
@@ -291,6 +295,7 @@ impl Scheduler {
         let mut losses = self.options.split.as_ref().and_then(|s| s.take_losses());
         loop {
             self.start_due_rollbacks();
+            self.cut_stopped_chains();
             if self.workers.idle(self.stopped()) && !self.waits_for_continue() {
                 if self.course.stop == Stop::No && self.break_stall() {
                     continue;
@@ -320,6 +325,11 @@ impl Scheduler {
                     Ok(Timer::WindowOpen(wave, zone)) => self.window_opened(wave, &zone),
                     Ok(Timer::CheckDue(round)) => self.check_due(round),
                     Ok(Timer::Checked(done)) => self.checked(*done),
+                },
+                Some(joined) = self.workers.chains.join_next() => if let Err(e) = joined {
+                    if !e.is_cancelled() {
+                        tracing::error!("a chain's driver panicked: {e}");
+                    }
                 },
                 Some(joined) = self.workers.rollbacks.join_next() => match joined {
                     Ok(done) => self.rollback_command_done(done),

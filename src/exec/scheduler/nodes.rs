@@ -65,6 +65,11 @@ impl Nodes {
         *remaining == 0
     }
 
+    /// How many of its dependencies `node` still waits for.
+    pub(super) fn left(&self, node: NodeId) -> usize {
+        self.remaining[node.index()]
+    }
+
     /// Whether every dependency of `node` finished.
     pub(super) fn free(&self, node: NodeId) -> bool {
         self.remaining[node.index()] == 0

@@ -225,6 +225,9 @@ impl Scheduler {
         self.course.stop = Stop::All;
         self.cancel_unstarted(|_, _| true);
         let running = self.nodes.running();
+        // The chains first: no next task of one starts behind the kills.
+        self.cut_all_chains().await;
+        self.workers.chains.abort_all();
         self.workers.tasks.abort_all();
         self.workers.remote.abort_all();
         self.workers.rollbacks.abort_all();
@@ -283,6 +286,7 @@ impl Scheduler {
             durable.await;
         }
         while self.workers.tasks.join_next().await.is_some() {}
+        while self.workers.chains.join_next().await.is_some() {}
         while self.workers.rollbacks.join_next().await.is_some() {}
         while self.workers.health.join_next().await.is_some() {}
         self.rollbacks.forget();

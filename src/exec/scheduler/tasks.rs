@@ -33,21 +33,31 @@ impl Scheduler {
         self.fleet.captures_of(&self.plan, task)
     }
 
-    pub(super) fn spawn(&mut self, node: NodeId) {
-        let task = *self.plan.task(node).expect("a task");
-        self.nodes.set(node, State::Running);
-        let region = self.plan.inventory.hosts[task.host].region;
-        self.fleet.task_started(task.host, region);
-        // Rendered in the worker, not here: an upload or template reads its file.
+    /// What a task's worker renders it from.
+    pub(super) fn render_of(&self, node: NodeId, task: Task) -> Render {
         let captures = self.captures_of(&task);
-        let render = Render {
+        Render {
             context: task::context(&self.plan, &task, &self.options.run_id, &captures),
             plan: self.plan.clone(),
             task,
             node,
             captures,
             run: self.task_mark(node).run,
-        };
+        }
+    }
+
+    pub(super) fn spawn(&mut self, node: NodeId) {
+        // The tasks that follow it on its host, to run with it in one round trip.
+        let rest = self.chain_after(node);
+        if !rest.is_empty() {
+            return self.spawn_chain(node, rest);
+        }
+        let task = *self.plan.task(node).expect("a task");
+        self.nodes.set(node, State::Running);
+        let region = self.plan.inventory.hosts[task.host].region;
+        self.fleet.task_started(task.host, region);
+        // Rendered in the worker, not here: an upload or template reads its file.
+        let render = self.render_of(node, task);
         let task_ref = self.task_ref(node);
         let label = task_ref.label.clone();
         // The start is on disk before the command starts.
@@ -97,6 +107,10 @@ impl Scheduler {
         let task = *self.plan.task(node).expect("a task");
         let region = self.plan.inventory.hosts[task.host].region;
         self.fleet.task_ended(task.host, region);
+        self.chain_member_ended(node);
+        if let Some(why) = run.not_run {
+            return self.not_run_in_chain(node, task, why);
+        }
         if run.not_journaled {
             // Its start could not be journaled, so its command never ran.
             self.nodes.set(node, State::Cancelled);
@@ -280,7 +294,7 @@ impl Scheduler {
 
 /// What a task's worker renders its templates from: they are rendered there, not on the
 /// loop, as an `upload` or `template` reads its file (on the blocking pool).
-struct Render {
+pub(super) struct Render {
     plan: Arc<Plan>,
     task: Task,
     node: NodeId,
@@ -292,7 +306,7 @@ struct Render {
 }
 
 impl Render {
-    async fn spec(self) -> Result<TaskSpec, String> {
+    pub(super) async fn spec(self) -> Result<TaskSpec, String> {
         let reads_file = matches!(
             self.plan.playbook.steps[self.task.step].action,
             Action::Upload(_) | Action::Template(_)

@@ -79,6 +79,9 @@ pub(super) struct Workers {
     /// Finished tasks whose record is being synced; their dependents wait for it:
     /// (task, succeeded, journaled).
     pub(super) syncing: JoinSet<(NodeId, bool, bool)>,
+    /// The drivers of chains of tasks run in one round trip (their tasks are in
+    /// `tasks`, each waiting for its result from its chain's driver).
+    pub(super) chains: JoinSet<()>,
     pub(super) timers: JoinSet<Timer>,
     pub(super) rollbacks: JoinSet<RollbackRun>,
     /// Hosts being checked for health (after their deploy or their rollback).
@@ -90,6 +93,7 @@ impl Workers {
     /// other controllers' tasks).
     pub(super) fn idle(&self, stopped: bool) -> bool {
         self.tasks.is_empty()
+            && self.chains.is_empty()
             && self.syncing.is_empty()
             && self.timers.is_empty()
             && self.rollbacks.is_empty()
@@ -100,6 +104,9 @@ impl Workers {
     /// Whether no command runs on any host of this controller (tasks, rollbacks, health
     /// checks).
     pub(super) fn no_commands(&self) -> bool {
-        self.rollbacks.is_empty() && self.health.is_empty() && self.tasks.is_empty()
+        self.rollbacks.is_empty()
+            && self.health.is_empty()
+            && self.tasks.is_empty()
+            && self.chains.is_empty()
     }
 }

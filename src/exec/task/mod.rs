@@ -11,8 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+mod chain;
 mod render;
 mod upload;
+
+pub use chain::{execute_chain, Cut, Link, NotRun};
 
 pub use render::{
     context, render_rollback, render_rollback_for_display, render_task, render_task_for_display,
@@ -65,6 +68,8 @@ pub struct TaskRun {
     pub delegate: Option<String>,
     /// Its start could not be journaled, so it did not start.
     pub not_journaled: bool,
+    /// A task of a chain that did not start on its host, and why.
+    pub not_run: Option<NotRun>,
     /// What pony itself has to say on the task's stderr, before the command's own
     /// (e.g. that the step's dead man's switch fired while no controller watched).
     preface: Vec<u8>,
@@ -88,6 +93,7 @@ impl TaskRun {
             unreachable: false,
             delegate: None,
             not_journaled: false,
+            not_run: None,
             preface: Vec::new(),
         }
     }

@@ -19,6 +19,7 @@
 //! Control sockets live in one directory per user; a master's directory that a dead run
 //! left behind is swept when the next run starts ([`sweep_stale_control_dirs`]).
 
+use super::chain::{ChainFrame, ChainLink};
 use super::shell::RemoteShell;
 use super::{
     describe, kill_command, kill_outcome, marked_command, with_remote_timeout, BoxFuture,
@@ -438,6 +439,27 @@ impl Connection for SshConnection {
             self.run_remote(marked_command(command, timeout, &mark, false), timeout)
                 .await
         })
+    }
+
+    fn run_chain<'a>(
+        &'a self,
+        links: &'a [ChainLink],
+        cut: &'a str,
+        frames: tokio::sync::mpsc::UnboundedSender<ChainFrame>,
+    ) -> Option<BoxFuture<'a, Result<(), TransportError>>> {
+        Some(Box::pin(async move {
+            let idle = self.shells.lock().expect("not poisoned").pop();
+            let mut shell = match idle {
+                Some(shell) => shell,
+                None => RemoteShell::open(self.session.clone()).await?,
+            };
+            // A shell whose chain was given up on (a hung link) is dropped, closing its
+            // channel.
+            if shell.run_chain(links, cut, &frames).await? {
+                self.shells.lock().expect("not poisoned").push(shell);
+            }
+            Ok(())
+        }))
     }
 
     fn kill_marked<'a>(&'a self, mark: &'a TaskMark) -> BoxFuture<'a, KillOutcome> {
