@@ -110,7 +110,10 @@ fn a_controller_killed_mid_chain_resumes_and_no_journaled_success_runs_twice() {
         for step in ["hold", "four", "five"] {
             let label = format!("{step}@{host}");
             assert!(started.contains(&label), "{label} not journaled as started");
-            assert!(!finished.contains(&label), "{label} finished while `hold` ran");
+            assert!(
+                !finished.contains(&label),
+                "{label} finished while `hold` ran"
+            );
         }
         assert_eq!(count(&lab, host), ["one", "two", "hold"], "{host}");
     }
@@ -127,14 +130,20 @@ fn a_controller_killed_mid_chain_resumes_and_no_journaled_success_runs_twice() {
             let runs = lines.iter().filter(|l| *l == step).count();
             assert!(runs >= 1, "{step} never ran on {host}: {lines:?}");
             if journaled.contains(&format!("{step}@{host}")) {
-                assert_eq!(runs, 1, "{step}@{host} succeeded before the kill and ran again");
+                assert_eq!(
+                    runs, 1,
+                    "{step}@{host} succeeded before the kill and ran again"
+                );
             }
         }
     }
     let succeeded = labels(&journal(&run_dir), "task_finished", Some("succeeded"));
     for host in &hosts {
         for step in ["one", "two", "hold", "four", "five"] {
-            assert!(succeeded.contains(&format!("{step}@{host}")), "{step}@{host}");
+            assert!(
+                succeeded.contains(&format!("{step}@{host}")),
+                "{step}@{host}"
+            );
         }
     }
 }
@@ -156,7 +165,10 @@ fn a_failure_in_the_middle_of_a_chain_stops_it_there_with_each_tasks_verdict() {
     let first_result = position(&records, "task_finished", &format!("one@{good}"));
     for step in ["two", "three", "four"] {
         let label = format!("{step}@{good}");
-        assert!(position(&records, "task_started", &label) < first_result, "{label}");
+        assert!(
+            position(&records, "task_started", &label) < first_result,
+            "{label}"
+        );
         let finish = &records[position(&records, "task_finished", &label)];
         assert_eq!(finish["state"], "succeeded", "{finish}");
     }
@@ -193,4 +205,74 @@ fn a_failure_in_the_middle_of_a_chain_stops_it_there_with_each_tasks_verdict() {
             .unwrap_or_else(|| panic!("no task_skipped for {label}: {}", text(&out)));
         assert_eq!(skipped["reason"], "a dependency failed or was cancelled");
     }
+}
+
+/// Three steps one after the other; `one` fails where the host's root holds `fail-one`,
+/// once another host holds in `hold`.
+const HALTING: &str = r#"
+name: halting
+strategy: { max_unavailable: 100%, max_failures: 0, on_failure: halt }
+steps:
+  - { name: one, run: "if [ -e {{ root }}/fail-one ]; then while [ ! -e HOLDING ]; do sleep 0.02; done; exit 1; fi; echo one >> {{ root }}/count" }
+  - { name: hold, needs: [one], run: "echo hold >> {{ root }}/count; touch HOLDING; while [ ! -e GATE ]; do sleep 0.02; done" }
+  - { name: four, needs: [hold], run: "echo four >> {{ root }}/count" }
+"#;
+
+/// A halt stops starting tasks: the chain of a host in flight is cut on the host, so the
+/// task after the running one never starts there, though the script holding it was
+/// sent before the halt.
+#[test]
+fn a_halt_cuts_a_running_chain_before_its_next_task() {
+    let lab = lab_with(1, 1, 2);
+    let hosts = lab.host_names();
+    let (bad, good) = (&hosts[0], &hosts[1]);
+    std::fs::write(lab.root(bad).join("fail-one"), "").unwrap();
+    let gate = lab.path("gate-open");
+    let holding = lab.path("holding");
+    let playbook = lab.playbook(
+        &HALTING
+            .replace("GATE", gate.to_str().unwrap())
+            .replace("HOLDING", holding.to_str().unwrap()),
+    );
+    let child = lab.spawn_deploy(&playbook, &[]);
+    wait_until("the host in flight to hold", || holding.exists());
+    let run_dir = only_run(&lab);
+    let run = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    // The cut lands in the run's marker folder on the host (this user's, on loopback).
+    let markers = PathBuf::from(format!("/tmp/pony-{}/{run}", unsafe { libc::getuid() }));
+    wait_until("the chain's cut file", || {
+        std::fs::read_dir(&markers).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".cut"))
+        })
+    });
+    std::fs::write(&gate, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(code(&out), 0, "{}", text(&out));
+    assert_eq!(count(&lab, good), ["one", "hold"], "{}", text(&out));
+    let records = journal(&run_dir);
+    let finished = |label: String| {
+        records
+            .iter()
+            .rfind(|r| r["type"] == "task_finished" && r["label"] == label.as_str())
+            .map(|r| r["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        finished(format!("hold@{good}")).as_deref(),
+        Some("succeeded")
+    );
+    assert_eq!(finished(format!("four@{good}")), None);
+    position(&records, "task_started", &format!("four@{good}"));
+    let events = support::json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        events.iter().any(|e| e["event"] == "task_skipped"
+            && e["task"]["step"] == "four"
+            && e["task"]["host"] == good.as_str()
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the run stopped"))),
+        "{}",
+        text(&out)
+    );
 }

@@ -115,8 +115,7 @@ impl HostPool {
 
     /// Whether the host's connection runs a chain of tasks in one round trip.
     pub fn runs_chains(&self, host: HostId) -> bool {
-        self.connector
-            .runs_chains(&self.plan.inventory.hosts[host])
+        self.connector.runs_chains(&self.plan.inventory.hosts[host])
     }
 
     pub fn host_name(&self, host: HostId) -> &str {

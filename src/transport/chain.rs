@@ -69,7 +69,10 @@ pub fn cut_command(run: &str, cut: &str) -> String {
 
 /// A link's output as a task's: `timeout` exits 124 (or 137 after -k) when it had to
 /// kill the command, which is the task timing out.
-pub fn link_result(link: &ChainLink, output: CommandOutput) -> Result<CommandOutput, TransportError> {
+pub fn link_result(
+    link: &ChainLink,
+    output: CommandOutput,
+) -> Result<CommandOutput, TransportError> {
     match link.timeout {
         Some(limit) if matches!(output.exit_code, Some(124) | Some(137)) => {
             Err(TransportError::Timeout(limit))
@@ -104,7 +107,11 @@ mod tests {
                 .unwrap()
         };
         let m = "__pony_9_9__";
-        let links = [link("echo one", "t1"), link("echo two >&2; exit 3", "t2"), link("echo three", "t3")];
+        let links = [
+            link("echo one", "t1"),
+            link("echo two >&2; exit 3", "t2"),
+            link("echo three", "t3"),
+        ];
         let out = sh(script(&links, m, "c1-x"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(stdout, format!("one\n\n{m} 0\n\n{m} 3\n\n{m} end\n"));
@@ -121,6 +128,9 @@ mod tests {
             format!("one\n\n{m} 0\n\n{m} end\n")
         );
         let uid = crate::sys::uid();
-        assert!(!tmp.path().join(format!("pony-{uid}/run-1/c2-x.cut")).exists());
+        assert!(!tmp
+            .path()
+            .join(format!("pony-{uid}/run-1/c2-x.cut"))
+            .exists());
     }
 }

@@ -105,13 +105,15 @@ impl RemoteShell {
             };
             let (stdout, stderr) = match link.timeout {
                 None => read.await,
-                Some(limit) => match tokio::time::timeout(limit + Duration::from_secs(3), read).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        let _ = frames.send((i, Err(TransportError::Timeout(limit))));
-                        return Ok(false);
+                Some(limit) => {
+                    match tokio::time::timeout(limit + Duration::from_secs(3), read).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            let _ = frames.send((i, Err(TransportError::Timeout(limit))));
+                            return Ok(false);
+                        }
                     }
-                },
+                }
             };
             let ((stdout, word), (stderr, _)) = (stdout?, stderr?);
             if word == chain::END {

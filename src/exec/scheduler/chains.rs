@@ -33,6 +33,8 @@ const MAX_CHAIN: usize = 32;
 /// A chain whose tasks are not all back yet.
 struct LiveChain {
     host: HostId,
+    /// Its tasks, in order.
+    members: Vec<NodeId>,
     /// Tasks whose result has not come back.
     left: usize,
     cut: Cut,
@@ -107,10 +109,15 @@ impl Scheduler {
         let host = self.plan.task(head).expect("a task").host;
         self.chains.made += 1;
         let cut = Cut {
-            name: format!("c{}-{}-{}", head.index(), std::process::id(), self.chains.made),
+            name: format!(
+                "c{}-{}-{}",
+                head.index(),
+                std::process::id(),
+                self.chains.made
+            ),
             stopped: Arc::new(AtomicBool::new(false)),
         };
-        let mut pending = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         let mut durables = Vec::new();
         for &node in &members {
             let task = *self.plan.task(node).expect("a task");
@@ -144,49 +151,17 @@ impl Scheduler {
             head,
             LiveChain {
                 host,
+                members: members.clone(),
                 left: members.len(),
                 cut: cut.clone(),
                 cut_sent: false,
             },
         );
         let pool = self.pool.clone();
-        self.workers.chains.spawn(async move {
-            // Every start is on disk before the script goes to the host.
-            let mut journaled = true;
-            for durable in durables {
-                journaled &= durable.await;
-            }
-            if !journaled {
-                for (_, _, _, done) in pending {
-                    let _ = done.send(TaskRun::not_journaled());
-                }
-                return;
-            }
-            let mut links = Vec::new();
-            let mut pending = pending.into_iter();
-            for (render, mark, work, done) in pending.by_ref() {
-                match render.spec().await {
-                    Ok(spec) => links.push(Link {
-                        spec,
-                        mark,
-                        work,
-                        done,
-                    }),
-                    Err(error) => {
-                        let _ = done.send(TaskRun::not_started(error));
-                        break;
-                    }
-                }
-            }
-            let broken = pending.len() > 0 || links.len() < members.len();
-            let after: Vec<_> = pending.map(|(_, _, _, done)| done).collect();
-            task::execute_chain(&pool, host, links, cut).await;
-            if broken {
-                for done in after {
-                    let _ = done.send(TaskRun::not_run(NotRun::AfterFailure));
-                }
-            }
-        });
+        let total = members.len();
+        self.workers
+            .chains
+            .spawn(drive(pool, host, durables, pending, total, cut));
     }
 
     /// A task of a chain came back: the chain is forgotten once all of them did.
@@ -251,12 +226,47 @@ impl Scheduler {
     /// find each chain's running task, and no next task starts behind them.
     pub(super) async fn cut_all_chains(&mut self) {
         let heads: Vec<NodeId> = self.chains.live.keys().copied().collect();
-        let cuts: Vec<_> = heads.into_iter().filter_map(|h| self.cut_chain(h)).collect();
+        let cuts: Vec<_> = heads
+            .into_iter()
+            .filter_map(|h| self.cut_chain(h))
+            .collect();
         let mut all = tokio::task::JoinSet::new();
         for cut in cuts {
             all.spawn(cut);
         }
         while all.join_next().await.is_some() {}
+    }
+
+    /// The tasks of running chains behind each chain's first running task: the host has
+    /// not started them (a cut chain starts no more), unless a kill finds them running.
+    pub(super) fn behind_in_chains(&self) -> std::collections::HashSet<NodeId> {
+        self.chains
+            .live
+            .values()
+            .flat_map(|chain| {
+                chain
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&n| self.nodes.state(n) == State::Running)
+                    .skip(1)
+            })
+            .collect()
+    }
+
+    /// A task of a chain that a second Ctrl-C found not started on its host: it ends
+    /// with no verdict (its journal keeps its start; a resume runs it).
+    pub(super) fn not_started_at_kill(&mut self, node: NodeId) {
+        self.emit(Event::TaskSkipped {
+            task: self.task_ref(node),
+            reason: "not started: the run stopped before its turn in its host's chain".into(),
+            record: None,
+        });
+        self.nodes.set(node, State::Cancelled);
+        let task = *self.plan.task(node).expect("a task");
+        let region = self.plan.inventory.hosts[task.host].region;
+        self.fleet.task_ended(task.host, region);
+        self.fleet.hosts[task.host].cut_short = true;
     }
 
     /// The command that cuts a chain on its host, to be run (once per chain).
@@ -274,9 +284,67 @@ impl Scheduler {
                 return;
             };
             let limit = crate::transport::KILL_TIMEOUT;
-            if let Ok(Err(e)) = tokio::time::timeout(limit, connection.run(&command, Some(limit))).await {
+            if let Ok(Err(e)) =
+                tokio::time::timeout(limit, connection.run(&command, Some(limit))).await
+            {
                 tracing::warn!("could not cut a chain on {}: {e}", pool.host_name(host));
             }
         })
+    }
+}
+
+/// A chain's task waiting for its start to be journaled and its spec rendered.
+type Pending = (
+    super::tasks::Render,
+    crate::transport::TaskMark,
+    task::Work,
+    tokio::sync::oneshot::Sender<TaskRun>,
+);
+
+/// A chain's driver: every start on disk before the script goes to the host, then the
+/// chain run ([`task::execute_chain`]).
+async fn drive(
+    pool: Arc<crate::exec::hosts::HostPool>,
+    host: HostId,
+    durables: Vec<impl std::future::Future<Output = bool>>,
+    pending: Vec<Pending>,
+    total: usize,
+    cut: Cut,
+) {
+    let mut journaled = true;
+    for durable in durables {
+        journaled &= durable.await;
+    }
+    if !journaled {
+        for (_, _, _, done) in pending {
+            let _ = done.send(TaskRun::not_journaled());
+        }
+        return;
+    }
+    let mut links = Vec::new();
+    let mut pending = pending.into_iter();
+    for (render, mark, work, done) in pending.by_ref() {
+        match render.spec().await {
+            Ok(spec) => links.push(Link {
+                spec,
+                mark,
+                work,
+                done,
+            }),
+            Err(error) => {
+                let _ = done.send(TaskRun::not_started(error));
+                break;
+            }
+        }
+    }
+    // A task that could not be rendered failed: the chain ends before it, and the tasks
+    // after it do not start.
+    let broken = links.len() < total;
+    let after: Vec<_> = pending.map(|(_, _, _, done)| done).collect();
+    task::execute_chain(&pool, host, links, cut).await;
+    if broken {
+        for done in after {
+            let _ = done.send(TaskRun::not_run(NotRun::AfterFailure));
+        }
     }
 }

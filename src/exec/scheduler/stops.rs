@@ -226,6 +226,7 @@ impl Scheduler {
         self.cancel_unstarted(|_, _| true);
         let running = self.nodes.running();
         // The chains first: no next task of one starts behind the kills.
+        let behind = self.behind_in_chains();
         self.cut_all_chains().await;
         self.workers.chains.abort_all();
         self.workers.tasks.abort_all();
@@ -266,6 +267,10 @@ impl Scheduler {
         let outcomes = futures_join_all(kills).await;
         let mut synced = Vec::new();
         for (node, outcome) in running.into_iter().zip(outcomes) {
+            if outcome == crate::transport::KillOutcome::Gone && behind.contains(&node) {
+                self.not_started_at_kill(node);
+                continue;
+            }
             let task = self.task_ref(node);
             match &outcome {
                 crate::transport::KillOutcome::Unconfirmed(_) => {
