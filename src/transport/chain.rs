@@ -51,18 +51,36 @@ pub fn script(links: &[ChainLink], marker: &str, cut: &str) -> String {
             crate::shell::quote(&marked)
         ));
     }
-    format!(
-        "(eval {}) </dev/null; printf '\\n{marker} {END}\\n'; printf '\\n{marker} {END}\\n' >&2\n",
+    // A watcher reads the shell's stdin, where the controller writes nothing while the
+    // chain runs: end of file means the controller is gone (killed, or it gave up on
+    // the channel), and then the chain is cut, so no next task starts for nobody. It
+    // is stopped before the end frame, so the shell's next command is not its to read.
+    let watcher = format!(
+        "(while read -r pony_l <&3; do :; done; {}) & pony_w=$!\n",
+        write_cut(run, cut)
+    );
+    let chain = format!(
+        "{watcher}(eval {}) </dev/null 3<&-; pony_r=$?\n\
+         kill \"$pony_w\" 2>/dev/null; wait \"$pony_w\" 2>/dev/null; exit $pony_r\n",
         crate::shell::quote(&body)
+    );
+    format!(
+        "(eval {}) 3<&0 </dev/null; printf '\\n{marker} {END}\\n'; printf '\\n{marker} {END}\\n' >&2\n",
+        crate::shell::quote(&chain)
     )
 }
 
 /// The command that cuts the chain `cut` of run `run` (a [`TaskMark::run`]): the links
-/// not started yet do not start. The file goes only into the user's own marker folder.
+/// not started yet do not start.
 pub fn cut_command(run: &str, cut: &str) -> String {
+    format!("{}\n", write_cut(run, cut))
+}
+
+/// Writes the chain's cut file, only into the user's own marker folder.
+fn write_cut(run: &str, cut: &str) -> String {
     format!(
         "{OWN_FOLDER_FUNCTION}pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"\n\
-         if pony_own_folder \"$pony_d\"; then mkdir -p \"$pony_d/{run}\" && : > {}; fi\n",
+         if pony_own_folder \"$pony_d\"; then mkdir -p \"$pony_d/{run}\" && : 2>/dev/null > {}; fi",
         cut_file(run, cut)
     )
 }
@@ -98,13 +116,19 @@ mod tests {
     #[test]
     fn a_chain_frames_each_link_and_stops_at_the_first_failure_or_a_cut() {
         let tmp = tempfile::tempdir().unwrap();
+        // With the shell's stdin open, as the controller keeps it while a chain runs.
         let sh = |script: String| {
-            std::process::Command::new("sh")
+            let mut child = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(script)
                 .env("TMPDIR", tmp.path())
-                .output()
-                .unwrap()
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let _open = child.stdin.take();
+            child.wait_with_output().unwrap()
         };
         let m = "__pony_9_9__";
         let links = [
@@ -132,5 +156,32 @@ mod tests {
             .path()
             .join(format!("pony-{uid}/run-1/c2-x.cut"))
             .exists());
+        // The shell's stdin at its end (the controller is gone): no next link starts.
+        let gone = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(
+                &[
+                    // Waits for the watcher's cut, not for a time.
+                    link(
+                        "until [ -e \"$TMPDIR/pony-$(id -u)/run-1/c3-x.cut\" ]; do sleep 0.01; done; echo one",
+                        "t1",
+                    ),
+                    link("echo two", "t2"),
+                ],
+                m,
+                "c3-x",
+            ))
+            .env("TMPDIR", tmp.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&gone.stdout),
+            format!("one\n\n{m} 0\n\n{m} end\n")
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&gone.stderr),
+            format!("\n{m} 0\n\n{m} end\n")
+        );
     }
 }

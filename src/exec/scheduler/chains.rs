@@ -11,7 +11,10 @@
 //! another controller's): no `creates`/`unless` guard (a guarded task runs alone: its
 //! guard runs exactly as a task alone's does), no `until`, no `retries`, no
 //! `dead_man`, and a task whose `capture` a later template may read ends its chain.
-//! Probes, uploads and templates run alone. Only ssh connections chain.
+//! Probes, uploads and templates run alone. Only ssh connections chain, and not in a
+//! run split by region (`--regions`): there another machine takes a lost controller's
+//! hosts over, and a task it did not start must not start behind its back (a chain
+//! whose controller died cuts itself only once its host sees the channel end).
 //!
 //! When the run stops while a chain runs (a halt, a stopped region, a second Ctrl-C),
 //! the chain is cut: a file on the host that its script checks before each next task.
@@ -99,7 +102,7 @@ impl Scheduler {
             && step.until.is_none()
             && step.retries == 0
             && step.dead_man.is_none()
-            && !self.is_remote(task.host)
+            && self.options.split.is_none()
     }
 
     /// Starts `head` and `rest` as one chain: each task running, its start journaled,
