@@ -416,3 +416,110 @@ fn without_a_usable_snapshot_status_counts_from_the_journal() {
     // Regions still come from the snapshot inventory.
     assert_eq!(report["tasks"]["regions"][0]["name"], "r1");
 }
+
+/// Copies a folder tree (the fixture state dir) into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The journal's records read as their lines in `journal.jsonl` say them.
+fn journal_records(run: &Path) -> Vec<Value> {
+    json_lines(&std::fs::read_to_string(run.join("journal.jsonl")).unwrap())
+}
+
+/// `tests/old_journal/` is a state dir written by the pony binary of before journal
+/// records and events shared their structs (commit dac238b), on `connection: local`
+/// hosts h1 (wave `canary`, an approval gate with a `verify:` check), h2 and h3 (wave
+/// `rest`; `switch` fails on h3, `rollback-all`; `health:` on every host): a deploy that
+/// stopped at the approval gate, `resume --approve canary` (h3 failed, every host rolled
+/// back), `resume --skip-failed-wave` (the canary deployed again, stopped at its gate).
+/// Today's pony reads that journal: status tells its story as the older pony told it
+/// (`status.json`), and resume goes on from it (the canary's tasks done, not run again).
+#[test]
+fn a_journal_written_by_an_older_pony_is_read_by_status_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    copy_tree(&support::crate_root().join("tests/old_journal"), &state);
+    let id = "20261207-181639-7e2e";
+    let run = state.join("runs").join(id);
+    let old = journal_records(&run);
+    assert_eq!(old.len(), 50);
+
+    let status = ok(&state, &["status", id]);
+    for line in [
+        "run 20261207-181639-7e2e: fixture on fixture",
+        "state: awaiting approval of wave canary (exit 10)",
+        "h3 (step switch, exit 7, rolled back): exited with 7",
+        "rollbacks: 5 ok, 0 failed",
+        "gates passed: canary, rest (failed; skipped by root)",
+    ] {
+        assert!(status.contains(line), "no `{line}` in:\n{status}");
+    }
+    // What the older pony said of it (`status.json`: its `status --output json`, given
+    // `--state-dir .`), but for the files on this machine, which the journal does not say.
+    let json = ok(&state, &["status", id, "--output", "json"]);
+    let mut report: Value = serde_json::from_str(&json.replace(state.to_str().unwrap(), "."))
+        .unwrap_or_else(|e| panic!("{e}: {json}"));
+    let mut said: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).unwrap()).unwrap();
+    report["files_changed"] = Value::Null;
+    said["files_changed"] = Value::Null;
+    assert_eq!(report, said);
+    let history = ok(&state, &["history"]);
+    assert!(
+        history.contains(id) && history.contains("awaiting approval of wave canary (exit 10)"),
+        "{history}"
+    );
+
+    let output = pony(&state, &["resume", id, "--approve", "canary"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let records = journal_records(&run);
+    assert_eq!(
+        records[..50],
+        old[..],
+        "the old lines are kept as they were"
+    );
+    let new = &records[50..];
+    assert_eq!(new[0]["type"], "run_resumed", "{new:?}");
+    let started: Vec<&str> = new
+        .iter()
+        .filter(|r| r["type"] == "task_started")
+        .filter_map(|r| r["label"].as_str())
+        .collect();
+    assert!(
+        !started.iter().any(|label| label.ends_with("@h1")),
+        "the canary's tasks ran again: {started:?}"
+    );
+    assert!(
+        new.iter().any(|r| r["type"] == "task_finished"
+            && r["label"] == "switch@h3"
+            && r["state"] == "failed"
+            && r["exit_code"] == 7),
+        "{new:?}"
+    );
+    let last = new.last().unwrap();
+    assert_eq!(
+        (&last["type"], &last["outcome"], &last["exit_code"]),
+        (
+            &"run_finished".into(),
+            &"failed_rolled_back".into(),
+            &1.into()
+        )
+    );
+    let status = ok(&state, &["status", id]);
+    assert!(
+        status.contains("state: failed, rolled back (exit 1)"),
+        "{status}"
+    );
+}

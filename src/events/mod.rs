@@ -24,16 +24,25 @@ pub struct TaskRef {
     pub label: String,
 }
 
-/// What the journal keeps of a task that ran, besides its public event.
-#[derive(Debug, Clone, Default)]
+/// What the journal keeps of a task that ran, besides its public event: the fields of its
+/// `task_finished` record after the node, label, state, exit code and duration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub captures: Vec<(String, String)>,
     pub output_tail: String,
-    /// Whether the task may have changed its host (something to roll back).
-    pub changed: bool,
     pub error: Option<String>,
-    /// The commands and their output, for the host's log.
+    /// Whether the task may have changed its host (something to roll back). False when
+    /// a guard skipped it or it never reached the host: nothing to roll back.
+    #[serde(default = "yes")]
+    pub changed: bool,
+    /// The commands and their output, for the host's log (`logs/<host>.log`, not the
+    /// journal).
+    #[serde(skip)]
     pub log: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a host ended.
@@ -121,20 +130,8 @@ pub enum Event {
         #[serde(skip)]
         node: usize,
     },
-    /// One result of a wave's `verify:` check (one host, or for `compare` the canary
-    /// hosts' median against the baseline's).
-    VerifyCheck {
-        wave: String,
-        check: String,
-        host: String,
-        ok: bool,
-        detail: String,
-    },
-    /// `pony resume --skip-failed-wave`: a person let the rollout past a failed wave.
-    WaveSkipped {
-        wave: String,
-        user: String,
-    },
+    VerifyCheck(VerifyCheck),
+    WaveSkipped(WaveSkipped),
     /// A cluster of the wave went beyond its failure budget: the gate does not pass and
     /// no later wave starts.
     WaveFailed {
@@ -244,22 +241,7 @@ pub enum Event {
         scope: String,
         ok: bool,
     },
-    /// A host's `health:` checks after its rollback commands all succeeded: whether they
-    /// passed within the playbook's `health.wait` (the host is then rolled back, else
-    /// rollback failed), or `checked: false` when no check applies to the host (its
-    /// rollback is unverified).
-    HealthChecked {
-        host: String,
-        region: String,
-        cluster: String,
-        /// `deploy` (its tasks all succeeded) or `rollback` (its rollback commands did).
-        after: HealthAfter,
-        checked: bool,
-        ok: bool,
-        /// The checks that did not pass, with what they said.
-        error: Option<String>,
-        duration_ms: u64,
-    },
+    HealthChecked(HealthChecked),
     Stopped {
         reason: String,
         /// The region that stopped; absent when the whole run stops.
@@ -269,23 +251,7 @@ pub enum Event {
         /// `rollback-all`, `rollback-region`), rather than only start no more tasks.
         rollback: bool,
     },
-    /// In a run split by region (`--regions`): another controller of the run is lost
-    /// (its region leases expired: it died, was cut off, or stopped with work left).
-    /// Emitted once per lost controller by each controller that sees it.
-    ControllerLost {
-        /// The lost controller's name, machine and pid (not `controller`: that is the
-        /// envelope's, the emitting controller's name).
-        lost_controller: String,
-        machine: String,
-        pid: i32,
-        /// Its regions, which no controller works on now.
-        regions: Vec<String>,
-        /// `strategy.on_controller_loss` (or `--on-controller-loss`) of this controller:
-        /// `wait` for the regions to be taken over, or `stop`.
-        policy: String,
-        /// The command that takes the regions over, from any machine.
-        resume: String,
-    },
+    ControllerLost(ControllerLost),
     /// `pony watch`: a run's controller is gone (its pid no longer lives on its machine,
     /// or its database lease expired) while hosts were in flight, and no controller
     /// works on the run now. Sent by the watcher, once per dead controller.
@@ -299,17 +265,7 @@ pub enum Event {
         /// The command that goes on with the run.
         resume: String,
     },
-    /// A command from another shell (`pony pause|continue|abort|approve`), as the run
-    /// took it: who sent it (the kernel's word for the user and pid), and what it did.
-    Control {
-        /// As typed: `pause`, `continue`, `abort`, `abort --rollback`, `approve WAVE`.
-        command: String,
-        user: String,
-        host: String,
-        pid: u32,
-        accepted: bool,
-        message: String,
-    },
+    Control(Control),
     Summary {
         run_id: String,
         outcome: RunOutcome,
@@ -331,6 +287,83 @@ pub enum Event {
         regions: Vec<RegionSummary>,
         run_dir: String,
     },
+}
+
+// The facts below are each one event and, with the time it was journaled, one journal
+// record of the same name (`state::journal::Record`): one struct, written once.
+
+/// One result of a wave's `verify:` check (one host, or for `compare` the canary hosts'
+/// median against the baseline's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyCheck {
+    pub wave: String,
+    pub check: String,
+    pub host: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// `pony resume --skip-failed-wave`: a person let the rollout past a failed wave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaveSkipped {
+    pub wave: String,
+    pub user: String,
+}
+
+/// A host's `health:` checks after its deploy or its rollback: whether they passed
+/// within the playbook's `health.wait` (after a rollback the host is then rolled back,
+/// else rollback failed), or `checked: false` when no check applies to the host (its
+/// rollback is unverified).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthChecked {
+    pub host: String,
+    /// The host's region and cluster (absent from journals written before they were
+    /// journaled).
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub cluster: String,
+    /// `deploy` (its tasks all succeeded) or `rollback` (its rollback commands did).
+    pub after: HealthAfter,
+    pub checked: bool,
+    pub ok: bool,
+    /// The checks that did not pass, with what they said.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// In a run split by region (`--regions`): another controller of the run is lost (its
+/// region leases expired: it died, was cut off, or stopped with work left). Emitted once
+/// per lost controller by each controller that sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControllerLost {
+    /// The lost controller's name, machine and pid (not `controller`: that is the
+    /// envelope's, the emitting controller's name).
+    pub lost_controller: String,
+    pub machine: String,
+    pub pid: i32,
+    /// Its regions, which no controller works on now.
+    pub regions: Vec<String>,
+    /// `strategy.on_controller_loss` (or `--on-controller-loss`) of this controller:
+    /// `wait` for the regions to be taken over, or `stop`.
+    pub policy: String,
+    /// The command that takes the regions over, from any machine (absent from journals
+    /// written before it was journaled).
+    #[serde(default)]
+    pub resume: String,
+}
+
+/// A command from another shell (`pony pause|continue|abort|approve`), as the run took
+/// it: who sent it (the kernel's word for the user and pid), and what it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Control {
+    /// As typed: `pause`, `continue`, `abort`, `abort --rollback`, `approve WAVE`.
+    pub command: String,
+    pub user: String,
+    pub host: String,
+    pub pid: u32,
+    pub accepted: bool,
+    pub message: String,
 }
 
 /// Why a wave's gate (or, for a change window, its hosts) waits. Written as text, the
@@ -455,7 +488,7 @@ impl Event {
                 .collect(),
             Event::RollbackTask { error, log, .. } => error.iter_mut().chain([log]).collect(),
             Event::Stopped { reason, .. } | Event::WaveFailed { reason, .. } => vec![reason],
-            Event::VerifyCheck { detail, .. } => vec![detail],
+            Event::VerifyCheck(check) => vec![&mut check.detail],
             _ => Vec::new(),
         }
     }

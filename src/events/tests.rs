@@ -48,7 +48,7 @@ fn redaction_reaches_every_text_a_secret_could_be_in() {
                 ..
             } => [reason, record.output_tail, record.log].into(),
             Event::RollbackTask { error, log, .. } => error.into_iter().chain([log]).collect(),
-            Event::VerifyCheck { detail, .. } => vec![detail],
+            Event::VerifyCheck(crate::events::VerifyCheck { detail, .. }) => vec![detail],
             Event::Stopped { reason, .. } => vec![reason],
             other => panic!("{other:?}"),
         }
@@ -76,13 +76,13 @@ fn redaction_reaches_every_text_a_secret_could_be_in() {
             duration_ms: 1,
             log: format!("log {secret}"),
         },
-        Event::VerifyCheck {
+        Event::VerifyCheck(crate::events::VerifyCheck {
             wave: "all".into(),
             check: "smtp".into(),
             host: "mx-1".into(),
             ok: false,
             detail: format!("said {secret}"),
-        },
+        }),
         Event::Stopped {
             reason: format!("halt {secret}"),
             region: None,

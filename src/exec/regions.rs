@@ -131,10 +131,14 @@ fn run_of(record: &Record) -> TaskRun {
         state,
         exit_code,
         duration_ms,
-        captures,
-        output_tail,
-        error,
-        changed,
+        record:
+            crate::events::TaskRecord {
+                captures,
+                output_tail,
+                error,
+                changed,
+                ..
+            },
         ..
     } = record
     else {

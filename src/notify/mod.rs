@@ -71,11 +71,11 @@ pub fn notifies(event: &Event) -> bool {
         | Event::Summary { .. }
         | Event::TaskFailed { .. }
         | Event::WaveFailed { .. }
-        | Event::ControllerLost { .. }
+        | Event::ControllerLost(_)
         | Event::ControllerGone { .. }
-        | Event::Control { .. } => true,
+        | Event::Control(_) => true,
         Event::GateWaiting { reason, .. } => *reason == crate::events::GateReason::Approve,
-        Event::VerifyCheck { ok, .. } => !ok,
+        Event::VerifyCheck(crate::events::VerifyCheck { ok, .. }) => !ok,
         // A host's own rollback follows its `task_failed`; a region's or the whole run's
         // is news of its own.
         Event::RollbackFinished { scope, .. } => !scope.starts_with("host "),

@@ -23,12 +23,14 @@ fn only_the_events_a_person_must_know_about_notify() {
         region: None,
         rollback: false,
     }));
-    let check = |ok| Event::VerifyCheck {
-        wave: "canary".into(),
-        check: "errors".into(),
-        host: "mx-1".into(),
-        ok,
-        detail: String::new(),
+    let check = |ok| {
+        Event::VerifyCheck(crate::events::VerifyCheck {
+            wave: "canary".into(),
+            check: "errors".into(),
+            host: "mx-1".into(),
+            ok,
+            detail: String::new(),
+        })
     };
     assert!(notifies(&check(false)));
     assert!(!notifies(&check(true)));

@@ -26,7 +26,7 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
         )),
         Event::GateWaiting { .. }
         | Event::GatePassed { .. }
-        | Event::VerifyCheck { .. }
+        | Event::VerifyCheck(_)
         | Event::WaveFailed { .. } => gate_line(event, palette),
         Event::TaskFailed { .. }
         | Event::BudgetExceeded { .. }
@@ -36,17 +36,17 @@ pub fn event_line(event: &Event, palette: &Palette, tail: usize) -> Option<Strin
         | Event::RollbackTask { .. }
         | Event::RollbackNotAttempted { .. }
         | Event::RollbackFinished { .. } => rollback_line(event, palette),
-        Event::HealthChecked { .. } => health_line(event, palette),
+        Event::HealthChecked(_) => health_line(event, palette),
         Event::Stopped { reason, .. } => Some(format!("== {reason}")),
-        Event::ControllerLost { .. } => controller_lost_line(event, palette),
-        Event::Control {
+        Event::ControllerLost(_) => controller_lost_line(event, palette),
+        Event::Control(crate::events::Control {
             command,
             user,
             host,
             pid,
             accepted,
             message,
-        } => Some(if *accepted {
+        }) => Some(if *accepted {
             format!("== `pony {command}` from {user}@{host} (pid {pid}): {message}")
         } else {
             format!("== `pony {command}` from {user}@{host} (pid {pid}) refused: {message}")
@@ -89,13 +89,13 @@ fn gate_line(event: &Event, palette: &Palette) -> Option<String> {
             ),
         }),
         Event::GatePassed { wave, .. } => Some(format!("== gate after wave {wave} passed")),
-        Event::VerifyCheck {
+        Event::VerifyCheck(crate::events::VerifyCheck {
             wave,
             check,
             host,
             ok,
             detail,
-        } => Some(if *ok {
+        }) => Some(if *ok {
             format!("== wave {wave} check {check} on {host}: ok {detail}")
         } else {
             format!(
@@ -215,24 +215,24 @@ fn rollback_line(event: &Event, palette: &Palette) -> Option<String> {
 /// A host's health did not pass after its steps, or did not come back after its rollback.
 fn health_line(event: &Event, palette: &Palette) -> Option<String> {
     match event {
-        Event::HealthChecked {
+        Event::HealthChecked(crate::events::HealthChecked {
             host,
             after: HealthAfter::Deploy,
             ok: false,
             error,
             ..
-        } => Some(format!(
+        }) => Some(format!(
             "{} {host}: its steps all ran, but its health does not pass: {}",
             palette.red("FAILED"),
             error.as_deref().unwrap_or("")
         )),
-        Event::HealthChecked {
+        Event::HealthChecked(crate::events::HealthChecked {
             host,
             checked: true,
             ok: false,
             error,
             ..
-        } => Some(format!(
+        }) => Some(format!(
             "{} {host}: its rollback ran, but its health did not come back: {}",
             palette.red("!! ROLLBACK FAILED"),
             error.as_deref().unwrap_or("")
@@ -244,14 +244,14 @@ fn health_line(event: &Event, palette: &Palette) -> Option<String> {
 /// Another controller of a split run is lost, and what this one does about it.
 fn controller_lost_line(event: &Event, palette: &Palette) -> Option<String> {
     match event {
-        Event::ControllerLost {
+        Event::ControllerLost(crate::events::ControllerLost {
             lost_controller: controller,
             machine,
             pid,
             regions,
             policy,
             resume,
-        } => {
+        }) => {
             let doing = if policy == "stop" {
                 "stopping (on_controller_loss: stop)"
             } else {

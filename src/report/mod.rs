@@ -321,7 +321,7 @@ impl GateNotes {
             } if *reason == GateReason::Soak => {
                 self.soaks.entry(wave.clone()).or_default().seconds = Some(*seconds);
             }
-            Event::VerifyCheck { wave, ok, .. } => {
+            Event::VerifyCheck(crate::events::VerifyCheck { wave, ok, .. }) => {
                 let soak = self.soaks.entry(wave.clone()).or_default();
                 if *ok {
                     soak.ok += 1;

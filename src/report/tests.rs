@@ -19,13 +19,13 @@ fn gate(wave: &str, reason: &str, seconds: u64) -> Event {
 }
 
 fn check(wave: &str, ok: bool) -> Event {
-    Event::VerifyCheck {
+    Event::VerifyCheck(crate::events::VerifyCheck {
         wave: wave.into(),
         check: "healthy".into(),
         host: "a1".into(),
         ok,
         detail: String::new(),
-    }
+    })
 }
 
 fn run_started(id: &str) -> Event {

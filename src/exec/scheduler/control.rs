@@ -89,14 +89,14 @@ impl Scheduler {
                 message,
             },
         };
-        let durable = self.emit_durable(Event::Control {
+        let durable = self.emit_durable(Event::Control(crate::events::Control {
             command: command.describe(),
             user: operator.user.clone(),
             host: operator.host.clone(),
             pid: operator.pid,
             accepted: answer.accepted,
             message: answer.message.clone(),
-        });
+        }));
         if answer.accepted {
             self.apply_control(command, operator);
         }

@@ -26,7 +26,7 @@ impl Scheduler {
             return;
         }
         let regions = loss.regions.join(",");
-        self.emit(Event::ControllerLost {
+        self.emit(Event::ControllerLost(crate::events::ControllerLost {
             lost_controller: loss.controller.clone(),
             machine: loss.machine,
             pid: loss.pid,
@@ -36,7 +36,7 @@ impl Scheduler {
                 "resume {} --regions {regions}",
                 self.options.run_id
             )),
-        });
+        }));
         if policy == OnControllerLoss::Stop {
             self.drain(format!(
                 "controller {} lost its regions {regions} (on_controller_loss: stop): no new host starts; hosts in flight finish all their tasks",

@@ -183,7 +183,7 @@ impl Scheduler {
     ) {
         let inventory = &self.plan.inventory;
         let spec = &inventory.hosts[host];
-        self.emit(Event::HealthChecked {
+        self.emit(Event::HealthChecked(crate::events::HealthChecked {
             host: spec.name.clone(),
             region: inventory.regions[spec.region].name.clone(),
             cluster: inventory.clusters[spec.cluster].name.clone(),
@@ -192,7 +192,7 @@ impl Scheduler {
             ok: failure.is_none(),
             error: failure,
             duration_ms: duration.as_millis() as u64,
-        });
+        }));
     }
 }
 

@@ -34,10 +34,10 @@ impl Scheduler {
             .as_ref()
             .and_then(|name| self.plan.waves.iter().position(|w| &w.name == name));
         if let Some(wave) = skipped_wave {
-            self.emit(Event::WaveSkipped {
+            self.emit(Event::WaveSkipped(crate::events::WaveSkipped {
                 wave: self.plan.waves[wave].name.clone(),
                 user: crate::process::current_user(),
-            });
+            }));
         }
         let recapture = self.secret_captures_to_redo(replay);
         let rolled_back = self.hosts_to_redeploy(replay);

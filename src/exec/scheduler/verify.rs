@@ -277,13 +277,13 @@ impl Scheduler {
         let mut failed_hosts = Vec::new();
         let mut failure = None;
         for (host, ok, detail) in canary {
-            self.emit(Event::VerifyCheck {
+            self.emit(Event::VerifyCheck(crate::events::VerifyCheck {
                 wave: wave_name.clone(),
                 check: check_name.clone(),
                 host: name(*host),
                 ok: *ok,
                 detail: detail.clone(),
-            });
+            }));
             if *ok {
                 self.waves[wave].soak.checks_ok += 1;
             } else {
@@ -325,13 +325,13 @@ impl Scheduler {
             }
         };
         let hosts: Vec<String> = canary.iter().map(|(h, _, _)| name(*h)).collect();
-        self.emit(Event::VerifyCheck {
+        self.emit(Event::VerifyCheck(crate::events::VerifyCheck {
             wave: wave_name,
             check: check_name,
             host: hosts.join(","),
             ok,
             detail: detail.clone(),
-        });
+        }));
         if ok {
             self.waves[wave].soak.checks_ok += 1;
             (Vec::new(), None)

@@ -7,9 +7,9 @@ fn verify_events(events: &[Event]) -> Vec<(String, String, bool)> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::VerifyCheck {
+            Event::VerifyCheck(crate::events::VerifyCheck {
                 check, host, ok, ..
-            } => Some((check.clone(), host.clone(), *ok)),
+            }) => Some((check.clone(), host.clone(), *ok)),
             _ => None,
         })
         .collect()
@@ -66,7 +66,7 @@ async fn a_check_failing_during_the_soak_fails_the_wave_and_rolls_the_canary_bac
     for _ in 0..2 {
         run.until(
             &mut seen,
-            |e| matches!(e, Event::VerifyCheck { ok: true, host, .. } if host == "a1"),
+            |e| matches!(e, Event::VerifyCheck(crate::events::VerifyCheck { ok: true, host, .. }) if host == "a1"),
         )
         .await;
     }
@@ -105,7 +105,7 @@ async fn a_canary_five_times_the_baseline_fails_the_wave() {
     let checks = verify_events(&events);
     assert_eq!(checks, vec![("errors".into(), "a1".into(), false)]);
     let detail = events.iter().find_map(|e| match e {
-        Event::VerifyCheck { detail, .. } => Some(detail.clone()),
+        Event::VerifyCheck(crate::events::VerifyCheck { detail, .. }) => Some(detail.clone()),
         _ => None,
     });
     assert!(

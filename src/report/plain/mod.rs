@@ -152,7 +152,7 @@ fn needs_a_person(event: &Event) -> bool {
         Event::RunStarted { .. }
         | Event::WaveStarted { .. }
         | Event::GatePassed { .. }
-        | Event::VerifyCheck { ok: true, .. } => false,
+        | Event::VerifyCheck(crate::events::VerifyCheck { ok: true, .. }) => false,
         Event::GateWaiting { reason, .. } => *reason == crate::events::GateReason::Approve,
         _ => true,
     }
@@ -181,13 +181,13 @@ impl Reporter for PlainReporter {
                 self.doing =
                     Some(super::stopping_words(reason, *rollback || rolling_back).to_string());
             }
-            Event::Control {
+            Event::Control(crate::events::Control {
                 command,
                 accepted: true,
                 user,
                 host,
                 ..
-            } if !matches!(&self.doing, Some(d) if d.starts_with("stopping")) => {
+            }) if !matches!(&self.doing, Some(d) if d.starts_with("stopping")) => {
                 match command.as_str() {
                     "pause" => self.doing = Some(format!("paused by {user}@{host}")),
                     "continue" => self.doing = None,

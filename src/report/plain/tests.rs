@@ -295,12 +295,14 @@ fn quiet_prints_what_needs_a_person_and_not_the_routine() {
         until: None,
         zone: None,
     };
-    let check = |ok: bool| Event::VerifyCheck {
-        wave: "canary".into(),
-        check: "smtp".into(),
-        host: "a".into(),
-        ok,
-        detail: if ok { "fine" } else { "refused" }.into(),
+    let check = |ok: bool| {
+        Event::VerifyCheck(crate::events::VerifyCheck {
+            wave: "canary".into(),
+            check: "smtp".into(),
+            host: "a".into(),
+            ok,
+            detail: if ok { "fine" } else { "refused" }.into(),
+        })
     };
     let events = [
         run_started(2),

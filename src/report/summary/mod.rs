@@ -77,13 +77,13 @@ impl SummaryNotes {
                         outcome: None,
                     });
             }
-            Event::VerifyCheck {
+            Event::VerifyCheck(crate::events::VerifyCheck {
                 wave,
                 check,
                 host,
                 ok,
                 detail,
-            } => {
+            }) => {
                 if *ok {
                     self.checks.0 += 1;
                 } else {
@@ -93,21 +93,21 @@ impl SummaryNotes {
                     });
                 }
             }
-            Event::HealthChecked {
+            Event::HealthChecked(crate::events::HealthChecked {
                 host,
                 checked: false,
                 ..
-            } => {
+            }) => {
                 self.unverified.insert(host.clone());
             }
             // A host whose health does not pass after its deploy failed at `health`.
-            Event::HealthChecked {
+            Event::HealthChecked(crate::events::HealthChecked {
                 host,
                 region,
                 after: crate::events::HealthAfter::Deploy,
                 ok: false,
                 ..
-            } => {
+            }) => {
                 self.failures
                     .entry(host.clone())
                     .or_insert_with(|| FailedHost {

@@ -131,7 +131,7 @@ fn a_halted_runs_total_counts_what_its_regions_count_and_says_incomplete() {
 fn summary_counts_verify_checks_and_names_the_failed_one() {
     let mut notes = SummaryNotes::default();
     for ok in [true, true, false] {
-        notes.observe(&Event::VerifyCheck {
+        notes.observe(&Event::VerifyCheck(crate::events::VerifyCheck {
             wave: "canary".into(),
             check: "errors".into(),
             host: "mx-1".into(),
@@ -141,7 +141,7 @@ fn summary_counts_verify_checks_and_names_the_failed_one() {
             } else {
                 "canary median 50 vs baseline median 10".into()
             },
-        });
+        }));
     }
     let summary = Event::Summary {
         run_id: "RUN".into(),

@@ -500,13 +500,13 @@ impl Reporter for TerminalReporter {
                 self.note_waiting();
                 self.changed();
             }
-            Event::Control {
+            Event::Control(crate::events::Control {
                 command,
                 accepted: true,
                 user,
                 host,
                 ..
-            } if command == "pause" || command == "continue" => {
+            }) if command == "pause" || command == "continue" => {
                 match (&self.activity, command.as_str()) {
                     (Activity::Going, "pause") => {
                         self.activity = Activity::Paused {

@@ -84,6 +84,7 @@ pub fn unfinished_controller(db: &[Record]) -> Option<(usize, &Record)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::TaskRecord;
     use crate::state::replay::TaskState;
 
     fn started(node: usize, time: &str) -> Record {
@@ -101,10 +102,10 @@ mod tests {
             state: TaskState::Succeeded,
             exit_code: Some(0),
             duration_ms,
-            captures: Vec::new(),
-            output_tail: String::new(),
-            error: None,
-            changed: true,
+            record: TaskRecord {
+                changed: true,
+                ..TaskRecord::default()
+            },
         }
     }
 

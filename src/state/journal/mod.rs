@@ -13,16 +13,24 @@
 // one import; the executor takes these from `state::replay`.
 use super::replay::TaskReplay;
 pub use super::replay::{Replay, TaskState};
-use crate::events::{GateReason, RunOutcome};
+use crate::events::{
+    Control, ControllerLost, GateReason, HealthChecked, RunOutcome, TaskRecord, VerifyCheck,
+    WaveSkipped,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub mod merge;
+mod of_event;
 mod writer;
 
 pub use writer::{Journal, Mirror};
 
-/// One journal line.
+/// One journal line. A fact that is also an event is the event's own struct (from
+/// `events/`) with the time it was journaled, flattened into the line: one definition of
+/// its fields for both. The names and fields of every record are those journals have
+/// always had, so that journals of older runs, and older pony binaries reading newer
+/// journals, keep working.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
@@ -46,13 +54,10 @@ pub enum Record {
         state: TaskState,
         exit_code: Option<i32>,
         duration_ms: u64,
-        captures: Vec<(String, String)>,
-        output_tail: String,
-        error: Option<String>,
-        /// False when the task changed nothing on its host (a guard skipped it, or it
-        /// never reached the host): there is nothing to roll back.
-        #[serde(default = "yes")]
-        changed: bool,
+        /// What the task's event carries for the journal: captures, output, error,
+        /// whether it changed its host.
+        #[serde(flatten)]
+        record: TaskRecord,
     },
     /// A stopped run was continued (`pony resume`) or rolled back (`pony rollback`).
     RunResumed {
@@ -105,19 +110,14 @@ pub enum Record {
         wave: String,
         reason: String,
     },
-    /// A result of a wave's `verify:` check.
     VerifyCheck {
-        wave: String,
-        check: String,
-        host: String,
-        ok: bool,
-        detail: String,
+        #[serde(flatten)]
+        check: VerifyCheck,
         time: String,
     },
-    /// `pony resume --skip-failed-wave`: a person let the rollout past a failed wave.
     WaveSkipped {
-        wave: String,
-        user: String,
+        #[serde(flatten)]
+        skip: WaveSkipped,
         time: String,
     },
     RollbackStarted {
@@ -143,37 +143,20 @@ pub enum Record {
         blocked_by: String,
         reason: String,
     },
-    /// A host's health checks after its deploy or its rollback (see
-    /// [`crate::events::Event::HealthChecked`]).
     HealthChecked {
-        host: String,
-        after: crate::events::HealthAfter,
-        checked: bool,
-        ok: bool,
-        error: Option<String>,
-        duration_ms: u64,
+        #[serde(flatten)]
+        health: HealthChecked,
         time: String,
     },
-    /// A command from another shell (`pony pause|continue|abort|approve`): who, from
-    /// where, when, and whether the run took it.
     Control {
-        command: String,
-        user: String,
-        host: String,
-        pid: u32,
-        accepted: bool,
-        message: String,
+        #[serde(flatten)]
+        control: Control,
         time: String,
     },
-    /// In a run split by region: another controller of the run was lost (its region
-    /// leases expired), as this controller saw it, and what it did about it.
+    /// As this controller saw it, and what it did about it (`policy`).
     ControllerLost {
-        lost_controller: String,
-        machine: String,
-        pid: i32,
-        regions: Vec<String>,
-        /// `wait` or `stop`.
-        policy: String,
+        #[serde(flatten)]
+        lost: ControllerLost,
         time: String,
     },
     RunFinished {
@@ -235,10 +218,6 @@ impl Record {
     }
 }
 
-fn yes() -> bool {
-    true
-}
-
 impl Replay {
     /// Replays a journal's records: each task's last forward outcome, the gates passed and
     /// the wave that stopped the run.
@@ -249,16 +228,15 @@ impl Replay {
                 Record::TaskFinished {
                     label,
                     state,
-                    captures,
-                    changed,
+                    record,
                     ..
                 } => {
                     replay.tasks.insert(
                         label.clone(),
                         TaskReplay {
                             state: *state,
-                            changed: *changed,
-                            captures: captures.clone(),
+                            changed: record.changed,
+                            captures: record.captures.clone(),
                             rolled_back: false,
                         },
                     );
@@ -283,17 +261,15 @@ impl Replay {
                 } => {
                     replay.soaked.insert(wave.clone());
                 }
-                Record::Control {
-                    command,
-                    accepted: true,
-                    ..
-                } => {
-                    if let Some(wave) = command.strip_prefix("approve ") {
+                Record::Control { control, .. } if control.accepted => {
+                    if let Some(wave) = control.command.strip_prefix("approve ") {
                         replay.pre_approved.insert(wave.to_string());
                     }
                 }
                 Record::WaveStopped { wave, .. } => replay.stopped_wave = Some(wave.clone()),
-                Record::WaveSkipped { wave, .. } if replay.stopped_wave.as_ref() == Some(wave) => {
+                Record::WaveSkipped { skip, .. }
+                    if replay.stopped_wave.as_ref() == Some(&skip.wave) =>
+                {
                     replay.stopped_wave = None;
                 }
                 _ => {}

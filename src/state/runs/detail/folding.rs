@@ -2,7 +2,7 @@
 //! record names what it changes (the summary, a task, a rollback, a gate, the activity).
 
 use super::{activity, ControlRecord, RollbackRecord, RunDetail, TaskRecord, TaskStatus};
-use crate::events::GateReason;
+use crate::events::{Control, GateReason, HealthAfter, HealthChecked, WaveSkipped};
 use crate::state::journal::{Record, RunKind};
 use crate::state::runs::parse_time;
 use crate::state::runs::summary::{
@@ -191,7 +191,10 @@ impl Folding {
             Record::WaveStopped { wave, reason, .. } => {
                 self.stopped_wave = Some((wave.clone(), reason.clone()));
             }
-            Record::WaveSkipped { wave, user, .. } => {
+            Record::WaveSkipped {
+                skip: WaveSkipped { wave, user },
+                ..
+            } => {
                 self.stopped_wave = None;
                 let skipped = format!("{wave} (failed; skipped by {user})");
                 if !self.gates_passed.contains(&skipped) {
@@ -200,13 +203,13 @@ impl Folding {
             }
             // The failing check is named in the wave's `WaveStopped` reason; passing
             // checks are in the journal for `pony log`-style reading.
-            Record::VerifyCheck { wave, ok, .. }
+            Record::VerifyCheck { check, .. }
                 if self
                     .gate_waiting
                     .as_ref()
-                    .is_some_and(|(w, reason)| w == wave && *reason == GateReason::Soak) =>
+                    .is_some_and(|(w, reason)| *w == check.wave && *reason == GateReason::Soak) =>
             {
-                if *ok {
+                if check.ok {
                     self.soak_checks.0 += 1;
                 } else {
                     self.soak_checks.1 += 1;
@@ -323,16 +326,15 @@ impl Folding {
                 state,
                 exit_code,
                 duration_ms,
-                output_tail,
-                error,
+                record,
                 ..
             } => TaskRecord {
                 label: label.clone(),
                 state: TaskStatus::from(*state),
                 exit_code: *exit_code,
                 duration_ms: Some(*duration_ms),
-                error: error.clone(),
-                output_tail: output_tail.clone(),
+                error: record.error.clone(),
+                output_tail: record.output_tail.clone(),
             },
             _ => return,
         };
@@ -383,15 +385,18 @@ impl Folding {
 
     /// A host's health checked after its deploy or its rollback.
     fn health(&mut self, record: &Record) {
-        match record {
+        let Record::HealthChecked { health, .. } = record else {
+            return;
+        };
+        match health {
             // A host whose health did not come back after its rollback is a failed
             // rollback, listed as `health@HOST`; a later pass (a `pony rollback`) clears it.
-            Record::HealthChecked {
+            HealthChecked {
                 host,
                 ok,
                 error,
                 checked: true,
-                after: crate::events::HealthAfter::Rollback,
+                after: HealthAfter::Rollback,
                 ..
             } => {
                 let label = format!("health@{host}");
@@ -413,12 +418,12 @@ impl Folding {
             }
             // A host whose health does not pass after its deploy failed there: shown
             // among the failed tasks as `health@HOST`.
-            Record::HealthChecked {
+            HealthChecked {
                 host,
                 ok,
                 error,
                 duration_ms,
-                after: crate::events::HealthAfter::Deploy,
+                after: HealthAfter::Deploy,
                 checked: true,
                 ..
             } => {
@@ -445,12 +450,15 @@ impl Folding {
     /// gate, an abort (the run stops) or a pause/continue.
     fn control(&mut self, record: &Record) {
         let Record::Control {
-            command,
-            user,
-            host,
-            pid,
-            accepted,
-            message,
+            control:
+                Control {
+                    command,
+                    user,
+                    host,
+                    pid,
+                    accepted,
+                    message,
+                },
             time,
         } = record
         else {

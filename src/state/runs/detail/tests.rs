@@ -1,5 +1,5 @@
 use super::*;
-use crate::events::RunOutcome;
+use crate::events::{self, RunOutcome};
 use crate::state::journal::Record;
 use crate::state::runs::summary::RunState;
 use std::path::PathBuf;
@@ -21,10 +21,10 @@ fn folds_a_resumed_journal() {
         state,
         exit_code: Some(0),
         duration_ms: 5,
-        captures: Vec::new(),
-        output_tail: String::new(),
-        error: None,
-        changed: true,
+        record: events::TaskRecord {
+            changed: true,
+            ..events::TaskRecord::default()
+        },
     };
     let records = vec![
         started(1, "2026-01-01T00:00:00Z"),
