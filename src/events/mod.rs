@@ -1,7 +1,9 @@
 //! Events: the only output of the executor, the one vocabulary for what happened. The
-//! journal is their first consumer (fields marked `serde(skip)` are what only it needs);
-//! reporters (terminal, plain, JSON, JUnit) and summaries are built from the same stream.
-//! The executor never prints and never writes files.
+//! journal is their first consumer (fields marked `serde(skip)` are what only it needs,
+//! and a fact it keeps as is, like `VerifyCheck`, is one struct here: the event's payload,
+//! and with its time the journal's record); reporters (terminal, plain, JSON, JUnit) and
+//! summaries are built from the same stream. The executor never prints and never writes
+//! files.
 
 use crate::secret::Redactor;
 use serde::{Deserialize, Serialize};

@@ -57,6 +57,7 @@ fn host_log(event: &Event) -> Option<(&str, &str)> {
 mod tests {
     use super::*;
     use crate::events::VerifyCheck;
+    use crate::state::journal::Stamped;
 
     #[test]
     fn a_verify_check_is_journaled() {
@@ -68,8 +69,8 @@ mod tests {
             detail: "canary median 50 vs baseline median 10".into(),
         });
         match Record::of_event(&event, now()) {
-            Some(Record::VerifyCheck {
-                check:
+            Some(Record::VerifyCheck(Stamped {
+                fact:
                     VerifyCheck {
                         wave,
                         check,
@@ -78,7 +79,7 @@ mod tests {
                         detail,
                     },
                 ..
-            }) => {
+            })) => {
                 assert_eq!(
                     (wave.as_str(), check.as_str(), host.as_str(), ok),
                     ("canary", "errors", "mx-1", false)

@@ -27,10 +27,11 @@ mod writer;
 pub use writer::{Journal, Mirror};
 
 /// One journal line. A fact that is also an event is the event's own struct (from
-/// `events/`) with the time it was journaled, flattened into the line: one definition of
-/// its fields for both. The names and fields of every record are those journals have
-/// always had, so that journals of older runs, and older pony binaries reading newer
-/// journals, keep working.
+/// `events/`) with the time it was journaled ([`Stamped`]): one definition of its fields
+/// for both. Which events are journaled, as which record: `of_event.rs`. The names and
+/// fields of every record are those journals have always had (fields are only added), so
+/// that journals of older runs, and older pony binaries reading newer journals, keep
+/// working.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
@@ -110,16 +111,8 @@ pub enum Record {
         wave: String,
         reason: String,
     },
-    VerifyCheck {
-        #[serde(flatten)]
-        check: VerifyCheck,
-        time: String,
-    },
-    WaveSkipped {
-        #[serde(flatten)]
-        skip: WaveSkipped,
-        time: String,
-    },
+    VerifyCheck(Stamped<VerifyCheck>),
+    WaveSkipped(Stamped<WaveSkipped>),
     RollbackStarted {
         node: usize,
         label: String,
@@ -143,22 +136,10 @@ pub enum Record {
         blocked_by: String,
         reason: String,
     },
-    HealthChecked {
-        #[serde(flatten)]
-        health: HealthChecked,
-        time: String,
-    },
-    Control {
-        #[serde(flatten)]
-        control: Control,
-        time: String,
-    },
+    HealthChecked(Stamped<HealthChecked>),
+    Control(Stamped<Control>),
     /// As this controller saw it, and what it did about it (`policy`).
-    ControllerLost {
-        #[serde(flatten)]
-        lost: ControllerLost,
-        time: String,
-    },
+    ControllerLost(Stamped<ControllerLost>),
     RunFinished {
         /// Spelt as in the `summary` event (`failed_rolled_back`); older journals' Debug
         /// spelling (`FailedRolledBack`) is read through [`RunOutcome`]'s aliases.
@@ -166,6 +147,23 @@ pub enum Record {
         exit_code: i32,
         time: String,
     },
+}
+
+/// An event's fact with the time it was journaled: its fields, then `time`, on one line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stamped<T> {
+    #[serde(flatten)]
+    pub fact: T,
+    pub time: String,
+}
+
+impl<T: Clone> Stamped<T> {
+    pub fn new(fact: &T, time: String) -> Stamped<T> {
+        Stamped {
+            fact: fact.clone(),
+            time,
+        }
+    }
 }
 
 /// The command that started a run or went on with it: `deploy` starts one (its journal
@@ -261,13 +259,13 @@ impl Replay {
                 } => {
                     replay.soaked.insert(wave.clone());
                 }
-                Record::Control { control, .. } if control.accepted => {
+                Record::Control(Stamped { fact: control, .. }) if control.accepted => {
                     if let Some(wave) = control.command.strip_prefix("approve ") {
                         replay.pre_approved.insert(wave.to_string());
                     }
                 }
                 Record::WaveStopped { wave, .. } => replay.stopped_wave = Some(wave.clone()),
-                Record::WaveSkipped { skip, .. }
+                Record::WaveSkipped(Stamped { fact: skip, .. })
                     if replay.stopped_wave.as_ref() == Some(&skip.wave) =>
                 {
                     replay.stopped_wave = None;

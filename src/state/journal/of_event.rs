@@ -14,7 +14,7 @@
 //!   elsewhere;
 //! - the `summary` is the run's end: `run_finished`, its outcome and exit code.
 
-use super::{Record, TaskState};
+use super::{Record, Stamped, TaskState};
 use crate::events::{Event, GateReason, TaskRecord, TaskRef};
 
 impl Record {
@@ -22,26 +22,11 @@ impl Record {
     /// not keep (a wave's start, a host's end, budgets, a region's stop, …).
     pub fn of_event(event: &Event, time: String) -> Option<Record> {
         Some(match event {
-            Event::VerifyCheck(check) => Record::VerifyCheck {
-                check: check.clone(),
-                time,
-            },
-            Event::WaveSkipped(skip) => Record::WaveSkipped {
-                skip: skip.clone(),
-                time,
-            },
-            Event::HealthChecked(health) => Record::HealthChecked {
-                health: health.clone(),
-                time,
-            },
-            Event::Control(control) => Record::Control {
-                control: control.clone(),
-                time,
-            },
-            Event::ControllerLost(lost) => Record::ControllerLost {
-                lost: lost.clone(),
-                time,
-            },
+            Event::VerifyCheck(check) => Record::VerifyCheck(Stamped::new(check, time)),
+            Event::WaveSkipped(skip) => Record::WaveSkipped(Stamped::new(skip, time)),
+            Event::HealthChecked(health) => Record::HealthChecked(Stamped::new(health, time)),
+            Event::Control(control) => Record::Control(Stamped::new(control, time)),
+            Event::ControllerLost(lost) => Record::ControllerLost(Stamped::new(lost, time)),
             Event::TaskStarted { task } => Record::TaskStarted {
                 node: task.id,
                 label: task.label.clone(),

@@ -3,7 +3,7 @@
 
 use super::{activity, ControlRecord, RollbackRecord, RunDetail, TaskRecord, TaskStatus};
 use crate::events::{Control, GateReason, HealthAfter, HealthChecked, WaveSkipped};
-use crate::state::journal::{Record, RunKind};
+use crate::state::journal::{Record, RunKind, Stamped};
 use crate::state::runs::parse_time;
 use crate::state::runs::summary::{
     controller_alive, result_words, who, Activity, Paused, Resumed, RunState, RunSummary,
@@ -102,19 +102,19 @@ impl Folding {
             | Record::WindowWaiting { .. }
             | Record::GatePassed { .. }
             | Record::WaveStopped { .. }
-            | Record::WaveSkipped { .. }
-            | Record::VerifyCheck { .. } => self.gate(record),
+            | Record::WaveSkipped(_)
+            | Record::VerifyCheck(_) => self.gate(record),
             Record::RunStarted { .. } | Record::RunResumed { .. } => self.started(record),
             Record::Stopping { .. } | Record::RunFinished { .. } => self.ending(record),
             Record::TaskStarted { .. } | Record::TaskFinished { .. } => self.task(record),
             Record::RollbackStarted { .. }
             | Record::RollbackFinished { .. }
             | Record::RollbackNotAttempted { .. } => self.rollback(record),
-            Record::HealthChecked { .. } => self.health(record),
+            Record::HealthChecked(_) => self.health(record),
             // `pony status` shows a split run's controllers from their leases as they
             // are now (a lost controller's regions may have been taken over since).
-            Record::ControllerLost { .. } => {}
-            Record::Control { .. } => self.control(record),
+            Record::ControllerLost(_) => {}
+            Record::Control(_) => self.control(record),
         }
     }
 
@@ -191,10 +191,10 @@ impl Folding {
             Record::WaveStopped { wave, reason, .. } => {
                 self.stopped_wave = Some((wave.clone(), reason.clone()));
             }
-            Record::WaveSkipped {
-                skip: WaveSkipped { wave, user },
+            Record::WaveSkipped(Stamped {
+                fact: WaveSkipped { wave, user },
                 ..
-            } => {
+            }) => {
                 self.stopped_wave = None;
                 let skipped = format!("{wave} (failed; skipped by {user})");
                 if !self.gates_passed.contains(&skipped) {
@@ -203,7 +203,7 @@ impl Folding {
             }
             // The failing check is named in the wave's `WaveStopped` reason; passing
             // checks are in the journal for `pony log`-style reading.
-            Record::VerifyCheck { check, .. }
+            Record::VerifyCheck(Stamped { fact: check, .. })
                 if self
                     .gate_waiting
                     .as_ref()
@@ -385,7 +385,7 @@ impl Folding {
 
     /// A host's health checked after its deploy or its rollback.
     fn health(&mut self, record: &Record) {
-        let Record::HealthChecked { health, .. } = record else {
+        let Record::HealthChecked(Stamped { fact: health, .. }) = record else {
             return;
         };
         match health {
@@ -449,8 +449,8 @@ impl Folding {
     /// A command from another shell: listed; when accepted, an approval ahead of its
     /// gate, an abort (the run stops) or a pause/continue.
     fn control(&mut self, record: &Record) {
-        let Record::Control {
-            control:
+        let Record::Control(Stamped {
+            fact:
                 Control {
                     command,
                     user,
@@ -460,7 +460,7 @@ impl Folding {
                     message,
                 },
             time,
-        } = record
+        }) = record
         else {
             return;
         };
