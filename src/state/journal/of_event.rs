@@ -5,8 +5,9 @@
 //! `health_checked`, `control`, `controller_lost`) are the event's own with a time. The
 //! others keep the records journals have always had, so that older runs' journals and
 //! older pony binaries keep reading them:
-//! - a task's end is one `task_finished` with its `state` (whatever ended it), keyed by
-//!   the graph's node and the task's label, which the public event leaves out;
+//! - a task's end is one `task_finished` with its `state` (whatever ended it) and the
+//!   event's `TaskRecord`, keyed by the graph's node and the task's label, which the
+//!   public event leaves out; so are a rollback command's `rollback_*` records;
 //! - a gate's and a failed wave's records name the gate's node (`gate_passed`,
 //!   `wave_stopped`), which the public event leaves out;
 //! - a change window's wait holds the wave's hosts, not its gate: `window_waiting`;
@@ -15,7 +16,7 @@
 //! - the `summary` is the run's end: `run_finished`, its outcome and exit code.
 
 use super::{Record, Stamped, TaskState};
-use crate::events::{Event, GateReason, TaskRecord, TaskRef};
+use crate::events::{Event, GateReason, TaskRecord};
 
 impl Record {
     /// The record of `event`, written at `time`; `None` for progress the journal does
@@ -68,26 +69,20 @@ fn task_end(event: &Event) -> Option<Record> {
             duration_ms,
             record,
             ..
-        } => (
-            task,
-            TaskState::Succeeded,
-            *exit_code,
-            *duration_ms,
-            record.clone(),
-        ),
-        Event::TaskFailed {
+        }
+        | Event::TaskFailed {
             task,
             exit_code,
             duration_ms,
             record,
             ..
-        } => (
-            task,
-            TaskState::Failed,
-            *exit_code,
-            *duration_ms,
-            record.clone(),
-        ),
+        } => {
+            let state = match event {
+                Event::TaskFailed { .. } => TaskState::Failed,
+                _ => TaskState::Succeeded,
+            };
+            (task, state, *exit_code, *duration_ms, record.clone())
+        }
         // Skipped by its guard on its host; one never run (a dependency failed) has no
         // record and is not journaled.
         Event::TaskSkipped {
@@ -122,45 +117,36 @@ fn task_end(event: &Event) -> Option<Record> {
 
 /// A rollback command started, ended, or not attempted.
 fn rollback(event: &Event) -> Option<Record> {
-    let key = |task: &TaskRef| (task.id, task.label.clone());
+    let (node, label) = match event {
+        Event::RollbackTaskStarted { task }
+        | Event::RollbackTask { task, .. }
+        | Event::RollbackNotAttempted { task, .. } => (task.id, task.label.clone()),
+        _ => return None,
+    };
     Some(match event {
-        Event::RollbackTaskStarted { task } => {
-            let (node, label) = key(task);
-            Record::RollbackStarted { node, label }
-        }
         Event::RollbackTask {
-            task,
             ok,
             exit_code,
             error,
             duration_ms,
             ..
-        } => {
-            let (node, label) = key(task);
-            Record::RollbackFinished {
-                node,
-                label,
-                ok: *ok,
-                exit_code: *exit_code,
-                error: error.clone(),
-                duration_ms: *duration_ms,
-            }
-        }
+        } => Record::RollbackFinished {
+            node,
+            label,
+            ok: *ok,
+            exit_code: *exit_code,
+            error: error.clone(),
+            duration_ms: *duration_ms,
+        },
         Event::RollbackNotAttempted {
-            task,
-            blocked_by,
-            reason,
-            ..
-        } => {
-            let (node, label) = key(task);
-            Record::RollbackNotAttempted {
-                node,
-                label,
-                blocked_by: blocked_by.clone(),
-                reason: reason.clone(),
-            }
-        }
-        _ => return None,
+            blocked_by, reason, ..
+        } => Record::RollbackNotAttempted {
+            node,
+            label,
+            blocked_by: blocked_by.clone(),
+            reason: reason.clone(),
+        },
+        _ => Record::RollbackStarted { node, label },
     })
 }
 
