@@ -119,3 +119,76 @@ fn gate_reasons_keep_their_text() {
     );
     assert!(serde_json::from_str::<GateReason>("\"nap\"").is_err());
 }
+
+/// The facts the journal shares are one struct each now, the event's payload: their
+/// `--output json` lines are what they were, the fields at the top level in order.
+#[test]
+fn shared_facts_keep_their_json_lines() {
+    let line = |event: Event| {
+        serde_json::to_string(&Envelope {
+            schema: SCHEMA_VERSION,
+            time: "t".into(),
+            controller: None,
+            event: &event,
+        })
+        .unwrap()
+    };
+    let head = r#"{"schema":1,"time":"t","event":"#;
+    let cases = [
+        (
+            Event::VerifyCheck(VerifyCheck {
+                wave: "w".into(),
+                check: "c".into(),
+                host: "h".into(),
+                ok: true,
+                detail: "d".into(),
+            }),
+            r#""verify_check","wave":"w","check":"c","host":"h","ok":true,"detail":"d"}"#,
+        ),
+        (
+            Event::WaveSkipped(WaveSkipped {
+                wave: "w".into(),
+                user: "ann".into(),
+            }),
+            r#""wave_skipped","wave":"w","user":"ann"}"#,
+        ),
+        (
+            Event::HealthChecked(HealthChecked {
+                host: "h".into(),
+                region: "r".into(),
+                cluster: "c".into(),
+                after: HealthAfter::Rollback,
+                checked: true,
+                ok: false,
+                error: Some("e".into()),
+                duration_ms: 3,
+            }),
+            r#""health_checked","host":"h","region":"r","cluster":"c","after":"rollback","checked":true,"ok":false,"error":"e","duration_ms":3}"#,
+        ),
+        (
+            Event::Control(Control {
+                command: "pause".into(),
+                user: "ann".into(),
+                host: "h".into(),
+                pid: 7,
+                accepted: true,
+                message: "m".into(),
+            }),
+            r#""control","command":"pause","user":"ann","host":"h","pid":7,"accepted":true,"message":"m"}"#,
+        ),
+        (
+            Event::ControllerLost(ControllerLost {
+                lost_controller: "b".into(),
+                machine: "m".into(),
+                pid: 9,
+                regions: vec!["r2".into()],
+                policy: "wait".into(),
+                resume: "pony resume".into(),
+            }),
+            r#""controller_lost","lost_controller":"b","machine":"m","pid":9,"regions":["r2"],"policy":"wait","resume":"pony resume"}"#,
+        ),
+    ];
+    for (event, rest) in cases {
+        assert_eq!(line(event), format!("{head}{rest}"));
+    }
+}
