@@ -1,7 +1,7 @@
 //! `pony status` and `pony history` on runs made by the real binary (a success of the
 //! flagship playbook on the local inventory, and a small playbook where one host fails),
-//! and on a hand-made run folder whose controller died mid-write (no `run_finished`, a
-//! torn last journal line).
+//! on a hand-made run folder whose controller died mid-write (no `run_finished`, a torn
+//! last journal line), and on a run folder an older pony wrote (`tests/old_journal/`).
 
 mod support;
 
