@@ -78,7 +78,7 @@ while :; do
   [ "$waited" -lt "$limit" ] || pony_fail "$queued messages still queued after ${limit}s (queue_bound $bound); failing: the queue is kept, nothing is deleted or held"
   sleep 1; waited=$((waited + 1))
 done
-echo "mail drain_mta: new mail deferred (450 $reply), soft_bounce = yes, $queued queued after ${waited}s"
+echo "mail drain_mta: new mail deferred with a 450 ($reply), soft_bounce = yes, $queued queued after ${waited}s"
 "#;
 
 /// `accept_mta`: the drain map emptied, `soft_bounce = no`, reloaded.
