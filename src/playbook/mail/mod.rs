@@ -15,7 +15,8 @@
 //! Arguments are templates: each is rendered per target, then shell-quoted
 //! (`crate::shell::quote` via the `quote` filter) into a variable the action's body
 //! (`scripts`) reads; an action with `when:` (a template condition) runs only where it
-//! holds. The bodies are documented in docs/playbook.md ("Mail actions").
+//! holds. Each action's arguments, guarantees and failure modes: docs/playbook.md
+//! ("`mail`: mail built-ins").
 
 mod scripts;
 
