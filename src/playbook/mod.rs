@@ -4,9 +4,11 @@
 //! - [`raw`]: the YAML shape (serde), before any check;
 //! - [`strategy`]: waves, gates, change windows and the per-cluster limits;
 //! - [`step`]: steps, their action, guards, retries and `needs`;
+//! - [`mail`]: the mail built-ins (`mail: { action: drain_mta, … }`) a step expands into;
 //! - [`template`]: the minijinja environment, and what a template reads.
 
 pub mod health;
+pub mod mail;
 pub mod raw;
 pub mod step;
 pub mod strategy;

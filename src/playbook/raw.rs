@@ -240,6 +240,9 @@ pub struct RawStep {
     pub delegate_parallel: Option<usize>,
     /// The bound of the step's dead man's switch on its host.
     pub dead_man: Option<Scalar>,
+    /// A mail built-in (`{ action: drain_mta, … }`) or a list of them, checked and
+    /// expanded by `super::mail`.
+    pub mail: Option<serde_yaml::Value>,
 }
 
 /// `needs:` entries: a step name, or `{ step: X, scope: run }`. Deserialized by hand so

@@ -34,6 +34,9 @@ pub struct Step {
     /// step's rollback once this long passes without word from the controller (see
     /// [`crate::exec::dead_man`]).
     pub dead_man: Option<Duration>,
+    /// `mail:`: the built-in the step's `run` (and, unless given, `rollback`) was
+    /// expanded from; its argument templates are what the plan checks.
+    pub mail: Option<super::mail::Expanded>,
 }
 
 impl Step {
@@ -41,6 +44,8 @@ impl Step {
     pub fn templates(&self) -> Vec<(&'static str, &str)> {
         let mut out = Vec::new();
         match &self.action {
+            // A mail built-in's command is pony's; its arguments are the templates.
+            Action::Run(_) if self.mail.is_some() => {}
             Action::Run(command) => out.push(("run", command.as_str())),
             Action::Upload(t) | Action::Template(t) => {
                 out.push(("src", t.src.as_str()));
@@ -48,9 +53,17 @@ impl Step {
             }
             Action::Probe(probe) => out.extend(probe.templates()),
         }
+        let natural = self.mail.as_ref().map(|m| m.rollback.as_deref());
+        let rollback = match natural {
+            Some(natural) if natural == self.rollback.as_deref() => &None,
+            _ => &self.rollback,
+        };
+        if let Some(mail) = &self.mail {
+            out.extend(mail.checks.iter().map(|(f, t)| (*f, t.as_str())));
+        }
         for (field, value) in [
             ("delegate", &self.delegate),
-            ("rollback", &self.rollback),
+            ("rollback", rollback),
             ("creates", &self.creates),
             ("unless", &self.unless),
         ] {
@@ -103,7 +116,12 @@ pub struct Until {
 impl Builder<'_> {
     pub(super) fn step(&mut self, raw: &RawStep, names: &[&str]) -> Option<Step> {
         let what = format!("step `{}`", raw.name);
-        let action = self.action(&what, raw)?;
+        let mail = self.mail(&what, raw);
+        let action = self.action(&what, raw, mail.as_ref())?;
+        let rollback = raw
+            .rollback
+            .clone()
+            .or_else(|| mail.as_ref().and_then(|m| m.rollback.clone()));
         let hosts = match HostPattern::parse(raw.hosts.as_deref().unwrap_or("all")) {
             Ok(p) => p,
             Err(e) => {
@@ -133,13 +151,13 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|d| self.duration(&format!("{what} dead_man"), d));
         if let Some(bound) = dead_man {
-            self.dead_man_rules(&what, raw, bound);
+            self.dead_man_rules(&what, raw, rollback.is_some(), bound);
         }
         Some(Step {
             name: raw.name.clone(),
             hosts,
             action,
-            rollback: raw.rollback.clone(),
+            rollback,
             needs,
             per: raw.per.unwrap_or_default(),
             creates: raw.creates.clone(),
@@ -164,37 +182,61 @@ impl Builder<'_> {
             delegate: raw.delegate.clone(),
             delegate_parallel,
             dead_man,
+            mail,
         })
     }
 
-    /// The step's one action (`run`, `upload`, `template` or `probe`).
-    fn action(&mut self, what: &str, raw: &RawStep) -> Option<Action> {
+    /// A `mail:` built-in checked and expanded (its problems are validation errors).
+    fn mail(&mut self, what: &str, raw: &RawStep) -> Option<super::mail::Expanded> {
+        match super::mail::expand(raw.mail.as_ref()?) {
+            Ok(expanded) => Some(expanded),
+            Err(problems) => {
+                for p in problems {
+                    self.error(format!("{what}: {}", p.message), p.hint);
+                }
+                None
+            }
+        }
+    }
+
+    /// The step's one action (`run`, `upload`, `template`, `probe`, or `mail`, which is
+    /// a `run` pony wrote).
+    fn action(
+        &mut self,
+        what: &str,
+        raw: &RawStep,
+        mail: Option<&super::mail::Expanded>,
+    ) -> Option<Action> {
         let mut actions = Vec::new();
         if let Some(run) = &raw.run {
-            actions.push(Action::Run(run.clone()));
+            actions.push(("run", Action::Run(run.clone())));
+        }
+        if raw.mail.is_some() {
+            // A `mail:` that did not check out is reported on its own.
+            actions.push(("mail", Action::Run(mail?.run.clone())));
         }
         if let Some(t) = &raw.upload {
-            actions.push(Action::Upload(self.transfer(what, t)?));
+            actions.push(("upload", Action::Upload(self.transfer(what, t)?)));
         }
         if let Some(t) = &raw.template {
-            actions.push(Action::Template(self.transfer(what, t)?));
+            actions.push(("template", Action::Template(self.transfer(what, t)?)));
         }
         if let Some(p) = &raw.probe {
-            actions.push(Action::Probe(p.clone()));
+            actions.push(("probe", Action::Probe(p.clone())));
         }
         if actions.len() != 1 {
-            let found: Vec<&str> = actions.iter().map(Action::kind).collect();
+            let found: Vec<&str> = actions.iter().map(|(kind, _)| *kind).collect();
             self.error(
                 if found.is_empty() {
                     format!("{what} has no action")
                 } else {
                     format!("{what} has {} actions ({})", found.len(), found.join(", "))
                 },
-                "give each step exactly one of `run`, `upload`, `template` or `probe`",
+                "give each step exactly one of `run`, `upload`, `template` or `probe` (or `mail`, a mail built-in)",
             );
             return None;
         }
-        Some(actions.pop().expect("one action"))
+        actions.pop().map(|(_, action)| action)
     }
 
     /// The steps this one needs, each known (else an error with "did you mean").
@@ -258,8 +300,8 @@ impl Builder<'_> {
 
     /// A dead man's switch runs the step's rollback on the host the step took out of
     /// service: it needs a rollback, one host per task, and that host to run it.
-    fn dead_man_rules(&mut self, what: &str, raw: &RawStep, bound: Duration) {
-        if raw.rollback.is_none() {
+    fn dead_man_rules(&mut self, what: &str, raw: &RawStep, rollback: bool, bound: Duration) {
+        if !rollback {
             self.error(
                 format!("{what}: `dead_man` without `rollback`"),
                 "a dead man's switch runs the step's rollback on the host when the controller goes silent: add `rollback:` (e.g. the command that puts the host back in service), or remove `dead_man`",

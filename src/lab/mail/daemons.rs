@@ -28,7 +28,8 @@ pub(super) fn prepare(lab: &MailLab, h: &MailHost) -> Result<()> {
     // and reads mail as `dovecot`.
     chown(&home.join("postfix/data"), "postfix")?;
     chown(&home.join("maildir"), "dovecot")?;
-    for switch in ["state/drain.cidr", "state/imap-deny"] {
+    // `lmtp-deny` stays empty: Dovecot's LMTP reads it where IMAP reads `imap-deny`.
+    for switch in ["state/drain.cidr", "state/imap-deny", "state/lmtp-deny"] {
         std::fs::write(home.join(switch), "")?;
     }
     let release = home.join("releases").join(FIRST_RELEASE);
