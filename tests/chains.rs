@@ -189,8 +189,8 @@ fn a_failure_in_the_middle_of_a_chain_stops_it_there_with_each_tasks_verdict() {
         assert_eq!(finish["state"], "succeeded", "{finish}");
     }
 
-    // The bad host stopped at `two`: `three` and `four` never ran there, and their
-    // journal keeps only their start (a resume runs them).
+    // The bad host stopped at `two`: `three` and `four` never ran there; their journal
+    // has their start, then `task_not_run` (no verdict: a resume runs them).
     assert_eq!(count(&lab, bad), ["one", "two"]);
     let verdict = |step: &str| {
         let label = format!("{step}@{bad}");
@@ -204,9 +204,23 @@ fn a_failure_in_the_middle_of_a_chain_stops_it_there_with_each_tasks_verdict() {
     assert_eq!(failed["state"], "failed", "{failed}");
     assert_eq!(failed["exit_code"], 1, "{failed}");
     for step in ["three", "four"] {
-        assert!(verdict(step).is_none(), "{step}@{bad} has a verdict");
-        position(&records, "task_started", &format!("{step}@{bad}"));
+        let label = format!("{step}@{bad}");
+        assert!(verdict(step).is_none(), "{label} has a verdict");
+        let not_run = position(&records, "task_not_run", &label);
+        assert!(
+            position(&records, "task_started", &label) < not_run,
+            "{label}"
+        );
+        assert_eq!(
+            records[not_run]["reason"], "a dependency failed or was cancelled",
+            "{label}"
+        );
     }
+    // `pony status` says no task was running: they never ran.
+    let status = lab.pony(&["status", "--output", "json"]).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["running"], serde_json::json!([]), "{status:#}");
+    assert_eq!(status["interrupted"], serde_json::json!([]), "{status:#}");
     // The events say so: both skipped as dependents of a failed task.
     let events = support::json_lines(&String::from_utf8_lossy(&out.stdout));
     for step in ["three", "four"] {

@@ -14,11 +14,38 @@ pub async fn record(
     run_dir: RunDir,
     reporters: UnboundedSender<Event>,
 ) {
+    // Tasks journaled as started with no end yet: one of them skipped (a chain cut
+    // before its turn) is journaled as not run, so that no reader takes it for running.
+    let mut open: std::collections::HashSet<usize> = std::collections::HashSet::new();
     while let Some(Emitted { event, durable }) = events.recv().await {
         if let Some((host, text)) = host_log(&event) {
             journal.log(&run_dir.log_path(host), text.to_string());
         }
-        match Record::of_event(&event, now()) {
+        let record = match &event {
+            Event::TaskStarted { task } => {
+                open.insert(task.id);
+                Record::of_event(&event, now())
+            }
+            Event::TaskSkipped {
+                task,
+                reason,
+                record: None,
+            } if open.remove(&task.id) => Some(Record::TaskNotRun {
+                node: task.id,
+                label: task.label.clone(),
+                reason: reason.clone(),
+                time: now(),
+            }),
+            Event::TaskFinished { task, .. }
+            | Event::TaskFailed { task, .. }
+            | Event::TaskSkipped { task, .. }
+            | Event::TaskInterrupted { task, .. } => {
+                open.remove(&task.id);
+                Record::of_event(&event, now())
+            }
+            _ => Record::of_event(&event, now()),
+        };
+        match record {
             Some(record) => journal.append_then(&record, durable),
             None => {
                 if let Some(ack) = durable {

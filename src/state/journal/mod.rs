@@ -49,6 +49,15 @@ pub enum Record {
         label: String,
         time: String,
     },
+    /// A task journaled as started that never ran: its host's chain stopped before its
+    /// turn (a failure before it, a halt, a second Ctrl-C). It has no verdict; a resume
+    /// runs it, as any task without one.
+    TaskNotRun {
+        node: usize,
+        label: String,
+        reason: String,
+        time: String,
+    },
     TaskFinished {
         node: usize,
         label: String,

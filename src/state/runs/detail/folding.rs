@@ -107,6 +107,7 @@ impl Folding {
             Record::RunStarted { .. } | Record::RunResumed { .. } => self.started(record),
             Record::Stopping { .. } | Record::RunFinished { .. } => self.ending(record),
             Record::TaskStarted { .. } | Record::TaskFinished { .. } => self.task(record),
+            Record::TaskNotRun { label, .. } => self.not_run(label),
             Record::RollbackStarted { .. }
             | Record::RollbackFinished { .. }
             | Record::RollbackNotAttempted { .. } => self.rollback(record),
@@ -307,6 +308,19 @@ impl Folding {
                 self.summary.finished = Some(time.clone());
             }
             _ => {}
+        }
+    }
+
+    /// A task journaled as started that never ran: it leaves the list, as a task never
+    /// started is not in it.
+    fn not_run(&mut self, label: &str) {
+        if let Some(i) = self.task_index.remove(label) {
+            self.tasks.remove(i);
+            for index in self.task_index.values_mut() {
+                if *index > i {
+                    *index -= 1;
+                }
+            }
         }
     }
 
