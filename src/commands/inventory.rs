@@ -138,7 +138,7 @@ pub fn import(action: &crate::cli::InventoryAction) -> anyhow::Result<Exit> {
         region_groups: pattern("--region-groups", region_groups).map_err(Diagnostics::from)?,
         cluster_groups: pattern("--cluster-groups", cluster_groups).map_err(Diagnostics::from)?,
     };
-    let name = name.clone().unwrap_or_else(|| inventory_name(file));
+    let name = name.clone().unwrap_or_else(|| import::name_from_file(file));
     let imported = import::import(&groups, &name, &mapping).map_err(|problems| {
         let mut diagnostics = Diagnostics::default();
         for problem in problems {
@@ -196,27 +196,4 @@ fn counted(n: usize, noun: &str) -> String {
         super::thousands(n),
         if n == 1 { "" } else { "s" }
     )
-}
-
-/// The file's name without its extension, made a valid inventory name.
-fn inventory_name(file: &std::path::Path) -> String {
-    let stem = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let name: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "imported".into()
-    } else {
-        name
-    }
 }

@@ -54,14 +54,7 @@ impl RemoteShell {
             "(eval {}) </dev/null; s=$?; printf '\\n{marker} %d\\n' \"$s\"; printf '\\n{marker}\\n' >&2\n",
             crate::shell::quote(command)
         );
-        let lost = |e: std::io::Error| {
-            TransportError::Disconnected(format!("the remote shell went away: {e}"))
-        };
-        self.stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(lost)?;
-        self.stdin.flush().await.map_err(lost)?;
+        self.send(&script).await?;
         let (stdout, stderr) = tokio::join!(
             read_until_marker(&mut self.stdout, &marker, true),
             read_until_marker(&mut self.stderr, &marker, false)
@@ -73,6 +66,18 @@ impl RemoteShell {
             stdout,
             stderr,
         })
+    }
+
+    /// Writes `script` to the shell's stdin.
+    async fn send(&mut self, script: &str) -> Result<(), TransportError> {
+        let lost = |e: std::io::Error| {
+            TransportError::Disconnected(format!("the remote shell went away: {e}"))
+        };
+        self.stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(lost)?;
+        self.stdin.flush().await.map_err(lost)
     }
 
     /// Runs a chain of tasks' commands as one script ([`chain::script`]), sending each
@@ -88,14 +93,7 @@ impl RemoteShell {
     ) -> Result<bool, TransportError> {
         let marker = new_marker();
         let script = chain::script(links, &marker, cut);
-        let lost = |e: std::io::Error| {
-            TransportError::Disconnected(format!("the remote shell went away: {e}"))
-        };
-        self.stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(lost)?;
-        self.stdin.flush().await.map_err(lost)?;
+        self.send(&script).await?;
         for (i, link) in links.iter().enumerate() {
             let read = async {
                 tokio::join!(

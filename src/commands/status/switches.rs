@@ -141,12 +141,7 @@ impl Switches {
 /// Hosts a task of a `dead_man` step started on that did not finish: the rule a resume
 /// follows ([`in_flight_hosts`]), applied to what the journal shows.
 fn left_under_a_switch(detail: &RunDetail, plan: &Plan) -> Vec<usize> {
-    let rolled_back: HashSet<&str> = detail
-        .rollbacks
-        .iter()
-        .filter(|r| r.ok == Some(true))
-        .map(|r| r.label.as_str())
-        .collect();
+    let rolled_back = detail.rolled_back();
     let started: HashSet<&str> = detail.tasks.iter().map(|t| t.label.as_str()).collect();
     let done: HashSet<&str> = detail
         .tasks

@@ -123,21 +123,15 @@ impl Scheduler {
         let mut pending: Vec<Pending> = Vec::new();
         let mut durables = Vec::new();
         for &node in &members {
-            let task = *self.plan.task(node).expect("a task");
-            self.nodes.set(node, State::Running);
-            let region = self.plan.inventory.hosts[task.host].region;
-            self.fleet.task_started(task.host, region);
-            let render = self.render_of(node, task);
-            let task_ref = self.task_ref(node);
-            let label = task_ref.label.clone();
-            durables.push(self.emit_durable(Event::TaskStarted { task: task_ref }));
+            let super::tasks::Started {
+                render,
+                label,
+                work,
+                durable,
+                ..
+            } = self.start_task(node);
+            durables.push(durable);
             let (done, result) = tokio::sync::oneshot::channel();
-            let work = task::Work {
-                node: node.index(),
-                step: task.step,
-                host: task.host,
-                rollback: false,
-            };
             let mark = self.task_mark(node);
             let worker = async move {
                 let run = result

@@ -18,6 +18,16 @@ use crate::secret::is_secret_name;
 /// Lines of output kept in events and the journal.
 pub(super) const TAIL_LINES: usize = 10;
 
+/// A task [`Scheduler::start_task`] started; `durable` tells whether its start reached the
+/// journal (its command must not run otherwise).
+pub(super) struct Started<D> {
+    pub task: Task,
+    pub render: Render,
+    pub label: String,
+    pub work: task::Work,
+    pub durable: D,
+}
+
 impl Scheduler {
     pub(super) fn context(&self, task: &Task) -> minijinja::Value {
         task::context(
@@ -31,6 +41,37 @@ impl Scheduler {
     /// The captures a task sees: the run's, its region's, its host's.
     pub(super) fn captures_of(&self, task: &Task) -> Vars {
         self.fleet.captures_of(&self.plan, task)
+    }
+
+    /// Marks `node` running and counted on its host, and journals its start: what a task
+    /// alone and each task of a chain do before anything of theirs runs.
+    pub(super) fn start_task(
+        &mut self,
+        node: NodeId,
+    ) -> Started<impl std::future::Future<Output = bool>> {
+        let task = *self.plan.task(node).expect("a task");
+        self.nodes.set(node, State::Running);
+        let region = self.plan.inventory.hosts[task.host].region;
+        self.fleet.task_started(task.host, region);
+        // Rendered in the worker, not here: an upload or template reads its file.
+        let render = self.render_of(node, task);
+        let task_ref = self.task_ref(node);
+        let label = task_ref.label.clone();
+        let work = task::Work {
+            node: node.index(),
+            step: task.step,
+            host: task.host,
+            rollback: false,
+        };
+        // The start is on disk before the command starts.
+        let durable = self.emit_durable(Event::TaskStarted { task: task_ref });
+        Started {
+            task,
+            render,
+            label,
+            work,
+            durable,
+        }
     }
 
     /// What a task's worker renders it from.
@@ -52,16 +93,13 @@ impl Scheduler {
         if !rest.is_empty() {
             return self.spawn_chain(node, rest);
         }
-        let task = *self.plan.task(node).expect("a task");
-        self.nodes.set(node, State::Running);
-        let region = self.plan.inventory.hosts[task.host].region;
-        self.fleet.task_started(task.host, region);
-        // Rendered in the worker, not here: an upload or template reads its file.
-        let render = self.render_of(node, task);
-        let task_ref = self.task_ref(node);
-        let label = task_ref.label.clone();
-        // The start is on disk before the command starts.
-        let durable = self.emit_durable(Event::TaskStarted { task: task_ref });
+        let Started {
+            task,
+            render,
+            label,
+            work,
+            durable,
+        } = self.start_task(node);
         if let Some(split) = self
             .options
             .split
@@ -75,12 +113,6 @@ impl Scheduler {
             return;
         }
         let pool = self.pool.clone();
-        let work = task::Work {
-            node: node.index(),
-            step: task.step,
-            host: task.host,
-            rollback: false,
-        };
         // Its commands on the host are marked, so that they can be killed as a whole.
         let mark = self.task_mark(node);
         let marked = crate::transport::MARK.scope(mark, async move {

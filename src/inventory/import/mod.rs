@@ -146,6 +146,29 @@ pub fn import(
     })
 }
 
+/// The file's name without its extension, made a valid inventory name.
+pub fn name_from_file(file: &std::path::Path) -> String {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "imported".into()
+    } else {
+        name
+    }
+}
+
 /// Every host, in the order the input first names it.
 fn hosts_in_order(groups: &Groups) -> Vec<String> {
     let mut hosts: IndexSet<String> = groups.host_vars.keys().cloned().collect();

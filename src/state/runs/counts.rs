@@ -81,12 +81,7 @@ pub fn count_tasks(detail: &RunDetail, plan: Result<&Plan, &str>) -> TaskBreakdo
         .iter()
         .map(|t| (t.label.as_str(), t.state))
         .collect();
-    let rolled_back: HashSet<&str> = detail
-        .rollbacks
-        .iter()
-        .filter(|r| r.ok == Some(true))
-        .map(|r| r.label.as_str())
-        .collect();
+    let rolled_back = detail.rolled_back();
     match plan {
         Ok(plan) => with_plan(detail, plan, &state_of, &rolled_back),
         Err(error) => from_journal(detail, error, &rolled_back),

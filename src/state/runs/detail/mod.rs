@@ -90,6 +90,17 @@ pub struct RunDetail {
     pub gate_waiting: Option<(String, GateReason)>,
 }
 
+impl RunDetail {
+    /// The tasks whose rollback ran and succeeded.
+    pub fn rolled_back(&self) -> std::collections::HashSet<&str> {
+        self.rollbacks
+            .iter()
+            .filter(|r| r.ok == Some(true))
+            .map(|r| r.label.as_str())
+            .collect()
+    }
+}
+
 /// What a running run is doing, the most pressing first: stopping, paused, at a gate,
 /// waiting for a change window that has not opened yet.
 pub(super) fn activity(
