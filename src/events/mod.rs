@@ -288,6 +288,11 @@ pub enum Event {
         duration_ms: u64,
         regions: Vec<RegionSummary>,
         run_dir: String,
+        /// The Ctrl-C/SIGTERM count (a lost lease counts too) this outcome took in; one
+        /// beyond it came after the run's end (it ends the wait for notifiers). Not
+        /// written: it is the controller's, not the run's.
+        #[serde(skip)]
+        interrupts_taken: u32,
     },
 }
 

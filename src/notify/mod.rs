@@ -19,8 +19,8 @@
 //!   order for [`GRACE`]; then, if the `summary` still waits, the call in the way is
 //!   killed and the `summary` goes next; whatever is left at the bound is killed or
 //!   dropped, each with a log line, and the process
-//!   exits (releasing the inventory's lock). Ctrl-C or SIGTERM during that wait ends it at
-//!   once, the same way.
+//!   exits (releasing the inventory's lock). Ctrl-C or SIGTERM during that wait (or one
+//!   after the run's end the outcome did not take in) ends it at once, the same way.
 
 mod call;
 
@@ -56,12 +56,14 @@ pub const GRACE: Duration = Duration::from_secs(5);
 /// What the bound at the run's end leaves beyond the grace and the summary's timeout.
 pub const SETTLE: Duration = Duration::from_millis(500);
 
-/// Ctrl-C and SIGTERM received by the process (counted by the run's signal watcher).
-static SIGNALS: AtomicU32 = AtomicU32::new(0);
+/// The run's interrupt count (Ctrl-C, SIGTERM, a lost lease), kept by its signal watcher.
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 
-/// Counts a Ctrl-C or SIGTERM: one during the wait for notifiers at the run's end ends it.
-pub fn signalled() {
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
+/// The interrupt count is now `count`: one beyond what the run's outcome took in (its
+/// `summary`) ends the wait for notifiers at the run's end, even when it came before
+/// the wait began.
+pub fn interrupted(count: u32) {
+    INTERRUPTS.fetch_max(count, Ordering::SeqCst);
 }
 
 /// Whether a person must hear about this event.
@@ -118,6 +120,11 @@ pub struct NotifyReporter {
     notifiers: Vec<(Notifier, Arc<Shared>)>,
     workers: Vec<std::thread::JoinHandle<()>>,
     log: Log,
+    /// The interrupt count the run's outcome took in (from its `summary`).
+    interrupts_taken: Option<u32>,
+    /// Where the count is kept: [`INTERRUPTS`] (a test's own counter in unit tests,
+    /// which share a process).
+    interrupts: &'static AtomicU32,
 }
 
 impl NotifyReporter {
@@ -144,6 +151,8 @@ impl NotifyReporter {
             notifiers: shared_all,
             workers,
             log,
+            interrupts_taken: None,
+            interrupts: &INTERRUPTS,
         }
     }
 
@@ -156,6 +165,12 @@ impl NotifyReporter {
 
 impl Reporter for NotifyReporter {
     fn event(&mut self, event: &Event) {
+        if let Event::Summary {
+            interrupts_taken, ..
+        } = event
+        {
+            self.interrupts_taken = Some(*interrupts_taken);
+        }
         if !notifies(event) {
             return;
         }
@@ -218,14 +233,17 @@ impl Reporter for NotifyReporter {
         // The summary starts within [`GRACE`] (and a poll) and its own timeout ends it; the
         // bound leaves that a moment to be logged.
         let deadline = now + GRACE + longest + SETTLE;
-        let signals = SIGNALS.load(Ordering::SeqCst);
+        // A signal that came after the run's end and before this wait ends it too.
+        let taken = self
+            .interrupts_taken
+            .unwrap_or_else(|| self.interrupts.load(Ordering::SeqCst));
         for (_, shared) in &self.notifiers {
             shared.lock().closing = Some(now);
             shared.wake.notify_all();
         }
         let mut why = None;
         while self.workers.iter().any(|w| !w.is_finished()) {
-            if SIGNALS.load(Ordering::SeqCst) != signals {
+            if self.interrupts.load(Ordering::SeqCst) > taken {
                 why = Some("interrupted (Ctrl-C or SIGTERM) while waiting for notifiers");
                 break;
             }

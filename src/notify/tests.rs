@@ -130,7 +130,55 @@ mod burst_tests {
             duration_ms: 1,
             regions: Vec::new(),
             run_dir: "/state/runs/RUN".into(),
+            interrupts_taken: 0,
         }
+    }
+
+    /// A Ctrl-C or SIGTERM after the run's end and before the wait for notifiers began
+    /// (the reporters' thread still busy with the last events) ends that wait too: the
+    /// count the `summary` took in is the mark, not the count when the wait starts.
+    #[test]
+    fn an_interrupt_between_the_runs_end_and_the_wait_ends_the_wait() {
+        static COUNT: AtomicU32 = AtomicU32::new(0);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut reporter, log) =
+            reporter(dir.path(), "sleep 600".into(), Duration::from_secs(300));
+        reporter.interrupts = &COUNT;
+        reporter.event(&summary());
+        COUNT.store(1, Ordering::SeqCst);
+        let started = Instant::now();
+        reporter.finish();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("interrupted"), "{text}");
+        // Bounded by GRACE + 300 s without the interrupt; a kill and its poll with it.
+        assert!(started.elapsed() < Duration::from_secs(60), "{text}");
+    }
+
+    /// An interrupt the run itself took (its outcome says interrupted) leaves the
+    /// summary its call.
+    #[test]
+    fn an_interrupt_the_run_took_leaves_the_summary_its_call() {
+        static COUNT: AtomicU32 = AtomicU32::new(1);
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let (mut reporter, log) = reporter(
+            dir.path(),
+            recording(&calls, "true"),
+            Duration::from_secs(60),
+        );
+        reporter.interrupts = &COUNT;
+        let mut taken = summary();
+        if let Event::Summary {
+            interrupts_taken, ..
+        } = &mut taken
+        {
+            *interrupts_taken = 1;
+        }
+        reporter.event(&taken);
+        reporter.finish();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("summary ok"), "{text}");
+        assert!(!text.contains("interrupted"), "{text}");
     }
 
     /// 500 events at once for a notifier that takes a fifth of a second a call: ordinary

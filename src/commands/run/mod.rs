@@ -583,7 +583,7 @@ fn watch_signals(lease: Lease) -> tokio::sync::watch::Receiver<u32> {
                 }
             }
             count += 1;
-            crate::notify::signalled();
+            crate::notify::interrupted(count);
             if sender.send(count).is_err() {
                 return;
             }

@@ -52,6 +52,8 @@ struct Course {
     /// The wave whose gate failed, for the summary.
     stopped_wave: Option<String>,
     started: tokio::time::Instant,
+    /// The interrupt count last acted on.
+    interrupts_taken: u32,
 }
 
 impl Course {
@@ -61,6 +63,7 @@ impl Course {
             ending: Ending::default(),
             stopped_wave: None,
             started: tokio::time::Instant::now(),
+            interrupts_taken: 0,
         }
     }
 }

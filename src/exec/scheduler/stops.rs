@@ -212,6 +212,7 @@ impl Scheduler {
     /// First interrupt: admit no new host; hosts in flight finish every task (or fail
     /// and roll back per policy). Second: kill what runs; its hosts are half-done.
     pub(super) async fn interrupt(&mut self, count: u32) {
+        self.course.interrupts_taken = count;
         if count == 0 {
             return;
         }
@@ -373,6 +374,7 @@ impl Scheduler {
             duration_ms: self.course.started.elapsed().as_millis() as u64,
             regions,
             run_dir: self.options.run_dir_display.clone(),
+            interrupts_taken: self.course.interrupts_taken,
         })
         .await;
         RunReport {

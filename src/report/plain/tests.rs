@@ -91,6 +91,7 @@ fn run(quiet: bool, palette: Palette) -> String {
                 duration_ms: 10,
             }],
             run_dir: "/s/runs/RUN".into(),
+            interrupts_taken: 0,
         },
     ];
     for event in &events {

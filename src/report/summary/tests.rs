@@ -51,6 +51,7 @@ fn summary_has_regions_slowest_steps_verdict_and_paths() {
         duration_ms: 2500,
         regions: vec![region("eu-west", 2, 0), region("cn-south", 1, 1)],
         run_dir: "/state/runs/RUN".into(),
+        interrupts_taken: 0,
     };
     notes.observe(&Event::TaskFailed {
         task: TaskRef {
@@ -116,6 +117,7 @@ fn a_halted_runs_total_counts_what_its_regions_count_and_says_incomplete() {
         duration_ms: 10,
         regions: vec![region("r1", 2), region("r2", 1)],
         run_dir: "/state/runs/RUN".into(),
+        interrupts_taken: 0,
     };
     let text = render(&summary, &SummaryNotes::default(), &Palette::new(false)).join("\n");
     let total = text.lines().find(|l| l.starts_with("total")).unwrap();
@@ -159,6 +161,7 @@ fn summary_counts_verify_checks_and_names_the_failed_one() {
         duration_ms: 2500,
         regions: Vec::new(),
         run_dir: "/state/runs/RUN".into(),
+        interrupts_taken: 0,
     };
     let text = render(&summary, &notes, &Palette::new(false)).join("\n");
     assert!(
