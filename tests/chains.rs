@@ -78,11 +78,17 @@ fn count(lab: &Lab, host: &str) -> Vec<String> {
 
 /// How many chains' cut files are in a run's marker folder.
 fn cuts(markers: &Path) -> usize {
-    std::fs::read_dir(markers).map_or(0, |entries| {
+    cut_names(markers).len()
+}
+
+/// The chains' cut files in a run's marker folder.
+fn cut_names(markers: &Path) -> Vec<String> {
+    std::fs::read_dir(markers).map_or(Vec::new(), |entries| {
         entries
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".cut"))
-            .count()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".cut"))
+            .collect()
     })
 }
 
@@ -270,7 +276,23 @@ fn a_halt_cuts_a_running_chain_before_its_next_task() {
     let run = run_dir.file_name().unwrap().to_str().unwrap().to_string();
     // The cut lands in the run's marker folder on the host (this user's, on loopback).
     let markers = PathBuf::from(format!("/tmp/pony-{}/{run}", unsafe { libc::getuid() }));
-    wait_until("the chain's cut file", || cuts(&markers) > 0);
+    // The cut of the good host's chain (named after its first task's node), not the
+    // failed host's, which may come first.
+    let good_chain: Vec<String> = journal(&run_dir)
+        .iter()
+        .filter(|r| {
+            r["type"] == "task_started"
+                && r["label"]
+                    .as_str()
+                    .is_some_and(|l| l.ends_with(&format!("@{good}")))
+        })
+        .map(|r| format!("c{}-", r["node"]))
+        .collect();
+    wait_until("the good host's chain's cut file", || {
+        cut_names(&markers)
+            .iter()
+            .any(|name| good_chain.iter().any(|head| name.starts_with(head)))
+    });
     std::fs::write(&gate, "").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_ne!(code(&out), 0, "{}", text(&out));

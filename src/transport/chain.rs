@@ -9,7 +9,9 @@
 //! controller writes it ([`cut_command`]) when the run stops and the rest of the chain
 //! must not start.
 
-use super::{marked_command, CommandOutput, TaskMark, TransportError, OWN_FOLDER_FUNCTION};
+use super::{
+    marked_command, CommandOutput, TaskMark, TransportError, Wrapper, OWN_FOLDER_FUNCTION, UID,
+};
 use std::time::Duration;
 
 /// One command of a chain: the task's rendered command, its `timeout`, its mark.
@@ -30,7 +32,7 @@ pub const END: &str = "end";
 
 /// The line that names the chain's cut file in the run's marker folder.
 fn cut_file(run: &str, cut: &str) -> String {
-    format!("\"${{TMPDIR:-/tmp}}/pony-$(id -u)/{run}/{cut}.cut\"")
+    format!("\"${{TMPDIR:-/tmp}}/pony-{UID}/{run}/{cut}.cut\"")
 }
 
 /// The script the host's shell runs for `links`: after each link a frame (`marker` and
@@ -43,7 +45,7 @@ pub fn script(links: &[ChainLink], marker: &str, cut: &str) -> String {
         if i > 0 {
             body.push_str("if [ -e \"$pony_cut\" ]; then rm -f \"$pony_cut\"; exit 0; fi\n");
         }
-        let marked = marked_command(&link.command, link.timeout, &link.mark, false);
+        let marked = marked_command(&link.command, link.timeout, &link.mark, Wrapper::ChainLink);
         body.push_str(&format!(
             "(eval {}) </dev/null; pony_k=$?\n\
              printf '\\n{marker} %d\\n' \"$pony_k\"; printf '\\n{marker} %d\\n' \"$pony_k\" >&2\n\
@@ -60,13 +62,27 @@ pub fn script(links: &[ChainLink], marker: &str, cut: &str) -> String {
         write_cut(run, cut)
     );
     let chain = format!(
-        "{watcher}(eval {}) </dev/null 3<&-; pony_r=$?\n\
+        "{watcher}(eval {}) </dev/null 3<&-; pony_r=$?\n{}\
          kill \"$pony_w\" 2>/dev/null; wait \"$pony_w\" 2>/dev/null; exit $pony_r\n",
-        crate::shell::quote(&body)
+        crate::shell::quote(&body),
+        remove_emptied_markers(run, links)
     );
     format!(
         "(eval {}) 3<&0 </dev/null; printf '\\n{marker} {END}\\n'; printf '\\n{marker} {END}\\n' >&2\n",
         crate::shell::quote(&chain)
+    )
+}
+
+/// Removes, in one `rm`, the links' markers they left empty (see [`Wrapper::ChainLink`]);
+/// a marker that names a process (a later controller's copy of the task) stays.
+fn remove_emptied_markers(run: &str, links: &[ChainLink]) -> String {
+    let tasks: Vec<&str> = links.iter().map(|l| l.mark.task.as_str()).collect();
+    format!(
+        "set --; for pony_t in {}; do\n\
+         \x20 pony_m=\"${{TMPDIR:-/tmp}}/pony-{UID}/{run}/$pony_t.pid\"\n\
+         \x20 [ -f \"$pony_m\" ] && [ ! -s \"$pony_m\" ] && set -- \"$@\" \"$pony_m\"\n\
+         done; [ $# -eq 0 ] || rm -f \"$@\"\n",
+        tasks.join(" ")
     )
 }
 
@@ -79,7 +95,7 @@ pub fn cut_command(run: &str, cut: &str) -> String {
 /// Writes the chain's cut file, only into the user's own marker folder.
 fn write_cut(run: &str, cut: &str) -> String {
     format!(
-        "{OWN_FOLDER_FUNCTION}pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"\n\
+        "{OWN_FOLDER_FUNCTION}pony_d=\"${{TMPDIR:-/tmp}}/pony-{UID}\"\n\
          if pony_own_folder \"$pony_d\"; then mkdir -p \"$pony_d/{run}\" && : 2>/dev/null > {}; fi",
         cut_file(run, cut)
     )
@@ -156,6 +172,13 @@ mod tests {
             .path()
             .join(format!("pony-{uid}/run-1/c2-x.cut"))
             .exists());
+        // Each link emptied its marker, and the chain's end removed them.
+        let markers: Vec<_> = std::fs::read_dir(tmp.path().join(format!("pony-{uid}/run-1")))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(markers.is_empty(), "{markers:?}");
         // The shell's stdin at its end (the controller is gone): no next link starts.
         let gone = std::process::Command::new("sh")
             .arg("-c")

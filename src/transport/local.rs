@@ -99,7 +99,8 @@ impl Connection for LocalConnection {
                 // `sh` leads its own process group: the marker names it, so that a
                 // second Ctrl-C (or the next controller) can kill all of it.
                 Some(mark) => {
-                    let script = super::marked_command(command, timeout, &mark, true);
+                    let script =
+                        super::marked_command(command, timeout, &mark, super::Wrapper::OwnGroup);
                     self.run_sh(&script, timeout, Some(&mark)).await
                 }
                 None => self.run_sh(command, timeout, None).await,

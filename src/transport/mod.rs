@@ -289,13 +289,36 @@ pub const OWN_FOLDER_FUNCTION: &str = "pony_own_folder() {\n\
   [ -d \"$1\" ] && [ ! -L \"$1\" ] && [ -O \"$1\" ] && chmod 700 \"$1\"\n\
 }\n";
 
+/// The user's id, `$pony_uid` where the host's shell set it up ([`SHELL_SETUP`]), else
+/// asked for (a fork and an exec of `id`).
+pub const UID: &str = "${pony_uid:-$(id -u)}";
+
+/// What a host's persistent shell sets up once, so that a task's wrapper forks no
+/// process of its own beyond its command's: the user's id, and the marker folder checked
+/// to be the user's own (`$pony_own_ok` names it). The `id`, `mkdir` and `chmod` a task
+/// paid for these before cost the host about as much again as the task's own shell.
+/// Silent: what it wrote would be read as the next command's output.
+pub fn shell_setup() -> String {
+    format!(
+        r#"{{
+{OWN_FOLDER_FUNCTION}pony_uid=$(id -u); pony_own_ok=
+pony_d="${{TMPDIR:-/tmp}}/pony-$pony_uid"
+pony_own_folder "$pony_d" && pony_own_ok=$pony_d
+}} </dev/null >/dev/null 2>&1
+"#
+    )
+}
+
 /// The folder and file that name the task's process group on its host:
 /// `${TMPDIR:-/tmp}/pony-<uid>/<run>/<task>.pid`, in a folder only its user can use
-/// (when the folder is not that, the command runs unmarked: `pony_f` is empty).
+/// (when the folder is not that, the command runs unmarked: `pony_f` is empty). Only
+/// builtins where the shell was set up ([`shell_setup`]) and the run's folder exists.
 fn marker_lines(mark: &TaskMark) -> String {
     format!(
-        "{OWN_FOLDER_FUNCTION}pony_d=\"${{TMPDIR:-/tmp}}/pony-$(id -u)\"; pony_f=\n\
-         if pony_own_folder \"$pony_d\"; then mkdir -p \"$pony_d/{run}\" 2>/dev/null && pony_f=\"$pony_d/{run}/{task}.pid\"; fi\n\
+        "{OWN_FOLDER_FUNCTION}pony_d=\"${{TMPDIR:-/tmp}}/pony-{UID}\"; pony_f=\n\
+         if [ \"$pony_own_ok\" = \"$pony_d\" ] || pony_own_folder \"$pony_d\"; then\n\
+         \x20 {{ [ -d \"$pony_d/{run}\" ] || mkdir -p \"$pony_d/{run}\" 2>/dev/null; }} && pony_f=\"$pony_d/{run}/{task}.pid\"\n\
+         fi\n\
          PONY_TASK={token}; export PONY_TASK\n\
          PONY_HANDS={hands}; export PONY_HANDS\n",
         run = mark.run,
@@ -305,16 +328,30 @@ fn marker_lines(mark: &TaskMark) -> String {
     )
 }
 
+/// Where a marked command runs, which decides how it gets its own process group and
+/// what becomes of its marker at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wrapper {
+    /// A shell of its own that is already its group's leader (the local transport): no
+    /// `setsid`; the marker is removed at the end.
+    OwnGroup,
+    /// A command sent alone to a host's shell: `setsid`; the marker is removed at the end.
+    Alone,
+    /// A link of a chain: `setsid`; the marker is emptied (builtins only), and the
+    /// chain removes its emptied markers in one go at its end ([`chain::script`]).
+    ChainLink,
+}
+
 /// `command` run so that it can be killed as a whole: in its own session and process
 /// group (`setsid`), with the group's id in the task's marker file for as long as it
 /// runs. Before it starts, a copy of the same task that an earlier controller left
-/// running there is killed (and the task's stderr says so). With `own_group` the shell
-/// that runs this is already its group's leader (the local transport), so no `setsid`.
+/// running there is killed (and the task's stderr says so). See [`Wrapper`] for where
+/// it runs.
 pub fn marked_command(
     command: &str,
     timeout: Option<Duration>,
     mark: &TaskMark,
-    own_group: bool,
+    wrapper: Wrapper,
 ) -> String {
     let mut script = String::from(KILL_FUNCTIONS);
     script.push_str(&marker_lines(mark));
@@ -327,7 +364,7 @@ pub fn marked_command(
          \x20 esac\n\
          fi\n",
     );
-    if own_group {
+    if wrapper == Wrapper::OwnGroup {
         script.push_str("pony_me=$$\n[ -n \"$pony_f\" ] && echo $$ > \"$pony_f\"\n");
         // The local transport's own timer kills the group when `timeout` expires.
         let _ = timeout;
@@ -352,10 +389,19 @@ pub fn marked_command(
         script.push_str("wait $pony_c\npony_s=$?\n");
     }
     // The marker goes with the copy it names: a copy killed by a later controller must
-    // not remove the marker of the copy that took its place.
+    // not lose the marker of the copy that took its place. An empty marker names
+    // nothing, as a missing one does; emptying it takes builtins only, where `rm` is a
+    // process (a chain's links leave theirs empty for the chain to remove at once).
     script.push_str(
-        "[ -n \"$pony_f\" ] && [ \"$(cat \"$pony_f\" 2>/dev/null)\" = \"$pony_me\" ] && rm -f \"$pony_f\"\nexit $pony_s\n",
+        "if [ -n \"$pony_f\" ]; then pony_x=; { read -r pony_x < \"$pony_f\"; } 2>/dev/null\n",
     );
+    script.push_str(match wrapper {
+        Wrapper::ChainLink => {
+            "  [ \"$pony_x\" = \"$pony_me\" ] && { true > \"$pony_f\"; } 2>/dev/null\nfi\n"
+        }
+        _ => "  [ \"$pony_x\" = \"$pony_me\" ] && rm -f \"$pony_f\"\nfi\n",
+    });
+    script.push_str("exit $pony_s\n");
     script
 }
 
@@ -444,6 +490,54 @@ fn here_document_delimiter(command: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Once a host's shell is set up, a task's wrapper runs no program but `setsid` and
+    /// the `sh` that runs its command: with only those two on the PATH, a chain link runs
+    /// as it should, and its marker is left empty (the chain removes it).
+    #[test]
+    fn after_the_shell_setup_a_chain_link_runs_no_program_but_setsid_and_sh() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        for program in ["setsid", "sh"] {
+            let found = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {program}"))
+                .output()
+                .unwrap();
+            let path = String::from_utf8(found.stdout).unwrap();
+            std::os::unix::fs::symlink(path.trim(), bin.join(program)).unwrap();
+        }
+        let link = |task: &str| {
+            let mark = TaskMark::new("run-2", task.into());
+            let marked = marked_command("echo \"$PONY_TASK\"", None, &mark, Wrapper::ChainLink);
+            format!("(eval {})\n", crate::shell::quote(&marked))
+        };
+        // The run's first task on the host makes the run's marker folder (`mkdir`).
+        let script = format!(
+            "{}{}PATH={}; export PATH\n{}",
+            shell_setup(),
+            link("t3"),
+            bin.display(),
+            link("t4")
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "no program but setsid and sh"
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "run-2/t3\nrun-2/t4\n");
+        assert_eq!(out.status.code(), Some(0));
+        let uid = crate::sys::uid();
+        let marker = tmp.path().join(format!("pony-{uid}/run-2/t4.pid"));
+        assert_eq!(std::fs::read_to_string(marker).unwrap(), "", "emptied");
+    }
+
     fn sh(script: &str) -> std::process::Output {
         std::process::Command::new("sh")
             .arg("-c")
@@ -485,7 +579,7 @@ mod tests {
             "echo \"$PONY_TASK\"; exit 7",
             None,
             &mark,
-            false,
+            Wrapper::Alone,
         ));
         assert_eq!(out.status.code(), Some(7));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "run_.._x_y/t3\n");
@@ -493,7 +587,7 @@ mod tests {
             "sleep 5",
             Some(Duration::from_millis(50)),
             &mark,
-            false,
+            Wrapper::Alone,
         ));
         assert_eq!(out.status.code(), Some(124));
         let uid = crate::sys::uid();
@@ -548,7 +642,7 @@ mod tests {
         let uid = crate::sys::uid();
         let marker = tmp.path().join(format!("pony-{uid}/r1/t0.pid"));
         // The new controller's copy runs (until killed), its group in the marker.
-        let mut copy = run(marked_command("sleep 30", None, &new, false));
+        let mut copy = run(marked_command("sleep 30", None, &new, Wrapper::Alone));
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::fs::read_to_string(&marker).map_or(true, |m| m.trim().is_empty()) {
             assert!(std::time::Instant::now() < deadline, "no marker written");

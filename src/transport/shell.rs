@@ -37,12 +37,15 @@ impl RemoteShell {
         let stdin = child.stdin().take().ok_or_else(lost)?;
         let stdout = BufReader::new(child.stdout().take().ok_or_else(lost)?);
         let stderr = BufReader::new(child.stderr().take().ok_or_else(lost)?);
-        Ok(RemoteShell {
+        let mut shell = RemoteShell {
             _child: child,
             stdin,
             stdout,
             stderr,
-        })
+        };
+        // Once per shell, not once per task: see `shell_setup`.
+        shell.send(&super::shell_setup()).await?;
+        Ok(shell)
     }
 
     /// Runs `command` in a subshell, `(eval …)`: a fork of the shell without a new exec,

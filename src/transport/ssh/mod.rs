@@ -23,7 +23,7 @@ use super::chain::{ChainFrame, ChainLink};
 use super::shell::RemoteShell;
 use super::{
     describe, kill_command, kill_outcome, marked_command, with_remote_timeout, BoxFuture,
-    CommandOutput, Connection, KillOutcome, TaskMark, TransportError, KILL_TIMEOUT,
+    CommandOutput, Connection, KillOutcome, TaskMark, TransportError, Wrapper, KILL_TIMEOUT,
 };
 use crate::inventory::{Host, SshSettings};
 use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket};
@@ -436,8 +436,11 @@ impl Connection for SshConnection {
             // A step's `timeout` runs inside the new session, on the host: when it
             // expires it kills the whole group there, even if the host hung meanwhile or
             // pony lost the connection (the backstop above only stops waiting).
-            self.run_remote(marked_command(command, timeout, &mark, false), timeout)
-                .await
+            self.run_remote(
+                marked_command(command, timeout, &mark, Wrapper::Alone),
+                timeout,
+            )
+            .await
         })
     }
 
