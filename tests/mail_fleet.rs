@@ -1389,3 +1389,95 @@ steps:
         assert!(!journal.contains(pony::lab::mail::PASSWORD));
     }
 }
+
+/// A store's Dovecot stopped mid-rollout (after the canary, before the rollout reaches
+/// the store's region), under traffic: the store's reload fails, its region rolls back,
+/// and pony's word on every host is true: a host it calls ok or rolled back answers on
+/// its services, and the store whose Dovecot is down is called neither. The MTAs hand
+/// that store's mail to the region's other store: no message is lost, duplicated or
+/// bounced.
+#[test]
+fn a_stores_dovecot_stopped_mid_rollout_is_told_truly_and_loses_no_message() {
+    let fleet = MailFleet::start();
+    let (canary, store) = ("cn-south-c1-01", "eu-west-c2-01");
+    assert!(fleet.lab.host(store).is_store());
+    let state = fleet.state.clone();
+    let (out, sent, count) = with_traffic_until(
+        &fleet,
+        || {
+            let deploy = fleet
+                .deploy_command(&["--var", "version=v2", "--output", "json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            support::wait_until("the run's folder", || {
+                std::fs::read_dir(state.join("runs")).is_ok_and(|mut d| d.next().is_some())
+            });
+            let (_, run_dir) = only_run(&state);
+            // Wave china has started, so wave world (eu-west) has not.
+            wait_for_started(&run_dir, "wave china", |l| {
+                l.contains("@cn-south-") && !l.ends_with(canary)
+            });
+            fleet.lab.stop_service(store, Service::Dovecot).unwrap();
+            deploy.wait_with_output().unwrap()
+        },
+        "mail relayed by release v2",
+        || delivered_headers(&fleet).any(|h| h.starts_with("X-Pony-Release: v2 ")),
+    );
+    report("a store's dovecot stopped", &sent, &count);
+    let events = support::json_lines(&String::from_utf8_lossy(&out.stdout));
+    let verdicts: std::collections::BTreeMap<String, String> = events
+        .iter()
+        .filter(|e| e["event"] == "host_finished")
+        .map(|e| {
+            (
+                e["host"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(verdicts.len(), 12, "{verdicts:?}\n{}", text(&out));
+    let answers = |host: &pony::lab::mail::MailHost, port: u16| {
+        use std::io::{BufRead, BufReader};
+        std::net::TcpStream::connect((host.address, port)).is_ok_and(|stream| {
+            let mut line = String::new();
+            BufReader::new(stream).read_line(&mut line).is_ok() && !line.is_empty()
+        })
+    };
+    for host in &fleet.lab.hosts {
+        let verdict = verdicts[&host.name].as_str();
+        // Half of a cluster at a time: eu-west's -02 hosts never started.
+        let expected = match (host.region.as_str(), host.name.as_str()) {
+            (_, name) if name == store => "rollback_failed",
+            ("eu-west", name) if name.ends_with("-02") => "cancelled",
+            ("eu-west", _) => "rolled_back",
+            _ => "ok",
+        };
+        assert_eq!(verdict, expected, "{}: {verdicts:?}", host.name);
+        let release = if verdict == "ok" { "v2" } else { "lab-1" };
+        assert_eq!(
+            fleet.release(&host.name).as_deref(),
+            Some(release),
+            "{}",
+            host.name
+        );
+        if verdict != "rollback_failed" {
+            if host.is_mta() {
+                assert!(answers(host, 25), "{} is {verdict}: SMTP", host.name);
+            }
+            if host.is_store() {
+                assert!(answers(host, 143), "{} is {verdict}: IMAP", host.name);
+            }
+        }
+    }
+    assert!(
+        !answers(fleet.lab.host(store), 143),
+        "the store stayed down"
+    );
+    // rollback failed is exit 3, and the summary says so.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(sent.rejected.is_empty(), "5xx bounces: {:?}", sent.rejected);
+    assert_eq!(count.lost, Vec::<u64>::new(), "{count}");
+    assert!(count.duplicated.is_empty(), "{count:?}");
+}
