@@ -23,7 +23,8 @@ pub enum Exit {
 }
 
 impl Exit {
-    /// Exit 1 for the commands that change nothing (`ping`, `exec`): some host failed.
+    /// Exit 1 for the commands that change nothing (`ping`, `exec`, `deploy --check`):
+    /// some host failed (or could not answer).
     pub const SOME_HOSTS_FAILED: Exit = Exit::FailedRolledBack;
 
     pub fn code(self) -> i32 {

@@ -473,6 +473,14 @@ pub struct DeployArgs {
     /// Render and print every command per host in graph order; connect to nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Connect to every host and say what the deploy would do there, changing nothing:
+    /// file steps whose content differs from the file in place, tasks a guard would skip,
+    /// commands that would run. Takes no lock and writes no run.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub check: bool,
+    /// With --check: the unified diff of each file that would change (secrets masked).
+    #[arg(long, requires = "check")]
+    pub diff: bool,
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(short, long, env = "PONY_YES", value_parser = clap::builder::BoolishValueParser::new())]
     pub yes: bool,

@@ -30,6 +30,15 @@ pub fn run(settings: &Settings, args: &DeployArgs) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Success);
     }
+    if args.check {
+        return super::deploy_check::run(
+            settings,
+            plan,
+            &redactor,
+            args.diff,
+            args.accept_new_host_keys,
+        );
+    }
     if !args.yes && !confirm(&plan, settings.regions.is_some())? {
         eprintln!("nothing deployed");
         return Ok(Exit::Invalid);

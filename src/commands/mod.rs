@@ -5,6 +5,7 @@ pub mod completions;
 pub mod control;
 pub mod db;
 pub mod deploy;
+pub mod deploy_check;
 pub mod dry_run;
 pub mod exec;
 pub mod graph;

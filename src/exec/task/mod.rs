@@ -12,10 +12,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 mod chain;
+mod preview;
 mod render;
 mod upload;
 
 pub use chain::{execute_chain, Cut, Link, NotRun};
+pub use preview::{preview, Preview};
 
 pub use render::{
     context, render_rollback, render_rollback_for_display, render_task, render_task_for_display,
