@@ -126,6 +126,13 @@ fn assert_rollout(pipeline: &Pipeline, approval: &str) {
     assert_eq!(cases.len(), 12, "{cases:?}");
     assert_eq!(with_verdict(&cases, "ok"), ["mx-gz-01"], "{cases:?}");
     assert_eq!(with_verdict(&cases, "skipped").len(), 11, "{cases:?}");
+    // Nothing ran on them: their tasks never run are not counted as done.
+    let xml = std::fs::read_to_string(canary.report("canary.xml")).unwrap();
+    assert_eq!(
+        xml.matches("finished (0 task(s) done)").count(),
+        11,
+        "{xml}"
+    );
     let handed = key_values(&std::fs::read_to_string(canary.report("pony.env")).unwrap());
     let run = handed["PONY_RUN"].clone();
     assert_eq!(stopped["run_id"], run.as_str());

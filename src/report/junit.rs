@@ -247,9 +247,19 @@ impl Reporter for JunitReporter {
                 let case = self.case(&task.region, &task.host, &task.cluster);
                 case.started.get_or_insert(now);
             }
-            Event::TaskFinished { task, .. } | Event::TaskSkipped { task, .. } => {
+            // A task skipped by its guard on the host is done; one never run (a
+            // dependency failed or the run stopped) is not.
+            Event::TaskFinished { task, .. }
+            | Event::TaskSkipped {
+                task,
+                record: Some(_),
+                ..
+            } => {
                 let case = self.case(&task.region, &task.host, &task.cluster);
                 case.tasks_ok += 1;
+            }
+            Event::TaskSkipped { task, .. } => {
+                self.case(&task.region, &task.host, &task.cluster);
             }
             Event::TaskFailed {
                 task,
