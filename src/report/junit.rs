@@ -13,7 +13,11 @@
 
 use super::{outcome_word, Reporter};
 use crate::events::{Event, HostOutcome};
+use chrono::{DateTime, FixedOffset, Utc};
 use indexmap::IndexMap;
+use quick_junit::{
+    NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite, XmlString,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -81,29 +85,19 @@ impl JunitReporter {
         case
     }
 
-    /// The whole report.
-    pub fn render(&self) -> String {
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-        let totals = self
-            .suites
-            .values()
-            .map(Suite::counts)
-            .fold(CaseCounts::default(), |a, b| a + b);
-        out.push_str(&format!(
-            "<testsuites name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\">\n",
-            attr(&format!("pony {} on {}", self.playbook, self.inventory)),
-            totals.tests,
-            totals.failures,
-            totals.errors,
-            totals.skipped,
-            self.duration.as_secs_f64(),
-            timestamp(self.started),
-        ));
+    /// The whole report, in quick-junit's types (nextest's writer serializes it).
+    fn report(&self) -> Report {
+        let mut report = Report::new(xml(&format!(
+            "pony {} on {}",
+            self.playbook, self.inventory
+        )));
+        report
+            .set_timestamp(timestamp(self.started))
+            .set_time(self.duration);
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
         for (region, suite) in &self.suites {
-            let counts = suite.counts();
             let time = match (suite.started, suite.ended) {
                 (Some(a), Some(b)) => b.saturating_duration_since(a),
                 _ => Duration::ZERO,
@@ -112,49 +106,44 @@ impl JunitReporter {
                 .started
                 .map(|s| self.started + s.saturating_duration_since(self.clock))
                 .unwrap_or(self.started);
-            out.push_str(&format!(
-                "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{}\" hostname=\"{}\">\n",
-                attr(region),
-                counts.tests,
-                counts.failures,
-                counts.errors,
-                counts.skipped,
-                time.as_secs_f64(),
-                timestamp(started),
-                attr(&hostname),
-            ));
-            out.push_str("    <properties>\n");
-            for (name, value) in [
-                ("run_id", &self.run_id),
-                ("playbook", &self.playbook),
-                ("inventory", &self.inventory),
-            ] {
-                out.push_str(&format!(
-                    "      <property name=\"{name}\" value=\"{}\"/>\n",
-                    attr(value)
-                ));
-            }
-            out.push_str("    </properties>\n");
-            for (host, case) in &suite.cases {
-                self.render_case(&mut out, region, host, case);
-            }
-            out.push_str("  </testsuite>\n");
+            let mut test_suite = TestSuite::new(xml(region));
+            test_suite
+                .set_timestamp(timestamp(started))
+                .set_time(time)
+                .add_properties([
+                    Property::new("run_id", xml(&self.run_id)),
+                    Property::new("playbook", xml(&self.playbook)),
+                    Property::new("inventory", xml(&self.inventory)),
+                ]);
+            test_suite.extra.insert("hostname".into(), xml(&hostname));
+            test_suite.add_test_cases(
+                suite
+                    .cases
+                    .iter()
+                    .map(|(host, case)| self.test_case(region, host, case)),
+            );
+            report.add_test_suite(test_suite);
         }
-        out.push_str("</testsuites>\n");
-        out
+        report
     }
 
-    fn render_case(&self, out: &mut String, region: &str, host: &str, case: &Case) {
+    fn test_case(&self, region: &str, host: &str, case: &Case) -> TestCase {
         let time = match (case.started, case.ended) {
             (Some(a), Some(b)) => b.saturating_duration_since(a),
             _ => Duration::ZERO,
         };
-        out.push_str(&format!(
-            "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\">\n",
-            attr(host),
-            attr(&format!("{region}.{}", case.cluster)),
-            time.as_secs_f64(),
-        ));
+        let mut test_case = TestCase::new(xml(host), Self::status(case));
+        test_case
+            .set_classname(xml(&format!("{region}.{}", case.cluster)))
+            .set_time(time);
+        if let Some(run_dir) = &self.run_dir {
+            test_case.set_system_out(xml(&format!("log: {run_dir}/logs/{host}.log")));
+        }
+        test_case
+    }
+
+    /// A host's verdict: `<failure>`, `<error>`, `<skipped>` or none (it succeeded).
+    fn status(case: &Case) -> TestCaseStatus {
         let outcome = case.outcome.unwrap_or(HostOutcome::Cancelled);
         if let Some(first) = case.failures.first() {
             let code = first
@@ -183,39 +172,38 @@ impl JunitReporter {
                 body.push('\n');
             }
             body.push_str(&format!("host outcome: {}\n", outcome_word(outcome)));
-            out.push_str(&format!(
-                "      <failure message=\"{}\" type=\"{}\">{}</failure>\n",
-                attr(&format!(
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status
+                .set_message(xml(&format!(
                     "step {} failed ({code}): {}; host {}",
                     first.step,
                     first.error,
                     outcome_word(outcome)
-                )),
-                attr(&code),
-                text(&body),
-            ));
+                )))
+                .set_type(xml(&code))
+                .set_description(xml(&body));
+            status
         } else if outcome == HostOutcome::RollbackFailed {
-            out.push_str(&format!(
-                "      <error message=\"rollback failed\" type=\"rollback\">{}</error>\n",
-                text(&case.rollback_errors.join("\n")),
-            ));
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status
+                .set_message("rollback failed")
+                .set_type("rollback")
+                .set_description(xml(&case.rollback_errors.join("\n")));
+            status
         } else if outcome == HostOutcome::Cancelled {
-            out.push_str(&format!(
-                "      <skipped message=\"not run: the run stopped before this host finished ({} task(s) done)\"/>\n",
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(format!(
+                "not run: the run stopped before this host finished ({} task(s) done)",
                 case.tasks_ok
             ));
+            status
         } else if outcome == HostOutcome::RolledBack {
-            out.push_str(
-                "      <skipped message=\"rolled back after failures of other hosts: not on the new release\"/>\n",
-            );
+            let mut status = TestCaseStatus::skipped();
+            status.set_message("rolled back after failures of other hosts: not on the new release");
+            status
+        } else {
+            TestCaseStatus::success()
         }
-        if let Some(run_dir) = &self.run_dir {
-            out.push_str(&format!(
-                "      <system-out>{}</system-out>\n",
-                text(&format!("log: {run_dir}/logs/{host}.log"))
-            ));
-        }
-        out.push_str("    </testcase>\n");
     }
 
     fn write(&self) -> std::io::Result<()> {
@@ -224,7 +212,11 @@ impl JunitReporter {
         }
         let mut temp = self.path.clone().into_os_string();
         temp.push(".tmp");
-        std::fs::write(&temp, self.render())?;
+        let xml = self
+            .report()
+            .to_string()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::fs::write(&temp, xml)?;
         std::fs::rename(&temp, &self.path)
     }
 }
@@ -255,9 +247,19 @@ impl Reporter for JunitReporter {
                 let case = self.case(&task.region, &task.host, &task.cluster);
                 case.started.get_or_insert(now);
             }
-            Event::TaskFinished { task, .. } | Event::TaskSkipped { task, .. } => {
+            // A task skipped by its guard on the host is done; one never run (a
+            // dependency failed or the run stopped) is not.
+            Event::TaskFinished { task, .. }
+            | Event::TaskSkipped {
+                task,
+                record: Some(_),
+                ..
+            } => {
                 let case = self.case(&task.region, &task.host, &task.cluster);
                 case.tasks_ok += 1;
+            }
+            Event::TaskSkipped { task, .. } => {
+                self.case(&task.region, &task.host, &task.cluster);
             }
             Event::TaskFailed {
                 task,
@@ -335,85 +337,75 @@ impl Reporter for JunitReporter {
     }
 }
 
-/// A suite's test cases by JUnit verdict (the `<testsuite>` attributes).
-#[derive(Debug, Default, Clone, Copy)]
-struct CaseCounts {
-    tests: usize,
-    failures: usize,
-    errors: usize,
-    skipped: usize,
+/// A time as the JUnit attributes give it (RFC 3339, UTC, milliseconds: nextest's form).
+fn timestamp(time: SystemTime) -> DateTime<FixedOffset> {
+    DateTime::<Utc>::from(time).fixed_offset()
 }
 
-impl std::ops::Add for CaseCounts {
-    type Output = CaseCounts;
-    fn add(self, o: CaseCounts) -> CaseCounts {
-        CaseCounts {
-            tests: self.tests + o.tests,
-            failures: self.failures + o.failures,
-            errors: self.errors + o.errors,
-            skipped: self.skipped + o.skipped,
-        }
-    }
-}
-
-impl Suite {
-    fn counts(&self) -> CaseCounts {
-        let mut c = CaseCounts {
-            tests: self.cases.len(),
-            ..CaseCounts::default()
-        };
-        for case in self.cases.values() {
-            match (case.failures.is_empty(), case.outcome) {
-                (false, _) => c.failures += 1,
-                (true, Some(HostOutcome::RollbackFailed)) => c.errors += 1,
-                (true, Some(HostOutcome::RolledBack | HostOutcome::Cancelled) | None) => {
-                    c.skipped += 1
-                }
-                _ => {}
+/// A value for the report. quick-junit drops ANSI escapes and every control character but
+/// the line feed; what a host's output means is kept: a tab becomes the spaces to the next
+/// 8-column stop (as a terminal shows it; dropped, it would glue columns together) and a
+/// carriage return a line feed (as an XML reader would read it). U+FFFE and U+FFFF, which
+/// XML 1.0 forbids too, go here, so the file always parses.
+fn xml(value: &str) -> XmlString {
+    let mut out = String::with_capacity(value.len());
+    let mut column = 0;
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\t' => {
+                let spaces = 8 - column % 8;
+                out.extend(std::iter::repeat_n(' ', spaces));
+                column += spaces;
+            }
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\n' => {
+                out.push('\n');
+                column = 0;
+            }
+            '\u{fffe}' | '\u{ffff}' => {}
+            c => {
+                out.push(c);
+                // Control characters (dropped) take no column.
+                column += usize::from(!c.is_control());
             }
         }
-        c
     }
-}
-
-/// ISO 8601 without a zone, as the JUnit schema wants (UTC).
-fn timestamp(time: SystemTime) -> String {
-    let text = humantime::format_rfc3339_seconds(time).to_string();
-    text.trim_end_matches('Z').to_string()
-}
-
-/// Text content: escaped, without the characters XML 1.0 forbids (e.g. ANSI escapes).
-fn text(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// An attribute value: like [`text`], quotes escaped and line breaks kept as references.
-fn attr(value: &str) -> String {
-    text(value)
-        .replace('"', "&quot;")
-        .replace('\n', "&#10;")
-        .replace('\r', "&#13;")
-        .replace('\t', "&#9;")
+    XmlString::new(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A case whose failure text has what XML cannot carry as is: markup characters, an
+    /// ANSI colour, U+FFFE and a control character. The file parses and says the rest.
     #[test]
     fn escaping_keeps_the_xml_valid() {
-        assert_eq!(text("a<b & c>\u{1b}[31m"), "a&lt;b &amp; c&gt;[31m");
-        assert_eq!(attr("say \"hi\"\nnow"), "say &quot;hi&quot;&#10;now");
+        let mut reporter = JunitReporter::new(PathBuf::from("unused.xml"));
+        let case = reporter.case("r1", "h1", "c1");
+        case.outcome = Some(HostOutcome::RolledBack);
+        case.failures.push(Failure {
+            step: "say \"hi\"".into(),
+            exit_code: Some(7),
+            error: "a<b & c>\u{1b}[31m".into(),
+            tail: "bad\u{fffe}\u{7}byte\ttab\r\n50%\r100%".into(),
+            attempts: 1,
+        });
+        let xml = reporter.report().to_string().unwrap();
+        let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+        let failure = doc
+            .descendants()
+            .find(|n| n.has_tag_name("failure"))
+            .unwrap();
+        assert_eq!(
+            failure.attribute("message"),
+            Some("step say \"hi\" failed (exit 7): a<b & c>; host rolled back")
+        );
+        assert_eq!(failure.attribute("type"), Some("exit 7"));
+        let body = failure.text().unwrap();
+        assert!(body.contains("exit 7: a<b & c>\n"), "{body}");
+        assert!(body.contains("badbyte tab\n50%\n100%\n"), "{body}");
+        assert_eq!(doc.root_element().attribute("failures"), Some("1"));
     }
 }
