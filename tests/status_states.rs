@@ -533,3 +533,40 @@ steps:
     assert!(!state_line(&status).contains("stopping"), "{status}");
     assert!(report["activity"].is_null(), "{report}");
 }
+
+/// A host's health check after its deploy (`health@HOST` among the tasks) counts in its
+/// host's wave and region, beyond the planned tasks: no `(unknown)` row.
+#[test]
+fn health_checks_after_deploy_count_in_their_hosts_region_and_wave() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (inventory, playbook) = write_plan(
+        dir.path(),
+        TINY_INVENTORY,
+        "name: checked\nhealth:\n  checks:\n    - { name: up, run: \"true\" }\nstrategy: { max_unavailable: 100% }\nsteps:\n  - { name: mark, run: \"true\" }\n",
+    );
+    let out = pony(&state, &support::deploy_args(&inventory, &playbook))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let status = pony(&state, &["status", "--output", "json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let regions = &report["tasks"]["regions"];
+    let names: Vec<&str> = regions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["r1", "r2"], "{report}");
+    for region in regions.as_array().unwrap() {
+        // Two hosts: a task and a health check each.
+        assert_eq!(region["total"], 4, "{region}");
+        assert_eq!(region["succeeded"], 4, "{region}");
+        assert_eq!(region["pending"], 0, "{region}");
+    }
+    assert_eq!(report["tasks"]["total"]["total"], 8, "{report}");
+    assert_eq!(report["tasks"]["waves"][0]["succeeded"], 8, "{report}");
+}

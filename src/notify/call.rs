@@ -124,8 +124,8 @@ fn cut_reason(notifier: &Notifier, shared: &Shared, started: Instant) -> Option<
         let summary_waits = state.queue.iter().any(|q| q.last);
         (state.closing, state.abandon, summary_waits)
     };
-    if abandon {
-        Some("the run ended and its wait for notifiers is over".to_string())
+    if let Some(why) = abandon {
+        Some(why.to_string())
     } else if started.elapsed() >= notifier.timeout {
         Some(format!(
             "after {}",

@@ -98,8 +98,8 @@ struct State {
     queue: VecDeque<Queued>,
     /// When the run ended (the reporters' `finish`).
     closing: Option<Instant>,
-    /// The wait is over: kill what runs, drop what waits.
-    abandon: bool,
+    /// The wait is over, and why: kill what runs, drop what waits.
+    abandon: Option<&'static str>,
 }
 
 /// One notifier's queue, shared by the reporter and the notifier's thread.
@@ -257,7 +257,7 @@ impl Reporter for NotifyReporter {
             for (notifier, shared) in &self.notifiers {
                 let dropped: Vec<Queued> = {
                     let mut state = shared.lock();
-                    state.abandon = true;
+                    state.abandon = Some(why);
                     state.queue.drain(..).collect()
                 };
                 shared.wake.notify_all();
@@ -294,7 +294,7 @@ fn deliver(notifier: &Notifier, shared: &Shared, log: &Log, run_id: &str) {
         let queued = {
             let mut state = shared.lock();
             loop {
-                if state.abandon {
+                if state.abandon.is_some() {
                     return;
                 }
                 // In order; once the run has ended for [`GRACE`], the `summary` first.

@@ -1,7 +1,7 @@
 //! Task counts of a run per wave and per region, with what is still pending when the plan
 //! can be rebuilt from the run's snapshot (`pony status`).
 
-use super::detail::{RunDetail, TaskStatus};
+use super::detail::{RunDetail, TaskStatus, HEALTH_PREFIX};
 use crate::plan::Plan;
 use crate::playbook::Per;
 use serde::Serialize;
@@ -126,16 +126,42 @@ fn with_plan(
         known += usize::from(state.is_some());
     }
     if known < state_of.len() {
-        // Labels the rebuilt plan does not have (the snapshot changed?).
+        // A host's health check after its deploy (`health@HOST`) counts in its host's
+        // wave and region, beyond the planned tasks; other labels the rebuilt plan does
+        // not have (the snapshot changed?) under UNKNOWN.
         let mut other = group(UNKNOWN, None);
         let labels: std::collections::HashSet<String> =
             plan.tasks().map(|(n, _)| plan.label(n)).collect();
         for t in detail.tasks.iter().filter(|t| !labels.contains(&t.label)) {
             let undone = rolled_back.contains(t.label.as_str());
-            other.counts.add(t.state, undone);
+            let checked_host = t
+                .label
+                .strip_prefix(HEALTH_PREFIX)
+                .and_then(|name| plan.inventory.host_id(name));
+            let groups = match checked_host {
+                Some(host) => {
+                    let wave = plan.waves.iter().position(|w| w.hosts.contains(&host));
+                    let region = plan.inventory.hosts[host].region;
+                    let mut groups = vec![&mut by_region[region].counts];
+                    if let Some(wave) = wave {
+                        groups.push(&mut waves[wave].counts);
+                    }
+                    groups
+                }
+                None => vec![&mut other.counts],
+            };
+            for counts in groups {
+                if let Some(planned) = counts.total.as_mut() {
+                    *planned += 1;
+                }
+                counts.add(t.state, undone);
+            }
+            *total.total.as_mut().expect("set above") += usize::from(checked_host.is_some());
             total.add(t.state, undone);
         }
-        by_region.push(other);
+        if other.counts.seen() > 0 {
+            by_region.push(other);
+        }
     }
     for g in waves.iter_mut().chain(by_region.iter_mut()) {
         g.counts.close();

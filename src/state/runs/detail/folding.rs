@@ -1,7 +1,9 @@
 //! Folding a run's journal, record by record, into its [`RunDetail`]: every kind of
 //! record names what it changes (the summary, a task, a rollback, a gate, the activity).
 
-use super::{activity, ControlRecord, RollbackRecord, RunDetail, TaskRecord, TaskStatus};
+use super::{
+    activity, ControlRecord, RollbackRecord, RunDetail, TaskRecord, TaskStatus, HEALTH_PREFIX,
+};
 use crate::events::{Control, GateReason, HealthAfter, HealthChecked, WaveSkipped};
 use crate::state::journal::{Record, RunKind, Stamped};
 use crate::state::runs::parse_time;
@@ -413,7 +415,7 @@ impl Folding {
                 after: HealthAfter::Rollback,
                 ..
             } => {
-                let label = format!("health@{host}");
+                let label = format!("{HEALTH_PREFIX}{host}");
                 if !*ok || self.rollback_index.contains_key(&label) {
                     let rollback = RollbackRecord {
                         label: label.clone(),
@@ -441,7 +443,7 @@ impl Folding {
                 checked: true,
                 ..
             } => {
-                let label = format!("health@{host}");
+                let label = format!("{HEALTH_PREFIX}{host}");
                 let task = TaskRecord {
                     label: label.clone(),
                     state: if *ok {

@@ -10,6 +10,10 @@ use crate::state::replay::TaskState;
 pub(super) use folding::fold;
 use serde::Serialize;
 
+/// How a host's health check after its deploy is listed among the tasks (`health@HOST`;
+/// after its rollback, among the rollbacks).
+pub const HEALTH_PREFIX: &str = "health@";
+
 /// The last known state of one task (by label, e.g. `switch@mx-gz-01`).
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRecord {
