@@ -159,6 +159,7 @@ pub const OWN_SETTINGS: &[&str] = &[
 /// secret as a var's does (ends in `_PASSWORD`, `_TOKEN` or `_SECRET`, in any case).
 pub fn is_withheld_env(name: &str) -> bool {
     name == "PGPASSWORD"
+        || name == "PONY_VAULT_KEY"
         || is_secret_name(&name.to_ascii_lowercase())
         || OWN_SETTINGS.contains(&name)
         || SECRET_ENV_NAMES

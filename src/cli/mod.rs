@@ -2,9 +2,11 @@
 
 mod inventory;
 mod simulate;
+mod vault;
 
 pub use inventory::InventoryAction;
 pub use simulate::SimulateArgs;
+pub use vault::{VaultAction, VaultArgs, VaultKeyOptions};
 
 use crate::plan::render::GraphFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -52,6 +54,8 @@ pub struct GlobalOptions {
     /// Only errors and the final summary.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub vault: VaultKeyOptions,
 }
 
 /// What a command that runs a plan (deploy, resume, rollback) also takes.
@@ -224,6 +228,8 @@ pub struct PlanArgs {
     /// from the environment variable VAR: the value is then not on pony's command line.
     #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub secret_vars: Vec<(String, String)>,
+    #[command(flatten)]
+    pub vault: VaultArgs,
     /// Refuse (exit 2) instead of warning when a --var is used by no template, is empty,
     /// or is put into a command unquoted while holding shell metacharacters.
     #[arg(long)]
@@ -464,6 +470,9 @@ pub enum Command {
         #[command(subcommand)]
         action: LabAction,
     },
+    /// Encrypt, decrypt, edit or view a vault: a vars file encrypted with age.
+    #[command(subcommand)]
+    Vault(VaultAction),
 }
 
 #[derive(Debug, Args, Clone)]
