@@ -151,28 +151,15 @@ impl Expander<'_> {
         out
     }
 
-    /// One include's steps, renamed and given the include's vars, hosts and needs.
-    fn include(
+    /// An included file's text, its name for messages, its `vars:` and its steps.
+    fn read_file(
         &mut self,
-        map: &Mapping,
-        path: &str,
+        key: &str,
         name: &str,
-        dir: &str,
         file: &str,
-    ) -> Vec<Value> {
-        let key = normal(dir, path);
-        if let Some(at) = self.chain.iter().position(|f| *f == key) {
-            let mut cycle: Vec<String> = self.chain[at..].to_vec();
-            cycle.push(key);
-            self.error(
-                file,
-                format!("include cycle: {}", cycle.join(" → ")),
-                "an included file must not include itself, directly or through others",
-            );
-            return Vec::new();
-        }
-        let shown = self.top.parent().unwrap_or(Path::new(".")).join(&key);
-        let text = match (self.read)(&key) {
+    ) -> Option<(String, String, Mapping, Vec<Value>)> {
+        let shown = self.top.parent().unwrap_or(Path::new(".")).join(key);
+        let text = match (self.read)(key) {
             Ok(text) => text,
             Err(e) => {
                 self.error(
@@ -180,7 +167,7 @@ impl Expander<'_> {
                     format!("include `{name}`: cannot read {}: {e}", shown.display()),
                     "the path is relative to the file that includes it",
                 );
-                return Vec::new();
+                return None;
             }
         };
         let shown = shown.display().to_string();
@@ -205,13 +192,39 @@ impl Expander<'_> {
                     "an included file must hold a list of steps, or `vars:` and `steps:`".into(),
                     "write `steps:` with a list of steps (and `vars:` for their defaults)",
                 );
-                return Vec::new();
+                return None;
             }
             Err(e) => {
                 self.errors
                     .push(Diagnostic::from_yaml(Path::new(&shown), &e));
-                return Vec::new();
+                return None;
             }
+        };
+        Some((text, shown, defaults, steps))
+    }
+
+    /// One include's steps, renamed and given the include's vars, hosts and needs.
+    fn include(
+        &mut self,
+        map: &Mapping,
+        path: &str,
+        name: &str,
+        dir: &str,
+        file: &str,
+    ) -> Vec<Value> {
+        let key = normal(dir, path);
+        if let Some(at) = self.chain.iter().position(|f| *f == key) {
+            let mut cycle: Vec<String> = self.chain[at..].to_vec();
+            cycle.push(key);
+            self.error(
+                file,
+                format!("include cycle: {}", cycle.join(" → ")),
+                "an included file must not include itself, directly or through others",
+            );
+            return Vec::new();
+        }
+        let Some((text, shown, defaults, steps)) = self.read_file(&key, name, file) else {
+            return Vec::new();
         };
         if !self.out.files.contains(&key) {
             self.out.files.push(key.clone());
@@ -221,12 +234,13 @@ impl Expander<'_> {
             _ => String::new(),
         };
         self.chain.push(key);
+        let steps = self.steps(steps, &folder, &shown);
+        self.chain.pop();
+        // The file's own steps, its nested includes' already renamed.
         let inner_names: Vec<String> = steps
             .iter()
             .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_string))
             .collect();
-        let steps = self.steps(steps, &folder, &shown);
-        self.chain.pop();
         let mut vars = defaults;
         if let Some(Value::Mapping(given)) = map.get("vars") {
             vars.extend(given.clone());
@@ -242,14 +256,15 @@ impl Expander<'_> {
         steps
             .into_iter()
             .map(|step| {
+                let before = step.get("name").and_then(Value::as_str).map(str::to_string);
                 let step = outer.apply(step);
-                if let Some(full) = step.get("name").and_then(Value::as_str) {
-                    let short = full.rsplit('/').next().unwrap_or(full);
-                    let line = line_of(&text, short);
-                    let origin = self.out.origins.get(full).cloned().map_or_else(
-                        || format!("{shown}:{line} (include {name})"),
-                        |inner| format!("{inner} via include {name}"),
-                    );
+                if let (Some(before), Some(full)) =
+                    (before, step.get("name").and_then(Value::as_str))
+                {
+                    let origin = match self.out.origins.remove(&before) {
+                        Some(inner) => format!("{inner} via include {name}"),
+                        None => format!("{shown}:{} (include {name})", line_of(&text, &before)),
+                    };
                     self.out.origins.insert(full.to_string(), origin);
                 }
                 step
@@ -367,6 +382,47 @@ mod tests {
         assert_eq!(normal("roles/", "../common/b.yaml"), "common/b.yaml");
         assert_eq!(normal("", "../shared/c.yaml"), "../shared/c.yaml");
         assert_eq!(normal("roles/", "/etc/x.yaml"), "/etc/x.yaml");
+    }
+
+    #[test]
+    fn nested_includes_rename_steps_and_needs_and_prefix_sources() {
+        let files = std::collections::HashMap::from([
+            ("roles/pf/tasks.yaml", "vars: { relay: r }\nsteps:\n  - include: ../common/base.yaml\n  - name: config\n    needs: [base/ready]\n    template: { src: t/main.cf.j2, dest: /x }\n"),
+            ("roles/common/base.yaml", "- name: ready\n  run: 'true'\n"),
+        ]);
+        let read = |key: &str| {
+            files
+                .get(key)
+                .map(|t| t.to_string())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        let mut value: Value = serde_yaml::from_str(
+            "name: p\nsteps:\n  - { name: prep, run: 'true' }\n  - { include: roles/pf/tasks.yaml, name: mta, needs: [prep], vars: { relay: s } }\n",
+        )
+        .unwrap();
+        let expanded = expand(Path::new("pb.yaml"), &mut value, &read).unwrap();
+        let steps = value["steps"].as_sequence().unwrap();
+        let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["prep", "mta/base/ready", "mta/config"]);
+        let config = &steps[2];
+        assert_eq!(
+            config["needs"],
+            serde_yaml::from_str::<Value>("[mta/base/ready, prep]").unwrap()
+        );
+        assert_eq!(config["template"]["src"], "roles/pf/t/main.cf.j2");
+        assert_eq!(config["vars"]["relay"], "s");
+        assert_eq!(
+            expanded.origins["mta/base/ready"],
+            "roles/common/base.yaml:1 (include base) via include mta"
+        );
+        assert_eq!(
+            expanded.origins["mta/config"],
+            "roles/pf/tasks.yaml:4 (include mta)"
+        );
+        assert_eq!(
+            expanded.files,
+            ["roles/pf/tasks.yaml", "roles/common/base.yaml"]
+        );
     }
 
     #[test]
