@@ -15,6 +15,9 @@ pub fn run(mut cli: Cli) -> Exit {
     if let Err(errors) = read_secret_sources(&mut cli) {
         return report(&errors.into());
     }
+    if let Err(errors) = open_vaults(&mut cli, &settings) {
+        return report(&errors.into());
+    }
     let hosts = match &cli.command {
         Command::Inventory {
             hosts,
@@ -158,6 +161,7 @@ pub fn run(mut cli: Cli) -> Exit {
         Command::Completions { shell } => crate::commands::completions::completions(*shell),
         Command::Man => crate::commands::completions::man(),
         Command::Lab { action } => crate::commands::lab::run(&settings.state_dir, action),
+        Command::Vault(action) => crate::commands::vault::run(&settings, action),
     };
     match outcome {
         Ok(exit) => exit,
@@ -183,6 +187,7 @@ fn settings(cli: &Cli) -> Settings {
         ),
         env_state_dir: std::env::var_os("PONY_STATE_DIR"),
         env_state: std::env::var("PONY_STATE").ok(),
+        vault_key_file: global.vault.vault_key_file.clone(),
         ..Settings::default()
     };
     match &cli.command {
@@ -249,6 +254,21 @@ fn read_secret_sources(cli: &mut Cli) -> Result<(), Diagnostics> {
         }
     }
     errors.into_result(())
+}
+
+/// Decrypts the vaults a plan's command names (`--vault`, the playbook's `vault:`) into
+/// its secret vars, before anything else looks at them.
+fn open_vaults(cli: &mut Cli, settings: &Settings) -> Result<(), Diagnostics> {
+    match &mut cli.command {
+        Command::Check(plan)
+        | Command::Plan { plan, .. }
+        | Command::Graph { plan, .. }
+        | Command::Deploy(DeployArgs { plan, .. })
+        | Command::Simulate(SimulateArgs { plan, .. }) => {
+            crate::commands::vault::open_for_plan(plan, settings.vault_key_file.as_deref())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Prints an error to stderr and picks its exit code: input problems are 2.

@@ -60,3 +60,4 @@ pub mod state;
 pub mod sys;
 pub mod term;
 pub mod transport;
+pub mod vault;

@@ -155,10 +155,11 @@ pub const OWN_SETTINGS: &[&str] = &[
 ];
 
 /// Whether no child of pony may see this variable: one of pony's own settings, libpq's
-/// `PGPASSWORD`, a variable a `--secret-var …=env:VAR` read, or one whose name marks a
+/// `PGPASSWORD`, the vault key `PONY_VAULT_KEY`, a variable a `--secret-var …=env:VAR` read, or one whose name marks a
 /// secret as a var's does (ends in `_PASSWORD`, `_TOKEN` or `_SECRET`, in any case).
 pub fn is_withheld_env(name: &str) -> bool {
     name == "PGPASSWORD"
+        || name == "PONY_VAULT_KEY"
         || is_secret_name(&name.to_ascii_lowercase())
         || OWN_SETTINGS.contains(&name)
         || SECRET_ENV_NAMES

@@ -60,6 +60,8 @@ pub struct Settings {
     pub notify: Vec<Notifier>,
     /// `--progress-every` (plain output's interval).
     pub progress_every: Option<Duration>,
+    /// `--vault-key-file` (a run with a vault needs its key, resume and rollback too).
+    pub vault_key_file: Option<PathBuf>,
 }
 
 impl Settings {

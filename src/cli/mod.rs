@@ -2,9 +2,14 @@
 
 mod inventory;
 mod simulate;
+mod values;
+mod vault;
 
 pub use inventory::InventoryAction;
 pub use simulate::SimulateArgs;
+pub use values::MAX_CONTROLLER_NAME;
+use values::{parse_controller, parse_regions};
+pub use vault::{VaultAction, VaultArgs, VaultKeyOptions};
 
 use crate::plan::render::GraphFormat;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -52,6 +57,8 @@ pub struct GlobalOptions {
     /// Only errors and the final summary.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub vault: VaultKeyOptions,
 }
 
 /// What a command that runs a plan (deploy, resume, rollback) also takes.
@@ -224,6 +231,8 @@ pub struct PlanArgs {
     /// from the environment variable VAR: the value is then not on pony's command line.
     #[arg(long = "secret-var", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub secret_vars: Vec<(String, String)>,
+    #[command(flatten)]
+    pub vault: VaultArgs,
     /// Refuse (exit 2) instead of warning when a --var is used by no template, is empty,
     /// or is put into a command unquoted while holding shell metacharacters.
     #[arg(long)]
@@ -464,6 +473,9 @@ pub enum Command {
         #[command(subcommand)]
         action: LabAction,
     },
+    /// Encrypt, decrypt, edit or view a vault: a vars file encrypted with age.
+    #[command(subcommand)]
+    Vault(VaultAction),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -557,41 +569,6 @@ fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(lease)
-}
-
-/// `--regions`: at least one glob. An empty value (an unset CI variable) or only commas
-/// and blanks would otherwise select every region.
-fn parse_regions(text: &str) -> Result<String, String> {
-    if text.split(',').all(|glob| glob.trim().is_empty()) {
-        return Err(format!(
-            "{text:?} names no region: give one or more region globs, e.g. 'cn-*' or 'eu-*,us-*' (leave --regions out to work on every region)"
-        ));
-    }
-    Ok(text.to_string())
-}
-
-/// The longest `--controller` name.
-pub const MAX_CONTROLLER_NAME: usize = 64;
-
-/// `--controller`: a short name of printable characters, since other operators' `pony
-/// status` prints it (a newline or an escape sequence would forge their lines).
-fn parse_controller(text: &str) -> Result<String, String> {
-    if text.trim().is_empty() {
-        return Err("the controller name is empty".into());
-    }
-    if let Some(c) = text.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "the controller name holds the control character {:?}: use printable characters only",
-            c
-        ));
-    }
-    let length = text.chars().count();
-    if length > MAX_CONTROLLER_NAME {
-        return Err(format!(
-            "the controller name is {length} characters long: give at most {MAX_CONTROLLER_NAME}"
-        ));
-    }
-    Ok(text.to_string())
 }
 
 #[cfg(test)]

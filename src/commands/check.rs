@@ -74,7 +74,9 @@ pub fn var_warnings(plan: &Plan, args: &PlanArgs) -> VarWarnings {
         .vars
         .iter()
         .map(|(k, v)| ("--var", k, v))
-        .chain(args.secret_vars.iter().map(|(k, v)| ("--secret-var", k, v)));
+        .chain(args.secret_vars.iter().map(|(k, v)| ("--secret-var", k, v)))
+        // A vault holds many vars, not each for this playbook.
+        .filter(|(_, k, _)| !args.vault.opened.iter().any(|(_, names)| names.contains(k)));
     for (flag, key, value) in flags {
         if !read.contains(key) {
             let candidates = read

@@ -51,6 +51,8 @@ pub fn run(settings: &Settings, args: &DeployArgs) -> anyhow::Result<Exit> {
         .iter()
         .cloned()
         .partition(|(name, _)| is_secret_name(name));
+    // A vault's vars are secret vars too: a resume gets them from the snapshot's copy
+    // of the vault, decrypted with the key given again.
     let vars_snapshot = SnapshotVars {
         vars: vars.into_iter().collect(),
         secret_vars: args
@@ -61,6 +63,13 @@ pub fn run(settings: &Settings, args: &DeployArgs) -> anyhow::Result<Exit> {
             .map(|(k, _)| k.clone())
             .collect(),
         limit: args.plan.limit.clone(),
+        vaults: args
+            .plan
+            .vault
+            .opened
+            .iter()
+            .map(|(f, _)| f.clone())
+            .collect(),
     };
     super::run::launch(
         settings,

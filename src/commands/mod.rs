@@ -18,6 +18,7 @@ pub mod resume;
 pub mod run;
 pub mod simulate;
 pub mod status;
+pub mod vault;
 pub mod watch;
 
 use crate::cli::{PlanArgs, DEFAULT_INVENTORY};

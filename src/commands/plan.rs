@@ -298,6 +298,9 @@ fn describe_steps(out: &mut String, plan: &Plan) {
             step.hosts.as_str()
         )
         .unwrap();
+        if let Some(origin) = &step.origin {
+            writeln!(out, "    from {origin}").unwrap();
+        }
         if step.delegate.is_some() {
             writeln!(out, "    {}", delegates_line(plan, s)).unwrap();
         }

@@ -23,6 +23,8 @@ struct Reopened {
     replay: Replay,
     /// The database's last journal `seq` of the run before it was read (0 locally).
     journal_seen: i64,
+    /// The vars of the run's vaults: secrets like the `--secret-var`s.
+    vault_vars: Vec<(String, String)>,
 }
 
 impl Reopened {
@@ -35,8 +37,13 @@ impl Reopened {
         secret_vars: &[(String, String)],
         accept_new_host_keys: bool,
     ) -> Launch {
+        let secrets: Vec<(String, String)> = secret_vars
+            .iter()
+            .chain(&self.vault_vars)
+            .cloned()
+            .collect();
         Launch {
-            redactor: redactor(&self.plan, secret_vars),
+            redactor: redactor(&self.plan, &secrets),
             plan: self.plan,
             run: RunFolder::Existing(self.run_dir),
             approvals: Vec::new(),
@@ -103,8 +110,17 @@ fn reopen(
         .hint("the run cannot be resumed from its folder; start a new `pony deploy`")
         .into()
     };
-    let plan = Snapshot::load(&run_dir.path)
-        .and_then(|snapshot| snapshot.plan(Secrets::Given(secret_vars)))
+    let snapshot = Snapshot::load(&run_dir.path);
+    // The run's vaults, decrypted again with the key given now, stand for their vars.
+    let vault_vars = match &snapshot {
+        Ok(snapshot) => {
+            super::vault::open_for_run(&id, &snapshot.vaults(), settings.vault_key_file.as_deref())?
+        }
+        Err(_) => Vec::new(),
+    };
+    let given: Vec<(String, String)> = vault_vars.iter().chain(secret_vars).cloned().collect();
+    let plan = snapshot
+        .and_then(|snapshot| snapshot.plan(Secrets::Given(&given)))
         .map_err(|e| match e {
             SnapshotError::MissingSecrets { names } => names
                 .iter()
@@ -136,6 +152,7 @@ fn reopen(
         run_dir,
         replay: Replay::from_records(&records),
         journal_seen,
+        vault_vars,
     })
 }
 

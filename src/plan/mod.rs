@@ -336,7 +336,8 @@ impl Plan {
     /// The template context of a task: merged vars, then captures, and the built-ins
     /// `host`, `run`, `playbook`, `wave`.
     pub fn template_context(&self, task: &Task, run_id: &str, captures: &Vars) -> minijinja::Value {
-        self.host_context(task.host, task.wave, run_id, captures)
+        let step_vars = &self.playbook.steps[task.step].vars;
+        self.context_with(task.host, task.wave, run_id, captures, step_vars)
     }
 
     /// The template context of `host` in `wave` outside any task (a gate's `verify:`
@@ -348,10 +349,22 @@ impl Plan {
         run_id: &str,
         captures: &Vars,
     ) -> minijinja::Value {
+        self.context_with(host_id, wave, run_id, captures, &Vars::new())
+    }
+
+    /// [`Plan::host_context`] with a step's own `vars:` over the playbook's.
+    fn context_with(
+        &self,
+        host_id: HostId,
+        wave: usize,
+        run_id: &str,
+        captures: &Vars,
+        step_vars: &Vars,
+    ) -> minijinja::Value {
         let plan = self;
         let inventory = &plan.inventory;
         let host = &inventory.hosts[host_id];
-        let mut vars = plan.vars_for(host_id);
+        let mut vars = plan.vars_with(step_vars, host_id);
         vars.extend(captures.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut map: serde_json::Map<String, serde_json::Value> = vars
             .into_iter()
@@ -381,7 +394,13 @@ impl Plan {
 
     /// The vars a host's templates see: playbook < inventory (merged) < `--var`.
     pub fn vars_for(&self, host: HostId) -> Vars {
+        self.vars_with(&Vars::new(), host)
+    }
+
+    /// [`Plan::vars_for`] with a step's own `vars:` over the playbook's.
+    pub fn vars_with(&self, step_vars: &Vars, host: HostId) -> Vars {
         let mut vars = self.playbook.vars.clone();
+        vars.extend(step_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         vars.extend(
             self.inventory.hosts[host]
                 .vars

@@ -62,13 +62,16 @@ fn dot_steps(plan: &Plan) -> String {
     writeln!(out, "digraph {} {{", quoted(&plan.playbook.name)).unwrap();
     writeln!(out, "  rankdir=LR;\n  node [shape=box, style=rounded];").unwrap();
     for (s, step) in plan.playbook.steps.iter().enumerate() {
-        let label = format!(
+        let mut label = format!(
             "{}\\n{} · per {} · {} tasks",
             step.name,
             step.hosts.as_str(),
             per_name(step.per),
             counts[s]
         );
+        if let Some(origin) = &step.origin {
+            label.push_str(&format!("\\nfrom {origin}"));
+        }
         writeln!(
             out,
             "  {} [label=\"{}\"];",
@@ -167,9 +170,14 @@ fn mermaid_steps(plan: &Plan) -> String {
     let counts = task_counts(plan);
     let mut out = String::from("flowchart LR\n");
     for (s, step) in plan.playbook.steps.iter().enumerate() {
+        let from = step
+            .origin
+            .as_ref()
+            .map(|o| format!("<br/>from {o}"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "  s{s}_{}[\"{}<br/>per {} · {} tasks\"]",
+            "  s{s}_{}[\"{}<br/>per {} · {} tasks{from}\"]",
             mermaid_id(&step.name),
             step.name,
             per_name(step.per),
@@ -227,6 +235,7 @@ fn json_steps(plan: &Plan) -> serde_json::Value {
             "per": per_name(step.per),
             "action": step.action.kind(),
             "tasks": counts[s],
+            "from": step.origin,
             "needs": step.needs.iter().map(|n| json!({
                 "step": plan.playbook.steps[n.step].name,
                 "scope": n.scope,

@@ -306,12 +306,18 @@ impl<'a> VarCheck<'a> {
 
     /// What a host's templates see, as at run time (playbook < inventory < --var, then
     /// the built-ins), with stand-ins for the captures it will see.
-    fn known_for(&self, host: Option<HostId>, wave: usize) -> BTreeMap<String, minijinja::Value> {
+    fn known_for(
+        &self,
+        step: &Step,
+        host: Option<HostId>,
+        wave: usize,
+    ) -> BTreeMap<String, minijinja::Value> {
         let (inventory, playbook) = (self.inventory, self.playbook);
         let value = |v: &serde_yaml::Value| minijinja::Value::from_serialize(v);
         let mut known: BTreeMap<String, minijinja::Value> = playbook
             .vars
             .iter()
+            .chain(&step.vars)
             .map(|(k, v)| (k.clone(), value(v)))
             .collect();
         if let Some(h) = host {
@@ -399,6 +405,7 @@ impl<'a> VarCheck<'a> {
             .iter()
             .filter(|v| {
                 !self.everywhere.contains(v.as_str())
+                    && !step.vars.contains_key(v.as_str())
                     && !self.captures.iter().any(|(name, _)| name == v)
                     && !inventory
                         .hosts
@@ -409,7 +416,7 @@ impl<'a> VarCheck<'a> {
         if nowhere.is_empty() {
             return;
         }
-        let mut known = self.known_for((!inventory.hosts.is_empty()).then_some(0), 0);
+        let mut known = self.known_for(step, (!inventory.hosts.is_empty()).then_some(0), 0);
         for var in used.iter().filter(|v| !nowhere.contains(v)) {
             known
                 .entry(var.clone())
@@ -451,6 +458,7 @@ impl<'a> VarCheck<'a> {
     ) -> BTreeMap<String, Vec<HostId>> {
         let mut cache: HashMap<(Vec<&str>, String), BTreeSet<String>> = HashMap::new();
         let mut missing: BTreeMap<String, Vec<HostId>> = BTreeMap::new();
+        let own = &self.playbook.steps[step].vars;
         for node in &self.step_tasks[step].all {
             let Node::Task(task) = graph[*node] else {
                 continue;
@@ -458,12 +466,16 @@ impl<'a> VarCheck<'a> {
             let unknown: Vec<&str> = used
                 .iter()
                 .map(String::as_str)
-                .filter(|v| !self.everywhere.contains(v) && !self.defined_for(v, task.host))
+                .filter(|v| {
+                    !self.everywhere.contains(v)
+                        && !own.contains_key(*v)
+                        && !self.defined_for(v, task.host)
+                })
                 .collect();
             if unknown.is_empty() {
                 continue;
             }
-            let known = self.known_for(Some(task.host), task.wave);
+            let known = self.known_for(&self.playbook.steps[step], Some(task.host), task.wave);
             let values = used
                 .iter()
                 .filter(|v| !template::BUILTINS.contains(&v.as_str()))

@@ -5,9 +5,11 @@
 //! - [`strategy`]: waves, gates, change windows and the per-cluster limits;
 //! - [`step`]: steps, their action, guards, retries and `needs`;
 //! - [`mail`]: the mail built-ins (`mail: { action: drain_mta, … }`) a step expands into;
-//! - [`template`]: the minijinja environment, and what a template reads.
+//! - [`template`]: the minijinja environment, and what a template reads;
+//! - [`include`]: `include:` steps, replaced by the steps of the file they name.
 
 pub mod health;
+pub mod include;
 pub mod mail;
 pub mod raw;
 pub mod step;
@@ -49,6 +51,9 @@ pub struct Playbook {
     /// `health:`: the checks that say a host serves, run after its rollback.
     pub health: health::Health,
     pub steps: Vec<Step>,
+    /// The files `include:` steps read, relative to the playbook's folder (a run's
+    /// snapshot keeps them with the template and upload sources).
+    pub includes: Vec<String>,
 }
 
 impl Playbook {
@@ -88,6 +93,17 @@ impl Playbook {
         }
         let path = self.source_path(src);
         std::fs::read(&path).map_err(|error| SourceError::Read { path, error })
+    }
+}
+
+impl Playbook {
+    /// Where each included step came from, and the files included.
+    fn with_includes(mut self, expanded: include::Expanded) -> Self {
+        for step in &mut self.steps {
+            step.origin = expanded.origins.get(&step.name).cloned();
+        }
+        self.includes = expanded.files;
+        self
     }
 }
 
@@ -145,8 +161,14 @@ pub fn load(path: &Path) -> Result<Playbook, Diagnostics> {
 /// Like [`load`], but also hands back the playbook when only some values were bad, so
 /// that the checks against the inventory run too and every problem is reported at once.
 pub fn load_partial(path: &Path) -> (Option<Playbook>, Diagnostics) {
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    load_with(path, &|key| std::fs::read_to_string(dir.join(key)))
+}
+
+/// [`load_partial`] with included files read by `read` (a run's snapshot: its copies).
+pub fn load_with(path: &Path, read: include::Reader) -> (Option<Playbook>, Diagnostics) {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse_partial(path, &text),
+        Ok(text) => parse_with(path, &text, read),
         Err(e) => (
             None,
             Diagnostic::new(path, format!("cannot read playbook: {e}"))
@@ -166,12 +188,41 @@ pub fn parse(path: &Path, text: &str) -> Result<Playbook, Diagnostics> {
 /// The playbook (`None` when its shape is wrong or a step had to be dropped) and every
 /// problem found in it.
 pub fn parse_partial(path: &Path, text: &str) -> (Option<Playbook>, Diagnostics) {
-    match serde_yaml::from_str::<RawPlaybook>(text) {
-        Ok(raw) => Builder {
-            path,
-            errors: Diagnostics::default(),
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    parse_with(path, text, &|key| std::fs::read_to_string(dir.join(key)))
+}
+
+/// [`parse_partial`] with included files read by `read`. A playbook without includes
+/// is deserialized from its text (so that errors point at their line); one with
+/// includes from its YAML with the includes expanded.
+fn parse_with(path: &Path, text: &str, read: include::Reader) -> (Option<Playbook>, Diagnostics) {
+    let mut value = serde_yaml::from_str::<serde_yaml::Value>(text).unwrap_or_default();
+    if !include::has_includes(&value) {
+        return parse_raw(path, text, serde_yaml::from_str(text), Default::default());
+    }
+    let expanded = match include::expand(path, &mut value, read) {
+        Ok(expanded) => expanded,
+        Err(errors) => return (None, errors),
+    };
+    let text = serde_yaml::to_string(&value).unwrap_or_default();
+    parse_raw(path, &text, serde_yaml::from_value(value), expanded)
+}
+
+fn parse_raw(
+    path: &Path,
+    text: &str,
+    raw: Result<RawPlaybook, serde_yaml::Error>,
+    expanded: include::Expanded,
+) -> (Option<Playbook>, Diagnostics) {
+    match raw {
+        Ok(raw) => {
+            let (playbook, errors) = Builder {
+                path,
+                errors: Diagnostics::default(),
+            }
+            .build(raw);
+            (playbook.map(|p| p.with_includes(expanded)), errors)
         }
-        .build(raw),
         Err(e) => (
             None,
             Diagnostic::from_yaml(path, &e)
@@ -264,6 +315,17 @@ impl Builder<'_> {
                 }
             }
         }
+        let vault_ok = match &raw.vault {
+            None | Some(serde_yaml::Value::String(_)) => true,
+            Some(serde_yaml::Value::Sequence(files)) => files.iter().all(|f| f.is_string()),
+            Some(_) => false,
+        };
+        if !vault_ok {
+            self.error(
+                "`vault:` must be a file or a list of files",
+                "write `vault: secrets.vault` or `vault: [a.vault, b.vault]`",
+            );
+        }
         let notify = self.notifiers(raw.notify);
         let health = self.health(raw.health);
         let playbook = Playbook {
@@ -276,6 +338,7 @@ impl Builder<'_> {
             vars: raw.vars,
             strategy,
             steps,
+            includes: Vec::new(),
         };
         let complete = playbook.steps.len() == raw_steps;
         (complete.then_some(playbook), self.errors)

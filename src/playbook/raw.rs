@@ -16,6 +16,9 @@ pub struct RawPlaybook {
     pub notify: Vec<RawNotify>,
     /// What "this host serves" means, checked after a host's rollback.
     pub health: Option<RawHealth>,
+    /// Encrypted vars files (a path or a list, relative to the playbook), opened with
+    /// the key before loading (`crate::commands::vault`); checked here for its shape.
+    pub vault: Option<serde_yaml::Value>,
     pub steps: Vec<RawStep>,
 }
 
@@ -243,6 +246,9 @@ pub struct RawStep {
     /// A mail built-in (`{ action: drain_mta, … }`) or a list of them, checked and
     /// expanded by `super::mail`.
     pub mail: Option<serde_yaml::Value>,
+    /// Vars of this step only (an included step gets its file's and its include's).
+    #[serde(default)]
+    pub vars: Vars,
 }
 
 /// `needs:` entries: a step name, or `{ step: X, scope: run }`. Deserialized by hand so

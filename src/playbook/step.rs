@@ -37,6 +37,11 @@ pub struct Step {
     /// `mail:`: the built-in the step's `run` (and, unless given, `rollback`) was
     /// expanded from; its argument templates are what the plan checks.
     pub mail: Option<super::mail::Expanded>,
+    /// `vars:` of this step only (an included step's: its file's and its include's),
+    /// over the playbook's vars; inventory vars and `--var` override them.
+    pub vars: crate::inventory::Vars,
+    /// Where an included step came from (`FILE:LINE (include NAME)`), for plan and graph.
+    pub origin: Option<String>,
 }
 
 impl Step {
@@ -183,6 +188,8 @@ impl Builder<'_> {
             delegate_parallel,
             dead_man,
             mail,
+            vars: raw.vars.clone(),
+            origin: None,
         })
     }
 
