@@ -32,7 +32,13 @@ const HOSTS: [&str; 4] = ["h1", "h2", "h3", "h4"];
 const TOKEN: &str = "t0ken-for-the-test-0123456789abcdef";
 
 /// One HTTP/1.1 request over loopback; (status, head, body).
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
@@ -50,7 +56,10 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
     let mut head = String::new();
     loop {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "{method} {path}: no answer");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "{method} {path}: no answer"
+        );
         if line == "\r\n" {
             break;
         }
@@ -113,7 +122,9 @@ impl Browser {
                 .unwrap(),
         );
         let addr = format!("127.0.0.1:{port}");
-        wait_until("chromedriver to listen", || TcpStream::connect(&addr).is_ok());
+        wait_until("chromedriver to listen", || {
+            TcpStream::connect(&addr).is_ok()
+        });
         let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"],
@@ -131,7 +142,11 @@ impl Browser {
     /// One WebDriver command; its `value`.
     fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
         let json = ("Content-Type", "application/json");
-        let body = if body.is_null() { String::new() } else { body.to_string() };
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
         let (status, _, text) = http(&self.addr, method, path, &[json], &body);
         let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(status, 200, "WebDriver {method} {path}: {answer}");
@@ -148,7 +163,11 @@ impl Browser {
 
     /// A script's value in the page.
     fn run(&self, script: &str) -> serde_json::Value {
-        self.session("POST", "/execute/sync", serde_json::json!({"script": script, "args": []}))
+        self.session(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({"script": script, "args": []}),
+        )
     }
 
     /// The DOM once `script` returns true in the page.
@@ -230,8 +249,14 @@ fn read_until_event(stream: &mut BufReader<TcpStream>, wanted: &str) -> String {
     let mut data = String::new();
     loop {
         let mut line = String::new();
-        assert!(stream.read_line(&mut line).unwrap() > 0, "the event stream ended");
-        if let Some(rest) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+        assert!(
+            stream.read_line(&mut line).unwrap() > 0,
+            "the event stream ended"
+        );
+        if let Some(rest) = line
+            .strip_prefix("data: ")
+            .or_else(|| line.strip_prefix("data:"))
+        {
             data.push_str(rest);
         } else if line.trim().is_empty() && !data.is_empty() {
             if data.contains(wanted) {
@@ -242,11 +267,11 @@ fn read_until_event(stream: &mut BufReader<TcpStream>, wanted: &str) -> String {
     }
 }
 
-#[test]
-fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let (inventory, playbook) = write_plan(dir.path(), TINY_INVENTORY, GATED);
+/// A deploy of GATED on the local hosts, held at canary's approval gate: the deploy,
+/// the state folder and the run's folder.
+fn gated_run(dir: &Path) -> (Reaped, PathBuf, PathBuf) {
+    let state = dir.join("state");
+    let (inventory, playbook) = write_plan(dir, TINY_INVENTORY, GATED);
     let mut args = deploy_args(&inventory, &playbook);
     args.extend(["--approval-wait", "10m"]);
     let deploy = Reaped::new(
@@ -266,53 +291,70 @@ fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
         };
         run = folder.unwrap().path();
         std::fs::read_to_string(run.join("journal.jsonl")).is_ok_and(|j| {
-            j.lines().any(|l| l.contains("\"gate_waiting\"") && l.contains("\"approve\""))
+            j.lines()
+                .any(|l| l.contains("\"gate_waiting\"") && l.contains("\"approve\""))
         })
     });
-    let id = run.file_name().unwrap().to_string_lossy().to_string();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let (_server, addr) = start_server(&state, &token_file);
+    (deploy, state, run)
+}
 
-    // The run page as Chromium renders it, once the page's event stream delivered.
-    let browser = Browser::start();
-    let page_url = format!("http://{addr}/runs/{id}");
-    let streamed = "return document.body.getAttribute('data-updates') !== null";
-    browser.open(&page_url);
-    let dom = browser.dom_when("the event stream's first update in the page", streamed);
+const STREAMED: &str = "return document.body.getAttribute('data-updates') !== null";
+
+/// The run page in Chromium, without the token and with it (then a screenshot); the
+/// DOM seen with the token.
+fn pages_in_chromium(browser: &Browser, page_url: &str) -> String {
+    browser.open(page_url);
+    let dom = browser.dom_when("the event stream's first update in the page", STREAMED);
     assert_eq!(count(&dom, "data-region", "r1", "done"), 2, "{dom}");
     assert_eq!(count(&dom, "data-region", "r2", "not_run"), 2, "{dom}");
     assert_eq!(count(&dom, "data-cluster", "c2", "not_run"), 2, "{dom}");
     assert!(dom.contains("waiting: approve"), "{dom}");
-    assert!(!dom.contains("id=\"approve\""), "no button without the token: {dom}");
+    assert!(
+        !dom.contains("id=\"approve\""),
+        "no button without the token: {dom}"
+    );
 
-    // With the token: the button, and a screenshot for people.
     browser.open(&format!("{page_url}?token={TOKEN}"));
-    let dom = browser.dom_when("the page with the token", streamed);
-    assert!(dom.contains("id=\"approve\""), "the approve button with the token: {dom}");
-    let shot = support::crate_root().join("target").join("serve-run-page.png");
+    let dom = browser.dom_when("the page with the token", STREAMED);
+    assert!(
+        dom.contains("id=\"approve\""),
+        "the approve button with the token: {dom}"
+    );
+    let shot = support::crate_root()
+        .join("target")
+        .join("serve-run-page.png");
     browser.screenshot(&shot);
-    assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "a screenshot in {}", shot.display());
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 1000,
+        "a screenshot in {}",
+        shot.display()
+    );
+    dom
+}
 
-    // The page's size as served, for the figures.
-    let (status, _, page) = http(&addr, "GET", &format!("/runs/{id}"), &[], "");
-    assert_eq!(status, 200);
-    eprintln!("run page: {} bytes", page.len());
+const URLENCODED: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
-    // Without the token, or with it but without the CSRF token: 403, nothing journaled.
-    let before = journal_text(&run);
+/// A POST without the token, and one with it but a wrong CSRF token: 403, and the
+/// journal unchanged.
+fn refused_posts_change_nothing(addr: &str, id: &str, run: &Path, cookie: &str) {
+    let before = journal_text(run);
     let form = "action=approve&wave=canary&csrf=guess";
-    let urlencoded = ("Content-Type", "application/x-www-form-urlencoded");
-    let (status, _, _) = http(&addr, "POST", &format!("/runs/{id}/control"), &[urlencoded], form);
+    let control = format!("/runs/{id}/control");
+    let (status, _, _) = http(addr, "POST", &control, &[URLENCODED], form);
     assert_eq!(status, 403);
-    let cookie = format!("pony_token={TOKEN}");
-    let with_cookie = ("Cookie", cookie.as_str());
-    let (status, _, _) = http(&addr, "POST", &format!("/runs/{id}/control"), &[urlencoded, with_cookie], form);
+    let with_cookie = ("Cookie", cookie);
+    let (status, _, _) = http(addr, "POST", &control, &[URLENCODED, with_cookie], form);
     assert_eq!(status, 403, "the token without the CSRF token");
-    assert_eq!(journal_text(&run), before, "a refused request journaled nothing");
+    assert_eq!(
+        journal_text(run),
+        before,
+        "a refused request journaled nothing"
+    );
+}
 
-    // The event stream, opened before the approval, shows the hosts done after it.
-    let mut events = TcpStream::connect(&addr).unwrap();
+/// The run's event stream (with the token's cookie), at its first update.
+fn event_stream(addr: &str, id: &str, cookie: &str) -> BufReader<TcpStream> {
+    let mut events = TcpStream::connect(addr).unwrap();
     write!(
         events,
         "GET /runs/{id}/events HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n"
@@ -323,12 +365,59 @@ fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
         .unwrap();
     let mut events = BufReader::new(events);
     read_until_event(&mut events, "id=\"approve\"");
+    events
+}
 
+/// The journal after the run: the approval sent with the token, and nothing else sent.
+fn approval_journaled(journal: &[serde_json::Value]) {
+    let approval = journal
+        .iter()
+        .find(|r| r["type"] == "control" && r["command"] == "approve canary")
+        .expect("the approval journaled");
+    assert_eq!(approval["accepted"], true, "{approval}");
+    assert!(
+        approval["user"].as_str().is_some_and(|u| !u.is_empty()),
+        "{approval}"
+    );
+    assert!(journal
+        .iter()
+        .any(|r| r["type"] == "gate_passed" && r["wave"] == "canary"));
+    assert_eq!(
+        journal.iter().filter(|r| r["type"] == "control").count(),
+        1,
+        "only the approval with the token was journaled"
+    );
+}
+
+#[test]
+fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (deploy, state, run) = gated_run(dir.path());
+    let id = run.file_name().unwrap().to_string_lossy().to_string();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let (_server, addr) = start_server(&state, &token_file);
+
+    let browser = Browser::start();
+    let page_url = format!("http://{addr}/runs/{id}");
+    let dom = pages_in_chromium(&browser, &page_url);
+    // The page's size as served, for the figures.
+    let (status, _, page) = http(&addr, "GET", &format!("/runs/{id}"), &[], "");
+    assert_eq!(status, 200);
+    eprintln!("run page: {} bytes", page.len());
+
+    let cookie = format!("pony_token={TOKEN}");
+    refused_posts_change_nothing(&addr, &id, &run, &cookie);
+
+    // The event stream, opened before the approval, shows the hosts done after it.
+    let mut events = event_stream(&addr, &id, &cookie);
     let csrf_at = dom.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
     let csrf = &dom[csrf_at..csrf_at + dom[csrf_at..].find('"').unwrap()];
     let form = format!("action=approve&wave=canary&csrf={csrf}");
     let approved_at = std::time::Instant::now();
-    let (status, _, body) = http(&addr, "POST", &format!("/runs/{id}/control"), &[urlencoded, with_cookie], &form);
+    let with_cookie = ("Cookie", cookie.as_str());
+    let control = format!("/runs/{id}/control");
+    let (status, _, body) = http(&addr, "POST", &control, &[URLENCODED, with_cookie], &form);
     assert_eq!(status, 200, "{body}");
     let done = read_until_event(&mut events, "class=\"n done\" data-state=\"done\">4<");
     eprintln!(
@@ -346,22 +435,13 @@ fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
     let output = deploy.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     for host in HOSTS {
-        assert!(state.join("hosts").join(host).join("marked").exists(), "{host}");
+        assert!(
+            state.join("hosts").join(host).join("marked").exists(),
+            "{host}"
+        );
     }
     let journal = records(&run);
-    let approval = journal
-        .iter()
-        .find(|r| r["type"] == "control" && r["command"] == "approve canary")
-        .expect("the approval journaled");
-    assert_eq!(approval["accepted"], true, "{approval}");
-    assert!(approval["user"].as_str().is_some_and(|u| !u.is_empty()), "{approval}");
-    assert!(journal.iter().any(|r| r["type"] == "gate_passed" && r["wave"] == "canary"));
-    assert_eq!(
-        journal.iter().filter(|r| r["type"] == "control").count(),
-        1,
-        "only the approval with the token was journaled"
-    );
-
+    approval_journaled(&journal);
     metrics_match_the_journal(&addr, &id, &journal);
 }
 
@@ -414,5 +494,8 @@ fn metrics_match_the_journal(addr: &str, id: &str, journal: &[serde_json::Value]
         assert_eq!(hosts_by_state.get(state), Some(&0.0), "{state}: {body}");
     }
     assert_eq!(in_flight, Some(0.0), "{body}");
-    assert!(steps.contains("mark") && steps.contains("check"), "{steps:?}: {body}");
+    assert!(
+        steps.contains("mark") && steps.contains("check"),
+        "{steps:?}: {body}"
+    );
 }

@@ -172,9 +172,6 @@ impl From<ColorChoice> for crate::term::ColorChoice {
 
 /// The inventory used without `-i`: a path relative to the current folder, where the
 /// pony source tree keeps its 12-host local miniature.
-/// `pony serve`'s address without `--listen`: loopback only.
-pub const SERVE_LISTEN: &str = "127.0.0.1:8470";
-
 pub const DEFAULT_INVENTORY: &str = "inventories/local.yaml";
 
 /// An inventory and the hosts of it a command works on.
@@ -399,15 +396,13 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         every: Option<std::time::Duration>,
     },
-    /// A live view of the runs over HTTP: a page per run that follows its journal,
-    /// gate buttons for holders of a token, and `/metrics` for dashboards.
+    /// Live view over HTTP: run pages following their journal, gate buttons for token
+    /// holders, `/metrics` (docs/serve.md).
     Serve {
-        /// The address to listen on (loopback by default; anyone who reaches it reads the
-        /// runs).
-        #[arg(long, value_name = "ADDR", default_value = SERVE_LISTEN)]
+        /// Address to listen on (loopback by default).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8470")]
         listen: String,
-        /// A file whose first line is the token that shows the gate buttons (approve,
-        /// pause, continue, abort); without it the server is read-only.
+        /// File whose first line is the token that shows the gate buttons; none: read-only.
         #[arg(long, value_name = "FILE")]
         token_file: Option<std::path::PathBuf>,
     },

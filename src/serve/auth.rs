@@ -40,11 +40,10 @@ impl Access {
     /// The token is the file's first line, without surrounding whitespace.
     pub fn from_file(path: &Path) -> Result<Access, TokenError> {
         let file = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-                file: file.clone(),
-                source,
-            })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+            file: file.clone(),
+            source,
+        })?;
         let token = text.lines().next().unwrap_or("").trim().to_string();
         if token.is_empty() {
             return Err(TokenError::Empty { file });

@@ -155,7 +155,12 @@ fn controls_form(report: &Report, hosts: Option<&HostsView>, buttons: &Buttons) 
     let csrf = escape(buttons.csrf);
     let form = |action: &str, wave: Option<&str>, label: &str, class: &str| {
         let wave = wave
-            .map(|w| format!("<input type=\"hidden\" name=\"wave\" value=\"{}\">", escape(w)))
+            .map(|w| {
+                format!(
+                    "<input type=\"hidden\" name=\"wave\" value=\"{}\">",
+                    escape(w)
+                )
+            })
             .unwrap_or_default();
         format!(
             "<form method=\"post\" action=\"/runs/{id}/control\" class=\"control\">\
@@ -191,7 +196,10 @@ fn counts_cells(counts: &HostCounts) -> String {
         .map(|&s| {
             let n = counts.get(s);
             let class = if n > 0 { s.name() } else { "zero" };
-            format!("<td class=\"n {class}\" data-state=\"{}\">{n}</td>", s.name())
+            format!(
+                "<td class=\"n {class}\" data-state=\"{}\">{n}</td>",
+                s.name()
+            )
         })
         .collect()
 }
@@ -212,8 +220,12 @@ fn waves_table(hosts: &HostsView) -> String {
         let gate = match &wave.gate {
             GateView::None => "-".to_string(),
             GateView::Passed => "passed".into(),
-            GateView::Waiting(reason) => format!("<b class=\"waiting\">waiting: {}</b>", escape(reason)),
-            GateView::Stopped(reason) => format!("<b class=\"failed\">stopped: {}</b>", escape(reason)),
+            GateView::Waiting(reason) => {
+                format!("<b class=\"waiting\">waiting: {}</b>", escape(reason))
+            }
+            GateView::Stopped(reason) => {
+                format!("<b class=\"failed\">stopped: {}</b>", escape(reason))
+            }
             GateView::PreApproved => "pre-approved".into(),
             GateView::Ahead if wave.approve => "ahead (asks for approval)".into(),
             GateView::Ahead => "ahead".into(),
@@ -277,7 +289,9 @@ fn failures(report: &Report) -> String {
             out,
             "<div class=\"failure\"><p><b>{}</b> exit {}{}{rolled}</p><pre>{}</pre></div>",
             escape(f.label),
-            f.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            f.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             f.error
                 .map(|e| format!(": {}", escape(e)))
                 .unwrap_or_default(),

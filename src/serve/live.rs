@@ -133,9 +133,7 @@ impl Hub {
 /// the local journal file's length.
 fn version(store: &Store, id: &str, path: Option<PathBuf>) -> (i64, u64) {
     let seq = store.last_seq(id).unwrap_or(-1);
-    let len = path
-        .map(|p| journal_len(&p))
-        .unwrap_or_default();
+    let len = path.map(|p| journal_len(&p)).unwrap_or_default();
     (seq, len)
 }
 

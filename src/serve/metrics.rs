@@ -83,22 +83,9 @@ pub fn render(store: &Store, plans: &Plans) -> anyhow::Result<String> {
             }
         };
         if let Some(plan) = plan {
-            let view = HostsView::of(&detail, &plan);
-            for wave in &view.waves {
-                for (region, counts) in &wave.by_region {
-                    for state in HostState::ALL {
-                        let labels = HostLabels {
-                            run: id.clone(),
-                            region: region.clone(),
-                            wave: wave.name.clone(),
-                            state: state.name().to_string(),
-                        };
-                        hosts.get_or_create(&labels).set(counts.get(state) as i64);
-                    }
-                }
-            }
+            count_hosts(&hosts, id, &HostsView::of(&detail, &plan));
         }
-        for (wave, seconds) in gate_waits(&detail.summary.path) {
+        for (wave, seconds) in gate_waits(&detail.summary.path, running) {
             let labels = GateLabels {
                 run: id.clone(),
                 wave,
@@ -138,10 +125,28 @@ pub fn render(store: &Store, plans: &Plans) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// The run's hosts by state per region and wave.
+fn count_hosts(hosts: &Family<HostLabels, Gauge>, id: &str, view: &HostsView) {
+    for wave in &view.waves {
+        for (region, counts) in &wave.by_region {
+            for state in HostState::ALL {
+                let labels = HostLabels {
+                    run: id.to_string(),
+                    region: region.clone(),
+                    wave: wave.name.clone(),
+                    state: state.name().to_string(),
+                };
+                hosts.get_or_create(&labels).set(counts.get(state) as i64);
+            }
+        }
+    }
+}
+
 /// Per wave, how long its gate waited: from its `gate_waiting` record to the first
 /// timed record after its `gate_passed` (the journal does not time a gate's passing), or
-/// to now while it waits. Read from the run's local journal.
-fn gate_waits(run_path: &Path) -> Vec<(String, f64)> {
+/// to now while it waits (to the journal's last timed record when the run is not
+/// running: it waits no more). Read from the run's local journal.
+fn gate_waits(run_path: &Path, running: bool) -> Vec<(String, f64)> {
     let Ok(text) = std::fs::read_to_string(run_path.join("journal.jsonl")) else {
         return Vec::new();
     };
@@ -164,7 +169,8 @@ fn gate_waits(run_path: &Path) -> Vec<(String, f64)> {
             .map(|p| i + p);
         let end = match passed {
             Some(p) => records[p..].iter().find_map(time_of),
-            None => Some(SystemTime::now()),
+            None if running => Some(SystemTime::now()),
+            None => records.iter().rev().find_map(time_of),
         };
         let seconds = end
             .and_then(|end| end.duration_since(since).ok())

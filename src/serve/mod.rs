@@ -61,7 +61,7 @@ pub fn run(
                 std::path::Path::new("--listen"),
                 format!("`{listen}` is not an address to listen on: {e}"),
             )
-            .hint(format!("give IP:PORT, e.g. {}", crate::cli::SERVE_LISTEN)),
+            .hint("give IP:PORT, e.g. 127.0.0.1:8470"),
         )
     })?;
     let access = match token_file {
@@ -135,7 +135,11 @@ struct TokenQuery {
 
 /// Whether the request holds the token; a `?token=` that is right also sets the cookie
 /// that carries it from then on, one that is wrong is refused.
-fn viewer(app: &App, headers: &HeaderMap, query: &TokenQuery) -> Result<(bool, Option<String>), Response> {
+fn viewer(
+    app: &App,
+    headers: &HeaderMap,
+    query: &TokenQuery,
+) -> Result<(bool, Option<String>), Response> {
     match &query.token {
         Some(token) if app.access.is_token(token) => Ok((true, Some(auth::cookie(token)))),
         Some(_) => Err(forbidden("the token is not this server's")),
@@ -146,7 +150,10 @@ fn viewer(app: &App, headers: &HeaderMap, query: &TokenQuery) -> Result<(bool, O
 fn forbidden(why: &str) -> Response {
     let body = html::page(
         "forbidden",
-        &format!("<h1>Forbidden</h1><p id=\"forbidden\">{}</p>", html::escape(why)),
+        &format!(
+            "<h1>Forbidden</h1><p id=\"forbidden\">{}</p>",
+            html::escape(why)
+        ),
         false,
     );
     (StatusCode::FORBIDDEN, Html(body)).into_response()
@@ -167,8 +174,14 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(work).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(failure(StatusCode::INTERNAL_SERVER_ERROR, &format!("{error:#}"))),
-        Err(error) => Err(failure(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())),
+        Ok(Err(error)) => Err(failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("{error:#}"),
+        )),
+        Err(error) => Err(failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error.to_string(),
+        )),
     }
 }
 
@@ -196,7 +209,10 @@ async fn resolve(app: &App, run: String) -> Result<String, Response> {
     match tokio::task::spawn_blocking(move || store.resolve(&run)).await {
         Ok(Ok(id)) => Ok(id),
         Ok(Err(error)) => Err(failure(StatusCode::NOT_FOUND, &error.to_string())),
-        Err(error) => Err(failure(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string())),
+        Err(error) => Err(failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error.to_string(),
+        )),
     }
 }
 
@@ -249,17 +265,18 @@ async fn events(
         Ok(f) => f,
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let stream = futures_util::stream::unfold((follower, true), move |(mut rx, first)| async move {
-        if !first && rx.changed().await.is_err() {
-            return None;
-        }
-        let main = rx
-            .borrow_and_update()
-            .as_ref()
-            .map(|r| r.main_for(allowed).to_string())?;
-        let event = Event::default().event("update").data(main);
-        Some((Ok::<_, std::convert::Infallible>(event), (rx, false)))
-    });
+    let stream =
+        futures_util::stream::unfold((follower, true), move |(mut rx, first)| async move {
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            let main = rx
+                .borrow_and_update()
+                .as_ref()
+                .map(|r| r.main_for(allowed).to_string())?;
+            let event = Event::default().event("update").data(main);
+            Some((Ok::<_, std::convert::Infallible>(event), (rx, false)))
+        });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -329,7 +346,10 @@ async fn control(
 /// when it refused it or is not running, 502 when no controller answered.
 fn answer(delivery: Delivery) -> (StatusCode, String) {
     match delivery {
-        Delivery::NotRunning { why } => (StatusCode::CONFLICT, format!("the run is not running: {why}")),
+        Delivery::NotRunning { why } => (
+            StatusCode::CONFLICT,
+            format!("the run is not running: {why}"),
+        ),
         Delivery::Denied(error) => (StatusCode::CONFLICT, error),
         Delivery::NoAnswer(error) => (StatusCode::BAD_GATEWAY, error),
         Delivery::Answered { answers, .. } if answers.is_empty() => (

@@ -170,31 +170,7 @@ impl HostsView {
         }
         let running = detail.summary.state == RunState::Running;
         let mut view = HostsView::default();
-        let mut regions: Vec<RegionView> = inv
-            .regions
-            .iter()
-            .map(|r| RegionView {
-                name: r.name.clone(),
-                counts: HostCounts::default(),
-                clusters: r
-                    .clusters
-                    .iter()
-                    .map(|&c| (inv.clusters[c].name.clone(), HostCounts::default()))
-                    .collect(),
-            })
-            .collect();
-        let mut waves: Vec<WaveView> = plan
-            .waves
-            .iter()
-            .enumerate()
-            .map(|(w, wave)| WaveView {
-                name: wave.name.clone(),
-                approve: plan.playbook.strategy.waves.get(w).is_some_and(|s| s.approve),
-                gate: gate(detail, &wave.name, w + 1 == plan.waves.len()),
-                counts: HostCounts::default(),
-                by_region: Vec::new(),
-            })
-            .collect();
+        let (mut regions, mut waves) = empty_groups(detail, plan);
         for (h, host) in inv.hosts.iter().enumerate() {
             if labels[h].is_empty() {
                 continue;
@@ -227,7 +203,10 @@ impl HostsView {
         for region in &mut regions {
             region.clusters.retain(|(_, c)| c.total() > 0);
         }
-        view.regions = regions.into_iter().filter(|r| r.counts.total() > 0).collect();
+        view.regions = regions
+            .into_iter()
+            .filter(|r| r.counts.total() > 0)
+            .collect();
         view.approvable = waves
             .iter()
             .find(|w| w.approve && w.gate == GateView::Waiting("approve".into()))
@@ -236,6 +215,42 @@ impl HostsView {
         view.waves = waves;
         view
     }
+}
+
+/// Every region (with its clusters) and wave of the plan, with no host counted yet.
+fn empty_groups(detail: &RunDetail, plan: &Plan) -> (Vec<RegionView>, Vec<WaveView>) {
+    let inv = &plan.inventory;
+    let regions = inv
+        .regions
+        .iter()
+        .map(|r| RegionView {
+            name: r.name.clone(),
+            counts: HostCounts::default(),
+            clusters: r
+                .clusters
+                .iter()
+                .map(|&c| (inv.clusters[c].name.clone(), HostCounts::default()))
+                .collect(),
+        })
+        .collect();
+    let waves = plan
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(w, wave)| WaveView {
+            name: wave.name.clone(),
+            approve: plan
+                .playbook
+                .strategy
+                .waves
+                .get(w)
+                .is_some_and(|s| s.approve),
+            gate: gate(detail, &wave.name, w + 1 == plan.waves.len()),
+            counts: HostCounts::default(),
+            by_region: Vec::new(),
+        })
+        .collect();
+    (regions, waves)
 }
 
 fn gate(detail: &RunDetail, wave: &str, last: bool) -> GateView {
