@@ -120,10 +120,10 @@ pub fn run(mut cli: Cli) -> Exit {
             notify_timeout,
             every,
         } => crate::commands::watch::run(&settings, notify, *notify_timeout, *every),
-        Command::Serve { listen, token_file } => crate::serve::run(
+        Command::Serve(args) => crate::serve::run(
             &crate::commands::store_settings(&settings),
-            listen,
-            token_file.as_deref(),
+            &args.listen,
+            args.token_file.as_deref(),
         ),
         Command::History { limit } => crate::commands::history::run(&settings, *limit),
         Command::Unlock { inventory, force } => {

@@ -1,6 +1,7 @@
 //! The command line, as clap derive types only; `app` turns them into work.
 
 mod inventory;
+pub mod serve;
 mod simulate;
 
 pub use inventory::InventoryAction;
@@ -396,16 +397,8 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         every: Option<std::time::Duration>,
     },
-    /// Live view over HTTP: run pages following their journal, gate buttons for token
-    /// holders, `/metrics` (docs/serve.md).
-    Serve {
-        /// Address to listen on (loopback by default).
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8470")]
-        listen: String,
-        /// File whose first line is the token that shows the gate buttons; none: read-only.
-        #[arg(long, value_name = "FILE")]
-        token_file: Option<std::path::PathBuf>,
-    },
+    /// Live view over HTTP: run pages, gate buttons, `/metrics` (docs/serve.md).
+    Serve(serve::ServeArgs),
     /// Recent runs: id, playbook, inventory, who, when, duration, outcome.
     History {
         #[arg(short = 'n', long, default_value_t = 20)]
