@@ -123,6 +123,11 @@ pub fn run(mut cli: Cli) -> Exit {
             notify_timeout,
             every,
         } => crate::commands::watch::run(&settings, notify, *notify_timeout, *every),
+        Command::Serve(args) => crate::serve::run(
+            &crate::commands::store_settings(&settings),
+            &args.listen,
+            args.token_file.as_deref(),
+        ),
         Command::History { limit } => crate::commands::history::run(&settings, *limit),
         Command::Unlock { inventory, force } => {
             crate::commands::resume::unlock(&settings, inventory, *force)

@@ -25,6 +25,7 @@
 //! - [`process`]: this process's identity (machine, pid, user) and other processes' liveness.
 //! - [`shell`]: the one shell-quoting function.
 //! - [`sys`]: safe functions over the libc calls pony makes; the crate's only `unsafe` code.
+//! - [`serve`]: `pony serve`, the runs over HTTP: live run pages, gate buttons, metrics.
 //! - [`lab`]: a local fleet of real sshd servers on loopback, for tests and `pony lab`.
 
 // Standard output goes through `term::Stdout` (`outln!`), which a closed pipe cannot
@@ -53,6 +54,7 @@ pub mod playbook;
 pub mod process;
 pub mod report;
 pub mod secret;
+pub mod serve;
 pub mod settings;
 pub mod shell;
 pub mod sim;

@@ -1,6 +1,7 @@
 //! The command line, as clap derive types only; `app` turns them into work.
 
 mod inventory;
+pub mod serve;
 mod simulate;
 mod values;
 mod vault;
@@ -405,6 +406,8 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         every: Option<std::time::Duration>,
     },
+    /// Live view over HTTP: run pages, gate buttons, `/metrics` (docs/serve.md).
+    Serve(serve::ServeArgs),
     /// Recent runs: id, playbook, inventory, who, when, duration, outcome.
     History {
         #[arg(short = 'n', long, default_value_t = 20)]
