@@ -473,7 +473,34 @@ fn a_journal_written_by_an_older_pony_is_read_by_status_and_resume() {
         serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).unwrap()).unwrap();
     report["files_changed"] = Value::Null;
     said["files_changed"] = Value::Null;
+    // Since then, a host's health check after its deploy (`health@HOST`) counts in its
+    // host's region and wave, beyond the planned tasks; the older pony put the two it
+    // saw in an `(unknown)` row. The same tasks, counted where they belong.
+    let (tasks, said_tasks) = (report["tasks"].take(), said["tasks"].take());
     assert_eq!(report, said);
+    let rows: Vec<&str> = said_tasks["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows, ["r1", "r2", "(unknown)"], "{said_tasks}");
+    let rows: Vec<&str> = tasks["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows, ["r1", "r2"], "{tasks}");
+    for field in ["succeeded", "failed", "skipped", "rolled_back", "pending"] {
+        assert_eq!(tasks["total"][field], said_tasks["total"][field], "{field}");
+    }
+    assert_eq!(
+        tasks["total"]["total"], 8,
+        "6 planned tasks and 2 health checks"
+    );
+    assert_eq!(tasks["regions"][0]["succeeded"], 5, "{tasks}");
+    assert_eq!(tasks["waves"][0]["succeeded"], 3, "{tasks}");
     let history = ok(&state, &["history"]);
     assert!(
         history.contains(id) && history.contains("awaiting approval of wave canary (exit 10)"),
