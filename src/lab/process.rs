@@ -88,8 +88,9 @@ fn descendants(roots: &HashSet<u32>) -> Vec<u32> {
     }
 }
 
-/// SIGSTOPs `roots` and then, top-down, every process below them, until a /proc scan finds
-/// no new descendant. Returns every pid stopped, roots first.
+/// SIGSTOPs `roots` and then, top-down, every process below them, until every process
+/// signalled has stopped and a /proc scan finds no new descendant. Returns every pid
+/// stopped, roots first.
 pub(crate) fn freeze_trees(roots: &[u32]) -> Vec<u32> {
     let mut all: Vec<u32> = Vec::new();
     let mut seen: HashSet<u32> = HashSet::new();
@@ -102,13 +103,18 @@ pub(crate) fn freeze_trees(roots: &[u32]) -> Vec<u32> {
     if all.is_empty() {
         return all;
     }
-    // Bounded: a frozen tree cannot grow, so this converges within a few scans.
-    for _ in 0..64 {
+    // A process sent SIGSTOP may still fork before the signal takes (a loaded machine
+    // runs it a little longer): the tree is frozen only once every process signalled is
+    // stopped (or gone) and a scan finds no new one. Bounded: a frozen tree cannot grow.
+    for _ in 0..2000 {
         let new: Vec<u32> = descendants(&seen)
             .into_iter()
             .filter(|p| !seen.contains(p))
             .collect();
-        if new.is_empty() {
+        let settled = all
+            .iter()
+            .all(|&pid| stat(pid).is_none_or(|(state, _)| matches!(state, 'T' | 'Z' | 'X')));
+        if new.is_empty() && settled {
             break;
         }
         for pid in new {
@@ -116,6 +122,7 @@ pub(crate) fn freeze_trees(roots: &[u32]) -> Vec<u32> {
             seen.insert(pid);
             all.push(pid);
         }
+        std::thread::sleep(Duration::from_millis(5));
     }
     all
 }
