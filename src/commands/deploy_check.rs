@@ -21,9 +21,6 @@ use crate::transport::ssh::SshOptions;
 use std::fmt::Write;
 use std::sync::Arc;
 
-/// What stands for a capture in a checked template.
-const CAPTURED: &str = "(captured at run time)";
-
 /// One task's answer, for the report.
 struct Answer {
     step: String,
@@ -90,12 +87,7 @@ async fn check_host(
     host: HostId,
     diff: bool,
 ) -> Vec<Answer> {
-    let mut placeholders = Vars::new();
-    for step in &plan.playbook.steps {
-        if let Some(name) = &step.capture {
-            placeholders.insert(name.clone(), CAPTURED.into());
-        }
-    }
+    let placeholders = super::dry_run::capture_placeholders(plan);
     let mut answers = Vec::new();
     for node in in_graph_order(plan, position, host) {
         let Some(task) = plan.task(node) else {

@@ -26,6 +26,18 @@ use tokio::sync::mpsc::UnboundedReceiver;
 /// What the dry run says where a template uses a capture.
 const CAPTURED: &str = "(captured at run time)";
 
+/// Every capture of the playbook standing as [`CAPTURED`], for rendering before the run
+/// (`--dry-run`, `--check`).
+pub fn capture_placeholders(plan: &Plan) -> crate::inventory::Vars {
+    let mut placeholders = crate::inventory::Vars::new();
+    for step in &plan.playbook.steps {
+        if let Some(name) = &step.capture {
+            placeholders.insert(name.clone(), CAPTURED.into());
+        }
+    }
+    placeholders
+}
+
 /// Each wave's hosts per cluster, cut into admission batches, and every host's batch.
 struct Batches {
     /// Per wave: cluster → batches of hosts, in admission order.
@@ -223,12 +235,7 @@ pub fn render(plan: Plan, redactor: &Redactor, connections: usize, pace: Rollbac
         .collect();
     tasks.sort_unstable();
 
-    let mut placeholders = crate::inventory::Vars::new();
-    for s in &plan.playbook.steps {
-        if let Some(name) = &s.capture {
-            placeholders.insert(name.clone(), CAPTURED.into());
-        }
-    }
+    let placeholders = capture_placeholders(plan);
     let mut out = rollback_line(plan, pace);
     let mut next = tasks.iter().peekable();
     for (w, wave) in plan.waves.iter().enumerate() {
