@@ -22,6 +22,11 @@
 //! controller CPU per host-task). It prints figures only: nothing is asserted on timing. It
 //! fails when a deploy or an ssh command fails.
 //!
+//! Memory: while each run goes on, the summed PSS of the bench's descendants named `pony`
+//! or `ssh` is sampled every 250 ms and its peak kept; printed per connected host, it is
+//! what a controller and its ssh processes cost in memory per host (for floor (b), its
+//! ControlMasters'; for (a), one `ssh` per host).
+//!
 //! CPU accounting: pony's own CPU (without its children) is read from /proc/<pid>/stat of
 //! its zombie (waited for with `waitid(WNOWAIT)`, then reaped). The bench makes itself a
 //! child subreaper (`PR_SET_CHILD_SUBREAPER`), so the `ssh -f` masters that pony (through the
@@ -250,6 +255,9 @@ struct Sample {
     cpu_server: Duration,
     /// Masters still alive after the grace period (killed by the bench).
     leftover: usize,
+    /// The highest sum of the client processes' proportional set size (PSS) seen while
+    /// the run went on: pony and every `ssh` process of the run (launchers, masters).
+    peak_client_memory: u64,
 }
 
 impl Sample {
@@ -342,7 +350,10 @@ fn measure(fleet: &Fleet, body: impl FnOnce() -> Result<Timed>) -> Result<Sample
     let sshd: Vec<u32> = fleet.hosts().iter().map(|h| h.pid).collect();
     let server_before = server_cpu(&sshd);
     let before = children_cpu();
-    let Timed { wall, own_cpu } = body()?;
+    let sampler = MemorySampler::start();
+    let timed = body();
+    let peak_client_memory = sampler.stop();
+    let Timed { wall, own_cpu } = timed?;
     let after_direct = children_cpu();
     let leftover = reap_masters();
     let after_masters = children_cpu();
@@ -354,7 +365,88 @@ fn measure(fleet: &Fleet, body: impl FnOnce() -> Result<Timed>) -> Result<Sample
         cpu_masters: after_masters.saturating_sub(after_direct),
         cpu_server: server_cpu(&sshd).saturating_sub(server_before),
         leftover,
+        peak_client_memory,
     })
+}
+
+/// Samples, every `MEMORY_PERIOD` until stopped, the summed PSS of this bench's
+/// descendants named `pony` or `ssh` (the fleet's `sshd` are not clients), and keeps
+/// the peak. PSS shares a page among the processes that map it, so a thousand `ssh`
+/// processes count their one binary once, not a thousand times as RSS would.
+struct MemorySampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+const MEMORY_PERIOD: Duration = Duration::from_millis(250);
+
+impl MemorySampler {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(client_memory());
+                std::thread::sleep(MEMORY_PERIOD);
+            }
+            peak
+        });
+        MemorySampler { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+/// The summed PSS, in bytes, of this process's descendants named `pony` or `ssh`.
+fn client_memory() -> u64 {
+    let me = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut parents = std::collections::HashMap::new();
+    let mut names = std::collections::HashMap::new();
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0);
+        parents.insert(pid, ppid);
+        names.insert(pid, stat[open + 1..close].to_string());
+    }
+    let descends = |mut pid: u32| {
+        for _ in 0..64 {
+            match parents.get(&pid) {
+                Some(&parent) if parent == me => return true,
+                Some(&parent) if parent > 1 => pid = parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    names
+        .iter()
+        .filter(|(pid, name)| matches!(name.as_str(), "pony" | "ssh") && descends(**pid))
+        .filter_map(|(pid, _)| fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|rollup| {
+            let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .sum()
 }
 
 /// CPU of the fleet's sshd servers and of every process they started and reaped
@@ -907,6 +999,16 @@ fn bench_fleet(
             cpu_own[k]
                 .map(|c| format!(" (pony alone {:.3} ms)", c * 1000.0 / tasks))
                 .unwrap_or_default(),
+        );
+    }
+    println!("  peak client memory (PSS of pony and its ssh processes, sampled every {} ms), median of rounds:", MEMORY_PERIOD.as_millis());
+    for (k, contender) in contenders.iter().enumerate() {
+        let peak = med(k, &|x| x.peak_client_memory as f64);
+        println!(
+            "  {:<26} {:>8.1} MiB in all, {:>7.1} KiB per connected host",
+            contender.label(handshakes),
+            peak / 1048576.0,
+            peak / 1024.0 / hosts as f64
         );
     }
     let idx = |c: Contender| contenders.iter().position(|&x| x == c).expect("present");

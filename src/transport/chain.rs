@@ -10,7 +10,8 @@
 //! must not start.
 
 use super::{
-    marked_command, CommandOutput, TaskMark, TransportError, Wrapper, OWN_FOLDER_FUNCTION, UID,
+    marked_command, on_stdin, CommandOutput, TaskMark, TransportError, Wrapper,
+    OWN_FOLDER_FUNCTION, UID,
 };
 use std::time::Duration;
 
@@ -61,16 +62,41 @@ pub fn script(links: &[ChainLink], marker: &str, cut: &str) -> String {
         "(while read -r pony_l <&3; do :; done; {}) & pony_w=$!\n",
         write_cut(run, cut)
     );
+    // The links run in one session of their own, which the chain makes once (one
+    // `setsid` and one `sh` for all its links, where each link paid for both before):
+    // its leader's `PONY_TASK` is the chain's token, which each link's marker names
+    // beside the session's id (see [`Wrapper::ChainLink`]). A session killed under a
+    // link ends with a signal's status and no frame for that link: the frame is
+    // written here, as the link's own wrapper would have.
+    let body =
+        format!("pony_chain=; [ -z \"$PONY_SESSION\" ] || pony_chain=\"$$ $PONY_TASK\"\n{body}");
+    let session = format!(
+        "exec 3<&-\n\
+         pony_setsid=; command -v setsid >/dev/null 2>&1 && pony_setsid='setsid -w'\n\
+         PONY_TASK={token}; PONY_HANDS={hands}; PONY_SESSION=$pony_setsid\n\
+         export PONY_TASK PONY_HANDS PONY_SESSION\n\
+         {launch}pony_r=$?\n\
+         if [ $pony_r -gt 128 ]; then printf '\\n{marker} %d\\n' \"$pony_r\"; printf '\\n{marker} %d\\n' \"$pony_r\" >&2; fi\n",
+        token = crate::shell::quote(&chain_token(links, cut)),
+        hands = crate::shell::quote(links.first().map(|l| l.mark.hands.as_str()).unwrap_or("")),
+        launch = on_stdin("$pony_setsid", &body),
+    );
     let chain = format!(
-        "{watcher}(eval {}) </dev/null 3<&-; pony_r=$?\n{}\
-         kill \"$pony_w\" 2>/dev/null; wait \"$pony_w\" 2>/dev/null; exit $pony_r\n",
-        crate::shell::quote(&body),
+        "{watcher}{session}{}\
+         kill \"$pony_w\" 2>/dev/null; wait \"$pony_w\" 2>/dev/null; exit 0\n",
         remove_emptied_markers(run, links)
     );
     format!(
         "(eval {}) 3<&0 </dev/null; printf '\\n{marker} {END}\\n'; printf '\\n{marker} {END}\\n' >&2\n",
         crate::shell::quote(&chain)
     )
+}
+
+/// The `PONY_TASK` of a chain's session: its run and its cut's name, which no task's
+/// token can be (those are `RUN/t<node>` and `RUN/r<node>`).
+fn chain_token(links: &[ChainLink], cut: &str) -> String {
+    let run = links.first().map(|l| l.mark.run.as_str()).unwrap_or("_");
+    format!("{run}/chain-{cut}")
 }
 
 /// Removes, in one `rm`, the links' markers they left empty (see [`Wrapper::ChainLink`]);
@@ -205,6 +231,156 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&gone.stderr),
             format!("\n{m} 0\n\n{m} end\n")
+        );
+    }
+
+    /// With the host's shell set up, a chain of links without a `timeout` execs one
+    /// `setsid` and one `sh` in all (its session), not one of each per link: both are
+    /// counted by wrappers on a PATH that holds nothing else.
+    #[test]
+    fn a_chain_execs_one_setsid_and_one_sh_for_all_its_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let count = tmp.path().join("execs");
+        for program in ["setsid", "sh"] {
+            let found = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {program}"))
+                .output()
+                .unwrap();
+            let real = String::from_utf8(found.stdout).unwrap();
+            let wrapper = bin.join(program);
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!{}\necho {program} >> '{}'\nexec {} \"$@\"\n",
+                    std::path::Path::new("/bin/sh").display(),
+                    count.display(),
+                    real.trim()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(
+                &wrapper,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .unwrap();
+        }
+        let links: Vec<ChainLink> = ["t1", "t2", "t3", "t4", "t5"]
+            .iter()
+            .map(|task| ChainLink {
+                command: "echo \"$PONY_TASK\"".into(),
+                timeout: None,
+                mark: TaskMark::new("run-2", task.to_string()),
+            })
+            .collect();
+        let m = "__pony_8_8__";
+        // The run's first task on the host makes the run's folder (`mkdir`), before the
+        // PATH narrows.
+        let script = format!(
+            "{}mkdir -p \"$TMPDIR/pony-$(id -u)/run-2\"\nPATH={}; export PATH\n{}",
+            crate::transport::shell_setup(),
+            bin.display(),
+            script(&links, m, "c1-y")
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("TMPDIR", tmp.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _open = child.stdin.take();
+        let out = child.wait_with_output().unwrap();
+        let frames: String = links
+            .iter()
+            .map(|l| format!("run-2/{}\n\n{m} 0\n", l.mark.task))
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{frames}\n{m} end\n"),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let execs = std::fs::read_to_string(&count).unwrap();
+        assert_eq!(execs, "setsid\nsh\n", "one session for the chain");
+        let uid = crate::sys::uid();
+        let left: Vec<_> = std::fs::read_dir(tmp.path().join(format!("pony-{uid}/run-2")))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "markers left: {left:?}");
+    }
+
+    /// A kill of a running link (as a stopping run sends it: [`crate::transport::kill_command`])
+    /// kills the chain's session, its `timeout`'s group included: the link gets its
+    /// frame with the signal's status, no next link starts, and the marker is gone.
+    #[test]
+    fn a_kill_of_a_running_link_ends_its_chain_with_a_frame_for_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let uid = crate::sys::uid();
+        let started = tmp.path().join("started");
+        let links = vec![
+            link("echo one", "t1"),
+            link(
+                &format!("sleep 60 & echo $! > '{}'; wait", started.display()),
+                "t2",
+            ),
+            link("echo three", "t3"),
+        ];
+        let m = "__pony_7_7__";
+        let mut chain = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mkdir -p \"$TMPDIR/pony-$(id -u)/run-1\"\n{}",
+                script(&links, m, "c4-x")
+            ))
+            .env("TMPDIR", tmp.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _open = chain.stdin.take();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let sleeper = loop {
+            if let Ok(pid) = std::fs::read_to_string(&started) {
+                if !pid.trim().is_empty() {
+                    break pid.trim().to_string();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the link never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let marker = tmp.path().join(format!("pony-{uid}/run-1/t2.pid"));
+        let named = std::fs::read_to_string(&marker).unwrap();
+        assert!(named.contains(" run-1/chain-c4-x"), "{named:?}");
+        let kill = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(crate::transport::kill_command(&links[1].mark))
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&kill.stdout).trim(), "killed");
+        let out = chain.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("one\n\n{m} 0\n\n{m} 143\n\n{m} end\n")
+        );
+        assert!(!marker.exists(), "the kill removed the marker");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{sleeper}")).exists()
+                || std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true),
+            "the link's child (in its `timeout`'s group) was killed"
         );
     }
 }
