@@ -118,14 +118,20 @@ fn add_needs(
                     unreachable!()
                 };
                 let region = inventory.hosts[task.host].region;
-                let (sources, join_key) = need_sources(
-                    need.step,
-                    need.scope,
-                    needed,
-                    &step_tasks[need.step],
-                    task,
-                    region,
-                );
+                let (sources, join_key) = if step.listen.contains(&need.step) {
+                    // A handler hears only its own host's task of a step it listens to.
+                    let own = step_tasks[need.step].by_host.get(&task.host);
+                    (own.copied().into_iter().collect(), None)
+                } else {
+                    need_sources(
+                        need.step,
+                        need.scope,
+                        needed,
+                        &step_tasks[need.step],
+                        task,
+                        region,
+                    )
+                };
                 let latest_wave = sources
                     .iter()
                     .filter_map(|s| match graph[*s] {
