@@ -203,11 +203,16 @@ fn plan_dry_run_and_check_say_what_a_handler_listens_to_and_whether_it_would_run
         "{said}"
     );
 
-    let check = lab.deploy_command(&playbook, &["--check"]).output().unwrap();
+    let check = lab
+        .deploy_command(&playbook, &["--check"])
+        .output()
+        .unwrap();
     assert_eq!(code(&check), 0, "{}", text(&check));
     let said = text(&check);
     let host_block = |host: &str| -> String {
-        let start = said.find(&format!("\n{host}\n")).expect("host in the report");
+        let start = said
+            .find(&format!("\n{host}\n"))
+            .expect("host in the report");
         said[start + 1..]
             .lines()
             .skip(1)
@@ -216,10 +221,7 @@ fn plan_dry_run_and_check_say_what_a_handler_listens_to_and_whether_it_would_run
             .join("\n")
     };
     let first = host_block(&hosts[0]);
-    assert!(
-        first.contains("would run: notified by `config`"),
-        "{first}"
-    );
+    assert!(first.contains("would run: notified by `config`"), "{first}");
     let second = host_block(&hosts[1]);
     assert!(
         second.contains("skipped: no change would notify it (listened: config)"),
@@ -322,7 +324,8 @@ impl MailLab {
     fn set_postfix_config(&self) {
         use serde_yaml::Value;
         let path = self.state.join("lab/inventory.yaml");
-        let mut doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut doc: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for region in doc["regions"].as_mapping_mut().unwrap().values_mut() {
             for cluster in region["clusters"].as_mapping_mut().unwrap().values_mut() {
                 for (name, host) in cluster["hosts"].as_mapping_mut().unwrap().iter_mut() {
@@ -437,7 +440,11 @@ fn the_postfix_role_as_an_include_reloads_postfix_only_where_its_config_changed(
     let second = lab.deploy(&playbook, &[]);
     assert_eq!(code(&second), 0, "{}", text(&second));
     for host in [canary, other] {
-        assert_eq!(lab.postconf(host, "message_size_limit"), "52428800", "{host}");
+        assert_eq!(
+            lab.postconf(host, "message_size_limit"),
+            "52428800",
+            "{host}"
+        );
         let header_checks = lab.postconf(host, "header_checks");
         assert!(header_checks.ends_with("/header_checks"), "{header_checks}");
     }
@@ -447,7 +454,11 @@ fn the_postfix_role_as_an_include_reloads_postfix_only_where_its_config_changed(
         lab.reloads(other) > reloads[1]
     });
     assert_eq!(lab.reloads(other), reloads[1] + 1);
-    assert_eq!(lab.reloads(canary), reloads[0], "the canary was reloaded again");
+    assert_eq!(
+        lab.reloads(canary),
+        reloads[0],
+        "the canary was reloaded again"
+    );
     let said = text(&second);
     let run = said
         .lines()

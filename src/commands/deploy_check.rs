@@ -218,14 +218,19 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
             }
         }
     }
+    out.push_str(&summary(
+        [run, change, same, skipped, unknown],
+        not_notified,
+    ));
+    out
+}
+
+/// The report's last line: the answers counted.
+fn summary([run, change, same, skipped, unknown]: [usize; 5], not_notified: usize) -> String {
     let quiet = if not_notified > 0 {
         format!(", {not_notified} handler(s) nothing would notify")
     } else {
         String::new()
     };
-    let _ = writeln!(
-        out,
-        "summary: {run} would run, {change} would change a file, {same} unchanged, {skipped} skipped by a guard, {unknown} unknown{quiet}"
-    );
-    out
+    format!("summary: {run} would run, {change} would change a file, {same} unchanged, {skipped} skipped by a guard, {unknown} unknown{quiet}\n")
 }

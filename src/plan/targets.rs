@@ -123,7 +123,11 @@ fn step_targets(
         // could notify it there.
         Per::Host if step.is_handler() => eligible
             .into_iter()
-            .filter(|h| step.listen.iter().any(|&l| step_tasks[l].by_host.contains_key(h)))
+            .filter(|h| {
+                step.listen
+                    .iter()
+                    .any(|&l| step_tasks[l].by_host.contains_key(h))
+            })
             .collect(),
         Per::Host => eligible,
         Per::Region => {

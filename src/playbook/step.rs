@@ -197,17 +197,7 @@ impl Builder<'_> {
                 return None;
             }
         };
-        let mut needs = self.needs(&what, raw, names);
-        let listen = self.listen(&what, raw, names);
-        // A handler waits for the steps it listens to (on its host, see `crate::plan`).
-        for &step in &listen {
-            if !needs.iter().any(|n| n.step == step) {
-                needs.push(Need {
-                    step,
-                    scope: NeedScope::Auto,
-                });
-            }
-        }
+        let (needs, listen) = self.needs_and_listen(&what, raw, names);
         let changed_when = self.changed_when(&what, raw, &action);
         if let Some(capture) = &raw.capture {
             self.check_capture(&what, capture);
@@ -340,6 +330,27 @@ impl Builder<'_> {
             }
         }
         needs
+    }
+
+    /// The step's `needs` and, for a handler, what it listens to: a handler also needs
+    /// the steps it listens to (on its own host, see `crate::plan`).
+    fn needs_and_listen(
+        &mut self,
+        what: &str,
+        raw: &RawStep,
+        names: &[&str],
+    ) -> (Vec<Need>, Vec<StepId>) {
+        let mut needs = self.needs(what, raw, names);
+        let listen = self.listen(what, raw, names);
+        for &step in &listen {
+            if !needs.iter().any(|n| n.step == step) {
+                needs.push(Need {
+                    step,
+                    scope: NeedScope::Auto,
+                });
+            }
+        }
+        (needs, listen)
     }
 
     /// `changed_when:` checked: only on a `run` step, one of its four forms.

@@ -326,7 +326,10 @@ steps:
         ChangeRule::StdoutContains("updated".into())
     );
     assert_eq!(step("read").changed_when, ChangeRule::Never);
-    assert_eq!(step("gone").changed_when, ChangeRule::StdoutLacks("kept".into()));
+    assert_eq!(
+        step("gone").changed_when,
+        ChangeRule::StdoutLacks("kept".into())
+    );
     assert_eq!(step("plain").changed_when, ChangeRule::Always);
     assert_eq!(step("conf").changed_when, ChangeRule::Always);
     let reload = step("reload");
@@ -361,8 +364,14 @@ steps:
         e.contains("step `conf`: `changed_when: \"maybe\"` is not a rule pony knows"),
         "{e}"
     );
-    assert!(e.contains("step `probe`: `changed_when` on a `probe` step"), "{e}");
-    assert!(e.contains("step `reload` listens to unknown step `conff`"), "{e}");
+    assert!(
+        e.contains("step `probe`: `changed_when` on a `probe` step"),
+        "{e}"
+    );
+    assert!(
+        e.contains("step `reload` listens to unknown step `conff`"),
+        "{e}"
+    );
     assert!(e.contains("did you mean `conf`?"), "{e}");
     assert!(e.contains("step `self` listens to itself"), "{e}");
     assert!(e.contains("step `empty`: `listen` is empty"), "{e}");
