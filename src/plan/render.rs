@@ -220,9 +220,14 @@ fn mermaid_steps(plan: &Plan) -> String {
     for (s, step) in plan.playbook.steps.iter().enumerate() {
         for need in &step.needs {
             let needed = &plan.playbook.steps[need.step];
+            let arrow = if step.listen.contains(&need.step) {
+                "-. notifies .->"
+            } else {
+                "-->"
+            };
             writeln!(
                 out,
-                "  s{}_{} --> s{s}_{}",
+                "  s{}_{} {arrow} s{s}_{}",
                 need.step,
                 mermaid_id(&needed.name),
                 mermaid_id(&step.name)
