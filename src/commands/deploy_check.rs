@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 /// One task's answer, for the report.
 struct Answer {
+    step_id: crate::playbook::StepId,
     step: String,
     preview: Preview,
     /// Rendered with a placeholder for a capture.
@@ -103,10 +104,23 @@ async fn check_host(
             Err(_) => (rendered(&placeholders), true),
         };
         let preview = match spec {
+            // A handler is answered from what its listened steps would do here.
+            Ok(_) if step.is_handler() => {
+                let heard: Vec<(&str, &Preview, &crate::playbook::ChangeRule)> = answers
+                    .iter()
+                    .filter(|a: &&Answer| step.listen.contains(&a.step_id))
+                    .map(|a| {
+                        let listened = &plan.playbook.steps[a.step_id];
+                        (listened.name.as_str(), &a.preview, &listened.changed_when)
+                    })
+                    .collect();
+                task::handler_preview(&heard)
+            }
             Ok(spec) => task::preview(pool, task.runs_on().host(), &spec, diff).await,
             Err(e) => Preview::Unknown(e),
         };
         answers.push(Answer {
+            step_id: task.step,
             step: step.name.clone(),
             preview,
             placeholder,
@@ -141,6 +155,7 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
         plan.playbook.name
     );
     let (mut run, mut change, mut same, mut skipped, mut unknown) = (0, 0, 0, 0, 0);
+    let mut not_notified = 0;
     let width = plan
         .playbook
         .steps
@@ -172,6 +187,18 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
                     unknown += 1;
                     (format!("unknown: {why}"), None)
                 }
+                Preview::Notified(why) => {
+                    run += 1;
+                    (format!("would run: {why}"), None)
+                }
+                Preview::NotNotified(why) => {
+                    not_notified += 1;
+                    (format!("skipped: {why}"), None)
+                }
+                Preview::IfNotified(why) => {
+                    run += 1;
+                    (format!("would run if notified: {why}"), None)
+                }
             };
             let note = if answer.placeholder {
                 " (a capture shown as a placeholder)"
@@ -191,9 +218,19 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "summary: {run} would run, {change} would change a file, {same} unchanged, {skipped} skipped by a guard, {unknown} unknown"
-    );
+    out.push_str(&summary(
+        [run, change, same, skipped, unknown],
+        not_notified,
+    ));
     out
+}
+
+/// The report's last line: the answers counted.
+fn summary([run, change, same, skipped, unknown]: [usize; 5], not_notified: usize) -> String {
+    let quiet = if not_notified > 0 {
+        format!(", {not_notified} handler(s) nothing would notify")
+    } else {
+        String::new()
+    };
+    format!("summary: {run} would run, {change} would change a file, {same} unchanged, {skipped} skipped by a guard, {unknown} unknown{quiet}\n")
 }

@@ -417,6 +417,7 @@ fn task_lines(
     // `become` is shown as a tag: on the wire the commands go to `sudo -n sh -s` in a
     // here-document, which would only bury them.
     let become_tag = if step.become_root { "[become] " } else { "" };
+    let tags = crate::plan::render::step_tags(plan, step);
     let forward = match task::render_task_for_display(plan, step, &ctx) {
         Ok(spec) => {
             let mut text = spec.action.describe();
@@ -426,7 +427,7 @@ fn task_lines(
             if let Some(u) = &spec.unless {
                 text = format!("[unless {u}] {text}");
             }
-            format!("{become_tag}{text}")
+            format!("{tags}{become_tag}{text}")
         }
         Err(e) => format!("!! {e}"),
     };

@@ -301,6 +301,12 @@ fn describe_steps(out: &mut String, plan: &Plan) {
         if let Some(origin) = &step.origin {
             writeln!(out, "    from {origin}").unwrap();
         }
+        if let Some(note) = crate::plan::render::handler_note(plan, step) {
+            writeln!(out, "    {note}").unwrap();
+        }
+        if let Some(rule) = step.changed_when.describe() {
+            writeln!(out, "    {rule}").unwrap();
+        }
         if step.delegate.is_some() {
             writeln!(out, "    {}", delegates_line(plan, s)).unwrap();
         }

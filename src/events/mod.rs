@@ -37,6 +37,11 @@ pub struct TaskRecord {
     /// a guard skipped it or it never reached the host: nothing to roll back.
     #[serde(default = "yes")]
     pub changed: bool,
+    /// Whether the task reported a change (what a handler listens for): false also when
+    /// an upload found its file in place or a `run` step's `changed_when` said so.
+    /// Absent in journals written before handlers (then `changed` stands for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_changed: Option<bool>,
     /// The commands and their output, for the host's log (`logs/<host>.log`, not the
     /// journal).
     #[serde(skip)]

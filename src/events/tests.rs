@@ -17,6 +17,7 @@ fn record(secret: &str) -> TaskRecord {
         captures: vec![("token".into(), format!("capture {secret}"))],
         output_tail: format!("output {secret}"),
         changed: true,
+        reported_changed: None,
         error: Some(format!("error {secret}")),
         log: format!("log {secret}"),
     }

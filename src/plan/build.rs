@@ -118,14 +118,28 @@ fn add_needs(
                     unreachable!()
                 };
                 let region = inventory.hosts[task.host].region;
-                let (sources, join_key) = need_sources(
-                    need.step,
-                    need.scope,
-                    needed,
-                    &step_tasks[need.step],
-                    task,
-                    region,
-                );
+                // A handler hears its own host's task of a step it listens to: a
+                // direct edge (also under a run-wide `needs` on that step, which waits
+                // through a join), so that it finds the task it listens to.
+                let own = step.listen.contains(&need.step).then(|| {
+                    let own = step_tasks[need.step].by_host.get(&task.host).copied();
+                    if let Some(own) = own {
+                        graph.update_edge(own, node, ());
+                    }
+                    own
+                });
+                let (sources, join_key) = if let (Some(own), NeedScope::Auto) = (own, need.scope) {
+                    (own.into_iter().collect(), None)
+                } else {
+                    need_sources(
+                        need.step,
+                        need.scope,
+                        needed,
+                        &step_tasks[need.step],
+                        task,
+                        region,
+                    )
+                };
                 let latest_wave = sources
                     .iter()
                     .filter_map(|s| match graph[*s] {

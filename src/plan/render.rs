@@ -52,6 +52,33 @@ fn per_name(per: crate::playbook::Per) -> &'static str {
     }
 }
 
+/// What `plan` and `--dry-run` say of a handler: the steps it listens to.
+pub fn handler_note(plan: &Plan, step: &crate::playbook::Step) -> Option<String> {
+    step.is_handler().then(|| {
+        let heard: Vec<String> = step
+            .listen
+            .iter()
+            .map(|&l| format!("`{}`", plan.playbook.steps[l].name))
+            .collect();
+        format!(
+            "handler: runs on a host only if {} changed something there",
+            heard.join(" or ")
+        )
+    })
+}
+
+/// A step's `handler` and `changed_when` notes, as tags before a task's command.
+pub fn step_tags(plan: &Plan, step: &crate::playbook::Step) -> String {
+    let mut tags = String::new();
+    if let Some(note) = handler_note(plan, step) {
+        tags.push_str(&format!("[{note}] "));
+    }
+    if let Some(rule) = step.changed_when.describe() {
+        tags.push_str(&format!("[{rule}] "));
+    }
+    tags
+}
+
 fn quoted(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -72,6 +99,9 @@ fn dot_steps(plan: &Plan) -> String {
         if let Some(origin) = &step.origin {
             label.push_str(&format!("\\nfrom {origin}"));
         }
+        if step.is_handler() {
+            label.push_str("\\nhandler");
+        }
         writeln!(
             out,
             "  {} [label=\"{}\"];",
@@ -82,7 +112,9 @@ fn dot_steps(plan: &Plan) -> String {
     }
     for step in &plan.playbook.steps {
         for need in &step.needs {
-            let style = if need.scope == crate::playbook::NeedScope::Run {
+            let style = if step.listen.contains(&need.step) {
+                " [style=dotted, label=\"notifies\"]"
+            } else if need.scope == crate::playbook::NeedScope::Run {
                 " [style=dashed, label=\"run\"]"
             } else {
                 ""
@@ -188,9 +220,14 @@ fn mermaid_steps(plan: &Plan) -> String {
     for (s, step) in plan.playbook.steps.iter().enumerate() {
         for need in &step.needs {
             let needed = &plan.playbook.steps[need.step];
+            let arrow = if step.listen.contains(&need.step) {
+                "-. notifies .->"
+            } else {
+                "-->"
+            };
             writeln!(
                 out,
-                "  s{}_{} --> s{s}_{}",
+                "  s{}_{} {arrow} s{s}_{}",
                 need.step,
                 mermaid_id(&needed.name),
                 mermaid_id(&step.name)
@@ -236,6 +273,8 @@ fn json_steps(plan: &Plan) -> serde_json::Value {
             "action": step.action.kind(),
             "tasks": counts[s],
             "from": step.origin,
+            "listen": step.listen.iter().map(|&l| &plan.playbook.steps[l].name).collect::<Vec<_>>(),
+            "changed_when": step.changed_when.describe(),
             "needs": step.needs.iter().map(|n| json!({
                 "step": plan.playbook.steps[n.step].name,
                 "scope": n.scope,

@@ -119,6 +119,16 @@ fn step_targets(
     let (inventory, host_wave) = (scope.inventory, scope.host_wave);
     let name_of = |h: &HostId| inventory.hosts[*h].name.as_str();
     match step.per {
+        // A handler runs only where a step it listens to has a task: nothing else
+        // could notify it there.
+        Per::Host if step.is_handler() => eligible
+            .into_iter()
+            .filter(|h| {
+                step.listen
+                    .iter()
+                    .any(|&l| step_tasks[l].by_host.contains_key(h))
+            })
+            .collect(),
         Per::Host => eligible,
         Per::Region => {
             let mut first: HashMap<RegionId, HostId> = HashMap::new();

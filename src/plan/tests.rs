@@ -360,3 +360,44 @@ steps:
     assert_eq!(turns.get(&host("st-gz-1")), Some(&1));
     assert_eq!(turns.len(), 2);
 }
+
+#[test]
+fn a_handler_waits_for_its_own_hosts_listened_tasks_and_exists_only_where_they_do() {
+    let plan = plan(
+        r#"
+name: h
+steps:
+  - { name: conf, hosts: "mx-gz-*", run: "true" }
+  - { name: edit, hosts: "mx-gz-1", run: "true" }
+  - { name: reload, hosts: mta, listen: [conf, edit], run: "true" }
+  - { name: after, hosts: mta, listen: [conf], needs: [{ step: conf, scope: run }], run: "true" }
+"#,
+    );
+    // Only where a listened step has a task: the MTAs of gz, not those of ams.
+    let reloads: Vec<String> = plan
+        .tasks()
+        .filter(|(_, t)| plan.playbook.steps[t.step].name == "reload")
+        .map(|(n, _)| plan.label(n))
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            "reload@mx-gz-1",
+            "reload@mx-gz-2",
+            "reload@mx-gz-3",
+            "reload@mx-gz-9"
+        ]
+    );
+    // Its own host's tasks only (no fallback to the region's, as a `needs` would).
+    assert_eq!(
+        waits_for(&plan, "reload@mx-gz-1"),
+        ["conf@mx-gz-1", "edit@mx-gz-1"]
+    );
+    assert_eq!(waits_for(&plan, "reload@mx-gz-2"), ["conf@mx-gz-2"]);
+    // A run-wide `needs` on what it listens to still waits for all of it, and the own
+    // host's task is a direct dependency (what the scheduler asks about a change).
+    let after = node(&plan, "after@mx-gz-2");
+    let own = node(&plan, "conf@mx-gz-2");
+    assert!(plan.dependencies(after).any(|d| d == own));
+    assert_eq!(waits_for(&plan, "after@mx-gz-2").len(), 5);
+}

@@ -5,8 +5,8 @@
 //! found relative to the file that includes it, as are its own includes and its steps'
 //! `template:`/`upload:` sources (their `src` gets the included file's folder in front,
 //! so that the playbook, the plan and a run's snapshot know each source by one name).
-//! Each included step is named `<include name>/<step name>`; its `needs` on steps of the
-//! same file follow the renaming; it gets the include's `needs` and, without its own,
+//! Each included step is named `<include name>/<step name>`; its `needs` (and a
+//! handler's `listen`) on steps of the same file follow the renaming; it gets the include's `needs` and, without its own,
 //! the include's `hosts`; its `vars:` are the file's defaults, then the include's
 //! `vars:`, then its own. Cycles and missing files are refused.
 
@@ -311,6 +311,14 @@ impl Outer<'_> {
                 }
             }
         }
+        // A handler's `listen` names steps as `needs` does.
+        if let Some(Value::Sequence(listen)) = map.get_mut("listen") {
+            for heard in listen.iter_mut() {
+                if let Value::String(n) = heard {
+                    *n = renamed(n);
+                }
+            }
+        }
         if let Some(extra) = self.needs {
             let needs = map
                 .entry("needs".into())
@@ -422,6 +430,24 @@ mod tests {
         assert_eq!(
             expanded.files,
             ["roles/pf/tasks.yaml", "roles/common/base.yaml"]
+        );
+    }
+
+    #[test]
+    fn a_handlers_listen_follows_the_renaming_of_its_files_steps() {
+        let read = |_: &str| {
+            Ok("- { name: config, run: 'true' }\n- { name: reload, listen: [config, prep], run: 'true' }\n".to_string())
+        };
+        let mut value: Value = serde_yaml::from_str(
+            "name: p\nsteps:\n  - { name: prep, run: 'true' }\n  - { include: role.yaml, name: mta }\n",
+        )
+        .unwrap();
+        expand(Path::new("pb.yaml"), &mut value, &read).unwrap();
+        let reload = &value["steps"][2];
+        assert_eq!(reload["name"], "mta/reload");
+        assert_eq!(
+            reload["listen"],
+            serde_yaml::from_str::<Value>("[mta/config, prep]").unwrap()
         );
     }
 

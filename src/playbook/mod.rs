@@ -23,7 +23,7 @@ use raw::{RawPlaybook, Scalar};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-pub use step::{Action, Need, Step, Transfer, Until};
+pub use step::{Action, ChangeRule, Need, Step, Transfer, Until};
 pub use strategy::{
     Check, CheckAction, Compare, Limit, Strategy, Tolerance, Wave, Window, WindowError,
 };
@@ -300,6 +300,9 @@ impl Builder<'_> {
             .iter()
             .filter_map(|s| self.step(s, &names))
             .collect();
+        if steps.len() == raw_steps {
+            self.check_listened(&steps);
+        }
         let env = template::environment();
         for step in &steps {
             for (field, source) in step.templates() {

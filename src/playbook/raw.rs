@@ -249,6 +249,12 @@ pub struct RawStep {
     /// Vars of this step only (an included step gets its file's and its include's).
     #[serde(default)]
     pub vars: Vars,
+    /// How a `run` step reports a change: `true`, `false`, `{ stdout_contains: T }` or
+    /// `{ stdout_lacks: T }`; checked by hand in `super::step` for a clear message.
+    pub changed_when: Option<serde_yaml::Value>,
+    /// Makes the step a handler: it runs on a host only when one of these steps changed
+    /// something there.
+    pub listen: Option<Vec<String>>,
 }
 
 /// `needs:` entries: a step name, or `{ step: X, scope: run }`. Deserialized by hand so

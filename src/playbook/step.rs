@@ -42,9 +42,21 @@ pub struct Step {
     pub vars: crate::inventory::Vars,
     /// Where an included step came from (`FILE:LINE (include NAME)`), for plan and graph.
     pub origin: Option<String>,
+    /// `changed_when:` of a `run` step: whether its success counts as a change (what a
+    /// handler listens for and reports show; a rollback still undoes the step).
+    pub changed_when: ChangeRule,
+    /// `listen:`: the steps this handler listens to (empty: not a handler). They are
+    /// also in `needs`; on each host the handler runs only when one of them changed
+    /// something there, and is skipped otherwise.
+    pub listen: Vec<StepId>,
 }
 
 impl Step {
+    /// Whether the step is a handler (it has `listen:`).
+    pub fn is_handler(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
     /// Every template string of the step with the field it came from.
     pub fn templates(&self) -> Vec<(&'static str, &str)> {
         let mut out = Vec::new();
@@ -77,6 +89,53 @@ impl Step {
             }
         }
         out
+    }
+}
+
+/// `changed_when:`: how a successful `run` task reports whether it changed its host.
+/// It feeds handlers and reports only; rollback decisions do not read it (a command
+/// that ran may have changed the host whatever it printed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ChangeRule {
+    /// `true` (the default): every success is a change.
+    #[default]
+    Always,
+    /// `false`: never a change (a check, a read-only command).
+    Never,
+    /// `{ stdout_contains: TEXT }`: a change when the output holds TEXT.
+    StdoutContains(String),
+    /// `{ stdout_lacks: TEXT }`: a change when the output does not hold TEXT.
+    StdoutLacks(String),
+}
+
+impl ChangeRule {
+    /// Whether a successful run that printed `stdout` changed its host.
+    pub fn changed(&self, stdout: &[u8]) -> bool {
+        let holds = |text: &str| String::from_utf8_lossy(stdout).contains(text);
+        match self {
+            ChangeRule::Always => true,
+            ChangeRule::Never => false,
+            ChangeRule::StdoutContains(text) => holds(text),
+            ChangeRule::StdoutLacks(text) => !holds(text),
+        }
+    }
+
+    /// As `plan` shows it (`None` for the default).
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            ChangeRule::Always => None,
+            ChangeRule::Never => Some("changed_when: false".into()),
+            ChangeRule::StdoutContains(t) => Some(format!("changed_when: stdout contains {t:?}")),
+            ChangeRule::StdoutLacks(t) => Some(format!("changed_when: stdout lacks {t:?}")),
+        }
+    }
+}
+
+fn per_name(per: Per) -> &'static str {
+    match per {
+        Per::Host => "host",
+        Per::Region => "region",
+        Per::Run => "run",
     }
 }
 
@@ -138,7 +197,8 @@ impl Builder<'_> {
                 return None;
             }
         };
-        let needs = self.needs(&what, raw, names);
+        let (needs, listen) = self.needs_and_listen(&what, raw, names);
+        let changed_when = self.changed_when(&what, raw, &action);
         if let Some(capture) = &raw.capture {
             self.check_capture(&what, capture);
         }
@@ -190,6 +250,8 @@ impl Builder<'_> {
             mail,
             vars: raw.vars.clone(),
             origin: None,
+            changed_when,
+            listen,
         })
     }
 
@@ -268,6 +330,130 @@ impl Builder<'_> {
             }
         }
         needs
+    }
+
+    /// The step's `needs` and, for a handler, what it listens to: a handler also needs
+    /// the steps it listens to (on its own host, see `crate::plan`).
+    fn needs_and_listen(
+        &mut self,
+        what: &str,
+        raw: &RawStep,
+        names: &[&str],
+    ) -> (Vec<Need>, Vec<StepId>) {
+        let mut needs = self.needs(what, raw, names);
+        let listen = self.listen(what, raw, names);
+        for &step in &listen {
+            if !needs.iter().any(|n| n.step == step) {
+                needs.push(Need {
+                    step,
+                    scope: NeedScope::Auto,
+                });
+            }
+        }
+        (needs, listen)
+    }
+
+    /// `changed_when:` checked: only on a `run` step, one of its four forms.
+    fn changed_when(&mut self, what: &str, raw: &RawStep, action: &Action) -> ChangeRule {
+        use serde_yaml::Value;
+        let Some(value) = &raw.changed_when else {
+            return ChangeRule::Always;
+        };
+        if !matches!(action, Action::Run(_)) {
+            self.error(
+                format!("{what}: `changed_when` on a `{}` step", action.kind()),
+                "`changed_when` says how a `run` command reports a change; `template` and `upload` report one themselves (the file differed), a `probe` never changes anything: remove it",
+            );
+            return ChangeRule::Always;
+        }
+        let text = |map: &serde_yaml::Mapping, key: &str| match map.get(key) {
+            Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+            _ => None,
+        };
+        let rule = match value {
+            Value::Bool(true) => Some(ChangeRule::Always),
+            Value::Bool(false) => Some(ChangeRule::Never),
+            Value::Mapping(map) if map.len() == 1 => text(map, "stdout_contains")
+                .map(ChangeRule::StdoutContains)
+                .or_else(|| text(map, "stdout_lacks").map(ChangeRule::StdoutLacks)),
+            _ => None,
+        };
+        rule.unwrap_or_else(|| {
+            let shown = serde_json::to_string(value).unwrap_or_default();
+            self.error(
+                format!("{what}: `changed_when: {shown}` is not a rule pony knows"),
+                "write `changed_when: false` (never a change), `true` (the default: every success is a change), `{ stdout_contains: \"TEXT\" }` or `{ stdout_lacks: \"TEXT\" }` (TEXT not empty)",
+            );
+            ChangeRule::Always
+        })
+    }
+
+    /// `listen:` checked: known steps (else "did you mean"), not the step itself, a
+    /// `per: host` handler listening to `per: host` steps (a handler runs per host on
+    /// what changed on that host).
+    fn listen(&mut self, what: &str, raw: &RawStep, names: &[&str]) -> Vec<StepId> {
+        let Some(listened) = &raw.listen else {
+            return Vec::new();
+        };
+        if listened.is_empty() {
+            self.error(
+                format!("{what}: `listen` is empty"),
+                "name the steps whose changes run this handler, e.g. `listen: [postfix config]`, or remove `listen`",
+            );
+        }
+        if matches!(raw.per, Some(Per::Region | Per::Run)) {
+            self.error(
+                format!("{what}: a handler (`listen`) with `per: region|run`"),
+                "a handler runs on each host where a step it listens to changed something: remove `per`",
+            );
+        }
+        let mut out = Vec::new();
+        for name in listened {
+            let Some(step) = names.iter().position(|n| *n == name.as_str()) else {
+                let mut d = Diagnostic::new(
+                    self.path,
+                    format!("{what} listens to unknown step `{name}`"),
+                );
+                d = match closest(name, names.iter().copied()) {
+                    Some(best) => d.hint(format!("did you mean `{best}`?")),
+                    None => d.hint(format!("steps are: {}", names.join(", "))),
+                };
+                self.errors.push(d);
+                continue;
+            };
+            if *name == raw.name {
+                self.error(
+                    format!("{what} listens to itself"),
+                    "a handler listens to the steps that notify it: remove its own name from `listen`",
+                );
+            } else if !out.contains(&step) {
+                out.push(step);
+            }
+        }
+        out
+    }
+
+    /// What a handler listens to must run per host (it is told of a change on its
+    /// own host).
+    pub(super) fn check_listened(&mut self, steps: &[Step]) {
+        for step in steps {
+            for &listened in &step.listen {
+                let Some(heard) = steps.get(listened) else {
+                    continue;
+                };
+                if heard.per != Per::Host {
+                    self.error(
+                        format!(
+                            "step `{}` listens to `{}`, a `per: {}` step",
+                            step.name,
+                            heard.name,
+                            per_name(heard.per)
+                        ),
+                        "a handler runs on each host where a step it listens to changed something: listen to steps that run per host, or use `needs:`",
+                    );
+                }
+            }
+        }
     }
 
     /// A capture names a variable later templates use.

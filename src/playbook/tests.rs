@@ -305,3 +305,85 @@ steps:
     assert_eq!(enable.delegate_parallel, 3);
     assert!(plain.delegate.is_none());
 }
+
+#[test]
+fn a_handler_listens_to_steps_it_also_needs_and_changed_when_takes_four_forms() {
+    let pb = parse_ok(
+        r#"
+name: t
+steps:
+  - { name: conf, template: { src: t.j2, dest: /etc/x } }
+  - { name: edit, run: "postconf -e x=1 && echo updated", changed_when: { stdout_contains: "updated" } }
+  - { name: read, run: cat /etc/x, changed_when: false }
+  - { name: gone, run: "true", changed_when: { stdout_lacks: "kept" } }
+  - { name: plain, run: "true", changed_when: true }
+  - { name: reload, listen: [conf, edit], needs: [read, conf], run: postfix reload }
+"#,
+    );
+    let step = |name: &str| &pb.steps[pb.step_id(name).unwrap()];
+    assert_eq!(
+        step("edit").changed_when,
+        ChangeRule::StdoutContains("updated".into())
+    );
+    assert_eq!(step("read").changed_when, ChangeRule::Never);
+    assert_eq!(
+        step("gone").changed_when,
+        ChangeRule::StdoutLacks("kept".into())
+    );
+    assert_eq!(step("plain").changed_when, ChangeRule::Always);
+    assert_eq!(step("conf").changed_when, ChangeRule::Always);
+    let reload = step("reload");
+    assert!(reload.is_handler() && !step("conf").is_handler());
+    assert_eq!(reload.listen, [0, 1]);
+    // Listened steps join its needs once each.
+    let needs: Vec<StepId> = reload.needs.iter().map(|n| n.step).collect();
+    assert_eq!(needs, [2, 0, 1]);
+
+    assert!(ChangeRule::StdoutContains("updated".into()).changed(b"updated x = 1\n"));
+    assert!(!ChangeRule::StdoutContains("updated".into()).changed(b"already\n"));
+    assert!(ChangeRule::StdoutLacks("kept".into()).changed(b"removed\n"));
+    assert!(!ChangeRule::Never.changed(b"updated"));
+}
+
+#[test]
+fn bad_listen_and_changed_when_are_reported_with_the_fix() {
+    let e = errors(
+        r#"
+name: t
+steps:
+  - { name: conf, run: "true", changed_when: maybe }
+  - { name: probe, probe: { tcp: { port: 22 } }, changed_when: false }
+  - { name: once, per: region, run: "true" }
+  - { name: reload, listen: [conff], run: "true" }
+  - { name: self, listen: [self], run: "true" }
+  - { name: empty, listen: [], run: "true" }
+  - { name: regional, per: region, listen: [conf], run: "true" }
+"#,
+    );
+    assert!(
+        e.contains("step `conf`: `changed_when: \"maybe\"` is not a rule pony knows"),
+        "{e}"
+    );
+    assert!(
+        e.contains("step `probe`: `changed_when` on a `probe` step"),
+        "{e}"
+    );
+    assert!(
+        e.contains("step `reload` listens to unknown step `conff`"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `conf`?"), "{e}");
+    assert!(e.contains("step `self` listens to itself"), "{e}");
+    assert!(e.contains("step `empty`: `listen` is empty"), "{e}");
+    assert!(
+        e.contains("step `regional`: a handler (`listen`) with `per: region|run`"),
+        "{e}"
+    );
+    let e = errors(
+        "name: t\nsteps:\n  - { name: once, per: region, run: 'true' }\n  - { name: h, listen: [once], run: 'true' }\n",
+    );
+    assert!(
+        e.contains("step `h` listens to `once`, a `per: region` step"),
+        "{e}"
+    );
+}

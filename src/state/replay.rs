@@ -30,6 +30,8 @@ pub struct Replay {
 pub struct TaskReplay {
     pub state: TaskState,
     pub changed: bool,
+    /// It reported a change (what a handler listens for).
+    pub reported_changed: bool,
     pub captures: Vec<(String, String)>,
     /// Its rollback ran and succeeded after it finished.
     pub rolled_back: bool,

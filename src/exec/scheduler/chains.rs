@@ -10,7 +10,9 @@
 //! A chain holds only plain `run` tasks of one host (`per: host`, not delegated, not
 //! another controller's): no `creates`/`unless` guard (a guarded task runs alone: its
 //! guard runs exactly as a task alone's does), no `until`, no `retries`, no
-//! `dead_man`, and a task whose `capture` a later template may read ends its chain.
+//! `dead_man`, no `changed_when` (its output decides its change where it runs alone),
+//! no handler (it decides whether to run once what it listens to ended), and a task
+//! whose `capture` a later template may read ends its chain.
 //! Probes, uploads and templates run alone. Only ssh connections chain, and not in a
 //! run split by region (`--regions`): there another machine takes a lost controller's
 //! hosts over, and a task it did not start must not start behind its back (a chain
@@ -102,6 +104,8 @@ impl Scheduler {
             && step.until.is_none()
             && step.retries == 0
             && step.dead_man.is_none()
+            && step.changed_when == crate::playbook::ChangeRule::Always
+            && !step.is_handler()
             && self.options.split.is_none()
     }
 

@@ -1,7 +1,8 @@
 //! Where every node of the plan's graph stands: its state, how many of its dependencies
 //! are still to finish (in-degree counters: a node is ready when it reaches 0), and
 //! whether a task changed its host (a task a `creates`/`unless` guard skipped changed
-//! nothing, so it is not rolled back).
+//! nothing, so it is not rolled back) and whether it reported a change (what handlers
+//! listen for: a file already in place, or `changed_when`, reports none).
 
 use crate::plan::{NodeId, Plan};
 
@@ -32,6 +33,7 @@ pub(super) struct Nodes {
     state: Vec<State>,
     remaining: Vec<usize>,
     unchanged: Vec<bool>,
+    reported: Vec<bool>,
 }
 
 impl Nodes {
@@ -42,6 +44,7 @@ impl Nodes {
             state: vec![State::Waiting; count],
             remaining: plan.in_degrees(),
             unchanged: vec![false; count],
+            reported: vec![false; count],
         }
     }
 
@@ -78,6 +81,16 @@ impl Nodes {
     /// Whether the task changed its host (a guard that skipped it did not).
     pub(super) fn set_changed(&mut self, node: NodeId, changed: bool) {
         self.unchanged[node.index()] = !changed;
+    }
+
+    /// Whether the task reported a change on its host (see `TaskRun::reports_change`).
+    pub(super) fn set_reported(&mut self, node: NodeId, reported: bool) {
+        self.reported[node.index()] = reported;
+    }
+
+    /// Whether the task reported a change: a handler listening to it runs.
+    pub(super) fn reported(&self, node: NodeId) -> bool {
+        self.reported[node.index()]
     }
 
     /// Whether the task's rollback is due in a rollback of its host: it ran (succeeded

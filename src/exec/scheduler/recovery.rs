@@ -60,6 +60,8 @@ impl Scheduler {
                 Node::Task(task) => match replay.done(&self.plan.label(node)) {
                     Some(previous) => {
                         self.nodes.set_changed(node, previous.changed);
+                        // A handler after it, not yet run, still hears of its change.
+                        self.nodes.set_reported(node, previous.reported_changed);
                         self.restore_captures(&task, &previous.captures);
                         self.fleet.hosts[task.host].touched = true;
                         self.fleet.count_done(task);
@@ -505,6 +507,7 @@ impl Scheduler {
                     retries: 1,
                     retry_delay: Duration::from_secs(1),
                     dead_man: None,
+                    changed_when: Default::default(),
                 };
                 let run = task::execute(&pool, command.runs_on, &spec).await;
                 RollbackRun { job, node, run }

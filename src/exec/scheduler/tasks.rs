@@ -112,6 +112,18 @@ impl Scheduler {
                 .spawn(async move { (node, result.await, String::new()) });
             return;
         }
+        if let Some(reason) = self.unnotified(node, task) {
+            // Journaled like a guard's skip: started, then skipped with its reason.
+            self.workers.tasks.spawn(async move {
+                if !durable.await {
+                    return (node, TaskRun::not_journaled(), String::new());
+                }
+                let run = TaskRun::unnotified(reason);
+                let log = task::log_text(&label, &run);
+                (node, run, log)
+            });
+            return;
+        }
         let pool = self.pool.clone();
         // Its commands on the host are marked, so that they can be killed as a whole.
         let mark = self.task_mark(node);
@@ -128,6 +140,30 @@ impl Scheduler {
             (node, run, log)
         });
         self.workers.tasks.spawn(task::WORK.scope(work, marked));
+    }
+
+    /// For a handler none of whose listened tasks on its host reported a change: why
+    /// it is skipped (`None`: it runs, or it is no handler).
+    fn unnotified(&self, node: NodeId, task: Task) -> Option<String> {
+        let step = &self.plan.playbook.steps[task.step];
+        if !step.is_handler() {
+            return None;
+        }
+        let heard = self
+            .plan
+            .dependencies(node)
+            .filter(|&d| {
+                self.plan
+                    .task(d)
+                    .is_some_and(|t| t.host == task.host && step.listen.contains(&t.step))
+            })
+            .any(|d| self.nodes.reported(d));
+        let names: Vec<&str> = step
+            .listen
+            .iter()
+            .map(|&l| self.plan.playbook.steps[l].name.as_str())
+            .collect();
+        (!heard).then(|| format!("no change notified it (listened: {})", names.join(", ")))
     }
 
     /// The mark of a task's commands on its host (see [`crate::transport::TaskMark`]).
@@ -153,6 +189,7 @@ impl Scheduler {
             return;
         }
         self.nodes.set_changed(node, run.changed_host());
+        self.nodes.set_reported(node, run.reports_change());
         let task_ref = self.task_ref(node);
         // A capture named like a secret lives in this process's memory only: its value
         // is hidden from everything emitted from now on (this task's own output first),
@@ -390,6 +427,7 @@ fn result_event(task_ref: TaskRef, run: &TaskRun, log: String) -> Event {
             .collect(),
         output_tail: run.tail(TAIL_LINES),
         changed: run.changed_host(),
+        reported_changed: Some(run.reports_change()),
         error: run.error.clone(),
         log,
     };

@@ -472,6 +472,7 @@ pub(super) async fn run_check(
         retries: 0,
         retry_delay: Duration::ZERO,
         dead_man: None,
+        changed_when: Default::default(),
     };
     let run = task::execute(pool, host, &spec).await;
     let detail = if run.ok {

@@ -17,7 +17,7 @@ mod render;
 mod upload;
 
 pub use chain::{execute_chain, Cut, Link, NotRun};
-pub use preview::{preview, Preview};
+pub use preview::{handler_preview, preview, Preview};
 
 pub use render::{
     context, render_rollback, render_rollback_for_display, render_task, render_task_for_display,
@@ -49,7 +49,10 @@ tokio::task_local! {
 #[derive(Debug, Clone)]
 pub struct TaskRun {
     pub ok: bool,
-    /// False when a guard skipped it or an upload found the file already in place.
+    /// False when a guard skipped it, an upload found the file already in place, or a
+    /// `run` step's `changed_when:` said so. It tells handlers and reports whether the
+    /// task changed its host; [`TaskRun::changed_host`] (what a rollback undoes) does
+    /// not read it.
     pub changed: bool,
     pub skipped_reason: Option<String>,
     pub exit_code: Option<i32>,
@@ -109,7 +112,23 @@ impl TaskRun {
         }
     }
 
-    /// A task that could not even start (e.g. a template failed to render).
+    /// Whether the task reports a change on its host: it succeeded, ran its action (no
+    /// guard skipped it) and changed something (what a handler listens for).
+    pub fn reports_change(&self) -> bool {
+        self.ok && self.changed && self.skipped_reason.is_none()
+    }
+
+    /// A handler that nothing it listens to notified on its host: skipped, without
+    /// contacting the host.
+    pub fn unnotified(reason: String) -> Self {
+        // Its reason is also its output: the journal's record and the host's log say
+        // why it did not run.
+        TaskRun {
+            stdout: format!("{reason}\n").into_bytes(),
+            ..skipped(TaskRun::new(), reason)
+        }
+    }
+
     /// A task whose start the journal could not record: it did not run.
     pub fn not_journaled() -> Self {
         TaskRun {
@@ -118,6 +137,7 @@ impl TaskRun {
         }
     }
 
+    /// A task that could not even start (e.g. a template failed to render).
     pub fn not_started(error: String) -> Self {
         TaskRun {
             changed: false,
@@ -314,6 +334,8 @@ async fn run_with_retries(
         let failure = match outcome {
             Ok(output) if output.success() => {
                 let mut run = run.with_output(output);
+                // What handlers and reports see; a rollback still undoes the step.
+                run.changed = spec.changed_when.changed(&run.stdout);
                 if let Some(name) = &spec.capture {
                     run.captured = Some((
                         name.clone(),

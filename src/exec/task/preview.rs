@@ -2,11 +2,13 @@
 //! host and changing nothing there. Guards are answered as a run answers them
 //! (`creates`: the path exists; `unless`: its command succeeds; both read-only by
 //! contract), a file step's content is compared with the file in place (and, with a diff
-//! asked for, the file is read for it); a command or a probe is only named.
+//! asked for, the file is read for it); a command or a probe is only named. A handler is
+//! answered from what the steps it listens to would do ([`handler_preview`]).
 
 use super::render::with_become;
 use super::{run_command, sha256, RenderedAction, TaskRun, TaskSpec, GUARD_TIMEOUT};
 use crate::exec::hosts::HostPool;
+use crate::playbook::ChangeRule;
 use crate::shell::quote as shell_quote;
 use crate::transport::TransportError;
 
@@ -26,6 +28,44 @@ pub enum Preview {
     Unchanged { dest: String },
     /// The host could not answer (unreachable, or a guard's command broke).
     Unknown(String),
+    /// A handler a step it listens to would notify (which, and why).
+    Notified(String),
+    /// A handler no step it listens to would notify: it would be skipped.
+    NotNotified(String),
+    /// A handler whose notifiers' change cannot be told without running them (a
+    /// `changed_when` on their output, or a host that could not answer).
+    IfNotified(String),
+}
+
+/// What a handler would do on a host, from what each step it listens to (its name,
+/// answer and `changed_when`) would do there: run if one would change something, be
+/// skipped if none would.
+pub fn handler_preview(heard: &[(&str, &Preview, &ChangeRule)]) -> Preview {
+    let names: Vec<&str> = heard.iter().map(|(name, _, _)| *name).collect();
+    let mut maybe = Vec::new();
+    for (name, preview, rule) in heard {
+        match preview {
+            Preview::WouldChange { dest, .. } => {
+                return Preview::Notified(format!("notified by `{name}` ({dest} would change)"))
+            }
+            Preview::WouldRun if **rule == ChangeRule::Always => {
+                return Preview::Notified(format!("notified by `{name}` (it would run)"))
+            }
+            Preview::WouldRun if **rule != ChangeRule::Never => {
+                maybe.push(format!("`{name}` would run; its output decides"))
+            }
+            Preview::Unknown(_) => maybe.push(format!("`{name}` could not be asked")),
+            _ => {}
+        }
+    }
+    if maybe.is_empty() {
+        Preview::NotNotified(format!(
+            "no change would notify it (listened: {})",
+            names.join(", ")
+        ))
+    } else {
+        Preview::IfNotified(maybe.join("; "))
+    }
 }
 
 /// Asks `host` what `spec` would do there; `diff` reads the file in place of a file

@@ -6,7 +6,7 @@ use super::sha256;
 use crate::inventory::Vars;
 use crate::plan::{Plan, Task};
 use crate::playbook::template;
-use crate::playbook::{Action, Step, Until};
+use crate::playbook::{Action, ChangeRule, Step, Until};
 use std::time::Duration;
 
 /// A task with every template rendered for its target.
@@ -22,6 +22,8 @@ pub struct TaskSpec {
     pub retry_delay: Duration,
     /// The step's dead man's switch, armed on the host before the action runs.
     pub dead_man: Option<crate::exec::dead_man::Switch>,
+    /// `changed_when:` of a `run` step: whether its success reports a change.
+    pub changed_when: ChangeRule,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +177,7 @@ fn render_task_as(
         retries: step.retries,
         retry_delay: step.retry_delay,
         dead_man: None,
+        changed_when: step.changed_when.clone(),
     })
 }
 

@@ -243,6 +243,7 @@ impl Replay {
                         TaskReplay {
                             state: *state,
                             changed: record.changed,
+                            reported_changed: record.reported_changed.unwrap_or(record.changed),
                             captures: record.captures.clone(),
                             rolled_back: false,
                         },
