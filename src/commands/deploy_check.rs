@@ -141,6 +141,7 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
         plan.playbook.name
     );
     let (mut run, mut change, mut same, mut skipped, mut unknown) = (0, 0, 0, 0, 0);
+    let mut act = 0;
     let width = plan
         .playbook
         .steps
@@ -168,6 +169,14 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
                     same += 1;
                     (format!("unchanged {dest}"), None)
                 }
+                Preview::WouldDo(what) => {
+                    act += 1;
+                    (what.clone(), None)
+                }
+                Preview::AsAsked(what) => {
+                    same += 1;
+                    (format!("unchanged: {what}"), None)
+                }
                 Preview::Unknown(why) => {
                     unknown += 1;
                     (format!("unknown: {why}"), None)
@@ -191,9 +200,15 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
             }
         }
     }
+    // A service or package change is said only where there is one (the line stays
+    // as scripts read it otherwise).
+    let acts = match act {
+        0 => String::new(),
+        n => format!(", {n} would change a service or package"),
+    };
     let _ = writeln!(
         out,
-        "summary: {run} would run, {change} would change a file, {same} unchanged, {skipped} skipped by a guard, {unknown} unknown"
+        "summary: {run} would run, {change} would change a file{acts}, {same} unchanged, {skipped} skipped by a guard, {unknown} unknown"
     );
     out
 }

@@ -2,7 +2,8 @@
 //! host and changing nothing there. Guards are answered as a run answers them
 //! (`creates`: the path exists; `unless`: its command succeeds; both read-only by
 //! contract), a file step's content is compared with the file in place (and, with a diff
-//! asked for, the file is read for it); a command or a probe is only named.
+//! asked for, the file is read for it); a command or a probe is only named; an everyday
+//! action (`line`, `service`, `package`) runs its read-only form (`super::ensure`).
 
 use super::render::with_become;
 use super::{run_command, sha256, RenderedAction, TaskRun, TaskSpec, GUARD_TIMEOUT};
@@ -24,6 +25,10 @@ pub enum Preview {
     WouldChange { dest: String, diff: Option<String> },
     /// Its file is in place with this content already.
     Unchanged { dest: String },
+    /// An everyday action (`service`, `package`) would change the host: how.
+    WouldDo(String),
+    /// An everyday action finds the host as asked already.
+    AsAsked(String),
     /// The host could not answer (unreachable, or a guard's command broke).
     Unknown(String),
 }
@@ -55,6 +60,10 @@ pub async fn preview(pool: &HostPool, host: usize, spec: &TaskSpec, diff: bool) 
     }
     match &spec.action {
         RenderedAction::Run(_) | RenderedAction::Probe(_) => Preview::WouldRun,
+        RenderedAction::Ensure {
+            action,
+            become_root,
+        } => super::ensure::preview(pool, host, action, *become_root, diff).await,
         RenderedAction::Put {
             content,
             dest,
