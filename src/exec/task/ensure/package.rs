@@ -61,7 +61,8 @@ elif [ -n "$deb" ]; then
   do_ dpkg -i "$deb"
 elif [ -n "$version" ]; then
   [ "$old" != "$version" ] || { echo "PONY-RESULT unchanged name=$name old=$old new=$old did=none"; exit 0; }
-  apt-cache show "$name=$version" >/dev/null 2>&1 || fail "apt finds no version $version of $name (is the repository in the host's sources, and \`apt-get update\` run?); apt-cache policy $name says: $(apt-cache policy "$name" 2>&1 | head -n 6)"
+  # apt-cache show NAME=VERSION prints nothing (and exits 0) for a version apt does not know.
+  [ -n "$(apt-cache show "$name=$version" 2>/dev/null)" ] || fail "apt finds no version $version of $name (is the repository in the host's sources, and \`apt-get update\` run?); apt-cache policy $name says: $(apt-cache policy "$name" 2>&1 | head -n 6)"
   want=$version
   apt_install "$name=$version"
 else

@@ -109,7 +109,8 @@ fn with_a_version_the_package_script_asks_apt_and_says_old_and_new() {
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("version"), "1.0-1").unwrap();
     let s = state.display();
-    // apt knows mail-tools 1.0-1 and 2.0-1; dpkg-query reports what apt-get installed.
+    // apt knows mail-tools 1.0-1 and 2.0-1 (and, as the real one, shows nothing and exits 0
+    // for a version it does not know); dpkg-query reports what apt-get installed.
     tool(
         &bin,
         "dpkg-query",
@@ -118,7 +119,7 @@ fn with_a_version_the_package_script_asks_apt_and_says_old_and_new() {
     tool(
         &bin,
         "apt-cache",
-        r#"case "$1 $2" in "show mail-tools=1.0-1"|"show mail-tools=2.0-1") exit 0 ;; show*) echo "E: No packages found" >&2; exit 100 ;; esac
+        r#"case "$1 $2" in "show mail-tools=1.0-1"|"show mail-tools=2.0-1") echo "Package: mail-tools"; exit 0 ;; show*) exit 0 ;; esac
 echo "mail-tools:"; echo "  Installed: 1.0-1"; echo "  Candidate: 2.0-1""#,
     );
     tool(
