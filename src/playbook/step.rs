@@ -245,7 +245,7 @@ impl Builder<'_> {
                 } else {
                     format!("{what} has {} actions ({})", found.len(), found.join(", "))
                 },
-                "give each step exactly one of `run`, `upload`, `template`, `probe`, `line`, `service` or `package` (or `mail`, a mail built-in)",
+                "give each step exactly one of `run`, `upload`, `template` or `probe`, an everyday action (`line`, `service`, `package`), or `mail` (a mail built-in)",
             );
             return None;
         }
