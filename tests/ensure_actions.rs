@@ -85,7 +85,11 @@ fn build_deb(dir: &Path, name: &str, version: &str) -> PathBuf {
         .arg(&deb)
         .output()
         .expect("dpkg-deb (the dpkg package) is needed by this test");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     deb
 }
 
@@ -122,7 +126,12 @@ steps:
 }
 
 /// A deploy (or check) with its own state dir, so that each has its one run.
-fn pony_run(lab: &Lab, state: &str, playbook: &Path, extra: &[&str]) -> (std::process::Output, PathBuf) {
+fn pony_run(
+    lab: &Lab,
+    state: &str,
+    playbook: &Path,
+    extra: &[&str],
+) -> (std::process::Output, PathBuf) {
     let state = lab.path(state);
     let mut args = deploy_args(&lab.inventory, playbook);
     args.extend_from_slice(extra);
@@ -138,7 +147,15 @@ fn results(state: &Path) -> std::collections::BTreeMap<String, (String, bool, St
         .filter(|r| r["type"] == "task_finished")
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            (s("label"), (s("state"), r["changed"] == true, s("output_tail"), s("error")))
+            (
+                s("label"),
+                (
+                    s("state"),
+                    r["changed"] == true,
+                    s("output_tail"),
+                    s("error"),
+                ),
+            )
         })
         .collect()
 }
@@ -161,24 +178,75 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     };
     let script = format!("/etc/init.d/{service}");
     std::fs::write(&script, init_script(&daemon)).unwrap();
-    Command::new("chmod").args(["755", &script]).status().unwrap();
+    Command::new("chmod")
+        .args(["755", &script])
+        .status()
+        .unwrap();
     let debs = lab.path("debs");
-    let (v1, v2) = (build_deb(&debs, &package, "1.0"), build_deb(&debs, &package, "2.0"));
+    let (v1, v2) = (
+        build_deb(&debs, &package, "1.0"),
+        build_deb(&debs, &package, "2.0"),
+    );
     for host in &hosts {
         std::fs::write(lab.root(host).join("main.cf"), MAIN_CF).unwrap();
     }
     let first = lab.playbook(&playbook(&service, &v1));
+
+    // --dry-run and plan say what each action ensures, contacting nothing.
+    let (out, _) = pony_run(&lab, "dry", &first, &["--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let shown = text(&out);
+    let root = lab.root("r1-c1-01");
+    assert!(shown.contains(&format!("ensure line `smtpd_banner = r1-c1-01 ESMTP` (replacing the last line matching `^smtpd_banner\\s*=`) in {}/main.cf", root.display())), "{shown}");
+    assert!(
+        shown.contains(&format!("ensure service {service} started")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("ensure the package in {} installed", v1.display())),
+        "{shown}"
+    );
+    let plan = support::pony(
+        &lab.path("plan"),
+        &[
+            "plan",
+            "-i",
+            lab.inventory.to_str().unwrap(),
+            first.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        text(&plan).contains("ensure no line matching `^debug_peer` in {{ root }}/main.cf"),
+        "{}",
+        text(&plan)
+    );
 
     // --check --diff: what would change, and nothing changes.
     let (out, _) = pony_run(&lab, "check-1", &first, &["--check", "--diff"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(report.contains("-smtpd_banner = old banner\n"), "{report}");
-    assert!(report.contains("+smtpd_banner = r1-c1-02 ESMTP\n"), "{report}");
-    assert!(report.contains(&format!("service {service} would start (stopped now) via service")), "{report}");
-    assert!(report.contains(&format!("would install {package} 1.0")), "{report}");
+    assert!(
+        report.contains("+smtpd_banner = r1-c1-02 ESMTP\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "service {service} would start (stopped now) via service"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("would install {package} 1.0")),
+        "{report}"
+    );
     for host in &hosts {
-        assert_eq!(std::fs::read_to_string(lab.root(host).join("main.cf")).unwrap(), MAIN_CF);
+        assert_eq!(
+            std::fs::read_to_string(lab.root(host).join("main.cf")).unwrap(),
+            MAIN_CF
+        );
     }
     assert_eq!(daemon_pid(&daemon.join("pid")), None);
     assert_eq!(installed_version(&package), None);
@@ -189,7 +257,9 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     for host in &hosts {
         assert_eq!(
             std::fs::read_to_string(lab.root(host).join("main.cf")).unwrap(),
-            format!("myhostname = mx\nsmtpd_banner = {host} ESMTP\nrelayhost = [relay.example]:25\n")
+            format!(
+                "myhostname = mx\nsmtpd_banner = {host} ESMTP\nrelayhost = [relay.example]:25\n"
+            )
         );
     }
     let pid = daemon_pid(&daemon.join("pid")).expect("the daemon's pidfile");
@@ -197,30 +267,67 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     assert_eq!(installed_version(&package).as_deref(), Some("1.0"));
     let results1 = results(&state);
     for (label, (state, changed, ..)) in &results1 {
-        assert_eq!((state.as_str(), *changed), ("succeeded", true), "{label}: {results1:?}");
+        assert_eq!(
+            (state.as_str(), *changed),
+            ("succeeded", true),
+            "{label}: {results1:?}"
+        );
     }
     assert_eq!(results1.len(), 8, "{results1:?}");
-    assert!(results1["tools@r1-c1-01"].2.contains(&format!("installed {package} 1.0")), "{results1:?}");
-    assert!(results1["daemon@r1-c1-01"].2.contains("Starting the pony test daemon"), "{results1:?}");
+    assert!(
+        results1["tools@r1-c1-01"]
+            .2
+            .contains(&format!("installed {package} 1.0")),
+        "{results1:?}"
+    );
+    assert!(
+        results1["daemon@r1-c1-01"]
+            .2
+            .contains("Starting the pony test daemon"),
+        "{results1:?}"
+    );
 
     // The upgrade: 1.0 → 2.0 said by --check and done by the run; the rest unchanged.
     let second = lab.playbook(&playbook(&service, &v2));
     let (out, _) = pony_run(&lab, "check-2", &second, &["--check"]);
     let report = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(report.contains(&format!("would upgrade {package} 1.0 → 2.0")), "{report}");
-    assert!(report.contains(&format!("unchanged: service {service} already as asked (running)")), "{report}");
+    assert!(
+        report.contains(&format!("would upgrade {package} 1.0 → 2.0")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "unchanged: service {service} already as asked (running)"
+        )),
+        "{report}"
+    );
     assert_eq!(installed_version(&package).as_deref(), Some("1.0"));
     let (out, state) = pony_run(&lab, "run-2", &second, &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(installed_version(&package).as_deref(), Some("2.0"));
     let results2 = results(&state);
     let tools = &results2["tools@r1-c1-01"];
-    assert_eq!((tools.0.as_str(), tools.1), ("succeeded", true), "{results2:?}");
-    assert!(tools.2.contains(&format!("upgraded {package} 1.0 → 2.0")), "{results2:?}");
+    assert_eq!(
+        (tools.0.as_str(), tools.1),
+        ("succeeded", true),
+        "{results2:?}"
+    );
+    assert!(
+        tools.2.contains(&format!("upgraded {package} 1.0 → 2.0")),
+        "{results2:?}"
+    );
     for (label, (state, changed, ..)) in results2.iter().filter(|(l, _)| !l.starts_with("tools@")) {
-        assert_eq!((state.as_str(), *changed), ("skipped", false), "{label}: {results2:?}");
+        assert_eq!(
+            (state.as_str(), *changed),
+            ("skipped", false),
+            "{label}: {results2:?}"
+        );
     }
-    assert_eq!(daemon_pid(&daemon.join("pid")), Some(pid), "the daemon was not restarted");
+    assert_eq!(
+        daemon_pid(&daemon.join("pid")),
+        Some(pid),
+        "the daemon was not restarted"
+    );
     let calls = std::fs::read_to_string(daemon.join("calls")).unwrap();
     assert_eq!(calls, "start\n", "one start in all");
 
@@ -229,9 +336,18 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     assert_eq!(code(&out), 0, "{}", text(&out));
     let results3 = results(&state);
     for (label, (state, changed, ..)) in &results3 {
-        assert_eq!((state.as_str(), *changed), ("skipped", false), "{label}: {results3:?}");
+        assert_eq!(
+            (state.as_str(), *changed),
+            ("skipped", false),
+            "{label}: {results3:?}"
+        );
     }
-    assert!(results3["tools@r1-c1-01"].2.contains(&format!("{package} 2.0 already in place")), "{results3:?}");
+    assert!(
+        results3["tools@r1-c1-01"]
+            .2
+            .contains(&format!("{package} 2.0 already in place")),
+        "{results3:?}"
+    );
 
     // Failures name the host and what it said.
     let failing = lab.playbook(&format!(
@@ -257,7 +373,9 @@ steps:
     assert_eq!(missing.0, "failed");
     assert!(
         missing.3.contains("line on r1-c1-01: ")
-            && missing.3.contains("absent.cf does not exist (give `create: true` to create it)"),
+            && missing
+                .3
+                .contains("absent.cf does not exist (give `create: true` to create it)"),
         "{results4:?}"
     );
     let unknown = &results4["unknown@r1-c1-02"];
@@ -275,7 +393,9 @@ steps:
     let pin = &results(&state)["pin@r1-c1-01"];
     assert_eq!(pin.0, "failed");
     assert!(
-        pin.3.starts_with(&format!("package on r1-c1-01 failed (exit 1): apt finds no version 9.9-1 of {package}")),
+        pin.3.starts_with(&format!(
+            "package on r1-c1-01 failed (exit 1): apt finds no version 9.9-1 of {package}"
+        )),
         "{pin:?}"
     );
     assert_eq!(installed_version(&package).as_deref(), Some("2.0"));

@@ -213,9 +213,10 @@ impl Ensure {
                 let name = p.name.as_deref().unwrap_or("the package");
                 match (p.state, &p.deb, &p.version) {
                     (Presence::Absent, _, _) => format!("ensure package {name} absent"),
-                    (Presence::Present, Some(deb), _) => {
-                        format!("ensure package {name} installed from {deb}")
-                    }
+                    (Presence::Present, Some(deb), _) => match &p.name {
+                        Some(name) => format!("ensure package {name} installed from {deb}"),
+                        None => format!("ensure the package in {deb} installed"),
+                    },
                     (Presence::Present, None, Some(v)) => {
                         format!("ensure package {name} at version {v}")
                     }
@@ -270,8 +271,7 @@ impl Ensure {
                 }
             }
             Ensure::Service(s) => {
-                if s.name.trim().is_empty() || (checkable(&s.name) && s.name.contains(['/', ' ']))
-                {
+                if s.name.trim().is_empty() || (checkable(&s.name) && s.name.contains(['/', ' '])) {
                     out.push(problem(
                         format!("`service` has a bad `name` `{}`", s.name),
                         "give the service's name, e.g. `name: postfix` (no path, no spaces)",
@@ -344,7 +344,10 @@ mod tests {
         let ok = line("{ path: /etc/x, regexp: '^a\\s*=', line: 'a = 1' }");
         assert!(ok.problems(true).is_empty());
         let messages = |e: &Ensure, templated| -> Vec<String> {
-            e.problems(templated).into_iter().map(|p| p.message).collect()
+            e.problems(templated)
+                .into_iter()
+                .map(|p| p.message)
+                .collect()
         };
         assert_eq!(
             messages(&line("{ path: /etc/x, regexp: 'a(' }"), true),
@@ -377,7 +380,8 @@ mod tests {
         assert_eq!(package("{ name: 'a b' }").problems(true).len(), 1);
         let service = Ensure::Service(serde_yaml::from_str("{ name: postfix }").unwrap());
         assert_eq!(service.problems(true).len(), 1);
-        let service: Service = serde_yaml::from_str("{ name: postfix, state: started, enabled: true }").unwrap();
+        let service: Service =
+            serde_yaml::from_str("{ name: postfix, state: started, enabled: true }").unwrap();
         assert_eq!(
             Ensure::Service(service).describe(),
             "ensure service postfix started and enabled"

@@ -5,6 +5,7 @@
 //! asked for, the file is read for it); a command or a probe is only named; an everyday
 //! action (`line`, `service`, `package`) runs its read-only form (`super::ensure`).
 
+use super::ensure::Checked;
 use super::render::with_become;
 use super::{run_command, sha256, RenderedAction, TaskRun, TaskSpec, GUARD_TIMEOUT};
 use crate::exec::hosts::HostPool;
@@ -63,7 +64,16 @@ pub async fn preview(pool: &HostPool, host: usize, spec: &TaskSpec, diff: bool) 
         RenderedAction::Ensure {
             action,
             become_root,
-        } => super::ensure::preview(pool, host, action, *become_root, diff).await,
+        } => match super::ensure::preview(pool, host, action, *become_root).await {
+            Ok(Checked::File { dest, old, new }) => Preview::WouldChange {
+                diff: diff.then(|| unified_diff(&dest, old.as_deref(), &new)),
+                dest,
+            },
+            Ok(Checked::FileAsAsked { dest }) => Preview::Unchanged { dest },
+            Ok(Checked::Would(what)) => Preview::WouldDo(what),
+            Ok(Checked::AsAsked(what)) => Preview::AsAsked(what),
+            Err(why) => Preview::Unknown(why),
+        },
         RenderedAction::Put {
             content,
             dest,

@@ -173,7 +173,13 @@ mod tests {
             Some(("a = 1\nb = 3\n".into(), "appended the line".into()))
         );
         // No match but the exact line is there (elsewhere): nothing to do.
-        assert_eq!(edited("b = 3 \nb = 3\n", r"{ path: /x, regexp: '^z', line: 'b = 3' }"), None);
+        assert_eq!(
+            edited(
+                "b = 3 \nb = 3\n",
+                r"{ path: /x, regexp: '^z', line: 'b = 3' }"
+            ),
+            None
+        );
         assert_eq!(
             edited("", "{ path: /x, line: hello }"),
             Some(("hello\n".into(), "appended the line".into()))
@@ -188,10 +194,16 @@ mod tests {
         );
         assert_eq!(edited("a\n", "{ path: /x, line: b, state: absent }"), None);
         let missing = edit(None, &line("{ path: /etc/x, line: a }")).unwrap_err();
-        assert_eq!(missing, "/etc/x does not exist (give `create: true` to create it)");
+        assert_eq!(
+            missing,
+            "/etc/x does not exist (give `create: true` to create it)"
+        );
         let created = edit(None, &line("{ path: /x, line: a, create: true }")).unwrap();
         assert_eq!(created.unwrap().content, b"a\n");
-        assert_eq!(edit(None, &line("{ path: /x, line: a, state: absent }")), Ok(None));
+        assert_eq!(
+            edit(None, &line("{ path: /x, line: a, state: absent }")),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! and carries what the host printed. Check mode (`--check`) runs the same scripts in
 //! their read-only form.
 
-use super::preview::{unified_diff, Preview};
 use super::render::with_become;
 use super::{run_command, sha256, skipped, Retry, TaskRun, TaskSpec, GUARD_TIMEOUT};
 use crate::exec::hosts::HostPool;
@@ -122,7 +121,17 @@ async fn attempt(
         }
         Ensure::Service(s) => {
             let script = service::script(s, false, service::SYSTEMD_DIR);
-            let reply = ask(pool, host, &who, "service", script, become_root, timeout, run).await?;
+            let reply = ask(
+                pool,
+                host,
+                &who,
+                "service",
+                script,
+                become_root,
+                timeout,
+                run,
+            )
+            .await?;
             run.stdout.extend_from_slice(reply.said.as_bytes());
             Ok((
                 reply.changed,
@@ -131,68 +140,102 @@ async fn attempt(
         }
         Ensure::Package(p) => {
             let script = package::script(p, false);
-            let reply = ask(pool, host, &who, "package", script, become_root, timeout, run).await?;
+            let reply = ask(
+                pool,
+                host,
+                &who,
+                "package",
+                script,
+                become_root,
+                timeout,
+                run,
+            )
+            .await?;
             run.stdout.extend_from_slice(reply.said.as_bytes());
             Ok((reply.changed, package::summary(&reply.fields, false)))
         }
     }
 }
 
-/// What the action would do on `host`, changing nothing (`pony deploy --check`).
+/// What an action would do, as check mode asks it (`super::preview` words it).
+pub(super) enum Checked {
+    /// A line's file would change from `old` (None: there is none) to `new`.
+    File {
+        dest: String,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    },
+    /// A line's file is as asked.
+    FileAsAsked { dest: String },
+    /// A service or package would change: how.
+    Would(String),
+    /// A service or package is as asked: how it is.
+    AsAsked(String),
+}
+
+/// What the action would do on `host`, changing nothing (`pony deploy --check`); an
+/// error says why the host could not answer.
 pub(super) async fn preview(
     pool: &HostPool,
     host: usize,
     action: &Ensure,
     become_root: bool,
-    diff: bool,
-) -> Preview {
+) -> Result<Checked, String> {
     let mut run = TaskRun::new();
     let who = pool.host_name(host).to_string();
-    let answer = match action {
-        Ensure::Line(l) => return preview_line(pool, host, l, become_root, diff, &mut run).await,
+    let (changed, what) = match action {
+        Ensure::Line(l) => {
+            let old = read(pool, host, l, become_root, &mut run)
+                .await
+                .map_err(|f| f.message())?;
+            let dest = l.path.clone();
+            return match line::edit(old.as_deref(), l) {
+                Err(e) => Err(host_failure(&who, "line", e).message()),
+                Ok(None) => Ok(Checked::FileAsAsked { dest }),
+                Ok(Some(edit)) => Ok(Checked::File {
+                    dest,
+                    old,
+                    new: edit.content,
+                }),
+            };
+        }
         Ensure::Service(s) => {
             let script = service::script(s, true, service::SYSTEMD_DIR);
-            ask(pool, host, &who, "service", script, become_root, None, &mut run)
-                .await
-                .map(|r| (r.changed, service::summary(&s.name, &r.fields, true)))
+            let r = ask(
+                pool,
+                host,
+                &who,
+                "service",
+                script,
+                become_root,
+                None,
+                &mut run,
+            )
+            .await;
+            r.map(|r| (r.changed, service::summary(&s.name, &r.fields, true)))
         }
         Ensure::Package(p) => {
             let script = package::script(p, true);
-            ask(pool, host, &who, "package", script, become_root, None, &mut run)
-                .await
-                .map(|r| (r.changed, package::summary(&r.fields, true)))
+            let r = ask(
+                pool,
+                host,
+                &who,
+                "package",
+                script,
+                become_root,
+                None,
+                &mut run,
+            )
+            .await;
+            r.map(|r| (r.changed, package::summary(&r.fields, true)))
         }
-    };
-    match answer {
-        Ok((true, what)) => Preview::WouldDo(what),
-        Ok((false, what)) => Preview::AsAsked(what),
-        Err(failure) => Preview::Unknown(failure.message()),
     }
-}
-
-async fn preview_line(
-    pool: &HostPool,
-    host: usize,
-    l: &Line,
-    become_root: bool,
-    diff: bool,
-    run: &mut TaskRun,
-) -> Preview {
-    let who = pool.host_name(host).to_string();
-    let old = match read(pool, host, l, become_root, run).await {
-        Ok(old) => old,
-        Err(failure) => return Preview::Unknown(failure.message()),
-    };
-    match line::edit(old.as_deref(), l) {
-        Err(e) => Preview::Unknown(host_failure(&who, "line", e).message()),
-        Ok(None) => Preview::Unchanged {
-            dest: l.path.clone(),
-        },
-        Ok(Some(edit)) => Preview::WouldChange {
-            dest: l.path.clone(),
-            diff: diff.then(|| unified_diff(&l.path, old.as_deref(), &edit.content)),
-        },
-    }
+    .map_err(|f| f.message())?;
+    Ok(if changed {
+        Checked::Would(what)
+    } else {
+        Checked::AsAsked(what)
+    })
 }
 
 /// The file `line:` edits, as it is on the host (None: there is none).
@@ -210,7 +253,11 @@ async fn read(
     let who = pool.host_name(host);
     if !out.success() {
         let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let hint = if become_root { "" } else { " (does it need `become: true`?)" };
+        let hint = if become_root {
+            ""
+        } else {
+            " (does it need `become: true`?)"
+        };
         return Err(Failure::Host {
             error: format!("line on {who}: cannot read {}: {said}{hint}", l.path),
             output: Some(out),

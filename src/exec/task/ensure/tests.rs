@@ -12,7 +12,11 @@ use std::process::Command;
 fn tool(bin: &Path, name: &str, body: &str) {
     let path = bin.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    Command::new("chmod").arg("755").arg(&path).status().unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&path)
+        .status()
+        .unwrap();
 }
 
 /// Runs `script` with the stand-ins in `bin` first on the PATH: (exit code, stdout, stderr).
@@ -20,11 +24,18 @@ fn sh(bin: &Path, script: &str) -> (i32, String, String) {
     let out = Command::new("sh")
         .arg("-c")
         .arg(script)
-        .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()))
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
+        )
         .output()
         .unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
 }
 
 fn last_line(stdout: &str) -> &str {
@@ -33,12 +44,16 @@ fn last_line(stdout: &str) -> &str {
 
 #[test]
 fn a_reply_is_the_last_result_line_with_its_fields() {
-    let reply = parse("apt said this\nand that\nPONY-RESULT changed name=x old=1.0 new=2.0 did=upgrade\n")
-        .unwrap();
+    let reply =
+        parse("apt said this\nand that\nPONY-RESULT changed name=x old=1.0 new=2.0 did=upgrade\n")
+            .unwrap();
     assert!(reply.changed);
     assert_eq!(reply.said, "apt said this\nand that\n");
     assert_eq!(reply.fields.get("old"), Some("1.0"));
-    assert_eq!(package::summary(&reply.fields, false), "upgraded x 1.0 → 2.0");
+    assert_eq!(
+        package::summary(&reply.fields, false),
+        "upgraded x 1.0 → 2.0"
+    );
     assert!(!parse("PONY-RESULT unchanged did=none").unwrap().changed);
     assert!(parse("no result\n").is_none());
     assert!(parse("PONY-RESULT maybe\n").is_none());
@@ -77,11 +92,21 @@ esac"#,
         serde_yaml::from_str("{ name: mta, state: started, enabled: true }").unwrap();
     let sysd = sysd.to_str().unwrap();
     let (code, out, err) = sh(&bin, &service::script(&mta, true, sysd));
-    assert_eq!((code, last_line(&out)), (0, "PONY-RESULT changed did=start,enable was=stopped via=systemctl"), "{err}");
+    assert_eq!(
+        (code, last_line(&out)),
+        (
+            0,
+            "PONY-RESULT changed did=start,enable was=stopped via=systemctl"
+        ),
+        "{err}"
+    );
     assert!(!state.join("active").exists(), "check mode changed nothing");
     let (code, out, err) = sh(&bin, &service::script(&mta, false, sysd));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("Created symlink"), "what systemctl said is shown: {out}");
+    assert!(
+        out.contains("Created symlink"),
+        "what systemctl said is shown: {out}"
+    );
     let reply = parse(&out).unwrap();
     assert_eq!(
         service::summary("mta", &reply.fields, false),
@@ -89,16 +114,25 @@ esac"#,
     );
     assert!(state.join("active").exists() && state.join("enabled").exists());
     let (_, out, _) = sh(&bin, &service::script(&mta, false, sysd));
-    assert_eq!(last_line(&out), "PONY-RESULT unchanged did=none was=running via=systemctl");
+    assert_eq!(
+        last_line(&out),
+        "PONY-RESULT unchanged did=none was=running via=systemctl"
+    );
     let reload: Service = serde_yaml::from_str("{ name: mta, state: reloaded }").unwrap();
     let (_, out, _) = sh(&bin, &service::script(&reload, false, sysd));
-    assert_eq!(last_line(&out), "PONY-RESULT changed did=reload was=running via=systemctl");
+    assert_eq!(
+        last_line(&out),
+        "PONY-RESULT changed did=reload was=running via=systemctl"
+    );
     let calls = std::fs::read_to_string(state.join("calls")).unwrap();
     assert_eq!(calls.matches("start mta").count(), 1, "{calls}");
 
     let unknown: Service = serde_yaml::from_str("{ name: nope, state: stopped }").unwrap();
     let (code, _, err) = sh(&bin, &service::script(&unknown, false, sysd));
-    assert_eq!((code, err.trim()), (1, "no service `nope`: systemd knows no unit nope"));
+    assert_eq!(
+        (code, err.trim()),
+        (1, "no service `nope`: systemd knows no unit nope")
+    );
 }
 
 #[test]
@@ -114,7 +148,9 @@ fn with_a_version_the_package_script_asks_apt_and_says_old_and_new() {
     tool(
         &bin,
         "dpkg-query",
-        &format!(r#"[ "$3" = mail-tools ] && [ -s {s}/version ] || exit 1; printf 'ii |%s' "$(cat {s}/version)""#),
+        &format!(
+            r#"[ "$3" = mail-tools ] && [ -s {s}/version ] || exit 1; printf 'ii |%s' "$(cat {s}/version)""#
+        ),
     );
     tool(
         &bin,
@@ -136,28 +172,55 @@ case $1 in install) printf '%s' "${{last#mail-tools=}}" > {s}/version; echo "Set
     let (code, out, err) = sh(&bin, &package::script(&at("2.0-1"), true));
     assert_eq!(code, 0, "{err}");
     let reply = parse(&out).unwrap();
-    assert_eq!(package::summary(&reply.fields, true), "would upgrade mail-tools 1.0-1 → 2.0-1");
+    assert_eq!(
+        package::summary(&reply.fields, true),
+        "would upgrade mail-tools 1.0-1 → 2.0-1"
+    );
     assert!(!state.join("calls").exists(), "check mode ran no apt-get");
     let (code, out, err) = sh(&bin, &package::script(&at("2.0-1"), false));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(last_line(&out), "PONY-RESULT changed name=mail-tools old=1.0-1 new=2.0-1 did=upgrade");
+    assert_eq!(
+        last_line(&out),
+        "PONY-RESULT changed name=mail-tools old=1.0-1 new=2.0-1 did=upgrade"
+    );
     let calls = std::fs::read_to_string(state.join("calls")).unwrap();
-    assert_eq!(calls, "install -y -q --allow-downgrades -o Dpkg::Options::=--force-confold mail-tools=2.0-1\n");
+    assert_eq!(
+        calls,
+        "install -y -q --allow-downgrades -o Dpkg::Options::=--force-confold mail-tools=2.0-1\n"
+    );
     let (_, out, _) = sh(&bin, &package::script(&at("2.0-1"), false));
-    assert_eq!(last_line(&out), "PONY-RESULT unchanged name=mail-tools old=2.0-1 new=2.0-1 did=none");
+    assert_eq!(
+        last_line(&out),
+        "PONY-RESULT unchanged name=mail-tools old=2.0-1 new=2.0-1 did=none"
+    );
     let (_, out, _) = sh(&bin, &package::script(&at("1.0-1"), false));
     let reply = parse(&out).unwrap();
-    assert_eq!(package::summary(&reply.fields, false), "downgraded mail-tools 2.0-1 → 1.0-1");
+    assert_eq!(
+        package::summary(&reply.fields, false),
+        "downgraded mail-tools 2.0-1 → 1.0-1"
+    );
 
     let (code, _, err) = sh(&bin, &package::script(&at("9.9"), false));
     assert_eq!(code, 1);
-    assert!(err.starts_with("apt finds no version 9.9 of mail-tools"), "{err}");
-    assert!(err.contains("Candidate: 2.0-1"), "what apt-cache policy said: {err}");
+    assert!(
+        err.starts_with("apt finds no version 9.9 of mail-tools"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Candidate: 2.0-1"),
+        "what apt-cache policy said: {err}"
+    );
 
     let absent: Package = serde_yaml::from_str("{ name: mail-tools, state: absent }").unwrap();
     let (_, out, _) = sh(&bin, &package::script(&absent, false));
     let reply = parse(&out).unwrap();
-    assert_eq!(package::summary(&reply.fields, false), "removed mail-tools 1.0-1");
+    assert_eq!(
+        package::summary(&reply.fields, false),
+        "removed mail-tools 1.0-1"
+    );
     let (_, out, _) = sh(&bin, &package::script(&absent, false));
-    assert_eq!(last_line(&out), "PONY-RESULT unchanged name=mail-tools old=none new=none did=none");
+    assert_eq!(
+        last_line(&out),
+        "PONY-RESULT unchanged name=mail-tools old=none new=none did=none"
+    );
 }
