@@ -6,8 +6,8 @@
 //! diff, "would start", "would upgrade 1.0 → 2.0") and changes nothing. A missing file,
 //! an unknown service and a version apt cannot find fail their task with the host and
 //! what the host said. The test has no systemd, so `service:` goes through the host's
-//! `service` command and the init script the test writes (removed at the end, as are
-//! the daemon and the package).
+//! `service` command, the init script the test writes and update-rc.d (all removed at
+//! the end, as are the daemon and the package).
 
 mod support;
 
@@ -29,6 +29,10 @@ impl Drop for Cleanup {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         let _ = std::fs::remove_file(format!("/etc/init.d/{}", self.service));
+        // The links `enabled: true` made in /etc/rc?.d.
+        let _ = Command::new("update-rc.d")
+            .args(["-f", &self.service, "remove"])
+            .output();
         let _ = Command::new("dpkg")
             .args(["--purge", &self.package])
             .output();
@@ -37,6 +41,14 @@ impl Drop for Cleanup {
 
 fn daemon_pid(pidfile: &Path) -> Option<u32> {
     std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
+/// Whether the init script starts at boot (an S link in /etc/rc2.d, as update-rc.d makes).
+fn enabled(service: &str) -> bool {
+    std::fs::read_dir("/etc/rc2.d").unwrap().flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().to_string();
+        name.starts_with('S') && name.get(3..) == Some(service)
+    })
 }
 
 fn running(pid: u32) -> bool {
@@ -116,7 +128,7 @@ steps:
     line: {{ path: "{{{{ root }}}}/main.cf", regexp: '^debug_peer', state: absent }}
   - name: daemon
     hosts: r1-c1-01
-    service: {{ name: {service}, state: started }}
+    service: {{ name: {service}, state: started, enabled: true }}
   - name: tools
     hosts: r1-c1-01
     package: {{ deb: "{deb}" }}
@@ -234,7 +246,7 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     );
     assert!(
         report.contains(&format!(
-            "service {service} would start (stopped now) via service"
+            "service {service} would start and would enable (stopped now) via service"
         )),
         "{report}"
     );
@@ -264,6 +276,7 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     }
     let pid = daemon_pid(&daemon.join("pid")).expect("the daemon's pidfile");
     assert!(running(pid), "the daemon {pid} runs");
+    assert!(enabled(&service), "update-rc.d linked it to start at boot");
     assert_eq!(installed_version(&package).as_deref(), Some("1.0"));
     let results1 = results(&state);
     for (label, (state, changed, ..)) in &results1 {
