@@ -102,9 +102,17 @@ async fn attempt(
 ) -> Result<(bool, String), Failure> {
     let who = pool.host_name(host).to_string();
     if simulated(pool, host).await {
-        // Nothing stands behind a simulated host: its answer is the run's sampled time.
-        let out = run_command(pool, host, "true", timeout, run).await;
-        out.map_err(Failure::Transport)?;
+        // Nothing stands behind a simulated host: its answer is the run's sampled time
+        // and outcome.
+        let out = run_command(pool, host, "true", timeout, run)
+            .await
+            .map_err(Failure::Transport)?;
+        if !out.success() {
+            return Err(Failure::Host {
+                error: format!("{} on {who} failed (simulated)", action.kind()),
+                output: Some(out),
+            });
+        }
         return Ok((true, format!("{} (simulated)", action.describe())));
     }
     match action {

@@ -224,3 +224,40 @@ case $1 in install) printf '%s' "${{last#mail-tools=}}" > {s}/version; echo "Set
         "PONY-RESULT unchanged name=mail-tools old=none new=none did=none"
     );
 }
+
+#[test]
+fn the_line_write_keeps_the_files_mode_refuses_a_file_changed_since_the_read_and_works_under_become(
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = dir.path().join("main.cf");
+    std::fs::write(&path, "a = 1\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path_text = path.to_str().unwrap();
+    let old = crate::exec::task::sha256(b"a = 1\n");
+    // Under `become` the script goes through `sudo -n sh -s` and its here-document.
+    let script = super::with_become(
+        super::line::write_script(path_text, Some(&old), b"a = 2\nb = 'x'\n"),
+        true,
+    );
+    let (code, out, err) = sh(&bin, &script);
+    assert_eq!((code, out.trim()), (0, "PONY-RESULT changed"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "a = 2\nb = 'x'\n");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The file is no longer what was read: refused, and left alone.
+    let (code, _, err) = sh(
+        &bin,
+        &super::line::write_script(path_text, Some(&old), b"other\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("changed on the host while pony edited it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "a = 2\nb = 'x'\n");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert_eq!(leftovers.len(), 2, "no temp file left: {leftovers:?}");
+}
