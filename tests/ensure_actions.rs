@@ -176,6 +176,30 @@ const MAIN_CF: &str = "myhostname = mx\nsmtpd_banner = old banner\ndebug_peer_li
 
 #[test]
 fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_say_why() {
+    let b = bench();
+    let first = b.lab.playbook(&playbook(&b.service, &b.v1));
+    dry_run_and_plan(&b, &first);
+    check_changes_nothing(&b, &first);
+    let pid = first_run_changes_everything(&b, &first);
+    upgrade_changes_the_package_only(&b, pid);
+    failures_name_the_host_and_the_cause(&b, pid);
+}
+
+/// The lab and what the test put on the machine for it.
+struct Bench {
+    lab: Lab,
+    hosts: Vec<String>,
+    tag: u32,
+    service: String,
+    package: String,
+    daemon: PathBuf,
+    v1: PathBuf,
+    v2: PathBuf,
+    _cleanup: Cleanup,
+}
+
+/// Two hosts with a main.cf each, an init script, two versions of a package.
+fn bench() -> Bench {
     let lab = lab_with(1, 1, 2);
     let hosts = lab.host_names();
     let tag = std::process::id();
@@ -183,7 +207,7 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     let package = format!("pony-test-{tag}");
     let daemon = lab.path("daemon");
     std::fs::create_dir_all(&daemon).unwrap();
-    let _cleanup = Cleanup {
+    let cleanup = Cleanup {
         service: service.clone(),
         package: package.clone(),
         pidfile: daemon.join("pid"),
@@ -202,8 +226,25 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     for host in &hosts {
         std::fs::write(lab.root(host).join("main.cf"), MAIN_CF).unwrap();
     }
-    let first = lab.playbook(&playbook(&service, &v1));
 
+    Bench {
+        lab,
+        hosts,
+        tag,
+        service,
+        package,
+        daemon,
+        v1,
+        v2,
+        _cleanup: cleanup,
+    }
+}
+
+/// `--dry-run` and `plan` say what each action ensures, contacting nothing.
+fn dry_run_and_plan(b: &Bench, first: &Path) {
+    let Bench {
+        lab, service, v1, ..
+    } = b;
     // --dry-run and plan say what each action ensures, contacting nothing.
     let (out, _) = pony_run(&lab, "dry", &first, &["--dry-run"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -234,7 +275,18 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
         "{}",
         text(&plan)
     );
+}
 
+/// `--check --diff`: what would change, and nothing changes.
+fn check_changes_nothing(b: &Bench, first: &Path) {
+    let Bench {
+        lab,
+        hosts,
+        service,
+        package,
+        daemon,
+        ..
+    } = b;
     // --check --diff: what would change, and nothing changes.
     let (out, _) = pony_run(&lab, "check-1", &first, &["--check", "--diff"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -254,7 +306,7 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
         report.contains(&format!("would install {package} 1.0")),
         "{report}"
     );
-    for host in &hosts {
+    for host in hosts {
         assert_eq!(
             std::fs::read_to_string(lab.root(host).join("main.cf")).unwrap(),
             MAIN_CF
@@ -262,11 +314,22 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
     }
     assert_eq!(daemon_pid(&daemon.join("pid")), None);
     assert_eq!(installed_version(&package), None);
+}
 
+/// The first run changes everything, and the journal says so; the pid of the daemon.
+fn first_run_changes_everything(b: &Bench, first: &Path) -> u32 {
+    let Bench {
+        lab,
+        hosts,
+        service,
+        package,
+        daemon,
+        ..
+    } = b;
     // The first run changes everything, and the journal says so.
     let (out, state) = pony_run(&lab, "run-1", &first, &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    for host in &hosts {
+    for host in hosts {
         assert_eq!(
             std::fs::read_to_string(lab.root(host).join("main.cf")).unwrap(),
             format!(
@@ -300,6 +363,19 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
         "{results1:?}"
     );
 
+    pid
+}
+
+/// The upgrade, then the same run again.
+fn upgrade_changes_the_package_only(b: &Bench, pid: u32) {
+    let Bench {
+        lab,
+        service,
+        package,
+        daemon,
+        v2,
+        ..
+    } = b;
     // The upgrade: 1.0 → 2.0 said by --check and done by the run; the rest unchanged.
     let second = lab.playbook(&playbook(&service, &v2));
     let (out, _) = pony_run(&lab, "check-2", &second, &["--check"]);
@@ -361,7 +437,17 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
             .contains(&format!("{package} 2.0 already in place")),
         "{results3:?}"
     );
+}
 
+/// Failures name the host and what it said.
+fn failures_name_the_host_and_the_cause(b: &Bench, pid: u32) {
+    let Bench {
+        lab,
+        tag,
+        service,
+        package,
+        ..
+    } = b;
     // Failures name the host and what it said.
     let failing = lab.playbook(&format!(
         r#"name: failing

@@ -135,6 +135,35 @@ esac"#,
     );
 }
 
+/// Stand-ins for apt with a repository that has mail-tools 1.0-1 and 2.0-1, keeping the
+/// installed version in `state`.
+fn fake_apt(bin: &Path, state: &Path) {
+    let s = state.display();
+    // apt knows mail-tools 1.0-1 and 2.0-1 (and, as the real one, shows nothing and exits 0
+    // for a version it does not know); dpkg-query reports what apt-get installed.
+    tool(
+        bin,
+        "dpkg-query",
+        &format!(
+            r#"[ "$3" = mail-tools ] && [ -s {s}/version ] || exit 1; printf 'ii |%s' "$(cat {s}/version)""#
+        ),
+    );
+    tool(
+        bin,
+        "apt-cache",
+        r#"case "$1 $2" in "show mail-tools=1.0-1"|"show mail-tools=2.0-1") echo "Package: mail-tools"; exit 0 ;; show*) exit 0 ;; esac
+echo "mail-tools:"; echo "  Installed: 1.0-1"; echo "  Candidate: 2.0-1""#,
+    );
+    tool(
+        bin,
+        "apt-get",
+        &format!(
+            r#"echo "$*" >> {s}/calls; for a; do last=$a; done
+case $1 in install) printf '%s' "${{last#mail-tools=}}" > {s}/version; echo "Setting up mail-tools (${{last#mail-tools=}}) ..." ;; remove) : > {s}/version ;; esac"#
+        ),
+    );
+}
+
 #[test]
 fn with_a_version_the_package_script_asks_apt_and_says_old_and_new() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,30 +171,7 @@ fn with_a_version_the_package_script_asks_apt_and_says_old_and_new() {
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("version"), "1.0-1").unwrap();
-    let s = state.display();
-    // apt knows mail-tools 1.0-1 and 2.0-1 (and, as the real one, shows nothing and exits 0
-    // for a version it does not know); dpkg-query reports what apt-get installed.
-    tool(
-        &bin,
-        "dpkg-query",
-        &format!(
-            r#"[ "$3" = mail-tools ] && [ -s {s}/version ] || exit 1; printf 'ii |%s' "$(cat {s}/version)""#
-        ),
-    );
-    tool(
-        &bin,
-        "apt-cache",
-        r#"case "$1 $2" in "show mail-tools=1.0-1"|"show mail-tools=2.0-1") echo "Package: mail-tools"; exit 0 ;; show*) exit 0 ;; esac
-echo "mail-tools:"; echo "  Installed: 1.0-1"; echo "  Candidate: 2.0-1""#,
-    );
-    tool(
-        &bin,
-        "apt-get",
-        &format!(
-            r#"echo "$*" >> {s}/calls; for a; do last=$a; done
-case $1 in install) printf '%s' "${{last#mail-tools=}}" > {s}/version; echo "Setting up mail-tools (${{last#mail-tools=}}) ..." ;; remove) : > {s}/version ;; esac"#
-        ),
-    );
+    fake_apt(&bin, &state);
     let at = |version: &str| -> Package {
         serde_yaml::from_str(&format!("{{ name: mail-tools, version: '{version}' }}")).unwrap()
     };
