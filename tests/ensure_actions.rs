@@ -362,6 +362,13 @@ fn first_run_changes_everything(b: &Bench, first: &Path) -> u32 {
             .contains("Starting the pony test daemon"),
         "{results1:?}"
     );
+    // The host's log names the write; the new content (base64 in the script) is not in it.
+    let (_, run_dir) = support::only_run(&state);
+    let log = std::fs::read_to_string(run_dir.join("logs/r1-c1-01.log")).unwrap();
+    assert!(
+        log.contains("(write ") && !log.contains("base64 -d"),
+        "{log}"
+    );
 
     pid
 }

@@ -124,7 +124,26 @@ async fn attempt(
             };
             let digest = old.as_deref().map(sha256);
             let script = line::write_script(&l.path, digest.as_deref(), &edit.content);
-            ask(pool, host, &who, "line", script, become_root, timeout, run).await?;
+            // The script carries the new content (base64): the log names it only, as an
+            // upload's does, so that no secret in the line reaches the log encoded.
+            let mut scratch = TaskRun::new();
+            let written = ask(
+                pool,
+                host,
+                &who,
+                "line",
+                script,
+                become_root,
+                timeout,
+                &mut scratch,
+            )
+            .await;
+            run.commands.push(format!(
+                "(write {} bytes over {}, if it is still as read)",
+                edit.content.len(),
+                l.path
+            ));
+            written?;
             Ok((true, format!("{}: {}", l.path, edit.what)))
         }
         Ensure::Service(s) => {
