@@ -246,7 +246,7 @@ fn dry_run_and_plan(b: &Bench, first: &Path) {
         lab, service, v1, ..
     } = b;
     // --dry-run and plan say what each action ensures, contacting nothing.
-    let (out, _) = pony_run(&lab, "dry", &first, &["--dry-run"]);
+    let (out, _) = pony_run(lab, "dry", first, &["--dry-run"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let shown = text(&out);
     let root = lab.root("r1-c1-01");
@@ -288,7 +288,7 @@ fn check_changes_nothing(b: &Bench, first: &Path) {
         ..
     } = b;
     // --check --diff: what would change, and nothing changes.
-    let (out, _) = pony_run(&lab, "check-1", &first, &["--check", "--diff"]);
+    let (out, _) = pony_run(lab, "check-1", first, &["--check", "--diff"]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(report.contains("-smtpd_banner = old banner\n"), "{report}");
@@ -313,7 +313,7 @@ fn check_changes_nothing(b: &Bench, first: &Path) {
         );
     }
     assert_eq!(daemon_pid(&daemon.join("pid")), None);
-    assert_eq!(installed_version(&package), None);
+    assert_eq!(installed_version(package), None);
 }
 
 /// The first run changes everything, and the journal says so; the pid of the daemon.
@@ -327,7 +327,7 @@ fn first_run_changes_everything(b: &Bench, first: &Path) -> u32 {
         ..
     } = b;
     // The first run changes everything, and the journal says so.
-    let (out, state) = pony_run(&lab, "run-1", &first, &[]);
+    let (out, state) = pony_run(lab, "run-1", first, &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     for host in hosts {
         assert_eq!(
@@ -339,8 +339,8 @@ fn first_run_changes_everything(b: &Bench, first: &Path) -> u32 {
     }
     let pid = daemon_pid(&daemon.join("pid")).expect("the daemon's pidfile");
     assert!(running(pid), "the daemon {pid} runs");
-    assert!(enabled(&service), "update-rc.d linked it to start at boot");
-    assert_eq!(installed_version(&package).as_deref(), Some("1.0"));
+    assert!(enabled(service), "update-rc.d linked it to start at boot");
+    assert_eq!(installed_version(package).as_deref(), Some("1.0"));
     let results1 = results(&state);
     for (label, (state, changed, ..)) in &results1 {
         assert_eq!(
@@ -384,8 +384,8 @@ fn upgrade_changes_the_package_only(b: &Bench, pid: u32) {
         ..
     } = b;
     // The upgrade: 1.0 → 2.0 said by --check and done by the run; the rest unchanged.
-    let second = lab.playbook(&playbook(&service, &v2));
-    let (out, _) = pony_run(&lab, "check-2", &second, &["--check"]);
+    let second = lab.playbook(&playbook(service, v2));
+    let (out, _) = pony_run(lab, "check-2", &second, &["--check"]);
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         report.contains(&format!("would upgrade {package} 1.0 → 2.0")),
@@ -397,10 +397,10 @@ fn upgrade_changes_the_package_only(b: &Bench, pid: u32) {
         )),
         "{report}"
     );
-    assert_eq!(installed_version(&package).as_deref(), Some("1.0"));
-    let (out, state) = pony_run(&lab, "run-2", &second, &[]);
+    assert_eq!(installed_version(package).as_deref(), Some("1.0"));
+    let (out, state) = pony_run(lab, "run-2", &second, &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
-    assert_eq!(installed_version(&package).as_deref(), Some("2.0"));
+    assert_eq!(installed_version(package).as_deref(), Some("2.0"));
     let results2 = results(&state);
     let tools = &results2["tools@r1-c1-01"];
     assert_eq!(
@@ -428,7 +428,7 @@ fn upgrade_changes_the_package_only(b: &Bench, pid: u32) {
     assert_eq!(calls, "start\n", "one start in all");
 
     // The same again: nothing changes anywhere.
-    let (out, state) = pony_run(&lab, "run-3", &second, &[]);
+    let (out, state) = pony_run(lab, "run-3", &second, &[]);
     assert_eq!(code(&out), 0, "{}", text(&out));
     let results3 = results(&state);
     for (label, (state, changed, ..)) in &results3 {
@@ -472,7 +472,7 @@ steps:
     service: {{ name: {service}, state: stopped }}
 "#
     ));
-    let (out, state) = pony_run(&lab, "run-4", &failing, &[]);
+    let (out, state) = pony_run(lab, "run-4", &failing, &[]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let results4 = results(&state);
     let missing = &results4["missing@r1-c1-01"];
@@ -494,7 +494,7 @@ steps:
     let unknown_version = lab.playbook(&format!(
         "name: pinned\nsteps:\n  - name: pin\n    hosts: r1-c1-01\n    package: {{ name: {package}, version: \"9.9-1\" }}\n"
     ));
-    let (out, state) = pony_run(&lab, "run-5", &unknown_version, &[]);
+    let (out, state) = pony_run(lab, "run-5", &unknown_version, &[]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     let pin = &results(&state)["pin@r1-c1-01"];
     assert_eq!(pin.0, "failed");
@@ -504,5 +504,5 @@ steps:
         )),
         "{pin:?}"
     );
-    assert_eq!(installed_version(&package).as_deref(), Some("2.0"));
+    assert_eq!(installed_version(package).as_deref(), Some("2.0"));
 }
