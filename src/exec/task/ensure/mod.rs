@@ -70,7 +70,7 @@ pub(super) async fn execute(
             Ok((false, text)) => {
                 run.exit_code = Some(0);
                 run.stdout.extend_from_slice(format!("{text}\n").as_bytes());
-                return skipped(run, format!("{}: {text}", action.kind()));
+                return skipped(run, text);
             }
             Err(failure) => failure,
         };
@@ -120,7 +120,7 @@ async fn attempt(
             let old = read(pool, host, l, become_root, run).await?;
             let edit = line::edit(old.as_deref(), l).map_err(|e| host_failure(&who, "line", e))?;
             let Some(edit) = edit else {
-                return Ok((false, format!("{} already as asked", l.path)));
+                return Ok((false, format!("line: {} already as asked", l.path)));
             };
             let digest = old.as_deref().map(sha256);
             let script = line::write_script(&l.path, digest.as_deref(), &edit.content);
