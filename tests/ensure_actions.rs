@@ -187,6 +187,8 @@ fn lines_services_and_packages_change_once_check_changes_nothing_and_failures_sa
 
 /// The lab and what the test put on the machine for it.
 struct Bench {
+    // First: fields drop in order, and the cleanup reads the daemon's pidfile in the lab.
+    _cleanup: Cleanup,
     lab: Lab,
     hosts: Vec<String>,
     tag: u32,
@@ -195,7 +197,6 @@ struct Bench {
     daemon: PathBuf,
     v1: PathBuf,
     v2: PathBuf,
-    _cleanup: Cleanup,
 }
 
 /// Two hosts with a main.cf each, an init script, two versions of a package.
@@ -228,6 +229,7 @@ fn bench() -> Bench {
     }
 
     Bench {
+        _cleanup: cleanup,
         lab,
         hosts,
         tag,
@@ -236,7 +238,6 @@ fn bench() -> Bench {
         daemon,
         v1,
         v2,
-        _cleanup: cleanup,
     }
 }
 
