@@ -156,6 +156,7 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
     );
     let (mut run, mut change, mut same, mut skipped, mut unknown) = (0, 0, 0, 0, 0);
     let mut not_notified = 0;
+    let mut act = 0;
     let width = plan
         .playbook
         .steps
@@ -182,6 +183,14 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
                 Preview::Unchanged { dest } => {
                     same += 1;
                     (format!("unchanged {dest}"), None)
+                }
+                Preview::WouldDo(what) => {
+                    act += 1;
+                    (what.clone(), None)
+                }
+                Preview::AsAsked(what) => {
+                    same += 1;
+                    (format!("unchanged: {what}"), None)
                 }
                 Preview::Unknown(why) => {
                     unknown += 1;
@@ -220,17 +229,27 @@ fn render(plan: &Plan, hosts: &[HostId], answers: &[Vec<Answer>], redactor: &Red
     }
     out.push_str(&summary(
         [run, change, same, skipped, unknown],
+        act,
         not_notified,
     ));
     out
 }
 
-/// The report's last line: the answers counted.
-fn summary([run, change, same, skipped, unknown]: [usize; 5], not_notified: usize) -> String {
-    let quiet = if not_notified > 0 {
-        format!(", {not_notified} handler(s) nothing would notify")
-    } else {
-        String::new()
+/// The report's last line: the answers counted. A service or package change, and a
+/// handler nothing would notify, are said only where there is one (the line stays as
+/// scripts read it otherwise).
+fn summary(
+    [run, change, same, skipped, unknown]: [usize; 5],
+    act: usize,
+    not_notified: usize,
+) -> String {
+    let acts = match act {
+        0 => String::new(),
+        n => format!(", {n} would change a service or package"),
     };
-    format!("summary: {run} would run, {change} would change a file, {same} unchanged, {skipped} skipped by a guard, {unknown} unknown{quiet}\n")
+    let quiet = match not_notified {
+        0 => String::new(),
+        n => format!(", {n} handler(s) nothing would notify"),
+    };
+    format!("summary: {run} would run, {change} would change a file{acts}, {same} unchanged, {skipped} skipped by a guard, {unknown} unknown{quiet}\n")
 }

@@ -307,6 +307,10 @@ fn describe_steps(out: &mut String, plan: &Plan) {
         if let Some(rule) = step.changed_when.describe() {
             writeln!(out, "    {rule}").unwrap();
         }
+        // An everyday action says what it ensures (its templates as written).
+        if let crate::playbook::Action::Ensure(ensure) = &step.action {
+            writeln!(out, "    {}", ensure.describe()).unwrap();
+        }
         if step.delegate.is_some() {
             writeln!(out, "    {}", delegates_line(plan, s)).unwrap();
         }

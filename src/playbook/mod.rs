@@ -4,10 +4,12 @@
 //! - [`raw`]: the YAML shape (serde), before any check;
 //! - [`strategy`]: waves, gates, change windows and the per-cluster limits;
 //! - [`step`]: steps, their action, guards, retries and `needs`;
+//! - [`ensure`]: the everyday actions (`line:`, `service:`, `package:`);
 //! - [`mail`]: the mail built-ins (`mail: { action: drain_mta, … }`) a step expands into;
 //! - [`template`]: the minijinja environment, and what a template reads;
 //! - [`include`]: `include:` steps, replaced by the steps of the file they name.
 
+pub mod ensure;
 pub mod health;
 pub mod include;
 pub mod mail;

@@ -237,6 +237,11 @@ pub struct RawStep {
     #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub probe: Option<Probe>,
     pub estimate: Option<Scalar>,
+    /// The everyday actions (`super::ensure`): a line in a file, a service's state, a
+    /// package at a version.
+    pub line: Option<super::ensure::Line>,
+    pub service: Option<super::ensure::Service>,
+    pub package: Option<super::ensure::Package>,
     /// A host pattern (template) naming the one host that runs the step's commands on
     /// behalf of each target.
     pub delegate: Option<String>,

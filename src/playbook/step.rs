@@ -1,4 +1,5 @@
-//! A step: one action (`run`, `upload`, `template` or `probe`) on the hosts of a
+//! A step: one action (`run`, `upload`, `template`, `probe`, or an everyday action
+//! `line`, `service`, `package`) on the hosts of a
 //! pattern, with its guards, retries, rollback command and the steps it `needs`.
 
 use super::raw::{self, NeedScope, Per, Probe, RawStep, RawTransfer};
@@ -69,6 +70,7 @@ impl Step {
                 out.push(("dest", t.dest.as_str()));
             }
             Action::Probe(probe) => out.extend(probe.templates()),
+            Action::Ensure(ensure) => out.extend(ensure.templates()),
         }
         let natural = self.mail.as_ref().map(|m| m.rollback.as_deref());
         let rollback = match natural {
@@ -151,6 +153,8 @@ pub enum Action {
     Upload(Transfer),
     Template(Transfer),
     Probe(Probe),
+    /// `line:`, `service:` or `package:` (see [`super::ensure`]).
+    Ensure(super::ensure::Ensure),
 }
 
 impl Action {
@@ -160,6 +164,7 @@ impl Action {
             Action::Upload(_) => "upload",
             Action::Template(_) => "template",
             Action::Probe(_) => "probe",
+            Action::Ensure(ensure) => ensure.kind(),
         }
     }
 }
@@ -293,6 +298,7 @@ impl Builder<'_> {
         if let Some(p) = &raw.probe {
             actions.push(("probe", Action::Probe(p.clone())));
         }
+        actions.extend(self.ensure_actions(what, raw));
         if actions.len() != 1 {
             let found: Vec<&str> = actions.iter().map(|(kind, _)| *kind).collect();
             self.error(
@@ -301,11 +307,30 @@ impl Builder<'_> {
                 } else {
                     format!("{what} has {} actions ({})", found.len(), found.join(", "))
                 },
-                "give each step exactly one of `run`, `upload`, `template` or `probe` (or `mail`, a mail built-in)",
+                "give each step exactly one of `run`, `upload`, `template` or `probe`, an everyday action (`line`, `service`, `package`), or `mail` (a mail built-in)",
             );
             return None;
         }
         actions.pop().map(|(_, action)| action)
+    }
+
+    /// The step's `line:`, `service:` and `package:`, each checked (its problems are
+    /// validation errors, and it counts as the step's action all the same).
+    fn ensure_actions(&mut self, what: &str, raw: &RawStep) -> Vec<(&'static str, Action)> {
+        use super::ensure::Ensure;
+        let written = [
+            raw.line.clone().map(Ensure::Line),
+            raw.service.clone().map(Ensure::Service),
+            raw.package.clone().map(Ensure::Package),
+        ];
+        let mut out = Vec::new();
+        for ensure in written.into_iter().flatten() {
+            for p in ensure.problems(true) {
+                self.error(format!("{what}: {}", p.message), p.hint);
+            }
+            out.push((ensure.kind(), Action::Ensure(ensure)));
+        }
+        out
     }
 
     /// The steps this one needs, each known (else an error with "did you mean").

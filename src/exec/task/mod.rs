@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 mod chain;
+mod ensure;
 mod preview;
 mod render;
 mod upload;
@@ -274,6 +275,10 @@ async fn execute_inner(pool: &HostPool, on: RunsOn, spec: &TaskSpec) -> TaskRun 
             become_root,
         } => put(pool, host, content, dest, *mode, *become_root, run).await,
         RenderedAction::Probe(probe) => probe_with_retries(pool, host, probe, spec, run).await,
+        RenderedAction::Ensure {
+            action,
+            become_root,
+        } => ensure::execute(pool, host, action, *become_root, spec, run).await,
     }
 }
 

@@ -2,9 +2,11 @@
 //! host and changing nothing there. Guards are answered as a run answers them
 //! (`creates`: the path exists; `unless`: its command succeeds; both read-only by
 //! contract), a file step's content is compared with the file in place (and, with a diff
-//! asked for, the file is read for it); a command or a probe is only named. A handler is
-//! answered from what the steps it listens to would do ([`handler_preview`]).
+//! asked for, the file is read for it); a command or a probe is only named; an everyday
+//! action (`line`, `service`, `package`) runs its read-only form (`super::ensure`). A
+//! handler is answered from what the steps it listens to would do ([`handler_preview`]).
 
+use super::ensure::Checked;
 use super::render::with_become;
 use super::{run_command, sha256, RenderedAction, TaskRun, TaskSpec, GUARD_TIMEOUT};
 use crate::exec::hosts::HostPool;
@@ -26,6 +28,10 @@ pub enum Preview {
     WouldChange { dest: String, diff: Option<String> },
     /// Its file is in place with this content already.
     Unchanged { dest: String },
+    /// An everyday action (`service`, `package`) would change the host: how.
+    WouldDo(String),
+    /// An everyday action finds the host as asked already.
+    AsAsked(String),
     /// The host could not answer (unreachable, or a guard's command broke).
     Unknown(String),
     /// A handler a step it listens to would notify (which, and why).
@@ -47,6 +53,9 @@ pub fn handler_preview(heard: &[(&str, &Preview, &ChangeRule)]) -> Preview {
         match preview {
             Preview::WouldChange { dest, .. } => {
                 return Preview::Notified(format!("notified by `{name}` ({dest} would change)"))
+            }
+            Preview::WouldDo(what) => {
+                return Preview::Notified(format!("notified by `{name}` ({what})"))
             }
             Preview::WouldRun if **rule == ChangeRule::Always => {
                 return Preview::Notified(format!("notified by `{name}` (it would run)"))
@@ -95,6 +104,19 @@ pub async fn preview(pool: &HostPool, host: usize, spec: &TaskSpec, diff: bool) 
     }
     match &spec.action {
         RenderedAction::Run(_) | RenderedAction::Probe(_) => Preview::WouldRun,
+        RenderedAction::Ensure {
+            action,
+            become_root,
+        } => match super::ensure::preview(pool, host, action, *become_root).await {
+            Ok(Checked::File { dest, old, new }) => Preview::WouldChange {
+                diff: diff.then(|| unified_diff(&dest, old.as_deref(), &new)),
+                dest,
+            },
+            Ok(Checked::FileAsAsked { dest }) => Preview::Unchanged { dest },
+            Ok(Checked::Would(what)) => Preview::WouldDo(what),
+            Ok(Checked::AsAsked(what)) => Preview::AsAsked(what),
+            Err(why) => Preview::Unknown(why),
+        },
         RenderedAction::Put {
             content,
             dest,

@@ -39,6 +39,11 @@ pub enum RenderedAction {
     },
     /// A protocol probe through a port forward over the host's connection.
     Probe(crate::playbook::Probe),
+    /// An everyday action (`line`, `service`, `package`), run by [`super::ensure`].
+    Ensure {
+        action: crate::playbook::ensure::Ensure,
+        become_root: bool,
+    },
 }
 
 impl RenderedAction {
@@ -62,6 +67,7 @@ impl RenderedAction {
             RenderedAction::Probe(probe) => {
                 format!("probe {}", probe.describe())
             }
+            RenderedAction::Ensure { action, .. } => action.describe(),
         }
     }
 }
@@ -166,6 +172,10 @@ fn render_task_as(
         Action::Probe(probe) => {
             RenderedAction::Probe(probe.rendered(|field, text| render(env, field, text, ctx))?)
         }
+        Action::Ensure(ensure) => RenderedAction::Ensure {
+            action: ensure.rendered(|field, text| render(env, field, text, ctx))?,
+            become_root: step.become_root,
+        },
     };
     Ok(TaskSpec {
         action,
