@@ -5,6 +5,10 @@
 //! CSRF token) gets 403 and leaves the journal as it was; with both, the gate is
 //! approved (journaled, the run goes on), the event stream shows the hosts done, and
 //! `/metrics` parses as Prometheus text with the journal's host counts.
+//! The page shows the run's ETA (the very value `pony status --output json` gives for the
+//! same journal) and its timeline drawn from the journal, with the simulation kept by
+//! `pony simulate --save` of the same files beside it (and without one, the real one
+//! only); `examples/grafana/`'s dashboard asks only for metrics `/metrics` exports.
 //!
 //! Nothing waits on time: the test waits on journal records, the server's first line,
 //! events of the stream and the deploy's end.
@@ -268,8 +272,8 @@ fn read_until_event(stream: &mut BufReader<TcpStream>, wanted: &str) -> String {
 }
 
 /// A deploy of GATED on the local hosts, held at canary's approval gate: the deploy,
-/// the state folder and the run's folder.
-fn gated_run(dir: &Path) -> (Reaped, PathBuf, PathBuf) {
+/// the state folder, the run's folder, and the inventory and playbook files.
+fn gated_run(dir: &Path) -> (Reaped, PathBuf, PathBuf, [PathBuf; 2]) {
     let state = dir.join("state");
     let (inventory, playbook) = write_plan(dir, TINY_INVENTORY, GATED);
     let mut args = deploy_args(&inventory, &playbook);
@@ -295,16 +299,34 @@ fn gated_run(dir: &Path) -> (Reaped, PathBuf, PathBuf) {
                 .any(|l| l.contains("\"gate_waiting\"") && l.contains("\"approve\""))
         })
     });
-    (deploy, state, run)
+    (deploy, state, run, [inventory, playbook])
 }
 
 const STREAMED: &str = "return document.body.getAttribute('data-updates') !== null";
 
+/// The page's element `selector` exists (`true`) or not, as a script's answer.
+fn has(selector: &str) -> String {
+    format!("document.querySelector('{selector}') !== null")
+}
+
 /// The run page in Chromium, without the token and with it (then a screenshot); the
-/// DOM seen with the token.
-fn pages_in_chromium(browser: &Browser, page_url: &str) -> String {
+/// DOM seen with the token. In between, `pony simulate --save` keeps a simulation of
+/// the run's files: the page has the real timeline alone before, both after.
+fn pages_in_chromium(browser: &Browser, page_url: &str, simulate: impl FnOnce()) -> String {
     browser.open(page_url);
     let dom = browser.dom_when("the event stream's first update in the page", STREAMED);
+    assert!(
+        browser.run(&format!("return {}", has("#timeline-real svg"))) == true,
+        "the real timeline: {dom}"
+    );
+    assert!(
+        browser.run(&format!("return {}", has("#timeline-simulated"))) == false
+            && dom.contains("id=\"no-simulation\""),
+        "no simulated timeline without a simulation: {dom}"
+    );
+    // Canary's bars are in the real timeline; nothing of wave rest ran yet.
+    assert!(dom.contains("c1 wave canary"), "{dom}");
+    assert!(!dom.contains("wave rest:"), "{dom}");
     assert_eq!(count(&dom, "data-region", "r1", "done"), 2, "{dom}");
     assert_eq!(count(&dom, "data-region", "r2", "not_run"), 2, "{dom}");
     assert_eq!(count(&dom, "data-cluster", "c2", "not_run"), 2, "{dom}");
@@ -314,8 +336,16 @@ fn pages_in_chromium(browser: &Browser, page_url: &str) -> String {
         "no button without the token: {dom}"
     );
 
+    simulate();
+    // The page is rendered again when its journal grows, or every few seconds: the kept
+    // simulation shows up then.
     browser.open(&format!("{page_url}?token={TOKEN}"));
-    let dom = browser.dom_when("the page with the token", STREAMED);
+    let dom = browser.dom_when(
+        "the page with the token and the simulated timeline",
+        &format!("return {} && {}", STREAMED.trim_start_matches("return "), has("#timeline-simulated svg")),
+    );
+    assert!(dom.contains("pony simulate: served on tiny"), "the kept simulation's picture: {dom}");
+    assert!(browser.run(&format!("return {}", has("#timeline-real svg"))) == true, "{dom}");
     assert!(
         dom.contains("id=\"approve\""),
         "the approve button with the token: {dom}"
@@ -389,10 +419,51 @@ fn approval_journaled(journal: &[serde_json::Value]) {
     );
 }
 
+/// `pony simulate --save` of the run's own files, in the same state folder.
+fn keep_a_simulation(state: &Path, files: &[PathBuf; 2]) {
+    let [inventory, playbook] = files;
+    let output = pony(
+        state,
+        &[
+            "simulate",
+            "--save",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let kept = std::fs::read_dir(state.join("simulations")).unwrap().count();
+    assert_eq!(kept, 2, "the picture and the report kept");
+}
+
+/// The page's ETA is the one `pony status --output json` gives for the same journal
+/// (the run waits at its gate: nothing is journaled in between).
+fn eta_as_status_says(state: &Path, id: &str, dom: &str) {
+    let at = dom
+        .find("id=\"eta\" data-left-ms=\"")
+        .unwrap_or_else(|| panic!("an ETA on the page: {dom}"))
+        + "id=\"eta\" data-left-ms=\"".len();
+    let shown: u64 = dom[at..at + dom[at..].find('"').unwrap()].parse().unwrap();
+    let output = pony(state, &["status", id, "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["eta"]["left_ms"], shown, "{}", status["eta"]);
+    assert_eq!(status["eta"]["hosts_ended"], 2, "{}", status["eta"]);
+    assert_eq!(status["eta"]["hosts_left"], 2, "{}", status["eta"]);
+    // The run waits for its approval: when it ends is not known, the work left is.
+    assert!(status["eta"]["at"].is_null(), "{}", status["eta"]);
+    assert!(dom.contains("of work left after the wait"), "{dom}");
+}
+
 #[test]
 fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (deploy, state, run) = gated_run(dir.path());
+    let (deploy, state, run, files) = gated_run(dir.path());
     let id = run.file_name().unwrap().to_string_lossy().to_string();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -400,7 +471,8 @@ fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
 
     let browser = Browser::start();
     let page_url = format!("http://{addr}/runs/{id}");
-    let dom = pages_in_chromium(&browser, &page_url);
+    let dom = pages_in_chromium(&browser, &page_url, || keep_a_simulation(&state, &files));
+    eta_as_status_says(&state, &id, &dom);
     // The page's size as served, for the figures.
     let (status, _, page) = http(&addr, "GET", &format!("/runs/{id}"), &[], "");
     assert_eq!(status, 200);
@@ -431,6 +503,12 @@ fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
         "var c = document.querySelector('tr.total td[data-state=done]'); return c !== null && c.textContent === '4'",
     );
     assert!(dom.contains("<td>passed</td>"), "{dom}");
+    // The real timeline followed: wave rest's bars are drawn now.
+    let dom = browser.dom_when(
+        "the real timeline to draw wave rest",
+        "var t = document.querySelector('#timeline-real svg'); return t !== null && t.innerHTML.indexOf('c2 wave rest') >= 0",
+    );
+    assert!(dom.contains("id=\"timeline-simulated\""), "{dom}");
 
     let output = deploy.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
@@ -498,4 +576,91 @@ fn metrics_match_the_journal(addr: &str, id: &str, journal: &[serde_json::Value]
         steps.contains("mark") && steps.contains("check"),
         "{steps:?}: {body}"
     );
+    dashboard_asks_only_for_exported_metrics(&body);
+}
+
+/// Every metric name in the PromQL of `examples/grafana/`'s dashboards is one this
+/// scrape has (a sample line's name: a histogram's `_bucket`, `_sum`, `_count`).
+fn dashboard_asks_only_for_exported_metrics(scrape: &str) {
+    let exported: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    let dir = support::crate_root().join("examples").join("grafana");
+    let mut asked = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut exprs = Vec::new();
+        collect_exprs(&dashboard, &mut exprs);
+        assert!(!exprs.is_empty(), "{}: no PromQL", path.display());
+        for expr in exprs {
+            asked.extend(promql_metric_names(&expr));
+        }
+    }
+    assert!(asked.len() >= 4, "{asked:?}");
+    for name in &asked {
+        assert!(
+            exported.contains(name.as_str()),
+            "the dashboard asks for `{name}`, which /metrics does not export ({exported:?})"
+        );
+    }
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v.as_str()) {
+                    ("expr", Some(expr)) => out.push(expr.to_string()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The metric names of a PromQL expression: its identifiers outside label matchers
+/// (`{…}`), grouping lists (`by (…)`), strings and range selectors (`[5m]`), that are
+/// neither functions (followed by `(`) nor keywords.
+fn promql_metric_names(expr: &str) -> Vec<String> {
+    const KEYWORDS: [&str; 10] = [
+        "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+        "offset",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let (mut names, mut i, mut skip_list) = (Vec::new(), 0, false);
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '{' || c == '[' || c == '"' {
+            let close = match c {
+                '{' => '}',
+                '[' => ']',
+                _ => '"',
+            };
+            i += 1 + chars[i + 1..].iter().position(|&d| d == close).unwrap();
+        } else if c == '(' && skip_list {
+            i += 1 + chars[i + 1..].iter().position(|&d| d == ')').unwrap();
+            skip_list = false;
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let next = chars[i..].iter().find(|c| !c.is_whitespace());
+            if KEYWORDS.contains(&word.as_str()) {
+                skip_list = matches!(word.as_str(), "by" | "without" | "on" | "ignoring" | "group_left" | "group_right");
+            } else if next != Some(&'(') {
+                names.push(word);
+            }
+            continue;
+        }
+        i += 1;
+    }
+    names
 }

@@ -126,6 +126,15 @@ pub fn run_main(
             escape(&waiting.message)
         );
     }
+    if let Some(eta) = &report.eta {
+        let _ = writeln!(
+            out,
+            "<p id=\"eta\" data-left-ms=\"{}\" data-at=\"{}\">ETA: {}</p>",
+            eta.left_ms,
+            escape(eta.at.as_deref().unwrap_or("")),
+            escape(&eta.words())
+        );
+    }
     if let (Some(buttons), true) = (buttons, run.state == RunState::Running) {
         out.push_str(&controls_form(report, hosts, &buttons));
     }
@@ -332,4 +341,41 @@ fn commands(report: &Report) -> String {
     }
     out.push_str("</table>\n");
     out
+}
+
+/// The run's timeline from its journal and, when one was kept, its simulation's: the
+/// same drawing (`sim::svg`), one above the other on the same width.
+pub fn timelines(real: Option<&str>, simulated: Option<&str>) -> String {
+    if real.is_none() && simulated.is_none() {
+        return String::new();
+    }
+    let mut out = String::from("<h2>Timeline</h2><div id=\"timelines\">");
+    if let Some(svg) = real {
+        let _ = write!(
+            out,
+            "<figure id=\"timeline-real\"><figcaption>the run, from its journal</figcaption>{}</figure>",
+            strip_prolog(svg)
+        );
+    }
+    match simulated {
+        Some(svg) => {
+            let _ = write!(
+                out,
+                "<figure id=\"timeline-simulated\"><figcaption>its simulation \
+                 (<code>pony simulate --save</code> of the same playbook and inventory)</figcaption>{}</figure>",
+                strip_prolog(svg)
+            );
+        }
+        None => out.push_str(
+            "<p class=\"muted\" id=\"no-simulation\">no simulation kept for this run's files \
+             (<code>pony simulate --save</code> keeps one)</p>",
+        ),
+    }
+    out.push_str("</div>\n");
+    out
+}
+
+/// An SVG document as an element to put inside HTML (an XML prolog, if any, dropped).
+fn strip_prolog(svg: &str) -> &str {
+    svg.find("<svg").map_or(svg, |at| &svg[at..])
 }

@@ -80,14 +80,20 @@ pub fn run(
         StoreAccess::Read
     };
     let store = Store::open(store_settings, needs)?;
+    let state_dir = store_settings.state_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(store, access, addr))
+    runtime.block_on(serve(store, state_dir, access, addr))
 }
 
-async fn serve(store: Store, access: Access, addr: SocketAddr) -> anyhow::Result<Exit> {
+async fn serve(
+    store: Store,
+    state_dir: std::path::PathBuf,
+    access: Access,
+    addr: SocketAddr,
+) -> anyhow::Result<Exit> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Diagnostics::from(
             Diagnostic::new(
@@ -104,7 +110,12 @@ async fn serve(store: Store, access: Access, addr: SocketAddr) -> anyhow::Result
         "read-only (no --token-file)"
     };
     crate::outln!("pony serve: listening on http://{bound}/ ({mode})");
-    let hub = Arc::new(Hub::new(store.clone(), access.clone(), WATCH_EVERY));
+    let hub = Arc::new(Hub::new(
+        store.clone(),
+        state_dir,
+        access.clone(),
+        WATCH_EVERY,
+    ));
     let app = Arc::new(App {
         store,
         access,

@@ -90,6 +90,9 @@ pub struct RegionSpan {
     pub hosts: usize,
     /// Its hosts' time zones (`UTC` without one): where `local` windows open.
     pub zones: Vec<String>,
+    /// Whether a wave that takes its hosts has a `local` change window (the timeline
+    /// shows the region's local time).
+    pub local_window: bool,
     pub start_ms: Option<u64>,
     pub end_ms: Option<u64>,
     pub clusters: Vec<ClusterBars>,
@@ -345,10 +348,22 @@ fn regions(plan: &Plan, trace: &Trace) -> Vec<RegionSpan> {
                 .collect();
             zones.sort();
             zones.dedup();
+            let waves = &plan.playbook.strategy.waves;
+            let local_window = region
+                .clusters
+                .iter()
+                .flat_map(|&c| &inventory.clusters[c].hosts)
+                .filter_map(|&h| plan.host_wave[h])
+                .any(|w| {
+                    waves.get(w).and_then(|w| w.window.as_ref()).is_some_and(|w| {
+                        w.time_zone == crate::playbook::strategy::LOCAL
+                    })
+                });
             out.push(RegionSpan {
                 name: region.name.clone(),
                 hosts,
                 zones,
+                local_window,
                 start_ms: start,
                 end_ms: end,
                 clusters,
