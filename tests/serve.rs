@@ -652,10 +652,20 @@ fn promql_metric_names(expr: &str) -> Vec<String> {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
-            let next = chars[i..].iter().find(|c| !c.is_whitespace());
+            let rest: String = chars[i..].iter().collect();
+            let rest = rest.trim_start();
+            let next = rest.chars().next();
+            // `sum by (…) (…)`: an aggregation with its grouping first.
+            let grouped = ["by", "without"].iter().any(|k| {
+                rest.strip_prefix(k)
+                    .is_some_and(|r| r.trim_start().starts_with('('))
+            });
+            if grouped {
+                continue;
+            }
             if KEYWORDS.contains(&word.as_str()) {
                 skip_list = matches!(word.as_str(), "by" | "without" | "on" | "ignoring" | "group_left" | "group_right");
-            } else if next != Some(&'(') {
+            } else if next != Some('(') {
                 names.push(word);
             }
             continue;
