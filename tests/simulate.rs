@@ -2,9 +2,12 @@
 //! fleet (steps of known, varied lengths, a failure that rolls its host back, a pause
 //! gate), then a simulation fed each task's journaled duration has the run's outcome and
 //! exactly those durations on its critical path, and is never longer than the run; a simulation with every sshd stopped contacts nothing, writes
-//! nothing and takes no lock; the same seed gives the same JSON; bad what-ifs exit 2.
+//! nothing and takes no lock; the same seed gives the same JSON; bad what-ifs exit 2; the
+//! timeline has wall-clock and local-time labels (`simulate/svg_labels.rs`).
 
 mod support;
+#[path = "simulate/svg_labels.rs"]
+mod svg_labels;
 
 use serde_json::Value;
 use std::path::Path;
@@ -502,82 +505,5 @@ fn bad_what_ifs_exit_2_naming_the_option_and_the_fix() {
     assert!(
         err.contains("d.yaml") && err.contains("did you mean `drain`"),
         "{err}"
-    );
-}
-
-/// The `(attribute, text)` of the SVG's `<text class="CLASS">` labels, in order.
-fn labelled(doc: &roxmltree::Document, class: &str, attribute: &str) -> Vec<(String, String)> {
-    doc.descendants()
-        .filter(|n| n.has_tag_name("text") && n.attribute("class") == Some(class))
-        .map(|n| {
-            (
-                n.attribute(attribute).unwrap_or_default().to_string(),
-                n.text().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-#[test]
-fn the_svg_has_wall_clock_labels_and_local_time_where_windows_are_local() {
-    let dir = tempfile::tempdir().unwrap();
-    let svg = dir.path().join("timeline.svg");
-    // 20:00 UTC on 10 March 2026; the world wave (eu-west, us-east) opens its window in
-    // each host's local time: New York is UTC-4 since 8 March (16:00 EDT), Dublin UTC+0.
-    // cn-south is taken by waves without a local window: no local time in its lane.
-    let out = simulate_local(
-        dir.path(),
-        &[
-            "--set",
-            "strategy.waves.world.window=02:00-02:05 local",
-            "--svg",
-            svg.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let text = std::fs::read_to_string(&svg).unwrap();
-    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
-
-    let clock = labelled(&doc, "clock", "data-utc");
-    assert!(clock.len() >= 3, "a wall-clock label per tick: {clock:?}");
-    assert_eq!(
-        clock[0],
-        ("2026-03-10T20:00:00Z".to_string(), "Mar 10 20:00 UTC".to_string())
-    );
-    let at = |utc: &str| chrono::DateTime::parse_from_rfc3339(utc).unwrap().with_timezone(&chrono::Utc);
-    let step = at(&clock[1].0) - at(&clock[0].0);
-    assert!(step > chrono::Duration::zero(), "{clock:?}");
-    let mut day = at(&clock[0].0).date_naive();
-    for (i, (utc, label)) in clock.iter().enumerate() {
-        let t = at(utc);
-        assert_eq!(t, at(&clock[0].0) + step * i as i32, "ticks evenly spaced: {clock:?}");
-        let expected = if t.date_naive() != day {
-            day = t.date_naive();
-            t.format("%b %-d %H:%M UTC").to_string()
-        } else if i == 0 {
-            label.clone()
-        } else {
-            t.format("%H:%M").to_string()
-        };
-        assert_eq!(label, &expected, "{clock:?}");
-    }
-
-    let local = labelled(&doc, "local-clock", "data-zone");
-    for (zone, first) in [("America/New_York", "16:00 EDT"), ("Europe/Dublin", "20:00 GMT")] {
-        let tz: chrono_tz::Tz = zone.parse().unwrap();
-        let of_zone: Vec<&String> = local.iter().filter(|(z, _)| z == zone).map(|(_, l)| l).collect();
-        assert_eq!(of_zone.len(), clock.len(), "{zone}: a local time per tick: {local:?}");
-        assert_eq!(of_zone[0], first, "{zone}: {local:?}");
-        for ((utc, _), label) in clock.iter().zip(&of_zone) {
-            assert_eq!(
-                **label,
-                at(utc).with_timezone(&tz).format("%H:%M %Z").to_string(),
-                "{zone} at {utc}"
-            );
-        }
-    }
-    assert!(
-        !local.iter().any(|(z, _)| z == "Asia/Shanghai"),
-        "no local time for cn-south (no local window): {local:?}"
     );
 }

@@ -106,8 +106,7 @@ impl Hub {
                 let run = id.clone();
                 let mut cached = plan.take();
                 let done = tokio::task::spawn_blocking(move || {
-                    let (rendered, path) =
-                        render(&store, &state_dir, &run, &mut cached, &access);
+                    let (rendered, path) = render(&store, &state_dir, &run, &mut cached, &access);
                     (rendered, path, cached)
                 })
                 .await;

@@ -36,7 +36,10 @@ pub fn save(
     let dir = dir(state_dir);
     std::fs::create_dir_all(&dir)?;
     let svg_path = dir.join(format!("{name}.svg"));
-    for (path, text) in [(dir.join(format!("{name}.json")), json), (svg_path.clone(), svg)] {
+    for (path, text) in [
+        (dir.join(format!("{name}.json")), json),
+        (svg_path.clone(), svg),
+    ] {
         // Written beside and renamed: a page never reads half a picture.
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, text)?;

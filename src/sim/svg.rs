@@ -80,7 +80,11 @@ pub fn render_run(sim: &Simulation, run_id: &str, running: bool) -> String {
         if running { "so far" } else { "total" },
         crate::duration::short_ms(sim.total_ms)
     );
-    draw(sim, &title, &format!("start {} · from the journal", sim.start))
+    draw(
+        sim,
+        &title,
+        &format!("start {} · from the journal", sim.start),
+    )
 }
 
 fn draw(sim: &Simulation, title: &str, line: &str) -> String {
@@ -127,7 +131,8 @@ fn draw(sim: &Simulation, title: &str, line: &str) -> String {
             thousands(region.hosts),
             escape(&span)
         );
-        if let (true, Some(start), Some(zone)) = (region.local_window, start, region.zones.first()) {
+        if let (true, Some(start), Some(zone)) = (region.local_window, start, region.zones.first())
+        {
             local_clock(&mut s, &x, total, start, zone, lane_top + 14.0);
         }
         y += LANE_HEAD;

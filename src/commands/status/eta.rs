@@ -28,10 +28,8 @@ pub struct Eta {
 }
 
 /// The ETA of a running run (none before a host ended or once none is left).
-pub fn of(detail: &RunDetail, plan: &Plan, waiting: bool) -> Option<Eta> {
-    if detail.summary.state != RunState::Running {
-        return None;
-    }
+pub fn of(detail: &RunDetail, plan: Option<&Plan>, waiting: bool) -> Option<Eta> {
+    let plan = plan.filter(|_| detail.summary.state == RunState::Running)?;
     let timing = Timing::read(&detail.summary.path)?;
     let state_of: HashMap<&str, TaskStatus> = detail
         .tasks
@@ -70,7 +68,8 @@ pub fn of(detail: &RunDetail, plan: &Plan, waiting: bool) -> Option<Eta> {
     let left_ms = left_time.as_millis() as u64;
     let at = (!waiting).then(|| {
         let end = timing.start + Duration::from_millis(last_end + left_ms);
-        chrono::DateTime::<chrono::Utc>::from(end).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        chrono::DateTime::<chrono::Utc>::from(end)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });
     Some(Eta {
         hosts_ended: ended.len(),

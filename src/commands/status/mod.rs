@@ -244,9 +244,7 @@ impl<'a> Report<'a> {
                 .collect(),
         };
         let waiting = waiting(detail, plan.ok());
-        let eta = plan
-            .ok()
-            .and_then(|plan| eta::of(detail, plan, waiting.is_some()));
+        let eta = eta::of(detail, plan.ok(), waiting.is_some());
         Report {
             run: &detail.summary,
             tasks,

@@ -348,22 +348,11 @@ fn regions(plan: &Plan, trace: &Trace) -> Vec<RegionSpan> {
                 .collect();
             zones.sort();
             zones.dedup();
-            let waves = &plan.playbook.strategy.waves;
-            let local_window = region
-                .clusters
-                .iter()
-                .flat_map(|&c| &inventory.clusters[c].hosts)
-                .filter_map(|&h| plan.host_wave[h])
-                .any(|w| {
-                    waves.get(w).and_then(|w| w.window.as_ref()).is_some_and(|w| {
-                        w.time_zone == crate::playbook::strategy::LOCAL
-                    })
-                });
             out.push(RegionSpan {
                 name: region.name.clone(),
                 hosts,
                 zones,
-                local_window,
+                local_window: local_window(plan, r),
                 start_ms: start,
                 end_ms: end,
                 clusters,
@@ -371,6 +360,18 @@ fn regions(plan: &Plan, trace: &Trace) -> Vec<RegionSpan> {
         }
     }
     out
+}
+
+/// Whether a wave that takes hosts of region `r` opens its change window in `local` time.
+fn local_window(plan: &Plan, r: usize) -> bool {
+    let inventory = &plan.inventory;
+    inventory.regions[r]
+        .clusters
+        .iter()
+        .flat_map(|&c| &inventory.clusters[c].hosts)
+        .filter_map(|&h| plan.host_wave[h])
+        .filter_map(|w| plan.playbook.strategy.waves.get(w)?.window.as_ref())
+        .any(|w| w.time_zone == crate::playbook::strategy::LOCAL)
 }
 
 fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {

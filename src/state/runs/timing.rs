@@ -55,9 +55,8 @@ impl Timing {
     }
 
     pub fn of_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Option<Timing> {
-        let records: Vec<serde_json::Value> = lines
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let records: Vec<serde_json::Value> =
+            lines.filter_map(|l| serde_json::from_str(l).ok()).collect();
         let time_of = |r: &serde_json::Value| r["time"].as_str().and_then(parse_time);
         let start = records
             .iter()
@@ -91,27 +90,14 @@ impl Timing {
             let node = record["node"].as_u64().map(|n| n as usize);
             match (record["type"].as_str().unwrap_or(""), node, time) {
                 ("task_started", Some(node), Some(start_ms)) => {
-                    let task = TaskTime {
-                        node,
-                        start_ms,
-                        end_ms: None,
-                        failed: false,
-                    };
-                    match at.get(&node) {
-                        Some(&i) => timing.tasks[i] = task,
-                        None => {
-                            at.insert(node, timing.tasks.len());
-                            timing.tasks.push(task);
-                        }
-                    }
+                    timing.started(&mut at, node, start_ms)
                 }
                 ("task_finished", Some(node), _) => {
                     if let Some(task) = at.get(&node).map(|&i| &mut timing.tasks[i]) {
-                        task.end_ms = Some(task.start_ms + record["duration_ms"].as_u64().unwrap_or(0));
-                        task.failed = matches!(
-                            record["state"].as_str(),
-                            Some("failed" | "interrupted")
-                        );
+                        task.end_ms =
+                            Some(task.start_ms + record["duration_ms"].as_u64().unwrap_or(0));
+                        task.failed =
+                            matches!(record["state"].as_str(), Some("failed" | "interrupted"));
                     }
                 }
                 ("gate_waiting", _, Some(at_ms)) => {
@@ -140,6 +126,28 @@ impl Timing {
             }
         }
         Some(timing)
+    }
+
+    /// A task (re)started: its entry (the one before, if any) is replaced.
+    fn started(
+        &mut self,
+        at: &mut std::collections::HashMap<usize, usize>,
+        node: usize,
+        start_ms: u64,
+    ) {
+        let task = TaskTime {
+            node,
+            start_ms,
+            end_ms: None,
+            failed: false,
+        };
+        match at.get(&node) {
+            Some(&i) => self.tasks[i] = task,
+            None => {
+                at.insert(node, self.tasks.len());
+                self.tasks.push(task);
+            }
+        }
     }
 
     /// How long the run waited at gates (soaks, checks, approvals, windows) between its
