@@ -204,8 +204,8 @@ fn time_axis(
     }
 }
 
-/// A region's local time at each tick, in its lane's head (its hosts open their change
-/// windows in their own zone's time).
+/// A region's local time at each tick but the first, in its lane's head (its hosts open
+/// their change windows in their own zone's time).
 fn local_clock(
     s: &mut String,
     x: &dyn Fn(u64) -> f64,
@@ -218,7 +218,8 @@ fn local_clock(
         return;
     };
     let step = tick_step(total);
-    let mut t = 0;
+    // From the second tick: the first would run into the region's name and figures.
+    let mut t = step;
     while t <= total {
         let at = (start + chrono::Duration::milliseconds(t as i64)).with_timezone(&tz);
         let _ = writeln!(
