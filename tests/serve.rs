@@ -15,9 +15,12 @@
 
 #[path = "serve/dashboard.rs"]
 mod dashboard;
+#[path = "serve/http.rs"]
+mod http;
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use http::http;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,61 +39,6 @@ steps:
 
 const HOSTS: [&str; 4] = ["h1", "h2", "h3", "h4"];
 const TOKEN: &str = "t0ken-for-the-test-0123456789abcdef";
-
-/// One HTTP/1.1 request over loopback; (status, head, body).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    // A bound for a hung peer, not a speed.
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    // Read the head, then as much body as it announces (chromedriver keeps the
-    // connection open), or to the end.
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "{method} {path}: no answer"
-        );
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let length = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    let body = match length {
-        Some(n) => {
-            let mut bytes = vec![0; n];
-            reader.read_exact(&mut bytes).unwrap();
-            String::from_utf8(bytes).unwrap()
-        }
-        None => {
-            let mut rest = String::new();
-            reader.read_to_string(&mut rest).unwrap();
-            rest
-        }
-    };
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head, body)
-}
 
 /// Debian's chromedriver (package `chromium-driver`, which brings `chromium`), or a
 /// failure that says how to install it (never a skip).
@@ -338,6 +286,13 @@ fn pages_in_chromium(browser: &Browser, page_url: &str, simulate: impl FnOnce())
         "no button without the token: {dom}"
     );
 
+    let (addr, path) = page_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap();
+    let picture = format!("/{path}/simulation.svg");
+    let (status, _, _) = http(addr, "GET", &picture, &[], "");
+    assert_eq!(status, 404, "no simulation kept yet");
     simulate();
     // The page is rendered again when its journal grows, or every few seconds: the kept
     // simulation shows up then.
@@ -347,12 +302,21 @@ fn pages_in_chromium(browser: &Browser, page_url: &str, simulate: impl FnOnce())
         &format!(
             "return {} && {}",
             STREAMED.trim_start_matches("return "),
-            has("#timeline-simulated svg")
+            has("#timeline-simulated img")
         ),
     );
+    // Chromium loaded and drew the kept picture, an image (no script of it can run)...
+    browser.dom_when(
+        "the simulated timeline drawn",
+        "var i = document.querySelector('#timeline-simulated img'); return i.complete && i.naturalWidth > 0",
+    );
+    // ... which is the simulation's.
+    let (status, head, svg) = http(addr, "GET", &picture, &[], "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("image/svg+xml"), "{head}");
     assert!(
-        dom.contains("pony simulate: served on tiny"),
-        "the kept simulation's picture: {dom}"
+        svg.contains("pony simulate: served on tiny"),
+        "the kept simulation's picture: {svg}"
     );
     assert!(
         browser.run(&format!("return {}", has("#timeline-real svg"))) == true,

@@ -343,12 +343,12 @@ fn commands(report: &Report) -> String {
     out
 }
 
-/// The run's timeline from its journal and, when one was kept, its simulation's: the
-/// same drawing (`sim::svg`), one above the other on the same width.
-pub fn timelines(real: Option<&str>, simulated: Option<&str>) -> String {
-    if real.is_none() && simulated.is_none() {
-        return String::new();
-    }
+/// The run's timeline from its journal (drawn in the page) and, when one was kept, its
+/// simulation's: the same drawing (`sim::svg`), one above the other on the same width.
+/// The kept picture is a file of the state folder: it is shown as an image (served by
+/// `/runs/ID/simulation.svg`), where no script of it could run, and is not sent again
+/// with each update.
+pub fn timelines(run_id: &str, real: Option<&str>, simulated: bool) -> String {
     let mut out = String::from("<h2>Timeline</h2><div id=\"timelines\">");
     if let Some(svg) = real {
         let _ = write!(
@@ -357,19 +357,19 @@ pub fn timelines(real: Option<&str>, simulated: Option<&str>) -> String {
             strip_prolog(svg)
         );
     }
-    match simulated {
-        Some(svg) => {
-            let _ = write!(
-                out,
-                "<figure id=\"timeline-simulated\"><figcaption>its simulation \
-                 (<code>pony simulate --save</code> of the same playbook and inventory)</figcaption>{}</figure>",
-                strip_prolog(svg)
-            );
-        }
-        None => out.push_str(
+    if simulated {
+        let _ = write!(
+            out,
+            "<figure id=\"timeline-simulated\"><figcaption>its simulation \
+             (<code>pony simulate --save</code> of the same playbook and inventory)</figcaption>\
+             <img src=\"/runs/{}/simulation.svg\" alt=\"the simulated timeline\" width=\"1200\"></figure>",
+            escape(run_id)
+        );
+    } else {
+        out.push_str(
             "<p class=\"muted\" id=\"no-simulation\">no simulation kept for this run's files \
              (<code>pony simulate --save</code> keeps one)</p>",
-        ),
+        );
     }
     out.push_str("</div>\n");
     out

@@ -201,6 +201,6 @@ fn timelines(state_dir: &Path, detail: &runs::RunDetail, plan: &Plan) -> String 
         let running = detail.summary.state == runs::RunState::Running;
         crate::sim::svg::render_run(&sim, &detail.summary.run_id, running)
     });
-    let simulated = crate::sim::saved::for_run(state_dir, &detail.summary.path);
-    html::timelines(real.as_deref(), simulated.as_deref())
+    let simulated = crate::sim::saved::for_run(state_dir, &detail.summary.path).is_some();
+    html::timelines(&detail.summary.run_id, real.as_deref(), simulated)
 }

@@ -9,6 +9,7 @@
 //! - `POST /runs/ID/control`: the gate buttons, sent down the same path as `pony
 //!   approve|pause|continue|abort` (journaled by the run with who sent it), only with the
 //!   token of `--token-file` and its CSRF token (`auth.rs`); else 403, nothing sent.
+//! - `/runs/ID/simulation.svg`: the simulation kept for the run's files, if any.
 //! - `/metrics`: OpenMetrics text (`metrics.rs`).
 //!
 //! HTML is rendered on the server (`html.rs`, `view.rs`); the little JavaScript the page
@@ -44,6 +45,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 struct App {
     store: Store,
+    /// The local state folder (kept simulations).
+    state_dir: std::path::PathBuf,
     access: Access,
     hub: Arc<Hub>,
     plans: metrics::Plans,
@@ -112,12 +115,13 @@ async fn serve(
     crate::outln!("pony serve: listening on http://{bound}/ ({mode})");
     let hub = Arc::new(Hub::new(
         store.clone(),
-        state_dir,
+        state_dir.clone(),
         access.clone(),
         WATCH_EVERY,
     ));
     let app = Arc::new(App {
         store,
+        state_dir,
         access,
         hub,
         plans: metrics::Plans::default(),
@@ -127,6 +131,7 @@ async fn serve(
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/control", post(control))
+        .route("/runs/{id}/simulation.svg", get(simulation))
         .route("/metrics", get(metrics_text))
         .with_state(app);
     let server = axum::serve(listener, router);
@@ -291,6 +296,39 @@ async fn events(
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The picture of the simulation kept for the run's files (`pony simulate --save`), as
+/// an image that may run no script and load nothing.
+async fn simulation(State(app): State<Arc<App>>, Path(run): Path<String>) -> Response {
+    let id = match resolve(&app, run).await {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let (store, state_dir) = (app.store.clone(), app.state_dir.clone());
+    let svg = blocking(move || {
+        let path = store.read_summary(&id).summary.path;
+        Ok(crate::sim::saved::for_run(&state_dir, &path).and_then(|p| std::fs::read(p).ok()))
+    })
+    .await;
+    match svg {
+        Ok(Some(svg)) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+            ],
+            svg,
+        )
+            .into_response(),
+        Ok(None) => failure(
+            StatusCode::NOT_FOUND,
+            "no simulation kept for this run's files",
+        ),
+        Err(response) => response,
+    }
 }
 
 /// A gate button's form.

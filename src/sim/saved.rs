@@ -48,9 +48,10 @@ pub fn save(
     Ok(svg_path)
 }
 
-/// The kept picture of a simulation of the files the run in `run_path` read, if any.
-pub fn for_run(state_dir: &Path, run_path: &Path) -> Option<String> {
+/// Where the kept picture of a simulation of the files the run in `run_path` read is,
+/// if there is one.
+pub fn for_run(state_dir: &Path, run_path: &Path) -> Option<PathBuf> {
     let files = Snapshot::load(run_path).ok()?.files?;
     let name = key(&files.playbook.sha256, &files.inventory.sha256);
-    std::fs::read_to_string(dir(state_dir).join(format!("{name}.svg"))).ok()
+    Some(dir(state_dir).join(format!("{name}.svg"))).filter(|p| p.is_file())
 }
