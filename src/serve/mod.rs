@@ -3,7 +3,9 @@
 //!
 //! - `/`: the runs, newest first (as `pony history`).
 //! - `/runs/ID`: a run's waves and gates, hosts per region and cluster by state,
-//!   failures with their output tails, who paused or approved what and when. The page
+//!   failures with their output tails, who paused or approved what and when, its ETA (as
+//!   `pony status` gives it), its timeline drawn from the journal by the simulator's
+//!   drawing, and the simulation kept for its files (`pony simulate --save`). The page
 //!   follows the run through `/runs/ID/events` (server-sent events: the server renders
 //!   the page's `<main>` again as the journal grows; see `live.rs`).
 //! - `POST /runs/ID/control`: the gate buttons, sent down the same path as `pony
