@@ -74,7 +74,7 @@ pub fn timeline(plan: &Plan, timing: &Timing) -> Simulation {
         approve_after: Duration::ZERO,
         connections: None,
     };
-    let mut sim = Simulation::new(plan, &trace(plan, timing), &options, Vec::new());
+    let mut sim = Simulation::drawn(plan, &trace(plan, timing), &options, Vec::new());
     // A running run's picture reaches its journal's last moment.
     if sim.total_ms < timing.last_ms && timing.finished.is_none() {
         sim.total_ms = timing.last_ms;

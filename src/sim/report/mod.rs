@@ -175,6 +175,21 @@ impl Simulation {
         options: &SimOptions,
         durations: Vec<StepSource>,
     ) -> Simulation {
+        let mut sim = Simulation::drawn(plan, trace, options, durations);
+        sim.bound_by = bound_by(plan, trace, sim.connections, sim.total_ms);
+        sim.critical_path = critical_path(plan, trace);
+        sim
+    }
+
+    /// What the timeline draws (totals, waves, regions, gates, failures), without the
+    /// analysis of the text report (the binding limit, the critical path): the run
+    /// page's real timeline, drawn at each change of a journal.
+    pub fn drawn(
+        plan: &Plan,
+        trace: &Trace,
+        options: &SimOptions,
+        durations: Vec<StepSource>,
+    ) -> Simulation {
         let inventory = &plan.inventory;
         let connections = options
             .connections
@@ -244,8 +259,8 @@ impl Simulation {
             waves,
             regions: regions(plan, trace),
             gates: gates(plan, trace, total_ms),
-            bound_by: bound_by(plan, trace, connections, total_ms),
-            critical_path: critical_path(plan, trace),
+            bound_by: Vec::new(),
+            critical_path: Vec::new(),
             failures: Failures {
                 failed_tasks: trace.task_failed.iter().filter(|f| **f).count(),
                 rollbacks: trace
