@@ -99,3 +99,112 @@ impl Eta {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVENTORY: &str = r#"
+name: t
+regions:
+  r1:
+    clusters:
+      c1: { hosts: { "a[1:5]": } }
+  r2:
+    clusters:
+      c2: { hosts: { "b[1:2]": } }
+"#;
+    const PLAYBOOK: &str = r#"
+name: p
+strategy:
+  waves:
+    - { name: all, regions: ["*"] }
+  max_unavailable: 100%
+steps:
+  - { name: s, run: "true" }
+"#;
+
+    /// A run's journal: a1 ended 10 s in,
+    /// a2 30 s in, the run waited at a gate from 5 s to 15 s; the others did not end.
+    fn journal(plan: &Plan, dir: &std::path::Path) -> RunDetail {
+        let node = |host: &str| {
+            plan.tasks()
+                .find(|(n, _)| plan.label(*n) == format!("s@{host}"))
+                .map(|(n, _)| n.index())
+                .unwrap()
+        };
+        let at = |s: u32| format!("2026-03-10T20:00:{s:02}.000Z");
+        let lines = [
+            format!(
+                r#"{{"type":"run_started","run_id":"r","playbook":"p","inventory":"t","time":"{}","pid":{},"user":"u","host":"h"}}"#,
+                at(0),
+                std::process::id()
+            ),
+            format!(
+                r#"{{"type":"task_started","node":{},"label":"s@a1","time":"{}"}}"#,
+                node("a1"),
+                at(0)
+            ),
+            format!(
+                r#"{{"type":"task_started","node":{},"label":"s@a2","time":"{}"}}"#,
+                node("a2"),
+                at(0)
+            ),
+            format!(
+                r#"{{"type":"gate_waiting","wave":"all","reason":"soak","time":"{}"}}"#,
+                at(5)
+            ),
+            format!(
+                r#"{{"type":"task_finished","node":{},"label":"s@a1","state":"succeeded","exit_code":0,"duration_ms":10000,"captures":[],"output_tail":"","error":null,"changed":true}}"#,
+                node("a1")
+            ),
+            r#"{"type":"gate_passed","node":0,"wave":"all"}"#.to_string(),
+            format!(
+                r#"{{"type":"task_started","node":{},"label":"s@b1","time":"{}"}}"#,
+                node("b1"),
+                at(15)
+            ),
+            format!(
+                r#"{{"type":"task_finished","node":{},"label":"s@a2","state":"succeeded","exit_code":0,"duration_ms":30000,"captures":[],"output_tail":"","error":null,"changed":true}}"#,
+                node("a2")
+            ),
+        ];
+        let run = dir.join("runs").join("r");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("journal.jsonl"), lines.join("\n") + "\n").unwrap();
+        crate::state::runs::read(dir, "r")
+    }
+
+    #[test]
+    fn the_hosts_left_at_the_pace_of_the_working_time_so_far_waits_left_out() {
+        let plan = crate::plan::from_yaml(INVENTORY, PLAYBOOK);
+        let dir = tempfile::tempdir().unwrap();
+        let mut detail = journal(&plan, dir.path());
+        // Running is what a live controller makes of it (no controller here).
+        assert_eq!(
+            of(&detail, Some(&plan), false),
+            None,
+            "a run that is not running"
+        );
+        detail.summary.state = RunState::Running;
+        let eta = of(&detail, Some(&plan), false).unwrap();
+        // 30 s to a2's end, 10 s of it at the gate: 20 s of work for 2 hosts; 5 left.
+        assert_eq!(
+            eta,
+            Eta {
+                hosts_ended: 2,
+                hosts_left: 5,
+                worked_ms: 20_000,
+                left_ms: 50_000,
+                at: Some("2026-03-10T20:01:20Z".into()),
+            }
+        );
+        assert!(eta
+            .words()
+            .starts_with("ends around 2026-03-10 20:01:20 UTC (50.0s of work left"));
+        // While the run waits, its end is not known; the work left is.
+        let waiting = of(&detail, Some(&plan), true).unwrap();
+        assert_eq!((waiting.left_ms, waiting.at), (50_000, None));
+        assert_eq!(of(&detail, None, false), None, "no plan, no hosts to count");
+    }
+}
