@@ -5,13 +5,22 @@
 //! CSRF token) gets 403 and leaves the journal as it was; with both, the gate is
 //! approved (journaled, the run goes on), the event stream shows the hosts done, and
 //! `/metrics` parses as Prometheus text with the journal's host counts.
+//! The page shows the run's ETA (the very value `pony status --output json` gives for the
+//! same journal) and its timeline drawn from the journal, with the simulation kept by
+//! `pony simulate --save` of the same files beside it (and without one, the real one
+//! only); `examples/grafana/`'s dashboard asks only for metrics `/metrics` exports.
 //!
 //! Nothing waits on time: the test waits on journal records, the server's first line,
 //! events of the stream and the deploy's end.
 
+#[path = "serve/dashboard.rs"]
+mod dashboard;
+#[path = "serve/http.rs"]
+mod http;
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use http::http;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,61 +39,6 @@ steps:
 
 const HOSTS: [&str; 4] = ["h1", "h2", "h3", "h4"];
 const TOKEN: &str = "t0ken-for-the-test-0123456789abcdef";
-
-/// One HTTP/1.1 request over loopback; (status, head, body).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    // A bound for a hung peer, not a speed.
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    // Read the head, then as much body as it announces (chromedriver keeps the
-    // connection open), or to the end.
-    let mut reader = BufReader::new(stream);
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "{method} {path}: no answer"
-        );
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let length = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    });
-    let body = match length {
-        Some(n) => {
-            let mut bytes = vec![0; n];
-            reader.read_exact(&mut bytes).unwrap();
-            String::from_utf8(bytes).unwrap()
-        }
-        None => {
-            let mut rest = String::new();
-            reader.read_to_string(&mut rest).unwrap();
-            rest
-        }
-    };
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head, body)
-}
 
 /// Debian's chromedriver (package `chromium-driver`, which brings `chromium`), or a
 /// failure that says how to install it (never a skip).
@@ -268,8 +222,8 @@ fn read_until_event(stream: &mut BufReader<TcpStream>, wanted: &str) -> String {
 }
 
 /// A deploy of GATED on the local hosts, held at canary's approval gate: the deploy,
-/// the state folder and the run's folder.
-fn gated_run(dir: &Path) -> (Reaped, PathBuf, PathBuf) {
+/// the state folder, the run's folder, and the inventory and playbook files.
+fn gated_run(dir: &Path) -> (Reaped, PathBuf, PathBuf, [PathBuf; 2]) {
     let state = dir.join("state");
     let (inventory, playbook) = write_plan(dir, TINY_INVENTORY, GATED);
     let mut args = deploy_args(&inventory, &playbook);
@@ -295,16 +249,34 @@ fn gated_run(dir: &Path) -> (Reaped, PathBuf, PathBuf) {
                 .any(|l| l.contains("\"gate_waiting\"") && l.contains("\"approve\""))
         })
     });
-    (deploy, state, run)
+    (deploy, state, run, [inventory, playbook])
 }
 
 const STREAMED: &str = "return document.body.getAttribute('data-updates') !== null";
 
+/// The page's element `selector` exists (`true`) or not, as a script's answer.
+fn has(selector: &str) -> String {
+    format!("document.querySelector('{selector}') !== null")
+}
+
 /// The run page in Chromium, without the token and with it (then a screenshot); the
-/// DOM seen with the token.
-fn pages_in_chromium(browser: &Browser, page_url: &str) -> String {
+/// DOM seen with the token. In between, `pony simulate --save` keeps a simulation of
+/// the run's files: the page has the real timeline alone before, both after.
+fn pages_in_chromium(browser: &Browser, page_url: &str, simulate: impl FnOnce()) -> String {
     browser.open(page_url);
     let dom = browser.dom_when("the event stream's first update in the page", STREAMED);
+    assert!(
+        browser.run(&format!("return {}", has("#timeline-real svg"))) == true,
+        "the real timeline: {dom}"
+    );
+    assert!(
+        browser.run(&format!("return {}", has("#timeline-simulated"))) == false
+            && dom.contains("id=\"no-simulation\""),
+        "no simulated timeline without a simulation: {dom}"
+    );
+    // Canary's bars are in the real timeline; nothing of wave rest ran yet.
+    assert!(dom.contains("c1 wave canary"), "{dom}");
+    assert!(!dom.contains("wave rest:"), "{dom}");
     assert_eq!(count(&dom, "data-region", "r1", "done"), 2, "{dom}");
     assert_eq!(count(&dom, "data-region", "r2", "not_run"), 2, "{dom}");
     assert_eq!(count(&dom, "data-cluster", "c2", "not_run"), 2, "{dom}");
@@ -314,8 +286,42 @@ fn pages_in_chromium(browser: &Browser, page_url: &str) -> String {
         "no button without the token: {dom}"
     );
 
+    let (addr, path) = page_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap();
+    let picture = format!("/{path}/simulation.svg");
+    let (status, _, _) = http(addr, "GET", &picture, &[], "");
+    assert_eq!(status, 404, "no simulation kept yet");
+    simulate();
+    // The page is rendered again when its journal grows, or every few seconds: the kept
+    // simulation shows up then.
     browser.open(&format!("{page_url}?token={TOKEN}"));
-    let dom = browser.dom_when("the page with the token", STREAMED);
+    let dom = browser.dom_when(
+        "the page with the token and the simulated timeline",
+        &format!(
+            "return {} && {}",
+            STREAMED.trim_start_matches("return "),
+            has("#timeline-simulated img")
+        ),
+    );
+    // Chromium loaded and drew the kept picture, an image (no script of it can run)...
+    browser.dom_when(
+        "the simulated timeline drawn",
+        "var i = document.querySelector('#timeline-simulated img'); return i.complete && i.naturalWidth > 0",
+    );
+    // ... which is the simulation's.
+    let (status, head, svg) = http(addr, "GET", &picture, &[], "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("image/svg+xml"), "{head}");
+    assert!(
+        svg.contains("pony simulate: served on tiny"),
+        "the kept simulation's picture: {svg}"
+    );
+    assert!(
+        browser.run(&format!("return {}", has("#timeline-real svg"))) == true,
+        "{dom}"
+    );
     assert!(
         dom.contains("id=\"approve\""),
         "the approve button with the token: {dom}"
@@ -389,10 +395,53 @@ fn approval_journaled(journal: &[serde_json::Value]) {
     );
 }
 
+/// `pony simulate --save` of the run's own files, in the same state folder.
+fn keep_a_simulation(state: &Path, files: &[PathBuf; 2]) {
+    let [inventory, playbook] = files;
+    let output = pony(
+        state,
+        &[
+            "simulate",
+            "--save",
+            "-i",
+            inventory.to_str().unwrap(),
+            playbook.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let kept = std::fs::read_dir(state.join("simulations"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 2, "the picture and the report kept");
+}
+
+/// The page's ETA is the one `pony status --output json` gives for the same journal
+/// (the run waits at its gate: nothing is journaled in between).
+fn eta_as_status_says(state: &Path, id: &str, dom: &str) {
+    let at = dom
+        .find("id=\"eta\" data-left-ms=\"")
+        .unwrap_or_else(|| panic!("an ETA on the page: {dom}"))
+        + "id=\"eta\" data-left-ms=\"".len();
+    let shown: u64 = dom[at..at + dom[at..].find('"').unwrap()].parse().unwrap();
+    let output = pony(state, &["status", id, "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["eta"]["left_ms"], shown, "{}", status["eta"]);
+    assert_eq!(status["eta"]["hosts_ended"], 2, "{}", status["eta"]);
+    assert_eq!(status["eta"]["hosts_left"], 2, "{}", status["eta"]);
+    // The run waits for its approval: when it ends is not known, the work left is.
+    assert!(status["eta"]["at"].is_null(), "{}", status["eta"]);
+    assert!(dom.contains("of work left after the wait"), "{dom}");
+}
+
 #[test]
 fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (deploy, state, run) = gated_run(dir.path());
+    let (deploy, state, run, files) = gated_run(dir.path());
     let id = run.file_name().unwrap().to_string_lossy().to_string();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
@@ -400,7 +449,8 @@ fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
 
     let browser = Browser::start();
     let page_url = format!("http://{addr}/runs/{id}");
-    let dom = pages_in_chromium(&browser, &page_url);
+    let dom = pages_in_chromium(&browser, &page_url, || keep_a_simulation(&state, &files));
+    eta_as_status_says(&state, &id, &dom);
     // The page's size as served, for the figures.
     let (status, _, page) = http(&addr, "GET", &format!("/runs/{id}"), &[], "");
     assert_eq!(status, 200);
@@ -431,6 +481,12 @@ fn the_run_page_shows_hosts_per_region_and_approves_only_with_the_token() {
         "var c = document.querySelector('tr.total td[data-state=done]'); return c !== null && c.textContent === '4'",
     );
     assert!(dom.contains("<td>passed</td>"), "{dom}");
+    // The real timeline followed: wave rest's bars are drawn now.
+    let dom = browser.dom_when(
+        "the real timeline to draw wave rest",
+        "var t = document.querySelector('#timeline-real svg'); return t !== null && t.innerHTML.indexOf('c2 wave rest') >= 0",
+    );
+    assert!(dom.contains("id=\"timeline-simulated\""), "{dom}");
 
     let output = deploy.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
@@ -498,4 +554,5 @@ fn metrics_match_the_journal(addr: &str, id: &str, journal: &[serde_json::Value]
         steps.contains("mark") && steps.contains("check"),
         "{steps:?}: {body}"
     );
+    dashboard::asks_only_for_exported_metrics(&body);
 }

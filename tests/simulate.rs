@@ -2,9 +2,12 @@
 //! fleet (steps of known, varied lengths, a failure that rolls its host back, a pause
 //! gate), then a simulation fed each task's journaled duration has the run's outcome and
 //! exactly those durations on its critical path, and is never longer than the run; a simulation with every sshd stopped contacts nothing, writes
-//! nothing and takes no lock; the same seed gives the same JSON; bad what-ifs exit 2.
+//! nothing and takes no lock; the same seed gives the same JSON; bad what-ifs exit 2; the
+//! timeline has wall-clock and local-time labels (`simulate/svg_labels.rs`).
 
 mod support;
+#[path = "simulate/svg_labels.rs"]
+mod svg_labels;
 
 use serde_json::Value;
 use std::path::Path;

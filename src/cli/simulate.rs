@@ -45,6 +45,11 @@ pub struct SimulateArgs {
     /// Write the timeline picture (SVG) here.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// Keep the timeline and the report in the state dir (`simulations/`, named by the
+    /// playbook's and inventory's content), where the run page of `pony serve` shows it
+    /// beside the real timeline of a run of the same files.
+    #[arg(long)]
+    pub save: bool,
     /// Hosts worked on at once (overrides strategy.connections).
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,

@@ -1,7 +1,8 @@
 //! `pony simulate`: load the plan (with `--set` edits), learn durations, run the deploy
 //! scheduler in virtual time ([`crate::sim`]), and print the result (text or JSON), the
 //! by-hand baseline with `--compare`, the timeline with `--svg`. Reads earlier runs'
-//! journals; writes nothing to the state dir and takes no lock.
+//! journals and takes no lock; writes nothing to the state dir unless `--save` keeps the
+//! simulation for the run page of `pony serve` ([`crate::sim::saved`]).
 
 use crate::cli::SimulateArgs;
 use crate::diag::{Diagnostic, Diagnostics};
@@ -92,12 +93,32 @@ pub fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Exit> {
     } else {
         None
     };
-    if let Some(path) = &args.svg {
-        std::fs::write(
-            path,
-            crate::sim::svg::render(&simulation, baselines.as_ref().map(|b| &b.one_host)),
+    let svg = crate::sim::svg::render(&simulation, baselines.as_ref().map(|b| &b.one_host));
+    if args.save {
+        let json = serde_json::to_string_pretty(&simulation)?;
+        let kept = crate::sim::saved::save(
+            &settings.state_dir,
+            &args.plan.playbook,
+            &args.plan.inventory,
+            &svg,
+            &json,
         )
         .map_err(|e| {
+            let d = Diagnostic::new(
+                &crate::sim::saved::dir(&settings.state_dir),
+                format!("cannot keep the simulation: {e}"),
+            )
+            .hint("pass a writable --state-dir");
+            Diagnostics::from(d)
+        })?;
+        // On stderr: stdout is the report (JSON with --output json).
+        eprintln!(
+            "simulation kept in {} (the run page of `pony serve` shows it for runs of these files)",
+            kept.display()
+        );
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, &svg).map_err(|e| {
             Diagnostics::from(Diagnostic::new(
                 path,
                 format!("cannot write the timeline: {e}"),

@@ -126,6 +126,15 @@ pub fn run_main(
             escape(&waiting.message)
         );
     }
+    if let Some(eta) = &report.eta {
+        let _ = writeln!(
+            out,
+            "<p id=\"eta\" data-left-ms=\"{}\" data-at=\"{}\">ETA: {}</p>",
+            eta.left_ms,
+            escape(eta.at.as_deref().unwrap_or("")),
+            escape(&eta.words())
+        );
+    }
     if let (Some(buttons), true) = (buttons, run.state == RunState::Running) {
         out.push_str(&controls_form(report, hosts, &buttons));
     }
@@ -332,4 +341,41 @@ fn commands(report: &Report) -> String {
     }
     out.push_str("</table>\n");
     out
+}
+
+/// The run's timeline from its journal (drawn in the page) and, when one was kept, its
+/// simulation's: the same drawing (`sim::svg`), one above the other on the same width.
+/// The kept picture is a file of the state folder: it is shown as an image (served by
+/// `/runs/ID/simulation.svg`), where no script of it could run, and is not sent again
+/// with each update.
+pub fn timelines(run_id: &str, real: Option<&str>, simulated: bool) -> String {
+    let mut out = String::from("<h2>Timeline</h2><div id=\"timelines\">");
+    if let Some(svg) = real {
+        let _ = write!(
+            out,
+            "<figure id=\"timeline-real\"><figcaption>the run, from its journal</figcaption>{}</figure>",
+            strip_prolog(svg)
+        );
+    }
+    if simulated {
+        let _ = write!(
+            out,
+            "<figure id=\"timeline-simulated\"><figcaption>its simulation \
+             (<code>pony simulate --save</code> of the same playbook and inventory)</figcaption>\
+             <img src=\"/runs/{}/simulation.svg\" alt=\"the simulated timeline\" width=\"1200\"></figure>",
+            escape(run_id)
+        );
+    } else {
+        out.push_str(
+            "<p class=\"muted\" id=\"no-simulation\">no simulation kept for this run's files \
+             (<code>pony simulate --save</code> keeps one)</p>",
+        );
+    }
+    out.push_str("</div>\n");
+    out
+}
+
+/// An SVG document as an element to put inside HTML (an XML prolog, if any, dropped).
+fn strip_prolog(svg: &str) -> &str {
+    svg.find("<svg").map_or(svg, |at| &svg[at..])
 }

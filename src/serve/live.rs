@@ -45,6 +45,8 @@ pub type Follower = watch::Receiver<Option<Arc<Rendered>>>;
 #[derive(Debug)]
 pub struct Hub {
     store: Store,
+    /// The local state folder, where kept simulations are (`pony simulate --save`).
+    state_dir: PathBuf,
     access: Access,
     runs: Mutex<HashMap<String, Slot>>,
     /// How often a watcher looks at its journal's length.
@@ -56,9 +58,10 @@ pub struct Hub {
 const REFRESH: Duration = Duration::from_secs(5);
 
 impl Hub {
-    pub fn new(store: Store, access: Access, every: Duration) -> Hub {
+    pub fn new(store: Store, state_dir: PathBuf, access: Access, every: Duration) -> Hub {
         Hub {
             store,
+            state_dir,
             access,
             runs: Mutex::new(HashMap::new()),
             every,
@@ -99,10 +102,11 @@ impl Hub {
             if seen.is_none() || version != seen || rendered_at.elapsed() >= REFRESH {
                 let store = self.store.clone();
                 let access = self.access.clone();
+                let state_dir = self.state_dir.clone();
                 let run = id.clone();
                 let mut cached = plan.take();
                 let done = tokio::task::spawn_blocking(move || {
-                    let (rendered, path) = render(&store, &run, &mut cached, &access);
+                    let (rendered, path) = render(&store, &state_dir, &run, &mut cached, &access);
                     (rendered, path, cached)
                 })
                 .await;
@@ -147,6 +151,7 @@ fn journal_len(run_path: &Path) -> u64 {
 /// time (it does not change during a run).
 fn render(
     store: &Store,
+    state_dir: &Path,
     id: &str,
     plan: &mut Option<Result<Arc<Plan>, String>>,
     access: &Access,
@@ -167,14 +172,18 @@ fn render(
     let report = Report::new(&detail, plan_ref);
     let hosts = plan_ref.ok().map(|p| HostsView::of(&detail, p));
     let plan_error = plan_ref.err();
-    let plain = html::run_main(&report, hosts.as_ref(), plan_error, None);
+    let timelines = plan_ref
+        .ok()
+        .map(|plan| timelines(state_dir, &detail, plan))
+        .unwrap_or_default();
+    let plain = html::run_main(&report, hosts.as_ref(), plan_error, None) + &timelines;
     let buttons = access.csrf().map(|csrf| {
         html::run_main(
             &report,
             hosts.as_ref(),
             plan_error,
             Some(Buttons { csrf: &csrf }),
-        )
+        ) + &timelines
     });
     let rendered = Rendered {
         title: format!("pony run {id}"),
@@ -182,4 +191,16 @@ fn render(
         buttons,
     };
     (rendered, detail.summary.path.clone())
+}
+
+/// The real timeline drawn from the journal, and the kept simulation of the run's files
+/// beside it when there is one (`pony simulate --save`).
+fn timelines(state_dir: &Path, detail: &runs::RunDetail, plan: &Plan) -> String {
+    let real = runs::timing::Timing::read(&detail.summary.path).map(|timing| {
+        let sim = crate::sim::journal::timeline(plan, &timing);
+        let running = detail.summary.state == runs::RunState::Running;
+        crate::sim::svg::render_run(&sim, &detail.summary.run_id, running)
+    });
+    let simulated = crate::sim::saved::for_run(state_dir, &detail.summary.path).is_some();
+    html::timelines(&detail.summary.run_id, real.as_deref(), simulated)
 }

@@ -3,12 +3,15 @@
 //!
 //! - `/`: the runs, newest first (as `pony history`).
 //! - `/runs/ID`: a run's waves and gates, hosts per region and cluster by state,
-//!   failures with their output tails, who paused or approved what and when. The page
+//!   failures with their output tails, who paused or approved what and when, its ETA (as
+//!   `pony status` gives it), its timeline drawn from the journal by the simulator's
+//!   drawing, and the simulation kept for its files (`pony simulate --save`). The page
 //!   follows the run through `/runs/ID/events` (server-sent events: the server renders
 //!   the page's `<main>` again as the journal grows; see `live.rs`).
 //! - `POST /runs/ID/control`: the gate buttons, sent down the same path as `pony
 //!   approve|pause|continue|abort` (journaled by the run with who sent it), only with the
 //!   token of `--token-file` and its CSRF token (`auth.rs`); else 403, nothing sent.
+//! - `/runs/ID/simulation.svg`: the simulation kept for the run's files, if any.
 //! - `/metrics`: OpenMetrics text (`metrics.rs`).
 //!
 //! HTML is rendered on the server (`html.rs`, `view.rs`); the little JavaScript the page
@@ -44,6 +47,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 struct App {
     store: Store,
+    /// The local state folder (kept simulations).
+    state_dir: std::path::PathBuf,
     access: Access,
     hub: Arc<Hub>,
     plans: metrics::Plans,
@@ -80,14 +85,20 @@ pub fn run(
         StoreAccess::Read
     };
     let store = Store::open(store_settings, needs)?;
+    let state_dir = store_settings.state_dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(store, access, addr))
+    runtime.block_on(serve(store, state_dir, access, addr))
 }
 
-async fn serve(store: Store, access: Access, addr: SocketAddr) -> anyhow::Result<Exit> {
+async fn serve(
+    store: Store,
+    state_dir: std::path::PathBuf,
+    access: Access,
+    addr: SocketAddr,
+) -> anyhow::Result<Exit> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Diagnostics::from(
             Diagnostic::new(
@@ -104,9 +115,15 @@ async fn serve(store: Store, access: Access, addr: SocketAddr) -> anyhow::Result
         "read-only (no --token-file)"
     };
     crate::outln!("pony serve: listening on http://{bound}/ ({mode})");
-    let hub = Arc::new(Hub::new(store.clone(), access.clone(), WATCH_EVERY));
+    let hub = Arc::new(Hub::new(
+        store.clone(),
+        state_dir.clone(),
+        access.clone(),
+        WATCH_EVERY,
+    ));
     let app = Arc::new(App {
         store,
+        state_dir,
         access,
         hub,
         plans: metrics::Plans::default(),
@@ -116,6 +133,7 @@ async fn serve(store: Store, access: Access, addr: SocketAddr) -> anyhow::Result
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/control", post(control))
+        .route("/runs/{id}/simulation.svg", get(simulation))
         .route("/metrics", get(metrics_text))
         .with_state(app);
     let server = axum::serve(listener, router);
@@ -280,6 +298,39 @@ async fn events(
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The picture of the simulation kept for the run's files (`pony simulate --save`), as
+/// an image that may run no script and load nothing.
+async fn simulation(State(app): State<Arc<App>>, Path(run): Path<String>) -> Response {
+    let id = match resolve(&app, run).await {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let (store, state_dir) = (app.store.clone(), app.state_dir.clone());
+    let svg = blocking(move || {
+        let path = store.read_summary(&id).summary.path;
+        Ok(crate::sim::saved::for_run(&state_dir, &path).and_then(|p| std::fs::read(p).ok()))
+    })
+    .await;
+    match svg {
+        Ok(Some(svg)) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+            ],
+            svg,
+        )
+            .into_response(),
+        Ok(None) => failure(
+            StatusCode::NOT_FOUND,
+            "no simulation kept for this run's files",
+        ),
+        Err(response) => response,
+    }
 }
 
 /// A gate button's form.

@@ -14,13 +14,17 @@
 //! - [`report`]: what the trace means: totals, waves, regions, the binding limit, the
 //!   critical path; as text and JSON;
 //! - [`svg`]: the timeline picture;
+//! - [`journal`]: a real run's journal as a trace, for the same picture;
+//! - [`saved`]: simulations kept (`--save`) for the run page of `pony serve`;
 //! - [`edit`]: `--set` overrides and the by-hand baseline of `--compare`;
 //! - [`format`]: how a length of time is written.
 
 pub mod durations;
 pub mod edit;
+pub mod journal;
 pub mod record;
 pub mod report;
+pub mod saved;
 pub mod svg;
 pub mod text;
 pub mod trace;

@@ -1,8 +1,11 @@
 //! The timeline picture of a simulation (`--svg FILE`): one lane per region, one row per
 //! cluster with a bar per wave it took part in (red outline when hosts failed, a red bar
 //! while its rollback ran), pauses and approvals as bands across every lane, change
-//! windows as grey bands in the lanes of the regions that waited for them. Plain SVG, no
-//! script; readable at 7 regions × 14 clusters.
+//! windows as grey bands in the lanes of the regions that waited for them. The time axis
+//! reads elapsed time and the wall clock (UTC, from the run's start); a region whose
+//! hosts open their change window in `local` time gets its zone's local time in its
+//! lane's head. Plain SVG, no script; readable at 7 regions × 14 clusters. The run page
+//! of `pony serve` draws a real run's journal with the same code ([`render_run`]).
 
 use super::report::{ClusterBars, RegionSpan, Simulation};
 use crate::report::thousands;
@@ -13,7 +16,7 @@ const LABEL: f64 = 210.0;
 const PLOT: f64 = WIDTH - LABEL - 30.0;
 const ROW: f64 = 16.0;
 const LANE_HEAD: f64 = 20.0;
-const TOP: f64 = 56.0;
+const TOP: f64 = 70.0;
 const WAVE_COLOURS: [&str; 8] = [
     "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#bab0ac",
 ];
@@ -38,7 +41,53 @@ fn tick_step(total_ms: u64) -> u64 {
         .unwrap_or(86_400_000 * (total_ms / 86_400_000 / 12 + 1))
 }
 
+/// The picture of a simulation (with `--compare`, the by-hand baseline's total in the
+/// title).
 pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
+    let mut title = format!(
+        "pony simulate: {} on {} — {} hosts, total {}",
+        sim.playbook,
+        sim.inventory,
+        thousands(sim.hosts),
+        crate::duration::short_ms(sim.total_ms)
+    );
+    if let Some(base) = baseline {
+        let _ = write!(
+            title,
+            " (by hand: {}, {:.1}x longer)",
+            crate::duration::short_ms(base.total_ms),
+            base.total_ms as f64 / sim.total_ms.max(1) as f64
+        );
+    }
+    let line = format!(
+        "start {} · seed {} · bound most by {}",
+        sim.start,
+        sim.seed,
+        sim.bound_most()
+            .map(|b| b.limit.as_str())
+            .unwrap_or("nothing")
+    );
+    draw(sim, &title, &line)
+}
+
+/// The picture of a real run's journal ([`super::journal::timeline`]) so far.
+pub fn render_run(sim: &Simulation, run_id: &str, running: bool) -> String {
+    let title = format!(
+        "run {run_id}: {} on {} — {} hosts, {} {}",
+        sim.playbook,
+        sim.inventory,
+        thousands(sim.hosts),
+        if running { "so far" } else { "total" },
+        crate::duration::short_ms(sim.total_ms)
+    );
+    draw(
+        sim,
+        &title,
+        &format!("start {} · from the journal", sim.start),
+    )
+}
+
+fn draw(sim: &Simulation, title: &str, line: &str) -> String {
     let total = sim.total_ms.max(1);
     let x = |ms: u64| LABEL + PLOT * (ms.min(total) as f64 / total as f64);
     let rows: usize = sim.regions.iter().map(|r| r.clusters.len()).sum();
@@ -49,10 +98,13 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height:.0}" viewBox="0 0 {WIDTH} {height:.0}" font-family="Helvetica, Arial, sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
-    header(&mut s, sim, baseline);
+    header(&mut s, title, line);
+    let start = chrono::DateTime::parse_from_rfc3339(&sim.start)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok();
     // Time axis.
     let bottom = height - 60.0;
-    time_axis(&mut s, &x, total, bottom);
+    time_axis(&mut s, &x, total, bottom, start);
     let mut y = TOP;
     for region in &sim.regions {
         let lane_rows = region.clusters.len() as f64 * ROW;
@@ -79,6 +131,10 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
             thousands(region.hosts),
             escape(&span)
         );
+        if let (true, Some(start), Some(zone)) = (region.local_window, start, region.zones.first())
+        {
+            local_clock(&mut s, &x, total, start, zone, lane_top + 14.0);
+        }
         y += LANE_HEAD;
         for cluster in &region.clusters {
             cluster_row(&mut s, &x, sim, cluster, y);
@@ -93,47 +149,32 @@ pub fn render(sim: &Simulation, baseline: Option<&Simulation>) -> String {
     s
 }
 
-/// The title (the run, its size and total, and the by-hand baseline's) and the line
-/// under it.
-fn header(s: &mut String, sim: &Simulation, baseline: Option<&Simulation>) {
-    let total = sim.total_ms.max(1);
-    let mut title = format!(
-        "pony simulate: {} on {} — {} hosts, total {}",
-        sim.playbook,
-        sim.inventory,
-        thousands(sim.hosts),
-        crate::duration::short_ms(sim.total_ms)
-    );
-    if let Some(base) = baseline {
-        let _ = write!(
-            title,
-            " (by hand: {}, {:.1}x longer)",
-            crate::duration::short_ms(base.total_ms),
-            base.total_ms as f64 / total as f64
-        );
-    }
+/// The title and the line under it.
+fn header(s: &mut String, title: &str, line: &str) {
     let _ = writeln!(
         s,
         r#"<text x="10" y="18" font-size="14" font-weight="bold">{}</text>"#,
-        escape(&title)
+        escape(title)
     );
     let _ = writeln!(
         s,
-        r##"<text x="10" y="34" fill="#555">start {} · seed {} · bound most by {}</text>"##,
-        escape(&sim.start),
-        sim.seed,
-        escape(
-            sim.bound_most()
-                .map(|b| b.limit.as_str())
-                .unwrap_or("nothing")
-        )
+        r##"<text x="10" y="34" fill="#555">{}</text>"##,
+        escape(line)
     );
 }
 
-/// The time axis: a faint line and a label per tick.
-fn time_axis(s: &mut String, x: &dyn Fn(u64) -> f64, total: u64, bottom: f64) {
+/// The time axis: a faint line per tick, labelled with the time elapsed and, above it,
+/// the wall clock in UTC (the date at the first tick and where the day changes).
+fn time_axis(
+    s: &mut String,
+    x: &dyn Fn(u64) -> f64,
+    total: u64,
+    bottom: f64,
+    start: Option<chrono::DateTime<chrono::Utc>>,
+) {
     let step = tick_step(total);
     let mut t = 0;
+    let mut day = None;
     while t <= total {
         let _ = writeln!(
             s,
@@ -141,6 +182,53 @@ fn time_axis(s: &mut String, x: &dyn Fn(u64) -> f64, total: u64, bottom: f64) {
             x(t),
             TOP - 6.0,
             crate::duration::short_ms(t)
+        );
+        if let Some(start) = start {
+            let at = start + chrono::Duration::milliseconds(t as i64);
+            let label = if day != Some(at.date_naive()) {
+                day = Some(at.date_naive());
+                at.format("%b %-d %H:%M UTC").to_string()
+            } else {
+                at.format("%H:%M").to_string()
+            };
+            let _ = writeln!(
+                s,
+                r##"<text class="clock" data-utc="{}" x="{:.1}" y="{:.0}" text-anchor="middle" fill="#333">{}</text>"##,
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                x(t),
+                TOP - 20.0,
+                label
+            );
+        }
+        t += step;
+    }
+}
+
+/// A region's local time at each tick but the first, in its lane's head (its hosts open
+/// their change windows in their own zone's time).
+fn local_clock(
+    s: &mut String,
+    x: &dyn Fn(u64) -> f64,
+    total: u64,
+    start: chrono::DateTime<chrono::Utc>,
+    zone: &str,
+    y: f64,
+) {
+    let Ok(tz) = zone.parse::<chrono_tz::Tz>() else {
+        return;
+    };
+    let step = tick_step(total);
+    // From the second tick: the first would run into the region's name and figures.
+    let mut t = step;
+    while t <= total {
+        let at = (start + chrono::Duration::milliseconds(t as i64)).with_timezone(&tz);
+        let _ = writeln!(
+            s,
+            r##"<text class="local-clock" data-zone="{}" data-local="{}" x="{:.1}" y="{y:.1}" text-anchor="middle" font-size="9" fill="#777">{}</text>"##,
+            escape(zone),
+            at.format("%Y-%m-%dT%H:%M"),
+            x(t),
+            at.format("%H:%M %Z")
         );
         t += step;
     }

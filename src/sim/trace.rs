@@ -59,7 +59,7 @@ pub struct Trace {
 }
 
 impl Trace {
-    fn new(plan: &Plan) -> Trace {
+    pub(crate) fn new(plan: &Plan) -> Trace {
         let nodes = plan.graph.node_count();
         let hosts = plan.inventory.hosts.len();
         Trace {

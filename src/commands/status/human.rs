@@ -300,6 +300,9 @@ impl Report<'_> {
             }
             None => out.push_str("waiting: nothing\n"),
         }
+        if let Some(eta) = &self.eta {
+            out.push_str(&format!("ETA: {}\n", eta.words()));
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::state::store::Store;
 use serde::Serialize;
 use std::io::Write;
 
+pub mod eta;
 mod human;
 mod switches;
 
@@ -97,6 +98,9 @@ pub struct Report<'a> {
     pub stopped_wave: Option<StoppedWave<'a>>,
     /// What the run waits for, if anything.
     pub waiting: Option<Waiting>,
+    /// A running run's ETA from its journal (`eta.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<eta::Eta>,
     /// Commands from other shells (`pony pause|continue|abort|approve`), oldest first.
     pub controls: &'a [runs::ControlRecord],
     /// A run split by region (`--regions`): each controller's regions, tasks and lease.
@@ -239,6 +243,8 @@ impl<'a> Report<'a> {
                 .filter(|r| r.ok != Some(true))
                 .collect(),
         };
+        let waiting = waiting(detail, plan.ok());
+        let eta = eta::of(detail, plan.ok(), waiting.is_some());
         Report {
             run: &detail.summary,
             tasks,
@@ -252,7 +258,8 @@ impl<'a> Report<'a> {
                 .stopped_wave
                 .as_ref()
                 .map(|(wave, reason)| StoppedWave { wave, reason }),
-            waiting: waiting(detail, plan.ok()),
+            waiting,
+            eta,
             controls: &detail.controls,
             controllers: Vec::new(),
             live_controllers: Vec::new(),

@@ -31,7 +31,8 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 mod tests;
 mod words;
 
-use words::{eta, overall_words, region_words, Activity, Counts, Waiting};
+pub use words::eta;
+use words::{overall_words, region_words, Activity, Counts, Waiting};
 
 struct RegionBar {
     bar: ProgressBar,

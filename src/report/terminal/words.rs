@@ -133,7 +133,7 @@ pub(super) enum Activity {
 /// The time left for the hosts still to go, at the pace of the working time so far
 /// (waits left out); `None` before any host ended, while the run waits, and once no
 /// host is left to go.
-pub(super) fn eta(worked: Duration, ended: u64, left: u64, waiting: bool) -> Option<Duration> {
+pub fn eta(worked: Duration, ended: u64, left: u64, waiting: bool) -> Option<Duration> {
     if ended == 0 || left == 0 || waiting {
         return None;
     }

@@ -90,6 +90,9 @@ pub struct RegionSpan {
     pub hosts: usize,
     /// Its hosts' time zones (`UTC` without one): where `local` windows open.
     pub zones: Vec<String>,
+    /// Whether a wave that takes its hosts has a `local` change window (the timeline
+    /// shows the region's local time).
+    pub local_window: bool,
     pub start_ms: Option<u64>,
     pub end_ms: Option<u64>,
     pub clusters: Vec<ClusterBars>,
@@ -172,6 +175,21 @@ impl Simulation {
         options: &SimOptions,
         durations: Vec<StepSource>,
     ) -> Simulation {
+        let mut sim = Simulation::drawn(plan, trace, options, durations);
+        sim.bound_by = bound_by(plan, trace, sim.connections, sim.total_ms);
+        sim.critical_path = critical_path(plan, trace);
+        sim
+    }
+
+    /// What the timeline draws (totals, waves, regions, gates, failures), without the
+    /// analysis of the text report (the binding limit, the critical path): the run
+    /// page's real timeline, drawn at each change of a journal.
+    pub fn drawn(
+        plan: &Plan,
+        trace: &Trace,
+        options: &SimOptions,
+        durations: Vec<StepSource>,
+    ) -> Simulation {
         let inventory = &plan.inventory;
         let connections = options
             .connections
@@ -241,8 +259,8 @@ impl Simulation {
             waves,
             regions: regions(plan, trace),
             gates: gates(plan, trace, total_ms),
-            bound_by: bound_by(plan, trace, connections, total_ms),
-            critical_path: critical_path(plan, trace),
+            bound_by: Vec::new(),
+            critical_path: Vec::new(),
             failures: Failures {
                 failed_tasks: trace.task_failed.iter().filter(|f| **f).count(),
                 rollbacks: trace
@@ -349,6 +367,7 @@ fn regions(plan: &Plan, trace: &Trace) -> Vec<RegionSpan> {
                 name: region.name.clone(),
                 hosts,
                 zones,
+                local_window: local_window(plan, r),
                 start_ms: start,
                 end_ms: end,
                 clusters,
@@ -356,6 +375,18 @@ fn regions(plan: &Plan, trace: &Trace) -> Vec<RegionSpan> {
         }
     }
     out
+}
+
+/// Whether a wave that takes hosts of region `r` opens its change window in `local` time.
+fn local_window(plan: &Plan, r: usize) -> bool {
+    let inventory = &plan.inventory;
+    inventory.regions[r]
+        .clusters
+        .iter()
+        .flat_map(|&c| &inventory.clusters[c].hosts)
+        .filter_map(|&h| plan.host_wave[h])
+        .filter_map(|w| plan.playbook.strategy.waves.get(w)?.window.as_ref())
+        .any(|w| w.time_zone == crate::playbook::strategy::LOCAL)
 }
 
 fn gates(plan: &Plan, trace: &Trace, total_ms: u64) -> Vec<GateSpan> {

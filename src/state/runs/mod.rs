@@ -4,11 +4,13 @@
 //!
 //! - [`summary`]: one run in a line (`pony history`);
 //! - [`detail`]: a journal folded into the run's last known state (`pony status`);
-//! - [`counts`]: task counts per wave and region, pending included when the plan rebuilds.
+//! - [`counts`]: task counts per wave and region, pending included when the plan rebuilds;
+//! - [`timing`]: when tasks and gates happened (the ETA, the real timeline).
 
 pub mod counts;
 pub mod detail;
 pub mod summary;
+pub mod timing;
 
 pub use counts::{count_tasks, Group, TaskBreakdown, TaskCounts, RUN_WIDE, UNKNOWN};
 pub use detail::{ControlRecord, RollbackRecord, RunDetail, TaskRecord, TaskStatus};
