@@ -68,13 +68,19 @@ pub fn script(links: &[ChainLink], marker: &str, cut: &str) -> String {
     // beside the session's id (see [`Wrapper::ChainLink`]). A session killed under a
     // link ends with a signal's status and no frame for that link: the frame is
     // written here, as the link's own wrapper would have.
-    let body =
-        format!("pony_chain=; [ -z \"$PONY_SESSION\" ] || pony_chain=\"$$ $PONY_TASK\"\n{body}");
+    // What the host's shell learnt once ([`crate::transport::shell_setup`]) reaches the
+    // session's new `sh` through its environment: without it every link would ask for
+    // the user's id and check the marker folder again (an `id`, a `mkdir` and a `chmod`).
+    let body = format!(
+        "pony_uid=$PONY_UID; pony_own_ok=$PONY_OWN_OK\n\
+         pony_chain=; [ -z \"$PONY_SESSION\" ] || pony_chain=\"$$ $PONY_TASK\"\n{body}"
+    );
     let session = format!(
         "exec 3<&-\n\
          pony_setsid=; command -v setsid >/dev/null 2>&1 && pony_setsid='setsid -w'\n\
          PONY_TASK={token}; PONY_HANDS={hands}; PONY_SESSION=$pony_setsid\n\
-         export PONY_TASK PONY_HANDS PONY_SESSION\n\
+         PONY_UID=$pony_uid; PONY_OWN_OK=$pony_own_ok\n\
+         export PONY_TASK PONY_HANDS PONY_SESSION PONY_UID PONY_OWN_OK\n\
          {launch}pony_r=$?\n\
          if [ $pony_r -gt 128 ]; then printf '\\n{marker} %d\\n' \"$pony_r\"; printf '\\n{marker} %d\\n' \"$pony_r\" >&2; fi\n",
         token = crate::shell::quote(&chain_token(links, cut)),
@@ -235,15 +241,16 @@ mod tests {
     }
 
     /// With the host's shell set up, a chain of links without a `timeout` execs one
-    /// `setsid` and one `sh` in all (its session), not one of each per link: both are
-    /// counted by wrappers on a PATH that holds nothing else.
+    /// `setsid` and one `sh` in all (its session), not one of each per link, and one
+    /// `rm` of its markers at its end: counted by wrappers on a PATH that holds nothing
+    /// else. Each link's marker names the chain's session.
     #[test]
     fn a_chain_execs_one_setsid_and_one_sh_for_all_its_links() {
         let tmp = tempfile::tempdir().unwrap();
         let bin = tmp.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let count = tmp.path().join("execs");
-        for program in ["setsid", "sh"] {
+        for program in ["setsid", "sh", "rm"] {
             let found = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("command -v {program}"))
@@ -270,7 +277,8 @@ mod tests {
         let links: Vec<ChainLink> = ["t1", "t2", "t3", "t4", "t5"]
             .iter()
             .map(|task| ChainLink {
-                command: "echo \"$PONY_TASK\"".into(),
+                // The link's marker, read by a builtin: it names the chain's session.
+                command: "echo \"$PONY_TASK\"; read -r m < \"$pony_f\" && echo \"${m#* }\"".into(),
                 timeout: None,
                 mark: TaskMark::new("run-2", task.to_string()),
             })
@@ -297,7 +305,7 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         let frames: String = links
             .iter()
-            .map(|l| format!("run-2/{}\n\n{m} 0\n", l.mark.task))
+            .map(|l| format!("run-2/{}\nrun-2/chain-c1-y\n\n{m} 0\n", l.mark.task))
             .collect();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
@@ -305,8 +313,17 @@ mod tests {
             "stderr: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // Only frames on stderr: no "not found" of a program off the PATH (`id`, `mkdir`,
+        // `chmod`, which each link ran before it had the shell's setup).
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("{}\n{m} end\n", format!("\n{m} 0\n").repeat(links.len()))
+        );
         let execs = std::fs::read_to_string(&count).unwrap();
-        assert_eq!(execs, "setsid\nsh\n", "one session for the chain");
+        assert_eq!(
+            execs, "setsid\nsh\nrm\n",
+            "one session for the chain, one `rm` of its markers"
+        );
         let uid = crate::sys::uid();
         let left: Vec<_> = std::fs::read_dir(tmp.path().join(format!("pony-{uid}/run-2")))
             .unwrap()
