@@ -159,23 +159,32 @@ mod tests {
         }
     }
 
+    /// Starts `script` in `sh` with TMPDIR in `tmp`, and its stdin, which the caller
+    /// keeps open as the controller keeps a host's shell's stdin while a chain runs.
+    fn spawn_with_stdin_open(
+        script: String,
+        tmp: &std::path::Path,
+    ) -> (std::process::Child, std::process::ChildStdin) {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("TMPDIR", tmp)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().expect("piped");
+        (child, stdin)
+    }
+
     /// Frames in order, the chain stops at the first failure, and a cut file stops it
     /// before the next link.
     #[test]
     fn a_chain_frames_each_link_and_stops_at_the_first_failure_or_a_cut() {
         let tmp = tempfile::tempdir().unwrap();
-        // With the shell's stdin open, as the controller keeps it while a chain runs.
         let sh = |script: String| {
-            let mut child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(script)
-                .env("TMPDIR", tmp.path())
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let _open = child.stdin.take();
+            let (child, _open) = spawn_with_stdin_open(script, tmp.path());
             child.wait_with_output().unwrap()
         };
         let m = "__pony_9_9__";
@@ -292,16 +301,7 @@ mod tests {
             bin.display(),
             script(&links, m, "c1-y")
         );
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .env("TMPDIR", tmp.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _open = child.stdin.take();
+        let (child, _open) = spawn_with_stdin_open(script, tmp.path());
         let out = child.wait_with_output().unwrap();
         let frames: String = links
             .iter()
@@ -350,19 +350,13 @@ mod tests {
             link("echo three", "t3"),
         ];
         let m = "__pony_7_7__";
-        let mut chain = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
+        let (chain, _open) = spawn_with_stdin_open(
+            format!(
                 "mkdir -p \"$TMPDIR/pony-$(id -u)/run-1\"\n{}",
                 script(&links, m, "c4-x")
-            ))
-            .env("TMPDIR", tmp.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _open = chain.stdin.take();
+            ),
+            tmp.path(),
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let sleeper = loop {
             if let Ok(pid) = std::fs::read_to_string(&started) {
