@@ -427,6 +427,31 @@ fn the_postfix_role_as_an_include_reloads_postfix_only_where_its_config_changed(
     let before = lab.postconf(other, "message_size_limit");
     assert_ne!(before, "52428800");
 
+    // `--check --diff` first: it shows the template's diff and the steps that would run,
+    // and changes nothing: main.cf and header_checks byte for byte as they were, no reload.
+    let config_files = |host: &str| {
+        let config = lab.lab.host(host).postfix_config();
+        ["main.cf", "header_checks"].map(|f| std::fs::read(config.join(f)).ok())
+    };
+    let untouched = [config_files(canary), config_files(other)];
+    let quiet = [lab.reloads(canary), lab.reloads(other)];
+    let checked = lab.deploy(&playbook, &["--check", "--diff"]);
+    assert_eq!(code(&checked), 0, "{}", text(&checked));
+    let report = String::from_utf8_lossy(&checked.stdout).to_string();
+    assert!(
+        report.contains("+/^Subject:.*viagra/ REJECT spam subject"),
+        "{report}"
+    );
+    assert!(report.contains("would run"), "{report}");
+    for (host, files) in [canary, other].into_iter().zip(&untouched) {
+        assert_eq!(
+            &config_files(host),
+            files,
+            "{host}: main.cf or header_checks changed"
+        );
+    }
+    assert_eq!([lab.reloads(canary), lab.reloads(other)], quiet);
+
     let first = lab.deploy(&playbook, &["--limit", canary]);
     assert_eq!(code(&first), 0, "{}", text(&first));
     assert_eq!(lab.postconf(canary, "message_size_limit"), "52428800");
